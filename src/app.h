@@ -1,0 +1,37 @@
+#ifndef YARD_APP_H
+#define YARD_APP_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/log.h"
+
+struct config;
+struct store;
+struct sup;
+struct admin_server;
+
+/*
+ * The one piece of mutable state in a yard process, passed explicitly. The
+ * CLI fills only what it needs (state_dir, json); the daemon fills the rest.
+ */
+struct app {
+    uv_loop_t *loop;
+    char *config_path; /* -c FILE, default "./yard.yaml" */
+    char *state_dir;   /* --state-dir, YARD_STATE_DIR, $XDG_STATE_HOME/yard, ~/.local/state/yard */
+    char *listen;      /* --listen HOST:PORT override, or NULL */
+    enum log_format log_format;
+    int keep_engines;  /* serve --keep-engines */
+    int json;          /* --json output */
+
+    struct config *cfg;
+    struct store *store;
+    struct sup *sup;
+    struct admin_server *admin;
+
+    /* Replaceable in tests. */
+    uint64_t (*now_ms)(void); /* monotonic */
+};
+
+#endif

@@ -1,0 +1,89 @@
+#include "base/alloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int (*alloc_should_fail)(size_t n);
+
+static void alloc_die(size_t n)
+{
+    fprintf(stderr, "yard: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *alloc_try_malloc(size_t n)
+{
+    if (alloc_should_fail && alloc_should_fail(n))
+        return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *alloc_try_realloc(void *p, size_t n)
+{
+    if (alloc_should_fail && alloc_should_fail(n))
+        return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = alloc_try_malloc(n);
+    if (!p)
+        alloc_die(n);
+    return p;
+}
+
+void *xcalloc(size_t count, size_t n)
+{
+    if (n && count > (size_t)-1 / n)
+        alloc_die((size_t)-1);
+    void *p = xmalloc(count * n);
+    memset(p, 0, count * n);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = alloc_try_realloc(p, n);
+    if (!q)
+        alloc_die(n);
+    return q;
+}
+
+char *xstrdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    return xstrndup(s, strlen(s));
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+    char *p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *xvstrfmt(const char *fmt, va_list ap)
+{
+    va_list cp;
+    va_copy(cp, ap);
+    int n = vsnprintf(NULL, 0, fmt, cp);
+    va_end(cp);
+    if (n < 0)
+        n = 0;
+    char *p = xmalloc((size_t)n + 1);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    return p;
+}
+
+char *xstrfmt(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *p = xvstrfmt(fmt, ap);
+    va_end(ap);
+    return p;
+}

@@ -1,0 +1,65 @@
+#include "base/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "base/alloc.h"
+
+static enum log_level log_min = LOG_INFO;
+static enum log_format log_fmt = LOG_FORMAT_TEXT;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_setup(enum log_level min, enum log_format fmt)
+{
+    log_min = min;
+    log_fmt = fmt;
+}
+
+int log_parse_format(const char *s, enum log_format *out)
+{
+    if (strcmp(s, "text") == 0)
+        *out = LOG_FORMAT_TEXT;
+    else if (strcmp(s, "json") == 0)
+        *out = LOG_FORMAT_JSON;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+void log_msg(enum log_level lvl, const char *module, const char *fmt, ...)
+{
+    if (lvl < log_min)
+        return;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char ts[40];
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = xvstrfmt(fmt, ap);
+    va_end(ap);
+
+    if (log_fmt == LOG_FORMAT_JSON) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[lvl],
+                              "module", module, "msg", msg);
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (line)
+            fprintf(stderr, "%s\n", line);
+        free(line);
+        json_decref(o);
+    } else {
+        fprintf(stderr, "%s %-5s %s: %s\n", ts, level_names[lvl], module, msg);
+    }
+    free(msg);
+}

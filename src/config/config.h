@@ -1,0 +1,134 @@
+#ifndef YARD_CONFIG_CONFIG_H
+#define YARD_CONFIG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The YAML config, loaded and validated in one step. Keys are the ones of
+ * DESIGN.md. Every error is "FILE:LINE:COL: message", names the key and, for
+ * an unknown key, suggests the closest valid one. A config with any error is
+ * refused as a whole: config_load returns NULL and nothing is started.
+ */
+
+enum config_restart { CONFIG_RESTART_NEVER = 0, CONFIG_RESTART_ON_FAILURE };
+enum config_weights { CONFIG_WEIGHTS_RETAIN = 0, CONFIG_WEIGHTS_OFFLOAD, CONFIG_WEIGHTS_DISCARD };
+enum config_process {
+    CONFIG_PROCESS_STOP = 0,
+    CONFIG_PROCESS_KEEP_RUNNING,
+    CONFIG_PROCESS_CUDA_SUSPEND,
+    CONFIG_PROCESS_CHECKPOINT,
+};
+
+struct config_kv {
+    char *key;
+    char *value;
+};
+
+struct config_model {
+    char *name;
+    char *engine;   /* "vllm" | "sglang" | "llamacpp" | "generic" */
+    char *cmd;      /* as written, macros not yet expanded */
+    char *model_id; /* key "model": what ${MODEL} expands to; defaults to name */
+    char **aliases;
+    size_t n_aliases;
+    struct config_kv *env;
+    size_t n_env;
+    char *cwd;           /* NULL: the daemon's working directory */
+    int port;            /* 0: auto, from start_port */
+    int gpu_count;       /* "gpus: 2" */
+    int *gpu_list;       /* "gpus: [0, 1]" */
+    size_t n_gpu_list;   /* gpu_count == n_gpu_list when a list is given */
+    uint64_t vram;       /* bytes; 0 = not declared */
+    uint64_t ttl_ms;     /* 0 = never unload */
+    uint64_t startup_timeout_ms;
+    uint64_t stop_timeout_ms;
+    enum config_restart restart;
+    int max_restarts;    /* bounded attempts for restart: on-failure (default 5) */
+    int concurrency;     /* 0 = unlimited */
+    enum config_weights evict_weights;
+    enum config_process evict_process;
+    char *pod;           /* NULL: local */
+    char *health_path;   /* generic engine: probe path (default "/health") */
+    int health_status;   /* generic engine: expected status (default 200) */
+    int line, col;       /* position of the model's key, for messages */
+};
+
+struct config_group {
+    char *name;
+    int exclusive;
+    char **members;
+    size_t n_members;
+};
+
+struct config_gpu {
+    int index;
+    char *name;
+    uint64_t memory; /* bytes */
+};
+
+struct config {
+    char *path;
+    char *listen_host; /* default "127.0.0.1" */
+    int listen_port;   /* default 8080 */
+    char **api_keys;
+    size_t n_api_keys;
+    int gpus_auto; /* "gpus: auto" (the default) */
+    struct config_gpu *gpus;
+    size_t n_gpus;
+    uint64_t default_ttl_ms;             /* default 0 (never) */
+    uint64_t default_startup_timeout_ms; /* default 10m */
+    uint64_t default_stop_timeout_ms;    /* default 10s */
+    int start_port;                      /* default 5800 */
+    int router_max_queue;                /* default 256 */
+    uint64_t router_max_wait_ms;         /* default 300s */
+    char *router_policy;                 /* "fifo" | "cost_aware" | "time_slice" */
+    uint64_t log_max_bytes;              /* per-model log cap before rotation, default 10MiB */
+    struct config_model *models;
+    size_t n_models;
+    struct config_group *groups;
+    size_t n_groups;
+};
+
+struct config_errors {
+    char **msgs; /* each "FILE:LINE:COL: message" */
+    size_t n;
+};
+
+/*
+ * Loads and validates FILE. Returns a new config the caller frees with
+ * config_free, or NULL with every error appended to errs (which the caller
+ * releases with config_errors_release). A missing or unreadable file is one
+ * error naming the path.
+ */
+struct config *config_load(const char *path, struct config_errors *errs);
+/* As config_load, from memory; name is used in messages. */
+struct config *config_parse(const char *text, size_t len, const char *name,
+                            struct config_errors *errs);
+void config_free(struct config *cfg);
+void config_errors_release(struct config_errors *errs);
+
+/* Finds a model by name or alias; NULL if none. */
+const struct config_model *config_find_model(const struct config *cfg, const char *name);
+/* Nonzero when two models would run the same process (reload keeps it running). */
+int config_model_same(const struct config_model *a, const struct config_model *b);
+
+/*
+ * Splits a command line into argv with shell-like quoting ('...', "...",
+ * backslash escapes; no globbing, no variables, no shell). Returns a new
+ * NULL-terminated array freed with config_argv_free, or NULL with a message
+ * in err (unterminated quote, empty command).
+ */
+char **config_split_argv(const char *cmd, char *err, size_t errlen);
+void config_argv_free(char **argv);
+
+/*
+ * Expands ${PORT} ${NAME} ${MODEL} ${GPUS} ${env.VAR} in the model's cmd and
+ * splits it. gpus is the comma-separated list of GPU indexes ("" if none).
+ * Returns a new argv (config_argv_free) or NULL with a message in err (an
+ * unknown macro, an unset ${env.VAR}).
+ */
+char **config_expand_cmd(const struct config_model *m, int port, const char *gpus, char *err,
+                         size_t errlen);
+
+#endif

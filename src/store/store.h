@@ -1,0 +1,84 @@
+#ifndef YARD_STORE_STORE_H
+#define YARD_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Durable state: SQLite in WAL mode at STATE_DIR/yard.db. The only place in
+ * yard that writes SQL. Tables: meta (schema version), instances (one row per
+ * model and host), events (append-only log of every state transition).
+ *
+ * A corrupt database or one written by a newer yard is refused with a
+ * message saying what to do; it is never deleted or rewritten.
+ */
+
+struct store;
+
+struct store_instance {
+    int64_t id;
+    char *model;
+    char *host;          /* "local" or a pod's name */
+    int pid;             /* 0 when no process */
+    int pgid;
+    uint64_t start_time; /* /proc/PID/stat field 22, clock ticks since boot */
+    int port;
+    char *gpus;          /* "0,1" or "" */
+    char *state;         /* the instance state's name: "starting", "ready", ... */
+    char *reason;        /* why it is in that state; "" when none */
+    char *cmd;           /* the expanded command line, for display */
+    int restarts;        /* restarts since the last healthy run */
+    int exit_code;       /* last exit code, or -signal; 0 when none */
+    int64_t created_ms;  /* wall clock */
+    int64_t updated_ms;
+    int64_t ready_ms;    /* when it last became ready; 0 when never */
+};
+
+struct store_event {
+    int64_t id;
+    int64_t ts_ms;
+    char *model;
+    char *host;
+    char *from_state;
+    char *to_state;
+    char *reason;
+};
+
+/*
+ * Opens (creating if needed) STATE_DIR/yard.db and migrates it to the current
+ * schema. Returns the store, or NULL with *err set to a new message the
+ * caller frees (corrupt file, newer schema, unwritable directory).
+ */
+struct store *store_open(const char *state_dir, char **err);
+void store_close(struct store *st);
+/* The schema version this build writes. */
+int store_schema_version(void);
+
+/*
+ * Records a transition atomically: upserts the instance row (keyed by model
+ * and host; inst->id is set) and appends an event from_state -> inst->state
+ * with inst->reason. from_state may be NULL for a first record.
+ * Returns 0 or a negative errno-style code (-EIO, -ENOSPC).
+ */
+int store_record_transition(struct store *st, struct store_instance *inst,
+                            const char *from_state);
+/* Upserts the row without an event (pid, port, restarts change). */
+int store_put_instance(struct store *st, struct store_instance *inst);
+/* Fills out (release with store_instance_release); -ENOENT if none. */
+int store_get_instance(struct store *st, const char *model, const char *host,
+                       struct store_instance *out);
+/* A new array of every instance row (store_instances_free); 0 or -errno. */
+int store_list_instances(struct store *st, struct store_instance **out, size_t *n);
+int store_delete_instance(struct store *st, const char *model, const char *host);
+void store_instance_release(struct store_instance *inst);
+void store_instances_free(struct store_instance *arr, size_t n);
+
+/*
+ * Events with id > after_id, oldest first, at most limit. With after_id < 0
+ * returns the last `limit` events (oldest first). model may be NULL for all.
+ */
+int store_list_events(struct store *st, int64_t after_id, size_t limit, const char *model,
+                      struct store_event **out, size_t *n);
+void store_events_free(struct store_event *arr, size_t n);
+
+#endif
