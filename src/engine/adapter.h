@@ -55,4 +55,10 @@ const struct engine_ops *engine_find(const char *name);
 /* NULL-terminated list of known engine names, for messages and validation. */
 extern const char *const engine_names[];
 
+/* The adapters, one per engine; engine_find() is the usual way in. */
+extern const struct engine_ops engine_vllm;
+extern const struct engine_ops engine_sglang;
+extern const struct engine_ops engine_llamacpp;
+extern const struct engine_ops engine_generic;
+
 #endif

@@ -69,6 +69,7 @@ int store_get_instance(struct store *st, const char *model, const char *host,
                        struct store_instance *out);
 /* A new array of every instance row (store_instances_free); 0 or -errno. */
 int store_list_instances(struct store *st, struct store_instance **out, size_t *n);
+/* Deletes the row (its events stay); 0 also when there was none. */
 int store_delete_instance(struct store *st, const char *model, const char *host);
 void store_instance_release(struct store_instance *inst);
 void store_instances_free(struct store_instance *arr, size_t n);
@@ -80,5 +81,7 @@ void store_instances_free(struct store_instance *arr, size_t n);
 int store_list_events(struct store *st, int64_t after_id, size_t limit, const char *model,
                       struct store_event **out, size_t *n);
 void store_events_free(struct store_event *arr, size_t n);
+/* Deletes all but the newest `keep` events (ids are never reused); 0 or -errno. */
+int store_prune_events(struct store *st, size_t keep);
 
 #endif

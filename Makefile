@@ -1,0 +1,138 @@
+# Switchyard: what a person types. The build itself is CMake (CMakeLists.txt);
+# this file only strings the steps together. See docs/testing.md.
+#
+#   make          build build/yard and build/mock-engine (RelWithDebInfo)
+#   make test     unit + e2e under ctest, again under ASan+UBSan, banned calls, format
+#   make demo     build, then scripts/demo.sh
+#   make bench    bench/run        make fuzz   tests/fuzz/run     make soak   tests/soak/run
+#   make format   clang-format -i over src/ tools/ tests/
+#   make clean    remove build directories
+#
+# Variables: CTEST_ARGS="-R e2e/smoke" narrows the ctest runs; ARGS="..." is passed
+# to demo.sh, bench/run, tests/fuzz/run and tests/soak/run; JOBS=N build parallelism.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := build
+MAKEFLAGS += --no-print-directory
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST_ARGS ?=
+ARGS ?=
+E2E_DIR := tests/e2e
+
+.PHONY: all build demo test bench fuzz soak clean format deps-build deps-test deps-bench \
+	e2e-deps
+
+all: build
+
+deps-build:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+deps-bench:
+	@scripts/deps.sh bench
+
+# Configuring again is cheap and repairs a build dir whose last configure failed.
+build: deps-build
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build -j$(JOBS)
+
+# npm packages for the e2e tests, once, and again only when package*.json change.
+e2e-deps:
+	@if [[ ! -f $(E2E_DIR)/package.json ]]; then exit 0; fi
+	stamp=$(E2E_DIR)/node_modules/.yard-installed
+	if [[ -f $$stamp && $$stamp -nt $(E2E_DIR)/package.json &&
+	      ( ! -f $(E2E_DIR)/package-lock.json || $$stamp -nt $(E2E_DIR)/package-lock.json ) ]]; then
+	  exit 0
+	fi
+	if [[ -f $(E2E_DIR)/package-lock.json ]]; then verb=ci; else verb=install; fi
+	echo "npm $$verb --prefix $(E2E_DIR)"
+	npm $$verb --prefix $(E2E_DIR) --no-audit --no-fund --loglevel=error
+	touch $$stamp
+
+# Runs every tier even when one fails; the last line is "N passed, N failed"
+# (ctest tests of both builds plus the two checks; a build or setup step that
+# fails counts as one failure).
+test: deps-test
+	@passed=0; failed=0; notes=()
+	step() { # step NAME CMD... : one pass/fail unit
+	  local name=$$1; shift
+	  if "$$@"; then passed=$$((passed + 1)); else failed=$$((failed + 1)); notes+=("FAILED: $$name"); fi
+	}
+	ctest_tier() { # ctest_tier NAME DIR
+	  local name=$$1 dir=$$2 log=$$2/ctest.log rc=0
+	  echo "== $$name: ctest --test-dir $$dir"
+	  ctest --test-dir $$dir --output-on-failure $(CTEST_ARGS) 2>&1 | tee $$log || rc=$$?
+	  local line; line=$$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' $$log | tail -n 1 || true)
+	  if [[ -n $$line ]]; then
+	    local f t; f=$$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$$line")
+	    t=$$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$$line")
+	    passed=$$((passed + t - f)); failed=$$((failed + f))
+	    [[ $$f -eq 0 ]] || notes+=("FAILED: $$f of $$t tests in $$name")
+	    if [[ $$rc -ne 0 && $$f -eq 0 ]]; then failed=$$((failed + 1)); notes+=("FAILED: ctest in $$name exited $$rc"); fi
+	  elif grep -q 'No tests were found' $$log; then
+	    notes+=("$$name: no tests")
+	  else
+	    failed=$$((failed + 1)); notes+=("FAILED: ctest in $$name exited $$rc")
+	  fi
+	}
+	$(MAKE) e2e-deps || { failed=$$((failed + 1)); notes+=("FAILED: npm packages for $(E2E_DIR)"); }
+	echo "== release build: build/"
+	if cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
+	   cmake --build build -j$(JOBS); then
+	  ctest_tier release build
+	else
+	  failed=$$((failed + 1)); notes+=("FAILED: release build (build/)")
+	fi
+	echo "== sanitizer build: build-asan/"
+	if cmake -S . -B build-asan -DYARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
+	   cmake --build build-asan -j$(JOBS); then
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ctest_tier asan build-asan
+	else
+	  failed=$$((failed + 1)); notes+=("FAILED: sanitizer build (build-asan/)")
+	fi
+	echo "== scripts/check-banned.sh"
+	step "scripts/check-banned.sh" scripts/check-banned.sh
+	echo "== scripts/check-format.sh"
+	step "scripts/check-format.sh" scripts/check-format.sh
+	echo "=="
+	for n in "$${notes[@]}"; do echo "$$n"; done
+	echo "$$passed passed, $$failed failed"
+	[[ $$failed -eq 0 ]]
+
+demo: build
+	@if [[ -f scripts/demo.sh ]]; then
+	  exec bash scripts/demo.sh $(ARGS)
+	fi
+	echo "make demo: scripts/demo.sh is missing (not written yet)" >&2
+	exit 1
+
+# run_if_present PATH WHAT: run PATH (executable, or with bash) or say it is missing.
+define run_if_present
+	@if [[ -f $(1) ]]; then
+	  if [[ -x $(1) ]]; then exec ./$(1) $(ARGS); else exec bash $(1) $(ARGS); fi
+	fi
+	echo "make $(2): $(1) is missing (not written yet); nothing to run" >&2
+	exit 1
+endef
+
+bench: deps-bench build
+	$(call run_if_present,bench/run,bench)
+
+fuzz: deps-test
+	$(call run_if_present,tests/fuzz/run,fuzz)
+
+soak: deps-test build
+	$(call run_if_present,tests/soak/run,soak)
+
+format: deps-test
+	@scripts/check-format.sh --fix
+
+clean:
+	rm -rf build build-*/

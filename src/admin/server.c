@@ -1,0 +1,567 @@
+/*
+ * The admin socket: accepts connections, splits requests into lines, and
+ * answers each through the handlers below. Streaming answers (start --wait,
+ * logs -f, events -f) hang an observer on the supervisor and write as notes
+ * arrive; a connection is freed only when its handle has closed and no
+ * pending stop still refers to it.
+ */
+#include "admin/admin.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "store/store.h"
+#include "sup/sup.h"
+
+#define ADMIN_LINE_MAX (64 * 1024)
+#define ADMIN_DEFAULT_LINES 50
+#define ADMIN_LOG_TAIL_MAX (4 * 1024 * 1024)
+
+struct admin_conn {
+    uv_pipe_t pipe;
+    struct admin_server *srv;
+    struct buf in;
+    int refs;
+    int closed;
+    struct sup_observer *obs;
+    char *model;        /* canonical name for start --wait / logs -f */
+    int64_t last_event; /* events -f: the last id sent */
+    struct admin_conn *next;
+};
+
+struct admin_server {
+    uv_pipe_t listener;
+    struct app *app;
+    admin_reload_fn reload;
+    char *path;
+    struct admin_conn *conns;
+    int closing;
+};
+
+struct write_req {
+    uv_write_t req;
+    char *data;
+};
+
+static void conn_unref(struct admin_conn *c)
+{
+    if (--c->refs > 0)
+        return;
+    buf_release(&c->in);
+    free(c->model);
+    free(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    free(w->data);
+    free(w);
+}
+
+/* Sends one JSON value as a line; takes the reference. */
+static void conn_send(struct admin_conn *c, json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    if (!s || c->closed) {
+        free(s);
+        return;
+    }
+    size_t n = strlen(s);
+    struct write_req *w = xmalloc(sizeof *w);
+    w->data = xrealloc(s, n + 2);
+    w->data[n] = '\n';
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n + 1);
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write) < 0) {
+        free(w->data);
+        free(w);
+    }
+}
+
+static void send_ok(struct admin_conn *c, json_t *result)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "ok", json_true());
+    if (result)
+        json_object_set_new(o, "result", result);
+    conn_send(c, o);
+}
+
+static void send_error(struct admin_conn *c, const char *msg)
+{
+    conn_send(c, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+static void conn_close(struct admin_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    if (c->obs) {
+        sup_unobserve(c->srv->app->sup, c->obs);
+        c->obs = NULL;
+    }
+    struct admin_conn **pp = &c->srv->conns;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = c->next;
+    uv_close((uv_handle_t *)&c->pipe, on_closed);
+}
+
+static json_t *info_json(const struct sup_info *i)
+{
+    const char *nl = strchr(i->reason, '\n');
+    json_t *reason = nl ? json_stringn(i->reason, (size_t)(nl - i->reason)) : json_string(i->reason);
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(i->name));
+    json_object_set_new(o, "engine", json_string(i->engine));
+    json_object_set_new(o, "host", json_string(i->host));
+    json_object_set_new(o, "state", json_string(sup_state_name(i->state)));
+    json_object_set_new(o, "pid", i->pid ? json_integer(i->pid) : json_null());
+    json_object_set_new(o, "port", i->port ? json_integer(i->port) : json_null());
+    json_object_set_new(o, "gpus", json_string(i->gpus));
+    json_object_set_new(o, "uptime_s", i->uptime_s >= 0 ? json_integer(i->uptime_s) : json_null());
+    json_object_set_new(o, "reason", reason);
+    json_object_set_new(o, "restarts", json_integer(i->restarts));
+    json_object_set_new(o, "progress", i->percent >= 0 ? json_integer(i->percent) : json_null());
+    return o;
+}
+
+static void handle_ps(struct admin_conn *c)
+{
+    struct sup *s = c->srv->app->sup;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < sup_count(s); i++) {
+        struct sup_info info;
+        sup_info_at(s, i, &info);
+        json_array_append_new(arr, info_json(&info));
+    }
+    send_ok(c, arr);
+}
+
+static void handle_version(struct admin_conn *c)
+{
+    struct app *app = c->srv->app;
+    send_ok(c, json_pack("{s:s, s:i, s:s, s:s}", "version", YARD_VERSION, "pid", (int)getpid(),
+                         "state_dir", app->state_dir, "config",
+                         app->config_path ? app->config_path : ""));
+}
+
+static void wait_note(void *arg, const struct sup_note *n)
+{
+    struct admin_conn *c = arg;
+    if (n->kind == SUP_NOTE_PROGRESS) {
+        conn_send(c, json_pack("{s:{s:s, s:o, s:s}}", "progress", "state",
+                               sup_state_name(n->state), "percent",
+                               n->percent >= 0 ? json_integer(n->percent) : json_null(),
+                               "message", "loading"));
+        return;
+    }
+    if (n->kind != SUP_NOTE_STATE)
+        return;
+    if (n->state == INST_READY) {
+        send_ok(c, json_pack("{s:s, s:s}", "name", n->model, "state", "ready"));
+    } else if (n->state == INST_FAILED || n->state == INST_STOPPED ||
+               n->state == INST_STOPPING) {
+        const char *why = n->state == INST_FAILED ? n->reason : "it was stopped while loading";
+        char *msg = xstrfmt("cannot start '%s': %s", n->model, why);
+        send_error(c, msg);
+        free(msg);
+    } else {
+        conn_send(c, json_pack("{s:{s:s, s:n, s:s}}", "progress", "state",
+                               sup_state_name(n->state), "percent", "message", n->reason));
+        return;
+    }
+    sup_unobserve(c->srv->app->sup, c->obs);
+    c->obs = NULL;
+}
+
+static void handle_start(struct admin_conn *c, json_t *req)
+{
+    struct sup *s = c->srv->app->sup;
+    const char *model = json_string_value(json_object_get(req, "model"));
+    int wait = json_is_true(json_object_get(req, "wait"));
+    char *err = NULL;
+    if (!model) {
+        send_error(c, "'start' needs a model name");
+        return;
+    }
+    struct sup_info info;
+    if (sup_info(s, model, &info) < 0) {
+        sup_start(s, model, &err); /* fills the unknown-model message */
+        send_error(c, err);
+        free(err);
+        return;
+    }
+    free(c->model);
+    c->model = xstrdup(info.name);
+    if (wait && info.state != INST_READY) {
+        if (c->obs)
+            sup_unobserve(s, c->obs);
+        c->obs = sup_observe(s, c->model, wait_note, c);
+    }
+    if (sup_start(s, c->model, &err) < 0) {
+        send_error(c, err);
+        free(err);
+        return;
+    }
+    sup_info(s, c->model, &info);
+    if (!wait || info.state == INST_READY) {
+        send_ok(c, json_pack("{s:s, s:s}", "name", info.name, "state",
+                             sup_state_name(info.state)));
+        if (c->obs) {
+            sup_unobserve(s, c->obs);
+            c->obs = NULL;
+        }
+    } else if (info.state == INST_FAILED && c->obs) {
+        char *msg = xstrfmt("cannot start '%s': %s", info.name, info.reason);
+        send_error(c, msg);
+        free(msg);
+        sup_unobserve(s, c->obs);
+        c->obs = NULL;
+    }
+}
+
+struct stop_ctx {
+    struct admin_conn *c;
+    int pending;
+    json_t *names;
+};
+
+static void stop_done(void *arg)
+{
+    struct stop_ctx *x = arg;
+    if (--x->pending > 0)
+        return;
+    send_ok(x->c, json_pack("{s:o}", "stopped", x->names));
+    conn_unref(x->c);
+    free(x);
+}
+
+static void handle_stop(struct admin_conn *c, json_t *req)
+{
+    struct sup *s = c->srv->app->sup;
+    const char *model = json_string_value(json_object_get(req, "model"));
+    int all = json_is_true(json_object_get(req, "all"));
+    if (!model && !all) {
+        send_error(c, "'stop' needs a model name or --all");
+        return;
+    }
+    struct stop_ctx *x = xcalloc(1, sizeof *x);
+    x->c = c;
+    x->names = json_array();
+    x->pending = 1; /* held until every stop is issued */
+    c->refs++;
+    char *err = NULL;
+    if (all) {
+        size_t n = sup_count(s);
+        char **names = xcalloc(n ? n : 1, sizeof *names);
+        for (size_t i = 0; i < n; i++) {
+            struct sup_info info;
+            sup_info_at(s, i, &info);
+            names[i] = info.state == INST_STOPPED ? NULL : xstrdup(info.name);
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (!names[i])
+                continue;
+            json_array_append_new(x->names, json_string(names[i]));
+            x->pending++;
+            sup_stop(s, names[i], stop_done, x, &err);
+            free(names[i]);
+        }
+        free(names);
+    } else {
+        struct sup_info info;
+        if (sup_info(s, model, &info) < 0) {
+            sup_stop(s, model, NULL, NULL, &err);
+            send_error(c, err);
+            free(err);
+            json_decref(x->names);
+            free(x);
+            conn_unref(c);
+            return;
+        }
+        json_array_append_new(x->names, json_string(info.name));
+        x->pending++;
+        char *name = xstrdup(info.name);
+        sup_stop(s, name, stop_done, x, &err);
+        free(name);
+    }
+    stop_done(x);
+}
+
+/* Sends the last n lines of a file as {"line":...} objects. */
+static void send_file_tail(struct admin_conn *c, const char *path, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size == 0) {
+        close(fd);
+        return;
+    }
+    size_t want = (size_t)st.st_size < ADMIN_LOG_TAIL_MAX ? (size_t)st.st_size : ADMIN_LOG_TAIL_MAX;
+    char *data = xmalloc(want + 1);
+    ssize_t got = pread(fd, data, want, st.st_size - (off_t)want);
+    close(fd);
+    if (got <= 0) {
+        free(data);
+        return;
+    }
+    size_t len = (size_t)got;
+    if (len && data[len - 1] == '\n')
+        len--;
+    size_t start = len, count = 0;
+    while (start > 0 && count < n) {
+        start--;
+        if (data[start] == '\n' && ++count == n) {
+            start++;
+            break;
+        }
+    }
+    size_t p = start;
+    while (p <= len && len) {
+        char *nl = memchr(data + p, '\n', len - p);
+        size_t e = nl ? (size_t)(nl - data) : len;
+        conn_send(c, json_pack("{s:s%}", "line", data + p, e - p));
+        p = e + 1;
+    }
+    free(data);
+}
+
+static void log_note(void *arg, const struct sup_note *n)
+{
+    struct admin_conn *c = arg;
+    if (n->kind == SUP_NOTE_LOG)
+        conn_send(c, json_pack("{s:s%}", "line", n->line, n->len));
+}
+
+static size_t req_lines(json_t *req)
+{
+    json_int_t n = json_integer_value(json_object_get(req, "n"));
+    return n > 0 ? (size_t)n : ADMIN_DEFAULT_LINES;
+}
+
+static void handle_logs(struct admin_conn *c, json_t *req)
+{
+    struct sup *s = c->srv->app->sup;
+    const char *model = json_string_value(json_object_get(req, "model"));
+    struct sup_info info;
+    if (!model) {
+        send_error(c, "'logs' needs a model name");
+        return;
+    }
+    if (sup_info(s, model, &info) < 0) {
+        char *names = sup_model_list(s);
+        char *msg = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        send_error(c, msg);
+        free(msg);
+        free(names);
+        return;
+    }
+    send_file_tail(c, sup_log_path(s, info.name), req_lines(req));
+    if (json_is_true(json_object_get(req, "follow"))) {
+        if (c->obs)
+            sup_unobserve(s, c->obs);
+        c->obs = sup_observe(s, info.name, log_note, c);
+    } else {
+        send_ok(c, NULL);
+    }
+}
+
+static json_t *event_json(const struct store_event *e)
+{
+    return json_pack("{s:{s:I, s:I, s:s, s:s, s:s, s:s, s:s}}", "event", "id", (json_int_t)e->id,
+                     "ts_ms", (json_int_t)e->ts_ms, "model", e->model, "host", e->host, "from",
+                     e->from_state, "to", e->to_state, "reason", e->reason);
+}
+
+static void send_events(struct admin_conn *c, int64_t after, size_t limit)
+{
+    struct store_event *ev = NULL;
+    size_t n = 0;
+    if (store_list_events(c->srv->app->store, after, limit, c->model, &ev, &n) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        conn_send(c, event_json(&ev[i]));
+        if (ev[i].id > c->last_event)
+            c->last_event = ev[i].id;
+    }
+    store_events_free(ev, n);
+}
+
+static void events_note(void *arg, const struct sup_note *n)
+{
+    struct admin_conn *c = arg;
+    if (n->kind == SUP_NOTE_STATE)
+        send_events(c, c->last_event, 1000);
+}
+
+static void handle_events(struct admin_conn *c, json_t *req)
+{
+    struct sup *s = c->srv->app->sup;
+    const char *model = json_string_value(json_object_get(req, "model"));
+    free(c->model);
+    c->model = NULL;
+    if (model) {
+        struct sup_info info;
+        c->model = xstrdup(sup_info(s, model, &info) == 0 ? info.name : model);
+    }
+    c->last_event = 0;
+    send_events(c, -1, req_lines(req));
+    if (json_is_true(json_object_get(req, "follow"))) {
+        if (c->obs)
+            sup_unobserve(s, c->obs);
+        c->obs = sup_observe(s, c->model, events_note, c);
+    } else {
+        send_ok(c, NULL);
+    }
+}
+
+static void handle_reload(struct admin_conn *c)
+{
+    json_t *errors = NULL;
+    json_t *res = c->srv->reload(c->srv->app, &errors);
+    if (res) {
+        send_ok(c, res);
+        return;
+    }
+    conn_send(c, json_pack("{s:b, s:s, s:o}", "ok", 0, "error",
+                           "the new config is invalid; the running config stays", "errors",
+                           errors ? errors : json_array()));
+}
+
+static void handle_line(struct admin_conn *c, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, 0, &jerr);
+    const char *cmd = req ? json_string_value(json_object_get(req, "cmd")) : NULL;
+    if (!cmd)
+        send_error(c, req ? "request has no 'cmd'" : "request is not valid JSON");
+    else if (strcmp(cmd, "ps") == 0)
+        handle_ps(c);
+    else if (strcmp(cmd, "version") == 0)
+        handle_version(c);
+    else if (strcmp(cmd, "start") == 0)
+        handle_start(c, req);
+    else if (strcmp(cmd, "stop") == 0)
+        handle_stop(c, req);
+    else if (strcmp(cmd, "logs") == 0)
+        handle_logs(c, req);
+    else if (strcmp(cmd, "events") == 0)
+        handle_events(c, req);
+    else if (strcmp(cmd, "reload") == 0)
+        handle_reload(c);
+    else {
+        char *msg = xstrfmt("unknown command '%s'", cmd);
+        send_error(c, msg);
+        free(msg);
+    }
+    json_decref(req);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    b->base = xmalloc(16384);
+    b->len = 16384;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+    struct admin_conn *c = st->data;
+    if (nread < 0) {
+        free(b->base);
+        conn_close(c);
+        return;
+    }
+    if (buf_append(&c->in, b->base, (size_t)nread) < 0) {
+        free(b->base);
+        send_error(c, "request line too long");
+        conn_close(c);
+        return;
+    }
+    free(b->base);
+    char *nl;
+    while (!c->closed && c->in.len && (nl = memchr(c->in.data, '\n', c->in.len))) {
+        size_t n = (size_t)(nl - c->in.data);
+        char *line = xstrndup(c->in.data, n);
+        buf_consume(&c->in, n + 1);
+        handle_line(c, line, n);
+        free(line);
+    }
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct admin_server *a = server->data;
+    if (status < 0)
+        return;
+    struct admin_conn *c = xcalloc(1, sizeof *c);
+    c->srv = a;
+    c->refs = 1;
+    buf_init(&c->in, ADMIN_LINE_MAX);
+    uv_pipe_init(a->app->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
+        c->closed = 1;
+        uv_close((uv_handle_t *)&c->pipe, on_closed);
+        return;
+    }
+    c->next = a->conns;
+    a->conns = c;
+    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct admin_server *a = h->data;
+    free(a->path);
+    free(a);
+}
+
+struct admin_server *admin_server_new(struct app *app, admin_reload_fn reload, char **err)
+{
+    struct admin_server *a = xcalloc(1, sizeof *a);
+    a->app = app;
+    a->reload = reload;
+    a->path = xstrfmt("%s/yard.sock", app->state_dir);
+    /* The caller holds the state directory's lock: a socket file left here is stale. */
+    unlink(a->path);
+    uv_pipe_init(app->loop, &a->listener, 0);
+    a->listener.data = a;
+    mode_t old = umask(0177);
+    int rc = uv_pipe_bind(&a->listener, a->path);
+    umask(old);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&a->listener, 64, on_connection);
+    if (rc < 0) {
+        *err = xstrfmt("cannot listen on '%s': %s", a->path, uv_strerror(rc));
+        uv_close((uv_handle_t *)&a->listener, on_listener_closed);
+        return NULL;
+    }
+    chmod(a->path, 0600);
+    return a;
+}
+
+void admin_server_close(struct admin_server *a)
+{
+    while (a->conns)
+        conn_close(a->conns);
+    unlink(a->path);
+    uv_close((uv_handle_t *)&a->listener, on_listener_closed);
+}

@@ -1,0 +1,363 @@
+/*
+ * `yard serve`: the daemon. Loads and validates the config (an invalid one
+ * starts nothing), takes the state directory's lock, opens the store, adopts
+ * what an earlier daemon left running, and serves the admin socket. SIGTERM
+ * and SIGINT stop the engines and exit (or leave them running with
+ * --keep-engines); SIGHUP or a change of the config file reloads it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "admin/admin.h"
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "cli/cli.h"
+#include "config/config.h"
+#include "store/store.h"
+#include "sup/sup.h"
+
+#define RELOAD_DEBOUNCE_MS 200
+
+struct daemon {
+    struct app *app;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_fs_event_t cfg_watch;
+    uv_timer_t reload_timer;
+    char *cfg_dir;
+    char *cfg_base;
+    char *cfg_text; /* the text last loaded, to skip reloads that change nothing */
+    size_t cfg_len;
+    int stopping;
+};
+
+static const char serve_usage[] =
+    "usage: yard serve [-c FILE] [--listen HOST:PORT] [--state-dir DIR]\n"
+    "                  [--log-format text|json] [--keep-engines]\n";
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct buf b;
+    buf_init(&b, 64 << 20);
+    char tmp[8192];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        if (buf_append(&b, tmp, n) < 0)
+            break;
+    fclose(f);
+    return buf_detach(&b, len);
+}
+
+/* Applies --listen over the config's listen address. */
+static int apply_listen(struct app *app, struct config *cfg)
+{
+    if (!app->listen)
+        return 0;
+    const char *colon = strrchr(app->listen, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || colon == app->listen || !end || *end || port < 1 || port > 65535) {
+        fprintf(stderr, "yard serve: --listen '%s' is not HOST:PORT (for example 127.0.0.1:8080)\n",
+                app->listen);
+        return -EINVAL;
+    }
+    free(cfg->listen_host);
+    cfg->listen_host = xstrndup(app->listen, (size_t)(colon - app->listen));
+    cfg->listen_port = (int)port;
+    return 0;
+}
+
+static json_t *split_list(const char *csv)
+{
+    json_t *a = json_array();
+    const char *p = csv;
+    while (p && *p) {
+        const char *c = strchr(p, ',');
+        size_t n = c ? (size_t)(c - p) : strlen(p);
+        json_array_append_new(a, json_stringn(p, n));
+        p = c ? c + 1 : NULL;
+    }
+    return a;
+}
+
+static json_t *daemon_reload(struct app *app, json_t **errors)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(app->config_path, &errs);
+    if (cfg && apply_listen(app, cfg) < 0) {
+        config_free(cfg);
+        cfg = NULL;
+    }
+    if (!cfg) {
+        *errors = json_array();
+        log_error("serve", "reload refused: %s is invalid; the running config stays",
+                  app->config_path);
+        for (size_t i = 0; i < errs.n; i++) {
+            log_error("serve", "%s", errs.msgs[i]);
+            json_array_append_new(*errors, json_string(errs.msgs[i]));
+        }
+        config_errors_release(&errs);
+        return NULL;
+    }
+    char *kept, *restarted, *stopped, *added;
+    sup_reload(app->sup, cfg, &kept, &restarted, &stopped, &added);
+    log_info("serve", "reloaded %s: kept [%s] restarted [%s] stopped [%s] added [%s]",
+             app->config_path, kept, restarted, stopped, added);
+    json_t *res = json_pack("{s:o, s:o, s:o, s:o}", "kept", split_list(kept), "restarted",
+                            split_list(restarted), "stopped", split_list(stopped), "added",
+                            split_list(added));
+    free(kept);
+    free(restarted);
+    free(stopped);
+    free(added);
+    return res;
+}
+
+static void reload_if_changed(struct daemon *d, int force)
+{
+    size_t len = 0;
+    char *text = read_file(d->app->config_path, &len);
+    if (!text) {
+        log_warn("serve", "cannot read %s: %s; the running config stays", d->app->config_path,
+                 strerror(errno));
+        return;
+    }
+    if (!force && d->cfg_text && len == d->cfg_len && memcmp(text, d->cfg_text, len) == 0) {
+        free(text);
+        return;
+    }
+    json_t *errors = NULL;
+    json_t *res = daemon_reload(d->app, &errors);
+    json_decref(res);
+    json_decref(errors);
+    /* An invalid file is remembered too: it is not retried until it changes again. */
+    free(d->cfg_text);
+    d->cfg_text = text;
+    d->cfg_len = len;
+}
+
+static void on_reload_timer(uv_timer_t *t)
+{
+    reload_if_changed(t->data, 0);
+}
+
+static void on_cfg_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    struct daemon *d = h->data;
+    if (status < 0 || d->stopping || (filename && strcmp(filename, d->cfg_base) != 0))
+        return;
+    uv_timer_start(&d->reload_timer, on_reload_timer, RELOAD_DEBOUNCE_MS, 0);
+}
+
+static void on_sup_done(void *arg)
+{
+    struct daemon *d = arg;
+    d->app->sup = NULL;
+}
+
+static void daemon_stop(struct daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    uv_signal_stop(&d->sig_term);
+    uv_signal_stop(&d->sig_int);
+    uv_close((uv_handle_t *)&d->sig_term, NULL);
+    uv_close((uv_handle_t *)&d->sig_int, NULL);
+    uv_close((uv_handle_t *)&d->sig_hup, NULL);
+    uv_close((uv_handle_t *)&d->cfg_watch, NULL);
+    uv_close((uv_handle_t *)&d->reload_timer, NULL);
+    admin_server_close(d->app->admin);
+    d->app->admin = NULL;
+    sup_shutdown(d->app->sup, d->app->keep_engines, on_sup_done, d);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    if (signum == SIGHUP) {
+        log_info("serve", "SIGHUP: reloading %s", d->app->config_path);
+        reload_if_changed(d, 1);
+        return;
+    }
+    log_info("serve", "%s: shutting down%s", strsignal(signum),
+             d->app->keep_engines ? " (engines keep running)" : "");
+    daemon_stop(d);
+}
+
+/* Takes STATE_DIR/yard.lock so two daemons never share a state directory. */
+static int lock_state_dir(const char *dir, int *fd_out)
+{
+    char *path = xstrfmt("%s/yard.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "yard serve: cannot open '%s': %s\n", path, strerror(errno));
+        free(path);
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        if (n > 0)
+            pid[strcspn(pid, "\n")] = '\0';
+        fprintf(stderr,
+                "yard serve: another daemon (pid %s) already uses state dir '%s'; stop it "
+                "first or pass another --state-dir\n",
+                n > 0 ? pid : "?", dir);
+        close(fd);
+        free(path);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        log_warn("serve", "cannot write '%s': %s", path, strerror(errno));
+    free(path);
+    *fd_out = fd;
+    return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char *p = xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, mode) < 0 && errno != EEXIST) {
+            free(p);
+            return -errno;
+        }
+        *s = '/';
+    }
+    int rc = mkdir(p, mode) < 0 && errno != EEXIST ? -errno : 0;
+    free(p);
+    return rc;
+}
+
+static void split_path(const char *path, char **dir, char **base)
+{
+    const char *slash = strrchr(path, '/');
+    *dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path)) : xstrdup(".");
+    *base = xstrdup(slash ? slash + 1 : path);
+}
+
+int cmd_serve(int argc, char **argv, struct app *app)
+{
+    struct cli_opt opts[] = {
+        {"listen", 0, CLI_OPT_VALUE, NULL, 0},
+        {"log-format", 0, CLI_OPT_VALUE, NULL, 0},
+        {"keep-engines", 0, CLI_OPT_FLAG, NULL, 0},
+    };
+    struct cli_args args = {0};
+    int rc = cli_setup(argc, argv, app, opts, 3, serve_usage, &args);
+    if (rc < 0)
+        return cli_exit_status(rc);
+    if (args.n > 0) {
+        cli_args_release(&args);
+        return cli_usage_error("serve", "unexpected argument '%s'", args.pos[0]);
+    }
+    cli_args_release(&args);
+    app->listen = opts[0].value ? xstrdup(opts[0].value) : NULL;
+    app->keep_engines = opts[2].seen > 0;
+    if (opts[1].value && log_parse_format(opts[1].value, &app->log_format) < 0)
+        return cli_usage_error("serve", "--log-format must be 'text' or 'json', not '%s'",
+                               opts[1].value);
+    log_setup(getenv("YARD_DEBUG") ? LOG_DEBUG : LOG_INFO, app->log_format);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(app->config_path, &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.msgs[i]);
+        fprintf(stderr, "yard serve: %s is invalid; nothing was started (check it with 'yard "
+                        "check -c %s')\n", app->config_path, app->config_path);
+        config_errors_release(&errs);
+        return 2;
+    }
+    if (apply_listen(app, cfg) < 0) {
+        config_free(cfg);
+        return 2;
+    }
+    app->cfg = cfg;
+
+    int lock_fd = -1;
+    if ((rc = mkdir_p(app->state_dir, 0700)) < 0) {
+        fprintf(stderr, "yard serve: cannot create state dir '%s': %s\n", app->state_dir,
+                strerror(-rc));
+        config_free(cfg);
+        return 1;
+    }
+    if (lock_state_dir(app->state_dir, &lock_fd) < 0) {
+        config_free(cfg);
+        return 1;
+    }
+    char *err = NULL;
+    app->store = store_open(app->state_dir, &err);
+    if (!app->store) {
+        fprintf(stderr, "yard serve: %s\n", err);
+        free(err);
+        config_free(cfg);
+        close(lock_fd);
+        return 1;
+    }
+
+    app->loop = uv_default_loop();
+    struct daemon d = {.app = app};
+    app->sup = sup_new(app);
+    app->admin = admin_server_new(app, daemon_reload, &err);
+    if (!app->admin) {
+        fprintf(stderr, "yard serve: %s\n", err);
+        free(err);
+        sup_shutdown(app->sup, 1, NULL, NULL);
+        uv_run(app->loop, UV_RUN_DEFAULT);
+        store_close(app->store);
+        config_free(app->cfg);
+        close(lock_fd);
+        return 1;
+    }
+    uv_signal_t *sigs[] = {&d.sig_term, &d.sig_int, &d.sig_hup};
+    int signums[] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(app->loop, sigs[i]);
+        sigs[i]->data = &d;
+        uv_signal_start(sigs[i], on_signal, signums[i]);
+    }
+    d.cfg_text = read_file(app->config_path, &d.cfg_len);
+    split_path(app->config_path, &d.cfg_dir, &d.cfg_base);
+    uv_timer_init(app->loop, &d.reload_timer);
+    d.reload_timer.data = &d;
+    uv_fs_event_init(app->loop, &d.cfg_watch);
+    d.cfg_watch.data = &d;
+    /* The directory, not the file: editors replace files by renaming over them. */
+    if (uv_fs_event_start(&d.cfg_watch, on_cfg_event, d.cfg_dir, 0) < 0)
+        log_warn("serve", "cannot watch %s; reload with SIGHUP", d.cfg_dir);
+
+    log_info("serve", "yard %s (pid %d): %zu models from %s, state in %s", YARD_VERSION,
+             (int)getpid(), cfg->n_models, app->config_path, app->state_dir);
+    sup_adopt_all(app->sup);
+    uv_run(app->loop, UV_RUN_DEFAULT);
+
+    log_info("serve", "stopped");
+    store_close(app->store);
+    app->store = NULL;
+    config_free(app->cfg);
+    app->cfg = NULL;
+    free(d.cfg_text);
+    free(d.cfg_dir);
+    free(d.cfg_base);
+    uv_loop_close(app->loop);
+    close(lock_fd);
+    return 0;
+}

@@ -1,0 +1,264 @@
+/*
+ * Command lines of models: shell-like splitting into argv and the expansion
+ * of ${...} macros. One tokenizer serves three modes so that splitting,
+ * checking at load time and expanding at start time never disagree.
+ *
+ * Macros are expanded inside a word, after the word boundaries are known, so
+ * the value of a macro never splits into several words and never introduces
+ * quotes. They are expanded in unquoted and double-quoted text; single-quoted
+ * text and "\$" stay literal, as in a shell.
+ */
+#include "config/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "config/internal.h"
+
+/* One word can be no longer than the config file that holds it. */
+#define WORD_MAX (16u << 20)
+
+#define MACRO_HINT "use ${PORT}, ${NAME}, ${MODEL}, ${GPUS} or ${env.VAR}"
+
+enum tok_mode {
+    TOK_SPLIT,  /* "${" is plain text */
+    TOK_CHECK,  /* validate macro names, produce nothing */
+    TOK_EXPAND, /* substitute macro values */
+};
+
+struct tok {
+    enum tok_mode mode;
+    const struct config_model *m; /* TOK_EXPAND only */
+    int port;
+    const char *gpus;
+    char *err;
+    size_t errlen;
+    struct buf word;
+    char **argv;
+    size_t argc;
+    size_t cap;
+};
+
+static int tok_fail(struct tok *t, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int tok_fail(struct tok *t, int rc, const char *fmt, ...)
+{
+    if (t->err && t->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(t->err, t->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static int tok_append(struct tok *t, const char *p, size_t n)
+{
+    if (t->mode == TOK_CHECK)
+        return 0;
+    int rc = buf_append(&t->word, p, n);
+    if (rc < 0)
+        return tok_fail(t, rc, "command word too long");
+    return 0;
+}
+
+static void tok_push_word(struct tok *t)
+{
+    if (t->mode == TOK_CHECK) {
+        t->argc++;
+        return;
+    }
+    if (t->argc + 2 > t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 8;
+        t->argv = xrealloc(t->argv, t->cap * sizeof *t->argv);
+    }
+    t->argv[t->argc++] = xstrndup(t->word.data ? t->word.data : "", t->word.len);
+    t->argv[t->argc] = NULL;
+    buf_reset(&t->word);
+}
+
+static int is_env_name(const char *s, size_t n)
+{
+    if (n == 0 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
+/* The model's own env wins over the daemon's environment. */
+static const char *lookup_env(const struct config_model *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_env; i++)
+        if (strcmp(m->env[i].key, name) == 0)
+            return m->env[i].value;
+    return getenv(name);
+}
+
+/* p points at "${"; on success *pp is moved past the closing brace. */
+static int tok_macro(struct tok *t, const char **pp)
+{
+    const char *name = *pp + 2;
+    const char *close = strchr(name, '}');
+    if (!close) {
+        int n = (int)strcspn(*pp, " \t\r\n\"'");
+        return tok_fail(t, -EINVAL, "unterminated macro '%.*s'; close it with '}'", n, *pp);
+    }
+    size_t len = (size_t)(close - name);
+    const char *val = NULL;
+    char num[16];
+    int known = 1;
+    if (len == 4 && memcmp(name, "PORT", 4) == 0) {
+        snprintf(num, sizeof num, "%d", t->port);
+        val = num;
+    } else if (len == 4 && memcmp(name, "NAME", 4) == 0) {
+        val = t->m ? t->m->name : NULL;
+    } else if (len == 5 && memcmp(name, "MODEL", 5) == 0) {
+        val = t->m ? (t->m->model_id ? t->m->model_id : t->m->name) : NULL;
+    } else if (len == 4 && memcmp(name, "GPUS", 4) == 0) {
+        val = t->gpus ? t->gpus : "";
+    } else if (len > 4 && memcmp(name, "env.", 4) == 0 && is_env_name(name + 4, len - 4)) {
+        if (t->mode == TOK_EXPAND) {
+            char *var = xstrndup(name + 4, len - 4);
+            val = lookup_env(t->m, var);
+            if (!val) {
+                tok_fail(t, -ENOENT,
+                         "environment variable '%s' is not set (used in model '%s' cmd)", var,
+                         t->m->name);
+                free(var);
+                return -ENOENT;
+            }
+            free(var);
+        }
+    } else {
+        known = 0;
+    }
+    if (!known) {
+        if (t->mode == TOK_EXPAND)
+            return tok_fail(t, -EINVAL, "unknown macro '${%.*s}' in model '%s' cmd; " MACRO_HINT,
+                            (int)len, name, t->m->name);
+        return tok_fail(t, -EINVAL, "unknown macro '${%.*s}'; " MACRO_HINT, (int)len, name);
+    }
+    *pp = close + 1;
+    return val ? tok_append(t, val, strlen(val)) : 0;
+}
+
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int tok_run(struct tok *t, const char *cmd)
+{
+    const char *p = cmd;
+    int rc;
+    for (;;) {
+        /* Whitespace and backslash-newline continuations separate words. */
+        while (is_blank(*p) || (p[0] == '\\' && p[1] == '\n'))
+            p += is_blank(*p) ? 1 : 2;
+        if (!*p)
+            break;
+        while (*p && !is_blank(*p)) {
+            if (*p == '\'') {
+                const char *end = strchr(p + 1, '\'');
+                if (!end)
+                    return tok_fail(t, -EINVAL, "unterminated single quote");
+                if ((rc = tok_append(t, p + 1, (size_t)(end - p - 1))) < 0)
+                    return rc;
+                p = end + 1;
+            } else if (*p == '"') {
+                p++;
+                while (*p != '"') {
+                    if (!*p)
+                        return tok_fail(t, -EINVAL, "unterminated double quote");
+                    if (p[0] == '\\' && p[1] == '\n') {
+                        p += 2;
+                        continue;
+                    }
+                    if (p[0] == '\\' && p[1] && strchr("\"\\$`", p[1])) {
+                        rc = tok_append(t, p + 1, 1);
+                        p += 2;
+                    } else if (p[0] == '$' && p[1] == '{' && t->mode != TOK_SPLIT) {
+                        rc = tok_macro(t, &p);
+                    } else {
+                        rc = tok_append(t, p, 1);
+                        p++;
+                    }
+                    if (rc < 0)
+                        return rc;
+                }
+                p++;
+            } else if (*p == '\\') {
+                if (!p[1])
+                    return tok_fail(t, -EINVAL, "trailing backslash; remove it or write '\\\\'");
+                rc = p[1] == '\n' ? 0 : tok_append(t, p + 1, 1);
+                if (rc < 0)
+                    return rc;
+                p += 2;
+            } else if (p[0] == '$' && p[1] == '{' && t->mode != TOK_SPLIT) {
+                if ((rc = tok_macro(t, &p)) < 0)
+                    return rc;
+            } else {
+                if ((rc = tok_append(t, p, 1)) < 0)
+                    return rc;
+                p++;
+            }
+        }
+        tok_push_word(t);
+    }
+    if (t->argc == 0)
+        return tok_fail(t, -EINVAL, "empty command");
+    return 0;
+}
+
+static char **tokenize(struct tok *t, const char *cmd)
+{
+    buf_init(&t->word, WORD_MAX);
+    int rc = cmd ? tok_run(t, cmd) : tok_fail(t, -EINVAL, "empty command");
+    buf_release(&t->word);
+    if (rc < 0) {
+        config_argv_free(t->argv);
+        return NULL;
+    }
+    return t->argv;
+}
+
+char **config_split_argv(const char *cmd, char *err, size_t errlen)
+{
+    struct tok t = {.mode = TOK_SPLIT, .err = err, .errlen = errlen};
+    return tokenize(&t, cmd);
+}
+
+char **config_expand_cmd(const struct config_model *m, int port, const char *gpus, char *err,
+                         size_t errlen)
+{
+    struct tok t = {
+        .mode = TOK_EXPAND, .m = m, .port = port, .gpus = gpus, .err = err, .errlen = errlen};
+    return tokenize(&t, m->cmd);
+}
+
+void config_argv_free(char **argv)
+{
+    if (!argv)
+        return;
+    for (char **a = argv; *a; a++)
+        free(*a);
+    free(argv);
+}
+
+int config__check_cmd(const char *cmd, char *err, size_t errlen)
+{
+    struct tok t = {.mode = TOK_CHECK, .err = err, .errlen = errlen};
+    buf_init(&t.word, WORD_MAX);
+    int rc = cmd ? tok_run(&t, cmd) : tok_fail(&t, -EINVAL, "empty command");
+    buf_release(&t.word);
+    return rc;
+}

@@ -1,0 +1,1182 @@
+/*
+ * Loading the YAML config: libyaml's document API builds the node tree, and a
+ * typed walker turns it into struct config, checking every value where it is
+ * read so that each error points at its own node. The walker never stops at
+ * the first error; it reports all of them and the caller gets NULL.
+ */
+#include "config/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "base/alloc.h"
+#include "base/units.h"
+#include "config/internal.h"
+
+#define CONFIG_FILE_MAX (16u << 20)
+#define STOP_TIMEOUT_MAX_MS (3600ull * 1000)
+
+struct walk {
+    yaml_document_t *doc;
+    const char *file;
+    struct config_errors *errs;
+    struct config *cfg;
+    uint64_t *where; /* line << 32 | column of each error since the walk began */
+    size_t n_where;
+};
+
+static void errs_add(struct config_errors *errs, char *msg)
+{
+    errs->msgs = xrealloc(errs->msgs, (errs->n + 1) * sizeof *errs->msgs);
+    errs->msgs[errs->n++] = msg;
+}
+
+static void err_at(struct walk *w, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void err_at(struct walk *w, const yaml_node_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = xvstrfmt(fmt, ap);
+    va_end(ap);
+    errs_add(w->errs, xstrfmt("%s:%zu:%zu: %s", w->file, n->start_mark.line + 1,
+                              n->start_mark.column + 1, msg));
+    free(msg);
+    w->where = xrealloc(w->where, (w->n_where + 1) * sizeof *w->where);
+    w->where[w->n_where++] = (uint64_t)n->start_mark.line << 32 | n->start_mark.column;
+}
+
+/*
+ * Sections are read in dependency order, not file order; the messages are put
+ * back in file order (a stable sort, so one node's messages keep their order).
+ */
+static void sort_errors(struct walk *w)
+{
+    char **msgs = w->errs->msgs + (w->errs->n - w->n_where);
+    for (size_t i = 1; i < w->n_where; i++) {
+        uint64_t key = w->where[i];
+        char *msg = msgs[i];
+        size_t j = i;
+        for (; j > 0 && w->where[j - 1] > key; j--) {
+            w->where[j] = w->where[j - 1];
+            msgs[j] = msgs[j - 1];
+        }
+        w->where[j] = key;
+        msgs[j] = msg;
+    }
+}
+
+/* ---- node access ---------------------------------------------------- */
+
+static const char *scalar(const yaml_node_t *n)
+{
+    return (const char *)n->data.scalar.value;
+}
+
+static int is_null(const yaml_node_t *n)
+{
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return 0;
+    const char *s = scalar(n);
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+/* A key given with no value ("ttl:") means the default, as if left out. */
+static int present(const yaml_node_t *n)
+{
+    return n && !is_null(n);
+}
+
+static yaml_node_t *node(struct walk *w, int id)
+{
+    return yaml_document_get_node(w->doc, id);
+}
+
+/* What a node is, for "expected X, got Y". Returns a new string. */
+static char *describe(const yaml_node_t *n)
+{
+    if (n->type == YAML_SEQUENCE_NODE)
+        return xstrdup("a list");
+    if (n->type == YAML_MAPPING_NODE)
+        return xstrdup("a mapping");
+    if (is_null(n))
+        return xstrdup("nothing");
+    return xstrfmt("'%s'", scalar(n));
+}
+
+static void err_type(struct walk *w, const yaml_node_t *n, const char *path, const char *want)
+{
+    char *got = describe(n);
+    err_at(w, n, "%s: expected %s, got %s", path, want, got);
+    free(got);
+}
+
+static const char *want_scalar(struct walk *w, const yaml_node_t *n, const char *path)
+{
+    if (n->type != YAML_SCALAR_NODE) {
+        err_type(w, n, path, "a string");
+        return NULL;
+    }
+    return scalar(n);
+}
+
+static void get_str(struct walk *w, const yaml_node_t *n, const char *path, char **out)
+{
+    const char *s = want_scalar(w, n, path);
+    if (!s)
+        return;
+    free(*out);
+    *out = xstrdup(s);
+}
+
+static int parse_long(const char *s, long *out)
+{
+    if (!*s || isspace((unsigned char)*s))
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end)
+        return -EINVAL;
+    if (errno == ERANGE)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+static void get_int(struct walk *w, const yaml_node_t *n, const char *path, long min, long max,
+                    int *out)
+{
+    long v;
+    if (n->type != YAML_SCALAR_NODE || parse_long(scalar(n), &v) == -EINVAL) {
+        err_type(w, n, path, "an integer");
+        return;
+    }
+    if (parse_long(scalar(n), &v) < 0 || v < min || v > max) {
+        err_at(w, n, "%s: %s is out of range; use %ld to %ld", path, scalar(n), min, max);
+        return;
+    }
+    *out = (int)v;
+}
+
+static void get_bool(struct walk *w, const yaml_node_t *n, const char *path, int *out)
+{
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off"};
+    if (n->type == YAML_SCALAR_NODE) {
+        for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+            if (!strcmp(scalar(n), yes[i])) {
+                *out = 1;
+                return;
+            }
+            if (!strcmp(scalar(n), no[i])) {
+                *out = 0;
+                return;
+            }
+        }
+    }
+    err_type(w, n, path, "true or false");
+}
+
+static void get_duration(struct walk *w, const yaml_node_t *n, const char *path, uint64_t *out)
+{
+    const char *s = want_scalar(w, n, path);
+    if (!s)
+        return;
+    int rc = units_parse_duration(s, out);
+    if (rc == -ERANGE)
+        err_at(w, n, "%s: duration '%s' is out of range; use at most 3650d", path, s);
+    else if (rc < 0 && s[0] == '-')
+        err_at(w, n, "%s: negative duration '%s'; use 0 or more, as '30s' or '10m'", path, s);
+    else if (rc < 0)
+        err_at(w, n,
+               "%s: invalid duration '%s'; use a number and a unit, as '500ms', '30s', "
+               "'10m' or '2h'",
+               path, s);
+}
+
+static void get_size(struct walk *w, const yaml_node_t *n, const char *path, uint64_t *out)
+{
+    const char *s = want_scalar(w, n, path);
+    if (!s)
+        return;
+    int rc = units_parse_size(s, out);
+    if (rc == -ERANGE)
+        err_at(w, n, "%s: size '%s' is out of range", path, s);
+    else if (rc < 0)
+        err_at(w, n, "%s: invalid size '%s'; use a number and a unit, as '20GiB' or '512MiB'", path,
+               s);
+}
+
+/* Picks one of names[]; returns its index or -1 after reporting. */
+static int get_enum(struct walk *w, const yaml_node_t *n, const char *path, const char *what,
+                    const char *const *names, size_t count)
+{
+    const char *s = want_scalar(w, n, path);
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        if (!strcmp(s, names[i]))
+            return (int)i;
+    char list[256] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < count; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s",
+                                i == 0 ? "" : (i + 1 == count ? " or " : ", "), names[i]);
+    err_at(w, n, "%s: unknown %s '%s'; use %s", path, what, s, list);
+    return -1;
+}
+
+/*
+ * Reads a list of strings. Returns the number of items read (list entries
+ * that are not strings are reported and skipped) and their nodes in *nodes
+ * when asked; the caller frees both arrays.
+ */
+static size_t get_str_list(struct walk *w, const yaml_node_t *n, const char *path, char ***out,
+                           yaml_node_t ***nodes)
+{
+    *out = NULL;
+    if (nodes)
+        *nodes = NULL;
+    if (n->type != YAML_SEQUENCE_NODE) {
+        err_type(w, n, path, "a list");
+        return 0;
+    }
+    size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    *out = xcalloc(cap + 1, sizeof **out);
+    if (nodes)
+        *nodes = xcalloc(cap + 1, sizeof **nodes);
+    size_t count = 0;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = node(w, *it);
+        const char *s = want_scalar(w, item, path);
+        if (!s)
+            continue;
+        if (!*s) {
+            err_at(w, item, "%s: empty string in the list", path);
+            continue;
+        }
+        if (nodes)
+            (*nodes)[count] = item;
+        (*out)[count++] = xstrdup(s);
+    }
+    return count;
+}
+
+/* ---- mappings and keys ---------------------------------------------- */
+
+/* Optimal string alignment distance: edits, with a swap of two letters as one. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return (size_t)-1;
+    size_t d[65][65];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v)
+                v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    }
+    return d[la][lb];
+}
+
+static void err_unknown_key(struct walk *w, const yaml_node_t *k, const char *where,
+                            const char *const *keys)
+{
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (size_t i = 0; keys[i]; i++) {
+        size_t d = edit_distance(scalar(k), keys[i]);
+        if (d < best_d)
+            best_d = d, best = keys[i];
+    }
+    size_t len = strlen(scalar(k));
+    if (best && best_d <= (len + 1) / 2) {
+        err_at(w, k, "unknown key '%s' %s; did you mean '%s'?", scalar(k), where, best);
+        return;
+    }
+    char list[512] = "";
+    size_t off = 0;
+    for (size_t i = 0; keys[i] && off < sizeof list; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", keys[i]);
+    err_at(w, k, "unknown key '%s' %s; valid keys: %s", scalar(k), where, list);
+}
+
+/*
+ * Checks that every key of a mapping is a string and appears once, reporting
+ * the others. Returns nonzero for the pairs to use; where says where the
+ * mapping is ("in model 'qwen'").
+ */
+static int pair_ok(struct walk *w, const yaml_node_t *map, yaml_node_pair_t *pair,
+                   const char *where)
+{
+    yaml_node_t *k = node(w, pair->key);
+    if (k->type != YAML_SCALAR_NODE) {
+        char *got = describe(k);
+        err_at(w, k, "expected a string as key %s, got %s", where, got);
+        free(got);
+        return 0;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < pair; p++) {
+        yaml_node_t *prev = node(w, p->key);
+        if (prev->type == YAML_SCALAR_NODE && !strcmp(scalar(prev), scalar(k))) {
+            err_at(w, k, "duplicate key '%s' %s (first at line %zu); remove one", scalar(k), where,
+                   prev->start_mark.line + 1);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Walks a mapping with a fixed set of keys (NULL-terminated): vals[i] gets
+ * the value node of keys[i], or NULL when absent. Unknown and duplicate keys
+ * are reported. Returns -1 (reported) when map is not a mapping.
+ */
+static int walk_map(struct walk *w, const yaml_node_t *map, const char *path, const char *where,
+                    const char *const *keys, yaml_node_t **vals)
+{
+    size_t nkeys = 0;
+    while (keys[nkeys])
+        nkeys++;
+    memset(vals, 0, nkeys * sizeof *vals);
+    if (map->type != YAML_MAPPING_NODE) {
+        err_type(w, map, path, "a mapping");
+        return -1;
+    }
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        if (!pair_ok(w, map, p, where))
+            continue;
+        yaml_node_t *k = node(w, p->key);
+        size_t i;
+        for (i = 0; i < nkeys; i++)
+            if (!strcmp(scalar(k), keys[i]))
+                break;
+        if (i == nkeys)
+            err_unknown_key(w, k, where, keys);
+        else
+            vals[i] = node(w, p->value);
+    }
+    return 0;
+}
+
+static size_t map_size(const yaml_node_t *map)
+{
+    return (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+}
+
+/* ---- sections ------------------------------------------------------- */
+
+static void parse_listen(struct walk *w, const yaml_node_t *n)
+{
+    const char *s = want_scalar(w, n, "listen");
+    if (!s)
+        return;
+    const char *colon = strrchr(s, ':');
+    const char *host = s, *host_end = colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb && rb[1] == ':')
+            host = s + 1, host_end = rb, colon = rb + 1;
+        else
+            colon = NULL;
+    }
+    long port;
+    if (!colon || host_end == host || parse_long(colon + 1, &port) == -EINVAL) {
+        err_at(w, n, "listen: invalid address '%s'; use HOST:PORT, as '127.0.0.1:8080'", s);
+        return;
+    }
+    if (parse_long(colon + 1, &port) < 0 || port < 1 || port > 65535) {
+        err_at(w, n, "listen: port '%s' is out of range; use 1 to 65535", colon + 1);
+        return;
+    }
+    free(w->cfg->listen_host);
+    w->cfg->listen_host = xstrndup(host, (size_t)(host_end - host));
+    w->cfg->listen_port = (int)port;
+}
+
+static void parse_gpus(struct walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"index", "name", "memory", NULL};
+    struct config *cfg = w->cfg;
+    if (n->type == YAML_SCALAR_NODE && !strcmp(scalar(n), "auto"))
+        return;
+    if (n->type != YAML_SEQUENCE_NODE) {
+        err_type(w, n, "gpus", "'auto' or a list of GPUs");
+        return;
+    }
+    cfg->gpus_auto = 0;
+    size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    cfg->gpus = xcalloc(cap + 1, sizeof *cfg->gpus);
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        size_t i = cfg->n_gpus;
+        char *path = xstrfmt("gpus[%zu]", i);
+        char *where = xstrfmt("in '%s'", path);
+        yaml_node_t *v[3];
+        yaml_node_t *item = node(w, *it);
+        struct config_gpu *g = &cfg->gpus[cfg->n_gpus++];
+        g->index = (int)i;
+        if (walk_map(w, item, path, where, keys, v) == 0) {
+            char *p = xstrfmt("%s.index", path);
+            if (present(v[0]))
+                get_int(w, v[0], p, 0, 1023, &g->index);
+            free(p);
+            p = xstrfmt("%s.name", path);
+            if (present(v[1]))
+                get_str(w, v[1], p, &g->name);
+            free(p);
+            p = xstrfmt("%s.memory", path);
+            if (present(v[2]))
+                get_size(w, v[2], p, &g->memory);
+            else
+                err_at(w, item, "%s: missing 'memory'; give the GPU's memory, as '80GiB'", path);
+            free(p);
+            for (size_t j = 0; j < i; j++)
+                if (cfg->gpus[j].index == g->index)
+                    err_at(w, present(v[0]) ? v[0] : item, "%s.index: gpu %d is declared twice",
+                           path, g->index);
+        }
+        free(where);
+        free(path);
+    }
+}
+
+static void parse_defaults(struct walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"ttl", "startup_timeout", "stop_timeout", NULL};
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[3];
+    if (walk_map(w, n, "defaults", "in 'defaults'", keys, v) < 0)
+        return;
+    if (present(v[0]))
+        get_duration(w, v[0], "defaults.ttl", &cfg->default_ttl_ms);
+    if (present(v[1])) {
+        get_duration(w, v[1], "defaults.startup_timeout", &cfg->default_startup_timeout_ms);
+        if (cfg->default_startup_timeout_ms == 0)
+            err_at(w, v[1], "defaults.startup_timeout: must be more than 0");
+    }
+    if (present(v[2])) {
+        get_duration(w, v[2], "defaults.stop_timeout", &cfg->default_stop_timeout_ms);
+        if (cfg->default_stop_timeout_ms > STOP_TIMEOUT_MAX_MS)
+            err_at(w, v[2],
+                   "defaults.stop_timeout: '%s' is too long to wait for a stop; use at "
+                   "most 1h",
+                   scalar(v[2]));
+    }
+}
+
+static void parse_router(struct walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"max_queue", "max_wait", "policy", NULL};
+    static const char *const policies[] = {"fifo", "cost_aware", "time_slice"};
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[3];
+    if (walk_map(w, n, "router", "in 'router'", keys, v) < 0)
+        return;
+    if (present(v[0]))
+        get_int(w, v[0], "router.max_queue", 1, 1000000, &cfg->router_max_queue);
+    if (present(v[1]))
+        get_duration(w, v[1], "router.max_wait", &cfg->router_max_wait_ms);
+    if (present(v[2]) && get_enum(w, v[2], "router.policy", "policy", policies, 3) >= 0) {
+        free(cfg->router_policy);
+        cfg->router_policy = xstrdup(scalar(v[2]));
+    }
+}
+
+static int valid_name(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (*s == '/' || isspace((unsigned char)*s))
+            return 0;
+    return 1;
+}
+
+enum {
+    MK_ENGINE,
+    MK_CMD,
+    MK_MODEL,
+    MK_ALIASES,
+    MK_ENV,
+    MK_CWD,
+    MK_PORT,
+    MK_GPUS,
+    MK_VRAM,
+    MK_TTL,
+    MK_STARTUP_TIMEOUT,
+    MK_STOP_TIMEOUT,
+    MK_RESTART,
+    MK_MAX_RESTARTS,
+    MK_CONCURRENCY,
+    MK_EVICTION,
+    MK_POD,
+    MK_HEALTH,
+    MK_COUNT,
+};
+
+static const char *const model_keys[] = {
+    "engine",
+    "cmd",
+    "model",
+    "aliases",
+    "env",
+    "cwd",
+    "port",
+    "gpus",
+    "vram",
+    "ttl",
+    "startup_timeout",
+    "stop_timeout",
+    "restart",
+    "max_restarts",
+    "concurrency",
+    "eviction",
+    "pod",
+    "health",
+    NULL,
+};
+
+static const char *const engines[] = {"vllm", "sglang", "llamacpp", "generic"};
+
+static void parse_env(struct walk *w, struct config_model *m, const yaml_node_t *n,
+                      const char *path)
+{
+    if (n->type != YAML_MAPPING_NODE) {
+        err_type(w, n, path, "a mapping");
+        return;
+    }
+    char *where = xstrfmt("in '%s'", path);
+    m->env = xcalloc(map_size(n) + 1, sizeof *m->env);
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        if (!pair_ok(w, n, p, where))
+            continue;
+        yaml_node_t *k = node(w, p->key), *v = node(w, p->value);
+        const char *key = scalar(k);
+        int ok = *key && (isalpha((unsigned char)*key) || *key == '_');
+        for (const char *c = key; ok && *c; c++)
+            ok = isalnum((unsigned char)*c) || *c == '_';
+        if (!ok) {
+            err_at(w, k, "%s: invalid environment variable name '%s'", path, key);
+            continue;
+        }
+        char *vpath = xstrfmt("%s.%s", path, key);
+        const char *val = want_scalar(w, v, vpath);
+        free(vpath);
+        if (!val)
+            continue;
+        m->env[m->n_env].key = xstrdup(key);
+        m->env[m->n_env++].value = xstrdup(val);
+    }
+    free(where);
+}
+
+static void parse_model_gpus(struct walk *w, struct config_model *m, const yaml_node_t *n,
+                             const char *path)
+{
+    if (n->type == YAML_SCALAR_NODE) {
+        get_int(w, n, path, 0, 1024, &m->gpu_count);
+        return;
+    }
+    if (n->type != YAML_SEQUENCE_NODE) {
+        err_type(w, n, path, "a GPU count or a list of GPU indexes");
+        return;
+    }
+    size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    m->gpu_list = xcalloc(cap + 1, sizeof *m->gpu_list);
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = node(w, *it);
+        int idx = -1;
+        get_int(w, item, path, 0, 1023, &idx);
+        if (idx < 0)
+            continue;
+        size_t j;
+        for (j = 0; j < m->n_gpu_list; j++)
+            if (m->gpu_list[j] == idx)
+                break;
+        if (j < m->n_gpu_list) {
+            err_at(w, item, "%s: gpu %d is listed twice", path, idx);
+            continue;
+        }
+        m->gpu_list[m->n_gpu_list++] = idx;
+    }
+    m->gpu_count = (int)m->n_gpu_list;
+}
+
+static void parse_eviction(struct walk *w, struct config_model *m, const yaml_node_t *n,
+                           const char *path)
+{
+    static const char *const keys[] = {"weights", "process", NULL};
+    static const char *const weights[] = {"retain", "offload", "discard"};
+    static const char *const procs[] = {"stop", "keep_running", "cuda_suspend", "checkpoint"};
+    yaml_node_t *v[2];
+    char *where = xstrfmt("in '%s'", path);
+    if (walk_map(w, n, path, where, keys, v) == 0) {
+        char *p = xstrfmt("%s.weights", path);
+        int i;
+        if (present(v[0]) && (i = get_enum(w, v[0], p, "value", weights, 3)) >= 0)
+            m->evict_weights = (enum config_weights)i;
+        free(p);
+        p = xstrfmt("%s.process", path);
+        if (present(v[1]) && (i = get_enum(w, v[1], p, "value", procs, 4)) >= 0)
+            m->evict_process = (enum config_process)i;
+        free(p);
+    }
+    free(where);
+}
+
+static void parse_health(struct walk *w, struct config_model *m, const yaml_node_t *n,
+                         const char *path)
+{
+    static const char *const keys[] = {"path", "status", NULL};
+    yaml_node_t *v[2];
+    char *where = xstrfmt("in '%s'", path);
+    if (walk_map(w, n, path, where, keys, v) == 0) {
+        char *p = xstrfmt("%s.path", path);
+        if (present(v[0])) {
+            get_str(w, v[0], p, &m->health_path);
+            if (m->health_path && m->health_path[0] != '/')
+                err_at(w, v[0], "%s: '%s' must start with '/'", p, m->health_path);
+        }
+        free(p);
+        p = xstrfmt("%s.status", path);
+        if (present(v[1]))
+            get_int(w, v[1], p, 100, 599, &m->health_status);
+        free(p);
+    }
+    free(where);
+}
+
+/* A key of the model's mapping, for errors about something left out. */
+static char *mpath(const struct config_model *m, int key)
+{
+    return xstrfmt("models.%s.%s", m->name, model_keys[key]);
+}
+
+static void check_port(struct walk *w, struct config_model *m, const yaml_node_t *n)
+{
+    const struct config *cfg = w->cfg;
+    if (m->port == cfg->listen_port) {
+        err_at(w, n, "models.%s.port: port %d is the listen port; choose another", m->name,
+               m->port);
+        return;
+    }
+    for (const struct config_model *o = cfg->models; o < m; o++) {
+        if (o->port == m->port) {
+            err_at(w, n, "models.%s.port: port %d is already used by model '%s'", m->name, m->port,
+                   o->name);
+            return;
+        }
+    }
+}
+
+static void check_aliases(struct walk *w, struct config_model *m, yaml_node_t **nodes)
+{
+    const struct config *cfg = w->cfg;
+    for (size_t i = 0; i < m->n_aliases; i++) {
+        const char *a = m->aliases[i];
+        const char *clash = NULL, *kind = NULL;
+        if (!valid_name(a)) {
+            err_at(w, nodes[i],
+                   "models.%s.aliases: invalid alias '%s'; it cannot contain '/' or "
+                   "whitespace",
+                   m->name, a);
+            continue;
+        }
+        for (size_t j = 0; j < cfg->n_models && !clash; j++)
+            if (cfg->models[j].name && !strcmp(cfg->models[j].name, a))
+                clash = cfg->models[j].name, kind = "the name of model";
+        for (const struct config_model *o = cfg->models; o <= m && !clash; o++) {
+            size_t n = o == m ? i : o->n_aliases;
+            for (size_t j = 0; j < n && !clash; j++)
+                if (!strcmp(o->aliases[j], a))
+                    clash = o->name, kind = "already an alias of model";
+        }
+        if (clash)
+            err_at(w, nodes[i], "models.%s.aliases: alias '%s' is %s '%s'", m->name, a, kind,
+                   clash);
+    }
+}
+
+static void parse_model(struct walk *w, struct config_model *m, const yaml_node_t *key,
+                        const yaml_node_t *body)
+{
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[MK_COUNT];
+    char *path = xstrfmt("models.%s", m->name);
+    char *where = xstrfmt("in model '%s'", m->name);
+    char *p = NULL;
+
+    m->ttl_ms = cfg->default_ttl_ms;
+    m->startup_timeout_ms = cfg->default_startup_timeout_ms;
+    m->stop_timeout_ms = cfg->default_stop_timeout_ms;
+    m->max_restarts = 5;
+    m->evict_weights = CONFIG_WEIGHTS_DISCARD;
+    m->evict_process = CONFIG_PROCESS_STOP;
+    m->health_status = 200;
+    if (walk_map(w, body, path, where, model_keys, v) < 0)
+        goto out;
+
+#define KEY(k) (free(p), p = mpath(m, k), p)
+    if (present(v[MK_ENGINE])) {
+        if (get_enum(w, v[MK_ENGINE], KEY(MK_ENGINE), "engine", engines, 4) >= 0)
+            m->engine = xstrdup(scalar(v[MK_ENGINE]));
+    } else {
+        m->engine = xstrdup("generic");
+    }
+
+    if (!v[MK_CMD]) {
+        err_at(w, key, "%s: missing 'cmd'; give the command that starts the engine", path);
+    } else if (is_null(v[MK_CMD])) {
+        err_at(w, v[MK_CMD], "%s: empty command", KEY(MK_CMD));
+    } else {
+        get_str(w, v[MK_CMD], KEY(MK_CMD), &m->cmd);
+        char msg[256];
+        if (m->cmd && config__check_cmd(m->cmd, msg, sizeof msg) < 0)
+            err_at(w, v[MK_CMD], "%s: %s", p, msg);
+    }
+    if (present(v[MK_MODEL]))
+        get_str(w, v[MK_MODEL], KEY(MK_MODEL), &m->model_id);
+    if (!m->model_id)
+        m->model_id = xstrdup(m->name);
+
+    if (present(v[MK_ALIASES])) {
+        yaml_node_t **nodes;
+        m->n_aliases = get_str_list(w, v[MK_ALIASES], KEY(MK_ALIASES), &m->aliases, &nodes);
+        check_aliases(w, m, nodes);
+        free(nodes);
+    }
+    if (present(v[MK_ENV]))
+        parse_env(w, m, v[MK_ENV], KEY(MK_ENV));
+    if (present(v[MK_CWD]))
+        get_str(w, v[MK_CWD], KEY(MK_CWD), &m->cwd);
+
+    yaml_node_t *port = v[MK_PORT];
+    if (present(port) && !(port->type == YAML_SCALAR_NODE && !strcmp(scalar(port), "auto"))) {
+        long n;
+        if (port->type != YAML_SCALAR_NODE || parse_long(scalar(port), &n) == -EINVAL)
+            err_type(w, port, KEY(MK_PORT), "a port number or 'auto'");
+        else if (parse_long(scalar(port), &n) < 0 || n < 1 || n > 65535)
+            err_at(w, port, "%s: port %s is out of range; use 1 to 65535 or 'auto'", KEY(MK_PORT),
+                   scalar(port));
+        else
+            m->port = (int)n, check_port(w, m, port);
+    }
+
+    if (present(v[MK_GPUS]))
+        parse_model_gpus(w, m, v[MK_GPUS], KEY(MK_GPUS));
+    if (present(v[MK_VRAM]))
+        get_size(w, v[MK_VRAM], KEY(MK_VRAM), &m->vram);
+    if (present(v[MK_TTL]))
+        get_duration(w, v[MK_TTL], KEY(MK_TTL), &m->ttl_ms);
+    if (present(v[MK_STARTUP_TIMEOUT])) {
+        get_duration(w, v[MK_STARTUP_TIMEOUT], KEY(MK_STARTUP_TIMEOUT), &m->startup_timeout_ms);
+        if (m->startup_timeout_ms == 0)
+            err_at(w, v[MK_STARTUP_TIMEOUT], "%s: must be more than 0", p);
+    }
+    if (present(v[MK_STOP_TIMEOUT])) {
+        get_duration(w, v[MK_STOP_TIMEOUT], KEY(MK_STOP_TIMEOUT), &m->stop_timeout_ms);
+        if (m->stop_timeout_ms > STOP_TIMEOUT_MAX_MS)
+            err_at(w, v[MK_STOP_TIMEOUT], "%s: '%s' is too long to wait for a stop; use at most 1h",
+                   p, scalar(v[MK_STOP_TIMEOUT]));
+    }
+    if (present(v[MK_RESTART])) {
+        static const char *const restarts[] = {"never", "on-failure"};
+        int i = get_enum(w, v[MK_RESTART], KEY(MK_RESTART), "value", restarts, 2);
+        if (i >= 0)
+            m->restart = (enum config_restart)i;
+    }
+    if (present(v[MK_MAX_RESTARTS]))
+        get_int(w, v[MK_MAX_RESTARTS], KEY(MK_MAX_RESTARTS), 0, 1000, &m->max_restarts);
+    if (present(v[MK_CONCURRENCY]))
+        get_int(w, v[MK_CONCURRENCY], KEY(MK_CONCURRENCY), 0, 1000000, &m->concurrency);
+    if (present(v[MK_EVICTION]))
+        parse_eviction(w, m, v[MK_EVICTION], KEY(MK_EVICTION));
+    if (present(v[MK_POD]))
+        get_str(w, v[MK_POD], KEY(MK_POD), &m->pod);
+    if (present(v[MK_HEALTH]))
+        parse_health(w, m, v[MK_HEALTH], KEY(MK_HEALTH));
+#undef KEY
+
+out:
+    if (!m->health_path)
+        m->health_path = xstrdup("/health");
+    if (!m->model_id)
+        m->model_id = xstrdup(m->name);
+    free(p);
+    free(where);
+    free(path);
+}
+
+static void parse_models(struct walk *w, const yaml_node_t *n)
+{
+    struct config *cfg = w->cfg;
+    if (n->type != YAML_MAPPING_NODE) {
+        err_type(w, n, "models", "a mapping of model names");
+        return;
+    }
+    size_t cap = map_size(n);
+    cfg->models = xcalloc(cap + 1, sizeof *cfg->models);
+    yaml_node_pair_t **pairs = xcalloc(cap + 1, sizeof *pairs);
+    /* All names first: an alias may collide with a model defined further down. */
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        if (!pair_ok(w, n, p, "in 'models'"))
+            continue;
+        yaml_node_t *k = node(w, p->key);
+        if (!valid_name(scalar(k))) {
+            err_at(w, k,
+                   "models: invalid model name '%s'; a name cannot be empty or contain '/' "
+                   "or whitespace",
+                   scalar(k));
+            continue;
+        }
+        struct config_model *m = &cfg->models[cfg->n_models];
+        m->name = xstrdup(scalar(k));
+        m->line = (int)k->start_mark.line + 1;
+        m->col = (int)k->start_mark.column + 1;
+        pairs[cfg->n_models++] = p;
+    }
+    for (size_t i = 0; i < cfg->n_models; i++)
+        parse_model(w, &cfg->models[i], node(w, pairs[i]->key), node(w, pairs[i]->value));
+    free(pairs);
+}
+
+static void parse_groups(struct walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"exclusive", "members", NULL};
+    struct config *cfg = w->cfg;
+    if (n->type != YAML_MAPPING_NODE) {
+        err_type(w, n, "groups", "a mapping of group names");
+        return;
+    }
+    cfg->groups = xcalloc(map_size(n) + 1, sizeof *cfg->groups);
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        if (!pair_ok(w, n, p, "in 'groups'"))
+            continue;
+        yaml_node_t *k = node(w, p->key);
+        if (!valid_name(scalar(k))) {
+            err_at(w, k,
+                   "groups: invalid group name '%s'; a name cannot be empty or contain '/' "
+                   "or whitespace",
+                   scalar(k));
+            continue;
+        }
+        struct config_group *g = &cfg->groups[cfg->n_groups++];
+        g->name = xstrdup(scalar(k));
+        char *path = xstrfmt("groups.%s", g->name);
+        char *where = xstrfmt("in group '%s'", g->name);
+        yaml_node_t *v[2];
+        if (walk_map(w, node(w, p->value), path, where, keys, v) == 0) {
+            char *kp = xstrfmt("%s.exclusive", path);
+            if (present(v[0]))
+                get_bool(w, v[0], kp, &g->exclusive);
+            free(kp);
+            kp = xstrfmt("%s.members", path);
+            if (present(v[1])) {
+                yaml_node_t **nodes;
+                g->n_members = get_str_list(w, v[1], kp, &g->members, &nodes);
+                for (size_t i = 0; i < g->n_members; i++) {
+                    const struct config_model *m = config_find_model(cfg, g->members[i]);
+                    if (!m) {
+                        err_at(w, nodes[i], "%s: unknown model '%s'", kp, g->members[i]);
+                        continue;
+                    }
+                    for (size_t j = 0; j < i; j++) {
+                        if (strcmp(g->members[j], m->name))
+                            continue;
+                        if (strcmp(g->members[i], m->name))
+                            err_at(w, nodes[i], "%s: '%s' is model '%s', already listed", kp,
+                                   g->members[i], m->name);
+                        else
+                            err_at(w, nodes[i], "%s: model '%s' is listed twice", kp, m->name);
+                        break;
+                    }
+                    /* Members are kept by model name, whichever way they were written. */
+                    free(g->members[i]);
+                    g->members[i] = xstrdup(m->name);
+                }
+                free(nodes);
+            }
+            free(kp);
+        }
+        free(where);
+        free(path);
+    }
+}
+
+enum {
+    TK_LISTEN,
+    TK_API_KEYS,
+    TK_GPUS,
+    TK_DEFAULTS,
+    TK_ROUTER,
+    TK_MODELS,
+    TK_GROUPS,
+    TK_START_PORT,
+    TK_LOG_MAX_SIZE,
+    TK_COUNT,
+};
+
+static const char *const top_keys[] = {
+    "listen", "api_keys", "gpus",       "defaults",     "router",
+    "models", "groups",   "start_port", "log_max_size", NULL,
+};
+
+static void set_defaults(struct config *cfg)
+{
+    cfg->listen_host = xstrdup("127.0.0.1");
+    cfg->listen_port = 8080;
+    cfg->gpus_auto = 1;
+    cfg->default_ttl_ms = 0;
+    cfg->default_startup_timeout_ms = 10 * 60 * 1000;
+    cfg->default_stop_timeout_ms = 10 * 1000;
+    cfg->start_port = 5800;
+    cfg->router_max_queue = 256;
+    cfg->router_max_wait_ms = 300 * 1000;
+    cfg->router_policy = xstrdup("fifo");
+    cfg->log_max_bytes = 10ull << 20;
+}
+
+/* Sections are read in dependency order, whatever their order in the file. */
+static void walk_root(struct walk *w, const yaml_node_t *root)
+{
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[TK_COUNT];
+    if (root->type != YAML_MAPPING_NODE) {
+        err_type(w, root, "config", "a mapping of keys such as 'listen' and 'models'");
+        return;
+    }
+    walk_map(w, root, "config", "at top level", top_keys, v);
+    if (present(v[TK_LISTEN]))
+        parse_listen(w, v[TK_LISTEN]);
+    if (present(v[TK_START_PORT]))
+        get_int(w, v[TK_START_PORT], "start_port", 1, 65535, &cfg->start_port);
+    if (present(v[TK_LOG_MAX_SIZE])) {
+        get_size(w, v[TK_LOG_MAX_SIZE], "log_max_size", &cfg->log_max_bytes);
+        if (cfg->log_max_bytes == 0)
+            err_at(w, v[TK_LOG_MAX_SIZE], "log_max_size: must be more than 0");
+    }
+    if (present(v[TK_API_KEYS]))
+        cfg->n_api_keys = get_str_list(w, v[TK_API_KEYS], "api_keys", &cfg->api_keys, NULL);
+    if (present(v[TK_GPUS]))
+        parse_gpus(w, v[TK_GPUS]);
+    if (present(v[TK_DEFAULTS]))
+        parse_defaults(w, v[TK_DEFAULTS]);
+    if (present(v[TK_ROUTER]))
+        parse_router(w, v[TK_ROUTER]);
+    if (present(v[TK_MODELS]))
+        parse_models(w, v[TK_MODELS]);
+    if (present(v[TK_GROUPS]))
+        parse_groups(w, v[TK_GROUPS]);
+}
+
+static void err_yaml(struct config_errors *errs, const char *name, const yaml_parser_t *ps)
+{
+    const char *problem = ps->problem ? ps->problem : "cannot parse";
+    if (ps->context && ps->context_mark.line != ps->problem_mark.line)
+        errs_add(errs, xstrfmt("%s:%zu:%zu: invalid yaml: %s (%s at line %zu)", name,
+                               ps->problem_mark.line + 1, ps->problem_mark.column + 1, problem,
+                               ps->context, ps->context_mark.line + 1));
+    else
+        errs_add(errs, xstrfmt("%s:%zu:%zu: invalid yaml: %s", name, ps->problem_mark.line + 1,
+                               ps->problem_mark.column + 1, problem));
+}
+
+struct config *config_parse(const char *text, size_t len, const char *name,
+                            struct config_errors *errs)
+{
+    size_t before = errs->n;
+    yaml_parser_t ps;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&ps)) {
+        errs_add(errs, xstrfmt("%s: cannot start the yaml parser: out of memory", name));
+        return NULL;
+    }
+    yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&ps, &doc)) {
+        err_yaml(errs, name, &ps);
+        yaml_parser_delete(&ps);
+        return NULL;
+    }
+
+    struct config *cfg = xcalloc(1, sizeof *cfg);
+    cfg->path = xstrdup(name);
+    set_defaults(cfg);
+    struct walk w = {.doc = &doc, .file = name, .errs = errs, .cfg = cfg};
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root)
+        walk_root(&w, root);
+    sort_errors(&w);
+    free(w.where);
+
+    /* A second document would be silently ignored; refuse it. */
+    yaml_document_t next;
+    if (!yaml_parser_load(&ps, &next)) {
+        err_yaml(errs, name, &ps);
+    } else {
+        yaml_node_t *r2 = yaml_document_get_root_node(&next);
+        if (r2)
+            errs_add(errs, xstrfmt("%s:%zu:%zu: a second yaml document; keep the config in one",
+                                   name, next.start_mark.line + 1, next.start_mark.column + 1));
+        yaml_document_delete(&next);
+    }
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&ps);
+
+    if (errs->n != before) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+struct config *config_load(const char *path, struct config_errors *errs)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        char *why = xstrdup(strerror(e));
+        why[0] = (char)tolower((unsigned char)why[0]);
+        errs_add(errs, xstrfmt("%s: cannot read the config: %s", path, why));
+        free(why);
+        return NULL;
+    }
+    char *text = xmalloc(CONFIG_FILE_MAX + 1);
+    size_t len = fread(text, 1, CONFIG_FILE_MAX + 1, f);
+    int failed = ferror(f);
+    fclose(f);
+    struct config *cfg = NULL;
+    if (failed)
+        errs_add(errs, xstrfmt("%s: cannot read the config: read error", path));
+    else if (len > CONFIG_FILE_MAX)
+        errs_add(errs, xstrfmt("%s: the config is larger than 16MiB", path));
+    else
+        cfg = config_parse(text, len, path, errs);
+    free(text);
+    return cfg;
+}
+
+/* ---- freeing, lookup, comparison ------------------------------------ */
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void model_release(struct config_model *m)
+{
+    free(m->name);
+    free(m->engine);
+    free(m->cmd);
+    free(m->model_id);
+    free_strv(m->aliases, m->n_aliases);
+    for (size_t i = 0; i < m->n_env; i++) {
+        free(m->env[i].key);
+        free(m->env[i].value);
+    }
+    free(m->env);
+    free(m->cwd);
+    free(m->gpu_list);
+    free(m->pod);
+    free(m->health_path);
+}
+
+void config_free(struct config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->path);
+    free(cfg->listen_host);
+    free_strv(cfg->api_keys, cfg->n_api_keys);
+    for (size_t i = 0; i < cfg->n_gpus; i++)
+        free(cfg->gpus[i].name);
+    free(cfg->gpus);
+    free(cfg->router_policy);
+    for (size_t i = 0; i < cfg->n_models; i++)
+        model_release(&cfg->models[i]);
+    free(cfg->models);
+    for (size_t i = 0; i < cfg->n_groups; i++) {
+        free(cfg->groups[i].name);
+        free_strv(cfg->groups[i].members, cfg->groups[i].n_members);
+    }
+    free(cfg->groups);
+    free(cfg);
+}
+
+void config_errors_release(struct config_errors *errs)
+{
+    free_strv(errs->msgs, errs->n);
+    errs->msgs = NULL;
+    errs->n = 0;
+}
+
+const struct config_model *config_find_model(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_models; i++)
+        if (cfg->models[i].name && !strcmp(cfg->models[i].name, name))
+            return &cfg->models[i];
+    for (size_t i = 0; i < cfg->n_models; i++)
+        for (size_t j = 0; j < cfg->models[i].n_aliases; j++)
+            if (!strcmp(cfg->models[i].aliases[j], name))
+                return &cfg->models[i];
+    return NULL;
+}
+
+static int str_same(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return !strcmp(a, b);
+}
+
+static const char *env_get(const struct config_model *m, const char *key)
+{
+    for (size_t i = 0; i < m->n_env; i++)
+        if (!strcmp(m->env[i].key, key))
+            return m->env[i].value;
+    return NULL;
+}
+
+int config_model_same(const struct config_model *a, const struct config_model *b)
+{
+    if (!str_same(a->name, b->name) || !str_same(a->engine, b->engine) ||
+        !str_same(a->cmd, b->cmd) || !str_same(a->model_id, b->model_id) ||
+        !str_same(a->cwd, b->cwd) || !str_same(a->pod, b->pod) ||
+        !str_same(a->health_path, b->health_path) || a->health_status != b->health_status ||
+        a->port != b->port || a->gpu_count != b->gpu_count || a->n_gpu_list != b->n_gpu_list ||
+        a->n_env != b->n_env)
+        return 0;
+    for (size_t i = 0; i < a->n_gpu_list; i++)
+        if (a->gpu_list[i] != b->gpu_list[i])
+            return 0;
+    /* env is a set: the order of its keys changes nothing. */
+    for (size_t i = 0; i < a->n_env; i++)
+        if (!str_same(a->env[i].value, env_get(b, a->env[i].key)))
+            return 0;
+    return 1;
+}

@@ -1,0 +1,296 @@
+#include "engine/adapter.h"
+
+#include <string.h>
+
+#include "engine/internal.h"
+
+/*
+ * The engine table and the line-matching helpers the adapters share. Every
+ * helper works on (pointer, length) texts because log lines arrive without a
+ * terminating NUL.
+ */
+
+const char *const engine_names[] = {"vllm", "sglang", "llamacpp", "generic", NULL};
+
+static const struct engine_ops *const engine_table[] = {
+    &engine_vllm,
+    &engine_sglang,
+    &engine_llamacpp,
+    &engine_generic,
+};
+
+const struct engine_ops *engine_find(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof(engine_table) / sizeof(engine_table[0]); i++)
+        if (strcmp(engine_table[i]->name, name) == 0)
+            return engine_table[i];
+    return NULL;
+}
+
+static int is_space(char c)
+{
+    return c == ' ' || (unsigned char)c < 0x20 || c == 0x7f;
+}
+
+static int is_ident(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.';
+}
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+const char *engine__find(const char *s, size_t len, const char *needle)
+{
+    if (!s || !needle)
+        return NULL;
+    return memmem(s, len, needle, strlen(needle));
+}
+
+const char *engine__find_last(const char *s, size_t len, const char *needle)
+{
+    const char *last = NULL;
+    size_t nlen = strlen(needle);
+    const char *p = s;
+    size_t left = len;
+    while (left >= nlen) {
+        const char *hit = memmem(p, left, needle, nlen);
+        if (!hit)
+            break;
+        last = hit;
+        left -= (size_t)(hit - p) + 1;
+        p = hit + 1;
+    }
+    return last;
+}
+
+void engine__trim(const char **s, size_t *len)
+{
+    const char *p = *s;
+    size_t n = *len;
+    while (n > 0 && is_space(*p)) {
+        p++;
+        n--;
+    }
+    while (n > 0 && is_space(p[n - 1]))
+        n--;
+    *s = p;
+    *len = n;
+}
+
+static void skip(const char **s, size_t *len, size_t n)
+{
+    *s += n;
+    *len -= n;
+    while (*len > 0 && **s == ' ') {
+        (*s)++;
+        (*len)--;
+    }
+}
+
+/* Index of the first c in s[from..limit), or -1. */
+static long index_of(const char *s, size_t len, size_t from, size_t limit, char c)
+{
+    for (size_t i = from; i < len && i < limit; i++)
+        if (s[i] == c)
+            return (long)i;
+    return -1;
+}
+
+static const char *const python_levels[] = {"DEBUG", "INFO",  "WARNING",
+                                            "WARN",  "ERROR", "CRITICAL"};
+
+const char *engine__strip_python(const char **s, size_t *len, size_t *level_len)
+{
+    const char *level = NULL;
+    *level_len = 0;
+    engine__trim(s, len);
+
+    /* "(EngineCore_DP0 pid=123) ": vLLM's tag for the process that printed */
+    if (*len > 0 && (*s)[0] == '(') {
+        long close = index_of(*s, *len, 1, 128, ')');
+        if (close > 0 && engine__find(*s, (size_t)close, "pid=") && (size_t)close + 1 < *len &&
+            (*s)[close + 1] == ' ')
+            skip(s, len, (size_t)close + 1);
+    }
+    /* "[2025-01-01 12:00:00 TP0] ": SGLang's timestamp and rank */
+    if (*len > 1 && (*s)[0] == '[' && is_digit((*s)[1])) {
+        long close = index_of(*s, *len, 1, 96, ']');
+        if (close > 0)
+            skip(s, len, (size_t)close + 1);
+    }
+    for (size_t i = 0; i < sizeof(python_levels) / sizeof(python_levels[0]); i++) {
+        size_t n = strlen(python_levels[i]);
+        if (*len <= n || memcmp(*s, python_levels[i], n) != 0)
+            continue;
+        if ((*s)[n] == ':') {
+            /* uvicorn: "INFO:     Application startup complete." */
+            level = *s;
+            *level_len = n;
+            skip(s, len, n + 1);
+        } else if ((*s)[n] == ' ' && n + 1 < *len && is_digit((*s)[n + 1])) {
+            /* vLLM: "ERROR 10-21 12:00:00 [core.py:700] message" */
+            long close = index_of(*s, *len, n + 1, n + 96, ']');
+            if (close > 0) {
+                level = *s;
+                *level_len = n;
+                skip(s, len, (size_t)close + 1);
+            }
+        }
+        break;
+    }
+    return level;
+}
+
+int engine__is_error_level(const char *level, size_t level_len)
+{
+    if (!level)
+        return 1;
+    return (level_len == 5 && memcmp(level, "ERROR", 5) == 0) ||
+           (level_len == 8 && memcmp(level, "CRITICAL", 8) == 0);
+}
+
+const char *engine__exception_start(const char *s, size_t len)
+{
+    const char *p = s;
+    size_t left = len;
+    for (;;) {
+        const char *hit = engine__find(p, left, "Error: ");
+        if (!hit)
+            return NULL;
+        const char *start = hit;
+        while (start > s && is_ident(start[-1]))
+            start--;
+        /* "ValueError: " counts; "CUDA Error: " (a word before) does not */
+        if (start < hit && ((*start >= 'a' && *start <= 'z') || (*start >= 'A' && *start <= 'Z')))
+            return start;
+        left -= (size_t)(hit - p) + 1;
+        p = hit + 1;
+    }
+}
+
+void engine__strip_exception(const char **s, size_t *len)
+{
+    const char *start = engine__exception_start(*s, *len);
+    if (start != *s)
+        return;
+    const char *colon = engine__find(*s, *len, "Error: ");
+    skip(s, len, (size_t)(colon - *s) + strlen("Error:"));
+}
+
+/* Copies text into dst (size cap), control characters as spaces, cut on a UTF-8 boundary. */
+static size_t copy_clean(char *dst, size_t cap, size_t at, const char *text, size_t len)
+{
+    size_t n = 0;
+    if (at + 1 >= cap)
+        return at;
+    n = cap - 1 - at;
+    if (len > n) {
+        /* do not end inside a multi-byte character */
+        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
+            n--;
+    } else {
+        n = len;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        dst[at + i] = ((unsigned char)c < 0x20 || c == 0x7f) ? ' ' : c;
+    }
+    dst[at + n] = '\0';
+    return at + n;
+}
+
+void engine__remember_error(struct engine_log_state *st, const char *text, size_t len)
+{
+    if (st->first_error[0])
+        return;
+    engine__trim(&text, &len);
+    copy_clean(st->first_error, sizeof(st->first_error), 0, text, len);
+}
+
+int engine__parse_percent(const char *s, size_t len, const char *needle)
+{
+    const char *hit = engine__find_last(s, len, needle);
+    if (!hit)
+        return -1;
+    size_t from = (size_t)(hit - s) + strlen(needle);
+    long pct = index_of(s, len, from, from + 16, '%');
+    if (pct < 0)
+        return -1;
+    size_t end = (size_t)pct;
+    size_t begin = end;
+    while (begin > from && is_digit(s[begin - 1]))
+        begin--;
+    if (begin == end || end - begin > 3)
+        return -1;
+    int v = 0;
+    for (size_t i = begin; i < end; i++)
+        v = v * 10 + (s[i] - '0');
+    return v > 100 ? -1 : v;
+}
+
+void engine__set_ready(struct engine_line *out)
+{
+    out->kind = ENGINE_LINE_READY;
+}
+
+void engine__set_progress(struct engine_log_state *st, struct engine_line *out, int percent)
+{
+    out->kind = ENGINE_LINE_PROGRESS;
+    out->percent = percent;
+    st->percent = percent;
+}
+
+void engine__set_fatal(struct engine_line *out, const char *label, const char *text, size_t len)
+{
+    size_t cap = ENGINE__REASON_MAX + 1;
+    size_t at = 0;
+    if (text)
+        engine__trim(&text, &len);
+    else
+        len = 0;
+    out->kind = ENGINE_LINE_FATAL;
+    out->reason[0] = '\0';
+    if (label)
+        at = copy_clean(out->reason, cap, at, label, strlen(label));
+    if (label && len > 0)
+        at = copy_clean(out->reason, cap, at, ": ", 2);
+    if (len > 0)
+        copy_clean(out->reason, cap, at, text, len);
+}
+
+int engine__classify_common(const char *line, size_t len, const char *text, size_t text_len,
+                            struct engine_line *out)
+{
+    const char *hit = engine__find(line, len, "CUDA out of memory");
+    if (hit) {
+        /* "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ..." */
+        const char *rest = hit + strlen("CUDA out of memory");
+        size_t rest_len = len - (size_t)(rest - line);
+        while (rest_len > 0 && (*rest == '.' || *rest == ':' || *rest == ',' || is_space(*rest))) {
+            rest++;
+            rest_len--;
+        }
+        engine__set_fatal(out, "CUDA out of memory", rest, rest_len);
+        return 1;
+    }
+    if (engine__find(line, len, "cudaMalloc failed: out of memory") ||
+        engine__find(line, len, "CUDA error: out of memory")) {
+        engine__strip_exception(&text, &text_len);
+        engine__set_fatal(out, "CUDA out of memory", text, text_len);
+        return 1;
+    }
+    /* Python's OSError says "Address", uvicorn's bind error "address" */
+    if (engine__find(line, len, "Address already in use") ||
+        engine__find(line, len, "address already in use")) {
+        engine__strip_exception(&text, &text_len);
+        engine__set_fatal(out, "port already in use", text, text_len);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,37 @@
+#include "engine/adapter.h"
+#include "engine/internal.h"
+
+/*
+ * Any program with an OpenAI-compatible API. Yard knows nothing of its log
+ * beyond the failures every CUDA program and every server can hit (out of
+ * GPU memory, port already in use); readiness is the configured probe path
+ * answering the configured status.
+ */
+
+static enum engine_probe generic_probe_verdict(int status, int expected_status, const char *body,
+                                               size_t len)
+{
+    int want = expected_status > 0 ? expected_status : 200;
+    return status == want ? ENGINE_PROBE_READY : ENGINE_PROBE_WAIT;
+}
+
+static void generic_classify_line(struct engine_log_state *st, const char *line, size_t len,
+                                  struct engine_line *out)
+{
+    const char *text = line;
+    size_t text_len = len;
+    size_t level_len;
+
+    out->kind = ENGINE_LINE_NONE;
+    out->percent = st->percent;
+    out->reason[0] = '\0';
+    engine__strip_python(&text, &text_len, &level_len);
+    engine__classify_common(line, len, text, text_len, out);
+}
+
+const struct engine_ops engine_generic = {
+    .name = "generic",
+    .health_path = "/health",
+    .probe_verdict = generic_probe_verdict,
+    .classify_line = generic_classify_line,
+};

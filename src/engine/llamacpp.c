@@ -1,0 +1,147 @@
+#include <string.h>
+
+#include "engine/adapter.h"
+#include "engine/internal.h"
+
+/*
+ * llama.cpp's llama-server. The HTTP listener starts before the model loads,
+ * so GET /health answers 503 {"error":{"message":"Loading model",...}} during
+ * the load and 200 {"status":"ok"} after; there is no load percentage. A
+ * failed load ends with "exiting due to model loading error" after the line
+ * that says why, which the log state keeps.
+ */
+
+static enum engine_probe llamacpp_probe_verdict(int status, int expected_status, const char *body,
+                                                size_t len)
+{
+    /* 503 "Loading model" while loading; anything but 200 is "not yet" */
+    return status == 200 ? ENGINE_PROBE_READY : ENGINE_PROBE_WAIT;
+}
+
+static int is_word(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+static size_t word_len(const char *s, size_t len)
+{
+    size_t n = 0;
+    while (n < len && is_word(s[n]))
+        n++;
+    return n;
+}
+
+/*
+ * Skips llama.cpp's decorations: an optional elapsed time "0.00.123.456 ", a
+ * level letter "E ", and "component   function: " or "function: ", leaving
+ * the message.
+ */
+static void strip_llama(const char **s, size_t *len)
+{
+    const char *p = *s;
+    size_t n = *len;
+    size_t w;
+
+    engine__trim(&p, &n);
+    if (n > 0 && p[0] >= '0' && p[0] <= '9') {
+        size_t i = 0;
+        while (i < n && ((p[i] >= '0' && p[i] <= '9') || p[i] == '.'))
+            i++;
+        if (i < n && p[i] == ' ') {
+            p += i + 1;
+            n -= i + 1;
+        }
+    }
+    if (n > 2 && strchr("IWEDT", p[0]) && p[1] == ' ') {
+        p += 2;
+        n -= 2;
+        engine__trim(&p, &n);
+    }
+    w = word_len(p, n);
+    if (w > 0 && w + 1 < n && p[w] == ':' && p[w + 1] == ' ') {
+        p += w + 2;
+        n -= w + 2;
+    } else if (w > 0 && w < n && p[w] == ' ') {
+        size_t i = w;
+        while (i < n && p[i] == ' ')
+            i++;
+        size_t w2 = word_len(p + i, n - i);
+        if (w2 > 0 && i + w2 + 1 < n && p[i + w2] == ':' && p[i + w2 + 1] == ' ') {
+            p += i + w2 + 2;
+            n -= i + w2 + 2;
+        }
+    }
+    engine__trim(&p, &n);
+    *s = p;
+    *len = n;
+}
+
+/* Keeps the line that says why a load or bind failed, for the exit line. */
+static void remember_cause(struct engine_log_state *st, const char *text, size_t len)
+{
+    static const char *const causes[] = {"failed to load model",
+                                         "couldn't bind HTTP server socket"};
+    const char *hit = engine__find(text, len, "error loading model:");
+    if (hit) {
+        const char *rest = hit + strlen("error loading model:");
+        engine__remember_error(st, rest, len - (size_t)(rest - text));
+        return;
+    }
+    for (size_t i = 0; i < sizeof(causes) / sizeof(causes[0]); i++) {
+        hit = engine__find(text, len, causes[i]);
+        if (hit) {
+            engine__remember_error(st, hit, len - (size_t)(hit - text));
+            return;
+        }
+    }
+}
+
+static void llamacpp_classify_line(struct engine_log_state *st, const char *line, size_t len,
+                                   struct engine_line *out)
+{
+    const char *text = line;
+    size_t text_len = len;
+    const char *hit;
+
+    out->kind = ENGINE_LINE_NONE;
+    out->percent = st->percent;
+    out->reason[0] = '\0';
+    strip_llama(&text, &text_len);
+    remember_cause(st, text, text_len);
+
+    if (engine__find(text, text_len, "exiting due to model loading error")) {
+        engine__set_fatal(out, "model loading error", st->first_error, strlen(st->first_error));
+        return;
+    }
+    hit = engine__find(text, text_len, "couldn't bind HTTP server socket");
+    if (hit) {
+        engine__set_fatal(out, "port already in use", hit, text_len - (size_t)(hit - text));
+        return;
+    }
+    if (engine__find(text, text_len, "exiting due to HTTP server error")) {
+        if (strncmp(st->first_error, "couldn't bind", 13) == 0)
+            engine__set_fatal(out, "port already in use", st->first_error, strlen(st->first_error));
+        else
+            engine__set_fatal(out, "HTTP server error", st->first_error, strlen(st->first_error));
+        return;
+    }
+    if (engine__find(text, text_len, "failed to allocate CUDA")) {
+        engine__set_fatal(out, "CUDA out of memory", text, text_len);
+        return;
+    }
+    if (engine__classify_common(line, len, text, text_len, out))
+        return;
+
+    /* hints only: GET /health decides */
+    if (engine__find(text, text_len, "listening on http://") ||
+        engine__find(text, text_len, "server is listening on") ||
+        engine__find(text, text_len, "model loaded"))
+        engine__set_ready(out);
+}
+
+const struct engine_ops engine_llamacpp = {
+    .name = "llamacpp",
+    .health_path = "/health",
+    .probe_verdict = llamacpp_probe_verdict,
+    .classify_line = llamacpp_classify_line,
+};

@@ -1,0 +1,115 @@
+#include <string.h>
+
+#include "engine/adapter.h"
+#include "engine/internal.h"
+
+/*
+ * SGLang. Like vLLM, uvicorn starts only after the scheduler processes have
+ * loaded the model, so the port refuses connections during the load; then
+ * GET /health answers 503 until the warm-up request has gone through, and
+ * 200 after. Failures are Python exceptions, often logged as "Scheduler hit
+ * an exception: Traceback ..." with the exception itself on a later line.
+ */
+
+static enum engine_probe sglang_probe_verdict(int status, int expected_status, const char *body,
+                                              size_t len)
+{
+    return status == 200 ? ENGINE_PROBE_READY : ENGINE_PROBE_WAIT;
+}
+
+static int starts_with(const char *s, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && memcmp(s, prefix, n) == 0;
+}
+
+/* A reason built from the first exception seen, if any. */
+static void fatal_with_cause(struct engine_log_state *st, struct engine_line *out,
+                             const char *label)
+{
+    engine__set_fatal(out, label, st->first_error, strlen(st->first_error));
+}
+
+static void sglang_classify_line(struct engine_log_state *st, const char *line, size_t len,
+                                 struct engine_line *out)
+{
+    const char *text = line;
+    size_t text_len = len;
+    size_t level_len;
+    const char *level = engine__strip_python(&text, &text_len, &level_len);
+    const char *hit;
+    int pct;
+
+    out->kind = ENGINE_LINE_NONE;
+    out->percent = st->percent;
+    out->reason[0] = '\0';
+
+    /* SGLang's weight loader prints vLLM's progress bar */
+    pct = engine__parse_percent(line, len, "Loading safetensors checkpoint shards:");
+    if (pct < 0)
+        pct = engine__parse_percent(line, len, "Loading pt checkpoint shards:");
+    if (pct >= 0) {
+        engine__set_progress(st, out, pct);
+        return;
+    }
+    if (engine__find(text, text_len, "The server is fired up and ready to roll!")) {
+        engine__set_ready(out);
+        return;
+    }
+
+    if (engine__is_error_level(level, level_len)) {
+        const char *exc = engine__exception_start(text, text_len);
+        if (exc)
+            engine__remember_error(st, exc, text_len - (size_t)(exc - text));
+    }
+
+    hit = engine__find(text, text_len, "Scheduler hit an exception");
+    if (hit) {
+        /*
+         * Usually "...: Traceback (most recent call last):" with the exception
+         * lines later; those, or the "Received sigquit" line that follows,
+         * carry the cause, so this line is fatal only when it has one.
+         */
+        const char *rest = hit + strlen("Scheduler hit an exception");
+        size_t rest_len = text_len - (size_t)(rest - text);
+        if (rest_len > 0 && *rest == ':') {
+            rest++;
+            rest_len--;
+        }
+        engine__trim(&rest, &rest_len);
+        if (rest_len > 0 && !starts_with(rest, rest_len, "Traceback"))
+            engine__set_fatal(out, "scheduler hit an exception", rest, rest_len);
+        else if (st->first_error[0])
+            fatal_with_cause(st, out, "scheduler hit an exception");
+        return;
+    }
+    if (engine__find(text, text_len, "Received sigquit from a child process")) {
+        fatal_with_cause(st, out, "an engine child process failed");
+        return;
+    }
+    hit = engine__find(text, text_len, "Initialization failed. warmup error:");
+    if (hit) {
+        const char *rest = hit + strlen("Initialization failed. warmup error:");
+        size_t rest_len = text_len - (size_t)(rest - text);
+        engine__trim(&rest, &rest_len);
+        if (rest_len == 0 || starts_with(rest, rest_len, "Traceback"))
+            fatal_with_cause(st, out, "warmup failed");
+        else
+            engine__set_fatal(out, "warmup failed", rest, rest_len);
+        return;
+    }
+    if (engine__classify_common(line, len, text, text_len, out))
+        return;
+
+    engine__strip_exception(&text, &text_len);
+    if (engine__find(text, text_len,
+                     "Not enough memory. Please try to increase --mem-fraction-static"))
+        engine__set_fatal(out, "not enough GPU memory", text, text_len);
+}
+
+const struct engine_ops engine_sglang = {
+    .name = "sglang",
+    .health_path = "/health",
+    .probe_verdict = sglang_probe_verdict,
+    .classify_line = sglang_classify_line,
+};

@@ -1,0 +1,931 @@
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <http_parser.h>
+
+#include "base/alloc.h"
+
+/* Bytes of pipelined input held while a response is in progress before reading stops. */
+#define PIPELINE_MAX (64 * 1024)
+/* After an error response or "Connection: close": how long to drain the client's input. */
+#define LINGER_MS 2000
+
+struct hdr_off {
+    size_t name;
+    size_t value; /* SIZE_MAX: no value seen yet */
+};
+
+struct req_impl {
+    struct http_request pub;
+    struct http__conn *conn;
+    struct buf target;
+    char *path;
+    struct buf hdrs; /* "name\0value\0" pairs; offsets below */
+    struct hdr_off *offs;
+    size_t n_offs, cap_offs;
+    struct http_header *headers;
+    struct buf body;
+    struct buf resp_headers;
+    size_t header_bytes;
+    int last_was_value;
+    int complete;
+    int keep_alive;
+    int is_head;
+    int head_sent;
+    int streaming;
+    int chunked;
+    int ended;
+    int close_after;
+    unsigned pending_writes;
+    http_done_cb done_cb;
+    void *done_arg;
+};
+
+struct http__conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    struct http_server *srv;
+    struct http__conn *next, *prev;
+    http_parser parser;
+    struct buf in; /* received, not yet parsed */
+    struct req_impl *parsing;
+    struct req_impl *active; /* handed to the handler; not yet done */
+    int handles_open;
+    int closing;
+    int lingering;
+    int reading;
+    int processing;
+    int close_status;
+    int err_status; /* set by parser callbacks: 413, 431 */
+};
+
+struct wreq {
+    uv_write_t w;
+    struct http__conn *conn;
+    struct req_impl *req; /* NULL for the server's own writes (100, errors) */
+    http_write_cb cb;
+    void *arg;
+    int then_linger;
+    size_t len;
+    char data[];
+};
+
+static void conn_close(struct http__conn *c, int status);
+static void conn_process(struct http__conn *c);
+static void conn_start_reading(struct http__conn *c);
+static void conn_linger(struct http__conn *c);
+
+void http_server_limits_default(struct http_server_limits *l)
+{
+    l->max_header_bytes = 16 * 1024;
+    l->max_body_bytes = 16 * 1024 * 1024;
+    l->idle_timeout_ms = 60 * 1000;
+    l->max_connections = 4096;
+}
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
+    }
+}
+
+/* ---- requests ---- */
+
+static struct req_impl *req_new(struct http__conn *c)
+{
+    const struct http_server_limits *l = &c->srv->limits;
+    struct req_impl *r = xcalloc(1, sizeof *r);
+    r->conn = c;
+    buf_init(&r->target, l->max_header_bytes);
+    buf_init(&r->hdrs, l->max_header_bytes * 2);
+    buf_init(&r->body, l->max_body_bytes);
+    buf_init(&r->resp_headers, l->max_header_bytes);
+    return r;
+}
+
+static void req_free(struct req_impl *r)
+{
+    if (!r)
+        return;
+    buf_release(&r->target);
+    free(r->path);
+    buf_release(&r->hdrs);
+    buf_release(&r->body);
+    buf_release(&r->resp_headers);
+    free(r->offs);
+    free(r->headers);
+    free(r);
+}
+
+static struct req_impl *req_of(const struct http_request *pub)
+{
+    return (struct req_impl *)((char *)pub - offsetof(struct req_impl, pub));
+}
+
+/* Fills the public view once the message is complete; the buffers no longer move. */
+static void req_publish(struct req_impl *r)
+{
+    struct http_request *p = &r->pub;
+    const http_parser *hp = &r->conn->parser;
+    p->method = http_method_str((enum http_method)hp->method);
+    p->http_major = hp->http_major;
+    p->http_minor = hp->http_minor;
+    p->body = r->body.data ? r->body.data : "";
+    p->body_len = r->body.len;
+    p->target = r->target.data ? r->target.data : "";
+    const char *q = strchr(p->target, '?');
+    r->path = q ? xstrndup(p->target, (size_t)(q - p->target)) : xstrdup(p->target);
+    p->path = r->path;
+    p->query = q ? q + 1 : "";
+}
+
+const char *http_request_header(const struct http_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->n_headers; i++)
+        if (strcasecmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    return NULL;
+}
+
+int http_request_peer(const struct http_request *req, char *out, size_t len)
+{
+    struct req_impl *r = req_of(req);
+    struct sockaddr_storage ss;
+    int n = sizeof ss;
+    int rc = uv_tcp_getpeername(&r->conn->tcp, (struct sockaddr *)&ss, &n);
+    if (rc < 0)
+        return rc;
+    char host[INET6_ADDRSTRLEN] = "";
+    int port;
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        uv_ip6_name(a, host, sizeof host);
+        port = ntohs(a->sin6_port);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        uv_ip4_name(a, host, sizeof host);
+        port = ntohs(a->sin_port);
+    }
+    if ((size_t)snprintf(out, len, "%s:%d", host, port) >= len)
+        return -ENOBUFS;
+    return 0;
+}
+
+void http_request_on_done(struct http_request *req, http_done_cb cb, void *arg)
+{
+    struct req_impl *r = req_of(req);
+    r->done_cb = cb;
+    r->done_arg = arg;
+}
+
+size_t http_request_pending_bytes(const struct http_request *req)
+{
+    struct req_impl *r = req_of(req);
+    if (r->conn->closing)
+        return 0;
+    return uv_stream_get_write_queue_size((uv_stream_t *)&r->conn->tcp);
+}
+
+/*
+ * Ends the request: the done callback, then the connection moves on (next
+ * pipelined request, close, or idle wait). status 0 means fully written.
+ */
+static void req_finish(struct req_impl *r, int status)
+{
+    struct http__conn *c = r->conn;
+    if (c->active == r)
+        c->active = NULL;
+    if (r->done_cb)
+        r->done_cb(&r->pub, status, r->done_arg);
+    int close_after = r->close_after;
+    req_free(r);
+    if (c->closing || status < 0)
+        return;
+    if (close_after) {
+        conn_linger(c);
+        return;
+    }
+    if (c->srv->limits.idle_timeout_ms)
+        uv_timer_again(&c->timer);
+    conn_process(c);
+}
+
+/* ---- writing ---- */
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct wreq *wr = (struct wreq *)w;
+    struct http__conn *c = wr->conn;
+    struct req_impl *r = wr->req;
+    int st = status < 0 ? (status == UV_ECANCELED ? -ECANCELED : status) : 0;
+    if (r)
+        r->pending_writes--;
+    if (wr->cb)
+        wr->cb(&r->pub, st, wr->arg);
+    int linger = wr->then_linger;
+    free(wr);
+    if (st < 0) {
+        conn_close(c, st);
+        return;
+    }
+    if (linger && !c->closing) {
+        conn_linger(c);
+        return;
+    }
+    if (r && r->ended && r->pending_writes == 0 && c->active == r)
+        req_finish(r, 0);
+}
+
+static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *parts, int n,
+                      http_write_cb cb, void *arg, int then_linger)
+{
+    if (c->closing)
+        return -ENOTCONN;
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += parts[i].len;
+    struct wreq *wr = xmalloc(sizeof *wr + len);
+    wr->conn = c;
+    wr->req = r;
+    wr->cb = cb;
+    wr->arg = arg;
+    wr->then_linger = then_linger;
+    wr->len = len;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (parts[i].len)
+            memcpy(wr->data + off, parts[i].base, parts[i].len);
+        off += parts[i].len;
+    }
+    uv_buf_t ub = uv_buf_init(wr->data, (unsigned)len);
+    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, on_write);
+    if (rc < 0) {
+        free(wr);
+        conn_close(c, rc);
+        return -ENOTCONN;
+    }
+    if (r)
+        r->pending_writes++;
+    return 0;
+}
+
+static uv_buf_t part(const void *p, size_t len)
+{
+    return uv_buf_init((char *)p, (unsigned)len);
+}
+
+static int header_value_ok(const char *s)
+{
+    return strpbrk(s, "\r\n") == NULL;
+}
+
+int http_response_header(struct http_request *req, const char *name, const char *value)
+{
+    struct req_impl *r = req_of(req);
+    if (r->head_sent)
+        return -EALREADY;
+    if (!header_value_ok(name) || !header_value_ok(value) || strchr(name, ':'))
+        return -EINVAL;
+    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
+        return -EINVAL;
+    if (strcasecmp(name, "Connection") == 0) {
+        if (strcasecmp(value, "close") == 0)
+            r->close_after = 1;
+        return 0;
+    }
+    return buf_printf(&r->resp_headers, "%s: %s\r\n", name, value);
+}
+
+static int status_has_body(int status)
+{
+    return !(status < 200 || status == 204 || status == 304);
+}
+
+/* Builds the status line and headers. clen < 0: a streamed body. */
+static int build_head(struct req_impl *r, struct buf *h, int status, const char *ctype,
+                      long long clen)
+{
+    const struct http_server *srv = r->conn->srv;
+    int http10 = r->pub.http_major == 1 && r->pub.http_minor == 0;
+    if (!r->keep_alive || srv->closing || (clen < 0 && http10))
+        r->close_after = 1;
+    int rc = buf_printf(h, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    if (rc == 0 && ctype)
+        rc = buf_printf(h, "Content-Type: %s\r\n", ctype);
+    if (rc == 0 && r->resp_headers.len)
+        rc = buf_append(h, r->resp_headers.data, r->resp_headers.len);
+    if (rc == 0 && status_has_body(status)) {
+        if (clen >= 0)
+            rc = buf_printf(h, "Content-Length: %lld\r\n", clen);
+        else if (r->chunked)
+            rc = buf_appends(h, "Transfer-Encoding: chunked\r\n");
+    }
+    if (rc == 0 && r->close_after)
+        rc = buf_appends(h, "Connection: close\r\n");
+    else if (rc == 0 && http10)
+        rc = buf_appends(h, "Connection: keep-alive\r\n");
+    if (rc == 0)
+        rc = buf_appends(h, "\r\n");
+    return rc;
+}
+
+int http_respond(struct http_request *req, int status, const char *content_type, const void *body,
+                 size_t len)
+{
+    struct req_impl *r = req_of(req);
+    if (r->head_sent)
+        return -EALREADY;
+    if (r->conn->closing)
+        return -ENOTCONN;
+    if (!status_has_body(status))
+        len = 0;
+    struct buf h;
+    buf_init(&h, r->conn->srv->limits.max_header_bytes * 2 + 256);
+    int rc = build_head(r, &h, status, content_type, (long long)len);
+    if (rc < 0) {
+        buf_release(&h);
+        return rc;
+    }
+    r->head_sent = 1;
+    r->ended = 1;
+    uv_buf_t parts[2] = {part(h.data, h.len), part(body, r->is_head ? 0 : len)};
+    rc = conn_write(r->conn, r, parts, 2, NULL, NULL, 0);
+    buf_release(&h);
+    return rc;
+}
+
+int http_stream_begin(struct http_request *req, int status, const char *content_type)
+{
+    struct req_impl *r = req_of(req);
+    if (r->head_sent)
+        return -EALREADY;
+    if (r->conn->closing)
+        return -ENOTCONN;
+    r->chunked = !(r->pub.http_major == 1 && r->pub.http_minor == 0) && !r->is_head;
+    struct buf h;
+    buf_init(&h, r->conn->srv->limits.max_header_bytes * 2 + 256);
+    int rc = build_head(r, &h, status, content_type, -1);
+    if (rc < 0) {
+        buf_release(&h);
+        return rc;
+    }
+    r->head_sent = 1;
+    r->streaming = 1;
+    uv_buf_t parts[1] = {part(h.data, h.len)};
+    rc = conn_write(r->conn, r, parts, 1, NULL, NULL, 0);
+    buf_release(&h);
+    return rc;
+}
+
+int http_stream_write(struct http_request *req, const void *data, size_t len, http_write_cb cb,
+                      void *arg)
+{
+    struct req_impl *r = req_of(req);
+    if (!r->streaming || r->ended)
+        return -EINVAL;
+    if (r->conn->closing)
+        return -ENOTCONN;
+    if (len == 0 || r->is_head || !r->chunked) {
+        /* an empty write still reports its completion in order */
+        uv_buf_t parts[1] = {part(data, r->is_head ? 0 : len)};
+        return conn_write(r->conn, r, parts, 1, cb, arg, 0);
+    }
+    char size[24];
+    int n = snprintf(size, sizeof size, "%zx\r\n", len);
+    uv_buf_t parts[3] = {part(size, (size_t)n), part(data, len), part("\r\n", 2)};
+    return conn_write(r->conn, r, parts, 3, cb, arg, 0);
+}
+
+int http_stream_end(struct http_request *req)
+{
+    struct req_impl *r = req_of(req);
+    if (!r->streaming || r->ended)
+        return -EINVAL;
+    if (r->conn->closing)
+        return -ENOTCONN;
+    r->ended = 1;
+    /* without chunking an empty write keeps the done callback asynchronous */
+    uv_buf_t parts[1] = {part("0\r\n\r\n", r->chunked ? 5 : 0)};
+    return conn_write(r->conn, r, parts, 1, NULL, NULL, 0);
+}
+
+/* An answer of the server's own (400, 413, 431); the connection closes after it. */
+static void conn_send_error(struct http__conn *c, int status)
+{
+    const char *text = http_status_text(status);
+    char msg[256];
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s\n",
+                     status, text, strlen(text) + 1, text);
+    req_free(c->parsing);
+    c->parsing = NULL;
+    c->lingering = 1; /* from now on input is discarded */
+    buf_reset(&c->in);
+    uv_buf_t parts[1] = {part(msg, (size_t)n)};
+    conn_write(c, NULL, parts, 1, NULL, NULL, 1);
+}
+
+/* ---- parsing ---- */
+
+static int header_bytes_add(struct http__conn *c, struct req_impl *r, size_t n)
+{
+    r->header_bytes += n;
+    if (r->header_bytes > c->srv->limits.max_header_bytes) {
+        c->err_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct http__conn *c = p->data;
+    req_free(c->parsing);
+    c->parsing = req_new(c);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct http__conn *c = p->data;
+    struct req_impl *r = c->parsing;
+    if (header_bytes_add(c, r, len) < 0)
+        return -1;
+    return buf_append(&r->target, at, len) < 0 ? -1 : 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct http__conn *c = p->data;
+    struct req_impl *r = c->parsing;
+    if (header_bytes_add(c, r, len + (r->last_was_value || r->n_offs == 0 ? 4 : 0)) < 0)
+        return -1;
+    if (r->last_was_value || r->n_offs == 0) {
+        /* a new header: terminate the previous value, record where the name starts */
+        if (r->n_offs && buf_append(&r->hdrs, "", 1) < 0)
+            return -1;
+        if (r->n_offs == r->cap_offs) {
+            r->cap_offs = r->cap_offs ? r->cap_offs * 2 : 16;
+            r->offs = xrealloc(r->offs, r->cap_offs * sizeof *r->offs);
+        }
+        r->offs[r->n_offs].name = r->hdrs.len;
+        r->offs[r->n_offs].value = SIZE_MAX;
+        r->n_offs++;
+        r->last_was_value = 0;
+    }
+    return buf_append(&r->hdrs, at, len) < 0 ? -1 : 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct http__conn *c = p->data;
+    struct req_impl *r = c->parsing;
+    if (header_bytes_add(c, r, len) < 0)
+        return -1;
+    if (!r->last_was_value) {
+        if (buf_append(&r->hdrs, "", 1) < 0)
+            return -1;
+        r->offs[r->n_offs - 1].value = r->hdrs.len;
+        r->last_was_value = 1;
+    }
+    return buf_append(&r->hdrs, at, len) < 0 ? -1 : 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct http__conn *c = p->data;
+    struct req_impl *r = c->parsing;
+    /* close the last name or value; a header without a value gets "" */
+    if (r->n_offs) {
+        if (buf_append(&r->hdrs, "", 1) < 0)
+            return -1;
+        if (r->offs[r->n_offs - 1].value == SIZE_MAX) {
+            r->offs[r->n_offs - 1].value = r->hdrs.len;
+            if (buf_append(&r->hdrs, "", 1) < 0)
+                return -1;
+        }
+    }
+    r->headers = xcalloc(r->n_offs ? r->n_offs : 1, sizeof *r->headers);
+    for (size_t i = 0; i < r->n_offs; i++) {
+        r->headers[i].name = r->hdrs.data + r->offs[i].name;
+        r->headers[i].value = r->hdrs.data + r->offs[i].value;
+    }
+    r->pub.headers = r->headers;
+    r->pub.n_headers = r->n_offs;
+    r->is_head = p->method == HTTP_HEAD;
+
+    int has_body =
+        (p->flags & F_CHUNKED) || (p->content_length > 0 && p->content_length != ULLONG_MAX);
+    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX &&
+        p->content_length > c->srv->limits.max_body_bytes) {
+        c->err_status = 413;
+        return -1;
+    }
+    const char *expect = http_request_header(&r->pub, "Expect");
+    if (has_body && expect && strcasecmp(expect, "100-continue") == 0 && p->http_major == 1 &&
+        p->http_minor >= 1) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t parts[1] = {part(cont, sizeof cont - 1)};
+        conn_write(c, NULL, parts, 1, NULL, NULL, 0);
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct http__conn *c = p->data;
+    struct req_impl *r = c->parsing;
+    int rc = buf_append(&r->body, at, len);
+    if (rc == -ENOBUFS)
+        c->err_status = 413;
+    return rc < 0 ? -1 : 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct http__conn *c = p->data;
+    struct req_impl *r = c->parsing;
+    r->complete = 1;
+    r->keep_alive = http_should_keep_alive(p);
+    if (p->upgrade)
+        r->close_after = 1; /* no protocol switches: answer and close */
+    req_publish(r);
+    /* stop here: the rest of the input waits until this request is answered */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/*
+ * Parses buffered input and hands complete requests to the handler, one at a
+ * time: while a request is active, the input stays buffered.
+ */
+static void conn_process(struct http__conn *c)
+{
+    if (c->processing)
+        return;
+    c->processing = 1;
+    while (!c->closing && !c->lingering && !c->active) {
+        if (c->parsing && c->parsing->complete) {
+            struct req_impl *r = c->parsing;
+            c->parsing = NULL;
+            c->active = r;
+            uv_timer_stop(&c->timer);
+            c->srv->on_request(&r->pub, c->srv->arg);
+            continue;
+        }
+        if (c->in.len == 0)
+            break;
+        http_parser_pause(&c->parser, 0);
+        size_t n = http_parser_execute(&c->parser, &parser_settings, c->in.data, c->in.len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            int status = c->err_status ? c->err_status : 400;
+            if (e == HPE_HEADER_OVERFLOW)
+                status = 431;
+            conn_send_error(c, status);
+            break;
+        }
+        buf_consume(&c->in, n);
+        if (e == HPE_OK && c->in.len)
+            break; /* cannot happen: the parser takes all it is given */
+    }
+    c->processing = 0;
+    if (!c->closing && !c->reading && c->in.len < PIPELINE_MAX)
+        conn_start_reading(c);
+}
+
+/* ---- connections ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct http__conn *c = h->data;
+    b->base = c->srv->read_buf;
+    b->len = sizeof c->srv->read_buf;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct http__conn *c = s->data;
+    if (nread == 0 || c->closing)
+        return;
+    if (nread < 0) {
+        /* a client that half-closes is treated as gone */
+        conn_close(c, nread == UV_EOF ? -ECONNRESET : (int)nread);
+        return;
+    }
+    if (c->lingering)
+        return;
+    if (c->srv->limits.idle_timeout_ms && !c->active)
+        uv_timer_again(&c->timer);
+    if (buf_append(&c->in, b->base, (size_t)nread) < 0) {
+        conn_close(c, -ENOBUFS);
+        return;
+    }
+    if (c->active) {
+        if (c->in.len >= PIPELINE_MAX) {
+            uv_read_stop(s);
+            c->reading = 0;
+        }
+        return;
+    }
+    conn_process(c);
+}
+
+static void conn_start_reading(struct http__conn *c)
+{
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = 1;
+}
+
+static void server_maybe_closed(struct http_server *srv)
+{
+    if (srv->closing && srv->n_closing == 0 && srv->n_conns == 0 && !srv->listener_open &&
+        srv->close_cb) {
+        http_server_close_cb cb = srv->close_cb;
+        srv->close_cb = NULL;
+        cb(srv, srv->close_arg);
+    }
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    struct http__conn *c = h->data;
+    struct http_server *srv = c->srv;
+    srv->n_closing--;
+    if (--c->handles_open > 0)
+        return;
+    if (c->active)
+        req_finish(c->active, c->close_status < 0 ? c->close_status : -ECONNRESET);
+    req_free(c->parsing);
+    buf_release(&c->in);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->n_conns--;
+    free(c);
+    server_maybe_closed(srv);
+}
+
+static void conn_close(struct http__conn *c, int status)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->close_status = status;
+    c->srv->n_closing += 2;
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct http__conn *c = t->data;
+    if (c->lingering || !c->active)
+        conn_close(c, c->lingering ? 0 : -ETIMEDOUT);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    /* nothing to do: the linger timer or the client's EOF closes the connection */
+}
+
+/* Sends FIN and drains the client's input for a while, so it reads our last answer. */
+static void conn_linger(struct http__conn *c)
+{
+    if (c->closing)
+        return;
+    c->lingering = 1;
+    buf_reset(&c->in);
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        conn_close(c, 0);
+        return;
+    }
+    if (!c->reading)
+        conn_start_reading(c);
+    uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct http_server *srv = server->data;
+    if (status < 0 || srv->closing)
+        return;
+    struct http__conn *c = xcalloc(1, sizeof *c);
+    c->srv = srv;
+    uv_tcp_init(srv->loop, &c->tcp);
+    uv_timer_init(srv->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles_open = 2;
+    buf_init(&c->in, PIPELINE_MAX + sizeof srv->read_buf);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->n_conns++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
+        srv->n_conns > srv->limits.max_connections) {
+        conn_close(c, -ECONNABORTED);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (srv->limits.idle_timeout_ms)
+        uv_timer_start(&c->timer, on_timer, srv->limits.idle_timeout_ms,
+                       srv->limits.idle_timeout_ms);
+    conn_start_reading(c);
+}
+
+/* ---- server ---- */
+
+int http_server_init(struct http_server *srv, uv_loop_t *loop,
+                     const struct http_server_limits *limits, http_request_cb on_request, void *arg)
+{
+    memset(srv, 0, offsetof(struct http_server, read_buf));
+    srv->loop = loop;
+    if (limits)
+        srv->limits = *limits;
+    else
+        http_server_limits_default(&srv->limits);
+    srv->on_request = on_request;
+    srv->arg = arg;
+    srv->port = -1;
+    int rc = uv_tcp_init(loop, &srv->listener);
+    if (rc < 0)
+        return rc;
+    srv->listener.data = srv;
+    srv->listener_open = 1;
+    return 0;
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss)
+{
+    if (!host || strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return -EINVAL;
+}
+
+int http_server_bind(struct http_server *srv, const char *host, int port)
+{
+    if (port < 0 || port > 65535)
+        return -EINVAL;
+    if (srv->port >= 0)
+        return -EALREADY;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    int rc = resolve(host, port, &ss);
+    if (rc < 0)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t alen =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&ss, alen) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &alen) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    rc = uv_tcp_open(&srv->listener, fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    return 0;
+}
+
+int http_server_listen(struct http_server *srv)
+{
+    if (srv->port < 0 || srv->closing)
+        return -EINVAL;
+    if (srv->listening)
+        return 0;
+    int rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
+    if (rc < 0)
+        return rc;
+    srv->listening = 1;
+    return 0;
+}
+
+int http_server_port(const struct http_server *srv)
+{
+    return srv->port;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct http_server *srv = h->data;
+    srv->n_closing--;
+    srv->listener_open = 0;
+    server_maybe_closed(srv);
+}
+
+void http_server_close(struct http_server *srv, http_server_close_cb close_cb, void *arg)
+{
+    if (srv->closing)
+        return;
+    srv->closing = 1;
+    srv->close_cb = close_cb;
+    srv->close_arg = arg;
+    if (srv->listener_open) {
+        srv->n_closing++;
+        uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+    }
+    for (struct http__conn *c = srv->conns; c; c = c->next)
+        conn_close(c, -ECANCELED);
+    server_maybe_closed(srv);
+}

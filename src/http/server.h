@@ -1,0 +1,163 @@
+#ifndef YARD_HTTP_SERVER_H
+#define YARD_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/buf.h"
+
+/*
+ * A small HTTP/1.1 server on a libuv loop, one request at a time per
+ * connection (pipelined requests wait, unparsed, until the previous response
+ * has been written). The server owns the limits: header bytes (431), body
+ * bytes (413), idle time and the number of connections. Requests are handed
+ * to one callback with the whole body collected; the handler answers at once
+ * or later, with a whole response or a streamed (chunked) one.
+ *
+ * Lifetime of a request: it is valid from the request callback until its done
+ * callback has returned (see http_request_on_done). Without a done callback
+ * the handler must not touch the request after it has ended the response.
+ */
+
+struct http_server_limits {
+    size_t max_header_bytes;  /* request line + headers; past it: 431 */
+    size_t max_body_bytes;    /* decoded body; past it: 413 */
+    uint64_t idle_timeout_ms; /* no request in flight and no bytes: close */
+    unsigned max_connections; /* past it: new connections are closed at once */
+};
+
+/* 16 KiB of headers, 16 MiB of body, 60 s idle, 4096 connections. */
+void http_server_limits_default(struct http_server_limits *l);
+
+struct http_header {
+    const char *name;
+    const char *value;
+};
+
+/* What the handler sees. Every string is NUL-terminated and owned by the server. */
+struct http_request {
+    const char *method; /* "GET", "POST", ... */
+    const char *target; /* the raw request-target, "/v1/models?x=1" */
+    const char *path;   /* target up to '?' */
+    const char *query;  /* after '?', "" when there is none */
+    const struct http_header *headers;
+    size_t n_headers;
+    const char *body; /* "" when there is none */
+    size_t body_len;
+    int http_major, http_minor;
+    void *user; /* the handler's own pointer; the server never reads it */
+};
+
+struct http_server;
+typedef void (*http_request_cb)(struct http_request *req, void *arg);
+typedef void (*http_server_close_cb)(struct http_server *srv, void *arg);
+
+/* Fields are private to server.c; the struct is public so callers can embed it. */
+struct http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    struct http_server_limits limits;
+    http_request_cb on_request;
+    void *arg;
+    struct http__conn *conns; /* every open connection */
+    unsigned n_conns;
+    unsigned n_closing; /* handles whose close callback has not run yet */
+    int listener_open;
+    int listening;
+    int closing;
+    int port;
+    http_server_close_cb close_cb;
+    void *close_arg;
+    char read_buf[64 * 1024]; /* one shared read buffer: reads are handled at once */
+};
+
+/*
+ * Fills srv; limits may be NULL for the defaults. Handles nothing yet; call
+ * http_server_bind. Returns 0.
+ */
+int http_server_init(struct http_server *srv, uv_loop_t *loop,
+                     const struct http_server_limits *limits, http_request_cb on_request,
+                     void *arg);
+
+/*
+ * Binds host:port (a numeric IPv4/IPv6 address or "localhost"; port 0 picks
+ * a free port) without listening: until http_server_listen, connections are
+ * refused. Returns 0, -EADDRINUSE, -EACCES, -EINVAL for a bad host, or
+ * another negative errno.
+ */
+int http_server_bind(struct http_server *srv, const char *host, int port);
+
+/* Starts accepting connections on the bound socket. Returns 0 or a negative errno. */
+int http_server_listen(struct http_server *srv);
+
+/* The bound port (the real one when 0 was asked), or -1 before a bind. */
+int http_server_port(const struct http_server *srv);
+
+/*
+ * Closes the listener and every connection; requests in flight end with
+ * status -ECANCELED. close_cb (may be NULL) runs once every handle has
+ * closed; only then may srv's memory be reused.
+ */
+void http_server_close(struct http_server *srv, http_server_close_cb close_cb, void *arg);
+
+/* Case-insensitive lookup; returns the first value or NULL. */
+const char *http_request_header(const struct http_request *req, const char *name);
+
+/* Writes "ADDR:PORT" of the client into out. Returns 0 or a negative errno. */
+int http_request_peer(const struct http_request *req, char *out, size_t len);
+
+/*
+ * Runs once when the request ends: status 0 once the whole response has been
+ * written to the socket, or a negative errno when the connection went away
+ * first (-ECONNRESET: the client closed or reset it; -ECANCELED: the server
+ * is closing; -ETIMEDOUT; a write error). A streaming handler stops on a
+ * negative status. The request is freed when the callback returns.
+ */
+typedef void (*http_done_cb)(struct http_request *req, int status, void *arg);
+void http_request_on_done(struct http_request *req, http_done_cb cb, void *arg);
+
+/*
+ * Adds a response header; only before http_respond / http_stream_begin.
+ * "Connection: close" makes the server close after this response.
+ * Content-Length and Transfer-Encoding are the server's own. Returns 0,
+ * -EALREADY once the head is sent, or -ENOBUFS past the header limit.
+ */
+int http_response_header(struct http_request *req, const char *name, const char *value);
+
+/*
+ * Sends a whole response; content_type may be NULL (no Content-Type). The
+ * data is copied. Returns 0, -EALREADY if a response was already started, or
+ * -ENOTCONN when the connection is gone (the done callback follows).
+ */
+int http_respond(struct http_request *req, int status, const char *content_type, const void *body,
+                 size_t len);
+
+/*
+ * Starts a streamed response with chunked transfer encoding (HTTP/1.0
+ * clients get a body delimited by the connection close). Returns as
+ * http_respond.
+ */
+int http_stream_begin(struct http_request *req, int status, const char *content_type);
+
+/*
+ * Queues one chunk (copied; an empty chunk is ignored). cb (may be NULL) runs
+ * once the chunk is in the kernel, with 0, or with a negative errno when the
+ * connection failed first. Returns 0, -EINVAL without a started stream, or
+ * -ENOTCONN.
+ */
+typedef void (*http_write_cb)(struct http_request *req, int status, void *arg);
+int http_stream_write(struct http_request *req, const void *data, size_t len, http_write_cb cb,
+                      void *arg);
+
+/* Ends a streamed response. Returns 0, -EINVAL without a started stream, or -ENOTCONN. */
+int http_stream_end(struct http_request *req);
+
+/* Bytes queued on this request's connection but not yet written (for backpressure). */
+size_t http_request_pending_bytes(const struct http_request *req);
+
+/* "OK", "Not Found", ...; "Unknown" for a status without a phrase. */
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,173 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "cli/cli.h"
+
+struct cmd {
+    const char *name;
+    int (*fn)(int argc, char **argv, struct app *app);
+    const char *help;
+};
+
+static const struct cmd commands[] = {
+    {"serve", cmd_serve, "run the daemon: the endpoint, the scheduler and the engines"},
+    {"check", cmd_check, "validate a config file"},
+    {"ps", cmd_ps, "list instances"},
+    {"start", cmd_start, "load a model now"},
+    {"stop", cmd_stop, "stop a model, or every model with --all"},
+    {"logs", cmd_logs, "print a model's engine log"},
+    {"events", cmd_events, "print state changes"},
+    {"version", cmd_version, "print the version of yard and of the daemon"},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void print_usage(FILE *out)
+{
+    fputs("usage: yard <command> [options] [arguments]\n\ncommands:\n", out);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].help);
+    fputs("\n"
+          "options for every command, before or after its arguments:\n"
+          "  --state-dir DIR     where the daemon keeps its state and socket\n"
+          "  -c, --config FILE   the config file (default ./yard.yaml)\n"
+          "  --json              machine-readable output\n"
+          "\n"
+          "see 'yard help <command>' or 'yard <command> --help' for one command\n",
+          out);
+}
+
+static const struct cmd *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t *row = xcalloc(lb + 1, sizeof(*row));
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    size_t d = row[lb];
+    free(row);
+    return d;
+}
+
+/* The command a mistyped name most likely meant, or NULL when none is close. */
+static const char *closest_command(const char *name)
+{
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    size_t len = strlen(name);
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        const char *c = commands[i].name;
+        size_t d = edit_distance(name, c);
+        size_t longer = len > strlen(c) ? len : strlen(c);
+        int prefix = len >= 2 && strncmp(c, name, len) == 0;
+        if ((d * 2 <= longer || prefix) && d < best_d) {
+            best = c;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+/* Global options that take a value, so that "yard --state-dir DIR ps" finds "ps". */
+static int takes_value(const char *a)
+{
+    return strcmp(a, "--state-dir") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0;
+}
+
+static int run_command(const struct cmd *c, int argc, char **argv, struct app *app)
+{
+    return c->fn(argc, argv, app);
+}
+
+int main(int argc, char **argv)
+{
+    struct app app = {0};
+    int rc;
+    int first = 1; /* index of the command word */
+
+    app.now_ms = clock_mono_ms;
+    while (first < argc && argv[first][0] == '-' && argv[first][1] != '\0') {
+        const char *a = argv[first];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            print_usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+            printf("yard %s\n", YARD_VERSION);
+            return 0;
+        }
+        if (strcmp(a, "--") == 0)
+            break;
+        first += takes_value(a) && first + 1 < argc ? 2 : 1;
+    }
+    if (first >= argc) {
+        print_usage(stdout);
+        return 0;
+    }
+
+    const char *name = argv[first];
+    if (strcmp(name, "help") == 0) {
+        const struct cmd *c = first + 1 < argc ? find_command(argv[first + 1]) : NULL;
+        if (first + 1 >= argc) {
+            print_usage(stdout);
+            return 0;
+        }
+        if (!c) {
+            fprintf(stderr, "yard: '%s' is not a yard command; see 'yard help'\n", argv[first + 1]);
+            return 2;
+        }
+        char *hargv[] = {(char *)c->name, "--help", NULL};
+        return run_command(c, 2, hargv, &app);
+    }
+    const struct cmd *c = find_command(name);
+    if (!c) {
+        const char *near = closest_command(name);
+        fprintf(stderr, "yard: '%s' is not a yard command; see 'yard help'\n", name);
+        if (near)
+            fprintf(stderr, "yard: did you mean 'yard %s'?\n", near);
+        return 2;
+    }
+
+    /* The command sees its name first, then the options given before it, then the rest. */
+    char **cargv = xcalloc((size_t)argc + 1, sizeof(*cargv));
+    int n = 0;
+    cargv[n++] = argv[first];
+    for (int i = 1; i < first; i++)
+        cargv[n++] = argv[i];
+    for (int i = first + 1; i < argc; i++)
+        cargv[n++] = argv[i];
+    cargv[n] = NULL;
+
+    rc = run_command(c, n, cargv, &app);
+
+    free(cargv);
+    free(app.state_dir);
+    free(app.config_path);
+    free(app.listen);
+    return rc;
+}

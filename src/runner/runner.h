@@ -1,0 +1,73 @@
+#ifndef YARD_RUNNER_RUNNER_H
+#define YARD_RUNNER_RUNNER_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+/*
+ * A runner starts and watches process trees on one kind of host. The local
+ * runner is the first; the SSH, Slurm and cloud runners implement the same
+ * table so the supervisor drives every host alike.
+ */
+
+struct runner;
+
+/* What identifies a process yard started: pid, its group, its start time. */
+struct runner_proc {
+    int pid;
+    int pgid;
+    uint64_t start_time; /* /proc/PID/stat field 22 (clock ticks since boot) */
+};
+
+struct runner_spec {
+    char *const *argv;    /* argv[0] is looked up in PATH */
+    char *const *env;     /* extra NAME=VALUE entries merged over the daemon's environment */
+    const char *cwd;      /* NULL: the daemon's */
+    const char *log_path; /* stdout and stderr are appended here */
+};
+
+/*
+ * Called once when the watched process has gone. exit_code is its exit status,
+ * term_signal the signal that killed it (0 if none); both are -1 when the
+ * process was adopted (not our child) and its status cannot be known.
+ */
+typedef void (*runner_exit_cb)(void *arg, int64_t exit_code, int term_signal);
+
+struct runner_watch;
+
+struct runner_ops {
+    const char *name;
+    /*
+     * Starts argv in a new process group and begins watching it; on_exit runs
+     * once when it has exited. Returns 0 and fills out and *watch, or a negative
+     * errno with *err set to a new message the caller frees.
+     */
+    int (*start)(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
+                 void *arg, struct runner_proc *out, struct runner_watch **watch, char **err);
+    /* Watches a process started by an earlier daemon (polled). 0 or -ESRCH if gone. */
+    int (*adopt)(struct runner *r, const struct runner_proc *p, runner_exit_cb on_exit, void *arg,
+                 struct runner_watch **watch);
+    /* Stops watching; on_exit will not run. The watch frees itself. */
+    void (*unwatch)(struct runner_watch *w);
+    /* Sends sig to the process group, after checking the leader is still ours. */
+    int (*signal_group)(struct runner *r, const struct runner_proc *p, int sig);
+    /* 1 if any process of the group is alive, else 0. */
+    int (*group_alive)(struct runner *r, const struct runner_proc *p);
+    /* 1 if pid is alive with the recorded start time, else 0. */
+    int (*is_alive)(struct runner *r, const struct runner_proc *p);
+};
+
+struct runner {
+    const struct runner_ops *ops;
+    uv_loop_t *loop;
+    const char *host; /* "local" or the pod's name */
+};
+
+/* Fills r as the local runner on loop. */
+void runner_local_init(struct runner *r, uv_loop_t *loop);
+
+/* Reads field 22 of /proc/PID/stat. 0, or -ESRCH when there is no such process. */
+int runner_proc_start_time(int pid, uint64_t *out);
+
+#endif

@@ -1,0 +1,591 @@
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "store/schema.h"
+
+#define STORE_FILE "yard.db"
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+#define INSTANCE_COLS                                                                              \
+    "id, model, host, pid, pgid, start_time, port, gpus, state, reason, cmd, restarts, "           \
+    "exit_code, created_ms, updated_ms, ready_ms"
+#define EVENT_COLS "id, ts_ms, model, host, from_state, to_state, reason"
+
+enum store_stmt {
+    STMT_BEGIN,
+    STMT_COMMIT,
+    STMT_ROLLBACK,
+    STMT_UPSERT,
+    STMT_EVENT,
+    STMT_GET,
+    STMT_LIST,
+    STMT_DELETE,
+    STMT_EVENTS_AFTER,
+    STMT_EVENTS_AFTER_MODEL,
+    STMT_EVENTS_LAST,
+    STMT_EVENTS_LAST_MODEL,
+    STMT_PRUNE,
+    STMT_COUNT
+};
+
+/* Every statement is prepared once at open and reset after each use. */
+static const char *const stmt_sql[STMT_COUNT] = {
+    /* IMMEDIATE takes the write lock up front, so a second writer waits on
+     * busy_timeout instead of failing when it upgrades a read lock. */
+    [STMT_BEGIN] = "BEGIN IMMEDIATE",
+    [STMT_COMMIT] = "COMMIT",
+    [STMT_ROLLBACK] = "ROLLBACK",
+    [STMT_UPSERT] =
+        "INSERT INTO instances (model, host, pid, pgid, start_time, port, gpus, state, reason, "
+        "cmd, restarts, exit_code, created_ms, updated_ms, ready_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+        "CASE WHEN ?13 = 0 THEN ?14 ELSE ?13 END, ?14, ?15) "
+        "ON CONFLICT (model, host) DO UPDATE SET pid = excluded.pid, pgid = excluded.pgid, "
+        "start_time = excluded.start_time, port = excluded.port, gpus = excluded.gpus, "
+        "state = excluded.state, reason = excluded.reason, cmd = excluded.cmd, "
+        "restarts = excluded.restarts, exit_code = excluded.exit_code, "
+        "created_ms = CASE WHEN ?13 = 0 THEN instances.created_ms ELSE ?13 END, "
+        "updated_ms = excluded.updated_ms, ready_ms = excluded.ready_ms "
+        "RETURNING id, created_ms",
+    [STMT_EVENT] = "INSERT INTO events (ts_ms, model, host, from_state, to_state, reason) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [STMT_GET] = "SELECT " INSTANCE_COLS " FROM instances WHERE model = ?1 AND host = ?2",
+    [STMT_LIST] = "SELECT " INSTANCE_COLS " FROM instances ORDER BY model, host",
+    [STMT_DELETE] = "DELETE FROM instances WHERE model = ?1 AND host = ?2",
+    [STMT_EVENTS_AFTER] = "SELECT " EVENT_COLS " FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [STMT_EVENTS_AFTER_MODEL] = "SELECT " EVENT_COLS " FROM events WHERE id > ?1 AND model = ?3 "
+                                "ORDER BY id LIMIT ?2",
+    [STMT_EVENTS_LAST] = "SELECT * FROM (SELECT " EVENT_COLS " FROM events "
+                         "ORDER BY id DESC LIMIT ?2) ORDER BY id",
+    [STMT_EVENTS_LAST_MODEL] = "SELECT * FROM (SELECT " EVENT_COLS " FROM events "
+                               "WHERE model = ?3 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+    [STMT_PRUNE] = "DELETE FROM events WHERE id <= "
+                   "(SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+};
+
+struct store {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *stmt[STMT_COUNT];
+};
+
+/* Logs the connection's last error and turns it into a negative errno. */
+static int store_fail(struct store *st, int rc, const char *what)
+{
+    log_error("store", "cannot %s in '%s': %s", what, st->path, sqlite3_errmsg(st->db));
+    return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+}
+
+/* Runs a statement that returns no rows and resets it. */
+static int run_stmt(sqlite3_stmt *stmt)
+{
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+static const char *or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+static char *column_str(sqlite3_stmt *stmt, int col)
+{
+    const unsigned char *t = sqlite3_column_text(stmt, col);
+    return xstrdup(t ? (const char *)t : "");
+}
+
+/* Creates dir and its missing parents; the last one gets mode 0700. */
+static int make_dirs(const char *dir)
+{
+    if (*dir == '\0')
+        return -ENOENT;
+    char *p = xstrdup(dir);
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        int last = *s == '\0';
+        if (*s != '/' && !last)
+            continue;
+        char saved = *s;
+        *s = '\0';
+        if (mkdir(p, last ? 0700 : 0755) < 0 && errno != EEXIST) {
+            rc = -errno;
+            goto out;
+        }
+        *s = saved;
+        if (last)
+            break;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) < 0)
+        rc = -errno;
+    else if (!S_ISDIR(sb.st_mode))
+        rc = -ENOTDIR;
+out:
+    free(p);
+    return rc;
+}
+
+static int is_corrupt(int rc)
+{
+    rc &= 0xff;
+    return rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT;
+}
+
+/*
+ * Reads the file before anything writes to it: a file that is not a
+ * database, or fails quick_check, is refused as it is.
+ */
+static int check_integrity(sqlite3 *db, const char *path, char **err)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(stmt, 0);
+        if (t && strcmp(t, "ok") == 0) {
+            rc = 0;
+        } else {
+            /* The answer may start with a "*** in database main ***" line;
+             * keep the message on one line with the finding itself. */
+            const char *nl = t ? strrchr(t, '\n') : NULL;
+            char *why = xstrfmt("quick_check found damage: %s", nl ? nl + 1 : t ? t : "no answer");
+            *err = store__invalid_msg(path, why);
+            free(why);
+            rc = -EPROTO;
+        }
+    } else if (is_corrupt(rc)) {
+        *err = store__invalid_msg(path, sqlite3_errmsg(db));
+        rc = -EPROTO;
+    } else {
+        *err = xstrfmt("cannot read '%s': %s", path, sqlite3_errmsg(db));
+        rc = -EIO;
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static int exec_pragma(sqlite3 *db, const char *path, const char *sql, char **err)
+{
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    *err = xstrfmt("cannot set up '%s' (%s): %s", path, sql, sqlite3_errmsg(db));
+    return -EIO;
+}
+
+static int set_wal(sqlite3 *db, const char *path, char **err)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW) {
+        *err = xstrfmt("cannot switch '%s' to WAL mode: %s", path, sqlite3_errmsg(db));
+        sqlite3_finalize(stmt);
+        return -EIO;
+    }
+    const unsigned char *mode = sqlite3_column_text(stmt, 0);
+    if (!mode || strcmp((const char *)mode, "wal") != 0)
+        log_warn("store",
+                 "'%s' is in journal mode '%s', not WAL; a state directory on a network "
+                 "filesystem cannot use WAL, so readers will block the daemon",
+                 path, mode ? (const char *)mode : "?");
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+static void store_free(struct store *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < STMT_COUNT; i++)
+        sqlite3_finalize(st->stmt[i]);
+    sqlite3_close_v2(st->db);
+    free(st->path);
+    free(st);
+}
+
+struct store *store_open(const char *state_dir, char **err)
+{
+    struct store *st = NULL;
+    char *dir = xstrdup(state_dir);
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/')
+        dir[--len] = '\0';
+    *err = NULL;
+
+    int rc = make_dirs(dir);
+    if (rc < 0) {
+        *err = xstrfmt("cannot create state directory '%s': %s; create it or point "
+                       "--state-dir elsewhere",
+                       dir, strerror(-rc));
+        goto fail;
+    }
+    if (access(dir, W_OK | X_OK) < 0) {
+        *err = xstrfmt("state directory '%s' is not writable (%s); fix its permissions or "
+                       "point --state-dir elsewhere",
+                       dir, strerror(errno));
+        goto fail;
+    }
+
+    st = xcalloc(1, sizeof *st);
+    st->path = xstrfmt("%s/%s", dir, STORE_FILE);
+    int src = sqlite3_open_v2(st->path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (src != SQLITE_OK) {
+        *err = xstrfmt("cannot open '%s': %s", st->path,
+                       st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(src));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(st->db, 1);
+    sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+    /*
+     * Until the file is known to be ours and not newer, closing must not
+     * checkpoint a WAL left behind by someone else into it.
+     */
+    sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+
+    if (sqlite3_db_readonly(st->db, "main") == 1) {
+        *err = xstrfmt("'%s' is read-only; make it writable (chmod u+w '%s') or point "
+                       "--state-dir elsewhere",
+                       st->path, st->path);
+        goto fail;
+    }
+    if (check_integrity(st->db, st->path, err) < 0)
+        goto fail;
+    int version = 0;
+    if (store__schema_read(st->db, st->path, &version, err) < 0)
+        goto fail;
+    if (version > store_schema_version()) {
+        *err = store__schema_newer_msg(st->path, version);
+        goto fail;
+    }
+    sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
+
+    if (set_wal(st->db, st->path, err) < 0 ||
+        exec_pragma(st->db, st->path, "PRAGMA synchronous=NORMAL", err) < 0 ||
+        exec_pragma(st->db, st->path, "PRAGMA foreign_keys=ON", err) < 0)
+        goto fail;
+    if (store__schema_migrate(st->db, st->path, err) < 0)
+        goto fail;
+
+    for (int i = 0; i < STMT_COUNT; i++) {
+        src = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+                                 NULL);
+        if (src != SQLITE_OK) {
+            *err = xstrfmt("cannot prepare queries on '%s': %s", st->path, sqlite3_errmsg(st->db));
+            goto fail;
+        }
+    }
+    free(dir);
+    return st;
+
+fail:
+    if (!*err)
+        *err = xstrfmt("cannot open the state in '%s'", dir);
+    store_free(st);
+    free(dir);
+    return NULL;
+}
+
+void store_close(struct store *st)
+{
+    store_free(st);
+}
+
+static int bind_instance(sqlite3_stmt *s, const struct store_instance *inst, int64_t now)
+{
+    int rc = SQLITE_OK;
+    rc |= sqlite3_bind_text(s, 1, inst->model, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 2, inst->host, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int(s, 3, inst->pid);
+    rc |= sqlite3_bind_int(s, 4, inst->pgid);
+    rc |= sqlite3_bind_int64(s, 5, (sqlite3_int64)inst->start_time);
+    rc |= sqlite3_bind_int(s, 6, inst->port);
+    rc |= sqlite3_bind_text(s, 7, or_empty(inst->gpus), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 8, inst->state, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 9, or_empty(inst->reason), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 10, or_empty(inst->cmd), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int(s, 11, inst->restarts);
+    rc |= sqlite3_bind_int(s, 12, inst->exit_code);
+    /* 0 means "keep": now for a new row, the stored value for an existing one. */
+    rc |= sqlite3_bind_int64(s, 13, inst->created_ms);
+    rc |= sqlite3_bind_int64(s, 14, now);
+    rc |= sqlite3_bind_int64(s, 15, inst->ready_ms);
+    return rc;
+}
+
+/* Upserts inside the caller's transaction; fills *id and *created_ms. */
+static int upsert_instance(struct store *st, const struct store_instance *inst, int64_t now,
+                           int64_t *id, int64_t *created_ms)
+{
+    sqlite3_stmt *s = st->stmt[STMT_UPSERT];
+    int rc = bind_instance(s, inst, now);
+    if (rc != SQLITE_OK)
+        goto out;
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW)
+        goto out;
+    *id = sqlite3_column_int64(s, 0);
+    *created_ms = sqlite3_column_int64(s, 1);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE)
+        rc = SQLITE_OK;
+out:
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static int append_event(struct store *st, const struct store_instance *inst, const char *from_state,
+                        int64_t now)
+{
+    sqlite3_stmt *s = st->stmt[STMT_EVENT];
+    int rc = SQLITE_OK;
+    rc |= sqlite3_bind_int64(s, 1, now);
+    rc |= sqlite3_bind_text(s, 2, inst->model, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 3, inst->host, -1, SQLITE_STATIC);
+    if (from_state)
+        rc |= sqlite3_bind_text(s, 4, from_state, -1, SQLITE_STATIC);
+    else
+        rc |= sqlite3_bind_null(s, 4);
+    rc |= sqlite3_bind_text(s, 5, inst->state, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 6, or_empty(inst->reason), -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static int instance_is_valid(const struct store_instance *inst)
+{
+    return inst && inst->model && inst->host && inst->state;
+}
+
+/* Writes the row, and the event when with_event, in one transaction. */
+static int write_instance(struct store *st, struct store_instance *inst, int with_event,
+                          const char *from_state)
+{
+    if (!instance_is_valid(inst))
+        return -EINVAL;
+    int64_t now = clock_wall_ms();
+    int64_t id = 0, created_ms = 0;
+    int rc = run_stmt(st->stmt[STMT_BEGIN]);
+    if (rc != SQLITE_OK)
+        return store_fail(st, rc, "begin a transaction");
+    rc = upsert_instance(st, inst, now, &id, &created_ms);
+    if (rc == SQLITE_OK && with_event)
+        rc = append_event(st, inst, from_state, now);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(st->stmt[STMT_COMMIT]);
+    if (rc != SQLITE_OK) {
+        int err = store_fail(st, rc, with_event ? "record a transition" : "write an instance");
+        /* A failed COMMIT may already have ended the transaction. */
+        if (!sqlite3_get_autocommit(st->db))
+            run_stmt(st->stmt[STMT_ROLLBACK]);
+        return err;
+    }
+    inst->id = id;
+    inst->created_ms = created_ms;
+    inst->updated_ms = now;
+    return 0;
+}
+
+int store_record_transition(struct store *st, struct store_instance *inst, const char *from_state)
+{
+    return write_instance(st, inst, 1, from_state);
+}
+
+int store_put_instance(struct store *st, struct store_instance *inst)
+{
+    return write_instance(st, inst, 0, NULL);
+}
+
+static void read_instance(sqlite3_stmt *s, struct store_instance *out)
+{
+    out->id = sqlite3_column_int64(s, 0);
+    out->model = column_str(s, 1);
+    out->host = column_str(s, 2);
+    out->pid = sqlite3_column_int(s, 3);
+    out->pgid = sqlite3_column_int(s, 4);
+    out->start_time = (uint64_t)sqlite3_column_int64(s, 5);
+    out->port = sqlite3_column_int(s, 6);
+    out->gpus = column_str(s, 7);
+    out->state = column_str(s, 8);
+    out->reason = column_str(s, 9);
+    out->cmd = column_str(s, 10);
+    out->restarts = sqlite3_column_int(s, 11);
+    out->exit_code = sqlite3_column_int(s, 12);
+    out->created_ms = sqlite3_column_int64(s, 13);
+    out->updated_ms = sqlite3_column_int64(s, 14);
+    out->ready_ms = sqlite3_column_int64(s, 15);
+}
+
+int store_get_instance(struct store *st, const char *model, const char *host,
+                       struct store_instance *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!model || !host)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_GET];
+    int rc = sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 2, host, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    int ret;
+    if (rc == SQLITE_ROW) {
+        read_instance(s, out);
+        ret = 0;
+    } else if (rc == SQLITE_DONE) {
+        ret = -ENOENT;
+    } else {
+        ret = store_fail(st, rc, "read an instance");
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return ret;
+}
+
+int store_list_instances(struct store *st, struct store_instance **out, size_t *n)
+{
+    sqlite3_stmt *s = st->stmt[STMT_LIST];
+    struct store_instance *arr = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            arr = xrealloc(arr, cap * sizeof *arr);
+        }
+        read_instance(s, &arr[len++]);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "list instances");
+    sqlite3_reset(s);
+    if (ret < 0) {
+        store_instances_free(arr, len);
+        arr = NULL;
+        len = 0;
+    }
+    *out = arr;
+    *n = len;
+    return ret;
+}
+
+int store_delete_instance(struct store *st, const char *model, const char *host)
+{
+    if (!model || !host)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_DELETE];
+    int rc = sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 2, host, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "delete an instance");
+}
+
+void store_instance_release(struct store_instance *inst)
+{
+    if (!inst)
+        return;
+    free(inst->model);
+    free(inst->host);
+    free(inst->gpus);
+    free(inst->state);
+    free(inst->reason);
+    free(inst->cmd);
+    memset(inst, 0, sizeof *inst);
+}
+
+void store_instances_free(struct store_instance *arr, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_instance_release(&arr[i]);
+    free(arr);
+}
+
+int store_list_events(struct store *st, int64_t after_id, size_t limit, const char *model,
+                      struct store_event **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (limit == 0)
+        return 0;
+    enum store_stmt which;
+    if (after_id >= 0)
+        which = model ? STMT_EVENTS_AFTER_MODEL : STMT_EVENTS_AFTER;
+    else
+        which = model ? STMT_EVENTS_LAST_MODEL : STMT_EVENTS_LAST;
+    sqlite3_stmt *s = st->stmt[which];
+    int64_t lim = limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit;
+    int rc = SQLITE_OK;
+    if (after_id >= 0)
+        rc |= sqlite3_bind_int64(s, 1, after_id);
+    rc |= sqlite3_bind_int64(s, 2, lim);
+    if (model)
+        rc |= sqlite3_bind_text(s, 3, model, -1, SQLITE_STATIC);
+
+    struct store_event *arr = NULL;
+    size_t len = 0, cap = 0;
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW)
+            break;
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            arr = xrealloc(arr, cap * sizeof *arr);
+        }
+        struct store_event *e = &arr[len++];
+        e->id = sqlite3_column_int64(s, 0);
+        e->ts_ms = sqlite3_column_int64(s, 1);
+        e->model = column_str(s, 2);
+        e->host = column_str(s, 3);
+        e->from_state = column_str(s, 4);
+        e->to_state = column_str(s, 5);
+        e->reason = column_str(s, 6);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "list events");
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (ret < 0) {
+        store_events_free(arr, len);
+        return ret;
+    }
+    *out = arr;
+    *n = len;
+    return 0;
+}
+
+void store_events_free(struct store_event *arr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(arr[i].model);
+        free(arr[i].host);
+        free(arr[i].from_state);
+        free(arr[i].to_state);
+        free(arr[i].reason);
+    }
+    free(arr);
+}
+
+int store_prune_events(struct store *st, size_t keep)
+{
+    sqlite3_stmt *s = st->stmt[STMT_PRUNE];
+    int64_t k = keep > (size_t)INT64_MAX ? INT64_MAX : (int64_t)keep;
+    int rc = sqlite3_bind_int64(s, 1, k);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "prune events");
+}

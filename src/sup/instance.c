@@ -1,0 +1,671 @@
+/*
+ * One instance's state machine: start, readiness, failure, restart with
+ * backoff, stop, adoption. Every transition goes through inst_set_state, which
+ * writes it to the store before observers hear of it.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/units.h"
+#include "http/probe.h"
+#include "store/store.h"
+#include "sup/sup_int.h"
+
+#define PROBE_FIRST_MS 10
+#define PROBE_MAX_MS 100
+#define PROBE_TIMEOUT_MS 2000
+#define HEALTH_EVERY_MS 2000
+#define HEALTH_FAILURES_FATAL 3
+#define FATAL_GRACE_MS 5000
+#define REAP_POLL_MS 20
+#define KILL_GIVEUP_MS 5000
+#define STABLE_RUN_MS 60000
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_MAX_MS 60000
+
+static const char *const state_names[] = {
+    [INST_STOPPED] = "stopped",   [INST_STARTING] = "starting",
+    [INST_READY] = "ready",       [INST_SLEEPING] = "sleeping",
+    [INST_CHECKPOINTED] = "checkpointed", [INST_STOPPING] = "stopping",
+    [INST_FAILED] = "failed",
+};
+
+const char *sup_state_name(enum inst_state st)
+{
+    return state_names[st];
+}
+
+static void replace_str(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = src ? xstrdup(src) : NULL;
+}
+
+/* The one place a transition happens: store first, then the log and observers. */
+static void inst_set_state(struct instance *in, enum inst_state to, const char *reason,
+                           const char *detail)
+{
+    enum inst_state from = in->state;
+    in->state = to;
+    replace_str(&in->reason, reason ? reason : "");
+    replace_str(&in->detail, detail ? detail : in->reason);
+
+    struct store_instance row = {
+        .model = in->name,
+        .host = (char *)in->runner->host,
+        .pid = to == INST_STOPPED ? 0 : in->proc.pid,
+        .pgid = to == INST_STOPPED ? 0 : in->proc.pgid,
+        .start_time = in->proc.start_time,
+        .port = in->port,
+        .gpus = in->gpus ? in->gpus : "",
+        .state = (char *)state_names[to],
+        .reason = in->detail,
+        .cmd = in->cmdline ? in->cmdline : "",
+        .restarts = in->restarts,
+        .exit_code = (int)in->exit_code,
+        .created_ms = in->started_wall_ms,
+        .ready_ms = in->ready_wall_ms,
+    };
+    int rc = store_record_transition(in->sup->app->store, &row, state_names[from]);
+    if (rc < 0)
+        log_error("sup", "cannot record '%s' %s -> %s: %s", in->name, state_names[from],
+                  state_names[to], strerror(-rc));
+    if (to == INST_FAILED)
+        log_warn("sup", "'%s' %s -> %s: %s", in->name, state_names[from], state_names[to],
+                 in->reason);
+    else
+        log_info("sup", "'%s' %s -> %s%s%s", in->name, state_names[from], state_names[to],
+                 *in->reason ? ": " : "", in->reason);
+    struct sup_note n = {.kind = SUP_NOTE_STATE, .model = in->name, .state = to,
+                         .reason = in->reason};
+    sup__notify(in->sup, &n);
+}
+
+static void timers_stop(struct instance *in)
+{
+    uv_timer_stop(&in->probe_timer);
+    uv_timer_stop(&in->deadline_timer);
+    uv_timer_stop(&in->reap_timer);
+    if (in->probe) {
+        http_probe_cancel(in->probe);
+        in->probe = NULL;
+    }
+    in->probe_again = 0;
+}
+
+static const char *health_path(struct instance *in)
+{
+    if (in->m && in->m->health_path && strcmp(in->engine_name, "generic") == 0)
+        return in->m->health_path;
+    return in->eng->health_path;
+}
+
+static int health_status(struct instance *in)
+{
+    return in->m && in->m->health_status ? in->m->health_status : 200;
+}
+
+static void probe_fire(uv_timer_t *t);
+static void reap_poll(uv_timer_t *t);
+static void inst_fail(struct instance *in, const char *reason);
+static void inst_mark_ready(struct instance *in, const char *reason);
+static void inst_finish_stop(struct instance *in, const char *reason);
+
+static void probe_schedule(struct instance *in, uint64_t ms)
+{
+    uv_timer_start(&in->probe_timer, probe_fire, ms, 0);
+}
+
+static void probe_done(int status, const char *body, size_t len, void *arg)
+{
+    struct instance *in = arg;
+    in->probe = NULL;
+    enum engine_probe v = in->eng->probe_verdict(status, health_status(in), body, len);
+
+    if (in->state == INST_STOPPED && in->watch) {
+        /* Adoption: a process that answers is ready; one that does not is still loading. */
+        if (v == ENGINE_PROBE_READY) {
+            inst_mark_ready(in, "adopted from an earlier daemon");
+            return;
+        }
+        inst_set_state(in, INST_STARTING, "adopted from an earlier daemon, not answering yet",
+                       NULL);
+        in->probe_interval_ms = PROBE_FIRST_MS;
+    }
+    if (in->state == INST_STARTING) {
+        if (v == ENGINE_PROBE_READY) {
+            inst_mark_ready(in, NULL);
+            return;
+        }
+        if (in->probe_again) {
+            in->probe_again = 0;
+            probe_schedule(in, 0);
+            return;
+        }
+        probe_schedule(in, in->probe_interval_ms);
+        in->probe_interval_ms *= 2;
+        if (in->probe_interval_ms > PROBE_MAX_MS)
+            in->probe_interval_ms = PROBE_MAX_MS;
+        return;
+    }
+    if (in->state == INST_READY) {
+        if (v == ENGINE_PROBE_READY) {
+            in->health_failures = 0;
+        } else if (++in->health_failures >= HEALTH_FAILURES_FATAL) {
+            char *why = status < 0 ? xstrfmt("health check failed %d times: %s",
+                                             in->health_failures, strerror(-status))
+                                   : xstrfmt("health check failed %d times: %s answered %d",
+                                             in->health_failures, health_path(in), status);
+            inst_fail(in, why);
+            free(why);
+            return;
+        }
+        probe_schedule(in, HEALTH_EVERY_MS);
+    }
+}
+
+static void probe_fire(uv_timer_t *t)
+{
+    struct instance *in = t->data;
+    if (in->probe) {
+        in->probe_again = 1;
+        return;
+    }
+    in->probe = http_probe_get(in->sup->app->loop, "127.0.0.1", in->port, health_path(in),
+                               PROBE_TIMEOUT_MS, probe_done, in);
+    if (!in->probe)
+        probe_schedule(in, PROBE_MAX_MS);
+}
+
+static uint64_t backoff_ms(int restarts)
+{
+    uint64_t ms = BACKOFF_FIRST_MS;
+    for (int i = 0; i < restarts && ms < BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    return ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+}
+
+static void restart_fire(uv_timer_t *t)
+{
+    struct instance *in = t->data;
+    if (in->state != INST_FAILED)
+        return;
+    if (in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc)) {
+        /* Leftovers of the failed run still hold the port or the GPU: wait for them. */
+        uv_timer_start(&in->restart_timer, restart_fire, 100, 0);
+        return;
+    }
+    in->restarts++;
+    log_info("sup", "restarting '%s' (attempt %d of %d)", in->name, in->restarts,
+             in->m ? in->m->max_restarts : 0);
+    sup__inst_start(in);
+}
+
+/* Joins the kept log lines under a one-line reason: what `yard events` shows. */
+static char *failure_detail(struct instance *in, const char *reason)
+{
+    char *recent = sup__tail_recent(&in->tail, 10);
+    char *d = *recent ? xstrfmt("%s\n  last log lines:\n  %s", reason, recent) : xstrdup(reason);
+    free(recent);
+    return d;
+}
+
+static void inst_fail(struct instance *in, const char *reason)
+{
+    timers_stop(in);
+    char *detail = failure_detail(in, reason);
+    /* A failed engine holds the GPU for nobody: its whole group goes at once. */
+    if (in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))
+        in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
+    if (in->state == INST_READY && in->ready_wall_ms &&
+        clock_wall_ms() - in->ready_wall_ms >= STABLE_RUN_MS)
+        in->restarts = 0;
+    inst_set_state(in, INST_FAILED, reason, detail);
+    free(detail);
+    free(in->fatal);
+    in->fatal = NULL;
+    if (in->m && in->m->restart == CONFIG_RESTART_ON_FAILURE && !in->sup->shutting_down) {
+        if (in->restarts < in->m->max_restarts) {
+            uint64_t ms = backoff_ms(in->restarts);
+            char d[32];
+            log_info("sup", "'%s' restarts in %s", in->name, units_fmt_duration(ms, d, sizeof d));
+            uv_timer_start(&in->restart_timer, restart_fire, ms, 0);
+        } else {
+            log_warn("sup", "'%s' failed %d times in a row; not restarting it again "
+                     "(start it with 'yard start %s')", in->name, in->restarts + 1, in->name);
+        }
+    }
+}
+
+static void inst_mark_ready(struct instance *in, const char *reason)
+{
+    uv_timer_stop(&in->deadline_timer);
+    in->ready_wall_ms = clock_wall_ms();
+    in->percent = -1;
+    in->health_failures = 0;
+    free(in->fatal);
+    in->fatal = NULL;
+    inst_set_state(in, INST_READY, reason, NULL);
+    probe_schedule(in, HEALTH_EVERY_MS);
+}
+
+static char *exit_text(struct instance *in)
+{
+    if (in->exit_code < 0 && in->term_signal < 0)
+        return xstrdup("exited");
+    if (in->term_signal > 0)
+        return xstrfmt("killed by signal %d (%s)", in->term_signal, strsignal(in->term_signal));
+    return xstrfmt("exited with code %lld", (long long)in->exit_code);
+}
+
+static void on_exit_cb(void *arg, int64_t code, int sig)
+{
+    struct instance *in = arg;
+    in->watch = NULL;
+    in->main_exited = 1;
+    in->exit_code = code;
+    in->term_signal = sig;
+    /* Read what it wrote last: the classified cause is usually in the final lines. */
+    sup__tail_poll(&in->tail);
+
+    char *how = exit_text(in), *why = NULL;
+    switch (in->state) {
+    case INST_STARTING:
+        why = in->fatal ? xstrfmt("%s during load: %s", how, in->fatal)
+                        : xstrfmt("%s during load", how);
+        inst_fail(in, why);
+        break;
+    case INST_READY:
+    case INST_SLEEPING:
+        why = in->fatal ? xstrfmt("crashed: %s: %s", how, in->fatal) : xstrfmt("crashed: %s", how);
+        inst_fail(in, why);
+        break;
+    case INST_STOPPING:
+        uv_timer_start(&in->reap_timer, reap_poll, 0, 0);
+        break;
+    default:
+        break;
+    }
+    free(how);
+    free(why);
+}
+
+static void deadline_fire(uv_timer_t *t)
+{
+    struct instance *in = t->data;
+    char d[32];
+    if (in->state == INST_STARTING) {
+        if (in->fatal) {
+            char *why = xstrfmt("load failed: %s", in->fatal);
+            inst_fail(in, why);
+            free(why);
+        } else {
+            char *why = xstrfmt("did not become ready within %s (startup_timeout)",
+                                units_fmt_duration(in->m ? in->m->startup_timeout_ms : 0, d,
+                                                   sizeof d));
+            inst_fail(in, why);
+            free(why);
+        }
+    } else if (in->state == INST_STOPPING) {
+        log_warn("sup", "'%s' still running %s after SIGTERM; sending SIGKILL to its group",
+                 in->name, units_fmt_duration(in->stop_timeout_ms, d, sizeof d));
+        in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
+        uv_timer_start(&in->deadline_timer, deadline_fire, KILL_GIVEUP_MS, 0);
+        in->stop_timeout_ms = 0; /* marks that SIGKILL was sent */
+    }
+}
+
+static void reap_poll(uv_timer_t *t)
+{
+    struct instance *in = t->data;
+    if (in->state != INST_STOPPING)
+        return;
+    if (!in->runner->ops->group_alive(in->runner, &in->proc) &&
+        (in->main_exited || !in->runner->ops->is_alive(in->runner, &in->proc))) {
+        inst_finish_stop(in, NULL);
+        return;
+    }
+    uv_timer_start(&in->reap_timer, reap_poll, REAP_POLL_MS, 0);
+}
+
+static void run_stop_waiters(struct instance *in)
+{
+    struct stop_waiter *w = in->stop_waiters;
+    in->stop_waiters = NULL;
+    while (w) {
+        struct stop_waiter *next = w->next;
+        w->done(w->arg);
+        free(w);
+        w = next;
+    }
+}
+
+static void inst_finish_stop(struct instance *in, const char *reason)
+{
+    timers_stop(in);
+    if (in->watch) {
+        in->runner->ops->unwatch(in->watch);
+        in->watch = NULL;
+    }
+    sup__tail_stop(&in->tail);
+    in->ready_wall_ms = 0;
+    in->percent = -1;
+    inst_set_state(in, INST_STOPPED, reason, NULL);
+    in->proc = (struct runner_proc){0};
+    run_stop_waiters(in);
+    if (in->removed) {
+        store_delete_instance(in->sup->app->store, in->name, in->runner->host);
+        sup__forget(in->sup, in);
+        return;
+    }
+    if (in->restart_after_stop && !in->sup->shutting_down) {
+        in->restart_after_stop = 0;
+        sup__inst_start(in);
+    }
+    sup__maybe_shutdown_done(in->sup);
+}
+
+/* Picks a port: the configured one, else the lowest free one from start_port. */
+static int alloc_port(struct instance *in)
+{
+    if (in->m->port)
+        return in->m->port;
+    struct sup *s = in->sup;
+    const struct config *cfg = s->app->cfg;
+    for (int port = cfg->start_port; port < 65536; port++) {
+        int taken = port == cfg->listen_port;
+        for (size_t i = 0; i < s->n_inst && !taken; i++)
+            taken = s->inst[i] != in && s->inst[i]->state != INST_STOPPED &&
+                    s->inst[i]->port == port;
+        for (size_t i = 0; i < cfg->n_models && !taken; i++)
+            taken = cfg->models[i].port == port;
+        if (taken)
+            continue;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -errno;
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(fd);
+        if (ok)
+            return port;
+    }
+    return -EADDRINUSE;
+}
+
+static char *gpus_text(const struct config_model *m)
+{
+    struct buf b;
+    buf_init(&b, 4096);
+    if (m->n_gpu_list)
+        for (size_t i = 0; i < m->n_gpu_list; i++)
+            buf_printf(&b, "%s%d", i ? "," : "", m->gpu_list[i]);
+    else
+        for (int i = 0; i < m->gpu_count; i++)
+            buf_printf(&b, "%s%d", i ? "," : "", i);
+    return buf_detach(&b, NULL);
+}
+
+static char *join_argv(char **argv)
+{
+    struct buf b;
+    buf_init(&b, 1 << 16);
+    for (size_t i = 0; argv[i]; i++)
+        buf_printf(&b, "%s%s", i ? " " : "", argv[i]);
+    return buf_detach(&b, NULL);
+}
+
+int sup__inst_start(struct instance *in)
+{
+    if (in->state == INST_STARTING || in->state == INST_READY || in->state == INST_STOPPING)
+        return 0;
+    uv_timer_stop(&in->restart_timer);
+    const struct config_model *m = in->m;
+    char err[512] = "";
+    int rc = 0;
+    char **argv = NULL, **env = NULL;
+
+    in->percent = -1;
+    in->exit_code = 0;
+    in->term_signal = 0;
+    in->main_exited = 0;
+    in->ready_wall_ms = 0;
+    in->stop_timeout_ms = m->stop_timeout_ms;
+    memset(&in->tail.els, 0, sizeof in->tail.els);
+    free(in->fatal);
+    in->fatal = NULL;
+    replace_str(&in->gpus, NULL);
+    in->gpus = gpus_text(m);
+
+    rc = alloc_port(in);
+    if (rc < 0) {
+        snprintf(err, sizeof err, "no free port from %d", in->sup->app->cfg->start_port);
+        goto out;
+    }
+    in->port = rc;
+    rc = 0;
+    argv = config_expand_cmd(m, in->port, in->gpus, err, sizeof err);
+    if (!argv) {
+        rc = -EINVAL;
+        goto out;
+    }
+    env = xcalloc(m->n_env + 3, sizeof *env);
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_env; i++)
+        env[k++] = xstrfmt("%s=%s", m->env[i].key, m->env[i].value);
+    if (*in->gpus)
+        env[k++] = xstrfmt("CUDA_VISIBLE_DEVICES=%s", in->gpus);
+    env[k++] = xstrfmt("YARD_MODEL=%s", in->name);
+
+    replace_str(&in->cmdline, NULL);
+    in->cmdline = join_argv(argv);
+    /* Lines from now on belong to this run. */
+    sup__tail_start(&in->tail, 1);
+
+    struct runner_spec spec = {.argv = argv, .env = env, .cwd = m->cwd, .log_path = in->tail.path};
+    char *serr = NULL;
+    rc = in->runner->ops->start(in->runner, &spec, on_exit_cb, in, &in->proc, &in->watch, &serr);
+    if (rc < 0) {
+        snprintf(err, sizeof err, "%s", serr ? serr : "cannot start the engine");
+        free(serr);
+        goto out;
+    }
+    in->started_wall_ms = clock_wall_ms();
+    inst_set_state(in, INST_STARTING, in->restarts ? "restarting after a failure" : NULL, NULL);
+    in->probe_interval_ms = PROBE_FIRST_MS;
+    probe_schedule(in, PROBE_FIRST_MS);
+    uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
+out:
+    if (rc < 0) {
+        char *why = xstrfmt("cannot start: %s", err);
+        in->proc = (struct runner_proc){0};
+        inst_fail(in, why);
+        free(why);
+    }
+    config_argv_free(argv);
+    if (env) {
+        for (size_t i = 0; env[i]; i++)
+            free(env[i]);
+        free(env);
+    }
+    return rc;
+}
+
+void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
+{
+    if (done) {
+        struct stop_waiter *w = xcalloc(1, sizeof *w);
+        w->done = done;
+        w->arg = arg;
+        w->next = in->stop_waiters;
+        in->stop_waiters = w;
+    }
+    uv_timer_stop(&in->restart_timer);
+    switch (in->state) {
+    case INST_STOPPING:
+        return;
+    case INST_STOPPED:
+        run_stop_waiters(in);
+        if (in->removed)
+            sup__forget(in->sup, in);
+        else
+            sup__maybe_shutdown_done(in->sup);
+        return;
+    case INST_FAILED:
+        if (!(in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))) {
+            inst_finish_stop(in, NULL);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    timers_stop(in);
+    inst_set_state(in, INST_STOPPING, NULL, NULL);
+    int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
+    if (rc < 0 && rc != -ESRCH)
+        log_warn("sup", "cannot signal '%s' (pgid %d): %s", in->name, in->proc.pgid,
+                 strerror(-rc));
+    uv_timer_start(&in->deadline_timer, deadline_fire, in->stop_timeout_ms, 0);
+    uv_timer_start(&in->reap_timer, reap_poll, REAP_POLL_MS, 0);
+}
+
+void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port, const char *gpus,
+                     const char *cmdline, int64_t started_ms, int restarts)
+{
+    in->proc = *p;
+    in->port = port;
+    replace_str(&in->gpus, gpus);
+    replace_str(&in->cmdline, cmdline);
+    in->started_wall_ms = started_ms;
+    in->restarts = restarts;
+    in->stop_timeout_ms = in->m ? in->m->stop_timeout_ms : 10000;
+    in->percent = -1;
+    int rc = in->runner->ops->adopt(in->runner, p, on_exit_cb, in, &in->watch);
+    if (rc < 0) {
+        in->proc = (struct runner_proc){0};
+        inst_set_state(in, INST_STOPPED, "exited while no daemon was running", NULL);
+        return;
+    }
+    log_info("sup", "adopting '%s' (pid %d, port %d)", in->name, p->pid, port);
+    sup__tail_start(&in->tail, 1);
+    if (in->m)
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
+    /* probe_done sees STOPPED with a watch and decides between ready and starting. */
+    probe_schedule(in, 0);
+}
+
+void sup__inst_on_line(struct instance *in, const char *line, size_t len)
+{
+    struct sup_note n = {.kind = SUP_NOTE_LOG, .model = in->name, .line = line, .len = len};
+    sup__notify(in->sup, &n);
+    if (in->state != INST_STARTING && in->state != INST_READY)
+        return;
+    struct engine_line cl = {0};
+    in->eng->classify_line(&in->tail.els, line, len, &cl);
+    switch (cl.kind) {
+    case ENGINE_LINE_READY:
+        if (in->state == INST_STARTING) {
+            uv_timer_stop(&in->probe_timer);
+            probe_fire(&in->probe_timer);
+        }
+        break;
+    case ENGINE_LINE_PROGRESS:
+        if (in->state == INST_STARTING && cl.percent != in->percent) {
+            in->percent = cl.percent;
+            struct sup_note p = {.kind = SUP_NOTE_PROGRESS, .model = in->name,
+                                 .state = in->state, .percent = cl.percent};
+            sup__notify(in->sup, &p);
+        }
+        break;
+    case ENGINE_LINE_FATAL:
+        if (!in->fatal)
+            in->fatal = xstrdup(cl.reason);
+        /* Engines usually exit right after; one that hangs instead is failed after a grace. */
+        if (in->state == INST_STARTING)
+            uv_timer_start(&in->deadline_timer, deadline_fire, FATAL_GRACE_MS, 0);
+        break;
+    default:
+        break;
+    }
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct instance *in = h->data;
+    if (--in->handles_open == 0)
+        sup__instance_free(in);
+}
+
+struct instance *sup__instance_new(struct sup *s, const struct config_model *m)
+{
+    struct instance *in = xcalloc(1, sizeof *in);
+    in->sup = s;
+    in->name = xstrdup(m->name);
+    in->engine_name = xstrdup(m->engine);
+    in->m = m;
+    in->eng = engine_find(m->engine);
+    in->runner = &s->local;
+    in->percent = -1;
+    in->reason = xstrdup("");
+    uv_timer_t *timers[] = {&in->probe_timer, &in->deadline_timer, &in->restart_timer,
+                            &in->reap_timer};
+    for (size_t i = 0; i < 4; i++) {
+        uv_timer_init(s->app->loop, timers[i]);
+        timers[i]->data = in;
+    }
+    in->handles_open = 4;
+    char *path = xstrfmt("%s/%s.log", s->log_dir, m->name);
+    sup__tail_init(&in->tail, in, path);
+    free(path);
+    in->handles_open += 2;
+    return in;
+}
+
+/* Drops everything the daemon holds for the instance, leaving its process alone. */
+void sup__inst_release(struct instance *in)
+{
+    timers_stop(in);
+    uv_timer_stop(&in->restart_timer);
+    if (in->watch) {
+        in->runner->ops->unwatch(in->watch);
+        in->watch = NULL;
+    }
+    sup__tail_stop(&in->tail);
+    uv_timer_t *timers[] = {&in->probe_timer, &in->deadline_timer, &in->restart_timer,
+                            &in->reap_timer};
+    for (size_t i = 0; i < 4; i++)
+        uv_close((uv_handle_t *)timers[i], handle_closed);
+    sup__tail_close(&in->tail, handle_closed);
+}
+
+void sup__instance_free(struct instance *in)
+{
+    struct stop_waiter *w = in->stop_waiters;
+    while (w) {
+        struct stop_waiter *next = w->next;
+        free(w);
+        w = next;
+    }
+    for (size_t i = 0; i < SUP_TAIL_LINES; i++)
+        free(in->tail.ring[i]);
+    free(in->tail.path);
+    free(in->name);
+    free(in->engine_name);
+    free(in->reason);
+    free(in->detail);
+    free(in->gpus);
+    free(in->cmdline);
+    free(in->fatal);
+    free(in);
+}

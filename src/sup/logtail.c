@@ -1,0 +1,194 @@
+/*
+ * Following an engine's log file. The engine writes the file itself (so it
+ * keeps logging while no daemon runs); the daemon reads what is new on each
+ * inotify event, with a slow timer as a safety net, classifies each line
+ * through the engine adapter, keeps the last lines for failure reports, and
+ * rotates the file when it passes its cap (copy, then truncate in place: the
+ * engine appends with O_APPEND, so it continues at the new end).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "sup/sup_int.h"
+
+#define TAIL_POLL_MS 250
+#define TAIL_READ_MAX (256 * 1024)
+
+void sup__tail_init(struct logtail *t, struct instance *in, const char *path)
+{
+    memset(t, 0, sizeof *t);
+    t->in = in;
+    t->path = xstrdup(path);
+    t->fd = -1;
+    uv_fs_event_init(in->sup->app->loop, &t->ev);
+    t->ev.data = in;
+    uv_timer_init(in->sup->app->loop, &t->timer);
+    t->timer.data = in;
+}
+
+static void ring_push(struct logtail *t, const char *line, size_t len)
+{
+    free(t->ring[t->ring_next]);
+    t->ring[t->ring_next] = xstrndup(line, len);
+    t->ring_next = (t->ring_next + 1) % SUP_TAIL_LINES;
+}
+
+static void emit_line(struct logtail *t, const char *line, size_t len)
+{
+    while (len && line[len - 1] == '\r')
+        len--;
+    ring_push(t, line, len);
+    sup__inst_on_line(t->in, line, len);
+}
+
+static void feed(struct logtail *t, const char *data, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = data[i];
+        if (c == '\n') {
+            emit_line(t, t->partial, t->plen);
+            t->plen = 0;
+        } else if (t->plen < sizeof t->partial - 1) {
+            t->partial[t->plen++] = c;
+        }
+        /* Past SUP_LINE_MAX the rest of a line is dropped; the line still ends at '\n'. */
+    }
+}
+
+/* Copies the file to PATH.1 and truncates it in place. */
+static void rotate(struct logtail *t)
+{
+    char *old = xstrfmt("%s.1", t->path);
+    int in_fd = open(t->path, O_RDONLY | O_CLOEXEC);
+    int out_fd = open(old, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ok = in_fd >= 0 && out_fd >= 0;
+    char buf[65536];
+    ssize_t n;
+    while (ok && (n = read(in_fd, buf, sizeof buf)) > 0)
+        ok = write(out_fd, buf, (size_t)n) == n;
+    if (in_fd >= 0)
+        close(in_fd);
+    if (out_fd >= 0 && close(out_fd) < 0)
+        ok = 0;
+    if (ok && truncate(t->path, 0) == 0)
+        t->off = 0;
+    else
+        log_warn("sup", "cannot rotate '%s': %s", t->path, strerror(errno));
+    free(old);
+}
+
+void sup__tail_poll(struct logtail *t)
+{
+    if (!t->active || t->fd < 0)
+        return;
+    struct stat st;
+    if (fstat(t->fd, &st) < 0)
+        return;
+    if (st.st_size < t->off) /* truncated by someone else */
+        t->off = 0;
+    char buf[16384];
+    size_t total = 0;
+    while (total < TAIL_READ_MAX) {
+        ssize_t n = pread(t->fd, buf, sizeof buf, t->off);
+        if (n <= 0)
+            break;
+        t->off += n;
+        total += (size_t)n;
+        feed(t, buf, (size_t)n);
+        if (!t->active) /* a line's handling stopped the tail */
+            return;
+    }
+    const struct config *cfg = t->in->sup->app->cfg;
+    if (cfg && cfg->log_max_bytes && (uint64_t)t->off > cfg->log_max_bytes)
+        rotate(t);
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    struct instance *in = h->data;
+    sup__tail_poll(&in->tail);
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    struct instance *in = h->data;
+    sup__tail_poll(&in->tail);
+}
+
+void sup__tail_start(struct logtail *t, int from_end)
+{
+    sup__tail_stop(t);
+    t->fd = open(t->path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (t->fd < 0) {
+        log_warn("sup", "cannot read log file '%s': %s", t->path, strerror(errno));
+        return;
+    }
+    struct stat st;
+    t->off = from_end && fstat(t->fd, &st) == 0 ? st.st_size : 0;
+    t->plen = 0;
+    for (size_t i = 0; i < SUP_TAIL_LINES; i++) {
+        free(t->ring[i]);
+        t->ring[i] = NULL;
+    }
+    t->ring_next = 0;
+    t->active = 1;
+    if (uv_fs_event_start(&t->ev, on_fs_event, t->path, 0) == 0)
+        t->ev_active = 1;
+    uv_timer_start(&t->timer, on_timer, TAIL_POLL_MS, TAIL_POLL_MS);
+}
+
+void sup__tail_stop(struct logtail *t)
+{
+    if (t->active) {
+        sup__tail_poll(t);
+        if (t->plen) {
+            emit_line(t, t->partial, t->plen);
+            t->plen = 0;
+        }
+    }
+    t->active = 0;
+    if (t->ev_active) {
+        uv_fs_event_stop(&t->ev);
+        t->ev_active = 0;
+    }
+    uv_timer_stop(&t->timer);
+    if (t->fd >= 0) {
+        close(t->fd);
+        t->fd = -1;
+    }
+}
+
+void sup__tail_close(struct logtail *t, uv_close_cb cb)
+{
+    uv_close((uv_handle_t *)&t->ev, cb);
+    uv_close((uv_handle_t *)&t->timer, cb);
+}
+
+char *sup__tail_recent(struct logtail *t, size_t max_lines)
+{
+    struct buf b;
+    buf_init(&b, 1 << 16);
+    size_t have = 0;
+    for (size_t i = 0; i < SUP_TAIL_LINES; i++)
+        have += t->ring[i] != NULL;
+    size_t skip = have > max_lines ? have - max_lines : 0;
+    for (size_t i = 0; i < SUP_TAIL_LINES; i++) {
+        const char *l = t->ring[(t->ring_next + i) % SUP_TAIL_LINES];
+        if (!l)
+            continue;
+        if (skip) {
+            skip--;
+            continue;
+        }
+        buf_printf(&b, "%s%s", b.len ? "\n  " : "", l);
+    }
+    return buf_detach(&b, NULL);
+}

@@ -1,0 +1,382 @@
+/*
+ * The supervisor's table of instances and its public API: start, stop,
+ * adoption at daemon start, reload, shutdown, and the observers that the
+ * admin socket hangs its waiters and followers on.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "store/store.h"
+#include "sup/sup_int.h"
+
+#define SHUTDOWN_POLL_MS 50
+
+static void add_instance(struct sup *s, const struct config_model *m)
+{
+    s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
+    s->inst[s->n_inst++] = sup__instance_new(s, m);
+}
+
+struct sup *sup_new(struct app *app)
+{
+    struct sup *s = xcalloc(1, sizeof *s);
+    s->app = app;
+    runner_local_init(&s->local, app->loop);
+    s->log_dir = xstrfmt("%s/logs", app->state_dir);
+    if (mkdir(s->log_dir, 0755) < 0 && errno != EEXIST)
+        log_warn("sup", "cannot create '%s': %s", s->log_dir, strerror(errno));
+    for (size_t i = 0; i < app->cfg->n_models; i++)
+        add_instance(s, &app->cfg->models[i]);
+    uv_timer_init(app->loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    return s;
+}
+
+struct instance *sup__find(struct sup *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_inst; i++)
+        if (strcmp(s->inst[i]->name, name) == 0)
+            return s->inst[i];
+    if (!s->app->cfg)
+        return NULL;
+    const struct config_model *m = config_find_model(s->app->cfg, name);
+    if (!m)
+        return NULL;
+    for (size_t i = 0; i < s->n_inst; i++)
+        if (strcmp(s->inst[i]->name, m->name) == 0)
+            return s->inst[i];
+    return NULL;
+}
+
+void sup__forget(struct sup *s, struct instance *in)
+{
+    for (size_t i = 0; i < s->n_inst; i++) {
+        if (s->inst[i] != in)
+            continue;
+        memmove(&s->inst[i], &s->inst[i + 1], (s->n_inst - i - 1) * sizeof *s->inst);
+        s->n_inst--;
+        break;
+    }
+    sup__inst_release(in);
+    sup__maybe_shutdown_done(s);
+}
+
+void sup_adopt_all(struct sup *s)
+{
+    struct store_instance *rows = NULL;
+    size_t n = 0;
+    if (store_list_instances(s->app->store, &rows, &n) < 0) {
+        log_error("sup", "cannot read recorded instances; nothing adopted");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct store_instance *r = &rows[i];
+        if (strcmp(r->host, "local") != 0 || r->pid <= 0)
+            continue;
+        struct runner_proc p = {.pid = r->pid, .pgid = r->pgid, .start_time = r->start_time};
+        struct instance *in = NULL;
+        for (size_t j = 0; j < s->n_inst && !in; j++)
+            if (strcmp(s->inst[j]->name, r->model) == 0)
+                in = s->inst[j];
+        if (!in) {
+            /* Recorded by us but gone from the config: adopt it only to stop it. */
+            if (!s->local.ops->is_alive(&s->local, &p)) {
+                store_delete_instance(s->app->store, r->model, r->host);
+                continue;
+            }
+            struct config_model ghost = {.name = r->model, .engine = "generic", .max_restarts = 0,
+                                         .stop_timeout_ms = 10000};
+            in = sup__instance_new(s, &ghost);
+            in->m = NULL;
+            in->removed = 1;
+            s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
+            s->inst[s->n_inst++] = in;
+            sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts);
+            log_info("sup", "'%s' is no longer configured; stopping it", r->model);
+            sup__inst_stop(in, NULL, NULL);
+            continue;
+        }
+        sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts);
+    }
+    store_instances_free(rows, n);
+}
+
+int sup_start(struct sup *s, const char *model, char **err)
+{
+    struct instance *in = sup__find(s, model);
+    if (!in || in->removed) {
+        char *names = sup_model_list(s);
+        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+        return -ENOENT;
+    }
+    if (in->state == INST_STOPPING) {
+        /* Asked to start while it stops: start again once it is down. */
+        in->restart_after_stop = 1;
+        return 0;
+    }
+    in->restarts = 0;
+    sup__inst_start(in);
+    return 0;
+}
+
+int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, char **err)
+{
+    struct instance *in = sup__find(s, model);
+    if (!in) {
+        char *names = sup_model_list(s);
+        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+        return -ENOENT;
+    }
+    in->restart_after_stop = 0;
+    sup__inst_stop(in, done, arg);
+    return 0;
+}
+
+size_t sup_count(struct sup *s)
+{
+    return s->n_inst;
+}
+
+static void fill_info(struct instance *in, struct sup_info *info)
+{
+    int running = in->proc.pid > 0 && in->state != INST_STOPPED && in->state != INST_FAILED;
+    *info = (struct sup_info){
+        .name = in->name,
+        .engine = in->engine_name,
+        .host = in->runner->host,
+        .state = in->state,
+        .pid = running ? in->proc.pid : 0,
+        .port = running ? in->port : 0,
+        .gpus = running && in->gpus ? in->gpus : "",
+        .uptime_s = running && in->started_wall_ms
+                        ? (clock_wall_ms() - in->started_wall_ms) / 1000
+                        : -1,
+        .reason = in->reason ? in->reason : "",
+        .detail = in->detail ? in->detail : "",
+        .percent = in->state == INST_STARTING ? in->percent : -1,
+        .restarts = in->restarts,
+    };
+}
+
+void sup_info_at(struct sup *s, size_t i, struct sup_info *info)
+{
+    fill_info(s->inst[i], info);
+}
+
+int sup_info(struct sup *s, const char *model, struct sup_info *info)
+{
+    struct instance *in = sup__find(s, model);
+    if (!in)
+        return -ENOENT;
+    fill_info(in, info);
+    return 0;
+}
+
+const char *sup_log_path(struct sup *s, const char *model)
+{
+    struct instance *in = sup__find(s, model);
+    return in ? in->tail.path : NULL;
+}
+
+char *sup_model_list(struct sup *s)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    for (size_t i = 0; i < s->n_inst; i++)
+        if (!s->inst[i]->removed)
+            buf_printf(&b, "%s%s", b.len ? ", " : "", s->inst[i]->name);
+    if (!b.len)
+        buf_appends(&b, "(none)");
+    return buf_detach(&b, NULL);
+}
+
+static void list_add(struct buf *b, const char *name)
+{
+    buf_printf(b, "%s%s", b->len ? "," : "", name);
+}
+
+void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted, char **stopped,
+                char **added)
+{
+    struct buf bk, br, bs, ba;
+    buf_init(&bk, 1 << 20);
+    buf_init(&br, 1 << 20);
+    buf_init(&bs, 1 << 20);
+    buf_init(&ba, 1 << 20);
+    struct config *old = s->app->cfg;
+    s->app->cfg = cfg;
+
+    size_t n_old = s->n_inst;
+    for (size_t i = 0; i < n_old; i++) {
+        struct instance *in = s->inst[i];
+        if (in->removed)
+            continue;
+        const struct config_model *nm = NULL;
+        for (size_t j = 0; j < cfg->n_models && !nm; j++)
+            if (strcmp(cfg->models[j].name, in->name) == 0)
+                nm = &cfg->models[j];
+        if (!nm) {
+            in->m = NULL;
+            in->removed = 1;
+            list_add(&bs, in->name);
+            continue;
+        }
+        int same = in->m && config_model_same(in->m, nm);
+        in->m = nm;
+        if (same || in->state == INST_STOPPED || in->state == INST_FAILED) {
+            free(in->engine_name);
+            in->engine_name = xstrdup(nm->engine);
+            in->eng = engine_find(nm->engine);
+            list_add(&bk, in->name);
+            continue;
+        }
+        /* Changed while running: stop it, then start it again with the new settings. */
+        in->restart_after_stop = 1;
+        list_add(&br, in->name);
+    }
+    for (size_t j = 0; j < cfg->n_models; j++) {
+        int found = 0;
+        for (size_t i = 0; i < s->n_inst && !found; i++)
+            found = strcmp(s->inst[i]->name, cfg->models[j].name) == 0 && !s->inst[i]->removed;
+        if (!found) {
+            add_instance(s, &cfg->models[j]);
+            list_add(&ba, cfg->models[j].name);
+        }
+    }
+    /* Act after the table is consistent: stops may finish (and forget) at once. */
+    for (size_t i = 0; i < s->n_inst; i++) {
+        struct instance *in = s->inst[i];
+        if (in->restart_after_stop && in->state != INST_STOPPING) {
+            free(in->engine_name);
+            in->engine_name = xstrdup(in->m->engine);
+            sup__inst_stop(in, NULL, NULL);
+        }
+    }
+    for (size_t i = s->n_inst; i-- > 0;)
+        if (i < s->n_inst && s->inst[i]->removed && s->inst[i]->state != INST_STOPPING)
+            sup__inst_stop(s->inst[i], NULL, NULL);
+    config_free(old);
+    *kept = buf_detach(&bk, NULL);
+    *restarted = buf_detach(&br, NULL);
+    *stopped = buf_detach(&bs, NULL);
+    *added = buf_detach(&ba, NULL);
+}
+
+struct sup_observer *sup_observe(struct sup *s, const char *model, sup_note_cb cb, void *arg)
+{
+    struct sup_observer *o = xcalloc(1, sizeof *o);
+    o->model = model ? xstrdup(model) : NULL;
+    o->cb = cb;
+    o->arg = arg;
+    o->next = s->observers;
+    s->observers = o;
+    return o;
+}
+
+static void sweep_observers(struct sup *s)
+{
+    struct sup_observer **pp = &s->observers;
+    while (*pp) {
+        struct sup_observer *o = *pp;
+        if (o->dead) {
+            *pp = o->next;
+            free(o->model);
+            free(o);
+        } else {
+            pp = &o->next;
+        }
+    }
+}
+
+void sup_unobserve(struct sup *s, struct sup_observer *o)
+{
+    o->dead = 1;
+    if (!s->notifying)
+        sweep_observers(s);
+}
+
+void sup__notify(struct sup *s, const struct sup_note *n)
+{
+    s->notifying++;
+    for (struct sup_observer *o = s->observers; o; o = o->next)
+        if (!o->dead && (!o->model || strcmp(o->model, n->model) == 0))
+            o->cb(o->arg, n);
+    if (--s->notifying == 0)
+        sweep_observers(s);
+}
+
+static int all_down(struct sup *s)
+{
+    for (size_t i = 0; i < s->n_inst; i++)
+        if (s->inst[i]->state != INST_STOPPED && s->inst[i]->state != INST_FAILED)
+            return 0;
+    return 1;
+}
+
+static void shutdown_finish(uv_handle_t *h)
+{
+    struct sup *s = h->data;
+    void (*done)(void *) = s->shutdown_done;
+    void *arg = s->shutdown_arg;
+    while (s->observers) {
+        struct sup_observer *o = s->observers;
+        s->observers = o->next;
+        free(o->model);
+        free(o);
+    }
+    free(s->inst);
+    free(s->log_dir);
+    free(s);
+    if (done)
+        done(arg);
+}
+
+static void release_all(struct sup *s)
+{
+    uv_timer_stop(&s->shutdown_timer);
+    for (size_t i = 0; i < s->n_inst; i++)
+        sup__inst_release(s->inst[i]);
+    s->n_inst = 0;
+    uv_close((uv_handle_t *)&s->shutdown_timer, shutdown_finish);
+}
+
+void sup__maybe_shutdown_done(struct sup *s)
+{
+    if (s->shutting_down == 1 && all_down(s)) {
+        s->shutting_down = 2;
+        release_all(s);
+    }
+}
+
+void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *arg)
+{
+    s->shutting_down = 1;
+    s->shutdown_done = done;
+    s->shutdown_arg = arg;
+    if (keep_engines) {
+        log_info("sup", "leaving engines running for the next daemon (--keep-engines)");
+        s->shutting_down = 2;
+        release_all(s);
+        return;
+    }
+    /* Stopping may forget instances (and end the shutdown): walk a copy. */
+    size_t n = s->n_inst;
+    struct instance **copy = xcalloc(n ? n : 1, sizeof *copy);
+    memcpy(copy, s->inst, n * sizeof *copy);
+    for (size_t i = 0; i < n; i++)
+        uv_timer_stop(&copy[i]->restart_timer);
+    for (size_t i = 0; i < n && s->shutting_down == 1; i++)
+        if (copy[i]->state != INST_STOPPED && copy[i]->state != INST_STOPPING)
+            sup__inst_stop(copy[i], NULL, NULL);
+    free(copy);
+    if (s->shutting_down == 1)
+        sup__maybe_shutdown_done(s);
+}

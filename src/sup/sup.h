@@ -1,0 +1,99 @@
+#ifndef YARD_SUP_SUP_H
+#define YARD_SUP_SUP_H
+
+#include <stdint.h>
+
+#include "app.h"
+
+/*
+ * The supervisor: one instance per configured model, each driven through the
+ * state machine of DESIGN.md. Every transition is written to the store before
+ * anyone hears of it. Observers (the admin socket's waiters and followers)
+ * hear of transitions, load progress and log lines.
+ */
+
+enum inst_state {
+    INST_STOPPED = 0,
+    INST_STARTING,
+    INST_READY,
+    INST_SLEEPING,
+    INST_CHECKPOINTED,
+    INST_STOPPING,
+    INST_FAILED,
+};
+
+const char *sup_state_name(enum inst_state s);
+
+struct sup;
+
+/* A snapshot of one instance for display; strings stay valid until the next loop turn. */
+struct sup_info {
+    const char *name;
+    const char *engine;
+    const char *host;
+    enum inst_state state;
+    int pid;  /* 0 when none */
+    int port; /* 0 when none */
+    const char *gpus;
+    int64_t uptime_s; /* since the process started; -1 when not running */
+    const char *reason;
+    const char *detail; /* the reason with the last log lines, for events */
+    int percent;        /* load progress, -1 when unknown */
+    int restarts;
+};
+
+enum sup_note_kind { SUP_NOTE_STATE, SUP_NOTE_PROGRESS, SUP_NOTE_LOG };
+
+struct sup_note {
+    enum sup_note_kind kind;
+    const char *model;
+    enum inst_state state; /* STATE, PROGRESS */
+    const char *reason;    /* STATE */
+    int percent;           /* PROGRESS */
+    const char *line;      /* LOG, without its newline */
+    size_t len;
+};
+
+typedef void (*sup_note_cb)(void *arg, const struct sup_note *n);
+struct sup_observer;
+
+/* Creates the supervisor for app->cfg (models, store, loop must be set). Never NULL. */
+struct sup *sup_new(struct app *app);
+/*
+ * Re-adopts what the store recorded (alive + same start time: adopt; dead:
+ * stopped) and stops adopted instances of models the config no longer has.
+ */
+void sup_adopt_all(struct sup *s);
+/*
+ * Stops every instance (or, with keep_engines, leaves them running for the
+ * next daemon), closes all handles, then calls done. The sup is freed after.
+ */
+void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *arg);
+
+/* Starts MODEL (name or alias) unless it is starting or ready. 0, or -ENOENT with *err. */
+int sup_start(struct sup *s, const char *model, char **err);
+/* Stops MODEL; done runs once it is stopped (at once if it is). 0 or -ENOENT with *err. */
+int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, char **err);
+/* Number of instances; sup_info_at fills info for the i-th (config order). */
+size_t sup_count(struct sup *s);
+void sup_info_at(struct sup *s, size_t i, struct sup_info *info);
+/* Fills info for MODEL (name or alias); -ENOENT if unknown. */
+int sup_info(struct sup *s, const char *model, struct sup_info *info);
+/* The log file path of MODEL; NULL if unknown. Owned by the sup. */
+const char *sup_log_path(struct sup *s, const char *model);
+/* "a, b, c": the configured names, for messages. A new string the caller frees. */
+char *sup_model_list(struct sup *s);
+
+/*
+ * Applies a new config (already validated): unchanged models keep running,
+ * changed ones restart, removed ones stop, new ones are added stopped. Takes
+ * ownership of cfg. Fills the four lists (new strings "a,b", caller frees).
+ */
+void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted, char **stopped,
+                char **added);
+
+/* Observers: model NULL means every model. Removing is safe inside a callback. */
+struct sup_observer *sup_observe(struct sup *s, const char *model, sup_note_cb cb, void *arg);
+void sup_unobserve(struct sup *s, struct sup_observer *o);
+
+#endif

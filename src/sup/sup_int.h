@@ -1,0 +1,134 @@
+#ifndef YARD_SUP_SUP_INT_H
+#define YARD_SUP_SUP_INT_H
+
+/* Internals shared by the files of the supervisor; not for other modules. */
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <uv.h>
+
+#include "config/config.h"
+#include "engine/adapter.h"
+#include "runner/runner.h"
+#include "sup/sup.h"
+
+#define SUP_TAIL_LINES 20  /* last log lines kept for a failure's detail */
+#define SUP_LINE_MAX 4096  /* longer log lines are cut */
+
+struct instance;
+
+/* Follows a model's log file: classifies new lines and keeps the last ones. */
+struct logtail {
+    struct instance *in;
+    char *path;
+    int fd;
+    off_t off;
+    uv_fs_event_t ev;
+    uv_timer_t timer;
+    int ev_active;
+    int active;
+    char partial[SUP_LINE_MAX];
+    size_t plen;
+    char *ring[SUP_TAIL_LINES];
+    size_t ring_next;
+    struct engine_log_state els;
+};
+
+struct stop_waiter {
+    void (*done)(void *);
+    void *arg;
+    struct stop_waiter *next;
+};
+
+struct instance {
+    struct sup *sup;
+    char *name;
+    char *engine_name;
+    const struct config_model *m; /* NULL once the model left the config */
+    const struct engine_ops *eng;
+    struct runner *runner;
+    enum inst_state state;
+    char *reason;
+    char *detail;
+
+    struct runner_proc proc;
+    struct runner_watch *watch;
+    int port;
+    char *gpus;
+    char *cmdline;
+    uint64_t stop_timeout_ms;
+    int64_t started_wall_ms;
+    int64_t ready_wall_ms;
+    int restarts;
+    int64_t exit_code;
+    int term_signal;
+    int percent;
+    char *fatal; /* a fatal log line's classified reason, while starting */
+    int main_exited;
+    int health_failures;
+
+    uv_timer_t probe_timer;    /* readiness probes, then periodic health checks */
+    uv_timer_t deadline_timer; /* startup timeout, fatal-line grace, stop timeout */
+    uv_timer_t restart_timer;  /* backoff before a restart */
+    uv_timer_t reap_timer;     /* waiting for the process group to empty */
+    struct http_probe *probe;
+    int probe_again;
+    uint64_t probe_interval_ms;
+    int handles_open;
+
+    struct logtail tail;
+    struct stop_waiter *stop_waiters;
+    int restart_after_stop; /* reload changed it: start again once stopped */
+    int removed;            /* the config dropped it: forget it once stopped */
+};
+
+struct sup_observer {
+    char *model;
+    sup_note_cb cb;
+    void *arg;
+    int dead;
+    struct sup_observer *next;
+};
+
+struct sup {
+    struct app *app;
+    struct runner local;
+    struct instance **inst;
+    size_t n_inst;
+    struct sup_observer *observers;
+    int notifying;
+    char *log_dir;
+    int shutting_down;
+    void (*shutdown_done)(void *);
+    void *shutdown_arg;
+    uv_timer_t shutdown_timer;
+};
+
+/* instance.c */
+struct instance *sup__instance_new(struct sup *s, const struct config_model *m);
+void sup__instance_free(struct instance *in);
+int sup__inst_start(struct instance *in);
+void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg);
+void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port, const char *gpus,
+                     const char *cmdline, int64_t started_ms, int restarts);
+void sup__inst_release(struct instance *in);
+void sup__inst_on_line(struct instance *in, const char *line, size_t len);
+
+/* logtail.c */
+void sup__tail_init(struct logtail *t, struct instance *in, const char *path);
+/* Starts following from the current end of the file (a fresh run). */
+void sup__tail_start(struct logtail *t, int from_end);
+void sup__tail_stop(struct logtail *t);
+void sup__tail_close(struct logtail *t, uv_close_cb cb);
+/* The kept lines, oldest first, joined with "\n  "; a new string. */
+char *sup__tail_recent(struct logtail *t, size_t max_lines);
+void sup__tail_poll(struct logtail *t);
+
+/* sup.c */
+void sup__notify(struct sup *s, const struct sup_note *n);
+struct instance *sup__find(struct sup *s, const char *name);
+void sup__forget(struct sup *s, struct instance *in);
+void sup__maybe_shutdown_done(struct sup *s);
+
+#endif

@@ -1,0 +1,802 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config/config.h"
+
+/* ---- helpers -------------------------------------------------------- */
+
+static struct config *parse_ok(const char *yaml)
+{
+    struct config_errors e = {0};
+    struct config *c = config_parse(yaml, strlen(yaml), "yard.yaml", &e);
+    for (size_t i = 0; i < e.n; i++)
+        print_error("unexpected: %s\n", e.msgs[i]);
+    assert_int_equal(e.n, 0);
+    assert_non_null(c);
+    config_errors_release(&e);
+    return c;
+}
+
+/* Parses yaml and checks it is refused with exactly the messages in want. */
+static void expect_errors(const char *yaml, const char *const *want)
+{
+    struct config_errors e = {0};
+    struct config *c = config_parse(yaml, strlen(yaml), "yard.yaml", &e);
+    assert_null(c);
+    size_t n = 0;
+    while (want[n])
+        n++;
+    int differ = e.n != n;
+    for (size_t i = 0; i < n && i < e.n; i++)
+        differ |= strcmp(e.msgs[i], want[i]) != 0;
+    for (size_t i = 0; differ && i < e.n; i++)
+        print_message("got: %s\n", e.msgs[i]);
+    for (size_t i = 0; i < n && i < e.n; i++)
+        assert_string_equal(e.msgs[i], want[i]);
+    assert_int_equal(e.n, n);
+    config_errors_release(&e);
+}
+
+static void expect_error(const char *yaml, const char *want)
+{
+    const char *const w[] = {want, NULL};
+    expect_errors(yaml, w);
+}
+
+/* ---- error messages ------------------------------------------------- */
+
+static void test_unknown_key_suggests(void **state)
+{
+    const char *const want[] = {
+        "yard.yaml:2:3: models.qwen: missing 'cmd'; give the command that starts the engine",
+        "yard.yaml:3:5: unknown key 'comand' in model 'qwen'; did you mean 'cmd'?",
+        NULL,
+    };
+    expect_errors("models:\n"
+                  "  qwen:\n"
+                  "    comand: \"vllm serve x\"\n",
+                  want);
+    expect_error("lisen: 127.0.0.1:8080\n",
+                 "yard.yaml:1:1: unknown key 'lisen' at top level; did you mean 'listen'?");
+    expect_error("router: { polcy: fifo }\n",
+                 "yard.yaml:1:11: unknown key 'polcy' in 'router'; did you mean 'policy'?");
+    expect_error("models:\n"
+                 "  q:\n"
+                 "    cmd: x\n"
+                 "    eviction: { wieghts: offload }\n",
+                 "yard.yaml:4:17: unknown key 'wieghts' in 'models.q.eviction'; did you mean "
+                 "'weights'?");
+    /* Nothing close: the valid keys are listed instead. */
+    expect_error("defaults: { zzzzzz: 1 }\n",
+                 "yard.yaml:1:13: unknown key 'zzzzzz' in 'defaults'; valid keys: ttl, "
+                 "startup_timeout, stop_timeout");
+}
+
+static void test_unknown_engine(void **state)
+{
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    engine: vlm\n"
+                 "    cmd: serve\n",
+                 "yard.yaml:3:13: models.qwen.engine: unknown engine 'vlm'; use vllm, sglang, "
+                 "llamacpp or generic");
+}
+
+static void test_port_conflicts(void **state)
+{
+    const char *const want[] = {
+        "yard.yaml:8:11: models.b.port: port 7000 is already used by model 'a'",
+        "yard.yaml:11:11: models.c.port: port 9000 is the listen port; choose another",
+        NULL,
+    };
+    expect_errors("listen: 127.0.0.1:9000\n"
+                  "models:\n"
+                  "  a:\n"
+                  "    cmd: a\n"
+                  "    port: 7000\n"
+                  "  b:\n"
+                  "    cmd: b\n"
+                  "    port: 7000\n"
+                  "  c:\n"
+                  "    cmd: c\n"
+                  "    port: 9000\n",
+                  want);
+    expect_error("models:\n"
+                 "  a:\n"
+                 "    cmd: a\n"
+                 "    port: 70000\n",
+                 "yard.yaml:4:11: models.a.port: port 70000 is out of range; use 1 to 65535 or "
+                 "'auto'");
+}
+
+static void test_alias_collision(void **state)
+{
+    const char *const want[] = {
+        "yard.yaml:4:18: models.a.aliases: alias 'b' is the name of model 'b'",
+        "yard.yaml:7:15: models.b.aliases: alias 'x' is already an alias of model 'a'",
+        NULL,
+    };
+    expect_errors("models:\n"
+                  "  a:\n"
+                  "    cmd: a\n"
+                  "    aliases: [x, b]\n"
+                  "  b:\n"
+                  "    cmd: b\n"
+                  "    aliases: [x]\n",
+                  want);
+}
+
+static void test_group_unknown_member(void **state)
+{
+    expect_error("models:\n"
+                 "  a:\n"
+                 "    cmd: a\n"
+                 "groups:\n"
+                 "  g1: { exclusive: true, members: [a, nope] }\n"
+                 "  g2: { exclusive: true, members: [a] }\n",
+                 "yard.yaml:5:39: groups.g1.members: unknown model 'nope'");
+    /* Groups may come before the models they name; messages stay in file order. */
+    const char *const want[] = {
+        "yard.yaml:2:21: groups.g.members: unknown model 'b'",
+        "yard.yaml:2:24: groups.g.members: 'q' is model 'a', already listed",
+        "yard.yaml:5:13: models.a.engine: unknown engine 'x'; use vllm, sglang, llamacpp or "
+        "generic",
+        NULL,
+    };
+    expect_errors("groups:\n"
+                  "  g: { members: [a, b, q] }\n"
+                  "models:\n"
+                  "  a:\n"
+                  "    engine: x\n"
+                  "    cmd: a\n"
+                  "    aliases: [q]\n",
+                  want);
+}
+
+static void test_durations(void **state)
+{
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: x\n"
+                 "    ttl: -5s\n",
+                 "yard.yaml:4:10: models.qwen.ttl: negative duration '-5s'; use 0 or more, as "
+                 "'30s' or '10m'");
+    const char *const want[] = {
+        "yard.yaml:4:10: models.qwen.ttl: duration '5000d' is out of range; use at most 3650d",
+        "yard.yaml:5:22: models.qwen.startup_timeout: must be more than 0",
+        "yard.yaml:6:19: models.qwen.stop_timeout: '2h' is too long to wait for a stop; use at "
+        "most 1h",
+        NULL,
+    };
+    expect_errors("models:\n"
+                  "  qwen:\n"
+                  "    cmd: x\n"
+                  "    ttl: 5000d\n"
+                  "    startup_timeout: 0\n"
+                  "    stop_timeout: 2h\n",
+                  want);
+    expect_error("defaults: { ttl: 10 minutes }\n",
+                 "yard.yaml:1:18: defaults.ttl: invalid duration '10 minutes'; use a number and "
+                 "a unit, as '500ms', '30s', '10m' or '2h'");
+    expect_error("defaults: { startup_timeout: 0s }\n",
+                 "yard.yaml:1:30: defaults.startup_timeout: must be more than 0");
+    expect_error("router: { max_wait: -1 }\n",
+                 "yard.yaml:1:21: router.max_wait: negative duration '-1'; use 0 or more, as "
+                 "'30s' or '10m'");
+}
+
+static void test_empty_and_bad_cmd(void **state)
+{
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: \"\"\n",
+                 "yard.yaml:3:10: models.qwen.cmd: empty command");
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd:\n",
+                 "yard.yaml:3:9: models.qwen.cmd: empty command");
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: \"   \"\n",
+                 "yard.yaml:3:10: models.qwen.cmd: empty command");
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: serve --chat-template 'abc\n",
+                 "yard.yaml:3:10: models.qwen.cmd: unterminated single quote");
+}
+
+static void test_unknown_macro(void **state)
+{
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: serve --port ${PROT}\n",
+                 "yard.yaml:3:10: models.qwen.cmd: unknown macro '${PROT}'; use ${PORT}, "
+                 "${NAME}, ${MODEL}, ${GPUS} or ${env.VAR}");
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: serve --port ${PORT\n",
+                 "yard.yaml:3:10: models.qwen.cmd: unterminated macro '${PORT'; close it with "
+                 "'}'");
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: serve ${env.A-B}\n",
+                 "yard.yaml:3:10: models.qwen.cmd: unknown macro '${env.A-B}'; use ${PORT}, "
+                 "${NAME}, ${MODEL}, ${GPUS} or ${env.VAR}");
+    /* Macros inside single quotes are literal text, so they are not checked. */
+    struct config *c = parse_ok("models:\n"
+                                "  qwen:\n"
+                                "    cmd: serve '${WHATEVER}' \\${PROT}\n");
+    config_free(c);
+}
+
+static void test_duplicate_keys(void **state)
+{
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: a\n"
+                 "    cmd: b\n",
+                 "yard.yaml:4:5: duplicate key 'cmd' in model 'qwen' (first at line 3); remove "
+                 "one");
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: a\n"
+                 "  qwen:\n"
+                 "    cmd: b\n",
+                 "yard.yaml:4:3: duplicate key 'qwen' in 'models' (first at line 2); remove one");
+    expect_error("listen: 127.0.0.1:1\n"
+                 "listen: 127.0.0.1:2\n",
+                 "yard.yaml:2:1: duplicate key 'listen' at top level (first at line 1); remove "
+                 "one");
+}
+
+static void test_yaml_syntax_error(void **state)
+{
+    expect_error("models:\n"
+                 "  qwen:\n"
+                 "    cmd: [a, b\n",
+                 "yard.yaml:4:1: invalid yaml: did not find expected ',' or ']' (while parsing a "
+                 "flow sequence at line 3)");
+    expect_error("models:\n"
+                 "  qwen: x\n"
+                 "   cmd: y\n",
+                 "yard.yaml:3:7: invalid yaml: mapping values are not allowed in this context");
+    expect_error("listen: 127.0.0.1:1\n"
+                 "---\n"
+                 "listen: 127.0.0.1:2\n",
+                 "yard.yaml:2:1: a second yaml document; keep the config in one");
+}
+
+static void test_wrong_types(void **state)
+{
+    const char *const want[] = {
+        "yard.yaml:3:10: models.qwen.cmd: expected a string, got a list",
+        "yard.yaml:4:14: models.qwen.aliases: expected a list, got 'q'",
+        "yard.yaml:5:10: models.qwen.env: expected a mapping, got a list",
+        "yard.yaml:6:11: models.qwen.gpus: expected a GPU count or a list of GPU indexes, got a "
+        "mapping",
+        "yard.yaml:7:18: models.qwen.concurrency: expected an integer, got 'many'",
+        "yard.yaml:8:11: models.qwen.port: expected a port number or 'auto', got 'any'",
+        NULL,
+    };
+    expect_errors("models:\n"
+                  "  qwen:\n"
+                  "    cmd: [a, b]\n"
+                  "    aliases: q\n"
+                  "    env: [A]\n"
+                  "    gpus: {n: 1}\n"
+                  "    concurrency: many\n"
+                  "    port: any\n",
+                  want);
+    expect_error("models: [a, b]\n",
+                 "yard.yaml:1:9: models: expected a mapping of model names, got a list");
+    expect_error("- a\n", "yard.yaml:1:1: config: expected a mapping of keys such as 'listen' and "
+                          "'models', got a list");
+    expect_error("groups:\n"
+                 "  g: { exclusive: maybe, members: [] }\n",
+                 "yard.yaml:2:19: groups.g.exclusive: expected true or false, got 'maybe'");
+}
+
+static void test_top_level_errors(void **state)
+{
+    const char *const want[] = {
+        "yard.yaml:1:9: listen: invalid address 'localhost'; use HOST:PORT, as "
+        "'127.0.0.1:8080'",
+        "yard.yaml:2:15: log_max_size: invalid size '10 parsecs'; use a number and a unit, as "
+        "'20GiB' or '512MiB'",
+        "yard.yaml:3:22: router.max_queue: 0 is out of range; use 1 to 1000000",
+        "yard.yaml:3:33: router.policy: unknown policy 'lifo'; use fifo, cost_aware or "
+        "time_slice",
+        NULL,
+    };
+    expect_errors("listen: localhost\n"
+                  "log_max_size: 10 parsecs\n"
+                  "router: { max_queue: 0, policy: lifo }\n",
+                  want);
+    expect_error("listen: 0.0.0.0:0\n",
+                 "yard.yaml:1:9: listen: port '0' is out of range; use 1 to 65535");
+    expect_error("models:\n"
+                 "  a/b:\n"
+                 "    cmd: x\n",
+                 "yard.yaml:2:3: models: invalid model name 'a/b'; a name cannot be empty or "
+                 "contain '/' or whitespace");
+    expect_error("gpus: [{index: 0, name: A}]\n",
+                 "yard.yaml:1:8: gpus[0]: missing 'memory'; give the GPU's memory, as '80GiB'");
+    expect_error("models:\n"
+                 "  a:\n"
+                 "    cmd: x\n"
+                 "    restart: always\n",
+                 "yard.yaml:4:14: models.a.restart: unknown value 'always'; use never or "
+                 "on-failure");
+}
+
+static void test_load_file(void **state)
+{
+    struct config_errors e = {0};
+    assert_null(config_load("/nonexistent/yard.yaml", &e));
+    assert_int_equal(e.n, 1);
+    assert_string_equal(
+        e.msgs[0], "/nonexistent/yard.yaml: cannot read the config: no such file or directory");
+    config_errors_release(&e);
+
+    char path[] = "/tmp/yard-config-test-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "models:\n  m:\n    cmd: serve\n    engine: bogus\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    assert_null(config_load(path, &e));
+    assert_int_equal(e.n, 1);
+    char *want = NULL;
+    assert_true(asprintf(&want,
+                         "%s:4:13: models.m.engine: unknown engine 'bogus'; use vllm, sglang, "
+                         "llamacpp or generic",
+                         path) > 0);
+    assert_string_equal(e.msgs[0], want);
+    free(want);
+    config_errors_release(&e);
+    unlink(path);
+}
+
+/* ---- valid configs -------------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+    struct config *c = parse_ok("");
+    assert_string_equal(c->listen_host, "127.0.0.1");
+    assert_int_equal(c->listen_port, 8080);
+    assert_true(c->gpus_auto);
+    assert_int_equal(c->n_gpus, 0);
+    assert_int_equal(c->default_ttl_ms, 0);
+    assert_int_equal(c->default_startup_timeout_ms, 600000);
+    assert_int_equal(c->default_stop_timeout_ms, 10000);
+    assert_int_equal(c->start_port, 5800);
+    assert_int_equal(c->router_max_queue, 256);
+    assert_int_equal(c->router_max_wait_ms, 300000);
+    assert_string_equal(c->router_policy, "fifo");
+    assert_int_equal(c->log_max_bytes, 10u << 20);
+    assert_int_equal(c->n_models, 0);
+    assert_int_equal(c->n_groups, 0);
+    config_free(c);
+
+    c = parse_ok("models: {}\ngroups:\n");
+    assert_int_equal(c->n_models, 0);
+    config_free(c);
+
+    c = parse_ok("defaults: { ttl: 1h, stop_timeout: 3s }\n"
+                 "models:\n"
+                 "  m:\n"
+                 "    cmd: run\n");
+    const struct config_model *m = &c->models[0];
+    assert_string_equal(m->engine, "generic");
+    assert_string_equal(m->model_id, "m");
+    assert_int_equal(m->port, 0);
+    assert_int_equal(m->gpu_count, 0);
+    assert_int_equal(m->ttl_ms, 3600000);
+    assert_int_equal(m->startup_timeout_ms, 600000);
+    assert_int_equal(m->stop_timeout_ms, 3000);
+    assert_int_equal(m->restart, CONFIG_RESTART_NEVER);
+    assert_int_equal(m->max_restarts, 5);
+    assert_int_equal(m->concurrency, 0);
+    assert_int_equal(m->evict_weights, CONFIG_WEIGHTS_DISCARD);
+    assert_int_equal(m->evict_process, CONFIG_PROCESS_STOP);
+    assert_null(m->pod);
+    assert_null(m->cwd);
+    assert_string_equal(m->health_path, "/health");
+    assert_int_equal(m->health_status, 200);
+    config_free(c);
+}
+
+static const char full_config[] =
+    "listen: 0.0.0.0:9090\n"
+    "api_keys: [ \"sk-one\", sk-two ]\n"
+    "gpus: [{index: 0, name: \"NVIDIA H100\", memory: 80GiB}, {index: 1, memory: 24GB}]\n"
+    "defaults: { ttl: 10m, startup_timeout: 5m, stop_timeout: 15s }\n"
+    "router:   { max_queue: 64, max_wait: 90s, policy: cost_aware }\n"
+    "start_port: 6100\n"
+    "log_max_size: 512MiB\n"
+    "models:\n"
+    "  qwen-7b:\n"
+    "    engine: vllm\n"
+    "    cmd: \"vllm serve ${MODEL} --port ${PORT} --served-model-name ${NAME}\"\n"
+    "    model: Qwen/Qwen2.5-7B-Instruct\n"
+    "    aliases: [ qwen, q7 ]\n"
+    "    env: { HF_HOME: /models, VLLM_LOGGING_LEVEL: DEBUG }\n"
+    "    cwd: /srv\n"
+    "    port: auto\n"
+    "    gpus: 1\n"
+    "    vram: 20GiB\n"
+    "    ttl: 30m\n"
+    "    restart: on-failure\n"
+    "    max_restarts: 3\n"
+    "    concurrency: 4\n"
+    "    eviction: { weights: offload, process: keep_running }\n"
+    "    pod: gpu-box-1\n"
+    "  llama:\n"
+    "    engine: llamacpp\n"
+    "    cmd: |\n"
+    "      llama-server -m /m/llama.gguf \\\n"
+    "        --port ${PORT}\n"
+    "    port: 7001\n"
+    "    gpus: [0, 1]\n"
+    "    startup_timeout: 500ms\n"
+    "    stop_timeout: 1h\n"
+    "    ttl: 0\n"
+    "    eviction: { weights: retain, process: cuda_suspend }\n"
+    "  tool:\n"
+    "    engine: generic\n"
+    "    cmd: ./tool --listen 127.0.0.1:${PORT}\n"
+    "    health: { path: /ready, status: 204 }\n"
+    "    eviction: { weights: discard, process: checkpoint }\n"
+    "groups:\n"
+    "  big: { exclusive: true, members: [ qwen, llama ] }\n"
+    "  all: { exclusive: yes, members: [ qwen-7b, tool ] }\n"
+    "  loose: { members: [ tool ] }\n";
+
+static void test_full_round_trip(void **state)
+{
+    struct config *c = parse_ok(full_config);
+    assert_string_equal(c->path, "yard.yaml");
+    assert_string_equal(c->listen_host, "0.0.0.0");
+    assert_int_equal(c->listen_port, 9090);
+    assert_int_equal(c->n_api_keys, 2);
+    assert_string_equal(c->api_keys[0], "sk-one");
+    assert_string_equal(c->api_keys[1], "sk-two");
+    assert_false(c->gpus_auto);
+    assert_int_equal(c->n_gpus, 2);
+    assert_int_equal(c->gpus[0].index, 0);
+    assert_string_equal(c->gpus[0].name, "NVIDIA H100");
+    assert_int_equal(c->gpus[0].memory, 80ull << 30);
+    assert_int_equal(c->gpus[1].index, 1);
+    assert_null(c->gpus[1].name);
+    assert_int_equal(c->gpus[1].memory, 24000000000ull);
+    assert_int_equal(c->default_ttl_ms, 600000);
+    assert_int_equal(c->default_startup_timeout_ms, 300000);
+    assert_int_equal(c->default_stop_timeout_ms, 15000);
+    assert_int_equal(c->router_max_queue, 64);
+    assert_int_equal(c->router_max_wait_ms, 90000);
+    assert_string_equal(c->router_policy, "cost_aware");
+    assert_int_equal(c->start_port, 6100);
+    assert_int_equal(c->log_max_bytes, 512ull << 20);
+    assert_int_equal(c->n_models, 3);
+
+    const struct config_model *q = &c->models[0];
+    assert_string_equal(q->name, "qwen-7b");
+    assert_int_equal(q->line, 9);
+    assert_int_equal(q->col, 3);
+    assert_string_equal(q->engine, "vllm");
+    assert_string_equal(q->cmd, "vllm serve ${MODEL} --port ${PORT} --served-model-name ${NAME}");
+    assert_string_equal(q->model_id, "Qwen/Qwen2.5-7B-Instruct");
+    assert_int_equal(q->n_aliases, 2);
+    assert_string_equal(q->aliases[0], "qwen");
+    assert_string_equal(q->aliases[1], "q7");
+    assert_int_equal(q->n_env, 2);
+    assert_string_equal(q->env[0].key, "HF_HOME");
+    assert_string_equal(q->env[0].value, "/models");
+    assert_string_equal(q->env[1].key, "VLLM_LOGGING_LEVEL");
+    assert_string_equal(q->env[1].value, "DEBUG");
+    assert_string_equal(q->cwd, "/srv");
+    assert_int_equal(q->port, 0);
+    assert_int_equal(q->gpu_count, 1);
+    assert_int_equal(q->n_gpu_list, 0);
+    assert_int_equal(q->vram, 20ull << 30);
+    assert_int_equal(q->ttl_ms, 1800000);
+    assert_int_equal(q->startup_timeout_ms, 300000);
+    assert_int_equal(q->stop_timeout_ms, 15000);
+    assert_int_equal(q->restart, CONFIG_RESTART_ON_FAILURE);
+    assert_int_equal(q->max_restarts, 3);
+    assert_int_equal(q->concurrency, 4);
+    assert_int_equal(q->evict_weights, CONFIG_WEIGHTS_OFFLOAD);
+    assert_int_equal(q->evict_process, CONFIG_PROCESS_KEEP_RUNNING);
+    assert_string_equal(q->pod, "gpu-box-1");
+
+    const struct config_model *l = &c->models[1];
+    assert_string_equal(l->name, "llama");
+    assert_string_equal(l->engine, "llamacpp");
+    assert_string_equal(l->cmd, "llama-server -m /m/llama.gguf \\\n  --port ${PORT}\n");
+    assert_string_equal(l->model_id, "llama");
+    assert_int_equal(l->port, 7001);
+    assert_int_equal(l->gpu_count, 2);
+    assert_int_equal(l->n_gpu_list, 2);
+    assert_int_equal(l->gpu_list[0], 0);
+    assert_int_equal(l->gpu_list[1], 1);
+    assert_int_equal(l->startup_timeout_ms, 500);
+    assert_int_equal(l->stop_timeout_ms, 3600000);
+    assert_int_equal(l->ttl_ms, 0);
+    assert_int_equal(l->evict_weights, CONFIG_WEIGHTS_RETAIN);
+    assert_int_equal(l->evict_process, CONFIG_PROCESS_CUDA_SUSPEND);
+    assert_int_equal(l->vram, 0);
+
+    const struct config_model *t = &c->models[2];
+    assert_string_equal(t->engine, "generic");
+    assert_string_equal(t->health_path, "/ready");
+    assert_int_equal(t->health_status, 204);
+    assert_int_equal(t->evict_weights, CONFIG_WEIGHTS_DISCARD);
+    assert_int_equal(t->evict_process, CONFIG_PROCESS_CHECKPOINT);
+
+    assert_int_equal(c->n_groups, 3);
+    assert_string_equal(c->groups[0].name, "big");
+    assert_true(c->groups[0].exclusive);
+    assert_int_equal(c->groups[0].n_members, 2);
+    /* Members written as aliases are kept by model name. */
+    assert_string_equal(c->groups[0].members[0], "qwen-7b");
+    assert_string_equal(c->groups[0].members[1], "llama");
+    assert_true(c->groups[1].exclusive);
+    assert_string_equal(c->groups[1].members[0], "qwen-7b");
+    assert_string_equal(c->groups[1].members[1], "tool");
+    assert_false(c->groups[2].exclusive);
+
+    assert_ptr_equal(config_find_model(c, "qwen-7b"), q);
+    assert_ptr_equal(config_find_model(c, "q7"), q);
+    assert_ptr_equal(config_find_model(c, "llama"), l);
+    assert_null(config_find_model(c, "nope"));
+    config_free(c);
+}
+
+static void test_sizes_and_durations(void **state)
+{
+    static const struct {
+        const char *text;
+        uint64_t ms;
+    } durs[] = {{"500ms", 500},     {"300s", 300000}, {"10m", 600000},
+                {"1h30m", 5400000}, {"45", 45000},    {"1d", 86400000}};
+    for (size_t i = 0; i < sizeof durs / sizeof durs[0]; i++) {
+        char yaml[128];
+        snprintf(yaml, sizeof yaml, "models:\n  m:\n    cmd: x\n    ttl: %s\n", durs[i].text);
+        struct config *c = parse_ok(yaml);
+        assert_int_equal(c->models[0].ttl_ms, durs[i].ms);
+        config_free(c);
+    }
+    static const struct {
+        const char *text;
+        uint64_t bytes;
+    } sizes[] = {{"20GiB", 20ull << 30},
+                 {"10GB", 10000000000ull},
+                 {"512MiB", 512ull << 20},
+                 {"1.5GiB", 3ull << 29},
+                 {"4096", 4096}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char yaml[128];
+        snprintf(yaml, sizeof yaml, "models:\n  m:\n    cmd: x\n    vram: %s\n", sizes[i].text);
+        struct config *c = parse_ok(yaml);
+        assert_int_equal(c->models[0].vram, sizes[i].bytes);
+        config_free(c);
+    }
+    expect_error("models:\n  m:\n    cmd: x\n    vram: lots\n",
+                 "yard.yaml:4:11: models.m.vram: invalid size 'lots'; use a number and a unit, as "
+                 "'20GiB' or '512MiB'");
+}
+
+static void test_two_exclusive_groups_ok(void **state)
+{
+    struct config *c = parse_ok("listen: \"[::1]:8081\"\n"
+                                "models:\n"
+                                "  a: { cmd: a, port: 8080 }\n"
+                                "groups:\n"
+                                "  g1: { exclusive: true, members: [a] }\n"
+                                "  g2: { exclusive: true, members: [a] }\n");
+    assert_string_equal(c->listen_host, "::1");
+    assert_int_equal(c->listen_port, 8081);
+    assert_int_equal(c->models[0].port, 8080);
+    assert_int_equal(c->n_groups, 2);
+    config_free(c);
+}
+
+/* ---- argv ----------------------------------------------------------- */
+
+static void expect_argv(const char *cmd, const char *const *want)
+{
+    char err[128] = "";
+    char **argv = config_split_argv(cmd, err, sizeof err);
+    if (!argv)
+        print_error("split '%s': %s\n", cmd, err);
+    assert_non_null(argv);
+    size_t i;
+    for (i = 0; want[i]; i++) {
+        assert_non_null(argv[i]);
+        assert_string_equal(argv[i], want[i]);
+    }
+    assert_null(argv[i]);
+    config_argv_free(argv);
+}
+
+static void expect_split_error(const char *cmd, const char *want)
+{
+    char err[128] = "";
+    assert_null(config_split_argv(cmd, err, sizeof err));
+    assert_string_equal(err, want);
+}
+
+static void test_split_argv(void **state)
+{
+    expect_argv("a b  c", (const char *const[]){"a", "b", "c", NULL});
+    expect_argv("  lead\ttab\nnl  ", (const char *const[]){"lead", "tab", "nl", NULL});
+    expect_argv("'a b' \"c d\"", (const char *const[]){"a b", "c d", NULL});
+    expect_argv("'it''s' x\"y\"'z'", (const char *const[]){"its", "xyz", NULL});
+    expect_argv("\"say \\\"hi\\\" \\\\ \\$HOME \\n\"",
+                (const char *const[]){"say \"hi\" \\ $HOME \\n", NULL});
+    expect_argv("'no \\escape \"here\"'", (const char *const[]){"no \\escape \"here\"", NULL});
+    expect_argv("a\\ b \\'c", (const char *const[]){"a b", "'c", NULL});
+    expect_argv("'' \"\"", (const char *const[]){"", "", NULL});
+    expect_argv("run \\\n  --flag", (const char *const[]){"run", "--flag", NULL});
+    expect_argv("no $VAR ${PORT} *.txt",
+                (const char *const[]){"no", "$VAR", "${PORT}", "*.txt", NULL});
+
+    expect_split_error("a 'b", "unterminated single quote");
+    expect_split_error("a \"b", "unterminated double quote");
+    expect_split_error("a \"b\\\"", "unterminated double quote");
+    expect_split_error("a b\\", "trailing backslash; remove it or write '\\\\'");
+    expect_split_error("", "empty command");
+    expect_split_error(" \t\n", "empty command");
+    expect_split_error(NULL, "empty command");
+
+    /* A small err buffer truncates the message, never overflows. */
+    char small[6];
+    assert_null(config_split_argv("'x", small, sizeof small));
+    assert_string_equal(small, "unter");
+    assert_null(config_split_argv("'x", NULL, 0));
+}
+
+static void test_expand_cmd(void **state)
+{
+    struct config *c =
+        parse_ok("models:\n"
+                 "  qwen:\n"
+                 "    model: Qwen/Qwen2.5\n"
+                 "    env: { OWN: \"from model\" }\n"
+                 "    cmd: >-\n"
+                 "      serve ${MODEL} --port=${PORT} --name \"${NAME}\" --gpus ${GPUS}\n"
+                 "      --a ${env.YARD_TEST_SPACED} --b '${NAME}' --c \\${PORT} --d ${env.OWN}x\n"
+                 "  bad:\n"
+                 "    cmd: serve ${env.YARD_TEST_UNSET}\n");
+    setenv("YARD_TEST_SPACED", "two words", 1);
+    unsetenv("YARD_TEST_UNSET");
+    char err[256] = "";
+    char **argv = config_expand_cmd(&c->models[0], 5801, "0,1", err, sizeof err);
+    assert_non_null(argv);
+    const char *const want[] = {"serve",     "Qwen/Qwen2.5", "--port=5801", "--name",
+                                "qwen",      "--gpus",       "0,1",         "--a",
+                                "two words", "--b",          "${NAME}",     "--c",
+                                "${PORT}",   "--d",          "from modelx", NULL};
+    size_t i;
+    for (i = 0; want[i]; i++) {
+        assert_non_null(argv[i]);
+        assert_string_equal(argv[i], want[i]);
+    }
+    assert_null(argv[i]);
+    config_argv_free(argv);
+
+    assert_null(config_expand_cmd(&c->models[1], 5802, "", err, sizeof err));
+    assert_string_equal(
+        err, "environment variable 'YARD_TEST_UNSET' is not set (used in model 'bad' cmd)");
+    setenv("YARD_TEST_UNSET", "", 1);
+    argv = config_expand_cmd(&c->models[1], 5802, "", err, sizeof err);
+    assert_non_null(argv);
+    assert_string_equal(argv[1], "");
+    config_argv_free(argv);
+    unsetenv("YARD_TEST_UNSET");
+
+    /* A model built by hand, never checked by the loader. */
+    struct config_model m = {.name = "x", .cmd = "run ${WHAT}"};
+    assert_null(config_expand_cmd(&m, 1, "", err, sizeof err));
+    assert_string_equal(err, "unknown macro '${WHAT}' in model 'x' cmd; use ${PORT}, ${NAME}, "
+                             "${MODEL}, ${GPUS} or ${env.VAR}");
+    m.cmd = "run --gpus=${GPUS} ${MODEL}";
+    argv = config_expand_cmd(&m, 1, NULL, err, sizeof err);
+    assert_non_null(argv);
+    assert_string_equal(argv[1], "--gpus=");
+    assert_string_equal(argv[2], "x");
+    config_argv_free(argv);
+    config_free(c);
+}
+
+/* ---- reload comparison ---------------------------------------------- */
+
+static void test_model_same(void **state)
+{
+    struct config *a = parse_ok(full_config);
+    struct config *b = parse_ok(full_config);
+    for (size_t i = 0; i < a->n_models; i++)
+        assert_true(config_model_same(&a->models[i], &b->models[i]));
+    assert_false(config_model_same(&a->models[0], &a->models[1]));
+    config_free(b);
+
+    static const struct {
+        const char *from, *to;
+        int same;
+    } edits[] = {
+        {"ttl: 30m", "ttl: 1h", 1},
+        {"aliases: [ qwen, q7 ]", "aliases: [ qwen ]", 1},
+        {"concurrency: 4", "concurrency: 8", 1},
+        {"max_restarts: 3", "max_restarts: 9", 1},
+        {"{ HF_HOME: /models, VLLM_LOGGING_LEVEL: DEBUG }",
+         "{ VLLM_LOGGING_LEVEL: DEBUG, HF_HOME: /models }", 1},
+        {"--served-model-name", "--served-model", 0},
+        {"model: Qwen/Qwen2.5-7B-Instruct", "model: Qwen/Other", 0},
+        {"engine: vllm", "engine: sglang", 0},
+        {"HF_HOME: /models", "HF_HOME: /data", 0},
+        {"VLLM_LOGGING_LEVEL: DEBUG }", "VLLM_LOGGING_LEVEL: DEBUG, X: 1 }", 0},
+        {"cwd: /srv", "cwd: /tmp", 0},
+        {"port: auto", "port: 7002", 0},
+        {"gpus: 1", "gpus: 2", 0},
+        {"gpus: 1", "gpus: [0]", 0},
+        {"pod: gpu-box-1", "pod: gpu-box-2", 0},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        const char *at = strstr(full_config, edits[i].from);
+        assert_non_null(at);
+        char *text = NULL;
+        assert_true(asprintf(&text, "%.*s%s%s", (int)(at - full_config), full_config, edits[i].to,
+                             at + strlen(edits[i].from)) > 0);
+        b = parse_ok(text);
+        if (config_model_same(&a->models[0], &b->models[0]) != edits[i].same)
+            fail_msg("'%s' -> '%s': expected same=%d", edits[i].from, edits[i].to, edits[i].same);
+        config_free(b);
+        free(text);
+    }
+
+    /* The generic probe changes how readiness is judged. */
+    const char *at = strstr(full_config, "status: 204");
+    char *text = NULL;
+    assert_true(asprintf(&text, "%.*sstatus: 200%s", (int)(at - full_config), full_config,
+                         at + strlen("status: 204")) > 0);
+    b = parse_ok(text);
+    assert_false(config_model_same(&a->models[2], &b->models[2]));
+    config_free(b);
+    free(text);
+    config_free(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unknown_key_suggests),
+        cmocka_unit_test(test_unknown_engine),
+        cmocka_unit_test(test_port_conflicts),
+        cmocka_unit_test(test_alias_collision),
+        cmocka_unit_test(test_group_unknown_member),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_empty_and_bad_cmd),
+        cmocka_unit_test(test_unknown_macro),
+        cmocka_unit_test(test_duplicate_keys),
+        cmocka_unit_test(test_yaml_syntax_error),
+        cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_top_level_errors),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_full_round_trip),
+        cmocka_unit_test(test_sizes_and_durations),
+        cmocka_unit_test(test_two_exclusive_groups_ok),
+        cmocka_unit_test(test_split_argv),
+        cmocka_unit_test(test_expand_cmd),
+        cmocka_unit_test(test_model_same),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,476 @@
+/*
+ * Engine adapters: readiness verdicts and log line classification, fed with
+ * lines as the engines print them (../shared/reference/engines.md and
+ * llama-server.md), prefixes included.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "engine/adapter.h"
+
+struct run {
+    const struct engine_ops *ops;
+    struct engine_log_state st;
+    struct engine_line out;
+};
+
+static void run_init(struct run *r, const char *engine)
+{
+    memset(r, 0, sizeof(*r));
+    r->ops = engine_find(engine);
+    assert_non_null(r->ops);
+}
+
+static enum engine_line_kind feed(struct run *r, const char *line)
+{
+    memset(&r->out, 0x5a, sizeof(r->out)); /* the adapter must set every field it reports */
+    r->ops->classify_line(&r->st, line, strlen(line), &r->out);
+    return r->out.kind;
+}
+
+static void expect_none(struct run *r, const char *line)
+{
+    assert_int_equal(feed(r, line), ENGINE_LINE_NONE);
+}
+
+static void expect_ready(struct run *r, const char *line)
+{
+    assert_int_equal(feed(r, line), ENGINE_LINE_READY);
+}
+
+static void expect_progress(struct run *r, const char *line, int percent)
+{
+    assert_int_equal(feed(r, line), ENGINE_LINE_PROGRESS);
+    assert_int_equal(r->out.percent, percent);
+}
+
+static void expect_fatal(struct run *r, const char *line, const char *reason)
+{
+    assert_int_equal(feed(r, line), ENGINE_LINE_FATAL);
+    assert_string_equal(r->out.reason, reason);
+}
+
+/* For reasons too long to spell out: checks the beginning only. */
+static void expect_fatal_prefix(struct run *r, const char *line, const char *prefix)
+{
+    assert_int_equal(feed(r, line), ENGINE_LINE_FATAL);
+    assert_true(strlen(r->out.reason) < 500);
+    if (strncmp(r->out.reason, prefix, strlen(prefix)) != 0)
+        fail_msg("reason '%s' does not start with '%s'", r->out.reason, prefix);
+}
+
+/* ---- engine_find ---- */
+
+static void test_find(void **state)
+{
+    assert_ptr_equal(engine_find("vllm"), &engine_vllm);
+    assert_ptr_equal(engine_find("sglang"), &engine_sglang);
+    assert_ptr_equal(engine_find("llamacpp"), &engine_llamacpp);
+    assert_ptr_equal(engine_find("generic"), &engine_generic);
+    assert_null(engine_find("tgi"));
+    assert_null(engine_find("VLLM"));
+    assert_null(engine_find(""));
+    assert_null(engine_find(NULL));
+
+    size_t n = 0;
+    for (const char *const *name = engine_names; *name; name++, n++) {
+        const struct engine_ops *ops = engine_find(*name);
+        assert_non_null(ops);
+        assert_string_equal(ops->name, *name);
+        assert_string_equal(ops->health_path, "/health");
+        assert_non_null(ops->probe_verdict);
+        assert_non_null(ops->classify_line);
+    }
+    assert_int_equal(n, 4);
+}
+
+/* ---- readiness verdicts ---- */
+
+static const char loading_body[] =
+    "{\"error\":{\"message\":\"Loading model\",\"type\":\"unavailable_error\",\"code\":503}}";
+static const char ok_body[] = "{\"status\":\"ok\"}";
+
+static enum engine_probe verdict(const char *engine, int status, int expected, const char *body)
+{
+    const struct engine_ops *ops = engine_find(engine);
+    return ops->probe_verdict(status, expected, body, body ? strlen(body) : 0);
+}
+
+static void test_probe_verdicts(void **state)
+{
+    static const char *const pythons[] = {"vllm", "sglang"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *e = pythons[i];
+        /* the port refuses connections for the whole load */
+        assert_int_equal(verdict(e, -ECONNREFUSED, 200, NULL), ENGINE_PROBE_WAIT);
+        assert_int_equal(verdict(e, -ETIMEDOUT, 200, NULL), ENGINE_PROBE_WAIT);
+        assert_int_equal(verdict(e, -ECONNRESET, 200, NULL), ENGINE_PROBE_WAIT);
+        assert_int_equal(verdict(e, -EPROTO, 200, NULL), ENGINE_PROBE_WAIT);
+        assert_int_equal(verdict(e, 503, 200, ""), ENGINE_PROBE_WAIT);
+        assert_int_equal(verdict(e, 500, 200, ""), ENGINE_PROBE_WAIT);
+        assert_int_equal(verdict(e, 404, 200, ""), ENGINE_PROBE_WAIT);
+        assert_int_equal(verdict(e, 200, 200, ""), ENGINE_PROBE_READY);
+    }
+
+    assert_int_equal(verdict("llamacpp", 503, 200, loading_body), ENGINE_PROBE_WAIT);
+    assert_int_equal(verdict("llamacpp", 200, 200, ok_body), ENGINE_PROBE_READY);
+    assert_int_equal(verdict("llamacpp", -ECONNREFUSED, 200, NULL), ENGINE_PROBE_WAIT);
+    assert_int_equal(verdict("llamacpp", 404, 200, ""), ENGINE_PROBE_WAIT);
+
+    assert_int_equal(verdict("generic", 200, 200, ""), ENGINE_PROBE_READY);
+    assert_int_equal(verdict("generic", 200, 0, ""), ENGINE_PROBE_READY);
+    assert_int_equal(verdict("generic", 204, 204, ""), ENGINE_PROBE_READY);
+    assert_int_equal(verdict("generic", 200, 204, ""), ENGINE_PROBE_WAIT);
+    assert_int_equal(verdict("generic", 503, 200, ""), ENGINE_PROBE_WAIT);
+    assert_int_equal(verdict("generic", -ECONNREFUSED, 200, NULL), ENGINE_PROBE_WAIT);
+}
+
+/* ---- vLLM ---- */
+
+static void test_vllm_ready_and_progress(void **state)
+{
+    struct run r;
+    run_init(&r, "vllm");
+    expect_none(&r, "(APIServer pid=4711) INFO 10-21 12:00:00 [api_server.py:1805] vLLM API "
+                    "server version 0.11.0");
+    expect_none(&r, "(EngineCore_DP0 pid=4802) INFO 10-21 12:00:03 [gpu_model_runner.py:2602] "
+                    "Model loading took 14.2466 GiB and 5.012 seconds");
+    expect_progress(&r,
+                    "(EngineCore_DP0 pid=4802) Loading safetensors checkpoint shards:  50% "
+                    "Completed | 2/4 [00:01<00:01,  1.50it/s]",
+                    50);
+    assert_int_equal(r.st.percent, 50);
+    expect_progress(&r,
+                    "Loading safetensors checkpoint shards:   0% Completed | 0/4 [00:00<?, "
+                    "?it/s]\rLoading safetensors checkpoint shards:  25% Completed | 1/4 "
+                    "[00:00<00:02,  1.42it/s]",
+                    25);
+    expect_progress(
+        &r, "Loading pt checkpoint shards: 100% Completed | 1/1 [00:00<00:00,  3.20it/s]", 100);
+    /* a line without a progress verdict keeps reporting the last percent */
+    expect_none(&r, "(APIServer pid=4711) INFO:     Started server process [4711]");
+    assert_int_equal(r.out.percent, 100);
+    expect_ready(&r, "(APIServer pid=4711) INFO 10-21 12:00:05 [api_server.py:1839] Starting "
+                     "vLLM API server 0 on http://0.0.0.0:8000");
+    expect_ready(&r, "INFO 10-21 12:00:05 [api_server.py:1839] Starting vLLM API server on "
+                     "http://0.0.0.0:8000");
+    expect_ready(&r, "(APIServer pid=4711) INFO:     Application startup complete.");
+    expect_ready(&r, "INFO:     Application startup complete.");
+}
+
+static void test_vllm_oom_root_cause(void **state)
+{
+    struct run r;
+    run_init(&r, "vllm");
+    /* the cause follows in the traceback: this line alone is not the failure to report */
+    expect_none(&r, "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] EngineCore "
+                    "failed to start.");
+    expect_none(&r, "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] Traceback "
+                    "(most recent call last):");
+    expect_none(&r, "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708]   File "
+                    "\"/usr/lib/python3/vllm/v1/engine/core.py\", line 699, in run_engine_core");
+    expect_fatal(&r,
+                 "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] "
+                 "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
+                 "has a total capacity of 79.19 GiB of which 1.06 GiB is free.",
+                 "CUDA out of memory: Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                 "79.19 GiB of which 1.06 GiB is free.");
+    /* the raised copy of the same exception does not replace the first */
+    expect_fatal_prefix(&r,
+                        "(EngineCore_DP0 pid=4802) torch.OutOfMemoryError: CUDA out of memory. "
+                        "Tried to allocate 4.00 GiB.",
+                        "CUDA out of memory: Tried to allocate 4.00 GiB.");
+    expect_fatal(&r,
+                 "(APIServer pid=4711) RuntimeError: Engine core initialization failed. See root "
+                 "cause above. Failed core proc(s): {'EngineCore_DP0': 1}",
+                 "engine core initialization failed: torch.OutOfMemoryError: CUDA out of "
+                 "memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of "
+                 "which 1.06 GiB is free.");
+}
+
+static void test_vllm_cause_before_headline(void **state)
+{
+    struct run r;
+    run_init(&r, "vllm");
+    expect_none(&r, "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] KeyError: "
+                    "'model.layers.0.mlp.gate_proj.weight'");
+    expect_fatal(&r,
+                 "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] EngineCore failed "
+                 "to start.",
+                 "engine core failed to start: KeyError: 'model.layers.0.mlp.gate_proj.weight'");
+}
+
+static void test_vllm_request_log_is_not_a_failure(void **state)
+{
+    struct run r;
+    run_init(&r, "vllm");
+    /* request logging quotes the prompt at INFO level */
+    expect_none(&r, "(APIServer pid=4711) INFO 10-21 12:30:00 [logger.py:41] Received request "
+                    "chatcmpl-7f3a: prompt: 'why does torch.OutOfMemoryError: CUDA out of memory "
+                    "happen? also OSError: [Errno 98] Address already in use', params: "
+                    "SamplingParams(n=1)");
+    assert_string_equal(r.st.first_error, "");
+    expect_none(&r, "(APIServer pid=4711) WARNING 10-21 12:30:00 [serving_chat.py:200] "
+                    "ValueError: No available memory for the cache blocks (quoted)");
+}
+
+static void test_vllm_init_failed_without_cause(void **state)
+{
+    struct run r;
+    run_init(&r, "vllm");
+    /* a warning that mentions an exception is not a root cause */
+    expect_none(&r, "(APIServer pid=4711) WARNING 10-21 12:00:00 [__init__.py:10] ImportError: "
+                    "cannot import name 'flash_attn'");
+    expect_fatal(&r,
+                 "(APIServer pid=4711) RuntimeError: Engine core initialization failed. See root "
+                 "cause above. Failed core proc(s): {'EngineCore_DP0': 1}",
+                 "Engine core initialization failed. See root cause above. Failed core proc(s): "
+                 "{'EngineCore_DP0': 1}");
+}
+
+static void test_vllm_memory_errors(void **state)
+{
+    struct run r;
+    run_init(&r, "vllm");
+    expect_fatal(&r,
+                 "(EngineCore_DP0 pid=4802) ValueError: Free memory on device (10.5/79.19 GiB) "
+                 "on startup is less than desired GPU memory utilization (0.9, 71.27 GiB). "
+                 "Decrease GPU memory utilization or reduce GPU memory used by other processes.",
+                 "not enough free GPU memory: Free memory on device (10.5/79.19 GiB) on startup "
+                 "is less than desired GPU memory utilization (0.9, 71.27 GiB). Decrease GPU "
+                 "memory utilization or reduce GPU memory used by other processes.");
+    expect_fatal(&r,
+                 "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] ValueError: No "
+                 "available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+                 "when initializing the engine.",
+                 "no GPU memory left for the KV cache: No available memory for the cache blocks. "
+                 "Try increasing `gpu_memory_utilization` when initializing the engine.");
+    expect_fatal_prefix(&r,
+                        "(EngineCore_DP0 pid=4802) ValueError: To serve at least one request "
+                        "with the model's max seq len (131072), (16.00 GiB KV cache is needed, "
+                        "which is larger than the available KV cache memory (9.50 GiB). Based on "
+                        "the available memory, the estimated maximum model length is 77824. Try "
+                        "increasing `gpu_memory_utilization` or decreasing `max_model_len` when "
+                        "initializing the engine.",
+                        "KV cache too small: To serve at least one request with the model's max "
+                        "seq len (131072)");
+    expect_fatal(&r, "(APIServer pid=4711) OSError: [Errno 98] Address already in use",
+                 "port already in use: [Errno 98] Address already in use");
+    /* the first exception seen is what the final line names */
+    assert_string_equal(r.st.first_error,
+                        "ValueError: Free memory on device (10.5/79.19 GiB) on startup is less "
+                        "than desired GPU memory utilization (0.9, 71.27 GiB). Decrease GPU "
+                        "memory utilization or reduce GPU memory used by other processes.");
+}
+
+static void test_reason_bounded(void **state)
+{
+    struct run r;
+    char line[2048];
+    size_t at = 0;
+    const char *head = "(EngineCore_DP0 pid=1) ValueError: Free memory on device ";
+    memcpy(line, head, strlen(head));
+    at = strlen(head);
+    /* a long tail of two-byte characters, to cut between them */
+    while (at + 3 < sizeof(line)) {
+        line[at++] = (char)0xc3;
+        line[at++] = (char)0xa9;
+    }
+    line[at] = '\0';
+    run_init(&r, "vllm");
+    assert_int_equal(feed(&r, line), ENGINE_LINE_FATAL);
+    size_t n = strlen(r.out.reason);
+    assert_true(n < 500);
+    assert_true(n > 400);
+    assert_int_equal((unsigned char)r.out.reason[n - 1], 0xa9);
+    assert_true(strlen(r.st.first_error) < sizeof(r.st.first_error));
+}
+
+/* ---- SGLang ---- */
+
+static void test_sglang(void **state)
+{
+    struct run r;
+    run_init(&r, "sglang");
+    expect_none(&r, "[2025-10-21 12:00:01 TP0] Load weight begin. avail mem=78.50 GB");
+    expect_progress(&r,
+                    "Loading safetensors checkpoint shards:  75% Completed | 3/4 [00:03<00:01,  "
+                    "1.10it/s]",
+                    75);
+    expect_none(&r, "[2025-10-21 12:00:09] INFO:     Uvicorn running on http://127.0.0.1:30000 "
+                    "(Press CTRL+C to quit)");
+    expect_ready(&r, "[2025-10-21 12:00:10] The server is fired up and ready to roll!");
+
+    run_init(&r, "sglang");
+    /* the exception comes later in the same traceback */
+    expect_none(&r, "[2025-10-21 12:00:01 TP0] Scheduler hit an exception: Traceback (most "
+                    "recent call last):");
+    expect_none(&r, "  File \"/sgl/python/sglang/srt/managers/scheduler.py\", line 2411, in "
+                    "run_scheduler_process");
+    expect_fatal(&r,
+                 "RuntimeError: Not enough memory. Please try to increase "
+                 "--mem-fraction-static.",
+                 "not enough GPU memory: Not enough memory. Please try to increase "
+                 "--mem-fraction-static.");
+    expect_fatal(&r,
+                 "[2025-10-21 12:00:01] Received sigquit from a child process. It usually means "
+                 "the child failed.",
+                 "an engine child process failed: RuntimeError: Not enough memory. Please try to "
+                 "increase --mem-fraction-static.");
+    expect_fatal(&r,
+                 "[2025-10-21 12:00:09] Initialization failed. warmup error: Traceback (most "
+                 "recent call last):",
+                 "warmup failed: RuntimeError: Not enough memory. Please try to increase "
+                 "--mem-fraction-static.");
+
+    run_init(&r, "sglang");
+    expect_none(&r, "[2025-10-21 12:00:01 TP0] Scheduler hit an exception: Traceback (most "
+                    "recent call last):");
+    expect_none(&r, "KeyError: 'lm_head.weight'");
+    expect_fatal(&r,
+                 "[2025-10-21 12:00:01] Received sigquit from a child process. It usually means "
+                 "the child failed.",
+                 "an engine child process failed: KeyError: 'lm_head.weight'");
+    expect_fatal(&r,
+                 "[2025-10-21 12:00:01 TP0] Scheduler hit an exception: Traceback (most recent "
+                 "call last):",
+                 "scheduler hit an exception: KeyError: 'lm_head.weight'");
+
+    run_init(&r, "sglang");
+    expect_fatal(&r,
+                 "[2025-10-21 12:00:01 TP0] Scheduler hit an exception: CUDA error: an "
+                 "illegal memory access was encountered",
+                 "scheduler hit an exception: CUDA error: an illegal memory access was "
+                 "encountered");
+
+    run_init(&r, "sglang");
+    expect_fatal(&r,
+                 "[2025-10-21 12:00:09] Initialization failed. warmup error: "
+                 "{'error': 'request timed out'}",
+                 "warmup failed: {'error': 'request timed out'}");
+    expect_fatal(&r,
+                 "[2025-10-21 12:00:02 TP0] torch.OutOfMemoryError: CUDA out of memory. Tried "
+                 "to allocate 1.50 GiB.",
+                 "CUDA out of memory: Tried to allocate 1.50 GiB.");
+    expect_fatal(&r,
+                 "ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', "
+                 "30000): address already in use",
+                 "port already in use: [Errno 98] error while attempting to bind on address "
+                 "('127.0.0.1', 30000): address already in use");
+}
+
+/* ---- llama-server ---- */
+
+static void test_llamacpp_ready(void **state)
+{
+    struct run r;
+    run_init(&r, "llamacpp");
+    expect_none(&r, "I srv    load_model: loading model 'MODEL.gguf'");
+    expect_none(&r, "I srv    load_model: initializing, n_slots = 4, n_ctx_slot = 2048, "
+                    "kv_unified = 'true'");
+    expect_none(&r, "I llama_model_loader: loaded meta data with 27 key-value pairs and 291 "
+                    "tensors from MODEL.gguf");
+    expect_ready(&r, "I srv  llama_server: model loaded");
+    assert_int_equal(r.out.percent, 0);
+    expect_ready(&r, "I srv  llama_server: listening on http://127.0.0.1:18080");
+    expect_ready(&r, "0.00.068.123 I srv  llama_server: listening on http://127.0.0.1:18080");
+    /* older builds: the listener line comes before the load and is not a hint */
+    expect_none(&r, "main: HTTP server is listening, hostname: 127.0.0.1, port: 8080, http "
+                    "threads: 3");
+    expect_ready(&r, "main: server is listening on http://127.0.0.1:8080 - starting the main "
+                     "loop");
+}
+
+static void test_llamacpp_load_error(void **state)
+{
+    struct run r;
+    run_init(&r, "llamacpp");
+    expect_none(&r, "E llama_model_load: error loading model: llama_model_loader: failed to "
+                    "load model from /nonexistent.gguf");
+    expect_none(&r, "E srv    load_model: failed to load model, '/nonexistent.gguf'");
+    expect_fatal(&r, "E srv  llama_server: exiting due to model loading error",
+                 "model loading error: llama_model_loader: failed to load model from "
+                 "/nonexistent.gguf");
+
+    run_init(&r, "llamacpp");
+    expect_none(&r, "E srv    load_model: failed to load model, '/x.gguf'");
+    expect_fatal(&r, "E srv  llama_server: exiting due to model loading error",
+                 "model loading error: failed to load model, '/x.gguf'");
+
+    run_init(&r, "llamacpp");
+    expect_fatal(&r, "E srv  llama_server: exiting due to model loading error",
+                 "model loading error");
+}
+
+static void test_llamacpp_bind_and_oom(void **state)
+{
+    struct run r;
+    run_init(&r, "llamacpp");
+    expect_fatal(&r,
+                 "E srv         start: couldn't bind HTTP server socket, hostname: 127.0.0.1, "
+                 "port: 18083",
+                 "port already in use: couldn't bind HTTP server socket, hostname: 127.0.0.1, "
+                 "port: 18083");
+    expect_fatal(&r, "E srv  llama_server: exiting due to HTTP server error",
+                 "port already in use: couldn't bind HTTP server socket, hostname: 127.0.0.1, "
+                 "port: 18083");
+
+    run_init(&r, "llamacpp");
+    expect_fatal(&r, "E srv  llama_server: exiting due to HTTP server error", "HTTP server error");
+
+    run_init(&r, "llamacpp");
+    expect_fatal(&r,
+                 "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4096.00 MiB on device "
+                 "0: cudaMalloc failed: out of memory",
+                 "CUDA out of memory: allocating 4096.00 MiB on device 0: cudaMalloc failed: out "
+                 "of memory");
+    expect_fatal(&r, "E alloc_tensor_range: failed to allocate CUDA0 buffer of size 4294967296",
+                 "CUDA out of memory: failed to allocate CUDA0 buffer of size 4294967296");
+}
+
+/* ---- generic ---- */
+
+static void test_generic(void **state)
+{
+    struct run r;
+    run_init(&r, "generic");
+    expect_none(&r, "INFO:     Application startup complete.");
+    expect_none(&r, "listening on http://127.0.0.1:9000");
+    expect_none(&r, "ValueError: Free memory on device (1/80 GiB)");
+    expect_fatal(&r, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB.",
+                 "CUDA out of memory: Tried to allocate 20.00 MiB.");
+    expect_fatal(&r, "RuntimeError: CUDA error: out of memory",
+                 "CUDA out of memory: CUDA error: out of memory");
+    expect_fatal(&r, "OSError: [Errno 98] Address already in use",
+                 "port already in use: [Errno 98] Address already in use");
+    expect_fatal(&r, "listen tcp 127.0.0.1:9000: bind: address already in use",
+                 "port already in use: listen tcp 127.0.0.1:9000: bind: address already in use");
+    expect_none(&r, "");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_find),
+        cmocka_unit_test(test_probe_verdicts),
+        cmocka_unit_test(test_vllm_ready_and_progress),
+        cmocka_unit_test(test_vllm_oom_root_cause),
+        cmocka_unit_test(test_vllm_cause_before_headline),
+        cmocka_unit_test(test_vllm_request_log_is_not_a_failure),
+        cmocka_unit_test(test_vllm_init_failed_without_cause),
+        cmocka_unit_test(test_vllm_memory_errors),
+        cmocka_unit_test(test_reason_bounded),
+        cmocka_unit_test(test_sglang),
+        cmocka_unit_test(test_llamacpp_ready),
+        cmocka_unit_test(test_llamacpp_load_error),
+        cmocka_unit_test(test_llamacpp_bind_and_oom),
+        cmocka_unit_test(test_generic),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,173 @@
+/* The local runner: process groups, start-time identity, never signalling a stranger. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "base/alloc.h"
+#include "runner/runner.h"
+
+struct exit_seen {
+    int called;
+    int64_t code;
+    int sig;
+};
+
+static void on_exit_cb(void *arg, int64_t code, int sig)
+{
+    struct exit_seen *e = arg;
+    e->called++;
+    e->code = code;
+    e->sig = sig;
+}
+
+static void run_until(uv_loop_t *loop, int *flag)
+{
+    for (int i = 0; i < 1000 && !*flag; i++)
+        uv_run(loop, UV_RUN_ONCE);
+}
+
+static char logpath[64];
+
+static void test_start_time_of_self(void **state)
+{
+    uint64_t t1 = 0, t2 = 0;
+    assert_int_equal(runner_proc_start_time(getpid(), &t1), 0);
+    assert_int_equal(runner_proc_start_time(getpid(), &t2), 0);
+    assert_true(t1 > 0);
+    assert_true(t1 == t2);
+    assert_int_equal(runner_proc_start_time(999999999, &t1), -ESRCH);
+}
+
+static void test_start_own_group_and_exit_code(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    char *argv[] = {"sh", "-c", "echo hello-from-engine; echo $YARD_T; exit 7", NULL};
+    char *env[] = {"YARD_T=merged-env", NULL};
+    struct runner_spec spec = {.argv = argv, .env = env, .log_path = logpath};
+    struct exit_seen seen = {0};
+    struct runner_proc p;
+    struct runner_watch *w = NULL;
+    char *err = NULL;
+    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
+    assert_int_equal(p.pgid, p.pid);
+    run_until(&loop, &seen.called);
+    assert_int_equal(seen.called, 1);
+    assert_int_equal(seen.code, 7);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    FILE *f = fopen(logpath, "r");
+    char buf[256] = "";
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(buf, "hello-from-engine\nmerged-env\n"));
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_missing_binary(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    char *argv[] = {"no-such-engine-binary", NULL};
+    struct runner_spec spec = {.argv = argv, .log_path = logpath};
+    struct runner_proc p;
+    struct runner_watch *w = NULL;
+    char *err = NULL;
+    assert_true(r.ops->start(&r, &spec, on_exit_cb, NULL, &p, &w, &err) < 0);
+    assert_string_equal(err, "'no-such-engine-binary' not found in PATH");
+    free(err);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_stranger_is_not_ours(void **state)
+{
+    struct runner r;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    runner_local_init(&r, &loop);
+    pid_t child = fork();
+    if (child == 0) {
+        setpgid(0, 0);
+        pause();
+        _exit(0);
+    }
+    setpgid(child, child);
+    uint64_t t;
+    while (runner_proc_start_time(child, &t) < 0)
+        ;
+    /* The record says the same pid but another start time: a reused pid. */
+    struct runner_proc stranger = {.pid = child, .pgid = child, .start_time = t + 1};
+    assert_int_equal(r.ops->is_alive(&r, &stranger), 0);
+    assert_int_equal(r.ops->signal_group(&r, &stranger, SIGKILL), -ESRCH);
+    struct runner_watch *w = NULL;
+    assert_int_equal(r.ops->adopt(&r, &stranger, on_exit_cb, NULL, &w), -ESRCH);
+    /* Still running: nothing was sent. */
+    assert_int_equal(waitpid(child, NULL, WNOHANG), 0);
+
+    struct runner_proc ours = {.pid = child, .pgid = child, .start_time = t};
+    assert_int_equal(r.ops->is_alive(&r, &ours), 1);
+    assert_int_equal(r.ops->group_alive(&r, &ours), 1);
+    assert_int_equal(r.ops->signal_group(&r, &ours, SIGKILL), 0);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(r.ops->group_alive(&r, &ours), 0);
+    uv_loop_close(&loop);
+}
+
+static void test_adopt_notices_exit(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    pid_t child = fork();
+    if (child == 0) {
+        setpgid(0, 0);
+        pause();
+        _exit(0);
+    }
+    uint64_t t;
+    while (runner_proc_start_time(child, &t) < 0)
+        ;
+    struct runner_proc p = {.pid = child, .pgid = child, .start_time = t};
+    struct exit_seen seen = {0};
+    struct runner_watch *w = NULL;
+    assert_int_equal(r.ops->adopt(&r, &p, on_exit_cb, &seen, &w), 0);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    run_until(&loop, &seen.called);
+    assert_int_equal(seen.called, 1);
+    assert_int_equal(seen.code, -1);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    snprintf(logpath, sizeof logpath, "/tmp/yard-test-runner-%d.log", (int)getpid());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_start_time_of_self),
+        cmocka_unit_test(test_start_own_group_and_exit_code),
+        cmocka_unit_test(test_missing_binary),
+        cmocka_unit_test(test_stranger_is_not_ours),
+        cmocka_unit_test(test_adopt_notices_exit),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    unlink(logpath);
+    return rc;
+}

@@ -1,0 +1,687 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+/* Included to reach struct store's connection for pragmas and fault injection. */
+#include "store/store.c"
+
+struct fixture {
+    char root[64];
+    char *dir; /* the state directory, not created yet */
+    char *db;  /* dir/yard.db */
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = xcalloc(1, sizeof *f);
+    snprintf(f->root, sizeof f->root, "/tmp/yard-store-XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    f->dir = xstrfmt("%s/state/yard", f->root);
+    f->db = xstrfmt("%s/yard.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    chmod(f->root, 0700);
+    nftw(f->root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f->dir);
+    free(f->db);
+    free(f);
+    return 0;
+}
+
+static struct store *open_ok(const char *dir)
+{
+    char *err = NULL;
+    struct store *st = store_open(dir, &err);
+    if (!st)
+        fail_msg("store_open: %s", err);
+    assert_null(err);
+    return st;
+}
+
+static void make_instance(struct store_instance *inst, const char *model, const char *host,
+                          const char *state)
+{
+    memset(inst, 0, sizeof *inst);
+    inst->model = (char *)model;
+    inst->host = (char *)host;
+    inst->state = (char *)state;
+    inst->gpus = "0,1";
+    inst->reason = "";
+    inst->cmd = "vllm serve x --port 5800";
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *data = xmalloc((size_t)n + 1);
+    assert_int_equal(fread(data, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return data;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    fclose(fp);
+}
+
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+static char *query_text(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    char *v = xstrdup((const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* Opening a file that must be refused leaves it byte for byte as it was. */
+static char *open_refused(struct fixture *f)
+{
+    size_t before_len, after_len;
+    char *before = read_file(f->db, &before_len);
+    char *err = NULL;
+    struct store *st = store_open(f->dir, &err);
+    assert_null(st);
+    assert_non_null(err);
+    char *after = read_file(f->db, &after_len);
+    assert_int_equal(before_len, after_len);
+    assert_memory_equal(before, after, before_len);
+    free(before);
+    free(after);
+    return err;
+}
+
+static void test_open_creates_and_reopen_preserves(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct stat sb;
+    assert_int_equal(stat(f->dir, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    assert_int_equal(stat(f->db, &sb), 0);
+
+    struct store_instance inst;
+    make_instance(&inst, "qwen-7b", "local", "starting");
+    inst.pid = 4242;
+    inst.pgid = 4242;
+    inst.start_time = 123456789012ULL;
+    inst.port = 5800;
+    inst.restarts = 2;
+    inst.exit_code = -9;
+    inst.ready_ms = 77;
+    assert_int_equal(store_record_transition(st, &inst, NULL), 0);
+    store_close(st);
+
+    st = open_ok(f->dir);
+    struct store_instance got;
+    assert_int_equal(store_get_instance(st, "qwen-7b", "local", &got), 0);
+    assert_int_equal(got.id, inst.id);
+    assert_string_equal(got.model, "qwen-7b");
+    assert_string_equal(got.host, "local");
+    assert_int_equal(got.pid, 4242);
+    assert_int_equal(got.pgid, 4242);
+    assert_true(got.start_time == 123456789012ULL);
+    assert_int_equal(got.port, 5800);
+    assert_string_equal(got.gpus, "0,1");
+    assert_string_equal(got.state, "starting");
+    assert_string_equal(got.reason, "");
+    assert_string_equal(got.cmd, "vllm serve x --port 5800");
+    assert_int_equal(got.restarts, 2);
+    assert_int_equal(got.exit_code, -9);
+    assert_int_equal(got.created_ms, inst.created_ms);
+    assert_int_equal(got.updated_ms, inst.updated_ms);
+    assert_int_equal(got.ready_ms, 77);
+    store_instance_release(&got);
+
+    struct store_event *ev;
+    size_t n;
+    assert_int_equal(store_list_events(st, 0, 100, NULL, &ev, &n), 0);
+    assert_int_equal(n, 1);
+    store_events_free(ev, n);
+    store_close(st);
+}
+
+static void test_wal_and_pragmas(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    char *mode = query_text(st->db, "PRAGMA journal_mode");
+    assert_string_equal(mode, "wal");
+    free(mode);
+    assert_int_equal(query_int(st->db, "PRAGMA synchronous"), 1); /* NORMAL */
+    assert_int_equal(query_int(st->db, "PRAGMA foreign_keys"), 1);
+    assert_int_equal(query_int(st->db, "PRAGMA busy_timeout"), 5000);
+    store_close(st);
+
+    /* WAL is a property of the file: a fresh connection sees it too. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    mode = query_text(db, "PRAGMA journal_mode");
+    assert_string_equal(mode, "wal");
+    free(mode);
+    assert_int_equal(query_int(db, "SELECT value FROM meta WHERE key = 'schema_version'"),
+                     store_schema_version());
+    sqlite3_close(db);
+}
+
+static void test_transition_writes_row_and_event(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_instance inst;
+    make_instance(&inst, "llama", "gpu-box-1", "starting");
+    int64_t t0 = clock_wall_ms();
+    assert_int_equal(store_record_transition(st, &inst, NULL), 0);
+    assert_true(inst.id > 0);
+    assert_true(inst.updated_ms >= t0);
+    assert_true(inst.created_ms >= t0);
+
+    inst.state = "ready";
+    inst.reason = "health check passed";
+    inst.ready_ms = 1234;
+    assert_int_equal(store_record_transition(st, &inst, "starting"), 0);
+
+    struct store_instance got;
+    assert_int_equal(store_get_instance(st, "llama", "gpu-box-1", &got), 0);
+    assert_string_equal(got.state, "ready");
+    assert_string_equal(got.reason, "health check passed");
+    assert_int_equal(got.ready_ms, 1234);
+    store_instance_release(&got);
+
+    struct store_event *ev;
+    size_t n;
+    assert_int_equal(store_list_events(st, 0, 10, NULL, &ev, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(ev[0].model, "llama");
+    assert_string_equal(ev[0].host, "gpu-box-1");
+    assert_string_equal(ev[0].from_state, "");
+    assert_string_equal(ev[0].to_state, "starting");
+    assert_string_equal(ev[0].reason, "");
+    assert_true(ev[0].ts_ms >= t0);
+    assert_string_equal(ev[1].from_state, "starting");
+    assert_string_equal(ev[1].to_state, "ready");
+    assert_string_equal(ev[1].reason, "health check passed");
+    assert_true(ev[1].id > ev[0].id);
+    store_events_free(ev, n);
+
+    /* A first record's from_state is stored as NULL. */
+    assert_int_equal(query_int(st->db, "SELECT count(*) FROM events WHERE from_state IS NULL"), 1);
+    store_close(st);
+}
+
+static void test_null_strings_read_as_empty(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_instance inst;
+    memset(&inst, 0, sizeof inst);
+    inst.model = "m";
+    inst.host = "local";
+    inst.state = "stopped";
+    assert_int_equal(store_put_instance(st, &inst), 0);
+    struct store_instance got;
+    assert_int_equal(store_get_instance(st, "m", "local", &got), 0);
+    assert_non_null(got.gpus);
+    assert_string_equal(got.gpus, "");
+    assert_string_equal(got.reason, "");
+    assert_string_equal(got.cmd, "");
+    store_instance_release(&got);
+
+    /* model, host and state are required. */
+    inst.state = NULL;
+    assert_int_equal(store_record_transition(st, &inst, NULL), -EINVAL);
+    store_close(st);
+}
+
+static void test_upsert_keeps_one_row(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_instance a;
+    make_instance(&a, "qwen", "local", "starting");
+    a.created_ms = 1000;
+    assert_int_equal(store_record_transition(st, &a, NULL), 0);
+    int64_t id = a.id;
+    assert_int_equal(a.created_ms, 1000);
+
+    a.state = "ready";
+    a.created_ms = 0;
+    assert_int_equal(store_record_transition(st, &a, "starting"), 0);
+    assert_int_equal(a.id, id);
+    /* A created_ms of 0 keeps the stored one; any other value replaces it. */
+    assert_int_equal(a.created_ms, 1000);
+    a.created_ms = 2000;
+    assert_int_equal(store_put_instance(st, &a), 0);
+    assert_int_equal(a.created_ms, 2000);
+    a.created_ms = 0;
+    a.pid = 99;
+    assert_int_equal(store_put_instance(st, &a), 0);
+    assert_int_equal(a.id, id);
+
+    struct store_instance b;
+    make_instance(&b, "qwen", "pod-a", "starting");
+    assert_int_equal(store_record_transition(st, &b, NULL), 0);
+    assert_true(b.id != id);
+
+    struct store_instance *arr;
+    size_t n;
+    assert_int_equal(store_list_instances(st, &arr, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(arr[0].host, "local");
+    assert_int_equal(arr[0].pid, 99);
+    assert_int_equal(arr[0].created_ms, 2000);
+    assert_string_equal(arr[0].state, "ready");
+    assert_string_equal(arr[1].host, "pod-a");
+    store_instances_free(arr, n);
+
+    /* put_instance writes no event. */
+    struct store_event *ev;
+    assert_int_equal(store_list_events(st, -1, 100, NULL, &ev, &n), 0);
+    assert_int_equal(n, 3);
+    store_events_free(ev, n);
+    store_close(st);
+}
+
+static void test_list_and_delete(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_instance *arr;
+    size_t n;
+    assert_int_equal(store_list_instances(st, &arr, &n), 0);
+    assert_int_equal(n, 0);
+    store_instances_free(arr, n);
+
+    const char *models[] = {"c", "a", "b"};
+    for (int i = 0; i < 3; i++) {
+        struct store_instance inst;
+        make_instance(&inst, models[i], "local", "ready");
+        assert_int_equal(store_record_transition(st, &inst, NULL), 0);
+    }
+    assert_int_equal(store_list_instances(st, &arr, &n), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(arr[0].model, "a");
+    assert_string_equal(arr[1].model, "b");
+    assert_string_equal(arr[2].model, "c");
+    store_instances_free(arr, n);
+
+    assert_int_equal(store_delete_instance(st, "b", "local"), 0);
+    struct store_instance got;
+    assert_int_equal(store_get_instance(st, "b", "local", &got), -ENOENT);
+    assert_int_equal(store_delete_instance(st, "b", "local"), 0);
+    assert_int_equal(store_list_instances(st, &arr, &n), 0);
+    assert_int_equal(n, 2);
+    store_instances_free(arr, n);
+
+    /* The log of what happened outlives the row. */
+    struct store_event *ev;
+    assert_int_equal(store_list_events(st, -1, 10, "b", &ev, &n), 0);
+    assert_int_equal(n, 1);
+    store_events_free(ev, n);
+    store_close(st);
+}
+
+static void test_events_queries(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    /* Ten events: odd ids for "x", even ids for "y". */
+    struct store_instance x, y;
+    make_instance(&x, "x", "local", "s0");
+    make_instance(&y, "y", "local", "s0");
+    char names[10][8];
+    for (int i = 0; i < 10; i++) {
+        snprintf(names[i], sizeof names[i], "s%d", i + 1);
+        struct store_instance *inst = i % 2 == 0 ? &x : &y;
+        inst->state = names[i];
+        assert_int_equal(store_record_transition(st, inst, NULL), 0);
+    }
+
+    struct store_event *ev;
+    size_t n;
+    assert_int_equal(store_list_events(st, 3, 4, NULL, &ev, &n), 0);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ev[i].id, 4 + (int64_t)i);
+    store_events_free(ev, n);
+
+    assert_int_equal(store_list_events(st, 0, SIZE_MAX, NULL, &ev, &n), 0);
+    assert_int_equal(n, 10);
+    store_events_free(ev, n);
+
+    /* The last three, oldest first. */
+    assert_int_equal(store_list_events(st, -1, 3, NULL, &ev, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(ev[0].id, 8);
+    assert_int_equal(ev[1].id, 9);
+    assert_int_equal(ev[2].id, 10);
+    assert_string_equal(ev[2].to_state, "s10");
+    store_events_free(ev, n);
+
+    assert_int_equal(store_list_events(st, -1, 2, "x", &ev, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ev[0].id, 7);
+    assert_int_equal(ev[1].id, 9);
+    store_events_free(ev, n);
+
+    assert_int_equal(store_list_events(st, 4, 100, "y", &ev, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(ev[0].id, 6);
+    assert_int_equal(ev[2].id, 10);
+    store_events_free(ev, n);
+
+    assert_int_equal(store_list_events(st, 10, 100, NULL, &ev, &n), 0);
+    assert_int_equal(n, 0);
+    store_events_free(ev, n);
+    assert_int_equal(store_list_events(st, -1, 0, NULL, &ev, &n), 0);
+    assert_int_equal(n, 0);
+    store_events_free(ev, n);
+    assert_int_equal(store_list_events(st, -1, 5, "nobody", &ev, &n), 0);
+    assert_int_equal(n, 0);
+    store_events_free(ev, n);
+
+    /* Pruning keeps the newest and never reuses an id. */
+    assert_int_equal(store_prune_events(st, 4), 0);
+    assert_int_equal(store_list_events(st, 0, 100, NULL, &ev, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(ev[0].id, 7);
+    store_events_free(ev, n);
+    assert_int_equal(store_prune_events(st, 0), 0);
+    assert_int_equal(store_record_transition(st, &x, NULL), 0);
+    assert_int_equal(store_list_events(st, -1, 100, NULL, &ev, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ev[0].id, 11);
+    store_events_free(ev, n);
+    store_close(st);
+}
+
+static void test_corrupt_file_refused(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    unsigned char junk[8192];
+    srand(42);
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (unsigned char)rand();
+    write_file(f->db, junk, sizeof junk);
+
+    char *err = open_refused(f);
+    char *want = xstrfmt("'%s' is not a valid yard database (file is not a database); move it "
+                         "aside (mv '%s' '%s.bad') and start again to begin with empty state",
+                         f->db, f->db, f->db);
+    assert_string_equal(err, want);
+    free(want);
+    free(err);
+
+    /* A text file is refused the same way. */
+    write_file(f->db, "hello\n", 6);
+    err = open_refused(f);
+    assert_non_null(strstr(err, "is not a valid yard database"));
+    free(err);
+}
+
+static void test_damaged_pages_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_instance inst;
+    make_instance(&inst, "m", "local", "ready");
+    char reason[512];
+    memset(reason, 'r', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    inst.reason = reason;
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(store_record_transition(st, &inst, "ready"), 0);
+    int64_t page_size = query_int(st->db, "PRAGMA page_size");
+    store_close(st);
+
+    /* Overwrite the middle of the file with junk, keeping the header. */
+    size_t len;
+    char *data = read_file(f->db, &len);
+    assert_true(len > (size_t)page_size * 8);
+    for (size_t i = (size_t)page_size * 3; i < len - (size_t)page_size * 2; i++)
+        data[i] = (char)(i * 7 + 13);
+    write_file(f->db, data, len);
+    free(data);
+
+    char *err = open_refused(f);
+    assert_non_null(strstr(err, "is not a valid yard database"));
+    /* The file was in WAL mode: the advice moves its log along with it. */
+    assert_non_null(strstr(err, ".bad-wal'"));
+    free(err);
+}
+
+static void make_db(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    make_db(f->db, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                   "INSERT INTO meta VALUES ('schema_version', '7');"
+                   "CREATE TABLE future (x);");
+    char *err = open_refused(f);
+    char *want = xstrfmt("'%s' was written by a newer yard (schema 7, this yard knows %d); "
+                         "upgrade yard or point --state-dir elsewhere",
+                         f->db, store_schema_version());
+    assert_string_equal(err, want);
+    free(want);
+    free(err);
+}
+
+static void test_newer_schema_in_wal_refused(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    make_db(f->db, "PRAGMA journal_mode=WAL;"
+                   "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                   "INSERT INTO meta VALUES ('schema_version', '9');");
+    char *err = open_refused(f);
+    assert_non_null(strstr(err, "(schema 9, this yard knows"));
+    free(err);
+}
+
+static void test_foreign_database_refused(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    make_db(f->db, "CREATE TABLE songs (title TEXT); INSERT INTO songs VALUES ('x');");
+    char *err = open_refused(f);
+    assert_non_null(strstr(err, "is not a valid yard database (it holds tables but no yard "
+                                "schema version)"));
+    free(err);
+}
+
+static void test_two_handles(void **state)
+{
+    struct fixture *f = *state;
+    struct store *daemon = open_ok(f->dir);
+    struct store *reader = open_ok(f->dir);
+
+    struct store_instance inst;
+    make_instance(&inst, "qwen", "local", "starting");
+    assert_int_equal(store_record_transition(daemon, &inst, NULL), 0);
+
+    struct store_instance got;
+    assert_int_equal(store_get_instance(reader, "qwen", "local", &got), 0);
+    assert_string_equal(got.state, "starting");
+    store_instance_release(&got);
+
+    /* A reader holding a read transaction does not block the writer under WAL. */
+    assert_int_equal(
+        sqlite3_exec(reader->db, "BEGIN; SELECT count(*) FROM events;", NULL, NULL, NULL),
+        SQLITE_OK);
+    inst.state = "ready";
+    assert_int_equal(store_record_transition(daemon, &inst, "starting"), 0);
+    assert_int_equal(sqlite3_exec(reader->db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+
+    struct store_event *ev;
+    size_t n;
+    assert_int_equal(store_list_events(reader, -1, 10, NULL, &ev, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(ev[1].to_state, "ready");
+    store_events_free(ev, n);
+
+    struct store_instance other;
+    make_instance(&other, "llama", "local", "starting");
+    assert_int_equal(store_record_transition(reader, &other, NULL), 0);
+    assert_int_equal(store_get_instance(daemon, "llama", "local", &got), 0);
+    store_instance_release(&got);
+    store_close(reader);
+    store_close(daemon);
+}
+
+static void test_migrate_from_empty_file(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    write_file(f->db, "", 0);
+    struct store *st = open_ok(f->dir);
+    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"),
+                     store_schema_version());
+    assert_int_equal(query_int(st->db, "SELECT count(*) FROM sqlite_master WHERE name IN "
+                                       "('instances', 'events', 'events_model')"),
+                     3);
+    store_close(st);
+
+    /* Reopening a current database migrates nothing. */
+    st = open_ok(f->dir);
+    assert_int_equal(query_int(st->db, "SELECT count(*) FROM meta"), 1);
+    store_close(st);
+}
+
+static void test_unwritable_directory(void **state)
+{
+    struct fixture *f = *state;
+    char *file = xstrfmt("%s/plain", f->root);
+    write_file(file, "x", 1);
+    char *dir = xstrfmt("%s/sub", file);
+    char *err = NULL;
+    assert_null(store_open(dir, &err));
+    assert_non_null(err);
+    char *want = xstrfmt("cannot create state directory '%s': Not a directory; create it or "
+                         "point --state-dir elsewhere",
+                         dir);
+    assert_string_equal(err, want);
+    free(want);
+    free(err);
+    free(dir);
+    free(file);
+
+    if (geteuid() == 0)
+        return; /* root writes anywhere; the permission check cannot be seen */
+    assert_int_equal(make_dirs(f->dir), 0);
+    assert_int_equal(chmod(f->dir, 0500), 0);
+    err = NULL;
+    assert_null(store_open(f->dir, &err));
+    assert_non_null(strstr(err, "is not writable"));
+    free(err);
+    chmod(f->dir, 0700);
+}
+
+static void test_full_disk(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_instance inst;
+    make_instance(&inst, "m", "local", "ready");
+    assert_int_equal(store_record_transition(st, &inst, NULL), 0);
+
+    /* Cap the file at its current size: the next page it needs is "disk full". */
+    char *sql =
+        xstrfmt("PRAGMA max_page_count = %lld", (long long)query_int(st->db, "PRAGMA page_count"));
+    assert_int_equal(sqlite3_exec(st->db, sql, NULL, NULL, NULL), SQLITE_OK);
+    free(sql);
+
+    char *reason = xmalloc(64 * 1024);
+    memset(reason, 'z', 64 * 1024 - 1);
+    reason[64 * 1024 - 1] = '\0';
+    struct store_instance big;
+    make_instance(&big, "big", "local", "failed");
+    big.reason = reason;
+    assert_int_equal(store_record_transition(st, &big, NULL), -ENOSPC);
+    assert_int_equal(big.id, 0);
+
+    /* Nothing of the failed transition was written, and the store still works. */
+    struct store_instance got;
+    assert_int_equal(store_get_instance(st, "big", "local", &got), -ENOENT);
+    struct store_event *ev;
+    size_t n;
+    assert_int_equal(store_list_events(st, -1, 10, NULL, &ev, &n), 0);
+    assert_int_equal(n, 1);
+    store_events_free(ev, n);
+    inst.state = "stopped";
+    assert_int_equal(store_put_instance(st, &inst), 0);
+    free(reason);
+    store_close(st);
+}
+
+int main(void)
+{
+    log_setup(LOG_WARN, LOG_FORMAT_TEXT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_creates_and_reopen_preserves, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_and_pragmas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transition_writes_row_and_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_null_strings_read_as_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upsert_keeps_one_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_queries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_file_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_pages_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_in_wal_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_database_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_from_empty_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unwritable_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_disk, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
