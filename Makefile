@@ -81,21 +81,25 @@ test: deps-test
 	  fi
 	}
 	$(MAKE) e2e-deps || { failed=$$((failed + 1)); notes+=("FAILED: npm packages for $(E2E_DIR)"); }
-	echo "== release build: build/"
-	if cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
-	   cmake --build build -j$(JOBS); then
+	build_tier() { # build_tier NAME DIR CMAKE-ARGS...: configure + build, keep going past errors
+	  local name=$$1 dir=$$2; shift 2
+	  echo "== $$name build: $$dir/"
+	  if ! cmake -S . -B $$dir "$$@" >/dev/null; then
+	    failed=$$((failed + 1)); notes+=("FAILED: configure of $$dir/"); return 1
+	  fi
+	  local keep=(); [[ -f $$dir/Makefile ]] && keep=(-- -k); [[ -f $$dir/build.ninja ]] && keep=(-- -k 0)
+	  if ! cmake --build $$dir -j$(JOBS) "$${keep[@]}"; then
+	    failed=$$((failed + 1)); notes+=("FAILED: $$name build ($$dir/); ctest runs what was built")
+	  fi
+	  return 0
+	}
+	if build_tier release build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
 	  ctest_tier release build
-	else
-	  failed=$$((failed + 1)); notes+=("FAILED: release build (build/)")
 	fi
-	echo "== sanitizer build: build-asan/"
-	if cmake -S . -B build-asan -DYARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
-	   cmake --build build-asan -j$(JOBS); then
+	if build_tier sanitizer build-asan -DYARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug; then
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest_tier asan build-asan
-	else
-	  failed=$$((failed + 1)); notes+=("FAILED: sanitizer build (build-asan/)")
 	fi
 	echo "== scripts/check-banned.sh"
 	step "scripts/check-banned.sh" scripts/check-banned.sh

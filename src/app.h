@@ -22,8 +22,8 @@ struct app {
     char *state_dir;   /* --state-dir, YARD_STATE_DIR, $XDG_STATE_HOME/yard, ~/.local/state/yard */
     char *listen;      /* --listen HOST:PORT override, or NULL */
     enum log_format log_format;
-    int keep_engines;  /* serve --keep-engines */
-    int json;          /* --json output */
+    int keep_engines; /* serve --keep-engines */
+    int json;         /* --json output */
 
     struct config *cfg;
     struct store *store;

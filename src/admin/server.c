@@ -125,7 +125,8 @@ static void conn_close(struct admin_conn *c)
 static json_t *info_json(const struct sup_info *i)
 {
     const char *nl = strchr(i->reason, '\n');
-    json_t *reason = nl ? json_stringn(i->reason, (size_t)(nl - i->reason)) : json_string(i->reason);
+    json_t *reason =
+        nl ? json_stringn(i->reason, (size_t)(nl - i->reason)) : json_string(i->reason);
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(i->name));
     json_object_set_new(o, "engine", json_string(i->engine));
@@ -165,9 +166,8 @@ static void wait_note(void *arg, const struct sup_note *n)
 {
     struct admin_conn *c = arg;
     if (n->kind == SUP_NOTE_PROGRESS) {
-        conn_send(c, json_pack("{s:{s:s, s:o, s:s}}", "progress", "state",
-                               sup_state_name(n->state), "percent",
-                               n->percent >= 0 ? json_integer(n->percent) : json_null(),
+        conn_send(c, json_pack("{s:{s:s, s:o, s:s}}", "progress", "state", sup_state_name(n->state),
+                               "percent", n->percent >= 0 ? json_integer(n->percent) : json_null(),
                                "message", "loading"));
         return;
     }
@@ -175,15 +175,14 @@ static void wait_note(void *arg, const struct sup_note *n)
         return;
     if (n->state == INST_READY) {
         send_ok(c, json_pack("{s:s, s:s}", "name", n->model, "state", "ready"));
-    } else if (n->state == INST_FAILED || n->state == INST_STOPPED ||
-               n->state == INST_STOPPING) {
+    } else if (n->state == INST_FAILED || n->state == INST_STOPPED || n->state == INST_STOPPING) {
         const char *why = n->state == INST_FAILED ? n->reason : "it was stopped while loading";
         char *msg = xstrfmt("cannot start '%s': %s", n->model, why);
         send_error(c, msg);
         free(msg);
     } else {
-        conn_send(c, json_pack("{s:{s:s, s:n, s:s}}", "progress", "state",
-                               sup_state_name(n->state), "percent", "message", n->reason));
+        conn_send(c, json_pack("{s:{s:s, s:n, s:s}}", "progress", "state", sup_state_name(n->state),
+                               "percent", "message", n->reason));
         return;
     }
     sup_unobserve(c->srv->app->sup, c->obs);
@@ -221,8 +220,7 @@ static void handle_start(struct admin_conn *c, json_t *req)
     }
     sup_info(s, c->model, &info);
     if (!wait || info.state == INST_READY) {
-        send_ok(c, json_pack("{s:s, s:s}", "name", info.name, "state",
-                             sup_state_name(info.state)));
+        send_ok(c, json_pack("{s:s, s:s}", "name", info.name, "state", sup_state_name(info.state)));
         if (c->obs) {
             sup_unobserve(s, c->obs);
             c->obs = NULL;

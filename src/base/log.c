@@ -51,8 +51,8 @@ void log_msg(enum log_level lvl, const char *module, const char *fmt, ...)
     va_end(ap);
 
     if (log_fmt == LOG_FORMAT_JSON) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[lvl],
-                              "module", module, "msg", msg);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[lvl], "module",
+                              module, "msg", msg);
         char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (line)
             fprintf(stderr, "%s\n", line);

@@ -281,8 +281,10 @@ int cmd_serve(int argc, char **argv, struct app *app)
     if (!cfg) {
         for (size_t i = 0; i < errs.n; i++)
             fprintf(stderr, "%s\n", errs.msgs[i]);
-        fprintf(stderr, "yard serve: %s is invalid; nothing was started (check it with 'yard "
-                        "check -c %s')\n", app->config_path, app->config_path);
+        fprintf(stderr,
+                "yard serve: %s is invalid; nothing was started (check it with 'yard "
+                "check -c %s')\n",
+                app->config_path, app->config_path);
         config_errors_release(&errs);
         return 2;
     }

@@ -34,24 +34,24 @@ struct config_model {
     size_t n_aliases;
     struct config_kv *env;
     size_t n_env;
-    char *cwd;           /* NULL: the daemon's working directory */
-    int port;            /* 0: auto, from start_port */
-    int gpu_count;       /* "gpus: 2" */
-    int *gpu_list;       /* "gpus: [0, 1]" */
-    size_t n_gpu_list;   /* gpu_count == n_gpu_list when a list is given */
-    uint64_t vram;       /* bytes; 0 = not declared */
-    uint64_t ttl_ms;     /* 0 = never unload */
+    char *cwd;         /* NULL: the daemon's working directory */
+    int port;          /* 0: auto, from start_port */
+    int gpu_count;     /* "gpus: 2" */
+    int *gpu_list;     /* "gpus: [0, 1]" */
+    size_t n_gpu_list; /* gpu_count == n_gpu_list when a list is given */
+    uint64_t vram;     /* bytes; 0 = not declared */
+    uint64_t ttl_ms;   /* 0 = never unload */
     uint64_t startup_timeout_ms;
     uint64_t stop_timeout_ms;
     enum config_restart restart;
-    int max_restarts;    /* bounded attempts for restart: on-failure (default 5) */
-    int concurrency;     /* 0 = unlimited */
+    int max_restarts; /* bounded attempts for restart: on-failure (default 5) */
+    int concurrency;  /* 0 = unlimited */
     enum config_weights evict_weights;
     enum config_process evict_process;
-    char *pod;           /* NULL: local */
-    char *health_path;   /* generic engine: probe path (default "/health") */
-    int health_status;   /* generic engine: expected status (default 200) */
-    int line, col;       /* position of the model's key, for messages */
+    char *pod;         /* NULL: local */
+    char *health_path; /* generic engine: probe path (default "/health") */
+    int health_status; /* generic engine: expected status (default 200) */
+    int line, col;     /* position of the model's key, for messages */
 };
 
 struct config_group {

@@ -18,20 +18,20 @@ struct store;
 struct store_instance {
     int64_t id;
     char *model;
-    char *host;          /* "local" or a pod's name */
-    int pid;             /* 0 when no process */
+    char *host; /* "local" or a pod's name */
+    int pid;    /* 0 when no process */
     int pgid;
     uint64_t start_time; /* /proc/PID/stat field 22, clock ticks since boot */
     int port;
-    char *gpus;          /* "0,1" or "" */
-    char *state;         /* the instance state's name: "starting", "ready", ... */
-    char *reason;        /* why it is in that state; "" when none */
-    char *cmd;           /* the expanded command line, for display */
-    int restarts;        /* restarts since the last healthy run */
-    int exit_code;       /* last exit code, or -signal; 0 when none */
-    int64_t created_ms;  /* wall clock */
+    char *gpus;         /* "0,1" or "" */
+    char *state;        /* the instance state's name: "starting", "ready", ... */
+    char *reason;       /* why it is in that state; "" when none */
+    char *cmd;          /* the expanded command line, for display */
+    int restarts;       /* restarts since the last healthy run */
+    int exit_code;      /* last exit code, or -signal; 0 when none */
+    int64_t created_ms; /* wall clock */
     int64_t updated_ms;
-    int64_t ready_ms;    /* when it last became ready; 0 when never */
+    int64_t ready_ms; /* when it last became ready; 0 when never */
 };
 
 struct store_event {
@@ -60,8 +60,7 @@ int store_schema_version(void);
  * with inst->reason. from_state may be NULL for a first record.
  * Returns 0 or a negative errno-style code (-EIO, -ENOSPC).
  */
-int store_record_transition(struct store *st, struct store_instance *inst,
-                            const char *from_state);
+int store_record_transition(struct store *st, struct store_instance *inst, const char *from_state);
 /* Upserts the row without an event (pid, port, restarts change). */
 int store_put_instance(struct store *st, struct store_instance *inst);
 /* Fills out (release with store_instance_release); -ENOENT if none. */

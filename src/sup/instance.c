@@ -34,9 +34,12 @@
 #define BACKOFF_MAX_MS 60000
 
 static const char *const state_names[] = {
-    [INST_STOPPED] = "stopped",   [INST_STARTING] = "starting",
-    [INST_READY] = "ready",       [INST_SLEEPING] = "sleeping",
-    [INST_CHECKPOINTED] = "checkpointed", [INST_STOPPING] = "stopping",
+    [INST_STOPPED] = "stopped",
+    [INST_STARTING] = "starting",
+    [INST_READY] = "ready",
+    [INST_SLEEPING] = "sleeping",
+    [INST_CHECKPOINTED] = "checkpointed",
+    [INST_STOPPING] = "stopping",
     [INST_FAILED] = "failed",
 };
 
@@ -86,8 +89,8 @@ static void inst_set_state(struct instance *in, enum inst_state to, const char *
     else
         log_info("sup", "'%s' %s -> %s%s%s", in->name, state_names[from], state_names[to],
                  *in->reason ? ": " : "", in->reason);
-    struct sup_note n = {.kind = SUP_NOTE_STATE, .model = in->name, .state = to,
-                         .reason = in->reason};
+    struct sup_note n = {
+        .kind = SUP_NOTE_STATE, .model = in->name, .state = to, .reason = in->reason};
     sup__notify(in->sup, &n);
 }
 
@@ -241,8 +244,10 @@ static void inst_fail(struct instance *in, const char *reason)
             log_info("sup", "'%s' restarts in %s", in->name, units_fmt_duration(ms, d, sizeof d));
             uv_timer_start(&in->restart_timer, restart_fire, ms, 0);
         } else {
-            log_warn("sup", "'%s' failed %d times in a row; not restarting it again "
-                     "(start it with 'yard start %s')", in->name, in->restarts + 1, in->name);
+            log_warn("sup",
+                     "'%s' failed %d times in a row; not restarting it again "
+                     "(start it with 'yard start %s')",
+                     in->name, in->restarts + 1, in->name);
         }
     }
 }
@@ -310,9 +315,9 @@ static void deadline_fire(uv_timer_t *t)
             inst_fail(in, why);
             free(why);
         } else {
-            char *why = xstrfmt("did not become ready within %s (startup_timeout)",
-                                units_fmt_duration(in->m ? in->m->startup_timeout_ms : 0, d,
-                                                   sizeof d));
+            char *why =
+                xstrfmt("did not become ready within %s (startup_timeout)",
+                        units_fmt_duration(in->m ? in->m->startup_timeout_ms : 0, d, sizeof d));
             inst_fail(in, why);
             free(why);
         }
@@ -385,8 +390,8 @@ static int alloc_port(struct instance *in)
     for (int port = cfg->start_port; port < 65536; port++) {
         int taken = port == cfg->listen_port;
         for (size_t i = 0; i < s->n_inst && !taken; i++)
-            taken = s->inst[i] != in && s->inst[i]->state != INST_STOPPED &&
-                    s->inst[i]->port == port;
+            taken =
+                s->inst[i] != in && s->inst[i]->state != INST_STOPPED && s->inst[i]->port == port;
         for (size_t i = 0; i < cfg->n_models && !taken; i++)
             taken = cfg->models[i].port == port;
         if (taken)
@@ -534,8 +539,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
     inst_set_state(in, INST_STOPPING, NULL, NULL);
     int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
     if (rc < 0 && rc != -ESRCH)
-        log_warn("sup", "cannot signal '%s' (pgid %d): %s", in->name, in->proc.pgid,
-                 strerror(-rc));
+        log_warn("sup", "cannot signal '%s' (pgid %d): %s", in->name, in->proc.pgid, strerror(-rc));
     uv_timer_start(&in->deadline_timer, deadline_fire, in->stop_timeout_ms, 0);
     uv_timer_start(&in->reap_timer, reap_poll, REAP_POLL_MS, 0);
 }
@@ -583,8 +587,10 @@ void sup__inst_on_line(struct instance *in, const char *line, size_t len)
     case ENGINE_LINE_PROGRESS:
         if (in->state == INST_STARTING && cl.percent != in->percent) {
             in->percent = cl.percent;
-            struct sup_note p = {.kind = SUP_NOTE_PROGRESS, .model = in->name,
-                                 .state = in->state, .percent = cl.percent};
+            struct sup_note p = {.kind = SUP_NOTE_PROGRESS,
+                                 .model = in->name,
+                                 .state = in->state,
+                                 .percent = cl.percent};
             sup__notify(in->sup, &p);
         }
         break;

@@ -90,8 +90,8 @@ void sup_adopt_all(struct sup *s)
                 store_delete_instance(s->app->store, r->model, r->host);
                 continue;
             }
-            struct config_model ghost = {.name = r->model, .engine = "generic", .max_restarts = 0,
-                                         .stop_timeout_ms = 10000};
+            struct config_model ghost = {
+                .name = r->model, .engine = "generic", .max_restarts = 0, .stop_timeout_ms = 10000};
             in = sup__instance_new(s, &ghost);
             in->m = NULL;
             in->removed = 1;
@@ -156,9 +156,8 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .pid = running ? in->proc.pid : 0,
         .port = running ? in->port : 0,
         .gpus = running && in->gpus ? in->gpus : "",
-        .uptime_s = running && in->started_wall_ms
-                        ? (clock_wall_ms() - in->started_wall_ms) / 1000
-                        : -1,
+        .uptime_s =
+            running && in->started_wall_ms ? (clock_wall_ms() - in->started_wall_ms) / 1000 : -1,
         .reason = in->reason ? in->reason : "",
         .detail = in->detail ? in->detail : "",
         .percent = in->state == INST_STARTING ? in->percent : -1,

@@ -13,8 +13,8 @@
 #include "runner/runner.h"
 #include "sup/sup.h"
 
-#define SUP_TAIL_LINES 20  /* last log lines kept for a failure's detail */
-#define SUP_LINE_MAX 4096  /* longer log lines are cut */
+#define SUP_TAIL_LINES 20 /* last log lines kept for a failure's detail */
+#define SUP_LINE_MAX 4096 /* longer log lines are cut */
 
 struct instance;
 

@@ -12,12 +12,14 @@ import {
     httpProbe,
     parseSSE,
     pidAlive,
+    sanitizerReport,
     startMockEngine,
     waitFor,
 } from './lib/harness.mjs';
 import fs from 'node:fs';
 
 const LOAD_MS = 300;
+const MAX_TOKENS = 8;
 
 // What /health answers while the engine loads, in order, then 200.
 //   vllm:     the API server does not listen until the model is loaded
@@ -82,7 +84,7 @@ describe('mock engine', () => {
             const res = await httpPost(`${base}/v1/chat/completions`, {
                 model: name,
                 stream: true,
-                max_tokens: 8,
+                max_tokens: MAX_TOKENS,
                 messages: [{ role: 'user', content: 'count to eight' }],
             });
             assert.equal(res.status, 200, `chat answered ${res.status}: ${res.body}`);
@@ -108,11 +110,15 @@ describe('mock engine', () => {
                 text += choice.delta?.content ?? '';
                 finish = choice.finish_reason ?? null;
             });
-            assert.ok(text.length > 0, `stream carried no content: ${res.body}`);
-            assert.ok(finish, `no chunk carried finish_reason: ${res.body}`);
+            // The mock generates "tok0 tok1 ...": every token, in order, max_tokens of them.
+            const want = Array.from({ length: MAX_TOKENS }, (_, i) => `tok${i}`);
+            assert.deepEqual(text.trim().split(/\s+/), want, `tokens out of order or lost: ${text}`);
+            assert.equal(finish, 'length', `finish_reason ${finish} after max_tokens tokens`);
 
             const exit = await engine.stop(5000);
-            assert.ok(exit, `${flavor} mock engine did not exit on SIGTERM`);
+            assert.ok(exit && !exit.killed, `${flavor} mock engine did not exit on SIGTERM`);
+            const report = sanitizerReport(engine.logText());
+            assert.equal(report, null, `sanitizer report from the mock engine:\n${report}`);
         });
     }
 });

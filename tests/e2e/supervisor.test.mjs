@@ -97,7 +97,7 @@ test('start --wait shows load progress and exits 0', async () => {
 
 const failures = [
     ['vllm', 'oom', /out of memory/i],
-    ['llamacpp', 'oom', /model loading error|failed to load model/i],
+    ['llamacpp', 'oom', /out of memory|model loading error/i],
     ['sglang', 'oom', /not enough memory/i],
     ['vllm', 'exit-early', /exited with code 3 during load/],
 ];
@@ -168,7 +168,7 @@ test('crash while ready: detected, restarted with backoff', async () => {
     const { dir, d } = await daemonWith({
         m: {
             engine: 'llamacpp',
-            cmd: mock('llamacpp', '--load-time 100ms --fail crash-after:1'),
+            cmd: mock('llamacpp', '--load-time 100ms --fail crash-after:0'),
             restart: 'on-failure',
             max_restarts: 3,
         },

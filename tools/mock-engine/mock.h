@@ -56,9 +56,10 @@ struct mock {
     pid_t mem_pid; /* whose line the ledger carries: ours, or the forked child's */
     pid_t child_pid;
     int stopping;
+    int exit_code;
     /* vllm sleep / sglang release */
-    int sleep_level;      /* 0 awake, 1 or 2 */
-    int weights_asleep;   /* a tag still asleep */
+    int sleep_level;    /* 0 awake, 1 or 2 */
+    int weights_asleep; /* a tag still asleep */
     int kv_asleep;
     int weights_need_reload; /* level 2: weights were discarded */
     int released;            /* sglang: memory released */
@@ -78,6 +79,9 @@ void mock_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The flavor's informational log prefix: vLLM's "(APIServer pid=N) INFO MM-DD hh:mm:ss [src]". */
 void mock_vllm_log(const char *level, const char *src, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* vLLM's engine-core process lines carry its pid (the forked child's with fork-child). */
+void mock_vllm_core_log(struct mock *m, const char *level, const char *src, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 void mock_sglang_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Exits the process the way a crash would: SIGKILL to itself, no cleanup. */
 void mock_crash(struct mock *m, const char *why) __attribute__((noreturn));
@@ -90,8 +94,6 @@ int mock_ledger_remove(const char *path, pid_t pid);
 
 /* api.c: the OpenAI / Anthropic surface common to every flavor */
 void mock_api_handle(struct mock *m, struct http_request *req);
-/* Aborts every generation in flight (shutdown). */
-void mock_api_cancel_all(struct mock *m);
 
 /* flavor.c */
 void mock_flavor_handle(struct mock *m, struct http_request *req);

@@ -227,14 +227,30 @@ function trackChild(child, name, group) {
     return rec;
 }
 
+// A group record is signalled as long as its group has members, even after the
+// leader exited (a fork that ignores SIGTERM stays behind in the group).
 function signalRec(rec, sig) {
-    if (rec.exited) return;
     try {
-        if (rec.group) process.kill(-rec.pid, sig);
-        else process.kill(rec.pid, sig);
+        if (rec.group) {
+            if (!rec.exited || processesInGroup(rec.pid).length > 0) process.kill(-rec.pid, sig);
+        } else if (!rec.exited) {
+            process.kill(rec.pid, sig);
+        }
     } catch {
         // already gone
     }
+}
+
+/** Waits for the leader's exit and, for a group, for the group to empty. */
+async function waitGone(rec, timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    const r = await waitRecExit(rec, timeoutMs);
+    if (!r || !rec.group) return r;
+    while (processesInGroup(rec.pid).length > 0) {
+        if (Date.now() >= deadline) return null;
+        await sleep(10);
+    }
+    return r;
 }
 
 async function waitRecExit(rec, timeoutMs) {
@@ -268,11 +284,11 @@ export function startProcess(cmd, args = [], { env = {}, cwd, logPath, name } = 
     } finally {
         fs.closeSync(fd);
     }
+    child.on('error', () => {}); // a failed spawn is reported below, by pid
     if (child.pid === undefined) {
         throw new Error(`cannot start '${cmd}': not found or not executable`);
     }
     const rec = trackChild(child, name || path.basename(cmd), true);
-    child.on('error', () => {}); // reported through exit / pid checks
     return {
         pid: child.pid,
         pgid: child.pid,
@@ -281,15 +297,15 @@ export function startProcess(cmd, args = [], { env = {}, cwd, logPath, name } = 
         kill: (sig = 'SIGTERM') => signalRec(rec, sig),
         /** Resolves {code, signal}, or null on timeout. */
         waitExit: (timeoutMs = 10000) => waitRecExit(rec, timeoutMs),
-        /** SIGTERM to the group, then SIGKILL after timeoutMs. Resolves {code, signal}. */
+        /** SIGTERM to the group; SIGKILL to it when the group has not emptied after
+         *  timeoutMs. Resolves the leader's {code, signal, killed}. */
         stop: async (timeoutMs = 5000) => {
             signalRec(rec, 'SIGTERM');
-            let r = await waitRecExit(rec, timeoutMs);
-            if (!r) {
-                signalRec(rec, 'SIGKILL');
-                r = await waitRecExit(rec, 5000);
-            }
-            return r;
+            let r = await waitGone(rec, timeoutMs);
+            if (r) return { ...r, killed: false };
+            signalRec(rec, 'SIGKILL');
+            r = await waitGone(rec, 5000);
+            return r ? { ...r, killed: true } : null;
         },
         logText: () => readText(logPath),
         get exited() {
@@ -380,8 +396,8 @@ export async function startDaemon({
         fs.closeSync(errFd);
         fs.closeSync(outFd);
     }
+    child.on('error', () => {}); // a failed spawn is reported below, by pid
     if (child.pid === undefined) throw new Error(`cannot start '${YARD_BIN}': not found`);
-    child.on('error', () => {});
     const rec = trackChild(child, 'yard serve', false);
     const sock = path.join(stateDir, 'yard.sock');
 
@@ -773,9 +789,9 @@ export async function cleanup() {
     }
     for (const rec of tracked) signalRec(rec, 'SIGTERM');
     for (const rec of tracked) {
-        if (!(await waitRecExit(rec, 3000))) {
+        if (!(await waitGone(rec, 3000))) {
             signalRec(rec, 'SIGKILL');
-            await waitRecExit(rec, 2000);
+            await waitGone(rec, 2000);
         }
     }
     // Members of the groups just signalled may take a moment to go.
