@@ -63,17 +63,29 @@ static void feed(struct logtail *t, const char *data, size_t n)
     }
 }
 
-/* Copies the file to PATH.1 and truncates it in place. */
+/*
+ * Copies the file to PATH.1 and truncates it in place. The copy is repeated
+ * for what arrives while copying, so only bytes written in the instant
+ * between the last copy and the truncate can be lost.
+ */
 static void rotate(struct logtail *t)
 {
     char *old = xstrfmt("%s.1", t->path);
     int in_fd = open(t->path, O_RDONLY | O_CLOEXEC);
     int out_fd = open(old, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int ok = in_fd >= 0 && out_fd >= 0;
+    off_t copied = 0;
     char buf[65536];
-    ssize_t n;
-    while (ok && (n = read(in_fd, buf, sizeof buf)) > 0)
-        ok = write(out_fd, buf, (size_t)n) == n;
+    for (int pass = 0; ok && pass < 4; pass++) {
+        ssize_t n;
+        off_t before = copied;
+        while (ok && (n = pread(in_fd, buf, sizeof buf, copied)) > 0) {
+            ok = write(out_fd, buf, (size_t)n) == n;
+            copied += n;
+        }
+        if (copied == before)
+            break;
+    }
     if (in_fd >= 0)
         close(in_fd);
     if (out_fd >= 0 && close(out_fd) < 0)

@@ -314,3 +314,46 @@ test('ps --json has the stable keys', async () => {
     await d.stop();
     void procStartTime;
 });
+
+test('log files are capped: rotated to NAME.log.1, the engine keeps writing', async () => {
+    const dir = tmpdir();
+    const port = await freePort();
+    const script =
+        'i=0; while [ $i -lt 3000 ]; do echo "line $i padding padding padding padding"; i=$((i+1)); done; sleep 1; echo last-marker; exec sleep 60';
+    const config = writeConfig(
+        dir,
+        `listen: 127.0.0.1:${port}\nlog_max_size: 16KiB\nmodels:\n  chatty:\n    engine: generic\n` +
+            `    cmd: ${JSON.stringify(`sh -c '${script}'`)}\n    startup_timeout: 60s\n` +
+            `    stop_timeout: 1s\n`
+    );
+    const d = await startDaemon({ config, stateDir: dir });
+    await yard(['start', 'chatty'], { stateDir: dir });
+    const log = path.join(dir, 'logs', 'chatty.log');
+    await waitFor(() => fs.existsSync(`${log}.1`), { timeoutMs: 10000, what: 'a rotated log' });
+    await waitFor(
+        () => fs.readFileSync(log, 'utf8').includes('last-marker'),
+        { timeoutMs: 10000, what: 'the last line' }
+    );
+    assert.ok(fs.statSync(log).size <= 64 * 1024, `log grew to ${fs.statSync(log).size}`);
+    assert.ok(fs.statSync(`${log}.1`).size <= 96 * 1024);
+    await d.stop();
+});
+
+test('--log-format json: one JSON object per line', async () => {
+    const dir = tmpdir();
+    const port = await freePort();
+    const config = writeConfig(
+        dir,
+        `listen: 127.0.0.1:${port}\nmodels:\n  m:\n    engine: vllm\n    cmd: ${JSON.stringify(mock('vllm'))}\n`
+    );
+    const d = await startDaemon({ config, stateDir: dir, args: ['--log-format', 'json'] });
+    await yard(['start', 'm', '--wait'], { stateDir: dir });
+    await d.stop();
+    const lines = d.logText().trim().split('\n');
+    assert.ok(lines.length >= 3);
+    for (const l of lines) {
+        const o = JSON.parse(l);
+        assert.ok(o.ts && o.level && o.module && typeof o.msg === 'string', l);
+    }
+    assert.ok(lines.some((l) => /starting -> ready/.test(JSON.parse(l).msg)));
+});
