@@ -11,6 +11,8 @@ struct config;
 struct store;
 struct sup;
 struct admin_server;
+struct sched;
+struct router;
 
 /*
  * The one piece of mutable state in a yard process, passed explicitly. The
@@ -29,6 +31,8 @@ struct app {
     struct store *store;
     struct sup *sup;
     struct admin_server *admin;
+    struct sched *sched;
+    struct router *router;
 
     /* Replaceable in tests. */
     uint64_t (*now_ms)(void); /* monotonic */

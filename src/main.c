@@ -19,6 +19,8 @@ static const struct cmd commands[] = {
     {"ps", cmd_ps, "list instances"},
     {"start", cmd_start, "load a model now"},
     {"stop", cmd_stop, "stop a model, or every model with --all"},
+    {"pin", cmd_pin, "keep a model resident against eviction and ttl"},
+    {"unpin", cmd_unpin, "let a pinned model be evicted again"},
     {"logs", cmd_logs, "print a model's engine log"},
     {"events", cmd_events, "print state changes"},
     {"version", cmd_version, "print the version of yard and of the daemon"},

@@ -17,6 +17,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/log.h"
+#include "sched/sched.h"
 #include "store/store.h"
 #include "sup/sup.h"
 
@@ -250,6 +251,38 @@ static void stop_done(void *arg)
     free(x);
 }
 
+/* A stop drains the model's requests first when the router runs. */
+static int stop_one(struct admin_conn *c, const char *name, void (*done)(void *), void *arg,
+                    char **err)
+{
+    struct app *app = c->srv->app;
+    if (app->sched)
+        return sched_stop(app->sched, name, done, arg, err);
+    return sup_stop(app->sup, name, done, arg, err);
+}
+
+static void handle_pin(struct admin_conn *c, json_t *req, int pinned)
+{
+    const char *model = json_string_value(json_object_get(req, "model"));
+    char *err = NULL;
+    if (!model) {
+        send_error(c, pinned ? "'pin' needs a model name" : "'unpin' needs a model name");
+        return;
+    }
+    if (!c->srv->app->sched) {
+        send_error(c, "the router is not running");
+        return;
+    }
+    if (sched_pin(c->srv->app->sched, model, pinned, &err) < 0) {
+        send_error(c, err);
+        free(err);
+        return;
+    }
+    struct sup_info info;
+    sup_info(c->srv->app->sup, model, &info);
+    send_ok(c, json_pack("{s:s, s:b}", "name", info.name, "pinned", pinned));
+}
+
 static void handle_stop(struct admin_conn *c, json_t *req)
 {
     struct sup *s = c->srv->app->sup;
@@ -278,7 +311,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
                 continue;
             json_array_append_new(x->names, json_string(names[i]));
             x->pending++;
-            sup_stop(s, names[i], stop_done, x, &err);
+            stop_one(c, names[i], stop_done, x, &err);
             free(names[i]);
         }
         free(names);
@@ -296,7 +329,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
         json_array_append_new(x->names, json_string(info.name));
         x->pending++;
         char *name = xstrdup(info.name);
-        sup_stop(s, name, stop_done, x, &err);
+        stop_one(c, name, stop_done, x, &err);
         free(name);
     }
     stop_done(x);
@@ -465,6 +498,10 @@ static void handle_line(struct admin_conn *c, const char *line, size_t len)
         handle_events(c, req);
     else if (strcmp(cmd, "reload") == 0)
         handle_reload(c);
+    else if (strcmp(cmd, "pin") == 0)
+        handle_pin(c, req, 1);
+    else if (strcmp(cmd, "unpin") == 0)
+        handle_pin(c, req, 0);
     else {
         char *msg = xstrfmt("unknown command '%s'", cmd);
         send_error(c, msg);

@@ -21,6 +21,8 @@
 #include "base/log.h"
 #include "cli/cli.h"
 #include "config/config.h"
+#include "router/router.h"
+#include "sched/sched.h"
 #include "store/store.h"
 #include "sup/sup.h"
 
@@ -109,8 +111,13 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
         config_errors_release(&errs);
         return NULL;
     }
+    if (strcmp(cfg->listen_host, app->cfg->listen_host) != 0 ||
+        cfg->listen_port != app->cfg->listen_port)
+        log_warn("serve", "'listen' changed to %s:%d; it takes effect when yard restarts",
+                 cfg->listen_host, cfg->listen_port);
     char *kept, *restarted, *stopped, *added;
     sup_reload(app->sup, cfg, &kept, &restarted, &stopped, &added);
+    sched_sync(app->sched);
     log_info("serve", "reloaded %s: kept [%s] restarted [%s] stopped [%s] added [%s]",
              app->config_path, kept, restarted, stopped, added);
     json_t *res = json_pack("{s:o, s:o, s:o, s:o}", "kept", split_list(kept), "restarted",
@@ -165,6 +172,16 @@ static void on_sup_done(void *arg)
     d->app->sup = NULL;
 }
 
+/* Clients are gone: the queues go, then the engines. */
+static void on_router_closed(void *arg)
+{
+    struct daemon *d = arg;
+    d->app->router = NULL;
+    sched_free(d->app->sched);
+    d->app->sched = NULL;
+    sup_shutdown(d->app->sup, d->app->keep_engines, on_sup_done, d);
+}
+
 static void daemon_stop(struct daemon *d)
 {
     if (d->stopping)
@@ -179,7 +196,7 @@ static void daemon_stop(struct daemon *d)
     uv_close((uv_handle_t *)&d->reload_timer, NULL);
     admin_server_close(d->app->admin);
     d->app->admin = NULL;
-    sup_shutdown(d->app->sup, d->app->keep_engines, on_sup_done, d);
+    router_close(d->app->router, on_router_closed, d);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -318,8 +335,14 @@ int cmd_serve(int argc, char **argv, struct app *app)
     app->loop = uv_default_loop();
     struct daemon d = {.app = app};
     app->sup = sup_new(app);
-    app->admin = admin_server_new(app, daemon_reload, &err);
+    app->sched = sched_new(app);
+    app->router = router_new(app, &err);
+    if (app->router)
+        app->admin = admin_server_new(app, daemon_reload, &err);
     if (!app->admin) {
+        if (app->router)
+            router_close(app->router, NULL, NULL);
+        sched_free(app->sched);
         fprintf(stderr, "yard serve: %s\n", err);
         free(err);
         sup_shutdown(app->sup, 1, NULL, NULL);

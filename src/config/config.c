@@ -489,20 +489,51 @@ static void parse_defaults(struct walk *w, const yaml_node_t *n)
 
 static void parse_router(struct walk *w, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"max_queue", "max_wait", "policy", NULL};
+    static const char *const keys[] = {
+        "max_queue",  "max_wait",       "policy",       "max_loaded",      "max_body",
+        "max_header", "header_timeout", "idle_timeout", "max_connections", NULL};
     static const char *const policies[] = {"fifo", "cost_aware", "time_slice"};
     struct config *cfg = w->cfg;
-    yaml_node_t *v[3];
+    yaml_node_t *v[9];
     if (walk_map(w, n, "router", "in 'router'", keys, v) < 0)
         return;
     if (present(v[0]))
         get_int(w, v[0], "router.max_queue", 1, 1000000, &cfg->router_max_queue);
-    if (present(v[1]))
+    if (present(v[1])) {
         get_duration(w, v[1], "router.max_wait", &cfg->router_max_wait_ms);
+        if (cfg->router_max_wait_ms == 0)
+            err_at(w, v[1], "router.max_wait: must be more than 0");
+    }
     if (present(v[2]) && get_enum(w, v[2], "router.policy", "policy", policies, 3) >= 0) {
         free(cfg->router_policy);
         cfg->router_policy = xstrdup(scalar(v[2]));
     }
+    if (present(v[3]))
+        get_int(w, v[3], "router.max_loaded", 0, 100000, &cfg->router_max_loaded);
+    if (present(v[4])) {
+        get_size(w, v[4], "router.max_body", &cfg->router_max_body);
+        if (cfg->router_max_body == 0 || cfg->router_max_body > (1ull << 30))
+            err_at(w, v[4], "router.max_body: '%s' is out of range; use 1 byte to 1GiB",
+                   scalar(v[4]));
+    }
+    if (present(v[5])) {
+        get_size(w, v[5], "router.max_header", &cfg->router_max_header);
+        if (cfg->router_max_header < 1024 || cfg->router_max_header > (16ull << 20))
+            err_at(w, v[5], "router.max_header: '%s' is out of range; use 1KiB to 16MiB",
+                   scalar(v[5]));
+    }
+    if (present(v[6])) {
+        get_duration(w, v[6], "router.header_timeout", &cfg->router_header_timeout_ms);
+        if (cfg->router_header_timeout_ms == 0)
+            err_at(w, v[6], "router.header_timeout: must be more than 0");
+    }
+    if (present(v[7])) {
+        get_duration(w, v[7], "router.idle_timeout", &cfg->router_idle_timeout_ms);
+        if (cfg->router_idle_timeout_ms == 0)
+            err_at(w, v[7], "router.idle_timeout: must be more than 0");
+    }
+    if (present(v[8]))
+        get_int(w, v[8], "router.max_connections", 1, 1000000, &cfg->router_max_connections);
 }
 
 static int valid_name(const char *s)
@@ -957,6 +988,12 @@ static void set_defaults(struct config *cfg)
     cfg->router_max_queue = 256;
     cfg->router_max_wait_ms = 300 * 1000;
     cfg->router_policy = xstrdup("fifo");
+    cfg->router_max_loaded = 0;
+    cfg->router_max_body = 32ull << 20;
+    cfg->router_max_header = 32ull << 10;
+    cfg->router_header_timeout_ms = 10 * 1000;
+    cfg->router_idle_timeout_ms = 60 * 1000;
+    cfg->router_max_connections = 10000;
     cfg->log_max_bytes = 10ull << 20;
 }
 

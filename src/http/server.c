@@ -68,7 +68,9 @@ struct http__conn {
     int reading;
     int processing;
     int close_status;
-    int err_status; /* set by parser callbacks: 413, 431 */
+    int err_status;           /* set by parser callbacks: 413, 431 */
+    uint64_t head_started_ms; /* first byte of a request's head; 0 when none pending */
+    uint64_t last_read_ms;
 };
 
 struct wreq {
@@ -86,11 +88,13 @@ static void conn_close(struct http__conn *c, int status);
 static void conn_process(struct http__conn *c);
 static void conn_start_reading(struct http__conn *c);
 static void conn_linger(struct http__conn *c);
+static void conn_watch_timeouts(struct http__conn *c);
 
 void http_server_limits_default(struct http_server_limits *l)
 {
-    l->max_header_bytes = 16 * 1024;
-    l->max_body_bytes = 16 * 1024 * 1024;
+    l->max_header_bytes = 32 * 1024;
+    l->max_body_bytes = 32 * 1024 * 1024;
+    l->header_timeout_ms = 10 * 1000;
     l->idle_timeout_ms = 60 * 1000;
     l->max_connections = 4096;
 }
@@ -271,8 +275,8 @@ static void req_finish(struct req_impl *r, int status)
         conn_linger(c);
         return;
     }
-    if (c->srv->limits.idle_timeout_ms)
-        uv_timer_again(&c->timer);
+    c->last_read_ms = uv_now(c->srv->loop); /* idle time counts from the response's end */
+    conn_watch_timeouts(c);
     conn_process(c);
 }
 
@@ -475,17 +479,47 @@ int http_stream_end(struct http_request *req)
     return conn_write(r->conn, r, parts, 1, NULL, NULL, 0);
 }
 
-/* An answer of the server's own (400, 413, 431); the connection closes after it. */
+/* An answer of the server's own (400, 408, 413, 431) in OpenAI's error shape; the connection
+ * closes after it. */
 static void conn_send_error(struct http__conn *c, int status)
 {
-    const char *text = http_status_text(status);
-    char msg[256];
+    const struct http_server_limits *l = &c->srv->limits;
+    char why[160];
+    const char *code = "invalid_request";
+    switch (status) {
+    case 408:
+        snprintf(why, sizeof why, "the request head did not arrive within %llu ms",
+                 (unsigned long long)l->header_timeout_ms);
+        code = "request_timeout";
+        break;
+    case 413:
+        snprintf(why, sizeof why, "the request body is larger than %zu bytes (router.max_body)",
+                 l->max_body_bytes);
+        code = "request_too_large";
+        break;
+    case 431:
+        snprintf(why, sizeof why,
+                 "the request headers are larger than %zu bytes (router.max_header)",
+                 l->max_header_bytes);
+        code = "headers_too_large";
+        break;
+    default:
+        snprintf(why, sizeof why, "malformed HTTP request");
+        break;
+    }
+    char body[320];
+    int blen = snprintf(body, sizeof body,
+                        "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\","
+                        "\"param\":null,\"code\":\"%s\"}}",
+                        why, code);
+    char msg[512];
     int n = snprintf(msg, sizeof msg,
-                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n%s\n",
-                     status, text, strlen(text) + 1, text);
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     status, http_status_text(status), blen, body);
     req_free(c->parsing);
     c->parsing = NULL;
+    c->head_started_ms = 0;
     c->lingering = 1; /* from now on input is discarded */
     buf_reset(&c->in);
     uv_buf_t parts[1] = {part(msg, (size_t)n)};
@@ -509,6 +543,7 @@ static int on_message_begin(http_parser *p)
     struct http__conn *c = p->data;
     req_free(c->parsing);
     c->parsing = req_new(c);
+    c->head_started_ms = uv_now(c->srv->loop);
     return 0;
 }
 
@@ -561,6 +596,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 static int on_headers_complete(http_parser *p)
 {
     struct http__conn *c = p->data;
+    c->head_started_ms = 0;
     struct req_impl *r = c->parsing;
     /* close the last name or value; a header without a value gets "" */
     if (r->n_offs) {
@@ -692,8 +728,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (c->lingering)
         return;
-    if (c->srv->limits.idle_timeout_ms && !c->active)
-        uv_timer_again(&c->timer);
+    c->last_read_ms = uv_now(c->srv->loop);
     if (buf_append(&c->in, b->base, (size_t)nread) < 0) {
         conn_close(c, -ENOBUFS);
         return;
@@ -757,11 +792,38 @@ static void conn_close(struct http__conn *c, int status)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
+static void on_timer(uv_timer_t *t);
+
+/* One periodic check per connection serves both the header and the idle timeout. */
+static void conn_watch_timeouts(struct http__conn *c)
+{
+    const struct http_server_limits *l = &c->srv->limits;
+    uint64_t period = l->idle_timeout_ms;
+    if (l->header_timeout_ms && (!period || l->header_timeout_ms < period))
+        period = l->header_timeout_ms;
+    period = period / 4 < 50 ? 50 : period / 4;
+    if (l->idle_timeout_ms || l->header_timeout_ms)
+        uv_timer_start(&c->timer, on_timer, period, period);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct http__conn *c = t->data;
-    if (c->lingering || !c->active)
-        conn_close(c, c->lingering ? 0 : -ETIMEDOUT);
+    const struct http_server_limits *l = &c->srv->limits;
+    if (c->lingering) {
+        conn_close(c, 0);
+        return;
+    }
+    uint64_t now = uv_now(c->srv->loop);
+    /* A head that trickles in (slowloris) gets 408 however often bytes arrive. */
+    if (c->head_started_ms && l->header_timeout_ms &&
+        now - c->head_started_ms >= l->header_timeout_ms) {
+        conn_send_error(c, 408);
+        return;
+    }
+    if (!c->active && !c->head_started_ms && l->idle_timeout_ms &&
+        now - c->last_read_ms >= l->idle_timeout_ms)
+        conn_close(c, -ETIMEDOUT);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -811,9 +873,8 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    if (srv->limits.idle_timeout_ms)
-        uv_timer_start(&c->timer, on_timer, srv->limits.idle_timeout_ms,
-                       srv->limits.idle_timeout_ms);
+    c->last_read_ms = uv_now(srv->loop);
+    conn_watch_timeouts(c);
     conn_start_reading(c);
 }
 

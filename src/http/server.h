@@ -22,13 +22,14 @@
  */
 
 struct http_server_limits {
-    size_t max_header_bytes;  /* request line + headers; past it: 431 */
-    size_t max_body_bytes;    /* decoded body; past it: 413 */
-    uint64_t idle_timeout_ms; /* no request in flight and no bytes: close */
-    unsigned max_connections; /* past it: new connections are closed at once */
+    size_t max_header_bytes;    /* request line + headers; past it: 431 */
+    size_t max_body_bytes;      /* decoded body; past it: 413 */
+    uint64_t idle_timeout_ms;   /* no request in flight and no bytes: close */
+    uint64_t header_timeout_ms; /* a request's head must arrive within this: 408 */
+    unsigned max_connections;   /* past it: new connections are closed at once */
 };
 
-/* 16 KiB of headers, 16 MiB of body, 60 s idle, 4096 connections. */
+/* 32 KiB of headers, 32 MiB of body, 10 s for a head, 60 s idle, 4096 connections. */
 void http_server_limits_default(struct http_server_limits *l);
 
 struct http_header {

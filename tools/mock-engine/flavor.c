@@ -85,7 +85,7 @@ void mock_send_json(struct mock *m, struct http_request *req, int status, const 
 
 static void send_jansson(struct mock *m, struct http_request *req, int status, json_t *o)
 {
-    char *s = json_dumps(o, JSON_COMPACT);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
     mock_send_json(m, req, status, s ? s : "{}");
     free(s);
     json_decref(o);

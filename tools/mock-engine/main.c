@@ -688,6 +688,8 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
             for (size_t k = 0; k < sizeof ignored_flags / sizeof *ignored_flags; k++)
                 if (strcmp(name, ignored_flags[k].name) == 0)
                     f = &ignored_flags[k];
+            if (!f && arg[0] != '-')
+                usage_error("unexpected argument '%s' (the model is named with --name)", arg);
             if (!f)
                 usage_error("unknown option '%s'", arg);
             const char *v = f->takes_value ? VALUE() : NULL;

@@ -1,0 +1,79 @@
+#ifndef YARD_ROUTER_INTERNAL_H
+#define YARD_ROUTER_INTERNAL_H
+
+/* Shared by the files of the router; not for other modules. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "http/server.h"
+#include "http/upstream.h"
+#include "router/router.h"
+#include "sched/sched.h"
+
+#define ROUTER_MODEL_MAX 256
+
+struct router__count {
+    char *model;
+    int status;
+    uint64_t n;
+};
+
+struct router {
+    struct app *app;
+    struct http_server http;
+    struct upstream_pool *pool;
+    struct router__count *counts;
+    size_t n_counts;
+    uint64_t prompt_tokens, completion_tokens;
+    void (*closed)(void *);
+    void *closed_arg;
+};
+
+/* One client request on its way through admission and forwarding. */
+struct router__req {
+    struct router *r;
+    struct http_request *req;
+    struct sched_waiter w;
+    char model[ROUTER_MODEL_MAX];
+    int stream;    /* the client asked for a stream ("stream": true) */
+    int anthropic; /* /v1/messages: errors in Anthropic's shape too */
+    int raw;       /* /upstream/NAME/...: no rewriting, no normalisation */
+    int queued;    /* in the scheduler's queue */
+    int slot;      /* holds a scheduler slot (sched_done owed) */
+    int began;     /* the response head was sent */
+    int finished;  /* the response was ended */
+    int buffering; /* collecting the whole upstream answer */
+    int paused;
+    int counted;
+    int up_status;
+    char *target;
+    char *body; /* the body to forward: req->body, or a rewritten copy */
+    size_t body_len;
+    int body_owned;
+    struct upstream_req *up;
+    struct buf rbuf;
+    char ctype[128];
+};
+
+/* router.c */
+void router__count(struct router *r, const char *model, int status);
+/*
+ * Answers with an error in OpenAI's shape {"error":{"message","type","param","code"}}
+ * (for /v1/messages also Anthropic's "type":"error"), or, once a stream has begun,
+ * as an error event that ends it. retry_after > 0 adds Retry-After.
+ */
+void router__fail(struct router__req *rr, int status, const char *type, const char *code,
+                  int retry_after, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* proxy.c */
+void router__admit(struct router__req *rr);
+void router__req_gone(struct router__req *rr);
+/* Rewrites an upstream error body into OpenAI's shape; returns a new string. */
+char *router__normalise_error(int status, const char *body, size_t len, int anthropic);
+
+/* metrics.c */
+void router__metrics(struct router *r, struct buf *out);
+
+#endif

@@ -1,0 +1,337 @@
+/*
+ * Forwarding: a request waits in the scheduler until its model is ready,
+ * then goes to the engine; the answer comes back as it arrives. Small
+ * answers with a known length are relayed whole (one write, Content-Length);
+ * everything else streams (chunked, SSE flushed per read). Upstream reading
+ * pauses while the client is slow to take what was sent. A client that goes
+ * away cancels the upstream request at once.
+ */
+#include "router/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "config/config.h"
+
+#define WHOLE_MAX (1u << 20)       /* answers up to this size with a length go out whole */
+#define ERROR_BODY_MAX (64u << 10) /* an upstream error body kept for normalising */
+#define PAUSE_ABOVE (1u << 20)     /* client backlog that pauses upstream reading */
+#define RESUME_BELOW (256u << 10)
+
+static void release_slot(struct router__req *rr)
+{
+    if (rr->slot) {
+        rr->slot = 0;
+        sched_done(rr->r->app->sched, rr->model);
+    }
+}
+
+static const char *default_type(int status)
+{
+    switch (status) {
+    case 400:
+    case 404:
+    case 413:
+    case 422:
+        return "invalid_request_error";
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 429:
+        return "rate_limit_error";
+    default:
+        return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+char *router__normalise_error(int status, const char *body, size_t len, int anthropic)
+{
+    json_error_t jerr;
+    json_t *in = json_loadb(body, len, 0, &jerr);
+    json_t *src = NULL;
+    if (json_is_object(in)) {
+        json_t *e = json_object_get(in, "error");
+        src = json_is_object(e) ? e : in; /* nested (vLLM, llama.cpp) or flat (SGLang) */
+    }
+    const char *msg = NULL, *type = NULL, *code = NULL;
+    json_t *param = NULL;
+    if (src) {
+        msg = json_string_value(json_object_get(src, "message"));
+        if (!msg)
+            msg = json_string_value(json_object_get(src, "detail"));
+        type = json_string_value(json_object_get(src, "type"));
+        code = json_string_value(json_object_get(src, "code")); /* an integer code is dropped */
+        param = json_object_get(src, "param");
+        if (json_is_object(in) && !json_is_object(json_object_get(in, "error")) && type &&
+            strcmp(type, "error") == 0)
+            type = NULL;
+    }
+    char *text = NULL;
+    if (!msg) {
+        size_t n = len > 500 ? 500 : len;
+        text = n ? xstrndup(body, n) : xstrfmt("the engine answered %d", status);
+        msg = text;
+    }
+    json_t *e = json_pack(
+        "{s:s, s:s, s:O, s:o}", "message", msg, "type", type ? type : default_type(status), "param",
+        param && (json_is_string(param) || json_is_null(param)) ? param : json_null(), "code",
+        code ? json_string(code) : json_null());
+    json_t *out = json_pack("{s:o}", "error", e);
+    if (anthropic)
+        json_object_set_new(out, "type", json_string("error"));
+    char *s = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    json_decref(in);
+    free(text);
+    return s;
+}
+
+/* Reads token counts from a whole JSON answer (OpenAI's or Anthropic's usage). */
+static void count_tokens(struct router__req *rr, const char *body, size_t len)
+{
+    if (!memmem(body, len, "\"usage\"", 7))
+        return;
+    json_error_t jerr;
+    json_t *o = json_loadb(body, len, 0, &jerr);
+    json_t *u = json_object_get(o, "usage");
+    if (json_is_object(u)) {
+        json_int_t p = json_integer_value(json_object_get(u, "prompt_tokens")) +
+                       json_integer_value(json_object_get(u, "input_tokens"));
+        json_int_t c = json_integer_value(json_object_get(u, "completion_tokens")) +
+                       json_integer_value(json_object_get(u, "output_tokens"));
+        rr->r->prompt_tokens += (uint64_t)(p > 0 ? p : 0);
+        rr->r->completion_tokens += (uint64_t)(c > 0 ? c : 0);
+    }
+    json_decref(o);
+}
+
+static void on_written(struct http_request *req, int status, void *arg)
+{
+    struct router__req *rr = arg;
+    if (rr->paused && rr->up && http_request_pending_bytes(req) < RESUME_BELOW) {
+        rr->paused = 0;
+        upstream_resume(rr->up);
+    }
+}
+
+static void up_head(void *arg, int status, const struct http_header *h, size_t n)
+{
+    struct router__req *rr = arg;
+    rr->up_status = status;
+    long long clen = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(h[i].name, "Content-Type") == 0)
+            snprintf(rr->ctype, sizeof rr->ctype, "%s", h[i].value);
+        else if (strcasecmp(h[i].name, "Content-Length") == 0)
+            clen = strtoll(h[i].value, NULL, 10);
+    }
+    if (rr->began) {
+        /* Loading comments went out already: an error becomes the stream's error event. */
+        if (status >= 400) {
+            rr->buffering = 1;
+            buf_init(&rr->rbuf, ERROR_BODY_MAX);
+        }
+        return;
+    }
+    if (status >= 400 && !rr->raw) {
+        rr->buffering = 1;
+        buf_init(&rr->rbuf, ERROR_BODY_MAX);
+        return;
+    }
+    if (clen >= 0 && clen <= (long long)WHOLE_MAX) {
+        rr->buffering = 1;
+        buf_init(&rr->rbuf, (size_t)clen);
+        return;
+    }
+    if (rr->ctype[0])
+        http_response_header(rr->req, "Content-Type", rr->ctype);
+    if (strncasecmp(rr->ctype, "text/event-stream", 17) == 0) {
+        http_response_header(rr->req, "Cache-Control", "no-cache");
+        http_response_header(rr->req, "X-Accel-Buffering", "no");
+    }
+    http_stream_begin(rr->req, status, NULL);
+    rr->began = 1;
+    router__count(rr->r, rr->model, status);
+    rr->counted = 1;
+}
+
+static void up_body(void *arg, const char *data, size_t len)
+{
+    struct router__req *rr = arg;
+    if (rr->buffering) {
+        /* Past the cap (an error body too long to keep) the rest is dropped. */
+        buf_append(&rr->rbuf, data, len);
+        return;
+    }
+    http_stream_write(rr->req, data, len, on_written, rr);
+    if (!rr->paused && http_request_pending_bytes(rr->req) > PAUSE_ABOVE) {
+        rr->paused = 1;
+        upstream_pause(rr->up);
+    }
+}
+
+static void up_end(void *arg, int err)
+{
+    struct router__req *rr = arg;
+    rr->up = NULL;
+    release_slot(rr);
+    if (rr->finished)
+        return;
+    if (err < 0) {
+        const char *why = err == -ECONNREFUSED ? "refused the connection"
+                          : err == -ETIMEDOUT  ? "did not accept the connection in time"
+                          : err == -EPROTO     ? "answered with something that is not HTTP"
+                                               : "closed the connection";
+        if (rr->began)
+            router__fail(rr, 502, "server_error", "engine_failed", 0,
+                         "the engine of model '%s' %s in the middle of the answer", rr->model, why);
+        else
+            router__fail(rr, 502, "server_error", "engine_failed", 5,
+                         "the engine of model '%s' %s before answering", rr->model, why);
+        return;
+    }
+    rr->finished = 1;
+    if (!rr->buffering) {
+        http_stream_end(rr->req);
+        return;
+    }
+    const char *body = rr->rbuf.data ? rr->rbuf.data : "";
+    if (rr->up_status >= 400 && !rr->raw) {
+        char *norm = router__normalise_error(rr->up_status, body, rr->rbuf.len, rr->anthropic);
+        if (rr->began) {
+            char *ev = rr->anthropic ? xstrfmt("event: error\ndata: %s\n\n", norm)
+                                     : xstrfmt("data: %s\n\n", norm);
+            http_stream_write(rr->req, ev, strlen(ev), NULL, NULL);
+            http_stream_end(rr->req);
+            free(ev);
+        } else {
+            http_respond(rr->req, rr->up_status, "application/json", norm, strlen(norm));
+        }
+        free(norm);
+    } else if (rr->began) {
+        http_stream_write(rr->req, body, rr->rbuf.len, NULL, NULL);
+        http_stream_end(rr->req);
+    } else {
+        http_respond(rr->req, rr->up_status, rr->ctype[0] ? rr->ctype : NULL, body, rr->rbuf.len);
+        if (rr->up_status < 300)
+            count_tokens(rr, body, rr->rbuf.len);
+    }
+    if (!rr->counted) {
+        router__count(rr->r, rr->model, rr->up_status);
+        rr->counted = 1;
+    }
+}
+
+static const struct upstream_callbacks up_cbs = {
+    .on_head = up_head,
+    .on_body = up_body,
+    .on_end = up_end,
+};
+
+static void on_ready(struct sched_waiter *w, int port)
+{
+    struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
+    rr->queued = 0;
+    rr->slot = 1;
+    const struct http_request *req = rr->req;
+    /* The client's headers go along, but not its credentials for yard. */
+    struct http_header *h = xcalloc(req->n_headers + 1, sizeof *h);
+    size_t n = 0;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        if (strcasecmp(req->headers[i].name, "Authorization") == 0 ||
+            strcasecmp(req->headers[i].name, "x-api-key") == 0)
+            continue;
+        h[n++] = req->headers[i];
+    }
+    rr->up = upstream_request(rr->r->pool, "127.0.0.1", port, req->method, rr->target, h, n,
+                              rr->body, rr->body_len, &up_cbs, rr);
+    free(h);
+    if (!rr->up) {
+        release_slot(rr);
+        router__fail(rr, 502, "server_error", "engine_failed", 5,
+                     "cannot connect to the engine of model '%s'", rr->model);
+    }
+}
+
+static void on_fail(struct sched_waiter *w, int status, const char *msg, const char *code)
+{
+    struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
+    rr->queued = 0;
+    router__fail(rr, status, status == 404 ? "invalid_request_error" : "server_error", code,
+                 status == 503 ? 5 : 0, "%s", msg);
+}
+
+static void send_loading(struct router__req *rr, int percent)
+{
+    char line[ROUTER_MODEL_MAX + 64];
+    int n = percent >= 0 ? snprintf(line, sizeof line, ": loading %s %d%%\n\n", rr->model, percent)
+                         : snprintf(line, sizeof line, ": loading %s\n\n", rr->model);
+    http_stream_write(rr->req, line, (size_t)n, NULL, NULL);
+}
+
+static void on_progress(struct sched_waiter *w, int percent)
+{
+    struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
+    if (rr->began && !rr->finished)
+        send_loading(rr, percent);
+}
+
+void router__admit(struct router__req *rr)
+{
+    struct router *r = rr->r;
+    rr->w.model = rr->model;
+    rr->w.on_ready = on_ready;
+    rr->w.on_fail = on_fail;
+    rr->w.on_progress = on_progress;
+    rr->queued = 1;
+    int rc = sched_admit(r->app->sched, &rr->w);
+    if (rc == -EBUSY) {
+        rr->queued = 0;
+        router__fail(rr, 503, "server_error", "queue_full", 1,
+                     "yard's queue is full (%d requests wait; router.max_queue); retry shortly",
+                     r->app->cfg->router_max_queue);
+        return;
+    }
+    if (rc < 0) {
+        rr->queued = 0;
+        router__fail(rr, 404, "invalid_request_error", "model_not_found", 0, "model '%s' not found",
+                     rr->model);
+        return;
+    }
+    /* Still waiting: a streaming client hears why (comment lines every client ignores). */
+    if (rr->queued && rr->stream && !rr->raw && !rr->began) {
+        http_response_header(rr->req, "Cache-Control", "no-cache");
+        http_response_header(rr->req, "X-Accel-Buffering", "no");
+        http_stream_begin(rr->req, 200, "text/event-stream");
+        rr->began = 1;
+        router__count(r, rr->model, 200);
+        rr->counted = 1;
+        send_loading(rr, -1);
+    }
+}
+
+void router__req_gone(struct router__req *rr)
+{
+    if (rr->queued)
+        sched_cancel(rr->r->app->sched, &rr->w);
+    if (rr->up) {
+        upstream_cancel(rr->up);
+        rr->up = NULL;
+    }
+    release_slot(rr);
+    if (!rr->counted && !rr->finished)
+        router__count(rr->r, rr->model[0] ? rr->model : "-", 499);
+    buf_release(&rr->rbuf);
+    if (rr->body_owned)
+        free(rr->body);
+    free(rr->target);
+    free(rr);
+}

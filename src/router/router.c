@@ -1,0 +1,366 @@
+/*
+ * The endpoint: request dispatch by path, authentication, the small GET
+ * endpoints (/health, /v1/models, /metrics), and errors in OpenAI's shape.
+ * Forwarding lives in proxy.c.
+ */
+#include "router/internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "config/config.h"
+#include "router/scan.h"
+#include "sup/sup.h"
+
+static void respond_json(struct http_request *req, int status, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    http_respond(req, status, "application/json", s, strlen(s));
+    free(s);
+}
+
+void router__count(struct router *r, const char *model, int status)
+{
+    for (size_t i = 0; i < r->n_counts; i++) {
+        if (r->counts[i].status == status && strcmp(r->counts[i].model, model) == 0) {
+            r->counts[i].n++;
+            return;
+        }
+    }
+    r->counts = xrealloc(r->counts, (r->n_counts + 1) * sizeof *r->counts);
+    r->counts[r->n_counts++] = (struct router__count){xstrdup(model), status, 1};
+}
+
+static json_t *error_json(int anthropic, const char *type, const char *code, const char *msg)
+{
+    json_t *e =
+        json_pack("{s:s, s:s, s:n, s:s}", "message", msg, "type", type, "param", "code", code);
+    json_t *o = json_pack("{s:o}", "error", e);
+    if (anthropic)
+        json_object_set_new(o, "type", json_string("error"));
+    return o;
+}
+
+void router__fail(struct router__req *rr, int status, const char *type, const char *code,
+                  int retry_after, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = xvstrfmt(fmt, ap);
+    va_end(ap);
+    json_t *o = error_json(rr->anthropic, type, code, msg);
+    free(msg);
+    router__count(rr->r, rr->model[0] ? rr->model : "-", status);
+    rr->counted = 1;
+    if (rr->began) {
+        /* The stream is open: the error travels as its last event. */
+        char *s = json_dumps(o, JSON_COMPACT);
+        char *ev =
+            rr->anthropic ? xstrfmt("event: error\ndata: %s\n\n", s) : xstrfmt("data: %s\n\n", s);
+        http_stream_write(rr->req, ev, strlen(ev), NULL, NULL);
+        http_stream_end(rr->req);
+        free(ev);
+        free(s);
+        json_decref(o);
+    } else {
+        if (retry_after > 0) {
+            char ra[16];
+            snprintf(ra, sizeof ra, "%d", retry_after);
+            http_response_header(rr->req, "Retry-After", ra);
+        }
+        respond_json(rr->req, status, o);
+    }
+    rr->finished = 1;
+}
+
+/* Compares in time independent of where the strings differ. */
+static int key_equal(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned char diff = (unsigned char)(alen != blen);
+    for (size_t i = 0; i < blen; i++)
+        diff |= (unsigned char)((i < alen ? (unsigned char)a[i] : 0) ^ (unsigned char)b[i]);
+    return diff == 0;
+}
+
+static int authorized(struct router *r, struct http_request *req)
+{
+    const struct config *cfg = r->app->cfg;
+    if (!cfg->n_api_keys)
+        return 1;
+    const char *key = NULL;
+    const char *auth = http_request_header(req, "Authorization");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        key = auth + 7;
+    else
+        key = http_request_header(req, "x-api-key");
+    if (!key)
+        return 0;
+    size_t len = strlen(key);
+    int ok = 0;
+    for (size_t i = 0; i < cfg->n_api_keys; i++)
+        ok |= key_equal(key, len, cfg->api_keys[i]);
+    return ok;
+}
+
+static void handle_models(struct router *r, struct http_request *req)
+{
+    const struct config *cfg = r->app->cfg;
+    json_t *data = json_array();
+    json_int_t created = clock_wall_ms() / 1000;
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const struct config_model *m = &cfg->models[i];
+        struct sup_info info;
+        const char *state =
+            sup_info(r->app->sup, m->name, &info) == 0 ? sup_state_name(info.state) : "stopped";
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "id", m->name,
+                                              "object", "model", "created", created, "owned_by",
+                                              "yard", "engine", m->engine, "state", state));
+        for (size_t k = 0; k < m->n_aliases; k++)
+            json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s}", "id",
+                                                  m->aliases[k], "object", "model", "created",
+                                                  created, "owned_by", "yard", "engine", m->engine,
+                                                  "state", state, "alias_of", m->name));
+    }
+    respond_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+static void on_done(struct http_request *req, int status, void *arg)
+{
+    router__req_gone(arg);
+}
+
+static struct router__req *req_new(struct router *r, struct http_request *req)
+{
+    struct router__req *rr = xcalloc(1, sizeof *rr);
+    rr->r = r;
+    rr->req = req;
+    rr->body = (char *)req->body;
+    rr->body_len = req->body_len;
+    buf_init(&rr->rbuf, 0);
+    http_request_on_done(req, on_done, rr);
+    return rr;
+}
+
+static char *known_models(const struct config *cfg)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        buf_printf(&b, "%s%s", i ? ", " : "", cfg->models[i].name);
+        for (size_t k = 0; k < cfg->models[i].n_aliases; k++)
+            buf_printf(&b, " (alias %s)", cfg->models[i].aliases[k]);
+    }
+    if (!b.len)
+        buf_appends(&b, "(none configured)");
+    return buf_detach(&b, NULL);
+}
+
+/* Resolves rr->model (name or alias) to the configured name; 404 when unknown. */
+static const struct config_model *resolve(struct router__req *rr, const char *name)
+{
+    const struct config_model *m = config_find_model(rr->r->app->cfg, name);
+    if (!m) {
+        char *known = known_models(rr->r->app->cfg);
+        snprintf(rr->model, sizeof rr->model, "%s", name);
+        router__fail(rr, 404, "invalid_request_error", "model_not_found", 0,
+                     "model '%s' not found; known models: %s", name, known);
+        free(known);
+        return NULL;
+    }
+    snprintf(rr->model, sizeof rr->model, "%s", m->name);
+    return m;
+}
+
+/* Writes the canonical name into the body's "model" when the client used an alias. */
+static int rewrite_model(struct router__req *rr, const char *name)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(rr->body, rr->body_len, 0, &jerr);
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        return -EINVAL;
+    }
+    json_object_set_new(o, "model", json_string(name));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    rr->body = s;
+    rr->body_len = strlen(s);
+    rr->body_owned = 1;
+    return 0;
+}
+
+static void handle_inference(struct router *r, struct http_request *req)
+{
+    struct router__req *rr = req_new(r, req);
+    rr->anthropic = strcmp(req->path, "/v1/messages") == 0;
+    char name[ROUTER_MODEL_MAX];
+    int n = router_scan_model(req->body, req->body_len, name, sizeof name);
+    if (n == -ENOENT) {
+        char *known = known_models(r->app->cfg);
+        router__fail(rr, 400, "invalid_request_error", "model_missing", 0,
+                     "the request names no 'model'; use one of: %s", known);
+        free(known);
+        return;
+    }
+    if (n == -EINVAL) {
+        router__fail(rr, 400, "invalid_request_error", "invalid_json", 0,
+                     "the request body is not a JSON object");
+        return;
+    }
+    if (n == -EMEDIUMTYPE) {
+        router__fail(rr, 400, "invalid_request_error", "invalid_model", 0,
+                     "'model' must be a string");
+        return;
+    }
+    const struct config_model *m = resolve(rr, n == -ENAMETOOLONG ? "(too long)" : name);
+    if (!m)
+        return;
+    if (strcmp(name, m->name) != 0 && rewrite_model(rr, m->name) < 0) {
+        router__fail(rr, 400, "invalid_request_error", "invalid_json", 0,
+                     "the request body is not valid JSON");
+        return;
+    }
+    rr->stream = router_scan_true(rr->body, rr->body_len, "stream");
+    rr->target = xstrdup(req->target);
+    router__admit(rr);
+}
+
+/* /upstream/NAME/REST: the engine's own API, unchanged. */
+static void handle_upstream(struct router *r, struct http_request *req)
+{
+    struct router__req *rr = req_new(r, req);
+    rr->raw = 1;
+    const char *p = req->path + strlen("/upstream/");
+    const char *slash = strchr(p, '/');
+    size_t nlen = slash ? (size_t)(slash - p) : strlen(p);
+    if (nlen == 0 || nlen >= ROUTER_MODEL_MAX) {
+        router__fail(rr, 404, "invalid_request_error", "model_not_found", 0,
+                     "use /upstream/MODEL/PATH, for example /upstream/qwen-7b/health");
+        return;
+    }
+    char name[ROUTER_MODEL_MAX];
+    memcpy(name, p, nlen);
+    name[nlen] = '\0';
+    if (!resolve(rr, name))
+        return;
+    const char *rest = slash ? slash : "/";
+    rr->target = *req->query ? xstrfmt("%s?%s", rest, req->query) : xstrdup(rest);
+    router__admit(rr);
+}
+
+static void on_request(struct http_request *req, void *arg)
+{
+    struct router *r = arg;
+    const char *path = req->path;
+    int is_get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    int v1 = strncmp(path, "/v1/", 4) == 0;
+    int upstream = strncmp(path, "/upstream/", 10) == 0;
+
+    if (is_get && strcmp(path, "/health") == 0) {
+        respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (is_get && strcmp(path, "/metrics") == 0) {
+        struct buf b;
+        buf_init(&b, 64 << 20);
+        router__metrics(r, &b);
+        http_respond(req, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
+        buf_release(&b);
+        return;
+    }
+    if ((v1 || upstream) && !authorized(r, req)) {
+        struct router__req *rr = req_new(r, req);
+        rr->anthropic = strcmp(path, "/v1/messages") == 0;
+        http_response_header(req, "WWW-Authenticate", "Bearer");
+        router__fail(rr, 401, "invalid_request_error", "invalid_api_key", 0,
+                     "missing or invalid API key; send 'Authorization: Bearer KEY' with one "
+                     "of the config's api_keys");
+        return;
+    }
+    if (upstream) {
+        handle_upstream(r, req);
+        return;
+    }
+    if (v1 && is_get && (strcmp(path, "/v1/models") == 0)) {
+        handle_models(r, req);
+        return;
+    }
+    if (v1 && strcmp(req->method, "POST") == 0) {
+        handle_inference(r, req);
+        return;
+    }
+    struct router__req *rr = req_new(r, req);
+    router__fail(
+        rr, 404, "invalid_request_error", "unknown_endpoint", 0,
+        "no endpoint %s %s; yard serves POST /v1/chat/completions, /v1/completions, "
+        "/v1/embeddings, /v1/responses, /v1/messages, GET /v1/models, /upstream/MODEL/..., "
+        "/health and /metrics",
+        req->method, path);
+}
+
+static void free_on_close(struct http_server *srv, void *arg)
+{
+    free(arg);
+}
+
+struct router *router_new(struct app *app, char **err)
+{
+    const struct config *cfg = app->cfg;
+    struct router *r = xcalloc(1, sizeof *r);
+    r->app = app;
+    struct http_server_limits l;
+    http_server_limits_default(&l);
+    l.max_body_bytes = cfg->router_max_body;
+    l.max_header_bytes = cfg->router_max_header;
+    l.header_timeout_ms = cfg->router_header_timeout_ms;
+    l.idle_timeout_ms = cfg->router_idle_timeout_ms;
+    l.max_connections = (unsigned)cfg->router_max_connections;
+    http_server_init(&r->http, app->loop, &l, on_request, r);
+    int rc = http_server_bind(&r->http, cfg->listen_host, cfg->listen_port);
+    if (rc == 0)
+        rc = http_server_listen(&r->http);
+    if (rc < 0) {
+        *err = xstrfmt("cannot listen on %s:%d: %s%s", cfg->listen_host, cfg->listen_port,
+                       strerror(-rc),
+                       rc == -EADDRINUSE ? " (another program has the port; change 'listen' or "
+                                           "pass --listen)"
+                                         : "");
+        /* The server's handles close on a later loop turn; r goes with them. */
+        http_server_close(&r->http, free_on_close, r);
+        return NULL;
+    }
+    r->pool = upstream_pool_new(app->loop, 64);
+    log_info("router", "listening on http://%s:%d", cfg->listen_host, http_server_port(&r->http));
+    return r;
+}
+
+static void on_http_closed(struct http_server *srv, void *arg)
+{
+    struct router *r = arg;
+    upstream_pool_free(r->pool);
+    for (size_t i = 0; i < r->n_counts; i++)
+        free(r->counts[i].model);
+    free(r->counts);
+    void (*done)(void *) = r->closed;
+    void *darg = r->closed_arg;
+    free(r);
+    if (done)
+        done(darg);
+}
+
+void router_close(struct router *r, void (*done)(void *), void *arg)
+{
+    r->closed = done;
+    r->closed_arg = arg;
+    http_server_close(&r->http, on_http_closed, r);
+}

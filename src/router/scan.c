@@ -1,0 +1,561 @@
+#include "router/scan.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/*
+ * The scan walks the members of the top-level object and touches each
+ * skipped value as little as it can: a string is crossed to its closing
+ * quote, a container by counting brackets outside the strings inside it.
+ * Skipped values are only checked for balance, not validated; the
+ * key and the value of "model" are decoded and checked in full.
+ *
+ * The value must also be a string a route can be looked up by: a "\u0000"
+ * escape, a raw control byte, a lone surrogate or invalid UTF-8 in it gives
+ * -EINVAL (jansson rejects the same bodies).
+ */
+
+static int scan__is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static const char *scan__skip_ws(const char *p, const char *end)
+{
+    while (p < end && scan__is_ws(*p))
+        p++;
+    return p;
+}
+
+/*
+ * Skipping works on 64-byte blocks, as simdjson does: each block becomes
+ * bitmasks (bit i for byte i) of its quotes, backslashes and brackets, and
+ * escapes and string state are worked out on those masks, so the cost per
+ * byte is the same however many strings, escapes or brackets a value holds.
+ * The last partial block is copied into a buffer padded with spaces, so
+ * nothing past the body is ever read.
+ */
+enum { SCAN_BLOCK = 64 };
+
+struct scan__block {
+    uint64_t quote;
+    uint64_t backslash;
+    uint64_t open;  /* { or [ */
+    uint64_t close; /* } or ] */
+};
+
+/*
+ * Fills the masks of the 64 bytes at p. Setting bit 5 folds '[' onto '{'
+ * and ']' onto '}', so two comparisons find all four brackets.
+ */
+static inline __attribute__((always_inline)) void scan__classify(const char *p,
+                                                                 struct scan__block *b)
+{
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i backslash = _mm_set1_epi8('\\');
+    const __m128i open = _mm_set1_epi8('{');
+    const __m128i close = _mm_set1_epi8('}');
+    const __m128i fold = _mm_set1_epi8(0x20);
+    __m128i v[4], f[4];
+
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i));
+        f[i] = _mm_or_si128(v[i], fold);
+    }
+#define SCAN__MASK(x, c)                                                                           \
+    ((uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x[0], c)) |                              \
+     (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x[1], c)) << 16 |                        \
+     (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x[2], c)) << 32 |                        \
+     (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(x[3], c)) << 48)
+    b->quote = SCAN__MASK(v, quote);
+    b->backslash = SCAN__MASK(v, backslash);
+    b->open = SCAN__MASK(f, open);
+    b->close = SCAN__MASK(f, close);
+#undef SCAN__MASK
+#else
+    b->quote = b->backslash = b->open = b->close = 0;
+    for (int i = 0; i < SCAN_BLOCK; i++) {
+        unsigned char c = (unsigned char)p[i], f = c | 0x20;
+        b->quote |= (uint64_t)(c == '"') << i;
+        b->backslash |= (uint64_t)(c == '\\') << i;
+        b->open |= (uint64_t)(f == '{') << i;
+        b->close |= (uint64_t)(f == '}') << i;
+    }
+#endif
+}
+
+/*
+ * The block at off in p[0..n), or its tail copied into pad when fewer than
+ * 64 bytes are left.
+ */
+static const char *scan__block_at(const char *p, size_t n, size_t off, char *pad)
+{
+    if (n - off >= SCAN_BLOCK)
+        return p + off;
+    memset(pad, ' ', SCAN_BLOCK);
+    memcpy(pad, p + off, n - off);
+    return pad;
+}
+
+/*
+ * The mask of bytes escaped by a backslash: the byte after each odd-length
+ * run of backslashes. *carry is 1 when the previous block ended inside a
+ * run that escapes this block's first byte, and is updated for the next.
+ */
+static inline uint64_t scan__escaped(uint64_t backslash, uint64_t *carry)
+{
+    const uint64_t even = 0x5555555555555555ULL;
+
+    backslash &= ~*carry;
+    uint64_t follows = backslash << 1 | *carry;
+    uint64_t odd_starts = backslash & ~even & ~follows;
+    uint64_t sum = odd_starts + backslash;
+    *carry = sum < odd_starts;
+    return (even ^ (sum << 1)) & follows;
+}
+
+/* Bit i set when an odd number of bits at or below i are set in x. */
+static inline uint64_t scan__prefix_xor(uint64_t x)
+{
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    return x;
+}
+
+/* p is just past an opening quote. Returns the closing quote, or NULL when the body ends first. */
+static const char *scan__string_end(const char *p, const char *end)
+{
+    size_t n = (size_t)(end - p);
+    uint64_t carry = 0;
+    char pad[SCAN_BLOCK];
+
+    for (size_t off = 0; off < n; off += SCAN_BLOCK) {
+        struct scan__block b;
+        scan__classify(scan__block_at(p, n, off, pad), &b);
+        uint64_t quotes = b.quote & ~scan__escaped(b.backslash, &carry);
+        if (quotes)
+            return p + off + __builtin_ctzll(quotes);
+    }
+    return NULL;
+}
+
+/*
+ * For four bytes whose opens are the bits of o and closes the bits of c
+ * (table index o << 4 | c): net is the change in depth across them, drop the
+ * most the depth falls below its starting value at any of them. Entries
+ * where o and c overlap are never looked up.
+ */
+struct scan__nibble {
+    signed char net;
+    signed char drop;
+};
+
+#define SCAN__O(x, j) ((int)((x) >> (4 + (j)) & 1))
+#define SCAN__C(x, j) ((int)((x) >> (j)&1))
+#define SCAN__S(x, j) (SCAN__C(x, j) - SCAN__O(x, j))
+#define SCAN__P0(x) SCAN__S(x, 0)
+#define SCAN__P1(x) (SCAN__P0(x) + SCAN__S(x, 1))
+#define SCAN__P2(x) (SCAN__P1(x) + SCAN__S(x, 2))
+#define SCAN__P3(x) (SCAN__P2(x) + SCAN__S(x, 3))
+#define SCAN__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SCAN__DROP(x)                                                                              \
+    SCAN__MAX(SCAN__MAX(SCAN__P0(x), SCAN__P1(x)), SCAN__MAX(SCAN__P2(x), SCAN__P3(x)))
+#define SCAN__E(x)                                                                                 \
+    {                                                                                              \
+        (signed char)-SCAN__P3(x), (signed char)SCAN__MAX(0, SCAN__DROP(x))                        \
+    }
+#define SCAN__E4(x) SCAN__E(x), SCAN__E(x + 1), SCAN__E(x + 2), SCAN__E(x + 3)
+#define SCAN__E16(x) SCAN__E4(x), SCAN__E4(x + 4), SCAN__E4(x + 8), SCAN__E4(x + 12)
+#define SCAN__E64(x) SCAN__E16(x), SCAN__E16(x + 16), SCAN__E16(x + 32), SCAN__E16(x + 48)
+
+static const struct scan__nibble scan__nibbles[256] = {SCAN__E64(0u), SCAN__E64(64u),
+                                                       SCAN__E64(128u), SCAN__E64(192u)};
+
+/*
+ * p is just past an opening bracket. Returns the byte after the matching
+ * close, or NULL. Brackets inside strings do not count; the kinds of
+ * bracket are not matched against each other.
+ */
+static const char *scan__container_end(const char *p, const char *end)
+{
+    size_t n = (size_t)(end - p);
+    uint64_t depth = 1, carry = 0, in_string = 0;
+    char pad[SCAN_BLOCK];
+
+    for (size_t off = 0; off < n; off += SCAN_BLOCK) {
+        struct scan__block b;
+        scan__classify(scan__block_at(p, n, off, pad), &b);
+        uint64_t quotes = b.quote & ~scan__escaped(b.backslash, &carry);
+        uint64_t strings = scan__prefix_xor(quotes) ^ in_string;
+        in_string = 0 - (strings >> 63);
+        uint64_t opens = b.open & ~strings;
+        uint64_t closes = b.close & ~strings;
+        if (!closes) {
+            if (opens)
+                depth += (uint64_t)__builtin_popcountll(opens);
+            continue;
+        }
+        /* This block may close the container. A few brackets are walked in order. */
+        uint64_t all = opens | closes;
+        if (__builtin_popcountll(all) <= 8) {
+            for (; all; all &= all - 1) {
+                int i = __builtin_ctzll(all);
+                if (opens >> i & 1)
+                    depth++;
+                else if (--depth == 0)
+                    return p + off + i + 1;
+            }
+            continue;
+        }
+        /*
+         * Many are taken four bytes at a time: the table says how far their
+         * brackets can lower the depth, and only four bytes that may reach
+         * zero are walked one by one.
+         */
+        for (int k = 0; k < SCAN_BLOCK; k += 4) {
+            unsigned o = (unsigned)(opens >> k) & 15, c = (unsigned)(closes >> k) & 15;
+            const struct scan__nibble *t = &scan__nibbles[o << 4 | c];
+            if (depth > (uint64_t)t->drop) {
+                depth += (uint64_t)(int64_t)t->net;
+                continue;
+            }
+            for (int i = 0; i < 4; i++) {
+                if (o >> i & 1)
+                    depth++;
+                else if (c >> i & 1 && --depth == 0)
+                    return p + off + k + i + 1;
+            }
+        }
+    }
+    return NULL;
+}
+
+static const char *scan__literal_end(const char *p, const char *end, const char *word)
+{
+    size_t n = strlen(word);
+
+    if ((size_t)(end - p) < n || memcmp(p, word, n) != 0)
+        return NULL;
+    return p + n;
+}
+
+static const char *scan__number_end(const char *p, const char *end)
+{
+    const char *start = p;
+
+    while (p < end && ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.' ||
+                       *p == 'e' || *p == 'E'))
+        p++;
+    return p == start ? NULL : p;
+}
+
+/* p is at the first byte of a value. Returns the byte after it, or NULL. */
+static const char *scan__value_end(const char *p, const char *end)
+{
+    switch (*p) {
+    case '"':
+        p = scan__string_end(p + 1, end);
+        return p ? p + 1 : NULL;
+    case '{':
+    case '[':
+        return scan__container_end(p + 1, end);
+    case 't':
+        return scan__literal_end(p, end, "true");
+    case 'f':
+        return scan__literal_end(p, end, "false");
+    case 'n':
+        return scan__literal_end(p, end, "null");
+    default:
+        return scan__number_end(p, end);
+    }
+}
+
+static int scan__hex4(const char *p, unsigned *v)
+{
+    unsigned x = 0;
+
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        x <<= 4;
+        if (c >= '0' && c <= '9')
+            x |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            x |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            x |= (unsigned)(c - 'A' + 10);
+        else
+            return -EINVAL;
+    }
+    *v = x;
+    return 0;
+}
+
+static size_t scan__utf8_encode(unsigned cp, char *o)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/*
+ * Decodes the contents of a string, s[0..n) between its quotes, into out,
+ * writing at most cap bytes (no NUL). Sets *outn to the decoded length.
+ * Returns 0, -EINVAL for a bad escape, a lone surrogate or a raw control
+ * byte, or -ENAMETOOLONG when more than cap bytes would be written.
+ */
+static int scan__unescape(const char *s, size_t n, char *out, size_t cap, size_t *outn)
+{
+    size_t i = 0, o = 0;
+
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20)
+            return -EINVAL;
+        if (c != '\\') {
+            if (o >= cap)
+                return -ENAMETOOLONG;
+            out[o++] = (char)c;
+            i++;
+            continue;
+        }
+        if (n - i < 2)
+            return -EINVAL;
+        char e;
+        switch (s[i + 1]) {
+        case '"':
+            e = '"';
+            break;
+        case '\\':
+            e = '\\';
+            break;
+        case '/':
+            e = '/';
+            break;
+        case 'b':
+            e = '\b';
+            break;
+        case 'f':
+            e = '\f';
+            break;
+        case 'n':
+            e = '\n';
+            break;
+        case 'r':
+            e = '\r';
+            break;
+        case 't':
+            e = '\t';
+            break;
+        case 'u': {
+            unsigned cp, lo;
+            if (n - i < 6 || scan__hex4(s + i + 2, &cp) < 0)
+                return -EINVAL;
+            i += 6;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return -EINVAL;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (n - i < 6 || s[i] != '\\' || s[i + 1] != 'u' ||
+                    scan__hex4(s + i + 2, &lo) < 0 || lo < 0xDC00 || lo > 0xDFFF)
+                    return -EINVAL;
+                i += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            char enc[4];
+            size_t k = scan__utf8_encode(cp, enc);
+            if (cap - o < k)
+                return -ENAMETOOLONG;
+            memcpy(out + o, enc, k);
+            o += k;
+            continue;
+        }
+        default:
+            return -EINVAL;
+        }
+        if (o >= cap)
+            return -ENAMETOOLONG;
+        out[o++] = e;
+        i += 2;
+    }
+    *outn = o;
+    return 0;
+}
+
+/* Whether s[0..n) is well-formed UTF-8: shortest forms, no surrogates, at most U+10FFFF. */
+static int scan__utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned c = s[i], cp, min;
+        size_t k;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xE0) == 0xC0) {
+            k = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            k = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            k = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (n - i - 1 < k)
+            return 0;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/*
+ * Whether the key s[0..n) (between its quotes) is "model". A key without a
+ * backslash is compared as it stands; one with escapes is decoded first, as
+ * "mod\u0065l" names the same member. Returns 1, 0, or -EINVAL for a key
+ * with a bad escape.
+ */
+static int scan__key_is_model(const char *s, size_t n)
+{
+    /* "model" spelled with every letter as \uXXXX is the longest form. */
+    enum { LONGEST = 5 * 6 };
+    char key[6];
+    size_t kn;
+
+    if (!memchr(s, '\\', n))
+        return n == 5 && memcmp(s, "model", 5) == 0;
+    if (n > LONGEST)
+        return 0;
+    int rc = scan__unescape(s, n, key, sizeof(key), &kn);
+    if (rc == -ENAMETOOLONG)
+        return 0;
+    if (rc < 0)
+        return rc;
+    return kn == 5 && memcmp(key, "model", 5) == 0;
+}
+
+/* p is at the first byte of the "model" value. */
+static int scan__read_model(const char *p, const char *end, char *out, size_t outlen)
+{
+    switch (*p) {
+    case '"':
+        break;
+    case '{':
+    case '[':
+    case 't':
+    case 'f':
+    case 'n':
+    case '-':
+        return -EMEDIUMTYPE;
+    default:
+        return *p >= '0' && *p <= '9' ? -EMEDIUMTYPE : -EINVAL;
+    }
+
+    const char *s = p + 1;
+    const char *q = scan__string_end(s, end);
+    if (!q)
+        return -EINVAL;
+    if (outlen == 0)
+        return -ENAMETOOLONG;
+
+    size_t cap = outlen - 1 < INT_MAX ? outlen - 1 : INT_MAX;
+    size_t n;
+    int rc = scan__unescape(s, (size_t)(q - s), out, cap, &n);
+    if (rc < 0)
+        return rc;
+    if (memchr(out, '\0', n) || !scan__utf8_valid((const unsigned char *)out, n))
+        return -EINVAL;
+    out[n] = '\0';
+    return (int)n;
+}
+
+static int scan__model(const char *body, size_t len, char *out, size_t outlen)
+{
+    const char *p = body, *end = body + len;
+
+    if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3;
+    p = scan__skip_ws(p, end);
+    if (p == end || *p != '{')
+        return -EINVAL;
+    p = scan__skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return -ENOENT;
+
+    for (;;) {
+        if (p == end || *p != '"')
+            return -EINVAL;
+        const char *key = p + 1;
+        const char *key_end = scan__string_end(key, end);
+        if (!key_end)
+            return -EINVAL;
+        int is_model = scan__key_is_model(key, (size_t)(key_end - key));
+        if (is_model < 0)
+            return is_model;
+
+        p = scan__skip_ws(key_end + 1, end);
+        if (p == end || *p != ':')
+            return -EINVAL;
+        p = scan__skip_ws(p + 1, end);
+        if (p == end)
+            return -EINVAL;
+        if (is_model)
+            return scan__read_model(p, end, out, outlen);
+
+        p = scan__value_end(p, end);
+        if (!p)
+            return -EINVAL;
+        p = scan__skip_ws(p, end);
+        if (p == end)
+            return -EINVAL;
+        if (*p == '}')
+            return -ENOENT;
+        if (*p != ',')
+            return -EINVAL;
+        p = scan__skip_ws(p + 1, end);
+    }
+}
+
+int router_scan_model(const char *body, size_t len, char *out, size_t outlen)
+{
+    int rc = body && len ? scan__model(body, len, out, outlen) : -EINVAL;
+
+    /* A failed scan leaves out empty, never a partly decoded value. */
+    if (rc < 0 && outlen > 0)
+        out[0] = '\0';
+    return rc;
+}

@@ -1,0 +1,563 @@
+/*
+ * The scheduler's queues and its one decision function, sched_kick, run
+ * whenever something changes: a request arrives or ends, an instance changes
+ * state, the tick passes (ttl, max_wait). See docs/router.md for admission
+ * and collation.
+ */
+#include "sched/sched.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/units.h"
+#include "config/config.h"
+#include "sup/sup.h"
+
+#define SCHED_TICK_MS 250
+
+struct stop_cb {
+    void (*done)(void *);
+    void *arg;
+    struct stop_cb *next;
+};
+
+struct smodel {
+    char *name;
+    const struct config_model *m; /* NULL once removed from the config */
+    struct sched_waiter *head, *tail;
+    size_t n_waiting;
+    int inflight;
+    int pinned;
+    int draining;    /* new requests queue; stop once in-flight ones end */
+    int stop_issued; /* sup_stop called, not yet done */
+    int last_percent;
+    int was_loading; /* it was starting for waiters */
+    uint64_t last_used_ms;
+    struct stop_cb *stop_cbs;
+};
+
+struct sched {
+    struct app *app;
+    struct smodel **models;
+    size_t n_models;
+    size_t total_waiting;
+    struct sup_observer *obs;
+    uv_timer_t tick;
+    int kicking, kick_again;
+    uint64_t swaps, load_waits;
+    double load_wait_s;
+    struct sched_stats *stats;
+};
+
+static void sched_kick(struct sched *s);
+
+static struct smodel *find(struct sched *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_models; i++)
+        if (strcmp(s->models[i]->name, name) == 0)
+            return s->models[i];
+    return NULL;
+}
+
+static enum inst_state state_of(struct sched *s, struct smodel *sm, int *port, int *percent)
+{
+    struct sup_info info;
+    if (sup_info(s->app->sup, sm->name, &info) < 0)
+        return INST_STOPPED;
+    if (port)
+        *port = info.port;
+    if (percent)
+        *percent = info.percent;
+    return info.state;
+}
+
+static int is_loaded(enum inst_state st)
+{
+    return st == INST_STARTING || st == INST_READY || st == INST_STOPPING || st == INST_SLEEPING ||
+           st == INST_CHECKPOINTED;
+}
+
+static void unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        sm->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        sm->tail = w->prev;
+    w->prev = w->next = NULL;
+    sm->n_waiting--;
+    s->total_waiting--;
+}
+
+static void fail_all(struct sched *s, struct smodel *sm, int status, const char *msg,
+                     const char *code)
+{
+    while (sm->head) {
+        struct sched_waiter *w = sm->head;
+        unlink_waiter(s, sm, w);
+        w->on_fail(w, status, msg, code);
+    }
+}
+
+static void on_note(void *arg, const struct sup_note *n)
+{
+    struct sched *s = arg;
+    struct smodel *sm = find(s, n->model);
+    if (!sm)
+        return;
+    if (n->kind == SUP_NOTE_PROGRESS) {
+        sm->last_percent = n->percent;
+        for (struct sched_waiter *w = sm->head; w; w = w->next)
+            if (w->on_progress)
+                w->on_progress(w, n->percent);
+        return;
+    }
+    if (n->kind != SUP_NOTE_STATE)
+        return;
+    if (n->state == INST_READY)
+        sm->last_used_ms = clock_mono_ms();
+    if (n->state == INST_FAILED && sm->was_loading && sm->head) {
+        /* The load these requests wait for failed: say why, at once. */
+        char *msg = xstrfmt("model '%s' failed to start: %s", sm->name, n->reason);
+        fail_all(s, sm, 503, msg, "model_load_failed");
+        free(msg);
+    }
+    if (n->state != INST_STARTING)
+        sm->was_loading = 0;
+    sched_kick(s);
+}
+
+static void add_model(struct sched *s, const struct config_model *m)
+{
+    struct smodel *sm = xcalloc(1, sizeof *sm);
+    sm->name = xstrdup(m->name);
+    sm->m = m;
+    sm->last_percent = -1;
+    sm->last_used_ms = clock_mono_ms();
+    s->models = xrealloc(s->models, (s->n_models + 1) * sizeof *s->models);
+    s->models[s->n_models++] = sm;
+}
+
+static void free_model(struct smodel *sm)
+{
+    struct stop_cb *c = sm->stop_cbs;
+    while (c) {
+        struct stop_cb *next = c->next;
+        free(c);
+        c = next;
+    }
+    free(sm->name);
+    free(sm);
+}
+
+void sched_sync(struct sched *s)
+{
+    const struct config *cfg = s->app->cfg;
+    for (size_t i = 0; i < s->n_models; i++)
+        s->models[i]->m = NULL;
+    for (size_t j = 0; j < cfg->n_models; j++) {
+        struct smodel *sm = find(s, cfg->models[j].name);
+        if (sm)
+            sm->m = &cfg->models[j];
+        else
+            add_model(s, &cfg->models[j]);
+    }
+    for (size_t i = 0; i < s->n_models;) {
+        struct smodel *sm = s->models[i];
+        if (sm->m || sm->inflight > 0 || sm->stop_issued) {
+            i++;
+            continue;
+        }
+        char *msg = xstrfmt("model '%s' was removed from the config", sm->name);
+        fail_all(s, sm, 404, msg, "model_not_found");
+        free(msg);
+        memmove(&s->models[i], &s->models[i + 1], (s->n_models - i - 1) * sizeof *s->models);
+        s->n_models--;
+        free_model(sm);
+    }
+    sched_kick(s);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct sched *s = t->data;
+    uint64_t now = clock_mono_ms();
+    uint64_t max_wait = s->app->cfg->router_max_wait_ms;
+    for (size_t i = 0; i < s->n_models; i++) {
+        struct smodel *sm = s->models[i];
+        /* Requests past router.max_wait give up. */
+        while (sm->head && now - sm->head->enqueued_ms >= max_wait) {
+            struct sched_waiter *w = sm->head;
+            unlink_waiter(s, sm, w);
+            char d[32];
+            char *msg = xstrfmt("timed out after %s waiting for model '%s' (router.max_wait)",
+                                units_fmt_duration(max_wait, d, sizeof d), sm->name);
+            w->on_fail(w, 503, msg, "model_wait_timeout");
+            free(msg);
+        }
+        /* ttl: an idle, unpinned, ready model is unloaded. */
+        if (sm->m && sm->m->ttl_ms && !sm->pinned && !sm->inflight && !sm->n_waiting &&
+            !sm->draining && now - sm->last_used_ms >= sm->m->ttl_ms &&
+            state_of(s, sm, NULL, NULL) == INST_READY) {
+            char d[32];
+            log_info("sched", "'%s' idle for %s (ttl): unloading", sm->name,
+                     units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
+            char *err = NULL;
+            sup_stop(s->app->sup, sm->name, NULL, NULL, &err);
+            free(err);
+        }
+    }
+    sched_kick(s);
+}
+
+struct sched *sched_new(struct app *app)
+{
+    struct sched *s = xcalloc(1, sizeof *s);
+    s->app = app;
+    for (size_t i = 0; i < app->cfg->n_models; i++)
+        add_model(s, &app->cfg->models[i]);
+    s->obs = sup_observe(app->sup, NULL, on_note, s);
+    uv_timer_init(app->loop, &s->tick);
+    s->tick.data = s;
+    uv_timer_start(&s->tick, on_tick, SCHED_TICK_MS, SCHED_TICK_MS);
+    return s;
+}
+
+static void free_after_close(uv_handle_t *h)
+{
+    struct sched *s = h->data;
+    for (size_t i = 0; i < s->n_models; i++)
+        free_model(s->models[i]);
+    free(s->models);
+    free(s->stats);
+    free(s);
+}
+
+void sched_free(struct sched *s)
+{
+    for (size_t i = 0; i < s->n_models; i++)
+        fail_all(s, s->models[i], 503, "yard is shutting down", "shutting_down");
+    if (s->app->sup)
+        sup_unobserve(s->app->sup, s->obs);
+    uv_timer_stop(&s->tick);
+    uv_close((uv_handle_t *)&s->tick, free_after_close);
+}
+
+int sched_admit(struct sched *s, struct sched_waiter *w)
+{
+    struct smodel *sm = find(s, w->model);
+    if (!sm || !sm->m)
+        return -ENOENT;
+    if (s->total_waiting >= (size_t)s->app->cfg->router_max_queue)
+        return -EBUSY;
+    w->enqueued_ms = clock_mono_ms();
+    w->waited_for_load = 0;
+    w->prev = sm->tail;
+    w->next = NULL;
+    if (sm->tail)
+        sm->tail->next = w;
+    else
+        sm->head = w;
+    sm->tail = w;
+    sm->n_waiting++;
+    s->total_waiting++;
+    sched_kick(s);
+    return 0;
+}
+
+void sched_cancel(struct sched *s, struct sched_waiter *w)
+{
+    struct smodel *sm = find(s, w->model);
+    if (!sm)
+        return;
+    for (struct sched_waiter *x = sm->head; x; x = x->next) {
+        if (x == w) {
+            unlink_waiter(s, sm, w);
+            sched_kick(s);
+            return;
+        }
+    }
+}
+
+void sched_done(struct sched *s, const char *model)
+{
+    struct smodel *sm = find(s, model);
+    if (!sm)
+        return;
+    if (sm->inflight > 0)
+        sm->inflight--;
+    sm->last_used_ms = clock_mono_ms();
+    sched_kick(s);
+}
+
+static void on_stopped(void *arg)
+{
+    struct smodel *sm = arg;
+    sm->stop_issued = 0;
+    sm->draining = 0;
+    struct stop_cb *c = sm->stop_cbs;
+    sm->stop_cbs = NULL;
+    while (c) {
+        struct stop_cb *next = c->next;
+        c->done(c->arg);
+        free(c);
+        c = next;
+    }
+}
+
+/* A drained model with nothing in flight is stopped. */
+static void finish_drains(struct sched *s)
+{
+    for (size_t i = 0; i < s->n_models; i++) {
+        struct smodel *sm = s->models[i];
+        if (!sm->draining || sm->inflight > 0 || sm->stop_issued)
+            continue;
+        sm->stop_issued = 1;
+        char *err = NULL;
+        if (sup_stop(s->app->sup, sm->name, on_stopped, sm, &err) < 0) {
+            free(err);
+            on_stopped(sm);
+        }
+    }
+}
+
+static void dispatch_ready(struct sched *s)
+{
+    for (size_t i = 0; i < s->n_models; i++) {
+        struct smodel *sm = s->models[i];
+        if (!sm->head || sm->draining || !sm->m)
+            continue;
+        int port = 0;
+        if (state_of(s, sm, &port, NULL) != INST_READY)
+            continue;
+        uint64_t now = clock_mono_ms();
+        while (sm->head && (sm->m->concurrency <= 0 || sm->inflight < sm->m->concurrency)) {
+            struct sched_waiter *w = sm->head;
+            unlink_waiter(s, sm, w);
+            sm->inflight++;
+            sm->last_used_ms = now;
+            if (w->waited_for_load) {
+                s->load_waits++;
+                s->load_wait_s += (double)(now - w->enqueued_ms) / 1000.0;
+            }
+            w->on_ready(w, port);
+        }
+    }
+}
+
+static int in_exclusive_group(const struct config *cfg, const char *a, const char *b)
+{
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        const struct config_group *grp = &cfg->groups[g];
+        if (!grp->exclusive)
+            continue;
+        int has_a = 0, has_b = 0;
+        for (size_t k = 0; k < grp->n_members; k++) {
+            has_a |= strcmp(grp->members[k], a) == 0;
+            has_b |= strcmp(grp->members[k], b) == 0;
+        }
+        if (has_a && has_b)
+            return 1;
+    }
+    return 0;
+}
+
+/* The oldest waiting request's model first: the GPU goes where the queue head is. */
+static int by_oldest_head(const void *pa, const void *pb)
+{
+    const struct smodel *a = *(struct smodel *const *)pa, *b = *(struct smodel *const *)pb;
+    if (a->head->enqueued_ms != b->head->enqueued_ms)
+        return a->head->enqueued_ms < b->head->enqueued_ms ? -1 : 1;
+    return 0;
+}
+
+/*
+ * May `other` be drained to make room for `want`? Not while it has requests
+ * of its own queued (collation), unless want's oldest request has waited past
+ * half of router.max_wait (no starvation).
+ */
+static int may_evict(struct sched *s, struct smodel *other, struct smodel *want, uint64_t now)
+{
+    if (other->pinned)
+        return 0;
+    if (!other->n_waiting)
+        return 1;
+    return now - want->head->enqueued_ms >= s->app->cfg->router_max_wait_ms / 2;
+}
+
+static void drain(struct sched *s, struct smodel *victim, struct smodel *for_whom)
+{
+    if (victim->draining)
+        return;
+    victim->draining = 1;
+    s->swaps++;
+    log_info("sched", "draining '%s' to make room for '%s'", victim->name, for_whom->name);
+}
+
+/* Starts (or makes room for) each model with waiting requests that is not loaded. */
+static void plan_loads(struct sched *s)
+{
+    const struct config *cfg = s->app->cfg;
+    struct smodel **want = xcalloc(s->n_models ? s->n_models : 1, sizeof *want);
+    size_t n_want = 0;
+    for (size_t i = 0; i < s->n_models; i++)
+        if (s->models[i]->head && s->models[i]->m)
+            want[n_want++] = s->models[i];
+    qsort(want, n_want, sizeof *want, by_oldest_head);
+    uint64_t now = clock_mono_ms();
+
+    for (size_t i = 0; i < n_want; i++) {
+        struct smodel *sm = want[i];
+        enum inst_state st = state_of(s, sm, NULL, NULL);
+        if (st == INST_STARTING) {
+            for (struct sched_waiter *w = sm->head; w; w = w->next)
+                w->waited_for_load = 1;
+            continue;
+        }
+        if (st != INST_STOPPED && st != INST_FAILED)
+            continue;
+        /* Who stands in the way: loaded members of its exclusive groups... */
+        int blocked = 0, pinned_block = 0;
+        const char *pinned_name = NULL;
+        size_t loaded = 0;
+        for (size_t j = 0; j < s->n_models; j++) {
+            struct smodel *o = s->models[j];
+            if (o == sm || !is_loaded(state_of(s, o, NULL, NULL)))
+                continue;
+            loaded++;
+            if (!in_exclusive_group(cfg, sm->name, o->name))
+                continue;
+            blocked = 1;
+            if (o->pinned) {
+                pinned_block = 1;
+                pinned_name = o->name;
+            } else if (may_evict(s, o, sm, now)) {
+                drain(s, o, sm);
+            }
+        }
+        /* ...and, past router.max_loaded, the least recently used idle model. */
+        if (!blocked && cfg->router_max_loaded > 0 && loaded >= (size_t)cfg->router_max_loaded) {
+            blocked = 1;
+            size_t draining = 0;
+            for (size_t j = 0; j < s->n_models; j++)
+                draining += s->models[j]->draining;
+            if (loaded - draining >= (size_t)cfg->router_max_loaded) {
+                struct smodel *lru = NULL;
+                for (size_t j = 0; j < s->n_models; j++) {
+                    struct smodel *o = s->models[j];
+                    if (o == sm || o->draining || !is_loaded(state_of(s, o, NULL, NULL)) ||
+                        !may_evict(s, o, sm, now))
+                        continue;
+                    if (!lru || o->last_used_ms < lru->last_used_ms)
+                        lru = o;
+                }
+                if (lru)
+                    drain(s, lru, sm);
+            }
+        }
+        if (pinned_block) {
+            char *msg = xstrfmt("model '%s' cannot be loaded while pinned model '%s' holds its "
+                                "exclusive group; unpin it with 'yard unpin %s'",
+                                sm->name, pinned_name, pinned_name);
+            fail_all(s, sm, 503, msg, "model_blocked_by_pin");
+            free(msg);
+            continue;
+        }
+        for (struct sched_waiter *w = sm->head; w; w = w->next)
+            w->waited_for_load = 1;
+        if (blocked)
+            continue;
+        char *err = NULL;
+        sm->was_loading = 1;
+        sm->last_percent = -1;
+        if (sup_start(s->app->sup, sm->name, &err) < 0) {
+            fail_all(s, sm, 404, err, "model_not_found");
+            free(err);
+        }
+    }
+    free(want);
+}
+
+static void sched_kick(struct sched *s)
+{
+    if (s->kicking) {
+        s->kick_again = 1;
+        return;
+    }
+    s->kicking = 1;
+    do {
+        s->kick_again = 0;
+        dispatch_ready(s);
+        finish_drains(s);
+        plan_loads(s);
+    } while (s->kick_again);
+    s->kicking = 0;
+}
+
+int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err)
+{
+    struct sup_info info;
+    if (sup_info(s->app->sup, model, &info) < 0) {
+        char *names = sup_model_list(s->app->sup);
+        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+        return -ENOENT;
+    }
+    struct smodel *sm = find(s, info.name);
+    if (!sm)
+        return sup_stop(s->app->sup, info.name, done, arg, err);
+    if (done) {
+        struct stop_cb *c = xcalloc(1, sizeof *c);
+        c->done = done;
+        c->arg = arg;
+        c->next = sm->stop_cbs;
+        sm->stop_cbs = c;
+    }
+    sm->draining = 1;
+    sched_kick(s);
+    return 0;
+}
+
+int sched_pin(struct sched *s, const char *model, int pinned, char **err)
+{
+    struct sup_info info;
+    struct smodel *sm = sup_info(s->app->sup, model, &info) == 0 ? find(s, info.name) : NULL;
+    if (!sm) {
+        char *names = sup_model_list(s->app->sup);
+        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+        return -ENOENT;
+    }
+    sm->pinned = pinned;
+    if (!pinned)
+        sm->last_used_ms = clock_mono_ms();
+    sched_kick(s);
+    return 0;
+}
+
+const struct sched_stats *sched_stats(struct sched *s, size_t *n)
+{
+    free(s->stats);
+    s->stats = xcalloc(s->n_models ? s->n_models : 1, sizeof *s->stats);
+    for (size_t i = 0; i < s->n_models; i++)
+        s->stats[i] = (struct sched_stats){.model = s->models[i]->name,
+                                           .waiting = s->models[i]->n_waiting,
+                                           .inflight = s->models[i]->inflight,
+                                           .pinned = s->models[i]->pinned};
+    *n = s->n_models;
+    return s->stats;
+}
+
+void sched_totals(struct sched *s, uint64_t *swaps, uint64_t *load_waits, double *load_wait_s)
+{
+    *swaps = s->swaps;
+    *load_waits = s->load_waits;
+    *load_wait_s = s->load_wait_s;
+}

@@ -1,0 +1,71 @@
+#ifndef YARD_SCHED_SCHED_H
+#define YARD_SCHED_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app.h"
+
+/*
+ * Admission and swapping. Every request for a model waits in that model's
+ * queue until its instance is ready and has a free concurrency slot. A model
+ * that is not loaded is started; when it conflicts with loaded models (an
+ * exclusive group, router.max_loaded) those are drained (their new requests
+ * queue, their requests in flight finish) and stopped first. Requests are
+ * collated per model: a model keeps the GPU while it has queued requests, so
+ * interleaved arrivals A B A B are served A A then B B. A request waiting
+ * longer than half of router.max_wait forces the switch (no starvation).
+ */
+
+struct sched;
+
+/* One waiting request, embedded in the router's request. */
+struct sched_waiter {
+    struct sched_waiter *prev, *next;
+    const char *model; /* canonical model name (set by the caller) */
+    uint64_t enqueued_ms;
+    int waited_for_load; /* set when it had to wait for a start */
+    /* Dispatch: the instance is ready at 127.0.0.1:port; a slot is held until sched_done. */
+    void (*on_ready)(struct sched_waiter *w, int port);
+    /* Refused while waiting: status (503, 404), message, OpenAI error code. */
+    void (*on_fail)(struct sched_waiter *w, int status, const char *msg, const char *code);
+    /* Load progress while waiting: percent, or -1 when the engine does not log it. */
+    void (*on_progress)(struct sched_waiter *w, int percent);
+};
+
+struct sched_stats {
+    const char *model;
+    size_t waiting;
+    int inflight;
+    int pinned;
+};
+
+/* Creates the scheduler for app (sup, cfg, loop set). Never NULL. */
+struct sched *sched_new(struct app *app);
+/* Fails every waiter (503, shutting down) and frees the scheduler. */
+void sched_free(struct sched *s);
+/* Follows a reload: new models get queues, removed ones fail their waiters. */
+void sched_sync(struct sched *s);
+
+/*
+ * Queues w for w->model. Returns 0 (on_ready or on_fail will follow, possibly
+ * before this returns), -ENOENT for an unknown model, or -EBUSY when
+ * router.max_queue requests already wait.
+ */
+int sched_admit(struct sched *s, struct sched_waiter *w);
+/* The client left while waiting: w leaves the queue; no callback follows. */
+void sched_cancel(struct sched *s, struct sched_waiter *w);
+/* A dispatched request ended: its slot is free. */
+void sched_done(struct sched *s, const char *model);
+
+/* Drains MODEL, then stops it; done runs once it is stopped. 0 or -ENOENT with *err. */
+int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err);
+/* Pins (keeps resident against eviction and ttl) or unpins MODEL. 0 or -ENOENT with *err. */
+int sched_pin(struct sched *s, const char *model, int pinned, char **err);
+
+/* Per-model numbers for metrics and ps, in config order; n is set. Valid until the next call. */
+const struct sched_stats *sched_stats(struct sched *s, size_t *n);
+/* Totals: swaps (evictions to make room), load waits (count and seconds). */
+void sched_totals(struct sched *s, uint64_t *swaps, uint64_t *load_waits, double *load_wait_s);
+
+#endif
