@@ -19,12 +19,19 @@ cat <<MSG
 Switchyard demo: yard serve on 127.0.0.1:$port with three mock engines
 (config: $demo/yard.yaml). In another terminal, from $top:
 
+  curl -s 127.0.0.1:$port/v1/models
+  curl -sN 127.0.0.1:$port/v1/chat/completions -H 'Content-Type: application/json' \
+    -d '{"model":"qwen","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+        # qwen is an alias of qwen-7b: it starts on demand; the stream shows
+        # ": loading qwen-7b 40%" comments while the engine loads
+  curl -s 127.0.0.1:$port/v1/chat/completions -H 'Content-Type: application/json' \
+    -d '{"model":"llama-8b","messages":[{"role":"user","content":"hi"}]}'
+        # llama-8b and qwen-7b share an exclusive group: yard swaps them
   $yard ps
-  $yard start qwen-7b --wait          # a vLLM-like engine, 3 s load with progress
   $yard logs qwen-7b -n 20
   $yard logs qwen-7b -f                # Ctrl-C to leave
   $yard events
-  curl -s 127.0.0.1:$port/health
+  curl -s 127.0.0.1:$port/metrics | grep ^yard_
   $yard stop --all
 
 Ctrl-C here stops the daemon and every engine it started.

@@ -1,0 +1,211 @@
+// fuzz-sources: src/config/config.c src/config/argv.c
+// fuzz-sources: src/base/alloc.c src/base/buf.c src/base/units.c
+// fuzz-libs: -lyaml -ljansson
+/*
+ * libFuzzer target for config_parse. The input is the text of a config file,
+ * given in an exact-size copy so a read past its end is caught.
+ *
+ * Every message must read "fuzz.yaml:LINE:COL: message" or "fuzz.yaml:
+ * message", with a position inside the input, and the messages come in file
+ * order. A message the caller already held stays first and untouched. The
+ * result is NULL exactly when a message was added.
+ *
+ * A config that loads must keep the promises the rest of the daemon relies
+ * on: values inside their documented ranges, unique model ports and GPU
+ * indexes, every name and alias resolving to its own model, group members
+ * resolving to models, and every cmd that loaded also splitting and expanding
+ * (an unset ${env.VAR} is the one allowed failure).
+ */
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+
+#define NAME "fuzz.yaml"
+
+static void fail(const char *what, const char *detail)
+{
+    fprintf(stderr, "fuzz_config: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    abort();
+}
+
+/* Reads a decimal number of at least one digit at *p; returns -1 when there is none. */
+static long long read_num(const char **p)
+{
+    if (!isdigit((unsigned char)**p))
+        return -1;
+    long long v = 0;
+    while (isdigit((unsigned char)**p)) {
+        if (v < 1000000000)
+            v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+    return v;
+}
+
+/*
+ * Checks one message; *pos gets line << 32 | column for a positioned one, and
+ * is left alone for a message about the whole file.
+ */
+static void check_message(const char *msg, size_t size, size_t lines, uint64_t *pos)
+{
+    const char *prefix = NAME ":";
+    if (strncmp(msg, prefix, strlen(prefix)) != 0)
+        fail("message without the file name", msg);
+    if (!strstr(msg, ": "))
+        fail("message without ': '", msg);
+    const char *p = msg + strlen(prefix);
+    if (*p == ' ') {
+        if (!p[1])
+            fail("empty message", msg);
+        return;
+    }
+    long long line = read_num(&p);
+    if (line < 0 || *p++ != ':')
+        fail("malformed LINE in message", msg);
+    long long col = read_num(&p);
+    if (col < 0 || strncmp(p, ": ", 2) != 0 || !p[2])
+        fail("malformed COL in message", msg);
+    if (line < 1 || (size_t)line > lines + 1)
+        fail("line outside the input", msg);
+    if (col < 1 || (size_t)col > size + 2)
+        fail("column outside the input", msg);
+    *pos = (uint64_t)line << 32 | (uint64_t)col;
+}
+
+static int has_unset_env(const char *err)
+{
+    return strstr(err, "is not set") != NULL;
+}
+
+static void check_model(const struct config *cfg, size_t i)
+{
+    const struct config_model *m = &cfg->models[i];
+    static const char *const engines[] = {"vllm", "sglang", "llamacpp", "generic"};
+    int known = 0;
+    for (size_t e = 0; e < sizeof engines / sizeof engines[0]; e++)
+        known |= m->engine && !strcmp(m->engine, engines[e]);
+    if (!m->name || !*m->name || strchr(m->name, '/'))
+        fail("model without a valid name", m->name);
+    if (!known)
+        fail("model with an unknown engine", m->engine);
+    if (!m->cmd || !m->model_id || !m->health_path || m->health_path[0] != '/')
+        fail("model with a missing or invalid string", m->name);
+    if (m->port < 0 || m->port > 65535 || (m->port && m->port == cfg->listen_port))
+        fail("model port out of range or on the listen port", m->name);
+    for (size_t j = 0; j < i; j++)
+        if (m->port && cfg->models[j].port == m->port)
+            fail("two models on one port", m->name);
+    if (m->n_gpu_list && (size_t)m->gpu_count != m->n_gpu_list)
+        fail("gpu count differs from the gpu list", m->name);
+    for (size_t a = 0; a < m->n_gpu_list; a++) {
+        if (m->gpu_list[a] < 0 || m->gpu_list[a] > 1023)
+            fail("gpu index out of range", m->name);
+        for (size_t b = 0; b < a; b++)
+            if (m->gpu_list[a] == m->gpu_list[b])
+                fail("gpu listed twice", m->name);
+    }
+    if (m->gpu_count < 0 || m->gpu_count > 1024 || m->startup_timeout_ms == 0 ||
+        m->stop_timeout_ms > 3600ull * 1000 || m->health_status < 100 || m->health_status > 599 ||
+        m->max_restarts < 0 || m->max_restarts > 1000 || m->concurrency < 0)
+        fail("model value out of range", m->name);
+    if (config_find_model(cfg, m->name) != m)
+        fail("name does not resolve to its model", m->name);
+    for (size_t a = 0; a < m->n_aliases; a++)
+        if (config_find_model(cfg, m->aliases[a]) != m)
+            fail("alias does not resolve to its model", m->aliases[a]);
+    if (!config_model_same(m, m))
+        fail("model differs from itself", m->name);
+
+    char err[256] = "";
+    char **argv = config_split_argv(m->cmd, err, sizeof err);
+    if (!argv || !argv[0])
+        fail("a loaded cmd does not split", err);
+    config_argv_free(argv);
+    err[0] = '\0';
+    argv = config_expand_cmd(m, m->port ? m->port : 5800, "0,1", err, sizeof err);
+    if (!argv && !has_unset_env(err))
+        fail("a loaded cmd does not expand", err);
+    config_argv_free(argv);
+}
+
+static void check_config(const struct config *cfg)
+{
+    if (!cfg->path || strcmp(cfg->path, NAME) != 0)
+        fail("config path is not the name given", cfg->path);
+    if (!cfg->listen_host || cfg->listen_port < 1 || cfg->listen_port > 65535)
+        fail("listen address out of range", cfg->listen_host);
+    if (cfg->start_port < 1 || cfg->start_port > 65535 || cfg->router_max_queue < 1 ||
+        cfg->router_max_wait_ms == 0 || cfg->router_max_body == 0 ||
+        cfg->router_max_body > (1ull << 30) || cfg->router_max_header < 1024 ||
+        cfg->router_max_header > (16ull << 20) || cfg->router_header_timeout_ms == 0 ||
+        cfg->router_idle_timeout_ms == 0 || cfg->router_max_connections < 1 ||
+        cfg->log_max_bytes == 0 || cfg->default_startup_timeout_ms == 0 ||
+        cfg->default_stop_timeout_ms > 3600ull * 1000 || !cfg->router_policy)
+        fail("config value out of range", NULL);
+    for (size_t i = 0; i < cfg->n_api_keys; i++)
+        if (!cfg->api_keys[i] || !*cfg->api_keys[i])
+            fail("empty api key", NULL);
+    for (size_t i = 0; i < cfg->n_gpus; i++)
+        for (size_t j = 0; j < i; j++)
+            if (cfg->gpus[i].index == cfg->gpus[j].index)
+                fail("gpu declared twice", NULL);
+    for (size_t i = 0; i < cfg->n_models; i++)
+        check_model(cfg, i);
+    for (size_t g = 0; g < cfg->n_groups; g++) {
+        const struct config_group *grp = &cfg->groups[g];
+        for (size_t i = 0; i < grp->n_members; i++) {
+            const struct config_model *m = config_find_model(cfg, grp->members[i]);
+            if (!m || strcmp(m->name, grp->members[i]) != 0)
+                fail("group member is not a model name", grp->members[i]);
+            for (size_t j = 0; j < i; j++)
+                if (!strcmp(grp->members[i], grp->members[j]))
+                    fail("group member listed twice", grp->members[i]);
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *text = malloc(size ? size : 1);
+    if (!text)
+        abort();
+    memcpy(text, data, size);
+    size_t lines = 1;
+    /* an upper bound: libyaml also breaks lines at NEL, LS and PS (0x85, 0xa8, 0xa9 last) */
+    for (size_t i = 0; i < size; i++)
+        lines += data[i] == '\n' || data[i] == '\r' || data[i] == 0x85 || data[i] == 0xa8 ||
+                 data[i] == 0xa9;
+
+    /* A message from before: config_parse appends and must leave it alone. */
+    struct config_errors errs = {0};
+    errs.msgs = malloc(sizeof *errs.msgs);
+    if (!errs.msgs || !(errs.msgs[0] = strdup("earlier")))
+        abort();
+    errs.n = 1;
+
+    struct config *cfg = config_parse(text, size, NAME, &errs);
+    if (errs.n < 1 || strcmp(errs.msgs[0], "earlier") != 0)
+        fail("an earlier message was changed", NULL);
+    if ((cfg == NULL) != (errs.n > 1))
+        fail(cfg ? "a config with messages" : "no config and no message", NULL);
+
+    uint64_t last = 0;
+    for (size_t i = 1; i < errs.n; i++) {
+        uint64_t pos = last;
+        check_message(errs.msgs[i], size, lines, &pos);
+        if (pos < last)
+            fail("messages out of file order", errs.msgs[i]);
+        last = pos;
+    }
+    if (cfg)
+        check_config(cfg);
+
+    config_free(cfg);
+    config_errors_release(&errs);
+    free(text);
+    return 0;
+}
