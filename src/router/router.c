@@ -181,20 +181,29 @@ static const struct config_model *resolve(struct router__req *rr, const char *na
     return m;
 }
 
-/* Writes the canonical name into the body's "model" when the client used an alias. */
+/*
+ * Writes the canonical name into the body's "model" when the client used an
+ * alias: the value's bytes are replaced in a copy; the rest is not parsed.
+ */
 static int rewrite_model(struct router__req *rr, const char *name)
 {
-    json_error_t jerr;
-    json_t *o = json_loadb(rr->body, rr->body_len, 0, &jerr);
-    if (!o || !json_is_object(o)) {
-        json_decref(o);
+    const char *v;
+    size_t vlen;
+    if (router_scan_member(rr->body, rr->body_len, "model", &v, &vlen) < 0)
         return -EINVAL;
-    }
-    json_object_set_new(o, "model", json_string(name));
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    rr->body = s;
-    rr->body_len = strlen(s);
+    json_t *js = json_string(name);
+    char *quoted = json_dumps(js, JSON_ENCODE_ANY);
+    json_decref(js);
+    size_t qlen = strlen(quoted);
+    size_t before = (size_t)(v - rr->body), after = rr->body_len - before - vlen;
+    char *out = xmalloc(before + qlen + after + 1);
+    memcpy(out, rr->body, before);
+    memcpy(out + before, quoted, qlen);
+    memcpy(out + before + qlen, v + vlen, after);
+    out[before + qlen + after] = '\0';
+    free(quoted);
+    rr->body = out;
+    rr->body_len = before + qlen + after;
     rr->body_owned = 1;
     return 0;
 }
@@ -214,7 +223,7 @@ static void handle_inference(struct router *r, struct http_request *req)
     }
     if (n == -EINVAL) {
         router__fail(rr, 400, "invalid_request_error", "invalid_json", 0,
-                     "the request body is not a JSON object");
+                     "the request body is not a valid JSON object with a 'model' string");
         return;
     }
     if (n == -EMEDIUMTYPE) {

@@ -444,28 +444,28 @@ static int scan__utf8_valid(const unsigned char *s, size_t n)
 }
 
 /*
- * Whether the key s[0..n) (between its quotes) is "model". A key without a
+ * Whether the key s[0..n) (between its quotes) is `want`. A key without a
  * backslash is compared as it stands; one with escapes is decoded first, as
- * "mod\u0065l" names the same member. Returns 1, 0, or -EINVAL for a key
- * with a bad escape.
+ * "mod\u0065l" names the same member as "model". Returns 1, 0, or -EINVAL for
+ * a key with a bad escape.
  */
-static int scan__key_is_model(const char *s, size_t n)
+static int scan__key_is(const char *s, size_t n, const char *want)
 {
-    /* "model" spelled with every letter as \uXXXX is the longest form. */
-    enum { LONGEST = 5 * 6 };
-    char key[6];
+    size_t wn = strlen(want);
+    char key[64];
     size_t kn;
 
     if (!memchr(s, '\\', n))
-        return n == 5 && memcmp(s, "model", 5) == 0;
-    if (n > LONGEST)
+        return n == wn && memcmp(s, want, wn) == 0;
+    /* Every letter spelled as \uXXXX is the longest form. */
+    if (wn >= sizeof key || n > wn * 6)
         return 0;
-    int rc = scan__unescape(s, n, key, sizeof(key), &kn);
+    int rc = scan__unescape(s, n, key, wn + 1, &kn);
     if (rc == -ENAMETOOLONG)
         return 0;
     if (rc < 0)
         return rc;
-    return kn == 5 && memcmp(key, "model", 5) == 0;
+    return kn == wn && memcmp(key, want, wn) == 0;
 }
 
 /* p is at the first byte of the "model" value. */
@@ -503,7 +503,11 @@ static int scan__read_model(const char *p, const char *end, char *out, size_t ou
     return (int)n;
 }
 
-static int scan__model(const char *body, size_t len, char *out, size_t outlen)
+/*
+ * Finds the top-level member `key`: sets *value to the first byte of its
+ * value. Returns 0, -ENOENT or -EINVAL.
+ */
+static int scan__find(const char *body, size_t len, const char *key, const char **value)
 {
     const char *p = body, *end = body + len;
 
@@ -519,22 +523,24 @@ static int scan__model(const char *body, size_t len, char *out, size_t outlen)
     for (;;) {
         if (p == end || *p != '"')
             return -EINVAL;
-        const char *key = p + 1;
-        const char *key_end = scan__string_end(key, end);
-        if (!key_end)
+        const char *k = p + 1;
+        const char *k_end = scan__string_end(k, end);
+        if (!k_end)
             return -EINVAL;
-        int is_model = scan__key_is_model(key, (size_t)(key_end - key));
-        if (is_model < 0)
-            return is_model;
+        int match = scan__key_is(k, (size_t)(k_end - k), key);
+        if (match < 0)
+            return match;
 
-        p = scan__skip_ws(key_end + 1, end);
+        p = scan__skip_ws(k_end + 1, end);
         if (p == end || *p != ':')
             return -EINVAL;
         p = scan__skip_ws(p + 1, end);
         if (p == end)
             return -EINVAL;
-        if (is_model)
-            return scan__read_model(p, end, out, outlen);
+        if (match) {
+            *value = p;
+            return 0;
+        }
 
         p = scan__value_end(p, end);
         if (!p)
@@ -548,6 +554,37 @@ static int scan__model(const char *body, size_t len, char *out, size_t outlen)
             return -EINVAL;
         p = scan__skip_ws(p + 1, end);
     }
+}
+
+static int scan__model(const char *body, size_t len, char *out, size_t outlen)
+{
+    const char *v;
+    int rc = scan__find(body, len, "model", &v);
+    return rc < 0 ? rc : scan__read_model(v, body + len, out, outlen);
+}
+
+int router_scan_member(const char *body, size_t len, const char *key, const char **value,
+                       size_t *value_len)
+{
+    const char *v = NULL;
+    int rc = body && len ? scan__find(body, len, key, &v) : -EINVAL;
+    if (rc < 0)
+        return rc;
+    const char *e = scan__value_end(v, body + len);
+    /* The value must be followed by the next member or the end of the object. */
+    const char *after = e ? scan__skip_ws(e, body + len) : NULL;
+    if (!after || after == body + len || (*after != ',' && *after != '}'))
+        return -EINVAL;
+    *value = v;
+    *value_len = (size_t)(e - v);
+    return 0;
+}
+
+int router_scan_true(const char *body, size_t len, const char *key)
+{
+    const char *v;
+    size_t n;
+    return router_scan_member(body, len, key, &v, &n) == 0 && n == 4 && memcmp(v, "true", 4) == 0;
 }
 
 int router_scan_model(const char *body, size_t len, char *out, size_t outlen)

@@ -13,19 +13,29 @@
  * On success copies the unescaped value into out (NUL-terminated) and returns
  * its length. Errors:
  *   -ENOENT        the object has no top-level "model"
- *   -EINVAL        the body is not a JSON object (or is malformed before
- *                  "model" was found)
+ *   -EINVAL        the body is not a JSON object, is malformed before
+ *                  "model" was found, or the value holds a bad escape, a
+ *                  \u0000, a raw control byte or invalid UTF-8
  *   -EMEDIUMTYPE   "model" is present but not a string
  *   -ENAMETOOLONG  the value does not fit in outlen - 1 bytes
  * A body that is malformed after the model value is not detected here; the
- * engine judges the full body.
+ * engine judges the full body. On any error out is left empty.
  */
 int router_scan_model(const char *body, size_t len, char *out, size_t outlen);
 
 /*
  * 1 when the body is a JSON object whose top-level member KEY is true, else 0
- * (absent, another value, or not a JSON object).
+ * (absent, another value, or not a JSON object). Keys are matched after
+ * unescaping, as for "model".
  */
 int router_scan_true(const char *body, size_t len, const char *key);
+
+/*
+ * Finds the top-level member KEY and sets *value / *value_len to its raw
+ * value's bytes in body (a string includes its quotes). Returns 0, -ENOENT or
+ * -EINVAL. Used to rewrite a value in place without parsing the body.
+ */
+int router_scan_member(const char *body, size_t len, const char *key, const char **value,
+                       size_t *value_len);
 
 #endif

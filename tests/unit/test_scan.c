@@ -748,6 +748,43 @@ static void test_mutated_against_jansson(void **state)
     assert_true(agreed > 100);
 }
 
+static void test_scan_true(void **state)
+{
+    (void)state;
+    const char *yes = "{\"model\":\"m\",\"stream\" : true}";
+    assert_int_equal(router_scan_true(yes, strlen(yes), "stream"), 1);
+    const char *esc = "{\"str\\u0065am\":true}";
+    assert_int_equal(router_scan_true(esc, strlen(esc), "stream"), 1);
+    const char *no[] = {
+        "{\"stream\":false}",
+        "{\"stream\":\"true\"}",
+        "{\"stream\":trueish}",
+        "{\"x\":{\"stream\":true}}",
+        "{\"m\":\"\\\"stream\\\":true\"}",
+        "[{\"stream\":true}]",
+        "{}",
+        "{\"stream\":1}",
+    };
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        assert_int_equal(router_scan_true(no[i], strlen(no[i]), "stream"), 0);
+}
+
+static void test_scan_member_span(void **state)
+{
+    (void)state;
+    const char *b = "{ \"a\": [1, {\"model\": 2}], \"model\" :  \"q\\\"x\" , \"z\": null}";
+    const char *v;
+    size_t n;
+    assert_int_equal(router_scan_member(b, strlen(b), "model", &v, &n), 0);
+    assert_int_equal(n, 6);
+    assert_memory_equal(v, "\"q\\\"x\"", 6);
+    assert_int_equal(router_scan_member(b, strlen(b), "z", &v, &n), 0);
+    assert_int_equal(n, 4);
+    assert_memory_equal(v, "null", 4);
+    assert_int_equal(router_scan_member(b, strlen(b), "nope", &v, &n), -ENOENT);
+    assert_int_equal(router_scan_member("{\"a\":", 5, "a", &v, &n), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -770,6 +807,8 @@ int main(void)
         cmocka_unit_test(test_every_prefix),
         cmocka_unit_test(test_against_jansson),
         cmocka_unit_test(test_mutated_against_jansson),
+        cmocka_unit_test(test_scan_true),
+        cmocka_unit_test(test_scan_member_span),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
