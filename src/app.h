@@ -13,6 +13,7 @@ struct sup;
 struct admin_server;
 struct sched;
 struct router;
+struct gpu;
 
 /*
  * The one piece of mutable state in a yard process, passed explicitly. The
@@ -33,6 +34,7 @@ struct app {
     struct admin_server *admin;
     struct sched *sched;
     struct router *router;
+    struct gpu *gpu; /* the GPU inventory's source */
 
     /* Replaceable in tests. */
     uint64_t (*now_ms)(void); /* monotonic */

@@ -23,6 +23,7 @@ static const struct cmd commands[] = {
     {"unpin", cmd_unpin, "let a pinned model be evicted again"},
     {"logs", cmd_logs, "print a model's engine log"},
     {"events", cmd_events, "print state changes"},
+    {"gpus", cmd_gpus, "show GPUs, their memory and which instance holds it"},
     {"version", cmd_version, "print the version of yard and of the daemon"},
 };
 

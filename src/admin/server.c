@@ -17,6 +17,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/log.h"
+#include "gpu/gpu.h"
 #include "sched/sched.h"
 #include "store/store.h"
 #include "sup/sup.h"
@@ -169,7 +170,7 @@ static void wait_note(void *arg, const struct sup_note *n)
     if (n->kind == SUP_NOTE_PROGRESS) {
         conn_send(c, json_pack("{s:{s:s, s:o, s:s}}", "progress", "state", sup_state_name(n->state),
                                "percent", n->percent >= 0 ? json_integer(n->percent) : json_null(),
-                               "message", "loading"));
+                               "message", ""));
         return;
     }
     if (n->kind != SUP_NOTE_STATE)
@@ -477,6 +478,79 @@ static void handle_reload(struct admin_conn *c)
                            errors ? errors : json_array()));
 }
 
+struct gpus_work {
+    uv_work_t work;
+    struct admin_conn *c;
+    struct gpu_inventory inv;
+    char *err;
+    int rc;
+};
+
+static void gpus_read(uv_work_t *w)
+{
+    struct gpus_work *g = w->data;
+    g->rc = gpu_read(g->c->srv->app->gpu, &g->inv, &g->err);
+}
+
+/* Names the instance each GPU process belongs to (its process tree or group). */
+static void gpus_name_models(struct app *app, json_t *result)
+{
+    json_t *gpus = json_object_get(result, "gpus");
+    size_t i, j;
+    json_t *dev, *proc;
+    json_array_foreach(gpus, i, dev)
+    {
+        json_array_foreach(json_object_get(dev, "processes"), j, proc)
+        {
+            int pid = (int)json_integer_value(json_object_get(proc, "pid"));
+            for (size_t k = 0; k < sup_count(app->sup); k++) {
+                struct sup_info info;
+                sup_info_at(app->sup, k, &info);
+                if (info.pid > 0 && gpu_pid_owned_by(pid, info.pid, info.pid)) {
+                    json_object_set_new(proc, "model", json_string(info.name));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+static void gpus_done(uv_work_t *w, int status)
+{
+    struct gpus_work *g = w->data;
+    struct admin_conn *c = g->c;
+    if (g->rc < 0) {
+        char *msg = xstrfmt("cannot read the GPU inventory: %s", g->err ? g->err : "error");
+        send_error(c, msg);
+        free(msg);
+    } else {
+        json_t *res = gpu_inventory_json(&g->inv);
+        gpus_name_models(c->srv->app, res);
+        send_ok(c, res);
+    }
+    gpu_inventory_release(&g->inv);
+    free(g->err);
+    free(g);
+    conn_unref(c);
+}
+
+static void handle_gpus(struct admin_conn *c)
+{
+    if (!c->srv->app->gpu) {
+        send_error(c, "no GPU inventory in this daemon");
+        return;
+    }
+    struct gpus_work *g = xcalloc(1, sizeof *g);
+    g->c = c;
+    g->work.data = g;
+    c->refs++;
+    if (uv_queue_work(c->srv->app->loop, &g->work, gpus_read, gpus_done) < 0) {
+        send_error(c, "cannot read the GPU inventory now; try again");
+        free(g);
+        conn_unref(c);
+    }
+}
+
 static void handle_line(struct admin_conn *c, const char *line, size_t len)
 {
     json_error_t jerr;
@@ -498,6 +572,8 @@ static void handle_line(struct admin_conn *c, const char *line, size_t len)
         handle_events(c, req);
     else if (strcmp(cmd, "reload") == 0)
         handle_reload(c);
+    else if (strcmp(cmd, "gpus") == 0)
+        handle_gpus(c);
     else if (strcmp(cmd, "pin") == 0)
         handle_pin(c, req, 1);
     else if (strcmp(cmd, "unpin") == 0)

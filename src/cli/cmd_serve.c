@@ -21,6 +21,7 @@
 #include "base/log.h"
 #include "cli/cli.h"
 #include "config/config.h"
+#include "gpu/gpu.h"
 #include "router/router.h"
 #include "sched/sched.h"
 #include "store/store.h"
@@ -335,6 +336,14 @@ int cmd_serve(int argc, char **argv, struct app *app)
     app->loop = uv_default_loop();
     struct daemon d = {.app = app};
     app->sup = sup_new(app);
+    struct gpu_decl *decl = xcalloc(cfg->n_gpus ? cfg->n_gpus : 1, sizeof *decl);
+    for (size_t i = 0; i < cfg->n_gpus; i++)
+        decl[i] = (struct gpu_decl){cfg->gpus[i].index, cfg->gpus[i].name, cfg->gpus[i].memory};
+    app->gpu = gpu_new(decl, cfg->n_gpus, cfg->gpu_ledger, cfg->tool_nvidia_smi);
+    free(decl);
+    /* A configured nvidia-smi is what the user asked for: it wins over NVML. */
+    if (cfg->tool_nvidia_smi)
+        gpu_set_nvml(app->gpu, NULL);
     app->sched = sched_new(app);
     app->router = router_new(app, &err);
     if (app->router)
@@ -347,6 +356,7 @@ int cmd_serve(int argc, char **argv, struct app *app)
         free(err);
         sup_shutdown(app->sup, 1, NULL, NULL);
         uv_run(app->loop, UV_RUN_DEFAULT);
+        gpu_free(app->gpu);
         store_close(app->store);
         config_free(app->cfg);
         close(lock_fd);
@@ -375,6 +385,8 @@ int cmd_serve(int argc, char **argv, struct app *app)
     uv_run(app->loop, UV_RUN_DEFAULT);
 
     log_info("serve", "stopped");
+    gpu_free(app->gpu);
+    app->gpu = NULL;
     store_close(app->store);
     app->store = NULL;
     config_free(app->cfg);

@@ -506,6 +506,10 @@ static void parse_router(struct walk *w, const yaml_node_t *n)
     }
     if (present(v[2]) && get_enum(w, v[2], "router.policy", "policy", policies, 3) >= 0) {
         free(cfg->router_policy);
+        free(cfg->tool_cuda_checkpoint);
+        free(cfg->tool_criu);
+        free(cfg->tool_nvidia_smi);
+        free(cfg->gpu_ledger);
         cfg->router_policy = xstrdup(scalar(v[2]));
     }
     if (present(v[3]))
@@ -668,13 +672,38 @@ static void parse_eviction(struct walk *w, struct config_model *m, const yaml_no
     if (walk_map(w, n, path, where, keys, v) == 0) {
         char *p = xstrfmt("%s.weights", path);
         int i;
-        if (present(v[0]) && (i = get_enum(w, v[0], p, "value", weights, 3)) >= 0)
+        if (present(v[0]) && (i = get_enum(w, v[0], p, "value", weights, 3)) >= 0) {
             m->evict_weights = (enum config_weights)i;
+            /* Naming what happens to the weights implies the process stays. */
+            if (!present(v[1]))
+                m->evict_process = CONFIG_PROCESS_KEEP_RUNNING;
+        }
         free(p);
         p = xstrfmt("%s.process", path);
         if (present(v[1]) && (i = get_enum(w, v[1], p, "value", procs, 4)) >= 0)
             m->evict_process = (enum config_process)i;
         free(p);
+        /* What the engine can do: only vLLM and SGLang sleep in place. */
+        const char *eng = m->engine ? m->engine : "generic";
+        int sleeps = !strcmp(eng, "vllm") || !strcmp(eng, "sglang");
+        const yaml_node_t *at = present(v[0]) ? v[0] : n;
+        if (m->evict_process == CONFIG_PROCESS_KEEP_RUNNING &&
+            m->evict_weights == CONFIG_WEIGHTS_RETAIN)
+            err_at(w, at,
+                   "%s: weights 'retain' with process 'keep_running' frees no GPU memory; use "
+                   "weights 'offload' or 'discard', or process 'cuda_suspend' or 'stop'",
+                   path);
+        else if (m->evict_process == CONFIG_PROCESS_KEEP_RUNNING && !sleeps)
+            err_at(w, at,
+                   "%s: engine '%s' cannot release GPU memory while running; use process "
+                   "'cuda_suspend', 'checkpoint' or 'stop'",
+                   path, eng);
+        else if (m->evict_weights == CONFIG_WEIGHTS_DISCARD && !strcmp(eng, "sglang") &&
+                 m->evict_process == CONFIG_PROCESS_KEEP_RUNNING)
+            err_at(w, at,
+                   "%s: sglang cannot reload discarded weights in place; use weights "
+                   "'offload'",
+                   path);
     }
     free(where);
 }
@@ -968,13 +997,40 @@ enum {
     TK_GROUPS,
     TK_START_PORT,
     TK_LOG_MAX_SIZE,
+    TK_GPU_LEDGER,
+    TK_TOOLS,
     TK_COUNT,
 };
 
 static const char *const top_keys[] = {
-    "listen", "api_keys", "gpus",       "defaults",     "router",
-    "models", "groups",   "start_port", "log_max_size", NULL,
+    "listen", "api_keys",   "gpus",         "defaults",   "router", "models",
+    "groups", "start_port", "log_max_size", "gpu_ledger", "tools",  NULL,
 };
+
+/* tools: { cuda_checkpoint, criu, nvidia_smi, keep_checkpoints } */
+static void parse_tools(struct walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"cuda_checkpoint", "criu", "nvidia_smi", "keep_checkpoints",
+                                       NULL};
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[4];
+    if (walk_map(w, n, "tools", "in 'tools'", keys, v) < 0)
+        return;
+    char **dst[3] = {&cfg->tool_cuda_checkpoint, &cfg->tool_criu, &cfg->tool_nvidia_smi};
+    for (int i = 0; i < 3; i++) {
+        if (!present(v[i]))
+            continue;
+        char *p = xstrfmt("tools.%s", keys[i]);
+        free(*dst[i]);
+        *dst[i] = NULL;
+        get_str(w, v[i], p, dst[i]);
+        if (*dst[i] && !**dst[i])
+            err_at(w, v[i], "%s: empty path; give the program's path or leave the key out", p);
+        free(p);
+    }
+    if (present(v[3]))
+        get_bool(w, v[3], "tools.keep_checkpoints", &cfg->keep_checkpoints);
+}
 
 static void set_defaults(struct config *cfg)
 {
@@ -988,6 +1044,8 @@ static void set_defaults(struct config *cfg)
     cfg->router_max_queue = 256;
     cfg->router_max_wait_ms = 300 * 1000;
     cfg->router_policy = xstrdup("fifo");
+    cfg->tool_cuda_checkpoint = xstrdup("cuda-checkpoint");
+    cfg->tool_criu = xstrdup("criu");
     cfg->router_max_loaded = 0;
     cfg->router_max_body = 32ull << 20;
     cfg->router_max_header = 32ull << 10;
@@ -1016,6 +1074,10 @@ static void walk_root(struct walk *w, const yaml_node_t *root)
         if (cfg->log_max_bytes == 0)
             err_at(w, v[TK_LOG_MAX_SIZE], "log_max_size: must be more than 0");
     }
+    if (present(v[TK_GPU_LEDGER]))
+        get_str(w, v[TK_GPU_LEDGER], "gpu_ledger", &cfg->gpu_ledger);
+    if (present(v[TK_TOOLS]))
+        parse_tools(w, v[TK_TOOLS]);
     if (present(v[TK_API_KEYS]))
         cfg->n_api_keys = get_str_list(w, v[TK_API_KEYS], "api_keys", &cfg->api_keys, NULL);
     if (present(v[TK_GPUS]))

@@ -90,6 +90,11 @@ struct config {
     uint64_t router_idle_timeout_ms;     /* idle keep-alive, default 60s */
     int router_max_connections;          /* default 10000 */
     uint64_t log_max_bytes;              /* per-model log cap before rotation, default 10MiB */
+    char *gpu_ledger;                    /* declared GPUs' used memory (mock engines), or NULL */
+    char *tool_cuda_checkpoint;          /* tools.cuda_checkpoint, default "cuda-checkpoint" */
+    char *tool_criu;                     /* tools.criu, default "criu" */
+    char *tool_nvidia_smi;               /* tools.nvidia_smi, NULL: "nvidia-smi" from PATH */
+    int keep_checkpoints; /* tools.keep_checkpoints: keep CRIU images after restore */
     struct config_model *models;
     size_t n_models;
     struct config_group *groups;

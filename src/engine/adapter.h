@@ -6,7 +6,7 @@
 /*
  * What yard knows about each engine (vllm, sglang, llamacpp, generic): how it
  * signals readiness, which log lines mean ready / load progress / a fatal
- * failure, and (later) its sleep and wake verbs. Facts come from
+ * failure, and its sleep and wake verbs (sleep.h). Facts come from
  * ../shared/reference/engines.md and llama-server.md.
  */
 
@@ -29,6 +29,9 @@ struct engine_log_state {
     int percent;
 };
 
+/* One HTTP call of a sleep, wake or is-sleeping plan; engine/sleep.h. */
+struct engine_step;
+
 struct engine_line {
     enum engine_line_kind kind;
     int percent;
@@ -48,6 +51,33 @@ struct engine_ops {
     /* Classifies one log line (without its newline). */
     void (*classify_line)(struct engine_log_state *st, const char *line, size_t len,
                           struct engine_line *out);
+
+    /*
+     * Sleep and wake as plans of HTTP calls (engine/sleep.h), run by
+     * engine_run_plan(). level 1 keeps the weights in host RAM, level 2
+     * discards them. Each fills out (room for max steps) and returns the
+     * number of steps, -ENOTSUP when the engine cannot do it (llama.cpp,
+     * generic: suspend them with cuda-checkpoint instead), -EINVAL for
+     * another level, or -ENOBUFS when max is too small (ENGINE_PLAN_MAX
+     * always fits). A plan that can check its result ends with that check
+     * (vLLM: GET /is_sleeping).
+     */
+    int (*sleep_plan)(int level, struct engine_step *out, size_t max);
+    int (*wake_plan)(int level, struct engine_step *out, size_t max);
+    /*
+     * The one call that asks the engine whether it sleeps; its answer is read
+     * with engine_parse_is_sleeping(). Returns 1, or -ENOTSUP when the engine
+     * cannot say (SGLang): the daemon then keeps track itself.
+     */
+    int (*is_sleeping_plan)(struct engine_step *out);
+    /*
+     * What yard adds to the engine's command line and environment when the
+     * model's eviction policy sleeps it at level need_sleep (0: it never
+     * sleeps). Sets each list to a static NULL-terminated array, or to NULL
+     * when there is nothing to add; env entries are NAME=VALUE.
+     */
+    void (*sleep_setup)(int need_sleep, const char *const **extra_args,
+                        const char *const **extra_env);
 };
 
 /* The adapter for an engine name; NULL for an unknown name. */

@@ -1,5 +1,6 @@
 #include "engine/adapter.h"
 #include "engine/internal.h"
+#include "engine/sleep.h"
 
 /*
  * Any program with an OpenAI-compatible API. Yard knows nothing of its log
@@ -34,4 +35,9 @@ const struct engine_ops engine_generic = {
     .health_path = "/health",
     .probe_verdict = generic_probe_verdict,
     .classify_line = generic_classify_line,
+    /* no sleep verbs: eviction suspends it with cuda-checkpoint (runner/tools.h) */
+    .sleep_plan = engine_plan_unsupported,
+    .wake_plan = engine_plan_unsupported,
+    .is_sleeping_plan = engine_is_sleeping_unsupported,
+    .sleep_setup = engine_sleep_setup_none,
 };

@@ -2,6 +2,7 @@
 
 #include "engine/adapter.h"
 #include "engine/internal.h"
+#include "engine/sleep.h"
 
 /*
  * llama.cpp's llama-server. The HTTP listener starts before the model loads,
@@ -144,4 +145,9 @@ const struct engine_ops engine_llamacpp = {
     .health_path = "/health",
     .probe_verdict = llamacpp_probe_verdict,
     .classify_line = llamacpp_classify_line,
+    /* no sleep verbs: eviction suspends it with cuda-checkpoint (runner/tools.h) */
+    .sleep_plan = engine_plan_unsupported,
+    .wake_plan = engine_plan_unsupported,
+    .is_sleeping_plan = engine_is_sleeping_unsupported,
+    .sleep_setup = engine_sleep_setup_none,
 };

@@ -1,7 +1,10 @@
 #include <string.h>
 
+#include <errno.h>
+
 #include "engine/adapter.h"
 #include "engine/internal.h"
+#include "engine/sleep.h"
 
 /*
  * SGLang. Like vLLM, uvicorn starts only after the scheduler processes have
@@ -107,9 +110,70 @@ static void sglang_classify_line(struct engine_log_state *st, const char *line, 
         engine__set_fatal(out, "not enough GPU memory", text, text_len);
 }
 
+/*
+ * Memory release (needs --enable-memory-saver): POST
+ * /release_memory_occupation frees the weights and the KV cache, POST
+ * /resume_memory_occupation brings them back. Level 1 needs
+ * --enable-weights-cpu-backup so the weights are kept in host RAM. Both
+ * calls name the same tags, so a version whose "all" covers more (a
+ * cuda_graph tag) is never asked to resume what was not released. Level 2
+ * (release without backup) would need POST /update_weights_from_disk with
+ * the model path after the resume; plans do not know the path, so it is not
+ * offered. SGLang cannot say whether it is released: the daemon keeps track.
+ */
+
+#define SGLANG_TAGS "{\"tags\":[\"weights\",\"kv_cache\"]}"
+
+static int sglang_sleep_plan(int level, struct engine_step *out, size_t max)
+{
+    int rc;
+
+    if (level == 2)
+        return -ENOTSUP;
+    if (level != 1)
+        return -EINVAL;
+    if (max < 1)
+        return -ENOBUFS;
+    rc = engine_step_set(&out[0], "POST", "/release_memory_occupation", SGLANG_TAGS,
+                         ENGINE_CHECK_STATUS);
+    return rc < 0 ? rc : 1;
+}
+
+static int sglang_wake_plan(int level, struct engine_step *out, size_t max)
+{
+    int rc;
+
+    if (level == 2)
+        return -ENOTSUP;
+    if (level != 1)
+        return -EINVAL;
+    if (max < 1)
+        return -ENOBUFS;
+    rc = engine_step_set(&out[0], "POST", "/resume_memory_occupation", SGLANG_TAGS,
+                         ENGINE_CHECK_STATUS);
+    return rc < 0 ? rc : 1;
+}
+
+static void sglang_sleep_setup(int need_sleep, const char *const **extra_args,
+                               const char *const **extra_env)
+{
+    static const char *const offload[] = {"--enable-memory-saver", "--enable-weights-cpu-backup",
+                                          NULL};
+    static const char *const discard[] = {"--enable-memory-saver", NULL};
+
+    if (extra_args)
+        *extra_args = need_sleep == 1 ? offload : need_sleep >= 2 ? discard : NULL;
+    if (extra_env)
+        *extra_env = NULL;
+}
+
 const struct engine_ops engine_sglang = {
     .name = "sglang",
     .health_path = "/health",
     .probe_verdict = sglang_probe_verdict,
     .classify_line = sglang_classify_line,
+    .sleep_plan = sglang_sleep_plan,
+    .wake_plan = sglang_wake_plan,
+    .is_sleeping_plan = engine_is_sleeping_unsupported,
+    .sleep_setup = sglang_sleep_setup,
 };

@@ -1,7 +1,10 @@
 #include <string.h>
 
+#include <errno.h>
+
 #include "engine/adapter.h"
 #include "engine/internal.h"
+#include "engine/sleep.h"
 
 /*
  * vLLM. The API server binds its port early but listens only once the engine
@@ -97,9 +100,90 @@ static void vllm_classify_line(struct engine_log_state *st, const char *line, si
         engine__set_fatal(out, "KV cache too small", text, text_len);
 }
 
+/*
+ * Sleep mode (needs --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, else the
+ * endpoints are not there): POST /sleep?level=N, then GET /is_sleeping
+ * confirms. Level 1 copies the weights to host RAM and wakes with one
+ * POST /wake_up. Level 2 discards them: wake the weights' memory, reload
+ * them from disk with collective_rpc reload_weights, wake the KV cache, and
+ * reset the prefix cache, whose entries refer to the discarded cache. Every
+ * wake ends with GET /is_sleeping, which stays true until every tag is awake.
+ */
+
+static int vllm_add(struct engine_step *out, size_t max, int *n, const char *method,
+                    const char *path, const char *body, enum engine_step_check check)
+{
+    if ((size_t)*n >= max)
+        return -ENOBUFS;
+    return engine_step_set(&out[(*n)++], method, path, body, check);
+}
+
+static int vllm_sleep_plan(int level, struct engine_step *out, size_t max)
+{
+    int n = 0;
+    int rc;
+
+    if (level != 1 && level != 2)
+        return -EINVAL;
+    rc = vllm_add(out, max, &n, "POST", level == 1 ? "/sleep?level=1" : "/sleep?level=2", NULL,
+                  ENGINE_CHECK_STATUS);
+    if (rc == 0)
+        rc = vllm_add(out, max, &n, "GET", "/is_sleeping", NULL, ENGINE_CHECK_SLEEPING);
+    return rc < 0 ? rc : n;
+}
+
+static int vllm_wake_plan(int level, struct engine_step *out, size_t max)
+{
+    int n = 0;
+    int rc;
+
+    if (level == 1) {
+        rc = vllm_add(out, max, &n, "POST", "/wake_up", NULL, ENGINE_CHECK_STATUS);
+    } else if (level == 2) {
+        rc = vllm_add(out, max, &n, "POST", "/wake_up?tags=weights", NULL, ENGINE_CHECK_STATUS);
+        if (rc == 0)
+            rc = vllm_add(out, max, &n, "POST", "/collective_rpc",
+                          "{\"method\":\"reload_weights\",\"args\":[],\"kwargs\":{},"
+                          "\"timeout\":null}",
+                          ENGINE_CHECK_STATUS);
+        if (rc == 0)
+            rc =
+                vllm_add(out, max, &n, "POST", "/wake_up?tags=kv_cache", NULL, ENGINE_CHECK_STATUS);
+        if (rc == 0)
+            rc = vllm_add(out, max, &n, "POST", "/reset_prefix_cache", NULL, ENGINE_CHECK_STATUS);
+    } else {
+        return -EINVAL;
+    }
+    if (rc == 0)
+        rc = vllm_add(out, max, &n, "GET", "/is_sleeping", NULL, ENGINE_CHECK_AWAKE);
+    return rc < 0 ? rc : n;
+}
+
+static int vllm_is_sleeping_plan(struct engine_step *out)
+{
+    int rc = engine_step_set(out, "GET", "/is_sleeping", NULL, ENGINE_CHECK_STATUS);
+    return rc < 0 ? rc : 1;
+}
+
+static void vllm_sleep_setup(int need_sleep, const char *const **extra_args,
+                             const char *const **extra_env)
+{
+    static const char *const args[] = {"--enable-sleep-mode", NULL};
+    static const char *const env[] = {"VLLM_SERVER_DEV_MODE=1", NULL};
+
+    if (extra_args)
+        *extra_args = need_sleep > 0 ? args : NULL;
+    if (extra_env)
+        *extra_env = need_sleep > 0 ? env : NULL;
+}
+
 const struct engine_ops engine_vllm = {
     .name = "vllm",
     .health_path = "/health",
     .probe_verdict = vllm_probe_verdict,
     .classify_line = vllm_classify_line,
+    .sleep_plan = vllm_sleep_plan,
+    .wake_plan = vllm_wake_plan,
+    .is_sleeping_plan = vllm_is_sleeping_plan,
+    .sleep_setup = vllm_sleep_setup,
 };

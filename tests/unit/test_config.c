@@ -774,9 +774,40 @@ static void test_model_same(void **state)
     config_free(a);
 }
 
+static void test_eviction_policies(void **state)
+{
+    (void)state;
+    expect_error("models:\n  a:\n    engine: llamacpp\n    cmd: x\n"
+                 "    eviction: { weights: offload }\n",
+                 "yard.yaml:5:26: models.a.eviction: engine 'llamacpp' cannot release GPU memory "
+                 "while running; use process 'cuda_suspend', 'checkpoint' or 'stop'");
+    expect_error("models:\n  a:\n    engine: vllm\n    cmd: x\n"
+                 "    eviction: { weights: retain, process: keep_running }\n",
+                 "yard.yaml:5:26: models.a.eviction: weights 'retain' with process 'keep_running' "
+                 "frees no GPU memory; use weights 'offload' or 'discard', or process "
+                 "'cuda_suspend' or 'stop'");
+    struct config_errors errs = {0};
+    const char *ok = "models:\n  a:\n    engine: vllm\n    cmd: x\n"
+                     "    eviction: { weights: discard }\n"
+                     "  b:\n    engine: llamacpp\n    cmd: x\n"
+                     "    eviction: { process: cuda_suspend }\n"
+                     "tools: { criu: /opt/criu, keep_checkpoints: true }\ngpu_ledger: /tmp/l\n";
+    struct config *cfg = config_parse(ok, strlen(ok), "t.yaml", &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->models[0].evict_weights, CONFIG_WEIGHTS_DISCARD);
+    assert_int_equal(cfg->models[0].evict_process, CONFIG_PROCESS_KEEP_RUNNING);
+    assert_int_equal(cfg->models[1].evict_process, CONFIG_PROCESS_CUDA_SUSPEND);
+    assert_string_equal(cfg->tool_criu, "/opt/criu");
+    assert_string_equal(cfg->tool_cuda_checkpoint, "cuda-checkpoint");
+    assert_int_equal(cfg->keep_checkpoints, 1);
+    assert_string_equal(cfg->gpu_ledger, "/tmp/l");
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_eviction_policies),
         cmocka_unit_test(test_unknown_key_suggests),
         cmocka_unit_test(test_unknown_engine),
         cmocka_unit_test(test_port_conflicts),

@@ -139,8 +139,10 @@ static void send_method_not_allowed(struct mock *m, struct http_request *req)
 
 /* ---- memory accounting ---- */
 
-static void update_ledger(struct mock *m)
+void mock_ledger_update(struct mock *m)
 {
+    if (m->cuda_checkpointed)
+        return; /* the line comes back with the CUDA restore */
     unsigned pct =
         SHARE_REST + (m->weights_asleep ? 0 : SHARE_WEIGHTS) + (m->kv_asleep ? 0 : SHARE_KV);
     uint64_t bytes = pct == 100 ? m->o.vram : m->o.vram / 100 * pct;
@@ -201,7 +203,7 @@ static void apply_action(struct delayed *d)
         m->weights_asleep = m->kv_asleep = 1;
         if (d->level >= 2)
             m->weights_need_reload = 1;
-        update_ledger(m);
+        mock_ledger_update(m);
         uint64_t backed = d->level >= 2 ? 0 : w;
         mock_vllm_core_log(
             m, "INFO", "cumem.py:223",
@@ -221,7 +223,7 @@ static void apply_action(struct delayed *d)
             m->kv_asleep = 0;
         if (!m->weights_asleep && !m->kv_asleep)
             m->sleep_level = 0;
-        update_ledger(m);
+        mock_ledger_update(m);
         mock_vllm_core_log(m, "INFO", "core.py:491", "It took %.6f seconds to wake up tags %s.",
                            secs, tags_set(d->tags));
         break;
@@ -231,7 +233,7 @@ static void apply_action(struct delayed *d)
         if (d->tags & TAG_KV)
             m->kv_asleep = 1;
         m->released = m->weights_asleep || m->kv_asleep;
-        update_ledger(m);
+        mock_ledger_update(m);
         mock_sglang_log("Release memory occupation: tags=%s, took %.3f s", tags_set(d->tags), secs);
         break;
     case ACT_RESUME:
@@ -240,7 +242,7 @@ static void apply_action(struct delayed *d)
         if (d->tags & TAG_KV)
             m->kv_asleep = 0;
         m->released = m->weights_asleep || m->kv_asleep;
-        update_ledger(m);
+        mock_ledger_update(m);
         mock_sglang_log("Resume memory occupation: tags=%s, took %.3f s", tags_set(d->tags), secs);
         break;
     }
@@ -605,6 +607,16 @@ void mock_flavor_handle(struct mock *m, struct http_request *req)
     }
     if (strcmp(p, "/metrics") == 0) {
         send_metrics(m, req);
+        return;
+    }
+    if (is_inference_path(p) && post && m->cuda_checkpointed) {
+        /* the stand-in for cuda-checkpoint took the GPU memory away (SIGUSR1) */
+        const char *msg = "mock-engine: CUDA is checkpointed; restore it with cuda-checkpoint "
+                          "--toggle first";
+        if (strcmp(p, "/v1/messages") == 0)
+            mock_send_anthropic_error(m, req, 500, "api_error", msg);
+        else
+            mock_send_error(m, req, 500, "server_error", msg);
         return;
     }
     if (is_inference_path(p)) {

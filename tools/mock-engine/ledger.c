@@ -106,3 +106,27 @@ int mock_ledger_remove(const char *path, pid_t pid)
         return 0;
     return ledger_rewrite(path, pid, NULL);
 }
+
+int mock_ledger_get(const char *path, pid_t pid, uint64_t *bytes)
+{
+    FILE *in;
+    char l[1024];
+    int rc = -ENOENT;
+
+    if (!path)
+        return -ENOENT;
+    in = fopen(path, "re");
+    if (!in)
+        return -errno;
+    while (fgets(l, sizeof l, in)) {
+        int p, gpu;
+        unsigned long long b;
+        if (sscanf(l, "%d %d %llu", &p, &gpu, &b) == 3 && (pid_t)p == pid) {
+            *bytes = b;
+            rc = 0;
+            break;
+        }
+    }
+    fclose(in);
+    return rc;
+}

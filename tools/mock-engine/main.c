@@ -147,6 +147,8 @@ static void shutdown_now(struct mock *m, int code)
     uv_close((uv_handle_t *)&m->exit_timer, on_handle_closed);
     uv_close((uv_handle_t *)&m->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&m->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&m->sigusr1, on_handle_closed);
+    uv_close((uv_handle_t *)&m->sigusr2, on_handle_closed);
 }
 
 static void on_exit_timer(uv_timer_t *t)
@@ -456,6 +458,27 @@ static void on_load_step(uv_timer_t *t)
 
 /* ---- fork-child: a process in our group that holds the memory and outlives us ---- */
 
+static volatile sig_atomic_t child_got_usr1, child_got_usr2;
+
+static void child_on_cuda_signal(int signum)
+{
+    if (signum == SIGUSR1)
+        child_got_usr1 = 1;
+    else
+        child_got_usr2 = 1;
+}
+
+/* The child's side of the cuda-checkpoint stand-in: it holds the ledger line. */
+static void child_cuda_toggle(struct mock *m, int signum, uint64_t *saved)
+{
+    if (signum == SIGUSR1 && mock_ledger_get(m->o.ledger, getpid(), saved) == 0)
+        mock_ledger_remove(m->o.ledger, getpid());
+    else if (signum == SIGUSR2 && *saved)
+        mock_ledger_set(m->o.ledger, getpid(), m->gpu, *saved, m->o.name);
+    if (signum == SIGUSR2)
+        *saved = 0;
+}
+
 static void fork_child(struct mock *m)
 {
     pid_t pid = fork();
@@ -468,14 +491,41 @@ static void fork_child(struct mock *m)
         m->mem_pid = pid;
         return;
     }
-    /* child: drop the sockets, ignore SIGTERM and SIGINT, and wait for SIGKILL */
+    /*
+     * child: drop the sockets, ignore SIGTERM and SIGINT, and wait for
+     * SIGKILL; SIGUSR1 / SIGUSR2 release and restore its ledger line (the
+     * cuda-checkpoint stand-in)
+     */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = child_on_cuda_signal;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    /* blocked except inside sigsuspend, so none arrives between a check and the wait */
+    sigset_t block, wait_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &block, &wait_mask);
+    sigdelset(&wait_mask, SIGUSR1);
+    sigdelset(&wait_mask, SIGUSR2);
     for (int fd = 3; fd < 1024; fd++)
         close(fd);
-    for (;;)
-        pause();
+    uint64_t saved = 0;
+    for (;;) {
+        sigsuspend(&wait_mask);
+        if (child_got_usr1) {
+            child_got_usr1 = 0;
+            child_cuda_toggle(m, SIGUSR1, &saved);
+        }
+        if (child_got_usr2) {
+            child_got_usr2 = 0;
+            child_cuda_toggle(m, SIGUSR2, &saved);
+        }
+    }
 }
 
 /* ---- signals ---- */
@@ -506,6 +556,31 @@ static void on_signal(uv_signal_t *s, int signum)
         break;
     }
     shutdown_now(m, 0);
+}
+
+/*
+ * SIGUSR1 / SIGUSR2 stand for cuda-checkpoint's checkpoint and restore
+ * (tools/standins/cuda-checkpoint sends them): the process gives up all its
+ * GPU memory (the ledger line goes) and refuses inference until restored.
+ */
+static void on_cuda_signal(uv_signal_t *s, int signum)
+{
+    struct mock *m = s->data;
+    if (m->mem_pid != getpid()) {
+        mock_line("mock-engine: %s ignored: the GPU memory is held by child %d",
+                  signum == SIGUSR1 ? "SIGUSR1" : "SIGUSR2", (int)m->mem_pid);
+        return;
+    }
+    if (signum == SIGUSR1 && !m->cuda_checkpointed) {
+        m->cuda_checkpointed = 1;
+        if (m->o.ledger)
+            mock_ledger_remove(m->o.ledger, m->mem_pid);
+        mock_line("mock-engine: CUDA checkpointed (SIGUSR1): GPU memory released");
+    } else if (signum == SIGUSR2 && m->cuda_checkpointed) {
+        m->cuda_checkpointed = 0;
+        mock_ledger_update(m);
+        mock_line("mock-engine: CUDA restored (SIGUSR2): GPU memory back");
+    }
 }
 
 /* ---- command line ---- */
@@ -772,6 +847,12 @@ int main(int argc, char **argv)
     m->sigint.data = m;
     uv_signal_start(&m->sigterm, on_signal, SIGTERM);
     uv_signal_start(&m->sigint, on_signal, SIGINT);
+    uv_signal_init(m->loop, &m->sigusr1);
+    uv_signal_init(m->loop, &m->sigusr2);
+    m->sigusr1.data = m;
+    m->sigusr2.data = m;
+    uv_signal_start(&m->sigusr1, on_cuda_signal, SIGUSR1);
+    uv_signal_start(&m->sigusr2, on_cuda_signal, SIGUSR2);
 
     switch (m->o.flavor) {
     case MOCK_VLLM:

@@ -49,6 +49,7 @@ struct mock {
     uv_timer_t load_timer;
     uv_timer_t exit_timer;
     uv_signal_t sigterm, sigint;
+    uv_signal_t sigusr1, sigusr2; /* the cuda-checkpoint stand-in: checkpoint / restore */
     enum mock_phase phase;
     int load_step;
     uint64_t start_ns;
@@ -63,6 +64,7 @@ struct mock {
     int kv_asleep;
     int weights_need_reload; /* level 2: weights were discarded */
     int released;            /* sglang: memory released */
+    int cuda_checkpointed;   /* SIGUSR1 until SIGUSR2: no ledger line, inference refused */
     uint64_t sleep_ms_total; /* for the "It took ..." lines */
     int sleeps;
     /* counters for /metrics */
@@ -91,11 +93,15 @@ void mock_exit_soon(struct mock *m, int code);
 /* ledger.c: the shared "GPU memory" file; see docs/mock-engine.md */
 int mock_ledger_set(const char *path, pid_t pid, int gpu, uint64_t bytes, const char *name);
 int mock_ledger_remove(const char *path, pid_t pid);
+/* The bytes on pid's line: 0, or -ENOENT when it has none. */
+int mock_ledger_get(const char *path, pid_t pid, uint64_t *bytes);
 
 /* api.c: the OpenAI / Anthropic surface common to every flavor */
 void mock_api_handle(struct mock *m, struct http_request *req);
 
 /* flavor.c */
+/* Writes our ledger line for the current sleep state (nothing while CUDA is checkpointed). */
+void mock_ledger_update(struct mock *m);
 void mock_flavor_handle(struct mock *m, struct http_request *req);
 /* Sends an error in the flavor's shape (nested with an integer code, or SGLang's flat form). */
 void mock_send_error(struct mock *m, struct http_request *req, int status, const char *type,
