@@ -19,6 +19,8 @@ static const struct cmd commands[] = {
     {"ps", cmd_ps, "list instances"},
     {"start", cmd_start, "load a model now"},
     {"stop", cmd_stop, "stop a model, or every model with --all"},
+    {"sleep", cmd_sleep, "put a model to sleep: its engine frees the GPU and keeps running"},
+    {"wake", cmd_wake, "wake a sleeping model"},
     {"pin", cmd_pin, "keep a model resident against eviction and ttl"},
     {"unpin", cmd_unpin, "let a pinned model be evicted again"},
     {"logs", cmd_logs, "print a model's engine log"},

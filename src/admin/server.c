@@ -141,6 +141,7 @@ static json_t *info_json(const struct sup_info *i)
     json_object_set_new(o, "reason", reason);
     json_object_set_new(o, "restarts", json_integer(i->restarts));
     json_object_set_new(o, "progress", i->percent >= 0 ? json_integer(i->percent) : json_null());
+    json_object_set_new(o, "busy", json_boolean(i->busy));
     return o;
 }
 
@@ -282,6 +283,81 @@ static void handle_pin(struct admin_conn *c, json_t *req, int pinned)
     struct sup_info info;
     sup_info(c->srv->app->sup, model, &info);
     send_ok(c, json_pack("{s:s, s:b}", "name", info.name, "pinned", pinned));
+}
+
+struct op_ctx {
+    struct admin_conn *c;
+    char *model;
+};
+
+static void op_reply(struct op_ctx *x, int want_sleep, const char *errmsg)
+{
+    struct sup_info info;
+    struct app *app = x->c->srv->app;
+    if (!errmsg && sup_info(app->sup, x->model, &info) == 0 &&
+        info.state == (want_sleep ? INST_SLEEPING : INST_READY)) {
+        send_ok(x->c,
+                json_pack("{s:s, s:s}", "name", info.name, "state", sup_state_name(info.state)));
+    } else {
+        const char *why = errmsg;
+        if (!why && sup_info(app->sup, x->model, &info) == 0)
+            why = *info.reason ? info.reason : sup_state_name(info.state);
+        char *msg = xstrfmt("cannot %s '%s': %s", want_sleep ? "sleep" : "wake", x->model,
+                            why ? why : "unknown model");
+        send_error(x->c, msg);
+        free(msg);
+    }
+    conn_unref(x->c);
+    free(x->model);
+    free(x);
+}
+
+static void sleep_done(void *arg)
+{
+    op_reply(arg, 1, NULL);
+}
+
+static void wake_done(void *arg, int err, const char *msg)
+{
+    op_reply(arg, 0, err < 0 ? msg : NULL);
+}
+
+/* level: absent or 0 for the model's policy, 1 or 2. */
+static void handle_sleep_wake(struct admin_conn *c, json_t *req, int sleep)
+{
+    struct app *app = c->srv->app;
+    const char *model = json_string_value(json_object_get(req, "model"));
+    if (!model) {
+        send_error(c, sleep ? "'sleep' needs a model name" : "'wake' needs a model name");
+        return;
+    }
+    struct sup_info info;
+    char *err = NULL;
+    if (sup_info(app->sup, model, &info) < 0) {
+        sup_start(app->sup, model, &err); /* fills the unknown-model message */
+        send_error(c, err);
+        free(err);
+        return;
+    }
+    struct op_ctx *x = xcalloc(1, sizeof *x);
+    x->c = c;
+    x->model = xstrdup(info.name);
+    c->refs++;
+    int rc;
+    if (sleep) {
+        json_int_t level = json_integer_value(json_object_get(req, "level"));
+        rc = app->sched ? sched_sleep(app->sched, x->model, (int)level, sleep_done, x, &err)
+                        : sup_sleep(app->sup, x->model, (int)level, NULL, NULL, &err);
+    } else {
+        rc = sup_wake(app->sup, x->model, wake_done, x, &err);
+    }
+    if (rc < 0) {
+        send_error(c, err);
+        free(err);
+        conn_unref(c);
+        free(x->model);
+        free(x);
+    }
 }
 
 static void handle_stop(struct admin_conn *c, json_t *req)
@@ -574,6 +650,10 @@ static void handle_line(struct admin_conn *c, const char *line, size_t len)
         handle_reload(c);
     else if (strcmp(cmd, "gpus") == 0)
         handle_gpus(c);
+    else if (strcmp(cmd, "sleep") == 0)
+        handle_sleep_wake(c, req, 1);
+    else if (strcmp(cmd, "wake") == 0)
+        handle_sleep_wake(c, req, 0);
     else if (strcmp(cmd, "pin") == 0)
         handle_pin(c, req, 1);
     else if (strcmp(cmd, "unpin") == 0)

@@ -24,6 +24,8 @@ int cmd_ps(int argc, char **argv, struct app *app);
 int cmd_start(int argc, char **argv, struct app *app);
 int cmd_stop(int argc, char **argv, struct app *app);
 int cmd_pin(int argc, char **argv, struct app *app);
+int cmd_sleep(int argc, char **argv, struct app *app);
+int cmd_wake(int argc, char **argv, struct app *app);
 int cmd_gpus(int argc, char **argv, struct app *app);
 int cmd_unpin(int argc, char **argv, struct app *app);
 int cmd_logs(int argc, char **argv, struct app *app);

@@ -19,6 +19,10 @@
 
 #define SCHED_TICK_MS 250
 
+/* What follows a drain: a stop (yard stop), an eviction by the model's policy
+ * (sleep when it sleeps in place, else stop), or a sleep (yard sleep). */
+enum { SCHED__STOP = 0, SCHED__EVICT, SCHED__SLEEP };
+
 struct stop_cb {
     void (*done)(void *);
     void *arg;
@@ -32,8 +36,10 @@ struct smodel {
     size_t n_waiting;
     int inflight;
     int pinned;
-    int draining;    /* new requests queue; stop once in-flight ones end */
-    int stop_issued; /* sup_stop called, not yet done */
+    int draining;     /* new requests queue; act once in-flight ones end */
+    int drain_action; /* what follows the drain: SCHED__STOP, __EVICT, __SLEEP */
+    int drain_level;  /* for SCHED__SLEEP: the level (0: the policy's) */
+    int stop_issued;  /* sup_stop called, not yet done */
     int last_percent;
     int was_loading; /* it was starting for waiters */
     uint64_t last_used_ms;
@@ -75,10 +81,36 @@ static enum inst_state state_of(struct sched *s, struct smodel *sm, int *port, i
     return info.state;
 }
 
-static int is_loaded(enum inst_state st)
+/*
+ * Whether the model holds its GPU memory: loading, ready, stopping, or waking
+ * up. A sleeping model holds only a remainder and does not count.
+ */
+static int holds_gpu(struct sched *s, struct smodel *sm)
 {
-    return st == INST_STARTING || st == INST_READY || st == INST_STOPPING || st == INST_SLEEPING ||
-           st == INST_CHECKPOINTED;
+    struct sup_info info;
+    if (sup_info(s->app->sup, sm->name, &info) < 0)
+        return 0;
+    switch (info.state) {
+    case INST_STARTING:
+    case INST_READY:
+    case INST_STOPPING:
+        return 1;
+    case INST_SLEEPING:
+    case INST_CHECKPOINTED:
+        return info.busy; /* waking */
+    default:
+        return 0;
+    }
+}
+
+/* Ready to take requests: ready and no sleep or wake under way. */
+static int serves(struct sched *s, struct smodel *sm, int *port)
+{
+    struct sup_info info;
+    if (sup_info(s->app->sup, sm->name, &info) < 0)
+        return 0;
+    *port = info.port;
+    return info.state == INST_READY && !info.busy;
 }
 
 static void unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waiter *w)
@@ -313,14 +345,38 @@ static void on_stopped(void *arg)
 }
 
 /* A drained model with nothing in flight is stopped. */
+static void on_slept(void *arg, int err, const char *msg)
+{
+    on_stopped(arg);
+}
+
 static void finish_drains(struct sched *s)
 {
     for (size_t i = 0; i < s->n_models; i++) {
         struct smodel *sm = s->models[i];
         if (!sm->draining || sm->inflight > 0 || sm->stop_issued)
             continue;
+        struct sup_info info;
+        if (sup_info(s->app->sup, sm->name, &info) < 0 || info.busy)
+            continue;
+        if (info.state == INST_SLEEPING && sm->drain_action != SCHED__STOP) {
+            on_stopped(sm); /* already asleep */
+            continue;
+        }
         sm->stop_issued = 1;
         char *err = NULL;
+        int sleep =
+            info.state == INST_READY && (sm->drain_action == SCHED__SLEEP ||
+                                         (sm->drain_action == SCHED__EVICT && info.can_sleep));
+        if (sleep) {
+            int level = sm->drain_action == SCHED__SLEEP ? sm->drain_level : 0;
+            if (sup_sleep(s->app->sup, sm->name, level, on_slept, sm, &err) == 0)
+                continue;
+            /* It cannot sleep after all: a stop frees the memory too. */
+            log_warn("sched", "'%s' cannot sleep (%s); stopping it instead", sm->name, err);
+            free(err);
+            err = NULL;
+        }
         if (sup_stop(s->app->sup, sm->name, on_stopped, sm, &err) < 0) {
             free(err);
             on_stopped(sm);
@@ -335,7 +391,7 @@ static void dispatch_ready(struct sched *s)
         if (!sm->head || sm->draining || !sm->m)
             continue;
         int port = 0;
-        if (state_of(s, sm, &port, NULL) != INST_READY)
+        if (!serves(s, sm, &port))
             continue;
         uint64_t now = clock_mono_ms();
         while (sm->head && (sm->m->concurrency <= 0 || sm->inflight < sm->m->concurrency)) {
@@ -397,6 +453,7 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
     if (victim->draining)
         return;
     victim->draining = 1;
+    victim->drain_action = SCHED__EVICT;
     s->swaps++;
     log_info("sched", "draining '%s' to make room for '%s'", victim->name, for_whom->name);
 }
@@ -415,13 +472,19 @@ static void plan_loads(struct sched *s)
 
     for (size_t i = 0; i < n_want; i++) {
         struct smodel *sm = want[i];
-        enum inst_state st = state_of(s, sm, NULL, NULL);
-        if (st == INST_STARTING) {
+        struct sup_info self;
+        if (sup_info(s->app->sup, sm->name, &self) < 0)
+            continue;
+        enum inst_state st = self.state;
+        if (st == INST_STARTING || self.busy) {
             for (struct sched_waiter *w = sm->head; w; w = w->next)
                 w->waited_for_load = 1;
             continue;
         }
-        if (st != INST_STOPPED && st != INST_FAILED)
+        int asleep = st == INST_SLEEPING;
+        if (st != INST_STOPPED && st != INST_FAILED && !asleep)
+            continue;
+        if (asleep && sm->draining)
             continue;
         /* Who stands in the way: loaded members of its exclusive groups... */
         int blocked = 0, pinned_block = 0;
@@ -429,7 +492,7 @@ static void plan_loads(struct sched *s)
         size_t loaded = 0;
         for (size_t j = 0; j < s->n_models; j++) {
             struct smodel *o = s->models[j];
-            if (o == sm || !is_loaded(state_of(s, o, NULL, NULL)))
+            if (o == sm || !holds_gpu(s, o))
                 continue;
             loaded++;
             if (!in_exclusive_group(cfg, sm->name, o->name))
@@ -452,8 +515,7 @@ static void plan_loads(struct sched *s)
                 struct smodel *lru = NULL;
                 for (size_t j = 0; j < s->n_models; j++) {
                     struct smodel *o = s->models[j];
-                    if (o == sm || o->draining || !is_loaded(state_of(s, o, NULL, NULL)) ||
-                        !may_evict(s, o, sm, now))
+                    if (o == sm || o->draining || !holds_gpu(s, o) || !may_evict(s, o, sm, now))
                         continue;
                     if (!lru || o->last_used_ms < lru->last_used_ms)
                         lru = o;
@@ -477,7 +539,15 @@ static void plan_loads(struct sched *s)
         char *err = NULL;
         sm->was_loading = 1;
         sm->last_percent = -1;
-        if (sup_start(s->app->sup, sm->name, &err) < 0) {
+        if (asleep) {
+            /* Success shows as the ready transition; a failed wake stops it (a note). */
+            if (sup_wake(s->app->sup, sm->name, NULL, NULL, &err) < 0) {
+                char *msg = xstrfmt("model '%s' cannot wake: %s", sm->name, err);
+                fail_all(s, sm, 503, msg, "model_wake_failed");
+                free(msg);
+                free(err);
+            }
+        } else if (sup_start(s->app->sup, sm->name, &err) < 0) {
             fail_all(s, sm, 404, err, "model_not_found");
             free(err);
         }
@@ -521,6 +591,47 @@ int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *a
         sm->stop_cbs = c;
     }
     sm->draining = 1;
+    sm->drain_action = SCHED__STOP;
+    sched_kick(s);
+    return 0;
+}
+
+int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void *), void *arg,
+                char **err)
+{
+    struct sup_info info;
+    if (sup_info(s->app->sup, model, &info) < 0) {
+        char *names = sup_model_list(s->app->sup);
+        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+        return -ENOENT;
+    }
+    if (info.state != INST_READY || info.busy) {
+        *err = xstrfmt("'%s' is %s; only a ready model can sleep", info.name,
+                       sup_state_name(info.state));
+        return -EINVAL;
+    }
+    if (level == 0 && !info.can_sleep) {
+        *err = xstrfmt("'%s' has no sleep level in its eviction policy; set eviction: "
+                       "{weights: offload} (or discard) in its config, or pass --level",
+                       info.name);
+        return -EINVAL;
+    }
+    struct smodel *sm = find(s, info.name);
+    if (!sm) {
+        *err = xstrfmt("unknown model '%s'", model);
+        return -ENOENT;
+    }
+    if (done) {
+        struct stop_cb *c = xcalloc(1, sizeof *c);
+        c->done = done;
+        c->arg = arg;
+        c->next = sm->stop_cbs;
+        sm->stop_cbs = c;
+    }
+    sm->draining = 1;
+    sm->drain_action = SCHED__SLEEP;
+    sm->drain_level = level;
     sched_kick(s);
     return 0;
 }

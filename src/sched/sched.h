@@ -60,6 +60,13 @@ void sched_done(struct sched *s, const char *model);
 
 /* Drains MODEL, then stops it; done runs once it is stopped. 0 or -ENOENT with *err. */
 int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err);
+/*
+ * Drains MODEL, then puts it to sleep at level (0: its eviction policy's);
+ * done runs once it sleeps (or, if the sleep failed, once it is stopped).
+ * 0, or -ENOENT / -EINVAL with *err.
+ */
+int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void *), void *arg,
+                char **err);
 /* Pins (keeps resident against eviction and ttl) or unpins MODEL. 0 or -ENOENT with *err. */
 int sched_pin(struct sched *s, const char *model, int pinned, char **err);
 

@@ -17,6 +17,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/units.h"
+#include "engine/sleep.h"
 #include "http/probe.h"
 #include "store/store.h"
 #include "sup/sup_int.h"
@@ -55,8 +56,7 @@ static void replace_str(char **dst, const char *src)
 }
 
 /* The one place a transition happens: store first, then the log and observers. */
-static void inst_set_state(struct instance *in, enum inst_state to, const char *reason,
-                           const char *detail)
+void sup__set_state(struct instance *in, enum inst_state to, const char *reason, const char *detail)
 {
     enum inst_state from = in->state;
     in->state = to;
@@ -94,7 +94,7 @@ static void inst_set_state(struct instance *in, enum inst_state to, const char *
     sup__notify(in->sup, &n);
 }
 
-static void timers_stop(struct instance *in)
+void sup__timers_stop(struct instance *in)
 {
     uv_timer_stop(&in->probe_timer);
     uv_timer_stop(&in->deadline_timer);
@@ -121,7 +121,6 @@ static int health_status(struct instance *in)
 static void probe_fire(uv_timer_t *t);
 static void reap_poll(uv_timer_t *t);
 static void inst_fail(struct instance *in, const char *reason);
-static void inst_mark_ready(struct instance *in, const char *reason);
 static void inst_finish_stop(struct instance *in, const char *reason);
 
 static void probe_schedule(struct instance *in, uint64_t ms)
@@ -138,16 +137,16 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
     if (in->state == INST_STOPPED && in->watch) {
         /* Adoption: a process that answers is ready; one that does not is still loading. */
         if (v == ENGINE_PROBE_READY) {
-            inst_mark_ready(in, "adopted from an earlier daemon");
+            sup__inst_mark_ready(in, "adopted from an earlier daemon");
             return;
         }
-        inst_set_state(in, INST_STARTING, "adopted from an earlier daemon, not answering yet",
+        sup__set_state(in, INST_STARTING, "adopted from an earlier daemon, not answering yet",
                        NULL);
         in->probe_interval_ms = PROBE_FIRST_MS;
     }
     if (in->state == INST_STARTING) {
         if (v == ENGINE_PROBE_READY) {
-            inst_mark_ready(in, NULL);
+            sup__inst_mark_ready(in, NULL);
             return;
         }
         if (in->probe_again) {
@@ -225,7 +224,7 @@ static char *failure_detail(struct instance *in, const char *reason)
 
 static void inst_fail(struct instance *in, const char *reason)
 {
-    timers_stop(in);
+    sup__timers_stop(in);
     char *detail = failure_detail(in, reason);
     /* A failed engine holds the GPU for nobody: its whole group goes at once. */
     if (in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))
@@ -233,7 +232,7 @@ static void inst_fail(struct instance *in, const char *reason)
     if (in->state == INST_READY && in->ready_wall_ms &&
         clock_wall_ms() - in->ready_wall_ms >= STABLE_RUN_MS)
         in->restarts = 0;
-    inst_set_state(in, INST_FAILED, reason, detail);
+    sup__set_state(in, INST_FAILED, reason, detail);
     free(detail);
     free(in->fatal);
     in->fatal = NULL;
@@ -252,7 +251,7 @@ static void inst_fail(struct instance *in, const char *reason)
     }
 }
 
-static void inst_mark_ready(struct instance *in, const char *reason)
+void sup__inst_mark_ready(struct instance *in, const char *reason)
 {
     uv_timer_stop(&in->deadline_timer);
     in->ready_wall_ms = clock_wall_ms();
@@ -260,7 +259,7 @@ static void inst_mark_ready(struct instance *in, const char *reason)
     in->health_failures = 0;
     free(in->fatal);
     in->fatal = NULL;
-    inst_set_state(in, INST_READY, reason, NULL);
+    sup__set_state(in, INST_READY, reason, NULL);
     probe_schedule(in, HEALTH_EVERY_MS);
 }
 
@@ -337,7 +336,10 @@ static void reap_poll(uv_timer_t *t)
         return;
     if (!in->runner->ops->group_alive(in->runner, &in->proc) &&
         (in->main_exited || !in->runner->ops->is_alive(in->runner, &in->proc))) {
-        inst_finish_stop(in, NULL);
+        char *why = in->stop_reason;
+        in->stop_reason = NULL;
+        inst_finish_stop(in, why);
+        free(why);
         return;
     }
     uv_timer_start(&in->reap_timer, reap_poll, REAP_POLL_MS, 0);
@@ -357,7 +359,7 @@ static void run_stop_waiters(struct instance *in)
 
 static void inst_finish_stop(struct instance *in, const char *reason)
 {
-    timers_stop(in);
+    sup__timers_stop(in);
     if (in->watch) {
         in->runner->ops->unwatch(in->watch);
         in->watch = NULL;
@@ -365,7 +367,7 @@ static void inst_finish_stop(struct instance *in, const char *reason)
     sup__tail_stop(&in->tail);
     in->ready_wall_ms = 0;
     in->percent = -1;
-    inst_set_state(in, INST_STOPPED, reason, NULL);
+    sup__set_state(in, INST_STOPPED, reason, NULL);
     in->proc = (struct runner_proc){0};
     run_stop_waiters(in);
     if (in->removed) {
@@ -464,8 +466,27 @@ int sup__inst_start(struct instance *in)
         rc = -EINVAL;
         goto out;
     }
-    env = xcalloc(m->n_env + 3, sizeof *env);
+    /* A model that sleeps in place needs the engine started for it (vLLM's sleep mode). */
+    const char *const *extra_args = NULL, *const *extra_env = NULL;
+    if (in->eng->sleep_setup)
+        in->eng->sleep_setup(sup__policy_level(m), &extra_args, &extra_env);
+    size_t n_argv = 0, n_extra = 0, n_xenv = 0;
+    while (argv[n_argv])
+        n_argv++;
+    while (extra_args && extra_args[n_extra])
+        n_extra++;
+    while (extra_env && extra_env[n_xenv])
+        n_xenv++;
+    if (n_extra) {
+        argv = xrealloc(argv, (n_argv + n_extra + 1) * sizeof *argv);
+        for (size_t i = 0; i < n_extra; i++)
+            argv[n_argv + i] = xstrdup(extra_args[i]);
+        argv[n_argv + n_extra] = NULL;
+    }
+    env = xcalloc(m->n_env + n_xenv + 3, sizeof *env);
     size_t k = 0;
+    for (size_t i = 0; i < n_xenv; i++)
+        env[k++] = xstrdup(extra_env[i]);
     for (size_t i = 0; i < m->n_env; i++)
         env[k++] = xstrfmt("%s=%s", m->env[i].key, m->env[i].value);
     if (*in->gpus)
@@ -486,7 +507,7 @@ int sup__inst_start(struct instance *in)
         goto out;
     }
     in->started_wall_ms = clock_wall_ms();
-    inst_set_state(in, INST_STARTING, in->restarts ? "restarting after a failure" : NULL, NULL);
+    sup__set_state(in, INST_STARTING, in->restarts ? "restarting after a failure" : NULL, NULL);
     in->probe_interval_ms = PROBE_FIRST_MS;
     probe_schedule(in, PROBE_FIRST_MS);
     uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
@@ -535,8 +556,9 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
     default:
         break;
     }
-    timers_stop(in);
-    inst_set_state(in, INST_STOPPING, NULL, NULL);
+    sup__timers_stop(in);
+    sup__inst_cancel_op(in);
+    sup__set_state(in, INST_STOPPING, in->stop_reason, NULL);
     int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
     if (rc < 0 && rc != -ESRCH)
         log_warn("sup", "cannot signal '%s' (pgid %d): %s", in->name, in->proc.pgid, strerror(-rc));
@@ -545,7 +567,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
 }
 
 void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port, const char *gpus,
-                     const char *cmdline, int64_t started_ms, int restarts)
+                     const char *cmdline, int64_t started_ms, int restarts, int sleep_level)
 {
     in->proc = *p;
     in->port = port;
@@ -558,11 +580,19 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     int rc = in->runner->ops->adopt(in->runner, p, on_exit_cb, in, &in->watch);
     if (rc < 0) {
         in->proc = (struct runner_proc){0};
-        inst_set_state(in, INST_STOPPED, "exited while no daemon was running", NULL);
+        sup__set_state(in, INST_STOPPED, "exited while no daemon was running", NULL);
         return;
     }
     log_info("sup", "adopting '%s' (pid %d, port %d)", in->name, p->pid, port);
     sup__tail_start(&in->tail, 1);
+    if (sleep_level > 0) {
+        /* A sleeping engine may answer its health check: it stays asleep until woken. */
+        in->sleep_level = sleep_level;
+        char reason[64];
+        snprintf(reason, sizeof reason, "adopted asleep at level %d", sleep_level);
+        sup__set_state(in, INST_SLEEPING, reason, NULL);
+        return;
+    }
     if (in->m)
         uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
     /* probe_done sees STOPPED with a watch and decides between ready and starting. */
@@ -641,7 +671,11 @@ struct instance *sup__instance_new(struct sup *s, const struct config_model *m)
 /* Drops everything the daemon holds for the instance, leaving its process alone. */
 void sup__inst_release(struct instance *in)
 {
-    timers_stop(in);
+    sup__timers_stop(in);
+    if (in->plan) {
+        engine_plan_cancel(in->plan);
+        in->plan = NULL;
+    }
     uv_timer_stop(&in->restart_timer);
     if (in->watch) {
         in->runner->ops->unwatch(in->watch);
@@ -673,5 +707,6 @@ void sup__instance_free(struct instance *in)
     free(in->gpus);
     free(in->cmdline);
     free(in->fatal);
+    free(in->stop_reason);
     free(in);
 }

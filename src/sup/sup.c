@@ -97,12 +97,16 @@ void sup_adopt_all(struct sup *s)
             in->removed = 1;
             s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
             s->inst[s->n_inst++] = in;
-            sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts);
+            sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, 0);
             log_info("sup", "'%s' is no longer configured; stopping it", r->model);
             sup__inst_stop(in, NULL, NULL);
             continue;
         }
-        sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts);
+        int level = 0;
+        const char *at = strcmp(r->state, "sleeping") == 0 ? strstr(r->reason, "level ") : NULL;
+        if (at)
+            level = (int)strtol(at + 6, NULL, 10);
+        sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, level);
     }
     store_instances_free(rows, n);
 }
@@ -140,6 +144,30 @@ int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, 
     return 0;
 }
 
+static struct instance *find_known(struct sup *s, const char *model, char **err)
+{
+    struct instance *in = sup__find(s, model);
+    if (!in || in->removed) {
+        char *names = sup_model_list(s);
+        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+        return NULL;
+    }
+    return in;
+}
+
+int sup_sleep(struct sup *s, const char *model, int level, sup_op_cb done, void *arg, char **err)
+{
+    struct instance *in = find_known(s, model, err);
+    return in ? sup__inst_sleep(in, level, done, arg, err) : -ENOENT;
+}
+
+int sup_wake(struct sup *s, const char *model, sup_op_cb done, void *arg, char **err)
+{
+    struct instance *in = find_known(s, model, err);
+    return in ? sup__inst_wake(in, done, arg, err) : -ENOENT;
+}
+
 size_t sup_count(struct sup *s)
 {
     return s->n_inst;
@@ -162,6 +190,9 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .detail = in->detail ? in->detail : "",
         .percent = in->state == INST_STARTING ? in->percent : -1,
         .restarts = in->restarts,
+        .busy = in->op != SUP__OP_NONE,
+        .sleep_level = in->state == INST_SLEEPING ? in->sleep_level : 0,
+        .can_sleep = sup__policy_level(in->m) > 0,
     };
 }
 

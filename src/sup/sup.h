@@ -40,6 +40,9 @@ struct sup_info {
     const char *detail; /* the reason with the last log lines, for events */
     int percent;        /* load progress, -1 when unknown */
     int restarts;
+    int busy;        /* a sleep or wake is under way: send it no request */
+    int sleep_level; /* while sleeping: 1 or 2 */
+    int can_sleep;   /* its eviction policy sleeps it in place (keep_running) */
 };
 
 enum sup_note_kind { SUP_NOTE_STATE, SUP_NOTE_PROGRESS, SUP_NOTE_LOG };
@@ -91,6 +94,19 @@ char *sup_model_list(struct sup *s);
  */
 void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted, char **stopped,
                 char **added);
+
+/*
+ * Sleep and wake (vLLM sleep levels, SGLang memory release). level 0 uses the
+ * model's eviction policy (weights offload: 1, discard: 2). The instance must
+ * be ready with nothing in flight (the scheduler drains it first). done runs
+ * once with err 0, or a negative errno and a one-line msg; a sleep or wake
+ * that fails stops the instance, so the GPU memory comes back. Returns 0, or
+ * -ENOENT / -EINVAL / -ENOTSUP with *err (a new string) when nothing was
+ * started.
+ */
+typedef void (*sup_op_cb)(void *arg, int err, const char *msg);
+int sup_sleep(struct sup *s, const char *model, int level, sup_op_cb done, void *arg, char **err);
+int sup_wake(struct sup *s, const char *model, sup_op_cb done, void *arg, char **err);
 
 /* Observers: model NULL means every model. Removing is safe inside a callback. */
 struct sup_observer *sup_observe(struct sup *s, const char *model, sup_note_cb cb, void *arg);

@@ -17,6 +17,12 @@
 #define SUP_LINE_MAX 4096 /* longer log lines are cut */
 
 struct instance;
+struct engine_plan_run;
+
+enum { SUP__OP_NONE = 0, SUP__OP_SLEEP, SUP__OP_WAKE };
+
+/* The sleep level the model's eviction policy asks for: 0 (never sleeps), 1 or 2. */
+int sup__policy_level(const struct config_model *m);
 
 /* Follows a model's log file: classifies new lines and keeps the last ones. */
 struct logtail {
@@ -80,7 +86,13 @@ struct instance {
     struct logtail tail;
     struct stop_waiter *stop_waiters;
     int restart_after_stop; /* reload changed it: start again once stopped */
-    int removed;            /* the config dropped it: forget it once stopped */
+    int op;                 /* SUP__OP_SLEEP or SUP__OP_WAKE while one runs */
+    int sleep_level;        /* the level it sleeps at (or is going to) */
+    struct engine_plan_run *plan;
+    sup_op_cb op_done;
+    void *op_arg;
+    char *stop_reason; /* why the running stop happens, when not asked for */
+    int removed;       /* the config dropped it: forget it once stopped */
 };
 
 struct sup_observer {
@@ -111,9 +123,16 @@ void sup__instance_free(struct instance *in);
 int sup__inst_start(struct instance *in);
 void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg);
 void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port, const char *gpus,
-                     const char *cmdline, int64_t started_ms, int restarts);
+                     const char *cmdline, int64_t started_ms, int restarts, int sleep_level);
 void sup__inst_release(struct instance *in);
 void sup__inst_on_line(struct instance *in, const char *line, size_t len);
+void sup__set_state(struct instance *in, enum inst_state to, const char *reason,
+                    const char *detail);
+void sup__inst_mark_ready(struct instance *in, const char *reason);
+void sup__timers_stop(struct instance *in);
+int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err);
+int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err);
+void sup__inst_cancel_op(struct instance *in);
 
 /* logtail.c */
 void sup__tail_init(struct logtail *t, struct instance *in, const char *path);

@@ -146,6 +146,16 @@ static void check_config(const struct config *cfg)
         cfg->log_max_bytes == 0 || cfg->default_startup_timeout_ms == 0 ||
         cfg->default_stop_timeout_ms > 3600ull * 1000 || !cfg->router_policy)
         fail("config value out of range", NULL);
+    /* tool paths have defaults or were given, and are never empty; reading them all
+     * lets AddressSanitizer catch one freed too early */
+    static volatile size_t sink;
+    const char *const tools[] = {cfg->tool_cuda_checkpoint, cfg->tool_criu, cfg->tool_nvidia_smi};
+    for (size_t i = 0; i < sizeof tools / sizeof tools[0]; i++) {
+        if ((i < 2 && !tools[i]) || (tools[i] && !*tools[i]))
+            fail("tool path missing or empty", NULL);
+        sink += tools[i] ? strlen(tools[i]) : 0;
+    }
+    sink += cfg->gpu_ledger ? strlen(cfg->gpu_ledger) : 0;
     for (size_t i = 0; i < cfg->n_api_keys; i++)
         if (!cfg->api_keys[i] || !*cfg->api_keys[i])
             fail("empty api key", NULL);

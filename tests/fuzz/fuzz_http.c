@@ -3,27 +3,31 @@
 /*
  * libFuzzer target for the HTTP/1.1 server of src/http/server.c, end to end
  * over a real loopback TCP connection. The server is created once, with small
- * limits, on a libuv loop that only this thread runs. Each input is the first
- * byte, which says where to split the rest into two writes, and then the raw
- * bytes a client sends. The client connects, writes both parts (running the
- * loop until the server is idle after each), half-closes, and reads until
+ * limits, on a libuv loop that only this thread runs. An input is one control
+ * byte and then the raw bytes a client sends. The client connects and writes
+ * them in one or two parts; the control byte says where to split, whether to
+ * wait for the server to be idle between the parts, and how the client ends:
+ * wait until the server is idle and half-close, half-close at once, or reset
+ * at once (see LLVMFuzzerTestOneInput). The target then turns the loop until
  * the server has closed the connection.
  *
  * The handler answers in one of eight ways, picked by the second byte of the
- * path: whole responses (with a status from a table, an echoed body, extra
- * headers or "Connection: close"), streamed ones written at once or one step
- * per loop turn, and one driven by its write callbacks.
+ * path ("/0" to "/7"): whole responses (with a status from a table, an echoed
+ * body, extra headers or "Connection: close"), streamed ones written at once
+ * or one step per loop turn, and one driven by its write callbacks.
  *
  * Checked for every input, besides AddressSanitizer and UBSan:
  *  - each request the handler sees is the next one an independent
  *    http_parser finds in the input: method, target, version, headers, body;
  *  - the server never hands over more requests than the input completes, and
- *    every one of them when it neither closed early nor refused the input;
- *  - the bytes the client receives parse as HTTP/1.1 responses, with no
- *    response cut short: one per request, in order, with the status and body
- *    the handler sent, then at most one error response of the server's own;
- *    nothing follows a response that says "Connection: close";
- *  - every request gets exactly one done callback, with status 0.
+ *    every one of them unless it refused the input or someone closed;
+ *  - the bytes the client receives parse as HTTP/1.1 responses: one per
+ *    request, in order, with the status and body the handler sent, then at
+ *    most one error response of the server's own; nothing follows a response
+ *    that says "Connection: close"; none is cut short unless the client left
+ *    first;
+ *  - every request gets exactly one done callback, with status 0 when the
+ *    client waited for the answers.
  *
  * The server's own source is included, not linked, to see when a connection
  * is idle: no request in flight, nothing queued to write, nothing unread.
@@ -38,8 +42,8 @@
 #include <time.h>
 
 enum {
-    INPUT_MAX = 64 * 1024,
-    HEADER_MAX = 1024, /* small, so that short inputs can cross the limits */
+    INPUT_MAX = 32 * 1024, /* below the server's pipelining bound: it never stops reading */
+    HEADER_MAX = 1024,     /* small, so that short inputs can cross the limits */
     BODY_MAX = 1024,
     DEADLINE_MS = 5000, /* far beyond the few milliseconds an input takes */
 };
@@ -58,9 +62,17 @@ enum {
 
 static const int statuses[] = {200, 201, 204, 304, 404, 413, 500, 503, 299};
 
+/* How the client ends the connection once the input is sent. */
+enum client_end {
+    END_WAIT,       /* wait for the server to be idle, then half-close */
+    END_HALF_CLOSE, /* half-close at once: the server drops what is in flight */
+    END_RESET,      /* close with a reset at once, without reading */
+};
+
 static uv_loop_t loop;
 static struct http_server srv;
 static struct sockaddr_in srv_addr;
+static enum client_end end; /* of the input being run */
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -79,6 +91,14 @@ static void must(int rc, const char *what)
 {
     if (rc < 0)
         fail("%s failed: %s", what, strerror(-rc));
+}
+
+/* As must, for a call on a request: once the client has gone, -ENOTCONN is an answer too. */
+static void answer_ok(int rc, const char *what)
+{
+    if (rc == -ENOTCONN && end != END_WAIT)
+        return;
+    must(rc, what);
 }
 
 /* ---- the requests in the input, by an independent parser ---- */
@@ -276,45 +296,56 @@ static void on_done(struct http_request *req, int status, void *arg)
     free(j);
 }
 
-static void stream_chunk(struct job *j, const char *s)
+static int stream_chunk(struct job *j, const char *s)
 {
-    must(http_stream_write(j->req, s, strlen(s), NULL, NULL), "http_stream_write");
+    int rc = http_stream_write(j->req, s, strlen(s), NULL, NULL);
+    answer_ok(rc, "http_stream_write");
     sent(j, 200, s, strlen(s));
+    return rc;
 }
 
 static void on_chunk_written(struct http_request *req, int status, void *arg)
 {
     struct job *j = arg;
-    if (status < 0)
+    if (status < 0 && end == END_WAIT)
         fail("write callback with %d", status);
+    if (status < 0)
+        return;
     j->acked++;
     if (j->acked < 3) {
         const char *s = j->acked == 1 ? "second\n" : "third\n";
-        must(http_stream_write(req, s, strlen(s), on_chunk_written, j), "http_stream_write");
+        answer_ok(http_stream_write(req, s, strlen(s), on_chunk_written, j), "http_stream_write");
         sent(j, 200, s, strlen(s));
     } else {
-        must(http_stream_end(req), "http_stream_end");
+        answer_ok(http_stream_end(req), "http_stream_end");
     }
 }
 
-/* One step of an answer given over several loop turns; called once per turn. */
+/*
+ * One step of an answer given over several loop turns; called once per turn.
+ * A step that finds the connection gone is the last: the done callback follows.
+ */
 static void job_step(struct job *j)
 {
     static const char *const chunks[] = {"one\n", "", "three\n"};
+    int rc;
     if (j->mode == MODE_ASYNC && j->step == 0) {
-        must(http_respond(j->req, 200, "text/plain", "later\n", 6), "http_respond");
+        rc = http_respond(j->req, 200, "text/plain", "later\n", 6);
+        answer_ok(rc, "http_respond");
         sent(j, 200, "later\n", 6);
     } else if (j->mode == MODE_ASYNC_STREAM && j->step == 0) {
-        must(http_stream_begin(j->req, 200, "text/plain"), "http_stream_begin");
+        rc = http_stream_begin(j->req, 200, "text/plain");
+        answer_ok(rc, "http_stream_begin");
         sent(j, 200, NULL, 0);
     } else if (j->mode == MODE_ASYNC_STREAM && j->step <= 3) {
-        stream_chunk(j, chunks[j->step - 1]);
+        rc = stream_chunk(j, chunks[j->step - 1]);
     } else if (j->mode == MODE_ASYNC_STREAM && j->step == 4) {
-        must(http_stream_end(j->req), "http_stream_end");
+        rc = http_stream_end(j->req);
+        answer_ok(rc, "http_stream_end");
     } else {
         return;
     }
-    j->step++;
+    j->step = rc < 0 ? INT_MAX : j->step + 1;
 }
 
 static void check_request(const struct http_request *req, size_t k)
@@ -364,9 +395,11 @@ static void check_request(const struct http_request *req, size_t k)
         req->body[req->body_len] != '\0')
         fail("request %zu: body of %zu bytes differs from the %zu expected", k, req->body_len,
              m->body.len);
+    /* a client that has reset the connection has no address any more */
     char peer[64];
-    if (http_request_peer(req, peer, sizeof peer) < 0 || strncmp(peer, "127.0.0.1:", 10) != 0)
-        fail("request %zu: peer '%s'", k, peer);
+    int rc = http_request_peer(req, peer, sizeof peer);
+    if ((rc < 0 && end == END_WAIT) || (rc == 0 && strncmp(peer, "127.0.0.1:", 10) != 0))
+        fail("request %zu: peer address %d '%s'", k, rc, rc == 0 ? peer : "");
 }
 
 static void on_request(struct http_request *req, void *arg)
@@ -404,29 +437,29 @@ static void on_request(struct http_request *req, void *arg)
             if (rc != 0 && rc != -EINVAL && rc != -ENOBUFS)
                 fail("http_response_header gave %d", rc);
         }
-        must(http_respond(req, 200, "text/plain", "hello\n", 6), "http_respond");
+        answer_ok(http_respond(req, 200, "text/plain", "hello\n", 6), "http_respond");
         sent(j, 200, "hello\n", 6);
         break;
     }
     case MODE_STATUS: {
         int status = statuses[(unsigned char)req->path[2] % (sizeof statuses / sizeof *statuses)];
-        must(http_respond(req, status, "text/plain", "status\n", 7), "http_respond");
+        answer_ok(http_respond(req, status, "text/plain", "status\n", 7), "http_respond");
         sent(j, status, "status\n", 7);
         break;
     }
     case MODE_ECHO: {
         const char *ctype = http_request_header(req, "content-type");
-        must(http_respond(req, 200, ctype, req->body, req->body_len), "http_respond");
+        answer_ok(http_respond(req, 200, ctype, req->body, req->body_len), "http_respond");
         sent(j, 200, req->body, req->body_len);
         break;
     }
     case MODE_CLOSE:
-        must(http_response_header(req, "Connection", "close"), "http_response_header");
-        must(http_respond(req, 200, NULL, "bye\n", 4), "http_respond");
+        answer_ok(http_response_header(req, "Connection", "close"), "http_response_header");
+        answer_ok(http_respond(req, 200, NULL, "bye\n", 4), "http_respond");
         sent(j, 200, "bye\n", 4);
         break;
     case MODE_STREAM:
-        must(http_stream_begin(req, 200, "text/event-stream"), "http_stream_begin");
+        answer_ok(http_stream_begin(req, 200, "text/event-stream"), "http_stream_begin");
         if (http_respond(req, 200, NULL, "", 0) != -EALREADY ||
             http_response_header(req, "X-Late", "1") != -EALREADY)
             fail("a started stream accepted a second head");
@@ -434,14 +467,14 @@ static void on_request(struct http_request *req, void *arg)
         stream_chunk(j, "data: a\n\n");
         stream_chunk(j, "");
         stream_chunk(j, "b");
-        must(http_stream_end(req), "http_stream_end");
+        answer_ok(http_stream_end(req), "http_stream_end");
         if (http_stream_write(req, "x", 1, NULL, NULL) != -EINVAL ||
             http_stream_end(req) != -EINVAL)
             fail("an ended stream accepted more");
         break;
     case MODE_WRITE_CB:
-        must(http_stream_begin(req, 200, NULL), "http_stream_begin");
-        must(http_stream_write(req, "first\n", 6, on_chunk_written, j), "http_stream_write");
+        answer_ok(http_stream_begin(req, 200, NULL), "http_stream_begin");
+        answer_ok(http_stream_write(req, "first\n", 6, on_chunk_written, j), "http_stream_write");
         sent(j, 200, "first\n", 6);
         break;
     default: /* answered over the next loop turns by job_step */
@@ -470,7 +503,7 @@ static uint64_t now_ms(void)
 static void client_read(void)
 {
     char b[16384];
-    while (!cl.eof) {
+    while (!cl.eof && cl.fd >= 0) {
         ssize_t n = recv(cl.fd, b, sizeof b, MSG_DONTWAIT);
         if (n == 0) {
             cl.eof = 1;
@@ -644,8 +677,15 @@ static const http_parser_settings rs_settings = {
     .on_message_complete = rs_complete,
 };
 
+/*
+ * Checks what the client received against what the handler sent. A client
+ * that half-closed at once may see the last response cut short and some
+ * requests never answered; early_close says the server ended the connection
+ * before the client did.
+ */
 static void check_responses(int early_close)
 {
+    int cut = end != END_WAIT;
     http_parser p;
     http_parser_init(&p, HTTP_RESPONSE);
     buf_init(&rs.field, INPUT_MAX);
@@ -653,13 +693,14 @@ static void check_responses(int early_close)
     size_t n = http_parser_execute(&p, &rs_settings, data, cl.rx.len);
     if (n == cl.rx.len && HTTP_PARSER_ERRNO(&p) == HPE_OK)
         http_parser_execute(&p, &rs_settings, NULL, 0); /* EOF ends a close-delimited body */
-    if (HTTP_PARSER_ERRNO(&p) != HPE_OK || n != cl.rx.len)
+    enum http_errno e = HTTP_PARSER_ERRNO(&p);
+    if (n != cl.rx.len || (e != HPE_OK && !(cut && e == HPE_INVALID_EOF_STATE)))
         fail("responses do not parse at byte %zu of %zu: %s; received:\n%s", n, cl.rx.len,
-             http_errno_description(HTTP_PARSER_ERRNO(&p)), data);
-    if (rs.in_message)
+             http_errno_description(e), data);
+    if (rs.in_message && !cut)
         fail("a response cut short; received:\n%s", data);
 
-    size_t final = 0;
+    size_t final = 0, finals = rs.n_final;
     int refused = 0, closed = 0;
     for (size_t i = 0; i < rs.n; i++) {
         const struct resp *r = &rs.v[i];
@@ -672,10 +713,12 @@ static void check_responses(int early_close)
         closed = r->close;
         if (final < st.n) {
             const struct answer *a = &st.v[final];
+            /* a close-delimited body cut short reads as a whole one */
+            int may_be_short = cut && final + 1 == finals;
             if (r->status != a->status)
                 fail("response %zu: status %d, the handler sent %d", final, r->status, a->status);
-            if (r->body.len != a->body.len ||
-                (a->body.len && memcmp(r->body.data, a->body.data, a->body.len) != 0))
+            if (r->body.len > a->body.len || (r->body.len < a->body.len && !may_be_short) ||
+                (r->body.len && memcmp(r->body.data, a->body.data, r->body.len) != 0))
                 fail("response %zu: body of %zu bytes differs from the %zu sent", final,
                      r->body.len, a->body.len);
         } else {
@@ -689,23 +732,28 @@ static void check_responses(int early_close)
         }
         final++;
     }
-    if (final < st.n)
+    if (final < st.n && !cut)
         fail("%zu responses for %zu requests", final, st.n);
-    if (st.n > ref.n)
+    if (!refused && !closed && !early_close && !cut && st.n != ref.n)
         fail("%zu requests handed over, the input completes %zu", st.n, ref.n);
-    if (!refused && !closed && !early_close && st.n != ref.n)
-        fail("%zu requests handed over, the input completes %zu", st.n, ref.n);
-    for (size_t i = 0; i < st.n; i++)
-        if (st.v[i].done != 1 || st.v[i].done_status != 0)
-            fail("request %zu: %d done callbacks, status %d", i, st.v[i].done, st.v[i].done_status);
-    if (st.jobs || st.n_jobs)
-        fail("a request never ended");
 
     for (size_t i = 0; i < rs.n + (rs.in_message ? 1 : 0); i++)
         buf_release(&rs.v[i].body);
     free(rs.v);
     buf_release(&rs.field);
     memset(&rs, 0, sizeof rs);
+}
+
+/* Every request handed over ends once, with status 0 unless the client went away. */
+static void check_requests(void)
+{
+    if (st.n > ref.n)
+        fail("%zu requests handed over, the input completes %zu", st.n, ref.n);
+    for (size_t i = 0; i < st.n; i++)
+        if (st.v[i].done != 1 || (st.v[i].done_status != 0 && end == END_WAIT))
+            fail("request %zu: %d done callbacks, status %d", i, st.v[i].done, st.v[i].done_status);
+    if (st.jobs || st.n_jobs)
+        fail("a request never ended");
 }
 
 /* ---- the target ---- */
@@ -729,13 +777,34 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* Turns the loop until the client has read the server's end, when it reads, and
+ * the server has closed the connection. */
+static void wait_closed(const char *what)
+{
+    uint64_t deadline = now_ms() + DEADLINE_MS;
+    while ((cl.fd >= 0 && !cl.eof) || srv.conns || srv.n_closing) {
+        turn();
+        if (now_ms() > deadline)
+            fail("connection not closed within %d ms %s", DEADLINE_MS, what);
+    }
+}
+
+/*
+ * The first byte of an input: bits 0-5 say where to split the rest, as a
+ * fraction of 64 (0: one write); bit 7 clear: the client waits for the
+ * server after the input, and bit 6 makes it also wait between the two
+ * writes; bit 7 set: the client ends at once after the input, with a
+ * half-close, or with a reset when bit 6 is set.
+ */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > INPUT_MAX)
         return 0;
     const char *input = (const char *)data + 1;
     size_t len = size - 1;
-    size_t split = len * data[0] / 256;
+    size_t split = len * (data[0] & 63) / 64;
+    int settle_between = !(data[0] & 128) && (data[0] & 64);
+    end = !(data[0] & 128) ? END_WAIT : (data[0] & 64) ? END_RESET : END_HALF_CLOSE;
 
     ref_parse(input, len);
 
@@ -757,23 +826,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (split) {
         client_send(input, split);
-        settle("after the first write");
+        if (settle_between)
+            settle("after the first write");
+        else
+            turn(); /* the rest may arrive while a request is in flight */
     }
     client_send(input + split, len - split);
-    settle("after the input");
-    int early_close = cl.eof;
 
-    if (shutdown(cl.fd, SHUT_WR) < 0 && errno != ENOTCONN)
-        fail("shutdown: %s", strerror(errno));
-    deadline = now_ms() + DEADLINE_MS;
-    while (!cl.eof || srv.conns || srv.n_closing) {
-        turn();
-        if (now_ms() > deadline)
-            fail("connection not closed within %d ms of the client's end", DEADLINE_MS);
+    int early_close = 0;
+    if (end == END_WAIT) {
+        settle("after the input");
+        early_close = cl.eof;
     }
-    close(cl.fd);
+    if (end == END_RESET) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(cl.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(cl.fd);
+        cl.fd = -1;
+        wait_closed("after the client's reset");
+    } else {
+        if (shutdown(cl.fd, SHUT_WR) < 0 && errno != ENOTCONN)
+            fail("shutdown: %s", strerror(errno));
+        wait_closed("after the client's end");
+        close(cl.fd);
+    }
 
-    check_responses(early_close);
+    if (end != END_RESET)
+        check_responses(early_close);
+    check_requests();
 
     for (size_t i = 0; i < st.n; i++)
         buf_release(&st.v[i].body);

@@ -1,0 +1,188 @@
+/*
+ * Sleep and wake of a running instance: the engine's own verbs (vLLM sleep
+ * levels, SGLang memory release) run as plans of HTTP calls to its port
+ * (engine/sleep.h). The instance takes no request while a verb runs (the
+ * scheduler sees it busy). After a wake, a 1-token warm-up request goes first:
+ * the first requests after a wake are otherwise several times slower. A verb
+ * that fails stops the instance, because the GPU memory must come back.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "engine/sleep.h"
+#include "sup/sup_int.h"
+
+#define SLEEP_TIMEOUT_MS (5 * 60 * 1000) /* vLLM's first sleep took 43 s on a large model */
+#define WAKE_TIMEOUT_MS (5 * 60 * 1000)
+
+int sup__policy_level(const struct config_model *m)
+{
+    if (!m || m->evict_process == CONFIG_PROCESS_STOP)
+        return 0;
+    switch (m->evict_weights) {
+    case CONFIG_WEIGHTS_OFFLOAD:
+        return 1;
+    case CONFIG_WEIGHTS_DISCARD:
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+static void op_finish(struct instance *in, int err, const char *msg)
+{
+    sup_op_cb cb = in->op_done;
+    void *arg = in->op_arg;
+    in->op = SUP__OP_NONE;
+    in->plan = NULL;
+    in->op_done = NULL;
+    in->op_arg = NULL;
+    if (cb)
+        cb(arg, err, msg);
+}
+
+/* A failed verb leaves the engine in an unknown state: stop it. */
+static void escalate(struct instance *in, const char *what, const char *msg)
+{
+    char *why = xstrfmt("%s failed: %s; stopping it to free its GPU memory", what, msg);
+    log_warn("sup", "'%s': %s", in->name, why);
+    free(in->stop_reason);
+    in->stop_reason = xstrdup(why);
+    free(why);
+    sup__inst_stop(in, NULL, NULL);
+}
+
+static void sleep_done(int err, const char *msg, void *arg)
+{
+    struct instance *in = arg;
+    in->plan = NULL;
+    if (err < 0) {
+        char *m = xstrdup(msg ? msg : "error");
+        op_finish(in, err, m);
+        escalate(in, "sleep", m);
+        free(m);
+        return;
+    }
+    char reason[64];
+    snprintf(reason, sizeof reason, "asleep at level %d", in->sleep_level);
+    sup__set_state(in, INST_SLEEPING, reason, NULL);
+    op_finish(in, 0, NULL);
+}
+
+int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
+{
+    if (in->state != INST_READY || in->op) {
+        *err = xstrfmt("'%s' is %s%s; only a ready model can sleep", in->name,
+                       sup_state_name(in->state), in->op ? " and busy" : "");
+        return -EINVAL;
+    }
+    int policy = sup__policy_level(in->m);
+    if (level == 0)
+        level = policy;
+    if (level == 0) {
+        *err = xstrfmt("'%s' has no sleep level in its eviction policy; set eviction: "
+                       "{weights: offload} (or discard) in its config, or pass --level",
+                       in->name);
+        return -EINVAL;
+    }
+    struct engine_step steps[ENGINE_PLAN_MAX];
+    int n = in->eng->sleep_plan ? in->eng->sleep_plan(level, steps, ENGINE_PLAN_MAX) : -ENOTSUP;
+    if (n == -ENOTSUP) {
+        *err = xstrfmt("engine '%s' of '%s' cannot sleep at level %d", in->engine_name, in->name,
+                       level);
+        return -ENOTSUP;
+    }
+    if (n < 0) {
+        *err = xstrfmt("sleep level %d is not one of 1 or 2", level);
+        return -EINVAL;
+    }
+    if (policy == 0 && !strcmp(in->engine_name, "vllm")) {
+        /* vLLM serves its sleep endpoints only when started for it. */
+        *err = xstrfmt("'%s' was not started with vLLM's sleep mode; set eviction: {weights: "
+                       "offload} (or discard) in its config",
+                       in->name);
+        return -ENOTSUP;
+    }
+    in->op = SUP__OP_SLEEP;
+    in->sleep_level = level;
+    in->op_done = done;
+    in->op_arg = arg;
+    sup__timers_stop(in); /* no health probes while it changes */
+    log_info("sup", "'%s' going to sleep (level %d)", in->name, level);
+    in->plan = engine_run_plan(in->sup->app->loop, in->port, steps, (size_t)n, SLEEP_TIMEOUT_MS,
+                               sleep_done, in);
+    if (!in->plan) {
+        in->op = SUP__OP_NONE;
+        in->op_done = NULL;
+        *err = xstrfmt("cannot reach the engine of '%s' on port %d", in->name, in->port);
+        return -EIO;
+    }
+    return 0;
+}
+
+static void wake_done(int err, const char *msg, void *arg)
+{
+    struct instance *in = arg;
+    in->plan = NULL;
+    if (err < 0) {
+        char *m = xstrdup(msg ? msg : "error");
+        op_finish(in, err, m);
+        escalate(in, "wake", m);
+        free(m);
+        return;
+    }
+    char reason[64];
+    snprintf(reason, sizeof reason, "woken from level %d", in->sleep_level);
+    in->sleep_level = 0;
+    sup__inst_mark_ready(in, reason);
+    op_finish(in, 0, NULL);
+}
+
+int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
+{
+    if (in->state != INST_SLEEPING || in->op) {
+        *err = xstrfmt("'%s' is %s%s; only a sleeping model can wake", in->name,
+                       sup_state_name(in->state), in->op ? " and busy" : "");
+        return -EINVAL;
+    }
+    struct engine_step steps[ENGINE_PLAN_MAX + 1];
+    int n =
+        in->eng->wake_plan ? in->eng->wake_plan(in->sleep_level, steps, ENGINE_PLAN_MAX) : -ENOTSUP;
+    if (n < 0) {
+        *err = xstrfmt("engine '%s' of '%s' cannot wake from level %d", in->engine_name, in->name,
+                       in->sleep_level);
+        return n;
+    }
+    /* The warm-up: one token before real traffic (engines serve the model's name). */
+    int w = engine_warmup_plan(in->name, steps + n, 1);
+    if (w > 0)
+        n += w;
+    in->op = SUP__OP_WAKE;
+    in->op_done = done;
+    in->op_arg = arg;
+    log_info("sup", "'%s' waking from level %d", in->name, in->sleep_level);
+    in->plan = engine_run_plan(in->sup->app->loop, in->port, steps, (size_t)n, WAKE_TIMEOUT_MS,
+                               wake_done, in);
+    if (!in->plan) {
+        in->op = SUP__OP_NONE;
+        in->op_done = NULL;
+        *err = xstrfmt("cannot reach the engine of '%s' on port %d", in->name, in->port);
+        return -EIO;
+    }
+    return 0;
+}
+
+void sup__inst_cancel_op(struct instance *in)
+{
+    if (!in->op)
+        return;
+    if (in->plan)
+        engine_plan_cancel(in->plan);
+    in->plan = NULL;
+    op_finish(in, -ECANCELED, "cancelled: the model is stopping");
+}
