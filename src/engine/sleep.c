@@ -152,7 +152,7 @@ static void plan_on_answer(int status, const char *body, size_t len, void *arg)
 
     r->call = NULL;
     if (status < 0) {
-        if (status == -ETIMEDOUT)
+        if (status == -ETIMEDOUT && r->timeout_ms > 0)
             snprintf(msg, sizeof(msg), "%s %s timed out: the plan's %llu ms are spent", s->method,
                      s->path, (unsigned long long)r->timeout_ms);
         else

@@ -5,6 +5,7 @@
  * and collation.
  */
 #include "sched/sched.h"
+#include "sched/internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ struct smodel {
     int was_loading; /* it was starting for waiters */
     uint64_t last_used_ms;
     struct stop_cb *stop_cbs;
+    struct sched *sched;
 };
 
 struct sched {
@@ -57,9 +59,32 @@ struct sched {
     uint64_t swaps, load_waits;
     double load_wait_s;
     struct sched_stats *stats;
+    struct sched__gpus gpus;
+    int mem_blocked; /* a model waits for GPU memory: read the inventory often */
+    int dead;        /* freed while an inventory read ran */
 };
 
 static void sched_kick(struct sched *s);
+
+struct sched__gpus *sched__gpus_of(struct sched *s)
+{
+    return &s->gpus;
+}
+
+struct app *sched__app(struct sched *s)
+{
+    return s->app;
+}
+
+void sched__kick(struct sched *s)
+{
+    sched_kick(s);
+}
+
+int sched__dead(struct sched *s)
+{
+    return s->dead;
+}
 
 static struct smodel *find(struct sched *s, const char *name)
 {
@@ -173,6 +198,7 @@ static void add_model(struct sched *s, const struct config_model *m)
     sm->m = m;
     sm->last_percent = -1;
     sm->last_used_ms = clock_mono_ms();
+    sm->sched = s;
     s->models = xrealloc(s->models, (s->n_models + 1) * sizeof *s->models);
     s->models[s->n_models++] = sm;
 }
@@ -217,10 +243,15 @@ void sched_sync(struct sched *s)
     sched_kick(s);
 }
 
+#define GPU_READ_EVERY_MS 2000
+#define GPU_READ_BLOCKED_MS 200
+
 static void on_tick(uv_timer_t *t)
 {
     struct sched *s = t->data;
     uint64_t now = clock_mono_ms();
+    if (now - s->gpus.read_ms >= (s->mem_blocked ? GPU_READ_BLOCKED_MS : GPU_READ_EVERY_MS))
+        sched__gpus_refresh(s);
     uint64_t max_wait = s->app->cfg->router_max_wait_ms;
     for (size_t i = 0; i < s->n_models; i++) {
         struct smodel *sm = s->models[i];
@@ -259,17 +290,30 @@ struct sched *sched_new(struct app *app)
     uv_timer_init(app->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, SCHED_TICK_MS, SCHED_TICK_MS);
+    s->gpus.owner = s;
+    sched__gpus_refresh(s);
     return s;
 }
 
-static void free_after_close(uv_handle_t *h)
+void sched__free_now(struct sched *s)
 {
-    struct sched *s = h->data;
+    sched__gpus_release(s);
     for (size_t i = 0; i < s->n_models; i++)
         free_model(s->models[i]);
     free(s->models);
     free(s->stats);
     free(s);
+}
+
+static void free_after_close(uv_handle_t *h)
+{
+    struct sched *s = h->data;
+    /* An inventory read still in the thread pool frees the scheduler when it returns. */
+    if (s->gpus.reading) {
+        s->dead = 1;
+        return;
+    }
+    sched__free_now(s);
 }
 
 void sched_free(struct sched *s)
@@ -332,6 +376,8 @@ void sched_done(struct sched *s, const char *model)
 static void on_stopped(void *arg)
 {
     struct smodel *sm = arg;
+    /* Memory was given back: look again before placing the next model. */
+    sched__gpus_refresh(sm->sched);
     sm->stop_issued = 0;
     sm->draining = 0;
     struct stop_cb *c = sm->stop_cbs;
@@ -458,7 +504,64 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
     log_info("sched", "draining '%s' to make room for '%s'", victim->name, for_whom->name);
 }
 
-/* Starts (or makes room for) each model with waiting requests that is not loaded. */
+#define SCHED__MAX_GPU_INDEX 1024
+
+/* Eviction order: idle before busy, cheap to bring back (sleeps) first, least recently used. */
+static int by_eviction_cost(const void *pa, const void *pb)
+{
+    const struct smodel *a = *(struct smodel *const *)pa, *b = *(struct smodel *const *)pb;
+    if ((a->inflight > 0) != (b->inflight > 0))
+        return a->inflight > 0 ? 1 : -1;
+    int sa = a->m && a->m->evict_process != CONFIG_PROCESS_STOP;
+    int sb = b->m && b->m->evict_process != CONFIG_PROCESS_STOP;
+    if (sa != sb)
+        return sa ? -1 : 1;
+    return a->last_used_ms < b->last_used_ms ? -1 : a->last_used_ms > b->last_used_ms;
+}
+
+/*
+ * Plans what to evict so `want` fits: adds victims in eviction order until
+ * the placement would succeed with their memory back, then drains them. Never
+ * a pinned model; a model with queued requests only past the starvation
+ * bound. While an eviction is under way, nothing more is planned.
+ */
+static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
+{
+    for (size_t i = 0; i < s->n_models; i++)
+        if (s->models[i]->draining)
+            return;
+    struct smodel **cand = xcalloc(s->n_models ? s->n_models : 1, sizeof *cand);
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_models; i++) {
+        struct smodel *o = s->models[i];
+        if (o != want && o->m && o->m->vram && holds_gpu(s, o) && may_evict(s, o, want, now))
+            cand[n++] = o;
+    }
+    qsort(cand, n, sizeof *cand, by_eviction_cost);
+    uint64_t *extra = xcalloc(SCHED__MAX_GPU_INDEX, sizeof *extra);
+    size_t take = 0;
+    int fits = 0;
+    for (; take < n && !fits; take++) {
+        struct sup_info info;
+        if (sup_info(s->app->sup, cand[take]->name, &info) < 0)
+            continue;
+        uint64_t per = sched__per_gpu(cand[take]->m);
+        for (int g = 0; g < SCHED__MAX_GPU_INDEX; g++)
+            if (sched__on_gpu(info.gpus, g))
+                extra[g] += per;
+        char where[128];
+        char *why = NULL;
+        fits = sched__place(s, want->name, where, sizeof where, extra, &why) == SCHED__FITS;
+        free(why);
+    }
+    if (fits)
+        for (size_t i = 0; i < take; i++)
+            drain(s, cand[i], want);
+    free(extra);
+    free(cand);
+}
+
+/* Starts, wakes (or makes room for) each model with waiting requests that is not serving. */
 static void plan_loads(struct sched *s)
 {
     const struct config *cfg = s->app->cfg;
@@ -469,6 +572,7 @@ static void plan_loads(struct sched *s)
             want[n_want++] = s->models[i];
     qsort(want, n_want, sizeof *want, by_oldest_head);
     uint64_t now = clock_mono_ms();
+    s->mem_blocked = 0;
 
     for (size_t i = 0; i < n_want; i++) {
         struct smodel *sm = want[i];
@@ -536,6 +640,19 @@ static void plan_loads(struct sched *s)
             w->waited_for_load = 1;
         if (blocked)
             continue;
+        char where[128] = "";
+        char *why = NULL;
+        enum sched__fit fit = sched__place(s, sm->name, where, sizeof where, NULL, &why);
+        if (fit == SCHED__NEVER) {
+            fail_all(s, sm, 503, why, "model_does_not_fit");
+            free(why);
+            continue;
+        }
+        if (fit == SCHED__WAIT) {
+            s->mem_blocked = 1;
+            evict_for_memory(s, sm, now);
+            continue;
+        }
         char *err = NULL;
         sm->was_loading = 1;
         sm->last_percent = -1;
@@ -547,7 +664,8 @@ static void plan_loads(struct sched *s)
                 free(msg);
                 free(err);
             }
-        } else if (sup_start(s->app->sup, sm->name, &err) < 0) {
+        } else if (sup_start_on(s->app->sup, sm->name, fit == SCHED__FITS ? where : NULL, &err) <
+                   0) {
             fail_all(s, sm, 404, err, "model_not_found");
             free(err);
         }

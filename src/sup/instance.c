@@ -452,7 +452,9 @@ int sup__inst_start(struct instance *in)
     free(in->fatal);
     in->fatal = NULL;
     replace_str(&in->gpus, NULL);
-    in->gpus = gpus_text(m);
+    /* A placement chosen by the scheduler wins over the config's GPU count. */
+    in->gpus = in->placement ? in->placement : gpus_text(m);
+    in->placement = NULL;
 
     rc = alloc_port(in);
     if (rc < 0) {
@@ -708,5 +710,6 @@ void sup__instance_free(struct instance *in)
     free(in->cmdline);
     free(in->fatal);
     free(in->stop_reason);
+    free(in->placement);
     free(in);
 }

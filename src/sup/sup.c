@@ -130,6 +130,16 @@ int sup_start(struct sup *s, const char *model, char **err)
     return 0;
 }
 
+int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err)
+{
+    struct instance *in = sup__find(s, model);
+    if (in && !in->removed && gpus) {
+        free(in->placement);
+        in->placement = xstrdup(gpus);
+    }
+    return sup_start(s, model, err);
+}
+
 int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, char **err)
 {
     struct instance *in = sup__find(s, model);

@@ -75,6 +75,8 @@ void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *a
 
 /* Starts MODEL (name or alias) unless it is starting or ready. 0, or -ENOENT with *err. */
 int sup_start(struct sup *s, const char *model, char **err);
+/* As sup_start, on the given GPUs ("0,1": CUDA_VISIBLE_DEVICES and ${GPUS}). */
+int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err);
 /* Stops MODEL; done runs once it is stopped (at once if it is). 0 or -ENOENT with *err. */
 int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, char **err);
 /* Number of instances; sup_info_at fills info for the i-th (config order). */

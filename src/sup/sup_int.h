@@ -92,6 +92,7 @@ struct instance {
     sup_op_cb op_done;
     void *op_arg;
     char *stop_reason; /* why the running stop happens, when not asked for */
+    char *placement;   /* GPUs for the next start ("0,1"), chosen by the scheduler */
     int removed;       /* the config dropped it: forget it once stopped */
 };
 

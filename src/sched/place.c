@@ -1,0 +1,235 @@
+/*
+ * Placement by GPU memory. The scheduler keeps the last inventory (read in
+ * the thread pool, never on the loop) and counts, per GPU:
+ *
+ *   free = total - max(measured used, yard's reservations + foreign use)
+ *
+ * where a reservation is the declared `vram` (per GPU) of every instance that
+ * holds its memory (loading, ready, stopping, waking). Taking the larger of
+ * the two covers a load that has not allocated yet (reserved, not measured)
+ * and an engine that stopped but whose memory is not back yet (measured, no
+ * longer reserved): a model starts only once the inventory shows the room.
+ * GPUs are chosen least loaded first.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/units.h"
+#include "config/config.h"
+#include "sched/internal.h"
+#include "sup/sup.h"
+
+uint64_t sched__per_gpu(const struct config_model *m)
+{
+    int n = m->gpu_count > 0 ? m->gpu_count : 1;
+    return m->vram / (uint64_t)n;
+}
+
+int sched__on_gpu(const char *gpus, int index)
+{
+    const char *p = gpus;
+    while (p && *p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            return 0;
+        if (v == index)
+            return 1;
+        p = *end == ',' ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+static void read_work(uv_work_t *w)
+{
+    struct sched__gpus *g = w->data;
+    g->rc = gpu_read(sched__app(g->owner)->gpu, &g->next, &g->err);
+}
+
+/* Which processes on each GPU belong to none of yard's instances. */
+static void count_foreign(struct app *app, struct sched__gpus *g)
+{
+    free(g->foreign);
+    g->foreign = xcalloc(g->inv.n ? g->inv.n : 1, sizeof *g->foreign);
+    for (size_t d = 0; d < g->inv.n; d++) {
+        const struct gpu_dev *dev = &g->inv.devs[d];
+        for (size_t k = 0; k < dev->n_procs; k++) {
+            const struct gpu_proc *p = &dev->procs[k];
+            if (p->used == UINT64_MAX)
+                continue;
+            int ours = 0;
+            for (size_t i = 0; i < sup_count(app->sup) && !ours; i++) {
+                struct sup_info info;
+                sup_info_at(app->sup, i, &info);
+                ours = info.pid > 0 && gpu_pid_owned_by(p->pid, info.pid, info.pid);
+            }
+            if (!ours)
+                g->foreign[d] += p->used;
+        }
+    }
+}
+
+static void read_done(uv_work_t *w, int status)
+{
+    struct sched__gpus *g = w->data;
+    struct sched *s = g->owner;
+    g->reading = 0;
+    if (sched__dead(s)) {
+        gpu_inventory_release(&g->next);
+        free(g->err);
+        sched__free_now(s);
+        return;
+    }
+    g->read_ms = clock_mono_ms();
+    if (g->rc == 0) {
+        gpu_inventory_release(&g->inv);
+        g->inv = g->next;
+        memset(&g->next, 0, sizeof g->next);
+        g->have = 1;
+        count_foreign(sched__app(s), g);
+    } else {
+        log_warn("sched", "cannot read the GPU inventory: %s", g->err ? g->err : "error");
+        gpu_inventory_release(&g->next);
+    }
+    free(g->err);
+    g->err = NULL;
+    if (g->again) {
+        g->again = 0;
+        sched__gpus_refresh(s);
+    }
+    sched__kick(s);
+}
+
+void sched__gpus_refresh(struct sched *s)
+{
+    struct app *app = sched__app(s);
+    struct sched__gpus *g = sched__gpus_of(s);
+    if (!app->gpu)
+        return;
+    if (g->reading) {
+        g->again = 1;
+        return;
+    }
+    g->reading = 1;
+    g->work.data = g;
+    if (uv_queue_work(app->loop, &g->work, read_work, read_done) < 0)
+        g->reading = 0;
+}
+
+void sched__gpus_release(struct sched *s)
+{
+    struct sched__gpus *g = sched__gpus_of(s);
+    gpu_inventory_release(&g->inv);
+    free(g->foreign);
+    g->foreign = NULL;
+}
+
+struct cand {
+    int index;
+    uint64_t free;
+};
+
+static int by_free_desc(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    return x->free < y->free ? 1 : x->free > y->free ? -1 : x->index - y->index;
+}
+
+enum sched__fit sched__place(struct sched *s, const char *model, char *out, size_t outlen,
+                             const uint64_t *extra_free, char **why)
+{
+    struct app *app = sched__app(s);
+    struct sched__gpus *g = sched__gpus_of(s);
+    const struct config_model *m = config_find_model(app->cfg, model);
+    if (!m || !m->vram || !app->gpu)
+        return SCHED__ANYWHERE;
+    if (!g->have) {
+        sched__gpus_refresh(s);
+        return SCHED__WAIT;
+    }
+    if (!g->inv.n)
+        return SCHED__ANYWHERE;
+    struct sup_info self;
+    if (sup_info(app->sup, model, &self) < 0)
+        return SCHED__ANYWHERE;
+    int waking = self.state == INST_SLEEPING;
+    int want = m->gpu_count > 0 ? m->gpu_count : 1;
+    uint64_t need = sched__per_gpu(m);
+
+    struct cand *c = xcalloc(g->inv.n, sizeof *c);
+    size_t n = 0, big_enough = 0;
+    uint64_t largest = 0;
+    for (size_t d = 0; d < g->inv.n; d++) {
+        const struct gpu_dev *dev = &g->inv.devs[d];
+        int allowed = !m->n_gpu_list;
+        for (size_t k = 0; k < m->n_gpu_list; k++)
+            allowed |= m->gpu_list[k] == dev->index;
+        if (waking)
+            allowed = sched__on_gpu(self.gpus, dev->index);
+        if (!allowed)
+            continue;
+        if (dev->total > largest)
+            largest = dev->total;
+        if (dev->total >= need)
+            big_enough++;
+        uint64_t reserved = g->foreign[d];
+        for (size_t i = 0; i < sup_count(app->sup); i++) {
+            struct sup_info o;
+            sup_info_at(app->sup, i, &o);
+            int holds = o.state == INST_STARTING || o.state == INST_READY ||
+                        o.state == INST_STOPPING || (o.state == INST_SLEEPING && o.busy);
+            const struct config_model *om = config_find_model(app->cfg, o.name);
+            if (holds && om && om->vram && sched__on_gpu(o.gpus, dev->index) &&
+                strcmp(o.name, model) != 0)
+                reserved += sched__per_gpu(om);
+        }
+        uint64_t used = dev->used == UINT64_MAX ? 0 : dev->used;
+        /* A sleeping model's own remainder comes back to it when it wakes. */
+        if (waking)
+            for (size_t k = 0; k < dev->n_procs; k++)
+                if (dev->procs[k].used != UINT64_MAX &&
+                    gpu_pid_owned_by(dev->procs[k].pid, self.pid, self.pid))
+                    used -= dev->procs[k].used < used ? dev->procs[k].used : used;
+        uint64_t taken = used > reserved ? used : reserved;
+        uint64_t free_b = dev->total > taken ? dev->total - taken : 0;
+        if (extra_free)
+            free_b += extra_free[dev->index < 0 ? 0 : dev->index];
+        c[n++] = (struct cand){dev->index, free_b};
+    }
+    if (!waking && big_enough < (size_t)want) {
+        char a[32], b[32];
+        if (big_enough)
+            *why = xstrfmt("model '%s' needs %s on each of %d GPUs and only %zu GPUs are that "
+                           "large; it can never be loaded here (lower its vram or gpus)",
+                           model, units_fmt_size(need, a, sizeof a), want, big_enough);
+        else
+            *why = xstrfmt("model '%s' needs %s per GPU and the largest GPU has %s; it can never "
+                           "be loaded here (lower its vram or gpus)",
+                           model, units_fmt_size(need, a, sizeof a),
+                           units_fmt_size(largest, b, sizeof b));
+        free(c);
+        return SCHED__NEVER;
+    }
+    qsort(c, n, sizeof *c, by_free_desc);
+    size_t fit = 0;
+    while (fit < n && c[fit].free >= need)
+        fit++;
+    if (fit < (size_t)want) {
+        free(c);
+        return SCHED__WAIT;
+    }
+    struct buf b;
+    buf_init(&b, outlen ? outlen - 1 : 0);
+    for (int i = 0; i < want; i++)
+        buf_printf(&b, "%s%d", i ? "," : "", c[i].index);
+    snprintf(out, outlen, "%s", b.data ? b.data : "");
+    buf_release(&b);
+    free(c);
+    return SCHED__FITS;
+}
