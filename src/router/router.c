@@ -263,6 +263,32 @@ static void handle_upstream(struct router *r, struct http_request *req)
     if (!resolve(rr, name))
         return;
     const char *rest = slash ? slash : "/";
+    /* The engines' sleep and admin verbs are yard's to call: a client using them would
+     * put an engine to sleep behind yard's back, and a sleeping vLLM that gets a request
+     * can crash. */
+    static const char *const reserved[] = {
+        "/sleep",
+        "/wake_up",
+        "/is_sleeping",
+        "/collective_rpc",
+        "/reset_prefix_cache",
+        "/reset_mm_cache",
+        "/reset_encoder_cache",
+        "/release_memory_occupation",
+        "/resume_memory_occupation",
+        "/update_weights_from_disk",
+        "/pause_generation",
+        "/continue_generation",
+    };
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
+        if (strcmp(rest, reserved[i]) == 0) {
+            router__fail(rr, 403, "permission_error", "reserved_endpoint", 0,
+                         "%s is reserved to yard, which sleeps and wakes its engines; use "
+                         "'yard sleep %s' or 'yard wake %s'",
+                         reserved[i], rr->model, rr->model);
+            return;
+        }
+    }
     rr->target = *req->query ? xstrfmt("%s?%s", rest, req->query) : xstrdup(rest);
     router__admit(rr);
 }

@@ -119,3 +119,20 @@ test('a two-GPU model takes two GPUs and stops a model that cannot sleep', async
     assert.ok(!pidAlive(onePid));
     await d.stop();
 });
+
+test('the engines sleep and admin verbs are not reachable through /upstream', async () => {
+    const { dir, d } = await setup(
+        { v: { engine: 'vllm', vram: '10GiB', eviction: '{ weights: offload }' } },
+        ['40GiB']
+    );
+    const listen = (await import('node:fs')).readFileSync(path.join(dir, 'yard.yaml'), 'utf8')
+        .match(/listen: (\S+)/)[1];
+    for (const p of ['/sleep?level=1', '/wake_up', '/collective_rpc', '/release_memory_occupation']) {
+        const r = await httpPost(`http://${listen}/upstream/v${p}`, '{}');
+        assert.equal(r.status, 403, `${p}: ${r.status} ${r.body}`);
+        assert.equal(JSON.parse(r.body).error.code, 'reserved_endpoint');
+    }
+    // Nothing was started for them.
+    assert.equal((await byName(dir)).v.state, 'stopped');
+    await d.stop();
+});
