@@ -506,10 +506,6 @@ static void parse_router(struct walk *w, const yaml_node_t *n)
     }
     if (present(v[2]) && get_enum(w, v[2], "router.policy", "policy", policies, 3) >= 0) {
         free(cfg->router_policy);
-        free(cfg->tool_cuda_checkpoint);
-        free(cfg->tool_criu);
-        free(cfg->tool_nvidia_smi);
-        free(cfg->gpu_ledger);
         cfg->router_policy = xstrdup(scalar(v[2]));
     }
     if (present(v[3]))
@@ -1216,6 +1212,10 @@ void config_free(struct config *cfg)
         free(cfg->gpus[i].name);
     free(cfg->gpus);
     free(cfg->router_policy);
+    free(cfg->tool_cuda_checkpoint);
+    free(cfg->tool_criu);
+    free(cfg->tool_nvidia_smi);
+    free(cfg->gpu_ledger);
     for (size_t i = 0; i < cfg->n_models; i++)
         model_release(&cfg->models[i]);
     free(cfg->models);
