@@ -1088,9 +1088,24 @@ static void walk_root(struct walk *w, const yaml_node_t *root)
         parse_groups(w, v[TK_GROUPS]);
 }
 
-static void err_yaml(struct config_errors *errs, const char *name, const yaml_parser_t *ps)
+static void err_yaml(struct config_errors *errs, const char *name, const yaml_parser_t *ps,
+                     const char *text, size_t len)
 {
     const char *problem = ps->problem ? ps->problem : "cannot parse";
+    if (ps->error == YAML_READER_ERROR) {
+        /* The reader reports a byte offset (invalid UTF-8, control characters), not a mark. */
+        size_t line = 1, col = 1, end = ps->problem_offset < len ? ps->problem_offset : len;
+        for (size_t i = 0; i < end; i++) {
+            if (text[i] == '\n') {
+                line++;
+                col = 1;
+            } else if (((unsigned char)text[i] & 0xC0) != 0x80) {
+                col++; /* columns count characters, not UTF-8 continuation bytes */
+            }
+        }
+        errs_add(errs, xstrfmt("%s:%zu:%zu: invalid yaml: %s", name, line, col, problem));
+        return;
+    }
     if (ps->context && ps->context_mark.line != ps->problem_mark.line)
         errs_add(errs, xstrfmt("%s:%zu:%zu: invalid yaml: %s (%s at line %zu)", name,
                                ps->problem_mark.line + 1, ps->problem_mark.column + 1, problem,
@@ -1112,7 +1127,7 @@ struct config *config_parse(const char *text, size_t len, const char *name,
     }
     yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
     if (!yaml_parser_load(&ps, &doc)) {
-        err_yaml(errs, name, &ps);
+        err_yaml(errs, name, &ps, text, len);
         yaml_parser_delete(&ps);
         return NULL;
     }
@@ -1130,7 +1145,7 @@ struct config *config_parse(const char *text, size_t len, const char *name,
     /* A second document would be silently ignored; refuse it. */
     yaml_document_t next;
     if (!yaml_parser_load(&ps, &next)) {
-        err_yaml(errs, name, &ps);
+        err_yaml(errs, name, &ps, text, len);
     } else {
         yaml_node_t *r2 = yaml_document_get_root_node(&next);
         if (r2)

@@ -556,10 +556,35 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return buf_append(&r->target, at, len) < 0 ? -1 : 0;
 }
 
+/*
+ * Trailer fields of a chunked body come through the same callbacks once the
+ * head is complete: they are counted against the header limit and dropped,
+ * never appended to the buffer the handler's header pointers point into.
+ * A NUL in a field is refused (RFC 9110 5.5): values are C strings here.
+ */
+static int header_bytes_check(struct http__conn *c, struct req_impl *r, const char *at, size_t len,
+                              int *done)
+{
+    *done = 0;
+    if (memchr(at, '\0', len)) {
+        c->err_status = 400;
+        *done = 1;
+        return -1;
+    }
+    if (r->headers) {
+        *done = 1;
+        return header_bytes_add(c, r, len);
+    }
+    return 0;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
     struct req_impl *r = c->parsing;
+    int done, rc = header_bytes_check(c, r, at, len, &done);
+    if (done)
+        return rc;
     if (header_bytes_add(c, r, len + (r->last_was_value || r->n_offs == 0 ? 4 : 0)) < 0)
         return -1;
     if (r->last_was_value || r->n_offs == 0) {
@@ -582,6 +607,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
     struct req_impl *r = c->parsing;
+    int done, rc = header_bytes_check(c, r, at, len, &done);
+    if (done)
+        return rc;
     if (header_bytes_add(c, r, len) < 0)
         return -1;
     if (!r->last_was_value) {
