@@ -1095,11 +1095,24 @@ static void err_yaml(struct config_errors *errs, const char *name, const yaml_pa
     if (ps->error == YAML_READER_ERROR) {
         /* The reader reports a byte offset (invalid UTF-8, control characters), not a mark. */
         size_t line = 1, col = 1, end = ps->problem_offset < len ? ps->problem_offset : len;
+        /* Lines break as libyaml breaks them: \r\n, \n, \r, NEL, LS, PS. */
+        const unsigned char *t = (const unsigned char *)text;
         for (size_t i = 0; i < end; i++) {
-            if (text[i] == '\n') {
+            size_t brk = 0;
+            if (t[i] == '\r')
+                brk = i + 1 < end && t[i + 1] == '\n' ? 2 : 1;
+            else if (t[i] == '\n')
+                brk = 1;
+            else if (t[i] == 0xC2 && i + 1 < end && t[i + 1] == 0x85)
+                brk = 2;
+            else if (t[i] == 0xE2 && i + 2 < end && t[i + 1] == 0x80 &&
+                     (t[i + 2] == 0xA8 || t[i + 2] == 0xA9))
+                brk = 3;
+            if (brk) {
                 line++;
                 col = 1;
-            } else if (((unsigned char)text[i] & 0xC0) != 0x80) {
+                i += brk - 1;
+            } else if ((t[i] & 0xC0) != 0x80) {
                 col++; /* columns count characters, not UTF-8 continuation bytes */
             }
         }
