@@ -216,8 +216,16 @@ static void handle_start(struct admin_conn *c, json_t *req)
             sup_unobserve(s, c->obs);
         c->obs = sup_observe(s, c->model, wait_note, c);
     }
-    if (sup_start(s, c->model, &err) < 0) {
-        send_error(c, err);
+    int rc = c->srv->app->sched ? sched_start(c->srv->app->sched, c->model, &err)
+                                : sup_start(s, c->model, &err);
+    if (rc < 0) {
+        if (c->obs) {
+            sup_unobserve(s, c->obs);
+            c->obs = NULL;
+        }
+        char *msg = xstrfmt("cannot start '%s': %s", c->model, err);
+        send_error(c, msg);
+        free(msg);
         free(err);
         return;
     }

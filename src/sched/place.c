@@ -159,6 +159,8 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
     if (sup_info(app->sup, model, &self) < 0)
         return SCHED__ANYWHERE;
     int waking = self.state == INST_SLEEPING;
+    if (waking && !*self.gpus)
+        return SCHED__ANYWHERE; /* it sleeps where no GPU was recorded: nothing to check */
     int want = m->gpu_count > 0 ? m->gpu_count : 1;
     uint64_t need = sched__per_gpu(m);
 

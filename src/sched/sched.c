@@ -418,7 +418,14 @@ static void finish_drains(struct sched *s)
             int level = sm->drain_action == SCHED__SLEEP ? sm->drain_level : 0;
             if (sup_sleep(s->app->sup, sm->name, level, on_slept, sm, &err) == 0)
                 continue;
-            /* It cannot sleep after all: a stop frees the memory too. */
+            if (sm->drain_action == SCHED__SLEEP) {
+                /* Asked by hand: refused means it stays as it is. */
+                log_warn("sched", "'%s' cannot sleep: %s", sm->name, err);
+                free(err);
+                on_stopped(sm);
+                continue;
+            }
+            /* An eviction that cannot sleep after all: a stop frees the memory too. */
             log_warn("sched", "'%s' cannot sleep (%s); stopping it instead", sm->name, err);
             free(err);
             err = NULL;
@@ -689,6 +696,23 @@ static void sched_kick(struct sched *s)
     s->kicking = 0;
 }
 
+int sched_start(struct sched *s, const char *model, char **err)
+{
+    struct sup_info info;
+    if (sup_info(s->app->sup, model, &info) < 0)
+        return sup_start(s->app->sup, model, err);
+    char where[128] = "";
+    char *why = NULL;
+    enum sched__fit fit = sched__place(s, info.name, where, sizeof where, NULL, &why);
+    if (fit == SCHED__NEVER) {
+        *err = why;
+        return -E2BIG;
+    }
+    if (fit == SCHED__WAIT && info.state == INST_STOPPED)
+        log_warn("sched", "'%s' is started by hand without room on its GPUs", info.name);
+    return sup_start_on(s->app->sup, info.name, fit == SCHED__FITS ? where : NULL, err);
+}
+
 int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err)
 {
     struct sup_info info;
@@ -729,12 +753,9 @@ int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void
                        sup_state_name(info.state));
         return -EINVAL;
     }
-    if (level == 0 && !info.can_sleep) {
-        *err = xstrfmt("'%s' has no sleep level in its eviction policy; set eviction: "
-                       "{weights: offload} (or discard) in its config, or pass --level",
-                       info.name);
-        return -EINVAL;
-    }
+    int rc = sup_sleep_check(s->app->sup, info.name, level, err);
+    if (rc < 0)
+        return rc;
     struct smodel *sm = find(s, info.name);
     if (!sm) {
         *err = xstrfmt("unknown model '%s'", model);

@@ -58,6 +58,11 @@ void sched_cancel(struct sched *s, struct sched_waiter *w);
 /* A dispatched request ended: its slot is free. */
 void sched_done(struct sched *s, const char *model);
 
+/*
+ * Starts MODEL by hand (yard start), on GPUs chosen by memory when it declares
+ * vram. 0, or -ENOENT / -E2BIG (it can never fit) with *err.
+ */
+int sched_start(struct sched *s, const char *model, char **err);
 /* Drains MODEL, then stops it; done runs once it is stopped. 0 or -ENOENT with *err. */
 int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err);
 /*

@@ -367,15 +367,16 @@ static void inst_finish_stop(struct instance *in, const char *reason)
     sup__tail_stop(&in->tail);
     in->ready_wall_ms = 0;
     in->percent = -1;
-    sup__set_state(in, INST_STOPPED, reason, NULL);
+    /* Forget the process first: observers of the transition may start a new one at once. */
     in->proc = (struct runner_proc){0};
+    sup__set_state(in, INST_STOPPED, reason, NULL);
     run_stop_waiters(in);
     if (in->removed) {
         store_delete_instance(in->sup->app->store, in->name, in->runner->host);
         sup__forget(in->sup, in);
         return;
     }
-    if (in->restart_after_stop && !in->sup->shutting_down) {
+    if (in->restart_after_stop && !in->sup->shutting_down && in->state == INST_STOPPED) {
         in->restart_after_stop = 0;
         sup__inst_start(in);
     }

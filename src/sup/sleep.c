@@ -74,7 +74,8 @@ static void sleep_done(int err, const char *msg, void *arg)
     op_finish(in, 0, NULL);
 }
 
-int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
+/* Whether the instance can sleep at level now; fills steps. Returns n steps or -errno with *err. */
+static int sleep_check(struct instance *in, int *level, struct engine_step *steps, char **err)
 {
     if (in->state != INST_READY || in->op) {
         *err = xstrfmt("'%s' is %s%s; only a ready model can sleep", in->name,
@@ -82,23 +83,22 @@ int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, c
         return -EINVAL;
     }
     int policy = sup__policy_level(in->m);
-    if (level == 0)
-        level = policy;
-    if (level == 0) {
+    if (*level == 0)
+        *level = policy;
+    if (*level == 0) {
         *err = xstrfmt("'%s' has no sleep level in its eviction policy; set eviction: "
                        "{weights: offload} (or discard) in its config, or pass --level",
                        in->name);
         return -EINVAL;
     }
-    struct engine_step steps[ENGINE_PLAN_MAX];
-    int n = in->eng->sleep_plan ? in->eng->sleep_plan(level, steps, ENGINE_PLAN_MAX) : -ENOTSUP;
+    int n = in->eng->sleep_plan ? in->eng->sleep_plan(*level, steps, ENGINE_PLAN_MAX) : -ENOTSUP;
     if (n == -ENOTSUP) {
         *err = xstrfmt("engine '%s' of '%s' cannot sleep at level %d", in->engine_name, in->name,
-                       level);
+                       *level);
         return -ENOTSUP;
     }
     if (n < 0) {
-        *err = xstrfmt("sleep level %d is not one of 1 or 2", level);
+        *err = xstrfmt("sleep level %d is not one of 1 or 2", *level);
         return -EINVAL;
     }
     if (policy == 0 && !strcmp(in->engine_name, "vllm")) {
@@ -108,6 +108,15 @@ int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, c
                        in->name);
         return -ENOTSUP;
     }
+    return n;
+}
+
+int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
+{
+    struct engine_step steps[ENGINE_PLAN_MAX];
+    int n = sleep_check(in, &level, steps, err);
+    if (n < 0)
+        return n;
     in->op = SUP__OP_SLEEP;
     in->sleep_level = level;
     in->op_done = done;
@@ -185,4 +194,11 @@ void sup__inst_cancel_op(struct instance *in)
         engine_plan_cancel(in->plan);
     in->plan = NULL;
     op_finish(in, -ECANCELED, "cancelled: the model is stopping");
+}
+
+int sup__inst_sleep_check(struct instance *in, int level, char **err)
+{
+    struct engine_step steps[ENGINE_PLAN_MAX];
+    int n = sleep_check(in, &level, steps, err);
+    return n < 0 ? n : 0;
 }

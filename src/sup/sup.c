@@ -172,6 +172,12 @@ int sup_sleep(struct sup *s, const char *model, int level, sup_op_cb done, void 
     return in ? sup__inst_sleep(in, level, done, arg, err) : -ENOENT;
 }
 
+int sup_sleep_check(struct sup *s, const char *model, int level, char **err)
+{
+    struct instance *in = find_known(s, model, err);
+    return in ? sup__inst_sleep_check(in, level, err) : -ENOENT;
+}
+
 int sup_wake(struct sup *s, const char *model, sup_op_cb done, void *arg, char **err)
 {
     struct instance *in = find_known(s, model, err);
@@ -410,7 +416,8 @@ void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *a
     /* Stopping may forget instances (and end the shutdown): walk a copy. */
     size_t n = s->n_inst;
     struct instance **copy = xcalloc(n ? n : 1, sizeof *copy);
-    memcpy(copy, s->inst, n * sizeof *copy);
+    if (n)
+        memcpy(copy, s->inst, n * sizeof *copy);
     for (size_t i = 0; i < n; i++)
         uv_timer_stop(&copy[i]->restart_timer);
     for (size_t i = 0; i < n && s->shutting_down == 1; i++)

@@ -109,6 +109,8 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
 typedef void (*sup_op_cb)(void *arg, int err, const char *msg);
 int sup_sleep(struct sup *s, const char *model, int level, sup_op_cb done, void *arg, char **err);
 int sup_wake(struct sup *s, const char *model, sup_op_cb done, void *arg, char **err);
+/* 0 when MODEL could sleep at level now, else what sup_sleep would refuse with. */
+int sup_sleep_check(struct sup *s, const char *model, int level, char **err);
 
 /* Observers: model NULL means every model. Removing is safe inside a callback. */
 struct sup_observer *sup_observe(struct sup *s, const char *model, sup_note_cb cb, void *arg);

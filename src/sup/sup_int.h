@@ -134,6 +134,7 @@ void sup__timers_stop(struct instance *in);
 int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err);
 int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err);
 void sup__inst_cancel_op(struct instance *in);
+int sup__inst_sleep_check(struct instance *in, int level, char **err);
 
 /* logtail.c */
 void sup__tail_init(struct logtail *t, struct instance *in, const char *path);

@@ -259,9 +259,28 @@ static void on_delayed(uv_timer_t *t)
     uv_close((uv_handle_t *)&d->timer, delayed_free);
 }
 
+/* --fail wake-fail / sleep-fail: the verb answers 500 at once and the state stays as it was. */
+static int verb_fails(struct mock *m, struct http_request *req, enum action act)
+{
+    int wake = act == ACT_WAKE || act == ACT_RESUME;
+    if (!(wake ? m->o.fail_wake : m->o.fail_sleep))
+        return 0;
+    const char *verb = act == ACT_SLEEP     ? "sleep"
+                       : act == ACT_WAKE    ? "wake_up"
+                       : act == ACT_RELEASE ? "release_memory_occupation"
+                                            : "resume_memory_occupation";
+    mock_line("mock-engine: %s failed (--fail %s)", verb, wake ? "wake-fail" : "sleep-fail");
+    mock_send_error(m, req, 500, "InternalServerError",
+                    wake ? "mock-engine: wake failed (--fail wake-fail)"
+                         : "mock-engine: sleep failed (--fail sleep-fail)");
+    return 1;
+}
+
 static void start_delayed(struct mock *m, struct http_request *req, enum action act, int level,
                           int tags, uint64_t ms)
 {
+    if (verb_fails(m, req, act))
+        return;
     struct delayed *d = xcalloc(1, sizeof *d);
     d->m = m;
     d->req = req;

@@ -670,6 +670,10 @@ static void parse_fail_modes(struct mock_opts *o, const char *spec)
             o->fail_fork_child = 1;
         else if (strcmp(t, "bind") == 0)
             o->fail_bind = 1;
+        else if (strcmp(t, "wake-fail") == 0)
+            o->fail_wake = 1;
+        else if (strcmp(t, "sleep-fail") == 0)
+            o->fail_sleep = 1;
         else if (strncmp(t, "crash-after:", 12) == 0) {
             char *end;
             errno = 0;
@@ -679,7 +683,8 @@ static void parse_fail_modes(struct mock_opts *o, const char *spec)
             o->crash_after = n;
         } else {
             usage_error("unknown --fail mode '%s' (oom, exit-early, hang, crash-after:N, "
-                        "crash-midstream, ignore-sigterm, fork-child, bind)",
+                        "crash-midstream, ignore-sigterm, fork-child, bind, wake-fail, "
+                        "sleep-fail)",
                         t);
         }
     }

@@ -32,7 +32,8 @@ struct mock_opts {
     /* failure modes */
     int fail_oom, fail_exit_early, fail_hang, fail_crash_midstream;
     int fail_ignore_sigterm, fail_fork_child, fail_bind;
-    long crash_after; /* -1: off */
+    int fail_wake, fail_sleep; /* wake-fail, sleep-fail: the verb answers 500, nothing changes */
+    long crash_after;          /* -1: off */
     /* real engines' flags that change behaviour */
     int enable_sleep_mode;   /* vllm --enable-sleep-mode */
     int enable_memory_saver; /* sglang --enable-memory-saver */
