@@ -675,6 +675,7 @@ struct instance *sup__instance_new(struct sup *s, const struct config_model *m)
 void sup__inst_release(struct instance *in)
 {
     sup__timers_stop(in);
+    sup__suspend_cancel(in);
     if (in->plan) {
         engine_plan_cancel(in->plan);
         in->plan = NULL;
@@ -712,5 +713,6 @@ void sup__instance_free(struct instance *in)
     free(in->fatal);
     free(in->stop_reason);
     free(in->placement);
+    free(in->susp_pids);
     free(in);
 }

@@ -113,6 +113,8 @@ static int sleep_check(struct instance *in, int *level, struct engine_step *step
 
 int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
 {
+    if (level == SUP_SLEEP_SUSPEND || (level == 0 && sup__policy_suspends(in->m)))
+        return sup__inst_suspend(in, done, arg, err);
     struct engine_step steps[ENGINE_PLAN_MAX];
     int n = sleep_check(in, &level, steps, err);
     if (n < 0)
@@ -154,6 +156,8 @@ static void wake_done(int err, const char *msg, void *arg)
 
 int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
 {
+    if (in->state == INST_SLEEPING && in->sleep_level == SUP_SLEEP_SUSPEND)
+        return sup__inst_resume(in, done, arg, err);
     if (in->state != INST_SLEEPING || in->op) {
         *err = xstrfmt("'%s' is %s%s; only a sleeping model can wake", in->name,
                        sup_state_name(in->state), in->op ? " and busy" : "");
@@ -190,6 +194,10 @@ void sup__inst_cancel_op(struct instance *in)
 {
     if (!in->op)
         return;
+    if (in->suspend) {
+        sup__suspend_cancel(in);
+        return;
+    }
     if (in->plan)
         engine_plan_cancel(in->plan);
     in->plan = NULL;
@@ -198,6 +206,14 @@ void sup__inst_cancel_op(struct instance *in)
 
 int sup__inst_sleep_check(struct instance *in, int level, char **err)
 {
+    if (level == SUP_SLEEP_SUSPEND || (level == 0 && sup__policy_suspends(in->m))) {
+        if (in->state != INST_READY || in->op) {
+            *err = xstrfmt("'%s' is %s; only a ready model can be suspended", in->name,
+                           sup_state_name(in->state));
+            return -EINVAL;
+        }
+        return 0;
+    }
     struct engine_step steps[ENGINE_PLAN_MAX];
     int n = sleep_check(in, &level, steps, err);
     return n < 0 ? n : 0;

@@ -208,7 +208,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .restarts = in->restarts,
         .busy = in->op != SUP__OP_NONE,
         .sleep_level = in->state == INST_SLEEPING ? in->sleep_level : 0,
-        .can_sleep = sup__policy_level(in->m) > 0,
+        .can_sleep = sup__policy_level(in->m) > 0 || sup__policy_suspends(in->m),
     };
 }
 

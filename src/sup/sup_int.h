@@ -18,6 +18,8 @@
 
 struct instance;
 struct engine_plan_run;
+struct suspend;
+struct tools_run;
 
 enum { SUP__OP_NONE = 0, SUP__OP_SLEEP, SUP__OP_WAKE };
 
@@ -91,9 +93,14 @@ struct instance {
     struct engine_plan_run *plan;
     sup_op_cb op_done;
     void *op_arg;
-    char *stop_reason; /* why the running stop happens, when not asked for */
-    char *placement;   /* GPUs for the next start ("0,1"), chosen by the scheduler */
-    int removed;       /* the config dropped it: forget it once stopped */
+    char *stop_reason;       /* why the running stop happens, when not asked for */
+    char *placement;         /* GPUs for the next start ("0,1"), chosen by the scheduler */
+    struct suspend *suspend; /* a cuda-checkpoint suspend or resume under way */
+    struct tools_run *tool;  /* its tool run */
+    int *susp_pids;          /* the processes suspended with cuda-checkpoint */
+    size_t n_susp;
+    size_t n_susp_toggled;
+    int removed; /* the config dropped it: forget it once stopped */
 };
 
 struct sup_observer {
@@ -135,6 +142,11 @@ int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, c
 int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err);
 void sup__inst_cancel_op(struct instance *in);
 int sup__inst_sleep_check(struct instance *in, int level, char **err);
+/* suspend.c: cuda_suspend */
+int sup__policy_suspends(const struct config_model *m);
+int sup__inst_suspend(struct instance *in, sup_op_cb done, void *arg, char **err);
+int sup__inst_resume(struct instance *in, sup_op_cb done, void *arg, char **err);
+void sup__suspend_cancel(struct instance *in);
 
 /* logtail.c */
 void sup__tail_init(struct logtail *t, struct instance *in, const char *path);
