@@ -377,6 +377,8 @@ static int build_head(struct req_impl *r, struct buf *h, int status, const char 
 {
     const struct http_server *srv = r->conn->srv;
     int http10 = r->pub.http_major == 1 && r->pub.http_minor == 0;
+    if (ctype && !header_value_ok(ctype))
+        return -EINVAL; /* a line break would inject headers */
     if (!r->keep_alive || srv->closing || (clen < 0 && http10))
         r->close_after = 1;
     int rc = buf_printf(h, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));

@@ -129,7 +129,8 @@ int http_response_header(struct http_request *req, const char *name, const char 
 
 /*
  * Sends a whole response; content_type may be NULL (no Content-Type). The
- * data is copied. Returns 0, -EALREADY if a response was already started, or
+ * data is copied. Returns 0, -EINVAL for a content_type holding a line break,
+ * -EALREADY if a response was already started, or
  * -ENOTCONN when the connection is gone (the done callback follows).
  */
 int http_respond(struct http_request *req, int status, const char *content_type, const void *body,

@@ -22,10 +22,18 @@ static int sse_append_lines(struct buf *out, const char *data, size_t len)
     }
 }
 
+/* A line break in an event name or a comment would split the event: refused. */
+static int sse_one_line(const char *s)
+{
+    return s && !strpbrk(s, "\r\n");
+}
+
 int http_sse_frame(struct buf *out, const char *event, const char *data, size_t len)
 {
     size_t start = out->len;
     int rc = 0;
+    if (event && !sse_one_line(event))
+        return -EINVAL;
     if (event) {
         if ((rc = buf_appends(out, "event: ")) < 0 || (rc = buf_appends(out, event)) < 0 ||
             (rc = buf_appends(out, "\n")) < 0)
@@ -46,6 +54,8 @@ int http_sse_comment(struct buf *out, const char *text)
 {
     size_t start = out->len;
     int rc;
+    if (!sse_one_line(text))
+        return -EINVAL;
     if ((rc = buf_appends(out, ": ")) < 0 || (rc = buf_appends(out, text)) < 0 ||
         (rc = buf_appends(out, "\n\n")) < 0) {
         if (out->data) {

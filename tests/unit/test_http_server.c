@@ -642,6 +642,10 @@ static void test_sse_frame(void **state)
     assert_int_equal(http_sse_frame(&b, NULL, "{\"a\":1}", 7), 0);
     assert_string_equal(b.data, "data: {\"a\":1}\n\n");
     buf_reset(&b);
+    /* A line break in an event name or a comment would split the event. */
+    assert_int_equal(http_sse_frame(&b, "x\ndata: forged", "d", 1), -EINVAL);
+    assert_int_equal(http_sse_comment(&b, "loading\r\ndata: forged"), -EINVAL);
+    assert_int_equal(b.len, 0);
     assert_int_equal(http_sse_frame(&b, "message_stop", "x\ny\r\nz", 6), 0);
     assert_string_equal(b.data, "event: message_stop\ndata: x\ndata: y\ndata: z\n\n");
     buf_reset(&b);
