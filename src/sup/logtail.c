@@ -64,9 +64,10 @@ static void feed(struct logtail *t, const char *data, size_t n)
 }
 
 /*
- * Copies the file to PATH.1 and truncates it in place. The copy is repeated
- * for what arrives while copying, so only bytes written in the instant
- * between the last copy and the truncate can be lost.
+ * Copies the file to PATH.1 and truncates it in place. PATH.1 keeps the
+ * newest log_max_size bytes (from a line start); the copy is repeated for
+ * what arrives while copying, so only bytes written in the instant between
+ * the last copy and the truncate can be lost.
  */
 static void rotate(struct logtail *t)
 {
@@ -76,6 +77,17 @@ static void rotate(struct logtail *t)
     int ok = in_fd >= 0 && out_fd >= 0;
     off_t copied = 0;
     char buf[65536];
+    /* Keep at most the cap: a burst written between two reads loses its oldest lines. */
+    const struct config *cfg = t->in->sup->app->cfg;
+    struct stat st;
+    if (ok && cfg && cfg->log_max_bytes && fstat(in_fd, &st) == 0 &&
+        (uint64_t)st.st_size > cfg->log_max_bytes) {
+        copied = st.st_size - (off_t)cfg->log_max_bytes;
+        ssize_t n = pread(in_fd, buf, sizeof buf, copied);
+        char *nl = n > 0 ? memchr(buf, '\n', (size_t)n) : NULL;
+        if (nl)
+            copied += nl - buf + 1; /* start at a whole line */
+    }
     for (int pass = 0; ok && pass < 4; pass++) {
         ssize_t n;
         off_t before = copied;
