@@ -39,6 +39,18 @@ void router__metrics(struct router *r, struct buf *b)
                "# TYPE yard_load_wait_seconds summary\n"
                "yard_load_wait_seconds_sum %.6f\nyard_load_wait_seconds_count %llu\n",
                (unsigned long long)swaps, wait_s, (unsigned long long)waits);
+    uint64_t pn[SCHED_PHASE_COUNT];
+    double ps[SCHED_PHASE_COUNT];
+    sched_phases(app->sched, pn, ps);
+    buf_appends(b, "# HELP yard_switch_phase_seconds Time spent in each phase of model switches "
+                   "(drain, sleep, stop, wake with warm-up, start).\n"
+                   "# TYPE yard_switch_phase_seconds summary\n");
+    for (int i = 0; i < SCHED_PHASE_COUNT; i++)
+        buf_printf(b,
+                   "yard_switch_phase_seconds_sum{phase=\"%s\"} %.6f\n"
+                   "yard_switch_phase_seconds_count{phase=\"%s\"} %llu\n",
+                   sched_phase_name((enum sched_phase)i), ps[i],
+                   sched_phase_name((enum sched_phase)i), (unsigned long long)pn[i]);
     buf_printf(b,
                "# HELP yard_tokens_total Tokens the engines reported in whole answers.\n"
                "# TYPE yard_tokens_total counter\n"

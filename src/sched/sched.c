@@ -46,6 +46,10 @@ struct smodel {
     uint64_t last_used_ms;
     struct stop_cb *stop_cbs;
     struct sched *sched;
+    uint64_t drain_started_ms; /* switch phases, for metrics */
+    uint64_t evict_started_ms;
+    uint64_t load_started_ms;
+    int loading_phase; /* SCHED_PHASE_START or _WAKE while it loads for waiters */
 };
 
 struct sched {
@@ -61,10 +65,20 @@ struct sched {
     struct sched_stats *stats;
     struct sched__gpus gpus;
     int mem_blocked; /* a model waits for GPU memory: read the inventory often */
-    int dead;        /* freed while an inventory read ran */
+    uint64_t phase_n[SCHED_PHASE_COUNT];
+    double phase_s[SCHED_PHASE_COUNT];
+    int dead; /* freed while an inventory read ran */
 };
 
 static void sched_kick(struct sched *s);
+
+static void phase_done(struct sched *s, enum sched_phase ph, uint64_t started_ms)
+{
+    if (!started_ms)
+        return;
+    s->phase_n[ph]++;
+    s->phase_s[ph] += (double)(clock_mono_ms() - started_ms) / 1000.0;
+}
 
 struct sched__gpus *sched__gpus_of(struct sched *s)
 {
@@ -178,8 +192,13 @@ static void on_note(void *arg, const struct sup_note *n)
     }
     if (n->kind != SUP_NOTE_STATE)
         return;
-    if (n->state == INST_READY)
+    if (n->state == INST_READY) {
         sm->last_used_ms = clock_mono_ms();
+        if (sm->load_started_ms)
+            phase_done(s, (enum sched_phase)sm->loading_phase, sm->load_started_ms);
+    }
+    if (n->state != INST_STARTING && !(n->state == INST_SLEEPING))
+        sm->load_started_ms = 0;
     if (n->state == INST_FAILED && sm->was_loading && sm->head) {
         /* The load these requests wait for failed: say why, at once. */
         char *msg = xstrfmt("model '%s' failed to start: %s", sm->name, n->reason);
@@ -376,6 +395,13 @@ void sched_done(struct sched *s, const char *model)
 static void on_stopped(void *arg)
 {
     struct smodel *sm = arg;
+    if (sm->evict_started_ms) {
+        struct sup_info info;
+        int slept =
+            sup_info(sm->sched->app->sup, sm->name, &info) == 0 && info.state == INST_SLEEPING;
+        phase_done(sm->sched, slept ? SCHED_PHASE_SLEEP : SCHED_PHASE_STOP, sm->evict_started_ms);
+        sm->evict_started_ms = 0;
+    }
     /* Memory was given back: look again before placing the next model. */
     sched__gpus_refresh(sm->sched);
     sm->stop_issued = 0;
@@ -410,6 +436,9 @@ static void finish_drains(struct sched *s)
             continue;
         }
         sm->stop_issued = 1;
+        phase_done(s, SCHED_PHASE_DRAIN, sm->drain_started_ms);
+        sm->drain_started_ms = 0;
+        sm->evict_started_ms = clock_mono_ms();
         char *err = NULL;
         int sleep =
             info.state == INST_READY && (sm->drain_action == SCHED__SLEEP ||
@@ -507,6 +536,7 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
         return;
     victim->draining = 1;
     victim->drain_action = SCHED__EVICT;
+    victim->drain_started_ms = clock_mono_ms();
     s->swaps++;
     log_info("sched", "draining '%s' to make room for '%s'", victim->name, for_whom->name);
 }
@@ -663,6 +693,8 @@ static void plan_loads(struct sched *s)
         char *err = NULL;
         sm->was_loading = 1;
         sm->last_percent = -1;
+        sm->load_started_ms = clock_mono_ms();
+        sm->loading_phase = asleep ? SCHED_PHASE_WAKE : SCHED_PHASE_START;
         if (asleep) {
             /* Success shows as the ready transition; a failed wake stops it (a note). */
             if (sup_wake(s->app->sup, sm->name, NULL, NULL, &err) < 0) {
@@ -810,4 +842,18 @@ void sched_totals(struct sched *s, uint64_t *swaps, uint64_t *load_waits, double
     *swaps = s->swaps;
     *load_waits = s->load_waits;
     *load_wait_s = s->load_wait_s;
+}
+
+void sched_phases(struct sched *s, uint64_t *count, double *seconds)
+{
+    for (int i = 0; i < SCHED_PHASE_COUNT; i++) {
+        count[i] = s->phase_n[i];
+        seconds[i] = s->phase_s[i];
+    }
+}
+
+const char *sched_phase_name(enum sched_phase ph)
+{
+    static const char *const names[] = {"drain", "sleep", "stop", "wake", "start"};
+    return names[ph];
 }

@@ -19,6 +19,16 @@
 
 struct sched;
 
+/* The phases of a switch, timed for metrics. */
+enum sched_phase {
+    SCHED_PHASE_DRAIN = 0, /* an evicted model's requests in flight finishing */
+    SCHED_PHASE_SLEEP,     /* the evicted model going to sleep (or suspend) */
+    SCHED_PHASE_STOP,      /* the evicted model stopping */
+    SCHED_PHASE_WAKE,      /* a sleeping model waking, warm-up included */
+    SCHED_PHASE_START,     /* a stopped model loading */
+    SCHED_PHASE_COUNT,
+};
+
 /* One waiting request, embedded in the router's request. */
 struct sched_waiter {
     struct sched_waiter *prev, *next;
@@ -77,6 +87,9 @@ int sched_pin(struct sched *s, const char *model, int pinned, char **err);
 
 /* Per-model numbers for metrics and ps, in config order; n is set. Valid until the next call. */
 const struct sched_stats *sched_stats(struct sched *s, size_t *n);
+/* How many of each phase ended and their total seconds (arrays of SCHED_PHASE_COUNT). */
+void sched_phases(struct sched *s, uint64_t *count, double *seconds);
+const char *sched_phase_name(enum sched_phase ph);
 /* Totals: swaps (evictions to make room), load waits (count and seconds). */
 void sched_totals(struct sched *s, uint64_t *swaps, uint64_t *load_waits, double *load_wait_s);
 

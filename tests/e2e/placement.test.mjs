@@ -14,6 +14,7 @@ import {
     pidAlive,
     freePort,
     httpPost,
+    httpGet,
 } from './lib/harness.mjs';
 
 async function setup(models, gpus) {
@@ -43,14 +44,15 @@ async function setup(models, gpus) {
             JSON.stringify({ model, max_tokens: 2, messages: [{ role: 'user', content: 'hi' }] }),
             { headers: { 'Content-Type': 'application/json' } }
         );
-    return { dir, d, ask };
+    const metrics = async () => (await httpGet(`${base}/metrics`)).body;
+    return { dir, d, ask, metrics };
 }
 
 const byName = async (dir) => Object.fromEntries((await ps(dir)).map((e) => [e.name, e]));
 const gpus = async (dir) => JSON.parse((await yard(['gpus', '--json'], { stateDir: dir })).stdout);
 
 test('three models on two GPUs: packed by memory, the least recently used sleeps', async () => {
-    const { dir, d, ask } = await setup(
+    const { dir, d, ask, metrics } = await setup(
         {
             a: { engine: 'vllm', vram: '30GiB', eviction: '{ weights: offload }' },
             b: { engine: 'vllm', vram: '30GiB', eviction: '{ weights: offload }' },
@@ -74,6 +76,13 @@ test('three models on two GPUs: packed by memory, the least recently used sleeps
     assert.ok(pidAlive(aPid));
     assert.equal(s.b.state, 'ready');
     assert.equal(s.c.gpus, s.a.gpus, 'c belongs where a freed its memory');
+    // The switch is timed: one drain and one sleep so far.
+    const m = await metrics();
+    const count = (ph) => Number(m.match(new RegExp(`yard_switch_phase_seconds_count\\{phase="${ph}"\\} (\\d+)`))[1]);
+    assert.equal(count('drain'), 1, m);
+    assert.equal(count('sleep'), 1, m);
+    assert.equal(count('stop'), 0, m);
+    assert.equal(count('start'), 3, m);
     // The inventory agrees: no GPU is over its total.
     for (const g of (await gpus(dir)).gpus) assert.ok(g.used <= g.total, JSON.stringify(g));
     await d.stop();
