@@ -156,7 +156,18 @@ int cli_request(struct app *app, json_t *req, cli_line_fn on_line, void *ctx, js
  */
 int cli_request_stream(struct app *app, json_t *req, cli_line_fn on_line, void *ctx, int follow);
 
-/* ---- output helpers (cmd_ps.c, cmd_events.c) ---- */
+/* ---- output helpers (table.c, cmd_ps.c, cmd_events.c) ---- */
+
+/* A copy of s (caller frees) with control characters, newlines too, turned to spaces. */
+char *cli_one_line(const char *s);
+/*
+ * Prints cells (n_rows rows of n_cols, row 0 the header) aligned: columns
+ * padded to their widest cell and separated by two spaces, the last column
+ * unpadded. after_row (may be NULL) runs after each data row (0-based) for
+ * lines of its own. Frees every cell and the array.
+ */
+void cli_table_print(char **cells, size_t n_rows, int n_cols, FILE *out,
+                     void (*after_row)(size_t row, void *arg), void *arg);
 
 /*
  * Writes the `yard ps` table for rows (the daemon's ps result, an array of

@@ -30,11 +30,7 @@ static char *size_text(const json_t *v)
 static char *text_field(const json_t *o, const char *key, const char *def)
 {
     const char *s = json_string_value(json_object_get(o, key));
-    char *r = xstrdup(s && *s ? s : def);
-    for (char *p = r; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = ' ';
-    return r;
+    return cli_one_line(s && *s ? s : def);
 }
 
 static void gpu_cells(const json_t *g, char **cells)
@@ -71,6 +67,18 @@ static void print_procs(const json_t *g, FILE *out)
     }
 }
 
+struct procs_ctx {
+    const json_t *gpus;
+    FILE *out;
+};
+
+/* Under each GPU's row: the processes holding memory on it. */
+static void print_procs_row(size_t row, void *arg)
+{
+    struct procs_ctx *c = arg;
+    print_procs(json_array_get(c->gpus, row), c->out);
+}
+
 int cli_gpus_table(const json_t *result, FILE *out)
 {
     const json_t *gpus = json_object_get(result, "gpus");
@@ -84,33 +92,12 @@ int cli_gpus_table(const json_t *result, FILE *out)
         return 0;
     }
     char **cells = xcalloc((n + 1) * COL_COUNT, sizeof(*cells));
-    size_t width[COL_COUNT];
     for (int k = 0; k < COL_COUNT; k++)
         cells[k] = xstrdup(headers[k]);
     for (size_t i = 0; i < n; i++)
         gpu_cells(json_array_get(gpus, i), &cells[(i + 1) * COL_COUNT]);
-    for (int k = 0; k < COL_COUNT; k++) {
-        width[k] = 0;
-        for (size_t i = 0; i <= n; i++) {
-            size_t w = strlen(cells[i * COL_COUNT + k]);
-            if (w > width[k])
-                width[k] = w;
-        }
-    }
-    for (size_t i = 0; i <= n; i++) {
-        for (int k = 0; k < COL_COUNT; k++) {
-            const char *s = cells[i * COL_COUNT + k];
-            if (k == COL_FREE)
-                fprintf(out, "%s\n", s);
-            else
-                fprintf(out, "%-*s  ", (int)width[k], s);
-        }
-        if (i > 0)
-            print_procs(json_array_get(gpus, i - 1), out);
-    }
-    for (size_t i = 0; i < (n + 1) * COL_COUNT; i++)
-        free(cells[i]);
-    free(cells);
+    struct procs_ctx ctx = {gpus, out};
+    cli_table_print(cells, n + 1, COL_COUNT, out, print_procs_row, &ctx);
     return 0;
 }
 

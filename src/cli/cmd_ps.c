@@ -82,16 +82,6 @@ static int row_percent(const json_t *row)
     return (int)v;
 }
 
-/* A copy of s with control characters (newlines of a multi-line reason) turned to spaces. */
-static char *one_line(const char *s)
-{
-    char *r = xstrdup(s);
-    for (char *p = r; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = ' ';
-    return r;
-}
-
 static void row_cells(const json_t *row, char **cells)
 {
     const char *state = field_str(row, "state");
@@ -100,13 +90,13 @@ static void row_cells(const json_t *row, char **cells)
     for (int k = COL_NAME; k <= COL_HOST; k++) {
         static const char *const keys[] = {"name", "engine", "host"};
         const char *s = field_str(row, keys[k]);
-        cells[k] = one_line(s ? s : "-");
+        cells[k] = cli_one_line(s ? s : "-");
     }
     int pct = row_percent(row);
     if (state && strcmp(state, "starting") == 0 && pct >= 0)
         cells[COL_STATE] = xstrfmt("starting %d%%", pct);
     else
-        cells[COL_STATE] = one_line(state ? state : "-");
+        cells[COL_STATE] = cli_one_line(state ? state : "-");
 
     long long pid = field_pos_int(row, "pid");
     long long port = field_pos_int(row, "port");
@@ -114,7 +104,7 @@ static void row_cells(const json_t *row, char **cells)
     cells[COL_PORT] = port ? xstrfmt("%lld", port) : xstrdup("-");
 
     char *gpus = cli_gpus_text(json_object_get(row, "gpus"));
-    cells[COL_GPUS] = *gpus ? one_line(gpus) : xstrdup("-");
+    cells[COL_GPUS] = *gpus ? cli_one_line(gpus) : xstrdup("-");
     free(gpus);
 
     json_t *up = json_object_get(row, "uptime_s");
@@ -128,7 +118,7 @@ static void row_cells(const json_t *row, char **cells)
     }
 
     const char *reason = field_str(row, "reason");
-    cells[COL_REASON] = one_line(reason ? reason : "-");
+    cells[COL_REASON] = cli_one_line(reason ? reason : "-");
 }
 
 int cli_ps_table(const json_t *rows, FILE *out)
@@ -137,32 +127,11 @@ int cli_ps_table(const json_t *rows, FILE *out)
         return -EINVAL;
     size_t n = json_array_size(rows);
     char **cells = xcalloc((n + 1) * COL_COUNT, sizeof(*cells));
-    size_t width[COL_COUNT];
-
     for (int k = 0; k < COL_COUNT; k++)
         cells[k] = xstrdup(headers[k]);
     for (size_t i = 0; i < n; i++)
         row_cells(json_array_get(rows, i), &cells[(i + 1) * COL_COUNT]);
-    for (int k = 0; k < COL_COUNT; k++) {
-        width[k] = 0;
-        for (size_t i = 0; i <= n; i++) {
-            size_t w = strlen(cells[i * COL_COUNT + k]);
-            if (w > width[k])
-                width[k] = w;
-        }
-    }
-    for (size_t i = 0; i <= n; i++) {
-        for (int k = 0; k < COL_COUNT; k++) {
-            const char *s = cells[i * COL_COUNT + k];
-            if (k == COL_REASON)
-                fprintf(out, "%s\n", s);
-            else
-                fprintf(out, "%-*s  ", (int)width[k], s);
-        }
-    }
-    for (size_t i = 0; i < (n + 1) * COL_COUNT; i++)
-        free(cells[i]);
-    free(cells);
+    cli_table_print(cells, n + 1, COL_COUNT, out, NULL, NULL);
     return 0;
 }
 

@@ -294,3 +294,24 @@ int engine__classify_common(const char *line, size_t len, const char *text, size
     }
     return 0;
 }
+
+int engine__python_prologue(struct engine_log_state *st, const char *line, size_t len,
+                            struct engine_line *out, const char **text, size_t *text_len,
+                            const char **level, size_t *level_len)
+{
+    *text = line;
+    *text_len = len;
+    *level = engine__strip_python(text, text_len, level_len);
+    out->kind = ENGINE_LINE_NONE;
+    out->percent = st->percent;
+    out->reason[0] = '\0';
+
+    /* vLLM's weight loader prints this bar, and SGLang's prints vLLM's */
+    int pct = engine__parse_percent(line, len, "Loading safetensors checkpoint shards:");
+    if (pct < 0)
+        pct = engine__parse_percent(line, len, "Loading pt checkpoint shards:");
+    if (pct < 0)
+        return 0;
+    engine__set_progress(st, out, pct);
+    return 1;
+}

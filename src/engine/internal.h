@@ -72,4 +72,15 @@ void engine__set_fatal(struct engine_line *out, const char *label, const char *t
 int engine__classify_common(const char *line, size_t len, const char *text, size_t text_len,
                             struct engine_line *out);
 
+/*
+ * The common start of classifying a line of a Python engine (vLLM, SGLang):
+ * resets out, strips the logging prefix (sets *text, *text_len and *level,
+ * *level_len as engine__strip_python does), and handles the checkpoint-shard
+ * progress bar both print. Returns 1 when the line was progress (out is set),
+ * else 0.
+ */
+int engine__python_prologue(struct engine_log_state *st, const char *line, size_t len,
+                            struct engine_line *out, const char **text, size_t *text_len,
+                            const char **level, size_t *level_len);
+
 #endif

@@ -36,25 +36,12 @@ static void fatal_with_cause(struct engine_log_state *st, struct engine_line *ou
 static void sglang_classify_line(struct engine_log_state *st, const char *line, size_t len,
                                  struct engine_line *out)
 {
-    const char *text = line;
-    size_t text_len = len;
-    size_t level_len;
-    const char *level = engine__strip_python(&text, &text_len, &level_len);
+    const char *text, *level;
+    size_t text_len, level_len;
     const char *hit;
-    int pct;
 
-    out->kind = ENGINE_LINE_NONE;
-    out->percent = st->percent;
-    out->reason[0] = '\0';
-
-    /* SGLang's weight loader prints vLLM's progress bar */
-    pct = engine__parse_percent(line, len, "Loading safetensors checkpoint shards:");
-    if (pct < 0)
-        pct = engine__parse_percent(line, len, "Loading pt checkpoint shards:");
-    if (pct >= 0) {
-        engine__set_progress(st, out, pct);
+    if (engine__python_prologue(st, line, len, out, &text, &text_len, &level, &level_len))
         return;
-    }
     if (engine__find(text, text_len, "The server is fired up and ready to roll!")) {
         engine__set_ready(out);
         return;

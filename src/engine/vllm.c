@@ -29,24 +29,12 @@ static enum engine_probe vllm_probe_verdict(int status, int expected_status, con
 static void vllm_classify_line(struct engine_log_state *st, const char *line, size_t len,
                                struct engine_line *out)
 {
-    const char *text = line;
-    size_t text_len = len;
-    size_t level_len;
-    const char *level = engine__strip_python(&text, &text_len, &level_len);
+    const char *text, *level;
+    size_t text_len, level_len;
     const char *exc;
-    int pct;
 
-    out->kind = ENGINE_LINE_NONE;
-    out->percent = st->percent;
-    out->reason[0] = '\0';
-
-    pct = engine__parse_percent(line, len, "Loading safetensors checkpoint shards:");
-    if (pct < 0)
-        pct = engine__parse_percent(line, len, "Loading pt checkpoint shards:");
-    if (pct >= 0) {
-        engine__set_progress(st, out, pct);
+    if (engine__python_prologue(st, line, len, out, &text, &text_len, &level, &level_len))
         return;
-    }
     if (engine__find(text, text_len, "Application startup complete.") ||
         engine__find(text, text_len, "Starting vLLM API server") ||
         engine__find(text, text_len, "Uvicorn running on")) {

@@ -11,11 +11,11 @@
 #include "base/buf.h"
 
 /*
- * A one-shot request for control calls. It has the shape of the readiness
- * probe (http/probe.c) with a method and a body added: a numeric address (no
- * resolver), TCP_NODELAY, the head and body in one write, "Connection:
- * close", http-parser for the answer (Content-Length, chunked, or until
- * close).
+ * A one-shot request: control calls (sleep, wake) and, with a small body
+ * cap, the readiness probes (http/probe.c). Cheap enough to run every few
+ * milliseconds: a numeric address (no resolver), TCP_NODELAY, the head and
+ * body in one write, "Connection: close", http-parser for the answer
+ * (Content-Length, chunked, or until close).
  *
  * Life cycle: the call owns a TCP handle and a timer. The first of {answer
  * complete, transport error, timeout, cancel} finishes it: both handles are
@@ -41,7 +41,8 @@ struct http_call {
     int cancelled;
     int message_complete;
     int status;
-    struct buf body; /* at most HTTP_CALL_BODY_MAX bytes */
+    struct buf body; /* at most max_body bytes */
+    size_t max_body;
     char rbuf[CALL_READ_BUF];
 };
 
@@ -81,7 +82,7 @@ static int on_headers_complete(http_parser *parser)
 static int on_body(http_parser *parser, const char *at, size_t len)
 {
     struct http_call *c = parser->data;
-    size_t room = HTTP_CALL_BODY_MAX - c->body.len;
+    size_t room = c->max_body - c->body.len;
     size_t take = len < room ? len : room;
 
     if (take > 0 && buf_append(&c->body, at, take) < 0) {
@@ -241,6 +242,14 @@ struct http_call *http_call(uv_loop_t *loop, const char *host, int port, const c
                             const char *path_and_query, const char *body, size_t body_len,
                             uint64_t timeout_ms, http_call_cb cb, void *arg)
 {
+    return http_call_capped(loop, host, port, method, path_and_query, body, body_len,
+                            HTTP_CALL_BODY_MAX, timeout_ms, cb, arg);
+}
+
+struct http_call *http_call_capped(uv_loop_t *loop, const char *host, int port, const char *method,
+                                   const char *path_and_query, const char *body, size_t body_len,
+                                   size_t max_body, uint64_t timeout_ms, http_call_cb cb, void *arg)
+{
     struct sockaddr_storage ss;
     struct http_call *c;
     char length_hdr[48];
@@ -264,7 +273,8 @@ struct http_call *http_call(uv_loop_t *loop, const char *host, int port, const c
     c = xcalloc(1, sizeof(*c));
     c->cb = cb;
     c->arg = arg;
-    buf_init(&c->body, HTTP_CALL_BODY_MAX);
+    c->max_body = max_body;
+    buf_init(&c->body, max_body);
     length_hdr[0] = '\0';
     if (with_length)
         snprintf(length_hdr, sizeof(length_hdr), "Content-Length: %zu\r\n", body_len);

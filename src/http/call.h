@@ -33,6 +33,14 @@ typedef void (*http_call_cb)(int status, const char *body, size_t len, void *arg
 struct http_call *http_call(uv_loop_t *loop, const char *host, int port, const char *method,
                             const char *path_and_query, const char *body, size_t body_len,
                             uint64_t timeout_ms, http_call_cb cb, void *arg);
+/*
+ * As http_call, keeping at most max_body bytes of the answer's body (a body
+ * that reaches it ends the call there).
+ */
+struct http_call *http_call_capped(uv_loop_t *loop, const char *host, int port, const char *method,
+                                   const char *path_and_query, const char *body, size_t body_len,
+                                   size_t max_body, uint64_t timeout_ms, http_call_cb cb,
+                                   void *arg);
 /* The callback will not run; the call frees itself once its handles close. */
 void http_call_cancel(struct http_call *c);
 

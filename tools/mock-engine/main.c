@@ -3,6 +3,7 @@
  * modes, signals and the ledger. The HTTP surface is in flavor.c and api.c.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -647,6 +648,22 @@ static const struct ignored_flag ignored_flags[] = {
     {"--uvicorn-log-level", 1},
 };
 
+/* The --fail modes that are plain switches, and the flag each sets. */
+static const struct {
+    const char *name;
+    size_t flag; /* offset of an int in struct mock_opts */
+} fail_switches[] = {
+    {"oom", offsetof(struct mock_opts, fail_oom)},
+    {"exit-early", offsetof(struct mock_opts, fail_exit_early)},
+    {"hang", offsetof(struct mock_opts, fail_hang)},
+    {"crash-midstream", offsetof(struct mock_opts, fail_crash_midstream)},
+    {"ignore-sigterm", offsetof(struct mock_opts, fail_ignore_sigterm)},
+    {"fork-child", offsetof(struct mock_opts, fail_fork_child)},
+    {"bind", offsetof(struct mock_opts, fail_bind)},
+    {"wake-fail", offsetof(struct mock_opts, fail_wake)},
+    {"sleep-fail", offsetof(struct mock_opts, fail_sleep)},
+};
+
 static void parse_fail_modes(struct mock_opts *o, const char *spec)
 {
     char *copy = xstrdup(spec);
@@ -656,25 +673,13 @@ static void parse_fail_modes(struct mock_opts *o, const char *spec)
             *next++ = '\0';
         if (*t == '\0')
             continue;
-        if (strcmp(t, "oom") == 0)
-            o->fail_oom = 1;
-        else if (strcmp(t, "exit-early") == 0)
-            o->fail_exit_early = 1;
-        else if (strcmp(t, "hang") == 0)
-            o->fail_hang = 1;
-        else if (strcmp(t, "crash-midstream") == 0)
-            o->fail_crash_midstream = 1;
-        else if (strcmp(t, "ignore-sigterm") == 0)
-            o->fail_ignore_sigterm = 1;
-        else if (strcmp(t, "fork-child") == 0)
-            o->fail_fork_child = 1;
-        else if (strcmp(t, "bind") == 0)
-            o->fail_bind = 1;
-        else if (strcmp(t, "wake-fail") == 0)
-            o->fail_wake = 1;
-        else if (strcmp(t, "sleep-fail") == 0)
-            o->fail_sleep = 1;
-        else if (strncmp(t, "crash-after:", 12) == 0) {
+        size_t i = 0;
+        while (i < sizeof fail_switches / sizeof fail_switches[0] &&
+               strcmp(t, fail_switches[i].name) != 0)
+            i++;
+        if (i < sizeof fail_switches / sizeof fail_switches[0]) {
+            *(int *)((char *)o + fail_switches[i].flag) = 1;
+        } else if (strncmp(t, "crash-after:", 12) == 0) {
             char *end;
             errno = 0;
             long n = strtol(t + 12, &end, 10);
