@@ -165,6 +165,26 @@ static void get_int(struct walk *w, const yaml_node_t *n, const char *path, long
     *out = (int)v;
 }
 
+static void get_number(struct walk *w, const yaml_node_t *n, const char *path, double min,
+                       double max, double *out)
+{
+    char *end = NULL;
+    double v = 0;
+    if (n->type == YAML_SCALAR_NODE && *scalar(n)) {
+        errno = 0;
+        v = strtod(scalar(n), &end);
+    }
+    if (n->type != YAML_SCALAR_NODE || !end || *end || end == scalar(n) || errno || v != v) {
+        err_type(w, n, path, "a number");
+        return;
+    }
+    if (v < min || v > max) {
+        err_at(w, n, "%s: %s is out of range; use %g to %g", path, scalar(n), min, max);
+        return;
+    }
+    *out = v;
+}
+
 static void get_bool(struct walk *w, const yaml_node_t *n, const char *path, int *out)
 {
     static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On"};
@@ -489,12 +509,13 @@ static void parse_defaults(struct walk *w, const yaml_node_t *n)
 
 static void parse_router(struct walk *w, const yaml_node_t *n)
 {
-    static const char *const keys[] = {
-        "max_queue",  "max_wait",       "policy",       "max_loaded",      "max_body",
-        "max_header", "header_timeout", "idle_timeout", "max_connections", NULL};
+    static const char *const keys[] = {"max_queue",       "max_wait",     "policy",
+                                       "max_loaded",      "max_body",     "max_header",
+                                       "header_timeout",  "idle_timeout", "max_connections",
+                                       "coalesce_window", "amortization", NULL};
     static const char *const policies[] = {"fifo", "cost_aware", "time_slice"};
     struct config *cfg = w->cfg;
-    yaml_node_t *v[9];
+    yaml_node_t *v[11];
     if (walk_map(w, n, "router", "in 'router'", keys, v) < 0)
         return;
     if (present(v[0]))
@@ -534,6 +555,10 @@ static void parse_router(struct walk *w, const yaml_node_t *n)
     }
     if (present(v[8]))
         get_int(w, v[8], "router.max_connections", 1, 1000000, &cfg->router_max_connections);
+    if (present(v[9]))
+        get_duration(w, v[9], "router.coalesce_window", &cfg->router_coalesce_ms);
+    if (present(v[10]))
+        get_number(w, v[10], "router.amortization", 0, 1000, &cfg->router_amortization);
 }
 
 static int valid_name(const char *s)
@@ -1040,6 +1065,8 @@ static void set_defaults(struct config *cfg)
     cfg->router_max_queue = 256;
     cfg->router_max_wait_ms = 300 * 1000;
     cfg->router_policy = xstrdup("fifo");
+    cfg->router_coalesce_ms = 2000;
+    cfg->router_amortization = 0.5;
     cfg->tool_cuda_checkpoint = xstrdup("cuda-checkpoint");
     cfg->tool_criu = xstrdup("criu");
     cfg->router_max_loaded = 0;

@@ -83,18 +83,20 @@ struct config {
     int router_max_queue;                /* default 256 */
     uint64_t router_max_wait_ms;         /* default 300s */
     char *router_policy;                 /* "fifo" | "cost_aware" | "time_slice" */
-    int router_max_loaded;               /* models ready at once, 0 = no limit */
-    uint64_t router_max_body;            /* request body bytes, default 32MiB (413) */
-    uint64_t router_max_header;          /* request header bytes, default 32KiB (431) */
-    uint64_t router_header_timeout_ms;   /* to receive a request's head, default 10s */
-    uint64_t router_idle_timeout_ms;     /* idle keep-alive, default 60s */
-    int router_max_connections;          /* default 10000 */
-    uint64_t log_max_bytes;              /* per-model log cap before rotation, default 10MiB */
-    char *gpu_ledger;                    /* declared GPUs' used memory (mock engines), or NULL */
-    char *tool_cuda_checkpoint;          /* tools.cuda_checkpoint, default "cuda-checkpoint" */
-    char *tool_criu;                     /* tools.criu, default "criu" */
-    char *tool_nvidia_smi;               /* tools.nvidia_smi, NULL: "nvidia-smi" from PATH */
-    int keep_checkpoints; /* tools.keep_checkpoints: keep CRIU images after restore */
+    uint64_t router_coalesce_ms;         /* cost_aware: longest wait to batch, default 2s */
+    double router_amortization; /* cost_aware: queued requests per second of switch cost, 0.5 */
+    int router_max_loaded;      /* models ready at once, 0 = no limit */
+    uint64_t router_max_body;   /* request body bytes, default 32MiB (413) */
+    uint64_t router_max_header; /* request header bytes, default 32KiB (431) */
+    uint64_t router_header_timeout_ms; /* to receive a request's head, default 10s */
+    uint64_t router_idle_timeout_ms;   /* idle keep-alive, default 60s */
+    int router_max_connections;        /* default 10000 */
+    uint64_t log_max_bytes;            /* per-model log cap before rotation, default 10MiB */
+    char *gpu_ledger;                  /* declared GPUs' used memory (mock engines), or NULL */
+    char *tool_cuda_checkpoint;        /* tools.cuda_checkpoint, default "cuda-checkpoint" */
+    char *tool_criu;                   /* tools.criu, default "criu" */
+    char *tool_nvidia_smi;             /* tools.nvidia_smi, NULL: "nvidia-smi" from PATH */
+    int keep_checkpoints;              /* tools.keep_checkpoints: keep CRIU images after restore */
     struct config_model *models;
     size_t n_models;
     struct config_group *groups;

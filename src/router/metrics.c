@@ -51,6 +51,19 @@ void router__metrics(struct router *r, struct buf *b)
                    "yard_switch_phase_seconds_count{phase=\"%s\"} %llu\n",
                    sched_phase_name((enum sched_phase)i), ps[i],
                    sched_phase_name((enum sched_phase)i), (unsigned long long)pn[i]);
+    buf_appends(b, "# HELP yard_switch_cost_seconds Measured cost of switching the GPU from one "
+                   "model to another (drain to ready), moving average per direction.\n"
+                   "# TYPE yard_switch_cost_seconds gauge\n");
+    const char *from, *to;
+    double cost;
+    uint64_t count;
+    for (size_t i = 0; sched_switch_cost(app->sched, i, &from, &to, &cost, &count) == 0; i++)
+        buf_printf(b, "yard_switch_cost_seconds{from=\"%s\",to=\"%s\"} %.6f\n", from, to, cost);
+    buf_appends(b, "# HELP yard_switches_total Switches measured, per direction.\n"
+                   "# TYPE yard_switches_total counter\n");
+    for (size_t i = 0; sched_switch_cost(app->sched, i, &from, &to, &cost, &count) == 0; i++)
+        buf_printf(b, "yard_switches_total{from=\"%s\",to=\"%s\"} %llu\n", from, to,
+                   (unsigned long long)count);
     buf_printf(b,
                "# HELP yard_tokens_total Tokens the engines reported in whole answers.\n"
                "# TYPE yard_tokens_total counter\n"

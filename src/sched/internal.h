@@ -12,7 +12,7 @@
 #include "sched/sched.h"
 
 struct sched;
-struct smodel;
+struct config;
 struct config_model;
 
 /* The last GPU inventory read, and what of it is not yard's. */
@@ -36,6 +36,78 @@ enum sched__fit {
     SCHED__NEVER,    /* bigger than the GPUs: *why says so */
     SCHED__ANYWHERE, /* no memory declared or no GPU known: start as configured */
 };
+
+struct stop_cb {
+    void (*done)(void *);
+    void *arg;
+    struct stop_cb *next;
+};
+
+/* The scheduler's view of one model: its queue and what it is doing. */
+struct smodel {
+    char *name;
+    const struct config_model *m; /* NULL once removed from the config */
+    struct sched_waiter *head, *tail;
+    size_t n_waiting;
+    int inflight;
+    int pinned;
+    int draining;     /* new requests queue; act once in-flight ones end */
+    int drain_action; /* what follows the drain: SCHED__STOP, __EVICT, __SLEEP */
+    int drain_level;  /* for SCHED__SLEEP: the level (0: the policy's) */
+    int stop_issued;  /* sup_stop called, not yet done */
+    int last_percent;
+    int was_loading; /* it was starting for waiters */
+    uint64_t last_used_ms;
+    struct stop_cb *stop_cbs;
+    struct sched *sched;
+    uint64_t drain_started_ms; /* switch phases, for metrics */
+    uint64_t evict_started_ms;
+    uint64_t load_started_ms;
+    int loading_phase;       /* SCHED_PHASE_START or _WAKE while it loads for waiters */
+    uint64_t ready_since_ms; /* when it last became ready; 0 while not ready */
+    uint64_t last_load_ms;   /* how long its last start or wake took; 0 if unknown */
+    char *switch_from;       /* the model drained for it, while that switch runs */
+    uint64_t switch_started_ms;
+};
+
+/* One direction's measured switch cost: an exponential moving average. */
+struct sched__cost {
+    char *from, *to;
+    double ema_s;
+    uint64_t samples;
+};
+
+struct sched__costs {
+    struct sched__cost *v;
+    size_t n;
+};
+
+/* policy.c: when the GPU may go from one model to another (router.policy). */
+enum sched__policy {
+    SCHED__FIFO = 0,
+    SCHED__COST_AWARE,
+    SCHED__TIME_SLICE,
+};
+
+enum sched__policy sched__policy_of(const struct config *cfg);
+/*
+ * May `other` (loaded) be drained now so that `want` (waiting, head set) gets
+ * the GPU? Never a pinned model; otherwise as the policy says (docs/sched.md).
+ */
+int sched__may_evict(const struct config *cfg, const struct sched__costs *costs,
+                     const struct smodel *other, const struct smodel *want, uint64_t now);
+/* Orders models that wait for the GPU: who is served first under the policy. */
+int sched__by_policy_fifo(const void *a, const void *b);
+int sched__by_policy_depth(const void *a, const void *b);
+/* Adds a measured switch (capped at 60 s) to from->to's moving average. */
+void sched__cost_add(struct sched__costs *c, const char *from, const char *to, double seconds);
+/*
+ * The expected cost of switching from -> to, in seconds: the moving average
+ * when measured, else the last load (or wake) time of `to`, else 0.
+ */
+double sched__cost_estimate(const struct sched__costs *c, const struct smodel *from,
+                            const struct smodel *to);
+void sched__costs_release(struct sched__costs *c);
 
 /* sched.c: the scheduler's parts place.c needs. */
 struct sched__gpus *sched__gpus_of(struct sched *s);

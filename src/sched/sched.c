@@ -24,34 +24,6 @@
  * (sleep when it sleeps in place, else stop), or a sleep (yard sleep). */
 enum { SCHED__STOP = 0, SCHED__EVICT, SCHED__SLEEP };
 
-struct stop_cb {
-    void (*done)(void *);
-    void *arg;
-    struct stop_cb *next;
-};
-
-struct smodel {
-    char *name;
-    const struct config_model *m; /* NULL once removed from the config */
-    struct sched_waiter *head, *tail;
-    size_t n_waiting;
-    int inflight;
-    int pinned;
-    int draining;     /* new requests queue; act once in-flight ones end */
-    int drain_action; /* what follows the drain: SCHED__STOP, __EVICT, __SLEEP */
-    int drain_level;  /* for SCHED__SLEEP: the level (0: the policy's) */
-    int stop_issued;  /* sup_stop called, not yet done */
-    int last_percent;
-    int was_loading; /* it was starting for waiters */
-    uint64_t last_used_ms;
-    struct stop_cb *stop_cbs;
-    struct sched *sched;
-    uint64_t drain_started_ms; /* switch phases, for metrics */
-    uint64_t evict_started_ms;
-    uint64_t load_started_ms;
-    int loading_phase; /* SCHED_PHASE_START or _WAKE while it loads for waiters */
-};
-
 struct sched {
     struct app *app;
     struct smodel **models;
@@ -67,7 +39,8 @@ struct sched {
     int mem_blocked; /* a model waits for GPU memory: read the inventory often */
     uint64_t phase_n[SCHED_PHASE_COUNT];
     double phase_s[SCHED_PHASE_COUNT];
-    int dead; /* freed while an inventory read ran */
+    int dead;                  /* freed while an inventory read ran */
+    struct sched__costs costs; /* measured switch costs, per direction */
 };
 
 static void sched_kick(struct sched *s);
@@ -192,10 +165,27 @@ static void on_note(void *arg, const struct sup_note *n)
     }
     if (n->kind != SUP_NOTE_STATE)
         return;
+    uint64_t now = clock_mono_ms();
+    sm->ready_since_ms = n->state == INST_READY ? now : 0;
     if (n->state == INST_READY) {
-        sm->last_used_ms = clock_mono_ms();
-        if (sm->load_started_ms)
+        sm->last_used_ms = now;
+        if (sm->load_started_ms) {
             phase_done(s, (enum sched_phase)sm->loading_phase, sm->load_started_ms);
+            sm->last_load_ms = now - sm->load_started_ms;
+        }
+        if (sm->switch_from) {
+            double took = (double)(now - sm->switch_started_ms) / 1000.0;
+            sched__cost_add(&s->costs, sm->switch_from, sm->name, took);
+            log_info("sched", "switched from '%s' to '%s' in %.3f s", sm->switch_from, sm->name,
+                     took);
+        }
+    }
+    /* The switch to it ended: it is serving, or its load failed. */
+    if (sm->switch_from &&
+        (n->state == INST_READY || n->state == INST_FAILED || n->state == INST_STOPPED)) {
+        free(sm->switch_from);
+        sm->switch_from = NULL;
+        sm->switch_started_ms = 0;
     }
     if (n->state != INST_STARTING && !(n->state == INST_SLEEPING))
         sm->load_started_ms = 0;
@@ -230,6 +220,7 @@ static void free_model(struct smodel *sm)
         free(c);
         c = next;
     }
+    free(sm->switch_from);
     free(sm->name);
     free(sm);
 }
@@ -321,6 +312,7 @@ void sched__free_now(struct sched *s)
         free_model(s->models[i]);
     free(s->models);
     free(s->stats);
+    sched__costs_release(&s->costs);
     free(s);
 }
 
@@ -507,27 +499,9 @@ static int in_exclusive_group(const struct config *cfg, const char *a, const cha
     return 0;
 }
 
-/* The oldest waiting request's model first: the GPU goes where the queue head is. */
-static int by_oldest_head(const void *pa, const void *pb)
-{
-    const struct smodel *a = *(struct smodel *const *)pa, *b = *(struct smodel *const *)pb;
-    if (a->head->enqueued_ms != b->head->enqueued_ms)
-        return a->head->enqueued_ms < b->head->enqueued_ms ? -1 : 1;
-    return 0;
-}
-
-/*
- * May `other` be drained to make room for `want`? Not while it has requests
- * of its own queued (collation), unless want's oldest request has waited past
- * half of router.max_wait (no starvation).
- */
 static int may_evict(struct sched *s, struct smodel *other, struct smodel *want, uint64_t now)
 {
-    if (other->pinned)
-        return 0;
-    if (!other->n_waiting)
-        return 1;
-    return now - want->head->enqueued_ms >= s->app->cfg->router_max_wait_ms / 2;
+    return sched__may_evict(s->app->cfg, &s->costs, other, want, now);
 }
 
 static void drain(struct sched *s, struct smodel *victim, struct smodel *for_whom)
@@ -538,6 +512,10 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
     victim->drain_action = SCHED__EVICT;
     victim->drain_started_ms = clock_mono_ms();
     s->swaps++;
+    if (!for_whom->switch_from) {
+        for_whom->switch_from = xstrdup(victim->name);
+        for_whom->switch_started_ms = victim->drain_started_ms;
+    }
     log_info("sched", "draining '%s' to make room for '%s'", victim->name, for_whom->name);
 }
 
@@ -607,7 +585,9 @@ static void plan_loads(struct sched *s)
     for (size_t i = 0; i < s->n_models; i++)
         if (s->models[i]->head && s->models[i]->m)
             want[n_want++] = s->models[i];
-    qsort(want, n_want, sizeof *want, by_oldest_head);
+    qsort(want, n_want, sizeof *want,
+          sched__policy_of(cfg) == SCHED__TIME_SLICE ? sched__by_policy_depth
+                                                     : sched__by_policy_fifo);
     uint64_t now = clock_mono_ms();
     s->mem_blocked = 0;
 
@@ -856,4 +836,16 @@ const char *sched_phase_name(enum sched_phase ph)
 {
     static const char *const names[] = {"drain", "sleep", "stop", "wake", "start"};
     return names[ph];
+}
+
+int sched_switch_cost(struct sched *s, size_t i, const char **from, const char **to,
+                      double *seconds, uint64_t *count)
+{
+    if (i >= s->costs.n)
+        return -ENOENT;
+    *from = s->costs.v[i].from;
+    *to = s->costs.v[i].to;
+    *seconds = s->costs.v[i].ema_s;
+    *count = s->costs.v[i].samples;
+    return 0;
 }

@@ -11,10 +11,9 @@
  * queue until its instance is ready and has a free concurrency slot. A model
  * that is not loaded is started; when it conflicts with loaded models (an
  * exclusive group, router.max_loaded) those are drained (their new requests
- * queue, their requests in flight finish) and stopped first. Requests are
- * collated per model: a model keeps the GPU while it has queued requests, so
- * interleaved arrivals A B A B are served A A then B B. A request waiting
- * longer than half of router.max_wait forces the switch (no starvation).
+ * queue, their requests in flight finish) and stopped first. When the GPU
+ * may leave a loaded model is router.policy's (sched/policy.c: fifo, which
+ * collates A B A B into A A B B, cost_aware or time_slice); see docs/sched.md.
  */
 
 struct sched;
@@ -90,6 +89,13 @@ const struct sched_stats *sched_stats(struct sched *s, size_t *n);
 /* How many of each phase ended and their total seconds (arrays of SCHED_PHASE_COUNT). */
 void sched_phases(struct sched *s, uint64_t *count, double *seconds);
 const char *sched_phase_name(enum sched_phase ph);
+/*
+ * The i-th measured switch direction: from, to (valid until the next loop
+ * turn), the moving average of its cost in seconds and how many switches were
+ * measured. 0, or -ENOENT past the last.
+ */
+int sched_switch_cost(struct sched *s, size_t i, const char **from, const char **to,
+                      double *seconds, uint64_t *count);
 /* Totals: swaps (evictions to make room), load waits (count and seconds). */
 void sched_totals(struct sched *s, uint64_t *swaps, uint64_t *load_waits, double *load_wait_s);
 
