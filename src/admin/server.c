@@ -303,7 +303,8 @@ static void op_reply(struct op_ctx *x, int want_sleep, const char *errmsg)
     struct sup_info info;
     struct app *app = x->c->srv->app;
     if (!errmsg && sup_info(app->sup, x->model, &info) == 0 &&
-        info.state == (want_sleep ? INST_SLEEPING : INST_READY)) {
+        (want_sleep ? info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED
+                    : info.state == INST_READY)) {
         send_ok(x->c,
                 json_pack("{s:s, s:s}", "name", info.name, "state", sup_state_name(info.state)));
     } else {
@@ -330,7 +331,7 @@ static void wake_done(void *arg, int err, const char *msg)
     op_reply(arg, 0, err < 0 ? msg : NULL);
 }
 
-/* level: absent or 0 for the model's policy, 1 or 2. */
+/* level: absent or 0 for the model's policy, 1 or 2, 3 (suspend), 4 (checkpoint). */
 static void handle_sleep_wake(struct admin_conn *c, json_t *req, int sleep)
 {
     struct app *app = c->srv->app;

@@ -2,15 +2,18 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "sup/sup.h"
 
 static const char sleep_usage[] =
-    "usage: yard sleep MODEL [--level 1|2]\n"
+    "usage: yard sleep MODEL [--level 1|2|suspend|checkpoint]\n"
     "\n"
     "puts a ready model to sleep: its requests in flight finish, then the engine\n"
-    "frees its GPU memory and stays running (vLLM sleep levels, SGLang memory\n"
-    "release). Level 1 keeps the weights in host RAM, level 2 discards them;\n"
-    "without --level the model's eviction policy decides. 'yard wake' (or the\n"
-    "next request) brings it back in seconds\n";
+    "frees its GPU memory. Level 1 keeps the weights in host RAM, level 2 discards\n"
+    "them (vLLM sleep levels, SGLang memory release); suspend moves the whole GPU\n"
+    "state to host RAM with cuda-checkpoint (any engine); checkpoint does that,\n"
+    "then CRIU writes the processes to STATE_DIR/checkpoints/MODEL and ends them.\n"
+    "Without --level the model's eviction policy decides. 'yard wake' (or the\n"
+    "next request) brings it back\n";
 static const char wake_usage[] = "usage: yard wake MODEL\n"
                                  "\n"
                                  "wakes a sleeping model and warms it up with a 1-token request\n";
@@ -31,14 +34,13 @@ static int sleep_cmd(int argc, char **argv, struct app *app, int sleep)
         goto out;
     }
     if (sleep && opts[0].value) {
-        if (!strcmp(opts[0].value, "suspend") || !strcmp(opts[0].value, "checkpoint")) {
-            rc = cli_fail("--level %s (cuda-checkpoint, CRIU) is not available yet; use 1 or 2, "
-                          "or 'yard stop'",
-                          opts[0].value);
-            goto out;
-        }
-        if (cli_parse_count(opts[0].value, &level) < 0 || level < 1 || level > 2) {
-            rc = cli_usage_error(name, "--level must be 1 or 2, not '%s'", opts[0].value);
+        if (!strcmp(opts[0].value, "suspend"))
+            level = SUP_SLEEP_SUSPEND;
+        else if (!strcmp(opts[0].value, "checkpoint"))
+            level = SUP_SLEEP_CHECKPOINT;
+        else if (cli_parse_count(opts[0].value, &level) < 0 || level < 1 || level > 2) {
+            rc = cli_usage_error(name, "--level must be 1, 2, suspend or checkpoint, not '%s'",
+                                 opts[0].value);
             goto out;
         }
     }

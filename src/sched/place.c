@@ -158,7 +158,7 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
     struct sup_info self;
     if (sup_info(app->sup, model, &self) < 0)
         return SCHED__ANYWHERE;
-    int waking = self.state == INST_SLEEPING;
+    int waking = self.state == INST_SLEEPING || self.state == INST_CHECKPOINTED;
     if (waking && !*self.gpus)
         return SCHED__ANYWHERE; /* it sleeps where no GPU was recorded: nothing to check */
     int want = m->gpu_count > 0 ? m->gpu_count : 1;
@@ -185,7 +185,8 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
             struct sup_info o;
             sup_info_at(app->sup, i, &o);
             int holds = o.state == INST_STARTING || o.state == INST_READY ||
-                        o.state == INST_STOPPING || (o.state == INST_SLEEPING && o.busy);
+                        o.state == INST_STOPPING ||
+                        ((o.state == INST_SLEEPING || o.state == INST_CHECKPOINTED) && o.busy);
             const struct config_model *om = config_find_model(app->cfg, o.name);
             if (holds && om && om->vram && sched__on_gpu(o.gpus, dev->index) &&
                 strcmp(o.name, model) != 0)

@@ -187,7 +187,7 @@ static void on_note(void *arg, const struct sup_note *n)
         sm->switch_from = NULL;
         sm->switch_started_ms = 0;
     }
-    if (n->state != INST_STARTING && !(n->state == INST_SLEEPING))
+    if (n->state != INST_STARTING && n->state != INST_SLEEPING && n->state != INST_CHECKPOINTED)
         sm->load_started_ms = 0;
     if (n->state == INST_FAILED && sm->was_loading && sm->head) {
         /* The load these requests wait for failed: say why, at once. */
@@ -389,8 +389,8 @@ static void on_stopped(void *arg)
     struct smodel *sm = arg;
     if (sm->evict_started_ms) {
         struct sup_info info;
-        int slept =
-            sup_info(sm->sched->app->sup, sm->name, &info) == 0 && info.state == INST_SLEEPING;
+        int slept = sup_info(sm->sched->app->sup, sm->name, &info) == 0 &&
+                    (info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED);
         phase_done(sm->sched, slept ? SCHED_PHASE_SLEEP : SCHED_PHASE_STOP, sm->evict_started_ms);
         sm->evict_started_ms = 0;
     }
@@ -423,7 +423,8 @@ static void finish_drains(struct sched *s)
         struct sup_info info;
         if (sup_info(s->app->sup, sm->name, &info) < 0 || info.busy)
             continue;
-        if (info.state == INST_SLEEPING && sm->drain_action != SCHED__STOP) {
+        if ((info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED) &&
+            sm->drain_action != SCHED__STOP) {
             on_stopped(sm); /* already asleep */
             continue;
         }
@@ -602,7 +603,7 @@ static void plan_loads(struct sched *s)
                 w->waited_for_load = 1;
             continue;
         }
-        int asleep = st == INST_SLEEPING;
+        int asleep = st == INST_SLEEPING || st == INST_CHECKPOINTED;
         if (st != INST_STOPPED && st != INST_FAILED && !asleep)
             continue;
         if (asleep && sm->draining)

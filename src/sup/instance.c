@@ -20,6 +20,7 @@
 #include "engine/sleep.h"
 #include "http/probe.h"
 #include "store/store.h"
+#include "runner/tools.h"
 #include "sup/sup_int.h"
 
 #define PROBE_FIRST_MS 10
@@ -272,13 +273,16 @@ static char *exit_text(struct instance *in)
     return xstrfmt("exited with code %lld", (long long)in->exit_code);
 }
 
-static void on_exit_cb(void *arg, int64_t code, int sig)
+void sup__inst_on_exit(void *arg, int64_t code, int sig)
 {
     struct instance *in = arg;
     in->watch = NULL;
     in->main_exited = 1;
     in->exit_code = code;
     in->term_signal = sig;
+    /* CRIU ends the tree once it is dumped: expected, the restore brings it back. */
+    if (in->dumping || in->state == INST_CHECKPOINTED)
+        return;
     /* Read what it wrote last: the classified cause is usually in the final lines. */
     sup__tail_poll(&in->tail);
 
@@ -365,6 +369,9 @@ static void inst_finish_stop(struct instance *in, const char *reason)
         in->watch = NULL;
     }
     sup__tail_stop(&in->tail);
+    if (in->sleep_level == SUP_SLEEP_CHECKPOINT)
+        sup__ckpt_discard(in);
+    in->sleep_level = 0;
     in->ready_wall_ms = 0;
     in->percent = -1;
     /* Forget the process first: observers of the transition may start a new one at once. */
@@ -486,10 +493,16 @@ int sup__inst_start(struct instance *in)
             argv[n_argv + i] = xstrdup(extra_args[i]);
         argv[n_argv + n_extra] = NULL;
     }
-    env = xcalloc(m->n_env + n_xenv + 3, sizeof *env);
+    /* CRIU cannot dump io_uring: keep libuv (uvloop) from opening one. */
+    size_t n_cenv = 0;
+    while (sup__policy_checkpoints(m) && tools_checkpoint_env[n_cenv])
+        n_cenv++;
+    env = xcalloc(m->n_env + n_xenv + n_cenv + 3, sizeof *env);
     size_t k = 0;
     for (size_t i = 0; i < n_xenv; i++)
         env[k++] = xstrdup(extra_env[i]);
+    for (size_t i = 0; i < n_cenv; i++)
+        env[k++] = xstrdup(tools_checkpoint_env[i]);
     for (size_t i = 0; i < m->n_env; i++)
         env[k++] = xstrfmt("%s=%s", m->env[i].key, m->env[i].value);
     if (*in->gpus)
@@ -503,7 +516,8 @@ int sup__inst_start(struct instance *in)
 
     struct runner_spec spec = {.argv = argv, .env = env, .cwd = m->cwd, .log_path = in->tail.path};
     char *serr = NULL;
-    rc = in->runner->ops->start(in->runner, &spec, on_exit_cb, in, &in->proc, &in->watch, &serr);
+    rc = in->runner->ops->start(in->runner, &spec, sup__inst_on_exit, in, &in->proc, &in->watch,
+                                &serr);
     if (rc < 0) {
         snprintf(err, sizeof err, "%s", serr ? serr : "cannot start the engine");
         free(serr);
@@ -561,8 +575,12 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
     }
     sup__timers_stop(in);
     sup__inst_cancel_op(in);
+    int was_checkpointed = in->state == INST_CHECKPOINTED;
     sup__set_state(in, INST_STOPPING, in->stop_reason, NULL);
     int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
+    /* A tree CRIU left stopped (--leave-stopped, a stand-in) must run to see the SIGTERM. */
+    if (was_checkpointed && rc == 0)
+        in->runner->ops->signal_group(in->runner, &in->proc, SIGCONT);
     if (rc < 0 && rc != -ESRCH)
         log_warn("sup", "cannot signal '%s' (pgid %d): %s", in->name, in->proc.pgid, strerror(-rc));
     uv_timer_start(&in->deadline_timer, deadline_fire, in->stop_timeout_ms, 0);
@@ -580,7 +598,30 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     in->restarts = restarts;
     in->stop_timeout_ms = in->m ? in->m->stop_timeout_ms : 10000;
     in->percent = -1;
-    int rc = in->runner->ops->adopt(in->runner, p, on_exit_cb, in, &in->watch);
+    int rc = in->runner->ops->adopt(in->runner, p, sup__inst_on_exit, in, &in->watch);
+    if (sleep_level == SUP_SLEEP_CHECKPOINT) {
+        /* CRIU ended the tree (or left it stopped): the images are what counts. */
+        char *dir = sup__ckpt_dir(in);
+        char *inv = xstrfmt("%s/inventory.img", dir);
+        int have = access(inv, R_OK) == 0;
+        char *reason = xstrfmt("adopted checkpointed (images in %s)", dir);
+        free(inv);
+        free(dir);
+        if (have) {
+            in->sleep_level = sleep_level;
+            in->main_exited = rc < 0;
+            sup__set_state(in, INST_CHECKPOINTED, reason, NULL);
+            free(reason);
+            return;
+        }
+        free(reason);
+        if (in->watch)
+            in->runner->ops->unwatch(in->watch);
+        in->watch = NULL;
+        in->proc = (struct runner_proc){0};
+        sup__set_state(in, INST_STOPPED, "its checkpoint images are gone", NULL);
+        return;
+    }
     if (rc < 0) {
         in->proc = (struct runner_proc){0};
         sup__set_state(in, INST_STOPPED, "exited while no daemon was running", NULL);

@@ -111,8 +111,16 @@ static int sleep_check(struct instance *in, int *level, struct engine_step *step
     return n;
 }
 
+/* The level is a checkpoint: asked for, or the policy's. */
+static int wants_checkpoint(struct instance *in, int level)
+{
+    return level == SUP_SLEEP_CHECKPOINT || (level == 0 && sup__policy_checkpoints(in->m));
+}
+
 int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
 {
+    if (wants_checkpoint(in, level))
+        return sup__inst_checkpoint(in, done, arg, err);
     if (level == SUP_SLEEP_SUSPEND || (level == 0 && sup__policy_suspends(in->m)))
         return sup__inst_suspend(in, done, arg, err);
     struct engine_step steps[ENGINE_PLAN_MAX];
@@ -158,6 +166,8 @@ int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
 {
     if (in->state == INST_SLEEPING && in->sleep_level == SUP_SLEEP_SUSPEND)
         return sup__inst_resume(in, done, arg, err);
+    if (in->state == INST_CHECKPOINTED)
+        return sup__inst_restore(in, done, arg, err);
     if (in->state != INST_SLEEPING || in->op) {
         *err = xstrfmt("'%s' is %s%s; only a sleeping model can wake", in->name,
                        sup_state_name(in->state), in->op ? " and busy" : "");
@@ -198,6 +208,10 @@ void sup__inst_cancel_op(struct instance *in)
         sup__suspend_cancel(in);
         return;
     }
+    if (in->ckpt) {
+        sup__ckpt_cancel(in);
+        return;
+    }
     if (in->plan)
         engine_plan_cancel(in->plan);
     in->plan = NULL;
@@ -206,7 +220,8 @@ void sup__inst_cancel_op(struct instance *in)
 
 int sup__inst_sleep_check(struct instance *in, int level, char **err)
 {
-    if (level == SUP_SLEEP_SUSPEND || (level == 0 && sup__policy_suspends(in->m))) {
+    if (wants_checkpoint(in, level) || level == SUP_SLEEP_SUSPEND ||
+        (level == 0 && sup__policy_suspends(in->m))) {
         if (in->state != INST_READY || in->op) {
             *err = xstrfmt("'%s' is %s; only a ready model can be suspended", in->name,
                            sup_state_name(in->state));

@@ -106,6 +106,8 @@ void sup_adopt_all(struct sup *s)
         const char *at = strcmp(r->state, "sleeping") == 0 ? strstr(r->reason, "level ") : NULL;
         if (at)
             level = (int)strtol(at + 6, NULL, 10);
+        if (strcmp(r->state, "checkpointed") == 0)
+            level = SUP_SLEEP_CHECKPOINT;
         sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, level);
     }
     store_instances_free(rows, n);
@@ -207,8 +209,10 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .percent = in->state == INST_STARTING ? in->percent : -1,
         .restarts = in->restarts,
         .busy = in->op != SUP__OP_NONE,
-        .sleep_level = in->state == INST_SLEEPING ? in->sleep_level : 0,
-        .can_sleep = sup__policy_level(in->m) > 0 || sup__policy_suspends(in->m),
+        .sleep_level =
+            in->state == INST_SLEEPING || in->state == INST_CHECKPOINTED ? in->sleep_level : 0,
+        .can_sleep = sup__policy_level(in->m) > 0 || sup__policy_suspends(in->m) ||
+                     sup__policy_checkpoints(in->m),
     };
 }
 

@@ -99,8 +99,9 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
 
 /*
  * Sleep and wake (vLLM sleep levels, SGLang memory release, or a
- * cuda-checkpoint suspend at SUP_SLEEP_SUSPEND). level 0 uses the model's
- * eviction policy (weights offload: 1, discard: 2, process cuda_suspend). The instance must
+ * cuda-checkpoint suspend at SUP_SLEEP_SUSPEND, a CRIU checkpoint at
+ * SUP_SLEEP_CHECKPOINT). level 0 uses the model's eviction policy (weights
+ * offload: 1, discard: 2, process cuda_suspend or checkpoint). The instance must
  * be ready with nothing in flight (the scheduler drains it first). done runs
  * once with err 0, or a negative errno and a one-line msg; a sleep or wake
  * that fails stops the instance, so the GPU memory comes back. Returns 0, or
@@ -110,6 +111,8 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
 typedef void (*sup_op_cb)(void *arg, int err, const char *msg);
 /* The level of a cuda-checkpoint suspend (eviction process: cuda_suspend). */
 #define SUP_SLEEP_SUSPEND 3
+/* A CRIU checkpoint after the suspend (eviction process: checkpoint): state checkpointed. */
+#define SUP_SLEEP_CHECKPOINT 4
 int sup_sleep(struct sup *s, const char *model, int level, sup_op_cb done, void *arg, char **err);
 int sup_wake(struct sup *s, const char *model, sup_op_cb done, void *arg, char **err);
 /* 0 when MODEL could sleep at level now, else what sup_sleep would refuse with. */

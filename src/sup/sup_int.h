@@ -19,6 +19,7 @@
 struct instance;
 struct engine_plan_run;
 struct suspend;
+struct ckpt;
 struct tools_run;
 
 enum { SUP__OP_NONE = 0, SUP__OP_SLEEP, SUP__OP_WAKE };
@@ -100,7 +101,9 @@ struct instance {
     int *susp_pids;          /* the processes suspended with cuda-checkpoint */
     size_t n_susp;
     size_t n_susp_toggled;
-    int removed; /* the config dropped it: forget it once stopped */
+    struct ckpt *ckpt; /* a CRIU dump or restore under way */
+    int dumping;       /* criu dump runs: the tree exiting is expected */
+    int removed;       /* the config dropped it: forget it once stopped */
 };
 
 struct sup_observer {
@@ -134,6 +137,8 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
                      const char *cmdline, int64_t started_ms, int restarts, int sleep_level);
 void sup__inst_release(struct instance *in);
 void sup__inst_on_line(struct instance *in, const char *line, size_t len);
+/* The runner's exit callback for an instance's main process (arg: the instance). */
+void sup__inst_on_exit(void *arg, int64_t code, int sig);
 void sup__set_state(struct instance *in, enum inst_state to, const char *reason,
                     const char *detail);
 void sup__inst_mark_ready(struct instance *in, const char *reason);
@@ -147,6 +152,27 @@ int sup__policy_suspends(const struct config_model *m);
 int sup__inst_suspend(struct instance *in, sup_op_cb done, void *arg, char **err);
 int sup__inst_resume(struct instance *in, sup_op_cb done, void *arg, char **err);
 void sup__suspend_cancel(struct instance *in);
+/*
+ * The CUDA half of a checkpoint: suspend as cuda_suspend does, then hand the
+ * instance to sup__ckpt_dump instead of reporting it asleep.
+ */
+int sup__inst_suspend_for_checkpoint(struct instance *in, sup_op_cb done, void *arg, char **err);
+/* After a restore: toggle the suspended processes back, warm up, mark ready (op runs). */
+void sup__resume_after_restore(struct instance *in);
+
+/* checkpoint.c: CRIU */
+int sup__policy_checkpoints(const struct config_model *m);
+/* Checks, then suspends and dumps; the op callback runs at the end. 0 or -errno with *err. */
+int sup__inst_checkpoint(struct instance *in, sup_op_cb done, void *arg, char **err);
+/* Continues a checkpoint once the CUDA state is suspended (called by suspend.c). */
+void sup__ckpt_dump(struct instance *in);
+/* Restores a checkpointed instance, resumes it and warms it up. 0 or -errno with *err. */
+int sup__inst_restore(struct instance *in, sup_op_cb done, void *arg, char **err);
+void sup__ckpt_cancel(struct instance *in);
+/* STATE_DIR/checkpoints/NAME; a new string. */
+char *sup__ckpt_dir(struct instance *in);
+/* Removes the images (unless tools.keep_checkpoints); logs what it could not remove. */
+void sup__ckpt_discard(struct instance *in);
 
 /* logtail.c */
 void sup__tail_init(struct logtail *t, struct instance *in, const char *path);

@@ -28,8 +28,9 @@ enum { PH_TOGGLE = 0, PH_VERIFY, PH_ROLLBACK };
 struct suspend {
     struct instance *in;
     int waking;
-    int reading;   /* the inventory read runs in the thread pool */
-    int cancelled; /* the instance let go of it while reading */
+    int checkpoint; /* a CRIU dump follows the suspend; a restore came before the resume */
+    int reading;    /* the inventory read runs in the thread pool */
+    int cancelled;  /* the instance let go of it while reading */
     int phase;
     size_t i;
     char *failure;
@@ -148,8 +149,10 @@ static void warm_done(int err, const char *msg, void *arg)
         return;
     }
     in->sleep_level = 0;
+    const char *reason =
+        x->checkpoint ? "restored from a CRIU checkpoint" : "resumed from cuda-checkpoint";
     finish(x, 0, NULL);
-    sup__inst_mark_ready(in, "resumed from cuda-checkpoint");
+    sup__inst_mark_ready(in, reason);
 }
 
 static void step(struct suspend *x)
@@ -178,6 +181,16 @@ static void step(struct suspend *x)
         x->phase = PH_VERIFY;
         x->i = 0;
         step(x);
+        return;
+    }
+    if (!x->waking && x->checkpoint) {
+        /* The op goes on: CRIU dumps the suspended tree (checkpoint.c). */
+        in->suspend = NULL;
+        free(x->failure);
+        free(x->inv_err);
+        gpu_inventory_release(&x->inv);
+        free(x);
+        sup__ckpt_dump(in);
         return;
     }
     if (!x->waking) {
@@ -242,7 +255,7 @@ static void inv_done(uv_work_t *w, int status)
     step(x);
 }
 
-int sup__inst_suspend(struct instance *in, sup_op_cb done, void *arg, char **err)
+static int suspend_start(struct instance *in, sup_op_cb done, void *arg, int checkpoint, char **err)
 {
     if (in->state != INST_READY || in->op) {
         *err = xstrfmt("'%s' is %s%s; only a ready model can be suspended", in->name,
@@ -251,6 +264,7 @@ int sup__inst_suspend(struct instance *in, sup_op_cb done, void *arg, char **err
     }
     struct suspend *x = xcalloc(1, sizeof *x);
     x->in = in;
+    x->checkpoint = checkpoint;
     in->op = SUP__OP_SLEEP;
     in->op_done = done;
     in->op_arg = arg;
@@ -262,6 +276,26 @@ int sup__inst_suspend(struct instance *in, sup_op_cb done, void *arg, char **err
     if (uv_queue_work(in->sup->app->loop, &x->work, inv_read, inv_done) < 0)
         inv_done(&x->work, 0);
     return 0;
+}
+
+int sup__inst_suspend(struct instance *in, sup_op_cb done, void *arg, char **err)
+{
+    return suspend_start(in, done, arg, 0, err);
+}
+
+int sup__inst_suspend_for_checkpoint(struct instance *in, sup_op_cb done, void *arg, char **err)
+{
+    return suspend_start(in, done, arg, 1, err);
+}
+
+void sup__resume_after_restore(struct instance *in)
+{
+    struct suspend *x = xcalloc(1, sizeof *x);
+    x->in = in;
+    x->waking = 1;
+    x->checkpoint = 1;
+    in->suspend = x;
+    step(x);
 }
 
 int sup__inst_resume(struct instance *in, sup_op_cb done, void *arg, char **err)
