@@ -322,6 +322,13 @@ static void test_top_level_errors(void **state)
                   want);
     expect_error("listen: 0.0.0.0:0\n",
                  "yard.yaml:1:9: listen: port '0' is out of range; use 1 to 65535");
+    expect_error("router: { amortization: lots }\n",
+                 "yard.yaml:1:25: router.amortization: expected a number, got 'lots'");
+    expect_error("router: { amortization: -1 }\n",
+                 "yard.yaml:1:25: router.amortization: -1 is out of range; use 0 to 1000");
+    expect_error("router: { coalesce_window: soon }\n",
+                 "yard.yaml:1:28: router.coalesce_window: invalid duration 'soon'; use a number "
+                 "and a unit, as '500ms', '30s', '10m' or '2h'");
     expect_error("models:\n"
                  "  a/b:\n"
                  "    cmd: x\n",
