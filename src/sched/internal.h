@@ -68,6 +68,9 @@ struct smodel {
     uint64_t last_load_ms;   /* how long its last start or wake took; 0 if unknown */
     char *switch_from;       /* the model drained for it, while that switch runs */
     uint64_t switch_started_ms;
+    uint64_t switch_drain_ms; /* the phases of that switch, for its event */
+    uint64_t switch_evict_ms;
+    int switch_slept; /* the evicted model slept (or was suspended) rather than stopped */
 };
 
 /* One direction's measured switch cost: an exponential moving average. */

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/units.h"
 #include "config/config.h"
+#include "store/store.h"
 #include "sup/sup.h"
 
 #define SCHED_TICK_MS 250
@@ -150,6 +151,41 @@ static void fail_all(struct sched *s, struct smodel *sm, int status, const char 
     }
 }
 
+/* For every model a switch from `from` is under way to: that phase took ms. */
+static void switch_phase(struct sched *s, const char *from, int drain, uint64_t ms, int slept)
+{
+    for (size_t i = 0; i < s->n_models; i++) {
+        struct smodel *t = s->models[i];
+        if (!t->switch_from || strcmp(t->switch_from, from) != 0)
+            continue;
+        if (drain) {
+            t->switch_drain_ms = ms;
+        } else {
+            t->switch_evict_ms = ms;
+            t->switch_slept = slept;
+        }
+    }
+}
+
+/* The switch to sm ended with sm ready: measure it, log it, record an event. */
+static void switch_done(struct sched *s, struct smodel *sm, uint64_t now)
+{
+    double took = (double)(now - sm->switch_started_ms) / 1000.0;
+    sched__cost_add(&s->costs, sm->switch_from, sm->name, took);
+    char *why = xstrfmt("switched from '%s' in %.3f s: drain %.3f s, %s %.3f s, %s %.3f s",
+                        sm->switch_from, took, (double)sm->switch_drain_ms / 1000.0,
+                        sm->switch_slept ? "sleep" : "stop", (double)sm->switch_evict_ms / 1000.0,
+                        sm->loading_phase == SCHED_PHASE_WAKE ? "wake" : "start",
+                        (double)sm->last_load_ms / 1000.0);
+    log_info("sched", "'%s' %s", sm->name, why);
+    struct sup_info info;
+    if (sup_info(s->app->sup, sm->name, &info) == 0 && s->app->store)
+        store_add_event(s->app->store, sm->name, info.host, "ready", why);
+    free(why);
+    sm->switch_drain_ms = sm->switch_evict_ms = 0;
+    sm->switch_slept = 0;
+}
+
 static void on_note(void *arg, const struct sup_note *n)
 {
     struct sched *s = arg;
@@ -173,12 +209,8 @@ static void on_note(void *arg, const struct sup_note *n)
             phase_done(s, (enum sched_phase)sm->loading_phase, sm->load_started_ms);
             sm->last_load_ms = now - sm->load_started_ms;
         }
-        if (sm->switch_from) {
-            double took = (double)(now - sm->switch_started_ms) / 1000.0;
-            sched__cost_add(&s->costs, sm->switch_from, sm->name, took);
-            log_info("sched", "switched from '%s' to '%s' in %.3f s", sm->switch_from, sm->name,
-                     took);
-        }
+        if (sm->switch_from)
+            switch_done(s, sm, now);
     }
     /* The switch to it ended: it is serving, or its load failed. */
     if (sm->switch_from &&
@@ -392,6 +424,7 @@ static void on_stopped(void *arg)
         int slept = sup_info(sm->sched->app->sup, sm->name, &info) == 0 &&
                     (info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED);
         phase_done(sm->sched, slept ? SCHED_PHASE_SLEEP : SCHED_PHASE_STOP, sm->evict_started_ms);
+        switch_phase(sm->sched, sm->name, 0, clock_mono_ms() - sm->evict_started_ms, slept);
         sm->evict_started_ms = 0;
     }
     /* Memory was given back: look again before placing the next model. */
@@ -429,6 +462,8 @@ static void finish_drains(struct sched *s)
             continue;
         }
         sm->stop_issued = 1;
+        if (sm->drain_started_ms)
+            switch_phase(s, sm->name, 1, clock_mono_ms() - sm->drain_started_ms, 0);
         phase_done(s, SCHED_PHASE_DRAIN, sm->drain_started_ms);
         sm->drain_started_ms = 0;
         sm->evict_started_ms = clock_mono_ms();

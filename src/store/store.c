@@ -402,6 +402,19 @@ static int write_instance(struct store *st, struct store_instance *inst, int wit
     return 0;
 }
 
+int store_add_event(struct store *st, const char *model, const char *host, const char *state,
+                    const char *reason)
+{
+    if (!model || !host || !state)
+        return -EINVAL;
+    struct store_instance ev = {.model = (char *)model,
+                                .host = (char *)host,
+                                .state = (char *)state,
+                                .reason = (char *)reason};
+    int rc = append_event(st, &ev, state, clock_wall_ms());
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "record an event");
+}
+
 int store_record_transition(struct store *st, struct store_instance *inst, const char *from_state)
 {
     return write_instance(st, inst, 1, from_state);

@@ -61,6 +61,12 @@ int store_schema_version(void);
  * Returns 0 or a negative errno-style code (-EIO, -ENOSPC).
  */
 int store_record_transition(struct store *st, struct store_instance *inst, const char *from_state);
+/*
+ * Appends an event that is not a transition (a switch between models, say):
+ * from and to are both `state`. 0 or a negative errno-style code.
+ */
+int store_add_event(struct store *st, const char *model, const char *host, const char *state,
+                    const char *reason);
 /* Upserts the row without an event (pid, port, restarts change). */
 int store_put_instance(struct store *st, struct store_instance *inst);
 /* Fills out (release with store_instance_release); -ENOENT if none. */

@@ -30,7 +30,9 @@ async function runPattern(router) {
     const y = await routerDaemon({
         router: { max_wait: '120s', ...router },
         models: {
-            a: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 400ms --tokens-per-sec 100') },
+            // concurrency 2 under four loops: a always has requests queued at yard, so
+            // it never looks idle, even when the test's own event loop lags.
+            a: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 400ms --tokens-per-sec 100'), concurrency: 2 },
             b: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 400ms --tokens-per-sec 100') },
         },
         groups: { pair: { exclusive: true, members: ['a', 'b'] } },
@@ -79,7 +81,7 @@ async function runPattern(router) {
     const bStarts = evs.filter((e) => e.model === 'b' && e.to === 'starting').length;
     const metrics = await getMetrics(y.base);
     await y.d.stop();
-    return { bStarts, bSent, bDone: bDone.sort((p, q) => p - q), aEnd, aServed, metrics };
+    return { bStarts, bSent, bDone: bDone.sort((p, q) => p - q), aEnd, aServed, metrics, evs };
 }
 
 const fmt = (xs) => xs.map((x) => Math.round(x)).join(', ');
@@ -106,6 +108,10 @@ test('cost_aware: b requests are batched into one switch while a is still busy',
     const ab = samples(r.metrics.all, 'yard_switches_total', { from: 'a', to: 'b' });
     assert.equal(ab.length, 1, 'yard_switches_total{from="a",to="b"} missing');
     assert.equal(ab[0].value, 1);
+    // Each switch is an event with its phases.
+    const sw = r.evs.filter((e) => e.model === 'b' && e.from === 'ready' && e.to === 'ready');
+    assert.equal(sw.length, 1, JSON.stringify(r.evs));
+    assert.match(sw[0].reason, /^switched from 'a' in [\d.]+ s: drain [\d.]+ s, stop [\d.]+ s, start [\d.]+ s$/);
 });
 
 test('time_slice: never preempts a busy model; b is served in one switch once a is idle', async () => {
