@@ -2,14 +2,16 @@
 # this file only strings the steps together. See docs/testing.md.
 #
 #   make          build build/yard and build/mock-engine (RelWithDebInfo)
-#   make test     unit + e2e under ctest, again under ASan+UBSan, banned calls, format
+#   make test     unit + e2e under ctest, again under ASan+UBSan, the unit tests under
+#                 valgrind, a 30 s fuzz smoke per target, banned calls, format
 #   make demo     build, then scripts/demo.sh
 #   make bench    bench/run        make fuzz   tests/fuzz/run     make soak   tests/soak/run
 #   make format   clang-format -i over src/ tools/ tests/
 #   make clean    remove build directories
 #
-# Variables: CTEST_ARGS="-R e2e/smoke" narrows the ctest runs; ARGS="..." is passed
-# to demo.sh, bench/run, tests/fuzz/run and tests/soak/run; JOBS=N build parallelism.
+# Variables: CTEST_ARGS="-R e2e/smoke" narrows the ctest runs (and the valgrind run);
+# ARGS="..." is passed to demo.sh, bench/run, tests/fuzz/run and tests/soak/run; JOBS=N
+# build parallelism; FUZZ_SMOKE=N seconds per fuzz target in make test (0: none).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -20,6 +22,7 @@ MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 ARGS ?=
+FUZZ_SMOKE ?= 30
 E2E_DIR := tests/e2e
 
 .PHONY: all build demo test bench fuzz soak clean format deps-build deps-test deps-bench \
@@ -55,8 +58,9 @@ e2e-deps:
 	touch $$stamp
 
 # Runs every tier even when one fails; the last line is "N passed, N failed"
-# (ctest tests of both builds plus the two checks; a build or setup step that
-# fails counts as one failure).
+# (ctest tests of both builds, each unit test executable under valgrind, each
+# fuzz target's smoke, and the two checks; a build or setup step that fails
+# counts as one failure).
 test: deps-test
 	@passed=0; failed=0; notes=()
 	step() { # step NAME CMD... : one pass/fail unit
@@ -93,7 +97,38 @@ test: deps-test
 	  fi
 	  return 0
 	}
+	valgrind_tier() { # valgrind_tier DIR: each unit test executable of DIR under memcheck, one unit each
+	  local dir=$$1 out=$$1/valgrind names name rc start
+	  names=$$(ctest --test-dir $$dir -N $(CTEST_ARGS) | sed -n 's|^ *Test *#[0-9]*: unit/||p') || true
+	  echo "== valgrind: unit tests of $$dir/ under memcheck (logs in $$out/)"
+	  if [[ -z $$names ]]; then notes+=("valgrind: no unit tests"); return 0; fi
+	  mkdir -p $$out
+	  for name in $$names; do
+	    rc=0; start=$$SECONDS
+	    timeout -k 10 900 valgrind -q --error-exitcode=1 --leak-check=full \
+	      --errors-for-leak-kinds=definite --track-fds=no --suppressions=tests/valgrind.supp \
+	      $$dir/$$name >$$out/$$name.log 2>&1 || rc=$$?
+	    if [[ $$rc -eq 0 ]]; then
+	      passed=$$((passed + 1)); echo "valgrind $$name: ok ($$((SECONDS - start))s)"
+	    else
+	      failed=$$((failed + 1)); notes+=("FAILED: valgrind $$name (exit $$rc, $$out/$$name.log)")
+	      echo "valgrind $$name: FAILED (exit $$rc); the end of $$out/$$name.log:"
+	      tail -n 40 $$out/$$name.log
+	    fi
+	  done
+	}
+	fuzz_tier() { # a short run of each libFuzzer target, one unit each (build-fuzz/)
+	  local t
+	  if [[ $(FUZZ_SMOKE) -eq 0 ]]; then notes+=("fuzz: skipped (FUZZ_SMOKE=0)"); return 0; fi
+	  echo "== fuzz: $(FUZZ_SMOKE) s per target, tests/fuzz/run (build-fuzz/)"
+	  for t in tests/fuzz/fuzz_*.c; do
+	    [[ -f $$t ]] && step "fuzz $$(basename $$t .c)" tests/fuzz/run $(FUZZ_SMOKE) $$t
+	  done
+	  return 0
+	}
+	release_built=0
 	if build_tier release build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+	  release_built=1
 	  ctest_tier release build
 	fi
 	if build_tier sanitizer build-asan -DYARD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug; then
@@ -101,6 +136,8 @@ test: deps-test
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest_tier asan build-asan
 	fi
+	if [[ $$release_built -eq 1 ]]; then valgrind_tier build; fi
+	fuzz_tier
 	echo "== scripts/check-banned.sh"
 	step "scripts/check-banned.sh" scripts/check-banned.sh
 	echo "== scripts/check-format.sh"

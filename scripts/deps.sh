@@ -12,7 +12,7 @@ group="${1:-build}"
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
     libyaml-dev libsqlite3-dev libcurl4-openssl-dev libarchive-dev libcmocka-dev)
-test_pkgs=(clang clang-format libclang-rt-14-dev nodejs npm curl procps iproute2
+test_pkgs=(clang clang-format libclang-rt-14-dev valgrind nodejs npm curl procps iproute2
     openssh-server openssh-client)
 bench_pkgs=(wrk nginx)
 

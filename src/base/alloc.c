@@ -1,5 +1,6 @@
 #include "base/alloc.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +20,62 @@ void *alloc_try_malloc(size_t n)
     return malloc(n ? n : 1);
 }
 
+void *alloc_try_calloc(size_t count, size_t n)
+{
+    if (n && count > SIZE_MAX / n)
+        return NULL;
+    void *p = alloc_try_malloc(count * n);
+    if (p)
+        memset(p, 0, count * n);
+    return p;
+}
+
 void *alloc_try_realloc(void *p, size_t n)
 {
     if (alloc_should_fail && alloc_should_fail(n))
         return NULL;
     return realloc(p, n ? n : 1);
+}
+
+char *alloc_try_strdup(const char *s)
+{
+    return alloc_try_strndup(s, strlen(s));
+}
+
+char *alloc_try_strndup(const char *s, size_t n)
+{
+    if (n == SIZE_MAX)
+        return NULL;
+    char *p = alloc_try_malloc(n + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *alloc_try_vstrfmt(const char *fmt, va_list ap)
+{
+    va_list cp;
+    va_copy(cp, ap);
+    int n = vsnprintf(NULL, 0, fmt, cp);
+    va_end(cp);
+    if (n < 0)
+        n = 0;
+    char *p = alloc_try_malloc((size_t)n + 1);
+    if (!p)
+        return NULL;
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    return p;
+}
+
+char *alloc_try_strfmt(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *p = alloc_try_vstrfmt(fmt, ap);
+    va_end(ap);
+    return p;
 }
 
 void *xmalloc(size_t n)

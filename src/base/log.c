@@ -45,10 +45,20 @@ void log_msg(enum log_level lvl, const char *module, const char *fmt, ...)
     size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof ts - n, ".%03dZ", (int)(tv.tv_usec / 1000));
 
+    /* Most lines fit on the stack; a longer one is allocated, and truncated
+     * when even that fails: a line about running out of memory must not abort. */
+    char small[512];
     va_list ap;
     va_start(ap, fmt);
-    char *msg = xvstrfmt(fmt, ap);
+    int len = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
+    char *heap = NULL;
+    if (len >= (int)sizeof small) {
+        va_start(ap, fmt);
+        heap = alloc_try_vstrfmt(fmt, ap);
+        va_end(ap);
+    }
+    const char *msg = heap ? heap : small;
 
     if (log_fmt == LOG_FORMAT_JSON) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[lvl], "module",
@@ -61,5 +71,5 @@ void log_msg(enum log_level lvl, const char *module, const char *fmt, ...)
     } else {
         fprintf(stderr, "%s %-5s %s: %s\n", ts, level_names[lvl], module, msg);
     }
-    free(msg);
+    free(heap);
 }

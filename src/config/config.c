@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "base/alloc.h"
+#include "base/buf.h"
 #include "base/units.h"
 #include "config/internal.h"
 
@@ -28,12 +29,88 @@ struct walk {
     struct config *cfg;
     uint64_t *where; /* line << 32 | column of each error since the walk began */
     size_t n_where;
+    int oom; /* an allocation failed: nothing more is added, and the load fails */
 };
 
-static void errs_add(struct config_errors *errs, char *msg)
+/*
+ * Memory. The file decides how much the walk allocates, so no allocation of
+ * the loader may abort. The walk allocates through the w_* helpers below:
+ * when one fails it sets w->oom, and from then on every helper (and err_at)
+ * returns NULL or nothing at once, without looking at its arguments, which
+ * may be NULLs of earlier failures. Readers treat a NULL as "skip this", so
+ * the walk runs to its end adding nothing; config_parse then frees the
+ * partial config and reports one error: "FILE: out of memory while loading
+ * the config". (libyaml's own allocations do not go through base/alloc.h; a
+ * failure there is a YAML_MEMORY_ERROR, reported the same way.)
+ */
+static char *w_vstrfmt(struct walk *w, const char *fmt, va_list ap)
+{
+    char *s = w->oom ? NULL : alloc_try_vstrfmt(fmt, ap);
+    if (!s)
+        w->oom = 1;
+    return s;
+}
+
+static char *w_strfmt(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static char *w_strfmt(struct walk *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = w_vstrfmt(w, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static char *w_strndup(struct walk *w, const char *s, size_t n)
+{
+    char *p = w->oom ? NULL : alloc_try_strndup(s, n);
+    if (!p)
+        w->oom = 1;
+    return p;
+}
+
+static char *w_strdup(struct walk *w, const char *s)
+{
+    return w->oom ? NULL : w_strndup(w, s, strlen(s));
+}
+
+static void *w_calloc(struct walk *w, size_t count, size_t size)
+{
+    void *p = w->oom ? NULL : alloc_try_calloc(count, size);
+    if (!p)
+        w->oom = 1;
+    return p;
+}
+
+/* Appends msg (taken; NULL after a failed allocation). Returns 0, or -ENOMEM with msg freed. */
+static int errs_add(struct config_errors *errs, char *msg)
+{
+    char **msgs = msg ? alloc_try_realloc(errs->msgs, (errs->n + 1) * sizeof *msgs) : NULL;
+    if (!msgs) {
+        free(msg);
+        return -ENOMEM;
+    }
+    errs->msgs = msgs;
+    errs->msgs[errs->n++] = msg;
+    return 0;
+}
+
+/* Frees the messages past the first n. */
+static void errs_truncate(struct config_errors *errs, size_t n)
+{
+    while (errs->n > n)
+        free(errs->msgs[--errs->n]);
+}
+
+/*
+ * The one message of a load that ran out of memory. Everything the load held
+ * has been freed by now, so this small allocation aborts if it fails too.
+ */
+static void errs_add_out_of_memory(struct config_errors *errs, const char *file)
 {
     errs->msgs = xrealloc(errs->msgs, (errs->n + 1) * sizeof *errs->msgs);
-    errs->msgs[errs->n++] = msg;
+    errs->msgs[errs->n++] = xstrfmt("%s: out of memory while loading the config", file);
 }
 
 static void err_at(struct walk *w, const yaml_node_t *n, const char *fmt, ...)
@@ -41,14 +118,26 @@ static void err_at(struct walk *w, const yaml_node_t *n, const char *fmt, ...)
 
 static void err_at(struct walk *w, const yaml_node_t *n, const char *fmt, ...)
 {
+    if (w->oom)
+        return;
     va_list ap;
     va_start(ap, fmt);
-    char *msg = xvstrfmt(fmt, ap);
+    char *msg = w_vstrfmt(w, fmt, ap);
     va_end(ap);
-    errs_add(w->errs, xstrfmt("%s:%zu:%zu: %s", w->file, n->start_mark.line + 1,
-                              n->start_mark.column + 1, msg));
+    char *line = w_strfmt(w, "%s:%zu:%zu: %s", w->file, n->start_mark.line + 1,
+                          n->start_mark.column + 1, msg);
     free(msg);
-    w->where = xrealloc(w->where, (w->n_where + 1) * sizeof *w->where);
+    uint64_t *where = line ? alloc_try_realloc(w->where, (w->n_where + 1) * sizeof *where) : NULL;
+    if (!where) {
+        free(line);
+        w->oom = 1;
+        return;
+    }
+    w->where = where;
+    if (errs_add(w->errs, line) < 0) {
+        w->oom = 1;
+        return;
+    }
     w->where[w->n_where++] = (uint64_t)n->start_mark.line << 32 | n->start_mark.column;
 }
 
@@ -98,21 +187,21 @@ static yaml_node_t *node(struct walk *w, int id)
     return yaml_document_get_node(w->doc, id);
 }
 
-/* What a node is, for "expected X, got Y". Returns a new string. */
-static char *describe(const yaml_node_t *n)
+/* What a node is, for "expected X, got Y". Returns a new string, or NULL (w->oom). */
+static char *describe(struct walk *w, const yaml_node_t *n)
 {
     if (n->type == YAML_SEQUENCE_NODE)
-        return xstrdup("a list");
+        return w_strdup(w, "a list");
     if (n->type == YAML_MAPPING_NODE)
-        return xstrdup("a mapping");
+        return w_strdup(w, "a mapping");
     if (is_null(n))
-        return xstrdup("nothing");
-    return xstrfmt("'%s'", scalar(n));
+        return w_strdup(w, "nothing");
+    return w_strfmt(w, "'%s'", scalar(n));
 }
 
 static void err_type(struct walk *w, const yaml_node_t *n, const char *path, const char *want)
 {
-    char *got = describe(n);
+    char *got = describe(w, n);
     err_at(w, n, "%s: expected %s, got %s", path, want, got);
     free(got);
 }
@@ -132,7 +221,7 @@ static void get_str(struct walk *w, const yaml_node_t *n, const char *path, char
     if (!s)
         return;
     free(*out);
-    *out = xstrdup(s);
+    *out = w_strdup(w, s);
 }
 
 static int parse_long(const char *s, long *out)
@@ -256,7 +345,7 @@ static int get_enum(struct walk *w, const yaml_node_t *n, const char *path, cons
 /*
  * Reads a list of strings. Returns the number of items read (list entries
  * that are not strings are reported and skipped) and their nodes in *nodes
- * when asked; the caller frees both arrays.
+ * when asked; the caller frees both arrays (NULL when out of memory).
  */
 static size_t get_str_list(struct walk *w, const yaml_node_t *n, const char *path, char ***out,
                            yaml_node_t ***nodes)
@@ -269,9 +358,11 @@ static size_t get_str_list(struct walk *w, const yaml_node_t *n, const char *pat
         return 0;
     }
     size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-    *out = xcalloc(cap + 1, sizeof **out);
+    *out = w_calloc(w, cap + 1, sizeof **out);
     if (nodes)
-        *nodes = xcalloc(cap + 1, sizeof **nodes);
+        *nodes = w_calloc(w, cap + 1, sizeof **nodes);
+    if (w->oom)
+        return 0;
     size_t count = 0;
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
          it++) {
@@ -283,9 +374,12 @@ static size_t get_str_list(struct walk *w, const yaml_node_t *n, const char *pat
             err_at(w, item, "%s: empty string in the list", path);
             continue;
         }
+        char *copy = w_strdup(w, s);
+        if (!copy)
+            break;
         if (nodes)
             (*nodes)[count] = item;
-        (*out)[count++] = xstrdup(s);
+        (*out)[count++] = copy;
     }
     return count;
 }
@@ -352,7 +446,7 @@ static int pair_ok(struct walk *w, const yaml_node_t *map, yaml_node_pair_t *pai
 {
     yaml_node_t *k = node(w, pair->key);
     if (k->type != YAML_SCALAR_NODE) {
-        char *got = describe(k);
+        char *got = describe(w, k);
         err_at(w, k, "expected a string as key %s, got %s", where, got);
         free(got);
         return 0;
@@ -432,7 +526,7 @@ static void parse_listen(struct walk *w, const yaml_node_t *n)
         return;
     }
     free(w->cfg->listen_host);
-    w->cfg->listen_host = xstrndup(host, (size_t)(host_end - host));
+    w->cfg->listen_host = w_strndup(w, host, (size_t)(host_end - host));
     w->cfg->listen_port = (int)port;
 }
 
@@ -448,26 +542,28 @@ static void parse_gpus(struct walk *w, const yaml_node_t *n)
     }
     cfg->gpus_auto = 0;
     size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-    cfg->gpus = xcalloc(cap + 1, sizeof *cfg->gpus);
+    cfg->gpus = w_calloc(w, cap + 1, sizeof *cfg->gpus);
+    if (!cfg->gpus)
+        return;
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
          it++) {
         size_t i = cfg->n_gpus;
-        char *path = xstrfmt("gpus[%zu]", i);
-        char *where = xstrfmt("in '%s'", path);
+        char *path = w_strfmt(w, "gpus[%zu]", i);
+        char *where = w_strfmt(w, "in '%s'", path);
         yaml_node_t *v[3];
         yaml_node_t *item = node(w, *it);
         struct config_gpu *g = &cfg->gpus[cfg->n_gpus++];
         g->index = (int)i;
         if (walk_map(w, item, path, where, keys, v) == 0) {
-            char *p = xstrfmt("%s.index", path);
+            char *p = w_strfmt(w, "%s.index", path);
             if (present(v[0]))
                 get_int(w, v[0], p, 0, 1023, &g->index);
             free(p);
-            p = xstrfmt("%s.name", path);
+            p = w_strfmt(w, "%s.name", path);
             if (present(v[1]))
                 get_str(w, v[1], p, &g->name);
             free(p);
-            p = xstrfmt("%s.memory", path);
+            p = w_strfmt(w, "%s.memory", path);
             if (present(v[2]))
                 get_size(w, v[2], p, &g->memory);
             else
@@ -527,7 +623,7 @@ static void parse_router(struct walk *w, const yaml_node_t *n)
     }
     if (present(v[2]) && get_enum(w, v[2], "router.policy", "policy", policies, 3) >= 0) {
         free(cfg->router_policy);
-        cfg->router_policy = xstrdup(scalar(v[2]));
+        cfg->router_policy = w_strdup(w, scalar(v[2]));
     }
     if (present(v[3]))
         get_int(w, v[3], "router.max_loaded", 0, 100000, &cfg->router_max_loaded);
@@ -624,8 +720,8 @@ static void parse_env(struct walk *w, struct config_model *m, const yaml_node_t 
         err_type(w, n, path, "a mapping");
         return;
     }
-    char *where = xstrfmt("in '%s'", path);
-    m->env = xcalloc(map_size(n) + 1, sizeof *m->env);
+    char *where = w_strfmt(w, "in '%s'", path);
+    m->env = w_calloc(w, map_size(n) + 1, sizeof *m->env);
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         if (!pair_ok(w, n, p, where))
             continue;
@@ -638,13 +734,19 @@ static void parse_env(struct walk *w, struct config_model *m, const yaml_node_t 
             err_at(w, k, "%s: invalid environment variable name '%s'", path, key);
             continue;
         }
-        char *vpath = xstrfmt("%s.%s", path, key);
+        char *vpath = w_strfmt(w, "%s.%s", path, key);
         const char *val = want_scalar(w, v, vpath);
         free(vpath);
         if (!val)
             continue;
-        m->env[m->n_env].key = xstrdup(key);
-        m->env[m->n_env++].value = xstrdup(val);
+        char *k_copy = m->env ? w_strdup(w, key) : NULL;
+        char *v_copy = k_copy ? w_strdup(w, val) : NULL;
+        if (!v_copy) {
+            free(k_copy);
+            break;
+        }
+        m->env[m->n_env].key = k_copy;
+        m->env[m->n_env++].value = v_copy;
     }
     free(where);
 }
@@ -661,7 +763,9 @@ static void parse_model_gpus(struct walk *w, struct config_model *m, const yaml_
         return;
     }
     size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-    m->gpu_list = xcalloc(cap + 1, sizeof *m->gpu_list);
+    m->gpu_list = w_calloc(w, cap + 1, sizeof *m->gpu_list);
+    if (!m->gpu_list)
+        return;
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
          it++) {
         yaml_node_t *item = node(w, *it);
@@ -689,9 +793,9 @@ static void parse_eviction(struct walk *w, struct config_model *m, const yaml_no
     static const char *const weights[] = {"retain", "offload", "discard"};
     static const char *const procs[] = {"stop", "keep_running", "cuda_suspend", "checkpoint"};
     yaml_node_t *v[2];
-    char *where = xstrfmt("in '%s'", path);
+    char *where = w_strfmt(w, "in '%s'", path);
     if (walk_map(w, n, path, where, keys, v) == 0) {
-        char *p = xstrfmt("%s.weights", path);
+        char *p = w_strfmt(w, "%s.weights", path);
         int i;
         if (present(v[0]) && (i = get_enum(w, v[0], p, "value", weights, 3)) >= 0) {
             m->evict_weights = (enum config_weights)i;
@@ -700,7 +804,7 @@ static void parse_eviction(struct walk *w, struct config_model *m, const yaml_no
                 m->evict_process = CONFIG_PROCESS_KEEP_RUNNING;
         }
         free(p);
-        p = xstrfmt("%s.process", path);
+        p = w_strfmt(w, "%s.process", path);
         if (present(v[1]) && (i = get_enum(w, v[1], p, "value", procs, 4)) >= 0)
             m->evict_process = (enum config_process)i;
         free(p);
@@ -734,16 +838,16 @@ static void parse_health(struct walk *w, struct config_model *m, const yaml_node
 {
     static const char *const keys[] = {"path", "status", NULL};
     yaml_node_t *v[2];
-    char *where = xstrfmt("in '%s'", path);
+    char *where = w_strfmt(w, "in '%s'", path);
     if (walk_map(w, n, path, where, keys, v) == 0) {
-        char *p = xstrfmt("%s.path", path);
+        char *p = w_strfmt(w, "%s.path", path);
         if (present(v[0])) {
             get_str(w, v[0], p, &m->health_path);
             if (m->health_path && m->health_path[0] != '/')
                 err_at(w, v[0], "%s: '%s' must start with '/'", p, m->health_path);
         }
         free(p);
-        p = xstrfmt("%s.status", path);
+        p = w_strfmt(w, "%s.status", path);
         if (present(v[1]))
             get_int(w, v[1], p, 100, 599, &m->health_status);
         free(p);
@@ -752,9 +856,9 @@ static void parse_health(struct walk *w, struct config_model *m, const yaml_node
 }
 
 /* A key of the model's mapping, for errors about something left out. */
-static char *mpath(const struct config_model *m, int key)
+static char *mpath(struct walk *w, const struct config_model *m, int key)
 {
-    return xstrfmt("models.%s.%s", m->name, model_keys[key]);
+    return w_strfmt(w, "models.%s.%s", m->name, model_keys[key]);
 }
 
 static void check_port(struct walk *w, struct config_model *m, const yaml_node_t *n)
@@ -807,8 +911,8 @@ static void parse_model(struct walk *w, struct config_model *m, const yaml_node_
 {
     struct config *cfg = w->cfg;
     yaml_node_t *v[MK_COUNT];
-    char *path = xstrfmt("models.%s", m->name);
-    char *where = xstrfmt("in model '%s'", m->name);
+    char *path = w_strfmt(w, "models.%s", m->name);
+    char *where = w_strfmt(w, "in model '%s'", m->name);
     char *p = NULL;
 
     m->ttl_ms = cfg->default_ttl_ms;
@@ -821,12 +925,12 @@ static void parse_model(struct walk *w, struct config_model *m, const yaml_node_
     if (walk_map(w, body, path, where, model_keys, v) < 0)
         goto out;
 
-#define KEY(k) (free(p), p = mpath(m, k), p)
+#define KEY(k) (free(p), p = mpath(w, m, k), p)
     if (present(v[MK_ENGINE])) {
         if (get_enum(w, v[MK_ENGINE], KEY(MK_ENGINE), "engine", engines, 4) >= 0)
-            m->engine = xstrdup(scalar(v[MK_ENGINE]));
+            m->engine = w_strdup(w, scalar(v[MK_ENGINE]));
     } else {
-        m->engine = xstrdup("generic");
+        m->engine = w_strdup(w, "generic");
     }
 
     if (!v[MK_CMD]) {
@@ -842,7 +946,7 @@ static void parse_model(struct walk *w, struct config_model *m, const yaml_node_
     if (present(v[MK_MODEL]))
         get_str(w, v[MK_MODEL], KEY(MK_MODEL), &m->model_id);
     if (!m->model_id)
-        m->model_id = xstrdup(m->name);
+        m->model_id = w_strdup(w, m->name);
 
     if (present(v[MK_ALIASES])) {
         yaml_node_t **nodes;
@@ -904,9 +1008,9 @@ static void parse_model(struct walk *w, struct config_model *m, const yaml_node_
 
 out:
     if (!m->health_path)
-        m->health_path = xstrdup("/health");
+        m->health_path = w_strdup(w, "/health");
     if (!m->model_id)
-        m->model_id = xstrdup(m->name);
+        m->model_id = w_strdup(w, m->name);
     free(p);
     free(where);
     free(path);
@@ -920,8 +1024,12 @@ static void parse_models(struct walk *w, const yaml_node_t *n)
         return;
     }
     size_t cap = map_size(n);
-    cfg->models = xcalloc(cap + 1, sizeof *cfg->models);
-    yaml_node_pair_t **pairs = xcalloc(cap + 1, sizeof *pairs);
+    cfg->models = w_calloc(w, cap + 1, sizeof *cfg->models);
+    yaml_node_pair_t **pairs = w_calloc(w, cap + 1, sizeof *pairs);
+    if (!cfg->models || !pairs) {
+        free(pairs);
+        return;
+    }
     /* All names first: an alias may collide with a model defined further down. */
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         if (!pair_ok(w, n, p, "in 'models'"))
@@ -935,7 +1043,9 @@ static void parse_models(struct walk *w, const yaml_node_t *n)
             continue;
         }
         struct config_model *m = &cfg->models[cfg->n_models];
-        m->name = xstrdup(scalar(k));
+        m->name = w_strdup(w, scalar(k));
+        if (!m->name)
+            break;
         m->line = (int)k->start_mark.line + 1;
         m->col = (int)k->start_mark.column + 1;
         pairs[cfg->n_models++] = p;
@@ -953,7 +1063,9 @@ static void parse_groups(struct walk *w, const yaml_node_t *n)
         err_type(w, n, "groups", "a mapping of group names");
         return;
     }
-    cfg->groups = xcalloc(map_size(n) + 1, sizeof *cfg->groups);
+    cfg->groups = w_calloc(w, map_size(n) + 1, sizeof *cfg->groups);
+    if (!cfg->groups)
+        return;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         if (!pair_ok(w, n, p, "in 'groups'"))
             continue;
@@ -966,16 +1078,16 @@ static void parse_groups(struct walk *w, const yaml_node_t *n)
             continue;
         }
         struct config_group *g = &cfg->groups[cfg->n_groups++];
-        g->name = xstrdup(scalar(k));
-        char *path = xstrfmt("groups.%s", g->name);
-        char *where = xstrfmt("in group '%s'", g->name);
+        g->name = w_strdup(w, scalar(k));
+        char *path = w_strfmt(w, "groups.%s", g->name);
+        char *where = w_strfmt(w, "in group '%s'", g->name);
         yaml_node_t *v[2];
         if (walk_map(w, node(w, p->value), path, where, keys, v) == 0) {
-            char *kp = xstrfmt("%s.exclusive", path);
+            char *kp = w_strfmt(w, "%s.exclusive", path);
             if (present(v[0]))
                 get_bool(w, v[0], kp, &g->exclusive);
             free(kp);
-            kp = xstrfmt("%s.members", path);
+            kp = w_strfmt(w, "%s.members", path);
             if (present(v[1])) {
                 yaml_node_t **nodes;
                 g->n_members = get_str_list(w, v[1], kp, &g->members, &nodes);
@@ -996,8 +1108,11 @@ static void parse_groups(struct walk *w, const yaml_node_t *n)
                         break;
                     }
                     /* Members are kept by model name, whichever way they were written. */
+                    char *name = w_strdup(w, m->name);
+                    if (!name)
+                        break;
                     free(g->members[i]);
-                    g->members[i] = xstrdup(m->name);
+                    g->members[i] = name;
                 }
                 free(nodes);
             }
@@ -1041,7 +1156,7 @@ static void parse_tools(struct walk *w, const yaml_node_t *n)
     for (int i = 0; i < 3; i++) {
         if (!present(v[i]))
             continue;
-        char *p = xstrfmt("tools.%s", keys[i]);
+        char *p = w_strfmt(w, "tools.%s", keys[i]);
         free(*dst[i]);
         *dst[i] = NULL;
         get_str(w, v[i], p, dst[i]);
@@ -1053,9 +1168,10 @@ static void parse_tools(struct walk *w, const yaml_node_t *n)
         get_bool(w, v[3], "tools.keep_checkpoints", &cfg->keep_checkpoints);
 }
 
-static void set_defaults(struct config *cfg)
+static void set_defaults(struct walk *w)
 {
-    cfg->listen_host = xstrdup("127.0.0.1");
+    struct config *cfg = w->cfg;
+    cfg->listen_host = w_strdup(w, "127.0.0.1");
     cfg->listen_port = 8080;
     cfg->gpus_auto = 1;
     cfg->default_ttl_ms = 0;
@@ -1064,11 +1180,11 @@ static void set_defaults(struct config *cfg)
     cfg->start_port = 5800;
     cfg->router_max_queue = 256;
     cfg->router_max_wait_ms = 300 * 1000;
-    cfg->router_policy = xstrdup("fifo");
+    cfg->router_policy = w_strdup(w, "fifo");
     cfg->router_coalesce_ms = 2000;
     cfg->router_amortization = 0.5;
-    cfg->tool_cuda_checkpoint = xstrdup("cuda-checkpoint");
-    cfg->tool_criu = xstrdup("criu");
+    cfg->tool_cuda_checkpoint = w_strdup(w, "cuda-checkpoint");
+    cfg->tool_criu = w_strdup(w, "criu");
     cfg->router_max_loaded = 0;
     cfg->router_max_body = 32ull << 20;
     cfg->router_max_header = 32ull << 10;
@@ -1115,10 +1231,13 @@ static void walk_root(struct walk *w, const yaml_node_t *root)
         parse_groups(w, v[TK_GROUPS]);
 }
 
-static void err_yaml(struct config_errors *errs, const char *name, const yaml_parser_t *ps,
-                     const char *text, size_t len)
+/* Adds libyaml's error. Returns 0, or -ENOMEM (libyaml's or ours). */
+static int err_yaml(struct config_errors *errs, const char *name, const yaml_parser_t *ps,
+                    const char *text, size_t len)
 {
     const char *problem = ps->problem ? ps->problem : "cannot parse";
+    if (ps->error == YAML_MEMORY_ERROR)
+        return -ENOMEM;
     if (ps->error == YAML_READER_ERROR) {
         /* The reader reports a byte offset (invalid UTF-8, control characters), not a mark. */
         size_t line = 1, col = 1, end = ps->problem_offset < len ? ps->problem_offset : len;
@@ -1143,89 +1262,112 @@ static void err_yaml(struct config_errors *errs, const char *name, const yaml_pa
                 col++; /* columns count characters, not UTF-8 continuation bytes */
             }
         }
-        errs_add(errs, xstrfmt("%s:%zu:%zu: invalid yaml: %s", name, line, col, problem));
-        return;
+        return errs_add(errs,
+                        alloc_try_strfmt("%s:%zu:%zu: invalid yaml: %s", name, line, col, problem));
     }
     if (ps->context && ps->context_mark.line != ps->problem_mark.line)
-        errs_add(errs, xstrfmt("%s:%zu:%zu: invalid yaml: %s (%s at line %zu)", name,
-                               ps->problem_mark.line + 1, ps->problem_mark.column + 1, problem,
-                               ps->context, ps->context_mark.line + 1));
-    else
-        errs_add(errs, xstrfmt("%s:%zu:%zu: invalid yaml: %s", name, ps->problem_mark.line + 1,
-                               ps->problem_mark.column + 1, problem));
+        return errs_add(errs,
+                        alloc_try_strfmt("%s:%zu:%zu: invalid yaml: %s (%s at line %zu)", name,
+                                         ps->problem_mark.line + 1, ps->problem_mark.column + 1,
+                                         problem, ps->context, ps->context_mark.line + 1));
+    return errs_add(errs, alloc_try_strfmt("%s:%zu:%zu: invalid yaml: %s", name,
+                                           ps->problem_mark.line + 1, ps->problem_mark.column + 1,
+                                           problem));
 }
 
 struct config *config_parse(const char *text, size_t len, const char *name,
                             struct config_errors *errs)
 {
     size_t before = errs->n;
+    struct config *cfg = NULL;
+    struct walk w = {.file = name, .errs = errs};
     yaml_parser_t ps;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&ps)) {
-        errs_add(errs, xstrfmt("%s: cannot start the yaml parser: out of memory", name));
-        return NULL;
+        w.oom = 1;
+        goto out;
     }
     yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
     if (!yaml_parser_load(&ps, &doc)) {
-        err_yaml(errs, name, &ps, text, len);
+        w.oom = err_yaml(errs, name, &ps, text, len) < 0;
         yaml_parser_delete(&ps);
-        return NULL;
+        goto out;
     }
 
-    struct config *cfg = xcalloc(1, sizeof *cfg);
-    cfg->path = xstrdup(name);
-    set_defaults(cfg);
-    struct walk w = {.doc = &doc, .file = name, .errs = errs, .cfg = cfg};
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root)
-        walk_root(&w, root);
-    sort_errors(&w);
+    w.doc = &doc;
+    w.cfg = cfg = w_calloc(&w, 1, sizeof *cfg);
+    if (cfg) {
+        cfg->path = w_strdup(&w, name);
+        set_defaults(&w);
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        if (root)
+            walk_root(&w, root);
+        if (!w.oom)
+            sort_errors(&w);
+    }
     free(w.where);
 
     /* A second document would be silently ignored; refuse it. */
     yaml_document_t next;
-    if (!yaml_parser_load(&ps, &next)) {
-        err_yaml(errs, name, &ps, text, len);
+    if (w.oom) {
+        /* no point in reading on */
+    } else if (!yaml_parser_load(&ps, &next)) {
+        w.oom = err_yaml(errs, name, &ps, text, len) < 0;
     } else {
         yaml_node_t *r2 = yaml_document_get_root_node(&next);
         if (r2)
-            errs_add(errs, xstrfmt("%s:%zu:%zu: a second yaml document; keep the config in one",
-                                   name, next.start_mark.line + 1, next.start_mark.column + 1));
+            w.oom = errs_add(errs, alloc_try_strfmt("%s:%zu:%zu: a second yaml document; keep "
+                                                    "the config in one",
+                                                    name, next.start_mark.line + 1,
+                                                    next.start_mark.column + 1)) < 0;
         yaml_document_delete(&next);
     }
     yaml_document_delete(&doc);
     yaml_parser_delete(&ps);
 
-    if (errs->n != before) {
+out:
+    if (w.oom || errs->n != before) {
         config_free(cfg);
-        return NULL;
+        cfg = NULL;
+    }
+    if (w.oom) {
+        /* what the walk reported is incomplete: one message instead */
+        errs_truncate(errs, before);
+        errs_add_out_of_memory(errs, name);
     }
     return cfg;
 }
 
 struct config *config_load(const char *path, struct config_errors *errs)
 {
+    struct config *cfg = NULL;
+    struct buf text; /* grows with the file, fallibly, up to CONFIG_FILE_MAX */
+    buf_init(&text, CONFIG_FILE_MAX);
+    char chunk[16384];
+    int rc = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        int e = errno;
-        char *why = xstrdup(strerror(e));
+        char why[128];
+        snprintf(why, sizeof why, "%s", strerror(errno));
         why[0] = (char)tolower((unsigned char)why[0]);
-        errs_add(errs, xstrfmt("%s: cannot read the config: %s", path, why));
-        free(why);
-        return NULL;
+        rc = errs_add(errs, alloc_try_strfmt("%s: cannot read the config: %s", path, why));
+        goto out;
     }
-    char *text = xmalloc(CONFIG_FILE_MAX + 1);
-    size_t len = fread(text, 1, CONFIG_FILE_MAX + 1, f);
+    size_t got;
+    while (rc == 0 && (got = fread(chunk, 1, sizeof chunk, f)) > 0)
+        rc = buf_append(&text, chunk, got);
     int failed = ferror(f);
     fclose(f);
-    struct config *cfg = NULL;
-    if (failed)
-        errs_add(errs, xstrfmt("%s: cannot read the config: read error", path));
-    else if (len > CONFIG_FILE_MAX)
-        errs_add(errs, xstrfmt("%s: the config is larger than 16MiB", path));
-    else
-        cfg = config_parse(text, len, path, errs);
-    free(text);
+    if (rc == -ENOBUFS)
+        rc = errs_add(errs, alloc_try_strfmt("%s: the config is larger than 16MiB", path));
+    else if (rc == 0 && failed)
+        rc = errs_add(errs, alloc_try_strfmt("%s: cannot read the config: read error", path));
+    else if (rc == 0)
+        cfg = config_parse(text.data ? text.data : "", text.len, path, errs);
+out:
+    buf_release(&text);
+    if (rc == -ENOMEM)
+        errs_add_out_of_memory(errs, path);
     return cfg;
 }
 

@@ -15,6 +15,7 @@
 #include <http_parser.h>
 
 #include "base/alloc.h"
+#include "base/log.h"
 
 /* Bytes of pipelined input held while a response is in progress before reading stops. */
 #define PIPELINE_MAX (64 * 1024)
@@ -161,10 +162,21 @@ const char *http_status_text(int status)
 
 /* ---- requests ---- */
 
+/*
+ * Memory: everything a connection allocates is driven by its peer (requests,
+ * headers, bodies, responses), so every allocation here is fallible, and a
+ * failure ends that one connection: 503 when no request is in flight (or a
+ * plain close when one is), a log line, nothing leaked. The server goes on
+ * serving the others.
+ */
+
+/* Returns a new request, or NULL when out of memory. */
 static struct req_impl *req_new(struct http__conn *c)
 {
     const struct http_server_limits *l = &c->srv->limits;
-    struct req_impl *r = xcalloc(1, sizeof *r);
+    struct req_impl *r = alloc_try_calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
     r->conn = c;
     buf_init(&r->target, l->max_header_bytes);
     buf_init(&r->hdrs, l->max_header_bytes * 2);
@@ -192,8 +204,11 @@ static struct req_impl *req_of(const struct http_request *pub)
     return (struct req_impl *)((char *)pub - offsetof(struct req_impl, pub));
 }
 
-/* Fills the public view once the message is complete; the buffers no longer move. */
-static void req_publish(struct req_impl *r)
+/*
+ * Fills the public view once the message is complete; the buffers no longer
+ * move. Returns 0 or -ENOMEM.
+ */
+static int req_publish(struct req_impl *r)
 {
     struct http_request *p = &r->pub;
     const http_parser *hp = &r->conn->parser;
@@ -204,9 +219,12 @@ static void req_publish(struct req_impl *r)
     p->body_len = r->body.len;
     p->target = r->target.data ? r->target.data : "";
     const char *q = strchr(p->target, '?');
-    r->path = q ? xstrndup(p->target, (size_t)(q - p->target)) : xstrdup(p->target);
+    r->path = alloc_try_strndup(p->target, q ? (size_t)(q - p->target) : strlen(p->target));
+    if (!r->path)
+        return -ENOMEM;
     p->path = r->path;
     p->query = q ? q + 1 : "";
+    return 0;
 }
 
 const char *http_request_header(const struct http_request *req, const char *name)
@@ -217,12 +235,12 @@ const char *http_request_header(const struct http_request *req, const char *name
     return NULL;
 }
 
-int http_request_peer(const struct http_request *req, char *out, size_t len)
+/* Writes "ADDR:PORT" of the client of tcp into out. Returns 0 or a negative errno. */
+static int tcp_peer(const uv_tcp_t *tcp, char *out, size_t len)
 {
-    struct req_impl *r = req_of(req);
     struct sockaddr_storage ss;
     int n = sizeof ss;
-    int rc = uv_tcp_getpeername(&r->conn->tcp, (struct sockaddr *)&ss, &n);
+    int rc = uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &n);
     if (rc < 0)
         return rc;
     char host[INET6_ADDRSTRLEN] = "";
@@ -239,6 +257,31 @@ int http_request_peer(const struct http_request *req, char *out, size_t len)
     if ((size_t)snprintf(out, len, "%s:%d", host, port) >= len)
         return -ENOBUFS;
     return 0;
+}
+
+int http_request_peer(const struct http_request *req, char *out, size_t len)
+{
+    return tcp_peer(&req_of(req)->conn->tcp, out, len);
+}
+
+/* The log line of an allocation failure: what had no memory, and what the server does. */
+static void log_out_of_memory(const uv_tcp_t *tcp, const char *what, const char *then)
+{
+    char peer[INET6_ADDRSTRLEN + 8];
+    if (tcp_peer(tcp, peer, sizeof peer) < 0)
+        snprintf(peer, sizeof peer, "?");
+    log_warn("http", "connection from '%s': out of memory for %s; %s", peer, what, then);
+}
+
+/*
+ * Out of memory for something of this connection while a request is in
+ * flight (what: "a response", ...): closes the connection, and the request
+ * ends with -ENOMEM.
+ */
+static void conn_out_of_memory(struct http__conn *c, const char *what)
+{
+    log_out_of_memory(&c->tcp, what, "closing it");
+    conn_close(c, -ENOMEM);
 }
 
 void http_request_on_done(struct http_request *req, http_done_cb cb, void *arg)
@@ -314,7 +357,11 @@ static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *
     size_t len = 0;
     for (int i = 0; i < n; i++)
         len += parts[i].len;
-    struct wreq *wr = xmalloc(sizeof *wr + len);
+    struct wreq *wr = alloc_try_malloc(sizeof *wr + len);
+    if (!wr) {
+        conn_out_of_memory(c, r ? "a response" : "an answer of the server's own");
+        return -ENOMEM;
+    }
     wr->conn = c;
     wr->req = r;
     wr->cb = cb;
@@ -363,7 +410,10 @@ int http_response_header(struct http_request *req, const char *name, const char 
             r->close_after = 1;
         return 0;
     }
-    return buf_printf(&r->resp_headers, "%s: %s\r\n", name, value);
+    int rc = buf_printf(&r->resp_headers, "%s: %s\r\n", name, value);
+    if (rc == -ENOMEM)
+        conn_out_of_memory(r->conn, "a response header");
+    return rc;
 }
 
 static int status_has_body(int status)
@@ -416,6 +466,8 @@ int http_respond(struct http_request *req, int status, const char *content_type,
     int rc = build_head(r, &h, status, content_type, (long long)len);
     if (rc < 0) {
         buf_release(&h);
+        if (rc == -ENOMEM)
+            conn_out_of_memory(r->conn, "a response head");
         return rc;
     }
     r->head_sent = 1;
@@ -439,6 +491,8 @@ int http_stream_begin(struct http_request *req, int status, const char *content_
     int rc = build_head(r, &h, status, content_type, -1);
     if (rc < 0) {
         buf_release(&h);
+        if (rc == -ENOMEM)
+            conn_out_of_memory(r->conn, "a response head");
         return rc;
     }
     r->head_sent = 1;
@@ -481,13 +535,17 @@ int http_stream_end(struct http_request *req)
     return conn_write(r->conn, r, parts, 1, NULL, NULL, 0);
 }
 
-/* An answer of the server's own (400, 408, 413, 431) in OpenAI's error shape; the connection
- * closes after it. */
-static void conn_send_error(struct http__conn *c, int status)
+/*
+ * Formats an answer of the server's own (400, 408, 413, 431, 503) in
+ * OpenAI's error shape, with "Connection: close", into msg (512 bytes).
+ * Returns its length.
+ */
+static size_t error_answer(const struct http_server_limits *l, int status, char msg[512])
 {
-    const struct http_server_limits *l = &c->srv->limits;
     char why[160];
     const char *code = "invalid_request";
+    const char *type = "invalid_request_error";
+    const char *extra = "";
     switch (status) {
     case 408:
         snprintf(why, sizeof why, "the request head did not arrive within %llu ms",
@@ -505,30 +563,65 @@ static void conn_send_error(struct http__conn *c, int status)
                  l->max_header_bytes);
         code = "headers_too_large";
         break;
+    case 503:
+        snprintf(why, sizeof why, "the server is out of memory; try again later");
+        code = "out_of_memory";
+        type = "server_error";
+        extra = "Retry-After: 1\r\n";
+        break;
     default:
         snprintf(why, sizeof why, "malformed HTTP request");
         break;
     }
     char body[320];
     int blen = snprintf(body, sizeof body,
-                        "{\"error\":{\"message\":\"%s\",\"type\":\"invalid_request_error\","
+                        "{\"error\":{\"message\":\"%s\",\"type\":\"%s\","
                         "\"param\":null,\"code\":\"%s\"}}",
-                        why, code);
-    char msg[512];
-    int n = snprintf(msg, sizeof msg,
+                        why, type, code);
+    int n = snprintf(msg, 512,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                     "Connection: close\r\n\r\n%s",
-                     status, http_status_text(status), blen, body);
+                     "%sConnection: close\r\n\r\n%s",
+                     status, http_status_text(status), blen, extra, body);
+    return (size_t)n;
+}
+
+/* Answers with an error of the server's own; the connection closes after it. */
+static void conn_send_error(struct http__conn *c, int status)
+{
+    char msg[512];
+    size_t n = error_answer(&c->srv->limits, status, msg);
     req_free(c->parsing);
     c->parsing = NULL;
     c->head_started_ms = 0;
     c->lingering = 1; /* from now on input is discarded */
     buf_reset(&c->in);
-    uv_buf_t parts[1] = {part(msg, (size_t)n)};
+    uv_buf_t parts[1] = {part(msg, n)};
     conn_write(c, NULL, parts, 1, NULL, NULL, 1);
 }
 
 /* ---- parsing ---- */
+
+/*
+ * A parser callback found no memory for the request (what: "the request
+ * head", ...): logs it and stops the parser; the connection answers 503 and
+ * closes.
+ */
+static int parse_out_of_memory(struct http__conn *c, const char *what)
+{
+    log_out_of_memory(&c->tcp, what, "answering 503 and closing it");
+    c->err_status = 503;
+    return -1;
+}
+
+/* The result of a buffer append in a parser callback: 0, or -1 with the status to answer. */
+static int parse_append(struct http__conn *c, struct buf *b, const char *at, size_t len,
+                        const char *what)
+{
+    int rc = buf_append(b, at, len);
+    if (rc == -ENOMEM)
+        return parse_out_of_memory(c, what);
+    return rc < 0 ? -1 : 0;
+}
 
 static int header_bytes_add(struct http__conn *c, struct req_impl *r, size_t n)
 {
@@ -545,6 +638,8 @@ static int on_message_begin(http_parser *p)
     struct http__conn *c = p->data;
     req_free(c->parsing);
     c->parsing = req_new(c);
+    if (!c->parsing)
+        return parse_out_of_memory(c, "a request");
     c->head_started_ms = uv_now(c->srv->loop);
     return 0;
 }
@@ -555,7 +650,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
     struct req_impl *r = c->parsing;
     if (header_bytes_add(c, r, len) < 0)
         return -1;
-    return buf_append(&r->target, at, len) < 0 ? -1 : 0;
+    return parse_append(c, &r->target, at, len, "the request target");
 }
 
 /*
@@ -591,18 +686,22 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         return -1;
     if (r->last_was_value || r->n_offs == 0) {
         /* a new header: terminate the previous value, record where the name starts */
-        if (r->n_offs && buf_append(&r->hdrs, "", 1) < 0)
+        if (r->n_offs && parse_append(c, &r->hdrs, "", 1, "the request headers") < 0)
             return -1;
         if (r->n_offs == r->cap_offs) {
-            r->cap_offs = r->cap_offs ? r->cap_offs * 2 : 16;
-            r->offs = xrealloc(r->offs, r->cap_offs * sizeof *r->offs);
+            size_t cap = r->cap_offs ? r->cap_offs * 2 : 16;
+            struct hdr_off *offs = alloc_try_realloc(r->offs, cap * sizeof *offs);
+            if (!offs)
+                return parse_out_of_memory(c, "the request headers");
+            r->offs = offs;
+            r->cap_offs = cap;
         }
         r->offs[r->n_offs].name = r->hdrs.len;
         r->offs[r->n_offs].value = SIZE_MAX;
         r->n_offs++;
         r->last_was_value = 0;
     }
-    return buf_append(&r->hdrs, at, len) < 0 ? -1 : 0;
+    return parse_append(c, &r->hdrs, at, len, "the request headers");
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
@@ -615,12 +714,12 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     if (header_bytes_add(c, r, len) < 0)
         return -1;
     if (!r->last_was_value) {
-        if (buf_append(&r->hdrs, "", 1) < 0)
+        if (parse_append(c, &r->hdrs, "", 1, "the request headers") < 0)
             return -1;
         r->offs[r->n_offs - 1].value = r->hdrs.len;
         r->last_was_value = 1;
     }
-    return buf_append(&r->hdrs, at, len) < 0 ? -1 : 0;
+    return parse_append(c, &r->hdrs, at, len, "the request headers");
 }
 
 static int on_headers_complete(http_parser *p)
@@ -630,15 +729,17 @@ static int on_headers_complete(http_parser *p)
     struct req_impl *r = c->parsing;
     /* close the last name or value; a header without a value gets "" */
     if (r->n_offs) {
-        if (buf_append(&r->hdrs, "", 1) < 0)
+        if (parse_append(c, &r->hdrs, "", 1, "the request headers") < 0)
             return -1;
         if (r->offs[r->n_offs - 1].value == SIZE_MAX) {
             r->offs[r->n_offs - 1].value = r->hdrs.len;
-            if (buf_append(&r->hdrs, "", 1) < 0)
+            if (parse_append(c, &r->hdrs, "", 1, "the request headers") < 0)
                 return -1;
         }
     }
-    r->headers = xcalloc(r->n_offs ? r->n_offs : 1, sizeof *r->headers);
+    r->headers = alloc_try_calloc(r->n_offs ? r->n_offs : 1, sizeof *r->headers);
+    if (!r->headers)
+        return parse_out_of_memory(c, "the request headers");
     for (size_t i = 0; i < r->n_offs; i++) {
         r->headers[i].name = r->hdrs.data + r->offs[i].name;
         r->headers[i].value = r->hdrs.data + r->offs[i].value;
@@ -659,7 +760,8 @@ static int on_headers_complete(http_parser *p)
         p->http_minor >= 1) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t parts[1] = {part(cont, sizeof cont - 1)};
-        conn_write(c, NULL, parts, 1, NULL, NULL, 0);
+        if (conn_write(c, NULL, parts, 1, NULL, NULL, 0) < 0)
+            return -1; /* the connection is closing */
     }
     return 0;
 }
@@ -669,6 +771,8 @@ static int on_body(http_parser *p, const char *at, size_t len)
     struct http__conn *c = p->data;
     struct req_impl *r = c->parsing;
     int rc = buf_append(&r->body, at, len);
+    if (rc == -ENOMEM)
+        return parse_out_of_memory(c, "the request body");
     if (rc == -ENOBUFS)
         c->err_status = 413;
     return rc < 0 ? -1 : 0;
@@ -682,7 +786,8 @@ static int on_message_complete(http_parser *p)
     r->keep_alive = http_should_keep_alive(p);
     if (p->upgrade)
         r->close_after = 1; /* no protocol switches: answer and close */
-    req_publish(r);
+    if (req_publish(r) < 0)
+        return parse_out_of_memory(c, "the request path");
     /* stop here: the rest of the input waits until this request is answered */
     http_parser_pause(p, 1);
     return 0;
@@ -759,8 +864,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (c->lingering)
         return;
     c->last_read_ms = uv_now(c->srv->loop);
-    if (buf_append(&c->in, b->base, (size_t)nread) < 0) {
-        conn_close(c, -ENOBUFS);
+    int rc = buf_append(&c->in, b->base, (size_t)nread);
+    if (rc == -ENOMEM && !c->active) {
+        log_out_of_memory(&c->tcp, "the received bytes", "answering 503 and closing it");
+        conn_send_error(c, 503);
+        return;
+    }
+    if (rc == -ENOMEM) {
+        conn_out_of_memory(c, "the received bytes");
+        return;
+    }
+    if (rc < 0) {
+        conn_close(c, rc);
         return;
     }
     if (c->active) {
@@ -877,12 +992,56 @@ static void conn_linger(struct http__conn *c)
     uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
 }
 
+static void on_connection(uv_stream_t *server, int status);
+
+static void on_refuse_closed(uv_handle_t *h)
+{
+    struct http_server *srv = h->data;
+    srv->n_closing--;
+    srv->refusing = 0;
+    if (srv->accept_waiting && !srv->closing) {
+        srv->accept_waiting = 0;
+        on_connection((uv_stream_t *)&srv->listener, 0);
+    }
+    server_maybe_closed(srv);
+}
+
+/*
+ * No memory for a new connection: it is accepted on the server's spare
+ * handle, answered 503 with one plain write (best effort: a client whose
+ * request has already arrived may see a reset instead) and closed. While the
+ * spare handle is closing, a second such connection waits in libuv, which
+ * stops accepting until it is taken.
+ */
+static void server_refuse(struct http_server *srv)
+{
+    if (srv->refusing) {
+        srv->accept_waiting = 1;
+        return;
+    }
+    srv->refusing = 1;
+    uv_tcp_init(srv->loop, &srv->refuse);
+    srv->refuse.data = srv;
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&srv->refuse) == 0) {
+        log_out_of_memory(&srv->refuse, "a new connection", "answering 503 and closing it");
+        char msg[512];
+        uv_buf_t b = uv_buf_init(msg, (unsigned)error_answer(&srv->limits, 503, msg));
+        uv_try_write((uv_stream_t *)&srv->refuse, &b, 1);
+    }
+    srv->n_closing++;
+    uv_close((uv_handle_t *)&srv->refuse, on_refuse_closed);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct http_server *srv = server->data;
     if (status < 0 || srv->closing)
         return;
-    struct http__conn *c = xcalloc(1, sizeof *c);
+    struct http__conn *c = alloc_try_calloc(1, sizeof *c);
+    if (!c) {
+        server_refuse(srv);
+        return;
+    }
     c->srv = srv;
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->timer);

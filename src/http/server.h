@@ -71,6 +71,9 @@ struct http_server {
     int port;
     http_server_close_cb close_cb;
     void *close_arg;
+    uv_tcp_t refuse;          /* takes a connection there is no memory for, to answer 503 */
+    int refusing;             /* refuse is in use (closing) */
+    int accept_waiting;       /* a connection waits in libuv until refuse is free again */
     char read_buf[64 * 1024]; /* one shared read buffer: reads are handled at once */
 };
 
@@ -113,7 +116,8 @@ int http_request_peer(const struct http_request *req, char *out, size_t len);
  * Runs once when the request ends: status 0 once the whole response has been
  * written to the socket, or a negative errno when the connection went away
  * first (-ECONNRESET: the client closed or reset it; -ECANCELED: the server
- * is closing; -ETIMEDOUT; a write error). A streaming handler stops on a
+ * is closing; -ETIMEDOUT; -ENOMEM: no memory for the response, so the server
+ * closed the connection; a write error). A streaming handler stops on a
  * negative status. The request is freed when the callback returns.
  */
 typedef void (*http_done_cb)(struct http_request *req, int status, void *arg);
@@ -123,15 +127,19 @@ void http_request_on_done(struct http_request *req, http_done_cb cb, void *arg);
  * Adds a response header; only before http_respond / http_stream_begin.
  * "Connection: close" makes the server close after this response.
  * Content-Length and Transfer-Encoding are the server's own. Returns 0,
- * -EALREADY once the head is sent, or -ENOBUFS past the header limit.
+ * -EALREADY once the head is sent, -ENOBUFS past the header limit, or
+ * -ENOMEM (as http_respond).
  */
 int http_response_header(struct http_request *req, const char *name, const char *value);
 
 /*
  * Sends a whole response; content_type may be NULL (no Content-Type). The
  * data is copied. Returns 0, -EINVAL for a content_type holding a line break,
- * -EALREADY if a response was already started, or
- * -ENOTCONN when the connection is gone (the done callback follows).
+ * -EALREADY if a response was already started,
+ * -ENOTCONN when the connection is gone (the done callback follows), or
+ * -ENOMEM when there was no memory for the copy: the server then closes the
+ * connection and the done callback follows with -ENOMEM. The same holds for
+ * every response call below.
  */
 int http_respond(struct http_request *req, int status, const char *content_type, const void *body,
                  size_t len);

@@ -1,4 +1,4 @@
-// fuzz-sources: src/base/alloc.c src/base/buf.c
+// fuzz-sources: src/base/alloc.c src/base/buf.c src/base/log.c
 // fuzz-libs: -luv -lhttp_parser -ljansson
 /*
  * libFuzzer target for the HTTP/1.1 server of src/http/server.c, end to end

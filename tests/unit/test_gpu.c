@@ -21,6 +21,15 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 #include "base/alloc.h"
 #include "cli/cli.h"
 #include "cli/gpus.h"
@@ -30,6 +39,18 @@
 #define GIB (1024ull * MIB)
 
 static const char smi_standin[] = YARD_SRC_DIR "/tests/e2e/fixtures/nvidia-smi";
+
+/*
+ * Whether posix_spawnp reports a program that cannot start (-ENOENT). glibc
+ * does, through memory shared with its vfork-style child; valgrind runs that
+ * child as a plain fork, so there posix_spawnp returns 0 and the child exits
+ * with 127 (or valgrind's error exit code). The checks that need the report
+ * are skipped under valgrind.
+ */
+static int spawn_reports_missing(void)
+{
+    return !RUNNING_ON_VALGRIND;
+}
 
 /* ---- helpers ---- */
 
@@ -461,6 +482,8 @@ static void test_run_capture(void **state)
     assert_int_equal(cap.status, 128 + SIGKILL);
     gpu__capture_release(&cap);
 
+    if (!spawn_reports_missing())
+        return;
     char *none[] = {"/nonexistent/yard-no-such-program", NULL};
     assert_int_equal(gpu__run_capture(none, 1000, 4096, &cap), -ENOENT);
     char *none_in_path[] = {"yard-no-such-program-in-path", NULL};
@@ -546,6 +569,8 @@ static void test_no_source(void **state)
     struct gpu_inventory inv;
     char *err = NULL;
     static const char *const progs[] = {"/nonexistent/nvidia-smi", "yard-no-such-nvidia-smi"};
+    if (!spawn_reports_missing())
+        skip();
     for (size_t i = 0; i < 2; i++) {
         struct gpu *g = gpu_new(NULL, 0, NULL, progs[i]);
         assert_int_equal(gpu_set_nvml(g, ""), 0);
@@ -710,14 +735,17 @@ static void test_nvml_fake(void **state)
     /* The library is there but the driver is not. */
     lib = build_fake_nvml(dir, "libnvidia-ml-noinit.so", "-DFAIL_INIT");
     assert_non_null(lib);
-    struct gpu *g = gpu_new(NULL, 0, NULL, "/nonexistent/nvidia-smi");
+    struct gpu *g;
     struct gpu_inventory inv;
     char *err = NULL;
-    gpu_set_nvml(g, lib);
-    assert_int_equal(gpu_read(g, &inv, &err), -EIO);
-    assert_non_null(strstr(err, "Driver Not Loaded"));
-    free(err);
-    gpu_free(g);
+    if (spawn_reports_missing()) {
+        g = gpu_new(NULL, 0, NULL, "/nonexistent/nvidia-smi");
+        gpu_set_nvml(g, lib);
+        assert_int_equal(gpu_read(g, &inv, &err), -EIO);
+        assert_non_null(strstr(err, "Driver Not Loaded"));
+        free(err);
+        gpu_free(g);
+    }
     /* ... then nvidia-smi, when there is one, has the last word. */
     setenv("YARD_FAKE_GPUS", "0,NVIDIA H100 80GB HBM3,81559", 1);
     g = gpu_new(NULL, 0, NULL, smi_standin);
@@ -731,11 +759,13 @@ static void test_nvml_fake(void **state)
     free(lib);
 
     /* A library that is not there at all is no NVML. */
-    g = gpu_new(NULL, 0, NULL, "/nonexistent/nvidia-smi");
-    gpu_set_nvml(g, "/nonexistent/libnvidia-ml.so.1");
-    assert_int_equal(gpu_read(g, &inv, &err), 0);
-    assert_string_equal(inv.source, "none");
-    gpu_free(g);
+    if (spawn_reports_missing()) {
+        g = gpu_new(NULL, 0, NULL, "/nonexistent/nvidia-smi");
+        gpu_set_nvml(g, "/nonexistent/libnvidia-ml.so.1");
+        assert_int_equal(gpu_read(g, &inv, &err), 0);
+        assert_string_equal(inv.source, "none");
+        gpu_free(g);
+    }
 
     remove_tree(dir);
     free(dir);
@@ -832,6 +862,7 @@ static pid_t fake_daemon(const char *dir, const char *line)
     req[n] = '\0';
     char *path = xstrfmt("%s/request", dir);
     FILE *f = fopen(path, "w");
+    free(path);
     if (f) {
         fputs(req, f);
         fclose(f);
