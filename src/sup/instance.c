@@ -442,7 +442,9 @@ static char *join_argv(char **argv)
 
 int sup__inst_start(struct instance *in)
 {
-    if (in->state == INST_STARTING || in->state == INST_READY || in->state == INST_STOPPING)
+    /* STOPPED with a watch: an adopted process awaits its first probe; never a second copy. */
+    if (in->state == INST_STARTING || in->state == INST_READY || in->state == INST_STOPPING ||
+        (in->state == INST_STOPPED && in->watch))
         return 0;
     uv_timer_stop(&in->restart_timer);
     const struct config_model *m = in->m;
