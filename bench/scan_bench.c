@@ -11,7 +11,13 @@
  * "numbers" is an array of floats, as an embeddings input; "brackets" is an
  * array of small containers, the worst case for bracket counting; "prompt"
  * is one long top-level string with escapes. Prints the
- * median and the best time per call.
+ * median, the best and the worst time per call over the rounds.
+ *
+ *   build/scan_bench [ROUNDS [MIB]]
+ *
+ * ROUNDS (default 31) timed rounds per shape and size, each scanning about
+ * MIB MiB (default 64) in repeated calls. bench/run builds it into
+ * build/bench/ and uses a smaller MIB.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -133,17 +139,19 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static int rounds = 31;
+static size_t round_bytes = 64u << 20;
+
 static void run(const char *shape, void (*make)(struct body *, size_t), size_t size)
 {
     struct body b = {0};
     char model[256];
-    enum { ROUNDS = 31 };
-    double t[ROUNDS];
+    double *t = malloc(sizeof(double) * (size_t)rounds);
 
     make(&b, size);
     /* An exact-size copy: the scan must not rely on anything past len. */
     char *data = malloc(b.len);
-    if (!data) {
+    if (!data || !t) {
         perror("malloc");
         exit(1);
     }
@@ -155,23 +163,42 @@ static void run(const char *shape, void (*make)(struct body *, size_t), size_t s
         exit(1);
     }
 
-    size_t iters = (64u << 20) / b.len + 1;
-    for (int r = 0; r < ROUNDS; r++) {
+    size_t iters = round_bytes / b.len + 1;
+    for (int r = 0; r < rounds; r++) {
         double t0 = now_ns();
         for (size_t i = 0; i < iters; i++)
             rc |= router_scan_model(data, b.len, model, sizeof(model));
         t[r] = (now_ns() - t0) / (double)iters;
     }
-    qsort(t, ROUNDS, sizeof(t[0]), cmp_double);
-    printf("%-8s %9zu bytes  median %10.1f us  best %10.1f us  %6.2f GB/s\n", shape, b.len,
-           t[ROUNDS / 2] / 1e3, t[0] / 1e3, (double)b.len / t[ROUNDS / 2]);
+    qsort(t, (size_t)rounds, sizeof(t[0]), cmp_double);
+    printf("%-8s %9zu bytes  median %10.1f us  best %10.1f us  worst %10.1f us  %6.2f GB/s\n",
+           shape, b.len, t[rounds / 2] / 1e3, t[0] / 1e3, t[rounds - 1] / 1e3,
+           (double)b.len / t[rounds / 2]);
+    free(t);
     free(data);
     free(b.data);
 }
 
-int main(void)
+static long arg_long(const char *s, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "usage: scan_bench [ROUNDS [MIB]]\n");
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
 {
     static const size_t sizes[] = {1u << 10, 64u << 10, 1u << 20, 8u << 20};
+
+    if (argc > 1)
+        rounds = (int)arg_long(argv[1], 1, 100000);
+    if (argc > 2)
+        round_bytes = (size_t)arg_long(argv[2], 1, 1 << 20) << 20;
 
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
         run("chat", make_chat, sizes[i]);

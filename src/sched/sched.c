@@ -547,6 +547,7 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
     victim->draining = 1;
     victim->drain_action = SCHED__EVICT;
     victim->drain_started_ms = clock_mono_ms();
+    s->kick_again = 1; /* finish_drains ran before plan_loads in this kick: once more */
     s->swaps++;
     if (!for_whom->switch_from) {
         for_whom->switch_from = xstrdup(victim->name);

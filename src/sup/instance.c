@@ -95,6 +95,31 @@ void sup__set_state(struct instance *in, enum inst_state to, const char *reason,
     sup__notify(in->sup, &n);
 }
 
+void sup__record_sleep_intent(struct instance *in, int level)
+{
+    char reason[64];
+    snprintf(reason, sizeof reason, SUP__SLEEP_INTENT "%d", level);
+    struct store_instance row = {
+        .model = in->name,
+        .host = (char *)in->runner->host,
+        .pid = in->proc.pid,
+        .pgid = in->proc.pgid,
+        .start_time = in->proc.start_time,
+        .port = in->port,
+        .gpus = in->gpus ? in->gpus : "",
+        .state = (char *)state_names[in->state],
+        .reason = reason,
+        .cmd = in->cmdline ? in->cmdline : "",
+        .restarts = in->restarts,
+        .exit_code = (int)in->exit_code,
+        .created_ms = in->started_wall_ms,
+        .ready_ms = in->ready_wall_ms,
+    };
+    int rc = store_put_instance(in->sup->app->store, &row);
+    if (rc < 0)
+        log_error("sup", "cannot record that '%s' goes to sleep: %s", in->name, strerror(-rc));
+}
+
 void sup__timers_stop(struct instance *in)
 {
     uv_timer_stop(&in->probe_timer);

@@ -138,6 +138,14 @@ void sup__tail_poll(struct logtail *t)
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     struct instance *in = h->data;
+    /*
+     * While it loads, a line can say ready or fatal: read it at once. A ready
+     * engine writes an access-log line per request; reading each as it comes
+     * costs the proxy a wake-up per request, so the timer collects them (a
+     * crash reads the rest at the exit).
+     */
+    if (in->state == INST_READY && !in->op)
+        return;
     sup__tail_poll(&in->tail);
 }
 

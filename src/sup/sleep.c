@@ -132,6 +132,7 @@ int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, c
     in->op_done = done;
     in->op_arg = arg;
     sup__timers_stop(in); /* no health probes while it changes */
+    sup__record_sleep_intent(in, level);
     log_info("sup", "'%s' going to sleep (level %d)", in->name, level);
     in->plan = engine_run_plan(in->sup->app->loop, in->port, steps, (size_t)n, SLEEP_TIMEOUT_MS,
                                sleep_done, in);
@@ -158,8 +159,15 @@ static void wake_done(int err, const char *msg, void *arg)
     char reason[64];
     snprintf(reason, sizeof reason, "woken from level %d", in->sleep_level);
     in->sleep_level = 0;
+    /* Not busy any more when the ready transition is heard: requests go at once. */
+    sup_op_cb cb = in->op_done;
+    void *cb_arg = in->op_arg;
+    in->op = SUP__OP_NONE;
+    in->op_done = NULL;
+    in->op_arg = NULL;
     sup__inst_mark_ready(in, reason);
-    op_finish(in, 0, NULL);
+    if (cb)
+        cb(cb_arg, 0, NULL);
 }
 
 int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err)

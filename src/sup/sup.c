@@ -108,6 +108,14 @@ void sup_adopt_all(struct sup *s)
             level = (int)strtol(at + 6, NULL, 10);
         if (strcmp(r->state, "checkpointed") == 0)
             level = SUP_SLEEP_CHECKPOINT;
+        /*
+         * Killed while a sleep ran: the engine may be asleep although the row
+         * says ready, and a sleeping vLLM that gets a request can crash. Adopt
+         * it asleep; waking an engine that is awake is harmless.
+         */
+        if (strcmp(r->state, "ready") == 0 &&
+            !strncmp(r->reason, SUP__SLEEP_INTENT, strlen(SUP__SLEEP_INTENT)))
+            level = (int)strtol(r->reason + strlen(SUP__SLEEP_INTENT), NULL, 10);
         sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, level);
     }
     store_instances_free(rows, n);
@@ -126,6 +134,12 @@ int sup_start(struct sup *s, const char *model, char **err)
         /* Asked to start while it stops: start again once it is down. */
         in->restart_after_stop = 1;
         return 0;
+    }
+    if (in->state == INST_SLEEPING || in->state == INST_CHECKPOINTED) {
+        /* Its process is there (or in its images): wake it, never start a second one. */
+        if (in->op)
+            return 0;
+        return sup__inst_wake(in, NULL, NULL, err);
     }
     in->restarts = 0;
     sup__inst_start(in);

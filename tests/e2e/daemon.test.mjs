@@ -228,3 +228,41 @@ test('two daemons on one state dir: the second refuses', async () => {
     assert.match(r.stderr, /another daemon \(pid \d+\) already uses state dir/);
     await d.stop();
 });
+
+test('kill -9 while a sleep runs: the next daemon adopts the engine asleep, never as ready', async () => {
+    // A sleeping vLLM that gets a request can crash; the daemon records that it
+    // is going to sleep before it asks the engine, and reads that back.
+    const dir = tmpdir();
+    const stamps = path.join(dir, 'stamps');
+    const name = `nap${process.pid}`;
+    const { file } = await configFor(dir, {
+        [name]: {
+            engine: 'vllm',
+            cmd: mock('vllm', `--load-time 3s --stamps ${stamps}`),
+            eviction: { weights: 'offload' },
+        },
+    });
+    const d1 = await startDaemon({ config: file, stateDir: dir });
+    assert.equal((await yard(['start', name, '--wait'], { stateDir: dir })).code, 0);
+    const before = await entry(dir, name);
+    const asleep = yard(['sleep', name], { stateDir: dir });
+    // The engine's sleep has begun (it takes 300 ms): kill the daemon inside it.
+    await waitFor(() => fs.existsSync(stamps) && /^sleep /m.test(fs.readFileSync(stamps, 'utf8')), {
+        intervalMs: 5,
+        what: 'the engine to begin its sleep',
+    });
+    d1.kill('SIGKILL');
+    await d1.waitExit(5000);
+    await asleep;
+
+    const d2 = await startDaemon({ config: file, stateDir: dir });
+    const e = await waitState(dir, name, 'sleeping', 5000);
+    assert.equal(e.pid, before.pid);
+    // The next start wakes it (the same process) instead of starting another.
+    assert.equal((await yard(['start', name, '--wait'], { stateDir: dir })).code, 0);
+    const back = await entry(dir, name);
+    assert.equal(back.state, 'ready');
+    assert.equal(back.pid, before.pid);
+    assert.equal(enginesNamed(name).length, 1, 'a second engine was started for a sleeping model');
+    await d2.stop();
+});

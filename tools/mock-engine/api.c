@@ -202,6 +202,8 @@ static void stream_token(struct mock_gen *g)
         o = json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_delta", "index", 0,
                       "delta", "type", "text_delta", "text", t);
     }
+    if (g->m->o.stamp_chunks)
+        json_object_set_new(o, "mock_ns", json_integer((json_int_t)clock_mono_ns()));
     g->sent++;
     g->m->gen_tokens++;
     int crash_now = g->crash_mid && g->sent == (g->max_tokens + 1) / 2;

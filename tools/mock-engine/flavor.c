@@ -252,6 +252,7 @@ static void on_delayed(uv_timer_t *t)
 {
     struct delayed *d = t->data;
     apply_action(d);
+    mock_stamp(d->m, d->act == ACT_WAKE || d->act == ACT_RESUME ? "awake" : "asleep");
     if (!d->aborted) {
         http_request_on_done(d->req, NULL, NULL);
         mock_respond(d->m, d->req, 200, NULL, "", 0);
@@ -276,11 +277,18 @@ static int verb_fails(struct mock *m, struct http_request *req, enum action act)
     return 1;
 }
 
+/* How long a wake (vLLM /wake_up, SGLang resume) takes: --wake-time, else load-time/40. */
+static uint64_t wake_ms(const struct mock *m)
+{
+    return m->o.wake_ms >= 0 ? (uint64_t)m->o.wake_ms : m->o.load_ms / 40;
+}
+
 static void start_delayed(struct mock *m, struct http_request *req, enum action act, int level,
                           int tags, uint64_t ms)
 {
     if (verb_fails(m, req, act))
         return;
+    mock_stamp(m, act == ACT_WAKE || act == ACT_RESUME ? "wake" : "sleep");
     struct delayed *d = xcalloc(1, sizeof *d);
     d->m = m;
     d->req = req;
@@ -378,7 +386,7 @@ static int vllm_dev_route(struct mock *m, struct http_request *req)
         return 1;
     }
     if (strcmp(p, "/wake_up") == 0 && post) {
-        start_delayed(m, req, ACT_WAKE, 0, query_tags(req->query), m->o.load_ms / 40);
+        start_delayed(m, req, ACT_WAKE, 0, query_tags(req->query), wake_ms(m));
         return 1;
     }
     if (strcmp(p, "/is_sleeping") == 0 && strcmp(req->method, "GET") == 0) {
@@ -672,7 +680,7 @@ void mock_flavor_handle(struct mock *m, struct http_request *req)
             }
             int release = p[2] == 'e' && p[3] == 'l';
             start_delayed(m, req, release ? ACT_RELEASE : ACT_RESUME, 0, tags,
-                          m->o.load_ms / (release ? 20 : 40));
+                          release ? m->o.load_ms / 20 : wake_ms(m));
             return;
         }
         if (strcmp(p, "/flush_cache") == 0 && (get || post)) {

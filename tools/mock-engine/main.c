@@ -232,11 +232,34 @@ static void write_ready_stamp(struct mock *m, uint64_t ns)
     free(tmp);
 }
 
+static void stamp_ns(struct mock *m, const char *event, uint64_t ns)
+{
+    if (!m->o.stamps)
+        return;
+    /* O_APPEND and one short write: lines stay whole even if the file is shared */
+    int fd = open(m->o.stamps, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        char line[96];
+        int n = snprintf(line, sizeof line, "%s %llu\n", event, (unsigned long long)ns);
+        ssize_t w = write(fd, line, (size_t)n);
+        close(fd);
+        if (w == n)
+            return;
+    }
+    mock_line("mock-engine: cannot write stamps '%s': %s", m->o.stamps, strerror(errno));
+}
+
+void mock_stamp(struct mock *m, const char *event)
+{
+    stamp_ns(m, event, clock_mono_ns());
+}
+
 static void become_ready(struct mock *m)
 {
     uint64_t ns = clock_mono_ns();
     m->phase = MOCK_READY;
     write_ready_stamp(m, ns);
+    stamp_ns(m, "ready", ns);
 }
 
 static void on_warmup_done(uv_timer_t *t)
@@ -538,6 +561,7 @@ static void on_signal(uv_signal_t *s, int signum)
         mock_line("mock-engine: received SIGTERM, ignoring it (--fail ignore-sigterm)");
         return;
     }
+    mock_stamp(m, "stop");
     switch (m->o.flavor) {
     case MOCK_VLLM:
     case MOCK_SGLANG: {
@@ -704,6 +728,7 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
     o->port = -1;
     o->load_ms = 2000;
     o->warmup_ms = 200;
+    o->wake_ms = -1;
     o->tokens_per_sec = 50;
     o->vram = 10ull << 30;
     o->crash_after = -1;
@@ -742,15 +767,18 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
             o->name = VALUE();
         } else if (strcmp(name, "--host") == 0) {
             o->host = VALUE();
-        } else if (strcmp(name, "--load-time") == 0 || strcmp(name, "--warmup-time") == 0) {
+        } else if (strcmp(name, "--load-time") == 0 || strcmp(name, "--warmup-time") == 0 ||
+                   strcmp(name, "--wake-time") == 0) {
             const char *v = VALUE();
             uint64_t ms;
             if (units_parse_duration(v, &ms) < 0)
                 usage_error("bad duration '%s' for %s (e.g. 2s, 500ms)", v, name);
-            if (name[2] == 'l')
+            if (strcmp(name, "--load-time") == 0)
                 o->load_ms = ms;
-            else
+            else if (strcmp(name, "--warmup-time") == 0)
                 o->warmup_ms = ms;
+            else
+                o->wake_ms = (int64_t)ms;
         } else if (strcmp(name, "--tokens-per-sec") == 0) {
             const char *v = VALUE();
             char *end;
@@ -768,6 +796,10 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
             o->ledger = VALUE();
         } else if (strcmp(name, "--ready-stamp") == 0) {
             o->ready_stamp = VALUE();
+        } else if (strcmp(name, "--stamps") == 0) {
+            o->stamps = VALUE();
+        } else if (strcmp(name, "--stamp-chunks") == 0) {
+            o->stamp_chunks = 1;
         } else {
             const struct ignored_flag *f = NULL;
             for (size_t k = 0; k < sizeof ignored_flags / sizeof *ignored_flags; k++)
@@ -836,6 +868,7 @@ int main(int argc, char **argv)
 
     m->loop = uv_default_loop();
     m->start_ns = clock_mono_ns();
+    stamp_ns(m, "start", m->start_ns);
     m->gpu = first_visible_gpu();
     m->mem_pid = getpid();
     m->midstream_armed = m->o.fail_crash_midstream;

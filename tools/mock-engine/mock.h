@@ -25,10 +25,13 @@ struct mock_opts {
     const char *model_path; /* -m/--model/--model-path when given, for log lines */
     uint64_t load_ms;
     uint64_t warmup_ms;
+    int64_t wake_ms; /* --wake-time; -1: a fraction of the load time */
     double tokens_per_sec;
     uint64_t vram;
     const char *ledger;
     const char *ready_stamp;
+    const char *stamps; /* --stamps FILE: lifecycle instants, for bench/run */
+    int stamp_chunks;   /* --stamp-chunks: "mock_ns" in every streamed token chunk */
     /* failure modes */
     int fail_oom, fail_exit_early, fail_hang, fail_crash_midstream;
     int fail_ignore_sigterm, fail_fork_child, fail_bind;
@@ -86,6 +89,8 @@ void mock_vllm_log(const char *level, const char *src, const char *fmt, ...)
 void mock_vllm_core_log(struct mock *m, const char *level, const char *src, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void mock_sglang_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Appends "EVENT NS" (CLOCK_MONOTONIC) to the --stamps file, if one was given. */
+void mock_stamp(struct mock *m, const char *event);
 /* Exits the process the way a crash would: SIGKILL to itself, no cleanup. */
 void mock_crash(struct mock *m, const char *why) __attribute__((noreturn));
 /* Ends the process after the current writes: used by a sleeping vLLM hit with a request. */
