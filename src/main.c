@@ -26,6 +26,7 @@ static const struct cmd commands[] = {
     {"logs", cmd_logs, "print a model's engine log"},
     {"events", cmd_events, "print state changes"},
     {"gpus", cmd_gpus, "show GPUs, their memory and which instance holds it"},
+    {"pod", cmd_pod, "add, list or remove pods: remote GPU machines reached over ssh"},
     {"version", cmd_version, "print the version of yard and of the daemon"},
 };
 

@@ -6,6 +6,7 @@
  * pending stop still refers to it.
  */
 #include "admin/admin.h"
+#include "admin/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -636,6 +637,21 @@ static void handle_gpus(struct admin_conn *c)
     }
 }
 
+/* The pod verbs (pods.c) answer once, maybe after ssh ran: hold c until then. */
+static void pod_reply(void *arg, json_t *msg)
+{
+    struct admin_conn *c = arg;
+    conn_send(c, msg);
+    conn_unref(c);
+}
+
+static void handle_pod(struct admin_conn *c, json_t *req,
+                       void (*verb)(struct app *, json_t *, admin__reply_fn, void *))
+{
+    c->refs++;
+    verb(c->srv->app, req, pod_reply, c);
+}
+
 static void handle_line(struct admin_conn *c, const char *line, size_t len)
 {
     json_error_t jerr;
@@ -667,6 +683,12 @@ static void handle_line(struct admin_conn *c, const char *line, size_t len)
         handle_pin(c, req, 1);
     else if (strcmp(cmd, "unpin") == 0)
         handle_pin(c, req, 0);
+    else if (strcmp(cmd, "pod_add") == 0)
+        handle_pod(c, req, admin__pod_add);
+    else if (strcmp(cmd, "pod_ls") == 0)
+        handle_pod(c, req, admin__pod_ls);
+    else if (strcmp(cmd, "pod_rm") == 0)
+        handle_pod(c, req, admin__pod_rm);
     else {
         char *msg = xstrfmt("unknown command '%s'", cmd);
         send_error(c, msg);

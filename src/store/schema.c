@@ -51,6 +51,16 @@ static const char *const migrations[] = {
     "  reason TEXT NOT NULL DEFAULT ''"
     ");"
     "CREATE INDEX events_model ON events (model, id);",
+    /* 1 -> 2: pods, remote machines reached over ssh (docs/pods.md). */
+    "CREATE TABLE pods ("
+    "  name TEXT PRIMARY KEY,"
+    "  ssh TEXT NOT NULL,"
+    "  models_path TEXT NOT NULL DEFAULT '',"
+    "  gpus TEXT NOT NULL DEFAULT '[]',"
+    "  last_seen_ms INTEGER NOT NULL DEFAULT 0,"
+    "  reachable INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL DEFAULT 0"
+    ");",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

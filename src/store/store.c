@@ -21,6 +21,7 @@
     "id, model, host, pid, pgid, start_time, port, gpus, state, reason, cmd, restarts, "           \
     "exit_code, created_ms, updated_ms, ready_ms"
 #define EVENT_COLS "id, ts_ms, model, host, from_state, to_state, reason"
+#define POD_COLS "name, ssh, models_path, gpus, last_seen_ms, reachable, created_ms"
 
 enum store_stmt {
     STMT_BEGIN,
@@ -36,6 +37,10 @@ enum store_stmt {
     STMT_EVENTS_LAST,
     STMT_EVENTS_LAST_MODEL,
     STMT_PRUNE,
+    STMT_POD_PUT,
+    STMT_POD_GET,
+    STMT_POD_LIST,
+    STMT_POD_DELETE,
     STMT_COUNT
 };
 
@@ -72,6 +77,14 @@ static const char *const stmt_sql[STMT_COUNT] = {
                                "WHERE model = ?3 ORDER BY id DESC LIMIT ?2) ORDER BY id",
     [STMT_PRUNE] = "DELETE FROM events WHERE id <= "
                    "(SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+    [STMT_POD_PUT] = "INSERT INTO pods (" POD_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+                     "ON CONFLICT (name) DO UPDATE SET ssh = excluded.ssh, "
+                     "models_path = excluded.models_path, gpus = excluded.gpus, "
+                     "last_seen_ms = excluded.last_seen_ms, reachable = excluded.reachable "
+                     "RETURNING created_ms",
+    [STMT_POD_GET] = "SELECT " POD_COLS " FROM pods WHERE name = ?1",
+    [STMT_POD_LIST] = "SELECT " POD_COLS " FROM pods ORDER BY name",
+    [STMT_POD_DELETE] = "DELETE FROM pods WHERE name = ?1",
 };
 
 struct store {
@@ -601,4 +614,125 @@ int store_prune_events(struct store *st, size_t keep)
         rc = run_stmt(s);
     sqlite3_clear_bindings(s);
     return rc == SQLITE_OK ? 0 : store_fail(st, rc, "prune events");
+}
+
+/* ---- pods ---- */
+
+int store_put_pod(struct store *st, struct store_pod *pod)
+{
+    if (!pod || !pod->name || !pod->ssh)
+        return -EINVAL;
+    int64_t created = pod->created_ms ? pod->created_ms : clock_wall_ms();
+    sqlite3_stmt *s = st->stmt[STMT_POD_PUT];
+    int rc = SQLITE_OK;
+    rc |= sqlite3_bind_text(s, 1, pod->name, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 2, pod->ssh, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 3, or_empty(pod->models_path), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 4, pod->gpus && *pod->gpus ? pod->gpus : "[]", -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64(s, 5, pod->last_seen_ms);
+    rc |= sqlite3_bind_int(s, 6, pod->reachable ? 1 : 0);
+    rc |= sqlite3_bind_int64(s, 7, created);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        created = sqlite3_column_int64(s, 0);
+        rc = sqlite3_step(s);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "write a pod");
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (ret == 0)
+        pod->created_ms = created;
+    return ret;
+}
+
+static void read_pod(sqlite3_stmt *s, struct store_pod *out)
+{
+    out->name = column_str(s, 0);
+    out->ssh = column_str(s, 1);
+    out->models_path = column_str(s, 2);
+    out->gpus = column_str(s, 3);
+    out->last_seen_ms = sqlite3_column_int64(s, 4);
+    out->reachable = sqlite3_column_int(s, 5) != 0;
+    out->created_ms = sqlite3_column_int64(s, 6);
+}
+
+int store_get_pod(struct store *st, const char *name, struct store_pod *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!name)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_POD_GET];
+    int rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    int ret;
+    if (rc == SQLITE_ROW) {
+        read_pod(s, out);
+        ret = 0;
+    } else if (rc == SQLITE_DONE) {
+        ret = -ENOENT;
+    } else {
+        ret = store_fail(st, rc, "read a pod");
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return ret;
+}
+
+int store_list_pods(struct store *st, struct store_pod **out, size_t *n)
+{
+    sqlite3_stmt *s = st->stmt[STMT_POD_LIST];
+    struct store_pod *arr = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 8;
+            arr = xrealloc(arr, cap * sizeof *arr);
+        }
+        read_pod(s, &arr[len++]);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "list pods");
+    sqlite3_reset(s);
+    if (ret < 0) {
+        store_pods_free(arr, len);
+        arr = NULL;
+        len = 0;
+    }
+    *out = arr;
+    *n = len;
+    return ret;
+}
+
+int store_delete_pod(struct store *st, const char *name)
+{
+    if (!name)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_POD_DELETE];
+    int rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_OK)
+        return store_fail(st, rc, "delete a pod");
+    return sqlite3_changes(st->db) > 0 ? 0 : -ENOENT;
+}
+
+void store_pod_release(struct store_pod *pod)
+{
+    if (!pod)
+        return;
+    free(pod->name);
+    free(pod->ssh);
+    free(pod->models_path);
+    free(pod->gpus);
+    memset(pod, 0, sizeof *pod);
+}
+
+void store_pods_free(struct store_pod *arr, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_pod_release(&arr[i]);
+    free(arr);
 }

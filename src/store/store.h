@@ -7,7 +7,8 @@
 /*
  * Durable state: SQLite in WAL mode at STATE_DIR/yard.db. The only place in
  * yard that writes SQL. Tables: meta (schema version), instances (one row per
- * model and host), events (append-only log of every state transition).
+ * model and host), events (append-only log of every state transition), pods
+ * (remote machines, one row per name).
  *
  * A corrupt database or one written by a newer yard is refused with a
  * message saying what to do; it is never deleted or rewritten.
@@ -44,6 +45,17 @@ struct store_event {
     char *reason;
 };
 
+/* A pod: a remote machine reached with the user's ssh command line. */
+struct store_pod {
+    char *name;           /* [A-Za-z0-9._-], the key */
+    char *ssh;            /* the user's ssh command line, as given */
+    char *models_path;    /* where models live on the pod; "" when not given */
+    char *gpus;           /* JSON array text: [{"index","name","memory_total","memory_used"}] */
+    int64_t last_seen_ms; /* wall clock of the last successful probe; 0 when never */
+    int reachable;        /* as the last probe found it */
+    int64_t created_ms;   /* wall clock; 0 in store_put_pod: now, or kept for an existing row */
+};
+
 /*
  * Opens (creating if needed) STATE_DIR/yard.db and migrates it to the current
  * schema. Returns the store, or NULL with *err set to a new message the
@@ -78,6 +90,20 @@ int store_list_instances(struct store *st, struct store_instance **out, size_t *
 int store_delete_instance(struct store *st, const char *model, const char *host);
 void store_instance_release(struct store_instance *inst);
 void store_instances_free(struct store_instance *arr, size_t n);
+
+/*
+ * Inserts or replaces the pod keyed by name (pod->created_ms is set: kept
+ * for an existing row). Returns 0, -EINVAL (no name or ssh) or -EIO/-ENOSPC.
+ */
+int store_put_pod(struct store *st, struct store_pod *pod);
+/* Fills out (release with store_pod_release); -ENOENT if none, -EIO. */
+int store_get_pod(struct store *st, const char *name, struct store_pod *out);
+/* A new array of every pod ordered by name (store_pods_free); 0 or -errno. */
+int store_list_pods(struct store *st, struct store_pod **out, size_t *n);
+/* Deletes the pod; 0, -ENOENT when there was none, or -EIO. */
+int store_delete_pod(struct store *st, const char *name);
+void store_pod_release(struct store_pod *pod);
+void store_pods_free(struct store_pod *arr, size_t n);
 
 /*
  * Events with id > after_id, oldest first, at most limit. With after_id < 0

@@ -17,19 +17,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as h from './lib/harness.mjs';
+import { sshdSkipReason, startSshd, sshControl } from './lib/sshd.mjs';
 
 const { assert } = h;
-const SSHD = '/usr/sbin/sshd';
 const DRIVER = path.join(path.dirname(h.YARD_BIN), 'ssh-exec-driver');
 
-function which(cmd) {
-    return spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).status === 0;
-}
-
 function skipReason() {
-    if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'not running as root';
-    if (!fs.existsSync(SSHD)) return `'${SSHD}' not installed (apt-get install openssh-server)`;
-    if (!which('ssh') || !which('ssh-keygen')) return "'ssh' or 'ssh-keygen' not in PATH";
+    const why = sshdSkipReason();
+    if (why) return why;
     if (!fs.existsSync(DRIVER)) return `'${DRIVER}' not built (make)`;
     return null;
 }
@@ -40,68 +35,6 @@ if (SKIP) console.log(`# skipping the ssh e2e tests: ${SKIP}`);
 let sshd = null;
 let env = null; // { dir, port, sshCmd, badHostCmd }
 const masters = []; // [stateDir, pod, sshCmd] whose master is stopped at the end
-
-function keygen(file) {
-    const r = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', file], {
-        encoding: 'utf8',
-    });
-    assert.equal(r.status, 0, r.stderr);
-}
-
-async function startSshd() {
-    const dir = h.tmpdir('yard-ssh-');
-    const port = await h.freePort();
-    keygen(path.join(dir, 'host_key'));
-    keygen(path.join(dir, 'client_key'));
-    fs.copyFileSync(path.join(dir, 'client_key.pub'), path.join(dir, 'authorized_keys'));
-    fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // privilege separation dir
-    const config = path.join(dir, 'sshd_config');
-    fs.writeFileSync(
-        config,
-        [
-            'ListenAddress 127.0.0.1',
-            `HostKey ${dir}/host_key`,
-            `PidFile ${dir}/sshd.pid`,
-            'PermitRootLogin prohibit-password',
-            `AuthorizedKeysFile ${dir}/authorized_keys`,
-            'StrictModes no',
-            'UsePAM no',
-            'PasswordAuthentication no',
-            'KbdInteractiveAuthentication no',
-            '',
-        ].join('\n'),
-    );
-    const hostPub = fs.readFileSync(path.join(dir, 'host_key.pub'), 'utf8').trim().split(' ');
-    fs.writeFileSync(path.join(dir, 'known_hosts'), `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}\n`);
-    // a known_hosts whose key is another one: host key verification must fail
-    keygen(path.join(dir, 'other_key'));
-    const otherPub = fs.readFileSync(path.join(dir, 'other_key.pub'), 'utf8').trim().split(' ');
-    fs.writeFileSync(path.join(dir, 'bad_hosts'), `[127.0.0.1]:${port} ${otherPub[0]} ${otherPub[1]}\n`);
-
-    const proc = h.startProcess(SSHD, ['-D', '-e', '-f', config, '-p', String(port)], {
-        logPath: path.join(dir, 'sshd.log'),
-        name: 'sshd',
-    });
-    await h.waitFor(
-        async () => {
-            if (proc.exited) throw h.fatal(`sshd exited: ${proc.logText()}`);
-            return (await tcpAccepts(port)) && proc.logText().includes('listening');
-        },
-        { timeoutMs: 10000, what: `sshd listening on ${port}` },
-    );
-    const base = `ssh -F /dev/null -p ${port} -i ${dir}/client_key -o IdentitiesOnly=yes`;
-    return {
-        dir,
-        port,
-        proc,
-        sshCmd: `${base} -o UserKnownHostsFile=${dir}/known_hosts root@127.0.0.1`,
-        badHostCmd: `${base} -o UserKnownHostsFile=${dir}/bad_hosts root@127.0.0.1`,
-    };
-}
-
-function tcpAccepts(port) {
-    return h.httpProbe(`http://127.0.0.1:${port}/`).then((r) => r.error !== 'ECONNREFUSED');
-}
 
 /** Runs the driver; returns its JSON answer with out/errout decoded. */
 function drive(stateDir, pod, sshCmd, mode, ...args) {
@@ -117,15 +50,7 @@ function drive(stateDir, pod, sshCmd, mode, ...args) {
     return res;
 }
 
-/** `ssh -S CONTROL -O op` with the pod's own command line: {status, stderr}. */
-function control(res, sshCmd, op) {
-    const words = sshCmd.split(' ');
-    const r = spawnSync(words[0], ['-S', res.control_path, '-O', op, ...words.slice(1)], {
-        encoding: 'utf8',
-        timeout: 20000,
-    });
-    return { status: r.status, stderr: r.stderr };
-}
+const control = (res, sshCmd, op) => sshControl(res.control_path, sshCmd, op);
 
 function stopMaster(stateDir, pod, sshCmd) {
     const ctl = path.join(stateDir, 'ssh', `${pod}.sock`);

@@ -662,6 +662,163 @@ static void test_full_disk(void **state)
     store_close(st);
 }
 
+/* ---- pods (schema 2) ---- */
+
+static void make_pod(struct store_pod *p, const char *name, const char *ssh, const char *gpus)
+{
+    memset(p, 0, sizeof *p);
+    p->name = (char *)name;
+    p->ssh = (char *)ssh;
+    p->gpus = (char *)gpus;
+}
+
+static void test_put_get_list_delete(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    const char *gpus = "[{\"index\":0,\"name\":\"H100\",\"memory_total\":81559,"
+                       "\"memory_used\":0}]";
+    struct store_pod a, b, got;
+    make_pod(&a, "gpu1", "ssh -p 2222 -i 'my key' root@h", gpus);
+    a.models_path = "/models";
+    a.reachable = 1;
+    a.last_seen_ms = 1234;
+    assert_int_equal(store_put_pod(st, &a), 0);
+    assert_true(a.created_ms > 0);
+    make_pod(&b, "a-pod", "ssh b", NULL);
+    assert_int_equal(store_put_pod(st, &b), 0);
+
+    assert_int_equal(store_get_pod(st, "gpu1", &got), 0);
+    assert_string_equal(got.name, "gpu1");
+    assert_string_equal(got.ssh, "ssh -p 2222 -i 'my key' root@h");
+    assert_string_equal(got.models_path, "/models");
+    assert_string_equal(got.gpus, gpus);
+    assert_int_equal(got.last_seen_ms, 1234);
+    assert_int_equal(got.reachable, 1);
+    assert_int_equal(got.created_ms, a.created_ms);
+    store_pod_release(&got);
+
+    /* Absent strings read back as empty, no GPUs as an empty array. */
+    assert_int_equal(store_get_pod(st, "a-pod", &got), 0);
+    assert_string_equal(got.models_path, "");
+    assert_string_equal(got.gpus, "[]");
+    assert_int_equal(got.reachable, 0);
+    store_pod_release(&got);
+
+    /* A second put replaces the row but keeps when it was created. */
+    int64_t created = a.created_ms;
+    make_pod(&a, "gpu1", "ssh other", "[]");
+    a.created_ms = 0;
+    assert_int_equal(store_put_pod(st, &a), 0);
+    assert_int_equal(a.created_ms, created);
+    assert_int_equal(query_int(st->db, "SELECT count(*) FROM pods"), 2);
+
+    struct store_pod *arr = NULL;
+    size_t n = 0;
+    assert_int_equal(store_list_pods(st, &arr, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(arr[0].name, "a-pod");
+    assert_string_equal(arr[1].name, "gpu1");
+    assert_string_equal(arr[1].ssh, "ssh other");
+    store_pods_free(arr, n);
+
+    assert_int_equal(store_delete_pod(st, "gpu1"), 0);
+    assert_int_equal(store_delete_pod(st, "gpu1"), -ENOENT);
+    assert_int_equal(store_get_pod(st, "gpu1", &got), -ENOENT);
+    assert_null(got.name);
+    assert_int_equal(store_put_pod(st, &(struct store_pod){.name = "x"}), -EINVAL);
+    store_close(st);
+
+    /* The record is durable. */
+    st = open_ok(f->dir);
+    assert_int_equal(store_list_pods(st, &arr, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(arr[0].name, "a-pod");
+    store_pods_free(arr, n);
+    store_close(st);
+}
+
+static void test_empty_list(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_pod *arr = (struct store_pod *)1;
+    size_t n = 7;
+    assert_int_equal(store_list_pods(st, &arr, &n), 0);
+    assert_null(arr);
+    assert_int_equal(n, 0);
+    store_close(st);
+}
+
+/* The schema a yard before pods wrote: migration 0 -> 1, version 1. */
+static const char schema_v1[] =
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE instances (id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL,"
+    "  host TEXT NOT NULL, pid INTEGER NOT NULL DEFAULT 0, pgid INTEGER NOT NULL DEFAULT 0,"
+    "  start_time INTEGER NOT NULL DEFAULT 0, port INTEGER NOT NULL DEFAULT 0,"
+    "  gpus TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',"
+    "  cmd TEXT NOT NULL DEFAULT '', restarts INTEGER NOT NULL DEFAULT 0,"
+    "  exit_code INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL DEFAULT 0,"
+    "  updated_ms INTEGER NOT NULL DEFAULT 0, ready_ms INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (model, host));"
+    "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL,"
+    "  model TEXT NOT NULL, host TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX events_model ON events (model, id);"
+    "INSERT INTO meta VALUES ('schema_version', '1');"
+    "INSERT INTO instances (model, host, state) VALUES ('qwen', 'local', 'stopped');"
+    "INSERT INTO events (ts_ms, model, host, to_state) VALUES (1, 'qwen', 'local', 'stopped');";
+
+static void test_migrate_from_schema_1(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, schema_v1, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    assert_int_equal(store_schema_version(), 2);
+    struct store *st = open_ok(f->dir);
+    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 2);
+    /* What was there stays. */
+    struct store_instance inst;
+    assert_int_equal(store_get_instance(st, "qwen", "local", &inst), 0);
+    assert_string_equal(inst.state, "stopped");
+    store_instance_release(&inst);
+    assert_int_equal(query_int(st->db, "SELECT count(*) FROM events"), 1);
+    /* And pods can be written. */
+    struct store_pod p;
+    make_pod(&p, "gpu1", "ssh h", "[]");
+    assert_int_equal(store_put_pod(st, &p), 0);
+    store_close(st);
+
+    st = open_ok(f->dir);
+    assert_int_equal(store_get_pod(st, "gpu1", &p), 0);
+    store_pod_release(&p);
+    store_close(st);
+}
+
+/* A database that already knows pods but is newer still is refused. */
+static void test_newer_than_pods_refused(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                                  "INSERT INTO meta VALUES ('schema_version', '3');",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    char *err = NULL;
+    assert_null(store_open(f->dir, &err));
+    assert_non_null(err);
+    assert_non_null(strstr(err, "(schema 3, this yard knows 2)"));
+    free(err);
+}
+
 int main(void)
 {
     log_setup(LOG_WARN, LOG_FORMAT_TEXT);
@@ -682,6 +839,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_from_empty_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unwritable_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_get_list_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_from_schema_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_than_pods_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,208 @@
+/* `yard pod add|ls|rm`: pods, remote GPU machines reached over ssh (docs/pods.md). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "cli/cli.h"
+
+static const char usage[] =
+    "usage: yard pod add NAME --ssh \"ssh ARGS...\" [--models-path P]\n"
+    "       yard pod ls [--json]\n"
+    "       yard pod rm NAME [--force]\n"
+    "\n"
+    "add: checks that the ssh command line logs in without a prompt, detects the\n"
+    "pod's GPUs with nvidia-smi and records the pod (NAME: letters, digits, '.',\n"
+    "'_' or '-'); ls: lists the pods; rm: forgets a pod and closes its ssh connection\n";
+
+enum { COL_NAME, COL_REACHABLE, COL_GPUS, COL_SSH, COL_COUNT };
+
+static const char *const headers[COL_COUNT] = {"NAME", "REACHABLE", "GPUS", "SSH"};
+
+/* One value of an object, copied, or null when absent or not of the type. */
+static json_t *field(const json_t *o, const char *key, int (*is)(const json_t *))
+{
+    json_t *v = json_object_get(o, key);
+    return v && is(v) ? json_deep_copy(v) : json_null();
+}
+
+static int is_string(const json_t *v)
+{
+    return json_is_string(v);
+}
+
+static int is_integer(const json_t *v)
+{
+    return json_is_integer(v);
+}
+
+/* The stable --json form of one pod: exactly the documented keys. */
+static json_t *pod_stable(const json_t *p)
+{
+    json_t *gpus = json_array();
+    size_t i;
+    json_t *g;
+    json_array_foreach(json_object_get(p, "gpus"), i, g)
+    {
+        json_t *o = json_object();
+        json_object_set_new(o, "index", field(g, "index", is_integer));
+        json_object_set_new(o, "name", field(g, "name", is_string));
+        json_object_set_new(o, "memory_total", field(g, "memory_total", is_integer));
+        json_object_set_new(o, "memory_used", field(g, "memory_used", is_integer));
+        json_array_append_new(gpus, o);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "name", field(p, "name", is_string));
+    json_object_set_new(o, "ssh", field(p, "ssh", is_string));
+    json_object_set_new(o, "models_path", field(p, "models_path", is_string));
+    json_object_set_new(o, "gpus", gpus);
+    json_object_set_new(o, "reachable",
+                        json_boolean(json_is_true(json_object_get(p, "reachable"))));
+    json_object_set_new(o, "last_seen_ms", field(p, "last_seen_ms", is_integer));
+    return o;
+}
+
+static char *text_of(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return cli_one_line(s && *s ? s : "-");
+}
+
+static void print_table(const json_t *pods)
+{
+    size_t n = json_array_size(pods);
+    if (n == 0) {
+        printf("no pods; add one with 'yard pod add NAME --ssh \"ssh ARGS...\"'\n");
+        return;
+    }
+    char **cells = xcalloc((n + 1) * COL_COUNT, sizeof(*cells));
+    for (int k = 0; k < COL_COUNT; k++)
+        cells[k] = xstrdup(headers[k]);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *p = json_array_get(pods, i);
+        char **row = &cells[(i + 1) * COL_COUNT];
+        row[COL_NAME] = text_of(p, "name");
+        row[COL_REACHABLE] = xstrdup(json_is_true(json_object_get(p, "reachable")) ? "yes" : "no");
+        row[COL_GPUS] = xstrfmt("%zu", json_array_size(json_object_get(p, "gpus")));
+        row[COL_SSH] = text_of(p, "ssh");
+    }
+    cli_table_print(cells, n + 1, COL_COUNT, stdout, NULL, NULL);
+}
+
+static int pod_add(struct app *app, const char *name, const char *ssh, const char *models_path)
+{
+    json_t *req = json_pack("{s:s, s:s, s:s}", "cmd", "pod_add", "name", name, "ssh", ssh);
+    if (models_path)
+        json_object_set_new(req, "models_path", json_string(models_path));
+    json_t *res = NULL;
+    int rc = cli_request(app, req, NULL, NULL, &res);
+    if (rc)
+        return rc;
+    const char *note = json_string_value(json_object_get(res, "note"));
+    if (app->json) {
+        json_t *o = pod_stable(res);
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+    } else {
+        size_t n = json_array_size(json_object_get(res, "gpus"));
+        printf("added pod '%s' with %zu GPU%s\n", name, n, n == 1 ? "" : "s");
+    }
+    if (note)
+        fprintf(stderr, "yard: %s\n", note);
+    json_decref(res);
+    return 0;
+}
+
+static int pod_ls(struct app *app)
+{
+    json_t *res = NULL;
+    int rc = cli_request(app, json_pack("{s:s}", "cmd", "pod_ls"), NULL, NULL, &res);
+    if (rc)
+        return rc;
+    if (!json_is_array(res)) {
+        json_decref(res);
+        return cli_fail("the daemon's 'pod_ls' answer is not a list; is it the same version as "
+                        "the cli?");
+    }
+    if (app->json) {
+        json_t *arr = json_array();
+        size_t i;
+        json_t *p;
+        json_array_foreach(res, i, p) json_array_append_new(arr, pod_stable(p));
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(arr);
+    } else {
+        print_table(res);
+    }
+    json_decref(res);
+    return 0;
+}
+
+static int pod_rm(struct app *app, const char *name, int force)
+{
+    json_t *res = NULL;
+    int rc = cli_request(
+        app, json_pack("{s:s, s:s, s:b}", "cmd", "pod_rm", "name", name, "force", force), NULL,
+        NULL, &res);
+    if (rc == 0)
+        printf("removed pod '%s'\n", name);
+    json_decref(res);
+    return rc;
+}
+
+int cmd_pod(int argc, char **argv, struct app *app)
+{
+    struct cli_opt opts[] = {
+        {.name = "ssh", .kind = CLI_OPT_VALUE},
+        {.name = "models-path", .kind = CLI_OPT_VALUE},
+        {.name = "force", .kind = CLI_OPT_FLAG},
+    };
+    struct cli_args args;
+    int rc = cli_setup(argc, argv, app, opts, 3, usage, &args);
+    if (rc < 0)
+        return cli_exit_status(rc);
+    const char *sub = args.n > 0 ? args.pos[0] : NULL;
+    int want_args = 0;
+    if (!sub) {
+        rc = cli_usage_error("pod", "which subcommand? add, ls or rm; see 'yard pod --help'");
+        goto out;
+    }
+    if (strcmp(sub, "add") == 0 || strcmp(sub, "rm") == 0) {
+        want_args = 2;
+    } else if (strcmp(sub, "ls") == 0) {
+        want_args = 1;
+    } else {
+        rc = cli_usage_error("pod", "unknown subcommand '%s'; use add, ls or rm", sub);
+        goto out;
+    }
+    if (args.n != want_args) {
+        rc = want_args == 1 ? cli_usage_error("pod", "'pod ls' takes no arguments")
+                            : cli_usage_error("pod", "name one pod, as 'yard pod %s gpu1'", sub);
+        goto out;
+    }
+    if (strcmp(sub, "add") != 0 && (opts[0].seen || opts[1].seen)) {
+        rc = cli_usage_error("pod", "--ssh and --models-path go with 'yard pod add'");
+        goto out;
+    }
+    if (strcmp(sub, "rm") != 0 && opts[2].seen) {
+        rc = cli_usage_error("pod", "--force goes with 'yard pod rm'");
+        goto out;
+    }
+    if (strcmp(sub, "add") == 0) {
+        if (!opts[0].value || !*opts[0].value) {
+            rc = cli_usage_error("pod", "'pod add' needs the ssh command line, as --ssh \"ssh -p "
+                                        "2222 -i KEY root@host\"");
+            goto out;
+        }
+        rc = pod_add(app, args.pos[1], opts[0].value, opts[1].value);
+    } else if (strcmp(sub, "ls") == 0) {
+        rc = pod_ls(app);
+    } else {
+        rc = pod_rm(app, args.pos[1], opts[2].seen > 0);
+    }
+out:
+    cli_args_release(&args);
+    return rc;
+}
