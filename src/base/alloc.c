@@ -7,9 +7,13 @@
 
 int (*alloc_should_fail)(size_t n);
 
+/* n is the size asked for, 0 when it is not known. */
 static void alloc_die(size_t n)
 {
-    fprintf(stderr, "yard: out of memory allocating %zu bytes\n", n);
+    if (n)
+        fprintf(stderr, "yard: out of memory allocating %zu bytes\n", n);
+    else
+        fprintf(stderr, "yard: out of memory\n");
     abort();
 }
 
@@ -112,22 +116,17 @@ char *xstrdup(const char *s)
 
 char *xstrndup(const char *s, size_t n)
 {
-    char *p = xmalloc(n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
+    char *p = alloc_try_strndup(s, n);
+    if (!p)
+        alloc_die(n + 1);
     return p;
 }
 
 char *xvstrfmt(const char *fmt, va_list ap)
 {
-    va_list cp;
-    va_copy(cp, ap);
-    int n = vsnprintf(NULL, 0, fmt, cp);
-    va_end(cp);
-    if (n < 0)
-        n = 0;
-    char *p = xmalloc((size_t)n + 1);
-    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    char *p = alloc_try_vstrfmt(fmt, ap);
+    if (!p)
+        alloc_die(0);
     return p;
 }
 

@@ -111,7 +111,8 @@ static void sglang_classify_line(struct engine_log_state *st, const char *line, 
 
 #define SGLANG_TAGS "{\"tags\":[\"weights\",\"kv_cache\"]}"
 
-static int sglang_sleep_plan(int level, struct engine_step *out, size_t max)
+/* Sleep and wake are one call each, at level 1 only (SGLang has no discard). */
+static int memory_plan(int level, const char *path, struct engine_step *out, size_t max)
 {
     int rc;
 
@@ -121,24 +122,18 @@ static int sglang_sleep_plan(int level, struct engine_step *out, size_t max)
         return -EINVAL;
     if (max < 1)
         return -ENOBUFS;
-    rc = engine_step_set(&out[0], "POST", "/release_memory_occupation", SGLANG_TAGS,
-                         ENGINE_CHECK_STATUS);
+    rc = engine_step_set(&out[0], "POST", path, SGLANG_TAGS, ENGINE_CHECK_STATUS);
     return rc < 0 ? rc : 1;
+}
+
+static int sglang_sleep_plan(int level, struct engine_step *out, size_t max)
+{
+    return memory_plan(level, "/release_memory_occupation", out, max);
 }
 
 static int sglang_wake_plan(int level, struct engine_step *out, size_t max)
 {
-    int rc;
-
-    if (level == 2)
-        return -ENOTSUP;
-    if (level != 1)
-        return -EINVAL;
-    if (max < 1)
-        return -ENOBUFS;
-    rc = engine_step_set(&out[0], "POST", "/resume_memory_occupation", SGLANG_TAGS,
-                         ENGINE_CHECK_STATUS);
-    return rc < 0 ? rc : 1;
+    return memory_plan(level, "/resume_memory_occupation", out, max);
 }
 
 static void sglang_sleep_setup(int need_sleep, const char *const **extra_args,

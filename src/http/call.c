@@ -197,7 +197,7 @@ static void call_timer_cb(uv_timer_t *t)
 }
 
 /* Parses a numeric address; "localhost" means 127.0.0.1. Returns 0 or -EINVAL. */
-static int call_addr(const char *host, int port, struct sockaddr_storage *ss, int *is_v6)
+int http_addr_parse(const char *host, int port, struct sockaddr_storage *ss, int *is_v6)
 {
     char v6[64];
     size_t n;
@@ -259,7 +259,7 @@ struct http_call *http_call_capped(uv_loop_t *loop, const char *host, int port, 
     int is_v6;
     int rc;
 
-    if (!loop || !cb || call_addr(host, port, &ss, &is_v6) < 0 ||
+    if (!loop || !cb || http_addr_parse(host, port, &ss, &is_v6) < 0 ||
         !call_valid(method, path_and_query))
         return NULL;
     if (strcmp(host, "localhost") == 0)

@@ -18,6 +18,12 @@
  */
 #define HTTP_CALL_BODY_MAX (64 * 1024)
 
+/*
+ * Parses a numeric address (IPv4, IPv6 with or without brackets; "localhost"
+ * means 127.0.0.1) and port into ss. Returns 0 or -EINVAL.
+ */
+int http_addr_parse(const char *host, int port, struct sockaddr_storage *ss, int *is_v6);
+
 struct http_call;
 /* body is NUL-terminated (len excludes the NUL), valid only during the call; NULL on errors. */
 typedef void (*http_call_cb)(int status, const char *body, size_t len, void *arg);

@@ -11,6 +11,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "http/call.h"
 
 /*
  * Shape. A pool holds one entry per host:port (its parsed address, its
@@ -799,32 +800,6 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
 
 /* ---- hosts ---- */
 
-/* Parses a numeric address; "localhost" means 127.0.0.1. Returns 0 or -EINVAL. */
-static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, int *is_v6)
-{
-    char v6[64];
-    size_t n;
-
-    if (port <= 0 || port > 65535)
-        return -EINVAL;
-    *is_v6 = 0;
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    n = strlen(host);
-    if (n > 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(v6)) {
-        memcpy(v6, host + 1, n - 2);
-        v6[n - 2] = '\0';
-        host = v6;
-    }
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) {
-        *is_v6 = 1;
-        return 0;
-    }
-    return -EINVAL;
-}
-
 static struct upstream__host *pool_find(const struct upstream_pool *p, const char *name, int port)
 {
     struct upstream__host *h;
@@ -847,7 +822,7 @@ static struct upstream__host *pool_host(struct upstream_pool *p, const char *nam
     if (h || !name)
         return h;
     memset(&ss, 0, sizeof(ss));
-    if (parse_addr(name, port, &ss, &v6) < 0)
+    if (http_addr_parse(name, port, &ss, &v6) < 0)
         return NULL;
     h = xcalloc(1, sizeof(*h));
     h->name = xstrdup(name);

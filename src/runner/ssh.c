@@ -149,19 +149,6 @@ char *ssh_remote_command(const char *script)
 
 /* ---- command lines ---- */
 
-static int cmd_add(struct tools_cmd *c, const char *arg)
-{
-    size_t n = strlen(arg) + 1;
-
-    if (c->argc >= TOOLS_ARGV_MAX || n > sizeof(c->store) - c->used)
-        return -ENAMETOOLONG;
-    memcpy(c->store + c->used, arg, n);
-    c->argv[c->argc++] = c->store + c->used;
-    c->argv[c->argc] = NULL;
-    c->used += n;
-    return 0;
-}
-
 /* ssh expands %-tokens in a control path: a literal '%' is written "%%". */
 static char *control_path_arg(const char *path)
 {
@@ -190,17 +177,17 @@ static int cmd_add_ssh(const struct ssh_pod *pod, struct tools_cmd *c, int maste
     memset(c, 0, sizeof(*c));
     snprintf(persist, sizeof(persist), "ControlPersist=%u", pod->control_persist_s);
     snprintf(connect, sizeof(connect), "ConnectTimeout=%d", SSH_CONNECT_TIMEOUT_S);
-    rc = cmd_add(c, pod->argv[0]);
+    rc = tools_cmd_add(c, pod->argv[0]);
     if (rc == 0 && master) {
         const char *opts[] = {"-o", "BatchMode=yes", "-o", connect, "-o", "ControlMaster=auto",
                               "-o", persist,         NULL};
         for (int i = 0; opts[i] && rc == 0; i++)
-            rc = cmd_add(c, opts[i]);
+            rc = tools_cmd_add(c, opts[i]);
     }
     if (rc == 0)
-        rc = cmd_add(c, "-S");
+        rc = tools_cmd_add(c, "-S");
     if (rc == 0)
-        rc = cmd_add(c, ctl);
+        rc = tools_cmd_add(c, ctl);
     free(ctl);
     return rc;
 }
@@ -209,7 +196,7 @@ static int cmd_add_user_args(const struct ssh_pod *pod, struct tools_cmd *c)
 {
     int rc = 0;
     for (int i = 1; pod->argv[i] && rc == 0; i++)
-        rc = cmd_add(c, pod->argv[i]);
+        rc = tools_cmd_add(c, pod->argv[i]);
     return rc;
 }
 
@@ -221,7 +208,7 @@ int ssh_build_cmd(const struct ssh_pod *pod, const char *script, struct tools_cm
     if (rc == 0)
         rc = cmd_add_user_args(pod, c);
     if (rc == 0)
-        rc = cmd_add(c, remote);
+        rc = tools_cmd_add(c, remote);
     free(remote);
     return rc;
 }
@@ -235,9 +222,9 @@ int ssh_control_cmd(const struct ssh_pod *pod, const char *op, struct tools_cmd 
         return -EINVAL;
     rc = cmd_add_ssh(pod, c, 0);
     if (rc == 0)
-        rc = cmd_add(c, "-O");
+        rc = tools_cmd_add(c, "-O");
     if (rc == 0)
-        rc = cmd_add(c, op);
+        rc = tools_cmd_add(c, op);
     if (rc == 0)
         rc = cmd_add_user_args(pod, c);
     return rc;
@@ -352,33 +339,11 @@ void ssh_result_from_tools(const struct tools_result *tr, struct ssh_result *res
     }
 }
 
-/* The last non-empty line of text, trimmed, control characters as spaces. */
-static void last_line(const char *text, size_t len, char *dst, size_t size)
-{
-    size_t end = len;
-    size_t start;
-    size_t n;
-
-    while (end > 0 && (text[end - 1] == '\n' || text[end - 1] == '\r' || text[end - 1] == ' '))
-        end--;
-    start = end;
-    while (start > 0 && text[start - 1] != '\n')
-        start--;
-    n = end - start;
-    if (n >= size)
-        n = size - 1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)text[start + i];
-        dst[i] = ch < ' ' ? ' ' : (char)ch;
-    }
-    dst[n] = '\0';
-}
-
 char *ssh_describe(const char *pod_name, const struct ssh_result *res)
 {
     char line[400];
 
-    last_line(res->errout, res->err_len, line, sizeof(line));
+    tools_last_line(res->errout, res->err_len, line, sizeof(line));
     if (res->status == SSH_OK)
         return xstrfmt("command on pod '%s' succeeded", pod_name);
     if (res->status == SSH_COMMAND_FAILED)

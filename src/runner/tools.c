@@ -37,8 +37,7 @@ static void cmd_init(struct tools_cmd *c)
     memset(c, 0, sizeof(*c));
 }
 
-/* Appends one argument (copied into the store). 0 or -ENAMETOOLONG. */
-static int cmd_add(struct tools_cmd *c, const char *arg)
+int tools_cmd_add(struct tools_cmd *c, const char *arg)
 {
     size_t n = strlen(arg) + 1;
 
@@ -55,7 +54,7 @@ static int cmd_add_list(struct tools_cmd *c, const char *const *args)
 {
     int rc = 0;
     for (; *args && rc == 0; args++)
-        rc = cmd_add(c, *args);
+        rc = tools_cmd_add(c, *args);
     return rc;
 }
 
@@ -63,7 +62,7 @@ static int cmd_add_int(struct tools_cmd *c, long long v)
 {
     char num[32];
     snprintf(num, sizeof(num), "%lld", v);
-    return cmd_add(c, num);
+    return tools_cmd_add(c, num);
 }
 
 int tools_cuda_checkpoint_cmd(struct tools_cmd *c, const char *bin, enum tools_cuda_op op, int pid,
@@ -84,17 +83,17 @@ int tools_cuda_checkpoint_cmd(struct tools_cmd *c, const char *bin, enum tools_c
     if (pid <= 0 || (unsigned)op >= sizeof(ops) / sizeof(ops[0]) ||
         (lock_timeout_ms && op != TOOLS_CUDA_LOCK))
         return -EINVAL;
-    rc = cmd_add(c, bin ? bin : "cuda-checkpoint");
+    rc = tools_cmd_add(c, bin ? bin : "cuda-checkpoint");
     if (rc == 0)
-        rc = cmd_add(c, ops[op][0]);
+        rc = tools_cmd_add(c, ops[op][0]);
     if (rc == 0 && ops[op][1])
-        rc = cmd_add(c, ops[op][1]);
+        rc = tools_cmd_add(c, ops[op][1]);
     if (rc == 0)
-        rc = cmd_add(c, "--pid");
+        rc = tools_cmd_add(c, "--pid");
     if (rc == 0)
         rc = cmd_add_int(c, pid);
     if (rc == 0 && lock_timeout_ms) {
-        rc = cmd_add(c, "--timeout");
+        rc = tools_cmd_add(c, "--timeout");
         if (rc == 0)
             rc = cmd_add_int(c, (long long)lock_timeout_ms);
     }
@@ -113,17 +112,17 @@ int tools_criu_dump_cmd(struct tools_cmd *c, const char *bin, int pid, const cha
     cmd_init(c);
     if (pid <= 0 || !images_dir || !*images_dir)
         return -EINVAL;
-    rc = cmd_add(c, bin ? bin : "criu");
+    rc = tools_cmd_add(c, bin ? bin : "criu");
     if (rc == 0)
-        rc = cmd_add(c, "dump");
+        rc = tools_cmd_add(c, "dump");
     if (rc == 0)
-        rc = cmd_add(c, "--tree");
+        rc = tools_cmd_add(c, "--tree");
     if (rc == 0)
         rc = cmd_add_int(c, pid);
     if (rc == 0)
-        rc = cmd_add(c, "--images-dir");
+        rc = tools_cmd_add(c, "--images-dir");
     if (rc == 0)
-        rc = cmd_add(c, images_dir);
+        rc = tools_cmd_add(c, images_dir);
     if (rc == 0)
         rc = cmd_add_list(c, criu_common);
     return rc;
@@ -138,19 +137,19 @@ int tools_criu_restore_cmd(struct tools_cmd *c, const char *bin, const char *ima
     cmd_init(c);
     if (!images_dir || !*images_dir || !pidfile || !*pidfile)
         return -EINVAL;
-    rc = cmd_add(c, bin ? bin : "criu");
+    rc = tools_cmd_add(c, bin ? bin : "criu");
     if (rc == 0)
-        rc = cmd_add(c, "restore");
+        rc = tools_cmd_add(c, "restore");
     if (rc == 0)
-        rc = cmd_add(c, "--images-dir");
+        rc = tools_cmd_add(c, "--images-dir");
     if (rc == 0)
-        rc = cmd_add(c, images_dir);
+        rc = tools_cmd_add(c, images_dir);
     if (rc == 0)
         rc = cmd_add_list(c, detach);
     if (rc == 0)
-        rc = cmd_add(c, "--pidfile");
+        rc = tools_cmd_add(c, "--pidfile");
     if (rc == 0)
-        rc = cmd_add(c, pidfile);
+        rc = tools_cmd_add(c, pidfile);
     /* --shell-job is in detach[] already; the rest of the common options follow */
     if (rc == 0)
         rc = cmd_add_list(c, criu_common + 1);
@@ -405,8 +404,7 @@ int tools_result_ok(const struct tools_result *res)
     return res->err == 0 && res->term_signal == 0 && res->exit_code == 0;
 }
 
-/* The last non-empty line of text, trimmed, into dst. */
-static void last_line(const char *text, size_t len, char *dst, size_t size)
+void tools_last_line(const char *text, size_t len, char *dst, size_t size)
 {
     size_t end = len;
     size_t start;
@@ -443,9 +441,9 @@ char *tools_describe(const struct tools_cmd *c, const struct tools_result *res)
     } else if (res->exit_code == 0) {
         msg = xstrfmt("'%s' succeeded", text);
     } else {
-        last_line(res->errout, res->err_len, line, sizeof(line));
+        tools_last_line(res->errout, res->err_len, line, sizeof(line));
         if (!line[0])
-            last_line(res->out, res->out_len, line, sizeof(line));
+            tools_last_line(res->out, res->out_len, line, sizeof(line));
         msg = xstrfmt("'%s' exited %d%s%s", text, res->exit_code, line[0] ? ": " : "", line);
     }
     free(text);

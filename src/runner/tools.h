@@ -76,6 +76,9 @@ int tools_criu_dump_cmd(struct tools_cmd *c, const char *bin, int pid, const cha
 int tools_criu_restore_cmd(struct tools_cmd *c, const char *bin, const char *images_dir,
                            const char *pidfile);
 
+/* Appends one argument to c (copied into its store). 0 or -ENAMETOOLONG. */
+int tools_cmd_add(struct tools_cmd *c, const char *arg);
+
 /* The command line as one string for messages ("cuda-checkpoint --toggle --pid 12"); never NULL. */
 char *tools_cmd_text(const struct tools_cmd *c);
 
@@ -129,6 +132,12 @@ int tools_result_ok(const struct tools_result *res);
 char *tools_describe(const struct tools_cmd *c, const struct tools_result *res);
 
 /* ---- reading the answers ---- */
+
+/*
+ * The last non-empty line of text, trimmed, control characters as spaces,
+ * into dst (size bytes, always NUL-terminated; a longer line is cut).
+ */
+void tools_last_line(const char *text, size_t len, char *dst, size_t size);
 
 /* cuda-checkpoint's states (CUprocessState), as --get-state prints them in lower case. */
 enum tools_cuda_state {

@@ -762,18 +762,18 @@ int sched_start(struct sched *s, const char *model, char **err)
     return sup_start_on(s->app->sup, info.name, fit == SCHED__FITS ? where : NULL, err);
 }
 
-int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err)
+static int unknown_model(struct sched *s, const char *model, char **err)
 {
-    struct sup_info info;
-    if (sup_info(s->app->sup, model, &info) < 0) {
-        char *names = sup_model_list(s->app->sup);
-        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
-        free(names);
-        return -ENOENT;
-    }
-    struct smodel *sm = find(s, info.name);
-    if (!sm)
-        return sup_stop(s->app->sup, info.name, done, arg, err);
+    char *names = sup_model_list(s->app->sup);
+    *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+    free(names);
+    return -ENOENT;
+}
+
+/* Drains sm (new requests queue), then stops it or puts it to sleep; done runs after. */
+static void drain_then(struct sched *s, struct smodel *sm, int action, int level,
+                       void (*done)(void *), void *arg)
+{
     if (done) {
         struct stop_cb *c = xcalloc(1, sizeof *c);
         c->done = done;
@@ -782,8 +782,20 @@ int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *a
         sm->stop_cbs = c;
     }
     sm->draining = 1;
-    sm->drain_action = SCHED__STOP;
+    sm->drain_action = action;
+    sm->drain_level = level;
     sched_kick(s);
+}
+
+int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err)
+{
+    struct sup_info info;
+    if (sup_info(s->app->sup, model, &info) < 0)
+        return unknown_model(s, model, err);
+    struct smodel *sm = find(s, info.name);
+    if (!sm)
+        return sup_stop(s->app->sup, info.name, done, arg, err);
+    drain_then(s, sm, SCHED__STOP, 0, done, arg);
     return 0;
 }
 
@@ -791,12 +803,8 @@ int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void
                 char **err)
 {
     struct sup_info info;
-    if (sup_info(s->app->sup, model, &info) < 0) {
-        char *names = sup_model_list(s->app->sup);
-        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
-        free(names);
-        return -ENOENT;
-    }
+    if (sup_info(s->app->sup, model, &info) < 0)
+        return unknown_model(s, model, err);
     if (info.state != INST_READY || info.busy) {
         *err = xstrfmt("'%s' is %s; only a ready model can sleep", info.name,
                        sup_state_name(info.state));
@@ -810,17 +818,7 @@ int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void
         *err = xstrfmt("unknown model '%s'", model);
         return -ENOENT;
     }
-    if (done) {
-        struct stop_cb *c = xcalloc(1, sizeof *c);
-        c->done = done;
-        c->arg = arg;
-        c->next = sm->stop_cbs;
-        sm->stop_cbs = c;
-    }
-    sm->draining = 1;
-    sm->drain_action = SCHED__SLEEP;
-    sm->drain_level = level;
-    sched_kick(s);
+    drain_then(s, sm, SCHED__SLEEP, level, done, arg);
     return 0;
 }
 

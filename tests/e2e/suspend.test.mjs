@@ -4,62 +4,10 @@
 // suspend that fails stops the instance so the memory comes back.
 import { test } from 'node:test';
 import path from 'node:path';
-import {
-    assert,
-    MOCK_ENGINE_BIN,
-    YARD_SRC_DIR,
-    tmpdir,
-    writeConfig,
-    startDaemon,
-    yard,
-    ps,
-    pidAlive,
-    freePort,
-    httpPost,
-    waitState,
-} from './lib/harness.mjs';
+import { assert, yard, pidAlive, waitState } from './lib/harness.mjs';
+import { standinDaemon, entry, usedBy } from './lib/standins.mjs';
 
-const STANDIN = path.join(YARD_SRC_DIR, 'tools', 'standins', 'cuda-checkpoint');
-
-async function setup(models, { tool = STANDIN, groups = '' } = {}) {
-    const dir = tmpdir();
-    const port = await freePort();
-    const ledger = path.join(dir, 'gpu.ledger');
-    const startPort = 20000 + Math.floor(Math.random() * 20000);
-    let yaml = `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\ngpu_ledger: ${ledger}\n`;
-    yaml += `tools: { cuda_checkpoint: ${JSON.stringify(tool)} }\n`;
-    yaml += `defaults: { stop_timeout: 2s }\ngpus: [ { index: 0, name: "GPU", memory: 40GiB } ]\n`;
-    yaml += 'models:\n';
-    for (const name of models) {
-        const cmd =
-            `${MOCK_ENGINE_BIN} --flavor llamacpp --port \${PORT} --name \${NAME} ` +
-            `--vram 30GiB --ledger ${ledger} --load-time 200ms`;
-        yaml += `  ${name}:\n    engine: llamacpp\n    vram: 30GiB\n`;
-        yaml += `    eviction: { process: cuda_suspend }\n    cmd: ${JSON.stringify(cmd)}\n`;
-    }
-    yaml += groups;
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({
-        config,
-        stateDir: dir,
-        env: { YARD_STANDIN_STATE: path.join(dir, 'standin') },
-    });
-    const ask = (model) =>
-        httpPost(
-            `http://127.0.0.1:${port}/v1/completions`,
-            JSON.stringify({ model, prompt: 'hi', max_tokens: 2 }),
-            { headers: { 'Content-Type': 'application/json' } }
-        );
-    return { dir, d, ask };
-}
-
-const entry = async (dir, name) => (await ps(dir)).find((e) => e.name === name);
-const usedBy = async (dir, model) => {
-    const inv = JSON.parse((await yard(['gpus', '--json'], { stateDir: dir })).stdout);
-    let sum = 0;
-    for (const g of inv.gpus) for (const p of g.processes) if (p.model === model) sum += p.used;
-    return sum;
-};
+const setup = (models, { tool, groups } = {}) => standinDaemon(models, { cudaTool: tool, groups });
 
 test('yard sleep suspends with cuda-checkpoint; a request resumes the same process', async () => {
     const { dir, d, ask } = await setup(['l']);

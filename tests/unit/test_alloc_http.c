@@ -103,135 +103,7 @@ static void on_stop(uv_async_t *a)
 
 /* ---- client side (second thread) ---- */
 
-struct cconn {
-    int fd;
-    char pend[16384];
-    size_t plen;
-};
-
-struct resp {
-    http_parser p;
-    int status;
-    int complete;
-    int last_was_value;
-    struct buf headers; /* "name: value\n" lines */
-    struct buf body;
-};
-
-static int r_field(http_parser *p, const char *at, size_t len)
-{
-    struct resp *r = p->data;
-    if (r->last_was_value)
-        buf_appends(&r->headers, "\n");
-    r->last_was_value = 0;
-    return buf_append(&r->headers, at, len);
-}
-
-static int r_value(http_parser *p, const char *at, size_t len)
-{
-    struct resp *r = p->data;
-    if (!r->last_was_value)
-        buf_appends(&r->headers, ": ");
-    r->last_was_value = 1;
-    return buf_append(&r->headers, at, len);
-}
-
-static int r_headers_complete(http_parser *p)
-{
-    struct resp *r = p->data;
-    r->status = (int)p->status_code;
-    buf_appends(&r->headers, "\n");
-    return 0;
-}
-
-static int r_body(http_parser *p, const char *at, size_t len)
-{
-    struct resp *r = p->data;
-    return buf_append(&r->body, at, len);
-}
-
-static int r_complete(http_parser *p)
-{
-    struct resp *r = p->data;
-    r->complete = 1;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings resp_settings = {
-    .on_header_field = r_field,
-    .on_header_value = r_value,
-    .on_headers_complete = r_headers_complete,
-    .on_body = r_body,
-    .on_message_complete = r_complete,
-};
-
-static void resp_release(struct resp *r)
-{
-    buf_release(&r->headers);
-    buf_release(&r->body);
-}
-
-/*
- * Reads one response (skipping 100 Continue). Returns 1 when complete (the
- * caller releases r), or -1 on EOF or an error.
- */
-static int resp_read(struct cconn *cc, struct resp *r)
-{
-    for (;;) {
-        memset(r, 0, sizeof *r);
-        http_parser_init(&r->p, HTTP_RESPONSE);
-        r->p.data = r;
-        buf_init(&r->headers, 1 << 16);
-        buf_init(&r->body, 1 << 16);
-        while (!r->complete) {
-            ssize_t n = cc->plen ? (ssize_t)cc->plen : recv(cc->fd, cc->pend, sizeof cc->pend, 0);
-            if (n <= 0) {
-                resp_release(r);
-                return -1;
-            }
-            cc->plen = (size_t)n;
-            size_t used = http_parser_execute(&r->p, &resp_settings, cc->pend, cc->plen);
-            enum http_errno e = HTTP_PARSER_ERRNO(&r->p);
-            if (e != HPE_OK && e != HPE_PAUSED) {
-                resp_release(r);
-                return -1;
-            }
-            memmove(cc->pend, cc->pend + used, cc->plen - used);
-            cc->plen -= used;
-        }
-        if (r->status != 100)
-            return 1;
-        resp_release(r);
-    }
-}
-
-static int has_header(const struct resp *r, const char *line)
-{
-    return r->headers.data && strcasestr(r->headers.data, line) != NULL;
-}
-
-/* The server closed: recv returns 0 or the connection was reset. */
-static int peer_closed(int fd)
-{
-    char c;
-    ssize_t n = recv(fd, &c, 1, 0);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
+#include "http_client.h"
 
 enum outcome { ANSWERED, REFUSED };
 
@@ -246,7 +118,7 @@ static enum outcome exchange(struct ctx *ctx, struct cconn *cc, const char *requ
 {
     struct resp r;
     int sent = send(cc->fd, request, strlen(request), MSG_NOSIGNAL) == (ssize_t)strlen(request);
-    int got = sent ? resp_read(cc, &r) : -1;
+    int got = sent ? resp_read_final(cc, &r) : -1;
     enum outcome out = ANSWERED;
     if (got == 1 && r.status == 503) {
         CHECK(ctx, has_header(&r, "Connection: close"));
@@ -415,7 +287,7 @@ static void *starving_client(void *arg)
     struct ctx *ctx = arg;
     for (int i = 0; i < 3; i++) {
         struct resp r;
-        if (resp_read(&starved[i], &r) == 1) {
+        if (resp_read_final(&starved[i], &r) == 1) {
             CHECK(ctx, r.status == 503);
             resp_release(&r);
         }

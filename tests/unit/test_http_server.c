@@ -169,151 +169,11 @@ static void run(void (*client)(struct ctx *), const struct http_server_limits *l
 
 /* ---- client side (second thread) ---- */
 
-struct cconn {
-    int fd;
-    char pend[256 * 1024];
-    size_t plen;
-};
-
-struct resp {
-    http_parser p;
-    int status;
-    int complete;
-    int body_calls;
-    struct buf headers; /* "name: value\n" lines */
-    struct buf body;
-    int last_was_value;
-};
-
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int send_all(int fd, const char *s, size_t len)
-{
-    while (len) {
-        ssize_t n = send(fd, s, len, MSG_NOSIGNAL);
-        if (n <= 0)
-            return -1;
-        s += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
+#include "http_client.h"
 
 static int sends(int fd, const char *s)
 {
     return send_all(fd, s, strlen(s));
-}
-
-static int r_header_field(http_parser *p, const char *at, size_t len)
-{
-    struct resp *r = p->data;
-    if (r->last_was_value)
-        buf_appends(&r->headers, "\n");
-    r->last_was_value = 0;
-    return buf_append(&r->headers, at, len);
-}
-
-static int r_header_value(http_parser *p, const char *at, size_t len)
-{
-    struct resp *r = p->data;
-    if (!r->last_was_value)
-        buf_appends(&r->headers, ": ");
-    r->last_was_value = 1;
-    return buf_append(&r->headers, at, len);
-}
-
-static int r_headers_complete(http_parser *p)
-{
-    struct resp *r = p->data;
-    r->status = (int)p->status_code;
-    buf_appends(&r->headers, "\n");
-    return 0;
-}
-
-static int r_body(http_parser *p, const char *at, size_t len)
-{
-    struct resp *r = p->data;
-    r->body_calls++;
-    return buf_append(&r->body, at, len);
-}
-
-static int r_complete(http_parser *p)
-{
-    struct resp *r = p->data;
-    r->complete = 1;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings resp_settings = {
-    .on_header_field = r_header_field,
-    .on_header_value = r_header_value,
-    .on_headers_complete = r_headers_complete,
-    .on_body = r_body,
-    .on_message_complete = r_complete,
-};
-
-static void resp_init(struct resp *r)
-{
-    memset(r, 0, sizeof *r);
-    http_parser_init(&r->p, HTTP_RESPONSE);
-    r->p.data = r;
-    buf_init(&r->headers, 1 << 20);
-    buf_init(&r->body, 1 << 20);
-}
-
-static void resp_release(struct resp *r)
-{
-    buf_release(&r->headers);
-    buf_release(&r->body);
-}
-
-/* Reads and parses once. Returns 1 when the response is complete, 0 for progress, -1 on EOF/error.
- */
-static int resp_step(struct cconn *cc, struct resp *r)
-{
-    if (cc->plen == 0) {
-        ssize_t n = recv(cc->fd, cc->pend, sizeof cc->pend, 0);
-        if (n <= 0)
-            return -1;
-        cc->plen = (size_t)n;
-    }
-    size_t used = http_parser_execute(&r->p, &resp_settings, cc->pend, cc->plen);
-    enum http_errno e = HTTP_PARSER_ERRNO(&r->p);
-    if (e != HPE_OK && e != HPE_PAUSED)
-        return -1;
-    memmove(cc->pend, cc->pend + used, cc->plen - used);
-    cc->plen -= used;
-    return r->complete ? 1 : 0;
-}
-
-static int resp_read(struct cconn *cc, struct resp *r)
-{
-    resp_init(r);
-    int rc;
-    while ((rc = resp_step(cc, r)) == 0)
-        ;
-    return rc;
-}
-
-/* The peer closed: recv returns 0 (or the connection was reset). */
-static int peer_closed(int fd)
-{
-    char c;
-    ssize_t n = recv(fd, &c, 1, 0);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
 /* The peer closes, after whatever it still sends: reads until EOF or a reset. */
@@ -327,11 +187,6 @@ static int peer_closes(int fd)
         if (n < 0)
             return 0; /* the 10 s receive timeout */
     }
-}
-
-static int has_header(const struct resp *r, const char *line)
-{
-    return r->headers.data && strcasestr(r->headers.data, line) != NULL;
 }
 
 /* ---- scenarios ---- */

@@ -28,20 +28,9 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "testutil.h"
 
 static char mock_bin[PATH_MAX];
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 /* Starts the mock with stderr to /dev/null; argv ends with NULL. */
 static pid_t spawn(const char *const *argv)
@@ -148,7 +137,7 @@ static void test_vllm_refuses_while_loading(void **state)
     assert_non_null(mkdtemp(dir));
     char *ledger = xstrfmt("%s/ledger", dir);
     char *stamp = xstrfmt("%s/stamp", dir);
-    int port = free_port();
+    int port = test_free_port();
     char ports[16];
     snprintf(ports, sizeof ports, "%d", port);
     const char *argv[] = {mock_bin, "--flavor",      "vllm", "--port",
@@ -210,7 +199,7 @@ static void test_vllm_refuses_while_loading(void **state)
 
 static void test_llamacpp_loading_then_stream(void **state)
 {
-    int port = free_port();
+    int port = test_free_port();
     char ports[16];
     snprintf(ports, sizeof ports, "%d", port);
     const char *argv[] = {mock_bin, "--flavor",    "llamacpp", "--port",           ports, "--name",

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "http/probe.h"
+#include "testutil.h"
 
 enum srv_mode {
     SRV_REPLY,      /* read the request, answer, close */
@@ -141,19 +142,6 @@ static void srv_stop(struct srv *s)
     if (s->has_thread)
         pthread_join(s->thread, NULL);
     close(s->fd);
-}
-
-/* A port nothing listens on: bound once, then closed. */
-static int unused_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sl), 0);
-    getsockname(fd, (struct sockaddr *)&a, &sl);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 struct result {
@@ -282,7 +270,7 @@ static void test_body_capped(void **state)
 static void test_refused(void **state)
 {
     struct result r;
-    probe_run("127.0.0.1", unused_port(), "/health", 2000, &r);
+    probe_run("127.0.0.1", test_free_port(), "/health", 2000, &r);
     assert_int_equal(r.status, -ECONNREFUSED);
     assert_int_equal(r.len, 0);
 }
@@ -407,7 +395,7 @@ static void test_cancel(void **state)
     assert_int_equal(r.calls, 0);
 
     /* cancelled with a refusal already on its way */
-    p = http_probe_get(&loop, "127.0.0.1", unused_port(), "/health", 10000, on_result, &r);
+    p = http_probe_get(&loop, "127.0.0.1", test_free_port(), "/health", 10000, on_result, &r);
     assert_non_null(p);
     http_probe_cancel(p);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -440,7 +428,7 @@ static void test_probe_from_callback(void **state)
     uv_loop_t loop;
     struct chain c = {.loop = &loop, .left = 50};
     assert_int_equal(uv_loop_init(&loop), 0);
-    c.port = unused_port();
+    c.port = test_free_port();
     assert_non_null(http_probe_get(&loop, "127.0.0.1", c.port, "/health", 1000, on_chain, &c));
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);

@@ -31,6 +31,7 @@
 #include "engine/adapter.h"
 #include "engine/sleep.h"
 #include "http/call.h"
+#include "testutil.h"
 
 static char mock_bin[PATH_MAX];
 
@@ -282,18 +283,6 @@ static void srv_stop(struct srv *s)
     close(s->fd);
 }
 
-static int unused_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sl), 0);
-    getsockname(fd, (struct sockaddr *)&a, &sl);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* ---- http_call ---- */
 
 struct answer {
@@ -410,7 +399,7 @@ static void test_call_transport_errors(void **state)
     struct answer a;
     uv_loop_t loop;
 
-    call_run(unused_port(), "POST", "/wake_up", NULL, 2000, &a);
+    call_run(test_free_port(), "POST", "/wake_up", NULL, 2000, &a);
     assert_int_equal(a.status, -ECONNREFUSED);
     assert_null(a.body);
 
@@ -509,7 +498,7 @@ static void test_plan_step_errors(void **state)
     assert_int_equal(r.err, -EREMOTEIO);
     assert_string_equal(r.msg, "POST /sleep?level=1 answered 404: {\"detail\":\"Not Found\"}");
 
-    plan_run(unused_port(), s, 2, 2000, &r);
+    plan_run(test_free_port(), s, 2, 2000, &r);
     assert_int_equal(r.err, -ECONNREFUSED);
     assert_string_equal(r.msg, "POST /sleep?level=1 failed: connection refused");
 
@@ -549,18 +538,6 @@ static void test_plan_step_errors(void **state)
 
 /* ---- engine_run_plan against the mock engine ---- */
 
-struct mock_proc {
-    pid_t pid;
-    int port;
-    char dir[64];
-    char ledger[128];
-};
-
-static int free_port(void)
-{
-    return unused_port();
-}
-
 /* Starts build/mock-engine with extra args (NULL-terminated) and env (one NAME=VALUE or NULL). */
 static void mock_start(struct mock_proc *m, const char *flavor, const char *env, ...)
 {
@@ -573,7 +550,7 @@ static void mock_start(struct mock_proc *m, const char *flavor, const char *env,
     snprintf(m->dir, sizeof(m->dir), "/tmp/yard-sleep-test-XXXXXX");
     assert_non_null(mkdtemp(m->dir));
     snprintf(m->ledger, sizeof(m->ledger), "%s/ledger", m->dir);
-    m->port = free_port();
+    m->port = test_free_port();
     snprintf(port, sizeof(port), "%d", m->port);
     argv[n++] = mock_bin;
     argv[n++] = "--flavor";
@@ -610,24 +587,6 @@ static void mock_start(struct mock_proc *m, const char *flavor, const char *env,
         execv(mock_bin, (char *const *)argv);
         _exit(127);
     }
-}
-
-/* The ledger's bytes for the mock's line, or -1 when it has none. */
-static long long ledger_bytes(const struct mock_proc *m)
-{
-    FILE *f = fopen(m->ledger, "r");
-    char line[256];
-    long long bytes = -1;
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof(line), f)) {
-        int pid, gpu;
-        long long b;
-        if (sscanf(line, "%d %d %lld", &pid, &gpu, &b) == 3 && pid == m->pid)
-            bytes = b;
-    }
-    fclose(f);
-    return bytes;
 }
 
 /* Runs a one-shot call and returns its status (for waiting on readiness). */
@@ -673,13 +632,13 @@ static void test_vllm_mock_sleep_wake(void **state)
 
     mock_start(&m, "vllm", "VLLM_SERVER_DEV_MODE=1", "--enable-sleep-mode", NULL);
     mock_wait_ready(&m);
-    assert_int_equal(ledger_bytes(&m), GIB10);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10);
 
     /* level 1: 5% stays (a sleeping vLLM still holds some memory) */
     n = e->sleep_plan(1, s, ENGINE_PLAN_MAX);
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, 0);
-    assert_int_equal(ledger_bytes(&m), GIB10 / 100 * 5);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10 / 100 * 5);
     assert_int_equal(e->is_sleeping_plan(s), 1);
     s[0].check = ENGINE_CHECK_SLEEPING;
     plan_run(m.port, s, 1, 10000, &r);
@@ -688,7 +647,7 @@ static void test_vllm_mock_sleep_wake(void **state)
     n = e->wake_plan(1, s, ENGINE_PLAN_MAX);
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, 0);
-    assert_int_equal(ledger_bytes(&m), GIB10);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10);
 
     /* warm-up, then level 2 and its four-step wake */
     n = engine_warmup_plan("m", s, ENGINE_PLAN_MAX);
@@ -697,11 +656,11 @@ static void test_vllm_mock_sleep_wake(void **state)
     n = e->sleep_plan(2, s, ENGINE_PLAN_MAX);
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, 0);
-    assert_int_equal(ledger_bytes(&m), GIB10 / 100 * 5);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10 / 100 * 5);
     n = e->wake_plan(2, s, ENGINE_PLAN_MAX);
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, 0);
-    assert_int_equal(ledger_bytes(&m), GIB10);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10);
     n = engine_warmup_plan("m", s, ENGINE_PLAN_MAX);
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, 0);
@@ -714,7 +673,7 @@ static void test_vllm_mock_sleep_wake(void **state)
     assert_int_equal(r.err, -EREMOTEIO);
     assert_string_equal(
         r.msg, "GET /is_sleeping answered {\"is_sleeping\":true}: the engine is still asleep");
-    assert_int_equal(ledger_bytes(&m), GIB10 / 100 * 65);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10 / 100 * 65);
     mock_stop(&m);
 }
 
@@ -732,7 +691,7 @@ static void test_vllm_mock_without_dev_mode(void **state)
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, -EREMOTEIO);
     assert_string_equal(r.msg, "POST /sleep?level=1 answered 404: {\"detail\":\"Not Found\"}");
-    assert_int_equal(ledger_bytes(&m), GIB10);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10);
     mock_stop(&m);
 }
 
@@ -748,11 +707,11 @@ static void test_sglang_mock_release_resume(void **state)
     n = engine_sglang.sleep_plan(1, s, ENGINE_PLAN_MAX);
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, 0);
-    assert_int_equal(ledger_bytes(&m), GIB10 / 100 * 5);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10 / 100 * 5);
     n = engine_sglang.wake_plan(1, s, ENGINE_PLAN_MAX);
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, 0);
-    assert_int_equal(ledger_bytes(&m), GIB10);
+    assert_int_equal(mock_ledger_bytes(&m), GIB10);
     n = engine_warmup_plan("m", s, ENGINE_PLAN_MAX);
     plan_run(m.port, s, n, 10000, &r);
     assert_int_equal(r.err, 0);

@@ -32,6 +32,7 @@
 #include "base/clock.h"
 #include "http/call.h"
 #include "runner/tools.h"
+#include "testutil.h"
 
 static char mock_bin[PATH_MAX];
 static char cuda_bin[PATH_MAX];
@@ -337,25 +338,6 @@ static void test_run_cancel(void **state)
 
 /* ---- the stand-ins against the mock engine ---- */
 
-struct mock_proc {
-    pid_t pid;
-    int port;
-    char dir[64];
-    char ledger[128];
-};
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sl), 0);
-    getsockname(fd, (struct sockaddr *)&a, &sl);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void mock_start(struct mock_proc *m)
 {
     char port[16];
@@ -368,7 +350,7 @@ static void mock_start(struct mock_proc *m)
     /* the stand-ins keep their state here (inherited by every tool run) */
     snprintf(state_dir, sizeof(state_dir), "%s/standins", m->dir);
     setenv("YARD_STANDIN_STATE", state_dir, 1);
-    m->port = free_port();
+    m->port = test_free_port();
     snprintf(port, sizeof(port), "%d", m->port);
     m->pid = fork();
     assert_true(m->pid >= 0);
@@ -381,23 +363,6 @@ static void mock_start(struct mock_proc *m)
               (char *)NULL);
         _exit(127);
     }
-}
-
-static long long ledger_bytes(const struct mock_proc *m)
-{
-    FILE *f = fopen(m->ledger, "r");
-    char line[256];
-    long long bytes = -1;
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof(line), f)) {
-        int pid, gpu;
-        long long b;
-        if (sscanf(line, "%d %d %lld", &pid, &gpu, &b) == 3 && pid == m->pid)
-            bytes = b;
-    }
-    fclose(f);
-    return bytes;
 }
 
 struct answer {
@@ -482,7 +447,7 @@ static void test_standin_cuda_toggle(void **state)
 
     mock_start(&m);
     mock_wait_ready(&m);
-    assert_int_equal(ledger_bytes(&m), 8LL << 30);
+    assert_int_equal(mock_ledger_bytes(&m), 8LL << 30);
 
     cuda(TOOLS_CUDA_GET_STATE, m.pid, &r);
     assert_true(tools_result_ok(&r.res));
@@ -493,7 +458,7 @@ static void test_standin_cuda_toggle(void **state)
     cuda(TOOLS_CUDA_TOGGLE, m.pid, &r);
     assert_true(tools_result_ok(&r.res));
     ran_release(&r);
-    assert_int_equal(ledger_bytes(&m), -1);
+    assert_int_equal(mock_ledger_bytes(&m), -1);
     cuda(TOOLS_CUDA_GET_STATE, m.pid, &r);
     assert_int_equal(tools_parse_cuda_state(r.out, r.res.out_len), TOOLS_CUDA_CHECKPOINTED);
     ran_release(&r);
@@ -503,7 +468,7 @@ static void test_standin_cuda_toggle(void **state)
     cuda(TOOLS_CUDA_TOGGLE, m.pid, &r);
     assert_true(tools_result_ok(&r.res));
     ran_release(&r);
-    assert_int_equal(ledger_bytes(&m), 8LL << 30);
+    assert_int_equal(mock_ledger_bytes(&m), 8LL << 30);
     cuda(TOOLS_CUDA_GET_STATE, m.pid, &r);
     assert_int_equal(tools_parse_cuda_state(r.out, r.res.out_len), TOOLS_CUDA_RUNNING);
     ran_release(&r);
@@ -516,7 +481,7 @@ static void test_standin_cuda_toggle(void **state)
     cuda(TOOLS_CUDA_CHECKPOINT, m.pid, &r);
     assert_true(tools_result_ok(&r.res));
     ran_release(&r);
-    assert_int_equal(ledger_bytes(&m), -1);
+    assert_int_equal(mock_ledger_bytes(&m), -1);
     cuda(TOOLS_CUDA_RESTORE, m.pid, &r);
     assert_true(tools_result_ok(&r.res));
     ran_release(&r);
@@ -526,7 +491,7 @@ static void test_standin_cuda_toggle(void **state)
     cuda(TOOLS_CUDA_UNLOCK, m.pid, &r);
     assert_true(tools_result_ok(&r.res));
     ran_release(&r);
-    assert_int_equal(ledger_bytes(&m), 8LL << 30);
+    assert_int_equal(mock_ledger_bytes(&m), 8LL << 30);
 
     /* unlocking a running process is refused (illegal state, 401 & 255) */
     cuda(TOOLS_CUDA_UNLOCK, m.pid, &r);
@@ -636,11 +601,11 @@ static void test_standin_criu(void **state)
     assert_int_equal(pid, m.pid);
     assert_int_equal(call_status(m.port, "GET", "/health", NULL, 5000), 200);
     /* still CUDA-checkpointed after the restore, until toggled back */
-    assert_int_equal(ledger_bytes(&m), -1);
+    assert_int_equal(mock_ledger_bytes(&m), -1);
     cuda(TOOLS_CUDA_TOGGLE, m.pid, &r);
     assert_true(tools_result_ok(&r.res));
     ran_release(&r);
-    assert_int_equal(ledger_bytes(&m), 8LL << 30);
+    assert_int_equal(mock_ledger_bytes(&m), 8LL << 30);
     assert_int_equal(call_status(m.port, "POST", "/v1/completions", COMPLETION, 5000), 200);
 
     /* restoring what runs is refused; so is a directory without images, or a bad option */

@@ -27,6 +27,7 @@
 
 #include "base/buf.h"
 #include "http/upstream.h"
+#include "testutil.h"
 
 static int64_t now_ms(void)
 {
@@ -239,19 +240,6 @@ static void srv_stop(struct srv *s)
 {
     pthread_join(s->thread, NULL);
     close(s->fd);
-}
-
-/* A port nothing listens on: bound once, then closed. */
-static int unused_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sl), 0);
-    getsockname(fd, (struct sockaddr *)&a, &sl);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 /* ---- scripts ---- */
@@ -958,7 +946,7 @@ static void test_upload_fails_while_paused(void **state)
 static void test_refused(void **state)
 {
     struct ctx x;
-    int port = unused_port();
+    int port = test_free_port();
 
     ctx_init(&x, 4);
     assert_non_null(get(&x, "127.0.0.1", port, "/"));
@@ -1190,7 +1178,7 @@ static void test_refused_while_paused(void **state)
     struct ctx x;
 
     ctx_init(&x, 4);
-    assert_non_null(get(&x, "127.0.0.1", unused_port(), "/"));
+    assert_non_null(get(&x, "127.0.0.1", test_free_port(), "/"));
     upstream_pause(x.req);
     run_for(&x, 100);
     /* the failure waits for the resume */
