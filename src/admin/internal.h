@@ -15,12 +15,52 @@ typedef void (*admin__reply_fn)(void *arg, json_t *msg);
 
 /*
  * pod_add {name, ssh, models_path?}: checks the name, probes the pod over
- * ssh, detects its GPUs with nvidia-smi, then records it. pod_ls: every
- * recorded pod. pod_rm {name, force?}: deletes the record and stops the
- * pod's ssh master. Pods: docs/pods.md.
+ * ssh, detects its GPUs with nvidia-smi, then records it. pod_ls: probes
+ * every recorded pod again (reachable, last_seen_ms, GPUs) and lists them,
+ * each with "models": [{name, state}] (the models configured with `pod:`).
+ * pod_rm {name, force?}: refuses while a model of the pod is neither stopped
+ * nor failed, unless force (which stops them first); then deletes the record
+ * and stops the pod's ssh master. Pods: docs/pods.md.
  */
 void admin__pod_add(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__pod_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+
+/*
+ * models {pod?}: which models of the catalog (the built-in one, or the
+ * config's `catalog:` file) fit on each host, "local" and every recorded pod
+ * (only the named one with pod). Lives in catalog.c; docs/catalog.md.
+ */
+void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+
+/*
+ * Where a streamed answer goes. line takes each intermediate message (a
+ * reference); reply takes the final one, after which nothing more is sent;
+ * backlog says how many bytes wait to be written to the client (lines are
+ * dropped, and counted, above a bound).
+ */
+struct admin__stream {
+    void (*line)(void *arg, json_t *msg);
+    admin__reply_fn reply;
+    size_t (*backlog)(void *arg);
+    void *arg;
+};
+
+struct admin__setup;
+
+/*
+ * pod_setup {name, timeout_ms?}: runs the pod's setup script (config
+ * pods.NAME.setup or setup_file) on the pod over its ssh, fed on ssh's stdin
+ * to `bash -euo pipefail`, and streams its output as {"line":...} messages,
+ * then the outcome: ok with {name, elapsed_ms, message}, or an error (the
+ * script's exit code, a transport failure, the timeout, default 1 h).
+ * Returns the run, which the caller cancels with admin__pod_setup_cancel if
+ * its client goes away before the reply; or NULL when the reply was already
+ * sent (a refusal). reply is never called before this returns non-NULL.
+ */
+struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
+                                      const struct admin__stream *stream);
+/* Kills the setup's ssh (its process group); nothing more is sent. The run frees itself. */
+void admin__pod_setup_cancel(struct admin__setup *s);
 
 #endif

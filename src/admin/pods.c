@@ -1,10 +1,12 @@
 /*
  * The pod verbs of the admin socket (docs/pods.md): pod_add probes the pod
- * and reads its GPUs over ssh before it records anything, pod_ls lists the
- * records, pod_rm deletes one and stops its ssh master. The ssh work runs on
- * the loop (ssh_exec, tools_run); each operation owns a struct pod_op until
- * its reply is sent. A daemon that stops while one runs waits for it: the
- * loop runs until ssh has exited, bounded by the timeouts below.
+ * and reads its GPUs over ssh before it records anything, pod_ls probes every
+ * recorded pod again (in parallel) and lists them with their models, pod_rm
+ * deletes one (stopping its models first with force) and stops its ssh
+ * master. The ssh work runs on the loop (ssh_exec, tools_run); each operation
+ * owns a struct pod_op or ls_op until its reply is sent. A daemon that stops
+ * while one runs waits for it: the loop runs until ssh has exited, bounded by
+ * the timeouts below. pod_setup is in pod_setup.c.
  */
 #include "admin/internal.h"
 
@@ -14,17 +16,26 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "config/config.h"
 #include "gpu/gpu.h"
 #include "runner/ssh.h"
 #include "runner/tools.h"
+#include "sched/sched.h"
 #include "store/store.h"
+#include "sup/sup.h"
 
 /* ConnectTimeout is 10 s; the probe's whole run gets twice that. */
 #define POD_PROBE_TIMEOUT_MS 20000
 #define POD_DETECT_TIMEOUT_MS 20000
 #define POD_CONTROL_TIMEOUT_MS 10000
+/* pod ls waits for its probes: short, and the GPU query after a good probe */
+#define POD_LS_PROBE_TIMEOUT_MS 5000
+#define POD_LS_DETECT_TIMEOUT_MS 5000
+/* pods probed at once by one pod ls */
+#define POD_LS_PARALLEL 16
 #define POD_ERR_MAX 512
 
 /*
@@ -44,7 +55,10 @@ struct pod_op {
     struct ssh_pod pod;
     char *ssh;
     char *models_path;
-    json_t *result; /* pod_rm: the answer once the master is stopped */
+    json_t *result;  /* pod_rm: the answer once the master is stopped */
+    char *name;      /* pod_rm */
+    int pending;     /* pod_rm --force: model stops not yet done, +1 while issuing */
+    json_t *stopped; /* pod_rm: the models it stopped */
 };
 
 static void reply_error(admin__reply_fn reply, void *arg, const char *msg)
@@ -67,6 +81,8 @@ static void op_finish(struct pod_op *op, json_t *result, const char *errmsg)
     ssh_pod_release(&op->pod);
     free(op->ssh);
     free(op->models_path);
+    free(op->name);
+    json_decref(op->stopped);
     free(op);
 }
 
@@ -246,23 +262,173 @@ out:
     free(msg);
 }
 
-void admin__pod_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+/* ---- the models of a pod ---- */
+
+static enum inst_state model_state(struct app *app, const char *model)
+{
+    struct sup_info info;
+    if (!app->sup || sup_info(app->sup, model, &info) < 0)
+        return INST_STOPPED;
+    return info.state;
+}
+
+/* The models configured with `pod: NAME`: [{name, state}], in config order. */
+static json_t *pod_models_json(struct app *app, const char *name)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; app->cfg && i < app->cfg->n_models; i++) {
+        const struct config_model *m = &app->cfg->models[i];
+        if (m->pod && strcmp(m->pod, name) == 0)
+            json_array_append_new(arr, json_pack("{s:s, s:s}", "name", m->name, "state",
+                                                 sup_state_name(model_state(app, m->name))));
+    }
+    return arr;
+}
+
+/* The models of pod NAME that are neither stopped nor failed: a new array of names. */
+static json_t *pod_busy_models(struct app *app, const char *name)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; app->cfg && i < app->cfg->n_models; i++) {
+        const struct config_model *m = &app->cfg->models[i];
+        enum inst_state st;
+        if (!m->pod || strcmp(m->pod, name) != 0)
+            continue;
+        st = model_state(app, m->name);
+        if (st != INST_STOPPED && st != INST_FAILED)
+            json_array_append_new(arr, json_string(m->name));
+    }
+    return arr;
+}
+
+/* ---- pod_ls ---- */
+
+struct ls_op;
+
+struct ls_probe {
+    struct ls_op *ls;
+    struct ssh_pod pod;
+};
+
+struct ls_op {
+    struct app *app;
+    admin__reply_fn reply;
+    void *arg;
+    struct store_pod *pods; /* as listed when the ls began */
+    size_t n;
+    size_t next;    /* the next pod to probe */
+    size_t running; /* probes under way */
+};
+
+static void ls_finish(struct ls_op *ls)
 {
     struct store_pod *pods = NULL;
     size_t n = 0;
-    int rc = store_list_pods(app->store, &pods, &n);
+    int rc = store_list_pods(ls->app->store, &pods, &n);
+    if (rc < 0) {
+        char *msg = xstrfmt("cannot read the pods: %s", strerror(-rc));
+        reply_error(ls->reply, ls->arg, msg);
+        free(msg);
+    } else {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *o = pod_json(&pods[i]);
+            json_object_set_new(o, "models", pod_models_json(ls->app, pods[i].name));
+            json_array_append_new(arr, o);
+        }
+        reply_ok(ls->reply, ls->arg, arr);
+    }
+    store_pods_free(pods, n);
+    store_pods_free(ls->pods, ls->n);
+    free(ls);
+}
+
+static void ls_start_probes(struct ls_op *ls);
+
+/* One probe is over: record what it found (a pod removed meanwhile is skipped). */
+static void ls_probe_done(struct ls_probe *p, int reachable, const char *gpus)
+{
+    struct ls_op *ls = p->ls;
+    int rc = store_pod_probed(ls->app->store, p->pod.name, reachable, clock_wall_ms(), gpus);
+    if (rc < 0 && rc != -ENOENT)
+        log_warn("admin", "cannot record the probe of pod '%s': %s", p->pod.name, strerror(-rc));
+    log_debug("admin", "pod '%s' is %s", p->pod.name, reachable ? "reachable" : "unreachable");
+    ssh_pod_release(&p->pod);
+    free(p);
+    ls->running--;
+    ls_start_probes(ls);
+}
+
+static void on_ls_detect(const struct ssh_result *res, void *arg)
+{
+    struct ls_probe *p = arg;
+    struct gpu_inventory inv = {0};
+    char *err = NULL;
+    char *text = NULL;
+    /* Only a clean answer replaces the GPUs recorded; a failed query keeps them. */
+    if (res->status == SSH_OK && gpu__parse_smi_gpus(res->out, &inv, &err) == 0) {
+        json_t *gpus = gpus_json(&inv);
+        text = json_dumps(gpus, JSON_COMPACT);
+        json_decref(gpus);
+    }
+    gpu_inventory_release(&inv);
+    free(err);
+    ls_probe_done(p, res->status != SSH_TRANSPORT_FAILED, text);
+    free(text);
+}
+
+static void on_ls_probe(const struct ssh_result *res, void *arg)
+{
+    struct ls_probe *p = arg;
+    if (ssh_probe_verdict(res) < 0 ||
+        ssh_exec(p->ls->app->loop, &p->pod, detect_script, POD_LS_DETECT_TIMEOUT_MS, on_ls_detect,
+                 p, NULL) < 0)
+        ls_probe_done(p, 0, NULL);
+}
+
+/* Starts probes up to POD_LS_PARALLEL; replies once none is left. */
+static void ls_start_probes(struct ls_op *ls)
+{
+    char err[POD_ERR_MAX];
+    while (ls->next < ls->n && ls->running < POD_LS_PARALLEL) {
+        const struct store_pod *rec = &ls->pods[ls->next++];
+        struct ls_probe *p = xcalloc(1, sizeof *p);
+        p->ls = ls;
+        if (ssh_pod_init(&p->pod, rec->name, rec->ssh, ls->app->state_dir, err, sizeof err) < 0) {
+            log_warn("admin", "cannot probe pod '%s': %s", rec->name, err);
+            store_pod_probed(ls->app->store, rec->name, 0, 0, NULL);
+            free(p);
+            continue;
+        }
+        ls->running++;
+        if (ssh_probe(ls->app->loop, &p->pod, POD_LS_PROBE_TIMEOUT_MS, on_ls_probe, p, NULL) < 0) {
+            /* its ssh command line is too long to run anything */
+            ls_probe_done(p, 0, NULL);
+            return; /* ls_probe_done went on from here, and may have freed ls */
+        }
+    }
+    if (ls->running == 0 && ls->next >= ls->n)
+        ls_finish(ls);
+}
+
+void admin__pod_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    struct ls_op *ls = xcalloc(1, sizeof *ls);
+    int rc = store_list_pods(app->store, &ls->pods, &ls->n);
     if (rc < 0) {
         char *msg = xstrfmt("cannot read the pods: %s", strerror(-rc));
         reply_error(reply, arg, msg);
         free(msg);
+        free(ls);
         return;
     }
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, pod_json(&pods[i]));
-    store_pods_free(pods, n);
-    reply_ok(reply, arg, arr);
+    ls->app = app;
+    ls->reply = reply;
+    ls->arg = arg;
+    ls_start_probes(ls);
 }
+
+/* ---- pod_rm ---- */
 
 static void on_master_stopped(const struct tools_result *res, void *arg)
 {
@@ -273,14 +439,62 @@ static void on_master_stopped(const struct tools_result *res, void *arg)
     op_finish(op, op->result, NULL);
 }
 
+/* Deletes the record, then stops the pod's ssh master (best effort). */
+static void rm_delete(struct pod_op *op)
+{
+    struct app *app = op->app;
+    char err[POD_ERR_MAX];
+    struct tools_cmd cmd;
+    char *msg = NULL;
+    int rc = store_delete_pod(app->store, op->name);
+    if (rc == -ENOENT)
+        msg = xstrfmt("no pod named '%s'; see 'yard pod ls'", op->name);
+    else if (rc < 0)
+        msg = xstrfmt("cannot remove pod '%s': %s", op->name, strerror(-rc));
+    if (msg) {
+        op_finish(op, NULL, msg);
+        free(msg);
+        return;
+    }
+    log_info("admin", "removed pod '%s'", op->name);
+    json_t *result = json_pack("{s:s, s:b, s:O}", "name", op->name, "removed", 1, "stopped",
+                               op->stopped);
+    /* The record is gone; stopping its master is best effort. */
+    if (ssh_pod_init(&op->pod, op->name, op->ssh, app->state_dir, err, sizeof err) < 0 ||
+        ssh_control_cmd(&op->pod, "exit", &cmd) < 0) {
+        op_finish(op, result, NULL);
+        return;
+    }
+    op->result = result;
+    tools_run(app->loop, &cmd, POD_CONTROL_TIMEOUT_MS, on_master_stopped, op);
+}
+
+static void rm_model_stopped(void *arg)
+{
+    struct pod_op *op = arg;
+    if (--op->pending > 0)
+        return;
+    rm_delete(op);
+}
+
+/* A stop drains the model's requests first when the router runs. */
+static int rm_stop_model(struct app *app, const char *model, struct pod_op *op, char **err)
+{
+    if (app->sched)
+        return sched_stop(app->sched, model, rm_model_stopped, op, err);
+    if (app->sup)
+        return sup_stop(app->sup, model, rm_model_stopped, op, err);
+    return -ENOENT;
+}
+
 void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
 {
     const char *name = json_string_value(json_object_get(req, "name"));
+    int force = json_is_true(json_object_get(req, "force"));
     struct store_pod rec = {0};
-    char err[POD_ERR_MAX];
-    char *msg = NULL;
     struct pod_op *op = NULL;
-    struct tools_cmd cmd;
+    json_t *busy = NULL;
+    char *msg = NULL;
 
     if (!name) {
         reply_error(reply, arg, "'pod_rm' needs a pod name");
@@ -291,29 +505,55 @@ void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *ar
         msg = xstrfmt("no pod named '%s'; see 'yard pod ls'", name);
         goto out;
     }
-    if (rc == 0)
-        rc = store_delete_pod(app->store, name);
     if (rc < 0) {
         msg = xstrfmt("cannot remove pod '%s': %s", name, strerror(-rc));
         goto out;
     }
-    log_info("admin", "removed pod '%s'", name);
-    json_t *result = json_pack("{s:s, s:b}", "name", name, "removed", 1);
+    busy = pod_busy_models(app, name);
+    if (json_array_size(busy) > 0 && !force) {
+        struct buf list;
+        size_t i;
+        json_t *v;
+        buf_init(&list, 64 * 1024);
+        json_array_foreach(busy, i, v)
+        {
+            if (i > 0)
+                buf_appends(&list, ", ");
+            buf_appends(&list, json_string_value(v));
+        }
+        msg = xstrfmt("pod '%s' runs models: %s; stop them first or use 'yard pod rm %s --force'",
+                      name, list.data ? list.data : "", name);
+        buf_release(&list);
+        goto out;
+    }
     op = xcalloc(1, sizeof *op);
     op->app = app;
     op->reply = reply;
     op->arg = arg;
-    /* The record is gone; stopping its master is best effort. */
-    if (ssh_pod_init(&op->pod, name, rec.ssh, app->state_dir, err, sizeof err) < 0 ||
-        ssh_control_cmd(&op->pod, "exit", &cmd) < 0) {
-        op_finish(op, result, NULL);
-        goto out;
+    op->name = xstrdup(name);
+    op->ssh = xstrdup(rec.ssh);
+    op->stopped = json_array();
+    op->pending = 1; /* held until every stop is issued */
+    size_t i;
+    json_t *v;
+    json_array_foreach(busy, i, v)
+    {
+        char *err = NULL;
+        const char *model = json_string_value(v);
+        log_info("admin", "stopping '%s' to remove pod '%s'", model, name);
+        json_array_append(op->stopped, v);
+        op->pending++;
+        if (rm_stop_model(app, model, op, &err) < 0) {
+            log_warn("admin", "cannot stop '%s': %s", model, err ? err : "unknown model");
+            op->pending--;
+        }
+        free(err);
     }
-    op->result = result;
-    tools_run(app->loop, &cmd, POD_CONTROL_TIMEOUT_MS, on_master_stopped, op);
+    rm_model_stopped(op);
 out:
     if (msg)
         reply_error(reply, arg, msg);
     free(msg);
+    json_decref(busy);
     store_pod_release(&rec);
 }

@@ -36,6 +36,7 @@ struct admin_conn {
     struct sup_observer *obs;
     char *model;        /* canonical name for start --wait / logs -f */
     int64_t last_event; /* events -f: the last id sent */
+    struct admin__setup *setup; /* pod setup: the run streaming to this connection */
     struct admin_conn *next;
 };
 
@@ -116,6 +117,12 @@ static void conn_close(struct admin_conn *c)
     if (c->obs) {
         sup_unobserve(c->srv->app->sup, c->obs);
         c->obs = NULL;
+    }
+    if (c->setup) {
+        /* the client left (Ctrl-C): kill the setup's ssh, drop its hold on c */
+        admin__pod_setup_cancel(c->setup);
+        c->setup = NULL;
+        conn_unref(c);
     }
     struct admin_conn **pp = &c->srv->conns;
     while (*pp && *pp != c)
@@ -207,6 +214,14 @@ static void handle_start(struct admin_conn *c, json_t *req)
     if (sup_info(s, model, &info) < 0) {
         sup_start(s, model, &err); /* fills the unknown-model message */
         send_error(c, err);
+        free(err);
+        return;
+    }
+    const char *pod = json_string_value(json_object_get(req, "pod"));
+    if (pod && sup_set_pod(s, info.name, pod, &err) < 0) {
+        char *msg = xstrfmt("cannot start '%s': %s", info.name, err);
+        send_error(c, msg);
+        free(msg);
         free(err);
         return;
     }
@@ -592,7 +607,8 @@ static void gpus_name_models(struct app *app, json_t *result)
             for (size_t k = 0; k < sup_count(app->sup); k++) {
                 struct sup_info info;
                 sup_info_at(app->sup, k, &info);
-                if (info.pid > 0 && gpu_pid_owned_by(pid, info.pid, info.pid)) {
+                if (info.pid > 0 && strcmp(info.host, "local") == 0 &&
+                    gpu_pid_owned_by(pid, info.pid, info.pid)) {
                     json_object_set_new(proc, "model", json_string(info.name));
                     break;
                 }
@@ -652,6 +668,37 @@ static void handle_pod(struct admin_conn *c, json_t *req,
     verb(c->srv->app, req, pod_reply, c);
 }
 
+/* pod setup streams its output to c until its reply; held until then. */
+static void setup_line(void *arg, json_t *msg)
+{
+    conn_send(arg, msg);
+}
+
+static void setup_reply(void *arg, json_t *msg)
+{
+    struct admin_conn *c = arg;
+    c->setup = NULL;
+    conn_send(c, msg);
+    conn_unref(c);
+}
+
+static size_t setup_backlog(void *arg)
+{
+    struct admin_conn *c = arg;
+    return c->closed ? 0 : uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+}
+
+static void handle_pod_setup(struct admin_conn *c, json_t *req)
+{
+    struct admin__stream stream = {setup_line, setup_reply, setup_backlog, c};
+    if (c->setup) {
+        send_error(c, "a setup already runs on this connection; wait for it to end");
+        return;
+    }
+    c->refs++;
+    c->setup = admin__pod_setup(c->srv->app, req, &stream);
+}
+
 static void handle_line(struct admin_conn *c, const char *line, size_t len)
 {
     json_error_t jerr;
@@ -687,8 +734,12 @@ static void handle_line(struct admin_conn *c, const char *line, size_t len)
         handle_pod(c, req, admin__pod_add);
     else if (strcmp(cmd, "pod_ls") == 0)
         handle_pod(c, req, admin__pod_ls);
+    else if (strcmp(cmd, "models") == 0)
+        handle_pod(c, req, admin__models);
     else if (strcmp(cmd, "pod_rm") == 0)
         handle_pod(c, req, admin__pod_rm);
+    else if (strcmp(cmd, "pod_setup") == 0)
+        handle_pod_setup(c, req);
     else {
         char *msg = xstrfmt("unknown command '%s'", cmd);
         send_error(c, msg);

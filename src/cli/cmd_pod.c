@@ -1,23 +1,29 @@
-/* `yard pod add|ls|rm`: pods, remote GPU machines reached over ssh (docs/pods.md). */
+/* `yard pod add|ls|rm|setup`: pods, remote GPU machines reached over ssh (docs/pods.md). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/units.h"
 #include "cli/cli.h"
 
 static const char usage[] =
     "usage: yard pod add NAME --ssh \"ssh ARGS...\" [--models-path P]\n"
     "       yard pod ls [--json]\n"
     "       yard pod rm NAME [--force]\n"
+    "       yard pod setup NAME [--timeout 1h]\n"
     "\n"
     "add: checks that the ssh command line logs in without a prompt, detects the\n"
     "pod's GPUs with nvidia-smi and records the pod (NAME: letters, digits, '.',\n"
-    "'_' or '-'); ls: lists the pods; rm: forgets a pod and closes its ssh connection\n";
+    "'_' or '-'); ls: probes the pods again and lists them with their models; rm:\n"
+    "forgets a pod and closes its ssh connection (--force stops its models first);\n"
+    "setup: runs the pod's setup script (config: pods: {NAME: {setup: ...}}) on the\n"
+    "pod and prints its output as it comes\n";
 
-enum { COL_NAME, COL_REACHABLE, COL_GPUS, COL_SSH, COL_COUNT };
+enum { COL_NAME, COL_REACHABLE, COL_GPUS, COL_MODELS, COL_SSH, COL_COUNT };
 
-static const char *const headers[COL_COUNT] = {"NAME", "REACHABLE", "GPUS", "SSH"};
+static const char *const headers[COL_COUNT] = {"NAME", "REACHABLE", "GPUS", "MODELS", "SSH"};
 
 /* One value of an object, copied, or null when absent or not of the type. */
 static json_t *field(const json_t *o, const char *key, int (*is)(const json_t *))
@@ -59,7 +65,38 @@ static json_t *pod_stable(const json_t *p)
     json_object_set_new(o, "reachable",
                         json_boolean(json_is_true(json_object_get(p, "reachable"))));
     json_object_set_new(o, "last_seen_ms", field(p, "last_seen_ms", is_integer));
+    json_t *models = json_array();
+    json_t *m;
+    json_array_foreach(json_object_get(p, "models"), i, m)
+    {
+        json_t *mo = json_object();
+        json_object_set_new(mo, "name", field(m, "name", is_string));
+        json_object_set_new(mo, "state", field(m, "state", is_string));
+        json_array_append_new(models, mo);
+    }
+    json_object_set_new(o, "models", models);
     return o;
+}
+
+/* The MODELS cell: "qwen:ready,llama:stopped", or "-". */
+static char *models_text(const json_t *p)
+{
+    const json_t *models = json_object_get(p, "models");
+    size_t i;
+    json_t *m;
+    char *s = NULL;
+    json_array_foreach(models, i, m)
+    {
+        const char *name = json_string_value(json_object_get(m, "name"));
+        const char *state = json_string_value(json_object_get(m, "state"));
+        char *next = xstrfmt("%s%s%s:%s", s ? s : "", s ? "," : "", name ? name : "?",
+                             state ? state : "?");
+        free(s);
+        s = next;
+    }
+    char *cell = cli_one_line(s ? s : "-");
+    free(s);
+    return cell;
 }
 
 static char *text_of(const json_t *o, const char *key)
@@ -84,6 +121,7 @@ static void print_table(const json_t *pods)
         row[COL_NAME] = text_of(p, "name");
         row[COL_REACHABLE] = xstrdup(json_is_true(json_object_get(p, "reachable")) ? "yes" : "no");
         row[COL_GPUS] = xstrfmt("%zu", json_array_size(json_object_get(p, "gpus")));
+        row[COL_MODELS] = models_text(p);
         row[COL_SSH] = text_of(p, "ssh");
     }
     cli_table_print(cells, n + 1, COL_COUNT, stdout, NULL, NULL);
@@ -146,8 +184,44 @@ static int pod_rm(struct app *app, const char *name, int force)
     int rc = cli_request(
         app, json_pack("{s:s, s:s, s:b}", "cmd", "pod_rm", "name", name, "force", force), NULL,
         NULL, &res);
-    if (rc == 0)
+    if (rc == 0) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(res, "stopped"), i, m)
+        {
+            char *model = cli_one_line(json_string_value(m) ? json_string_value(m) : "?");
+            printf("stopped '%s'\n", model);
+            free(model);
+        }
         printf("removed pod '%s'\n", name);
+    }
+    json_decref(res);
+    return rc;
+}
+
+/* Each line of the setup's output, as it comes. */
+static int on_setup_line(json_t *msg, void *ctx)
+{
+    const char *s = json_string_value(json_object_get(msg, "line"));
+    if (!s)
+        return 0;
+    fputs(s, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static int pod_setup(struct app *app, const char *name, uint64_t timeout_ms)
+{
+    json_t *res = NULL;
+    json_t *req = json_pack("{s:s, s:s, s:I}", "cmd", "pod_setup", "name", name, "timeout_ms",
+                            (json_int_t)timeout_ms);
+    int rc = cli_request(app, req, on_setup_line, NULL, &res);
+    if (rc == 0) {
+        const char *msg = json_string_value(json_object_get(res, "message"));
+        printf("%s\n", msg ? msg : "setup finished");
+    }
+    fflush(stdout);
     json_decref(res);
     return rc;
 }
@@ -158,23 +232,26 @@ int cmd_pod(int argc, char **argv, struct app *app)
         {.name = "ssh", .kind = CLI_OPT_VALUE},
         {.name = "models-path", .kind = CLI_OPT_VALUE},
         {.name = "force", .kind = CLI_OPT_FLAG},
+        {.name = "timeout", .kind = CLI_OPT_VALUE},
     };
     struct cli_args args;
-    int rc = cli_setup(argc, argv, app, opts, 3, usage, &args);
+    uint64_t timeout_ms = 3600 * 1000;
+    int rc = cli_setup(argc, argv, app, opts, 4, usage, &args);
     if (rc < 0)
         return cli_exit_status(rc);
     const char *sub = args.n > 0 ? args.pos[0] : NULL;
     int want_args = 0;
     if (!sub) {
-        rc = cli_usage_error("pod", "which subcommand? add, ls or rm; see 'yard pod --help'");
+        rc = cli_usage_error("pod",
+                             "which subcommand? add, ls, rm or setup; see 'yard pod --help'");
         goto out;
     }
-    if (strcmp(sub, "add") == 0 || strcmp(sub, "rm") == 0) {
+    if (strcmp(sub, "add") == 0 || strcmp(sub, "rm") == 0 || strcmp(sub, "setup") == 0) {
         want_args = 2;
     } else if (strcmp(sub, "ls") == 0) {
         want_args = 1;
     } else {
-        rc = cli_usage_error("pod", "unknown subcommand '%s'; use add, ls or rm", sub);
+        rc = cli_usage_error("pod", "unknown subcommand '%s'; use add, ls, rm or setup", sub);
         goto out;
     }
     if (args.n != want_args) {
@@ -190,6 +267,15 @@ int cmd_pod(int argc, char **argv, struct app *app)
         rc = cli_usage_error("pod", "--force goes with 'yard pod rm'");
         goto out;
     }
+    if (strcmp(sub, "setup") != 0 && opts[3].seen) {
+        rc = cli_usage_error("pod", "--timeout goes with 'yard pod setup'");
+        goto out;
+    }
+    if (opts[3].value && (units_parse_duration(opts[3].value, &timeout_ms) < 0 || !timeout_ms)) {
+        rc = cli_usage_error("pod", "'--timeout %s' is not a duration; give one like '90s' or '2h'",
+                             opts[3].value);
+        goto out;
+    }
     if (strcmp(sub, "add") == 0) {
         if (!opts[0].value || !*opts[0].value) {
             rc = cli_usage_error("pod", "'pod add' needs the ssh command line, as --ssh \"ssh -p "
@@ -199,6 +285,8 @@ int cmd_pod(int argc, char **argv, struct app *app)
         rc = pod_add(app, args.pos[1], opts[0].value, opts[1].value);
     } else if (strcmp(sub, "ls") == 0) {
         rc = pod_ls(app);
+    } else if (strcmp(sub, "setup") == 0) {
+        rc = pod_setup(app, args.pos[1], timeout_ms);
     } else {
         rc = pod_rm(app, args.pos[1], opts[2].seen > 0);
     }

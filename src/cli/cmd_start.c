@@ -6,11 +6,13 @@
 #include "base/clock.h"
 #include "cli/cli.h"
 
-static const char usage[] = "usage: yard start MODEL [--wait]\n"
+static const char usage[] = "usage: yard start MODEL [--wait] [--pod NAME]\n"
                             "\n"
                             "loads MODEL now instead of on its first request; with --wait, shows "
                             "the load\n"
-                            "progress and exits 0 once it is ready, 1 when it fails\n";
+                            "progress and exits 0 once it is ready, 1 when it fails; with --pod, "
+                            "it runs\n"
+                            "on that pod (see 'yard pod') instead of where the config says\n";
 
 struct progress {
     const char *name;
@@ -55,10 +57,11 @@ static int on_progress(json_t *msg, void *ctx)
 
 int cmd_start(int argc, char **argv, struct app *app)
 {
-    struct cli_opt opts[] = {{.name = "wait", .short_name = 'w', .kind = CLI_OPT_FLAG}};
+    struct cli_opt opts[] = {{.name = "wait", .short_name = 'w', .kind = CLI_OPT_FLAG},
+                             {.name = "pod", .kind = CLI_OPT_VALUE}};
     struct cli_args args;
     json_t *res = NULL;
-    int rc = cli_setup(argc, argv, app, opts, 1, usage, &args);
+    int rc = cli_setup(argc, argv, app, opts, 2, usage, &args);
     if (rc < 0)
         return cli_exit_status(rc);
     if (args.n != 1) {
@@ -74,6 +77,8 @@ int cmd_start(int argc, char **argv, struct app *app)
     json_t *req = json_pack("{s:s, s:s}", "cmd", "start", "model", name);
     if (wait)
         json_object_set_new(req, "wait", json_true());
+    if (opts[1].seen)
+        json_object_set_new(req, "pod", json_string(opts[1].value));
     rc = cli_request(app, req, wait ? on_progress : NULL, &p, &res);
     if (p.tty && p.shown) {
         fputs("\r\033[K", stderr);

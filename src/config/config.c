@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "base/alloc.h"
@@ -1135,13 +1136,114 @@ enum {
     TK_LOG_MAX_SIZE,
     TK_GPU_LEDGER,
     TK_TOOLS,
+    TK_CATALOG,
+    TK_PODS,
     TK_COUNT,
 };
 
 static const char *const top_keys[] = {
-    "listen", "api_keys",   "gpus",         "defaults",   "router", "models",
-    "groups", "start_port", "log_max_size", "gpu_ledger", "tools",  NULL,
+    "listen",     "api_keys",     "gpus",       "defaults", "router",  "models", "groups",
+    "start_port", "log_max_size", "gpu_ledger", "tools",    "catalog", "pods", NULL,
 };
+
+/* A pod's name as ssh_pod_init takes it: it names the pod's ssh control socket. */
+static int valid_pod_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || s[0] == '.')
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+/* file as written, or beside the config file when relative. NULL only on w->oom. */
+static char *beside_config(struct walk *w, const char *file)
+{
+    const char *slash = strrchr(w->file, '/');
+    if (file[0] == '/' || !slash)
+        return w_strdup(w, file);
+    return w_strfmt(w, "%.*s/%s", (int)(slash - w->file), w->file, file);
+}
+
+/* One pod's settings: { setup: SCRIPT } or { setup_file: PATH }, not both. */
+static void parse_pod(struct walk *w, struct config_pod *pod, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"setup", "setup_file", NULL};
+    yaml_node_t *v[2];
+    char *path = w_strfmt(w, "pods.%s", pod->name);
+    char *where = w_strfmt(w, "in pod '%s'", pod->name);
+    if (!path || !where || walk_map(w, n, path, where, keys, v) < 0)
+        goto out;
+    if (present(v[0]) && present(v[1])) {
+        err_at(w, v[1], "%s: give either 'setup' (the script) or 'setup_file' (its path), not both",
+               path);
+        goto out;
+    }
+    if (present(v[0])) {
+        char *kp = w_strfmt(w, "%s.setup", path);
+        get_str(w, v[0], kp, &pod->setup);
+        if (pod->setup && !*pod->setup)
+            err_at(w, v[0], "%s: empty script; write the commands or leave the key out", kp);
+        free(kp);
+    }
+    if (present(v[1])) {
+        char *kp = w_strfmt(w, "%s.setup_file", path);
+        char *file = NULL;
+        get_str(w, v[1], kp, &file);
+        if (file && !*file)
+            err_at(w, v[1], "%s: empty path; give the script's path or leave the key out", kp);
+        else if (file)
+            pod->setup_file = beside_config(w, file);
+        if (pod->setup_file && access(pod->setup_file, R_OK) < 0) {
+            char why[128];
+            snprintf(why, sizeof why, "%s", strerror(errno));
+            why[0] = (char)tolower((unsigned char)why[0]);
+            err_at(w, v[1], "%s: cannot read '%s': %s; paths are relative to the config's directory",
+                   kp, pod->setup_file, why);
+        }
+        free(file);
+        free(kp);
+    }
+out:
+    free(where);
+    free(path);
+}
+
+/* pods: { NAME: {...} }: per-pod settings, keyed by the pod's name. */
+static void parse_pods(struct walk *w, const yaml_node_t *n)
+{
+    struct config *cfg = w->cfg;
+    if (n->type != YAML_MAPPING_NODE) {
+        err_type(w, n, "pods", "a mapping of pod names");
+        return;
+    }
+    cfg->pods = w_calloc(w, map_size(n) + 1, sizeof *cfg->pods);
+    if (!cfg->pods)
+        return;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        if (!pair_ok(w, n, p, "in 'pods'"))
+            continue;
+        yaml_node_t *k = node(w, p->key);
+        if (!valid_pod_name(scalar(k))) {
+            err_at(w, k,
+                   "pods: invalid pod name '%s'; use 1 to 64 letters, digits, '.', '_' or '-', "
+                   "not starting with '.'",
+                   scalar(k));
+            continue;
+        }
+        struct config_pod *pod = &cfg->pods[cfg->n_pods];
+        pod->name = w_strdup(w, scalar(k));
+        if (!pod->name)
+            break;
+        cfg->n_pods++;
+        pod->line = (int)k->start_mark.line + 1;
+        pod->col = (int)k->start_mark.column + 1;
+        parse_pod(w, pod, node(w, p->value));
+    }
+}
 
 /* tools: { cuda_checkpoint, criu, nvidia_smi, keep_checkpoints } */
 static void parse_tools(struct walk *w, const yaml_node_t *n)
@@ -1215,6 +1317,8 @@ static void walk_root(struct walk *w, const yaml_node_t *root)
     }
     if (present(v[TK_GPU_LEDGER]))
         get_str(w, v[TK_GPU_LEDGER], "gpu_ledger", &cfg->gpu_ledger);
+    if (present(v[TK_CATALOG]))
+        get_str(w, v[TK_CATALOG], "catalog", &cfg->catalog);
     if (present(v[TK_TOOLS]))
         parse_tools(w, v[TK_TOOLS]);
     if (present(v[TK_API_KEYS]))
@@ -1229,6 +1333,8 @@ static void walk_root(struct walk *w, const yaml_node_t *root)
         parse_models(w, v[TK_MODELS]);
     if (present(v[TK_GROUPS]))
         parse_groups(w, v[TK_GROUPS]);
+    if (present(v[TK_PODS]))
+        parse_pods(w, v[TK_PODS]);
 }
 
 /* Adds libyaml's error. Returns 0, or -ENOMEM (libyaml's or ours). */
@@ -1413,6 +1519,7 @@ void config_free(struct config *cfg)
     free(cfg->tool_criu);
     free(cfg->tool_nvidia_smi);
     free(cfg->gpu_ledger);
+    free(cfg->catalog);
     for (size_t i = 0; i < cfg->n_models; i++)
         model_release(&cfg->models[i]);
     free(cfg->models);
@@ -1421,6 +1528,12 @@ void config_free(struct config *cfg)
         free_strv(cfg->groups[i].members, cfg->groups[i].n_members);
     }
     free(cfg->groups);
+    for (size_t i = 0; i < cfg->n_pods; i++) {
+        free(cfg->pods[i].name);
+        free(cfg->pods[i].setup);
+        free(cfg->pods[i].setup_file);
+    }
+    free(cfg->pods);
     free(cfg);
 }
 
@@ -1440,6 +1553,14 @@ const struct config_model *config_find_model(const struct config *cfg, const cha
         for (size_t j = 0; j < cfg->models[i].n_aliases; j++)
             if (!strcmp(cfg->models[i].aliases[j], name))
                 return &cfg->models[i];
+    return NULL;
+}
+
+const struct config_pod *config_find_pod(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_pods; i++)
+        if (cfg->pods[i].name && !strcmp(cfg->pods[i].name, name))
+            return &cfg->pods[i];
     return NULL;
 }
 

@@ -61,6 +61,14 @@ struct config_group {
     size_t n_members;
 };
 
+/* pods: { NAME: { setup | setup_file } }: what `yard pod setup NAME` runs on the pod. */
+struct config_pod {
+    char *name;       /* [A-Za-z0-9._-], 1..64 bytes, not starting with '.' (a pod's name) */
+    char *setup;      /* setup: the script's text, or NULL */
+    char *setup_file; /* setup_file: the path, resolved against the config's dir, or NULL */
+    int line, col;    /* position of the pod's key, for messages */
+};
+
 struct config_gpu {
     int index;
     char *name;
@@ -93,6 +101,7 @@ struct config {
     int router_max_connections;        /* default 10000 */
     uint64_t log_max_bytes;            /* per-model log cap before rotation, default 10MiB */
     char *gpu_ledger;                  /* declared GPUs' used memory (mock engines), or NULL */
+    char *catalog;                     /* a model catalog replacing the built-in one, or NULL */
     char *tool_cuda_checkpoint;        /* tools.cuda_checkpoint, default "cuda-checkpoint" */
     char *tool_criu;                   /* tools.criu, default "criu" */
     char *tool_nvidia_smi;             /* tools.nvidia_smi, NULL: "nvidia-smi" from PATH */
@@ -101,6 +110,8 @@ struct config {
     size_t n_models;
     struct config_group *groups;
     size_t n_groups;
+    struct config_pod *pods; /* pods: per-pod settings (setup), in file order */
+    size_t n_pods;
 };
 
 struct config_errors {
@@ -123,6 +134,8 @@ void config_errors_release(struct config_errors *errs);
 
 /* Finds a model by name or alias; NULL if none. */
 const struct config_model *config_find_model(const struct config *cfg, const char *name);
+/* Finds a pod's settings by name; NULL if the config has none for it. */
+const struct config_pod *config_find_pod(const struct config *cfg, const char *name);
 /* Nonzero when two models would run the same process (reload keeps it running). */
 int config_model_same(const struct config_model *a, const struct config_model *b);
 

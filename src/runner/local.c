@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "base/alloc.h"
 
@@ -244,6 +246,18 @@ static int local_adopt(struct runner *r, const struct runner_proc *p, runner_exi
     return 0;
 }
 
+static int local_port_free(struct runner *r, int port)
+{
+    (void)r;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
 static const struct runner_ops local_ops = {
     .name = "local",
     .start = local_start,
@@ -252,6 +266,7 @@ static const struct runner_ops local_ops = {
     .signal_group = local_signal_group,
     .group_alive = local_group_alive,
     .is_alive = local_is_alive,
+    .port_free = local_port_free,
 };
 
 void runner_local_init(struct runner *r, uv_loop_t *loop)

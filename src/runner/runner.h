@@ -24,7 +24,27 @@ struct runner_spec {
     char *const *argv;    /* argv[0] is looked up in PATH */
     char *const *env;     /* extra NAME=VALUE entries merged over the daemon's environment */
     const char *cwd;      /* NULL: the daemon's */
-    const char *log_path; /* stdout and stderr are appended here */
+    const char *log_path; /* stdout and stderr are appended here (a pod: mirrored here) */
+    const char *name;     /* the model: a pod names its log ~/.yard/logs/NAME.log after it */
+    int port;             /* the port the engine listens on; a pod forwards a local one to it */
+};
+
+/*
+ * What a runner for a host reached over a network (a pod) reports besides
+ * the exit: its start and adoption finish later than the call, and the host
+ * can stop answering. arg is the one given to start or adopt.
+ */
+struct runner_events {
+    /*
+     * A start finished: the tree runs as *p, and yard reaches its port at
+     * 127.0.0.1:local_port. Or err (one line) says why nothing runs; on_exit
+     * does not follow then.
+     */
+    void (*launched)(void *arg, const struct runner_proc *p, int local_port, const char *err);
+    /* The host stopped answering: whether the tree runs is unknown. */
+    void (*lost)(void *arg, const char *why);
+    /* The host answers (again) and the tree still runs, reached at 127.0.0.1:local_port. */
+    void (*found)(void *arg, int local_port);
 };
 
 /*
@@ -56,12 +76,22 @@ struct runner_ops {
     int (*group_alive)(struct runner *r, const struct runner_proc *p);
     /* 1 if pid is alive with the recorded start time, else 0. */
     int (*is_alive)(struct runner *r, const struct runner_proc *p);
+    /* 1 if nothing listens on port on the host (as far as the runner knows), else 0. */
+    int (*port_free)(struct runner *r, int port);
+    /*
+     * NULL for hosts that answer at once. Otherwise the host is asked what it
+     * has (ports, GPUs, whether it answers) before a start; done runs once
+     * with NULL, or a one-line reason it cannot start anything now.
+     */
+    void (*prepare)(struct runner *r, void (*done)(void *arg, const char *err), void *arg);
 };
 
 struct runner {
     const struct runner_ops *ops;
     uv_loop_t *loop;
     const char *host; /* "local" or the pod's name */
+    /* Set for pods (see struct runner_events); NULL for the local runner. */
+    const struct runner_events *events;
 };
 
 /* Fills r as the local runner on loop. */

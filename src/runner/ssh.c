@@ -179,8 +179,11 @@ static int cmd_add_ssh(const struct ssh_pod *pod, struct tools_cmd *c, int maste
     snprintf(connect, sizeof(connect), "ConnectTimeout=%d", SSH_CONNECT_TIMEOUT_S);
     rc = tools_cmd_add(c, pod->argv[0]);
     if (rc == 0 && master) {
-        const char *opts[] = {"-o", "BatchMode=yes", "-o", connect, "-o", "ControlMaster=auto",
-                              "-o", persist,         NULL};
+        /* A master on a dead link is noticed within 15 s (ServerAlive), not at TCP's pace. */
+        const char *opts[] = {"-o", "BatchMode=yes",         "-o", connect,
+                              "-o", "ControlMaster=auto",    "-o", persist,
+                              "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+                              NULL};
         for (int i = 0; opts[i] && rc == 0; i++)
             rc = tools_cmd_add(c, opts[i]);
     }
@@ -225,6 +228,30 @@ int ssh_control_cmd(const struct ssh_pod *pod, const char *op, struct tools_cmd 
         rc = tools_cmd_add(c, "-O");
     if (rc == 0)
         rc = tools_cmd_add(c, op);
+    if (rc == 0)
+        rc = cmd_add_user_args(pod, c);
+    return rc;
+}
+
+int ssh_forward_cmd(const struct ssh_pod *pod, int cancel, int local_port, int remote_port,
+                    struct tools_cmd *c)
+{
+    char spec[64];
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    if (local_port <= 0 || local_port > 65535 || remote_port <= 0 || remote_port > 65535)
+        return -EINVAL;
+    snprintf(spec, sizeof(spec), "127.0.0.1:%d:127.0.0.1:%d", local_port, remote_port);
+    rc = cmd_add_ssh(pod, c, 0);
+    if (rc == 0)
+        rc = tools_cmd_add(c, "-O");
+    if (rc == 0)
+        rc = tools_cmd_add(c, cancel ? "cancel" : "forward");
+    if (rc == 0)
+        rc = tools_cmd_add(c, "-L");
+    if (rc == 0)
+        rc = tools_cmd_add(c, spec);
     if (rc == 0)
         rc = cmd_add_user_args(pod, c);
     return rc;

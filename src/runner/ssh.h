@@ -67,7 +67,7 @@ char *ssh_remote_command(const char *script);
  * options (-o BatchMode=yes -o ConnectTimeout=10 -o ControlMaster=auto
  * -o ControlPersist=N -S CONTROL_PATH), the rest of the user's line, then
  * ssh_remote_command(script) as one argument. Returns 0, or -ENAMETOOLONG
- * when it does not fit a struct tools_cmd (about 1.5 KiB of script).
+ * when it does not fit a struct tools_cmd (about 15 KiB of script).
  */
 int ssh_build_cmd(const struct ssh_pod *pod, const char *script, struct tools_cmd *c);
 
@@ -77,6 +77,16 @@ int ssh_build_cmd(const struct ssh_pod *pod, const char *script, struct tools_cm
  * op) or -ENAMETOOLONG.
  */
 int ssh_control_cmd(const struct ssh_pod *pod, const char *op, struct tools_cmd *c);
+
+/*
+ * `ssh -S CONTROL_PATH -O forward|cancel -L 127.0.0.1:LOCAL:127.0.0.1:REMOTE
+ * <the user's args>`: asks the running master to add (or drop) a local
+ * forward, so that 127.0.0.1:LOCAL here reaches 127.0.0.1:REMOTE on the pod
+ * with no new handshake. Returns 0, -EINVAL (a port out of range) or
+ * -ENAMETOOLONG.
+ */
+int ssh_forward_cmd(const struct ssh_pod *pod, int cancel, int local_port, int remote_port,
+                    struct tools_cmd *c);
 
 /*
  * The invocation as one line for the debug log, each word shell-quoted when

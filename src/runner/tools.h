@@ -21,8 +21,8 @@
  * stand-ins in tools/standins/ (docs/engine.md).
  */
 
-#define TOOLS_ARGV_MAX 24
-#define TOOLS_CMD_STORE 2048
+#define TOOLS_ARGV_MAX 48
+#define TOOLS_CMD_STORE 16384
 /* What is kept of each of stdout and stderr; the rest is read and dropped. */
 #define TOOLS_OUTPUT_MAX (64 * 1024)
 

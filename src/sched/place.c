@@ -67,7 +67,8 @@ static void count_foreign(struct app *app, struct sched__gpus *g)
             for (size_t i = 0; i < sup_count(app->sup) && !ours; i++) {
                 struct sup_info info;
                 sup_info_at(app->sup, i, &info);
-                ours = info.pid > 0 && gpu_pid_owned_by(p->pid, info.pid, info.pid);
+                ours = info.pid > 0 && strcmp(info.host, "local") == 0 &&
+                       gpu_pid_owned_by(p->pid, info.pid, info.pid);
             }
             if (!ours)
                 g->foreign[d] += p->used;
@@ -147,28 +148,38 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
     struct app *app = sched__app(s);
     struct sched__gpus *g = sched__gpus_of(s);
     const struct config_model *m = config_find_model(app->cfg, model);
-    if (!m || !m->vram || !app->gpu)
-        return SCHED__ANYWHERE;
-    if (!g->have) {
-        sched__gpus_refresh(s);
-        return SCHED__WAIT;
-    }
-    if (!g->inv.n)
-        return SCHED__ANYWHERE;
     struct sup_info self;
-    if (sup_info(app->sup, model, &self) < 0)
+    if (!m || !m->vram || sup_info(app->sup, model, &self) < 0)
         return SCHED__ANYWHERE;
+    /* A pod's GPUs are what its last poll (or its record) says; nothing else runs there. */
+    const struct gpu_inventory *inv = &g->inv;
+    const uint64_t *foreign = g->foreign;
+    if (strcmp(self.host, "local") != 0) {
+        inv = sup_pod_gpus(app->sup, self.host);
+        foreign = NULL;
+        if (!inv || !inv->n)
+            return SCHED__ANYWHERE;
+    } else {
+        if (!app->gpu)
+            return SCHED__ANYWHERE;
+        if (!g->have) {
+            sched__gpus_refresh(s);
+            return SCHED__WAIT;
+        }
+        if (!g->inv.n)
+            return SCHED__ANYWHERE;
+    }
     int waking = self.state == INST_SLEEPING || self.state == INST_CHECKPOINTED;
     if (waking && !*self.gpus)
         return SCHED__ANYWHERE; /* it sleeps where no GPU was recorded: nothing to check */
     int want = m->gpu_count > 0 ? m->gpu_count : 1;
     uint64_t need = sched__per_gpu(m);
 
-    struct cand *c = xcalloc(g->inv.n, sizeof *c);
+    struct cand *c = xcalloc(inv->n, sizeof *c);
     size_t n = 0, big_enough = 0;
     uint64_t largest = 0;
-    for (size_t d = 0; d < g->inv.n; d++) {
-        const struct gpu_dev *dev = &g->inv.devs[d];
+    for (size_t d = 0; d < inv->n; d++) {
+        const struct gpu_dev *dev = &inv->devs[d];
         int allowed = !m->n_gpu_list;
         for (size_t k = 0; k < m->n_gpu_list; k++)
             allowed |= m->gpu_list[k] == dev->index;
@@ -180,7 +191,7 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
             largest = dev->total;
         if (dev->total >= need)
             big_enough++;
-        uint64_t reserved = g->foreign[d];
+        uint64_t reserved = foreign ? foreign[d] : 0;
         for (size_t i = 0; i < sup_count(app->sup); i++) {
             struct sup_info o;
             sup_info_at(app->sup, i, &o);
@@ -189,7 +200,7 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
                         ((o.state == INST_SLEEPING || o.state == INST_CHECKPOINTED) && o.busy);
             const struct config_model *om = config_find_model(app->cfg, o.name);
             if (holds && om && om->vram && sched__on_gpu(o.gpus, dev->index) &&
-                strcmp(o.name, model) != 0)
+                strcmp(o.name, model) != 0 && strcmp(o.host, self.host) == 0)
                 reserved += sched__per_gpu(om);
         }
         uint64_t used = dev->used == UINT64_MAX ? 0 : dev->used;

@@ -122,7 +122,7 @@ static int serves(struct sched *s, struct smodel *sm, int *port)
     struct sup_info info;
     if (sup_info(s->app->sup, sm->name, &info) < 0)
         return 0;
-    *port = info.port;
+    *port = info.reach_port;
     return info.state == INST_READY && !info.busy;
 }
 
@@ -634,6 +634,21 @@ static void plan_loads(struct sched *s)
         if (sup_info(s->app->sup, sm->name, &self) < 0)
             continue;
         enum inst_state st = self.state;
+        const char *lost = NULL;
+        int retry_s = 0;
+        if (st == INST_UNKNOWN ||
+            (st != INST_READY && sup_pod_unreachable(s->app->sup, self.host, &lost, &retry_s))) {
+            /* Its pod does not answer: nothing can be said about it until it does. */
+            if (!lost)
+                sup_pod_unreachable(s->app->sup, self.host, &lost, &retry_s);
+            char *msg = xstrfmt("model '%s' is on pod '%s', which does not answer (%s); yard "
+                                "retries in %d s",
+                                sm->name, self.host, lost && *lost ? lost : self.reason,
+                                retry_s ? retry_s : 5);
+            fail_all(s, sm, 503, msg, "pod_unreachable");
+            free(msg);
+            continue;
+        }
         if (st == INST_STARTING || self.busy) {
             for (struct sched_waiter *w = sm->head; w; w = w->next)
                 w->waited_for_load = 1;

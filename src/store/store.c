@@ -41,6 +41,7 @@ enum store_stmt {
     STMT_POD_GET,
     STMT_POD_LIST,
     STMT_POD_DELETE,
+    STMT_POD_PROBED,
     STMT_COUNT
 };
 
@@ -85,6 +86,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_POD_GET] = "SELECT " POD_COLS " FROM pods WHERE name = ?1",
     [STMT_POD_LIST] = "SELECT " POD_COLS " FROM pods ORDER BY name",
     [STMT_POD_DELETE] = "DELETE FROM pods WHERE name = ?1",
+    [STMT_POD_PROBED] = "UPDATE pods SET reachable = ?2, "
+                        "last_seen_ms = CASE WHEN ?2 THEN ?3 ELSE last_seen_ms END, "
+                        "gpus = COALESCE(?4, gpus) WHERE name = ?1",
 };
 
 struct store {
@@ -716,6 +720,24 @@ int store_delete_pod(struct store *st, const char *name)
     sqlite3_clear_bindings(s);
     if (rc != SQLITE_OK)
         return store_fail(st, rc, "delete a pod");
+    return sqlite3_changes(st->db) > 0 ? 0 : -ENOENT;
+}
+
+int store_pod_probed(struct store *st, const char *name, int reachable, int64_t seen_ms,
+                     const char *gpus)
+{
+    if (!name)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_POD_PROBED];
+    int rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int(s, 2, reachable ? 1 : 0);
+    rc |= sqlite3_bind_int64(s, 3, seen_ms);
+    rc |= gpus ? sqlite3_bind_text(s, 4, gpus, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 4);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_OK)
+        return store_fail(st, rc, "update a pod");
     return sqlite3_changes(st->db) > 0 ? 0 : -ENOENT;
 }
 

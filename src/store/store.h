@@ -102,6 +102,13 @@ int store_get_pod(struct store *st, const char *name, struct store_pod *out);
 int store_list_pods(struct store *st, struct store_pod **out, size_t *n);
 /* Deletes the pod; 0, -ENOENT when there was none, or -EIO. */
 int store_delete_pod(struct store *st, const char *name);
+/*
+ * Records what a probe of pod NAME found: reachable, last_seen_ms = seen_ms
+ * when reachable (kept when not), and its GPUs when gpus (JSON text as in
+ * struct store_pod) is not NULL. 0, -ENOENT (no such pod), -EINVAL, -EIO.
+ */
+int store_pod_probed(struct store *st, const char *name, int reachable, int64_t seen_ms,
+                     const char *gpus);
 void store_pod_release(struct store_pod *pod);
 void store_pods_free(struct store_pod *arr, size_t n);
 

@@ -35,7 +35,8 @@ struct ckpt {
 
 int sup__policy_checkpoints(const struct config_model *m)
 {
-    return m && m->evict_process == CONFIG_PROCESS_CHECKPOINT;
+    /* CRIU runs here, not on a pod: a pod model is stopped instead. */
+    return m && !m->pod && m->evict_process == CONFIG_PROCESS_CHECKPOINT;
 }
 
 char *sup__ckpt_dir(struct instance *in)

@@ -20,6 +20,7 @@
 #include "engine/sleep.h"
 #include "http/probe.h"
 #include "store/store.h"
+#include "runner/pod.h"
 #include "runner/tools.h"
 #include "sup/sup_int.h"
 
@@ -43,6 +44,7 @@ static const char *const state_names[] = {
     [INST_CHECKPOINTED] = "checkpointed",
     [INST_STOPPING] = "stopping",
     [INST_FAILED] = "failed",
+    [INST_UNKNOWN] = "unknown",
 };
 
 const char *sup_state_name(enum inst_state st)
@@ -146,6 +148,7 @@ static int health_status(struct instance *in)
 
 static void probe_fire(uv_timer_t *t);
 static void reap_poll(uv_timer_t *t);
+static void deadline_fire(uv_timer_t *t);
 static void inst_fail(struct instance *in, const char *reason);
 static void inst_finish_stop(struct instance *in, const char *reason);
 
@@ -160,15 +163,21 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
     in->probe = NULL;
     enum engine_probe v = in->eng->probe_verdict(status, health_status(in), body, len);
 
-    if (in->state == INST_STOPPED && in->watch) {
+    if ((in->state == INST_STOPPED || in->state == INST_UNKNOWN) && in->watch) {
         /* Adoption: a process that answers is ready; one that does not is still loading. */
+        int back = in->state == INST_UNKNOWN;
         if (v == ENGINE_PROBE_READY) {
-            sup__inst_mark_ready(in, "adopted from an earlier daemon");
+            sup__inst_mark_ready(in,
+                                 back ? "its pod answers again" : "adopted from an earlier daemon");
             return;
         }
-        sup__set_state(in, INST_STARTING, "adopted from an earlier daemon, not answering yet",
+        sup__set_state(in, INST_STARTING,
+                       back ? "its pod answers again; the engine does not answer yet"
+                            : "adopted from an earlier daemon, not answering yet",
                        NULL);
         in->probe_interval_ms = PROBE_FIRST_MS;
+        if (back && in->m)
+            uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
     }
     if (in->state == INST_STARTING) {
         if (v == ENGINE_PROBE_READY) {
@@ -189,6 +198,9 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
     if (in->state == INST_READY) {
         if (v == ENGINE_PROBE_READY) {
             in->health_failures = 0;
+        } else if (runner_pod_of(in->runner) &&
+                   runner_pod_reachable(runner_pod_of(in->runner)) != 1) {
+            /* A pod that does not answer makes its engines unknown, not unhealthy. */
         } else if (++in->health_failures >= HEALTH_FAILURES_FATAL) {
             char *why = status < 0 ? xstrfmt("health check failed %d times: %s",
                                              in->health_failures, strerror(-status))
@@ -209,7 +221,7 @@ static void probe_fire(uv_timer_t *t)
         in->probe_again = 1;
         return;
     }
-    in->probe = http_probe_get(in->sup->app->loop, "127.0.0.1", in->port, health_path(in),
+    in->probe = http_probe_get(in->sup->app->loop, "127.0.0.1", in->reach_port, health_path(in),
                                PROBE_TIMEOUT_MS, probe_done, in);
     if (!in->probe)
         probe_schedule(in, PROBE_MAX_MS);
@@ -248,8 +260,21 @@ static char *failure_detail(struct instance *in, const char *reason)
     return d;
 }
 
+/* A pod start under way is called off: its answer is no longer awaited. */
+static void abort_launch(struct instance *in)
+{
+    if (in->preparing && runner_pod_of(in->runner))
+        runner_pod_cancel_prepare(runner_pod_of(in->runner), in);
+    if (in->launching && in->watch) {
+        in->runner->ops->unwatch(in->watch);
+        in->watch = NULL;
+    }
+    in->preparing = in->launching = 0;
+}
+
 static void inst_fail(struct instance *in, const char *reason)
 {
+    abort_launch(in);
     sup__timers_stop(in);
     char *detail = failure_detail(in, reason);
     /* A failed engine holds the GPU for nobody: its whole group goes at once. */
@@ -275,6 +300,17 @@ static void inst_fail(struct instance *in, const char *reason)
                      in->name, in->restarts + 1, in->name);
         }
     }
+}
+
+void sup__inst_fail(struct instance *in, const char *reason)
+{
+    inst_fail(in, reason);
+}
+
+void sup__probe_now(struct instance *in, uint64_t ms)
+{
+    in->probe_interval_ms = PROBE_FIRST_MS;
+    probe_schedule(in, ms);
 }
 
 void sup__inst_mark_ready(struct instance *in, const char *reason)
@@ -325,6 +361,9 @@ void sup__inst_on_exit(void *arg, int64_t code, int sig)
         break;
     case INST_STOPPING:
         uv_timer_start(&in->reap_timer, reap_poll, 0, 0);
+        break;
+    case INST_UNKNOWN:
+        sup__unknown_exit(in);
         break;
     default:
         break;
@@ -418,26 +457,22 @@ static void inst_finish_stop(struct instance *in, const char *reason)
 /* Picks a port: the configured one, else the lowest free one from start_port. */
 static int alloc_port(struct instance *in)
 {
-    if (in->m->port)
+    struct runner *r = in->runner;
+    if (in->m->port) {
+        /* A pod tells at launch when its port is taken; here only the last poll is known. */
         return in->m->port;
+    }
     struct sup *s = in->sup;
     const struct config *cfg = s->app->cfg;
+    int local = runner_pod_of(r) == NULL;
     for (int port = cfg->start_port; port < 65536; port++) {
-        int taken = port == cfg->listen_port;
+        int taken = local && port == cfg->listen_port;
         for (size_t i = 0; i < s->n_inst && !taken; i++)
-            taken =
-                s->inst[i] != in && s->inst[i]->state != INST_STOPPED && s->inst[i]->port == port;
+            taken = s->inst[i] != in && s->inst[i]->state != INST_STOPPED &&
+                    s->inst[i]->runner == r && s->inst[i]->port == port;
         for (size_t i = 0; i < cfg->n_models && !taken; i++)
             taken = cfg->models[i].port == port;
-        if (taken)
-            continue;
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return -errno;
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-        int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-        close(fd);
-        if (ok)
+        if (!taken && r->ops->port_free(r, port))
             return port;
     }
     return -EADDRINUSE;
@@ -469,13 +504,10 @@ int sup__inst_start(struct instance *in)
 {
     /* STOPPED with a watch: an adopted process awaits its first probe; never a second copy. */
     if (in->state == INST_STARTING || in->state == INST_READY || in->state == INST_STOPPING ||
-        (in->state == INST_STOPPED && in->watch))
+        in->state == INST_UNKNOWN || (in->state == INST_STOPPED && in->watch))
         return 0;
     uv_timer_stop(&in->restart_timer);
     const struct config_model *m = in->m;
-    char err[512] = "";
-    int rc = 0;
-    char **argv = NULL, **env = NULL;
 
     in->percent = -1;
     in->exit_code = 0;
@@ -490,6 +522,28 @@ int sup__inst_start(struct instance *in)
     /* A placement chosen by the scheduler wins over the config's GPU count. */
     in->gpus = in->placement ? in->placement : gpus_text(m);
     in->placement = NULL;
+    in->runner = sup__runner_for(in->sup, sup__wanted_pod(in));
+    if (in->runner->ops->prepare) {
+        /* A pod is asked for its ports (and GPUs) first: sup__inst_launch follows. */
+        char *why = xstrfmt("connecting to pod '%s'", in->runner->host);
+        in->started_wall_ms = clock_wall_ms();
+        in->preparing = 1;
+        sup__set_state(in, INST_STARTING, why, NULL);
+        free(why);
+        uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
+        in->runner->ops->prepare(in->runner, sup__pod_prepared, in);
+        return 0;
+    }
+    return sup__inst_launch(in);
+}
+
+int sup__inst_launch(struct instance *in)
+{
+    const struct config_model *m = in->m;
+    char err[512] = "";
+    int rc = 0;
+    char **argv = NULL, **env = NULL;
+    int remote = runner_pod_of(in->runner) != NULL;
 
     rc = alloc_port(in);
     if (rc < 0) {
@@ -497,6 +551,7 @@ int sup__inst_start(struct instance *in)
         goto out;
     }
     in->port = rc;
+    in->reach_port = remote ? 0 : rc;
     rc = 0;
     argv = config_expand_cmd(m, in->port, in->gpus, err, sizeof err);
     if (!argv) {
@@ -541,13 +596,23 @@ int sup__inst_start(struct instance *in)
     /* Lines from now on belong to this run. */
     sup__tail_start(&in->tail, 1);
 
-    struct runner_spec spec = {.argv = argv, .env = env, .cwd = m->cwd, .log_path = in->tail.path};
+    struct runner_spec spec = {.argv = argv,
+                               .env = env,
+                               .cwd = m->cwd,
+                               .log_path = in->tail.path,
+                               .name = in->name,
+                               .port = in->port};
     char *serr = NULL;
     rc = in->runner->ops->start(in->runner, &spec, sup__inst_on_exit, in, &in->proc, &in->watch,
                                 &serr);
     if (rc < 0) {
         snprintf(err, sizeof err, "%s", serr ? serr : "cannot start the engine");
         free(serr);
+        goto out;
+    }
+    if (remote) {
+        /* The pod reports the pid (sup__pod_events.launched); probes start then. */
+        in->launching = 1;
         goto out;
     }
     in->started_wall_ms = clock_wall_ms();
@@ -600,13 +665,23 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
     default:
         break;
     }
+    if (in->preparing || in->launching) {
+        /* Nothing runs yet (or the pod kills what it started once it says so). */
+        abort_launch(in);
+        inst_finish_stop(in, "stopped before it started");
+        return;
+    }
     sup__timers_stop(in);
     sup__inst_cancel_op(in);
-    int was_checkpointed = in->state == INST_CHECKPOINTED;
     sup__set_state(in, INST_STOPPING, in->stop_reason, NULL);
+    sup__inst_signal_stop(in);
+}
+
+void sup__inst_signal_stop(struct instance *in)
+{
     int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
     /* A tree CRIU left stopped (--leave-stopped, a stand-in) must run to see the SIGTERM. */
-    if (was_checkpointed && rc == 0)
+    if (in->sleep_level == SUP_SLEEP_CHECKPOINT && rc == 0)
         in->runner->ops->signal_group(in->runner, &in->proc, SIGCONT);
     if (rc < 0 && rc != -ESRCH)
         log_warn("sup", "cannot signal '%s' (pgid %d): %s", in->name, in->proc.pgid, strerror(-rc));
@@ -625,7 +700,14 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     in->restarts = restarts;
     in->stop_timeout_ms = in->m ? in->m->stop_timeout_ms : 10000;
     in->percent = -1;
+    in->reach_port = port;
     int rc = in->runner->ops->adopt(in->runner, p, sup__inst_on_exit, in, &in->watch);
+    int remote = runner_pod_of(in->runner) != NULL;
+    if (rc == 0 && remote) {
+        /* The pod's first poll says more: found (probe then), lost (unknown) or exited. */
+        in->reach_port = 0;
+        runner_pod_watch_info(in->watch, in->name, in->tail.path, port);
+    }
     if (sleep_level == SUP_SLEEP_CHECKPOINT) {
         /* CRIU ended the tree (or left it stopped): the images are what counts. */
         char *dir = sup__ckpt_dir(in);
@@ -651,7 +733,9 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     }
     if (rc < 0) {
         in->proc = (struct runner_proc){0};
-        sup__set_state(in, INST_STOPPED, "exited while no daemon was running", NULL);
+        sup__set_state(
+            in, INST_STOPPED,
+            remote ? "its pod is no longer recorded" : "exited while no daemon was running", NULL);
         return;
     }
     log_info("sup", "adopting '%s' (pid %d, port %d)", in->name, p->pid, port);
@@ -667,7 +751,8 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     if (in->m)
         uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
     /* probe_done sees STOPPED with a watch and decides between ready and starting. */
-    probe_schedule(in, 0);
+    if (!remote)
+        probe_schedule(in, 0);
 }
 
 void sup__inst_on_line(struct instance *in, const char *line, size_t len)
@@ -722,7 +807,7 @@ struct instance *sup__instance_new(struct sup *s, const struct config_model *m)
     in->engine_name = xstrdup(m->engine);
     in->m = m;
     in->eng = engine_find(m->engine);
-    in->runner = &s->local;
+    in->runner = sup__runner_for(s, m->pod);
     in->percent = -1;
     in->reason = xstrdup("");
     uv_timer_t *timers[] = {&in->probe_timer, &in->deadline_timer, &in->restart_timer,
@@ -742,6 +827,7 @@ struct instance *sup__instance_new(struct sup *s, const struct config_model *m)
 /* Drops everything the daemon holds for the instance, leaving its process alone. */
 void sup__inst_release(struct instance *in)
 {
+    abort_launch(in);
     sup__timers_stop(in);
     sup__suspend_cancel(in);
     if (in->plan) {
@@ -781,6 +867,7 @@ void sup__instance_free(struct instance *in)
     free(in->fatal);
     free(in->stop_reason);
     free(in->placement);
+    free(in->pod_override);
     free(in->susp_pids);
     free(in);
 }

@@ -77,21 +77,32 @@ void sup_adopt_all(struct sup *s)
     }
     for (size_t i = 0; i < n; i++) {
         struct store_instance *r = &rows[i];
-        if (strcmp(r->host, "local") != 0 || r->pid <= 0)
+        if (r->pid <= 0)
             continue;
+        int local = strcmp(r->host, "local") == 0;
         struct runner_proc p = {.pid = r->pid, .pgid = r->pgid, .start_time = r->start_time};
         struct instance *in = NULL;
         for (size_t j = 0; j < s->n_inst && !in; j++)
             if (strcmp(s->inst[j]->name, r->model) == 0)
                 in = s->inst[j];
+        const char *want = in ? sup__wanted_pod(in) : NULL;
+        if (in && strcmp(want ? want : "local", r->host) != 0) {
+            /* The config moved it to another host: the recorded tree goes like a removed one. */
+            log_info("sup", "'%s' now runs on %s; stopping what runs on %s", r->model,
+                     want ? want : "local", r->host);
+            in = NULL;
+        }
         if (!in) {
             /* Recorded by us but gone from the config: adopt it only to stop it. */
-            if (!s->local.ops->is_alive(&s->local, &p)) {
+            if (local && !s->local.ops->is_alive(&s->local, &p)) {
                 store_delete_instance(s->app->store, r->model, r->host);
                 continue;
             }
-            struct config_model ghost = {
-                .name = r->model, .engine = "generic", .max_restarts = 0, .stop_timeout_ms = 10000};
+            struct config_model ghost = {.name = r->model,
+                                         .engine = "generic",
+                                         .max_restarts = 0,
+                                         .stop_timeout_ms = 10000,
+                                         .pod = local ? NULL : r->host};
             in = sup__instance_new(s, &ghost);
             in->m = NULL;
             in->removed = 1;
@@ -215,6 +226,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .state = in->state,
         .pid = running ? in->proc.pid : 0,
         .port = running ? in->port : 0,
+        .reach_port = running ? in->reach_port : 0,
         .gpus = running && in->gpus ? in->gpus : "",
         .uptime_s =
             running && in->started_wall_ms ? (clock_wall_ms() - in->started_wall_ms) / 1000 : -1,
@@ -377,17 +389,19 @@ void sup__notify(struct sup *s, const struct sup_note *n)
         sweep_observers(s);
 }
 
+/* Down for a shutdown: stopped, failed, or on a pod that does not answer (left to adopt). */
 static int all_down(struct sup *s)
 {
     for (size_t i = 0; i < s->n_inst; i++)
-        if (s->inst[i]->state != INST_STOPPED && s->inst[i]->state != INST_FAILED)
+        if (s->inst[i]->state != INST_STOPPED && s->inst[i]->state != INST_FAILED &&
+            s->inst[i]->state != INST_UNKNOWN)
             return 0;
     return 1;
 }
 
-static void shutdown_finish(uv_handle_t *h)
+static void shutdown_free(void *sup)
 {
-    struct sup *s = h->data;
+    struct sup *s = sup;
     void (*done)(void *) = s->shutdown_done;
     void *arg = s->shutdown_arg;
     while (s->observers) {
@@ -401,6 +415,12 @@ static void shutdown_finish(uv_handle_t *h)
     free(s);
     if (done)
         done(arg);
+}
+
+static void shutdown_finish(uv_handle_t *h)
+{
+    /* The pods' ssh masters are stopped last, once nothing needs them. */
+    sup__pods_close(h->data, shutdown_free, h->data);
 }
 
 static void release_all(struct sup *s)
@@ -438,9 +458,17 @@ void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *a
         memcpy(copy, s->inst, n * sizeof *copy);
     for (size_t i = 0; i < n; i++)
         uv_timer_stop(&copy[i]->restart_timer);
-    for (size_t i = 0; i < n && s->shutting_down == 1; i++)
+    for (size_t i = 0; i < n && s->shutting_down == 1; i++) {
+        if (copy[i]->state == INST_UNKNOWN) {
+            log_warn("sup",
+                     "'%s' is left as it is on pod '%s', which does not answer; the next daemon "
+                     "adopts or stops it",
+                     copy[i]->name, copy[i]->runner->host);
+            continue;
+        }
         if (copy[i]->state != INST_STOPPED && copy[i]->state != INST_STOPPING)
             sup__inst_stop(copy[i], NULL, NULL);
+    }
     free(copy);
     if (s->shutting_down == 1)
         sup__maybe_shutdown_done(s);

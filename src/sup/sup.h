@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "gpu/gpu.h"
 
 /*
  * The supervisor: one instance per configured model, each driven through the
@@ -20,6 +21,7 @@ enum inst_state {
     INST_CHECKPOINTED,
     INST_STOPPING,
     INST_FAILED,
+    INST_UNKNOWN, /* on a pod that does not answer: it may still run */
 };
 
 const char *sup_state_name(enum inst_state s);
@@ -32,8 +34,9 @@ struct sup_info {
     const char *engine;
     const char *host;
     enum inst_state state;
-    int pid;  /* 0 when none */
-    int port; /* 0 when none */
+    int pid;        /* 0 when none */
+    int port;       /* 0 when none: the engine's port on its host */
+    int reach_port; /* where yard reaches it on 127.0.0.1 (a pod's: a forward) */
     const char *gpus;
     int64_t uptime_s; /* since the process started; -1 when not running */
     const char *reason;
@@ -79,6 +82,18 @@ int sup_start(struct sup *s, const char *model, char **err);
 int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err);
 /* Stops MODEL; done runs once it is stopped (at once if it is). 0 or -ENOENT with *err. */
 int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, char **err);
+/*
+ * Runs MODEL on pod (NULL: where the config says) from its next start.
+ * 0, or -ENOENT / -EBUSY (it runs elsewhere: stop it first) with *err.
+ */
+int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err);
+/*
+ * The GPUs of pod as last read over ssh (or recorded by `yard pod add`);
+ * NULL for an unknown pod. Owned by the sup.
+ */
+const struct gpu_inventory *sup_pod_gpus(struct sup *s, const char *pod);
+/* While pod does not answer: 1 with a reason and the seconds to the next try; else 0. */
+int sup_pod_unreachable(struct sup *s, const char *pod, const char **why, int *retry_s);
 /* Number of instances; sup_info_at fills info for the i-th (config order). */
 size_t sup_count(struct sup *s);
 void sup_info_at(struct sup *s, size_t i, struct sup_info *info);

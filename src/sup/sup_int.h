@@ -109,6 +109,12 @@ struct instance {
     struct ckpt *ckpt; /* a CRIU dump or restore under way */
     int dumping;       /* criu dump runs: the tree exiting is expected */
     int removed;       /* the config dropped it: forget it once stopped */
+    /* Pods (remote.c) */
+    int reach_port;                 /* 127.0.0.1 port that reaches the engine */
+    int preparing;                  /* asking the pod for ports and GPUs before a start */
+    int launching;                  /* the pod starts it; its pid is not known yet */
+    enum inst_state before_unknown; /* the state it had when its pod stopped answering */
+    char *pod_override;             /* yard start --pod: the pod for the next start */
 };
 
 struct sup_observer {
@@ -122,6 +128,9 @@ struct sup_observer {
 struct sup {
     struct app *app;
     struct runner local;
+    struct runner_pod **pods; /* a runner per pod the config or the store names */
+    size_t n_pods;
+    int pods_closing;
     struct instance **inst;
     size_t n_inst;
     struct sup_observer *observers;
@@ -140,6 +149,12 @@ int sup__inst_start(struct instance *in);
 void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg);
 void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port, const char *gpus,
                      const char *cmdline, int64_t started_ms, int restarts, int sleep_level);
+/* The rest of a start once the host is ready for it (a pod was asked first). */
+int sup__inst_launch(struct instance *in);
+void sup__inst_fail(struct instance *in, const char *reason);
+void sup__probe_now(struct instance *in, uint64_t ms);
+/* STOPPING: sends SIGTERM to the group and arms the stop timeout and the reaper. */
+void sup__inst_signal_stop(struct instance *in);
 void sup__inst_release(struct instance *in);
 void sup__inst_on_line(struct instance *in, const char *line, size_t len);
 /* The runner's exit callback for an instance's main process (arg: the instance). */
@@ -178,6 +193,19 @@ void sup__ckpt_cancel(struct instance *in);
 char *sup__ckpt_dir(struct instance *in);
 /* Removes the images (unless tools.keep_checkpoints); logs what it could not remove. */
 void sup__ckpt_discard(struct instance *in);
+
+/* remote.c: instances on pods */
+extern const struct runner_events sup__pod_events;
+/* The runner of pod (NULL: local), created when first named; its ssh line from the store. */
+struct runner *sup__runner_for(struct sup *s, const char *pod);
+/* The pod the instance runs on next: --pod, else its model's, else NULL (local). */
+const char *sup__wanted_pod(const struct instance *in);
+/* The runner's answer to prepare (arg: the instance): launches it, or fails it with err. */
+void sup__pod_prepared(void *arg, const char *err);
+/* Closes every pod runner; done runs once all are freed. */
+void sup__pods_close(struct sup *s, void (*done)(void *), void *arg);
+/* An instance on a pod whose state is unknown: what to do when the tree turns out gone. */
+void sup__unknown_exit(struct instance *in);
 
 /* logtail.c */
 void sup__tail_init(struct logtail *t, struct instance *in, const char *path);

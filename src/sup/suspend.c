@@ -41,7 +41,8 @@ struct suspend {
 
 int sup__policy_suspends(const struct config_model *m)
 {
-    return m && m->evict_process == CONFIG_PROCESS_CUDA_SUSPEND;
+    /* cuda-checkpoint runs here, not on a pod: a pod model is stopped instead. */
+    return m && !m->pod && m->evict_process == CONFIG_PROCESS_CUDA_SUSPEND;
 }
 
 static void step(struct suspend *x);
@@ -204,8 +205,8 @@ static void step(struct suspend *x)
     }
     struct engine_step warm[1];
     if (engine_warmup_plan(in->name, warm, 1) == 1)
-        in->plan =
-            engine_run_plan(in->sup->app->loop, in->port, warm, 1, WARMUP_TIMEOUT_MS, warm_done, x);
+        in->plan = engine_run_plan(in->sup->app->loop, in->reach_port, warm, 1, WARMUP_TIMEOUT_MS,
+                                   warm_done, x);
     if (!in->plan)
         warm_done(0, NULL, x);
 }

@@ -5,12 +5,16 @@
 // (tests/e2e/fixtures/nvidia-smi) first and YARD_FAKE_GPUS declaring two GPUs
 // (a second key gets neither), then a daemon, and checks:
 //   - pod add probes the pod, detects its 2 GPUs and records it
-//   - pod ls (table and --json) shows it reachable with its GPUs
+//   - pod ls (table and --json) shows it reachable with its GPUs and the models
+//     configured for it
+//   - pod ls probes again: GPU memory in use is refreshed; a pod whose sshd
+//     stopped is shown unreachable, and reachable again once sshd is back
 //   - a second add of the same name and a hostile name are refused
 //   - a pod nobody answers for (wrong port) is a transport error; nothing recorded
 //   - a pod without nvidia-smi is recorded with no GPUs, and says so
 //   - the record survives a daemon restart
-//   - pod rm forgets it and stops its ssh master (`ssh -O check`: no master)
+//   - pod rm is refused while a model of the pod is not stopped; --force stops
+//     the model, forgets the pod and stops its ssh master (`ssh -O check`)
 //   - with no daemon running: one line, exit 1
 // It skips, saying why, when it does not run as root or sshd or ssh is missing.
 
@@ -33,14 +37,22 @@ async function startYard(stateDir, config) {
 }
 
 test('yard pod against a real sshd', { skip: SKIP || false }, async (t) => {
-    const sshd = await startSshd({
-        keyEnv: { PATH: `${FIXTURES}:/usr/local/bin:/usr/bin:/bin`, YARD_FAKE_GPUS: GPUS },
-    });
     const dir = h.tmpdir('yard-pod-');
+    const ledger = path.join(dir, 'gpu-ledger');
+    const sshd = await startSshd({
+        keyEnv: {
+            PATH: `${FIXTURES}:/usr/local/bin:/usr/bin:/bin`,
+            YARD_FAKE_GPUS: GPUS,
+            YARD_FAKE_LEDGER: ledger,
+        },
+    });
     const port = await h.freePort();
+    // p runs on gpu1 and never gets ready (nothing answers its health check)
     const config = h.writeConfig(
         dir,
-        `listen: 127.0.0.1:${port}\nmodels:\n  a:\n    engine: vllm\n    cmd: "x"\n`,
+        `listen: 127.0.0.1:${port}\nmodels:\n  a:\n    engine: vllm\n    cmd: "x"\n` +
+            `  p:\n    engine: generic\n    cmd: "sleep 600"\n    pod: gpu1\n` +
+            `    restart: never\n`,
     );
     let d = await startYard(dir, config);
     const yard = (...args) => h.yard(args, { stateDir: dir });
@@ -59,14 +71,15 @@ test('yard pod against a real sshd', { skip: SKIP || false }, async (t) => {
             assert.equal(r.code, 0, r.stderr);
             const lines = r.stdout.trimEnd().split('\n');
             assert.equal(lines.length, 2, r.stdout);
-            assert.match(lines[0], /^NAME\s+REACHABLE\s+GPUS\s+SSH$/);
-            assert.match(lines[1], /^gpu1\s+yes\s+2\s+ssh -F \/dev\/null -p \d+ /);
+            assert.match(lines[0], /^NAME\s+REACHABLE\s+GPUS\s+MODELS\s+SSH$/);
+            assert.match(lines[1], /^gpu1\s+yes\s+2\s+p:stopped\s+ssh -F \/dev\/null -p \d+ /);
             const pods = await h.yardJson(['pod', 'ls', '--json'], { stateDir: dir });
             assert.equal(pods.length, 1);
             const p = pods[0];
             assert.deepEqual(Object.keys(p).sort(), [
                 'gpus',
                 'last_seen_ms',
+                'models',
                 'models_path',
                 'name',
                 'reachable',
@@ -77,6 +90,7 @@ test('yard pod against a real sshd', { skip: SKIP || false }, async (t) => {
             assert.equal(p.models_path, '/models');
             assert.equal(p.reachable, true);
             assert.ok(p.last_seen_ms > Date.now() - 60000 && p.last_seen_ms <= Date.now());
+            assert.deepEqual(p.models, [{ name: 'p', state: 'stopped' }]);
             assert.deepEqual(p.gpus, [
                 { index: 0, name: 'NVIDIA H100 80GB HBM3', memory_total: 81559 * MiB, memory_used: 0 },
                 { index: 1, name: 'NVIDIA H100 80GB HBM3', memory_total: 81559 * MiB, memory_used: 0 },
@@ -144,11 +158,65 @@ test('yard pod against a real sshd', { skip: SKIP || false }, async (t) => {
             assert.equal(p.reachable, true);
         });
 
-        await t.test('pod rm forgets the pod and stops its ssh master', async () => {
-            assert.equal(sshControl(control, sshd.sshCmd, 'check').status, 0);
-            let r = await yard('pod', 'rm', 'gpu1');
+        await t.test('pod ls probes again: GPU memory in use is refreshed', async () => {
+            // a live pid (this test's) holding 1 GiB of GPU 1, as a mock engine's ledger says
+            fs.writeFileSync(ledger, `${process.pid} 1 ${1024 * MiB} test\n`);
+            const pods = await h.yardJson(['pod', 'ls', '--json'], { stateDir: dir });
+            const p = pods.find((x) => x.name === 'gpu1');
+            assert.deepEqual(
+                p.gpus.map((g) => g.memory_used),
+                [0, 1024 * MiB],
+            );
+            fs.rmSync(ledger);
+        });
+
+        await t.test('pod ls shows a pod unreachable while its sshd is down', async () => {
+            const before = (await h.yardJson(['pod', 'ls', '--json'], { stateDir: dir })).find(
+                (x) => x.name === 'gpu1',
+            );
+            // the masters would keep the old connections: stop them with sshd
+            sshControl(control, sshd.sshCmd, 'exit');
+            sshControl(path.join(dir, 'ssh', 'cpu1.sock'), sshd.plainCmd, 'exit');
+            await sshd.proc.stop();
+            let r = await yard('pod', 'ls');
             assert.equal(r.code, 0, r.stderr);
-            assert.equal(r.stdout, "removed pod 'gpu1'\n");
+            assert.match(r.stdout.split('\n')[1], /^cpu1\s+no\s+/);
+            assert.match(r.stdout.split('\n')[2], /^gpu1\s+no\s+2\s+p:stopped\s+/);
+            let pods = await h.yardJson(['pod', 'ls', '--json'], { stateDir: dir });
+            let p = pods.find((x) => x.name === 'gpu1');
+            assert.equal(p.reachable, false);
+            assert.equal(p.last_seen_ms, before.last_seen_ms, 'last seen: before sshd stopped');
+            assert.equal(p.gpus.length, 2, 'the GPUs last seen are kept');
+
+            await sshd.restart();
+            pods = await h.yardJson(['pod', 'ls', '--json'], { stateDir: dir });
+            p = pods.find((x) => x.name === 'gpu1');
+            assert.equal(p.reachable, true);
+            assert.ok(p.last_seen_ms > before.last_seen_ms);
+            assert.equal(pods.find((x) => x.name === 'cpu1').reachable, true);
+        });
+
+        await t.test('pod rm is refused while a model of the pod runs', async () => {
+            let r = await yard('start', 'p');
+            assert.equal(r.code, 0, r.stderr);
+            const state = (await h.ps(dir)).find((x) => x.name === 'p').state;
+            assert.ok(['starting', 'ready'].includes(state), `p is ${state}`);
+            r = await yard('pod', 'rm', 'gpu1');
+            assert.equal(r.code, 1);
+            assert.equal(
+                r.stderr,
+                "yard: pod 'gpu1' runs models: p; stop them first or use 'yard pod rm gpu1 --force'\n",
+            );
+            r = await yard('pod', 'ls');
+            assert.match(r.stdout.split('\n')[2], new RegExp(`^gpu1\\s+yes\\s+2\\s+p:${state}\\s+`));
+        });
+
+        await t.test('pod rm --force stops the models, forgets the pod, stops its master', async () => {
+            assert.equal(sshControl(control, sshd.sshCmd, 'check').status, 0);
+            let r = await yard('pod', 'rm', 'gpu1', '--force');
+            assert.equal(r.code, 0, r.stderr);
+            assert.equal(r.stdout, "stopped 'p'\nremoved pod 'gpu1'\n");
+            assert.equal((await h.ps(dir)).find((x) => x.name === 'p').state, 'stopped');
             const c = sshControl(control, sshd.sshCmd, 'check');
             assert.notEqual(c.status, 0, 'no master');
             r = await yard('pod', 'rm', 'gpu1', '--force');
@@ -184,13 +252,16 @@ test('yard pod: usage errors and no daemon (no sshd needed)', async () => {
     assert.equal(r.code, 0);
     assert.match(r.stdout, /^usage: yard pod add NAME --ssh "ssh ARGS\.\.\." \[--models-path P\]/);
     const usage = [
-        [['pod'], /which subcommand\? add, ls or rm/],
-        [['pod', 'frob'], /unknown subcommand 'frob'; use add, ls or rm/],
+        [['pod'], /which subcommand\? add, ls, rm or setup/],
+        [['pod', 'frob'], /unknown subcommand 'frob'; use add, ls, rm or setup/],
         [['pod', 'add', 'gpu1'], /'pod add' needs the ssh command line, as --ssh/],
         [['pod', 'add', '--ssh', 'ssh h'], /name one pod, as 'yard pod add gpu1'/],
         [['pod', 'ls', 'x'], /'pod ls' takes no arguments/],
         [['pod', 'ls', '--ssh', 'ssh h'], /--ssh and --models-path go with 'yard pod add'/],
         [['pod', 'add', 'a', '--ssh', 'ssh h', '--force'], /--force goes with 'yard pod rm'/],
+        [['pod', 'setup'], /name one pod, as 'yard pod setup gpu1'/],
+        [['pod', 'rm', 'a', '--timeout', '1m'], /--timeout goes with 'yard pod setup'/],
+        [['pod', 'setup', 'a', '--timeout', '0'], /'--timeout 0' is not a duration/],
     ];
     for (const [args, re] of usage) {
         r = await h.yard(args, { stateDir: dir });
@@ -198,7 +269,12 @@ test('yard pod: usage errors and no daemon (no sshd needed)', async () => {
         assert.match(r.stderr, re);
         assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
     }
-    for (const args of [['pod', 'ls'], ['pod', 'add', 'gpu1', '--ssh', 'ssh h'], ['pod', 'rm', 'gpu1']]) {
+    for (const args of [
+        ['pod', 'ls'],
+        ['pod', 'add', 'gpu1', '--ssh', 'ssh h'],
+        ['pod', 'rm', 'gpu1'],
+        ['pod', 'setup', 'gpu1'],
+    ]) {
         r = await h.yard(args, { stateDir: dir });
         assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
         assert.match(r.stderr, /^yard: no daemon running at .*\n$/);

@@ -811,6 +811,79 @@ static void test_eviction_policies(void **state)
     config_free(cfg);
 }
 
+/* pods: { NAME: { setup | setup_file } } */
+static void test_pods(void **state)
+{
+    struct config *c = parse_ok("pods:\n"
+                                "  gpu-box-1:\n"
+                                "    setup: |\n"
+                                "      apt-get update\n"
+                                "      echo \"it's $(date)\"\n"
+                                "  other.pod_2: {}\n");
+    assert_int_equal(c->n_pods, 2);
+    const struct config_pod *p = config_find_pod(c, "gpu-box-1");
+    assert_non_null(p);
+    assert_string_equal(p->setup, "apt-get update\necho \"it's $(date)\"\n");
+    assert_null(p->setup_file);
+    assert_int_equal(p->line, 2);
+    p = config_find_pod(c, "other.pod_2");
+    assert_non_null(p);
+    assert_null(p->setup);
+    assert_null(p->setup_file);
+    assert_null(config_find_pod(c, "nope"));
+    config_free(c);
+
+    /* setup_file: relative to the config's directory, and it must be readable */
+    char dir[] = "/tmp/yard-config-pods-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *script = NULL, *cfg_path = NULL, *want = NULL;
+    assert_true(asprintf(&script, "%s/setup.sh", dir) > 0);
+    assert_true(asprintf(&cfg_path, "%s/yard.yaml", dir) > 0);
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    fputs("echo hi\n", f);
+    fclose(f);
+    const char *text = "pods:\n  g1:\n    setup_file: setup.sh\n  g2:\n    setup_file: /x/none.sh\n";
+    struct config_errors e = {0};
+    assert_null(config_parse(text, strlen(text), cfg_path, &e));
+    assert_int_equal(e.n, 1);
+    assert_true(asprintf(&want,
+                         "%s:5:17: pods.g2.setup_file: cannot read '/x/none.sh': no such file or "
+                         "directory; paths are relative to the config's directory",
+                         cfg_path) > 0);
+    assert_string_equal(e.msgs[0], want);
+    config_errors_release(&e);
+    text = "pods:\n  g1:\n    setup_file: setup.sh\n";
+    c = config_parse(text, strlen(text), cfg_path, &e);
+    assert_non_null(c);
+    assert_string_equal(config_find_pod(c, "g1")->setup_file, script);
+    assert_null(config_find_pod(c, "g1")->setup);
+    config_free(c);
+    unlink(script);
+    rmdir(dir);
+    free(script);
+    free(cfg_path);
+    free(want);
+
+    expect_error("pods:\n  g:\n    setup: a\n    setup_file: b\n",
+                 "yard.yaml:4:17: pods.g: give either 'setup' (the script) or 'setup_file' (its "
+                 "path), not both");
+    expect_error("pods:\n  ../x:\n    setup: a\n",
+                 "yard.yaml:2:3: pods: invalid pod name '../x'; use 1 to 64 letters, digits, '.', "
+                 "'_' or '-', not starting with '.'");
+    expect_error("pods:\n  .h:\n    setup: a\n",
+                 "yard.yaml:2:3: pods: invalid pod name '.h'; use 1 to 64 letters, digits, '.', "
+                 "'_' or '-', not starting with '.'");
+    expect_error("pods:\n  g:\n    setup: \"\"\n",
+                 "yard.yaml:3:12: pods.g.setup: empty script; write the commands or leave the key "
+                 "out");
+    expect_error("pods:\n  g:\n    setupp: x\n",
+                 "yard.yaml:3:5: unknown key 'setupp' in pod 'g'; did you mean 'setup'?");
+    expect_error("pods: [a]\n", "yard.yaml:1:7: pods: expected a mapping of pod names, got a list");
+    expect_error("pods:\n  g:\n    setup: [x]\n",
+                 "yard.yaml:3:12: pods.g.setup: expected a string, got a list");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -835,6 +908,7 @@ int main(void)
         cmocka_unit_test(test_split_argv),
         cmocka_unit_test(test_expand_cmd),
         cmocka_unit_test(test_model_same),
+        cmocka_unit_test(test_pods),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -314,6 +314,10 @@ static void test_build_cmd(void **state)
                               "ControlMaster=auto",
                               "-o",
                               "ControlPersist=600",
+                              "-o",
+                              "ServerAliveInterval=5",
+                              "-o",
+                              "ServerAliveCountMax=3",
                               "-S",
                               ctl,
                               "-p",
@@ -364,7 +368,7 @@ static void test_control_path_percent(void **state)
     assert_int_equal(ssh_pod_init(&pod, "x", "ssh h", dir, err, sizeof(err)), 0);
     assert_int_equal(ssh_build_cmd(&pod, "true", &c), 0);
     want = xstrfmt("%s/p%%%%d/ssh/x.sock", tmp_dir);
-    assert_string_equal(c.argv[10], want);
+    assert_string_equal(c.argv[14], want);
     free(want);
     ssh_pod_release(&pod);
     free(dir);
@@ -391,7 +395,8 @@ static void test_redaction(void **state)
         char *remote = ssh_remote_command("echo 'hi there'");
         char *q = ssh_quote(remote);
         want = xstrfmt("ssh -o BatchMode=yes -o ConnectTimeout=10 -o ControlMaster=auto -o "
-                       "ControlPersist=600 -S %s/ssh/gpu1.sock -i <redacted> -i<redacted> -o "
+                       "ControlPersist=600 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -S "
+                       "%s/ssh/gpu1.sock -i <redacted> -i<redacted> -o "
                        "IdentityFile=<redacted> -oIdentityFile=<redacted> -o "
                        "CertificateFile=<redacted> -o User=root host %s",
                        tmp_dir, q);

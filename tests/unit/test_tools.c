@@ -122,7 +122,7 @@ static void test_criu_cmds(void **state)
                              "--link-remap",
                              "--manage-cgroups=soft",
                              NULL};
-    char long_dir[3000];
+    char long_dir[TOOLS_CMD_STORE + 1000];
 
     assert_int_equal(tools_criu_dump_cmd(&c, NULL, 99, "/s/ck/qwen"), 0);
     assert_argv(&c, dump);

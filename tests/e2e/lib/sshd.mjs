@@ -37,11 +37,13 @@ function tcpAccepts(port) {
 }
 
 /**
- * Starts sshd; resolves { dir, port, proc, sshCmd, plainCmd, badHostCmd, cmdForPort(port) }.
+ * Starts sshd; resolves { dir, port, proc, sshCmd, plainCmd, badHostCmd, cmdForPort(port),
+ * restart() }.
  * sshCmd logs in as root with the client key (and keyEnv) and known_hosts;
  * plainCmd with plain_key (no keyEnv); badHostCmd with a known_hosts that pins
  * another host key (verification must fail); cmdForPort builds sshCmd for
- * another port.
+ * another port. restart() starts sshd again (same port, keys and config) after
+ * proc.stop(), and sets proc to the new process.
  */
 export async function startSshd({ keyEnv = {} } = {}) {
     const dir = h.tmpdir('yard-sshd-');
@@ -83,17 +85,22 @@ export async function startSshd({ keyEnv = {} } = {}) {
     keygen(path.join(dir, 'other_key'));
     const otherPub = fs.readFileSync(path.join(dir, 'other_key.pub'), 'utf8').trim().split(' ');
     fs.writeFileSync(path.join(dir, 'bad_hosts'), `[127.0.0.1]:${port} ${otherPub[0]} ${otherPub[1]}\n`);
-    const proc = h.startProcess(SSHD, ['-D', '-e', '-f', config, '-p', String(port)], {
-        logPath: path.join(dir, 'sshd.log'),
-        name: 'sshd',
-    });
-    await h.waitFor(
-        async () => {
-            if (proc.exited) throw h.fatal(`sshd exited: ${proc.logText()}`);
-            return (await tcpAccepts(port)) && proc.logText().includes('listening');
-        },
-        { timeoutMs: 10000, what: `sshd listening on ${port}` },
-    );
+    const launch = async (logName) => {
+        const p = h.startProcess(SSHD, ['-D', '-e', '-f', config, '-p', String(port)], {
+            logPath: path.join(dir, logName),
+            name: 'sshd',
+        });
+        await h.waitFor(
+            async () => {
+                if (p.exited) throw h.fatal(`sshd exited: ${p.logText()}`);
+                return (await tcpAccepts(port)) && p.logText().includes('listening');
+            },
+            { timeoutMs: 10000, what: `sshd listening on ${port}` },
+        );
+        return p;
+    };
+    const proc = await launch('sshd.log');
+    let restarts = 0;
     const cmdFor = (p, key) =>
         `ssh -F /dev/null -p ${p} -i ${dir}/${key} -o IdentitiesOnly=yes ` +
         `-o UserKnownHostsFile=${dir}/known_hosts root@127.0.0.1`;
@@ -107,6 +114,11 @@ export async function startSshd({ keyEnv = {} } = {}) {
             `ssh -F /dev/null -p ${port} -i ${dir}/client_key -o IdentitiesOnly=yes ` +
             `-o UserKnownHostsFile=${dir}/bad_hosts root@127.0.0.1`,
         cmdForPort: (p) => cmdFor(p, 'client_key'),
+        async restart() {
+            restarts += 1;
+            this.proc = await launch(`sshd-${restarts}.log`);
+            return this.proc;
+        },
     };
 }
 

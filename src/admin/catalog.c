@@ -1,0 +1,283 @@
+/*
+ * The `models` verb of the admin socket (docs/catalog.md): which models of
+ * the catalog fit on which host. The hosts are the daemon's own ("local",
+ * its GPU inventory) and every recorded pod (the GPUs its record holds; no
+ * ssh is run). Reading the catalog file and the local inventory may block,
+ * so both run in the libuv thread pool; the pods are read from the store on
+ * the loop, before.
+ */
+#include "admin/internal.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "catalog/catalog.h"
+#include "config/config.h"
+#include "gpu/gpu.h"
+#include "store/store.h"
+
+struct models_op {
+    uv_work_t work;
+    struct app *app;
+    admin__reply_fn reply;
+    void *arg;
+    char *catalog_path; /* NULL: the built-in catalog */
+    int want_local;
+    struct store_pod *pods; /* the hosts besides local */
+    size_t n_pods;
+    /* filled in the thread pool */
+    struct catalog *cat;
+    char *cat_err;
+    struct gpu_inventory inv;
+    char *inv_err; /* the local inventory could not be read */
+};
+
+static void reply_error(admin__reply_fn reply, void *arg, const char *msg)
+{
+    reply(arg, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
+}
+
+static void op_free(struct models_op *op)
+{
+    free(op->catalog_path);
+    store_pods_free(op->pods, op->n_pods);
+    catalog_free(op->cat);
+    free(op->cat_err);
+    gpu_inventory_release(&op->inv);
+    free(op->inv_err);
+    free(op);
+}
+
+/*
+ * The config's `catalog:` path, absolute so that messages name the file
+ * wherever the daemon runs: a relative one is relative to the config file's
+ * directory.
+ */
+static char *catalog_path(const struct config *cfg)
+{
+    if (!cfg || !cfg->catalog)
+        return NULL;
+    if (cfg->catalog[0] == '/')
+        return xstrdup(cfg->catalog);
+    char *copy = xstrdup(cfg->path ? cfg->path : "");
+    const char *dir = dirname(copy);
+    char *path = NULL;
+    if (dir[0] == '/') {
+        path = xstrfmt("%s/%s", strcmp(dir, "/") == 0 ? "" : dir, cfg->catalog);
+    } else {
+        char cwd[PATH_MAX];
+        if (getcwd(cwd, sizeof cwd))
+            path = strcmp(dir, ".") == 0 ? xstrfmt("%s/%s", cwd, cfg->catalog)
+                                         : xstrfmt("%s/%s/%s", cwd, dir, cfg->catalog);
+        else
+            path =
+                strcmp(dir, ".") == 0 ? xstrdup(cfg->catalog) : xstrfmt("%s/%s", dir, cfg->catalog);
+    }
+    free(copy);
+    return path;
+}
+
+static void models_read(uv_work_t *w)
+{
+    struct models_op *op = w->data;
+    op->cat = op->catalog_path ? catalog_load(op->catalog_path, &op->cat_err)
+                               : catalog_load_default(&op->cat_err);
+    if (!op->cat || !op->want_local)
+        return;
+    if (!op->app->gpu) {
+        op->inv_err = xstrdup("no GPU inventory in this daemon");
+        return;
+    }
+    char *err = NULL;
+    if (gpu_read(op->app->gpu, &op->inv, &err) < 0) {
+        op->inv_err = xstrfmt("cannot read the GPU inventory: %s", err ? err : "error");
+        gpu_inventory_release(&op->inv);
+        memset(&op->inv, 0, sizeof op->inv);
+    }
+    free(err);
+}
+
+static json_t *strv_json(char **v, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_string(v[i]));
+    return arr;
+}
+
+static json_t *config_json(const struct catalog_config *c)
+{
+    json_t *env = json_object();
+    for (size_t i = 0; i < c->n_env; i++)
+        json_object_set_new(env, c->env[i].key, json_string(c->env[i].value));
+    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o}", "gpu_count", c->gpu_count, "gpu_types",
+                     strv_json(c->gpu_types, c->n_gpu_types), "args", strv_json(c->args, c->n_args),
+                     "env", env, "vram", c->vram ? json_integer((json_int_t)c->vram) : json_null(),
+                     "notes", c->notes ? json_string(c->notes) : json_null());
+}
+
+/* One host's answer: its GPUs (as given) and, for each model, the config that fits or why not. */
+static json_t *host_json(const struct catalog *cat, const char *name, const char *word,
+                         json_t *gpus_in)
+{
+    size_t n = json_array_size(gpus_in);
+    struct catalog_gpu *gpus = xcalloc(n + 1, sizeof(*gpus));
+    for (size_t i = 0; i < n; i++) {
+        json_t *g = json_array_get(gpus_in, i);
+        json_t *total = json_object_get(g, "memory_total");
+        gpus[i].name = json_string_value(json_object_get(g, "name"));
+        gpus[i].memory = json_is_integer(total) && json_integer_value(total) > 0
+                             ? (uint64_t)json_integer_value(total)
+                             : 0;
+    }
+    json_t *models = json_array();
+    for (size_t i = 0; i < cat->n_models; i++) {
+        const struct catalog_model *m = &cat->models[i];
+        const struct catalog_config *c = NULL;
+        char *why = NULL;
+        int fits = catalog_fit(m, gpus, n, word, &c, &why) == 0;
+        json_array_append_new(models,
+                              json_pack("{s:s, s:s, s:s, s:o, s:b, s:o, s:o}", "id", m->id, "name",
+                                        m->name, "engine", m->engine, "notes",
+                                        m->notes ? json_string(m->notes) : json_null(), "fits",
+                                        fits, "config", fits ? config_json(c) : json_null(),
+                                        "reason", why ? json_string(why) : json_null()));
+        free(why);
+    }
+    free(gpus);
+    return json_pack("{s:s, s:O, s:o}", "host", name, "gpus", gpus_in, "models", models);
+}
+
+/* The local inventory in the pods' shape: [{index, name, memory_total, memory_used}], bytes. */
+static json_t *local_gpus_json(const struct gpu_inventory *inv)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < inv->n; i++) {
+        const struct gpu_dev *d = &inv->devs[i];
+        json_array_append_new(
+            arr,
+            json_pack("{s:i, s:s, s:o, s:o}", "index", d->index, "name", d->name, "memory_total",
+                      d->total ? json_integer((json_int_t)d->total) : json_null(), "memory_used",
+                      d->used != UINT64_MAX ? json_integer((json_int_t)d->used) : json_null()));
+    }
+    return arr;
+}
+
+static void models_done(uv_work_t *w, int status)
+{
+    struct models_op *op = w->data;
+    if (!op->cat) {
+        reply_error(op->reply, op->arg, op->cat_err ? op->cat_err : "cannot load the catalog");
+        op_free(op);
+        return;
+    }
+    json_t *hosts = json_array();
+    if (op->want_local) {
+        json_t *gpus = local_gpus_json(&op->inv);
+        json_t *h = host_json(op->cat, "local", "host", gpus);
+        json_decref(gpus);
+        if (op->inv_err) {
+            /* Without an inventory every model would read "has none": say why instead. */
+            json_object_set_new(h, "models", json_array());
+            json_object_set_new(h, "error", json_string(op->inv_err));
+        }
+        json_array_append_new(hosts, h);
+    }
+    for (size_t i = 0; i < op->n_pods; i++) {
+        const struct store_pod *p = &op->pods[i];
+        json_t *gpus = json_loads(p->gpus ? p->gpus : "[]", 0, NULL);
+        if (!json_is_array(gpus)) {
+            json_decref(gpus);
+            gpus = json_array();
+        }
+        json_array_append_new(hosts, host_json(op->cat, p->name, "pod", gpus));
+        json_decref(gpus);
+    }
+    json_t *result = json_pack("{s:s, s:o}", "catalog", op->cat->source, "hosts", hosts);
+    op->reply(op->arg, json_pack("{s:b, s:o}", "ok", 1, "result", result));
+    op_free(op);
+}
+
+/* "unknown pod 'x'; known pods: a, b (add one with ...)" */
+static char *unknown_pod_msg(const char *name, const struct store_pod *pods, size_t n)
+{
+    char *known = xstrdup(n ? "" : "none");
+    for (size_t i = 0; i < n; i++) {
+        char *next = xstrfmt("%s%s%s", known, i ? ", " : "", pods[i].name);
+        free(known);
+        known = next;
+    }
+    char *msg = xstrfmt("unknown pod '%s'; known pods: %s (add one with 'yard pod add NAME --ssh "
+                        "\"ssh ...\"')",
+                        name, known);
+    free(known);
+    return msg;
+}
+
+void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    json_t *jpod = json_object_get(req, "pod");
+    const char *pod = json_string_value(jpod);
+    struct store_pod *pods = NULL;
+    size_t n = 0;
+    char *msg = NULL;
+
+    if (jpod && !json_is_null(jpod) && (!pod || !*pod)) {
+        reply_error(reply, arg, "'models' takes 'pod' as a pod name");
+        return;
+    }
+    int rc = store_list_pods(app->store, &pods, &n);
+    if (rc < 0) {
+        msg = xstrfmt("cannot read the pods: %s", strerror(-rc));
+        reply_error(reply, arg, msg);
+        free(msg);
+        return;
+    }
+    struct models_op *op = xcalloc(1, sizeof *op);
+    op->app = app;
+    op->reply = reply;
+    op->arg = arg;
+    op->catalog_path = catalog_path(app->cfg);
+    op->want_local = !pod;
+    op->pods = pods;
+    op->n_pods = n;
+    if (pod) {
+        size_t i = 0;
+        while (i < n && strcmp(pods[i].name, pod) != 0)
+            i++;
+        if (i < n) {
+            /* Keep only that pod: move it first and free the rest. */
+            if (i > 0) {
+                struct store_pod tmp = pods[0];
+                pods[0] = pods[i];
+                pods[i] = tmp;
+            }
+            for (size_t j = 1; j < n; j++)
+                store_pod_release(&pods[j]);
+            op->n_pods = 1;
+        } else if (strcmp(pod, "local") == 0) {
+            /* "local" is the daemon's own host, unless a pod has that name. */
+            op->want_local = 1;
+            op->n_pods = 0;
+            for (size_t j = 0; j < n; j++)
+                store_pod_release(&pods[j]);
+        } else {
+            msg = unknown_pod_msg(pod, pods, n);
+            reply_error(reply, arg, msg);
+            free(msg);
+            op_free(op);
+            return;
+        }
+    }
+    op->work.data = op;
+    if (uv_queue_work(app->loop, &op->work, models_read, models_done) < 0) {
+        reply_error(reply, arg, "cannot read the catalog now; try again");
+        op_free(op);
+    }
+}

@@ -1,0 +1,1048 @@
+/*
+ * The pod runner (runner/pod.h): process trees on a remote machine over
+ * ssh. Every value that reaches the remote shell goes through ssh_quote;
+ * every script runs under `set -euo pipefail` (ssh_remote_command).
+ */
+#include "runner/pod.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "runner/ssh.h"
+#include "runner/tools.h"
+
+#define POLL_MS 1000          /* while trees run there */
+#define POLL_FAST_MS 200      /* after a signal, or when log bytes were left over */
+#define FAST_FOR_MS 10000     /* how long a signal keeps the polls fast */
+#define POLL_TIMEOUT_MS 12000 /* ConnectTimeout is 10 s */
+#define LAUNCH_TIMEOUT_MS 30000
+#define FORWARD_TIMEOUT_MS 10000
+#define RETRY_FIRST_MS 1000
+#define RETRY_MAX_MS 30000
+#define LOG_CHUNK_MAX (24 * 1024) /* log bytes per tree per poll (stdout is kept to 64 KiB) */
+#define EXIT_MARK "[yard] exit "
+
+struct pod_watch {
+    struct runner_pod *pod;
+    uint64_t id;
+    struct runner_proc p; /* pid 0 while the launch runs */
+    runner_exit_cb on_exit;
+    void *arg;
+    char *name;       /* the log's name on the pod */
+    char *mirror;     /* the local copy of the log */
+    int rport;        /* the engine's port on the pod */
+    int lport;        /* 127.0.0.1 here, forwarded to rport; 0 when not forwarded */
+    uint64_t log_off; /* bytes of the remote log already copied */
+    int launching;    /* the launch script runs */
+    int adopting;     /* adopted: not seen by a poll yet */
+    int attaching;    /* a forward is being set up */
+    int attached;     /* the forward works (as far as yard knows) */
+    int lost;         /* `lost` was reported and `found` not yet */
+    int unwatched;    /* the supervisor let go: no more callbacks */
+    int exited;       /* the leader is gone (reported) */
+    int alive;        /* last poll: leader alive with its start time */
+    int group;        /* last poll: any process of the group alive */
+    int exit_code;    /* from the wrapper's last line, -1 when not seen */
+    int from_end;     /* adopted: copy only what the log gets from now on */
+    struct pod_watch *next;
+};
+
+struct prep_waiter {
+    void (*done)(void *arg, const char *err);
+    void *arg;
+    struct prep_waiter *next;
+};
+
+struct runner_pod {
+    struct runner r; /* first: runner_pod_of casts back */
+    uv_loop_t *loop;
+    char *name;
+    char *state_dir;
+    struct ssh_pod ssh;
+    int have_ssh;
+    uv_timer_t timer;
+    struct ssh_exec *poll;
+    uint64_t *poll_ids; /* the trees the running poll asked about, in order */
+    size_t n_poll_ids;
+    int reachable; /* 1, 0, -1 */
+    char *why;
+    uint64_t retry_ms;
+    uint64_t next_poll_mono;
+    uint64_t fast_until_mono;
+    int more_log; /* a poll left log bytes behind */
+    struct pod_watch *watches;
+    uint64_t next_id;
+    int *ports;
+    size_t n_ports;
+    int ports_known;
+    struct gpu_inventory gpus;
+    struct prep_waiter *waiters;
+    int runs; /* one-shot ssh runs in flight (launch, forward, signal, exit) */
+    int closing;
+    int timer_closed;
+    void (*close_done)(void *);
+    void *close_arg;
+};
+
+static const struct runner_ops pod_ops;
+
+/* ---- helpers ---- */
+
+static struct pod_watch *find_pid(struct runner_pod *p, int pid)
+{
+    for (struct pod_watch *w = p->watches; w && pid > 0; w = w->next)
+        if (w->p.pid == pid)
+            return w;
+    return NULL;
+}
+
+static struct pod_watch *find_id(struct runner_pod *p, uint64_t id)
+{
+    for (struct pod_watch *w = p->watches; w; w = w->next)
+        if (w->id == id)
+            return w;
+    return NULL;
+}
+
+static void watch_free(struct runner_pod *p, struct pod_watch *w)
+{
+    for (struct pod_watch **pp = &p->watches; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    free(w->name);
+    free(w->mirror);
+    free(w);
+}
+
+/* The log's file name on the pod: the model's name with anything odd made '_'. */
+static char *log_name(const char *model)
+{
+    char *n = xstrdup(model && *model ? model : "engine");
+    for (char *c = n; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '.' || *c == '_' || *c == '-'))
+            *c = '_';
+    if (n[0] == '.')
+        n[0] = '_';
+    return n;
+}
+
+/* A free port on 127.0.0.1 here, or 0. */
+static int local_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int port = 0;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+static void append_mirror(struct pod_watch *w, const char *data, size_t len)
+{
+    if (!len || !w->mirror)
+        return;
+    int fd = open(w->mirror, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        log_warn("pod", "cannot write '%s': %s", w->mirror, strerror(errno));
+        return;
+    }
+    while (len) {
+        ssize_t n = write(fd, data, len);
+        if (n <= 0) {
+            log_warn("pod", "cannot write '%s': %s", w->mirror, n < 0 ? strerror(errno) : "short");
+            break;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    close(fd);
+}
+
+/* Remembers the code of the wrapper's "[yard] exit N" line, if the bytes carry one. */
+static void scan_exit_line(struct pod_watch *w, const char *data, size_t len)
+{
+    size_t ml = strlen(EXIT_MARK);
+    for (size_t i = 0; i + ml <= len; i++) {
+        if ((i == 0 || data[i - 1] == '\n') && memcmp(data + i, EXIT_MARK, ml) == 0) {
+            char num[16];
+            size_t k = 0;
+            for (size_t j = i + ml;
+                 j < len && k < sizeof num - 1 && data[j] >= '0' && data[j] <= '9'; j++)
+                num[k++] = data[j];
+            num[k] = '\0';
+            if (k)
+                w->exit_code = (int)strtol(num, NULL, 10);
+        }
+    }
+}
+
+/* ---- one-shot runs: forward, signal, master exit ---- */
+
+struct oneshot {
+    struct runner_pod *pod;
+    uint64_t id; /* the watch, for a forward */
+    int lport;
+    void (*then)(struct oneshot *o, const struct tools_result *res);
+};
+
+static void maybe_free(struct runner_pod *p);
+
+static void oneshot_done(const struct tools_result *res, void *arg)
+{
+    struct oneshot *o = arg;
+    struct runner_pod *p = o->pod;
+    p->runs--;
+    if (o->then && !p->closing)
+        o->then(o, res);
+    free(o);
+    maybe_free(p);
+}
+
+static void run_cmd(struct runner_pod *p, const struct tools_cmd *c, uint64_t timeout_ms,
+                    uint64_t id, int lport,
+                    void (*then)(struct oneshot *, const struct tools_result *))
+{
+    struct oneshot *o = xcalloc(1, sizeof *o);
+    o->pod = p;
+    o->id = id;
+    o->lport = lport;
+    o->then = then;
+    p->runs++;
+    tools_run(p->loop, c, timeout_ms, oneshot_done, o);
+}
+
+struct script_run {
+    struct runner_pod *pod;
+    uint64_t id;
+    void (*then)(struct runner_pod *p, struct pod_watch *w, const struct ssh_result *res);
+};
+
+static void script_done(const struct ssh_result *res, void *arg)
+{
+    struct script_run *s = arg;
+    struct runner_pod *p = s->pod;
+    p->runs--;
+    if (s->then && !p->closing)
+        s->then(p, find_id(p, s->id), res);
+    free(s);
+    maybe_free(p);
+}
+
+/* Runs script on the pod; then (may be NULL) gets the watch id's watch (NULL if gone). */
+static int run_script(struct runner_pod *p, const char *script, uint64_t timeout_ms, uint64_t id,
+                      void (*then)(struct runner_pod *, struct pod_watch *,
+                                   const struct ssh_result *))
+{
+    struct script_run *s = xcalloc(1, sizeof *s);
+    s->pod = p;
+    s->id = id;
+    s->then = then;
+    int rc = ssh_exec(p->loop, &p->ssh, script, timeout_ms, script_done, s, NULL);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    p->runs++;
+    return 0;
+}
+
+/* The signal script: the group, unless its leader is alive as someone else (pid reused). */
+static char *signal_script(const struct runner_proc *pr, int sig)
+{
+    return xstrfmt("f=$(sed 's/^.*) //' /proc/%d/stat 2>/dev/null || true)\n"
+                   "if [ -n \"$f\" ]; then set -- $f; [ \"${20}\" = %" PRIu64 " ] || exit 0; fi\n"
+                   "kill -%d -- -%d 2>/dev/null || true\n",
+                   pr->pid, pr->start_time, sig, pr->pgid);
+}
+
+static void send_signal(struct runner_pod *p, const struct runner_proc *pr, int sig)
+{
+    char *script = signal_script(pr, sig);
+    if (run_script(p, script, POLL_TIMEOUT_MS, 0, NULL) < 0)
+        log_warn("pod", "cannot signal pid %d on pod '%s': the command does not fit", pr->pid,
+                 p->name);
+    free(script);
+    p->fast_until_mono = clock_mono_ms() + FAST_FOR_MS;
+}
+
+/* ---- forwards ---- */
+
+static void schedule_poll(struct runner_pod *p, uint64_t ms);
+
+static void forward_done(struct oneshot *o, const struct tools_result *res)
+{
+    struct runner_pod *p = o->pod;
+    struct pod_watch *w = find_id(p, o->id);
+    if (!w)
+        return;
+    w->attaching = 0;
+    int first = w->launching;
+    w->launching = 0;
+    if (w->unwatched)
+        return;
+    if (!tools_result_ok(res)) {
+        struct ssh_result sr;
+        ssh_result_from_tools(res, &sr);
+        char *why = ssh_describe(p->name, &sr);
+        log_warn("pod", "cannot forward a local port to port %d on pod '%s': %s", w->rport, p->name,
+                 why);
+        if (first) {
+            /* Nothing reaches it: it must not run unseen. */
+            send_signal(p, &w->p, SIGKILL);
+            char *msg = xstrfmt("cannot forward a local port to port %d on pod '%s': %s", w->rport,
+                                p->name, why);
+            w->unwatched = 1;
+            if (p->r.events && p->r.events->launched)
+                p->r.events->launched(w->arg, &w->p, 0, msg);
+            free(msg);
+        }
+        /* Otherwise the next poll tries again. */
+        free(why);
+        return;
+    }
+    w->lport = o->lport;
+    w->attached = 1;
+    if (first) {
+        if (p->r.events && p->r.events->launched)
+            p->r.events->launched(w->arg, &w->p, w->lport, NULL);
+    } else {
+        w->lost = 0;
+        w->adopting = 0;
+        if (p->r.events && p->r.events->found)
+            p->r.events->found(w->arg, w->lport);
+    }
+}
+
+static void attach(struct runner_pod *p, struct pod_watch *w)
+{
+    struct tools_cmd *c = xmalloc(sizeof *c);
+    int lport = local_free_port();
+    int rc = lport ? ssh_forward_cmd(&p->ssh, 0, lport, w->rport, c) : -EADDRINUSE;
+    if (rc == 0) {
+        w->attaching = 1;
+        run_cmd(p, c, FORWARD_TIMEOUT_MS, w->id, lport, forward_done);
+    } else {
+        log_warn("pod", "cannot forward to port %d on pod '%s': %s", w->rport, p->name,
+                 strerror(-rc));
+    }
+    free(c);
+}
+
+static void drop_forward(struct runner_pod *p, struct pod_watch *w)
+{
+    if (!w->lport || !p->have_ssh)
+        return;
+    struct tools_cmd *c = xmalloc(sizeof *c);
+    if (ssh_forward_cmd(&p->ssh, 1, w->lport, w->rport, c) == 0)
+        run_cmd(p, c, FORWARD_TIMEOUT_MS, 0, 0, NULL);
+    free(c);
+    w->lport = 0;
+    w->attached = 0;
+}
+
+/* ---- polling ---- */
+
+static void run_waiters(struct runner_pod *p, const char *err)
+{
+    struct prep_waiter *wt = p->waiters;
+    p->waiters = NULL;
+    while (wt) {
+        struct prep_waiter *next = wt->next;
+        wt->done(wt->arg, err);
+        free(wt);
+        wt = next;
+    }
+}
+
+static int wants_poll(struct runner_pod *p)
+{
+    for (struct pod_watch *w = p->watches; w; w = w->next)
+        if (!w->launching && w->p.pid > 0 && (!w->unwatched || w->group))
+            return 1;
+    /* A pod that stopped answering is tried again (with backoff) until it does. */
+    return p->waiters != NULL || p->reachable == 0;
+}
+
+static char *poll_script(struct runner_pod *p)
+{
+    struct buf b;
+    buf_init(&b, TOOLS_CMD_STORE);
+    buf_appends(&b,
+                "w() {\n"
+                "  local i=$1 pid=$2 st=$3 pg=$4 log=$5 off=$6 max=$7 a=0 g=0 sz=0 n=0 f\n"
+                "  f=$(sed 's/^.*) //' /proc/$pid/stat 2>/dev/null || true)\n"
+                "  if [ -n \"$f\" ]; then set -- $f; [ \"$1\" != Z ] && [ \"${20}\" = \"$st\" ] "
+                "&& a=1; fi\n"
+                "  kill -0 -- -$pg 2>/dev/null && g=1\n"
+                "  sz=$(stat -c %s -- \"$log\" 2>/dev/null || echo 0)\n"
+                "  [ \"$sz\" -lt \"$off\" ] && off=0\n"
+                "  n=$((sz - off)); [ $n -gt $max ] && n=$max\n"
+                "  printf 'W %s %s %s %s %s %s\\n' $i $a $g $sz $off $n\n"
+                "  if [ $n -gt 0 ]; then { tail -c +$((off + 1)) -- \"$log\" | head -c $n; } "
+                "|| true; fi\n"
+                "  printf '\\n'\n"
+                "}\n"
+                "if command -v ss >/dev/null 2>&1; then printf 'P'; ss -ltnH 2>/dev/null | "
+                "awk '{n = split($4, a, \":\"); printf \" %s\", a[n]}'; printf '\\n'; "
+                "else printf 'P?\\n'; fi\n");
+    size_t n = 0;
+    for (struct pod_watch *w = p->watches; w; w = w->next)
+        n++;
+    free(p->poll_ids);
+    p->poll_ids = xcalloc(n ? n : 1, sizeof *p->poll_ids);
+    p->n_poll_ids = 0;
+    size_t max = n ? LOG_CHUNK_MAX / (n > 2 ? n / 2 : 1) : LOG_CHUNK_MAX;
+    for (struct pod_watch *w = p->watches; w; w = w->next) {
+        if (w->launching || w->p.pid <= 0)
+            continue;
+        char *q = ssh_quote(w->name);
+        buf_printf(&b, "w %zu %d %" PRIu64 " %d \"$HOME/.yard/logs/\"%s.log %" PRIu64 " %zu\n",
+                   p->n_poll_ids, w->p.pid, w->p.start_time, w->p.pgid, q,
+                   w->from_end ? 0 : w->log_off, w->from_end ? 0 : max);
+        free(q);
+        p->poll_ids[p->n_poll_ids++] = w->id;
+    }
+    buf_appends(&b, "printf 'G\\n'\n"
+                    "if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi "
+                    "--query-gpu=index,uuid,name,memory.total,memory.used,memory.free "
+                    "--format=csv,noheader,nounits 2>/dev/null || true; fi\n");
+    return buf_detach(&b, NULL);
+}
+
+static void parse_ports(struct runner_pod *p, const char *line, size_t len)
+{
+    free(p->ports);
+    p->ports = NULL;
+    p->n_ports = 0;
+    p->ports_known = !(len >= 2 && line[1] == '?');
+    const char *c = line + 1, *end = line + len;
+    while (c < end) {
+        while (c < end && *c == ' ')
+            c++;
+        if (c >= end)
+            break;
+        char *e;
+        long v = strtol(c, &e, 10);
+        if (e == c) {
+            while (c < end && *c != ' ')
+                c++;
+            continue;
+        }
+        if (v > 0 && v < 65536) {
+            p->ports = xrealloc(p->ports, (p->n_ports + 1) * sizeof *p->ports);
+            p->ports[p->n_ports++] = (int)v;
+        }
+        c = e;
+    }
+}
+
+static void report_exit(struct pod_watch *w)
+{
+    if (w->exited)
+        return;
+    w->exited = 1;
+    if (w->unwatched || !w->on_exit)
+        return;
+    int code = w->exit_code, sig = 0;
+    if (code > 128 && code < 128 + 65) {
+        sig = code - 128;
+        code = 0;
+    } else if (code < 0) {
+        sig = -1;
+    }
+    w->on_exit(w->arg, code, sig);
+}
+
+/* Reads one "W i a g sz off n" record and its n log bytes; returns the rest, or NULL. */
+static const char *parse_watch(struct runner_pod *p, const char *c, const char *end)
+{
+    size_t i;
+    int a, g, used = 0;
+    unsigned long long sz, off;
+    size_t n;
+    const char *nl = memchr(c, '\n', (size_t)(end - c));
+    if (!nl)
+        return NULL;
+    char line[160];
+    size_t ll = (size_t)(nl - c) < sizeof line - 1 ? (size_t)(nl - c) : sizeof line - 1;
+    memcpy(line, c, ll);
+    line[ll] = '\0';
+    if (sscanf(line, "W %zu %d %d %llu %llu %zu%n", &i, &a, &g, &sz, &off, &n, &used) != 6)
+        return NULL;
+    const char *data = nl + 1;
+    if ((size_t)(end - data) < n + 1)
+        return NULL;
+    struct pod_watch *w = i < p->n_poll_ids ? find_id(p, p->poll_ids[i]) : NULL;
+    if (w && w->from_end) {
+        w->alive = a;
+        w->group = g;
+        w->from_end = 0;
+        w->log_off = sz;
+    } else if (w) {
+        w->alive = a;
+        w->group = g;
+        if (off != w->log_off) /* the log was cut short (rotated): start over */
+            w->log_off = off;
+        if (!w->unwatched) {
+            append_mirror(w, data, n);
+            scan_exit_line(w, data, n);
+        }
+        w->log_off += n;
+        if (w->log_off < sz)
+            p->more_log = 1;
+    }
+    return data + n + 1;
+}
+
+/* The ids of the watches now: callbacks may free any watch, so walks go by id. */
+static uint64_t *watch_ids(struct runner_pod *p, size_t *n)
+{
+    size_t k = 0;
+    for (struct pod_watch *w = p->watches; w; w = w->next)
+        k++;
+    uint64_t *ids = xcalloc(k ? k : 1, sizeof *ids);
+    k = 0;
+    for (struct pod_watch *w = p->watches; w; w = w->next)
+        ids[k++] = w->id;
+    *n = k;
+    return ids;
+}
+
+static void handle_alive(struct runner_pod *p)
+{
+    size_t n;
+    uint64_t *ids = watch_ids(p, &n);
+    for (size_t i = 0; i < n; i++) {
+        struct pod_watch *w = find_id(p, ids[i]);
+        if (!w || w->launching || w->p.pid <= 0)
+            continue;
+        if (w->unwatched || w->exited) {
+            if (!w->group)
+                watch_free(p, w);
+            continue;
+        }
+        if (!w->alive) {
+            w->lost = 0;
+            report_exit(w);
+            continue;
+        }
+        if ((!w->attached || w->lost) && !w->attaching)
+            attach(p, w);
+    }
+    free(ids);
+}
+
+static void poll_done(const struct ssh_result *res, void *arg)
+{
+    struct runner_pod *p = arg;
+    p->poll = NULL;
+    if (p->closing) {
+        maybe_free(p);
+        return;
+    }
+    if (res->status != SSH_OK) {
+        char *why = ssh_describe(p->name, res);
+        if (p->reachable != 0)
+            log_warn("pod", "%s; retrying", why);
+        p->reachable = 0;
+        free(p->why);
+        p->why = why;
+        p->retry_ms = p->retry_ms ? p->retry_ms * 2 : RETRY_FIRST_MS;
+        if (p->retry_ms > RETRY_MAX_MS)
+            p->retry_ms = RETRY_MAX_MS;
+        size_t n;
+        uint64_t *ids = watch_ids(p, &n);
+        for (size_t i = 0; i < n; i++) {
+            struct pod_watch *w = find_id(p, ids[i]);
+            if (!w)
+                continue;
+            w->attached = 0;
+            if (w->launching || w->unwatched || w->exited || w->lost)
+                continue;
+            w->lost = 1;
+            if (p->r.events && p->r.events->lost)
+                p->r.events->lost(w->arg, why);
+        }
+        free(ids);
+        run_waiters(p, why);
+        schedule_poll(p, p->retry_ms);
+        return;
+    }
+    if (p->reachable == 0)
+        log_info("pod", "pod '%s' answers again", p->name);
+    p->reachable = 1;
+    p->retry_ms = 0;
+    free(p->why);
+    p->why = NULL;
+    p->more_log = 0;
+
+    const char *c = res->out, *end = res->out + res->out_len;
+    while (c && c < end) {
+        if (*c == 'P') {
+            const char *nl = memchr(c, '\n', (size_t)(end - c));
+            parse_ports(p, c, nl ? (size_t)(nl - c) : (size_t)(end - c));
+            c = nl ? nl + 1 : end;
+        } else if (*c == 'W') {
+            c = parse_watch(p, c, end);
+        } else if (*c == 'G' && c + 1 < end && c[1] == '\n') {
+            struct gpu_inventory inv = {0};
+            char *err = NULL;
+            if (c + 2 < end && gpu__parse_smi_gpus(c + 2, &inv, &err) == 0) {
+                gpu_inventory_release(&p->gpus);
+                p->gpus = inv;
+                p->gpus.source = "nvidia-smi";
+            } else {
+                gpu_inventory_release(&inv);
+            }
+            free(err);
+            break;
+        } else {
+            const char *nl = memchr(c, '\n', (size_t)(end - c));
+            c = nl ? nl + 1 : end;
+        }
+    }
+    handle_alive(p);
+    run_waiters(p, NULL);
+    uint64_t now = clock_mono_ms();
+    schedule_poll(p, p->more_log || now < p->fast_until_mono ? POLL_FAST_MS : POLL_MS);
+}
+
+static void poll_fire(uv_timer_t *t)
+{
+    struct runner_pod *p = t->data;
+    if (p->poll || p->closing)
+        return;
+    if (!p->have_ssh) {
+        run_waiters(p, "the pod is not recorded");
+        return;
+    }
+    if (!wants_poll(p))
+        return;
+    char *script = poll_script(p);
+    int rc = ssh_exec(p->loop, &p->ssh, script, POLL_TIMEOUT_MS, poll_done, p, &p->poll);
+    free(script);
+    if (rc < 0) {
+        p->poll = NULL;
+        log_warn("pod", "cannot poll pod '%s': the command does not fit", p->name);
+        run_waiters(p, "the poll command does not fit");
+        schedule_poll(p, RETRY_MAX_MS);
+    }
+}
+
+static void schedule_poll(struct runner_pod *p, uint64_t ms)
+{
+    if (p->closing)
+        return;
+    uint64_t at = clock_mono_ms() + ms;
+    /* An earlier poll already planned wins. */
+    if (uv_is_active((uv_handle_t *)&p->timer) && p->next_poll_mono <= at)
+        return;
+    p->next_poll_mono = at;
+    uv_timer_start(&p->timer, poll_fire, ms, 0);
+}
+
+/* ---- launching ---- */
+
+static char *launch_script(const struct runner_spec *spec, const char *name)
+{
+    struct buf b;
+    buf_init(&b, TOOLS_CMD_STORE);
+    char *qn = ssh_quote(name);
+    buf_printf(&b,
+               "mkdir -p \"$HOME/.yard/logs\"\n"
+               "log=\"$HOME/.yard/logs/\"%s.log\n"
+               "if command -v ss >/dev/null 2>&1 && ss -ltnH 2>/dev/null | awk -v p=%d "
+               "'{n = split($4, a, \":\"); if (a[n] == p) f = 1} END {exit !f}'; then\n"
+               "  echo \"port %d is already in use\" >&2; exit 3\n"
+               "fi\n"
+               "off=$(stat -c %%s -- \"$log\" 2>/dev/null || echo 0)\n",
+               qn, spec->port, spec->port);
+    free(qn);
+    if (spec->cwd) {
+        char *q = ssh_quote(spec->cwd);
+        buf_printf(&b, "cd -- %s\n", q);
+        free(q);
+    } else {
+        buf_appends(&b, "cd \"$HOME\"\n");
+    }
+    /* bash stays as the group's leader to write the engine's exit status at the end. */
+    buf_appends(&b, "setsid bash -c '\"$@\"; echo \"" EXIT_MARK "$?\"' yard-engine env --");
+    for (size_t i = 0; spec->env && spec->env[i]; i++) {
+        char *q = ssh_quote(spec->env[i]);
+        buf_printf(&b, " %s", q);
+        free(q);
+    }
+    for (size_t i = 0; spec->argv[i]; i++) {
+        char *q = ssh_quote(spec->argv[i]);
+        buf_printf(&b, " %s", q);
+        free(q);
+    }
+    buf_appends(&b, " >>\"$log\" 2>&1 </dev/null &\n"
+                    "pid=$!\n"
+                    "f=$(sed 's/^.*) //' /proc/$pid/stat 2>/dev/null || true)\n"
+                    "st=0; if [ -n \"$f\" ]; then set -- $f; st=${20}; fi\n"
+                    "printf 'L %s %s %s\\n' \"$pid\" \"$st\" \"$off\"\n");
+    return buf_detach(&b, NULL);
+}
+
+static void launch_done(struct runner_pod *p, struct pod_watch *w, const struct ssh_result *res)
+{
+    if (!w)
+        return;
+    char *err = NULL;
+    if (res->status != SSH_OK) {
+        err = ssh_describe(p->name, res);
+        if (res->status == SSH_COMMAND_FAILED) {
+            char line[400];
+            tools_last_line(res->errout, res->err_len, line, sizeof line);
+            if (*line) {
+                free(err);
+                err = xstrfmt("%s on pod '%s'", line, p->name);
+            }
+        }
+    } else {
+        int pid = 0;
+        unsigned long long st = 0, off = 0;
+        const char *l = res->out ? strstr(res->out, "L ") : NULL;
+        if (!l || sscanf(l, "L %d %llu %llu", &pid, &st, &off) != 3 || pid <= 1)
+            err = xstrfmt("pod '%s' did not say which process it started", p->name);
+        else {
+            w->p = (struct runner_proc){.pid = pid, .pgid = pid, .start_time = st};
+            w->log_off = off;
+            w->alive = w->group = 1;
+        }
+    }
+    if (err) {
+        w->launching = 0;
+        int unwatched = w->unwatched;
+        w->unwatched = 1;
+        if (!unwatched && p->r.events && p->r.events->launched)
+            p->r.events->launched(w->arg, &w->p, 0, err);
+        free(err);
+        if (!w->p.pid)
+            watch_free(p, w);
+        return;
+    }
+    if (w->unwatched) {
+        /* Stopped before it was up: it must not stay. */
+        w->launching = 0;
+        send_signal(p, &w->p, SIGKILL);
+        schedule_poll(p, POLL_FAST_MS);
+        return;
+    }
+    attach(p, w);
+    schedule_poll(p, POLL_MS);
+}
+
+static struct pod_watch *watch_new(struct runner_pod *p, const char *name, const char *mirror,
+                                   int rport, runner_exit_cb on_exit, void *arg)
+{
+    struct pod_watch *w = xcalloc(1, sizeof *w);
+    w->pod = p;
+    w->id = ++p->next_id;
+    w->name = log_name(name);
+    w->mirror = mirror ? xstrdup(mirror) : NULL;
+    w->rport = rport;
+    w->on_exit = on_exit;
+    w->arg = arg;
+    w->exit_code = -1;
+    w->next = p->watches;
+    p->watches = w;
+    return w;
+}
+
+static int pod_start(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
+                     void *arg, struct runner_proc *out, struct runner_watch **watch, char **err)
+{
+    struct runner_pod *p = runner_pod_of(r);
+    if (!p->have_ssh) {
+        *err = xstrfmt("pod '%s' is not known; add it with 'yard pod add %s --ssh \"ssh ...\"'",
+                       p->name, p->name);
+        return -ENOENT;
+    }
+    struct pod_watch *w = watch_new(p, spec->name, spec->log_path, spec->port, on_exit, arg);
+    w->launching = 1;
+    char *script = launch_script(spec, w->name);
+    int rc = run_script(p, script, LAUNCH_TIMEOUT_MS, w->id, launch_done);
+    free(script);
+    if (rc < 0) {
+        *err = xstrfmt("the command line for pod '%s' is too long (at most about %d KiB)", p->name,
+                       TOOLS_CMD_STORE / 1024 - 1);
+        watch_free(p, w);
+        return rc;
+    }
+    *out = (struct runner_proc){0};
+    *watch = (struct runner_watch *)w;
+    return 0;
+}
+
+static int pod_adopt(struct runner *r, const struct runner_proc *pr, runner_exit_cb on_exit,
+                     void *arg, struct runner_watch **watch)
+{
+    struct runner_pod *p = runner_pod_of(r);
+    if (!p->have_ssh)
+        return -ENOENT;
+    /* The log name and port come with runner_pod_adopt_info; a plain adopt watches only. */
+    struct pod_watch *w = watch_new(p, "", NULL, 0, on_exit, arg);
+    w->p = *pr;
+    w->adopting = 1;
+    w->from_end = 1;
+    w->alive = w->group = 1;
+    *watch = (struct runner_watch *)w;
+    schedule_poll(p, 0);
+    return 0;
+}
+
+static void pod_unwatch(struct runner_watch *rw)
+{
+    struct pod_watch *w = (struct pod_watch *)rw;
+    if (!w || w->unwatched)
+        return;
+    struct runner_pod *p = w->pod;
+    w->unwatched = 1;
+    drop_forward(p, w);
+    /* A launch in flight finishes first (and kills what it started). */
+    if (w->launching)
+        return;
+    if (w->exited || !w->group || w->p.pid <= 0)
+        watch_free(p, w);
+}
+
+static int pod_signal_group(struct runner *r, const struct runner_proc *pr, int sig)
+{
+    struct runner_pod *p = runner_pod_of(r);
+    if (pr->pgid <= 1 || !p->have_ssh)
+        return -EINVAL;
+    send_signal(p, pr, sig);
+    schedule_poll(p, POLL_FAST_MS);
+    return 0;
+}
+
+static int pod_group_alive(struct runner *r, const struct runner_proc *pr)
+{
+    struct pod_watch *w = find_pid(runner_pod_of(r), pr->pid);
+    /* Unknown is not dead: a tree on a pod that does not answer is kept. */
+    return w ? (w->group || w->lost || runner_pod_of(r)->reachable == 0) : 0;
+}
+
+static int pod_is_alive(struct runner *r, const struct runner_proc *pr)
+{
+    struct pod_watch *w = find_pid(runner_pod_of(r), pr->pid);
+    return w ? (w->alive || w->lost || runner_pod_of(r)->reachable == 0) : 0;
+}
+
+static int pod_port_free(struct runner *r, int port)
+{
+    struct runner_pod *p = runner_pod_of(r);
+    for (size_t i = 0; i < p->n_ports; i++)
+        if (p->ports[i] == port)
+            return 0;
+    return 1;
+}
+
+static void pod_prepare(struct runner *r, void (*done)(void *arg, const char *err), void *arg)
+{
+    struct runner_pod *p = runner_pod_of(r);
+    if (!p->have_ssh) {
+        char *msg =
+            xstrfmt("pod '%s' is not known; add it with 'yard pod add %s --ssh \"ssh ...\"'",
+                    p->name, p->name);
+        done(arg, msg);
+        free(msg);
+        return;
+    }
+    struct prep_waiter *wt = xcalloc(1, sizeof *wt);
+    wt->done = done;
+    wt->arg = arg;
+    wt->next = p->waiters;
+    p->waiters = wt;
+    if (!p->poll) {
+        uv_timer_stop(&p->timer);
+        uv_timer_start(&p->timer, poll_fire, 0, 0);
+    }
+}
+
+void runner_pod_cancel_prepare(struct runner_pod *p, void *arg)
+{
+    for (struct prep_waiter **pp = &p->waiters; *pp;) {
+        struct prep_waiter *wt = *pp;
+        if (wt->arg == arg) {
+            *pp = wt->next;
+            free(wt);
+        } else {
+            pp = &wt->next;
+        }
+    }
+}
+
+static const struct runner_ops pod_ops = {
+    .name = "pod",
+    .start = pod_start,
+    .adopt = pod_adopt,
+    .unwatch = pod_unwatch,
+    .signal_group = pod_signal_group,
+    .group_alive = pod_group_alive,
+    .is_alive = pod_is_alive,
+    .port_free = pod_port_free,
+    .prepare = pod_prepare,
+};
+
+/* ---- the pod ---- */
+
+struct runner_pod *runner_pod_new(uv_loop_t *loop, const char *name, const char *state_dir)
+{
+    struct runner_pod *p = xcalloc(1, sizeof *p);
+    p->loop = loop;
+    p->name = xstrdup(name);
+    p->state_dir = xstrdup(state_dir);
+    p->r.ops = &pod_ops;
+    p->r.loop = loop;
+    p->r.host = p->name;
+    p->reachable = -1;
+    uv_timer_init(loop, &p->timer);
+    p->timer.data = p;
+    return p;
+}
+
+struct runner *runner_pod_runner(struct runner_pod *p)
+{
+    return &p->r;
+}
+
+struct runner_pod *runner_pod_of(struct runner *r)
+{
+    return r && r->ops == &pod_ops ? (struct runner_pod *)r : NULL;
+}
+
+const char *runner_pod_name(const struct runner_pod *p)
+{
+    return p->name;
+}
+
+int runner_pod_set_ssh(struct runner_pod *p, const char *ssh_cmd, char *err, size_t errlen)
+{
+    struct ssh_pod np;
+    int rc = ssh_pod_init(&np, p->name, ssh_cmd, p->state_dir, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (p->have_ssh)
+        ssh_pod_release(&p->ssh);
+    p->ssh = np;
+    p->have_ssh = 1;
+    return 0;
+}
+
+int runner_pod_known(const struct runner_pod *p)
+{
+    return p->have_ssh;
+}
+
+int runner_pod_reachable(const struct runner_pod *p)
+{
+    return p->reachable;
+}
+
+const char *runner_pod_why(const struct runner_pod *p)
+{
+    return p->why ? p->why : "";
+}
+
+int runner_pod_retry_s(const struct runner_pod *p)
+{
+    uint64_t now = clock_mono_ms();
+    uint64_t left = p->next_poll_mono > now ? p->next_poll_mono - now : 0;
+    int s = (int)((left + 999) / 1000);
+    return s < 1 ? 1 : s;
+}
+
+const struct gpu_inventory *runner_pod_gpus(const struct runner_pod *p)
+{
+    return &p->gpus;
+}
+
+void runner_pod_set_gpus(struct runner_pod *p, struct gpu_inventory *inv)
+{
+    gpu_inventory_release(&p->gpus);
+    p->gpus = *inv;
+    memset(inv, 0, sizeof *inv);
+}
+
+void runner_pod_watch_info(struct runner_watch *rw, const char *name, const char *mirror, int rport)
+{
+    struct pod_watch *w = (struct pod_watch *)rw;
+    free(w->name);
+    free(w->mirror);
+    w->name = log_name(name);
+    w->mirror = mirror ? xstrdup(mirror) : NULL;
+    w->rport = rport;
+}
+
+static void maybe_free(struct runner_pod *p)
+{
+    if (!p->closing || p->poll || p->runs || !p->timer_closed)
+        return;
+    void (*done)(void *) = p->close_done;
+    void *arg = p->close_arg;
+    while (p->watches)
+        watch_free(p, p->watches);
+    free(p->poll_ids);
+    free(p->ports);
+    gpu_inventory_release(&p->gpus);
+    if (p->have_ssh)
+        ssh_pod_release(&p->ssh);
+    free(p->why);
+    free(p->name);
+    free(p->state_dir);
+    free(p);
+    if (done)
+        done(arg);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    struct runner_pod *p = h->data;
+    p->timer_closed = 1;
+    maybe_free(p);
+}
+
+void runner_pod_close(struct runner_pod *p, void (*done)(void *), void *arg)
+{
+    p->close_done = done;
+    p->close_arg = arg;
+    run_waiters(p, "the daemon is stopping");
+    /* The master goes with the daemon; the next one opens its own. */
+    if (p->have_ssh) {
+        struct tools_cmd *c = xmalloc(sizeof *c);
+        if (ssh_control_cmd(&p->ssh, "exit", c) == 0)
+            run_cmd(p, c, FORWARD_TIMEOUT_MS, 0, 0, NULL);
+        free(c);
+    }
+    p->closing = 1;
+    if (p->poll) {
+        ssh_exec_cancel(p->poll);
+        p->poll = NULL;
+    }
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, timer_closed);
+}

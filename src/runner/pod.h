@@ -1,0 +1,71 @@
+#ifndef YARD_RUNNER_POD_H
+#define YARD_RUNNER_POD_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "gpu/gpu.h"
+#include "runner/runner.h"
+
+/*
+ * The pod runner: engine process trees on a remote GPU machine, driven over
+ * the pod's ssh (runner/ssh.h) with no agent installed there. docs/pods.md.
+ *
+ * - Start: one script checks the port with `ss -ltn`, starts the engine under
+ *   setsid (its own session and group) with its log in ~/.yard/logs/NAME.log,
+ *   and prints the pid and its start time; then the ssh master is asked for a
+ *   local forward to the engine's port. Both finish later: see struct
+ *   runner_events.
+ * - Watching: one poll per pod (every second while it runs anything) reads,
+ *   in one round trip, whether each tree lives, its new log bytes (appended
+ *   to the local mirror, which the supervisor follows like a local log), the
+ *   ports that listen and the GPUs. A poll that cannot reach the pod reports
+ *   `lost` for each tree, then retries with backoff; when the pod answers
+ *   again, trees still alive are `found`, gone ones exit.
+ * - is_alive, group_alive and port_free answer from the last poll; signals
+ *   go out as scripts and are not waited for.
+ */
+
+struct runner_pod;
+
+/* Creates the runner for pod name (the ssh line comes later). Never NULL. */
+struct runner_pod *runner_pod_new(uv_loop_t *loop, const char *name, const char *state_dir);
+/* The table to drive it through; its host is the pod's name. */
+struct runner *runner_pod_runner(struct runner_pod *p);
+/* The pod runner r belongs to, or NULL (the local runner). */
+struct runner_pod *runner_pod_of(struct runner *r);
+const char *runner_pod_name(const struct runner_pod *p);
+/*
+ * Sets or changes the pod's ssh command line (from its record). 0, or
+ * -EINVAL with a message in err; the old line stays on failure.
+ */
+int runner_pod_set_ssh(struct runner_pod *p, const char *ssh_cmd, char *err, size_t errlen);
+/* 1 when the pod has an ssh line (it was added with `yard pod add`). */
+int runner_pod_known(const struct runner_pod *p);
+/* 1 answered its last poll, 0 did not, -1 not asked yet. */
+int runner_pod_reachable(const struct runner_pod *p);
+/* Why the last poll failed ("" when it did not). Owned by the runner. */
+const char *runner_pod_why(const struct runner_pod *p);
+/* Seconds until the next try while unreachable (at least 1). */
+int runner_pod_retry_s(const struct runner_pod *p);
+/* The pod's GPUs as last read (n == 0 when none are known). Owned by the runner. */
+const struct gpu_inventory *runner_pod_gpus(const struct runner_pod *p);
+/* Replaces the GPUs (taking inv's contents), e.g. from the pod's record. */
+void runner_pod_set_gpus(struct runner_pod *p, struct gpu_inventory *inv);
+/* Forgets the prepare callbacks registered with arg: they will not run. */
+void runner_pod_cancel_prepare(struct runner_pod *p, void *arg);
+/*
+ * After ops->adopt on a pod runner: the tree's log name (the model), its
+ * local mirror and the engine's port on the pod, as the store recorded them.
+ * Only what the log gets from now on is copied.
+ */
+void runner_pod_watch_info(struct runner_watch *w, const char *name, const char *mirror, int rport);
+/*
+ * Stops polling, cancels what runs, stops the ssh master, and frees p once
+ * all of it has finished; done (may be NULL) runs then. Trees on the pod keep
+ * running: the next daemon adopts them.
+ */
+void runner_pod_close(struct runner_pod *p, void (*done)(void *), void *arg);
+
+#endif

@@ -1,0 +1,266 @@
+/*
+ * Instances on pods: the supervisor's side of runner/pod.h. A pod's start
+ * and adoption finish later than the call (the pod is asked over ssh), and a
+ * pod can stop answering: its instances then go `unknown` (not dead, not
+ * stopped: their rows keep the pid, so a daemon started meanwhile adopts
+ * them too) and come back with what the pod says when it answers again.
+ * docs/pods.md, "Status".
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "runner/pod.h"
+#include "store/store.h"
+#include "sup/sup_int.h"
+
+/* The pod's record: its ssh line and, until a poll reads them, its GPUs. */
+static void load_record(struct sup *s, struct runner_pod *p)
+{
+    struct store_pod rec = {0};
+    if (store_get_pod(s->app->store, runner_pod_name(p), &rec) < 0)
+        return;
+    char err[256];
+    if (runner_pod_set_ssh(p, rec.ssh, err, sizeof err) < 0)
+        log_warn("sup", "pod '%s': %s", runner_pod_name(p), err);
+    if (!runner_pod_gpus(p)->n && rec.gpus) {
+        json_t *arr = json_loads(rec.gpus, 0, NULL);
+        size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
+        struct gpu_inventory inv = {.devs = xcalloc(n ? n : 1, sizeof *inv.devs),
+                                    .source = "record"};
+        for (size_t i = 0; i < n; i++) {
+            json_t *g = json_array_get(arr, i);
+            struct gpu_dev *d = &inv.devs[inv.n++];
+            d->index = (int)json_integer_value(json_object_get(g, "index"));
+            const char *name = json_string_value(json_object_get(g, "name"));
+            snprintf(d->name, sizeof d->name, "%s", name ? name : "");
+            d->total = (uint64_t)json_integer_value(json_object_get(g, "memory_total"));
+            d->used = (uint64_t)json_integer_value(json_object_get(g, "memory_used"));
+            d->free = d->total > d->used ? d->total - d->used : 0;
+        }
+        json_decref(arr);
+        if (inv.n)
+            runner_pod_set_gpus(p, &inv);
+        gpu_inventory_release(&inv);
+    }
+    store_pod_release(&rec);
+}
+
+static struct runner_pod *find_pod(struct sup *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_pods; i++)
+        if (strcmp(runner_pod_name(s->pods[i]), name) == 0)
+            return s->pods[i];
+    return NULL;
+}
+
+struct runner *sup__runner_for(struct sup *s, const char *pod)
+{
+    if (!pod)
+        return &s->local;
+    struct runner_pod *p = find_pod(s, pod);
+    if (!p) {
+        p = runner_pod_new(s->app->loop, pod, s->app->state_dir);
+        runner_pod_runner(p)->events = &sup__pod_events;
+        s->pods = xrealloc(s->pods, (s->n_pods + 1) * sizeof *s->pods);
+        s->pods[s->n_pods++] = p;
+    }
+    /* `yard pod add` may have come (or changed the line) since: the record is the truth. */
+    load_record(s, p);
+    return runner_pod_runner(p);
+}
+
+const char *sup__wanted_pod(const struct instance *in)
+{
+    if (in->pod_override)
+        return in->pod_override;
+    return in->m ? in->m->pod : NULL;
+}
+
+void sup__pod_prepared(void *arg, const char *err)
+{
+    struct instance *in = arg;
+    if (!in->preparing)
+        return;
+    in->preparing = 0;
+    if (in->state != INST_STARTING)
+        return;
+    if (err) {
+        char *why = xstrfmt("cannot start: %s", err);
+        sup__inst_fail(in, why);
+        free(why);
+        return;
+    }
+    sup__inst_launch(in);
+}
+
+static void pod_launched(void *arg, const struct runner_proc *p, int local_port, const char *err)
+{
+    struct instance *in = arg;
+    in->launching = 0;
+    if (in->state != INST_STARTING)
+        return;
+    if (err) {
+        in->watch = NULL; /* the runner dropped it */
+        in->proc = (struct runner_proc){0};
+        char *why = xstrfmt("cannot start: %s", err);
+        sup__inst_fail(in, why);
+        free(why);
+        return;
+    }
+    in->proc = *p;
+    in->reach_port = local_port;
+    char *why = xstrfmt("running on pod '%s' as pid %d, port %d (here 127.0.0.1:%d)",
+                        in->runner->host, p->pid, in->port, local_port);
+    sup__set_state(in, INST_STARTING, why, NULL);
+    free(why);
+    sup__probe_now(in, 0);
+}
+
+static void pod_lost(void *arg, const char *why)
+{
+    struct instance *in = arg;
+    enum inst_state st = in->state;
+    if (st == INST_FAILED || st == INST_UNKNOWN || (st == INST_STOPPED && !in->watch))
+        return;
+    /* An adopted tree not seen yet counts as loading: the probe decides once the pod answers. */
+    in->before_unknown = st == INST_STOPPED ? INST_STARTING : st;
+    sup__timers_stop(in);
+    sup__inst_cancel_op(in);
+    sup__set_state(in, INST_UNKNOWN, why, NULL);
+}
+
+static void pod_found(void *arg, int local_port)
+{
+    struct instance *in = arg;
+    in->reach_port = local_port;
+    char *why = NULL;
+    switch (in->state) {
+    case INST_STOPPED:
+        if (in->watch) /* adopted: probe_done decides between ready and starting */
+            sup__probe_now(in, 0);
+        break;
+    case INST_UNKNOWN:
+        switch (in->before_unknown) {
+        case INST_SLEEPING:
+        case INST_CHECKPOINTED:
+            why = xstrfmt("pod '%s' answers again", in->runner->host);
+            sup__set_state(in, in->before_unknown, why, NULL);
+            break;
+        case INST_STOPPING:
+            why = xstrfmt("pod '%s' answers again; stopping", in->runner->host);
+            sup__set_state(in, INST_STOPPING, why, NULL);
+            sup__inst_signal_stop(in);
+            break;
+        default:
+            sup__probe_now(in, 0);
+            break;
+        }
+        break;
+    default:
+        break;
+    }
+    free(why);
+}
+
+const struct runner_events sup__pod_events = {
+    .launched = pod_launched,
+    .lost = pod_lost,
+    .found = pod_found,
+};
+
+void sup__unknown_exit(struct instance *in)
+{
+    if (in->before_unknown == INST_STOPPING) {
+        sup__set_state(in, INST_STOPPING, "its pod answers again; the engine has exited", NULL);
+        sup__inst_signal_stop(in);
+        return;
+    }
+    char *why = xstrfmt("exited while pod '%s' did not answer", in->runner->host);
+    sup__inst_fail(in, why);
+    free(why);
+}
+
+int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err)
+{
+    struct instance *in = sup__find(s, model);
+    if (!in || in->removed) {
+        char *names = sup_model_list(s);
+        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+        return -ENOENT;
+    }
+    const char *now = sup__wanted_pod(in);
+    int same = (!now && !pod) || (now && pod && strcmp(now, pod) == 0);
+    if (same)
+        return 0;
+    if (in->state != INST_STOPPED && in->state != INST_FAILED) {
+        *err = xstrfmt("'%s' is %s on %s; stop it first with 'yard stop %s'", in->name,
+                       sup_state_name(in->state), in->runner->host, in->name);
+        return -EBUSY;
+    }
+    free(in->pod_override);
+    in->pod_override = pod ? xstrdup(pod) : NULL;
+    in->runner = sup__runner_for(s, sup__wanted_pod(in));
+    return 0;
+}
+
+const struct gpu_inventory *sup_pod_gpus(struct sup *s, const char *pod)
+{
+    struct runner_pod *p = pod ? find_pod(s, pod) : NULL;
+    return p ? runner_pod_gpus(p) : NULL;
+}
+
+int sup_pod_unreachable(struct sup *s, const char *pod, const char **why, int *retry_s)
+{
+    struct runner_pod *p = pod ? find_pod(s, pod) : NULL;
+    if (!p || runner_pod_reachable(p) != 0)
+        return 0;
+    *why = runner_pod_why(p);
+    *retry_s = runner_pod_retry_s(p);
+    return 1;
+}
+
+struct close_all {
+    struct sup *s;
+    void (*done)(void *);
+    void *arg;
+};
+
+static void one_closed(void *arg)
+{
+    struct close_all *c = arg;
+    if (--c->s->pods_closing > 0)
+        return;
+    void (*done)(void *) = c->done;
+    void *darg = c->arg;
+    free(c);
+    if (done)
+        done(darg);
+}
+
+void sup__pods_close(struct sup *s, void (*done)(void *), void *arg)
+{
+    size_t n = s->n_pods;
+    struct runner_pod **pods = s->pods;
+    s->pods = NULL;
+    s->n_pods = 0;
+    if (!n) {
+        free(pods);
+        if (done)
+            done(arg);
+        return;
+    }
+    struct close_all *c = xcalloc(1, sizeof *c);
+    c->s = s;
+    c->done = done;
+    c->arg = arg;
+    s->pods_closing = (int)n;
+    for (size_t i = 0; i < n; i++)
+        runner_pod_close(pods[i], one_closed, c);
+    free(pods);
+}
