@@ -87,6 +87,7 @@ struct runner_pod {
     int *ports;
     size_t n_ports;
     int ports_known;
+    uint64_t log_max; /* a remote log past this is rotated (0: never) */
     struct gpu_inventory gpus;
     struct prep_waiter *waiters;
     int runs; /* one-shot ssh runs in flight (launch, forward, signal, exit) */
@@ -388,24 +389,27 @@ static char *poll_script(struct runner_pod *p)
 {
     struct buf b;
     buf_init(&b, TOOLS_CMD_STORE);
-    buf_appends(&b,
-                "w() {\n"
-                "  local i=$1 pid=$2 st=$3 pg=$4 log=$5 off=$6 max=$7 a=0 g=0 sz=0 n=0 f\n"
-                "  f=$(sed 's/^.*) //' /proc/$pid/stat 2>/dev/null || true)\n"
-                "  if [ -n \"$f\" ]; then set -- $f; [ \"$1\" != Z ] && [ \"${20}\" = \"$st\" ] "
-                "&& a=1; fi\n"
-                "  kill -0 -- -$pg 2>/dev/null && g=1\n"
-                "  sz=$(stat -c %s -- \"$log\" 2>/dev/null || echo 0)\n"
-                "  [ \"$sz\" -lt \"$off\" ] && off=0\n"
-                "  n=$((sz - off)); [ $n -gt $max ] && n=$max\n"
-                "  printf 'W %s %s %s %s %s %s\\n' $i $a $g $sz $off $n\n"
-                "  if [ $n -gt 0 ]; then { tail -c +$((off + 1)) -- \"$log\" | head -c $n; } "
-                "|| true; fi\n"
-                "  printf '\\n'\n"
-                "}\n"
-                "if command -v ss >/dev/null 2>&1; then printf 'P'; ss -ltnH 2>/dev/null | "
-                "awk '{n = split($4, a, \":\"); printf \" %s\", a[n]}'; printf '\\n'; "
-                "else printf 'P?\\n'; fi\n");
+    /* Rotated once copied: the engine appends, so emptying the file in place is safe. */
+    buf_appends(&b, "w() {\n"
+                    "  local i=$1 pid=$2 st=$3 pg=$4 log=$5 off=$6 max=$7 rot=$8 a=0 g=0 sz=0 n=0 "
+                    "r=0 f\n"
+                    "  f=$(sed 's/^.*) //' /proc/$pid/stat 2>/dev/null || true)\n"
+                    "  if [ -n \"$f\" ]; then set -- $f; [ \"$1\" != Z ] && [ \"${20}\" = \"$st\" ] "
+                    "&& a=1; fi\n"
+                    "  kill -0 -- -$pg 2>/dev/null && g=1\n"
+                    "  sz=$(stat -c %s -- \"$log\" 2>/dev/null || echo 0)\n"
+                    "  [ \"$sz\" -lt \"$off\" ] && off=0\n"
+                    "  n=$((sz - off)); [ $n -gt $max ] && n=$max\n"
+                    "  [ $rot -gt 0 ] && [ $sz -gt $rot ] && [ $((off + n)) -ge $sz ] && r=1\n"
+                    "  printf 'W %s %s %s %s %s %s %s\\n' $i $a $g $sz $off $n $r\n"
+                    "  if [ $n -gt 0 ]; then { tail -c +$((off + 1)) -- \"$log\" | head -c $n; } "
+                    "|| true; fi\n"
+                    "  printf '\\n'\n"
+                    "  if [ $r = 1 ]; then cp -f -- \"$log\" \"$log.1\" && : > \"$log\"; fi\n"
+                    "}\n"
+                    "if command -v ss >/dev/null 2>&1; then printf 'P'; ss -ltnH 2>/dev/null | "
+                    "awk '{n = split($4, a, \":\"); printf \" %s\", a[n]}'; printf '\\n'; "
+                    "else printf 'P?\\n'; fi\n");
     size_t n = 0;
     for (struct pod_watch *w = p->watches; w; w = w->next)
         n++;
@@ -417,9 +421,13 @@ static char *poll_script(struct runner_pod *p)
         if (w->launching || w->p.pid <= 0)
             continue;
         char *q = ssh_quote(w->name);
-        buf_printf(&b, "w %zu %d %" PRIu64 " %d \"$HOME/.yard/logs/\"%s.log %" PRIu64 " %zu\n",
+        /* An adopted tree's first poll only learns the log's size: copying starts there. */
+        buf_printf(&b,
+                   "w %zu %d %" PRIu64 " %d \"$HOME/.yard/logs/\"%s.log %" PRIu64 " %zu %" PRIu64
+                   "\n",
                    p->n_poll_ids, w->p.pid, w->p.start_time, w->p.pgid, q,
-                   w->from_end ? 0 : w->log_off, w->from_end ? 0 : max);
+                   w->from_end ? 0 : w->log_off, w->from_end ? 0 : max,
+                   w->from_end ? 0 : p->log_max);
         free(q);
         p->poll_ids[p->n_poll_ids++] = w->id;
     }
@@ -478,7 +486,7 @@ static void report_exit(struct pod_watch *w)
 static const char *parse_watch(struct runner_pod *p, const char *c, const char *end)
 {
     size_t i;
-    int a, g, used = 0;
+    int a, g, rot = 0;
     unsigned long long sz, off;
     size_t n;
     const char *nl = memchr(c, '\n', (size_t)(end - c));
@@ -488,7 +496,7 @@ static const char *parse_watch(struct runner_pod *p, const char *c, const char *
     size_t ll = (size_t)(nl - c) < sizeof line - 1 ? (size_t)(nl - c) : sizeof line - 1;
     memcpy(line, c, ll);
     line[ll] = '\0';
-    if (sscanf(line, "W %zu %d %d %llu %llu %zu%n", &i, &a, &g, &sz, &off, &n, &used) != 6)
+    if (sscanf(line, "W %zu %d %d %llu %llu %zu %d", &i, &a, &g, &sz, &off, &n, &rot) != 7)
         return NULL;
     const char *data = nl + 1;
     if ((size_t)(end - data) < n + 1)
@@ -509,7 +517,9 @@ static const char *parse_watch(struct runner_pod *p, const char *c, const char *
             scan_exit_line(w, data, n);
         }
         w->log_off += n;
-        if (w->log_off < sz)
+        if (rot)
+            w->log_off = 0; /* the pod's log was copied to .1 and emptied */
+        else if (w->log_off < sz)
             p->more_log = 1;
     }
     return data + n + 1;
@@ -664,6 +674,20 @@ static void schedule_poll(struct runner_pod *p, uint64_t ms)
 
 /* ---- launching ---- */
 
+/* s as one quoted word, where a leading "~/" means the pod user's home ("$HOME"/...). */
+static void append_word(struct buf *b, const char *s)
+{
+    if (s[0] == '~' && (s[1] == '/' || s[1] == '\0')) {
+        buf_appends(b, "\"$HOME\"");
+        s++;
+        if (!*s)
+            return;
+    }
+    char *q = ssh_quote(s);
+    buf_appends(b, q);
+    free(q);
+}
+
 static char *launch_script(const struct runner_spec *spec, const char *name)
 {
     struct buf b;
@@ -680,9 +704,9 @@ static char *launch_script(const struct runner_spec *spec, const char *name)
                qn, spec->port, spec->port);
     free(qn);
     if (spec->cwd) {
-        char *q = ssh_quote(spec->cwd);
-        buf_printf(&b, "cd -- %s\n", q);
-        free(q);
+        buf_appends(&b, "cd -- ");
+        append_word(&b, spec->cwd);
+        buf_appends(&b, "\n");
     } else {
         buf_appends(&b, "cd \"$HOME\"\n");
     }
@@ -694,9 +718,14 @@ static char *launch_script(const struct runner_spec *spec, const char *name)
         free(q);
     }
     for (size_t i = 0; spec->argv[i]; i++) {
-        char *q = ssh_quote(spec->argv[i]);
-        buf_printf(&b, " %s", q);
-        free(q);
+        buf_appends(&b, " ");
+        if (i == 0) {
+            append_word(&b, spec->argv[i]);
+        } else {
+            char *q = ssh_quote(spec->argv[i]);
+            buf_appends(&b, q);
+            free(q);
+        }
     }
     buf_appends(&b, " >>\"$log\" 2>&1 </dev/null &\n"
                     "pid=$!\n"
@@ -953,6 +982,19 @@ int runner_pod_set_ssh(struct runner_pod *p, const char *ssh_cmd, char *err, siz
     return 0;
 }
 
+int runner_pod_forget_ssh(struct runner_pod *p)
+{
+    if (p->watches || p->poll || p->runs)
+        return -EBUSY;
+    if (p->have_ssh)
+        ssh_pod_release(&p->ssh);
+    p->have_ssh = 0;
+    p->reachable = -1;
+    uv_timer_stop(&p->timer);
+    gpu_inventory_release(&p->gpus);
+    return 0;
+}
+
 int runner_pod_known(const struct runner_pod *p)
 {
     return p->have_ssh;
@@ -974,6 +1016,11 @@ int runner_pod_retry_s(const struct runner_pod *p)
     uint64_t left = p->next_poll_mono > now ? p->next_poll_mono - now : 0;
     int s = (int)((left + 999) / 1000);
     return s < 1 ? 1 : s;
+}
+
+void runner_pod_set_log_max(struct runner_pod *p, uint64_t bytes)
+{
+    p->log_max = bytes;
 }
 
 const struct gpu_inventory *runner_pod_gpus(const struct runner_pod *p)

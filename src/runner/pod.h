@@ -41,6 +41,8 @@ const char *runner_pod_name(const struct runner_pod *p);
  * -EINVAL with a message in err; the old line stays on failure.
  */
 int runner_pod_set_ssh(struct runner_pod *p, const char *ssh_cmd, char *err, size_t errlen);
+/* The pod's record is gone: forgets its ssh line and GPUs. -EBUSY while it watches trees. */
+int runner_pod_forget_ssh(struct runner_pod *p);
 /* 1 when the pod has an ssh line (it was added with `yard pod add`). */
 int runner_pod_known(const struct runner_pod *p);
 /* 1 answered its last poll, 0 did not, -1 not asked yet. */
@@ -49,6 +51,8 @@ int runner_pod_reachable(const struct runner_pod *p);
 const char *runner_pod_why(const struct runner_pod *p);
 /* Seconds until the next try while unreachable (at least 1). */
 int runner_pod_retry_s(const struct runner_pod *p);
+/* A log on the pod past bytes is copied to NAME.log.1 and emptied, once mirrored (0: never). */
+void runner_pod_set_log_max(struct runner_pod *p, uint64_t bytes);
 /* The pod's GPUs as last read (n == 0 when none are known). Owned by the runner. */
 const struct gpu_inventory *runner_pod_gpus(const struct runner_pod *p);
 /* Replaces the GPUs (taking inv's contents), e.g. from the pod's record. */

@@ -22,7 +22,10 @@
 static void load_record(struct sup *s, struct runner_pod *p)
 {
     struct store_pod rec = {0};
-    if (store_get_pod(s->app->store, runner_pod_name(p), &rec) < 0)
+    int rc = store_get_pod(s->app->store, runner_pod_name(p), &rec);
+    if (rc == -ENOENT)
+        runner_pod_forget_ssh(p); /* `yard pod rm`: a start says the pod is not known */
+    if (rc < 0)
         return;
     char err[256];
     if (runner_pod_set_ssh(p, rec.ssh, err, sizeof err) < 0)
@@ -71,6 +74,7 @@ struct runner *sup__runner_for(struct sup *s, const char *pod)
     }
     /* `yard pod add` may have come (or changed the line) since: the record is the truth. */
     load_record(s, p);
+    runner_pod_set_log_max(p, s->app->cfg ? s->app->cfg->log_max_bytes : 0);
     return runner_pod_runner(p);
 }
 

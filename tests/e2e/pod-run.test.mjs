@@ -72,7 +72,8 @@ async function psOf(dir, name) {
 test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 }, async (t) => {
     const dir = h.tmpdir('yard-podrun-');
     const home = path.join(dir, 'pod-home');
-    fs.mkdirSync(home);
+    fs.mkdirSync(path.join(home, 'bin'), { recursive: true });
+    fs.symlinkSync(h.MOCK_ENGINE_BIN, path.join(home, 'bin', 'engine')); // for "~/bin/engine"
     const pwned = path.join(dir, 'pwned');
     const sshd = await startSshd({
         keyEnv: {
@@ -97,6 +98,8 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             `--served-model-name 'x; touch ${pwned}'"\n` +
             `  fixed:\n    engine: vllm\n    pod: box\n    port: ${base + 40}\n    restart: never\n` +
             `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME}"\n` +
+            `  oom:\n    engine: vllm\n    pod: box\n    restart: never\n` +
+            `    cmd: "~/bin/engine --flavor vllm --port \${PORT} --name \${NAME} --fail oom"\n` +
             `  here:\n    engine: vllm\n` +
             `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n`,
     );
@@ -172,6 +175,15 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             } finally {
                 srv.close();
             }
+        });
+
+        await t.test('a load that dies on the pod: exit code and classified line', async () => {
+            const r = await yard('start', 'oom', '--wait');
+            assert.equal(r.code, 1, r.stdout);
+            const row = await psOf(dir, 'oom');
+            assert.equal(row.state, 'failed');
+            assert.equal(row.host, 'box');
+            assert.match(row.reason, /exited with code 1 during load: .*CUDA out of memory/);
         });
 
         await t.test('hostile values reach the engine literally', async () => {
