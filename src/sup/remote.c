@@ -216,7 +216,12 @@ int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err)
 const struct gpu_inventory *sup_pod_gpus(struct sup *s, const char *pod)
 {
     struct runner_pod *p = pod ? find_pod(s, pod) : NULL;
-    return p ? runner_pod_gpus(p) : NULL;
+    if (!p)
+        return NULL;
+    /* Not polled yet: what `yard pod add` recorded (it may have come after the daemon). */
+    if (!runner_pod_gpus(p)->n)
+        load_record(s, p);
+    return runner_pod_gpus(p);
 }
 
 int sup_pod_unreachable(struct sup *s, const char *pod, const char **why, int *retry_s)

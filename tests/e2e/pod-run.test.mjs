@@ -82,6 +82,16 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             YARD_FAKE_GPUS: GPUS,
         },
     });
+    // a second pod: another sshd, one smaller GPU
+    const home2 = path.join(dir, 'pod2-home');
+    fs.mkdirSync(home2);
+    const sshd2 = await startSshd({
+        keyEnv: {
+            PATH: `${FIXTURES}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
+            HOME: home2,
+            YARD_FAKE_GPUS: '0,NVIDIA A100-SXM4-40GB,40960',
+        },
+    });
     const port = await h.freePort();
     const base = await h.freePort();
     const mock = h.MOCK_ENGINE_BIN;
@@ -100,6 +110,14 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME}"\n` +
             `  oom:\n    engine: vllm\n    pod: box\n    restart: never\n` +
             `    cmd: "~/bin/engine --flavor vllm --port \${PORT} --name \${NAME} --fail oom"\n` +
+            `  big:\n    engine: vllm\n    pod: box\n    vram: 60GiB\n    gpus: 1\n` +
+            `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n` +
+            `  big2:\n    engine: vllm\n    pod: box\n    vram: 60GiB\n    gpus: 1\n` +
+            `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n` +
+            `  huge:\n    engine: vllm\n    pod: box2\n    vram: 60GiB\n` +
+            `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME}"\n` +
+            `  other:\n    engine: vllm\n    pod: box2\n` +
+            `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n` +
             `  here:\n    engine: vllm\n` +
             `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n`,
     );
@@ -110,6 +128,8 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
     try {
         const add = await yard('pod', 'add', 'box', '--ssh', sshd.sshCmd);
         assert.equal(add.code, 0, add.stderr);
+        const add2 = await yard('pod', 'add', 'box2', '--ssh', sshd2.sshCmd);
+        assert.equal(add2.code, 0, add2.stderr);
 
         let pid;
         await t.test('a chat through the forward starts the model on the pod', async () => {
@@ -186,6 +206,33 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             assert.match(row.reason, /exited with code 1 during load: .*CUDA out of memory/);
         });
 
+        await t.test("placement on the pod's GPUs, by memory", async () => {
+            for (const m of ['big', 'big2']) {
+                const r = await yard('start', m, '--wait');
+                assert.equal(r.code, 0, r.stderr);
+            }
+            const gpus = [(await psOf(dir, 'big')).gpus, (await psOf(dir, 'big2')).gpus];
+            assert.deepEqual(gpus.sort(), ['0', '1'], 'least loaded first: one GPU each');
+            const r = await h.httpPost(
+                `http://127.0.0.1:${port}/v1/chat/completions`,
+                JSON.stringify({ model: 'huge', messages: [{ role: 'user', content: 'hi' }] }),
+                { headers: { 'content-type': 'application/json' } },
+            );
+            assert.equal(r.status, 503, r.body);
+            assert.match(JSON.parse(r.body).error.message, /largest GPU has 40\.0GiB/);
+            for (const m of ['big', 'big2']) assert.equal((await yard('stop', m)).code, 0);
+        });
+
+        await t.test('a second pod serves alongside', async () => {
+            const c = await client.chat.completions.create({
+                model: 'other',
+                messages: [{ role: 'user', content: 'hi box2' }],
+            });
+            assert.ok(c.choices[0].message.content.length > 0);
+            assert.equal((await psOf(dir, 'other')).host, 'box2');
+            assert.ok(fs.existsSync(path.join(home2, '.yard/logs/other.log')));
+        });
+
         await t.test('hostile values reach the engine literally', async () => {
             const r = await yard('start', 'hostile', '--wait');
             assert.equal(r.code, 0, r.stderr);
@@ -204,6 +251,13 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             killSshd(sshd);
             await h.waitState(dir, 'remote', 'unknown', 20000);
             assert.ok(h.pidAlive(pid), 'the engine itself keeps running');
+            // the other pod is not concerned
+            assert.equal((await psOf(dir, 'other')).state, 'ready');
+            const o = await client.chat.completions.create({
+                model: 'other',
+                messages: [{ role: 'user', content: 'still fine?' }],
+            });
+            assert.ok(o.choices[0].message.content.length > 0);
             const r = await h.httpPost(
                 `http://127.0.0.1:${port}/v1/chat/completions`,
                 JSON.stringify({ model: 'remote', messages: [{ role: 'user', content: 'hi' }] }),
