@@ -390,26 +390,27 @@ static char *poll_script(struct runner_pod *p)
     struct buf b;
     buf_init(&b, TOOLS_CMD_STORE);
     /* Rotated once copied: the engine appends, so emptying the file in place is safe. */
-    buf_appends(&b, "w() {\n"
-                    "  local i=$1 pid=$2 st=$3 pg=$4 log=$5 off=$6 max=$7 rot=$8 a=0 g=0 sz=0 n=0 "
-                    "r=0 f\n"
-                    "  f=$(sed 's/^.*) //' /proc/$pid/stat 2>/dev/null || true)\n"
-                    "  if [ -n \"$f\" ]; then set -- $f; [ \"$1\" != Z ] && [ \"${20}\" = \"$st\" ] "
-                    "&& a=1; fi\n"
-                    "  kill -0 -- -$pg 2>/dev/null && g=1\n"
-                    "  sz=$(stat -c %s -- \"$log\" 2>/dev/null || echo 0)\n"
-                    "  [ \"$sz\" -lt \"$off\" ] && off=0\n"
-                    "  n=$((sz - off)); [ $n -gt $max ] && n=$max\n"
-                    "  [ $rot -gt 0 ] && [ $sz -gt $rot ] && [ $((off + n)) -ge $sz ] && r=1\n"
-                    "  printf 'W %s %s %s %s %s %s %s\\n' $i $a $g $sz $off $n $r\n"
-                    "  if [ $n -gt 0 ]; then { tail -c +$((off + 1)) -- \"$log\" | head -c $n; } "
-                    "|| true; fi\n"
-                    "  printf '\\n'\n"
-                    "  if [ $r = 1 ]; then cp -f -- \"$log\" \"$log.1\" && : > \"$log\"; fi\n"
-                    "}\n"
-                    "if command -v ss >/dev/null 2>&1; then printf 'P'; ss -ltnH 2>/dev/null | "
-                    "awk '{n = split($4, a, \":\"); printf \" %s\", a[n]}'; printf '\\n'; "
-                    "else printf 'P?\\n'; fi\n");
+    buf_appends(&b,
+                "w() {\n"
+                "  local i=$1 pid=$2 st=$3 pg=$4 log=$5 off=$6 max=$7 rot=$8 a=0 g=0 sz=0 n=0 "
+                "r=0 f\n"
+                "  f=$(sed 's/^.*) //' /proc/$pid/stat 2>/dev/null || true)\n"
+                "  if [ -n \"$f\" ]; then set -- $f; [ \"$1\" != Z ] && [ \"${20}\" = \"$st\" ] "
+                "&& a=1; fi\n"
+                "  kill -0 -- -$pg 2>/dev/null && g=1\n"
+                "  sz=$(stat -c %s -- \"$log\" 2>/dev/null || echo 0)\n"
+                "  [ \"$sz\" -lt \"$off\" ] && off=0\n"
+                "  n=$((sz - off)); [ $n -gt $max ] && n=$max\n"
+                "  [ $rot -gt 0 ] && [ $sz -gt $rot ] && [ $((off + n)) -ge $sz ] && r=1\n"
+                "  printf 'W %s %s %s %s %s %s %s\\n' $i $a $g $sz $off $n $r\n"
+                "  if [ $n -gt 0 ]; then { tail -c +$((off + 1)) -- \"$log\" | head -c $n; } "
+                "|| true; fi\n"
+                "  printf '\\n'\n"
+                "  if [ $r = 1 ]; then cp -f -- \"$log\" \"$log.1\" && : > \"$log\"; fi\n"
+                "}\n"
+                "if command -v ss >/dev/null 2>&1; then printf 'P'; ss -ltnH 2>/dev/null | "
+                "awk '{n = split($4, a, \":\"); printf \" %s\", a[n]}'; printf '\\n'; "
+                "else printf 'P?\\n'; fi\n");
     size_t n = 0;
     for (struct pod_watch *w = p->watches; w; w = w->next)
         n++;
@@ -422,12 +423,10 @@ static char *poll_script(struct runner_pod *p)
             continue;
         char *q = ssh_quote(w->name);
         /* An adopted tree's first poll only learns the log's size: copying starts there. */
-        buf_printf(&b,
-                   "w %zu %d %" PRIu64 " %d \"$HOME/.yard/logs/\"%s.log %" PRIu64 " %zu %" PRIu64
-                   "\n",
-                   p->n_poll_ids, w->p.pid, w->p.start_time, w->p.pgid, q,
-                   w->from_end ? 0 : w->log_off, w->from_end ? 0 : max,
-                   w->from_end ? 0 : p->log_max);
+        buf_printf(
+            &b, "w %zu %d %" PRIu64 " %d \"$HOME/.yard/logs/\"%s.log %" PRIu64 " %zu %" PRIu64 "\n",
+            p->n_poll_ids, w->p.pid, w->p.start_time, w->p.pgid, q, w->from_end ? 0 : w->log_off,
+            w->from_end ? 0 : max, w->from_end ? 0 : p->log_max);
         free(q);
         p->poll_ids[p->n_poll_ids++] = w->id;
     }

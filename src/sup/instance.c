@@ -650,6 +650,8 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
     case INST_STOPPING:
         return;
     case INST_STOPPED:
+        if (in->watch && in->proc.pid > 0)
+            break; /* adopted and not probed yet: it runs, so it is stopped like a running one */
         run_stop_waiters(in);
         if (in->removed)
             sup__forget(in->sup, in);

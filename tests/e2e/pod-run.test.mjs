@@ -118,6 +118,8 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME}"\n` +
             `  other:\n    engine: vllm\n    pod: box2\n` +
             `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n` +
+            `  loc:\n    engine: vllm\n` +
+            `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n` +
             `  here:\n    engine: vllm\n` +
             `    cmd: "${mock} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n`,
     );
@@ -309,6 +311,34 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             assert.equal(busy.code, 1);
             assert.match(busy.stderr, /stop it first/);
             assert.equal((await yard('stop', 'here')).code, 0);
+        });
+
+        await t.test('models gone from the config while no daemon ran are stopped', async () => {
+            assert.equal((await yard('start', 'remote', '--wait')).code, 0);
+            const remotePid = (await psOf(dir, 'remote')).pid;
+            const otherPid = (await psOf(dir, 'other')).pid;
+            assert.equal((await yard('start', 'loc', '--wait')).code, 0);
+            const localPid = (await psOf(dir, 'loc')).pid;
+            assert.equal((await psOf(dir, 'loc')).host, 'local');
+            assert.ok(h.pidAlive(remotePid) && h.pidAlive(otherPid) && h.pidAlive(localPid));
+            d.kill('SIGKILL');
+            await d.waitExit();
+            const text = fs.readFileSync(config, 'utf8');
+            // keep only the local model
+            const kept = text.slice(0, text.indexOf('models:\n')) + 'models:\n' +
+                text.slice(text.indexOf('  here:\n'));
+            fs.writeFileSync(config, kept);
+            d = await h.startDaemon({ config, stateDir: dir });
+            await h.waitFor(
+                () => !h.pidAlive(remotePid) && !h.pidAlive(otherPid) && !h.pidAlive(localPid),
+                { timeoutMs: 20000, what: 'the removed engines stopped, remote and local' },
+            );
+            await h.waitFor(
+                async () =>
+                    (await h.yardJson(['ps', '--json'], { stateDir: dir })).map((r) => r.name).join() ===
+                    'here',
+                { timeoutMs: 20000, what: 'only the configured model left in yard ps' },
+            );
         });
     } finally {
         taken.close();
