@@ -73,7 +73,7 @@ void router__metrics(struct router *r, struct buf *b)
 
     static const enum inst_state states[] = {INST_STOPPED,  INST_STARTING,     INST_READY,
                                              INST_SLEEPING, INST_CHECKPOINTED, INST_STOPPING,
-                                             INST_FAILED};
+                                             INST_FAILED,   INST_UNKNOWN};
     buf_appends(b, "# HELP yard_instance_state 1 for the state each model's instance is in.\n"
                    "# TYPE yard_instance_state gauge\n");
     for (size_t i = 0; i < sup_count(app->sup); i++) {
