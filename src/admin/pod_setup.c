@@ -46,11 +46,10 @@
  * Runs inside ssh_remote_command's `bash -c 'set -euo pipefail ...'`. The
  * exit status is the script's; the trap removes the copy whatever happens.
  */
-static const char setup_wrapper[] =
-    "f=$(mktemp \"${TMPDIR:-/tmp}/yard-setup.XXXXXXXX\")\n"
-    "trap 'rm -f -- \"$f\"' EXIT\n"
-    "cat >\"$f\"\n"
-    "bash -euo pipefail -- \"$f\" </dev/null 2>&1\n";
+static const char setup_wrapper[] = "f=$(mktemp \"${TMPDIR:-/tmp}/yard-setup.XXXXXXXX\")\n"
+                                    "trap 'rm -f -- \"$f\"' EXIT\n"
+                                    "cat >\"$f\"\n"
+                                    "bash -euo pipefail -- \"$f\" </dev/null 2>&1\n";
 
 struct admin__setup {
     struct app *app;
@@ -84,7 +83,7 @@ struct admin__setup {
     char rbuf[SETUP_READ_BUF];
 };
 
-static void reply_error(const struct admin__stream *st, const char *msg)
+static void stream_error(const struct admin__stream *st, const char *msg)
 {
     st->reply(st->arg, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
 }
@@ -158,8 +157,8 @@ static void send_line(struct admin__setup *s, const char *p, size_t n)
         return;
     }
     if (s->dropped) {
-        char *note = xstrfmt("[yard: %zu lines of output dropped: the client read too slowly]",
-                             s->dropped);
+        char *note =
+            xstrfmt("[yard: %zu lines of output dropped: the client read too slowly]", s->dropped);
         s->dropped = 0;
         s->stream.line(s->stream.arg, json_pack("{s:s}", "line", note));
         free(note);
@@ -174,7 +173,7 @@ static void take_output(struct admin__setup *s, const char *p, size_t n)
         const char *nl = memchr(p, '\n', n);
         size_t k = nl ? (size_t)(nl - p) : n;
         size_t room = SETUP_LINE_MAX - s->line.len;
-        if (k >= room) {
+        if (k > room || (!nl && k == room)) {
             /* fill the piece and send it; the rest of the line comes next */
             buf_append(&s->line, p, room);
             send_line(s, s->line.data, s->line.len);
@@ -283,7 +282,7 @@ static void report(struct admin__setup *s)
         msg = ssh_describe(s->name, &res);
     }
     log_warn("admin", "%s", msg);
-    reply_error(&s->stream, msg);
+    stream_error(&s->stream, msg);
     free(msg);
 }
 
@@ -406,7 +405,7 @@ static int read_script(struct app *app, const char *name, char **out, size_t *le
     if (!f) {
         rc = -errno;
         snprintf(err, errlen, "cannot read the setup script of pod '%s', '%s': %s", name,
-                 cp->setup_file, strerror(-rc));
+                 cp->setup_file, uv_strerror(rc));
         return rc;
     }
     buf_init(&b, SETUP_SCRIPT_MAX);
@@ -420,7 +419,7 @@ static int read_script(struct app *app, const char *name, char **out, size_t *le
                  cp->setup_file);
     else if (rc < 0)
         snprintf(err, errlen, "cannot read the setup script of pod '%s', '%s': %s", name,
-                 cp->setup_file, strerror(-rc));
+                 cp->setup_file, uv_strerror(rc));
     if (rc == 0) {
         *out = buf_detach(&b, len);
         if (!*out) {
@@ -506,7 +505,7 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
     int rc;
 
     if (!name) {
-        reply_error(stream, "'pod_setup' needs a pod name");
+        stream_error(stream, "'pod_setup' needs a pod name");
         return NULL;
     }
     rc = store_get_pod(app->store, name, &rec);
@@ -517,7 +516,7 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
         goto out;
     }
     if (rc < 0) {
-        msg = xstrfmt("cannot read pod '%s': %s", name, strerror(-rc));
+        msg = xstrfmt("cannot read pod '%s': %s", name, uv_strerror(rc));
         goto out;
     }
     s = xcalloc(1, sizeof *s);
@@ -548,7 +547,7 @@ out:
     store_pod_release(&rec);
     if (!msg)
         return s;
-    reply_error(stream, msg);
+    stream_error(stream, msg);
     free(msg);
     if (s) {
         if (s->open_handles > 0) {

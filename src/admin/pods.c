@@ -31,11 +31,18 @@
 #define POD_PROBE_TIMEOUT_MS 20000
 #define POD_DETECT_TIMEOUT_MS 20000
 #define POD_CONTROL_TIMEOUT_MS 10000
-/* pod ls waits for its probes: short, and the GPU query after a good probe */
-#define POD_LS_PROBE_TIMEOUT_MS 5000
-#define POD_LS_DETECT_TIMEOUT_MS 5000
+/*
+ * pod ls waits for its probes: as long as a new connection's handshake may
+ * take (ConnectTimeout), and the GPU query after a good probe, over the master
+ */
+#define POD_LS_PROBE_TIMEOUT_MS 10000
+#define POD_LS_DETECT_TIMEOUT_MS 10000
 /* pods probed at once by one pod ls */
 #define POD_LS_PARALLEL 16
+/* pod rm --force: how long it waits for the pod's models to stop */
+#ifndef POD_RM_STOP_WAIT_MS
+#define POD_RM_STOP_WAIT_MS 60000
+#endif
 #define POD_ERR_MAX 512
 
 /*
@@ -57,8 +64,7 @@ struct pod_op {
     char *models_path;
     json_t *result;  /* pod_rm: the answer once the master is stopped */
     char *name;      /* pod_rm */
-    int pending;     /* pod_rm --force: model stops not yet done, +1 while issuing */
-    json_t *stopped; /* pod_rm: the models it stopped */
+    json_t *stopped; /* pod_rm --force: the models it stopped */
 };
 
 static void reply_error(admin__reply_fn reply, void *arg, const char *msg)
@@ -115,6 +121,8 @@ static json_t *gpus_json(const struct gpu_inventory *inv)
     return arr;
 }
 
+static json_t *pod_models_json(struct app *app, const char *name);
+
 static void add_record(struct pod_op *op, json_t *gpus, const char *note)
 {
     struct store *st = op->app->store;
@@ -142,6 +150,7 @@ static void add_record(struct pod_op *op, json_t *gpus, const char *note)
         goto out;
     }
     json_t *res = pod_json(&rec);
+    json_object_set_new(res, "models", pod_models_json(op->app, op->pod.name));
     if (note)
         json_object_set_new(res, "note", json_string(note));
     log_info("admin", "added pod '%s'%s%s", op->pod.name, note ? ": " : "", note ? note : "");
@@ -264,23 +273,32 @@ out:
 
 /* ---- the models of a pod ---- */
 
-static enum inst_state model_state(struct app *app, const char *model)
+/*
+ * Whether model m is on pod NAME: its instance's host (where the config, or
+ * yard start --pod, put it), else the config's `pod:`; *state is its state
+ * (stopped when the supervisor does not know it).
+ */
+static int model_on_pod(struct app *app, const struct config_model *m, const char *name,
+                        enum inst_state *state)
 {
     struct sup_info info;
-    if (!app->sup || sup_info(app->sup, model, &info) < 0)
-        return INST_STOPPED;
-    return info.state;
+    int known = app->sup && sup_info(app->sup, m->name, &info) == 0;
+    *state = known ? info.state : INST_STOPPED;
+    if (known && info.host)
+        return strcmp(info.host, name) == 0;
+    return m->pod && strcmp(m->pod, name) == 0;
 }
 
-/* The models configured with `pod: NAME`: [{name, state}], in config order. */
+/* The models of pod NAME: [{name, state}], in config order. */
 static json_t *pod_models_json(struct app *app, const char *name)
 {
     json_t *arr = json_array();
     for (size_t i = 0; app->cfg && i < app->cfg->n_models; i++) {
         const struct config_model *m = &app->cfg->models[i];
-        if (m->pod && strcmp(m->pod, name) == 0)
-            json_array_append_new(arr, json_pack("{s:s, s:s}", "name", m->name, "state",
-                                                 sup_state_name(model_state(app, m->name))));
+        enum inst_state st;
+        if (model_on_pod(app, m, name, &st))
+            json_array_append_new(
+                arr, json_pack("{s:s, s:s}", "name", m->name, "state", sup_state_name(st)));
     }
     return arr;
 }
@@ -292,13 +310,27 @@ static json_t *pod_busy_models(struct app *app, const char *name)
     for (size_t i = 0; app->cfg && i < app->cfg->n_models; i++) {
         const struct config_model *m = &app->cfg->models[i];
         enum inst_state st;
-        if (!m->pod || strcmp(m->pod, name) != 0)
-            continue;
-        st = model_state(app, m->name);
-        if (st != INST_STOPPED && st != INST_FAILED)
+        if (model_on_pod(app, m, name, &st) && st != INST_STOPPED && st != INST_FAILED)
             json_array_append_new(arr, json_string(m->name));
     }
     return arr;
+}
+
+/* "a, b" from an array of names; a new string the caller frees. */
+static char *names_text(const json_t *names)
+{
+    struct buf list;
+    size_t i;
+    json_t *v;
+    buf_init(&list, 64 * 1024);
+    json_array_foreach(names, i, v)
+    {
+        if (i > 0)
+            buf_appends(&list, ", ");
+        buf_appends(&list, json_string_value(v));
+    }
+    char *s = buf_detach(&list, NULL);
+    return s ? s : xstrdup("");
 }
 
 /* ---- pod_ls ---- */
@@ -373,16 +405,16 @@ static void on_ls_detect(const struct ssh_result *res, void *arg)
     }
     gpu_inventory_release(&inv);
     free(err);
-    ls_probe_done(p, res->status != SSH_TRANSPORT_FAILED, text);
+    /* the probe got through: the pod is reachable, whatever the query said */
+    ls_probe_done(p, 1, text);
     free(text);
 }
 
 static void on_ls_probe(const struct ssh_result *res, void *arg)
 {
     struct ls_probe *p = arg;
-    if (ssh_probe_verdict(res) < 0 ||
-        ssh_exec(p->ls->app->loop, &p->pod, detect_script, POD_LS_DETECT_TIMEOUT_MS, on_ls_detect,
-                 p, NULL) < 0)
+    if (ssh_probe_verdict(res) < 0 || ssh_exec(p->ls->app->loop, &p->pod, detect_script,
+                                               POD_LS_DETECT_TIMEOUT_MS, on_ls_detect, p, NULL) < 0)
         ls_probe_done(p, 0, NULL);
 }
 
@@ -457,8 +489,15 @@ static void rm_delete(struct pod_op *op)
         return;
     }
     log_info("admin", "removed pod '%s'", op->name);
-    json_t *result = json_pack("{s:s, s:b, s:O}", "name", op->name, "removed", 1, "stopped",
-                               op->stopped);
+    /* what --force asked to stop and has not stopped (within the bound) */
+    json_t *left = pod_busy_models(app, op->name);
+    json_t *result = json_pack("{s:s, s:b, s:O, s:o}", "name", op->name, "removed", 1, "stopped",
+                               op->stopped, "not_stopped", left);
+    if (json_array_size(left) > 0) {
+        char *names = names_text(left);
+        log_warn("admin", "pod '%s' removed while %s had not stopped", op->name, names);
+        free(names);
+    }
     /* The record is gone; stopping its master is best effort. */
     if (ssh_pod_init(&op->pod, op->name, op->ssh, app->state_dir, err, sizeof err) < 0 ||
         ssh_control_cmd(&op->pod, "exit", &cmd) < 0) {
@@ -469,22 +508,95 @@ static void rm_delete(struct pod_op *op)
     tools_run(app->loop, &cmd, POD_CONTROL_TIMEOUT_MS, on_master_stopped, op);
 }
 
-static void rm_model_stopped(void *arg)
+/*
+ * pod rm --force waiting for its models to stop. A model on a pod that does
+ * not answer may stay `stopping` for as long as the pod is away, so the wait
+ * is bounded: then the pod is removed all the same. The wait outlives the
+ * removal until every stop has called back (the callbacks hold it).
+ */
+struct rm_wait {
+    struct pod_op *op; /* NULL once the removal went on */
+    int pending;       /* stops not yet done, +1 while they are issued */
+    int refs;          /* pending stops, the issuing, the timer handle */
+    uv_timer_t timer;
+};
+
+static void rm_wait_unref(struct rm_wait *w)
 {
-    struct pod_op *op = arg;
-    if (--op->pending > 0)
+    if (--w->refs == 0)
+        free(w);
+}
+
+static void rm_wait_closed(uv_handle_t *h)
+{
+    rm_wait_unref(h->data);
+}
+
+/* Goes on with the removal, once. */
+static void rm_wait_over(struct rm_wait *w)
+{
+    struct pod_op *op = w->op;
+    if (!op)
         return;
+    w->op = NULL;
+    uv_close((uv_handle_t *)&w->timer, rm_wait_closed);
     rm_delete(op);
 }
 
+static void rm_model_stopped(void *arg)
+{
+    struct rm_wait *w = arg;
+    if (--w->pending == 0)
+        rm_wait_over(w);
+    rm_wait_unref(w);
+}
+
+static void rm_wait_timeout(uv_timer_t *t)
+{
+    struct rm_wait *w = t->data;
+    log_warn("admin", "pod '%s': its models did not all stop within %d s; removing it anyway",
+             w->op->name, POD_RM_STOP_WAIT_MS / 1000);
+    rm_wait_over(w);
+}
+
 /* A stop drains the model's requests first when the router runs. */
-static int rm_stop_model(struct app *app, const char *model, struct pod_op *op, char **err)
+static int rm_stop_model(struct app *app, const char *model, struct rm_wait *w, char **err)
 {
     if (app->sched)
-        return sched_stop(app->sched, model, rm_model_stopped, op, err);
+        return sched_stop(app->sched, model, rm_model_stopped, w, err);
     if (app->sup)
-        return sup_stop(app->sup, model, rm_model_stopped, op, err);
+        return sup_stop(app->sup, model, rm_model_stopped, w, err);
     return -ENOENT;
+}
+
+/* Stops each model of busy, then removes the pod (rm_delete). */
+static void rm_stop_models(struct pod_op *op, json_t *busy)
+{
+    struct rm_wait *w = xcalloc(1, sizeof *w);
+    size_t i;
+    json_t *v;
+    w->op = op;
+    w->pending = 1;
+    w->refs = 2;
+    uv_timer_init(op->app->loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, rm_wait_timeout, POD_RM_STOP_WAIT_MS, 0);
+    json_array_foreach(busy, i, v)
+    {
+        char *err = NULL;
+        const char *model = json_string_value(v);
+        log_info("admin", "stopping '%s' to remove pod '%s'", model, op->name);
+        json_array_append(op->stopped, v);
+        w->pending++;
+        w->refs++;
+        if (rm_stop_model(op->app, model, w, &err) < 0) {
+            log_warn("admin", "cannot stop '%s': %s", model, err ? err : "unknown model");
+            w->pending--;
+            w->refs--;
+        }
+        free(err);
+    }
+    rm_model_stopped(w);
 }
 
 void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
@@ -511,19 +623,10 @@ void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *ar
     }
     busy = pod_busy_models(app, name);
     if (json_array_size(busy) > 0 && !force) {
-        struct buf list;
-        size_t i;
-        json_t *v;
-        buf_init(&list, 64 * 1024);
-        json_array_foreach(busy, i, v)
-        {
-            if (i > 0)
-                buf_appends(&list, ", ");
-            buf_appends(&list, json_string_value(v));
-        }
+        char *names = names_text(busy);
         msg = xstrfmt("pod '%s' runs models: %s; stop them first or use 'yard pod rm %s --force'",
-                      name, list.data ? list.data : "", name);
-        buf_release(&list);
+                      name, names, name);
+        free(names);
         goto out;
     }
     op = xcalloc(1, sizeof *op);
@@ -533,23 +636,10 @@ void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *ar
     op->name = xstrdup(name);
     op->ssh = xstrdup(rec.ssh);
     op->stopped = json_array();
-    op->pending = 1; /* held until every stop is issued */
-    size_t i;
-    json_t *v;
-    json_array_foreach(busy, i, v)
-    {
-        char *err = NULL;
-        const char *model = json_string_value(v);
-        log_info("admin", "stopping '%s' to remove pod '%s'", model, name);
-        json_array_append(op->stopped, v);
-        op->pending++;
-        if (rm_stop_model(app, model, op, &err) < 0) {
-            log_warn("admin", "cannot stop '%s': %s", model, err ? err : "unknown model");
-            op->pending--;
-        }
-        free(err);
-    }
-    rm_model_stopped(op);
+    if (json_array_size(busy) > 0)
+        rm_stop_models(op, busy);
+    else
+        rm_delete(op);
 out:
     if (msg)
         reply_error(reply, arg, msg);

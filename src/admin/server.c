@@ -34,8 +34,8 @@ struct admin_conn {
     int refs;
     int closed;
     struct sup_observer *obs;
-    char *model;        /* canonical name for start --wait / logs -f */
-    int64_t last_event; /* events -f: the last id sent */
+    char *model;                /* canonical name for start --wait / logs -f */
+    int64_t last_event;         /* events -f: the last id sent */
     struct admin__setup *setup; /* pod setup: the run streaming to this connection */
     struct admin_conn *next;
 };

@@ -89,8 +89,8 @@ static char *models_text(const json_t *p)
     {
         const char *name = json_string_value(json_object_get(m, "name"));
         const char *state = json_string_value(json_object_get(m, "state"));
-        char *next = xstrfmt("%s%s%s:%s", s ? s : "", s ? "," : "", name ? name : "?",
-                             state ? state : "?");
+        char *next =
+            xstrfmt("%s%s%s:%s", s ? s : "", s ? "," : "", name ? name : "?", state ? state : "?");
         free(s);
         s = next;
     }
@@ -178,6 +178,18 @@ static int pod_ls(struct app *app)
     return 0;
 }
 
+static int in_list(const json_t *arr, const json_t *v)
+{
+    size_t i;
+    json_t *x;
+    json_array_foreach(arr, i, x)
+    {
+        if (json_equal(x, v))
+            return 1;
+    }
+    return 0;
+}
+
 static int pod_rm(struct app *app, const char *name, int force)
 {
     json_t *res = NULL;
@@ -189,11 +201,21 @@ static int pod_rm(struct app *app, const char *name, int force)
         json_t *m;
         json_array_foreach(json_object_get(res, "stopped"), i, m)
         {
-            char *model = cli_one_line(json_string_value(m) ? json_string_value(m) : "?");
+            if (!json_is_string(m) || in_list(json_object_get(res, "not_stopped"), m))
+                continue;
+            char *model = cli_one_line(json_string_value(m));
             printf("stopped '%s'\n", model);
             free(model);
         }
         printf("removed pod '%s'\n", name);
+        json_array_foreach(json_object_get(res, "not_stopped"), i, m)
+        {
+            char *model = cli_one_line(json_string_value(m) ? json_string_value(m) : "?");
+            fprintf(stderr,
+                    "yard: '%s' had not stopped in time (does its pod answer?); see 'yard ps'\n",
+                    model);
+            free(model);
+        }
     }
     json_decref(res);
     return rc;
@@ -242,8 +264,8 @@ int cmd_pod(int argc, char **argv, struct app *app)
     const char *sub = args.n > 0 ? args.pos[0] : NULL;
     int want_args = 0;
     if (!sub) {
-        rc = cli_usage_error("pod",
-                             "which subcommand? add, ls, rm or setup; see 'yard pod --help'");
+        rc =
+            cli_usage_error("pod", "which subcommand? add, ls, rm or setup; see 'yard pod --help'");
         goto out;
     }
     if (strcmp(sub, "add") == 0 || strcmp(sub, "rm") == 0 || strcmp(sub, "setup") == 0) {

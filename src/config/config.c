@@ -1143,7 +1143,7 @@ enum {
 
 static const char *const top_keys[] = {
     "listen",     "api_keys",     "gpus",       "defaults", "router",  "models", "groups",
-    "start_port", "log_max_size", "gpu_ledger", "tools",    "catalog", "pods", NULL,
+    "start_port", "log_max_size", "gpu_ledger", "tools",    "catalog", "pods",   NULL,
 };
 
 /* A pod's name as ssh_pod_init takes it: it names the pod's ssh control socket. */
@@ -1201,8 +1201,9 @@ static void parse_pod(struct walk *w, struct config_pod *pod, const yaml_node_t 
             char why[128];
             snprintf(why, sizeof why, "%s", strerror(errno));
             why[0] = (char)tolower((unsigned char)why[0]);
-            err_at(w, v[1], "%s: cannot read '%s': %s; paths are relative to the config's directory",
-                   kp, pod->setup_file, why);
+            err_at(w, v[1],
+                   "%s: cannot read '%s': %s; paths are relative to the config's directory", kp,
+                   pod->setup_file, why);
         }
         free(file);
         free(kp);

@@ -31,7 +31,8 @@
 #define FORWARD_TIMEOUT_MS 10000
 #define RETRY_FIRST_MS 1000
 #define RETRY_MAX_MS 30000
-#define LOG_CHUNK_MAX (24 * 1024) /* log bytes per tree per poll (stdout is kept to 64 KiB) */
+#define LOG_CHUNK_MAX (24 * 1024) /* log bytes per tree per poll */
+#define LOG_POLL_MAX (40 * 1024)  /* log bytes per poll in all (stdout is kept to 64 KiB) */
 #define EXIT_MARK "[yard] exit "
 
 struct pod_watch {
@@ -56,6 +57,10 @@ struct pod_watch {
     int group;        /* last poll: any process of the group alive */
     int exit_code;    /* from the wrapper's last line, -1 when not seen */
     int from_end;     /* adopted: copy only what the log gets from now on */
+    int log_pending;  /* the last poll left log bytes behind */
+    char line[32];    /* the start of the log's current line (scan_exit_line) */
+    size_t line_len;
+    int line_long;
     struct pod_watch *next;
 };
 
@@ -134,13 +139,27 @@ static void watch_free(struct runner_pod *p, struct pod_watch *w)
 static char *log_name(const char *model)
 {
     char *n = xstrdup(model && *model ? model : "engine");
-    for (char *c = n; *c; c++)
+    int changed = 0;
+    for (char *c = n; *c; c++) {
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '.' || *c == '_' || *c == '-'))
+              *c == '.' || *c == '_' || *c == '-')) {
             *c = '_';
-    if (n[0] == '.')
+            changed = 1;
+        }
+    }
+    if (n[0] == '.') {
         n[0] = '_';
-    return n;
+        changed = 1;
+    }
+    if (!changed)
+        return n;
+    /* "org/m" and "org_m" must not share a log: a name that was changed carries a hash. */
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *c = model ? model : ""; *c; c++)
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    char *out = xstrfmt("%s-%08x", n, h);
+    free(n);
+    return out;
 }
 
 /* A free port on 127.0.0.1 here, or 0. */
@@ -180,20 +199,30 @@ static void append_mirror(struct pod_watch *w, const char *data, size_t len)
     close(fd);
 }
 
-/* Remembers the code of the wrapper's "[yard] exit N" line, if the bytes carry one. */
+/*
+ * Remembers the code of the wrapper's "[yard] exit N" line. The bytes come in
+ * chunks that may cut a line anywhere: the start of the current line is kept
+ * across calls (only as much as the mark and a number need).
+ */
 static void scan_exit_line(struct pod_watch *w, const char *data, size_t len)
 {
     size_t ml = strlen(EXIT_MARK);
-    for (size_t i = 0; i + ml <= len; i++) {
-        if ((i == 0 || data[i - 1] == '\n') && memcmp(data + i, EXIT_MARK, ml) == 0) {
-            char num[16];
-            size_t k = 0;
-            for (size_t j = i + ml;
-                 j < len && k < sizeof num - 1 && data[j] >= '0' && data[j] <= '9'; j++)
-                num[k++] = data[j];
-            num[k] = '\0';
-            if (k)
-                w->exit_code = (int)strtol(num, NULL, 10);
+    for (size_t i = 0; i < len; i++) {
+        char c = data[i];
+        if (c == '\n') {
+            w->line[w->line_len] = '\0';
+            if (!w->line_long && w->line_len > ml && memcmp(w->line, EXIT_MARK, ml) == 0) {
+                char *end;
+                long v = strtol(w->line + ml, &end, 10);
+                if (end != w->line + ml && *end == '\0')
+                    w->exit_code = (int)v;
+            }
+            w->line_len = 0;
+            w->line_long = 0;
+        } else if (!w->line_long && w->line_len < sizeof w->line - 1) {
+            w->line[w->line_len++] = c;
+        } else {
+            w->line_long = 1; /* longer than any exit line: not one */
         }
     }
 }
@@ -408,8 +437,10 @@ static char *poll_script(struct runner_pod *p)
                 "  printf '\\n'\n"
                 "  if [ $r = 1 ]; then cp -f -- \"$log\" \"$log.1\" && : > \"$log\"; fi\n"
                 "}\n"
-                "if command -v ss >/dev/null 2>&1; then printf 'P'; ss -ltnH 2>/dev/null | "
-                "awk '{n = split($4, a, \":\"); printf \" %s\", a[n]}'; printf '\\n'; "
+                /* No -H: older iproute2 lacks it; the header's "Local" is not a number. */
+                "if command -v ss >/dev/null 2>&1; then printf 'P'; { ss -ltn 2>/dev/null "
+                "|| true; } | awk '{n = split($4, a, \":\"); if (a[n] ~ /^[0-9]+$/) "
+                "printf \" %s\", a[n]}'; printf '\\n'; "
                 "else printf 'P?\\n'; fi\n");
     size_t n = 0;
     for (struct pod_watch *w = p->watches; w; w = w->next)
@@ -417,7 +448,12 @@ static char *poll_script(struct runner_pod *p)
     free(p->poll_ids);
     p->poll_ids = xcalloc(n ? n : 1, sizeof *p->poll_ids);
     p->n_poll_ids = 0;
-    size_t max = n ? LOG_CHUNK_MAX / (n > 2 ? n / 2 : 1) : LOG_CHUNK_MAX;
+    /* All the log bytes of one poll fit what ssh_exec keeps, with room for the rest. */
+    size_t max = n ? LOG_POLL_MAX / n : LOG_CHUNK_MAX;
+    if (max > LOG_CHUNK_MAX)
+        max = LOG_CHUNK_MAX;
+    if (max < 256)
+        max = 256;
     for (struct pod_watch *w = p->watches; w; w = w->next) {
         if (w->launching || w->p.pid <= 0)
             continue;
@@ -516,10 +552,13 @@ static const char *parse_watch(struct runner_pod *p, const char *c, const char *
             scan_exit_line(w, data, n);
         }
         w->log_off += n;
-        if (rot)
+        w->log_pending = 0;
+        if (rot) {
             w->log_off = 0; /* the pod's log was copied to .1 and emptied */
-        else if (w->log_off < sz)
+        } else if (w->log_off < sz) {
+            w->log_pending = 1;
             p->more_log = 1;
+        }
     }
     return data + n + 1;
 }
@@ -552,6 +591,9 @@ static void handle_alive(struct runner_pod *p)
             continue;
         }
         if (!w->alive) {
+            /* The reason is in the last lines: the exit waits until they are here. */
+            if (w->log_pending)
+                continue;
             w->lost = 0;
             report_exit(w);
             continue;
@@ -606,14 +648,15 @@ static void poll_done(const struct ssh_result *res, void *arg)
     p->why = NULL;
     p->more_log = 0;
 
-    const char *c = res->out, *end = res->out + res->out_len;
+    /* Records start lines; anything else (a banner a login profile prints) is skipped. */
+    const char *c = res->out, *end = res->out + res->out_len, *next;
     while (c && c < end) {
         if (*c == 'P') {
             const char *nl = memchr(c, '\n', (size_t)(end - c));
             parse_ports(p, c, nl ? (size_t)(nl - c) : (size_t)(end - c));
             c = nl ? nl + 1 : end;
-        } else if (*c == 'W') {
-            c = parse_watch(p, c, end);
+        } else if (*c == 'W' && (next = parse_watch(p, c, end)) != NULL) {
+            c = next;
         } else if (*c == 'G' && c + 1 < end && c[1] == '\n') {
             struct gpu_inventory inv = {0};
             char *err = NULL;
@@ -695,7 +738,7 @@ static char *launch_script(const struct runner_spec *spec, const char *name)
     buf_printf(&b,
                "mkdir -p \"$HOME/.yard/logs\"\n"
                "log=\"$HOME/.yard/logs/\"%s.log\n"
-               "if command -v ss >/dev/null 2>&1 && ss -ltnH 2>/dev/null | awk -v p=%d "
+               "if command -v ss >/dev/null 2>&1 && ss -ltn 2>/dev/null | awk -v p=%d "
                "'{n = split($4, a, \":\"); if (a[n] == p) f = 1} END {exit !f}'; then\n"
                "  echo \"port %d is already in use\" >&2; exit 3\n"
                "fi\n"
@@ -752,7 +795,11 @@ static void launch_done(struct runner_pod *p, struct pod_watch *w, const struct 
     } else {
         int pid = 0;
         unsigned long long st = 0, off = 0;
-        const char *l = res->out ? strstr(res->out, "L ") : NULL;
+        /* The script's answer is its last line starting "L " (a login banner may come first). */
+        const char *l = NULL;
+        for (const char *q = res->out; q && *q; q = strchr(q, '\n') ? strchr(q, '\n') + 1 : NULL)
+            if (q[0] == 'L' && q[1] == ' ')
+                l = q;
         if (!l || sscanf(l, "L %d %llu %llu", &pid, &st, &off) != 3 || pid <= 1)
             err = xstrfmt("pod '%s' did not say which process it started", p->name);
         else {

@@ -307,6 +307,11 @@ void sup__inst_fail(struct instance *in, const char *reason)
     inst_fail(in, reason);
 }
 
+void sup__inst_finish_stop(struct instance *in, const char *reason)
+{
+    inst_finish_stop(in, reason);
+}
+
 void sup__probe_now(struct instance *in, uint64_t ms)
 {
     in->probe_interval_ms = PROBE_FIRST_MS;
@@ -667,10 +672,17 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
     default:
         break;
     }
-    if (in->preparing || in->launching) {
-        /* Nothing runs yet (or the pod kills what it started once it says so). */
+    if (in->preparing) {
+        /* Nothing runs yet. */
         abort_launch(in);
         inst_finish_stop(in, "stopped before it started");
+        return;
+    }
+    if (in->launching) {
+        /* The pod is starting it: stop it once it says what it started (pod_launched). */
+        sup__timers_stop(in);
+        sup__set_state(in, INST_STOPPING, in->stop_reason, NULL);
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->stop_timeout_ms + 30000, 0);
         return;
     }
     sup__timers_stop(in);

@@ -106,6 +106,19 @@ static void pod_launched(void *arg, const struct runner_proc *p, int local_port,
 {
     struct instance *in = arg;
     in->launching = 0;
+    if (in->state == INST_STOPPING) {
+        /* Stopped while the pod started it: now that it is known, it goes. */
+        if (err) {
+            in->watch = NULL;
+            in->proc = (struct runner_proc){0};
+            sup__inst_finish_stop(in, NULL);
+            return;
+        }
+        in->proc = *p;
+        in->reach_port = local_port;
+        sup__inst_signal_stop(in);
+        return;
+    }
     if (in->state != INST_STARTING)
         return;
     if (err) {

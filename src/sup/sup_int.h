@@ -152,6 +152,7 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
 /* The rest of a start once the host is ready for it (a pod was asked first). */
 int sup__inst_launch(struct instance *in);
 void sup__inst_fail(struct instance *in, const char *reason);
+void sup__inst_finish_stop(struct instance *in, const char *reason);
 void sup__probe_now(struct instance *in, uint64_t ms);
 /* STOPPING: sends SIGTERM to the group and arms the stop timeout and the reaper. */
 void sup__inst_signal_stop(struct instance *in);

@@ -6,7 +6,10 @@
  * verbs run against a real store in a temp dir and a real loop; the
  * supervisor and scheduler are fakes (below) so that any model state can be
  * set; the e2e tests (tests/e2e/pod.test.mjs, pod-setup.test.mjs) drive them
- * against a real sshd.
+ * against a real sshd. pod_setup runs here against a stand-in for ssh that
+ * runs the remote command on this machine (so the wrapper, the streaming, the
+ * outcomes and the cancel are tested without sshd), and exits 255 like ssh
+ * for the destination "down".
  */
 #include <errno.h>
 #include <ftw.h>
@@ -20,25 +23,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <cmocka.h>
 
 /* The supervisor and scheduler calls of pods.c go to the fakes below. */
 #define sup_info fake_sup_info
 #define sup_stop fake_sup_stop
 #define sched_stop fake_sched_stop
+/* pod rm --force gives up waiting for stops sooner */
+#define POD_RM_STOP_WAIT_MS 100
 
-/* Included to reach pod_json and gpus_json. */
+/* Included to reach pod_json and gpus_json, and pod_setup's line handling. */
+#include "admin/pod_setup.c"
 #include "admin/pods.c"
 
 /* ---- a fake supervisor: a state per model, stops that end on a later turn ---- */
 
 #define FAKE_MODELS 8
-
-static struct {
-    const char *names[FAKE_MODELS];
-    enum inst_state states[FAKE_MODELS];
-    int stops;
-} fake;
 
 struct fake_stop {
     uv_timer_t timer;
@@ -46,6 +48,15 @@ struct fake_stop {
     void (*done)(void *);
     void *arg;
 };
+
+static struct {
+    const char *names[FAKE_MODELS];
+    enum inst_state states[FAKE_MODELS];
+    const char *hosts[FAKE_MODELS]; /* NULL: as the config says */
+    int stops;
+    int stop_hangs; /* stops never end by themselves (a pod that does not answer) */
+    struct fake_stop *hung;
+} fake;
 
 static int fake_index(const char *model)
 {
@@ -63,6 +74,7 @@ int fake_sup_info(struct sup *s, const char *model, struct sup_info *info)
     memset(info, 0, sizeof *info);
     info->name = fake.names[i];
     info->state = fake.states[i];
+    info->host = fake.hosts[i];
     return 0;
 }
 
@@ -92,6 +104,10 @@ int fake_sup_stop(struct sup *s, const char *model, void (*done)(void *), void *
     st->model = i;
     st->done = done;
     st->arg = arg;
+    if (fake.stop_hangs) {
+        fake.hung = st;
+        return 0;
+    }
     uv_timer_init(uv_default_loop(), &st->timer);
     st->timer.data = st;
     uv_timer_start(&st->timer, fake_stop_fire, 5, 0);
@@ -348,8 +364,8 @@ static void test_rm_force_stops_models_first(void **state)
     fake.states[3] = INST_READY;
     json_t *msg = call(f, admin__pod_rm, "{\"name\":\"gpu1\",\"force\":true}");
     assert_true(json_is_true(json_object_get(msg, "ok")));
-    char *text = json_dumps(json_object_get(json_object_get(msg, "result"), "stopped"),
-                            JSON_COMPACT);
+    char *text =
+        json_dumps(json_object_get(json_object_get(msg, "result"), "stopped"), JSON_COMPACT);
     assert_string_equal(text, "[\"a\",\"b\"]");
     free(text);
     assert_int_equal(fake.stops, 2);
@@ -358,6 +374,49 @@ static void test_rm_force_stops_models_first(void **state)
     assert_int_equal(fake.states[2], INST_READY);
     assert_int_equal(fake.states[3], INST_READY);
     assert_int_equal(pod_count(f), 0);
+    assert_int_equal(
+        json_array_size(json_object_get(json_object_get(msg, "result"), "not_stopped")), 0);
+}
+
+/* A model placed on the pod for now (yard start --pod) counts as the pod's. */
+static void test_rm_counts_models_placed_there(void **state)
+{
+    struct fixture *f = *state;
+    use_config(f);
+    put(f, "gpu2", "ssh -F /dev/null -p 1 127.0.0.1", "[]");
+    fake.states[3] = INST_READY;
+    fake.hosts[3] = "gpu2"; /* d: local in the config, on gpu2 now */
+    fake.hosts[2] = "gpu1"; /* c: gpu2's in the config, moved to gpu1 */
+    fake.states[2] = INST_READY;
+    assert_string_equal(
+        error_of(call(f, admin__pod_rm, "{\"name\":\"gpu2\"}")),
+        "pod 'gpu2' runs models: d; stop them first or use 'yard pod rm gpu2 --force'");
+    put(f, "gpu1", "ssh -F /dev/null -p 1 127.0.0.1", "[]");
+    assert_string_equal(
+        error_of(call(f, admin__pod_rm, "{\"name\":\"gpu1\"}")),
+        "pod 'gpu1' runs models: c; stop them first or use 'yard pod rm gpu1 --force'");
+}
+
+/* A stop that does not end (the pod is away): rm --force removes the pod after a bound. */
+static void test_rm_force_bounded_wait(void **state)
+{
+    struct fixture *f = *state;
+    use_config(f);
+    put(f, "gpu1", "ssh -F /dev/null -p 1 127.0.0.1", "[]");
+    fake.states[0] = INST_UNKNOWN;
+    fake.stop_hangs = 1;
+    json_t *msg = call(f, admin__pod_rm, "{\"name\":\"gpu1\",\"force\":true}");
+    assert_true(json_is_true(json_object_get(msg, "ok")));
+    json_t *res = json_object_get(msg, "result");
+    char *text = json_dumps(json_object_get(res, "not_stopped"), JSON_COMPACT);
+    assert_string_equal(text, "[\"a\"]");
+    free(text);
+    assert_int_equal(pod_count(f), 0);
+    /* the stop ends later: its callback finds the removal done, and frees the wait */
+    assert_non_null(fake.hung);
+    fake.states[0] = INST_STOPPED;
+    fake.hung->done(fake.hung->arg);
+    free(fake.hung);
 }
 
 static void test_rm(void **state)
@@ -373,6 +432,296 @@ static void test_rm(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(msg, "result"), "name")),
                         "gpu1");
     assert_int_equal(pod_count(f), 0);
+}
+
+/* ---- pod_setup ---- */
+
+struct setup_run {
+    json_t *lines; /* the {"line"} messages' text */
+    json_t *final;
+    int replies;
+    size_t backlog;
+};
+
+static void setup_on_line(void *arg, json_t *msg)
+{
+    struct setup_run *r = arg;
+    json_array_append(r->lines, json_object_get(msg, "line"));
+    json_decref(msg);
+}
+
+static void setup_on_reply(void *arg, json_t *msg)
+{
+    struct setup_run *r = arg;
+    r->replies++;
+    json_decref(r->final);
+    r->final = msg;
+}
+
+static size_t setup_backlog(void *arg)
+{
+    return ((struct setup_run *)arg)->backlog;
+}
+
+/* Writes the stand-in for ssh into the fixture's dir; returns the pod's ssh line. */
+static char *fake_ssh(struct fixture *f, const char *dest)
+{
+    char *path = xstrfmt("%s/fake-ssh", f->root);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    /* the destination follows yard's options (-o X -S Y); the remote command is last */
+    fputs("#!/bin/sh\n"
+          "for a; do last=$a; case $a in down) down=1 ;; esac; done\n"
+          "if [ -n \"$down\" ]; then\n"
+          "  echo 'ssh: connect to host down port 22: Connection refused' >&2; exit 255\n"
+          "fi\n"
+          "exec sh -c \"$last\"\n",
+          fp);
+    fclose(fp);
+    assert_int_equal(chmod(path, 0755), 0);
+    char *line = xstrfmt("%s %s", path, dest);
+    free(path);
+    return line;
+}
+
+/* A config with pods: { name: { setup: script } }. */
+static void setup_config(struct fixture *f, const char *name, const char *script)
+{
+    json_t *s = json_string(script);
+    char *quoted = json_dumps(s, JSON_ENCODE_ANY);
+    char *yaml = xstrfmt("pods:\n  %s:\n    setup: %s\n", name, quoted);
+    struct config_errors e = {0};
+    config_free(f->app.cfg);
+    f->app.cfg = config_parse(yaml, strlen(yaml), "t.yaml", &e);
+    for (size_t i = 0; i < e.n; i++)
+        print_error("%s\n", e.msgs[i]);
+    assert_non_null(f->app.cfg);
+    config_errors_release(&e);
+    free(yaml);
+    free(quoted);
+    json_decref(s);
+}
+
+/* Runs pod_setup and the loop until it has answered; returns the final message. */
+static json_t *run_setup(struct fixture *f, struct setup_run *r, const char *req_text)
+{
+    struct admin__stream st = {setup_on_line, setup_on_reply, setup_backlog, r};
+    json_t *req = json_loads(req_text, 0, NULL);
+    assert_non_null(req);
+    r->lines = json_array();
+    struct admin__setup *run = admin__pod_setup(&f->app, req, &st);
+    json_decref(req);
+    if (run)
+        assert_int_equal(r->replies, 0);
+    else
+        assert_int_equal(r->replies, 1);
+    while (r->replies == 0)
+        if (uv_run(f->app.loop, UV_RUN_ONCE) == 0 && r->replies == 0)
+            fail_msg("no reply and nothing left to run");
+    uv_run(f->app.loop, UV_RUN_DEFAULT);
+    assert_int_equal(r->replies, 1);
+    return r->final;
+}
+
+static void setup_run_release(struct setup_run *r)
+{
+    json_decref(r->lines);
+    json_decref(r->final);
+    memset(r, 0, sizeof *r);
+}
+
+static void test_setup_refusals(void **state)
+{
+    struct fixture *f = *state;
+    struct setup_run r = {0};
+    assert_string_equal(error_of(run_setup(f, &r, "{}")), "'pod_setup' needs a pod name");
+    setup_run_release(&r);
+    assert_string_equal(
+        error_of(run_setup(f, &r, "{\"name\":\"gpu1\"}")),
+        "no pod named 'gpu1'; add it first with 'yard pod add gpu1 --ssh \"ssh ARGS...\"'");
+    setup_run_release(&r);
+    put(f, "gpu1", "ssh h", "[]");
+    f->app.config_path = "/etc/yard.yaml";
+    assert_string_equal(error_of(run_setup(f, &r, "{\"name\":\"gpu1\"}")),
+                        "no setup script for pod 'gpu1' in '/etc/yard.yaml'; add 'pods: { gpu1: { "
+                        "setup: ... } }' (or setup_file: PATH) and reload the daemon");
+    setup_run_release(&r);
+    setup_config(f, "other", "true");
+    assert_non_null(strstr(error_of(run_setup(f, &r, "{\"name\":\"gpu1\"}")),
+                           "no setup script for pod 'gpu1'"));
+    setup_run_release(&r);
+    /* a setup_file that went away since the config was loaded */
+    char *script = xstrfmt("%s/setup.sh", f->root);
+    char *yaml = xstrfmt("pods: { gpu1: { setup_file: %s } }\n", script);
+    FILE *fp = fopen(script, "w");
+    fclose(fp);
+    struct config_errors e = {0};
+    config_free(f->app.cfg);
+    f->app.cfg = config_parse(yaml, strlen(yaml), "t.yaml", &e);
+    assert_non_null(f->app.cfg);
+    unlink(script);
+    const char *err = error_of(run_setup(f, &r, "{\"name\":\"gpu1\"}"));
+    char *want = xstrfmt(
+        "cannot read the setup script of pod 'gpu1', '%s': no such file or directory", script);
+    assert_string_equal(err, want);
+    setup_run_release(&r);
+    free(want);
+    free(yaml);
+    free(script);
+    f->app.config_path = NULL;
+}
+
+static void test_setup_runs_and_streams(void **state)
+{
+    struct fixture *f = *state;
+    struct setup_run r = {0};
+    char *ssh = fake_ssh(f, "box");
+    put(f, "gpu1", ssh, "[]");
+    /* stderr joins stdout in order; a quote or $(...) in the script is the script's */
+    setup_config(f, "gpu1",
+                 "echo one\necho two >&2\nprintf '%s\\n' '$(echo no)' \"it's\"\n"
+                 "printf 'crlf\\r\\nbad \\377 byte\\nlast no newline'");
+    json_t *msg = run_setup(f, &r, "{\"name\":\"gpu1\"}");
+    assert_true(json_is_true(json_object_get(msg, "ok")));
+    const char *text =
+        json_string_value(json_object_get(json_object_get(msg, "result"), "message"));
+    assert_non_null(text);
+    const char *want = "setup of pod 'gpu1' finished in ";
+    if (strncmp(text, want, strlen(want)) != 0)
+        fail_msg("%s", text);
+    char *lines = json_dumps(r.lines, JSON_COMPACT);
+    assert_string_equal(lines, "[\"one\",\"two\",\"$(echo no)\",\"it's\",\"crlf\","
+                               "\"bad \xef\xbf\xbd byte\",\"last no newline\"]");
+    free(lines);
+    setup_run_release(&r);
+
+    /* exit 3; then set -u */
+    setup_config(f, "gpu1", "echo before\nexit 3\necho never");
+    assert_string_equal(error_of(run_setup(f, &r, "{\"name\":\"gpu1\"}")),
+                        "setup of pod 'gpu1' failed: exited 3");
+    assert_int_equal(json_array_size(r.lines), 1);
+    setup_run_release(&r);
+    setup_config(f, "gpu1", "echo \"$NOT_SET_ANYWHERE\"\necho never");
+    assert_string_equal(error_of(run_setup(f, &r, "{\"name\":\"gpu1\"}")),
+                        "setup of pod 'gpu1' failed: exited 1");
+    assert_int_equal(json_array_size(r.lines), 1);
+    assert_non_null(strstr(json_string_value(json_array_get(r.lines, 0)), "unbound variable"));
+    setup_run_release(&r);
+
+    /* a timeout */
+    setup_config(f, "gpu1", "echo started\nsleep 5");
+    assert_string_equal(error_of(run_setup(f, &r, "{\"name\":\"gpu1\",\"timeout_ms\":300}")),
+                        "setup of pod 'gpu1' did not finish within 0.3 s and was stopped (the "
+                        "script may still run on the pod); give it longer with --timeout");
+    setup_run_release(&r);
+    free(ssh);
+}
+
+static void test_setup_transport_failure(void **state)
+{
+    struct fixture *f = *state;
+    struct setup_run r = {0};
+    char *ssh = fake_ssh(f, "down");
+    put(f, "gpu1", ssh, "[]");
+    setup_config(f, "gpu1", "echo never");
+    assert_string_equal(
+        error_of(run_setup(f, &r, "{\"name\":\"gpu1\"}")),
+        "cannot reach pod 'gpu1': ssh: connect to host down port 22: Connection refused");
+    assert_int_equal(json_array_size(r.lines), 0);
+    setup_run_release(&r);
+    free(ssh);
+}
+
+/* Whether a process of group pgid is alive (zombies excluded). */
+static int group_alive(int pgid)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int alive = 0;
+    assert_non_null(d);
+    while (!alive && (e = readdir(d)) != NULL) {
+        char path[300], buf[512], state;
+        int pgrp = 0;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *fp = fopen(path, "r");
+        if (!fp)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, fp);
+        fclose(fp);
+        buf[n] = '\0';
+        /* after the comm's closing parenthesis: state, ppid, pgrp */
+        char *rp = strrchr(buf, ')');
+        if (rp && sscanf(rp + 1, " %c %*d %d", &state, &pgrp) == 2 && pgrp == pgid && state != 'Z')
+            alive = 1;
+    }
+    closedir(d);
+    return alive;
+}
+
+/* The client left: ssh's group is killed, and no reply comes. */
+static void test_setup_cancel(void **state)
+{
+    struct fixture *f = *state;
+    struct setup_run r = {.lines = json_array()};
+    char *ssh = fake_ssh(f, "box");
+    put(f, "gpu1", ssh, "[]");
+    setup_config(f, "gpu1", "echo started\nsleep 30");
+    struct admin__stream st = {setup_on_line, setup_on_reply, setup_backlog, &r};
+    json_t *req = json_pack("{s:s}", "name", "gpu1");
+    struct admin__setup *run = admin__pod_setup(&f->app, req, &st);
+    json_decref(req);
+    assert_non_null(run);
+    while (json_array_size(r.lines) == 0)
+        uv_run(f->app.loop, UV_RUN_ONCE);
+    int pid = run->proc.pid;
+    admin__pod_setup_cancel(run);
+    uint64_t t0 = uv_now(f->app.loop);
+    uv_run(f->app.loop, UV_RUN_DEFAULT); /* ends once ssh is reaped and the handles closed */
+    assert_true(uv_now(f->app.loop) - t0 < 10000);
+    assert_int_equal(r.replies, 0);
+    /* the whole group is gone: the sleep too (its zombies may wait for init) */
+    for (int i = 0; i < 500 && group_alive(pid); i++)
+        usleep(10000);
+    assert_false(group_alive(pid));
+    setup_run_release(&r);
+    free(ssh);
+}
+
+/* Long lines go in pieces; a slow client loses lines, and is told how many. */
+static void test_setup_lines(void **state)
+{
+    struct setup_run r = {.lines = json_array()};
+    struct admin__setup s = {.stream = {setup_on_line, setup_on_reply, setup_backlog, &r}};
+    buf_init(&s.line, SETUP_LINE_MAX);
+    char *big = xmalloc(SETUP_LINE_MAX * 2 + 10);
+    memset(big, 'x', SETUP_LINE_MAX * 2 + 10);
+    big[SETUP_LINE_MAX] = '\n'; /* a line of exactly SETUP_LINE_MAX bytes */
+    take_output(&s, big, SETUP_LINE_MAX * 2 + 10);
+    /* the whole line, then a piece of the next one (no empty line between) */
+    assert_int_equal(json_array_size(r.lines), 2);
+    assert_int_equal(strlen(json_string_value(json_array_get(r.lines, 0))), SETUP_LINE_MAX);
+    take_output(&s, "y\n", 2);
+    assert_int_equal(json_array_size(r.lines), 3);
+    assert_int_equal(strlen(json_string_value(json_array_get(r.lines, 1))), SETUP_LINE_MAX);
+    assert_int_equal(strlen(json_string_value(json_array_get(r.lines, 2))), 10);
+    r.backlog = SETUP_BACKLOG_MAX + 1;
+    take_output(&s, "a\nb\n", 4);
+    r.backlog = 0;
+    take_output(&s, "c\n", 2);
+    assert_int_equal(json_array_size(r.lines), 5);
+    assert_string_equal(json_string_value(json_array_get(r.lines, 3)),
+                        "[yard: 2 lines of output dropped: the client read too slowly]");
+    assert_string_equal(json_string_value(json_array_get(r.lines, 4)), "c");
+    /* NUL and broken UTF-8 become U+FFFD; valid UTF-8 stays */
+    json_t *j = line_string("a\0b\xc3(\xe2\x82\xac", 8);
+    assert_string_equal(json_string_value(j), "a\xef\xbf\xbd"
+                                              "b\xef\xbf\xbd(\xe2\x82\xac");
+    json_decref(j);
+    free(big);
+    buf_release(&s.line);
+    json_decref(r.lines);
 }
 
 static void test_gpus_json(void **state)
@@ -401,7 +750,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ls_models, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rm_refused_while_models_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rm_force_stops_models_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rm_counts_models_placed_there, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rm_force_bounded_wait, setup, teardown),
         cmocka_unit_test(test_gpus_json),
+        cmocka_unit_test_setup_teardown(test_setup_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_setup_runs_and_streams, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_setup_transport_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_setup_cancel, setup, teardown),
+        cmocka_unit_test(test_setup_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -843,7 +843,8 @@ static void test_pods(void **state)
     assert_non_null(f);
     fputs("echo hi\n", f);
     fclose(f);
-    const char *text = "pods:\n  g1:\n    setup_file: setup.sh\n  g2:\n    setup_file: /x/none.sh\n";
+    const char *text =
+        "pods:\n  g1:\n    setup_file: setup.sh\n  g2:\n    setup_file: /x/none.sh\n";
     struct config_errors e = {0};
     assert_null(config_parse(text, strlen(text), cfg_path, &e));
     assert_int_equal(e.n, 1);
