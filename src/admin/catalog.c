@@ -154,21 +154,6 @@ static json_t *host_json(const struct catalog *cat, const char *name, const char
     return json_pack("{s:s, s:O, s:o}", "host", name, "gpus", gpus_in, "models", models);
 }
 
-/* The local inventory in the pods' shape: [{index, name, memory_total, memory_used}], bytes. */
-static json_t *local_gpus_json(const struct gpu_inventory *inv)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < inv->n; i++) {
-        const struct gpu_dev *d = &inv->devs[i];
-        json_array_append_new(
-            arr,
-            json_pack("{s:i, s:s, s:o, s:o}", "index", d->index, "name", d->name, "memory_total",
-                      d->total ? json_integer((json_int_t)d->total) : json_null(), "memory_used",
-                      d->used != UINT64_MAX ? json_integer((json_int_t)d->used) : json_null()));
-    }
-    return arr;
-}
-
 static void models_done(uv_work_t *w, int status)
 {
     struct models_op *op = w->data;
@@ -179,7 +164,7 @@ static void models_done(uv_work_t *w, int status)
     }
     json_t *hosts = json_array();
     if (op->want_local) {
-        json_t *gpus = local_gpus_json(&op->inv);
+        json_t *gpus = gpu_record_json(&op->inv);
         json_t *h = host_json(op->cat, "local", "host", gpus);
         json_decref(gpus);
         if (op->inv_err) {

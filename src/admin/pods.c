@@ -106,21 +106,6 @@ static json_t *pod_json(const struct store_pod *p)
                      p->last_seen_ms ? json_integer(p->last_seen_ms) : json_null());
 }
 
-/* nvidia-smi's answer as the record's gpus: [{index, name, memory_total, memory_used}], bytes. */
-static json_t *gpus_json(const struct gpu_inventory *inv)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < inv->n; i++) {
-        const struct gpu_dev *d = &inv->devs[i];
-        json_array_append_new(
-            arr,
-            json_pack("{s:i, s:s, s:o, s:o}", "index", d->index, "name", d->name, "memory_total",
-                      d->total ? json_integer((json_int_t)d->total) : json_null(), "memory_used",
-                      d->used != UINT64_MAX ? json_integer((json_int_t)d->used) : json_null()));
-    }
-    return arr;
-}
-
 static json_t *pod_models_json(struct app *app, const char *name);
 
 static void add_record(struct pod_op *op, json_t *gpus, const char *note)
@@ -197,7 +182,7 @@ static void on_detect(const struct ssh_result *res, void *arg)
         }
         free(err);
     }
-    add_record(op, gpus_json(&inv), note);
+    add_record(op, gpu_record_json(&inv), note);
     gpu_inventory_release(&inv);
     free(note);
 }
@@ -399,7 +384,7 @@ static void on_ls_detect(const struct ssh_result *res, void *arg)
     char *text = NULL;
     /* Only a clean answer replaces the GPUs recorded; a failed query keeps them. */
     if (res->status == SSH_OK && gpu__parse_smi_gpus(res->out, &inv, &err) == 0) {
-        json_t *gpus = gpus_json(&inv);
+        json_t *gpus = gpu_record_json(&inv);
         text = json_dumps(gpus, JSON_COMPACT);
         json_decref(gpus);
     }

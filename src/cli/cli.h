@@ -195,4 +195,7 @@ char *cli_gpus_text(const json_t *gpus);
  */
 void cli_event_line(const json_t *ev, int64_t now_ms, FILE *out);
 
+/* o's member key, copied, if it has jansson type type; else null. A new reference. */
+json_t *cli_json_field(const json_t *o, const char *key, json_type type);
+
 #endif

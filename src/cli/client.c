@@ -241,3 +241,9 @@ int cli_request_stream(struct app *app, json_t *req, cli_line_fn on_line, void *
     cli_client_release(&c);
     return rc < 0 ? 1 : 0;
 }
+
+json_t *cli_json_field(const json_t *o, const char *key, json_type type)
+{
+    json_t *v = json_object_get(o, key);
+    return v && json_typeof(v) == type ? json_deep_copy(v) : json_null();
+}

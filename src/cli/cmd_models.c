@@ -21,57 +21,30 @@ enum { COL_HOST, COL_MODEL, COL_FITS, COL_GPUS, COL_VRAM, COL_WHY, COL_COUNT };
 
 static const char *const headers[COL_COUNT] = {"HOST", "MODEL", "FITS", "GPUS", "VRAM", "WHY NOT"};
 
-/* One value of an object, copied, or null when absent or not of the type. */
-static json_t *field(const json_t *o, const char *key, int (*is)(const json_t *))
-{
-    json_t *v = json_object_get(o, key);
-    return v && is(v) ? json_deep_copy(v) : json_null();
-}
-
-static int is_string(const json_t *v)
-{
-    return json_is_string(v);
-}
-
-static int is_integer(const json_t *v)
-{
-    return json_is_integer(v);
-}
-
-static int is_array(const json_t *v)
-{
-    return json_is_array(v);
-}
-
-static int is_object(const json_t *v)
-{
-    return json_is_object(v);
-}
-
 static json_t *config_stable(const json_t *c)
 {
     if (!json_is_object(c))
         return json_null();
     json_t *o = json_object();
-    json_object_set_new(o, "gpu_count", field(c, "gpu_count", is_integer));
-    json_object_set_new(o, "gpu_types", field(c, "gpu_types", is_array));
-    json_object_set_new(o, "vram", field(c, "vram", is_integer));
-    json_object_set_new(o, "args", field(c, "args", is_array));
-    json_object_set_new(o, "env", field(c, "env", is_object));
-    json_object_set_new(o, "notes", field(c, "notes", is_string));
+    json_object_set_new(o, "gpu_count", cli_json_field(c, "gpu_count", JSON_INTEGER));
+    json_object_set_new(o, "gpu_types", cli_json_field(c, "gpu_types", JSON_ARRAY));
+    json_object_set_new(o, "vram", cli_json_field(c, "vram", JSON_INTEGER));
+    json_object_set_new(o, "args", cli_json_field(c, "args", JSON_ARRAY));
+    json_object_set_new(o, "env", cli_json_field(c, "env", JSON_OBJECT));
+    json_object_set_new(o, "notes", cli_json_field(c, "notes", JSON_STRING));
     return o;
 }
 
 static json_t *model_stable(const json_t *m)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "id", field(m, "id", is_string));
-    json_object_set_new(o, "name", field(m, "name", is_string));
-    json_object_set_new(o, "engine", field(m, "engine", is_string));
-    json_object_set_new(o, "notes", field(m, "notes", is_string));
+    json_object_set_new(o, "id", cli_json_field(m, "id", JSON_STRING));
+    json_object_set_new(o, "name", cli_json_field(m, "name", JSON_STRING));
+    json_object_set_new(o, "engine", cli_json_field(m, "engine", JSON_STRING));
+    json_object_set_new(o, "notes", cli_json_field(m, "notes", JSON_STRING));
     json_object_set_new(o, "fits", json_boolean(json_is_true(json_object_get(m, "fits"))));
     json_object_set_new(o, "config", config_stable(json_object_get(m, "config")));
-    json_object_set_new(o, "reason", field(m, "reason", is_string));
+    json_object_set_new(o, "reason", cli_json_field(m, "reason", JSON_STRING));
     return o;
 }
 
@@ -90,23 +63,23 @@ static json_t *result_stable(const json_t *res)
         json_array_foreach(json_object_get(h, "gpus"), j, v)
         {
             json_t *g = json_object();
-            json_object_set_new(g, "index", field(v, "index", is_integer));
-            json_object_set_new(g, "name", field(v, "name", is_string));
-            json_object_set_new(g, "memory_total", field(v, "memory_total", is_integer));
-            json_object_set_new(g, "memory_used", field(v, "memory_used", is_integer));
+            json_object_set_new(g, "index", cli_json_field(v, "index", JSON_INTEGER));
+            json_object_set_new(g, "name", cli_json_field(v, "name", JSON_STRING));
+            json_object_set_new(g, "memory_total", cli_json_field(v, "memory_total", JSON_INTEGER));
+            json_object_set_new(g, "memory_used", cli_json_field(v, "memory_used", JSON_INTEGER));
             json_array_append_new(gpus, g);
         }
         json_array_foreach(json_object_get(h, "models"), j, v)
             json_array_append_new(models, model_stable(v));
         json_t *o = json_object();
-        json_object_set_new(o, "host", field(h, "host", is_string));
+        json_object_set_new(o, "host", cli_json_field(h, "host", JSON_STRING));
         json_object_set_new(o, "gpus", gpus);
-        json_object_set_new(o, "error", field(h, "error", is_string));
+        json_object_set_new(o, "error", cli_json_field(h, "error", JSON_STRING));
         json_object_set_new(o, "models", models);
         json_array_append_new(hosts, o);
     }
     json_t *o = json_object();
-    json_object_set_new(o, "catalog", field(res, "catalog", is_string));
+    json_object_set_new(o, "catalog", cli_json_field(res, "catalog", JSON_STRING));
     json_object_set_new(o, "hosts", hosts);
     return o;
 }

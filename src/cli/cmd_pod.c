@@ -25,23 +25,6 @@ enum { COL_NAME, COL_REACHABLE, COL_GPUS, COL_MODELS, COL_SSH, COL_COUNT };
 
 static const char *const headers[COL_COUNT] = {"NAME", "REACHABLE", "GPUS", "MODELS", "SSH"};
 
-/* One value of an object, copied, or null when absent or not of the type. */
-static json_t *field(const json_t *o, const char *key, int (*is)(const json_t *))
-{
-    json_t *v = json_object_get(o, key);
-    return v && is(v) ? json_deep_copy(v) : json_null();
-}
-
-static int is_string(const json_t *v)
-{
-    return json_is_string(v);
-}
-
-static int is_integer(const json_t *v)
-{
-    return json_is_integer(v);
-}
-
 /* The stable --json form of one pod: exactly the documented keys. */
 static json_t *pod_stable(const json_t *p)
 {
@@ -51,27 +34,27 @@ static json_t *pod_stable(const json_t *p)
     json_array_foreach(json_object_get(p, "gpus"), i, g)
     {
         json_t *o = json_object();
-        json_object_set_new(o, "index", field(g, "index", is_integer));
-        json_object_set_new(o, "name", field(g, "name", is_string));
-        json_object_set_new(o, "memory_total", field(g, "memory_total", is_integer));
-        json_object_set_new(o, "memory_used", field(g, "memory_used", is_integer));
+        json_object_set_new(o, "index", cli_json_field(g, "index", JSON_INTEGER));
+        json_object_set_new(o, "name", cli_json_field(g, "name", JSON_STRING));
+        json_object_set_new(o, "memory_total", cli_json_field(g, "memory_total", JSON_INTEGER));
+        json_object_set_new(o, "memory_used", cli_json_field(g, "memory_used", JSON_INTEGER));
         json_array_append_new(gpus, o);
     }
     json_t *o = json_object();
-    json_object_set_new(o, "name", field(p, "name", is_string));
-    json_object_set_new(o, "ssh", field(p, "ssh", is_string));
-    json_object_set_new(o, "models_path", field(p, "models_path", is_string));
+    json_object_set_new(o, "name", cli_json_field(p, "name", JSON_STRING));
+    json_object_set_new(o, "ssh", cli_json_field(p, "ssh", JSON_STRING));
+    json_object_set_new(o, "models_path", cli_json_field(p, "models_path", JSON_STRING));
     json_object_set_new(o, "gpus", gpus);
     json_object_set_new(o, "reachable",
                         json_boolean(json_is_true(json_object_get(p, "reachable"))));
-    json_object_set_new(o, "last_seen_ms", field(p, "last_seen_ms", is_integer));
+    json_object_set_new(o, "last_seen_ms", cli_json_field(p, "last_seen_ms", JSON_INTEGER));
     json_t *models = json_array();
     json_t *m;
     json_array_foreach(json_object_get(p, "models"), i, m)
     {
         json_t *mo = json_object();
-        json_object_set_new(mo, "name", field(m, "name", is_string));
-        json_object_set_new(mo, "state", field(m, "state", is_string));
+        json_object_set_new(mo, "name", cli_json_field(m, "name", JSON_STRING));
+        json_object_set_new(mo, "state", cli_json_field(m, "state", JSON_STRING));
         json_array_append_new(models, mo);
     }
     json_object_set_new(o, "models", models);

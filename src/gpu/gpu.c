@@ -374,3 +374,44 @@ void gpu__proc_name(int pid, char *name, size_t len)
     }
     free(text);
 }
+
+void *gpu_record_json(const struct gpu_inventory *inv)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < inv->n; i++) {
+        const struct gpu_dev *d = &inv->devs[i];
+        json_array_append_new(
+            arr,
+            json_pack("{s:i, s:s, s:o, s:o}", "index", d->index, "name", d->name, "memory_total",
+                      d->total ? json_integer((json_int_t)d->total) : json_null(), "memory_used",
+                      d->used != UINT64_MAX ? json_integer((json_int_t)d->used) : json_null()));
+    }
+    return arr;
+}
+
+int gpu_record_parse(const char *text, struct gpu_inventory *out)
+{
+    memset(out, 0, sizeof *out);
+    json_t *arr = text ? json_loads(text, 0, NULL) : NULL;
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        return -EINVAL;
+    }
+    size_t n = json_array_size(arr);
+    out->devs = xcalloc(n ? n : 1, sizeof *out->devs);
+    out->source = "record";
+    for (size_t i = 0; i < n; i++) {
+        const json_t *g = json_array_get(arr, i);
+        struct gpu_dev *d = &out->devs[out->n++];
+        const json_t *total = json_object_get(g, "memory_total");
+        const json_t *used = json_object_get(g, "memory_used");
+        const char *name = json_string_value(json_object_get(g, "name"));
+        d->index = (int)json_integer_value(json_object_get(g, "index"));
+        snprintf(d->name, sizeof d->name, "%s", name ? name : "");
+        d->total = json_is_integer(total) ? (uint64_t)json_integer_value(total) : 0;
+        d->used = json_is_integer(used) ? (uint64_t)json_integer_value(used) : UINT64_MAX;
+        d->free = d->used != UINT64_MAX && d->total > d->used ? d->total - d->used : 0;
+    }
+    json_decref(arr);
+    return 0;
+}

@@ -81,6 +81,19 @@ int gpu_pid_owned_by(int pid, int root_pid, int pgid);
 void *gpu_inventory_json(const struct gpu_inventory *inv);
 
 /* Parsers, exposed for tests. Return 0 or -EINVAL (with *err) on a bad line. */
+/*
+ * The GPUs as a pod's record keeps them: [{index, name, memory_total,
+ * memory_used}], bytes, null when the driver does not say. A new json_t
+ * reference (void * as above); never NULL.
+ */
+void *gpu_record_json(const struct gpu_inventory *inv);
+/*
+ * The inverse, from the record's JSON text: out (the caller releases it with
+ * gpu_inventory_release; empty on failure); memory not said is 0 total and
+ * UINT64_MAX used. 0, or -EINVAL when text is not such an array.
+ */
+int gpu_record_parse(const char *text, struct gpu_inventory *out);
+
 int gpu__parse_smi_gpus(const char *csv, struct gpu_inventory *out, char **err);
 int gpu__parse_smi_apps(const char *csv, struct gpu_inventory *inv, char **err);
 int gpu__parse_ledger(const char *text, struct gpu_inventory *inv);

@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "base/alloc.h"
 #include "base/log.h"
 #include "runner/pod.h"
@@ -31,22 +29,8 @@ static void load_record(struct sup *s, struct runner_pod *p)
     if (runner_pod_set_ssh(p, rec.ssh, err, sizeof err) < 0)
         log_warn("sup", "pod '%s': %s", runner_pod_name(p), err);
     if (!runner_pod_gpus(p)->n && rec.gpus) {
-        json_t *arr = json_loads(rec.gpus, 0, NULL);
-        size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
-        struct gpu_inventory inv = {.devs = xcalloc(n ? n : 1, sizeof *inv.devs),
-                                    .source = "record"};
-        for (size_t i = 0; i < n; i++) {
-            json_t *g = json_array_get(arr, i);
-            struct gpu_dev *d = &inv.devs[inv.n++];
-            d->index = (int)json_integer_value(json_object_get(g, "index"));
-            const char *name = json_string_value(json_object_get(g, "name"));
-            snprintf(d->name, sizeof d->name, "%s", name ? name : "");
-            d->total = (uint64_t)json_integer_value(json_object_get(g, "memory_total"));
-            d->used = (uint64_t)json_integer_value(json_object_get(g, "memory_used"));
-            d->free = d->total > d->used ? d->total - d->used : 0;
-        }
-        json_decref(arr);
-        if (inv.n)
+        struct gpu_inventory inv;
+        if (gpu_record_parse(rec.gpus, &inv) == 0 && inv.n)
             runner_pod_set_gpus(p, &inv);
         gpu_inventory_release(&inv);
     }

@@ -731,7 +731,7 @@ static void test_gpus_json(void **state)
         {.index = 3, .name = "GB10", .total = 0, .used = UINT64_MAX},
     };
     struct gpu_inventory inv = {.devs = devs, .n = 2};
-    json_t *arr = gpus_json(&inv);
+    json_t *arr = gpu_record_json(&inv);
     char *text = json_dumps(arr, JSON_COMPACT | JSON_SORT_KEYS);
     assert_string_equal(text, "[{\"index\":0,\"memory_total\":85899345920,\"memory_used\":1024,"
                               "\"name\":\"NVIDIA H100\"},{\"index\":3,\"memory_total\":null,"

@@ -967,6 +967,39 @@ static void test_cmd_gpus(void **state)
     free(dir);
 }
 
+/* A pod's record keeps its GPUs as JSON text: what is written reads back the same. */
+static void test_record_roundtrip(void **state)
+{
+    (void)state;
+    struct gpu_dev devs[2] = {
+        {.index = 0, .name = "NVIDIA H100 80GB HBM3", .total = 85520809984ull, .used = 1048576},
+        {.index = 3, .name = "NVIDIA \"odd\" name", .total = 0, .used = UINT64_MAX},
+    };
+    struct gpu_inventory inv = {.devs = devs, .n = 2}, back;
+    json_t *arr = gpu_record_json(&inv);
+    char *text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    assert_string_equal(text,
+                        "[{\"index\":0,\"name\":\"NVIDIA H100 80GB HBM3\",\"memory_total\":"
+                        "85520809984,\"memory_used\":1048576},{\"index\":3,\"name\":"
+                        "\"NVIDIA \\\"odd\\\" name\",\"memory_total\":null,\"memory_used\":null}]");
+    assert_int_equal(gpu_record_parse(text, &back), 0);
+    free(text);
+    assert_int_equal(back.n, 2);
+    assert_int_equal(back.devs[0].index, 0);
+    assert_string_equal(back.devs[0].name, "NVIDIA H100 80GB HBM3");
+    assert_true(back.devs[0].total == 85520809984ull && back.devs[0].used == 1048576);
+    assert_true(back.devs[0].free == 85520809984ull - 1048576);
+    assert_int_equal(back.devs[1].index, 3);
+    assert_true(back.devs[1].total == 0 && back.devs[1].used == UINT64_MAX);
+    gpu_inventory_release(&back);
+    /* Not an array, or not JSON: refused, nothing held. */
+    assert_int_equal(gpu_record_parse("{}", &back), -EINVAL);
+    assert_int_equal(back.n, 0);
+    assert_int_equal(gpu_record_parse("[{", &back), -EINVAL);
+    assert_int_equal(gpu_record_parse(NULL, &back), -EINVAL);
+}
+
 int main(void)
 {
     /* Children this test forks and kills must not be held as zombies by a SIG_IGN. */
@@ -978,7 +1011,7 @@ int main(void)
         cmocka_unit_test(test_run_capture),    cmocka_unit_test(test_smi_standin),
         cmocka_unit_test(test_no_source),      cmocka_unit_test(test_nvml_fake),
         cmocka_unit_test(test_proc_name),      cmocka_unit_test(test_table),
-        cmocka_unit_test(test_cmd_gpus),
+        cmocka_unit_test(test_cmd_gpus),       cmocka_unit_test(test_record_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
