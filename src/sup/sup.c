@@ -311,6 +311,9 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
             free(in->engine_name);
             in->engine_name = xstrdup(nm->engine);
             in->eng = engine_find(nm->engine);
+            /* Not running: `yard ps` shows where it will run next. */
+            if (!in->watch && in->state == INST_STOPPED)
+                in->runner = sup__runner_for(s, sup__wanted_pod(in));
             list_add(&bk, in->name);
             continue;
         }
