@@ -271,8 +271,9 @@ static void on_fail(struct sched_waiter *w, int status, const char *msg, const c
 {
     struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
     rr->queued = 0;
+    int retry = w->retry_after_s > 0 ? w->retry_after_s : 5;
     router__fail(rr, status, status == 404 ? "invalid_request_error" : "server_error", code,
-                 status == 503 ? 5 : 0, "%s", msg);
+                 status == 503 ? retry : 0, "%s", msg);
 }
 
 static void send_loading(struct router__req *rr, int percent)

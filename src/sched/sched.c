@@ -141,14 +141,21 @@ static void unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waite
     s->total_waiting--;
 }
 
-static void fail_all(struct sched *s, struct smodel *sm, int status, const char *msg,
-                     const char *code)
+static void fail_all_retry(struct sched *s, struct smodel *sm, int status, const char *msg,
+                           const char *code, int retry_after_s)
 {
     while (sm->head) {
         struct sched_waiter *w = sm->head;
         unlink_waiter(s, sm, w);
+        w->retry_after_s = retry_after_s;
         w->on_fail(w, status, msg, code);
     }
+}
+
+static void fail_all(struct sched *s, struct smodel *sm, int status, const char *msg,
+                     const char *code)
+{
+    fail_all_retry(s, sm, status, msg, code, 0);
 }
 
 /* For every model a switch from `from` is under way to: that phase took ms. */
@@ -645,7 +652,7 @@ static void plan_loads(struct sched *s)
                                 "retries in %d s",
                                 sm->name, self.host, lost && *lost ? lost : self.reason,
                                 retry_s ? retry_s : 5);
-            fail_all(s, sm, 503, msg, "pod_unreachable");
+            fail_all_retry(s, sm, 503, msg, "pod_unreachable", retry_s ? retry_s : 5);
             free(msg);
             continue;
         }

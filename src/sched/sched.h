@@ -34,6 +34,7 @@ struct sched_waiter {
     const char *model; /* canonical model name (set by the caller) */
     uint64_t enqueued_ms;
     int waited_for_load; /* set when it had to wait for a start */
+    int retry_after_s;   /* with a 503 from on_fail: when to try again (0: the default) */
     /* Dispatch: the instance is ready at 127.0.0.1:port; a slot is held until sched_done. */
     void (*on_ready)(struct sched_waiter *w, int port);
     /* Refused while waiting: status (503, 404), message, OpenAI error code. */

@@ -266,8 +266,12 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
                 { headers: { 'content-type': 'application/json' } },
             );
             assert.equal(r.status, 503, r.body);
-            assert.ok(Number(r.headers['retry-after']) > 0);
-            assert.match(JSON.parse(r.body).error.message, /pod 'box'.*does not answer/);
+            const msg = JSON.parse(r.body).error.message;
+            assert.match(msg, /pod 'box'.*does not answer/);
+            // Retry-After is when yard tries the pod next (its backoff), as the message says
+            const inS = Number(/retries in (\d+) s/.exec(msg)[1]);
+            assert.equal(Number(r.headers['retry-after']), inS);
+            assert.ok(inS >= 1 && inS <= 30, msg);
             await sshd.restart();
             await h.waitState(dir, 'remote', 'ready', 60000);
             const row = await psOf(dir, 'remote');
