@@ -735,15 +735,37 @@ static char *launch_script(const struct runner_spec *spec, const char *name)
     struct buf b;
     buf_init(&b, TOOLS_CMD_STORE);
     char *qn = ssh_quote(name);
-    buf_printf(&b,
-               "mkdir -p \"$HOME/.yard/logs\"\n"
-               "log=\"$HOME/.yard/logs/\"%s.log\n"
-               "if command -v ss >/dev/null 2>&1 && ss -ltn 2>/dev/null | awk -v p=%d "
-               "'{n = split($4, a, \":\"); if (a[n] == p) f = 1} END {exit !f}'; then\n"
-               "  echo \"port %d is already in use\" >&2; exit 3\n"
-               "fi\n"
-               "off=$(stat -c %%s -- \"$log\" 2>/dev/null || echo 0)\n",
-               qn, spec->port, spec->port);
+    /*
+     * The pid file says what the last launch of NAME started. If that tree still
+     * runs, its launch's answer never reached yard (a daemon killed meanwhile): it
+     * is nobody's, and it is ended before a second copy starts.
+     */
+    buf_printf(
+        &b,
+        "mkdir -p \"$HOME/.yard/logs\" \"$HOME/.yard/run\"\n"
+        "log=\"$HOME/.yard/logs/\"%s.log\n"
+        "pidf=\"$HOME/.yard/run/\"%s.pid\n"
+        /* leader PID: alive, not a zombie, with the start time $ST */
+        "leader() { local f; f=$(sed 's/^.*) //' /proc/$1/stat 2>/dev/null || true); "
+        "[ -n \"$f\" ] || return 1; set -- $f; [ \"$1\" != Z ] && [ \"${20}\" = \"$ST\" ]; "
+        "}\n"
+        "if [ -r \"$pidf\" ]; then\n"
+        "  opid=0 ost=0; read -r opid ost < \"$pidf\" || true\n"
+        "  if ST=$ost leader \"${opid:-0}\"; then\n"
+        "    echo \"[yard] ending pid $opid, left running by a start whose answer never "
+        "reached yard\" >>\"$log\"\n"
+        "    kill -TERM -- -\"$opid\" 2>/dev/null || true\n"
+        "    i=0; while [ $i -lt 50 ] && ST=$ost leader \"$opid\"; do sleep 0.2; i=$((i + 1)); "
+        "done\n"
+        "    kill -KILL -- -\"$opid\" 2>/dev/null || true\n"
+        "  fi\n"
+        "fi\n"
+        "if command -v ss >/dev/null 2>&1 && ss -ltn 2>/dev/null | awk -v p=%d "
+        "'{n = split($4, a, \":\"); if (a[n] == p) f = 1} END {exit !f}'; then\n"
+        "  echo \"port %d is already in use\" >&2; exit 3\n"
+        "fi\n"
+        "off=$(stat -c %%s -- \"$log\" 2>/dev/null || echo 0)\n",
+        qn, qn, spec->port, spec->port);
     free(qn);
     if (spec->cwd) {
         buf_appends(&b, "cd -- ");
@@ -773,6 +795,7 @@ static char *launch_script(const struct runner_spec *spec, const char *name)
                     "pid=$!\n"
                     "f=$(sed 's/^.*) //' /proc/$pid/stat 2>/dev/null || true)\n"
                     "st=0; if [ -n \"$f\" ]; then set -- $f; st=${20}; fi\n"
+                    "printf '%s %s\\n' \"$pid\" \"$st\" > \"$pidf\"\n"
                     "printf 'L %s %s %s\\n' \"$pid\" \"$st\" \"$off\"\n");
     return buf_detach(&b, NULL);
 }

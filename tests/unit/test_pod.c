@@ -522,6 +522,51 @@ static void test_launch_exit_code(void **state)
     free(logp);
 }
 
+/*
+ * A launch whose answer never reached yard (a daemon killed meanwhile) left a
+ * tree nobody records: the next launch of the same model ends it first, and
+ * says so in the log. A tree whose pid was reused by a stranger is left alone.
+ */
+static void test_launch_ends_lost_tree(void **state)
+{
+    char *argv[] = {"bash", "-c", "echo up; exec sleep 30", NULL};
+    struct runner_spec spec = {.argv = argv, .name = "lost", .port = test_free_port()};
+    char *logp = xstrfmt("%s/lost.log", logs);
+    unlink(logp);
+    struct launched first, second;
+    launch(&spec, &first);
+    assert_int_equal(kill(first.pid, 0), 0);
+    launch(&spec, &second);
+    assert_int_not_equal(first.pid, second.pid);
+    /* The first tree is gone (reaped here: this test is its subreaper), the second runs. */
+    int st, gone = 0;
+    for (int i = 0; i < 1000 && !gone; i++) {
+        gone = waitpid(first.pid, &st, WNOHANG) == first.pid || kill(first.pid, 0) < 0;
+        if (!gone)
+            sleep_ms(10);
+    }
+    assert_true(gone);
+    untrack_group(first.pid);
+    assert_int_equal(kill(second.pid, 0), 0);
+    size_t len;
+    char *log = wait_content(logp, "left running by a start whose answer never reached yard", &len);
+    free(log);
+    /* The pid file names a process with another start time: not ours, not touched. */
+    int stranger = spawn_group("exec sleep 30");
+    char *pidf = xstrfmt("%s/.yard/run/lost.pid", home);
+    char *text = xstrfmt("%d 1\n", stranger);
+    write_file(pidf, text, strlen(text), 0);
+    struct launched third;
+    launch(&spec, &third);
+    assert_int_equal(kill(stranger, 0), 0);
+    reap_group(stranger);
+    reap_group(second.pid);
+    reap_group(third.pid);
+    free(text);
+    free(pidf);
+    free(logp);
+}
+
 static int have_ss(void)
 {
     const char *dirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
@@ -1355,6 +1400,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_launch_hostile, reap_left),
         cmocka_unit_test_teardown(test_launch_exit_code, reap_left),
+        cmocka_unit_test_teardown(test_launch_ends_lost_tree, reap_left),
         cmocka_unit_test_teardown(test_launch_port_in_use, reap_left),
         cmocka_unit_test_teardown(test_launch_bad_cwd, reap_left),
         cmocka_unit_test_teardown(test_poll_liveness, reap_left),
