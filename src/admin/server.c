@@ -265,6 +265,7 @@ struct stop_ctx {
     struct admin_conn *c;
     int pending;
     json_t *names;
+    json_t *deferred; /* [{name, host}]: on a pod that does not answer, stopped when it does */
 };
 
 static void stop_done(void *arg)
@@ -272,19 +273,32 @@ static void stop_done(void *arg)
     struct stop_ctx *x = arg;
     if (--x->pending > 0)
         return;
-    send_ok(x->c, json_pack("{s:o}", "stopped", x->names));
+    send_ok(x->c, json_pack("{s:o, s:o}", "stopped", x->names, "deferred", x->deferred));
     conn_unref(x->c);
     free(x);
 }
 
-/* A stop drains the model's requests first when the router runs. */
-static int stop_one(struct admin_conn *c, const char *name, void (*done)(void *), void *arg,
-                    char **err)
+/*
+ * A stop drains the model's requests first when the router runs. One on a pod
+ * that does not answer is issued but not waited for: it completes when the
+ * pod answers, and the answer lists it under "deferred".
+ */
+static int stop_one(struct admin_conn *c, const char *name, struct stop_ctx *x, char **err)
 {
     struct app *app = c->srv->app;
-    if (app->sched)
-        return sched_stop(app->sched, name, done, arg, err);
-    return sup_stop(app->sup, name, done, arg, err);
+    struct sup_info info;
+    int unknown = sup_info(app->sup, name, &info) == 0 && info.state == INST_UNKNOWN;
+    void (*done)(void *) = unknown ? NULL : stop_done;
+    if (unknown)
+        json_array_append_new(x->deferred,
+                              json_pack("{s:s, s:s}", "name", info.name, "host", info.host));
+    else
+        x->pending++;
+    int rc = app->sched ? sched_stop(app->sched, name, done, done ? x : NULL, err)
+                        : sup_stop(app->sup, name, done, done ? x : NULL, err);
+    if (rc < 0 && done)
+        x->pending--;
+    return rc;
 }
 
 static void handle_pin(struct admin_conn *c, json_t *req, int pinned)
@@ -397,6 +411,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
     struct stop_ctx *x = xcalloc(1, sizeof *x);
     x->c = c;
     x->names = json_array();
+    x->deferred = json_array();
     x->pending = 1; /* held until every stop is issued */
     c->refs++;
     char *err = NULL;
@@ -411,9 +426,12 @@ static void handle_stop(struct admin_conn *c, json_t *req)
         for (size_t i = 0; i < n; i++) {
             if (!names[i])
                 continue;
-            json_array_append_new(x->names, json_string(names[i]));
-            x->pending++;
-            stop_one(c, names[i], stop_done, x, &err);
+            struct sup_info info;
+            if (sup_info(s, names[i], &info) == 0 && info.state != INST_UNKNOWN)
+                json_array_append_new(x->names, json_string(names[i]));
+            stop_one(c, names[i], x, &err);
+            free(err);
+            err = NULL;
             free(names[i]);
         }
         free(names);
@@ -424,15 +442,17 @@ static void handle_stop(struct admin_conn *c, json_t *req)
             send_error(c, err);
             free(err);
             json_decref(x->names);
+            json_decref(x->deferred);
             free(x);
             conn_unref(c);
             return;
         }
-        json_array_append_new(x->names, json_string(info.name));
-        x->pending++;
+        if (info.state != INST_UNKNOWN)
+            json_array_append_new(x->names, json_string(info.name));
         char *name = xstrdup(info.name);
-        stop_one(c, name, stop_done, x, &err);
+        stop_one(c, name, x, &err);
         free(name);
+        free(err);
     }
     stop_done(x);
 }

@@ -24,6 +24,15 @@ static int stop_one(struct cli_client *c, json_t *req)
         if (json_is_string(name))
             printf("stopped '%s'\n", json_string_value(name));
     }
+    json_t *d;
+    json_array_foreach(json_object_get(res, "deferred"), i, d)
+    {
+        const char *m = json_string_value(json_object_get(d, "name"));
+        const char *host = json_string_value(json_object_get(d, "host"));
+        printf("'%s' is on pod '%s', which does not answer: it stops when the pod answers "
+               "(see 'yard ps')\n",
+               m ? m : "?", host ? host : "?");
+    }
     fflush(stdout);
     json_decref(res);
     return 0;

@@ -162,6 +162,10 @@ static void pod_found(void *arg, int local_port)
             break;
         }
         break;
+    case INST_STOPPING:
+        /* Asked to stop while the pod did not answer: that SIGTERM went nowhere. */
+        sup__inst_signal_stop(in);
+        break;
     default:
         break;
     }

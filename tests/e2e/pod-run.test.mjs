@@ -250,8 +250,16 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
         });
 
         await t.test('sshd killed: unknown and 503; back: re-adopted', async () => {
+            assert.equal((await yard('start', 'big', '--wait')).code, 0);
+            const bigPid = (await psOf(dir, 'big')).pid;
             killSshd(sshd);
             await h.waitState(dir, 'remote', 'unknown', 20000);
+            await h.waitState(dir, 'big', 'unknown', 20000);
+            // a stop is taken, not waited for: it completes when the pod answers
+            const st = await yard('stop', 'big');
+            assert.equal(st.code, 0, st.stderr);
+            assert.match(st.stdout, /'big' is on pod 'box', which does not answer: it stops when the pod answers/);
+            assert.equal((await psOf(dir, 'big')).state, 'stopping');
             assert.ok(h.pidAlive(pid), 'the engine itself keeps running');
             // the other pod is not concerned
             assert.equal((await psOf(dir, 'other')).state, 'ready');
@@ -274,6 +282,8 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             assert.ok(inS >= 1 && inS <= 30, msg);
             await sshd.restart();
             await h.waitState(dir, 'remote', 'ready', 60000);
+            await h.waitState(dir, 'big', 'stopped', 60000);
+            await h.waitFor(() => !h.pidAlive(bigPid), { timeoutMs: 20000, what: "big's engine gone" });
             const row = await psOf(dir, 'remote');
             assert.equal(row.pid, pid, 'the same process, adopted again');
             const c = await client.chat.completions.create({
