@@ -63,4 +63,11 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
 /* Kills the setup's ssh (its process group); nothing more is sent. The run frees itself. */
 void admin__pod_setup_cancel(struct admin__setup *s);
 
+/*
+ * `yard gpus` for pods: per recorded pod, {name, reachable, source, gpus} in
+ * the shape of gpu_inventory_json, from the pod's last poll (or its record),
+ * each GPU's "processes" being yard's instances placed there. A new array.
+ */
+json_t *admin__pods_gpus(struct app *app);
+
 #endif

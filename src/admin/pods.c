@@ -632,3 +632,63 @@ out:
     json_decref(busy);
     store_pod_release(&rec);
 }
+
+/* Whether the comma list of GPU indexes ("0,2") holds index. */
+static int list_has_gpu(const char *list, int index)
+{
+    for (const char *c = list; c && *c;) {
+        char *end;
+        long v = strtol(c, &end, 10);
+        if (end == c)
+            return 0;
+        if (v == index)
+            return 1;
+        c = *end == ',' ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+json_t *admin__pods_gpus(struct app *app)
+{
+    json_t *arr = json_array();
+    struct store_pod *pods = NULL;
+    size_t n = 0;
+    if (store_list_pods(app->store, &pods, &n) < 0)
+        return arr;
+    for (size_t i = 0; i < n; i++) {
+        const struct store_pod *p = &pods[i];
+        struct gpu_inventory rec = {0};
+        const struct gpu_inventory *inv = sup_pod_gpus(app->sup, p->name);
+        if (!inv || !inv->n) {
+            gpu_record_parse(p->gpus, &rec);
+            inv = &rec;
+        }
+        json_t *res = gpu_inventory_json(inv);
+        /* A pod's processes are not read one by one: what is listed is yard's instances there. */
+        size_t k;
+        json_t *g;
+        json_array_foreach(json_object_get(res, "gpus"), k, g)
+        {
+            int index = (int)json_integer_value(json_object_get(g, "index"));
+            json_t *procs = json_object_get(g, "processes");
+            for (size_t j = 0; j < sup_count(app->sup); j++) {
+                struct sup_info info;
+                sup_info_at(app->sup, j, &info);
+                if (info.pid > 0 && strcmp(info.host, p->name) == 0 &&
+                    list_has_gpu(info.gpus, index))
+                    json_array_append_new(procs,
+                                          json_pack("{s:i, s:n, s:s, s:s}", "pid", info.pid, "used",
+                                                    "name", info.engine, "model", info.name));
+            }
+        }
+        const char *why = NULL;
+        int retry_s = 0;
+        int down = sup_pod_unreachable(app->sup, p->name, &why, &retry_s);
+        json_object_set_new(res, "name", json_string(p->name));
+        json_object_set_new(res, "reachable", json_boolean(down ? 0 : p->reachable));
+        json_array_append_new(arr, res);
+        gpu_inventory_release(&rec);
+    }
+    store_pods_free(pods, n);
+    return arr;
+}

@@ -648,6 +648,7 @@ static void gpus_done(uv_work_t *w, int status)
     } else {
         json_t *res = gpu_inventory_json(&g->inv);
         gpus_name_models(c->srv->app, res);
+        json_object_set_new(res, "pods", admin__pods_gpus(c->srv->app));
         send_ok(c, res);
     }
     gpu_inventory_release(&g->inv);

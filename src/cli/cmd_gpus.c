@@ -7,11 +7,14 @@
 #include "cli/cli.h"
 #include "cli/gpus.h"
 
-static const char usage[] = "usage: yard gpus [--json]\n"
-                            "\n"
-                            "lists the GPUs the daemon sees: name, memory used and total, free "
-                            "memory, and the\n"
-                            "processes holding memory on each, with the model of yard's own\n";
+static const char usage[] =
+    "usage: yard gpus [--json]\n"
+    "\n"
+    "lists the GPUs the daemon sees: name, memory used and total, free "
+    "memory, and the\n"
+    "processes holding memory on each, with the model of yard's own;\n"
+    "then each pod's GPUs (as its last poll saw them) with yard's models on "
+    "them\n";
 
 enum { COL_GPU, COL_NAME, COL_MEMORY, COL_FREE, COL_COUNT };
 
@@ -126,6 +129,16 @@ int cmd_gpus(int argc, char **argv, struct app *app)
         fputc('\n', stdout);
     } else {
         cli_gpus_table(res, stdout);
+        size_t i;
+        json_t *pod;
+        json_array_foreach(json_object_get(res, "pods"), i, pod)
+        {
+            char *name = text_field(pod, "name", "?");
+            int down = json_is_false(json_object_get(pod, "reachable"));
+            printf("\npod '%s'%s\n", name, down ? " (not answering: as last seen)" : "");
+            free(name);
+            cli_gpus_table(pod, stdout);
+        }
     }
 out:
     json_decref(res);

@@ -285,7 +285,7 @@ test('tools.nvidia_smi with no devices, and with no driver', async (t) => {
         await none.d.stop();
         return;
     }
-    assert.deepEqual(inv, { source: 'nvidia-smi', gpus: [] });
+    assert.deepEqual(inv, { source: 'nvidia-smi', gpus: [], pods: [] });
     assert.equal((await gpusTable(none.dir)).trim(), 'no GPUs found (source: nvidia-smi)');
     await none.d.stop();
 

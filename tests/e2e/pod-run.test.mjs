@@ -215,6 +215,18 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             }
             const gpus = [(await psOf(dir, 'big')).gpus, (await psOf(dir, 'big2')).gpus];
             assert.deepEqual(gpus.sort(), ['0', '1'], 'least loaded first: one GPU each');
+            // yard gpus shows the pod's GPUs with yard's models on them
+            const inv = await h.yardJson(['gpus', '--json'], { stateDir: dir });
+            const box = inv.pods.find((p) => p.name === 'box');
+            assert.equal(box.reachable, true);
+            assert.equal(box.gpus.length, 2);
+            const on = box.gpus.map((g) => g.processes.map((p) => p.model).sort().join());
+            assert.deepEqual(on.sort(), ['big', 'big2']);
+            assert.equal(inv.pods.find((p) => p.name === 'box2').gpus[0].name, 'NVIDIA A100-SXM4-40GB');
+            const table = await yard('gpus');
+            assert.equal(table.code, 0, table.stderr);
+            assert.match(table.stdout, /pod 'box'\n/);
+            assert.match(table.stdout, /NVIDIA H100 80GB HBM3[\s\S]*pid \d+ vllm \?\s+big/);
             const r = await h.httpPost(
                 `http://127.0.0.1:${port}/v1/chat/completions`,
                 JSON.stringify({ model: 'huge', messages: [{ role: 'user', content: 'hi' }] }),
