@@ -239,11 +239,32 @@ static void on_note(void *arg, const struct sup_note *n)
     sched_kick(s);
 }
 
+/*
+ * Whether the store holds a pin for NAME: pins outlive the daemon (and a
+ * model's removal from the config), so a new queue starts pinned when one is
+ * there. A store that cannot be read pins nothing; it has logged why.
+ */
+static int pinned_in_store(struct sched *s, const char *name)
+{
+    if (!s->app->store)
+        return 0;
+    char **pins = NULL;
+    size_t n = 0;
+    int found = 0;
+    if (store_list_pins(s->app->store, &pins, &n) < 0)
+        return 0;
+    for (size_t i = 0; i < n && !found; i++)
+        found = strcmp(pins[i], name) == 0;
+    store_pins_free(pins, n);
+    return found;
+}
+
 static void add_model(struct sched *s, const struct config_model *m)
 {
     struct smodel *sm = xcalloc(1, sizeof *sm);
     sm->name = xstrdup(m->name);
     sm->m = m;
+    sm->pinned = pinned_in_store(s, sm->name);
     sm->last_percent = -1;
     sm->last_used_ms = clock_mono_ms();
     sm->sched = s;
@@ -853,6 +874,13 @@ int sched_pin(struct sched *s, const char *model, int pinned, char **err)
         *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
         free(names);
         return -ENOENT;
+    }
+    /* The store is the truth: a pin that is not written is not made. */
+    int rc = s->app->store ? store_set_pin(s->app->store, sm->name, pinned) : 0;
+    if (rc < 0) {
+        *err = xstrfmt("cannot %s '%s': the state database could not be written (%s)",
+                       pinned ? "pin" : "unpin", sm->name, strerror(-rc));
+        return rc;
     }
     sm->pinned = pinned;
     if (!pinned)

@@ -82,7 +82,11 @@ int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *a
  */
 int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void *), void *arg,
                 char **err);
-/* Pins (keeps resident against eviction and ttl) or unpins MODEL. 0 or -ENOENT with *err. */
+/*
+ * Pins (keeps resident against eviction and ttl) or unpins MODEL, recording it
+ * in the store first so that it survives a restart. 0, or -ENOENT (unknown
+ * model) or -EIO/-ENOSPC (the store write failed; nothing changed) with *err.
+ */
 int sched_pin(struct sched *s, const char *model, int pinned, char **err);
 
 /* Per-model numbers for metrics and ps, in config order; n is set. Valid until the next call. */

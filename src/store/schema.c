@@ -61,6 +61,11 @@ static const char *const migrations[] = {
     "  reachable INTEGER NOT NULL DEFAULT 0,"
     "  created_ms INTEGER NOT NULL DEFAULT 0"
     ");",
+    /* 2 -> 3: pins, so that yard pin survives a restart (docs/sched.md). */
+    "CREATE TABLE pins ("
+    "  model TEXT PRIMARY KEY,"
+    "  pinned_ms INTEGER NOT NULL DEFAULT 0"
+    ");",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

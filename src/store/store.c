@@ -42,6 +42,9 @@ enum store_stmt {
     STMT_POD_LIST,
     STMT_POD_DELETE,
     STMT_POD_PROBED,
+    STMT_PIN_SET,
+    STMT_PIN_DELETE,
+    STMT_PIN_LIST,
     STMT_COUNT
 };
 
@@ -89,6 +92,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_POD_PROBED] = "UPDATE pods SET reachable = ?2, "
                         "last_seen_ms = CASE WHEN ?2 THEN ?3 ELSE last_seen_ms END, "
                         "gpus = COALESCE(?4, gpus) WHERE name = ?1",
+    [STMT_PIN_SET] = "INSERT OR REPLACE INTO pins (model, pinned_ms) VALUES (?1, ?2)",
+    [STMT_PIN_DELETE] = "DELETE FROM pins WHERE model = ?1",
+    [STMT_PIN_LIST] = "SELECT model FROM pins ORDER BY model",
 };
 
 struct store {
@@ -757,4 +763,52 @@ void store_pods_free(struct store_pod *arr, size_t n)
     for (size_t i = 0; i < n; i++)
         store_pod_release(&arr[i]);
     free(arr);
+}
+
+/* ---- pins ---- */
+
+int store_set_pin(struct store *st, const char *model, int pinned)
+{
+    if (!model || !*model)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[pinned ? STMT_PIN_SET : STMT_PIN_DELETE];
+    int rc = sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
+    if (pinned)
+        rc |= sqlite3_bind_int64(s, 2, clock_wall_ms());
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, pinned ? "record a pin" : "remove a pin");
+}
+
+int store_list_pins(struct store *st, char ***models, size_t *n)
+{
+    sqlite3_stmt *s = st->stmt[STMT_PIN_LIST];
+    char **arr = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 8;
+            arr = xrealloc(arr, cap * sizeof *arr);
+        }
+        arr[len++] = column_str(s, 0);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "list pins");
+    sqlite3_reset(s);
+    if (ret < 0) {
+        store_pins_free(arr, len);
+        arr = NULL;
+        len = 0;
+    }
+    *models = arr;
+    *n = len;
+    return ret;
+}
+
+void store_pins_free(char **models, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(models[i]);
+    free(models);
 }

@@ -8,7 +8,7 @@
  * Durable state: SQLite in WAL mode at STATE_DIR/yard.db. The only place in
  * yard that writes SQL. Tables: meta (schema version), instances (one row per
  * model and host), events (append-only log of every state transition), pods
- * (remote machines, one row per name).
+ * (remote machines, one row per name), pins (models kept loaded by yard pin).
  *
  * A corrupt database or one written by a newer yard is refused with a
  * message saying what to do; it is never deleted or rewritten.
@@ -111,6 +111,20 @@ int store_pod_probed(struct store *st, const char *name, int reachable, int64_t 
                      const char *gpus);
 void store_pod_release(struct store_pod *pod);
 void store_pods_free(struct store_pod *arr, size_t n);
+
+/*
+ * Pins MODEL (inserts or replaces its row, pinned_ms = now's wall clock) when
+ * pinned, else unpins it (deletes the row; 0 also when there was none).
+ * Returns 0, -EINVAL (no model), or -EIO/-ENOSPC with the SQLite message logged.
+ */
+int store_set_pin(struct store *st, const char *model, int pinned);
+/*
+ * The pinned models ordered by name: *models is a new array of new strings
+ * (NULL when there is none), freed with store_pins_free. Returns 0, or -EIO
+ * with *models NULL and *n 0.
+ */
+int store_list_pins(struct store *st, char ***models, size_t *n);
+void store_pins_free(char **models, size_t n);
 
 /*
  * Events with id > after_id, oldest first, at most limit. With after_id < 0

@@ -12,11 +12,13 @@
 //   models.NAME.ttl           idle time before the model is stopped
 //   models.NAME.aliases       other names for the model
 //   api_keys                  Bearer (or x-api-key) auth on /v1/* and /upstream/
-// Admin: yard pin NAME / yard unpin NAME (kept loaded against ttl and eviction),
+// Admin: yard pin NAME / yard unpin NAME (kept loaded against ttl and eviction,
+// recorded in the state database so a restarted daemon keeps them),
 // yard stop NAME (drains requests in flight first).
 
+import fs from 'node:fs';
 import { test } from 'node:test';
-import { assert, httpPost, parseSSE, ps, waitState, yard } from './lib/harness.mjs';
+import { assert, httpPost, parseSSE, ps, startDaemon, waitFor, waitState, yard } from './lib/harness.mjs';
 import {
     METRICS,
     routerDaemon,
@@ -33,6 +35,7 @@ import {
     events,
     engineLog,
     yardOk,
+    tcpAccepts,
 } from './lib/router-helpers.mjs';
 
 const entry = async (dir, name) => (await ps(dir)).find((e) => e.name === name);
@@ -223,6 +226,47 @@ test('pin keeps a model loaded past its ttl; unpin lets it go', async () => {
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /unknown model 'nope'/);
     await y.d.stop();
+});
+
+test('a pin survives a daemon restart, and so does an unpin; a pin outlives its model', async () => {
+    const y = await routerDaemon({
+        models: {
+            pinned: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms'), ttl: '2s' },
+            loose: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms'), ttl: '2s' },
+        },
+    });
+    const restart = async (d) => {
+        await d.stop();
+        const next = await startDaemon({ config: y.config, stateDir: y.dir });
+        await waitFor(() => tcpAccepts(y.port), { timeoutMs: 5000, what: `yard listening on ${y.base}` });
+        return next;
+    };
+    const pinnedGauge = async (model) => sampleSum((await getMetrics(y.base)).all, 'yard_pinned', { model });
+
+    await yardOk(y.dir, ['pin', 'pinned']);
+    let d = await restart(y.d);
+    assert.equal(await pinnedGauge('pinned'), 1, 'the pin was lost in the restart');
+    assert.equal(await pinnedGauge('loose'), 0);
+    // And it acts as a pin: past its ttl, the model stays loaded.
+    assert.equal((await chat(y, 'pinned', { max_tokens: 1 })).status, 200);
+    assert.equal((await chat(y, 'loose', { max_tokens: 1 })).status, 200);
+    await waitState(y.dir, 'loose', 'stopped', 10000);
+    assert.equal((await entry(y.dir, 'pinned')).state, 'ready', 'a restored pin did not hold against ttl');
+
+    await yardOk(y.dir, ['unpin', 'pinned']);
+    d = await restart(d);
+    assert.equal(await pinnedGauge('pinned'), 0, 'the unpin was lost in the restart');
+
+    // A pin stays recorded while its model is out of the config; it is back with the model.
+    await yardOk(y.dir, ['pin', 'pinned']);
+    const full = fs.readFileSync(y.config, 'utf8');
+    fs.writeFileSync(y.config, full.replace(/^  pinned: .*\n/m, ''));
+    d = await restart(d);
+    assert.equal(await pinnedGauge('pinned'), null, 'a removed model still has a queue');
+    fs.writeFileSync(y.config, full);
+    d = await restart(d);
+    assert.equal(await pinnedGauge('pinned'), 1, 'the pin did not come back with its model');
+    await d.stop();
 });
 
 test('yard stop while a request streams: the stream completes, then the model stops', async () => {

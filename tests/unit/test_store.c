@@ -778,9 +778,9 @@ static void test_migrate_from_schema_1(void **state)
     assert_int_equal(sqlite3_exec(db, schema_v1, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
 
-    assert_int_equal(store_schema_version(), 2);
+    assert_int_equal(store_schema_version(), 3);
     struct store *st = open_ok(f->dir);
-    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 2);
+    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
     /* What was there stays. */
     struct store_instance inst;
     assert_int_equal(store_get_instance(st, "qwen", "local", &inst), 0);
@@ -799,8 +799,8 @@ static void test_migrate_from_schema_1(void **state)
     store_close(st);
 }
 
-/* A database that already knows pods but is newer still is refused. */
-static void test_newer_than_pods_refused(void **state)
+/* A database that already knows pins but is newer still is refused. */
+static void test_newer_than_pins_refused(void **state)
 {
     struct fixture *f = *state;
     assert_int_equal(make_dirs(f->dir), 0);
@@ -808,15 +808,140 @@ static void test_newer_than_pods_refused(void **state)
     assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                                  "INSERT INTO meta VALUES ('schema_version', '3');",
+                                  "INSERT INTO meta VALUES ('schema_version', '4');",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     char *err = NULL;
     assert_null(store_open(f->dir, &err));
     assert_non_null(err);
-    assert_non_null(strstr(err, "(schema 3, this yard knows 2)"));
+    assert_non_null(strstr(err, "(schema 4, this yard knows 3)"));
     free(err);
+}
+
+/* ---- pins (schema 3) ---- */
+
+static void assert_pins(struct store *st, const char *const *want, size_t n_want)
+{
+    char **pins = (char **)1;
+    size_t n = 7;
+    assert_int_equal(store_list_pins(st, &pins, &n), 0);
+    assert_int_equal(n, n_want);
+    if (n_want == 0)
+        assert_null(pins);
+    for (size_t i = 0; i < n_want; i++)
+        assert_string_equal(pins[i], want[i]);
+    store_pins_free(pins, n);
+}
+
+static void test_pins_set_list_unset(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    assert_pins(st, NULL, 0);
+
+    int64_t before = clock_wall_ms();
+    assert_int_equal(store_set_pin(st, "qwen-7b", 1), 0);
+    assert_int_equal(store_set_pin(st, "llama", 1), 0);
+    /* Pinning again replaces the row: still one per model. */
+    assert_int_equal(store_set_pin(st, "qwen-7b", 1), 0);
+    assert_int_equal(query_int(st->db, "SELECT count(*) FROM pins"), 2);
+    assert_true(query_int(st->db, "SELECT min(pinned_ms) FROM pins") >= before);
+    assert_pins(st, (const char *const[]){"llama", "qwen-7b"}, 2);
+    store_close(st);
+
+    /* Pins outlive the handle, as they must outlive the daemon. */
+    st = open_ok(f->dir);
+    assert_pins(st, (const char *const[]){"llama", "qwen-7b"}, 2);
+    assert_int_equal(store_set_pin(st, "qwen-7b", 0), 0);
+    /* Unpinning what is not pinned is not an error. */
+    assert_int_equal(store_set_pin(st, "qwen-7b", 0), 0);
+    assert_int_equal(store_set_pin(st, "never", 0), 0);
+    assert_pins(st, (const char *const[]){"llama"}, 1);
+    assert_int_equal(store_set_pin(st, NULL, 1), -EINVAL);
+    assert_int_equal(store_set_pin(st, "", 1), -EINVAL);
+    store_close(st);
+
+    st = open_ok(f->dir);
+    assert_pins(st, (const char *const[]){"llama"}, 1);
+    store_close(st);
+}
+
+/* A pin that cannot be written is reported, and what was there stays. */
+static void test_pin_full_disk(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    assert_int_equal(store_set_pin(st, "a", 1), 0);
+    char *sql =
+        xstrfmt("PRAGMA max_page_count = %lld", (long long)query_int(st->db, "PRAGMA page_count"));
+    assert_int_equal(sqlite3_exec(st->db, sql, NULL, NULL, NULL), SQLITE_OK);
+    free(sql);
+    /* Long names fill the pins table's one page, then need another. */
+    char name[2048];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    int rc = 0;
+    for (int i = 0; i < 8 && rc == 0; i++) {
+        name[0] = (char)('b' + i);
+        rc = store_set_pin(st, name, 1);
+    }
+    assert_int_equal(rc, -ENOSPC);
+    char **pins = NULL;
+    size_t n = 0;
+    assert_int_equal(store_list_pins(st, &pins, &n), 0);
+    assert_string_equal(pins[0], "a");
+    for (size_t i = 0; i < n; i++)
+        assert_string_not_equal(pins[i], name);
+    store_pins_free(pins, n);
+    store_close(st);
+}
+
+/* The schema a yard with pods but before pins wrote: version 2. */
+static const char schema_v2_pods[] =
+    "CREATE TABLE pods (name TEXT PRIMARY KEY, ssh TEXT NOT NULL,"
+    "  models_path TEXT NOT NULL DEFAULT '', gpus TEXT NOT NULL DEFAULT '[]',"
+    "  last_seen_ms INTEGER NOT NULL DEFAULT 0, reachable INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL DEFAULT 0);"
+    "UPDATE meta SET value = '2' WHERE key = 'schema_version';"
+    "INSERT INTO pods VALUES ('gpu1', 'ssh -p 2222 root@h', '/models', '[]', 1700, 1, 1600);";
+
+static void test_migrate_from_schema_2(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, schema_v1, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, schema_v2_pods, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    struct store *st = open_ok(f->dir);
+    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
+    assert_int_equal(
+        query_int(st->db,
+                  "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'pins'"),
+        1);
+    /* The pod row and the instance row stay as they were. */
+    struct store_pod p;
+    assert_int_equal(store_get_pod(st, "gpu1", &p), 0);
+    assert_string_equal(p.ssh, "ssh -p 2222 root@h");
+    assert_string_equal(p.models_path, "/models");
+    assert_int_equal(p.last_seen_ms, 1700);
+    assert_int_equal(p.reachable, 1);
+    assert_int_equal(p.created_ms, 1600);
+    store_pod_release(&p);
+    struct store_instance inst;
+    assert_int_equal(store_get_instance(st, "qwen", "local", &inst), 0);
+    store_instance_release(&inst);
+    /* And it starts with no pins, which can be written. */
+    assert_pins(st, NULL, 0);
+    assert_int_equal(store_set_pin(st, "qwen", 1), 0);
+    store_close(st);
+
+    st = open_ok(f->dir);
+    assert_pins(st, (const char *const[]){"qwen"}, 1);
+    store_close(st);
 }
 
 int main(void)
@@ -842,7 +967,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_get_list_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_schema_1, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_newer_than_pods_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_than_pins_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pins_set_list_unset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pin_full_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_from_schema_2, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
