@@ -493,29 +493,54 @@ int store_get_instance(struct store *st, const char *model, const char *host,
     return ret;
 }
 
-int store_list_instances(struct store *st, struct store_instance **out, size_t *n)
+/*
+ * Steps s to the end, reading each row into a growing array of elem-byte
+ * items with read_row. On a failure the rows read so far are freed with
+ * free_rows and *out is NULL. 0 or a negative errno (what names the query).
+ */
+static int list_rows(struct store *st, sqlite3_stmt *s, size_t elem,
+                     void (*read_row)(sqlite3_stmt *, void *), void (*free_rows)(void *, size_t),
+                     const char *what, void **out, size_t *n)
 {
-    sqlite3_stmt *s = st->stmt[STMT_LIST];
-    struct store_instance *arr = NULL;
+    char *arr = NULL;
     size_t len = 0, cap = 0;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (len == cap) {
-            cap = cap ? cap * 2 : 16;
-            arr = xrealloc(arr, cap * sizeof *arr);
+            cap = cap ? cap * 2 : 8;
+            arr = xrealloc(arr, cap * elem);
         }
-        read_instance(s, &arr[len++]);
+        read_row(s, arr + len++ * elem);
     }
-    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "list instances");
+    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, what);
     sqlite3_reset(s);
     if (ret < 0) {
-        store_instances_free(arr, len);
+        free_rows(arr, len);
         arr = NULL;
         len = 0;
     }
     *out = arr;
     *n = len;
     return ret;
+}
+
+static void read_instance_row(sqlite3_stmt *s, void *out)
+{
+    read_instance(s, out);
+}
+
+static void free_instance_rows(void *arr, size_t n)
+{
+    store_instances_free(arr, n);
+}
+
+int store_list_instances(struct store *st, struct store_instance **out, size_t *n)
+{
+    void *arr = NULL;
+    int rc = list_rows(st, st->stmt[STMT_LIST], sizeof **out, read_instance_row, free_instance_rows,
+                       "list instances", &arr, n);
+    *out = arr;
+    return rc;
 }
 
 int store_delete_instance(struct store *st, const char *model, const char *host)
@@ -690,29 +715,23 @@ int store_get_pod(struct store *st, const char *name, struct store_pod *out)
     return ret;
 }
 
+static void read_pod_row(sqlite3_stmt *s, void *out)
+{
+    read_pod(s, out);
+}
+
+static void free_pod_rows(void *arr, size_t n)
+{
+    store_pods_free(arr, n);
+}
+
 int store_list_pods(struct store *st, struct store_pod **out, size_t *n)
 {
-    sqlite3_stmt *s = st->stmt[STMT_POD_LIST];
-    struct store_pod *arr = NULL;
-    size_t len = 0, cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 8;
-            arr = xrealloc(arr, cap * sizeof *arr);
-        }
-        read_pod(s, &arr[len++]);
-    }
-    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "list pods");
-    sqlite3_reset(s);
-    if (ret < 0) {
-        store_pods_free(arr, len);
-        arr = NULL;
-        len = 0;
-    }
+    void *arr = NULL;
+    int rc = list_rows(st, st->stmt[STMT_POD_LIST], sizeof **out, read_pod_row, free_pod_rows,
+                       "list pods", &arr, n);
     *out = arr;
-    *n = len;
-    return ret;
+    return rc;
 }
 
 int store_delete_pod(struct store *st, const char *name)
@@ -781,29 +800,23 @@ int store_set_pin(struct store *st, const char *model, int pinned)
     return rc == SQLITE_OK ? 0 : store_fail(st, rc, pinned ? "record a pin" : "remove a pin");
 }
 
+static void read_pin_row(sqlite3_stmt *s, void *out)
+{
+    *(char **)out = column_str(s, 0);
+}
+
+static void free_pin_rows(void *arr, size_t n)
+{
+    store_pins_free(arr, n);
+}
+
 int store_list_pins(struct store *st, char ***models, size_t *n)
 {
-    sqlite3_stmt *s = st->stmt[STMT_PIN_LIST];
-    char **arr = NULL;
-    size_t len = 0, cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 8;
-            arr = xrealloc(arr, cap * sizeof *arr);
-        }
-        arr[len++] = column_str(s, 0);
-    }
-    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "list pins");
-    sqlite3_reset(s);
-    if (ret < 0) {
-        store_pins_free(arr, len);
-        arr = NULL;
-        len = 0;
-    }
+    void *arr = NULL;
+    int rc = list_rows(st, st->stmt[STMT_PIN_LIST], sizeof **models, read_pin_row, free_pin_rows,
+                       "list pins", &arr, n);
     *models = arr;
-    *n = len;
-    return ret;
+    return rc;
 }
 
 void store_pins_free(char **models, size_t n)
