@@ -47,7 +47,6 @@ struct pod_watch {
     int lport;        /* 127.0.0.1 here, forwarded to rport; 0 when not forwarded */
     uint64_t log_off; /* bytes of the remote log already copied */
     int launching;    /* the launch script runs */
-    int adopting;     /* adopted: not seen by a poll yet */
     int attaching;    /* a forward is being set up */
     int attached;     /* the forward works (as far as yard knows) */
     int lost;         /* `lost` was reported and `found` not yet */
@@ -91,7 +90,7 @@ struct runner_pod {
     uint64_t next_id;
     int *ports;
     size_t n_ports;
-    int ports_known;
+    int ports_known;  /* 0: the pod has no `ss`; ports are not checked there */
     uint64_t log_max; /* a remote log past this is rotated (0: never) */
     struct gpu_inventory gpus;
     struct prep_waiter *waiters;
@@ -358,7 +357,6 @@ static void forward_done(struct oneshot *o, const struct tools_result *res)
             p->r.events->launched(w->arg, &w->p, w->lport, NULL);
     } else {
         w->lost = 0;
-        w->adopting = 0;
         if (p->r.events && p->r.events->found)
             p->r.events->found(w->arg, w->lport);
     }
@@ -904,7 +902,6 @@ static int pod_adopt(struct runner *r, const struct runner_proc *pr, runner_exit
     /* The log name and port come with runner_pod_adopt_info; a plain adopt watches only. */
     struct pod_watch *w = watch_new(p, "", NULL, 0, on_exit, arg);
     w->p = *pr;
-    w->adopting = 1;
     w->from_end = 1;
     w->alive = w->group = 1;
     *watch = (struct runner_watch *)w;
