@@ -90,8 +90,10 @@ struct runner_pod {
     uint64_t next_id;
     int *ports;
     size_t n_ports;
-    int ports_known;  /* 0: the pod has no `ss`; ports are not checked there */
-    uint64_t log_max; /* a remote log past this is rotated (0: never) */
+    int ports_known;       /* 0: the pod has no `ss`; ports are not checked there */
+    uint64_t log_max;      /* a remote log past this is rotated (0: never) */
+    uint64_t last_ok_mono; /* when the last poll that reached the pod began */
+    uint64_t poll_started_mono;
     struct gpu_inventory gpus;
     struct prep_waiter *waiters;
     int runs; /* one-shot ssh runs in flight (launch, forward, signal, exit) */
@@ -319,6 +321,21 @@ static void send_signal(struct runner_pod *p, const struct runner_proc *pr, int 
 
 static void schedule_poll(struct runner_pod *p, uint64_t ms);
 
+static void drop_forward(struct runner_pod *p, struct pod_watch *w);
+
+/* A launch whose engine runs but cannot be reached from here: it must not run unseen. */
+static void launch_unreachable(struct runner_pod *p, struct pod_watch *w, const char *why)
+{
+    send_signal(p, &w->p, SIGKILL);
+    schedule_poll(p, POLL_FAST_MS);
+    char *msg =
+        xstrfmt("cannot forward a local port to port %d on pod '%s': %s", w->rport, p->name, why);
+    w->unwatched = 1;
+    if (p->r.events && p->r.events->launched)
+        p->r.events->launched(w->arg, &w->p, 0, msg);
+    free(msg);
+}
+
 static void forward_done(struct oneshot *o, const struct tools_result *res)
 {
     struct runner_pod *p = o->pod;
@@ -328,24 +345,26 @@ static void forward_done(struct oneshot *o, const struct tools_result *res)
     w->attaching = 0;
     int first = w->launching;
     w->launching = 0;
-    if (w->unwatched)
+    if (w->unwatched) {
+        /* Called off while its forward was made: what the launch started goes. */
+        if (first) {
+            if (tools_result_ok(res)) {
+                w->lport = o->lport;
+                drop_forward(p, w);
+            }
+            send_signal(p, &w->p, SIGKILL);
+            schedule_poll(p, POLL_FAST_MS);
+        }
         return;
+    }
     if (!tools_result_ok(res)) {
         struct ssh_result sr;
         ssh_result_from_tools(res, &sr);
         char *why = ssh_describe(p->name, &sr);
         log_warn("pod", "cannot forward a local port to port %d on pod '%s': %s", w->rport, p->name,
                  why);
-        if (first) {
-            /* Nothing reaches it: it must not run unseen. */
-            send_signal(p, &w->p, SIGKILL);
-            char *msg = xstrfmt("cannot forward a local port to port %d on pod '%s': %s", w->rport,
-                                p->name, why);
-            w->unwatched = 1;
-            if (p->r.events && p->r.events->launched)
-                p->r.events->launched(w->arg, &w->p, 0, msg);
-            free(msg);
-        }
+        if (first)
+            launch_unreachable(p, w, why);
         /* Otherwise the next poll tries again. */
         free(why);
         return;
@@ -373,6 +392,10 @@ static void attach(struct runner_pod *p, struct pod_watch *w)
     } else {
         log_warn("pod", "cannot forward to port %d on pod '%s': %s", w->rport, p->name,
                  strerror(-rc));
+        if (w->launching) {
+            w->launching = 0;
+            launch_unreachable(p, w, strerror(-rc));
+        }
     }
     free(c);
 }
@@ -516,7 +539,7 @@ static void report_exit(struct pod_watch *w)
 }
 
 /* Reads one "W i a g sz off n" record and its n log bytes; returns the rest, or NULL. */
-static const char *parse_watch(struct runner_pod *p, const char *c, const char *end)
+static const char *parse_watch(struct runner_pod *p, const char *c, const char *end, int *bad)
 {
     size_t i;
     int a, g, rot = 0;
@@ -532,8 +555,11 @@ static const char *parse_watch(struct runner_pod *p, const char *c, const char *
     if (sscanf(line, "W %zu %d %d %llu %llu %zu %d", &i, &a, &g, &sz, &off, &n, &rot) != 7)
         return NULL;
     const char *data = nl + 1;
-    if ((size_t)(end - data) < n + 1)
+    /* A length yard did not ask for, or bytes that do not end where the record says: misframed. */
+    if (n > LOG_CHUNK_MAX || (size_t)(end - data) < n + 1 || data[n] != '\n') {
+        *bad = 1;
         return NULL;
+    }
     struct pod_watch *w = i < p->n_poll_ids ? find_id(p, p->poll_ids[i]) : NULL;
     if (w && w->from_end) {
         w->alive = a;
@@ -641,6 +667,7 @@ static void poll_done(const struct ssh_result *res, void *arg)
     if (p->reachable == 0)
         log_info("pod", "pod '%s' answers again", p->name);
     p->reachable = 1;
+    p->last_ok_mono = p->poll_started_mono;
     p->retry_ms = 0;
     free(p->why);
     p->why = NULL;
@@ -648,12 +675,19 @@ static void poll_done(const struct ssh_result *res, void *arg)
 
     /* Records start lines; anything else (a banner a login profile prints) is skipped. */
     const char *c = res->out, *end = res->out + res->out_len, *next;
+    int bad = 0;
     while (c && c < end) {
         if (*c == 'P') {
             const char *nl = memchr(c, '\n', (size_t)(end - c));
             parse_ports(p, c, nl ? (size_t)(nl - c) : (size_t)(end - c));
             c = nl ? nl + 1 : end;
-        } else if (*c == 'W' && (next = parse_watch(p, c, end)) != NULL) {
+        } else if (*c == 'W' && ((next = parse_watch(p, c, end, &bad)) != NULL || bad)) {
+            /* Past a misframed record (a log cut short while read) nothing can be trusted. */
+            if (bad) {
+                log_warn("pod", "pod '%s' answered a poll out of frame; the next poll reads again",
+                         p->name);
+                break;
+            }
             c = next;
         } else if (*c == 'G' && c + 1 < end && c[1] == '\n') {
             struct gpu_inventory inv = {0};
@@ -690,6 +724,7 @@ static void poll_fire(uv_timer_t *t)
     if (!wants_poll(p))
         return;
     char *script = poll_script(p);
+    p->poll_started_mono = clock_mono_ms();
     int rc = ssh_exec(p->loop, &p->ssh, script, POLL_TIMEOUT_MS, poll_done, p, &p->poll);
     free(script);
     if (rc < 0) {
@@ -1082,6 +1117,19 @@ int runner_pod_retry_s(const struct runner_pod *p)
     uint64_t left = p->next_poll_mono > now ? p->next_poll_mono - now : 0;
     int s = (int)((left + 999) / 1000);
     return s < 1 ? 1 : s;
+}
+
+uint64_t runner_pod_last_ok(const struct runner_pod *p)
+{
+    return p->last_ok_mono;
+}
+
+void runner_pod_poll_now(struct runner_pod *p)
+{
+    if (p->poll || p->closing || !p->have_ssh)
+        return;
+    uv_timer_stop(&p->timer);
+    uv_timer_start(&p->timer, poll_fire, 0, 0);
 }
 
 void runner_pod_set_log_max(struct runner_pod *p, uint64_t bytes)

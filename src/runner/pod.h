@@ -49,6 +49,10 @@ int runner_pod_known(const struct runner_pod *p);
 int runner_pod_reachable(const struct runner_pod *p);
 /* Why the last poll failed ("" when it did not). Owned by the runner. */
 const char *runner_pod_why(const struct runner_pod *p);
+/* When (clock_mono_ms) the last poll that reached the pod began; 0 if none did. */
+uint64_t runner_pod_last_ok(const struct runner_pod *p);
+/* Polls now unless a poll runs: a caller that doubts the pod wants to know. */
+void runner_pod_poll_now(struct runner_pod *p);
 /* Seconds until the next try while unreachable (at least 1). */
 int runner_pod_retry_s(const struct runner_pod *p);
 /* A log on the pod past bytes is copied to NAME.log.1 and emptied, once mirrored (0: never). */

@@ -199,8 +199,14 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
         if (v == ENGINE_PROBE_READY) {
             in->health_failures = 0;
         } else if (runner_pod_of(in->runner) &&
-                   runner_pod_reachable(runner_pod_of(in->runner)) != 1) {
-            /* A pod that does not answer makes its engines unknown, not unhealthy. */
+                   (runner_pod_reachable(runner_pod_of(in->runner)) != 1 ||
+                    runner_pod_last_ok(runner_pod_of(in->runner)) < in->probe_started_mono)) {
+            /*
+             * A pod that does not answer makes its engines unknown, not
+             * unhealthy: a failure counts only once a poll that began after
+             * the probe has reached the pod. Ask for one now.
+             */
+            runner_pod_poll_now(runner_pod_of(in->runner));
         } else if (++in->health_failures >= HEALTH_FAILURES_FATAL) {
             char *why = status < 0 ? xstrfmt("health check failed %d times: %s",
                                              in->health_failures, strerror(-status))
@@ -221,6 +227,7 @@ static void probe_fire(uv_timer_t *t)
         in->probe_again = 1;
         return;
     }
+    in->probe_started_mono = clock_mono_ms();
     in->probe = http_probe_get(in->sup->app->loop, "127.0.0.1", in->reach_port, health_path(in),
                                PROBE_TIMEOUT_MS, probe_done, in);
     if (!in->probe)
@@ -370,6 +377,17 @@ void sup__inst_on_exit(void *arg, int64_t code, int sig)
     case INST_UNKNOWN:
         sup__unknown_exit(in);
         break;
+    case INST_STOPPED:
+        /* Adopted, then gone before its first probe: the row must not name it any more. */
+        inst_finish_stop(in, "exited while no daemon was running");
+        break;
+    case INST_FAILED:
+        /* A start asked for while the failed run was still going: its turn now. */
+        if (in->start_after_exit) {
+            in->start_after_exit = 0;
+            sup__inst_start(in);
+        }
+        break;
     default:
         break;
     }
@@ -513,6 +531,14 @@ int sup__inst_start(struct instance *in)
         return 0;
     uv_timer_stop(&in->restart_timer);
     const struct config_model *m = in->m;
+    if (in->watch) {
+        /*
+         * The failed run has not been seen to exit yet (its exit would be
+         * taken for the new run's): the start follows that exit.
+         */
+        in->start_after_exit = 1;
+        return 0;
+    }
 
     in->percent = -1;
     in->exit_code = 0;
@@ -651,6 +677,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
         in->stop_waiters = w;
     }
     uv_timer_stop(&in->restart_timer);
+    in->start_after_exit = 0;
     switch (in->state) {
     case INST_STOPPING:
         return;
@@ -693,6 +720,8 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
 
 void sup__inst_signal_stop(struct instance *in)
 {
+    /* A SIGTERM again (a pod answering after a stop): the whole grace period again. */
+    in->stop_timeout_ms = in->m ? in->m->stop_timeout_ms : 10000;
     int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
     /* A tree CRIU left stopped (--leave-stopped, a stand-in) must run to see the SIGTERM. */
     if (in->sleep_level == SUP_SLEEP_CHECKPOINT && rc == 0)

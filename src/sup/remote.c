@@ -7,6 +7,7 @@
  * docs/pods.md, "Status".
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,6 +134,8 @@ static void pod_lost(void *arg, const char *why)
     sup__timers_stop(in);
     sup__inst_cancel_op(in);
     sup__set_state(in, INST_UNKNOWN, why, NULL);
+    /* A shutdown under way does not wait for this pod any longer. */
+    sup__maybe_shutdown_done(in->sup);
 }
 
 static void pod_found(void *arg, int local_port)
@@ -165,6 +168,11 @@ static void pod_found(void *arg, int local_port)
     case INST_STOPPING:
         /* Asked to stop while the pod did not answer: that SIGTERM went nowhere. */
         sup__inst_signal_stop(in);
+        break;
+    case INST_FAILED:
+        /* Failed while the pod did not answer: the SIGKILL of the failure went nowhere. */
+        if (in->proc.pgid > 0)
+            in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
         break;
     default:
         break;
@@ -206,6 +214,12 @@ int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err)
     if (in->state != INST_STOPPED && in->state != INST_FAILED) {
         *err = xstrfmt("'%s' is %s on %s; stop it first with 'yard stop %s'", in->name,
                        sup_state_name(in->state), in->runner->host, in->name);
+        return -EBUSY;
+    }
+    if (in->watch) {
+        *err = xstrfmt("'%s' failed on %s and its process is not gone yet; try again shortly, or "
+                       "'yard stop %s' first",
+                       in->name, in->runner->host, in->name);
         return -EBUSY;
     }
     free(in->pod_override);

@@ -12,6 +12,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "runner/pod.h"
 #include "store/store.h"
 #include "sup/sup_int.h"
 
@@ -128,6 +129,11 @@ void sup_adopt_all(struct sup *s)
             !strncmp(r->reason, SUP__SLEEP_INTENT, strlen(SUP__SLEEP_INTENT)))
             level = (int)strtol(r->reason + strlen(SUP__SLEEP_INTENT), NULL, 10);
         sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, level);
+        /* It was being stopped when the last daemon went (or its pod stopped answering). */
+        if (strcmp(r->state, "stopping") == 0 && in->watch) {
+            log_info("sup", "'%s' was stopping; stopping it", in->name);
+            sup__inst_stop(in, NULL, NULL);
+        }
     }
     store_instances_free(rows, n);
 }
@@ -392,13 +398,21 @@ void sup__notify(struct sup *s, const struct sup_note *n)
         sweep_observers(s);
 }
 
-/* Down for a shutdown: stopped, failed, or on a pod that does not answer (left to adopt). */
+/*
+ * Down for a shutdown: stopped, failed, or on a pod that does not answer
+ * (unknown, or stopping there: its row keeps the pid, the next daemon adopts
+ * or stops it). A shutdown never waits for a pod.
+ */
 static int all_down(struct sup *s)
 {
-    for (size_t i = 0; i < s->n_inst; i++)
-        if (s->inst[i]->state != INST_STOPPED && s->inst[i]->state != INST_FAILED &&
-            s->inst[i]->state != INST_UNKNOWN)
+    for (size_t i = 0; i < s->n_inst; i++) {
+        struct instance *in = s->inst[i];
+        struct runner_pod *pod = runner_pod_of(in->runner);
+        int unreachable = pod && runner_pod_reachable(pod) == 0;
+        if (in->state != INST_STOPPED && in->state != INST_FAILED && in->state != INST_UNKNOWN &&
+            !(in->state == INST_STOPPING && unreachable))
             return 0;
+    }
     return 1;
 }
 

@@ -115,6 +115,8 @@ struct instance {
     int launching;                  /* the pod starts it; its pid is not known yet */
     enum inst_state before_unknown; /* the state it had when its pod stopped answering */
     char *pod_override;             /* yard start --pod: the pod for the next start */
+    uint64_t probe_started_mono;    /* when the running health probe began */
+    int start_after_exit;           /* a start waits for the failed run's exit */
 };
 
 struct sup_observer {

@@ -292,7 +292,12 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             const inS = Number(/retries in (\d+) s/.exec(msg)[1]);
             assert.equal(Number(r.headers['retry-after']), inS);
             assert.ok(inS >= 1 && inS <= 30, msg);
+            // a daemon stopped now does not wait for the pod: its rows keep the pids...
+            await d.stop(10000);
+            assert.ok(h.pidAlive(pid) && h.pidAlive(bigPid), 'nothing on the pod was touched');
+            // ...and the next daemon, once the pod answers, adopts one and finishes stopping the other
             await sshd.restart();
+            d = await h.startDaemon({ config, stateDir: dir });
             await h.waitState(dir, 'remote', 'ready', 60000);
             await h.waitState(dir, 'big', 'stopped', 60000);
             await h.waitFor(() => !h.pidAlive(bigPid), { timeoutMs: 20000, what: "big's engine gone" });
@@ -341,6 +346,7 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
 
         await t.test('models gone from the config while no daemon ran are stopped', async () => {
             assert.equal((await yard('start', 'remote', '--wait')).code, 0);
+            assert.equal((await yard('start', 'other', '--wait')).code, 0);
             const remotePid = (await psOf(dir, 'remote')).pid;
             const otherPid = (await psOf(dir, 'other')).pid;
             assert.equal((await yard('start', 'loc', '--wait')).code, 0);
