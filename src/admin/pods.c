@@ -633,21 +633,6 @@ out:
     store_pod_release(&rec);
 }
 
-/* Whether the comma list of GPU indexes ("0,2") holds index. */
-static int list_has_gpu(const char *list, int index)
-{
-    for (const char *c = list; c && *c;) {
-        char *end;
-        long v = strtol(c, &end, 10);
-        if (end == c)
-            return 0;
-        if (v == index)
-            return 1;
-        c = *end == ',' ? end + 1 : NULL;
-    }
-    return 0;
-}
-
 json_t *admin__pods_gpus(struct app *app)
 {
     json_t *arr = json_array();
@@ -675,7 +660,7 @@ json_t *admin__pods_gpus(struct app *app)
                 struct sup_info info;
                 sup_info_at(app->sup, j, &info);
                 if (info.pid > 0 && strcmp(info.host, p->name) == 0 &&
-                    list_has_gpu(info.gpus, index))
+                    gpu_list_has(info.gpus, index))
                     json_array_append_new(procs,
                                           json_pack("{s:i, s:n, s:s, s:s}", "pid", info.pid, "used",
                                                     "name", info.engine, "model", info.name));

@@ -375,6 +375,21 @@ void gpu__proc_name(int pid, char *name, size_t len)
     free(text);
 }
 
+int gpu_list_has(const char *list, int index)
+{
+    const char *p = list;
+    while (p && *p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            return 0;
+        if (v == index)
+            return 1;
+        p = *end == ',' ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 void *gpu_record_json(const struct gpu_inventory *inv)
 {
     json_t *arr = json_array();

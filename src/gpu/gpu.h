@@ -81,6 +81,9 @@ int gpu_pid_owned_by(int pid, int root_pid, int pgid);
 void *gpu_inventory_json(const struct gpu_inventory *inv);
 
 /* Parsers, exposed for tests. Return 0 or -EINVAL (with *err) on a bad line. */
+/* Whether the comma list of GPU indexes ("0,2", as in CUDA_VISIBLE_DEVICES) holds index. */
+int gpu_list_has(const char *list, int index);
+
 /*
  * The GPUs as a pod's record keeps them: [{index, name, memory_total,
  * memory_used}], bytes, null when the driver does not say. A new json_t

@@ -130,8 +130,7 @@ void sched__gpus_release(struct sched *s);
  */
 enum sched__fit sched__place(struct sched *s, const char *model, char *out, size_t outlen,
                              const uint64_t *extra_free, char **why);
-/* Bytes per GPU the model's eviction would give back, and on which devices. */
+/* Bytes per GPU the model's eviction would give back. */
 uint64_t sched__per_gpu(const struct config_model *m);
-int sched__on_gpu(const char *gpus, int index);
 
 #endif

@@ -31,21 +31,6 @@ uint64_t sched__per_gpu(const struct config_model *m)
     return m->vram / (uint64_t)n;
 }
 
-int sched__on_gpu(const char *gpus, int index)
-{
-    const char *p = gpus;
-    while (p && *p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p)
-            return 0;
-        if (v == index)
-            return 1;
-        p = *end == ',' ? end + 1 : NULL;
-    }
-    return 0;
-}
-
 static void read_work(uv_work_t *w)
 {
     struct sched__gpus *g = w->data;
@@ -184,7 +169,7 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
         for (size_t k = 0; k < m->n_gpu_list; k++)
             allowed |= m->gpu_list[k] == dev->index;
         if (waking)
-            allowed = sched__on_gpu(self.gpus, dev->index);
+            allowed = gpu_list_has(self.gpus, dev->index);
         if (!allowed)
             continue;
         if (dev->total > largest)
@@ -199,7 +184,7 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
                         o.state == INST_STOPPING ||
                         ((o.state == INST_SLEEPING || o.state == INST_CHECKPOINTED) && o.busy);
             const struct config_model *om = config_find_model(app->cfg, o.name);
-            if (holds && om && om->vram && sched__on_gpu(o.gpus, dev->index) &&
+            if (holds && om && om->vram && gpu_list_has(o.gpus, dev->index) &&
                 strcmp(o.name, model) != 0 && strcmp(o.host, self.host) == 0)
                 reserved += sched__per_gpu(om);
         }

@@ -627,7 +627,7 @@ static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
             continue;
         uint64_t per = sched__per_gpu(cand[take]->m);
         for (int g = 0; g < SCHED__MAX_GPU_INDEX; g++)
-            if (sched__on_gpu(info.gpus, g))
+            if (gpu_list_has(info.gpus, g))
                 extra[g] += per;
         char where[128];
         char *why = NULL;
