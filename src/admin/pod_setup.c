@@ -316,28 +316,29 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(s->rbuf, sizeof s->rbuf);
 }
 
+/* One of ssh's output streams read n bytes (take them) or ended (mark it, maybe finish). */
+static void stream_read(struct admin__setup *s, uv_stream_t *st, ssize_t n, const uv_buf_t *b,
+                        void (*take)(struct admin__setup *, const char *, size_t), int *eof)
+{
+    if (n > 0) {
+        take(s, b->base, (size_t)n);
+    } else if (n < 0) {
+        uv_read_stop(st);
+        *eof = 1;
+        maybe_finish(s);
+    }
+}
+
 static void on_out(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
     struct admin__setup *s = st->data;
-    if (n > 0) {
-        take_output(s, b->base, (size_t)n);
-    } else if (n < 0) {
-        uv_read_stop(st);
-        s->out_eof = 1;
-        maybe_finish(s);
-    }
+    stream_read(s, st, n, b, take_output, &s->out_eof);
 }
 
 static void on_err(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
     struct admin__setup *s = st->data;
-    if (n > 0) {
-        take_stderr(s, b->base, (size_t)n);
-    } else if (n < 0) {
-        uv_read_stop(st);
-        s->err_eof = 1;
-        maybe_finish(s);
-    }
+    stream_read(s, st, n, b, take_stderr, &s->err_eof);
 }
 
 static void on_timer(uv_timer_t *t)

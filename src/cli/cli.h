@@ -197,5 +197,7 @@ void cli_event_line(const json_t *ev, int64_t now_ms, FILE *out);
 
 /* o's member key, copied, if it has jansson type type; else null. A new reference. */
 json_t *cli_json_field(const json_t *o, const char *key, json_type type);
+/* A host's GPUs in the stable --json form: [{index, name, memory_total, memory_used}]. New. */
+json_t *cli_gpus_stable(const json_t *gpus);
 
 #endif

@@ -247,3 +247,20 @@ json_t *cli_json_field(const json_t *o, const char *key, json_type type)
     json_t *v = json_object_get(o, key);
     return v && json_typeof(v) == type ? json_deep_copy(v) : json_null();
 }
+
+json_t *cli_gpus_stable(const json_t *gpus)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *g;
+    json_array_foreach(gpus, i, g)
+    {
+        json_t *o = json_object();
+        json_object_set_new(o, "index", cli_json_field(g, "index", JSON_INTEGER));
+        json_object_set_new(o, "name", cli_json_field(g, "name", JSON_STRING));
+        json_object_set_new(o, "memory_total", cli_json_field(g, "memory_total", JSON_INTEGER));
+        json_object_set_new(o, "memory_used", cli_json_field(g, "memory_used", JSON_INTEGER));
+        json_array_append_new(out, o);
+    }
+    return out;
+}

@@ -59,16 +59,7 @@ static json_t *result_stable(const json_t *res)
     json_t *h, *v;
     json_array_foreach(json_object_get(res, "hosts"), i, h)
     {
-        json_t *gpus = json_array(), *models = json_array();
-        json_array_foreach(json_object_get(h, "gpus"), j, v)
-        {
-            json_t *g = json_object();
-            json_object_set_new(g, "index", cli_json_field(v, "index", JSON_INTEGER));
-            json_object_set_new(g, "name", cli_json_field(v, "name", JSON_STRING));
-            json_object_set_new(g, "memory_total", cli_json_field(v, "memory_total", JSON_INTEGER));
-            json_object_set_new(g, "memory_used", cli_json_field(v, "memory_used", JSON_INTEGER));
-            json_array_append_new(gpus, g);
-        }
+        json_t *gpus = cli_gpus_stable(json_object_get(h, "gpus")), *models = json_array();
         json_array_foreach(json_object_get(h, "models"), j, v)
             json_array_append_new(models, model_stable(v));
         json_t *o = json_object();

@@ -28,18 +28,7 @@ static const char *const headers[COL_COUNT] = {"NAME", "REACHABLE", "GPUS", "MOD
 /* The stable --json form of one pod: exactly the documented keys. */
 static json_t *pod_stable(const json_t *p)
 {
-    json_t *gpus = json_array();
-    size_t i;
-    json_t *g;
-    json_array_foreach(json_object_get(p, "gpus"), i, g)
-    {
-        json_t *o = json_object();
-        json_object_set_new(o, "index", cli_json_field(g, "index", JSON_INTEGER));
-        json_object_set_new(o, "name", cli_json_field(g, "name", JSON_STRING));
-        json_object_set_new(o, "memory_total", cli_json_field(g, "memory_total", JSON_INTEGER));
-        json_object_set_new(o, "memory_used", cli_json_field(g, "memory_used", JSON_INTEGER));
-        json_array_append_new(gpus, o);
-    }
+    json_t *gpus = cli_gpus_stable(json_object_get(p, "gpus"));
     json_t *o = json_object();
     json_object_set_new(o, "name", cli_json_field(p, "name", JSON_STRING));
     json_object_set_new(o, "ssh", cli_json_field(p, "ssh", JSON_STRING));
@@ -49,6 +38,7 @@ static json_t *pod_stable(const json_t *p)
                         json_boolean(json_is_true(json_object_get(p, "reachable"))));
     json_object_set_new(o, "last_seen_ms", cli_json_field(p, "last_seen_ms", JSON_INTEGER));
     json_t *models = json_array();
+    size_t i;
     json_t *m;
     json_array_foreach(json_object_get(p, "models"), i, m)
     {

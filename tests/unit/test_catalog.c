@@ -21,6 +21,7 @@
 
 #include "base/alloc.h"
 #include "catalog/catalog.h"
+#include "testutil.h"
 
 #define GIB (1024ull * 1024 * 1024)
 #define MIB (1024ull * 1024)
@@ -525,10 +526,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char *cmd = xstrfmt("rm -rf '%s'", tmp_dir);
-    int rc = system(cmd);
-    free(cmd);
-    return rc == 0 ? 0 : -1;
+    return test_rm_tree(tmp_dir);
 }
 
 int main(void)

@@ -1361,16 +1361,6 @@ static void test_regress_ss_without_header_option(void **state)
     assert_int_equal(status, 0);
 }
 
-/* ---- setup ---- */
-
-static void rm_tree(const char *dir)
-{
-    char *cmd = xstrfmt("rm -rf -- '%s'", dir);
-    if (system(cmd) != 0)
-        print_message("cannot remove %s\n", dir);
-    free(cmd);
-}
-
 int main(void)
 {
     if (!mkdtemp(tmp_dir)) {
@@ -1421,7 +1411,8 @@ int main(void)
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-    rm_tree(tmp_dir);
+    if (test_rm_tree(tmp_dir) < 0)
+        print_message("cannot remove %s\n", tmp_dir);
     for (int i = 0; child_env[i]; i++)
         free(child_env[i]);
     return rc;

@@ -20,6 +20,8 @@
 
 #include "base/alloc.h"
 #include "runner/ssh.h"
+#include "argv_assert.h"
+#include "testutil.h"
 
 static char tmp_dir[] = "/tmp/yard-test-ssh-XXXXXX";
 static char canary[PATH_MAX];
@@ -211,17 +213,6 @@ static void test_remote_command_through_sh(void **state)
 }
 
 /* ---- the pod and its argv ---- */
-
-static void assert_argv(const struct tools_cmd *c, const char *const *want)
-{
-    int i;
-    for (i = 0; want[i]; i++) {
-        assert_true(i < c->argc);
-        assert_string_equal(c->argv[i], want[i]);
-    }
-    assert_int_equal(c->argc, i);
-    assert_null(c->argv[i]);
-}
 
 static void test_pod_init(void **state)
 {
@@ -530,10 +521,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char *cmd = xstrfmt("rm -rf '%s'", tmp_dir);
-    int rc = system(cmd);
-    free(cmd);
-    return rc == 0 ? 0 : -1;
+    return test_rm_tree(tmp_dir);
 }
 
 int main(void)

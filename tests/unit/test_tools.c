@@ -33,23 +33,13 @@
 #include "http/call.h"
 #include "runner/tools.h"
 #include "testutil.h"
+#include "argv_assert.h"
 
 static char mock_bin[PATH_MAX];
 static char cuda_bin[PATH_MAX];
 static char criu_bin[PATH_MAX];
 
 /* ---- command lines ---- */
-
-static void assert_argv(const struct tools_cmd *c, const char *const *want)
-{
-    int i;
-    for (i = 0; want[i]; i++) {
-        assert_true(i < c->argc);
-        assert_string_equal(c->argv[i], want[i]);
-    }
-    assert_int_equal(c->argc, i);
-    assert_null(c->argv[i]);
-}
 
 static void test_cuda_checkpoint_cmds(void **state)
 {

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -54,6 +55,14 @@ static inline long long mock_ledger_bytes(const struct mock_proc *m)
     }
     fclose(f);
     return bytes;
+}
+
+/* Removes dir and everything below it (rm -rf). 0, or -1 when rm failed. */
+static inline int test_rm_tree(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
 }
 
 #endif
