@@ -1,0 +1,131 @@
+#include "base/utf8.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+
+static const char utf8__repl[] = "\xEF\xBF\xBD"; /* U+FFFD */
+
+size_t utf8_seq_len(const unsigned char *p, size_t n)
+{
+    size_t len;
+    uint32_t cp;
+    if (n == 0)
+        return 0;
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xC2 && p[0] <= 0xDF) {
+        len = 2;
+        cp = p[0] & 0x1F;
+    } else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
+        len = 3;
+        cp = p[0] & 0x0F;
+    } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
+        len = 4;
+        cp = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return len;
+}
+
+int utf8_valid(const char *p, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    for (size_t i = 0; i < n;) {
+        if (u[i] == 0)
+            return 0;
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = utf8_seq_len(u + i, n - i);
+        if (k == 0)
+            return 0;
+        i += k;
+    }
+    return 1;
+}
+
+size_t utf8_cut(const char *p, size_t n, size_t max)
+{
+    if (max >= n)
+        return n;
+    size_t k = max;
+    /* Back up over continuation bytes to the lead byte, then keep the lead only if its whole
+     * sequence fits. At most 3 steps: a longer run is not one character anyway. */
+    size_t back = 0;
+    while (k > 0 && back < 3 && ((unsigned char)p[k] & 0xC0) == 0x80) {
+        k--;
+        back++;
+    }
+    if (k < max) {
+        size_t len = utf8_seq_len((const unsigned char *)p + k, n - k);
+        if (len && k + len <= max)
+            return k + len;
+        if (len == 0)
+            return max; /* invalid bytes anyway: nothing to keep whole */
+    }
+    return k;
+}
+
+char *utf8_sanitize(const char *p, size_t n, size_t *out_len)
+{
+    if (!p)
+        n = 0;
+    if (n > (SIZE_MAX - 1) / 3)
+        return NULL;
+    char *out = alloc_try_malloc(3 * n + 1);
+    if (!out)
+        return NULL;
+    const unsigned char *u = (const unsigned char *)p;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = u[i] ? utf8_seq_len(u + i, n - i) : 0;
+        if (k == 0) {
+            memcpy(out + o, utf8__repl, 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(out + o, p + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    out[o] = '\0';
+    if (out_len)
+        *out_len = o;
+    return out;
+}
+
+json_t *utf8_json_stringn(const char *p, size_t n)
+{
+    if (!p)
+        return json_string("");
+    if (utf8_valid(p, n))
+        return json_stringn(p, n);
+    size_t len;
+    char *s = utf8_sanitize(p, n, &len);
+    if (!s)
+        return NULL;
+    json_t *j = json_stringn(s, len);
+    free(s);
+    return j;
+}
+
+json_t *utf8_json_string(const char *s)
+{
+    return utf8_json_stringn(s, s ? strlen(s) : 0);
+}
