@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/utf8.h"
 #include "catalog/catalog.h"
 #include "config/config.h"
 #include "gpu/gpu.h"
@@ -40,7 +41,7 @@ struct models_op {
 
 static void reply_error(admin__reply_fn reply, void *arg, const char *msg)
 {
-    reply(arg, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
+    reply(arg, json_pack("{s:b, s:o}", "ok", 0, "error", utf8_json_xstring(msg)));
 }
 
 static void op_free(struct models_op *op)
@@ -170,7 +171,7 @@ static void models_done(uv_work_t *w, int status)
         if (op->inv_err) {
             /* Without an inventory every model would read "has none": say why instead. */
             json_object_set_new(h, "models", json_array());
-            json_object_set_new(h, "error", json_string(op->inv_err));
+            json_object_set_new(h, "error", utf8_json_xstring(op->inv_err)); /* ssh's words */
         }
         json_array_append_new(hosts, h);
     }

@@ -24,6 +24,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/log.h"
+#include "base/utf8.h"
 #include "config/config.h"
 #include "runner/ssh.h"
 #include "runner/tools.h"
@@ -85,64 +86,8 @@ struct admin__setup {
 
 static void stream_error(const struct admin__stream *st, const char *msg)
 {
-    st->reply(st->arg, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
-}
-
-/* The length of the valid UTF-8 sequence at p (n bytes left), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xC2 && p[0] <= 0xDF) {
-        len = 2;
-        cp = p[0] & 0x1F;
-    } else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
-        len = 3;
-        cp = p[0] & 0x0F;
-    } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
-        len = 4;
-        cp = p[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return len;
-}
-
-/*
- * A line as a JSON string: invalid UTF-8 and NUL bytes become U+FFFD (a
- * JSON string must be UTF-8, and the CLI prints C strings). Never NULL.
- */
-static json_t *line_string(const char *p, size_t n)
-{
-    static const char repl[] = "\xEF\xBF\xBD";
-    struct buf b;
-    json_t *s;
-    buf_init(&b, 3 * n + 1);
-    for (size_t i = 0; i < n;) {
-        size_t k = p[i] ? utf8_len((const unsigned char *)p + i, n - i) : 0;
-        if (k == 0) {
-            buf_append(&b, repl, 3);
-            i++;
-        } else {
-            buf_append(&b, p + i, k);
-            i += k;
-        }
-    }
-    s = json_stringn(b.data ? b.data : "", b.len);
-    buf_release(&b);
-    return s ? s : json_string("");
+    /* messages quote ssh's stderr */
+    st->reply(st->arg, json_pack("{s:b, s:o}", "ok", 0, "error", utf8_json_xstring(msg)));
 }
 
 /* Sends one line of output, unless the client is too far behind. */
@@ -163,7 +108,8 @@ static void send_line(struct admin__setup *s, const char *p, size_t n)
         s->stream.line(s->stream.arg, json_pack("{s:s}", "line", note));
         free(note);
     }
-    s->stream.line(s->stream.arg, json_pack("{s:o}", "line", line_string(p, n)));
+    /* invalid UTF-8 and NUL bytes become U+FFFD: a JSON string must be UTF-8 */
+    s->stream.line(s->stream.arg, json_pack("{s:o}", "line", utf8_json_xstringn(p, n)));
 }
 
 /* Splits stdout into lines; a line longer than SETUP_LINE_MAX goes in pieces. */
@@ -174,12 +120,13 @@ static void take_output(struct admin__setup *s, const char *p, size_t n)
         size_t k = nl ? (size_t)(nl - p) : n;
         size_t room = SETUP_LINE_MAX - s->line.len;
         if (k > room || (!nl && k == room)) {
-            /* fill the piece and send it; the rest of the line comes next */
-            buf_append(&s->line, p, room);
-            send_line(s, s->line.data, s->line.len);
+            /* fill the piece up to a character boundary and send it; the rest comes next */
+            size_t take = utf8_cut(p, n, room);
+            buf_append(&s->line, p, take);
+            send_line(s, s->line.data ? s->line.data : "", s->line.len);
             buf_reset(&s->line);
-            p += room;
-            n -= room;
+            p += take;
+            n -= take;
             continue;
         }
         buf_append(&s->line, p, k);
@@ -252,7 +199,7 @@ static void report(struct admin__setup *s)
         while (n > 0) {
             const char *nl = memchr(p, '\n', n);
             size_t k = nl ? (size_t)(nl - p) : n;
-            send_line(s, p, k < SETUP_LINE_MAX ? k : SETUP_LINE_MAX);
+            send_line(s, p, utf8_cut(p, k, SETUP_LINE_MAX));
             p += nl ? k + 1 : k;
             n -= nl ? k + 1 : k;
         }

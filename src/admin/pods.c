@@ -19,6 +19,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/utf8.h"
 #include "config/config.h"
 #include "gpu/gpu.h"
 #include "runner/ssh.h"
@@ -69,7 +70,8 @@ struct pod_op {
 
 static void reply_error(admin__reply_fn reply, void *arg, const char *msg)
 {
-    reply(arg, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
+    /* messages quote ssh's and nvidia-smi's output */
+    reply(arg, json_pack("{s:b, s:o}", "ok", 0, "error", utf8_json_xstring(msg)));
 }
 
 static void reply_ok(admin__reply_fn reply, void *arg, json_t *result)
@@ -100,9 +102,9 @@ static json_t *pod_json(const struct store_pod *p)
         json_decref(gpus);
         gpus = json_array();
     }
-    return json_pack("{s:s, s:s, s:s, s:o, s:b, s:o}", "name", p->name, "ssh", p->ssh,
-                     "models_path", p->models_path ? p->models_path : "", "gpus", gpus, "reachable",
-                     p->reachable, "last_seen_ms",
+    return json_pack("{s:o, s:o, s:o, s:o, s:b, s:o}", "name", utf8_json_xstring(p->name), "ssh",
+                     utf8_json_xstring(p->ssh), "models_path", utf8_json_xstring(p->models_path),
+                     "gpus", gpus, "reachable", p->reachable, "last_seen_ms",
                      p->last_seen_ms ? json_integer(p->last_seen_ms) : json_null());
 }
 
@@ -115,6 +117,10 @@ static void add_record(struct pod_op *op, json_t *gpus, const char *note)
     char *msg = NULL;
     char *text = json_dumps(gpus, JSON_COMPACT);
     json_decref(gpus);
+    if (!text) {
+        msg = xstrfmt("cannot record pod '%s': out of memory", op->pod.name);
+        goto out;
+    }
 
     /* Another pod_add of the same name may have finished while ssh ran. */
     if (store_get_pod(st, op->pod.name, &rec) == 0) {
@@ -137,7 +143,7 @@ static void add_record(struct pod_op *op, json_t *gpus, const char *note)
     json_t *res = pod_json(&rec);
     json_object_set_new(res, "models", pod_models_json(op->app, op->pod.name));
     if (note)
-        json_object_set_new(res, "note", json_string(note));
+        json_object_set_new(res, "note", utf8_json_xstring(note));
     log_info("admin", "added pod '%s'%s%s", op->pod.name, note ? ": " : "", note ? note : "");
     op_finish(op, res, NULL);
     op = NULL;

@@ -18,6 +18,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/log.h"
+#include "base/utf8.h"
 #include "gpu/gpu.h"
 #include "sched/sched.h"
 #include "store/store.h"
@@ -26,6 +27,15 @@
 #define ADMIN_LINE_MAX (64 * 1024)
 #define ADMIN_DEFAULT_LINES 50
 #define ADMIN_LOG_TAIL_MAX (4 * 1024 * 1024)
+/*
+ * Bytes waiting to be written to one client. Past ADMIN_QUEUE_MAX a follower
+ * (logs -f, events -f, start --wait's progress) is not sent more until the
+ * queue drains below half of it: log lines are skipped and counted, events
+ * wait in the store. Past ADMIN_QUEUE_HARD, whatever the answer, the client is
+ * dropped: it asks faster than it reads.
+ */
+#define ADMIN_QUEUE_MAX (1024 * 1024)
+#define ADMIN_QUEUE_HARD (32 * 1024 * 1024)
 
 struct admin_conn {
     uv_pipe_t pipe;
@@ -36,6 +46,8 @@ struct admin_conn {
     struct sup_observer *obs;
     char *model;                /* canonical name for start --wait / logs -f */
     int64_t last_event;         /* events -f: the last id sent */
+    int events_behind;          /* events -f: a note came while the queue was full */
+    uint64_t skipped;           /* logs -f: lines not sent while the queue was full */
     struct admin__setup *setup; /* pod setup: the run streaming to this connection */
     struct admin_conn *next;
 };
@@ -63,45 +75,104 @@ static void conn_unref(struct admin_conn *c)
     free(c);
 }
 
+static void conn_close(struct admin_conn *c);
+static void conn_catch_up(struct admin_conn *c);
+
+static size_t conn_queued(struct admin_conn *c)
+{
+    return c->closed ? 0 : uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+}
+
+/* Whether a follower's next line waits (it is over its queue cap). */
+static int conn_full(struct admin_conn *c)
+{
+    return conn_queued(c) >= ADMIN_QUEUE_MAX;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct write_req *w = (struct write_req *)req;
+    struct admin_conn *c = req->handle->data;
     free(w->data);
     free(w);
+    if (c->closed)
+        return;
+    if (status < 0 && status != UV_ECANCELED)
+        conn_close(c); /* the client went away */
+    else if ((c->skipped || c->events_behind) && conn_queued(c) < ADMIN_QUEUE_MAX / 2)
+        conn_catch_up(c);
 }
 
-/* Sends one JSON value as a line; takes the reference. */
-static void conn_send(struct admin_conn *c, json_t *v)
+static void conn_write(struct admin_conn *c, char *data, size_t n)
 {
-    char *s = json_dumps(v, JSON_COMPACT);
-    json_decref(v);
-    if (!s || c->closed) {
-        free(s);
-        return;
-    }
-    size_t n = strlen(s);
     struct write_req *w = xmalloc(sizeof *w);
-    w->data = xrealloc(s, n + 2);
-    w->data[n] = '\n';
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)n + 1);
+    w->data = data;
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
     if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write) < 0) {
         free(w->data);
         free(w);
     }
 }
 
-static void send_ok(struct admin_conn *c, json_t *result)
+/*
+ * Sends one JSON value as a line; takes the reference. A value that could
+ * not be built or encoded (v NULL: out of memory) ends the answer with an
+ * error line instead; a client that lets more than ADMIN_QUEUE_HARD bytes
+ * wait is dropped.
+ */
+static void conn_send(struct admin_conn *c, json_t *v)
 {
-    json_t *o = json_object();
-    json_object_set_new(o, "ok", json_true());
-    if (result)
-        json_object_set_new(o, "result", result);
-    conn_send(c, o);
+    char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    if (c->closed) {
+        free(s);
+        return;
+    }
+    if (!s) {
+        log_error("admin", "cannot encode an answer (out of memory); ending it with an error");
+        static const char fallback[] =
+            "{\"ok\":false,\"error\":\"the daemon could not encode its answer; see its log\"}\n";
+        conn_write(c, xstrdup(fallback), sizeof fallback - 1);
+        if (c->obs) {
+            sup_unobserve(c->srv->app->sup, c->obs);
+            c->obs = NULL;
+        }
+        return;
+    }
+    size_t n = strlen(s);
+    if (conn_queued(c) + n > ADMIN_QUEUE_HARD) {
+        log_warn("admin", "dropped a client that does not read its answers (%zu bytes waiting)",
+                 conn_queued(c));
+        free(s);
+        conn_close(c);
+        return;
+    }
+    char *line = xrealloc(s, n + 2);
+    line[n] = '\n';
+    conn_write(c, line, n + 1);
 }
 
+/* JSON strings of bytes from outside, made valid UTF-8; never NULL. */
+#define jstr utf8_json_xstring
+#define jstrn utf8_json_xstringn
+
+/* Sends {"ok":true,"result":result}; takes the reference (NULL: a result that could not be
+ * built, which ends the answer with an error). */
+static void send_ok(struct admin_conn *c, json_t *result)
+{
+    conn_send(c, result ? json_pack("{s:b, s:o}", "ok", 1, "result", result) : NULL);
+}
+
+/* Sends the final {"ok":true} of an answer without a result. */
+static void send_done(struct admin_conn *c)
+{
+    conn_send(c, json_pack("{s:b}", "ok", 1));
+}
+
+/* Sends {"ok":false,"error":msg}; msg may quote bytes from outside. */
 static void send_error(struct admin_conn *c, const char *msg)
 {
-    conn_send(c, json_pack("{s:b, s:s}", "ok", 0, "error", msg));
+    conn_send(c, json_pack("{s:b, s:o}", "ok", 0, "error", jstr(msg)));
 }
 
 static void on_closed(uv_handle_t *h)
@@ -135,32 +206,28 @@ static void conn_close(struct admin_conn *c)
 static json_t *info_json(const struct sup_info *i)
 {
     const char *nl = strchr(i->reason, '\n');
-    json_t *reason =
-        nl ? json_stringn(i->reason, (size_t)(nl - i->reason)) : json_string(i->reason);
-    json_t *o = json_object();
-    json_object_set_new(o, "name", json_string(i->name));
-    json_object_set_new(o, "engine", json_string(i->engine));
-    json_object_set_new(o, "host", json_string(i->host));
-    json_object_set_new(o, "state", json_string(sup_state_name(i->state)));
-    json_object_set_new(o, "pid", i->pid ? json_integer(i->pid) : json_null());
-    json_object_set_new(o, "port", i->port ? json_integer(i->port) : json_null());
-    json_object_set_new(o, "gpus", json_string(i->gpus));
-    json_object_set_new(o, "uptime_s", i->uptime_s >= 0 ? json_integer(i->uptime_s) : json_null());
-    json_object_set_new(o, "reason", reason);
-    json_object_set_new(o, "restarts", json_integer(i->restarts));
-    json_object_set_new(o, "progress", i->percent >= 0 ? json_integer(i->percent) : json_null());
-    json_object_set_new(o, "busy", json_boolean(i->busy));
-    return o;
+    size_t reason_len = nl ? (size_t)(nl - i->reason) : strlen(i->reason);
+    /* NULL (out of memory) is checked by send_ok's caller through the array append. */
+    return json_pack("{s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:i, s:o, s:b}", "name",
+                     jstr(i->name), "engine", jstr(i->engine), "host", jstr(i->host), "state",
+                     sup_state_name(i->state), "pid", i->pid ? json_integer(i->pid) : json_null(),
+                     "port", i->port ? json_integer(i->port) : json_null(), "gpus", jstr(i->gpus),
+                     "uptime_s", i->uptime_s >= 0 ? json_integer(i->uptime_s) : json_null(),
+                     "reason", jstrn(i->reason, reason_len), "restarts", i->restarts, "progress",
+                     i->percent >= 0 ? json_integer(i->percent) : json_null(), "busy", i->busy);
 }
 
 static void handle_ps(struct admin_conn *c)
 {
     struct sup *s = c->srv->app->sup;
     json_t *arr = json_array();
-    for (size_t i = 0; i < sup_count(s); i++) {
+    for (size_t i = 0; arr && i < sup_count(s); i++) {
         struct sup_info info;
         sup_info_at(s, i, &info);
-        json_array_append_new(arr, info_json(&info));
+        if (json_array_append_new(arr, info_json(&info)) < 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
     }
     send_ok(c, arr);
 }
@@ -168,32 +235,35 @@ static void handle_ps(struct admin_conn *c)
 static void handle_version(struct admin_conn *c)
 {
     struct app *app = c->srv->app;
-    send_ok(c, json_pack("{s:s, s:i, s:s, s:s}", "version", YARD_VERSION, "pid", (int)getpid(),
-                         "state_dir", app->state_dir, "config",
-                         app->config_path ? app->config_path : ""));
+    send_ok(c, json_pack("{s:s, s:i, s:o, s:o}", "version", YARD_VERSION, "pid", (int)getpid(),
+                         "state_dir", jstr(app->state_dir), "config", jstr(app->config_path)));
 }
 
 static void wait_note(void *arg, const struct sup_note *n)
 {
     struct admin_conn *c = arg;
     if (n->kind == SUP_NOTE_PROGRESS) {
-        conn_send(c, json_pack("{s:{s:s, s:o, s:s}}", "progress", "state", sup_state_name(n->state),
-                               "percent", n->percent >= 0 ? json_integer(n->percent) : json_null(),
-                               "message", ""));
+        if (!conn_full(c)) /* a later one says as much */
+            conn_send(c, json_pack("{s:{s:s, s:o, s:s}}", "progress", "state",
+                                   sup_state_name(n->state), "percent",
+                                   n->percent >= 0 ? json_integer(n->percent) : json_null(),
+                                   "message", ""));
         return;
     }
     if (n->kind != SUP_NOTE_STATE)
         return;
     if (n->state == INST_READY) {
-        send_ok(c, json_pack("{s:s, s:s}", "name", n->model, "state", "ready"));
+        send_ok(c, json_pack("{s:o, s:s}", "name", jstr(n->model), "state", "ready"));
     } else if (n->state == INST_FAILED || n->state == INST_STOPPED || n->state == INST_STOPPING) {
         const char *why = n->state == INST_FAILED ? n->reason : "it was stopped while loading";
         char *msg = xstrfmt("cannot start '%s': %s", n->model, why);
         send_error(c, msg);
         free(msg);
     } else {
-        conn_send(c, json_pack("{s:{s:s, s:n, s:s}}", "progress", "state", sup_state_name(n->state),
-                               "percent", "message", n->reason));
+        if (!conn_full(c))
+            conn_send(c,
+                      json_pack("{s:{s:s, s:n, s:o}}", "progress", "state",
+                                sup_state_name(n->state), "percent", "message", jstr(n->reason)));
         return;
     }
     sup_unobserve(c->srv->app->sup, c->obs);
@@ -247,7 +317,8 @@ static void handle_start(struct admin_conn *c, json_t *req)
     }
     sup_info(s, c->model, &info);
     if (!wait || info.state == INST_READY) {
-        send_ok(c, json_pack("{s:s, s:s}", "name", info.name, "state", sup_state_name(info.state)));
+        send_ok(c, json_pack("{s:o, s:s}", "name", jstr(info.name), "state",
+                             sup_state_name(info.state)));
         if (c->obs) {
             sup_unobserve(s, c->obs);
             c->obs = NULL;
@@ -290,8 +361,8 @@ static int stop_one(struct admin_conn *c, const char *name, struct stop_ctx *x, 
     int unknown = sup_info(app->sup, name, &info) == 0 && info.state == INST_UNKNOWN;
     void (*done)(void *) = unknown ? NULL : stop_done;
     if (unknown)
-        json_array_append_new(x->deferred,
-                              json_pack("{s:s, s:s}", "name", info.name, "host", info.host));
+        json_array_append_new(
+            x->deferred, json_pack("{s:o, s:o}", "name", jstr(info.name), "host", jstr(info.host)));
     else
         x->pending++;
     int rc = app->sched ? sched_stop(app->sched, name, done, done ? x : NULL, err)
@@ -320,7 +391,7 @@ static void handle_pin(struct admin_conn *c, json_t *req, int pinned)
     }
     struct sup_info info;
     sup_info(c->srv->app->sup, model, &info);
-    send_ok(c, json_pack("{s:s, s:b}", "name", info.name, "pinned", pinned));
+    send_ok(c, json_pack("{s:o, s:b}", "name", jstr(info.name), "pinned", pinned));
 }
 
 struct op_ctx {
@@ -335,8 +406,8 @@ static void op_reply(struct op_ctx *x, int want_sleep, const char *errmsg)
     if (!errmsg && sup_info(app->sup, x->model, &info) == 0 &&
         (want_sleep ? info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED
                     : info.state == INST_READY)) {
-        send_ok(x->c,
-                json_pack("{s:s, s:s}", "name", info.name, "state", sup_state_name(info.state)));
+        send_ok(x->c, json_pack("{s:o, s:s}", "name", jstr(info.name), "state",
+                                sup_state_name(info.state)));
     } else {
         const char *why = errmsg;
         if (!why && sup_info(app->sup, x->model, &info) == 0)
@@ -428,7 +499,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
                 continue;
             struct sup_info info;
             if (sup_info(s, names[i], &info) == 0 && info.state != INST_UNKNOWN)
-                json_array_append_new(x->names, json_string(names[i]));
+                json_array_append_new(x->names, jstr(names[i]));
             stop_one(c, names[i], x, &err);
             free(err);
             err = NULL;
@@ -448,7 +519,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
             return;
         }
         if (info.state != INST_UNKNOWN)
-            json_array_append_new(x->names, json_string(info.name));
+            json_array_append_new(x->names, jstr(info.name));
         char *name = xstrdup(info.name);
         stop_one(c, name, x, &err);
         free(name);
@@ -491,7 +562,7 @@ static void send_file_tail(struct admin_conn *c, const char *path, size_t n)
     while (p <= len && len) {
         char *nl = memchr(data + p, '\n', len - p);
         size_t e = nl ? (size_t)(nl - data) : len;
-        conn_send(c, json_pack("{s:s%}", "line", data + p, e - p));
+        conn_send(c, json_pack("{s:o}", "line", jstrn(data + p, e - p)));
         p = e + 1;
     }
     free(data);
@@ -500,8 +571,20 @@ static void send_file_tail(struct admin_conn *c, const char *path, size_t n)
 static void log_note(void *arg, const struct sup_note *n)
 {
     struct admin_conn *c = arg;
-    if (n->kind == SUP_NOTE_LOG)
-        conn_send(c, json_pack("{s:s%}", "line", n->line, n->len));
+    if (n->kind != SUP_NOTE_LOG)
+        return;
+    if (c->skipped || conn_full(c)) {
+        /* A reader that stopped (a paused pager) costs at most the cap: lines are counted,
+         * and a marker says how many when it reads again (conn_catch_up). */
+        if (!c->skipped)
+            log_warn("admin",
+                     "a 'logs -f' reader of '%s' fell %d KiB behind; skipping lines "
+                     "until it reads again",
+                     c->model, ADMIN_QUEUE_MAX / 1024);
+        c->skipped++;
+        return;
+    }
+    conn_send(c, json_pack("{s:o}", "line", jstrn(n->line, n->len)));
 }
 
 static size_t req_lines(json_t *req)
@@ -528,29 +611,40 @@ static void handle_logs(struct admin_conn *c, json_t *req)
         return;
     }
     send_file_tail(c, sup_log_path(s, info.name), req_lines(req));
+    free(c->model);
+    c->model = xstrdup(info.name);
     if (json_is_true(json_object_get(req, "follow"))) {
         if (c->obs)
             sup_unobserve(s, c->obs);
         c->obs = sup_observe(s, info.name, log_note, c);
     } else {
-        send_ok(c, NULL);
+        send_done(c);
     }
 }
 
+/* Rows written by an older daemon may hold any bytes: every text is made valid. */
 static json_t *event_json(const struct store_event *e)
 {
-    return json_pack("{s:{s:I, s:I, s:s, s:s, s:s, s:s, s:s}}", "event", "id", (json_int_t)e->id,
-                     "ts_ms", (json_int_t)e->ts_ms, "model", e->model, "host", e->host, "from",
-                     e->from_state, "to", e->to_state, "reason", e->reason);
+    return json_pack("{s:{s:I, s:I, s:o, s:o, s:o, s:o, s:o}}", "event", "id", (json_int_t)e->id,
+                     "ts_ms", (json_int_t)e->ts_ms, "model", jstr(e->model), "host", jstr(e->host),
+                     "from", jstr(e->from_state), "to", jstr(e->to_state), "reason",
+                     jstr(e->reason));
 }
 
-static void send_events(struct admin_conn *c, int64_t after, size_t limit)
+/* Sends the events after id after (all of them: -1), at most limit; a follower stops at its
+ * queue cap and goes on from the last one sent when it drains (conn_catch_up). */
+static void send_events(struct admin_conn *c, int64_t after, size_t limit, int follower)
 {
     struct store_event *ev = NULL;
     size_t n = 0;
+    c->events_behind = 0;
     if (store_list_events(c->srv->app->store, after, limit, c->model, &ev, &n) < 0)
         return;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !c->closed; i++) {
+        if (follower && conn_full(c)) {
+            c->events_behind = 1;
+            break;
+        }
         conn_send(c, event_json(&ev[i]));
         if (ev[i].id > c->last_event)
             c->last_event = ev[i].id;
@@ -561,8 +655,29 @@ static void send_events(struct admin_conn *c, int64_t after, size_t limit)
 static void events_note(void *arg, const struct sup_note *n)
 {
     struct admin_conn *c = arg;
-    if (n->kind == SUP_NOTE_STATE)
-        send_events(c, c->last_event, 1000);
+    if (n->kind != SUP_NOTE_STATE)
+        return;
+    if (conn_full(c))
+        c->events_behind = 1;
+    else
+        send_events(c, c->last_event, 1000, 1);
+}
+
+/* A follower over its cap read again: says what it missed, or sends what waited. */
+static void conn_catch_up(struct admin_conn *c)
+{
+    if (c->skipped) {
+        uint64_t k = c->skipped;
+        c->skipped = 0;
+        char *msg = xstrfmt("... %llu lines skipped: this reader fell %d KiB behind ...",
+                            (unsigned long long)k, ADMIN_QUEUE_MAX / 1024);
+        conn_send(c, json_pack("{s:s, s:I}", "line", msg, "skipped", (json_int_t)k));
+        free(msg);
+        log_info("admin", "a 'logs -f' reader of '%s' reads again; %llu lines were skipped",
+                 c->model ? c->model : "?", (unsigned long long)k);
+    }
+    if (c->events_behind && c->obs)
+        send_events(c, c->last_event, 1000, 1);
 }
 
 static void handle_events(struct admin_conn *c, json_t *req)
@@ -576,13 +691,13 @@ static void handle_events(struct admin_conn *c, json_t *req)
         c->model = xstrdup(sup_info(s, model, &info) == 0 ? info.name : model);
     }
     c->last_event = 0;
-    send_events(c, -1, req_lines(req));
+    send_events(c, -1, req_lines(req), 0);
     if (json_is_true(json_object_get(req, "follow"))) {
         if (c->obs)
             sup_unobserve(s, c->obs);
         c->obs = sup_observe(s, c->model, events_note, c);
     } else {
-        send_ok(c, NULL);
+        send_done(c);
     }
 }
 

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "base/alloc.h"
+#include "base/utf8.h"
 
 static enum log_level log_min = LOG_INFO;
 static enum log_format log_fmt = LOG_FORMAT_TEXT;
@@ -61,11 +62,20 @@ void log_msg(enum log_level lvl, const char *module, const char *fmt, ...)
     const char *msg = heap ? heap : small;
 
     if (log_fmt == LOG_FORMAT_JSON) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level_names[lvl], "module",
-                              module, "msg", msg);
+        /* Messages quote engine output, paths and names: made valid UTF-8 here. The
+         * fallbacks build nothing, so even a line about memory running out gets out. */
+        json_t *m = utf8_json_string(msg);
+        json_t *o = m ? json_pack("{s:s, s:s, s:s, s:o}", "ts", ts, "level", level_names[lvl],
+                                  "module", module, "msg", m)
+                      : NULL;
         char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (line)
             fprintf(stderr, "%s\n", line);
+        else
+            fprintf(stderr,
+                    "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"(a message "
+                    "that could not be encoded: out of memory)\"}\n",
+                    ts, level_names[lvl], module);
         free(line);
         json_decref(o);
     } else {

@@ -1,6 +1,7 @@
 #include "base/utf8.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,15 +82,9 @@ size_t utf8_cut(const char *p, size_t n, size_t max)
     return k;
 }
 
-char *utf8_sanitize(const char *p, size_t n, size_t *out_len)
+/* Writes p[0..n) made valid into out (room for 3n + 1 bytes); returns the length. */
+static size_t sanitize_into(char *out, const char *p, size_t n)
 {
-    if (!p)
-        n = 0;
-    if (n > (SIZE_MAX - 1) / 3)
-        return NULL;
-    char *out = alloc_try_malloc(3 * n + 1);
-    if (!out)
-        return NULL;
     const unsigned char *u = (const unsigned char *)p;
     size_t o = 0;
     for (size_t i = 0; i < n;) {
@@ -105,9 +100,43 @@ char *utf8_sanitize(const char *p, size_t n, size_t *out_len)
         }
     }
     out[o] = '\0';
+    return o;
+}
+
+char *utf8_sanitize(const char *p, size_t n, size_t *out_len)
+{
+    if (!p)
+        n = 0;
+    if (n > (SIZE_MAX - 1) / 3)
+        return NULL;
+    char *out = alloc_try_malloc(3 * n + 1);
+    if (!out)
+        return NULL;
+    size_t o = sanitize_into(out, p, n);
     if (out_len)
         *out_len = o;
     return out;
+}
+
+char *utf8_xdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    if (utf8_valid(s, n))
+        return xstrdup(s);
+    char *out = xmalloc(3 * n + 1);
+    sanitize_into(out, s, n);
+    return out;
+}
+
+void utf8_xreplace(char **s)
+{
+    if (!*s || utf8_valid(*s, strlen(*s)))
+        return;
+    char *v = utf8_xdup(*s);
+    free(*s);
+    *s = v;
 }
 
 json_t *utf8_json_stringn(const char *p, size_t n)
@@ -128,4 +157,19 @@ json_t *utf8_json_stringn(const char *p, size_t n)
 json_t *utf8_json_string(const char *s)
 {
     return utf8_json_stringn(s, s ? strlen(s) : 0);
+}
+
+json_t *utf8_json_xstringn(const char *p, size_t n)
+{
+    json_t *j = utf8_json_stringn(p, n);
+    if (!j) {
+        fprintf(stderr, "yard: out of memory making a JSON string of %zu bytes\n", n);
+        abort();
+    }
+    return j;
+}
+
+json_t *utf8_json_xstring(const char *s)
+{
+    return utf8_json_xstringn(s, s ? strlen(s) : 0);
 }

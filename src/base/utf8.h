@@ -33,11 +33,28 @@ size_t utf8_cut(const char *p, size_t n, size_t max);
 char *utf8_sanitize(const char *p, size_t n, size_t *out_len);
 
 /*
+ * As utf8_sanitize over a C string, for strings of bounded size: returns a
+ * new valid copy the caller frees (s itself copied when already valid);
+ * aborts when memory cannot be had, as xstrdup does; NULL only for NULL.
+ */
+char *utf8_xdup(const char *s);
+/* Makes the string *s (the caller's, may be NULL) valid in place of the old one, as utf8_xdup. */
+void utf8_xreplace(char **s);
+
+/*
  * A JSON string of p[0..n) made valid as utf8_sanitize does; p may be NULL
  * (then ""). Returns a new reference, NULL only when memory cannot be had.
  */
 json_t *utf8_json_stringn(const char *p, size_t n);
 /* As utf8_json_stringn over a C string. */
 json_t *utf8_json_string(const char *s);
+
+/*
+ * As utf8_json_stringn and utf8_json_string, for strings of bounded size:
+ * never NULL, they abort when memory cannot be had, as xmalloc does. Made
+ * for json_pack's "o", which then fails only for want of memory too.
+ */
+json_t *utf8_json_xstringn(const char *p, size_t n);
+json_t *utf8_json_xstring(const char *s);
 
 #endif

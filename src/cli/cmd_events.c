@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/utf8.h"
 #include "cli/cli.h"
 
 static const char usage[] = "usage: yard events [MODEL] [-f] [-n N] [--json]\n"
@@ -91,7 +92,7 @@ int cmd_events(int argc, char **argv, struct app *app)
     if (n >= 0)
         json_object_set_new(req, "n", json_integer(n));
     if (args.n == 1)
-        json_object_set_new(req, "model", json_string(args.pos[0]));
+        json_object_set_new(req, "model", utf8_json_xstring(args.pos[0]));
     rc = cli_request_stream(app, req, on_event, &e, e.follow);
     fflush(stdout);
 out:

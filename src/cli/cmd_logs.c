@@ -1,5 +1,6 @@
 #include <stdio.h>
 
+#include "base/utf8.h"
 #include "cli/cli.h"
 
 static const char usage[] = "usage: yard logs MODEL [-f] [-n N]\n"
@@ -42,8 +43,8 @@ int cmd_logs(int argc, char **argv, struct app *app)
                              opts[1].value);
         goto out;
     }
-    json_t *req =
-        json_pack("{s:s, s:s, s:b}", "cmd", "logs", "model", args.pos[0], "follow", follow);
+    json_t *req = json_pack("{s:s, s:o, s:b}", "cmd", "logs", "model",
+                            utf8_json_xstring(args.pos[0]), "follow", follow);
     if (n >= 0)
         json_object_set_new(req, "n", json_integer(n));
     rc = cli_request_stream(app, req, on_line, &follow, follow);

@@ -5,6 +5,7 @@
 
 #include "base/alloc.h"
 #include "base/units.h"
+#include "base/utf8.h"
 #include "cli/cli.h"
 
 static const char usage[] =
@@ -154,7 +155,7 @@ int cmd_models(int argc, char **argv, struct app *app)
     }
     json_t *req = json_pack("{s:s}", "cmd", "models");
     if (opts[0].value)
-        json_object_set_new(req, "pod", json_string(opts[0].value));
+        json_object_set_new(req, "pod", utf8_json_xstring(opts[0].value));
     rc = cli_request(app, req, NULL, NULL, &res);
     if (rc)
         goto out;

@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "cli/cli.h"
 
 static const char pin_usage[] = "usage: yard pin MODEL\n"
@@ -25,8 +26,9 @@ static int pin_cmd(int argc, char **argv, struct app *app, int pinned)
         return rc;
     }
     json_t *res = NULL;
-    rc = cli_request(app, json_pack("{s:s, s:s}", "cmd", name, "model", args.pos[0]), NULL, NULL,
-                     &res);
+    rc = cli_request(app,
+                     json_pack("{s:s, s:o}", "cmd", name, "model", utf8_json_xstring(args.pos[0])),
+                     NULL, NULL, &res);
     if (rc == 0)
         printf("%s '%s'\n", pinned ? "pinned" : "unpinned",
                json_string_value(json_object_get(res, "name")));

@@ -6,6 +6,7 @@
 
 #include "base/alloc.h"
 #include "base/units.h"
+#include "base/utf8.h"
 #include "cli/cli.h"
 
 static const char usage[] =
@@ -102,9 +103,10 @@ static void print_table(const json_t *pods)
 
 static int pod_add(struct app *app, const char *name, const char *ssh, const char *models_path)
 {
-    json_t *req = json_pack("{s:s, s:s, s:s}", "cmd", "pod_add", "name", name, "ssh", ssh);
+    json_t *req = json_pack("{s:s, s:o, s:o}", "cmd", "pod_add", "name", utf8_json_xstring(name),
+                            "ssh", utf8_json_xstring(ssh));
     if (models_path)
-        json_object_set_new(req, "models_path", json_string(models_path));
+        json_object_set_new(req, "models_path", utf8_json_xstring(models_path));
     json_t *res = NULL;
     int rc = cli_request(app, req, NULL, NULL, &res);
     if (rc)
@@ -166,9 +168,10 @@ static int in_list(const json_t *arr, const json_t *v)
 static int pod_rm(struct app *app, const char *name, int force)
 {
     json_t *res = NULL;
-    int rc = cli_request(
-        app, json_pack("{s:s, s:s, s:b}", "cmd", "pod_rm", "name", name, "force", force), NULL,
-        NULL, &res);
+    int rc = cli_request(app,
+                         json_pack("{s:s, s:o, s:b}", "cmd", "pod_rm", "name",
+                                   utf8_json_xstring(name), "force", force),
+                         NULL, NULL, &res);
     if (rc == 0) {
         size_t i;
         json_t *m;
@@ -209,8 +212,8 @@ static int on_setup_line(json_t *msg, void *ctx)
 static int pod_setup(struct app *app, const char *name, uint64_t timeout_ms)
 {
     json_t *res = NULL;
-    json_t *req = json_pack("{s:s, s:s, s:I}", "cmd", "pod_setup", "name", name, "timeout_ms",
-                            (json_int_t)timeout_ms);
+    json_t *req = json_pack("{s:s, s:o, s:I}", "cmd", "pod_setup", "name", utf8_json_xstring(name),
+                            "timeout_ms", (json_int_t)timeout_ms);
     int rc = cli_request(app, req, on_setup_line, NULL, &res);
     if (rc == 0) {
         const char *msg = json_string_value(json_object_get(res, "message"));

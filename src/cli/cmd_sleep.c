@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "cli/cli.h"
 #include "sup/sup.h"
 
@@ -44,7 +45,7 @@ static int sleep_cmd(int argc, char **argv, struct app *app, int sleep)
             goto out;
         }
     }
-    json_t *req = json_pack("{s:s, s:s}", "cmd", name, "model", args.pos[0]);
+    json_t *req = json_pack("{s:s, s:o}", "cmd", name, "model", utf8_json_xstring(args.pos[0]));
     if (level)
         json_object_set_new(req, "level", json_integer(level));
     json_t *res = NULL;

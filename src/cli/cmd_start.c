@@ -4,6 +4,7 @@
 
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/utf8.h"
 #include "cli/cli.h"
 
 static const char usage[] = "usage: yard start MODEL [--wait] [--pod NAME]\n"
@@ -74,11 +75,11 @@ int cmd_start(int argc, char **argv, struct app *app)
     struct progress p = {.name = name, .tty = isatty(STDERR_FILENO), .last_pct = -2};
     uint64_t t0 = clock_mono_ms();
 
-    json_t *req = json_pack("{s:s, s:s}", "cmd", "start", "model", name);
+    json_t *req = json_pack("{s:s, s:o}", "cmd", "start", "model", utf8_json_xstring(name));
     if (wait)
         json_object_set_new(req, "wait", json_true());
     if (opts[1].seen)
-        json_object_set_new(req, "pod", json_string(opts[1].value));
+        json_object_set_new(req, "pod", utf8_json_xstring(opts[1].value));
     rc = cli_request(app, req, wait ? on_progress : NULL, &p, &res);
     if (p.tty && p.shown) {
         fputs("\r\033[K", stderr);

@@ -1,5 +1,6 @@
 #include <stdio.h>
 
+#include "base/utf8.h"
 #include "cli/cli.h"
 
 static const char usage[] = "usage: yard stop MODEL... | --all\n"
@@ -67,7 +68,8 @@ int cmd_stop(int argc, char **argv, struct app *app)
     }
     /* One connection carries the requests one after the other. */
     for (int i = 0; i < args.n; i++) {
-        int r = stop_one(&c, json_pack("{s:s, s:s}", "cmd", "stop", "model", args.pos[i]));
+        int r = stop_one(
+            &c, json_pack("{s:s, s:o}", "cmd", "stop", "model", utf8_json_xstring(args.pos[i])));
         if (r)
             rc = r;
     }

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "base/utf8.h"
 #include "engine/internal.h"
 
 /*
@@ -183,26 +184,34 @@ void engine__strip_exception(const char **s, size_t *len)
     skip(s, len, (size_t)(colon - *s) + strlen("Error:"));
 }
 
-/* Copies text into dst (size cap), control characters as spaces, cut on a UTF-8 boundary. */
+/*
+ * Copies text into dst (size cap) at offset at, made valid UTF-8: control characters become
+ * spaces, each invalid byte U+FFFD, and the copy stops before a character that does not fit.
+ */
 static size_t copy_clean(char *dst, size_t cap, size_t at, const char *text, size_t len)
 {
-    size_t n = 0;
+    const unsigned char *u = (const unsigned char *)text;
     if (at + 1 >= cap)
         return at;
-    n = cap - 1 - at;
-    if (len > n) {
-        /* do not end inside a multi-byte character */
-        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
-            n--;
-    } else {
-        n = len;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_seq_len(u + i, len - i);
+        const char *out = text + i;
+        size_t out_len = k;
+        if (k == 0) {
+            out = "\xEF\xBF\xBD"; /* U+FFFD */
+            out_len = 3;
+            k = 1;
+        } else if (k == 1 && (u[i] < 0x20 || u[i] == 0x7f)) {
+            out = " ";
+        }
+        if (at + out_len >= cap)
+            break;
+        memcpy(dst + at, out, out_len);
+        at += out_len;
+        i += k;
     }
-    for (size_t i = 0; i < n; i++) {
-        char c = text[i];
-        dst[at + i] = ((unsigned char)c < 0x20 || c == 0x7f) ? ' ' : c;
-    }
-    dst[at + n] = '\0';
-    return at + n;
+    dst[at] = '\0';
+    return at;
 }
 
 void engine__remember_error(struct engine_log_state *st, const char *text, size_t len)

@@ -46,7 +46,7 @@ void engine__strip_exception(const char **s, size_t *len);
  */
 const char *engine__exception_start(const char *s, size_t len);
 
-/* Keeps text as st->first_error unless one is kept already. */
+/* Keeps text, made valid as engine__set_fatal does, as st->first_error unless one is kept. */
 void engine__remember_error(struct engine_log_state *st, const char *text, size_t len);
 
 /*
@@ -59,8 +59,9 @@ void engine__set_ready(struct engine_line *out);
 void engine__set_progress(struct engine_log_state *st, struct engine_line *out, int percent);
 /*
  * Sets a FATAL verdict with reason "label: text" ("label" alone when text is
- * empty, "text" alone when label is NULL), with control characters turned to
- * spaces and cut to ENGINE__REASON_MAX bytes on a UTF-8 boundary.
+ * empty, "text" alone when label is NULL), made valid UTF-8 (control characters
+ * turned to spaces, invalid bytes to U+FFFD) and cut to ENGINE__REASON_MAX bytes
+ * on a character boundary.
  */
 void engine__set_fatal(struct engine_line *out, const char *label, const char *text, size_t len);
 

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "base/alloc.h"
+#include "base/utf8.h"
 #include "gpu/gpu.h"
 
 /* A ledger larger than this is not one the mock engine wrote. */
@@ -234,35 +235,45 @@ static json_t *bytes_json(uint64_t v)
     return v <= (uint64_t)INT64_MAX && v != UINT64_MAX ? json_integer((json_int_t)v) : json_null();
 }
 
+/*
+ * A value json_pack built of valid parts (names through utf8_json_xstring):
+ * NULL only for want of memory, which aborts as xmalloc does.
+ */
+static json_t *must(json_t *v)
+{
+    if (!v) {
+        fprintf(stderr, "yard: out of memory building the GPU inventory's JSON\n");
+        abort();
+    }
+    return v;
+}
+
+static void append(json_t *arr, json_t *v)
+{
+    if (json_array_append_new(arr, must(v)) < 0)
+        must(NULL);
+}
+
+/* Names, uuids and process names come from the driver, nvidia-smi or a pod's ssh. */
 void *gpu_inventory_json(const struct gpu_inventory *inv)
 {
-    json_t *gpus = json_array();
+    json_t *gpus = must(json_array());
     for (size_t i = 0; i < inv->n; i++) {
         const struct gpu_dev *d = &inv->devs[i];
-        json_t *procs = json_array();
+        json_t *procs = must(json_array());
         for (size_t k = 0; k < d->n_procs; k++) {
             const struct gpu_proc *p = &d->procs[k];
-            json_t *o = json_object();
-            json_object_set_new(o, "pid", json_integer(p->pid));
-            json_object_set_new(o, "used", bytes_json(p->used));
-            json_object_set_new(o, "name", json_string(p->name));
-            json_object_set_new(o, "model", json_null());
-            json_array_append_new(procs, o);
+            append(procs,
+                   json_pack("{s:i, s:o, s:o, s:n}", "pid", p->pid, "used", bytes_json(p->used),
+                             "name", utf8_json_xstring(p->name), "model"));
         }
-        json_t *o = json_object();
-        json_object_set_new(o, "index", json_integer(d->index));
-        json_object_set_new(o, "uuid", json_string(d->uuid));
-        json_object_set_new(o, "name", json_string(d->name));
-        json_object_set_new(o, "total", bytes_json(d->total));
-        json_object_set_new(o, "used", bytes_json(d->used));
-        json_object_set_new(o, "free", bytes_json(d->free));
-        json_object_set_new(o, "processes", procs);
-        json_array_append_new(gpus, o);
+        append(gpus, json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "index", d->index, "uuid",
+                               utf8_json_xstring(d->uuid), "name", utf8_json_xstring(d->name),
+                               "total", bytes_json(d->total), "used", bytes_json(d->used), "free",
+                               bytes_json(d->free), "processes", procs));
     }
-    json_t *r = json_object();
-    json_object_set_new(r, "source", json_string(inv->source ? inv->source : "none"));
-    json_object_set_new(r, "gpus", gpus);
-    return r;
+    return must(
+        json_pack("{s:s, s:o}", "source", inv->source ? inv->source : "none", "gpus", gpus));
 }
 
 /* ---- processes ---- */
@@ -392,14 +403,14 @@ int gpu_list_has(const char *list, int index)
 
 void *gpu_record_json(const struct gpu_inventory *inv)
 {
-    json_t *arr = json_array();
+    json_t *arr = must(json_array());
     for (size_t i = 0; i < inv->n; i++) {
         const struct gpu_dev *d = &inv->devs[i];
-        json_array_append_new(
-            arr,
-            json_pack("{s:i, s:s, s:o, s:o}", "index", d->index, "name", d->name, "memory_total",
-                      d->total ? json_integer((json_int_t)d->total) : json_null(), "memory_used",
-                      d->used != UINT64_MAX ? json_integer((json_int_t)d->used) : json_null()));
+        append(arr,
+               json_pack("{s:i, s:o, s:o, s:o}", "index", d->index, "name",
+                         utf8_json_xstring(d->name), "memory_total",
+                         d->total ? json_integer((json_int_t)d->total) : json_null(), "memory_used",
+                         d->used != UINT64_MAX ? json_integer((json_int_t)d->used) : json_null()));
     }
     return arr;
 }

@@ -17,6 +17,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/units.h"
+#include "base/utf8.h"
 #include "engine/sleep.h"
 #include "http/probe.h"
 #include "store/store.h"
@@ -63,8 +64,14 @@ void sup__set_state(struct instance *in, enum inst_state to, const char *reason,
 {
     enum inst_state from = in->state;
     in->state = to;
-    replace_str(&in->reason, reason ? reason : "");
-    replace_str(&in->detail, detail ? detail : in->reason);
+    /* Reasons carry engine log lines and ssh output: made valid UTF-8 before the store, the
+     * notes and every JSON answer see them. */
+    char *r = utf8_xdup(reason ? reason : "");
+    char *d = detail ? utf8_xdup(detail) : xstrdup(r);
+    free(in->reason);
+    free(in->detail);
+    in->reason = r;
+    in->detail = d;
 
     struct store_instance row = {
         .model = in->name,

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "base/utf8.h"
 #include "engine/adapter.h"
 
 struct run {
@@ -292,6 +293,43 @@ static void test_reason_bounded(void **state)
     assert_true(strlen(r.st.first_error) < sizeof(r.st.first_error));
 }
 
+/* Invalid bytes, NUL and a character cut by the line's end become U+FFFD; the reason and the
+ * kept first error are always valid UTF-8, whichever adapter read the line. */
+static void test_reason_invalid_bytes(void **state)
+{
+    static const char *const engines[] = {"vllm", "sglang", "llamacpp", "generic"};
+    static const char line[] =
+        "ERROR 10-21 12:00:00 [core.py:1] torch.OutOfMemoryError: CUDA out of "
+        "memory. bad \xff\xfe and \xc3\xa9 and \x00 nul and cut \xe2\x82";
+    for (size_t i = 0; i < sizeof engines / sizeof engines[0]; i++) {
+        struct run r;
+        run_init(&r, engines[i]);
+        memset(&r.out, 0x5a, sizeof(r.out));
+        r.ops->classify_line(&r.st, line, sizeof line - 1, &r.out);
+        assert_int_equal(r.out.kind, ENGINE_LINE_FATAL);
+        assert_true(utf8_valid(r.out.reason, strlen(r.out.reason)));
+        assert_non_null(
+            strstr(r.out.reason, "bad \xef\xbf\xbd\xef\xbf\xbd and \xc3\xa9 and   nul"));
+        assert_true(utf8_valid(r.st.first_error, strlen(r.st.first_error)));
+    }
+    /* A long line of 3-byte characters cut at the cap ends on a whole character. */
+    char big[1600];
+    size_t at = 0;
+    memcpy(big, "CUDA out of memory ", 19);
+    at = 19;
+    while (at + 4 < sizeof big) {
+        memcpy(big + at, "\xe2\x82\xac", 3);
+        at += 3;
+    }
+    big[at++] = (char)0xff;
+    struct run r;
+    run_init(&r, "generic");
+    r.ops->classify_line(&r.st, big, at, &r.out);
+    assert_int_equal(r.out.kind, ENGINE_LINE_FATAL);
+    assert_true(strlen(r.out.reason) < 500);
+    assert_true(utf8_valid(r.out.reason, strlen(r.out.reason)));
+}
+
 /* ---- SGLang ---- */
 
 static void test_sglang(void **state)
@@ -466,6 +504,7 @@ int main(void)
         cmocka_unit_test(test_vllm_init_failed_without_cause),
         cmocka_unit_test(test_vllm_memory_errors),
         cmocka_unit_test(test_reason_bounded),
+        cmocka_unit_test(test_reason_invalid_bytes),
         cmocka_unit_test(test_sglang),
         cmocka_unit_test(test_llamacpp_ready),
         cmocka_unit_test(test_llamacpp_load_error),

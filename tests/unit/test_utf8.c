@@ -73,13 +73,36 @@ static void test_json(void **state)
     json_decref(j);
 }
 
+static void test_xdup(void **state)
+{
+    (void)state;
+    char *s = utf8_xdup("ok \xc3\xa9");
+    assert_string_equal(s, "ok \xc3\xa9");
+    free(s);
+    s = utf8_xdup("cut \xe2\x82");
+    assert_string_equal(s, "cut \xEF\xBF\xBD\xEF\xBF\xBD");
+    utf8_xreplace(&s); /* already valid: kept */
+    assert_string_equal(s, "cut \xEF\xBF\xBD\xEF\xBF\xBD");
+    free(s);
+    assert_null(utf8_xdup(NULL));
+    s = NULL;
+    utf8_xreplace(&s);
+    assert_null(s);
+    s = strdup("\xff");
+    utf8_xreplace(&s);
+    assert_string_equal(s, "\xEF\xBF\xBD");
+    free(s);
+    json_t *j = utf8_json_xstringn("a\0b", 3);
+    assert_string_equal(json_string_value(j), "a\xEF\xBF\xBD"
+                                              "b");
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid),
-        cmocka_unit_test(test_cut),
-        cmocka_unit_test(test_sanitize),
-        cmocka_unit_test(test_json),
+        cmocka_unit_test(test_valid), cmocka_unit_test(test_cut),  cmocka_unit_test(test_sanitize),
+        cmocka_unit_test(test_json),  cmocka_unit_test(test_xdup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
