@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,13 @@
 #define PIPELINE_MAX (64 * 1024)
 /* After an error response or "Connection: close": how long to drain the client's input. */
 #define LINGER_MS 2000
+/*
+ * Once this much was queued for all clients, the allocator is asked to give
+ * freed memory back to the system when the queues are short again: a burst
+ * of slow clients should not leave the daemon's RSS high after they leave.
+ */
+#define TRIM_ABOVE (8u << 20)
+#define TRIM_BELOW (1u << 20)
 
 struct hdr_off {
     size_t name;
@@ -71,7 +79,9 @@ struct http__conn {
     int close_status;
     int err_status;           /* set by parser callbacks: 413, 431 */
     uint64_t head_started_ms; /* first byte of a request's head; 0 when none pending */
+    uint64_t body_started_ms; /* end of a head with a body to come; 0 when none pending */
     uint64_t last_read_ms;
+    size_t queued; /* bytes of writes not yet completed (their memory is held) */
 };
 
 struct wreq {
@@ -96,8 +106,11 @@ void http_server_limits_default(struct http_server_limits *l)
     l->max_header_bytes = 32 * 1024;
     l->max_body_bytes = 32 * 1024 * 1024;
     l->header_timeout_ms = 10 * 1000;
+    l->body_timeout_ms = 60 * 1000;
     l->idle_timeout_ms = 60 * 1000;
     l->max_connections = 4096;
+    l->max_conn_buffered = 256 * 1024;
+    l->max_buffered = 64 * 1024 * 1024;
 }
 
 const char *http_status_text(int status)
@@ -155,6 +168,70 @@ const char *http_status_text(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 101:
+        return "Switching Protocols";
+    case 103:
+        return "Early Hints";
+    case 203:
+        return "Non-Authoritative Information";
+    case 205:
+        return "Reset Content";
+    case 206:
+        return "Partial Content";
+    case 207:
+        return "Multi-Status";
+    case 300:
+        return "Multiple Choices";
+    case 303:
+        return "See Other";
+    case 305:
+        return "Use Proxy";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 402:
+        return "Payment Required";
+    case 406:
+        return "Not Acceptable";
+    case 407:
+        return "Proxy Authentication Required";
+    case 410:
+        return "Gone";
+    case 412:
+        return "Precondition Failed";
+    case 414:
+        return "URI Too Long";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 418:
+        return "I'm a Teapot";
+    case 421:
+        return "Misdirected Request";
+    case 423:
+        return "Locked";
+    case 424:
+        return "Failed Dependency";
+    case 425:
+        return "Too Early";
+    case 426:
+        return "Upgrade Required";
+    case 428:
+        return "Precondition Required";
+    case 451:
+        return "Unavailable For Legal Reasons";
+    case 505:
+        return "HTTP Version Not Supported";
+    case 506:
+        return "Variant Also Negotiates";
+    case 507:
+        return "Insufficient Storage";
+    case 508:
+        return "Loop Detected";
+    case 511:
+        return "Network Authentication Required";
     default:
         return "Unknown";
     }
@@ -331,6 +408,9 @@ static void on_write(uv_write_t *w, int status)
     struct http__conn *c = wr->conn;
     struct req_impl *r = wr->req;
     int st = status < 0 ? (status == UV_ECANCELED ? -ECANCELED : status) : 0;
+    c->queued -= wr->len;
+    if (!c->closing)
+        c->srv->buffered -= wr->len;
     if (r)
         r->pending_writes--;
     if (wr->cb)
@@ -349,14 +429,62 @@ static void on_write(uv_write_t *w, int status)
         req_finish(r, 0);
 }
 
+/* Closes a client that does not take what is sent to it, with the log line that says why. */
+static void conn_drop_slow(struct http__conn *c, const char *why)
+{
+    char peer[INET6_ADDRSTRLEN + 8];
+    if (tcp_peer(&c->tcp, peer, sizeof peer) < 0)
+        snprintf(peer, sizeof peer, "?");
+    log_warn("http",
+             "connection from '%s': %zu bytes wait for the client to read them (%s); "
+             "dropping it",
+             peer, c->queued, why);
+    conn_close(c, -ENOBUFS);
+}
+
+/*
+ * More is queued for all clients than the server's cap: the clients holding
+ * the most are dropped until it fits again. A client that reads keeps its
+ * queue short, so the slowest go first.
+ */
+static void server_shed(struct http_server *srv)
+{
+    const struct http_server_limits *l = &srv->limits;
+    while (srv->buffered > l->max_buffered) {
+        struct http__conn *worst = NULL;
+        for (struct http__conn *c = srv->conns; c; c = c->next)
+            if (!c->closing && c->queued && (!worst || c->queued > worst->queued))
+                worst = c;
+        if (!worst)
+            break;
+        char why[128];
+        snprintf(why, sizeof why, "%zu bytes for all clients passed router.max_buffered, %zu",
+                 srv->buffered, l->max_buffered);
+        conn_drop_slow(worst, why);
+    }
+}
+
+/*
+ * Queues a write of parts, copied. The connection's own cap counts only
+ * when something is already queued: one whole response of any size goes
+ * out, but a stream that outruns its client does not pile up.
+ */
 static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *parts, int n,
                       http_write_cb cb, void *arg, int then_linger)
 {
     if (c->closing)
         return -ENOTCONN;
+    struct http_server *srv = c->srv;
     size_t len = 0;
     for (int i = 0; i < n; i++)
         len += parts[i].len;
+    if (r && c->queued && srv->limits.max_conn_buffered &&
+        c->queued + len > srv->limits.max_conn_buffered) {
+        char why[96];
+        snprintf(why, sizeof why, "at most %zu per client", srv->limits.max_conn_buffered);
+        conn_drop_slow(c, why);
+        return -ENOTCONN;
+    }
     struct wreq *wr = alloc_try_malloc(sizeof *wr + len);
     if (!wr) {
         conn_out_of_memory(c, r ? "a response" : "an answer of the server's own");
@@ -383,6 +511,13 @@ static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *
     }
     if (r)
         r->pending_writes++;
+    c->queued += len;
+    srv->buffered += len;
+    if (srv->buffered > TRIM_ABOVE)
+        srv->trim_pending = 1;
+    /* c may be dropped here; its write is queued, so its callback still follows */
+    if (srv->limits.max_buffered && srv->buffered > srv->limits.max_buffered)
+        server_shed(srv);
     return 0;
 }
 
@@ -540,7 +675,8 @@ int http_stream_end(struct http_request *req)
  * OpenAI's error shape, with "Connection: close", into msg (512 bytes).
  * Returns its length.
  */
-static size_t error_answer(const struct http_server_limits *l, int status, char msg[512])
+static size_t error_answer(const struct http_server_limits *l, int status, int in_body,
+                           char msg[512])
 {
     char why[160];
     const char *code = "invalid_request";
@@ -548,8 +684,14 @@ static size_t error_answer(const struct http_server_limits *l, int status, char 
     const char *extra = "";
     switch (status) {
     case 408:
-        snprintf(why, sizeof why, "the request head did not arrive within %llu ms",
-                 (unsigned long long)l->header_timeout_ms);
+        if (in_body)
+            snprintf(why, sizeof why,
+                     "the request body did not arrive within %llu ms (router.body_timeout)",
+                     (unsigned long long)l->body_timeout_ms);
+        else
+            snprintf(why, sizeof why,
+                     "the request head did not arrive within %llu ms (router.header_timeout)",
+                     (unsigned long long)l->header_timeout_ms);
         code = "request_timeout";
         break;
     case 413:
@@ -589,10 +731,11 @@ static size_t error_answer(const struct http_server_limits *l, int status, char 
 static void conn_send_error(struct http__conn *c, int status)
 {
     char msg[512];
-    size_t n = error_answer(&c->srv->limits, status, msg);
+    size_t n = error_answer(&c->srv->limits, status, c->body_started_ms != 0, msg);
     req_free(c->parsing);
     c->parsing = NULL;
     c->head_started_ms = 0;
+    c->body_started_ms = 0;
     c->lingering = 1; /* from now on input is discarded */
     buf_reset(&c->in);
     uv_buf_t parts[1] = {part(msg, n)};
@@ -644,10 +787,35 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
+/*
+ * The parser is lenient where a proxy must not be: a request-target with a
+ * tab or a control byte, or a field name that is not a token (a space, a
+ * slash), would be refused only by the engine-facing client, as if the
+ * engine had failed. They are the client's error: 400 here.
+ */
+static int is_tchar(unsigned char ch)
+{
+    return ch > 0x20 && ch < 0x7f && !strchr("()<>@,;:\\\"/[]?={}", ch);
+}
+
+static int target_ok(const char *at, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)at[i];
+        if (ch <= 0x20 || ch == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
     struct req_impl *r = c->parsing;
+    if (!target_ok(at, len)) {
+        c->err_status = 400;
+        return -1;
+    }
     if (header_bytes_add(c, r, len) < 0)
         return -1;
     return parse_append(c, &r->target, at, len, "the request target");
@@ -679,6 +847,12 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
     struct req_impl *r = c->parsing;
+    for (size_t i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)at[i])) {
+            c->err_status = 400;
+            return -1;
+        }
+    }
     int done, rc = header_bytes_check(c, r, at, len, &done);
     if (done)
         return rc;
@@ -755,6 +929,8 @@ static int on_headers_complete(http_parser *p)
         c->err_status = 413;
         return -1;
     }
+    if (has_body)
+        c->body_started_ms = uv_now(c->srv->loop);
     const char *expect = http_request_header(&r->pub, "Expect");
     if (has_body && expect && strcasecmp(expect, "100-continue") == 0 && p->http_major == 1 &&
         p->http_minor >= 1) {
@@ -782,6 +958,7 @@ static int on_message_complete(http_parser *p)
 {
     struct http__conn *c = p->data;
     struct req_impl *r = c->parsing;
+    c->body_started_ms = 0;
     r->complete = 1;
     r->keep_alive = http_should_keep_alive(p);
     if (p->upgrade)
@@ -923,6 +1100,10 @@ static void on_conn_handle_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     srv->n_conns--;
     free(c);
+    if (srv->trim_pending && srv->buffered < TRIM_BELOW) {
+        srv->trim_pending = 0;
+        malloc_trim(0);
+    }
     server_maybe_closed(srv);
 }
 
@@ -932,6 +1113,7 @@ static void conn_close(struct http__conn *c, int status)
         return;
     c->closing = 1;
     c->close_status = status;
+    c->srv->buffered -= c->queued; /* their memory goes as the writes are cancelled */
     c->srv->n_closing += 2;
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
@@ -939,15 +1121,17 @@ static void conn_close(struct http__conn *c, int status)
 
 static void on_timer(uv_timer_t *t);
 
-/* One periodic check per connection serves both the header and the idle timeout. */
+/* One periodic check per connection serves the header, body and idle timeouts. */
 static void conn_watch_timeouts(struct http__conn *c)
 {
     const struct http_server_limits *l = &c->srv->limits;
     uint64_t period = l->idle_timeout_ms;
     if (l->header_timeout_ms && (!period || l->header_timeout_ms < period))
         period = l->header_timeout_ms;
+    if (l->body_timeout_ms && (!period || l->body_timeout_ms < period))
+        period = l->body_timeout_ms;
     period = period / 4 < 50 ? 50 : period / 4;
-    if (l->idle_timeout_ms || l->header_timeout_ms)
+    if (l->idle_timeout_ms || l->header_timeout_ms || l->body_timeout_ms)
         uv_timer_start(&c->timer, on_timer, period, period);
 }
 
@@ -963,6 +1147,12 @@ static void on_timer(uv_timer_t *t)
     /* A head that trickles in (slowloris) gets 408 however often bytes arrive. */
     if (c->head_started_ms && l->header_timeout_ms &&
         now - c->head_started_ms >= l->header_timeout_ms) {
+        conn_send_error(c, 408);
+        return;
+    }
+    /* So does a body that trickles in, however often its bytes arrive. */
+    if (c->body_started_ms && l->body_timeout_ms &&
+        now - c->body_started_ms >= l->body_timeout_ms) {
         conn_send_error(c, 408);
         return;
     }
@@ -1025,7 +1215,7 @@ static void server_refuse(struct http_server *srv)
     if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&srv->refuse) == 0) {
         log_out_of_memory(&srv->refuse, "a new connection", "answering 503 and closing it");
         char msg[512];
-        uv_buf_t b = uv_buf_init(msg, (unsigned)error_answer(&srv->limits, 503, msg));
+        uv_buf_t b = uv_buf_init(msg, (unsigned)error_answer(&srv->limits, 503, 0, msg));
         uv_try_write((uv_stream_t *)&srv->refuse, &b, 1);
     }
     srv->n_closing++;
@@ -1149,6 +1339,22 @@ int http_server_listen(struct http_server *srv)
         return rc;
     srv->listening = 1;
     return 0;
+}
+
+void http_server_set_limits(struct http_server *srv, const struct http_server_limits *limits)
+{
+    srv->limits = *limits;
+    /* each connection's check period follows the new timeouts */
+    for (struct http__conn *c = srv->conns; c; c = c->next)
+        if (!c->closing && !c->lingering && !c->active)
+            conn_watch_timeouts(c);
+    if (srv->limits.max_buffered && srv->buffered > srv->limits.max_buffered)
+        server_shed(srv);
+}
+
+size_t http_server_buffered(const struct http_server *srv)
+{
+    return srv->buffered;
 }
 
 int http_server_port(const struct http_server *srv)

@@ -16,6 +16,11 @@
  * to one callback with the whole body collected; the handler answers at once
  * or later, with a whole response or a streamed (chunked) one.
  *
+ * Memory for responses is bounded too: bytes queued for a client that does
+ * not take them count against a per-connection cap and a cap for the whole
+ * server. Past either, the client holding the most is dropped (its request
+ * ends with -ENOBUFS) with a log line that says why.
+ *
  * Lifetime of a request: it is valid from the request callback until its done
  * callback has returned (see http_request_on_done). Without a done callback
  * the handler must not touch the request after it has ended the response.
@@ -26,10 +31,16 @@ struct http_server_limits {
     size_t max_body_bytes;      /* decoded body; past it: 413 */
     uint64_t idle_timeout_ms;   /* no request in flight and no bytes: close */
     uint64_t header_timeout_ms; /* a request's head must arrive within this: 408 */
+    uint64_t body_timeout_ms;   /* its body, within this of the head's end: 408 */
     unsigned max_connections;   /* past it: new connections are closed at once */
+    size_t max_conn_buffered;   /* response bytes queued for one client; past it: dropped */
+    size_t max_buffered;        /* for all clients; past it the one with most is dropped */
 };
 
-/* 32 KiB of headers, 32 MiB of body, 10 s for a head, 60 s idle, 4096 connections. */
+/*
+ * 32 KiB of headers, 32 MiB of body, 10 s for a head, 60 s for a body, 60 s
+ * idle, 4096 connections, 256 KiB queued per client, 64 MiB for all.
+ */
 void http_server_limits_default(struct http_server_limits *l);
 
 struct http_header {
@@ -74,6 +85,8 @@ struct http_server {
     uv_tcp_t refuse;          /* takes a connection there is no memory for, to answer 503 */
     int refusing;             /* refuse is in use (closing) */
     int accept_waiting;       /* a connection waits in libuv until refuse is free again */
+    size_t buffered;          /* response bytes queued on open connections */
+    int trim_pending;         /* buffered was high: give memory back once it is low again */
     char read_buf[64 * 1024]; /* one shared read buffer: reads are handled at once */
 };
 
@@ -95,6 +108,16 @@ int http_server_bind(struct http_server *srv, const char *host, int port);
 
 /* Starts accepting connections on the bound socket. Returns 0 or a negative errno. */
 int http_server_listen(struct http_server *srv);
+
+/*
+ * Replaces the limits: new connections and the next request of each open one
+ * take them; a request already in flight keeps what it was admitted with,
+ * except that timeouts and the buffer caps apply from now on.
+ */
+void http_server_set_limits(struct http_server *srv, const struct http_server_limits *limits);
+
+/* Response bytes queued for all clients, not yet taken by them. */
+size_t http_server_buffered(const struct http_server *srv);
 
 /* The bound port (the real one when 0 was asked), or -1 before a bind. */
 int http_server_port(const struct http_server *srv);

@@ -13,6 +13,9 @@
 #include "sched/sched.h"
 
 #define ROUTER_MODEL_MAX 256
+/* The model label of requests that named no model, and of those that named one not configured. */
+#define ROUTER_NO_MODEL "-"
+#define ROUTER_UNKNOWN_MODEL "unknown"
 
 struct router__count {
     char *model;
@@ -59,6 +62,10 @@ struct router__req {
 
 /* router.c */
 void router__count(struct router *r, const char *model, int status);
+/*
+ * Counts an answer for yard_requests_total. A model that is not configured
+ * counts as ROUTER_UNKNOWN_MODEL, so the labels are bounded by the config.
+ */
 /*
  * Answers with an error in OpenAI's shape {"error":{"message","type","param","code"}}
  * (for /v1/messages also Anthropic's "type":"error"), or, once a stream has begun,

@@ -1,33 +1,79 @@
 /* GET /metrics: Prometheus text exposition of the router, scheduler and instances. */
 #include "router/internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/utf8.h"
 #include "config/config.h"
 #include "sup/sup.h"
+
+/*
+ * Appends s as a label value between quotes: made valid UTF-8 (U+FFFD for
+ * invalid bytes), then backslash, double quote and newline escaped as the
+ * Prometheus text format wants, so no name can end a label or a line.
+ */
+static void metrics__label(struct buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    char *clean = utf8_valid(s, n) ? NULL : utf8_sanitize(s, n, &n);
+    const char *p = clean ? clean : s;
+
+    buf_append(b, "\"", 1);
+    for (size_t i = 0, run = 0; i <= n; i++) {
+        const char *esc = i == n         ? NULL
+                          : p[i] == '\\' ? "\\\\"
+                          : p[i] == '"'  ? "\\\""
+                          : p[i] == '\n' ? "\\n"
+                                         : NULL;
+        if (!esc && i < n)
+            continue;
+        buf_append(b, p + run, i - run);
+        if (esc)
+            buf_appends(b, esc);
+        run = i + 1;
+    }
+    buf_append(b, "\"", 1);
+    free(clean);
+}
+
+/* NAME{KEY="VALUE"} with VALUE escaped; the caller appends the rest of the line. */
+static void metrics__series(struct buf *b, const char *name, const char *key, const char *value)
+{
+    buf_printf(b, "%s{%s=", name, key);
+    metrics__label(b, value);
+}
 
 void router__metrics(struct router *r, struct buf *b)
 {
     struct app *app = r->app;
     buf_appends(b, "# HELP yard_requests_total Requests answered, by model and HTTP status.\n"
                    "# TYPE yard_requests_total counter\n");
-    for (size_t i = 0; i < r->n_counts; i++)
-        buf_printf(b, "yard_requests_total{model=\"%s\",status=\"%d\"} %llu\n", r->counts[i].model,
-                   r->counts[i].status, (unsigned long long)r->counts[i].n);
+    for (size_t i = 0; i < r->n_counts; i++) {
+        metrics__series(b, "yard_requests_total", "model", r->counts[i].model);
+        buf_printf(b, ",status=\"%d\"} %llu\n", r->counts[i].status,
+                   (unsigned long long)r->counts[i].n);
+    }
 
     size_t n = 0;
     const struct sched_stats *st = sched_stats(app->sched, &n);
     buf_appends(b, "# HELP yard_queue_depth Requests waiting for their model.\n"
                    "# TYPE yard_queue_depth gauge\n");
-    for (size_t i = 0; i < n; i++)
-        buf_printf(b, "yard_queue_depth{model=\"%s\"} %zu\n", st[i].model, st[i].waiting);
+    for (size_t i = 0; i < n; i++) {
+        metrics__series(b, "yard_queue_depth", "model", st[i].model);
+        buf_printf(b, "} %zu\n", st[i].waiting);
+    }
     buf_appends(b, "# HELP yard_inflight Requests being answered by the engine.\n"
                    "# TYPE yard_inflight gauge\n");
-    for (size_t i = 0; i < n; i++)
-        buf_printf(b, "yard_inflight{model=\"%s\"} %d\n", st[i].model, st[i].inflight);
+    for (size_t i = 0; i < n; i++) {
+        metrics__series(b, "yard_inflight", "model", st[i].model);
+        buf_printf(b, "} %d\n", st[i].inflight);
+    }
     buf_appends(b, "# HELP yard_pinned 1 when the model is pinned.\n# TYPE yard_pinned gauge\n");
-    for (size_t i = 0; i < n; i++)
-        buf_printf(b, "yard_pinned{model=\"%s\"} %d\n", st[i].model, st[i].pinned);
+    for (size_t i = 0; i < n; i++) {
+        metrics__series(b, "yard_pinned", "model", st[i].model);
+        buf_printf(b, "} %d\n", st[i].pinned);
+    }
 
     uint64_t swaps, waits;
     double wait_s;
@@ -57,13 +103,20 @@ void router__metrics(struct router *r, struct buf *b)
     const char *from, *to;
     double cost;
     uint64_t count;
-    for (size_t i = 0; sched_switch_cost(app->sched, i, &from, &to, &cost, &count) == 0; i++)
-        buf_printf(b, "yard_switch_cost_seconds{from=\"%s\",to=\"%s\"} %.6f\n", from, to, cost);
+    for (size_t i = 0; sched_switch_cost(app->sched, i, &from, &to, &cost, &count) == 0; i++) {
+        metrics__series(b, "yard_switch_cost_seconds", "from", from);
+        buf_appends(b, ",to=");
+        metrics__label(b, to);
+        buf_printf(b, "} %.6f\n", cost);
+    }
     buf_appends(b, "# HELP yard_switches_total Switches measured, per direction.\n"
                    "# TYPE yard_switches_total counter\n");
-    for (size_t i = 0; sched_switch_cost(app->sched, i, &from, &to, &cost, &count) == 0; i++)
-        buf_printf(b, "yard_switches_total{from=\"%s\",to=\"%s\"} %llu\n", from, to,
-                   (unsigned long long)count);
+    for (size_t i = 0; sched_switch_cost(app->sched, i, &from, &to, &cost, &count) == 0; i++) {
+        metrics__series(b, "yard_switches_total", "from", from);
+        buf_appends(b, ",to=");
+        metrics__label(b, to);
+        buf_printf(b, "} %llu\n", (unsigned long long)count);
+    }
     buf_printf(b,
                "# HELP yard_tokens_total Tokens the engines reported in whole answers.\n"
                "# TYPE yard_tokens_total counter\n"
@@ -79,15 +132,18 @@ void router__metrics(struct router *r, struct buf *b)
     for (size_t i = 0; i < sup_count(app->sup); i++) {
         struct sup_info info;
         sup_info_at(app->sup, i, &info);
-        for (size_t k = 0; k < sizeof states / sizeof states[0]; k++)
-            buf_printf(b, "yard_instance_state{model=\"%s\",state=\"%s\"} %d\n", info.name,
-                       sup_state_name(states[k]), info.state == states[k]);
+        for (size_t k = 0; k < sizeof states / sizeof states[0]; k++) {
+            metrics__series(b, "yard_instance_state", "model", info.name);
+            buf_printf(b, ",state=\"%s\"} %d\n", sup_state_name(states[k]),
+                       info.state == states[k]);
+        }
     }
     buf_appends(b, "# HELP yard_instance_restarts Restarts after failures, per model.\n"
                    "# TYPE yard_instance_restarts gauge\n");
     for (size_t i = 0; i < sup_count(app->sup); i++) {
         struct sup_info info;
         sup_info_at(app->sup, i, &info);
-        buf_printf(b, "yard_instance_restarts{model=\"%s\"} %d\n", info.name, info.restarts);
+        metrics__series(b, "yard_instance_restarts", "model", info.name);
+        buf_printf(b, "} %d\n", info.restarts);
     }
 }

@@ -18,11 +18,13 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/utf8.h"
 #include "config/config.h"
 #include "router/scan.h"
 
 #define WHOLE_MAX (1u << 20)       /* answers up to this size with a length go out whole */
 #define ERROR_BODY_MAX (64u << 10) /* an upstream error body kept for normalising */
+#define ERROR_TEXT_MAX 500         /* bytes of a non-JSON error body quoted as its message */
 #define PAUSE_ABOVE (1u << 20)     /* client backlog that pauses upstream reading */
 #define RESUME_BELOW (256u << 10)
 
@@ -75,23 +77,29 @@ char *router__normalise_error(int status, const char *body, size_t len, int anth
             strcmp(type, "error") == 0)
             type = NULL;
     }
-    char *text = NULL;
-    if (!msg) {
-        size_t n = len > 500 ? 500 : len;
-        text = n ? xstrndup(body, n) : xstrfmt("the engine answered %d", status);
-        msg = text;
-    }
-    json_t *e = json_pack(
-        "{s:s, s:s, s:O, s:o}", "message", msg, "type", type ? type : default_type(status), "param",
-        param && (json_is_string(param) || json_is_null(param)) ? param : json_null(), "code",
-        code ? json_string(code) : json_null());
-    json_t *out = json_pack("{s:o}", "error", e);
-    if (anthropic)
+    /* A body that is not JSON is quoted, cut at a character and made valid UTF-8. */
+    json_t *m = msg   ? json_string(msg)
+                : len ? utf8_json_stringn(body, utf8_cut(body, len, ERROR_TEXT_MAX))
+                      : json_sprintf("the engine answered %d", status);
+    json_t *e =
+        m ? json_pack("{s:o, s:s, s:O, s:o}", "message", m, "type",
+                      type ? type : default_type(status), "param",
+                      param && (json_is_string(param) || json_is_null(param)) ? param : json_null(),
+                      "code", code ? json_string(code) : json_null())
+          : NULL;
+    json_t *out = e ? json_pack("{s:o}", "error", e) : NULL;
+    if (out && anthropic)
         json_object_set_new(out, "type", json_string("error"));
-    char *s = json_dumps(out, JSON_COMPACT);
+    char *s = out ? json_dumps(out, JSON_COMPACT) : NULL;
     json_decref(out);
     json_decref(in);
-    free(text);
+    if (!s) {
+        log_error("router", "cannot encode the engine's %d error; answering with a fixed one",
+                  status);
+        s = xstrfmt("{\"error\":{\"message\":\"the engine answered %d\",\"type\":\"%s\","
+                    "\"param\":null,\"code\":null}%s}",
+                    status, default_type(status), anthropic ? ",\"type\":\"error\"" : "");
+    }
     return s;
 }
 
@@ -335,7 +343,7 @@ void router__req_gone(struct router__req *rr)
     }
     release_slot(rr);
     if (!rr->counted && !rr->finished)
-        router__count(rr->r, rr->model[0] ? rr->model : "-", 499);
+        router__count(rr->r, rr->model[0] ? rr->model : ROUTER_NO_MODEL, 499);
     buf_release(&rr->rbuf);
     if (rr->body_owned)
         free(rr->body);

@@ -16,20 +16,41 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/utf8.h"
 #include "config/config.h"
 #include "router/scan.h"
 #include "sup/sup.h"
 
+/*
+ * The answer when jansson refuses to build or encode one (memory, or a string
+ * that slipped past utf8.h): fixed, so that failing cannot fail again.
+ */
+static const char router__encode_failed[] =
+    "{\"error\":{\"message\":\"yard could not encode its answer; see the daemon's log\","
+    "\"type\":\"server_error\",\"param\":null,\"code\":\"internal_error\"}}";
+
+/* Sends body (a new reference, may be NULL) as JSON; a NULL or unencodable one is a 500. */
 static void respond_json(struct http_request *req, int status, json_t *body)
 {
-    char *s = json_dumps(body, JSON_COMPACT);
+    char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
+    if (!s) {
+        log_error("router", "cannot encode the answer to %s", req->method);
+        http_respond(req, 500, "application/json", router__encode_failed,
+                     sizeof router__encode_failed - 1);
+        return;
+    }
     http_respond(req, status, "application/json", s, strlen(s));
     free(s);
 }
 
 void router__count(struct router *r, const char *model, int status)
 {
+    /* Labels come from the config only, so that clients cannot grow the metrics page. */
+    if (strcmp(model, ROUTER_NO_MODEL) != 0) {
+        const struct config_model *m = config_find_model(r->app->cfg, model);
+        model = m ? m->name : ROUTER_UNKNOWN_MODEL;
+    }
     for (size_t i = 0; i < r->n_counts; i++) {
         if (r->counts[i].status == status && strcmp(r->counts[i].model, model) == 0) {
             r->counts[i].n++;
@@ -40,13 +61,21 @@ void router__count(struct router *r, const char *model, int status)
     r->counts[r->n_counts++] = (struct router__count){xstrdup(model), status, 1};
 }
 
+/*
+ * The error object; msg may hold bytes from outside (a path, a name), made
+ * valid UTF-8 here. Returns a new reference, or NULL when jansson fails.
+ */
 static json_t *error_json(int anthropic, const char *type, const char *code, const char *msg)
 {
+    json_t *m = utf8_json_string(msg);
     json_t *e =
-        json_pack("{s:s, s:s, s:n, s:s}", "message", msg, "type", type, "param", "code", code);
-    json_t *o = json_pack("{s:o}", "error", e);
-    if (anthropic)
-        json_object_set_new(o, "type", json_string("error"));
+        m ? json_pack("{s:o, s:s, s:n, s:s}", "message", m, "type", type, "param", "code", code)
+          : NULL;
+    json_t *o = e ? json_pack("{s:o}", "error", e) : NULL;
+    if (o && anthropic && json_object_set_new(o, "type", json_string("error")) < 0) {
+        json_decref(o);
+        o = NULL;
+    }
     return o;
 }
 
@@ -59,13 +88,14 @@ void router__fail(struct router__req *rr, int status, const char *type, const ch
     va_end(ap);
     json_t *o = error_json(rr->anthropic, type, code, msg);
     free(msg);
-    router__count(rr->r, rr->model[0] ? rr->model : "-", status);
+    router__count(rr->r, rr->model[0] ? rr->model : ROUTER_NO_MODEL, status);
     rr->counted = 1;
     if (rr->began) {
         /* The stream is open: the error travels as its last event. */
-        char *s = json_dumps(o, JSON_COMPACT);
-        char *ev =
-            rr->anthropic ? xstrfmt("event: error\ndata: %s\n\n", s) : xstrfmt("data: %s\n\n", s);
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        const char *data = s ? s : router__encode_failed;
+        char *ev = rr->anthropic ? xstrfmt("event: error\ndata: %s\n\n", data)
+                                 : xstrfmt("data: %s\n\n", data);
         http_stream_write(rr->req, ev, strlen(ev), NULL, NULL);
         http_stream_end(rr->req);
         free(ev);
@@ -122,16 +152,25 @@ static void handle_models(struct router *r, struct http_request *req)
         struct sup_info info;
         const char *state =
             sup_info(r->app->sup, m->name, &info) == 0 ? sup_state_name(info.state) : "stopped";
-        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "id", m->name,
-                                              "object", "model", "created", created, "owned_by",
-                                              "yard", "engine", m->engine, "state", state));
-        for (size_t k = 0; k < m->n_aliases; k++)
-            json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s}", "id",
-                                                  m->aliases[k], "object", "model", "created",
-                                                  created, "owned_by", "yard", "engine", m->engine,
-                                                  "state", state, "alias_of", m->name));
+        json_t *o = json_pack("{s:o, s:s, s:I, s:s, s:o, s:s}", "id", utf8_json_string(m->name),
+                              "object", "model", "created", created, "owned_by", "yard", "engine",
+                              utf8_json_string(m->engine), "state", state);
+        if (!o || json_array_append_new(data, o) < 0)
+            goto fail;
+        for (size_t k = 0; k < m->n_aliases; k++) {
+            o = json_pack("{s:o, s:s, s:I, s:s, s:o, s:s, s:o}", "id",
+                          utf8_json_string(m->aliases[k]), "object", "model", "created", created,
+                          "owned_by", "yard", "engine", utf8_json_string(m->engine), "state", state,
+                          "alias_of", utf8_json_string(m->name));
+            if (!o || json_array_append_new(data, o) < 0)
+                goto fail;
+        }
     }
     respond_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+    return;
+fail:
+    json_decref(data);
+    respond_json(req, 500, NULL);
 }
 
 static void on_done(struct http_request *req, int status, void *arg)
@@ -165,19 +204,27 @@ static char *known_models(const struct config *cfg)
     return buf_detach(&b, NULL);
 }
 
+/* Copies name into rr->model, cut at a character boundary when it does not fit. */
+static void set_model(struct router__req *rr, const char *name)
+{
+    size_t n = utf8_cut(name, strlen(name), sizeof rr->model - 1);
+    memcpy(rr->model, name, n);
+    rr->model[n] = '\0';
+}
+
 /* Resolves rr->model (name or alias) to the configured name; 404 when unknown. */
 static const struct config_model *resolve(struct router__req *rr, const char *name)
 {
     const struct config_model *m = config_find_model(rr->r->app->cfg, name);
     if (!m) {
         char *known = known_models(rr->r->app->cfg);
-        snprintf(rr->model, sizeof rr->model, "%s", name);
+        set_model(rr, name);
         router__fail(rr, 404, "invalid_request_error", "model_not_found", 0,
                      "model '%s' not found; known models: %s", name, known);
         free(known);
         return NULL;
     }
-    snprintf(rr->model, sizeof rr->model, "%s", m->name);
+    set_model(rr, m->name);
     return m;
 }
 
@@ -191,9 +238,11 @@ static int rewrite_model(struct router__req *rr, const char *name)
     size_t vlen;
     if (router_scan_member(rr->body, rr->body_len, "model", &v, &vlen) < 0)
         return -EINVAL;
-    json_t *js = json_string(name);
-    char *quoted = json_dumps(js, JSON_ENCODE_ANY);
+    json_t *js = utf8_json_string(name);
+    char *quoted = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
     json_decref(js);
+    if (!quoted)
+        return -ENOMEM;
     size_t qlen = strlen(quoted);
     size_t before = (size_t)(v - rr->body), after = rr->body_len - before - vlen;
     char *out = xmalloc(before + qlen + after + 1);
@@ -213,7 +262,16 @@ static void handle_inference(struct router *r, struct http_request *req)
     struct router__req *rr = req_new(r, req);
     rr->anthropic = strcmp(req->path, "/v1/messages") == 0;
     char name[ROUTER_MODEL_MAX];
-    int n = router_scan_model(req->body, req->body_len, name, sizeof name);
+    int stream = 0;
+    const char *dup = NULL;
+    int n = router_scan_request(req->body, req->body_len, name, sizeof name, &stream, &dup);
+    if (n == -EEXIST) {
+        /* yard would route on one member and the engine obey another. */
+        router__fail(rr, 400, "invalid_request_error", "duplicate_key", 0,
+                     "the request body has '%s' more than once at its top level; send it once",
+                     dup ? dup : "model");
+        return;
+    }
     if (n == -ENOENT) {
         char *known = known_models(r->app->cfg);
         router__fail(rr, 400, "invalid_request_error", "model_missing", 0,
@@ -239,7 +297,7 @@ static void handle_inference(struct router *r, struct http_request *req)
                      "the request body is not valid JSON");
         return;
     }
-    rr->stream = router_scan_true(rr->body, rr->body_len, "stream");
+    rr->stream = stream;
     rr->target = xstrdup(req->target);
     router__admit(rr);
 }

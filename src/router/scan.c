@@ -14,7 +14,9 @@
  * skipped value as little as it can: a string is crossed to its closing
  * quote, a container by counting brackets outside the strings inside it.
  * Skipped values are only checked for balance, not validated; the
- * key and the value of "model" are decoded and checked in full.
+ * key and the value of "model" are decoded and checked in full. The walk
+ * always goes on to the object's closing brace, to find a key read here
+ * that appears twice.
  *
  * The value must also be a string a route can be looked up by: a "\u0000"
  * escape, a raw control byte, a lone surrogate or invalid UTF-8 in it gives
@@ -503,11 +505,23 @@ static int scan__read_model(const char *p, const char *end, char *out, size_t ou
     return (int)n;
 }
 
+/* A top-level key the caller reads, and where its value starts (NULL while not seen). */
+struct scan__want {
+    const char *key;
+    const char *value;
+};
+
 /*
- * Finds the top-level member `key`: sets *value to the first byte of its
- * value. Returns 0, -ENOENT or -EINVAL.
+ * Walks every member of the top-level object, to its closing brace, and
+ * sets want[i].value to the first byte of the value of key want[i].key.
+ * A wanted key seen twice is refused: a parser that keeps the last member
+ * (Python's, the engines') would read another body than the one routed.
+ * Returns 0 (keys not seen keep a NULL value), -EINVAL for a body that is
+ * not an object or is malformed at the top level, or -EEXIST with *dup set
+ * to the repeated key.
  */
-static int scan__find(const char *body, size_t len, const char *key, const char **value)
+static int scan__members(const char *body, size_t len, struct scan__want *want, size_t n_want,
+                         const char **dup)
 {
     const char *p = body, *end = body + len;
 
@@ -518,7 +532,7 @@ static int scan__find(const char *body, size_t len, const char *key, const char 
         return -EINVAL;
     p = scan__skip_ws(p + 1, end);
     if (p < end && *p == '}')
-        return -ENOENT;
+        return 0;
 
     for (;;) {
         if (p == end || *p != '"')
@@ -527,9 +541,16 @@ static int scan__find(const char *body, size_t len, const char *key, const char 
         const char *k_end = scan__string_end(k, end);
         if (!k_end)
             return -EINVAL;
-        int match = scan__key_is(k, (size_t)(k_end - k), key);
-        if (match < 0)
-            return match;
+        struct scan__want *hit = NULL;
+        for (size_t i = 0; i < n_want; i++) {
+            int match = scan__key_is(k, (size_t)(k_end - k), want[i].key);
+            if (match < 0)
+                return match;
+            if (match) {
+                hit = &want[i];
+                break;
+            }
+        }
 
         p = scan__skip_ws(k_end + 1, end);
         if (p == end || *p != ':')
@@ -537,9 +558,13 @@ static int scan__find(const char *body, size_t len, const char *key, const char 
         p = scan__skip_ws(p + 1, end);
         if (p == end)
             return -EINVAL;
-        if (match) {
-            *value = p;
-            return 0;
+        if (hit) {
+            if (hit->value) {
+                if (dup)
+                    *dup = hit->key;
+                return -EEXIST;
+            }
+            hit->value = p;
         }
 
         p = scan__value_end(p, end);
@@ -549,11 +574,24 @@ static int scan__find(const char *body, size_t len, const char *key, const char 
         if (p == end)
             return -EINVAL;
         if (*p == '}')
-            return -ENOENT;
+            return 0;
         if (*p != ',')
             return -EINVAL;
         p = scan__skip_ws(p + 1, end);
     }
+}
+
+/* The one top-level member key: 0 with *value set, -ENOENT, -EINVAL or -EEXIST. */
+static int scan__find(const char *body, size_t len, const char *key, const char **value)
+{
+    struct scan__want w = {key, NULL};
+    int rc = scan__members(body, len, &w, 1, NULL);
+    if (rc < 0)
+        return rc;
+    if (!w.value)
+        return -ENOENT;
+    *value = w.value;
+    return 0;
 }
 
 static int scan__model(const char *body, size_t len, char *out, size_t outlen)
@@ -570,11 +608,8 @@ int router_scan_member(const char *body, size_t len, const char *key, const char
     int rc = body && len ? scan__find(body, len, key, &v) : -EINVAL;
     if (rc < 0)
         return rc;
+    /* The walk saw the whole object, so the value is well delimited. */
     const char *e = scan__value_end(v, body + len);
-    /* The value must be followed by the next member or the end of the object. */
-    const char *after = e ? scan__skip_ws(e, body + len) : NULL;
-    if (!after || after == body + len || (*after != ',' && *after != '}'))
-        return -EINVAL;
     *value = v;
     *value_len = (size_t)(e - v);
     return 0;
@@ -585,6 +620,27 @@ int router_scan_true(const char *body, size_t len, const char *key)
     const char *v;
     size_t n;
     return router_scan_member(body, len, key, &v, &n) == 0 && n == 4 && memcmp(v, "true", 4) == 0;
+}
+
+int router_scan_request(const char *body, size_t len, char *model, size_t model_len, int *stream,
+                        const char **dup)
+{
+    struct scan__want w[] = {{"model", NULL}, {"stream", NULL}};
+    int rc = body && len ? scan__members(body, len, w, 2, dup) : -EINVAL;
+
+    *stream = 0;
+    if (rc == 0 && !w[0].value)
+        rc = -ENOENT;
+    if (rc == 0)
+        rc = scan__read_model(w[0].value, body + len, model, model_len);
+    if (rc < 0) {
+        if (model_len > 0)
+            model[0] = '\0';
+        return rc;
+    }
+    /* The walk crossed the value, so one starting with 't' is exactly true. */
+    *stream = w[1].value && *w[1].value == 't';
+    return rc;
 }
 
 int router_scan_model(const char *body, size_t len, char *out, size_t outlen)

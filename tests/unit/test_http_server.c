@@ -39,11 +39,15 @@ struct ctx {
     pthread_t thread;
     int port;
     void (*client)(struct ctx *);
-    char fail[512];         /* first failure seen by the client */
-    atomic_int ack;         /* chunks the client has seen (gates /stream) */
-    atomic_int done_status; /* done status of /forever, 1 until it ends */
-    atomic_int requests;    /* requests handled */
-    int stop_sent;          /* the scenario stopped the server itself */
+    char fail[512];             /* first failure seen by the client */
+    atomic_int ack;             /* chunks the client has seen (gates /stream) */
+    atomic_int done_status;     /* done status of /forever, 1 until it ends */
+    atomic_int requests;        /* requests handled */
+    int stop_sent;              /* the scenario stopped the server itself */
+    atomic_int flood_dropped;   /* /flood streams that ended with -ENOBUFS */
+    atomic_int flood_other;     /* /flood streams that ended otherwise */
+    atomic_size_t max_buffered; /* the most queued for all clients, seen after a write */
+    atomic_size_t max_per_conn; /* the most queued for one /flood client (pending writes) */
 };
 
 #define CHECK(ctx, cond)                                                                           \
@@ -100,10 +104,74 @@ static void stream_done(struct http_request *req, int status, void *arg)
     uv_close((uv_handle_t *)&st->timer, stream_state_free);
 }
 
+/* /flood: writes as fast as the timer ticks, ignoring backpressure, until the client is dropped. */
+struct flood {
+    uv_timer_t timer;
+    struct http_request *req;
+    struct ctx *ctx;
+    size_t queued; /* bytes written whose completion has not been seen */
+    int ended;
+};
+
+static void atomic_max(atomic_size_t *m, size_t v)
+{
+    size_t cur = atomic_load(m);
+    while (v > cur && !atomic_compare_exchange_weak(m, &cur, v))
+        ;
+}
+
+static void flood_written(struct http_request *req, int status, void *arg)
+{
+    struct flood *f = arg;
+    f->queued -= 8192;
+}
+
+static void flood_tick(uv_timer_t *t)
+{
+    struct flood *f = t->data;
+    static char chunk[8192];
+    memset(chunk, 'f', sizeof chunk);
+    for (int i = 0; i < 8 && !f->ended; i++) {
+        if (http_stream_write(f->req, chunk, sizeof chunk, flood_written, f) < 0)
+            return;
+        f->queued += sizeof chunk;
+        atomic_max(&f->ctx->max_per_conn, f->queued);
+        atomic_max(&f->ctx->max_buffered, http_server_buffered(&f->ctx->srv));
+    }
+}
+
+static void flood_done(struct http_request *req, int status, void *arg)
+{
+    struct flood *f = arg;
+    atomic_fetch_add(status == -ENOBUFS ? &f->ctx->flood_dropped : &f->ctx->flood_other, 1);
+    f->ended = 1;
+    uv_timer_stop(&f->timer);
+    uv_close((uv_handle_t *)&f->timer, stream_state_free);
+}
+
 static void handle(struct http_request *req, void *arg)
 {
     struct ctx *ctx = arg;
     atomic_fetch_add(&ctx->requests, 1);
+    if (strcmp(req->path, "/flood") == 0) {
+        struct flood *f = xcalloc(1, sizeof *f);
+        f->req = req;
+        f->ctx = ctx;
+        uv_timer_init(&ctx->loop, &f->timer);
+        f->timer.data = f;
+        http_request_on_done(req, flood_done, f);
+        http_stream_begin(req, 200, "text/event-stream");
+        uv_timer_start(&f->timer, flood_tick, 1, 1);
+        return;
+    }
+    if (strcmp(req->path, "/shrink") == 0) {
+        /* what a reload does: the next requests take the new limits */
+        struct http_server_limits l = ctx->srv.limits;
+        l.max_body_bytes = 4;
+        http_server_set_limits(&ctx->srv, &l);
+        http_respond(req, 200, "text/plain", "ok", 2);
+        return;
+    }
     if (strcmp(req->path, "/echo") == 0) {
         char *out = xstrfmt("%s %s ?%s |%.*s", req->method, req->path, req->query,
                             (int)req->body_len, req->body);
@@ -487,6 +555,213 @@ static void test_server_close_cancels(void **state)
     free(ctx);
 }
 
+/* A connection whose reader takes almost nothing: the kernel's buffers fill at once. */
+static int connect_stalled(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Polls until *v reaches want or 10 s pass. */
+static int wait_count(atomic_int *v, int want)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (atomic_load(v) < want) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec - t0.tv_sec > 10)
+            return 0;
+        poll(NULL, 0, 5);
+    }
+    return 1;
+}
+
+static void client_stalled_one(struct ctx *ctx)
+{
+    int fd = connect_stalled(ctx->port);
+    CHECK(ctx, fd >= 0);
+    sends(fd, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
+    /* never reads: the server must drop it rather than queue without end */
+    CHECK(ctx, wait_count(&ctx->flood_dropped, 1));
+    CHECK(ctx, peer_closes(fd));
+    close(fd);
+}
+
+static void test_slow_reader_capped(void **state)
+{
+    struct http_server_limits l;
+    http_server_limits_default(&l);
+    l.max_conn_buffered = 128 * 1024;
+    struct ctx *ctx = xmalloc(sizeof *ctx);
+    run(client_stalled_one, &l, ctx);
+    assert_int_equal(atomic_load(&ctx->flood_dropped), 1);
+    assert_int_equal(atomic_load(&ctx->flood_other), 0);
+    /* the queue never passed the cap (one chunk is 8 KiB plus its framing) */
+    assert_true(atomic_load(&ctx->max_buffered) <= 128 * 1024);
+    free(ctx);
+}
+
+static void client_stalled_many(struct ctx *ctx)
+{
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = connect_stalled(ctx->port);
+        CHECK(ctx, fds[i] >= 0);
+        sends(fds[i], "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    CHECK(ctx, wait_count(&ctx->flood_dropped, 3));
+    /* a client that reads is still served meanwhile */
+    struct cconn *cc = xcalloc(1, sizeof *cc);
+    cc->fd = connect_to(ctx->port);
+    struct resp r;
+    sends(cc->fd, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(ctx, resp_read(cc, &r) == 1);
+    CHECK(ctx, r.status == 200);
+    resp_release(&r);
+    close(cc->fd);
+    free(cc);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+}
+
+static void test_global_buffer_cap(void **state)
+{
+    struct http_server_limits l;
+    http_server_limits_default(&l);
+    l.max_conn_buffered = 4 * 1024 * 1024;
+    l.max_buffered = 256 * 1024;
+    struct ctx *ctx = xmalloc(sizeof *ctx);
+    run(client_stalled_many, &l, ctx);
+    assert_int_equal(atomic_load(&ctx->flood_dropped), 3);
+    /* all three were dropped by the server's cap, each well under its own */
+    assert_true(atomic_load(&ctx->max_buffered) <= 256 * 1024 + 8300);
+    assert_true(atomic_load(&ctx->max_per_conn) <= 256 * 1024 + 8300);
+    free(ctx);
+}
+
+/* Sends one byte every 50 ms until the server answers or 3 s pass; 1 if it answered. */
+static int trickle_until_answer(int fd, const char *bytes)
+{
+    for (int i = 0; i < 60; i++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 50) > 0)
+            return 1;
+        send(fd, bytes + (i % strlen(bytes)), 1, MSG_NOSIGNAL);
+    }
+    return 0;
+}
+
+static void client_body_trickle(struct ctx *ctx)
+{
+    struct cconn *cc = xcalloc(1, sizeof *cc);
+    struct resp r;
+
+    /* a declared body that trickles in, a byte more often than any timeout */
+    cc->fd = connect_to(ctx->port);
+    sends(cc->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    CHECK(ctx, trickle_until_answer(cc->fd, "abc"));
+    CHECK(ctx, resp_read(cc, &r) == 1);
+    CHECK(ctx, r.status == 408);
+    CHECK(ctx, r.body.data && strstr(r.body.data, "router.body_timeout"));
+    CHECK(ctx, has_header(&r, "Connection: close"));
+    CHECK(ctx, peer_closes(cc->fd));
+    resp_release(&r);
+    close(cc->fd);
+
+    /* the same with a chunked body */
+    cc->fd = connect_to(ctx->port);
+    cc->plen = 0;
+    sends(cc->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "3e8\r\n");
+    CHECK(ctx, trickle_until_answer(cc->fd, "xyz"));
+    CHECK(ctx, resp_read(cc, &r) == 1);
+    CHECK(ctx, r.status == 408);
+    resp_release(&r);
+    close(cc->fd);
+
+    /* a body that comes at once is unaffected */
+    cc->fd = connect_to(ctx->port);
+    cc->plen = 0;
+    sends(cc->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+    CHECK(ctx, resp_read(cc, &r) == 1);
+    CHECK(ctx, r.status == 200);
+    resp_release(&r);
+    close(cc->fd);
+    free(cc);
+}
+
+static void test_body_timeout(void **state)
+{
+    struct http_server_limits l;
+    http_server_limits_default(&l);
+    l.body_timeout_ms = 400;
+    struct ctx *ctx = xmalloc(sizeof *ctx);
+    run(client_body_trickle, &l, ctx);
+    assert_int_equal(atomic_load(&ctx->requests), 1);
+    free(ctx);
+}
+
+/* Sends one request on a new connection; returns its status, or -1. */
+static int status_of(struct ctx *ctx, const char *request)
+{
+    struct cconn *cc = xcalloc(1, sizeof *cc);
+    cc->fd = connect_to(ctx->port);
+    struct resp r;
+    sends(cc->fd, request);
+    int status = resp_read(cc, &r) == 1 ? r.status : -1;
+    resp_release(&r);
+    close(cc->fd);
+    free(cc);
+    return status;
+}
+
+static void client_bad_tokens(struct ctx *ctx)
+{
+    /* a field name with a space, or another byte that is not a token: the client's error */
+    CHECK(ctx, status_of(ctx, "GET /echo HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n") == 400);
+    CHECK(ctx, status_of(ctx, "GET /echo HTTP/1.1\r\nHost: x\r\nX/Y: 1\r\n\r\n") == 400);
+    CHECK(ctx, status_of(ctx, "GET /echo HTTP/1.1\r\nHost: x\r\nX\"Y: 1\r\n\r\n") == 400);
+    /* a request-target with a tab or a control byte */
+    CHECK(ctx, status_of(ctx, "GET /echo\tx HTTP/1.1\r\nHost: x\r\n\r\n") == 400);
+    CHECK(ctx, status_of(ctx, "GET /echo\x7f HTTP/1.1\r\nHost: x\r\n\r\n") == 400);
+    /* names with every other token character pass */
+    CHECK(ctx,
+          status_of(ctx, "GET /echo HTTP/1.1\r\nHost: x\r\nX-a!#$%&'*+.^_`|~9: 1\r\n\r\n") == 200);
+}
+
+static void test_header_name_not_token(void **state)
+{
+    struct ctx *ctx = xmalloc(sizeof *ctx);
+    run(client_bad_tokens, NULL, ctx);
+    assert_int_equal(atomic_load(&ctx->requests), 1);
+    free(ctx);
+}
+
+static void client_set_limits(struct ctx *ctx)
+{
+    const char *post = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
+    CHECK(ctx, status_of(ctx, post) == 200);
+    CHECK(ctx, status_of(ctx, "GET /shrink HTTP/1.1\r\nHost: x\r\n\r\n") == 200);
+    CHECK(ctx, status_of(ctx, post) == 413);
+}
+
+static void test_set_limits(void **state)
+{
+    struct ctx *ctx = xmalloc(sizeof *ctx);
+    run(client_set_limits, NULL, ctx);
+    free(ctx);
+}
+
 static void test_bind_in_use(void **state)
 {
     uv_loop_t loop;
@@ -540,6 +815,11 @@ int main(void)
         cmocka_unit_test(test_idle_timeout),
         cmocka_unit_test(test_server_close_cancels),
         cmocka_unit_test(test_bind_in_use),
+        cmocka_unit_test(test_slow_reader_capped),
+        cmocka_unit_test(test_global_buffer_cap),
+        cmocka_unit_test(test_body_timeout),
+        cmocka_unit_test(test_header_name_not_token),
+        cmocka_unit_test(test_set_limits),
         cmocka_unit_test(test_sse_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -244,7 +244,7 @@ static void test_escaped_key(void **state)
     expect_model("{'\\u006d\\u006f\\u0064\\u0065\\u006c':'a'}", "a");
     expect_model("{'\\u006D\\u006F\\u0064\\u0065\\u006C':'a'}", "a");
     expect_model("{'x':1,'mode\\u006c':'a'}", "a");
-    expect_model("{'mod\\u0065l':'first','model':'second'}", "first");
+    expect_error("{'mod\\u0065l':'first','model':'second'}", -EEXIST);
     expect_model("{'x':{'mod\\u0065l':'no'},'mod\\u0065l':'yes'}", "yes");
     expect_model("{'mod\\\\el':'no','mod\\'el':'no','model\\u0000':'no','model\\n':'no',"
                  "'\\u006d\\u006f\\u0064\\u0065\\u006c\\u0073':'no','model':'yes'}",
@@ -305,7 +305,7 @@ static void test_model_not_string(void **state)
     expect_error("{'model':{}}", -EMEDIUMTYPE);
     expect_error("{'model':{'model':'x'}}", -EMEDIUMTYPE);
     expect_error("{'model':['x']}", -EMEDIUMTYPE);
-    expect_error("{'a':'b', 'model' : 7 , 'model':'x'}", -EMEDIUMTYPE);
+    expect_error("{'a':'b', 'model' : 7 , 'model':'x'}", -EEXIST);
     expect_error("{'model':}", -EINVAL);
     expect_error("{'model':,'a':1}", -EINVAL);
     expect_error("{'model':x}", -EINVAL);
@@ -334,15 +334,95 @@ static void test_too_long(void **state)
     assert_int_equal(scan_n(wide, strlen(wide), out, 2), -ENAMETOOLONG);
 }
 
-static void test_first_model_wins(void **state)
+/*
+ * A key the scan reads appears once at the top level, or the body is
+ * refused: yard would route on one member and the engine, keeping the last
+ * as Python's json does, obey another.
+ */
+static void test_duplicate_model(void **state)
 {
-    expect_model("{'model':'a','model':'b'}", "a");
-    expect_model("{'model':'a','model':null}", "a");
-    expect_error("{'model':null,'model':'b'}", -EMEDIUMTYPE);
-    /* Nothing after the value is looked at, malformed or not. */
-    expect_model("{'model':'a',,,", "a");
-    expect_model("{'model':'a'", "a");
+    expect_error("{'model':'a','model':'b'}", -EEXIST);
+    expect_error("{'model':'a','model':'a'}", -EEXIST);
+    expect_error("{'model':'a','model':null}", -EEXIST);
+    expect_error("{'model':null,'model':'b'}", -EEXIST);
+    expect_error("{'model':'a','x':[1,{'y':2}],'model':'b'}", -EEXIST);
+    expect_error("{'model':'a','mod\\u0065l':'b'}", -EEXIST);
+    expect_error("{'m\\u006fdel':'a', 'model' : 'b'}", -EEXIST);
+    /* Nested objects may repeat keys, and keys the scan does not read may repeat. */
+    expect_model("{'x':{'model':'a','model':'b'},'model':'c'}", "c");
+    expect_model("{'a':1,'a':2,'model':'m','a':3}", "m");
+    expect_model("{'model':'m','messages':[{'model':1},{'model':2}]}", "m");
+}
+
+static void test_walks_to_the_end(void **state)
+{
+    /* The walk goes on to the closing brace, so a malformed rest is refused. */
+    expect_error("{'model':'a',,,", -EINVAL);
+    expect_error("{'model':'a'", -EINVAL);
+    expect_error("{'model':'a',", -EINVAL);
+    expect_error("{'model':'a','b':tru}", -EINVAL);
+    expect_error("{'model':'a','b':[1,2}", -EINVAL);
+    /* Bytes after it are not looked at. */
     expect_model("{'model':'a'}]]]", "a");
+    expect_model("{'model':'a'} {'model':'b'}", "a");
+}
+
+static int request_q(const char *s, char *out, int *stream, const char **dup)
+{
+    char *b = quoted(s);
+    size_t n = strlen(b);
+    char *copy = malloc(n ? n : 1);
+    assert_non_null(copy);
+    memcpy(copy, b, n);
+    *dup = NULL;
+    int rc = router_scan_request(copy, n, out, 64, stream, dup);
+    free(copy);
+    free(b);
+    return rc;
+}
+
+static void test_scan_request(void **state)
+{
+    char out[64];
+    int stream;
+    const char *dup;
+
+    assert_int_equal(request_q("{'model':'m','stream':true}", out, &stream, &dup), 1);
+    assert_string_equal(out, "m");
+    assert_int_equal(stream, 1);
+    assert_int_equal(request_q("{'stream' : true , 'model':'m'}", out, &stream, &dup), 1);
+    assert_int_equal(stream, 1);
+    assert_int_equal(request_q("{'model':'m','stream':false}", out, &stream, &dup), 1);
+    assert_int_equal(stream, 0);
+    assert_int_equal(request_q("{'model':'m','stream':'true'}", out, &stream, &dup), 1);
+    assert_int_equal(stream, 0);
+    assert_int_equal(request_q("{'model':'m','x':{'stream':true}}", out, &stream, &dup), 1);
+    assert_int_equal(stream, 0);
+    assert_int_equal(request_q("{'model':'m','x':{'stream':true,'stream':1}}", out, &stream, &dup),
+                     1);
+    assert_int_equal(stream, 0);
+
+    /* Either key twice: refused, naming it. */
+    assert_int_equal(request_q("{'stream':false,'model':'m','stream':true}", out, &stream, &dup),
+                     -EEXIST);
+    assert_string_equal(dup, "stream");
+    assert_string_equal(out, "");
+    assert_int_equal(stream, 0);
+    assert_int_equal(request_q("{'model':'a','stream':true,'model':'b'}", out, &stream, &dup),
+                     -EEXIST);
+    assert_string_equal(dup, "model");
+    assert_int_equal(
+        request_q("{'stre\\u0061m':true,'stream':true,'model':'m'}", out, &stream, &dup), -EEXIST);
+    assert_string_equal(dup, "stream");
+    /* A repeat is found even when the model is missing or not a string. */
+    assert_int_equal(request_q("{'stream':true,'stream':true}", out, &stream, &dup), -EEXIST);
+    assert_int_equal(request_q("{'model':1,'stream':true,'stream':true}", out, &stream, &dup),
+                     -EEXIST);
+
+    assert_int_equal(request_q("{'stream':true}", out, &stream, &dup), -ENOENT);
+    assert_int_equal(request_q("{'model':2,'stream':true}", out, &stream, &dup), -EMEDIUMTYPE);
+    assert_int_equal(request_q("[1]", out, &stream, &dup), -EINVAL);
+    assert_int_equal(stream, 0);
 }
 
 static void test_malformed_before_model(void **state)
@@ -401,8 +481,8 @@ static void test_big_and_deep(void **state)
 /*
  * Scans every prefix of body from an exact-size buffer. A prefix either
  * fails or gives the same answer as the whole body; once one succeeds, every
- * longer one does too, and the shortest that does ends at the closing quote
- * of the value.
+ * longer one does too, and the shortest that does ends at the closing brace
+ * of the object (the walk looks for a second "model" to its end).
  */
 static void check_prefixes(const char *body)
 {
@@ -418,7 +498,7 @@ static void check_prefixes(const char *body)
                 fail_msg("%.*s: prefix %zu gives %d, whole body %d", (int)n, body, k, rc, want);
             if (first_ok == SIZE_MAX) {
                 first_ok = k;
-                assert_int_equal(body[k - 1], '"');
+                assert_int_equal(body[k - 1], '}');
             }
         } else {
             if (first_ok != SIZE_MAX)
@@ -739,13 +819,78 @@ static void test_mutated_against_jansson(void **state)
             json_decref(again);
             json_decref(root);
         } else if (got != -EINVAL && got != -ENOENT && got != -EMEDIUMTYPE &&
-                   got != -ENAMETOOLONG && got < 0) {
+                   got != -ENAMETOOLONG && got != -EEXIST && got < 0) {
             fail_msg("case %d: %.*s\ngot %d", iter, (int)n, s, got);
         }
         free(s);
         json_decref(doc);
     }
     assert_true(agreed > 100);
+}
+
+/*
+ * One meaning: random bodies, some with a second top-level "model" or
+ * "stream" spliced in at the front or the back, against jansson without
+ * JSON_REJECT_DUPLICATES, which keeps the last member as the engines'
+ * parsers do. Whenever the scan routes, the model it read is the one the
+ * engine reads; a spliced repeat is always refused.
+ */
+static void test_one_meaning(void **state)
+{
+    struct rng r = {.s = 0x0de11a7e5ca1ab1eULL};
+    struct buf text;
+    int refused = 0, routed = 0;
+
+    buf_init(&text, 1 << 22);
+    for (int iter = 0; iter < 4000; iter++) {
+        json_t *doc = random_body(&r);
+        char *dumped = json_dumps(doc, rng_below(&r, 2) ? JSON_COMPACT : JSON_INDENT(1));
+        assert_non_null(dumped);
+        int had_model = json_object_get(doc, "model") != NULL;
+        int had_stream = json_object_get(doc, "stream") != NULL;
+        unsigned splice = rng_below(&r, 3); /* 0: none, 1: "model", 2: "stream" */
+        const char *member = splice == 1 ? "\"model\":\"spliced\"" : "\"stream\":true";
+        int doubled = (splice == 1 && had_model) || (splice == 2 && had_stream);
+
+        buf_reset(&text);
+        size_t n = strlen(dumped);
+        char *close = strrchr(dumped, '}');
+        assert_non_null(close);
+        if (!splice) {
+            assert_int_equal(buf_appends(&text, dumped), 0);
+        } else if (rng_below(&r, 2) || json_object_size(doc) == 0) {
+            assert_int_equal(
+                buf_printf(&text, "{%s%s%s", member, json_object_size(doc) ? "," : "", dumped + 1),
+                0);
+        } else {
+            assert_int_equal(buf_append(&text, dumped, (size_t)(close - dumped)), 0);
+            assert_int_equal(buf_printf(&text, ",%s%s", member, close), 0);
+        }
+        (void)n;
+
+        char out[64];
+        int got = scan_n(text.data, text.len, out, sizeof(out));
+        json_error_t err;
+        json_t *root = json_loadb(text.data, text.len, 0, &err);
+        if (!root)
+            fail_msg("case %d: jansson rejects %s: %s", iter, text.data, err.text);
+        if (doubled && got != -EEXIST)
+            fail_msg("case %d: %s\ngot %d, want -EEXIST", iter, text.data, got);
+        if (got >= 0) {
+            const char *want = json_string_value(json_object_get(root, "model"));
+            if (!want || strcmp(want, out) != 0)
+                fail_msg("case %d: %s\nscan routes on '%s', the engine reads '%s'", iter, text.data,
+                         out, want ? want : "(none)");
+            routed++;
+        }
+        refused += got == -EEXIST;
+        json_decref(root);
+        json_decref(doc);
+        free(dumped);
+    }
+    buf_release(&text);
+    assert_true(refused > 300);
+    assert_true(routed > 1000);
 }
 
 static void test_scan_true(void **state)
@@ -783,6 +928,10 @@ static void test_scan_member_span(void **state)
     assert_memory_equal(v, "null", 4);
     assert_int_equal(router_scan_member(b, strlen(b), "nope", &v, &n), -ENOENT);
     assert_int_equal(router_scan_member("{\"a\":", 5, "a", &v, &n), -EINVAL);
+    const char *twice = "{\"usage\":{},\"x\":1,\"usage\":{}}";
+    const char *twice_s = "{\"stream\":true,\"stream\":true}";
+    assert_int_equal(router_scan_member(twice, strlen(twice), "usage", &v, &n), -EEXIST);
+    assert_int_equal(router_scan_true(twice_s, strlen(twice_s), "stream"), 0);
 }
 
 int main(void)
@@ -801,7 +950,10 @@ int main(void)
         cmocka_unit_test(test_no_model),
         cmocka_unit_test(test_model_not_string),
         cmocka_unit_test(test_too_long),
-        cmocka_unit_test(test_first_model_wins),
+        cmocka_unit_test(test_duplicate_model),
+        cmocka_unit_test(test_walks_to_the_end),
+        cmocka_unit_test(test_scan_request),
+        cmocka_unit_test(test_one_meaning),
         cmocka_unit_test(test_malformed_before_model),
         cmocka_unit_test(test_big_and_deep),
         cmocka_unit_test(test_every_prefix),

@@ -554,6 +554,17 @@ void mock_api_handle(struct mock *m, struct http_request *req)
     m->inference_seen++;
     if (m->o.crash_after >= 0 && m->inference_seen > (unsigned long)m->o.crash_after)
         mock_crash(m, "crash-after");
+    if (m->o.fail_error_text) {
+        /* A server's plain-text 500: valid UTF-8 whose 3-byte characters straddle byte 500. */
+        struct buf b;
+        buf_init(&b, 4096);
+        buf_appends(&b, "x");
+        for (int i = 0; i < 400; i++)
+            buf_appends(&b, "\xE2\x82\xAC"); /* U+20AC */
+        mock_respond(m, req, 500, "text/plain; charset=utf-8", b.data, b.len);
+        buf_release(&b);
+        return;
+    }
 
     json_error_t err;
     json_t *body = json_loadb(req->body, req->body_len, 0, &err);

@@ -686,6 +686,7 @@ static const struct {
     {"bind", offsetof(struct mock_opts, fail_bind)},
     {"wake-fail", offsetof(struct mock_opts, fail_wake)},
     {"sleep-fail", offsetof(struct mock_opts, fail_sleep)},
+    {"error-text", offsetof(struct mock_opts, fail_error_text)},
 };
 
 static void parse_fail_modes(struct mock_opts *o, const char *spec)
@@ -713,7 +714,7 @@ static void parse_fail_modes(struct mock_opts *o, const char *spec)
         } else {
             usage_error("unknown --fail mode '%s' (oom, exit-early, hang, crash-after:N, "
                         "crash-midstream, ignore-sigterm, fork-child, bind, wake-fail, "
-                        "sleep-fail)",
+                        "sleep-fail, error-text)",
                         t);
         }
     }
