@@ -112,6 +112,9 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
         config_errors_release(&errs);
         return NULL;
     }
+    /* Router keys apply at once; what cannot is reported, never silently ignored. */
+    char *applied, *restart;
+    config_reload_changes(app->cfg, cfg, &applied, &restart);
     if (strcmp(cfg->listen_host, app->cfg->listen_host) != 0 ||
         cfg->listen_port != app->cfg->listen_port)
         log_warn("serve", "'listen' changed to %s:%d; it takes effect when yard restarts",
@@ -119,15 +122,22 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
     char *kept, *restarted, *stopped, *added;
     sup_reload(app->sup, cfg, &kept, &restarted, &stopped, &added);
     sched_sync(app->sched);
-    log_info("serve", "reloaded %s: kept [%s] restarted [%s] stopped [%s] added [%s]",
-             app->config_path, kept, restarted, stopped, added);
-    json_t *res = json_pack("{s:o, s:o, s:o, s:o}", "kept", split_list(kept), "restarted",
-                            split_list(restarted), "stopped", split_list(stopped), "added",
-                            split_list(added));
+    if (app->router)
+        router_apply_limits(app->router);
+    log_info("serve",
+             "reloaded %s: kept [%s] restarted [%s] stopped [%s] added [%s] applied [%s] "
+             "needs a restart [%s]",
+             app->config_path, kept, restarted, stopped, added, applied, restart);
+    json_t *res =
+        json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "kept", split_list(kept), "restarted",
+                  split_list(restarted), "stopped", split_list(stopped), "added", split_list(added),
+                  "applied", split_list(applied), "restart_needed", split_list(restart));
     free(kept);
     free(restarted);
     free(stopped);
     free(added);
+    free(applied);
+    free(restart);
     return res;
 }
 

@@ -606,13 +606,24 @@ static void parse_defaults(struct walk *w, const yaml_node_t *n)
 
 static void parse_router(struct walk *w, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"max_queue",       "max_wait",     "policy",
-                                       "max_loaded",      "max_body",     "max_header",
-                                       "header_timeout",  "idle_timeout", "max_connections",
-                                       "coalesce_window", "amortization", NULL};
+    static const char *const keys[] = {"max_queue",
+                                       "max_wait",
+                                       "policy",
+                                       "max_loaded",
+                                       "max_body",
+                                       "max_header",
+                                       "header_timeout",
+                                       "idle_timeout",
+                                       "max_connections",
+                                       "coalesce_window",
+                                       "amortization",
+                                       "body_timeout",
+                                       "max_buffered",
+                                       "max_buffered_per_client",
+                                       NULL};
     static const char *const policies[] = {"fifo", "cost_aware", "time_slice"};
     struct config *cfg = w->cfg;
-    yaml_node_t *v[11];
+    yaml_node_t *v[14];
     if (walk_map(w, n, "router", "in 'router'", keys, v) < 0)
         return;
     if (present(v[0]))
@@ -656,6 +667,24 @@ static void parse_router(struct walk *w, const yaml_node_t *n)
         get_duration(w, v[9], "router.coalesce_window", &cfg->router_coalesce_ms);
     if (present(v[10]))
         get_number(w, v[10], "router.amortization", 0, 1000, &cfg->router_amortization);
+    if (present(v[11])) {
+        get_duration(w, v[11], "router.body_timeout", &cfg->router_body_timeout_ms);
+        if (cfg->router_body_timeout_ms == 0)
+            err_at(w, v[11], "router.body_timeout: must be more than 0");
+    }
+    if (present(v[12])) {
+        get_size(w, v[12], "router.max_buffered", &cfg->router_max_buffered);
+        if (cfg->router_max_buffered < (64ull << 10) || cfg->router_max_buffered > (64ull << 30))
+            err_at(w, v[12], "router.max_buffered: '%s' is out of range; use 64KiB to 64GiB",
+                   scalar(v[12]));
+    }
+    if (present(v[13])) {
+        get_size(w, v[13], "router.max_buffered_per_client", &cfg->router_max_per_client);
+        if (cfg->router_max_per_client < (64ull << 10) || cfg->router_max_per_client > (1ull << 30))
+            err_at(w, v[13],
+                   "router.max_buffered_per_client: '%s' is out of range; use 64KiB to 1GiB",
+                   scalar(v[13]));
+    }
 }
 
 static int valid_name(const char *s)
@@ -1294,6 +1323,9 @@ static void set_defaults(struct walk *w)
     cfg->router_header_timeout_ms = 10 * 1000;
     cfg->router_idle_timeout_ms = 60 * 1000;
     cfg->router_max_connections = 10000;
+    cfg->router_body_timeout_ms = 60 * 1000;
+    cfg->router_max_buffered = 64ull << 20;
+    cfg->router_max_per_client = 256ull << 10;
     cfg->log_max_bytes = 10ull << 20;
 }
 
@@ -1503,6 +1535,42 @@ static void model_release(struct config_model *m)
     free(m->gpu_list);
     free(m->pod);
     free(m->health_path);
+}
+
+static void note_change(struct buf *b, int differs, const char *key)
+{
+    if (differs)
+        buf_printf(b, "%s%s", b->len ? "," : "", key);
+}
+
+void config_reload_changes(const struct config *a, const struct config *b, char **applied,
+                           char **restart)
+{
+    struct buf ap, re;
+    buf_init(&ap, 4096);
+    buf_init(&re, 4096);
+    note_change(&ap, a->router_max_queue != b->router_max_queue, "router.max_queue");
+    note_change(&ap, a->router_max_wait_ms != b->router_max_wait_ms, "router.max_wait");
+    note_change(&ap, strcmp(a->router_policy, b->router_policy) != 0, "router.policy");
+    note_change(&ap, a->router_max_loaded != b->router_max_loaded, "router.max_loaded");
+    note_change(&ap, a->router_max_body != b->router_max_body, "router.max_body");
+    note_change(&ap, a->router_max_header != b->router_max_header, "router.max_header");
+    note_change(&ap, a->router_header_timeout_ms != b->router_header_timeout_ms,
+                "router.header_timeout");
+    note_change(&ap, a->router_body_timeout_ms != b->router_body_timeout_ms, "router.body_timeout");
+    note_change(&ap, a->router_idle_timeout_ms != b->router_idle_timeout_ms, "router.idle_timeout");
+    note_change(&ap, a->router_max_connections != b->router_max_connections,
+                "router.max_connections");
+    note_change(&ap, a->router_max_buffered != b->router_max_buffered, "router.max_buffered");
+    note_change(&ap, a->router_max_per_client != b->router_max_per_client,
+                "router.max_buffered_per_client");
+    note_change(&ap, a->router_coalesce_ms != b->router_coalesce_ms, "router.coalesce_window");
+    note_change(&ap, a->router_amortization != b->router_amortization, "router.amortization");
+    note_change(&re,
+                strcmp(a->listen_host, b->listen_host) != 0 || a->listen_port != b->listen_port,
+                "listen");
+    *applied = buf_detach(&ap, NULL);
+    *restart = buf_detach(&re, NULL);
 }
 
 void config_free(struct config *cfg)

@@ -99,6 +99,9 @@ struct config {
     uint64_t router_header_timeout_ms; /* to receive a request's head, default 10s */
     uint64_t router_idle_timeout_ms;   /* idle keep-alive, default 60s */
     int router_max_connections;        /* default 10000 */
+    uint64_t router_body_timeout_ms;   /* to receive a request's body after its head, 60s */
+    uint64_t router_max_buffered;      /* response bytes queued for all clients, 64MiB */
+    uint64_t router_max_per_client;    /* router.max_buffered_per_client, 256KiB */
     uint64_t log_max_bytes;            /* per-model log cap before rotation, default 10MiB */
     char *gpu_ledger;                  /* declared GPUs' used memory (mock engines), or NULL */
     char *catalog;                     /* a model catalog replacing the built-in one, or NULL */
@@ -138,6 +141,15 @@ const struct config_model *config_find_model(const struct config *cfg, const cha
 const struct config_pod *config_find_pod(const struct config *cfg, const char *name);
 /* Nonzero when two models would run the same process (reload keeps it running). */
 int config_model_same(const struct config_model *a, const struct config_model *b);
+
+/*
+ * What a reload from a to b changes outside the models: *applied gets the
+ * router keys that differ ("router.max_body,router.body_timeout"; all of
+ * them take effect at once), *restart those that only a restart applies
+ * ("listen"). Both are new strings the caller frees, "" when none.
+ */
+void config_reload_changes(const struct config *a, const struct config *b, char **applied,
+                           char **restart);
 
 /*
  * Splits a command line into argv with shell-like quoting ('...', "...",

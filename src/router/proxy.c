@@ -25,8 +25,13 @@
 #define WHOLE_MAX (1u << 20)       /* answers up to this size with a length go out whole */
 #define ERROR_BODY_MAX (64u << 10) /* an upstream error body kept for normalising */
 #define ERROR_TEXT_MAX 500         /* bytes of a non-JSON error body quoted as its message */
-#define PAUSE_ABOVE (1u << 20)     /* client backlog that pauses upstream reading */
-#define RESUME_BELOW (256u << 10)
+/*
+ * Client backlog that pauses upstream reading, and where it resumes: a client
+ * that stops reading holds at most this plus one engine read (64 KiB), well
+ * under the server's per-client cap (router.max_buffered_per_client).
+ */
+#define PAUSE_ABOVE (64u << 10)
+#define RESUME_BELOW (16u << 10)
 
 static void release_slot(struct router__req *rr)
 {

@@ -406,18 +406,34 @@ static void free_on_close(struct http_server *srv, void *arg)
     free(arg);
 }
 
+/* The HTTP server's limits from the config's router section. */
+static void limits_of(const struct config *cfg, struct http_server_limits *l)
+{
+    http_server_limits_default(l);
+    l->max_body_bytes = cfg->router_max_body;
+    l->max_header_bytes = cfg->router_max_header;
+    l->header_timeout_ms = cfg->router_header_timeout_ms;
+    l->body_timeout_ms = cfg->router_body_timeout_ms;
+    l->idle_timeout_ms = cfg->router_idle_timeout_ms;
+    l->max_connections = (unsigned)cfg->router_max_connections;
+    l->max_buffered = cfg->router_max_buffered;
+    l->max_conn_buffered = cfg->router_max_per_client;
+}
+
+void router_apply_limits(struct router *r)
+{
+    struct http_server_limits l;
+    limits_of(r->app->cfg, &l);
+    http_server_set_limits(&r->http, &l);
+}
+
 struct router *router_new(struct app *app, char **err)
 {
     const struct config *cfg = app->cfg;
     struct router *r = xcalloc(1, sizeof *r);
     r->app = app;
     struct http_server_limits l;
-    http_server_limits_default(&l);
-    l.max_body_bytes = cfg->router_max_body;
-    l.max_header_bytes = cfg->router_max_header;
-    l.header_timeout_ms = cfg->router_header_timeout_ms;
-    l.idle_timeout_ms = cfg->router_idle_timeout_ms;
-    l.max_connections = (unsigned)cfg->router_max_connections;
+    limits_of(cfg, &l);
     http_server_init(&r->http, app->loop, &l, on_request, r);
     int rc = http_server_bind(&r->http, cfg->listen_host, cfg->listen_port);
     if (rc == 0)

@@ -16,6 +16,11 @@ struct router;
 
 /* Binds and listens on cfg's listen address. NULL with *err (a new string) on failure. */
 struct router *router_new(struct app *app, char **err);
+/*
+ * Gives the HTTP server the router limits of app->cfg (after a reload): new
+ * connections and requests take them at once.
+ */
+void router_apply_limits(struct router *r);
 /* Closes the listener and every connection; done runs once all is closed. */
 void router_close(struct router *r, void (*done)(void *), void *arg);
 
