@@ -23,15 +23,38 @@
 #define CONFIG_FILE_MAX (16u << 20)
 #define STOP_TIMEOUT_MAX_MS (3600ull * 1000)
 
+/*
+ * A table of strings with their lengths, for checks that stay near-linear
+ * however many models, aliases and keys a file has: open addressing with
+ * linear probing, grown at half full. Entries point at strings owned
+ * elsewhere; each carries a value (a model's index, say).
+ */
+struct config__entry {
+    const char *s; /* NULL: an empty slot */
+    size_t len;
+    size_t val;
+};
+
+struct config__index {
+    struct config__entry *e;
+    size_t cap; /* 0 or a power of two */
+    size_t n;
+};
+
 struct walk {
     yaml_document_t *doc;
     const char *file;
     struct config_errors *errs;
     struct config *cfg;
     uint64_t *where; /* line << 32 | column of each error since the walk began */
-    size_t n_where;
+    size_t n_where, cap_where;
+    struct config__index *names; /* model names and aliases -> NAME_VAL(model, alias) */
+    uint32_t *port_owner;        /* port -> index + 1 of the first model to claim it */
     int oom; /* an allocation failed: nothing more is added, and the load fails */
 };
+
+/* A names entry's value: the model's index, and whether the name is one of its aliases. */
+#define NAME_VAL(model, alias) ((size_t)(model) << 1 | (size_t)(alias))
 
 /*
  * Memory. The file decides how much the walk allocates, so no allocation of
@@ -84,15 +107,32 @@ static void *w_calloc(struct walk *w, size_t count, size_t size)
     return p;
 }
 
+/*
+ * Arrays that grow by one item at a time (the messages, their positions)
+ * double their room, so a file with many errors costs linear time. Makes
+ * room for need items in *p (*cap: its room now). Returns 0, or -ENOMEM with
+ * *p unchanged.
+ */
+static int grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return 0;
+    size_t room = need < 8 ? 8 : 2 * need;
+    void *q = alloc_try_realloc(*p, room * size);
+    if (!q)
+        return -ENOMEM;
+    *p = q;
+    *cap = room;
+    return 0;
+}
+
 /* Appends msg (taken; NULL after a failed allocation). Returns 0, or -ENOMEM with msg freed. */
 static int errs_add(struct config_errors *errs, char *msg)
 {
-    char **msgs = msg ? alloc_try_realloc(errs->msgs, (errs->n + 1) * sizeof *msgs) : NULL;
-    if (!msgs) {
+    if (!msg || grow((void **)&errs->msgs, &errs->cap, errs->n + 1, sizeof *errs->msgs) < 0) {
         free(msg);
         return -ENOMEM;
     }
-    errs->msgs = msgs;
     errs->msgs[errs->n++] = msg;
     return 0;
 }
@@ -110,7 +150,10 @@ static void errs_truncate(struct config_errors *errs, size_t n)
  */
 static void errs_add_out_of_memory(struct config_errors *errs, const char *file)
 {
-    errs->msgs = xrealloc(errs->msgs, (errs->n + 1) * sizeof *errs->msgs);
+    if (errs->n + 1 > errs->cap) {
+        errs->msgs = xrealloc(errs->msgs, (errs->n + 1) * sizeof *errs->msgs);
+        errs->cap = errs->n + 1;
+    }
     errs->msgs[errs->n++] = xstrfmt("%s: out of memory while loading the config", file);
 }
 
@@ -128,13 +171,11 @@ static void err_at(struct walk *w, const yaml_node_t *n, const char *fmt, ...)
     char *line = w_strfmt(w, "%s:%zu:%zu: %s", w->file, n->start_mark.line + 1,
                           n->start_mark.column + 1, msg);
     free(msg);
-    uint64_t *where = line ? alloc_try_realloc(w->where, (w->n_where + 1) * sizeof *where) : NULL;
-    if (!where) {
+    if (!line || grow((void **)&w->where, &w->cap_where, w->n_where + 1, sizeof *w->where) < 0) {
         free(line);
         w->oom = 1;
         return;
     }
-    w->where = where;
     if (errs_add(w->errs, line) < 0) {
         w->oom = 1;
         return;
@@ -144,21 +185,112 @@ static void err_at(struct walk *w, const yaml_node_t *n, const char *fmt, ...)
 
 /*
  * Sections are read in dependency order, not file order; the messages are put
- * back in file order (a stable sort, so one node's messages keep their order).
+ * back in file order by a stable merge sort (one node's messages keep their
+ * order), in O(n log n) however the sections interleave.
  */
 static void sort_errors(struct walk *w)
 {
-    char **msgs = w->errs->msgs + (w->errs->n - w->n_where);
-    for (size_t i = 1; i < w->n_where; i++) {
-        uint64_t key = w->where[i];
-        char *msg = msgs[i];
-        size_t j = i;
-        for (; j > 0 && w->where[j - 1] > key; j--) {
-            w->where[j] = w->where[j - 1];
-            msgs[j] = msgs[j - 1];
+    size_t n = w->n_where;
+    char **msgs = w->errs->msgs + (w->errs->n - n);
+    uint64_t *tw = w_calloc(w, n + 1, sizeof *tw);
+    char **tm = w_calloc(w, n + 1, sizeof *tm);
+    if (!tw || !tm)
+        goto out;
+    for (size_t width = 1; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n;
+            size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) {
+                if (w->where[j] < w->where[i])
+                    tw[k] = w->where[j], tm[k++] = msgs[j++];
+                else
+                    tw[k] = w->where[i], tm[k++] = msgs[i++];
+            }
+            while (i < mid)
+                tw[k] = w->where[i], tm[k++] = msgs[i++];
+            while (j < hi)
+                tw[k] = w->where[j], tm[k++] = msgs[j++];
         }
-        w->where[j] = key;
-        msgs[j] = msg;
+        memcpy(w->where, tw, n * sizeof *tw);
+        memcpy(msgs, tm, n * sizeof *tm);
+    }
+out:
+    free(tw);
+    free(tm);
+}
+
+/* ---- the string table ----------------------------------------------- */
+
+/* FNV-1a over the bytes, length included (strings may hold NUL bytes). */
+static uint64_t hash_bytes(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The slot of (s, len) in t: its entry, or the empty slot where it would go. t->cap > 0. */
+static struct config__entry *index_slot(const struct config__index *t, const char *s, size_t len)
+{
+    size_t mask = t->cap - 1;
+    for (size_t i = (size_t)hash_bytes(s, len) & mask;; i = (i + 1) & mask) {
+        struct config__entry *e = &t->e[i];
+        if (!e->s || (e->len == len && !memcmp(e->s, s, len)))
+            return e;
+    }
+}
+
+/* Finds (s, len); returns 0 with its value in *val, or -ENOENT. */
+static int index_get(const struct config__index *t, const char *s, size_t len, size_t *val)
+{
+    if (!t || !t->cap)
+        return -ENOENT;
+    const struct config__entry *e = index_slot(t, s, len);
+    if (!e->s)
+        return -ENOENT;
+    *val = e->val;
+    return 0;
+}
+
+/*
+ * Adds s (not copied: it must outlive the table) with val, unless it is
+ * there: then returns 1 and its value in *old, the table unchanged. Returns
+ * 0 when added, -ENOMEM (w->oom) when the table could not grow.
+ */
+static int index_put(struct walk *w, struct config__index *t, const char *s, size_t len, size_t val,
+                     size_t *old)
+{
+    if (w->oom)
+        return -ENOMEM;
+    if (2 * (t->n + 1) > t->cap) {
+        struct config__index grown = {.cap = t->cap ? 2 * t->cap : 64};
+        grown.e = w_calloc(w, grown.cap, sizeof *grown.e);
+        if (!grown.e)
+            return -ENOMEM;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->e[i].s)
+                *index_slot(&grown, t->e[i].s, t->e[i].len) = t->e[i];
+        grown.n = t->n;
+        free(t->e);
+        *t = grown;
+    }
+    struct config__entry *e = index_slot(t, s, len);
+    if (e->s) {
+        *old = e->val;
+        return 1;
+    }
+    *e = (struct config__entry){s, len, val};
+    t->n++;
+    return 0;
+}
+
+static void index_free(struct config__index *t)
+{
+    if (t) {
+        free(t->e);
+        free(t);
     }
 }
 
@@ -167,6 +299,24 @@ static void sort_errors(struct walk *w)
 static const char *scalar(const yaml_node_t *n)
 {
     return (const char *)n->data.scalar.value;
+}
+
+/* A scalar's length as libyaml read it: "\0" escapes make NUL bytes inside. */
+static size_t scalar_len(const yaml_node_t *n)
+{
+    return n->data.scalar.length;
+}
+
+static int has_nul(const yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE && memchr(scalar(n), 0, scalar_len(n)) != NULL;
+}
+
+/* Whether a scalar node is exactly s, NUL bytes included. */
+static int scalar_is(const yaml_node_t *n, const char *s)
+{
+    size_t len = strlen(s);
+    return scalar_len(n) == len && !memcmp(scalar(n), s, len);
 }
 
 static int is_null(const yaml_node_t *n)
@@ -437,28 +587,76 @@ static void err_unknown_key(struct walk *w, const yaml_node_t *k, const char *wh
     err_at(w, k, "unknown key '%s' %s; valid keys: %s", scalar(k), where, list);
 }
 
+static size_t map_size(const yaml_node_t *map)
+{
+    return (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
+}
+
+#define NOT_A_KEY ((size_t)-1)
+
 /*
- * Checks that every key of a mapping is a string and appears once, reporting
- * the others. Returns nonzero for the pairs to use; where says where the
- * mapping is ("in model 'qwen'").
+ * For each pair of a mapping, the index of the first pair with the same key
+ * (its own index when it is the first), or NOT_A_KEY when the key is not a
+ * string. Keys compare as bytes, NUL bytes included. A table makes this
+ * linear in the mapping's size. Returns a new array the caller frees, or NULL
+ * (w->oom).
  */
-static int pair_ok(struct walk *w, const yaml_node_t *map, yaml_node_pair_t *pair,
+static size_t *map_first_keys(struct walk *w, const yaml_node_t *map)
+{
+    size_t n = map_size(map);
+    const yaml_node_pair_t *pairs = map->data.mapping.pairs.start;
+    size_t *first = w_calloc(w, n + 1, sizeof *first);
+    struct config__index seen = {0};
+    if (!first)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *k = node(w, pairs[i].key);
+        first[i] = k->type == YAML_SCALAR_NODE ? i : NOT_A_KEY;
+        if (first[i] == NOT_A_KEY)
+            continue;
+        if (n > 8) {
+            if (index_put(w, &seen, scalar(k), scalar_len(k), i, &first[i]) < 0)
+                break;
+            continue;
+        }
+        /* A small mapping (most of them) is cheaper to scan than to hash. */
+        for (size_t j = 0; j < i; j++) {
+            yaml_node_t *prev = node(w, pairs[j].key);
+            if (first[j] == j && scalar_len(prev) == scalar_len(k) &&
+                !memcmp(scalar(prev), scalar(k), scalar_len(k))) {
+                first[i] = j;
+                break;
+            }
+        }
+    }
+    free(seen.e);
+    if (w->oom) {
+        free(first);
+        return NULL;
+    }
+    return first;
+}
+
+/*
+ * Checks that key i of a mapping is a string and its first occurrence (first
+ * from map_first_keys), reporting the others. Returns nonzero for the pairs
+ * to use; where says where the mapping is ("in model 'qwen'").
+ */
+static int pair_ok(struct walk *w, const yaml_node_t *map, const size_t *first, size_t i,
                    const char *where)
 {
-    yaml_node_t *k = node(w, pair->key);
-    if (k->type != YAML_SCALAR_NODE) {
+    const yaml_node_pair_t *pairs = map->data.mapping.pairs.start;
+    yaml_node_t *k = node(w, pairs[i].key);
+    if (first[i] == NOT_A_KEY) {
         char *got = describe(w, k);
         err_at(w, k, "expected a string as key %s, got %s", where, got);
         free(got);
         return 0;
     }
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < pair; p++) {
-        yaml_node_t *prev = node(w, p->key);
-        if (prev->type == YAML_SCALAR_NODE && !strcmp(scalar(prev), scalar(k))) {
-            err_at(w, k, "duplicate key '%s' %s (first at line %zu); remove one", scalar(k), where,
-                   prev->start_mark.line + 1);
-            return 0;
-        }
+    if (first[i] != i) {
+        err_at(w, k, "duplicate key '%s' %s (first at line %zu); remove one", scalar(k), where,
+               node(w, pairs[first[i]].key)->start_mark.line + 1);
+        return 0;
     }
     return 1;
 }
@@ -479,26 +677,23 @@ static int walk_map(struct walk *w, const yaml_node_t *map, const char *path, co
         err_type(w, map, path, "a mapping");
         return -1;
     }
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        if (!pair_ok(w, map, p, where))
+    size_t *first = map_first_keys(w, map);
+    for (size_t p = 0; first && p < map_size(map); p++) {
+        if (!pair_ok(w, map, first, p, where))
             continue;
-        yaml_node_t *k = node(w, p->key);
+        const yaml_node_pair_t *pair = &map->data.mapping.pairs.start[p];
+        yaml_node_t *k = node(w, pair->key);
         size_t i;
         for (i = 0; i < nkeys; i++)
-            if (!strcmp(scalar(k), keys[i]))
+            if (scalar_is(k, keys[i]))
                 break;
         if (i == nkeys)
             err_unknown_key(w, k, where, keys);
         else
-            vals[i] = node(w, p->value);
+            vals[i] = node(w, pair->value);
     }
+    free(first);
     return 0;
-}
-
-static size_t map_size(const yaml_node_t *map)
-{
-    return (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
 }
 
 /* ---- sections ------------------------------------------------------- */
@@ -542,6 +737,7 @@ static void parse_gpus(struct walk *w, const yaml_node_t *n)
         return;
     }
     cfg->gpus_auto = 0;
+    unsigned char declared[1024 / 8] = {0}; /* a bit per GPU index (0 to 1023) */
     size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
     cfg->gpus = w_calloc(w, cap + 1, sizeof *cfg->gpus);
     if (!cfg->gpus)
@@ -570,10 +766,10 @@ static void parse_gpus(struct walk *w, const yaml_node_t *n)
             else
                 err_at(w, item, "%s: missing 'memory'; give the GPU's memory, as '80GiB'", path);
             free(p);
-            for (size_t j = 0; j < i; j++)
-                if (cfg->gpus[j].index == g->index)
-                    err_at(w, present(v[0]) ? v[0] : item, "%s.index: gpu %d is declared twice",
-                           path, g->index);
+            if (declared[g->index / 8] & (1u << g->index % 8))
+                err_at(w, present(v[0]) ? v[0] : item, "%s.index: gpu %d is declared twice", path,
+                       g->index);
+            declared[g->index / 8] |= (unsigned char)(1u << g->index % 8);
         }
         free(where);
         free(path);
@@ -687,14 +883,73 @@ static void parse_router(struct walk *w, const yaml_node_t *n)
     }
 }
 
-static int valid_name(const char *s)
+/*
+ * Names of models, aliases and groups become file names (logs/NAME.log),
+ * URL path segments (/upstream/NAME/...), metric labels and command-line
+ * words (${NAME}), so they are short and plain: 1 to NAME_MAX_BYTES bytes of
+ * ASCII letters, digits and . _ - : @ + ~, not starting with '.' (no hidden
+ * files, no "." or "..") nor '-' (no word that reads as an option).
+ */
+#define NAME_MAX_BYTES 128
+#define NAME_RULE                                                                                  \
+    "use 1 to 128 letters, digits, '.', '_', '-', ':', '@', '+' or '~', not starting with '.' "    \
+    "or '-'"
+
+static int valid_name(const char *s, size_t len)
 {
-    if (!*s)
+    if (len == 0 || len > NAME_MAX_BYTES || s[0] == '.' || s[0] == '-')
         return 0;
-    for (; *s; s++)
-        if (*s == '/' || isspace((unsigned char)*s))
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c && strchr("._-:@+~", c))))
+            return 0;
+    }
+    return 1;
+}
+
+/* A pod's name as ssh_pod_init takes it: it names the pod's ssh control socket. */
+static int valid_pod_name(const char *s, size_t n)
+{
+    if (n == 0 || n > 64 || s[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == '_' || s[i] == '-'))
             return 0;
     return 1;
+}
+
+#define POD_NAME_RULE "use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+
+/*
+ * A name as a message shows it: at most 40 bytes, and '?' for each byte
+ * that is not printable ASCII (a name may hold escape sequences). Returns a
+ * new string, or NULL (w->oom).
+ */
+static char *shown_name(struct walk *w, const char *s, size_t len)
+{
+    size_t n = len > 40 ? 40 : len;
+    char *out = w_calloc(w, n + 4, 1);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        out[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    if (n < len)
+        memcpy(out + n, "...", 3);
+    return out;
+}
+
+/* Reports an invalid name read from node n; what is "model name", "alias"... */
+static void err_name(struct walk *w, const yaml_node_t *n, const char *path, const char *what)
+{
+    char *shown = shown_name(w, scalar(n), scalar_len(n));
+    if (scalar_len(n) > NAME_MAX_BYTES)
+        err_at(w, n, "%s: %s '%s' is %zu bytes long; %s", path, what, shown, scalar_len(n),
+               NAME_RULE);
+    else
+        err_at(w, n, "%s: invalid %s '%s'; %s", path, what, shown, NAME_RULE);
+    free(shown);
 }
 
 enum {
@@ -752,8 +1007,10 @@ static void parse_env(struct walk *w, struct config_model *m, const yaml_node_t 
     }
     char *where = w_strfmt(w, "in '%s'", path);
     m->env = w_calloc(w, map_size(n) + 1, sizeof *m->env);
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        if (!pair_ok(w, n, p, where))
+    size_t *first = map_first_keys(w, n);
+    for (size_t i = 0; first && i < map_size(n); i++) {
+        const yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        if (!pair_ok(w, n, first, i, where))
             continue;
         yaml_node_t *k = node(w, p->key), *v = node(w, p->value);
         const char *key = scalar(k);
@@ -778,6 +1035,7 @@ static void parse_env(struct walk *w, struct config_model *m, const yaml_node_t 
         m->env[m->n_env].key = k_copy;
         m->env[m->n_env++].value = v_copy;
     }
+    free(first);
     free(where);
 }
 
@@ -792,6 +1050,7 @@ static void parse_model_gpus(struct walk *w, struct config_model *m, const yaml_
         err_type(w, n, path, "a GPU count or a list of GPU indexes");
         return;
     }
+    unsigned char listed[1024 / 8] = {0}; /* a bit per GPU index (0 to 1023) */
     size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
     m->gpu_list = w_calloc(w, cap + 1, sizeof *m->gpu_list);
     if (!m->gpu_list)
@@ -803,14 +1062,11 @@ static void parse_model_gpus(struct walk *w, struct config_model *m, const yaml_
         get_int(w, item, path, 0, 1023, &idx);
         if (idx < 0)
             continue;
-        size_t j;
-        for (j = 0; j < m->n_gpu_list; j++)
-            if (m->gpu_list[j] == idx)
-                break;
-        if (j < m->n_gpu_list) {
+        if (listed[idx / 8] & (1u << idx % 8)) {
             err_at(w, item, "%s: gpu %d is listed twice", path, idx);
             continue;
         }
+        listed[idx / 8] |= (unsigned char)(1u << idx % 8);
         m->gpu_list[m->n_gpu_list++] = idx;
     }
     m->gpu_count = (int)m->n_gpu_list;
@@ -899,40 +1155,42 @@ static void check_port(struct walk *w, struct config_model *m, const yaml_node_t
                m->port);
         return;
     }
-    for (const struct config_model *o = cfg->models; o < m; o++) {
-        if (o->port == m->port) {
-            err_at(w, n, "models.%s.port: port %d is already used by model '%s'", m->name, m->port,
-                   o->name);
-            return;
-        }
+    /* One slot per port: models are read in order, so the slot names the first to claim it. */
+    if (!w->port_owner && !(w->port_owner = w_calloc(w, 65536, sizeof *w->port_owner)))
+        return;
+    uint32_t owner = w->port_owner[m->port];
+    if (owner) {
+        err_at(w, n, "models.%s.port: port %d is already used by model '%s'", m->name, m->port,
+               cfg->models[owner - 1].name);
+        return;
     }
+    w->port_owner[m->port] = (uint32_t)(m - cfg->models) + 1;
 }
 
+/*
+ * Aliases share one table with the model names (filled with every name
+ * before any model is read), so each alias is checked against all names and
+ * the aliases before it in one lookup.
+ */
 static void check_aliases(struct walk *w, struct config_model *m, yaml_node_t **nodes)
 {
     const struct config *cfg = w->cfg;
-    for (size_t i = 0; i < m->n_aliases; i++) {
+    for (size_t i = 0; i < m->n_aliases && !w->oom; i++) {
         const char *a = m->aliases[i];
-        const char *clash = NULL, *kind = NULL;
-        if (!valid_name(a)) {
-            err_at(w, nodes[i],
-                   "models.%s.aliases: invalid alias '%s'; it cannot contain '/' or "
-                   "whitespace",
-                   m->name, a);
+        if (has_nul(nodes[i]))
+            continue; /* reported with its position by check_nul */
+        if (!valid_name(scalar(nodes[i]), scalar_len(nodes[i]))) {
+            char *path = w_strfmt(w, "models.%s.aliases", m->name);
+            err_name(w, nodes[i], path, "alias");
+            free(path);
             continue;
         }
-        for (size_t j = 0; j < cfg->n_models && !clash; j++)
-            if (cfg->models[j].name && !strcmp(cfg->models[j].name, a))
-                clash = cfg->models[j].name, kind = "the name of model";
-        for (const struct config_model *o = cfg->models; o <= m && !clash; o++) {
-            size_t n = o == m ? i : o->n_aliases;
-            for (size_t j = 0; j < n && !clash; j++)
-                if (!strcmp(o->aliases[j], a))
-                    clash = o->name, kind = "already an alias of model";
-        }
-        if (clash)
-            err_at(w, nodes[i], "models.%s.aliases: alias '%s' is %s '%s'", m->name, a, kind,
-                   clash);
+        size_t old;
+        int rc = index_put(w, w->names, a, strlen(a), NAME_VAL(m - cfg->models, 1), &old);
+        if (rc == 1)
+            err_at(w, nodes[i], "models.%s.aliases: alias '%s' is %s '%s'", m->name, a,
+                   old & 1 ? "already an alias of model" : "the name of model",
+                   cfg->models[old >> 1].name);
     }
 }
 
@@ -1030,8 +1288,15 @@ static void parse_model(struct walk *w, struct config_model *m, const yaml_node_
         get_int(w, v[MK_CONCURRENCY], KEY(MK_CONCURRENCY), 0, 1000000, &m->concurrency);
     if (present(v[MK_EVICTION]))
         parse_eviction(w, m, v[MK_EVICTION], KEY(MK_EVICTION));
-    if (present(v[MK_POD]))
+    if (present(v[MK_POD])) {
         get_str(w, v[MK_POD], KEY(MK_POD), &m->pod);
+        const yaml_node_t *pn = v[MK_POD];
+        if (m->pod && !has_nul(pn) && !valid_pod_name(scalar(pn), scalar_len(pn))) {
+            char *shown = shown_name(w, scalar(pn), scalar_len(pn));
+            err_at(w, pn, "%s: invalid pod name '%s'; " POD_NAME_RULE, p, shown);
+            free(shown);
+        }
+    }
     if (present(v[MK_HEALTH]))
         parse_health(w, m, v[MK_HEALTH], KEY(MK_HEALTH));
 #undef KEY
@@ -1060,26 +1325,34 @@ static void parse_models(struct walk *w, const yaml_node_t *n)
         free(pairs);
         return;
     }
-    /* All names first: an alias may collide with a model defined further down. */
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        if (!pair_ok(w, n, p, "in 'models'"))
+    /*
+     * All names first, into the table the aliases are checked against: an
+     * alias may collide with a model defined further down.
+     */
+    size_t *first = map_first_keys(w, n);
+    w->names = w_calloc(w, 1, sizeof *w->names);
+    for (size_t i = 0; first && w->names && i < cap; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        if (!pair_ok(w, n, first, i, "in 'models'"))
             continue;
         yaml_node_t *k = node(w, p->key);
-        if (!valid_name(scalar(k))) {
-            err_at(w, k,
-                   "models: invalid model name '%s'; a name cannot be empty or contain '/' "
-                   "or whitespace",
-                   scalar(k));
+        if (has_nul(k))
+            continue; /* reported with its position by check_nul */
+        if (!valid_name(scalar(k), scalar_len(k))) {
+            err_name(w, k, "models", "model name");
             continue;
         }
         struct config_model *m = &cfg->models[cfg->n_models];
+        size_t old;
         m->name = w_strdup(w, scalar(k));
-        if (!m->name)
+        if (!m->name ||
+            index_put(w, w->names, m->name, scalar_len(k), NAME_VAL(cfg->n_models, 0), &old) < 0)
             break;
         m->line = (int)k->start_mark.line + 1;
         m->col = (int)k->start_mark.column + 1;
         pairs[cfg->n_models++] = p;
     }
+    free(first);
     for (size_t i = 0; i < cfg->n_models; i++)
         parse_model(w, &cfg->models[i], node(w, pairs[i]->key), node(w, pairs[i]->value));
     free(pairs);
@@ -1094,20 +1367,22 @@ static void parse_groups(struct walk *w, const yaml_node_t *n)
         return;
     }
     cfg->groups = w_calloc(w, map_size(n) + 1, sizeof *cfg->groups);
-    if (!cfg->groups)
-        return;
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        if (!pair_ok(w, n, p, "in 'groups'"))
+    /* listed[i] == the group's ordinal + 1: model i is already a member of this group. */
+    uint32_t *listed = w_calloc(w, cfg->n_models + 1, sizeof *listed);
+    size_t *first = map_first_keys(w, n);
+    for (size_t pi = 0; cfg->groups && listed && first && pi < map_size(n); pi++) {
+        const yaml_node_pair_t *p = &n->data.mapping.pairs.start[pi];
+        if (!pair_ok(w, n, first, pi, "in 'groups'"))
             continue;
         yaml_node_t *k = node(w, p->key);
-        if (!valid_name(scalar(k))) {
-            err_at(w, k,
-                   "groups: invalid group name '%s'; a name cannot be empty or contain '/' "
-                   "or whitespace",
-                   scalar(k));
+        if (has_nul(k))
+            continue; /* reported with its position by check_nul */
+        if (!valid_name(scalar(k), scalar_len(k))) {
+            err_name(w, k, "groups", "group name");
             continue;
         }
         struct config_group *g = &cfg->groups[cfg->n_groups++];
+        uint32_t stamp = (uint32_t)cfg->n_groups;
         g->name = w_strdup(w, scalar(k));
         char *path = w_strfmt(w, "groups.%s", g->name);
         char *where = w_strfmt(w, "in group '%s'", g->name);
@@ -1122,21 +1397,20 @@ static void parse_groups(struct walk *w, const yaml_node_t *n)
                 yaml_node_t **nodes;
                 g->n_members = get_str_list(w, v[1], kp, &g->members, &nodes);
                 for (size_t i = 0; i < g->n_members; i++) {
-                    const struct config_model *m = config_find_model(cfg, g->members[i]);
-                    if (!m) {
+                    size_t val;
+                    if (index_get(w->names, g->members[i], strlen(g->members[i]), &val) < 0) {
                         err_at(w, nodes[i], "%s: unknown model '%s'", kp, g->members[i]);
                         continue;
                     }
-                    for (size_t j = 0; j < i; j++) {
-                        if (strcmp(g->members[j], m->name))
-                            continue;
+                    const struct config_model *m = &cfg->models[val >> 1];
+                    if (listed[val >> 1] == stamp) {
                         if (strcmp(g->members[i], m->name))
                             err_at(w, nodes[i], "%s: '%s' is model '%s', already listed", kp,
                                    g->members[i], m->name);
                         else
                             err_at(w, nodes[i], "%s: model '%s' is listed twice", kp, m->name);
-                        break;
                     }
+                    listed[val >> 1] = stamp;
                     /* Members are kept by model name, whichever way they were written. */
                     char *name = w_strdup(w, m->name);
                     if (!name)
@@ -1151,6 +1425,8 @@ static void parse_groups(struct walk *w, const yaml_node_t *n)
         free(where);
         free(path);
     }
+    free(first);
+    free(listed);
 }
 
 enum {
@@ -1167,26 +1443,14 @@ enum {
     TK_TOOLS,
     TK_CATALOG,
     TK_PODS,
+    TK_EVENTS,
     TK_COUNT,
 };
 
 static const char *const top_keys[] = {
-    "listen",     "api_keys",     "gpus",       "defaults", "router",  "models", "groups",
-    "start_port", "log_max_size", "gpu_ledger", "tools",    "catalog", "pods",   NULL,
+    "listen",       "api_keys",   "gpus",  "defaults", "router", "models", "groups", "start_port",
+    "log_max_size", "gpu_ledger", "tools", "catalog",  "pods",   "events", NULL,
 };
-
-/* A pod's name as ssh_pod_init takes it: it names the pod's ssh control socket. */
-static int valid_pod_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 64 || s[0] == '.')
-        return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '.' || *s == '_' || *s == '-'))
-            return 0;
-    return 1;
-}
 
 /* file as written, or beside the config file when relative. NULL only on w->oom. */
 static char *beside_config(struct walk *w, const char *file)
@@ -1251,17 +1515,18 @@ static void parse_pods(struct walk *w, const yaml_node_t *n)
         return;
     }
     cfg->pods = w_calloc(w, map_size(n) + 1, sizeof *cfg->pods);
-    if (!cfg->pods)
-        return;
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        if (!pair_ok(w, n, p, "in 'pods'"))
+    size_t *first = map_first_keys(w, n);
+    for (size_t i = 0; cfg->pods && first && i < map_size(n); i++) {
+        const yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        if (!pair_ok(w, n, first, i, "in 'pods'"))
             continue;
         yaml_node_t *k = node(w, p->key);
-        if (!valid_pod_name(scalar(k))) {
-            err_at(w, k,
-                   "pods: invalid pod name '%s'; use 1 to 64 letters, digits, '.', '_' or '-', "
-                   "not starting with '.'",
-                   scalar(k));
+        if (has_nul(k))
+            continue; /* reported with its position by check_nul */
+        if (!valid_pod_name(scalar(k), scalar_len(k))) {
+            char *shown = shown_name(w, scalar(k), scalar_len(k));
+            err_at(w, k, "pods: invalid pod name '%s'; " POD_NAME_RULE, shown);
+            free(shown);
             continue;
         }
         struct config_pod *pod = &cfg->pods[cfg->n_pods];
@@ -1273,6 +1538,7 @@ static void parse_pods(struct walk *w, const yaml_node_t *n)
         pod->col = (int)k->start_mark.column + 1;
         parse_pod(w, pod, node(w, p->value));
     }
+    free(first);
 }
 
 /* tools: { cuda_checkpoint, criu, nvidia_smi, keep_checkpoints } */
@@ -1327,6 +1593,49 @@ static void set_defaults(struct walk *w)
     cfg->router_max_buffered = 64ull << 20;
     cfg->router_max_per_client = 256ull << 10;
     cfg->log_max_bytes = 10ull << 20;
+    cfg->events_keep = 10000;
+    cfg->events_max_age_ms = 7ull * 24 * 3600 * 1000;
+}
+
+/* events: how much of the event log (`yard events`) the state database keeps. */
+static void parse_events(struct walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"keep", "max_age", NULL};
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[2];
+    if (walk_map(w, n, "events", "in 'events'", keys, v) < 0)
+        return;
+    if (present(v[0])) {
+        int keep = (int)cfg->events_keep;
+        get_int(w, v[0], "events.keep", 1, 100000000, &keep);
+        cfg->events_keep = (size_t)keep;
+    }
+    if (present(v[1])) {
+        get_duration(w, v[1], "events.max_age", &cfg->events_max_age_ms);
+        if (cfg->events_max_age_ms < 1000)
+            err_at(w, v[1], "events.max_age: '%s' is too short; use at least 1s, as '7d'",
+                   scalar(v[1]));
+    }
+}
+
+/*
+ * api_keys: a list of at least one key. An empty list (or the key with no
+ * value) would turn authentication off while reading as if it were on; to
+ * run open, the key is left out.
+ */
+static void parse_api_keys(struct walk *w, const yaml_node_t *n)
+{
+    struct config *cfg = w->cfg;
+    int empty = is_null(n) || (n->type == YAML_SEQUENCE_NODE &&
+                               n->data.sequence.items.top == n->data.sequence.items.start);
+    if (empty) {
+        err_at(w, n,
+               "api_keys: %s would turn authentication off; list at least one key, or "
+               "leave 'api_keys' out to run without keys",
+               is_null(n) ? "no value" : "an empty list");
+        return;
+    }
+    cfg->n_api_keys = get_str_list(w, n, "api_keys", &cfg->api_keys, NULL);
 }
 
 /* Sections are read in dependency order, whatever their order in the file. */
@@ -1354,8 +1663,8 @@ static void walk_root(struct walk *w, const yaml_node_t *root)
         get_str(w, v[TK_CATALOG], "catalog", &cfg->catalog);
     if (present(v[TK_TOOLS]))
         parse_tools(w, v[TK_TOOLS]);
-    if (present(v[TK_API_KEYS]))
-        cfg->n_api_keys = get_str_list(w, v[TK_API_KEYS], "api_keys", &cfg->api_keys, NULL);
+    if (v[TK_API_KEYS])
+        parse_api_keys(w, v[TK_API_KEYS]);
     if (present(v[TK_GPUS]))
         parse_gpus(w, v[TK_GPUS]);
     if (present(v[TK_DEFAULTS]))
@@ -1368,6 +1677,25 @@ static void walk_root(struct walk *w, const yaml_node_t *root)
         parse_groups(w, v[TK_GROUPS]);
     if (present(v[TK_PODS]))
         parse_pods(w, v[TK_PODS]);
+    if (present(v[TK_EVENTS]))
+        parse_events(w, v[TK_EVENTS]);
+}
+
+/*
+ * A "\0" (or "\x00", "\u0000") escape puts a NUL byte inside a scalar; C
+ * strings would end there and silently drop the rest of a name, key or value.
+ * Every scalar of the document is checked, used or not; the readers skip the
+ * names reported here.
+ */
+static void check_nul(struct walk *w)
+{
+    for (yaml_node_t *n = w->doc->nodes.start; n < w->doc->nodes.top; n++) {
+        if (!has_nul(n))
+            continue;
+        char *shown = shown_name(w, scalar(n), strlen(scalar(n)));
+        err_at(w, n, "a NUL byte (\\0) inside the string '%s\\0...'; remove it", shown);
+        free(shown);
+    }
 }
 
 /* Adds libyaml's error. Returns 0, or -ENOMEM (libyaml's or ours). */
@@ -1439,12 +1767,17 @@ struct config *config_parse(const char *text, size_t len, const char *name,
         cfg->path = w_strdup(&w, name);
         set_defaults(&w);
         yaml_node_t *root = yaml_document_get_root_node(&doc);
+        check_nul(&w);
         if (root)
             walk_root(&w, root);
         if (!w.oom)
             sort_errors(&w);
+        /* The table of names and aliases stays with the config, for config_find_model. */
+        cfg->index = w.names;
+        w.names = NULL;
     }
     free(w.where);
+    free(w.port_owner);
 
     /* A second document would be silently ignored; refuse it. */
     yaml_document_t next;
@@ -1603,6 +1936,7 @@ void config_free(struct config *cfg)
         free(cfg->pods[i].setup_file);
     }
     free(cfg->pods);
+    index_free(cfg->index);
     free(cfg);
 }
 
@@ -1611,10 +1945,14 @@ void config_errors_release(struct config_errors *errs)
     free_strv(errs->msgs, errs->n);
     errs->msgs = NULL;
     errs->n = 0;
+    errs->cap = 0;
 }
 
 const struct config_model *config_find_model(const struct config *cfg, const char *name)
 {
+    size_t val;
+    if (cfg->index)
+        return index_get(cfg->index, name, strlen(name), &val) == 0 ? &cfg->models[val >> 1] : NULL;
     for (size_t i = 0; i < cfg->n_models; i++)
         if (cfg->models[i].name && !strcmp(cfg->models[i].name, name))
             return &cfg->models[i];

@@ -75,6 +75,8 @@ struct config_gpu {
     uint64_t memory; /* bytes */
 };
 
+struct config__index; /* config.c's table of names and aliases */
+
 struct config {
     char *path;
     char *listen_host; /* default "127.0.0.1" */
@@ -103,6 +105,8 @@ struct config {
     uint64_t router_max_buffered;      /* response bytes queued for all clients, 64MiB */
     uint64_t router_max_per_client;    /* router.max_buffered_per_client, 256KiB */
     uint64_t log_max_bytes;            /* per-model log cap before rotation, default 10MiB */
+    size_t events_keep;                /* events.keep: events kept, default 10000 */
+    uint64_t events_max_age_ms;        /* events.max_age: older ones go, default 7d */
     char *gpu_ledger;                  /* declared GPUs' used memory (mock engines), or NULL */
     char *catalog;                     /* a model catalog replacing the built-in one, or NULL */
     char *tool_cuda_checkpoint;        /* tools.cuda_checkpoint, default "cuda-checkpoint" */
@@ -115,11 +119,13 @@ struct config {
     size_t n_groups;
     struct config_pod *pods; /* pods: per-pod settings (setup), in file order */
     size_t n_pods;
+    struct config__index *index; /* names and aliases -> model, for config_find_model */
 };
 
 struct config_errors {
     char **msgs; /* each "FILE:LINE:COL: message" */
     size_t n;
+    size_t cap; /* room in msgs; 0 when the caller allocated exactly n */
 };
 
 /*
@@ -135,7 +141,7 @@ struct config *config_parse(const char *text, size_t len, const char *name,
 void config_free(struct config *cfg);
 void config_errors_release(struct config_errors *errs);
 
-/* Finds a model by name or alias; NULL if none. */
+/* Finds a model by name or alias (one hash lookup); NULL if none. */
 const struct config_model *config_find_model(const struct config *cfg, const char *name);
 /* Finds a pod's settings by name; NULL if the config has none for it. */
 const struct config_pod *config_find_pod(const struct config *cfg, const char *name);

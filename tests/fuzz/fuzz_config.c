@@ -11,7 +11,8 @@
  * result is NULL exactly when a message was added.
  *
  * A config that loads must keep the promises the rest of the daemon relies
- * on: values inside their documented ranges, unique model ports and GPU
+ * on: values inside their documented ranges, names and aliases within the
+ * names rule, no empty api_keys, unique model ports and GPU
  * indexes, every name and alias resolving to its own model, group members
  * resolving to models, and every cmd that loaded also splitting and expanding
  * (an unset ${env.VAR} is the one allowed failure).
@@ -76,6 +77,19 @@ static void check_message(const char *msg, size_t size, size_t lines, uint64_t *
     *pos = (uint64_t)line << 32 | (uint64_t)col;
 }
 
+/* The names rule: 1 to 128 bytes of letters, digits, . _ - : @ + ~, not starting with '.' or '-'.
+ */
+static int valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 128 || s[0] == '.' || s[0] == '-')
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("._-:@+~", *s))
+            return 0;
+    return 1;
+}
+
 static int has_unset_env(const char *err)
 {
     return strstr(err, "is not set") != NULL;
@@ -88,8 +102,11 @@ static void check_model(const struct config *cfg, size_t i)
     int known = 0;
     for (size_t e = 0; e < sizeof engines / sizeof engines[0]; e++)
         known |= m->engine && !strcmp(m->engine, engines[e]);
-    if (!m->name || !*m->name || strchr(m->name, '/'))
+    if (!valid_name(m->name))
         fail("model without a valid name", m->name);
+    for (size_t a = 0; a < m->n_aliases; a++)
+        if (!valid_name(m->aliases[a]))
+            fail("model with an invalid alias", m->aliases[a]);
     if (!known)
         fail("model with an unknown engine", m->engine);
     if (!m->cmd || !m->model_id || !m->health_path || m->health_path[0] != '/')
@@ -156,6 +173,8 @@ static void check_config(const struct config *cfg)
         sink += tools[i] ? strlen(tools[i]) : 0;
     }
     sink += cfg->gpu_ledger ? strlen(cfg->gpu_ledger) : 0;
+    if (cfg->api_keys && !cfg->n_api_keys)
+        fail("api_keys given but empty: authentication would be off", NULL);
     for (size_t i = 0; i < cfg->n_api_keys; i++)
         if (!cfg->api_keys[i] || !*cfg->api_keys[i])
             fail("empty api key", NULL);

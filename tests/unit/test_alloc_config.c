@@ -61,22 +61,28 @@ static const char valid_yaml[] =
     "  big: {exclusive: true, members: [qwen, llama]}\n";
 
 /* Errors of many kinds, so the messages' allocations are reached too. */
-static const char invalid_yaml[] = "listen: nowhere\n"
-                                   "comand: x\n"
-                                   "gpus: [{index: 0}]\n"
-                                   "router: {policy: lifo, max_queue: [1]}\n"
-                                   "models:\n"
-                                   "  a:\n"
-                                   "    cmd: \"serve 'unterminated\"\n"
-                                   "    port: 9090\n"
-                                   "    aliases: [b, {x: 1}]\n"
-                                   "    env: {1BAD: x, GOOD: [1]}\n"
-                                   "    eviction: {weights: retain, process: keep_running}\n"
-                                   "  b:\n"
-                                   "    cmd: serve ${NOPE}\n"
-                                   "    gpus: [0, 0]\n"
-                                   "groups:\n"
-                                   "  g: {members: [a, zzz], exclusive: maybe}\n";
+static const char invalid_yaml[] =
+    "listen: nowhere\n"
+    "comand: x\n"
+    "gpus: [{index: 0}]\n"
+    "router: {policy: lifo, max_queue: [1]}\n"
+    "models:\n"
+    "  a:\n"
+    "    cmd: \"serve 'unterminated\"\n"
+    "    port: 9090\n"
+    "    aliases: [b, {x: 1}]\n"
+    "    env: {1BAD: x, GOOD: [1]}\n"
+    "    eviction: {weights: retain, process: keep_running}\n"
+    "  b:\n"
+    "    cmd: serve ${NOPE}\n"
+    "    gpus: [0, 0]\n"
+    "  \"n\\0ul\": {cmd: x, aliases: [\"\\x01\", ok]}\n"
+    "  c:\n"
+    "    cmd: x\n"
+    "    pod: ../p\n"
+    "    env: {A: 1, B: 2, C: 3, D: 4, E: 5, F: 6, G: 7, H: 8, A: 9}\n"
+    "groups:\n"
+    "  g: {members: [a, zzz, a], exclusive: maybe}\n";
 
 struct fixture {
     char path[64];
@@ -170,6 +176,23 @@ static void test_invalid_config(void **state)
                   total, errors);
 }
 
+/* Enough models, aliases and ports that the tables of names and ports grow. */
+static void test_many_names(void **state)
+{
+    struct fixture *f = *state;
+    char yaml[8192] = "api_keys: []\ngroups:\n  all: {members: [m0, a1, m39]}\nmodels:\n";
+    size_t len = strlen(yaml);
+    for (int i = 0; i < 40; i++)
+        len += (size_t)snprintf(yaml + len, sizeof yaml - len,
+                                "  m%d: {cmd: run, port: %d, aliases: [a%d, b%d]}\n", i, 7000 + i,
+                                i, i);
+    assert_true(len < sizeof yaml);
+    assert_int_equal(write_file(f->path, yaml), 0);
+    size_t errors = 0;
+    load_every_failure(f->path, &errors);
+    assert_int_equal(errors, 1); /* the empty api_keys */
+}
+
 static void test_yaml_syntax_error(void **state)
 {
     struct fixture *f = *state;
@@ -191,6 +214,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_valid_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_yaml_syntax_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
     };

@@ -332,8 +332,8 @@ static void test_top_level_errors(void **state)
     expect_error("models:\n"
                  "  a/b:\n"
                  "    cmd: x\n",
-                 "yard.yaml:2:3: models: invalid model name 'a/b'; a name cannot be empty or "
-                 "contain '/' or whitespace");
+                 "yard.yaml:2:3: models: invalid model name 'a/b'; use 1 to 128 letters, "
+                 "digits, '.', '_', '-', ':', '@', '+' or '~', not starting with '.' or '-'");
     expect_error("gpus: [{index: 0, name: A}]\n",
                  "yard.yaml:1:8: gpus[0]: missing 'memory'; give the GPU's memory, as '80GiB'");
     expect_error("models:\n"
@@ -885,6 +885,188 @@ static void test_pods(void **state)
                  "yard.yaml:3:12: pods.g.setup: expected a string, got a list");
 }
 
+/* ---- keys, names and bytes ------------------------------------------ */
+
+/* An empty api_keys would read as "auth on" and mean "auth off". */
+static void test_empty_api_keys(void **state)
+{
+    expect_error("api_keys: []\n",
+                 "yard.yaml:1:11: api_keys: an empty list would turn authentication off; list "
+                 "at least one key, or leave 'api_keys' out to run without keys");
+    expect_error("api_keys:\nlisten: 127.0.0.1:8080\n",
+                 "yard.yaml:1:10: api_keys: no value would turn authentication off; list at "
+                 "least one key, or leave 'api_keys' out to run without keys");
+    expect_error("api_keys: [\"\"]\n", "yard.yaml:1:12: api_keys: empty string in the list");
+    struct config *c = parse_ok("listen: 127.0.0.1:8080\n");
+    assert_int_equal(c->n_api_keys, 0);
+    config_free(c);
+}
+
+#define NAME_RULE_MSG                                                                              \
+    "use 1 to 128 letters, digits, '.', '_', '-', ':', '@', '+' or '~', not starting with '.' "    \
+    "or '-'"
+
+/* Fills buf with n copies of c and a NUL; returns buf. */
+static const char *repeat(char *buf, char c, size_t n)
+{
+    memset(buf, c, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Names become file names, URL segments, labels and argv words: bounded and plain. */
+static void test_name_bounds(void **state)
+{
+    char yaml[4096], want[4096], want2[4096], r1[512], r2[512];
+    /* 128 bytes is the most a name may have. */
+    snprintf(yaml, sizeof yaml, "models:\n  %s:\n    cmd: x\n    aliases: [qwen2.5:7b, a@b+c~d]\n",
+             repeat(r1, 'm', 128));
+    struct config *c = parse_ok(yaml);
+    assert_int_equal(strlen(c->models[0].name), 128);
+    assert_ptr_equal(config_find_model(c, "qwen2.5:7b"), &c->models[0]);
+    config_free(c);
+
+    /* 300 bytes passed the check and then failed at start ("File name too long"). */
+    snprintf(yaml, sizeof yaml, "models:\n  %s:\n    cmd: x\n", repeat(r1, 'm', 300));
+    snprintf(want, sizeof want,
+             "yard.yaml:2:3: models: model name '%s...' is 300 bytes long; " NAME_RULE_MSG,
+             repeat(r2, 'm', 40));
+    expect_error(yaml, want);
+
+    /* The same bound on aliases and group names. */
+    snprintf(yaml, sizeof yaml,
+             "models:\n  a:\n    cmd: x\n    aliases: [%s]\ngroups:\n  %s: {members: [a]}\n",
+             repeat(r1, 'b', 129), repeat(r2, 'g', 129));
+    snprintf(want, sizeof want,
+             "yard.yaml:4:15: models.a.aliases: alias '%s...' is 129 bytes long; " NAME_RULE_MSG,
+             repeat(r1, 'b', 40));
+    snprintf(want2, sizeof want2,
+             "yard.yaml:6:3: groups: group name '%s...' is 129 bytes long; " NAME_RULE_MSG,
+             repeat(r2, 'g', 40));
+    const char *const w[] = {want, want2, NULL};
+    expect_errors(yaml, w);
+
+    /* Control characters are shown as '?', never echoed to a terminal. */
+    expect_error("models:\n  \"a\\e[31mb\":\n    cmd: x\n",
+                 "yard.yaml:2:3: models: invalid model name 'a?[31mb'; " NAME_RULE_MSG);
+    expect_error("models:\n  ..:\n    cmd: x\n",
+                 "yard.yaml:2:3: models: invalid model name '..'; " NAME_RULE_MSG);
+    expect_error("models:\n  -x:\n    cmd: x\n",
+                 "yard.yaml:2:3: models: invalid model name '-x'; " NAME_RULE_MSG);
+    expect_error("models:\n  a:\n    cmd: x\n    aliases: [\"a b\", ok]\n",
+                 "yard.yaml:4:15: models.a.aliases: invalid alias 'a b'; " NAME_RULE_MSG);
+    expect_error("models:\n  a:\n    cmd: x\n    aliases: [\"%2e\"]\n",
+                 "yard.yaml:4:15: models.a.aliases: invalid alias '%2e'; " NAME_RULE_MSG);
+    /* A model's pod follows the pod name rule. */
+    expect_error("models:\n  a:\n    cmd: x\n    pod: ../box\n",
+                 "yard.yaml:4:10: models.a.pod: invalid pod name '../box'; use 1 to 64 letters, "
+                 "digits, '.', '_' or '-', not starting with '.'");
+}
+
+/* A "\0" escape must not cut a name, key or value short without a word. */
+static void test_nul_in_scalars(void **state)
+{
+    const char *const want[] = {
+        "yard.yaml:1:12: a NUL byte (\\0) inside the string 'sk-one\\0...'; remove it",
+        "yard.yaml:3:3: a NUL byte (\\0) inside the string 'a\\0...'; remove it",
+        "yard.yaml:4:10: a NUL byte (\\0) inside the string 'serve\\0...'; remove it",
+        "yard.yaml:5:15: a NUL byte (\\0) inside the string 'q\\0...'; remove it",
+        "yard.yaml:6:11: a NUL byte (\\0) inside the string 'X\\0...'; remove it",
+        "yard.yaml:6:19: a NUL byte (\\0) inside the string 'v\\0...'; remove it",
+        NULL,
+    };
+    expect_errors("api_keys: [\"sk-one\\0sk-two\"]\n"
+                  "models:\n"
+                  "  \"a\\0b\":\n"
+                  "    cmd: \"serve\\x00 --evil\"\n"
+                  "    aliases: [\"q\\u0000r\"]\n"
+                  "    env: {\"X\\0Y\": \"v\\0w\"}\n",
+                  want);
+    /* Two keys that differ after a NUL are two NUL errors, not a duplicate. */
+    const char *const want2[] = {
+        "yard.yaml:2:3: a NUL byte (\\0) inside the string 'a\\0...'; remove it",
+        "yard.yaml:4:3: a NUL byte (\\0) inside the string 'a\\0...'; remove it",
+        NULL,
+    };
+    expect_errors("models:\n"
+                  "  \"a\\0b\":\n"
+                  "    cmd: x\n"
+                  "  \"a\\0c\":\n"
+                  "    cmd: x\n",
+                  want2);
+}
+
+/*
+ * Many models: the checks for duplicate names, aliases, ports and group
+ * members are table lookups, so a large file loads (it took minutes when each
+ * alias was compared with every name). Duplicates far apart are still found.
+ */
+static void test_many_models(void **state)
+{
+    enum { N = 50000 };
+    struct buf {
+        char *p;
+        size_t len, cap;
+    } b = {0};
+    b.cap = (size_t)N * 128 + 4096;
+    b.p = malloc(b.cap);
+    assert_non_null(b.p);
+#define ADD(...) (b.len += (size_t)snprintf(b.p + b.len, b.cap - b.len, __VA_ARGS__))
+    /* Groups first: their messages must still come before the models' ones. */
+    ADD("groups:\n  all:\n    members: [m0");
+    for (int i = 10; i < N; i += 10)
+        ADD(", m%d", i);
+    ADD(", x10, zz]\n");
+    ADD("models:\n");
+    for (int i = 0; i < N; i++)
+        ADD("  m%d:\n    cmd: run %d\n    port: %d\n    aliases: [a%d, x%d]\n", i, i, 10000 + i, i,
+            i);
+    /* Clashes with the first models, found from the far end of the file. */
+    ADD("  late:\n    cmd: run\n    port: 10000\n    aliases: [m1, a2]\n");
+    ADD("  m3:\n    cmd: dup\n");
+#undef ADD
+    assert_true(b.len < b.cap);
+    int line = 5 + 4 * N; /* the line of 'late' */
+    int col = (int)(strstr(b.p, ", x10, zz]") - strchr(b.p + strlen("groups:\n"), '\n')) + 2;
+    char w0[128], w1[128], w2[128], w3[128], w4[128], w5[128];
+    snprintf(w0, sizeof w0,
+             "yard.yaml:3:%d: groups.all.members: 'x10' is model 'm10', already listed", col);
+    snprintf(w1, sizeof w1, "yard.yaml:3:%d: groups.all.members: unknown model 'zz'", col + 5);
+    snprintf(w2, sizeof w2,
+             "yard.yaml:%d:11: models.late.port: port 10000 is already used by model 'm0'",
+             line + 2);
+    snprintf(w3, sizeof w3,
+             "yard.yaml:%d:15: models.late.aliases: alias 'm1' is the name of model 'm1'",
+             line + 3);
+    snprintf(w4, sizeof w4,
+             "yard.yaml:%d:19: models.late.aliases: alias 'a2' is already an alias of model 'm2'",
+             line + 3);
+    snprintf(w5, sizeof w5,
+             "yard.yaml:%d:3: duplicate key 'm3' in 'models' (first at line 17); remove one",
+             line + 4);
+    const char *const want[] = {w0, w1, w2, w3, w4, w5, NULL};
+    expect_errors(b.p, want);
+
+    /* Without the clashes it loads, and every name and alias resolves. */
+    char *late = strstr(b.p, "  late:\n");
+    *late = '\0';
+    char *x10 = strstr(b.p, ", x10, zz]");
+    memmove(x10, x10 + strlen(", x10, zz"), strlen(x10 + strlen(", x10, zz")) + 1);
+    struct config *c = parse_ok(b.p);
+    assert_int_equal(c->n_models, N);
+    assert_int_equal(c->groups[0].n_members, N / 10);
+    for (int i = 0; i < N; i += 997) {
+        char name[32];
+        snprintf(name, sizeof name, "x%d", i);
+        assert_ptr_equal(config_find_model(c, name), &c->models[i]);
+        snprintf(name, sizeof name, "m%d", i);
+        assert_ptr_equal(config_find_model(c, name), &c->models[i]);
+    }
+    assert_null(config_find_model(c, "m"));
+    config_free(c);
+    free(b.p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -910,6 +1092,10 @@ int main(void)
         cmocka_unit_test(test_expand_cmd),
         cmocka_unit_test(test_model_same),
         cmocka_unit_test(test_pods),
+        cmocka_unit_test(test_empty_api_keys),
+        cmocka_unit_test(test_name_bounds),
+        cmocka_unit_test(test_nul_in_scalars),
+        cmocka_unit_test(test_many_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
