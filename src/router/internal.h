@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "base/buf.h"
 #include "http/server.h"
 #include "http/upstream.h"
@@ -77,7 +79,19 @@ void router__fail(struct router__req *rr, int status, const char *type, const ch
 /* proxy.c */
 void router__admit(struct router__req *rr);
 void router__req_gone(struct router__req *rr);
-/* Rewrites an upstream error body into OpenAI's shape; returns a new string. */
+
+/* errors.c */
+/*
+ * The error object {"error":{"message","type","param","code"}} (with
+ * anthropic, also "type":"error"); msg may hold any bytes, invalid UTF-8
+ * becomes U+FFFD. Returns a new reference, NULL only when jansson fails.
+ */
+json_t *router__error_json(int anthropic, const char *type, const char *code, const char *msg);
+/*
+ * Rewrites an upstream error body into OpenAI's shape. A body that is not
+ * JSON becomes the message, its first 500 bytes cut at a character and made
+ * valid UTF-8. Returns a new string the caller frees; never NULL.
+ */
 char *router__normalise_error(int status, const char *body, size_t len, int anthropic);
 
 /* metrics.c */

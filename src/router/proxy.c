@@ -18,13 +18,11 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
-#include "base/utf8.h"
 #include "config/config.h"
 #include "router/scan.h"
 
 #define WHOLE_MAX (1u << 20)       /* answers up to this size with a length go out whole */
 #define ERROR_BODY_MAX (64u << 10) /* an upstream error body kept for normalising */
-#define ERROR_TEXT_MAX 500         /* bytes of a non-JSON error body quoted as its message */
 /*
  * Client backlog that pauses upstream reading, and where it resumes: a client
  * that stops reading holds at most this plus one engine read (64 KiB), well
@@ -39,73 +37,6 @@ static void release_slot(struct router__req *rr)
         rr->slot = 0;
         sched_done(rr->r->app->sched, rr->model);
     }
-}
-
-static const char *default_type(int status)
-{
-    switch (status) {
-    case 400:
-    case 404:
-    case 413:
-    case 422:
-        return "invalid_request_error";
-    case 401:
-        return "authentication_error";
-    case 403:
-        return "permission_error";
-    case 429:
-        return "rate_limit_error";
-    default:
-        return status >= 500 ? "server_error" : "invalid_request_error";
-    }
-}
-
-char *router__normalise_error(int status, const char *body, size_t len, int anthropic)
-{
-    json_error_t jerr;
-    json_t *in = json_loadb(body, len, 0, &jerr);
-    json_t *src = NULL;
-    if (json_is_object(in)) {
-        json_t *e = json_object_get(in, "error");
-        src = json_is_object(e) ? e : in; /* nested (vLLM, llama.cpp) or flat (SGLang) */
-    }
-    const char *msg = NULL, *type = NULL, *code = NULL;
-    json_t *param = NULL;
-    if (src) {
-        msg = json_string_value(json_object_get(src, "message"));
-        if (!msg)
-            msg = json_string_value(json_object_get(src, "detail"));
-        type = json_string_value(json_object_get(src, "type"));
-        code = json_string_value(json_object_get(src, "code")); /* an integer code is dropped */
-        param = json_object_get(src, "param");
-        if (json_is_object(in) && !json_is_object(json_object_get(in, "error")) && type &&
-            strcmp(type, "error") == 0)
-            type = NULL;
-    }
-    /* A body that is not JSON is quoted, cut at a character and made valid UTF-8. */
-    json_t *m = msg   ? json_string(msg)
-                : len ? utf8_json_stringn(body, utf8_cut(body, len, ERROR_TEXT_MAX))
-                      : json_sprintf("the engine answered %d", status);
-    json_t *e =
-        m ? json_pack("{s:o, s:s, s:O, s:o}", "message", m, "type",
-                      type ? type : default_type(status), "param",
-                      param && (json_is_string(param) || json_is_null(param)) ? param : json_null(),
-                      "code", code ? json_string(code) : json_null())
-          : NULL;
-    json_t *out = e ? json_pack("{s:o}", "error", e) : NULL;
-    if (out && anthropic)
-        json_object_set_new(out, "type", json_string("error"));
-    char *s = out ? json_dumps(out, JSON_COMPACT) : NULL;
-    json_decref(out);
-    json_decref(in);
-    if (!s) {
-        log_error("router", "cannot encode the engine's %d error; answering with a fixed one",
-                  status);
-        s = xstrfmt("{\"error\":{\"message\":\"the engine answered %d\",\"type\":\"%s\","
-                    "\"param\":null,\"code\":null}%s}",
-                    status, default_type(status), anthropic ? ",\"type\":\"error\"" : "");
-    }
-    return s;
 }
 
 /*

@@ -61,24 +61,6 @@ void router__count(struct router *r, const char *model, int status)
     r->counts[r->n_counts++] = (struct router__count){xstrdup(model), status, 1};
 }
 
-/*
- * The error object; msg may hold bytes from outside (a path, a name), made
- * valid UTF-8 here. Returns a new reference, or NULL when jansson fails.
- */
-static json_t *error_json(int anthropic, const char *type, const char *code, const char *msg)
-{
-    json_t *m = utf8_json_string(msg);
-    json_t *e =
-        m ? json_pack("{s:o, s:s, s:n, s:s}", "message", m, "type", type, "param", "code", code)
-          : NULL;
-    json_t *o = e ? json_pack("{s:o}", "error", e) : NULL;
-    if (o && anthropic && json_object_set_new(o, "type", json_string("error")) < 0) {
-        json_decref(o);
-        o = NULL;
-    }
-    return o;
-}
-
 void router__fail(struct router__req *rr, int status, const char *type, const char *code,
                   int retry_after, const char *fmt, ...)
 {
@@ -86,7 +68,7 @@ void router__fail(struct router__req *rr, int status, const char *type, const ch
     va_start(ap, fmt);
     char *msg = xvstrfmt(fmt, ap);
     va_end(ap);
-    json_t *o = error_json(rr->anthropic, type, code, msg);
+    json_t *o = router__error_json(rr->anthropic, type, code, msg);
     free(msg);
     router__count(rr->r, rr->model[0] ? rr->model : ROUTER_NO_MODEL, status);
     rr->counted = 1;
