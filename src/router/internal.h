@@ -63,12 +63,12 @@ struct router__req {
 };
 
 /* router.c */
-void router__count(struct router *r, const char *model, int status);
 /*
  * Counts an answer for yard_requests_total. A model that is not configured
  * counts as ROUTER_UNKNOWN_MODEL, so the labels are bounded by the config.
  */
 /*
+void router__count(struct router *r, const char *model, int status);
  * Answers with an error in OpenAI's shape {"error":{"message","type","param","code"}}
  * (for /v1/messages also Anthropic's "type":"error"), or, once a stream has begun,
  * as an error event that ends it. retry_after > 0 adds Retry-After.
