@@ -67,8 +67,8 @@ struct router__req {
  * Counts an answer for yard_requests_total. A model that is not configured
  * counts as ROUTER_UNKNOWN_MODEL, so the labels are bounded by the config.
  */
-/*
 void router__count(struct router *r, const char *model, int status);
+/*
  * Answers with an error in OpenAI's shape {"error":{"message","type","param","code"}}
  * (for /v1/messages also Anthropic's "type":"error"), or, once a stream has begun,
  * as an error event that ends it. retry_after > 0 adds Retry-After.
