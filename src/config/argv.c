@@ -125,6 +125,10 @@ static int tok_macro(struct tok *t, const char **pp)
         val = t->m ? (t->m->model_id ? t->m->model_id : t->m->name) : NULL;
     } else if (len == 4 && memcmp(name, "GPUS", 4) == 0) {
         val = t->gpus ? t->gpus : "";
+    } else if (len == 7 && memcmp(name, "API_KEY", 7) == 0) {
+        /* Left as written: the supervisor puts the engine's key in only after the
+         * command line was recorded and shown (sup/key.c). */
+        val = "${API_KEY}";
     } else if (len > 4 && memcmp(name, "env.", 4) == 0 && is_env_name(name + 4, len - 4)) {
         if (t->mode == TOK_EXPAND) {
             char *var = xstrndup(name + 4, len - 4);

@@ -168,7 +168,9 @@ void config_argv_free(char **argv);
 
 /*
  * Expands ${PORT} ${NAME} ${MODEL} ${GPUS} ${env.VAR} in the model's cmd and
- * splits it. gpus is the comma-separated list of GPU indexes ("" if none).
+ * splits it; ${API_KEY} stays as written (the supervisor fills in the
+ * engine's key at start). gpus is the comma-separated list of GPU indexes
+ * ("" if none).
  * Returns a new argv (config_argv_free) or NULL with a message in err (an
  * unknown macro, an unset ${env.VAR}).
  */

@@ -78,6 +78,15 @@ struct engine_ops {
      */
     void (*sleep_setup)(int need_sleep, const char *const **extra_args,
                         const char *const **extra_env);
+    /*
+     * How yard tells the engine its API key (engine/key.h): the environment
+     * variable it reads (vLLM's VLLM_API_KEY, llama-server's LLAMA_API_KEY),
+     * which other users cannot read, else the flag that takes it (SGLang's
+     * --api-key, which shows in the process list). Both NULL: the engine is
+     * not told (generic: its cmd can say ${API_KEY}).
+     */
+    const char *key_env;
+    const char *key_flag;
 };
 
 /* The adapter for an engine name; NULL for an unknown name. */

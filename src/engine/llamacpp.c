@@ -150,4 +150,5 @@ const struct engine_ops engine_llamacpp = {
     .wake_plan = engine_plan_unsupported,
     .is_sleeping_plan = engine_is_sleeping_unsupported,
     .sleep_setup = engine_sleep_setup_none,
+    .key_env = "LLAMA_API_KEY",
 };

@@ -158,4 +158,5 @@ const struct engine_ops engine_sglang = {
     .wake_plan = sglang_wake_plan,
     .is_sleeping_plan = engine_is_sleeping_unsupported,
     .sleep_setup = sglang_sleep_setup,
+    .key_flag = "--api-key",
 };

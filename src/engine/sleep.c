@@ -108,10 +108,12 @@ struct engine_plan_run {
     struct http_call *call;
     engine_plan_cb done;
     void *arg;
+    char *key; /* the engine's API key, or NULL */
 };
 
 static void plan_free(struct engine_plan_run *r)
 {
+    free(r->key);
     free(r->steps);
     free(r);
 }
@@ -210,8 +212,9 @@ static void plan_next(struct engine_plan_run *r)
         }
         left = r->deadline - now;
     }
-    r->call = http_call(r->loop, "127.0.0.1", r->port, s->method, s->path,
-                        s->body[0] ? s->body : NULL, strlen(s->body), left, plan_on_answer, r);
+    r->call = http_call_keyed(r->loop, "127.0.0.1", r->port, s->method, s->path,
+                              s->body[0] ? s->body : NULL, strlen(s->body), HTTP_CALL_BODY_MAX,
+                              r->key, left, plan_on_answer, r);
     if (!r->call) {
         snprintf(msg, sizeof(msg), "%s %s cannot be sent: bad method or path", s->method, s->path);
         plan_end(r, -EINVAL, msg);
@@ -221,6 +224,13 @@ static void plan_next(struct engine_plan_run *r)
 struct engine_plan_run *engine_run_plan(uv_loop_t *loop, int port, const struct engine_step *steps,
                                         size_t n, uint64_t timeout_ms, engine_plan_cb done,
                                         void *arg)
+{
+    return engine_run_plan_keyed(loop, port, NULL, steps, n, timeout_ms, done, arg);
+}
+
+struct engine_plan_run *engine_run_plan_keyed(uv_loop_t *loop, int port, const char *key,
+                                              const struct engine_step *steps, size_t n,
+                                              uint64_t timeout_ms, engine_plan_cb done, void *arg)
 {
     struct engine_plan_run *r;
     struct engine_step *copy;
@@ -242,15 +252,16 @@ struct engine_plan_run *engine_run_plan(uv_loop_t *loop, int port, const struct 
     r->timeout_ms = timeout_ms;
     r->done = done;
     r->arg = arg;
+    r->key = key ? xstrdup(key) : NULL;
     if (timeout_ms > 0) {
         uv_update_time(loop);
         r->deadline = uv_now(loop) + timeout_ms;
     }
 
     /* the first call starts now; a failure to start it is reported like any other step's */
-    r->call = http_call(loop, "127.0.0.1", port, copy[0].method, copy[0].path,
-                        copy[0].body[0] ? copy[0].body : NULL, strlen(copy[0].body), timeout_ms,
-                        plan_on_answer, r);
+    r->call = http_call_keyed(loop, "127.0.0.1", port, copy[0].method, copy[0].path,
+                              copy[0].body[0] ? copy[0].body : NULL, strlen(copy[0].body),
+                              HTTP_CALL_BODY_MAX, r->key, timeout_ms, plan_on_answer, r);
     if (!r->call) {
         plan_free(r);
         return NULL;

@@ -174,4 +174,5 @@ const struct engine_ops engine_vllm = {
     .wake_plan = vllm_wake_plan,
     .is_sleeping_plan = vllm_is_sleeping_plan,
     .sleep_setup = vllm_sleep_setup,
+    .key_env = "VLLM_API_KEY",
 };

@@ -250,6 +250,26 @@ struct http_call *http_call_capped(uv_loop_t *loop, const char *host, int port, 
                                    const char *path_and_query, const char *body, size_t body_len,
                                    size_t max_body, uint64_t timeout_ms, http_call_cb cb, void *arg)
 {
+    return http_call_keyed(loop, host, port, method, path_and_query, body, body_len, max_body, NULL,
+                           timeout_ms, cb, arg);
+}
+
+/* A bearer token goes into a header line as is: printable ASCII without spaces only. */
+static int key_valid(const char *key)
+{
+    if (!*key)
+        return 0;
+    for (const char *p = key; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return 0;
+    return 1;
+}
+
+struct http_call *http_call_keyed(uv_loop_t *loop, const char *host, int port, const char *method,
+                                  const char *path_and_query, const char *body, size_t body_len,
+                                  size_t max_body, const char *key, uint64_t timeout_ms,
+                                  http_call_cb cb, void *arg)
+{
     struct sockaddr_storage ss;
     struct http_call *c;
     char length_hdr[48];
@@ -260,7 +280,7 @@ struct http_call *http_call_capped(uv_loop_t *loop, const char *host, int port, 
     int rc;
 
     if (!loop || !cb || http_addr_parse(host, port, &ss, &is_v6) < 0 ||
-        !call_valid(method, path_and_query))
+        !call_valid(method, path_and_query) || (key && !key_valid(key)))
         return NULL;
     if (strcmp(host, "localhost") == 0)
         host = "127.0.0.1";
@@ -282,11 +302,12 @@ struct http_call *http_call_capped(uv_loop_t *loop, const char *host, int port, 
                    "Host: %s%s%s:%d\r\n"
                    "User-Agent: yard\r\n"
                    "Accept: */*\r\n"
-                   "%s%s"
+                   "%s%s%s%s%s"
                    "Connection: close\r\n"
                    "\r\n",
                    method, path_and_query, is_v6 && host[0] != '[' ? "[" : "", host,
-                   is_v6 && host[0] != '[' ? "]" : "", port,
+                   is_v6 && host[0] != '[' ? "]" : "", port, key ? "Authorization: Bearer " : "",
+                   key ? key : "", key ? "\r\n" : "",
                    body ? "Content-Type: application/json\r\n" : "", length_hdr);
     head_len = strlen(head);
     c->request = xmalloc(head_len + body_len + 1);

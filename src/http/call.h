@@ -47,6 +47,15 @@ struct http_call *http_call_capped(uv_loop_t *loop, const char *host, int port, 
                                    const char *path_and_query, const char *body, size_t body_len,
                                    size_t max_body, uint64_t timeout_ms, http_call_cb cb,
                                    void *arg);
+/*
+ * As http_call_capped, with "Authorization: Bearer KEY" when key is not NULL
+ * (the engine's key, engine/key.h). A key holding spaces, controls or
+ * non-ASCII bytes makes the call refuse to start (NULL).
+ */
+struct http_call *http_call_keyed(uv_loop_t *loop, const char *host, int port, const char *method,
+                                  const char *path_and_query, const char *body, size_t body_len,
+                                  size_t max_body, const char *key, uint64_t timeout_ms,
+                                  http_call_cb cb, void *arg);
 /* The callback will not run; the call frees itself once its handles close. */
 void http_call_cancel(struct http_call *c);
 

@@ -12,10 +12,17 @@
 struct http_probe *http_probe_get(uv_loop_t *loop, const char *host, int port, const char *path,
                                   uint64_t timeout_ms, http_probe_cb cb, void *arg)
 {
+    return http_probe_get_keyed(loop, host, port, path, NULL, timeout_ms, cb, arg);
+}
+
+struct http_probe *http_probe_get_keyed(uv_loop_t *loop, const char *host, int port,
+                                        const char *path, const char *key, uint64_t timeout_ms,
+                                        http_probe_cb cb, void *arg)
+{
     if (!path || !*path)
         path = "/";
-    return (struct http_probe *)http_call_capped(loop, host, port, "GET", path, NULL, 0,
-                                                 PROBE_BODY_MAX, timeout_ms, cb, arg);
+    return (struct http_probe *)http_call_keyed(loop, host, port, "GET", path, NULL, 0,
+                                                PROBE_BODY_MAX, key, timeout_ms, cb, arg);
 }
 
 void http_probe_cancel(struct http_probe *p)

@@ -19,6 +19,10 @@ typedef void (*http_probe_cb)(int status, const char *body, size_t len, void *ar
 /* Returns a handle (owned by the probe; valid until the callback) or NULL. */
 struct http_probe *http_probe_get(uv_loop_t *loop, const char *host, int port, const char *path,
                                   uint64_t timeout_ms, http_probe_cb cb, void *arg);
+/* As http_probe_get, with "Authorization: Bearer KEY" when key is not NULL. */
+struct http_probe *http_probe_get_keyed(uv_loop_t *loop, const char *host, int port,
+                                        const char *path, const char *key, uint64_t timeout_ms,
+                                        http_probe_cb cb, void *arg);
 /* The callback will not run; the probe frees itself once its handles close. */
 void http_probe_cancel(struct http_probe *p);
 

@@ -83,4 +83,27 @@ unsigned upstream_pool_idle(const struct upstream_pool *p, const char *host, int
 /* Connect timeout for new connections (default 5000 ms; 0 keeps the default). */
 void upstream_pool_set_connect_timeout(struct upstream_pool *p, uint64_t ms);
 
+/*
+ * Request paths as the engines' servers read them. uvicorn (vLLM, SGLang)
+ * decodes percent escapes before routing, so "/%73leep" is "/sleep" to the
+ * engine; a check on the raw path is a check on nothing.
+ *
+ * upstream_path_decode: decodes the percent escapes of path[0..len) into a
+ * new NUL-terminated string (*out, the caller frees). Returns 0, or -EINVAL
+ * for an escape that is not two hex digits, an encoded '/' (which would move
+ * a segment boundary) or an encoded NUL; *out is then NULL.
+ *
+ * upstream_path_normalise: in a decoded path that starts with '/', removes
+ * "." and ".." segments (".." above the root stays at the root) and empty
+ * segments ("//"), in place. A trailing '/' is kept. A path that does not
+ * start with '/' is left as it is.
+ *
+ * upstream_path_encode: the form to send: every byte that is not an RFC 3986
+ * pchar or '/' (space, '%', '?', '#', controls, non-ASCII) percent-encoded.
+ * Returns a new string the caller frees; never NULL.
+ */
+int upstream_path_decode(const char *path, size_t len, char **out);
+void upstream_path_normalise(char *path);
+char *upstream_path_encode(const char *path);
+
 #endif

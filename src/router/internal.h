@@ -60,6 +60,7 @@ struct router__req {
     struct upstream_req *up;
     struct buf rbuf;
     char ctype[128];
+    struct buf up_headers; /* raw: the engine's end-to-end headers, "name\0value\0"... */
 };
 
 /* router.c */

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "config/config.h"
 #include "router/scan.h"
+#include "sup/sup.h"
 
 #define WHOLE_MAX (1u << 20)       /* answers up to this size with a length go out whole */
 #define ERROR_BODY_MAX (64u << 10) /* an upstream error body kept for normalising */
@@ -72,10 +73,91 @@ static void on_written(struct http_request *req, int status, void *arg)
     }
 }
 
+/* Whether the comma-separated list (a Connection header's value) names name. */
+static int list_names(const char *list, const char *name)
+{
+    size_t nlen = strlen(name);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *end = p;
+        while (*end && *end != ',')
+            end++;
+        size_t n = (size_t)(end - p);
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n == nlen && n > 0 && strncasecmp(p, name, n) == 0)
+            return 1;
+        p = end;
+    }
+    return 0;
+}
+
+/*
+ * Whether the engine's header i ends at yard: hop-by-hop headers (RFC 9110
+ * 7.6.1) and those its Connection header names, and the framing and type
+ * that yard sets itself.
+ */
+static int hop_by_hop(const struct http_header *h, size_t n, size_t i)
+{
+    static const char *const names[] = {
+        "Connection", "Keep-Alive",     "TE",           "Trailer", "Transfer-Encoding",
+        "Upgrade",    "Content-Length", "Content-Type",
+    };
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (strcasecmp(h[i].name, names[k]) == 0)
+            return 1;
+    if (strncasecmp(h[i].name, "Proxy-", 6) == 0)
+        return 1;
+    for (size_t k = 0; k < n; k++)
+        if (strcasecmp(h[k].name, "Connection") == 0 && list_names(h[k].value, h[i].name))
+            return 1;
+    return 0;
+}
+
+/* /upstream answers carry the engine's own headers: kept here until the head goes out. */
+static void keep_headers(struct router__req *rr, const struct http_header *h, size_t n)
+{
+    buf_release(&rr->up_headers);
+    buf_init(&rr->up_headers, 64 << 10); /* the upstream client's own head limit */
+    for (size_t i = 0; i < n; i++) {
+        if (hop_by_hop(h, n, i))
+            continue;
+        if (buf_append(&rr->up_headers, h[i].name, strlen(h[i].name) + 1) < 0 ||
+            buf_append(&rr->up_headers, h[i].value, strlen(h[i].value) + 1) < 0)
+            break;
+    }
+}
+
+static int kept_header(const struct router__req *rr, const char *name)
+{
+    const char *p = rr->up_headers.data, *end = p + rr->up_headers.len;
+    while (p && p < end) {
+        const char *v = p + strlen(p) + 1;
+        if (strcasecmp(p, name) == 0)
+            return 1;
+        p = v + strlen(v) + 1;
+    }
+    return 0;
+}
+
+static void send_kept_headers(struct router__req *rr)
+{
+    const char *p = rr->up_headers.data, *end = p + rr->up_headers.len;
+    while (p && p < end) {
+        const char *v = p + strlen(p) + 1;
+        http_response_header(rr->req, p, v);
+        p = v + strlen(v) + 1;
+    }
+    buf_release(&rr->up_headers);
+}
+
 static void up_head(void *arg, int status, const struct http_header *h, size_t n)
 {
     struct router__req *rr = arg;
     rr->up_status = status;
+    if (rr->raw && !rr->began)
+        keep_headers(rr, h, n);
     long long clen = -1;
     for (size_t i = 0; i < n; i++) {
         if (strcasecmp(h[i].name, "Content-Type") == 0)
@@ -104,9 +186,12 @@ static void up_head(void *arg, int status, const struct http_header *h, size_t n
     if (rr->ctype[0])
         http_response_header(rr->req, "Content-Type", rr->ctype);
     if (strncasecmp(rr->ctype, "text/event-stream", 17) == 0) {
-        http_response_header(rr->req, "Cache-Control", "no-cache");
-        http_response_header(rr->req, "X-Accel-Buffering", "no");
+        if (!kept_header(rr, "Cache-Control"))
+            http_response_header(rr->req, "Cache-Control", "no-cache");
+        if (!kept_header(rr, "X-Accel-Buffering"))
+            http_response_header(rr->req, "X-Accel-Buffering", "no");
     }
+    send_kept_headers(rr);
     http_stream_begin(rr->req, status, NULL);
     rr->began = 1;
     router__count(rr->r, rr->model, status);
@@ -170,6 +255,7 @@ static void up_end(void *arg, int err)
         http_stream_write(rr->req, body, rr->rbuf.len, NULL, NULL);
         http_stream_end(rr->req);
     } else {
+        send_kept_headers(rr);
         http_respond(rr->req, rr->up_status, rr->ctype[0] ? rr->ctype : NULL, body, rr->rbuf.len);
         if (rr->up_status < 300)
             count_tokens(rr, body, rr->rbuf.len);
@@ -192,7 +278,7 @@ static void on_ready(struct sched_waiter *w, int port)
     rr->queued = 0;
     rr->slot = 1;
     const struct http_request *req = rr->req;
-    /* The client's headers go along, but not its credentials for yard. */
+    /* The client's headers go along, but not its credentials for yard: the engine gets its own. */
     struct http_header *h = xcalloc(req->n_headers + 1, sizeof *h);
     size_t n = 0;
     for (size_t i = 0; i < req->n_headers; i++) {
@@ -201,6 +287,10 @@ static void on_ready(struct sched_waiter *w, int port)
             continue;
         h[n++] = req->headers[i];
     }
+    char bearer[16 + 65];
+    memcpy(bearer, "Bearer ", 8);
+    if (sup_engine_key(rr->r->app->sup, rr->model, bearer + 7, sizeof bearer - 7) == 0)
+        h[n++] = (struct http_header){"Authorization", bearer};
     rr->up = upstream_request(rr->r->pool, "127.0.0.1", port, req->method, rr->target, h, n,
                               rr->body, rr->body_len, &up_cbs, rr);
     free(h);
@@ -281,6 +371,7 @@ void router__req_gone(struct router__req *rr)
     if (!rr->counted && !rr->finished)
         router__count(rr->r, rr->model[0] ? rr->model : ROUTER_NO_MODEL, 499);
     buf_release(&rr->rbuf);
+    buf_release(&rr->up_headers);
     if (rr->body_owned)
         free(rr->body);
     free(rr->target);

@@ -284,15 +284,27 @@ static void handle_inference(struct router *r, struct http_request *req)
     router__admit(rr);
 }
 
-/* /upstream/NAME/REST: the engine's own API, unchanged. */
+/*
+ * /upstream/NAME/REST: the engine's own API. The path is decoded and
+ * normalised first, as the engine's server would read it, and the checks
+ * below see that form; the engine gets it re-encoded, the query unchanged.
+ */
 static void handle_upstream(struct router *r, struct http_request *req)
 {
     struct router__req *rr = req_new(r, req);
     rr->raw = 1;
-    const char *p = req->path + strlen("/upstream/");
-    const char *slash = strchr(p, '/');
+    const char *raw = req->path + strlen("/upstream/");
+    char *p = NULL;
+    if (upstream_path_decode(raw, strlen(raw), &p) < 0) {
+        router__fail(rr, 400, "invalid_request_error", "invalid_path", 0,
+                     "the path after /upstream/ has an invalid percent escape, an encoded '/' or "
+                     "an encoded NUL; send the path as the engine expects it");
+        return;
+    }
+    char *slash = strchr(p, '/');
     size_t nlen = slash ? (size_t)(slash - p) : strlen(p);
     if (nlen == 0 || nlen >= ROUTER_MODEL_MAX) {
+        free(p);
         router__fail(rr, 404, "invalid_request_error", "model_not_found", 0,
                      "use /upstream/MODEL/PATH, for example /upstream/qwen-7b/health");
         return;
@@ -300,9 +312,17 @@ static void handle_upstream(struct router *r, struct http_request *req)
     char name[ROUTER_MODEL_MAX];
     memcpy(name, p, nlen);
     name[nlen] = '\0';
-    if (!resolve(rr, name))
+    if (!resolve(rr, name)) {
+        free(p);
         return;
-    const char *rest = slash ? slash : "/";
+    }
+    /* rest is NAME's path from its own root: ".." cannot climb out of it. */
+    char root[] = "/";
+    char *rest = slash ? slash : root;
+    upstream_path_normalise(rest);
+    size_t rlen = strlen(rest);
+    while (rlen > 1 && rest[rlen - 1] == '/')
+        rlen--; /* Starlette redirects "/sleep/" to "/sleep" */
     /* The engines' sleep and admin verbs are yard's to call: a client using them would
      * put an engine to sleep behind yard's back, and a sleeping vLLM that gets a request
      * can crash. */
@@ -321,7 +341,8 @@ static void handle_upstream(struct router *r, struct http_request *req)
         "/continue_generation",
     };
     for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
-        if (strcmp(rest, reserved[i]) == 0) {
+        if (strlen(reserved[i]) == rlen && memcmp(rest, reserved[i], rlen) == 0) {
+            free(p);
             router__fail(rr, 403, "permission_error", "reserved_endpoint", 0,
                          "%s is reserved to yard, which sleeps and wakes its engines; use "
                          "'yard sleep %s' or 'yard wake %s'",
@@ -329,7 +350,10 @@ static void handle_upstream(struct router *r, struct http_request *req)
             return;
         }
     }
-    rr->target = *req->query ? xstrfmt("%s?%s", rest, req->query) : xstrdup(rest);
+    char *enc = upstream_path_encode(rest);
+    free(p);
+    rr->target = *req->query ? xstrfmt("%s?%s", enc, req->query) : xstrdup(enc);
+    free(enc);
     router__admit(rr);
 }
 

@@ -235,8 +235,10 @@ static void probe_fire(uv_timer_t *t)
         return;
     }
     in->probe_started_mono = clock_mono_ms();
-    in->probe = http_probe_get(in->sup->app->loop, "127.0.0.1", in->reach_port, health_path(in),
-                               PROBE_TIMEOUT_MS, probe_done, in);
+    char key[65];
+    in->probe = http_probe_get_keyed(in->sup->app->loop, "127.0.0.1", in->reach_port,
+                                     health_path(in), sup__engine_key(in, key) == 0 ? key : NULL,
+                                     PROBE_TIMEOUT_MS, probe_done, in);
     if (!in->probe)
         probe_schedule(in, PROBE_MAX_MS);
 }
@@ -631,6 +633,8 @@ int sup__inst_launch(struct instance *in)
 
     replace_str(&in->cmdline, NULL);
     in->cmdline = join_argv(argv);
+    /* After the command line was recorded: the key is not shown or stored. */
+    sup__key_setup(in, &argv, &env);
     /* Lines from now on belong to this run. */
     sup__tail_start(&in->tail, 1);
 

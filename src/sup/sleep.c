@@ -134,8 +134,10 @@ int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, c
     sup__timers_stop(in); /* no health probes while it changes */
     sup__record_sleep_intent(in, level);
     log_info("sup", "'%s' going to sleep (level %d)", in->name, level);
-    in->plan = engine_run_plan(in->sup->app->loop, in->reach_port, steps, (size_t)n,
-                               SLEEP_TIMEOUT_MS, sleep_done, in);
+    char key[65];
+    in->plan = engine_run_plan_keyed(in->sup->app->loop, in->reach_port,
+                                     sup__engine_key(in, key) == 0 ? key : NULL, steps, (size_t)n,
+                                     SLEEP_TIMEOUT_MS, sleep_done, in);
     if (!in->plan) {
         in->op = SUP__OP_NONE;
         in->op_done = NULL;
@@ -197,8 +199,10 @@ int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
     in->op_done = done;
     in->op_arg = arg;
     log_info("sup", "'%s' waking from level %d", in->name, in->sleep_level);
-    in->plan = engine_run_plan(in->sup->app->loop, in->reach_port, steps, (size_t)n,
-                               WAKE_TIMEOUT_MS, wake_done, in);
+    char key[65];
+    in->plan = engine_run_plan_keyed(in->sup->app->loop, in->reach_port,
+                                     sup__engine_key(in, key) == 0 ? key : NULL, steps, (size_t)n,
+                                     WAKE_TIMEOUT_MS, wake_done, in);
     if (!in->plan) {
         in->op = SUP__OP_NONE;
         in->op_done = NULL;

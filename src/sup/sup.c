@@ -32,6 +32,7 @@ struct sup *sup_new(struct app *app)
     s->log_dir = xstrfmt("%s/logs", app->state_dir);
     if (mkdir(s->log_dir, 0755) < 0 && errno != EEXIST)
         log_warn("sup", "cannot create '%s': %s", s->log_dir, strerror(errno));
+    sup__key_init(s);
     for (size_t i = 0; i < app->cfg->n_models; i++)
         add_instance(s, &app->cfg->models[i]);
     uv_timer_init(app->loop, &s->shutdown_timer);
@@ -429,6 +430,7 @@ static void shutdown_free(void *sup)
     }
     free(s->inst);
     free(s->log_dir);
+    sup__key_release(s);
     free(s);
     if (done)
         done(arg);

@@ -103,6 +103,11 @@ int sup_info(struct sup *s, const char *model, struct sup_info *info);
 const char *sup_log_path(struct sup *s, const char *model);
 /* "a, b, c": the configured names, for messages. A new string the caller frees. */
 char *sup_model_list(struct sup *s);
+/*
+ * The API key yard sends to MODEL's engine ("Authorization: Bearer KEY"),
+ * written into out (len >= 65). 0, or -ENOKEY when its engine has none.
+ */
+int sup_engine_key(struct sup *s, const char *model, char *out, size_t len);
 
 /*
  * Applies a new config (already validated): unchanged models keep running,

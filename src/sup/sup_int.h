@@ -142,6 +142,9 @@ struct sup {
     void (*shutdown_done)(void *);
     void *shutdown_arg;
     uv_timer_t shutdown_timer;
+
+    /* Engine keys derive from it (key.c); NULL: engines run without keys. */
+    unsigned char *engine_secret;
 };
 
 /* instance.c */
@@ -209,6 +212,19 @@ void sup__pod_prepared(void *arg, const char *err);
 void sup__pods_close(struct sup *s, void (*done)(void *), void *arg);
 /* An instance on a pod whose state is unknown: what to do when the tree turns out gone. */
 void sup__unknown_exit(struct instance *in);
+
+/* key.c: engine API keys */
+/* Reads or makes the daemon's secret; without one, engines run without a key (logged). */
+void sup__key_init(struct sup *s);
+void sup__key_release(struct sup *s);
+/* The instance's key (65 bytes with the NUL) in out: 0, or -ENOKEY (none: a pod, no secret). */
+int sup__engine_key(const struct instance *in, char out[65]);
+/*
+ * Tells the engine its key before a start: "${API_KEY}" in argv words becomes
+ * the key, and the engine's key_env entry joins env (replacing the model's
+ * own) or its key_flag and the key join argv. Both lists are reallocated.
+ */
+void sup__key_setup(struct instance *in, char ***argv, char ***env);
 
 /* logtail.c */
 void sup__tail_init(struct logtail *t, struct instance *in, const char *path);

@@ -204,9 +204,11 @@ static void step(struct suspend *x)
         return;
     }
     struct engine_step warm[1];
+    char key[65];
     if (engine_warmup_plan(in->name, warm, 1) == 1)
-        in->plan = engine_run_plan(in->sup->app->loop, in->reach_port, warm, 1, WARMUP_TIMEOUT_MS,
-                                   warm_done, x);
+        in->plan = engine_run_plan_keyed(in->sup->app->loop, in->reach_port,
+                                         sup__engine_key(in, key) == 0 ? key : NULL, warm, 1,
+                                         WARMUP_TIMEOUT_MS, warm_done, x);
     if (!in->plan)
         warm_done(0, NULL, x);
 }

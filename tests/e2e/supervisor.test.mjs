@@ -39,7 +39,7 @@ async function daemonWith(models, { defaults = '', top = '' } = {}) {
     }
     const config = writeConfig(dir, yaml);
     const d = await startDaemon({ config, stateDir: dir });
-    return { dir, config, d };
+    return { dir, config, d, port };
 }
 
 const entry = async (dir, name) => (await ps(dir)).find((e) => e.name === name);
@@ -165,7 +165,7 @@ test('unknown model: one line listing the configured ones', async () => {
 });
 
 test('crash while ready: detected, restarted with backoff', async () => {
-    const { dir, d } = await daemonWith({
+    const { dir, d, port } = await daemonWith({
         m: {
             engine: 'llamacpp',
             cmd: mock('llamacpp', '--load-time 100ms --fail crash-after:0'),
@@ -175,8 +175,9 @@ test('crash while ready: detected, restarted with backoff', async () => {
     });
     assert.equal((await yard(['start', 'm', '--wait'], { stateDir: dir })).code, 0);
     const first = await entry(dir, 'm');
+    // Through yard: the engine's own port wants the key yard started it with.
     await httpPost(
-        `http://127.0.0.1:${first.port}/v1/chat/completions`,
+        `http://127.0.0.1:${port}/v1/chat/completions`,
         JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] })
     ).catch(() => {});
     // Crash seen within a second (the mock dies after answering).

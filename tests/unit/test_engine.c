@@ -14,6 +14,7 @@
 
 #include "base/utf8.h"
 #include "engine/adapter.h"
+#include "engine/key.h"
 
 struct run {
     const struct engine_ops *ops;
@@ -492,10 +493,92 @@ static void test_generic(void **state)
     expect_none(&r, "");
 }
 
+/* ---- API keys ---- */
+
+static void hex(const unsigned char *d, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* FIPS 180-4 examples, and a message that spans the padding boundary. */
+static void test_sha256_vectors(void **state)
+{
+    unsigned char d[32];
+    char h[65];
+    engine__sha256("abc", 3, d);
+    hex(d, 32, h);
+    assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    engine__sha256("", 0, d);
+    hex(d, 32, h);
+    assert_string_equal(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    engine__sha256(m, strlen(m), d);
+    hex(d, 32, h);
+    assert_string_equal(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+/* RFC 4231 test cases 1 and 6 (a key longer than the block). */
+static void test_hmac_sha256_vectors(void **state)
+{
+    unsigned char key[131], d[32];
+    char h[65];
+    memset(key, 0x0b, 20);
+    engine__hmac_sha256(key, 20, "Hi There", 8, d);
+    hex(d, 32, h);
+    assert_string_equal(h, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    memset(key, 0xaa, sizeof key);
+    const char *m = "Test Using Larger Than Block-Size Key - Hash Key First";
+    engine__hmac_sha256(key, sizeof key, m, strlen(m), d);
+    hex(d, 32, h);
+    assert_string_equal(h, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+/* One key per (secret, model, port); the next daemon derives the same. */
+static void test_key_derivation(void **state)
+{
+    unsigned char s1[32], s2[32];
+    char a[ENGINE_KEY_HEX + 1], b[ENGINE_KEY_HEX + 1];
+    memset(s1, 1, sizeof s1);
+    memset(s2, 2, sizeof s2);
+    engine_key_derive(s1, sizeof s1, "qwen", 5800, a);
+    assert_int_equal(strlen(a), ENGINE_KEY_HEX);
+    assert_int_equal(strspn(a, "0123456789abcdef"), ENGINE_KEY_HEX);
+    engine_key_derive(s1, sizeof s1, "qwen", 5800, b);
+    assert_string_equal(a, b);
+    engine_key_derive(s1, sizeof s1, "qwen", 5801, b);
+    assert_string_not_equal(a, b);
+    engine_key_derive(s1, sizeof s1, "qwen5", 800, b); /* no ambiguity across the boundary */
+    assert_string_not_equal(a, b);
+    engine_key_derive(s2, sizeof s2, "qwen", 5800, b);
+    assert_string_not_equal(a, b);
+}
+
+/* How each engine is told: by environment where it reads one (kept out of ps), else by flag. */
+static void test_key_setup_per_engine(void **state)
+{
+    assert_string_equal(engine_find("vllm")->key_env, "VLLM_API_KEY");
+    assert_null(engine_find("vllm")->key_flag);
+    assert_string_equal(engine_find("llamacpp")->key_env, "LLAMA_API_KEY");
+    assert_null(engine_find("llamacpp")->key_flag);
+    assert_null(engine_find("sglang")->key_env);
+    assert_string_equal(engine_find("sglang")->key_flag, "--api-key");
+    assert_null(engine_find("generic")->key_env);
+    assert_null(engine_find("generic")->key_flag);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_find),
+        cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_hmac_sha256_vectors),
+        cmocka_unit_test(test_key_derivation),
+        cmocka_unit_test(test_key_setup_per_engine),
         cmocka_unit_test(test_probe_verdicts),
         cmocka_unit_test(test_vllm_ready_and_progress),
         cmocka_unit_test(test_vllm_oom_root_cause),

@@ -1451,9 +1451,85 @@ static void test_nothing_kept_with_zero_idle(void **state)
     assert_true(s.eof_ms - x.end_ms < 500);
 }
 
+/* ---- paths ---- */
+
+static char *clean(const char *raw)
+{
+    char *d = NULL;
+    if (upstream_path_decode(raw, strlen(raw), &d) < 0)
+        return NULL;
+    upstream_path_normalise(d);
+    return d;
+}
+
+static void assert_clean(const char *raw, const char *want)
+{
+    char *got = clean(raw);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* What uvicorn routes on: "/%73leep" is "/sleep" to vLLM and SGLang. */
+static void test_path_decoded_as_the_engine_reads_it(void **state)
+{
+    assert_clean("/%73leep", "/sleep");
+    assert_clean("/wake%5Fup", "/wake_up");
+    assert_clean("/wake%5fup", "/wake_up");
+    assert_clean("/%69s_sleeping", "/is_sleeping");
+    assert_clean("/v1/models", "/v1/models");
+    assert_clean("/a%20b", "/a b");
+}
+
+static void test_path_dot_segments_and_slashes(void **state)
+{
+    assert_clean("/v1/../sleep", "/sleep");
+    assert_clean("/./sleep", "/sleep");
+    assert_clean("//sleep", "/sleep");
+    assert_clean("/v1//models", "/v1/models");
+    assert_clean("/%2e%2e/%2E/sleep", "/sleep");
+    assert_clean("/../../sleep", "/sleep");
+    assert_clean("/a/b/..", "/a/");
+    assert_clean("/a/.", "/a/");
+    assert_clean("/sleep/", "/sleep/");
+    assert_clean("/", "/");
+    assert_clean("", ""); /* not a path from the root: left alone */
+    assert_clean("/..", "/");
+    assert_clean("/a..b/.c/c.", "/a..b/.c/c.");
+}
+
+static void test_path_bad_escapes_refused(void **state)
+{
+    char *d = (char *)1;
+    assert_int_equal(upstream_path_decode("/a%2Fb", 6, &d), -EINVAL);
+    assert_null(d);
+    assert_int_equal(upstream_path_decode("/a%2fb", 6, &d), -EINVAL);
+    assert_int_equal(upstream_path_decode("/a%00b", 6, &d), -EINVAL);
+    assert_int_equal(upstream_path_decode("/a%zzb", 6, &d), -EINVAL);
+    assert_int_equal(upstream_path_decode("/a%4", 4, &d), -EINVAL);
+    assert_int_equal(upstream_path_decode("/a%", 3, &d), -EINVAL);
+    assert_int_equal(upstream_path_decode("/a\0b", 4, &d), -EINVAL);
+    /* the length bounds the escape, not the NUL after it */
+    assert_int_equal(upstream_path_decode("/a%41", 4, &d), -EINVAL);
+    assert_int_equal(upstream_path_decode("/a%41", 5, &d), 0);
+    assert_string_equal(d, "/aA");
+    free(d);
+}
+
+static void test_path_encoded_for_the_engine(void **state)
+{
+    char *e = upstream_path_encode("/v1/a b?c#d%e\x01\xc3\xa9/x:@!$&'()*+,;=-._~");
+    assert_string_equal(e, "/v1/a%20b%3Fc%23d%25e%01%C3%A9/x:@!$&'()*+,;=-._~");
+    free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_path_decoded_as_the_engine_reads_it),
+        cmocka_unit_test(test_path_dot_segments_and_slashes),
+        cmocka_unit_test(test_path_bad_escapes_refused),
+        cmocka_unit_test(test_path_encoded_for_the_engine),
         cmocka_unit_test(test_get),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_chunked_events_arrive_one_by_one),

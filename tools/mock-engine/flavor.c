@@ -603,11 +603,43 @@ static void send_health(struct mock *m, struct http_request *req)
     mock_respond(m, req, m->phase == MOCK_READY ? 200 : 503, NULL, "", 0);
 }
 
+/*
+ * The engines' API key checks: vLLM guards only paths under /v1; SGLang all
+ * but /health* and /metrics; llama-server all but /health, /v1/health and
+ * the model list. Returns 1 when the request may go on, else answers 401.
+ */
+static int key_allows(struct mock *m, struct http_request *req)
+{
+    const char *p = req->path, *auth;
+    int guarded;
+    if (!m->o.api_key || strcmp(req->method, "OPTIONS") == 0)
+        return 1;
+    if (m->o.flavor == MOCK_VLLM)
+        guarded = strncmp(p, "/v1", 3) == 0;
+    else if (m->o.flavor == MOCK_SGLANG)
+        guarded = strncmp(p, "/health", 7) != 0 && strncmp(p, "/metrics", 8) != 0;
+    else
+        guarded = strcmp(p, "/health") != 0 && strcmp(p, "/v1/health") != 0 &&
+                  strcmp(p, "/models") != 0 && strcmp(p, "/v1/models") != 0;
+    auth = http_request_header(req, "Authorization");
+    if (!guarded ||
+        (auth && strncmp(auth, "Bearer ", 7) == 0 && strcmp(auth + 7, m->o.api_key) == 0))
+        return 1;
+    if (m->o.flavor == MOCK_LLAMACPP)
+        mock_send_error(m, req, 401, "authentication_error", "Invalid API Key");
+    else
+        mock_send_json(m, req, 401, "{\"error\":\"Unauthorized\"}");
+    return 0;
+}
+
 void mock_flavor_handle(struct mock *m, struct http_request *req)
 {
     const char *p = req->path;
     int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
     int post = strcmp(req->method, "POST") == 0;
+
+    if (!key_allows(m, req))
+        return;
 
     if (strcmp(p, "/health") == 0 ||
         (m->o.flavor == MOCK_LLAMACPP && strcmp(p, "/v1/health") == 0) ||

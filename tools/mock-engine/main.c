@@ -801,6 +801,8 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
             o->stamps = VALUE();
         } else if (strcmp(name, "--stamp-chunks") == 0) {
             o->stamp_chunks = 1;
+        } else if (strcmp(name, "--api-key") == 0) {
+            o->api_key = VALUE();
         } else {
             const struct ignored_flag *f = NULL;
             for (size_t k = 0; k < sizeof ignored_flags / sizeof *ignored_flags; k++)
@@ -833,6 +835,11 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
         usage_error("missing --name");
     if (!o->model_path)
         o->model_path = o->name;
+    /* The flag wins over the variable, as in vLLM and llama-server; SGLang reads none. */
+    if (!o->api_key && o->flavor != MOCK_SGLANG)
+        o->api_key = getenv(o->flavor == MOCK_VLLM ? "VLLM_API_KEY" : "LLAMA_API_KEY");
+    if (o->api_key && !*o->api_key)
+        o->api_key = NULL;
 }
 
 static int first_visible_gpu(void)

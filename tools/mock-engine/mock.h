@@ -42,6 +42,7 @@ struct mock_opts {
     int enable_sleep_mode;   /* vllm --enable-sleep-mode */
     int enable_memory_saver; /* sglang --enable-memory-saver */
     int metrics_flag;        /* llamacpp --metrics */
+    const char *api_key;     /* --api-key, else VLLM_API_KEY (vllm) or LLAMA_API_KEY (llamacpp) */
 };
 
 struct mock_gen;

@@ -1,0 +1,115 @@
+/*
+ * Engine API keys (engine/key.h): the daemon's secret is read (or made) once
+ * at start; each local instance's key is derived from it, its model name and
+ * its port, so a daemon that adopts a running engine knows its key without
+ * storing it. Engines on pods get none: they are reached through an SSH
+ * forward, and the key would have to travel on a command line there.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "engine/key.h"
+#include "runner/pod.h"
+#include "store/secret.h"
+#include "sup/sup_int.h"
+
+#define SECRET_FILE "engine.secret"
+
+void sup__key_init(struct sup *s)
+{
+    char *err = NULL;
+    unsigned char *secret = xmalloc(STORE_SECRET_LEN);
+    if (store_secret_load(s->app->state_dir, SECRET_FILE, secret, &err) < 0) {
+        log_error("sup",
+                  "%s; engines run without an API key, so local users can reach them "
+                  "directly",
+                  err);
+        free(err);
+        free(secret);
+        return;
+    }
+    s->engine_secret = secret;
+}
+
+void sup__key_release(struct sup *s)
+{
+    if (s->engine_secret)
+        memset(s->engine_secret, 0, STORE_SECRET_LEN);
+    free(s->engine_secret);
+    s->engine_secret = NULL;
+}
+
+int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])
+{
+    out[0] = '\0';
+    if (!in->sup->engine_secret || in->port <= 0 || !in->runner || runner_pod_of(in->runner))
+        return -ENOKEY;
+    engine_key_derive(in->sup->engine_secret, STORE_SECRET_LEN, in->name, in->port, out);
+    return 0;
+}
+
+int sup_engine_key(struct sup *s, const char *model, char *out, size_t len)
+{
+    struct instance *in = sup__find(s, model);
+    char key[ENGINE_KEY_HEX + 1];
+    if (len < sizeof key || !in || sup__engine_key(in, key) < 0)
+        return -ENOKEY;
+    memcpy(out, key, sizeof key);
+    return 0;
+}
+
+/* Replaces every "${API_KEY}" in word with key (config/argv.c leaves the macro as it is). */
+static char *with_key(char *word, const char *key)
+{
+    static const char macro[] = "${API_KEY}";
+    if (!strstr(word, macro))
+        return word;
+    struct buf b;
+    buf_init(&b, strlen(word) * (ENGINE_KEY_HEX + 1) + 1);
+    const char *p = word, *hit;
+    while ((hit = strstr(p, macro)) != NULL) {
+        buf_append(&b, p, (size_t)(hit - p));
+        buf_appends(&b, key);
+        p = hit + sizeof macro - 1;
+    }
+    buf_appends(&b, p);
+    free(word);
+    return buf_detach(&b, NULL);
+}
+
+void sup__key_setup(struct instance *in, char ***argv, char ***env)
+{
+    char key[ENGINE_KEY_HEX + 1];
+    if (sup__engine_key(in, key) < 0)
+        return;
+    size_t na = 0, ne = 0;
+    while ((*argv)[na]) {
+        (*argv)[na] = with_key((*argv)[na], key);
+        na++;
+    }
+    while (*env && (*env)[ne])
+        ne++;
+    if (in->eng->key_env) {
+        /* The model's own env entry of that name would shadow ours: the key is yard's. */
+        size_t klen = strlen(in->eng->key_env), k = 0;
+        for (size_t i = 0; i < ne; i++) {
+            if (strncmp((*env)[i], in->eng->key_env, klen) == 0 && (*env)[i][klen] == '=')
+                free((*env)[i]);
+            else
+                (*env)[k++] = (*env)[i];
+        }
+        ne = k;
+        *env = xrealloc(*env, (ne + 2) * sizeof **env);
+        (*env)[ne++] = xstrfmt("%s=%s", in->eng->key_env, key);
+        (*env)[ne] = NULL;
+    } else if (in->eng->key_flag) {
+        *argv = xrealloc(*argv, (na + 3) * sizeof **argv);
+        (*argv)[na++] = xstrdup(in->eng->key_flag);
+        (*argv)[na++] = xstrdup(key);
+        (*argv)[na] = NULL;
+    }
+}
