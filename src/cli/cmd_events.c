@@ -29,8 +29,10 @@ void cli_event_line(const json_t *ev, int64_t now_ms, FILE *out)
 {
     json_t *ts = json_object_get(ev, "ts_ms");
     char when[32] = "-";
-    if (json_is_number(ts)) {
-        time_t t = (time_t)(json_number_value(ts) / 1000);
+    /* Any number may come: only a time in range is converted (a cast of 1e300 is undefined). */
+    if (json_is_integer(ts) && json_integer_value(ts) >= 0 &&
+        json_integer_value(ts) < (json_int_t)1 << 53) {
+        time_t t = (time_t)(json_integer_value(ts) / 1000);
         time_t now = (time_t)(now_ms / 1000);
         struct tm tm, tn;
         if (localtime_r(&t, &tm) && localtime_r(&now, &tn)) {

@@ -109,8 +109,9 @@ static void row_cells(const json_t *row, char **cells)
 
     json_t *up = json_object_get(row, "uptime_s");
     int down = !state || strcmp(state, "stopped") == 0 || strcmp(state, "failed") == 0;
-    if (json_is_number(up) && json_number_value(up) >= 0 && !down) {
-        uint64_t ms = (uint64_t)json_number_value(up) * 1000;
+    if (json_is_integer(up) && json_integer_value(up) >= 0 &&
+        json_integer_value(up) < INT64_MAX / 1000 && !down) {
+        uint64_t ms = (uint64_t)json_integer_value(up) * 1000;
         /* Whole seconds: "0s" for a process that just started, not "0ms". */
         cells[COL_UPTIME] = xstrdup(ms ? units_fmt_duration(ms, tmp, sizeof(tmp)) : "0s");
     } else {
@@ -163,8 +164,8 @@ json_t *cli_ps_json(const json_t *rows)
         json_object_set_new(o, "port", port ? json_integer(port) : json_null());
         json_object_set_new(o, "gpus", json_string(gpus));
         json_object_set_new(o, "uptime_s",
-                            json_is_number(up) ? json_integer((json_int_t)json_number_value(up))
-                                               : json_null());
+                            json_is_integer(up) ? json_integer(json_integer_value(up))
+                                                : json_null());
         const char *reason = json_string_value(json_object_get(row, "reason"));
         json_object_set_new(o, "reason", json_string(reason ? reason : ""));
         json_array_append_new(arr, o);

@@ -30,7 +30,8 @@ static int on_progress(json_t *msg, void *ctx)
     if (!json_is_object(pr))
         return 0;
     json_t *pv = json_object_get(pr, "percent");
-    int pct = json_is_number(pv) ? (int)json_number_value(pv) : -1;
+    double v = json_number_value(pv); /* 0 for anything but a number */
+    int pct = json_is_number(pv) && v >= 0 && v <= 100 ? (int)v : -1;
     const char *m = json_string_value(json_object_get(pr, "message"));
     if (m && !*m)
         m = NULL;

@@ -18,6 +18,7 @@
 #include "base/alloc.h"
 #include "base/utf8.h"
 #include "gpu/gpu.h"
+#include "runner/cgroup.h"
 
 /* A ledger larger than this is not one the mock engine wrote. */
 #define LEDGER_MAX (16u * 1024 * 1024)
@@ -335,6 +336,14 @@ int gpu_pid_owned_by(int pid, int root_pid, int pgid)
         return 0;
     if (root_pid > 0 && pid == root_pid)
         return 1;
+    /*
+     * An engine's cgroup is named after its leader: one read, no walk, and
+     * right for a process that left the group or whose parent died.
+     */
+    int leader;
+    uint64_t start;
+    if (cgroup_engine_leader(pid, &leader, &start))
+        return root_pid > 0 ? leader == root_pid : pgid > 0 && leader == pgid;
     if (read_stat(pid, &state, &ppid, &pgrp) < 0)
         return 0;
     if (pgid > 0 && pgrp == pgid)

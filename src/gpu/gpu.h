@@ -69,6 +69,8 @@ void gpu_inventory_release(struct gpu_inventory *inv);
 /*
  * 1 when pid belongs to the process tree rooted at root_pid or to its process
  * group pgid (vLLM's GPU work runs in children such as VLLM::EngineCore).
+ * A pid in an engine's cgroup (runner/cgroup.h) belongs to the engine the
+ * cgroup is named after, and to no other, whatever its group or parent.
  */
 int gpu_pid_owned_by(int pid, int root_pid, int pgid);
 

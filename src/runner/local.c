@@ -5,6 +5,11 @@
  * and logging when the daemon exits with --keep-engines. Our own children are
  * watched through libuv's exit callback; processes adopted from an earlier
  * daemon are not our children and are polled.
+ *
+ * With cgroups (runner_local_use_cgroups) each engine also runs in its own
+ * cgroup, entered before the engine's first instruction through the
+ * trampoline in cgroup.c: signals go to everything in it, and the engine has
+ * exited only when the cgroup is empty.
  */
 #include "runner/runner.h"
 
@@ -18,24 +23,38 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "base/alloc.h"
+#include "base/log.h"
+#include "runner/cgroup.h"
 
 extern char **environ;
 
 #define ADOPT_POLL_MS 200
+/* How often a cgroup that outlived its leader is looked at besides its events. */
+#define CGROUP_POLL_MS 200
 
 struct runner_watch {
     uv_process_t proc;
     uv_timer_t poll;
+    uv_fs_event_t events; /* the cgroup's cgroup.events, once the leader has gone */
+    int open;             /* handles not closed yet: the watch frees itself at 0 */
     int adopted;
+    int polling, watching; /* poll and events were initialised */
+    int leader_gone;       /* our child exited: code and sig hold its status */
+    int64_t code;
+    int sig;
     int done; /* the exit was reported or the watch was dropped */
+    struct runner *r;
     struct runner_proc p;
+    char *cg; /* the engine's cgroup; NULL when engines run in process groups only */
     runner_exit_cb cb;
     void *arg;
 };
 
-int runner_proc_start_time(int pid, uint64_t *out)
+/* Field 22 of /proc/PID/stat, zombies included. 0, or -ESRCH when there is no such process. */
+static int read_start_time(int pid, uint64_t *out, int *zombie)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -49,8 +68,9 @@ int runner_proc_start_time(int pid, uint64_t *out)
     buf[n] = '\0';
     /* The command name may contain spaces and parentheses: fields count from the last ')'. */
     char *p = strrchr(buf, ')');
-    if (!p)
+    if (!p || !p[1])
         return -EPROTO;
+    *zombie = p[2] == 'Z';
     p++;
     /* p now points before field 3 (state); field 22 is 20 fields further. */
     for (int field = 3; field < 22; field++) {
@@ -62,11 +82,21 @@ int runner_proc_start_time(int pid, uint64_t *out)
     unsigned long long v = strtoull(p + 1, &end, 10);
     if (end == p + 1)
         return -EPROTO;
-    /* A zombie has exited: it is not alive for our purposes. */
-    char *state = strrchr(buf, ')') + 2;
-    if (*state == 'Z')
-        return -ESRCH;
     *out = v;
+    return 0;
+}
+
+int runner_proc_start_time(int pid, uint64_t *out)
+{
+    int zombie = 0;
+    uint64_t t;
+    int rc = read_start_time(pid, &t, &zombie);
+    if (rc < 0)
+        return rc;
+    /* A zombie has exited: it is not alive for our purposes. */
+    if (zombie)
+        return -ESRCH;
+    *out = t;
     return 0;
 }
 
@@ -78,8 +108,32 @@ static int local_is_alive(struct runner *r, const struct runner_proc *p)
     return t == p->start_time;
 }
 
+/*
+ * The cgroup of p's engine, NULL when there is none: cgroups are off, the
+ * engine predates them, or it has not entered its cgroup yet. Named after
+ * the recorded pid and start time; an engine left by a daemon that ran in
+ * another cgroup is found through its leader's /proc/PID/cgroup.
+ */
+static char *proc_cgroup(struct runner *r, const struct runner_proc *p)
+{
+    if (!r->cgroups || p->pid <= 0)
+        return NULL;
+    char *cg = cgroup_engine_path(r->cgroups, p->pid, p->start_time);
+    if (cgroup_populated(cg) >= 0)
+        return cg;
+    free(cg);
+    return local_is_alive(r, p) ? cgroup_engine_of_pid(r->cgroups, p->pid) : NULL;
+}
+
 static int local_group_alive(struct runner *r, const struct runner_proc *p)
 {
+    char *cg = proc_cgroup(r, p);
+    if (cg) {
+        int pop = cgroup_populated(cg);
+        free(cg);
+        /* A leader that has not entered its cgroup yet is alive all the same. */
+        return pop == 1 || local_is_alive(r, p);
+    }
     if (p->pgid <= 0)
         return 0;
     if (kill(-p->pgid, 0) == 0)
@@ -92,19 +146,58 @@ static int local_signal_group(struct runner *r, const struct runner_proc *p, int
     if (p->pgid <= 1)
         return -EINVAL;
     uint64_t t;
+    int leader = runner_proc_start_time(p->pid, &t) == 0;
     /* A live leader with another start time is a stranger that reused the pid: never signal. */
-    if (runner_proc_start_time(p->pid, &t) == 0 && t != p->start_time)
+    if (leader && t != p->start_time)
         return -ESRCH;
-    if (kill(-p->pgid, sig) < 0)
-        return -errno;
-    return 0;
+    int rc = -ESRCH;
+    char *cg = proc_cgroup(r, p);
+    if (cg) {
+        /* Every process of the engine, whatever session or group it moved to. */
+        int n = cgroup_signal(cg, sig);
+        free(cg);
+        if (n > 0)
+            rc = 0;
+        else if (n < 0 && n != -ENOENT)
+            rc = n;
+    }
+    /* Without a cgroup, or while the leader may not be in it yet, its group is what we know. */
+    if (!cg || leader) {
+        if (kill(-p->pgid, sig) == 0)
+            rc = 0;
+        else if (rc < 0 && errno != ESRCH)
+            rc = -errno;
+    }
+    return rc;
 }
 
-static void watch_free_cb(uv_handle_t *h)
+static void watch_handle_closed(uv_handle_t *h)
 {
     struct runner_watch *w = h->data;
-    if (w->adopted || h == (uv_handle_t *)&w->proc)
+    if (--w->open == 0) {
+        free(w->cg);
         free(w);
+    }
+}
+
+static void watch_close(struct runner_watch *w)
+{
+    uv_handle_t *hs[] = {(uv_handle_t *)&w->proc, (uv_handle_t *)&w->poll,
+                         (uv_handle_t *)&w->events};
+    int inited[] = {!w->adopted, w->polling, w->watching};
+    for (size_t i = 0; i < 3; i++)
+        if (inited[i] && !uv_is_closing(hs[i])) {
+            if (i == 1)
+                uv_timer_stop(&w->poll);
+            uv_close(hs[i], watch_handle_closed);
+        }
+}
+
+/* An empty cgroup is removed; one that still holds a process stays (rmdir says EBUSY). */
+static void watch_remove_cgroup(struct runner_watch *w)
+{
+    if (w->cg && !local_is_alive(w->r, &w->p))
+        cgroup_remove(w->cg);
 }
 
 static void watch_report(struct runner_watch *w, int64_t code, int sig)
@@ -112,27 +205,80 @@ static void watch_report(struct runner_watch *w, int64_t code, int sig)
     if (w->done)
         return;
     w->done = 1;
+    watch_remove_cgroup(w);
+    watch_close(w);
     if (w->cb)
         w->cb(w->arg, code, sig);
+}
+
+/* Whether anything of the watched engine is left: its leader, or a process in its cgroup. */
+static int watch_engine_left(struct runner_watch *w)
+{
+    if (!w->leader_gone && local_is_alive(w->r, &w->p))
+        return 1;
+    return w->cg && cgroup_populated(w->cg) == 1;
+}
+
+static void watch_check(struct runner_watch *w)
+{
+    if (w->done || watch_engine_left(w))
+        return;
+    if (w->adopted)
+        watch_report(w, -1, -1);
+    else
+        watch_report(w, w->code, w->sig);
+}
+
+static void watch_poll_cb(uv_timer_t *t)
+{
+    watch_check(t->data);
+}
+
+static void watch_events_cb(uv_fs_event_t *h, const char *file, int events, int status)
+{
+    (void)file;
+    (void)events;
+    (void)status;
+    watch_check(h->data);
+}
+
+/* Starts looking at the engine every interval ms and, with a cgroup, at its events. */
+static void watch_follow(struct runner_watch *w, uint64_t interval)
+{
+    if (!w->polling) {
+        uv_timer_init(w->r->loop, &w->poll);
+        w->poll.data = w;
+        w->polling = 1;
+        w->open++;
+        uv_timer_start(&w->poll, watch_poll_cb, interval, interval);
+    }
+    if (w->cg && !w->watching) {
+        char *ev = xstrfmt("%s/cgroup.events", w->cg);
+        uv_fs_event_init(w->r->loop, &w->events);
+        w->events.data = w;
+        w->watching = 1;
+        w->open++;
+        if (uv_fs_event_start(&w->events, watch_events_cb, ev, 0) < 0)
+            uv_close((uv_handle_t *)&w->events, watch_handle_closed); /* the poll still sees it */
+        free(ev);
+    }
 }
 
 static void child_exit_cb(uv_process_t *h, int64_t exit_status, int term_signal)
 {
     struct runner_watch *w = h->data;
-    int was_done = w->done;
-    watch_report(w, exit_status, term_signal);
-    if (!was_done)
-        uv_close((uv_handle_t *)h, watch_free_cb);
-}
-
-static void adopt_poll_cb(uv_timer_t *t)
-{
-    struct runner_watch *w = t->data;
-    if (local_is_alive(NULL, &w->p))
+    w->leader_gone = 1;
+    w->code = exit_status;
+    w->sig = term_signal;
+    if (w->done)
         return;
-    uv_timer_stop(t);
-    watch_report(w, -1, -1);
-    uv_close((uv_handle_t *)t, watch_free_cb);
+    /* The leader went; what it started in its cgroup may still run: the engine runs on. */
+    if (w->cg && cgroup_populated(w->cg) == 1) {
+        watch_follow(w, CGROUP_POLL_MS);
+        watch_check(w); /* emptied between the look and the watch */
+        return;
+    }
+    watch_report(w, exit_status, term_signal);
 }
 
 static void local_unwatch(struct runner_watch *w)
@@ -140,13 +286,9 @@ static void local_unwatch(struct runner_watch *w)
     if (!w || w->done)
         return;
     w->done = 1;
-    if (w->adopted) {
-        uv_timer_stop(&w->poll);
-        uv_close((uv_handle_t *)&w->poll, watch_free_cb);
-    } else {
-        /* The process keeps running (it is detached); libuv stops tracking it. */
-        uv_close((uv_handle_t *)&w->proc, watch_free_cb);
-    }
+    /* The process keeps running (it is detached); libuv stops tracking it. */
+    watch_remove_cgroup(w);
+    watch_close(w);
 }
 
 /* Returns a new environment: the daemon's, with extra NAME=VALUE entries replacing same names. */
@@ -174,19 +316,76 @@ static char **merge_env(char *const *extra)
     return out;
 }
 
+/*
+ * Whether argv0 can be run, as execvp would look for it with env's PATH.
+ * 0, or -ENOENT / -EACCES with *err set as uv_spawn's failures are.
+ */
+static int check_program(const char *argv0, char **env, char **err)
+{
+    const char *path = "/usr/local/bin:/bin:/usr/bin";
+    for (size_t i = 0; env[i]; i++)
+        if (strncmp(env[i], "PATH=", 5) == 0)
+            path = env[i] + 5;
+    int seen_eacces = 0;
+    if (strchr(argv0, '/')) {
+        if (access(argv0, X_OK) == 0)
+            return 0;
+        seen_eacces = errno == EACCES;
+    } else {
+        for (const char *p = path;;) {
+            const char *colon = strchr(p, ':');
+            size_t len = colon ? (size_t)(colon - p) : strlen(p);
+            char *cand = xstrfmt("%.*s%s%s", (int)len, p, len ? "/" : "", argv0);
+            struct stat st;
+            int ok = stat(cand, &st) == 0 && S_ISREG(st.st_mode);
+            if (ok && access(cand, X_OK) == 0) {
+                free(cand);
+                return 0;
+            }
+            seen_eacces |= ok;
+            free(cand);
+            if (!colon)
+                break;
+            p = colon + 1;
+        }
+    }
+    if (seen_eacces) {
+        *err = xstrfmt("'%s' is not executable", argv0);
+        return -EACCES;
+    }
+    *err = xstrfmt("'%s' not found in PATH", argv0);
+    return -ENOENT;
+}
+
 static int local_start(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
                        void *arg, struct runner_proc *out, struct runner_watch **watch, char **err)
 {
+    /* Never through a link: the engine's output goes to this file and nowhere else. */
     int fd = open(spec->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         int e = errno;
-        *err = xstrfmt("cannot open log file '%s': %s", spec->log_path, strerror(e));
+        if (e == ELOOP)
+            *err = xstrfmt("log file '%s' is a symbolic link; yard does not write through links: "
+                           "remove it",
+                           spec->log_path);
+        else
+            *err = xstrfmt("cannot open log file '%s': %s", spec->log_path, strerror(e));
         return -e;
     }
+    char **env = merge_env(spec->env);
+    /* Through the trampoline a missing engine shows only in its log: say it here too. */
+    int rc = r->cgroups ? check_program(spec->argv[0], env, err) : 0;
+    if (rc < 0) {
+        free(env);
+        close(fd);
+        return rc;
+    }
     struct runner_watch *w = xcalloc(1, sizeof *w);
+    w->r = r;
     w->cb = on_exit;
     w->arg = arg;
     w->proc.data = w;
+    w->open = 1;
 
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;
@@ -195,18 +394,35 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     stdio[2].flags = UV_INHERIT_FD;
     stdio[2].data.fd = fd;
 
-    char **env = merge_env(spec->env);
+    /*
+     * With cgroups the daemon's own binary runs first: it enters the
+     * engine's cgroup and execs the engine, so that nothing the engine does
+     * happens outside it. The pid, group and start time stay the engine's.
+     */
+    size_t n_argv = 0;
+    while (spec->argv[n_argv])
+        n_argv++;
+    char **args = xcalloc(n_argv + 4, sizeof *args);
+    size_t k = 0;
+    if (r->cgroups) {
+        args[k++] = "yard";
+        args[k++] = CGROUP_EXEC_CMD;
+        args[k++] = (char *)cgroup_root_dir(r->cgroups);
+    }
+    for (size_t i = 0; i < n_argv; i++)
+        args[k++] = spec->argv[i];
     uv_process_options_t opt = {0};
     opt.exit_cb = child_exit_cb;
-    opt.file = spec->argv[0];
-    opt.args = (char **)spec->argv;
+    opt.file = r->cgroups ? "/proc/self/exe" : spec->argv[0];
+    opt.args = args;
     opt.env = env;
     opt.cwd = spec->cwd;
     opt.flags = UV_PROCESS_DETACHED;
     opt.stdio_count = 3;
     opt.stdio = stdio;
 
-    int rc = uv_spawn(r->loop, &w->proc, &opt);
+    rc = uv_spawn(r->loop, &w->proc, &opt);
+    free(args);
     free(env);
     close(fd);
     if (rc < 0) {
@@ -217,14 +433,18 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
         else
             *err = xstrfmt("cannot run '%s': %s", spec->argv[0], uv_strerror(rc));
         w->done = 1;
-        uv_close((uv_handle_t *)&w->proc, watch_free_cb);
+        uv_close((uv_handle_t *)&w->proc, watch_handle_closed);
         return rc;
     }
     out->pid = w->proc.pid;
     out->pgid = w->proc.pid; /* setsid: the child leads its own session and group */
-    if (runner_proc_start_time(out->pid, &out->start_time) < 0)
-        out->start_time = 0; /* exited already; the exit callback follows */
+    /* A zombie's start time still names its cgroup, where what it started may run. */
+    int zombie = 0;
+    if (read_start_time(out->pid, &out->start_time, &zombie) < 0)
+        out->start_time = 0; /* exited and gone already; the exit callback follows */
     w->p = *out;
+    if (r->cgroups && out->start_time)
+        w->cg = cgroup_engine_path(r->cgroups, out->pid, out->start_time);
     *watch = w;
     return 0;
 }
@@ -232,16 +452,20 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
 static int local_adopt(struct runner *r, const struct runner_proc *p, runner_exit_cb on_exit,
                        void *arg, struct runner_watch **watch)
 {
-    if (!local_is_alive(r, p))
+    /* A leader that died leaving processes in its cgroup: the engine still runs. */
+    char *cg = proc_cgroup(r, p);
+    if (!local_is_alive(r, p) && !(cg && cgroup_populated(cg) == 1)) {
+        free(cg);
         return -ESRCH;
+    }
     struct runner_watch *w = xcalloc(1, sizeof *w);
+    w->r = r;
     w->adopted = 1;
     w->p = *p;
+    w->cg = cg;
     w->cb = on_exit;
     w->arg = arg;
-    uv_timer_init(r->loop, &w->poll);
-    w->poll.data = w;
-    uv_timer_start(&w->poll, adopt_poll_cb, ADOPT_POLL_MS, ADOPT_POLL_MS);
+    watch_follow(w, ADOPT_POLL_MS);
     *watch = w;
     return 0;
 }
@@ -252,6 +476,12 @@ static int local_port_free(struct runner *r, int port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return 0;
+    /*
+     * As engines bind (libuv, uvicorn, llama-server set SO_REUSEADDR): the
+     * connections of a stopped engine in TIME-WAIT do not keep its port.
+     */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     int ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
     close(fd);
@@ -274,4 +504,29 @@ void runner_local_init(struct runner *r, uv_loop_t *loop)
     r->ops = &local_ops;
     r->loop = loop;
     r->host = "local";
+    r->cgroups = NULL;
+}
+
+int runner_local_use_cgroups(struct runner *r, const char *state_dir)
+{
+    char *why = NULL;
+    int rc = cgroup_root_open(state_dir, &r->cgroups, &why);
+    if (rc == 0) {
+        log_info("runner", "engines run in their own cgroups under '%s'",
+                 cgroup_root_dir(r->cgroups));
+        return 0;
+    }
+    log_warn("runner",
+             "no writable cgroup v2 hierarchy (%s): engines run in process groups only, and "
+             "one that leaves its group can outlive 'yard stop'",
+             why);
+    free(why);
+    r->cgroups = NULL;
+    return rc;
+}
+
+void runner_local_release(struct runner *r)
+{
+    cgroup_root_free(r->cgroups);
+    r->cgroups = NULL;
 }

@@ -60,19 +60,27 @@ struct runner_ops {
     const char *name;
     /*
      * Starts argv in a new process group and begins watching it; on_exit runs
-     * once when it has exited. Returns 0 and fills out and *watch, or a negative
+     * once when it has exited (locally with cgroups: once its cgroup is empty
+     * too, with the leader's status). Returns 0 and fills out and *watch, or a negative
      * errno with *err set to a new message the caller frees.
      */
     int (*start)(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
                  void *arg, struct runner_proc *out, struct runner_watch **watch, char **err);
-    /* Watches a process started by an earlier daemon (polled). 0 or -ESRCH if gone. */
+    /*
+     * Watches a process started by an earlier daemon (polled). 0 or -ESRCH if
+     * gone (locally with cgroups: its leader and everything in its cgroup).
+     */
     int (*adopt)(struct runner *r, const struct runner_proc *p, runner_exit_cb on_exit, void *arg,
                  struct runner_watch **watch);
     /* Stops watching; on_exit will not run. The watch frees itself. */
     void (*unwatch)(struct runner_watch *w);
-    /* Sends sig to the process group, after checking the leader is still ours. */
+    /*
+     * Sends sig to the process group (locally with cgroups: to every process
+     * of the engine's cgroup, SIGKILL through cgroup.kill), after checking
+     * the leader, if alive, is still ours.
+     */
     int (*signal_group)(struct runner *r, const struct runner_proc *p, int sig);
-    /* 1 if any process of the group is alive, else 0. */
+    /* 1 if any process of the group (locally with cgroups: of the cgroup) is alive, else 0. */
     int (*group_alive)(struct runner *r, const struct runner_proc *p);
     /* 1 if pid is alive with the recorded start time, else 0. */
     int (*is_alive)(struct runner *r, const struct runner_proc *p);
@@ -86,16 +94,32 @@ struct runner_ops {
     void (*prepare)(struct runner *r, void (*done)(void *arg, const char *err), void *arg);
 };
 
+struct cgroup_root;
+
 struct runner {
     const struct runner_ops *ops;
     uv_loop_t *loop;
     const char *host; /* "local" or the pod's name */
     /* Set for pods (see struct runner_events); NULL for the local runner. */
     const struct runner_events *events;
+    /* The local runner's engine cgroups (runner/cgroup.h); NULL: process groups only. */
+    struct cgroup_root *cgroups;
 };
 
-/* Fills r as the local runner on loop. */
+/* Fills r as the local runner on loop; engines run in process groups only. */
 void runner_local_init(struct runner *r, uv_loop_t *loop);
+/*
+ * Puts each engine the local runner starts from now on in its own cgroup v2
+ * (see docs/runner.md): stop then ends the cgroup, so an engine that left its
+ * process group still dies, and an engine runs while its cgroup holds a
+ * process. Logs one line either way: where the cgroups are, or why there are
+ * none (no writable cgroup2 hierarchy: process groups only). 0, or a negative
+ * errno when r stays on process groups. The binary's main must hand
+ * CGROUP_EXEC_CMD to cgroup_exec_main.
+ */
+int runner_local_use_cgroups(struct runner *r, const char *state_dir);
+/* Frees what runner_local_use_cgroups set up, removing its empty cgroups. */
+void runner_local_release(struct runner *r);
 
 /* Reads field 22 of /proc/PID/stat. 0, or -ESRCH when there is no such process. */
 int runner_proc_start_time(int pid, uint64_t *out);

@@ -29,6 +29,7 @@ struct sup *sup_new(struct app *app)
     struct sup *s = xcalloc(1, sizeof *s);
     s->app = app;
     runner_local_init(&s->local, app->loop);
+    runner_local_use_cgroups(&s->local, app->state_dir);
     s->log_dir = xstrfmt("%s/logs", app->state_dir);
     if (mkdir(s->log_dir, 0755) < 0 && errno != EEXIST)
         log_warn("sup", "cannot create '%s': %s", s->log_dir, strerror(errno));
@@ -96,7 +97,9 @@ void sup_adopt_all(struct sup *s)
         }
         if (!in) {
             /* Recorded by us but gone from the config: adopt it only to stop it. */
-            if (local && !s->local.ops->is_alive(&s->local, &p)) {
+            /* Gone, unless its cgroup still holds what it started: that is stopped below. */
+            if (local && !s->local.ops->is_alive(&s->local, &p) &&
+                !s->local.ops->group_alive(&s->local, &p)) {
                 store_delete_instance(s->app->store, r->model, r->host);
                 continue;
             }
@@ -428,6 +431,7 @@ static void shutdown_free(void *sup)
         free(o->model);
         free(o);
     }
+    runner_local_release(&s->local);
     free(s->inst);
     free(s->log_dir);
     sup__key_release(s);

@@ -665,6 +665,46 @@ static void test_cmd_start_wait_fails(void **state)
     remove_tmpdir(dir);
 }
 
+/* A name that is not UTF-8 goes out as U+FFFD (it was "cannot encode the request"); numbers
+ * out of range in the answer print as unknown, not as a cast of 1e300. */
+static void test_cmd_start_bytes_and_numbers(void **state)
+{
+    char *dir = make_tmpdir();
+    pid_t pid = fake_daemon(dir, "{\"progress\":{\"state\":\"starting\",\"percent\":1e300}}\n"
+                                 "{\"ok\":false,\"error\":\"unknown model 'x\\ufffdy'\"}\n");
+    struct app app = {0};
+    char *argv[] = {"start", "--state-dir", dir, "x\xffy", "--wait", NULL};
+    struct captured c = capture(cmd_start, 5, argv, &app);
+    reap(pid);
+    assert_int_equal(c.rc, 1);
+    assert_string_equal(c.err, "loading 'x\xffy'\n"
+                               "yard: unknown model 'x\xef\xbf\xbdy'\n");
+    captured_release(&c);
+    json_t *sent = read_request(dir);
+    assert_string_equal(json_string_value(json_object_get(sent, "model")), "x\xef\xbf\xbdy");
+    json_decref(sent);
+    app_release(&app);
+    remove_tmpdir(dir);
+
+    json_t *rows = parse_json("[{\"name\":\"m\",\"state\":\"ready\",\"uptime_s\":1e300,"
+                              "\"progress\":{\"percent\":1e300}}]");
+    json_t *out = cli_ps_json(rows);
+    assert_true(json_is_null(json_object_get(json_array_get(out, 0), "uptime_s")));
+    json_decref(out);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(cli_ps_table(rows, f), 0);
+    json_t *ev = parse_json("{\"ts_ms\":1e300,\"model\":\"m\",\"from\":\"a\",\"to\":\"b\"}");
+    cli_event_line(ev, 0, f);
+    fclose(f);
+    assert_non_null(strstr(text, "m     -       -     ready  -    -     -     -       -\n"));
+    assert_non_null(strstr(text, "- m a -> b\n"));
+    free(text);
+    json_decref(ev);
+    json_decref(rows);
+}
+
 static void test_cmd_stop_prints_each(void **state)
 {
     char *dir = make_tmpdir();
@@ -705,6 +745,7 @@ int main(void)
         cmocka_unit_test(test_call_errors),
         cmocka_unit_test(test_cmd_ps_json_via_daemon),
         cmocka_unit_test(test_cmd_start_wait_fails),
+        cmocka_unit_test(test_cmd_start_bytes_and_numbers),
         cmocka_unit_test(test_cmd_stop_prints_each),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

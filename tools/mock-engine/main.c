@@ -523,6 +523,9 @@ static void fork_child(struct mock *m)
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
+    /* --fail setsid: out of the engine's session and group, still holding the listening socket */
+    if (m->o.fail_setsid)
+        setsid();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = child_on_cuda_signal;
@@ -536,7 +539,7 @@ static void fork_child(struct mock *m)
     sigprocmask(SIG_BLOCK, &block, &wait_mask);
     sigdelset(&wait_mask, SIGUSR1);
     sigdelset(&wait_mask, SIGUSR2);
-    for (int fd = 3; fd < 1024; fd++)
+    for (int fd = 3; fd < 1024 && !m->o.fail_setsid; fd++)
         close(fd);
     uint64_t saved = 0;
     for (;;) {
@@ -683,6 +686,7 @@ static const struct {
     {"crash-midstream", offsetof(struct mock_opts, fail_crash_midstream)},
     {"ignore-sigterm", offsetof(struct mock_opts, fail_ignore_sigterm)},
     {"fork-child", offsetof(struct mock_opts, fail_fork_child)},
+    {"setsid", offsetof(struct mock_opts, fail_setsid)},
     {"bind", offsetof(struct mock_opts, fail_bind)},
     {"wake-fail", offsetof(struct mock_opts, fail_wake)},
     {"sleep-fail", offsetof(struct mock_opts, fail_sleep)},
@@ -713,7 +717,7 @@ static void parse_fail_modes(struct mock_opts *o, const char *spec)
             o->crash_after = n;
         } else {
             usage_error("unknown --fail mode '%s' (oom, exit-early, hang, crash-after:N, "
-                        "crash-midstream, ignore-sigterm, fork-child, bind, wake-fail, "
+                        "crash-midstream, ignore-sigterm, fork-child, setsid, bind, wake-fail, "
                         "sleep-fail, error-text)",
                         t);
         }
@@ -925,8 +929,11 @@ int main(int argc, char **argv)
         break;
     }
 
-    if (m->o.fail_fork_child)
+    if (m->o.fail_fork_child || m->o.fail_setsid)
         fork_child(m);
+    if (m->o.fail_setsid)
+        mock_line("mock-engine: forked pid %d, which left the process group (--fail setsid)",
+                  (int)m->child_pid);
     if (m->o.ledger) {
         int rc = mock_ledger_set(m->o.ledger, m->mem_pid, m->gpu, m->o.vram, m->o.name);
         if (rc < 0)

@@ -35,6 +35,7 @@ struct mock_opts {
     /* failure modes */
     int fail_oom, fail_exit_early, fail_hang, fail_crash_midstream;
     int fail_ignore_sigterm, fail_fork_child, fail_bind;
+    int fail_setsid; /* setsid: a forked child leaves the group and keeps port and memory */
     int fail_wake, fail_sleep; /* wake-fail, sleep-fail: the verb answers 500, nothing changes */
     int fail_error_text;       /* error-text: inference answers 500 with long non-JSON text */
     long crash_after;          /* -1: off */

@@ -1,0 +1,541 @@
+/*
+ * cgroup v2 containment of local engines: where the daemon's engines'
+ * cgroups live, what is in them, how they are signalled and removed, and the
+ * trampoline that puts an engine in its cgroup before it runs. See cgroup.h
+ * and docs/runner.md.
+ */
+#include "runner/cgroup.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "base/alloc.h"
+#include "runner/runner.h"
+
+/* cgroup.procs of a cgroup with more than this many bytes of pids is read in part. */
+#define PROCS_MAX (1 << 20)
+/* Rounds of kill-every-pid where cgroup.kill is missing (forks racing the loop). */
+#define KILL_ROUNDS 8
+
+struct cgroup_root {
+    char *parent; /* BASE/yard */
+    char *dir;    /* BASE/yard/HASH */
+    char *point;  /* the cgroup2 mount point; NULL when BASE came from CGROUP_ROOT_ENV */
+    char *mroot;  /* the mount's root within the hierarchy ("/" unless in a namespace) */
+};
+
+/* Reads at most max bytes of path into a new NUL-terminated string. 0 or a negative errno. */
+static int read_text(const char *path, size_t max, char **out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t cap = 4096, len = 0;
+    char *b = xmalloc(cap);
+    for (;;) {
+        if (len + 1 >= cap) {
+            if (cap >= max)
+                break;
+            cap *= 2;
+            b = xrealloc(b, cap);
+        }
+        ssize_t n = read(fd, b + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            free(b);
+            return -e;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    b[len] = '\0';
+    *out = b;
+    return 0;
+}
+
+static int write_text(const char *path, const char *s)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n;
+    do
+        n = write(fd, s, strlen(s));
+    while (n < 0 && errno == EINTR);
+    int e = n < 0 ? errno : 0;
+    close(fd);
+    return -e;
+}
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. Decodes in place. */
+static void unescape_octal(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r;) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 4;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+}
+
+int cgroup__parse_mountinfo(const char *text, char **point, char **root)
+{
+    const char *line = text;
+    while (line && *line) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        char *l = xstrndup(line, len);
+        line = eol ? eol + 1 : NULL;
+        /* ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER */
+        char *sep = strstr(l, " - ");
+        char *f[5] = {0};
+        char *p = l;
+        for (int i = 0; i < 5 && p; i++) {
+            f[i] = p;
+            p = strchr(p, ' ');
+            if (p)
+                *p++ = '\0';
+        }
+        int ok = sep && f[4] && sep > f[4] && strncmp(sep + 3, "cgroup2 ", 8) == 0;
+        if (ok) {
+            unescape_octal(f[3]);
+            unescape_octal(f[4]);
+            *root = xstrdup(f[3]);
+            *point = xstrdup(f[4]);
+        }
+        free(l);
+        if (ok)
+            return 0;
+    }
+    return -ENOENT;
+}
+
+int cgroup__parse_own(const char *text, char **path)
+{
+    for (const char *line = text; line && *line;) {
+        const char *eol = strchr(line, '\n');
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        if (len >= 4 && strncmp(line, "0::/", 4) == 0) {
+            *path = xstrndup(line + 3, len - 3);
+            return 0;
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    return -ENOENT;
+}
+
+static int all_of(const char *s, size_t n, const char *set)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!s[i] || !strchr(set, s[i]))
+            return 0;
+    return 1;
+}
+
+int cgroup__parse_engine_name(const char *path, int *leader, uint64_t *start)
+{
+    /* .../yard/HASH/LEADER-START */
+    const char *leaf = strrchr(path, '/');
+    if (!leaf || leaf == path)
+        return 0;
+    const char *hash = leaf - 1;
+    while (hash > path && *hash != '/')
+        hash--;
+    if (*hash != '/' || hash < path + 5 || strncmp(hash - 5, "/yard", 5) != 0)
+        return 0;
+    if (leaf - hash - 1 != 16 || !all_of(hash + 1, 16, "0123456789abcdef"))
+        return 0;
+    const char *dash = strchr(leaf + 1, '-');
+    if (!dash || !all_of(leaf + 1, (size_t)(dash - leaf - 1), "0123456789") ||
+        !all_of(dash + 1, strlen(dash + 1), "0123456789"))
+        return 0;
+    long pid = strtol(leaf + 1, NULL, 10);
+    if (pid <= 0 || pid > INT_MAX)
+        return 0;
+    *leader = (int)pid;
+    *start = strtoull(dash + 1, NULL, 10);
+    return 1;
+}
+
+/* FNV-1a, 64 bits: the state dir's name in the hierarchy. */
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* mkdir that is fine with an existing directory. 0 or a negative errno. */
+static int make_dir(const char *path)
+{
+    if (mkdir(path, 0755) == 0 || errno == EEXIST)
+        return 0;
+    return -errno;
+}
+
+/* Removes the empty cgroups in dir: the leftovers of an earlier daemon's stopped engines. */
+static void remove_empty_children(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || e->d_type != DT_DIR)
+            continue;
+        char *p = xstrfmt("%s/%s", dir, e->d_name);
+        rmdir(p); /* EBUSY while it holds a process: that one stays, adoption finds it */
+        free(p);
+    }
+    closedir(d);
+}
+
+/*
+ * Forks a child that moves itself into dir/PROBE and exits: the proof that
+ * engines can be moved there (write access to both cgroup.procs files, no
+ * delegation boundary in between). 0 or a negative errno.
+ */
+static int probe_move(const char *dir)
+{
+    char *probe = xstrfmt("%s/probe-%d", dir, (int)getpid());
+    char *procs = xstrfmt("%s/cgroup.procs", probe);
+    int rc = make_dir(probe);
+    if (rc < 0)
+        goto out;
+    pid_t pid = fork();
+    if (pid < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (pid == 0) {
+        /* Only async-signal-safe calls here. */
+        int fd = open(procs, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            _exit(errno & 0xff);
+        _exit(write(fd, "0", 1) == 1 ? 0 : (errno & 0xff));
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status))
+        rc = -EIO;
+    else if (WEXITSTATUS(status))
+        rc = -WEXITSTATUS(status);
+out:
+    rmdir(probe);
+    free(probe);
+    free(procs);
+    return rc;
+}
+
+static int find_base(char **base, char **point, char **mroot, char **why)
+{
+    const char *env = getenv(CGROUP_ROOT_ENV);
+    if (env) {
+        if (!*env) {
+            *why = xstrdup("turned off (" CGROUP_ROOT_ENV " is empty)");
+            return -ENOTSUP;
+        }
+        *base = xstrdup(env);
+        return 0;
+    }
+    char *mi = NULL, *own = NULL;
+    int rc = read_text("/proc/self/mountinfo", 4 << 20, &mi);
+    if (rc == 0 && cgroup__parse_mountinfo(mi, point, mroot) < 0)
+        rc = -ENOENT;
+    free(mi);
+    if (rc < 0) {
+        *why = xstrdup("no cgroup2 hierarchy is mounted");
+        return rc;
+    }
+    char *cg = NULL;
+    rc = read_text("/proc/self/cgroup", 1 << 16, &cg);
+    if (rc == 0 && cgroup__parse_own(cg, &own) < 0)
+        rc = -ENOENT;
+    free(cg);
+    if (rc < 0) {
+        *why = xstrdup("this process has no place in the cgroup2 hierarchy (/proc/self/cgroup)");
+        return rc;
+    }
+    /* The daemon's cgroup as the mount shows it: strip the mount's root. */
+    size_t rl = strcmp(*mroot, "/") == 0 ? 0 : strlen(*mroot);
+    if (rl && (strncmp(own, *mroot, rl) != 0 || (own[rl] && own[rl] != '/'))) {
+        *why = xstrfmt("this process's cgroup '%s' is outside the mounted hierarchy '%s'", own,
+                       *mroot);
+        free(own);
+        return -ENOENT;
+    }
+    const char *rest = own + rl;
+    *base = xstrfmt("%s%s", *point, strcmp(rest, "/") == 0 ? "" : rest);
+    free(own);
+    return 0;
+}
+
+int cgroup_root_open(const char *state_dir, struct cgroup_root **out, char **why)
+{
+    char *base = NULL, *point = NULL, *mroot = NULL, *parent = NULL, *dir = NULL, *procs = NULL;
+    int made_parent = 0, made_dir = 0;
+    int rc = find_base(&base, &point, &mroot, why);
+    if (rc < 0)
+        goto out;
+    char real[PATH_MAX];
+    const char *sd = realpath(state_dir, real) ? real : state_dir;
+    parent = xstrfmt("%s/yard", base);
+    dir = xstrfmt("%s/%016llx", parent, (unsigned long long)fnv1a(sd));
+    made_parent = access(parent, F_OK) != 0;
+    rc = make_dir(parent);
+    if (rc == 0) {
+        made_dir = access(dir, F_OK) != 0;
+        rc = make_dir(dir);
+    }
+    if (rc < 0) {
+        *why = xstrfmt("cannot create '%s': %s", dir, strerror(-rc));
+        goto out;
+    }
+    procs = xstrfmt("%s/cgroup.procs", dir);
+    if (access(procs, F_OK) != 0) {
+        rc = -ENOTSUP;
+        *why = xstrfmt("'%s' is not a cgroup v2 directory", base);
+        goto out;
+    }
+    remove_empty_children(dir);
+    rc = probe_move(dir);
+    if (rc < 0) {
+        *why = xstrfmt("cannot move a process into a cgroup under '%s': %s", dir, strerror(-rc));
+        goto out;
+    }
+    struct cgroup_root *r = xcalloc(1, sizeof *r);
+    r->parent = parent;
+    r->dir = dir;
+    r->point = point;
+    r->mroot = mroot;
+    parent = dir = point = mroot = NULL;
+    *out = r;
+out:
+    if (rc < 0) {
+        /* Leave nothing behind in a place that turned out not to be usable. */
+        if (made_dir)
+            rmdir(dir);
+        if (made_parent)
+            rmdir(parent);
+    }
+    free(base);
+    free(point);
+    free(mroot);
+    free(parent);
+    free(dir);
+    free(procs);
+    return rc;
+}
+
+void cgroup_root_free(struct cgroup_root *root)
+{
+    if (!root)
+        return;
+    remove_empty_children(root->dir);
+    rmdir(root->dir);    /* fails while an engine kept running (--keep-engines) is in it */
+    rmdir(root->parent); /* fails while another daemon uses it */
+    free(root->parent);
+    free(root->dir);
+    free(root->point);
+    free(root->mroot);
+    free(root);
+}
+
+const char *cgroup_root_dir(const struct cgroup_root *root)
+{
+    return root->dir;
+}
+
+char *cgroup_engine_path(const struct cgroup_root *root, int pid, uint64_t start)
+{
+    return xstrfmt("%s/%d-%llu", root->dir, pid, (unsigned long long)start);
+}
+
+static char *own_path_of(int pid)
+{
+    char path[64], *text = NULL, *own = NULL;
+    snprintf(path, sizeof path, "/proc/%d/cgroup", pid);
+    if (read_text(path, 1 << 16, &text) < 0)
+        return NULL;
+    if (cgroup__parse_own(text, &own) < 0)
+        own = NULL;
+    free(text);
+    return own;
+}
+
+char *cgroup_engine_of_pid(const struct cgroup_root *root, int pid)
+{
+    if (!root->point)
+        return NULL;
+    char *own = own_path_of(pid);
+    int leader;
+    uint64_t start;
+    char *out = NULL;
+    if (own && cgroup__parse_engine_name(own, &leader, &start) && leader == pid) {
+        size_t rl = strcmp(root->mroot, "/") == 0 ? 0 : strlen(root->mroot);
+        if (strncmp(own, root->mroot, rl) == 0)
+            out = xstrfmt("%s%s", root->point, own + rl);
+    }
+    free(own);
+    return out;
+}
+
+int cgroup_engine_leader(int pid, int *leader, uint64_t *start)
+{
+    if (pid <= 0)
+        return 0;
+    char *own = own_path_of(pid);
+    int r = own ? cgroup__parse_engine_name(own, leader, start) : 0;
+    free(own);
+    return r;
+}
+
+int cgroup_populated(const char *cg)
+{
+    char *path = xstrfmt("%s/cgroup.events", cg), *text = NULL;
+    int rc = read_text(path, 4096, &text);
+    free(path);
+    if (rc < 0)
+        return rc == -ENOENT || rc == -ENOTDIR ? -ENOENT : rc;
+    const char *p = strstr(text, "populated ");
+    rc = p ? p[10] == '1' : -EPROTO;
+    free(text);
+    return rc;
+}
+
+int cgroup_procs(const char *cg, int **pids, size_t *n)
+{
+    char *path = xstrfmt("%s/cgroup.procs", cg), *text = NULL;
+    int rc = read_text(path, PROCS_MAX, &text);
+    free(path);
+    if (rc < 0)
+        return rc == -ENOTDIR ? -ENOENT : rc;
+    size_t cap = 16, k = 0;
+    int *out = xmalloc(cap * sizeof *out);
+    for (char *p = text; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (v > 0 && v <= INT_MAX) {
+            if (k == cap)
+                out = xrealloc(out, (cap *= 2) * sizeof *out);
+            out[k++] = (int)v;
+        }
+        p = end;
+    }
+    free(text);
+    *pids = out;
+    *n = k;
+    return 0;
+}
+
+/* Sends sig to each pid in cg. How many there were, or a negative errno. */
+static int signal_each(const char *cg, int sig)
+{
+    int *pids = NULL;
+    size_t n = 0;
+    int rc = cgroup_procs(cg, &pids, &n);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        kill(pids[i], sig);
+    free(pids);
+    return (int)n;
+}
+
+int cgroup_signal(const char *cg, int sig)
+{
+    int pop = cgroup_populated(cg);
+    if (pop <= 0)
+        return pop;
+    if (sig != SIGKILL)
+        return signal_each(cg, sig);
+    char *kill_file = xstrfmt("%s/cgroup.kill", cg);
+    int rc = write_text(kill_file, "1");
+    free(kill_file);
+    if (rc == 0)
+        return 1;
+    if (rc != -ENOENT)
+        return rc;
+    /* Before Linux 5.14: freeze so nothing forks between reading the list and the kills. */
+    char *freeze = xstrfmt("%s/cgroup.freeze", cg);
+    int frozen = write_text(freeze, "1") == 0;
+    int n = 0;
+    for (int round = 0; round < KILL_ROUNDS; round++) {
+        int k = signal_each(cg, SIGKILL);
+        if (k <= 0)
+            break;
+        n += k;
+    }
+    if (frozen)
+        write_text(freeze, "0");
+    free(freeze);
+    return n ? n : 1;
+}
+
+int cgroup_remove(const char *cg)
+{
+    if (rmdir(cg) == 0 || errno == ENOENT)
+        return 0;
+    return -errno;
+}
+
+int cgroup_enter(const char *cg)
+{
+    char *procs = xstrfmt("%s/cgroup.procs", cg);
+    int rc = write_text(procs, "0"); /* 0: the writing process */
+    free(procs);
+    return rc;
+}
+
+int cgroup_exec_main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fputs("yard: the internal command '" CGROUP_EXEC_CMD
+              "' takes a cgroup directory and a command\n",
+              stderr);
+        return 2;
+    }
+    uint64_t start = 0;
+    int rc = runner_proc_start_time(getpid(), &start);
+    char *cg = xstrfmt("%s/%d-%llu", argv[2], (int)getpid(), (unsigned long long)start);
+    if (rc == 0)
+        rc = make_dir(cg);
+    if (rc == 0)
+        rc = cgroup_enter(cg);
+    if (rc < 0) {
+        fprintf(stderr, "yard: cannot put the engine in cgroup '%s': %s\n", cg, strerror(-rc));
+        free(cg);
+        return 127;
+    }
+    free(cg);
+    execvp(argv[3], argv + 3);
+    fprintf(stderr, "yard: cannot run '%s': %s\n", argv[3], strerror(errno));
+    return 127;
+}

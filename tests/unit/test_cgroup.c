@@ -1,0 +1,446 @@
+/*
+ * Engines in cgroups: the parsers, the daemon's directory per state dir, the
+ * trampoline, an engine whose processes leave its group (setsid) and its
+ * leader exiting at once, adoption of such an engine, the fallback without a
+ * writable hierarchy, cgroup.kill's fallback, and GPU attribution by cgroup.
+ * The cases that need a writable cgroup2 hierarchy are skipped without one.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "base/alloc.h"
+#include "gpu/gpu.h"
+#include "runner/cgroup.h"
+#include "runner/runner.h"
+
+struct exit_seen {
+    int called;
+    int64_t code;
+    int sig;
+};
+
+static void on_exit_cb(void *arg, int64_t code, int sig)
+{
+    struct exit_seen *e = arg;
+    e->called++;
+    e->code = code;
+    e->sig = sig;
+}
+
+static char logpath[64];
+static char statedir[64];
+/* Processes the tests saw escape, killed by pid at the end whatever the outcome. */
+static int escapees[16];
+static size_t n_escapees;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs the loop until *flag is set, for at most ten seconds. */
+static void run_until(uv_loop_t *loop, int *flag)
+{
+    uint64_t end = now_ms() + 10000;
+    while (!*flag && now_ms() < end) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        usleep(2000);
+    }
+}
+
+static int gone(int pid)
+{
+    uint64_t t;
+    return runner_proc_start_time(pid, &t) < 0;
+}
+
+/*
+ * Runs the loop until the engine's leader has exited and cg holds exactly
+ * one other process, which has left the group for a session of its own.
+ * Returns its pid, or 0.
+ */
+static int wait_escaped(uv_loop_t *loop, const char *cg, int leader)
+{
+    uint64_t end = now_ms() + 10000;
+    while (now_ms() < end) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        int *pids = NULL;
+        size_t n = 0;
+        int found = 0;
+        if (gone(leader) && cgroup_procs(cg, &pids, &n) == 0 && n == 1 && pids[0] != leader &&
+            getsid(pids[0]) == pids[0])
+            found = pids[0];
+        free(pids);
+        if (found && n_escapees < sizeof escapees / sizeof escapees[0])
+            escapees[n_escapees++] = found;
+        if (found)
+            return found;
+        usleep(2000);
+    }
+    return 0;
+}
+
+/* The wrapper: starts a process in a session of its own and exits at once with 3. */
+static char *wrapper_argv[] = {"sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & exit 3",
+                               NULL};
+
+static void test_parse_mountinfo(void **state)
+{
+    const char *hybrid =
+        "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
+    char *point = NULL, *root = NULL;
+    assert_int_equal(cgroup__parse_mountinfo(hybrid, &point, &root), 0);
+    assert_string_equal(point, "/sys/fs/cgroup/unified");
+    assert_string_equal(root, "/");
+    free(point);
+    free(root);
+    /* A namespaced mount with an escaped space in its point. */
+    const char *ns = "29 1 0:26 /user.slice /sys/fs/my\\040cg rw - cgroup2 cgroup2 rw,nsdelegate\n";
+    assert_int_equal(cgroup__parse_mountinfo(ns, &point, &root), 0);
+    assert_string_equal(point, "/sys/fs/my cg");
+    assert_string_equal(root, "/user.slice");
+    free(point);
+    free(root);
+    assert_int_equal(
+        cgroup__parse_mountinfo("40 31 0:37 / /x rw - cgroup cgroup rw\n", &point, &root), -ENOENT);
+    assert_int_equal(cgroup__parse_mountinfo("", &point, &root), -ENOENT);
+}
+
+static void test_parse_own(void **state)
+{
+    char *path = NULL;
+    assert_int_equal(cgroup__parse_own("9:name=systemd:/\n4:memory:/x\n0::/\n", &path), 0);
+    assert_string_equal(path, "/");
+    free(path);
+    assert_int_equal(cgroup__parse_own("0::/user.slice/user-1000.slice/app.scope\n", &path), 0);
+    assert_string_equal(path, "/user.slice/user-1000.slice/app.scope");
+    free(path);
+    assert_int_equal(cgroup__parse_own("4:memory:/x\n", &path), -ENOENT);
+}
+
+static void test_parse_engine_name(void **state)
+{
+    int leader = 0;
+    uint64_t start = 0;
+    assert_int_equal(cgroup__parse_engine_name("/yard/0123456789abcdef/42-9001", &leader, &start),
+                     1);
+    assert_int_equal(leader, 42);
+    assert_int_equal(start, 9001);
+    assert_int_equal(cgroup__parse_engine_name("/system.slice/x.service/yard/fedcba9876543210/7-1",
+                                               &leader, &start),
+                     1);
+    assert_int_equal(leader, 7);
+    const char *bad[] = {
+        "/yard/0123456789abcdef/42",       /* no start time */
+        "/yard/0123456789abcdef/a-1",      /* not a pid */
+        "/yard/0123456789abcde/42-1",      /* 15 hex digits */
+        "/yard/0123456789ABCDEF/42-1",     /* not our spelling */
+        "/nope/0123456789abcdef/42-1",     /* not under yard */
+        "/xyard/0123456789abcdef/42-1",    /* nor a name ending in it */
+        "/yard/0123456789abcdef/probe-12", /* the writability probe */
+        "/",
+        "/user.slice",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(cgroup__parse_engine_name(bad[i], &leader, &start), 0);
+}
+
+/* A runner with cgroups on statedir, or a skip where the host has no writable hierarchy. */
+static int cgroup_runner(struct runner *r, uv_loop_t *loop)
+{
+    runner_local_init(r, loop);
+    return runner_local_use_cgroups(r, statedir);
+}
+
+static void test_state_dirs_do_not_collide(void **state)
+{
+    struct cgroup_root *a = NULL, *b = NULL, *a2 = NULL;
+    char *why = NULL;
+    if (cgroup_root_open(statedir, &a, &why) < 0) {
+        free(why);
+        skip();
+    }
+    char other[96], same[96];
+    snprintf(other, sizeof other, "%s-other", statedir);
+    mkdir(other, 0700);
+    snprintf(same, sizeof same, "%s/.", statedir);
+    assert_int_equal(cgroup_root_open(other, &b, &why), 0);
+    assert_int_equal(cgroup_root_open(same, &a2, &why), 0);
+    assert_string_not_equal(cgroup_root_dir(a), cgroup_root_dir(b));
+    /* The same state dir, however spelled, finds the same directory after a restart. */
+    assert_string_equal(cgroup_root_dir(a), cgroup_root_dir(a2));
+    char *p = cgroup_engine_path(a, 42, 9001);
+    int leader;
+    uint64_t start;
+    assert_int_equal(cgroup__parse_engine_name(p, &leader, &start), 1);
+    assert_int_equal(leader, 42);
+    free(p);
+    char *dir_b = xstrdup(cgroup_root_dir(b));
+    cgroup_root_free(b);
+    /* Empty: removed when the daemon goes. */
+    assert_int_not_equal(access(dir_b, F_OK), 0);
+    free(dir_b);
+    cgroup_root_free(a2);
+    cgroup_root_free(a);
+    rmdir(other);
+}
+
+static void test_wrapper_runs_until_its_cgroup_is_empty(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    if (cgroup_runner(&r, &loop) < 0)
+        skip();
+    struct runner_spec spec = {.argv = wrapper_argv, .log_path = logpath};
+    struct exit_seen seen = {0};
+    struct runner_proc p;
+    struct runner_watch *w = NULL;
+    char *err = NULL;
+    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
+    assert_int_equal(p.pgid, p.pid);
+    char *cg = cgroup_engine_path(r.cgroups, p.pid, p.start_time);
+    int escaped = wait_escaped(&loop, cg, p.pid);
+    assert_true(escaped > 0);
+    /* It left the engine's group and session: a group signal cannot reach it. */
+    assert_int_not_equal(getpgid(escaped), p.pgid);
+    assert_int_not_equal(getsid(escaped), p.pid);
+    /* The leader exited, but the engine runs on in its cgroup. */
+    assert_int_equal(seen.called, 0);
+    assert_int_equal(r.ops->is_alive(&r, &p), 0);
+    assert_int_equal(r.ops->group_alive(&r, &p), 1);
+    /* yard gpus: the cgroup says whose it is, though it is no descendant of the leader. */
+    assert_int_equal(gpu_pid_owned_by(escaped, p.pid, p.pgid), 1);
+    assert_int_equal(gpu_pid_owned_by(escaped, (int)getpid(), (int)getpid()), 0);
+    /* A stop's SIGTERM reaches it; then the exit is reported, with the leader's status. */
+    assert_int_equal(r.ops->signal_group(&r, &p, SIGTERM), 0);
+    run_until(&loop, &seen.called);
+    assert_int_equal(seen.called, 1);
+    assert_int_equal(seen.code, 3);
+    assert_true(gone(escaped));
+    assert_int_equal(r.ops->group_alive(&r, &p), 0);
+    /* The empty cgroup was removed. */
+    assert_int_not_equal(access(cg, F_OK), 0);
+    if (!gone(escaped))
+        kill(escaped, SIGKILL);
+    free(cg);
+    runner_local_release(&r);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_adopted_leaderless_engine_is_killed(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    if (cgroup_runner(&r, &loop) < 0)
+        skip();
+    struct runner_spec spec = {.argv = wrapper_argv, .log_path = logpath};
+    struct runner_proc p;
+    struct runner_watch *w = NULL;
+    char *err = NULL;
+    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, NULL, &p, &w, &err), 0);
+    char *cg = cgroup_engine_path(r.cgroups, p.pid, p.start_time);
+    int escaped = wait_escaped(&loop, cg, p.pid);
+    assert_true(escaped > 0);
+    /* The daemon goes, leaving it running (--keep-engines); its cgroup stays. */
+    r.ops->unwatch(w);
+    runner_local_release(&r);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(access(cg, F_OK), 0);
+
+    /* The next daemon: the leader is dead, the cgroup is not empty: adopted. */
+    struct runner r2;
+    assert_int_equal(cgroup_runner(&r2, &loop), 0);
+    struct exit_seen seen = {0};
+    assert_int_equal(r2.ops->adopt(&r2, &p, on_exit_cb, &seen, &w), 0);
+    assert_int_equal(r2.ops->is_alive(&r2, &p), 0);
+    assert_int_equal(r2.ops->group_alive(&r2, &p), 1);
+    /* SIGKILL goes through cgroup.kill. */
+    assert_int_equal(r2.ops->signal_group(&r2, &p, SIGKILL), 0);
+    run_until(&loop, &seen.called);
+    assert_int_equal(seen.called, 1);
+    assert_int_equal(seen.code, -1);
+    assert_true(gone(escaped));
+    assert_int_not_equal(access(cg, F_OK), 0);
+    /* Gone for good: nothing to adopt any more. */
+    assert_int_equal(r2.ops->adopt(&r2, &p, on_exit_cb, &seen, &w), -ESRCH);
+    if (!gone(escaped))
+        kill(escaped, SIGKILL);
+    free(cg);
+    runner_local_release(&r2);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_missing_binary_with_cgroups(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    if (cgroup_runner(&r, &loop) < 0)
+        skip();
+    char *argv[] = {"no-such-engine-binary", NULL};
+    struct runner_spec spec = {.argv = argv, .log_path = logpath};
+    struct runner_proc p;
+    struct runner_watch *w = NULL;
+    char *err = NULL;
+    assert_true(r.ops->start(&r, &spec, on_exit_cb, NULL, &p, &w, &err) < 0);
+    assert_string_equal(err, "'no-such-engine-binary' not found in PATH");
+    free(err);
+    char plain[64];
+    snprintf(plain, sizeof plain, "/tmp/yard-test-cgroup-noexec-%d", (int)getpid());
+    FILE *f = fopen(plain, "w");
+    assert_non_null(f);
+    fclose(f);
+    char *argv2[] = {plain, NULL};
+    spec.argv = argv2;
+    assert_true(r.ops->start(&r, &spec, on_exit_cb, NULL, &p, &w, &err) < 0);
+    char *want = xstrfmt("'%s' is not executable", plain);
+    assert_string_equal(err, want);
+    free(want);
+    free(err);
+    unlink(plain);
+    runner_local_release(&r);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_fallback_without_a_cgroup_hierarchy(void **state)
+{
+    char plain[64];
+    snprintf(plain, sizeof plain, "/tmp/yard-test-cgroup-plain-%d", (int)getpid());
+    assert_int_equal(mkdir(plain, 0555), 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    /* A directory that is not a cgroup (read-only for anyone but root): process groups. */
+    setenv(CGROUP_ROOT_ENV, plain, 1);
+    assert_true(runner_local_use_cgroups(&r, statedir) < 0);
+    assert_null(r.cgroups);
+    /* Nothing is left there. */
+    char sub[96];
+    snprintf(sub, sizeof sub, "%s/yard", plain);
+    assert_int_not_equal(access(sub, F_OK), 0);
+    setenv(CGROUP_ROOT_ENV, "", 1);
+    assert_int_equal(runner_local_use_cgroups(&r, statedir), -ENOTSUP);
+    unsetenv(CGROUP_ROOT_ENV);
+    /* Process groups still work. */
+    char *argv[] = {"sh", "-c", "exit 5", NULL};
+    struct runner_spec spec = {.argv = argv, .log_path = logpath};
+    struct exit_seen seen = {0};
+    struct runner_proc p;
+    struct runner_watch *w = NULL;
+    char *err = NULL;
+    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
+    run_until(&loop, &seen.called);
+    assert_int_equal(seen.code, 5);
+    rmdir(plain);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Before Linux 5.14 there is no cgroup.kill: freeze, kill every pid, thaw. */
+static void test_kill_without_cgroup_kill(void **state)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/yard-test-cgroup-fake-%d", (int)getpid());
+    assert_int_equal(mkdir(dir, 0700), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    char procs[32];
+    snprintf(procs, sizeof procs, "%d\n", (int)child);
+    write_file(dir, "cgroup.events", "populated 1\nfrozen 0\n");
+    write_file(dir, "cgroup.procs", procs);
+    write_file(dir, "cgroup.freeze", "0\n");
+    assert_true(cgroup_signal(dir, SIGKILL) > 0);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    char path[160], buf[8] = "";
+    snprintf(path, sizeof path, "%s/cgroup.freeze", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(fgets(buf, sizeof buf, f));
+    fclose(f);
+    assert_int_equal(buf[0], '0'); /* thawed again */
+    /* An empty one is not signalled. */
+    write_file(dir, "cgroup.events", "populated 0\nfrozen 0\n");
+    assert_int_equal(cgroup_signal(dir, SIGTERM), 0);
+    const char *names[] = {"cgroup.events", "cgroup.procs", "cgroup.freeze"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    assert_int_equal(cgroup_remove(dir), 0);
+    assert_int_equal(cgroup_signal(dir, SIGKILL), -ENOENT);
+    assert_int_equal(cgroup_populated(dir), -ENOENT);
+}
+
+static void test_trampoline_failures(void **state)
+{
+    char *few[] = {"yard", CGROUP_EXEC_CMD, "/nowhere", NULL};
+    assert_int_equal(cgroup_exec_main(3, few), 2);
+    /* A cgroup it cannot make: it says so (in the engine's log) and runs nothing. */
+    char *bad[] = {"yard", CGROUP_EXEC_CMD, "/nonexistent-yard-test-dir", "true", NULL};
+    assert_int_equal(cgroup_exec_main(4, bad), 127);
+}
+
+int main(int argc, char **argv)
+{
+    /* The local runner re-executes this binary as its trampoline. */
+    if (argc > 1 && strcmp(argv[1], CGROUP_EXEC_CMD) == 0)
+        return cgroup_exec_main(argc, argv);
+    snprintf(logpath, sizeof logpath, "/tmp/yard-test-cgroup-%d.log", (int)getpid());
+    snprintf(statedir, sizeof statedir, "/tmp/yard-test-cgroup-%d", (int)getpid());
+    mkdir(statedir, 0700);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_mountinfo),
+        cmocka_unit_test(test_parse_own),
+        cmocka_unit_test(test_parse_engine_name),
+        cmocka_unit_test(test_state_dirs_do_not_collide),
+        cmocka_unit_test(test_wrapper_runs_until_its_cgroup_is_empty),
+        cmocka_unit_test(test_adopted_leaderless_engine_is_killed),
+        cmocka_unit_test(test_missing_binary_with_cgroups),
+        cmocka_unit_test(test_fallback_without_a_cgroup_hierarchy),
+        cmocka_unit_test(test_kill_without_cgroup_kill),
+        cmocka_unit_test(test_trampoline_failures),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    for (size_t i = 0; i < n_escapees; i++)
+        if (!gone(escapees[i]))
+            kill(escapees[i], SIGKILL);
+    unlink(logpath);
+    rmdir(statedir);
+    return rc;
+}
