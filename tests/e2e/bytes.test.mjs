@@ -166,6 +166,27 @@ test('a model name that is not UTF-8 on the command line gets a one-line answer'
     await d.stop();
 });
 
+test('ssh output with invalid bytes in a pod add failure gets a one-line answer', async () => {
+    const { dir, d } = await daemonWithScript('#!/bin/sh\nexec sleep 60\n');
+    // An "ssh" that fails as a transport failure, its stderr not UTF-8.
+    const fake = path.join(dir, 'fake-ssh');
+    fs.writeFileSync(
+        fake,
+        '#!/bin/sh\nprintf "ssh: connect to host \\377\\376: Connection refused\\n" >&2\nexit 255\n',
+        { mode: 0o755 }
+    );
+    // It hung: the error quoting ssh's stderr could not be encoded, so no answer came.
+    const r = yardRaw(['pod', 'add', 'p1', '--ssh', `${fake} gpu-host`], dir);
+    assert.equal(r.code, 1, r.stderr.toString());
+    assert.ok(isUtf8(r.stderr));
+    assert.match(
+        r.stderr.toString(),
+        new RegExp(`cannot reach pod 'p1': ssh: connect to host ${FFFD}${FFFD}: Connection refused`)
+    );
+    assert.equal(d.exited, false);
+    await d.stop();
+});
+
 test('an event an older daemon stored with invalid bytes is shown, not dropped', async (t) => {
     if (spawnSync('sqlite3', ['-version']).status !== 0) {
         t.skip('sqlite3 (the command) is not installed');
