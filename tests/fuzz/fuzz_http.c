@@ -1,4 +1,5 @@
-// fuzz-sources: src/base/alloc.c src/base/buf.c src/base/log.c
+// fuzz-sources: src/base/alloc.c src/base/buf.c src/base/log.c src/base/utf8.c
+// fuzz-sources: src/router/errors.c
 // fuzz-libs: -luv -lhttp_parser -ljansson
 /*
  * libFuzzer target for the HTTP/1.1 server of src/http/server.c, end to end
@@ -29,10 +30,17 @@
  *  - every request gets exactly one done callback, with status 0 when the
  *    client waited for the answers.
  *
+ * Every request's method, path and header values also go through the
+ * router's error body (router__error_json, as its 404 echoes the path): the
+ * body is always built, and its message is the bytes made valid UTF-8.
+ *
  * The server's own source is included, not linked, to see when a connection
  * is idle: no request in flight, nothing queued to write, nothing unread.
  */
 #include "http/server.c"
+
+#include "base/utf8.h"
+#include "router/internal.h"
 
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
@@ -396,10 +404,37 @@ static void check_request(const struct http_request *req, size_t k)
         fail("request %zu: peer address %d '%s'", k, rc, rc == 0 ? peer : "");
 }
 
+/* text, as bytes from outside, through the router's error body. */
+static void check_error_body(size_t k, const char *text)
+{
+    json_t *o = router__error_json(k & 1, "invalid_request_error", "unknown_endpoint", text);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (!s)
+        fail("request %zu: the router's error body refused '%s'", k, text);
+    size_t n;
+    char *want = utf8_sanitize(text, strlen(text), &n);
+    const char *msg = json_string_value(json_object_get(json_object_get(o, "error"), "message"));
+    if (!want || !msg || strcmp(msg, want) != 0)
+        fail("request %zu: the error message is not '%s' made valid", k, text);
+    free(want);
+    free(s);
+    json_decref(o);
+}
+
+static void check_router_errors(const struct http_request *req, size_t k)
+{
+    char *msg = xstrfmt("no endpoint %s %s", req->method, req->path);
+    check_error_body(k, msg);
+    free(msg);
+    for (size_t i = 0; i < req->n_headers; i++)
+        check_error_body(k, req->headers[i].value);
+}
+
 static void on_request(struct http_request *req, void *arg)
 {
     size_t k = st.n;
     check_request(req, k);
+    check_router_errors(req, k);
     if (st.n == st.cap) {
         st.cap = st.cap ? st.cap * 2 : 8;
         st.v = xrealloc(st.v, st.cap * sizeof *st.v);
