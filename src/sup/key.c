@@ -2,8 +2,8 @@
  * Engine API keys (engine/key.h): the daemon's secret is read (or made) once
  * at start; each local instance's key is derived from it, its model name and
  * its port, so a daemon that adopts a running engine knows its key without
- * storing it. Engines on pods get none: they are reached through an SSH
- * forward, and the key would have to travel on a command line there.
+ * storing it. Engines on pods get one only when their cmd asks for it with
+ * ${API_KEY}: yard would otherwise have to put it on a command line there.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -46,7 +46,9 @@ void sup__key_release(struct sup *s)
 int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])
 {
     out[0] = '\0';
-    if (!in->sup->engine_secret || in->port <= 0 || !in->runner || runner_pod_of(in->runner))
+    if (!in->sup->engine_secret || in->port <= 0 || !in->runner)
+        return -ENOKEY;
+    if (runner_pod_of(in->runner) && !(in->m && in->m->cmd && strstr(in->m->cmd, "${API_KEY}")))
         return -ENOKEY;
     engine_key_derive(in->sup->engine_secret, STORE_SECRET_LEN, in->name, in->port, out);
     return 0;
@@ -84,13 +86,15 @@ static char *with_key(char *word, const char *key)
 void sup__key_setup(struct instance *in, char ***argv, char ***env)
 {
     char key[ENGINE_KEY_HEX + 1];
-    if (sup__engine_key(in, key) < 0)
-        return;
+    /* Without a key (no secret: logged at start) the macro is empty: the engine runs open. */
+    int have = sup__engine_key(in, key) == 0;
     size_t na = 0, ne = 0;
     while ((*argv)[na]) {
         (*argv)[na] = with_key((*argv)[na], key);
         na++;
     }
+    if (!have || runner_pod_of(in->runner))
+        return;
     while (*env && (*env)[ne])
         ne++;
     if (in->eng->key_env) {

@@ -217,12 +217,16 @@ void sup__unknown_exit(struct instance *in);
 /* Reads or makes the daemon's secret; without one, engines run without a key (logged). */
 void sup__key_init(struct sup *s);
 void sup__key_release(struct sup *s);
-/* The instance's key (65 bytes with the NUL) in out: 0, or -ENOKEY (none: a pod, no secret). */
+/*
+ * The instance's key (65 bytes with the NUL) in out: 0, or -ENOKEY when it
+ * has none (no secret, or on a pod whose cmd does not say ${API_KEY}).
+ */
 int sup__engine_key(const struct instance *in, char out[65]);
 /*
  * Tells the engine its key before a start: "${API_KEY}" in argv words becomes
- * the key, and the engine's key_env entry joins env (replacing the model's
- * own) or its key_flag and the key join argv. Both lists are reallocated.
+ * the key ("" without one), and on the local host the engine's key_env entry
+ * joins env (replacing the model's own) or its key_flag and the key join
+ * argv. Both lists may be reallocated.
  */
 void sup__key_setup(struct instance *in, char ***argv, char ***env);
 
