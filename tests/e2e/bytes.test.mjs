@@ -197,15 +197,20 @@ test('an event an older daemon stored with invalid bytes is shown, not dropped',
     const db = path.join(dir, 'yard.db');
     const cols = spawnSync('sqlite3', [db, 'PRAGMA table_info(events)'], { encoding: 'utf8' }).stdout;
     assert.match(cols, /reason/);
+    // A recent time: the history is pruned by age.
     const sql =
         "INSERT INTO events (ts_ms, model, host, from_state, to_state, reason) VALUES " +
-        "(1700000000000, 'bad', 'local', 'starting', 'failed', CAST(X'6f6f6d20ff20636f7265' AS TEXT));";
+        `(${Date.now() - 1000}, 'bad', 'local', 'starting', 'failed', CAST(X'6f6f6d20ff20636f7265' AS TEXT));`;
     const ins = spawnSync('sqlite3', [db, sql], { encoding: 'utf8' });
     assert.equal(ins.status, 0, ins.stderr);
     const d2 = await startDaemon({ config: d.config, stateDir: dir });
     const ev = yardRaw(['events', '--json'], dir);
     assert.equal(ev.code, 0, ev.stderr.toString());
-    const events = ev.stdout.toString().trim().split('\n').map((l) => JSON.parse(l));
+    const events = ev.stdout
+        .toString()
+        .split('\n')
+        .filter((l) => l)
+        .map((l) => JSON.parse(l));
     assert.ok(events.some((e) => e.reason === `oom ${FFFD} core`), ev.stdout.toString());
     await d2.stop();
 });
