@@ -108,7 +108,7 @@ static json_t *strv_json(char **v, size_t n)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_string(v[i]));
+        json_array_append_new(arr, utf8_json_xstring(v[i]));
     return arr;
 }
 
@@ -116,11 +116,11 @@ static json_t *config_json(const struct catalog_config *c)
 {
     json_t *env = json_object();
     for (size_t i = 0; i < c->n_env; i++)
-        json_object_set_new(env, c->env[i].key, json_string(c->env[i].value));
+        json_object_set_new(env, c->env[i].key, utf8_json_xstring(c->env[i].value));
     return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o}", "gpu_count", c->gpu_count, "gpu_types",
                      strv_json(c->gpu_types, c->n_gpu_types), "args", strv_json(c->args, c->n_args),
                      "env", env, "vram", c->vram ? json_integer((json_int_t)c->vram) : json_null(),
-                     "notes", c->notes ? json_string(c->notes) : json_null());
+                     "notes", c->notes ? utf8_json_xstring(c->notes) : json_null());
 }
 
 /* One host's answer: its GPUs (as given) and, for each model, the config that fits or why not. */
@@ -146,9 +146,9 @@ static json_t *host_json(const struct catalog *cat, const char *name, const char
         json_array_append_new(models,
                               json_pack("{s:s, s:s, s:s, s:o, s:b, s:o, s:o}", "id", m->id, "name",
                                         m->name, "engine", m->engine, "notes",
-                                        m->notes ? json_string(m->notes) : json_null(), "fits",
-                                        fits, "config", fits ? config_json(c) : json_null(),
-                                        "reason", why ? json_string(why) : json_null()));
+                                        m->notes ? utf8_json_xstring(m->notes) : json_null(),
+                                        "fits", fits, "config", fits ? config_json(c) : json_null(),
+                                        "reason", why ? utf8_json_xstring(why) : json_null()));
         free(why);
     }
     free(gpus);

@@ -302,7 +302,7 @@ static json_t *pod_busy_models(struct app *app, const char *name)
         const struct config_model *m = &app->cfg->models[i];
         enum inst_state st;
         if (model_on_pod(app, m, name, &st) && st != INST_STOPPED && st != INST_FAILED)
-            json_array_append_new(arr, json_string(m->name));
+            json_array_append_new(arr, utf8_json_xstring(m->name));
     }
     return arr;
 }
@@ -675,7 +675,7 @@ json_t *admin__pods_gpus(struct app *app)
         const char *why = NULL;
         int retry_s = 0;
         int down = sup_pod_unreachable(app->sup, p->name, &why, &retry_s);
-        json_object_set_new(res, "name", json_string(p->name));
+        json_object_set_new(res, "name", utf8_json_xstring(p->name));
         json_object_set_new(res, "reachable", json_boolean(down ? 0 : p->reachable));
         json_array_append_new(arr, res);
         gpu_inventory_release(&rec);

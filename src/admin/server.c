@@ -744,7 +744,7 @@ static void gpus_name_models(struct app *app, json_t *result)
                 sup_info_at(app->sup, k, &info);
                 if (info.pid > 0 && strcmp(info.host, "local") == 0 &&
                     gpu_pid_owned_by(pid, info.pid, info.pid)) {
-                    json_object_set_new(proc, "model", json_string(info.name));
+                    json_object_set_new(proc, "model", jstr(info.name));
                     break;
                 }
             }

@@ -5,6 +5,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/units.h"
+#include "base/utf8.h"
 #include "cli/cli.h"
 
 static const char usage[] = "usage: yard ps [--json]\n"
@@ -139,7 +140,7 @@ int cli_ps_table(const json_t *rows, FILE *out)
 static json_t *str_or_null(const json_t *row, const char *key)
 {
     const char *s = json_string_value(json_object_get(row, key));
-    return s ? json_string(s) : json_null();
+    return s ? utf8_json_xstring(s) : json_null();
 }
 
 json_t *cli_ps_json(const json_t *rows)
@@ -162,12 +163,12 @@ json_t *cli_ps_json(const json_t *rows)
         json_object_set_new(o, "state", str_or_null(row, "state"));
         json_object_set_new(o, "pid", pid ? json_integer(pid) : json_null());
         json_object_set_new(o, "port", port ? json_integer(port) : json_null());
-        json_object_set_new(o, "gpus", json_string(gpus));
+        json_object_set_new(o, "gpus", utf8_json_xstring(gpus));
         json_object_set_new(o, "uptime_s",
                             json_is_integer(up) ? json_integer(json_integer_value(up))
                                                 : json_null());
         const char *reason = json_string_value(json_object_get(row, "reason"));
-        json_object_set_new(o, "reason", json_string(reason ? reason : ""));
+        json_object_set_new(o, "reason", utf8_json_xstring(reason ? reason : ""));
         json_array_append_new(arr, o);
         free(gpus);
     }
