@@ -716,10 +716,28 @@ static void test_setup_lines(void **state)
                         "[yard: 2 lines of output dropped: the client read too slowly]");
     assert_string_equal(json_string_value(json_array_get(r.lines, 4)), "c");
     /* NUL and broken UTF-8 become U+FFFD; valid UTF-8 stays */
-    json_t *j = line_string("a\0b\xc3(\xe2\x82\xac", 8);
-    assert_string_equal(json_string_value(j), "a\xef\xbf\xbd"
-                                              "b\xef\xbf\xbd(\xe2\x82\xac");
-    json_decref(j);
+    take_output(&s, "a\0b\xc3(\xe2\x82\xac\n", 9);
+    assert_int_equal(json_array_size(r.lines), 6);
+    assert_string_equal(json_string_value(json_array_get(r.lines, 5)),
+                        "a\xef\xbf\xbd"
+                        "b\xef\xbf\xbd(\xe2\x82\xac");
+    /* a long line of 3-byte characters goes in pieces cut between characters */
+    size_t n3 = SETUP_LINE_MAX / 3 * 3 + 3 * 4;
+    char *euros = xmalloc(n3 + 1);
+    for (size_t i = 0; i < n3; i += 3)
+        memcpy(euros + i, "\xe2\x82\xac", 3);
+    euros[n3] = '\n';
+    take_output(&s, euros, n3 + 1);
+    assert_int_equal(json_array_size(r.lines), 8);
+    size_t total = 0;
+    for (size_t i = 6; i < 8; i++) {
+        const char *piece = json_string_value(json_array_get(r.lines, i));
+        assert_null(strstr(piece, "\xef\xbf\xbd"));
+        assert_int_equal(strlen(piece) % 3, 0);
+        total += strlen(piece);
+    }
+    assert_int_equal(total, n3);
+    free(euros);
     free(big);
     buf_release(&s.line);
     json_decref(r.lines);
