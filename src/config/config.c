@@ -876,9 +876,10 @@ static void parse_router(struct walk *w, const yaml_node_t *n)
     }
     if (present(v[13])) {
         get_size(w, v[13], "router.max_buffered_per_client", &cfg->router_max_per_client);
-        if (cfg->router_max_per_client < (64ull << 10) || cfg->router_max_per_client > (1ull << 30))
+        if (cfg->router_max_per_client < (256ull << 10) ||
+            cfg->router_max_per_client > (1ull << 30))
             err_at(w, v[13],
-                   "router.max_buffered_per_client: '%s' is out of range; use 64KiB to 1GiB",
+                   "router.max_buffered_per_client: '%s' is out of range; use 256KiB to 1GiB",
                    scalar(v[13]));
     }
 }

@@ -109,8 +109,8 @@ void http_server_limits_default(struct http_server_limits *l)
     l->body_timeout_ms = 60 * 1000;
     l->idle_timeout_ms = 60 * 1000;
     l->max_connections = 4096;
-    l->max_conn_buffered = 256 * 1024;
-    l->max_buffered = 64 * 1024 * 1024;
+    l->max_conn_buffered = 4 * 1024 * 1024;
+    l->max_buffered = 256 * 1024 * 1024;
 }
 
 const char *http_status_text(int status)
@@ -411,6 +411,8 @@ static void on_write(uv_write_t *w, int status)
     c->queued -= wr->len;
     if (!c->closing)
         c->srv->buffered -= wr->len;
+    if (c->srv->buffered <= c->srv->limits.max_buffered)
+        c->srv->shed_next = 0;
     if (r)
         r->pending_writes--;
     if (wr->cb)
@@ -429,6 +431,12 @@ static void on_write(uv_write_t *w, int status)
         req_finish(r, 0);
 }
 
+/* Bytes of this connection the kernel has not taken yet: what a client that does not read holds. */
+static size_t conn_unsent(const struct http__conn *c)
+{
+    return c->closing ? 0 : uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
 /* Closes a client that does not take what is sent to it, with the log line that says why. */
 static void conn_drop_slow(struct http__conn *c, const char *why)
 {
@@ -438,36 +446,58 @@ static void conn_drop_slow(struct http__conn *c, const char *why)
     log_warn("http",
              "connection from '%s': %zu bytes wait for the client to read them (%s); "
              "dropping it",
-             peer, c->queued, why);
+             peer, conn_unsent(c), why);
     conn_close(c, -ENOBUFS);
 }
 
+/* Unsent bytes of every open connection. */
+static size_t server_unsent(const struct http_server *srv)
+{
+    size_t n = 0;
+    for (const struct http__conn *c = srv->conns; c; c = c->next)
+        n += conn_unsent(c);
+    return n;
+}
+
 /*
- * More is queued for all clients than the server's cap: the clients holding
- * the most are dropped until it fits again. A client that reads keeps its
- * queue short, so the slowest go first.
+ * More memory is held for writes than the server's cap: if it is because
+ * clients do not read (not a burst the kernel took this loop turn), the
+ * clients with the most unsent go until the rest fits. A client that reads
+ * keeps its queue short, so the slowest go first. The scan of every
+ * connection is repeated only after another 64 KiB.
  */
 static void server_shed(struct http_server *srv)
 {
     const struct http_server_limits *l = &srv->limits;
-    while (srv->buffered > l->max_buffered) {
+    if (srv->buffered < srv->shed_next)
+        return;
+    size_t unsent = server_unsent(srv);
+    while (unsent > l->max_buffered) {
         struct http__conn *worst = NULL;
-        for (struct http__conn *c = srv->conns; c; c = c->next)
-            if (!c->closing && c->queued && (!worst || c->queued > worst->queued))
+        size_t most = 0;
+        for (struct http__conn *c = srv->conns; c; c = c->next) {
+            size_t n = conn_unsent(c);
+            if (n > most) {
+                most = n;
                 worst = c;
+            }
+        }
         if (!worst)
             break;
         char why[128];
         snprintf(why, sizeof why, "%zu bytes for all clients passed router.max_buffered, %zu",
-                 srv->buffered, l->max_buffered);
+                 unsent, l->max_buffered);
         conn_drop_slow(worst, why);
+        unsent -= most;
     }
+    srv->shed_next = srv->buffered + 64 * 1024;
 }
 
 /*
  * Queues a write of parts, copied. The connection's own cap counts only
- * when something is already queued: one whole response of any size goes
- * out, but a stream that outruns its client does not pile up.
+ * what the kernel has not taken, and only when something already waits:
+ * one whole response of any size goes out, but a stream that outruns its
+ * client does not pile up.
  */
 static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *parts, int n,
                       http_write_cb cb, void *arg, int then_linger)
@@ -478,8 +508,9 @@ static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *
     size_t len = 0;
     for (int i = 0; i < n; i++)
         len += parts[i].len;
-    if (r && c->queued && srv->limits.max_conn_buffered &&
-        c->queued + len > srv->limits.max_conn_buffered) {
+    size_t unsent = conn_unsent(c);
+    if (r && unsent && srv->limits.max_conn_buffered &&
+        unsent + len > srv->limits.max_conn_buffered) {
         char why[96];
         snprintf(why, sizeof why, "at most %zu per client", srv->limits.max_conn_buffered);
         conn_drop_slow(c, why);
@@ -1344,6 +1375,7 @@ int http_server_listen(struct http_server *srv)
 void http_server_set_limits(struct http_server *srv, const struct http_server_limits *limits)
 {
     srv->limits = *limits;
+    srv->shed_next = 0;
     /* each connection's check period follows the new timeouts */
     for (struct http__conn *c = srv->conns; c; c = c->next)
         if (!c->closing && !c->lingering && !c->active)
@@ -1354,7 +1386,7 @@ void http_server_set_limits(struct http_server *srv, const struct http_server_li
 
 size_t http_server_buffered(const struct http_server *srv)
 {
-    return srv->buffered;
+    return server_unsent(srv);
 }
 
 int http_server_port(const struct http_server *srv)

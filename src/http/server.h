@@ -39,7 +39,7 @@ struct http_server_limits {
 
 /*
  * 32 KiB of headers, 32 MiB of body, 10 s for a head, 60 s for a body, 60 s
- * idle, 4096 connections, 256 KiB queued per client, 64 MiB for all.
+ * idle, 4096 connections, 4 MiB queued per client, 256 MiB for all.
  */
 void http_server_limits_default(struct http_server_limits *l);
 
@@ -85,7 +85,8 @@ struct http_server {
     uv_tcp_t refuse;          /* takes a connection there is no memory for, to answer 503 */
     int refusing;             /* refuse is in use (closing) */
     int accept_waiting;       /* a connection waits in libuv until refuse is free again */
-    size_t buffered;          /* response bytes queued on open connections */
+    size_t buffered;          /* bytes held for writes on open connections */
+    size_t shed_next;         /* buffered at which the next look for slow clients is due */
     int trim_pending;         /* buffered was high: give memory back once it is low again */
     char read_buf[64 * 1024]; /* one shared read buffer: reads are handled at once */
 };
@@ -116,7 +117,7 @@ int http_server_listen(struct http_server *srv);
  */
 void http_server_set_limits(struct http_server *srv, const struct http_server_limits *limits);
 
-/* Response bytes queued for all clients, not yet taken by them. */
+/* Response bytes queued for all clients that the kernel has not taken (one pass over them). */
 size_t http_server_buffered(const struct http_server *srv);
 
 /* The bound port (the real one when 0 was asked), or -1 before a bind. */

@@ -1,11 +1,16 @@
 // yard's HTTP/1.1 front door, with raw sockets: header and body limits (431, 413
 // in OpenAI's error shape), pipelined requests answered in order, keep-alive
 // reuse, Expect: 100-continue, a slowloris client that blocks nobody and is cut
-// off at router.header_timeout, idle keep-alive connections closed at
-// router.idle_timeout, and 1000 idle connections that do not stop a new one.
+// off at router.header_timeout, a body trickled in and cut off at
+// router.body_timeout, idle keep-alive connections closed at
+// router.idle_timeout, 1000 idle connections that do not stop a new one, field
+// names that are not tokens (400 from yard, not the engine's 502), limits
+// changed by a reload, and SSE readers that stop reading: the relay pauses the
+// engine, and router.max_buffered drops the slowest.
 
+import fs from 'node:fs';
 import { test } from 'node:test';
-import { assert, httpGet } from './lib/harness.mjs';
+import { assert, httpGet, writeConfig, waitFor } from './lib/harness.mjs';
 import {
     routerDaemon,
     mockCmd,
@@ -13,6 +18,7 @@ import {
     rawConnect,
     rawRequest,
     parseResponses,
+    chatBody,
 } from './lib/router-helpers.mjs';
 
 const MODELS = { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms') } };
@@ -220,6 +226,159 @@ test('1000 idle connections: a new client is still answered', async () => {
         assert.equal(idle.filter((c) => c.closed).length, 0, 'idle connections were dropped');
     } finally {
         for (const c of idle) c.destroy();
+    }
+    await y.d.stop();
+});
+
+test('router.body_timeout: a body trickled a byte at a time gets 408 and the connection closes', async () => {
+    const y = await routerDaemon({ router: { body_timeout: '1s', header_timeout: '1s' }, models: MODELS });
+    const slow = await rawConnect(y.port);
+    slow.send(
+        'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+            'Content-Length: 1000\r\n\r\n{'
+    );
+    // A byte every 200 ms: more often than any timeout (load, not synchronisation).
+    const drip = setInterval(() => slow.send(' '), 200);
+    try {
+        assert.ok(await slow.waitClose(10000), 'a trickled body was never cut off');
+        const rs = parseResponses(slow.received(), { closed: true }).responses;
+        assert.equal(rs.length, 1, slow.received().toString());
+        assert.equal(rs[0].status, 408);
+        const e = assertOpenAIError(rs[0].body, '408 (body)');
+        assert.match(e.message, /router\.body_timeout/);
+        assert.match(String(rs[0].headers.connection), /close/i);
+    } finally {
+        clearInterval(drip);
+        slow.destroy();
+    }
+    // A chunked body the same way.
+    const ch = await rawConnect(y.port);
+    ch.send('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n');
+    const drip2 = setInterval(() => ch.send('x'), 200);
+    try {
+        assert.ok(await ch.waitClose(10000), 'a trickled chunked body was never cut off');
+        assert.equal(parseResponses(ch.received(), { closed: true }).responses[0]?.status, 408);
+    } finally {
+        clearInterval(drip2);
+        ch.destroy();
+    }
+    await y.d.stop();
+});
+
+test('a field name that is not a token is 400 from yard, never a 502 from the engine', async () => {
+    const y = await routerDaemon({ models: MODELS });
+    const body = JSON.stringify(chatBody('m'));
+    for (const bad of ['Bad Name: x', 'X(y): 1']) {
+        const c = await rawConnect(y.port);
+        c.send(
+            `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n${bad}\r\nContent-Type: application/json\r\n` +
+                `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+        );
+        const [r] = await c.responses(1);
+        assert.equal(r.status, 400, `${bad}: ${r.raw.toString()}`);
+        assertOpenAIError(r.body, `400 for '${bad}'`);
+        c.destroy();
+    }
+    // A request-target with a tab: the same.
+    const t = await rawConnect(y.port);
+    t.send('GET /v1/mo\tdels HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal((await t.responses(1))[0].status, 400);
+    t.destroy();
+    await y.d.stop();
+});
+
+test('reload: router limits take effect for new requests; a listen change is reported as needing a restart', async () => {
+    const y = await routerDaemon({ models: MODELS });
+    const big = JSON.stringify({ model: 'nope', pad: 'z'.repeat(100 * 1024) });
+    const post = async () => {
+        const c = await rawConnect(y.port);
+        c.send(rawRequest('POST', '/v1/chat/completions', big, { 'content-type': 'application/json' }));
+        const [r] = await c.responses(1);
+        c.destroy();
+        return r;
+    };
+    assert.equal((await post()).status, 404, 'a 100 KiB body is within the default router.max_body');
+
+    // The same file with smaller limits and another listen address.
+    const text = fs.readFileSync(y.config, 'utf8');
+    const other = y.port === 65535 ? y.port - 1 : y.port + 1;
+    writeConfig(
+        y.dir,
+        text.replace(`listen: 127.0.0.1:${y.port}`, `listen: 127.0.0.1:${other}`) +
+            `router: ${JSON.stringify({ max_body: '64KiB', body_timeout: '1s' })}\n`
+    );
+    y.d.kill('SIGHUP');
+    await waitFor(() => /reloaded .*applied \[([^\]]*)\]/.test(y.d.logText()), { what: 'the reload' });
+    const line = y.d.logText().split('\n').find((l) => /reloaded /.test(l));
+    assert.match(line, /applied \[[^\]]*router\.max_body[^\]]*\]/, line);
+    assert.match(line, /applied \[[^\]]*router\.body_timeout[^\]]*\]/, line);
+    assert.match(line, /needs a restart \[listen\]/, line);
+    assert.match(y.d.logText(), /'listen' changed to 127\.0\.0\.1:\d+; it takes effect when yard restarts/);
+
+    // The running server took the new limits; it still listens where it did.
+    const r = await post();
+    assert.equal(r.status, 413, r.raw.toString().slice(0, 300));
+    assert.match(assertOpenAIError(r.body, '413 after reload').message, /65536 bytes/);
+    const slow = await rawConnect(y.port);
+    slow.send('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{');
+    assert.ok(await slow.waitClose(10000), 'the reloaded body_timeout was not applied');
+    assert.equal(parseResponses(slow.received(), { closed: true }).responses[0]?.status, 408);
+    slow.destroy();
+    await y.d.stop();
+});
+
+/** VmRSS of pid in KiB. */
+function rssKiB(pid) {
+    const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/);
+    return m ? Number(m[1]) : NaN;
+}
+
+test('SSE readers that stop reading: the relay pauses the engine, and router.max_buffered drops the slowest', async () => {
+    const N = 16;
+    const y = await routerDaemon({
+        router: { max_buffered: '512KiB' },
+        models: { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms --tokens-per-sec 20000') } },
+    });
+    // The model is loaded and the daemon warm before the baseline.
+    const warm = await rawConnect(y.port);
+    warm.send(rawRequest('POST', '/v1/chat/completions', chatBody('m')));
+    assert.equal((await warm.responses(1, 30000))[0].status, 200);
+    warm.destroy();
+    const rss0 = rssKiB(y.d.pid);
+
+    const stalled = [];
+    try {
+        for (let i = 0; i < N; i++) {
+            const c = await rawConnect(y.port);
+            c.send(rawRequest('POST', '/v1/chat/completions', chatBody('m', { stream: true, max_tokens: 1000000 })));
+            await c.waitData((b) => b.includes('data:'), 30000, 'the first event');
+            c.socket.pause(); // stops reading: the kernel's buffers fill, then yard's
+            stalled.push(c);
+        }
+        let peak = 0;
+        await waitFor(
+            () => {
+                peak = Math.max(peak, rssKiB(y.d.pid));
+                return /passed router\.max_buffered/.test(y.d.logText());
+            },
+            { timeoutMs: 60000, what: 'router.max_buffered to drop a stalled reader' }
+        );
+        const log = y.d.logText();
+        assert.match(log, /bytes wait for the client to read them \(\d+ bytes for all clients passed router\.max_buffered, 524288\); dropping it/);
+        // The relay paused the engine before a client reached its own cap.
+        assert.doesNotMatch(log, /per client\); dropping it/);
+        // A client that reads is served meanwhile.
+        const ok = await rawConnect(y.port);
+        ok.send(rawRequest('POST', '/v1/chat/completions', chatBody('m')));
+        assert.equal((await ok.responses(1, 10000))[0].status, 200);
+        ok.destroy();
+        peak = Math.max(peak, rssKiB(y.d.pid));
+        const grew = peak - rss0;
+        console.log(`# ${N} stalled SSE readers: RSS ${rss0} KiB before, peak +${grew} KiB (${(grew / N).toFixed(0)} KiB per reader)`);
+        // Far from the 1 MiB per reader that an unpaused relay held.
+        assert.ok(grew < N * 512, `RSS grew by ${grew} KiB for ${N} stalled readers`);
+    } finally {
+        for (const c of stalled) c.destroy();
     }
     await y.d.stop();
 });

@@ -643,9 +643,13 @@ static void test_global_buffer_cap(void **state)
     struct ctx *ctx = xmalloc(sizeof *ctx);
     run(client_stalled_many, &l, ctx);
     assert_int_equal(atomic_load(&ctx->flood_dropped), 3);
-    /* all three were dropped by the server's cap, each well under its own */
-    assert_true(atomic_load(&ctx->max_buffered) <= 256 * 1024 + 8300);
-    assert_true(atomic_load(&ctx->max_per_conn) <= 256 * 1024 + 8300);
+    /*
+     * All three were dropped by the server's cap, each well under its own.
+     * The cap is looked at every 64 KiB of writes: it may be passed by that
+     * much and one chunk.
+     */
+    assert_true(atomic_load(&ctx->max_buffered) <= (256 + 64 + 9) * 1024);
+    assert_true(atomic_load(&ctx->max_per_conn) <= (256 + 64 + 9) * 1024);
     free(ctx);
 }
 
