@@ -131,8 +131,10 @@ static void keep_headers(struct router__req *rr, const struct http_header *h, si
 
 static int kept_header(const struct router__req *rr, const char *name)
 {
+    if (!rr->up_headers.data)
+        return 0;
     const char *p = rr->up_headers.data, *end = p + rr->up_headers.len;
-    while (p && p < end) {
+    while (p < end) {
         const char *v = p + strlen(p) + 1;
         if (strcasecmp(p, name) == 0)
             return 1;
@@ -143,8 +145,10 @@ static int kept_header(const struct router__req *rr, const char *name)
 
 static void send_kept_headers(struct router__req *rr)
 {
+    if (!rr->up_headers.data)
+        return;
     const char *p = rr->up_headers.data, *end = p + rr->up_headers.len;
-    while (p && p < end) {
+    while (p < end) {
         const char *v = p + strlen(p) + 1;
         http_response_header(rr->req, p, v);
         p = v + strlen(v) + 1;

@@ -147,6 +147,11 @@ test('/upstream: encoded, dot-segment and double-slash spellings of reserved end
         assert.equal(JSON.parse(r.body).error.code, 'invalid_path', `${target}: ${r.body}`);
     }
 
+    // A decoded name that is not UTF-8 is an unknown model, answered in JSON.
+    const bad = await request(y.port, 'POST', '/upstream/%FF%FE/sleep', { headers: auth });
+    assert.equal(bad.status, 404, bad.body);
+    assert.equal(JSON.parse(bad.body).error.code, 'model_not_found');
+
     const got = received(y.rec).slice(before);
     const reserved = got.filter((g) => /sleep|wake|collective/.test(g.path));
     assert.deepEqual(reserved, [], 'reserved endpoints reached the engine');
