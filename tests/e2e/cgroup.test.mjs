@@ -224,6 +224,35 @@ test('adoption: a leader that died while no daemon ran leaves its cgroup running
     }
 });
 
+test('adoption: a removed model whose leader died is stopped whole by the next daemon', async (t) => {
+    const dir = tmpdir();
+    const m = { engine: 'vllm', cmd: mock('vllm', '--load-time 100ms --fail setsid') };
+    const { d } = await daemonWith({ m }, { dir, args: ['--keep-engines'] });
+    let d2 = null;
+    try {
+        const root = cgroupRoot(d);
+        if (!root) return t.skip('no writable cgroup v2 hierarchy here');
+        assert.equal((await yard(['start', 'm', '--wait'], { stateDir: dir })).code, 0);
+        const e = await entry(dir, 'm');
+        started.add(e.pid);
+        const cg = engineCgroup(root, e.pid);
+        const child = await escapee(cg, e.pid);
+        await d.stop();
+        process.kill(e.pid, 'SIGKILL');
+        await waitFor(() => !pidAlive(e.pid), { what: 'the leader to die' });
+        // The next daemon's config no longer has m: what m left is stopped, not forgotten.
+        const other = { engine: 'vllm', cmd: mock('vllm', '--load-time 100ms') };
+        d2 = (await daemonWith({ other }, { dir })).d;
+        await waitFor(() => !pidAlive(child), { what: `the escaped child ${child} to be stopped` });
+        await waitFor(() => !fs.existsSync(cg), { what: `${cg} to be removed` });
+        assert.match(d2.logText(), /'m' is no longer configured; stopping it/);
+    } finally {
+        if (d2) await d2.stop();
+        if (!d.exited) await d.stop();
+        killAll();
+    }
+});
+
 test('without a writable cgroup v2 hierarchy: one line at start, engines in process groups', async () => {
     const ro = tmpdir('yard-cgroup-ro-');
     fs.chmodSync(ro, 0o555);

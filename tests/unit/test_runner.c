@@ -9,6 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -157,6 +160,42 @@ static void test_adopt_notices_exit(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/*
+ * A stopped engine's connections linger in TIME-WAIT on its port; engines
+ * bind with SO_REUSEADDR, so the port is free for the next start.
+ */
+static void test_port_free_despite_time_wait(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    int one = 1;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sl), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    int port = ntohs(sa.sin_port);
+    /* Listening: taken. */
+    assert_int_equal(r.ops->port_free(&r, port), 0);
+    int cfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(cfd, (struct sockaddr *)&sa, sl), 0);
+    int afd = accept(lfd, NULL, NULL);
+    assert_true(afd >= 0);
+    /* The engine closes first (as it does when stopped): its side waits in TIME-WAIT. */
+    close(afd);
+    char c;
+    assert_int_equal(read(cfd, &c, 1), 0);
+    close(cfd);
+    close(lfd);
+    assert_int_equal(r.ops->port_free(&r, port), 1);
+    uv_loop_close(&loop);
+}
+
 int main(void)
 {
     snprintf(logpath, sizeof logpath, "/tmp/yard-test-runner-%d.log", (int)getpid());
@@ -166,6 +205,7 @@ int main(void)
         cmocka_unit_test(test_missing_binary),
         cmocka_unit_test(test_stranger_is_not_ours),
         cmocka_unit_test(test_adopt_notices_exit),
+        cmocka_unit_test(test_port_free_despite_time_wait),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(logpath);
