@@ -306,11 +306,16 @@ int cgroup_root_open(const char *state_dir, struct cgroup_root **out, char **why
     const char *sd = realpath(state_dir, real) ? real : state_dir;
     parent = xstrfmt("%s/yard", base);
     dir = xstrfmt("%s/%016llx", parent, (unsigned long long)fnv1a(sd));
-    made_parent = access(parent, F_OK) != 0;
-    rc = make_dir(parent);
-    if (rc == 0) {
-        made_dir = access(dir, F_OK) != 0;
-        rc = make_dir(dir);
+    /* Another daemon may remove BASE/yard between the two mkdirs (it was empty): again. */
+    for (int tries = 0; tries < 3; tries++) {
+        made_parent = access(parent, F_OK) != 0;
+        rc = make_dir(parent);
+        if (rc == 0) {
+            made_dir = access(dir, F_OK) != 0;
+            rc = make_dir(dir);
+        }
+        if (rc != -ENOENT)
+            break;
     }
     if (rc < 0) {
         *why = xstrfmt("cannot create '%s': %s", dir, strerror(-rc));
