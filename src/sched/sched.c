@@ -20,6 +20,7 @@
 #include "sup/sup.h"
 
 #define SCHED_TICK_MS 250
+#define UNWRITABLE_RETRY_S 5 /* Retry-After when the state database refused a start */
 
 /* What follows a drain: a stop (yard stop), an eviction by the model's policy
  * (sleep when it sleeps in place, else stop), or a sleep (yard sleep). */
@@ -45,6 +46,8 @@ struct sched {
 };
 
 static void sched_kick(struct sched *s);
+static void drain_then(struct sched *s, struct smodel *sm, int action, int level,
+                       void (*done)(void *), void *arg);
 
 static void phase_done(struct sched *s, enum sched_phase ph, uint64_t started_ms)
 {
@@ -230,8 +233,13 @@ static void on_note(void *arg, const struct sup_note *n)
         sm->load_started_ms = 0;
     if (n->state == INST_FAILED && sm->was_loading && sm->head) {
         /* The load these requests wait for failed: say why, at once. */
+        struct sup_info info;
+        int unwritable = sup_info(s->app->sup, sm->name, &info) == 0 && info.unwritable;
         char *msg = xstrfmt("model '%s' failed to start: %s", sm->name, n->reason);
-        fail_all(s, sm, 503, msg, "model_load_failed");
+        if (unwritable)
+            fail_all_retry(s, sm, 503, msg, "state_unwritable", UNWRITABLE_RETRY_S);
+        else
+            fail_all(s, sm, 503, msg, "model_load_failed");
         free(msg);
     }
     if (n->state != INST_STARTING)
@@ -299,13 +307,29 @@ void sched_sync(struct sched *s)
     }
     for (size_t i = 0; i < s->n_models;) {
         struct smodel *sm = s->models[i];
-        if (sm->m || sm->inflight > 0 || sm->stop_issued) {
+        if (sm->m) {
             i++;
             continue;
         }
-        char *msg = xstrfmt("model '%s' was removed from the config", sm->name);
-        fail_all(s, sm, 404, msg, "model_not_found");
-        free(msg);
+        if (sm->head) {
+            char *msg = xstrfmt("model '%s' was removed from the config", sm->name);
+            fail_all(s, sm, 404, msg, "model_not_found");
+            free(msg);
+        }
+        /*
+         * Removed while it runs: drained as a stop drains it (its requests in
+         * flight finish, streams included), then stopped; the supervisor
+         * forgets it once it is down.
+         */
+        struct sup_info info;
+        int present =
+            sup_info(s->app->sup, sm->name, &info) == 0 && strcmp(info.name, sm->name) == 0;
+        if (present || sm->inflight > 0 || sm->stop_issued) {
+            if (present && !sm->draining)
+                drain_then(s, sm, SCHED__STOP, 0, NULL, NULL);
+            i++;
+            continue;
+        }
         memmove(&s->models[i], &s->models[i + 1], (s->n_models - i - 1) * sizeof *s->models);
         s->n_models--;
         free_model(sm);
@@ -763,9 +787,17 @@ static void plan_loads(struct sched *s)
                 free(msg);
                 free(err);
             }
-        } else if (sup_start_on(s->app->sup, sm->name, fit == SCHED__FITS ? where : NULL, &err) <
-                   0) {
-            fail_all(s, sm, 404, err, "model_not_found");
+        } else {
+            int rc = sup_start_on(s->app->sup, sm->name, fit == SCHED__FITS ? where : NULL, &err);
+            if (rc == -ENOENT) {
+                fail_all(s, sm, 404, err, "model_not_found");
+            } else if (rc < 0) {
+                /* Not recorded, not started: the next request tries again. */
+                char *msg = xstrfmt("cannot start model '%s': %s", sm->name, err);
+                sm->was_loading = 0;
+                fail_all_retry(s, sm, 503, msg, "state_unwritable", UNWRITABLE_RETRY_S);
+                free(msg);
+            }
             free(err);
         }
     }

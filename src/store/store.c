@@ -15,7 +15,13 @@
 #include "store/schema.h"
 
 #define STORE_FILE "yard.db"
-#define STORE_BUSY_TIMEOUT_MS 5000
+/*
+ * How long a write waits for a lock another process holds. Only the daemon
+ * writes; the wait blocks its loop, so it is short, and a write that times
+ * out fails like any other (the start it records is refused).
+ */
+#define STORE_BUSY_TIMEOUT_MS 1000
+#define STORE_PRUNE_EVERY 256 /* events written between two prunes of the event log */
 
 #define INSTANCE_COLS                                                                              \
     "id, model, host, pid, pgid, start_time, port, gpus, state, reason, cmd, restarts, "           \
@@ -37,6 +43,7 @@ enum store_stmt {
     STMT_EVENTS_LAST,
     STMT_EVENTS_LAST_MODEL,
     STMT_PRUNE,
+    STMT_PRUNE_BEFORE,
     STMT_POD_PUT,
     STMT_POD_GET,
     STMT_POD_LIST,
@@ -81,6 +88,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
                                "WHERE model = ?3 ORDER BY id DESC LIMIT ?2) ORDER BY id",
     [STMT_PRUNE] = "DELETE FROM events WHERE id <= "
                    "(SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+    [STMT_PRUNE_BEFORE] = "DELETE FROM events WHERE ts_ms < ?1",
     [STMT_POD_PUT] = "INSERT INTO pods (" POD_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
                      "ON CONFLICT (name) DO UPDATE SET ssh = excluded.ssh, "
                      "models_path = excluded.models_path, gpus = excluded.gpus, "
@@ -101,13 +109,26 @@ struct store {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *stmt[STMT_COUNT];
+    size_t events_keep;          /* 0: no bound by count */
+    int64_t events_max_age_ms;   /* 0: no bound by age */
+    unsigned events_since_prune; /* events written since the last prune */
 };
 
 /* Logs the connection's last error and turns it into a negative errno. */
 static int store_fail(struct store *st, int rc, const char *what)
 {
     log_error("store", "cannot %s in '%s': %s", what, st->path, sqlite3_errmsg(st->db));
-    return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+        return -ENOSPC;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    case SQLITE_READONLY:
+        return -EROFS;
+    default:
+        return -EIO;
+    }
 }
 
 /* Runs a statement that returns no rows and resets it. */
@@ -265,7 +286,15 @@ struct store *store_open(const char *state_dir, char **err)
 
     st = xcalloc(1, sizeof *st);
     st->path = xstrfmt("%s/%s", dir, STORE_FILE);
-    int src = sqlite3_open_v2(st->path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    /* Never through a link: the database is a file of the state directory's own. */
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW;
+    int src = sqlite3_open_v2(st->path, &st->db, flags, NULL);
+    struct stat lst;
+    if (src != SQLITE_OK && lstat(st->path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        *err = xstrfmt("'%s' is a symbolic link; yard does not write through links: remove it",
+                       st->path);
+        goto fail;
+    }
     if (src != SQLITE_OK) {
         *err = xstrfmt("cannot open '%s': %s", st->path,
                        st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(src));
@@ -425,6 +454,13 @@ static int write_instance(struct store *st, struct store_instance *inst, int wit
     return 0;
 }
 
+/* Counts an event written; every STORE_PRUNE_EVERY, the log is cut to its bounds. */
+static void event_written(struct store *st)
+{
+    if (++st->events_since_prune >= STORE_PRUNE_EVERY)
+        store_prune_events_now(st);
+}
+
 int store_add_event(struct store *st, const char *model, const char *host, const char *state,
                     const char *reason)
 {
@@ -435,12 +471,18 @@ int store_add_event(struct store *st, const char *model, const char *host, const
                                 .state = (char *)state,
                                 .reason = (char *)reason};
     int rc = append_event(st, &ev, state, clock_wall_ms());
-    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "record an event");
+    if (rc != SQLITE_OK)
+        return store_fail(st, rc, "record an event");
+    event_written(st);
+    return 0;
 }
 
 int store_record_transition(struct store *st, struct store_instance *inst, const char *from_state)
 {
-    return write_instance(st, inst, 1, from_state);
+    int rc = write_instance(st, inst, 1, from_state);
+    if (rc == 0)
+        event_written(st);
+    return rc;
 }
 
 int store_put_instance(struct store *st, struct store_instance *inst)
@@ -649,6 +691,33 @@ int store_prune_events(struct store *st, size_t keep)
         rc = run_stmt(s);
     sqlite3_clear_bindings(s);
     return rc == SQLITE_OK ? 0 : store_fail(st, rc, "prune events");
+}
+
+int store_prune_events_before(struct store *st, int64_t before_ms)
+{
+    sqlite3_stmt *s = st->stmt[STMT_PRUNE_BEFORE];
+    int rc = sqlite3_bind_int64(s, 1, before_ms);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "prune old events");
+}
+
+void store_set_event_limits(struct store *st, size_t keep, int64_t max_age_ms)
+{
+    st->events_keep = keep;
+    st->events_max_age_ms = max_age_ms > 0 ? max_age_ms : 0;
+}
+
+int store_prune_events_now(struct store *st)
+{
+    st->events_since_prune = 0;
+    int rc = 0;
+    if (st->events_keep)
+        rc = store_prune_events(st, st->events_keep);
+    if (rc == 0 && st->events_max_age_ms)
+        rc = store_prune_events_before(st, clock_wall_ms() - st->events_max_age_ms);
+    return rc;
 }
 
 /* ---- pods ---- */

@@ -135,5 +135,16 @@ int store_list_events(struct store *st, int64_t after_id, size_t limit, const ch
 void store_events_free(struct store_event *arr, size_t n);
 /* Deletes all but the newest `keep` events (ids are never reused); 0 or -errno. */
 int store_prune_events(struct store *st, size_t keep);
+/* Deletes the events written before before_ms (wall clock); 0 or -errno. */
+int store_prune_events_before(struct store *st, int64_t before_ms);
+/*
+ * Bounds the event log: at most keep events (0: no bound by count), none
+ * older than max_age_ms (0: no bound by age). The bounds are applied every
+ * 256 events written and by store_prune_events_now. No limits are set by
+ * store_open: the log grows until this is called.
+ */
+void store_set_event_limits(struct store *st, size_t keep, int64_t max_age_ms);
+/* Applies the bounds of store_set_event_limits now; 0 or -errno (logged). */
+int store_prune_events_now(struct store *st);
 
 #endif

@@ -59,8 +59,52 @@ static void replace_str(char **dst, const char *src)
     *dst = src ? xstrdup(src) : NULL;
 }
 
-/* The one place a transition happens: store first, then the log and observers. */
-void sup__set_state(struct instance *in, enum inst_state to, const char *reason, const char *detail)
+/*
+ * The instance's row as it is in state `to`, with p's process (NULL: none) and
+ * reason; strings are borrowed.
+ */
+static struct store_instance row_of(struct instance *in, enum inst_state to,
+                                    const struct runner_proc *p, const char *reason)
+{
+    return (struct store_instance){
+        .model = in->name,
+        .host = (char *)in->runner->host,
+        .pid = p ? p->pid : 0,
+        .pgid = p ? p->pgid : 0,
+        .start_time = p ? p->start_time : 0,
+        .port = in->port,
+        .gpus = in->gpus ? in->gpus : "",
+        .state = (char *)state_names[to],
+        .reason = (char *)(reason ? reason : ""),
+        .cmd = in->cmdline ? in->cmdline : "",
+        .restarts = in->restarts,
+        .exit_code = (int)in->exit_code,
+        .created_ms = in->started_wall_ms,
+        .ready_ms = in->ready_wall_ms,
+    };
+}
+
+/* The process a row in state `to` names: none once stopped. */
+static const struct runner_proc *proc_for(struct instance *in, enum inst_state to)
+{
+    return to == INST_STOPPED ? NULL : &in->proc;
+}
+
+/* The store took the instance's current state. */
+static void recorded(struct instance *in)
+{
+    in->recorded = in->state;
+    in->unrecorded = 0;
+}
+
+/*
+ * Memory first, then the store (unless the caller wrote it already), then the
+ * log and observers. A write that fails leaves the instance unrecorded: what
+ * happened happened (a process exited, a stop ended), and sup retries the
+ * write until the store takes it.
+ */
+static void set_state(struct instance *in, enum inst_state to, const char *reason,
+                      const char *detail, int written)
 {
     enum inst_state from = in->state;
     in->state = to;
@@ -73,26 +117,22 @@ void sup__set_state(struct instance *in, enum inst_state to, const char *reason,
     in->reason = r;
     in->detail = d;
 
-    struct store_instance row = {
-        .model = in->name,
-        .host = (char *)in->runner->host,
-        .pid = to == INST_STOPPED ? 0 : in->proc.pid,
-        .pgid = to == INST_STOPPED ? 0 : in->proc.pgid,
-        .start_time = in->proc.start_time,
-        .port = in->port,
-        .gpus = in->gpus ? in->gpus : "",
-        .state = (char *)state_names[to],
-        .reason = in->detail,
-        .cmd = in->cmdline ? in->cmdline : "",
-        .restarts = in->restarts,
-        .exit_code = (int)in->exit_code,
-        .created_ms = in->started_wall_ms,
-        .ready_ms = in->ready_wall_ms,
-    };
-    int rc = store_record_transition(in->sup->app->store, &row, state_names[from]);
-    if (rc < 0)
-        log_error("sup", "cannot record '%s' %s -> %s: %s", in->name, state_names[from],
-                  state_names[to], strerror(-rc));
+    if (written) {
+        recorded(in);
+    } else {
+        struct store_instance row = row_of(in, to, proc_for(in, to), in->detail);
+        int rc = store_record_transition(in->sup->app->store, &row, state_names[from]);
+        if (rc < 0) {
+            log_error("sup",
+                      "cannot record '%s' %s -> %s: %s; retrying until the state "
+                      "database takes it",
+                      in->name, state_names[from], state_names[to], strerror(-rc));
+            in->unrecorded = 1;
+            sup__record_later(in->sup);
+        } else {
+            recorded(in);
+        }
+    }
     if (to == INST_FAILED)
         log_warn("sup", "'%s' %s -> %s: %s", in->name, state_names[from], state_names[to],
                  in->reason);
@@ -104,26 +144,58 @@ void sup__set_state(struct instance *in, enum inst_state to, const char *reason,
     sup__notify(in->sup, &n);
 }
 
+/* The one place a transition happens: store first, then the log and observers. */
+void sup__set_state(struct instance *in, enum inst_state to, const char *reason, const char *detail)
+{
+    set_state(in, to, reason, detail, 0);
+}
+
+int sup__try_state(struct instance *in, enum inst_state to, const char *reason,
+                   const struct runner_proc *p)
+{
+    char *r = utf8_xdup(reason ? reason : "");
+    struct store_instance row = row_of(in, to, p, r);
+    int rc = store_record_transition(in->sup->app->store, &row, state_names[in->state]);
+    if (rc == 0)
+        set_state(in, to, r, NULL, 1);
+    free(r);
+    return rc;
+}
+
+int sup__record_now(struct instance *in)
+{
+    if (!in->unrecorded)
+        return 0;
+    struct store_instance row = row_of(in, in->state, proc_for(in, in->state), in->detail);
+    int rc = store_record_transition(in->sup->app->store, &row, state_names[in->recorded]);
+    if (rc == 0) {
+        log_info("sup", "recorded '%s' %s late: the state database takes writes again", in->name,
+                 state_names[in->state]);
+        recorded(in);
+    }
+    return rc;
+}
+
+enum inst_state sup__state_of_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof state_names / sizeof *state_names; i++)
+        if (state_names[i] && strcmp(state_names[i], name) == 0)
+            return (enum inst_state)i;
+    return INST_STOPPED;
+}
+
+char *sup__unwritable_msg(struct sup *s, int rc)
+{
+    return xstrfmt("the state database '%s/yard.db' cannot be written (%s), and yard starts "
+                   "nothing it cannot record; free space or fix the file, then try again",
+                   s->app->state_dir, strerror(-rc));
+}
+
 void sup__record_sleep_intent(struct instance *in, int level)
 {
     char reason[64];
     snprintf(reason, sizeof reason, SUP__SLEEP_INTENT "%d", level);
-    struct store_instance row = {
-        .model = in->name,
-        .host = (char *)in->runner->host,
-        .pid = in->proc.pid,
-        .pgid = in->proc.pgid,
-        .start_time = in->proc.start_time,
-        .port = in->port,
-        .gpus = in->gpus ? in->gpus : "",
-        .state = (char *)state_names[in->state],
-        .reason = reason,
-        .cmd = in->cmdline ? in->cmdline : "",
-        .restarts = in->restarts,
-        .exit_code = (int)in->exit_code,
-        .created_ms = in->started_wall_ms,
-        .ready_ms = in->ready_wall_ms,
-    };
+    struct store_instance row = row_of(in, in->state, &in->proc, reason);
     int rc = store_put_instance(in->sup->app->store, &row);
     if (rc < 0)
         log_error("sup", "cannot record that '%s' goes to sleep: %s", in->name, strerror(-rc));
@@ -264,7 +336,11 @@ static void restart_fire(uv_timer_t *t)
     in->restarts++;
     log_info("sup", "restarting '%s' (attempt %d of %d)", in->name, in->restarts,
              in->m ? in->m->max_restarts : 0);
-    sup__inst_start(in);
+    if (sup__inst_start(in) < 0) {
+        /* Refused: the state database cannot be written. The attempt does not count. */
+        in->restarts--;
+        uv_timer_start(&in->restart_timer, restart_fire, backoff_ms(in->restarts), 0);
+    }
 }
 
 /* Joins the kept log lines under a one-line reason: what `yard events` shows. */
@@ -388,13 +464,14 @@ void sup__inst_on_exit(void *arg, int64_t code, int sig)
         break;
     case INST_STOPPED:
         /* Adopted, then gone before its first probe: the row must not name it any more. */
-        inst_finish_stop(in, "exited while no daemon was running");
+        inst_finish_stop(in, "adopted from an earlier daemon, then exited before it answered");
         break;
     case INST_FAILED:
         /* A start asked for while the failed run was still going: its turn now. */
         if (in->start_after_exit) {
             in->start_after_exit = 0;
-            sup__inst_start(in);
+            if (sup__inst_start(in) < 0)
+                log_warn("sup", "'%s' was not started: its start could not be recorded", in->name);
         }
         break;
     default:
@@ -481,7 +558,9 @@ static void inst_finish_stop(struct instance *in, const char *reason)
     }
     if (in->restart_after_stop && !in->sup->shutting_down && in->state == INST_STOPPED) {
         in->restart_after_stop = 0;
-        sup__inst_start(in);
+        if (sup__inst_start(in) < 0)
+            log_warn("sup", "'%s' was not started again: its start could not be recorded",
+                     in->name);
     }
     sup__maybe_shutdown_done(in->sup);
 }
@@ -567,9 +646,12 @@ int sup__inst_start(struct instance *in)
         /* A pod is asked for its ports (and GPUs) first: sup__inst_launch follows. */
         char *why = xstrfmt("connecting to pod '%s'", in->runner->host);
         in->started_wall_ms = clock_wall_ms();
-        in->preparing = 1;
-        sup__set_state(in, INST_STARTING, why, NULL);
+        /* Recorded before anything is asked of the pod: a start that cannot be is refused. */
+        int rc = sup__try_state(in, INST_STARTING, why, NULL);
         free(why);
+        if (rc < 0)
+            return rc;
+        in->preparing = 1;
         uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
         in->runner->ops->prepare(in->runner, sup__pod_prepared, in);
         return 0;
@@ -580,9 +662,10 @@ int sup__inst_start(struct instance *in)
 int sup__inst_launch(struct instance *in)
 {
     const struct config_model *m = in->m;
-    char err[512] = "";
-    int rc = 0;
+    char err[1024] = "";
+    int rc = 0, refused = 0;
     char **argv = NULL, **env = NULL;
+    in->unwritable = 0;
     int remote = runner_pod_of(in->runner) != NULL;
 
     rc = alloc_port(in);
@@ -633,6 +716,31 @@ int sup__inst_launch(struct instance *in)
 
     replace_str(&in->cmdline, NULL);
     in->cmdline = join_argv(argv);
+    /*
+     * Recorded before started: the row names the model, host, port and command
+     * (state starting, no pid yet) before the process exists, so no daemon can
+     * lose track of it. A start that cannot be recorded is refused, and nothing
+     * changes; the next start tries again.
+     */
+    if (!remote) {
+        in->started_wall_ms = clock_wall_ms();
+        rc = sup__try_state(in, INST_STARTING, in->restarts ? "restarting after a failure" : NULL,
+                            NULL);
+        if (rc < 0) {
+            refused = 1;
+            goto out;
+        }
+    } else {
+        struct store_instance row = row_of(in, in->state, NULL, in->detail);
+        rc = store_put_instance(in->sup->app->store, &row);
+        if (rc < 0) {
+            char *why = sup__unwritable_msg(in->sup, rc);
+            snprintf(err, sizeof err, "%s", why);
+            free(why);
+            in->unwritable = 1;
+            goto out;
+        }
+    }
     /* After the command line was recorded: the key is not shown or stored. */
     sup__key_setup(in, &argv, &env);
     /* Lines from now on belong to this run. */
@@ -657,17 +765,30 @@ int sup__inst_launch(struct instance *in)
         in->launching = 1;
         goto out;
     }
-    in->started_wall_ms = clock_wall_ms();
-    sup__set_state(in, INST_STARTING, in->restarts ? "restarting after a failure" : NULL, NULL);
+    /* Then the process: the next daemon adopts it by pid, group and start time. */
+    struct store_instance row = row_of(in, INST_STARTING, &in->proc, in->detail);
+    rc = store_put_instance(in->sup->app->store, &row);
+    if (rc < 0) {
+        /* A process no store names would be started twice: it goes, by its group. */
+        in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
+        char *why = sup__unwritable_msg(in->sup, rc);
+        snprintf(err, sizeof err, "%s; the engine it had started was killed", why);
+        free(why);
+        in->unwritable = 1;
+        goto out;
+    }
     in->probe_interval_ms = PROBE_FIRST_MS;
     probe_schedule(in, PROBE_FIRST_MS);
     uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
 out:
-    if (rc < 0) {
+    if (rc < 0 && !refused) {
         char *why = xstrfmt("cannot start: %s", err);
-        in->proc = (struct runner_proc){0};
+        /* A process killed above is still reaped through its watch: keep its handle. */
+        if (!in->unwritable || remote)
+            in->proc = (struct runner_proc){0};
         inst_fail(in, why);
         free(why);
+        rc = 0; /* reported as the failure */
     }
     config_argv_free(argv);
     if (env) {
@@ -787,9 +908,17 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     }
     if (rc < 0) {
         in->proc = (struct runner_proc){0};
-        sup__set_state(
-            in, INST_STOPPED,
-            remote ? "its pod is no longer recorded" : "exited while no daemon was running", NULL);
+        /*
+         * Gone: whether it exited on its own or an earlier daemon stopped it
+         * without being able to record that, only the recorded state says.
+         */
+        char *why = remote ? xstrdup("its pod is no longer recorded")
+                    : in->recorded == INST_STOPPING
+                        ? xstrdup("its stop ended while no daemon was running")
+                        : xstrfmt("not running when this daemon started (last recorded %s)",
+                                  state_names[in->recorded]);
+        sup__set_state(in, INST_STOPPED, why, NULL);
+        free(why);
         return;
     }
     log_info("sup", "adopting '%s' (pid %d, port %d)", in->name, p->pid, port);

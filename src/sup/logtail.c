@@ -16,11 +16,14 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/log.h"
+#include "base/units.h"
 #include "sup/sup_int.h"
 
 #define TAIL_POLL_MS 250
 #define TAIL_READ_MAX (256 * 1024)
+#define TAIL_SKIP_LOG_MS 10000 /* at most one "rotated with lines unread" log line per this */
 
 void sup__tail_init(struct logtail *t, struct instance *in, const char *path)
 {
@@ -64,49 +67,77 @@ static void feed(struct logtail *t, const char *data, size_t n)
 }
 
 /*
- * Copies the file to PATH.1 and truncates it in place. PATH.1 keeps the
- * newest log_max_size bytes (from a line start); the copy is repeated for
- * what arrives while copying, so only bytes written in the instant between
- * the last copy and the truncate can be lost.
+ * Copies the newest bytes of the file to PATH.1 and truncates it in place.
+ * PATH.1 keeps at most `keep` bytes (from a line start; the copy is repeated
+ * for what arrives while copying, within keep); bytes written after the last
+ * copy and before the truncate are lost. Returns how many bytes of the file
+ * the tail had not read.
  */
-static void rotate(struct logtail *t)
+static uint64_t rotate(struct logtail *t, uint64_t keep)
 {
     char *old = xstrfmt("%s.1", t->path);
-    int in_fd = open(t->path, O_RDONLY | O_CLOEXEC);
-    int out_fd = open(old, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int in_fd = open(t->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int out_fd = open(old, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     int ok = in_fd >= 0 && out_fd >= 0;
-    off_t copied = 0;
+    off_t copied = 0, end = 0;
     char buf[65536];
-    /* Keep at most the cap: a burst written between two reads loses its oldest lines. */
-    const struct config *cfg = t->in->sup->app->cfg;
+    uint64_t cap = keep;
     struct stat st;
-    if (ok && cfg && cfg->log_max_bytes && fstat(in_fd, &st) == 0 &&
-        (uint64_t)st.st_size > cfg->log_max_bytes) {
-        copied = st.st_size - (off_t)cfg->log_max_bytes;
+    if (ok && cap && fstat(in_fd, &st) == 0 && (uint64_t)st.st_size > cap) {
+        copied = st.st_size - (off_t)cap;
         ssize_t n = pread(in_fd, buf, sizeof buf, copied);
         char *nl = n > 0 ? memchr(buf, '\n', (size_t)n) : NULL;
         if (nl)
             copied += nl - buf + 1; /* start at a whole line */
     }
+    off_t first = copied;
+    uint64_t limit = cap ? cap : UINT64_MAX;
     for (int pass = 0; ok && pass < 4; pass++) {
         ssize_t n;
         off_t before = copied;
-        while (ok && (n = pread(in_fd, buf, sizeof buf, copied)) > 0) {
+        while (ok && (uint64_t)(copied - first) < limit &&
+               (n = pread(in_fd, buf, sizeof buf, copied)) > 0) {
             ok = write(out_fd, buf, (size_t)n) == n;
             copied += n;
         }
-        if (copied == before)
+        if (copied == before || (uint64_t)(copied - first) >= limit)
             break;
     }
+    end = copied;
     if (in_fd >= 0)
         close(in_fd);
     if (out_fd >= 0 && close(out_fd) < 0)
         ok = 0;
-    if (ok && truncate(t->path, 0) == 0)
+    uint64_t unread = end > t->off ? (uint64_t)(end - t->off) : 0;
+    if (ok && truncate(t->path, 0) == 0) {
         t->off = 0;
-    else
+        /* What was kept of a line whose rest went unread is no line. */
+        if (unread)
+            t->plen = 0;
+    } else {
         log_warn("sup", "cannot rotate '%s': %s", t->path, strerror(errno));
+        unread = 0;
+    }
     free(old);
+    return unread;
+}
+
+/* Says, at most once per TAIL_SKIP_LOG_MS, that a rotation left lines unread. */
+static void note_skipped(struct logtail *t, uint64_t unread)
+{
+    t->skipped += unread;
+    uint64_t now = clock_mono_ms();
+    if (!t->skipped || (t->skip_logged_ms && now - t->skip_logged_ms < TAIL_SKIP_LOG_MS))
+        return;
+    char a[32], b[32];
+    log_warn("sup",
+             "'%s' writes its log faster than yard reads it: rotated '%s' at its cap (%s, "
+             "log_max_size) with %s unread; those lines were not classified (the newest are "
+             "in '%s.1')",
+             t->in->name, t->path, units_fmt_size(t->in->sup->app->cfg->log_max_bytes, a, sizeof a),
+             units_fmt_size(t->skipped, b, sizeof b), t->path);
+    t->skipped = 0;
+    t->skip_logged_ms = now;
 }
 
 void sup__tail_poll(struct logtail *t)
@@ -118,6 +149,19 @@ void sup__tail_poll(struct logtail *t)
         return;
     if (st.st_size < t->off) /* truncated by someone else */
         t->off = 0;
+    const struct config *cfg = t->in->sup->app->cfg;
+    uint64_t cap = cfg ? cfg->log_max_bytes : 0;
+    /*
+     * Past the cap with more unread than one read takes: the engine writes
+     * faster than the tail reads (a flood). Rotate first, so the file never
+     * grows far past the cap, and keep half the cap in PATH.1: the other half
+     * is room for what the engine writes before the next look, so the two
+     * files stay within twice the cap.
+     */
+    if (cap && (uint64_t)st.st_size > cap && (uint64_t)(st.st_size - t->off) > TAIL_READ_MAX) {
+        note_skipped(t, rotate(t, cap / 2));
+        return;
+    }
     char buf[16384];
     size_t total = 0;
     while (total < TAIL_READ_MAX) {
@@ -130,9 +174,17 @@ void sup__tail_poll(struct logtail *t)
         if (!t->active) /* a line's handling stopped the tail */
             return;
     }
+    if (cap && (uint64_t)t->off > cap)
+        note_skipped(t, rotate(t, cap));
+}
+
+/* Whether the file passed its cap: a cheap look on each change, so rotation keeps up. */
+static int past_cap(struct logtail *t)
+{
     const struct config *cfg = t->in->sup->app->cfg;
-    if (cfg && cfg->log_max_bytes && (uint64_t)t->off > cfg->log_max_bytes)
-        rotate(t);
+    struct stat st;
+    return t->active && t->fd >= 0 && cfg && cfg->log_max_bytes && fstat(t->fd, &st) == 0 &&
+           (uint64_t)st.st_size > cfg->log_max_bytes;
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
@@ -144,7 +196,7 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
      * costs the proxy a wake-up per request, so the timer collects them (a
      * crash reads the rest at the exit).
      */
-    if (in->state == INST_READY && !in->op)
+    if (in->state == INST_READY && !in->op && !past_cap(&in->tail))
         return;
     sup__tail_poll(&in->tail);
 }
@@ -158,7 +210,7 @@ static void on_timer(uv_timer_t *h)
 void sup__tail_start(struct logtail *t, int from_end)
 {
     sup__tail_stop(t);
-    t->fd = open(t->path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    t->fd = open(t->path, O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (t->fd < 0) {
         log_warn("sup", "cannot read log file '%s': %s", t->path, strerror(errno));
         return;

@@ -17,11 +17,51 @@
 #include "sup/sup_int.h"
 
 #define SHUTDOWN_POLL_MS 50
+#define RECORD_RETRY_MS 1000           /* retrying writes the store refused */
+#define PRUNE_EVERY_MS (10 * 60000ull) /* the event log's age bound, when nothing is written */
 
 static void add_instance(struct sup *s, const struct config_model *m)
 {
     s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
     s->inst[s->n_inst++] = sup__instance_new(s, m);
+}
+
+/* The event log's bounds come from the config (events.keep, events.max_age). */
+static void set_event_limits(struct sup *s)
+{
+    if (s->app->store && s->app->cfg)
+        store_set_event_limits(s->app->store, s->app->cfg->events_keep,
+                               s->app->cfg->events_max_age_ms);
+}
+
+static void on_prune_timer(uv_timer_t *t)
+{
+    struct sup *s = t->data;
+    if (s->app->store)
+        store_prune_events_now(s->app->store);
+}
+
+/* Writes what the store refused before; stops retrying once it has taken everything. */
+static int record_pending(struct sup *s)
+{
+    int left = 0;
+    for (size_t i = 0; i < s->n_inst; i++)
+        if (s->inst[i]->unrecorded && sup__record_now(s->inst[i]) < 0)
+            left++;
+    return left;
+}
+
+static void on_record_timer(uv_timer_t *t)
+{
+    struct sup *s = t->data;
+    if (!record_pending(s))
+        uv_timer_stop(t);
+}
+
+void sup__record_later(struct sup *s)
+{
+    if (!uv_is_active((uv_handle_t *)&s->record_timer) && s->shutting_down < 2)
+        uv_timer_start(&s->record_timer, on_record_timer, RECORD_RETRY_MS, RECORD_RETRY_MS);
 }
 
 struct sup *sup_new(struct app *app)
@@ -38,6 +78,12 @@ struct sup *sup_new(struct app *app)
         add_instance(s, &app->cfg->models[i]);
     uv_timer_init(app->loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
+    uv_timer_init(app->loop, &s->record_timer);
+    s->record_timer.data = s;
+    uv_timer_init(app->loop, &s->prune_timer);
+    s->prune_timer.data = s;
+    set_event_limits(s);
+    uv_timer_start(&s->prune_timer, on_prune_timer, 0, PRUNE_EVERY_MS);
     return s;
 }
 
@@ -132,6 +178,7 @@ void sup_adopt_all(struct sup *s)
         if (strcmp(r->state, "ready") == 0 &&
             !strncmp(r->reason, SUP__SLEEP_INTENT, strlen(SUP__SLEEP_INTENT)))
             level = (int)strtol(r->reason + strlen(SUP__SLEEP_INTENT), NULL, 10);
+        in->recorded = sup__state_of_name(r->state);
         sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, level);
         /* It was being stopped when the last daemon went (or its pod stopped answering). */
         if (strcmp(r->state, "stopping") == 0 && in->watch) {
@@ -163,7 +210,12 @@ int sup_start(struct sup *s, const char *model, char **err)
         return sup__inst_wake(in, NULL, NULL, err);
     }
     in->restarts = 0;
-    sup__inst_start(in);
+    int rc = sup__inst_start(in);
+    if (rc < 0) {
+        /* Nothing was started: the store would not take the start's record. */
+        *err = sup__unwritable_msg(s, rc);
+        return rc;
+    }
     return 0;
 }
 
@@ -249,6 +301,8 @@ static void fill_info(struct instance *in, struct sup_info *info)
             in->state == INST_SLEEPING || in->state == INST_CHECKPOINTED ? in->sleep_level : 0,
         .can_sleep = sup__policy_level(in->m) > 0 || sup__policy_suspends(in->m) ||
                      sup__policy_checkpoints(in->m),
+        .unwritable = in->unwritable,
+        .unrecorded = in->unrecorded,
     };
 }
 
@@ -299,6 +353,7 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
     buf_init(&ba, 1 << 20);
     struct config *old = s->app->cfg;
     s->app->cfg = cfg;
+    set_event_limits(s);
 
     size_t n_old = s->n_inst;
     for (size_t i = 0; i < n_old; i++) {
@@ -349,8 +404,13 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
             sup__inst_stop(in, NULL, NULL);
         }
     }
+    /*
+     * Removed ones that run are left to the scheduler (sched_sync), which
+     * drains their requests in flight and then stops them, as a stop does.
+     */
     for (size_t i = s->n_inst; i-- > 0;)
-        if (i < s->n_inst && s->inst[i]->removed && s->inst[i]->state != INST_STOPPING)
+        if (i < s->n_inst && s->inst[i]->removed &&
+            (s->inst[i]->state == INST_STOPPED || s->inst[i]->state == INST_FAILED))
             sup__inst_stop(s->inst[i], NULL, NULL);
     config_free(old);
     *kept = buf_detach(&bk, NULL);
@@ -442,16 +502,31 @@ static void shutdown_free(void *sup)
 
 static void shutdown_finish(uv_handle_t *h)
 {
+    struct sup *s = h->data;
+    if (--s->closing > 0)
+        return;
     /* The pods' ssh masters are stopped last, once nothing needs them. */
-    sup__pods_close(h->data, shutdown_free, h->data);
+    sup__pods_close(s, shutdown_free, s);
 }
 
 static void release_all(struct sup *s)
 {
     uv_timer_stop(&s->shutdown_timer);
+    /* A last try at what the store refused: the next daemon reads these rows. */
+    for (size_t i = 0; i < s->n_inst; i++) {
+        struct instance *in = s->inst[i];
+        if (in->unrecorded && sup__record_now(in) < 0)
+            log_warn("sup",
+                     "'%s' is %s, but the state database still records it %s; the next daemon "
+                     "finds it as recorded",
+                     in->name, sup_state_name(in->state), sup_state_name(in->recorded));
+    }
     for (size_t i = 0; i < s->n_inst; i++)
         sup__inst_release(s->inst[i]);
     s->n_inst = 0;
+    s->closing = 3;
+    uv_close((uv_handle_t *)&s->record_timer, shutdown_finish);
+    uv_close((uv_handle_t *)&s->prune_timer, shutdown_finish);
     uv_close((uv_handle_t *)&s->shutdown_timer, shutdown_finish);
 }
 

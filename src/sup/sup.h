@@ -46,6 +46,8 @@ struct sup_info {
     int busy;        /* a sleep or wake is under way: send it no request */
     int sleep_level; /* while sleeping: 1 or 2 */
     int can_sleep;   /* its eviction policy sleeps it in place (keep_running) */
+    int unwritable;  /* its last start failed: the state database refused its record */
+    int unrecorded;  /* its state is not in the state database yet (retried) */
 };
 
 enum sup_note_kind { SUP_NOTE_STATE, SUP_NOTE_PROGRESS, SUP_NOTE_LOG };
@@ -76,7 +78,12 @@ void sup_adopt_all(struct sup *s);
  */
 void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *arg);
 
-/* Starts MODEL (name or alias) unless it is starting or ready. 0, or -ENOENT with *err. */
+/*
+ * Starts MODEL (name or alias) unless it is starting or ready. 0, or -ENOENT
+ * with *err, or the store's -ENOSPC / -EIO with *err when the start could not
+ * be recorded: then nothing was started (recorded before started), and the
+ * next start tries again.
+ */
 int sup_start(struct sup *s, const char *model, char **err);
 /* As sup_start, on the given GPUs ("0,1": CUDA_VISIBLE_DEVICES and ${GPUS}). */
 int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err);
@@ -111,7 +118,9 @@ int sup_engine_key(struct sup *s, const char *model, char *out, size_t len);
 
 /*
  * Applies a new config (already validated): unchanged models keep running,
- * changed ones restart, removed ones stop, new ones are added stopped. Takes
+ * changed ones restart, new ones are added stopped. Removed ones that do not
+ * run are forgotten; removed ones that run are marked removed and left to the
+ * scheduler (sched_sync), which drains them and stops them. Takes
  * ownership of cfg. Fills the four lists (new strings "a,b", caller frees).
  */
 void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted, char **stopped,

@@ -47,6 +47,8 @@ struct logtail {
     char *ring[SUP_TAIL_LINES];
     size_t ring_next;
     struct engine_log_state els;
+    uint64_t skipped;        /* bytes rotated away unread since it was last said */
+    uint64_t skip_logged_ms; /* when that was last said (monotonic) */
 };
 
 struct stop_waiter {
@@ -117,6 +119,10 @@ struct instance {
     char *pod_override;             /* yard start --pod: the pod for the next start */
     uint64_t probe_started_mono;    /* when the running health probe began */
     int start_after_exit;           /* a start waits for the failed run's exit */
+    /* Durable state */
+    enum inst_state recorded; /* the state the store holds for it */
+    int unrecorded;           /* its current state is not in the store yet: retried */
+    int unwritable;           /* its last start failed because the store refused the write */
 };
 
 struct sup_observer {
@@ -142,6 +148,9 @@ struct sup {
     void (*shutdown_done)(void *);
     void *shutdown_arg;
     uv_timer_t shutdown_timer;
+    uv_timer_t record_timer; /* retries the writes the store refused */
+    uv_timer_t prune_timer;  /* keeps the event log within events.keep and events.max_age */
+    int closing;             /* sup handles whose close callbacks are still due */
 
     /* Engine keys derive from it (key.c); NULL: engines run without keys. */
     unsigned char *engine_secret;
@@ -167,6 +176,19 @@ void sup__inst_on_line(struct instance *in, const char *line, size_t len);
 void sup__inst_on_exit(void *arg, int64_t code, int sig);
 void sup__set_state(struct instance *in, enum inst_state to, const char *reason,
                     const char *detail);
+/*
+ * A transition that must be recorded before it happens (a start): writes the
+ * row (process p, NULL for none) and its event first; only then changes the
+ * state and tells observers. 0, or the store's -errno with nothing changed.
+ */
+int sup__try_state(struct instance *in, enum inst_state to, const char *reason,
+                   const struct runner_proc *p);
+/* Writes the instance's current state if the store lacks it. 0 or -errno. */
+int sup__record_now(struct instance *in);
+/* The state named name ("ready"); stopped for a name it does not know. */
+enum inst_state sup__state_of_name(const char *name);
+/* Why a start was refused: the store's error rc. A new string. */
+char *sup__unwritable_msg(struct sup *s, int rc);
 void sup__inst_mark_ready(struct instance *in, const char *reason);
 void sup__timers_stop(struct instance *in);
 int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err);
@@ -245,5 +267,7 @@ void sup__notify(struct sup *s, const struct sup_note *n);
 struct instance *sup__find(struct sup *s, const char *name);
 void sup__forget(struct sup *s, struct instance *in);
 void sup__maybe_shutdown_done(struct sup *s);
+/* Some instance is unrecorded: retry its write soon. */
+void sup__record_later(struct sup *s);
 
 #endif

@@ -190,7 +190,7 @@ static void test_wal_and_pragmas(void **state)
     free(mode);
     assert_int_equal(query_int(st->db, "PRAGMA synchronous"), 1); /* NORMAL */
     assert_int_equal(query_int(st->db, "PRAGMA foreign_keys"), 1);
-    assert_int_equal(query_int(st->db, "PRAGMA busy_timeout"), 5000);
+    assert_int_equal(query_int(st->db, "PRAGMA busy_timeout"), STORE_BUSY_TIMEOUT_MS);
     store_close(st);
 
     /* WAL is a property of the file: a fresh connection sees it too. */
@@ -432,6 +432,87 @@ static void test_events_queries(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(ev[0].id, 11);
     store_events_free(ev, n);
+    store_close(st);
+}
+
+static size_t count_events(struct store *st)
+{
+    return (size_t)query_int(st->db, "SELECT count(*) FROM events");
+}
+
+/* The event log stays within events.keep as it grows, the newest kept. */
+static void test_event_limit_by_count(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    store_set_event_limits(st, 10, 0);
+    struct store_instance x;
+    make_instance(&x, "m", "local", "ready");
+    size_t most = 0;
+    for (int i = 0; i < 3 * STORE_PRUNE_EVERY; i++) {
+        assert_int_equal(store_record_transition(st, &x, "starting"), 0);
+        size_t n = count_events(st);
+        most = n > most ? n : most;
+    }
+    /* Pruned as it grows: never more than the bound plus one batch. */
+    assert_true(most <= 10 + STORE_PRUNE_EVERY);
+    assert_int_equal(store_add_event(st, "m", "local", "ready", "switched"), 0);
+    assert_int_equal(store_prune_events_now(st), 0);
+    assert_int_equal(count_events(st), 10);
+    struct store_event *ev;
+    size_t n;
+    assert_int_equal(store_list_events(st, -1, 100, NULL, &ev, &n), 0);
+    assert_int_equal(n, 10);
+    assert_int_equal(ev[9].id, 3 * STORE_PRUNE_EVERY + 1);
+    assert_string_equal(ev[9].reason, "switched");
+    store_events_free(ev, n);
+    store_close(st);
+}
+
+/* Events older than events.max_age go; newer ones stay. */
+static void test_event_limit_by_age(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_instance x;
+    make_instance(&x, "m", "local", "ready");
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(store_record_transition(st, &x, "starting"), 0);
+    /* Three of them were written two hours ago. */
+    int64_t old = clock_wall_ms() - 2 * 3600 * 1000;
+    char *sql = xstrfmt("UPDATE events SET ts_ms = %lld WHERE id <= 3", (long long)old);
+    assert_int_equal(sqlite3_exec(st->db, sql, NULL, NULL, NULL), SQLITE_OK);
+    free(sql);
+    store_set_event_limits(st, 0, 3600 * 1000);
+    assert_int_equal(store_prune_events_now(st), 0);
+    assert_int_equal(count_events(st), 3);
+    assert_int_equal(query_int(st->db, "SELECT min(id) FROM events"), 4);
+    /* No bounds: nothing goes. */
+    store_set_event_limits(st, 0, 0);
+    assert_int_equal(store_prune_events_now(st), 0);
+    assert_int_equal(count_events(st), 3);
+    store_close(st);
+}
+
+/* A write lock held by another process: the write fails within the busy timeout, as -EBUSY. */
+static void test_locked_by_another(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(f->db, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct store_instance x;
+    make_instance(&x, "m", "local", "starting");
+    assert_int_equal(store_record_transition(st, &x, NULL), -EBUSY);
+    struct store_instance got;
+    assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(store_get_instance(st, "m", "local", &got), -ENOENT);
+    /* Released: the same write goes through. */
+    assert_int_equal(store_record_transition(st, &x, NULL), 0);
+    assert_int_equal(store_get_instance(st, "m", "local", &got), 0);
+    store_instance_release(&got);
+    sqlite3_close(other);
     store_close(st);
 }
 
@@ -971,6 +1052,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pins_set_list_unset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pin_full_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_schema_2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_limit_by_count, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_limit_by_age, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_locked_by_another, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
