@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include "base/alloc.h"
 #include "base/buf.h"
@@ -943,14 +945,59 @@ static void on_listener_closed(uv_handle_t *h)
     free(a);
 }
 
+/*
+ * Makes way for the admin socket: nothing at path, or a socket no daemon
+ * answers on, which is removed. The caller holds the state directory's lock,
+ * so a socket left there is stale; the probe makes sure before the unlink.
+ * Returns 0, or -1 with a new message in *err (a daemon answers there, or
+ * the path is not a socket).
+ */
+static int clear_socket_path(const char *path, char **err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        *err = xstrfmt("cannot stat '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        *err = xstrfmt("'%s' exists and is not a socket; remove it", path);
+        return -1;
+    }
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && strlen(path) < sizeof sa.sun_path) {
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        /* EAGAIN: a live listener with a full backlog */
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EAGAIN) {
+            close(fd);
+            *err = xstrfmt("another daemon answers on '%s'; stop it first or pass another "
+                           "--state-dir",
+                           path);
+            return -1;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (unlink(path) < 0 && errno != ENOENT) {
+        *err = xstrfmt("cannot remove the stale socket '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 struct admin_server *admin_server_new(struct app *app, admin_reload_fn reload, char **err)
 {
     struct admin_server *a = xcalloc(1, sizeof *a);
     a->app = app;
     a->reload = reload;
     a->path = xstrfmt("%s/yard.sock", app->state_dir);
-    /* The caller holds the state directory's lock: a socket file left here is stale. */
-    unlink(a->path);
+    if (clear_socket_path(a->path, err) < 0) {
+        free(a->path);
+        free(a);
+        return NULL;
+    }
     uv_pipe_init(app->loop, &a->listener, 0);
     a->listener.data = a;
     mode_t old = umask(0177);

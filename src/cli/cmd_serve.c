@@ -223,36 +223,159 @@ static void on_signal(uv_signal_t *h, int signum)
     daemon_stop(d);
 }
 
-/* Takes STATE_DIR/yard.lock so two daemons never share a state directory. */
-static int lock_state_dir(const char *dir, int *fd_out)
+/* The single-daemon lock: held on the state directory itself and on yard.lock. */
+struct state_lock {
+    int dir_fd;  /* flock'ed: deleting and recreating yard.lock cannot release it */
+    int file_fd; /* yard.lock: the pid, for messages; flock'ed too (as earlier daemons do) */
+};
+
+static void unlock_state_dir(struct state_lock *lk)
 {
-    char *path = xstrfmt("%s/yard.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fprintf(stderr, "yard serve: cannot open '%s': %s\n", path, strerror(errno));
-        free(path);
+    if (lk->file_fd >= 0)
+        close(lk->file_fd);
+    if (lk->dir_fd >= 0)
+        close(lk->dir_fd);
+    lk->file_fd = lk->dir_fd = -1;
+}
+
+/*
+ * A directory yard writes in must be ours and writable by nobody else, as
+ * ssh requires of ~/.ssh: whoever can write in it can plant links there
+ * (yard.lock -> a file of root's, logs/NAME.log -> anything) that yard would
+ * write through. Checks the open directory, so no rename can race the check.
+ * Returns 0, or -1 after one line on stderr.
+ */
+static int check_private_dir(int fd, const char *path)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        fprintf(stderr, "yard serve: cannot stat '%s': %s\n", path, strerror(errno));
         return -1;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        char pid[32] = "";
-        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
-        if (n > 0)
-            pid[strcspn(pid, "\n")] = '\0';
+    if (!S_ISDIR(st.st_mode)) {
         fprintf(stderr,
-                "yard serve: another daemon (pid %s) already uses state dir '%s'; stop it "
-                "first or pass another --state-dir\n",
-                n > 0 ? pid : "?", dir);
-        close(fd);
-        free(path);
+                "yard serve: '%s' is not a directory; remove it or pass another --state-dir\n",
+                path);
         return -1;
+    }
+    if (st.st_uid != geteuid()) {
+        fprintf(stderr,
+                "yard serve: '%s' belongs to uid %u, not to this user (uid %u): its owner could "
+                "plant links in it; chown it or pass another --state-dir\n",
+                path, (unsigned)st.st_uid, (unsigned)geteuid());
+        return -1;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        fprintf(stderr,
+                "yard serve: '%s' is writable by %s (mode %03o): they could plant links in it; "
+                "run 'chmod go-w %s' or pass another --state-dir\n",
+                path, st.st_mode & S_IWOTH ? "other users" : "its group",
+                (unsigned)(st.st_mode & 0777), path);
+        return -1;
+    }
+    return 0;
+}
+
+/* One line: the daemon that holds the lock, by the pid in yard.lock when it is there. */
+static void report_other_daemon(int dir_fd, const char *dir)
+{
+    char pid[32] = "";
+    ssize_t n = -1;
+    int fd = openat(dir_fd, "yard.lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+        n = pread(fd, pid, sizeof pid - 1, 0);
+        close(fd);
+    }
+    if (n > 0)
+        pid[strcspn(pid, "\n")] = '\0';
+    fprintf(stderr,
+            "yard serve: another daemon (pid %s) already uses state dir '%s'; stop it first or "
+            "pass another --state-dir\n",
+            n > 0 && pid[0] ? pid : "?", dir);
+}
+
+/*
+ * Checks STATE_DIR and the directories yard writes in under it (logs/ is
+ * created here), then takes the single-daemon lock: flock on the directory
+ * itself, which a deleted and recreated yard.lock cannot defeat, then on
+ * yard.lock, which gets the pid. yard.lock is opened without following a
+ * link and must be a regular file. Returns 0, or -1 after one line on stderr.
+ */
+static int lock_state_dir(const char *dir, struct state_lock *lk)
+{
+    static const char *const subdirs[] = {"logs", "checkpoints", "ssh"};
+    int rc = -1;
+    char *path = NULL;
+    lk->file_fd = -1;
+    lk->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lk->dir_fd < 0) {
+        fprintf(stderr, "yard serve: cannot open state dir '%s': %s\n", dir, strerror(errno));
+        goto out;
+    }
+    if (check_private_dir(lk->dir_fd, dir) < 0)
+        goto out;
+    if (mkdirat(lk->dir_fd, "logs", 0700) < 0 && errno != EEXIST) {
+        fprintf(stderr, "yard serve: cannot create '%s/logs': %s\n", dir, strerror(errno));
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
+        free(path);
+        path = xstrfmt("%s/%s", dir, subdirs[i]);
+        struct stat st = {0};
+        if (fstatat(lk->dir_fd, subdirs[i], &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+            continue;
+        int fd = openat(lk->dir_fd, subdirs[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+            fprintf(stderr, "yard serve: '%s' is %s, not a directory; remove it\n", path,
+                    S_ISLNK(st.st_mode) ? "a symbolic link" : "a file");
+            goto out;
+        }
+        if (fd < 0) {
+            fprintf(stderr, "yard serve: cannot open '%s': %s\n", path, strerror(errno));
+            goto out;
+        }
+        int bad = check_private_dir(fd, path);
+        close(fd);
+        if (bad < 0)
+            goto out;
+    }
+    if (flock(lk->dir_fd, LOCK_EX | LOCK_NB) < 0) {
+        report_other_daemon(lk->dir_fd, dir);
+        goto out;
+    }
+    free(path);
+    path = xstrfmt("%s/yard.lock", dir);
+    lk->file_fd = openat(lk->dir_fd, "yard.lock",
+                         O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+    if (lk->file_fd < 0) {
+        if (errno == ELOOP)
+            fprintf(stderr,
+                    "yard serve: '%s' is a symbolic link; yard does not write through links: "
+                    "remove it\n",
+                    path);
+        else
+            fprintf(stderr, "yard serve: cannot open '%s': %s\n", path, strerror(errno));
+        goto out;
+    }
+    struct stat st;
+    if (fstat(lk->file_fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "yard serve: '%s' is not a regular file; remove it\n", path);
+        goto out;
+    }
+    if (flock(lk->file_fd, LOCK_EX | LOCK_NB) < 0) {
+        report_other_daemon(lk->dir_fd, dir);
+        goto out;
     }
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+    if (ftruncate(lk->file_fd, 0) < 0 || pwrite(lk->file_fd, pid, (size_t)n, 0) != n)
         log_warn("serve", "cannot write '%s': %s", path, strerror(errno));
+    rc = 0;
+out:
+    if (rc < 0)
+        unlock_state_dir(lk);
     free(path);
-    *fd_out = fd;
-    return 0;
+    return rc;
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -322,14 +445,14 @@ int cmd_serve(int argc, char **argv, struct app *app)
     }
     app->cfg = cfg;
 
-    int lock_fd = -1;
+    struct state_lock lock = {-1, -1};
     if ((rc = mkdir_p(app->state_dir, 0700)) < 0) {
         fprintf(stderr, "yard serve: cannot create state dir '%s': %s\n", app->state_dir,
                 strerror(-rc));
         config_free(cfg);
         return 1;
     }
-    if (lock_state_dir(app->state_dir, &lock_fd) < 0) {
+    if (lock_state_dir(app->state_dir, &lock) < 0) {
         config_free(cfg);
         return 1;
     }
@@ -339,7 +462,7 @@ int cmd_serve(int argc, char **argv, struct app *app)
         fprintf(stderr, "yard serve: %s\n", err);
         free(err);
         config_free(cfg);
-        close(lock_fd);
+        unlock_state_dir(&lock);
         return 1;
     }
 
@@ -369,7 +492,7 @@ int cmd_serve(int argc, char **argv, struct app *app)
         gpu_free(app->gpu);
         store_close(app->store);
         config_free(app->cfg);
-        close(lock_fd);
+        unlock_state_dir(&lock);
         return 1;
     }
     uv_signal_t *sigs[] = {&d.sig_term, &d.sig_int, &d.sig_hup};
@@ -405,6 +528,6 @@ int cmd_serve(int argc, char **argv, struct app *app)
     free(d.cfg_dir);
     free(d.cfg_base);
     uv_loop_close(app->loop);
-    close(lock_fd);
+    unlock_state_dir(&lock);
     return 0;
 }

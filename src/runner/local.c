@@ -361,7 +361,7 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
                        void *arg, struct runner_proc *out, struct runner_watch **watch, char **err)
 {
     /* Never through a link: the engine's output goes to this file and nowhere else. */
-    int fd = open(spec->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = open(spec->log_path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
         int e = errno;
         if (e == ELOOP)

@@ -183,7 +183,7 @@ static void append_mirror(struct pod_watch *w, const char *data, size_t len)
 {
     if (!len || !w->mirror)
         return;
-    int fd = open(w->mirror, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int fd = open(w->mirror, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
         log_warn("pod", "cannot write '%s': %s", w->mirror, strerror(errno));
         return;

@@ -12,6 +12,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,7 +160,10 @@ int sup__inst_checkpoint(struct instance *in, sup_op_cb done, void *arg, char **
 static void write_pids(struct instance *in, const char *dir)
 {
     char *path = xstrfmt("%s/%s", dir, PIDS_FILE);
-    FILE *f = fopen(path, "w");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f && fd >= 0)
+        close(fd);
     if (f) {
         for (size_t i = 0; i < in->n_susp; i++)
             fprintf(f, "%d\n", in->susp_pids[i]);
