@@ -152,6 +152,7 @@ static int local_signal_group(struct runner *r, const struct runner_proc *p, int
         return -ESRCH;
     int rc = -ESRCH;
     char *cg = proc_cgroup(r, p);
+    int in_cgroup = cg != NULL;
     if (cg) {
         /* Every process of the engine, whatever session or group it moved to. */
         int n = cgroup_signal(cg, sig);
@@ -162,7 +163,7 @@ static int local_signal_group(struct runner *r, const struct runner_proc *p, int
             rc = n;
     }
     /* Without a cgroup, or while the leader may not be in it yet, its group is what we know. */
-    if (!cg || leader) {
+    if (!in_cgroup || leader) {
         if (kill(-p->pgid, sig) == 0)
             rc = 0;
         else if (rc < 0 && errno != ESRCH)
