@@ -1633,7 +1633,7 @@ static void parse_api_keys(struct walk *w, const yaml_node_t *n)
         err_at(w, n,
                "api_keys: %s would turn authentication off; list at least one key, or "
                "leave 'api_keys' out to run without keys",
-               is_null(n) ? "no value" : "an empty list");
+               is_null(n) ? "a key with no value" : "an empty list");
         return;
     }
     cfg->n_api_keys = get_str_list(w, n, "api_keys", &cfg->api_keys, NULL);
@@ -1900,6 +1900,8 @@ void config_reload_changes(const struct config *a, const struct config *b, char 
                 "router.max_buffered_per_client");
     note_change(&ap, a->router_coalesce_ms != b->router_coalesce_ms, "router.coalesce_window");
     note_change(&ap, a->router_amortization != b->router_amortization, "router.amortization");
+    note_change(&ap, a->events_keep != b->events_keep, "events.keep");
+    note_change(&ap, a->events_max_age_ms != b->events_max_age_ms, "events.max_age");
     note_change(&re,
                 strcmp(a->listen_host, b->listen_host) != 0 || a->listen_port != b->listen_port,
                 "listen");
