@@ -894,8 +894,8 @@ static void test_empty_api_keys(void **state)
                  "yard.yaml:1:11: api_keys: an empty list would turn authentication off; list "
                  "at least one key, or leave 'api_keys' out to run without keys");
     expect_error("api_keys:\nlisten: 127.0.0.1:8080\n",
-                 "yard.yaml:1:10: api_keys: no value would turn authentication off; list at "
-                 "least one key, or leave 'api_keys' out to run without keys");
+                 "yard.yaml:1:10: api_keys: a key with no value would turn authentication off; "
+                 "list at least one key, or leave 'api_keys' out to run without keys");
     expect_error("api_keys: [\"\"]\n", "yard.yaml:1:12: api_keys: empty string in the list");
     struct config *c = parse_ok("listen: 127.0.0.1:8080\n");
     assert_int_equal(c->n_api_keys, 0);
