@@ -6,6 +6,7 @@
  * ${API_KEY}: yard would otherwise have to put it on a command line there.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,39 +19,76 @@
 #include "sup/sup_int.h"
 
 #define SECRET_FILE "engine.secret"
+#define KEY_CACHE 64 /* derived keys kept, direct-mapped by (name, port) */
+
+/*
+ * The proxy asks for a key on every request: a derivation costs about 2 us,
+ * a cache hit a hash and a compare.
+ */
+struct sup__key_slot {
+    char *name;
+    int port;
+    char key[ENGINE_KEY_HEX + 1];
+};
+
+struct sup__keys {
+    unsigned char secret[STORE_SECRET_LEN];
+    struct sup__key_slot cache[KEY_CACHE];
+};
 
 void sup__key_init(struct sup *s)
 {
     char *err = NULL;
-    unsigned char *secret = xmalloc(STORE_SECRET_LEN);
-    if (store_secret_load(s->app->state_dir, SECRET_FILE, secret, &err) < 0) {
+    struct sup__keys *k = xcalloc(1, sizeof *k);
+    if (store_secret_load(s->app->state_dir, SECRET_FILE, k->secret, &err) < 0) {
         log_error("sup",
                   "%s; engines run without an API key, so local users can reach them "
                   "directly",
                   err);
         free(err);
-        free(secret);
+        free(k);
         return;
     }
-    s->engine_secret = secret;
+    s->keys = k;
 }
 
 void sup__key_release(struct sup *s)
 {
-    if (s->engine_secret)
-        memset(s->engine_secret, 0, STORE_SECRET_LEN);
-    free(s->engine_secret);
-    s->engine_secret = NULL;
+    struct sup__keys *k = s->keys;
+    if (!k)
+        return;
+    for (size_t i = 0; i < KEY_CACHE; i++)
+        free(k->cache[i].name);
+    memset(k, 0, sizeof *k);
+    free(k);
+    s->keys = NULL;
+}
+
+static size_t slot_of(const char *name, int port)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    h = (h ^ (uint32_t)port) * 16777619u;
+    return h % KEY_CACHE;
 }
 
 int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])
 {
+    struct sup__keys *k = in->sup->keys;
     out[0] = '\0';
-    if (!in->sup->engine_secret || in->port <= 0 || !in->runner)
+    if (!k || in->port <= 0 || !in->runner)
         return -ENOKEY;
     if (runner_pod_of(in->runner) && !(in->m && in->m->cmd && strstr(in->m->cmd, "${API_KEY}")))
         return -ENOKEY;
-    engine_key_derive(in->sup->engine_secret, STORE_SECRET_LEN, in->name, in->port, out);
+    struct sup__key_slot *slot = &k->cache[slot_of(in->name, in->port)];
+    if (!slot->name || slot->port != in->port || strcmp(slot->name, in->name) != 0) {
+        free(slot->name);
+        slot->name = xstrdup(in->name);
+        slot->port = in->port;
+        engine_key_derive(k->secret, STORE_SECRET_LEN, in->name, in->port, slot->key);
+    }
+    memcpy(out, slot->key, sizeof slot->key);
     return 0;
 }
 

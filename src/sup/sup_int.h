@@ -152,8 +152,8 @@ struct sup {
     uv_timer_t prune_timer;  /* keeps the event log within events.keep and events.max_age */
     int closing;             /* sup handles whose close callbacks are still due */
 
-    /* Engine keys derive from it (key.c); NULL: engines run without keys. */
-    unsigned char *engine_secret;
+    /* The secret engine keys derive from, and derived keys (key.c); NULL: no keys. */
+    struct sup__keys *keys;
 };
 
 /* instance.c */
