@@ -273,8 +273,13 @@ static void child_exit_cb(uv_process_t *h, int64_t exit_status, int term_signal)
     w->sig = term_signal;
     if (w->done)
         return;
-    /* The leader went; what it started in its cgroup may still run: the engine runs on. */
-    if (w->cg && cgroup_populated(w->cg) == 1) {
+    /*
+     * A leader that exited 0 leaving processes in its cgroup started the
+     * engine and went (setsid -f, nohup ... &): the engine runs on until its
+     * cgroup is empty. A leader that failed or was killed is reported at
+     * once, so that what it left is killed as part of the failure.
+     */
+    if (w->cg && exit_status == 0 && term_signal == 0 && cgroup_populated(w->cg) == 1) {
         watch_follow(w, CGROUP_POLL_MS);
         watch_check(w); /* emptied between the look and the watch */
         return;

@@ -94,9 +94,15 @@ static int wait_escaped(uv_loop_t *loop, const char *cg, int leader)
     return 0;
 }
 
-/* The wrapper: starts a process in a session of its own and exits at once with 3. */
-static char *wrapper_argv[] = {"sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & exit 3",
+/* The wrapper: starts a process in a session of its own and exits at once, successfully. */
+static char *wrapper_argv[] = {"sh", "-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & exit 0",
                                NULL};
+/* A leader that fails, leaving a process in a session of its own. */
+static char *failing_argv[] = {
+    "sh", "-c",
+    "setsid sleep 1000 </dev/null >/dev/null 2>&1 & "
+    "while [ \"$(ps -o sid= -p $! | tr -d ' ')\" != \"$!\" ]; do :; done; exit 3",
+    NULL};
 
 static void test_parse_mountinfo(void **state)
 {
@@ -232,13 +238,47 @@ static void test_wrapper_runs_until_its_cgroup_is_empty(void **state)
     assert_int_equal(r.ops->signal_group(&r, &p, SIGTERM), 0);
     run_until(&loop, &seen.called);
     assert_int_equal(seen.called, 1);
-    assert_int_equal(seen.code, 3);
+    assert_int_equal(seen.code, 0);
     assert_true(gone(escaped));
     assert_int_equal(r.ops->group_alive(&r, &p), 0);
     /* The empty cgroup was removed. */
     assert_int_not_equal(access(cg, F_OK), 0);
     if (!gone(escaped))
         kill(escaped, SIGKILL);
+    free(cg);
+    runner_local_release(&r);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_failed_leader_is_reported_at_once(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    if (cgroup_runner(&r, &loop) < 0)
+        skip();
+    struct runner_spec spec = {.argv = failing_argv, .log_path = logpath};
+    struct exit_seen seen = {0};
+    struct runner_proc p;
+    struct runner_watch *w = NULL;
+    char *err = NULL;
+    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
+    char *cg = cgroup_engine_path(r.cgroups, p.pid, p.start_time);
+    /* A crash: reported at once, though what it started still runs. */
+    run_until(&loop, &seen.called);
+    assert_int_equal(seen.called, 1);
+    assert_int_equal(seen.code, 3);
+    int escaped = wait_escaped(&loop, cg, p.pid);
+    assert_true(escaped > 0);
+    /* What the supervisor does with a failure: the whole cgroup is killed. */
+    assert_int_equal(r.ops->group_alive(&r, &p), 1);
+    assert_int_equal(r.ops->signal_group(&r, &p, SIGKILL), 0);
+    uint64_t end = now_ms() + 10000;
+    while (r.ops->group_alive(&r, &p) && now_ms() < end)
+        usleep(2000);
+    assert_int_equal(r.ops->group_alive(&r, &p), 0);
+    assert_true(gone(escaped));
     free(cg);
     runner_local_release(&r);
     uv_run(&loop, UV_RUN_NOWAIT);
@@ -430,6 +470,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_parse_engine_name),
         cmocka_unit_test(test_state_dirs_do_not_collide),
         cmocka_unit_test(test_wrapper_runs_until_its_cgroup_is_empty),
+        cmocka_unit_test(test_failed_leader_is_reported_at_once),
         cmocka_unit_test(test_adopted_leaderless_engine_is_killed),
         cmocka_unit_test(test_missing_binary_with_cgroups),
         cmocka_unit_test(test_fallback_without_a_cgroup_hierarchy),
