@@ -60,9 +60,10 @@ struct runner_ops {
     const char *name;
     /*
      * Starts argv in a new process group and begins watching it; on_exit runs
-     * once when it has exited (locally with cgroups: once its cgroup is empty
-     * too, with the leader's status). Returns 0 and fills out and *watch, or a negative
-     * errno with *err set to a new message the caller frees.
+     * once when it has exited (locally with cgroups, after a leader that
+     * exited 0: once its cgroup is empty too, with the leader's status).
+     * Returns 0 and fills out and *watch, or a negative errno with *err set
+     * to a new message the caller frees.
      */
     int (*start)(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
                  void *arg, struct runner_proc *out, struct runner_watch **watch, char **err);
