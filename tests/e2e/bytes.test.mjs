@@ -309,3 +309,82 @@ test('a logs -f reader that stops reading: memory stays bounded, lines are skipp
     sock.destroy();
     await d.stop();
 });
+
+test('an events -f reader that stops reading misses no event when it reads again', async () => {
+    // 60 models whose engines print 10 lines of 4000 bytes and fail: each failure event
+    // carries those lines, about 40 KB, so the reader falls more than 1 MiB behind.
+    const dir = tmpdir();
+    const port = await freePort();
+    const engine = path.join(dir, 'engine.sh');
+    fs.writeFileSync(
+        engine,
+        "#!/bin/sh\nl=$(printf '%04000d' 0)\ni=0; while [ $i -lt 10 ]; do echo \"$i $l\"; i=$((i+1)); done\nexit 1\n",
+        { mode: 0o755 }
+    );
+    const N = 60;
+    let yaml = `listen: 127.0.0.1:${port}\nmodels:\n`;
+    for (let i = 0; i < N; i++) yaml += `  m${i}:\n    engine: generic\n    cmd: "sh ${engine}"\n    restart: never\n`;
+    const d = await startDaemon({ config: writeConfig(dir, yaml), stateDir: dir });
+    assert.equal((await yard(['start', 'm0', '--wait'], { stateDir: dir })).code, 1);
+
+    // The follower gets the last event (m0's failure), then stops reading.
+    const sock = net.createConnection(path.join(dir, 'yard.sock'));
+    let buf = '';
+    await new Promise((resolve) => {
+        sock.on('data', (c) => {
+            buf += c.toString('utf8');
+            if (buf.includes('\n')) {
+                sock.pause();
+                resolve();
+            }
+        });
+        sock.write(`${JSON.stringify({ cmd: 'events', n: 1, follow: true })}\n`);
+    });
+    const firstId = JSON.parse(buf.split('\n')[0]).event.id;
+
+    for (let i = 1; i < N; i++) await admin(dir, { cmd: 'start', model: `m${i}` });
+    await waitFor(async () => (await ps(dir)).every((e) => e.state === 'failed'), {
+        timeoutMs: 60000,
+        what: 'every model to fail',
+    });
+    const lastId = Math.max(
+        ...yardRaw(['events', '--json', '-n', '5'], dir)
+            .stdout.toString()
+            .split('\n')
+            .filter((l) => l)
+            .map((l) => JSON.parse(l).id)
+    );
+
+    // Reading again: every event after the first one, in order, none skipped.
+    const ids = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`got ${buf.length} bytes, not event ${lastId}`)), 30000);
+        const have = () => {
+            const got = buf
+                .split('\n')
+                .filter((l) => l.startsWith('{'))
+                .map((l) => {
+                    try {
+                        return JSON.parse(l).event.id;
+                    } catch {
+                        return null; // the last line, still arriving
+                    }
+                })
+                .filter((x) => x !== null);
+            if (got.includes(lastId)) {
+                clearTimeout(timer);
+                resolve(got);
+            }
+        };
+        sock.removeAllListeners('data');
+        sock.on('data', (c) => {
+            buf += c.toString('utf8');
+            have();
+        });
+        sock.resume();
+    });
+    const want = [];
+    for (let id = firstId; id <= lastId; id++) want.push(id);
+    assert.deepEqual(ids, want);
+    sock.destroy();
+    await d.stop();
+});
