@@ -322,40 +322,49 @@ static char **merge_env(char *const *extra)
     return out;
 }
 
+/* Whether path (relative ones from cwd, as the child sees them) is a file we may run. */
+static int runnable(const char *cwd, const char *path, int *eacces)
+{
+    char *full = path[0] != '/' && cwd ? xstrfmt("%s/%s", cwd, path) : xstrdup(path);
+    struct stat st;
+    int file = stat(full, &st) == 0 && S_ISREG(st.st_mode);
+    int ok = file && access(full, X_OK) == 0;
+    if (file && !ok)
+        *eacces = 1;
+    free(full);
+    return ok;
+}
+
 /*
- * Whether argv0 can be run, as execvp would look for it with env's PATH.
- * 0, or -ENOENT / -EACCES with *err set as uv_spawn's failures are.
+ * Whether argv0 can be run, as execvp in cwd would look for it with env's
+ * PATH. 0, or -ENOENT / -EACCES with *err set as uv_spawn's failures are.
  */
-static int check_program(const char *argv0, char **env, char **err)
+static int check_program(const char *argv0, char **env, const char *cwd, char **err)
 {
     const char *path = "/usr/local/bin:/bin:/usr/bin";
     for (size_t i = 0; env[i]; i++)
         if (strncmp(env[i], "PATH=", 5) == 0)
             path = env[i] + 5;
-    int seen_eacces = 0;
+    int eacces = 0;
     if (strchr(argv0, '/')) {
-        if (access(argv0, X_OK) == 0)
+        if (runnable(cwd, argv0, &eacces))
             return 0;
-        seen_eacces = errno == EACCES;
     } else {
         for (const char *p = path;;) {
             const char *colon = strchr(p, ':');
             size_t len = colon ? (size_t)(colon - p) : strlen(p);
+            /* An empty entry is the current directory. */
             char *cand = xstrfmt("%.*s%s%s", (int)len, p, len ? "/" : "", argv0);
-            struct stat st;
-            int ok = stat(cand, &st) == 0 && S_ISREG(st.st_mode);
-            if (ok && access(cand, X_OK) == 0) {
-                free(cand);
-                return 0;
-            }
-            seen_eacces |= ok;
+            int ok = runnable(cwd, cand, &eacces);
             free(cand);
+            if (ok)
+                return 0;
             if (!colon)
                 break;
             p = colon + 1;
         }
     }
-    if (seen_eacces) {
+    if (eacces) {
         *err = xstrfmt("'%s' is not executable", argv0);
         return -EACCES;
     }
@@ -380,7 +389,7 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     }
     char **env = merge_env(spec->env);
     /* Through the trampoline a missing engine shows only in its log: say it here too. */
-    int rc = r->cgroups ? check_program(spec->argv[0], env, err) : 0;
+    int rc = r->cgroups ? check_program(spec->argv[0], env, spec->cwd, err) : 0;
     if (rc < 0) {
         free(env);
         close(fd);

@@ -358,6 +358,25 @@ static void test_missing_binary_with_cgroups(void **state)
     free(want);
     free(err);
     unlink(plain);
+    /* A relative program is looked for where it runs: its cwd, not the daemon's. */
+    char dir[64], script[96];
+    snprintf(dir, sizeof dir, "/tmp/yard-test-cgroup-cwd-%d", (int)getpid());
+    snprintf(script, sizeof script, "%s/run.sh", dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    f = fopen(script, "w");
+    assert_non_null(f);
+    fputs("#!/bin/sh\nexit 4\n", f);
+    fclose(f);
+    chmod(script, 0700);
+    char *argv3[] = {"./run.sh", NULL};
+    struct exit_seen seen = {0};
+    spec.argv = argv3;
+    spec.cwd = dir;
+    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
+    run_until(&loop, &seen.called);
+    assert_int_equal(seen.code, 4);
+    unlink(script);
+    rmdir(dir);
     runner_local_release(&r);
     uv_run(&loop, UV_RUN_NOWAIT);
     assert_int_equal(uv_loop_close(&loop), 0);
