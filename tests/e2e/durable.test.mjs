@@ -118,8 +118,8 @@ function oneLine(r) {
     return lines[0];
 }
 
-async function assertRefused(stateDir, cfg, name, why) {
-    const r = await yard(['start', name], { stateDir });
+async function assertRefused(stateDir, cfg, name, why, wait = false) {
+    const r = await yard(['start', name, ...(wait ? ['--wait'] : [])], { stateDir });
     assert.equal(r.code, 1, `yard start succeeded: ${r.stdout}${r.stderr}`);
     const line = oneLine(r);
     assert.match(line, new RegExp(`cannot start '${name}'.*state database .*cannot be written`));
@@ -147,8 +147,8 @@ test('a full state disk: a start is refused, not made; what runs keeps serving; 
 
     const filler = fillDisk(state);
     await assertRefused(state, cfg, m, /No space left on device/);
-    // A second try is refused the same way: nothing was left half done.
-    await assertRefused(state, cfg, m);
+    // A second try (waiting for it) is refused the same way: nothing was left half done.
+    await assertRefused(state, cfg, m, /No space left on device/, true);
     const ok = await httpPost(`${cfg.base}/v1/chat/completions`, chatBody(run));
     assert.equal(ok.status, 200, 'the running model stopped serving on a full disk');
     assert.ok(pidAlive(d.pid));
@@ -211,6 +211,43 @@ test('a stop on a full disk: never reported as an exit while no daemon ran; reco
     assert.match(ea.reason, /last recorded ready/);
     assert.doesNotMatch(eb.reason, /no daemon/);
     assert.equal(enginesNamed(a).length + enginesNamed(b).length, 0);
+    await d2.stop();
+});
+
+test('a crash on a full disk: the automatic restart is refused until there is room, then made once', async () => {
+    const state = smallDisk(16 * 1024);
+    const m = uniq('crash');
+    const cfg = await configFor({
+        [m]: {
+            engine: 'vllm',
+            cmd: mock('vllm', '--load-time 50ms --fail crash-after:0'),
+            restart: 'on-failure',
+        },
+    });
+    const d = await daemonOn(state, cfg);
+    assert.equal((await yard(['start', m, '--wait'], { stateDir: state })).code, 0);
+    const first = (await entry(state, m)).pid;
+
+    const filler = fillDisk(state);
+    await httpPost(`${cfg.base}/v1/chat/completions`, chatBody(m)).catch(() => null);
+    await waitFor(() => !pidAlive(first), { what: 'the engine to crash' });
+    // Restarts come after 1 s of backoff: watch through a few of them.
+    const t0 = Date.now();
+    while (Date.now() - t0 < 3500) {
+        assert.equal(enginesNamed(m).length, 0, 'a restart started an engine it could not record');
+        await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal((await entry(state, m)).state, 'failed');
+
+    fs.unlinkSync(filler);
+    const again = await waitState(state, m, 'ready', 15000);
+    assert.notEqual(again.pid, first);
+    assert.equal(enginesNamed(m).length, 1);
+    d.kill('SIGKILL');
+    await d.waitExit(5000);
+    const d2 = await daemonOn(state, cfg);
+    assert.equal((await waitState(state, m, 'ready', 5000)).pid, again.pid, 'the restart was not recorded');
+    assert.equal(enginesNamed(m).length, 1);
     await d2.stop();
 });
 
