@@ -1346,12 +1346,13 @@ static void parse_models(struct walk *w, const yaml_node_t *n)
         struct config_model *m = &cfg->models[cfg->n_models];
         size_t old;
         m->name = w_strdup(w, scalar(k));
-        if (!m->name ||
-            index_put(w, w->names, m->name, scalar_len(k), NAME_VAL(cfg->n_models, 0), &old) < 0)
+        if (!m->name)
             break;
         m->line = (int)k->start_mark.line + 1;
         m->col = (int)k->start_mark.column + 1;
-        pairs[cfg->n_models++] = p;
+        pairs[cfg->n_models] = p;
+        if (index_put(w, w->names, m->name, scalar_len(k), NAME_VAL(cfg->n_models++, 0), &old) < 0)
+            break;
     }
     free(first);
     for (size_t i = 0; i < cfg->n_models; i++)
