@@ -118,8 +118,18 @@ static void pod_launched(void *arg, const struct runner_proc *p, int local_port,
     in->reach_port = local_port;
     char *why = xstrfmt("running on pod '%s' as pid %d, port %d (here 127.0.0.1:%d)",
                         in->runner->host, p->pid, in->port, local_port);
-    sup__set_state(in, INST_STARTING, why, NULL);
+    int rc = sup__try_state(in, INST_STARTING, why, &in->proc);
     free(why);
+    if (rc < 0) {
+        /* Its pid cannot be recorded: the next daemon would start it twice. It goes. */
+        char *msg = sup__unwritable_msg(in->sup, rc);
+        why = xstrfmt("cannot start: %s; the engine it had started was killed", msg);
+        free(msg);
+        in->unwritable = 1;
+        sup__inst_fail(in, why); /* kills the group */
+        free(why);
+        return;
+    }
     sup__probe_now(in, 0);
 }
 
