@@ -109,7 +109,15 @@ static uint64_t rotate(struct logtail *t, uint64_t keep)
     if (out_fd >= 0 && close(out_fd) < 0)
         ok = 0;
     uint64_t unread = end > t->off ? (uint64_t)(end - t->off) : 0;
-    if (ok && truncate(t->path, 0) == 0) {
+    /* truncate(2) would follow a link put in the log's place: truncate what is opened. */
+    int trunc_fd = ok ? open(t->path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    ok = ok && trunc_fd >= 0 && ftruncate(trunc_fd, 0) == 0;
+    if (trunc_fd >= 0) {
+        int e = errno; /* for the warning below */
+        close(trunc_fd);
+        errno = e;
+    }
+    if (ok) {
         t->off = 0;
         /* What was kept of a line whose rest went unread is no line. */
         if (unread)

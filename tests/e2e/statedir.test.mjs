@@ -15,6 +15,7 @@ import {
     yard,
     ps,
     freePort,
+    waitFor,
 } from './lib/harness.mjs';
 
 const NAME = `sd${process.pid}`;
@@ -129,6 +130,34 @@ test('logs/NAME.log planted as a link: the start fails with the reason, the vict
         assert.equal(e.state, 'failed');
         assert.match(JSON.stringify(e), /is a symbolic link/);
         assertUntouched(v);
+    } finally {
+        await d.stop();
+    }
+});
+
+test('logs/NAME.log.1 planted as a link: rotation does not write through it', async () => {
+    const dir = tmpdir();
+    const port = await freePort();
+    const script =
+        'i=0; while [ $i -lt 3000 ]; do echo "line $i padding padding padding padding"; i=$((i+1)); done; exec sleep 60';
+    const file = writeConfig(
+        tmpdir('yard-cfg-'),
+        `listen: 127.0.0.1:${port}\nlog_max_size: 16KiB\nmodels:\n  chatty:\n    engine: generic\n` +
+            `    cmd: ${JSON.stringify(`sh -c '${script}'`)}\n    startup_timeout: 60s\n` +
+            `    stop_timeout: 1s\n`
+    );
+    const d = await startDaemon({ config: file, stateDir: dir });
+    try {
+        const v = victim();
+        fs.symlinkSync(v.file, path.join(dir, 'logs', 'chatty.log.1'));
+        await yard(['start', 'chatty'], { stateDir: dir });
+        const changed = () => fs.readFileSync(v.file, 'utf8') !== 'precious\n';
+        await waitFor(() => changed() || /cannot rotate '.*chatty\.log'/.test(d.logText()), {
+            timeoutMs: 15000,
+            what: 'a refused rotation in the daemon log',
+        });
+        assertUntouched(v);
+        assert.ok(fs.lstatSync(path.join(dir, 'logs', 'chatty.log.1')).isSymbolicLink());
     } finally {
         await d.stop();
     }
