@@ -33,16 +33,16 @@ async function config() {
 }
 
 /** A file outside the state dir that nothing may write: its content and mtime. */
-function victim() {
+function victim(content = 'precious\n') {
     const file = path.join(tmpdir('yard-victim-'), 'victim');
-    fs.writeFileSync(file, 'precious\n', { mode: 0o644 });
+    fs.writeFileSync(file, content, { mode: 0o644 });
     const past = new Date(Date.now() - 3600 * 1000);
     fs.utimesSync(file, past, past);
-    return { file, mtimeMs: fs.statSync(file).mtimeMs };
+    return { file, content, mtimeMs: fs.statSync(file).mtimeMs };
 }
 
 function assertUntouched(v) {
-    assert.equal(fs.readFileSync(v.file, 'utf8'), 'precious\n', `${v.file} was written`);
+    assert.equal(fs.readFileSync(v.file, 'utf8'), v.content, `${v.file} was written`);
     assert.equal(fs.statSync(v.file).mtimeMs, v.mtimeMs, `${v.file} was modified`);
 }
 
@@ -113,6 +113,17 @@ test('yard.lock planted as a link to a victim file: refused, the victim is not w
     const r = await yard(['serve', '-c', file, '--state-dir', dir], { timeoutMs: 10000 });
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /yard\.lock' is a symbolic link; yard does not write through links/);
+    assertUntouched(v);
+});
+
+test('yard.db planted as a link to an empty file: refused, the file does not become a database', async () => {
+    const file = await config();
+    const dir = tmpdir();
+    const v = victim('');
+    fs.symlinkSync(v.file, path.join(dir, 'yard.db'));
+    const r = await yard(['serve', '-c', file, '--state-dir', dir], { timeoutMs: 10000 });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /yard\.db' is a symbolic link; yard does not write through links/);
     assertUntouched(v);
 });
 
