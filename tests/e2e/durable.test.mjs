@@ -320,9 +320,10 @@ test('an engine flooding its log: the log and its .1 stay within twice log_max_s
     const state = tmpdir();
     const name = uniq('flood');
     const chunk = path.join(tmpdir(), 'chunk.txt');
-    fs.writeFileSync(chunk, `${'x'.repeat(99)}\n`.repeat(2560)); // 256 KiB of lines
-    // The engine serves (so it is ready) while a loop writes its log as fast as cat can.
-    const cmd = `sh -c "while :; do cat ${chunk}; done & exec ${mock('vllm', '--load-time 50ms')}"`;
+    fs.writeFileSync(chunk, `${'x'.repeat(99)}\n`.repeat(1280)); // 128 KiB of lines
+    // The engine serves (so it is ready) while a loop writes its log, at most 128 KiB per 2 ms
+    // (64 MB/s) whatever the machine: the rate of the example, not a machine's cat speed.
+    const cmd = `sh -c "while :; do cat ${chunk}; sleep 0.002; done & exec ${mock('vllm', '--load-time 50ms')}"`;
     const cap = 16 << 20;
     const cfg = await configFor({ [name]: { engine: 'vllm', cmd } }, 'log_max_size: 16MiB\n');
     const d = await daemonOn(state, cfg);
