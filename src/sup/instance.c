@@ -191,7 +191,7 @@ char *sup__unwritable_msg(struct sup *s, int rc)
                    s->app->state_dir, strerror(-rc));
 }
 
-void sup__record_sleep_intent(struct instance *in, int level)
+int sup__record_sleep_intent(struct instance *in, int level)
 {
     char reason[64];
     snprintf(reason, sizeof reason, SUP__SLEEP_INTENT "%d", level);
@@ -199,6 +199,7 @@ void sup__record_sleep_intent(struct instance *in, int level)
     int rc = store_put_instance(in->sup->app->store, &row);
     if (rc < 0)
         log_error("sup", "cannot record that '%s' goes to sleep: %s", in->name, strerror(-rc));
+    return rc;
 }
 
 void sup__timers_stop(struct instance *in)

@@ -127,12 +127,20 @@ int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, c
     int n = sleep_check(in, &level, steps, err);
     if (n < 0)
         return n;
+    /* Recorded before asked: a daemon killed during the sleep must not take it for ready. */
+    int rc = sup__record_sleep_intent(in, level);
+    if (rc < 0) {
+        *err = xstrfmt("the state database '%s/yard.db' cannot be written (%s), and a sleep it "
+                       "cannot record could later be taken for a ready engine; free space or fix "
+                       "the file, then try again",
+                       in->sup->app->state_dir, strerror(-rc));
+        return rc;
+    }
     in->op = SUP__OP_SLEEP;
     in->sleep_level = level;
     in->op_done = done;
     in->op_arg = arg;
     sup__timers_stop(in); /* no health probes while it changes */
-    sup__record_sleep_intent(in, level);
     log_info("sup", "'%s' going to sleep (level %d)", in->name, level);
     char key[65];
     in->plan = engine_run_plan_keyed(in->sup->app->loop, in->reach_port,

@@ -135,7 +135,8 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
  * once with err 0, or a negative errno and a one-line msg; a sleep or wake
  * that fails stops the instance, so the GPU memory comes back. Returns 0, or
  * -ENOENT / -EINVAL / -ENOTSUP with *err (a new string) when nothing was
- * started.
+ * started, or the store's -errno when the sleep could not be recorded first
+ * (a sleep level 1 or 2 is recorded before the engine is asked).
  */
 typedef void (*sup_op_cb)(void *arg, int err, const char *msg);
 /* The level of a cuda-checkpoint suspend (eviction process: cuda_suspend). */

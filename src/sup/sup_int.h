@@ -26,8 +26,8 @@ enum { SUP__OP_NONE = 0, SUP__OP_SLEEP, SUP__OP_WAKE };
 
 /* The reason recorded while a sleep runs, followed by the level: read back at adoption. */
 #define SUP__SLEEP_INTENT "going to sleep at level "
-/* Records (without an event) that the instance is about to sleep at level. */
-void sup__record_sleep_intent(struct instance *in, int level);
+/* Records (without an event) that the instance is about to sleep at level. 0 or -errno. */
+int sup__record_sleep_intent(struct instance *in, int level);
 
 /* The sleep level the model's eviction policy asks for: 0 (never sleeps), 1 or 2. */
 int sup__policy_level(const struct config_model *m);

@@ -251,6 +251,34 @@ test('a crash on a full disk: the automatic restart is refused until there is ro
     await d2.stop();
 });
 
+test('a sleep on a full disk is refused: the engine stays awake and serving, and sleeps once there is room', async () => {
+    const state = smallDisk(16 * 1024);
+    const m = uniq('nap');
+    const cfg = await configFor({
+        [m]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms'), eviction: { weights: 'offload' } },
+    });
+    const d = await daemonOn(state, cfg);
+    assert.equal((await yard(['start', m, '--wait'], { stateDir: state })).code, 0);
+    const pid = (await entry(state, m)).pid;
+
+    const filler = fillDisk(state);
+    const r = await yard(['sleep', m], { stateDir: state });
+    assert.equal(r.code, 1, `the sleep was made: ${r.stdout}`);
+    assert.match(oneLine(r), new RegExp(`cannot sleep '${m}'`));
+    assert.equal((await entry(state, m)).state, 'ready');
+    // Awake for real: the mock vLLM answers 500 and exits if a request reaches it asleep.
+    const ok = await httpPost(`${cfg.base}/v1/chat/completions`, chatBody(m));
+    assert.equal(ok.status, 200, ok.body);
+
+    fs.unlinkSync(filler);
+    const r2 = await yard(['sleep', m], { stateDir: state });
+    assert.equal(r2.code, 0, r2.stderr);
+    const e = await entry(state, m);
+    assert.equal(e.state, 'sleeping');
+    assert.equal(e.pid, pid);
+    await d.stop();
+});
+
 test('a database another process holds locked: a start is refused, and made once the lock is gone', async () => {
     const state = tmpdir();
     const run = uniq('lrun'), m = uniq('lm');
