@@ -30,7 +30,8 @@
 #define ADMIN_DEFAULT_LINES 50
 #define ADMIN_LOG_TAIL_MAX (4 * 1024 * 1024)
 /*
- * Bytes waiting to be written to one client. Past ADMIN_QUEUE_MAX a follower
+ * Answer bytes waiting for one client (those buffered and those of the write
+ * in flight; the kernel's socket buffer comes on top). Past ADMIN_QUEUE_MAX a follower
  * (logs -f, events -f, start --wait's progress) is not sent more until the
  * queue drains below half of it: log lines are skipped and counted, events
  * wait in the store. Past ADMIN_QUEUE_HARD, whatever the answer, the client is
@@ -38,6 +39,12 @@
  */
 #define ADMIN_QUEUE_MAX (1024 * 1024)
 #define ADMIN_QUEUE_HARD (32 * 1024 * 1024)
+/*
+ * All clients together: past this, a follower that holds half its cap or
+ * more (one that stopped reading) is dropped rather than kept at its cap, so
+ * many stopped readers cannot add up to more.
+ */
+#define ADMIN_QUEUE_TOTAL (16 * 1024 * 1024)
 
 struct admin_conn {
     uv_pipe_t pipe;
@@ -51,6 +58,9 @@ struct admin_conn {
     int events_behind;          /* events -f: a note came while the queue was full */
     uint64_t skipped;           /* logs -f: lines not sent while the queue was full */
     struct admin__setup *setup; /* pod setup: the run streaming to this connection */
+    struct buf out;             /* answer lines not yet handed to a write */
+    struct write_req *writing;  /* the write in flight, or NULL */
+    size_t queued;              /* out.len plus the bytes of the write in flight */
     struct admin_conn *next;
 };
 
@@ -61,11 +71,13 @@ struct admin_server {
     char *path;
     struct admin_conn *conns;
     int closing;
+    size_t queued; /* the sum of every open connection's queued */
 };
 
 struct write_req {
     uv_write_t req;
     char *data;
+    size_t len;
 };
 
 static void conn_unref(struct admin_conn *c)
@@ -73,6 +85,7 @@ static void conn_unref(struct admin_conn *c)
     if (--c->refs > 0)
         return;
     buf_release(&c->in);
+    buf_release(&c->out);
     free(c->model);
     free(c);
 }
@@ -82,38 +95,88 @@ static void conn_catch_up(struct admin_conn *c);
 
 static size_t conn_queued(struct admin_conn *c)
 {
-    return c->closed ? 0 : uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+    return c->closed ? 0 : c->queued;
 }
 
-/* Whether a follower's next line waits (it is over its queue cap). */
+/*
+ * Whether a follower's next line waits: its queue is over its cap. When all
+ * clients together hold ADMIN_QUEUE_TOTAL, one that holds half its cap is
+ * dropped instead (then c->closed is set and this returns 1).
+ */
 static int conn_full(struct admin_conn *c)
 {
-    return conn_queued(c) >= ADMIN_QUEUE_MAX;
+    size_t mine = conn_queued(c);
+    if (c->srv->queued >= ADMIN_QUEUE_TOTAL && mine >= ADMIN_QUEUE_MAX / 2) {
+        log_warn("admin",
+                 "dropped a follower%s%s%s that stopped reading: admin clients hold %zu KiB, "
+                 "more than %d KiB",
+                 c->model ? " of '" : "", c->model ? c->model : "", c->model ? "'" : "",
+                 c->srv->queued / 1024, ADMIN_QUEUE_TOTAL / 1024);
+        conn_close(c);
+        return 1;
+    }
+    return mine >= ADMIN_QUEUE_MAX;
 }
+
+static void conn_flush(struct admin_conn *c);
 
 static void on_write(uv_write_t *req, int status)
 {
     struct write_req *w = (struct write_req *)req;
     struct admin_conn *c = req->handle->data;
+    size_t len = w->len;
     free(w->data);
     free(w);
-    if (c->closed)
+    if (c->closed) /* conn_close took its bytes off the total; the server may be gone */
         return;
-    if (status < 0 && status != UV_ECANCELED)
+    c->writing = NULL;
+    c->queued -= len;
+    c->srv->queued -= len;
+    if (status < 0) {
         conn_close(c); /* the client went away */
-    else if ((c->skipped || c->events_behind) && conn_queued(c) < ADMIN_QUEUE_MAX / 2)
+        return;
+    }
+    conn_flush(c);
+    if ((c->skipped || c->events_behind) && conn_queued(c) < ADMIN_QUEUE_MAX / 2)
         conn_catch_up(c);
 }
 
-static void conn_write(struct admin_conn *c, char *data, size_t n)
+/*
+ * Hands what is buffered to one write, unless one is in flight: lines that
+ * come while a client reads are written together when its last write is done.
+ */
+static void conn_flush(struct admin_conn *c)
 {
+    if (c->closed || c->writing || c->out.len == 0)
+        return;
     struct write_req *w = xmalloc(sizeof *w);
-    w->data = data;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write) < 0) {
+    w->data = buf_detach(&c->out, &w->len);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
+    if (rc < 0) {
+        c->queued -= w->len;
+        c->srv->queued -= w->len;
         free(w->data);
         free(w);
+        log_debug("admin", "cannot write to a client: %s", uv_strerror(rc));
+        conn_close(c);
+        return;
     }
+    c->writing = w;
+}
+
+/* Queues n bytes for c; a client that lets more than ADMIN_QUEUE_HARD wait is dropped. */
+static void conn_write(struct admin_conn *c, const char *p, size_t n)
+{
+    if (buf_append(&c->out, p, n) < 0) {
+        log_warn("admin", "dropped a client that does not read its answers (%zu bytes waiting)",
+                 conn_queued(c));
+        conn_close(c);
+        return;
+    }
+    c->queued += n;
+    c->srv->queued += n;
+    conn_flush(c);
 }
 
 /*
@@ -134,7 +197,7 @@ static void conn_send(struct admin_conn *c, json_t *v)
         log_error("admin", "cannot encode an answer (out of memory); ending it with an error");
         static const char fallback[] =
             "{\"ok\":false,\"error\":\"the daemon could not encode its answer; see its log\"}\n";
-        conn_write(c, xstrdup(fallback), sizeof fallback - 1);
+        conn_write(c, fallback, sizeof fallback - 1);
         if (c->obs) {
             sup_unobserve(c->srv->app->sup, c->obs);
             c->obs = NULL;
@@ -142,16 +205,9 @@ static void conn_send(struct admin_conn *c, json_t *v)
         return;
     }
     size_t n = strlen(s);
-    if (conn_queued(c) + n > ADMIN_QUEUE_HARD) {
-        log_warn("admin", "dropped a client that does not read its answers (%zu bytes waiting)",
-                 conn_queued(c));
-        free(s);
-        conn_close(c);
-        return;
-    }
-    char *line = xrealloc(s, n + 2);
-    line[n] = '\n';
-    conn_write(c, line, n + 1);
+    s[n] = '\n'; /* the NUL's place: one append for the line */
+    conn_write(c, s, n + 1);
+    free(s);
 }
 
 /* JSON strings of bytes from outside, made valid UTF-8; never NULL. */
@@ -187,6 +243,9 @@ static void conn_close(struct admin_conn *c)
     if (c->closed)
         return;
     c->closed = 1;
+    c->srv->queued -= c->queued; /* its writes are cancelled */
+    c->queued = 0;
+    c->writing = NULL;
     if (c->obs) {
         sup_unobserve(c->srv->app->sup, c->obs);
         c->obs = NULL;
@@ -575,7 +634,10 @@ static void log_note(void *arg, const struct sup_note *n)
     struct admin_conn *c = arg;
     if (n->kind != SUP_NOTE_LOG)
         return;
-    if (c->skipped || conn_full(c)) {
+    int full = conn_full(c);
+    if (c->closed)
+        return;
+    if (full || c->skipped) {
         /* A reader that stopped (a paused pager) costs at most the cap: lines are counted,
          * and a marker says how many when it reads again (conn_catch_up). */
         if (!c->skipped)
@@ -823,7 +885,7 @@ static void setup_reply(void *arg, json_t *msg)
 static size_t setup_backlog(void *arg)
 {
     struct admin_conn *c = arg;
-    return c->closed ? 0 : uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+    return conn_queued(c);
 }
 
 static void handle_pod_setup(struct admin_conn *c, json_t *req)
@@ -926,6 +988,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->srv = a;
     c->refs = 1;
     buf_init(&c->in, ADMIN_LINE_MAX);
+    buf_init(&c->out, ADMIN_QUEUE_HARD);
     uv_pipe_init(a->app->loop, &c->pipe, 0);
     c->pipe.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {

@@ -226,9 +226,11 @@ function readBytes(pid) {
     return Number(/rchar: (\d+)/.exec(fs.readFileSync(`/proc/${pid}/io`, 'utf8'))[1]);
 }
 
-test('a logs -f reader that stops reading: memory stays bounded, lines are skipped with a marker', async (t) => {
-    // 400 chunks of 650 lines of 101 bytes: 26 MB, paced so that the daemon reads it all.
-    const FLOOD_BYTES = 400 * 650 * 101;
+// 400 chunks of 650 lines of 101 bytes: 26 MB, paced so that the daemon reads it all.
+const FLOOD_BYTES = 400 * 650 * 101;
+
+/** A daemon whose model 'bad' logs one line, waits for DIR/go, floods, then ticks. */
+async function floodDaemon() {
     const script =
         '#!/bin/sh\n' +
         'echo "flood engine up"\n' +
@@ -251,31 +253,44 @@ test('a logs -f reader that stops reading: memory stays bounded, lines are skipp
     await waitFor(() => fs.readFileSync(path.join(dir, 'logs', 'bad.log'), 'utf8').includes('up'), {
         what: 'the engine to start',
     });
+    return { dir, d };
+}
 
-    // A follower that reads its first line, then stops reading (a paused pager).
+/** A `logs -f` follower that reads its first line, then stops reading (a paused pager). */
+async function pausedFollower(dir) {
     const sock = net.createConnection(path.join(dir, 'yard.sock'));
-    let got = '';
-    const first = new Promise((resolve) => {
-        sock.on('data', function onData(c) {
-            got += c.toString('utf8');
-            if (got.includes('flood engine up')) {
+    const f = { sock, got: '' };
+    await new Promise((resolve) => {
+        sock.on('data', (c) => {
+            f.got += c.toString('utf8');
+            if (f.got.includes('flood engine up')) {
                 sock.pause();
                 resolve();
             }
         });
+        sock.on('error', () => {}); // dropped by the daemon: seen in its log
+        sock.write(`${JSON.stringify({ cmd: 'logs', model: 'bad', n: 1, follow: true })}\n`);
     });
-    sock.write(`${JSON.stringify({ cmd: 'logs', model: 'bad', n: 1, follow: true })}\n`);
-    await first;
+    return f;
+}
+
+/** Starts the flood and waits until the daemon has read it; returns its RSS growth in KiB. */
+async function floodAndMeasure(dir, d) {
     const rss0 = rssKiB(d.pid);
     const read0 = readBytes(d.pid);
-
     fs.writeFileSync(path.join(dir, 'go'), '');
     await waitFor(() => readBytes(d.pid) - read0 >= FLOOD_BYTES, {
         timeoutMs: 120000,
         intervalMs: 100,
         what: `the daemon to read the ${FLOOD_BYTES}-byte flood`,
     });
-    const grown = rssKiB(d.pid) - rss0;
+    return { rss0, grown: rssKiB(d.pid) - rss0 };
+}
+
+test('a logs -f reader that stops reading: memory stays bounded, lines are skipped with a marker', async (t) => {
+    const { dir, d } = await floodDaemon();
+    const f = await pausedFollower(dir);
+    const { rss0, grown } = await floodAndMeasure(dir, d);
     t.diagnostic(`RSS ${rss0} KiB before the flood, grew by ${grown} KiB`);
     // Unbounded, it grows by more than the flood (about 85 MiB); capped, by a few MiB
     // (about 10 under AddressSanitizer, whose shadow memory counts too).
@@ -283,7 +298,8 @@ test('a logs -f reader that stops reading: memory stays bounded, lines are skipp
     assert.match(d.logText(), /a 'logs -f' reader of 'bad' fell \d+ KiB behind; skipping lines/);
 
     // Reading again: a marker says how many lines were skipped, then lines flow again.
-    let buf = got.slice(got.indexOf('flood engine up'));
+    const sock = f.sock;
+    let buf = f.got.slice(f.got.indexOf('flood engine up'));
     const resumed = new Promise((resolve) => {
         sock.removeAllListeners('data');
         sock.on('data', (c) => {
@@ -307,6 +323,21 @@ test('a logs -f reader that stops reading: memory stays bounded, lines are skipp
     assert.ok(marker && marker.skipped > 0, 'a marker line with the count of skipped lines');
     assert.match(marker.line, /^\.\.\. \d+ lines skipped: this reader fell \d+ KiB behind \.\.\.$/);
     sock.destroy();
+    await d.stop();
+});
+
+test('many logs -f readers that stop reading: past 16 MiB in all, they are dropped', async (t) => {
+    const { dir, d } = await floodDaemon();
+    const followers = [];
+    for (let i = 0; i < 30; i++) followers.push(await pausedFollower(dir));
+    const { rss0, grown } = await floodAndMeasure(dir, d);
+    t.diagnostic(`RSS ${rss0} KiB before the flood, grew by ${grown} KiB with 30 stopped readers`);
+    // 30 readers at their 1 MiB cap would hold 30 MiB; the total stops at 16 MiB.
+    assert.ok(grown < 28 * 1024, `the daemon's RSS grew by ${grown} KiB for 30 readers that stopped`);
+    const drops = d.logText().match(/dropped a follower of 'bad' that stopped reading: admin clients hold \d+ KiB, more than 16384 KiB/g);
+    assert.ok(drops && drops.length >= 14, `${drops ? drops.length : 0} readers dropped`);
+    assert.equal(d.exited, false);
+    for (const f of followers) f.sock.destroy();
     await d.stop();
 });
 
