@@ -54,7 +54,11 @@ struct sched_stats {
 struct sched *sched_new(struct app *app);
 /* Fails every waiter (503, shutting down) and frees the scheduler. */
 void sched_free(struct sched *s);
-/* Follows a reload: new models get queues, removed ones fail their waiters. */
+/*
+ * Follows a reload: new models get queues; removed ones fail their waiters
+ * (404) and, when they run, are drained (requests and streams in flight
+ * finish) and then stopped.
+ */
 void sched_sync(struct sched *s);
 
 /*
