@@ -296,15 +296,19 @@ static void free_model(struct smodel *sm)
 void sched_sync(struct sched *s)
 {
     const struct config *cfg = s->app->cfg;
-    for (size_t i = 0; i < s->n_models; i++)
-        s->models[i]->m = NULL;
-    for (size_t j = 0; j < cfg->n_models; j++) {
-        struct smodel *sm = find(s, cfg->models[j].name);
-        if (sm)
-            sm->m = &cfg->models[j];
-        else
-            add_model(s, &cfg->models[j]);
+    /* Lookups by name, not scans: a reload of many models stays near-linear. */
+    unsigned char *known = xcalloc(cfg->n_models + 1, 1); /* models that have an smodel */
+    for (size_t i = 0; i < s->n_models; i++) {
+        struct smodel *sm = s->models[i];
+        const struct config_model *m = config_find_model(cfg, sm->name);
+        sm->m = m && strcmp(m->name, sm->name) == 0 ? m : NULL; /* not by an alias */
+        if (sm->m)
+            known[sm->m - cfg->models] = 1;
     }
+    for (size_t j = 0; j < cfg->n_models; j++)
+        if (!known[j])
+            add_model(s, &cfg->models[j]);
+    free(known);
     for (size_t i = 0; i < s->n_models;) {
         struct smodel *sm = s->models[i];
         if (sm->m) {

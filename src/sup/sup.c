@@ -355,15 +355,18 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
     s->app->cfg = cfg;
     set_event_limits(s);
 
+    /* Lookups by name, not scans: a reload of many models stays near-linear. */
+    unsigned char *matched = xcalloc(cfg->n_models + 1, 1); /* models an instance has */
     size_t n_old = s->n_inst;
     for (size_t i = 0; i < n_old; i++) {
         struct instance *in = s->inst[i];
         if (in->removed)
             continue;
-        const struct config_model *nm = NULL;
-        for (size_t j = 0; j < cfg->n_models && !nm; j++)
-            if (strcmp(cfg->models[j].name, in->name) == 0)
-                nm = &cfg->models[j];
+        const struct config_model *nm = config_find_model(cfg, in->name);
+        if (nm && strcmp(nm->name, in->name) != 0)
+            nm = NULL; /* the name is now another model's alias */
+        if (nm)
+            matched[nm - cfg->models] = 1;
         if (!nm) {
             in->m = NULL;
             in->removed = 1;
@@ -387,14 +390,12 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         list_add(&br, in->name);
     }
     for (size_t j = 0; j < cfg->n_models; j++) {
-        int found = 0;
-        for (size_t i = 0; i < s->n_inst && !found; i++)
-            found = strcmp(s->inst[i]->name, cfg->models[j].name) == 0 && !s->inst[i]->removed;
-        if (!found) {
+        if (!matched[j]) {
             add_instance(s, &cfg->models[j]);
             list_add(&ba, cfg->models[j].name);
         }
     }
+    free(matched);
     /* Act after the table is consistent: stops may finish (and forget) at once. */
     for (size_t i = 0; i < s->n_inst; i++) {
         struct instance *in = s->inst[i];
