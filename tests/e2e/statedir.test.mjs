@@ -1,10 +1,12 @@
 // The state directory is the daemon's own: one owned by another user or
 // writable by others is refused before anything is written in it; links
-// planted in it (yard.lock, logs/NAME.log) are never written through; and the
-// single-daemon lock holds when yard.lock is deleted under a running daemon.
+// planted in it (yard.lock, yard.db, logs/NAME.log, its .1) are never written
+// through; the single-daemon lock holds when yard.lock is deleted under a
+// running daemon; and only a stale socket is removed from yard.sock's place.
 // Some cases chown a directory to another user: they need root.
 import { test } from 'node:test';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import {
     assert,
@@ -207,4 +209,23 @@ test('a file that is not a socket at yard.sock is refused, not removed', async (
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /yard\.sock' exists and is not a socket; remove it/);
     assert.equal(fs.readFileSync(sock, 'utf8'), 'not a socket\n');
+});
+
+test('a socket something answers on at yard.sock is left alone: the daemon refuses', async () => {
+    const file = await config();
+    const dir = tmpdir();
+    const sock = path.join(dir, 'yard.sock');
+    const srv = net.createServer((c) => c.end());
+    await new Promise((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen(sock, resolve);
+    });
+    try {
+        const r = await yard(['serve', '-c', file, '--state-dir', dir], { timeoutMs: 10000 });
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, /another daemon answers on '.*yard\.sock'/);
+        assert.ok(fs.statSync(sock).isSocket(), 'the socket was removed');
+    } finally {
+        await new Promise((resolve) => srv.close(resolve));
+    }
 });
