@@ -23,12 +23,17 @@
 /* After an error response or "Connection: close": how long to drain the client's input. */
 #define LINGER_MS 2000
 /*
- * Once this much was queued for all clients, the allocator is asked to give
- * freed memory back to the system when the queues are short again: a burst
- * of slow clients should not leave the daemon's RSS high after they leave.
+ * The allocator is asked to give freed memory back to the system once a
+ * burst is over: when more than TRIM_ABOVE was queued for all clients and
+ * less than TRIM_BELOW is now, or when the connections fell to a quarter of
+ * a peak of at least TRIM_CONNS. A crowd of slow clients should not leave
+ * the daemon's RSS high after it leaves. The trim runs TRIM_DELAY_MS later,
+ * once what the requests held elsewhere (engine connections) is freed too.
  */
 #define TRIM_ABOVE (8u << 20)
 #define TRIM_BELOW (1u << 20)
+#define TRIM_CONNS 64
+#define TRIM_DELAY_MS 200
 
 struct hdr_off {
     size_t name;
@@ -1112,6 +1117,11 @@ static void server_maybe_closed(struct http_server *srv)
     }
 }
 
+static void on_trim(uv_timer_t *t)
+{
+    malloc_trim(0);
+}
+
 static void on_conn_handle_closed(uv_handle_t *h)
 {
     struct http__conn *c = h->data;
@@ -1131,9 +1141,12 @@ static void on_conn_handle_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     srv->n_conns--;
     free(c);
-    if (srv->trim_pending && srv->buffered < TRIM_BELOW) {
+    if ((srv->trim_pending && srv->buffered < TRIM_BELOW) ||
+        (srv->conns_peak >= TRIM_CONNS && srv->n_conns <= srv->conns_peak / 4)) {
         srv->trim_pending = 0;
-        malloc_trim(0);
+        srv->conns_peak = srv->n_conns;
+        if (!srv->closing)
+            uv_timer_start(&srv->trim_timer, on_trim, TRIM_DELAY_MS, 0);
     }
     server_maybe_closed(srv);
 }
@@ -1277,6 +1290,8 @@ static void on_connection(uv_stream_t *server, int status)
         srv->conns->prev = c;
     srv->conns = c;
     srv->n_conns++;
+    if (srv->n_conns > srv->conns_peak)
+        srv->conns_peak = srv->n_conns;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
         srv->n_conns > srv->limits.max_connections) {
         conn_close(c, -ECONNABORTED);
@@ -1307,6 +1322,9 @@ int http_server_init(struct http_server *srv, uv_loop_t *loop,
         return rc;
     srv->listener.data = srv;
     srv->listener_open = 1;
+    uv_timer_init(loop, &srv->trim_timer);
+    srv->trim_timer.data = srv;
+    srv->trim_timer_open = 1;
     return 0;
 }
 
@@ -1402,6 +1420,14 @@ static void on_listener_closed(uv_handle_t *h)
     server_maybe_closed(srv);
 }
 
+static void on_trim_timer_closed(uv_handle_t *h)
+{
+    struct http_server *srv = h->data;
+    srv->n_closing--;
+    srv->trim_timer_open = 0;
+    server_maybe_closed(srv);
+}
+
 void http_server_close(struct http_server *srv, http_server_close_cb close_cb, void *arg)
 {
     if (srv->closing)
@@ -1412,6 +1438,10 @@ void http_server_close(struct http_server *srv, http_server_close_cb close_cb, v
     if (srv->listener_open) {
         srv->n_closing++;
         uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+    }
+    if (srv->trim_timer_open) {
+        srv->n_closing++;
+        uv_close((uv_handle_t *)&srv->trim_timer, on_trim_timer_closed);
     }
     for (struct http__conn *c = srv->conns; c; c = c->next)
         conn_close(c, -ECANCELED);

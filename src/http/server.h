@@ -82,12 +82,15 @@ struct http_server {
     int port;
     http_server_close_cb close_cb;
     void *close_arg;
-    uv_tcp_t refuse;          /* takes a connection there is no memory for, to answer 503 */
-    int refusing;             /* refuse is in use (closing) */
-    int accept_waiting;       /* a connection waits in libuv until refuse is free again */
-    size_t buffered;          /* bytes held for writes on open connections */
-    size_t shed_next;         /* buffered at which the next look for slow clients is due */
-    int trim_pending;         /* buffered was high: give memory back once it is low again */
+    uv_tcp_t refuse;       /* takes a connection there is no memory for, to answer 503 */
+    int refusing;          /* refuse is in use (closing) */
+    int accept_waiting;    /* a connection waits in libuv until refuse is free again */
+    size_t buffered;       /* bytes held for writes on open connections */
+    size_t shed_next;      /* buffered at which the next look for slow clients is due */
+    int trim_pending;      /* buffered was high: give memory back once it is low again */
+    unsigned conns_peak;   /* most connections open at once since the last trim */
+    uv_timer_t trim_timer; /* gives freed memory back a moment after a crowd left */
+    int trim_timer_open;
     char read_buf[64 * 1024]; /* one shared read buffer: reads are handled at once */
 };
 

@@ -2,11 +2,13 @@
 // scenarios in order, each printing one PASS/FAIL line per check, and ends with
 // `N passed, N failed`; exits 1 when a check failed.
 //
-//   node tests/soak/soak.mjs [--quick] [--only kill,leak,idle] [--kills N] [--connections N]
+//   node tests/soak/soak.mjs [--quick] [--only kill,leak,idle,stall] [--kills N]
+//                            [--connections N] [--idle N] [--stalled N]
 //
 // SOAK_KILLS (default 50; 5 with --quick) and SOAK_CONNECTIONS (default 10000;
 // 1000 with --quick) set the iteration counts; the flags win over the variables.
-// SOAK_IDLE (default 1000) is the idle connection count.
+// SOAK_IDLE (default 1000) is the idle connection count, SOAK_STALLED (default
+// 200; 100 with --quick) the number of clients that stop reading.
 
 import { cleanup } from '../e2e/lib/harness.mjs';
 import { Report } from './lib/common.mjs';
@@ -14,6 +16,7 @@ import { killEnginesSync, setFatalHook } from './lib/cleanup.mjs';
 import * as kill from './kill.mjs';
 import * as leak from './leak.mjs';
 import * as idle from './idle.mjs';
+import * as stall from './stall.mjs';
 
 function parseArgs(argv) {
     const quick = argv.includes('--quick');
@@ -21,7 +24,8 @@ function parseArgs(argv) {
         kills: Number(process.env.SOAK_KILLS || (quick ? 5 : 50)),
         connections: Number(process.env.SOAK_CONNECTIONS || (quick ? 1000 : 10000)),
         idle: Number(process.env.SOAK_IDLE || 1000),
-        only: ['kill', 'leak', 'idle'],
+        stalled: Number(process.env.SOAK_STALLED || (quick ? 100 : 200)),
+        only: ['kill', 'leak', 'idle', 'stall'],
     };
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
@@ -33,18 +37,20 @@ function parseArgs(argv) {
         else if (a === '--kills') opts.kills = Number(next());
         else if (a === '--connections') opts.connections = Number(next());
         else if (a === '--idle') opts.idle = Number(next());
+        else if (a === '--stalled') opts.stalled = Number(next());
         else if (a === '--only') opts.only = next().split(',');
         else
             throw new Error(
-                `unknown argument '${a}'; use --quick, --only kill,leak,idle, --kills N, --connections N, --idle N`
+                `unknown argument '${a}'; use --quick, --only kill,leak,idle,stall, --kills N, ` +
+                    '--connections N, --idle N, --stalled N'
             );
     }
-    for (const k of ['kills', 'connections', 'idle']) {
+    for (const k of ['kills', 'connections', 'idle', 'stalled']) {
         if (!Number.isInteger(opts[k]) || opts[k] < 1) throw new Error(`${k} must be a positive integer`);
     }
     for (const s of opts.only) {
-        if (!['kill', 'leak', 'idle'].includes(s)) {
-            throw new Error(`unknown scenario '${s}'; use kill, leak, idle`);
+        if (!['kill', 'leak', 'idle', 'stall'].includes(s)) {
+            throw new Error(`unknown scenario '${s}'; use kill, leak, idle, stall`);
         }
     }
     return opts;
@@ -67,9 +73,9 @@ async function main() {
     });
     console.log(
         `soak: ${opts.only.join(', ')}; kills ${opts.kills}, connections ${opts.connections}, ` +
-            `idle connections ${opts.idle}`
+            `idle connections ${opts.idle}, stalled clients ${opts.stalled}`
     );
-    const scenarios = { kill, leak, idle };
+    const scenarios = { kill, leak, idle, stall };
     for (const name of opts.only) {
         const t = Date.now();
         try {
