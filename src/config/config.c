@@ -802,24 +802,17 @@ static void parse_defaults(struct walk *w, const yaml_node_t *n)
 
 static void parse_router(struct walk *w, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"max_queue",
-                                       "max_wait",
-                                       "policy",
-                                       "max_loaded",
-                                       "max_body",
-                                       "max_header",
-                                       "header_timeout",
-                                       "idle_timeout",
-                                       "max_connections",
-                                       "coalesce_window",
-                                       "amortization",
-                                       "body_timeout",
-                                       "max_buffered",
-                                       "max_buffered_per_client",
-                                       NULL};
+    static const char *const keys[] = {"max_queue",       "max_wait",
+                                       "policy",          "max_loaded",
+                                       "max_body",        "max_header",
+                                       "header_timeout",  "idle_timeout",
+                                       "max_connections", "coalesce_window",
+                                       "amortization",    "body_timeout",
+                                       "max_buffered",    "max_buffered_per_client",
+                                       "send_timeout",    NULL};
     static const char *const policies[] = {"fifo", "cost_aware", "time_slice"};
     struct config *cfg = w->cfg;
-    yaml_node_t *v[14];
+    yaml_node_t *v[15];
     if (walk_map(w, n, "router", "in 'router'", keys, v) < 0)
         return;
     if (present(v[0]))
@@ -881,6 +874,11 @@ static void parse_router(struct walk *w, const yaml_node_t *n)
             err_at(w, v[13],
                    "router.max_buffered_per_client: '%s' is out of range; use 256KiB to 1GiB",
                    scalar(v[13]));
+    }
+    if (present(v[14])) {
+        get_duration(w, v[14], "router.send_timeout", &cfg->router_send_timeout_ms);
+        if (cfg->router_send_timeout_ms == 0)
+            err_at(w, v[14], "router.send_timeout: must be more than 0");
     }
 }
 
@@ -1592,6 +1590,7 @@ static void set_defaults(struct walk *w)
     cfg->router_idle_timeout_ms = 60 * 1000;
     cfg->router_max_connections = 10000;
     cfg->router_body_timeout_ms = 60 * 1000;
+    cfg->router_send_timeout_ms = 60 * 1000;
     cfg->router_max_buffered = 64ull << 20;
     cfg->router_max_per_client = 256ull << 10;
     cfg->log_max_bytes = 10ull << 20;
@@ -1893,6 +1892,7 @@ void config_reload_changes(const struct config *a, const struct config *b, char 
     note_change(&ap, a->router_header_timeout_ms != b->router_header_timeout_ms,
                 "router.header_timeout");
     note_change(&ap, a->router_body_timeout_ms != b->router_body_timeout_ms, "router.body_timeout");
+    note_change(&ap, a->router_send_timeout_ms != b->router_send_timeout_ms, "router.send_timeout");
     note_change(&ap, a->router_idle_timeout_ms != b->router_idle_timeout_ms, "router.idle_timeout");
     note_change(&ap, a->router_max_connections != b->router_max_connections,
                 "router.max_connections");

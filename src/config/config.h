@@ -102,6 +102,7 @@ struct config {
     uint64_t router_idle_timeout_ms;   /* idle keep-alive, default 60s */
     int router_max_connections;        /* default 10000 */
     uint64_t router_body_timeout_ms;   /* to receive a request's body after its head, 60s */
+    uint64_t router_send_timeout_ms;   /* for a client to take some of a waiting answer, 60s */
     uint64_t router_max_buffered;      /* response bytes queued for all clients, 64MiB */
     uint64_t router_max_per_client;    /* router.max_buffered_per_client, 256KiB */
     uint64_t log_max_bytes;            /* per-model log cap before rotation, default 10MiB */

@@ -86,7 +86,8 @@ struct http__conn {
     uint64_t head_started_ms; /* first byte of a request's head; 0 when none pending */
     uint64_t body_started_ms; /* end of a head with a body to come; 0 when none pending */
     uint64_t last_read_ms;
-    size_t queued; /* bytes of writes not yet completed (their memory is held) */
+    uint64_t sent_ms; /* the last write completed, or the first queued after none was */
+    size_t queued;    /* bytes of writes not yet completed (their memory is held) */
 };
 
 struct wreq {
@@ -112,6 +113,7 @@ void http_server_limits_default(struct http_server_limits *l)
     l->max_body_bytes = 32 * 1024 * 1024;
     l->header_timeout_ms = 10 * 1000;
     l->body_timeout_ms = 60 * 1000;
+    l->send_timeout_ms = 60 * 1000;
     l->idle_timeout_ms = 60 * 1000;
     l->max_connections = 4096;
     l->max_conn_buffered = 4 * 1024 * 1024;
@@ -416,6 +418,8 @@ static void on_write(uv_write_t *w, int status)
     c->queued -= wr->len;
     if (!c->closing)
         c->srv->buffered -= wr->len;
+    if (st == 0)
+        c->sent_ms = uv_now(c->srv->loop);
     if (c->srv->buffered <= c->srv->limits.max_buffered)
         c->srv->shed_next = 0;
     if (r)
@@ -443,7 +447,7 @@ static size_t conn_unsent(const struct http__conn *c)
 }
 
 /* Closes a client that does not take what is sent to it, with the log line that says why. */
-static void conn_drop_slow(struct http__conn *c, const char *why)
+static void conn_drop_slow(struct http__conn *c, const char *why, int status)
 {
     char peer[INET6_ADDRSTRLEN + 8];
     if (tcp_peer(&c->tcp, peer, sizeof peer) < 0)
@@ -452,7 +456,7 @@ static void conn_drop_slow(struct http__conn *c, const char *why)
              "connection from '%s': %zu bytes wait for the client to read them (%s); "
              "dropping it",
              peer, conn_unsent(c), why);
-    conn_close(c, -ENOBUFS);
+    conn_close(c, status);
 }
 
 /* Unsent bytes of every open connection. */
@@ -492,7 +496,7 @@ static void server_shed(struct http_server *srv)
         char why[128];
         snprintf(why, sizeof why, "%zu bytes for all clients passed router.max_buffered, %zu",
                  unsent, l->max_buffered);
-        conn_drop_slow(worst, why);
+        conn_drop_slow(worst, why, -ENOBUFS);
         unsent -= most;
     }
     srv->shed_next = srv->buffered + 64 * 1024;
@@ -518,9 +522,11 @@ static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *
         unsent + len > srv->limits.max_conn_buffered) {
         char why[96];
         snprintf(why, sizeof why, "at most %zu per client", srv->limits.max_conn_buffered);
-        conn_drop_slow(c, why);
+        conn_drop_slow(c, why, -ENOBUFS);
         return -ENOTCONN;
     }
+    if (c->queued == 0)
+        c->sent_ms = uv_now(srv->loop); /* the send timeout counts from here */
     struct wreq *wr = alloc_try_malloc(sizeof *wr + len);
     if (!wr) {
         conn_out_of_memory(c, r ? "a response" : "an answer of the server's own");
@@ -1030,7 +1036,6 @@ static void conn_process(struct http__conn *c)
             struct req_impl *r = c->parsing;
             c->parsing = NULL;
             c->active = r;
-            uv_timer_stop(&c->timer);
             c->srv->on_request(&r->pub, c->srv->arg);
             continue;
         }
@@ -1174,9 +1179,13 @@ static void conn_watch_timeouts(struct http__conn *c)
         period = l->header_timeout_ms;
     if (l->body_timeout_ms && (!period || l->body_timeout_ms < period))
         period = l->body_timeout_ms;
+    if (l->send_timeout_ms && (!period || l->send_timeout_ms < period))
+        period = l->send_timeout_ms;
     period = period / 4 < 50 ? 50 : period / 4;
-    if (l->idle_timeout_ms || l->header_timeout_ms || l->body_timeout_ms)
+    if (l->idle_timeout_ms || l->header_timeout_ms || l->body_timeout_ms || l->send_timeout_ms)
         uv_timer_start(&c->timer, on_timer, period, period);
+    else
+        uv_timer_stop(&c->timer);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -1198,6 +1207,15 @@ static void on_timer(uv_timer_t *t)
     if (c->body_started_ms && l->body_timeout_ms &&
         now - c->body_started_ms >= l->body_timeout_ms) {
         conn_send_error(c, 408);
+        return;
+    }
+    /* A client that takes nothing of what waits for it, for this long, is gone for us. */
+    if (c->active && l->send_timeout_ms && conn_unsent(c) &&
+        now - c->sent_ms >= l->send_timeout_ms) {
+        char why[128];
+        snprintf(why, sizeof why, "it took nothing for %llu ms, router.send_timeout",
+                 (unsigned long long)l->send_timeout_ms);
+        conn_drop_slow(c, why, -ETIMEDOUT);
         return;
     }
     if (!c->active && !c->head_started_ms && l->idle_timeout_ms &&
@@ -1396,7 +1414,7 @@ void http_server_set_limits(struct http_server *srv, const struct http_server_li
     srv->shed_next = 0;
     /* each connection's check period follows the new timeouts */
     for (struct http__conn *c = srv->conns; c; c = c->next)
-        if (!c->closing && !c->lingering && !c->active)
+        if (!c->closing && !c->lingering)
             conn_watch_timeouts(c);
     if (srv->limits.max_buffered && srv->buffered > srv->limits.max_buffered)
         server_shed(srv);

@@ -19,7 +19,8 @@
  * Memory for responses is bounded too: bytes queued for a client that does
  * not take them count against a per-connection cap and a cap for the whole
  * server. Past either, the client holding the most is dropped (its request
- * ends with -ENOBUFS) with a log line that says why.
+ * ends with -ENOBUFS) with a log line that says why; so is one that takes
+ * nothing of a waiting response for send_timeout_ms (-ETIMEDOUT).
  *
  * Lifetime of a request: it is valid from the request callback until its done
  * callback has returned (see http_request_on_done). Without a done callback
@@ -32,6 +33,7 @@ struct http_server_limits {
     uint64_t idle_timeout_ms;   /* no request in flight and no bytes: close */
     uint64_t header_timeout_ms; /* a request's head must arrive within this: 408 */
     uint64_t body_timeout_ms;   /* its body, within this of the head's end: 408 */
+    uint64_t send_timeout_ms;   /* response bytes wait this long, none taken: dropped */
     unsigned max_connections;   /* past it: new connections are closed at once */
     size_t max_conn_buffered;   /* response bytes queued for one client; past it: dropped */
     size_t max_buffered;        /* for all clients; past it the one with most is dropped */
@@ -39,7 +41,8 @@ struct http_server_limits {
 
 /*
  * 32 KiB of headers, 32 MiB of body, 10 s for a head, 60 s for a body, 60 s
- * idle, 4096 connections, 4 MiB queued per client, 256 MiB for all.
+ * for a client to take something of a waiting response, 60 s idle, 4096
+ * connections, 4 MiB queued per client, 256 MiB for all.
  */
 void http_server_limits_default(struct http_server_limits *l);
 

@@ -420,6 +420,7 @@ static void limits_of(const struct config *cfg, struct http_server_limits *l)
     l->max_header_bytes = cfg->router_max_header;
     l->header_timeout_ms = cfg->router_header_timeout_ms;
     l->body_timeout_ms = cfg->router_body_timeout_ms;
+    l->send_timeout_ms = cfg->router_send_timeout_ms;
     l->idle_timeout_ms = cfg->router_idle_timeout_ms;
     l->max_connections = (unsigned)cfg->router_max_connections;
     l->max_buffered = cfg->router_max_buffered;

@@ -46,6 +46,7 @@ struct ctx {
     int stop_sent;              /* the scenario stopped the server itself */
     atomic_int flood_dropped;   /* /flood streams that ended with -ENOBUFS */
     atomic_int flood_other;     /* /flood streams that ended otherwise */
+    atomic_int flood_status;    /* the done status of the last /flood stream */
     atomic_size_t max_buffered; /* the most queued for all clients, seen after a write */
     atomic_size_t max_per_conn; /* the most queued for one /flood client (pending writes) */
 };
@@ -110,6 +111,7 @@ struct flood {
     struct http_request *req;
     struct ctx *ctx;
     size_t queued; /* bytes written whose completion has not been seen */
+    int per_tick;  /* 8 KiB chunks a tick: 8, or 1 for /flood?slow */
     int ended;
 };
 
@@ -131,7 +133,7 @@ static void flood_tick(uv_timer_t *t)
     struct flood *f = t->data;
     static char chunk[8192];
     memset(chunk, 'f', sizeof chunk);
-    for (int i = 0; i < 8 && !f->ended; i++) {
+    for (int i = 0; i < f->per_tick && !f->ended; i++) {
         if (http_stream_write(f->req, chunk, sizeof chunk, flood_written, f) < 0)
             return;
         f->queued += sizeof chunk;
@@ -143,6 +145,7 @@ static void flood_tick(uv_timer_t *t)
 static void flood_done(struct http_request *req, int status, void *arg)
 {
     struct flood *f = arg;
+    atomic_store(&f->ctx->flood_status, status);
     atomic_fetch_add(status == -ENOBUFS ? &f->ctx->flood_dropped : &f->ctx->flood_other, 1);
     f->ended = 1;
     uv_timer_stop(&f->timer);
@@ -157,6 +160,7 @@ static void handle(struct http_request *req, void *arg)
         struct flood *f = xcalloc(1, sizeof *f);
         f->req = req;
         f->ctx = ctx;
+        f->per_tick = strcmp(req->query, "slow") == 0 ? 1 : 8;
         uv_timer_init(&ctx->loop, &f->timer);
         f->timer.data = f;
         http_request_on_done(req, flood_done, f);
@@ -592,8 +596,9 @@ static void client_stalled_one(struct ctx *ctx)
     CHECK(ctx, fd >= 0);
     sends(fd, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
     /* never reads: the server must drop it rather than queue without end */
-    CHECK(ctx, wait_count(&ctx->flood_dropped, 1));
-    CHECK(ctx, peer_closes(fd));
+    int dropped = wait_count(&ctx->flood_dropped, 1);
+    CHECK(ctx, dropped);
+    CHECK(ctx, dropped && peer_closes(fd)); /* not dropped: data would flow forever */
     close(fd);
 }
 
@@ -650,6 +655,32 @@ static void test_global_buffer_cap(void **state)
      */
     assert_true(atomic_load(&ctx->max_buffered) <= (256 + 64 + 9) * 1024);
     assert_true(atomic_load(&ctx->max_per_conn) <= (256 + 64 + 9) * 1024);
+    free(ctx);
+}
+
+static void client_stalled_quiet(struct ctx *ctx)
+{
+    int fd = connect_stalled(ctx->port);
+    CHECK(ctx, fd >= 0);
+    sends(fd, "GET /flood?slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    /* takes nothing at all: dropped at the send timeout, whatever the caps */
+    int dropped = wait_count(&ctx->flood_other, 1);
+    CHECK(ctx, dropped);
+    CHECK(ctx, dropped && peer_closes(fd));
+    close(fd);
+}
+
+static void test_send_timeout(void **state)
+{
+    struct http_server_limits l;
+    http_server_limits_default(&l);
+    l.max_conn_buffered = 0;
+    l.max_buffered = 0;
+    l.send_timeout_ms = 300;
+    struct ctx *ctx = xmalloc(sizeof *ctx);
+    run(client_stalled_quiet, &l, ctx);
+    assert_int_equal(atomic_load(&ctx->flood_status), -ETIMEDOUT);
+    assert_int_equal(atomic_load(&ctx->flood_dropped), 0);
     free(ctx);
 }
 
@@ -821,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_bind_in_use),
         cmocka_unit_test(test_slow_reader_capped),
         cmocka_unit_test(test_global_buffer_cap),
+        cmocka_unit_test(test_send_timeout),
         cmocka_unit_test(test_body_timeout),
         cmocka_unit_test(test_header_name_not_token),
         cmocka_unit_test(test_set_limits),
