@@ -185,7 +185,10 @@ int http_stream_begin(struct http_request *req, int status, const char *content_
  * Queues one chunk (copied; an empty chunk is ignored). cb (may be NULL) runs
  * once the chunk is in the kernel, with 0, or with a negative errno when the
  * connection failed first. Returns 0, -EINVAL without a started stream, or
- * -ENOTCONN.
+ * -ENOTCONN (also when the chunk would take the client's unsent bytes past
+ * max_conn_buffered: the connection is closed instead, cb does not run, and
+ * the done callback follows with -ENOBUFS). A streaming handler pauses its
+ * source well before that (http_request_pending_bytes).
  */
 typedef void (*http_write_cb)(struct http_request *req, int status, void *arg);
 int http_stream_write(struct http_request *req, const void *data, size_t len, http_write_cb cb,
