@@ -116,9 +116,14 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
     char *applied, *restart;
     config_reload_changes(app->cfg, cfg, &applied, &restart);
     if (strcmp(cfg->listen_host, app->cfg->listen_host) != 0 ||
-        cfg->listen_port != app->cfg->listen_port)
+        cfg->listen_port != app->cfg->listen_port) {
         log_warn("serve", "'listen' changed to %s:%d; it takes effect when yard restarts",
                  cfg->listen_host, cfg->listen_port);
+        /* The running config says where yard listens, so the next reload says it again. */
+        free(cfg->listen_host);
+        cfg->listen_host = xstrdup(app->cfg->listen_host);
+        cfg->listen_port = app->cfg->listen_port;
+    }
     char *kept, *restarted, *stopped, *added;
     sup_reload(app->sup, cfg, &kept, &restarted, &stopped, &added);
     sched_sync(app->sched);

@@ -10,7 +10,7 @@
 
 import fs from 'node:fs';
 import { test } from 'node:test';
-import { assert, httpGet, writeConfig, waitFor } from './lib/harness.mjs';
+import { assert, httpGet, writeConfig, waitFor, adminResult } from './lib/harness.mjs';
 import {
     routerDaemon,
     mockCmd,
@@ -314,6 +314,12 @@ test('reload: router limits take effect for new requests; a listen change is rep
     assert.match(line, /applied \[[^\]]*router\.body_timeout[^\]]*\]/, line);
     assert.match(line, /needs a restart \[listen\]/, line);
     assert.match(y.d.logText(), /'listen' changed to 127\.0\.0\.1:\d+; it takes effect when yard restarts/);
+
+    // A reload asked on the admin socket answers the same, and goes on saying
+    // that listen needs a restart while the file and the running address differ.
+    const again = await adminResult(y.dir, { cmd: 'reload' });
+    assert.deepEqual(again.applied, [], JSON.stringify(again));
+    assert.deepEqual(again.restart_needed, ['listen'], JSON.stringify(again));
 
     // The running server took the new limits; it still listens where it did.
     const r = await post();
