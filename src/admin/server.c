@@ -165,10 +165,16 @@ static void conn_flush(struct admin_conn *c)
     c->writing = w;
 }
 
-/* Queues n bytes for c; a client that lets more than ADMIN_QUEUE_HARD wait is dropped. */
+/*
+ * Queues n bytes for c; a client that lets more than ADMIN_QUEUE_HARD wait is
+ * dropped. One answer is always taken whole when nothing waits before it (a
+ * `yard ps` of many models can be larger than the cap): the cap is on a
+ * backlog, not on an answer the daemon has already built.
+ */
 static void conn_write(struct admin_conn *c, const char *p, size_t n)
 {
-    if (buf_append(&c->out, p, n) < 0) {
+    size_t waiting = conn_queued(c);
+    if ((waiting && waiting + n > ADMIN_QUEUE_HARD) || buf_append(&c->out, p, n) < 0) {
         log_warn("admin", "dropped a client that does not read its answers (%zu bytes waiting)",
                  conn_queued(c));
         conn_close(c);
@@ -988,7 +994,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->srv = a;
     c->refs = 1;
     buf_init(&c->in, ADMIN_LINE_MAX);
-    buf_init(&c->out, ADMIN_QUEUE_HARD);
+    buf_init(&c->out, SIZE_MAX); /* bounded by conn_write */
     uv_pipe_init(a->app->loop, &c->pipe, 0);
     c->pipe.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {

@@ -1,7 +1,7 @@
 // Soak: streaming clients that stop reading and an engine that floods its log.
 // Memory and disk stay bounded while it lasts and return once it is over.
 //
-// One daemon, log_max_size 1 MiB, two vLLM mock models: `m` (500 tokens/s per
+// One daemon, log_max_size 10 MiB (the default), two vLLM mock models: `m` (500 tokens/s per
 // stream) and `flood`, whose command also writes FLOOD_MB of 100-byte lines to
 // the engine's log as fast as awk can (hundreds of MB/s), then touches a marker
 // file. The stalled clients are lib/stall_clients.py (a 4 KiB receive buffer
@@ -33,8 +33,8 @@ import { rssKiB, clientConns, fdTargets, mib, settle } from './lib/common.mjs';
 import { startModel, stopModel } from './lib/conns.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const LOG_CAP = 1024 * 1024;
-const FLOOD_MB = 64;
+const LOG_CAP = 10 * 1024 * 1024;
+const FLOOD_MB = 256;
 const PER_CLIENT_CAP_KIB = 256;
 const RSS_SLACK_KIB = 2048;
 const RSS_SLACK_FRACTION = 0.1;

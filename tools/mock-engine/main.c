@@ -891,6 +891,11 @@ int main(int argc, char **argv)
     http_server_limits_default(&limits);
     limits.max_body_bytes = 64 * 1024 * 1024;
     limits.max_header_bytes = 64 * 1024;
+    /* A stand-in for an engine, not a front door: like vLLM's uvicorn it keeps what a slow
+     * reader (yard's relay, paused) has not taken, without yard's per-client caps. */
+    limits.max_conn_buffered = 0;
+    limits.max_buffered = 0;
+    limits.send_timeout_ms = 0;
     http_server_init(&m->srv, m->loop, &limits, on_request, m);
     uv_timer_init(m->loop, &m->load_timer);
     uv_timer_init(m->loop, &m->exit_timer);
