@@ -672,24 +672,25 @@ static int is_target(const char *s, size_t len)
     return 1;
 }
 
-/* Whether the comma-separated list holds name (case-insensitive). */
-static int list_has(const char *list, const char *name, size_t nlen)
+int upstream_connection_names(const struct http_header *h, size_t n, const char *name)
 {
-    const char *p = list;
-    while (*p) {
-        const char *end;
-        size_t n;
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        end = p;
-        while (*end && *end != ',')
-            end++;
-        n = (size_t)(end - p);
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == nlen && n > 0 && strncasecmp(p, name, n) == 0)
-            return 1;
-        p = end;
+    size_t nlen = strlen(name);
+    for (size_t k = 0; k < n; k++) {
+        if (strcasecmp(h[k].name, "connection") != 0)
+            continue;
+        for (const char *p = h[k].value; *p;) {
+            while (*p == ' ' || *p == '\t' || *p == ',')
+                p++;
+            const char *end = p;
+            while (*end && *end != ',')
+                end++;
+            size_t len = (size_t)(end - p);
+            while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+                len--;
+            if (len == nlen && len > 0 && strncasecmp(p, name, len) == 0)
+                return 1;
+            p = end;
+        }
     }
     return 0;
 }
@@ -720,14 +721,7 @@ static int header_dropped(const struct http_header *hd, size_t n, size_t i, size
         if (names[k].len == nlen && strcasecmp(hd[i].name, names[k].s) == 0)
             return 1;
     }
-    if (has_connection) {
-        for (k = 0; k < n; k++) {
-            if (strcasecmp(hd[k].name, "connection") == 0 &&
-                list_has(hd[k].value, hd[i].name, nlen))
-                return 1;
-        }
-    }
-    return 0;
+    return has_connection && upstream_connection_names(hd, n, hd[i].name);
 }
 
 static char *put(char *o, const char *s, size_t n)

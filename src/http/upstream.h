@@ -84,6 +84,13 @@ unsigned upstream_pool_idle(const struct upstream_pool *p, const char *host, int
 void upstream_pool_set_connect_timeout(struct upstream_pool *p, uint64_t ms);
 
 /*
+ * Whether a Connection header among h[0..n) names name in its
+ * comma-separated list (case-insensitive): such a header is hop-by-hop
+ * (RFC 9110 7.6.1) and ends at the proxy that reads it.
+ */
+int upstream_connection_names(const struct http_header *h, size_t n, const char *name);
+
+/*
  * Request paths as the engines' servers read them. uvicorn (vLLM, SGLang)
  * decodes percent escapes before routing, so "/%73leep" is "/sleep" to the
  * engine; a check on the raw path is a check on nothing.

@@ -73,26 +73,6 @@ static void on_written(struct http_request *req, int status, void *arg)
     }
 }
 
-/* Whether the comma-separated list (a Connection header's value) names name. */
-static int list_names(const char *list, const char *name)
-{
-    size_t nlen = strlen(name);
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *end = p;
-        while (*end && *end != ',')
-            end++;
-        size_t n = (size_t)(end - p);
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == nlen && n > 0 && strncasecmp(p, name, n) == 0)
-            return 1;
-        p = end;
-    }
-    return 0;
-}
-
 /*
  * Whether the engine's header i ends at yard: hop-by-hop headers (RFC 9110
  * 7.6.1) and those its Connection header names, and the framing and type
@@ -109,10 +89,7 @@ static int hop_by_hop(const struct http_header *h, size_t n, size_t i)
             return 1;
     if (strncasecmp(h[i].name, "Proxy-", 6) == 0)
         return 1;
-    for (size_t k = 0; k < n; k++)
-        if (strcasecmp(h[k].name, "Connection") == 0 && list_names(h[k].value, h[i].name))
-            return 1;
-    return 0;
+    return upstream_connection_names(h, n, h[i].name);
 }
 
 /* /upstream answers carry the engine's own headers: kept here until the head goes out. */

@@ -1228,6 +1228,28 @@ static void test_post_32mib(void **state)
     post_body(32 << 20);
 }
 
+/* The Connection list as both the client and the proxy read it. */
+static void test_connection_names(void **state)
+{
+    const struct http_header h[] = {
+        {"Accept", "x-a"},
+        {"connection", " ,close ,\tX-A\t, , x-b-c,"},
+        {"CONNECTION", "x-d"},
+    };
+    size_t n = sizeof(h) / sizeof(h[0]);
+
+    assert_true(upstream_connection_names(h, n, "X-A"));
+    assert_true(upstream_connection_names(h, n, "x-a"));
+    assert_true(upstream_connection_names(h, n, "X-B-C"));
+    assert_true(upstream_connection_names(h, n, "Close"));
+    assert_true(upstream_connection_names(h, n, "x-d"));  /* a second Connection header */
+    assert_false(upstream_connection_names(h, n, "x-b")); /* a prefix of a member */
+    assert_false(upstream_connection_names(h, n, "x-b-c-d"));
+    assert_false(upstream_connection_names(h, n, ""));
+    assert_false(upstream_connection_names(h, 1, "x-a")); /* Accept is not a Connection list */
+    assert_false(upstream_connection_names(h, 0, "close"));
+}
+
 static void test_hop_by_hop_stripped(void **state)
 {
     struct srv s = {.end = END_WAIT, .reply = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"};
@@ -1530,6 +1552,7 @@ int main(void)
         cmocka_unit_test(test_path_dot_segments_and_slashes),
         cmocka_unit_test(test_path_bad_escapes_refused),
         cmocka_unit_test(test_path_encoded_for_the_engine),
+        cmocka_unit_test(test_connection_names),
         cmocka_unit_test(test_get),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_chunked_events_arrive_one_by_one),
