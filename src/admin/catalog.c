@@ -220,7 +220,7 @@ void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *ar
     }
     int rc = store_list_pods(app->store, &pods, &n);
     if (rc < 0) {
-        msg = xstrfmt("cannot read the pods: %s", strerror(-rc));
+        msg = admin__store_error(app, "read the pods", rc);
         reply_error(reply, arg, msg);
         free(msg);
         return;

@@ -14,6 +14,14 @@
 typedef void (*admin__reply_fn)(void *arg, json_t *msg);
 
 /*
+ * The one line an admin verb answers when the state database failed it (rc a
+ * store_* -errno): "cannot WHAT: the state database 'STATE_DIR/yard.db' ...",
+ * naming what went wrong (locked, disk full, read-only, damaged) and what to
+ * do. A new string the caller frees.
+ */
+char *admin__store_error(struct app *app, const char *what, int rc);
+
+/*
  * pod_add {name, ssh, models_path?}: checks the name, probes the pod over
  * ssh, detects its GPUs with nvidia-smi, then records it. pod_ls: probes
  * every recorded pod again (reachable, last_seen_ms, GPUs) and lists them,

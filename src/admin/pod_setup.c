@@ -464,7 +464,9 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
         goto out;
     }
     if (rc < 0) {
-        msg = xstrfmt("cannot read pod '%s': %s", name, uv_strerror(rc));
+        char *what = xstrfmt("read pod '%s'", name);
+        msg = admin__store_error(app, what, rc);
+        free(what);
         goto out;
     }
     s = xcalloc(1, sizeof *s);

@@ -123,12 +123,20 @@ static void add_record(struct pod_op *op, json_t *gpus, const char *note)
     }
 
     /* Another pod_add of the same name may have finished while ssh ran. */
-    if (store_get_pod(st, op->pod.name, &rec) == 0) {
+    int got = store_get_pod(st, op->pod.name, &rec);
+    if (got == 0) {
         store_pod_release(&rec);
         msg = xstrfmt("pod '%s' already exists; remove it first with 'yard pod rm %s'",
                       op->pod.name, op->pod.name);
         goto out;
     }
+    if (got != -ENOENT) {
+        char *what = xstrfmt("record pod '%s'", op->pod.name);
+        msg = admin__store_error(op->app, what, got);
+        free(what);
+        goto out;
+    }
+    rec = (struct store_pod){0};
     rec.name = op->pod.name;
     rec.ssh = op->ssh;
     rec.models_path = op->models_path;
@@ -137,7 +145,9 @@ static void add_record(struct pod_op *op, json_t *gpus, const char *note)
     rec.last_seen_ms = clock_wall_ms();
     int rc = store_put_pod(st, &rec);
     if (rc < 0) {
-        msg = xstrfmt("cannot record pod '%s': %s", op->pod.name, strerror(-rc));
+        char *what = xstrfmt("record pod '%s'", op->pod.name);
+        msg = admin__store_error(op->app, what, rc);
+        free(what);
         goto out;
     }
     json_t *res = pod_json(&rec);
@@ -243,9 +253,16 @@ void admin__pod_add(struct app *app, json_t *req, admin__reply_fn reply, void *a
         msg = xstrdup(err);
         goto out;
     }
-    if (store_get_pod(app->store, name, &rec) == 0) {
+    int got = store_get_pod(app->store, name, &rec);
+    if (got == 0) {
         store_pod_release(&rec);
         msg = xstrfmt("pod '%s' already exists; remove it first with 'yard pod rm %s'", name, name);
+        goto out;
+    }
+    if (got != -ENOENT) {
+        char *what = xstrfmt("add pod '%s'", name);
+        msg = admin__store_error(app, what, got);
+        free(what);
         goto out;
     }
     op->ssh = xstrdup(ssh);
@@ -349,7 +366,7 @@ static void ls_finish(struct ls_op *ls)
     size_t n = 0;
     int rc = store_list_pods(ls->app->store, &pods, &n);
     if (rc < 0) {
-        char *msg = xstrfmt("cannot read the pods: %s", strerror(-rc));
+        char *msg = admin__store_error(ls->app, "read the pods", rc);
         reply_error(ls->reply, ls->arg, msg);
         free(msg);
     } else {
@@ -439,7 +456,7 @@ void admin__pod_ls(struct app *app, json_t *req, admin__reply_fn reply, void *ar
     struct ls_op *ls = xcalloc(1, sizeof *ls);
     int rc = store_list_pods(app->store, &ls->pods, &ls->n);
     if (rc < 0) {
-        char *msg = xstrfmt("cannot read the pods: %s", strerror(-rc));
+        char *msg = admin__store_error(app, "read the pods", rc);
         reply_error(reply, arg, msg);
         free(msg);
         free(ls);
@@ -472,8 +489,11 @@ static void rm_delete(struct pod_op *op)
     int rc = store_delete_pod(app->store, op->name);
     if (rc == -ENOENT)
         msg = xstrfmt("no pod named '%s'; see 'yard pod ls'", op->name);
-    else if (rc < 0)
-        msg = xstrfmt("cannot remove pod '%s': %s", op->name, strerror(-rc));
+    else if (rc < 0) {
+        char *what = xstrfmt("remove pod '%s'", op->name);
+        msg = admin__store_error(app, what, rc);
+        free(what);
+    }
     if (msg) {
         op_finish(op, NULL, msg);
         free(msg);
@@ -609,7 +629,9 @@ void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *ar
         goto out;
     }
     if (rc < 0) {
-        msg = xstrfmt("cannot remove pod '%s': %s", name, strerror(-rc));
+        char *what = xstrfmt("remove pod '%s'", name);
+        msg = admin__store_error(app, what, rc);
+        free(what);
         goto out;
     }
     busy = pod_busy_models(app, name);
@@ -644,8 +666,14 @@ json_t *admin__pods_gpus(struct app *app)
     json_t *arr = json_array();
     struct store_pod *pods = NULL;
     size_t n = 0;
-    if (store_list_pods(app->store, &pods, &n) < 0)
+    int rc = store_list_pods(app->store, &pods, &n);
+    if (rc < 0) {
+        /* The local GPUs are still worth showing; the log says why no pod is listed. */
+        char *msg = admin__store_error(app, "list the pods' GPUs", rc);
+        log_warn("admin", "%s", msg);
+        free(msg);
         return arr;
+    }
     for (size_t i = 0; i < n; i++) {
         const struct store_pod *p = &pods[i];
         struct gpu_inventory rec = {0};

@@ -216,6 +216,32 @@ static void conn_send(struct admin_conn *c, json_t *v)
     free(s);
 }
 
+char *admin__store_error(struct app *app, const char *what, int rc)
+{
+    const char *dir = app->state_dir ? app->state_dir : ".";
+    switch (-rc) {
+    case EBUSY:
+        return xstrfmt("cannot %s: the state database '%s/yard.db' is locked by another process; "
+                       "end that process (fuser '%s/yard.db' names it), then try again",
+                       what, dir, dir);
+    case ENOSPC:
+        return xstrfmt("cannot %s: the disk of the state database '%s/yard.db' is full; free "
+                       "space there, then try again",
+                       what, dir);
+    case EROFS:
+    case EACCES:
+    case EPERM:
+        return xstrfmt("cannot %s: the state database '%s/yard.db' is read-only (%s); make it "
+                       "writable by the daemon's user, then try again",
+                       what, dir, strerror(-rc));
+    default:
+        return xstrfmt("cannot %s: the state database '%s/yard.db' fails (%s) and may be "
+                       "damaged; see the daemon's log, then stop the daemon and move the file "
+                       "and its -wal aside to begin with empty state",
+                       what, dir, strerror(rc < 0 ? -rc : EIO));
+    }
+}
+
 /* JSON strings of bytes from outside, made valid UTF-8; never NULL. */
 #define jstr utf8_json_xstring
 #define jstrn utf8_json_xstringn
@@ -448,10 +474,18 @@ static void handle_pin(struct admin_conn *c, json_t *req, int pinned)
         return;
     }
     if (!c->srv->app->sched) {
-        send_error(c, "the router is not running");
+        send_error(c, "cannot pin: this daemon runs no scheduler; restart it with 'yard serve'");
         return;
     }
-    if (sched_pin(c->srv->app->sched, model, pinned, &err) < 0) {
+    int rc = sched_pin(c->srv->app->sched, model, pinned, &err);
+    if (rc < 0) {
+        if (rc != -ENOENT) {
+            /* The store refused the pin: say which database and what to do. */
+            char *what = xstrfmt("%s '%s'", pinned ? "pin" : "unpin", model);
+            free(err);
+            err = admin__store_error(c->srv->app, what, rc);
+            free(what);
+        }
         send_error(c, err);
         free(err);
         return;
@@ -489,14 +523,14 @@ static void op_reply(struct op_ctx *x, int want_sleep, const char *errmsg)
     free(x);
 }
 
-static void sleep_done(void *arg)
+static void sleep_done(void *arg, int err, const char *msg)
 {
-    op_reply(arg, 1, NULL);
+    op_reply(arg, 1, err < 0 ? (msg && *msg ? msg : strerror(-err)) : NULL);
 }
 
 static void wake_done(void *arg, int err, const char *msg)
 {
-    op_reply(arg, 0, err < 0 ? msg : NULL);
+    op_reply(arg, 0, err < 0 ? (msg && *msg ? msg : strerror(-err)) : NULL);
 }
 
 /* level: absent or 0 for the model's policy, 1 or 2, 3 (suspend), 4 (checkpoint). */
@@ -524,12 +558,15 @@ static void handle_sleep_wake(struct admin_conn *c, json_t *req, int sleep)
     if (sleep) {
         json_int_t level = json_integer_value(json_object_get(req, "level"));
         rc = app->sched ? sched_sleep(app->sched, x->model, (int)level, sleep_done, x, &err)
-                        : sup_sleep(app->sup, x->model, (int)level, NULL, NULL, &err);
+                        : sup_sleep(app->sup, x->model, (int)level, sleep_done, x, &err);
     } else {
         rc = sup_wake(app->sup, x->model, wake_done, x, &err);
     }
     if (rc < 0) {
-        send_error(c, err);
+        char *msg = xstrfmt("cannot %s '%s': %s", sleep ? "sleep" : "wake", x->model,
+                            err ? err : strerror(-rc));
+        send_error(c, msg);
+        free(msg);
         free(err);
         conn_unref(c);
         free(x->model);
@@ -595,24 +632,29 @@ static void handle_stop(struct admin_conn *c, json_t *req)
     stop_done(x);
 }
 
-/* Sends the last n lines of a file as {"line":...} objects. */
-static void send_file_tail(struct admin_conn *c, const char *path, size_t n)
+/*
+ * Sends the last n lines of a file as {"line":...} objects. A file that is not there (a
+ * model never started) has no lines; one that cannot be read is -errno, nothing sent.
+ */
+static int send_file_tail(struct admin_conn *c, const char *path, size_t n)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return;
+        return errno == ENOENT ? 0 : -errno;
     struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_size == 0) {
+    int rc = fstat(fd, &st) < 0 ? -errno : 0;
+    if (rc < 0 || st.st_size == 0) {
         close(fd);
-        return;
+        return rc;
     }
     size_t want = (size_t)st.st_size < ADMIN_LOG_TAIL_MAX ? (size_t)st.st_size : ADMIN_LOG_TAIL_MAX;
     char *data = xmalloc(want + 1);
     ssize_t got = pread(fd, data, want, st.st_size - (off_t)want);
+    rc = got < 0 ? -errno : 0;
     close(fd);
     if (got <= 0) {
         free(data);
-        return;
+        return rc;
     }
     size_t len = (size_t)got;
     if (len && data[len - 1] == '\n')
@@ -633,6 +675,7 @@ static void send_file_tail(struct admin_conn *c, const char *path, size_t n)
         p = e + 1;
     }
     free(data);
+    return 0;
 }
 
 static void log_note(void *arg, const struct sup_note *n)
@@ -680,7 +723,16 @@ static void handle_logs(struct admin_conn *c, json_t *req)
         free(names);
         return;
     }
-    send_file_tail(c, sup_log_path(s, info.name), req_lines(req));
+    const char *log_path = sup_log_path(s, info.name);
+    int rc = send_file_tail(c, log_path, req_lines(req));
+    if (rc < 0) {
+        char *msg = xstrfmt("cannot read the log of '%s' at '%s': %s; check that file and its "
+                            "permissions",
+                            info.name, log_path, strerror(-rc));
+        send_error(c, msg);
+        free(msg);
+        return;
+    }
     free(c->model);
     c->model = xstrdup(info.name);
     if (json_is_true(json_object_get(req, "follow"))) {
@@ -701,15 +753,32 @@ static json_t *event_json(const struct store_event *e)
                      jstr(e->reason));
 }
 
-/* Sends the events after id after (all of them: -1), at most limit; a follower stops at its
- * queue cap and goes on from the last one sent when it drains (conn_catch_up). */
-static void send_events(struct admin_conn *c, int64_t after, size_t limit, int follower)
+/*
+ * Sends the events after id after (all of them: -1), at most limit; a follower stops at its
+ * queue cap and goes on from the last one sent when it drains (conn_catch_up). A store that
+ * cannot be read ends the answer with an error line (a follower stops following); returns
+ * 0, or -1 when that line was sent.
+ */
+static int send_events(struct admin_conn *c, int64_t after, size_t limit, int follower)
 {
     struct store_event *ev = NULL;
     size_t n = 0;
     c->events_behind = 0;
-    if (store_list_events(c->srv->app->store, after, limit, c->model, &ev, &n) < 0)
-        return;
+    int rc = c->srv->app->store
+                 ? store_list_events(c->srv->app->store, after, limit, c->model, &ev, &n)
+                 : -ENOENT;
+    if (rc < 0) {
+        if (c->obs) {
+            sup_unobserve(c->srv->app->sup, c->obs);
+            c->obs = NULL;
+        }
+        char *msg = rc == -ENOENT && !c->srv->app->store
+                        ? xstrdup("cannot read the events: this daemon has no state database")
+                        : admin__store_error(c->srv->app, "read the events", rc);
+        send_error(c, msg);
+        free(msg);
+        return -1;
+    }
     for (size_t i = 0; i < n && !c->closed; i++) {
         if (follower && conn_full(c)) {
             c->events_behind = 1;
@@ -720,6 +789,7 @@ static void send_events(struct admin_conn *c, int64_t after, size_t limit, int f
             c->last_event = ev[i].id;
     }
     store_events_free(ev, n);
+    return 0;
 }
 
 static void events_note(void *arg, const struct sup_note *n)
@@ -761,7 +831,12 @@ static void handle_events(struct admin_conn *c, json_t *req)
         c->model = xstrdup(sup_info(s, model, &info) == 0 ? info.name : model);
     }
     c->last_event = 0;
-    send_events(c, -1, req_lines(req), 0);
+    if (c->obs) {
+        sup_unobserve(s, c->obs);
+        c->obs = NULL;
+    }
+    if (send_events(c, -1, req_lines(req), 0) < 0)
+        return;
     if (json_is_true(json_object_get(req, "follow"))) {
         if (c->obs)
             sup_unobserve(s, c->obs);
@@ -994,7 +1069,8 @@ static void on_connection(uv_stream_t *server, int status)
     c->srv = a;
     c->refs = 1;
     buf_init(&c->in, ADMIN_LINE_MAX);
-    buf_init(&c->out, SIZE_MAX); /* bounded by conn_write */
+    /* Bounded by conn_write; not SIZE_MAX, whose capacity (max + 1) would wrap to 0. */
+    buf_init(&c->out, SIZE_MAX / 2);
     uv_pipe_init(a->app->loop, &c->pipe, 0);
     c->pipe.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {

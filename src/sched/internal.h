@@ -39,6 +39,7 @@ enum sched__fit {
 
 struct stop_cb {
     void (*done)(void *);
+    sup_op_cb op_done; /* instead of done: told whether the drain's action failed, and why */
     void *arg;
     struct stop_cb *next;
 };

@@ -47,7 +47,7 @@ struct sched {
 
 static void sched_kick(struct sched *s);
 static void drain_then(struct sched *s, struct smodel *sm, int action, int level,
-                       void (*done)(void *), void *arg);
+                       void (*done)(void *), sup_op_cb op_done, void *arg);
 
 static void phase_done(struct sched *s, enum sched_phase ph, uint64_t started_ms)
 {
@@ -330,7 +330,7 @@ void sched_sync(struct sched *s)
             sup_info(s->app->sup, sm->name, &info) == 0 && strcmp(info.name, sm->name) == 0;
         if (present || sm->inflight > 0 || sm->stop_issued) {
             if (present && !sm->draining)
-                drain_then(s, sm, SCHED__STOP, 0, NULL, NULL);
+                drain_then(s, sm, SCHED__STOP, 0, NULL, NULL, NULL);
             i++;
             continue;
         }
@@ -472,9 +472,9 @@ void sched_done(struct sched *s, const char *model)
     sched_kick(s);
 }
 
-static void on_stopped(void *arg)
+/* The drain's action is over: err 0, or a negative errno and a one-line msg saying why. */
+static void drain_finished(struct smodel *sm, int err, const char *msg)
 {
-    struct smodel *sm = arg;
     if (sm->evict_started_ms) {
         struct sup_info info;
         int slept = sup_info(sm->sched->app->sup, sm->name, &info) == 0 &&
@@ -491,16 +491,24 @@ static void on_stopped(void *arg)
     sm->stop_cbs = NULL;
     while (c) {
         struct stop_cb *next = c->next;
-        c->done(c->arg);
+        if (c->op_done)
+            c->op_done(c->arg, err, msg);
+        else
+            c->done(c->arg);
         free(c);
         c = next;
     }
 }
 
+static void on_stopped(void *arg)
+{
+    drain_finished(arg, 0, NULL);
+}
+
 /* A drained model with nothing in flight is stopped. */
 static void on_slept(void *arg, int err, const char *msg)
 {
-    on_stopped(arg);
+    drain_finished(arg, err, err < 0 ? msg : NULL);
 }
 
 static void finish_drains(struct sched *s)
@@ -529,13 +537,14 @@ static void finish_drains(struct sched *s)
                                          (sm->drain_action == SCHED__EVICT && info.can_sleep));
         if (sleep) {
             int level = sm->drain_action == SCHED__SLEEP ? sm->drain_level : 0;
-            if (sup_sleep(s->app->sup, sm->name, level, on_slept, sm, &err) == 0)
+            int rc = sup_sleep(s->app->sup, sm->name, level, on_slept, sm, &err);
+            if (rc == 0)
                 continue;
             if (sm->drain_action == SCHED__SLEEP) {
-                /* Asked by hand: refused means it stays as it is. */
+                /* Asked by hand: refused means it stays as it is, and the asker hears why. */
                 log_warn("sched", "'%s' cannot sleep: %s", sm->name, err);
+                drain_finished(sm, rc, err);
                 free(err);
-                on_stopped(sm);
                 continue;
             }
             /* An eviction that cannot sleep after all: a stop frees the memory too. */
@@ -543,9 +552,11 @@ static void finish_drains(struct sched *s)
             free(err);
             err = NULL;
         }
-        if (sup_stop(s->app->sup, sm->name, on_stopped, sm, &err) < 0) {
+        int rc = sup_stop(s->app->sup, sm->name, on_stopped, sm, &err);
+        if (rc < 0) {
+            log_warn("sched", "'%s' cannot stop: %s", sm->name, err);
+            drain_finished(sm, rc, err);
             free(err);
-            on_stopped(sm);
         }
     }
 }
@@ -849,13 +860,14 @@ static int unknown_model(struct sched *s, const char *model, char **err)
     return -ENOENT;
 }
 
-/* Drains sm (new requests queue), then stops it or puts it to sleep; done runs after. */
+/* Drains sm (new requests queue), then stops it or puts it to sleep; done or op_done runs after. */
 static void drain_then(struct sched *s, struct smodel *sm, int action, int level,
-                       void (*done)(void *), void *arg)
+                       void (*done)(void *), sup_op_cb op_done, void *arg)
 {
-    if (done) {
+    if (done || op_done) {
         struct stop_cb *c = xcalloc(1, sizeof *c);
         c->done = done;
+        c->op_done = op_done;
         c->arg = arg;
         c->next = sm->stop_cbs;
         sm->stop_cbs = c;
@@ -874,19 +886,19 @@ int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *a
     struct smodel *sm = find(s, info.name);
     if (!sm)
         return sup_stop(s->app->sup, info.name, done, arg, err);
-    drain_then(s, sm, SCHED__STOP, 0, done, arg);
+    drain_then(s, sm, SCHED__STOP, 0, done, NULL, arg);
     return 0;
 }
 
-int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void *), void *arg,
+int sched_sleep(struct sched *s, const char *model, int level, sup_op_cb done, void *arg,
                 char **err)
 {
     struct sup_info info;
     if (sup_info(s->app->sup, model, &info) < 0)
         return unknown_model(s, model, err);
     if (info.state != INST_READY || info.busy) {
-        *err = xstrfmt("'%s' is %s; only a ready model can sleep", info.name,
-                       sup_state_name(info.state));
+        *err = xstrfmt("'%s' is %s%s; only a ready model can sleep; try again once it is ready",
+                       info.name, sup_state_name(info.state), info.busy ? " and busy" : "");
         return -EINVAL;
     }
     int rc = sup_sleep_check(s->app->sup, info.name, level, err);
@@ -897,7 +909,7 @@ int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void
         *err = xstrfmt("unknown model '%s'", model);
         return -ENOENT;
     }
-    drain_then(s, sm, SCHED__SLEEP, level, done, arg);
+    drain_then(s, sm, SCHED__SLEEP, level, NULL, done, arg);
     return 0;
 }
 

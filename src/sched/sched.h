@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "sup/sup.h"
 
 /*
  * Admission and swapping. Every request for a model waits in that model's
@@ -81,10 +82,11 @@ int sched_start(struct sched *s, const char *model, char **err);
 int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err);
 /*
  * Drains MODEL, then puts it to sleep at level (0: its eviction policy's);
- * done runs once it sleeps (or, if the sleep failed, once it is stopped).
- * 0, or -ENOENT / -EINVAL with *err.
+ * done runs once it sleeps with err 0, or with a negative errno and a one-line
+ * msg saying why when the sleep was refused (the model stays as it was) or
+ * failed (it is stopped). 0, or -ENOENT / -EINVAL with *err.
  */
-int sched_sleep(struct sched *s, const char *model, int level, void (*done)(void *), void *arg,
+int sched_sleep(struct sched *s, const char *model, int level, sup_op_cb done, void *arg,
                 char **err);
 /*
  * Pins (keeps resident against eviction and ttl) or unpins MODEL, recording it
