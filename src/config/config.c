@@ -17,6 +17,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/hash.h"
 #include "base/units.h"
 #include "config/internal.h"
 
@@ -222,20 +223,11 @@ out:
 
 /* ---- the string table ----------------------------------------------- */
 
-/* FNV-1a over the bytes, length included (strings may hold NUL bytes). */
-static uint64_t hash_bytes(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
-}
-
 /* The slot of (s, len) in t: its entry, or the empty slot where it would go. t->cap > 0. */
 static struct config__entry *index_slot(const struct config__index *t, const char *s, size_t len)
 {
     size_t mask = t->cap - 1;
-    for (size_t i = (size_t)hash_bytes(s, len) & mask;; i = (i + 1) & mask) {
+    for (size_t i = (size_t)hash_fnv1a_bytes(s, len) & mask;; i = (i + 1) & mask) {
         struct config__entry *e = &t->e[i];
         if (!e->s || (e->len == len && !memcmp(e->s, s, len)))
             return e;

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 
 #include "base/alloc.h"
+#include "base/hash.h"
 #include "runner/runner.h"
 
 /* cgroup.procs of a cgroup with more than this many bytes of pids is read in part. */
@@ -178,17 +179,6 @@ int cgroup__parse_engine_name(const char *path, int *leader, uint64_t *start)
     return 1;
 }
 
-/* FNV-1a, 64 bits: the state dir's name in the hierarchy. */
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 /* mkdir that is fine with an existing directory. 0 or a negative errno. */
 static int make_dir(const char *path)
 {
@@ -305,7 +295,7 @@ int cgroup_root_open(const char *state_dir, struct cgroup_root **out, char **why
     char real[PATH_MAX];
     const char *sd = realpath(state_dir, real) ? real : state_dir;
     parent = xstrfmt("%s/yard", base);
-    dir = xstrfmt("%s/%016llx", parent, (unsigned long long)fnv1a(sd));
+    dir = xstrfmt("%s/%016llx", parent, (unsigned long long)hash_fnv1a(sd));
     /* Another daemon may remove BASE/yard between the two mkdirs (it was empty): again. */
     for (int tries = 0; tries < 3; tries++) {
         made_parent = access(parent, F_OK) != 0;

@@ -19,6 +19,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/hash.h"
 #include "base/log.h"
 #include "runner/ssh.h"
 #include "runner/tools.h"
@@ -155,10 +156,7 @@ static char *log_name(const char *model)
     if (!changed)
         return n;
     /* "org/m" and "org_m" must not share a log: a name that was changed carries a hash. */
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const char *c = model ? model : ""; *c; c++)
-        h = (h ^ (uint8_t)*c) * 16777619u;
-    char *out = xstrfmt("%s-%08x", n, h);
+    char *out = xstrfmt("%s-%08x", n, hash_fnv1a32(model ? model : ""));
     free(n);
     return out;
 }

@@ -16,6 +16,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/hash.h"
 #include "config/config.h"
 
 #define SSH_NAME_MAX 64
@@ -37,17 +38,6 @@ static int name_is_valid(const char *name)
             return 0;
     }
     return 1;
-}
-
-/* FNV-1a, 64 bits: a short stable name for a path too long for a socket. */
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
 }
 
 int ssh_pod_init(struct ssh_pod *pod, const char *name, const char *ssh_cmd, const char *state_dir,
@@ -86,7 +76,8 @@ int ssh_pod_init(struct ssh_pod *pod, const char *name, const char *ssh_cmd, con
     path = xstrfmt("%s/%s.sock", dir, name);
     if (strlen(path) + SSH_CONTROL_TMP_SUFFIX >= sizeof(sa.sun_path)) {
         free(path);
-        path = xstrfmt("/tmp/yard-ssh-%016llx.sock", (unsigned long long)fnv1a(dir) ^ fnv1a(name));
+        path = xstrfmt("/tmp/yard-ssh-%016llx.sock",
+                       (unsigned long long)hash_fnv1a(dir) ^ hash_fnv1a(name));
     }
     pod->name = xstrdup(name);
     pod->control_path = path;

@@ -12,6 +12,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/hash.h"
 #include "base/log.h"
 #include "engine/key.h"
 #include "runner/pod.h"
@@ -66,11 +67,7 @@ void sup__key_release(struct sup *s)
 
 static size_t slot_of(const char *name, int port)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    h = (h ^ (uint32_t)port) * 16777619u;
-    return h % KEY_CACHE;
+    return (size_t)((hash_fnv1a(name) ^ (uint32_t)port) % KEY_CACHE);
 }
 
 int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])

@@ -1,5 +1,5 @@
 // fuzz-sources: src/config/config.c src/config/argv.c
-// fuzz-sources: src/base/alloc.c src/base/buf.c src/base/units.c
+// fuzz-sources: src/base/alloc.c src/base/buf.c src/base/units.c src/base/hash.c
 // fuzz-libs: -lyaml -ljansson
 /*
  * libFuzzer target for config_parse. The input is the text of a config file,

@@ -16,6 +16,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/hash.h"
 #include "http/sse.h"
 #include "mock.h"
 
@@ -400,11 +401,7 @@ static void gen_start(struct mock *m, struct http_request *req, enum gen_kind ki
 
 static void embed(const char *s, size_t len, double *v)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
+    uint64_t h = hash_fnv1a_bytes(s, len);
     double norm = 0;
     for (int i = 0; i < EMBEDDING_DIM; i++) {
         h ^= h >> 33;
