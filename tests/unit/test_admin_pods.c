@@ -435,6 +435,80 @@ static void test_rm(void **state)
     assert_int_equal(pod_count(f), 0);
 }
 
+/* Overwrites the database, its log and its index with junk under the open store. */
+static void corrupt_store(struct fixture *f)
+{
+    static const char *const files[] = {"yard.db", "yard.db-wal", "yard.db-shm"};
+    unsigned char junk[8192];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (unsigned char)((i * 131 + 7) & 0xff);
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char *path = xstrfmt("%s/%s", f->root, files[i]);
+        FILE *fp = fopen(path, "r+b");
+        if (fp) {
+            struct stat st;
+            size_t size = stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+            for (size_t done = 0; done < size || done == 0; done += sizeof junk)
+                assert_int_equal(fwrite(junk, 1, sizeof junk, fp), sizeof junk);
+            fclose(fp);
+        }
+        free(path);
+    }
+}
+
+/* Asserts one line that names the verb, the database and what to do. */
+static void assert_store_error(struct fixture *f, const char *err, const char *what)
+{
+    char *start = xstrfmt("cannot %s: the state database '%s/yard.db' ", what, f->root);
+    if (strncmp(err, start, strlen(start)) != 0)
+        fail_msg("expected '%s...', got '%s'", start, err);
+    assert_null(strchr(err, '\n'));
+    assert_non_null(strstr(err, "move the file"));
+    free(start);
+}
+
+/* A database that fails under the daemon: every pod verb answers one line that names it. */
+static void test_store_failure_named(void **state)
+{
+    struct fixture *f = *state;
+    put(f, "gpu1", "ssh -F /dev/null -p 1 127.0.0.1", "[]");
+    corrupt_store(f);
+    assert_store_error(f, error_of(call(f, admin__pod_ls, "{}")), "read the pods");
+    assert_store_error(f, error_of(call(f, admin__pod_rm, "{\"name\":\"gpu1\"}")),
+                       "remove pod 'gpu1'");
+    /* Refused before any ssh runs: nothing could record the pod. */
+    assert_store_error(
+        f,
+        error_of(call(f, admin__pod_add,
+                      "{\"name\":\"gpu2\",\"ssh\":\"ssh -F /dev/null -p 1 127.0.0.1\"}")),
+        "add pod 'gpu2'");
+    assert_store_error(f, error_of(call(f, admin__models, "{}")), "read the pods");
+}
+
+/* Each way the store fails says what to do about it. */
+static void test_store_error_advice(void **state)
+{
+    struct fixture *f = *state;
+    struct {
+        int rc;
+        const char *says;
+    } cases[] = {
+        {-EBUSY, "is locked by another process; end that process"},
+        {-ENOSPC, "is full; free space there, then try again"},
+        {-EROFS, "is read-only (Read-only file system); make it writable"},
+        {-EIO, "fails (Input/output error) and may be damaged"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *msg = admin__store_error(&f->app, "pin 'm'", cases[i].rc);
+        char *db = xstrfmt("cannot pin 'm': the %sstate database '%s/yard.db'",
+                           cases[i].rc == -ENOSPC ? "disk of the " : "", f->root);
+        if (strncmp(msg, db, strlen(db)) != 0 || !strstr(msg, cases[i].says))
+            fail_msg("rc %d: '%s'", cases[i].rc, msg);
+        free(db);
+        free(msg);
+    }
+}
+
 /* ---- pod_setup ---- */
 
 struct setup_run {
@@ -768,6 +842,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unreachable_records_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_failure_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_error_advice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ls_models, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rm_refused_while_models_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rm_force_stops_models_first, setup, teardown),
