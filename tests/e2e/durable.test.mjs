@@ -279,6 +279,78 @@ test('a sleep on a full disk is refused: the engine stays awake and serving, and
     await d.stop();
 });
 
+test('a sleep refused on a full disk says why, in one line: the database, the full disk, what to do', async () => {
+    const state = smallDisk(16 * 1024);
+    const m = uniq('why');
+    const cfg = await configFor({
+        [m]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms'), eviction: { weights: 'offload' } },
+    });
+    const d = await daemonOn(state, cfg);
+    assert.equal((await yard(['start', m, '--wait'], { stateDir: state })).code, 0);
+
+    const filler = fillDisk(state);
+    const r = await yard(['sleep', m], { stateDir: state });
+    assert.equal(r.code, 1, `the sleep was made: ${r.stdout}`);
+    // Not just "cannot sleep 'm': ready": the reason the daemon had, whole.
+    const db = `${state}/yard.db`.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    assert.match(
+        oneLine(r),
+        new RegExp(`^yard: cannot sleep '${m}': the state database '${db}' cannot be written ` +
+            `\\(No space left on device\\).*; free space or fix the file, then try again$`),
+    );
+    assert.equal((await entry(state, m)).state, 'ready');
+
+    // A wake of a model that is awake says what it is and what a wake needs.
+    const w = await yard(['wake', m], { stateDir: state });
+    assert.equal(w.code, 1);
+    assert.match(oneLine(w), new RegExp(`cannot wake '${m}': '${m}' is ready; only a sleeping model can wake`));
+
+    fs.unlinkSync(filler);
+    assert.equal((await yard(['sleep', m], { stateDir: state })).code, 0);
+    await d.stop();
+});
+
+test('yard events on an unreadable store says so in one line; events -f, pin and logs too', async () => {
+    const state = tmpdir();
+    const run = uniq('urun');
+    const cfg = await configFor({ [run]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms') } });
+    const d = await daemonOn(state, cfg);
+    assert.equal((await yard(['start', run, '--wait'], { stateDir: state })).code, 0);
+    assert.ok((await eventsOf(state)).length > 0, 'no events before the damage');
+
+    const junk = (n) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 131 + 7) & 0xff));
+    for (const f of ['yard.db', 'yard.db-wal', 'yard.db-shm']) {
+        const p = path.join(state, f);
+        const size = fs.existsSync(p) ? fs.statSync(p).size : 0;
+        const fd = fs.openSync(p, 'r+');
+        fs.writeSync(fd, junk(Math.max(size, 8192)), 0, Math.max(size, 8192), 0);
+        fs.closeSync(fd);
+    }
+    const db = `'${state}/yard.db'`;
+    const ev = await yard(['events'], { stateDir: state });
+    assert.equal(ev.code, 1, `events printed: ${ev.stdout}`);
+    assert.equal(ev.stdout, '');
+    const line = oneLine(ev);
+    assert.ok(line.startsWith(`yard: cannot read the events: the state database ${db} `), line);
+    assert.match(line, /may be damaged; .*move the file and its -wal aside/);
+
+    // A follower is told, and ends, instead of waiting on a store it cannot read.
+    const f = await yard(['events', '-f'], { stateDir: state, timeoutMs: 10000 });
+    assert.equal(f.signal, null, 'events -f hung on an unreadable store');
+    assert.equal(f.code, 1);
+    assert.ok(oneLine(f).startsWith(`yard: cannot read the events: the state database ${db}`));
+
+    const pin = await yard(['pin', run], { stateDir: state });
+    assert.equal(pin.code, 1, `pinned: ${pin.stdout}`);
+    assert.ok(oneLine(pin).startsWith(`yard: cannot pin '${run}': the state database ${db}`));
+
+    // What does not need the store still answers.
+    assert.equal((await yard(['logs', run], { stateDir: state })).code, 0);
+    assert.equal((await entry(state, run)).state, 'ready');
+    assert.ok(pidAlive(d.pid), 'the daemon died');
+    await d.stop();
+});
+
 test('a database another process holds locked: a start is refused, and made once the lock is gone', async () => {
     const state = tmpdir();
     const run = uniq('lrun'), m = uniq('lm');
