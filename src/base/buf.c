@@ -1,6 +1,7 @@
 #include "base/buf.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,8 @@ void buf_init(struct buf *b, size_t max)
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
-    b->max = max;
+    /* One byte more than max is allocated for the NUL: SIZE_MAX (no bound) must not wrap. */
+    b->max = max < SIZE_MAX ? max : SIZE_MAX - 1;
 }
 
 void buf_release(struct buf *b)
@@ -38,7 +40,7 @@ static int buf_reserve(struct buf *b, size_t extra)
         return 0;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     if (cap > b->max + 1)
         cap = b->max + 1;
     char *p = alloc_try_realloc(b->data, cap);
