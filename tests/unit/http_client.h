@@ -35,10 +35,16 @@ struct resp {
     int last_was_value;
 };
 
-/* A connection to 127.0.0.1:port with a 10 s receive timeout; -1 on failure. */
-static inline int connect_to(int port)
+/*
+ * A connection to 127.0.0.1:port with a 10 s receive timeout and, where
+ * rcvbuf > 0, a receive buffer that small (a reader that takes almost
+ * nothing: the kernel's buffers fill at once); -1 on failure.
+ */
+static inline int connect_to_rcvbuf(int port, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     struct timeval tv = {.tv_sec = 10};
@@ -48,6 +54,12 @@ static inline int connect_to(int port)
         return -1;
     }
     return fd;
+}
+
+/* A connection to 127.0.0.1:port with a 10 s receive timeout; -1 on failure. */
+static inline int connect_to(int port)
+{
+    return connect_to_rcvbuf(port, 0);
 }
 
 static inline int send_all(int fd, const char *s, size_t len)

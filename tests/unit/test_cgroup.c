@@ -24,43 +24,13 @@
 #include "gpu/gpu.h"
 #include "runner/cgroup.h"
 #include "runner/runner.h"
-
-struct exit_seen {
-    int called;
-    int64_t code;
-    int sig;
-};
-
-static void on_exit_cb(void *arg, int64_t code, int sig)
-{
-    struct exit_seen *e = arg;
-    e->called++;
-    e->code = code;
-    e->sig = sig;
-}
+#include "testutil.h"
 
 static char logpath[64];
 static char statedir[64];
 /* Processes the tests saw escape, killed by pid at the end whatever the outcome. */
 static int escapees[16];
 static size_t n_escapees;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Runs the loop until *flag is set, for at most ten seconds. */
-static void run_until(uv_loop_t *loop, int *flag)
-{
-    uint64_t end = now_ms() + 10000;
-    while (!*flag && now_ms() < end) {
-        uv_run(loop, UV_RUN_NOWAIT);
-        usleep(2000);
-    }
-}
 
 static int gone(int pid)
 {
@@ -75,8 +45,8 @@ static int gone(int pid)
  */
 static int wait_escaped(uv_loop_t *loop, const char *cg, int leader)
 {
-    uint64_t end = now_ms() + 10000;
-    while (now_ms() < end) {
+    uint64_t end = test_now_ms() + 10000;
+    while (test_now_ms() < end) {
         uv_run(loop, UV_RUN_NOWAIT);
         int *pids = NULL;
         size_t n = 0;
@@ -207,127 +177,118 @@ static void test_state_dirs_do_not_collide(void **state)
     rmdir(other);
 }
 
+/* An engine started under a cgroup runner on a loop of its own. */
+struct cg_engine {
+    uv_loop_t loop;
+    struct runner r;
+    struct test_exit seen;
+    struct runner_proc p;
+    struct runner_watch *w;
+    char *cg; /* its cgroup's path */
+};
+
+/* Starts argv as e's engine; skips the test where the host has no writable hierarchy. */
+static void cg_engine_start(struct cg_engine *e, char **argv)
+{
+    struct runner_spec spec = {.argv = argv, .log_path = logpath};
+    char *err = NULL;
+    memset(e, 0, sizeof *e);
+    uv_loop_init(&e->loop);
+    if (cgroup_runner(&e->r, &e->loop) < 0)
+        skip();
+    assert_int_equal(e->r.ops->start(&e->r, &spec, test_on_exit, &e->seen, &e->p, &e->w, &err), 0);
+    e->cg = cgroup_engine_path(e->r.cgroups, e->p.pid, e->p.start_time);
+}
+
+/* Releases r (e's runner, or the one that took its engine over), then e's loop. */
+static void cg_engine_done(struct cg_engine *e, struct runner *r)
+{
+    free(e->cg);
+    runner_local_release(r);
+    assert_int_equal(test_loop_close(&e->loop), 0);
+}
+
 static void test_wrapper_runs_until_its_cgroup_is_empty(void **state)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct runner r;
-    if (cgroup_runner(&r, &loop) < 0)
-        skip();
-    struct runner_spec spec = {.argv = wrapper_argv, .log_path = logpath};
-    struct exit_seen seen = {0};
-    struct runner_proc p;
-    struct runner_watch *w = NULL;
-    char *err = NULL;
-    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
-    assert_int_equal(p.pgid, p.pid);
-    char *cg = cgroup_engine_path(r.cgroups, p.pid, p.start_time);
-    int escaped = wait_escaped(&loop, cg, p.pid);
+    struct cg_engine e;
+    cg_engine_start(&e, wrapper_argv);
+    struct runner *r = &e.r;
+    assert_int_equal(e.p.pgid, e.p.pid);
+    int escaped = wait_escaped(&e.loop, e.cg, e.p.pid);
     assert_true(escaped > 0);
     /* It left the engine's group and session: a group signal cannot reach it. */
-    assert_int_not_equal(getpgid(escaped), p.pgid);
-    assert_int_not_equal(getsid(escaped), p.pid);
+    assert_int_not_equal(getpgid(escaped), e.p.pgid);
+    assert_int_not_equal(getsid(escaped), e.p.pid);
     /* The leader exited, but the engine runs on in its cgroup. */
-    assert_int_equal(seen.called, 0);
-    assert_int_equal(r.ops->is_alive(&r, &p), 0);
-    assert_int_equal(r.ops->group_alive(&r, &p), 1);
+    assert_int_equal(e.seen.calls, 0);
+    assert_int_equal(r->ops->is_alive(r, &e.p), 0);
+    assert_int_equal(r->ops->group_alive(r, &e.p), 1);
     /* yard gpus: the cgroup says whose it is, though it is no descendant of the leader. */
-    assert_int_equal(gpu_pid_owned_by(escaped, p.pid, p.pgid), 1);
+    assert_int_equal(gpu_pid_owned_by(escaped, e.p.pid, e.p.pgid), 1);
     assert_int_equal(gpu_pid_owned_by(escaped, (int)getpid(), (int)getpid()), 0);
     /* A stop's SIGTERM reaches it; then the exit is reported, with the leader's status. */
-    assert_int_equal(r.ops->signal_group(&r, &p, SIGTERM), 0);
-    run_until(&loop, &seen.called);
-    assert_int_equal(seen.called, 1);
-    assert_int_equal(seen.code, 0);
+    assert_int_equal(r->ops->signal_group(r, &e.p, SIGTERM), 0);
+    test_run_until(&e.loop, &e.seen.calls);
+    assert_int_equal(e.seen.calls, 1);
+    assert_int_equal(e.seen.code, 0);
     assert_true(gone(escaped));
-    assert_int_equal(r.ops->group_alive(&r, &p), 0);
+    assert_int_equal(r->ops->group_alive(r, &e.p), 0);
     /* The empty cgroup was removed. */
-    assert_int_not_equal(access(cg, F_OK), 0);
-    if (!gone(escaped))
-        kill(escaped, SIGKILL);
-    free(cg);
-    runner_local_release(&r);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_not_equal(access(e.cg, F_OK), 0);
+    cg_engine_done(&e, r);
 }
 
 static void test_failed_leader_is_reported_at_once(void **state)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct runner r;
-    if (cgroup_runner(&r, &loop) < 0)
-        skip();
-    struct runner_spec spec = {.argv = failing_argv, .log_path = logpath};
-    struct exit_seen seen = {0};
-    struct runner_proc p;
-    struct runner_watch *w = NULL;
-    char *err = NULL;
-    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
-    char *cg = cgroup_engine_path(r.cgroups, p.pid, p.start_time);
+    struct cg_engine e;
+    cg_engine_start(&e, failing_argv);
+    struct runner *r = &e.r;
     /* A crash: reported at once, though what it started still runs. */
-    run_until(&loop, &seen.called);
-    assert_int_equal(seen.called, 1);
-    assert_int_equal(seen.code, 3);
-    int escaped = wait_escaped(&loop, cg, p.pid);
+    test_run_until(&e.loop, &e.seen.calls);
+    assert_int_equal(e.seen.calls, 1);
+    assert_int_equal(e.seen.code, 3);
+    int escaped = wait_escaped(&e.loop, e.cg, e.p.pid);
     assert_true(escaped > 0);
     /* What the supervisor does with a failure: the whole cgroup is killed. */
-    assert_int_equal(r.ops->group_alive(&r, &p), 1);
-    assert_int_equal(r.ops->signal_group(&r, &p, SIGKILL), 0);
-    uint64_t end = now_ms() + 10000;
-    while (r.ops->group_alive(&r, &p) && now_ms() < end)
+    assert_int_equal(r->ops->group_alive(r, &e.p), 1);
+    assert_int_equal(r->ops->signal_group(r, &e.p, SIGKILL), 0);
+    uint64_t end = test_now_ms() + 10000;
+    while (r->ops->group_alive(r, &e.p) && test_now_ms() < end)
         usleep(2000);
-    assert_int_equal(r.ops->group_alive(&r, &p), 0);
+    assert_int_equal(r->ops->group_alive(r, &e.p), 0);
     assert_true(gone(escaped));
-    free(cg);
-    runner_local_release(&r);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    cg_engine_done(&e, r);
 }
 
 static void test_adopted_leaderless_engine_is_killed(void **state)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct runner r;
-    if (cgroup_runner(&r, &loop) < 0)
-        skip();
-    struct runner_spec spec = {.argv = wrapper_argv, .log_path = logpath};
-    struct runner_proc p;
-    struct runner_watch *w = NULL;
-    char *err = NULL;
-    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, NULL, &p, &w, &err), 0);
-    char *cg = cgroup_engine_path(r.cgroups, p.pid, p.start_time);
-    int escaped = wait_escaped(&loop, cg, p.pid);
+    struct cg_engine e;
+    cg_engine_start(&e, wrapper_argv);
+    int escaped = wait_escaped(&e.loop, e.cg, e.p.pid);
     assert_true(escaped > 0);
     /* The daemon goes, leaving it running (--keep-engines); its cgroup stays. */
-    r.ops->unwatch(w);
-    runner_local_release(&r);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(access(cg, F_OK), 0);
+    e.r.ops->unwatch(e.w);
+    runner_local_release(&e.r);
+    uv_run(&e.loop, UV_RUN_NOWAIT);
+    assert_int_equal(e.seen.calls, 0);
+    assert_int_equal(access(e.cg, F_OK), 0);
 
     /* The next daemon: the leader is dead, the cgroup is not empty: adopted. */
     struct runner r2;
-    assert_int_equal(cgroup_runner(&r2, &loop), 0);
-    struct exit_seen seen = {0};
-    assert_int_equal(r2.ops->adopt(&r2, &p, on_exit_cb, &seen, &w), 0);
-    assert_int_equal(r2.ops->is_alive(&r2, &p), 0);
-    assert_int_equal(r2.ops->group_alive(&r2, &p), 1);
+    assert_int_equal(cgroup_runner(&r2, &e.loop), 0);
+    assert_int_equal(r2.ops->adopt(&r2, &e.p, test_on_exit, &e.seen, &e.w), 0);
+    assert_int_equal(r2.ops->is_alive(&r2, &e.p), 0);
+    assert_int_equal(r2.ops->group_alive(&r2, &e.p), 1);
     /* SIGKILL goes through cgroup.kill. */
-    assert_int_equal(r2.ops->signal_group(&r2, &p, SIGKILL), 0);
-    run_until(&loop, &seen.called);
-    assert_int_equal(seen.called, 1);
-    assert_int_equal(seen.code, -1);
+    assert_int_equal(r2.ops->signal_group(&r2, &e.p, SIGKILL), 0);
+    test_run_until(&e.loop, &e.seen.calls);
+    assert_int_equal(e.seen.calls, 1);
+    assert_int_equal(e.seen.code, -1);
     assert_true(gone(escaped));
-    assert_int_not_equal(access(cg, F_OK), 0);
+    assert_int_not_equal(access(e.cg, F_OK), 0);
     /* Gone for good: nothing to adopt any more. */
-    assert_int_equal(r2.ops->adopt(&r2, &p, on_exit_cb, &seen, &w), -ESRCH);
-    if (!gone(escaped))
-        kill(escaped, SIGKILL);
-    free(cg);
-    runner_local_release(&r2);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(r2.ops->adopt(&r2, &e.p, test_on_exit, &e.seen, &e.w), -ESRCH);
+    cg_engine_done(&e, &r2);
 }
 
 static void test_missing_binary_with_cgroups(void **state)
@@ -342,7 +303,7 @@ static void test_missing_binary_with_cgroups(void **state)
     struct runner_proc p;
     struct runner_watch *w = NULL;
     char *err = NULL;
-    assert_true(r.ops->start(&r, &spec, on_exit_cb, NULL, &p, &w, &err) < 0);
+    assert_true(r.ops->start(&r, &spec, test_on_exit, NULL, &p, &w, &err) < 0);
     assert_string_equal(err, "'no-such-engine-binary' not found in PATH");
     free(err);
     char plain[64];
@@ -352,7 +313,7 @@ static void test_missing_binary_with_cgroups(void **state)
     fclose(f);
     char *argv2[] = {plain, NULL};
     spec.argv = argv2;
-    assert_true(r.ops->start(&r, &spec, on_exit_cb, NULL, &p, &w, &err) < 0);
+    assert_true(r.ops->start(&r, &spec, test_on_exit, NULL, &p, &w, &err) < 0);
     char *want = xstrfmt("'%s' is not executable", plain);
     assert_string_equal(err, want);
     free(want);
@@ -369,17 +330,16 @@ static void test_missing_binary_with_cgroups(void **state)
     fclose(f);
     chmod(script, 0700);
     char *argv3[] = {"./run.sh", NULL};
-    struct exit_seen seen = {0};
+    struct test_exit seen = {0};
     spec.argv = argv3;
     spec.cwd = dir;
-    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
-    run_until(&loop, &seen.called);
+    assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &seen, &p, &w, &err), 0);
+    test_run_until(&loop, &seen.calls);
     assert_int_equal(seen.code, 4);
     unlink(script);
     rmdir(dir);
     runner_local_release(&r);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(test_loop_close(&loop), 0);
 }
 
 static void test_fallback_without_a_cgroup_hierarchy(void **state)
@@ -405,16 +365,15 @@ static void test_fallback_without_a_cgroup_hierarchy(void **state)
     /* Process groups still work. */
     char *argv[] = {"sh", "-c", "exit 5", NULL};
     struct runner_spec spec = {.argv = argv, .log_path = logpath};
-    struct exit_seen seen = {0};
+    struct test_exit seen = {0};
     struct runner_proc p;
     struct runner_watch *w = NULL;
     char *err = NULL;
-    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
-    run_until(&loop, &seen.called);
+    assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &seen, &p, &w, &err), 0);
+    test_run_until(&loop, &seen.calls);
     assert_int_equal(seen.code, 5);
     rmdir(plain);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(test_loop_close(&loop), 0);
 }
 
 static void write_file(const char *dir, const char *name, const char *text)

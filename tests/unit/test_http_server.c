@@ -261,6 +261,20 @@ static int peer_closes(int fd)
     }
 }
 
+/* Sends one request on a new connection; returns its status, or -1. */
+static int status_of(struct ctx *ctx, const char *request)
+{
+    struct cconn *cc = xcalloc(1, sizeof *cc);
+    cc->fd = connect_to(ctx->port);
+    struct resp r;
+    sends(cc->fd, request);
+    int status = resp_read(cc, &r) == 1 ? r.status : -1;
+    resp_release(&r);
+    close(cc->fd);
+    free(cc);
+    return status;
+}
+
 /* ---- scenarios ---- */
 
 static void client_keepalive(struct ctx *ctx)
@@ -559,23 +573,6 @@ static void test_server_close_cancels(void **state)
     free(ctx);
 }
 
-/* A connection whose reader takes almost nothing: the kernel's buffers fill at once. */
-static int connect_stalled(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Polls until *v reaches want or 10 s pass. */
 static int wait_count(atomic_int *v, int want)
 {
@@ -590,16 +587,22 @@ static int wait_count(atomic_int *v, int want)
     return 1;
 }
 
-static void client_stalled_one(struct ctx *ctx)
+/* One client that sends request and never reads: dropped (*ended reaches 1) and closed. */
+static void stalled_reader_dropped(struct ctx *ctx, const char *request, atomic_int *ended)
 {
-    int fd = connect_stalled(ctx->port);
+    int fd = connect_to_rcvbuf(ctx->port, 4096);
     CHECK(ctx, fd >= 0);
-    sends(fd, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
-    /* never reads: the server must drop it rather than queue without end */
-    int dropped = wait_count(&ctx->flood_dropped, 1);
+    sends(fd, request);
+    int dropped = wait_count(ended, 1);
     CHECK(ctx, dropped);
     CHECK(ctx, dropped && peer_closes(fd)); /* not dropped: data would flow forever */
     close(fd);
+}
+
+static void client_stalled_one(struct ctx *ctx)
+{
+    /* the server must drop it rather than queue without end */
+    stalled_reader_dropped(ctx, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n", &ctx->flood_dropped);
 }
 
 static void test_slow_reader_capped(void **state)
@@ -620,21 +623,13 @@ static void client_stalled_many(struct ctx *ctx)
 {
     int fds[3];
     for (int i = 0; i < 3; i++) {
-        fds[i] = connect_stalled(ctx->port);
+        fds[i] = connect_to_rcvbuf(ctx->port, 4096);
         CHECK(ctx, fds[i] >= 0);
         sends(fds[i], "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
     }
     CHECK(ctx, wait_count(&ctx->flood_dropped, 3));
     /* a client that reads is still served meanwhile */
-    struct cconn *cc = xcalloc(1, sizeof *cc);
-    cc->fd = connect_to(ctx->port);
-    struct resp r;
-    sends(cc->fd, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
-    CHECK(ctx, resp_read(cc, &r) == 1);
-    CHECK(ctx, r.status == 200);
-    resp_release(&r);
-    close(cc->fd);
-    free(cc);
+    CHECK(ctx, status_of(ctx, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n") == 200);
     for (int i = 0; i < 3; i++)
         close(fds[i]);
 }
@@ -660,14 +655,8 @@ static void test_global_buffer_cap(void **state)
 
 static void client_stalled_quiet(struct ctx *ctx)
 {
-    int fd = connect_stalled(ctx->port);
-    CHECK(ctx, fd >= 0);
-    sends(fd, "GET /flood?slow HTTP/1.1\r\nHost: x\r\n\r\n");
     /* takes nothing at all: dropped at the send timeout, whatever the caps */
-    int dropped = wait_count(&ctx->flood_other, 1);
-    CHECK(ctx, dropped);
-    CHECK(ctx, dropped && peer_closes(fd));
-    close(fd);
+    stalled_reader_dropped(ctx, "GET /flood?slow HTTP/1.1\r\nHost: x\r\n\r\n", &ctx->flood_other);
 }
 
 static void test_send_timeout(void **state)
@@ -698,41 +687,31 @@ static int trickle_until_answer(int fd, const char *bytes)
 
 static void client_body_trickle(struct ctx *ctx)
 {
-    struct cconn *cc = xcalloc(1, sizeof *cc);
-    struct resp r;
-
-    /* a declared body that trickles in, a byte more often than any timeout */
-    cc->fd = connect_to(ctx->port);
-    sends(cc->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
-    CHECK(ctx, trickle_until_answer(cc->fd, "abc"));
-    CHECK(ctx, resp_read(cc, &r) == 1);
-    CHECK(ctx, r.status == 408);
-    CHECK(ctx, r.body.data && strstr(r.body.data, "router.body_timeout"));
-    CHECK(ctx, has_header(&r, "Connection: close"));
-    CHECK(ctx, peer_closes(cc->fd));
-    resp_release(&r);
-    close(cc->fd);
-
-    /* the same with a chunked body */
-    cc->fd = connect_to(ctx->port);
-    cc->plen = 0;
-    sends(cc->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  "3e8\r\n");
-    CHECK(ctx, trickle_until_answer(cc->fd, "xyz"));
-    CHECK(ctx, resp_read(cc, &r) == 1);
-    CHECK(ctx, r.status == 408);
-    resp_release(&r);
-    close(cc->fd);
-
+    /* a body that trickles in, a byte more often than any timeout: declared, then chunked */
+    static const struct {
+        const char *head, *bytes;
+    } cases[] = {
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", "abc"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n", "xyz"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct cconn *cc = xcalloc(1, sizeof *cc);
+        struct resp r;
+        cc->fd = connect_to(ctx->port);
+        sends(cc->fd, cases[i].head);
+        CHECK(ctx, trickle_until_answer(cc->fd, cases[i].bytes));
+        CHECK(ctx, resp_read(cc, &r) == 1);
+        CHECK(ctx, r.status == 408);
+        CHECK(ctx, r.body.data && strstr(r.body.data, "router.body_timeout"));
+        CHECK(ctx, has_header(&r, "Connection: close"));
+        CHECK(ctx, peer_closes(cc->fd));
+        resp_release(&r);
+        close(cc->fd);
+        free(cc);
+    }
     /* a body that comes at once is unaffected */
-    cc->fd = connect_to(ctx->port);
-    cc->plen = 0;
-    sends(cc->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
-    CHECK(ctx, resp_read(cc, &r) == 1);
-    CHECK(ctx, r.status == 200);
-    resp_release(&r);
-    close(cc->fd);
-    free(cc);
+    CHECK(ctx,
+          status_of(ctx, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi") == 200);
 }
 
 static void test_body_timeout(void **state)
@@ -744,20 +723,6 @@ static void test_body_timeout(void **state)
     run(client_body_trickle, &l, ctx);
     assert_int_equal(atomic_load(&ctx->requests), 1);
     free(ctx);
-}
-
-/* Sends one request on a new connection; returns its status, or -1. */
-static int status_of(struct ctx *ctx, const char *request)
-{
-    struct cconn *cc = xcalloc(1, sizeof *cc);
-    cc->fd = connect_to(ctx->port);
-    struct resp r;
-    sends(cc->fd, request);
-    int status = resp_read(cc, &r) == 1 ? r.status : -1;
-    resp_release(&r);
-    close(cc->fd);
-    free(cc);
-    return status;
 }
 
 static void client_bad_tokens(struct ctx *ctx)

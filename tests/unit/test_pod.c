@@ -684,25 +684,11 @@ static void fx_close(struct fx *f)
     assert_int_equal(uv_loop_close(&f->loop), 0);
 }
 
-struct exit_rec {
-    int calls;
-    int64_t code;
-    int sig;
-};
-
-static void on_exit_cb(void *arg, int64_t code, int sig)
-{
-    struct exit_rec *r = arg;
-    r->calls++;
-    r->code = code;
-    r->sig = sig;
-}
-
 /* A watch as a finished launch leaves it (forward marked up: no ssh here). */
 static struct pod_watch *add_watch(struct runner_pod *p, const char *name, const char *mirror,
-                                   int pid, uint64_t start, struct exit_rec *r)
+                                   int pid, uint64_t start, struct test_exit *r)
 {
-    struct pod_watch *w = watch_new(p, name, mirror, 8000, on_exit_cb, r);
+    struct pod_watch *w = watch_new(p, name, mirror, 8000, test_on_exit, r);
     w->p = (struct runner_proc){.pid = pid, .pgid = pid, .start_time = start};
     w->alive = w->group = 1;
     w->attached = 1;
@@ -752,7 +738,7 @@ static void test_poll_liveness(void **state)
 {
     struct fx f;
     fx_open(&f);
-    struct exit_rec r_live = {0}, r_dead = {0}, r_reuse = {0}, r_orphan = {0};
+    struct test_exit r_live = {0}, r_dead = {0}, r_reuse = {0}, r_orphan = {0};
 
     int live = spawn_group("exec sleep 30");
     int reuse = spawn_group("exec sleep 30");
@@ -849,7 +835,7 @@ static void test_poll_log_chunks(void **state)
 {
     struct fx f;
     fx_open(&f);
-    struct exit_rec r = {0};
+    struct test_exit r = {0};
     int g = spawn_group("exec sleep 30");
     char *logp = xstrfmt("%s/chunky.log", logs);
     char *mirror = xstrfmt("%s/mirror-chunky.log", tmp_dir);
@@ -904,7 +890,7 @@ static void test_poll_log_rotation(void **state)
     struct fx f;
     fx_open(&f);
     runner_pod_set_log_max(f.p, 1000);
-    struct exit_rec r = {0};
+    struct test_exit r = {0};
     int g = spawn_group("exec sleep 30");
     char *logp = xstrfmt("%s/rotated.log", logs);
     char *old = xstrfmt("%s/rotated.log.1", logs);
@@ -946,7 +932,7 @@ static void test_poll_adopted_from_end(void **state)
 {
     struct fx f;
     fx_open(&f);
-    struct exit_rec r = {0};
+    struct test_exit r = {0};
     int g = spawn_group("exec sleep 30");
     char *logp = xstrfmt("%s/adopted.log", logs);
     char *mirror = xstrfmt("%s/mirror-adopted.log", tmp_dir);
@@ -974,7 +960,7 @@ static void test_poll_exit_signal(void **state)
 {
     struct fx f;
     fx_open(&f);
-    struct exit_rec r = {0};
+    struct test_exit r = {0};
     char *argv[] = {"bash", "-c", "echo started; echo $$ > \"$REC.pid\"; exec sleep 30", NULL};
     char *renv = xstrfmt("REC=%s", rec);
     char *env[] = {renv, NULL};
@@ -1212,7 +1198,7 @@ static void test_regress_exit_before_log_copied(void **state)
 {
     struct fx f;
     fx_open(&f);
-    struct exit_rec r = {0};
+    struct test_exit r = {0};
     int g = spawn_group("exit 0");
     uint64_t start = start_of(g);
     int ws;
@@ -1262,7 +1248,7 @@ static void test_regress_poll_output_bounded(void **state)
     for (int n = 1; n <= 8; n++) {
         struct fx f;
         fx_open(&f);
-        struct exit_rec r[8] = {{0}};
+        struct test_exit r[8] = {{0}};
         int g = spawn_group("exec sleep 30");
         char *data = binary_log(LOG_CHUNK_MAX + 1000, 3);
         for (int i = 0; i < n; i++) {
@@ -1293,7 +1279,7 @@ static void test_regress_banner_before_poll(void **state)
 {
     struct fx f;
     fx_open(&f);
-    struct exit_rec r = {0};
+    struct test_exit r = {0};
     int g = spawn_group("exec sleep 30");
     char *logp = xstrfmt("%s/bannered.log", logs);
     char *mirror = xstrfmt("%s/mirror-bannered.log", tmp_dir);

@@ -17,26 +17,7 @@
 
 #include "base/alloc.h"
 #include "runner/runner.h"
-
-struct exit_seen {
-    int called;
-    int64_t code;
-    int sig;
-};
-
-static void on_exit_cb(void *arg, int64_t code, int sig)
-{
-    struct exit_seen *e = arg;
-    e->called++;
-    e->code = code;
-    e->sig = sig;
-}
-
-static void run_until(uv_loop_t *loop, int *flag)
-{
-    for (int i = 0; i < 1000 && !*flag; i++)
-        uv_run(loop, UV_RUN_ONCE);
-}
+#include "testutil.h"
 
 static char logpath[64];
 
@@ -59,14 +40,14 @@ static void test_start_own_group_and_exit_code(void **state)
     char *argv[] = {"sh", "-c", "echo hello-from-engine; echo $YARD_T; exit 7", NULL};
     char *env[] = {"YARD_T=merged-env", NULL};
     struct runner_spec spec = {.argv = argv, .env = env, .log_path = logpath};
-    struct exit_seen seen = {0};
+    struct test_exit seen = {0};
     struct runner_proc p;
     struct runner_watch *w = NULL;
     char *err = NULL;
-    assert_int_equal(r.ops->start(&r, &spec, on_exit_cb, &seen, &p, &w, &err), 0);
+    assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &seen, &p, &w, &err), 0);
     assert_int_equal(p.pgid, p.pid);
-    run_until(&loop, &seen.called);
-    assert_int_equal(seen.called, 1);
+    test_run_until(&loop, &seen.calls);
+    assert_int_equal(seen.calls, 1);
     assert_int_equal(seen.code, 7);
     uv_run(&loop, UV_RUN_NOWAIT);
     FILE *f = fopen(logpath, "r");
@@ -89,11 +70,10 @@ static void test_missing_binary(void **state)
     struct runner_proc p;
     struct runner_watch *w = NULL;
     char *err = NULL;
-    assert_true(r.ops->start(&r, &spec, on_exit_cb, NULL, &p, &w, &err) < 0);
+    assert_true(r.ops->start(&r, &spec, test_on_exit, NULL, &p, &w, &err) < 0);
     assert_string_equal(err, "'no-such-engine-binary' not found in PATH");
     free(err);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(test_loop_close(&loop), 0);
 }
 
 static void test_stranger_is_not_ours(void **state)
@@ -117,7 +97,7 @@ static void test_stranger_is_not_ours(void **state)
     assert_int_equal(r.ops->is_alive(&r, &stranger), 0);
     assert_int_equal(r.ops->signal_group(&r, &stranger, SIGKILL), -ESRCH);
     struct runner_watch *w = NULL;
-    assert_int_equal(r.ops->adopt(&r, &stranger, on_exit_cb, NULL, &w), -ESRCH);
+    assert_int_equal(r.ops->adopt(&r, &stranger, test_on_exit, NULL, &w), -ESRCH);
     /* Still running: nothing was sent. */
     assert_int_equal(waitpid(child, NULL, WNOHANG), 0);
 
@@ -148,16 +128,15 @@ static void test_adopt_notices_exit(void **state)
     while (runner_proc_start_time(child, &t) < 0)
         ;
     struct runner_proc p = {.pid = child, .pgid = child, .start_time = t};
-    struct exit_seen seen = {0};
+    struct test_exit seen = {0};
     struct runner_watch *w = NULL;
-    assert_int_equal(r.ops->adopt(&r, &p, on_exit_cb, &seen, &w), 0);
+    assert_int_equal(r.ops->adopt(&r, &p, test_on_exit, &seen, &w), 0);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
-    run_until(&loop, &seen.called);
-    assert_int_equal(seen.called, 1);
+    test_run_until(&loop, &seen.calls);
+    assert_int_equal(seen.calls, 1);
     assert_int_equal(seen.code, -1);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(test_loop_close(&loop), 0);
 }
 
 /*

@@ -1,17 +1,22 @@
 /*
  * Small helpers shared by the unit tests (header-only, static inline):
- * a free loopback port, and the mock engine's "GPU memory" ledger.
+ * a free loopback port, the mock engine's "GPU memory" ledger, a loop run
+ * until a flag is set, and the record of a runner's exit callback.
  */
 #ifndef YARD_TESTS_UNIT_TESTUTIL_H
 #define YARD_TESTS_UNIT_TESTUTIL_H
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <uv.h>
 
 /* A loopback port nothing listens on: bound once, then closed; -1 on failure. */
 static inline int test_free_port(void)
@@ -63,6 +68,49 @@ static inline int test_rm_tree(const char *dir)
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+/* CLOCK_MONOTONIC in milliseconds. */
+static inline uint64_t test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Runs loop until *flag is set, for at most ten seconds; the caller asserts on *flag. */
+static inline void test_run_until(uv_loop_t *loop, const int *flag)
+{
+    uint64_t end = test_now_ms() + 10000;
+    while (!*flag && test_now_ms() < end) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (!*flag)
+            usleep(2000);
+    }
+}
+
+/* Runs what is left on loop (close callbacks) and closes it; 0, or UV_EBUSY while handles remain.
+ */
+static inline int test_loop_close(uv_loop_t *loop)
+{
+    uv_run(loop, UV_RUN_NOWAIT);
+    return uv_loop_close(loop);
+}
+
+/* What a runner's exit callback (test_on_exit) was told: how often, the code, the signal. */
+struct test_exit {
+    int calls;
+    int64_t code;
+    int sig;
+};
+
+/* A runner_exit_cb for a struct test_exit *arg. */
+static inline void test_on_exit(void *arg, int64_t code, int sig)
+{
+    struct test_exit *e = arg;
+    e->calls++;
+    e->code = code;
+    e->sig = sig;
 }
 
 #endif
