@@ -184,11 +184,29 @@ enum inst_state sup__state_of_name(const char *name)
     return INST_STOPPED;
 }
 
+const char *sup__store_advice(int rc)
+{
+    switch (-rc) {
+    case EBUSY:
+        return "another process holds it locked: end that process (fuser names it), then try "
+               "again";
+    case ENOSPC:
+        return "free space on its disk, then try again";
+    case EROFS:
+    case EACCES:
+    case EPERM:
+        return "make it writable by the daemon's user, then try again";
+    default:
+        return "it may be damaged: see the daemon's log, then stop the daemon and move the file "
+               "and its -wal aside";
+    }
+}
+
 char *sup__unwritable_msg(struct sup *s, int rc)
 {
     return xstrfmt("the state database '%s/yard.db' cannot be written (%s), and yard starts "
-                   "nothing it cannot record; free space or fix the file, then try again",
-                   s->app->state_dir, strerror(-rc));
+                   "nothing it cannot record; %s",
+                   s->app->state_dir, strerror(-rc), sup__store_advice(rc));
 }
 
 int sup__record_sleep_intent(struct instance *in, int level)

@@ -131,9 +131,8 @@ int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, c
     int rc = sup__record_sleep_intent(in, level);
     if (rc < 0) {
         *err = xstrfmt("the state database '%s/yard.db' cannot be written (%s), and a sleep it "
-                       "cannot record could later be taken for a ready engine; free space or fix "
-                       "the file, then try again",
-                       in->sup->app->state_dir, strerror(-rc));
+                       "cannot record could later be taken for a ready engine; %s",
+                       in->sup->app->state_dir, strerror(-rc), sup__store_advice(rc));
         return rc;
     }
     in->op = SUP__OP_SLEEP;

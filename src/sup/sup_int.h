@@ -189,6 +189,8 @@ int sup__record_now(struct instance *in);
 enum inst_state sup__state_of_name(const char *name);
 /* Why a start was refused: the store's error rc. A new string. */
 char *sup__unwritable_msg(struct sup *s, int rc);
+/* What to do about the store's error rc (locked, disk full, read-only, damaged): a phrase. */
+const char *sup__store_advice(int rc);
 void sup__inst_mark_ready(struct instance *in, const char *reason);
 void sup__timers_stop(struct instance *in);
 int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err);

@@ -296,7 +296,7 @@ test('a sleep refused on a full disk says why, in one line: the database, the fu
     assert.match(
         oneLine(r),
         new RegExp(`^yard: cannot sleep '${m}': the state database '${db}' cannot be written ` +
-            `\\(No space left on device\\).*; free space or fix the file, then try again$`),
+            `\\(No space left on device\\).*; free space on its disk, then try again$`),
     );
     assert.equal((await entry(state, m)).state, 'ready');
 
@@ -370,7 +370,7 @@ test('a database another process holds locked: a start is refused, and made once
         holder.stdin.write("BEGIN IMMEDIATE;\nSELECT 'locked';\n");
         await waitFor(() => out.includes('locked'), { what: 'sqlite3 holding the write lock' });
 
-        await assertRefused(state, cfg, m, /busy/i);
+        await assertRefused(state, cfg, m, /busy\).*holds it locked: end that process/i);
         const ok = await httpPost(`${cfg.base}/v1/chat/completions`, chatBody(run));
         assert.equal(ok.status, 200);
 
