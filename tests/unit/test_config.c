@@ -219,7 +219,7 @@ static void test_unknown_macro(void **state)
                  "  qwen:\n"
                  "    cmd: serve --port ${PROT}\n",
                  "yard.yaml:3:10: models.qwen.cmd: unknown macro '${PROT}'; use ${PORT}, "
-                 "${NAME}, ${MODEL}, ${GPUS} or ${env.VAR}");
+                 "${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}");
     expect_error("models:\n"
                  "  qwen:\n"
                  "    cmd: serve --port ${PORT\n",
@@ -229,7 +229,7 @@ static void test_unknown_macro(void **state)
                  "  qwen:\n"
                  "    cmd: serve ${env.A-B}\n",
                  "yard.yaml:3:10: models.qwen.cmd: unknown macro '${env.A-B}'; use ${PORT}, "
-                 "${NAME}, ${MODEL}, ${GPUS} or ${env.VAR}");
+                 "${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}");
     /* Macros inside single quotes are literal text, so they are not checked. */
     struct config *c = parse_ok("models:\n"
                                 "  qwen:\n"
@@ -714,7 +714,7 @@ static void test_expand_cmd(void **state)
     struct config_model m = {.name = "x", .cmd = "run ${WHAT}"};
     assert_null(config_expand_cmd(&m, 1, "", err, sizeof err));
     assert_string_equal(err, "unknown macro '${WHAT}' in model 'x' cmd; use ${PORT}, ${NAME}, "
-                             "${MODEL}, ${GPUS} or ${env.VAR}");
+                             "${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}");
     m.cmd = "run --gpus=${GPUS} ${MODEL}";
     argv = config_expand_cmd(&m, 1, NULL, err, sizeof err);
     assert_non_null(argv);
