@@ -14,7 +14,7 @@ import {
     chatBody,
     getMetrics,
     samples,
-    rawConnect,
+    rawOne,
     METRICS,
 } from './lib/router-helpers.mjs';
 
@@ -31,18 +31,6 @@ function promtoolCheck(text) {
     }
     if (r.error) throw r.error;
     return { code: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
-/** Sends one raw request (head as bytes) and waits for its answer. */
-async function rawOne(port, head) {
-    const c = await rawConnect(port);
-    try {
-        c.send(head);
-        const [r] = await c.responses(1, 10000);
-        return r;
-    } finally {
-        c.destroy();
-    }
 }
 
 test('/metrics: crafted model names add no series and no lines; promtool accepts the page', async () => {

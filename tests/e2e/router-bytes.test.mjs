@@ -13,25 +13,13 @@ import {
     mockCmd,
     chatBody,
     assertOpenAIError,
-    rawConnect,
+    rawOne,
     readStream,
 } from './lib/router-helpers.mjs';
 
 const KEY = 'sk-yard-e2e-bytes';
 const FAST = '--load-time 200ms --tokens-per-sec 500';
 const FFFD = Buffer.from([0xef, 0xbf, 0xbd]);
-
-/** Sends head (a Buffer) on a fresh connection; resolves the one response, parsed. */
-async function rawOne(port, head) {
-    const c = await rawConnect(port);
-    try {
-        c.send(head);
-        const [r] = await c.responses(1, 10000);
-        return r;
-    } finally {
-        c.destroy();
-    }
-}
 
 /** The body of a response from rawOne as the bytes that came (not decoded). */
 const bodyBytes = (r) => r.raw.subarray(r.raw.indexOf('\r\n\r\n') + 4);

@@ -530,6 +530,18 @@ export async function getMetrics(base, headers = {}) {
     return { status: r.status, headers: r.headers, text: r.body, all: parseMetrics(r.body) };
 }
 
+/** Sends head (a string or Buffer) on a fresh connection; resolves the one response, parsed. */
+export async function rawOne(port, head) {
+    const c = await rawConnect(port);
+    try {
+        c.send(head);
+        const [r] = await c.responses(1, 10000);
+        return r;
+    } finally {
+        c.destroy();
+    }
+}
+
 /** The bytes of one HTTP/1.1 request; a non-string body is sent as JSON. */
 export function rawRequest(method, target, body, headers = {}) {
     let payload = '';
