@@ -19,6 +19,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/log.h"
+#include "base/utf8.h"
 #include "cli/cli.h"
 #include "config/config.h"
 #include "gpu/gpu.h"
@@ -87,7 +88,7 @@ static json_t *split_list(const char *csv)
     while (p && *p) {
         const char *c = strchr(p, ',');
         size_t n = c ? (size_t)(c - p) : strlen(p);
-        json_array_append_new(a, json_stringn(p, n));
+        json_array_append_new(a, utf8_json_xstringn(p, n));
         p = c ? c + 1 : NULL;
     }
     return a;
@@ -107,7 +108,7 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
                   app->config_path);
         for (size_t i = 0; i < errs.n; i++) {
             log_error("serve", "%s", errs.msgs[i]);
-            json_array_append_new(*errors, json_string(errs.msgs[i]));
+            json_array_append_new(*errors, utf8_json_xstring(errs.msgs[i]));
         }
         config_errors_release(&errs);
         return NULL;

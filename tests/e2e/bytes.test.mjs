@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
     assert,
     YARD_BIN,
@@ -185,6 +185,41 @@ test('ssh output with invalid bytes in a pod add failure gets a one-line answer'
     );
     assert.equal(d.exited, false);
     await d.stop();
+});
+
+test('a reload refused for a config whose path is not UTF-8 lists its error, not an empty list', async () => {
+    const dir = tmpdir();
+    const port = await freePort();
+    const confDir = Buffer.concat([Buffer.from(`${dir}/c`), Buffer.from([0xff])]);
+    fs.mkdirSync(confDir);
+    const conf = Buffer.concat([confDir, Buffer.from('/yard.yaml')]);
+    const yaml = (extra) =>
+        `listen: 127.0.0.1:${port}\nstart_port: ${20000 + Math.floor(Math.random() * 20000)}\n${extra}` +
+        `models:\n  m: { engine: generic, cmd: "sleep 60" }\n`;
+    fs.writeFileSync(conf, yaml(''));
+    fs.mkdirSync(path.join(dir, 'st'), { mode: 0o700 });
+    // spawn takes strings; sh makes the byte, and exec leaves yard at the pid we hold.
+    const child = spawn(
+        'sh',
+        ['-c', `exec "$0" serve -c "$(printf '%s/c\\377/yard.yaml' "$1")" --state-dir "$1/st"`, YARD_BIN, dir],
+        { stdio: ['ignore', 'ignore', 'pipe'] }
+    );
+    let log = '';
+    child.stderr.on('data', (c) => (log += c));
+    const exited = new Promise((r) => child.once('exit', r));
+    try {
+        await waitFor(() => fs.existsSync(path.join(dir, 'st', 'yard.sock')), { what: `the daemon: ${log}` });
+        fs.writeFileSync(conf, yaml('bogus: 1\n'));
+        const lines = await admin(path.join(dir, 'st'), { cmd: 'reload' });
+        const last = lines[lines.length - 1];
+        assert.equal(last.ok, false, JSON.stringify(last));
+        // The message quotes the path: its byte became U+FFFD instead of emptying the list.
+        assert.equal(last.errors.length, 1, JSON.stringify(last));
+        assert.match(last.errors[0], new RegExp(`/c${FFFD}/yard\\.yaml:3:1: unknown key 'bogus'`));
+    } finally {
+        child.kill('SIGTERM');
+        await exited;
+    }
 });
 
 test('an event an older daemon stored with invalid bytes is shown, not dropped', async (t) => {
