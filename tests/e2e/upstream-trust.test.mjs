@@ -31,7 +31,7 @@ import {
     pidAlive,
     YARD_SRC_DIR,
 } from './lib/harness.mjs';
-import { mockCmd, tcpAccepts } from './lib/router-helpers.mjs';
+import { mockCmd, routerDaemon, tcpAccepts } from './lib/router-helpers.mjs';
 
 const PYTHON = '/usr/bin/python3'; // Debian's python3-uvicorn / python3-fastapi
 const APP = path.join(YARD_SRC_DIR, 'tests/e2e/fixtures/uvicorn_engine.py');
@@ -260,15 +260,9 @@ test('engine keys: the engine\'s port refuses requests without its key; yard\'s 
 });
 
 test('engine keys: the secret file is private and a symlink in its place is refused', async () => {
-    const dir = tmpdir();
-    const port = await freePort();
-    const startPort = 20000 + Math.floor(Math.random() * 20000);
-    const yaml =
-        `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\n` +
-        `defaults: {stop_timeout: 2s, startup_timeout: 30s}\n` +
-        `models:\n  m: ${JSON.stringify({ engine: 'vllm', cmd: mockCmd('vllm', '--load-time 100ms') })}\n`;
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir });
+    const { dir, config, d } = await routerDaemon({
+        models: { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 100ms') } },
+    });
     const st = fs.lstatSync(path.join(dir, 'engine.secret'));
     assert.ok(st.isFile());
     assert.equal(st.mode & 0o777, 0o600);
@@ -288,17 +282,13 @@ test('engine keys: the secret file is private and a symlink in its place is refu
 
 test('engine keys: a generic engine opts in with ${API_KEY} in its cmd', { skip: skipNoUvicorn }, async () => {
     const dir = tmpdir();
-    const port = await freePort();
-    const startPort = 20000 + Math.floor(Math.random() * 20000);
     const rec = path.join(dir, 'received.jsonl');
     const cmd = `${PYTHON} ${APP} --port \${PORT} --name \${NAME} --record ${rec} --api-key \${API_KEY}`;
-    const yaml =
-        `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\n` +
-        `defaults: {stop_timeout: 5s, startup_timeout: 60s}\n` +
-        `models:\n  g: ${JSON.stringify({ engine: 'generic', cmd })}\n`;
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir });
-    await waitFor(() => tcpAccepts(port), { timeoutMs: 5000, what: 'yard listening' });
+    const { port, d } = await routerDaemon({
+        dir,
+        defaults: { stop_timeout: '5s', startup_timeout: '60s' },
+        models: { g: { engine: 'generic', cmd } },
+    });
     const e = await startAndWait(dir, 'g');
     const direct = await request(e.port, 'GET', '/v1/models');
     assert.equal(direct.status, 401, direct.body);
@@ -314,16 +304,9 @@ test('engine keys: a generic engine opts in with ${API_KEY} in its cmd', { skip:
 
 for (const flavor of ['sglang', 'llamacpp']) {
     test(`engine keys: the ${flavor} mock gets its key (${flavor === 'sglang' ? '--api-key' : 'LLAMA_API_KEY'}) and yard sends it`, async () => {
-        const dir = tmpdir();
-        const port = await freePort();
-        const startPort = 20000 + Math.floor(Math.random() * 20000);
-        const yaml =
-            `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\n` +
-            `defaults: {stop_timeout: 2s, startup_timeout: 30s}\n` +
-            `models:\n  m: ${JSON.stringify({ engine: flavor, cmd: mockCmd(flavor, '--load-time 100ms') })}\n`;
-        const config = writeConfig(dir, yaml);
-        const d = await startDaemon({ config, stateDir: dir });
-        await waitFor(() => tcpAccepts(port), { timeoutMs: 5000, what: 'yard listening' });
+        const { dir, port, d } = await routerDaemon({
+            models: { m: { engine: flavor, cmd: mockCmd(flavor, '--load-time 100ms') } },
+        });
         const e = await startAndWait(dir, 'm');
         const body = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
         const direct = await request(e.port, 'POST', '/v1/chat/completions', { body });

@@ -35,8 +35,7 @@ export const mockCmd = (flavor, extra = '') =>
  * Values are written as JSON, which YAML reads as flow style.
  * Returns { dir, port, base (http://127.0.0.1:PORT), d (the daemon), config }.
  */
-export async function routerDaemon({ models = {}, groups, router, apiKeys, defaults, top = '' } = {}) {
-    const dir = tmpdir();
+export async function routerDaemon({ models = {}, groups, router, apiKeys, defaults, top = '', dir = tmpdir() } = {}) {
     const port = await freePort();
     const startPort = 20000 + Math.floor(Math.random() * 20000);
     let yaml = `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\n${top}`;
