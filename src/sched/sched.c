@@ -896,9 +896,15 @@ int sched_sleep(struct sched *s, const char *model, int level, sup_op_cb done, v
     struct sup_info info;
     if (sup_info(s->app->sup, model, &info) < 0)
         return unknown_model(s, model, err);
-    if (info.state != INST_READY || info.busy) {
-        *err = xstrfmt("'%s' is %s%s; only a ready model can sleep; try again once it is ready",
-                       info.name, sup_state_name(info.state), info.busy ? " and busy" : "");
+    if (info.busy) {
+        *err = xstrfmt("'%s' is busy: a sleep, wake or checkpoint runs; try again once it is "
+                       "done",
+                       info.name);
+        return -EINVAL;
+    }
+    if (info.state != INST_READY) {
+        *err = xstrfmt("'%s' is %s; only a ready model can sleep; try again once it is ready",
+                       info.name, sup_state_name(info.state));
         return -EINVAL;
     }
     int rc = sup_sleep_check(s->app->sup, info.name, level, err);
