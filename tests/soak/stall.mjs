@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import * as h from '../e2e/lib/harness.mjs';
 import { mockCmd, rawConnect, rawRequest, tcpAccepts } from '../e2e/lib/router-helpers.mjs';
 import { trackNeedle, trackPs } from './lib/cleanup.mjs';
-import { rssKiB, clientConns, fdTargets, mib, settle } from './lib/common.mjs';
+import { rssKiB, clientConns, fdTargets, mib, settle, tcpSockets } from './lib/common.mjs';
 import { startModel, stopModel } from './lib/conns.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -138,25 +138,13 @@ function size(p) {
  * (a stream the daemon reads has an empty receive queue).
  */
 function pausedUpstreams(pid, listenPort) {
-    const inodes = new Set();
+    const socks = tcpSockets();
+    let n = 0;
     for (const t of Object.values(fdTargets(pid))) {
         const m = t.match(/^socket:\[(\d+)\]$/);
-        if (m) inodes.add(m[1]);
-    }
-    let n = 0;
-    for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
-        let text = '';
-        try {
-            text = fs.readFileSync(f, 'utf8');
-        } catch {
-            continue;
-        }
-        for (const row of text.split('\n').slice(1)) {
-            const c = row.trim().split(/\s+/);
-            if (c.length < 10 || c[3] !== '01' || !inodes.has(c[9])) continue;
-            if (parseInt(c[1].split(':')[1], 16) === listenPort) continue; // a client's
-            if (parseInt(c[4].split(':')[1], 16) > 0) n++;
-        }
+        const s = m && socks.get(m[1]);
+        // established, not a client's, with bytes waiting
+        if (s && s.state === '01' && s.local !== listenPort && s.rxQueue > 0) n++;
     }
     return n;
 }

@@ -120,7 +120,8 @@ export function fdTargets(pid) {
     return out;
 }
 
-/** Socket inodes -> {local, remote, state} from /proc/net/tcp and tcp6. */
+/** Socket inodes -> {local, remote, state, rxQueue} from /proc/net/tcp and tcp6
+ *  (rxQueue: bytes received that the owner has not read). */
 export function tcpSockets() {
     const map = new Map();
     for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
@@ -134,7 +135,8 @@ export function tcpSockets() {
             const c = line.trim().split(/\s+/);
             if (c.length < 10) continue;
             const port = (a) => parseInt(a.split(':')[1], 16);
-            map.set(c[9], { local: port(c[1]), remote: port(c[2]), state: c[3] });
+            const rxQueue = parseInt(c[4].split(':')[1], 16); // tx_queue:rx_queue
+            map.set(c[9], { local: port(c[1]), remote: port(c[2]), state: c[3], rxQueue });
         }
     }
     return map;
