@@ -430,6 +430,7 @@ struct stop_ctx {
     int pending;
     json_t *names;
     json_t *deferred; /* [{name, host}]: on a pod that does not answer, stopped when it does */
+    char *error;      /* the first stop refused, answered instead of the list */
 };
 
 static void stop_done(void *arg)
@@ -437,7 +438,14 @@ static void stop_done(void *arg)
     struct stop_ctx *x = arg;
     if (--x->pending > 0)
         return;
-    send_ok(x->c, json_pack("{s:o, s:o}", "stopped", x->names, "deferred", x->deferred));
+    if (x->error) {
+        send_error(x->c, x->error);
+        json_decref(x->names);
+        json_decref(x->deferred);
+        free(x->error);
+    } else {
+        send_ok(x->c, json_pack("{s:o, s:o}", "stopped", x->names, "deferred", x->deferred));
+    }
     conn_unref(x->c);
     free(x);
 }
@@ -462,6 +470,8 @@ static int stop_one(struct admin_conn *c, const char *name, struct stop_ctx *x, 
                         : sup_stop(app->sup, name, done, done ? x : NULL, err);
     if (rc < 0 && done)
         x->pending--;
+    if (rc < 0 && !x->error)
+        x->error = xstrfmt("cannot stop '%s': %s", name, *err ? *err : strerror(-rc));
     return rc;
 }
 
