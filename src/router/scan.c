@@ -410,6 +410,37 @@ static int scan__unescape(const char *s, size_t n, char *out, size_t cap, size_t
     return 0;
 }
 
+/*
+ * Whether the escapes of s[0..n) (a string's contents) all decode, as
+ * scan__unescape decides, whatever their length: 0 or -EINVAL.
+ */
+static int scan__escapes_valid(const char *s, size_t n)
+{
+    char out[8];
+    size_t outn;
+    for (size_t i = 0; i < n;) {
+        const char *bs = memchr(s + i, '\\', n - i);
+        size_t plain = bs ? (size_t)(bs - (s + i)) : n - i;
+        for (size_t k = 0; k < plain; k++)
+            if ((unsigned char)s[i + k] < 0x20)
+                return -EINVAL;
+        i += plain;
+        if (i == n)
+            break;
+        /* One escape (a surrogate pair is two) decodes into at most 4 bytes. */
+        size_t len = n - i >= 2 && s[i + 1] == 'u' ? 6 : 2;
+        if (len == 6 && n - i >= 12 && s[i + 6] == '\\' && s[i + 7] == 'u') {
+            unsigned cp;
+            if (scan__hex4(s + i + 2, &cp) == 0 && cp >= 0xD800 && cp <= 0xDBFF)
+                len = 12;
+        }
+        if (len > n - i || scan__unescape(s + i, len, out, sizeof out, &outn) < 0)
+            return -EINVAL;
+        i += len;
+    }
+    return 0;
+}
+
 /* Whether s[0..n) is well-formed UTF-8: shortest forms, no surrogates, at most U+10FFFF. */
 static int scan__utf8_valid(const unsigned char *s, size_t n)
 {
@@ -462,11 +493,15 @@ static int scan__key_is(const char *s, size_t n, const char *want)
     /* Every letter spelled as \uXXXX is the longest form. */
     if (wn >= sizeof key || n > wn * 6)
         return 0;
-    int rc = scan__unescape(s, n, key, wn + 1, &kn);
-    if (rc == -ENAMETOOLONG)
-        return 0;
-    if (rc < 0)
-        return rc;
+    /*
+     * A key that does not decode is refused whichever keys are wanted: the decode
+     * below stops at the wanted key's length, so it alone would see a bad escape
+     * late in a key for one wanted key and not for another.
+     */
+    if (scan__escapes_valid(s, n) < 0)
+        return -EINVAL;
+    if (scan__unescape(s, n, key, wn + 1, &kn) < 0)
+        return 0; /* longer than the wanted key */
     return kn == wn && memcmp(key, want, wn) == 0;
 }
 

@@ -21,6 +21,7 @@ import {
     httpPost,
     freePort,
 } from './lib/harness.mjs';
+import { noQuarantineEnv } from './lib/router-helpers.mjs';
 
 const FFFD = '\uFFFD';
 
@@ -276,12 +277,9 @@ async function floodDaemon() {
         'echo FLOOD-END\n' +
         'while :; do echo tick; sleep 0.1; done\n';
     // log_max_size above the flood: the rotation's own reads would blur the count below.
-    // Under AddressSanitizer (the sanitizer tier) freed memory waits in a quarantine that
-    // would count as growth here: a daemon built without it ignores this.
-    const asan = `${process.env.ASAN_OPTIONS ? `${process.env.ASAN_OPTIONS}:` : ''}quarantine_size_mb=0`;
     const { dir, d } = await daemonWithScript(script, {
         extra: 'log_max_size: 1GiB\n',
-        env: { ASAN_OPTIONS: asan },
+        env: noQuarantineEnv(),
     });
     const s = await yard(['start', 'bad'], { stateDir: dir });
     assert.equal(s.code, 0, s.stderr);

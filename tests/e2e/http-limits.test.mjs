@@ -19,6 +19,7 @@ import {
     rawRequest,
     parseResponses,
     chatBody,
+    noQuarantineEnv,
 } from './lib/router-helpers.mjs';
 
 const MODELS = { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms') } };
@@ -344,6 +345,7 @@ test('SSE readers that stop reading: the relay pauses the engine, and router.max
     const y = await routerDaemon({
         router: { max_buffered: '512KiB' },
         models: { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms --tokens-per-sec 20000') } },
+        env: noQuarantineEnv(),
     });
     // The model is loaded and the daemon warm before the baseline.
     const warm = await rawConnect(y.port);

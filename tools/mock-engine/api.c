@@ -295,6 +295,10 @@ static void gen_tick(uv_timer_t *t)
         return;
     while (g->sent < due && !g->halted) {
         if (g->stream) {
+            /* A reader that was slow is caught up a backlog's worth per tick, not all at once:
+             * one tick must not block the loop (and /health) for seconds. */
+            if (http_request_pending_bytes(g->req) > STREAM_BACKLOG_MAX)
+                break;
             stream_token(g);
         } else {
             g->sent++;

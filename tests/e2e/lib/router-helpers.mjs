@@ -35,7 +35,7 @@ export const mockCmd = (flavor, extra = '') =>
  * Values are written as JSON, which YAML reads as flow style.
  * Returns { dir, port, base (http://127.0.0.1:PORT), d (the daemon), config }.
  */
-export async function routerDaemon({ models = {}, groups, router, apiKeys, defaults, top = '', dir = tmpdir() } = {}) {
+export async function routerDaemon({ models = {}, groups, router, apiKeys, defaults, top = '', dir = tmpdir(), env } = {}) {
     const port = await freePort();
     const startPort = 20000 + Math.floor(Math.random() * 20000);
     let yaml = `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\n${top}`;
@@ -49,7 +49,7 @@ export async function routerDaemon({ models = {}, groups, router, apiKeys, defau
         for (const [name, body] of Object.entries(groups)) yaml += `  ${name}: ${JSON.stringify(body)}\n`;
     }
     const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir });
+    const d = await startDaemon({ config, stateDir: dir, env });
     const base = `http://127.0.0.1:${port}`;
     // `yard serve` may open its admin socket a moment before its HTTP listener.
     await waitFor(() => tcpAccepts(port), { timeoutMs: 5000, what: `yard listening on ${base}` });
@@ -566,4 +566,14 @@ export async function withTimeout(promise, ms, onTimeout = null) {
     } finally {
         clearTimeout(timer);
     }
+}
+
+/**
+ * The daemon's environment for a test that measures its RSS: under AddressSanitizer (the
+ * sanitizer tier) freed memory waits in a quarantine that would count as growth; a daemon
+ * built without it ignores this.
+ */
+export function noQuarantineEnv() {
+    const prev = process.env.ASAN_OPTIONS;
+    return { ASAN_OPTIONS: `${prev ? `${prev}:` : ''}quarantine_size_mb=0` };
 }
