@@ -479,8 +479,8 @@ static int scan__utf8_valid(const unsigned char *s, size_t n)
 /*
  * Whether the key s[0..n) (between its quotes) is `want`. A key without a
  * backslash is compared as it stands; one with escapes is decoded first, as
- * "mod\u0065l" names the same member as "model". Returns 1, 0, or -EINVAL for
- * a key with a bad escape.
+ * "mod\u0065l" names the same member as "model". Returns 1 or 0; the
+ * caller has refused keys whose escapes do not decode.
  */
 static int scan__key_is(const char *s, size_t n, const char *want)
 {
@@ -493,15 +493,9 @@ static int scan__key_is(const char *s, size_t n, const char *want)
     /* Every letter spelled as \uXXXX is the longest form. */
     if (wn >= sizeof key || n > wn * 6)
         return 0;
-    /*
-     * A key that does not decode is refused whichever keys are wanted: the decode
-     * below stops at the wanted key's length, so it alone would see a bad escape
-     * late in a key for one wanted key and not for another.
-     */
-    if (scan__escapes_valid(s, n) < 0)
-        return -EINVAL;
+    /* The key's escapes are valid (scan__members checked): a failure is a longer key. */
     if (scan__unescape(s, n, key, wn + 1, &kn) < 0)
-        return 0; /* longer than the wanted key */
+        return 0;
     return kn == wn && memcmp(key, want, wn) == 0;
 }
 
@@ -576,12 +570,17 @@ static int scan__members(const char *body, size_t len, struct scan__want *want, 
         const char *k_end = scan__string_end(k, end);
         if (!k_end)
             return -EINVAL;
+        /*
+         * A key that does not decode is refused whichever keys are wanted: the
+         * comparison stops at the wanted key's length and would see a bad escape
+         * late in a key for one wanted key and not for another.
+         */
+        size_t k_len = (size_t)(k_end - k);
+        if (memchr(k, '\\', k_len) && scan__escapes_valid(k, k_len) < 0)
+            return -EINVAL;
         struct scan__want *hit = NULL;
         for (size_t i = 0; i < n_want; i++) {
-            int match = scan__key_is(k, (size_t)(k_end - k), want[i].key);
-            if (match < 0)
-                return match;
-            if (match) {
+            if (scan__key_is(k, k_len, want[i].key)) {
                 hit = &want[i];
                 break;
             }

@@ -130,9 +130,16 @@ static int local_group_alive(struct runner *r, const struct runner_proc *p)
     char *cg = proc_cgroup(r, p);
     if (cg) {
         int pop = cgroup_populated(cg);
-        free(cg);
         /* A leader that has not entered its cgroup yet is alive all the same. */
-        return pop == 1 || local_is_alive(r, p);
+        int alive = pop == 1 || local_is_alive(r, p);
+        /*
+         * Found empty: the engine is gone, and so goes its cgroup. The exit may
+         * have come while a process it left was still dying (rmdir said EBUSY).
+         */
+        if (!alive && pop == 0)
+            cgroup_remove(cg);
+        free(cg);
+        return alive;
     }
     if (p->pgid <= 0)
         return 0;

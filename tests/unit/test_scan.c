@@ -257,6 +257,7 @@ static void test_escaped_key(void **state)
      * fuzz_scan: the stream scan refused it, the model scan did not). */
     expect_error("{'model':'m','mess\\ud03d\\ude00ages':[],'stream':false}", -EINVAL);
     expect_error("{'model':'m','modelx\\q':1}", -EINVAL);
+    expect_error("{'model':'m','messtrue\\ud0]d\\u$e00ag\\'mstream':true}", -EINVAL);
 }
 
 /* ---- error kinds ---- */
