@@ -456,10 +456,14 @@ static char *poll_script(struct runner_pod *p)
                 "  printf '\\n'\n"
                 "  if [ $r = 1 ]; then cp -f -- \"$log\" \"$log.1\" && : > \"$log\"; fi\n"
                 "}\n"
-                /* No -H: older iproute2 lacks it; the header's "Local" is not a number. */
-                "if command -v ss >/dev/null 2>&1; then printf 'P'; { ss -ltn 2>/dev/null "
-                "|| true; } | awk '{n = split($4, a, \":\"); if (a[n] ~ /^[0-9]+$/) "
-                "printf \" %s\", a[n]}'; printf '\\n'; "
+                /*
+                 * No -H: older iproute2 lacks it; the header's "Local" is not a number.
+                 * Every socket's local port but TIME-WAIT's, not only listeners: a port
+                 * an outgoing connection holds cannot be bound either (EADDRINUSE).
+                 */
+                "if command -v ss >/dev/null 2>&1; then printf 'P'; { ss -tan 2>/dev/null "
+                "|| true; } | awk '$1 != \"TIME-WAIT\" {n = split($4, a, \":\"); "
+                "if (a[n] ~ /^[0-9]+$/ && !seen[a[n]]++) printf \" %s\", a[n]}'; printf '\\n'; "
                 "else printf 'P?\\n'; fi\n");
     size_t n = 0;
     for (struct pod_watch *w = p->watches; w; w = w->next)
@@ -791,8 +795,9 @@ static char *launch_script(const struct runner_spec *spec, const char *name)
         "    kill -KILL -- -\"$opid\" 2>/dev/null || true\n"
         "  fi\n"
         "fi\n"
-        "if command -v ss >/dev/null 2>&1 && ss -ltn 2>/dev/null | awk -v p=%d "
-        "'{n = split($4, a, \":\"); if (a[n] == p) f = 1} END {exit !f}'; then\n"
+        "if command -v ss >/dev/null 2>&1 && ss -tan 2>/dev/null | awk -v p=%d "
+        "'$1 != \"TIME-WAIT\" {n = split($4, a, \":\"); if (a[n] == p) f = 1} "
+        "END {exit !f}'; then\n"
         "  echo \"port %d is already in use\" >&2; exit 3\n"
         "fi\n"
         "off=$(stat -c %%s -- \"$log\" 2>/dev/null || echo 0)\n",

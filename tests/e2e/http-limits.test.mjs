@@ -341,10 +341,12 @@ function rssKiB(pid) {
 }
 
 test('SSE readers that stop reading: the relay pauses the engine, and router.max_buffered drops the slowest', async () => {
+    // 10,000 tokens/s a stream: the engine's own work leaves it time to answer its health
+    // checks under the sanitizers on a busy machine.
     const N = 16;
     const y = await routerDaemon({
         router: { max_buffered: '512KiB' },
-        models: { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms --tokens-per-sec 20000') } },
+        models: { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms --tokens-per-sec 10000') } },
         env: noQuarantineEnv(),
     });
     // The model is loaded and the daemon warm before the baseline.
@@ -384,7 +386,8 @@ test('SSE readers that stop reading: the relay pauses the engine, and router.max
         const grew = peak - rss0;
         console.log(`# ${N} stalled SSE readers: RSS ${rss0} KiB before, peak +${grew} KiB (${(grew / N).toFixed(0)} KiB per reader)`);
         // Far from the 1 MiB per reader that an unpaused relay held.
-        assert.ok(grew < N * 512, `RSS grew by ${grew} KiB for ${N} stalled readers`);
+        // (2 MiB more for what a sanitizer build's allocator keeps for itself.)
+        assert.ok(grew < N * 512 + 2048, `RSS grew by ${grew} KiB for ${N} stalled readers`);
     } finally {
         for (const c of stalled) c.destroy();
     }

@@ -64,6 +64,15 @@ function listen(port) {
     });
 }
 
+/* A connection to 127.0.0.1:port made from 127.0.0.1:localPort, open until destroyed. */
+function holdLocalPort(port, localPort) {
+    return new Promise((resolve, reject) => {
+        const c = net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.1', localPort });
+        c.once('error', reject);
+        c.once('connect', () => resolve(c));
+    });
+}
+
 async function psOf(dir, name) {
     const rows = await h.yardJson(['ps', '--json'], { stateDir: dir });
     return rows.find((r) => r.name === name);
@@ -127,6 +136,9 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
     const yard = (...args) => h.yard(args, { stateDir: dir });
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0 });
     const taken = await listen(base); // the pod's first port is someone else's
+    // The next one is the local port of an outgoing connection: nothing listens on it, yet an
+    // engine cannot bind it (EADDRINUSE), so it must be skipped too.
+    const held = await holdLocalPort(base, base + 1);
     try {
         const add = await yard('pod', 'add', 'box', '--ssh', sshd.sshCmd);
         assert.equal(add.code, 0, add.stderr);
@@ -144,8 +156,8 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             assert.equal(row.host, 'box');
             assert.equal(row.state, 'ready');
             assert.ok(row.pid > 0);
-            // the port taken on the pod was skipped
-            assert.equal(row.port, base + 1);
+            // the ports taken on the pod were skipped: one listening, one held by a connection
+            assert.equal(row.port, base + 2);
             pid = row.pid;
             // the engine runs in its own session and group on the pod
             assert.equal(h.pgidOf(pid), pid);
@@ -373,6 +385,7 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             );
         });
     } finally {
+        held.destroy();
         taken.close();
         await d.stop();
     }
