@@ -259,18 +259,23 @@ static void on_ready(struct sched_waiter *w, int port)
     rr->queued = 0;
     rr->slot = 1;
     const struct http_request *req = rr->req;
-    /* The client's headers go along, but not its credentials for yard: the engine gets its own. */
+    /*
+     * The client's headers go along, but not its credentials for yard: the engine gets its
+     * own. An engine whose model sets its key itself has none of yard's: the client's
+     * credentials are its.
+     */
+    char bearer[16 + 65];
+    memcpy(bearer, "Bearer ", 8);
+    int keyed = sup_engine_key(rr->r->app->sup, rr->model, bearer + 7, sizeof bearer - 7) == 0;
     struct http_header *h = xcalloc(req->n_headers + 1, sizeof *h);
     size_t n = 0;
     for (size_t i = 0; i < req->n_headers; i++) {
-        if (strcasecmp(req->headers[i].name, "Authorization") == 0 ||
-            strcasecmp(req->headers[i].name, "x-api-key") == 0)
+        if (keyed && (strcasecmp(req->headers[i].name, "Authorization") == 0 ||
+                      strcasecmp(req->headers[i].name, "x-api-key") == 0))
             continue;
         h[n++] = req->headers[i];
     }
-    char bearer[16 + 65];
-    memcpy(bearer, "Bearer ", 8);
-    if (sup_engine_key(rr->r->app->sup, rr->model, bearer + 7, sizeof bearer - 7) == 0)
+    if (keyed)
         h[n++] = (struct http_header){"Authorization", bearer};
     rr->up = upstream_request(rr->r->pool, "127.0.0.1", port, req->method, rr->target, h, n,
                               rr->body, rr->body_len, &up_cbs, rr);

@@ -70,11 +70,31 @@ static size_t slot_of(const char *name, int port)
     return (size_t)((hash_fnv1a(name) ^ (uint32_t)port) % KEY_CACHE);
 }
 
+/*
+ * Whether the model gives its engine a key of its own (an --api-key word in
+ * its cmd without ${API_KEY}, or the engine's key variable in its env): yard then leaves the
+ * engine's key alone and passes the client's credentials through, as it did
+ * before engines had keys of yard's.
+ */
+static int own_key(const struct instance *in)
+{
+    const struct config_model *m = in->m;
+    if (!m || (m->cmd && strstr(m->cmd, "${API_KEY}")))
+        return 0; /* it asks for yard's */
+    if (m->cmd && (strstr(m->cmd, "--api-key ") || strstr(m->cmd, "--api-key=") ||
+                   strstr(m->cmd, "--api-key\t")))
+        return 1;
+    for (size_t i = 0; in->eng && in->eng->key_env && i < m->n_env; i++)
+        if (strcmp(m->env[i].key, in->eng->key_env) == 0)
+            return 1;
+    return 0;
+}
+
 int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])
 {
     struct sup__keys *k = in->sup->keys;
     out[0] = '\0';
-    if (!k || in->port <= 0 || !in->runner)
+    if (!k || in->port <= 0 || !in->runner || own_key(in))
         return -ENOKEY;
     if (runner_pod_of(in->runner) && !(in->m && in->m->cmd && strstr(in->m->cmd, "${API_KEY}")))
         return -ENOKEY;
@@ -123,6 +143,8 @@ void sup__key_setup(struct instance *in, char ***argv, char ***env)
     char key[ENGINE_KEY_HEX + 1];
     /* Without a key (no secret: logged at start) the macro is empty: the engine runs open. */
     int have = sup__engine_key(in, key) == 0;
+    if (!have)
+        key[0] = '\0';
     size_t na = 0, ne = 0;
     while ((*argv)[na]) {
         (*argv)[na] = with_key((*argv)[na], key);

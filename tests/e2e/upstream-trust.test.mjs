@@ -316,3 +316,21 @@ for (const flavor of ['sglang', 'llamacpp']) {
         await d.stop();
     });
 }
+
+test('engine keys: a model that gives its engine its own --api-key keeps it; the client\'s key reaches the engine', async () => {
+    const { dir, port, d } = await routerDaemon({
+        models: { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 100ms --api-key user-key') } },
+    });
+    const e = await startAndWait(dir, 'm');
+    const body = JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
+    const direct = await request(e.port, 'POST', '/v1/chat/completions', { body });
+    assert.equal(direct.status, 401, `the engine answered without its key: ${direct.body}`);
+    const withKey = await request(port, 'POST', '/v1/chat/completions', {
+        body,
+        headers: { authorization: 'Bearer user-key' },
+    });
+    assert.equal(withKey.status, 200, withKey.body);
+    const without = await request(port, 'POST', '/v1/chat/completions', { body });
+    assert.equal(without.status, 401, `the engine's own key was not asked for: ${without.body}`);
+    await d.stop();
+});
