@@ -1,10 +1,10 @@
-// The table bench/run prints (and writes as Markdown), and the budgets of
-// DESIGN.md checked against the figures. A budget is never asserted: a miss
+// The table bench/run prints (and writes as Markdown), and the project's
+// performance budgets checked against the figures. A budget is never asserted: a miss
 // is reported as such.
 
 const fmt = (x, d = 0) => (x == null ? '-' : Number(x).toFixed(d));
 
-/** Each budget of DESIGN.md: the figure it is judged on and whether it holds. */
+/** Each performance budget: the figure it is judged on and whether it holds. */
 export function budgets(r) {
     const out = [];
     const add = (what, budget, value, met) => out.push({ what, budget, value, met: value == null ? null : met });

@@ -5,8 +5,8 @@
 #include <stdint.h>
 
 /*
- * The YAML config, loaded and validated in one step. Keys are the ones of
- * DESIGN.md. Every error is "FILE:LINE:COL: message", names the key and, for
+ * The YAML config, loaded and validated in one step. Keys are the ones
+ * docs/config.md lists. Every error is "FILE:LINE:COL: message", names the key and, for
  * an unknown key, suggests the closest valid one. A config with any error is
  * refused as a whole: config_load returns NULL and nothing is started.
  */

@@ -6,8 +6,8 @@
 /*
  * What yard knows about each engine (vllm, sglang, llamacpp, generic): how it
  * signals readiness, which log lines mean ready / load progress / a fatal
- * failure, and its sleep and wake verbs (sleep.h). Facts come from
- * ../shared/reference/engines.md and llama-server.md.
+ * failure, and its sleep and wake verbs (sleep.h). Facts come from the
+ * engines' own source and logs (docs/engine.md).
  */
 
 enum engine_probe {

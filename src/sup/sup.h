@@ -8,7 +8,7 @@
 
 /*
  * The supervisor: one instance per configured model, each driven through the
- * state machine of DESIGN.md. Every transition is written to the store before
+ * instance state machine (docs/sup.md). Every transition is written to the store before
  * anyone hears of it. Observers (the admin socket's waiters and followers)
  * hear of transitions, load progress and log lines.
  */

@@ -1,7 +1,6 @@
 /*
  * Engine adapters: readiness verdicts and log line classification, fed with
- * lines as the engines print them (../shared/reference/engines.md and
- * llama-server.md), prefixes included.
+ * lines as the engines print them (docs/engine.md), prefixes included.
  */
 #include <errno.h>
 #include <setjmp.h>
