@@ -75,7 +75,7 @@ struct config_gpu {
     uint64_t memory; /* bytes */
 };
 
-struct config__index; /* config.c's table of names and aliases */
+struct config__index; /* the module's table of names and aliases (internal.h) */
 
 struct config {
     char *path;

@@ -111,6 +111,22 @@ function fillDisk(dir) {
     return file;
 }
 
+/**
+ * The full-disk tests' setup: a daemon running models on a fresh 16 MiB tmpfs as its state
+ * directory, each model of `running` started (and ready), then the disk filled to the brim.
+ * Returns { state, cfg, d, pids: each started model's engine pid, taken before the disk
+ * filled, filler: the filler's path (unlink it to make room) }.
+ */
+async function daemonOnFullDisk(models, running) {
+    const state = smallDisk(16 * 1024);
+    const cfg = await configFor(models);
+    const d = await daemonOn(state, cfg);
+    for (const n of running) assert.equal((await yard(['start', n, '--wait'], { stateDir: state })).code, 0);
+    const pids = {};
+    for (const n of running) pids[n] = (await entry(state, n)).pid;
+    return { state, cfg, d, pids, filler: fillDisk(state) };
+}
+
 /** The one line the CLI printed, for a refused start. */
 function oneLine(r) {
     const lines = r.stderr.trim().split('\n');
@@ -136,16 +152,14 @@ async function assertRefused(stateDir, cfg, name, why, wait = false) {
 }
 
 test('a full state disk: a start is refused, not made; what runs keeps serving; with room it starts, once', async () => {
-    const state = smallDisk(16 * 1024);
     const run = uniq('run'), m = uniq('m');
-    const cfg = await configFor({
-        [run]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms') },
-        [m]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms') },
-    });
-    const d = await daemonOn(state, cfg);
-    assert.equal((await yard(['start', run, '--wait'], { stateDir: state })).code, 0);
-
-    const filler = fillDisk(state);
+    const { state, cfg, d, filler } = await daemonOnFullDisk(
+        {
+            [run]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms') },
+            [m]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms') },
+        },
+        [run]
+    );
     await assertRefused(state, cfg, m, /No space left on device/);
     // A second try (waiting for it) is refused the same way: nothing was left half done.
     await assertRefused(state, cfg, m, /No space left on device/, true);
@@ -168,17 +182,17 @@ test('a full state disk: a start is refused, not made; what runs keeps serving; 
 });
 
 test('a stop on a full disk: never reported as an exit while no daemon ran; recorded once there is room', async () => {
-    const state = smallDisk(16 * 1024);
     const a = uniq('a'), b = uniq('b');
-    const cfg = await configFor({
-        [a]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms') },
-        [b]: { engine: 'sglang', cmd: mock('sglang', '--load-time 50ms') },
-    });
-    const d = await daemonOn(state, cfg);
-    for (const n of [a, b]) assert.equal((await yard(['start', n, '--wait'], { stateDir: state })).code, 0);
-    const pa = (await entry(state, a)).pid;
-
-    let filler = fillDisk(state);
+    const full = await daemonOnFullDisk(
+        {
+            [a]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms') },
+            [b]: { engine: 'sglang', cmd: mock('sglang', '--load-time 50ms') },
+        },
+        [a, b]
+    );
+    const { state, cfg, d } = full;
+    const pa = full.pids[a];
+    let filler = full.filler;
     assert.equal((await yard(['stop', a, b], { stateDir: state })).code, 0);
     assert.ok(!pidAlive(pa));
     assert.equal((await entry(state, a)).state, 'stopped');
@@ -215,20 +229,18 @@ test('a stop on a full disk: never reported as an exit while no daemon ran; reco
 });
 
 test('a crash on a full disk: the automatic restart is refused until there is room, then made once', async () => {
-    const state = smallDisk(16 * 1024);
     const m = uniq('crash');
-    const cfg = await configFor({
-        [m]: {
-            engine: 'vllm',
-            cmd: mock('vllm', '--load-time 50ms --fail crash-after:0'),
-            restart: 'on-failure',
+    const { state, cfg, d, pids, filler } = await daemonOnFullDisk(
+        {
+            [m]: {
+                engine: 'vllm',
+                cmd: mock('vllm', '--load-time 50ms --fail crash-after:0'),
+                restart: 'on-failure',
+            },
         },
-    });
-    const d = await daemonOn(state, cfg);
-    assert.equal((await yard(['start', m, '--wait'], { stateDir: state })).code, 0);
-    const first = (await entry(state, m)).pid;
-
-    const filler = fillDisk(state);
+        [m]
+    );
+    const first = pids[m];
     await httpPost(`${cfg.base}/v1/chat/completions`, chatBody(m)).catch(() => null);
     await waitFor(() => !pidAlive(first), { what: 'the engine to crash' });
     // Restarts come after 1 s of backoff: watch through a few of them.
@@ -252,16 +264,12 @@ test('a crash on a full disk: the automatic restart is refused until there is ro
 });
 
 test('a sleep on a full disk is refused: the engine stays awake and serving, and sleeps once there is room', async () => {
-    const state = smallDisk(16 * 1024);
     const m = uniq('nap');
-    const cfg = await configFor({
-        [m]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms'), eviction: { weights: 'offload' } },
-    });
-    const d = await daemonOn(state, cfg);
-    assert.equal((await yard(['start', m, '--wait'], { stateDir: state })).code, 0);
-    const pid = (await entry(state, m)).pid;
-
-    const filler = fillDisk(state);
+    const { state, cfg, d, pids, filler } = await daemonOnFullDisk(
+        { [m]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms'), eviction: { weights: 'offload' } } },
+        [m]
+    );
+    const pid = pids[m];
     const r = await yard(['sleep', m], { stateDir: state });
     assert.equal(r.code, 1, `the sleep was made: ${r.stdout}`);
     assert.match(oneLine(r), new RegExp(`cannot sleep '${m}'`));
@@ -280,15 +288,11 @@ test('a sleep on a full disk is refused: the engine stays awake and serving, and
 });
 
 test('a sleep refused on a full disk says why, in one line: the database, the full disk, what to do', async () => {
-    const state = smallDisk(16 * 1024);
     const m = uniq('why');
-    const cfg = await configFor({
-        [m]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms'), eviction: { weights: 'offload' } },
-    });
-    const d = await daemonOn(state, cfg);
-    assert.equal((await yard(['start', m, '--wait'], { stateDir: state })).code, 0);
-
-    const filler = fillDisk(state);
+    const { state, d, filler } = await daemonOnFullDisk(
+        { [m]: { engine: 'vllm', cmd: mock('vllm', '--load-time 50ms'), eviction: { weights: 'offload' } } },
+        [m]
+    );
     const r = await yard(['sleep', m], { stateDir: state });
     assert.equal(r.code, 1, `the sleep was made: ${r.stdout}`);
     // Not just "cannot sleep 'm': ready": the reason the daemon had, whole.

@@ -1,0 +1,1107 @@
+/*
+ * The keys of the config: each section's reader (listen, gpus, defaults,
+ * router, models, groups, pods, tools, events, api_keys) with its defaults
+ * and the checks that need more than a value's type (ports, aliases, group
+ * members, eviction against the engine), read in dependency order; then
+ * freeing, lookup by name, and the comparison reload uses (config_model_same,
+ * config_reload_changes). The walker and its typed readers are walk.c.
+ */
+#include "config/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "base/buf.h"
+#include "config/internal.h"
+
+#define STOP_TIMEOUT_MAX_MS (3600ull * 1000)
+
+/* A names entry's value: the model's index, and whether the name is one of its aliases. */
+#define NAME_VAL(model, alias) ((size_t)(model) << 1 | (size_t)(alias))
+
+/* ---- sections ------------------------------------------------------- */
+
+static void parse_listen(struct config__walk *w, const yaml_node_t *n)
+{
+    const char *s = config__want_scalar(w, n, "listen");
+    if (!s)
+        return;
+    const char *colon = strrchr(s, ':');
+    const char *host = s, *host_end = colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb && rb[1] == ':')
+            host = s + 1, host_end = rb, colon = rb + 1;
+        else
+            colon = NULL;
+    }
+    long port;
+    if (!colon || host_end == host || config__parse_long(colon + 1, &port) == -EINVAL) {
+        config__err_at(w, n, "listen: invalid address '%s'; use HOST:PORT, as '127.0.0.1:8080'", s);
+        return;
+    }
+    if (config__parse_long(colon + 1, &port) < 0 || port < 1 || port > 65535) {
+        config__err_at(w, n, "listen: port '%s' is out of range; use 1 to 65535", colon + 1);
+        return;
+    }
+    free(w->cfg->listen_host);
+    w->cfg->listen_host = config__strndup(w, host, (size_t)(host_end - host));
+    w->cfg->listen_port = (int)port;
+}
+
+static void parse_gpus(struct config__walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"index", "name", "memory", NULL};
+    struct config *cfg = w->cfg;
+    if (n->type == YAML_SCALAR_NODE && !strcmp(config__scalar(n), "auto"))
+        return;
+    if (n->type != YAML_SEQUENCE_NODE) {
+        config__err_type(w, n, "gpus", "'auto' or a list of GPUs");
+        return;
+    }
+    cfg->gpus_auto = 0;
+    unsigned char declared[1024 / 8] = {0}; /* a bit per GPU index (0 to 1023) */
+    size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    cfg->gpus = config__calloc(w, cap + 1, sizeof *cfg->gpus);
+    if (!cfg->gpus)
+        return;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        size_t i = cfg->n_gpus;
+        char *path = config__strfmt(w, "gpus[%zu]", i);
+        char *where = config__strfmt(w, "in '%s'", path);
+        yaml_node_t *v[3];
+        yaml_node_t *item = config__node(w, *it);
+        struct config_gpu *g = &cfg->gpus[cfg->n_gpus++];
+        g->index = (int)i;
+        if (config__walk_map(w, item, path, where, keys, v) == 0) {
+            char *p = config__strfmt(w, "%s.index", path);
+            if (config__present(v[0]))
+                config__get_int(w, v[0], p, 0, 1023, &g->index);
+            free(p);
+            p = config__strfmt(w, "%s.name", path);
+            if (config__present(v[1]))
+                config__get_str(w, v[1], p, &g->name);
+            free(p);
+            p = config__strfmt(w, "%s.memory", path);
+            if (config__present(v[2]))
+                config__get_size(w, v[2], p, &g->memory);
+            else
+                config__err_at(w, item, "%s: missing 'memory'; give the GPU's memory, as '80GiB'",
+                               path);
+            free(p);
+            if (declared[g->index / 8] & (1u << g->index % 8))
+                config__err_at(w, config__present(v[0]) ? v[0] : item,
+                               "%s.index: gpu %d is declared twice", path, g->index);
+            declared[g->index / 8] |= (unsigned char)(1u << g->index % 8);
+        }
+        free(where);
+        free(path);
+    }
+}
+
+static void parse_defaults(struct config__walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"ttl", "startup_timeout", "stop_timeout", NULL};
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[3];
+    if (config__walk_map(w, n, "defaults", "in 'defaults'", keys, v) < 0)
+        return;
+    if (config__present(v[0]))
+        config__get_duration(w, v[0], "defaults.ttl", &cfg->default_ttl_ms);
+    if (config__present(v[1])) {
+        config__get_duration(w, v[1], "defaults.startup_timeout", &cfg->default_startup_timeout_ms);
+        if (cfg->default_startup_timeout_ms == 0)
+            config__err_at(w, v[1], "defaults.startup_timeout: must be more than 0");
+    }
+    if (config__present(v[2])) {
+        config__get_duration(w, v[2], "defaults.stop_timeout", &cfg->default_stop_timeout_ms);
+        if (cfg->default_stop_timeout_ms > STOP_TIMEOUT_MAX_MS)
+            config__err_at(w, v[2],
+                           "defaults.stop_timeout: '%s' is too long to wait for a stop; use at "
+                           "most 1h",
+                           config__scalar(v[2]));
+    }
+}
+
+static void parse_router(struct config__walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"max_queue",       "max_wait",
+                                       "policy",          "max_loaded",
+                                       "max_body",        "max_header",
+                                       "header_timeout",  "idle_timeout",
+                                       "max_connections", "coalesce_window",
+                                       "amortization",    "body_timeout",
+                                       "max_buffered",    "max_buffered_per_client",
+                                       "send_timeout",    NULL};
+    static const char *const policies[] = {"fifo", "cost_aware", "time_slice"};
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[15];
+    if (config__walk_map(w, n, "router", "in 'router'", keys, v) < 0)
+        return;
+    if (config__present(v[0]))
+        config__get_int(w, v[0], "router.max_queue", 1, 1000000, &cfg->router_max_queue);
+    if (config__present(v[1])) {
+        config__get_duration(w, v[1], "router.max_wait", &cfg->router_max_wait_ms);
+        if (cfg->router_max_wait_ms == 0)
+            config__err_at(w, v[1], "router.max_wait: must be more than 0");
+    }
+    if (config__present(v[2]) &&
+        config__get_enum(w, v[2], "router.policy", "policy", policies, 3) >= 0) {
+        free(cfg->router_policy);
+        cfg->router_policy = config__strdup(w, config__scalar(v[2]));
+    }
+    if (config__present(v[3]))
+        config__get_int(w, v[3], "router.max_loaded", 0, 100000, &cfg->router_max_loaded);
+    if (config__present(v[4])) {
+        config__get_size(w, v[4], "router.max_body", &cfg->router_max_body);
+        if (cfg->router_max_body == 0 || cfg->router_max_body > (1ull << 30))
+            config__err_at(w, v[4], "router.max_body: '%s' is out of range; use 1 byte to 1GiB",
+                           config__scalar(v[4]));
+    }
+    if (config__present(v[5])) {
+        config__get_size(w, v[5], "router.max_header", &cfg->router_max_header);
+        if (cfg->router_max_header < 1024 || cfg->router_max_header > (16ull << 20))
+            config__err_at(w, v[5], "router.max_header: '%s' is out of range; use 1KiB to 16MiB",
+                           config__scalar(v[5]));
+    }
+    if (config__present(v[6])) {
+        config__get_duration(w, v[6], "router.header_timeout", &cfg->router_header_timeout_ms);
+        if (cfg->router_header_timeout_ms == 0)
+            config__err_at(w, v[6], "router.header_timeout: must be more than 0");
+    }
+    if (config__present(v[7])) {
+        config__get_duration(w, v[7], "router.idle_timeout", &cfg->router_idle_timeout_ms);
+        if (cfg->router_idle_timeout_ms == 0)
+            config__err_at(w, v[7], "router.idle_timeout: must be more than 0");
+    }
+    if (config__present(v[8]))
+        config__get_int(w, v[8], "router.max_connections", 1, 1000000,
+                        &cfg->router_max_connections);
+    if (config__present(v[9]))
+        config__get_duration(w, v[9], "router.coalesce_window", &cfg->router_coalesce_ms);
+    if (config__present(v[10]))
+        config__get_number(w, v[10], "router.amortization", 0, 1000, &cfg->router_amortization);
+    if (config__present(v[11])) {
+        config__get_duration(w, v[11], "router.body_timeout", &cfg->router_body_timeout_ms);
+        if (cfg->router_body_timeout_ms == 0)
+            config__err_at(w, v[11], "router.body_timeout: must be more than 0");
+    }
+    if (config__present(v[12])) {
+        config__get_size(w, v[12], "router.max_buffered", &cfg->router_max_buffered);
+        if (cfg->router_max_buffered < (64ull << 10) || cfg->router_max_buffered > (64ull << 30))
+            config__err_at(w, v[12],
+                           "router.max_buffered: '%s' is out of range; use 64KiB to 64GiB",
+                           config__scalar(v[12]));
+    }
+    if (config__present(v[13])) {
+        config__get_size(w, v[13], "router.max_buffered_per_client", &cfg->router_max_per_client);
+        if (cfg->router_max_per_client < (256ull << 10) ||
+            cfg->router_max_per_client > (1ull << 30))
+            config__err_at(
+                w, v[13],
+                "router.max_buffered_per_client: '%s' is out of range; use 256KiB to 1GiB",
+                config__scalar(v[13]));
+    }
+    if (config__present(v[14])) {
+        config__get_duration(w, v[14], "router.send_timeout", &cfg->router_send_timeout_ms);
+        if (cfg->router_send_timeout_ms == 0)
+            config__err_at(w, v[14], "router.send_timeout: must be more than 0");
+    }
+}
+
+enum {
+    MK_ENGINE,
+    MK_CMD,
+    MK_MODEL,
+    MK_ALIASES,
+    MK_ENV,
+    MK_CWD,
+    MK_PORT,
+    MK_GPUS,
+    MK_VRAM,
+    MK_TTL,
+    MK_STARTUP_TIMEOUT,
+    MK_STOP_TIMEOUT,
+    MK_RESTART,
+    MK_MAX_RESTARTS,
+    MK_CONCURRENCY,
+    MK_EVICTION,
+    MK_POD,
+    MK_HEALTH,
+    MK_COUNT,
+};
+
+static const char *const model_keys[] = {
+    "engine",
+    "cmd",
+    "model",
+    "aliases",
+    "env",
+    "cwd",
+    "port",
+    "gpus",
+    "vram",
+    "ttl",
+    "startup_timeout",
+    "stop_timeout",
+    "restart",
+    "max_restarts",
+    "concurrency",
+    "eviction",
+    "pod",
+    "health",
+    NULL,
+};
+
+static const char *const engines[] = {"vllm", "sglang", "llamacpp", "generic"};
+
+static void parse_env(struct config__walk *w, struct config_model *m, const yaml_node_t *n,
+                      const char *path)
+{
+    if (n->type != YAML_MAPPING_NODE) {
+        config__err_type(w, n, path, "a mapping");
+        return;
+    }
+    char *where = config__strfmt(w, "in '%s'", path);
+    m->env = config__calloc(w, config__map_size(n) + 1, sizeof *m->env);
+    size_t *first = config__map_first_keys(w, n);
+    for (size_t i = 0; first && i < config__map_size(n); i++) {
+        const yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        if (!config__pair_ok(w, n, first, i, where))
+            continue;
+        yaml_node_t *k = config__node(w, p->key), *v = config__node(w, p->value);
+        const char *key = config__scalar(k);
+        int ok = *key && (isalpha((unsigned char)*key) || *key == '_');
+        for (const char *c = key; ok && *c; c++)
+            ok = isalnum((unsigned char)*c) || *c == '_';
+        if (!ok) {
+            config__err_at(w, k, "%s: invalid environment variable name '%s'", path, key);
+            continue;
+        }
+        char *vpath = config__strfmt(w, "%s.%s", path, key);
+        const char *val = config__want_scalar(w, v, vpath);
+        free(vpath);
+        if (!val)
+            continue;
+        char *k_copy = m->env ? config__strdup(w, key) : NULL;
+        char *v_copy = k_copy ? config__strdup(w, val) : NULL;
+        if (!v_copy) {
+            free(k_copy);
+            break;
+        }
+        m->env[m->n_env].key = k_copy;
+        m->env[m->n_env++].value = v_copy;
+    }
+    free(first);
+    free(where);
+}
+
+static void parse_model_gpus(struct config__walk *w, struct config_model *m, const yaml_node_t *n,
+                             const char *path)
+{
+    if (n->type == YAML_SCALAR_NODE) {
+        config__get_int(w, n, path, 0, 1024, &m->gpu_count);
+        return;
+    }
+    if (n->type != YAML_SEQUENCE_NODE) {
+        config__err_type(w, n, path, "a GPU count or a list of GPU indexes");
+        return;
+    }
+    unsigned char listed[1024 / 8] = {0}; /* a bit per GPU index (0 to 1023) */
+    size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    m->gpu_list = config__calloc(w, cap + 1, sizeof *m->gpu_list);
+    if (!m->gpu_list)
+        return;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = config__node(w, *it);
+        int idx = -1;
+        config__get_int(w, item, path, 0, 1023, &idx);
+        if (idx < 0)
+            continue;
+        if (listed[idx / 8] & (1u << idx % 8)) {
+            config__err_at(w, item, "%s: gpu %d is listed twice", path, idx);
+            continue;
+        }
+        listed[idx / 8] |= (unsigned char)(1u << idx % 8);
+        m->gpu_list[m->n_gpu_list++] = idx;
+    }
+    m->gpu_count = (int)m->n_gpu_list;
+}
+
+static void parse_eviction(struct config__walk *w, struct config_model *m, const yaml_node_t *n,
+                           const char *path)
+{
+    static const char *const keys[] = {"weights", "process", NULL};
+    static const char *const weights[] = {"retain", "offload", "discard"};
+    static const char *const procs[] = {"stop", "keep_running", "cuda_suspend", "checkpoint"};
+    yaml_node_t *v[2];
+    char *where = config__strfmt(w, "in '%s'", path);
+    if (config__walk_map(w, n, path, where, keys, v) == 0) {
+        char *p = config__strfmt(w, "%s.weights", path);
+        int i;
+        if (config__present(v[0]) && (i = config__get_enum(w, v[0], p, "value", weights, 3)) >= 0) {
+            m->evict_weights = (enum config_weights)i;
+            /* Naming what happens to the weights implies the process stays. */
+            if (!config__present(v[1]))
+                m->evict_process = CONFIG_PROCESS_KEEP_RUNNING;
+        }
+        free(p);
+        p = config__strfmt(w, "%s.process", path);
+        if (config__present(v[1]) && (i = config__get_enum(w, v[1], p, "value", procs, 4)) >= 0)
+            m->evict_process = (enum config_process)i;
+        free(p);
+        /* What the engine can do: only vLLM and SGLang sleep in place. */
+        const char *eng = m->engine ? m->engine : "generic";
+        int sleeps = !strcmp(eng, "vllm") || !strcmp(eng, "sglang");
+        const yaml_node_t *at = config__present(v[0]) ? v[0] : n;
+        if (m->evict_process == CONFIG_PROCESS_KEEP_RUNNING &&
+            m->evict_weights == CONFIG_WEIGHTS_RETAIN)
+            config__err_at(
+                w, at,
+                "%s: weights 'retain' with process 'keep_running' frees no GPU memory; use "
+                "weights 'offload' or 'discard', or process 'cuda_suspend' or 'stop'",
+                path);
+        else if (m->evict_process == CONFIG_PROCESS_KEEP_RUNNING && !sleeps)
+            config__err_at(w, at,
+                           "%s: engine '%s' cannot release GPU memory while running; use process "
+                           "'cuda_suspend', 'checkpoint' or 'stop'",
+                           path, eng);
+        else if (m->evict_weights == CONFIG_WEIGHTS_DISCARD && !strcmp(eng, "sglang") &&
+                 m->evict_process == CONFIG_PROCESS_KEEP_RUNNING)
+            config__err_at(w, at,
+                           "%s: sglang cannot reload discarded weights in place; use weights "
+                           "'offload'",
+                           path);
+    }
+    free(where);
+}
+
+static void parse_health(struct config__walk *w, struct config_model *m, const yaml_node_t *n,
+                         const char *path)
+{
+    static const char *const keys[] = {"path", "status", NULL};
+    yaml_node_t *v[2];
+    char *where = config__strfmt(w, "in '%s'", path);
+    if (config__walk_map(w, n, path, where, keys, v) == 0) {
+        char *p = config__strfmt(w, "%s.path", path);
+        if (config__present(v[0])) {
+            config__get_str(w, v[0], p, &m->health_path);
+            if (m->health_path && m->health_path[0] != '/')
+                config__err_at(w, v[0], "%s: '%s' must start with '/'", p, m->health_path);
+        }
+        free(p);
+        p = config__strfmt(w, "%s.status", path);
+        if (config__present(v[1]))
+            config__get_int(w, v[1], p, 100, 599, &m->health_status);
+        free(p);
+    }
+    free(where);
+}
+
+/* A key of the model's mapping, for errors about something left out. */
+static char *mpath(struct config__walk *w, const struct config_model *m, int key)
+{
+    return config__strfmt(w, "models.%s.%s", m->name, model_keys[key]);
+}
+
+static void check_port(struct config__walk *w, struct config_model *m, const yaml_node_t *n)
+{
+    const struct config *cfg = w->cfg;
+    if (m->port == cfg->listen_port) {
+        config__err_at(w, n, "models.%s.port: port %d is the listen port; choose another", m->name,
+                       m->port);
+        return;
+    }
+    /* One slot per port: models are read in order, so the slot names the first to claim it. */
+    if (!w->port_owner && !(w->port_owner = config__calloc(w, 65536, sizeof *w->port_owner)))
+        return;
+    uint32_t owner = w->port_owner[m->port];
+    if (owner) {
+        config__err_at(w, n, "models.%s.port: port %d is already used by model '%s'", m->name,
+                       m->port, cfg->models[owner - 1].name);
+        return;
+    }
+    w->port_owner[m->port] = (uint32_t)(m - cfg->models) + 1;
+}
+
+/*
+ * Aliases share one table with the model names (filled with every name
+ * before any model is read), so each alias is checked against all names and
+ * the aliases before it in one lookup.
+ */
+static void check_aliases(struct config__walk *w, struct config_model *m, yaml_node_t **nodes)
+{
+    const struct config *cfg = w->cfg;
+    for (size_t i = 0; i < m->n_aliases && !w->oom; i++) {
+        const char *a = m->aliases[i];
+        if (config__has_nul(nodes[i]))
+            continue; /* reported with its position by walk.c's check_nul */
+        if (!config__valid_name(config__scalar(nodes[i]), config__scalar_len(nodes[i]))) {
+            char *path = config__strfmt(w, "models.%s.aliases", m->name);
+            config__err_name(w, nodes[i], path, "alias");
+            free(path);
+            continue;
+        }
+        size_t old;
+        int rc = config__index_put(w, w->names, a, strlen(a), NAME_VAL(m - cfg->models, 1), &old);
+        if (rc == 1)
+            config__err_at(w, nodes[i], "models.%s.aliases: alias '%s' is %s '%s'", m->name, a,
+                           old & 1 ? "already an alias of model" : "the name of model",
+                           cfg->models[old >> 1].name);
+    }
+}
+
+static void parse_model(struct config__walk *w, struct config_model *m, const yaml_node_t *key,
+                        const yaml_node_t *body)
+{
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[MK_COUNT];
+    char *path = config__strfmt(w, "models.%s", m->name);
+    char *where = config__strfmt(w, "in model '%s'", m->name);
+    char *p = NULL;
+
+    m->ttl_ms = cfg->default_ttl_ms;
+    m->startup_timeout_ms = cfg->default_startup_timeout_ms;
+    m->stop_timeout_ms = cfg->default_stop_timeout_ms;
+    m->max_restarts = 5;
+    m->evict_weights = CONFIG_WEIGHTS_DISCARD;
+    m->evict_process = CONFIG_PROCESS_STOP;
+    m->health_status = 200;
+    if (config__walk_map(w, body, path, where, model_keys, v) < 0)
+        goto out;
+
+#define KEY(k) (free(p), p = mpath(w, m, k), p)
+    if (config__present(v[MK_ENGINE])) {
+        if (config__get_enum(w, v[MK_ENGINE], KEY(MK_ENGINE), "engine", engines, 4) >= 0)
+            m->engine = config__strdup(w, config__scalar(v[MK_ENGINE]));
+    } else {
+        m->engine = config__strdup(w, "generic");
+    }
+
+    if (!v[MK_CMD]) {
+        config__err_at(w, key, "%s: missing 'cmd'; give the command that starts the engine", path);
+    } else if (config__is_null(v[MK_CMD])) {
+        config__err_at(w, v[MK_CMD], "%s: empty command", KEY(MK_CMD));
+    } else {
+        config__get_str(w, v[MK_CMD], KEY(MK_CMD), &m->cmd);
+        char msg[256];
+        if (m->cmd && config__check_cmd(m->cmd, msg, sizeof msg) < 0)
+            config__err_at(w, v[MK_CMD], "%s: %s", p, msg);
+    }
+    if (config__present(v[MK_MODEL]))
+        config__get_str(w, v[MK_MODEL], KEY(MK_MODEL), &m->model_id);
+    if (!m->model_id)
+        m->model_id = config__strdup(w, m->name);
+
+    if (config__present(v[MK_ALIASES])) {
+        yaml_node_t **nodes;
+        m->n_aliases = config__get_str_list(w, v[MK_ALIASES], KEY(MK_ALIASES), &m->aliases, &nodes);
+        check_aliases(w, m, nodes);
+        free(nodes);
+    }
+    if (config__present(v[MK_ENV]))
+        parse_env(w, m, v[MK_ENV], KEY(MK_ENV));
+    if (config__present(v[MK_CWD]))
+        config__get_str(w, v[MK_CWD], KEY(MK_CWD), &m->cwd);
+
+    yaml_node_t *port = v[MK_PORT];
+    if (config__present(port) &&
+        !(port->type == YAML_SCALAR_NODE && !strcmp(config__scalar(port), "auto"))) {
+        long n;
+        if (port->type != YAML_SCALAR_NODE ||
+            config__parse_long(config__scalar(port), &n) == -EINVAL)
+            config__err_type(w, port, KEY(MK_PORT), "a port number or 'auto'");
+        else if (config__parse_long(config__scalar(port), &n) < 0 || n < 1 || n > 65535)
+            config__err_at(w, port, "%s: port %s is out of range; use 1 to 65535 or 'auto'",
+                           KEY(MK_PORT), config__scalar(port));
+        else
+            m->port = (int)n, check_port(w, m, port);
+    }
+
+    if (config__present(v[MK_GPUS]))
+        parse_model_gpus(w, m, v[MK_GPUS], KEY(MK_GPUS));
+    if (config__present(v[MK_VRAM]))
+        config__get_size(w, v[MK_VRAM], KEY(MK_VRAM), &m->vram);
+    if (config__present(v[MK_TTL]))
+        config__get_duration(w, v[MK_TTL], KEY(MK_TTL), &m->ttl_ms);
+    if (config__present(v[MK_STARTUP_TIMEOUT])) {
+        config__get_duration(w, v[MK_STARTUP_TIMEOUT], KEY(MK_STARTUP_TIMEOUT),
+                             &m->startup_timeout_ms);
+        if (m->startup_timeout_ms == 0)
+            config__err_at(w, v[MK_STARTUP_TIMEOUT], "%s: must be more than 0", p);
+    }
+    if (config__present(v[MK_STOP_TIMEOUT])) {
+        config__get_duration(w, v[MK_STOP_TIMEOUT], KEY(MK_STOP_TIMEOUT), &m->stop_timeout_ms);
+        if (m->stop_timeout_ms > STOP_TIMEOUT_MAX_MS)
+            config__err_at(w, v[MK_STOP_TIMEOUT],
+                           "%s: '%s' is too long to wait for a stop; use at most 1h", p,
+                           config__scalar(v[MK_STOP_TIMEOUT]));
+    }
+    if (config__present(v[MK_RESTART])) {
+        static const char *const restarts[] = {"never", "on-failure"};
+        int i = config__get_enum(w, v[MK_RESTART], KEY(MK_RESTART), "value", restarts, 2);
+        if (i >= 0)
+            m->restart = (enum config_restart)i;
+    }
+    if (config__present(v[MK_MAX_RESTARTS]))
+        config__get_int(w, v[MK_MAX_RESTARTS], KEY(MK_MAX_RESTARTS), 0, 1000, &m->max_restarts);
+    if (config__present(v[MK_CONCURRENCY]))
+        config__get_int(w, v[MK_CONCURRENCY], KEY(MK_CONCURRENCY), 0, 1000000, &m->concurrency);
+    if (config__present(v[MK_EVICTION]))
+        parse_eviction(w, m, v[MK_EVICTION], KEY(MK_EVICTION));
+    if (config__present(v[MK_POD])) {
+        config__get_str(w, v[MK_POD], KEY(MK_POD), &m->pod);
+        const yaml_node_t *pn = v[MK_POD];
+        if (m->pod && !config__has_nul(pn) &&
+            !config__valid_pod_name(config__scalar(pn), config__scalar_len(pn)))
+            config__err_pod_name(w, pn, p);
+    }
+    if (config__present(v[MK_HEALTH]))
+        parse_health(w, m, v[MK_HEALTH], KEY(MK_HEALTH));
+#undef KEY
+
+out:
+    if (!m->health_path)
+        m->health_path = config__strdup(w, "/health");
+    if (!m->model_id)
+        m->model_id = config__strdup(w, m->name);
+    free(p);
+    free(where);
+    free(path);
+}
+
+static void parse_models(struct config__walk *w, const yaml_node_t *n)
+{
+    struct config *cfg = w->cfg;
+    if (n->type != YAML_MAPPING_NODE) {
+        config__err_type(w, n, "models", "a mapping of model names");
+        return;
+    }
+    size_t cap = config__map_size(n);
+    cfg->models = config__calloc(w, cap + 1, sizeof *cfg->models);
+    yaml_node_pair_t **pairs = config__calloc(w, cap + 1, sizeof *pairs);
+    if (!cfg->models || !pairs) {
+        free(pairs);
+        return;
+    }
+    /*
+     * All names first, into the table the aliases are checked against: an
+     * alias may collide with a model defined further down.
+     */
+    size_t *first = config__map_first_keys(w, n);
+    w->names = config__calloc(w, 1, sizeof *w->names);
+    for (size_t i = 0; first && w->names && i < cap; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        if (!config__pair_ok(w, n, first, i, "in 'models'"))
+            continue;
+        yaml_node_t *k = config__node(w, p->key);
+        if (config__has_nul(k))
+            continue; /* reported with its position by walk.c's check_nul */
+        if (!config__valid_name(config__scalar(k), config__scalar_len(k))) {
+            config__err_name(w, k, "models", "model name");
+            continue;
+        }
+        struct config_model *m = &cfg->models[cfg->n_models];
+        size_t old;
+        m->name = config__strdup(w, config__scalar(k));
+        if (!m->name)
+            break;
+        m->line = (int)k->start_mark.line + 1;
+        m->col = (int)k->start_mark.column + 1;
+        pairs[cfg->n_models] = p;
+        if (config__index_put(w, w->names, m->name, config__scalar_len(k),
+                              NAME_VAL(cfg->n_models++, 0), &old) < 0)
+            break;
+    }
+    free(first);
+    for (size_t i = 0; i < cfg->n_models; i++)
+        parse_model(w, &cfg->models[i], config__node(w, pairs[i]->key),
+                    config__node(w, pairs[i]->value));
+    free(pairs);
+}
+
+static void parse_groups(struct config__walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"exclusive", "members", NULL};
+    struct config *cfg = w->cfg;
+    if (n->type != YAML_MAPPING_NODE) {
+        config__err_type(w, n, "groups", "a mapping of group names");
+        return;
+    }
+    cfg->groups = config__calloc(w, config__map_size(n) + 1, sizeof *cfg->groups);
+    /* listed[i] == the group's ordinal + 1: model i is already a member of this group. */
+    uint32_t *listed = config__calloc(w, cfg->n_models + 1, sizeof *listed);
+    size_t *first = config__map_first_keys(w, n);
+    for (size_t pi = 0; cfg->groups && listed && first && pi < config__map_size(n); pi++) {
+        const yaml_node_pair_t *p = &n->data.mapping.pairs.start[pi];
+        if (!config__pair_ok(w, n, first, pi, "in 'groups'"))
+            continue;
+        yaml_node_t *k = config__node(w, p->key);
+        if (config__has_nul(k))
+            continue; /* reported with its position by walk.c's check_nul */
+        if (!config__valid_name(config__scalar(k), config__scalar_len(k))) {
+            config__err_name(w, k, "groups", "group name");
+            continue;
+        }
+        struct config_group *g = &cfg->groups[cfg->n_groups++];
+        uint32_t stamp = (uint32_t)cfg->n_groups;
+        g->name = config__strdup(w, config__scalar(k));
+        char *path = config__strfmt(w, "groups.%s", g->name);
+        char *where = config__strfmt(w, "in group '%s'", g->name);
+        yaml_node_t *v[2];
+        if (config__walk_map(w, config__node(w, p->value), path, where, keys, v) == 0) {
+            char *kp = config__strfmt(w, "%s.exclusive", path);
+            if (config__present(v[0]))
+                config__get_bool(w, v[0], kp, &g->exclusive);
+            free(kp);
+            kp = config__strfmt(w, "%s.members", path);
+            if (config__present(v[1])) {
+                yaml_node_t **nodes;
+                g->n_members = config__get_str_list(w, v[1], kp, &g->members, &nodes);
+                for (size_t i = 0; i < g->n_members; i++) {
+                    size_t val;
+                    if (config__index_get(w->names, g->members[i], strlen(g->members[i]), &val) <
+                        0) {
+                        config__err_at(w, nodes[i], "%s: unknown model '%s'", kp, g->members[i]);
+                        continue;
+                    }
+                    const struct config_model *m = &cfg->models[val >> 1];
+                    if (listed[val >> 1] == stamp) {
+                        if (strcmp(g->members[i], m->name))
+                            config__err_at(w, nodes[i], "%s: '%s' is model '%s', already listed",
+                                           kp, g->members[i], m->name);
+                        else
+                            config__err_at(w, nodes[i], "%s: model '%s' is listed twice", kp,
+                                           m->name);
+                    }
+                    listed[val >> 1] = stamp;
+                    /* Members are kept by model name, whichever way they were written. */
+                    char *name = config__strdup(w, m->name);
+                    if (!name)
+                        break;
+                    free(g->members[i]);
+                    g->members[i] = name;
+                }
+                free(nodes);
+            }
+            free(kp);
+        }
+        free(where);
+        free(path);
+    }
+    free(first);
+    free(listed);
+}
+
+enum {
+    TK_LISTEN,
+    TK_API_KEYS,
+    TK_GPUS,
+    TK_DEFAULTS,
+    TK_ROUTER,
+    TK_MODELS,
+    TK_GROUPS,
+    TK_START_PORT,
+    TK_LOG_MAX_SIZE,
+    TK_GPU_LEDGER,
+    TK_TOOLS,
+    TK_CATALOG,
+    TK_PODS,
+    TK_EVENTS,
+    TK_COUNT,
+};
+
+static const char *const top_keys[] = {
+    "listen",       "api_keys",   "gpus",  "defaults", "router", "models", "groups", "start_port",
+    "log_max_size", "gpu_ledger", "tools", "catalog",  "pods",   "events", NULL,
+};
+
+/* file as written, or beside the config file when relative. NULL only on w->oom. */
+static char *beside_config(struct config__walk *w, const char *file)
+{
+    const char *slash = strrchr(w->file, '/');
+    if (file[0] == '/' || !slash)
+        return config__strdup(w, file);
+    return config__strfmt(w, "%.*s/%s", (int)(slash - w->file), w->file, file);
+}
+
+/* One pod's settings: { setup: SCRIPT } or { setup_file: PATH }, not both. */
+static void parse_pod(struct config__walk *w, struct config_pod *pod, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"setup", "setup_file", NULL};
+    yaml_node_t *v[2];
+    char *path = config__strfmt(w, "pods.%s", pod->name);
+    char *where = config__strfmt(w, "in pod '%s'", pod->name);
+    if (!path || !where || config__walk_map(w, n, path, where, keys, v) < 0)
+        goto out;
+    if (config__present(v[0]) && config__present(v[1])) {
+        config__err_at(w, v[1],
+                       "%s: give either 'setup' (the script) or 'setup_file' (its path), not both",
+                       path);
+        goto out;
+    }
+    if (config__present(v[0])) {
+        char *kp = config__strfmt(w, "%s.setup", path);
+        config__get_str(w, v[0], kp, &pod->setup);
+        if (pod->setup && !*pod->setup)
+            config__err_at(w, v[0], "%s: empty script; write the commands or leave the key out",
+                           kp);
+        free(kp);
+    }
+    if (config__present(v[1])) {
+        char *kp = config__strfmt(w, "%s.setup_file", path);
+        char *file = NULL;
+        config__get_str(w, v[1], kp, &file);
+        if (file && !*file)
+            config__err_at(w, v[1], "%s: empty path; give the script's path or leave the key out",
+                           kp);
+        else if (file)
+            pod->setup_file = beside_config(w, file);
+        if (pod->setup_file && access(pod->setup_file, R_OK) < 0) {
+            char why[128];
+            snprintf(why, sizeof why, "%s", strerror(errno));
+            why[0] = (char)tolower((unsigned char)why[0]);
+            config__err_at(w, v[1],
+                           "%s: cannot read '%s': %s; paths are relative to the config's directory",
+                           kp, pod->setup_file, why);
+        }
+        free(file);
+        free(kp);
+    }
+out:
+    free(where);
+    free(path);
+}
+
+/* pods: { NAME: {...} }: per-pod settings, keyed by the pod's name. */
+static void parse_pods(struct config__walk *w, const yaml_node_t *n)
+{
+    struct config *cfg = w->cfg;
+    if (n->type != YAML_MAPPING_NODE) {
+        config__err_type(w, n, "pods", "a mapping of pod names");
+        return;
+    }
+    cfg->pods = config__calloc(w, config__map_size(n) + 1, sizeof *cfg->pods);
+    size_t *first = config__map_first_keys(w, n);
+    for (size_t i = 0; cfg->pods && first && i < config__map_size(n); i++) {
+        const yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        if (!config__pair_ok(w, n, first, i, "in 'pods'"))
+            continue;
+        yaml_node_t *k = config__node(w, p->key);
+        if (config__has_nul(k))
+            continue; /* reported with its position by walk.c's check_nul */
+        if (!config__valid_pod_name(config__scalar(k), config__scalar_len(k))) {
+            config__err_pod_name(w, k, "pods");
+            continue;
+        }
+        struct config_pod *pod = &cfg->pods[cfg->n_pods];
+        pod->name = config__strdup(w, config__scalar(k));
+        if (!pod->name)
+            break;
+        cfg->n_pods++;
+        pod->line = (int)k->start_mark.line + 1;
+        pod->col = (int)k->start_mark.column + 1;
+        parse_pod(w, pod, config__node(w, p->value));
+    }
+    free(first);
+}
+
+/* tools: { cuda_checkpoint, criu, nvidia_smi, keep_checkpoints } */
+static void parse_tools(struct config__walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"cuda_checkpoint", "criu", "nvidia_smi", "keep_checkpoints",
+                                       NULL};
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[4];
+    if (config__walk_map(w, n, "tools", "in 'tools'", keys, v) < 0)
+        return;
+    char **dst[3] = {&cfg->tool_cuda_checkpoint, &cfg->tool_criu, &cfg->tool_nvidia_smi};
+    for (int i = 0; i < 3; i++) {
+        if (!config__present(v[i]))
+            continue;
+        char *p = config__strfmt(w, "tools.%s", keys[i]);
+        free(*dst[i]);
+        *dst[i] = NULL;
+        config__get_str(w, v[i], p, dst[i]);
+        if (*dst[i] && !**dst[i])
+            config__err_at(w, v[i], "%s: empty path; give the program's path or leave the key out",
+                           p);
+        free(p);
+    }
+    if (config__present(v[3]))
+        config__get_bool(w, v[3], "tools.keep_checkpoints", &cfg->keep_checkpoints);
+}
+
+void config__set_defaults(struct config__walk *w)
+{
+    struct config *cfg = w->cfg;
+    cfg->listen_host = config__strdup(w, "127.0.0.1");
+    cfg->listen_port = 8080;
+    cfg->gpus_auto = 1;
+    cfg->default_ttl_ms = 0;
+    cfg->default_startup_timeout_ms = 10 * 60 * 1000;
+    cfg->default_stop_timeout_ms = 10 * 1000;
+    cfg->start_port = 5800;
+    cfg->router_max_queue = 256;
+    cfg->router_max_wait_ms = 300 * 1000;
+    cfg->router_policy = config__strdup(w, "fifo");
+    cfg->router_coalesce_ms = 2000;
+    cfg->router_amortization = 0.5;
+    cfg->tool_cuda_checkpoint = config__strdup(w, "cuda-checkpoint");
+    cfg->tool_criu = config__strdup(w, "criu");
+    cfg->router_max_loaded = 0;
+    cfg->router_max_body = 32ull << 20;
+    cfg->router_max_header = 32ull << 10;
+    cfg->router_header_timeout_ms = 10 * 1000;
+    cfg->router_idle_timeout_ms = 60 * 1000;
+    cfg->router_max_connections = 10000;
+    cfg->router_body_timeout_ms = 60 * 1000;
+    cfg->router_send_timeout_ms = 60 * 1000;
+    cfg->router_max_buffered = 64ull << 20;
+    cfg->router_max_per_client = 256ull << 10;
+    cfg->log_max_bytes = 10ull << 20;
+    cfg->events_keep = 10000;
+    cfg->events_max_age_ms = 7ull * 24 * 3600 * 1000;
+}
+
+/* events: how much of the event log (`yard events`) the state database keeps. */
+static void parse_events(struct config__walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"keep", "max_age", NULL};
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[2];
+    if (config__walk_map(w, n, "events", "in 'events'", keys, v) < 0)
+        return;
+    if (config__present(v[0])) {
+        int keep = (int)cfg->events_keep;
+        config__get_int(w, v[0], "events.keep", 1, 100000000, &keep);
+        cfg->events_keep = (size_t)keep;
+    }
+    if (config__present(v[1])) {
+        config__get_duration(w, v[1], "events.max_age", &cfg->events_max_age_ms);
+        if (cfg->events_max_age_ms < 1000)
+            config__err_at(w, v[1], "events.max_age: '%s' is too short; use at least 1s, as '7d'",
+                           config__scalar(v[1]));
+    }
+}
+
+/*
+ * api_keys: a list of at least one key. An empty list (or the key with no
+ * value) would turn authentication off while reading as if it were on; to
+ * run open, the key is left out.
+ */
+static void parse_api_keys(struct config__walk *w, const yaml_node_t *n)
+{
+    struct config *cfg = w->cfg;
+    int empty = config__is_null(n) || (n->type == YAML_SEQUENCE_NODE &&
+                                       n->data.sequence.items.top == n->data.sequence.items.start);
+    if (empty) {
+        config__err_at(w, n,
+                       "api_keys: %s would turn authentication off; list at least one key, or "
+                       "leave 'api_keys' out to run without keys",
+                       config__is_null(n) ? "a key with no value" : "an empty list");
+        return;
+    }
+    cfg->n_api_keys = config__get_str_list(w, n, "api_keys", &cfg->api_keys, NULL);
+}
+
+/* Sections are read in dependency order, whatever their order in the file. */
+void config__walk_root(struct config__walk *w, const yaml_node_t *root)
+{
+    struct config *cfg = w->cfg;
+    yaml_node_t *v[TK_COUNT];
+    if (root->type != YAML_MAPPING_NODE) {
+        config__err_type(w, root, "config", "a mapping of keys such as 'listen' and 'models'");
+        return;
+    }
+    config__walk_map(w, root, "config", "at top level", top_keys, v);
+    if (config__present(v[TK_LISTEN]))
+        parse_listen(w, v[TK_LISTEN]);
+    if (config__present(v[TK_START_PORT]))
+        config__get_int(w, v[TK_START_PORT], "start_port", 1, 65535, &cfg->start_port);
+    if (config__present(v[TK_LOG_MAX_SIZE])) {
+        config__get_size(w, v[TK_LOG_MAX_SIZE], "log_max_size", &cfg->log_max_bytes);
+        if (cfg->log_max_bytes == 0)
+            config__err_at(w, v[TK_LOG_MAX_SIZE], "log_max_size: must be more than 0");
+    }
+    if (config__present(v[TK_GPU_LEDGER]))
+        config__get_str(w, v[TK_GPU_LEDGER], "gpu_ledger", &cfg->gpu_ledger);
+    if (config__present(v[TK_CATALOG]))
+        config__get_str(w, v[TK_CATALOG], "catalog", &cfg->catalog);
+    if (config__present(v[TK_TOOLS]))
+        parse_tools(w, v[TK_TOOLS]);
+    if (v[TK_API_KEYS])
+        parse_api_keys(w, v[TK_API_KEYS]);
+    if (config__present(v[TK_GPUS]))
+        parse_gpus(w, v[TK_GPUS]);
+    if (config__present(v[TK_DEFAULTS]))
+        parse_defaults(w, v[TK_DEFAULTS]);
+    if (config__present(v[TK_ROUTER]))
+        parse_router(w, v[TK_ROUTER]);
+    if (config__present(v[TK_MODELS]))
+        parse_models(w, v[TK_MODELS]);
+    if (config__present(v[TK_GROUPS]))
+        parse_groups(w, v[TK_GROUPS]);
+    if (config__present(v[TK_PODS]))
+        parse_pods(w, v[TK_PODS]);
+    if (config__present(v[TK_EVENTS]))
+        parse_events(w, v[TK_EVENTS]);
+}
+
+/* ---- freeing, lookup, comparison ------------------------------------ */
+
+static void model_release(struct config_model *m)
+{
+    free(m->name);
+    free(m->engine);
+    free(m->cmd);
+    free(m->model_id);
+    config__free_strv(m->aliases, m->n_aliases);
+    for (size_t i = 0; i < m->n_env; i++) {
+        free(m->env[i].key);
+        free(m->env[i].value);
+    }
+    free(m->env);
+    free(m->cwd);
+    free(m->gpu_list);
+    free(m->pod);
+    free(m->health_path);
+}
+
+static void note_change(struct buf *b, int differs, const char *key)
+{
+    if (differs)
+        buf_printf(b, "%s%s", b->len ? "," : "", key);
+}
+
+void config_reload_changes(const struct config *a, const struct config *b, char **applied,
+                           char **restart)
+{
+    struct buf ap, re;
+    buf_init(&ap, 4096);
+    buf_init(&re, 4096);
+    note_change(&ap, a->router_max_queue != b->router_max_queue, "router.max_queue");
+    note_change(&ap, a->router_max_wait_ms != b->router_max_wait_ms, "router.max_wait");
+    note_change(&ap, strcmp(a->router_policy, b->router_policy) != 0, "router.policy");
+    note_change(&ap, a->router_max_loaded != b->router_max_loaded, "router.max_loaded");
+    note_change(&ap, a->router_max_body != b->router_max_body, "router.max_body");
+    note_change(&ap, a->router_max_header != b->router_max_header, "router.max_header");
+    note_change(&ap, a->router_header_timeout_ms != b->router_header_timeout_ms,
+                "router.header_timeout");
+    note_change(&ap, a->router_body_timeout_ms != b->router_body_timeout_ms, "router.body_timeout");
+    note_change(&ap, a->router_send_timeout_ms != b->router_send_timeout_ms, "router.send_timeout");
+    note_change(&ap, a->router_idle_timeout_ms != b->router_idle_timeout_ms, "router.idle_timeout");
+    note_change(&ap, a->router_max_connections != b->router_max_connections,
+                "router.max_connections");
+    note_change(&ap, a->router_max_buffered != b->router_max_buffered, "router.max_buffered");
+    note_change(&ap, a->router_max_per_client != b->router_max_per_client,
+                "router.max_buffered_per_client");
+    note_change(&ap, a->router_coalesce_ms != b->router_coalesce_ms, "router.coalesce_window");
+    note_change(&ap, a->router_amortization != b->router_amortization, "router.amortization");
+    note_change(&ap, a->events_keep != b->events_keep, "events.keep");
+    note_change(&ap, a->events_max_age_ms != b->events_max_age_ms, "events.max_age");
+    note_change(&re,
+                strcmp(a->listen_host, b->listen_host) != 0 || a->listen_port != b->listen_port,
+                "listen");
+    *applied = buf_detach(&ap, NULL);
+    *restart = buf_detach(&re, NULL);
+}
+
+void config_free(struct config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->path);
+    free(cfg->listen_host);
+    config__free_strv(cfg->api_keys, cfg->n_api_keys);
+    for (size_t i = 0; i < cfg->n_gpus; i++)
+        free(cfg->gpus[i].name);
+    free(cfg->gpus);
+    free(cfg->router_policy);
+    free(cfg->tool_cuda_checkpoint);
+    free(cfg->tool_criu);
+    free(cfg->tool_nvidia_smi);
+    free(cfg->gpu_ledger);
+    free(cfg->catalog);
+    for (size_t i = 0; i < cfg->n_models; i++)
+        model_release(&cfg->models[i]);
+    free(cfg->models);
+    for (size_t i = 0; i < cfg->n_groups; i++) {
+        free(cfg->groups[i].name);
+        config__free_strv(cfg->groups[i].members, cfg->groups[i].n_members);
+    }
+    free(cfg->groups);
+    for (size_t i = 0; i < cfg->n_pods; i++) {
+        free(cfg->pods[i].name);
+        free(cfg->pods[i].setup);
+        free(cfg->pods[i].setup_file);
+    }
+    free(cfg->pods);
+    config__index_free(cfg->index);
+    free(cfg);
+}
+
+const struct config_model *config_find_model(const struct config *cfg, const char *name)
+{
+    size_t val;
+    if (cfg->index)
+        return config__index_get(cfg->index, name, strlen(name), &val) == 0 ? &cfg->models[val >> 1]
+                                                                            : NULL;
+    for (size_t i = 0; i < cfg->n_models; i++)
+        if (cfg->models[i].name && !strcmp(cfg->models[i].name, name))
+            return &cfg->models[i];
+    for (size_t i = 0; i < cfg->n_models; i++)
+        for (size_t j = 0; j < cfg->models[i].n_aliases; j++)
+            if (!strcmp(cfg->models[i].aliases[j], name))
+                return &cfg->models[i];
+    return NULL;
+}
+
+const struct config_pod *config_find_pod(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_pods; i++)
+        if (cfg->pods[i].name && !strcmp(cfg->pods[i].name, name))
+            return &cfg->pods[i];
+    return NULL;
+}
+
+static int str_same(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a == b;
+    return !strcmp(a, b);
+}
+
+static const char *env_get(const struct config_model *m, const char *key)
+{
+    for (size_t i = 0; i < m->n_env; i++)
+        if (!strcmp(m->env[i].key, key))
+            return m->env[i].value;
+    return NULL;
+}
+
+int config_model_same(const struct config_model *a, const struct config_model *b)
+{
+    if (!str_same(a->name, b->name) || !str_same(a->engine, b->engine) ||
+        !str_same(a->cmd, b->cmd) || !str_same(a->model_id, b->model_id) ||
+        !str_same(a->cwd, b->cwd) || !str_same(a->pod, b->pod) ||
+        !str_same(a->health_path, b->health_path) || a->health_status != b->health_status ||
+        a->port != b->port || a->gpu_count != b->gpu_count || a->n_gpu_list != b->n_gpu_list ||
+        a->n_env != b->n_env)
+        return 0;
+    for (size_t i = 0; i < a->n_gpu_list; i++)
+        if (a->gpu_list[i] != b->gpu_list[i])
+            return 0;
+    /* env is a set: the order of its keys changes nothing. */
+    for (size_t i = 0; i < a->n_env; i++)
+        if (!str_same(a->env[i].value, env_get(b, a->env[i].key)))
+            return 0;
+    return 1;
+}
