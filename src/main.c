@@ -6,7 +6,7 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "cli/cli.h"
-#include "runner/cgroup.h"
+#include "runner/runner.h"
 
 struct cmd {
     const char *name;
@@ -118,9 +118,9 @@ int main(int argc, char **argv)
     int rc;
     int first = 1; /* index of the command word */
 
-    /* Internal: the daemon's trampoline that puts an engine in its cgroup (runner/cgroup.c). */
-    if (argc > 1 && strcmp(argv[1], CGROUP_EXEC_CMD) == 0)
-        return cgroup_exec_main(argc, argv);
+    /* Internal: the trampoline that starts an engine (runner/runner.h). */
+    if (argc > 1 && strcmp(argv[1], RUNNER_EXEC_CMD) == 0)
+        return runner_exec_main(argc, argv);
     app.now_ms = clock_mono_ms;
     while (first < argc && argv[first][0] == '-' && argv[first][1] != '\0') {
         const char *a = argv[first];

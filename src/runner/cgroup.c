@@ -509,28 +509,15 @@ int cgroup_enter(const char *cg)
     return rc;
 }
 
-int cgroup_exec_main(int argc, char **argv)
+int cgroup_enter_own(const char *dir, char **cg_out)
 {
-    if (argc < 4) {
-        fputs("yard: the internal command '" CGROUP_EXEC_CMD
-              "' takes a cgroup directory and a command\n",
-              stderr);
-        return 2;
-    }
     uint64_t start = 0;
     int rc = runner_proc_start_time(getpid(), &start);
-    char *cg = xstrfmt("%s/%d-%llu", argv[2], (int)getpid(), (unsigned long long)start);
+    char *cg = xstrfmt("%s/%d-%llu", dir, (int)getpid(), (unsigned long long)start);
     if (rc == 0)
         rc = make_dir(cg);
     if (rc == 0)
         rc = cgroup_enter(cg);
-    if (rc < 0) {
-        fprintf(stderr, "yard: cannot put the engine in cgroup '%s': %s\n", cg, strerror(-rc));
-        free(cg);
-        return 127;
-    }
-    free(cg);
-    execvp(argv[3], argv + 3);
-    fprintf(stderr, "yard: cannot run '%s': %s\n", argv[3], strerror(errno));
-    return 127;
+    *cg_out = cg;
+    return rc;
 }

@@ -15,12 +15,10 @@
  * cgroup.kill, cgroup.freeze): no controller needs to be enabled.
  *
  * The engine enters its cgroup before it runs any of its own code: the local
- * runner spawns the daemon's binary with CGROUP_EXEC_CMD, which creates the
- * cgroup, moves itself in and execs the engine (the pid and start time stay).
+ * runner's trampoline (RUNNER_EXEC_CMD, runner/runner.h) creates the cgroup
+ * with cgroup_enter_own, moves itself in and execs the engine (the pid and
+ * start time stay).
  */
-
-/* The internal command of the trampoline: `yard __cgroup-exec DIR ARGV...`. */
-#define CGROUP_EXEC_CMD "__cgroup-exec"
 
 /* The environment variable that replaces BASE (tests); empty turns cgroups off. */
 #define CGROUP_ROOT_ENV "YARD_CGROUP_ROOT"
@@ -78,12 +76,11 @@ int cgroup_procs(const char *cg, int **pids, size_t *n);
 int cgroup_enter(const char *cg);
 
 /*
- * The trampoline: argv = {exe, CGROUP_EXEC_CMD, DIR, ENGINE, ARGS...}.
- * Creates DIR/PID-START for itself, enters it and execs ENGINE (PATH
- * searched). Returns only on failure: 127 after one line on stderr (the
- * engine's log), 2 for bad arguments.
+ * Creates DIR/PID-START for the calling process and moves it in. 0 or a
+ * negative errno; *cg is set either way to the path (a new string the
+ * caller frees).
  */
-int cgroup_exec_main(int argc, char **argv);
+int cgroup_enter_own(const char *dir, char **cg);
 
 /* Parsers, exposed for tests. */
 /* The first cgroup2 mount in mountinfo text: new strings *point and *root. 0 or -ENOENT. */

@@ -6,10 +6,13 @@
  * watched through libuv's exit callback; processes adopted from an earlier
  * daemon are not our children and are polled.
  *
- * With cgroups (runner_local_use_cgroups) each engine also runs in its own
- * cgroup, entered before the engine's first instruction through the
- * trampoline in cgroup.c: signals go to everything in it, and the engine has
- * exited only when the cgroup is empty.
+ * Every engine starts through the trampoline (RUNNER_EXEC_CMD, the daemon's
+ * own binary), which holds it at a gate until the daemon has recorded its
+ * pid: a daemon killed between the start and the record leaves nothing
+ * running. With cgroups (runner_local_use_cgroups) the trampoline also puts
+ * the engine in its own cgroup before the engine's first instruction:
+ * signals go to everything in it, and the engine has exited only when the
+ * cgroup is empty.
  */
 #include "runner/runner.h"
 
@@ -49,6 +52,7 @@ struct runner_watch {
     struct runner *r;
     struct runner_proc p;
     char *cg; /* the engine's cgroup; NULL when engines run in process groups only */
+    int gate; /* the write end of the trampoline's gate; -1 once it was opened or closed */
     runner_exit_cb cb;
     void *arg;
 };
@@ -188,8 +192,17 @@ static void watch_handle_closed(uv_handle_t *h)
     }
 }
 
+/* Closing the gate without a go ends a trampoline that still waits: the engine never runs. */
+static void gate_close(struct runner_watch *w)
+{
+    if (w->gate >= 0)
+        close(w->gate);
+    w->gate = -1;
+}
+
 static void watch_close(struct runner_watch *w)
 {
+    gate_close(w);
     uv_handle_t *hs[] = {(uv_handle_t *)&w->proc, (uv_handle_t *)&w->poll,
                          (uv_handle_t *)&w->events};
     int inited[] = {!w->adopted, w->polling, w->watching};
@@ -396,7 +409,12 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     }
     char **env = merge_env(spec->env);
     /* Through the trampoline a missing engine shows only in its log: say it here too. */
-    int rc = r->cgroups ? check_program(spec->argv[0], env, spec->cwd, err) : 0;
+    int rc = check_program(spec->argv[0], env, spec->cwd, err);
+    int gate[2] = {-1, -1};
+    if (rc == 0 && pipe2(gate, O_CLOEXEC) < 0) {
+        rc = -errno;
+        *err = xstrfmt("cannot start '%s': %s", spec->argv[0], strerror(-rc));
+    }
     if (rc < 0) {
         free(env);
         close(fd);
@@ -408,34 +426,35 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     w->arg = arg;
     w->proc.data = w;
     w->open = 1;
+    w->gate = gate[1];
 
     uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_IGNORE;
+    stdio[0].flags = UV_INHERIT_FD; /* the gate: the trampoline reads its go here */
+    stdio[0].data.fd = gate[0];
     stdio[1].flags = UV_INHERIT_FD;
     stdio[1].data.fd = fd;
     stdio[2].flags = UV_INHERIT_FD;
     stdio[2].data.fd = fd;
 
     /*
-     * With cgroups the daemon's own binary runs first: it enters the
-     * engine's cgroup and execs the engine, so that nothing the engine does
-     * happens outside it. The pid, group and start time stay the engine's.
+     * The daemon's own binary runs first: it enters the engine's cgroup,
+     * waits for the go and execs the engine, so that nothing the engine does
+     * happens outside its cgroup or before its pid is recorded. The pid,
+     * group and start time stay the engine's.
      */
     size_t n_argv = 0;
     while (spec->argv[n_argv])
         n_argv++;
     char **args = xcalloc(n_argv + 4, sizeof *args);
     size_t k = 0;
-    if (r->cgroups) {
-        args[k++] = "yard";
-        args[k++] = CGROUP_EXEC_CMD;
-        args[k++] = (char *)cgroup_root_dir(r->cgroups);
-    }
+    args[k++] = "yard";
+    args[k++] = RUNNER_EXEC_CMD;
+    args[k++] = r->cgroups ? (char *)cgroup_root_dir(r->cgroups) : "-";
     for (size_t i = 0; i < n_argv; i++)
         args[k++] = spec->argv[i];
     uv_process_options_t opt = {0};
     opt.exit_cb = child_exit_cb;
-    opt.file = r->cgroups ? "/proc/self/exe" : spec->argv[0];
+    opt.file = "/proc/self/exe";
     opt.args = args;
     opt.env = env;
     opt.cwd = spec->cwd;
@@ -447,7 +466,9 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     free(args);
     free(env);
     close(fd);
+    close(gate[0]);
     if (rc < 0) {
+        gate_close(w);
         if (rc == UV_ENOENT)
             *err = xstrfmt("'%s' not found in PATH", spec->argv[0]);
         else if (rc == UV_EACCES)
@@ -482,6 +503,7 @@ static int local_adopt(struct runner *r, const struct runner_proc *p, runner_exi
     }
     struct runner_watch *w = xcalloc(1, sizeof *w);
     w->r = r;
+    w->gate = -1;
     w->adopted = 1;
     w->p = *p;
     w->cg = cg;
@@ -510,9 +532,66 @@ static int local_port_free(struct runner *r, int port)
     return ok;
 }
 
+static void local_release(struct runner_watch *w)
+{
+    if (!w || w->gate < 0)
+        return;
+    /* One byte into an empty pipe never blocks. A trampoline that died already: its exit follows.
+     */
+    ssize_t n;
+    do
+        n = write(w->gate, "g", 1);
+    while (n < 0 && errno == EINTR);
+    gate_close(w);
+}
+
+int runner_exec_main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fputs("yard: the internal command '" RUNNER_EXEC_CMD
+              "' takes a cgroup directory (or -) and a command\n",
+              stderr);
+        return 2;
+    }
+    if (strcmp(argv[2], "-") != 0) {
+        char *cg = NULL;
+        int rc = cgroup_enter_own(argv[2], &cg);
+        if (rc < 0) {
+            fprintf(stderr, "yard: cannot put the engine in cgroup '%s': %s\n", cg, strerror(-rc));
+            free(cg);
+            return 127;
+        }
+        free(cg);
+    }
+    char go = 0;
+    ssize_t n;
+    do
+        n = read(0, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1 || go != 'g') {
+        fprintf(stderr,
+                "yard: '%s' was not run: the daemon stopped before it had recorded the start "
+                "(the next start runs it)\n",
+                argv[3]);
+        return 125;
+    }
+    /* The engine reads nothing from the daemon: stdin is /dev/null, as a service's is. */
+    int null = open("/dev/null", O_RDONLY);
+    if (null < 0 || dup2(null, 0) < 0) {
+        fprintf(stderr, "yard: cannot open /dev/null for '%s': %s\n", argv[3], strerror(errno));
+        return 127;
+    }
+    if (null != 0)
+        close(null);
+    execvp(argv[3], argv + 3);
+    fprintf(stderr, "yard: cannot run '%s': %s\n", argv[3], strerror(errno));
+    return 127;
+}
+
 static const struct runner_ops local_ops = {
     .name = "local",
     .start = local_start,
+    .release = local_release,
     .adopt = local_adopt,
     .unwatch = local_unwatch,
     .signal_group = local_signal_group,

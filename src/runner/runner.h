@@ -68,6 +68,14 @@ struct runner_ops {
     int (*start)(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
                  void *arg, struct runner_proc *out, struct runner_watch **watch, char **err);
     /*
+     * Lets the tree that start made go on, once the caller has recorded it.
+     * The local runner holds a new engine at a gate until then (see
+     * RUNNER_EXEC_CMD): a daemon that dies between the start and the record
+     * leaves nothing running. NULL where a tree runs at once (pods: the pod
+     * records it itself).
+     */
+    void (*release)(struct runner_watch *w);
+    /*
      * Watches a process started by an earlier daemon (polled). 0 or -ESRCH if
      * gone (locally with cgroups: its leader and everything in its cgroup).
      */
@@ -107,6 +115,26 @@ struct runner {
     struct cgroup_root *cgroups;
 };
 
+/*
+ * The internal command of the local runner's trampoline:
+ * `yard __engine-exec DIR ENGINE ARGS...`. The local runner starts every
+ * engine through the daemon's own binary: it enters the engine's cgroup
+ * (DIR/PID-START; DIR "-": cgroups are off), waits on stdin, a pipe from the
+ * daemon, for the go that follows the record of its pid (runner_ops.release),
+ * and execs ENGINE with stdin on /dev/null. When the pipe closes without a go
+ * (the daemon died or could not record it) the engine never runs. The pid,
+ * group and start time stay the engine's. The binary's main hands
+ * RUNNER_EXEC_CMD to runner_exec_main.
+ */
+#define RUNNER_EXEC_CMD "__engine-exec"
+/*
+ * The trampoline: argv = {exe, RUNNER_EXEC_CMD, DIR, ENGINE, ARGS...}.
+ * Returns only on failure: 127 after one line on stderr (the engine's log)
+ * when it cannot enter the cgroup or run ENGINE, 125 when the pipe closed
+ * without a go, 2 for bad arguments.
+ */
+int runner_exec_main(int argc, char **argv);
+
 /* Fills r as the local runner on loop; engines run in process groups only. */
 void runner_local_init(struct runner *r, uv_loop_t *loop);
 /*
@@ -115,8 +143,7 @@ void runner_local_init(struct runner *r, uv_loop_t *loop);
  * process group still dies, and an engine runs while its cgroup holds a
  * process. Logs one line either way: where the cgroups are, or why there are
  * none (no writable cgroup2 hierarchy: process groups only). 0, or a negative
- * errno when r stays on process groups. The binary's main must hand
- * CGROUP_EXEC_CMD to cgroup_exec_main.
+ * errno when r stays on process groups.
  */
 int runner_local_use_cgroups(struct runner *r, const char *state_dir);
 /* Frees what runner_local_use_cgroups set up, removing its empty cgroups. */

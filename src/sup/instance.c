@@ -784,18 +784,26 @@ int sup__inst_launch(struct instance *in)
         in->launching = 1;
         goto out;
     }
-    /* Then the process: the next daemon adopts it by pid, group and start time. */
+    /*
+     * Then the process: the next daemon adopts it by pid, group and start
+     * time. It waits at the runner's gate until this row is written, so a
+     * daemon that dies in between leaves nothing running.
+     */
+    log_info("sup", "'%s' runs as pid %d on port %d once recorded", in->name, in->proc.pid,
+             in->port);
     struct store_instance row = row_of(in, INST_STARTING, &in->proc, in->detail);
     rc = store_put_instance(in->sup->app->store, &row);
     if (rc < 0) {
         /* A process no store names would be started twice: it goes, by its group. */
         in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
         char *why = sup__unwritable_msg(in->sup, rc);
-        snprintf(err, sizeof err, "%s; the engine it had started was killed", why);
+        snprintf(err, sizeof err, "%s; the engine was not run", why);
         free(why);
         in->unwritable = 1;
         goto out;
     }
+    if (in->runner->ops->release)
+        in->runner->ops->release(in->watch);
     in->probe_interval_ms = PROBE_FIRST_MS;
     probe_schedule(in, PROBE_FIRST_MS);
     uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);

@@ -9,7 +9,7 @@
 // Workers send chat completions, streaming and not, on fresh or keep-alive
 // connections, and check every answer's text. The daemon is killed with SIGKILL
 // at a random moment (every second kill aimed at the instant it logs a sleep, a
-// wake, a start or a stop), stays down a moment, and is started again on the same
+// wake, a start, a spawn not yet recorded or a stop), stays down a moment, and is started again on the same
 // state directory, where it re-adopts the engines. New requests wait while the
 // adoption is checked, then flow again. After each restart:
 //   - no orphan:   every live mock engine of the run belongs, by process group, to
@@ -51,6 +51,8 @@ const AIMS = [
     ['a sleep', / going to sleep /],
     ['a wake', / waking from /],
     ['a start', / stopped -> starting/],
+    // After the spawn, before the pid is recorded: the engine waits at the runner's gate.
+    ['a spawn before its record', / runs as pid \d+ on port \d+ once recorded/],
     ['a stop', / ready -> stopping/],
 ];
 

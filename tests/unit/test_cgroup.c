@@ -199,6 +199,7 @@ static void cg_engine_start(struct cg_engine *e, char **argv)
         skip();
     }
     assert_int_equal(e->r.ops->start(&e->r, &spec, test_on_exit, &e->seen, &e->p, &e->w, &err), 0);
+    e->r.ops->release(e->w);
     e->cg = cgroup_engine_path(e->r.cgroups, e->p.pid, e->p.start_time);
 }
 
@@ -338,6 +339,7 @@ static void test_missing_binary_with_cgroups(void **state)
     spec.argv = argv3;
     spec.cwd = dir;
     assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &seen, &p, &w, &err), 0);
+    r.ops->release(w);
     test_run_until(&loop, &seen.calls);
     assert_int_equal(seen.code, 4);
     unlink(script);
@@ -374,6 +376,7 @@ static void test_fallback_without_a_cgroup_hierarchy(void **state)
     struct runner_watch *w = NULL;
     char *err = NULL;
     assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &seen, &p, &w, &err), 0);
+    r.ops->release(w);
     test_run_until(&loop, &seen.calls);
     assert_int_equal(seen.code, 5);
     rmdir(plain);
@@ -431,18 +434,18 @@ static void test_kill_without_cgroup_kill(void **state)
 
 static void test_trampoline_failures(void **state)
 {
-    char *few[] = {"yard", CGROUP_EXEC_CMD, "/nowhere", NULL};
-    assert_int_equal(cgroup_exec_main(3, few), 2);
+    char *few[] = {"yard", RUNNER_EXEC_CMD, "/nowhere", NULL};
+    assert_int_equal(runner_exec_main(3, few), 2);
     /* A cgroup it cannot make: it says so (in the engine's log) and runs nothing. */
-    char *bad[] = {"yard", CGROUP_EXEC_CMD, "/nonexistent-yard-test-dir", "true", NULL};
-    assert_int_equal(cgroup_exec_main(4, bad), 127);
+    char *bad[] = {"yard", RUNNER_EXEC_CMD, "/nonexistent-yard-test-dir", "true", NULL};
+    assert_int_equal(runner_exec_main(4, bad), 127);
 }
 
 int main(int argc, char **argv)
 {
     /* The local runner re-executes this binary as its trampoline. */
-    if (argc > 1 && strcmp(argv[1], CGROUP_EXEC_CMD) == 0)
-        return cgroup_exec_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], RUNNER_EXEC_CMD) == 0)
+        return runner_exec_main(argc, argv);
     snprintf(logpath, sizeof logpath, "/tmp/yard-test-cgroup-%d.log", (int)getpid());
     snprintf(statedir, sizeof statedir, "/tmp/yard-test-cgroup-%d", (int)getpid());
     mkdir(statedir, 0700);

@@ -46,6 +46,7 @@ static void test_start_own_group_and_exit_code(void **state)
     char *err = NULL;
     assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &seen, &p, &w, &err), 0);
     assert_int_equal(p.pgid, p.pid);
+    r.ops->release(w);
     test_run_until(&loop, &seen.calls);
     assert_int_equal(seen.calls, 1);
     assert_int_equal(seen.code, 7);
@@ -74,6 +75,67 @@ static void test_missing_binary(void **state)
     assert_string_equal(err, "'no-such-engine-binary' not found in PATH");
     free(err);
     assert_int_equal(test_loop_close(&loop), 0);
+}
+
+/*
+ * The gate: an engine waits in the trampoline until the daemon has recorded
+ * it. A daemon that never says go (it died, or could not record the start)
+ * leaves nothing running: the engine's first command never runs.
+ */
+static void test_engine_waits_for_the_record(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    char marker[80];
+    snprintf(marker, sizeof marker, "/tmp/yard-test-runner-%d.ran", (int)getpid());
+    unlink(marker);
+    char *cmd = xstrfmt("touch %s; read x; echo \"stdin gave [$x]\"", marker);
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    struct runner_spec spec = {.argv = argv, .log_path = logpath};
+    struct runner_proc p;
+    struct runner_watch *w = NULL;
+    char *err = NULL;
+
+    /* Never released: dropping the watch closes the gate, and the trampoline gives up. */
+    assert_int_equal(r.ops->start(&r, &spec, test_on_exit, NULL, &p, &w, &err), 0);
+    uint64_t t;
+    assert_int_equal(runner_proc_start_time(p.pid, &t), 0);
+    assert_true(t == p.start_time);
+    r.ops->unwatch(w);
+    int status;
+    assert_int_equal(waitpid(p.pid, &status, 0), p.pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 125);
+    assert_int_equal(access(marker, F_OK), -1);
+
+    /* Released: the engine runs, with stdin on /dev/null (the gate is not its to read). */
+    struct test_exit seen = {0};
+    assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &seen, &p, &w, &err), 0);
+    r.ops->release(w);
+    r.ops->release(w); /* twice is harmless */
+    test_run_until(&loop, &seen.calls);
+    assert_int_equal(seen.code, 0);
+    assert_int_equal(access(marker, F_OK), 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    FILE *f = fopen(logpath, "r");
+    char buf[4096] = "";
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_non_null(
+        strstr(buf, "was not run: the daemon stopped before it had recorded the start"));
+    assert_non_null(strstr(buf, "stdin gave []\n"));
+    unlink(marker);
+    free(cmd);
+    assert_int_equal(test_loop_close(&loop), 0);
+}
+
+static void test_trampoline_arguments(void **state)
+{
+    char *few[] = {"yard", RUNNER_EXEC_CMD, "-", NULL};
+    assert_int_equal(runner_exec_main(3, few), 2);
 }
 
 static void test_stranger_is_not_ours(void **state)
@@ -175,13 +237,18 @@ static void test_port_free_despite_time_wait(void **state)
     uv_loop_close(&loop);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* The local runner re-executes this binary as its trampoline. */
+    if (argc > 1 && strcmp(argv[1], RUNNER_EXEC_CMD) == 0)
+        return runner_exec_main(argc, argv);
     snprintf(logpath, sizeof logpath, "/tmp/yard-test-runner-%d.log", (int)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_time_of_self),
         cmocka_unit_test(test_start_own_group_and_exit_code),
         cmocka_unit_test(test_missing_binary),
+        cmocka_unit_test(test_engine_waits_for_the_record),
+        cmocka_unit_test(test_trampoline_arguments),
         cmocka_unit_test(test_stranger_is_not_ours),
         cmocka_unit_test(test_adopt_notices_exit),
         cmocka_unit_test(test_port_free_despite_time_wait),
