@@ -43,7 +43,17 @@ struct tok {
     char **argv;
     size_t argc;
     size_t cap;
+    /* TOK_CHECK with ports set: what the command says about its port. */
+    struct config__cmd_port *ports;
+    char small[64]; /* the current word, when it fits */
+    size_t small_len;
+    int small_over;  /* the word is longer than small */
+    int small_macro; /* a macro is part of the word: not a literal */
+    int container;   /* argv[0] is docker, podman or nerdctl */
+    int want;        /* the word before asked for a value: WANT_PORT, WANT_PUBLISH */
 };
+
+enum { WANT_NONE, WANT_PORT, WANT_PUBLISH };
 
 static int tok_fail(struct tok *t, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -61,18 +71,31 @@ static int tok_fail(struct tok *t, int rc, const char *fmt, ...)
 
 static int tok_append(struct tok *t, const char *p, size_t n)
 {
-    if (t->mode == TOK_CHECK)
+    if (t->mode == TOK_CHECK) {
+        if (t->small_len + n < sizeof t->small) {
+            memcpy(t->small + t->small_len, p, n);
+            t->small_len += n;
+        } else {
+            t->small_over = 1;
+        }
         return 0;
+    }
     int rc = buf_append(&t->word, p, n);
     if (rc < 0)
         return tok_fail(t, rc, "command word too long");
     return 0;
 }
 
+static void tok_note_word(struct tok *t);
+
 static void tok_push_word(struct tok *t)
 {
     if (t->mode == TOK_CHECK) {
+        if (t->ports)
+            tok_note_word(t);
         t->argc++;
+        t->small_len = 0;
+        t->small_over = t->small_macro = 0;
         return;
     }
     if (t->argc + 2 > t->cap) {
@@ -114,6 +137,9 @@ static int tok_macro(struct tok *t, const char **pp)
     }
     size_t len = (size_t)(close - name);
     const char *val = NULL;
+    t->small_macro = 1;
+    if (t->ports && len == 4 && memcmp(name, "PORT", 4) == 0)
+        t->ports->uses_macro = 1;
     char num[16];
     int known = 1;
     if (len == 4 && memcmp(name, "PORT", 4) == 0) {
@@ -223,6 +249,91 @@ static int tok_run(struct tok *t, const char *cmd)
     return 0;
 }
 
+/* A port written as digits alone (1 to 65535), else 0. */
+static int literal_port(const char *s, size_t n)
+{
+    long v = 0;
+    if (n == 0 || n > 5)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v >= 1 && v <= 65535 ? (int)v : 0;
+}
+
+/*
+ * The host side of a container's published port: HOST:CONTAINER or
+ * IP:HOST:CONTAINER (docker run -p), else 0 (a bare CONTAINER port gets a
+ * random host port, a range is no one port).
+ */
+static int published_port(const char *s, size_t n)
+{
+    const char *last = memrchr(s, ':', n);
+    if (!last)
+        return 0;
+    const char *first = memchr(s, ':', (size_t)(last - s));
+    const char *host = first && first != last ? first + 1 : s;
+    return literal_port(host, (size_t)(last - host));
+}
+
+static int word_is(const struct tok *t, const char *w)
+{
+    return t->small_len == strlen(w) && memcmp(t->small, w, t->small_len) == 0;
+}
+
+static int word_has_prefix(const struct tok *t, const char *w)
+{
+    size_t n = strlen(w);
+    return t->small_len > n && memcmp(t->small, w, n) == 0;
+}
+
+/*
+ * One word of a command, for config__cmd_port: `--port N`, `--port=N`, and
+ * for a container runtime `-p HOST:CONTAINER` / `--publish`, written as
+ * digits (a word with a macro in it is not a literal).
+ */
+static void tok_note_word(struct tok *t)
+{
+    struct config__cmd_port *cp = t->ports;
+    int literal = !t->small_over && !t->small_macro;
+    int want = t->want;
+    t->want = WANT_NONE;
+    if (t->argc == 0) {
+        const char *base = literal ? memrchr(t->small, '/', t->small_len) : NULL;
+        base = base ? base + 1 : t->small;
+        size_t n = t->small_len - (size_t)(base - t->small);
+        t->container = literal && ((n == 6 && !memcmp(base, "docker", 6)) ||
+                                   (n == 6 && !memcmp(base, "podman", 6)) ||
+                                   (n == 7 && !memcmp(base, "nerdctl", 7)));
+        return;
+    }
+    if (t->small_over)
+        return;
+    if (want == WANT_PORT) {
+        if (literal && literal_port(t->small, t->small_len))
+            cp->option = literal_port(t->small, t->small_len);
+        return;
+    }
+    if (want == WANT_PUBLISH) {
+        if (literal && !cp->published)
+            cp->published = published_port(t->small, t->small_len);
+        return;
+    }
+    if (word_is(t, "--port")) {
+        t->want = WANT_PORT;
+    } else if (word_has_prefix(t, "--port=")) {
+        if (literal && literal_port(t->small + 7, t->small_len - 7))
+            cp->option = literal_port(t->small + 7, t->small_len - 7);
+    } else if (t->container && (word_is(t, "-p") || word_is(t, "--publish"))) {
+        t->want = WANT_PUBLISH;
+    } else if (t->container && word_has_prefix(t, "--publish=")) {
+        if (literal && !cp->published)
+            cp->published = published_port(t->small + 10, t->small_len - 10);
+    }
+}
+
 static char **tokenize(struct tok *t, const char *cmd)
 {
     buf_init(&t->word, WORD_MAX);
@@ -258,9 +369,11 @@ void config_argv_free(char **argv)
     free(argv);
 }
 
-int config__check_cmd(const char *cmd, char *err, size_t errlen)
+int config__check_cmd(const char *cmd, struct config__cmd_port *ports, char *err, size_t errlen)
 {
-    struct tok t = {.mode = TOK_CHECK, .err = err, .errlen = errlen};
+    struct tok t = {.mode = TOK_CHECK, .err = err, .errlen = errlen, .ports = ports};
+    if (ports)
+        *ports = (struct config__cmd_port){0};
     buf_init(&t.word, WORD_MAX);
     int rc = cmd ? tok_run(&t, cmd) : tok_fail(&t, -EINVAL, "empty command");
     buf_release(&t.word);

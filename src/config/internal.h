@@ -16,13 +16,26 @@
 
 /* argv.c */
 /*
+ * What a command says about the port its engine listens on, read from its
+ * words as config_expand_cmd would split them: whether ${PORT} appears
+ * anywhere, the last `--port N` / `--port=N` written as digits, and for a
+ * container runtime (argv[0] docker, podman or nerdctl) the host side of the
+ * first `-p HOST:CONTAINER` / `--publish` written as digits. 0: none.
+ */
+struct config__cmd_port {
+    int uses_macro;
+    int option;
+    int published;
+};
+
+/*
  * The loader checks each model's cmd with the same tokenizer that
  * config_expand_cmd uses later, so a command that loads is a command that
- * expands (but for unset ${env.VAR}). Returns 0, or a negative errno with a
- * message in err: an unterminated quote or macro, a trailing backslash, an
- * empty command, an unknown macro.
+ * expands (but for unset ${env.VAR}). Fills *ports when not NULL. Returns 0,
+ * or a negative errno with a message in err: an unterminated quote or macro,
+ * a trailing backslash, an empty command, an unknown macro. Allocates nothing.
  */
-int config__check_cmd(const char *cmd, char *err, size_t errlen);
+int config__check_cmd(const char *cmd, struct config__cmd_port *ports, char *err, size_t errlen);
 
 /*
  * A table of strings with their lengths, for checks that stay near-linear

@@ -411,12 +411,14 @@ static char *mpath(struct config__walk *w, const struct config_model *m, int key
     return config__strfmt(w, "models.%s.%s", m->name, model_keys[key]);
 }
 
-static void check_port(struct config__walk *w, struct config_model *m, const yaml_node_t *n)
+/* key: what gave the port ("port", or "cmd" for a literal --port), for messages. */
+static void check_port(struct config__walk *w, struct config_model *m, const yaml_node_t *n,
+                       const char *key)
 {
     const struct config *cfg = w->cfg;
     if (m->port == cfg->listen_port) {
-        config__err_at(w, n, "models.%s.port: port %d is the listen port; choose another", m->name,
-                       m->port);
+        config__err_at(w, n, "models.%s.%s: port %d is the listen port; choose another", m->name,
+                       key, m->port);
         return;
     }
     /* One slot per port: models are read in order, so the slot names the first to claim it. */
@@ -424,11 +426,49 @@ static void check_port(struct config__walk *w, struct config_model *m, const yam
         return;
     uint32_t owner = w->port_owner[m->port];
     if (owner) {
-        config__err_at(w, n, "models.%s.port: port %d is already used by model '%s'", m->name,
+        config__err_at(w, n, "models.%s.%s: port %d is already used by model '%s'", m->name, key,
                        m->port, cfg->models[owner - 1].name);
         return;
     }
     w->port_owner[m->port] = (uint32_t)(m - cfg->models) + 1;
+}
+
+/*
+ * The port the engine listens on must be the one yard probes. A cmd with
+ * ${PORT} gets yard's; one without it listens where the command says: a
+ * literal `--port N` (vLLM, SGLang and llama-server all take --port; a
+ * generic program may), or for a container the host side of `-p HOST:C`,
+ * which wins over a --port meant for inside the container. That port is the
+ * model's, as if `port: N` were written, and a `port:` that says otherwise
+ * is an error. A vllm, sglang or llamacpp cmd that names no port at all
+ * would listen on the engine's default, never on the port yard probes: it
+ * is refused with the fix. A generic program may learn its port in ways yard
+ * cannot see (a file, an argument of its own), so it is left alone.
+ */
+static void check_cmd_port(struct config__walk *w, struct config_model *m,
+                           const struct config__cmd_port *cp, const yaml_node_t *cmd)
+{
+    if (cp->uses_macro)
+        return;
+    int lit = cp->published ? cp->published : cp->option;
+    if (m->port) {
+        if (lit && lit != m->port)
+            config__err_at(w, cmd,
+                           "models.%s.cmd: the command listens on port %d but 'port' is %d; make "
+                           "them agree, or write --port ${PORT}",
+                           m->name, lit, m->port);
+        return;
+    }
+    if (lit) {
+        m->port = lit;
+        check_port(w, m, cmd, "cmd");
+        return;
+    }
+    if (m->engine && strcmp(m->engine, "generic") != 0)
+        config__err_at(w, cmd,
+                       "models.%s.cmd: the command gives the engine no port; add --port ${PORT} "
+                       "(yard picks a free one) or set port: N",
+                       m->name);
 }
 
 /*
@@ -463,6 +503,8 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
 {
     struct config *cfg = w->cfg;
     yaml_node_t *v[MK_COUNT];
+    struct config__cmd_port cmd_port;
+    int cmd_ok = 0;
     char *path = config__strfmt(w, "models.%s", m->name);
     char *where = config__strfmt(w, "in model '%s'", m->name);
     char *p = NULL;
@@ -492,8 +534,10 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
     } else {
         config__get_str(w, v[MK_CMD], KEY(MK_CMD), &m->cmd);
         char msg[256];
-        if (m->cmd && config__check_cmd(m->cmd, msg, sizeof msg) < 0)
+        if (m->cmd && config__check_cmd(m->cmd, &cmd_port, msg, sizeof msg) < 0)
             config__err_at(w, v[MK_CMD], "%s: %s", p, msg);
+        else if (m->cmd)
+            cmd_ok = 1;
     }
     if (config__present(v[MK_MODEL]))
         config__get_str(w, v[MK_MODEL], KEY(MK_MODEL), &m->model_id);
@@ -522,8 +566,13 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
             config__err_at(w, port, "%s: port %s is out of range; use 1 to 65535 or 'auto'",
                            KEY(MK_PORT), config__scalar(port));
         else
-            m->port = (int)n, check_port(w, m, port);
+            m->port = (int)n, check_port(w, m, port, "port");
     }
+    /* A port: that was refused has its own message; the cmd is not judged against it. */
+    int port_refused = config__present(port) && !m->port &&
+                       !(port->type == YAML_SCALAR_NODE && !strcmp(config__scalar(port), "auto"));
+    if (cmd_ok && !port_refused)
+        check_cmd_port(w, m, &cmd_port, v[MK_CMD]);
 
     if (config__present(v[MK_GPUS]))
         parse_model_gpus(w, m, v[MK_GPUS], KEY(MK_GPUS));

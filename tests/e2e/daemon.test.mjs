@@ -201,9 +201,32 @@ test('yard check and yard serve refuse a bad config with FILE:LINE:COL', async (
     assert.equal(s.code, 2);
     assert.match(s.stderr, /nothing was started/);
     assert.ok(!fs.existsSync(path.join(dir, 'yard.sock')));
-    const ok = writeConfig(dir, 'models:\n  a:\n    engine: vllm\n    cmd: "x"\n', 'ok.yaml');
+    const ok = writeConfig(dir, 'models:\n  a:\n    engine: vllm\n    cmd: "x --port ${PORT}"\n', 'ok.yaml');
     const c = await yard(['check', '-c', ok]);
     assert.equal(c.code, 0, c.stderr);
+});
+
+test('yard check: a cmd with a fixed port gives the model that port, one with none is refused', async () => {
+    const dir = tmpdir();
+    const none = writeConfig(dir, 'models:\n  m:\n    engine: vllm\n    cmd: "vllm serve m"\n', 'none.yaml');
+    const r = await yard(['check', '-c', none]);
+    assert.equal(r.code, 2);
+    assert.equal(
+        r.stderr.trim(),
+        `${none}:4:10: models.m.cmd: the command gives the engine no port; add --port \${PORT} (yard picks a free one) or set port: N`
+    );
+    const fixed = writeConfig(
+        dir,
+        'models:\n  m:\n    engine: vllm\n    cmd: "vllm serve m --port 9000"\n' +
+            '  n:\n    engine: sglang\n    cmd: "sglang --port=9000"\n',
+        'fixed.yaml'
+    );
+    const f = await yard(['check', '-c', fixed]);
+    assert.equal(f.code, 2);
+    assert.equal(f.stderr.trim(), `${fixed}:7:10: models.n.cmd: port 9000 is already used by model 'm'`);
+    const one = writeConfig(dir, 'models:\n  m:\n    engine: vllm\n    cmd: "vllm serve m --port 9000"\n', 'one.yaml');
+    const o = await yard(['check', '-c', one]);
+    assert.equal(o.code, 0, o.stderr);
 });
 
 test('a corrupt database is refused and left as it was', async () => {

@@ -67,7 +67,7 @@ test('yard models: the local host, catalogs and errors (no sshd needed)', async 
     const base =
         `listen: 127.0.0.1:${port}\n` +
         'gpus: [{index: 0, name: "NVIDIA A10G", memory: 23028MiB}]\n' +
-        'models:\n  a:\n    engine: vllm\n    cmd: "x"\n';
+        'models:\n  a:\n    engine: vllm\n    cmd: "x --port ${PORT}"\n';
     const builtinCfg = h.writeConfig(dir, base, 'builtin.yaml');
     // Relative: found next to the config, whatever the daemon's working directory.
     const customCfg = h.writeConfig(dir, `catalog: cat.json\n${base}`, 'custom.yaml');
@@ -228,7 +228,7 @@ test('yard models --pod against a real sshd', { skip: SKIP || false }, async (t)
     });
     const dir = h.tmpdir('yard-models-pod-');
     const port = await h.freePort();
-    const base = `listen: 127.0.0.1:${port}\nmodels:\n  a:\n    engine: vllm\n    cmd: "x"\n`;
+    const base = `listen: 127.0.0.1:${port}\nmodels:\n  a:\n    engine: vllm\n    cmd: "x --port \${PORT}"\n`;
     const builtinCfg = h.writeConfig(dir, base, 'builtin.yaml');
     const catalog = path.join(dir, 'cat.json');
     fs.writeFileSync(catalog, JSON.stringify(CUSTOM));

@@ -86,7 +86,7 @@ test('yard pod setup against a real sshd', { skip: SKIP || false }, async (t) =>
             'models:',
             '  a:',
             '    engine: vllm',
-            '    cmd: "x"',
+            '    cmd: "x --port ${PORT}"',
             'pods:',
             '  stream:',
             `    setup: ${block(

@@ -50,7 +50,7 @@ test('yard pod against a real sshd', { skip: SKIP || false }, async (t) => {
     // p runs on gpu1 and never gets ready (nothing answers its health check)
     const config = h.writeConfig(
         dir,
-        `listen: 127.0.0.1:${port}\nmodels:\n  a:\n    engine: vllm\n    cmd: "x"\n` +
+        `listen: 127.0.0.1:${port}\nmodels:\n  a:\n    engine: vllm\n    cmd: "x --port \${PORT}"\n` +
             `  p:\n    engine: generic\n    cmd: "sleep 600"\n    pod: gpu1\n` +
             `    restart: never\n`,
     );

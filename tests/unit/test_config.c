@@ -781,22 +781,89 @@ static void test_model_same(void **state)
     config_free(a);
 }
 
+/*
+ * The port a cmd gives its engine: ${PORT}, a literal --port (or a
+ * container's published host port) taken as the model's port, or refused.
+ */
+static void test_cmd_port(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *engine, *cmd;
+        int port;
+    } taken[] = {
+        {"vllm", "vllm serve m --port ${PORT}", 0},
+        {"vllm", "sh -c \"exec vllm serve m --port ${PORT}\"", 0},
+        {"vllm", "vllm serve m --port 9000", 9000},
+        {"sglang", "python -m sglang.launch_server --port=9001", 9001},
+        {"llamacpp", "llama-server -m x.gguf --port 9002 --port 9004", 9004},
+        {"generic", "python app.py", 0},
+        {"generic", "python app.py --port 9005", 9005},
+        {"vllm", "docker run -p 9006:8000 vllm/vllm-openai --port 8000", 9006},
+        {"vllm", "/usr/bin/podman run --publish=127.0.0.1:9007:8000 img --port 8000", 9007},
+        {"vllm", "docker run --network host img --port 9008", 9008},
+        {"vllm", "docker run -p ${PORT}:8000 img --port 8000", 0},
+    };
+    for (size_t i = 0; i < sizeof taken / sizeof taken[0]; i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof yaml, "models:\n  m:\n    engine: %s\n    cmd: '%s'\n",
+                 taken[i].engine, taken[i].cmd);
+        struct config *c = parse_ok(yaml);
+        if (c->models[0].port != taken[i].port)
+            fail_msg("'%s': port %d, expected %d", taken[i].cmd, c->models[0].port, taken[i].port);
+        config_free(c);
+    }
+    const char *no_port = "yard.yaml:4:10: models.m.cmd: the command gives the engine no port; "
+                          "add --port ${PORT} (yard picks a free one) or set port: N";
+    expect_error("models:\n  m:\n    engine: vllm\n    cmd: vllm serve m\n", no_port);
+    expect_error("models:\n  m:\n    engine: vllm\n    cmd: vllm serve m --port '${PORT}'\n",
+                 no_port);
+    expect_error("models:\n  m:\n    engine: sglang\n    cmd: \"python -m s --port x\"\n", no_port);
+    expect_error("models:\n  m:\n    engine: vllm\n    cmd: docker run -p 8000 img\n", no_port);
+    expect_error("models:\n  m:\n    engine: vllm\n    cmd: vllm serve m\n    port: auto\n",
+                 no_port);
+    /* port: given: the engine's port comes from yard's config alone. */
+    struct config *c = parse_ok("models:\n  m:\n    engine: vllm\n    cmd: vllm serve m\n"
+                                "    port: 8000\n  n:\n    engine: vllm\n"
+                                "    cmd: vllm serve n --port 8001\n    port: 8001\n");
+    assert_int_equal(c->models[0].port, 8000);
+    assert_int_equal(c->models[1].port, 8001);
+    config_free(c);
+    expect_error("models:\n  m:\n    engine: vllm\n    cmd: vllm serve m --port 9001\n"
+                 "    port: 9000\n",
+                 "yard.yaml:4:10: models.m.cmd: the command listens on port 9001 but 'port' is "
+                 "9000; make them agree, or write --port ${PORT}");
+    expect_error("models:\n  a:\n    engine: vllm\n    cmd: vllm serve a --port 9000\n"
+                 "  b:\n    engine: generic\n    cmd: app --port=9000\n",
+                 "yard.yaml:7:10: models.b.cmd: port 9000 is already used by model 'a'");
+    expect_error("models:\n  a:\n    engine: vllm\n    cmd: vllm serve a\n    port: 9000\n"
+                 "  b:\n    engine: vllm\n    cmd: vllm serve b --port 9000\n",
+                 "yard.yaml:8:10: models.b.cmd: port 9000 is already used by model 'a'");
+    expect_error("listen: 127.0.0.1:9000\nmodels:\n  a:\n    engine: vllm\n"
+                 "    cmd: vllm serve a --port 9000\n",
+                 "yard.yaml:5:10: models.a.cmd: port 9000 is the listen port; choose another");
+    /* A port: that is refused is reported alone. */
+    expect_error("models:\n  m:\n    engine: vllm\n    cmd: vllm serve m\n    port: 70000\n",
+                 "yard.yaml:5:11: models.m.port: port 70000 is out of range; use 1 to 65535 or "
+                 "'auto'");
+}
+
 static void test_eviction_policies(void **state)
 {
     (void)state;
-    expect_error("models:\n  a:\n    engine: llamacpp\n    cmd: x\n"
+    expect_error("models:\n  a:\n    engine: llamacpp\n    cmd: x --port 7001\n"
                  "    eviction: { weights: offload }\n",
                  "yard.yaml:5:26: models.a.eviction: engine 'llamacpp' cannot release GPU memory "
                  "while running; use process 'cuda_suspend', 'checkpoint' or 'stop'");
-    expect_error("models:\n  a:\n    engine: vllm\n    cmd: x\n"
+    expect_error("models:\n  a:\n    engine: vllm\n    cmd: x --port 7000\n"
                  "    eviction: { weights: retain, process: keep_running }\n",
                  "yard.yaml:5:26: models.a.eviction: weights 'retain' with process 'keep_running' "
                  "frees no GPU memory; use weights 'offload' or 'discard', or process "
                  "'cuda_suspend' or 'stop'");
     struct config_errors errs = {0};
-    const char *ok = "models:\n  a:\n    engine: vllm\n    cmd: x\n"
+    const char *ok = "models:\n  a:\n    engine: vllm\n    cmd: x --port 7000\n"
                      "    eviction: { weights: discard }\n"
-                     "  b:\n    engine: llamacpp\n    cmd: x\n"
+                     "  b:\n    engine: llamacpp\n    cmd: x --port 7001\n"
                      "    eviction: { process: cuda_suspend }\n"
                      "tools: { criu: /opt/criu, keep_checkpoints: true }\ngpu_ledger: /tmp/l\n";
     struct config *cfg = config_parse(ok, strlen(ok), "t.yaml", &errs);
@@ -1070,6 +1137,7 @@ static void test_many_models(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cmd_port),
         cmocka_unit_test(test_eviction_policies),
         cmocka_unit_test(test_unknown_key_suggests),
         cmocka_unit_test(test_unknown_engine),
