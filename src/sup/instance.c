@@ -695,43 +695,13 @@ int sup__inst_launch(struct instance *in)
     in->port = rc;
     in->reach_port = remote ? 0 : rc;
     rc = 0;
-    argv = config_expand_cmd(m, in->port, in->gpus, err, sizeof err);
-    if (!argv) {
-        rc = -EINVAL;
+    struct sup__spec sp;
+    rc = sup__engine_spec(m, in->eng, in->name, in->port, in->gpus, sup__wanted_pod(in), &sp, err,
+                          sizeof err);
+    if (rc < 0)
         goto out;
-    }
-    /* A model that sleeps in place needs the engine started for it (vLLM's sleep mode). */
-    const char *const *extra_args = NULL, *const *extra_env = NULL;
-    if (in->eng->sleep_setup)
-        in->eng->sleep_setup(sup__policy_level(m), &extra_args, &extra_env);
-    size_t n_argv = 0, n_extra = 0, n_xenv = 0;
-    while (argv[n_argv])
-        n_argv++;
-    while (extra_args && extra_args[n_extra])
-        n_extra++;
-    while (extra_env && extra_env[n_xenv])
-        n_xenv++;
-    if (n_extra) {
-        argv = xrealloc(argv, (n_argv + n_extra + 1) * sizeof *argv);
-        for (size_t i = 0; i < n_extra; i++)
-            argv[n_argv + i] = xstrdup(extra_args[i]);
-        argv[n_argv + n_extra] = NULL;
-    }
-    /* CRIU cannot dump io_uring: keep libuv (uvloop) from opening one. */
-    size_t n_cenv = 0;
-    while (sup__policy_checkpoints(m) && tools_checkpoint_env[n_cenv])
-        n_cenv++;
-    env = xcalloc(m->n_env + n_xenv + n_cenv + 3, sizeof *env);
-    size_t k = 0;
-    for (size_t i = 0; i < n_xenv; i++)
-        env[k++] = xstrdup(extra_env[i]);
-    for (size_t i = 0; i < n_cenv; i++)
-        env[k++] = xstrdup(tools_checkpoint_env[i]);
-    for (size_t i = 0; i < m->n_env; i++)
-        env[k++] = xstrfmt("%s=%s", m->env[i].key, m->env[i].value);
-    if (*in->gpus)
-        env[k++] = xstrfmt("CUDA_VISIBLE_DEVICES=%s", in->gpus);
-    env[k++] = xstrfmt("YARD_MODEL=%s", in->name);
+    argv = sp.argv;
+    env = sp.env;
 
     replace_str(&in->cmdline, NULL);
     in->cmdline = join_argv(argv);

@@ -343,6 +343,31 @@ static void list_add(struct buf *b, const char *name)
     buf_printf(b, "%s%s", b->len ? "," : "", name);
 }
 
+/*
+ * Whether the running instance in would start differently under nm: the
+ * spec its model gives at its port and GPUs (what it was started with)
+ * against the spec nm gives there (what a start would run). The same
+ * sup__engine_spec builds the launch's, so the two never disagree. A spec
+ * only one side can build (an unset ${env.VAR}) is a change.
+ */
+static int spec_changed(const struct instance *in, const struct config_model *nm)
+{
+    struct sup__spec was, now;
+    char err[256];
+    const char *host_was = in->pod_override ? in->pod_override : in->m->pod;
+    const char *host_now = in->pod_override ? in->pod_override : nm->pod;
+    int rw = sup__engine_spec(in->m, in->eng, in->name, in->port, in->gpus, host_was, &was, err,
+                              sizeof err);
+    int rn = sup__engine_spec(nm, engine_find(nm->engine), in->name, in->port, in->gpus, host_now,
+                              &now, err, sizeof err);
+    int changed = rw < 0 || rn < 0 ? (rw < 0) != (rn < 0) : !sup__spec_same(&was, &now);
+    if (rw == 0)
+        sup__spec_release(&was);
+    if (rn == 0)
+        sup__spec_release(&now);
+    return changed;
+}
+
 void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted, char **stopped,
                 char **added)
 {
@@ -374,6 +399,9 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
             continue;
         }
         int same = in->m && config_model_same(in->m, nm);
+        /* A running engine is compared by what it runs: eviction can change its argv. */
+        if (same && in->state != INST_STOPPED && in->state != INST_FAILED)
+            same = !spec_changed(in, nm);
         in->m = nm;
         if (same || in->state == INST_STOPPED || in->state == INST_FAILED) {
             free(in->engine_name);

@@ -32,6 +32,34 @@ int sup__record_sleep_intent(struct instance *in, int level);
 /* The sleep level the model's eviction policy asks for: 0 (never sleeps), 1 or 2. */
 int sup__policy_level(const struct config_model *m);
 
+/*
+ * What an engine is started with (spec.c): argv and env as the runner gets
+ * them, before the engine's key is put in (sup/key.c), its cwd and its host
+ * (the pod's name, NULL for local). cwd and host point into the caller's
+ * strings.
+ */
+struct sup__spec {
+    char **argv;
+    char **env; /* "KEY=VALUE" */
+    const char *cwd;
+    const char *host;
+};
+/*
+ * Builds the spec of model m run as name on port with gpus (a list of
+ * indexes, NULL or "" for none) on host: the expanded cmd plus the engine's
+ * sleep-mode arguments (eng->sleep_setup), the environment the adapter and
+ * the eviction tools need, the model's env, CUDA_VISIBLE_DEVICES and
+ * YARD_MODEL. The launch and reload's comparison both use it. Returns 0 with
+ * *out filled (freed with sup__spec_release), or -EINVAL with a message in
+ * err (an unset ${env.VAR}).
+ */
+int sup__engine_spec(const struct config_model *m, const struct engine_ops *eng, const char *name,
+                     int port, const char *gpus, const char *host, struct sup__spec *out, char *err,
+                     size_t errlen);
+void sup__spec_release(struct sup__spec *sp);
+/* Nonzero when a and b start the same process: argv, env (as a set), cwd and host. */
+int sup__spec_same(const struct sup__spec *a, const struct sup__spec *b);
+
 /* Follows a model's log file: classifies new lines and keeps the last ones. */
 struct logtail {
     struct instance *in;
@@ -119,6 +147,15 @@ struct instance {
     char *pod_override;             /* yard start --pod: the pod for the next start */
     uint64_t probe_started_mono;    /* when the running health probe began */
     int start_after_exit;           /* a start waits for the failed run's exit */
+    /* Readiness (instance.c): the answer on the port must be the engine's */
+    struct sup__owner_ask *owner_ask; /* a runner port_owner question under way */
+    char *ready_why;                  /* the reason the ready transition will carry */
+    char *owner_note;                 /* why the port's owner is unknown (judged by name) */
+    char *neighbour;                  /* why the answer on the port is not the engine's */
+    int fatal_port;                   /* the fatal line said another process has the port */
+    int port_tries;                   /* starts moved to another port within this start */
+    int avoid_port;                   /* a port lost to a neighbour: not chosen again now */
+    char *launch_note;                /* the reason the next launch's starting row carries */
     /* Durable state */
     enum inst_state recorded; /* the state the store holds for it */
     int unrecorded;           /* its current state is not in the store yet: retried */
