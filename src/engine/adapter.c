@@ -1,6 +1,10 @@
 #include "engine/adapter.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "base/utf8.h"
 #include "engine/internal.h"
@@ -265,6 +269,7 @@ void engine__set_fatal(struct engine_line *out, const char *label, const char *t
         len = 0;
     out->kind = ENGINE_LINE_FATAL;
     out->reason[0] = '\0';
+    out->port_taken = 0;
     if (label)
         at = copy_clean(out->reason, cap, at, label, strlen(label));
     if (label && len > 0)
@@ -299,6 +304,7 @@ int engine__classify_common(const char *line, size_t len, const char *text, size
         engine__find(line, len, "address already in use")) {
         engine__strip_exception(&text, &text_len);
         engine__set_fatal(out, "port already in use", text, text_len);
+        out->port_taken = 1;
         return 1;
     }
     return 0;
@@ -314,6 +320,7 @@ int engine__python_prologue(struct engine_log_state *st, const char *line, size_
     out->kind = ENGINE_LINE_NONE;
     out->percent = st->percent;
     out->reason[0] = '\0';
+    out->port_taken = 0;
 
     /* vLLM's weight loader prints this bar, and SGLang's prints vLLM's */
     int pct = engine__parse_percent(line, len, "Loading safetensors checkpoint shards:");
@@ -323,4 +330,34 @@ int engine__python_prologue(struct engine_log_state *st, const char *line, size_
         return 0;
     engine__set_progress(st, out, pct);
     return 1;
+}
+
+int engine_models_lists(const char *body, size_t len, const char *const *names, char *first,
+                        size_t first_len)
+{
+    if (first && first_len)
+        first[0] = '\0';
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    json_t *data = json_object_get(root, "data");
+    if (!json_is_array(data)) {
+        json_decref(root);
+        return -EINVAL;
+    }
+    int hit = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(data, i, m)
+    {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        if (!id)
+            continue;
+        if (i == 0 && first && first_len)
+            snprintf(first, first_len, "%s", id);
+        for (size_t k = 0; names[k] && !hit; k++)
+            hit = strcmp(id, names[k]) == 0;
+        if (hit)
+            break;
+    }
+    json_decref(root);
+    return hit;
 }

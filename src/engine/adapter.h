@@ -36,11 +36,18 @@ struct engine_line {
     enum engine_line_kind kind;
     int percent;
     char reason[512];
+    int port_taken; /* FATAL: the engine could not bind its port (another process has it) */
 };
 
 struct engine_ops {
     const char *name;
     const char *health_path; /* default readiness probe path */
+    /*
+     * Where the engine lists the models it serves ("/v1/models"), read with
+     * engine_models_lists(); NULL when it lists none (generic). Readiness
+     * checks the served name there (docs/sup.md, "Readiness").
+     */
+    const char *models_path;
     /*
      * Interprets one readiness probe: status is the HTTP status, or a negative
      * errno for a transport failure (-ECONNREFUSED while vLLM and SGLang load).
@@ -88,6 +95,15 @@ struct engine_ops {
     const char *key_env;
     const char *key_flag;
 };
+
+/*
+ * Reads an OpenAI model list ({"data":[{"id":...}]}, the answer of
+ * models_path): 1 when an id equals one of the NULL-terminated names, 0
+ * when none does (*first, when not NULL, gets the first id listed, cut to
+ * first_len, or "" for an empty list), -EINVAL when body is no such list.
+ */
+int engine_models_lists(const char *body, size_t len, const char *const *names, char *first,
+                        size_t first_len);
 
 /* The adapter for an engine name; NULL for an unknown name. */
 const struct engine_ops *engine_find(const char *name);

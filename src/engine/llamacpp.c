@@ -107,6 +107,7 @@ static void llamacpp_classify_line(struct engine_log_state *st, const char *line
     out->kind = ENGINE_LINE_NONE;
     out->percent = st->percent;
     out->reason[0] = '\0';
+    out->port_taken = 0;
     strip_llama(&text, &text_len);
     remember_cause(st, text, text_len);
 
@@ -117,12 +118,14 @@ static void llamacpp_classify_line(struct engine_log_state *st, const char *line
     hit = engine__find(text, text_len, "couldn't bind HTTP server socket");
     if (hit) {
         engine__set_fatal(out, "port already in use", hit, text_len - (size_t)(hit - text));
+        out->port_taken = 1;
         return;
     }
     if (engine__find(text, text_len, "exiting due to HTTP server error")) {
-        if (strncmp(st->first_error, "couldn't bind", 13) == 0)
+        if (strncmp(st->first_error, "couldn't bind", 13) == 0) {
             engine__set_fatal(out, "port already in use", st->first_error, strlen(st->first_error));
-        else
+            out->port_taken = 1;
+        } else
             engine__set_fatal(out, "HTTP server error", st->first_error, strlen(st->first_error));
         return;
     }
@@ -143,6 +146,7 @@ static void llamacpp_classify_line(struct engine_log_state *st, const char *line
 const struct engine_ops engine_llamacpp = {
     .name = "llamacpp",
     .health_path = "/health",
+    .models_path = "/v1/models",
     .probe_verdict = llamacpp_probe_verdict,
     .classify_line = llamacpp_classify_line,
     /* no sleep verbs: eviction suspends it with cuda-checkpoint (runner/tools.h) */

@@ -152,6 +152,7 @@ static void sglang_sleep_setup(int need_sleep, const char *const **extra_args,
 const struct engine_ops engine_sglang = {
     .name = "sglang",
     .health_path = "/health",
+    .models_path = "/v1/models",
     .probe_verdict = sglang_probe_verdict,
     .classify_line = sglang_classify_line,
     .sleep_plan = sglang_sleep_plan,

@@ -168,6 +168,7 @@ static void vllm_sleep_setup(int need_sleep, const char *const **extra_args,
 const struct engine_ops engine_vllm = {
     .name = "vllm",
     .health_path = "/health",
+    .models_path = "/v1/models",
     .probe_verdict = vllm_probe_verdict,
     .classify_line = vllm_classify_line,
     .sleep_plan = vllm_sleep_plan,

@@ -31,6 +31,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "runner/cgroup.h"
+#include "runner/sockowner.h"
 
 extern char **environ;
 
@@ -532,6 +533,41 @@ static int local_port_free(struct runner *r, int port)
     return ok;
 }
 
+/* A port_owner answer, judged at once and given on the next loop turn. */
+struct owner_answer {
+    uv_timer_t t;
+    runner_owner_cb cb;
+    void *arg;
+    enum runner_owner verdict;
+    char detail[512];
+};
+
+static void owner_answer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void owner_answer_fire(uv_timer_t *t)
+{
+    struct owner_answer *a = t->data;
+    a->cb(a->arg, a->verdict, a->detail);
+    uv_close((uv_handle_t *)&a->t, owner_answer_closed);
+}
+
+static void local_port_owner(struct runner *r, const struct runner_proc *p, int port,
+                             runner_owner_cb cb, void *arg)
+{
+    struct owner_answer *a = xcalloc(1, sizeof *a);
+    a->cb = cb;
+    a->arg = arg;
+    char *cg = proc_cgroup(r, p);
+    a->verdict = sockowner_judge(port, p, cg, a->detail, sizeof a->detail);
+    free(cg);
+    uv_timer_init(r->loop, &a->t);
+    a->t.data = a;
+    uv_timer_start(&a->t, owner_answer_fire, 0, 0);
+}
+
 static void local_release(struct runner_watch *w)
 {
     if (!w || w->gate < 0)
@@ -598,6 +634,7 @@ static const struct runner_ops local_ops = {
     .group_alive = local_group_alive,
     .is_alive = local_is_alive,
     .port_free = local_port_free,
+    .port_owner = local_port_owner,
 };
 
 void runner_local_init(struct runner *r, uv_loop_t *loop)

@@ -56,6 +56,20 @@ typedef void (*runner_exit_cb)(void *arg, int64_t exit_code, int term_signal);
 
 struct runner_watch;
 
+/* Whose socket listens on an instance's port (runner_ops.port_owner). */
+enum runner_owner {
+    RUNNER_OWNER_OURS = 0, /* a process of the instance's own tree */
+    RUNNER_OWNER_OTHER,    /* another process: detail names it, "pid N (COMMAND)" */
+    RUNNER_OWNER_NONE,     /* nothing listens on the port */
+    RUNNER_OWNER_UNKNOWN,  /* cannot tell (a container runtime's proxy, no rights, no tool) */
+};
+
+/*
+ * The answer of port_owner: verdict is an enum runner_owner, detail a
+ * one-line explanation owned by the runner (valid during the call only).
+ */
+typedef void (*runner_owner_cb)(void *arg, int verdict, const char *detail);
+
 struct runner_ops {
     const char *name;
     /*
@@ -95,6 +109,15 @@ struct runner_ops {
     int (*is_alive)(struct runner *r, const struct runner_proc *p);
     /* 1 if nothing listens on port on the host (as far as the runner knows), else 0. */
     int (*port_free)(struct runner *r, int port);
+    /*
+     * Asks whose socket listens on port on the host: the tree of p, another
+     * process, nobody, or cannot tell. cb runs exactly once, never before
+     * port_owner returns (locally on the next loop turn; a pod answers over
+     * ssh). A caller that stops caring ignores the answer. NULL: the runner
+     * cannot tell at all.
+     */
+    void (*port_owner)(struct runner *r, const struct runner_proc *p, int port, runner_owner_cb cb,
+                       void *arg);
     /*
      * NULL for hosts that answer at once. Otherwise the host is asked what it
      * has (ports, GPUs, whether it answers) before a start; done runs once

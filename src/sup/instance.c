@@ -15,6 +15,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/clock.h"
+#include "base/hash.h"
 #include "base/log.h"
 #include "base/units.h"
 #include "base/utf8.h"
@@ -36,6 +37,17 @@
 #define STABLE_RUN_MS 60000
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 60000
+/* Starts of one model that may lose their port to another process during the load. */
+#define PORT_TRIES_MAX 3
+/* While another process answers on the port, the readiness probe slows to this. */
+#define NEIGHBOUR_PROBE_MS 500
+/* Daemons on one host start their port scans this far apart at most (alloc_port). */
+#define PORT_SPREAD 1000
+
+/* A port_owner question; in is NULL once the instance stopped caring. */
+struct sup__owner_ask {
+    struct instance *in;
+};
 
 static const char *const state_names[] = {
     [INST_STOPPED] = "stopped",
@@ -222,6 +234,10 @@ int sup__record_sleep_intent(struct instance *in, int level)
 
 void sup__timers_stop(struct instance *in)
 {
+    if (in->owner_ask) {
+        in->owner_ask->in = NULL;
+        in->owner_ask = NULL;
+    }
     uv_timer_stop(&in->probe_timer);
     uv_timer_stop(&in->deadline_timer);
     uv_timer_stop(&in->reap_timer);
@@ -255,6 +271,169 @@ static void probe_schedule(struct instance *in, uint64_t ms)
     uv_timer_start(&in->probe_timer, probe_fire, ms, 0);
 }
 
+/* Not ready yet: the next readiness probe, backing off (to at least at_least ms). */
+static void probe_later(struct instance *in, uint64_t at_least)
+{
+    if (in->probe_again) {
+        in->probe_again = 0;
+        probe_schedule(in, 0);
+        return;
+    }
+    probe_schedule(in, in->probe_interval_ms > at_least ? in->probe_interval_ms : at_least);
+    in->probe_interval_ms *= 2;
+    if (in->probe_interval_ms > PROBE_MAX_MS)
+        in->probe_interval_ms = PROBE_MAX_MS;
+}
+
+/*
+ * The port answers, but not as the engine (another process holds it, or it
+ * serves another model): not ready, and said once in the reason (yard ps,
+ * events) while it stays so. An adopted instance becomes starting.
+ */
+static void not_ready(struct instance *in, const char *why)
+{
+    if (in->state == INST_STOPPED || in->state == INST_UNKNOWN) {
+        int back = in->state == INST_UNKNOWN;
+        char *r = xstrfmt("%s; %s",
+                          back ? "its pod answers again" : "adopted from an earlier daemon", why);
+        sup__set_state(in, INST_STARTING, r, NULL);
+        free(r);
+        in->probe_interval_ms = PROBE_FIRST_MS;
+        if (back && in->m)
+            uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
+    } else if (!in->neighbour || strcmp(in->neighbour, why) != 0) {
+        char *r = xstrfmt("not ready: %s", why);
+        sup__set_state(in, INST_STARTING, r, NULL);
+        free(r);
+    }
+    replace_str(&in->neighbour, why);
+    probe_later(in, NEIGHBOUR_PROBE_MS);
+}
+
+/*
+ * The names the engine may list the model under: its name, and the words of
+ * its command (an engine told no name lists the model path it was given).
+ * A new NULL-terminated array whose strings live in *words; free both.
+ */
+static const char **served_names(const struct instance *in, char **words)
+{
+    *words = xstrdup(in->cmdline ? in->cmdline : "");
+    size_t n = 2;
+    for (const char *c = *words; *c; c++)
+        n += *c == ' ';
+    const char **v = xcalloc(n + 1, sizeof *v);
+    size_t k = 0;
+    v[k++] = in->name;
+    for (char *w = *words; *w;) {
+        char *sp = strchr(w, ' ');
+        if (sp)
+            *sp = '\0';
+        if (*w)
+            v[k++] = w;
+        if (!sp)
+            break;
+        w = sp + 1;
+    }
+    v[k] = NULL;
+    return v;
+}
+
+/* The engine's /v1/models answered: ready when it serves the model's name. */
+static void names_done(int status, const char *body, size_t len, void *arg)
+{
+    struct instance *in = arg;
+    in->probe = NULL;
+    char first[128] = "";
+    int rc = -EINVAL;
+    if (status == 200) {
+        char *words = NULL;
+        const char **names = served_names(in, &words);
+        rc = engine_models_lists(body, len, names, first, sizeof first);
+        free(names);
+        free(words);
+    }
+    if (rc == 1 || (rc < 0 && !in->owner_note)) {
+        /* Served; or the engine's own process answers and its list cannot be read. */
+        char *why =
+            in->owner_note ? xstrfmt("readiness judged by served name: %s", in->owner_note) : NULL;
+        sup__inst_mark_ready(in, why ? why : in->ready_why);
+        free(why);
+        return;
+    }
+    char *why = rc == 0 ? xstrfmt("port %d serves %s%s%s, not '%s'", in->port,
+                                  *first ? "'" : "no model", first, *first ? "'" : "", in->name)
+                        : xstrfmt("%s, and %s does not list '%s'", in->owner_note,
+                                  in->eng->models_path, in->name);
+    not_ready(in, why);
+    free(why);
+}
+
+/* Whose socket answers decided: the served name next, where the engine lists models. */
+static void check_served_name(struct instance *in, const char *owner_note)
+{
+    replace_str(&in->owner_note, owner_note);
+    if (!in->eng->models_path) {
+        char *why =
+            owner_note ? xstrfmt("readiness judged by health check only: %s", owner_note) : NULL;
+        sup__inst_mark_ready(in, why ? why : in->ready_why);
+        free(why);
+        return;
+    }
+    char key[65];
+    in->probe = http_probe_get_keyed(
+        in->sup->app->loop, "127.0.0.1", in->reach_port, in->eng->models_path,
+        sup__engine_key(in, key) == 0 ? key : NULL, PROBE_TIMEOUT_MS, names_done, in);
+    if (!in->probe)
+        probe_later(in, PROBE_MAX_MS);
+}
+
+static void owner_answered(void *arg, int verdict, const char *detail)
+{
+    struct sup__owner_ask *a = arg;
+    struct instance *in = a->in;
+    free(a);
+    if (!in)
+        return;
+    in->owner_ask = NULL;
+    char *why = NULL;
+    switch (verdict) {
+    case RUNNER_OWNER_OURS:
+        check_served_name(in, NULL);
+        break;
+    case RUNNER_OWNER_OTHER:
+        why = xstrfmt("port %d is held by %s, not by '%s'", in->port, detail, in->name);
+        not_ready(in, why);
+        break;
+    case RUNNER_OWNER_NONE:
+        /* Something answered, through a path the host's sockets do not show (NAT, a forward). */
+        why = xstrfmt("%s on host '%s', yet it answers", detail, in->runner->host);
+        check_served_name(in, why);
+        break;
+    default:
+        check_served_name(in, detail);
+        break;
+    }
+    free(why);
+}
+
+/*
+ * The readiness probe answered ready: the answer counts once the socket on
+ * the port is the engine's own (runner port_owner) and, where the engine
+ * lists models, it serves the model's name. reason goes with the ready.
+ */
+static void verify_ready(struct instance *in, const char *reason)
+{
+    replace_str(&in->ready_why, reason);
+    if (!in->runner->ops->port_owner) {
+        check_served_name(in, "this host cannot tell which process holds a port");
+        return;
+    }
+    struct sup__owner_ask *a = xcalloc(1, sizeof *a);
+    a->in = in;
+    in->owner_ask = a;
+    in->runner->ops->port_owner(in->runner, &in->proc, in->port, owner_answered, a);
+}
+
 static void probe_done(int status, const char *body, size_t len, void *arg)
 {
     struct instance *in = arg;
@@ -265,8 +444,7 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
         /* Adoption: a process that answers is ready; one that does not is still loading. */
         int back = in->state == INST_UNKNOWN;
         if (v == ENGINE_PROBE_READY) {
-            sup__inst_mark_ready(in,
-                                 back ? "its pod answers again" : "adopted from an earlier daemon");
+            verify_ready(in, back ? "its pod answers again" : "adopted from an earlier daemon");
             return;
         }
         sup__set_state(in, INST_STARTING,
@@ -279,18 +457,10 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
     }
     if (in->state == INST_STARTING) {
         if (v == ENGINE_PROBE_READY) {
-            sup__inst_mark_ready(in, NULL);
+            verify_ready(in, NULL);
             return;
         }
-        if (in->probe_again) {
-            in->probe_again = 0;
-            probe_schedule(in, 0);
-            return;
-        }
-        probe_schedule(in, in->probe_interval_ms);
-        in->probe_interval_ms *= 2;
-        if (in->probe_interval_ms > PROBE_MAX_MS)
-            in->probe_interval_ms = PROBE_MAX_MS;
+        probe_later(in, 0);
         return;
     }
     if (in->state == INST_READY) {
@@ -321,7 +491,7 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
 static void probe_fire(uv_timer_t *t)
 {
     struct instance *in = t->data;
-    if (in->probe) {
+    if (in->probe || in->owner_ask) {
         in->probe_again = 1;
         return;
     }
@@ -432,6 +602,8 @@ void sup__probe_now(struct instance *in, uint64_t ms)
 void sup__inst_mark_ready(struct instance *in, const char *reason)
 {
     uv_timer_stop(&in->deadline_timer);
+    replace_str(&in->neighbour, NULL);
+    in->port_tries = 0;
     in->ready_wall_ms = clock_wall_ms();
     in->percent = -1;
     in->health_failures = 0;
@@ -450,6 +622,52 @@ static char *exit_text(struct instance *in)
     return xstrfmt("exited with code %lld", (long long)in->exit_code);
 }
 
+/*
+ * The engine lost its port to another process between the port's choice and
+ * its bind: not the model's failure. The start goes on on another port (not a
+ * restart attempt), PORT_TRIES_MAX times at most. 1 when it did.
+ */
+static int retry_on_new_port(struct instance *in, const char *how)
+{
+    if (!in->m || in->m->port || in->sup->shutting_down || in->port_tries + 1 >= PORT_TRIES_MAX)
+        return 0;
+    in->port_tries++;
+    sup__timers_stop(in);
+    /* What the lost run left holds the GPU for nobody. */
+    if (in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))
+        in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
+    free(in->launch_note);
+    in->launch_note = xstrfmt("port %d was taken by another process during the load (%s: %s); "
+                              "starting on another port (try %d of %d)",
+                              in->port, how, in->fatal, in->port_tries + 1, PORT_TRIES_MAX);
+    in->avoid_port = in->port;
+    in->proc = (struct runner_proc){0};
+    in->percent = -1;
+    in->exit_code = 0;
+    in->term_signal = 0;
+    in->main_exited = 0;
+    in->fatal_port = 0;
+    memset(&in->tail.els, 0, sizeof in->tail.els);
+    free(in->fatal);
+    in->fatal = NULL;
+    replace_str(&in->neighbour, NULL);
+    if (in->runner->ops->prepare) {
+        /* A pod is asked for its ports again: sup__pod_prepared launches. */
+        in->preparing = 1;
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
+        in->runner->ops->prepare(in->runner, sup__pod_prepared, in);
+        return 1;
+    }
+    int rc = sup__inst_launch(in);
+    if (rc < 0) {
+        /* Refused: the state database cannot be written. */
+        char *why = sup__unwritable_msg(in->sup, rc);
+        inst_fail(in, why);
+        free(why);
+    }
+    return 1;
+}
+
 void sup__inst_on_exit(void *arg, int64_t code, int sig)
 {
     struct instance *in = arg;
@@ -466,8 +684,15 @@ void sup__inst_on_exit(void *arg, int64_t code, int sig)
     char *how = exit_text(in), *why = NULL;
     switch (in->state) {
     case INST_STARTING:
-        why = in->fatal ? xstrfmt("%s during load: %s", how, in->fatal)
-                        : xstrfmt("%s during load", how);
+        if (in->fatal_port && retry_on_new_port(in, how))
+            break;
+        if (in->fatal && in->fatal_port && in->port_tries)
+            why = xstrfmt("%s during load: %s (another process took its port on each of %d "
+                          "tries)",
+                          how, in->fatal, in->port_tries + 1);
+        else
+            why = in->fatal ? xstrfmt("%s during load: %s", how, in->fatal)
+                            : xstrfmt("%s during load", how);
         inst_fail(in, why);
         break;
     case INST_READY:
@@ -511,8 +736,9 @@ static void deadline_fire(uv_timer_t *t)
             free(why);
         } else {
             char *why =
-                xstrfmt("did not become ready within %s (startup_timeout)",
-                        units_fmt_duration(in->m ? in->m->startup_timeout_ms : 0, d, sizeof d));
+                xstrfmt("did not become ready within %s (startup_timeout)%s%s",
+                        units_fmt_duration(in->m ? in->m->startup_timeout_ms : 0, d, sizeof d),
+                        in->neighbour ? ": " : "", in->neighbour ? in->neighbour : "");
             inst_fail(in, why);
             free(why);
         }
@@ -584,7 +810,23 @@ static void inst_finish_stop(struct instance *in, const char *reason)
     sup__maybe_shutdown_done(in->sup);
 }
 
-/* Picks a port: the configured one, else the lowest free one from start_port. */
+/*
+ * Where this daemon's scan for local ports begins: start_port plus an offset
+ * within PORT_SPREAD taken from the state dir's hash, so two daemons on one
+ * host (two state dirs) rarely try the same ports at once.
+ */
+static int port_scan_offset(const struct sup *s, int start)
+{
+    int span = 65536 - start < PORT_SPREAD ? 65536 - start : PORT_SPREAD;
+    const char *dir = s->app->state_dir;
+    return span > 1 && dir ? (int)(hash_fnv1a(dir) % (uint64_t)span) : 0;
+}
+
+/*
+ * Picks a port: the configured one, else a free one from start_port: on this
+ * host from start_port + the state dir's offset up, wrapping round within
+ * PORT_SPREAD, then above it; on a pod the lowest.
+ */
 static int alloc_port(struct instance *in)
 {
     struct runner *r = in->runner;
@@ -595,8 +837,11 @@ static int alloc_port(struct instance *in)
     struct sup *s = in->sup;
     const struct config *cfg = s->app->cfg;
     int local = runner_pod_of(r) == NULL;
-    for (int port = cfg->start_port; port < 65536; port++) {
-        int taken = local && port == cfg->listen_port;
+    int start = cfg->start_port, off = local ? port_scan_offset(s, start) : 0;
+    int span = 65536 - start < PORT_SPREAD ? 65536 - start : PORT_SPREAD;
+    for (int k = 0; start + k < 65536; k++) {
+        int port = k < span ? start + (off + k) % span : start + k;
+        int taken = (local && port == cfg->listen_port) || port == in->avoid_port;
         for (size_t i = 0; i < s->n_inst && !taken; i++)
             taken = s->inst[i] != in && s->inst[i]->state != INST_STOPPED &&
                     s->inst[i]->runner == r && s->inst[i]->port == port;
@@ -652,6 +897,11 @@ int sup__inst_start(struct instance *in)
     in->term_signal = 0;
     in->main_exited = 0;
     in->ready_wall_ms = 0;
+    in->fatal_port = 0;
+    in->port_tries = 0;
+    in->avoid_port = 0;
+    replace_str(&in->neighbour, NULL);
+    replace_str(&in->launch_note, NULL);
     in->stop_timeout_ms = m->stop_timeout_ms;
     memset(&in->tail.els, 0, sizeof in->tail.els);
     free(in->fatal);
@@ -713,7 +963,10 @@ int sup__inst_launch(struct instance *in)
      */
     if (!remote) {
         in->started_wall_ms = clock_wall_ms();
-        rc = sup__try_state(in, INST_STARTING, in->restarts ? "restarting after a failure" : NULL,
+        rc = sup__try_state(in, INST_STARTING,
+                            in->launch_note ? in->launch_note
+                            : in->restarts  ? "restarting after a failure"
+                                            : NULL,
                             NULL);
         if (rc < 0) {
             refused = 1;
@@ -961,8 +1214,10 @@ void sup__inst_on_line(struct instance *in, const char *line, size_t len)
         }
         break;
     case ENGINE_LINE_FATAL:
-        if (!in->fatal)
+        if (!in->fatal) {
             in->fatal = xstrdup(cl.reason);
+            in->fatal_port = cl.port_taken;
+        }
         /* Engines usually exit right after; one that hangs instead is failed after a grace. */
         if (in->state == INST_STARTING)
             uv_timer_start(&in->deadline_timer, deadline_fire, FATAL_GRACE_MS, 0);
@@ -1049,5 +1304,9 @@ void sup__instance_free(struct instance *in)
     free(in->placement);
     free(in->pod_override);
     free(in->susp_pids);
+    free(in->ready_why);
+    free(in->owner_note);
+    free(in->neighbour);
+    free(in->launch_note);
     free(in);
 }

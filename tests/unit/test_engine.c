@@ -446,6 +446,65 @@ static void test_llamacpp_load_error(void **state)
                  "model loading error");
 }
 
+/* A bind failure says the port was taken, so the start moves to another port. */
+static void test_port_taken(void **state)
+{
+    struct run r;
+    run_init(&r, "vllm");
+    expect_fatal(&r, "(APIServer pid=4711) OSError: [Errno 98] Address already in use",
+                 "port already in use: [Errno 98] Address already in use");
+    assert_int_equal(r.out.port_taken, 1);
+    expect_none(&r, "(APIServer pid=4711) INFO:     Started server process [4711]");
+    assert_int_equal(r.out.port_taken, 0);
+    run_init(&r, "sglang");
+    expect_fatal_prefix(&r,
+                        "ERROR:    [Errno 98] error while attempting to bind on address "
+                        "('127.0.0.1', 30000): address already in use",
+                        "port already in use");
+    assert_int_equal(r.out.port_taken, 1);
+    expect_fatal_prefix(&r,
+                        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+                        "CUDA out of memory");
+    assert_int_equal(r.out.port_taken, 0);
+    run_init(&r, "llamacpp");
+    expect_fatal_prefix(&r,
+                        "E srv         start: couldn't bind HTTP server socket, hostname: "
+                        "127.0.0.1, port: 18083",
+                        "port already in use");
+    assert_int_equal(r.out.port_taken, 1);
+    expect_fatal_prefix(&r, "E srv  llama_server: exiting due to HTTP server error",
+                        "port already in use");
+    assert_int_equal(r.out.port_taken, 1);
+    run_init(&r, "generic");
+    expect_fatal_prefix(&r, "OSError: [Errno 98] Address already in use", "port already in use");
+    assert_int_equal(r.out.port_taken, 1);
+}
+
+/* The served-name check of readiness reads the engines' /v1/models. */
+static void test_models_lists(void **state)
+{
+    const char *names[] = {"qwen", "Qwen/Qwen2.5-7B", NULL};
+    char first[64];
+    const char *vllm = "{\"object\":\"list\",\"data\":[{\"id\":\"qwen\",\"object\":\"model\","
+                       "\"owned_by\":\"vllm\"}]}";
+    assert_int_equal(engine_models_lists(vllm, strlen(vllm), names, first, sizeof first), 1);
+    const char *other = "{\"data\":[{\"id\":\"llama\"},{\"id\":\"mistral\"}]}";
+    assert_int_equal(engine_models_lists(other, strlen(other), names, first, sizeof first), 0);
+    assert_string_equal(first, "llama");
+    const char *path = "{\"data\":[{\"id\":\"x\"},{\"id\":\"Qwen/Qwen2.5-7B\"}]}";
+    assert_int_equal(engine_models_lists(path, strlen(path), names, NULL, 0), 1);
+    assert_int_equal(engine_models_lists("{\"data\":[]}", 11, names, first, sizeof first), 0);
+    assert_string_equal(first, "");
+    assert_int_equal(engine_models_lists("{\"status\":\"ok\"}", 15, names, first, sizeof first),
+                     -EINVAL);
+    assert_int_equal(engine_models_lists("not json", 8, names, NULL, 0), -EINVAL);
+    assert_int_equal(engine_models_lists(NULL, 0, names, NULL, 0), -EINVAL);
+    assert_string_equal(engine_vllm.models_path, "/v1/models");
+    assert_string_equal(engine_sglang.models_path, "/v1/models");
+    assert_string_equal(engine_llamacpp.models_path, "/v1/models");
+    assert_null(engine_generic.models_path);
+}
+
 static void test_llamacpp_bind_and_oom(void **state)
 {
     struct run r;
@@ -591,6 +650,8 @@ int main(void)
         cmocka_unit_test(test_llamacpp_ready),
         cmocka_unit_test(test_llamacpp_load_error),
         cmocka_unit_test(test_llamacpp_bind_and_oom),
+        cmocka_unit_test(test_port_taken),
+        cmocka_unit_test(test_models_lists),
         cmocka_unit_test(test_generic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
