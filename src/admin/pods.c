@@ -245,6 +245,10 @@ void admin__pod_add(struct app *app, json_t *req, admin__reply_fn reply, void *a
             xstrfmt("pod '%s' needs its ssh command line, as --ssh \"ssh -p 22 root@host\"", name);
         goto out;
     }
+    if (strcmp(name, "local") == 0) {
+        msg = xstrdup("'local' is reserved for this machine; name the pod differently");
+        goto out;
+    }
     op = xcalloc(1, sizeof *op);
     op->app = app;
     op->reply = reply;
@@ -500,6 +504,8 @@ static void rm_delete(struct pod_op *op)
         return;
     }
     log_info("admin", "removed pod '%s'", op->name);
+    /* Nothing polls or reconnects to it from now on, reachable or not. */
+    sup_pod_removed(app->sup, op->name);
     /* what --force asked to stop and has not stopped (within the bound) */
     json_t *left = pod_busy_models(app, op->name);
     json_t *result = json_pack("{s:s, s:b, s:O, s:o}", "name", op->name, "removed", 1, "stopped",

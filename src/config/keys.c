@@ -611,6 +611,9 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
         if (m->pod && !config__has_nul(pn) &&
             !config__valid_pod_name(config__scalar(pn), config__scalar_len(pn)))
             config__err_pod_name(w, pn, p);
+        else if (m->pod && !strcmp(m->pod, "local"))
+            config__err_at(
+                w, pn, "%s: 'local' is this machine, not a pod; leave 'pod' out to run here", p);
     }
     if (config__present(v[MK_HEALTH]))
         parse_health(w, m, v[MK_HEALTH], KEY(MK_HEALTH));
@@ -848,6 +851,11 @@ static void parse_pods(struct config__walk *w, const yaml_node_t *n)
             continue; /* reported with its position by walk.c's check_nul */
         if (!config__valid_pod_name(config__scalar(k), config__scalar_len(k))) {
             config__err_pod_name(w, k, "pods");
+            continue;
+        }
+        if (!strcmp(config__scalar(k), "local")) {
+            config__err_at(w, k,
+                           "pods: 'local' is reserved for this machine; name the pod differently");
             continue;
         }
         struct config_pod *pod = &cfg->pods[cfg->n_pods];

@@ -739,7 +739,8 @@ static void poll_fire(uv_timer_t *t)
 
 static void schedule_poll(struct runner_pod *p, uint64_t ms)
 {
-    if (p->closing)
+    /* A pod without a record (`yard pod rm`) is not polled: nothing would answer for it. */
+    if (p->closing || !p->have_ssh)
         return;
     uint64_t at = clock_mono_ms() + ms;
     /* An earlier poll already planned wins. */
@@ -1097,6 +1098,26 @@ int runner_pod_forget_ssh(struct runner_pod *p)
     uv_timer_stop(&p->timer);
     gpu_inventory_release(&p->gpus);
     return 0;
+}
+
+void runner_pod_removed(struct runner_pod *p)
+{
+    uv_timer_stop(&p->timer);
+    if (p->poll) {
+        /* Its answer is not waited for: ssh is killed, and poll_done never runs. */
+        ssh_exec_cancel(p->poll);
+        p->poll = NULL;
+    }
+    /* ssh_exec built its command at the start: what still runs needs nothing of this. */
+    if (p->have_ssh)
+        ssh_pod_release(&p->ssh);
+    p->have_ssh = 0;
+    p->reachable = -1;
+    p->retry_ms = 0;
+    free(p->why);
+    p->why = NULL;
+    gpu_inventory_release(&p->gpus);
+    run_waiters(p, "the pod was removed");
 }
 
 int runner_pod_known(const struct runner_pod *p)

@@ -43,6 +43,14 @@ const char *runner_pod_name(const struct runner_pod *p);
 int runner_pod_set_ssh(struct runner_pod *p, const char *ssh_cmd, char *err, size_t errlen);
 /* The pod's record is gone: forgets its ssh line and GPUs. -EBUSY while it watches trees. */
 int runner_pod_forget_ssh(struct runner_pod *p);
+/*
+ * `yard pod rm`: the pod's record is gone. Every poll and reconnect stops at
+ * once, whatever the pod's state (reachable, retrying with backoff, a poll
+ * in flight, which is killed unanswered); its ssh line and GPUs are
+ * forgotten and waiting prepares fail. Trees it watched are kept, unpolled,
+ * until runner_pod_set_ssh records the pod again.
+ */
+void runner_pod_removed(struct runner_pod *p);
 /* 1 when the pod has an ssh line (it was added with `yard pod add`). */
 int runner_pod_known(const struct runner_pod *p);
 /* 1 answered its last poll, 0 did not, -1 not asked yet. */

@@ -48,7 +48,8 @@ static struct runner_pod *find_pod(struct sup *s, const char *name)
 
 struct runner *sup__runner_for(struct sup *s, const char *pod)
 {
-    if (!pod)
+    /* "local" is this machine, never a pod (a host named so would take its GPUs). */
+    if (!pod || strcmp(pod, "local") == 0)
         return &s->local;
     struct runner_pod *p = find_pod(s, pod);
     if (!p) {
@@ -61,6 +62,13 @@ struct runner *sup__runner_for(struct sup *s, const char *pod)
     load_record(s, p);
     runner_pod_set_log_max(p, s->app->cfg ? s->app->cfg->log_max_bytes : 0);
     return runner_pod_runner(p);
+}
+
+void sup_pod_removed(struct sup *s, const char *pod)
+{
+    struct runner_pod *p = find_pod(s, pod);
+    if (p)
+        runner_pod_removed(p);
 }
 
 const char *sup__wanted_pod(const struct instance *in)

@@ -101,6 +101,12 @@ int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err);
 const struct gpu_inventory *sup_pod_gpus(struct sup *s, const char *pod);
 /* While pod does not answer: 1 with a reason and the seconds to the next try; else 0. */
 int sup_pod_unreachable(struct sup *s, const char *pod, const char **why, int *retry_s);
+/*
+ * `yard pod rm` deleted pod's record: every poll and reconnect of it stops
+ * now, whatever its state (runner_pod_removed). Nothing when no instance
+ * ever ran there.
+ */
+void sup_pod_removed(struct sup *s, const char *pod);
 /* Number of instances; sup_info_at fills info for the i-th (config order). */
 size_t sup_count(struct sup *s);
 void sup_info_at(struct sup *s, size_t i, struct sup_info *info);

@@ -848,6 +848,18 @@ static void test_cmd_port(void **state)
                  "'auto'");
 }
 
+/* "local" is this machine: no pod is named so, and no model's pod: says it. */
+static void test_local_reserved(void **state)
+{
+    (void)state;
+    expect_error("pods:\n  local: { setup: \"true\" }\n",
+                 "yard.yaml:2:3: pods: 'local' is reserved for this machine; name the pod "
+                 "differently");
+    expect_error("models:\n  m:\n    cmd: x\n    pod: local\n",
+                 "yard.yaml:4:10: models.m.pod: 'local' is this machine, not a pod; leave 'pod' "
+                 "out to run here");
+}
+
 static void test_eviction_policies(void **state)
 {
     (void)state;
@@ -1138,6 +1150,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cmd_port),
+        cmocka_unit_test(test_local_reserved),
         cmocka_unit_test(test_eviction_policies),
         cmocka_unit_test(test_unknown_key_suggests),
         cmocka_unit_test(test_unknown_engine),
