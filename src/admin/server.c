@@ -332,40 +332,61 @@ static void handle_version(struct admin_conn *c)
                          "state_dir", jstr(app->state_dir), "config", jstr(app->config_path)));
 }
 
+/* start --wait: load progress and the states on the way; the outcome comes from start_done. */
 static void wait_note(void *arg, const struct sup_note *n)
 {
     struct admin_conn *c = arg;
+    if (conn_full(c)) /* a later one says as much */
+        return;
     if (n->kind == SUP_NOTE_PROGRESS) {
-        if (!conn_full(c)) /* a later one says as much */
-            conn_send(c, json_pack("{s:{s:s, s:o, s:s}}", "progress", "state",
-                                   sup_state_name(n->state), "percent",
-                                   n->percent >= 0 ? json_integer(n->percent) : json_null(),
-                                   "message", ""));
+        conn_send(c, json_pack("{s:{s:s, s:o, s:s}}", "progress", "state", sup_state_name(n->state),
+                               "percent", n->percent >= 0 ? json_integer(n->percent) : json_null(),
+                               "message", ""));
         return;
     }
-    if (n->kind != SUP_NOTE_STATE)
+    if (n->kind != SUP_NOTE_STATE || n->state == INST_READY || n->state == INST_FAILED)
         return;
-    if (n->state == INST_READY) {
-        send_ok(c, json_pack("{s:o, s:s}", "name", jstr(n->model), "state", "ready"));
-    } else if (n->state == INST_FAILED || n->state == INST_STOPPED || n->state == INST_STOPPING) {
-        const char *why = n->state == INST_FAILED ? n->reason : "it was stopped while loading";
-        char *msg = xstrfmt("cannot start '%s': %s", n->model, why);
-        send_error(c, msg);
-        free(msg);
-    } else {
-        if (!conn_full(c))
-            conn_send(c,
-                      json_pack("{s:{s:s, s:n, s:o}}", "progress", "state",
-                                sup_state_name(n->state), "percent", "message", jstr(n->reason)));
-        return;
-    }
-    sup_unobserve(c->srv->app->sup, c->obs);
-    c->obs = NULL;
+    conn_send(c, json_pack("{s:{s:s, s:n, s:o}}", "progress", "state", sup_state_name(n->state),
+                           "percent", "message", jstr(n->reason)));
 }
 
+struct start_ctx {
+    struct admin_conn *c;
+    char *model;
+};
+
+/* The start by hand that start --wait waits for ended: ready, or why not. */
+static void start_done(void *arg, int err, const char *msg)
+{
+    struct start_ctx *x = arg;
+    struct admin_conn *c = x->c;
+    /* A closed connection has nobody to answer, and may outlive its server (shutdown). */
+    if (!c->closed) {
+        if (c->obs) {
+            sup_unobserve(c->srv->app->sup, c->obs);
+            c->obs = NULL;
+        }
+        if (err < 0) {
+            char *line = xstrfmt("cannot start '%s': %s", x->model, msg);
+            send_error(c, line);
+            free(line);
+        } else {
+            send_ok(c, json_pack("{s:o, s:s}", "name", jstr(x->model), "state", "ready"));
+        }
+    }
+    conn_unref(c);
+    free(x->model);
+    free(x);
+}
+
+/*
+ * A start is a demand the scheduler weighs like a request (sched.h): it may
+ * wait for other models to drain and give way. Without --wait the answer is
+ * the state now; with it, the outcome of the demand.
+ */
 static void handle_start(struct admin_conn *c, json_t *req)
 {
-    struct sup *s = c->srv->app->sup;
+    struct app *app = c->srv->app;
     const char *model = json_string_value(json_object_get(req, "model"));
     int wait = json_is_true(json_object_get(req, "wait"));
     char *err = NULL;
@@ -374,55 +395,42 @@ static void handle_start(struct admin_conn *c, json_t *req)
         return;
     }
     struct sup_info info;
-    if (sup_info(s, model, &info) < 0) {
-        sup_start(s, model, &err); /* fills the unknown-model message */
-        send_error(c, err);
-        free(err);
-        return;
-    }
+    const char *name = sup_info(app->sup, model, &info) == 0 ? info.name : model;
     const char *pod = json_string_value(json_object_get(req, "pod"));
-    if (pod && sup_set_pod(s, info.name, pod, &err) < 0) {
-        char *msg = xstrfmt("cannot start '%s': %s", info.name, err);
-        send_error(c, msg);
-        free(msg);
-        free(err);
-        return;
-    }
-    free(c->model);
-    c->model = xstrdup(info.name);
-    if (wait && info.state != INST_READY) {
+    int rc = pod ? sup_set_pod(app->sup, model, pod, &err) : 0;
+    struct start_ctx *x = NULL;
+    if (rc == 0 && wait) {
+        x = xcalloc(1, sizeof *x);
+        x->c = c;
+        x->model = xstrdup(name);
+        c->refs++;
         if (c->obs)
-            sup_unobserve(s, c->obs);
-        c->obs = sup_observe(s, c->model, wait_note, c);
+            sup_unobserve(app->sup, c->obs);
+        c->obs = sup_observe(app->sup, x->model, wait_note, c);
     }
-    int rc = c->srv->app->sched ? sched_start(c->srv->app->sched, c->model, &err)
-                                : sup_start(s, c->model, &err);
+    if (rc == 0)
+        rc = sched_start(app->sched, model, wait ? start_done : NULL, x, &err);
     if (rc < 0) {
-        if (c->obs) {
-            sup_unobserve(s, c->obs);
+        if (x) {
+            sup_unobserve(app->sup, c->obs);
             c->obs = NULL;
+            conn_unref(c);
+            free(x->model);
+            free(x);
         }
-        char *msg = xstrfmt("cannot start '%s': %s", c->model, err);
-        send_error(c, msg);
-        free(msg);
+        if (rc == -ENOENT) {
+            send_error(c, err); /* names the configured models */
+        } else {
+            char *msg = xstrfmt("cannot start '%s': %s", name, err);
+            send_error(c, msg);
+            free(msg);
+        }
         free(err);
         return;
     }
-    sup_info(s, c->model, &info);
-    if (!wait || info.state == INST_READY) {
+    if (!wait && sup_info(app->sup, model, &info) == 0)
         send_ok(c, json_pack("{s:o, s:s}", "name", jstr(info.name), "state",
                              sup_state_name(info.state)));
-        if (c->obs) {
-            sup_unobserve(s, c->obs);
-            c->obs = NULL;
-        }
-    } else if (info.state == INST_FAILED && c->obs) {
-        char *msg = xstrfmt("cannot start '%s': %s", info.name, info.reason);
-        send_error(c, msg);
-        free(msg);
-        sup_unobserve(s, c->obs);
-        c->obs = NULL;
-    }
 }
 
 struct stop_ctx {
@@ -466,8 +474,7 @@ static int stop_one(struct admin_conn *c, const char *name, struct stop_ctx *x, 
             x->deferred, json_pack("{s:o, s:o}", "name", jstr(info.name), "host", jstr(info.host)));
     else
         x->pending++;
-    int rc = app->sched ? sched_stop(app->sched, name, done, done ? x : NULL, err)
-                        : sup_stop(app->sup, name, done, done ? x : NULL, err);
+    int rc = sched_stop(app->sched, name, done, done ? x : NULL, err);
     if (rc < 0 && done)
         x->pending--;
     if (rc < 0 && !x->error)
@@ -481,10 +488,6 @@ static void handle_pin(struct admin_conn *c, json_t *req, int pinned)
     char *err = NULL;
     if (!model) {
         send_error(c, pinned ? "'pin' needs a model name" : "'unpin' needs a model name");
-        return;
-    }
-    if (!c->srv->app->sched) {
-        send_error(c, "cannot pin: this daemon runs no scheduler; restart it with 'yard serve'");
         return;
     }
     int rc = sched_pin(c->srv->app->sched, model, pinned, &err);
@@ -513,10 +516,13 @@ struct op_ctx {
 static void op_reply(struct op_ctx *x, int want_sleep, const char *errmsg)
 {
     struct sup_info info;
-    struct app *app = x->c->srv->app;
-    if (!errmsg && sup_info(app->sup, x->model, &info) == 0 &&
-        (want_sleep ? info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED
-                    : info.state == INST_READY)) {
+    /* A closed connection has nobody to answer, and may outlive its server (shutdown). */
+    struct app *app = x->c->closed ? NULL : x->c->srv->app;
+    if (!app) {
+        /* nothing to send */
+    } else if (!errmsg && sup_info(app->sup, x->model, &info) == 0 &&
+               (want_sleep ? info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED
+                           : info.state == INST_READY)) {
         send_ok(x->c, json_pack("{s:o, s:s}", "name", jstr(info.name), "state",
                                 sup_state_name(info.state)));
     } else {
@@ -554,29 +560,27 @@ static void handle_sleep_wake(struct admin_conn *c, json_t *req, int sleep)
     }
     struct sup_info info;
     char *err = NULL;
-    if (sup_info(app->sup, model, &info) < 0) {
-        sup_start(app->sup, model, &err); /* fills the unknown-model message */
-        send_error(c, err);
-        free(err);
-        return;
-    }
     struct op_ctx *x = xcalloc(1, sizeof *x);
     x->c = c;
-    x->model = xstrdup(info.name);
+    x->model = xstrdup(sup_info(app->sup, model, &info) == 0 ? info.name : model);
     c->refs++;
     int rc;
     if (sleep) {
         json_int_t level = json_integer_value(json_object_get(req, "level"));
-        rc = app->sched ? sched_sleep(app->sched, x->model, (int)level, sleep_done, x, &err)
-                        : sup_sleep(app->sup, x->model, (int)level, sleep_done, x, &err);
+        rc = sched_sleep(app->sched, x->model, (int)level, sleep_done, x, &err);
     } else {
-        rc = sup_wake(app->sup, x->model, wake_done, x, &err);
+        /* A demand like a request's: the models in its way drain and give way first. */
+        rc = sched_wake(app->sched, x->model, wake_done, x, &err);
     }
     if (rc < 0) {
-        char *msg = xstrfmt("cannot %s '%s': %s", sleep ? "sleep" : "wake", x->model,
-                            err ? err : strerror(-rc));
-        send_error(c, msg);
-        free(msg);
+        if (rc == -ENOENT) {
+            send_error(c, err); /* names the configured models */
+        } else {
+            char *msg = xstrfmt("cannot %s '%s': %s", sleep ? "sleep" : "wake", x->model,
+                                err ? err : strerror(-rc));
+            send_error(c, msg);
+            free(msg);
+        }
         free(err);
         conn_unref(c);
         free(x->model);
@@ -623,7 +627,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
     } else {
         struct sup_info info;
         if (sup_info(s, model, &info) < 0) {
-            sup_stop(s, model, NULL, NULL, &err);
+            sched_stop(c->srv->app->sched, model, NULL, NULL, &err); /* says it is unknown */
             send_error(c, err);
             free(err);
             json_decref(x->names);

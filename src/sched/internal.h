@@ -50,6 +50,7 @@ struct smodel {
     const struct config_model *m; /* NULL once removed from the config */
     struct sched_waiter *head, *tail;
     size_t n_waiting;
+    size_t n_hand; /* of n_waiting: starts and wakes by hand (sched_start, sched_wake) */
     int inflight;
     int pinned;
     int draining;     /* new requests queue; act once in-flight ones end */

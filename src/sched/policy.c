@@ -106,7 +106,15 @@ int sched__may_evict(const struct config *cfg, const struct sched__costs *costs,
 {
     if (other->pinned)
         return 0;
-    switch (sched__policy_of(cfg)) {
+    enum sched__policy policy = sched__policy_of(cfg);
+    /*
+     * A start or wake by hand is weighed by the fifo rule whatever the policy:
+     * it has no requests for cost_aware to amortize, and time_slice, which
+     * never preempts, would hold it back for as long as the other stays busy.
+     */
+    if (want->n_hand)
+        policy = SCHED__FIFO;
+    switch (policy) {
     case SCHED__TIME_SLICE:
         /* Never preempts: only a model with nothing queued or in flight gives way. */
         return is_idle(other);

@@ -129,6 +129,8 @@ static int serves(struct sched *s, struct smodel *sm, int *port)
     return info.state == INST_READY && !info.busy;
 }
 
+static int is_hand(const struct sched_waiter *w);
+
 static void unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waiter *w)
 {
     if (w->prev)
@@ -140,6 +142,8 @@ static void unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waite
     else
         sm->tail = w->prev;
     w->prev = w->next = NULL;
+    if (is_hand(w))
+        sm->n_hand--;
     sm->n_waiting--;
     s->total_waiting--;
 }
@@ -159,6 +163,112 @@ static void fail_all(struct sched *s, struct smodel *sm, int status, const char 
                      const char *code)
 {
     fail_all_retry(s, sm, status, msg, code, 0);
+}
+
+/*
+ * A start or wake by hand: a waiter with no body in its model's queue. It is
+ * served (done told 0) as soon as the model serves, without taking a slot.
+ */
+struct sched_hand {
+    struct sched_waiter w; /* first: the queue holds &w */
+    struct sched *s;
+    char *model;
+    int issued; /* its model's start or wake was asked of the supervisor since it came */
+    sup_op_cb done;
+    void *arg;
+    int sync;     /* inside sched_start or sched_wake: an outcome is returned, not told */
+    int finished; /* while sync: it ended, with rc and msg */
+    int rc;
+    char *msg;
+};
+
+static void hand_ready(struct sched_waiter *w, int port);
+
+static int is_hand(const struct sched_waiter *w)
+{
+    return w->on_ready == hand_ready;
+}
+
+/* The demand ended: rc 0 (its model serves) or a negative errno and why. Frees it. */
+static void hand_finish(struct sched_hand *h, int rc, const char *msg)
+{
+    if (h->sync) {
+        h->finished = 1;
+        h->rc = rc;
+        h->msg = rc < 0 ? xstrdup(msg ? msg : strerror(-rc)) : NULL;
+        return;
+    }
+    if (h->done)
+        h->done(h->arg, rc, rc < 0 ? (msg ? msg : strerror(-rc)) : NULL);
+    else if (rc < 0)
+        log_warn("sched", "the start of '%s' by hand failed: %s", h->model, msg ? msg : "");
+    free(h->model);
+    free(h);
+}
+
+static void hand_ready(struct sched_waiter *w, int port)
+{
+    (void)port;
+    hand_finish((struct sched_hand *)w, 0, NULL);
+}
+
+static void hand_fail(struct sched_waiter *w, int status, const char *msg, const char *code)
+{
+    (void)status;
+    int rc = -EIO;
+    if (strcmp(code, "model_does_not_fit") == 0)
+        rc = -E2BIG;
+    else if (strcmp(code, "model_blocked_by_pin") == 0)
+        rc = -EBUSY;
+    else if (strcmp(code, "model_not_found") == 0)
+        rc = -ENOENT;
+    else if (strcmp(code, "shutting_down") == 0)
+        rc = -ECANCELED;
+    else if (strcmp(code, "model_wait_timeout") == 0)
+        rc = -ETIMEDOUT;
+    hand_finish((struct sched_hand *)w, rc, msg);
+}
+
+/* Ends the hand demands waiting for sm (only those whose load was asked, when only_issued). */
+static void fail_hands(struct sched *s, struct smodel *sm, int rc, const char *msg, int only_issued)
+{
+    for (struct sched_waiter *w = sm->head, *next; w; w = next) {
+        next = w->next;
+        if (!is_hand(w) || (only_issued && !((struct sched_hand *)w)->issued))
+            continue;
+        unlink_waiter(s, sm, w);
+        hand_finish((struct sched_hand *)w, rc, msg);
+    }
+}
+
+/* The model serves: every hand demand for it is met. */
+static void serve_hands(struct sched *s, struct smodel *sm)
+{
+    for (struct sched_waiter *w = sm->head, *next; w && sm->n_hand; w = next) {
+        next = w->next;
+        if (!is_hand(w))
+            continue;
+        unlink_waiter(s, sm, w);
+        hand_finish((struct sched_hand *)w, 0, NULL);
+    }
+}
+
+static void mark_hands_issued(struct smodel *sm)
+{
+    for (struct sched_waiter *w = sm->head; w && sm->n_hand; w = w->next)
+        if (is_hand(w))
+            ((struct sched_hand *)w)->issued = 1;
+}
+
+/*
+ * sm cannot be loaded now or later as things are: hand demands hear hand_msg
+ * (with rc), requests hear req_msg with status, code and Retry-After.
+ */
+static void refuse(struct sched *s, struct smodel *sm, int rc, const char *hand_msg, int status,
+                   const char *req_msg, const char *code, int retry_after_s)
+{
+    fail_hands(s, sm, rc, hand_msg, 0);
+    fail_all_retry(s, sm, status, req_msg, code, retry_after_s);
 }
 
 /* For every model a switch from `from` is under way to: that phase took ms. */
@@ -231,6 +341,11 @@ static void on_note(void *arg, const struct sup_note *n)
     }
     if (n->state != INST_STARTING && n->state != INST_SLEEPING && n->state != INST_CHECKPOINTED)
         sm->load_started_ms = 0;
+    /* A hand demand hears how the load it waits for ended. */
+    if (n->state == INST_FAILED)
+        fail_hands(s, sm, -EIO, n->reason, 0);
+    else if (n->state == INST_STOPPED)
+        fail_hands(s, sm, -EIO, *n->reason ? n->reason : "it was stopped while loading", 1);
     if (n->state == INST_FAILED && sm->was_loading && sm->head) {
         /* The load these requests wait for failed: say why, at once. */
         struct sup_info info;
@@ -353,9 +468,15 @@ static void on_tick(uv_timer_t *t)
     uint64_t max_wait = s->app->cfg->router_max_wait_ms;
     for (size_t i = 0; i < s->n_models; i++) {
         struct smodel *sm = s->models[i];
-        /* Requests past router.max_wait give up. */
-        while (sm->head && now - sm->head->enqueued_ms >= max_wait) {
-            struct sched_waiter *w = sm->head;
+        /*
+         * Requests past router.max_wait give up; so does a hand demand still
+         * waiting for room, not one whose load runs (startup_timeout bounds it).
+         */
+        for (struct sched_waiter *w = sm->head, *next; w && now - w->enqueued_ms >= max_wait;
+             w = next) {
+            next = w->next;
+            if (is_hand(w) && ((struct sched_hand *)w)->issued)
+                continue;
             unlink_waiter(s, sm, w);
             char d[32];
             char *msg = xstrfmt("timed out after %s waiting for model '%s' (router.max_wait)",
@@ -370,9 +491,10 @@ static void on_tick(uv_timer_t *t)
             char d[32];
             log_info("sched", "'%s' idle for %s (ttl): unloading", sm->name,
                      units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
-            char *err = NULL;
-            sup_stop(s->app->sup, sm->name, NULL, NULL, &err);
-            free(err);
+            /* As yard stop: a request that comes meanwhile waits and starts it again. */
+            sm->draining = 1;
+            sm->drain_action = SCHED__STOP;
+            sm->drain_level = 0;
         }
     }
     sched_kick(s);
@@ -570,6 +692,7 @@ static void dispatch_ready(struct sched *s)
         int port = 0;
         if (!serves(s, sm, &port))
             continue;
+        serve_hands(s, sm);
         uint64_t now = clock_mono_ms();
         while (sm->head && (sm->m->concurrency <= 0 || sm->inflight < sm->m->concurrency)) {
             struct sched_waiter *w = sm->head;
@@ -680,6 +803,55 @@ static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
     free(cand);
 }
 
+/*
+ * The pinned model whose GPU memory `want` needs: with every unpinned model's
+ * memory back it still does not fit, and with the pinned ones' too it would.
+ * NULL when pins are not what stands in its way.
+ */
+static const char *pinned_in_the_way(struct sched *s, struct smodel *want)
+{
+    uint64_t *extra = xcalloc(SCHED__MAX_GPU_INDEX, sizeof *extra);
+    const char *pinned = NULL;
+    int fits = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < s->n_models; i++) {
+            struct smodel *o = s->models[i];
+            struct sup_info info;
+            if (o == want || !o->m || !o->m->vram || (o->pinned != 0) != pass || !holds_gpu(s, o) ||
+                sup_info(s->app->sup, o->name, &info) < 0)
+                continue;
+            uint64_t per = sched__per_gpu(o->m);
+            for (int g = 0; g < SCHED__MAX_GPU_INDEX; g++)
+                if (gpu_list_has(info.gpus, g))
+                    extra[g] += per;
+            if (pass && !pinned)
+                pinned = o->name;
+        }
+        if (pass && !pinned)
+            break;
+        char where[128];
+        char *why = NULL;
+        fits = sched__place(s, want->name, where, sizeof where, extra, &why) == SCHED__FITS;
+        free(why);
+        if (fits)
+            break;
+    }
+    free(extra);
+    return fits ? pinned : NULL;
+}
+
+/* A pinned model holds what sm needs (what): refused at once, with what to do. */
+static void refuse_pinned(struct sched *s, struct smodel *sm, const char *pinned, const char *what)
+{
+    char *why = xstrfmt("pinned model '%s' holds %s; unpin it with 'yard unpin %s' or stop it "
+                        "with 'yard stop %s'",
+                        pinned, what, pinned, pinned);
+    char *msg = xstrfmt("model '%s' cannot be loaded: %s", sm->name, why);
+    refuse(s, sm, -EBUSY, why, 503, msg, "model_blocked_by_pin", 0);
+    free(msg);
+    free(why);
+}
+
 /* Starts, wakes (or makes room for) each model with waiting requests that is not serving. */
 static void plan_loads(struct sched *s)
 {
@@ -719,6 +891,7 @@ static void plan_loads(struct sched *s)
         if (st == INST_STARTING || self.busy) {
             for (struct sched_waiter *w = sm->head; w; w = w->next)
                 w->waited_for_load = 1;
+            mark_hands_issued(sm);
             continue;
         }
         int asleep = st == INST_SLEEPING || st == INST_CHECKPOINTED;
@@ -746,12 +919,23 @@ static void plan_loads(struct sched *s)
             }
         }
         /* ...and, past router.max_loaded, the least recently used idle model. */
+        const char *pinned_what = "its exclusive group";
         if (!blocked && cfg->router_max_loaded > 0 && loaded >= (size_t)cfg->router_max_loaded) {
             blocked = 1;
-            size_t draining = 0;
-            for (size_t j = 0; j < s->n_models; j++)
-                draining += s->models[j]->draining;
-            if (loaded - draining >= (size_t)cfg->router_max_loaded) {
+            size_t draining = 0, pinned = 0;
+            for (size_t j = 0; j < s->n_models; j++) {
+                struct smodel *o = s->models[j];
+                draining += o->draining;
+                if (o != sm && o->pinned && holds_gpu(s, o)) {
+                    pinned++;
+                    pinned_name = o->name;
+                }
+            }
+            if (pinned >= (size_t)cfg->router_max_loaded) {
+                /* Only pinned models hold the places: nothing will give way. */
+                pinned_block = 1;
+                pinned_what = "a place of router.max_loaded";
+            } else if (loaded - draining >= (size_t)cfg->router_max_loaded) {
                 struct smodel *lru = NULL;
                 for (size_t j = 0; j < s->n_models; j++) {
                     struct smodel *o = s->models[j];
@@ -765,11 +949,7 @@ static void plan_loads(struct sched *s)
             }
         }
         if (pinned_block) {
-            char *msg = xstrfmt("model '%s' cannot be loaded while pinned model '%s' holds its "
-                                "exclusive group; unpin it with 'yard unpin %s'",
-                                sm->name, pinned_name, pinned_name);
-            fail_all(s, sm, 503, msg, "model_blocked_by_pin");
-            free(msg);
+            refuse_pinned(s, sm, pinned_name, pinned_what);
             continue;
         }
         for (struct sched_waiter *w = sm->head; w; w = w->next)
@@ -780,11 +960,16 @@ static void plan_loads(struct sched *s)
         char *why = NULL;
         enum sched__fit fit = sched__place(s, sm->name, where, sizeof where, NULL, &why);
         if (fit == SCHED__NEVER) {
-            fail_all(s, sm, 503, why, "model_does_not_fit");
+            refuse(s, sm, -E2BIG, why, 503, why, "model_does_not_fit", 0);
             free(why);
             continue;
         }
         if (fit == SCHED__WAIT) {
+            const char *pin = pinned_in_the_way(s, sm);
+            if (pin) {
+                refuse_pinned(s, sm, pin, "the GPU memory it needs");
+                continue;
+            }
             s->mem_blocked = 1;
             evict_for_memory(s, sm, now);
             continue;
@@ -796,22 +981,27 @@ static void plan_loads(struct sched *s)
         sm->loading_phase = asleep ? SCHED_PHASE_WAKE : SCHED_PHASE_START;
         if (asleep) {
             /* Success shows as the ready transition; a failed wake stops it (a note). */
-            if (sup_wake(s->app->sup, sm->name, NULL, NULL, &err) < 0) {
+            int rc = sup_wake(s->app->sup, sm->name, NULL, NULL, &err);
+            if (rc < 0) {
                 char *msg = xstrfmt("model '%s' cannot wake: %s", sm->name, err);
-                fail_all(s, sm, 503, msg, "model_wake_failed");
+                refuse(s, sm, rc, err, 503, msg, "model_wake_failed", 0);
                 free(msg);
                 free(err);
+            } else {
+                mark_hands_issued(sm);
             }
         } else {
             int rc = sup_start_on(s->app->sup, sm->name, fit == SCHED__FITS ? where : NULL, &err);
             if (rc == -ENOENT) {
-                fail_all(s, sm, 404, err, "model_not_found");
+                refuse(s, sm, rc, err, 404, err, "model_not_found", 0);
             } else if (rc < 0) {
                 /* Not recorded, not started: the next request tries again. */
                 char *msg = xstrfmt("cannot start model '%s': %s", sm->name, err);
                 sm->was_loading = 0;
-                fail_all_retry(s, sm, 503, msg, "state_unwritable", UNWRITABLE_RETRY_S);
+                refuse(s, sm, rc, err, 503, msg, "state_unwritable", UNWRITABLE_RETRY_S);
                 free(msg);
+            } else {
+                mark_hands_issued(sm);
             }
             free(err);
         }
@@ -835,29 +1025,82 @@ static void sched_kick(struct sched *s)
     s->kicking = 0;
 }
 
-int sched_start(struct sched *s, const char *model, char **err)
-{
-    struct sup_info info;
-    if (sup_info(s->app->sup, model, &info) < 0)
-        return sup_start(s->app->sup, model, err);
-    char where[128] = "";
-    char *why = NULL;
-    enum sched__fit fit = sched__place(s, info.name, where, sizeof where, NULL, &why);
-    if (fit == SCHED__NEVER) {
-        *err = why;
-        return -E2BIG;
-    }
-    if (fit == SCHED__WAIT && info.state == INST_STOPPED)
-        log_warn("sched", "'%s' is started by hand without room on its GPUs", info.name);
-    return sup_start_on(s->app->sup, info.name, fit == SCHED__FITS ? where : NULL, err);
-}
-
 static int unknown_model(struct sched *s, const char *model, char **err)
 {
     char *names = sup_model_list(s->app->sup);
     *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
     free(names);
     return -ENOENT;
+}
+
+/* A start or wake by hand: queued as a waiter with no body (sched.h). */
+static int hand_demand(struct sched *s, const char *model, int wake, sup_op_cb done, void *arg,
+                       char **err)
+{
+    struct sup_info info;
+    if (sup_info(s->app->sup, model, &info) < 0)
+        return unknown_model(s, model, err);
+    struct smodel *sm = find(s, info.name);
+    if (!sm || !sm->m)
+        return unknown_model(s, model, err);
+    int asleep = info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED;
+    if (wake && (!asleep || info.busy)) {
+        *err = xstrfmt("'%s' is %s%s; only a sleeping model can wake", info.name,
+                       sup_state_name(info.state), info.busy ? " and busy" : "");
+        return -EINVAL;
+    }
+    int port;
+    if (!sm->draining && serves(s, sm, &port)) {
+        if (done)
+            done(arg, 0, NULL);
+        return 0;
+    }
+    struct sched_hand *h = xcalloc(1, sizeof *h);
+    h->s = s;
+    h->model = xstrdup(sm->name);
+    h->done = done;
+    h->arg = arg;
+    h->w.model = h->model;
+    h->w.on_ready = hand_ready;
+    h->w.on_fail = hand_fail;
+    h->w.enqueued_ms = clock_mono_ms();
+    /* Not held to router.max_queue: a person asked, and it waits in no client's stead. */
+    h->w.prev = sm->tail;
+    if (sm->tail)
+        sm->tail->next = &h->w;
+    else
+        sm->head = &h->w;
+    sm->tail = &h->w;
+    sm->n_waiting++;
+    sm->n_hand++;
+    s->total_waiting++;
+    log_info("sched", "'%s' %s by hand", sm->name, wake ? "woken" : "started");
+    h->sync = 1;
+    sched_kick(s);
+    h->sync = 0;
+    if (h->finished) {
+        int rc = h->rc;
+        if (rc < 0)
+            *err = h->msg;
+        else if (done)
+            done(arg, 0, NULL);
+        if (rc == 0)
+            free(h->msg);
+        free(h->model);
+        free(h);
+        return rc;
+    }
+    return 0;
+}
+
+int sched_start(struct sched *s, const char *model, sup_op_cb done, void *arg, char **err)
+{
+    return hand_demand(s, model, 0, done, arg, err);
+}
+
+int sched_wake(struct sched *s, const char *model, sup_op_cb done, void *arg, char **err)
+{
+    return hand_demand(s, model, 1, done, arg, err);
 }
 
 /* Drains sm (new requests queue), then stops it or puts it to sleep; done or op_done runs after. */
@@ -886,6 +1129,7 @@ int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *a
     struct smodel *sm = find(s, info.name);
     if (!sm)
         return sup_stop(s->app->sup, info.name, done, arg, err);
+    fail_hands(s, sm, -ECANCELED, "it was stopped while loading", 0);
     drain_then(s, sm, SCHED__STOP, 0, done, NULL, arg);
     return 0;
 }
@@ -948,10 +1192,11 @@ const struct sched_stats *sched_stats(struct sched *s, size_t *n)
     free(s->stats);
     s->stats = xcalloc(s->n_models ? s->n_models : 1, sizeof *s->stats);
     for (size_t i = 0; i < s->n_models; i++)
-        s->stats[i] = (struct sched_stats){.model = s->models[i]->name,
-                                           .waiting = s->models[i]->n_waiting,
-                                           .inflight = s->models[i]->inflight,
-                                           .pinned = s->models[i]->pinned};
+        s->stats[i] =
+            (struct sched_stats){.model = s->models[i]->name,
+                                 .waiting = s->models[i]->n_waiting - s->models[i]->n_hand,
+                                 .inflight = s->models[i]->inflight,
+                                 .pinned = s->models[i]->pinned};
     *n = s->n_models;
     return s->stats;
 }

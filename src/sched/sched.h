@@ -74,11 +74,29 @@ void sched_cancel(struct sched *s, struct sched_waiter *w);
 void sched_done(struct sched *s, const char *model);
 
 /*
- * Starts MODEL by hand (yard start), on GPUs chosen by memory when it declares
- * vram. 0, or -ENOENT / -E2BIG (it can never fit) with *err.
+ * A start or wake by hand (yard start, yard wake) is a demand for its model
+ * like a request with no body: it waits in the model's queue and goes through
+ * the same decision (exclusive groups, router.max_loaded, GPU memory, the
+ * eviction plan), weighed by the fifo rule whatever router.policy says
+ * (docs/sched.md, "Starts by hand"). It is not counted against
+ * router.max_queue; router.max_wait bounds it.
+ *
+ * sched_start starts MODEL by hand (a sleeping model wakes). 0: the demand
+ * stands; done, when not NULL, runs once (before this returns when MODEL
+ * serves already) with 0 when MODEL serves, or a negative errno and a
+ * one-line msg when the demand fails (its load failed, it was stopped,
+ * router.max_wait passed). What is refused at once is returned instead, with
+ * *err (a new string), and done does not run: -ENOENT (unknown model),
+ * -E2BIG (it can never fit), -EBUSY (a pinned model is in its way), or the
+ * store's -errno (the start could not be recorded).
  */
-int sched_start(struct sched *s, const char *model, char **err);
-/* Drains MODEL, then stops it; done runs once it is stopped. 0 or -ENOENT with *err. */
+int sched_start(struct sched *s, const char *model, sup_op_cb done, void *arg, char **err);
+/* As sched_start for a sleeping (or checkpointed) model only: -EINVAL otherwise. */
+int sched_wake(struct sched *s, const char *model, sup_op_cb done, void *arg, char **err);
+/*
+ * Drains MODEL, then stops it; done runs once it is stopped. A start or wake
+ * by hand that waits for MODEL fails. 0 or -ENOENT with *err.
+ */
 int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err);
 /*
  * Drains MODEL, then puts it to sleep at level (0: its eviction policy's);

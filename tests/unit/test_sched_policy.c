@@ -83,6 +83,28 @@ static void test_fifo_rules(void **state)
     assert_true(may(&f, 200));
 }
 
+/* A start by hand is weighed by the fifo rule under every policy (docs/sched.md). */
+static void test_hand_start_fifo_rule(void **state)
+{
+    const char *policies[] = {"fifo", "cost_aware", "time_slice"};
+    for (size_t i = 0; i < 3; i++) {
+        struct fixture f;
+        fx_init(&f, policies[i]);
+        f.a.inflight = 1;
+        fx_queue(&f.b, f.wb, 1, 100, 0);
+        f.b.n_hand = 1;
+        /* a busy with requests queued before the start: they are served first... */
+        fx_queue(&f.a, f.wa, 2, 50, 10);
+        assert_false(may(&f, 200));
+        /* ...a's queue now younger than the start: a gives way, busy or not. */
+        fx_queue(&f.a, f.wa, 2, 150, 10);
+        assert_true(may(&f, 200));
+        /* A pinned model never does. */
+        f.a.pinned = 1;
+        assert_false(may(&f, 59000));
+    }
+}
+
 static void test_time_slice_rules(void **state)
 {
     struct fixture f;
@@ -376,7 +398,7 @@ int main(void)
         cmocka_unit_test(test_pinned_never_evicted),  cmocka_unit_test(test_fifo_rules),
         cmocka_unit_test(test_time_slice_rules),      cmocka_unit_test(test_cost_aware_rules),
         cmocka_unit_test(test_cost_moving_average),   cmocka_unit_test(test_sim_steady_pattern),
-        cmocka_unit_test(test_sim_saturated_pattern),
+        cmocka_unit_test(test_sim_saturated_pattern), cmocka_unit_test(test_hand_start_fifo_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
