@@ -393,6 +393,21 @@ static int check_program(const char *argv0, char **env, const char *cwd, char **
     return -ENOENT;
 }
 
+/*
+ * The daemon's own binary, for the trampoline: its path as the kernel
+ * knows it, or /proc/self/exe when that file was replaced or removed since
+ * (an upgrade: the running binary is the one whose protocol the daemon
+ * speaks). Not /proc/self/exe always: under valgrind that is the tool.
+ */
+static const char *own_binary(char *buf, size_t len)
+{
+    size_t n = len;
+    if (uv_exepath(buf, &n) == 0 && n > 0 && n < len && !strstr(buf, " (deleted)") &&
+        access(buf, X_OK) == 0)
+        return buf;
+    return "/proc/self/exe";
+}
+
 static int local_start(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
                        void *arg, struct runner_proc *out, struct runner_watch **watch, char **err)
 {
@@ -412,7 +427,7 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     /* Through the trampoline a missing engine shows only in its log: say it here too. */
     int rc = check_program(spec->argv[0], env, spec->cwd, err);
     int gate[2] = {-1, -1};
-    if (rc == 0 && pipe2(gate, O_CLOEXEC) < 0) {
+    if (rc == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gate) < 0) {
         rc = -errno;
         *err = xstrfmt("cannot start '%s': %s", spec->argv[0], strerror(-rc));
     }
@@ -455,7 +470,8 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
         args[k++] = spec->argv[i];
     uv_process_options_t opt = {0};
     opt.exit_cb = child_exit_cb;
-    opt.file = "/proc/self/exe";
+    char exe[4096];
+    opt.file = own_binary(exe, sizeof exe);
     opt.args = args;
     opt.env = env;
     opt.cwd = spec->cwd;
@@ -572,11 +588,13 @@ static void local_release(struct runner_watch *w)
 {
     if (!w || w->gate < 0)
         return;
-    /* One byte into an empty pipe never blocks. A trampoline that died already: its exit follows.
+    /*
+     * One byte into an empty socket never blocks. A trampoline that died
+     * already raises no SIGPIPE: its exit follows.
      */
     ssize_t n;
     do
-        n = write(w->gate, "g", 1);
+        n = send(w->gate, "g", 1, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
     gate_close(w);
 }

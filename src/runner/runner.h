@@ -142,9 +142,9 @@ struct runner {
  * The internal command of the local runner's trampoline:
  * `yard __engine-exec DIR ENGINE ARGS...`. The local runner starts every
  * engine through the daemon's own binary: it enters the engine's cgroup
- * (DIR/PID-START; DIR "-": cgroups are off), waits on stdin, a pipe from the
+ * (DIR/PID-START; DIR "-": cgroups are off), waits on stdin, a socket from the
  * daemon, for the go that follows the record of its pid (runner_ops.release),
- * and execs ENGINE with stdin on /dev/null. When the pipe closes without a go
+ * and execs ENGINE with stdin on /dev/null. When the socket closes without a go
  * (the daemon died or could not record it) the engine never runs. The pid,
  * group and start time stay the engine's. The binary's main hands
  * RUNNER_EXEC_CMD to runner_exec_main.
@@ -153,7 +153,7 @@ struct runner {
 /*
  * The trampoline: argv = {exe, RUNNER_EXEC_CMD, DIR, ENGINE, ARGS...}.
  * Returns only on failure: 127 after one line on stderr (the engine's log)
- * when it cannot enter the cgroup or run ENGINE, 125 when the pipe closed
+ * when it cannot enter the cgroup or run ENGINE, 125 when the socket closed
  * without a go, 2 for bad arguments.
  */
 int runner_exec_main(int argc, char **argv);

@@ -128,6 +128,17 @@ static void test_engine_waits_for_the_record(void **state)
         strstr(buf, "was not run: the daemon stopped before it had recorded the start"));
     assert_non_null(strstr(buf, "stdin gave []\n"));
     unlink(marker);
+
+    /* A trampoline killed before its go: the go raises no SIGPIPE, the exit is reported. */
+    struct test_exit killed = {0};
+    assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &killed, &p, &w, &err), 0);
+    assert_int_equal(kill(p.pid, SIGKILL), 0);
+    siginfo_t si;
+    assert_int_equal(waitid(P_PID, (id_t)p.pid, &si, WEXITED | WNOWAIT), 0);
+    r.ops->release(w);
+    test_run_until(&loop, &killed.calls);
+    assert_int_equal(killed.sig, SIGKILL);
+    assert_int_equal(access(marker, F_OK), -1);
     free(cmd);
     assert_int_equal(test_loop_close(&loop), 0);
 }
