@@ -995,6 +995,158 @@ static int pod_port_free(struct runner *r, int port)
     return 1;
 }
 
+/* How long the pod may take to say who holds a port. */
+#define OWNER_TIMEOUT_MS 10000
+
+struct owner_run {
+    struct runner_pod *pod;
+    struct runner_proc pr;
+    int port;
+    runner_owner_cb cb;
+    void *arg;
+    uv_timer_t t; /* answers without ssh on the next loop turn */
+    int rc;       /* why ssh could not run */
+};
+
+/*
+ * The processes that hold the sockets listening on a port, one line each:
+ * "O PID PGRP SID COMMAND", or "N" when nothing listens, or "U WHY" when
+ * the pod cannot tell (no ss, or ss shows no process: another user's).
+ */
+static char *owner_script(int port)
+{
+    return xstrfmt(
+        "command -v ss >/dev/null 2>&1 || { echo 'U ss is not installed'; exit 0; }\n"
+        "out=$(ss -ltnp 'sport = :%d' 2>/dev/null | tail -n +2)\n"
+        "[ -n \"$out\" ] || { echo N; exit 0; }\n"
+        "pids=$(printf '%%s\\n' \"$out\" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u)\n"
+        "[ -n \"$pids\" ] || { echo 'U ss shows no process for its socket'; exit 0; }\n"
+        "for p in $pids; do\n"
+        "  f=$(sed 's/^.*) //' /proc/$p/stat 2>/dev/null) || continue\n"
+        "  set -- $f\n"
+        "  c=$(tr '\\000\\n' '  ' < /proc/$p/cmdline 2>/dev/null | cut -c1-80)\n"
+        "  printf 'O %%s %%s %%s %%s\\n' \"$p\" \"$3\" \"$4\" \"$c\"\n"
+        "done\n",
+        port);
+}
+
+enum runner_owner runner_pod__parse_owner(const char *out, const struct runner_proc *pr, int port,
+                                          const char *pod, char *detail, size_t len)
+{
+    int ours = 0, other = 0, none = 0;
+    const char *unknown = NULL;
+    size_t unknown_len = 0;
+    for (const char *line = out; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        int pid = 0, pgrp = 0, sid = 0, used = 0;
+        if (n >= 1 && line[0] == 'N' && (n == 1 || line[1] == '\r')) {
+            none = 1;
+        } else if (n > 2 && line[0] == 'U' && line[1] == ' ' && !unknown) {
+            unknown = line + 2;
+            unknown_len = n - 2;
+        } else if (n > 2 && line[0] == 'O' &&
+                   sscanf(line, "O %d %d %d %n", &pid, &pgrp, &sid, &used) == 3 && pid > 0) {
+            if ((pr->pgid > 0 && pgrp == pr->pgid) || (pr->pid > 0 && sid == pr->pid) ||
+                pid == pr->pid) {
+                ours = 1;
+            } else if (!other) {
+                other = 1;
+                size_t cl = used > 0 && (size_t)used <= n ? n - (size_t)used : 0;
+                while (cl && line[used + cl - 1] == ' ')
+                    cl--;
+                snprintf(detail, len, "pid %d (%.*s) on pod '%s'", pid, (int)cl,
+                         cl ? line + used : "?", pod);
+            }
+        }
+        line = end ? end + 1 : NULL;
+    }
+    if (other)
+        return RUNNER_OWNER_OTHER;
+    if (ours) {
+        snprintf(detail, len, "port %d on pod '%s' is held by the engine's own processes", port,
+                 pod);
+        return RUNNER_OWNER_OURS;
+    }
+    if (none && !unknown) {
+        snprintf(detail, len, "nothing listens on port %d on pod '%s'", port, pod);
+        return RUNNER_OWNER_NONE;
+    }
+    snprintf(detail, len, "cannot tell which process holds port %d on pod '%s': %.*s", port, pod,
+             (int)(unknown_len > 200 ? 200 : unknown_len), unknown ? unknown : "no answer");
+    return RUNNER_OWNER_UNKNOWN;
+}
+
+static void owner_answer(struct owner_run *o, const struct ssh_result *res)
+{
+    struct runner_pod *p = o->pod;
+    char detail[512];
+    enum runner_owner v;
+    if (res->status == SSH_OK && res->exit_code == 0) {
+        v = runner_pod__parse_owner(res->out, &o->pr, o->port, p->name, detail, sizeof detail);
+    } else {
+        char *why = res->err == -ENOTCONN ? xstrfmt("pod '%s' is not connected", p->name)
+                                          : ssh_describe(p->name, res);
+        snprintf(detail, sizeof detail, "cannot tell which process holds port %d: %s", o->port,
+                 why);
+        free(why);
+        v = RUNNER_OWNER_UNKNOWN;
+    }
+    o->cb(o->arg, v, detail);
+}
+
+static void owner_done(const struct ssh_result *res, void *arg)
+{
+    struct owner_run *o = arg;
+    struct runner_pod *p = o->pod;
+    p->runs--;
+    owner_answer(o, res);
+    free(o);
+    maybe_free(p);
+}
+
+static void owner_timer_closed(uv_handle_t *h)
+{
+    struct owner_run *o = h->data;
+    struct runner_pod *p = o->pod;
+    p->runs--;
+    free(o);
+    maybe_free(p);
+}
+
+static void owner_timer_fire(uv_timer_t *t)
+{
+    struct owner_run *o = t->data;
+    struct ssh_result res = {.status = SSH_TRANSPORT_FAILED, .err = o->rc, .exit_code = -1};
+    owner_answer(o, &res);
+    uv_close((uv_handle_t *)&o->t, owner_timer_closed);
+}
+
+static void pod_port_owner(struct runner *r, const struct runner_proc *pr, int port,
+                           runner_owner_cb cb, void *arg)
+{
+    struct runner_pod *p = runner_pod_of(r);
+    struct owner_run *o = xcalloc(1, sizeof *o);
+    o->pod = p;
+    o->pr = *pr;
+    o->port = port;
+    o->cb = cb;
+    o->arg = arg;
+    char *script = owner_script(port);
+    int rc = p->have_ssh && !p->closing
+                 ? ssh_exec(p->loop, &p->ssh, script, OWNER_TIMEOUT_MS, owner_done, o, NULL)
+                 : -ENOTCONN;
+    free(script);
+    p->runs++;
+    if (rc == 0)
+        return;
+    /* Never answered before port_owner returns: the next loop turn says it cannot tell. */
+    o->rc = rc;
+    uv_timer_init(p->loop, &o->t);
+    o->t.data = o;
+    uv_timer_start(&o->t, owner_timer_fire, 0, 0);
+}
+
 static void pod_prepare(struct runner *r, void (*done)(void *arg, const char *err), void *arg)
 {
     struct runner_pod *p = runner_pod_of(r);
@@ -1039,6 +1191,7 @@ static const struct runner_ops pod_ops = {
     .group_alive = pod_group_alive,
     .is_alive = pod_is_alive,
     .port_free = pod_port_free,
+    .port_owner = pod_port_owner,
     .prepare = pod_prepare,
 };
 

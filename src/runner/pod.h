@@ -84,4 +84,13 @@ void runner_pod_watch_info(struct runner_watch *w, const char *name, const char 
  */
 void runner_pod_close(struct runner_pod *p, void (*done)(void *), void *arg);
 
+/*
+ * Reads the answer of the port_owner script (for tests): lines "O PID PGRP
+ * SID COMMAND", "N" (nothing listens) or "U WHY" (cannot tell). The tree of
+ * pr owns a process whose group is pr's or whose session its leader's.
+ * Fills detail (naming pod) and returns the verdict.
+ */
+enum runner_owner runner_pod__parse_owner(const char *out, const struct runner_proc *pr, int port,
+                                          const char *pod, char *detail, size_t len);
+
 #endif
