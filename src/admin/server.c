@@ -310,14 +310,36 @@ static json_t *info_json(const struct sup_info *i)
                      i->percent >= 0 ? json_integer(i->percent) : json_null(), "busy", i->busy);
 }
 
+/* Adds what the scheduler knows of row's model: pinned, and the time its ttl leaves it. */
+static json_t *with_sched(json_t *row, const struct sched_stats *st, size_t n_st)
+{
+    const char *name = json_string_value(json_object_get(row, "name"));
+    const struct sched_stats *mine = NULL;
+    for (size_t k = 0; name && k < n_st && !mine; k++)
+        if (strcmp(st[k].model, name) == 0)
+            mine = &st[k];
+    int64_t left = mine ? mine->ttl_left_ms : -1;
+    if (row &&
+        (json_object_set_new(row, "replica", json_integer(0)) < 0 ||
+         json_object_set_new(row, "pinned", json_boolean(mine && mine->pinned)) < 0 ||
+         json_object_set_new(row, "ttl_left_s",
+                             left >= 0 ? json_integer((left + 999) / 1000) : json_null()) < 0)) {
+        json_decref(row);
+        return NULL;
+    }
+    return row;
+}
+
 static void handle_ps(struct admin_conn *c)
 {
     struct sup *s = c->srv->app->sup;
+    size_t n_st = 0;
+    const struct sched_stats *st = sched_stats(c->srv->app->sched, &n_st);
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < sup_count(s); i++) {
         struct sup_info info;
         sup_info_at(s, i, &info);
-        if (json_array_append_new(arr, info_json(&info)) < 0) {
+        if (json_array_append_new(arr, with_sched(info_json(&info), st, n_st)) < 0) {
             json_decref(arr);
             arr = NULL;
         }

@@ -12,7 +12,9 @@ static const char usage[] = "usage: yard ps [--json]\n"
                             "\n"
                             "lists every configured model and its instance: engine, host, "
                             "state, pid, port,\n"
-                            "GPUs, uptime and, for a failed one, the reason\n";
+                            "GPUs, uptime, TTL (the time an idle model has before it is "
+                            "unloaded, or\n"
+                            "'pinned') and, for a failed one, the reason\n";
 
 enum {
     COL_NAME,
@@ -23,12 +25,13 @@ enum {
     COL_PORT,
     COL_GPUS,
     COL_UPTIME,
+    COL_TTL,
     COL_REASON,
     COL_COUNT
 };
 
 static const char *const headers[COL_COUNT] = {"NAME", "ENGINE", "HOST",   "STATE", "PID",
-                                               "PORT", "GPUS",   "UPTIME", "REASON"};
+                                               "PORT", "GPUS",   "UPTIME", "TTL",   "REASON"};
 
 char *cli_gpus_text(const json_t *gpus)
 {
@@ -119,6 +122,16 @@ static void row_cells(const json_t *row, char **cells)
         cells[COL_UPTIME] = xstrdup("-");
     }
 
+    json_t *ttl = json_object_get(row, "ttl_left_s");
+    if (json_is_true(json_object_get(row, "pinned")))
+        cells[COL_TTL] = xstrdup("pinned");
+    else if (json_is_integer(ttl) && json_integer_value(ttl) >= 0 &&
+             json_integer_value(ttl) < INT64_MAX / 1000)
+        cells[COL_TTL] =
+            xstrdup(units_fmt_duration((uint64_t)json_integer_value(ttl) * 1000, tmp, sizeof(tmp)));
+    else
+        cells[COL_TTL] = xstrdup("-");
+
     const char *reason = field_str(row, "reason");
     cells[COL_REASON] = cli_one_line(reason ? reason : "-");
 }
@@ -169,6 +182,15 @@ json_t *cli_ps_json(const json_t *rows)
                                                 : json_null());
         const char *reason = json_string_value(json_object_get(row, "reason"));
         json_object_set_new(o, "reason", utf8_json_xstring(reason ? reason : ""));
+        json_t *replica = json_object_get(row, "replica");
+        json_object_set_new(
+            o, "replica", json_integer(json_is_integer(replica) ? json_integer_value(replica) : 0));
+        json_object_set_new(o, "pinned",
+                            json_boolean(json_is_true(json_object_get(row, "pinned"))));
+        json_t *ttl = json_object_get(row, "ttl_left_s");
+        json_object_set_new(o, "ttl_left_s",
+                            json_is_integer(ttl) ? json_integer(json_integer_value(ttl))
+                                                 : json_null());
         json_array_append_new(arr, o);
         free(gpus);
     }

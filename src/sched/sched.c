@@ -456,6 +456,20 @@ void sched_sync(struct sched *s)
     sched_kick(s);
 }
 
+/*
+ * How long sm's ttl still gives it: -1 when no ttl runs (none set, pinned,
+ * requests in flight or waiting, draining, not ready), else the ms left while
+ * it stays idle (0: it is due).
+ */
+static int64_t ttl_left_ms(struct sched *s, struct smodel *sm, uint64_t now)
+{
+    if (!sm->m || !sm->m->ttl_ms || sm->pinned || sm->inflight || sm->n_waiting || sm->draining ||
+        state_of(s, sm, NULL, NULL) != INST_READY)
+        return -1;
+    uint64_t idle = now > sm->last_used_ms ? now - sm->last_used_ms : 0;
+    return idle >= sm->m->ttl_ms ? 0 : (int64_t)(sm->m->ttl_ms - idle);
+}
+
 #define GPU_READ_EVERY_MS 2000
 #define GPU_READ_BLOCKED_MS 200
 
@@ -485,9 +499,7 @@ static void on_tick(uv_timer_t *t)
             free(msg);
         }
         /* ttl: an idle, unpinned, ready model is unloaded. */
-        if (sm->m && sm->m->ttl_ms && !sm->pinned && !sm->inflight && !sm->n_waiting &&
-            !sm->draining && now - sm->last_used_ms >= sm->m->ttl_ms &&
-            state_of(s, sm, NULL, NULL) == INST_READY) {
+        if (ttl_left_ms(s, sm, now) == 0) {
             char d[32];
             log_info("sched", "'%s' idle for %s (ttl): unloading", sm->name,
                      units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
@@ -1191,12 +1203,14 @@ const struct sched_stats *sched_stats(struct sched *s, size_t *n)
 {
     free(s->stats);
     s->stats = xcalloc(s->n_models ? s->n_models : 1, sizeof *s->stats);
+    uint64_t now = clock_mono_ms();
     for (size_t i = 0; i < s->n_models; i++)
         s->stats[i] =
             (struct sched_stats){.model = s->models[i]->name,
                                  .waiting = s->models[i]->n_waiting - s->models[i]->n_hand,
                                  .inflight = s->models[i]->inflight,
-                                 .pinned = s->models[i]->pinned};
+                                 .pinned = s->models[i]->pinned,
+                                 .ttl_left_ms = ttl_left_ms(s, s->models[i], now)};
     *n = s->n_models;
     return s->stats;
 }

@@ -49,6 +49,8 @@ struct sched_stats {
     size_t waiting;
     int inflight;
     int pinned;
+    /* ms until its ttl unloads it while it stays idle; -1 when no ttl runs (busy, pinned, ...) */
+    int64_t ttl_left_ms;
 };
 
 /* Creates the scheduler for app (sup, cfg, loop set). Never NULL. */

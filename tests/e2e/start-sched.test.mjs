@@ -225,3 +225,27 @@ test('time_slice: a hand start is not held back by a model that stays busy', asy
     assertLeftBefore(await events(y.dir), mark, null, 'starting');
     await y.d.stop();
 });
+
+test('yard ps: TTL shows the time an idle model has left, or pinned; --json has ttl_left_s, pinned, replica', async () => {
+    const y = await routerDaemon({
+        models: { a: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 100ms'), ttl: '10m' } },
+    });
+    const stopped = await entry(y.dir, 'a');
+    assert.equal(stopped.ttl_left_s, null, JSON.stringify(stopped));
+    assert.equal(stopped.pinned, false);
+    assert.equal(stopped.replica, 0);
+
+    await yardOk(y.dir, ['start', 'a', '--wait']);
+    const idle = await entry(y.dir, 'a');
+    assert.ok(idle.ttl_left_s > 0 && idle.ttl_left_s <= 600, JSON.stringify(idle));
+    let table = await yard(['ps'], { stateDir: y.dir });
+    assert.match(table.stdout, /^a\s+vllm\s+local\s+ready\s+\d+\s+\d+\s+-\s+\S+\s+(10m0s|9m\d+s)\s+-\s*$/m, table.stdout);
+
+    await yardOk(y.dir, ['pin', 'a']);
+    const pinned = await entry(y.dir, 'a');
+    assert.equal(pinned.pinned, true);
+    assert.equal(pinned.ttl_left_s, null, 'a pinned model has no ttl running');
+    table = await yard(['ps'], { stateDir: y.dir });
+    assert.match(table.stdout, /^a\s+vllm\s+local\s+ready\s+\d+\s+\d+\s+-\s+\S+\s+pinned\s+-\s*$/m, table.stdout);
+    await y.d.stop();
+});

@@ -380,10 +380,10 @@ static void test_state_dir_order(void **state)
 static const char ps_rows[] =
     "[{\"name\":\"qwen-7b\",\"engine\":\"vllm\",\"host\":\"local\",\"state\":\"ready\","
     "\"pid\":4242,\"port\":5800,\"gpus\":\"0,1\",\"uptime_s\":3725,\"reason\":null,"
-    "\"restarts\":0,\"progress\":null},"
+    "\"restarts\":0,\"progress\":null,\"ttl_left_s\":272,\"pinned\":false},"
     "{\"name\":\"llama\",\"engine\":\"llamacpp\",\"host\":\"gpu-box-1\",\"state\":\"starting\","
     "\"pid\":77,\"port\":5801,\"gpus\":[2],\"uptime_s\":12,\"reason\":\"\","
-    "\"progress\":{\"percent\":45,\"message\":\"loading\"}},"
+    "\"progress\":{\"percent\":45,\"message\":\"loading\"},\"pinned\":true,\"replica\":1},"
     "{\"name\":\"tiny\",\"engine\":\"generic\",\"host\":\"local\",\"state\":\"failed\","
     "\"pid\":null,\"port\":null,\"gpus\":\"\",\"uptime_s\":0,"
     "\"reason\":\"exited with code 1:\\nCUDA out of memory\"}]";
@@ -396,13 +396,13 @@ static void test_ps_table(void **state)
     FILE *f = open_memstream(&text, &len);
     assert_int_equal(cli_ps_table(rows, f), 0);
     fclose(f);
-    assert_string_equal(text,
-                        "NAME     ENGINE    HOST       STATE         PID   PORT  GPUS  UPTIME  "
-                        "REASON\n"
-                        "qwen-7b  vllm      local      ready         4242  5800  0,1   1h2m    -\n"
-                        "llama    llamacpp  gpu-box-1  starting 45%  77    5801  2     12s     -\n"
-                        "tiny     generic   local      failed        -     -     -     -       "
-                        "exited with code 1: CUDA out of memory\n");
+    assert_string_equal(
+        text, "NAME     ENGINE    HOST       STATE         PID   PORT  GPUS  UPTIME  TTL     "
+              "REASON\n"
+              "qwen-7b  vllm      local      ready         4242  5800  0,1   1h2m    4m32s   -\n"
+              "llama    llamacpp  gpu-box-1  starting 45%  77    5801  2     12s     pinned  -\n"
+              "tiny     generic   local      failed        -     -     -     -       -       "
+              "exited with code 1: CUDA out of memory\n");
     free(text);
     json_decref(rows);
 }
@@ -416,7 +416,7 @@ static void test_ps_table_empty_and_invalid(void **state)
     assert_int_equal(cli_ps_table(rows, f), 0);
     assert_int_equal(cli_ps_table(json_null(), f), -EINVAL);
     fclose(f);
-    assert_string_equal(text, "NAME  ENGINE  HOST  STATE  PID  PORT  GPUS  UPTIME  REASON\n");
+    assert_string_equal(text, "NAME  ENGINE  HOST  STATE  PID  PORT  GPUS  UPTIME  TTL  REASON\n");
     free(text);
     json_decref(rows);
 }
@@ -428,12 +428,15 @@ static void test_ps_json(void **state)
     char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
     assert_string_equal(
         s, "[{\"engine\":\"vllm\",\"gpus\":\"0,1\",\"host\":\"local\",\"name\":\"qwen-7b\","
-           "\"pid\":4242,\"port\":5800,\"reason\":\"\",\"state\":\"ready\",\"uptime_s\":3725},"
+           "\"pid\":4242,\"pinned\":false,\"port\":5800,\"reason\":\"\",\"replica\":0,"
+           "\"state\":\"ready\",\"ttl_left_s\":272,\"uptime_s\":3725},"
            "{\"engine\":\"llamacpp\",\"gpus\":\"2\",\"host\":\"gpu-box-1\",\"name\":\"llama\","
-           "\"pid\":77,\"port\":5801,\"reason\":\"\",\"state\":\"starting\",\"uptime_s\":12},"
+           "\"pid\":77,\"pinned\":true,\"port\":5801,\"reason\":\"\",\"replica\":1,"
+           "\"state\":\"starting\",\"ttl_left_s\":null,\"uptime_s\":12},"
            "{\"engine\":\"generic\",\"gpus\":\"\",\"host\":\"local\",\"name\":\"tiny\","
-           "\"pid\":null,\"port\":null,\"reason\":\"exited with code 1:\\nCUDA out of memory\","
-           "\"state\":\"failed\",\"uptime_s\":0}]");
+           "\"pid\":null,\"pinned\":false,\"port\":null,"
+           "\"reason\":\"exited with code 1:\\nCUDA out of memory\",\"replica\":0,"
+           "\"state\":\"failed\",\"ttl_left_s\":null,\"uptime_s\":0}]");
     free(s);
     json_decref(out);
     json_decref(rows);
@@ -635,7 +638,7 @@ static void test_cmd_ps_json_via_daemon(void **state)
     assert_int_equal(c.rc, 0);
     json_t *out = parse_json(c.out);
     assert_int_equal(json_array_size(out), 3);
-    assert_int_equal(json_object_size(json_array_get(out, 0)), 9);
+    assert_int_equal(json_object_size(json_array_get(out, 0)), 12);
     json_decref(out);
     captured_release(&c);
     free(answer);
@@ -698,7 +701,7 @@ static void test_cmd_start_bytes_and_numbers(void **state)
     json_t *ev = parse_json("{\"ts_ms\":1e300,\"model\":\"m\",\"from\":\"a\",\"to\":\"b\"}");
     cli_event_line(ev, 0, f);
     fclose(f);
-    assert_non_null(strstr(text, "m     -       -     ready  -    -     -     -       -\n"));
+    assert_non_null(strstr(text, "m     -       -     ready  -    -     -     -       -    -\n"));
     assert_non_null(strstr(text, "- m a -> b\n"));
     free(text);
     json_decref(ev);
