@@ -576,14 +576,10 @@ static void rm_wait_timeout(uv_timer_t *t)
     rm_wait_over(w);
 }
 
-/* A stop drains the model's requests first when the router runs. */
+/* Through the scheduler, as yard stop: the model's requests drain first. */
 static int rm_stop_model(struct app *app, const char *model, struct rm_wait *w, char **err)
 {
-    if (app->sched)
-        return sched_stop(app->sched, model, rm_model_stopped, w, err);
-    if (app->sup)
-        return sup_stop(app->sup, model, rm_model_stopped, w, err);
-    return -ENOENT;
+    return sched_stop(app->sched, model, rm_model_stopped, w, err);
 }
 
 /* Stops each model of busy, then removes the pod (rm_delete). */

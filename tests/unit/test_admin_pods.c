@@ -30,8 +30,8 @@
 
 /* The supervisor and scheduler calls of pods.c go to the fakes below. */
 #define sup_info fake_sup_info
-#define sup_stop fake_sup_stop
 #define sched_stop fake_sched_stop
+#define sup_pod_removed fake_sup_pod_removed
 /* pod rm --force gives up waiting for stops sooner */
 #define POD_RM_STOP_WAIT_MS 100
 
@@ -92,7 +92,8 @@ static void fake_stop_fire(uv_timer_t *t)
     uv_close((uv_handle_t *)&st->timer, fake_stop_closed);
 }
 
-int fake_sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, char **err)
+static int fake_sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg,
+                         char **err)
 {
     int i = fake_index(model);
     if (i < 0) {
@@ -118,6 +119,14 @@ int fake_sup_stop(struct sup *s, const char *model, void (*done)(void *), void *
 int fake_sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err)
 {
     return fake_sup_stop(NULL, model, done, arg, err);
+}
+
+/* The pod the supervisor was last told is gone (its polls end). */
+static char removed_pod[64];
+
+void fake_sup_pod_removed(struct sup *s, const char *name)
+{
+    snprintf(removed_pod, sizeof removed_pod, "%s", name);
 }
 
 struct fixture {
@@ -427,12 +436,15 @@ static void test_rm(void **state)
     assert_string_equal(error_of(call(f, admin__pod_rm, "{\"name\":\"nope\"}")),
                         "no pod named 'nope'; see 'yard pod ls'");
     put(f, "gpu1", "ssh -F /dev/null -p 1 127.0.0.1", "[]");
+    removed_pod[0] = '\0';
     /* No master runs: `ssh -O exit` fails, and the pod is removed all the same. */
     json_t *msg = call(f, admin__pod_rm, "{\"name\":\"gpu1\",\"force\":true}");
     assert_true(json_is_true(json_object_get(msg, "ok")));
     assert_string_equal(json_string_value(json_object_get(json_object_get(msg, "result"), "name")),
                         "gpu1");
     assert_int_equal(pod_count(f), 0);
+    /* The supervisor hears of it: nothing polls the pod any more. */
+    assert_string_equal(removed_pod, "gpu1");
 }
 
 /* Overwrites the database, its log and its index with junk under the open store. */
