@@ -412,12 +412,9 @@ static void handle_start(struct admin_conn *c, json_t *req)
     const char *model = json_string_value(json_object_get(req, "model"));
     int wait = json_is_true(json_object_get(req, "wait"));
     char *err = NULL;
-    if (!model) {
-        send_error(c, "'start' needs a model name");
-        return;
-    }
     struct sup_info info;
-    const char *name = sup_info(app->sup, model, &info) == 0 ? info.name : model;
+    sup_info(app->sup, model, &info); /* configured: verb_check */
+    const char *name = info.name;
     const char *pod = json_string_value(json_object_get(req, "pod"));
     int rc = pod ? sup_set_pod(app->sup, model, pod, &err) : 0;
     struct start_ctx *x = NULL;
@@ -440,13 +437,9 @@ static void handle_start(struct admin_conn *c, json_t *req)
             free(x->model);
             free(x);
         }
-        if (rc == -ENOENT) {
-            send_error(c, err); /* names the configured models */
-        } else {
-            char *msg = xstrfmt("cannot start '%s': %s", name, err);
-            send_error(c, msg);
-            free(msg);
-        }
+        char *msg = xstrfmt("cannot start '%s': %s", name, err);
+        send_error(c, msg);
+        free(msg);
         free(err);
         return;
     }
@@ -508,19 +501,13 @@ static void handle_pin(struct admin_conn *c, json_t *req, int pinned)
 {
     const char *model = json_string_value(json_object_get(req, "model"));
     char *err = NULL;
-    if (!model) {
-        send_error(c, pinned ? "'pin' needs a model name" : "'unpin' needs a model name");
-        return;
-    }
     int rc = sched_pin(c->srv->app->sched, model, pinned, &err);
     if (rc < 0) {
-        if (rc != -ENOENT) {
-            /* The store refused the pin: say which database and what to do. */
-            char *what = xstrfmt("%s '%s'", pinned ? "pin" : "unpin", model);
-            free(err);
-            err = admin__store_error(c->srv->app, what, rc);
-            free(what);
-        }
+        /* The model is configured (verb_check): the store refused the pin. */
+        char *what = xstrfmt("%s '%s'", pinned ? "pin" : "unpin", model);
+        free(err);
+        err = admin__store_error(c->srv->app, what, rc);
+        free(what);
         send_error(c, err);
         free(err);
         return;
@@ -576,15 +563,12 @@ static void handle_sleep_wake(struct admin_conn *c, json_t *req, int sleep)
 {
     struct app *app = c->srv->app;
     const char *model = json_string_value(json_object_get(req, "model"));
-    if (!model) {
-        send_error(c, sleep ? "'sleep' needs a model name" : "'wake' needs a model name");
-        return;
-    }
     struct sup_info info;
     char *err = NULL;
     struct op_ctx *x = xcalloc(1, sizeof *x);
     x->c = c;
-    x->model = xstrdup(sup_info(app->sup, model, &info) == 0 ? info.name : model);
+    sup_info(app->sup, model, &info); /* configured: verb_check */
+    x->model = xstrdup(info.name);
     c->refs++;
     int rc;
     if (sleep) {
@@ -595,14 +579,10 @@ static void handle_sleep_wake(struct admin_conn *c, json_t *req, int sleep)
         rc = sched_wake(app->sched, x->model, wake_done, x, &err);
     }
     if (rc < 0) {
-        if (rc == -ENOENT) {
-            send_error(c, err); /* names the configured models */
-        } else {
-            char *msg = xstrfmt("cannot %s '%s': %s", sleep ? "sleep" : "wake", x->model,
-                                err ? err : strerror(-rc));
-            send_error(c, msg);
-            free(msg);
-        }
+        char *msg = xstrfmt("cannot %s '%s': %s", sleep ? "sleep" : "wake", x->model,
+                            err ? err : strerror(-rc));
+        send_error(c, msg);
+        free(msg);
         free(err);
         conn_unref(c);
         free(x->model);
@@ -747,18 +727,7 @@ static void handle_logs(struct admin_conn *c, json_t *req)
     struct sup *s = c->srv->app->sup;
     const char *model = json_string_value(json_object_get(req, "model"));
     struct sup_info info;
-    if (!model) {
-        send_error(c, "'logs' needs a model name");
-        return;
-    }
-    if (sup_info(s, model, &info) < 0) {
-        char *names = sup_model_list(s);
-        char *msg = xstrfmt("unknown model '%s'; configured models: %s", model, names);
-        send_error(c, msg);
-        free(msg);
-        free(names);
-        return;
-    }
+    sup_info(s, model, &info); /* configured: verb_check */
     const char *log_path = sup_log_path(s, info.name);
     int rc = send_file_tail(c, log_path, req_lines(req));
     if (rc < 0) {
@@ -1016,51 +985,154 @@ static void handle_pod_setup(struct admin_conn *c, json_t *req)
     c->setup = admin__pod_setup(c->srv->app, req, &stream);
 }
 
+static void verb_ps(struct admin_conn *c, json_t *req)
+{
+    handle_ps(c);
+}
+
+static void verb_version(struct admin_conn *c, json_t *req)
+{
+    handle_version(c);
+}
+
+static void verb_reload(struct admin_conn *c, json_t *req)
+{
+    handle_reload(c);
+}
+
+static void verb_gpus(struct admin_conn *c, json_t *req)
+{
+    handle_gpus(c);
+}
+
+static void verb_sleep(struct admin_conn *c, json_t *req)
+{
+    handle_sleep_wake(c, req, 1);
+}
+
+static void verb_wake(struct admin_conn *c, json_t *req)
+{
+    handle_sleep_wake(c, req, 0);
+}
+
+static void verb_pin(struct admin_conn *c, json_t *req)
+{
+    handle_pin(c, req, 1);
+}
+
+static void verb_unpin(struct admin_conn *c, json_t *req)
+{
+    handle_pin(c, req, 0);
+}
+
+static void verb_pod_add(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__pod_add);
+}
+
+static void verb_pod_ls(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__pod_ls);
+}
+
+static void verb_pod_rm(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__pod_rm);
+}
+
+static void verb_models(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__models);
+}
+
+/* What a verb asks of its request before its handler runs. */
+enum verb_needs {
+    VERB_ANY = 0,
+    VERB_MODEL, /* a "model" naming a configured model */
+};
+
+/*
+ * The admin protocol: one row per verb (docs/admin.md lists them). A verb that
+ * needs a model is refused here, with one line, when the request names none or
+ * one that is not configured, so its handler starts from a model that exists.
+ */
+static const struct verb {
+    const char *name;
+    void (*handler)(struct admin_conn *c, json_t *req);
+    enum verb_needs needs;
+} verbs[] = {
+    {"ps", verb_ps, VERB_ANY},           {"version", verb_version, VERB_ANY},
+    {"start", handle_start, VERB_MODEL}, {"stop", handle_stop, VERB_ANY}, /* a model or --all */
+    {"logs", handle_logs, VERB_MODEL},   {"events", handle_events, VERB_ANY},
+    {"reload", verb_reload, VERB_ANY},   {"gpus", verb_gpus, VERB_ANY},
+    {"sleep", verb_sleep, VERB_MODEL},   {"wake", verb_wake, VERB_MODEL},
+    {"pin", verb_pin, VERB_MODEL},       {"unpin", verb_unpin, VERB_MODEL},
+    {"pod_add", verb_pod_add, VERB_ANY}, {"pod_ls", verb_pod_ls, VERB_ANY},
+    {"pod_rm", verb_pod_rm, VERB_ANY},   {"pod_setup", handle_pod_setup, VERB_ANY},
+    {"models", verb_models, VERB_ANY},
+};
+
+static const struct verb *verb_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strcmp(verbs[i].name, name) == 0)
+            return &verbs[i];
+    return NULL;
+}
+
+/* Returns a new string the caller frees: "a, b, c", the verbs in table order. */
+static char *verb_names(void)
+{
+    struct buf b;
+    buf_init(&b, 4096);
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
+        if (i)
+            buf_append(&b, ", ", 2);
+        buf_append(&b, verbs[i].name, strlen(verbs[i].name));
+    }
+    char *s = xstrndup(b.data ? b.data : "", b.len);
+    buf_release(&b);
+    return s;
+}
+
+/* Checks what v needs of req; 0, or -1 once the one-line refusal was sent. */
+static int verb_check(struct admin_conn *c, const struct verb *v, json_t *req)
+{
+    if (v->needs != VERB_MODEL)
+        return 0;
+    const char *model = json_string_value(json_object_get(req, "model"));
+    char *msg = NULL;
+    struct sup_info info;
+    if (!model) {
+        msg = xstrfmt("'%s' needs a model name", v->name);
+    } else if (sup_info(c->srv->app->sup, model, &info) < 0) {
+        char *names = sup_model_list(c->srv->app->sup);
+        msg = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+    }
+    if (!msg)
+        return 0;
+    send_error(c, msg);
+    free(msg);
+    return -1;
+}
+
 static void handle_line(struct admin_conn *c, const char *line, size_t len)
 {
     json_error_t jerr;
     json_t *req = json_loadb(line, len, 0, &jerr);
     const char *cmd = req ? json_string_value(json_object_get(req, "cmd")) : NULL;
-    if (!cmd)
+    const struct verb *v = cmd ? verb_find(cmd) : NULL;
+    if (!cmd) {
         send_error(c, req ? "request has no 'cmd'" : "request is not valid JSON");
-    else if (strcmp(cmd, "ps") == 0)
-        handle_ps(c);
-    else if (strcmp(cmd, "version") == 0)
-        handle_version(c);
-    else if (strcmp(cmd, "start") == 0)
-        handle_start(c, req);
-    else if (strcmp(cmd, "stop") == 0)
-        handle_stop(c, req);
-    else if (strcmp(cmd, "logs") == 0)
-        handle_logs(c, req);
-    else if (strcmp(cmd, "events") == 0)
-        handle_events(c, req);
-    else if (strcmp(cmd, "reload") == 0)
-        handle_reload(c);
-    else if (strcmp(cmd, "gpus") == 0)
-        handle_gpus(c);
-    else if (strcmp(cmd, "sleep") == 0)
-        handle_sleep_wake(c, req, 1);
-    else if (strcmp(cmd, "wake") == 0)
-        handle_sleep_wake(c, req, 0);
-    else if (strcmp(cmd, "pin") == 0)
-        handle_pin(c, req, 1);
-    else if (strcmp(cmd, "unpin") == 0)
-        handle_pin(c, req, 0);
-    else if (strcmp(cmd, "pod_add") == 0)
-        handle_pod(c, req, admin__pod_add);
-    else if (strcmp(cmd, "pod_ls") == 0)
-        handle_pod(c, req, admin__pod_ls);
-    else if (strcmp(cmd, "models") == 0)
-        handle_pod(c, req, admin__models);
-    else if (strcmp(cmd, "pod_rm") == 0)
-        handle_pod(c, req, admin__pod_rm);
-    else if (strcmp(cmd, "pod_setup") == 0)
-        handle_pod_setup(c, req);
-    else {
-        char *msg = xstrfmt("unknown command '%s'", cmd);
+    } else if (!v) {
+        char *names = verb_names();
+        char *msg = xstrfmt("unknown command '%s'; known commands: %s", cmd, names);
         send_error(c, msg);
         free(msg);
+        free(names);
+    } else if (verb_check(c, v, req) == 0) {
+        v->handler(c, req);
     }
     json_decref(req);
 }
