@@ -579,7 +579,8 @@ static void rm_wait_timeout(uv_timer_t *t)
 /* Through the scheduler, as yard stop: the model's requests drain first. */
 static int rm_stop_model(struct app *app, const char *model, struct rm_wait *w, char **err)
 {
-    return sched_stop(app->sched, model, rm_model_stopped, w, err);
+    return sched_stop(app->sched, model, "its pod is removed (yard pod rm --force)",
+                      rm_model_stopped, w, err);
 }
 
 /* Stops each model of busy, then removes the pod (rm_delete). */

@@ -489,7 +489,7 @@ static int stop_one(struct admin_conn *c, const char *name, struct stop_ctx *x, 
             x->deferred, json_pack("{s:o, s:o}", "name", jstr(info.name), "host", jstr(info.host)));
     else
         x->pending++;
-    int rc = sched_stop(app->sched, name, done, done ? x : NULL, err);
+    int rc = sched_stop(app->sched, name, "stopped by yard stop", done, done ? x : NULL, err);
     if (rc < 0 && done)
         x->pending--;
     if (rc < 0 && !x->error)
@@ -629,7 +629,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
     } else {
         struct sup_info info;
         if (sup_info(s, model, &info) < 0) {
-            sched_stop(c->srv->app->sched, model, NULL, NULL, &err); /* says it is unknown */
+            sched_stop(c->srv->app->sched, model, NULL, NULL, NULL, &err); /* says it is unknown */
             send_error(c, err);
             free(err);
             json_decref(x->names);

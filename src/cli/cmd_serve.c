@@ -126,8 +126,14 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
         cfg->listen_port = app->cfg->listen_port;
     }
     char *kept, *restarted, *stopped, *added;
-    sup_reload(app->sup, cfg, &kept, &restarted, &stopped, &added);
+    struct sup_reload_change *changed;
+    size_t n_changed;
+    sup_reload(app->sup, cfg, &kept, &restarted, &stopped, &added, &changed, &n_changed);
     sched_sync(app->sched);
+    /* Changed models come back through the scheduler, as a demand once drained. */
+    for (size_t i = 0; i < n_changed; i++)
+        sched_restart(app->sched, changed[i].name, changed[i].why);
+    sup_reload_changes_free(changed, n_changed);
     if (app->router)
         router_apply_limits(app->router);
     log_info("serve",

@@ -56,6 +56,7 @@ struct smodel {
     int draining;     /* new requests queue; act once in-flight ones end */
     int drain_action; /* what follows the drain: SCHED__STOP, __EVICT, __SLEEP */
     int drain_level;  /* for SCHED__SLEEP: the level (0: the policy's) */
+    char *drain_why;  /* why it drains, for the events of its stop or sleep */
     int stop_issued;  /* sup_stop called, not yet done */
     int last_percent;
     int was_loading; /* it was starting for waiters */

@@ -46,7 +46,7 @@ struct sched {
 };
 
 static void sched_kick(struct sched *s);
-static void drain_then(struct sched *s, struct smodel *sm, int action, int level,
+static void drain_then(struct sched *s, struct smodel *sm, int action, int level, const char *why,
                        void (*done)(void *), sup_op_cb op_done, void *arg);
 
 static void phase_done(struct sched *s, enum sched_phase ph, uint64_t started_ms)
@@ -404,8 +404,18 @@ static void free_model(struct smodel *sm)
         c = next;
     }
     free(sm->switch_from);
+    free(sm->drain_why);
     free(sm->name);
     free(sm);
+}
+
+/* Says why sm drains; a stop or sleep already issued keeps the reason it was given. */
+static void drain_because(struct smodel *sm, const char *why)
+{
+    if (sm->stop_issued)
+        return;
+    free(sm->drain_why);
+    sm->drain_why = xstrdup(why);
 }
 
 void sched_sync(struct sched *s)
@@ -445,7 +455,7 @@ void sched_sync(struct sched *s)
             sup_info(s->app->sup, sm->name, &info) == 0 && strcmp(info.name, sm->name) == 0;
         if (present || sm->inflight > 0 || sm->stop_issued) {
             if (present && !sm->draining)
-                drain_then(s, sm, SCHED__STOP, 0, NULL, NULL, NULL);
+                drain_then(s, sm, SCHED__STOP, 0, "removed from the config", NULL, NULL, NULL);
             i++;
             continue;
         }
@@ -501,8 +511,11 @@ static void on_tick(uv_timer_t *t)
         /* ttl: an idle, unpinned, ready model is unloaded. */
         if (ttl_left_ms(s, sm, now) == 0) {
             char d[32];
-            log_info("sched", "'%s' idle for %s (ttl): unloading", sm->name,
-                     units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
+            char *why =
+                xstrfmt("idle for %s (ttl)", units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
+            log_info("sched", "'%s' %s: unloading", sm->name, why);
+            drain_because(sm, why);
+            free(why);
             /* As yard stop: a request that comes meanwhile waits and starts it again. */
             sm->draining = 1;
             sm->drain_action = SCHED__STOP;
@@ -621,6 +634,8 @@ static void drain_finished(struct smodel *sm, int err, const char *msg)
     sched__gpus_refresh(sm->sched);
     sm->stop_issued = 0;
     sm->draining = 0;
+    free(sm->drain_why);
+    sm->drain_why = NULL;
     struct stop_cb *c = sm->stop_cbs;
     sm->stop_cbs = NULL;
     while (c) {
@@ -671,7 +686,7 @@ static void finish_drains(struct sched *s)
                                          (sm->drain_action == SCHED__EVICT && info.can_sleep));
         if (sleep) {
             int level = sm->drain_action == SCHED__SLEEP ? sm->drain_level : 0;
-            int rc = sup_sleep(s->app->sup, sm->name, level, on_slept, sm, &err);
+            int rc = sup_sleep(s->app->sup, sm->name, level, sm->drain_why, on_slept, sm, &err);
             if (rc == 0)
                 continue;
             if (sm->drain_action == SCHED__SLEEP) {
@@ -686,7 +701,7 @@ static void finish_drains(struct sched *s)
             free(err);
             err = NULL;
         }
-        int rc = sup_stop(s->app->sup, sm->name, on_stopped, sm, &err);
+        int rc = sup_stop(s->app->sup, sm->name, sm->drain_why, on_stopped, sm, &err);
         if (rc < 0) {
             log_warn("sched", "'%s' cannot stop: %s", sm->name, err);
             drain_finished(sm, rc, err);
@@ -748,6 +763,9 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
         return;
     victim->draining = 1;
     victim->drain_action = SCHED__EVICT;
+    char *why = xstrfmt("evicted for '%s'", for_whom->name);
+    drain_because(victim, why);
+    free(why);
     victim->drain_started_ms = clock_mono_ms();
     s->kick_again = 1; /* finish_drains ran before plan_loads in this kick: once more */
     s->swaps++;
@@ -1115,10 +1133,14 @@ int sched_wake(struct sched *s, const char *model, sup_op_cb done, void *arg, ch
     return hand_demand(s, model, 1, done, arg, err);
 }
 
-/* Drains sm (new requests queue), then stops it or puts it to sleep; done or op_done runs after. */
-static void drain_then(struct sched *s, struct smodel *sm, int action, int level,
+/*
+ * Drains sm (new requests queue), then stops it or puts it to sleep, saying why
+ * in its events; done or op_done runs after.
+ */
+static void drain_then(struct sched *s, struct smodel *sm, int action, int level, const char *why,
                        void (*done)(void *), sup_op_cb op_done, void *arg)
 {
+    drain_because(sm, why);
     if (done || op_done) {
         struct stop_cb *c = xcalloc(1, sizeof *c);
         c->done = done;
@@ -1133,16 +1155,48 @@ static void drain_then(struct sched *s, struct smodel *sm, int action, int level
     sched_kick(s);
 }
 
-int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err)
+int sched_stop(struct sched *s, const char *model, const char *why, void (*done)(void *), void *arg,
+               char **err)
 {
     struct sup_info info;
     if (sup_info(s->app->sup, model, &info) < 0)
         return unknown_model(s, model, err);
     struct smodel *sm = find(s, info.name);
     if (!sm)
-        return sup_stop(s->app->sup, info.name, done, arg, err);
+        return sup_stop(s->app->sup, info.name, why, done, arg, err);
     fail_hands(s, sm, -ECANCELED, "it was stopped while loading", 0);
-    drain_then(s, sm, SCHED__STOP, 0, done, NULL, arg);
+    drain_then(s, sm, SCHED__STOP, 0, why, done, NULL, arg);
+    return 0;
+}
+
+struct restart {
+    struct sched *s;
+    char *model;
+};
+
+/* A model a reload changed is down: it comes back as a demand, like yard start. */
+static void restart_stopped(void *arg)
+{
+    struct restart *r = arg;
+    char *err = NULL;
+    struct smodel *sm = find(r->s, r->model);
+    if (sm && sm->m && hand_demand(r->s, r->model, 0, NULL, NULL, &err) < 0)
+        log_warn("sched", "'%s' was not started again after the reload: %s", r->model, err);
+    free(err);
+    free(r->model);
+    free(r);
+}
+
+int sched_restart(struct sched *s, const char *model, const char *why)
+{
+    struct smodel *sm = find(s, model);
+    if (!sm || !sm->m)
+        return -ENOENT;
+    struct restart *r = xcalloc(1, sizeof *r);
+    r->s = s;
+    r->model = xstrdup(sm->name);
+    log_info("sched", "'%s': %s; draining it, then starting it again", sm->name, why);
+    drain_then(s, sm, SCHED__STOP, 0, why, restart_stopped, NULL, r);
     return 0;
 }
 
@@ -1171,7 +1225,7 @@ int sched_sleep(struct sched *s, const char *model, int level, sup_op_cb done, v
         *err = xstrfmt("unknown model '%s'", model);
         return -ENOENT;
     }
-    drain_then(s, sm, SCHED__SLEEP, level, NULL, done, arg);
+    drain_then(s, sm, SCHED__SLEEP, level, "put to sleep by yard sleep", NULL, done, arg);
     return 0;
 }
 

@@ -96,10 +96,20 @@ int sched_start(struct sched *s, const char *model, sup_op_cb done, void *arg, c
 /* As sched_start for a sleeping (or checkpointed) model only: -EINVAL otherwise. */
 int sched_wake(struct sched *s, const char *model, sup_op_cb done, void *arg, char **err);
 /*
- * Drains MODEL, then stops it; done runs once it is stopped. A start or wake
- * by hand that waits for MODEL fails. 0 or -ENOENT with *err.
+ * Drains MODEL, then stops it; done runs once it is stopped. why (may be
+ * NULL) is the reason its events carry ("stopped by yard stop"). A start or
+ * wake by hand that waits for MODEL fails. 0 or -ENOENT with *err.
  */
-int sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err);
+int sched_stop(struct sched *s, const char *model, const char *why, void (*done)(void *), void *arg,
+               char **err);
+/*
+ * A reload changed MODEL while it runs (sup_reload): drains it as sched_stop
+ * does (requests in flight finish), stops it with why as its reason ("config
+ * changed: cmd"), then starts it again as a demand like sched_start, so
+ * exclusive groups, GPU memory and pins hold for the new process. 0, or
+ * -ENOENT when MODEL is not configured.
+ */
+int sched_restart(struct sched *s, const char *model, const char *why);
 /*
  * Drains MODEL, then puts it to sleep at level (0: its eviction policy's);
  * done runs once it sleeps with err 0, or with a negative errno and a one-line

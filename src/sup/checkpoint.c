@@ -209,9 +209,11 @@ static void dump_done(const struct tools_result *res, void *arg)
     }
     write_pids(in, c->dir);
     in->sleep_level = SUP_SLEEP_CHECKPOINT;
-    char *reason = xstrfmt("checkpointed with CRIU to %s", c->dir);
+    char *what = xstrfmt("checkpointed with CRIU to %s", c->dir);
+    char *reason = sup__sleep_reason(in, what);
     sup__set_state(in, INST_CHECKPOINTED, reason, NULL);
     free(reason);
+    free(what);
     op_end(in, 0, NULL);
 }
 

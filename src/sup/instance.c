@@ -156,6 +156,11 @@ static void set_state(struct instance *in, enum inst_state to, const char *reaso
     sup__notify(in->sup, &n);
 }
 
+char *sup__sleep_reason(struct instance *in, const char *what)
+{
+    return in->sleep_why ? xstrfmt("%s: %s", in->sleep_why, what) : xstrdup(what);
+}
+
 /* The one place a transition happens: store first, then the log and observers. */
 void sup__set_state(struct instance *in, enum inst_state to, const char *reason, const char *detail)
 {
@@ -891,6 +896,7 @@ int sup__inst_start(struct instance *in)
         in->start_after_exit = 1;
         return 0;
     }
+    in->eng = engine_find(m->engine); /* a reload may have changed it since the last run */
 
     in->percent = -1;
     in->exit_code = 0;
@@ -1301,6 +1307,7 @@ void sup__instance_free(struct instance *in)
     free(in->cmdline);
     free(in->fatal);
     free(in->stop_reason);
+    free(in->sleep_why);
     free(in->placement);
     free(in->pod_override);
     free(in->susp_pids);

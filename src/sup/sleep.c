@@ -68,9 +68,11 @@ static void sleep_done(int err, const char *msg, void *arg)
         free(m);
         return;
     }
-    char reason[64];
-    snprintf(reason, sizeof reason, "asleep at level %d", in->sleep_level);
+    char what[64];
+    snprintf(what, sizeof what, "asleep at level %d", in->sleep_level);
+    char *reason = sup__sleep_reason(in, what);
     sup__set_state(in, INST_SLEEPING, reason, NULL);
+    free(reason);
     op_finish(in, 0, NULL);
 }
 

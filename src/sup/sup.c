@@ -229,7 +229,8 @@ int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err)
     return sup_start(s, model, err);
 }
 
-int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, char **err)
+int sup_stop(struct sup *s, const char *model, const char *reason, void (*done)(void *), void *arg,
+             char **err)
 {
     struct instance *in = sup__find(s, model);
     if (!in) {
@@ -239,6 +240,10 @@ int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, 
         return -ENOENT;
     }
     in->restart_after_stop = 0;
+    if (in->state != INST_STOPPING) {
+        free(in->stop_reason);
+        in->stop_reason = reason ? xstrdup(reason) : NULL;
+    }
     sup__inst_stop(in, done, arg);
     return 0;
 }
@@ -255,10 +260,15 @@ static struct instance *find_known(struct sup *s, const char *model, char **err)
     return in;
 }
 
-int sup_sleep(struct sup *s, const char *model, int level, sup_op_cb done, void *arg, char **err)
+int sup_sleep(struct sup *s, const char *model, int level, const char *reason, sup_op_cb done,
+              void *arg, char **err)
 {
     struct instance *in = find_known(s, model, err);
-    return in ? sup__inst_sleep(in, level, done, arg, err) : -ENOENT;
+    if (!in)
+        return -ENOENT;
+    free(in->sleep_why);
+    in->sleep_why = reason ? xstrdup(reason) : NULL;
+    return sup__inst_sleep(in, level, done, arg, err);
 }
 
 int sup_sleep_check(struct sup *s, const char *model, int level, char **err)
@@ -368,9 +378,62 @@ static int spec_changed(const struct instance *in, const struct config_model *nm
     return changed;
 }
 
-void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted, char **stopped,
-                char **added)
+/*
+ * What of a model a reload changed, for the restart's reason: "cmd", "cmd, env",
+ * or "eviction" when only the argv its eviction adds differs. A new string.
+ */
+static char *model_changes(const struct config_model *a, const struct config_model *b)
 {
+    struct buf w;
+    buf_init(&w, 4096);
+#define CHANGED(cond, key)                                                                         \
+    do {                                                                                           \
+        if (cond)                                                                                  \
+            buf_printf(&w, "%s%s", w.len ? ", " : "", key);                                        \
+    } while (0)
+#define STR_DIFF(x, y) (((x) == NULL) != ((y) == NULL) || ((x) && strcmp((x), (y)) != 0))
+    CHANGED(STR_DIFF(a->engine, b->engine), "engine");
+    CHANGED(STR_DIFF(a->cmd, b->cmd), "cmd");
+    CHANGED(STR_DIFF(a->model_id, b->model_id), "model");
+    CHANGED(STR_DIFF(a->cwd, b->cwd), "cwd");
+    CHANGED(STR_DIFF(a->pod, b->pod), "pod");
+    CHANGED(STR_DIFF(a->health_path, b->health_path) || a->health_status != b->health_status,
+            "health");
+    CHANGED(a->port != b->port, "port");
+    CHANGED(a->gpu_count != b->gpu_count || a->n_gpu_list != b->n_gpu_list ||
+                (a->n_gpu_list &&
+                 memcmp(a->gpu_list, b->gpu_list, a->n_gpu_list * sizeof *a->gpu_list) != 0),
+            "gpus");
+    int env = a->n_env != b->n_env;
+    for (size_t i = 0; !env && i < a->n_env; i++) {
+        const char *v = NULL;
+        for (size_t k = 0; k < b->n_env && !v; k++)
+            if (strcmp(b->env[k].key, a->env[i].key) == 0)
+                v = b->env[k].value;
+        env = !v || strcmp(v, a->env[i].value) != 0;
+    }
+    CHANGED(env, "env");
+#undef STR_DIFF
+#undef CHANGED
+    if (!w.len)
+        buf_appends(&w, "eviction");
+    return buf_detach(&w, NULL);
+}
+
+void sup_reload_changes_free(struct sup_reload_change *ch, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(ch[i].name);
+        free(ch[i].why);
+    }
+    free(ch);
+}
+
+void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted, char **stopped,
+                char **added, struct sup_reload_change **changed, size_t *n_changed)
+{
+    *changed = NULL;
+    *n_changed = 0;
     struct buf bk, br, bs, ba;
     buf_init(&bk, 1 << 20);
     buf_init(&br, 1 << 20);
@@ -402,8 +465,11 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         /* A running engine is compared by what it runs: eviction can change its argv. */
         if (same && in->state != INST_STOPPED && in->state != INST_FAILED)
             same = !spec_changed(in, nm);
+        const struct config_model *was = in->m;
         in->m = nm;
-        if (same || in->state == INST_STOPPED || in->state == INST_FAILED) {
+        /* One that stops already starts with the new settings if it starts again. */
+        if (same || in->state == INST_STOPPED || in->state == INST_FAILED ||
+            in->state == INST_STOPPING) {
             free(in->engine_name);
             in->engine_name = xstrdup(nm->engine);
             in->eng = engine_find(nm->engine);
@@ -413,8 +479,18 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
             list_add(&bk, in->name);
             continue;
         }
-        /* Changed while running: stop it, then start it again with the new settings. */
-        in->restart_after_stop = 1;
+        /*
+         * Changed while running: the scheduler drains it, stops it and starts
+         * it again as a demand (sched_restart), so groups, memory and pins hold.
+         */
+        *changed = xrealloc(*changed, (*n_changed + 1) * sizeof **changed);
+        char *what = was ? model_changes(was, nm) : xstrdup("cmd");
+        (*changed)[*n_changed].name = xstrdup(in->name);
+        (*changed)[*n_changed].why = xstrfmt("config changed: %s", what);
+        (*n_changed)++;
+        free(what);
+        free(in->engine_name);
+        in->engine_name = xstrdup(nm->engine);
         list_add(&br, in->name);
     }
     for (size_t j = 0; j < cfg->n_models; j++) {
@@ -424,15 +500,6 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         }
     }
     free(matched);
-    /* Act after the table is consistent: stops may finish (and forget) at once. */
-    for (size_t i = 0; i < s->n_inst; i++) {
-        struct instance *in = s->inst[i];
-        if (in->restart_after_stop && in->state != INST_STOPPING) {
-            free(in->engine_name);
-            in->engine_name = xstrdup(in->m->engine);
-            sup__inst_stop(in, NULL, NULL);
-        }
-    }
     /*
      * Removed ones that run are left to the scheduler (sched_sync), which
      * drains their requests in flight and then stops them, as a stop does.

@@ -87,8 +87,13 @@ void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *a
 int sup_start(struct sup *s, const char *model, char **err);
 /* As sup_start, on the given GPUs ("0,1": CUDA_VISIBLE_DEVICES and ${GPUS}). */
 int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err);
-/* Stops MODEL; done runs once it is stopped (at once if it is). 0 or -ENOENT with *err. */
-int sup_stop(struct sup *s, const char *model, void (*done)(void *), void *arg, char **err);
+/*
+ * Stops MODEL; done runs once it is stopped (at once if it is). reason (may be
+ * NULL) is why, carried by the stopping and stopped transitions and their
+ * events ("evicted for 'b'", "stopped by yard stop"). 0 or -ENOENT with *err.
+ */
+int sup_stop(struct sup *s, const char *model, const char *reason, void (*done)(void *), void *arg,
+             char **err);
 /*
  * Runs MODEL on pod (NULL: where the config says) from its next start.
  * 0, or -ENOENT / -EBUSY (it runs elsewhere: stop it first) with *err.
@@ -122,15 +127,25 @@ char *sup_model_list(struct sup *s);
  */
 int sup_engine_key(struct sup *s, const char *model, char *out, size_t len);
 
+/* A running model whose config a reload changed, and why ("config changed: cmd"). */
+struct sup_reload_change {
+    char *name;
+    char *why;
+};
+
 /*
  * Applies a new config (already validated): unchanged models keep running,
- * changed ones restart, new ones are added stopped. Removed ones that do not
- * run are forgotten; removed ones that run are marked removed and left to the
- * scheduler (sched_sync), which drains them and stops them. Takes
- * ownership of cfg. Fills the four lists (new strings "a,b", caller frees).
+ * new ones are added stopped. Changed ones that run keep running until the
+ * scheduler restarts them (sched_restart with each of *changed: drained,
+ * stopped, then started again as a demand); they start with the new
+ * settings. Removed ones that do not run are forgotten; removed ones that run
+ * are marked removed and left to the scheduler (sched_sync), which drains
+ * them and stops them. Takes ownership of cfg. Fills the four lists (new
+ * strings "a,b") and *changed (sup_reload_changes_free); the caller frees.
  */
 void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted, char **stopped,
-                char **added);
+                char **added, struct sup_reload_change **changed, size_t *n_changed);
+void sup_reload_changes_free(struct sup_reload_change *ch, size_t n);
 
 /*
  * Sleep and wake (vLLM sleep levels, SGLang memory release, or a
@@ -149,7 +164,9 @@ typedef void (*sup_op_cb)(void *arg, int err, const char *msg);
 #define SUP_SLEEP_SUSPEND 3
 /* A CRIU checkpoint after the suspend (eviction process: checkpoint): state checkpointed. */
 #define SUP_SLEEP_CHECKPOINT 4
-int sup_sleep(struct sup *s, const char *model, int level, sup_op_cb done, void *arg, char **err);
+/* reason (may be NULL): why it sleeps, put before the sleeping state's own reason. */
+int sup_sleep(struct sup *s, const char *model, int level, const char *reason, sup_op_cb done,
+              void *arg, char **err);
 int sup_wake(struct sup *s, const char *model, sup_op_cb done, void *arg, char **err);
 /* 0 when MODEL could sleep at level now, else what sup_sleep would refuse with. */
 int sup_sleep_check(struct sup *s, const char *model, int level, char **err);

@@ -130,6 +130,7 @@ struct instance {
     sup_op_cb op_done;
     void *op_arg;
     char *stop_reason;       /* why the running stop happens, when not asked for */
+    char *sleep_why;         /* why the sleep under way happens ("evicted for 'b'"), or NULL */
     char *placement;         /* GPUs for the next start ("0,1"), chosen by the scheduler */
     struct suspend *suspend; /* a cuda-checkpoint suspend or resume under way */
     struct tools_run *tool;  /* its tool run */
@@ -211,6 +212,12 @@ void sup__inst_release(struct instance *in);
 void sup__inst_on_line(struct instance *in, const char *line, size_t len);
 /* The runner's exit callback for an instance's main process (arg: the instance). */
 void sup__inst_on_exit(void *arg, int64_t code, int sig);
+/*
+ * The reason of a sleep's state: what (as "asleep at level 1") after why it
+ * sleeps, when the asker said ("evicted for 'b': asleep at level 1"). A new
+ * string the caller frees.
+ */
+char *sup__sleep_reason(struct instance *in, const char *what);
 void sup__set_state(struct instance *in, enum inst_state to, const char *reason,
                     const char *detail);
 /*

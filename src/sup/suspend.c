@@ -196,10 +196,12 @@ static void step(struct suspend *x)
     }
     if (!x->waking) {
         in->sleep_level = SUP_SLEEP_SUSPEND;
-        char reason[96];
-        snprintf(reason, sizeof reason, "suspended with cuda-checkpoint (%zu process%s)",
-                 in->n_susp, in->n_susp == 1 ? "" : "es");
+        char what[96];
+        snprintf(what, sizeof what, "suspended with cuda-checkpoint (%zu process%s)", in->n_susp,
+                 in->n_susp == 1 ? "" : "es");
+        char *reason = sup__sleep_reason(in, what);
         sup__set_state(in, INST_SLEEPING, reason, NULL);
+        free(reason);
         finish(x, 0, NULL);
         return;
     }

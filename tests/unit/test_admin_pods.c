@@ -116,7 +116,8 @@ static int fake_sup_stop(struct sup *s, const char *model, void (*done)(void *),
     return 0;
 }
 
-int fake_sched_stop(struct sched *s, const char *model, void (*done)(void *), void *arg, char **err)
+int fake_sched_stop(struct sched *s, const char *model, const char *why, void (*done)(void *),
+                    void *arg, char **err)
 {
     return fake_sup_stop(NULL, model, done, arg, err);
 }
