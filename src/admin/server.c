@@ -448,19 +448,68 @@ static void handle_start(struct admin_conn *c, json_t *req)
                              sup_state_name(info.state)));
 }
 
+#define STOP_PROGRESS_MS 500 /* how often a drain's progress is looked at */
+
 struct stop_ctx {
     struct admin_conn *c;
     int pending;
     json_t *names;
     json_t *deferred; /* [{name, host}]: on a pod that does not answer, stopped when it does */
     char *error;      /* the first stop refused, answered instead of the list */
+    json_t *told;     /* name -> the requests in flight last said to be waited for */
+    uv_timer_t timer; /* looks at the drains while they run */
 };
+
+static void stop_ctx_closed(uv_handle_t *h)
+{
+    struct stop_ctx *x = h->data;
+    json_decref(x->told);
+    free(x);
+}
+
+/*
+ * Says what the stop waits for while it drains: one progress line per model
+ * whose requests in flight changed, "waiting for 2 requests in flight on 'M'".
+ */
+static void stop_progress(struct stop_ctx *x)
+{
+    struct admin_conn *c = x->c;
+    if (c->closed || conn_full(c))
+        return;
+    size_t n_st = 0;
+    const struct sched_stats *st = sched_stats(c->srv->app->sched, &n_st);
+    size_t i;
+    json_t *name;
+    json_array_foreach(x->names, i, name)
+    {
+        const char *m = json_string_value(name);
+        for (size_t k = 0; m && k < n_st; k++) {
+            if (strcmp(st[k].model, m) != 0)
+                continue;
+            json_int_t was = json_integer_value(json_object_get(x->told, m));
+            if (st[k].inflight > 0 && st[k].inflight != was) {
+                char *msg = xstrfmt("waiting for %d request%s in flight on '%s'", st[k].inflight,
+                                    st[k].inflight == 1 ? "" : "s", m);
+                conn_send(c, json_pack("{s:{s:s, s:o, s:n, s:o}}", "progress", "state", "draining",
+                                       "model", jstr(m), "percent", "message", jstr(msg)));
+                free(msg);
+            }
+            json_object_set_new(x->told, m, json_integer(st[k].inflight));
+        }
+    }
+}
+
+static void stop_tick(uv_timer_t *t)
+{
+    stop_progress(t->data);
+}
 
 static void stop_done(void *arg)
 {
     struct stop_ctx *x = arg;
     if (--x->pending > 0)
         return;
+    uv_timer_stop(&x->timer);
     if (x->error) {
         send_error(x->c, x->error);
         json_decref(x->names);
@@ -470,7 +519,7 @@ static void stop_done(void *arg)
         send_ok(x->c, json_pack("{s:o, s:o}", "stopped", x->names, "deferred", x->deferred));
     }
     conn_unref(x->c);
-    free(x);
+    uv_close((uv_handle_t *)&x->timer, stop_ctx_closed);
 }
 
 /*
@@ -603,7 +652,10 @@ static void handle_stop(struct admin_conn *c, json_t *req)
     x->c = c;
     x->names = json_array();
     x->deferred = json_array();
+    x->told = json_object();
     x->pending = 1; /* held until every stop is issued */
+    uv_timer_init(c->srv->app->loop, &x->timer);
+    x->timer.data = x;
     c->refs++;
     char *err = NULL;
     if (all) {
@@ -634,7 +686,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
             free(err);
             json_decref(x->names);
             json_decref(x->deferred);
-            free(x);
+            uv_close((uv_handle_t *)&x->timer, stop_ctx_closed);
             conn_unref(c);
             return;
         }
@@ -644,6 +696,11 @@ static void handle_stop(struct admin_conn *c, json_t *req)
         stop_one(c, name, x, &err);
         free(name);
         free(err);
+    }
+    if (x->pending > 1) {
+        /* Still draining: say what it waits for now, and as that changes. */
+        stop_progress(x);
+        uv_timer_start(&x->timer, stop_tick, STOP_PROGRESS_MS, STOP_PROGRESS_MS);
     }
     stop_done(x);
 }

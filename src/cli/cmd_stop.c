@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <string.h>
 
 #include "base/utf8.h"
 #include "cli/cli.h"
@@ -7,13 +8,26 @@ static const char usage[] = "usage: yard stop MODEL... | --all\n"
                             "\n"
                             "stops the instances of the named models (or of every model with "
                             "--all) and\n"
-                            "waits until they are gone\n";
+                            "waits until they are gone; while a model drains, says on stderr "
+                            "what it\n"
+                            "waits for (its requests in flight)\n";
+
+/* A progress line of the drain: "waiting for 2 requests in flight on 'M'..." on stderr. */
+static int on_progress(json_t *msg, void *ctx)
+{
+    const char *m = json_string_value(json_object_get(json_object_get(msg, "progress"), "message"));
+    if (m && *m) {
+        fprintf(stderr, "%s...\n", m);
+        fflush(stderr);
+    }
+    return 0;
+}
 
 /* Sends one stop request and prints "stopped 'M'" per stopped model; returns the exit status. */
 static int stop_one(struct cli_client *c, json_t *req)
 {
     json_t *res = NULL;
-    int rc = cli_client_call(c, req, NULL, NULL, &res);
+    int rc = cli_client_call(c, req, on_progress, NULL, &res);
     json_decref(req);
     if (rc < 0)
         return cli_fail("%s", c->error);
