@@ -36,6 +36,39 @@ json_t *router__error_json(int anthropic, const char *type, const char *code, co
     return o;
 }
 
+/*
+ * The scheduler's reasons as a client hears them: one row each. The statuses
+ * and codes are the API's contract (docs/router.md); 503s carry Retry-After.
+ */
+static const struct router__refusal refusals[SCHED_REASON_COUNT] = {
+    [SCHED_UNKNOWN_MODEL] = {404, "invalid_request_error", "model_not_found", 0},
+    [SCHED_REMOVED] = {404, "invalid_request_error", "model_not_found", 0},
+    [SCHED_QUEUE_FULL] = {503, "server_error", "queue_full", 1},
+    [SCHED_WAIT_TIMEOUT] = {503, "server_error", "model_wait_timeout", 5},
+    [SCHED_LOAD_FAILED] = {503, "server_error", "model_load_failed", 5},
+    [SCHED_WAKE_FAILED] = {503, "server_error", "model_wake_failed", 5},
+    [SCHED_BLOCKED_BY_PIN] = {503, "server_error", "model_blocked_by_pin", 5},
+    [SCHED_NEVER_FITS] = {503, "server_error", "model_does_not_fit", 5},
+    [SCHED_STATE_UNWRITABLE] = {503, "server_error", "state_unwritable", 5},
+    [SCHED_HOST_UNREACHABLE] = {503, "server_error", "pod_unreachable", 5},
+    [SCHED_SHUTTING_DOWN] = {503, "server_error", "shutting_down", 5},
+};
+
+const struct router__refusal *router__refusal_of(enum sched_reason why)
+{
+    if ((unsigned)why >= SCHED_REASON_COUNT || !refusals[why].code)
+        why = SCHED_LOAD_FAILED;
+    return &refusals[why];
+}
+
+void router__refuse(struct router__req *rr, enum sched_reason why, int retry_after_s,
+                    const char *msg)
+{
+    const struct router__refusal *f = router__refusal_of(why);
+    int retry = f->retry_after_s && retry_after_s > 0 ? retry_after_s : f->retry_after_s;
+    router__fail(rr, f->status, f->type, f->code, retry, "%s", msg);
+}
+
 static const char *errors__default_type(int status)
 {
     switch (status) {

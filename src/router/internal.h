@@ -77,6 +77,23 @@ void router__count(struct router *r, const char *model, int status);
 void router__fail(struct router__req *rr, int status, const char *type, const char *code,
                   int retry_after, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/* errors.c */
+/* What a client hears when the scheduler refuses its request for a reason. */
+struct router__refusal {
+    int status;        /* HTTP status */
+    const char *type;  /* OpenAI error type */
+    const char *code;  /* OpenAI error code */
+    int retry_after_s; /* Retry-After unless the scheduler knows better; 0: none */
+};
+/* The answer for why; never NULL (an out-of-range reason answers as a failed load). */
+const struct router__refusal *router__refusal_of(enum sched_reason why);
+/*
+ * Answers rr as the table says for why, with msg; retry_after_s > 0 (the
+ * scheduler's own estimate, a pod's next try) replaces the table's Retry-After.
+ */
+void router__refuse(struct router__req *rr, enum sched_reason why, int retry_after_s,
+                    const char *msg);
+
 /* proxy.c */
 void router__admit(struct router__req *rr);
 void router__req_gone(struct router__req *rr);

@@ -287,13 +287,11 @@ static void on_ready(struct sched_waiter *w, int port)
     }
 }
 
-static void on_fail(struct sched_waiter *w, int status, const char *msg, const char *code)
+static void on_fail(struct sched_waiter *w, enum sched_reason why, const char *msg)
 {
     struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
     rr->queued = 0;
-    int retry = w->retry_after_s > 0 ? w->retry_after_s : 5;
-    router__fail(rr, status, status == 404 ? "invalid_request_error" : "server_error", code,
-                 status == 503 ? retry : 0, "%s", msg);
+    router__refuse(rr, why, w->retry_after_s, msg);
 }
 
 static void send_loading(struct router__req *rr, int percent)
@@ -320,17 +318,14 @@ void router__admit(struct router__req *rr)
     rr->w.on_progress = on_progress;
     rr->queued = 1;
     int rc = sched_admit(r->app->sched, &rr->w);
-    if (rc == -EBUSY) {
-        rr->queued = 0;
-        router__fail(rr, 503, "server_error", "queue_full", 1,
-                     "yard's queue is full (%d requests wait; router.max_queue); retry shortly",
-                     r->app->cfg->router_max_queue);
-        return;
-    }
     if (rc < 0) {
         rr->queued = 0;
-        router__fail(rr, 404, "invalid_request_error", "model_not_found", 0, "model '%s' not found",
-                     rr->model);
+        char *msg = rc == -EBUSY ? xstrfmt("yard's queue is full (%d requests wait; "
+                                           "router.max_queue); retry shortly",
+                                           r->app->cfg->router_max_queue)
+                                 : xstrfmt("model '%s' not found", rr->model);
+        router__refuse(rr, rc == -EBUSY ? SCHED_QUEUE_FULL : SCHED_UNKNOWN_MODEL, 0, msg);
+        free(msg);
         return;
     }
     /* Still waiting: a streaming client hears why (comment lines every client ignores). */

@@ -201,8 +201,9 @@ static const struct config_model *resolve(struct router__req *rr, const char *na
     if (!m) {
         char *known = known_models(rr->r->app->cfg);
         set_model(rr, name);
-        router__fail(rr, 404, "invalid_request_error", "model_not_found", 0,
-                     "model '%s' not found; known models: %s", name, known);
+        char *msg = xstrfmt("model '%s' not found; known models: %s", name, known);
+        router__refuse(rr, SCHED_UNKNOWN_MODEL, 0, msg);
+        free(msg);
         free(known);
         return NULL;
     }
@@ -305,8 +306,8 @@ static void handle_upstream(struct router *r, struct http_request *req)
     size_t nlen = slash ? (size_t)(slash - p) : strlen(p);
     if (nlen == 0 || nlen >= ROUTER_MODEL_MAX) {
         free(p);
-        router__fail(rr, 404, "invalid_request_error", "model_not_found", 0,
-                     "use /upstream/MODEL/PATH, for example /upstream/qwen-7b/health");
+        router__refuse(rr, SCHED_UNKNOWN_MODEL, 0,
+                       "use /upstream/MODEL/PATH, for example /upstream/qwen-7b/health");
         return;
     }
     char name[ROUTER_MODEL_MAX];

@@ -20,7 +20,6 @@
 #include "sup/sup.h"
 
 #define SCHED_TICK_MS 250
-#define UNWRITABLE_RETRY_S 5 /* Retry-After when the state database refused a start */
 
 /* What follows a drain: a stop (yard stop), an eviction by the model's policy
  * (sleep when it sleeps in place, else stop), or a sleep (yard sleep). */
@@ -148,21 +147,20 @@ static void unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waite
     s->total_waiting--;
 }
 
-static void fail_all_retry(struct sched *s, struct smodel *sm, int status, const char *msg,
-                           const char *code, int retry_after_s)
+static void fail_all_retry(struct sched *s, struct smodel *sm, enum sched_reason why,
+                           const char *msg, int retry_after_s)
 {
     while (sm->head) {
         struct sched_waiter *w = sm->head;
         unlink_waiter(s, sm, w);
         w->retry_after_s = retry_after_s;
-        w->on_fail(w, status, msg, code);
+        w->on_fail(w, why, msg);
     }
 }
 
-static void fail_all(struct sched *s, struct smodel *sm, int status, const char *msg,
-                     const char *code)
+static void fail_all(struct sched *s, struct smodel *sm, enum sched_reason why, const char *msg)
 {
-    fail_all_retry(s, sm, status, msg, code, 0);
+    fail_all_retry(s, sm, why, msg, 0);
 }
 
 /*
@@ -212,20 +210,30 @@ static void hand_ready(struct sched_waiter *w, int port)
     hand_finish((struct sched_hand *)w, 0, NULL);
 }
 
-static void hand_fail(struct sched_waiter *w, int status, const char *msg, const char *code)
+static void hand_fail(struct sched_waiter *w, enum sched_reason why, const char *msg)
 {
-    (void)status;
-    int rc = -EIO;
-    if (strcmp(code, "model_does_not_fit") == 0)
+    int rc;
+    switch (why) {
+    case SCHED_NEVER_FITS:
         rc = -E2BIG;
-    else if (strcmp(code, "model_blocked_by_pin") == 0)
+        break;
+    case SCHED_BLOCKED_BY_PIN:
         rc = -EBUSY;
-    else if (strcmp(code, "model_not_found") == 0)
+        break;
+    case SCHED_UNKNOWN_MODEL:
+    case SCHED_REMOVED:
         rc = -ENOENT;
-    else if (strcmp(code, "shutting_down") == 0)
+        break;
+    case SCHED_SHUTTING_DOWN:
         rc = -ECANCELED;
-    else if (strcmp(code, "model_wait_timeout") == 0)
+        break;
+    case SCHED_WAIT_TIMEOUT:
         rc = -ETIMEDOUT;
+        break;
+    default:
+        rc = -EIO;
+        break;
+    }
     hand_finish((struct sched_hand *)w, rc, msg);
 }
 
@@ -262,13 +270,13 @@ static void mark_hands_issued(struct smodel *sm)
 
 /*
  * sm cannot be loaded now or later as things are: hand demands hear hand_msg
- * (with rc), requests hear req_msg with status, code and Retry-After.
+ * (with rc), requests hear req_msg with why.
  */
-static void refuse(struct sched *s, struct smodel *sm, int rc, const char *hand_msg, int status,
-                   const char *req_msg, const char *code, int retry_after_s)
+static void refuse(struct sched *s, struct smodel *sm, int rc, const char *hand_msg,
+                   enum sched_reason why, const char *req_msg)
 {
     fail_hands(s, sm, rc, hand_msg, 0);
-    fail_all_retry(s, sm, status, req_msg, code, retry_after_s);
+    fail_all(s, sm, why, req_msg);
 }
 
 /* For every model a switch from `from` is under way to: that phase took ms. */
@@ -352,9 +360,9 @@ static void on_note(void *arg, const struct sup_note *n)
         int unwritable = sup_info(s->app->sup, sm->name, &info) == 0 && info.unwritable;
         char *msg = xstrfmt("model '%s' failed to start: %s", sm->name, n->reason);
         if (unwritable)
-            fail_all_retry(s, sm, 503, msg, "state_unwritable", UNWRITABLE_RETRY_S);
+            fail_all(s, sm, SCHED_STATE_UNWRITABLE, msg);
         else
-            fail_all(s, sm, 503, msg, "model_load_failed");
+            fail_all(s, sm, SCHED_LOAD_FAILED, msg);
         free(msg);
     }
     if (n->state != INST_STARTING)
@@ -442,7 +450,7 @@ void sched_sync(struct sched *s)
         }
         if (sm->head) {
             char *msg = xstrfmt("model '%s' was removed from the config", sm->name);
-            fail_all(s, sm, 404, msg, "model_not_found");
+            fail_all(s, sm, SCHED_REMOVED, msg);
             free(msg);
         }
         /*
@@ -505,7 +513,7 @@ static void on_tick(uv_timer_t *t)
             char d[32];
             char *msg = xstrfmt("timed out after %s waiting for model '%s' (router.max_wait)",
                                 units_fmt_duration(max_wait, d, sizeof d), sm->name);
-            w->on_fail(w, 503, msg, "model_wait_timeout");
+            w->on_fail(w, SCHED_WAIT_TIMEOUT, msg);
             free(msg);
         }
         /* ttl: an idle, unpinned, ready model is unloaded. */
@@ -565,7 +573,7 @@ static void free_after_close(uv_handle_t *h)
 void sched_free(struct sched *s)
 {
     for (size_t i = 0; i < s->n_models; i++)
-        fail_all(s, s->models[i], 503, "yard is shutting down", "shutting_down");
+        fail_all(s, s->models[i], SCHED_SHUTTING_DOWN, "yard is shutting down");
     if (s->app->sup)
         sup_unobserve(s->app->sup, s->obs);
     uv_timer_stop(&s->tick);
@@ -877,7 +885,7 @@ static void refuse_pinned(struct sched *s, struct smodel *sm, const char *pinned
                         "with 'yard stop %s'",
                         pinned, what, pinned, pinned);
     char *msg = xstrfmt("model '%s' cannot be loaded: %s", sm->name, why);
-    refuse(s, sm, -EBUSY, why, 503, msg, "model_blocked_by_pin", 0);
+    refuse(s, sm, -EBUSY, why, SCHED_BLOCKED_BY_PIN, msg);
     free(msg);
     free(why);
 }
@@ -914,7 +922,7 @@ static void plan_loads(struct sched *s)
                                 "retries in %d s",
                                 sm->name, self.host, lost && *lost ? lost : self.reason,
                                 retry_s ? retry_s : 5);
-            fail_all_retry(s, sm, 503, msg, "pod_unreachable", retry_s ? retry_s : 5);
+            fail_all_retry(s, sm, SCHED_HOST_UNREACHABLE, msg, retry_s ? retry_s : 5);
             free(msg);
             continue;
         }
@@ -990,7 +998,7 @@ static void plan_loads(struct sched *s)
         char *why = NULL;
         enum sched__fit fit = sched__place(s, sm->name, where, sizeof where, NULL, &why);
         if (fit == SCHED__NEVER) {
-            refuse(s, sm, -E2BIG, why, 503, why, "model_does_not_fit", 0);
+            refuse(s, sm, -E2BIG, why, SCHED_NEVER_FITS, why);
             free(why);
             continue;
         }
@@ -1014,7 +1022,7 @@ static void plan_loads(struct sched *s)
             int rc = sup_wake(s->app->sup, sm->name, NULL, NULL, &err);
             if (rc < 0) {
                 char *msg = xstrfmt("model '%s' cannot wake: %s", sm->name, err);
-                refuse(s, sm, rc, err, 503, msg, "model_wake_failed", 0);
+                refuse(s, sm, rc, err, SCHED_WAKE_FAILED, msg);
                 free(msg);
                 free(err);
             } else {
@@ -1023,12 +1031,12 @@ static void plan_loads(struct sched *s)
         } else {
             int rc = sup_start_on(s->app->sup, sm->name, fit == SCHED__FITS ? where : NULL, &err);
             if (rc == -ENOENT) {
-                refuse(s, sm, rc, err, 404, err, "model_not_found", 0);
+                refuse(s, sm, rc, err, SCHED_UNKNOWN_MODEL, err);
             } else if (rc < 0) {
                 /* Not recorded, not started: the next request tries again. */
                 char *msg = xstrfmt("cannot start model '%s': %s", sm->name, err);
                 sm->was_loading = 0;
-                refuse(s, sm, rc, err, 503, msg, "state_unwritable", UNWRITABLE_RETRY_S);
+                refuse(s, sm, rc, err, SCHED_STATE_UNWRITABLE, msg);
                 free(msg);
             } else {
                 mark_hands_issued(sm);

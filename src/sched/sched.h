@@ -29,17 +29,38 @@ enum sched_phase {
     SCHED_PHASE_COUNT,
 };
 
+/*
+ * Why the scheduler refuses a request or a demand. The scheduler says what
+ * happened; the router decides what a client hears (its status, OpenAI error
+ * code and Retry-After: one table, router/errors.c).
+ */
+enum sched_reason {
+    SCHED_UNKNOWN_MODEL = 0, /* no model by that name */
+    SCHED_REMOVED,           /* removed from the config while it waited */
+    SCHED_QUEUE_FULL,        /* router.max_queue requests wait already */
+    SCHED_WAIT_TIMEOUT,      /* router.max_wait passed while it waited */
+    SCHED_LOAD_FAILED,       /* the load it waited for failed */
+    SCHED_WAKE_FAILED,       /* the wake it waited for could not begin */
+    SCHED_BLOCKED_BY_PIN,    /* a pinned model holds what it needs */
+    SCHED_NEVER_FITS,        /* bigger than any GPU set it may use */
+    SCHED_STATE_UNWRITABLE,  /* the state database would not record its start */
+    SCHED_HOST_UNREACHABLE,  /* its pod does not answer */
+    SCHED_SHUTTING_DOWN,     /* the daemon stops */
+    SCHED_REASON_COUNT,
+};
+
 /* One waiting request, embedded in the router's request. */
 struct sched_waiter {
     struct sched_waiter *prev, *next;
     const char *model; /* canonical model name (set by the caller) */
     uint64_t enqueued_ms;
     int waited_for_load; /* set when it had to wait for a start */
-    int retry_after_s;   /* with a 503 from on_fail: when to try again (0: the default) */
+    int retry_after_s;   /* with on_fail: when to try again, if the scheduler knows (0: the default)
+                          */
     /* Dispatch: the instance is ready at 127.0.0.1:port; a slot is held until sched_done. */
     void (*on_ready)(struct sched_waiter *w, int port);
-    /* Refused while waiting: status (503, 404), message, OpenAI error code. */
-    void (*on_fail)(struct sched_waiter *w, int status, const char *msg, const char *code);
+    /* Refused while waiting: why, and a one-line message a person reads. */
+    void (*on_fail)(struct sched_waiter *w, enum sched_reason why, const char *msg);
     /* Load progress while waiting: percent, or -1 when the engine does not log it. */
     void (*on_progress)(struct sched_waiter *w, int percent);
 };
@@ -55,19 +76,19 @@ struct sched_stats {
 
 /* Creates the scheduler for app (sup, cfg, loop set). Never NULL. */
 struct sched *sched_new(struct app *app);
-/* Fails every waiter (503, shutting down) and frees the scheduler. */
+/* Fails every waiter (SCHED_SHUTTING_DOWN) and frees the scheduler. */
 void sched_free(struct sched *s);
 /*
  * Follows a reload: new models get queues; removed ones fail their waiters
- * (404) and, when they run, are drained (requests and streams in flight
+ * (SCHED_REMOVED) and, when they run, are drained (requests and streams in flight
  * finish) and then stopped.
  */
 void sched_sync(struct sched *s);
 
 /*
  * Queues w for w->model. Returns 0 (on_ready or on_fail will follow, possibly
- * before this returns), -ENOENT for an unknown model, or -EBUSY when
- * router.max_queue requests already wait.
+ * before this returns), -ENOENT for an unknown model (SCHED_UNKNOWN_MODEL), or
+ * -EBUSY when router.max_queue requests already wait (SCHED_QUEUE_FULL).
  */
 int sched_admit(struct sched *s, struct sched_waiter *w);
 /* The client left while waiting: w leaves the queue; no callback follows. */

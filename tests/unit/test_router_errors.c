@@ -100,6 +100,47 @@ static void test_engine_json_and_empty(void **state)
     free(s);
 }
 
+/* Every reason the scheduler gives has one answer; the statuses and codes are the API's. */
+static void test_refusal_table(void **state)
+{
+    (void)state;
+    for (int why = 0; why < SCHED_REASON_COUNT; why++) {
+        const struct router__refusal *f = router__refusal_of((enum sched_reason)why);
+        assert_non_null(f->code);
+        assert_non_null(f->type);
+        assert_true(f->status == 404 || f->status == 503);
+        /* A 503 says when to come back; a 404 does not. */
+        assert_true(f->status == 503 ? f->retry_after_s > 0 : f->retry_after_s == 0);
+    }
+    static const struct {
+        enum sched_reason why;
+        int status;
+        const char *code;
+    } pinned[] = {
+        {SCHED_UNKNOWN_MODEL, 404, "model_not_found"},
+        {SCHED_REMOVED, 404, "model_not_found"},
+        {SCHED_QUEUE_FULL, 503, "queue_full"},
+        {SCHED_WAIT_TIMEOUT, 503, "model_wait_timeout"},
+        {SCHED_LOAD_FAILED, 503, "model_load_failed"},
+        {SCHED_WAKE_FAILED, 503, "model_wake_failed"},
+        {SCHED_BLOCKED_BY_PIN, 503, "model_blocked_by_pin"},
+        {SCHED_NEVER_FITS, 503, "model_does_not_fit"},
+        {SCHED_STATE_UNWRITABLE, 503, "state_unwritable"},
+        {SCHED_HOST_UNREACHABLE, 503, "pod_unreachable"},
+        {SCHED_SHUTTING_DOWN, 503, "shutting_down"},
+    };
+    assert_int_equal(sizeof pinned / sizeof pinned[0], SCHED_REASON_COUNT);
+    for (size_t i = 0; i < sizeof pinned / sizeof pinned[0]; i++) {
+        const struct router__refusal *f = router__refusal_of(pinned[i].why);
+        assert_int_equal(f->status, pinned[i].status);
+        assert_string_equal(f->code, pinned[i].code);
+    }
+    assert_int_equal(router__refusal_of(SCHED_QUEUE_FULL)->retry_after_s, 1);
+    /* A reason out of range answers as a failed load, never reads past the table. */
+    assert_string_equal(router__refusal_of((enum sched_reason)SCHED_REASON_COUNT)->code,
+                        "model_load_failed");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -107,6 +148,7 @@ int main(void)
         cmocka_unit_test(test_engine_text_cut_inside_a_character),
         cmocka_unit_test(test_engine_text_invalid_bytes),
         cmocka_unit_test(test_engine_json_and_empty),
+        cmocka_unit_test(test_refusal_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
