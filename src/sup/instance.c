@@ -1080,7 +1080,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
         return;
     case INST_FAILED:
         if (!(in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))) {
-            inst_finish_stop(in, NULL);
+            inst_finish_stop(in, in->stop_reason);
             return;
         }
         break;

@@ -20,6 +20,15 @@
 #define RECORD_RETRY_MS 1000           /* retrying writes the store refused */
 #define PRUNE_EVERY_MS (10 * 60000ull) /* the event log's age bound, when nothing is written */
 
+/* Stops in (nothing waits for it) with why as the reason of its events. */
+static void stop_because(struct instance *in, const char *why)
+{
+    if (in->state != INST_STOPPING) {
+        free(in->stop_reason);
+        in->stop_reason = xstrdup(why);
+    }
+    sup__inst_stop(in, NULL, NULL);
+}
 static void add_instance(struct sup *s, const struct config_model *m)
 {
     s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
@@ -161,7 +170,7 @@ void sup_adopt_all(struct sup *s)
             s->inst[s->n_inst++] = in;
             sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, 0);
             log_info("sup", "'%s' is no longer configured; stopping it", r->model);
-            sup__inst_stop(in, NULL, NULL);
+            stop_because(in, "removed from the config while no daemon ran");
             continue;
         }
         int level = 0;
@@ -183,7 +192,7 @@ void sup_adopt_all(struct sup *s)
         /* It was being stopped when the last daemon went (or its pod stopped answering). */
         if (strcmp(r->state, "stopping") == 0 && in->watch) {
             log_info("sup", "'%s' was stopping; stopping it", in->name);
-            sup__inst_stop(in, NULL, NULL);
+            stop_because(in, "it was stopping when the last daemon exited");
         }
     }
     store_instances_free(rows, n);
@@ -661,7 +670,7 @@ void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *a
             continue;
         }
         if (copy[i]->state != INST_STOPPED && copy[i]->state != INST_STOPPING)
-            sup__inst_stop(copy[i], NULL, NULL);
+            stop_because(copy[i], "yard is shutting down");
     }
     free(copy);
     if (s->shutting_down == 1)
