@@ -501,7 +501,11 @@ static void stop_progress(struct stop_ctx *x)
 
 static void stop_tick(uv_timer_t *t)
 {
-    stop_progress(t->data);
+    struct stop_ctx *x = t->data;
+    if (x->c->closed)
+        uv_timer_stop(t); /* nobody to tell; the answer still comes from stop_done */
+    else
+        stop_progress(x);
 }
 
 static void stop_done(void *arg)
@@ -656,6 +660,8 @@ static void handle_stop(struct admin_conn *c, json_t *req)
     x->pending = 1; /* held until every stop is issued */
     uv_timer_init(c->srv->app->loop, &x->timer);
     x->timer.data = x;
+    /* Progress only: a stop that outlives the daemon's shutdown must not keep its loop running. */
+    uv_unref((uv_handle_t *)&x->timer);
     c->refs++;
     char *err = NULL;
     if (all) {

@@ -403,11 +403,16 @@ static void add_model(struct sched *s, const struct config_model *m)
     s->models[s->n_models++] = sm;
 }
 
+static void restart_stopped(void *arg);
+static void restart_free(void *arg);
+
 static void free_model(struct smodel *sm)
 {
     struct stop_cb *c = sm->stop_cbs;
     while (c) {
         struct stop_cb *next = c->next;
+        if (c->done == restart_stopped)
+            restart_free(c->arg); /* the daemon stops: nothing starts again */
         free(c);
         c = next;
     }
@@ -1182,6 +1187,13 @@ struct restart {
     char *model;
 };
 
+static void restart_free(void *arg)
+{
+    struct restart *r = arg;
+    free(r->model);
+    free(r);
+}
+
 /* A model a reload changed is down: it comes back as a demand, like yard start. */
 static void restart_stopped(void *arg)
 {
@@ -1191,8 +1203,7 @@ static void restart_stopped(void *arg)
     if (sm && sm->m && hand_demand(r->s, r->model, 0, NULL, NULL, &err) < 0)
         log_warn("sched", "'%s' was not started again after the reload: %s", r->model, err);
     free(err);
-    free(r->model);
-    free(r);
+    restart_free(r);
 }
 
 int sched_restart(struct sched *s, const char *model, const char *why)
