@@ -68,6 +68,10 @@ test('reload restarts an engine whose argv changes with its eviction, and keeps 
         );
         assert.ok(!pidAlive(first.pid));
         assert.ok(cmdlineOf(now.pid).includes('--enable-sleep-mode'), cmdlineOf(now.pid).join(' '));
+        // Only the argv the eviction adds changed, and the restart's events say so.
+        const ev = await yard(['events', '--json', 'm'], { stateDir: dir });
+        const stopping = ev.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.to === 'stopping');
+        assert.equal(stopping.pop()?.reason, 'config changed: eviction', ev.stdout);
         const s = await yard(['sleep', 'm'], { stateDir: dir });
         assert.equal(s.code, 0, s.stderr);
         const slept = await waitState(dir, 'm', 'sleeping', 10000);
