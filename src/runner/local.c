@@ -642,6 +642,22 @@ int runner_exec_main(int argc, char **argv)
     return 127;
 }
 
+/*
+ * A local run is a tools_run (runner/tools.h): a struct runner_exec here is
+ * a struct tools_run, and runner_exec_cb has tools_cb's signature.
+ */
+static struct runner_exec *local_exec(struct runner *r, const struct tools_cmd *cmd,
+                                      uint64_t timeout_ms, runner_exec_cb cb, void *arg)
+{
+    return (struct runner_exec *)tools_run(r->loop, cmd, timeout_ms, cb, arg);
+}
+
+static void local_exec_cancel(struct runner *r, struct runner_exec *e)
+{
+    (void)r;
+    tools_run_cancel((struct tools_run *)e);
+}
+
 static const struct runner_ops local_ops = {
     .name = "local",
     .start = local_start,
@@ -650,6 +666,8 @@ static const struct runner_ops local_ops = {
     .unwatch = local_unwatch,
     .signal_group = local_signal_group,
     .group_alive = local_group_alive,
+    .exec = local_exec,
+    .exec_cancel = local_exec_cancel,
     .is_alive = local_is_alive,
     .port_free = local_port_free,
     .port_owner = local_port_owner,
@@ -660,6 +678,7 @@ void runner_local_init(struct runner *r, uv_loop_t *loop)
     r->ops = &local_ops;
     r->loop = loop;
     r->host = "local";
+    r->pids_here = 1;
     r->cgroups = NULL;
 }
 

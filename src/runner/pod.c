@@ -1182,6 +1182,140 @@ void runner_pod_cancel_prepare(struct runner_pod *p, void *arg)
     }
 }
 
+/* ---- exec: a command run on the pod over its ssh ---- */
+
+struct runner_exec {
+    struct runner_pod *pod;
+    struct ssh_exec *ssh; /* NULL when ssh could not be run: the timer reports it */
+    runner_exec_cb cb;
+    void *arg;
+    int err; /* the failure the timer reports */
+    uv_timer_t timer;
+};
+
+static void exec_timer_closed(uv_handle_t *h)
+{
+    struct runner_exec *e = h->data;
+    struct runner_pod *p = e->pod;
+    p->runs--; /* only now: the pod is not freed under a closing timer */
+    free(e);
+    maybe_free(p);
+}
+
+/* The one end of every run: freed, and counted off the pod, once its timer is closed. */
+static void exec_end(struct runner_exec *e)
+{
+    uv_close((uv_handle_t *)&e->timer, exec_timer_closed);
+}
+
+static void exec_done(const struct ssh_result *res, void *arg)
+{
+    struct runner_exec *e = arg;
+    struct tools_result tr;
+    char *why = NULL;
+
+    memset(&tr, 0, sizeof tr);
+    tr.exit_code = res->exit_code;
+    tr.out = res->out;
+    tr.out_len = res->out_len;
+    tr.errout = res->errout;
+    tr.err_len = res->err_len;
+    tr.truncated = res->truncated;
+    tr.elapsed_ms = res->elapsed_ms;
+    if (res->status == SSH_TRANSPORT_FAILED) {
+        tr.err = res->err < 0 ? res->err : -ECONNABORTED;
+        tr.exit_code = -1;
+        why = ssh_describe(e->pod->name, res);
+        tr.why = why;
+    }
+    e->ssh = NULL;
+    if (!e->pod->closing)
+        e->cb(&tr, e->arg);
+    free(why);
+    exec_end(e);
+}
+
+static void exec_fail_fire(uv_timer_t *t)
+{
+    struct runner_exec *e = t->data;
+    struct tools_result tr;
+    char *why = e->err == -ENOTCONN
+                    ? xstrfmt("pod '%s' is not known; add it with 'yard pod add'", e->pod->name)
+                    : xstrfmt("the command for pod '%s' is too long", e->pod->name);
+
+    memset(&tr, 0, sizeof tr);
+    tr.err = e->err;
+    tr.exit_code = -1;
+    tr.out = tr.errout = "";
+    tr.why = why;
+    if (!e->pod->closing)
+        e->cb(&tr, e->arg);
+    free(why);
+    exec_end(e);
+}
+
+/* The command as a script: each word quoted, so the pod's shell expands nothing. */
+static char *exec_script(const struct tools_cmd *cmd)
+{
+    struct buf b;
+    char *s;
+
+    buf_init(&b, TOOLS_CMD_STORE * 5 + 64); /* a quoted ' takes 4 bytes */
+    for (int i = 0; i < cmd->argc; i++) {
+        char *q = ssh_quote(cmd->argv[i]);
+        if (i > 0)
+            buf_append(&b, " ", 1);
+        buf_appends(&b, q);
+        free(q);
+    }
+    s = buf_detach(&b, NULL);
+    return s ? s : xstrdup("");
+}
+
+static struct runner_exec *pod_exec(struct runner *r, const struct tools_cmd *cmd,
+                                    uint64_t timeout_ms, runner_exec_cb cb, void *arg)
+{
+    struct runner_pod *p = (struct runner_pod *)r;
+    struct runner_exec *e = xcalloc(1, sizeof *e);
+    char *script = exec_script(cmd);
+    int rc;
+
+    e->pod = p;
+    e->cb = cb;
+    e->arg = arg;
+    uv_timer_init(p->loop, &e->timer);
+    e->timer.data = e;
+    p->runs++;
+    if (!p->have_ssh)
+        rc = -ENOTCONN;
+    else if (cmd->argc == 0)
+        rc = -ENAMETOOLONG;
+    else
+        rc = ssh_exec(p->loop, &p->ssh, script, timeout_ms, exec_done, e, &e->ssh);
+    free(script);
+    if (rc < 0) {
+        /* reported on the next loop turn, as every answer is */
+        e->ssh = NULL;
+        e->err = rc;
+        uv_timer_start(&e->timer, exec_fail_fire, 0, 0);
+    }
+    return e;
+}
+
+static void pod_exec_cancel(struct runner *r, struct runner_exec *e)
+{
+    (void)r;
+    if (!e)
+        return;
+    if (e->ssh)
+        ssh_exec_cancel(e->ssh);
+    e->ssh = NULL;
+    if (!uv_is_closing((uv_handle_t *)&e->timer)) {
+        uv_timer_stop(&e->timer);
+        exec_end(e);
+    }
+}
+
 static const struct runner_ops pod_ops = {
     .name = "pod",
     .start = pod_start,
@@ -1193,6 +1327,8 @@ static const struct runner_ops pod_ops = {
     .port_free = pod_port_free,
     .port_owner = pod_port_owner,
     .prepare = pod_prepare,
+    .exec = pod_exec,
+    .exec_cancel = pod_exec_cancel,
 };
 
 /* ---- the pod ---- */

@@ -5,6 +5,8 @@
 
 #include <uv.h>
 
+#include "runner/tools.h"
+
 /*
  * A runner starts and watches process trees on one kind of host. The local
  * runner is the first; the SSH, Slurm and cloud runners implement the same
@@ -70,6 +72,19 @@ enum runner_owner {
  */
 typedef void (*runner_owner_cb)(void *arg, int verdict, const char *detail);
 
+/*
+ * A command run on the host with runner_ops.exec, and its answer. The result
+ * is a struct tools_result (valid during the call only): err 0 means the
+ * command ran on the host and ended (exit_code, or term_signal), whatever it
+ * answered; a negative err means it could not be run there at all (locally:
+ * the program cannot be started, -ENOENT; a pod: ssh failed, -ECONNREFUSED,
+ * -EPERM, -ECONNABORTED), or -ETIMEDOUT (killed at the timeout), and why says
+ * so in one line. A command a pod's shell cannot find is the command's own
+ * failure there: exit 127.
+ */
+typedef void (*runner_exec_cb)(const struct tools_result *res, void *arg);
+struct runner_exec;
+
 struct runner_ops {
     const char *name;
     /*
@@ -124,6 +139,18 @@ struct runner_ops {
      * with NULL, or a one-line reason it cannot start anything now.
      */
     void (*prepare)(struct runner *r, void (*done)(void *arg, const char *err), void *arg);
+    /*
+     * Runs cmd on the host (argv[0] looked up in the host's PATH), stdin
+     * /dev/null, stdout and stderr captured apart, each bounded at
+     * TOOLS_OUTPUT_MAX (the rest dropped, truncated set), killed at
+     * timeout_ms (0: none). cb runs exactly once unless the run is
+     * cancelled, never before exec returns. Returns the run, valid until cb;
+     * never NULL.
+     */
+    struct runner_exec *(*exec)(struct runner *r, const struct tools_cmd *cmd, uint64_t timeout_ms,
+                                runner_exec_cb cb, void *arg);
+    /* Stops a run exec returned (kills it where it still runs); cb will not run. */
+    void (*exec_cancel)(struct runner *r, struct runner_exec *e);
 };
 
 struct cgroup_root;
@@ -134,6 +161,12 @@ struct runner {
     const char *host; /* "local" or the pod's name */
     /* Set for pods (see struct runner_events); NULL for the local runner. */
     const struct runner_events *events;
+    /*
+     * 1 when the pids this runner reports are this machine's (the local
+     * runner): /proc and the local GPU inventory speak of them. 0 for a
+     * remote host, whose pids mean something only there.
+     */
+    int pids_here;
     /* The local runner's engine cgroups (runner/cgroup.h); NULL: process groups only. */
     struct cgroup_root *cgroups;
 };

@@ -431,7 +431,9 @@ char *tools_describe(const struct tools_cmd *c, const struct tools_result *res)
     char line[400];
     char *msg;
 
-    if (res->err < 0 && res->err != -ETIMEDOUT) {
+    if (res->err < 0 && res->why) {
+        msg = xstrfmt("cannot run '%s': %s", text, res->why);
+    } else if (res->err < 0 && res->err != -ETIMEDOUT) {
         msg = xstrfmt("cannot run '%s': %s", c->argc > 0 ? c->argv[0] : "", uv_strerror(res->err));
     } else if (res->err == -ETIMEDOUT) {
         msg = xstrfmt("'%s' did not finish within %" PRIu64 " ms and was killed", text,

@@ -100,6 +100,11 @@ struct tools_result {
     size_t err_len;
     int truncated; /* some output was dropped */
     uint64_t elapsed_ms;
+    /*
+     * err < 0 only, may be NULL: why it could not be run, one line naming
+     * the host (a pod's ssh failure); tools_describe prefers it.
+     */
+    const char *why;
 };
 
 /* The result is valid only during the call. */

@@ -123,16 +123,37 @@ static void ckpt_fail(struct instance *in, const char *what, const char *msg)
     sup__inst_stop(in, NULL, NULL);
 }
 
-int sup__inst_checkpoint(struct instance *in, sup_op_cb done, void *arg, char **err)
+static int ckpt_chosen(struct instance *in, int level)
+{
+    return level == SUP_SLEEP_CHECKPOINT || (level == 0 && sup__policy_checkpoints(in->m));
+}
+
+static int ckpt_can(struct instance *in, int level, char **err)
 {
     if (in->state != INST_READY || in->op) {
         *err = xstrfmt("'%s' is %s%s; only a ready model can be checkpointed", in->name,
                        sup_state_name(in->state), in->op ? " and busy" : "");
         return -EINVAL;
     }
+    if (!in->runner->pids_here) {
+        /* Its images, pids file and restored tree are read here, on this machine. */
+        *err = xstrfmt("cannot checkpoint '%s' on '%s': CRIU checkpoints run on this machine "
+                       "only; use 'yard sleep %s --level suspend' or eviction process "
+                       "cuda_suspend",
+                       in->name, in->runner->host, in->name);
+        return -ENOTSUP;
+    }
+    return 0;
+}
+
+static int ckpt_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
+{
+    int rc = ckpt_can(in, level, err);
+    if (rc < 0)
+        return rc;
     /* Refuse what CRIU would refuse before anything is suspended. */
     int offender = 0;
-    int rc = tools_tree_uses_io_uring(in->proc.pid, &offender);
+    rc = tools_tree_uses_io_uring(in->proc.pid, &offender);
     if (rc == 1) {
         *err = xstrfmt("cannot checkpoint '%s': process %d uses io_uring, which CRIU cannot "
                        "dump; use eviction process cuda_suspend for this engine",
@@ -230,7 +251,7 @@ void sup__ckpt_dump(struct instance *in)
     }
     /* CRIU ends the tree after the dump: that exit is not a crash. */
     in->dumping = 1;
-    in->tool = tools_run(in->sup->app->loop, &cmd, CRIU_TIMEOUT_MS, dump_done, in);
+    in->tool = in->runner->ops->exec(in->runner, &cmd, CRIU_TIMEOUT_MS, dump_done, in);
 }
 
 static void restore_done(const struct tools_result *res, void *arg)
@@ -280,7 +301,7 @@ static void restore_done(const struct tools_result *res, void *arg)
     sup__resume_after_restore(in);
 }
 
-int sup__inst_restore(struct instance *in, sup_op_cb done, void *arg, char **err)
+static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
 {
     if (in->state != INST_CHECKPOINTED || in->op) {
         *err = xstrfmt("'%s' is %s%s; only a checkpointed model can be restored", in->name,
@@ -303,16 +324,28 @@ int sup__inst_restore(struct instance *in, sup_op_cb done, void *arg, char **err
     in->op_done = done;
     in->op_arg = arg;
     log_info("sup", "'%s' restoring from %s", in->name, c->dir);
-    in->tool = tools_run(in->sup->app->loop, &cmd, CRIU_TIMEOUT_MS, restore_done, in);
+    in->tool = in->runner->ops->exec(in->runner, &cmd, CRIU_TIMEOUT_MS, restore_done, in);
     return 0;
 }
 
-void sup__ckpt_cancel(struct instance *in)
+static void ckpt_cancel(struct instance *in)
 {
-    if (!in->ckpt)
+    if (in->suspend || !in->ckpt) {
+        /* the CUDA half runs (before the dump, after the restore), or nothing of CRIU */
+        (in->suspend ? &sup__evict_suspend : &sup__evict_engine)->cancel(in);
         return;
+    }
     if (in->tool)
-        tools_run_cancel(in->tool);
+        in->runner->ops->exec_cancel(in->runner, in->tool);
     in->tool = NULL;
     op_end(in, -ECANCELED, "cancelled: the model is stopping");
 }
+
+const struct sup__evict_ops sup__evict_checkpoint = {
+    .name = "checkpoint",
+    .chosen = ckpt_chosen,
+    .can = ckpt_can,
+    .sleep = ckpt_sleep,
+    .wake = ckpt_wake,
+    .cancel = ckpt_cancel,
+};

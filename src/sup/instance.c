@@ -1270,7 +1270,8 @@ void sup__inst_release(struct instance *in)
 {
     abort_launch(in);
     sup__timers_stop(in);
-    sup__suspend_cancel(in);
+    if (in->suspend)
+        sup__evict_suspend.cancel(in);
     if (in->plan) {
         engine_plan_cancel(in->plan);
         in->plan = NULL;

@@ -113,18 +113,13 @@ static int sleep_check(struct instance *in, int *level, struct engine_step *step
     return n;
 }
 
-/* The level is a checkpoint: asked for, or the policy's. */
-static int wants_checkpoint(struct instance *in, int level)
+static int engine_chosen(struct instance *in, int level)
 {
-    return level == SUP_SLEEP_CHECKPOINT || (level == 0 && sup__policy_checkpoints(in->m));
+    return 1; /* the last in the table: whatever the others leave */
 }
 
-int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
+static int engine_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
 {
-    if (wants_checkpoint(in, level))
-        return sup__inst_checkpoint(in, done, arg, err);
-    if (level == SUP_SLEEP_SUSPEND || (level == 0 && sup__policy_suspends(in->m)))
-        return sup__inst_suspend(in, done, arg, err);
     struct engine_step steps[ENGINE_PLAN_MAX];
     int n = sleep_check(in, &level, steps, err);
     if (n < 0)
@@ -181,12 +176,8 @@ static void wake_done(int err, const char *msg, void *arg)
         cb(cb_arg, 0, NULL);
 }
 
-int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
+static int engine_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
 {
-    if (in->state == INST_SLEEPING && in->sleep_level == SUP_SLEEP_SUSPEND)
-        return sup__inst_resume(in, done, arg, err);
-    if (in->state == INST_CHECKPOINTED)
-        return sup__inst_restore(in, done, arg, err);
     if (in->state != INST_SLEEPING || in->op) {
         *err = xstrfmt("'%s' is %s%s; only a sleeping model can wake", in->name,
                        sup_state_name(in->state), in->op ? " and busy" : "");
@@ -221,36 +212,26 @@ int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
     return 0;
 }
 
-void sup__inst_cancel_op(struct instance *in)
+static void engine_cancel(struct instance *in)
 {
-    if (!in->op)
-        return;
-    if (in->suspend) {
-        sup__suspend_cancel(in);
-        return;
-    }
-    if (in->ckpt) {
-        sup__ckpt_cancel(in);
-        return;
-    }
     if (in->plan)
         engine_plan_cancel(in->plan);
     in->plan = NULL;
     op_finish(in, -ECANCELED, "cancelled: the model is stopping");
 }
 
-int sup__inst_sleep_check(struct instance *in, int level, char **err)
+static int engine_can(struct instance *in, int level, char **err)
 {
-    if (wants_checkpoint(in, level) || level == SUP_SLEEP_SUSPEND ||
-        (level == 0 && sup__policy_suspends(in->m))) {
-        if (in->state != INST_READY || in->op) {
-            *err = xstrfmt("'%s' is %s; only a ready model can be suspended", in->name,
-                           sup_state_name(in->state));
-            return -EINVAL;
-        }
-        return 0;
-    }
     struct engine_step steps[ENGINE_PLAN_MAX];
     int n = sleep_check(in, &level, steps, err);
     return n < 0 ? n : 0;
 }
+
+const struct sup__evict_ops sup__evict_engine = {
+    .name = "engine",
+    .chosen = engine_chosen,
+    .can = engine_can,
+    .sleep = engine_sleep,
+    .wake = engine_wake,
+    .cancel = engine_cancel,
+};

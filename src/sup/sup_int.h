@@ -20,7 +20,7 @@ struct instance;
 struct engine_plan_run;
 struct suspend;
 struct ckpt;
-struct tools_run;
+struct runner_exec;
 
 enum { SUP__OP_NONE = 0, SUP__OP_SLEEP, SUP__OP_WAKE };
 
@@ -129,17 +129,18 @@ struct instance {
     struct engine_plan_run *plan;
     sup_op_cb op_done;
     void *op_arg;
-    char *stop_reason;       /* why the running stop happens, when not asked for */
-    char *sleep_why;         /* why the sleep under way happens ("evicted for 'b'"), or NULL */
-    char *placement;         /* GPUs for the next start ("0,1"), chosen by the scheduler */
-    struct suspend *suspend; /* a cuda-checkpoint suspend or resume under way */
-    struct tools_run *tool;  /* its tool run */
-    int *susp_pids;          /* the processes suspended with cuda-checkpoint */
+    char *stop_reason;        /* why the running stop happens, when not asked for */
+    char *sleep_why;          /* why the sleep under way happens ("evicted for 'b'"), or NULL */
+    char *placement;          /* GPUs for the next start ("0,1"), chosen by the scheduler */
+    struct suspend *suspend;  /* a cuda-checkpoint suspend or resume under way */
+    struct runner_exec *tool; /* its tool run, on the instance's host (runner_ops.exec) */
+    int *susp_pids;           /* the processes suspended with cuda-checkpoint */
     size_t n_susp;
     size_t n_susp_toggled;
-    struct ckpt *ckpt; /* a CRIU dump or restore under way */
-    int dumping;       /* criu dump runs: the tree exiting is expected */
-    int removed;       /* the config dropped it: forget it once stopped */
+    struct ckpt *ckpt;                  /* a CRIU dump or restore under way */
+    const struct sup__evict_ops *evict; /* the mechanism of the last sleep or wake */
+    int dumping;                        /* criu dump runs: the tree exiting is expected */
+    int removed;                        /* the config dropped it: forget it once stopped */
     /* Pods (remote.c) */
     int reach_port;                 /* 127.0.0.1 port that reaches the engine */
     int preparing;                  /* asking the pod for ports and GPUs before a start */
@@ -237,15 +238,38 @@ char *sup__unwritable_msg(struct sup *s, int rc);
 const char *sup__store_advice(int rc);
 void sup__inst_mark_ready(struct instance *in, const char *reason);
 void sup__timers_stop(struct instance *in);
+
+/*
+ * An eviction mechanism (evict.c chooses): the engine's own sleep levels
+ * (sleep.c), cuda_suspend (suspend.c), checkpoint (checkpoint.c). Each runs
+ * its tools on the instance's own host, through its runner.
+ */
+struct sup__evict_ops {
+    const char *name; /* "engine", "cuda_suspend", "checkpoint" */
+    /* 1 when a sleep at level (0: the policy's) is this mechanism's. */
+    int (*chosen)(struct instance *in, int level);
+    /* Whether in can sleep this way now: 0, or -errno with *err (a new string). */
+    int (*can)(struct instance *in, int level, char **err);
+    /* Starts the sleep; done runs at its end. 0, or -errno with *err (done never runs). */
+    int (*sleep)(struct instance *in, int level, sup_op_cb done, void *arg, char **err);
+    /* Starts the wake of an instance asleep this way; as sleep. */
+    int (*wake)(struct instance *in, sup_op_cb done, void *arg, char **err);
+    /* The instance stops: ends the running operation, its done with -ECANCELED. */
+    void (*cancel)(struct instance *in);
+};
+extern const struct sup__evict_ops sup__evict_engine;
+extern const struct sup__evict_ops sup__evict_suspend;
+extern const struct sup__evict_ops sup__evict_checkpoint;
+/* The mechanism a sleep at level (0: the policy's) takes. Never NULL. */
+const struct sup__evict_ops *sup__evict_for_sleep(struct instance *in, int level);
+
+/* evict.c: sleep, wake and cancel through the chosen mechanism. */
 int sup__inst_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err);
 int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err);
 void sup__inst_cancel_op(struct instance *in);
 int sup__inst_sleep_check(struct instance *in, int level, char **err);
 /* suspend.c: cuda_suspend */
 int sup__policy_suspends(const struct config_model *m);
-int sup__inst_suspend(struct instance *in, sup_op_cb done, void *arg, char **err);
-int sup__inst_resume(struct instance *in, sup_op_cb done, void *arg, char **err);
-void sup__suspend_cancel(struct instance *in);
 /*
  * The CUDA half of a checkpoint: suspend as cuda_suspend does, then hand the
  * instance to sup__ckpt_dump instead of reporting it asleep.
@@ -256,13 +280,8 @@ void sup__resume_after_restore(struct instance *in);
 
 /* checkpoint.c: CRIU */
 int sup__policy_checkpoints(const struct config_model *m);
-/* Checks, then suspends and dumps; the op callback runs at the end. 0 or -errno with *err. */
-int sup__inst_checkpoint(struct instance *in, sup_op_cb done, void *arg, char **err);
 /* Continues a checkpoint once the CUDA state is suspended (called by suspend.c). */
 void sup__ckpt_dump(struct instance *in);
-/* Restores a checkpointed instance, resumes it and warms it up. 0 or -errno with *err. */
-int sup__inst_restore(struct instance *in, sup_op_cb done, void *arg, char **err);
-void sup__ckpt_cancel(struct instance *in);
 /* STATE_DIR/checkpoints/NAME; a new string. */
 char *sup__ckpt_dir(struct instance *in);
 /* Removes the images (unless tools.keep_checkpoints); logs what it could not remove. */

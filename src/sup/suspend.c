@@ -41,8 +41,18 @@ struct suspend {
 
 int sup__policy_suspends(const struct config_model *m)
 {
-    /* cuda-checkpoint runs here, not on a pod: a pod model is stopped instead. */
-    return m && !m->pod && m->evict_process == CONFIG_PROCESS_CUDA_SUSPEND;
+    /* cuda-checkpoint runs on the instance's own host, a pod's too (runner_ops.exec). */
+    return m && m->evict_process == CONFIG_PROCESS_CUDA_SUSPEND;
+}
+
+/*
+ * The cuda-checkpoint to run on in's host: tools.cuda_checkpoint names this
+ * machine's; on another host the bare name is looked up in its PATH.
+ */
+static const char *cuda_bin(struct instance *in)
+{
+    const struct config *cfg = in->sup->app->cfg;
+    return in->runner->pids_here && cfg ? cfg->tool_cuda_checkpoint : NULL;
 }
 
 static void step(struct suspend *x);
@@ -80,12 +90,11 @@ static void run_tool(struct suspend *x, enum tools_cuda_op op, int pid, tools_cb
 {
     struct instance *in = x->in;
     struct tools_cmd cmd;
-    const char *bin = in->sup->app->cfg ? in->sup->app->cfg->tool_cuda_checkpoint : NULL;
-    if (tools_cuda_checkpoint_cmd(&cmd, bin, op, pid, 0) < 0) {
+    if (tools_cuda_checkpoint_cmd(&cmd, cuda_bin(in), op, pid, 0) < 0) {
         fail(x, x->waking ? "wake" : "suspend", "cannot build the cuda-checkpoint command");
         return;
     }
-    in->tool = tools_run(in->sup->app->loop, &cmd, TOOL_TIMEOUT_MS, cb, x);
+    in->tool = in->runner->ops->exec(in->runner, &cmd, TOOL_TIMEOUT_MS, cb, x);
 }
 
 static void unlock_done(const struct tools_result *res, void *arg)
@@ -120,7 +129,7 @@ static void tool_done(const struct tools_result *res, void *arg)
         ok = 0;
     } else if (!ok) {
         struct tools_cmd cmd;
-        tools_cuda_checkpoint_cmd(&cmd, in->sup->app->cfg->tool_cuda_checkpoint,
+        tools_cuda_checkpoint_cmd(&cmd, cuda_bin(in),
                                   x->phase == PH_VERIFY ? TOOLS_CUDA_GET_STATE : TOOLS_CUDA_TOGGLE,
                                   pid, 0);
         free(x->failure);
@@ -215,6 +224,21 @@ static void step(struct suspend *x)
         warm_done(0, NULL, x);
 }
 
+/* The processes to suspend are in in->susp_pids (the leader when none was found): go on. */
+static void pids_known(struct suspend *x)
+{
+    struct instance *in = x->in;
+    if (!in->n_susp) {
+        in->susp_pids = xcalloc(1, sizeof *in->susp_pids);
+        in->susp_pids[in->n_susp++] = in->proc.pid;
+    }
+    if (in->state != INST_READY) { /* stopped meanwhile */
+        finish(x, -ECANCELED, "the model stopped");
+        return;
+    }
+    step(x);
+}
+
 static void inv_read(uv_work_t *w)
 {
     struct suspend *x = w->data;
@@ -249,15 +273,69 @@ static void inv_done(uv_work_t *w, int status)
             in->susp_pids = xrealloc(in->susp_pids, (in->n_susp + 1) * sizeof *in->susp_pids);
             in->susp_pids[in->n_susp++] = pid;
         }
-    if (!in->n_susp) {
-        in->susp_pids = xcalloc(1, sizeof *in->susp_pids);
-        in->susp_pids[in->n_susp++] = in->proc.pid;
+    pids_known(x);
+}
+
+/*
+ * On another host: the processes of the engine's group or session that its
+ * nvidia-smi lists, found there (one line each). The pod's engines run in
+ * their own session (setsid), so group and session both name the tree.
+ */
+static const char remote_pids_script[] =
+    "nvidia-smi --query-compute-apps=gpu_uuid,pid,process_name,used_memory"
+    " --format=csv,noheader,nounits 2>/dev/null |"
+    " while IFS=, read -r u p rest; do p=${p//[!0-9]/}; [ -n \"$p\" ] && [ -r /proc/$p/stat ] || "
+    "continue;"
+    " s=$(cat /proc/$p/stat 2>/dev/null) || continue; set -- ${s##*) };"
+    " if [ \"$3\" = \"$1LEADER\" ] || [ \"$4\" = \"$1LEADER\" ]; then echo $p; fi; done; true";
+
+static void remote_pids_done(const struct tools_result *res, void *arg)
+{
+    struct suspend *x = arg;
+    struct instance *in = x->in;
+    in->tool = NULL;
+    free(in->susp_pids);
+    in->susp_pids = NULL;
+    in->n_susp = 0;
+    if (!tools_result_ok(res))
+        log_warn("sup", "'%s': cannot list its GPU processes on '%s' (%s); suspending its leader",
+                 in->name, in->runner->host, res->why ? res->why : "the listing failed");
+    const char *c = tools_result_ok(res) ? res->out : "";
+    const char *end = c + (tools_result_ok(res) ? res->out_len : 0);
+    while (c < end) {
+        const char *nl = memchr(c, '\n', (size_t)(end - c));
+        size_t len = nl ? (size_t)(nl - c) : (size_t)(end - c);
+        int pid = 0;
+        if (tools_parse_pid(c, len, &pid) == 0) {
+            in->susp_pids = xrealloc(in->susp_pids, (in->n_susp + 1) * sizeof *in->susp_pids);
+            in->susp_pids[in->n_susp++] = pid;
+        }
+        c += len + 1;
     }
-    if (in->state != INST_READY) { /* stopped meanwhile */
-        finish(x, -ECANCELED, "the model stopped");
-        return;
+    pids_known(x);
+}
+
+/* Lists the GPU processes of the tree on its own host, over its runner. */
+static void remote_pids(struct suspend *x)
+{
+    struct instance *in = x->in;
+    struct tools_cmd cmd = {0};
+    char leader[24];
+    snprintf(leader, sizeof leader, "%d", in->proc.pgid > 0 ? in->proc.pgid : in->proc.pid);
+    /* the leader's number replaces "$1LEADER": a literal, never expanded */
+    char *script = xstrdup(remote_pids_script);
+    char *text = NULL;
+    for (char *at; (at = strstr(script, "$1LEADER"));) {
+        *at = '\0';
+        text = xstrfmt("%s%s%s", script, leader, at + strlen("$1LEADER"));
+        free(script);
+        script = text;
     }
-    step(x);
+    tools_cmd_add(&cmd, "bash");
+    tools_cmd_add(&cmd, "-c");
+    tools_cmd_add(&cmd, script);
+    free(script);
+    in->tool = in->runner->ops->exec(in->runner, &cmd, TOOL_TIMEOUT_MS, remote_pids_done, x);
 }
 
 static int suspend_start(struct instance *in, sup_op_cb done, void *arg, int checkpoint, char **err)
@@ -276,6 +354,11 @@ static int suspend_start(struct instance *in, sup_op_cb done, void *arg, int che
     in->suspend = x;
     sup__timers_stop(in); /* no health probes while it changes */
     log_info("sup", "'%s' suspending with cuda-checkpoint", in->name);
+    if (!in->runner->pids_here) {
+        /* another host's pids mean nothing in this machine's inventory: ask the host */
+        remote_pids(x);
+        return 0;
+    }
     x->work.data = x;
     x->reading = 1;
     if (uv_queue_work(in->sup->app->loop, &x->work, inv_read, inv_done) < 0)
@@ -283,7 +366,22 @@ static int suspend_start(struct instance *in, sup_op_cb done, void *arg, int che
     return 0;
 }
 
-int sup__inst_suspend(struct instance *in, sup_op_cb done, void *arg, char **err)
+static int suspend_chosen(struct instance *in, int level)
+{
+    return level == SUP_SLEEP_SUSPEND || (level == 0 && sup__policy_suspends(in->m));
+}
+
+static int suspend_can(struct instance *in, int level, char **err)
+{
+    if (in->state != INST_READY || in->op) {
+        *err = xstrfmt("'%s' is %s%s; only a ready model can be suspended", in->name,
+                       sup_state_name(in->state), in->op ? " and busy" : "");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int suspend_sleep(struct instance *in, int level, sup_op_cb done, void *arg, char **err)
 {
     return suspend_start(in, done, arg, 0, err);
 }
@@ -303,7 +401,7 @@ void sup__resume_after_restore(struct instance *in)
     step(x);
 }
 
-int sup__inst_resume(struct instance *in, sup_op_cb done, void *arg, char **err)
+static int suspend_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
 {
     if (in->state != INST_SLEEPING || in->op || in->sleep_level != SUP_SLEEP_SUSPEND) {
         *err = xstrfmt("'%s' is not suspended", in->name);
@@ -321,13 +419,13 @@ int sup__inst_resume(struct instance *in, sup_op_cb done, void *arg, char **err)
     return 0;
 }
 
-void sup__suspend_cancel(struct instance *in)
+static void suspend_cancel(struct instance *in)
 {
     struct suspend *x = in->suspend;
     if (!x)
         return;
     if (in->tool)
-        tools_run_cancel(in->tool);
+        in->runner->ops->exec_cancel(in->runner, in->tool);
     in->tool = NULL;
     if (in->plan)
         engine_plan_cancel(in->plan);
@@ -346,3 +444,12 @@ void sup__suspend_cancel(struct instance *in)
     }
     finish(x, -ECANCELED, "cancelled: the model is stopping");
 }
+
+const struct sup__evict_ops sup__evict_suspend = {
+    .name = "cuda_suspend",
+    .chosen = suspend_chosen,
+    .can = suspend_can,
+    .sleep = suspend_sleep,
+    .wake = suspend_wake,
+    .cancel = suspend_cancel,
+};

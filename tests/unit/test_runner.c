@@ -248,6 +248,127 @@ static void test_port_free_despite_time_wait(void **state)
     uv_loop_close(&loop);
 }
 
+/* ---- exec: a command run on the host, its answer captured ---- */
+
+/* What an exec callback was told, copied out of the result. */
+struct exec_seen {
+    int calls;
+    int err;
+    int exit_code;
+    int term_signal;
+    int truncated;
+    size_t out_len;
+    char out[64];
+    char errout[64];
+    char *described;
+    struct tools_cmd cmd;
+};
+
+static void exec_cb(const struct tools_result *res, void *arg)
+{
+    struct exec_seen *x = arg;
+    x->calls++;
+    x->err = res->err;
+    x->exit_code = res->exit_code;
+    x->term_signal = res->term_signal;
+    x->truncated = res->truncated;
+    x->out_len = res->out_len;
+    snprintf(x->out, sizeof x->out, "%.*s", (int)(res->out_len < 63 ? res->out_len : 63), res->out);
+    snprintf(x->errout, sizeof x->errout, "%.*s", (int)(res->err_len < 63 ? res->err_len : 63),
+             res->errout);
+    x->described = tools_describe(&x->cmd, res);
+}
+
+/* Runs argv with the local runner's exec until its answer; fills seen. */
+static void local_exec_run(const char *const *argv, struct exec_seen *seen)
+{
+    uv_loop_t loop;
+    struct runner r;
+    uv_loop_init(&loop);
+    runner_local_init(&r, &loop);
+    memset(seen, 0, sizeof *seen);
+    for (; *argv; argv++)
+        assert_int_equal(tools_cmd_add(&seen->cmd, *argv), 0);
+    struct runner_exec *e = r.ops->exec(&r, &seen->cmd, 10000, exec_cb, seen);
+    assert_non_null(e);
+    assert_int_equal(seen->calls, 0); /* never before exec returns */
+    test_run_until(&loop, &seen->calls);
+    assert_int_equal(seen->calls, 1);
+    assert_int_equal(test_loop_close(&loop), 0);
+}
+
+static void test_exec_exit_code_and_outputs_apart(void **state)
+{
+    const char *argv[] = {"sh", "-c", "echo to-out; echo to-err >&2; exit 3", NULL};
+    struct exec_seen seen;
+    local_exec_run(argv, &seen);
+    assert_int_equal(seen.err, 0); /* it ran: its failure is its own */
+    assert_int_equal(seen.exit_code, 3);
+    assert_int_equal(seen.term_signal, 0);
+    assert_string_equal(seen.out, "to-out\n");
+    assert_string_equal(seen.errout, "to-err\n");
+    assert_int_equal(seen.truncated, 0);
+    assert_non_null(strstr(seen.described, "exited 3: to-err"));
+    free(seen.described);
+}
+
+static void test_exec_success(void **state)
+{
+    const char *argv[] = {"printf", "%s", "running", NULL};
+    struct exec_seen seen;
+    local_exec_run(argv, &seen);
+    assert_int_equal(seen.err, 0);
+    assert_int_equal(seen.exit_code, 0);
+    assert_string_equal(seen.out, "running");
+    assert_string_equal(seen.errout, "");
+    free(seen.described);
+}
+
+static void test_exec_command_not_found(void **state)
+{
+    const char *argv[] = {"no-such-tool-for-yard", "--pid", "1", NULL};
+    struct exec_seen seen;
+    local_exec_run(argv, &seen);
+    /* nothing ran: a failure to run, kept apart from an exit code */
+    assert_int_equal(seen.err, -ENOENT);
+    assert_int_equal(seen.exit_code, -1);
+    assert_string_equal(seen.described,
+                        "cannot run 'no-such-tool-for-yard': no such file or directory");
+    free(seen.described);
+}
+
+static void test_exec_output_is_capped(void **state)
+{
+    const char *argv[] = {"sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x; echo done >&2", NULL};
+    struct exec_seen seen;
+    local_exec_run(argv, &seen);
+    assert_int_equal(seen.err, 0);
+    assert_int_equal(seen.exit_code, 0);
+    assert_int_equal(seen.out_len, TOOLS_OUTPUT_MAX);
+    assert_int_equal(seen.truncated, 1);
+    assert_string_equal(seen.errout, "done\n");
+    free(seen.described);
+}
+
+static void test_exec_cancel_kills_and_is_silent(void **state)
+{
+    uv_loop_t loop;
+    struct runner r;
+    struct exec_seen seen = {0};
+    uv_loop_init(&loop);
+    runner_local_init(&r, &loop);
+    assert_int_equal(tools_cmd_add(&seen.cmd, "sleep"), 0);
+    assert_int_equal(tools_cmd_add(&seen.cmd, "30"), 0);
+    struct runner_exec *e = r.ops->exec(&r, &seen.cmd, 0, exec_cb, &seen);
+    r.ops->exec_cancel(&r, e);
+    /* the loop ends once the killed tool is reaped and its handles closed */
+    uint64_t end = test_now_ms() + 10000;
+    while (uv_run(&loop, UV_RUN_NOWAIT) && test_now_ms() < end)
+        usleep(2000);
+    assert_int_equal(seen.calls, 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(int argc, char **argv)
 {
     /* The local runner re-executes this binary as its trampoline. */
@@ -263,6 +384,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stranger_is_not_ours),
         cmocka_unit_test(test_adopt_notices_exit),
         cmocka_unit_test(test_port_free_despite_time_wait),
+        cmocka_unit_test(test_exec_exit_code_and_outputs_apart),
+        cmocka_unit_test(test_exec_success),
+        cmocka_unit_test(test_exec_command_not_found),
+        cmocka_unit_test(test_exec_output_is_capped),
+        cmocka_unit_test(test_exec_cancel_kills_and_is_silent),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(logpath);
