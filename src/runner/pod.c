@@ -71,7 +71,7 @@ struct prep_waiter {
 };
 
 struct runner_pod {
-    struct runner r; /* first: runner_pod_of casts back */
+    struct runner r; /* first: pod_of casts back */
     uv_loop_t *loop;
     char *name;
     char *state_dir;
@@ -105,6 +105,12 @@ struct runner_pod {
 };
 
 static const struct runner_ops pod_ops;
+
+/* The pod behind a runner of this table (struct runner is its first member). */
+static struct runner_pod *pod_of(struct runner *r)
+{
+    return (struct runner_pod *)r;
+}
 
 /* ---- helpers ---- */
 
@@ -910,7 +916,7 @@ static struct pod_watch *watch_new(struct runner_pod *p, const char *name, const
 static int pod_start(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
                      void *arg, struct runner_proc *out, struct runner_watch **watch, char **err)
 {
-    struct runner_pod *p = runner_pod_of(r);
+    struct runner_pod *p = pod_of(r);
     if (!p->have_ssh) {
         *err = xstrfmt("pod '%s' is not known; add it with 'yard pod add %s --ssh \"ssh ...\"'",
                        p->name, p->name);
@@ -935,7 +941,7 @@ static int pod_start(struct runner *r, const struct runner_spec *spec, runner_ex
 static int pod_adopt(struct runner *r, const struct runner_proc *pr, runner_exit_cb on_exit,
                      void *arg, struct runner_watch **watch)
 {
-    struct runner_pod *p = runner_pod_of(r);
+    struct runner_pod *p = pod_of(r);
     if (!p->have_ssh)
         return -ENOENT;
     /* The log name and port come with runner_pod_adopt_info; a plain adopt watches only. */
@@ -965,7 +971,7 @@ static void pod_unwatch(struct runner_watch *rw)
 
 static int pod_signal_group(struct runner *r, const struct runner_proc *pr, int sig)
 {
-    struct runner_pod *p = runner_pod_of(r);
+    struct runner_pod *p = pod_of(r);
     if (pr->pgid <= 1 || !p->have_ssh)
         return -EINVAL;
     send_signal(p, pr, sig);
@@ -975,20 +981,20 @@ static int pod_signal_group(struct runner *r, const struct runner_proc *pr, int 
 
 static int pod_group_alive(struct runner *r, const struct runner_proc *pr)
 {
-    struct pod_watch *w = find_pid(runner_pod_of(r), pr->pid);
+    struct pod_watch *w = find_pid(pod_of(r), pr->pid);
     /* Unknown is not dead: a tree on a pod that does not answer is kept. */
-    return w ? (w->group || w->lost || runner_pod_of(r)->reachable == 0) : 0;
+    return w ? (w->group || w->lost || pod_of(r)->reachable == 0) : 0;
 }
 
 static int pod_is_alive(struct runner *r, const struct runner_proc *pr)
 {
-    struct pod_watch *w = find_pid(runner_pod_of(r), pr->pid);
-    return w ? (w->alive || w->lost || runner_pod_of(r)->reachable == 0) : 0;
+    struct pod_watch *w = find_pid(pod_of(r), pr->pid);
+    return w ? (w->alive || w->lost || pod_of(r)->reachable == 0) : 0;
 }
 
 static int pod_port_free(struct runner *r, int port)
 {
-    struct runner_pod *p = runner_pod_of(r);
+    struct runner_pod *p = pod_of(r);
     for (size_t i = 0; i < p->n_ports; i++)
         if (p->ports[i] == port)
             return 0;
@@ -1125,7 +1131,7 @@ static void owner_timer_fire(uv_timer_t *t)
 static void pod_port_owner(struct runner *r, const struct runner_proc *pr, int port,
                            runner_owner_cb cb, void *arg)
 {
-    struct runner_pod *p = runner_pod_of(r);
+    struct runner_pod *p = pod_of(r);
     struct owner_run *o = xcalloc(1, sizeof *o);
     o->pod = p;
     o->pr = *pr;
@@ -1149,7 +1155,7 @@ static void pod_port_owner(struct runner *r, const struct runner_proc *pr, int p
 
 static void pod_prepare(struct runner *r, void (*done)(void *arg, const char *err), void *arg)
 {
-    struct runner_pod *p = runner_pod_of(r);
+    struct runner_pod *p = pod_of(r);
     if (!p->have_ssh) {
         char *msg =
             xstrfmt("pod '%s' is not known; add it with 'yard pod add %s --ssh \"ssh ...\"'",
@@ -1169,8 +1175,9 @@ static void pod_prepare(struct runner *r, void (*done)(void *arg, const char *er
     }
 }
 
-void runner_pod_cancel_prepare(struct runner_pod *p, void *arg)
+static void pod_cancel_prepare(struct runner *r, void *arg)
 {
+    struct runner_pod *p = (struct runner_pod *)r;
     for (struct prep_waiter **pp = &p->waiters; *pp;) {
         struct prep_waiter *wt = *pp;
         if (wt->arg == arg) {
@@ -1316,6 +1323,12 @@ static void pod_exec_cancel(struct runner *r, struct runner_exec *e)
     }
 }
 
+static int pod_reachable(struct runner *r);
+static void poll_now(struct runner_pod *p);
+static int pod_answered_since(struct runner *r, uint64_t since);
+static void pod_follow_log(struct runner_watch *rw, const char *name, const char *mirror,
+                           int rport);
+
 static const struct runner_ops pod_ops = {
     .name = "pod",
     .start = pod_start,
@@ -1329,6 +1342,10 @@ static const struct runner_ops pod_ops = {
     .prepare = pod_prepare,
     .exec = pod_exec,
     .exec_cancel = pod_exec_cancel,
+    .cancel_prepare = pod_cancel_prepare,
+    .reachable = pod_reachable,
+    .answered_since = pod_answered_since,
+    .follow_log = pod_follow_log,
 };
 
 /* ---- the pod ---- */
@@ -1351,11 +1368,6 @@ struct runner_pod *runner_pod_new(uv_loop_t *loop, const char *name, const char 
 struct runner *runner_pod_runner(struct runner_pod *p)
 {
     return &p->r;
-}
-
-struct runner_pod *runner_pod_of(struct runner *r)
-{
-    return r && r->ops == &pod_ops ? (struct runner_pod *)r : NULL;
 }
 
 const char *runner_pod_name(const struct runner_pod *p)
@@ -1432,12 +1444,21 @@ int runner_pod_retry_s(const struct runner_pod *p)
     return s < 1 ? 1 : s;
 }
 
-uint64_t runner_pod_last_ok(const struct runner_pod *p)
+static int pod_reachable(struct runner *r)
 {
-    return p->last_ok_mono;
+    return runner_pod_reachable((struct runner_pod *)r);
 }
 
-void runner_pod_poll_now(struct runner_pod *p)
+static int pod_answered_since(struct runner *r, uint64_t since)
+{
+    struct runner_pod *p = (struct runner_pod *)r;
+    if (p->reachable == 1 && p->last_ok_mono >= since)
+        return 1;
+    poll_now(p);
+    return 0;
+}
+
+static void poll_now(struct runner_pod *p)
 {
     if (p->poll || p->closing || !p->have_ssh)
         return;
@@ -1462,7 +1483,7 @@ void runner_pod_set_gpus(struct runner_pod *p, struct gpu_inventory *inv)
     memset(inv, 0, sizeof *inv);
 }
 
-void runner_pod_watch_info(struct runner_watch *rw, const char *name, const char *mirror, int rport)
+static void pod_follow_log(struct runner_watch *rw, const char *name, const char *mirror, int rport)
 {
     struct pod_watch *w = (struct pod_watch *)rw;
     free(w->name);

@@ -33,8 +33,6 @@ struct runner_pod;
 struct runner_pod *runner_pod_new(uv_loop_t *loop, const char *name, const char *state_dir);
 /* The table to drive it through; its host is the pod's name. */
 struct runner *runner_pod_runner(struct runner_pod *p);
-/* The pod runner r belongs to, or NULL (the local runner). */
-struct runner_pod *runner_pod_of(struct runner *r);
 const char *runner_pod_name(const struct runner_pod *p);
 /*
  * Sets or changes the pod's ssh command line (from its record). 0, or
@@ -57,10 +55,6 @@ int runner_pod_known(const struct runner_pod *p);
 int runner_pod_reachable(const struct runner_pod *p);
 /* Why the last poll failed ("" when it did not). Owned by the runner. */
 const char *runner_pod_why(const struct runner_pod *p);
-/* When (clock_mono_ms) the last poll that reached the pod began; 0 if none did. */
-uint64_t runner_pod_last_ok(const struct runner_pod *p);
-/* Polls now unless a poll runs: a caller that doubts the pod wants to know. */
-void runner_pod_poll_now(struct runner_pod *p);
 /* Seconds until the next try while unreachable (at least 1). */
 int runner_pod_retry_s(const struct runner_pod *p);
 /* A log on the pod past bytes is copied to NAME.log.1 and emptied, once mirrored (0: never). */
@@ -69,14 +63,6 @@ void runner_pod_set_log_max(struct runner_pod *p, uint64_t bytes);
 const struct gpu_inventory *runner_pod_gpus(const struct runner_pod *p);
 /* Replaces the GPUs (taking inv's contents), e.g. from the pod's record. */
 void runner_pod_set_gpus(struct runner_pod *p, struct gpu_inventory *inv);
-/* Forgets the prepare callbacks registered with arg: they will not run. */
-void runner_pod_cancel_prepare(struct runner_pod *p, void *arg);
-/*
- * After ops->adopt on a pod runner: the tree's log name (the model), its
- * local mirror and the engine's port on the pod, as the store recorded them.
- * Only what the log gets from now on is copied.
- */
-void runner_pod_watch_info(struct runner_watch *w, const char *name, const char *mirror, int rport);
 /*
  * Stops polling, cancels what runs, stops the ssh master, and frees p once
  * all of it has finished; done (may be NULL) runs then. Trees on the pod keep

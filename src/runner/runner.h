@@ -151,6 +151,26 @@ struct runner_ops {
                                 runner_exec_cb cb, void *arg);
     /* Stops a run exec returned (kills it where it still runs); cb will not run. */
     void (*exec_cancel)(struct runner *r, struct runner_exec *e);
+    /* Forgets the prepare callbacks registered with arg: they will not run. NULL with prepare. */
+    void (*cancel_prepare)(struct runner *r, void *arg);
+    /*
+     * Whether the host answers: 1 it answered when last asked, 0 it did not,
+     * -1 not asked yet. NULL: the host always answers (this machine).
+     */
+    int (*reachable)(struct runner *r);
+    /*
+     * 1 when the host answered a question asked at or after since
+     * (clock_mono_ms), so a failure seen since then is the tree's, not the
+     * host's; else 0, and the host is asked again now. NULL: always 1.
+     */
+    int (*answered_since)(struct runner *r, uint64_t since);
+    /*
+     * After adopt, on a host whose log is mirrored here (a pod): the tree's
+     * log name (the model), its local mirror and the engine's port on the
+     * host, as the store recorded them; only what the log gets from now on
+     * is copied. NULL where the log is written here directly.
+     */
+    void (*follow_log)(struct runner_watch *w, const char *name, const char *mirror, int port);
 };
 
 struct cgroup_root;
@@ -162,9 +182,10 @@ struct runner {
     /* Set for pods (see struct runner_events); NULL for the local runner. */
     const struct runner_events *events;
     /*
-     * 1 when the pids this runner reports are this machine's (the local
-     * runner): /proc and the local GPU inventory speak of them. 0 for a
-     * remote host, whose pids mean something only there.
+     * 1 when the host is this machine (the local runner): the pids it
+     * reports are this machine's, so /proc and the local GPU inventory speak
+     * of them, and its ports are this machine's. 0 for a remote host, whose
+     * pids and ports mean something only there.
      */
     int pids_here;
     /* The local runner's engine cgroups (runner/cgroup.h); NULL: process groups only. */

@@ -22,7 +22,6 @@
 #include "engine/sleep.h"
 #include "http/probe.h"
 #include "store/store.h"
-#include "runner/pod.h"
 #include "runner/tools.h"
 #include "sup/sup_int.h"
 
@@ -471,15 +470,13 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
     if (in->state == INST_READY) {
         if (v == ENGINE_PROBE_READY) {
             in->health_failures = 0;
-        } else if (runner_pod_of(in->runner) &&
-                   (runner_pod_reachable(runner_pod_of(in->runner)) != 1 ||
-                    runner_pod_last_ok(runner_pod_of(in->runner)) < in->probe_started_mono)) {
+        } else if (in->runner->ops->answered_since &&
+                   !in->runner->ops->answered_since(in->runner, in->probe_started_mono)) {
             /*
-             * A pod that does not answer makes its engines unknown, not
-             * unhealthy: a failure counts only once a poll that began after
-             * the probe has reached the pod. Ask for one now.
+             * A host that does not answer makes its engines unknown, not
+             * unhealthy: a failure counts only once the host has answered a
+             * question asked after the probe (it is asked again now).
              */
-            runner_pod_poll_now(runner_pod_of(in->runner));
         } else if (++in->health_failures >= HEALTH_FAILURES_FATAL) {
             char *why = status < 0 ? xstrfmt("health check failed %d times: %s",
                                              in->health_failures, strerror(-status))
@@ -549,8 +546,8 @@ static char *failure_detail(struct instance *in, const char *reason)
 /* A pod start under way is called off: its answer is no longer awaited. */
 static void abort_launch(struct instance *in)
 {
-    if (in->preparing && runner_pod_of(in->runner))
-        runner_pod_cancel_prepare(runner_pod_of(in->runner), in);
+    if (in->preparing && in->runner->ops->cancel_prepare)
+        in->runner->ops->cancel_prepare(in->runner, in);
     if (in->launching && in->watch) {
         in->runner->ops->unwatch(in->watch);
         in->watch = NULL;
@@ -841,7 +838,7 @@ static int alloc_port(struct instance *in)
     }
     struct sup *s = in->sup;
     const struct config *cfg = s->app->cfg;
-    int local = runner_pod_of(r) == NULL;
+    int local = r->pids_here; /* this machine's ports: yard's own listener is one */
     int start = cfg->start_port, off = local ? port_scan_offset(s, start) : 0;
     int span = 65536 - start < PORT_SPREAD ? 65536 - start : PORT_SPREAD;
     for (int k = 0; start + k < 65536; k++) {
@@ -941,7 +938,7 @@ int sup__inst_launch(struct instance *in)
     int rc = 0, refused = 0;
     char **argv = NULL, **env = NULL;
     in->unwritable = 0;
-    int remote = runner_pod_of(in->runner) != NULL;
+    int remote = !in->runner->pids_here;
 
     rc = alloc_port(in);
     if (rc < 0) {
@@ -1133,12 +1130,13 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     in->percent = -1;
     in->reach_port = port;
     int rc = in->runner->ops->adopt(in->runner, p, sup__inst_on_exit, in, &in->watch);
-    int remote = runner_pod_of(in->runner) != NULL;
+    int remote = !in->runner->pids_here;
     if (rc == 0 && remote) {
         /* The pod's first poll says more: found (probe then), lost (unknown) or exited. */
         in->reach_port = 0;
-        runner_pod_watch_info(in->watch, in->name, in->tail.path, port);
     }
+    if (rc == 0 && in->runner->ops->follow_log)
+        in->runner->ops->follow_log(in->watch, in->name, in->tail.path, port);
     if (sleep_level == SUP_SLEEP_CHECKPOINT) {
         /* CRIU ended the tree (or left it stopped): the images are what counts. */
         char *dir = sup__ckpt_dir(in);

@@ -15,7 +15,6 @@
 #include "base/hash.h"
 #include "base/log.h"
 #include "engine/key.h"
-#include "runner/pod.h"
 #include "store/secret.h"
 #include "sup/sup_int.h"
 
@@ -96,7 +95,7 @@ int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])
     out[0] = '\0';
     if (!k || in->port <= 0 || !in->runner || own_key(in))
         return -ENOKEY;
-    if (runner_pod_of(in->runner) && !(in->m && in->m->cmd && strstr(in->m->cmd, "${API_KEY}")))
+    if (!in->runner->pids_here && !(in->m && in->m->cmd && strstr(in->m->cmd, "${API_KEY}")))
         return -ENOKEY;
     struct sup__key_slot *slot = &k->cache[slot_of(in->name, in->port)];
     if (!slot->name || slot->port != in->port || strcmp(slot->name, in->name) != 0) {
@@ -150,7 +149,7 @@ void sup__key_setup(struct instance *in, char ***argv, char ***env)
         (*argv)[na] = with_key((*argv)[na], key);
         na++;
     }
-    if (!have || runner_pod_of(in->runner))
+    if (!have || !in->runner->pids_here)
         return;
     while (*env && (*env)[ne])
         ne++;

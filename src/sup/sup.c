@@ -12,7 +12,6 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
-#include "runner/pod.h"
 #include "store/store.h"
 #include "sup/sup_int.h"
 
@@ -576,8 +575,8 @@ static int all_down(struct sup *s)
 {
     for (size_t i = 0; i < s->n_inst; i++) {
         struct instance *in = s->inst[i];
-        struct runner_pod *pod = runner_pod_of(in->runner);
-        int unreachable = pod && runner_pod_reachable(pod) == 0;
+        struct runner *r = in->runner;
+        int unreachable = r && r->ops->reachable && r->ops->reachable(r) == 0;
         if (in->state != INST_STOPPED && in->state != INST_FAILED && in->state != INST_UNKNOWN &&
             !(in->state == INST_STOPPING && unreachable))
             return 0;
