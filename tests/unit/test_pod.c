@@ -5,7 +5,9 @@
  * env and cwd (setsid, start time, the log and its "[yard] exit N" line, the
  * port check), the poll script fed to the real parser (liveness, pid reuse,
  * log bytes mirrored in chunks, a log cut short or rotated, ports, exit
- * codes), log names, and the signal script. The same paths over a real sshd
+ * codes), log names, the signal script, and exec (each word of a command
+ * reaches it literally; an unknown pod and an ssh that cannot connect are
+ * failures to run, not the command's exit). The same paths over a real sshd
  * are tests/e2e/pod-run.test.mjs.
  *
  * The test is a child subreaper (PR_SET_CHILD_SUBREAPER) so that engines the
@@ -1347,6 +1349,89 @@ static void test_regress_ss_without_header_option(void **state)
     assert_int_equal(status, 0);
 }
 
+/* ---- exec: a command run on the pod ---- */
+
+/* The command's words reach the program literally through the pod's shell. */
+static void test_exec_script_quotes_every_word(void **state)
+{
+    struct tools_cmd c = {0};
+    char *evil = with_canary("$(touch %s)");
+    const char *words[] = {"printf", "[%s]", "a b", "it's", "`touch x`", "$HOME", ";", evil};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        assert_int_equal(tools_cmd_add(&c, words[i]), 0);
+    char *script = exec_script(&c);
+    struct sh_out o;
+    run_remote(script, &o);
+    assert_int_equal(o.status, 0);
+    char *want = xstrfmt("[a b][it's][`touch x`][$HOME][;][%s]", evil);
+    assert_string_equal(o.out, want);
+    assert_canary_absent();
+    free(want);
+    sh_out_release(&o);
+    free(script);
+    free(evil);
+}
+
+struct exec_seen {
+    int calls;
+    int err;
+    int exit_code;
+    char why[256];
+};
+
+static void exec_cb(const struct tools_result *res, void *arg)
+{
+    struct exec_seen *x = arg;
+    x->calls++;
+    x->err = res->err;
+    x->exit_code = res->exit_code;
+    snprintf(x->why, sizeof x->why, "%s", res->why ? res->why : "");
+}
+
+static void exec_true(struct fx *f, struct exec_seen *seen)
+{
+    struct tools_cmd c = {0};
+    assert_int_equal(tools_cmd_add(&c, "true"), 0);
+    struct runner *r = runner_pod_runner(f->p);
+    assert_non_null(r->ops->exec(r, &c, 20000, exec_cb, seen));
+    assert_int_equal(seen->calls, 0); /* never before exec returns */
+    test_run_until(&f->loop, &seen->calls);
+    assert_int_equal(seen->calls, 1);
+}
+
+/* A pod with no ssh line: nothing runs, and the answer says what to do. */
+static void test_exec_unknown_pod(void **state)
+{
+    struct fx f;
+    struct exec_seen seen = {0};
+    fx_open(&f);
+    exec_true(&f, &seen);
+    assert_int_equal(seen.err, -ENOTCONN);
+    assert_int_equal(seen.exit_code, -1);
+    assert_string_equal(seen.why, "pod 'box' is not known; add it with 'yard pod add'");
+    fx_close(&f);
+}
+
+/* ssh cannot connect: a transport failure naming the pod, not the command's exit. */
+static void test_exec_transport_failure(void **state)
+{
+    struct fx f;
+    struct exec_seen seen = {0};
+    char err[256];
+    int port = 0;
+    int lfd = listen_local(&port);
+    close(lfd); /* a port nothing listens on: the connection is refused */
+    fx_open(&f);
+    char *line = xstrfmt("ssh -F /dev/null -p %d -o StrictHostKeyChecking=no root@127.0.0.1", port);
+    assert_int_equal(runner_pod_set_ssh(f.p, line, err, sizeof err), 0);
+    exec_true(&f, &seen);
+    assert_true(seen.err < 0);
+    assert_int_equal(seen.exit_code, -1);
+    assert_non_null(strstr(seen.why, "pod 'box'"));
+    free(line);
+    fx_close(&f);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmp_dir)) {
@@ -1394,6 +1479,9 @@ int main(void)
         cmocka_unit_test_teardown(test_regress_banner_before_poll, reap_left),
         cmocka_unit_test_teardown(test_regress_log_name_collision, reap_left),
         cmocka_unit_test_teardown(test_regress_ss_without_header_option, reap_left),
+        cmocka_unit_test_teardown(test_exec_script_quotes_every_word, reap_left),
+        cmocka_unit_test_teardown(test_exec_unknown_pod, reap_left),
+        cmocka_unit_test_teardown(test_exec_transport_failure, reap_left),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
