@@ -14,6 +14,7 @@ struct admin_server;
 struct sched;
 struct router;
 struct gpu;
+struct host_registry;
 
 /*
  * The one piece of mutable state in a yard process, passed explicitly. The
@@ -34,7 +35,8 @@ struct app {
     struct admin_server *admin;
     struct sched *sched;
     struct router *router;
-    struct gpu *gpu; /* the GPU inventory's source */
+    struct gpu *gpu;             /* the GPU inventory's source */
+    struct host_registry *hosts; /* local and every pod (host/host.h) */
 
     /* Replaceable in tests. */
     uint64_t (*now_ms)(void); /* monotonic */

@@ -27,6 +27,7 @@ static const struct cmd commands[] = {
     {"logs", cmd_logs, "print a model's engine log"},
     {"events", cmd_events, "print state changes"},
     {"gpus", cmd_gpus, "show GPUs, their memory and which instance holds it"},
+    {"hosts", cmd_hosts, "list the hosts (this machine and the pods), their GPUs and models"},
     {"pod", cmd_pod, "add, list or remove pods: remote GPU machines reached over ssh"},
     {"models", cmd_models, "show which models of the catalog fit on which host"},
     {"version", cmd_version, "print the version of yard and of the daemon"},

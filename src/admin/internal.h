@@ -33,6 +33,13 @@ char *admin__store_error(struct app *app, const char *what, int rc);
 void admin__pod_add(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__pod_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+/*
+ * hosts: probes every pod again, then lists every host of the registry,
+ * `local` first: [{name, kind, reachable (bool, null when unknown), reason,
+ * gpus: [{index, name, memory_total, memory_used}], instances: [model]}].
+ * docs/host.md.
+ */
+void admin__hosts(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 
 /*
  * models {pod?}: which models of the catalog (the built-in one, or the

@@ -1,12 +1,12 @@
 /*
- * The pod verbs of the admin socket (docs/pods.md): pod_add probes the pod
- * and reads its GPUs over ssh before it records anything, pod_ls probes every
- * recorded pod again (in parallel) and lists them with their models, pod_rm
- * deletes one (stopping its models first with force) and stops its ssh
- * master. The ssh work runs on the loop (ssh_exec, tools_run); each operation
- * owns a struct pod_op or ls_op until its reply is sent. A daemon that stops
- * while one runs waits for it: the loop runs until ssh has exited, bounded by
- * the timeouts below. pod_setup is in pod_setup.c.
+ * The pod and host verbs of the admin socket (docs/pods.md, docs/host.md):
+ * the host registry (host/host.h) does the work, these handlers word the
+ * answers. pod_add adds a pod through the registry (probe, GPUs, record),
+ * pod_ls probes every pod again and lists them with their models, pod_rm
+ * refuses while the pod's models run (--force stops them first, through the
+ * scheduler) and then removes it; hosts lists every host. Each operation
+ * owns a struct pod_op or ls_op until its reply is sent. pod_setup is in
+ * pod_setup.c.
  */
 #include "admin/internal.h"
 
@@ -22,48 +22,20 @@
 #include "base/utf8.h"
 #include "config/config.h"
 #include "gpu/gpu.h"
-#include "runner/ssh.h"
-#include "runner/tools.h"
+#include "host/host.h"
 #include "sched/sched.h"
 #include "store/store.h"
 #include "sup/sup.h"
 
-/* ConnectTimeout is 10 s; the probe's whole run gets twice that. */
-#define POD_PROBE_TIMEOUT_MS 20000
-#define POD_DETECT_TIMEOUT_MS 20000
-#define POD_CONTROL_TIMEOUT_MS 10000
-/*
- * pod ls waits for its probes: as long as a new connection's handshake may
- * take (ConnectTimeout), and the GPU query after a good probe, over the master
- */
-#define POD_LS_PROBE_TIMEOUT_MS 10000
-#define POD_LS_DETECT_TIMEOUT_MS 10000
-/* pods probed at once by one pod ls */
-#define POD_LS_PARALLEL 16
 /* pod rm --force: how long it waits for the pod's models to stop */
 #ifndef POD_RM_STOP_WAIT_MS
 #define POD_RM_STOP_WAIT_MS 60000
 #endif
-#define POD_ERR_MAX 512
-
-/*
- * Exit 3 says "no nvidia-smi" apart from nvidia-smi's own failures (9: no
- * driver, 6: no devices). The query is the one gpu/smi.c parses.
- */
-static const char detect_script[] =
-    "command -v nvidia-smi >/dev/null 2>&1 || { echo 'nvidia-smi not found in PATH' >&2; exit 3; "
-    "}\n"
-    "nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,memory.free "
-    "--format=csv,noheader,nounits\n";
 
 struct pod_op {
     struct app *app;
     admin__reply_fn reply;
     void *arg;
-    struct ssh_pod pod;
-    char *ssh;
-    char *models_path;
-    json_t *result;  /* pod_rm: the answer once the master is stopped */
     char *name;      /* pod_rm */
     json_t *stopped; /* pod_rm --force: the models it stopped */
 };
@@ -86,144 +58,45 @@ static void op_finish(struct pod_op *op, json_t *result, const char *errmsg)
         reply_error(op->reply, op->arg, errmsg);
     else
         reply_ok(op->reply, op->arg, result);
-    ssh_pod_release(&op->pod);
-    free(op->ssh);
-    free(op->models_path);
     free(op->name);
     json_decref(op->stopped);
     free(op);
 }
 
-/* A record as the admin answer; gpus is the stored JSON text, parsed. */
-static json_t *pod_json(const struct store_pod *p)
+/* A pod as the admin answer. */
+static json_t *pod_json(struct host *h)
 {
-    json_t *gpus = json_loads(p->gpus ? p->gpus : "[]", 0, NULL);
-    if (!json_is_array(gpus)) {
-        json_decref(gpus);
-        gpus = json_array();
-    }
-    return json_pack("{s:o, s:o, s:o, s:o, s:b, s:o}", "name", utf8_json_xstring(p->name), "ssh",
-                     utf8_json_xstring(p->ssh), "models_path", utf8_json_xstring(p->models_path),
-                     "gpus", gpus, "reachable", p->reachable, "last_seen_ms",
-                     p->last_seen_ms ? json_integer(p->last_seen_ms) : json_null());
+    const char *why;
+    return json_pack("{s:o, s:o, s:o, s:o, s:b, s:o}", "name", utf8_json_xstring(h->name), "ssh",
+                     utf8_json_xstring(h->ssh), "models_path", utf8_json_xstring(h->models_path),
+                     "gpus", gpu_record_json(host_gpus(h)), "reachable",
+                     host_reachable(h, &why) == HOST_REACH_YES, "last_seen_ms",
+                     h->last_seen_ms ? json_integer((json_int_t)h->last_seen_ms) : json_null());
 }
 
 static json_t *pod_models_json(struct app *app, const char *name);
 
-static void add_record(struct pod_op *op, json_t *gpus, const char *note)
-{
-    struct store *st = op->app->store;
-    struct store_pod rec = {0};
-    char *msg = NULL;
-    char *text = json_dumps(gpus, JSON_COMPACT);
-    json_decref(gpus);
-    if (!text) {
-        msg = xstrfmt("cannot record pod '%s': out of memory", op->pod.name);
-        goto out;
-    }
-
-    /* Another pod_add of the same name may have finished while ssh ran. */
-    int got = store_get_pod(st, op->pod.name, &rec);
-    if (got == 0) {
-        store_pod_release(&rec);
-        msg = xstrfmt("pod '%s' already exists; remove it first with 'yard pod rm %s'",
-                      op->pod.name, op->pod.name);
-        goto out;
-    }
-    if (got != -ENOENT) {
-        char *what = xstrfmt("record pod '%s'", op->pod.name);
-        msg = admin__store_error(op->app, what, got);
-        free(what);
-        goto out;
-    }
-    rec = (struct store_pod){0};
-    rec.name = op->pod.name;
-    rec.ssh = op->ssh;
-    rec.models_path = op->models_path;
-    rec.gpus = text;
-    rec.reachable = 1;
-    rec.last_seen_ms = clock_wall_ms();
-    int rc = store_put_pod(st, &rec);
-    if (rc < 0) {
-        char *what = xstrfmt("record pod '%s'", op->pod.name);
-        msg = admin__store_error(op->app, what, rc);
-        free(what);
-        goto out;
-    }
-    json_t *res = pod_json(&rec);
-    json_object_set_new(res, "models", pod_models_json(op->app, op->pod.name));
-    if (note)
-        json_object_set_new(res, "note", utf8_json_xstring(note));
-    log_info("admin", "added pod '%s'%s%s", op->pod.name, note ? ": " : "", note ? note : "");
-    op_finish(op, res, NULL);
-    op = NULL;
-out:
-    if (op)
-        op_finish(op, NULL, msg);
-    free(msg);
-    free(text);
-}
-
-static char *unreachable_msg(const char *name, const struct ssh_result *res)
-{
-    char *why = ssh_describe(name, res);
-    char *msg = xstrfmt("%s; nothing was recorded (check that the ssh command line logs in "
-                        "without a prompt)",
-                        why);
-    free(why);
-    return msg;
-}
-
-static void on_detect(const struct ssh_result *res, void *arg)
+static void on_added(void *arg, struct host *h, const char *note, const char *err, int store_rc)
 {
     struct pod_op *op = arg;
-    if (res->status == SSH_TRANSPORT_FAILED) {
-        char *msg = unreachable_msg(op->pod.name, res);
+    char *msg = NULL;
+    if (!h && !err) {
+        char *what = xstrfmt("record pod '%s'", op->name);
+        msg = admin__store_error(op->app, what, store_rc);
+        free(what);
         op_finish(op, NULL, msg);
         free(msg);
         return;
     }
-    char *note = NULL;
-    struct gpu_inventory inv = {0};
-    if (res->status == SSH_COMMAND_FAILED) {
-        char *why = ssh_describe(op->pod.name, res);
-        note = xstrfmt("recorded with no GPUs: %s", why);
-        free(why);
-    } else {
-        char *err = NULL;
-        if (gpu__parse_smi_gpus(res->out, &inv, &err) < 0) {
-            note = xstrfmt("recorded with no GPUs: %s", err ? err : "unreadable nvidia-smi output");
-            gpu_inventory_release(&inv);
-            memset(&inv, 0, sizeof inv);
-        }
-        free(err);
+    if (!h) {
+        op_finish(op, NULL, err);
+        return;
     }
-    add_record(op, gpu_record_json(&inv), note);
-    gpu_inventory_release(&inv);
-    free(note);
-}
-
-static void on_probe(const struct ssh_result *res, void *arg)
-{
-    struct pod_op *op = arg;
-    int verdict = ssh_probe_verdict(res);
-    char *msg = NULL;
-    if (verdict == -EHOSTUNREACH) {
-        msg = unreachable_msg(op->pod.name, res);
-    } else if (verdict < 0) {
-        char *why = ssh_describe(op->pod.name, res);
-        msg = xstrfmt("pod '%s' was reached but did not run the probe (%s); its login shell "
-                      "must be a POSIX shell and bash must be installed",
-                      op->pod.name, why);
-        free(why);
-    } else if (ssh_exec(op->app->loop, &op->pod, detect_script, POD_DETECT_TIMEOUT_MS, on_detect,
-                        op, NULL) < 0) {
-        msg = xstrfmt("cannot detect the GPUs of pod '%s': its ssh command line is too long",
-                      op->pod.name);
-    }
-    if (msg)
-        op_finish(op, NULL, msg);
-    free(msg);
+    json_t *res = pod_json(h);
+    json_object_set_new(res, "models", pod_models_json(op->app, h->name));
+    if (note)
+        json_object_set_new(res, "note", utf8_json_xstring(note));
+    op_finish(op, res, NULL);
 }
 
 void admin__pod_add(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
@@ -231,56 +104,30 @@ void admin__pod_add(struct app *app, json_t *req, admin__reply_fn reply, void *a
     const char *name = json_string_value(json_object_get(req, "name"));
     const char *ssh = json_string_value(json_object_get(req, "ssh"));
     const char *models_path = json_string_value(json_object_get(req, "models_path"));
-    char err[POD_ERR_MAX];
-    char *msg = NULL;
-    struct pod_op *op = NULL;
     struct store_pod rec;
 
     if (!name) {
         reply_error(reply, arg, "'pod_add' needs a pod name");
         return;
     }
-    if (!ssh || !*ssh) {
-        msg =
-            xstrfmt("pod '%s' needs its ssh command line, as --ssh \"ssh -p 22 root@host\"", name);
-        goto out;
+    /* Refused before any ssh runs when the database could not record the pod. */
+    int got = store_get_pod(app->store, name, &rec);
+    if (got == 0)
+        store_pod_release(&rec);
+    if (got < 0 && got != -ENOENT && ssh && *ssh && strcmp(name, "local") != 0) {
+        char *what = xstrfmt("add pod '%s'", name);
+        char *msg = admin__store_error(app, what, got);
+        reply_error(reply, arg, msg);
+        free(msg);
+        free(what);
+        return;
     }
-    if (strcmp(name, "local") == 0) {
-        msg = xstrdup("'local' is reserved for this machine; name the pod differently");
-        goto out;
-    }
-    op = xcalloc(1, sizeof *op);
+    struct pod_op *op = xcalloc(1, sizeof *op);
     op->app = app;
     op->reply = reply;
     op->arg = arg;
-    if (ssh_pod_init(&op->pod, name, ssh, app->state_dir, err, sizeof err) < 0) {
-        msg = xstrdup(err);
-        goto out;
-    }
-    int got = store_get_pod(app->store, name, &rec);
-    if (got == 0) {
-        store_pod_release(&rec);
-        msg = xstrfmt("pod '%s' already exists; remove it first with 'yard pod rm %s'", name, name);
-        goto out;
-    }
-    if (got != -ENOENT) {
-        char *what = xstrfmt("add pod '%s'", name);
-        msg = admin__store_error(app, what, got);
-        free(what);
-        goto out;
-    }
-    op->ssh = xstrdup(ssh);
-    op->models_path = xstrdup(models_path ? models_path : "");
-    if (ssh_probe(app->loop, &op->pod, POD_PROBE_TIMEOUT_MS, on_probe, op, NULL) < 0)
-        msg = xstrfmt("cannot probe pod '%s': its ssh command line is too long", name);
-out:
-    if (msg) {
-        if (op)
-            op_finish(op, NULL, msg);
-        else
-            reply_error(reply, arg, msg);
-    }
-    free(msg);
+    op->name = xstrdup(name);
+    host_pod_add(app->hosts, name, ssh, models_path, on_added, op);
 }
 
 /* ---- the models of a pod ---- */
@@ -347,153 +194,46 @@ static char *names_text(const json_t *names)
 
 /* ---- pod_ls ---- */
 
-struct ls_op;
-
-struct ls_probe {
-    struct ls_op *ls;
-    struct ssh_pod pod;
-};
-
 struct ls_op {
     struct app *app;
     admin__reply_fn reply;
     void *arg;
-    struct store_pod *pods; /* as listed when the ls began */
-    size_t n;
-    size_t next;    /* the next pod to probe */
-    size_t running; /* probes under way */
 };
 
-static void ls_finish(struct ls_op *ls)
+static void ls_probed(void *arg)
 {
-    struct store_pod *pods = NULL;
-    size_t n = 0;
-    int rc = store_list_pods(ls->app->store, &pods, &n);
-    if (rc < 0) {
-        char *msg = admin__store_error(ls->app, "read the pods", rc);
-        reply_error(ls->reply, ls->arg, msg);
-        free(msg);
-    } else {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < n; i++) {
-            json_t *o = pod_json(&pods[i]);
-            json_object_set_new(o, "models", pod_models_json(ls->app, pods[i].name));
-            json_array_append_new(arr, o);
-        }
-        reply_ok(ls->reply, ls->arg, arr);
-    }
-    store_pods_free(pods, n);
-    store_pods_free(ls->pods, ls->n);
-    free(ls);
-}
-
-static void ls_start_probes(struct ls_op *ls);
-
-/* One probe is over: record what it found (a pod removed meanwhile is skipped). */
-static void ls_probe_done(struct ls_probe *p, int reachable, const char *gpus)
-{
-    struct ls_op *ls = p->ls;
-    int rc = store_pod_probed(ls->app->store, p->pod.name, reachable, clock_wall_ms(), gpus);
-    if (rc < 0 && rc != -ENOENT)
-        log_warn("admin", "cannot record the probe of pod '%s': %s", p->pod.name, strerror(-rc));
-    log_debug("admin", "pod '%s' is %s", p->pod.name, reachable ? "reachable" : "unreachable");
-    ssh_pod_release(&p->pod);
-    free(p);
-    ls->running--;
-    ls_start_probes(ls);
-}
-
-static void on_ls_detect(const struct ssh_result *res, void *arg)
-{
-    struct ls_probe *p = arg;
-    struct gpu_inventory inv = {0};
-    char *err = NULL;
-    char *text = NULL;
-    /* Only a clean answer replaces the GPUs recorded; a failed query keeps them. */
-    if (res->status == SSH_OK && gpu__parse_smi_gpus(res->out, &inv, &err) == 0) {
-        json_t *gpus = gpu_record_json(&inv);
-        text = json_dumps(gpus, JSON_COMPACT);
-        json_decref(gpus);
-    }
-    gpu_inventory_release(&inv);
-    free(err);
-    /* the probe got through: the pod is reachable, whatever the query said */
-    ls_probe_done(p, 1, text);
-    free(text);
-}
-
-static void on_ls_probe(const struct ssh_result *res, void *arg)
-{
-    struct ls_probe *p = arg;
-    if (ssh_probe_verdict(res) < 0 || ssh_exec(p->ls->app->loop, &p->pod, detect_script,
-                                               POD_LS_DETECT_TIMEOUT_MS, on_ls_detect, p, NULL) < 0)
-        ls_probe_done(p, 0, NULL);
-}
-
-/* Starts probes up to POD_LS_PARALLEL; replies once none is left. */
-static void ls_start_probes(struct ls_op *ls)
-{
-    char err[POD_ERR_MAX];
-    while (ls->next < ls->n && ls->running < POD_LS_PARALLEL) {
-        const struct store_pod *rec = &ls->pods[ls->next++];
-        struct ls_probe *p = xcalloc(1, sizeof *p);
-        p->ls = ls;
-        if (ssh_pod_init(&p->pod, rec->name, rec->ssh, ls->app->state_dir, err, sizeof err) < 0) {
-            log_warn("admin", "cannot probe pod '%s': %s", rec->name, err);
-            store_pod_probed(ls->app->store, rec->name, 0, 0, NULL);
-            free(p);
+    struct ls_op *ls = arg;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < host_count(ls->app->hosts); i++) {
+        struct host *h = host_at(ls->app->hosts, i);
+        if (h->kind != HOST_POD)
             continue;
-        }
-        ls->running++;
-        if (ssh_probe(ls->app->loop, &p->pod, POD_LS_PROBE_TIMEOUT_MS, on_ls_probe, p, NULL) < 0) {
-            /* its ssh command line is too long to run anything */
-            ls_probe_done(p, 0, NULL);
-            return; /* ls_probe_done went on from here, and may have freed ls */
-        }
+        json_t *o = pod_json(h);
+        json_object_set_new(o, "models", pod_models_json(ls->app, h->name));
+        json_array_append_new(arr, o);
     }
-    if (ls->running == 0 && ls->next >= ls->n)
-        ls_finish(ls);
+    reply_ok(ls->reply, ls->arg, arr);
+    free(ls);
 }
 
 void admin__pod_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
 {
     struct ls_op *ls = xcalloc(1, sizeof *ls);
-    int rc = store_list_pods(app->store, &ls->pods, &ls->n);
-    if (rc < 0) {
-        char *msg = admin__store_error(app, "read the pods", rc);
-        reply_error(reply, arg, msg);
-        free(msg);
-        free(ls);
-        return;
-    }
     ls->app = app;
     ls->reply = reply;
     ls->arg = arg;
-    ls_start_probes(ls);
+    host_probe_all(app->hosts, ls_probed, ls);
 }
 
 /* ---- pod_rm ---- */
 
-static void on_master_stopped(const struct tools_result *res, void *arg)
-{
-    struct pod_op *op = arg;
-    /* No master to stop (it had timed out, or never started) is fine. */
-    if (res->err < 0 || res->exit_code != 0)
-        log_debug("admin", "pod '%s': no ssh master stopped", op->pod.name);
-    op_finish(op, op->result, NULL);
-}
-
-/* Deletes the record, then stops the pod's ssh master (best effort). */
+/* Removes the pod (record, host, ssh master): the supervisor hears of it as an observer. */
 static void rm_delete(struct pod_op *op)
 {
     struct app *app = op->app;
-    char err[POD_ERR_MAX];
-    struct tools_cmd cmd;
     char *msg = NULL;
-    int rc = store_delete_pod(app->store, op->name);
-    if (rc == -ENOENT)
-        msg = xstrfmt("no pod named '%s'; see 'yard pod ls'", op->name);
-    else if (rc < 0) {
+    int rc = host_pod_remove(app->hosts, op->name, &msg);
+    if (rc < 0 && !msg) {
         char *what = xstrfmt("remove pod '%s'", op->name);
         msg = admin__store_error(app, what, rc);
         free(what);
@@ -503,9 +243,6 @@ static void rm_delete(struct pod_op *op)
         free(msg);
         return;
     }
-    log_info("admin", "removed pod '%s'", op->name);
-    /* Nothing polls or reconnects to it from now on, reachable or not. */
-    sup_pod_removed(app->sup, op->name);
     /* what --force asked to stop and has not stopped (within the bound) */
     json_t *left = pod_busy_models(app, op->name);
     json_t *result = json_pack("{s:s, s:b, s:O, s:o}", "name", op->name, "removed", 1, "stopped",
@@ -515,14 +252,7 @@ static void rm_delete(struct pod_op *op)
         log_warn("admin", "pod '%s' removed while %s had not stopped", op->name, names);
         free(names);
     }
-    /* The record is gone; stopping its master is best effort. */
-    if (ssh_pod_init(&op->pod, op->name, op->ssh, app->state_dir, err, sizeof err) < 0 ||
-        ssh_control_cmd(&op->pod, "exit", &cmd) < 0) {
-        op_finish(op, result, NULL);
-        return;
-    }
-    op->result = result;
-    tools_run(app->loop, &cmd, POD_CONTROL_TIMEOUT_MS, on_master_stopped, op);
+    op_finish(op, result, NULL);
 }
 
 /*
@@ -617,7 +347,6 @@ void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *ar
 {
     const char *name = json_string_value(json_object_get(req, "name"));
     int force = json_is_true(json_object_get(req, "force"));
-    struct store_pod rec = {0};
     struct pod_op *op = NULL;
     json_t *busy = NULL;
     char *msg = NULL;
@@ -626,15 +355,9 @@ void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *ar
         reply_error(reply, arg, "'pod_rm' needs a pod name");
         return;
     }
-    int rc = store_get_pod(app->store, name, &rec);
-    if (rc == -ENOENT) {
+    struct host *h = host_find(app->hosts, name);
+    if (!h || h->kind != HOST_POD) {
         msg = xstrfmt("no pod named '%s'; see 'yard pod ls'", name);
-        goto out;
-    }
-    if (rc < 0) {
-        char *what = xstrfmt("remove pod '%s'", name);
-        msg = admin__store_error(app, what, rc);
-        free(what);
         goto out;
     }
     busy = pod_busy_models(app, name);
@@ -650,7 +373,6 @@ void admin__pod_rm(struct app *app, json_t *req, admin__reply_fn reply, void *ar
     op->reply = reply;
     op->arg = arg;
     op->name = xstrdup(name);
-    op->ssh = xstrdup(rec.ssh);
     op->stopped = json_array();
     if (json_array_size(busy) > 0)
         rm_stop_models(op, busy);
@@ -661,31 +383,16 @@ out:
         reply_error(reply, arg, msg);
     free(msg);
     json_decref(busy);
-    store_pod_release(&rec);
 }
 
 json_t *admin__pods_gpus(struct app *app)
 {
     json_t *arr = json_array();
-    struct store_pod *pods = NULL;
-    size_t n = 0;
-    int rc = store_list_pods(app->store, &pods, &n);
-    if (rc < 0) {
-        /* The local GPUs are still worth showing; the log says why no pod is listed. */
-        char *msg = admin__store_error(app, "list the pods' GPUs", rc);
-        log_warn("admin", "%s", msg);
-        free(msg);
-        return arr;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const struct store_pod *p = &pods[i];
-        struct gpu_inventory rec = {0};
-        const struct gpu_inventory *inv = sup_pod_gpus(app->sup, p->name);
-        if (!inv || !inv->n) {
-            gpu_record_parse(p->gpus, &rec);
-            inv = &rec;
-        }
-        json_t *res = gpu_inventory_json(inv);
+    for (size_t i = 0; i < host_count(app->hosts); i++) {
+        struct host *h = host_at(app->hosts, i);
+        if (h->kind != HOST_POD)
+            continue;
+        json_t *res = gpu_inventory_json(host_gpus(h));
         /* A pod's processes are not read one by one: what is listed is yard's instances there. */
         size_t k;
         json_t *g;
@@ -696,21 +403,76 @@ json_t *admin__pods_gpus(struct app *app)
             for (size_t j = 0; j < sup_count(app->sup); j++) {
                 struct sup_info info;
                 sup_info_at(app->sup, j, &info);
-                if (info.pid > 0 && strcmp(info.host, p->name) == 0 &&
+                if (info.pid > 0 && strcmp(info.host, h->name) == 0 &&
                     gpu_list_has(info.gpus, index))
                     json_array_append_new(procs,
                                           json_pack("{s:i, s:n, s:s, s:s}", "pid", info.pid, "used",
                                                     "name", info.engine, "model", info.name));
             }
         }
-        const char *why = NULL;
-        int retry_s = 0;
-        int down = sup_pod_unreachable(app->sup, p->name, &why, &retry_s);
-        json_object_set_new(res, "name", utf8_json_xstring(p->name));
-        json_object_set_new(res, "reachable", json_boolean(down ? 0 : p->reachable));
+        const char *why;
+        json_object_set_new(res, "name", utf8_json_xstring(h->name));
+        json_object_set_new(res, "reachable",
+                            json_boolean(host_reachable(h, &why) == HOST_REACH_YES));
         json_array_append_new(arr, res);
-        gpu_inventory_release(&rec);
     }
-    store_pods_free(pods, n);
     return arr;
+}
+
+/* ---- hosts ---- */
+
+/* The models with an instance on host NAME that is neither stopped nor failed: a new array. */
+static json_t *host_instances(struct app *app, const char *name)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; app->sup && i < sup_count(app->sup); i++) {
+        struct sup_info info;
+        sup_info_at(app->sup, i, &info);
+        if (info.host && strcmp(info.host, name) == 0 && info.state != INST_STOPPED &&
+            info.state != INST_FAILED)
+            json_array_append_new(arr, utf8_json_xstring(info.name));
+    }
+    return arr;
+}
+
+static json_t *host_json(struct app *app, struct host *h)
+{
+    const char *why = NULL;
+    enum host_reach r = host_reachable(h, &why);
+    json_t *gpus = json_array();
+    const struct gpu_inventory *inv = host_gpus(h);
+    for (size_t i = 0; i < inv->n; i++) {
+        const struct gpu_dev *d = &inv->devs[i];
+        json_array_append_new(
+            gpus,
+            json_pack("{s:i, s:o, s:o, s:o}", "index", d->index, "name", utf8_json_xstring(d->name),
+                      "memory_total", d->total ? json_integer((json_int_t)d->total) : json_null(),
+                      "memory_used",
+                      d->used == UINT64_MAX ? json_null() : json_integer((json_int_t)d->used)));
+    }
+    return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o}", "name", utf8_json_xstring(h->name), "kind",
+                     host_kind_name(h->kind), "reachable",
+                     r == HOST_REACH_UNKNOWN ? json_null() : json_boolean(r == HOST_REACH_YES),
+                     "reason", why ? utf8_json_xstring(why) : json_null(), "gpus", gpus,
+                     "instances", host_instances(app, h->name));
+}
+
+static void hosts_probed(void *arg)
+{
+    struct ls_op *ls = arg;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < host_count(ls->app->hosts); i++)
+        json_array_append_new(arr, host_json(ls->app, host_at(ls->app->hosts, i)));
+    reply_ok(ls->reply, ls->arg, arr);
+    free(ls);
+}
+
+void admin__hosts(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    struct ls_op *ls = xcalloc(1, sizeof *ls);
+    ls->app = app;
+    ls->reply = reply;
+    ls->arg = arg;
+    /* Each pod is asked again, so that what is listed is what answers now. */
+    host_probe_all(app->hosts, hosts_probed, ls);
 }

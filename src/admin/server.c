@@ -1093,6 +1093,11 @@ static void verb_pod_add(struct admin_conn *c, json_t *req)
     handle_pod(c, req, admin__pod_add);
 }
 
+static void verb_hosts(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__hosts);
+}
+
 static void verb_pod_ls(struct admin_conn *c, json_t *req)
 {
     handle_pod(c, req, admin__pod_ls);
@@ -1124,14 +1129,23 @@ static const struct verb {
     void (*handler)(struct admin_conn *c, json_t *req);
     enum verb_needs needs;
 } verbs[] = {
-    {"ps", verb_ps, VERB_ANY},           {"version", verb_version, VERB_ANY},
-    {"start", handle_start, VERB_MODEL}, {"stop", handle_stop, VERB_ANY}, /* a model or --all */
-    {"logs", handle_logs, VERB_MODEL},   {"events", handle_events, VERB_ANY},
-    {"reload", verb_reload, VERB_ANY},   {"gpus", verb_gpus, VERB_ANY},
-    {"sleep", verb_sleep, VERB_MODEL},   {"wake", verb_wake, VERB_MODEL},
-    {"pin", verb_pin, VERB_MODEL},       {"unpin", verb_unpin, VERB_MODEL},
-    {"pod_add", verb_pod_add, VERB_ANY}, {"pod_ls", verb_pod_ls, VERB_ANY},
-    {"pod_rm", verb_pod_rm, VERB_ANY},   {"pod_setup", handle_pod_setup, VERB_ANY},
+    {"ps", verb_ps, VERB_ANY},
+    {"version", verb_version, VERB_ANY},
+    {"start", handle_start, VERB_MODEL},
+    {"stop", handle_stop, VERB_ANY}, /* a model or --all */
+    {"logs", handle_logs, VERB_MODEL},
+    {"events", handle_events, VERB_ANY},
+    {"reload", verb_reload, VERB_ANY},
+    {"gpus", verb_gpus, VERB_ANY},
+    {"sleep", verb_sleep, VERB_MODEL},
+    {"wake", verb_wake, VERB_MODEL},
+    {"pin", verb_pin, VERB_MODEL},
+    {"unpin", verb_unpin, VERB_MODEL},
+    {"pod_add", verb_pod_add, VERB_ANY},
+    {"pod_ls", verb_pod_ls, VERB_ANY},
+    {"hosts", verb_hosts, VERB_ANY},
+    {"pod_rm", verb_pod_rm, VERB_ANY},
+    {"pod_setup", handle_pod_setup, VERB_ANY},
     {"models", verb_models, VERB_ANY},
 };
 

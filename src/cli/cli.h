@@ -27,6 +27,7 @@ int cmd_pin(int argc, char **argv, struct app *app);
 int cmd_sleep(int argc, char **argv, struct app *app);
 int cmd_wake(int argc, char **argv, struct app *app);
 int cmd_gpus(int argc, char **argv, struct app *app);
+int cmd_hosts(int argc, char **argv, struct app *app);
 int cmd_pod(int argc, char **argv, struct app *app);
 int cmd_models(int argc, char **argv, struct app *app);
 int cmd_unpin(int argc, char **argv, struct app *app);

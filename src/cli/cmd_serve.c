@@ -23,6 +23,7 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "gpu/gpu.h"
+#include "host/host.h"
 #include "router/router.h"
 #include "sched/sched.h"
 #include "store/store.h"
@@ -480,6 +481,13 @@ int cmd_serve(int argc, char **argv, struct app *app)
 
     app->loop = uv_default_loop();
     struct daemon d = {.app = app};
+    app->hosts = host_registry_new(app);
+    int hrc = host_registry_load(app->hosts);
+    if (hrc < 0)
+        log_warn("serve",
+                 "cannot read the pods from the state database (%s); 'yard pod ls' "
+                 "says more",
+                 strerror(-hrc));
     app->sup = sup_new(app);
     struct gpu_decl *decl = xcalloc(cfg->n_gpus ? cfg->n_gpus : 1, sizeof *decl);
     for (size_t i = 0; i < cfg->n_gpus; i++)
@@ -501,6 +509,7 @@ int cmd_serve(int argc, char **argv, struct app *app)
         free(err);
         sup_shutdown(app->sup, 1, NULL, NULL);
         uv_run(app->loop, UV_RUN_DEFAULT);
+        host_registry_free(app->hosts);
         gpu_free(app->gpu);
         store_close(app->store);
         config_free(app->cfg);
@@ -530,6 +539,8 @@ int cmd_serve(int argc, char **argv, struct app *app)
     uv_run(app->loop, UV_RUN_DEFAULT);
 
     log_info("serve", "stopped");
+    host_registry_free(app->hosts);
+    app->hosts = NULL;
     gpu_free(app->gpu);
     app->gpu = NULL;
     store_close(app->store);

@@ -102,6 +102,9 @@ struct runner_pod {
     int timer_closed;
     void (*close_done)(void *);
     void *close_arg;
+    /* whoever owns the pod's host hears when it stops or starts answering */
+    void (*on_reach)(void *arg, const char *name, int reachable, const char *why);
+    void *reach_arg;
 };
 
 static const struct runner_ops pod_ops;
@@ -646,11 +649,14 @@ static void poll_done(const struct ssh_result *res, void *arg)
     }
     if (res->status != SSH_OK) {
         char *why = ssh_describe(p->name, res);
-        if (p->reachable != 0)
+        int was = p->reachable;
+        if (was != 0)
             log_warn("pod", "%s; retrying", why);
         p->reachable = 0;
         free(p->why);
         p->why = why;
+        if (was != 0 && p->on_reach)
+            p->on_reach(p->reach_arg, p->name, 0, why);
         p->retry_ms = p->retry_ms ? p->retry_ms * 2 : RETRY_FIRST_MS;
         if (p->retry_ms > RETRY_MAX_MS)
             p->retry_ms = RETRY_MAX_MS;
@@ -672,9 +678,12 @@ static void poll_done(const struct ssh_result *res, void *arg)
         schedule_poll(p, p->retry_ms);
         return;
     }
-    if (p->reachable == 0)
+    int was = p->reachable;
+    if (was == 0)
         log_info("pod", "pod '%s' answers again", p->name);
     p->reachable = 1;
+    if (was != 1 && p->on_reach)
+        p->on_reach(p->reach_arg, p->name, 1, NULL);
     p->last_ok_mono = p->poll_started_mono;
     p->retry_ms = 0;
     free(p->why);
@@ -1363,6 +1372,14 @@ struct runner_pod *runner_pod_new(uv_loop_t *loop, const char *name, const char 
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
     return p;
+}
+
+void runner_pod_on_reach(struct runner_pod *p,
+                         void (*cb)(void *arg, const char *name, int reachable, const char *why),
+                         void *arg)
+{
+    p->on_reach = cb;
+    p->reach_arg = arg;
 }
 
 struct runner *runner_pod_runner(struct runner_pod *p)

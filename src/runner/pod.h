@@ -31,6 +31,13 @@ struct runner_pod;
 
 /* Creates the runner for pod name (the ssh line comes later). Never NULL. */
 struct runner_pod *runner_pod_new(uv_loop_t *loop, const char *name, const char *state_dir);
+/*
+ * cb hears when a poll finds the pod answering (reachable 1) or not (0, with
+ * why) after it did otherwise: the host registry follows the pod's state.
+ */
+void runner_pod_on_reach(struct runner_pod *p,
+                         void (*cb)(void *arg, const char *name, int reachable, const char *why),
+                         void *arg);
 /* The table to drive it through; its host is the pod's name. */
 struct runner *runner_pod_runner(struct runner_pod *p);
 const char *runner_pod_name(const struct runner_pod *p);

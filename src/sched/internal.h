@@ -9,25 +9,18 @@
 #include <uv.h>
 
 #include "gpu/gpu.h"
+#include "host/host.h"
 #include "sched/sched.h"
 
 struct sched;
 struct config;
 struct config_model;
 
-/* The last GPU inventory read, and what of it is not yard's. */
+/* What of local's last GPU inventory (the host registry's) is not yard's. */
 struct sched__gpus {
     struct sched *owner;
-    struct gpu_inventory inv;
-    uint64_t *foreign; /* per device: bytes held by processes no instance owns */
-    int have;          /* an inventory was read at least once */
-    int reading;       /* a read runs in the thread pool */
-    int again;         /* read again when it returns */
-    uint64_t read_ms;  /* when the last read finished */
-    uv_work_t work;
-    struct gpu_inventory next;
-    char *err;
-    int rc;
+    uint64_t *foreign;        /* per device: bytes held by processes no instance owns */
+    struct host_observer obs; /* hears of each inventory read */
 };
 
 enum sched__fit {
@@ -121,10 +114,14 @@ struct app *sched__app(struct sched *s);
 void sched__kick(struct sched *s);
 /* The read finished after the scheduler was freed: free the rest now. */
 void sched__free_now(struct sched *s);
-int sched__dead(struct sched *s);
 
 /* place.c */
+/* Observes the registry's GPU reads and asks for the first. */
+void sched__gpus_init(struct sched *s);
+/* Asks the host registry to read local's GPUs again (host_refresh_gpus). */
 void sched__gpus_refresh(struct sched *s);
+/* When (clock_mono_ms) the last read of local's GPUs finished; 0 if none did. */
+uint64_t sched__gpus_read_ms(struct sched *s);
 void sched__gpus_release(struct sched *s);
 /*
  * Where MODEL fits now. For a sleeping model (waking) only its own GPUs count.

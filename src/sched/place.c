@@ -1,6 +1,7 @@
 /*
- * Placement by GPU memory. The scheduler keeps the last inventory (read in
- * the thread pool, never on the loop) and counts, per GPU:
+ * Placement by GPU memory. The host registry keeps each host's last inventory
+ * (local's read in the thread pool, never on the loop; a pod's from its polls)
+ * and the scheduler counts, per GPU of the instance's host:
  *
  *   free = total - max(measured used, yard's reservations + foreign use)
  *
@@ -22,6 +23,7 @@
 #include "base/log.h"
 #include "base/units.h"
 #include "config/config.h"
+#include "host/host.h"
 #include "sched/internal.h"
 #include "sup/sup.h"
 
@@ -31,19 +33,13 @@ uint64_t sched__per_gpu(const struct config_model *m)
     return m->vram / (uint64_t)n;
 }
 
-static void read_work(uv_work_t *w)
-{
-    struct sched__gpus *g = w->data;
-    g->rc = gpu_read(sched__app(g->owner)->gpu, &g->next, &g->err);
-}
-
-/* Which processes on each GPU belong to none of yard's instances. */
-static void count_foreign(struct app *app, struct sched__gpus *g)
+/* Which processes on each of local's GPUs belong to none of yard's instances. */
+static void count_foreign(struct app *app, struct sched__gpus *g, const struct gpu_inventory *inv)
 {
     free(g->foreign);
-    g->foreign = xcalloc(g->inv.n ? g->inv.n : 1, sizeof *g->foreign);
-    for (size_t d = 0; d < g->inv.n; d++) {
-        const struct gpu_dev *dev = &g->inv.devs[d];
+    g->foreign = xcalloc(inv->n ? inv->n : 1, sizeof *g->foreign);
+    for (size_t d = 0; d < inv->n; d++) {
+        const struct gpu_dev *dev = &inv->devs[d];
         for (size_t k = 0; k < dev->n_procs; k++) {
             const struct gpu_proc *p = &dev->procs[k];
             if (p->used == UINT64_MAX)
@@ -61,57 +57,39 @@ static void count_foreign(struct app *app, struct sched__gpus *g)
     }
 }
 
-static void read_done(uv_work_t *w, int status)
+/* The registry read local's GPUs (in the thread pool): count what is not ours, place again. */
+static void on_gpus_read(void *arg, struct host *h)
 {
-    struct sched__gpus *g = w->data;
+    struct sched__gpus *g = arg;
     struct sched *s = g->owner;
-    g->reading = 0;
-    if (sched__dead(s)) {
-        gpu_inventory_release(&g->next);
-        free(g->err);
-        sched__free_now(s);
+    if (h->kind != HOST_LOCAL)
         return;
-    }
-    g->read_ms = clock_mono_ms();
-    if (g->rc == 0) {
-        gpu_inventory_release(&g->inv);
-        g->inv = g->next;
-        memset(&g->next, 0, sizeof g->next);
-        g->have = 1;
-        count_foreign(sched__app(s), g);
-    } else {
-        log_warn("sched", "cannot read the GPU inventory: %s", g->err ? g->err : "error");
-        gpu_inventory_release(&g->next);
-    }
-    free(g->err);
-    g->err = NULL;
-    if (g->again) {
-        g->again = 0;
-        sched__gpus_refresh(s);
-    }
+    count_foreign(sched__app(s), g, &h->gpus);
     sched__kick(s);
+}
+
+void sched__gpus_init(struct sched *s)
+{
+    struct sched__gpus *g = sched__gpus_of(s);
+    g->owner = s;
+    g->obs = (struct host_observer){.gpus = on_gpus_read, .arg = g};
+    host_observe(sched__app(s)->hosts, &g->obs);
+    sched__gpus_refresh(s);
 }
 
 void sched__gpus_refresh(struct sched *s)
 {
-    struct app *app = sched__app(s);
-    struct sched__gpus *g = sched__gpus_of(s);
-    if (!app->gpu)
-        return;
-    if (g->reading) {
-        g->again = 1;
-        return;
-    }
-    g->reading = 1;
-    g->work.data = g;
-    if (uv_queue_work(app->loop, &g->work, read_work, read_done) < 0)
-        g->reading = 0;
+    host_refresh_gpus(sched__app(s)->hosts);
+}
+
+uint64_t sched__gpus_read_ms(struct sched *s)
+{
+    return host_local(sched__app(s)->hosts)->gpus_read_ms;
 }
 
 void sched__gpus_release(struct sched *s)
 {
     struct sched__gpus *g = sched__gpus_of(s);
-    gpu_inventory_release(&g->inv);
     free(g->foreign);
     g->foreign = NULL;
 }
@@ -136,23 +114,28 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
     struct sup_info self;
     if (!m || !m->vram || sup_info(app->sup, model, &self) < 0)
         return SCHED__ANYWHERE;
-    /* A pod's GPUs are what its last poll (or its record) says; nothing else runs there. */
-    const struct gpu_inventory *inv = &g->inv;
-    const uint64_t *foreign = g->foreign;
-    if (strcmp(self.host, "local") != 0) {
-        inv = sup_pod_gpus(app->sup, self.host);
-        foreign = NULL;
-        if (!inv || !inv->n)
+    /*
+     * The host's GPUs from the registry: a pod's are what its last poll (or its
+     * record) says, and nothing else runs there; local's as last read.
+     */
+    struct host *h = host_find(app->hosts, self.host);
+    if (!h)
+        return SCHED__ANYWHERE; /* a pod not recorded: its start says so */
+    const struct gpu_inventory *inv = host_gpus(h);
+    const uint64_t *foreign = NULL;
+    if (h->kind != HOST_LOCAL) {
+        if (!inv->n)
             return SCHED__ANYWHERE;
     } else {
         if (!app->gpu)
             return SCHED__ANYWHERE;
-        if (!g->have) {
+        if (!h->have_gpus) {
             sched__gpus_refresh(s);
             return SCHED__WAIT;
         }
-        if (!g->inv.n)
+        if (!inv->n)
             return SCHED__ANYWHERE;
+        foreign = g->foreign;
     }
     int waking = self.state == INST_SLEEPING || self.state == INST_CHECKPOINTED;
     if (waking && !*self.gpus)

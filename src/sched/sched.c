@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/units.h"
 #include "config/config.h"
+#include "host/host.h"
 #include "store/store.h"
 #include "sup/sup.h"
 
@@ -40,7 +41,6 @@ struct sched {
     int mem_blocked; /* a model waits for GPU memory: read the inventory often */
     uint64_t phase_n[SCHED_PHASE_COUNT];
     double phase_s[SCHED_PHASE_COUNT];
-    int dead;                  /* freed while an inventory read ran */
     struct sched__costs costs; /* measured switch costs, per direction */
 };
 
@@ -69,11 +69,6 @@ struct app *sched__app(struct sched *s)
 void sched__kick(struct sched *s)
 {
     sched_kick(s);
-}
-
-int sched__dead(struct sched *s)
-{
-    return s->dead;
 }
 
 static struct smodel *find(struct sched *s, const char *name)
@@ -500,7 +495,7 @@ static void on_tick(uv_timer_t *t)
 {
     struct sched *s = t->data;
     uint64_t now = clock_mono_ms();
-    if (now - s->gpus.read_ms >= (s->mem_blocked ? GPU_READ_BLOCKED_MS : GPU_READ_EVERY_MS))
+    if (now - sched__gpus_read_ms(s) >= (s->mem_blocked ? GPU_READ_BLOCKED_MS : GPU_READ_EVERY_MS))
         sched__gpus_refresh(s);
     uint64_t max_wait = s->app->cfg->router_max_wait_ms;
     for (size_t i = 0; i < s->n_models; i++) {
@@ -548,8 +543,7 @@ struct sched *sched_new(struct app *app)
     uv_timer_init(app->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, SCHED_TICK_MS, SCHED_TICK_MS);
-    s->gpus.owner = s;
-    sched__gpus_refresh(s);
+    sched__gpus_init(s);
     return s;
 }
 
@@ -566,13 +560,7 @@ void sched__free_now(struct sched *s)
 
 static void free_after_close(uv_handle_t *h)
 {
-    struct sched *s = h->data;
-    /* An inventory read still in the thread pool frees the scheduler when it returns. */
-    if (s->gpus.reading) {
-        s->dead = 1;
-        return;
-    }
-    sched__free_now(s);
+    sched__free_now(h->data);
 }
 
 void sched_free(struct sched *s)
@@ -582,6 +570,8 @@ void sched_free(struct sched *s)
     if (s->app->sup)
         sup_unobserve(s->app->sup, s->obs);
     uv_timer_stop(&s->tick);
+    /* No inventory read reaches it from now on. */
+    host_unobserve(s->app->hosts, &s->gpus.obs);
     uv_close((uv_handle_t *)&s->tick, free_after_close);
 }
 
@@ -919,10 +909,10 @@ static void plan_loads(struct sched *s)
         const char *lost = NULL;
         int retry_s = 0;
         if (st == INST_UNKNOWN ||
-            (st != INST_READY && sup_pod_unreachable(s->app->sup, self.host, &lost, &retry_s))) {
+            (st != INST_READY && host_runner_lost(s->app->hosts, self.host, &lost, &retry_s))) {
             /* Its pod does not answer: nothing can be said about it until it does. */
             if (!lost)
-                sup_pod_unreachable(s->app->sup, self.host, &lost, &retry_s);
+                host_runner_lost(s->app->hosts, self.host, &lost, &retry_s);
             char *msg = xstrfmt("model '%s' is on pod '%s', which does not answer (%s); yard "
                                 "retries in %d s",
                                 sm->name, self.host, lost && *lost ? lost : self.reason,

@@ -13,62 +13,39 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "host/host.h"
 #include "runner/pod.h"
 #include "store/store.h"
 #include "sup/sup_int.h"
 
-/* The pod's record: its ssh line and, until a poll reads them, its GPUs. */
-static void load_record(struct sup *s, struct runner_pod *p)
+struct runner *sup__runner_for(struct sup *s, const char *host)
 {
-    struct store_pod rec = {0};
-    int rc = store_get_pod(s->app->store, runner_pod_name(p), &rec);
-    if (rc == -ENOENT)
-        runner_pod_forget_ssh(p); /* `yard pod rm`: a start says the pod is not known */
-    if (rc < 0)
-        return;
-    char err[256];
-    if (runner_pod_set_ssh(p, rec.ssh, err, sizeof err) < 0)
-        log_warn("sup", "pod '%s': %s", runner_pod_name(p), err);
-    if (!runner_pod_gpus(p)->n && rec.gpus) {
-        struct gpu_inventory inv;
-        if (gpu_record_parse(rec.gpus, &inv) == 0 && inv.n)
-            runner_pod_set_gpus(p, &inv);
-        gpu_inventory_release(&inv);
-    }
-    store_pod_release(&rec);
-}
-
-static struct runner_pod *find_pod(struct sup *s, const char *name)
-{
-    for (size_t i = 0; i < s->n_pods; i++)
-        if (strcmp(runner_pod_name(s->pods[i]), name) == 0)
-            return s->pods[i];
-    return NULL;
-}
-
-struct runner *sup__runner_for(struct sup *s, const char *pod)
-{
-    /* "local" is this machine, never a pod (a host named so would take its GPUs). */
-    if (!pod || strcmp(pod, "local") == 0)
+    if (!host || strcmp(host, "local") == 0)
         return &s->local;
-    struct runner_pod *p = find_pod(s, pod);
-    if (!p) {
-        p = runner_pod_new(s->app->loop, pod, s->app->state_dir);
-        runner_pod_runner(p)->events = &sup__pod_events;
-        s->pods = xrealloc(s->pods, (s->n_pods + 1) * sizeof *s->pods);
-        s->pods[s->n_pods++] = p;
-    }
-    /* `yard pod add` may have come (or changed the line) since: the record is the truth. */
-    load_record(s, p);
-    runner_pod_set_log_max(p, s->app->cfg ? s->app->cfg->log_max_bytes : 0);
-    return runner_pod_runner(p);
+    /* The registry owns the pod's runner and keeps it in line with the pod's record. */
+    host_set_log_max(s->app->hosts, s->app->cfg ? s->app->cfg->log_max_bytes : 0);
+    struct runner *r = host_runner(s->app->hosts, host);
+    r->events = &sup__pod_events;
+    return r;
 }
 
-void sup_pod_removed(struct sup *s, const char *pod)
+/*
+ * A host is removed (`yard pod rm`): every poll and reconnect of its runner
+ * stops now, whatever its state (runner_pod_removed). Its models were stopped
+ * through the scheduler before; a tree still watched there stays, unpolled,
+ * until the pod is added again.
+ */
+static void on_host_removed(void *arg, struct host *h)
 {
-    struct runner_pod *p = find_pod(s, pod);
-    if (p)
-        runner_pod_removed(p);
+    if (h->pod)
+        runner_pod_removed(h->pod);
+}
+
+void sup__hosts_observe(struct sup *s)
+{
+    s->host_obs = (struct host_observer){.removed = on_host_removed, .arg = s};
+    host_set_local_runner(s->app->hosts, &s->local);
+    host_observe(s->app->hosts, &s->host_obs);
 }
 
 const char *sup__wanted_pod(const struct instance *in)
@@ -246,63 +223,8 @@ int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err)
     return 0;
 }
 
-const struct gpu_inventory *sup_pod_gpus(struct sup *s, const char *pod)
-{
-    struct runner_pod *p = pod ? find_pod(s, pod) : NULL;
-    if (!p)
-        return NULL;
-    /* Not polled yet: what `yard pod add` recorded (it may have come after the daemon). */
-    if (!runner_pod_gpus(p)->n)
-        load_record(s, p);
-    return runner_pod_gpus(p);
-}
-
-int sup_pod_unreachable(struct sup *s, const char *pod, const char **why, int *retry_s)
-{
-    struct runner_pod *p = pod ? find_pod(s, pod) : NULL;
-    if (!p || runner_pod_reachable(p) != 0)
-        return 0;
-    *why = runner_pod_why(p);
-    *retry_s = runner_pod_retry_s(p);
-    return 1;
-}
-
-struct close_all {
-    struct sup *s;
-    void (*done)(void *);
-    void *arg;
-};
-
-static void one_closed(void *arg)
-{
-    struct close_all *c = arg;
-    if (--c->s->pods_closing > 0)
-        return;
-    void (*done)(void *) = c->done;
-    void *darg = c->arg;
-    free(c);
-    if (done)
-        done(darg);
-}
-
 void sup__pods_close(struct sup *s, void (*done)(void *), void *arg)
 {
-    size_t n = s->n_pods;
-    struct runner_pod **pods = s->pods;
-    s->pods = NULL;
-    s->n_pods = 0;
-    if (!n) {
-        free(pods);
-        if (done)
-            done(arg);
-        return;
-    }
-    struct close_all *c = xcalloc(1, sizeof *c);
-    c->s = s;
-    c->done = done;
-    c->arg = arg;
-    s->pods_closing = (int)n;
-    for (size_t i = 0; i < n; i++)
-        runner_pod_close(pods[i], one_closed, c);
-    free(pods);
+    host_unobserve(s->app->hosts, &s->host_obs);
+    host_registry_close(s->app->hosts, done, arg);
 }

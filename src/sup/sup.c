@@ -78,6 +78,7 @@ struct sup *sup_new(struct app *app)
     s->app = app;
     runner_local_init(&s->local, app->loop);
     runner_local_use_cgroups(&s->local, app->state_dir);
+    sup__hosts_observe(s);
     s->log_dir = xstrfmt("%s/logs", app->state_dir);
     if (mkdir(s->log_dir, 0755) < 0 && errno != EEXIST)
         log_warn("sup", "cannot create '%s': %s", s->log_dir, strerror(errno));

@@ -99,19 +99,6 @@ int sup_stop(struct sup *s, const char *model, const char *reason, void (*done)(
  * 0, or -ENOENT / -EBUSY (it runs elsewhere: stop it first) with *err.
  */
 int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err);
-/*
- * The GPUs of pod as last read over ssh (or recorded by `yard pod add`);
- * NULL for an unknown pod. Owned by the sup.
- */
-const struct gpu_inventory *sup_pod_gpus(struct sup *s, const char *pod);
-/* While pod does not answer: 1 with a reason and the seconds to the next try; else 0. */
-int sup_pod_unreachable(struct sup *s, const char *pod, const char **why, int *retry_s);
-/*
- * `yard pod rm` deleted pod's record: every poll and reconnect of it stops
- * now, whatever its state (runner_pod_removed). Nothing when no instance
- * ever ran there.
- */
-void sup_pod_removed(struct sup *s, const char *pod);
 /* Number of instances; sup_info_at fills info for the i-th (config order). */
 size_t sup_count(struct sup *s);
 void sup_info_at(struct sup *s, size_t i, struct sup_info *info);

@@ -10,6 +10,7 @@
 
 #include "config/config.h"
 #include "engine/adapter.h"
+#include "host/host.h"
 #include "runner/runner.h"
 #include "sup/sup.h"
 
@@ -175,9 +176,7 @@ struct sup_observer {
 struct sup {
     struct app *app;
     struct runner local;
-    struct runner_pod **pods; /* a runner per pod the config or the store names */
-    size_t n_pods;
-    int pods_closing;
+    struct host_observer host_obs; /* hears of hosts removed (remote.c) */
     struct instance **inst;
     size_t n_inst;
     struct sup_observer *observers;
@@ -289,13 +288,19 @@ void sup__ckpt_discard(struct instance *in);
 
 /* remote.c: instances on pods */
 extern const struct runner_events sup__pod_events;
-/* The runner of pod (NULL: local), created when first named; its ssh line from the store. */
-struct runner *sup__runner_for(struct sup *s, const char *pod);
+/*
+ * The runner of host (NULL: local): the supervisor's one way to a runner, over
+ * the host registry (a pod's is created when first named).
+ */
+struct runner *sup__runner_for(struct sup *s, const char *host);
+/* Registers the supervisor with the host registry: local's runner, the removal observer. */
+void sup__hosts_observe(struct sup *s);
 /* The pod the instance runs on next: --pod, else its model's, else NULL (local). */
 const char *sup__wanted_pod(const struct instance *in);
 /* The runner's answer to prepare (arg: the instance): launches it, or fails it with err. */
 void sup__pod_prepared(void *arg, const char *err);
-/* Closes every pod runner; done runs once all are freed. */
+/* Stops observing hosts and closes every pod runner (the registry's); done runs once all are freed.
+ */
 void sup__pods_close(struct sup *s, void (*done)(void *), void *arg);
 /* An instance on a pod whose state is unknown: what to do when the tree turns out gone. */
 void sup__unknown_exit(struct instance *in);

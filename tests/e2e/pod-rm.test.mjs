@@ -11,44 +11,14 @@
 // It skips, saying why, when it does not run as root or sshd or ssh is missing.
 import { test } from 'node:test';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import * as h from './lib/harness.mjs';
 import { sshdSkipReason, startSshd } from './lib/sshd.mjs';
+import { countingProxy } from './lib/proxy.mjs';
 
 const { assert } = h;
 const SKIP = sshdSkipReason();
 if (SKIP) console.log(`# skipping the pod-rm e2e tests: ${SKIP}`);
-
-/** A TCP proxy to port: counts connections; once broken, drops every one. */
-async function countingProxy(port) {
-    const live = new Set();
-    const p = { count: 0, broken: false };
-    const server = net.createServer((c) => {
-        p.count++;
-        if (p.broken) return c.destroy();
-        const up = net.connect(port, '127.0.0.1');
-        live.add(c).add(up);
-        const drop = () => {
-            c.destroy();
-            up.destroy();
-            live.delete(c);
-            live.delete(up);
-        };
-        c.on('error', drop).on('close', drop);
-        up.on('error', drop).on('close', drop);
-        c.pipe(up).pipe(c);
-    });
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-    p.port = server.address().port;
-    p.break = () => {
-        p.broken = true;
-        for (const s of live) s.destroy();
-        live.clear();
-    };
-    p.close = () => new Promise((resolve) => server.close(resolve));
-    return p;
-}
 
 test('yard pod rm of an unreachable pod stops its polls; local is reserved', { skip: SKIP || false }, async () => {
     const dir = h.tmpdir('yard-podrm-');

@@ -31,13 +31,13 @@
 /* The supervisor and scheduler calls of pods.c go to the fakes below. */
 #define sup_info fake_sup_info
 #define sched_stop fake_sched_stop
-#define sup_pod_removed fake_sup_pod_removed
 /* pod rm --force gives up waiting for stops sooner */
 #define POD_RM_STOP_WAIT_MS 100
 
 /* Included to reach pod_json and gpus_json, and pod_setup's line handling. */
 #include "admin/pod_setup.c"
 #include "admin/pods.c"
+#include "host/host.h"
 
 /* ---- a fake supervisor: a state per model, stops that end on a later turn ---- */
 
@@ -122,17 +122,19 @@ int fake_sched_stop(struct sched *s, const char *model, const char *why, void (*
     return fake_sup_stop(NULL, model, done, arg, err);
 }
 
-/* The pod the supervisor was last told is gone (its polls end). */
+/* The host an observer of the registry (as the supervisor is) last heard removed. */
 static char removed_pod[64];
 
-void fake_sup_pod_removed(struct sup *s, const char *name)
+static void on_host_removed(void *arg, struct host *h)
 {
-    snprintf(removed_pod, sizeof removed_pod, "%s", name);
+    snprintf(removed_pod, sizeof removed_pod, "%s", h->name);
 }
 
 struct fixture {
     char root[64];
     struct app app;
+    struct host_observer obs;
+    int keep_hosts; /* call() does not read the hosts from the store again */
     int calls;
     json_t *msg; /* the last reply */
 };
@@ -148,7 +150,9 @@ static int setup(void **state)
     if (!f->app.store)
         fail_msg("store_open: %s", err);
     f->app.loop = uv_default_loop();
+    f->app.hosts = host_registry_new(&f->app);
     memset(&fake, 0, sizeof fake);
+    removed_pod[0] = 0;
     *state = f;
     return 0;
 }
@@ -162,6 +166,7 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     uv_run(f->app.loop, UV_RUN_DEFAULT);
+    host_registry_free(f->app.hosts);
     store_close(f->app.store);
     config_free(f->app.cfg);
     json_decref(f->msg);
@@ -186,6 +191,14 @@ static json_t *call(struct fixture *f,
 {
     json_t *req = json_loads(req_text, 0, NULL);
     assert_non_null(req);
+    /* The pods as a daemon started now would read them (put() writes the store). */
+    if (!f->keep_hosts) {
+        host_registry_free(f->app.hosts);
+        f->app.hosts = host_registry_new(&f->app);
+        assert_int_equal(host_registry_load(f->app.hosts), 0);
+        f->obs = (struct host_observer){.removed = on_host_removed, .arg = f};
+        host_observe(f->app.hosts, &f->obs);
+    }
     f->calls = 0;
     verb(&f->app, req, on_reply, f);
     json_decref(req);
@@ -444,8 +457,9 @@ static void test_rm(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(msg, "result"), "name")),
                         "gpu1");
     assert_int_equal(pod_count(f), 0);
-    /* The supervisor hears of it: nothing polls the pod any more. */
+    /* The registry's observers (the supervisor among them) hear of it. */
     assert_string_equal(removed_pod, "gpu1");
+    assert_null(host_find(f->app.hosts, "gpu1"));
 }
 
 /* Overwrites the database, its log and its index with junk under the open store. */
@@ -480,13 +494,19 @@ static void assert_store_error(struct fixture *f, const char *err, const char *w
     free(start);
 }
 
-/* A database that fails under the daemon: every pod verb answers one line that names it. */
+/*
+ * A database that fails under the daemon: every pod verb that writes it
+ * answers one line that names it.
+ */
 static void test_store_failure_named(void **state)
 {
     struct fixture *f = *state;
     put(f, "gpu1", "ssh -F /dev/null -p 1 127.0.0.1", "[]");
+    /* the daemon read its pods at start, before the database broke */
+    json_t *msg = call(f, admin__pod_ls, "{}");
+    assert_int_equal(json_array_size(json_object_get(msg, "result")), 1);
+    f->keep_hosts = 1;
     corrupt_store(f);
-    assert_store_error(f, error_of(call(f, admin__pod_ls, "{}")), "read the pods");
     assert_store_error(f, error_of(call(f, admin__pod_rm, "{\"name\":\"gpu1\"}")),
                        "remove pod 'gpu1'");
     /* Refused before any ssh runs: nothing could record the pod. */

@@ -1,0 +1,206 @@
+#ifndef YARD_HOST_HOST_H
+#define YARD_HOST_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gpu/gpu.h"
+
+/*
+ * Hosts: the machines yard runs engines on (docs/host.md). One registry
+ * (struct host_registry, owned by struct app) owns every host: `local`, this
+ * machine, always there; and every pod that `yard pod add` recorded (read
+ * from the store at start). A host has a kind, a runner, a GPU inventory, a
+ * reachability and capabilities. Observers hear of hosts added, removed,
+ * lost (stopped answering) and found (answer again), and of a GPU
+ * inventory read.
+ *
+ * Everything runs on the loop. The local GPU inventory is read in the libuv
+ * thread pool (nvidia-smi may take seconds) and applied on the loop.
+ */
+
+struct app;
+struct runner;
+struct runner_pod;
+struct store_pod;
+
+enum host_kind {
+    HOST_LOCAL = 0,
+    HOST_POD,
+    /* rented machines and Slurm allocations come here */
+};
+
+enum host_reach {
+    HOST_REACH_UNKNOWN = -1, /* not asked yet */
+    HOST_REACH_NO = 0,
+    HOST_REACH_YES = 1,
+};
+
+/* What can be done to a host from here; a caller checks the flag, never the kind. */
+enum host_cap {
+    HOST_CAP_SIGNAL_HERE = 1u << 0, /* its pids can be signalled from this machine */
+    HOST_CAP_FORWARDED = 1u << 1,   /* its engines are reached through a port forward */
+};
+
+struct host {
+    char *name;
+    enum host_kind kind;
+    unsigned caps;             /* enum host_cap */
+    struct runner *runner;     /* local: the supervisor's (NULL until it is set); a pod's: below */
+    struct runner_pod *pod;    /* HOST_POD: its runner, shared with the registry's runner list */
+    char *ssh;                 /* HOST_POD: the ssh command line of its record */
+    char *models_path;         /* HOST_POD: "" when not given */
+    struct gpu_inventory gpus; /* the last inventory read (a pod: recorded or polled) */
+    int have_gpus;             /* the inventory was read at least once */
+    uint64_t gpus_read_ms;     /* clock_mono_ms of the last read that finished; 0 none */
+    enum host_reach reachable;
+    char *reason;          /* why it is not reachable (NULL when it is) */
+    uint64_t last_seen_ms; /* wall clock of the last answer (0: never) */
+};
+
+/* Callbacks of an observer; any may be NULL. h is valid during the call only. */
+struct host_observer {
+    void (*added)(void *arg, struct host *h);
+    /* The host is gone: stop what ran there. h is freed once every observer heard. */
+    void (*removed)(void *arg, struct host *h);
+    void (*lost)(void *arg, struct host *h);
+    void (*found)(void *arg, struct host *h);
+    /* A GPU inventory read finished (h->gpus is the new one). */
+    void (*gpus)(void *arg, struct host *h);
+    void *arg;
+    /* the registry's: */
+    struct host_observer *next;
+    int gone;
+};
+
+struct host_registry;
+
+/*
+ * A registry holding `local` alone (its GPU source app->gpu, read when
+ * host_refresh_gpus asks). Never NULL. Pods come from host_registry_load or
+ * host_add_pod.
+ */
+struct host_registry *host_registry_new(struct app *app);
+/*
+ * Adds every pod the store records (no observer hears of them: nothing
+ * observes yet). 0, or a store error (negative errno); the pods read before
+ * it stay.
+ */
+int host_registry_load(struct host_registry *reg);
+/*
+ * Stops every pod runner (polls, ssh masters) and waits for them, then runs
+ * done (may be NULL). Trees on the pods keep running. Hosts stay listed
+ * until host_registry_free.
+ */
+void host_registry_close(struct host_registry *reg, void (*done)(void *), void *arg);
+/* Frees the registry (after close, once the loop has run it out). NULL is fine. */
+void host_registry_free(struct host_registry *reg);
+
+/* The host named name, or NULL. */
+struct host *host_find(struct host_registry *reg, const char *name);
+/* This machine; never NULL. */
+struct host *host_local(struct host_registry *reg);
+size_t host_count(const struct host_registry *reg);
+/* The i-th host, `local` first then pods in the order added. */
+struct host *host_at(struct host_registry *reg, size_t i);
+const char *host_kind_name(enum host_kind kind);
+
+/*
+ * Adds pod name with its ssh line, models path (NULL: "") and recorded GPUs
+ * (gpus_json: the record's JSON text, NULL: none); observers hear `added`.
+ * Nothing is written to the store (host_pod_add does that). Returns the
+ * host, or NULL with *err a new one-line message: the name is 'local',
+ * taken, or the ssh line is not one.
+ */
+struct host *host_add_pod(struct host_registry *reg, const char *name, const char *ssh,
+                          const char *models_path, const char *gpus_json, char **err);
+/*
+ * Removes the pod name: observers hear `removed` (the supervisor stops what
+ * it ran there), its runner stops polling and reconnecting at once, then the
+ * host is freed. Nothing is written to the store. 0, -ENOENT (no such pod),
+ * -EPERM (local).
+ */
+int host_remove(struct host_registry *reg, const char *name);
+
+/* Observers: o is the caller's and stays registered until host_unobserve. */
+void host_observe(struct host_registry *reg, struct host_observer *o);
+void host_unobserve(struct host_registry *reg, struct host_observer *o);
+
+/*
+ * Sets whether h answers (reason: why not; copied). Observers hear `lost`
+ * when it was reachable or unknown and is not now, `found` when it answers
+ * after it did not.
+ */
+void host_set_reachable(struct host_registry *reg, struct host *h, int reachable,
+                        const char *reason);
+/*
+ * Whether h answers, with the reason when it does not (owned by h): a pod's
+ * runner that lost it says so first. enum host_reach.
+ */
+enum host_reach host_reachable(struct host *h, const char **reason);
+
+/*
+ * While the runner of pod name fails its polls (the engines there cannot be
+ * reached): 1 with the reason (owned by the runner) and the seconds to its
+ * next try; else 0. A failed probe alone does not count: the runner tries
+ * again before a start.
+ */
+int host_runner_lost(struct host_registry *reg, const char *name, const char **why, int *retry_s);
+
+/*
+ * The GPUs of h: a pod's as its runner's last poll read them, else as
+ * recorded; local's as last read (n == 0 when none). Owned by the registry.
+ */
+const struct gpu_inventory *host_gpus(struct host *h);
+/*
+ * Reads local's GPU inventory again in the thread pool; observers hear `gpus`
+ * on the loop when it is in. A read under way is followed by one more.
+ * Nothing when the daemon has no GPU source.
+ */
+void host_refresh_gpus(struct host_registry *reg);
+/* 1 while a read of local's GPUs runs in the thread pool. */
+int host_gpus_reading(const struct host_registry *reg);
+
+/*
+ * The runner of host name, for the supervisor: local's for NULL or
+ * "local"; a pod's otherwise, created when first named (also for a pod not
+ * recorded: its starts then fail saying so). Never NULL.
+ */
+struct runner *host_runner(struct host_registry *reg, const char *name);
+/* Sets local's runner (the supervisor owns it). */
+void host_set_local_runner(struct host_registry *reg, struct runner *r);
+/* Caps each pod log mirrored from now on (0: never rotated). */
+void host_set_log_max(struct host_registry *reg, uint64_t bytes);
+
+/* ---- pods over ssh (pods.c) ---- */
+
+/*
+ * Called once when host_pod_add has finished: h is the new host, or NULL and
+ * err says why nothing was recorded (NULL when the store failed: store_rc,
+ * a store_* -errno, for the caller to word); note (may be NULL) says what
+ * was recorded in a lesser form (no GPUs: why).
+ */
+typedef void (*host_add_cb)(void *arg, struct host *h, const char *note, const char *err,
+                            int store_rc);
+/*
+ * `yard pod add`: probes the pod over ssh, reads its GPUs with nvidia-smi,
+ * records it in the store and adds it (host_add_pod). cb runs exactly once,
+ * maybe before this returns (a refusal).
+ */
+void host_pod_add(struct host_registry *reg, const char *name, const char *ssh,
+                  const char *models_path, host_add_cb cb, void *arg);
+/*
+ * `yard pod rm`: deletes the record, removes the host (host_remove, observers
+ * hear `removed`), then stops its ssh master (best effort). 0; -ENOENT (no
+ * pod name) with *err a new message; or a store_* -errno, *err left NULL,
+ * for the caller to word.
+ */
+int host_pod_remove(struct host_registry *reg, const char *name, char **err);
+/*
+ * Probes every pod again, in parallel (bounded), reading its GPUs; each
+ * answer updates the host and the store and may make it lost or found. done
+ * runs once all have answered (or timed out), maybe before this returns.
+ */
+void host_probe_all(struct host_registry *reg, void (*done)(void *), void *arg);
+
+#endif

@@ -1,0 +1,39 @@
+#ifndef YARD_HOST_INTERNAL_H
+#define YARD_HOST_INTERNAL_H
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "host/host.h"
+
+/* Private to host/: the registry's fields, shared by host.c and pods.c. */
+
+struct host_registry {
+    struct app *app;
+    struct host **hosts; /* [0] is local */
+    size_t n;
+    struct host_observer *observers;
+    int notifying; /* observers being called: unregistering ones are unlinked after */
+    /* A runner per pod named (recorded or not; one removed keeps its trees until re-added). */
+    struct runner_pod **runners;
+    size_t n_runners;
+    int runners_closing;
+    void (*close_done)(void *);
+    void *close_arg;
+    int closed;
+    uint64_t log_max;
+    /* local's GPU read in the thread pool */
+    uv_work_t gpus_work;
+    int gpus_reading;
+    int gpus_again;
+    int gpus_rc;
+    char *gpus_err;
+    struct gpu_inventory gpus_next;
+};
+
+enum host__event { HOST__ADDED, HOST__REMOVED, HOST__LOST, HOST__FOUND, HOST__GPUS };
+
+/* Tells every observer of ev about h (observers may unregister meanwhile). */
+void host__notify(struct host_registry *reg, struct host *h, enum host__event ev);
+
+#endif
