@@ -21,7 +21,8 @@
 #include "catalog/catalog.h"
 #include "config/config.h"
 #include "gpu/gpu.h"
-#include "store/store.h"
+#include "base/buf.h"
+#include "host/host.h"
 
 struct models_op {
     uv_work_t work;
@@ -30,7 +31,7 @@ struct models_op {
     void *arg;
     char *catalog_path; /* NULL: the built-in catalog */
     int want_local;
-    struct store_pod *pods; /* the hosts besides local */
+    char **pods; /* the names of the hosts besides local (the registry's pods) */
     size_t n_pods;
     /* filled in the thread pool */
     struct catalog *cat;
@@ -47,7 +48,9 @@ static void reply_error(admin__reply_fn reply, void *arg, const char *msg)
 static void op_free(struct models_op *op)
 {
     free(op->catalog_path);
-    store_pods_free(op->pods, op->n_pods);
+    for (size_t i = 0; i < op->n_pods; i++)
+        free(op->pods[i]);
+    free(op->pods);
     catalog_free(op->cat);
     free(op->cat_err);
     gpu_inventory_release(&op->inv);
@@ -176,12 +179,10 @@ static void models_done(uv_work_t *w, int status)
         json_array_append_new(hosts, h);
     }
     for (size_t i = 0; i < op->n_pods; i++) {
-        const struct store_pod *p = &op->pods[i];
-        json_t *gpus = json_loads(p->gpus ? p->gpus : "[]", 0, NULL);
-        if (!json_is_array(gpus)) {
-            json_decref(gpus);
-            gpus = json_array();
-        }
+        struct host *p = host_find(op->app->hosts, op->pods[i]);
+        if (!p)
+            continue; /* removed while the catalog was read */
+        json_t *gpus = gpu_record_json(host_gpus(p));
         json_array_append_new(hosts, host_json(op->cat, p->name, "pod", gpus));
         json_decref(gpus);
     }
@@ -191,18 +192,23 @@ static void models_done(uv_work_t *w, int status)
 }
 
 /* "unknown pod 'x'; known pods: a, b (add one with ...)" */
-static char *unknown_pod_msg(const char *name, const struct store_pod *pods, size_t n)
+static char *unknown_pod_msg(struct app *app, const char *name)
 {
-    char *known = xstrdup(n ? "" : "none");
-    for (size_t i = 0; i < n; i++) {
-        char *next = xstrfmt("%s%s%s", known, i ? ", " : "", pods[i].name);
-        free(known);
-        known = next;
+    struct buf known;
+    buf_init(&known, 64 * 1024);
+    for (size_t i = 0; i < host_count(app->hosts); i++) {
+        struct host *h = host_at(app->hosts, i);
+        if (h->kind != HOST_POD)
+            continue;
+        if (known.len)
+            buf_appends(&known, ", ");
+        buf_appends(&known, h->name);
     }
+    char *list = buf_detach(&known, NULL);
     char *msg = xstrfmt("unknown pod '%s'; known pods: %s (add one with 'yard pod add NAME --ssh "
                         "\"ssh ...\"')",
-                        name, known);
-    free(known);
+                        name, list && *list ? list : "none");
+    free(list);
     return msg;
 }
 
@@ -210,17 +216,14 @@ void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *ar
 {
     json_t *jpod = json_object_get(req, "pod");
     const char *pod = json_string_value(jpod);
-    struct store_pod *pods = NULL;
-    size_t n = 0;
-    char *msg = NULL;
 
     if (jpod && !json_is_null(jpod) && (!pod || !*pod)) {
         reply_error(reply, arg, "'models' takes 'pod' as a pod name");
         return;
     }
-    int rc = store_list_pods(app->store, &pods, &n);
-    if (rc < 0) {
-        msg = admin__store_error(app, "read the pods", rc);
+    struct host *only = pod ? host_find(app->hosts, pod) : NULL;
+    if (pod && !only) {
+        char *msg = unknown_pod_msg(app, pod);
         reply_error(reply, arg, msg);
         free(msg);
         return;
@@ -230,36 +233,13 @@ void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *ar
     op->reply = reply;
     op->arg = arg;
     op->catalog_path = catalog_path(app->cfg);
-    op->want_local = !pod;
-    op->pods = pods;
-    op->n_pods = n;
-    if (pod) {
-        size_t i = 0;
-        while (i < n && strcmp(pods[i].name, pod) != 0)
-            i++;
-        if (i < n) {
-            /* Keep only that pod: move it first and free the rest. */
-            if (i > 0) {
-                struct store_pod tmp = pods[0];
-                pods[0] = pods[i];
-                pods[i] = tmp;
-            }
-            for (size_t j = 1; j < n; j++)
-                store_pod_release(&pods[j]);
-            op->n_pods = 1;
-        } else if (strcmp(pod, "local") == 0) {
-            /* "local" is the daemon's own host, unless a pod has that name. */
-            op->want_local = 1;
-            op->n_pods = 0;
-            for (size_t j = 0; j < n; j++)
-                store_pod_release(&pods[j]);
-        } else {
-            msg = unknown_pod_msg(pod, pods, n);
-            reply_error(reply, arg, msg);
-            free(msg);
-            op_free(op);
-            return;
-        }
+    /* "local" is the daemon's own host: no pod has that name */
+    op->want_local = !only || only->kind == HOST_LOCAL;
+    op->pods = xcalloc(host_count(app->hosts), sizeof *op->pods);
+    for (size_t i = 0; i < host_count(app->hosts); i++) {
+        struct host *h = host_at(app->hosts, i);
+        if (h->kind == HOST_POD && (!only || only == h))
+            op->pods[op->n_pods++] = xstrdup(h->name);
     }
     op->work.data = op;
     if (uv_queue_work(app->loop, &op->work, models_read, models_done) < 0) {

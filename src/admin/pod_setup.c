@@ -28,7 +28,7 @@
 #include "config/config.h"
 #include "runner/ssh.h"
 #include "runner/tools.h"
-#include "store/store.h"
+#include "host/host.h"
 
 #define SETUP_SCRIPT_MAX (1024 * 1024)
 #define SETUP_DEFAULT_TIMEOUT_MS (3600ull * 1000)
@@ -445,7 +445,7 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
 {
     const char *name = json_string_value(json_object_get(req, "name"));
     json_int_t timeout = json_integer_value(json_object_get(req, "timeout_ms"));
-    struct store_pod rec = {0};
+    struct host *h;
     struct ssh_pod pod = {0};
     struct admin__setup *s = NULL;
     char err[SETUP_ERR_MAX];
@@ -456,17 +456,11 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
         stream_error(stream, "'pod_setup' needs a pod name");
         return NULL;
     }
-    rc = store_get_pod(app->store, name, &rec);
-    if (rc == -ENOENT) {
+    h = host_find(app->hosts, name);
+    if (!h || h->kind != HOST_POD) {
         msg = xstrfmt("no pod named '%s'; add it first with 'yard pod add %s --ssh \"ssh "
                       "ARGS...\"'",
                       name, name);
-        goto out;
-    }
-    if (rc < 0) {
-        char *what = xstrfmt("read pod '%s'", name);
-        msg = admin__store_error(app, what, rc);
-        free(what);
         goto out;
     }
     s = xcalloc(1, sizeof *s);
@@ -477,7 +471,7 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
     buf_init(&s->line, SETUP_LINE_MAX);
     buf_init(&s->errout, 2 * SETUP_STDERR_KEEP);
     if (read_script(app, name, &s->script, &s->script_len, err, sizeof err) < 0 ||
-        ssh_pod_init(&pod, name, rec.ssh, app->state_dir, err, sizeof err) < 0) {
+        ssh_pod_init(&pod, name, h->ssh, app->state_dir, err, sizeof err) < 0) {
         msg = xstrdup(err);
         goto out;
     }
@@ -494,7 +488,6 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
         msg = xstrfmt("cannot run ssh for pod '%s': %s", name, uv_strerror(rc));
 out:
     ssh_pod_release(&pod);
-    store_pod_release(&rec);
     if (!msg)
         return s;
     stream_error(stream, msg);

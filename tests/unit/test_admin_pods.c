@@ -184,6 +184,18 @@ static void on_reply(void *arg, json_t *msg)
     f->msg = msg;
 }
 
+/* The pods as a daemon started now would read them (put() writes the store). */
+static void reload_hosts(struct fixture *f)
+{
+    if (f->keep_hosts)
+        return;
+    host_registry_free(f->app.hosts);
+    f->app.hosts = host_registry_new(&f->app);
+    assert_int_equal(host_registry_load(f->app.hosts), 0);
+    f->obs = (struct host_observer){.removed = on_host_removed, .arg = f};
+    host_observe(f->app.hosts, &f->obs);
+}
+
 /* Runs verb on req (a JSON text) and the loop until it has answered once. */
 static json_t *call(struct fixture *f,
                     void (*verb)(struct app *, json_t *, admin__reply_fn, void *),
@@ -191,14 +203,7 @@ static json_t *call(struct fixture *f,
 {
     json_t *req = json_loads(req_text, 0, NULL);
     assert_non_null(req);
-    /* The pods as a daemon started now would read them (put() writes the store). */
-    if (!f->keep_hosts) {
-        host_registry_free(f->app.hosts);
-        f->app.hosts = host_registry_new(&f->app);
-        assert_int_equal(host_registry_load(f->app.hosts), 0);
-        f->obs = (struct host_observer){.removed = on_host_removed, .arg = f};
-        host_observe(f->app.hosts, &f->obs);
-    }
+    reload_hosts(f);
     f->calls = 0;
     verb(&f->app, req, on_reply, f);
     json_decref(req);
@@ -222,6 +227,7 @@ static void put(struct fixture *f, const char *name, const char *ssh, const char
 {
     struct store_pod p = {.name = (char *)name, .ssh = (char *)ssh, .gpus = (char *)gpus};
     assert_int_equal(store_put_pod(f->app.store, &p), 0);
+    reload_hosts(f);
 }
 
 static size_t pod_count(struct fixture *f)
@@ -515,7 +521,9 @@ static void test_store_failure_named(void **state)
         error_of(call(f, admin__pod_add,
                       "{\"name\":\"gpu2\",\"ssh\":\"ssh -F /dev/null -p 1 127.0.0.1\"}")),
         "add pod 'gpu2'");
-    assert_store_error(f, error_of(call(f, admin__models, "{}")), "read the pods");
+    /* what the registry holds does not need the database */
+    msg = call(f, admin__models, "{\"pod\":\"gpu1\"}");
+    assert_true(json_is_true(json_object_get(msg, "ok")));
 }
 
 /* Each way the store fails says what to do about it. */
