@@ -301,10 +301,11 @@ static json_t *info_json(const struct sup_info *i)
     const char *nl = strchr(i->reason, '\n');
     size_t reason_len = nl ? (size_t)(nl - i->reason) : strlen(i->reason);
     /* NULL (out of memory) is checked by send_ok's caller through the array append. */
-    return json_pack("{s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:i, s:o, s:b}", "name",
-                     jstr(i->name), "engine", jstr(i->engine), "host", jstr(i->host), "state",
-                     sup_state_name(i->state), "pid", i->pid ? json_integer(i->pid) : json_null(),
-                     "port", i->port ? json_integer(i->port) : json_null(), "gpus", jstr(i->gpus),
+    return json_pack("{s:o, s:o, s:o, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:i, s:o, s:b}", "name",
+                     jstr(i->name), "engine", jstr(i->engine), "host", jstr(i->host), "replica",
+                     i->replica, "state", sup_state_name(i->state), "pid",
+                     i->pid ? json_integer(i->pid) : json_null(), "port",
+                     i->port ? json_integer(i->port) : json_null(), "gpus", jstr(i->gpus),
                      "uptime_s", i->uptime_s >= 0 ? json_integer(i->uptime_s) : json_null(),
                      "reason", jstrn(i->reason, reason_len), "restarts", i->restarts, "progress",
                      i->percent >= 0 ? json_integer(i->percent) : json_null(), "busy", i->busy);
@@ -320,8 +321,7 @@ static json_t *with_sched(json_t *row, const struct sched_stats *st, size_t n_st
             mine = &st[k];
     int64_t left = mine ? mine->ttl_left_ms : -1;
     if (row &&
-        (json_object_set_new(row, "replica", json_integer(0)) < 0 ||
-         json_object_set_new(row, "pinned", json_boolean(mine && mine->pinned)) < 0 ||
+        (json_object_set_new(row, "pinned", json_boolean(mine && mine->pinned)) < 0 ||
          json_object_set_new(row, "ttl_left_s",
                              left >= 0 ? json_integer((left + 999) / 1000) : json_null()) < 0)) {
         json_decref(row);
@@ -815,10 +815,10 @@ static void handle_logs(struct admin_conn *c, json_t *req)
 /* Rows written by an older daemon may hold any bytes: every text is made valid. */
 static json_t *event_json(const struct store_event *e)
 {
-    return json_pack("{s:{s:I, s:I, s:o, s:o, s:o, s:o, s:o}}", "event", "id", (json_int_t)e->id,
-                     "ts_ms", (json_int_t)e->ts_ms, "model", jstr(e->model), "host", jstr(e->host),
-                     "from", jstr(e->from_state), "to", jstr(e->to_state), "reason",
-                     jstr(e->reason));
+    return json_pack("{s:{s:I, s:I, s:o, s:o, s:i, s:o, s:o, s:o}}", "event", "id",
+                     (json_int_t)e->id, "ts_ms", (json_int_t)e->ts_ms, "model", jstr(e->model),
+                     "host", jstr(e->host), "replica", e->replica, "from", jstr(e->from_state),
+                     "to", jstr(e->to_state), "reason", jstr(e->reason));
 }
 
 /*

@@ -40,8 +40,12 @@ void cli_event_line(const json_t *ev, int64_t now_ms, FILE *out)
             strftime(when, sizeof(when), today ? "%H:%M:%S" : "%Y-%m-%dT%H:%M:%S", &tm);
         }
     }
-    fprintf(out, "%s %s %s -> %s", when, str_or_dash(ev, "model"), str_or_dash(ev, "from"),
-            str_or_dash(ev, "to"));
+    fprintf(out, "%s %s", when, str_or_dash(ev, "model"));
+    /* Replica 0 is the model itself; another replica is named after it: qwen#1. */
+    json_t *replica = json_object_get(ev, "replica");
+    if (json_is_integer(replica) && json_integer_value(replica) > 0)
+        fprintf(out, "#%lld", (long long)json_integer_value(replica));
+    fprintf(out, " %s -> %s", str_or_dash(ev, "from"), str_or_dash(ev, "to"));
     const char *reason = json_string_value(json_object_get(ev, "reason"));
     if (reason && *reason) {
         fputc(' ', out);

@@ -10,8 +10,8 @@
 
 static const char usage[] = "usage: yard ps [--json]\n"
                             "\n"
-                            "lists every configured model and its instance: engine, host, "
-                            "state, pid, port,\n"
+                            "lists every instance of every configured model (a stopped model: "
+                            "one row):\nengine, host, replica, state, pid, port,\n"
                             "GPUs, uptime, TTL (the time an idle model has before it is "
                             "unloaded, or\n"
                             "'pinned') and, for a failed one, the reason\n";
@@ -20,6 +20,7 @@ enum {
     COL_NAME,
     COL_ENGINE,
     COL_HOST,
+    COL_REPLICA,
     COL_STATE,
     COL_PID,
     COL_PORT,
@@ -30,8 +31,8 @@ enum {
     COL_COUNT
 };
 
-static const char *const headers[COL_COUNT] = {"NAME", "ENGINE", "HOST",   "STATE", "PID",
-                                               "PORT", "GPUS",   "UPTIME", "TTL",   "REASON"};
+static const char *const headers[COL_COUNT] = {
+    "NAME", "ENGINE", "HOST", "REPLICA", "STATE", "PID", "PORT", "GPUS", "UPTIME", "TTL", "REASON"};
 
 char *cli_gpus_text(const json_t *gpus)
 {
@@ -96,6 +97,9 @@ static void row_cells(const json_t *row, char **cells)
         const char *s = field_str(row, keys[k]);
         cells[k] = cli_one_line(s ? s : "-");
     }
+    json_t *replica = json_object_get(row, "replica");
+    cells[COL_REPLICA] =
+        xstrfmt("%lld", json_is_integer(replica) ? (long long)json_integer_value(replica) : 0LL);
     int pct = row_percent(row);
     if (state && strcmp(state, "starting") == 0 && pct >= 0)
         cells[COL_STATE] = xstrfmt("starting %d%%", pct);

@@ -66,6 +66,38 @@ static const char *const migrations[] = {
     "  model TEXT PRIMARY KEY,"
     "  pinned_ms INTEGER NOT NULL DEFAULT 0"
     ");",
+    /*
+     * 3 -> 4: replicas: an instance is keyed by (model, host, replica), and
+     * an event names its replica. Rows written before are replica 0 on their
+     * host. SQLite cannot change a UNIQUE constraint, so the table is copied.
+     */
+    "CREATE TABLE instances_v4 ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  model TEXT NOT NULL,"
+    "  host TEXT NOT NULL,"
+    "  replica INTEGER NOT NULL DEFAULT 0,"
+    "  pid INTEGER NOT NULL DEFAULT 0,"
+    "  pgid INTEGER NOT NULL DEFAULT 0,"
+    "  start_time INTEGER NOT NULL DEFAULT 0,"
+    "  port INTEGER NOT NULL DEFAULT 0,"
+    "  gpus TEXT NOT NULL DEFAULT '',"
+    "  state TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  cmd TEXT NOT NULL DEFAULT '',"
+    "  restarts INTEGER NOT NULL DEFAULT 0,"
+    "  exit_code INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL DEFAULT 0,"
+    "  updated_ms INTEGER NOT NULL DEFAULT 0,"
+    "  ready_ms INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (model, host, replica)"
+    ");"
+    "INSERT INTO instances_v4 (id, model, host, replica, pid, pgid, start_time, port, gpus, "
+    "  state, reason, cmd, restarts, exit_code, created_ms, updated_ms, ready_ms) "
+    "SELECT id, model, host, 0, pid, pgid, start_time, port, gpus, state, reason, cmd, "
+    "  restarts, exit_code, created_ms, updated_ms, ready_ms FROM instances;"
+    "DROP TABLE instances;"
+    "ALTER TABLE instances_v4 RENAME TO instances;"
+    "ALTER TABLE events ADD COLUMN replica INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -25,8 +25,8 @@
 
 #define INSTANCE_COLS                                                                              \
     "id, model, host, pid, pgid, start_time, port, gpus, state, reason, cmd, restarts, "           \
-    "exit_code, created_ms, updated_ms, ready_ms"
-#define EVENT_COLS "id, ts_ms, model, host, from_state, to_state, reason"
+    "exit_code, created_ms, updated_ms, ready_ms, replica"
+#define EVENT_COLS "id, ts_ms, model, host, from_state, to_state, reason, replica"
 #define POD_COLS "name, ssh, models_path, gpus, last_seen_ms, reachable, created_ms"
 
 enum store_stmt {
@@ -64,21 +64,23 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_ROLLBACK] = "ROLLBACK",
     [STMT_UPSERT] =
         "INSERT INTO instances (model, host, pid, pgid, start_time, port, gpus, state, reason, "
-        "cmd, restarts, exit_code, created_ms, updated_ms, ready_ms) "
+        "cmd, restarts, exit_code, created_ms, updated_ms, ready_ms, replica) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-        "CASE WHEN ?13 = 0 THEN ?14 ELSE ?13 END, ?14, ?15) "
-        "ON CONFLICT (model, host) DO UPDATE SET pid = excluded.pid, pgid = excluded.pgid, "
+        "CASE WHEN ?13 = 0 THEN ?14 ELSE ?13 END, ?14, ?15, ?16) "
+        "ON CONFLICT (model, host, replica) DO UPDATE SET pid = excluded.pid, pgid = "
+        "excluded.pgid, "
         "start_time = excluded.start_time, port = excluded.port, gpus = excluded.gpus, "
         "state = excluded.state, reason = excluded.reason, cmd = excluded.cmd, "
         "restarts = excluded.restarts, exit_code = excluded.exit_code, "
         "created_ms = CASE WHEN ?13 = 0 THEN instances.created_ms ELSE ?13 END, "
         "updated_ms = excluded.updated_ms, ready_ms = excluded.ready_ms "
         "RETURNING id, created_ms",
-    [STMT_EVENT] = "INSERT INTO events (ts_ms, model, host, from_state, to_state, reason) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    [STMT_GET] = "SELECT " INSTANCE_COLS " FROM instances WHERE model = ?1 AND host = ?2",
-    [STMT_LIST] = "SELECT " INSTANCE_COLS " FROM instances ORDER BY model, host",
-    [STMT_DELETE] = "DELETE FROM instances WHERE model = ?1 AND host = ?2",
+    [STMT_EVENT] = "INSERT INTO events (ts_ms, model, host, from_state, to_state, reason, "
+                   "replica) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [STMT_GET] = "SELECT " INSTANCE_COLS " FROM instances "
+                 "WHERE model = ?1 AND host = ?2 AND replica = ?3",
+    [STMT_LIST] = "SELECT " INSTANCE_COLS " FROM instances ORDER BY model, replica, host",
+    [STMT_DELETE] = "DELETE FROM instances WHERE model = ?1 AND host = ?2 AND replica = ?3",
     [STMT_EVENTS_AFTER] = "SELECT " EVENT_COLS " FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
     [STMT_EVENTS_AFTER_MODEL] = "SELECT " EVENT_COLS " FROM events WHERE id > ?1 AND model = ?3 "
                                 "ORDER BY id LIMIT ?2",
@@ -375,6 +377,7 @@ static int bind_instance(sqlite3_stmt *s, const struct store_instance *inst, int
     rc |= sqlite3_bind_int64(s, 13, inst->created_ms);
     rc |= sqlite3_bind_int64(s, 14, now);
     rc |= sqlite3_bind_int64(s, 15, inst->ready_ms);
+    rc |= sqlite3_bind_int(s, 16, inst->replica);
     return rc;
 }
 
@@ -414,6 +417,7 @@ static int append_event(struct store *st, const struct store_instance *inst, con
         rc |= sqlite3_bind_null(s, 4);
     rc |= sqlite3_bind_text(s, 5, inst->state, -1, SQLITE_STATIC);
     rc |= sqlite3_bind_text(s, 6, or_empty(inst->reason), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int(s, 7, inst->replica);
     if (rc == SQLITE_OK)
         rc = run_stmt(s);
     sqlite3_clear_bindings(s);
@@ -508,9 +512,10 @@ static void read_instance(sqlite3_stmt *s, struct store_instance *out)
     out->created_ms = sqlite3_column_int64(s, 13);
     out->updated_ms = sqlite3_column_int64(s, 14);
     out->ready_ms = sqlite3_column_int64(s, 15);
+    out->replica = sqlite3_column_int(s, 16);
 }
 
-int store_get_instance(struct store *st, const char *model, const char *host,
+int store_get_instance(struct store *st, const char *model, const char *host, int replica,
                        struct store_instance *out)
 {
     memset(out, 0, sizeof *out);
@@ -519,6 +524,7 @@ int store_get_instance(struct store *st, const char *model, const char *host,
     sqlite3_stmt *s = st->stmt[STMT_GET];
     int rc = sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
     rc |= sqlite3_bind_text(s, 2, host, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int(s, 3, replica);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(s);
     int ret;
@@ -585,13 +591,14 @@ int store_list_instances(struct store *st, struct store_instance **out, size_t *
     return rc;
 }
 
-int store_delete_instance(struct store *st, const char *model, const char *host)
+int store_delete_instance(struct store *st, const char *model, const char *host, int replica)
 {
     if (!model || !host)
         return -EINVAL;
     sqlite3_stmt *s = st->stmt[STMT_DELETE];
     int rc = sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
     rc |= sqlite3_bind_text(s, 2, host, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int(s, 3, replica);
     if (rc == SQLITE_OK)
         rc = run_stmt(s);
     sqlite3_clear_bindings(s);
@@ -657,6 +664,7 @@ int store_list_events(struct store *st, int64_t after_id, size_t limit, const ch
         e->from_state = column_str(s, 4);
         e->to_state = column_str(s, 5);
         e->reason = column_str(s, 6);
+        e->replica = sqlite3_column_int(s, 7);
     }
     int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "list events");
     sqlite3_reset(s);

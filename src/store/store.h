@@ -7,7 +7,7 @@
 /*
  * Durable state: SQLite in WAL mode at STATE_DIR/yard.db. The only place in
  * yard that writes SQL. Tables: meta (schema version), instances (one row per
- * model and host), events (append-only log of every state transition), pods
+ * model, host and replica), events (append-only log of every state transition), pods
  * (remote machines, one row per name), pins (models kept loaded by yard pin).
  *
  * A corrupt database or one written by a newer yard is refused with a
@@ -19,8 +19,9 @@ struct store;
 struct store_instance {
     int64_t id;
     char *model;
-    char *host; /* "local" or a pod's name */
-    int pid;    /* 0 when no process */
+    char *host;  /* "local" or a pod's name */
+    int replica; /* 0 for the first instance of a model on its host, then 1, 2 ... */
+    int pid;     /* 0 when no process */
     int pgid;
     uint64_t start_time; /* /proc/PID/stat field 22, clock ticks since boot */
     int port;
@@ -43,6 +44,7 @@ struct store_event {
     char *from_state;
     char *to_state;
     char *reason;
+    int replica; /* the instance's replica (0 for events that are not an instance's) */
 };
 
 /* A pod: a remote machine reached with the user's ssh command line. */
@@ -67,8 +69,8 @@ void store_close(struct store *st);
 int store_schema_version(void);
 
 /*
- * Records a transition atomically: upserts the instance row (keyed by model
- * and host; inst->id is set) and appends an event from_state -> inst->state
+ * Records a transition atomically: upserts the instance row (keyed by model,
+ * host and replica; inst->id is set) and appends an event from_state -> inst->state
  * with inst->reason. from_state may be NULL for a first record.
  * Returns 0 or a negative errno-style code (-EIO, -ENOSPC).
  */
@@ -82,12 +84,12 @@ int store_add_event(struct store *st, const char *model, const char *host, const
 /* Upserts the row without an event (pid, port, restarts change). */
 int store_put_instance(struct store *st, struct store_instance *inst);
 /* Fills out (release with store_instance_release); -ENOENT if none. */
-int store_get_instance(struct store *st, const char *model, const char *host,
+int store_get_instance(struct store *st, const char *model, const char *host, int replica,
                        struct store_instance *out);
 /* A new array of every instance row (store_instances_free); 0 or -errno. */
 int store_list_instances(struct store *st, struct store_instance **out, size_t *n);
 /* Deletes the row (its events stay); 0 also when there was none. */
-int store_delete_instance(struct store *st, const char *model, const char *host);
+int store_delete_instance(struct store *st, const char *model, const char *host, int replica);
 void store_instance_release(struct store_instance *inst);
 void store_instances_free(struct store_instance *arr, size_t n);
 

@@ -80,6 +80,7 @@ static struct store_instance row_of(struct instance *in, enum inst_state to,
     return (struct store_instance){
         .model = in->name,
         .host = (char *)in->runner->host,
+        .replica = in->replica,
         .pid = p ? p->pid : 0,
         .pgid = p ? p->pgid : 0,
         .start_time = p ? p->start_time : 0,
@@ -799,7 +800,7 @@ static void inst_finish_stop(struct instance *in, const char *reason)
     sup__set_state(in, INST_STOPPED, reason, NULL);
     run_stop_waiters(in);
     if (in->removed) {
-        store_delete_instance(in->sup->app->store, in->name, in->runner->host);
+        store_delete_instance(in->sup->app->store, in->name, in->runner->host, in->replica);
         sup__forget(in->sup, in);
         return;
     }

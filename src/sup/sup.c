@@ -141,7 +141,7 @@ void sup_adopt_all(struct sup *s)
         struct runner_proc p = {.pid = r->pid, .pgid = r->pgid, .start_time = r->start_time};
         struct instance *in = NULL;
         for (size_t j = 0; j < s->n_inst && !in; j++)
-            if (strcmp(s->inst[j]->name, r->model) == 0)
+            if (strcmp(s->inst[j]->name, r->model) == 0 && s->inst[j]->replica == r->replica)
                 in = s->inst[j];
         const char *want = in ? sup__wanted_pod(in) : NULL;
         if (in && strcmp(want ? want : "local", r->host) != 0) {
@@ -155,7 +155,7 @@ void sup_adopt_all(struct sup *s)
             /* Gone, unless its cgroup still holds what it started: that is stopped below. */
             if (local && !s->local.ops->is_alive(&s->local, &p) &&
                 !s->local.ops->group_alive(&s->local, &p)) {
-                store_delete_instance(s->app->store, r->model, r->host);
+                store_delete_instance(s->app->store, r->model, r->host, r->replica);
                 continue;
             }
             struct config_model ghost = {.name = r->model,
@@ -166,6 +166,7 @@ void sup_adopt_all(struct sup *s)
             in = sup__instance_new(s, &ghost);
             in->m = NULL;
             in->removed = 1;
+            in->replica = r->replica;
             s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
             s->inst[s->n_inst++] = in;
             sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, 0);
@@ -304,6 +305,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .name = in->name,
         .engine = in->engine_name,
         .host = in->runner->host,
+        .replica = in->replica,
         .state = in->state,
         .pid = running ? in->proc.pid : 0,
         .port = running ? in->port : 0,

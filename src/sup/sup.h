@@ -33,6 +33,7 @@ struct sup_info {
     const char *name;
     const char *engine;
     const char *host;
+    int replica; /* 0 for a model's first instance */
     enum inst_state state;
     int pid;        /* 0 when none */
     int port;       /* 0 when none: the engine's port on its host */

@@ -89,6 +89,7 @@ struct stop_waiter {
 struct instance {
     struct sup *sup;
     char *name;
+    int replica; /* its index among its model's instances: 0 is the first */
     char *engine_name;
     const struct config_model *m; /* NULL once the model left the config */
     const struct engine_ops *eng;

@@ -397,12 +397,15 @@ static void test_ps_table(void **state)
     assert_int_equal(cli_ps_table(rows, f), 0);
     fclose(f);
     assert_string_equal(
-        text, "NAME     ENGINE    HOST       STATE         PID   PORT  GPUS  UPTIME  TTL     "
-              "REASON\n"
-              "qwen-7b  vllm      local      ready         4242  5800  0,1   1h2m    4m32s   -\n"
-              "llama    llamacpp  gpu-box-1  starting 45%  77    5801  2     12s     pinned  -\n"
-              "tiny     generic   local      failed        -     -     -     -       -       "
-              "exited with code 1: CUDA out of memory\n");
+        text,
+        "NAME     ENGINE    HOST       REPLICA  STATE         PID   PORT  GPUS  UPTIME  TTL     "
+        "REASON\n"
+        "qwen-7b  vllm      local      0        ready         4242  5800  0,1   1h2m    4m32s   "
+        "-\n"
+        "llama    llamacpp  gpu-box-1  1        starting 45%  77    5801  2     12s     pinned  "
+        "-\n"
+        "tiny     generic   local      0        failed        -     -     -     -       -       "
+        "exited with code 1: CUDA out of memory\n");
     free(text);
     json_decref(rows);
 }
@@ -416,7 +419,8 @@ static void test_ps_table_empty_and_invalid(void **state)
     assert_int_equal(cli_ps_table(rows, f), 0);
     assert_int_equal(cli_ps_table(json_null(), f), -EINVAL);
     fclose(f);
-    assert_string_equal(text, "NAME  ENGINE  HOST  STATE  PID  PORT  GPUS  UPTIME  TTL  REASON\n");
+    assert_string_equal(
+        text, "NAME  ENGINE  HOST  REPLICA  STATE  PID  PORT  GPUS  UPTIME  TTL  REASON\n");
     free(text);
     json_decref(rows);
 }
@@ -476,10 +480,17 @@ static void test_event_line(void **state)
     cli_event_line(ev, ts + 3LL * 86400 * 1000, f);
     json_object_del(ev, "reason");
     cli_event_line(ev, ts, f);
+    /* Replica 0 is the model's own name; another replica is named after it. */
+    json_object_set_new(ev, "replica", json_integer(0));
+    cli_event_line(ev, ts, f);
+    json_object_set_new(ev, "replica", json_integer(2));
+    cli_event_line(ev, ts, f);
     fclose(f);
     assert_string_equal(text, "12:34:56 qwen starting -> failed oom: line\n"
                               "2024-05-01T12:34:56 qwen starting -> failed oom: line\n"
-                              "12:34:56 qwen starting -> failed\n");
+                              "12:34:56 qwen starting -> failed\n"
+                              "12:34:56 qwen starting -> failed\n"
+                              "12:34:56 qwen#2 starting -> failed\n");
     free(text);
     json_decref(ev);
 }
@@ -701,7 +712,8 @@ static void test_cmd_start_bytes_and_numbers(void **state)
     json_t *ev = parse_json("{\"ts_ms\":1e300,\"model\":\"m\",\"from\":\"a\",\"to\":\"b\"}");
     cli_event_line(ev, 0, f);
     fclose(f);
-    assert_non_null(strstr(text, "m     -       -     ready  -    -     -     -       -    -\n"));
+    assert_non_null(
+        strstr(text, "m     -       -     0        ready  -    -     -     -       -    -\n"));
     assert_non_null(strstr(text, "- m a -> b\n"));
     free(text);
     json_decref(ev);

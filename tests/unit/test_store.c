@@ -154,7 +154,7 @@ static void test_open_creates_and_reopen_preserves(void **state)
 
     st = open_ok(f->dir);
     struct store_instance got;
-    assert_int_equal(store_get_instance(st, "qwen-7b", "local", &got), 0);
+    assert_int_equal(store_get_instance(st, "qwen-7b", "local", 0, &got), 0);
     assert_int_equal(got.id, inst.id);
     assert_string_equal(got.model, "qwen-7b");
     assert_string_equal(got.host, "local");
@@ -222,7 +222,7 @@ static void test_transition_writes_row_and_event(void **state)
     assert_int_equal(store_record_transition(st, &inst, "starting"), 0);
 
     struct store_instance got;
-    assert_int_equal(store_get_instance(st, "llama", "gpu-box-1", &got), 0);
+    assert_int_equal(store_get_instance(st, "llama", "gpu-box-1", 0, &got), 0);
     assert_string_equal(got.state, "ready");
     assert_string_equal(got.reason, "health check passed");
     assert_int_equal(got.ready_ms, 1234);
@@ -260,7 +260,7 @@ static void test_null_strings_read_as_empty(void **state)
     inst.state = "stopped";
     assert_int_equal(store_put_instance(st, &inst), 0);
     struct store_instance got;
-    assert_int_equal(store_get_instance(st, "m", "local", &got), 0);
+    assert_int_equal(store_get_instance(st, "m", "local", 0, &got), 0);
     assert_non_null(got.gpus);
     assert_string_equal(got.gpus, "");
     assert_string_equal(got.reason, "");
@@ -345,10 +345,10 @@ static void test_list_and_delete(void **state)
     assert_string_equal(arr[2].model, "c");
     store_instances_free(arr, n);
 
-    assert_int_equal(store_delete_instance(st, "b", "local"), 0);
+    assert_int_equal(store_delete_instance(st, "b", "local", 0), 0);
     struct store_instance got;
-    assert_int_equal(store_get_instance(st, "b", "local", &got), -ENOENT);
-    assert_int_equal(store_delete_instance(st, "b", "local"), 0);
+    assert_int_equal(store_get_instance(st, "b", "local", 0, &got), -ENOENT);
+    assert_int_equal(store_delete_instance(st, "b", "local", 0), 0);
     assert_int_equal(store_list_instances(st, &arr, &n), 0);
     assert_int_equal(n, 2);
     store_instances_free(arr, n);
@@ -507,10 +507,10 @@ static void test_locked_by_another(void **state)
     assert_int_equal(store_record_transition(st, &x, NULL), -EBUSY);
     struct store_instance got;
     assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(store_get_instance(st, "m", "local", &got), -ENOENT);
+    assert_int_equal(store_get_instance(st, "m", "local", 0, &got), -ENOENT);
     /* Released: the same write goes through. */
     assert_int_equal(store_record_transition(st, &x, NULL), 0);
-    assert_int_equal(store_get_instance(st, "m", "local", &got), 0);
+    assert_int_equal(store_get_instance(st, "m", "local", 0, &got), 0);
     store_instance_release(&got);
     sqlite3_close(other);
     store_close(st);
@@ -630,7 +630,7 @@ static void test_two_handles(void **state)
     assert_int_equal(store_record_transition(daemon, &inst, NULL), 0);
 
     struct store_instance got;
-    assert_int_equal(store_get_instance(reader, "qwen", "local", &got), 0);
+    assert_int_equal(store_get_instance(reader, "qwen", "local", 0, &got), 0);
     assert_string_equal(got.state, "starting");
     store_instance_release(&got);
 
@@ -652,7 +652,7 @@ static void test_two_handles(void **state)
     struct store_instance other;
     make_instance(&other, "llama", "local", "starting");
     assert_int_equal(store_record_transition(reader, &other, NULL), 0);
-    assert_int_equal(store_get_instance(daemon, "llama", "local", &got), 0);
+    assert_int_equal(store_get_instance(daemon, "llama", "local", 0, &got), 0);
     store_instance_release(&got);
     store_close(reader);
     store_close(daemon);
@@ -731,7 +731,7 @@ static void test_full_disk(void **state)
 
     /* Nothing of the failed transition was written, and the store still works. */
     struct store_instance got;
-    assert_int_equal(store_get_instance(st, "big", "local", &got), -ENOENT);
+    assert_int_equal(store_get_instance(st, "big", "local", 0, &got), -ENOENT);
     struct store_event *ev;
     size_t n;
     assert_int_equal(store_list_events(st, -1, 10, NULL, &ev, &n), 0);
@@ -859,12 +859,12 @@ static void test_migrate_from_schema_1(void **state)
     assert_int_equal(sqlite3_exec(db, schema_v1, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
 
-    assert_int_equal(store_schema_version(), 3);
     struct store *st = open_ok(f->dir);
-    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
+    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"),
+                     store_schema_version());
     /* What was there stays. */
     struct store_instance inst;
-    assert_int_equal(store_get_instance(st, "qwen", "local", &inst), 0);
+    assert_int_equal(store_get_instance(st, "qwen", "local", 0, &inst), 0);
     assert_string_equal(inst.state, "stopped");
     store_instance_release(&inst);
     assert_int_equal(query_int(st->db, "SELECT count(*) FROM events"), 1);
@@ -880,7 +880,7 @@ static void test_migrate_from_schema_1(void **state)
     store_close(st);
 }
 
-/* A database that already knows pins but is newer still is refused. */
+/* A database that already knows replicas but is newer still is refused. */
 static void test_newer_than_pins_refused(void **state)
 {
     struct fixture *f = *state;
@@ -889,14 +889,14 @@ static void test_newer_than_pins_refused(void **state)
     assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                                  "INSERT INTO meta VALUES ('schema_version', '4');",
+                                  "INSERT INTO meta VALUES ('schema_version', '5');",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     char *err = NULL;
     assert_null(store_open(f->dir, &err));
     assert_non_null(err);
-    assert_non_null(strstr(err, "(schema 4, this yard knows 3)"));
+    assert_non_null(strstr(err, "(schema 5, this yard knows 4)"));
     free(err);
 }
 
@@ -998,7 +998,8 @@ static void test_migrate_from_schema_2(void **state)
     sqlite3_close(db);
 
     struct store *st = open_ok(f->dir);
-    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 3);
+    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"),
+                     store_schema_version());
     assert_int_equal(
         query_int(st->db,
                   "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'pins'"),
@@ -1013,7 +1014,7 @@ static void test_migrate_from_schema_2(void **state)
     assert_int_equal(p.created_ms, 1600);
     store_pod_release(&p);
     struct store_instance inst;
-    assert_int_equal(store_get_instance(st, "qwen", "local", &inst), 0);
+    assert_int_equal(store_get_instance(st, "qwen", "local", 0, &inst), 0);
     store_instance_release(&inst);
     /* And it starts with no pins, which can be written. */
     assert_pins(st, NULL, 0);
@@ -1022,6 +1023,92 @@ static void test_migrate_from_schema_2(void **state)
 
     st = open_ok(f->dir);
     assert_pins(st, (const char *const[]){"qwen"}, 1);
+    store_close(st);
+}
+
+/* The schema a yard before replicas wrote: version 3, one instance per model and host. */
+static const char schema_v3_pins[] =
+    "CREATE TABLE pins (model TEXT PRIMARY KEY, pinned_ms INTEGER NOT NULL DEFAULT 0);"
+    "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
+    "INSERT INTO instances (model, host, pid, pgid, start_time, port, gpus, state, reason, cmd,"
+    "  restarts, created_ms, updated_ms, ready_ms)"
+    "  VALUES ('llama', 'gpu1', 4242, 4242, 987654, 5801, '0,1', 'ready', 'up', 'llama-server',"
+    "  2, 1500, 1600, 1550);"
+    "INSERT INTO events (ts_ms, model, host, from_state, to_state)"
+    "  VALUES (2, 'llama', 'gpu1', 'starting', 'ready');";
+
+/*
+ * A database a yard before replicas wrote opens: each row becomes replica 0
+ * on its host with every field kept, and another replica of the same model
+ * on the same host is then a row of its own.
+ */
+static void test_migrate_from_schema_3(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(make_dirs(f->dir), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, schema_v1, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, schema_v2_pods, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, schema_v3_pins, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    assert_int_equal(store_schema_version(), 4);
+    struct store *st = open_ok(f->dir);
+    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
+    struct store_instance got;
+    assert_int_equal(store_get_instance(st, "llama", "gpu1", 0, &got), 0);
+    assert_int_equal(got.replica, 0);
+    assert_int_equal(got.pid, 4242);
+    assert_int_equal(got.pgid, 4242);
+    assert_int_equal(got.start_time, 987654);
+    assert_int_equal(got.port, 5801);
+    assert_string_equal(got.gpus, "0,1");
+    assert_string_equal(got.state, "ready");
+    assert_string_equal(got.cmd, "llama-server");
+    assert_int_equal(got.restarts, 2);
+    assert_int_equal(got.created_ms, 1500);
+    assert_int_equal(got.ready_ms, 1550);
+    store_instance_release(&got);
+    assert_int_equal(store_get_instance(st, "llama", "gpu1", 1, &got), -ENOENT);
+
+    /* A second replica beside it, on the same host. */
+    struct store_instance r1 = {.model = "llama",
+                                .host = "gpu1",
+                                .replica = 1,
+                                .pid = 4343,
+                                .port = 5802,
+                                .state = "starting"};
+    assert_int_equal(store_record_transition(st, &r1, "stopped"), 0);
+    struct store_instance *arr = NULL;
+    size_t n = 0;
+    assert_int_equal(store_list_instances(st, &arr, &n), 0);
+    assert_int_equal(n, 3);
+    /* Ordered by model, then replica. */
+    assert_string_equal(arr[0].model, "llama");
+    assert_int_equal(arr[0].replica, 0);
+    assert_int_equal(arr[0].pid, 4242);
+    assert_string_equal(arr[1].model, "llama");
+    assert_int_equal(arr[1].replica, 1);
+    assert_int_equal(arr[1].pid, 4343);
+    assert_string_equal(arr[2].model, "qwen");
+    store_instances_free(arr, n);
+
+    /* Events keep theirs as replica 0; the new one names replica 1. */
+    struct store_event *ev = NULL;
+    assert_int_equal(store_list_events(st, 0, 10, "llama", &ev, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ev[0].replica, 0);
+    assert_string_equal(ev[0].to_state, "ready");
+    assert_int_equal(ev[1].replica, 1);
+    assert_string_equal(ev[1].to_state, "starting");
+    store_events_free(ev, n);
+
+    /* Deleting replica 1 leaves replica 0. */
+    assert_int_equal(store_delete_instance(st, "llama", "gpu1", 1), 0);
+    assert_int_equal(store_get_instance(st, "llama", "gpu1", 1, &got), -ENOENT);
+    assert_int_equal(store_get_instance(st, "llama", "gpu1", 0, &got), 0);
+    store_instance_release(&got);
     store_close(st);
 }
 
@@ -1052,6 +1139,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pins_set_list_unset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pin_full_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_schema_2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_from_schema_3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_limit_by_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_limit_by_age, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_by_another, setup, teardown),
