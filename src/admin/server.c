@@ -21,6 +21,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/utf8.h"
+#include "config/config.h"
 #include "gpu/gpu.h"
 #include "sched/sched.h"
 #include "store/store.h"
@@ -54,6 +55,7 @@ struct admin_conn {
     int closed;
     struct sup_observer *obs;
     char *model;                /* canonical name for start --wait / logs -f */
+    int replica;                /* logs -f: the replica whose lines it follows */
     int64_t last_event;         /* events -f: the last id sent */
     int events_behind;          /* events -f: a note came while the queue was full */
     uint64_t skipped;           /* logs -f: lines not sent while the queue was full */
@@ -670,7 +672,8 @@ static void handle_stop(struct admin_conn *c, json_t *req)
         for (size_t i = 0; i < n; i++) {
             struct sup_info info;
             sup_info_at(s, i, &info);
-            names[i] = info.state == INST_STOPPED ? NULL : xstrdup(info.name);
+            /* A model once: stopping it stops all its replicas. */
+            names[i] = info.state == INST_STOPPED || info.replica > 0 ? NULL : xstrdup(info.name);
         }
         for (size_t i = 0; i < n; i++) {
             if (!names[i])
@@ -760,7 +763,7 @@ static int send_file_tail(struct admin_conn *c, const char *path, size_t n)
 static void log_note(void *arg, const struct sup_note *n)
 {
     struct admin_conn *c = arg;
-    if (n->kind != SUP_NOTE_LOG)
+    if (n->kind != SUP_NOTE_LOG || n->replica != c->replica)
         return;
     int full = conn_full(c);
     if (c->closed)
@@ -791,18 +794,35 @@ static void handle_logs(struct admin_conn *c, json_t *req)
     const char *model = json_string_value(json_object_get(req, "model"));
     struct sup_info info;
     sup_info(s, model, &info); /* configured: verb_check */
-    const char *log_path = sup_log_path(s, info.name);
-    int rc = send_file_tail(c, log_path, req_lines(req));
-    if (rc < 0) {
-        char *msg = xstrfmt("cannot read the log of '%s' at '%s': %s; check that file and its "
-                            "permissions",
-                            info.name, log_path, strerror(-rc));
-        send_error(c, msg);
-        free(msg);
+    json_t *jr = json_object_get(req, "replica");
+    json_int_t replica = jr ? json_integer_value(jr) : 0;
+    if (jr && (!json_is_integer(jr) || replica < 0 || replica >= CONFIG_REPLICAS_MAX)) {
+        send_error(c, "'logs' needs a replica number from 0 to 63");
         return;
     }
+    char *log_path = sup_log_path(s, info.name, (int)replica);
+    /* Replica 0's log may not exist yet (never started); another replica's says it never ran. */
+    int rc = replica > 0 && access(log_path, F_OK) < 0
+                 ? -ENOENT
+                 : send_file_tail(c, log_path, req_lines(req));
+    if (rc < 0) {
+        char *msg =
+            rc == -ENOENT && replica > 0
+                ? xstrfmt("replica %d of '%s' has no log at '%s': it never ran; 'yard ps' lists "
+                          "the replicas that run",
+                          (int)replica, info.name, log_path)
+                : xstrfmt("cannot read the log of '%s' at '%s': %s; check that file and its "
+                          "permissions",
+                          info.name, log_path, strerror(-rc));
+        send_error(c, msg);
+        free(msg);
+        free(log_path);
+        return;
+    }
+    free(log_path);
     free(c->model);
     c->model = xstrdup(info.name);
+    c->replica = (int)replica;
     if (json_is_true(json_object_get(req, "follow"))) {
         if (c->obs)
             sup_unobserve(s, c->obs);

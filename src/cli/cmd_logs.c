@@ -3,11 +3,13 @@
 #include "base/utf8.h"
 #include "cli/cli.h"
 
-static const char usage[] = "usage: yard logs MODEL [-f] [-n N]\n"
+static const char usage[] = "usage: yard logs MODEL [-f] [-n N] [--replica R]\n"
                             "\n"
                             "prints the last N lines (default 50) of MODEL's engine log; with -f, "
                             "goes on\n"
-                            "printing new lines until Ctrl-C or the daemon stops\n";
+                            "printing new lines until Ctrl-C or the daemon stops. --replica R: "
+                            "the log of\n"
+                            "replica R (default 0, the first)\n";
 
 static int on_line(json_t *msg, void *ctx)
 {
@@ -26,10 +28,11 @@ int cmd_logs(int argc, char **argv, struct app *app)
     struct cli_opt opts[] = {
         {.name = "follow", .short_name = 'f', .kind = CLI_OPT_FLAG},
         {.name = "lines", .short_name = 'n', .kind = CLI_OPT_VALUE},
+        {.name = "replica", .kind = CLI_OPT_VALUE},
     };
     struct cli_args args;
-    long n = -1;
-    int rc = cli_setup(argc, argv, app, opts, 2, usage, &args);
+    long n = -1, replica = 0;
+    int rc = cli_setup(argc, argv, app, opts, 3, usage, &args);
     if (rc < 0)
         return cli_exit_status(rc);
     int follow = opts[0].seen > 0;
@@ -43,8 +46,16 @@ int cmd_logs(int argc, char **argv, struct app *app)
                              opts[1].value);
         goto out;
     }
-    json_t *req = json_pack("{s:s, s:o, s:b}", "cmd", "logs", "model",
-                            utf8_json_xstring(args.pos[0]), "follow", follow);
+    if (opts[2].value && (cli_parse_count(opts[2].value, &replica) < 0 || replica > 63)) {
+        rc = cli_usage_error("logs",
+                             "'--replica %s' is not a replica; give its number from 'yard ps', "
+                             "0 to 63",
+                             opts[2].value);
+        goto out;
+    }
+    json_t *req =
+        json_pack("{s:s, s:o, s:b, s:I}", "cmd", "logs", "model", utf8_json_xstring(args.pos[0]),
+                  "follow", follow, "replica", (json_int_t)replica);
     if (n >= 0)
         json_object_set_new(req, "n", json_integer(n));
     rc = cli_request_stream(app, req, on_line, &follow, follow);

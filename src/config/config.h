@@ -44,8 +44,10 @@ struct config_model {
     uint64_t startup_timeout_ms;
     uint64_t stop_timeout_ms;
     enum config_restart restart;
-    int max_restarts; /* bounded attempts for restart: on-failure (default 5) */
-    int concurrency;  /* 0 = unlimited */
+    int max_restarts;        /* bounded attempts for restart: on-failure (default 5) */
+    int concurrency;         /* 0 = unlimited */
+    int replicas;            /* up to this many instances (1..CONFIG_REPLICAS_MAX, default 1) */
+    uint64_t scale_after_ms; /* the oldest request's wait that starts another replica */
     enum config_weights evict_weights;
     enum config_process evict_process;
     char *pod;         /* NULL: local */
@@ -53,6 +55,9 @@ struct config_model {
     int health_status; /* generic engine: expected status (default 200) */
     int line, col;     /* position of the model's key, for messages */
 };
+
+#define CONFIG_REPLICAS_MAX 64
+#define CONFIG_SCALE_AFTER_MS 2000 /* scale_after's default */
 
 struct config_group {
     char *name;

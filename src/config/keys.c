@@ -234,6 +234,8 @@ enum {
     MK_EVICTION,
     MK_POD,
     MK_HEALTH,
+    MK_REPLICAS,
+    MK_SCALE_AFTER,
     MK_COUNT,
 };
 
@@ -256,6 +258,8 @@ static const char *const model_keys[] = {
     "eviction",
     "pod",
     "health",
+    "replicas",
+    "scale_after",
     NULL,
 };
 
@@ -516,6 +520,8 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
     m->evict_weights = CONFIG_WEIGHTS_DISCARD;
     m->evict_process = CONFIG_PROCESS_STOP;
     m->health_status = 200;
+    m->replicas = 1;
+    m->scale_after_ms = CONFIG_SCALE_AFTER_MS;
     if (config__walk_map(w, body, path, where, model_keys, v) < 0)
         goto out;
 
@@ -603,6 +609,16 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
         config__get_int(w, v[MK_MAX_RESTARTS], KEY(MK_MAX_RESTARTS), 0, 1000, &m->max_restarts);
     if (config__present(v[MK_CONCURRENCY]))
         config__get_int(w, v[MK_CONCURRENCY], KEY(MK_CONCURRENCY), 0, 1000000, &m->concurrency);
+    if (config__present(v[MK_REPLICAS]))
+        config__get_int(w, v[MK_REPLICAS], KEY(MK_REPLICAS), 1, CONFIG_REPLICAS_MAX, &m->replicas);
+    if (config__present(v[MK_SCALE_AFTER]))
+        config__get_duration(w, v[MK_SCALE_AFTER], KEY(MK_SCALE_AFTER), &m->scale_after_ms);
+    /* Each replica listens on a port of its own: a fixed one would be taken by the first. */
+    if (m->replicas > 1 && m->port)
+        config__err_at(w, v[MK_REPLICAS],
+                       "%s: %d replicas cannot share the fixed port %d; remove 'port:' (and a "
+                       "literal --port in cmd) so that yard gives each replica its own",
+                       KEY(MK_REPLICAS), m->replicas, m->port);
     if (config__present(v[MK_EVICTION]))
         parse_eviction(w, m, v[MK_EVICTION], KEY(MK_EVICTION));
     if (config__present(v[MK_POD])) {

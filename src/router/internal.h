@@ -42,14 +42,16 @@ struct router__req {
     struct http_request *req;
     struct sched_waiter w;
     char model[ROUTER_MODEL_MAX];
-    int stream;    /* the client asked for a stream ("stream": true) */
-    int anthropic; /* /v1/messages: errors in Anthropic's shape too */
-    int raw;       /* /upstream/NAME/...: no rewriting, no normalisation */
-    int queued;    /* in the scheduler's queue */
-    int slot;      /* holds a scheduler slot (sched_done owed) */
-    int began;     /* the response head was sent */
-    int finished;  /* the response was ended */
-    int buffering; /* collecting the whole upstream answer */
+    int stream;              /* the client asked for a stream ("stream": true) */
+    int anthropic;           /* /v1/messages: errors in Anthropic's shape too */
+    int raw;                 /* /upstream/NAME/...: no rewriting, no normalisation */
+    int queued;              /* in the scheduler's queue */
+    int slot;                /* holds a scheduler slot (sched_done owed) */
+    struct sched_inst *inst; /* while slot: the instance it was sent to */
+    int replica;             /* that instance's replica, for the x-yard-replica header */
+    int began;               /* the response head was sent */
+    int finished;            /* the response was ended */
+    int buffering;           /* collecting the whole upstream answer */
     int paused;
     int counted;
     int up_status;

@@ -134,6 +134,9 @@ void router__metrics(struct router *r, struct buf *b)
         sup_info_at(app->sup, i, &info);
         for (size_t k = 0; k < sizeof states / sizeof states[0]; k++) {
             metrics__series(b, "yard_instance_state", "model", info.name);
+            /* Replica 0 keeps the series it had before replicas; the others name theirs. */
+            if (info.replica > 0)
+                buf_printf(b, ",replica=\"%d\"", info.replica);
             buf_printf(b, ",state=\"%s\"} %d\n", sup_state_name(states[k]),
                        info.state == states[k]);
         }
@@ -144,6 +147,8 @@ void router__metrics(struct router *r, struct buf *b)
         struct sup_info info;
         sup_info_at(app->sup, i, &info);
         metrics__series(b, "yard_instance_restarts", "model", info.name);
+        if (info.replica > 0)
+            buf_printf(b, ",replica=\"%d\"", info.replica);
         buf_printf(b, "} %d\n", info.restarts);
     }
 }

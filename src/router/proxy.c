@@ -36,7 +36,8 @@ static void release_slot(struct router__req *rr)
 {
     if (rr->slot) {
         rr->slot = 0;
-        sched_done(rr->r->app->sched, rr->model);
+        sched_done(rr->r->app->sched, rr->inst);
+        rr->inst = NULL;
     }
 }
 
@@ -139,6 +140,12 @@ static void up_head(void *arg, int status, const struct http_header *h, size_t n
     rr->up_status = status;
     if (rr->raw && !rr->began)
         keep_headers(rr, h, n);
+    /* Which replica answered: clients and tests can see the spread. */
+    if (!rr->began) {
+        char replica[16];
+        snprintf(replica, sizeof replica, "%d", rr->replica);
+        http_response_header(rr->req, "X-Yard-Replica", replica);
+    }
     long long clen = -1;
     for (size_t i = 0; i < n; i++) {
         if (strcasecmp(h[i].name, "Content-Type") == 0)
@@ -253,11 +260,13 @@ static const struct upstream_callbacks up_cbs = {
     .on_end = up_end,
 };
 
-static void on_ready(struct sched_waiter *w, int port)
+static void on_ready(struct sched_waiter *w, const struct sched_target *t)
 {
     struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
     rr->queued = 0;
     rr->slot = 1;
+    rr->inst = t->inst;
+    rr->replica = t->replica;
     const struct http_request *req = rr->req;
     /*
      * The client's headers go along, but not its credentials for yard: the engine gets its
@@ -266,7 +275,8 @@ static void on_ready(struct sched_waiter *w, int port)
      */
     char bearer[16 + 65];
     memcpy(bearer, "Bearer ", 8);
-    int keyed = sup_engine_key(rr->r->app->sup, rr->model, bearer + 7, sizeof bearer - 7) == 0;
+    int keyed =
+        sup_engine_key(rr->r->app->sup, rr->model, t->replica, bearer + 7, sizeof bearer - 7) == 0;
     struct http_header *h = xcalloc(req->n_headers + 1, sizeof *h);
     size_t n = 0;
     for (size_t i = 0; i < req->n_headers; i++) {
@@ -277,7 +287,7 @@ static void on_ready(struct sched_waiter *w, int port)
     }
     if (keyed)
         h[n++] = (struct http_header){"Authorization", bearer};
-    rr->up = upstream_request(rr->r->pool, "127.0.0.1", port, req->method, rr->target, h, n,
+    rr->up = upstream_request(rr->r->pool, t->addr, t->port, req->method, rr->target, h, n,
                               rr->body, rr->body_len, &up_cbs, rr);
     free(h);
     if (!rr->up) {

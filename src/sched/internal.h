@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include "config/config.h"
 #include "gpu/gpu.h"
 #include "host/host.h"
 #include "sched/sched.h"
@@ -35,6 +36,18 @@ struct stop_cb {
     sup_op_cb op_done; /* instead of done: told whether the drain's action failed, and why */
     void *arg;
     struct stop_cb *next;
+};
+
+/*
+ * One instance of a model as the scheduler holds it: the handle a dispatched
+ * request keeps until sched_done. It lives inside its smodel, which stays
+ * while any of its requests are in flight.
+ */
+struct sched_inst {
+    struct smodel *sm;
+    int replica;
+    int inflight;
+    uint64_t last_used_ms; /* the last dispatch or end of a request, or when it became ready */
 };
 
 /* The scheduler's view of one model: its queue and what it is doing. */
@@ -67,7 +80,33 @@ struct smodel {
     uint64_t switch_drain_ms; /* the phases of that switch, for its event */
     uint64_t switch_evict_ms;
     int switch_slept; /* the evicted model slept (or was suspended) rather than stopped */
+    /* Per replica; inflight above is their sum. Replica 0's state is the model's. */
+    struct sched_inst reps[CONFIG_REPLICAS_MAX];
 };
+
+/* replica.c: one replica as dispatch and scale-up see it. */
+struct sched__rep {
+    int exists;   /* an instance runs or is on its way: not stopped, not failed */
+    int serves;   /* ready, with no sleep or wake under way */
+    int starting; /* loading */
+    int inflight;
+    int port;         /* while it serves: where yard reaches it */
+    const char *addr; /* while it serves: the host to connect to */
+};
+/*
+ * The replica that takes the next request: of those that serve and are under
+ * concurrency (0: unlimited), the one with the fewest requests in flight,
+ * the lowest on a tie. -1 when none has room.
+ */
+int sched__pick_replica(const struct sched__rep *reps, int n, int concurrency);
+/*
+ * The replica to start now, or -1: only when the oldest request (enqueued at
+ * oldest_ms) has waited longer than scale_after_ms, some replica serves,
+ * every serving replica is at its concurrency and none is starting. The
+ * lowest replica with no instance.
+ */
+int sched__replica_to_add(const struct sched__rep *reps, int n, int concurrency, uint64_t now_ms,
+                          uint64_t oldest_ms, uint64_t scale_after_ms);
 
 /* One direction's measured switch cost: an exponential moving average. */
 struct sched__cost {

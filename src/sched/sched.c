@@ -45,6 +45,7 @@ struct sched {
 };
 
 static void sched_kick(struct sched *s);
+static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now);
 static void drain_then(struct sched *s, struct smodel *sm, int action, int level, const char *why,
                        void (*done)(void *), sup_op_cb op_done, void *arg);
 
@@ -175,7 +176,7 @@ struct sched_hand {
     char *msg;
 };
 
-static void hand_ready(struct sched_waiter *w, int port);
+static void hand_ready(struct sched_waiter *w, const struct sched_target *t);
 
 static int is_hand(const struct sched_waiter *w)
 {
@@ -199,9 +200,9 @@ static void hand_finish(struct sched_hand *h, int rc, const char *msg)
     free(h);
 }
 
-static void hand_ready(struct sched_waiter *w, int port)
+static void hand_ready(struct sched_waiter *w, const struct sched_target *t)
 {
-    (void)port;
+    (void)t;
     hand_finish((struct sched_hand *)w, 0, NULL);
 }
 
@@ -315,6 +316,15 @@ static void on_note(void *arg, const struct sup_note *n)
     struct smodel *sm = find(s, n->model);
     if (!sm)
         return;
+    if (n->replica > 0) {
+        /* Another replica: it serves beside the first; the model's own state is replica 0's. */
+        if (n->kind == SUP_NOTE_STATE && n->replica < CONFIG_REPLICAS_MAX) {
+            if (n->state == INST_READY)
+                sm->reps[n->replica].last_used_ms = clock_mono_ms();
+            sched_kick(s);
+        }
+        return;
+    }
     if (n->kind == SUP_NOTE_PROGRESS) {
         sm->last_percent = n->percent;
         for (struct sched_waiter *w = sm->head; w; w = w->next)
@@ -394,6 +404,8 @@ static void add_model(struct sched *s, const struct config_model *m)
     sm->last_percent = -1;
     sm->last_used_ms = clock_mono_ms();
     sm->sched = s;
+    for (int r = 0; r < CONFIG_REPLICAS_MAX; r++)
+        sm->reps[r] = (struct sched_inst){.sm = sm, .replica = r, .last_used_ms = sm->last_used_ms};
     s->models = xrealloc(s->models, (s->n_models + 1) * sizeof *s->models);
     s->models[s->n_models++] = sm;
 }
@@ -529,6 +541,7 @@ static void on_tick(uv_timer_t *t)
             sm->drain_action = SCHED__STOP;
             sm->drain_level = 0;
         }
+        scale_replicas(s, sm, now);
     }
     sched_kick(s);
 }
@@ -611,14 +624,14 @@ void sched_cancel(struct sched *s, struct sched_waiter *w)
     }
 }
 
-void sched_done(struct sched *s, const char *model)
+void sched_done(struct sched *s, struct sched_inst *inst)
 {
-    struct smodel *sm = find(s, model);
-    if (!sm)
-        return;
+    struct smodel *sm = inst->sm;
+    if (inst->inflight > 0)
+        inst->inflight--;
     if (sm->inflight > 0)
         sm->inflight--;
-    sm->last_used_ms = clock_mono_ms();
+    sm->last_used_ms = inst->last_used_ms = clock_mono_ms();
     sched_kick(s);
 }
 
@@ -688,6 +701,8 @@ static void finish_drains(struct sched *s)
             info.state == INST_READY && (sm->drain_action == SCHED__SLEEP ||
                                          (sm->drain_action == SCHED__EVICT && info.can_sleep));
         if (sleep) {
+            /* Only the first replica sleeps: the others give their memory back by stopping. */
+            sup_stop_extra_replicas(s->app->sup, sm->name, sm->drain_why);
             int level = sm->drain_action == SCHED__SLEEP ? sm->drain_level : 0;
             int rc = sup_sleep(s->app->sup, sm->name, level, sm->drain_why, on_slept, sm, &err);
             if (rc == 0)
@@ -713,28 +728,107 @@ static void finish_drains(struct sched *s)
     }
 }
 
+/* What each of sm's replicas is doing; returns how many it may have. */
+static int rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
+{
+    int n = sm->m && sm->m->replicas > 0 ? sm->m->replicas : 1;
+    for (int r = 0; r < n; r++) {
+        struct sup_info info;
+        v[r] = (struct sched__rep){.inflight = sm->reps[r].inflight};
+        if (sup_info_replica(s->app->sup, sm->name, r, &info) < 0)
+            continue;
+        v[r].exists = info.state != INST_STOPPED && info.state != INST_FAILED;
+        v[r].serves = info.state == INST_READY && !info.busy;
+        v[r].starting = info.state == INST_STARTING;
+        v[r].port = info.reach_port;
+        v[r].addr = info.addr;
+    }
+    return n;
+}
+
 static void dispatch_ready(struct sched *s)
 {
     for (size_t i = 0; i < s->n_models; i++) {
         struct smodel *sm = s->models[i];
         if (!sm->head || sm->draining || !sm->m)
             continue;
-        int port = 0;
-        if (!serves(s, sm, &port))
+        struct sched__rep v[CONFIG_REPLICAS_MAX];
+        int n = rep_view(s, sm, v);
+        int serving = 0;
+        for (int r = 0; r < n; r++)
+            serving |= v[r].serves;
+        if (!serving)
             continue;
         serve_hands(s, sm);
         uint64_t now = clock_mono_ms();
-        while (sm->head && (sm->m->concurrency <= 0 || sm->inflight < sm->m->concurrency)) {
+        int r;
+        while (sm->head && (r = sched__pick_replica(v, n, sm->m->concurrency)) >= 0) {
             struct sched_waiter *w = sm->head;
             unlink_waiter(s, sm, w);
             sm->inflight++;
-            sm->last_used_ms = now;
+            sm->reps[r].inflight++;
+            v[r].inflight++;
+            sm->last_used_ms = sm->reps[r].last_used_ms = now;
             if (w->waited_for_load) {
                 s->load_waits++;
                 s->load_wait_s += (double)(now - w->enqueued_ms) / 1000.0;
             }
-            w->on_ready(w, port);
+            struct sched_target t = {
+                .inst = &sm->reps[r], .addr = v[r].addr, .port = v[r].port, .replica = r};
+            w->on_ready(w, &t);
         }
+    }
+}
+
+/*
+ * Replicas beyond the first: one more starts when the model's oldest request
+ * has waited longer than scale_after with every serving replica at its
+ * concurrency; an idle one stops after the model's ttl (replica 0 follows
+ * the ttl as a model without replicas does).
+ */
+static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
+{
+    if (!sm->m || sm->m->replicas < 2 || sm->draining)
+        return;
+    struct sched__rep v[CONFIG_REPLICAS_MAX];
+    int n = rep_view(s, sm, v);
+    char d[32];
+    for (int r = 1; r < n && sm->m->ttl_ms && !sm->pinned; r++) {
+        struct sched_inst *in = &sm->reps[r];
+        if (!v[r].serves || in->inflight || now - in->last_used_ms < sm->m->ttl_ms)
+            continue;
+        char *why = xstrfmt("idle for %s (ttl)", units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
+        log_info("sched", "'%s' replica %d %s: stopping it", sm->name, r, why);
+        char *err = NULL;
+        int rc = sup_stop_replica(s->app->sup, sm->name, r, why, NULL, NULL, &err);
+        free(why);
+        if (rc < 0) {
+            log_warn("sched", "cannot stop '%s' replica %d: %s", sm->name, r, err);
+            free(err);
+        }
+    }
+    /* The oldest request: a start by hand waits for a load, not for a slot. */
+    const struct sched_waiter *oldest = sm->head;
+    while (oldest && is_hand(oldest))
+        oldest = oldest->next;
+    if (!oldest)
+        return;
+    int r = sched__replica_to_add(v, n, sm->m->concurrency, now, oldest->enqueued_ms,
+                                  sm->m->scale_after_ms);
+    if (r <= 0)
+        return;
+    char where[128] = "";
+    char *why = NULL;
+    enum sched__fit fit = sched__place(s, sm->name, where, sizeof where, NULL, &why);
+    free(why);
+    if (fit == SCHED__WAIT || fit == SCHED__NEVER)
+        return; /* no free GPU for another copy: the replicas there serve the queue */
+    log_info("sched", "'%s' has waited %s with every replica busy: starting replica %d", sm->name,
+             units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), r);
+    char *err = NULL;
+    if (sup_start_replica(s->app->sup, sm->name, r, fit == SCHED__FITS ? where : NULL, &err) < 0) {
+        log_warn("sched", "cannot start '%s' replica %d: %s", sm->name, r, err);
+        free(err);
     }
 }
 

@@ -9,7 +9,10 @@
 
 /*
  * Admission and swapping. Every request for a model waits in that model's
- * queue until its instance is ready and has a free concurrency slot. A model
+ * queue until one of its instances (replicas) is ready and has a free
+ * concurrency slot; it goes to the ready replica with the fewest requests in
+ * flight, and another replica starts when the queue waits longer than the
+ * model's scale_after (replicas: N). A model
  * that is not loaded is started; when it conflicts with loaded models (an
  * exclusive group, router.max_loaded) those are drained (their new requests
  * queue, their requests in flight finish) and stopped first. When the GPU
@@ -49,6 +52,17 @@ enum sched_reason {
     SCHED_REASON_COUNT,
 };
 
+/* A handle on one instance of a model: a dispatched request holds it until sched_done. */
+struct sched_inst;
+
+/* Where a dispatched request goes; valid during on_ready (copy what is kept). */
+struct sched_target {
+    struct sched_inst *inst; /* released with sched_done */
+    const char *addr;        /* the host to connect to (127.0.0.1: pods are reached by a forward) */
+    int port;
+    int replica;
+};
+
 /* One waiting request, embedded in the router's request. */
 struct sched_waiter {
     struct sched_waiter *prev, *next;
@@ -57,8 +71,11 @@ struct sched_waiter {
     int waited_for_load; /* set when it had to wait for a start */
     int retry_after_s;   /* with on_fail: when to try again, if the scheduler knows (0: the default)
                           */
-    /* Dispatch: the instance is ready at 127.0.0.1:port; a slot is held until sched_done. */
-    void (*on_ready)(struct sched_waiter *w, int port);
+    /*
+     * Dispatch: the replica in t is ready at t->addr:t->port; a slot on it is
+     * held until sched_done(t->inst).
+     */
+    void (*on_ready)(struct sched_waiter *w, const struct sched_target *t);
     /* Refused while waiting: why, and a one-line message a person reads. */
     void (*on_fail)(struct sched_waiter *w, enum sched_reason why, const char *msg);
     /* Load progress while waiting: percent, or -1 when the engine does not log it. */
@@ -93,8 +110,8 @@ void sched_sync(struct sched *s);
 int sched_admit(struct sched *s, struct sched_waiter *w);
 /* The client left while waiting: w leaves the queue; no callback follows. */
 void sched_cancel(struct sched *s, struct sched_waiter *w);
-/* A dispatched request ended: its slot is free. */
-void sched_done(struct sched *s, const char *model);
+/* A dispatched request ended: its slot on inst (from its sched_target) is free. */
+void sched_done(struct sched *s, struct sched_inst *inst);
 
 /*
  * A start or wake by hand (yard start, yard wake) is a demand for its model

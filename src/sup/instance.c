@@ -146,13 +146,16 @@ static void set_state(struct instance *in, enum inst_state to, const char *reaso
         }
     }
     if (to == INST_FAILED)
-        log_warn("sup", "'%s' %s -> %s: %s", in->name, state_names[from], state_names[to],
+        log_warn("sup", "'%s' %s -> %s: %s", in->label, state_names[from], state_names[to],
                  in->reason);
     else
-        log_info("sup", "'%s' %s -> %s%s%s", in->name, state_names[from], state_names[to],
+        log_info("sup", "'%s' %s -> %s%s%s", in->label, state_names[from], state_names[to],
                  *in->reason ? ": " : "", in->reason);
-    struct sup_note n = {
-        .kind = SUP_NOTE_STATE, .model = in->name, .state = to, .reason = in->reason};
+    struct sup_note n = {.kind = SUP_NOTE_STATE,
+                         .model = in->name,
+                         .replica = in->replica,
+                         .state = to,
+                         .reason = in->reason};
     sup__notify(in->sup, &n);
 }
 
@@ -186,7 +189,7 @@ int sup__record_now(struct instance *in)
     struct store_instance row = row_of(in, in->state, proc_for(in, in->state), in->detail);
     int rc = store_record_transition(in->sup->app->store, &row, state_names[in->recorded]);
     if (rc == 0) {
-        log_info("sup", "recorded '%s' %s late: the state database takes writes again", in->name,
+        log_info("sup", "recorded '%s' %s late: the state database takes writes again", in->label,
                  state_names[in->state]);
         recorded(in);
     }
@@ -233,7 +236,7 @@ int sup__record_sleep_intent(struct instance *in, int level)
     struct store_instance row = row_of(in, in->state, &in->proc, reason);
     int rc = store_put_instance(in->sup->app->store, &row);
     if (rc < 0)
-        log_error("sup", "cannot record that '%s' goes to sleep: %s", in->name, strerror(-rc));
+        log_error("sup", "cannot record that '%s' goes to sleep: %s", in->label, strerror(-rc));
     return rc;
 }
 
@@ -526,7 +529,7 @@ static void restart_fire(uv_timer_t *t)
         return;
     }
     in->restarts++;
-    log_info("sup", "restarting '%s' (attempt %d of %d)", in->name, in->restarts,
+    log_info("sup", "restarting '%s' (attempt %d of %d)", in->label, in->restarts,
              in->m ? in->m->max_restarts : 0);
     if (sup__inst_start(in) < 0) {
         /* Refused: the state database cannot be written. The attempt does not count. */
@@ -575,7 +578,7 @@ static void inst_fail(struct instance *in, const char *reason)
         if (in->restarts < in->m->max_restarts) {
             uint64_t ms = backoff_ms(in->restarts);
             char d[32];
-            log_info("sup", "'%s' restarts in %s", in->name, units_fmt_duration(ms, d, sizeof d));
+            log_info("sup", "'%s' restarts in %s", in->label, units_fmt_duration(ms, d, sizeof d));
             uv_timer_start(&in->restart_timer, restart_fire, ms, 0);
         } else {
             log_warn("sup",
@@ -718,7 +721,7 @@ void sup__inst_on_exit(void *arg, int64_t code, int sig)
         if (in->start_after_exit) {
             in->start_after_exit = 0;
             if (sup__inst_start(in) < 0)
-                log_warn("sup", "'%s' was not started: its start could not be recorded", in->name);
+                log_warn("sup", "'%s' was not started: its start could not be recorded", in->label);
         }
         break;
     default:
@@ -799,7 +802,7 @@ static void inst_finish_stop(struct instance *in, const char *reason)
     in->proc = (struct runner_proc){0};
     sup__set_state(in, INST_STOPPED, reason, NULL);
     run_stop_waiters(in);
-    if (in->removed) {
+    if (sup__forget_when_stopped(in)) {
         store_delete_instance(in->sup->app->store, in->name, in->runner->host, in->replica);
         sup__forget(in->sup, in);
         return;
@@ -808,7 +811,7 @@ static void inst_finish_stop(struct instance *in, const char *reason)
         in->restart_after_stop = 0;
         if (sup__inst_start(in) < 0)
             log_warn("sup", "'%s' was not started again: its start could not be recorded",
-                     in->name);
+                     in->label);
     }
     sup__maybe_shutdown_done(in->sup);
 }
@@ -996,7 +999,7 @@ int sup__inst_launch(struct instance *in)
                                .env = env,
                                .cwd = m->cwd,
                                .log_path = in->tail.path,
-                               .name = in->name,
+                               .name = in->run_name,
                                .port = in->port};
     char *serr = NULL;
     rc = in->runner->ops->start(in->runner, &spec, sup__inst_on_exit, in, &in->proc, &in->watch,
@@ -1016,7 +1019,7 @@ int sup__inst_launch(struct instance *in)
      * time. It waits at the runner's gate until this row is written, so a
      * daemon that dies in between leaves nothing running.
      */
-    log_info("sup", "'%s' runs as pid %d on port %d once recorded", in->name, in->proc.pid,
+    log_info("sup", "'%s' runs as pid %d on port %d once recorded", in->label, in->proc.pid,
              in->port);
     struct store_instance row = row_of(in, INST_STARTING, &in->proc, in->detail);
     rc = store_put_instance(in->sup->app->store, &row);
@@ -1071,7 +1074,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
         if (in->watch && in->proc.pid > 0)
             break; /* adopted and not probed yet: it runs, so it is stopped like a running one */
         run_stop_waiters(in);
-        if (in->removed)
+        if (sup__forget_when_stopped(in))
             sup__forget(in->sup, in);
         else
             sup__maybe_shutdown_done(in->sup);
@@ -1113,7 +1116,8 @@ void sup__inst_signal_stop(struct instance *in)
     if (in->sleep_level == SUP_SLEEP_CHECKPOINT && rc == 0)
         in->runner->ops->signal_group(in->runner, &in->proc, SIGCONT);
     if (rc < 0 && rc != -ESRCH)
-        log_warn("sup", "cannot signal '%s' (pgid %d): %s", in->name, in->proc.pgid, strerror(-rc));
+        log_warn("sup", "cannot signal '%s' (pgid %d): %s", in->label, in->proc.pgid,
+                 strerror(-rc));
     uv_timer_start(&in->deadline_timer, deadline_fire, in->stop_timeout_ms, 0);
     uv_timer_start(&in->reap_timer, reap_poll, REAP_POLL_MS, 0);
 }
@@ -1176,7 +1180,7 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
         free(why);
         return;
     }
-    log_info("sup", "adopting '%s' (pid %d, port %d)", in->name, p->pid, port);
+    log_info("sup", "adopting '%s' (pid %d, port %d)", in->label, p->pid, port);
     sup__tail_start(&in->tail, 1);
     if (sleep_level > 0) {
         /* A sleeping engine may answer its health check: it stays asleep until woken. */
@@ -1195,7 +1199,8 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
 
 void sup__inst_on_line(struct instance *in, const char *line, size_t len)
 {
-    struct sup_note n = {.kind = SUP_NOTE_LOG, .model = in->name, .line = line, .len = len};
+    struct sup_note n = {
+        .kind = SUP_NOTE_LOG, .model = in->name, .replica = in->replica, .line = line, .len = len};
     sup__notify(in->sup, &n);
     if (in->state != INST_STARTING && in->state != INST_READY)
         return;
@@ -1213,6 +1218,7 @@ void sup__inst_on_line(struct instance *in, const char *line, size_t len)
             in->percent = cl.percent;
             struct sup_note p = {.kind = SUP_NOTE_PROGRESS,
                                  .model = in->name,
+                                 .replica = in->replica,
                                  .state = in->state,
                                  .percent = cl.percent};
             sup__notify(in->sup, &p);
@@ -1239,11 +1245,14 @@ static void handle_closed(uv_handle_t *h)
         sup__instance_free(in);
 }
 
-struct instance *sup__instance_new(struct sup *s, const struct config_model *m)
+struct instance *sup__instance_new(struct sup *s, const struct config_model *m, int replica)
 {
     struct instance *in = xcalloc(1, sizeof *in);
     in->sup = s;
     in->name = xstrdup(m->name);
+    in->replica = replica;
+    in->label = replica ? xstrfmt("%s#%d", m->name, replica) : xstrdup(m->name);
+    in->run_name = replica ? xstrfmt("%s.%d", m->name, replica) : xstrdup(m->name);
     in->engine_name = xstrdup(m->engine);
     in->m = m;
     in->eng = engine_find(m->engine);
@@ -1257,7 +1266,9 @@ struct instance *sup__instance_new(struct sup *s, const struct config_model *m)
         timers[i]->data = in;
     }
     in->handles_open = 4;
-    char *path = xstrfmt("%s/%s.log", s->log_dir, m->name);
+    /* Replica 0 keeps MODEL.log, which tools that predate replicas read. */
+    char *path = replica ? xstrfmt("%s/%s.%d.log", s->log_dir, m->name, replica)
+                         : xstrfmt("%s/%s.log", s->log_dir, m->name);
     sup__tail_init(&in->tail, in, path);
     free(path);
     in->handles_open += 2;
@@ -1300,6 +1311,8 @@ void sup__instance_free(struct instance *in)
         free(in->tail.ring[i]);
     free(in->tail.path);
     free(in->name);
+    free(in->label);
+    free(in->run_name);
     free(in->engine_name);
     free(in->reason);
     free(in->detail);

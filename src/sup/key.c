@@ -108,9 +108,15 @@ int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])
     return 0;
 }
 
-int sup_engine_key(struct sup *s, const char *model, char *out, size_t len)
+int sup_engine_key(struct sup *s, const char *model, int replica, char *out, size_t len)
 {
     struct instance *in = sup__find(s, model);
+    for (size_t i = 0; in && replica > 0 && i < s->n_inst; i++)
+        if (s->inst[i]->replica == replica && !s->inst[i]->removed &&
+            strcmp(s->inst[i]->name, in->name) == 0)
+            in = s->inst[i];
+    if (in && in->replica != replica)
+        in = NULL;
     char key[ENGINE_KEY_HEX + 1];
     if (len < sizeof key || !in || sup__engine_key(in, key) < 0)
         return -ENOKEY;

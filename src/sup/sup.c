@@ -28,10 +28,26 @@ static void stop_because(struct instance *in, const char *why)
     }
     sup__inst_stop(in, NULL, NULL);
 }
-static void add_instance(struct sup *s, const struct config_model *m)
+
+static struct instance *add_instance(struct sup *s, const struct config_model *m, int replica)
 {
     s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
-    s->inst[s->n_inst++] = sup__instance_new(s, m);
+    return s->inst[s->n_inst++] = sup__instance_new(s, m, replica);
+}
+
+int sup__forget_when_stopped(const struct instance *in)
+{
+    return in->removed || (in->replica > 0 && !in->restart_after_stop);
+}
+
+/* The configured model's replica; NULL when it has none (replica > 0: none started). */
+static struct instance *find_replica(struct sup *s, const char *model, int replica)
+{
+    for (size_t i = 0; i < s->n_inst; i++)
+        if (s->inst[i]->replica == replica && !s->inst[i]->removed &&
+            strcmp(s->inst[i]->name, model) == 0)
+            return s->inst[i];
+    return NULL;
 }
 
 /* The event log's bounds come from the config (events.keep, events.max_age). */
@@ -84,7 +100,7 @@ struct sup *sup_new(struct app *app)
         log_warn("sup", "cannot create '%s': %s", s->log_dir, strerror(errno));
     sup__key_init(s);
     for (size_t i = 0; i < app->cfg->n_models; i++)
-        add_instance(s, &app->cfg->models[i]);
+        add_instance(s, &app->cfg->models[i], 0);
     uv_timer_init(app->loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
     uv_timer_init(app->loop, &s->record_timer);
@@ -99,7 +115,7 @@ struct sup *sup_new(struct app *app)
 struct instance *sup__find(struct sup *s, const char *name)
 {
     for (size_t i = 0; i < s->n_inst; i++)
-        if (strcmp(s->inst[i]->name, name) == 0)
+        if (s->inst[i]->replica == 0 && strcmp(s->inst[i]->name, name) == 0)
             return s->inst[i];
     if (!s->app->cfg)
         return NULL;
@@ -107,7 +123,7 @@ struct instance *sup__find(struct sup *s, const char *name)
     if (!m)
         return NULL;
     for (size_t i = 0; i < s->n_inst; i++)
-        if (strcmp(s->inst[i]->name, m->name) == 0)
+        if (s->inst[i]->replica == 0 && strcmp(s->inst[i]->name, m->name) == 0)
             return s->inst[i];
     return NULL;
 }
@@ -143,6 +159,12 @@ void sup_adopt_all(struct sup *s)
         for (size_t j = 0; j < s->n_inst && !in; j++)
             if (strcmp(s->inst[j]->name, r->model) == 0 && s->inst[j]->replica == r->replica)
                 in = s->inst[j];
+        if (!in && r->replica > 0) {
+            /* Another replica of a configured model: adopted as one while the config wants it. */
+            struct instance *first = find_replica(s, r->model, 0);
+            if (first && first->m && r->replica < first->m->replicas)
+                in = add_instance(s, first->m, r->replica);
+        }
         const char *want = in ? sup__wanted_pod(in) : NULL;
         if (in && strcmp(want ? want : "local", r->host) != 0) {
             /* The config moved it to another host: the recorded tree goes like a removed one. */
@@ -163,12 +185,9 @@ void sup_adopt_all(struct sup *s)
                                          .max_restarts = 0,
                                          .stop_timeout_ms = 10000,
                                          .pod = local ? NULL : r->host};
-            in = sup__instance_new(s, &ghost);
+            in = add_instance(s, &ghost, r->replica);
             in->m = NULL;
             in->removed = 1;
-            in->replica = r->replica;
-            s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
-            s->inst[s->n_inst++] = in;
             sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, 0);
             log_info("sup", "'%s' is no longer configured; stopping it", r->model);
             stop_because(in, "removed from the config while no daemon ran");
@@ -239,6 +258,90 @@ int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err)
     return sup_start(s, model, err);
 }
 
+int sup_start_replica(struct sup *s, const char *model, int replica, const char *gpus, char **err)
+{
+    struct instance *first = sup__find(s, model);
+    if (!first || first->removed || !first->m) {
+        char *names = sup_model_list(s);
+        *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+        free(names);
+        return -ENOENT;
+    }
+    if (replica == 0)
+        return sup_start_on(s, model, gpus, err);
+    if (replica < 0 || replica >= first->m->replicas) {
+        *err = xstrfmt("model '%s' has %d replicas (replicas: %d); there is no replica %d",
+                       first->name, first->m->replicas, first->m->replicas, replica);
+        return -EINVAL;
+    }
+    struct instance *in = find_replica(s, first->name, replica);
+    if (!in)
+        in = add_instance(s, first->m, replica);
+    if (in->state == INST_STOPPING) {
+        in->restart_after_stop = 1;
+        return 0;
+    }
+    if (in->state == INST_STARTING || in->state == INST_READY || in->op)
+        return 0;
+    free(in->placement);
+    in->placement = gpus ? xstrdup(gpus) : NULL;
+    in->restarts = 0;
+    int rc = sup__inst_start(in);
+    if (rc < 0) {
+        *err = sup__unwritable_msg(s, rc);
+        /* A replica that never ran leaves nothing behind. */
+        if (in->state == INST_STOPPED && !in->watch)
+            sup__forget(s, in);
+    }
+    return rc;
+}
+
+/* Counts the stops of a model's instances down; the caller's done runs after the last. */
+struct stop_all {
+    int left;
+    void (*done)(void *);
+    void *arg;
+};
+
+static void stop_all_one(void *arg)
+{
+    struct stop_all *x = arg;
+    if (--x->left > 0)
+        return;
+    if (x->done)
+        x->done(x->arg);
+    free(x);
+}
+
+/* Stops the instances of model with replica >= from; done runs once all are stopped. */
+static void stop_from(struct sup *s, const char *model, int from, const char *reason,
+                      void (*done)(void *), void *arg)
+{
+    /*
+     * Taken first: a replica beyond the first that stops at once leaves the
+     * list (it is forgotten), which a walk of the list would trip on.
+     */
+    struct instance **mine = xcalloc(s->n_inst + 1, sizeof *mine);
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_inst; i++)
+        if (s->inst[i]->replica >= from && strcmp(s->inst[i]->name, model) == 0)
+            mine[n++] = s->inst[i];
+    struct stop_all *x = xcalloc(1, sizeof *x);
+    x->left = (int)n + 1;
+    x->done = done;
+    x->arg = arg;
+    for (size_t i = 0; i < n; i++) {
+        mine[i]->restart_after_stop = 0;
+        if (mine[i]->state != INST_STOPPING) {
+            free(mine[i]->stop_reason);
+            mine[i]->stop_reason = reason ? xstrdup(reason) : NULL;
+        }
+        sup__inst_stop(mine[i], stop_all_one, x);
+    }
+    free(mine);
+    stop_all_one(x);
+}
+
 int sup_stop(struct sup *s, const char *model, const char *reason, void (*done)(void *), void *arg,
              char **err)
 {
@@ -249,6 +352,19 @@ int sup_stop(struct sup *s, const char *model, const char *reason, void (*done)(
         free(names);
         return -ENOENT;
     }
+    stop_from(s, in->name, 0, reason, done, arg);
+    return 0;
+}
+
+int sup_stop_replica(struct sup *s, const char *model, int replica, const char *reason,
+                     void (*done)(void *), void *arg, char **err)
+{
+    struct instance *first = sup__find(s, model);
+    struct instance *in = first ? find_replica(s, first->name, replica) : NULL;
+    if (!in) {
+        *err = xstrfmt("model '%s' has no replica %d", model, replica);
+        return -ENOENT;
+    }
     in->restart_after_stop = 0;
     if (in->state != INST_STOPPING) {
         free(in->stop_reason);
@@ -256,6 +372,13 @@ int sup_stop(struct sup *s, const char *model, const char *reason, void (*done)(
     }
     sup__inst_stop(in, done, arg);
     return 0;
+}
+
+void sup_stop_extra_replicas(struct sup *s, const char *model, const char *reason)
+{
+    struct instance *first = sup__find(s, model);
+    if (first)
+        stop_from(s, first->name, 1, reason, NULL, NULL);
 }
 
 static struct instance *find_known(struct sup *s, const char *model, char **err)
@@ -306,6 +429,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .engine = in->engine_name,
         .host = in->runner->host,
         .replica = in->replica,
+        .addr = "127.0.0.1",
         .state = in->state,
         .pid = running ? in->proc.pid : 0,
         .port = running ? in->port : 0,
@@ -332,6 +456,16 @@ void sup_info_at(struct sup *s, size_t i, struct sup_info *info)
     fill_info(s->inst[i], info);
 }
 
+int sup_info_replica(struct sup *s, const char *model, int replica, struct sup_info *info)
+{
+    struct instance *first = sup__find(s, model);
+    struct instance *in = first ? find_replica(s, first->name, replica) : NULL;
+    if (!in)
+        return -ENOENT;
+    fill_info(in, info);
+    return 0;
+}
+
 int sup_info(struct sup *s, const char *model, struct sup_info *info)
 {
     struct instance *in = sup__find(s, model);
@@ -341,10 +475,14 @@ int sup_info(struct sup *s, const char *model, struct sup_info *info)
     return 0;
 }
 
-const char *sup_log_path(struct sup *s, const char *model)
+char *sup_log_path(struct sup *s, const char *model, int replica)
 {
     struct instance *in = sup__find(s, model);
-    return in ? in->tail.path : NULL;
+    if (!in)
+        return NULL;
+    /* A replica beyond the first may have stopped (and been forgotten): its file stays. */
+    return replica ? xstrfmt("%s/%s.%d.log", s->log_dir, in->name, replica)
+                   : xstrdup(in->tail.path);
 }
 
 char *sup_model_list(struct sup *s)
@@ -352,7 +490,7 @@ char *sup_model_list(struct sup *s)
     struct buf b;
     buf_init(&b, 1 << 20);
     for (size_t i = 0; i < s->n_inst; i++)
-        if (!s->inst[i]->removed)
+        if (!s->inst[i]->removed && s->inst[i]->replica == 0)
             buf_printf(&b, "%s%s", b.len ? ", " : "", s->inst[i]->name);
     if (!b.len)
         buf_appends(&b, "(none)");
@@ -469,7 +607,8 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         if (!nm) {
             in->m = NULL;
             in->removed = 1;
-            list_add(&bs, in->name);
+            if (in->replica == 0)
+                list_add(&bs, in->name);
             continue;
         }
         int same = in->m && config_model_same(in->m, nm);
@@ -487,26 +626,30 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
             /* Not running: `yard ps` shows where it will run next. */
             if (!in->watch && in->state == INST_STOPPED)
                 in->runner = sup__runner_for(s, sup__wanted_pod(in));
-            list_add(&bk, in->name);
+            if (in->replica == 0)
+                list_add(&bk, in->name);
             continue;
         }
         /*
          * Changed while running: the scheduler drains it, stops it and starts
-         * it again as a demand (sched_restart), so groups, memory and pins hold.
+         * it again as a demand (sched_restart), so groups, memory and pins
+         * hold. A model is listed once: the stop stops all its replicas.
          */
+        free(in->engine_name);
+        in->engine_name = xstrdup(nm->engine);
+        if (in->replica > 0)
+            continue;
         *changed = xrealloc(*changed, (*n_changed + 1) * sizeof **changed);
         char *what = was ? model_changes(was, nm) : xstrdup("cmd");
         (*changed)[*n_changed].name = xstrdup(in->name);
         (*changed)[*n_changed].why = xstrfmt("config changed: %s", what);
         (*n_changed)++;
         free(what);
-        free(in->engine_name);
-        in->engine_name = xstrdup(nm->engine);
         list_add(&br, in->name);
     }
     for (size_t j = 0; j < cfg->n_models; j++) {
         if (!matched[j]) {
-            add_instance(s, &cfg->models[j]);
+            add_instance(s, &cfg->models[j], 0);
             list_add(&ba, cfg->models[j].name);
         }
     }
@@ -519,6 +662,14 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         if (i < s->n_inst && s->inst[i]->removed &&
             (s->inst[i]->state == INST_STOPPED || s->inst[i]->state == INST_FAILED))
             sup__inst_stop(s->inst[i], NULL, NULL);
+    /* Replicas past a lowered replicas: stop, and are forgotten once down. */
+    for (size_t i = s->n_inst; i-- > 0;) {
+        struct instance *in = i < s->n_inst ? s->inst[i] : NULL;
+        if (in && !in->removed && in->m && in->replica >= in->m->replicas) {
+            in->restart_after_stop = 0;
+            stop_because(in, "removed by reload: past the model's replicas");
+        }
+    }
     config_free(old);
     *kept = buf_detach(&bk, NULL);
     *restarted = buf_detach(&br, NULL);

@@ -33,7 +33,8 @@ struct sup_info {
     const char *name;
     const char *engine;
     const char *host;
-    int replica; /* 0 for a model's first instance */
+    int replica;      /* 0 for a model's first instance */
+    const char *addr; /* the host yard connects to for reach_port: 127.0.0.1 (pods: a forward) */
     enum inst_state state;
     int pid;        /* 0 when none */
     int port;       /* 0 when none: the engine's port on its host */
@@ -56,6 +57,7 @@ enum sup_note_kind { SUP_NOTE_STATE, SUP_NOTE_PROGRESS, SUP_NOTE_LOG };
 struct sup_note {
     enum sup_note_kind kind;
     const char *model;
+    int replica;           /* the instance's replica: 0 for the model's first */
     enum inst_state state; /* STATE, PROGRESS */
     const char *reason;    /* STATE */
     int percent;           /* PROGRESS */
@@ -89,31 +91,54 @@ int sup_start(struct sup *s, const char *model, char **err);
 /* As sup_start, on the given GPUs ("0,1": CUDA_VISIBLE_DEVICES and ${GPUS}). */
 int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err);
 /*
- * Stops MODEL; done runs once it is stopped (at once if it is). reason (may be
- * NULL) is why, carried by the stopping and stopped transitions and their
- * events ("evicted for 'b'", "stopped by yard stop"). 0 or -ENOENT with *err.
+ * Starts replica of MODEL (0: as sup_start_on) on gpus (NULL: the model's own
+ * choice) unless it is starting or ready. A replica beyond the first is
+ * created for it and forgotten once it stops. 0, or -ENOENT / -EINVAL (past
+ * the model's replicas) with *err, or the store's -errno as sup_start.
+ */
+int sup_start_replica(struct sup *s, const char *model, int replica, const char *gpus, char **err);
+/*
+ * Stops every instance of MODEL (all its replicas); done runs once all are
+ * stopped (at once if they are). reason (may be NULL) is why, carried by the
+ * stopping and stopped transitions and their events ("evicted for 'b'",
+ * "stopped by yard stop"). 0 or -ENOENT with *err.
  */
 int sup_stop(struct sup *s, const char *model, const char *reason, void (*done)(void *), void *arg,
              char **err);
+/* Stops one replica of MODEL; reason and done as sup_stop. 0 or -ENOENT with *err. */
+int sup_stop_replica(struct sup *s, const char *model, int replica, const char *reason,
+                     void (*done)(void *), void *arg, char **err);
+/* Stops every replica of MODEL but the first (before it sleeps: only the first sleeps). */
+void sup_stop_extra_replicas(struct sup *s, const char *model, const char *reason);
 /*
  * Runs MODEL on pod (NULL: where the config says) from its next start.
  * 0, or -ENOENT / -EBUSY (it runs elsewhere: stop it first) with *err.
  */
 int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err);
-/* Number of instances; sup_info_at fills info for the i-th (config order). */
+/*
+ * Number of instances, every replica of every model; sup_info_at fills info
+ * for the i-th (each model's first in config order, then the others as they
+ * started).
+ */
 size_t sup_count(struct sup *s);
 void sup_info_at(struct sup *s, size_t i, struct sup_info *info);
-/* Fills info for MODEL (name or alias); -ENOENT if unknown. */
+/* Fills info for MODEL's first instance (replica 0; name or alias); -ENOENT if unknown. */
 int sup_info(struct sup *s, const char *model, struct sup_info *info);
-/* The log file path of MODEL; NULL if unknown. Owned by the sup. */
-const char *sup_log_path(struct sup *s, const char *model);
+/* Fills info for replica of MODEL; -ENOENT when that replica has no instance. */
+int sup_info_replica(struct sup *s, const char *model, int replica, struct sup_info *info);
+/*
+ * The log file path of MODEL's replica (logs/MODEL.log for replica 0,
+ * logs/MODEL.R.log for replica R); NULL if the model is unknown. A new string
+ * the caller frees.
+ */
+char *sup_log_path(struct sup *s, const char *model, int replica);
 /* "a, b, c": the configured names, for messages. A new string the caller frees. */
 char *sup_model_list(struct sup *s);
 /*
- * The API key yard sends to MODEL's engine ("Authorization: Bearer KEY"),
+ * The API key yard sends to the engine of MODEL's replica ("Authorization: Bearer KEY"),
  * written into out (len >= 65). 0, or -ENOKEY when its engine has none.
  */
-int sup_engine_key(struct sup *s, const char *model, char *out, size_t len);
+int sup_engine_key(struct sup *s, const char *model, int replica, char *out, size_t len);
 
 /* A running model whose config a reload changed, and why ("config changed: cmd"). */
 struct sup_reload_change {

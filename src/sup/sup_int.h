@@ -89,7 +89,9 @@ struct stop_waiter {
 struct instance {
     struct sup *sup;
     char *name;
-    int replica; /* its index among its model's instances: 0 is the first */
+    int replica;    /* its index among its model's instances: 0 is the first */
+    char *label;    /* for the log: "NAME", or "NAME#R" for replica R > 0 */
+    char *run_name; /* what the runner names its log after: "NAME", or "NAME.R" */
     char *engine_name;
     const struct config_model *m; /* NULL once the model left the config */
     const struct engine_ops *eng;
@@ -196,7 +198,14 @@ struct sup {
 };
 
 /* instance.c */
-struct instance *sup__instance_new(struct sup *s, const struct config_model *m);
+/* An instance of m; replica 0 is the model's own, which the supervisor always holds. */
+struct instance *sup__instance_new(struct sup *s, const struct config_model *m, int replica);
+/*
+ * Whether the instance leaves the supervisor (and its row the store) once
+ * stopped: its model left the config, or it is a replica beyond the first
+ * that is not to start again.
+ */
+int sup__forget_when_stopped(const struct instance *in);
 void sup__instance_free(struct instance *in);
 int sup__inst_start(struct instance *in);
 void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg);

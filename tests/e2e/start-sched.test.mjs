@@ -239,13 +239,13 @@ test('yard ps: TTL shows the time an idle model has left, or pinned; --json has 
     const idle = await entry(y.dir, 'a');
     assert.ok(idle.ttl_left_s > 0 && idle.ttl_left_s <= 600, JSON.stringify(idle));
     let table = await yard(['ps'], { stateDir: y.dir });
-    assert.match(table.stdout, /^a\s+vllm\s+local\s+ready\s+\d+\s+\d+\s+-\s+\S+\s+(10m0s|9m\d+s)\s+-\s*$/m, table.stdout);
+    assert.match(table.stdout, /^a\s+vllm\s+local\s+0\s+ready\s+\d+\s+\d+\s+-\s+\S+\s+(10m0s|9m\d+s)\s+-\s*$/m, table.stdout);
 
     await yardOk(y.dir, ['pin', 'a']);
     const pinned = await entry(y.dir, 'a');
     assert.equal(pinned.pinned, true);
     assert.equal(pinned.ttl_left_s, null, 'a pinned model has no ttl running');
     table = await yard(['ps'], { stateDir: y.dir });
-    assert.match(table.stdout, /^a\s+vllm\s+local\s+ready\s+\d+\s+\d+\s+-\s+\S+\s+pinned\s+-\s*$/m, table.stdout);
+    assert.match(table.stdout, /^a\s+vllm\s+local\s+0\s+ready\s+\d+\s+\d+\s+-\s+\S+\s+pinned\s+-\s*$/m, table.stdout);
     await y.d.stop();
 });

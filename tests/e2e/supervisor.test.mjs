@@ -314,7 +314,7 @@ test('ps --json has the stable keys', async () => {
     assert.equal(list[0].state, 'stopped');
     assert.equal(list[0].pid, null);
     const table = await yard(['ps'], { stateDir: dir });
-    assert.match(table.stdout, /^NAME\s+ENGINE\s+HOST\s+STATE\s+PID\s+PORT\s+GPUS\s+UPTIME\s+TTL\s+REASON/);
+    assert.match(table.stdout, /^NAME\s+ENGINE\s+HOST\s+REPLICA\s+STATE\s+PID\s+PORT\s+GPUS\s+UPTIME\s+TTL\s+REASON/);
     await d.stop();
     void procStartTime;
 });

@@ -1080,6 +1080,54 @@ static void test_nul_in_scalars(void **state)
  * members are table lookups, so a large file loads (it took minutes when each
  * alias was compared with every name). Duplicates far apart are still found.
  */
+/* replicas: N and scale_after: the defaults, the bounds, and a fixed port they cannot share. */
+static void test_replicas(void **state)
+{
+    (void)state;
+    struct config *c = parse_ok("models:\n"
+                                "  a:\n"
+                                "    cmd: x --port ${PORT}\n"
+                                "  b:\n"
+                                "    cmd: x --port ${PORT}\n"
+                                "    replicas: 3\n"
+                                "    scale_after: 500ms\n"
+                                "  c:\n"
+                                "    cmd: x\n"
+                                "    port: 7001\n"
+                                "    replicas: 1\n");
+    assert_int_equal(c->models[0].replicas, 1);
+    assert_int_equal(c->models[0].scale_after_ms, 2000);
+    assert_int_equal(c->models[1].replicas, 3);
+    assert_int_equal(c->models[1].scale_after_ms, 500);
+    assert_int_equal(c->models[2].replicas, 1);
+    /* How many run is not how each runs: a change keeps running engines. */
+    assert_true(config_model_same(&c->models[0], &c->models[0]));
+    config_free(c);
+    c = parse_ok("models:\n  a:\n    cmd: x --port ${PORT}\n    replicas: 64\n");
+    assert_int_equal(c->models[0].replicas, 64);
+    config_free(c);
+
+    const char *const want[] = {
+        "yard.yaml:4:15: models.a.replicas: 0 is out of range; use 1 to 64",
+        "yard.yaml:7:15: models.b.replicas: 65 is out of range; use 1 to 64",
+        "yard.yaml:11:15: models.c.replicas: 2 replicas cannot share the fixed port 7001; remove "
+        "'port:' (and a literal --port in cmd) so that yard gives each replica its own",
+        NULL,
+    };
+    expect_errors("models:\n"
+                  "  a:\n"
+                  "    cmd: x --port ${PORT}\n"
+                  "    replicas: 0\n"
+                  "  b:\n"
+                  "    cmd: x --port ${PORT}\n"
+                  "    replicas: 65\n"
+                  "  c:\n"
+                  "    cmd: x\n"
+                  "    port: 7001\n"
+                  "    replicas: 2\n",
+                  want);
+}
+
 static void test_many_models(void **state)
 {
     enum { N = 50000 };
@@ -1166,6 +1214,7 @@ int main(void)
         cmocka_unit_test(test_top_level_errors),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_replicas),
         cmocka_unit_test(test_full_round_trip),
         cmocka_unit_test(test_sizes_and_durations),
         cmocka_unit_test(test_two_exclusive_groups_ok),
