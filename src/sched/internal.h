@@ -163,12 +163,14 @@ void sched__gpus_refresh(struct sched *s);
 uint64_t sched__gpus_read_ms(struct sched *s);
 void sched__gpus_release(struct sched *s);
 /*
- * Where MODEL fits now. For a sleeping model (waking) only its own GPUs count.
+ * Where replica of MODEL fits now, on the host of MODEL's first replica; the
+ * memory of its other replicas counts as taken. For a sleeping model (waking)
+ * only its own GPUs count.
  * out receives "0,1". extra_free, when not NULL, adds bytes per device index
  * (an eviction being planned).
  */
-enum sched__fit sched__place(struct sched *s, const char *model, char *out, size_t outlen,
-                             const uint64_t *extra_free, char **why);
+enum sched__fit sched__place(struct sched *s, const char *model, int replica, char *out,
+                             size_t outlen, const uint64_t *extra_free, char **why);
 /* Bytes per GPU the model's eviction would give back. */
 uint64_t sched__per_gpu(const struct config_model *m);
 

@@ -105,8 +105,8 @@ static int by_free_desc(const void *a, const void *b)
     return x->free < y->free ? 1 : x->free > y->free ? -1 : x->index - y->index;
 }
 
-enum sched__fit sched__place(struct sched *s, const char *model, char *out, size_t outlen,
-                             const uint64_t *extra_free, char **why)
+enum sched__fit sched__place(struct sched *s, const char *model, int replica, char *out,
+                             size_t outlen, const uint64_t *extra_free, char **why)
 {
     struct app *app = sched__app(s);
     struct sched__gpus *g = sched__gpus_of(s);
@@ -137,7 +137,8 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
             return SCHED__ANYWHERE;
         foreign = g->foreign;
     }
-    int waking = self.state == INST_SLEEPING || self.state == INST_CHECKPOINTED;
+    /* Only replica 0 sleeps; another replica always starts anew. */
+    int waking = replica == 0 && (self.state == INST_SLEEPING || self.state == INST_CHECKPOINTED);
     if (waking && !*self.gpus)
         return SCHED__ANYWHERE; /* it sleeps where no GPU was recorded: nothing to check */
     int want = m->gpu_count > 0 ? m->gpu_count : 1;
@@ -168,7 +169,8 @@ enum sched__fit sched__place(struct sched *s, const char *model, char *out, size
                         ((o.state == INST_SLEEPING || o.state == INST_CHECKPOINTED) && o.busy);
             const struct config_model *om = config_find_model(app->cfg, o.name);
             if (holds && om && om->vram && gpu_list_has(o.gpus, dev->index) &&
-                strcmp(o.name, model) != 0 && strcmp(o.host, self.host) == 0)
+                (strcmp(o.name, model) != 0 || o.replica != replica) &&
+                strcmp(o.host, self.host) == 0)
                 reserved += sched__per_gpu(om);
         }
         uint64_t used = dev->used == UINT64_MAX ? 0 : dev->used;

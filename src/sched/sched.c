@@ -819,7 +819,7 @@ static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
         return;
     char where[128] = "";
     char *why = NULL;
-    enum sched__fit fit = sched__place(s, sm->name, where, sizeof where, NULL, &why);
+    enum sched__fit fit = sched__place(s, sm->name, r, where, sizeof where, NULL, &why);
     free(why);
     if (fit == SCHED__WAIT || fit == SCHED__NEVER)
         return; /* no free GPU for another copy: the replicas there serve the queue */
@@ -920,7 +920,7 @@ static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
                 extra[g] += per;
         char where[128];
         char *why = NULL;
-        fits = sched__place(s, want->name, where, sizeof where, extra, &why) == SCHED__FITS;
+        fits = sched__place(s, want->name, 0, where, sizeof where, extra, &why) == SCHED__FITS;
         free(why);
     }
     if (fits)
@@ -958,7 +958,7 @@ static const char *pinned_in_the_way(struct sched *s, struct smodel *want)
             break;
         char where[128];
         char *why = NULL;
-        fits = sched__place(s, want->name, where, sizeof where, extra, &why) == SCHED__FITS;
+        fits = sched__place(s, want->name, 0, where, sizeof where, extra, &why) == SCHED__FITS;
         free(why);
         if (fits)
             break;
@@ -1085,7 +1085,7 @@ static void plan_loads(struct sched *s)
             continue;
         char where[128] = "";
         char *why = NULL;
-        enum sched__fit fit = sched__place(s, sm->name, where, sizeof where, NULL, &why);
+        enum sched__fit fit = sched__place(s, sm->name, 0, where, sizeof where, NULL, &why);
         if (fit == SCHED__NEVER) {
             refuse(s, sm, -E2BIG, why, SCHED_NEVER_FITS, why);
             free(why);
