@@ -497,7 +497,7 @@ int cmd_serve(int argc, char **argv, struct app *app)
     /* A configured nvidia-smi is what the user asked for: it wins over NVML. */
     if (cfg->tool_nvidia_smi)
         gpu_set_nvml(app->gpu, NULL);
-    app->sched = sched_new(app);
+    app->sched = sched_new(app, &sched_sup_real);
     app->router = router_new(app, &err);
     if (app->router)
         app->admin = admin_server_new(app, daemon_reload, &err);

@@ -150,6 +150,13 @@ void sched__costs_release(struct sched__costs *c);
 /* sched.c: the scheduler's parts place.c needs. */
 struct sched__gpus *sched__gpus_of(struct sched *s);
 struct app *sched__app(struct sched *s);
+/* The supervisor's operations the scheduler was given (sched_new). */
+const struct sched_sup_ops *sched__sup(struct sched *s);
+/*
+ * One tick, as the loop's timer runs it every 250 ms: router.max_wait, the
+ * ttl, replicas' scale-up and scale-down, all at app->now_ms; then a kick.
+ */
+void sched__tick(struct sched *s);
 void sched__kick(struct sched *s);
 /* The read finished after the scheduler was freed: free the rest now. */
 void sched__free_now(struct sched *s);

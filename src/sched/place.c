@@ -19,7 +19,6 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
-#include "base/clock.h"
 #include "base/log.h"
 #include "base/units.h"
 #include "config/config.h"
@@ -34,8 +33,10 @@ uint64_t sched__per_gpu(const struct config_model *m)
 }
 
 /* Which processes on each of local's GPUs belong to none of yard's instances. */
-static void count_foreign(struct app *app, struct sched__gpus *g, const struct gpu_inventory *inv)
+static void count_foreign(struct sched *s, struct sched__gpus *g, const struct gpu_inventory *inv)
 {
+    struct app *app = sched__app(s);
+    const struct sched_sup_ops *sup = sched__sup(s);
     free(g->foreign);
     g->foreign = xcalloc(inv->n ? inv->n : 1, sizeof *g->foreign);
     for (size_t d = 0; d < inv->n; d++) {
@@ -45,9 +46,9 @@ static void count_foreign(struct app *app, struct sched__gpus *g, const struct g
             if (p->used == UINT64_MAX)
                 continue;
             int ours = 0;
-            for (size_t i = 0; i < sup_count(app->sup) && !ours; i++) {
+            for (size_t i = 0; i < sup->count(app->sup) && !ours; i++) {
                 struct sup_info info;
-                sup_info_at(app->sup, i, &info);
+                sup->info_at(app->sup, i, &info);
                 ours = info.pid > 0 && strcmp(info.host, "local") == 0 &&
                        gpu_pid_owned_by(p->pid, info.pid, info.pid);
             }
@@ -64,7 +65,7 @@ static void on_gpus_read(void *arg, struct host *h)
     struct sched *s = g->owner;
     if (h->kind != HOST_LOCAL)
         return;
-    count_foreign(sched__app(s), g, &h->gpus);
+    count_foreign(s, g, &h->gpus);
     sched__kick(s);
 }
 
@@ -112,7 +113,7 @@ enum sched__fit sched__place(struct sched *s, const char *model, int replica, ch
     struct sched__gpus *g = sched__gpus_of(s);
     const struct config_model *m = config_find_model(app->cfg, model);
     struct sup_info self;
-    if (!m || !m->vram || sup_info(app->sup, model, &self) < 0)
+    if (!m || !m->vram || sched__sup(s)->info(app->sup, model, &self) < 0)
         return SCHED__ANYWHERE;
     /*
      * The host's GPUs from the registry: a pod's are what its last poll (or its
@@ -161,9 +162,9 @@ enum sched__fit sched__place(struct sched *s, const char *model, int replica, ch
         if (dev->total >= need)
             big_enough++;
         uint64_t reserved = foreign ? foreign[d] : 0;
-        for (size_t i = 0; i < sup_count(app->sup); i++) {
+        for (size_t i = 0; i < sched__sup(s)->count(app->sup); i++) {
             struct sup_info o;
-            sup_info_at(app->sup, i, &o);
+            sched__sup(s)->info_at(app->sup, i, &o);
             int holds = o.state == INST_STARTING || o.state == INST_READY ||
                         o.state == INST_STOPPING ||
                         ((o.state == INST_SLEEPING || o.state == INST_CHECKPOINTED) && o.busy);

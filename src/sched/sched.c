@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "base/alloc.h"
-#include "base/clock.h"
 #include "base/log.h"
 #include "base/units.h"
 #include "config/config.h"
@@ -28,6 +27,7 @@ enum { SCHED__STOP = 0, SCHED__EVICT, SCHED__SLEEP };
 
 struct sched {
     struct app *app;
+    const struct sched_sup_ops *ops; /* the one way to app->sup */
     struct smodel **models;
     size_t n_models;
     size_t total_waiting;
@@ -49,12 +49,18 @@ static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now);
 static void drain_then(struct sched *s, struct smodel *sm, int action, int level, const char *why,
                        void (*done)(void *), sup_op_cb op_done, void *arg);
 
+/* The scheduler's clock: the app's, which a test replaces. */
+static uint64_t now_ms(struct sched *s)
+{
+    return s->app->now_ms();
+}
+
 static void phase_done(struct sched *s, enum sched_phase ph, uint64_t started_ms)
 {
     if (!started_ms)
         return;
     s->phase_n[ph]++;
-    s->phase_s[ph] += (double)(clock_mono_ms() - started_ms) / 1000.0;
+    s->phase_s[ph] += (double)(now_ms(s) - started_ms) / 1000.0;
 }
 
 struct sched__gpus *sched__gpus_of(struct sched *s)
@@ -65,6 +71,11 @@ struct sched__gpus *sched__gpus_of(struct sched *s)
 struct app *sched__app(struct sched *s)
 {
     return s->app;
+}
+
+const struct sched_sup_ops *sched__sup(struct sched *s)
+{
+    return s->ops;
 }
 
 void sched__kick(struct sched *s)
@@ -83,7 +94,7 @@ static struct smodel *find(struct sched *s, const char *name)
 static enum inst_state state_of(struct sched *s, struct smodel *sm, int *port, int *percent)
 {
     struct sup_info info;
-    if (sup_info(s->app->sup, sm->name, &info) < 0)
+    if (s->ops->info(s->app->sup, sm->name, &info) < 0)
         return INST_STOPPED;
     if (port)
         *port = info.port;
@@ -99,7 +110,7 @@ static enum inst_state state_of(struct sched *s, struct smodel *sm, int *port, i
 static int holds_gpu(struct sched *s, struct smodel *sm)
 {
     struct sup_info info;
-    if (sup_info(s->app->sup, sm->name, &info) < 0)
+    if (s->ops->info(s->app->sup, sm->name, &info) < 0)
         return 0;
     switch (info.state) {
     case INST_STARTING:
@@ -118,7 +129,7 @@ static int holds_gpu(struct sched *s, struct smodel *sm)
 static int serves(struct sched *s, struct smodel *sm, int *port)
 {
     struct sup_info info;
-    if (sup_info(s->app->sup, sm->name, &info) < 0)
+    if (s->ops->info(s->app->sup, sm->name, &info) < 0)
         return 0;
     *port = info.reach_port;
     return info.state == INST_READY && !info.busy;
@@ -303,7 +314,7 @@ static void switch_done(struct sched *s, struct smodel *sm, uint64_t now)
                         (double)sm->last_load_ms / 1000.0);
     log_info("sched", "'%s' %s", sm->name, why);
     struct sup_info info;
-    if (sup_info(s->app->sup, sm->name, &info) == 0 && s->app->store)
+    if (s->ops->info(s->app->sup, sm->name, &info) == 0 && s->app->store)
         store_add_event(s->app->store, sm->name, info.host, "ready", why);
     free(why);
     sm->switch_drain_ms = sm->switch_evict_ms = 0;
@@ -320,7 +331,7 @@ static void on_note(void *arg, const struct sup_note *n)
         /* Another replica: it serves beside the first; the model's own state is replica 0's. */
         if (n->kind == SUP_NOTE_STATE && n->replica < CONFIG_REPLICAS_MAX) {
             if (n->state == INST_READY)
-                sm->reps[n->replica].last_used_ms = clock_mono_ms();
+                sm->reps[n->replica].last_used_ms = now_ms(s);
             sched_kick(s);
         }
         return;
@@ -334,7 +345,7 @@ static void on_note(void *arg, const struct sup_note *n)
     }
     if (n->kind != SUP_NOTE_STATE)
         return;
-    uint64_t now = clock_mono_ms();
+    uint64_t now = now_ms(s);
     sm->ready_since_ms = n->state == INST_READY ? now : 0;
     if (n->state == INST_READY) {
         sm->last_used_ms = now;
@@ -362,7 +373,7 @@ static void on_note(void *arg, const struct sup_note *n)
     if (n->state == INST_FAILED && sm->was_loading && sm->head) {
         /* The load these requests wait for failed: say why, at once. */
         struct sup_info info;
-        int unwritable = sup_info(s->app->sup, sm->name, &info) == 0 && info.unwritable;
+        int unwritable = s->ops->info(s->app->sup, sm->name, &info) == 0 && info.unwritable;
         char *msg = xstrfmt("model '%s' failed to start: %s", sm->name, n->reason);
         if (unwritable)
             fail_all(s, sm, SCHED_STATE_UNWRITABLE, msg);
@@ -402,7 +413,7 @@ static void add_model(struct sched *s, const struct config_model *m)
     sm->m = m;
     sm->pinned = pinned_in_store(s, sm->name);
     sm->last_percent = -1;
-    sm->last_used_ms = clock_mono_ms();
+    sm->last_used_ms = now_ms(s);
     sm->sched = s;
     for (int r = 0; r < CONFIG_REPLICAS_MAX; r++)
         sm->reps[r] = (struct sched_inst){.sm = sm, .replica = r, .last_used_ms = sm->last_used_ms};
@@ -472,7 +483,7 @@ void sched_sync(struct sched *s)
          */
         struct sup_info info;
         int present =
-            sup_info(s->app->sup, sm->name, &info) == 0 && strcmp(info.name, sm->name) == 0;
+            s->ops->info(s->app->sup, sm->name, &info) == 0 && strcmp(info.name, sm->name) == 0;
         if (present || sm->inflight > 0 || sm->stop_issued) {
             if (present && !sm->draining)
                 drain_then(s, sm, SCHED__STOP, 0, "removed from the config", NULL, NULL, NULL);
@@ -503,10 +514,9 @@ static int64_t ttl_left_ms(struct sched *s, struct smodel *sm, uint64_t now)
 #define GPU_READ_EVERY_MS 2000
 #define GPU_READ_BLOCKED_MS 200
 
-static void on_tick(uv_timer_t *t)
+void sched__tick(struct sched *s)
 {
-    struct sched *s = t->data;
-    uint64_t now = clock_mono_ms();
+    uint64_t now = now_ms(s);
     if (now - sched__gpus_read_ms(s) >= (s->mem_blocked ? GPU_READ_BLOCKED_MS : GPU_READ_EVERY_MS))
         sched__gpus_refresh(s);
     uint64_t max_wait = s->app->cfg->router_max_wait_ms;
@@ -546,13 +556,37 @@ static void on_tick(uv_timer_t *t)
     sched_kick(s);
 }
 
-struct sched *sched_new(struct app *app)
+static void on_tick(uv_timer_t *t)
+{
+    sched__tick(t->data);
+}
+
+const struct sched_sup_ops sched_sup_real = {
+    .info = sup_info,
+    .info_replica = sup_info_replica,
+    .count = sup_count,
+    .info_at = sup_info_at,
+    .model_list = sup_model_list,
+    .start_on = sup_start_on,
+    .start_replica = sup_start_replica,
+    .stop = sup_stop,
+    .stop_replica = sup_stop_replica,
+    .stop_extra_replicas = sup_stop_extra_replicas,
+    .sleep = sup_sleep,
+    .sleep_check = sup_sleep_check,
+    .wake = sup_wake,
+    .observe = sup_observe,
+    .unobserve = sup_unobserve,
+};
+
+struct sched *sched_new(struct app *app, const struct sched_sup_ops *ops)
 {
     struct sched *s = xcalloc(1, sizeof *s);
     s->app = app;
+    s->ops = ops;
     for (size_t i = 0; i < app->cfg->n_models; i++)
         add_model(s, &app->cfg->models[i]);
-    s->obs = sup_observe(app->sup, NULL, on_note, s);
+    s->obs = ops->observe(app->sup, NULL, on_note, s);
     uv_timer_init(app->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, SCHED_TICK_MS, SCHED_TICK_MS);
@@ -581,7 +615,7 @@ void sched_free(struct sched *s)
     for (size_t i = 0; i < s->n_models; i++)
         fail_all(s, s->models[i], SCHED_SHUTTING_DOWN, "yard is shutting down");
     if (s->app->sup)
-        sup_unobserve(s->app->sup, s->obs);
+        s->ops->unobserve(s->app->sup, s->obs);
     uv_timer_stop(&s->tick);
     /* No inventory read reaches it from now on. */
     host_unobserve(s->app->hosts, &s->gpus.obs);
@@ -595,7 +629,7 @@ int sched_admit(struct sched *s, struct sched_waiter *w)
         return -ENOENT;
     if (s->total_waiting >= (size_t)s->app->cfg->router_max_queue)
         return -EBUSY;
-    w->enqueued_ms = clock_mono_ms();
+    w->enqueued_ms = now_ms(s);
     w->waited_for_load = 0;
     w->prev = sm->tail;
     w->next = NULL;
@@ -631,7 +665,7 @@ void sched_done(struct sched *s, struct sched_inst *inst)
         inst->inflight--;
     if (sm->inflight > 0)
         sm->inflight--;
-    sm->last_used_ms = inst->last_used_ms = clock_mono_ms();
+    sm->last_used_ms = inst->last_used_ms = now_ms(s);
     sched_kick(s);
 }
 
@@ -640,10 +674,10 @@ static void drain_finished(struct smodel *sm, int err, const char *msg)
 {
     if (sm->evict_started_ms) {
         struct sup_info info;
-        int slept = sup_info(sm->sched->app->sup, sm->name, &info) == 0 &&
+        int slept = sm->sched->ops->info(sm->sched->app->sup, sm->name, &info) == 0 &&
                     (info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED);
         phase_done(sm->sched, slept ? SCHED_PHASE_SLEEP : SCHED_PHASE_STOP, sm->evict_started_ms);
-        switch_phase(sm->sched, sm->name, 0, clock_mono_ms() - sm->evict_started_ms, slept);
+        switch_phase(sm->sched, sm->name, 0, now_ms(sm->sched) - sm->evict_started_ms, slept);
         sm->evict_started_ms = 0;
     }
     /* Memory was given back: look again before placing the next model. */
@@ -683,7 +717,7 @@ static void finish_drains(struct sched *s)
         if (!sm->draining || sm->inflight > 0 || sm->stop_issued)
             continue;
         struct sup_info info;
-        if (sup_info(s->app->sup, sm->name, &info) < 0 || info.busy)
+        if (s->ops->info(s->app->sup, sm->name, &info) < 0 || info.busy)
             continue;
         if ((info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED) &&
             sm->drain_action != SCHED__STOP) {
@@ -692,19 +726,19 @@ static void finish_drains(struct sched *s)
         }
         sm->stop_issued = 1;
         if (sm->drain_started_ms)
-            switch_phase(s, sm->name, 1, clock_mono_ms() - sm->drain_started_ms, 0);
+            switch_phase(s, sm->name, 1, now_ms(s) - sm->drain_started_ms, 0);
         phase_done(s, SCHED_PHASE_DRAIN, sm->drain_started_ms);
         sm->drain_started_ms = 0;
-        sm->evict_started_ms = clock_mono_ms();
+        sm->evict_started_ms = now_ms(s);
         char *err = NULL;
         int sleep =
             info.state == INST_READY && (sm->drain_action == SCHED__SLEEP ||
                                          (sm->drain_action == SCHED__EVICT && info.can_sleep));
         if (sleep) {
             /* Only the first replica sleeps: the others give their memory back by stopping. */
-            sup_stop_extra_replicas(s->app->sup, sm->name, sm->drain_why);
+            s->ops->stop_extra_replicas(s->app->sup, sm->name, sm->drain_why);
             int level = sm->drain_action == SCHED__SLEEP ? sm->drain_level : 0;
-            int rc = sup_sleep(s->app->sup, sm->name, level, sm->drain_why, on_slept, sm, &err);
+            int rc = s->ops->sleep(s->app->sup, sm->name, level, sm->drain_why, on_slept, sm, &err);
             if (rc == 0)
                 continue;
             if (sm->drain_action == SCHED__SLEEP) {
@@ -719,7 +753,7 @@ static void finish_drains(struct sched *s)
             free(err);
             err = NULL;
         }
-        int rc = sup_stop(s->app->sup, sm->name, sm->drain_why, on_stopped, sm, &err);
+        int rc = s->ops->stop(s->app->sup, sm->name, sm->drain_why, on_stopped, sm, &err);
         if (rc < 0) {
             log_warn("sched", "'%s' cannot stop: %s", sm->name, err);
             drain_finished(sm, rc, err);
@@ -735,7 +769,7 @@ static int rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
     for (int r = 0; r < n; r++) {
         struct sup_info info;
         v[r] = (struct sched__rep){.inflight = sm->reps[r].inflight};
-        if (sup_info_replica(s->app->sup, sm->name, r, &info) < 0)
+        if (s->ops->info_replica(s->app->sup, sm->name, r, &info) < 0)
             continue;
         v[r].exists = info.state != INST_STOPPED && info.state != INST_FAILED;
         v[r].serves = info.state == INST_READY && !info.busy;
@@ -760,7 +794,7 @@ static void dispatch_ready(struct sched *s)
         if (!serving)
             continue;
         serve_hands(s, sm);
-        uint64_t now = clock_mono_ms();
+        uint64_t now = now_ms(s);
         int r;
         while (sm->head && (r = sched__pick_replica(v, n, sm->m->concurrency)) >= 0) {
             struct sched_waiter *w = sm->head;
@@ -800,7 +834,7 @@ static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
         char *why = xstrfmt("idle for %s (ttl)", units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
         log_info("sched", "'%s' replica %d %s: stopping it", sm->name, r, why);
         char *err = NULL;
-        int rc = sup_stop_replica(s->app->sup, sm->name, r, why, NULL, NULL, &err);
+        int rc = s->ops->stop_replica(s->app->sup, sm->name, r, why, NULL, NULL, &err);
         free(why);
         if (rc < 0) {
             log_warn("sched", "cannot stop '%s' replica %d: %s", sm->name, r, err);
@@ -826,7 +860,8 @@ static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
     log_info("sched", "'%s' has waited %s with every replica busy: starting replica %d", sm->name,
              units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), r);
     char *err = NULL;
-    if (sup_start_replica(s->app->sup, sm->name, r, fit == SCHED__FITS ? where : NULL, &err) < 0) {
+    if (s->ops->start_replica(s->app->sup, sm->name, r, fit == SCHED__FITS ? where : NULL, &err) <
+        0) {
         log_warn("sched", "cannot start '%s' replica %d: %s", sm->name, r, err);
         free(err);
     }
@@ -863,7 +898,7 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
     char *why = xstrfmt("evicted for '%s'", for_whom->name);
     drain_because(victim, why);
     free(why);
-    victim->drain_started_ms = clock_mono_ms();
+    victim->drain_started_ms = now_ms(s);
     s->kick_again = 1; /* finish_drains ran before plan_loads in this kick: once more */
     s->swaps++;
     if (!for_whom->switch_from) {
@@ -912,7 +947,7 @@ static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
     int fits = 0;
     for (; take < n && !fits; take++) {
         struct sup_info info;
-        if (sup_info(s->app->sup, cand[take]->name, &info) < 0)
+        if (s->ops->info(s->app->sup, cand[take]->name, &info) < 0)
             continue;
         uint64_t per = sched__per_gpu(cand[take]->m);
         for (int g = 0; g < SCHED__MAX_GPU_INDEX; g++)
@@ -945,7 +980,7 @@ static const char *pinned_in_the_way(struct sched *s, struct smodel *want)
             struct smodel *o = s->models[i];
             struct sup_info info;
             if (o == want || !o->m || !o->m->vram || (o->pinned != 0) != pass || !holds_gpu(s, o) ||
-                sup_info(s->app->sup, o->name, &info) < 0)
+                s->ops->info(s->app->sup, o->name, &info) < 0)
                 continue;
             uint64_t per = sched__per_gpu(o->m);
             for (int g = 0; g < SCHED__MAX_GPU_INDEX; g++)
@@ -991,13 +1026,13 @@ static void plan_loads(struct sched *s)
     qsort(want, n_want, sizeof *want,
           sched__policy_of(cfg) == SCHED__TIME_SLICE ? sched__by_policy_depth
                                                      : sched__by_policy_fifo);
-    uint64_t now = clock_mono_ms();
+    uint64_t now = now_ms(s);
     s->mem_blocked = 0;
 
     for (size_t i = 0; i < n_want; i++) {
         struct smodel *sm = want[i];
         struct sup_info self;
-        if (sup_info(s->app->sup, sm->name, &self) < 0)
+        if (s->ops->info(s->app->sup, sm->name, &self) < 0)
             continue;
         enum inst_state st = self.state;
         const char *lost = NULL;
@@ -1104,11 +1139,11 @@ static void plan_loads(struct sched *s)
         char *err = NULL;
         sm->was_loading = 1;
         sm->last_percent = -1;
-        sm->load_started_ms = clock_mono_ms();
+        sm->load_started_ms = now_ms(s);
         sm->loading_phase = asleep ? SCHED_PHASE_WAKE : SCHED_PHASE_START;
         if (asleep) {
             /* Success shows as the ready transition; a failed wake stops it (a note). */
-            int rc = sup_wake(s->app->sup, sm->name, NULL, NULL, &err);
+            int rc = s->ops->wake(s->app->sup, sm->name, NULL, NULL, &err);
             if (rc < 0) {
                 char *msg = xstrfmt("model '%s' cannot wake: %s", sm->name, err);
                 refuse(s, sm, rc, err, SCHED_WAKE_FAILED, msg);
@@ -1118,7 +1153,8 @@ static void plan_loads(struct sched *s)
                 mark_hands_issued(sm);
             }
         } else {
-            int rc = sup_start_on(s->app->sup, sm->name, fit == SCHED__FITS ? where : NULL, &err);
+            int rc =
+                s->ops->start_on(s->app->sup, sm->name, fit == SCHED__FITS ? where : NULL, &err);
             if (rc == -ENOENT) {
                 refuse(s, sm, rc, err, SCHED_UNKNOWN_MODEL, err);
             } else if (rc < 0) {
@@ -1154,7 +1190,7 @@ static void sched_kick(struct sched *s)
 
 static int unknown_model(struct sched *s, const char *model, char **err)
 {
-    char *names = sup_model_list(s->app->sup);
+    char *names = s->ops->model_list(s->app->sup);
     *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
     free(names);
     return -ENOENT;
@@ -1165,7 +1201,7 @@ static int hand_demand(struct sched *s, const char *model, int wake, sup_op_cb d
                        char **err)
 {
     struct sup_info info;
-    if (sup_info(s->app->sup, model, &info) < 0)
+    if (s->ops->info(s->app->sup, model, &info) < 0)
         return unknown_model(s, model, err);
     struct smodel *sm = find(s, info.name);
     if (!sm || !sm->m)
@@ -1190,7 +1226,7 @@ static int hand_demand(struct sched *s, const char *model, int wake, sup_op_cb d
     h->w.model = h->model;
     h->w.on_ready = hand_ready;
     h->w.on_fail = hand_fail;
-    h->w.enqueued_ms = clock_mono_ms();
+    h->w.enqueued_ms = now_ms(s);
     /* Not held to router.max_queue: a person asked, and it waits in no client's stead. */
     h->w.prev = sm->tail;
     if (sm->tail)
@@ -1256,11 +1292,11 @@ int sched_stop(struct sched *s, const char *model, const char *why, void (*done)
                char **err)
 {
     struct sup_info info;
-    if (sup_info(s->app->sup, model, &info) < 0)
+    if (s->ops->info(s->app->sup, model, &info) < 0)
         return unknown_model(s, model, err);
     struct smodel *sm = find(s, info.name);
     if (!sm)
-        return sup_stop(s->app->sup, info.name, why, done, arg, err);
+        return s->ops->stop(s->app->sup, info.name, why, done, arg, err);
     fail_hands(s, sm, -ECANCELED, "it was stopped while loading", 0);
     drain_then(s, sm, SCHED__STOP, 0, why, done, NULL, arg);
     return 0;
@@ -1307,7 +1343,7 @@ int sched_sleep(struct sched *s, const char *model, int level, sup_op_cb done, v
                 char **err)
 {
     struct sup_info info;
-    if (sup_info(s->app->sup, model, &info) < 0)
+    if (s->ops->info(s->app->sup, model, &info) < 0)
         return unknown_model(s, model, err);
     if (info.busy) {
         *err = xstrfmt("'%s' is busy: a sleep, wake or checkpoint runs; try again once it is "
@@ -1320,7 +1356,7 @@ int sched_sleep(struct sched *s, const char *model, int level, sup_op_cb done, v
                        info.name, sup_state_name(info.state));
         return -EINVAL;
     }
-    int rc = sup_sleep_check(s->app->sup, info.name, level, err);
+    int rc = s->ops->sleep_check(s->app->sup, info.name, level, err);
     if (rc < 0)
         return rc;
     struct smodel *sm = find(s, info.name);
@@ -1335,9 +1371,9 @@ int sched_sleep(struct sched *s, const char *model, int level, sup_op_cb done, v
 int sched_pin(struct sched *s, const char *model, int pinned, char **err)
 {
     struct sup_info info;
-    struct smodel *sm = sup_info(s->app->sup, model, &info) == 0 ? find(s, info.name) : NULL;
+    struct smodel *sm = s->ops->info(s->app->sup, model, &info) == 0 ? find(s, info.name) : NULL;
     if (!sm) {
-        char *names = sup_model_list(s->app->sup);
+        char *names = s->ops->model_list(s->app->sup);
         *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
         free(names);
         return -ENOENT;
@@ -1351,7 +1387,7 @@ int sched_pin(struct sched *s, const char *model, int pinned, char **err)
     }
     sm->pinned = pinned;
     if (!pinned)
-        sm->last_used_ms = clock_mono_ms();
+        sm->last_used_ms = now_ms(s);
     sched_kick(s);
     return 0;
 }
@@ -1360,7 +1396,7 @@ const struct sched_stats *sched_stats(struct sched *s, size_t *n)
 {
     free(s->stats);
     s->stats = xcalloc(s->n_models ? s->n_models : 1, sizeof *s->stats);
-    uint64_t now = clock_mono_ms();
+    uint64_t now = now_ms(s);
     for (size_t i = 0; i < s->n_models; i++)
         s->stats[i] =
             (struct sched_stats){.model = s->models[i]->name,

@@ -91,8 +91,44 @@ struct sched_stats {
     int64_t ttl_left_ms;
 };
 
-/* Creates the scheduler for app (sup, cfg, loop set). Never NULL. */
-struct sched *sched_new(struct app *app);
+/*
+ * The scheduler's one way to the supervisor: it reaches app->sup only
+ * through these (sched_sup_real is the supervisor's own sup_* functions; a
+ * test passes a fake). Each has the contract of the sup_* function of its
+ * name (sup/sup.h).
+ */
+struct sched_sup_ops {
+    int (*info)(struct sup *s, const char *model, struct sup_info *info);
+    int (*info_replica)(struct sup *s, const char *model, int replica, struct sup_info *info);
+    size_t (*count)(struct sup *s);
+    void (*info_at)(struct sup *s, size_t i, struct sup_info *info);
+    char *(*model_list)(struct sup *s);
+    int (*start_on)(struct sup *s, const char *model, const char *gpus, char **err);
+    int (*start_replica)(struct sup *s, const char *model, int replica, const char *gpus,
+                         char **err);
+    int (*stop)(struct sup *s, const char *model, const char *reason, void (*done)(void *),
+                void *arg, char **err);
+    int (*stop_replica)(struct sup *s, const char *model, int replica, const char *reason,
+                        void (*done)(void *), void *arg, char **err);
+    void (*stop_extra_replicas)(struct sup *s, const char *model, const char *reason);
+    int (*sleep)(struct sup *s, const char *model, int level, const char *reason, sup_op_cb done,
+                 void *arg, char **err);
+    int (*sleep_check)(struct sup *s, const char *model, int level, char **err);
+    int (*wake)(struct sup *s, const char *model, sup_op_cb done, void *arg, char **err);
+    struct sup_observer *(*observe)(struct sup *s, const char *model, sup_note_cb cb, void *arg);
+    void (*unobserve)(struct sup *s, struct sup_observer *o);
+};
+
+/* The supervisor's own functions, for the daemon. */
+extern const struct sched_sup_ops sched_sup_real;
+
+/*
+ * Creates the scheduler for app (sup, cfg, loop, hosts and now_ms set),
+ * reaching app->sup through ops (kept; &sched_sup_real in the daemon). Every
+ * decision reads the time from app->now_ms; the loop only paces the tick.
+ * Never NULL.
+ */
+struct sched *sched_new(struct app *app, const struct sched_sup_ops *ops);
 /* Fails every waiter (SCHED_SHUTTING_DOWN) and frees the scheduler. */
 void sched_free(struct sched *s);
 /*
