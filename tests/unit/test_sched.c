@@ -20,6 +20,7 @@
 
 #include "base/alloc.h"
 #include "config/config.h"
+#include "gpu/gpu.h"
 #include "host/host.h"
 #include "sched/internal.h"
 #include "sched/sched.h"
@@ -44,6 +45,7 @@ struct fake_inst {
     enum inst_state state;
     int busy;
     int port;
+    char gpus[16]; /* where it was started: "0" */
     char reason[128];
     /* what the test completes: a stop's done, a sleep's op_done */
     void (*stop_done)(void *);
@@ -132,7 +134,7 @@ static void fill(struct fake_model *fm, int r, struct sup_info *info)
                               .state = in->state,
                               .port = in->port,
                               .reach_port = in->port,
-                              .gpus = "",
+                              .gpus = in->gpus,
                               .uptime_s = -1,
                               .reason = in->reason,
                               .detail = in->reason,
@@ -188,7 +190,6 @@ static char *fake_model_list(struct sup *f)
 static int fake_start_replica(struct sup *f, const char *model, int replica, const char *gpus,
                               char **err)
 {
-    (void)gpus;
     struct fake_model *fm = fake_find(f, model);
     if (!fm) {
         *err = xstrfmt("unknown model '%s'", model);
@@ -198,7 +199,10 @@ static int fake_start_replica(struct sup *f, const char *model, int replica, con
         record(f, "start %s/%d", model, replica);
     else
         record(f, "start %s", model);
+    if (gpus)
+        record(f, "on GPU %s", gpus);
     fm->reps[replica].exists = 1;
+    snprintf(fm->reps[replica].gpus, sizeof fm->reps[replica].gpus, "%s", gpus ? gpus : "");
     fake_set(f, model, replica, INST_STARTING, NULL);
     return 0;
 }
@@ -373,6 +377,7 @@ static void req_fail(struct sched_waiter *w, enum sched_reason why, const char *
 
 struct fx {
     uv_loop_t loop;
+    struct gpu *gpu;
     struct app app;
     struct sup sup;
     struct sched *s;
@@ -398,6 +403,21 @@ static void fx_start(struct fx *f, const char *yaml)
     f->app.cfg = parse(yaml);
     f->app.hosts = host_registry_new(&f->app);
     f->app.sup = &f->sup;
+    if (strstr(yaml, "vram:")) {
+        /*
+         * One local GPU of 80 GiB, nothing used: the test sets what the
+         * inventory measures. The registry's reads (queued, never run while
+         * the test runs: the loop does not turn) would read it the same.
+         */
+        struct gpu_decl decl = {.index = 0, .name = "fake", .memory = 80ull << 30};
+        f->gpu = gpu_new(&decl, 1, NULL, NULL);
+        f->app.gpu = f->gpu;
+        struct host *h = host_local(f->app.hosts);
+        h->gpus.devs = xcalloc(1, sizeof *h->gpus.devs);
+        h->gpus.devs[0] = (struct gpu_dev){.index = 0, .total = 80ull << 30};
+        h->gpus.n = 1;
+        h->have_gpus = 1;
+    }
     for (size_t i = 0; i < f->app.cfg->n_models; i++)
         fake_add(&f->sup, f->app.cfg->models[i].name);
     f->s = sched_new(&f->app, &fake_ops);
@@ -410,6 +430,7 @@ static void fx_end(struct fx *f)
     host_registry_close(f->app.hosts, NULL, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     host_registry_free(f->app.hosts);
+    gpu_free(f->gpu);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     config_free(f->app.cfg);
 }
@@ -806,6 +827,54 @@ static void test_replicas(void **state)
     fx_end(&f);
 }
 
+/* ---- GPU memory ---- */
+
+static void set_used(struct fx *f, uint64_t bytes)
+{
+    host_local(f->app.hosts)->gpus.devs[0].used = bytes;
+}
+
+/*
+ * b does not fit beside a: a (idle) is evicted, and b starts only once the
+ * inventory shows the memory back; a pinned a refuses b at once instead.
+ */
+static void test_memory_eviction(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, "models:\n  a: " MOCK ", vram: 60GiB }\n  b: " MOCK ", vram: 60GiB }\n");
+    struct req a1, b1;
+    admit(&f, &a1, "a", "A1");
+    fake_ready(&f.sup, "a", 0);
+    set_used(&f, 60ull << 30);
+    done(&f, &a1);
+    admit(&f, &b1, "b", "B1");
+    assert_string_equal(f.sup.calls, "start a, on GPU 0, stop a");
+    assert_string_equal(f.sup.last_reason, "evicted for 'b'");
+    fake_stopped(&f.sup, "a", 0);
+    tick_at(&f, fake_now + 100); /* a is down but its memory is not back yet */
+    assert_string_equal(f.sup.calls, "start a, on GPU 0, stop a");
+    set_used(&f, 0);
+    tick_at(&f, fake_now + 100);
+    assert_string_equal(f.sup.calls, "start a, on GPU 0, stop a, start b, on GPU 0");
+    fake_ready(&f.sup, "b", 0);
+    assert_true(b1.ready);
+    done(&f, &b1);
+    /* b pinned: a can never have its memory while the pin holds. */
+    char *err = NULL;
+    assert_int_equal(sched_pin(f.s, "b", 1, &err), 0);
+    struct req a2;
+    admit(&f, &a2, "a", "A2");
+    assert_true(a2.failed);
+    assert_int_equal(a2.why, SCHED_BLOCKED_BY_PIN);
+    assert_string_equal(a2.msg, "model 'a' cannot be loaded: pinned model 'b' holds the GPU memory "
+                                "it needs; unpin it with 'yard unpin b' or stop it with 'yard stop "
+                                "b'");
+    assert_int_equal(sched_start(f.s, "a", hand_done, NULL, &err), -EBUSY);
+    free(err);
+    fx_end(&f);
+}
+
 /* ---- failures and reloads ---- */
 
 /* A load that fails fails its waiters at once, with the load-failed reason. */
@@ -868,6 +937,7 @@ int main(void)
         cmocka_unit_test(test_hand_start_same_decision),
         cmocka_unit_test(test_hand_wake_same_decision),
         cmocka_unit_test(test_replicas),
+        cmocka_unit_test(test_memory_eviction),
         cmocka_unit_test(test_load_failed),
         cmocka_unit_test(test_removed_by_reload),
     };
