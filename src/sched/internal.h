@@ -21,6 +21,7 @@ struct config_model;
 struct sched__gpus {
     struct sched *owner;
     uint64_t *foreign;        /* per device: bytes held by processes no instance owns */
+    uint64_t read_ms;         /* app->now_ms when it heard of the last read; 0 none */
     struct host_observer obs; /* hears of each inventory read */
 };
 
@@ -166,7 +167,7 @@ void sched__free_now(struct sched *s);
 void sched__gpus_init(struct sched *s);
 /* Asks the host registry to read local's GPUs again (host_refresh_gpus). */
 void sched__gpus_refresh(struct sched *s);
-/* When (clock_mono_ms) the last read of local's GPUs finished; 0 if none did. */
+/* When (app->now_ms) the scheduler heard of the last read of local's GPUs; 0 if none. */
 uint64_t sched__gpus_read_ms(struct sched *s);
 void sched__gpus_release(struct sched *s);
 /*

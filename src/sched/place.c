@@ -65,6 +65,7 @@ static void on_gpus_read(void *arg, struct host *h)
     struct sched *s = g->owner;
     if (h->kind != HOST_LOCAL)
         return;
+    g->read_ms = sched__app(s)->now_ms();
     count_foreign(s, g, &h->gpus);
     sched__kick(s);
 }
@@ -85,7 +86,7 @@ void sched__gpus_refresh(struct sched *s)
 
 uint64_t sched__gpus_read_ms(struct sched *s)
 {
-    return host_local(sched__app(s)->hosts)->gpus_read_ms;
+    return sched__gpus_of(s)->read_ms;
 }
 
 void sched__gpus_release(struct sched *s)
