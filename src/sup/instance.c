@@ -681,6 +681,8 @@ void sup__inst_on_exit(void *arg, int64_t code, int sig)
     in->main_exited = 1;
     in->exit_code = code;
     in->term_signal = sig;
+    if (sup__ckpt_exited(in))
+        return;
     /* CRIU ends the tree once it is dumped: expected, the restore brings it back. */
     if (in->dumping || in->state == INST_CHECKPOINTED)
         return;
@@ -1146,7 +1148,8 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
         /* CRIU ended the tree (or left it stopped): the images are what counts. */
         char *dir = sup__ckpt_dir(in);
         char *inv = xstrfmt("%s/inventory.img", dir);
-        int have = access(inv, R_OK) == 0;
+        /* A pod's images are checked there by the restore, which stops it when they are gone. */
+        int have = remote || access(inv, R_OK) == 0;
         char *reason = xstrfmt("adopted checkpointed (images in %s)", dir);
         free(inv);
         free(dir);
@@ -1324,6 +1327,7 @@ void sup__instance_free(struct instance *in)
     free(in->placement);
     free(in->pod_override);
     free(in->susp_pids);
+    sup__ckpt_drop(in);
     free(in->ready_why);
     free(in->owner_note);
     free(in->neighbour);

@@ -126,6 +126,17 @@ static void pod_lost(void *arg, const char *why)
         return;
     /* An adopted tree not seen yet counts as loading: the probe decides once the pod answers. */
     in->before_unknown = st == INST_STOPPED ? INST_STARTING : st;
+    if (in->op) {
+        /*
+         * Cut off mid-sleep or mid-wake, the tree is in no known state (suspended,
+         * dumped, half restored): as a failed eviction, it stops once the pod answers.
+         */
+        in->before_unknown = INST_STOPPING;
+        free(in->stop_reason);
+        in->stop_reason = xstrfmt("%s failed: %s; stopping it to free its GPU memory",
+                                  in->evict ? in->evict->name : "eviction",
+                                  why ? why : "its pod stopped answering");
+    }
     sup__timers_stop(in);
     sup__inst_cancel_op(in);
     sup__set_state(in, INST_UNKNOWN, why, NULL);
@@ -137,6 +148,8 @@ static void pod_found(void *arg, int local_port)
 {
     struct instance *in = arg;
     in->reach_port = local_port;
+    if (sup__ckpt_found(in, local_port))
+        return;
     char *why = NULL;
     switch (in->state) {
     case INST_STOPPED:

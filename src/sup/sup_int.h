@@ -291,10 +291,26 @@ void sup__resume_after_restore(struct instance *in);
 int sup__policy_checkpoints(const struct config_model *m);
 /* Continues a checkpoint once the CUDA state is suspended (called by suspend.c). */
 void sup__ckpt_dump(struct instance *in);
-/* STATE_DIR/checkpoints/NAME; a new string. */
+/*
+ * Where in's images are: STATE_DIR/checkpoints/NAME here (NAME#R for replica
+ * R > 0); on a pod a description, "~/.yard/checkpoints/NAME on pod 'P'", as
+ * only the pod knows its home. A new string.
+ */
 char *sup__ckpt_dir(struct instance *in);
-/* Removes the images (unless tools.keep_checkpoints); logs what it could not remove. */
+/*
+ * Removes the images (unless tools.keep_checkpoints) on in's host; logs what
+ * it could not remove (a pod's answer comes later).
+ */
 void sup__ckpt_discard(struct instance *in);
+/*
+ * A pod forwards local_port to a tree restored there: the restore goes on.
+ * 1 when a restore waited for it, else 0 (nothing done).
+ */
+int sup__ckpt_found(struct instance *in, int local_port);
+/* Frees what a checkpoint of in holds when its CUDA half ends it (failed or cancelled). */
+void sup__ckpt_drop(struct instance *in);
+/* The restored tree exited before its port was forwarded: 1 (it fails and stops), else 0. */
+int sup__ckpt_exited(struct instance *in);
 
 /* remote.c: instances on pods */
 extern const struct runner_events sup__pod_events;

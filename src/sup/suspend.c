@@ -61,6 +61,8 @@ static void finish(struct suspend *x, int err, const char *msg)
 {
     struct instance *in = x->in;
     in->suspend = NULL;
+    if (x->checkpoint)
+        sup__ckpt_drop(in); /* the dump never ran, or the restore's part is over */
     sup_op_cb cb = in->op_done;
     void *arg = in->op_arg;
     in->op = SUP__OP_NONE;
@@ -434,6 +436,8 @@ static void suspend_cancel(struct instance *in)
         /* The read in the thread pool cannot be stopped: it frees x when it returns. */
         x->cancelled = 1;
         in->suspend = NULL;
+        if (x->checkpoint)
+            sup__ckpt_drop(in);
         sup_op_cb cb = in->op_done;
         void *arg = in->op_arg;
         in->op = SUP__OP_NONE;

@@ -11,7 +11,6 @@
 //     cuda-checkpoint, in an ssh session; the engine gives its GPU memory back
 //     and keeps running; nothing runs here
 //   - `yard wake M` resumes it on the pod, and a request is served by the same pid
-//   - `--level checkpoint` of a pod model is refused with what to do instead
 // It skips, saying why, when it does not run as root or sshd or ssh is missing.
 
 import { test } from 'node:test';
@@ -134,12 +133,6 @@ test('cuda_suspend of a model on a pod runs cuda-checkpoint on the pod', { skip:
             assert.deepEqual(calls(localCalls), [], "this machine's cuda-checkpoint ran");
         });
 
-        await t.test('a checkpoint of a pod model is refused with what to do', async () => {
-            const r = await yard('sleep', 'm', '--level', 'checkpoint');
-            assert.notEqual(r.code, 0);
-            assert.match(r.stderr, /CRIU checkpoints run on this machine only; use 'yard sleep m --level suspend'/);
-            assert.equal((await row()).state, 'ready');
-        });
     } finally {
         await d.stop();
     }
