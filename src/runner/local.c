@@ -41,6 +41,7 @@ extern char **environ;
 
 struct runner_watch {
     uv_process_t proc;
+    uv_timer_t launch; /* reports launched on the loop turn after start (a 0 ms timer) */
     uv_timer_t poll;
     uv_fs_event_t events; /* the cgroup's cgroup.events, once the leader has gone */
     int open;             /* handles not closed yet: the watch frees itself at 0 */
@@ -49,7 +50,10 @@ struct runner_watch {
     int leader_gone;       /* our child exited: code and sig hold its status */
     int64_t code;
     int sig;
-    int done; /* the exit was reported or the watch was dropped */
+    int done;           /* the exit was reported or the watch was dropped */
+    int launch_pending; /* launched is still to be reported */
+    int launch_inited;  /* launch was initialised */
+    int port;           /* the engine's port: launched reports it as the one to reach */
     struct runner *r;
     struct runner_proc p;
     char *cg; /* the engine's cgroup; NULL when engines run in process groups only */
@@ -204,15 +208,39 @@ static void gate_close(struct runner_watch *w)
 static void watch_close(struct runner_watch *w)
 {
     gate_close(w);
+    w->launch_pending = 0;
     uv_handle_t *hs[] = {(uv_handle_t *)&w->proc, (uv_handle_t *)&w->poll,
-                         (uv_handle_t *)&w->events};
-    int inited[] = {!w->adopted, w->polling, w->watching};
-    for (size_t i = 0; i < 3; i++)
+                         (uv_handle_t *)&w->events, (uv_handle_t *)&w->launch};
+    int inited[] = {!w->adopted, w->polling, w->watching, w->launch_inited};
+    for (size_t i = 0; i < 4; i++)
         if (inited[i] && !uv_is_closing(hs[i])) {
             if (i == 1)
                 uv_timer_stop(&w->poll);
+            if (i == 3)
+                uv_timer_stop(&w->launch);
             uv_close(hs[i], watch_handle_closed);
         }
+}
+
+/*
+ * Reports the start as the pod runner does, through r->events: the tree, and
+ * its port as the one that reaches it (no forward on this machine). Once
+ * only; the caller may unwatch from inside.
+ */
+static void watch_launched(struct runner_watch *w)
+{
+    if (!w->launch_pending)
+        return;
+    w->launch_pending = 0;
+    uv_timer_stop(&w->launch);
+    const struct runner_events *ev = w->r->events;
+    if (ev && ev->launched)
+        ev->launched(w->arg, &w->p, w->port, NULL);
+}
+
+static void watch_launch_fire(uv_timer_t *t)
+{
+    watch_launched(t->data);
 }
 
 /* An empty cgroup is removed; one that still holds a process stays (rmdir says EBUSY). */
@@ -224,6 +252,10 @@ static void watch_remove_cgroup(struct runner_watch *w)
 
 static void watch_report(struct runner_watch *w, int64_t code, int sig)
 {
+    if (w->done)
+        return;
+    /* An exit never overtakes the launch: launched first, then the exit, unless unwatched. */
+    watch_launched(w);
     if (w->done)
         return;
     w->done = 1;
@@ -505,6 +537,14 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     w->p = *out;
     if (r->cgroups && out->start_time)
         w->cg = cgroup_engine_path(r->cgroups, out->pid, out->start_time);
+    /* Asynchronous as every runner's start: launched comes on the loop, never before now. */
+    w->port = spec->port;
+    uv_timer_init(r->loop, &w->launch);
+    w->launch.data = w;
+    w->launch_inited = 1;
+    w->launch_pending = 1;
+    w->open++;
+    uv_timer_start(&w->launch, watch_launch_fire, 0, 0);
     *watch = w;
     return 0;
 }
@@ -679,6 +719,7 @@ void runner_local_init(struct runner *r, uv_loop_t *loop)
     r->loop = loop;
     r->host = "local";
     r->pids_here = 1;
+    r->events = NULL; /* the caller sets what it hears of (launched) */
     r->cgroups = NULL;
 }
 

@@ -944,7 +944,6 @@ int sup__inst_launch(struct instance *in)
     int rc = 0, refused = 0;
     char **argv = NULL, **env = NULL;
     in->unwritable = 0;
-    int remote = !in->runner->pids_here;
 
     rc = alloc_port(in);
     if (rc < 0) {
@@ -952,7 +951,7 @@ int sup__inst_launch(struct instance *in)
         goto out;
     }
     in->port = rc;
-    in->reach_port = remote ? 0 : rc;
+    in->reach_port = 0; /* launched says which port reaches it */
     rc = 0;
     struct sup__spec sp;
     rc = sup__engine_spec(m, in->eng, in->name, in->port, in->gpus, sup__wanted_pod(in), &sp, err,
@@ -968,9 +967,10 @@ int sup__inst_launch(struct instance *in)
      * Recorded before started: the row names the model, host, port and command
      * (state starting, no pid yet) before the process exists, so no daemon can
      * lose track of it. A start that cannot be recorded is refused, and nothing
-     * changes; the next start tries again.
+     * changes; the next start tries again. A host that was asked first
+     * (prepare) has its starting row already: it gains the port and command.
      */
-    if (!remote) {
+    if (!in->runner->ops->prepare) {
         in->started_wall_ms = clock_wall_ms();
         rc = sup__try_state(in, INST_STARTING,
                             in->launch_note ? in->launch_note
@@ -1004,47 +1004,22 @@ int sup__inst_launch(struct instance *in)
                                .name = in->run_name,
                                .port = in->port};
     char *serr = NULL;
-    rc = in->runner->ops->start(in->runner, &spec, sup__inst_on_exit, in, &in->proc, &in->watch,
+    struct runner_proc ignored;
+    rc = in->runner->ops->start(in->runner, &spec, sup__inst_on_exit, in, &ignored, &in->watch,
                                 &serr);
     if (rc < 0) {
         snprintf(err, sizeof err, "%s", serr ? serr : "cannot start the engine");
         free(serr);
         goto out;
     }
-    if (remote) {
-        /* The pod reports the pid (sup__pod_events.launched); probes start then. */
-        in->launching = 1;
-        goto out;
-    }
-    /*
-     * Then the process: the next daemon adopts it by pid, group and start
-     * time. It waits at the runner's gate until this row is written, so a
-     * daemon that dies in between leaves nothing running.
-     */
-    log_info("sup", "'%s' runs as pid %d on port %d once recorded", in->label, in->proc.pid,
-             in->port);
-    struct store_instance row = row_of(in, INST_STARTING, &in->proc, in->detail);
-    rc = store_put_instance(in->sup->app->store, &row);
-    if (rc < 0) {
-        /* A process no store names would be started twice: it goes, by its group. */
-        in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
-        char *why = sup__unwritable_msg(in->sup, rc);
-        snprintf(err, sizeof err, "%s; the engine was not run", why);
-        free(why);
-        in->unwritable = 1;
-        goto out;
-    }
-    if (in->runner->ops->release)
-        in->runner->ops->release(in->watch);
-    in->probe_interval_ms = PROBE_FIRST_MS;
-    probe_schedule(in, PROBE_FIRST_MS);
-    uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
+    /* Every runner reports the tree with launched (sup__inst_launched); probes start then. */
+    in->launching = 1;
+    if (!uv_is_active((uv_handle_t *)&in->deadline_timer))
+        uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
 out:
     if (rc < 0 && !refused) {
         char *why = xstrfmt("cannot start: %s", err);
-        /* A process killed above is still reaped through its watch: keep its handle. */
-        if (!in->unwritable || remote)
-            in->proc = (struct runner_proc){0};
+        in->proc = (struct runner_proc){0};
         inst_fail(in, why);
         free(why);
         rc = 0; /* reported as the failure */
@@ -1057,6 +1032,74 @@ out:
     }
     return rc;
 }
+
+/*
+ * The runner started the tree (struct runner_events.launched, arg: the
+ * instance), or says why nothing runs. The one path of every start, local or
+ * on a pod: the pid row is written, then the tree is let go (runner_ops
+ * release), then probed. A tree whose pid cannot be recorded is killed
+ * without ever being let go: the next daemon would start it twice.
+ */
+static void inst_launched(void *arg, const struct runner_proc *p, int local_port, const char *err)
+{
+    struct instance *in = arg;
+    if (!in->launching)
+        return;
+    in->launching = 0;
+    if (in->state == INST_STOPPING) {
+        /* Stopped while the runner started it: now that it is known, it goes. */
+        if (err) {
+            in->watch = NULL;
+            in->proc = (struct runner_proc){0};
+            inst_finish_stop(in, NULL);
+            return;
+        }
+        in->proc = *p;
+        in->reach_port = local_port;
+        sup__inst_signal_stop(in);
+        return;
+    }
+    if (in->state != INST_STARTING)
+        return;
+    if (err) {
+        in->watch = NULL; /* the runner dropped it */
+        in->proc = (struct runner_proc){0};
+        char *why = xstrfmt("cannot start: %s", err);
+        inst_fail(in, why);
+        free(why);
+        return;
+    }
+    in->proc = *p;
+    in->reach_port = local_port;
+    /*
+     * The next daemon adopts it by pid, group and start time. Locally it waits
+     * at the runner's gate until this row is written, so a daemon that dies in
+     * between leaves nothing running.
+     */
+    log_info("sup", "'%s' runs as pid %d on port %d once recorded", in->label, p->pid, in->port);
+    /* A row, not a transition: the start's events are the same on every host. */
+    struct store_instance row = row_of(in, INST_STARTING, &in->proc, in->detail);
+    int rc = store_put_instance(in->sup->app->store, &row);
+    if (rc < 0) {
+        char *msg = sup__unwritable_msg(in->sup, rc);
+        char *why = xstrfmt("cannot start: %s; the engine was not run", msg);
+        free(msg);
+        in->unwritable = 1;
+        /* Kills the group; its exit is still reaped through the watch. */
+        inst_fail(in, why);
+        free(why);
+        return;
+    }
+    if (in->runner->ops->release)
+        in->runner->ops->release(in->watch);
+    sup__probe_now(in, PROBE_FIRST_MS);
+}
+
+const struct runner_events sup__runner_events = {
+    .launched = inst_launched,
+    .lost = sup__pod_lost,
+    .found = sup__pod_found,
+};
 
 void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
 {
@@ -1097,7 +1140,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
         return;
     }
     if (in->launching) {
-        /* The pod is starting it: stop it once it says what it started (pod_launched). */
+        /* The runner is starting it: stop it once it says what it started (inst_launched). */
         sup__timers_stop(in);
         sup__set_state(in, INST_STOPPING, in->stop_reason, NULL);
         uv_timer_start(&in->deadline_timer, deadline_fire, in->stop_timeout_ms + 30000, 0);

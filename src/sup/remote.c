@@ -25,7 +25,7 @@ struct runner *sup__runner_for(struct sup *s, const char *host)
     /* The registry owns the pod's runner and keeps it in line with the pod's record. */
     host_set_log_max(s->app->hosts, s->app->cfg ? s->app->cfg->log_max_bytes : 0);
     struct runner *r = host_runner(s->app->hosts, host);
-    r->events = &sup__pod_events;
+    r->events = &sup__runner_events;
     return r;
 }
 
@@ -72,53 +72,7 @@ void sup__pod_prepared(void *arg, const char *err)
     sup__inst_launch(in);
 }
 
-static void pod_launched(void *arg, const struct runner_proc *p, int local_port, const char *err)
-{
-    struct instance *in = arg;
-    in->launching = 0;
-    if (in->state == INST_STOPPING) {
-        /* Stopped while the pod started it: now that it is known, it goes. */
-        if (err) {
-            in->watch = NULL;
-            in->proc = (struct runner_proc){0};
-            sup__inst_finish_stop(in, NULL);
-            return;
-        }
-        in->proc = *p;
-        in->reach_port = local_port;
-        sup__inst_signal_stop(in);
-        return;
-    }
-    if (in->state != INST_STARTING)
-        return;
-    if (err) {
-        in->watch = NULL; /* the runner dropped it */
-        in->proc = (struct runner_proc){0};
-        char *why = xstrfmt("cannot start: %s", err);
-        sup__inst_fail(in, why);
-        free(why);
-        return;
-    }
-    in->proc = *p;
-    in->reach_port = local_port;
-    char *why = xstrfmt("running on pod '%s' as pid %d, port %d (here 127.0.0.1:%d)",
-                        in->runner->host, p->pid, in->port, local_port);
-    int rc = sup__try_state(in, INST_STARTING, why, &in->proc);
-    free(why);
-    if (rc < 0) {
-        /* Its pid cannot be recorded: the next daemon would start it twice. It goes. */
-        char *msg = sup__unwritable_msg(in->sup, rc);
-        why = xstrfmt("cannot start: %s; the engine it had started was killed", msg);
-        free(msg);
-        in->unwritable = 1;
-        sup__inst_fail(in, why); /* kills the group */
-        free(why);
-        return;
-    }
-    sup__probe_now(in, 0);
-}
-
-static void pod_lost(void *arg, const char *why)
+void sup__pod_lost(void *arg, const char *why)
 {
     struct instance *in = arg;
     enum inst_state st = in->state;
@@ -144,7 +98,7 @@ static void pod_lost(void *arg, const char *why)
     sup__maybe_shutdown_done(in->sup);
 }
 
-static void pod_found(void *arg, int local_port)
+void sup__pod_found(void *arg, int local_port)
 {
     struct instance *in = arg;
     in->reach_port = local_port;
@@ -187,12 +141,6 @@ static void pod_found(void *arg, int local_port)
     }
     free(why);
 }
-
-const struct runner_events sup__pod_events = {
-    .launched = pod_launched,
-    .lost = pod_lost,
-    .found = pod_found,
-};
 
 void sup__unknown_exit(struct instance *in)
 {

@@ -148,7 +148,7 @@ struct instance {
     /* Pods (remote.c) */
     int reach_port;                 /* 127.0.0.1 port that reaches the engine */
     int preparing;                  /* asking the pod for ports and GPUs before a start */
-    int launching;                  /* the pod starts it; its pid is not known yet */
+    int launching;                  /* the runner starts it; its pid is not known yet */
     enum inst_state before_unknown; /* the state it had when its pod stopped answering */
     char *pod_override;             /* yard start --pod: the pod for the next start */
     uint64_t probe_started_mono;    /* when the running health probe began */
@@ -312,8 +312,17 @@ void sup__ckpt_drop(struct instance *in);
 /* The restored tree exited before its port was forwarded: 1 (it fails and stops), else 0. */
 int sup__ckpt_exited(struct instance *in);
 
+/*
+ * What every runner the supervisor uses reports (instance.c): launched (one
+ * handler for every host), lost and found (remote.c).
+ */
+extern const struct runner_events sup__runner_events;
+
 /* remote.c: instances on pods */
-extern const struct runner_events sup__pod_events;
+/* The host of the instance (arg) stopped answering: it goes unknown. */
+void sup__pod_lost(void *arg, const char *why);
+/* The host answers again and the tree runs, reached at 127.0.0.1:local_port. */
+void sup__pod_found(void *arg, int local_port);
 /*
  * The runner of host (NULL: local): the supervisor's one way to a runner, over
  * the host registry (a pod's is created when first named).

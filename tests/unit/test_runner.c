@@ -143,6 +143,150 @@ static void test_engine_waits_for_the_record(void **state)
     assert_int_equal(test_loop_close(&loop), 0);
 }
 
+/*
+ * What the local runner reported through struct runner_events, in order:
+ * "L" for launched, "X" for the exit. launched lets the tree go, as the
+ * supervisor does once it has recorded the pid.
+ */
+struct launch_seen {
+    struct runner *r;
+    struct runner_watch *w;
+    int returned; /* start has returned */
+    int early;    /* launched came before start returned */
+    int exits;
+    struct runner_proc p;
+    int port;
+    char order[8];
+};
+
+static void seen_mark(struct launch_seen *s, char c)
+{
+    size_t n = strlen(s->order);
+    if (n + 1 < sizeof s->order)
+        s->order[n] = c;
+}
+
+static void seen_launched(void *arg, const struct runner_proc *p, int local_port, const char *err)
+{
+    struct launch_seen *s = arg;
+    assert_null(err);
+    s->early |= !s->returned;
+    s->p = *p;
+    s->port = local_port;
+    seen_mark(s, 'L');
+    s->r->ops->release(s->w);
+}
+
+static void seen_exit(void *arg, int64_t code, int sig)
+{
+    struct launch_seen *s = arg;
+    (void)code;
+    (void)sig;
+    s->exits++;
+    seen_mark(s, 'X');
+}
+
+static const struct runner_events seen_events = {.launched = seen_launched};
+
+/* The local start is asynchronous as a pod's: launched after start returns, before the exit. */
+static void test_local_launched_after_start(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    r.events = &seen_events;
+    char *argv[] = {"sh", "-c", "exit 0", NULL};
+    struct runner_spec spec = {.argv = argv, .log_path = logpath, .port = 41234};
+    struct launch_seen s = {.r = &r};
+    struct runner_proc p;
+    char *err = NULL;
+    assert_int_equal(r.ops->start(&r, &spec, seen_exit, &s, &p, &s.w, &err), 0);
+    s.returned = 1;
+    assert_string_equal(s.order, "");
+    test_run_until(&loop, &s.exits);
+    assert_int_equal(s.early, 0);
+    assert_string_equal(s.order, "LX");
+    assert_int_equal(s.p.pid, p.pid);
+    assert_true(s.p.start_time == p.start_time);
+    assert_int_equal(s.port, 41234); /* this machine reaches the engine's port as it is */
+    assert_int_equal(test_loop_close(&loop), 0);
+}
+
+/*
+ * An engine that exits at once, its exit seen by the loop before the launch
+ * is reported (the runner started in a prepare callback, the exit waiting in
+ * the same turn's poll): launched still comes first, then the exit, once each.
+ */
+struct exit_first {
+    struct runner *r;
+    struct runner_spec *spec;
+    struct launch_seen *s;
+    uv_prepare_t prep;
+};
+
+static void start_in_prepare(uv_prepare_t *h)
+{
+    struct exit_first *x = h->data;
+    uv_prepare_stop(h);
+    struct runner_proc p;
+    char *err = NULL;
+    assert_int_equal(x->r->ops->start(x->r, x->spec, seen_exit, x->s, &p, &x->s->w, &err), 0);
+    x->s->returned = 1;
+    /* Let it go at once and wait until it has exited: the exit is pending before launched. */
+    x->r->ops->release(x->s->w);
+    siginfo_t si;
+    assert_int_equal(waitid(P_PID, (id_t)p.pid, &si, WEXITED | WNOWAIT), 0);
+    assert_string_equal(x->s->order, "");
+}
+
+static void test_local_exit_first_is_reported_after_launched(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    r.events = &seen_events;
+    char *argv[] = {"sh", "-c", "exit 3", NULL};
+    struct runner_spec spec = {.argv = argv, .log_path = logpath, .port = 41235};
+    struct launch_seen s = {.r = &r};
+    struct exit_first x = {.r = &r, .spec = &spec, .s = &s};
+    uv_prepare_init(&loop, &x.prep);
+    x.prep.data = &x;
+    uv_prepare_start(&x.prep, start_in_prepare);
+    test_run_until(&loop, &s.exits);
+    uv_close((uv_handle_t *)&x.prep, NULL);
+    assert_string_equal(s.order, "LX");
+    assert_int_equal(s.early, 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_string_equal(s.order, "LX"); /* nothing is reported twice */
+    assert_int_equal(test_loop_close(&loop), 0);
+}
+
+/* A watch dropped before the launch was reported: neither launched nor the exit comes. */
+static void test_local_unwatch_before_launched(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct runner r;
+    runner_local_init(&r, &loop);
+    r.events = &seen_events;
+    char *argv[] = {"sh", "-c", "exit 0", NULL};
+    struct runner_spec spec = {.argv = argv, .log_path = logpath};
+    struct launch_seen s = {.r = &r};
+    struct runner_proc p;
+    char *err = NULL;
+    assert_int_equal(r.ops->start(&r, &spec, seen_exit, &s, &p, &s.w, &err), 0);
+    r.ops->unwatch(s.w);
+    int status;
+    assert_int_equal(waitpid(p.pid, &status, 0), p.pid);
+    assert_int_equal(WEXITSTATUS(status), 125); /* the gate closed: the engine never ran */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_string_equal(s.order, "");
+    assert_int_equal(test_loop_close(&loop), 0);
+}
+
 static void test_trampoline_arguments(void **state)
 {
     char *few[] = {"yard", RUNNER_EXEC_CMD, "-", NULL};
@@ -380,6 +524,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_start_own_group_and_exit_code),
         cmocka_unit_test(test_missing_binary),
         cmocka_unit_test(test_engine_waits_for_the_record),
+        cmocka_unit_test(test_local_launched_after_start),
+        cmocka_unit_test(test_local_exit_first_is_reported_after_launched),
+        cmocka_unit_test(test_local_unwatch_before_launched),
         cmocka_unit_test(test_trampoline_arguments),
         cmocka_unit_test(test_stranger_is_not_ours),
         cmocka_unit_test(test_adopt_notices_exit),
