@@ -258,14 +258,12 @@ void sup__timers_stop(struct instance *in)
 
 static const char *health_path(struct instance *in)
 {
-    if (in->m && in->m->health_path && strcmp(in->engine_name, "generic") == 0)
-        return in->m->health_path;
-    return in->eng->health_path;
+    return in->watch_spec.health_path ? in->watch_spec.health_path : in->eng->health_path;
 }
 
 static int health_status(struct instance *in)
 {
-    return in->m && in->m->health_status ? in->m->health_status : 200;
+    return in->watch_spec.health_status;
 }
 
 static void probe_fire(uv_timer_t *t);
@@ -307,8 +305,9 @@ static void not_ready(struct instance *in, const char *why)
         sup__set_state(in, INST_STARTING, r, NULL);
         free(r);
         in->probe_interval_ms = PROBE_FIRST_MS;
-        if (back && in->m)
-            uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
+        if (back && !in->removed)
+            uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms,
+                           0);
     } else if (!in->neighbour || strcmp(in->neighbour, why) != 0) {
         char *r = xstrfmt("not ready: %s", why);
         sup__set_state(in, INST_STARTING, r, NULL);
@@ -460,8 +459,9 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
                             : "adopted from an earlier daemon, not answering yet",
                        NULL);
         in->probe_interval_ms = PROBE_FIRST_MS;
-        if (back && in->m)
-            uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
+        if (back && !in->removed)
+            uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms,
+                           0);
     }
     if (in->state == INST_STARTING) {
         if (v == ENGINE_PROBE_READY) {
@@ -530,7 +530,7 @@ static void restart_fire(uv_timer_t *t)
     }
     in->restarts++;
     log_info("sup", "restarting '%s' (attempt %d of %d)", in->label, in->restarts,
-             in->m ? in->m->max_restarts : 0);
+             in->watch_spec.max_restarts);
     if (sup__inst_start(in) < 0) {
         /* Refused: the state database cannot be written. The attempt does not count. */
         in->restarts--;
@@ -574,8 +574,8 @@ static void inst_fail(struct instance *in, const char *reason)
     free(detail);
     free(in->fatal);
     in->fatal = NULL;
-    if (in->m && in->m->restart == CONFIG_RESTART_ON_FAILURE && !in->sup->shutting_down) {
-        if (in->restarts < in->m->max_restarts) {
+    if (!in->removed && in->watch_spec.restart_on_failure && !in->sup->shutting_down) {
+        if (in->restarts < in->watch_spec.max_restarts) {
             uint64_t ms = backoff_ms(in->restarts);
             char d[32];
             log_info("sup", "'%s' restarts in %s", in->label, units_fmt_duration(ms, d, sizeof d));
@@ -635,7 +635,8 @@ static char *exit_text(struct instance *in)
  */
 static int retry_on_new_port(struct instance *in, const char *how)
 {
-    if (!in->m || in->m->port || in->sup->shutting_down || in->port_tries + 1 >= PORT_TRIES_MAX)
+    if (in->removed || in->watch_spec.fixed_port || in->sup->shutting_down ||
+        in->port_tries + 1 >= PORT_TRIES_MAX)
         return 0;
     in->port_tries++;
     sup__timers_stop(in);
@@ -660,7 +661,7 @@ static int retry_on_new_port(struct instance *in, const char *how)
     if (in->runner->ops->prepare) {
         /* A pod is asked for its ports again: sup__pod_prepared launches. */
         in->preparing = 1;
-        uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms, 0);
         in->runner->ops->prepare(in->runner, sup__pod_prepared, in);
         return 1;
     }
@@ -743,10 +744,9 @@ static void deadline_fire(uv_timer_t *t)
             inst_fail(in, why);
             free(why);
         } else {
-            char *why =
-                xstrfmt("did not become ready within %s (startup_timeout)%s%s",
-                        units_fmt_duration(in->m ? in->m->startup_timeout_ms : 0, d, sizeof d),
-                        in->neighbour ? ": " : "", in->neighbour ? in->neighbour : "");
+            char *why = xstrfmt("did not become ready within %s (startup_timeout)%s%s",
+                                units_fmt_duration(in->watch_spec.startup_timeout_ms, d, sizeof d),
+                                in->neighbour ? ": " : "", in->neighbour ? in->neighbour : "");
             inst_fail(in, why);
             free(why);
         }
@@ -838,9 +838,9 @@ static int port_scan_offset(const struct sup *s, int start)
 static int alloc_port(struct instance *in)
 {
     struct runner *r = in->runner;
-    if (in->m->port) {
+    if (in->watch_spec.fixed_port) {
         /* A pod tells at launch when its port is taken; here only the last poll is known. */
-        return in->m->port;
+        return in->watch_spec.fixed_port;
     }
     struct sup *s = in->sup;
     const struct config *cfg = s->app->cfg;
@@ -859,19 +859,6 @@ static int alloc_port(struct instance *in)
             return port;
     }
     return -EADDRINUSE;
-}
-
-static char *gpus_text(const struct config_model *m)
-{
-    struct buf b;
-    buf_init(&b, 4096);
-    if (m->n_gpu_list)
-        for (size_t i = 0; i < m->n_gpu_list; i++)
-            buf_printf(&b, "%s%d", i ? "," : "", m->gpu_list[i]);
-    else
-        for (int i = 0; i < m->gpu_count; i++)
-            buf_printf(&b, "%s%d", i ? "," : "", i);
-    return buf_detach(&b, NULL);
 }
 
 static char *join_argv(char **argv)
@@ -911,13 +898,13 @@ int sup__inst_start(struct instance *in)
     in->avoid_port = 0;
     replace_str(&in->neighbour, NULL);
     replace_str(&in->launch_note, NULL);
-    in->stop_timeout_ms = m->stop_timeout_ms;
+    in->stop_timeout_ms = in->watch_spec.stop_timeout_ms;
     memset(&in->tail.els, 0, sizeof in->tail.els);
     free(in->fatal);
     in->fatal = NULL;
     replace_str(&in->gpus, NULL);
     /* A placement chosen by the scheduler wins over the config's GPU count. */
-    in->gpus = in->placement ? in->placement : gpus_text(m);
+    in->gpus = in->placement ? in->placement : sup__model_gpus(m);
     in->placement = NULL;
     in->runner = sup__runner_for(in->sup, sup__wanted_pod(in));
     if (in->runner->ops->prepare) {
@@ -930,7 +917,7 @@ int sup__inst_start(struct instance *in)
         if (rc < 0)
             return rc;
         in->preparing = 1;
-        uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms, 0);
         in->runner->ops->prepare(in->runner, sup__pod_prepared, in);
         return 0;
     }
@@ -999,7 +986,7 @@ int sup__inst_launch(struct instance *in)
 
     struct runner_spec spec = {.argv = argv,
                                .env = env,
-                               .cwd = m->cwd,
+                               .cwd = sp.cwd,
                                .log_path = in->tail.path,
                                .name = in->run_name,
                                .port = in->port};
@@ -1015,7 +1002,7 @@ int sup__inst_launch(struct instance *in)
     /* Every runner reports the tree with launched (sup__inst_launched); probes start then. */
     in->launching = 1;
     if (!uv_is_active((uv_handle_t *)&in->deadline_timer))
-        uv_timer_start(&in->deadline_timer, deadline_fire, m->startup_timeout_ms, 0);
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms, 0);
 out:
     if (rc < 0 && !refused) {
         char *why = xstrfmt("cannot start: %s", err);
@@ -1155,7 +1142,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
 void sup__inst_signal_stop(struct instance *in)
 {
     /* A SIGTERM again (a pod answering after a stop): the whole grace period again. */
-    in->stop_timeout_ms = in->m ? in->m->stop_timeout_ms : 10000;
+    in->stop_timeout_ms = in->watch_spec.stop_timeout_ms;
     int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
     /* A tree CRIU left stopped (--leave-stopped, a stand-in) must run to see the SIGTERM. */
     if (in->sleep_level == SUP_SLEEP_CHECKPOINT && rc == 0)
@@ -1176,7 +1163,7 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     replace_str(&in->cmdline, cmdline);
     in->started_wall_ms = started_ms;
     in->restarts = restarts;
-    in->stop_timeout_ms = in->m ? in->m->stop_timeout_ms : 10000;
+    in->stop_timeout_ms = in->watch_spec.stop_timeout_ms;
     in->percent = -1;
     in->reach_port = port;
     int rc = in->runner->ops->adopt(in->runner, p, sup__inst_on_exit, in, &in->watch);
@@ -1236,8 +1223,8 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
         sup__set_state(in, INST_SLEEPING, reason, NULL);
         return;
     }
-    if (in->m)
-        uv_timer_start(&in->deadline_timer, deadline_fire, in->m->startup_timeout_ms, 0);
+    if (!in->removed)
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms, 0);
     /* probe_done sees STOPPED with a watch and decides between ready and starting. */
     if (!remote)
         probe_schedule(in, 0);
@@ -1301,6 +1288,7 @@ struct instance *sup__instance_new(struct sup *s, const struct config_model *m, 
     in->run_name = replica ? xstrfmt("%s.%d", m->name, replica) : xstrdup(m->name);
     in->engine_name = xstrdup(m->engine);
     in->m = m;
+    sup__watch_of_model(m, &in->watch_spec);
     in->eng = engine_find(m->engine);
     in->runner = sup__runner_for(s, m->pod);
     in->percent = -1;
@@ -1375,5 +1363,6 @@ void sup__instance_free(struct instance *in)
     free(in->owner_note);
     free(in->neighbour);
     free(in->launch_note);
+    sup__watch_release(&in->watch_spec);
     free(in);
 }

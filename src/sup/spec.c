@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/buf.h"
 #include "runner/tools.h"
 #include "sup/sup_int.h"
 
@@ -100,4 +101,39 @@ int sup__spec_same(const struct sup__spec *a, const struct sup__spec *b)
         if (!env_has(b->env, a->env[i]))
             return 0;
     return 1;
+}
+
+char *sup__model_gpus(const struct config_model *m)
+{
+    struct buf b;
+    buf_init(&b, 4096);
+    if (m->n_gpu_list)
+        for (size_t i = 0; i < m->n_gpu_list; i++)
+            buf_printf(&b, "%s%d", i ? "," : "", m->gpu_list[i]);
+    else
+        for (int i = 0; i < m->gpu_count; i++)
+            buf_printf(&b, "%s%d", i ? "," : "", i);
+    return buf_detach(&b, NULL);
+}
+
+void sup__watch_of_model(const struct config_model *m, struct sup__watch *w)
+{
+    sup__watch_release(w);
+    /* Only the generic engine takes its health check from the config; adapters know theirs. */
+    int generic = m->engine && strcmp(m->engine, "generic") == 0;
+    *w = (struct sup__watch){
+        .health_path = generic && m->health_path ? xstrdup(m->health_path) : NULL,
+        .health_status = m->health_status ? m->health_status : 200,
+        .fixed_port = m->port,
+        .startup_timeout_ms = m->startup_timeout_ms,
+        .stop_timeout_ms = m->stop_timeout_ms,
+        .restart_on_failure = m->restart == CONFIG_RESTART_ON_FAILURE,
+        .max_restarts = m->max_restarts,
+    };
+}
+
+void sup__watch_release(struct sup__watch *w)
+{
+    free(w->health_path);
+    *w = (struct sup__watch){0};
 }

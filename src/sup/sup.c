@@ -618,6 +618,7 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
             same = !spec_changed(in, nm);
         const struct config_model *was = in->m;
         in->m = nm;
+        sup__watch_of_model(nm, &in->watch_spec);
         /* One that stops already starts with the new settings if it starts again. */
         if (same || in->state == INST_STOPPED || in->state == INST_FAILED ||
             in->state == INST_STOPPING) {

@@ -60,6 +60,30 @@ int sup__engine_spec(const struct config_model *m, const struct engine_ops *eng,
 void sup__spec_release(struct sup__spec *sp);
 /* Nonzero when a and b start the same process: argv, env (as a set), cwd and host. */
 int sup__spec_same(const struct sup__spec *a, const struct sup__spec *b);
+/*
+ * The GPUs a model asks for when the scheduler chose none: its gpu list, or
+ * its first gpu_count indexes ("0,1"; "" for none). A new string.
+ */
+char *sup__model_gpus(const struct config_model *m);
+
+/*
+ * How an instance's process is watched (spec.c builds it from a model, the
+ * one place that reads a model for it): instance.c reads these, never the
+ * model, so a caller without a model (a session pool, a Slurm job) fills
+ * them itself. Owned by the instance.
+ */
+struct sup__watch {
+    char *health_path; /* the readiness and health path; NULL: the adapter's */
+    int health_status; /* the status that means healthy */
+    int fixed_port;    /* the port every start uses; 0: one is chosen per start */
+    uint64_t startup_timeout_ms;
+    uint64_t stop_timeout_ms;
+    int restart_on_failure; /* a failure starts it again, after a backoff */
+    int max_restarts;       /* failures in a row restarted at most */
+};
+/* Fills w from model m (what was in w is released first). */
+void sup__watch_of_model(const struct config_model *m, struct sup__watch *w);
+void sup__watch_release(struct sup__watch *w);
 
 /* Follows a model's log file: classifies new lines and keeps the last ones. */
 struct logtail {
@@ -94,6 +118,7 @@ struct instance {
     char *run_name; /* what the runner names its log after: "NAME", or "NAME.R" */
     char *engine_name;
     const struct config_model *m; /* NULL once the model left the config */
+    struct sup__watch watch_spec; /* how it is probed, timed and restarted (spec.c) */
     const struct engine_ops *eng;
     struct runner *runner;
     enum inst_state state;
