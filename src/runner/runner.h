@@ -32,15 +32,17 @@ struct runner_spec {
 };
 
 /*
- * What a runner for a host reached over a network (a pod) reports besides
- * the exit: its start and adoption finish later than the call, and the host
- * can stop answering. arg is the one given to start or adopt.
+ * What a runner reports besides the exit: every start finishes after the
+ * call (launched), and a host reached over a network (a pod) can stop
+ * answering and answer again. arg is the one given to start or adopt.
  */
 struct runner_events {
     /*
      * A start finished: the tree runs as *p, and yard reaches its port at
-     * 127.0.0.1:local_port. Or err (one line) says why nothing runs; on_exit
-     * does not follow then.
+     * 127.0.0.1:local_port (locally the engine's own port). Or err (one
+     * line) says why nothing runs; on_exit does not follow then. Never
+     * before start returns, once per start, and before that start's on_exit
+     * (an exit seen first is reported after it); not after unwatch.
      */
     void (*launched)(void *arg, const struct runner_proc *p, int local_port, const char *err);
     /* The host stopped answering: whether the tree runs is unknown. */
@@ -88,20 +90,22 @@ struct runner_exec;
 struct runner_ops {
     const char *name;
     /*
-     * Starts argv in a new process group and begins watching it; on_exit runs
-     * once when it has exited (locally with cgroups, after a leader that
-     * exited 0: once its cgroup is empty too, with the leader's status).
-     * Returns 0 and fills out and *watch, or a negative errno with *err set
-     * to a new message the caller frees.
+     * Starts argv in a new process group and begins watching it; the
+     * runner's events.launched then reports the tree (see struct
+     * runner_events), and on_exit runs once when it has exited (locally
+     * with cgroups, after a leader that exited 0: once its cgroup is empty
+     * too, with the leader's status). Returns 0 and fills *watch, and out
+     * with what is known at once (locally the pid; a pod: nothing, zeros),
+     * or a negative errno with *err set to a new message the caller frees.
      */
     int (*start)(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
                  void *arg, struct runner_proc *out, struct runner_watch **watch, char **err);
     /*
-     * Lets the tree that start made go on, once the caller has recorded it.
-     * The local runner holds a new engine at a gate until then (see
-     * RUNNER_EXEC_CMD): a daemon that dies between the start and the record
-     * leaves nothing running. NULL where a tree runs at once (pods: the pod
-     * records it itself).
+     * Lets the tree that start made go on, once the caller has recorded what
+     * launched reported. The local runner holds a new engine at a gate until
+     * then (see RUNNER_EXEC_CMD): a daemon that dies between the start and
+     * the record leaves nothing running. NULL where a tree runs at once
+     * (pods: the pod records it itself).
      */
     void (*release)(struct runner_watch *w);
     /*
@@ -179,7 +183,7 @@ struct runner {
     const struct runner_ops *ops;
     uv_loop_t *loop;
     const char *host; /* "local" or the pod's name */
-    /* Set for pods (see struct runner_events); NULL for the local runner. */
+    /* What the caller hears of (struct runner_events), set by it; NULL: nothing. */
     const struct runner_events *events;
     /*
      * 1 when the host is this machine (the local runner): the pids it
