@@ -1026,6 +1026,20 @@ static void plan_loads(struct sched *s)
     qsort(want, n_want, sizeof *want,
           sched__policy_of(cfg) == SCHED__TIME_SLICE ? sched__by_policy_depth
                                                      : sched__by_policy_fifo);
+    /*
+     * A switch under way goes first: the model a victim was drained for takes
+     * the room the victim gave back. Otherwise the victim, with requests of
+     * its own queued meanwhile, could be started again ahead of it (time_slice
+     * puts the deeper queue first), drained again, and so on for ever.
+     */
+    size_t n_switching = 0;
+    for (size_t i = 0; i < n_want; i++) {
+        if (!want[i]->switch_from)
+            continue;
+        struct smodel *t = want[i];
+        memmove(&want[n_switching + 1], &want[n_switching], (i - n_switching) * sizeof *want);
+        want[n_switching++] = t;
+    }
     uint64_t now = now_ms(s);
     s->mem_blocked = 0;
 

@@ -748,6 +748,94 @@ static void test_hand_start_same_decision(void **state)
     fx_end(&f);
 }
 
+/*
+ * The engines and clients of a small world, one event per step: a stop or a
+ * load under way completes, else the oldest request in flight ends and its
+ * client (while running) sends the next one at once.
+ */
+struct client {
+    struct req r;
+    int n; /* requests it sent */
+};
+
+static int step(struct fx *f, struct client *c, size_t n_clients, int running)
+{
+    fake_now += 10;
+    sched__tick(f->s);
+    for (size_t i = 0; i < f->sup.n; i++) {
+        struct fake_model *fm = &f->sup.models[i];
+        if (fm->reps[0].state == INST_STOPPING) {
+            fake_stopped(&f->sup, fm->name, 0);
+            return 1;
+        }
+        if (fm->reps[0].state == INST_STARTING) {
+            fake_ready(&f->sup, fm->name, 0);
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < n_clients; i++) {
+        if (!c[i].r.ready)
+            continue;
+        done(f, &c[i].r);
+        c[i].r.ready = 0;
+        if (running) {
+            admit(f, &c[i].r, "a", i ? "c1" : "c0");
+            c[i].n++;
+        } else {
+            c[i].r.w.model = NULL; /* finished */
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * time_slice with a kept busy by two clients (one request in flight, one
+ * queued, always): a start of b by hand still gets the GPU, and then a's
+ * clients get it back; nobody waits forever.
+ */
+static void test_hand_start_under_steady_traffic(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, "router: { policy: time_slice, max_wait: 120s }\n"
+                 "models:\n  a: " MOCK ", concurrency: 1 }\n  b: " MOCK " }\n" PAIR);
+    char *err = NULL;
+    struct hand h = {0};
+    assert_int_equal(sched_start(f.s, "a", hand_done, &h, &err), 0);
+    fake_ready(&f.sup, "a", 0);
+    assert_int_equal(h.calls, 1);
+    struct client c[2];
+    admit(&f, &c[0].r, "a", "c0");
+    admit(&f, &c[1].r, "a", "c1");
+    c[0].n = c[1].n = 1;
+    for (int i = 0; i < 10; i++)
+        step(&f, c, 2, 1);
+    h = (struct hand){0};
+    assert_int_equal(sched_start(f.s, "b", hand_done, &h, &err), 0);
+    int steps = 0;
+    while (!h.calls && steps < 1000) {
+        step(&f, c, 2, 1);
+        steps++;
+    }
+    if (!h.calls)
+        fail_msg("b never started: calls %s; served %zu", f.sup.calls, strlen(served));
+    assert_int_equal(h.calls, 1);
+    assert_int_equal(h.err, 0);
+    /* The clients stop sending; what they sent is served. */
+    while (steps < 2000 && (c[0].r.w.model || c[1].r.w.model)) {
+        if (!step(&f, c, 2, 0) && !c[0].r.ready && !c[1].r.ready)
+            fail_msg("stuck after %d steps: calls %s; c0 ready %d failed %d, c1 ready %d "
+                     "failed %d",
+                     steps, f.sup.calls, c[0].r.ready, c[0].r.failed, c[1].r.ready, c[1].r.failed);
+        steps++;
+    }
+    assert_false(c[0].r.failed || c[1].r.failed);
+    assert_null(c[0].r.w.model);
+    assert_null(c[1].r.w.model);
+    fx_end(&f);
+}
+
 /* A wake by hand: the partner is evicted first, then the sleeper wakes (not started). */
 static void test_hand_wake_same_decision(void **state)
 {
@@ -936,6 +1024,7 @@ int main(void)
         cmocka_unit_test(test_exclusive_drains_first),
         cmocka_unit_test(test_hand_start_same_decision),
         cmocka_unit_test(test_hand_wake_same_decision),
+        cmocka_unit_test(test_hand_start_under_steady_traffic),
         cmocka_unit_test(test_replicas),
         cmocka_unit_test(test_memory_eviction),
         cmocka_unit_test(test_load_failed),
