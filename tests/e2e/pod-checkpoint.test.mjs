@@ -13,6 +13,8 @@
 //     criu into ~/.yard/checkpoints/M there; the tree is off the CPU after it
 //   - `yard wake M` restores it on the pod; ps records the restored pid, a
 //     request is served, the images are removed
+//   - a restore whose root comes back as another process (the pod's criu names
+//     another pid of the tree) is recorded, watched and reached through a new forward
 //   - a dump that fails leaves the model stopped, with criu's error as the reason
 //   - a dump whose ssh connection drops (the pod's sshd for it is killed) leaves
 //     the model stopped, its tree gone, its images removed
@@ -33,12 +35,19 @@ if (SKIP) console.log(`# skipping the pod-checkpoint e2e tests: ${SKIP}`);
 
 /**
  * An executable wrapper at file that appends "SSH_CONNECTION|ARGS" to log, then
- * runs tool; with failFile, it fails as criu on a full disk while that file exists.
+ * runs tool; with failFile, it fails as criu on a full disk while that file exists;
+ * dropFile and newRootFile: see below.
  */
-function recordingTool(file, log, tool, failFile, dropFile) {
+function recordingTool(file, log, tool, failFile, dropFile, newRootFile) {
     let fail = failFile
         ? `if [ -e '${failFile}' ]; then echo "Error (criu/image.c): Can't write images: No space left on device" >&2; exit 1; fi\n`
         : '';
+    // a restore names another process of the tree as its root, as a real restore's new
+    // process (another pid or start time) would be: the pid in that file
+    if (newRootFile)
+        fail +=
+            `if [ -e '${newRootFile}' ] && [ "$1" = restore ]; then '${tool}' "$@" || exit; ` +
+            `for a in "$@"; do [ "$prev" = --pidfile ] && cat '${newRootFile}' > "$a"; prev=$a; done; exit 0; fi\n`;
     // the connection drops after the tool ran: its sshd (the nearest ancestor named sshd*) dies
     if (dropFile)
         fail +=
@@ -73,7 +82,8 @@ test('a CRIU checkpoint of a model on a pod runs on the pod', { skip: SKIP || fa
     const podCriuCalls = path.join(home, 'criu.calls');
     const diskFull = path.join(home, 'criu-disk-full');
     const sshDrop = path.join(home, 'criu-ssh-drop');
-    recordingTool(path.join(podBin, 'criu'), podCriuCalls, CRIU, diskFull, sshDrop);
+    const newRoot = path.join(home, 'criu-new-root');
+    recordingTool(path.join(podBin, 'criu'), podCriuCalls, CRIU, diskFull, sshDrop, newRoot);
     recordingTool(path.join(podBin, 'cuda-checkpoint'), path.join(home, 'cuda.calls'), CUDA_CHECKPOINT);
     const localCalls = path.join(dir, 'local.calls');
     const localCriu = path.join(dir, 'local-criu');
@@ -164,6 +174,22 @@ test('a CRIU checkpoint of a model on a pod runs on the pod', { skip: SKIP || fa
             );
             assert.match(seen[1], new RegExp(`--pidfile ${images}/yard-restore\\.pid`));
             await h.waitFor(() => !fs.existsSync(images), { what: 'the images removed on the pod' });
+            assert.deepEqual(calls(localCalls), [], "this machine's tools ran");
+        });
+
+        await t.test('a tree restored as another process is adopted and forwarded again', async () => {
+            const sl = await yard('sleep', 'm', '--level', 'checkpoint');
+            assert.equal(sl.code, 0, sl.stderr);
+            assert.equal((await row()).state, 'checkpointed');
+            fs.writeFileSync(newRoot, `${gpuPid}\n`);
+            const r = await yard('wake', 'm');
+            fs.rmSync(newRoot);
+            assert.equal(r.code, 0, r.stderr);
+            const e = await row();
+            assert.equal(e.state, 'ready');
+            assert.equal(e.pid, gpuPid, 'the restored root is not the one recorded');
+            const a = await ask();
+            assert.equal(a.status, 200, a.body);
             assert.deepEqual(calls(localCalls), [], "this machine's tools ran");
         });
 
