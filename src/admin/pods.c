@@ -227,12 +227,14 @@ void admin__pod_ls(struct app *app, json_t *req, admin__reply_fn reply, void *ar
 
 /* ---- pod_rm ---- */
 
+static void rm_answer(void *arg);
+
 /* Removes the pod (record, host, ssh master): the supervisor hears of it as an observer. */
 static void rm_delete(struct pod_op *op)
 {
     struct app *app = op->app;
     char *msg = NULL;
-    int rc = host_pod_remove(app->hosts, op->name, &msg);
+    int rc = host_pod_remove(app->hosts, op->name, rm_answer, op, &msg);
     if (rc < 0 && !msg) {
         char *what = xstrfmt("remove pod '%s'", op->name);
         msg = admin__store_error(app, what, rc);
@@ -241,8 +243,14 @@ static void rm_delete(struct pod_op *op)
     if (msg) {
         op_finish(op, NULL, msg);
         free(msg);
-        return;
     }
+}
+
+/* The pod is removed and its ssh master stopped: the answer lists what did not stop. */
+static void rm_answer(void *arg)
+{
+    struct pod_op *op = arg;
+    struct app *app = op->app;
     /* what --force asked to stop and has not stopped (within the bound) */
     json_t *left = pod_busy_models(app, op->name);
     json_t *result = json_pack("{s:s, s:b, s:O, s:o}", "name", op->name, "removed", 1, "stopped",

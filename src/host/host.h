@@ -191,11 +191,14 @@ void host_pod_add(struct host_registry *reg, const char *name, const char *ssh,
                   const char *models_path, host_add_cb cb, void *arg);
 /*
  * `yard pod rm`: deletes the record, removes the host (host_remove, observers
- * hear `removed`), then stops its ssh master (best effort). 0; -ENOENT (no
- * pod name) with *err a new message; or a store_* -errno, *err left NULL,
- * for the caller to word.
+ * hear `removed`), then stops its ssh master (best effort). 0, and done(arg)
+ * runs once the master is stopped (or there was none, or its stop timed
+ * out), never before this returns; -ENOENT (no pod name) with *err a new
+ * message; or a store_* -errno, *err left NULL, for the caller to word. done
+ * does not run when it fails.
  */
-int host_pod_remove(struct host_registry *reg, const char *name, char **err);
+int host_pod_remove(struct host_registry *reg, const char *name, void (*done)(void *), void *arg,
+                    char **err);
 /*
  * Probes every pod again, in parallel (bounded), reading its GPUs; each
  * answer updates the host and the store and may make it lost or found. done

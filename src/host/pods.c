@@ -214,7 +214,24 @@ out:
 
 struct master_stop {
     char *name;
+    void (*done)(void *);
+    void *arg;
+    uv_timer_t later; /* without a master to stop: done on the next loop turn */
 };
+
+static void master_stop_free(uv_handle_t *h)
+{
+    struct master_stop *m = h->data;
+    free(m->name);
+    free(m);
+}
+
+static void master_stop_done(struct master_stop *m)
+{
+    if (m->done)
+        m->done(m->arg);
+    uv_close((uv_handle_t *)&m->later, master_stop_free);
+}
 
 static void on_master_stopped(const struct tools_result *res, void *arg)
 {
@@ -222,11 +239,16 @@ static void on_master_stopped(const struct tools_result *res, void *arg)
     /* No master to stop (it had timed out, or never started) is fine. */
     if (res->err < 0 || res->exit_code != 0)
         log_debug("host", "pod '%s': no ssh master stopped", m->name);
-    free(m->name);
-    free(m);
+    master_stop_done(m);
 }
 
-int host_pod_remove(struct host_registry *reg, const char *name, char **err)
+static void master_stop_later(uv_timer_t *t)
+{
+    master_stop_done(t->data);
+}
+
+int host_pod_remove(struct host_registry *reg, const char *name, void (*done)(void *), void *arg,
+                    char **err)
 {
     struct host *h = host_find(reg, name);
     if (!h || h->kind != HOST_POD) {
@@ -239,18 +261,30 @@ int host_pod_remove(struct host_registry *reg, const char *name, char **err)
     char *ssh = xstrdup(h->ssh);
     host_remove(reg, name);
     log_info("host", "removed pod '%s'", name);
-    /* The record and the host are gone; stopping its ssh master is best effort. */
+    /*
+     * The record and the host are gone; stopping its ssh master is best
+     * effort, and the caller hears once it is over, so `yard pod rm` answers
+     * with the master gone.
+     */
+    struct master_stop *m = xcalloc(1, sizeof *m);
+    m->name = xstrdup(name);
+    m->done = done;
+    m->arg = arg;
+    uv_timer_init(reg->app->loop, &m->later);
+    m->later.data = m;
     char buf[POD_ERR_MAX];
     struct ssh_pod pod;
     struct tools_cmd cmd;
+    int started = 0;
     if (ssh_pod_init(&pod, name, ssh, reg->app->state_dir, buf, sizeof buf) == 0) {
         if (ssh_control_cmd(&pod, "exit", &cmd) == 0) {
-            struct master_stop *m = xcalloc(1, sizeof *m);
-            m->name = xstrdup(name);
             tools_run(reg->app->loop, &cmd, POD_CONTROL_TIMEOUT_MS, on_master_stopped, m);
+            started = 1; /* on_master_stopped runs, a failure to start included */
         }
         ssh_pod_release(&pod);
     }
+    if (!started)
+        uv_timer_start(&m->later, master_stop_later, 0, 0);
     free(ssh);
     return 0;
 }
