@@ -50,13 +50,17 @@ struct config_model {
     uint64_t scale_after_ms; /* the oldest request's wait that starts another replica */
     enum config_weights evict_weights;
     enum config_process evict_process;
-    char *pod;         /* NULL: local */
+    char *pod;    /* the first host of hosts when it is a pod; NULL: local first */
+    char **hosts; /* hosts: (or pod:) the ordered preference; NULL: [local] */
+    size_t n_hosts;
     char *health_path; /* generic engine: probe path (default "/health") */
     int health_status; /* generic engine: expected status (default 200) */
     int line, col;     /* position of the model's key, for messages */
 };
 
 #define CONFIG_REPLICAS_MAX 64
+/* Instance slots of a model: its replicas and one fallback (config_model_slots). */
+#define CONFIG_INSTANCES_MAX (CONFIG_REPLICAS_MAX + 1)
 #define CONFIG_SCALE_AFTER_MS 2000 /* scale_after's default */
 
 struct config_group {
@@ -151,8 +155,25 @@ void config_errors_release(struct config_errors *errs);
 const struct config_model *config_find_model(const struct config *cfg, const char *name);
 /* Finds a pod's settings by name; NULL if the config has none for it. */
 const struct config_pod *config_find_pod(const struct config *cfg, const char *name);
-/* Nonzero when two models would run the same process (reload keeps it running). */
+/*
+ * Nonzero when two models would run the same process (reload keeps it
+ * running). hosts: is not compared: a running instance stays while its host
+ * is still listed (config_model_host_rank).
+ */
 int config_model_same(const struct config_model *a, const struct config_model *b);
+/* 1 when a and b list the same hosts in the same order. */
+int config_model_same_hosts(const struct config_model *a, const struct config_model *b);
+/*
+ * Where host (NULL: "local") stands in m's preference: 0 for the first, -1
+ * when m does not list it (a model without hosts: or pod: lists local alone).
+ */
+int config_model_host_rank(const struct config_model *m, const char *host);
+/*
+ * How many instances m may have: its replicas, plus one fallback (slot
+ * m->replicas) when it lists more than one host, which serves while the host
+ * of its first instance does not answer (docs/sched.md, "Hosts and fallback").
+ */
+int config_model_slots(const struct config_model *m);
 
 /*
  * What a reload from a to b changes outside the models: *applied gets the

@@ -233,6 +233,7 @@ enum {
     MK_CONCURRENCY,
     MK_EVICTION,
     MK_POD,
+    MK_HOSTS,
     MK_HEALTH,
     MK_REPLICAS,
     MK_SCALE_AFTER,
@@ -257,6 +258,7 @@ static const char *const model_keys[] = {
     "concurrency",
     "eviction",
     "pod",
+    "hosts",
     "health",
     "replicas",
     "scale_after",
@@ -475,6 +477,59 @@ static void check_cmd_port(struct config__walk *w, struct config_model *m,
                        m->name);
 }
 
+/* pod: NAME, the one-host shorthand of hosts: [NAME]. */
+static void parse_model_pod(struct config__walk *w, struct config_model *m, const yaml_node_t *pn,
+                            const char *p)
+{
+    char *pod = NULL;
+    config__get_str(w, pn, p, &pod);
+    if (!pod)
+        return;
+    if (!config__has_nul(pn) && !config__valid_pod_name(config__scalar(pn), config__scalar_len(pn)))
+        config__err_pod_name(w, pn, p);
+    else if (!strcmp(pod, "local"))
+        config__err_at(w, pn, "%s: 'local' is this machine, not a pod; leave 'pod' out to run here",
+                       p);
+    m->pod = pod;
+    m->hosts = config__calloc(w, 1, sizeof *m->hosts);
+    if (m->hosts) {
+        m->hosts[0] = config__strdup(w, pod);
+        m->n_hosts = 1;
+    }
+}
+
+/* hosts: [local, NAME, ...]: the ordered preference; pods are known only at run time. */
+static void parse_hosts(struct config__walk *w, struct config_model *m, const yaml_node_t *hn,
+                        const char *path)
+{
+    yaml_node_t **nodes = NULL;
+    m->n_hosts = config__get_str_list(w, hn, path, &m->hosts, &nodes);
+    if (!m->n_hosts && !w->oom && nodes)
+        config__err_at(w, hn, "%s: the list is empty; name at least one host (local or a pod)",
+                       path);
+    for (size_t i = 0; i < m->n_hosts && nodes; i++) {
+        const char *h = m->hosts[i];
+        if (!h)
+            continue;
+        if (strcmp(h, "local") != 0 && !config__has_nul(nodes[i]) &&
+            !config__valid_pod_name(config__scalar(nodes[i]), config__scalar_len(nodes[i]))) {
+            char *at = config__strfmt(w, "%s[%zu]", path, i);
+            config__err_pod_name(w, nodes[i], at ? at : path);
+            free(at);
+            continue;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (m->hosts[j] && !strcmp(m->hosts[j], h)) {
+                config__err_at(w, nodes[i], "%s: host '%s' is listed twice; name each host once",
+                               path, h);
+                break;
+            }
+    }
+    free(nodes);
+    if (m->n_hosts && m->hosts[0] && strcmp(m->hosts[0], "local") != 0)
+        m->pod = config__strdup(w, m->hosts[0]);
+}
+
 /*
  * Aliases share one table with the model names (filled with every name
  * before any model is read), so each alias is checked against all names and
@@ -621,16 +676,15 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
                        KEY(MK_REPLICAS), m->replicas, m->port);
     if (config__present(v[MK_EVICTION]))
         parse_eviction(w, m, v[MK_EVICTION], KEY(MK_EVICTION));
-    if (config__present(v[MK_POD])) {
-        config__get_str(w, v[MK_POD], KEY(MK_POD), &m->pod);
-        const yaml_node_t *pn = v[MK_POD];
-        if (m->pod && !config__has_nul(pn) &&
-            !config__valid_pod_name(config__scalar(pn), config__scalar_len(pn)))
-            config__err_pod_name(w, pn, p);
-        else if (m->pod && !strcmp(m->pod, "local"))
-            config__err_at(
-                w, pn, "%s: 'local' is this machine, not a pod; leave 'pod' out to run here", p);
-    }
+    if (config__present(v[MK_POD]) && config__present(v[MK_HOSTS]))
+        config__err_at(w, v[MK_HOSTS],
+                       "%s: give 'pod' or 'hosts', not both; 'pod: NAME' is 'hosts: [NAME]', so "
+                       "put the pod in the hosts list and remove 'pod'",
+                       KEY(MK_HOSTS));
+    else if (config__present(v[MK_POD]))
+        parse_model_pod(w, m, v[MK_POD], KEY(MK_POD));
+    else if (config__present(v[MK_HOSTS]))
+        parse_hosts(w, m, v[MK_HOSTS], KEY(MK_HOSTS));
     if (config__present(v[MK_HEALTH]))
         parse_health(w, m, v[MK_HEALTH], KEY(MK_HEALTH));
 #undef KEY
@@ -1045,6 +1099,7 @@ static void model_release(struct config_model *m)
     free(m->cwd);
     free(m->gpu_list);
     free(m->pod);
+    config__free_strv(m->hosts, m->n_hosts);
     free(m->health_path);
 }
 
@@ -1160,14 +1215,40 @@ static const char *env_get(const struct config_model *m, const char *key)
     return NULL;
 }
 
+int config_model_same_hosts(const struct config_model *a, const struct config_model *b)
+{
+    if (a->n_hosts != b->n_hosts)
+        return 0;
+    for (size_t i = 0; i < a->n_hosts; i++)
+        if (!str_same(a->hosts[i], b->hosts[i]))
+            return 0;
+    return 1;
+}
+
+int config_model_host_rank(const struct config_model *m, const char *host)
+{
+    if (!host)
+        host = "local";
+    if (!m->n_hosts)
+        return strcmp(host, "local") == 0 ? 0 : -1;
+    for (size_t i = 0; i < m->n_hosts; i++)
+        if (m->hosts[i] && !strcmp(m->hosts[i], host))
+            return (int)i;
+    return -1;
+}
+
+int config_model_slots(const struct config_model *m)
+{
+    return m->replicas + (m->n_hosts > 1);
+}
+
 int config_model_same(const struct config_model *a, const struct config_model *b)
 {
     if (!str_same(a->name, b->name) || !str_same(a->engine, b->engine) ||
         !str_same(a->cmd, b->cmd) || !str_same(a->model_id, b->model_id) ||
-        !str_same(a->cwd, b->cwd) || !str_same(a->pod, b->pod) ||
-        !str_same(a->health_path, b->health_path) || a->health_status != b->health_status ||
-        a->port != b->port || a->gpu_count != b->gpu_count || a->n_gpu_list != b->n_gpu_list ||
-        a->n_env != b->n_env)
+        !str_same(a->cwd, b->cwd) || !str_same(a->health_path, b->health_path) ||
+        a->health_status != b->health_status || a->port != b->port ||
+        a->gpu_count != b->gpu_count || a->n_gpu_list != b->n_gpu_list || a->n_env != b->n_env)
         return 0;
     for (size_t i = 0; i < a->n_gpu_list; i++)
         if (a->gpu_list[i] != b->gpu_list[i])

@@ -26,10 +26,38 @@ struct sched__gpus {
 };
 
 enum sched__fit {
-    SCHED__FITS = 0, /* out holds the GPUs to use */
-    SCHED__WAIT,     /* not now: memory must be freed first */
-    SCHED__NEVER,    /* bigger than the GPUs: *why says so */
-    SCHED__ANYWHERE, /* no memory declared or no GPU known: start as configured */
+    SCHED__FITS = 0,    /* out holds the GPUs to use */
+    SCHED__WAIT,        /* not now: memory must be freed first */
+    SCHED__NEVER,       /* bigger than the GPUs: *why says so */
+    SCHED__ANYWHERE,    /* no memory declared or no GPU known: start as configured */
+    SCHED__UNREACHABLE, /* no host of its preference answers: why says why each is out */
+};
+
+/* One GPU of a host as placement sees it. */
+struct sched__gpu_room {
+    int index;
+    uint64_t total;
+    uint64_t free; /* what a new instance may take now */
+};
+
+/* One host of a model's preference as placement sees it. */
+struct sched__host_room {
+    const char *name;
+    int reachable;     /* 0: skipped (unavailable says why) */
+    char *unavailable; /* why it is out; owned by whoever filled it */
+    int anywhere;      /* no vram declared or no GPU known there: no memory accounting */
+    int unread;        /* its GPUs were never read yet: wait for the read */
+    const struct sched__gpu_room *gpus;
+    size_t n;
+};
+
+/* A placement: {host, GPU set}. */
+struct sched__where {
+    int host; /* index into the preference; -1: none */
+    enum sched__fit fit;
+    char host_name[128]; /* the host's name (sched__place fills it) */
+    char gpus[128];      /* for SCHED__FITS: "0,1" */
+    char *why; /* for SCHED__NEVER and SCHED__UNREACHABLE: a new string the caller frees */
 };
 
 struct stop_cb {
@@ -82,7 +110,7 @@ struct smodel {
     uint64_t switch_evict_ms;
     int switch_slept; /* the evicted model slept (or was suspended) rather than stopped */
     /* Per replica; inflight above is their sum. Replica 0's state is the model's. */
-    struct sched_inst reps[CONFIG_REPLICAS_MAX];
+    struct sched_inst reps[CONFIG_INSTANCES_MAX];
 };
 
 /* replica.c: one replica as dispatch and scale-up see it. */
@@ -171,14 +199,33 @@ void sched__gpus_refresh(struct sched *s);
 uint64_t sched__gpus_read_ms(struct sched *s);
 void sched__gpus_release(struct sched *s);
 /*
- * Where replica of MODEL fits now, on the host of MODEL's first replica; the
- * memory of its other replicas counts as taken. For a sleeping model (waking)
- * only its own GPUs count.
- * out receives "0,1". extra_free, when not NULL, adds bytes per device index
- * (an eviction being planned).
+ * Where one host fits `want` GPUs of `need` bytes each (pure): FITS with out
+ * "0,1" (the most free first), WAIT (not now), NEVER (bigger than its GPUs,
+ * *why a new message), ANYWHERE (no accounting there). waking: h lists only
+ * the GPUs the model sleeps on, and NEVER does not apply.
  */
-enum sched__fit sched__place(struct sched *s, const char *model, int replica, char *out,
-                             size_t outlen, const uint64_t *extra_free, char **why);
+enum sched__fit sched__fit_gpus(const struct sched__host_room *h, const char *model, uint64_t need,
+                                int want, int waking, char *out, size_t outlen, char **why);
+/*
+ * The placement of a new instance given the preference hosts[0..n) (pure,
+ * docs/sched.md "Hosts and fallback"): the first reachable host where it fits
+ * as things are (FITS or ANYWHERE); else the first reachable host where it
+ * would fit after an eviction (WAIT); else NEVER when every host answers and
+ * none is large enough; else UNREACHABLE. w->why is set for the last two.
+ */
+void sched__choose(const struct sched__host_room *hosts, size_t n, const char *model, uint64_t need,
+                   int want, int waking, struct sched__where *w);
+/*
+ * Where replica of MODEL goes now: sched__choose over the model's hosts
+ * (a sleeping replica 0 wakes where it sleeps; yard start --pod keeps its
+ * pod), each host's memory counted from the registry's inventory and what
+ * yard runs there; the memory of the model's other replicas counts as taken.
+ * extra_free, when not NULL, adds bytes per device index on extra_host only
+ * (an eviction being planned there). The caller frees w->why.
+ */
+enum sched__fit sched__place(struct sched *s, const char *model, int replica,
+                             const uint64_t *extra_free, const char *extra_host,
+                             struct sched__where *w);
 /* Bytes per GPU the model's eviction would give back. */
 uint64_t sched__per_gpu(const struct config_model *m);
 

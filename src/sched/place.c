@@ -107,97 +107,34 @@ static int by_free_desc(const void *a, const void *b)
     return x->free < y->free ? 1 : x->free > y->free ? -1 : x->index - y->index;
 }
 
-enum sched__fit sched__place(struct sched *s, const char *model, int replica, char *out,
-                             size_t outlen, const uint64_t *extra_free, char **why)
+enum sched__fit sched__fit_gpus(const struct sched__host_room *h, const char *model, uint64_t need,
+                                int want, int waking, char *out, size_t outlen, char **why)
 {
-    struct app *app = sched__app(s);
-    struct sched__gpus *g = sched__gpus_of(s);
-    const struct config_model *m = config_find_model(app->cfg, model);
-    struct sup_info self;
-    if (!m || !m->vram || sched__sup(s)->info(app->sup, model, &self) < 0)
+    if (h->anywhere)
         return SCHED__ANYWHERE;
-    /*
-     * The host's GPUs from the registry: a pod's are what its last poll (or its
-     * record) says, and nothing else runs there; local's as last read.
-     */
-    struct host *h = host_find(app->hosts, self.host);
-    if (!h)
-        return SCHED__ANYWHERE; /* a pod not recorded: its start says so */
-    const struct gpu_inventory *inv = host_gpus(h);
-    const uint64_t *foreign = NULL;
-    if (h->kind != HOST_LOCAL) {
-        if (!inv->n)
-            return SCHED__ANYWHERE;
-    } else {
-        if (!app->gpu)
-            return SCHED__ANYWHERE;
-        if (!h->have_gpus) {
-            sched__gpus_refresh(s);
-            return SCHED__WAIT;
-        }
-        if (!inv->n)
-            return SCHED__ANYWHERE;
-        foreign = g->foreign;
-    }
-    /* Only replica 0 sleeps; another replica always starts anew. */
-    int waking = replica == 0 && (self.state == INST_SLEEPING || self.state == INST_CHECKPOINTED);
-    if (waking && !*self.gpus)
-        return SCHED__ANYWHERE; /* it sleeps where no GPU was recorded: nothing to check */
-    int want = m->gpu_count > 0 ? m->gpu_count : 1;
-    uint64_t need = sched__per_gpu(m);
-
-    struct cand *c = xcalloc(inv->n, sizeof *c);
+    if (h->unread)
+        return SCHED__WAIT;
+    struct cand *c = xcalloc(h->n ? h->n : 1, sizeof *c);
     size_t n = 0, big_enough = 0;
     uint64_t largest = 0;
-    for (size_t d = 0; d < inv->n; d++) {
-        const struct gpu_dev *dev = &inv->devs[d];
-        int allowed = !m->n_gpu_list;
-        for (size_t k = 0; k < m->n_gpu_list; k++)
-            allowed |= m->gpu_list[k] == dev->index;
-        if (waking)
-            allowed = gpu_list_has(self.gpus, dev->index);
-        if (!allowed)
-            continue;
-        if (dev->total > largest)
-            largest = dev->total;
-        if (dev->total >= need)
+    for (size_t d = 0; d < h->n; d++) {
+        const struct sched__gpu_room *g = &h->gpus[d];
+        if (g->total > largest)
+            largest = g->total;
+        if (g->total >= need)
             big_enough++;
-        uint64_t reserved = foreign ? foreign[d] : 0;
-        for (size_t i = 0; i < sched__sup(s)->count(app->sup); i++) {
-            struct sup_info o;
-            sched__sup(s)->info_at(app->sup, i, &o);
-            int holds = o.state == INST_STARTING || o.state == INST_READY ||
-                        o.state == INST_STOPPING ||
-                        ((o.state == INST_SLEEPING || o.state == INST_CHECKPOINTED) && o.busy);
-            const struct config_model *om = config_find_model(app->cfg, o.name);
-            if (holds && om && om->vram && gpu_list_has(o.gpus, dev->index) &&
-                (strcmp(o.name, model) != 0 || o.replica != replica) &&
-                strcmp(o.host, self.host) == 0)
-                reserved += sched__per_gpu(om);
-        }
-        uint64_t used = dev->used == UINT64_MAX ? 0 : dev->used;
-        /* A sleeping model's own remainder comes back to it when it wakes. */
-        if (waking)
-            for (size_t k = 0; k < dev->n_procs; k++)
-                if (dev->procs[k].used != UINT64_MAX &&
-                    gpu_pid_owned_by(dev->procs[k].pid, self.pid, self.pid))
-                    used -= dev->procs[k].used < used ? dev->procs[k].used : used;
-        uint64_t taken = used > reserved ? used : reserved;
-        uint64_t free_b = dev->total > taken ? dev->total - taken : 0;
-        if (extra_free)
-            free_b += extra_free[dev->index < 0 ? 0 : dev->index];
-        c[n++] = (struct cand){dev->index, free_b};
+        c[n++] = (struct cand){g->index, g->free};
     }
     if (!waking && big_enough < (size_t)want) {
         char a[32], b[32];
         if (big_enough)
-            *why = xstrfmt("model '%s' needs %s on each of %d GPUs and only %zu GPUs are that "
-                           "large; it can never be loaded here (lower its vram or gpus)",
-                           model, units_fmt_size(need, a, sizeof a), want, big_enough);
+            *why = xstrfmt("model '%s' needs %s on each of %d GPUs and only %zu GPUs of %s are "
+                           "that large; it can never be loaded there (lower its vram or gpus)",
+                           model, units_fmt_size(need, a, sizeof a), want, big_enough, h->name);
         else
-            *why = xstrfmt("model '%s' needs %s per GPU and the largest GPU has %s; it can never "
-                           "be loaded here (lower its vram or gpus)",
-                           model, units_fmt_size(need, a, sizeof a),
+            *why = xstrfmt("model '%s' needs %s per GPU and the largest GPU of %s has %s; it can "
+                           "never be loaded there (lower its vram or gpus)",
+                           model, units_fmt_size(need, a, sizeof a), h->name,
                            units_fmt_size(largest, b, sizeof b));
         free(c);
         return SCHED__NEVER;
@@ -218,4 +155,211 @@ enum sched__fit sched__place(struct sched *s, const char *model, int replica, ch
     buf_release(&b);
     free(c);
     return SCHED__FITS;
+}
+
+void sched__choose(const struct sched__host_room *hosts, size_t n, const char *model, uint64_t need,
+                   int want, int waking, struct sched__where *w)
+{
+    *w = (struct sched__where){.host = -1, .fit = SCHED__UNREACHABLE};
+    int wait_at = -1, never_at = -1;
+    char *never_why = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!hosts[i].reachable)
+            continue;
+        char gpus[sizeof w->gpus] = "";
+        char *why = NULL;
+        enum sched__fit f =
+            sched__fit_gpus(&hosts[i], model, need, want, waking, gpus, sizeof gpus, &why);
+        if (f == SCHED__FITS || f == SCHED__ANYWHERE) {
+            /* The first host where it fits as things are: no eviction for a later one. */
+            w->host = (int)i;
+            w->fit = f;
+            snprintf(w->gpus, sizeof w->gpus, "%s", gpus);
+            free(never_why);
+            return;
+        }
+        if (f == SCHED__WAIT && wait_at < 0)
+            wait_at = (int)i;
+        if (f == SCHED__NEVER && never_at < 0) {
+            never_at = (int)i;
+            never_why = why;
+        } else {
+            free(why);
+        }
+    }
+    if (wait_at >= 0) {
+        /* Nowhere fits now: room is made on the first host where it can. */
+        w->host = wait_at;
+        w->fit = SCHED__WAIT;
+        free(never_why);
+        return;
+    }
+    int unreachable = 0;
+    for (size_t i = 0; i < n; i++)
+        unreachable |= !hosts[i].reachable;
+    if (never_at >= 0 && !unreachable) {
+        w->host = never_at;
+        w->fit = SCHED__NEVER;
+        w->why = never_why;
+        return;
+    }
+    free(never_why);
+    /* No host answers (or those that do are too small): say why each is out. */
+    struct buf b;
+    buf_init(&b, 2048);
+    buf_printf(&b, "no host of model '%s' can take it now:", model);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&b, "%s %s", i ? ";" : "",
+                   hosts[i].reachable     ? "its GPUs are too small"
+                   : hosts[i].unavailable ? hosts[i].unavailable
+                                          : "it does not answer");
+    w->why = xstrdup(b.data ? b.data : "no host can take it now");
+    buf_release(&b);
+}
+
+/* Per GPU of host h (name), what is free for replica of model (self: its instance). */
+static void host_room(struct sched *s, const struct config_model *m, const struct sup_info *self,
+                      int replica, int waking, const char *name, const uint64_t *extra_free,
+                      const char *extra_host, struct sched__host_room *r)
+{
+    struct app *app = sched__app(s);
+    struct sched__gpus *g = sched__gpus_of(s);
+    const char *model = m->name;
+    *r = (struct sched__host_room){.name = name, .reachable = 1};
+    struct host *h = host_find(app->hosts, name);
+    const char *lost = NULL;
+    int retry_s = 0;
+    if (!h) {
+        r->reachable = 0;
+        r->unavailable =
+            xstrfmt("pod '%s' is not known (add it with 'yard pod add %s')", name, name);
+        return;
+    }
+    const char *reason = NULL;
+    if (host_reachable(h, &reason) == HOST_REACH_NO ||
+        host_runner_lost(app->hosts, name, &lost, &retry_s)) {
+        r->reachable = 0;
+        r->unavailable = xstrfmt("pod '%s' does not answer (%s)", name,
+                                 lost && *lost ? lost
+                                 : reason      ? reason
+                                               : "no answer");
+        return;
+    }
+    if (!m->vram) {
+        r->anywhere = 1;
+        return;
+    }
+    /*
+     * The host's GPUs from the registry: a pod's are what its last poll (or its
+     * record) says, and nothing else runs there; local's as last read.
+     */
+    const struct gpu_inventory *inv = host_gpus(h);
+    const uint64_t *foreign = NULL;
+    if (h->kind != HOST_LOCAL) {
+        if (!inv->n) {
+            r->anywhere = 1;
+            return;
+        }
+    } else {
+        if (!app->gpu) {
+            r->anywhere = 1;
+            return;
+        }
+        if (!h->have_gpus) {
+            sched__gpus_refresh(s);
+            r->unread = 1;
+            return;
+        }
+        if (!inv->n) {
+            r->anywhere = 1;
+            return;
+        }
+        foreign = g->foreign;
+    }
+    if (waking && !*self->gpus) {
+        r->anywhere = 1; /* it sleeps where no GPU was recorded: nothing to check */
+        return;
+    }
+    struct sched__gpu_room *rooms = xcalloc(inv->n, sizeof *rooms);
+    size_t n = 0;
+    for (size_t d = 0; d < inv->n; d++) {
+        const struct gpu_dev *dev = &inv->devs[d];
+        int allowed = !m->n_gpu_list;
+        for (size_t k = 0; k < m->n_gpu_list; k++)
+            allowed |= m->gpu_list[k] == dev->index;
+        if (waking)
+            allowed = gpu_list_has(self->gpus, dev->index);
+        if (!allowed)
+            continue;
+        uint64_t reserved = foreign ? foreign[d] : 0;
+        for (size_t i = 0; i < sched__sup(s)->count(app->sup); i++) {
+            struct sup_info o;
+            sched__sup(s)->info_at(app->sup, i, &o);
+            int holds = o.state == INST_STARTING || o.state == INST_READY ||
+                        o.state == INST_STOPPING || o.state == INST_UNKNOWN ||
+                        ((o.state == INST_SLEEPING || o.state == INST_CHECKPOINTED) && o.busy);
+            const struct config_model *om = config_find_model(app->cfg, o.name);
+            /* Only what runs on this host takes this host's memory. */
+            if (holds && om && om->vram && gpu_list_has(o.gpus, dev->index) &&
+                (strcmp(o.name, model) != 0 || o.replica != replica) && strcmp(o.host, name) == 0)
+                reserved += sched__per_gpu(om);
+        }
+        uint64_t used = dev->used == UINT64_MAX ? 0 : dev->used;
+        /* A sleeping model's own remainder comes back to it when it wakes. */
+        if (waking)
+            for (size_t k = 0; k < dev->n_procs; k++)
+                if (dev->procs[k].used != UINT64_MAX &&
+                    gpu_pid_owned_by(dev->procs[k].pid, self->pid, self->pid))
+                    used -= dev->procs[k].used < used ? dev->procs[k].used : used;
+        uint64_t taken = used > reserved ? used : reserved;
+        uint64_t free_b = dev->total > taken ? dev->total - taken : 0;
+        /* Memory an eviction would free counts on its own host only. */
+        if (extra_free && extra_host && strcmp(extra_host, name) == 0)
+            free_b += extra_free[dev->index < 0 ? 0 : dev->index];
+        rooms[n++] = (struct sched__gpu_room){dev->index, dev->total, free_b};
+    }
+    r->gpus = rooms;
+    r->n = n;
+}
+
+enum sched__fit sched__place(struct sched *s, const char *model, int replica,
+                             const uint64_t *extra_free, const char *extra_host,
+                             struct sched__where *w)
+{
+    struct app *app = sched__app(s);
+    *w = (struct sched__where){.host = -1, .fit = SCHED__ANYWHERE};
+    const struct config_model *m = config_find_model(app->cfg, model);
+    struct sup_info self;
+    if (!m || sched__sup(s)->info(app->sup, model, &self) < 0)
+        return SCHED__ANYWHERE;
+    struct sup_info mine;
+    if (replica > 0 && sched__sup(s)->info_replica(app->sup, model, replica, &mine) == 0)
+        self = mine;
+    /* Only replica 0 sleeps; another replica always starts anew. */
+    int waking = replica == 0 && (self.state == INST_SLEEPING || self.state == INST_CHECKPOINTED);
+    /*
+     * The preference: the model's hosts in order; a sleeping model wakes where
+     * it sleeps, and yard start --pod keeps the pod it named.
+     */
+    static const char *const local_only[] = {"local"};
+    const char *const *names = m->n_hosts ? (const char *const *)m->hosts : local_only;
+    size_t n = m->n_hosts ? m->n_hosts : 1;
+    const char *one[1] = {self.host};
+    if (waking || (replica == 0 && self.host_fixed)) {
+        names = one;
+        n = 1;
+    }
+    struct sched__host_room *rooms = xcalloc(n, sizeof *rooms);
+    for (size_t i = 0; i < n; i++)
+        host_room(s, m, &self, replica, waking, names[i], extra_free, extra_host, &rooms[i]);
+    int want = m->gpu_count > 0 ? m->gpu_count : 1;
+    sched__choose(rooms, n, m->name, m->vram ? sched__per_gpu(m) : 0, want, waking, w);
+    if (w->host >= 0)
+        snprintf(w->host_name, sizeof w->host_name, "%s", names[w->host]);
+    for (size_t i = 0; i < n; i++) {
+        free((void *)rooms[i].gpus);
+        free(rooms[i].unavailable);
+    }
+    free(rooms);
+    return w->fit;
 }

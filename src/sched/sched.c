@@ -45,6 +45,8 @@ struct sched {
 };
 
 static void sched_kick(struct sched *s);
+static int host_answers(struct sched *s, const char *name);
+static void move_back(struct sched *s, struct smodel *sm, uint64_t now);
 static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now);
 static void drain_then(struct sched *s, struct smodel *sm, int action, int level, const char *why,
                        void (*done)(void *), sup_op_cb op_done, void *arg);
@@ -329,7 +331,7 @@ static void on_note(void *arg, const struct sup_note *n)
         return;
     if (n->replica > 0) {
         /* Another replica: it serves beside the first; the model's own state is replica 0's. */
-        if (n->kind == SUP_NOTE_STATE && n->replica < CONFIG_REPLICAS_MAX) {
+        if (n->kind == SUP_NOTE_STATE && n->replica < CONFIG_INSTANCES_MAX) {
             if (n->state == INST_READY)
                 sm->reps[n->replica].last_used_ms = now_ms(s);
             sched_kick(s);
@@ -365,12 +367,20 @@ static void on_note(void *arg, const struct sup_note *n)
     }
     if (n->state != INST_STARTING && n->state != INST_SLEEPING && n->state != INST_CHECKPOINTED)
         sm->load_started_ms = 0;
+    /* A start that failed because its host stopped answering tries the next host. */
+    struct sup_info failed;
+    int elsewhere = n->state == INST_FAILED && sm->was_loading && sm->m && sm->m->n_hosts > 1 &&
+                    s->ops->info(s->app->sup, sm->name, &failed) == 0 &&
+                    !host_answers(s, failed.host);
+    if (elsewhere)
+        log_info("sched", "'%s' could not start on %s (%s); trying the next host", sm->name,
+                 failed.host, n->reason);
     /* A hand demand hears how the load it waits for ended. */
-    if (n->state == INST_FAILED)
+    if (n->state == INST_FAILED && !elsewhere)
         fail_hands(s, sm, -EIO, n->reason, 0);
     else if (n->state == INST_STOPPED)
         fail_hands(s, sm, -EIO, *n->reason ? n->reason : "it was stopped while loading", 1);
-    if (n->state == INST_FAILED && sm->was_loading && sm->head) {
+    if (n->state == INST_FAILED && sm->was_loading && sm->head && !elsewhere) {
         /* The load these requests wait for failed: say why, at once. */
         struct sup_info info;
         int unwritable = s->ops->info(s->app->sup, sm->name, &info) == 0 && info.unwritable;
@@ -415,7 +425,7 @@ static void add_model(struct sched *s, const struct config_model *m)
     sm->last_percent = -1;
     sm->last_used_ms = now_ms(s);
     sm->sched = s;
-    for (int r = 0; r < CONFIG_REPLICAS_MAX; r++)
+    for (int r = 0; r < CONFIG_INSTANCES_MAX; r++)
         sm->reps[r] = (struct sched_inst){.sm = sm, .replica = r, .last_used_ms = sm->last_used_ms};
     s->models = xrealloc(s->models, (s->n_models + 1) * sizeof *s->models);
     s->models[s->n_models++] = sm;
@@ -552,6 +562,7 @@ void sched__tick(struct sched *s)
             sm->drain_level = 0;
         }
         scale_replicas(s, sm, now);
+        move_back(s, sm, now);
     }
     sched_kick(s);
 }
@@ -567,8 +578,7 @@ const struct sched_sup_ops sched_sup_real = {
     .count = sup_count,
     .info_at = sup_info_at,
     .model_list = sup_model_list,
-    .start_on = sup_start_on,
-    .start_replica = sup_start_replica,
+    .start_at = sup_start_at,
     .stop = sup_stop,
     .stop_replica = sup_stop_replica,
     .stop_extra_replicas = sup_stop_extra_replicas,
@@ -765,7 +775,7 @@ static void finish_drains(struct sched *s)
 /* What each of sm's replicas is doing; returns how many it may have. */
 static int rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
 {
-    int n = sm->m && sm->m->replicas > 0 ? sm->m->replicas : 1;
+    int n = sm->m ? config_model_slots(sm->m) : 1;
     for (int r = 0; r < n; r++) {
         struct sup_info info;
         v[r] = (struct sched__rep){.inflight = sm->reps[r].inflight};
@@ -786,7 +796,7 @@ static void dispatch_ready(struct sched *s)
         struct smodel *sm = s->models[i];
         if (!sm->head || sm->draining || !sm->m)
             continue;
-        struct sched__rep v[CONFIG_REPLICAS_MAX];
+        struct sched__rep v[CONFIG_INSTANCES_MAX];
         int n = rep_view(s, sm, v);
         int serving = 0;
         for (int r = 0; r < n; r++)
@@ -820,11 +830,106 @@ static void dispatch_ready(struct sched *s)
  * concurrency; an idle one stops after the model's ttl (replica 0 follows
  * the ttl as a model without replicas does).
  */
+/* Whether host name answers now: known, not lost, its runner not failing its polls. */
+static int host_answers(struct sched *s, const char *name)
+{
+    const char *why = NULL;
+    int retry_s = 0;
+    struct host *h = host_find(s->app->hosts, name);
+    return h && host_reachable(h, &why) != HOST_REACH_NO &&
+           !host_runner_lost(s->app->hosts, name, &why, &retry_s);
+}
+
+/*
+ * Replica 0 of sm is on a host that does not answer: its fallback instance
+ * (slot m->replicas) serves meanwhile, on the first other host of its
+ * preference that answers and fits. 1 when the fallback serves or is on its
+ * way; 0 when there is none to be had (no other host, none answers or fits).
+ */
+static int fallback_start(struct sched *s, struct smodel *sm, const char *lost_host)
+{
+    if (!sm->m || sm->m->n_hosts < 2)
+        return 0;
+    int slot = sm->m->replicas;
+    struct sup_info fb;
+    if (s->ops->info_replica(s->app->sup, sm->name, slot, &fb) == 0 && fb.state != INST_STOPPED &&
+        fb.state != INST_FAILED && fb.state != INST_UNKNOWN)
+        return 1;
+    struct sched__where w;
+    enum sched__fit fit = sched__place(s, sm->name, slot, NULL, NULL, &w);
+    free(w.why);
+    if ((fit != SCHED__FITS && fit != SCHED__ANYWHERE) || strcmp(w.host_name, lost_host) == 0)
+        return 0;
+    log_info("sched", "'%s' is on %s, which does not answer: starting it on %s meanwhile", sm->name,
+             lost_host, w.host_name);
+    char *err = NULL;
+    if (s->ops->start_at(s->app->sup, sm->name, slot, w.host_name,
+                         fit == SCHED__FITS ? w.gpus : NULL, &err) < 0) {
+        log_warn("sched", "cannot start '%s' on %s: %s", sm->name, w.host_name, err);
+        free(err);
+        return 0;
+    }
+    return 1;
+}
+
+/*
+ * Moving back (docs/sched.md, "Hosts and fallback"), on each tick: a fallback
+ * that is idle while replica 0 serves again (its host answers again and its
+ * engine was found) stops; replica 0 running idle on a host after a more
+ * preferred one that answers again is restarted, drained first, so that the
+ * placement puts it on the preferred host.
+ */
+static void move_back(struct sched *s, struct smodel *sm, uint64_t now)
+{
+    if (!sm->m || sm->m->n_hosts < 2 || sm->draining || sm->head)
+        return;
+    struct sup_info self;
+    if (s->ops->info(s->app->sup, sm->name, &self) < 0 || self.state != INST_READY || self.busy)
+        return;
+    int slot = sm->m->replicas;
+    struct sup_info fb;
+    if (s->ops->info_replica(s->app->sup, sm->name, slot, &fb) == 0 && fb.state != INST_STOPPED &&
+        fb.state != INST_FAILED) {
+        if (fb.state != INST_READY || fb.busy || sm->reps[slot].inflight)
+            return;
+        char *why = xstrfmt("%s answers again and serves '%s'", self.host, sm->name);
+        log_info("sched", "'%s' on %s: %s; stopping it", sm->name, fb.host, why);
+        char *err = NULL;
+        if (s->ops->stop_replica(s->app->sup, sm->name, slot, why, NULL, NULL, &err) < 0) {
+            log_warn("sched", "cannot stop '%s' on %s: %s", sm->name, fb.host, err);
+            free(err);
+        }
+        free(why);
+        return;
+    }
+    int rank = config_model_host_rank(sm->m, self.host);
+    if (rank <= 0 || self.host_fixed || sm->inflight || sm->pinned ||
+        now - sm->last_used_ms < SCHED_TICK_MS)
+        return;
+    for (int i = 0; i < rank; i++) {
+        const char *better = sm->m->hosts[i];
+        if (!host_answers(s, better))
+            continue;
+        struct sched__where w;
+        enum sched__fit fit = sched__place(s, sm->name, 0, NULL, NULL, &w);
+        free(w.why);
+        (void)fit;
+        /* Placement of a new start would not go there (full, or the model sleeps): stay. */
+        if (w.host < 0 || strcmp(w.host_name, better) != 0)
+            return;
+        char *why = xstrfmt("moving back to %s, which answers again", better);
+        log_info("sched", "'%s' on %s: %s", sm->name, self.host, why);
+        sched_restart(s, sm->name, why);
+        free(why);
+        return;
+    }
+}
+
 static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
 {
     if (!sm->m || sm->m->replicas < 2 || sm->draining)
         return;
-    struct sched__rep v[CONFIG_REPLICAS_MAX];
+    struct sched__rep v[CONFIG_INSTANCES_MAX];
     int n = rep_view(s, sm, v);
     char d[32];
     for (int r = 1; r < n && sm->m->ttl_ms && !sm->pinned; r++) {
@@ -847,21 +952,21 @@ static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
         oldest = oldest->next;
     if (!oldest)
         return;
-    int r = sched__replica_to_add(v, n, sm->m->concurrency, now, oldest->enqueued_ms,
+    /* The fallback slot (past the replicas) is not one to scale onto. */
+    int r = sched__replica_to_add(v, sm->m->replicas, sm->m->concurrency, now, oldest->enqueued_ms,
                                   sm->m->scale_after_ms);
     if (r <= 0)
         return;
-    char where[128] = "";
-    char *why = NULL;
-    enum sched__fit fit = sched__place(s, sm->name, r, where, sizeof where, NULL, &why);
-    free(why);
-    if (fit == SCHED__WAIT || fit == SCHED__NEVER)
-        return; /* no free GPU for another copy: the replicas there serve the queue */
-    log_info("sched", "'%s' has waited %s with every replica busy: starting replica %d", sm->name,
-             units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), r);
+    struct sched__where w;
+    enum sched__fit fit = sched__place(s, sm->name, r, NULL, NULL, &w);
+    free(w.why);
+    if (fit != SCHED__FITS && fit != SCHED__ANYWHERE)
+        return; /* no host with a free GPU for another copy: the replicas that run serve */
+    log_info("sched", "'%s' has waited %s with every replica busy: starting replica %d on %s",
+             sm->name, units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), r, w.host_name);
     char *err = NULL;
-    if (s->ops->start_replica(s->app->sup, sm->name, r, fit == SCHED__FITS ? where : NULL, &err) <
-        0) {
+    if (s->ops->start_at(s->app->sup, sm->name, r, w.host_name, fit == SCHED__FITS ? w.gpus : NULL,
+                         &err) < 0) {
         log_warn("sched", "cannot start '%s' replica %d: %s", sm->name, r, err);
         free(err);
     }
@@ -929,7 +1034,7 @@ static int by_eviction_cost(const void *pa, const void *pb)
  * a pinned model; a model with queued requests only past the starvation
  * bound. While an eviction is under way, nothing more is planned.
  */
-static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
+static void evict_for_memory(struct sched *s, struct smodel *want, const char *host, uint64_t now)
 {
     for (size_t i = 0; i < s->n_models; i++)
         if (s->models[i]->draining)
@@ -938,7 +1043,10 @@ static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
     size_t n = 0;
     for (size_t i = 0; i < s->n_models; i++) {
         struct smodel *o = s->models[i];
-        if (o != want && o->m && o->m->vram && holds_gpu(s, o) && may_evict(s, o, want, now))
+        struct sup_info oi;
+        /* Only what runs on the host that is to take it makes room there. */
+        if (o != want && o->m && o->m->vram && holds_gpu(s, o) && may_evict(s, o, want, now) &&
+            s->ops->info(s->app->sup, o->name, &oi) == 0 && strcmp(oi.host, host) == 0)
             cand[n++] = o;
     }
     qsort(cand, n, sizeof *cand, by_eviction_cost);
@@ -953,10 +1061,10 @@ static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
         for (int g = 0; g < SCHED__MAX_GPU_INDEX; g++)
             if (gpu_list_has(info.gpus, g))
                 extra[g] += per;
-        char where[128];
-        char *why = NULL;
-        fits = sched__place(s, want->name, 0, where, sizeof where, extra, &why) == SCHED__FITS;
-        free(why);
+        struct sched__where w;
+        fits = sched__place(s, want->name, 0, extra, host, &w) == SCHED__FITS &&
+               strcmp(w.host_name, host) == 0;
+        free(w.why);
     }
     if (fits)
         for (size_t i = 0; i < take; i++)
@@ -970,7 +1078,7 @@ static void evict_for_memory(struct sched *s, struct smodel *want, uint64_t now)
  * memory back it still does not fit, and with the pinned ones' too it would.
  * NULL when pins are not what stands in its way.
  */
-static const char *pinned_in_the_way(struct sched *s, struct smodel *want)
+static const char *pinned_in_the_way(struct sched *s, struct smodel *want, const char *host)
 {
     uint64_t *extra = xcalloc(SCHED__MAX_GPU_INDEX, sizeof *extra);
     const char *pinned = NULL;
@@ -980,7 +1088,7 @@ static const char *pinned_in_the_way(struct sched *s, struct smodel *want)
             struct smodel *o = s->models[i];
             struct sup_info info;
             if (o == want || !o->m || !o->m->vram || (o->pinned != 0) != pass || !holds_gpu(s, o) ||
-                s->ops->info(s->app->sup, o->name, &info) < 0)
+                s->ops->info(s->app->sup, o->name, &info) < 0 || strcmp(info.host, host) != 0)
                 continue;
             uint64_t per = sched__per_gpu(o->m);
             for (int g = 0; g < SCHED__MAX_GPU_INDEX; g++)
@@ -991,10 +1099,10 @@ static const char *pinned_in_the_way(struct sched *s, struct smodel *want)
         }
         if (pass && !pinned)
             break;
-        char where[128];
-        char *why = NULL;
-        fits = sched__place(s, want->name, 0, where, sizeof where, extra, &why) == SCHED__FITS;
-        free(why);
+        struct sched__where w;
+        fits = sched__place(s, want->name, 0, extra, host, &w) == SCHED__FITS &&
+               strcmp(w.host_name, host) == 0;
+        free(w.why);
         if (fits)
             break;
     }
@@ -1051,8 +1159,17 @@ static void plan_loads(struct sched *s)
         enum inst_state st = self.state;
         const char *lost = NULL;
         int retry_s = 0;
-        if (st == INST_UNKNOWN ||
-            (st != INST_READY && host_runner_lost(s->app->hosts, self.host, &lost, &retry_s))) {
+        /* At rest, placement picks a host of its preference that answers. */
+        int at_rest = (st == INST_STOPPED && !self.pid) || st == INST_FAILED;
+        if (st == INST_UNKNOWN || (st != INST_READY && !at_rest &&
+                                   host_runner_lost(s->app->hosts, self.host, &lost, &retry_s))) {
+            if (fallback_start(s, sm, self.host)) {
+                /* Another host of its preference serves (dispatch) or loads for them. */
+                for (struct sched_waiter *w = sm->head; w; w = w->next)
+                    w->waited_for_load = 1;
+                mark_hands_issued(sm);
+                continue;
+            }
             /* Its pod does not answer: nothing can be said about it until it does. */
             if (!lost)
                 host_runner_lost(s->app->hosts, self.host, &lost, &retry_s);
@@ -1132,22 +1249,27 @@ static void plan_loads(struct sched *s)
             w->waited_for_load = 1;
         if (blocked)
             continue;
-        char where[128] = "";
-        char *why = NULL;
-        enum sched__fit fit = sched__place(s, sm->name, 0, where, sizeof where, NULL, &why);
+        struct sched__where w;
+        enum sched__fit fit = sched__place(s, sm->name, 0, NULL, NULL, &w);
         if (fit == SCHED__NEVER) {
-            refuse(s, sm, -E2BIG, why, SCHED_NEVER_FITS, why);
-            free(why);
+            refuse(s, sm, -E2BIG, w.why, SCHED_NEVER_FITS, w.why);
+            free(w.why);
+            continue;
+        }
+        if (fit == SCHED__UNREACHABLE) {
+            /* Every host of its preference is out: the next try may find one back. */
+            fail_all_retry(s, sm, SCHED_HOST_UNREACHABLE, w.why, 5);
+            free(w.why);
             continue;
         }
         if (fit == SCHED__WAIT) {
-            const char *pin = pinned_in_the_way(s, sm);
+            const char *pin = pinned_in_the_way(s, sm, w.host_name);
             if (pin) {
                 refuse_pinned(s, sm, pin, "the GPU memory it needs");
                 continue;
             }
             s->mem_blocked = 1;
-            evict_for_memory(s, sm, now);
+            evict_for_memory(s, sm, w.host_name, now);
             continue;
         }
         char *err = NULL;
@@ -1167,8 +1289,8 @@ static void plan_loads(struct sched *s)
                 mark_hands_issued(sm);
             }
         } else {
-            int rc =
-                s->ops->start_on(s->app->sup, sm->name, fit == SCHED__FITS ? where : NULL, &err);
+            int rc = s->ops->start_at(s->app->sup, sm->name, 0, w.host_name,
+                                      fit == SCHED__FITS ? w.gpus : NULL, &err);
             if (rc == -ENOENT) {
                 refuse(s, sm, rc, err, SCHED_UNKNOWN_MODEL, err);
             } else if (rc < 0) {

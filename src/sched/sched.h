@@ -103,9 +103,9 @@ struct sched_sup_ops {
     size_t (*count)(struct sup *s);
     void (*info_at)(struct sup *s, size_t i, struct sup_info *info);
     char *(*model_list)(struct sup *s);
-    int (*start_on)(struct sup *s, const char *model, const char *gpus, char **err);
-    int (*start_replica)(struct sup *s, const char *model, int replica, const char *gpus,
-                         char **err);
+    /* sup_start_at: replica of model on {host, gpus} (NULL: as the instance is). */
+    int (*start_at)(struct sup *s, const char *model, int replica, const char *host,
+                    const char *gpus, char **err);
     int (*stop)(struct sup *s, const char *model, const char *reason, void (*done)(void *),
                 void *arg, char **err);
     int (*stop_replica)(struct sup *s, const char *model, int replica, const char *reason,

@@ -1357,6 +1357,7 @@ void sup__instance_free(struct instance *in)
     free(in->sleep_why);
     free(in->placement);
     free(in->pod_override);
+    free(in->host_choice);
     free(in->susp_pids);
     sup__ckpt_drop(in);
     free(in->ready_why);

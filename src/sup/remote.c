@@ -52,6 +52,9 @@ const char *sup__wanted_pod(const struct instance *in)
 {
     if (in->pod_override)
         return in->pod_override;
+    /* Where the placement put it, while the model still lists that host. */
+    if (in->host_choice && in->m && config_model_host_rank(in->m, in->host_choice) >= 0)
+        return strcmp(in->host_choice, "local") == 0 ? NULL : in->host_choice;
     return in->m ? in->m->pod : NULL;
 }
 

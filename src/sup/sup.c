@@ -163,11 +163,16 @@ void sup_adopt_all(struct sup *s)
         if (!in && r->replica > 0) {
             /* Another replica of a configured model: adopted as one while the config wants it. */
             struct instance *first = find_replica(s, r->model, 0);
-            if (first && first->m && r->replica < first->m->replicas)
+            if (first && first->m && r->replica < config_model_slots(first->m))
                 in = add_instance(s, first->m, r->replica);
         }
         const char *want = in ? sup__wanted_pod(in) : NULL;
-        if (in && strcmp(want ? want : "local", r->host) != 0) {
+        /* Any host of the model's preference keeps what runs there (a fallback, a replica). */
+        if (in && !in->pod_override && in->m && config_model_host_rank(in->m, r->host) >= 0) {
+            free(in->host_choice);
+            in->host_choice = xstrdup(r->host);
+            in->runner = sup__runner_for(s, sup__wanted_pod(in));
+        } else if (in && strcmp(want ? want : "local", r->host) != 0) {
             /* The config moved it to another host: the recorded tree goes like a removed one. */
             log_info("sup", "'%s' now runs on %s; stopping what runs on %s", r->model,
                      want ? want : "local", r->host);
@@ -270,7 +275,7 @@ int sup_start_replica(struct sup *s, const char *model, int replica, const char 
     }
     if (replica == 0)
         return sup_start_on(s, model, gpus, err);
-    if (replica < 0 || replica >= first->m->replicas) {
+    if (replica < 0 || replica >= config_model_slots(first->m)) {
         *err = xstrfmt("model '%s' has %d replicas (replicas: %d); there is no replica %d",
                        first->name, first->m->replicas, first->m->replicas, replica);
         return -EINVAL;
@@ -295,6 +300,26 @@ int sup_start_replica(struct sup *s, const char *model, int replica, const char 
             sup__forget(s, in);
     }
     return rc;
+}
+
+int sup_start_at(struct sup *s, const char *model, int replica, const char *host, const char *gpus,
+                 char **err)
+{
+    struct instance *first = sup__find(s, model);
+    if (first && first->m && !first->removed && host && *host && replica >= 0 &&
+        replica < config_model_slots(first->m)) {
+        struct instance *in = find_replica(s, first->name, replica);
+        if (!in && replica > 0)
+            in = add_instance(s, first->m, replica);
+        /* Only an instance at rest moves; yard start --pod keeps its pod. */
+        if (in && !in->pod_override && !in->watch &&
+            (in->state == INST_STOPPED || in->state == INST_FAILED)) {
+            free(in->host_choice);
+            in->host_choice = xstrdup(host);
+            in->runner = sup__runner_for(s, sup__wanted_pod(in));
+        }
+    }
+    return sup_start_replica(s, model, replica, gpus, err);
 }
 
 /* Counts the stops of a model's instances down; the caller's done runs after the last. */
@@ -449,6 +474,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
                      sup__policy_checkpoints(in->m),
         .unwritable = in->unwritable,
         .unrecorded = in->unrecorded,
+        .host_fixed = in->pod_override != NULL,
     };
 }
 
@@ -514,8 +540,9 @@ static int spec_changed(const struct instance *in, const struct config_model *nm
 {
     struct sup__spec was, now;
     char err[256];
-    const char *host_was = in->pod_override ? in->pod_override : in->m->pod;
-    const char *host_now = in->pod_override ? in->pod_override : nm->pod;
+    /* It runs where it runs: the preference only says where the next start goes. */
+    const char *host = strcmp(in->runner->host, "local") == 0 ? NULL : in->runner->host;
+    const char *host_was = host, *host_now = host;
     int rw = sup__engine_spec(in->m, in->eng, in->name, in->port, in->gpus, host_was, &was, err,
                               sizeof err);
     int rn = sup__engine_spec(nm, engine_find(nm->engine), in->name, in->port, in->gpus, host_now,
@@ -546,7 +573,7 @@ static char *model_changes(const struct config_model *a, const struct config_mod
     CHANGED(STR_DIFF(a->cmd, b->cmd), "cmd");
     CHANGED(STR_DIFF(a->model_id, b->model_id), "model");
     CHANGED(STR_DIFF(a->cwd, b->cwd), "cwd");
-    CHANGED(STR_DIFF(a->pod, b->pod), "pod");
+    CHANGED(!config_model_same_hosts(a, b), "hosts");
     CHANGED(STR_DIFF(a->health_path, b->health_path) || a->health_status != b->health_status,
             "health");
     CHANGED(a->port != b->port, "port");
@@ -615,7 +642,8 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         int same = in->m && config_model_same(in->m, nm);
         /* A running engine is compared by what it runs: eviction can change its argv. */
         if (same && in->state != INST_STOPPED && in->state != INST_FAILED)
-            same = !spec_changed(in, nm);
+            same = !spec_changed(in, nm) &&
+                   (in->pod_override || config_model_host_rank(nm, in->runner->host) >= 0);
         const struct config_model *was = in->m;
         in->m = nm;
         sup__watch_of_model(nm, &in->watch_spec);
@@ -667,7 +695,7 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
     /* Replicas past a lowered replicas: stop, and are forgotten once down. */
     for (size_t i = s->n_inst; i-- > 0;) {
         struct instance *in = i < s->n_inst ? s->inst[i] : NULL;
-        if (in && !in->removed && in->m && in->replica >= in->m->replicas) {
+        if (in && !in->removed && in->m && in->replica >= config_model_slots(in->m)) {
             in->restart_after_stop = 0;
             stop_because(in, "removed by reload: past the model's replicas");
         }

@@ -50,6 +50,7 @@ struct sup_info {
     int can_sleep;   /* its eviction policy sleeps it in place (keep_running) */
     int unwritable;  /* its last start failed: the state database refused its record */
     int unrecorded;  /* its state is not in the state database yet (retried) */
+    int host_fixed;  /* yard start --pod chose its host: placement keeps it there */
 };
 
 enum sup_note_kind { SUP_NOTE_STATE, SUP_NOTE_PROGRESS, SUP_NOTE_LOG };
@@ -97,6 +98,14 @@ int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err)
  * the model's replicas) with *err, or the store's -errno as sup_start.
  */
 int sup_start_replica(struct sup *s, const char *model, int replica, const char *gpus, char **err);
+/*
+ * As sup_start_replica, on host (a name of the registry, "local"; NULL: where
+ * the instance is): the placement's {host, GPU set}. An instance at rest
+ * (stopped or failed, nothing left running) moves to host first, unless
+ * yard start --pod fixed its host.
+ */
+int sup_start_at(struct sup *s, const char *model, int replica, const char *host, const char *gpus,
+                 char **err);
 /*
  * Stops every instance of MODEL (all its replicas); done runs once all are
  * stopped (at once if they are). reason (may be NULL) is why, carried by the

@@ -176,8 +176,9 @@ struct instance {
     int launching;                  /* the runner starts it; its pid is not known yet */
     enum inst_state before_unknown; /* the state it had when its pod stopped answering */
     char *pod_override;             /* yard start --pod: the pod for the next start */
-    uint64_t probe_started_mono;    /* when the running health probe began */
-    int start_after_exit;           /* a start waits for the failed run's exit */
+    char *host_choice; /* the scheduler's placement: the host of its preference it runs on */
+    uint64_t probe_started_mono; /* when the running health probe began */
+    int start_after_exit;        /* a start waits for the failed run's exit */
     /* Readiness (instance.c): the answer on the port must be the engine's */
     struct sup__owner_ask *owner_ask; /* a runner port_owner question under way */
     char *ready_why;                  /* the reason the ready transition will carry */

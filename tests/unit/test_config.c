@@ -754,7 +754,8 @@ static void test_model_same(void **state)
         {"port: auto", "port: 7002", 0},
         {"gpus: 1", "gpus: 2", 0},
         {"gpus: 1", "gpus: [0]", 0},
-        {"pod: gpu-box-1", "pod: gpu-box-2", 0},
+        /* where it runs is checked against the hosts list by the reload itself */
+        {"pod: gpu-box-1", "pod: gpu-box-2", 1},
     };
     for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
         const char *at = strstr(full_config, edits[i].from);
@@ -858,6 +859,44 @@ static void test_local_reserved(void **state)
     expect_error("models:\n  m:\n    cmd: x\n    pod: local\n",
                  "yard.yaml:4:10: models.m.pod: 'local' is this machine, not a pod; leave 'pod' "
                  "out to run here");
+}
+
+/* hosts: an ordered preference; pod: NAME is hosts: [NAME]; not both. */
+static void test_hosts(void **state)
+{
+    (void)state;
+    struct config *c = parse_ok("models:\n"
+                                "  a: { cmd: x, hosts: [ box1, local, box2 ] }\n"
+                                "  b: { cmd: x, pod: box1 }\n"
+                                "  c: { cmd: x }\n"
+                                "  d: { cmd: x, hosts: [ local, box1 ] }\n");
+    const struct config_model *a = config_find_model(c, "a");
+    assert_int_equal(a->n_hosts, 3);
+    assert_string_equal(a->hosts[0], "box1");
+    assert_string_equal(a->hosts[2], "box2");
+    assert_string_equal(a->pod, "box1");
+    assert_int_equal(config_model_host_rank(a, "local"), 1);
+    assert_int_equal(config_model_host_rank(a, "box3"), -1);
+    const struct config_model *b = config_find_model(c, "b");
+    assert_int_equal(b->n_hosts, 1);
+    assert_string_equal(b->hosts[0], "box1");
+    assert_int_equal(config_model_host_rank(b, "local"), -1);
+    const struct config_model *m = config_find_model(c, "c");
+    assert_int_equal(m->n_hosts, 0);
+    assert_int_equal(config_model_host_rank(m, "local"), 0);
+    assert_int_equal(config_model_host_rank(m, NULL), 0);
+    assert_null(config_find_model(c, "d")->pod);
+    config_free(c);
+
+    expect_error("models:\n  m:\n    cmd: x\n    pod: box1\n    hosts: [ box1 ]\n",
+                 "yard.yaml:5:12: models.m.hosts: give 'pod' or 'hosts', not both; 'pod: NAME' is "
+                 "'hosts: [NAME]', so put the pod in the hosts list and remove 'pod'");
+    expect_error("models:\n  m:\n    cmd: x\n    hosts: [ local, box1, local ]\n",
+                 "yard.yaml:4:27: models.m.hosts: host 'local' is listed twice; name each host "
+                 "once");
+    expect_error("models:\n  m:\n    cmd: x\n    hosts: []\n",
+                 "yard.yaml:4:12: models.m.hosts: the list is empty; name at least one host "
+                 "(local or a pod)");
 }
 
 static void test_eviction_policies(void **state)
@@ -1199,6 +1238,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cmd_port),
         cmocka_unit_test(test_local_reserved),
+        cmocka_unit_test(test_hosts),
         cmocka_unit_test(test_eviction_policies),
         cmocka_unit_test(test_unknown_key_suggests),
         cmocka_unit_test(test_unknown_engine),

@@ -187,8 +187,8 @@ static char *fake_model_list(struct sup *f)
     return xstrdup("a, b, m");
 }
 
-static int fake_start_replica(struct sup *f, const char *model, int replica, const char *gpus,
-                              char **err)
+static int fake_start_at(struct sup *f, const char *model, int replica, const char *host,
+                         const char *gpus, char **err)
 {
     struct fake_model *fm = fake_find(f, model);
     if (!fm) {
@@ -199,17 +199,14 @@ static int fake_start_replica(struct sup *f, const char *model, int replica, con
         record(f, "start %s/%d", model, replica);
     else
         record(f, "start %s", model);
+    if (host && strcmp(host, "local") != 0)
+        record(f, "on host %s", host);
     if (gpus)
         record(f, "on GPU %s", gpus);
     fm->reps[replica].exists = 1;
     snprintf(fm->reps[replica].gpus, sizeof fm->reps[replica].gpus, "%s", gpus ? gpus : "");
     fake_set(f, model, replica, INST_STARTING, NULL);
     return 0;
-}
-
-static int fake_start_on(struct sup *f, const char *model, const char *gpus, char **err)
-{
-    return fake_start_replica(f, model, 0, gpus, err);
 }
 
 static int fake_stop_replica(struct sup *f, const char *model, int replica, const char *reason,
@@ -301,8 +298,7 @@ static const struct sched_sup_ops fake_ops = {
     .count = fake_count,
     .info_at = fake_info_at,
     .model_list = fake_model_list,
-    .start_on = fake_start_on,
-    .start_replica = fake_start_replica,
+    .start_at = fake_start_at,
     .stop = fake_stop,
     .stop_replica = fake_stop_replica,
     .stop_extra_replicas = fake_stop_extra_replicas,

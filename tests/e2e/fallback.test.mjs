@@ -1,0 +1,209 @@
+// hosts: an ordered preference, with fallback and moving back (docs/sched.md,
+// "Hosts and fallback"), over two real sshd pods and this machine.
+//
+// box1 is reached through a TCP proxy (lib/proxy.mjs) that the test cuts and
+// mends; box2 directly. Checks:
+//   - hosts: [box1, box2, local]: the model runs on box1; box1 cut while a client
+//     loop sends requests: the requests go on, served on box2, and none fails once
+//     the fallback serves; box1 mended: the engine there is found again, the idle
+//     fallback on box2 stops (events say why) and requests are served on box1
+//   - hosts: [box1, local] with box1 cut before any start: it starts on local;
+//     box1 back: it moves back to box1 once idle (drained, then started there)
+//   - hosts: [local, box2] with local's GPU full (declared gpus, another model
+//     holding it): it starts on box2 without evicting the local model
+// It skips, saying why, when it does not run as root or sshd or ssh is missing.
+
+import { test } from 'node:test';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as h from './lib/harness.mjs';
+import { sshdSkipReason, startSshd } from './lib/sshd.mjs';
+import { countingProxy } from './lib/proxy.mjs';
+
+const { assert } = h;
+const FIXTURES = path.join(h.YARD_SRC_DIR, 'tests/e2e/fixtures');
+const SKIP = sshdSkipReason();
+if (SKIP) console.log(`# skipping the fallback e2e tests: ${SKIP}`);
+
+async function pod(dir, name) {
+    const home = path.join(dir, `${name}-home`);
+    fs.mkdirSync(home, { recursive: true });
+    return startSshd({
+        keyEnv: { PATH: `${FIXTURES}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`, HOME: home },
+    });
+}
+
+/** A proxy in front of sshd whose port is pinned in sshd's known_hosts too. */
+async function proxied(sshd) {
+    const proxy = await countingProxy(sshd.port);
+    const kh = path.join(sshd.dir, 'known_hosts');
+    const pinned = fs.readFileSync(kh, 'utf8').split('\n')[0].replace(/^\S+/, '');
+    fs.appendFileSync(kh, `[127.0.0.1]:${proxy.port}${pinned}\n`);
+    return proxy;
+}
+
+const mock = (extra = '') =>
+    `${h.MOCK_ENGINE_BIN} --flavor vllm --port \${PORT} --name \${NAME} --load-time 100ms${extra}`;
+
+function setup(dir, port, base, models, top = '') {
+    let yaml = `listen: 127.0.0.1:${port}\nstart_port: ${base}\n${top}` +
+        `defaults: { stop_timeout: 2s, startup_timeout: 30s }\nmodels:\n`;
+    for (const [name, body] of Object.entries(models)) yaml += `  ${name}: ${JSON.stringify(body)}\n`;
+    return h.writeConfig(dir, yaml);
+}
+
+const rows = (dir, name) =>
+    h.yardJson(['ps', '--json'], { stateDir: dir }).then((r) => r.filter((x) => x.name === name));
+const eventsText = async (dir) => (await h.yard(['events'], { stateDir: dir })).stdout;
+
+function ask(port, model) {
+    return h.httpPost(
+        `http://127.0.0.1:${port}/v1/completions`,
+        JSON.stringify({ model, prompt: 'hi', max_tokens: 2 }),
+        { headers: { 'Content-Type': 'application/json' }, timeoutMs: 20000 },
+    );
+}
+
+/** Where the ready instances of model run: their hosts, sorted. */
+const readyHosts = async (dir, model) =>
+    (await rows(dir, model)).filter((r) => r.state === 'ready').map((r) => r.host).sort();
+
+test('a pod lost mid-run: the next host serves, and the model moves back', { skip: SKIP || false, timeout: 180000 }, async () => {
+    const dir = h.tmpdir('yard-fallback-');
+    const sshd1 = await pod(dir, 'box1');
+    const sshd2 = await pod(dir, 'box2');
+    const proxy = await proxied(sshd1);
+    const port = await h.freePort();
+    const config = setup(dir, port, 20000 + Math.floor(Math.random() * 20000), {
+        m: { engine: 'vllm', hosts: ['box1', 'box2', 'local'], cmd: mock() },
+    });
+    const d = await h.startDaemon({ config, stateDir: dir });
+    const yard = (...args) => h.yard(args, { stateDir: dir });
+    let loop = null;
+    let running = true;
+    try {
+        for (const [name, ssh] of [['box1', sshd1.cmdForPort(proxy.port)], ['box2', sshd2.sshCmd]]) {
+            const r = await yard('pod', 'add', name, '--ssh', ssh);
+            assert.equal(r.code, 0, r.stderr);
+        }
+        const first = await ask(port, 'm');
+        assert.equal(first.status, 200, first.body);
+        assert.deepEqual(await readyHosts(dir, 'm'), ['box1']);
+        const pid1 = (await rows(dir, 'm')).find((r) => r.host === 'box1').pid;
+
+        // A client loop: one request after another, each result kept with when it ended.
+        const results = [];
+        loop = (async () => {
+            while (running) {
+                const r = await ask(port, 'm').catch((e) => ({ status: 0, body: String(e) }));
+                results.push({ status: r.status, body: r.body, at: Date.now() });
+            }
+        })();
+        await h.waitFor(() => results.filter((r) => r.status === 200).length >= 3, {
+            timeoutMs: 20000, what: 'the loop served on box1',
+        });
+
+        proxy.break();
+        const cut = Date.now();
+        await h.waitFor(async () => (await readyHosts(dir, 'm')).includes('box2'), {
+            timeoutMs: 30000, what: 'a fallback ready on box2',
+        });
+        const fallbackAt = Date.now();
+        const lost = (await rows(dir, 'm')).find((r) => r.host === 'box1');
+        assert.equal(lost.state, 'unknown', JSON.stringify(lost));
+        assert.match(lost.reason, /box1/);
+        await h.waitFor(() => results.filter((r) => r.status === 200 && r.at > fallbackAt).length >= 5, {
+            timeoutMs: 20000, what: 'requests served after the fallback',
+        });
+        // Only requests that ended before the fallback served may have failed.
+        const failed = results.filter((r) => r.status !== 200);
+        for (const f of failed) assert.ok(f.at < fallbackAt + 500, `failed after the fallback served: ${f.status} ${f.body}`);
+        console.log(`# ${failed.length} requests failed between the cut and the fallback (${fallbackAt - cut} ms)`);
+
+        // box1 back: its engine is found again, the idle fallback on box2 stops.
+        proxy.mend();
+        await h.waitFor(async () => {
+            const r = await rows(dir, 'm');
+            return r.length === 1 && r[0].host === 'box1' && r[0].state === 'ready';
+        }, { timeoutMs: 60000, what: 'm back on box1 alone' });
+        assert.equal((await rows(dir, 'm'))[0].pid, pid1, 'box1 runs another engine than before');
+        const back = Date.now();
+        await h.waitFor(() => results.filter((r) => r.status === 200 && r.at > back).length >= 3, {
+            timeoutMs: 20000, what: 'requests served after the move back',
+        });
+        assert.match(await eventsText(dir), /box1 answers again and serves 'm'/);
+        running = false;
+        await loop;
+        loop = null;
+    } finally {
+        running = false;
+        if (loop) await loop;
+        await d.stop();
+        proxy.break();
+        await proxy.close();
+        await sshd1.proc.stop();
+        await sshd2.proc.stop();
+    }
+});
+
+test('a pod that does not answer at start: the next host, and back once idle', { skip: SKIP || false, timeout: 180000 }, async () => {
+    const dir = h.tmpdir('yard-fallback-start-');
+    const sshd1 = await pod(dir, 'box1');
+    const proxy = await proxied(sshd1);
+    const port = await h.freePort();
+    const config = setup(dir, port, 20000 + Math.floor(Math.random() * 20000), {
+        m: { engine: 'vllm', hosts: ['box1', 'local'], cmd: mock() },
+    });
+    const d = await h.startDaemon({ config, stateDir: dir });
+    const yard = (...args) => h.yard(args, { stateDir: dir });
+    try {
+        const r = await yard('pod', 'add', 'box1', '--ssh', sshd1.cmdForPort(proxy.port));
+        assert.equal(r.code, 0, r.stderr);
+        proxy.break();
+        const a = await ask(port, 'm');
+        assert.equal(a.status, 200, a.body);
+        assert.deepEqual(await readyHosts(dir, 'm'), ['local']);
+
+        proxy.mend();
+        await h.waitFor(async () => {
+            const x = await rows(dir, 'm');
+            return x.length === 1 && x[0].host === 'box1' && x[0].state === 'ready';
+        }, { timeoutMs: 60000, what: 'm moved back to box1' });
+        assert.match(await eventsText(dir), /moving back to box1, which answers again/);
+        const b = await ask(port, 'm');
+        assert.equal(b.status, 200, b.body);
+    } finally {
+        await d.stop();
+        proxy.break();
+        await proxy.close();
+        await sshd1.proc.stop();
+    }
+});
+
+test('local full: the next host in the preference, without evicting', { skip: SKIP || false, timeout: 120000 }, async () => {
+    const dir = h.tmpdir('yard-fallback-full-');
+    const sshd2 = await pod(dir, 'box2');
+    const port = await h.freePort();
+    const config = setup(
+        dir, port, 20000 + Math.floor(Math.random() * 20000),
+        {
+            holder: { engine: 'vllm', vram: '30GiB', cmd: mock() },
+            m: { engine: 'vllm', vram: '20GiB', hosts: ['local', 'box2'], cmd: mock() },
+        },
+        `gpus: [{index: 0, name: "Mock 40G", memory: 40GiB}]\n`,
+    );
+    const d = await h.startDaemon({ config, stateDir: dir });
+    const yard = (...args) => h.yard(args, { stateDir: dir });
+    try {
+        const r = await yard('pod', 'add', 'box2', '--ssh', sshd2.sshCmd);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal((await ask(port, 'holder')).status, 200);
+        const a = await ask(port, 'm');
+        assert.equal(a.status, 200, a.body);
+        assert.deepEqual(await readyHosts(dir, 'm'), ['box2']);
+        assert.deepEqual(await readyHosts(dir, 'holder'), ['local'], 'the local model was evicted');
+    } finally {
+        await d.stop();
+        await sshd2.proc.stop();
+    }
+});
