@@ -207,3 +207,43 @@ test('local full: the next host in the preference, without evicting', { skip: SK
         await sshd2.proc.stop();
     }
 });
+
+test('memory freed on one host is never credited to another', { skip: SKIP || false, timeout: 120000 }, async () => {
+    const dir = h.tmpdir('yard-fallback-credit-');
+    const home = path.join(dir, 'box2-home');
+    fs.mkdirSync(home, { recursive: true });
+    const sshd2 = await startSshd({
+        keyEnv: {
+            PATH: `${FIXTURES}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
+            HOME: home,
+            YARD_FAKE_GPUS: '0,Mock 40G,40960',
+        },
+    });
+    const port = await h.freePort();
+    const config = setup(
+        dir, port, 20000 + Math.floor(Math.random() * 20000),
+        {
+            loc: { engine: 'vllm', vram: '30GiB', cmd: mock() },
+            p1: { engine: 'vllm', vram: '30GiB', pod: 'box2', cmd: mock() },
+            p2: { engine: 'vllm', vram: '30GiB', pod: 'box2', cmd: mock() },
+        },
+        `gpus: [{index: 0, name: "Mock 40G", memory: 40GiB}]\n`,
+    );
+    const d = await h.startDaemon({ config, stateDir: dir });
+    const yard = (...args) => h.yard(args, { stateDir: dir });
+    try {
+        const r = await yard('pod', 'add', 'box2', '--ssh', sshd2.sshCmd);
+        assert.equal(r.code, 0, r.stderr);
+        // loc is used first: the least recently used, the first victim were hosts mixed up.
+        assert.equal((await ask(port, 'loc')).status, 200);
+        assert.equal((await ask(port, 'p1')).status, 200);
+        const a = await ask(port, 'p2');
+        assert.equal(a.status, 200, a.body);
+        assert.deepEqual(await readyHosts(dir, 'p2'), ['box2']);
+        assert.deepEqual(await readyHosts(dir, 'loc'), ['local'], "the local model was evicted for a pod's");
+        assert.deepEqual(await readyHosts(dir, 'p1'), [], 'p1 still runs beside p2 on one 40 GiB GPU');
+    } finally {
+        await d.stop();
+        await sshd2.proc.stop();
+    }
+});
