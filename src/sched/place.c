@@ -128,13 +128,13 @@ enum sched__fit sched__fit_gpus(const struct sched__host_room *h, const char *mo
     if (!waking && big_enough < (size_t)want) {
         char a[32], b[32];
         if (big_enough)
-            *why = xstrfmt("model '%s' needs %s on each of %d GPUs and only %zu GPUs of %s are "
-                           "that large; it can never be loaded there (lower its vram or gpus)",
-                           model, units_fmt_size(need, a, sizeof a), want, big_enough, h->name);
+            *why = xstrfmt("model '%s' needs %s on each of %d GPUs and only %zu GPUs are that "
+                           "large; it can never be loaded here (lower its vram or gpus)",
+                           model, units_fmt_size(need, a, sizeof a), want, big_enough);
         else
-            *why = xstrfmt("model '%s' needs %s per GPU and the largest GPU of %s has %s; it can "
-                           "never be loaded there (lower its vram or gpus)",
-                           model, units_fmt_size(need, a, sizeof a), h->name,
+            *why = xstrfmt("model '%s' needs %s per GPU and the largest GPU has %s; it can never "
+                           "be loaded here (lower its vram or gpus)",
+                           model, units_fmt_size(need, a, sizeof a),
                            units_fmt_size(largest, b, sizeof b));
         free(c);
         return SCHED__NEVER;
