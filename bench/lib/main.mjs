@@ -12,9 +12,10 @@ import { runReady } from './ready.mjs';
 import { runSwitch } from './switch.mjs';
 import { runScan } from './scan.mjs';
 import { runFootprint } from './footprint.mjs';
+import { runReplicas } from './replicas.mjs';
 import { table, budgets } from './report.mjs';
 
-const SECTIONS = ['proxy', 'stream', 'ready', 'switch', 'scan', 'footprint'];
+const SECTIONS = ['proxy', 'stream', 'ready', 'switch', 'scan', 'footprint', 'replicas'];
 
 function usage() {
     return `usage: bench/run [--quick] [--only SECTION[,SECTION...]] [--out FILE]
@@ -24,9 +25,9 @@ Sections: ${SECTIONS.join(', ')} (all by default, in that order).
 --out     where the JSON goes (default bench/results/latest.json)
 
 Environment (defaults; --quick lowers those not set):
-  BENCH_ROUNDS=5            rounds of the interleaved comparisons (proxy, stream, footprint)
-  BENCH_SECONDS=5           wrk throughput run per target and round
-  BENCH_LAT_SECONDS=3       wrk one-connection latency run per target and round
+  BENCH_ROUNDS=5            rounds of the interleaved comparisons (proxy, stream, footprint, replicas)
+  BENCH_SECONDS=5           throughput run per target and round (proxy, replicas)
+  BENCH_LAT_SECONDS=3       one-connection latency run per target and round (proxy, replicas)
   BENCH_CONNECTIONS=32      wrk connections for the throughput runs
   BENCH_STREAMS=1000        concurrent SSE streams
   BENCH_STREAM_TOKENS=200   tokens per stream
@@ -39,6 +40,8 @@ Environment (defaults; --quick lowers those not set):
   BENCH_SCAN_ROUNDS=31      scan_bench rounds per shape and size
   BENCH_SCAN_MIB=16         MiB scanned per scan_bench round
   BENCH_SETTLE_MS=1000      idle time before the daemon's RSS is read
+  BENCH_REPLICA_MS=50       the replicas section's engine time per request (10 tokens)
+  BENCH_REPLICA_CLIENTS=8   its concurrent clients, the same for 1, 2 and 4 replicas
   BENCH_KEEP=1              keep the temp dirs (daemon and engine logs)
 `;
 }
@@ -54,6 +57,12 @@ function params(quick) {
         return quick ? q : full;
     };
     const rounds = env('BENCH_ROUNDS', 5, 2);
+    const replicaClients = env('BENCH_REPLICA_CLIENTS', 8, 8);
+    if (!Number.isInteger(replicaClients) || replicaClients < 4)
+        throw new Error(
+            `BENCH_REPLICA_CLIENTS='${replicaClients}': 4 replicas need 4 clients to keep them busy; ` +
+                'give an integer of 4 or more (default 8)'
+        );
     return {
         quick,
         proxy: {
@@ -77,6 +86,14 @@ function params(quick) {
         },
         scan: { rounds: env('BENCH_SCAN_ROUNDS', 31, 5), mib: env('BENCH_SCAN_MIB', 16, 4) },
         footprint: { rounds, settleMs: env('BENCH_SETTLE_MS', 1000, 300) },
+        replicas: {
+            rounds,
+            seconds: env('BENCH_SECONDS', 5, 2),
+            latSeconds: env('BENCH_LAT_SECONDS', 3, 1),
+            clients: replicaClients,
+            requestMs: env('BENCH_REPLICA_MS', 50, 50),
+            tokens: 10,
+        },
     };
 }
 
@@ -149,6 +166,7 @@ async function main() {
             result.startup_ms_max = f.startup_ms_max;
             result.footprint = f;
         },
+        replicas: async () => (result.replicas = await runReplicas(p.replicas)),
     };
     for (const s of SECTIONS.filter((x) => only.includes(x))) {
         const t0 = Date.now();

@@ -31,6 +31,8 @@ export function budgets(r) {
         add('idle RSS, 100 models (KiB)', '< 10240', r.idle_rss_kib, r.idle_rss_kib < 10240);
         add('exec to listening (ms)', '< 50', r.startup_ms, r.startup_ms < 50);
     }
+    const rp = r.replicas;
+    if (rp) add('replicas req/s / (N x one replica)', '>= 0.90', rp.ratio, rp.ratio >= 0.9);
     return out;
 }
 
@@ -101,6 +103,19 @@ function rows(r) {
         out.push([`footprint (100 models, ${r.footprint.rounds} rounds)`, '', '', '', '', '']);
         row('  idle RSS KiB', r, 'idle_rss_kib', 0, '< 10240', r.idle_rss_kib < 10240);
         row('  exec to listening ms', r, 'startup_ms', 1, '< 50', r.startup_ms < 50);
+    }
+    const rp = r.replicas;
+    if (rp) {
+        const head = `${rp.request_ms} ms a request, ${rp.clients} clients, ${rp.seconds}s x ${rp.rounds} rounds`;
+        out.push([`replicas (concurrency 1, ${head})`, '', '', '', '', '']);
+        for (const n of [1, 2, 4]) {
+            const o = rp[`x${n}`];
+            const share = Object.values(o.share).map((v) => fmt(100 * v, 0)).join('/');
+            row(`  ${n} replica${n > 1 ? 's' : ''} req/s (share % ${share})`, o, 'rps', 1);
+            if (n > 1) row(`  ${n} replicas / (${n} x one)`, o, 'ratio', 2, '>= 0.90', o.ratio >= 0.9);
+        }
+        row('  added by 2 replicas, p50 us (1 conn)', rp, 'added_p50_us', 0);
+        row('  added by 2 replicas, p99 us (1 conn)', rp, 'added_p99_us', 0);
     }
     for (const s of Object.keys(r.failures || {})) out.push([`${s}: FAILED (see the log above)`, '', '', '', '', '']);
     return out;
