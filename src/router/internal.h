@@ -48,6 +48,7 @@ struct router__req {
     int queued;              /* in the scheduler's queue */
     int slot;                /* holds a scheduler slot (sched_done owed) */
     struct sched_inst *inst; /* while slot: the instance it was sent to */
+    int resent;              /* its engine refused it before answering: admitted again, once */
     int replica;             /* that instance's replica, for the x-yard-replica header */
     int began;               /* the response head was sent */
     int finished;            /* the response was ended */

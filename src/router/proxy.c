@@ -205,6 +205,19 @@ static void up_end(void *arg, int err)
 {
     struct router__req *rr = arg;
     rr->up = NULL;
+    /*
+     * Refused or dropped before any answer (a pod cut off, an engine gone): the
+     * request was not seen by the engine, so it waits again, once, while the
+     * scheduler keeps that replica out until its runner says what happened.
+     */
+    if (err < 0 && err != -ETIMEDOUT && err != -EPROTO && !rr->finished && !rr->began &&
+        !rr->up_status && !rr->resent && rr->slot) {
+        sched_refused(rr->r->app->sched, rr->inst);
+        release_slot(rr);
+        rr->resent = 1;
+        router__admit(rr);
+        return;
+    }
     release_slot(rr);
     if (rr->finished)
         return;

@@ -76,7 +76,8 @@ struct sched_inst {
     struct smodel *sm;
     int replica;
     int inflight;
-    uint64_t last_used_ms; /* the last dispatch or end of a request, or when it became ready */
+    uint64_t last_used_ms;     /* the last dispatch or end of a request, or when it became ready */
+    uint64_t refused_until_ms; /* sched_refused: no dispatch to it before then */
 };
 
 /* The scheduler's view of one model: its queue and what it is doing. */

@@ -334,6 +334,7 @@ static void on_note(void *arg, const struct sup_note *n)
         if (n->kind == SUP_NOTE_STATE && n->replica < CONFIG_INSTANCES_MAX) {
             if (n->state == INST_READY)
                 sm->reps[n->replica].last_used_ms = now_ms(s);
+            sm->reps[n->replica].refused_until_ms = 0;
             sched_kick(s);
         }
         return;
@@ -348,6 +349,7 @@ static void on_note(void *arg, const struct sup_note *n)
     if (n->kind != SUP_NOTE_STATE)
         return;
     uint64_t now = now_ms(s);
+    sm->reps[0].refused_until_ms = 0; /* its state changed: the runner has said what happened */
     sm->ready_since_ms = n->state == INST_READY ? now : 0;
     if (n->state == INST_READY) {
         sm->last_used_ms = now;
@@ -654,6 +656,17 @@ int sched_admit(struct sched *s, struct sched_waiter *w)
     return 0;
 }
 
+void sched_refused(struct sched *s, struct sched_inst *inst)
+{
+    if (!inst)
+        return;
+    inst->refused_until_ms = now_ms(s) + SCHED_REFUSED_MS;
+    log_info("sched",
+             "'%s' replica %d refused a request before answering: holding its requests "
+             "for up to %d ms",
+             inst->sm->name, inst->replica, SCHED_REFUSED_MS);
+}
+
 void sched_cancel(struct sched *s, struct sched_waiter *w)
 {
     struct smodel *sm = find(s, w->model);
@@ -782,7 +795,8 @@ static int rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
         if (s->ops->info_replica(s->app->sup, sm->name, r, &info) < 0)
             continue;
         v[r].exists = info.state != INST_STOPPED && info.state != INST_FAILED;
-        v[r].serves = info.state == INST_READY && !info.busy;
+        v[r].serves =
+            info.state == INST_READY && !info.busy && now_ms(s) >= sm->reps[r].refused_until_ms;
         v[r].starting = info.state == INST_STARTING;
         v[r].port = info.reach_port;
         v[r].addr = info.addr;

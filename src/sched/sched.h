@@ -148,6 +148,16 @@ int sched_admit(struct sched *s, struct sched_waiter *w);
 void sched_cancel(struct sched *s, struct sched_waiter *w);
 /* A dispatched request ended: its slot on inst (from its sched_target) is free. */
 void sched_done(struct sched *s, struct sched_inst *inst);
+/*
+ * The engine of inst refused or dropped a dispatched request's connection
+ * before answering (its pod cut off, the engine gone): nothing more is sent
+ * to that replica for SCHED_REFUSED_MS, or until it becomes ready again, so
+ * that the next requests wait for its runner to say what happened (a
+ * fallback on another host, a restart) instead of failing too. Before
+ * sched_done.
+ */
+void sched_refused(struct sched *s, struct sched_inst *inst);
+#define SCHED_REFUSED_MS 3000
 
 /*
  * A start or wake by hand (yard start, yard wake) is a demand for its model

@@ -4,8 +4,8 @@
 // box1 is reached through a TCP proxy (lib/proxy.mjs) that the test cuts and
 // mends; box2 directly. Checks:
 //   - hosts: [box1, box2, local]: the model runs on box1; box1 cut while a client
-//     loop sends requests: the requests go on, served on box2, and none fails once
-//     the fallback serves; box1 mended: the engine there is found again, the idle
+//     loop sends requests: the requests go on, served on box2, and at most the one
+//     in flight at the cut fails (the next wait for the fallback); box1 mended: the engine there is found again, the idle
 //     fallback on box2 stops (events say why) and requests are served on box1
 //   - hosts: [box1, local] with box1 cut before any start: it starts on local;
 //     box1 back: it moves back to box1 once idle (drained, then started there)
@@ -115,10 +115,10 @@ test('a pod lost mid-run: the next host serves, and the model moves back', { ski
         await h.waitFor(() => results.filter((r) => r.status === 200 && r.at > fallbackAt).length >= 5, {
             timeoutMs: 20000, what: 'requests served after the fallback',
         });
-        // Only requests that ended before the fallback served may have failed.
+        // At most the request in flight at the cut fails: the next ones wait for the fallback.
         const failed = results.filter((r) => r.status !== 200);
-        for (const f of failed) assert.ok(f.at < fallbackAt + 500, `failed after the fallback served: ${f.status} ${f.body}`);
-        console.log(`# ${failed.length} requests failed between the cut and the fallback (${fallbackAt - cut} ms)`);
+        console.log(`# ${failed.length} requests failed; the fallback served ${fallbackAt - cut} ms after the cut`);
+        assert.ok(failed.length <= 1, failed.map((f) => `${f.status} ${f.body}`).join('\n'));
 
         // box1 back: its engine is found again, the idle fallback on box2 stops.
         proxy.mend();
