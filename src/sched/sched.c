@@ -898,9 +898,38 @@ static void move_back(struct sched *s, struct smodel *sm, uint64_t now)
     if (!sm->m || sm->m->n_hosts < 2 || sm->draining || sm->head)
         return;
     struct sup_info self;
-    if (s->ops->info(s->app->sup, sm->name, &self) < 0 || self.state != INST_READY || self.busy)
+    if (s->ops->info(s->app->sup, sm->name, &self) < 0)
         return;
     int slot = sm->m->replicas;
+    if ((self.state == INST_STOPPED && !self.pid) || self.state == INST_FAILED) {
+        /*
+         * Its first instance is gone (its engine ended while its pod did not
+         * answer) and the fallback serves: the first comes back where the
+         * placement puts it now, if that is a more preferred host; the
+         * fallback then stops once idle (below).
+         */
+        struct sup_info fb;
+        if (s->ops->info_replica(s->app->sup, sm->name, slot, &fb) < 0 || fb.state != INST_READY ||
+            fb.busy)
+            return;
+        struct sched__where w;
+        enum sched__fit fit = sched__place(s, sm->name, 0, NULL, NULL, &w);
+        free(w.why);
+        if ((fit != SCHED__FITS && fit != SCHED__ANYWHERE) ||
+            config_model_host_rank(sm->m, w.host_name) >= config_model_host_rank(sm->m, fb.host))
+            return;
+        log_info("sched", "'%s' serves on %s: starting it again on %s, which answers again",
+                 sm->name, fb.host, w.host_name);
+        char *err = NULL;
+        if (s->ops->start_at(s->app->sup, sm->name, 0, w.host_name,
+                             fit == SCHED__FITS ? w.gpus : NULL, &err) < 0) {
+            log_warn("sched", "cannot start '%s' on %s: %s", sm->name, w.host_name, err);
+            free(err);
+        }
+        return;
+    }
+    if (self.state != INST_READY || self.busy)
+        return;
     struct sup_info fb;
     if (s->ops->info_replica(s->app->sup, sm->name, slot, &fb) == 0 && fb.state != INST_STOPPED &&
         fb.state != INST_FAILED) {
@@ -941,7 +970,8 @@ static void move_back(struct sched *s, struct smodel *sm, uint64_t now)
 
 static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
 {
-    if (!sm->m || sm->m->replicas < 2 || sm->draining)
+    /* The fallback slot follows the ttl as a replica does. */
+    if (!sm->m || config_model_slots(sm->m) < 2 || sm->draining)
         return;
     struct sched__rep v[CONFIG_INSTANCES_MAX];
     int n = rep_view(s, sm, v);

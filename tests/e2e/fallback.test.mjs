@@ -7,6 +7,8 @@
 //     loop sends requests: the requests go on, served on box2, and at most the one
 //     in flight at the cut fails (the next wait for the fallback); box1 mended: the engine there is found again, the idle
 //     fallback on box2 stops (events say why) and requests are served on box1
+//   - the engine on box1 ends while box1 is cut: box1 back, the model starts on
+//     box1 again and the idle fallback stops
 //   - hosts: [box1, local] with box1 cut before any start: it starts on local;
 //     box1 back: it moves back to box1 once idle (drained, then started there)
 //   - hosts: [local, box2] with local's GPU full (declared gpus, another model
@@ -143,6 +145,45 @@ test('a pod lost mid-run: the next host serves, and the model moves back', { ski
         await proxy.close();
         await sshd1.proc.stop();
         await sshd2.proc.stop();
+    }
+});
+
+test('the engine on a lost pod ended meanwhile: it starts there again once the pod is back', { skip: SKIP || false, timeout: 180000 }, async () => {
+    const dir = h.tmpdir('yard-fallback-gone-');
+    const sshd1 = await pod(dir, 'box1');
+    const proxy = await proxied(sshd1);
+    const port = await h.freePort();
+    const config = setup(dir, port, 20000 + Math.floor(Math.random() * 20000), {
+        m: { engine: 'vllm', hosts: ['box1', 'local'], cmd: mock() },
+    });
+    const d = await h.startDaemon({ config, stateDir: dir });
+    const yard = (...args) => h.yard(args, { stateDir: dir });
+    try {
+        const r = await yard('pod', 'add', 'box1', '--ssh', sshd1.cmdForPort(proxy.port));
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal((await ask(port, 'm')).status, 200);
+        const pid1 = (await rows(dir, 'm'))[0].pid;
+        proxy.break();
+        // The next request is served by a fallback on local (started for it).
+        assert.equal((await ask(port, 'm')).status, 200);
+        assert.ok((await readyHosts(dir, 'm')).includes('local'));
+        // The pod's engine ends while yard cannot see it (the "pod" is this machine).
+        for (const p of h.processesInGroup(h.pgidOf(pid1))) {
+            try { process.kill(p, 'SIGKILL'); } catch {}
+        }
+        assert.equal((await ask(port, 'm')).status, 200);
+        proxy.mend();
+        await h.waitFor(async () => {
+            const x = await rows(dir, 'm');
+            return x.length === 1 && x[0].host === 'box1' && x[0].state === 'ready' && x[0].pid !== pid1;
+        }, { timeoutMs: 60000, what: 'm started again on box1, the fallback stopped' });
+        assert.match(await eventsText(dir), /box1 answers again and serves 'm'/);
+        assert.equal((await ask(port, 'm')).status, 200);
+    } finally {
+        await d.stop();
+        proxy.break();
+        await proxy.close();
+        await sshd1.proc.stop();
     }
 });
 
