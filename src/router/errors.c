@@ -61,14 +61,6 @@ const struct router__refusal *router__refusal_of(enum sched_reason why)
     return &refusals[why];
 }
 
-void router__refuse(struct router__req *rr, enum sched_reason why, int retry_after_s,
-                    const char *msg)
-{
-    const struct router__refusal *f = router__refusal_of(why);
-    int retry = f->retry_after_s && retry_after_s > 0 ? retry_after_s : f->retry_after_s;
-    router__fail(rr, f->status, f->type, f->code, retry, "%s", msg);
-}
-
 static const char *errors__default_type(int status)
 {
     switch (status) {

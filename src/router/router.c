@@ -61,6 +61,14 @@ void router__count(struct router *r, const char *model, int status)
     r->counts[r->n_counts++] = (struct router__count){xstrdup(model), status, 1};
 }
 
+void router__refuse(struct router__req *rr, enum sched_reason why, int retry_after_s,
+                    const char *msg)
+{
+    const struct router__refusal *f = router__refusal_of(why);
+    int retry = f->retry_after_s && retry_after_s > 0 ? retry_after_s : f->retry_after_s;
+    router__fail(rr, f->status, f->type, f->code, retry, "%s", msg);
+}
+
 void router__fail(struct router__req *rr, int status, const char *type, const char *code,
                   int retry_after, const char *fmt, ...)
 {

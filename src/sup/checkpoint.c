@@ -337,7 +337,7 @@ static void ckpt_fail(struct instance *in, const char *what, const char *msg)
     in->stop_reason = xstrdup(why);
     op_end(in, -EREMOTEIO, msg);
     free(why);
-    sup__inst_stop(in, NULL, NULL);
+    sup__inst_stop(in, NULL, NULL, NULL);
 }
 
 static int ckpt_chosen(struct instance *in, int level)

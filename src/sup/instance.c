@@ -1088,11 +1088,12 @@ const struct runner_events sup__runner_events = {
     .found = sup__pod_found,
 };
 
-void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg)
+void sup__inst_stop(struct instance *in, void (*done)(void *), void (*drop)(void *), void *arg)
 {
     if (done) {
         struct stop_waiter *w = xcalloc(1, sizeof *w);
         w->done = done;
+        w->drop = drop;
         w->arg = arg;
         w->next = in->stop_waiters;
         in->stop_waiters = w;
@@ -1338,6 +1339,8 @@ void sup__instance_free(struct instance *in)
     struct stop_waiter *w = in->stop_waiters;
     while (w) {
         struct stop_waiter *next = w->next;
+        if (w->drop)
+            w->drop(w->arg);
         free(w);
         w = next;
     }

@@ -54,7 +54,7 @@ static void escalate(struct instance *in, const char *what, const char *msg)
     free(in->stop_reason);
     in->stop_reason = xstrdup(why);
     free(why);
-    sup__inst_stop(in, NULL, NULL);
+    sup__inst_stop(in, NULL, NULL, NULL);
 }
 
 static void sleep_done(int err, const char *msg, void *arg)

@@ -26,7 +26,7 @@ static void stop_because(struct instance *in, const char *why)
         free(in->stop_reason);
         in->stop_reason = xstrdup(why);
     }
-    sup__inst_stop(in, NULL, NULL);
+    sup__inst_stop(in, NULL, NULL, NULL);
 }
 
 static struct instance *add_instance(struct sup *s, const struct config_model *m, int replica)
@@ -325,6 +325,7 @@ int sup_start_at(struct sup *s, const char *model, int replica, const char *host
 /* Counts the stops of a model's instances down; the caller's done runs after the last. */
 struct stop_all {
     int left;
+    int dropped; /* an instance was freed before it stopped */
     void (*done)(void *);
     void *arg;
 };
@@ -334,9 +335,17 @@ static void stop_all_one(void *arg)
     struct stop_all *x = arg;
     if (--x->left > 0)
         return;
-    if (x->done)
+    if (x->done && !x->dropped)
         x->done(x->arg);
     free(x);
+}
+
+/* An instance went without stopping (the daemon exits): the count is freed, done never runs. */
+static void stop_all_drop(void *arg)
+{
+    struct stop_all *x = arg;
+    x->dropped = 1;
+    stop_all_one(x);
 }
 
 /* Stops the instances of model with replica >= from; done runs once all are stopped. */
@@ -362,7 +371,7 @@ static void stop_from(struct sup *s, const char *model, int from, const char *re
             free(mine[i]->stop_reason);
             mine[i]->stop_reason = reason ? xstrdup(reason) : NULL;
         }
-        sup__inst_stop(mine[i], stop_all_one, x);
+        sup__inst_stop(mine[i], stop_all_one, stop_all_drop, x);
     }
     free(mine);
     stop_all_one(x);
@@ -396,7 +405,7 @@ int sup_stop_replica(struct sup *s, const char *model, int replica, const char *
         free(in->stop_reason);
         in->stop_reason = reason ? xstrdup(reason) : NULL;
     }
-    sup__inst_stop(in, done, arg);
+    sup__inst_stop(in, done, NULL, arg);
     return 0;
 }
 
@@ -691,7 +700,7 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
     for (size_t i = s->n_inst; i-- > 0;)
         if (i < s->n_inst && s->inst[i]->removed &&
             (s->inst[i]->state == INST_STOPPED || s->inst[i]->state == INST_FAILED))
-            sup__inst_stop(s->inst[i], NULL, NULL);
+            sup__inst_stop(s->inst[i], NULL, NULL, NULL);
     /* Replicas past a lowered replicas: stop, and are forgotten once down. */
     for (size_t i = s->n_inst; i-- > 0;) {
         struct instance *in = i < s->n_inst ? s->inst[i] : NULL;

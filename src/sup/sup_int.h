@@ -106,6 +106,7 @@ struct logtail {
 
 struct stop_waiter {
     void (*done)(void *);
+    void (*drop)(void *); /* NULL, or run instead of done when the instance goes unstopped */
     void *arg;
     struct stop_waiter *next;
 };
@@ -234,7 +235,12 @@ struct instance *sup__instance_new(struct sup *s, const struct config_model *m, 
 int sup__forget_when_stopped(const struct instance *in);
 void sup__instance_free(struct instance *in);
 int sup__inst_start(struct instance *in);
-void sup__inst_stop(struct instance *in, void (*done)(void *), void *arg);
+/*
+ * Stops in; done(arg) runs once it is stopped. When the instance is freed
+ * before that (the daemon exits while the stop waits on a pod that does not
+ * answer), drop(arg) runs instead, if given, so that arg can be freed.
+ */
+void sup__inst_stop(struct instance *in, void (*done)(void *), void (*drop)(void *), void *arg);
 void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port, const char *gpus,
                      const char *cmdline, int64_t started_ms, int restarts, int sleep_level);
 /* The rest of a start once the host is ready for it (a pod was asked first). */

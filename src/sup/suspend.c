@@ -85,7 +85,7 @@ static void fail(struct suspend *x, const char *what, const char *msg)
     in->stop_reason = xstrdup(why);
     finish(x, -EREMOTEIO, msg);
     free(why);
-    sup__inst_stop(in, NULL, NULL);
+    sup__inst_stop(in, NULL, NULL, NULL);
 }
 
 static void run_tool(struct suspend *x, enum tools_cuda_op op, int pid, tools_cb cb)
