@@ -416,8 +416,11 @@ static void on_write(uv_write_t *w, int status)
     struct req_impl *r = wr->req;
     int st = status < 0 ? (status == UV_ECANCELED ? -ECANCELED : status) : 0;
     c->queued -= wr->len;
-    if (!c->closing)
+    if (!c->closing) {
         c->srv->buffered -= wr->len;
+        /* the next scan comes after 64 KiB more of net growth: the cap is passed by no more */
+        c->srv->shed_next = c->srv->shed_next > wr->len ? c->srv->shed_next - wr->len : 0;
+    }
     if (st == 0)
         c->sent_ms = uv_now(c->srv->loop);
     if (c->srv->buffered <= c->srv->limits.max_buffered)

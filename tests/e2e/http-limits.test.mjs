@@ -8,9 +8,7 @@
 // changed by a reload, and SSE readers that stop reading: the relay pauses the
 // engine, and router.max_buffered drops the slowest.
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { test } from 'node:test';
 import { assert, httpGet, writeConfig, waitFor, adminResult } from './lib/harness.mjs';
 import {
@@ -22,6 +20,7 @@ import {
     parseResponses,
     chatBody,
     noQuarantineEnv,
+    stallClients,
 } from './lib/router-helpers.mjs';
 
 const MODELS = { m: { engine: 'vllm', cmd: mockCmd('vllm', '--load-time 200ms') } };
@@ -336,32 +335,6 @@ test('reload: router limits take effect for new requests; a listen change is rep
     await y.d.stop();
 });
 
-const STALLED_READER = path.join(import.meta.dirname, 'tools', 'stalled_reader.py');
-
-/**
- * A client that reads up to the first SSE event of request and then stops
- * reading, with a 4 KiB receive buffer (tools/stalled_reader.py): what it
- * does not read piles up at yard within a few hundred KiB of output, however
- * fast the machine is. Resolves once the first event came; stop() ends it.
- */
-async function stalledReader(port, dir, i, request) {
-    const file = path.join(dir, `stalled-${i}.http`);
-    fs.writeFileSync(file, request);
-    const p = spawn('python3', [STALLED_READER, String(port), file], { stdio: ['pipe', 'pipe', 'inherit'] });
-    let out = '';
-    p.stdout.on('data', (b) => (out += b));
-    const exited = new Promise((resolve) => p.on('exit', resolve));
-    const reader = { stop: () => (p.stdin.end(), p.kill('SIGKILL'), exited) };
-    try {
-        await waitFor(() => out.includes('first') || p.exitCode !== null, { timeoutMs: 30000, what: 'the first event' });
-    } catch (err) {
-        await reader.stop();
-        throw err;
-    }
-    if (!out.includes('first')) throw new Error(`stalled reader ${i} got no event: ${out}`);
-    return reader;
-}
-
 /** VmRSS of pid in KiB. */
 function rssKiB(pid) {
     const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/);
@@ -384,10 +357,10 @@ test('SSE readers that stop reading: the relay pauses the engine, and router.max
     warm.destroy();
     const rss0 = rssKiB(y.d.pid);
 
-    const stalled = [];
+    let stalled = null;
     try {
-        const request = rawRequest('POST', '/v1/chat/completions', chatBody('m', { stream: true, max_tokens: 1000000 }));
-        for (let i = 0; i < N; i++) stalled.push(await stalledReader(y.port, y.dir, i, request));
+        stalled = await stallClients(y.dir, y.port, N, chatBody('m', { stream: true, max_tokens: 1000000 }));
+        assert.equal(stalled.failed, 0, `${stalled.failed} of ${N} stalled clients got no first event`);
         let peak = 0;
         await waitFor(
             () => {
@@ -412,7 +385,7 @@ test('SSE readers that stop reading: the relay pauses the engine, and router.max
         // (2 MiB more for what a sanitizer build's allocator keeps for itself.)
         assert.ok(grew < N * 512 + 2048, `RSS grew by ${grew} KiB for ${N} stalled readers`);
     } finally {
-        await Promise.all(stalled.map((c) => c.stop()));
+        if (stalled) await stalled.close();
     }
     await y.d.stop();
 });

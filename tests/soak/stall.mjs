@@ -4,7 +4,7 @@
 // One daemon, log_max_size 10 MiB (the default), two vLLM mock models: `m` (500 tokens/s per
 // stream) and `flood`, whose command also writes FLOOD_MB of 100-byte lines to
 // the engine's log as fast as awk can (hundreds of MB/s), then touches a marker
-// file. The stalled clients are lib/stall_clients.py (a 4 KiB receive buffer
+// file. The stalled clients are e2e/tools/stall_clients.py (a 4 KiB receive buffer
 // each, so what yard cannot send waits in yard, not in the kernel): each asks
 // `m` for a long stream, reads its first event, and never reads again.
 //
@@ -24,16 +24,14 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import * as h from '../e2e/lib/harness.mjs';
-import { mockCmd, rawConnect, rawRequest, tcpAccepts } from '../e2e/lib/router-helpers.mjs';
+import { mockCmd, rawConnect, rawRequest, tcpAccepts, stallClients } from '../e2e/lib/router-helpers.mjs';
 import { trackNeedle, trackPs } from './lib/cleanup.mjs';
 import { rssKiB, clientConns, fdTargets, mib, settle, tcpSockets } from './lib/common.mjs';
 import { startModel, stopModel } from './lib/conns.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 const LOG_CAP = 10 * 1024 * 1024;
+const stallBody = { model: 'm', stream: true, max_tokens: 1000000, messages: [{ role: 'user', content: 'stall' }] };
 const FLOOD_MB = 256;
 const PER_CLIENT_CAP_KIB = 256;
 const RSS_SLACK_KIB = 2048;
@@ -63,64 +61,6 @@ async function daemon() {
     const d = await h.startDaemon({ config, stateDir: dir });
     await h.waitFor(() => tcpAccepts(port), { timeoutMs: 10000, what: 'yard listening' });
     return { dir, port, d };
-}
-
-/** Starts n stalled clients; resolves { n, failed, close() } once each has stalled. */
-function stallClients(dir, port, n) {
-    const body = path.join(dir, 'stall-body.json');
-    fs.writeFileSync(
-        body,
-        JSON.stringify({ model: 'm', stream: true, max_tokens: 1000000, messages: [{ role: 'user', content: 'stall' }] })
-    );
-    const child = spawn('python3', [path.join(HERE, 'lib', 'stall_clients.py'), String(port), String(n), body], {
-        stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    let out = '';
-    const watchers = new Set();
-    child.stdout.on('data', (c) => {
-        out += c;
-        for (const w of [...watchers]) w();
-    });
-    const line = (re, ms) =>
-        new Promise((resolve, reject) => {
-            const t = setTimeout(() => reject(new Error(`stall_clients.py: no '${re}' after ${ms} ms: ${out}`)), ms);
-            const check = () => {
-                const m = out.match(re);
-                if (m) {
-                    clearTimeout(t);
-                    watchers.delete(check);
-                    resolve(m);
-                }
-            };
-            watchers.add(check);
-            child.on('exit', check);
-            check();
-        });
-    const kill = () => {
-        try {
-            process.kill(child.pid, 'SIGKILL');
-        } catch {
-            // already gone
-        }
-    };
-    return line(/stalled (\d+) failed (\d+)/, 150000).then(
-        (m) => ({
-            n: Number(m[1]),
-            failed: Number(m[2]),
-            async close() {
-                child.stdin.end('close\n');
-                try {
-                    await line(/closed/, 30000);
-                } finally {
-                    kill();
-                }
-            },
-        }),
-        (err) => {
-            kill();
-            throw err;
-        }
-    );
 }
 
 /** Size of a file, 0 when it does not exist. */
@@ -198,7 +138,7 @@ export async function run(report, { stalled }) {
 
     // Warm-up, then the baseline with the models stopped: the upstream pool
     // keeps idle engine connections, which go with the engine.
-    const warm = await stallClients(y.dir, y.port, Math.min(50, stalled));
+    const warm = await stallClients(y.dir, y.port, Math.min(50, stalled), stallBody);
     await warm.close();
     await stopModel(y.dir, 'm');
     const rss0 = await quiet(pid, y.port);
@@ -221,7 +161,7 @@ export async function run(report, { stalled }) {
     let steady = false;
     let pausedSeen = 0;
     try {
-        clients = await stallClients(y.dir, y.port, stalled);
+        clients = await stallClients(y.dir, y.port, stalled, stallBody);
         const st = await stalledSteady(pid, y.port, clients.n);
         steady = st.ok;
         pausedSeen = st.paused;

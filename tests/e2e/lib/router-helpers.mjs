@@ -1,10 +1,15 @@
 // Helpers for the router's end-to-end tests (router, swap, clients, http-limits):
 // a daemon from a few lines of config, the OpenAI error shape, SSE streams read as
-// they come, Prometheus text, raw HTTP/1.1 over a plain socket, and the event log.
+// they come, Prometheus text, raw HTTP/1.1 over a plain socket, the event log, and
+// streaming clients that stop reading.
 // Node 20 built-ins only; the harness does process tracking and cleanup.
 
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
     assert,
     MOCK_ENGINE_BIN,
@@ -576,4 +581,67 @@ export async function withTimeout(promise, ms, onTimeout = null) {
 export function noQuarantineEnv() {
     const prev = process.env.ASAN_OPTIONS;
     return { ASAN_OPTIONS: `${prev ? `${prev}:` : ''}quarantine_size_mb=0` };
+}
+
+/**
+ * Starts n streaming clients that stop reading (tools/stall_clients.py: a
+ * 4 KiB receive buffer and an Ethernet MSS each, so what yard cannot send
+ * waits in yard, within a few hundred KiB of output whatever the machine's
+ * speed): each POSTs body (a chat completion with stream: true) to
+ * /v1/chat/completions, reads its first event and never reads again.
+ * Resolves { n, failed, close() } once each has stalled; close() ends them.
+ */
+export function stallClients(dir, port, n, body) {
+    const file = path.join(dir, 'stall-body.json');
+    fs.writeFileSync(file, JSON.stringify(body));
+    const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'tools', 'stall_clients.py');
+    const child = spawn('python3', [script, String(port), String(n), file], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    let out = '';
+    const watchers = new Set();
+    child.stdout.on('data', (c) => {
+        out += c;
+        for (const w of [...watchers]) w();
+    });
+    const line = (re, ms) =>
+        new Promise((resolve, reject) => {
+            const t = setTimeout(() => reject(new Error(`stall_clients.py: no '${re}' after ${ms} ms: ${out}`)), ms);
+            const check = () => {
+                const m = out.match(re);
+                if (m) {
+                    clearTimeout(t);
+                    watchers.delete(check);
+                    resolve(m);
+                }
+            };
+            watchers.add(check);
+            child.on('exit', check);
+            check();
+        });
+    const kill = () => {
+        try {
+            process.kill(child.pid, 'SIGKILL');
+        } catch {
+            // already gone
+        }
+    };
+    return line(/stalled (\d+) failed (\d+)/, 150000).then(
+        (m) => ({
+            n: Number(m[1]),
+            failed: Number(m[2]),
+            async close() {
+                child.stdin.end('close\n');
+                try {
+                    await line(/closed/, 30000);
+                } finally {
+                    kill();
+                }
+            },
+        }),
+        (err) => {
+            kill();
+            throw err;
+        }
+    );
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Streaming clients that stop reading, for the stall soak (tests/soak/stall.mjs).
+"""Streaming clients that stop reading: for the tests of what yard buffers for them
+(stallClients in tests/e2e/lib/router-helpers.mjs: e2e/http-limits, soak/stall).
 
     stall_clients.py PORT COUNT BODY_FILE
 
