@@ -102,7 +102,7 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
         },
     });
     const port = await h.freePort();
-    const base = await h.freePort();
+    const base = await h.freePortRange(41); // base .. base+40 are the test's own
     const mock = h.MOCK_ENGINE_BIN;
     const config = h.writeConfig(
         dir,
@@ -135,11 +135,13 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
     let d = await h.startDaemon({ config, stateDir: dir });
     const yard = (...args) => h.yard(args, { stateDir: dir });
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0 });
-    const taken = await listen(base); // the pod's first port is someone else's
-    // The next one is the local port of an outgoing connection: nothing listens on it, yet an
-    // engine cannot bind it (EADDRINUSE), so it must be skipped too.
-    const held = await holdLocalPort(base, base + 1);
+    let taken = null;
+    let held = null;
     try {
+        taken = await listen(base); // the pod's first port is someone else's
+        // The next one is the local port of an outgoing connection: nothing listens on it, yet
+        // an engine cannot bind it (EADDRINUSE), so it must be skipped too.
+        held = await holdLocalPort(base, base + 1);
         const add = await yard('pod', 'add', 'box', '--ssh', sshd.sshCmd);
         assert.equal(add.code, 0, add.stderr);
         const add2 = await yard('pod', 'add', 'box2', '--ssh', sshd2.sshCmd);
@@ -385,8 +387,8 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             );
         });
     } finally {
-        held.destroy();
-        taken.close();
+        held?.destroy();
+        taken?.close();
         await d.stop();
     }
 });

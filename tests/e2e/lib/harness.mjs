@@ -60,6 +60,34 @@ export function freePort() {
     });
 }
 
+/** Whether each of port .. port+n-1 can be bound on 127.0.0.1 now. */
+async function portsFree(port, n) {
+    const servers = [];
+    let ok = true;
+    for (let p = port; p < port + n && ok; p++) {
+        ok = await new Promise((resolve) => {
+            const srv = net.createServer();
+            srv.unref();
+            srv.once('error', () => resolve(false));
+            srv.listen(p, '127.0.0.1', () => {
+                servers.push(srv);
+                resolve(true);
+            });
+        });
+    }
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+    return ok;
+}
+
+/** The first of n consecutive ports that are free now (a test that uses base, base+1, ...). */
+export async function freePortRange(n) {
+    for (let tries = 0; tries < 100; tries++) {
+        const port = await freePort();
+        if (port + n <= 65536 && (await portsFree(port, n))) return port;
+    }
+    throw new Error(`no ${n} consecutive free ports found on 127.0.0.1`);
+}
+
 /** Writes yamlText to DIR/yard.yaml (or DIR/name) and returns the file's path. */
 export function writeConfig(dir, yamlText, name = 'yard.yaml') {
     const file = path.join(dir, name);
