@@ -158,6 +158,13 @@ int cli_request(struct app *app, json_t *req, cli_line_fn on_line, void *ctx, js
  * follow, the daemon closing the connection ends it with status 0.
  */
 int cli_request_stream(struct app *app, json_t *req, cli_line_fn on_line, void *ctx, int follow);
+/*
+ * A listing command's body: asks the daemon for cmd, whose answer must be a
+ * list, and prints it: with --json each element through stable (a new
+ * reference of the stable keys), else as table draws it. 0 or an exit status.
+ */
+int cli_list(struct app *app, const char *cmd, json_t *(*stable)(const json_t *),
+             void (*table)(const json_t *));
 
 /* ---- output helpers (table.c, cmd_ps.c, cmd_events.c) ---- */
 

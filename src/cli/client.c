@@ -264,3 +264,31 @@ json_t *cli_gpus_stable(const json_t *gpus)
     }
     return out;
 }
+
+int cli_list(struct app *app, const char *cmd, json_t *(*stable)(const json_t *),
+             void (*table)(const json_t *))
+{
+    json_t *res = NULL;
+    int rc = cli_request(app, json_pack("{s:s}", "cmd", cmd), NULL, NULL, &res);
+    if (rc)
+        return rc;
+    if (!json_is_array(res)) {
+        json_decref(res);
+        return cli_fail("the daemon's '%s' answer is not a list; is it the same version as the "
+                        "cli?",
+                        cmd);
+    }
+    if (app->json) {
+        json_t *arr = json_array();
+        size_t i;
+        json_t *e;
+        json_array_foreach(res, i, e) json_array_append_new(arr, stable(e));
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(arr);
+    } else {
+        table(res);
+    }
+    json_decref(res);
+    return 0;
+}

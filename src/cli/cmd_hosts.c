@@ -137,26 +137,5 @@ int cmd_hosts(int argc, char **argv, struct app *app)
         return rc;
     }
     cli_args_release(&args);
-    json_t *res = NULL;
-    rc = cli_request(app, json_pack("{s:s}", "cmd", "hosts"), NULL, NULL, &res);
-    if (rc)
-        return rc;
-    if (!json_is_array(res)) {
-        json_decref(res);
-        return cli_fail("the daemon's 'hosts' answer is not a list; is it the same version as "
-                        "the cli?");
-    }
-    if (app->json) {
-        json_t *arr = json_array();
-        size_t i;
-        json_t *h;
-        json_array_foreach(res, i, h) json_array_append_new(arr, host_stable(h));
-        json_dumpf(arr, stdout, JSON_COMPACT);
-        fputc('\n', stdout);
-        json_decref(arr);
-    } else {
-        print_table(res);
-    }
-    json_decref(res);
-    return 0;
+    return cli_list(app, "hosts", host_stable, print_table);
 }

@@ -129,28 +129,7 @@ static int pod_add(struct app *app, const char *name, const char *ssh, const cha
 
 static int pod_ls(struct app *app)
 {
-    json_t *res = NULL;
-    int rc = cli_request(app, json_pack("{s:s}", "cmd", "pod_ls"), NULL, NULL, &res);
-    if (rc)
-        return rc;
-    if (!json_is_array(res)) {
-        json_decref(res);
-        return cli_fail("the daemon's 'pod_ls' answer is not a list; is it the same version as "
-                        "the cli?");
-    }
-    if (app->json) {
-        json_t *arr = json_array();
-        size_t i;
-        json_t *p;
-        json_array_foreach(res, i, p) json_array_append_new(arr, pod_stable(p));
-        json_dumpf(arr, stdout, JSON_COMPACT);
-        fputc('\n', stdout);
-        json_decref(arr);
-    } else {
-        print_table(res);
-    }
-    json_decref(res);
-    return 0;
+    return cli_list(app, "pod_ls", pod_stable, print_table);
 }
 
 static int in_list(const json_t *arr, const json_t *v)
