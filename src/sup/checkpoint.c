@@ -274,6 +274,7 @@ static void discard_done(const struct tools_result *res, void *arg)
 void sup__ckpt_discard(struct instance *in)
 {
     const struct config *cfg = in->sup->app->cfg;
+    in->images_left = 0;
     if (cfg && cfg->keep_checkpoints)
         return;
     char *dir = sup__ckpt_dir(in);
@@ -531,7 +532,7 @@ static void dump_done(const struct tools_result *res, void *arg)
         struct tools_cmd cmd;
         tools_criu_dump_cmd(&cmd, criu_bin(in), in->proc.pid, c->dir);
         char *msg = tools_describe(&cmd, res);
-        sup__ckpt_discard(in); /* what a failed dump wrote restores nothing */
+        /* What it wrote restores nothing: removed once stopped, when a pod answers again. */
         ckpt_fail(in, "checkpoint", msg);
         free(msg);
         return;
@@ -569,6 +570,7 @@ void sup__ckpt_dump(struct instance *in)
     }
     /* CRIU ends the tree after the dump: that exit is not a crash. */
     in->dumping = 1;
+    in->images_left = 1;
     in->tool = in->runner->ops->exec(in->runner, &cmd, CRIU_TIMEOUT_MS, dump_done, in);
 }
 

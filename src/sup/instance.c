@@ -795,7 +795,8 @@ static void inst_finish_stop(struct instance *in, const char *reason)
         in->watch = NULL;
     }
     sup__tail_stop(&in->tail);
-    if (in->sleep_level == SUP_SLEEP_CHECKPOINT)
+    /* Checkpointed, or a dump that failed or was cut off (its pod lost mid-dump). */
+    if (in->sleep_level == SUP_SLEEP_CHECKPOINT || in->images_left)
         sup__ckpt_discard(in);
     in->sleep_level = 0;
     in->ready_wall_ms = 0;

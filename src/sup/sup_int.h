@@ -170,6 +170,7 @@ struct instance {
     struct ckpt *ckpt;                  /* a CRIU dump or restore under way */
     const struct sup__evict_ops *evict; /* the mechanism of the last sleep or wake */
     int dumping;                        /* criu dump runs: the tree exiting is expected */
+    int images_left; /* a dump began: its images may lie on the host until discarded */
     int removed;                        /* the config dropped it: forget it once stopped */
     /* Pods (remote.c) */
     int reach_port;                 /* 127.0.0.1 port that reaches the engine */
