@@ -169,7 +169,7 @@ static void models_done(uv_work_t *w, int status)
     json_t *hosts = json_array();
     if (op->want_local) {
         json_t *gpus = gpu_record_json(&op->inv);
-        json_t *h = host_json(op->cat, "local", "host", gpus);
+        json_t *h = host_json(op->cat, HOST_LOCAL_NAME, "host", gpus);
         json_decref(gpus);
         if (op->inv_err) {
             /* Without an inventory every model would read "has none": say why instead. */
@@ -233,7 +233,7 @@ void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *ar
     op->reply = reply;
     op->arg = arg;
     op->catalog_path = catalog_path(app->cfg);
-    /* "local" is the daemon's own host: no pod has that name */
+    /* local is the daemon's own host: no pod has that name */
     op->want_local = !only || only->kind == HOST_LOCAL;
     op->pods = xcalloc(host_count(app->hosts), sizeof *op->pods);
     for (size_t i = 0; i < host_count(app->hosts); i++) {

@@ -114,7 +114,7 @@ void admin__pod_add(struct app *app, json_t *req, admin__reply_fn reply, void *a
     int got = store_get_pod(app->store, name, &rec);
     if (got == 0)
         store_pod_release(&rec);
-    if (got < 0 && got != -ENOENT && ssh && *ssh && strcmp(name, "local") != 0) {
+    if (got < 0 && got != -ENOENT && ssh && *ssh && strcmp(name, HOST_LOCAL_NAME) != 0) {
         char *what = xstrfmt("add pod '%s'", name);
         char *msg = admin__store_error(app, what, got);
         reply_error(reply, arg, msg);

@@ -23,6 +23,7 @@
 #include "base/utf8.h"
 #include "config/config.h"
 #include "gpu/gpu.h"
+#include "host/host.h"
 #include "sched/sched.h"
 #include "store/store.h"
 #include "sup/sup.h"
@@ -975,7 +976,7 @@ static void gpus_name_models(struct app *app, json_t *result)
             for (size_t k = 0; k < sup_count(app->sup); k++) {
                 struct sup_info info;
                 sup_info_at(app->sup, k, &info);
-                if (info.pid > 0 && strcmp(info.host, "local") == 0 &&
+                if (info.pid > 0 && host_pids_here(app->hosts, info.host) &&
                     gpu_pid_owned_by(pid, info.pid, info.pid)) {
                     json_object_set_new(proc, "model", jstr(info.name));
                     break;

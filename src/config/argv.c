@@ -34,7 +34,7 @@ enum tok_mode {
 
 struct tok {
     enum tok_mode mode;
-    const struct config_model *m; /* TOK_EXPAND only */
+    const struct config_cmd *c; /* TOK_EXPAND only */
     int port;
     const char *gpus;
     char *err;
@@ -118,11 +118,11 @@ static int is_env_name(const char *s, size_t n)
 }
 
 /* The model's own env wins over the daemon's environment. */
-static const char *lookup_env(const struct config_model *m, const char *name)
+static const char *lookup_env(const struct config_cmd *c, const char *name)
 {
-    for (size_t i = 0; i < m->n_env; i++)
-        if (strcmp(m->env[i].key, name) == 0)
-            return m->env[i].value;
+    for (size_t i = 0; i < c->n_env; i++)
+        if (strcmp(c->env[i].key, name) == 0)
+            return c->env[i].value;
     return getenv(name);
 }
 
@@ -146,9 +146,9 @@ static int tok_macro(struct tok *t, const char **pp)
         snprintf(num, sizeof num, "%d", t->port);
         val = num;
     } else if (len == 4 && memcmp(name, "NAME", 4) == 0) {
-        val = t->m ? t->m->name : NULL;
+        val = t->c ? t->c->name : NULL;
     } else if (len == 5 && memcmp(name, "MODEL", 5) == 0) {
-        val = t->m ? (t->m->model_id ? t->m->model_id : t->m->name) : NULL;
+        val = t->c ? (t->c->model_id ? t->c->model_id : t->c->name) : NULL;
     } else if (len == 4 && memcmp(name, "GPUS", 4) == 0) {
         val = t->gpus ? t->gpus : "";
     } else if (len == 7 && memcmp(name, "API_KEY", 7) == 0) {
@@ -158,11 +158,11 @@ static int tok_macro(struct tok *t, const char **pp)
     } else if (len > 4 && memcmp(name, "env.", 4) == 0 && is_env_name(name + 4, len - 4)) {
         if (t->mode == TOK_EXPAND) {
             char *var = xstrndup(name + 4, len - 4);
-            val = lookup_env(t->m, var);
+            val = lookup_env(t->c, var);
             if (!val) {
                 tok_fail(t, -ENOENT,
                          "environment variable '%s' is not set (used in model '%s' cmd)", var,
-                         t->m->name);
+                         t->c->name);
                 free(var);
                 return -ENOENT;
             }
@@ -174,7 +174,7 @@ static int tok_macro(struct tok *t, const char **pp)
     if (!known) {
         if (t->mode == TOK_EXPAND)
             return tok_fail(t, -EINVAL, "unknown macro '${%.*s}' in model '%s' cmd; " MACRO_HINT,
-                            (int)len, name, t->m->name);
+                            (int)len, name, t->c->name);
         return tok_fail(t, -EINVAL, "unknown macro '${%.*s}'; " MACRO_HINT, (int)len, name);
     }
     *pp = close + 1;
@@ -352,12 +352,18 @@ char **config_split_argv(const char *cmd, char *err, size_t errlen)
     return tokenize(&t, cmd);
 }
 
-char **config_expand_cmd(const struct config_model *m, int port, const char *gpus, char *err,
+struct config_cmd config_model_cmd(const struct config_model *m)
+{
+    return (struct config_cmd){
+        .cmd = m->cmd, .name = m->name, .model_id = m->model_id, .env = m->env, .n_env = m->n_env};
+}
+
+char **config_expand_cmd(const struct config_cmd *c, int port, const char *gpus, char *err,
                          size_t errlen)
 {
     struct tok t = {
-        .mode = TOK_EXPAND, .m = m, .port = port, .gpus = gpus, .err = err, .errlen = errlen};
-    return tokenize(&t, m->cmd);
+        .mode = TOK_EXPAND, .c = c, .port = port, .gpus = gpus, .err = err, .errlen = errlen};
+    return tokenize(&t, c->cmd);
 }
 
 void config_argv_free(char **argv)

@@ -156,14 +156,6 @@ const struct config_model *config_find_model(const struct config *cfg, const cha
 /* Finds a pod's settings by name; NULL if the config has none for it. */
 const struct config_pod *config_find_pod(const struct config *cfg, const char *name);
 /*
- * Nonzero when two models would run the same process (reload keeps it
- * running). hosts: is not compared: a running instance stays while its host
- * is still listed (config_model_host_rank).
- */
-int config_model_same(const struct config_model *a, const struct config_model *b);
-/* 1 when a and b list the same hosts in the same order. */
-int config_model_same_hosts(const struct config_model *a, const struct config_model *b);
-/*
  * Where host (NULL: "local") stands in m's preference: 0 for the first, -1
  * when m does not list it (a model without hosts: or pod: lists local alone).
  */
@@ -193,15 +185,26 @@ void config_reload_changes(const struct config *a, const struct config *b, char 
 char **config_split_argv(const char *cmd, char *err, size_t errlen);
 void config_argv_free(char **argv);
 
+/* A command template and what its macros read: a model's, or an instance spec's. */
+struct config_cmd {
+    const char *cmd;      /* as written */
+    const char *name;     /* ${NAME} */
+    const char *model_id; /* ${MODEL}; NULL: name */
+    const struct config_kv *env;
+    size_t n_env; /* ${env.VAR} looks here first, then in the daemon's environment */
+};
+/* The command template of model m (pointing into m). */
+struct config_cmd config_model_cmd(const struct config_model *m);
+
 /*
- * Expands ${PORT} ${NAME} ${MODEL} ${GPUS} ${env.VAR} in the model's cmd and
+ * Expands ${PORT} ${NAME} ${MODEL} ${GPUS} ${env.VAR} in c's cmd and
  * splits it; ${API_KEY} stays as written (the supervisor fills in the
  * engine's key at start). gpus is the comma-separated list of GPU indexes
  * ("" if none).
  * Returns a new argv (config_argv_free) or NULL with a message in err (an
  * unknown macro, an unset ${env.VAR}).
  */
-char **config_expand_cmd(const struct config_model *m, int port, const char *gpus, char *err,
+char **config_expand_cmd(const struct config_cmd *c, int port, const char *gpus, char *err,
                          size_t errlen);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include "base/buf.h"
 #include "config/internal.h"
+#include "host/name.h"
 
 #define STOP_TIMEOUT_MAX_MS (3600ull * 1000)
 
@@ -487,8 +488,10 @@ static void parse_model_pod(struct config__walk *w, struct config_model *m, cons
         return;
     if (!config__has_nul(pn) && !config__valid_pod_name(config__scalar(pn), config__scalar_len(pn)))
         config__err_pod_name(w, pn, p);
-    else if (!strcmp(pod, "local"))
-        config__err_at(w, pn, "%s: 'local' is this machine, not a pod; leave 'pod' out to run here",
+    else if (!strcmp(pod, HOST_LOCAL_NAME))
+        config__err_at(w, pn,
+                       "%s: '" HOST_LOCAL_NAME "' is this machine, not a pod; leave 'pod' out to "
+                       "run here",
                        p);
     m->pod = pod;
     m->hosts = config__calloc(w, 1, sizeof *m->hosts);
@@ -511,7 +514,7 @@ static void parse_hosts(struct config__walk *w, struct config_model *m, const ya
         const char *h = m->hosts[i];
         if (!h)
             continue;
-        if (strcmp(h, "local") != 0 && !config__has_nul(nodes[i]) &&
+        if (strcmp(h, HOST_LOCAL_NAME) != 0 && !config__has_nul(nodes[i]) &&
             !config__valid_pod_name(config__scalar(nodes[i]), config__scalar_len(nodes[i]))) {
             char *at = config__strfmt(w, "%s[%zu]", path, i);
             config__err_pod_name(w, nodes[i], at ? at : path);
@@ -526,7 +529,7 @@ static void parse_hosts(struct config__walk *w, struct config_model *m, const ya
             }
     }
     free(nodes);
-    if (m->n_hosts && m->hosts[0] && strcmp(m->hosts[0], "local") != 0)
+    if (m->n_hosts && m->hosts[0] && strcmp(m->hosts[0], HOST_LOCAL_NAME) != 0)
         m->pod = config__strdup(w, m->hosts[0]);
 }
 
@@ -923,9 +926,10 @@ static void parse_pods(struct config__walk *w, const yaml_node_t *n)
             config__err_pod_name(w, k, "pods");
             continue;
         }
-        if (!strcmp(config__scalar(k), "local")) {
+        if (!strcmp(config__scalar(k), HOST_LOCAL_NAME)) {
             config__err_at(w, k,
-                           "pods: 'local' is reserved for this machine; name the pod differently");
+                           "pods: '" HOST_LOCAL_NAME "' is reserved for this machine; name the pod "
+                           "differently");
             continue;
         }
         struct config_pod *pod = &cfg->pods[cfg->n_pods];
@@ -1200,37 +1204,12 @@ const struct config_pod *config_find_pod(const struct config *cfg, const char *n
     return NULL;
 }
 
-static int str_same(const char *a, const char *b)
-{
-    if (!a || !b)
-        return a == b;
-    return !strcmp(a, b);
-}
-
-static const char *env_get(const struct config_model *m, const char *key)
-{
-    for (size_t i = 0; i < m->n_env; i++)
-        if (!strcmp(m->env[i].key, key))
-            return m->env[i].value;
-    return NULL;
-}
-
-int config_model_same_hosts(const struct config_model *a, const struct config_model *b)
-{
-    if (a->n_hosts != b->n_hosts)
-        return 0;
-    for (size_t i = 0; i < a->n_hosts; i++)
-        if (!str_same(a->hosts[i], b->hosts[i]))
-            return 0;
-    return 1;
-}
-
 int config_model_host_rank(const struct config_model *m, const char *host)
 {
     if (!host)
-        host = "local";
+        host = HOST_LOCAL_NAME;
     if (!m->n_hosts)
-        return strcmp(host, "local") == 0 ? 0 : -1;
+        return strcmp(host, HOST_LOCAL_NAME) == 0 ? 0 : -1;
     for (size_t i = 0; i < m->n_hosts; i++)
         if (m->hosts[i] && !strcmp(m->hosts[i], host))
             return (int)i;
@@ -1240,22 +1219,4 @@ int config_model_host_rank(const struct config_model *m, const char *host)
 int config_model_slots(const struct config_model *m)
 {
     return m->replicas + (m->n_hosts > 1);
-}
-
-int config_model_same(const struct config_model *a, const struct config_model *b)
-{
-    if (!str_same(a->name, b->name) || !str_same(a->engine, b->engine) ||
-        !str_same(a->cmd, b->cmd) || !str_same(a->model_id, b->model_id) ||
-        !str_same(a->cwd, b->cwd) || !str_same(a->health_path, b->health_path) ||
-        a->health_status != b->health_status || a->port != b->port ||
-        a->gpu_count != b->gpu_count || a->n_gpu_list != b->n_gpu_list || a->n_env != b->n_env)
-        return 0;
-    for (size_t i = 0; i < a->n_gpu_list; i++)
-        if (a->gpu_list[i] != b->gpu_list[i])
-            return 0;
-    /* env is a set: the order of its keys changes nothing. */
-    for (size_t i = 0; i < a->n_env; i++)
-        if (!str_same(a->env[i].value, env_get(b, a->env[i].key)))
-            return 0;
-    return 1;
 }

@@ -21,7 +21,7 @@ const char *host_kind_name(enum host_kind kind)
 {
     switch (kind) {
     case HOST_LOCAL:
-        return "local";
+        return HOST_LOCAL_NAME;
     case HOST_POD:
         return "pod";
     }
@@ -53,7 +53,7 @@ struct host_registry *host_registry_new(struct app *app)
 {
     struct host_registry *reg = xcalloc(1, sizeof *reg);
     reg->app = app;
-    struct host *local = host_new("local", HOST_LOCAL);
+    struct host *local = host_new(HOST_LOCAL_NAME, HOST_LOCAL);
     local->caps = HOST_CAP_SIGNAL_HERE;
     /* this machine answers as long as the daemon runs */
     local->reachable = HOST_REACH_YES;
@@ -69,6 +69,12 @@ struct host *host_find(struct host_registry *reg, const char *name)
         if (strcmp(reg->hosts[i]->name, name) == 0)
             return reg->hosts[i];
     return NULL;
+}
+
+int host_pids_here(struct host_registry *reg, const char *name)
+{
+    struct host *h = host_find(reg, name);
+    return h && (h->caps & HOST_CAP_SIGNAL_HERE) != 0;
 }
 
 struct host *host_local(struct host_registry *reg)
@@ -190,8 +196,8 @@ static void runner_sync(struct host_registry *reg, struct runner_pod *p, struct 
 
 struct runner *host_runner(struct host_registry *reg, const char *name)
 {
-    /* "local" is this machine, never a pod (a host named so would take its GPUs). */
-    if (!name || strcmp(name, "local") == 0)
+    /* local is this machine, never a pod (a host named so would take its GPUs). */
+    if (!name || strcmp(name, HOST_LOCAL_NAME) == 0)
         return host_local(reg)->runner;
     struct runner_pod *p = find_runner(reg, name);
     if (!p) {
@@ -222,7 +228,7 @@ void host_set_log_max(struct host_registry *reg, uint64_t bytes)
 struct host *host_add_pod(struct host_registry *reg, const char *name, const char *ssh,
                           const char *models_path, const char *gpus_json, char **err)
 {
-    if (strcmp(name, "local") == 0) {
+    if (strcmp(name, HOST_LOCAL_NAME) == 0) {
         *err = xstrdup("'local' is reserved for this machine; name the pod differently");
         return NULL;
     }
@@ -256,7 +262,7 @@ struct host *host_add_pod(struct host_registry *reg, const char *name, const cha
 
 int host_remove(struct host_registry *reg, const char *name)
 {
-    if (name && strcmp(name, "local") == 0)
+    if (name && strcmp(name, HOST_LOCAL_NAME) == 0)
         return -EPERM;
     size_t i;
     for (i = 1; i < reg->n; i++)

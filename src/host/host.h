@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "gpu/gpu.h"
+#include "host/name.h"
 
 /*
  * Hosts: the machines yard runs engines on (docs/host.md). One registry
@@ -98,6 +99,8 @@ void host_registry_free(struct host_registry *reg);
 
 /* The host named name, or NULL. */
 struct host *host_find(struct host_registry *reg, const char *name);
+/* 1 when the processes of host name are this machine's (HOST_CAP_SIGNAL_HERE); else 0. */
+int host_pids_here(struct host_registry *reg, const char *name);
 /* This machine; never NULL. */
 struct host *host_local(struct host_registry *reg);
 size_t host_count(const struct host_registry *reg);

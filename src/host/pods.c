@@ -180,7 +180,7 @@ void host_pod_add(struct host_registry *reg, const char *name, const char *ssh,
             xstrfmt("pod '%s' needs its ssh command line, as --ssh \"ssh -p 22 root@host\"", name);
         goto out;
     }
-    if (strcmp(name, "local") == 0) {
+    if (strcmp(name, HOST_LOCAL_NAME) == 0) {
         msg = xstrdup("'local' is reserved for this machine; name the pod differently");
         goto out;
     }

@@ -49,7 +49,7 @@ static void count_foreign(struct sched *s, struct sched__gpus *g, const struct g
             for (size_t i = 0; i < sup->count(app->sup) && !ours; i++) {
                 struct sup_info info;
                 sup->info_at(app->sup, i, &info);
-                ours = info.pid > 0 && strcmp(info.host, "local") == 0 &&
+                ours = info.pid > 0 && host_pids_here(app->hosts, info.host) &&
                        gpu_pid_owned_by(p->pid, info.pid, info.pid);
             }
             if (!ours)
@@ -341,7 +341,7 @@ enum sched__fit sched__place(struct sched *s, const char *model, int replica,
      * The preference: the model's hosts in order; a sleeping model wakes where
      * it sleeps, and yard start --pod keeps the pod it named.
      */
-    static const char *const local_only[] = {"local"};
+    static const char *const local_only[] = {HOST_LOCAL_NAME};
     const char *const *names = m->n_hosts ? (const char *const *)m->hosts : local_only;
     size_t n = m->n_hosts ? m->n_hosts : 1;
     const char *one[1] = {self.host};

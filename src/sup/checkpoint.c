@@ -46,12 +46,6 @@ struct ckpt {
     int await_found; /* a pod: the restored tree is watched, its port not forwarded yet */
 };
 
-int sup__policy_checkpoints(const struct config_model *m)
-{
-    /* CRIU runs on the instance's own host, a pod's too (runner_ops.exec). */
-    return m && m->evict_process == CONFIG_PROCESS_CHECKPOINT;
-}
-
 /* NAME, or NAME#R for replica R > 0: the images of two replicas never meet. */
 static const char *ckpt_key(struct instance *in)
 {
@@ -343,7 +337,7 @@ static void ckpt_fail(struct instance *in, const char *what, const char *msg)
 
 static int ckpt_chosen(struct instance *in, int level)
 {
-    return level == SUP_SLEEP_CHECKPOINT || (level == 0 && sup__policy_checkpoints(in->m));
+    return level == SUP_SLEEP_CHECKPOINT || (level == 0 && in->spec.checkpoints);
 }
 
 static int ckpt_can(struct instance *in, int level, char **err)

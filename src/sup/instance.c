@@ -258,12 +258,12 @@ void sup__timers_stop(struct instance *in)
 
 static const char *health_path(struct instance *in)
 {
-    return in->watch_spec.health_path ? in->watch_spec.health_path : in->eng->health_path;
+    return in->spec.watch.health_path ? in->spec.watch.health_path : in->eng->health_path;
 }
 
 static int health_status(struct instance *in)
 {
-    return in->watch_spec.health_status;
+    return in->spec.watch.health_status;
 }
 
 static void probe_fire(uv_timer_t *t);
@@ -306,7 +306,7 @@ static void not_ready(struct instance *in, const char *why)
         free(r);
         in->probe_interval_ms = PROBE_FIRST_MS;
         if (back && !in->removed)
-            uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms,
+            uv_timer_start(&in->deadline_timer, deadline_fire, in->spec.watch.startup_timeout_ms,
                            0);
     } else if (!in->neighbour || strcmp(in->neighbour, why) != 0) {
         char *r = xstrfmt("not ready: %s", why);
@@ -460,7 +460,7 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
                        NULL);
         in->probe_interval_ms = PROBE_FIRST_MS;
         if (back && !in->removed)
-            uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms,
+            uv_timer_start(&in->deadline_timer, deadline_fire, in->spec.watch.startup_timeout_ms,
                            0);
     }
     if (in->state == INST_STARTING) {
@@ -530,7 +530,7 @@ static void restart_fire(uv_timer_t *t)
     }
     in->restarts++;
     log_info("sup", "restarting '%s' (attempt %d of %d)", in->label, in->restarts,
-             in->watch_spec.max_restarts);
+             in->spec.watch.max_restarts);
     if (sup__inst_start(in) < 0) {
         /* Refused: the state database cannot be written. The attempt does not count. */
         in->restarts--;
@@ -574,8 +574,8 @@ static void inst_fail(struct instance *in, const char *reason)
     free(detail);
     free(in->fatal);
     in->fatal = NULL;
-    if (!in->removed && in->watch_spec.restart_on_failure && !in->sup->shutting_down) {
-        if (in->restarts < in->watch_spec.max_restarts) {
+    if (!in->removed && in->spec.watch.restart_on_failure && !in->sup->shutting_down) {
+        if (in->restarts < in->spec.watch.max_restarts) {
             uint64_t ms = backoff_ms(in->restarts);
             char d[32];
             log_info("sup", "'%s' restarts in %s", in->label, units_fmt_duration(ms, d, sizeof d));
@@ -635,7 +635,7 @@ static char *exit_text(struct instance *in)
  */
 static int retry_on_new_port(struct instance *in, const char *how)
 {
-    if (in->removed || in->watch_spec.fixed_port || in->sup->shutting_down ||
+    if (in->removed || in->spec.watch.fixed_port || in->sup->shutting_down ||
         in->port_tries + 1 >= PORT_TRIES_MAX)
         return 0;
     in->port_tries++;
@@ -661,7 +661,7 @@ static int retry_on_new_port(struct instance *in, const char *how)
     if (in->runner->ops->prepare) {
         /* A pod is asked for its ports again: sup__pod_prepared launches. */
         in->preparing = 1;
-        uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms, 0);
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->spec.watch.startup_timeout_ms, 0);
         in->runner->ops->prepare(in->runner, sup__pod_prepared, in);
         return 1;
     }
@@ -745,7 +745,7 @@ static void deadline_fire(uv_timer_t *t)
             free(why);
         } else {
             char *why = xstrfmt("did not become ready within %s (startup_timeout)%s%s",
-                                units_fmt_duration(in->watch_spec.startup_timeout_ms, d, sizeof d),
+                                units_fmt_duration(in->spec.watch.startup_timeout_ms, d, sizeof d),
                                 in->neighbour ? ": " : "", in->neighbour ? in->neighbour : "");
             inst_fail(in, why);
             free(why);
@@ -839,9 +839,9 @@ static int port_scan_offset(const struct sup *s, int start)
 static int alloc_port(struct instance *in)
 {
     struct runner *r = in->runner;
-    if (in->watch_spec.fixed_port) {
+    if (in->spec.watch.fixed_port) {
         /* A pod tells at launch when its port is taken; here only the last poll is known. */
-        return in->watch_spec.fixed_port;
+        return in->spec.watch.fixed_port;
     }
     struct sup *s = in->sup;
     const struct config *cfg = s->app->cfg;
@@ -878,7 +878,6 @@ int sup__inst_start(struct instance *in)
         in->state == INST_UNKNOWN || (in->state == INST_STOPPED && in->watch))
         return 0;
     uv_timer_stop(&in->restart_timer);
-    const struct config_model *m = in->m;
     if (in->watch) {
         /*
          * The failed run has not been seen to exit yet (its exit would be
@@ -887,7 +886,7 @@ int sup__inst_start(struct instance *in)
         in->start_after_exit = 1;
         return 0;
     }
-    in->eng = engine_find(m->engine); /* a reload may have changed it since the last run */
+    in->eng = engine_find(in->spec.engine); /* a reload may have changed it since the last run */
 
     in->percent = -1;
     in->exit_code = 0;
@@ -899,13 +898,13 @@ int sup__inst_start(struct instance *in)
     in->avoid_port = 0;
     replace_str(&in->neighbour, NULL);
     replace_str(&in->launch_note, NULL);
-    in->stop_timeout_ms = in->watch_spec.stop_timeout_ms;
+    in->stop_timeout_ms = in->spec.watch.stop_timeout_ms;
     memset(&in->tail.els, 0, sizeof in->tail.els);
     free(in->fatal);
     in->fatal = NULL;
     replace_str(&in->gpus, NULL);
     /* A placement chosen by the scheduler wins over the config's GPU count. */
-    in->gpus = in->placement ? in->placement : sup__model_gpus(m);
+    in->gpus = in->placement ? in->placement : xstrdup(in->spec.gpus ? in->spec.gpus : "");
     in->placement = NULL;
     in->runner = sup__runner_for(in->sup, sup__wanted_pod(in));
     if (in->runner->ops->prepare) {
@@ -918,7 +917,7 @@ int sup__inst_start(struct instance *in)
         if (rc < 0)
             return rc;
         in->preparing = 1;
-        uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms, 0);
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->spec.watch.startup_timeout_ms, 0);
         in->runner->ops->prepare(in->runner, sup__pod_prepared, in);
         return 0;
     }
@@ -927,7 +926,6 @@ int sup__inst_start(struct instance *in)
 
 int sup__inst_launch(struct instance *in)
 {
-    const struct config_model *m = in->m;
     char err[1024] = "";
     int rc = 0, refused = 0;
     char **argv = NULL, **env = NULL;
@@ -941,9 +939,9 @@ int sup__inst_launch(struct instance *in)
     in->port = rc;
     in->reach_port = 0; /* launched says which port reaches it */
     rc = 0;
-    struct sup__spec sp;
-    rc = sup__engine_spec(m, in->eng, in->name, in->port, in->gpus, sup__wanted_pod(in), &sp, err,
-                          sizeof err);
+    struct sup__launch sp;
+    rc = sup__launch_of(&in->spec, in->eng, in->port, in->gpus, sup__wanted_pod(in), &sp, err,
+                        sizeof err);
     if (rc < 0)
         goto out;
     argv = sp.argv;
@@ -1003,7 +1001,7 @@ int sup__inst_launch(struct instance *in)
     /* Every runner reports the tree with launched (sup__inst_launched); probes start then. */
     in->launching = 1;
     if (!uv_is_active((uv_handle_t *)&in->deadline_timer))
-        uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms, 0);
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->spec.watch.startup_timeout_ms, 0);
 out:
     if (rc < 0 && !refused) {
         char *why = xstrfmt("cannot start: %s", err);
@@ -1144,7 +1142,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void (*drop)(void
 void sup__inst_signal_stop(struct instance *in)
 {
     /* A SIGTERM again (a pod answering after a stop): the whole grace period again. */
-    in->stop_timeout_ms = in->watch_spec.stop_timeout_ms;
+    in->stop_timeout_ms = in->spec.watch.stop_timeout_ms;
     int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
     /* A tree CRIU left stopped (--leave-stopped, a stand-in) must run to see the SIGTERM. */
     if (in->sleep_level == SUP_SLEEP_CHECKPOINT && rc == 0)
@@ -1165,7 +1163,7 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     replace_str(&in->cmdline, cmdline);
     in->started_wall_ms = started_ms;
     in->restarts = restarts;
-    in->stop_timeout_ms = in->watch_spec.stop_timeout_ms;
+    in->stop_timeout_ms = in->spec.watch.stop_timeout_ms;
     in->percent = -1;
     in->reach_port = port;
     int rc = in->runner->ops->adopt(in->runner, p, sup__inst_on_exit, in, &in->watch);
@@ -1226,7 +1224,7 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
         return;
     }
     if (!in->removed)
-        uv_timer_start(&in->deadline_timer, deadline_fire, in->watch_spec.startup_timeout_ms, 0);
+        uv_timer_start(&in->deadline_timer, deadline_fire, in->spec.watch.startup_timeout_ms, 0);
     /* probe_done sees STOPPED with a watch and decides between ready and starting. */
     if (!remote)
         probe_schedule(in, 0);
@@ -1280,19 +1278,19 @@ static void handle_closed(uv_handle_t *h)
         sup__instance_free(in);
 }
 
-struct instance *sup__instance_new(struct sup *s, const struct config_model *m, int replica)
+struct instance *sup__instance_new(struct sup *s, struct sup_spec *spec, int replica)
 {
     struct instance *in = xcalloc(1, sizeof *in);
     in->sup = s;
-    in->name = xstrdup(m->name);
+    in->spec = *spec;
+    *spec = (struct sup_spec){0};
+    const char *name = in->spec.name;
+    in->name = xstrdup(name);
     in->replica = replica;
-    in->label = replica ? xstrfmt("%s#%d", m->name, replica) : xstrdup(m->name);
-    in->run_name = replica ? xstrfmt("%s.%d", m->name, replica) : xstrdup(m->name);
-    in->engine_name = xstrdup(m->engine);
-    in->m = m;
-    sup__watch_of_model(m, &in->watch_spec);
-    in->eng = engine_find(m->engine);
-    in->runner = sup__runner_for(s, m->pod);
+    in->label = replica ? xstrfmt("%s#%d", name, replica) : xstrdup(name);
+    in->run_name = replica ? xstrfmt("%s.%d", name, replica) : xstrdup(name);
+    in->eng = engine_find(in->spec.engine);
+    in->runner = sup__runner_for(s, in->spec.pod);
     in->percent = -1;
     in->reason = xstrdup("");
     uv_timer_t *timers[] = {&in->probe_timer, &in->deadline_timer, &in->restart_timer,
@@ -1303,8 +1301,8 @@ struct instance *sup__instance_new(struct sup *s, const struct config_model *m, 
     }
     in->handles_open = 4;
     /* Replica 0 keeps MODEL.log, which tools that predate replicas read. */
-    char *path = replica ? xstrfmt("%s/%s.%d.log", s->log_dir, m->name, replica)
-                         : xstrfmt("%s/%s.log", s->log_dir, m->name);
+    char *path = replica ? xstrfmt("%s/%s.%d.log", s->log_dir, name, replica)
+                         : xstrfmt("%s/%s.log", s->log_dir, name);
     sup__tail_init(&in->tail, in, path);
     free(path);
     in->handles_open += 2;
@@ -1351,7 +1349,6 @@ void sup__instance_free(struct instance *in)
     free(in->name);
     free(in->label);
     free(in->run_name);
-    free(in->engine_name);
     free(in->reason);
     free(in->detail);
     free(in->gpus);
@@ -1368,6 +1365,6 @@ void sup__instance_free(struct instance *in)
     free(in->owner_note);
     free(in->neighbour);
     free(in->launch_note);
-    sup__watch_release(&in->watch_spec);
+    sup_spec_release(&in->spec);
     free(in);
 }

@@ -77,14 +77,14 @@ static size_t slot_of(const char *name, int port)
  */
 static int own_key(const struct instance *in)
 {
-    const struct config_model *m = in->m;
-    if (!m || (m->cmd && strstr(m->cmd, "${API_KEY}")))
+    const struct sup_spec *sp = &in->spec;
+    if (!sp->cmd || strstr(sp->cmd, "${API_KEY}"))
         return 0; /* it asks for yard's */
-    if (m->cmd && (strstr(m->cmd, "--api-key ") || strstr(m->cmd, "--api-key=") ||
-                   strstr(m->cmd, "--api-key\t")))
+    if (strstr(sp->cmd, "--api-key ") || strstr(sp->cmd, "--api-key=") ||
+        strstr(sp->cmd, "--api-key\t"))
         return 1;
-    for (size_t i = 0; in->eng && in->eng->key_env && i < m->n_env; i++)
-        if (strcmp(m->env[i].key, in->eng->key_env) == 0)
+    for (size_t i = 0; in->eng && in->eng->key_env && i < sp->n_env; i++)
+        if (strcmp(sp->env[i].key, in->eng->key_env) == 0)
             return 1;
     return 0;
 }
@@ -95,7 +95,7 @@ int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])
     out[0] = '\0';
     if (!k || in->port <= 0 || !in->runner || own_key(in))
         return -ENOKEY;
-    if (!in->runner->pids_here && !(in->m && in->m->cmd && strstr(in->m->cmd, "${API_KEY}")))
+    if (!in->runner->pids_here && !(in->spec.cmd && strstr(in->spec.cmd, "${API_KEY}")))
         return -ENOKEY;
     struct sup__key_slot *slot = &k->cache[slot_of(in->name, in->port)];
     if (!slot->name || slot->port != in->port || strcmp(slot->name, in->name) != 0) {

@@ -14,13 +14,14 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "host/host.h"
+#include "host/name.h"
 #include "runner/pod.h"
 #include "store/store.h"
 #include "sup/sup_int.h"
 
 struct runner *sup__runner_for(struct sup *s, const char *host)
 {
-    if (!host || strcmp(host, "local") == 0)
+    if (!host || strcmp(host, HOST_LOCAL_NAME) == 0)
         return &s->local;
     /* The registry owns the pod's runner and keeps it in line with the pod's record. */
     host_set_log_max(s->app->hosts, s->app->cfg ? s->app->cfg->log_max_bytes : 0);
@@ -53,9 +54,9 @@ const char *sup__wanted_pod(const struct instance *in)
     if (in->pod_override)
         return in->pod_override;
     /* Where the placement put it, while the model still lists that host. */
-    if (in->host_choice && in->m && config_model_host_rank(in->m, in->host_choice) >= 0)
-        return strcmp(in->host_choice, "local") == 0 ? NULL : in->host_choice;
-    return in->m ? in->m->pod : NULL;
+    if (in->host_choice && sup_spec_host_rank(&in->spec, in->host_choice) >= 0)
+        return strcmp(in->host_choice, HOST_LOCAL_NAME) == 0 ? NULL : in->host_choice;
+    return in->spec.pod;
 }
 
 void sup__pod_prepared(void *arg, const char *err)

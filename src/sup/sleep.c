@@ -20,20 +20,6 @@
 #define SLEEP_TIMEOUT_MS (5 * 60 * 1000) /* vLLM's first sleep took 43 s on a large model */
 #define WAKE_TIMEOUT_MS (5 * 60 * 1000)
 
-int sup__policy_level(const struct config_model *m)
-{
-    if (!m || m->evict_process == CONFIG_PROCESS_STOP)
-        return 0;
-    switch (m->evict_weights) {
-    case CONFIG_WEIGHTS_OFFLOAD:
-        return 1;
-    case CONFIG_WEIGHTS_DISCARD:
-        return 2;
-    default:
-        return 0;
-    }
-}
-
 static void op_finish(struct instance *in, int err, const char *msg)
 {
     sup_op_cb cb = in->op_done;
@@ -84,7 +70,7 @@ static int sleep_check(struct instance *in, int *level, struct engine_step *step
                        sup_state_name(in->state), in->op ? " and busy" : "");
         return -EINVAL;
     }
-    int policy = sup__policy_level(in->m);
+    int policy = in->spec.sleep_level;
     if (*level == 0)
         *level = policy;
     if (*level == 0) {
@@ -95,7 +81,7 @@ static int sleep_check(struct instance *in, int *level, struct engine_step *step
     }
     int n = in->eng->sleep_plan ? in->eng->sleep_plan(*level, steps, ENGINE_PLAN_MAX) : -ENOTSUP;
     if (n == -ENOTSUP) {
-        *err = xstrfmt("engine '%s' of '%s' cannot sleep at level %d", in->engine_name, in->name,
+        *err = xstrfmt("engine '%s' of '%s' cannot sleep at level %d", in->spec.engine, in->name,
                        *level);
         return -ENOTSUP;
     }
@@ -103,7 +89,7 @@ static int sleep_check(struct instance *in, int *level, struct engine_step *step
         *err = xstrfmt("sleep level %d is not one of 1 or 2", *level);
         return -EINVAL;
     }
-    if (policy == 0 && !strcmp(in->engine_name, "vllm")) {
+    if (policy == 0 && !strcmp(in->spec.engine, "vllm")) {
         /* vLLM serves its sleep endpoints only when started for it. */
         *err = xstrfmt("'%s' was not started with vLLM's sleep mode; set eviction: {weights: "
                        "offload} (or discard) in its config",
@@ -187,7 +173,7 @@ static int engine_wake(struct instance *in, sup_op_cb done, void *arg, char **er
     int n =
         in->eng->wake_plan ? in->eng->wake_plan(in->sleep_level, steps, ENGINE_PLAN_MAX) : -ENOTSUP;
     if (n < 0) {
-        *err = xstrfmt("engine '%s' of '%s' cannot wake from level %d", in->engine_name, in->name,
+        *err = xstrfmt("engine '%s' of '%s' cannot wake from level %d", in->spec.engine, in->name,
                        in->sleep_level);
         return n;
     }

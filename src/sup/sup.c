@@ -12,6 +12,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "host/name.h"
 #include "store/store.h"
 #include "sup/sup_int.h"
 
@@ -29,10 +30,27 @@ static void stop_because(struct instance *in, const char *why)
     sup__inst_stop(in, NULL, NULL, NULL);
 }
 
-static struct instance *add_instance(struct sup *s, const struct config_model *m, int replica)
+/* Adds an instance of spec (moved in). */
+static struct instance *add_instance(struct sup *s, struct sup_spec *spec, int replica)
 {
     s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
-    return s->inst[s->n_inst++] = sup__instance_new(s, m, replica);
+    return s->inst[s->n_inst++] = sup__instance_new(s, spec, replica);
+}
+
+/* Adds configured model m's instance replica. */
+static struct instance *add_model_instance(struct sup *s, const struct config_model *m, int replica)
+{
+    struct sup_spec spec;
+    sup_spec_of_model(m, &spec);
+    return add_instance(s, &spec, replica);
+}
+
+/* Adds replica of the model first is replica 0 of, built from the same spec. */
+static struct instance *add_replica(struct sup *s, const struct instance *first, int replica)
+{
+    struct sup_spec spec;
+    sup_spec_copy(&spec, &first->spec);
+    return add_instance(s, &spec, replica);
 }
 
 int sup__forget_when_stopped(const struct instance *in)
@@ -101,7 +119,7 @@ struct sup *sup_new(struct app *app)
         log_warn("sup", "cannot create '%s': %s", s->log_dir, strerror(errno));
     sup__key_init(s);
     for (size_t i = 0; i < app->cfg->n_models; i++)
-        add_instance(s, &app->cfg->models[i], 0);
+        add_model_instance(s, &app->cfg->models[i], 0);
     uv_timer_init(app->loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
     uv_timer_init(app->loop, &s->record_timer);
@@ -154,7 +172,7 @@ void sup_adopt_all(struct sup *s)
         struct store_instance *r = &rows[i];
         if (r->pid <= 0)
             continue;
-        int local = strcmp(r->host, "local") == 0;
+        int local = strcmp(r->host, HOST_LOCAL_NAME) == 0;
         struct runner_proc p = {.pid = r->pid, .pgid = r->pgid, .start_time = r->start_time};
         struct instance *in = NULL;
         for (size_t j = 0; j < s->n_inst && !in; j++)
@@ -163,19 +181,20 @@ void sup_adopt_all(struct sup *s)
         if (!in && r->replica > 0) {
             /* Another replica of a configured model: adopted as one while the config wants it. */
             struct instance *first = find_replica(s, r->model, 0);
-            if (first && first->m && r->replica < config_model_slots(first->m))
-                in = add_instance(s, first->m, r->replica);
+            if (first && !first->removed && r->replica < first->spec.slots)
+                in = add_replica(s, first, r->replica);
         }
         const char *want = in ? sup__wanted_pod(in) : NULL;
         /* Any host of the model's preference keeps what runs there (a fallback, a replica). */
-        if (in && !in->pod_override && in->m && config_model_host_rank(in->m, r->host) >= 0) {
+        if (in && !in->pod_override && !in->removed &&
+            sup_spec_host_rank(&in->spec, r->host) >= 0) {
             free(in->host_choice);
             in->host_choice = xstrdup(r->host);
             in->runner = sup__runner_for(s, sup__wanted_pod(in));
-        } else if (in && strcmp(want ? want : "local", r->host) != 0) {
+        } else if (in && strcmp(want ? want : HOST_LOCAL_NAME, r->host) != 0) {
             /* The config moved it to another host: the recorded tree goes like a removed one. */
             log_info("sup", "'%s' now runs on %s; stopping what runs on %s", r->model,
-                     want ? want : "local", r->host);
+                     want ? want : HOST_LOCAL_NAME, r->host);
             in = NULL;
         }
         if (!in) {
@@ -186,13 +205,12 @@ void sup_adopt_all(struct sup *s)
                 store_delete_instance(s->app->store, r->model, r->host, r->replica);
                 continue;
             }
-            struct config_model ghost = {.name = r->model,
-                                         .engine = "generic",
-                                         .max_restarts = 0,
-                                         .stop_timeout_ms = 10000,
-                                         .pod = local ? NULL : r->host};
+            /* Nothing to start: a spec to watch it and stop it by. */
+            struct sup_spec ghost = {.name = xstrdup(r->model),
+                                     .engine = xstrdup("generic"),
+                                     .pod = local ? NULL : xstrdup(r->host),
+                                     .watch = {.stop_timeout_ms = 10000}};
             in = add_instance(s, &ghost, r->replica);
-            in->m = NULL;
             in->removed = 1;
             sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, 0);
             log_info("sup", "'%s' is no longer configured; stopping it", r->model);
@@ -267,7 +285,7 @@ int sup_start_on(struct sup *s, const char *model, const char *gpus, char **err)
 int sup_start_replica(struct sup *s, const char *model, int replica, const char *gpus, char **err)
 {
     struct instance *first = sup__find(s, model);
-    if (!first || first->removed || !first->m) {
+    if (!first || first->removed) {
         char *names = sup_model_list(s);
         *err = xstrfmt("unknown model '%s'; configured models: %s", model, names);
         free(names);
@@ -275,14 +293,14 @@ int sup_start_replica(struct sup *s, const char *model, int replica, const char 
     }
     if (replica == 0)
         return sup_start_on(s, model, gpus, err);
-    if (replica < 0 || replica >= config_model_slots(first->m)) {
+    if (replica < 0 || replica >= first->spec.slots) {
         *err = xstrfmt("model '%s' has %d replicas (replicas: %d); there is no replica %d",
-                       first->name, first->m->replicas, first->m->replicas, replica);
+                       first->name, first->spec.replicas, first->spec.replicas, replica);
         return -EINVAL;
     }
     struct instance *in = find_replica(s, first->name, replica);
     if (!in)
-        in = add_instance(s, first->m, replica);
+        in = add_replica(s, first, replica);
     if (in->state == INST_STOPPING) {
         in->restart_after_stop = 1;
         return 0;
@@ -306,11 +324,10 @@ int sup_start_at(struct sup *s, const char *model, int replica, const char *host
                  char **err)
 {
     struct instance *first = sup__find(s, model);
-    if (first && first->m && !first->removed && host && *host && replica >= 0 &&
-        replica < config_model_slots(first->m)) {
+    if (first && !first->removed && host && *host && replica >= 0 && replica < first->spec.slots) {
         struct instance *in = find_replica(s, first->name, replica);
         if (!in && replica > 0)
-            in = add_instance(s, first->m, replica);
+            in = add_replica(s, first, replica);
         /* Only an instance at rest moves; yard start --pod keeps its pod. */
         if (in && !in->pod_override && !in->watch &&
             (in->state == INST_STOPPED || in->state == INST_FAILED)) {
@@ -461,7 +478,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
     int running = in->proc.pid > 0 && in->state != INST_STOPPED && in->state != INST_FAILED;
     *info = (struct sup_info){
         .name = in->name,
-        .engine = in->engine_name,
+        .engine = in->spec.engine,
         .host = in->runner->host,
         .replica = in->replica,
         .addr = "127.0.0.1",
@@ -479,8 +496,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .busy = in->op != SUP__OP_NONE,
         .sleep_level =
             in->state == INST_SLEEPING || in->state == INST_CHECKPOINTED ? in->sleep_level : 0,
-        .can_sleep = sup__policy_level(in->m) > 0 || sup__policy_suspends(in->m) ||
-                     sup__policy_checkpoints(in->m),
+        .can_sleep = in->spec.sleep_level > 0 || in->spec.suspends || in->spec.checkpoints,
         .unwritable = in->unwritable,
         .unrecorded = in->unrecorded,
         .host_fixed = in->pod_override != NULL,
@@ -539,71 +555,27 @@ static void list_add(struct buf *b, const char *name)
 }
 
 /*
- * Whether the running instance in would start differently under nm: the
- * spec its model gives at its port and GPUs (what it was started with)
- * against the spec nm gives there (what a start would run). The same
- * sup__engine_spec builds the launch's, so the two never disagree. A spec
- * only one side can build (an unset ${env.VAR}) is a change.
+ * Whether the running instance in would start differently from spec nw: what
+ * its spec gives at its port and GPUs (what it was started with) against
+ * what nw gives there (what a start would run). The same sup__launch_of
+ * builds the launch's, so the two never disagree. A launch only one side can
+ * build (an unset ${env.VAR}) is a change.
  */
-static int spec_changed(const struct instance *in, const struct config_model *nm)
+static int launch_changed(const struct instance *in, const struct sup_spec *nw)
 {
-    struct sup__spec was, now;
+    struct sup__launch was, now;
     char err[256];
     /* It runs where it runs: the preference only says where the next start goes. */
-    const char *host = strcmp(in->runner->host, "local") == 0 ? NULL : in->runner->host;
-    const char *host_was = host, *host_now = host;
-    int rw = sup__engine_spec(in->m, in->eng, in->name, in->port, in->gpus, host_was, &was, err,
-                              sizeof err);
-    int rn = sup__engine_spec(nm, engine_find(nm->engine), in->name, in->port, in->gpus, host_now,
-                              &now, err, sizeof err);
-    int changed = rw < 0 || rn < 0 ? (rw < 0) != (rn < 0) : !sup__spec_same(&was, &now);
+    const char *host = strcmp(in->runner->host, HOST_LOCAL_NAME) == 0 ? NULL : in->runner->host;
+    int rw = sup__launch_of(&in->spec, in->eng, in->port, in->gpus, host, &was, err, sizeof err);
+    int rn = sup__launch_of(nw, engine_find(nw->engine), in->port, in->gpus, host, &now, err,
+                            sizeof err);
+    int changed = rw < 0 || rn < 0 ? (rw < 0) != (rn < 0) : !sup__launch_same(&was, &now);
     if (rw == 0)
-        sup__spec_release(&was);
+        sup__launch_release(&was);
     if (rn == 0)
-        sup__spec_release(&now);
+        sup__launch_release(&now);
     return changed;
-}
-
-/*
- * What of a model a reload changed, for the restart's reason: "cmd", "cmd, env",
- * or "eviction" when only the argv its eviction adds differs. A new string.
- */
-static char *model_changes(const struct config_model *a, const struct config_model *b)
-{
-    struct buf w;
-    buf_init(&w, 4096);
-#define CHANGED(cond, key)                                                                         \
-    do {                                                                                           \
-        if (cond)                                                                                  \
-            buf_printf(&w, "%s%s", w.len ? ", " : "", key);                                        \
-    } while (0)
-#define STR_DIFF(x, y) (((x) == NULL) != ((y) == NULL) || ((x) && strcmp((x), (y)) != 0))
-    CHANGED(STR_DIFF(a->engine, b->engine), "engine");
-    CHANGED(STR_DIFF(a->cmd, b->cmd), "cmd");
-    CHANGED(STR_DIFF(a->model_id, b->model_id), "model");
-    CHANGED(STR_DIFF(a->cwd, b->cwd), "cwd");
-    CHANGED(!config_model_same_hosts(a, b), "hosts");
-    CHANGED(STR_DIFF(a->health_path, b->health_path) || a->health_status != b->health_status,
-            "health");
-    CHANGED(a->port != b->port, "port");
-    CHANGED(a->gpu_count != b->gpu_count || a->n_gpu_list != b->n_gpu_list ||
-                (a->n_gpu_list &&
-                 memcmp(a->gpu_list, b->gpu_list, a->n_gpu_list * sizeof *a->gpu_list) != 0),
-            "gpus");
-    int env = a->n_env != b->n_env;
-    for (size_t i = 0; !env && i < a->n_env; i++) {
-        const char *v = NULL;
-        for (size_t k = 0; k < b->n_env && !v; k++)
-            if (strcmp(b->env[k].key, a->env[i].key) == 0)
-                v = b->env[k].value;
-        env = !v || strcmp(v, a->env[i].value) != 0;
-    }
-    CHANGED(env, "env");
-#undef STR_DIFF
-#undef CHANGED
-    if (!w.len)
-        buf_appends(&w, "eviction");
-    return buf_detach(&w, NULL);
 }
 
 void sup_reload_changes_free(struct sup_reload_change *ch, size_t n)
@@ -642,26 +614,26 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         if (nm)
             matched[nm - cfg->models] = 1;
         if (!nm) {
-            in->m = NULL;
             in->removed = 1;
             if (in->replica == 0)
                 list_add(&bs, in->name);
             continue;
         }
-        int same = in->m && config_model_same(in->m, nm);
+        struct sup_spec nw;
+        sup_spec_of_model(nm, &nw);
+        int same = sup_spec_same_process(&in->spec, &nw);
         /* A running engine is compared by what it runs: eviction can change its argv. */
         if (same && in->state != INST_STOPPED && in->state != INST_FAILED)
-            same = !spec_changed(in, nm) &&
-                   (in->pod_override || config_model_host_rank(nm, in->runner->host) >= 0);
-        const struct config_model *was = in->m;
-        in->m = nm;
-        sup__watch_of_model(nm, &in->watch_spec);
+            same = !launch_changed(in, &nw) &&
+                   (in->pod_override || sup_spec_host_rank(&nw, in->runner->host) >= 0);
+        char *what = same ? NULL : sup_spec_diff(&in->spec, &nw);
+        sup_spec_release(&in->spec);
+        in->spec = nw;
         /* One that stops already starts with the new settings if it starts again. */
         if (same || in->state == INST_STOPPED || in->state == INST_FAILED ||
             in->state == INST_STOPPING) {
-            free(in->engine_name);
-            in->engine_name = xstrdup(nm->engine);
-            in->eng = engine_find(nm->engine);
+            free(what);
+            in->eng = engine_find(in->spec.engine);
             /* Not running: `yard ps` shows where it will run next. */
             if (!in->watch && in->state == INST_STOPPED)
                 in->runner = sup__runner_for(s, sup__wanted_pod(in));
@@ -674,12 +646,11 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
          * it again as a demand (sched_restart), so groups, memory and pins
          * hold. A model is listed once: the stop stops all its replicas.
          */
-        free(in->engine_name);
-        in->engine_name = xstrdup(nm->engine);
-        if (in->replica > 0)
+        if (in->replica > 0) {
+            free(what);
             continue;
+        }
         *changed = xrealloc(*changed, (*n_changed + 1) * sizeof **changed);
-        char *what = was ? model_changes(was, nm) : xstrdup("cmd");
         (*changed)[*n_changed].name = xstrdup(in->name);
         (*changed)[*n_changed].why = xstrfmt("config changed: %s", what);
         (*n_changed)++;
@@ -688,7 +659,7 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
     }
     for (size_t j = 0; j < cfg->n_models; j++) {
         if (!matched[j]) {
-            add_instance(s, &cfg->models[j], 0);
+            add_model_instance(s, &cfg->models[j], 0);
             list_add(&ba, cfg->models[j].name);
         }
     }
@@ -704,7 +675,7 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
     /* Replicas past a lowered replicas: stop, and are forgotten once down. */
     for (size_t i = s->n_inst; i-- > 0;) {
         struct instance *in = i < s->n_inst ? s->inst[i] : NULL;
-        if (in && !in->removed && in->m && in->replica >= config_model_slots(in->m)) {
+        if (in && !in->removed && in->replica >= in->spec.slots) {
             in->restart_after_stop = 0;
             stop_because(in, "removed by reload: past the model's replicas");
         }

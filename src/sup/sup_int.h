@@ -12,6 +12,7 @@
 #include "engine/adapter.h"
 #include "host/host.h"
 #include "runner/runner.h"
+#include "sup/spec.h"
 #include "sup/sup.h"
 
 #define SUP_TAIL_LINES 20 /* last log lines kept for a failure's detail */
@@ -30,60 +31,33 @@ enum { SUP__OP_NONE = 0, SUP__OP_SLEEP, SUP__OP_WAKE };
 /* Records (without an event) that the instance is about to sleep at level. 0 or -errno. */
 int sup__record_sleep_intent(struct instance *in, int level);
 
-/* The sleep level the model's eviction policy asks for: 0 (never sleeps), 1 or 2. */
-int sup__policy_level(const struct config_model *m);
-
 /*
- * What an engine is started with (spec.c): argv and env as the runner gets
- * them, before the engine's key is put in (sup/key.c), its cwd and its host
- * (the pod's name, NULL for local). cwd and host point into the caller's
- * strings.
+ * What one start of an instance runs (spec.c): argv and env as the runner
+ * gets them, before the engine's key is put in (sup/key.c), its cwd and its
+ * host (the pod's name, NULL for local). cwd and host point into the
+ * caller's strings.
  */
-struct sup__spec {
+struct sup__launch {
     char **argv;
     char **env; /* "KEY=VALUE" */
     const char *cwd;
     const char *host;
 };
 /*
- * Builds the spec of model m run as name on port with gpus (a list of
- * indexes, NULL or "" for none) on host: the expanded cmd plus the engine's
- * sleep-mode arguments (eng->sleep_setup), the environment the adapter and
- * the eviction tools need, the model's env, CUDA_VISIBLE_DEVICES and
- * YARD_MODEL. The launch and reload's comparison both use it. Returns 0 with
- * *out filled (freed with sup__spec_release), or -EINVAL with a message in
- * err (an unset ${env.VAR}).
+ * Builds what spec sp runs on port with gpus (a list of indexes, NULL or ""
+ * for none) on host: the expanded cmd plus the engine's sleep-mode arguments
+ * (eng->sleep_setup), the environment the adapter and the eviction tools
+ * need, the spec's env, CUDA_VISIBLE_DEVICES and YARD_MODEL. The launch and
+ * reload's comparison both use it. Returns 0 with *out filled (freed with
+ * sup__launch_release), or -EINVAL with a message in err (an unset
+ * ${env.VAR}, no command).
  */
-int sup__engine_spec(const struct config_model *m, const struct engine_ops *eng, const char *name,
-                     int port, const char *gpus, const char *host, struct sup__spec *out, char *err,
-                     size_t errlen);
-void sup__spec_release(struct sup__spec *sp);
+int sup__launch_of(const struct sup_spec *sp, const struct engine_ops *eng, int port,
+                   const char *gpus, const char *host, struct sup__launch *out, char *err,
+                   size_t errlen);
+void sup__launch_release(struct sup__launch *l);
 /* Nonzero when a and b start the same process: argv, env (as a set), cwd and host. */
-int sup__spec_same(const struct sup__spec *a, const struct sup__spec *b);
-/*
- * The GPUs a model asks for when the scheduler chose none: its gpu list, or
- * its first gpu_count indexes ("0,1"; "" for none). A new string.
- */
-char *sup__model_gpus(const struct config_model *m);
-
-/*
- * How an instance's process is watched (spec.c builds it from a model, the
- * one place that reads a model for it): instance.c reads these, never the
- * model, so a caller without a model (a session pool, a Slurm job) fills
- * them itself. Owned by the instance.
- */
-struct sup__watch {
-    char *health_path; /* the readiness and health path; NULL: the adapter's */
-    int health_status; /* the status that means healthy */
-    int fixed_port;    /* the port every start uses; 0: one is chosen per start */
-    uint64_t startup_timeout_ms;
-    uint64_t stop_timeout_ms;
-    int restart_on_failure; /* a failure starts it again, after a backoff */
-    int max_restarts;       /* failures in a row restarted at most */
-};
-/* Fills w from model m (what was in w is released first). */
-void sup__watch_of_model(const struct config_model *m, struct sup__watch *w);
-void sup__watch_release(struct sup__watch *w);
+int sup__launch_same(const struct sup__launch *a, const struct sup__launch *b);
 
 /* Follows a model's log file: classifies new lines and keeps the last ones. */
 struct logtail {
@@ -114,12 +88,10 @@ struct stop_waiter {
 struct instance {
     struct sup *sup;
     char *name;
-    int replica;    /* its index among its model's instances: 0 is the first */
-    char *label;    /* for the log: "NAME", or "NAME#R" for replica R > 0 */
-    char *run_name; /* what the runner names its log after: "NAME", or "NAME.R" */
-    char *engine_name;
-    const struct config_model *m; /* NULL once the model left the config */
-    struct sup__watch watch_spec; /* how it is probed, timed and restarted (spec.c) */
+    int replica;          /* its index among its model's instances: 0 is the first */
+    char *label;          /* for the log: "NAME", or "NAME#R" for replica R > 0 */
+    char *run_name;       /* what the runner names its log after: "NAME", or "NAME.R" */
+    struct sup_spec spec; /* what it is built from: its command, watch and eviction (spec.h) */
     const struct engine_ops *eng;
     struct runner *runner;
     enum inst_state state;
@@ -171,7 +143,7 @@ struct instance {
     const struct sup__evict_ops *evict; /* the mechanism of the last sleep or wake */
     int dumping;                        /* criu dump runs: the tree exiting is expected */
     int images_left; /* a dump began: its images may lie on the host until discarded */
-    int removed;                        /* the config dropped it: forget it once stopped */
+    int removed;     /* the config dropped it: forget it once stopped */
     /* Pods (remote.c) */
     int reach_port;                 /* 127.0.0.1 port that reaches the engine */
     int preparing;                  /* asking the pod for ports and GPUs before a start */
@@ -226,8 +198,11 @@ struct sup {
 };
 
 /* instance.c */
-/* An instance of m; replica 0 is the model's own, which the supervisor always holds. */
-struct instance *sup__instance_new(struct sup *s, const struct config_model *m, int replica);
+/*
+ * An instance of spec (moved in: *spec is zeroed); replica 0 is the model's
+ * own, which the supervisor always holds.
+ */
+struct instance *sup__instance_new(struct sup *s, struct sup_spec *spec, int replica);
 /*
  * Whether the instance leaves the supervisor (and its row the store) once
  * stopped: its model left the config, or it is a replica beyond the first
@@ -311,7 +286,6 @@ int sup__inst_wake(struct instance *in, sup_op_cb done, void *arg, char **err);
 void sup__inst_cancel_op(struct instance *in);
 int sup__inst_sleep_check(struct instance *in, int level, char **err);
 /* suspend.c: cuda_suspend */
-int sup__policy_suspends(const struct config_model *m);
 /*
  * The CUDA half of a checkpoint: suspend as cuda_suspend does, then hand the
  * instance to sup__ckpt_dump instead of reporting it asleep.
@@ -321,7 +295,6 @@ int sup__inst_suspend_for_checkpoint(struct instance *in, sup_op_cb done, void *
 void sup__resume_after_restore(struct instance *in);
 
 /* checkpoint.c: CRIU */
-int sup__policy_checkpoints(const struct config_model *m);
 /* Continues a checkpoint once the CUDA state is suspended (called by suspend.c). */
 void sup__ckpt_dump(struct instance *in);
 /*

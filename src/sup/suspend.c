@@ -39,12 +39,6 @@ struct suspend {
     char *inv_err;
 };
 
-int sup__policy_suspends(const struct config_model *m)
-{
-    /* cuda-checkpoint runs on the instance's own host, a pod's too (runner_ops.exec). */
-    return m && m->evict_process == CONFIG_PROCESS_CUDA_SUSPEND;
-}
-
 /*
  * The cuda-checkpoint to run on in's host: tools.cuda_checkpoint names this
  * machine's; on another host the bare name is looked up in its PATH.
@@ -370,7 +364,7 @@ static int suspend_start(struct instance *in, sup_op_cb done, void *arg, int che
 
 static int suspend_chosen(struct instance *in, int level)
 {
-    return level == SUP_SLEEP_SUSPEND || (level == 0 && sup__policy_suspends(in->m));
+    return level == SUP_SLEEP_SUSPEND || (level == 0 && in->spec.suspends);
 }
 
 static int suspend_can(struct instance *in, int level, char **err)
