@@ -142,6 +142,8 @@ test: deps-test
 	step "scripts/check-banned.sh" scripts/check-banned.sh
 	echo "== scripts/check-format.sh"
 	step "scripts/check-format.sh" scripts/check-format.sh
+	echo "== scripts/check-layers.sh"
+	step "scripts/check-layers.sh" scripts/check-layers.sh
 	echo "=="
 	for n in "$${notes[@]}"; do echo "$$n"; done
 	echo "$$passed passed, $$failed failed"

@@ -24,6 +24,7 @@
 #include "config/config.h"
 #include "gpu/gpu.h"
 #include "host/host.h"
+#include "runner/cgroup.h"
 #include "sched/sched.h"
 #include "store/store.h"
 #include "sup/sup.h"
@@ -977,7 +978,7 @@ static void gpus_name_models(struct app *app, json_t *result)
                 struct sup_info info;
                 sup_info_at(app->sup, k, &info);
                 if (info.pid > 0 && host_pids_here(app->hosts, info.host) &&
-                    gpu_pid_owned_by(pid, info.pid, info.pid)) {
+                    runner_pid_owned_by(pid, info.pid, info.pid)) {
                     json_object_set_new(proc, "model", jstr(info.name));
                     break;
                 }

@@ -18,7 +18,6 @@
 #include "base/alloc.h"
 #include "base/utf8.h"
 #include "gpu/gpu.h"
-#include "runner/cgroup.h"
 
 /* A ledger larger than this is not one the mock engine wrote. */
 #define LEDGER_MAX (16u * 1024 * 1024)
@@ -278,86 +277,6 @@ void *gpu_inventory_json(const struct gpu_inventory *inv)
 }
 
 /* ---- processes ---- */
-
-/*
- * Reads state, ppid and pgrp from /proc/PID/stat. The command name (field 2)
- * is in parentheses and may hold spaces and ')', so parsing starts after the
- * last ')'. Returns 0 or a negative errno (-ENOENT: no such process).
- */
-static int read_stat(int pid, char *state, int *ppid, int *pgrp)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    ssize_t n;
-    do
-        n = read(fd, buf, sizeof(buf) - 1);
-    while (n < 0 && errno == EINTR);
-    int e = errno;
-    close(fd);
-    if (n < 0)
-        return -e;
-    buf[n] = '\0';
-    char *rp = strrchr(buf, ')');
-    char st;
-    int pp, pg;
-    if (!rp || sscanf(rp + 1, " %c %d %d", &st, &pp, &pg) != 3)
-        return -EINVAL;
-    if (state)
-        *state = st;
-    if (ppid)
-        *ppid = pp;
-    if (pgrp)
-        *pgrp = pg;
-    return 0;
-}
-
-int gpu_pid_alive(int pid)
-{
-    if (pid <= 0)
-        return 0;
-    if (kill(pid, 0) < 0 && errno != EPERM)
-        return 0;
-    char state = 0;
-    int rc = read_stat(pid, &state, NULL, NULL);
-    if (rc == -ENOENT || rc == -ESRCH)
-        return 0; /* gone between the two looks */
-    /* A zombie holds no memory; without /proc, trust kill(). */
-    return rc < 0 || (state != 'Z' && state != 'X');
-}
-
-int gpu_pid_owned_by(int pid, int root_pid, int pgid)
-{
-    char state;
-    int ppid, pgrp;
-    if (pid <= 0)
-        return 0;
-    if (root_pid > 0 && pid == root_pid)
-        return 1;
-    /*
-     * An engine's cgroup is named after its leader: one read, no walk, and
-     * right for a process that left the group or whose parent died.
-     */
-    int leader;
-    uint64_t start;
-    if (cgroup_engine_leader(pid, &leader, &start))
-        return root_pid > 0 ? leader == root_pid : pgid > 0 && leader == pgid;
-    if (read_stat(pid, &state, &ppid, &pgrp) < 0)
-        return 0;
-    if (pgid > 0 && pgrp == pgid)
-        return 1;
-    if (root_pid <= 1)
-        return 0; /* everything descends from init: only a real root counts */
-    for (int step = 0; step < 64 && ppid > 1; step++) {
-        if (ppid == root_pid)
-            return 1;
-        if (read_stat(ppid, &state, &ppid, &pgrp) < 0)
-            return 0;
-    }
-    return 0;
-}
 
 void gpu__proc_name(int pid, char *name, size_t len)
 {

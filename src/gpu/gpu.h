@@ -67,14 +67,6 @@ int gpu_read(struct gpu *g, struct gpu_inventory *out, char **err);
 void gpu_inventory_release(struct gpu_inventory *inv);
 
 /*
- * 1 when pid belongs to the process tree rooted at root_pid or to its process
- * group pgid (vLLM's GPU work runs in children such as VLLM::EngineCore).
- * A pid in an engine's cgroup (runner/cgroup.h) belongs to the engine the
- * cgroup is named after, and to no other, whatever its group or parent.
- */
-int gpu_pid_owned_by(int pid, int root_pid, int pgid);
-
-/*
  * The inventory as the admin socket's answer: {"source", "gpus": [{"index",
  * "uuid", "name", "total", "used", "free", "processes": [{"pid", "used",
  * "name", "model": null}]}]} (bytes; "used" null when unknown). A new
@@ -112,12 +104,6 @@ int gpu__parse_ledger(const char *text, struct gpu_inventory *inv);
  * gpu_read. Returns 0, or -EBUSY once NVML has been loaded.
  */
 int gpu_set_nvml(struct gpu *g, const char *lib);
-
-/*
- * 1 when pid is a live process (kill(pid, 0) succeeds or says EPERM) and not
- * a zombie; 0 otherwise.
- */
-int gpu_pid_alive(int pid);
 
 /* Internals shared by the files of gpu/, not for use outside it. */
 struct gpu__nvml;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/proc.h"
 #include "gpu/gpu.h"
 
 static struct gpu_dev *dev_by_index(struct gpu_inventory *inv, int index)
@@ -66,7 +67,7 @@ static int parse_line(char *line, struct gpu_inventory *inv)
     if (pid == 0 || pid > INT_MAX || index > INT_MAX)
         return -EINVAL;
 
-    if (!gpu_pid_alive((int)pid))
+    if (!proc_alive((int)pid))
         return 0; /* stale: its holder died without removing it */
     struct gpu_dev *dev = dev_by_index(inv, (int)index);
     if (!dev)

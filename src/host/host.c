@@ -274,6 +274,13 @@ int host_remove(struct host_registry *reg, const char *name)
     memmove(&reg->hosts[i], &reg->hosts[i + 1], (reg->n - i - 1) * sizeof *reg->hosts);
     reg->n--;
     host__notify(reg, h, HOST__REMOVED);
+    /*
+     * Every poll and reconnect of its runner stops now, whatever its state.
+     * Its models were stopped through the scheduler before; a tree still
+     * watched there stays, unpolled, until the pod is added again.
+     */
+    if (h->pod)
+        runner_pod_removed(h->pod);
     host_free(h);
     return 0;
 }

@@ -118,8 +118,8 @@ const char *host_kind_name(enum host_kind kind);
 struct host *host_add_pod(struct host_registry *reg, const char *name, const char *ssh,
                           const char *models_path, const char *gpus_json, char **err);
 /*
- * Removes the pod name: observers hear `removed` (the supervisor stops what
- * it ran there), its runner stops polling and reconnecting at once, then the
+ * Removes the pod name: observers hear `removed`, then its runner stops
+ * polling and reconnecting at once (runner_pod_removed), then the
  * host is freed. Nothing is written to the store. 0, -ENOENT (no such pod),
  * -EPERM (local).
  */

@@ -20,6 +20,7 @@
 
 #include "base/alloc.h"
 #include "base/hash.h"
+#include "base/proc.h"
 #include "runner/runner.h"
 
 /* cgroup.procs of a cgroup with more than this many bytes of pids is read in part. */
@@ -520,4 +521,34 @@ int cgroup_enter_own(const char *dir, char **cg_out)
         rc = cgroup_enter(cg);
     *cg_out = cg;
     return rc;
+}
+
+int runner_pid_owned_by(int pid, int root_pid, int pgid)
+{
+    struct proc_stat st;
+    if (pid <= 0)
+        return 0;
+    if (root_pid > 0 && pid == root_pid)
+        return 1;
+    /*
+     * An engine's cgroup is named after its leader: one read, no walk, and
+     * right for a process that left the group or whose parent died.
+     */
+    int leader;
+    uint64_t start;
+    if (cgroup_engine_leader(pid, &leader, &start))
+        return root_pid > 0 ? leader == root_pid : pgid > 0 && leader == pgid;
+    if (proc_stat_read(pid, &st) < 0)
+        return 0;
+    if (pgid > 0 && st.pgrp == pgid)
+        return 1;
+    if (root_pid <= 1)
+        return 0; /* everything descends from init: only a real root counts */
+    for (int step = 0; step < 64 && st.ppid > 1; step++) {
+        if (st.ppid == root_pid)
+            return 1;
+        if (proc_stat_read(st.ppid, &st) < 0)
+            return 0;
+    }
+    return 0;
 }

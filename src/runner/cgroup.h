@@ -56,6 +56,15 @@ char *cgroup_engine_of_pid(const struct cgroup_root *root, int pid);
  */
 int cgroup_engine_leader(int pid, int *leader, uint64_t *start);
 
+/*
+ * 1 when pid belongs to the process tree rooted at root_pid or to its process
+ * group pgid (vLLM's GPU work runs in children such as VLLM::EngineCore).
+ * A pid in an engine's cgroup belongs to the engine the cgroup is named
+ * after, and to no other, whatever its group or parent. Used to tell which
+ * GPU processes are an instance's.
+ */
+int runner_pid_owned_by(int pid, int root_pid, int pgid);
+
 /* 1 when cg holds a process (cgroup.events "populated 1"), 0 when not, -ENOENT when no cgroup. */
 int cgroup_populated(const char *cg);
 /*

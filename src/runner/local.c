@@ -30,7 +30,6 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
-#include "host/name.h"
 #include "runner/cgroup.h"
 #include "runner/sockowner.h"
 
@@ -718,7 +717,7 @@ void runner_local_init(struct runner *r, uv_loop_t *loop)
 {
     r->ops = &local_ops;
     r->loop = loop;
-    r->host = HOST_LOCAL_NAME;
+    r->host = NULL; /* the owner names its host (sup: local) */
     r->pids_here = 1;
     r->events = NULL; /* the caller sets what it hears of (launched) */
     r->cgroups = NULL;

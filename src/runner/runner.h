@@ -182,7 +182,7 @@ struct cgroup_root;
 struct runner {
     const struct runner_ops *ops;
     uv_loop_t *loop;
-    const char *host; /* "local" or the pod's name */
+    const char *host; /* the host's name (local's, or the pod's) */
     /* What the caller hears of (struct runner_events), set by it; NULL: nothing. */
     const struct runner_events *events;
     /*
@@ -216,7 +216,10 @@ struct runner {
  */
 int runner_exec_main(int argc, char **argv);
 
-/* Fills r as the local runner on loop; engines run in process groups only. */
+/*
+ * Fills r as the local runner on loop; engines run in process groups only.
+ * r->host is left NULL for the owner to name (the supervisor: local).
+ */
 void runner_local_init(struct runner *r, uv_loop_t *loop);
 /*
  * Puts each engine the local runner starts from now on in its own cgroup v2

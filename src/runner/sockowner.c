@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/proc.h"
 #include "runner/cgroup.h"
 
 #define MAX_INODES 16
@@ -134,12 +135,13 @@ static struct proc_ent *list_procs(size_t *n)
         if (len <= 0)
             continue;
         buf[len] = '\0';
-        /* The command may hold spaces and parentheses: fields follow the last ')'. */
-        char *rp = strrchr(buf, ')');
-        struct proc_ent pe = {0};
-        if (!rp || sscanf(rp + 1, " %*c %d %d %d", &pe.ppid, &pe.pgrp, &pe.sid) != 3)
+        struct proc_stat st;
+        if (proc_stat_parse(buf, &st) < 0)
             continue;
-        pe.pid = (int)strtol(e->d_name, NULL, 10);
+        struct proc_ent pe = {.pid = (int)strtol(e->d_name, NULL, 10),
+                              .ppid = st.ppid,
+                              .pgrp = st.pgrp,
+                              .sid = st.sid};
         if (k == cap) {
             cap *= 2;
             v = xrealloc(v, cap * sizeof *v);

@@ -23,6 +23,7 @@
 #include "base/units.h"
 #include "config/config.h"
 #include "host/host.h"
+#include "runner/cgroup.h"
 #include "sched/internal.h"
 #include "sup/sup.h"
 
@@ -50,7 +51,7 @@ static void count_foreign(struct sched *s, struct sched__gpus *g, const struct g
                 struct sup_info info;
                 sup->info_at(app->sup, i, &info);
                 ours = info.pid > 0 && host_pids_here(app->hosts, info.host) &&
-                       gpu_pid_owned_by(p->pid, info.pid, info.pid);
+                       runner_pid_owned_by(p->pid, info.pid, info.pid);
             }
             if (!ours)
                 g->foreign[d] += p->used;
@@ -309,7 +310,7 @@ static void host_room(struct sched *s, const struct config_model *m, const struc
         if (waking)
             for (size_t k = 0; k < dev->n_procs; k++)
                 if (dev->procs[k].used != UINT64_MAX &&
-                    gpu_pid_owned_by(dev->procs[k].pid, self->pid, self->pid))
+                    runner_pid_owned_by(dev->procs[k].pid, self->pid, self->pid))
                     used -= dev->procs[k].used < used ? dev->procs[k].used : used;
         uint64_t taken = used > reserved ? used : reserved;
         uint64_t free_b = dev->total > taken ? dev->total - taken : 0;

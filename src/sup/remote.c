@@ -15,7 +15,6 @@
 #include "base/log.h"
 #include "host/host.h"
 #include "host/name.h"
-#include "runner/pod.h"
 #include "store/store.h"
 #include "sup/sup_int.h"
 
@@ -30,23 +29,9 @@ struct runner *sup__runner_for(struct sup *s, const char *host)
     return r;
 }
 
-/*
- * A host is removed (`yard pod rm`): every poll and reconnect of its runner
- * stops now, whatever its state (runner_pod_removed). Its models were stopped
- * through the scheduler before; a tree still watched there stays, unpolled,
- * until the pod is added again.
- */
-static void on_host_removed(void *arg, struct host *h)
-{
-    if (h->pod)
-        runner_pod_removed(h->pod);
-}
-
 void sup__hosts_observe(struct sup *s)
 {
-    s->host_obs = (struct host_observer){.removed = on_host_removed, .arg = s};
     host_set_local_runner(s->app->hosts, &s->local);
-    host_observe(s->app->hosts, &s->host_obs);
 }
 
 const char *sup__wanted_pod(const struct instance *in)
@@ -190,6 +175,5 @@ int sup_set_pod(struct sup *s, const char *model, const char *pod, char **err)
 
 void sup__pods_close(struct sup *s, void (*done)(void *), void *arg)
 {
-    host_unobserve(s->app->hosts, &s->host_obs);
     host_registry_close(s->app->hosts, done, arg);
 }

@@ -111,6 +111,7 @@ struct sup *sup_new(struct app *app)
     struct sup *s = xcalloc(1, sizeof *s);
     s->app = app;
     runner_local_init(&s->local, app->loop);
+    s->local.host = HOST_LOCAL_NAME;
     s->local.events = &sup__runner_events;
     runner_local_use_cgroups(&s->local, app->state_dir);
     sup__hosts_observe(s);

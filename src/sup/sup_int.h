@@ -179,7 +179,6 @@ struct sup_observer {
 struct sup {
     struct app *app;
     struct runner local;
-    struct host_observer host_obs; /* hears of hosts removed (remote.c) */
     struct instance **inst;
     size_t n_inst;
     struct sup_observer *observers;
@@ -334,7 +333,7 @@ void sup__pod_found(void *arg, int local_port);
  * the host registry (a pod's is created when first named).
  */
 struct runner *sup__runner_for(struct sup *s, const char *host);
-/* Registers the supervisor with the host registry: local's runner, the removal observer. */
+/* Registers the supervisor's local runner with the host registry. */
 void sup__hosts_observe(struct sup *s);
 /* The pod the instance runs on next: --pod, else its model's, else NULL (local). */
 const char *sup__wanted_pod(const struct instance *in);

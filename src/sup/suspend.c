@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "engine/sleep.h"
 #include "gpu/gpu.h"
+#include "runner/cgroup.h"
 #include "runner/tools.h"
 #include "sup/sup_int.h"
 
@@ -264,7 +265,7 @@ static void inv_done(uv_work_t *w, int status)
             int seen = 0;
             for (size_t j = 0; j < in->n_susp; j++)
                 seen |= in->susp_pids[j] == pid;
-            if (seen || !gpu_pid_owned_by(pid, in->proc.pid, in->proc.pgid))
+            if (seen || !runner_pid_owned_by(pid, in->proc.pid, in->proc.pgid))
                 continue;
             in->susp_pids = xrealloc(in->susp_pids, (in->n_susp + 1) * sizeof *in->susp_pids);
             in->susp_pids[in->n_susp++] = pid;

@@ -227,8 +227,8 @@ static void test_wrapper_runs_until_its_cgroup_is_empty(void **state)
     assert_int_equal(r->ops->is_alive(r, &e.p), 0);
     assert_int_equal(r->ops->group_alive(r, &e.p), 1);
     /* yard gpus: the cgroup says whose it is, though it is no descendant of the leader. */
-    assert_int_equal(gpu_pid_owned_by(escaped, e.p.pid, e.p.pgid), 1);
-    assert_int_equal(gpu_pid_owned_by(escaped, (int)getpid(), (int)getpid()), 0);
+    assert_int_equal(runner_pid_owned_by(escaped, e.p.pid, e.p.pgid), 1);
+    assert_int_equal(runner_pid_owned_by(escaped, (int)getpid(), (int)getpid()), 0);
     /* A stop's SIGTERM reaches it; then the exit is reported, with the leader's status. */
     assert_int_equal(r->ops->signal_group(r, &e.p, SIGTERM), 0);
     test_run_until(&e.loop, &e.seen.calls);

@@ -31,9 +31,11 @@
 #endif
 
 #include "base/alloc.h"
+#include "base/proc.h"
 #include "cli/cli.h"
 #include "cli/gpus.h"
 #include "gpu/gpu.h"
+#include "runner/cgroup.h"
 
 #define MIB (1024ull * 1024)
 #define GIB (1024ull * MIB)
@@ -310,14 +312,24 @@ static void test_parse_ledger(void **state)
 
 static void test_pid_alive(void **state)
 {
-    assert_int_equal(gpu_pid_alive((int)getpid()), 1);
-    assert_int_equal(gpu_pid_alive(1), 1); /* EPERM or not, it exists */
-    assert_int_equal(gpu_pid_alive(dead_pid()), 0);
+    assert_int_equal(proc_alive((int)getpid()), 1);
+    assert_int_equal(proc_alive(1), 1); /* EPERM or not, it exists */
+    assert_int_equal(proc_alive(dead_pid()), 0);
     int z = zombie_pid();
-    assert_int_equal(gpu_pid_alive(z), 0);
+    assert_int_equal(proc_alive(z), 0);
     waitpid(z, NULL, 0);
-    assert_int_equal(gpu_pid_alive(0), 0);
-    assert_int_equal(gpu_pid_alive(-1), 0);
+    assert_int_equal(proc_alive(0), 0);
+    assert_int_equal(proc_alive(-1), 0);
+
+    /* A command name may hold spaces and parentheses: fields follow the last ')'. */
+    struct proc_stat st;
+    assert_int_equal(proc_stat_parse("42 (VLLM::Engine) (x) S 7 40 39 0 -1", &st), 0);
+    assert_true(st.state == 'S' && st.ppid == 7 && st.pgrp == 40 && st.sid == 39);
+    assert_int_equal(proc_stat_parse("42 (no close S 7 40 39", &st), -EINVAL);
+    assert_int_equal(proc_stat_parse("42 (short) S 7", &st), -EINVAL);
+    assert_int_equal(proc_stat_read((int)getpid(), &st), 0);
+    assert_int_equal(st.ppid, (int)getppid());
+    assert_int_equal(proc_stat_read(dead_pid(), &st), -ENOENT);
 }
 
 static void test_declared_read(void **state)
@@ -432,21 +444,21 @@ static void test_pid_owned_by(void **state)
     close(fds[0]);
     assert_true(child > 0 && grand > 0);
 
-    assert_int_equal(gpu_pid_owned_by(root, root, root), 1);
-    assert_int_equal(gpu_pid_owned_by(child, root, 0), 1); /* the tree */
-    assert_int_equal(gpu_pid_owned_by(grand, root, 0), 1); /* two levels down */
-    assert_int_equal(gpu_pid_owned_by(child, 0, root), 1); /* the group */
-    assert_int_equal(gpu_pid_owned_by(grand, 0, root), 0); /* left the group */
-    assert_int_equal(gpu_pid_owned_by((int)getpid(), root, root), 0);
-    assert_int_equal(gpu_pid_owned_by(grand, child, 0), 1);
-    assert_int_equal(gpu_pid_owned_by(child, grand, grand), 0);
-    assert_int_equal(gpu_pid_owned_by(dead_pid(), root, root), 0);
-    assert_int_equal(gpu_pid_owned_by(0, root, root), 0);
+    assert_int_equal(runner_pid_owned_by(root, root, root), 1);
+    assert_int_equal(runner_pid_owned_by(child, root, 0), 1); /* the tree */
+    assert_int_equal(runner_pid_owned_by(grand, root, 0), 1); /* two levels down */
+    assert_int_equal(runner_pid_owned_by(child, 0, root), 1); /* the group */
+    assert_int_equal(runner_pid_owned_by(grand, 0, root), 0); /* left the group */
+    assert_int_equal(runner_pid_owned_by((int)getpid(), root, root), 0);
+    assert_int_equal(runner_pid_owned_by(grand, child, 0), 1);
+    assert_int_equal(runner_pid_owned_by(child, grand, grand), 0);
+    assert_int_equal(runner_pid_owned_by(dead_pid(), root, root), 0);
+    assert_int_equal(runner_pid_owned_by(0, root, root), 0);
 
     /* The middle process dies: the grandchild is reparented, out of the tree. */
     kill(child, SIGKILL);
     wait_dead(child);
-    assert_int_equal(gpu_pid_owned_by(grand, root, 0), 0);
+    assert_int_equal(runner_pid_owned_by(grand, root, 0), 0);
 
     kill(grand, SIGKILL);
     kill(-root, SIGKILL);
