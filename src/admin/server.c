@@ -949,19 +949,13 @@ static void handle_reload(struct admin_conn *c)
                            errors ? errors : json_array()));
 }
 
-struct gpus_work {
-    uv_work_t work;
+/* `yard gpus`: waits for a read of local's GPUs begun after the ask (host_refresh_gpus). */
+struct gpus_op {
     struct admin_conn *c;
-    struct gpu_inventory inv;
-    char *err;
-    int rc;
+    struct app *app; /* the connection may close (and the server go) before the read is in */
+    struct host_observer obs;
+    uint64_t want; /* the number of the read that answers */
 };
-
-static void gpus_read(uv_work_t *w)
-{
-    struct gpus_work *g = w->data;
-    g->rc = gpu_read(g->c->srv->app->gpu, &g->inv, &g->err);
-}
 
 /* Names the instance each GPU process belongs to (its process tree or group). */
 static void gpus_name_models(struct app *app, json_t *result)
@@ -987,38 +981,47 @@ static void gpus_name_models(struct app *app, json_t *result)
     }
 }
 
-static void gpus_done(uv_work_t *w, int status)
+static void gpus_read(void *arg, struct host *h)
 {
-    struct gpus_work *g = w->data;
+    struct gpus_op *g = arg;
+    struct app *app = g->app;
+    if (h != host_local(app->hosts) || h->gpus_read_seq < g->want)
+        return; /* a pod's, or a read that began before the ask */
+    host_unobserve(app->hosts, &g->obs);
     struct admin_conn *c = g->c;
-    if (g->rc < 0) {
-        char *msg = xstrfmt("cannot read the GPU inventory: %s", g->err ? g->err : "error");
+    if (c->closed) {
+        /* the client left, or the daemon stops: nobody to answer */
+    } else if (h->gpus_error) {
+        char *msg = xstrfmt("cannot read the GPU inventory: %s", h->gpus_error);
         send_error(c, msg);
         free(msg);
     } else {
-        json_t *res = gpu_inventory_json(&g->inv);
-        gpus_name_models(c->srv->app, res);
-        json_object_set_new(res, "pods", admin__pods_gpus(c->srv->app));
+        json_t *res = gpu_inventory_json(host_gpus(h));
+        gpus_name_models(app, res);
+        json_object_set_new(res, "pods", admin__pods_gpus(app));
         send_ok(c, res);
     }
-    gpu_inventory_release(&g->inv);
-    free(g->err);
     free(g);
     conn_unref(c);
 }
 
 static void handle_gpus(struct admin_conn *c)
 {
-    if (!c->srv->app->gpu) {
+    struct app *app = c->srv->app;
+    if (!app->gpu) {
         send_error(c, "no GPU inventory in this daemon");
         return;
     }
-    struct gpus_work *g = xcalloc(1, sizeof *g);
+    struct gpus_op *g = xcalloc(1, sizeof *g);
     g->c = c;
-    g->work.data = g;
+    g->app = app;
+    g->obs = (struct host_observer){.gpus = gpus_read, .arg = g};
     c->refs++;
-    if (uv_queue_work(c->srv->app->loop, &g->work, gpus_read, gpus_done) < 0) {
-        send_error(c, "cannot read the GPU inventory now; try again");
+    host_observe(app->hosts, &g->obs);
+    g->want = host_refresh_gpus(app->hosts);
+    if (!g->want) {
+        host_unobserve(app->hosts, &g->obs);
+        send_error(c, "the daemon is shutting down; no GPU read now");
         free(g);
         conn_unref(c);
     }

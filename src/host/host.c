@@ -45,6 +45,7 @@ static void host_free(struct host *h)
     free(h->ssh);
     free(h->models_path);
     free(h->reason);
+    free(h->gpus_error);
     gpu_inventory_release(&h->gpus);
     free(h);
 }
@@ -367,45 +368,65 @@ static void gpus_read_work(uv_work_t *w)
     reg->gpus_rc = gpu_read(reg->app->gpu, &reg->gpus_next, &reg->gpus_err);
 }
 
+static void start_read(struct host_registry *reg);
+
 static void gpus_read_done(uv_work_t *w, int status)
 {
     struct host_registry *reg = w->data;
     struct host *local = host_local(reg);
     reg->gpus_reading = 0;
     local->gpus_read_ms = clock_mono_ms();
+    /* A read queued behind this one still counts, unless a close means it will not run. */
+    local->gpus_read_seq = reg->gpus_started - (uint64_t)(reg->gpus_again && !reg->closed);
+    free(local->gpus_error);
+    local->gpus_error = NULL;
     if (reg->gpus_rc == 0 && status == 0) {
         gpu_inventory_release(&local->gpus);
         local->gpus = reg->gpus_next;
         local->have_gpus = 1;
     } else {
-        log_warn("host", "cannot read the GPU inventory: %s",
-                 reg->gpus_err ? reg->gpus_err : "error");
+        local->gpus_error = xstrdup(reg->gpus_err ? reg->gpus_err : "the read failed");
+        log_warn("host", "cannot read the GPU inventory: %s", local->gpus_error);
         gpu_inventory_release(&reg->gpus_next);
     }
     memset(&reg->gpus_next, 0, sizeof reg->gpus_next);
     free(reg->gpus_err);
     reg->gpus_err = NULL;
-    if (reg->closed)
-        return;
+    /* Heard after a close too: whoever waits for this read gets its answer. */
     host__notify(reg, local, HOST__GPUS);
-    if (reg->gpus_again) {
-        reg->gpus_again = 0;
-        host_refresh_gpus(reg);
+    if (reg->gpus_again && !reg->closed)
+        start_read(reg);
+}
+
+/* Begins the read numbered gpus_started (counted already when it was queued). */
+static void start_read(struct host_registry *reg)
+{
+    reg->gpus_again = 0;
+    reg->gpus_reading = 1;
+    reg->gpus_work.data = reg;
+    if (uv_queue_work(reg->app->loop, &reg->gpus_work, gpus_read_work, gpus_read_done) < 0) {
+        /* the thread pool refused: this read finishes at once, failed */
+        reg->gpus_rc = -EAGAIN;
+        reg->gpus_err = xstrdup("the thread pool refused the read; try again");
+        gpus_read_done(&reg->gpus_work, UV_EAI_AGAIN);
     }
 }
 
-void host_refresh_gpus(struct host_registry *reg)
+uint64_t host_refresh_gpus(struct host_registry *reg)
 {
     if (!reg->app->gpu || reg->closed)
-        return;
+        return 0;
     if (reg->gpus_reading) {
-        reg->gpus_again = 1;
-        return;
+        /* the read under way began before this call: one more follows it */
+        if (!reg->gpus_again) {
+            reg->gpus_again = 1;
+            reg->gpus_started++;
+        }
+        return reg->gpus_started;
     }
-    reg->gpus_reading = 1;
-    reg->gpus_work.data = reg;
-    if (uv_queue_work(reg->app->loop, &reg->gpus_work, gpus_read_work, gpus_read_done) < 0)
-        reg->gpus_reading = 0;
+    reg->gpus_started++;
+    start_read(reg);
+    return reg->gpus_started;
 }
 
 int host_gpus_reading(const struct host_registry *reg)

@@ -54,6 +54,8 @@ struct host {
     struct gpu_inventory gpus; /* the last inventory read (a pod: recorded or polled) */
     int have_gpus;             /* the inventory was read at least once */
     uint64_t gpus_read_ms;     /* clock_mono_ms of the last read that finished; 0 none */
+    uint64_t gpus_read_seq;    /* local: the number of the last read that finished (see below) */
+    char *gpus_error;          /* local: why the last read failed; NULL when it did not */
     enum host_reach reachable;
     char *reason;          /* why it is not reachable (NULL when it is) */
     uint64_t last_seen_ms; /* wall clock of the last answer (0: never) */
@@ -158,9 +160,11 @@ const struct gpu_inventory *host_gpus(struct host *h);
 /*
  * Reads local's GPU inventory again in the thread pool; observers hear `gpus`
  * on the loop when it is in. A read under way is followed by one more.
- * Nothing when the daemon has no GPU source.
+ * Returns the number of the read that answers this call: local's
+ * gpus_read_seq reaches it when a read begun after the call finished (0 when
+ * the daemon has no GPU source or the registry is closed: none will).
  */
-void host_refresh_gpus(struct host_registry *reg);
+uint64_t host_refresh_gpus(struct host_registry *reg);
 /* 1 while a read of local's GPUs runs in the thread pool. */
 int host_gpus_reading(const struct host_registry *reg);
 

@@ -26,6 +26,7 @@ struct host_registry {
     uv_work_t gpus_work;
     int gpus_reading;
     int gpus_again;
+    uint64_t gpus_started; /* reads begun, counting the one a running read queued */
     int gpus_rc;
     char *gpus_err;
     struct gpu_inventory gpus_next;

@@ -2,7 +2,10 @@
  * host/host.c: the registry holds 'local' from the start and refuses it as a
  * pod's name, adds and removes pods, tells its observers of add, remove,
  * lost and found (once per change), and lets an observer unregister, also
- * from inside a callback. A real store in a temp dir backs the load.
+ * from inside a callback. A real store in a temp dir backs the load. Local's
+ * GPUs are read in the thread pool (the nvidia-smi stand-in): asks that come
+ * while a read runs share the one read after it, and a failed read keeps the
+ * last inventory and says why.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -20,6 +23,7 @@
 
 #include "app.h"
 #include "base/alloc.h"
+#include "gpu/gpu.h"
 #include "host/host.h"
 #include "store/store.h"
 
@@ -201,6 +205,79 @@ static void test_load_from_store(void **state)
     assert_non_null(why);
 }
 
+struct reads {
+    struct host_registry *reg;
+    int heard;
+    uint64_t seq[8];
+};
+
+static void on_gpus(void *arg, struct host *h)
+{
+    struct reads *r = arg;
+    assert_ptr_equal(h, host_local(r->reg));
+    if (r->heard < 8)
+        r->seq[r->heard] = h->gpus_read_seq;
+    r->heard++;
+}
+
+/* Runs the loop until local's read numbered want has finished (10 s at most). */
+static void run_until_read(struct fixture *f, uint64_t want)
+{
+    struct host *local = host_local(f->app.hosts);
+    for (int i = 0; i < 10000 && local->gpus_read_seq < want; i++) {
+        uv_run(f->app.loop, UV_RUN_NOWAIT);
+        if (local->gpus_read_seq < want)
+            usleep(1000);
+    }
+    assert_true(local->gpus_read_seq >= want);
+}
+
+static void test_gpu_reads(void **state)
+{
+    struct fixture *f = *state;
+    struct reads r = {.reg = f->app.hosts};
+    struct host_observer o = {.gpus = on_gpus, .arg = &r};
+    host_observe(f->app.hosts, &o);
+    struct host *local = host_local(f->app.hosts);
+
+    /* no GPU source: nothing is read, nobody waits */
+    assert_int_equal(host_refresh_gpus(f->app.hosts), 0);
+
+    setenv("YARD_FAKE_GPUS", "0,NVIDIA H100 80GB HBM3,81559", 1);
+    f->app.gpu = gpu_new(NULL, 0, NULL, YARD_SRC_DIR "/tests/e2e/fixtures/nvidia-smi");
+    uint64_t first = host_refresh_gpus(f->app.hosts);
+    assert_true(first > 0);
+    assert_int_equal(host_gpus_reading(f->app.hosts), 1);
+    /* asked while it runs: the read after it answers both, and only one more is made */
+    uint64_t second = host_refresh_gpus(f->app.hosts);
+    assert_int_equal(second, first + 1);
+    assert_int_equal(host_refresh_gpus(f->app.hosts), second);
+    run_until_read(f, second);
+    assert_int_equal(r.heard, 2);
+    assert_int_equal(r.seq[0], first);
+    assert_int_equal(r.seq[1], second);
+    assert_true(local->have_gpus);
+    if (local->gpus_error)
+        fail_msg("the read failed: %s", local->gpus_error);
+    assert_int_equal(host_gpus(local)->n, 1);
+    assert_string_equal(host_gpus(local)->devs[0].name, "NVIDIA H100 80GB HBM3");
+
+    /* a read that fails keeps the last inventory and says why */
+    gpu_free(f->app.gpu);
+    f->app.gpu = gpu_new(NULL, 0, NULL, "/bin/false"); /* an nvidia-smi that fails */
+    uint64_t third = host_refresh_gpus(f->app.hosts);
+    assert_int_equal(third, second + 1);
+    run_until_read(f, third);
+    assert_int_equal(r.heard, 3);
+    assert_non_null(local->gpus_error);
+    assert_int_equal(host_gpus(local)->n, 1);
+
+    host_unobserve(f->app.hosts, &o);
+    gpu_free(f->app.gpu);
+    f->app.gpu = NULL;
+    unsetenv("YARD_FAKE_GPUS");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +285,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_local_refused_for_pods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_add_remove_observers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_from_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gpu_reads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
