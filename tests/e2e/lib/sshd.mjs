@@ -1,6 +1,6 @@
-// A real OpenSSH server on 127.0.0.1 for tests that reach a "pod": generated host
-// and client keys, authorized_keys, a pinned known_hosts and the pid file in a
-// temp dir, plus
+// A real OpenSSH server on 127.0.0.1 (or on another address, in a network
+// namespace) for tests that reach a "pod": generated host and client keys,
+// authorized_keys, a pinned known_hosts and the pid file in a temp dir, plus
 // `keyEnv`: variables set in every session of the client key (authorized_keys
 // environment="..." with PermitUserEnvironment), e.g. a PATH that puts a
 // stand-in nvidia-smi first. A second key, plain_key, logs in without them.
@@ -32,22 +32,31 @@ function keygen(file) {
     assert.equal(r.status, 0, r.stderr);
 }
 
-function tcpAccepts(port) {
-    return h.httpProbe(`http://127.0.0.1:${port}/`).then((r) => r.error !== 'ECONNREFUSED');
+function tcpAccepts(host, port) {
+    return h.httpProbe(`http://${host}:${port}/`).then((r) => r.error !== 'ECONNREFUSED');
+}
+
+/** known_hosts names a host on port 22 bare and any other port as [host]:port. */
+function knownHostsName(host, port) {
+    return port === 22 ? host : `[${host}]:${port}`;
 }
 
 /**
- * Starts sshd; resolves { dir, port, proc, sshCmd, plainCmd, badHostCmd, cmdForPort(port),
+ * Starts sshd; resolves { dir, host, port, proc, sshCmd, plainCmd, badHostCmd, cmdForPort(port),
  * restart() }.
  * sshCmd logs in as root with the client key (and keyEnv) and known_hosts;
  * plainCmd with plain_key (no keyEnv); badHostCmd with a known_hosts that pins
  * another host key (verification must fail); cmdForPort builds sshCmd for
  * another port. restart() starts sshd again (same port, keys and config) after
  * proc.stop(), and sets proc to the new process.
+ *
+ * host and port: where it listens (default 127.0.0.1 and a free port). netns: the
+ * name of a network namespace (`ip netns`) to run it in, where host is one of that
+ * namespace's addresses; the namespace is the caller's to make and remove.
  */
-export async function startSshd({ keyEnv = {} } = {}) {
+export async function startSshd({ keyEnv = {}, host = '127.0.0.1', port, netns } = {}) {
     const dir = h.tmpdir('yard-sshd-');
-    const port = await h.freePort();
+    if (port === undefined) port = await h.freePort();
     keygen(path.join(dir, 'host_key'));
     keygen(path.join(dir, 'client_key'));
     keygen(path.join(dir, 'plain_key'));
@@ -64,7 +73,7 @@ export async function startSshd({ keyEnv = {} } = {}) {
     fs.writeFileSync(
         config,
         [
-            'ListenAddress 127.0.0.1',
+            `ListenAddress ${host}`,
             `HostKey ${dir}/host_key`,
             `PidFile ${dir}/sshd.pid`,
             'PermitRootLogin prohibit-password',
@@ -80,22 +89,29 @@ export async function startSshd({ keyEnv = {} } = {}) {
     const hostPub = fs.readFileSync(path.join(dir, 'host_key.pub'), 'utf8').trim().split(' ');
     fs.writeFileSync(
         path.join(dir, 'known_hosts'),
-        `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}\n`,
+        `${knownHostsName(host, port)} ${hostPub[0]} ${hostPub[1]}\n`,
     );
     keygen(path.join(dir, 'other_key'));
     const otherPub = fs.readFileSync(path.join(dir, 'other_key.pub'), 'utf8').trim().split(' ');
-    fs.writeFileSync(path.join(dir, 'bad_hosts'), `[127.0.0.1]:${port} ${otherPub[0]} ${otherPub[1]}\n`);
+    fs.writeFileSync(
+        path.join(dir, 'bad_hosts'),
+        `${knownHostsName(host, port)} ${otherPub[0]} ${otherPub[1]}\n`,
+    );
+    const sshdArgs = ['-D', '-e', '-f', config, '-p', String(port)];
     const launch = async (logName) => {
-        const p = h.startProcess(SSHD, ['-D', '-e', '-f', config, '-p', String(port)], {
-            logPath: path.join(dir, logName),
-            name: 'sshd',
-        });
+        // `ip netns exec` execs sshd in place: the pid tracked is sshd's.
+        const p = netns
+            ? h.startProcess('ip', ['netns', 'exec', netns, SSHD, ...sshdArgs], {
+                  logPath: path.join(dir, logName),
+                  name: 'sshd',
+              })
+            : h.startProcess(SSHD, sshdArgs, { logPath: path.join(dir, logName), name: 'sshd' });
         await h.waitFor(
             async () => {
                 if (p.exited) throw h.fatal(`sshd exited: ${p.logText()}`);
-                return (await tcpAccepts(port)) && p.logText().includes('listening');
+                return (await tcpAccepts(host, port)) && p.logText().includes('listening');
             },
-            { timeoutMs: 10000, what: `sshd listening on ${port}` },
+            { timeoutMs: 10000, what: `sshd listening on ${host}:${port}` },
         );
         return p;
     };
@@ -103,16 +119,17 @@ export async function startSshd({ keyEnv = {} } = {}) {
     let restarts = 0;
     const cmdFor = (p, key) =>
         `ssh -F /dev/null -p ${p} -i ${dir}/${key} -o IdentitiesOnly=yes ` +
-        `-o UserKnownHostsFile=${dir}/known_hosts root@127.0.0.1`;
+        `-o UserKnownHostsFile=${dir}/known_hosts root@${host}`;
     return {
         dir,
+        host,
         port,
         proc,
         sshCmd: cmdFor(port, 'client_key'),
         plainCmd: cmdFor(port, 'plain_key'),
         badHostCmd:
             `ssh -F /dev/null -p ${port} -i ${dir}/client_key -o IdentitiesOnly=yes ` +
-            `-o UserKnownHostsFile=${dir}/bad_hosts root@127.0.0.1`,
+            `-o UserKnownHostsFile=${dir}/bad_hosts root@${host}`,
         cmdForPort: (p) => cmdFor(p, 'client_key'),
         async restart() {
             restarts += 1;
