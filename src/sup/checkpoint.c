@@ -35,6 +35,8 @@
 #define PIDS_FILE "yard-cuda-pids"       /* the suspended pids, for a restore after a restart */
 #define PID_FILE "yard-restore.pid"
 #define POD_SCRIPT_TIMEOUT_MS (60 * 1000)
+/* A restored tree on a pod is reached through a forward its runner's next poll makes. */
+#define RESTORE_REACH_TIMEOUT_MS (60 * 1000)
 
 struct ckpt {
     struct instance *in;
@@ -577,6 +579,18 @@ static void restore_finish(struct instance *in)
     sup__resume_after_restore(in);
 }
 
+/* The restored tree on a pod was not reached in time: a restore that failed. */
+static void reach_deadline_fire(uv_timer_t *t)
+{
+    struct instance *in = t->data;
+    if (!in->ckpt || !in->ckpt->await_found)
+        return;
+    char *why = xstrfmt("the restored process on pod '%s' was not reached within %d s",
+                        in->runner->host, RESTORE_REACH_TIMEOUT_MS / 1000);
+    ckpt_fail(in, "restore", why);
+    free(why);
+}
+
 /*
  * The tree criu restored runs as p: record and watch it. A tree that is not
  * the one watched (the dump ended it, the restore made it anew) is adopted;
@@ -610,6 +624,7 @@ static void restored_as(struct instance *in, const struct runner_proc *p)
         /* The pod forwards a port to it on its next poll: found goes on (sup__ckpt_found). */
         in->reach_port = 0;
         c->await_found = 1;
+        uv_timer_start(&in->deadline_timer, reach_deadline_fire, RESTORE_REACH_TIMEOUT_MS, 0);
         return;
     }
     restore_finish(in);
@@ -619,6 +634,7 @@ int sup__ckpt_found(struct instance *in, int local_port)
 {
     if (!in->ckpt || !in->ckpt->await_found)
         return 0;
+    uv_timer_stop(&in->deadline_timer);
     in->reach_port = local_port;
     restore_finish(in);
     return 1;
