@@ -160,6 +160,8 @@ const struct config_pod *config_find_pod(const struct config *cfg, const char *n
  * when m does not list it (a model without hosts: or pod: lists local alone).
  */
 int config_model_host_rank(const struct config_model *m, const char *host);
+/* The same over a list of hosts (an instance spec's). */
+int config_host_rank(char *const *hosts, size_t n_hosts, const char *host);
 /*
  * How many instances m may have: its replicas, plus one fallback (slot
  * m->replicas) when it lists more than one host, which serves while the host

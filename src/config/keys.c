@@ -1204,16 +1204,21 @@ const struct config_pod *config_find_pod(const struct config *cfg, const char *n
     return NULL;
 }
 
-int config_model_host_rank(const struct config_model *m, const char *host)
+int config_host_rank(char *const *hosts, size_t n_hosts, const char *host)
 {
     if (!host)
         host = HOST_LOCAL_NAME;
-    if (!m->n_hosts)
+    if (!n_hosts)
         return strcmp(host, HOST_LOCAL_NAME) == 0 ? 0 : -1;
-    for (size_t i = 0; i < m->n_hosts; i++)
-        if (m->hosts[i] && !strcmp(m->hosts[i], host))
+    for (size_t i = 0; i < n_hosts; i++)
+        if (hosts[i] && !strcmp(hosts[i], host))
             return (int)i;
     return -1;
+}
+
+int config_model_host_rank(const struct config_model *m, const char *host)
+{
+    return config_host_rank(m->hosts, m->n_hosts, host);
 }
 
 int config_model_slots(const struct config_model *m)

@@ -14,7 +14,6 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
-#include "host/name.h"
 #include "runner/tools.h"
 #include "sup/sup_int.h"
 
@@ -233,14 +232,7 @@ void sup_spec_release(struct sup_spec *sp)
 
 int sup_spec_host_rank(const struct sup_spec *sp, const char *host)
 {
-    if (!host)
-        host = HOST_LOCAL_NAME;
-    if (!sp->n_hosts)
-        return strcmp(host, HOST_LOCAL_NAME) == 0 ? 0 : -1;
-    for (size_t i = 0; i < sp->n_hosts; i++)
-        if (sp->hosts[i] && !strcmp(sp->hosts[i], host))
-            return (int)i;
-    return -1;
+    return config_host_rank(sp->hosts, sp->n_hosts, host);
 }
 
 static const char *env_value(const struct sup_spec *sp, const char *key)
