@@ -25,43 +25,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as h from './lib/harness.mjs';
 import { sshdSkipReason, startSshd } from './lib/sshd.mjs';
-import { CRIU, CUDA_CHECKPOINT } from './lib/standins.mjs';
+import { CRIU, CUDA_CHECKPOINT, gpuPodEnv, recordingTool, toolCalls as calls } from './lib/standins.mjs';
 
 const { assert } = h;
-const FIXTURES = path.join(h.YARD_SRC_DIR, 'tests/e2e/fixtures');
 
 const SKIP = sshdSkipReason();
 if (SKIP) console.log(`# skipping the pod-checkpoint e2e tests: ${SKIP}`);
-
-/**
- * An executable wrapper at file that appends "SSH_CONNECTION|ARGS" to log, then
- * runs tool; with failFile, it fails as criu on a full disk while that file exists;
- * dropFile and newRootFile: see below.
- */
-function recordingTool(file, log, tool, failFile, dropFile, newRootFile) {
-    let fail = failFile
-        ? `if [ -e '${failFile}' ]; then echo "Error (criu/image.c): Can't write images: No space left on device" >&2; exit 1; fi\n`
-        : '';
-    // a restore names another process of the tree as its root, as a real restore's new
-    // process (another pid or start time) would be: the pid in that file
-    if (newRootFile)
-        fail +=
-            `if [ -e '${newRootFile}' ] && [ "$1" = restore ]; then '${tool}' "$@" || exit; ` +
-            `for a in "$@"; do [ "$prev" = --pidfile ] && cat '${newRootFile}' > "$a"; prev=$a; done; exit 0; fi\n`;
-    // the connection drops after the tool ran: its sshd (the nearest ancestor named sshd*) dies
-    if (dropFile)
-        fail +=
-            `if [ -e '${dropFile}' ]; then '${tool}' "$@"; p=$$; while [ "$p" -gt 1 ]; do ` +
-            `case $(cat /proc/$p/comm) in sshd*) kill -9 $p; exit 1;; esac; ` +
-            `p=$(awk '/^PPid:/ {print $2}' /proc/$p/status); done; exit 1; fi\n`;
-    fs.writeFileSync(
-        file,
-        `#!/bin/sh\nprintf '%s|%s\\n' "\${SSH_CONNECTION:-}" "$*" >> '${log}'\n${fail}exec '${tool}' "$@"\n`,
-        { mode: 0o755 },
-    );
-}
-
-const calls = (log) => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : []);
 
 /** Field 3 of /proc/PID/stat (R, S, T ...), or null when the process is gone. */
 function procState(pid) {
@@ -83,7 +52,11 @@ test('a CRIU checkpoint of a model on a pod runs on the pod', { skip: SKIP || fa
     const diskFull = path.join(home, 'criu-disk-full');
     const sshDrop = path.join(home, 'criu-ssh-drop');
     const newRoot = path.join(home, 'criu-new-root');
-    recordingTool(path.join(podBin, 'criu'), podCriuCalls, CRIU, diskFull, sshDrop, newRoot);
+    recordingTool(path.join(podBin, 'criu'), podCriuCalls, CRIU, {
+        failFile: diskFull,
+        dropFile: sshDrop,
+        newRootFile: newRoot,
+    });
     recordingTool(path.join(podBin, 'cuda-checkpoint'), path.join(home, 'cuda.calls'), CUDA_CHECKPOINT);
     const localCalls = path.join(dir, 'local.calls');
     const localCriu = path.join(dir, 'local-criu');
@@ -91,15 +64,7 @@ test('a CRIU checkpoint of a model on a pod runs on the pod', { skip: SKIP || fa
     recordingTool(localCriu, localCalls, CRIU);
     recordingTool(localCuda, localCalls, CUDA_CHECKPOINT);
     const ledger = path.join(dir, 'gpu.ledger');
-    const sshd = await startSshd({
-        keyEnv: {
-            PATH: `${podBin}:${FIXTURES}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
-            HOME: home,
-            YARD_FAKE_GPUS: '0,NVIDIA H100 80GB HBM3,81559',
-            YARD_FAKE_LEDGER: ledger, // the pod's nvidia-smi lists the engine's GPU process
-            YARD_STANDIN_STATE: path.join(home, 'standin'),
-        },
-    });
+    const sshd = await startSshd({ keyEnv: gpuPodEnv(home, podBin, ledger) });
     const port = await h.freePort();
     const base = await h.freePort();
     const mock = h.MOCK_ENGINE_BIN;

@@ -18,24 +18,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as h from './lib/harness.mjs';
 import { sshdSkipReason, startSshd } from './lib/sshd.mjs';
-import { CUDA_CHECKPOINT } from './lib/standins.mjs';
+import { CUDA_CHECKPOINT, gpuPodEnv, recordingTool, toolCalls as calls } from './lib/standins.mjs';
 
 const { assert } = h;
-const FIXTURES = path.join(h.YARD_SRC_DIR, 'tests/e2e/fixtures');
 
 const SKIP = sshdSkipReason();
 if (SKIP) console.log(`# skipping the pod-evict e2e tests: ${SKIP}`);
-
-/** An executable wrapper at file that appends "SSH_CONNECTION|ARGS" to log, then runs the stand-in. */
-function recordingTool(file, log) {
-    fs.writeFileSync(
-        file,
-        `#!/bin/sh\nprintf '%s|%s\\n' "\${SSH_CONNECTION:-}" "$*" >> '${log}'\nexec '${CUDA_CHECKPOINT}' "$@"\n`,
-        { mode: 0o755 },
-    );
-}
-
-const calls = (log) => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : []);
 
 /** Whether the mock engine pid has a line in the ledger (holds "GPU memory"). */
 function inLedger(ledger, pid) {
@@ -53,20 +41,12 @@ test('cuda_suspend of a model on a pod runs cuda-checkpoint on the pod', { skip:
     fs.mkdirSync(home, { recursive: true });
     fs.mkdirSync(podBin);
     const podCalls = path.join(home, 'cuda-checkpoint.calls');
-    recordingTool(path.join(podBin, 'cuda-checkpoint'), podCalls);
+    recordingTool(path.join(podBin, 'cuda-checkpoint'), podCalls, CUDA_CHECKPOINT);
     const localTool = path.join(dir, 'local-cuda-checkpoint');
     const localCalls = path.join(dir, 'local.calls');
-    recordingTool(localTool, localCalls);
+    recordingTool(localTool, localCalls, CUDA_CHECKPOINT);
     const ledger = path.join(dir, 'gpu.ledger');
-    const sshd = await startSshd({
-        keyEnv: {
-            PATH: `${podBin}:${FIXTURES}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
-            HOME: home,
-            YARD_FAKE_GPUS: '0,NVIDIA H100 80GB HBM3,81559',
-            YARD_FAKE_LEDGER: ledger, // the pod's nvidia-smi lists the engine's GPU process
-            YARD_STANDIN_STATE: path.join(home, 'standin'),
-        },
-    });
+    const sshd = await startSshd({ keyEnv: gpuPodEnv(home, podBin, ledger) });
     const port = await h.freePort();
     const base = await h.freePort();
     const mock = h.MOCK_ENGINE_BIN;

@@ -2,6 +2,7 @@
 // backed by the mock engine's ledger, llama-server mocks of 30 GiB each (two do
 // not fit together), and the stand-ins of tools/standins/ for cuda-checkpoint and
 // CRIU (their state in the test's dir). Also the helpers those tests share.
+import fs from 'node:fs';
 import path from 'node:path';
 import {
     MOCK_ENGINE_BIN,
@@ -17,6 +18,55 @@ import {
 
 export const CUDA_CHECKPOINT = path.join(YARD_SRC_DIR, 'tools', 'standins', 'cuda-checkpoint');
 export const CRIU = path.join(YARD_SRC_DIR, 'tools', 'standins', 'criu');
+const FIXTURES = path.join(YARD_SRC_DIR, 'tests', 'e2e', 'fixtures');
+
+/**
+ * An executable wrapper at file that appends "SSH_CONNECTION|ARGS" to log, then
+ * runs tool. Options, each a file whose existence turns the behaviour on:
+ *   failFile:    fail as criu on a full disk ("No space left on device", exit 1)
+ *   newRootFile: a restore names the pid in that file as its root, as a real
+ *                restore's new process (another pid or start time) would be
+ *   dropFile:    the connection drops after the tool ran: its sshd (the nearest
+ *                ancestor named sshd*) dies
+ */
+export function recordingTool(file, log, tool, { failFile, dropFile, newRootFile } = {}) {
+    let fail = failFile
+        ? `if [ -e '${failFile}' ]; then echo "Error (criu/image.c): Can't write images: No space left on device" >&2; exit 1; fi\n`
+        : '';
+    if (newRootFile)
+        fail +=
+            `if [ -e '${newRootFile}' ] && [ "$1" = restore ]; then '${tool}' "$@" || exit; ` +
+            `for a in "$@"; do [ "$prev" = --pidfile ] && cat '${newRootFile}' > "$a"; prev=$a; done; exit 0; fi\n`;
+    if (dropFile)
+        fail +=
+            `if [ -e '${dropFile}' ]; then '${tool}' "$@"; p=$$; while [ "$p" -gt 1 ]; do ` +
+            `case $(cat /proc/$p/comm) in sshd*) kill -9 $p; exit 1;; esac; ` +
+            `p=$(awk '/^PPid:/ {print $2}' /proc/$p/status); done; exit 1; fi\n`;
+    fs.writeFileSync(
+        file,
+        `#!/bin/sh\nprintf '%s|%s\\n' "\${SSH_CONNECTION:-}" "$*" >> '${log}'\n${fail}exec '${tool}' "$@"\n`,
+        { mode: 0o755 },
+    );
+}
+
+/** The lines a recordingTool wrote to log ([] when it never ran). */
+export const toolCalls = (log) => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : []);
+
+/**
+ * The session environment of a pod with one H100 whose tools are the ones in
+ * podBin: its PATH finds podBin first, then the fixtures' nvidia-smi, which
+ * lists the engine's GPU process from ledger; HOME is home, and the stand-ins
+ * keep their state there. For startSshd's keyEnv.
+ */
+export function gpuPodEnv(home, podBin, ledger) {
+    return {
+        PATH: `${podBin}:${FIXTURES}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
+        HOME: home,
+        YARD_FAKE_GPUS: '0,NVIDIA H100 80GB HBM3,81559',
+        YARD_FAKE_LEDGER: ledger,
+        YARD_STANDIN_STATE: path.join(home, 'standin'),
+    };
+}
 
 /**
  * Starts yard with models NAMES, each with `eviction: { process: evict }`.
