@@ -99,6 +99,7 @@ void engine_sleep_setup_none(int need_sleep, const char *const **extra_args,
 
 struct engine_plan_run {
     uv_loop_t *loop;
+    char *addr;
     int port;
     struct engine_step *steps;
     size_t n;
@@ -114,6 +115,7 @@ struct engine_plan_run {
 static void plan_free(struct engine_plan_run *r)
 {
     free(r->key);
+    free(r->addr);
     free(r->steps);
     free(r);
 }
@@ -212,31 +214,32 @@ static void plan_next(struct engine_plan_run *r)
         }
         left = r->deadline - now;
     }
-    r->call = http_call_keyed(r->loop, "127.0.0.1", r->port, s->method, s->path,
-                              s->body[0] ? s->body : NULL, strlen(s->body), HTTP_CALL_BODY_MAX,
-                              r->key, left, plan_on_answer, r);
+    r->call =
+        http_call_keyed(r->loop, r->addr, r->port, s->method, s->path, s->body[0] ? s->body : NULL,
+                        strlen(s->body), HTTP_CALL_BODY_MAX, r->key, left, plan_on_answer, r);
     if (!r->call) {
         snprintf(msg, sizeof(msg), "%s %s cannot be sent: bad method or path", s->method, s->path);
         plan_end(r, -EINVAL, msg);
     }
 }
 
-struct engine_plan_run *engine_run_plan(uv_loop_t *loop, int port, const struct engine_step *steps,
-                                        size_t n, uint64_t timeout_ms, engine_plan_cb done,
-                                        void *arg)
+struct engine_plan_run *engine_run_plan(uv_loop_t *loop, const char *addr, int port,
+                                        const struct engine_step *steps, size_t n,
+                                        uint64_t timeout_ms, engine_plan_cb done, void *arg)
 {
-    return engine_run_plan_keyed(loop, port, NULL, steps, n, timeout_ms, done, arg);
+    return engine_run_plan_keyed(loop, addr, port, NULL, steps, n, timeout_ms, done, arg);
 }
 
-struct engine_plan_run *engine_run_plan_keyed(uv_loop_t *loop, int port, const char *key,
-                                              const struct engine_step *steps, size_t n,
-                                              uint64_t timeout_ms, engine_plan_cb done, void *arg)
+struct engine_plan_run *engine_run_plan_keyed(uv_loop_t *loop, const char *addr, int port,
+                                              const char *key, const struct engine_step *steps,
+                                              size_t n, uint64_t timeout_ms, engine_plan_cb done,
+                                              void *arg)
 {
     struct engine_plan_run *r;
     struct engine_step *copy;
     size_t i;
 
-    if (!loop || !steps || n == 0 || !done || port <= 0 || port > 65535)
+    if (!loop || !addr || !steps || n == 0 || !done || port <= 0 || port > 65535)
         return NULL;
     for (i = 0; i < n; i++)
         if (!steps[i].method || steps[i].path[0] != '/')
@@ -246,6 +249,7 @@ struct engine_plan_run *engine_run_plan_keyed(uv_loop_t *loop, int port, const c
 
     r = xcalloc(1, sizeof(*r));
     r->loop = loop;
+    r->addr = xstrdup(addr);
     r->port = port;
     r->steps = copy;
     r->n = n;
@@ -259,7 +263,7 @@ struct engine_plan_run *engine_run_plan_keyed(uv_loop_t *loop, int port, const c
     }
 
     /* the first call starts now; a failure to start it is reported like any other step's */
-    r->call = http_call_keyed(loop, "127.0.0.1", port, copy[0].method, copy[0].path,
+    r->call = http_call_keyed(loop, r->addr, port, copy[0].method, copy[0].path,
                               copy[0].body[0] ? copy[0].body : NULL, strlen(copy[0].body),
                               HTTP_CALL_BODY_MAX, r->key, timeout_ms, plan_on_answer, r);
     if (!r->call) {

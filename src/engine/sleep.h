@@ -92,13 +92,14 @@ void engine_sleep_setup_none(int need_sleep, const char *const **extra_args,
  */
 typedef void (*engine_plan_cb)(int err, const char *msg, void *arg);
 struct engine_plan_run;
-struct engine_plan_run *engine_run_plan(uv_loop_t *loop, int port, const struct engine_step *steps,
-                                        size_t n, uint64_t timeout_ms, engine_plan_cb done,
-                                        void *arg);
+struct engine_plan_run *engine_run_plan(uv_loop_t *loop, const char *addr, int port,
+                                        const struct engine_step *steps, size_t n,
+                                        uint64_t timeout_ms, engine_plan_cb done, void *arg);
 /* As engine_run_plan, each call with "Authorization: Bearer KEY" when key is not NULL. */
-struct engine_plan_run *engine_run_plan_keyed(uv_loop_t *loop, int port, const char *key,
-                                              const struct engine_step *steps, size_t n,
-                                              uint64_t timeout_ms, engine_plan_cb done, void *arg);
+struct engine_plan_run *engine_run_plan_keyed(uv_loop_t *loop, const char *addr, int port,
+                                              const char *key, const struct engine_step *steps,
+                                              size_t n, uint64_t timeout_ms, engine_plan_cb done,
+                                              void *arg);
 /* Stops the run: the call in flight is dropped and done never runs. */
 void engine_plan_cancel(struct engine_plan_run *r);
 

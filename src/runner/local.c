@@ -718,6 +718,7 @@ void runner_local_init(struct runner *r, uv_loop_t *loop)
     r->ops = &local_ops;
     r->loop = loop;
     r->host = NULL; /* the owner names its host (sup: local) */
+    r->addr = "127.0.0.1";
     r->pids_here = 1;
     r->events = NULL; /* the caller sets what it hears of (launched) */
     r->cgroups = NULL;

@@ -1368,6 +1368,7 @@ struct runner_pod *runner_pod_new(uv_loop_t *loop, const char *name, const char 
     p->r.ops = &pod_ops;
     p->r.loop = loop;
     p->r.host = p->name;
+    p->r.addr = "127.0.0.1"; /* each engine through its ssh forward */
     p->reachable = -1;
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;

@@ -183,6 +183,11 @@ struct runner {
     const struct runner_ops *ops;
     uv_loop_t *loop;
     const char *host; /* the host's name (local's, or the pod's) */
+    /*
+     * The address its engines are reached at from this machine, with the
+     * port the runner reports (local: the engine's own; a pod: its forward).
+     */
+    const char *addr;
     /* What the caller hears of (struct runner_events), set by it; NULL: nothing. */
     const struct runner_events *events;
     /*

@@ -388,7 +388,7 @@ static void check_served_name(struct instance *in, const char *owner_note)
     }
     char key[65];
     in->probe = http_probe_get_keyed(
-        in->sup->app->loop, "127.0.0.1", in->reach_port, in->eng->models_path,
+        in->sup->app->loop, in->runner->addr, in->reach_port, in->eng->models_path,
         sup__engine_key(in, key) == 0 ? key : NULL, PROBE_TIMEOUT_MS, names_done, in);
     if (!in->probe)
         probe_later(in, PROBE_MAX_MS);
@@ -503,7 +503,7 @@ static void probe_fire(uv_timer_t *t)
     }
     in->probe_started_mono = clock_mono_ms();
     char key[65];
-    in->probe = http_probe_get_keyed(in->sup->app->loop, "127.0.0.1", in->reach_port,
+    in->probe = http_probe_get_keyed(in->sup->app->loop, in->runner->addr, in->reach_port,
                                      health_path(in), sup__engine_key(in, key) == 0 ? key : NULL,
                                      PROBE_TIMEOUT_MS, probe_done, in);
     if (!in->probe)

@@ -482,7 +482,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .engine = in->spec.engine,
         .host = in->runner->host,
         .replica = in->replica,
-        .addr = "127.0.0.1",
+        .addr = in->runner->addr,
         .state = in->state,
         .pid = running ? in->proc.pid : 0,
         .port = running ? in->port : 0,

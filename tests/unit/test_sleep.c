@@ -477,7 +477,8 @@ static void plan_run(int port, const struct engine_step *steps, int n, uint64_t 
     memset(r, 0, sizeof(*r));
     assert_true(n > 0);
     assert_int_equal(uv_loop_init(&loop), 0);
-    assert_non_null(engine_run_plan(&loop, port, steps, (size_t)n, timeout_ms, on_plan, r));
+    assert_non_null(
+        engine_run_plan(&loop, "127.0.0.1", port, steps, (size_t)n, timeout_ms, on_plan, r));
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
     assert_int_equal(r->calls, 1);
@@ -531,8 +532,8 @@ static void test_plan_step_errors(void **state)
     assert_string_equal(r.msg, "POST /v1/completions answered 500: oops");
 
     assert_int_equal(uv_loop_init(&loop), 0);
-    assert_null(engine_run_plan(&loop, 80, s, 0, 0, on_plan, &r));
-    assert_null(engine_run_plan(&loop, 0, s, 1, 0, on_plan, &r));
+    assert_null(engine_run_plan(&loop, "127.0.0.1", 80, s, 0, 0, on_plan, &r));
+    assert_null(engine_run_plan(&loop, "127.0.0.1", 0, s, 1, 0, on_plan, &r));
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
