@@ -131,6 +131,38 @@ static void test_prepare_makes_and_empties_the_dir(void **state)
     free(dir);
 }
 
+/* A tree holding an io_uring is refused on the pod, before anything is suspended. */
+static void test_prepare_finds_io_uring(void **state)
+{
+    (void)state;
+    pid_t child = test_io_uring_child();
+    if (child < 0) {
+        fprintf(stderr, "io_uring_setup refused here: the io_uring check is not run\n");
+        return;
+    }
+    struct ran r;
+    char root[24];
+    snprintf(root, sizeof root, "%d", (int)child);
+    const char *args[] = {root};
+    run_script(&r, "prepare", args, 1);
+    assert_int_equal(r.code, 0);
+    char *want = xstrfmt("U %d\n", (int)child);
+    assert_string_equal(r.out, want);
+    free(want);
+    struct pod_answer a;
+    assert_int_equal(pod_answer_parse(r.out, strlen(r.out), &a), 0);
+    assert_int_equal(a.io_uring, child);
+    assert_null(a.dir);
+    pod_answer_release(&a);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    /* without it, the same tree (this test's group) is fine */
+    snprintf(root, sizeof root, "%d", (int)getpgrp());
+    run_script(&r, "prepare", args, 1);
+    assert_int_equal(r.code, 0);
+    assert_int_equal(r.out[0], 'D');
+}
+
 static void test_locate_needs_the_images(void **state)
 {
     (void)state;
@@ -243,6 +275,7 @@ static void test_answers_are_read_strictly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_prepare_finds_io_uring, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepare_makes_and_empties_the_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locate_needs_the_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restored_names_the_root_and_the_pids, setup, teardown),

@@ -616,43 +616,13 @@ static void test_standin_criu(void **state)
     mock_stop(&m);
 }
 
-/* A child that holds an io_uring instance, or -1 when the kernel will not make one. */
-static pid_t io_uring_child(void)
-{
-    int ready[2];
-    char b;
-    pid_t pid;
-
-    assert_int_equal(pipe(ready), 0);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        struct io_uring_params p;
-        memset(&p, 0, sizeof(p));
-        close(ready[0]);
-        b = syscall(__NR_io_uring_setup, 4, &p) >= 0 ? 'y' : 'n';
-        if (write(ready[1], &b, 1) != 1)
-            _exit(1);
-        for (;;)
-            pause();
-    }
-    close(ready[1]);
-    assert_int_equal(read(ready[0], &b, 1), 1);
-    close(ready[0]);
-    if (b == 'y')
-        return pid;
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
 static void test_io_uring(void **state)
 {
     int offender = 0;
     pid_t child;
 
     assert_int_equal(tools_tree_uses_io_uring(999999999, NULL), -ESRCH);
-    child = io_uring_child();
+    child = test_io_uring_child();
     if (child < 0) {
         fprintf(stderr, "io_uring_setup refused here: only the negative case is checked\n");
         assert_int_equal(tools_tree_uses_io_uring(getpid(), NULL), 0);

@@ -1,18 +1,24 @@
 /*
  * Small helpers shared by the unit tests (header-only, static inline):
  * a free loopback port, the mock engine's "GPU memory" ledger, a loop run
- * until a flag is set, and the record of a runner's exit callback.
+ * until a flag is set, the record of a runner's exit callback, and a child
+ * that holds an io_uring.
  */
 #ifndef YARD_TESTS_UNIT_TESTUTIL_H
 #define YARD_TESTS_UNIT_TESTUTIL_H
 
 #include <arpa/inet.h>
+#include <linux/io_uring.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <string.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,6 +117,43 @@ static inline void test_on_exit(void *arg, int64_t code, int sig)
     e->calls++;
     e->code = code;
     e->sig = sig;
+}
+
+/*
+ * A child that holds an io_uring instance (CRIU cannot dump one) and waits,
+ * or -1 when the kernel will not make one. The caller kills and reaps it.
+ */
+static inline pid_t test_io_uring_child(void)
+{
+    int ready[2];
+    char b = 'n';
+    if (pipe(ready) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(ready[0]);
+        close(ready[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof(p));
+        close(ready[0]);
+        b = syscall(__NR_io_uring_setup, 4, &p) >= 0 ? 'y' : 'n';
+        if (write(ready[1], &b, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    if (read(ready[0], &b, 1) != 1)
+        b = 'n';
+    close(ready[0]);
+    if (b == 'y')
+        return pid;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
 }
 
 #endif
