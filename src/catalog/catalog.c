@@ -268,7 +268,7 @@ static int parse_config(struct pctx *p, const char *path, json_t *o, struct cata
 {
     static const char *const keys[] = {"gpu_count", "gpu_types", "vram",     "args", "env",
                                        "notes",     "gpuCount",  "gpuTypes", NULL};
-    json_t *v;
+    json_t *v = NULL;
     int rc;
     if (!json_is_object(o))
         return fail(p, path, "must be an object with 'gpu_count' and 'args'");
