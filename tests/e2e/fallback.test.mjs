@@ -16,59 +16,22 @@
 // It skips, saying why, when it does not run as root or sshd or ssh is missing.
 
 import { test } from 'node:test';
-import fs from 'node:fs';
-import path from 'node:path';
 import * as h from './lib/harness.mjs';
-import { sshdSkipReason, startSshd } from './lib/sshd.mjs';
-import { countingProxy } from './lib/proxy.mjs';
+import { sshdSkipReason } from './lib/sshd.mjs';
+import {
+    askCompletion as ask,
+    eventsText,
+    podConfig as setup,
+    podMock as mock,
+    proxied,
+    readyHosts,
+    rows,
+    startPod as pod,
+} from './lib/pods.mjs';
 
 const { assert } = h;
-const FIXTURES = path.join(h.YARD_SRC_DIR, 'tests/e2e/fixtures');
 const SKIP = sshdSkipReason();
 if (SKIP) console.log(`# skipping the fallback e2e tests: ${SKIP}`);
-
-async function pod(dir, name) {
-    const home = path.join(dir, `${name}-home`);
-    fs.mkdirSync(home, { recursive: true });
-    return startSshd({
-        keyEnv: { PATH: `${FIXTURES}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`, HOME: home },
-    });
-}
-
-/** A proxy in front of sshd whose port is pinned in sshd's known_hosts too. */
-async function proxied(sshd) {
-    const proxy = await countingProxy(sshd.port);
-    const kh = path.join(sshd.dir, 'known_hosts');
-    const pinned = fs.readFileSync(kh, 'utf8').split('\n')[0].replace(/^\S+/, '');
-    fs.appendFileSync(kh, `[127.0.0.1]:${proxy.port}${pinned}\n`);
-    return proxy;
-}
-
-const mock = (extra = '') =>
-    `${h.MOCK_ENGINE_BIN} --flavor vllm --port \${PORT} --name \${NAME} --load-time 100ms${extra}`;
-
-function setup(dir, port, base, models, top = '') {
-    let yaml = `listen: 127.0.0.1:${port}\nstart_port: ${base}\n${top}` +
-        `defaults: { stop_timeout: 2s, startup_timeout: 30s }\nmodels:\n`;
-    for (const [name, body] of Object.entries(models)) yaml += `  ${name}: ${JSON.stringify(body)}\n`;
-    return h.writeConfig(dir, yaml);
-}
-
-const rows = (dir, name) =>
-    h.yardJson(['ps', '--json'], { stateDir: dir }).then((r) => r.filter((x) => x.name === name));
-const eventsText = async (dir) => (await h.yard(['events'], { stateDir: dir })).stdout;
-
-function ask(port, model) {
-    return h.httpPost(
-        `http://127.0.0.1:${port}/v1/completions`,
-        JSON.stringify({ model, prompt: 'hi', max_tokens: 2 }),
-        { headers: { 'Content-Type': 'application/json' }, timeoutMs: 20000 },
-    );
-}
-
-/** Where the ready instances of model run: their hosts, sorted. */
-const readyHosts = async (dir, model) =>
-    (await rows(dir, model)).filter((r) => r.state === 'ready').map((r) => r.host).sort();
 
 test('a pod lost mid-run: the next host serves, and the model moves back', { skip: SKIP || false, timeout: 180000 }, async () => {
     const dir = h.tmpdir('yard-fallback-');
@@ -251,15 +214,7 @@ test('local full: the next host in the preference, without evicting', { skip: SK
 
 test('memory freed on one host is never credited to another', { skip: SKIP || false, timeout: 120000 }, async () => {
     const dir = h.tmpdir('yard-fallback-credit-');
-    const home = path.join(dir, 'box2-home');
-    fs.mkdirSync(home, { recursive: true });
-    const sshd2 = await startSshd({
-        keyEnv: {
-            PATH: `${FIXTURES}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
-            HOME: home,
-            YARD_FAKE_GPUS: '0,Mock 40G,40960',
-        },
-    });
+    const sshd2 = await pod(dir, 'box2', { YARD_FAKE_GPUS: '0,Mock 40G,40960' });
     const port = await h.freePort();
     const config = setup(
         dir, port, 20000 + Math.floor(Math.random() * 20000),
