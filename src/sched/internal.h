@@ -110,6 +110,8 @@ struct smodel {
     uint64_t switch_drain_ms; /* the phases of that switch, for its event */
     uint64_t switch_evict_ms;
     int switch_slept; /* the evicted model slept (or was suspended) rather than stopped */
+    /* The host whose lost replica the fallback slot stands in for; NULL: not known. */
+    char *stand_in_for;
     /* Per replica; inflight above is their sum. Replica 0's state is the model's. */
     struct sched_inst reps[CONFIG_INSTANCES_MAX];
 };
@@ -119,6 +121,7 @@ struct sched__rep {
     int exists;   /* an instance runs or is on its way: not stopped, not failed */
     int serves;   /* ready, with no sleep or wake under way */
     int starting; /* loading */
+    int lost;     /* unknown: its host does not answer; it keeps its slot, serves nothing */
     int inflight;
     int port;         /* while it serves: where yard reaches it */
     const char *addr; /* while it serves: the host to connect to */
@@ -130,13 +133,21 @@ struct sched__rep {
  */
 int sched__pick_replica(const struct sched__rep *reps, int n, int concurrency);
 /*
- * The replica to start now, or -1: only when the oldest request (enqueued at
- * oldest_ms) has waited longer than scale_after_ms, some replica serves,
- * every serving replica is at its concurrency and none is starting. The
- * lowest replica with no instance.
+ * The slot to start now, or -1. reps[0..n) are the model's replicas; with
+ * stand_in, reps[n] is its fallback slot too. Only when the oldest request
+ * (enqueued at oldest_ms) has waited longer than scale_after_ms, some slot
+ * serves, every serving one is at its concurrency, none is starting, and
+ * fewer than n instances that answer (not lost) run: the lowest replica with
+ * no instance, else the fallback slot, which stands in for a lost replica.
  */
-int sched__replica_to_add(const struct sched__rep *reps, int n, int concurrency, uint64_t now_ms,
-                          uint64_t oldest_ms, uint64_t scale_after_ms);
+int sched__replica_to_add(const struct sched__rep *reps, int n, int stand_in, int concurrency,
+                          uint64_t now_ms, uint64_t oldest_ms, uint64_t scale_after_ms);
+/*
+ * Whether the fallback slot (reps[n], running) still stands in for a replica
+ * of reps[0..n): 1 while replica 0 does not serve, or some replica is lost
+ * (its host does not answer) or starting. 0: it may stop once idle.
+ */
+int sched__stand_in_needed(const struct sched__rep *reps, int n);
 
 /* One direction's measured switch cost: an exponential moving average. */
 struct sched__cost {

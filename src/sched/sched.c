@@ -447,6 +447,7 @@ static void free_model(struct smodel *sm)
         c = next;
     }
     free(sm->switch_from);
+    free(sm->stand_in_for);
     free(sm->drain_why);
     free(sm->name);
     free(sm);
@@ -798,6 +799,7 @@ static int rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
         v[r].serves =
             info.state == INST_READY && !info.busy && now_ms(s) >= sm->reps[r].refused_until_ms;
         v[r].starting = info.state == INST_STARTING;
+        v[r].lost = info.state == INST_UNKNOWN;
         v[r].port = info.reach_port;
         v[r].addr = info.addr;
     }
@@ -855,6 +857,25 @@ static int host_answers(struct sched *s, const char *name)
 }
 
 /*
+ * Whether a replica of sm beyond the first (the fallback slot included) is
+ * ready or loading (so on a host that answers); *serves says whether one is
+ * ready with no sleep or wake under way.
+ */
+static int others_answer(struct sched *s, struct smodel *sm, int *serves)
+{
+    int n = sm->m ? config_model_slots(sm->m) : 1, any = 0;
+    *serves = 0;
+    for (int r = 1; r < n; r++) {
+        struct sup_info info;
+        if (s->ops->info_replica(s->app->sup, sm->name, r, &info) < 0)
+            continue;
+        any |= info.state == INST_READY || info.state == INST_STARTING;
+        *serves |= info.state == INST_READY && !info.busy;
+    }
+    return any;
+}
+
+/*
  * Replica 0 of sm is on a host that does not answer: its fallback instance
  * (slot m->replicas) serves meanwhile, on the first other host of its
  * preference that answers and fits. 1 when the fallback serves or is on its
@@ -883,15 +904,37 @@ static int fallback_start(struct sched *s, struct smodel *sm, const char *lost_h
         free(err);
         return 0;
     }
+    free(sm->stand_in_for);
+    sm->stand_in_for = xstrdup(lost_host);
     return 1;
 }
 
 /*
+ * Why the idle fallback of sm stops: the host it stood in for answers again,
+ * and serves the model when a replica there is ready. replica0_host names
+ * the host when the stand-in's start is not known (a daemon that adopted it).
+ * A new string the caller frees.
+ */
+static char *stand_in_done_why(struct sched *s, struct smodel *sm, const char *replica0_host)
+{
+    const char *host = sm->stand_in_for ? sm->stand_in_for : replica0_host;
+    int serves_there = 0;
+    for (int r = 0; r < sm->m->replicas && !serves_there; r++) {
+        struct sup_info info;
+        serves_there = s->ops->info_replica(s->app->sup, sm->name, r, &info) == 0 &&
+                       info.state == INST_READY && strcmp(info.host, host) == 0;
+    }
+    return serves_there ? xstrfmt("%s answers again and serves '%s'", host, sm->name)
+                        : xstrfmt("%s answers again", host);
+}
+
+/*
  * Moving back (docs/sched.md, "Hosts and fallback"), on each tick: a fallback
- * that is idle while replica 0 serves again (its host answers again and its
- * engine was found) stops; replica 0 running idle on a host after a more
- * preferred one that answers again is restarted, drained first, so that the
- * placement puts it on the preferred host.
+ * that is idle while it stands in for nothing any more (replica 0 serves, no
+ * replica is lost or loading: sched__stand_in_needed) stops; replica 0
+ * running idle on a host after a more preferred one that answers again is
+ * restarted, drained first, so that the placement puts it on the preferred
+ * host.
  */
 static void move_back(struct sched *s, struct smodel *sm, uint64_t now)
 {
@@ -935,12 +978,20 @@ static void move_back(struct sched *s, struct smodel *sm, uint64_t now)
         fb.state != INST_FAILED) {
         if (fb.state != INST_READY || fb.busy || sm->reps[slot].inflight)
             return;
-        char *why = xstrfmt("%s answers again and serves '%s'", self.host, sm->name);
+        /* It stands in for a replica whose host does not answer, or that loads again. */
+        struct sched__rep v[CONFIG_INSTANCES_MAX];
+        rep_view(s, sm, v);
+        if (sched__stand_in_needed(v, sm->m->replicas))
+            return;
+        char *why = stand_in_done_why(s, sm, self.host);
         log_info("sched", "'%s' on %s: %s; stopping it", sm->name, fb.host, why);
         char *err = NULL;
         if (s->ops->stop_replica(s->app->sup, sm->name, slot, why, NULL, NULL, &err) < 0) {
             log_warn("sched", "cannot stop '%s' on %s: %s", sm->name, fb.host, err);
             free(err);
+        } else {
+            free(sm->stand_in_for);
+            sm->stand_in_for = NULL;
         }
         free(why);
         return;
@@ -996,9 +1047,10 @@ static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
         oldest = oldest->next;
     if (!oldest)
         return;
-    /* The fallback slot (past the replicas) is not one to scale onto. */
-    int r = sched__replica_to_add(v, sm->m->replicas, sm->m->concurrency, now, oldest->enqueued_ms,
-                                  sm->m->scale_after_ms);
+    /* The fallback slot (past the replicas) only stands in for a lost replica. */
+    int stand_in = n > sm->m->replicas;
+    int r = sched__replica_to_add(v, sm->m->replicas, stand_in, sm->m->concurrency, now,
+                                  oldest->enqueued_ms, sm->m->scale_after_ms);
     if (r <= 0)
         return;
     struct sched__where w;
@@ -1006,13 +1058,31 @@ static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
     free(w.why);
     if (fit != SCHED__FITS && fit != SCHED__ANYWHERE)
         return; /* no host with a free GPU for another copy: the replicas that run serve */
-    log_info("sched", "'%s' has waited %s with every replica busy: starting replica %d on %s",
-             sm->name, units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), r, w.host_name);
+    const char *lost_host = NULL;
+    struct sup_info lost;
+    for (int i = 0; i < sm->m->replicas && r == sm->m->replicas && !lost_host; i++)
+        if (v[i].lost && s->ops->info_replica(s->app->sup, sm->name, i, &lost) == 0)
+            lost_host = lost.host;
+    if (lost_host)
+        log_info("sched",
+                 "'%s' has waited %s with every replica that answers busy, and its replica on %s "
+                 "does not answer: starting replica %d on %s in its stead",
+                 sm->name, units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), lost_host, r,
+                 w.host_name);
+    else
+        log_info("sched", "'%s' has waited %s with every replica busy: starting replica %d on %s",
+                 sm->name, units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), r,
+                 w.host_name);
     char *err = NULL;
     if (s->ops->start_at(s->app->sup, sm->name, r, w.host_name, fit == SCHED__FITS ? w.gpus : NULL,
                          &err) < 0) {
         log_warn("sched", "cannot start '%s' replica %d: %s", sm->name, r, err);
         free(err);
+        return;
+    }
+    if (r == sm->m->replicas) {
+        free(sm->stand_in_for);
+        sm->stand_in_for = lost_host ? xstrdup(lost_host) : NULL;
     }
 }
 
@@ -1207,6 +1277,20 @@ static void plan_loads(struct sched *s)
         int at_rest = (st == INST_STOPPED && !self.pid) || st == INST_FAILED;
         if (st == INST_UNKNOWN || (st != INST_READY && !at_rest &&
                                    host_runner_lost(s->app->hosts, self.host, &lost, &retry_s))) {
+            int others_serve = 0;
+            if (others_answer(s, sm, &others_serve)) {
+                /*
+                 * Another replica serves or loads: they wait for it as for any
+                 * busy replica; when they wait past scale_after, the fallback
+                 * slot stands in for this one (scale_replicas).
+                 */
+                if (!others_serve) {
+                    for (struct sched_waiter *w = sm->head; w; w = w->next)
+                        w->waited_for_load = 1;
+                    mark_hands_issued(sm);
+                }
+                continue;
+            }
             if (fallback_start(s, sm, self.host)) {
                 /* Another host of its preference serves (dispatch) or loads for them. */
                 for (struct sched_waiter *w = sm->head; w; w = w->next)

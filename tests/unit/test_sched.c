@@ -911,6 +911,82 @@ static void test_replicas(void **state)
     fx_end(&f);
 }
 
+/*
+ * Replica 0 lost (its host does not answer) while replica 1 serves: requests
+ * wait for replica 1 as for any busy replica, and are not refused.
+ */
+static void test_replica_lost_others_serve(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, "models:\n  m: " MOCK ", replicas: 2, concurrency: 1, scale_after: 300ms }\n");
+    struct req r1, r2, r3;
+    admit(&f, &r1, "m", "R1");
+    fake_ready(&f.sup, "m", 0);
+    admit(&f, &r2, "m", "R2");
+    tick_at(&f, fake_now + 301);
+    fake_ready(&f.sup, "m", 1);
+    assert_int_equal(r2.replica, 1);
+    done(&f, &r1);
+    fake_set(&f.sup, "m", 0, INST_UNKNOWN, "pod 'box1' does not answer");
+    admit(&f, &r3, "m", "R3");
+    tick_at(&f, fake_now + 1000);
+    assert_false(r3.failed);
+    assert_false(r3.ready);
+    done(&f, &r2);
+    assert_true(r3.ready);
+    assert_int_equal(r3.replica, 1);
+    done(&f, &r3);
+    assert_string_equal(f.sup.calls, "start m, start m/1");
+    fx_end(&f);
+}
+
+/*
+ * Replica 1 lost and replica 0 busy: past scale_after the fallback slot
+ * (replica 2) stands in for it on a host that answers; once replica 1 serves
+ * again and the stand-in is idle, the stand-in stops.
+ */
+static void test_stand_in_for_lost_replica(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, "models:\n  m: " MOCK ", replicas: 2, concurrency: 1, scale_after: 300ms,"
+                 " ttl: 10m, hosts: [local, box1] }\n");
+    struct req r1, r2, r3, r4;
+    admit(&f, &r1, "m", "R1");
+    fake_ready(&f.sup, "m", 0);
+    admit(&f, &r2, "m", "R2");
+    tick_at(&f, fake_now + 301);
+    fake_ready(&f.sup, "m", 1);
+    done(&f, &r2);
+    fake_set(&f.sup, "m", 1, INST_UNKNOWN, "pod 'box1' does not answer");
+    uint64_t t0 = fake_now;
+    admit(&f, &r3, "m", "R3");
+    tick_at(&f, t0 + 300);
+    assert_string_equal(f.sup.calls, "start m, start m/1");
+    tick_at(&f, t0 + 301);
+    assert_string_equal(f.sup.calls, "start m, start m/1, start m/2");
+    assert_false(r3.failed);
+    fake_ready(&f.sup, "m", 2);
+    assert_true(r3.ready);
+    assert_int_equal(r3.replica, 2);
+    /* Busy, it stays while replica 1 is lost; idle too. */
+    done(&f, &r3);
+    tick_at(&f, fake_now + 1000);
+    assert_string_equal(f.sup.calls, "start m, start m/1, start m/2");
+    /* Replica 1 found again: the stand-in stops once idle, saying why. */
+    fake_ready(&f.sup, "m", 1);
+    admit(&f, &r4, "m", "R4");
+    assert_int_equal(r4.replica, 1);
+    tick_at(&f, fake_now + 250);
+    assert_string_equal(f.sup.calls, "start m, start m/1, start m/2, stop m/2");
+    assert_string_equal(f.sup.last_reason, "local answers again and serves 'm'");
+    fake_stopped(&f.sup, "m", 2);
+    done(&f, &r4);
+    done(&f, &r1);
+    fx_end(&f);
+}
+
 /* ---- GPU memory ---- */
 
 static void set_used(struct fx *f, uint64_t bytes)
@@ -1022,6 +1098,8 @@ int main(void)
         cmocka_unit_test(test_hand_wake_same_decision),
         cmocka_unit_test(test_hand_start_under_steady_traffic),
         cmocka_unit_test(test_replicas),
+        cmocka_unit_test(test_replica_lost_others_serve),
+        cmocka_unit_test(test_stand_in_for_lost_replica),
         cmocka_unit_test(test_memory_eviction),
         cmocka_unit_test(test_load_failed),
         cmocka_unit_test(test_removed_by_reload),
