@@ -5,6 +5,7 @@
 #include "app.h"
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/suggest.h"
 #include "cli/cli.h"
 #include "runner/runner.h"
 
@@ -58,48 +59,25 @@ static const struct cmd *find_command(const char *name)
     return NULL;
 }
 
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    size_t *row = xcalloc(lb + 1, sizeof(*row));
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    size_t d = row[lb];
-    free(row);
-    return d;
-}
+/* Words other tools use for a yard command (Ollama, docker, systemctl habits). */
+static const struct {
+    const char *word, *command;
+} synonyms[] = {
+    {"status", "ps"}, {"list", "ps"},     {"ls", "ps"},    {"run", "start"}, {"load", "start"},
+    {"kill", "stop"}, {"unload", "stop"}, {"log", "logs"}, {"gpu", "gpus"},  {"host", "hosts"},
+};
 
-/* The command a mistyped name most likely meant, or NULL when none is close. */
+/* The command a mistyped (or another tool's) name most likely meant, or NULL when none is. */
 static const char *closest_command(const char *name)
 {
-    const char *best = NULL;
-    size_t best_d = (size_t)-1;
-    size_t len = strlen(name);
-    for (size_t i = 0; i < N_COMMANDS; i++) {
-        const char *c = commands[i].name;
-        size_t d = edit_distance(name, c);
-        size_t longer = len > strlen(c) ? len : strlen(c);
-        int prefix = len >= 2 && strncmp(c, name, len) == 0;
-        if ((d * 2 <= longer || prefix) && d < best_d) {
-            best = c;
-            best_d = d;
-        }
-    }
-    return best;
+    for (size_t i = 0; i < sizeof synonyms / sizeof synonyms[0]; i++)
+        if (strcmp(name, synonyms[i].word) == 0)
+            return synonyms[i].command;
+    const char *names[N_COMMANDS + 1];
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        names[i] = commands[i].name;
+    names[N_COMMANDS] = NULL;
+    return suggest_closest(name, names);
 }
 
 /* Global options that take a value, so that "yard --state-dir DIR ps" finds "ps". */
@@ -129,7 +107,7 @@ int main(int argc, char **argv)
             print_usage(stdout);
             return 0;
         }
-        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0 || strcmp(a, "-v") == 0) {
             printf("yard %s\n", YARD_VERSION);
             return 0;
         }

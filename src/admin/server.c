@@ -918,7 +918,23 @@ static void handle_events(struct admin_conn *c, json_t *req)
     c->model = NULL;
     if (model) {
         struct sup_info info;
-        c->model = xstrdup(sup_info(s, model, &info) == 0 ? info.name : model);
+        int known = sup_info(s, model, &info) == 0;
+        c->model = xstrdup(known ? info.name : model);
+        /* A model no longer configured still has its history; a name with none is a typo. */
+        struct store_event *ev = NULL;
+        size_t n = 0;
+        if (!known && c->srv->app->store &&
+            store_list_events(c->srv->app->store, -1, 1, c->model, &ev, &n) == 0) {
+            store_events_free(ev, n);
+            if (n == 0) {
+                char *names = sup_model_list(s);
+                char *msg = xstrfmt("unknown model '%s'; configured models: %s", model, names);
+                send_error(c, msg);
+                free(msg);
+                free(names);
+                return;
+            }
+        }
     }
     c->last_event = 0;
     if (c->obs) {

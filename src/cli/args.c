@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/suggest.h"
 #include "cli/cli.h"
 
 #define CLI_DEFAULT_CONFIG "yard.yaml"
@@ -88,7 +89,20 @@ static int parse_long(int argc, char **argv, int *i, struct cli_opt *opts, size_
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
     struct cli_opt *o = find_long(opts, n_opts, name, len);
     if (!o) {
-        snprintf(err, errlen, "unknown option '--%.*s'", (int)len, name);
+        /* a typo of one of this command's options: say which */
+        const char **names = xcalloc(n_opts + 1, sizeof *names);
+        size_t k = 0;
+        for (size_t j = 0; j < n_opts; j++)
+            if (opts[j].name)
+                names[k++] = opts[j].name;
+        char *typed = xstrndup(name, len);
+        const char *near = suggest_closest(typed, names);
+        if (near)
+            snprintf(err, errlen, "unknown option '--%s' (did you mean '--%s'?)", typed, near);
+        else
+            snprintf(err, errlen, "unknown option '--%s'", typed);
+        free(typed);
+        free(names);
         return -EINVAL;
     }
     char label[64];

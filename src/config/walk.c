@@ -22,6 +22,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/hash.h"
+#include "base/suggest.h"
 #include "base/units.h"
 #include "config/internal.h"
 
@@ -480,46 +481,11 @@ size_t config__get_str_list(struct config__walk *w, const yaml_node_t *n, const 
 
 /* ---- mappings and keys ---------------------------------------------- */
 
-/* Optimal string alignment distance: edits, with a swap of two letters as one. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64)
-        return (size_t)-1;
-    size_t d[65][65];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cost = a[i - 1] != b[j - 1];
-            size_t v = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < v)
-                v = d[i][j - 1] + 1;
-            if (d[i - 1][j - 1] + cost < v)
-                v = d[i - 1][j - 1] + cost;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < v)
-                v = d[i - 2][j - 2] + 1;
-            d[i][j] = v;
-        }
-    }
-    return d[la][lb];
-}
-
 static void err_unknown_key(struct config__walk *w, const yaml_node_t *k, const char *where,
                             const char *const *keys)
 {
-    const char *best = NULL;
-    size_t best_d = (size_t)-1;
-    for (size_t i = 0; keys[i]; i++) {
-        size_t d = edit_distance(config__scalar(k), keys[i]);
-        if (d < best_d)
-            best_d = d, best = keys[i];
-    }
-    size_t len = strlen(config__scalar(k));
-    if (best && best_d <= (len + 1) / 2) {
+    const char *best = suggest_closest(config__scalar(k), keys);
+    if (best) {
         config__err_at(w, k, "unknown key '%s' %s; did you mean '%s'?", config__scalar(k), where,
                        best);
         return;

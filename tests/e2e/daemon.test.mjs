@@ -163,6 +163,16 @@ test('SIGHUP reload: unchanged keeps running, changed restarts, removed stops, n
     assert.equal(list.find((e) => e.name === 'drop'), undefined);
     await waitFor(() => !pidAlive(before.drop.pid), { what: 'removed model stopped' });
     assert.equal(list.find((e) => e.name === 'added').state, 'stopped');
+    // A removed model keeps its history; a name with none is refused as yard logs refuses it.
+    const gone = await yard(['events', 'drop'], { stateDir: dir });
+    assert.equal(gone.code, 0, gone.stderr);
+    assert.match(gone.stdout, /drop/);
+    for (const verb of ['events', 'logs']) {
+        const r = await yard([verb, 'dorp'], { stateDir: dir });
+        assert.notEqual(r.code, 0, verb);
+        assert.match(r.stderr, /unknown model 'dorp'; configured models: /, verb);
+        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
 
     // An invalid config is refused; everything keeps running.
     fs.writeFileSync(file, head + 'models:\n  keep:\n    engine: vlm\n    cmd: "x"\n');

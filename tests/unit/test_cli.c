@@ -255,6 +255,14 @@ static void test_parse_errors(void **state)
     assert_int_equal(cli_parse(2, a4, opts, 2, &args, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "unknown option '-x'");
 
+    /* a typo of a known option names it */
+    char *a6[] = {"ps", "--jsn", NULL};
+    assert_int_equal(cli_parse(2, a6, opts, 2, &args, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "unknown option '--jsn' (did you mean '--json'?)");
+    char *a7[] = {"ps", "--state=x", NULL};
+    assert_int_equal(cli_parse(2, a7, opts, 2, &args, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "unknown option '--state' (did you mean '--state-dir'?)");
+
     char *a5[] = {"ps", "--state-dir=/a=b", NULL};
     assert_int_equal(cli_parse(2, a5, opts, 2, &args, err, sizeof(err)), 0);
     assert_string_equal(opts[0].value, "/a=b");

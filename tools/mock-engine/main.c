@@ -725,6 +725,34 @@ static void parse_fail_modes(struct mock_opts *o, const char *spec)
     free(copy);
 }
 
+static const char usage_text[] =
+    "usage: mock-engine --flavor vllm|sglang|llamacpp --port PORT --name NAME [options]\n"
+    "\n"
+    "A stand-in for an inference engine: it loads, logs, serves the OpenAI\n"
+    "and Anthropic APIs and sleeps as the flavor's engine does, on the CPU.\n"
+    "\n"
+    "options:\n"
+    "  --flavor F            vllm, sglang or llamacpp: routes, logs and sleep API\n"
+    "  --port PORT           where it listens (0: a free port)\n"
+    "  --host ADDR           the address it binds (default 127.0.0.1)\n"
+    "  --name NAME           the model name it serves (required)\n"
+    "  --load-time D         time to load (default 2s)\n"
+    "  --warmup-time D       time from loaded to ready (default 200ms)\n"
+    "  --wake-time D         time a wake takes (default: the load time / 40)\n"
+    "  --tokens-per-sec N    generation speed (default 50)\n"
+    "  --vram SIZE           the GPU memory it claims in the ledger (default 10GiB)\n"
+    "  --ledger FILE         the fake GPU's ledger (the nvidia-smi stand-in reads it)\n"
+    "  --fail MODES          oom, exit-early, hang, crash-after:N, crash-midstream,\n"
+    "                        ignore-sigterm, fork-child, setsid, bind, wake-fail,\n"
+    "                        sleep-fail, error-text (comma-separated)\n"
+    "  --api-key KEY         answer only requests with this bearer key\n"
+    "  --ready-stamp FILE    write the time it became ready\n"
+    "  --stamps FILE         write a time per request\n"
+    "  --stamp-chunks        ... and per streamed chunk\n"
+    "  -h, --help            this help\n"
+    "The engines' own flags (--enable-sleep-mode, --model, ...) are taken and\n"
+    "mostly ignored, so a real engine's command line runs it.\n";
+
 static void parse_args(struct mock_opts *o, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
@@ -751,7 +779,10 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
         }
 #define VALUE()                                                                                    \
     (val ? val : (i + 1 < argc ? argv[++i] : (usage_error("option '%s' needs a value", name), "")))
-        if (strcmp(name, "--flavor") == 0) {
+        if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if (strcmp(name, "--flavor") == 0) {
             const char *v = VALUE();
             if (strcmp(v, "vllm") == 0)
                 o->flavor = MOCK_VLLM;
@@ -815,7 +846,7 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
             if (!f && arg[0] != '-')
                 usage_error("unexpected argument '%s' (the model is named with --name)", arg);
             if (!f)
-                usage_error("unknown option '%s'", arg);
+                usage_error("unknown option '%s'; see 'mock-engine --help'", arg);
             const char *v = f->takes_value ? VALUE() : NULL;
             if (strcmp(name, "--enable-sleep-mode") == 0)
                 o->enable_sleep_mode = 1;

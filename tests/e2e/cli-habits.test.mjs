@@ -1,0 +1,71 @@
+// The CLI habits a person brings from git, kubectl and Ollama (no daemon needed):
+//   - yard -v, -V and --version print the version
+//   - a command another tool would use (status, ls, run, kill) points at yard's
+//     own, and a typo of a command or an option gets "did you mean"
+//   - mock-engine --help prints its usage; an unknown option points at it
+import { test } from 'node:test';
+import { spawn } from 'node:child_process';
+import * as h from './lib/harness.mjs';
+
+const { assert } = h;
+
+/** Runs a program to its end: { code, stdout, stderr }. */
+function run(bin, args) {
+    return new Promise((resolve, reject) => {
+        const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        p.stdout.on('data', (d) => (stdout += d));
+        p.stderr.on('data', (d) => (stderr += d));
+        p.on('error', reject);
+        p.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+}
+
+test('yard -v prints the version, as --version and -V do', async () => {
+    for (const flag of ['-v', '-V', '--version']) {
+        const r = await h.yard([flag]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /^yard \d+\.\d+\.\d+/, flag);
+    }
+});
+
+test("another tool's command points at yard's", async () => {
+    for (const [word, want] of [
+        ['status', 'ps'],
+        ['ls', 'ps'],
+        ['run', 'start'],
+        ['kill', 'stop'],
+        ['strat', 'start'],
+        ['evnets', 'events'],
+    ]) {
+        const r = await h.yard([word]);
+        assert.equal(r.code, 2, word);
+        assert.equal(
+            r.stderr,
+            `yard: '${word}' is not a yard command; see 'yard help'\nyard: did you mean 'yard ${want}'?\n`,
+        );
+    }
+    const far = await h.yard(['xyzzy']);
+    assert.equal(far.code, 2);
+    assert.equal(far.stderr, "yard: 'xyzzy' is not a yard command; see 'yard help'\n");
+});
+
+test('an option typo names the option meant', async () => {
+    const r = await h.yard(['ps', '--jsn']);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr, "yard ps: unknown option '--jsn' (did you mean '--json'?); see 'yard ps --help'\n");
+    const s = await h.yard(['logs', 'm', '--folow']);
+    assert.equal(s.code, 2);
+    assert.match(s.stderr, /unknown option '--folow' \(did you mean '--follow'\?\)/);
+});
+
+test('mock-engine --help prints its usage', async () => {
+    const r = await run(h.MOCK_ENGINE_BIN, ['--help']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^usage: mock-engine --flavor vllm\|sglang\|llamacpp --port PORT --name NAME/);
+    assert.match(r.stdout, /--fail MODES/);
+    const bad = await run(h.MOCK_ENGINE_BIN, ['--bogus']);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stderr, "mock-engine: unknown option '--bogus'; see 'mock-engine --help'\n");
+});
