@@ -458,6 +458,7 @@ struct stop_ctx {
     struct admin_conn *c;
     int pending;
     json_t *names;
+    json_t *already;  /* names that were stopped before the ask: nothing to do */
     json_t *deferred; /* [{name, host}]: on a pod that does not answer, stopped when it does */
     char *error;      /* the first stop refused, answered instead of the list */
     json_t *told;     /* name -> the requests in flight last said to be waited for */
@@ -521,10 +522,12 @@ static void stop_done(void *arg)
     if (x->error) {
         send_error(x->c, x->error);
         json_decref(x->names);
+        json_decref(x->already);
         json_decref(x->deferred);
         free(x->error);
     } else {
-        send_ok(x->c, json_pack("{s:o, s:o}", "stopped", x->names, "deferred", x->deferred));
+        send_ok(x->c, json_pack("{s:o, s:o, s:o}", "stopped", x->names, "already", x->already,
+                                "deferred", x->deferred));
     }
     conn_unref(x->c);
     uv_close((uv_handle_t *)&x->timer, stop_ctx_closed);
@@ -625,11 +628,20 @@ static void handle_sleep_wake(struct admin_conn *c, json_t *req, int sleep)
     struct op_ctx *x = xcalloc(1, sizeof *x);
     x->c = c;
     sup_info(app->sup, model, &info); /* configured: verb_check */
+    json_int_t level = json_integer_value(json_object_get(req, "level"));
+    /* Already so (asleep at the level asked, or awake): said, and nothing is done. */
+    int asleep = info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED;
+    if (!info.busy &&
+        (sleep ? asleep && (!level || level == info.sleep_level) : info.state == INST_READY)) {
+        send_ok(c, json_pack("{s:o, s:s, s:b}", "name", jstr(info.name), "state",
+                             sup_state_name(info.state), "already", 1));
+        free(x);
+        return;
+    }
     x->model = xstrdup(info.name);
     c->refs++;
     int rc;
     if (sleep) {
-        json_int_t level = json_integer_value(json_object_get(req, "level"));
         rc = sched_sleep(app->sched, x->model, (int)level, sleep_done, x, &err);
     } else {
         /* A demand like a request's: the models in its way drain and give way first. */
@@ -647,6 +659,19 @@ static void handle_sleep_wake(struct admin_conn *c, json_t *req, int sleep)
     }
 }
 
+/* 1 when no instance of model runs, loads, sleeps or stops (stopped or failed, all of them). */
+static int model_at_rest(struct sup *s, const char *model)
+{
+    for (size_t i = 0; i < sup_count(s); i++) {
+        struct sup_info info;
+        sup_info_at(s, i, &info);
+        if (strcmp(info.name, model) == 0 && info.state != INST_STOPPED &&
+            info.state != INST_FAILED)
+            return 0;
+    }
+    return 1;
+}
+
 static void handle_stop(struct admin_conn *c, json_t *req)
 {
     struct sup *s = c->srv->app->sup;
@@ -659,6 +684,7 @@ static void handle_stop(struct admin_conn *c, json_t *req)
     struct stop_ctx *x = xcalloc(1, sizeof *x);
     x->c = c;
     x->names = json_array();
+    x->already = json_array();
     x->deferred = json_array();
     x->told = json_object();
     x->pending = 1; /* held until every stop is issued */
@@ -696,12 +722,15 @@ static void handle_stop(struct admin_conn *c, json_t *req)
             send_error(c, err);
             free(err);
             json_decref(x->names);
+            json_decref(x->already);
             json_decref(x->deferred);
             uv_close((uv_handle_t *)&x->timer, stop_ctx_closed);
             conn_unref(c);
             return;
         }
-        if (info.state != INST_UNKNOWN)
+        if (model_at_rest(s, info.name))
+            json_array_append_new(x->already, jstr(info.name));
+        else if (info.state != INST_UNKNOWN)
             json_array_append_new(x->names, jstr(info.name));
         char *name = xstrdup(info.name);
         stop_one(c, name, x, &err);

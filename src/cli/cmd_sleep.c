@@ -51,7 +51,8 @@ static int sleep_cmd(int argc, char **argv, struct app *app, int sleep)
     json_t *res = NULL;
     rc = cli_request(app, req, NULL, NULL, &res);
     if (rc == 0)
-        printf("'%s' is %s\n", json_string_value(json_object_get(res, "name")),
+        printf("'%s' is %s%s\n", json_string_value(json_object_get(res, "name")),
+               json_is_true(json_object_get(res, "already")) ? "already " : "",
                json_string_value(json_object_get(res, "state")));
     json_decref(res);
 out:

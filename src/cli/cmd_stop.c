@@ -23,7 +23,10 @@ static int on_progress(json_t *msg, void *ctx)
     return 0;
 }
 
-/* Sends one stop request and prints "stopped 'M'" per stopped model; returns the exit status. */
+/*
+ * Sends one stop request and prints "stopped 'M'" per stopped model ("'M' is
+ * already stopped" for one that was); returns the exit status.
+ */
 static int stop_one(struct cli_client *c, json_t *req)
 {
     json_t *res = NULL;
@@ -38,6 +41,11 @@ static int stop_one(struct cli_client *c, json_t *req)
     {
         if (json_is_string(name))
             printf("stopped '%s'\n", json_string_value(name));
+    }
+    json_array_foreach(json_object_get(res, "already"), i, name)
+    {
+        if (json_is_string(name))
+            printf("'%s' is already stopped\n", json_string_value(name));
     }
     json_t *d;
     json_array_foreach(json_object_get(res, "deferred"), i, d)

@@ -73,13 +73,23 @@ static int sleep_check(struct instance *in, int *level, struct engine_step *step
     int policy = in->spec.sleep_level;
     if (*level == 0)
         *level = policy;
+    /* An engine with no sleep of its own: name the eviction that works for it. */
+    int sleeps =
+        in->eng->sleep_plan && (in->eng->sleep_plan(1, steps, ENGINE_PLAN_MAX) != -ENOTSUP ||
+                                in->eng->sleep_plan(2, steps, ENGINE_PLAN_MAX) != -ENOTSUP);
+    if (!sleeps) {
+        *err = xstrfmt("engine '%s' of '%s' cannot sleep in place; set eviction: {process: "
+                       "cuda_suspend} (or checkpoint) in its config, or pass --level suspend",
+                       in->spec.engine, in->name);
+        return -ENOTSUP;
+    }
     if (*level == 0) {
         *err = xstrfmt("'%s' has no sleep level in its eviction policy; set eviction: "
                        "{weights: offload} (or discard) in its config, or pass --level",
                        in->name);
         return -EINVAL;
     }
-    int n = in->eng->sleep_plan ? in->eng->sleep_plan(*level, steps, ENGINE_PLAN_MAX) : -ENOTSUP;
+    int n = in->eng->sleep_plan(*level, steps, ENGINE_PLAN_MAX);
     if (n == -ENOTSUP) {
         *err = xstrfmt("engine '%s' of '%s' cannot sleep at level %d", in->spec.engine, in->name,
                        *level);

@@ -62,6 +62,10 @@ test('yard stop says what it waits for while it drains, and its events say it wa
     const done = await s.done;
     assert.ok(done.complete, `the stream was cut by the stop: ${done.text}`);
     assert.equal(chatStreamText(s.events()), mockText(20));
+    // stopped already: said so, and nothing else happens
+    const again = await yard(['stop', 'a'], { stateDir: y.dir });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, "'a' is already stopped\n");
 
     const evs = await events(y.dir, { model: 'a' });
     for (const to of ['stopping', 'stopped']) {

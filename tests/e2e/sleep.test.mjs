@@ -353,6 +353,7 @@ test('yard sleep / yard wake by hand: states, output and exit statuses', async (
         models: {
             a: { flavor: 'vllm', eviction: { weights: 'offload' } },
             n: { flavor: 'vllm', vram: '4GiB' }, // eviction defaults to discard + stop: no sleep
+            l: { flavor: 'llamacpp', vram: '2GiB' }, // an engine with no sleep of its own
         },
     });
     const run = (args) => yard(args, { stateDir: y.dir });
@@ -373,8 +374,8 @@ test('yard sleep / yard wake by hand: states, output and exit statuses', async (
     const pid = (await entry(y.dir, 'a')).pid;
 
     r = await run(['wake', 'a']);
-    assert.equal(r.code, 1, `wake of a ready model: ${r.stdout}${r.stderr}`);
-    assert.match(r.stderr, /ready/);
+    assert.equal(r.code, 0, `wake of a ready model: ${r.stdout}${r.stderr}`);
+    assert.equal(r.stdout, "'a' is already ready\n");
 
     r = await run(['sleep', 'a']);
     assert.equal(r.code, 0, r.stderr);
@@ -386,7 +387,10 @@ test('yard sleep / yard wake by hand: states, output and exit statuses', async (
     about(await gpuUsed(y.dir, pid), 1.5 * GiB, 'a asleep');
 
     r = await run(['sleep', 'a']);
-    assert.equal(r.code, 1, `sleep of a sleeping model: ${r.stdout}${r.stderr}`);
+    assert.equal(r.code, 0, `sleep of a sleeping model: ${r.stdout}${r.stderr}`);
+    assert.equal(r.stdout, "'a' is already sleeping\n");
+    r = await run(['sleep', 'a', '--level', '2']); // another level than it sleeps at
+    assert.equal(r.code, 1, `sleep at another level: ${r.stdout}${r.stderr}`);
     assert.match(r.stderr, /sleeping/);
 
     r = await run(['wake', 'a']);
@@ -424,6 +428,16 @@ test('yard sleep / yard wake by hand: states, output and exit statuses', async (
     e = await entry(y.dir, 'n');
     assert.equal(e.state, 'ready');
     assert.equal(e.pid, pidN);
+    // An engine that cannot sleep in place: the eviction that works for it, which yard check takes.
+    await yardOk(y.dir, ['start', 'l', '--wait']);
+    r = await run(['sleep', 'l']);
+    assert.equal(r.code, 1, `${r.stdout}${r.stderr}`);
+    assert.equal(
+        r.stderr,
+        "yard: cannot sleep 'l': engine 'llamacpp' of 'l' cannot sleep in place; set eviction: " +
+            '{process: cuda_suspend} (or checkpoint) in its config, or pass --level suspend\n',
+    );
+    assert.equal((await entry(y.dir, 'l')).state, 'ready');
 
     // Every one of the above was one start per model.
     for (const m of ['a', 'n']) {
