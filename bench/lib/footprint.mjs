@@ -1,4 +1,4 @@
-// Section "footprint": `yard serve` with 100 models configured (none
+// Section "footprint": `yard serve` with 1,000 models configured (none
 // started): time from exec to its HTTP port accepting connections
 // (build/bench/startup_probe forks, execs and polls connect every 100 us),
 // then its RSS after it has sat idle for a while. A fresh state dir each
@@ -31,16 +31,16 @@ function config(port, n) {
             cmd: mockCmd(f, '--load-time 1s'),
             aliases: [`alias-${i}`],
         };
-        yaml += `  model-${String(i).padStart(3, '0')}: ${JSON.stringify(body)}\n`;
+        yaml += `  model-${String(i).padStart(4, '0')}: ${JSON.stringify(body)}\n`;
     }
     return yaml;
 }
 
-async function once(dir, settleMs) {
+async function once(dir, settleMs, models) {
     const port = await freePort();
     fs.mkdirSync(path.join(dir, 'cfg'), { recursive: true });
     const cfg = path.join(dir, 'cfg', 'yard.yaml');
-    fs.writeFileSync(cfg, config(port, 100));
+    fs.writeFileSync(cfg, config(port, models));
     const r = await run(path.join(HELPER_DIR, 'startup_probe'), [
         '--port', String(port),
         '--log', path.join(dir, 'daemon.log'),
@@ -72,14 +72,14 @@ async function once(dir, settleMs) {
 export async function runFootprint(p) {
     const fresh = [];
     for (let r = 0; r < p.rounds; r++) {
-        fresh.push(await once(tmpdir('yb-fp-'), p.settleMs));
+        fresh.push(await once(tmpdir('yb-fp-'), p.settleMs, p.models));
         log(`footprint round ${r + 1}/${p.rounds}: listening after ${fresh[r].listen_ms} ms, idle RSS ${fresh[r].rss} KiB`);
     }
     // the same, restarting on an existing state dir
     const dir = tmpdir('yb-fp-');
-    await once(dir, 100);
+    await once(dir, 100, p.models);
     const again = [];
-    for (let r = 0; r < p.rounds; r++) again.push(await once(dir, 100));
+    for (let r = 0; r < p.rounds; r++) again.push(await once(dir, 100, p.models));
 
     const out = {};
     put(out, 'startup_ms', summary(fresh.map((x) => x.listen_ms)), 2);
@@ -87,7 +87,7 @@ export async function runFootprint(p) {
     put(out, 'idle_rss_anon_kib', summary(fresh.map((x) => x.anon)), 0);
     put(out, 'idle_rss_file_kib', summary(fresh.map((x) => x.file)), 0);
     put(out, 'startup_ms_existing_state', summary(again.map((x) => x.listen_ms)), 2);
-    out.models = 100;
+    out.models = p.models;
     out.settle_ms = p.settleMs;
     out.rounds = p.rounds;
     return out;

@@ -29,9 +29,11 @@ Environment (defaults; --quick lowers those not set):
   BENCH_SECONDS=5           throughput run per target and round (proxy, replicas)
   BENCH_LAT_SECONDS=3       one-connection latency run per target and round (proxy, replicas)
   BENCH_CONNECTIONS=32      wrk connections for the throughput runs
-  BENCH_STREAMS=1000        concurrent SSE streams
-  BENCH_STREAM_TOKENS=200   tokens per stream
-  BENCH_STREAM_RATE=20      tokens per second per stream
+  BENCH_STREAMS=1000        concurrent SSE streams, the large set
+  BENCH_STREAM_TOKENS=150   tokens per stream in it
+  BENCH_STREAMS_FEW=100     concurrent SSE streams, the small set
+  BENCH_STREAM_TOKENS_FEW=60 tokens per stream in it
+  BENCH_STREAM_RATE=20      tokens per second per stream (both sets)
   BENCH_STARTS=50           starts per engine flavor (readiness detection)
   BENCH_READY_LOAD_MS=200   mock load time for those starts
   BENCH_SWITCH_ROUNDS=10    swap rounds (each: one restart, one wake)
@@ -73,9 +75,11 @@ function params(quick) {
         },
         stream: {
             rounds,
-            streams: env('BENCH_STREAMS', 1000, 200),
-            tokens: env('BENCH_STREAM_TOKENS', 200, 40),
-            rate: env('BENCH_STREAM_RATE', 20, 40),
+            streams: env('BENCH_STREAMS', 1000, 1000),
+            tokens: env('BENCH_STREAM_TOKENS', 150, 40),
+            fewStreams: env('BENCH_STREAMS_FEW', 100, 100),
+            fewTokens: env('BENCH_STREAM_TOKENS_FEW', 60, 20),
+            rate: env('BENCH_STREAM_RATE', 20, 20),
             rampMs: 1000,
         },
         ready: { starts: env('BENCH_STARTS', 50, 5), loadMs: env('BENCH_READY_LOAD_MS', 200, 200) },
@@ -85,7 +89,7 @@ function params(quick) {
             wakeMs: env('BENCH_SWITCH_WAKE_MS', 200, 200),
         },
         scan: { rounds: env('BENCH_SCAN_ROUNDS', 31, 5), mib: env('BENCH_SCAN_MIB', 16, 4) },
-        footprint: { rounds, settleMs: env('BENCH_SETTLE_MS', 1000, 300) },
+        footprint: { rounds, settleMs: env('BENCH_SETTLE_MS', 1000, 300), models: 1000 },
         replicas: {
             rounds,
             seconds: env('BENCH_SECONDS', 5, 2),

@@ -150,11 +150,14 @@ export async function runProxy(p) {
     put(out, 'ratio_yard_nginx_rps', pair((i) => tput.yard[i].rps / tput.nginx[i].rps), 3);
     put(out, 'ratio_yard_direct_rps', pair((i) => tput.yard[i].rps / tput.direct[i].rps), 3);
     put(out, 'ratio_nginx_direct_rps', pair((i) => tput.nginx[i].rps / tput.direct[i].rps), 3);
+    put(out, 'ratio_yard_nginx_cpu', pair((i) => tput.yard[i].proxy_cpu_us / tput.nginx[i].proxy_cpu_us), 3);
     const lpair = (f) => summary(lat.yard.map((_, i) => f(i)));
     put(out, 'added_p50_us', lpair((i) => lat.yard[i].p50_us - lat.direct[i].p50_us), 0);
     put(out, 'added_p99_us', lpair((i) => lat.yard[i].p99_us - lat.direct[i].p99_us), 0);
     put(out, 'nginx_added_p50_us', lpair((i) => lat.nginx[i].p50_us - lat.direct[i].p50_us), 0);
     put(out, 'nginx_added_p99_us', lpair((i) => lat.nginx[i].p99_us - lat.direct[i].p99_us), 0);
+    // what yard adds beyond what nginx adds: yard minus nginx (the direct run cancels)
+    put(out, 'added_p50_over_nginx_us', lpair((i) => lat.yard[i].p50_us - lat.nginx[i].p50_us), 0);
     out.connections = p.connections;
     out.seconds = p.seconds;
     out.latency_seconds = p.latSeconds;
