@@ -9,7 +9,9 @@ static const char usage[] = "usage: yard check [-c FILE]\n"
                             "\n"
                             "validates a config file without starting anything: exits 0 when it "
                             "is valid,\n"
-                            "2 with one FILE:LINE:COL: message per error otherwise\n";
+                            "2 with one FILE:LINE:COL: message per error otherwise. What is "
+                            "valid but\n"
+                            "likely a mistake is printed as FILE:LINE:COL: warning: ... (exit 0)\n";
 
 int cmd_check(int argc, char **argv, struct app *app)
 {
@@ -38,8 +40,11 @@ int cmd_check(int argc, char **argv, struct app *app)
         rc = 2;
         goto out;
     }
-    printf("%s: ok (%zu model%s)\n", app->config_path, cfg->n_models,
-           cfg->n_models == 1 ? "" : "s");
+    for (size_t i = 0; i < cfg->n_warnings; i++)
+        fprintf(stderr, "%s\n", cfg->warnings[i]);
+    printf("%s: ok (%zu model%s%s)\n", app->config_path, cfg->n_models,
+           cfg->n_models == 1 ? "" : "s",
+           cfg->n_warnings ? cfg->n_warnings == 1 ? ", 1 warning" : ", warnings above" : "");
     rc = 0;
 out:
     if (cfg)

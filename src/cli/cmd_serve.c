@@ -114,6 +114,8 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
         config_errors_release(&errs);
         return NULL;
     }
+    for (size_t i = 0; i < cfg->n_warnings; i++)
+        log_warn("serve", "%s", cfg->warnings[i]);
     /* Router keys apply at once; what cannot is reported, never silently ignored. */
     char *applied, *restart;
     config_reload_changes(app->cfg, cfg, &applied, &restart);
@@ -457,6 +459,8 @@ int cmd_serve(int argc, char **argv, struct app *app)
         return 2;
     }
     app->cfg = cfg;
+    for (size_t i = 0; i < cfg->n_warnings; i++)
+        log_warn("serve", "%s", cfg->warnings[i]);
 
     struct state_lock lock = {-1, -1};
     if ((rc = mkdir_p(app->state_dir, 0700)) < 0) {

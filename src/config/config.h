@@ -88,6 +88,12 @@ struct config__index; /* the module's table of names and aliases (internal.h) */
 
 struct config {
     char *path;
+    /*
+     * What loads but is likely a mistake ("FILE:LINE:COL: warning: ..."), in
+     * the order found: yard check prints them, yard serve logs them.
+     */
+    char **warnings;
+    size_t n_warnings;
     char *listen_host; /* default "127.0.0.1" */
     int listen_port;   /* default 8080 */
     char **api_keys;

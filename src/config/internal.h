@@ -67,6 +67,9 @@ struct config__walk {
     uint32_t *port_owner;        /* port -> index + 1 of the first model to claim it */
     int oom; /* an allocation failed: nothing more is added, and the load fails */
 };
+/* A warning at n's position (cfg->warnings): the config still loads. */
+void config__warn_at(struct config__walk *w, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* walk.c */
 /*

@@ -17,6 +17,7 @@
 #include <yaml.h>
 
 #include "base/buf.h"
+#include "base/units.h"
 #include "config/internal.h"
 #include "host/name.h"
 
@@ -560,6 +561,42 @@ static void check_aliases(struct config__walk *w, struct config_model *m, yaml_n
     }
 }
 
+/*
+ * A model whose vram no declared GPU of this machine can hold (per GPU, over
+ * its GPU count) can never run here: said while it can still be fixed. Pods
+ * have their own GPUs, so a model that may run elsewhere is left alone.
+ */
+static void warn_vram_never_fits(struct config__walk *w, const struct config_model *m,
+                                 const yaml_node_t *n, const char *path)
+{
+    const struct config *cfg = w->cfg;
+    if (!m->vram || !cfg->n_gpus || config_model_host_rank(m, HOST_LOCAL_NAME) < 0 ||
+        m->n_hosts > 1)
+        return;
+    int want = m->n_gpu_list ? (int)m->n_gpu_list : m->gpu_count > 0 ? m->gpu_count : 1;
+    uint64_t need = m->vram / (uint64_t)want, largest = 0;
+    int big_enough = 0;
+    for (size_t i = 0; i < cfg->n_gpus; i++) {
+        if (cfg->gpus[i].memory > largest)
+            largest = cfg->gpus[i].memory;
+        big_enough += cfg->gpus[i].memory >= need;
+    }
+    if (big_enough >= want)
+        return;
+    char a[32], b[32];
+    if (want == 1)
+        config__warn_at(w, n,
+                        "%s: %s is more than any declared GPU holds (the largest has %s); the "
+                        "model can never be loaded: lower vram or declare a larger GPU",
+                        path, units_fmt_size(need, a, sizeof a),
+                        units_fmt_size(largest, b, sizeof b));
+    else
+        config__warn_at(w, n,
+                        "%s: the model needs %s on each of %d GPUs and %d declared GPUs are that "
+                        "large; it can never be loaded: lower vram or gpus, or declare more GPUs",
+                        path, units_fmt_size(need, a, sizeof a), want, big_enough);
+}
+
 static void parse_model(struct config__walk *w, struct config_model *m, const yaml_node_t *key,
                         const yaml_node_t *body)
 {
@@ -690,6 +727,8 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
         parse_hosts(w, m, v[MK_HOSTS], KEY(MK_HOSTS));
     if (config__present(v[MK_HEALTH]))
         parse_health(w, m, v[MK_HEALTH], KEY(MK_HEALTH));
+    if (config__present(v[MK_VRAM]))
+        warn_vram_never_fits(w, m, v[MK_VRAM], KEY(MK_VRAM));
 #undef KEY
 
 out:
@@ -790,6 +829,11 @@ static void parse_groups(struct config__walk *w, const yaml_node_t *n)
             if (config__present(v[1])) {
                 yaml_node_t **nodes;
                 g->n_members = config__get_str_list(w, v[1], kp, &g->members, &nodes);
+                if (g->n_members == 0 && nodes)
+                    config__warn_at(w, v[1],
+                                    "%s: the group has no members and does nothing; list "
+                                    "its models or remove it",
+                                    kp);
                 for (size_t i = 0; i < g->n_members; i++) {
                     size_t val;
                     if (config__index_get(w->names, g->members[i], strlen(g->members[i]), &val) <
@@ -1078,6 +1122,10 @@ void config__walk_root(struct config__walk *w, const yaml_node_t *root)
         parse_router(w, v[TK_ROUTER]);
     if (config__present(v[TK_MODELS]))
         parse_models(w, v[TK_MODELS]);
+    if (cfg->n_models == 0)
+        config__warn_at(w, config__present(v[TK_MODELS]) ? v[TK_MODELS] : root,
+                        "no models: the endpoint will answer every request with 404; add one "
+                        "under 'models:' (docs/config.md)");
     if (config__present(v[TK_GROUPS]))
         parse_groups(w, v[TK_GROUPS]);
     if (config__present(v[TK_PODS]))
@@ -1151,6 +1199,7 @@ void config_free(struct config *cfg)
     if (!cfg)
         return;
     free(cfg->path);
+    config__free_strv(cfg->warnings, cfg->n_warnings);
     free(cfg->listen_host);
     config__free_strv(cfg->api_keys, cfg->n_api_keys);
     for (size_t i = 0; i < cfg->n_gpus; i++)

@@ -142,6 +142,34 @@ void config__err_at(struct config__walk *w, const yaml_node_t *n, const char *fm
     w->where[w->n_where++] = (uint64_t)n->start_mark.line << 32 | n->start_mark.column;
 }
 
+/* Appends line (taken) to the config's warnings. */
+static void warn_add(struct config__walk *w, char *line)
+{
+    struct config *cfg = w->cfg;
+    size_t cap = cfg->n_warnings; /* grown one at a time: warnings are few */
+    if (!line ||
+        grow((void **)&cfg->warnings, &cap, cfg->n_warnings + 1, sizeof *cfg->warnings) < 0) {
+        free(line);
+        w->oom = 1;
+        return;
+    }
+    cfg->warnings[cfg->n_warnings++] = line;
+}
+
+void config__warn_at(struct config__walk *w, const yaml_node_t *n, const char *fmt, ...)
+{
+    if (w->oom || !w->cfg)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = w_vstrfmt(w, fmt, ap);
+    va_end(ap);
+    char *line = config__strfmt(w, "%s:%zu:%zu: warning: %s", w->file, n->start_mark.line + 1,
+                                n->start_mark.column + 1, msg);
+    free(msg);
+    warn_add(w, line);
+}
+
 /*
  * Sections are read in dependency order, not file order; the messages are put
  * back in file order by a stable merge sort (one node's messages keep their
@@ -759,6 +787,12 @@ struct config *config_parse(const char *text, size_t len, const char *name,
         check_nul(&w);
         if (root)
             config__walk_root(&w, root);
+        else
+            warn_add(&w, config__strfmt(&w,
+                                        "%s: warning: the file is empty: the endpoint will "
+                                        "answer every request with 404; add models under "
+                                        "'models:' (docs/config.md)",
+                                        name));
         if (!w.oom)
             sort_errors(&w);
         /* The table of names and aliases stays with the config, for config_find_model. */

@@ -69,3 +69,24 @@ test('mock-engine --help prints its usage', async () => {
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr, "mock-engine: unknown option '--bogus'; see 'mock-engine --help'\n");
 });
+
+test('yard check warns of what loads but cannot work, and still exits 0', async () => {
+    const dir = h.tmpdir('yard-check-warn-');
+    const file = h.writeConfig(
+        dir,
+        'gpus: [{index: 0, memory: 24GiB}]\n' +
+            'models:\n  a:\n    engine: llamacpp\n    cmd: x --port ${PORT}\n    vram: 80GiB\n' +
+            'groups:\n  g: { exclusive: true, members: [] }\n',
+    );
+    const r = await h.yard(['check', '-c', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${file}: ok (1 model, warnings above)\n`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 2, r.stderr);
+    assert.match(lines[0], /:6:11: warning: models\.a\.vram: 80\.0GiB is more than any declared GPU holds/);
+    assert.match(lines[1], /:8:34: warning: groups\.g\.members: the group has no members/);
+    const empty = h.writeConfig(h.tmpdir('yard-check-empty-'), '');
+    const e = await h.yard(['check', '-c', empty]);
+    assert.equal(e.code, 0, e.stderr);
+    assert.match(e.stderr, /warning: the file is empty/);
+});

@@ -729,6 +729,48 @@ static void test_expand_cmd(void **state)
  * The port a cmd gives its engine: ${PORT}, a literal --port (or a
  * container's published host port) taken as the model's port, or refused.
  */
+/* What loads but is likely a mistake: a warning with its position; the config still loads. */
+static void test_warnings(void **state)
+{
+    struct config *c = parse_ok("");
+    assert_int_equal(c->n_warnings, 1);
+    assert_non_null(strstr(c->warnings[0], "yard.yaml: warning: the file is empty"));
+    config_free(c);
+
+    c = parse_ok("models: {}\n");
+    assert_int_equal(c->n_warnings, 1);
+    assert_non_null(strstr(c->warnings[0], "yard.yaml:1:9: warning: no models"));
+    config_free(c);
+
+    c = parse_ok("gpus: [{index: 0, memory: 24GiB}, {index: 1, memory: 48GiB}]\n"
+                 "models:\n"
+                 "  big:\n    cmd: x --port ${PORT}\n    vram: 80GiB\n"
+                 "  two:\n    cmd: x --port ${PORT}\n    gpus: 2\n    vram: 80GiB\n"
+                 "  fits:\n    cmd: x --port ${PORT}\n    gpus: 2\n    vram: 40GiB\n"
+                 "  away:\n    cmd: x --port ${PORT}\n    pod: box\n    vram: 80GiB\n"
+                 "groups:\n  g: { members: [] }\n");
+    assert_int_equal(c->n_warnings, 3);
+    assert_string_equal(
+        c->warnings[0],
+        "yard.yaml:5:11: warning: models.big.vram: 80.0GiB is more than any declared "
+        "GPU holds (the largest has 48.0GiB); the model can never be loaded: lower "
+        "vram or declare a larger GPU");
+    assert_string_equal(
+        c->warnings[1],
+        "yard.yaml:9:11: warning: models.two.vram: the model needs 40.0GiB on each of 2 "
+        "GPUs and 1 declared GPUs are that large; it can never be loaded: lower "
+        "vram or gpus, or declare more GPUs");
+    assert_non_null(strstr(c->warnings[2],
+                           "yard.yaml:19:17: warning: groups.g.members: the group has "
+                           "no members"));
+    config_free(c);
+
+    /* a model on a pod, or GPUs not declared: nothing to say */
+    c = parse_ok("models:\n  big:\n    cmd: x --port ${PORT}\n    vram: 800GiB\n");
+    assert_int_equal(c->n_warnings, 0);
+    config_free(c);
+}
+
 static void test_cmd_port(void **state)
 {
     (void)state;
@@ -1178,6 +1220,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cmd_port),
+        cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_local_reserved),
         cmocka_unit_test(test_hosts),
         cmocka_unit_test(test_eviction_policies),
