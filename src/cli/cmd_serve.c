@@ -205,6 +205,8 @@ static void on_router_closed(void *arg)
     d->app->router = NULL;
     sched_free(d->app->sched);
     d->app->sched = NULL;
+    if (d->app->keep_engines)
+        log_info("serve", "leaving engines running for the next daemon (--keep-engines)");
     sup_shutdown(d->app->sup, d->app->keep_engines, on_sup_done, d);
 }
 
@@ -442,6 +444,14 @@ int cmd_serve(int argc, char **argv, struct app *app)
     log_setup(getenv("YARD_DEBUG") ? LOG_DEBUG : LOG_INFO, app->log_format);
     signal(SIGPIPE, SIG_IGN);
 
+    struct stat cst;
+    if (stat(app->config_path, &cst) < 0 && errno == ENOENT) {
+        fprintf(stderr,
+                "yard serve: there is no config file %s; write a starter one with 'yard init' "
+                "(it looks at this machine's GPUs and engines), or name yours with -c FILE\n",
+                app->config_path);
+        return 2;
+    }
     struct config_errors errs = {0};
     struct config *cfg = config_load(app->config_path, &errs);
     if (!cfg) {

@@ -813,7 +813,6 @@ void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *a
     s->shutdown_done = done;
     s->shutdown_arg = arg;
     if (keep_engines) {
-        log_info("sup", "leaving engines running for the next daemon (--keep-engines)");
         s->shutting_down = 2;
         release_all(s);
         return;

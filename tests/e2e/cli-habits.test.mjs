@@ -90,3 +90,28 @@ test('yard check warns of what loads but cannot work, and still exits 0', async 
     assert.equal(e.code, 0, e.stderr);
     assert.match(e.stderr, /warning: the file is empty/);
 });
+
+test('yard serve without a config file says how to make one; a port in use claims no --keep-engines', async () => {
+    const dir = h.tmpdir('yard-serve-none-');
+    const missing = `${dir}/none.yaml`;
+    const r = await h.yard(['serve', '-c', missing], { stateDir: dir });
+    assert.equal(r.code, 2);
+    assert.equal(
+        r.stderr,
+        `yard serve: there is no config file ${missing}; write a starter one with 'yard init' ` +
+            "(it looks at this machine's GPUs and engines), or name yours with -c FILE\n",
+    );
+    // the listen port is someone else's: the start fails, and says nothing of --keep-engines
+    const net = await import('node:net');
+    const holder = net.createServer();
+    await new Promise((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+        const file = h.writeConfig(dir, `listen: 127.0.0.1:${holder.address().port}\nmodels: {}\n`);
+        const s = await h.yard(['serve', '-c', file], { stateDir: dir });
+        assert.notEqual(s.code, 0);
+        assert.match(s.stderr, /cannot listen on 127\.0\.0\.1:\d+: Address already in use/);
+        assert.doesNotMatch(s.stderr, /keep-engines/);
+    } finally {
+        holder.close();
+    }
+});
