@@ -14,7 +14,7 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libja
     libyaml-dev libsqlite3-dev libcurl4-openssl-dev libarchive-dev libcmocka-dev)
 test_pkgs=(clang clang-format libclang-rt-14-dev valgrind nodejs npm curl procps iproute2
     openssh-server openssh-client prometheus python3-uvicorn python3-fastapi
-    sqlite3)
+    sqlite3 slurm-wlm munge)
 bench_pkgs=(wrk nginx)
 
 case "$group" in
@@ -50,6 +50,15 @@ if [[ "$(id -u)" -ne 0 ]]; then
     exit 1
 fi
 
+# Services whose packages this run installs and tests never use: Debian enables
+# them for the next boot. Tests start their own munged, slurmctld and slurmd (on
+# their own sockets and ports); a machine that had these packages before keeps
+# its services as they were.
+down_units=()
+for unit in munge slurmctld slurmd; do
+    is_installed "$unit" || down_units+=("$unit.service")
+done
+
 echo "deps.sh: installing ${missing[*]}" >&2
 log="$(mktemp /tmp/yard-deps.XXXXXX.log)"
 
@@ -77,3 +86,8 @@ if ! { apt-get "${apt_opts[@]}" update &&
     exit 1
 fi
 rm -f "$log"
+
+# Only where systemd runs (in a container without it nothing starts at boot).
+if [[ ${#down_units[@]} -gt 0 && -d /run/systemd/system ]]; then
+    systemctl disable --now --quiet "${down_units[@]}" >/dev/null 2>&1 || true
+fi
