@@ -1198,6 +1198,12 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
         sup__set_state(in, INST_STOPPED, "its checkpoint images are gone", NULL);
         return;
     }
+    if (rc < 0 && !remote && in->recorded == INST_FAILED) {
+        /* It failed and is gone: it stays failed, for the reason it failed (no new event). */
+        in->proc = (struct runner_proc){0};
+        in->state = INST_FAILED;
+        return;
+    }
     if (rc < 0) {
         in->proc = (struct runner_proc){0};
         /*

@@ -161,6 +161,30 @@ void sup__forget(struct sup *s, struct instance *in)
     sup__maybe_shutdown_done(s);
 }
 
+/*
+ * A model that failed before this daemon started stays failed, with the
+ * reason it failed for, until something starts it: nothing runs, so nothing
+ * happens and no event is written.
+ */
+static void keep_failure(struct sup *s, const struct store_instance *r)
+{
+    if (strcmp(r->state, "failed") != 0)
+        return;
+    for (size_t j = 0; j < s->n_inst; j++) {
+        struct instance *in = s->inst[j];
+        if (strcmp(in->name, r->model) != 0 || in->replica != r->replica || in->removed)
+            continue;
+        if (in->state == INST_STOPPED && !in->watch) {
+            in->state = INST_FAILED;
+            in->recorded = INST_FAILED;
+            free(in->reason);
+            in->reason = xstrdup(r->reason);
+            in->exit_code = r->exit_code;
+        }
+        return;
+    }
+}
+
 void sup_adopt_all(struct sup *s)
 {
     struct store_instance *rows = NULL;
@@ -171,8 +195,10 @@ void sup_adopt_all(struct sup *s)
     }
     for (size_t i = 0; i < n; i++) {
         struct store_instance *r = &rows[i];
-        if (r->pid <= 0)
+        if (r->pid <= 0) {
+            keep_failure(s, r);
             continue;
+        }
         int local = strcmp(r->host, HOST_LOCAL_NAME) == 0;
         struct runner_proc p = {.pid = r->pid, .pgid = r->pgid, .start_time = r->start_time};
         struct instance *in = NULL;
@@ -233,6 +259,12 @@ void sup_adopt_all(struct sup *s)
             !strncmp(r->reason, SUP__SLEEP_INTENT, strlen(SUP__SLEEP_INTENT)))
             level = (int)strtol(r->reason + strlen(SUP__SLEEP_INTENT), NULL, 10);
         in->recorded = sup__state_of_name(r->state);
+        if (in->recorded == INST_FAILED) {
+            /* Said as it was if nothing runs: the failure, not this daemon's start. */
+            free(in->reason);
+            in->reason = xstrdup(r->reason);
+            in->exit_code = r->exit_code;
+        }
         sup__inst_adopt(in, &p, r->port, r->gpus, r->cmd, r->created_ms, r->restarts, level);
         /* It was being stopped when the last daemon went (or its pod stopped answering). */
         if (strcmp(r->state, "stopping") == 0 && in->watch) {
@@ -832,6 +864,9 @@ void sup_shutdown(struct sup *s, int keep_engines, void (*done)(void *), void *a
                      copy[i]->name, copy[i]->runner->host);
             continue;
         }
+        /* A failed one with nothing left running keeps its state and reason for the next daemon. */
+        if (copy[i]->state == INST_FAILED && !copy[i]->watch)
+            continue;
         if (copy[i]->state != INST_STOPPED && copy[i]->state != INST_STOPPING)
             stop_because(copy[i], "yard is shutting down");
     }

@@ -68,6 +68,33 @@ test('kill -9 of the daemon: the next one adopts the same engine, no second copy
     await d2.stop();
 });
 
+test("a failed model's reason survives the daemon's restart, stop or kill -9", async () => {
+    const dir = tmpdir();
+    const { file } = await configFor(dir, {
+        f: { engine: 'llamacpp', cmd: mock('llamacpp', '--load-time 100ms --fail oom'), restart: 'never' },
+    });
+    let d = await startDaemon({ config: file, stateDir: dir });
+    const r = await yard(['start', 'f', '--wait'], { stateDir: dir });
+    assert.notEqual(r.code, 0);
+    const failed = await waitState(dir, 'f', 'failed', 10000);
+    assert.match(failed.reason, /CUDA out of memory/);
+    const eventsBefore = (await yard(['events', 'f', '--json'], { stateDir: dir })).stdout;
+    for (const how of ['stop', 'SIGKILL']) {
+        if (how === 'stop') await d.stop();
+        else {
+            d.kill('SIGKILL');
+            await d.waitExit(5000);
+        }
+        d = await startDaemon({ config: file, stateDir: dir });
+        const e = await entry(dir, 'f');
+        assert.equal(e.state, 'failed', `after ${how}: ${JSON.stringify(e)}`);
+        assert.equal(e.reason, failed.reason, `after ${how}`);
+    }
+    // nothing happened to it meanwhile, so no event says anything did
+    assert.equal((await yard(['events', 'f', '--json'], { stateDir: dir })).stdout, eventsBefore);
+    await d.stop();
+});
+
 test('kill -9 while loading: adopted as starting, then ready', async () => {
     const dir = tmpdir();
     const { file } = await configFor(dir, {
