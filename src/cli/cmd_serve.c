@@ -95,6 +95,24 @@ static json_t *split_list(const char *csv)
     return a;
 }
 
+/*
+ * A cloud of cfg whose name a recorded pod has (pods are added at run time,
+ * so the config loader cannot see them): a host name is one pod or one
+ * cloud. Returns a new message the caller frees, or NULL.
+ */
+static char *cloud_pod_clash(struct app *app, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_clouds; i++) {
+        const char *name = cfg->clouds[i].name;
+        if (host_find(app->hosts, name))
+            return xstrfmt("%s:%d:%d: clouds: '%s' is also a pod (added with 'yard pod add'); "
+                           "a host name is one pod or one cloud, so name the cloud differently "
+                           "or remove the pod with 'yard pod rm %s'",
+                           app->config_path, cfg->clouds[i].line, cfg->clouds[i].col, name, name);
+    }
+    return NULL;
+}
+
 static json_t *daemon_reload(struct app *app, json_t **errors)
 {
     struct config_errors errs = {0};
@@ -102,6 +120,14 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
     if (cfg && apply_listen(app, cfg) < 0) {
         config_free(cfg);
         cfg = NULL;
+    }
+    char *clash = cfg ? cloud_pod_clash(app, cfg) : NULL;
+    if (clash) {
+        config_free(cfg);
+        cfg = NULL;
+        errs.msgs = xcalloc(1, sizeof *errs.msgs);
+        errs.msgs[errs.n++] = clash;
+        errs.cap = 1;
     }
     if (!cfg) {
         *errors = json_array();
@@ -502,6 +528,17 @@ int cmd_serve(int argc, char **argv, struct app *app)
                  "cannot read the pods from the state database (%s); 'yard pod ls' "
                  "says more",
                  strerror(-hrc));
+    char *clash = cloud_pod_clash(app, cfg);
+    if (clash) {
+        fprintf(stderr, "%s\nyard serve: %s is invalid; nothing was started\n", clash,
+                app->config_path);
+        free(clash);
+        host_registry_free(app->hosts);
+        store_close(app->store);
+        config_free(cfg);
+        unlock_state_dir(&lock);
+        return 2;
+    }
     app->sup = sup_new(app);
     struct gpu_decl *decl = xcalloc(cfg->n_gpus ? cfg->n_gpus : 1, sizeof *decl);
     for (size_t i = 0; i < cfg->n_gpus; i++)

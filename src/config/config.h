@@ -78,6 +78,62 @@ struct config_pod {
     int line, col;    /* position of the pod's key, for messages */
 };
 
+/* clouds.NAME.strictness: the floor of the offers a cloud may rent (docs/cloud.md). */
+enum config_strictness {
+    CONFIG_STRICTNESS_STRICT = 0,
+    CONFIG_STRICTNESS_BALANCED,
+    CONFIG_STRICTNESS_AGGRESSIVE,
+};
+
+/* One value of a cloud's filter, typed as the YAML wrote it. */
+enum config_value_type {
+    CONFIG_VALUE_STRING = 0, /* quoted, or plain text that is no number, boolean or null */
+    CONFIG_VALUE_NUMBER,
+    CONFIG_VALUE_BOOL,
+    CONFIG_VALUE_NULL,
+};
+
+struct config_value {
+    enum config_value_type type;
+    char *text; /* as written */
+    double number;
+    int boolean;
+};
+
+/*
+ * One condition of clouds.NAME.filters on an offer's field: `field: VALUE`
+ * is eq, `field: [A, B]` is in, `field: {op: VALUE}` any op of the API
+ * (eq neq gt gte lt lte in notin; in and notin take a list).
+ */
+struct config_cloud_filter {
+    char *field;
+    char *op;
+    struct config_value *values;
+    size_t n_values;
+    int is_list; /* in, notin: values is the list */
+};
+
+/* clouds: { NAME: {...} }: a GPU marketplace yard rents machines from (docs/cloud.md). */
+struct config_cloud {
+    char *name;     /* a host name models list in hosts:/pod:; the pod rule, not local or a pod */
+    char *provider; /* "vast" */
+    char *api_key;  /* as written; config_cloud_api_key expands ${env.VAR} */
+    char *url;      /* the API's base URL, no trailing '/'; default https://console.vast.ai */
+    enum config_strictness strictness; /* default balanced */
+    double max_price;                  /* $/hour per machine, storage included (dph_total) */
+    int max_machines;                  /* machines rented at once, default 1 */
+    int max_tries;                     /* offers tried for one need, default 5 */
+    char *image;                       /* the container image the machine runs */
+    uint64_t disk;                     /* bytes, default 60GiB */
+    char *ssh_key; /* private key path (~ and relative paths resolved); KEY.pub is read too */
+    char *setup;   /* a script run on a new machine, or NULL */
+    struct config_cloud_filter *filters;
+    size_t n_filters;
+    uint64_t idle_release_ms; /* destroy a machine that ran nothing this long, default 30m */
+    int release_on_exit;      /* destroy the machines when the daemon stops, default false */
+    int line, col;            /* position of the cloud's key, for messages */
+};
+
 struct config_gpu {
     int index;
     char *name;
@@ -135,6 +191,8 @@ struct config {
     size_t n_groups;
     struct config_pod *pods; /* pods: per-pod settings (setup), in file order */
     size_t n_pods;
+    struct config_cloud *clouds; /* clouds:, in file order */
+    size_t n_clouds;
     struct config__index *index; /* names and aliases -> model, for config_find_model */
 };
 
@@ -161,6 +219,16 @@ void config_errors_release(struct config_errors *errs);
 const struct config_model *config_find_model(const struct config *cfg, const char *name);
 /* Finds a pod's settings by name; NULL if the config has none for it. */
 const struct config_pod *config_find_pod(const struct config *cfg, const char *name);
+/* Finds a cloud by name; NULL if the config has none of that name. */
+const struct config_cloud *config_find_cloud(const struct config *cfg, const char *name);
+/* "strict", "balanced" or "aggressive". */
+const char *config_strictness_name(enum config_strictness s);
+/*
+ * The cloud's API key with ${env.VAR} expanded from the daemon's
+ * environment. Returns a new string the caller frees, or NULL with a
+ * one-line message in err (a variable that is not set, or set empty).
+ */
+char *config_cloud_api_key(const struct config_cloud *c, char *err, size_t errlen);
 /*
  * Where host (NULL: "local") stands in m's preference: 0 for the first, -1
  * when m does not list it (a model without hosts: or pod: lists local alone).

@@ -187,9 +187,22 @@ void config__err_name(struct config__walk *w, const yaml_node_t *n, const char *
                       const char *what);
 /* Reports an invalid pod name read from node n, with the pod rule. */
 void config__err_pod_name(struct config__walk *w, const yaml_node_t *n, const char *path);
+/* As config__err_pod_name for another host name under the pod rule: what is "cloud"... */
+void config__err_host_name(struct config__walk *w, const yaml_node_t *n, const char *path,
+                           const char *what);
+/* file as written, or beside the config file when relative. NULL only on w->oom. */
+char *config__beside_config(struct config__walk *w, const char *file);
 
 /* Frees the n strings of v and v itself. */
 void config__free_strv(char **v, size_t n);
+
+/* clouds.c */
+/* clouds: { NAME: {...} }: read after pods, whose names a cloud may not take. */
+void config__parse_clouds(struct config__walk *w, const yaml_node_t *n);
+/* Frees cfg's clouds and their array. */
+void config__clouds_free(struct config *cfg);
+/* Whether a and b configure the same clouds, in the same order, with the same keys. */
+int config__clouds_same(const struct config *a, const struct config *b);
 
 /* keys.c */
 /* Fills w->cfg with every key's default, before the file is read. */

@@ -1,6 +1,6 @@
 /*
  * The keys of the config: each section's reader (listen, gpus, defaults,
- * router, models, groups, pods, tools, events, api_keys) with its defaults
+ * router, models, groups, pods, tools, events, api_keys; clouds are clouds.c) with its defaults
  * and the checks that need more than a value's type (ports, aliases, group
  * members, eviction against the engine), read in dependency order; then
  * freeing, lookup by name, and the comparison reload uses (config_model_same,
@@ -884,22 +884,14 @@ enum {
     TK_CATALOG,
     TK_PODS,
     TK_EVENTS,
+    TK_CLOUDS,
     TK_COUNT,
 };
 
 static const char *const top_keys[] = {
     "listen",       "api_keys",   "gpus",  "defaults", "router", "models", "groups", "start_port",
-    "log_max_size", "gpu_ledger", "tools", "catalog",  "pods",   "events", NULL,
+    "log_max_size", "gpu_ledger", "tools", "catalog",  "pods",   "events", "clouds", NULL,
 };
-
-/* file as written, or beside the config file when relative. NULL only on w->oom. */
-static char *beside_config(struct config__walk *w, const char *file)
-{
-    const char *slash = strrchr(w->file, '/');
-    if (file[0] == '/' || !slash)
-        return config__strdup(w, file);
-    return config__strfmt(w, "%.*s/%s", (int)(slash - w->file), w->file, file);
-}
 
 /* One pod's settings: { setup: SCRIPT } or { setup_file: PATH }, not both. */
 static void parse_pod(struct config__walk *w, struct config_pod *pod, const yaml_node_t *n)
@@ -932,7 +924,7 @@ static void parse_pod(struct config__walk *w, struct config_pod *pod, const yaml
             config__err_at(w, v[1], "%s: empty path; give the script's path or leave the key out",
                            kp);
         else if (file)
-            pod->setup_file = beside_config(w, file);
+            pod->setup_file = config__beside_config(w, file);
         if (pod->setup_file && access(pod->setup_file, R_OK) < 0) {
             char why[128];
             snprintf(why, sizeof why, "%s", strerror(errno));
@@ -1130,6 +1122,8 @@ void config__walk_root(struct config__walk *w, const yaml_node_t *root)
         parse_groups(w, v[TK_GROUPS]);
     if (config__present(v[TK_PODS]))
         parse_pods(w, v[TK_PODS]);
+    if (config__present(v[TK_CLOUDS]))
+        config__parse_clouds(w, v[TK_CLOUDS]); /* after pods: a cloud may not take a pod's name */
     if (config__present(v[TK_EVENTS]))
         parse_events(w, v[TK_EVENTS]);
 }
@@ -1187,6 +1181,7 @@ void config_reload_changes(const struct config *a, const struct config *b, char 
     note_change(&ap, a->router_amortization != b->router_amortization, "router.amortization");
     note_change(&ap, a->events_keep != b->events_keep, "events.keep");
     note_change(&ap, a->events_max_age_ms != b->events_max_age_ms, "events.max_age");
+    note_change(&ap, !config__clouds_same(a, b), "clouds");
     note_change(&re,
                 strcmp(a->listen_host, b->listen_host) != 0 || a->listen_port != b->listen_port,
                 "listen");
@@ -1225,6 +1220,7 @@ void config_free(struct config *cfg)
         free(cfg->pods[i].setup_file);
     }
     free(cfg->pods);
+    config__clouds_free(cfg);
     config__index_free(cfg->index);
     free(cfg);
 }

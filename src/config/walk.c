@@ -689,11 +689,25 @@ void config__err_name(struct config__walk *w, const yaml_node_t *n, const char *
     free(shown);
 }
 
-void config__err_pod_name(struct config__walk *w, const yaml_node_t *n, const char *path)
+void config__err_host_name(struct config__walk *w, const yaml_node_t *n, const char *path,
+                           const char *what)
 {
     char *shown = shown_name(w, config__scalar(n), config__scalar_len(n));
-    config__err_at(w, n, "%s: invalid pod name '%s'; " POD_NAME_RULE, path, shown);
+    config__err_at(w, n, "%s: invalid %s name '%s'; " POD_NAME_RULE, path, what, shown);
     free(shown);
+}
+
+void config__err_pod_name(struct config__walk *w, const yaml_node_t *n, const char *path)
+{
+    config__err_host_name(w, n, path, "pod");
+}
+
+char *config__beside_config(struct config__walk *w, const char *file)
+{
+    const char *slash = strrchr(w->file, '/');
+    if (file[0] == '/' || !slash)
+        return config__strdup(w, file);
+    return config__strfmt(w, "%.*s/%s", (int)(slash - w->file), w->file, file);
 }
 
 /* ---- loading -------------------------------------------------------- */

@@ -15,6 +15,7 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "config/config.h"
 #include "host/internal.h"
 #include "runner/pod.h"
 #include "runner/ssh.h"
@@ -182,6 +183,12 @@ void host_pod_add(struct host_registry *reg, const char *name, const char *ssh,
     }
     if (strcmp(name, HOST_LOCAL_NAME) == 0) {
         msg = xstrdup("'local' is reserved for this machine; name the pod differently");
+        goto out;
+    }
+    if (reg->app->cfg && config_find_cloud(reg->app->cfg, name)) {
+        msg = xstrfmt("'%s' is a cloud of the config (clouds.%s); a host name is one pod or one "
+                      "cloud, so name the pod differently",
+                      name, name);
         goto out;
     }
     op = xcalloc(1, sizeof *op);

@@ -232,8 +232,14 @@ static void host_room(struct sched *s, const struct config_model *m, const struc
     int retry_s = 0;
     if (!h) {
         r->reachable = 0;
-        r->unavailable =
-            xstrfmt("pod '%s' is not known (add it with 'yard pod add %s')", name, name);
+        if (app->cfg && config_find_cloud(app->cfg, name))
+            r->unavailable = xstrfmt("'%s' is a cloud, and yard does not rent machines for "
+                                     "models yet ('yard cloud offers %s' shows what it would "
+                                     "rent)",
+                                     name, name);
+        else
+            r->unavailable =
+                xstrfmt("pod '%s' is not known (add it with 'yard pod add %s')", name, name);
         return;
     }
     const char *reason = NULL;

@@ -193,6 +193,58 @@ static void test_many_names(void **state)
     assert_int_equal(errors, 1); /* the empty api_keys */
 }
 
+/* Clouds, valid (every key, filters of each form) and invalid, with a key pair beside the file. */
+static void test_clouds(void **state)
+{
+    struct fixture *f = *state;
+    char key[96], pub[100], yaml[2048];
+    snprintf(key, sizeof key, "/tmp/yard-alloc-config-%d.key", (int)getpid());
+    snprintf(pub, sizeof pub, "%s.pub", key);
+    assert_int_equal(write_file(key, "k\n"), 0);
+    assert_int_equal(write_file(pub, "ssh-ed25519 AAAA\n"), 0);
+    snprintf(yaml, sizeof yaml,
+             "clouds:\n"
+             "  vast:\n"
+             "    provider: vast\n"
+             "    api_key: ${env.VAST_API_KEY}\n"
+             "    url: https://console.vast.ai/\n"
+             "    strictness: strict\n"
+             "    max_price: 1.5\n"
+             "    max_machines: 2\n"
+             "    image: vllm/vllm-openai:latest\n"
+             "    disk: 60GiB\n"
+             "    ssh_key: %s\n"
+             "    setup: pip install x\n"
+             "    filters: {gpu_name: \"RTX 4090\", geolocation: [US, CA], reliability2: {gte: "
+             "0.99, lt: 1}, static_ip: true, x: null}\n"
+             "    idle_release: 30m\n"
+             "    release_on_exit: true\n",
+             strrchr(key, '/') + 1);
+    assert_int_equal(write_file(f->path, yaml), 0);
+    size_t errors = 1;
+    load_every_failure(f->path, &errors);
+    assert_int_equal(errors, 0);
+
+    assert_int_equal(write_file(f->path, "pods: {p: {setup: x}}\n"
+                                         "clouds:\n"
+                                         "  p: {}\n"
+                                         "  local: {}\n"
+                                         "  q:\n"
+                                         "    provider: aws\n"
+                                         "    api_key: ${X}\n"
+                                         "    url: http://example.org\n"
+                                         "    max_price: -1\n"
+                                         "    ssh_key: /nonexistent\n"
+                                         "    filters: {num_gpus: 1, gpu_name: A_B, geolocation: "
+                                         "[Oregon], inet_down: {in: 1, gt: [2], bad: 3}}\n"),
+                     0);
+    errors = 0;
+    load_every_failure(f->path, &errors);
+    assert_true(errors >= 10);
+    unlink(key);
+    unlink(pub);
+}
+
 static void test_yaml_syntax_error(void **state)
 {
     struct fixture *f = *state;
@@ -215,6 +267,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_valid_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clouds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_yaml_syntax_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
     };

@@ -1216,6 +1216,348 @@ static void test_many_models(void **state)
     free(b.p);
 }
 
+/* ---- clouds --------------------------------------------------------- */
+
+/* A directory with a key pair (KEY and KEY.pub) for clouds' ssh_key; removed at the end. */
+static char cloud_dir[] = "/tmp/yard-config-clouds-XXXXXX";
+static char *cloud_key;
+
+static void cloud_files(void)
+{
+    if (cloud_key)
+        return;
+    assert_non_null(mkdtemp(cloud_dir));
+    assert_true(asprintf(&cloud_key, "%s/id_ed25519", cloud_dir) > 0);
+    char *pub = NULL;
+    assert_true(asprintf(&pub, "%s.pub", cloud_key) > 0);
+    FILE *f = fopen(cloud_key, "w");
+    assert_non_null(f);
+    fputs("not a real key\n", f);
+    fclose(f);
+    f = fopen(pub, "w");
+    assert_non_null(f);
+    fputs("ssh-ed25519 AAAA test\n", f);
+    fclose(f);
+    free(pub);
+}
+
+static int cloud_files_remove(void **state)
+{
+    if (!cloud_key)
+        return 0;
+    char *pub = NULL;
+    if (asprintf(&pub, "%s.pub", cloud_key) > 0)
+        unlink(pub);
+    unlink(cloud_key);
+    rmdir(cloud_dir);
+    free(pub);
+    free(cloud_key);
+    cloud_key = NULL;
+    return 0;
+}
+
+/* "clouds:\n  vast:\n" with the required keys (lines 3 to 7), then extra, then tail. */
+static char *cloud_yaml(const char *extra, const char *tail)
+{
+    cloud_files();
+    char *y = NULL;
+    assert_true(asprintf(&y,
+                         "clouds:\n"
+                         "  vast:\n"
+                         "    provider: vast\n"
+                         "    api_key: ${env.VAST_API_KEY}\n"
+                         "    max_price: 1.5\n"
+                         "    image: vllm/vllm-openai:latest\n"
+                         "    ssh_key: %s\n"
+                         "%s%s",
+                         cloud_key, extra, tail) > 0);
+    return y;
+}
+
+static void expect_cloud_error(const char *extra, const char *want)
+{
+    char *y = cloud_yaml(extra, "");
+    expect_error(y, want);
+    free(y);
+}
+
+static void test_clouds(void **state)
+{
+    /* Every key. */
+    char *y = cloud_yaml("    url: http://127.0.0.1:4000/\n"
+                         "    strictness: strict\n"
+                         "    max_machines: 3\n"
+                         "    max_tries: 7\n"
+                         "    disk: 80GiB\n"
+                         "    setup: pip install x\n"
+                         "    filters:\n"
+                         "      gpu_name: \"RTX 4090\"\n"
+                         "      geolocation: [US, CA]\n"
+                         "      reliability2: { gte: 0.99 }\n"
+                         "      cuda_max_good: { gte: 12.8, lt: 13 }\n"
+                         "      static_ip: true\n"
+                         "      compute_cap: \"890\"\n"
+                         "    idle_release: 45m\n"
+                         "    release_on_exit: true\n",
+                         "models:\n  m: { cmd: x, hosts: [local, vast] }\n");
+    struct config *c = parse_ok(y);
+    free(y);
+    assert_int_equal(c->n_clouds, 1);
+    const struct config_cloud *cl = config_find_cloud(c, "vast");
+    assert_non_null(cl);
+    assert_null(config_find_cloud(c, "nope"));
+    assert_string_equal(cl->provider, "vast");
+    assert_string_equal(cl->api_key, "${env.VAST_API_KEY}");
+    assert_string_equal(cl->url, "http://127.0.0.1:4000");
+    assert_int_equal(cl->strictness, CONFIG_STRICTNESS_STRICT);
+    assert_string_equal(config_strictness_name(cl->strictness), "strict");
+    assert_true(cl->max_price == 1.5);
+    assert_int_equal(cl->max_machines, 3);
+    assert_int_equal(cl->max_tries, 7);
+    assert_string_equal(cl->image, "vllm/vllm-openai:latest");
+    assert_true(cl->disk == 80ull << 30);
+    assert_string_equal(cl->ssh_key, cloud_key);
+    assert_string_equal(cl->setup, "pip install x");
+    assert_true(cl->idle_release_ms == 45ull * 60 * 1000);
+    assert_int_equal(cl->release_on_exit, 1);
+    assert_int_equal(cl->line, 2);
+    /* Filters in file order, one per op, typed as written. */
+    assert_int_equal(cl->n_filters, 7);
+    const struct config_cloud_filter *f = cl->filters;
+    assert_string_equal(f[0].field, "gpu_name");
+    assert_string_equal(f[0].op, "eq");
+    assert_int_equal(f[0].values[0].type, CONFIG_VALUE_STRING);
+    assert_string_equal(f[0].values[0].text, "RTX 4090");
+    assert_string_equal(f[1].field, "geolocation");
+    assert_string_equal(f[1].op, "in");
+    assert_true(f[1].is_list);
+    assert_int_equal(f[1].n_values, 2);
+    assert_string_equal(f[1].values[1].text, "CA");
+    assert_string_equal(f[2].op, "gte");
+    assert_int_equal(f[2].values[0].type, CONFIG_VALUE_NUMBER);
+    assert_true(f[2].values[0].number == 0.99);
+    assert_string_equal(f[3].op, "gte");
+    assert_string_equal(f[4].field, "cuda_max_good");
+    assert_string_equal(f[4].op, "lt");
+    assert_true(f[4].values[0].number == 13);
+    assert_int_equal(f[5].values[0].type, CONFIG_VALUE_BOOL);
+    assert_int_equal(f[5].values[0].boolean, 1);
+    assert_int_equal(f[6].values[0].type, CONFIG_VALUE_STRING); /* quoted: text */
+    assert_string_equal(config_find_model(c, "m")->hosts[1], "vast");
+
+    /* A reload that changes a cloud says so; one that does not, does not. */
+    y = cloud_yaml("    strictness: aggressive\n", "");
+    struct config *c2 = parse_ok(y);
+    free(y);
+    char *applied, *restart;
+    config_reload_changes(c, c2, &applied, &restart);
+    assert_string_equal(applied, "clouds");
+    free(applied);
+    free(restart);
+    config_reload_changes(c2, c2, &applied, &restart);
+    assert_string_equal(applied, "");
+    free(applied);
+    free(restart);
+    config_free(c2);
+    config_free(c);
+
+    /* Defaults. */
+    y = cloud_yaml("", "");
+    c = parse_ok(y);
+    free(y);
+    cl = &c->clouds[0];
+    assert_string_equal(cl->url, "https://console.vast.ai");
+    assert_int_equal(cl->strictness, CONFIG_STRICTNESS_BALANCED);
+    assert_int_equal(cl->max_machines, 1);
+    assert_int_equal(cl->max_tries, 5);
+    assert_true(cl->disk == 60ull << 30);
+    assert_null(cl->setup);
+    assert_int_equal(cl->n_filters, 0);
+    assert_true(cl->idle_release_ms == 30ull * 60 * 1000);
+    assert_int_equal(cl->release_on_exit, 0);
+    config_free(c);
+
+    /* ~ is $HOME's. */
+    char *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+    setenv("HOME", cloud_dir, 1);
+    const char *t = "clouds:\n  v: { provider: vast, api_key: k, max_price: 1, image: i, "
+                    "ssh_key: ~/id_ed25519 }\n";
+    c = parse_ok(t);
+    assert_string_equal(c->clouds[0].ssh_key, cloud_key);
+    config_free(c);
+    if (home)
+        setenv("HOME", home, 1);
+    free(home);
+}
+
+static void test_cloud_errors(void **state)
+{
+    /* What a cloud must say, each missing key named with an example. */
+    const char *const missing[] = {
+        "yard.yaml:2:3: clouds.v: missing 'provider'; give the marketplace, as 'provider: vast'",
+        "yard.yaml:2:3: clouds.v: missing 'api_key'; give the marketplace's key, as 'api_key: "
+        "${env.VAST_API_KEY}'",
+        "yard.yaml:2:3: clouds.v: missing 'max_price'; give the most yard may pay per machine, "
+        "in $/hour, as 'max_price: 1.50'",
+        "yard.yaml:2:3: clouds.v: missing 'image'; give the container image machines run, as "
+        "'image: vllm/vllm-openai:latest'",
+        "yard.yaml:2:3: clouds.v: missing 'ssh_key'; give the private key yard logs in to "
+        "machines with, as 'ssh_key: ~/.ssh/id_ed25519' (its .pub goes to the machine)",
+        NULL,
+    };
+    expect_errors("clouds:\n  v: {}\n", missing);
+
+    /* Names: the pod rule, not local, not a pod. */
+    char *y = cloud_yaml("", "pods:\n  vast: { setup: x }\n");
+    expect_error(y, "yard.yaml:2:3: clouds: 'vast' is also a pod (pods.vast at line 9); a host "
+                    "name is one pod or one cloud, so name the cloud differently");
+    free(y);
+    expect_error("clouds:\n  local: {}\n", "yard.yaml:2:3: clouds: 'local' is reserved for this "
+                                           "machine; name the cloud differently");
+    expect_error("clouds:\n  a/b: {}\n",
+                 "yard.yaml:2:3: clouds: invalid cloud name 'a/b'; use 1 to 64 letters, digits, "
+                 "'.', '_' or '-', not starting with '.'");
+    expect_error("clouds: [vast]\n", "yard.yaml:1:9: clouds: expected a mapping of cloud names, "
+                                     "got a list");
+
+    /* Keys and values. */
+    expect_cloud_error("    max_prize: 2\n", "yard.yaml:8:5: unknown key 'max_prize' in cloud "
+                                             "'vast'; did you mean 'max_price'?");
+    expect_cloud_error("    strictness: paranoid\n",
+                       "yard.yaml:8:17: clouds.vast.strictness: unknown strictness 'paranoid'; "
+                       "use strict, balanced or aggressive");
+    expect_cloud_error("    url: http://api.example.org\n",
+                       "yard.yaml:8:10: clouds.vast.url: 'http://' would send the API key "
+                       "unencrypted; use https:// (plain http is taken for a loopback address "
+                       "only, as a test stand-in's)");
+    expect_cloud_error("    url: console.vast.ai\n",
+                       "yard.yaml:8:10: clouds.vast.url: 'console.vast.ai' is not an API "
+                       "address; give its base URL, as 'https://console.vast.ai'");
+    expect_cloud_error("    max_machines: 0\n",
+                       "yard.yaml:8:19: clouds.vast.max_machines: 0 is out of range; use 1 to "
+                       "1000");
+    expect_cloud_error("    disk: 10MiB\n", "yard.yaml:8:11: clouds.vast.disk: '10MiB' is out of "
+                                            "range; use 1GiB to 64TiB");
+    expect_cloud_error("    idle_release: 10ms\n",
+                       "yard.yaml:8:19: clouds.vast.idle_release: '10ms' is too short; use at "
+                       "least 1s, as '30m'");
+    expect_cloud_error("    release_on_exit: maybe\n",
+                       "yard.yaml:8:22: clouds.vast.release_on_exit: expected true or false, got "
+                       "'maybe'");
+
+    const char *const values[] = {
+        "yard.yaml:3:15: clouds.v.provider: unknown provider 'aws'; use vast",
+        "yard.yaml:4:14: clouds.v.api_key: '${VAST_KEY}' is not a macro this key takes; write "
+        "${env.VAR} to read the key from the daemon's environment",
+        "yard.yaml:5:16: clouds.v.max_price: 0 is out of range; give $/hour, more than 0 and at "
+        "most 1000",
+        "yard.yaml:6:12: clouds.v.image: 'a b' is not an image name; give one as "
+        "'vllm/vllm-openai:latest'",
+        "yard.yaml:7:14: clouds.v.ssh_key: cannot read '/nonexistent/key': no such file or "
+        "directory; give the private key yard logs in with (make one with ssh-keygen -t ed25519 "
+        "-f PATH)",
+        NULL,
+    };
+    expect_errors("clouds:\n  v:\n    provider: aws\n    api_key: ${VAST_KEY}\n"
+                  "    max_price: 0\n    image: a b\n    ssh_key: /nonexistent/key\n",
+                  values);
+    cloud_files();
+    char *y2 = NULL;
+    assert_true(asprintf(&y2,
+                         "clouds:\n  v:\n    provider: vast\n    api_key: k\n"
+                         "    max_price: 2000\n    image: i\n    ssh_key: %s\n",
+                         cloud_key) > 0);
+    expect_error(y2, "yard.yaml:5:16: clouds.v.max_price: 2000 is out of range; give $/hour, "
+                     "more than 0 and at most 1000");
+    free(y2);
+
+    /* A private key without its .pub. */
+    cloud_files();
+    char *pub = NULL, *want = NULL;
+    assert_true(asprintf(&pub, "%s.pub", cloud_key) > 0);
+    assert_int_equal(rename(pub, "/tmp/yard-config-clouds-pub-aside"), 0);
+    y = cloud_yaml("", "");
+    assert_true(asprintf(&want,
+                         "yard.yaml:7:14: clouds.vast.ssh_key: cannot read '%s': no such file or "
+                         "directory; the public key goes to the machine; write it with ssh-keygen "
+                         "-y -f KEY > KEY.pub",
+                         pub) > 0);
+    expect_error(y, want);
+    assert_int_equal(rename("/tmp/yard-config-clouds-pub-aside", pub), 0);
+    free(y);
+    free(want);
+    free(pub);
+
+    /* Filters. */
+    expect_cloud_error("    filters: { num_gpus: 2 }\n",
+                       "yard.yaml:8:16: clouds.vast.filters.num_gpus: yard sets it from the "
+                       "model's 'gpus' and 'vram' (or 'yard cloud offers --gpus --vram'); remove "
+                       "it here");
+    expect_cloud_error("    filters: { dph_total: { lte: 1 } }\n",
+                       "yard.yaml:8:16: clouds.vast.filters.dph_total: the price limit is "
+                       "'max_price'; remove it here");
+    expect_cloud_error("    filters: { machine_id: [1] }\n",
+                       "yard.yaml:8:16: clouds.vast.filters.machine_id: yard excludes machines "
+                       "itself (its bad-host list); remove it here");
+    expect_cloud_error("    filters: { allocated_storage: 5 }\n",
+                       "yard.yaml:8:16: clouds.vast.filters.allocated_storage: it is not a "
+                       "filter of offers; yard sets it (allocated_storage from 'disk')");
+    expect_cloud_error("    filters: { gpu_name: RTX_4090 }\n",
+                       "yard.yaml:8:26: clouds.vast.filters.gpu_name: 'RTX_4090' has '_' where "
+                       "the marketplace's GPU names have spaces; write it as the offers show it, "
+                       "as 'RTX 4090'");
+    expect_cloud_error("    filters: { geolocation: [US, Oregon] }\n",
+                       "yard.yaml:8:34: clouds.vast.filters.geolocation: 'Oregon' is not a "
+                       "country; geolocation filters take two-letter country codes, as US or DE");
+    expect_cloud_error("    filters: { inet_down: { above: 100 } }\n",
+                       "yard.yaml:8:29: unknown key 'above' in 'clouds.vast.filters.inet_down'; "
+                       "valid keys: eq, neq, gt, gte, lt, lte, in, notin");
+    expect_cloud_error("    filters: { inet_down: { in: 100 } }\n",
+                       "yard.yaml:8:33: clouds.vast.filters.inet_down.in: expected a list, got "
+                       "'100'");
+    expect_cloud_error("    filters: { inet_down: { gte: [1, 2] } }\n",
+                       "yard.yaml:8:34: clouds.vast.filters.inet_down.gte: expected one value, "
+                       "got a list");
+    expect_cloud_error("    filters: { inet_down: {} }\n",
+                       "yard.yaml:8:27: clouds.vast.filters.inet_down: no operator; give one of "
+                       "eq, neq, gt, gte, lt, lte, in or notin");
+    expect_cloud_error("    filters: { Bad-Field: 1 }\n",
+                       "yard.yaml:8:16: clouds.vast.filters: 'Bad-Field' is not an offer field; "
+                       "fields are lowercase words with '_', as gpu_name or reliability2");
+    expect_cloud_error("    filters: [gpu_name]\n",
+                       "yard.yaml:8:14: clouds.vast.filters: expected a mapping of offer fields, "
+                       "as { gpu_name: \"RTX 4090\" }, got a list");
+}
+
+static void test_cloud_api_key(void **state)
+{
+    struct config_cloud c = {.name = "vast", .api_key = "${env.YARD_TEST_VAST_KEY}"};
+    char err[256];
+    unsetenv("YARD_TEST_VAST_KEY");
+    assert_null(config_cloud_api_key(&c, err, sizeof err));
+    assert_string_equal(err, "environment variable 'YARD_TEST_VAST_KEY' is not set (used in "
+                             "clouds.vast.api_key); set it in the daemon's environment and "
+                             "restart it");
+    setenv("YARD_TEST_VAST_KEY", "", 1);
+    assert_null(config_cloud_api_key(&c, err, sizeof err));
+    assert_string_equal(err, "environment variable 'YARD_TEST_VAST_KEY' is empty (used in "
+                             "clouds.vast.api_key); set it in the daemon's environment and "
+                             "restart it");
+    setenv("YARD_TEST_VAST_KEY", "abc123", 1);
+    char *k = config_cloud_api_key(&c, err, sizeof err);
+    assert_string_equal(k, "abc123");
+    free(k);
+    c.api_key = "pre-${env.YARD_TEST_VAST_KEY}-post";
+    k = config_cloud_api_key(&c, err, sizeof err);
+    assert_string_equal(k, "pre-abc123-post");
+    free(k);
+    c.api_key = "literal-key";
+    k = config_cloud_api_key(&c, err, sizeof err);
+    assert_string_equal(k, "literal-key");
+    free(k);
+    unsetenv("YARD_TEST_VAST_KEY");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1249,6 +1591,9 @@ int main(void)
         cmocka_unit_test(test_name_bounds),
         cmocka_unit_test(test_nul_in_scalars),
         cmocka_unit_test(test_many_models),
+        cmocka_unit_test(test_clouds),
+        cmocka_unit_test(test_cloud_errors),
+        cmocka_unit_test(test_cloud_api_key),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, cloud_files_remove);
 }
