@@ -5,7 +5,7 @@
 # A module (a directory of src/) includes only modules of a lower layer and its own:
 #   0 base
 #   1 config store gpu http catalog
-#   2 engine
+#   2 engine cloud
 #   3 runner
 #   4 host
 #   5 sup
@@ -27,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 declare -A layer=(
-    [base]=0 [config]=1 [store]=1 [gpu]=1 [http]=1 [catalog]=1 [engine]=2 [runner]=3
+    [base]=0 [config]=1 [store]=1 [gpu]=1 [http]=1 [catalog]=1 [engine]=2 [cloud]=2 [runner]=3
     [host]=4 [sup]=5 [sched]=6 [router]=7 [admin]=8 [cli]=9 [.]=10
 )
 

@@ -1,0 +1,289 @@
+/*
+ * The Vast.ai API's calls and what their failures say: one line per failed
+ * call, with the API's status, its own error code and msg (or the plain
+ * text of a 429, or the title of a proxy's HTML page), how many attempts the
+ * retries made, and what the user can do. The offer search is the one call
+ * so far (docs/cloud.md says what comes next).
+ */
+#include "cloud/vast.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "base/utf8.h"
+
+#define API_TEXT_MAX 300 /* bytes of the API's own words kept in a line */
+
+static const char *status_text(long status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 410:
+        return "Gone";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return NULL;
+    }
+}
+
+/*
+ * Text from the API made one printable line: valid UTF-8, control characters
+ * and runs of blanks as one space, trimmed, cut at a character boundary.
+ * Returns a new string, "" when nothing is left.
+ */
+static char *one_line(const char *p, size_t n)
+{
+    char *s = utf8_sanitize(p, n, &n);
+    if (!s)
+        return xstrdup("");
+    size_t o = 0;
+    int blank = 1; /* drops leading blanks */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f || c == ' ') {
+            if (!blank)
+                s[o++] = ' ';
+            blank = 1;
+            continue;
+        }
+        s[o++] = (char)c;
+        blank = 0;
+    }
+    while (o && s[o - 1] == ' ')
+        o--;
+    size_t cut = utf8_cut(s, o, API_TEXT_MAX);
+    s[cut] = '\0';
+    if (cut < o) {
+        char *t = xstrfmt("%s...", s);
+        free(s);
+        return t;
+    }
+    return s;
+}
+
+/* The <title> of an HTML page, or NULL. */
+static char *html_title(const char *body, size_t len)
+{
+    const char *end = body + len;
+    for (const char *p = body; p + 7 <= end; p++) {
+        if (strncasecmp(p, "<title>", 7) != 0)
+            continue;
+        const char *t = p + 7;
+        for (const char *q = t; q + 8 <= end; q++)
+            if (!strncasecmp(q, "</title>", 8))
+                return one_line(t, (size_t)(q - t));
+        return NULL;
+    }
+    return NULL;
+}
+
+/*
+ * The API's words for an answer: "401 auth_error: Invalid user key" from a
+ * JSON error body (msg, else message; error is the code), the text of a
+ * plain body, the title of an HTML page, or the status' name. New string.
+ */
+static char *api_words(const struct cloud_http_result *r)
+{
+    char *words = NULL;
+    json_t *j = r->len ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+    if (json_is_object(j)) {
+        const char *msg = json_string_value(json_object_get(j, "msg"));
+        const char *code = json_string_value(json_object_get(j, "error"));
+        if (!msg)
+            msg = json_string_value(json_object_get(j, "message"));
+        if (!msg && code)
+            msg = code, code = NULL;
+        if (msg) {
+            char *m = one_line(msg, strlen(msg));
+            char *c = code ? one_line(code, strlen(code)) : NULL;
+            words = xstrfmt("%ld%s%s: %s", r->status, c && *c ? " " : "", c ? c : "", m);
+            free(m);
+            free(c);
+        }
+    } else if (!j && r->len) {
+        const char *ct = r->content_type ? r->content_type : "";
+        int html = strstr(ct, "html") || (r->len && r->body[0] == '<');
+        char *text = html ? html_title(r->body, r->len) : one_line(r->body, r->len);
+        if (text && *text)
+            words = xstrfmt("%ld: %s", r->status, text);
+        free(text);
+    }
+    json_decref(j);
+    if (!words) {
+        const char *name = status_text(r->status);
+        words = name ? xstrfmt("%ld %s", r->status, name) : xstrfmt("status %ld", r->status);
+    }
+    return words;
+}
+
+static char *tries_text(const struct cloud_http_result *r)
+{
+    if (r->attempts <= 1)
+        return xstrdup("");
+    return xstrfmt(" (%d attempts in %.1f s)", r->attempts, (double)r->elapsed_ms / 1000);
+}
+
+char *cloud_vast_error(const struct cloud_http_result *r, const char *what, const char *cloud,
+                       const char *url)
+{
+    char *tries = tries_text(r);
+    char *msg;
+    if (r->rc == -ECANCELED) {
+        msg = xstrfmt("%s was cancelled: the daemon is shutting down", what);
+    } else if (r->rc == -EMSGSIZE) {
+        msg = xstrfmt("the Vast API's answer to %s is too large (%s); is clouds.%s.url the API?",
+                      what, r->transport, cloud);
+    } else if (r->rc < 0) {
+        char *t =
+            one_line(r->transport ? r->transport : "", r->transport ? strlen(r->transport) : 0);
+        msg = xstrfmt("cannot reach the Vast API at '%s': %s%s; check clouds.%s.url and the "
+                      "network",
+                      url, t, tries, cloud);
+        free(t);
+    } else {
+        char *words = api_words(r);
+        if (r->status == 401 || r->status == 403)
+            msg =
+                xstrfmt("the Vast API refused the key (%s); check clouds.%s.api_key", words, cloud);
+        else if (r->status == 429)
+            msg = xstrfmt("the Vast API kept limiting the rate of %s (%s)%s; wait a minute and "
+                          "try again",
+                          what, words, tries);
+        else if (r->status >= 500)
+            msg = xstrfmt("the Vast API failed %s (%s)%s; try again later", what, words, tries);
+        else
+            msg = xstrfmt("the Vast API refused %s (%s)", what, words);
+        free(words);
+    }
+    free(tries);
+    return msg;
+}
+
+/* ---- the search ----------------------------------------------------- */
+
+struct offers_op {
+    struct cloud_query q;
+    char *cloud, *url, *strictness;
+    struct cloud_need need;
+    cloud_offers_cb cb;
+    void *arg;
+};
+
+static void offers_done(void *arg, const struct cloud_http_result *r)
+{
+    struct offers_op *op = arg;
+    json_t *res = NULL;
+    char *err = NULL;
+    json_t *body = NULL;
+    if (r->rc == 0 && r->status >= 200 && r->status <= 299)
+        body = json_loadb(r->body, r->len, 0, NULL);
+    json_t *offers = json_object_get(body, "offers");
+    if (r->rc < 0 || r->status < 200 || r->status > 299 ||
+        json_is_false(json_object_get(body, "success"))) {
+        err = cloud_vast_error(r, "the search", op->cloud, op->url);
+    } else if (!json_is_array(offers)) {
+        char *t = one_line(r->body, r->len);
+        err = xstrfmt("the Vast API answered the search with no list of offers ('%s'); is "
+                      "clouds.%s.url the API?",
+                      t, op->cloud);
+        free(t);
+    } else {
+        res = cloud_vast_rank(&op->q, offers);
+        json_t *need =
+            json_pack("{s:i, s:o}", "gpus", op->need.gpus, "vram",
+                      op->need.vram ? json_integer((json_int_t)op->need.vram) : json_null());
+        if (res && need && json_object_set_new(res, "cloud", json_string(op->cloud)) == 0 &&
+            json_object_set_new(res, "strictness", json_string(op->strictness)) == 0 &&
+            json_object_set_new(res, "need", need) == 0 &&
+            json_object_set(res, "query", op->q.body) == 0) {
+            need = NULL;
+        } else {
+            json_decref(need);
+            json_decref(res);
+            res = NULL;
+            err = xstrdup("out of memory ranking the offers");
+        }
+        log_info("cloud", "'%s': %zu offers ranked, %zu excluded (%d attempts)", op->cloud,
+                 json_array_size(json_object_get(res, "offers")),
+                 json_array_size(json_object_get(res, "excluded")), r->attempts);
+    }
+    json_decref(body);
+    op->cb(op->arg, res, err);
+    free(err);
+    cloud_query_release(&op->q);
+    free(op->cloud);
+    free(op->url);
+    free(op->strictness);
+    free(op);
+}
+
+int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
+                      const struct cloud_need *need, const int64_t *bad, size_t n_bad,
+                      cloud_offers_cb cb, void *arg, char **err)
+{
+    char why[512];
+    char *key = config_cloud_api_key(cc, why, sizeof why);
+    if (!key) {
+        *err = xstrdup(why);
+        return -EINVAL;
+    }
+    struct offers_op *op = xcalloc(1, sizeof *op);
+    char *body = NULL;
+    int rc = cloud_vast_query(cc, need, bad, n_bad, &op->q, err);
+    if (rc == 0 && !(body = json_dumps(op->q.body, JSON_COMPACT))) {
+        *err = xstrdup("out of memory building the search");
+        rc = -ENOMEM;
+    }
+    if (rc < 0) {
+        cloud_query_release(&op->q);
+        free(op);
+        memset(key, 0, strlen(key));
+        free(key);
+        return rc;
+    }
+    op->cloud = xstrdup(cc->name);
+    op->url = xstrdup(cc->url);
+    op->strictness = xstrdup(config_strictness_name(cc->strictness));
+    op->need = *need;
+    op->cb = cb;
+    op->arg = arg;
+    char *url = xstrfmt("%s/api/v0/bundles/", cc->url);
+    struct cloud_http_opts o = {
+        .method = "POST",
+        .url = url,
+        .bearer = key,
+        .body = body,
+        .body_len = strlen(body),
+        .retry_on = CLOUD_RETRY_ALL,
+    };
+    cloud_http_send(h, &o, offers_done, op);
+    free(url);
+    free(body);
+    memset(key, 0, strlen(key));
+    free(key);
+    return 0;
+}

@@ -1,0 +1,105 @@
+#ifndef YARD_CLOUD_VAST_H
+#define YARD_CLOUD_VAST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "cloud/http.h"
+#include "config/config.h"
+
+/*
+ * The Vast.ai API as yard uses it (docs/vast.md has the shapes, docs/cloud.md
+ * the choices): the offer search, built from a cloud's config and a need;
+ * every offer of the answer checked again against the same conditions (the
+ * API is not trusted to have applied them); the offers that pass ranked,
+ * each rank and each exclusion with its reason; and each failed call made
+ * into one line that carries the API's own words.
+ */
+
+/* What offers are searched for. */
+struct cloud_need {
+    int gpus;      /* GPUs on the machine, 1 or more */
+    uint64_t vram; /* bytes of memory per GPU; 0: any */
+};
+
+/*
+ * One condition of a search: `field op value`, sent in the query and checked
+ * on each offer the API returns. origin says where it comes from, for
+ * reasons: "always", "strictness balanced", "--gpus", "--vram",
+ * "max_price", "filters", "bad-host list".
+ */
+struct cloud_cond {
+    char *field;
+    char *op;      /* eq neq gt gte lt lte in notin */
+    json_t *value; /* a list for in and notin */
+    char *origin;
+};
+
+struct cloud_query {
+    struct cloud_cond *conds; /* in the order they were added */
+    size_t n;
+    json_t *body; /* the body of POST /api/v0/bundles/ */
+};
+
+#define CLOUD_VAST_SEARCH_LIMIT 64 /* offers asked for; the API answers at most 64 anyway */
+
+/*
+ * Builds the search of cloud cc for need, excluding the machines bad[0..n_bad):
+ * the offers that are always asked for (rentable, not rented, not external),
+ * the strictness floor, the need (num_gpus, gpu_ram), max_price (dph_total
+ * at the cloud's disk) and the cloud's filters. A filter on a field and op
+ * the floor sets too keeps the stricter bound (gt/gte the larger, lt/lte the
+ * smaller); a filter that contradicts the floor (verified = false under
+ * balanced) is refused. Returns 0, or -EINVAL with a new one-line message in
+ * *err. The caller releases q with cloud_query_release in both cases.
+ */
+int cloud_vast_query(const struct config_cloud *cc, const struct cloud_need *need,
+                     const int64_t *bad, size_t n_bad, struct cloud_query *q, char **err);
+void cloud_query_release(struct cloud_query *q);
+
+/* Why offer fails q, as a new string the caller frees; NULL when it passes every condition. */
+char *cloud_vast_check(const struct cloud_query *q, const json_t *offer);
+
+/*
+ * Ranks the offers of an answer (the API's "offers" array): those that pass
+ * q in rank order, then those excluded, each with its reason. Rank: the
+ * lower price (dph_total), then the API's higher score, then the lower offer
+ * id. Returns a new object {"offers": [...], "excluded": [...]} of entries
+ * {rank (offers only), id, machine_id, host_id, gpu_name, num_gpus,
+ * gpu_ram_mib, dph_total, reliability, inet_down, verified, datacenter,
+ * direct_port_count, geolocation, score, reason}, a field null where the
+ * offer lacks it. NULL only when memory cannot be had.
+ */
+json_t *cloud_vast_rank(const struct cloud_query *q, const json_t *offers);
+
+/*
+ * One line for an API call that failed, r its outcome, what the call ("the
+ * search"), cloud and url the cloud's name and base URL: the API's own
+ * status, error code and msg where it sent them, how many attempts, and what
+ * to do. Returns a new string the caller frees.
+ */
+char *cloud_vast_error(const struct cloud_http_result *r, const char *what, const char *cloud,
+                       const char *url);
+
+/*
+ * The search, sent: called with a new result object the callee takes
+ * ({cloud, strictness, need: {gpus, vram}, query, offers, excluded}), or
+ * with NULL and a one-line error.
+ */
+typedef void (*cloud_offers_cb)(void *arg, json_t *result, const char *err);
+
+/*
+ * Searches the offers of cloud cc for need through h (a 429, a 5xx and a
+ * transport failure retried as cloud/http.h says). Everything needed of cc
+ * is copied now, so a reload may free it. Returns 0, then cb is called
+ * once, on a later loop turn; or a negative errno with a new one-line
+ * message in *err (-EINVAL: the key's variable is not set, a filter
+ * contradicts the floor; -ENOMEM), and cb is never called.
+ */
+int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
+                      const struct cloud_need *need, const int64_t *bad, size_t n_bad,
+                      cloud_offers_cb cb, void *arg, char **err);
+
+#endif
