@@ -15,6 +15,7 @@ struct sched;
 struct router;
 struct gpu;
 struct host_registry;
+struct cloud_http;
 
 /*
  * The one piece of mutable state in a yard process, passed explicitly. The
@@ -37,6 +38,7 @@ struct app {
     struct router *router;
     struct gpu *gpu;             /* the GPU inventory's source */
     struct host_registry *hosts; /* local and every pod (host/host.h) */
+    struct cloud_http *cloud;    /* the clouds' API client (cloud/http.h), or NULL */
 
     /* Replaceable in tests. */
     uint64_t (*now_ms)(void); /* monotonic */

@@ -49,6 +49,14 @@ void admin__hosts(struct app *app, json_t *req, admin__reply_fn reply, void *arg
 void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 
 /*
+ * cloud_offers {cloud, gpus?, vram? (bytes per GPU), model?}: the offers the
+ * cloud's marketplace has for the need (--gpus/--vram, else the model's gpus
+ * and vram, else one GPU), ranked, as cloud/vast.h's result. Lives in
+ * cloud.c; docs/cloud.md.
+ */
+void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+
+/*
  * Where a streamed answer goes. line takes each intermediate message (a
  * reference); reply takes the final one, after which nothing more is sent;
  * backlog says how many bytes wait to be written to the client (lines are

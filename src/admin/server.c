@@ -1183,6 +1183,11 @@ static void verb_models(struct admin_conn *c, json_t *req)
     handle_pod(c, req, admin__models);
 }
 
+static void verb_cloud_offers(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__cloud_offers);
+}
+
 /* What a verb asks of its request before its handler runs. */
 enum verb_needs {
     VERB_ANY = 0,
@@ -1217,6 +1222,7 @@ static const struct verb {
     {"pod_rm", verb_pod_rm, VERB_ANY},
     {"pod_setup", handle_pod_setup, VERB_ANY},
     {"models", verb_models, VERB_ANY},
+    {"cloud_offers", verb_cloud_offers, VERB_ANY},
 };
 
 static const struct verb *verb_find(const char *name)

@@ -21,6 +21,7 @@
 #include "base/log.h"
 #include "base/utf8.h"
 #include "cli/cli.h"
+#include "cloud/http.h"
 #include "config/config.h"
 #include "gpu/gpu.h"
 #include "host/host.h"
@@ -250,6 +251,9 @@ static void daemon_stop(struct daemon *d)
     uv_close((uv_handle_t *)&d->reload_timer, NULL);
     admin_server_close(d->app->admin);
     d->app->admin = NULL;
+    /* A search still waiting answers its client, now gone, that the daemon stops. */
+    cloud_http_close(d->app->cloud);
+    d->app->cloud = NULL;
     router_close(d->app->router, on_router_closed, d);
 }
 
@@ -549,6 +553,7 @@ int cmd_serve(int argc, char **argv, struct app *app)
     if (cfg->tool_nvidia_smi)
         gpu_set_nvml(app->gpu, NULL);
     app->sched = sched_new(app, &sched_sup_real);
+    app->cloud = cloud_http_new(app->loop);
     app->router = router_new(app, &err);
     if (app->router)
         app->admin = admin_server_new(app, daemon_reload, &err);
@@ -556,6 +561,8 @@ int cmd_serve(int argc, char **argv, struct app *app)
         if (app->router)
             router_close(app->router, NULL, NULL);
         sched_free(app->sched);
+        cloud_http_close(app->cloud);
+        app->cloud = NULL;
         fprintf(stderr, "yard serve: %s\n", err);
         free(err);
         sup_shutdown(app->sup, 1, NULL, NULL);

@@ -227,9 +227,10 @@ static void offers_done(void *arg, const struct cloud_http_result *r)
             res = NULL;
             err = xstrdup("out of memory ranking the offers");
         }
-        log_info("cloud", "'%s': %zu offers ranked, %zu excluded (%d attempts)", op->cloud,
+        log_info("cloud", "'%s': %zu offers ranked, %zu excluded (%d attempt%s)", op->cloud,
                  json_array_size(json_object_get(res, "offers")),
-                 json_array_size(json_object_get(res, "excluded")), r->attempts);
+                 json_array_size(json_object_get(res, "excluded")), r->attempts,
+                 r->attempts == 1 ? "" : "s");
     }
     json_decref(body);
     op->cb(op->arg, res, err);
@@ -254,7 +255,7 @@ int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
     struct offers_op *op = xcalloc(1, sizeof *op);
     char *body = NULL;
     int rc = cloud_vast_query(cc, need, bad, n_bad, &op->q, err);
-    if (rc == 0 && !(body = json_dumps(op->q.body, JSON_COMPACT))) {
+    if (rc == 0 && !(body = json_dumps(op->q.body, JSON_COMPACT | JSON_REAL_PRECISION(15)))) {
         *err = xstrdup("out of memory building the search");
         rc = -ENOMEM;
     }

@@ -1,0 +1,132 @@
+/*
+ * The cloud verbs of the admin socket (docs/cloud.md). cloud_offers asks a
+ * cloud's marketplace for the offers it would rent for a need, ranked, each
+ * rank and each exclusion with its reason; the cloud module does the
+ * search, this handler checks the request and words the answer.
+ */
+#include "admin/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/utf8.h"
+#include "cloud/vast.h"
+#include "config/config.h"
+
+#define CLOUD_GPUS_MAX 64
+
+struct offers_op {
+    admin__reply_fn reply;
+    void *arg;
+    char *cloud;
+};
+
+static void reply_error(admin__reply_fn reply, void *arg, const char *msg)
+{
+    /* messages quote the API's own words */
+    reply(arg, json_pack("{s:b, s:o}", "ok", 0, "error", utf8_json_xstring(msg)));
+}
+
+static void offers_done(void *arg, json_t *result, const char *err)
+{
+    struct offers_op *op = arg;
+    if (result) {
+        op->reply(op->arg, json_pack("{s:b, s:o}", "ok", 1, "result", result));
+    } else {
+        char *msg = xstrfmt("cloud '%s': %s", op->cloud, err);
+        reply_error(op->reply, op->arg, msg);
+        free(msg);
+    }
+    free(op->cloud);
+    free(op);
+}
+
+/* "a, b, c": the names of the config's clouds. A new string. */
+static char *cloud_names(const struct config *cfg)
+{
+    struct buf b;
+    buf_init(&b, 64 * 1024);
+    for (size_t i = 0; i < cfg->n_clouds; i++)
+        buf_printf(&b, "%s%s", i ? ", " : "", cfg->clouds[i].name);
+    char *s = buf_detach(&b, NULL);
+    return s ? s : xstrdup("");
+}
+
+/*
+ * The need of a request: --gpus and --vram where given, else the model's
+ * gpus and vram (--model), else one GPU of any memory. Returns NULL, or a
+ * new message.
+ */
+static char *need_of(const struct config *cfg, json_t *req, struct cloud_need *need)
+{
+    const char *model = json_string_value(json_object_get(req, "model"));
+    json_t *gpus = json_object_get(req, "gpus"), *vram = json_object_get(req, "vram");
+    *need = (struct cloud_need){.gpus = 1};
+    if (model) {
+        const struct config_model *m = config_find_model(cfg, model);
+        if (!m)
+            return xstrfmt("unknown model '%s'; give a model of the config, or --gpus and "
+                           "--vram",
+                           model);
+        if (m->gpu_count > 0)
+            need->gpus = m->gpu_count;
+        need->vram = m->vram;
+    }
+    if (gpus) {
+        if (!json_is_integer(gpus) || json_integer_value(gpus) < 1 ||
+            json_integer_value(gpus) > CLOUD_GPUS_MAX)
+            return xstrfmt("'gpus' must be a whole number from 1 to %d", CLOUD_GPUS_MAX);
+        need->gpus = (int)json_integer_value(gpus);
+    }
+    if (vram) {
+        if (!json_is_integer(vram) || json_integer_value(vram) < 1)
+            return xstrdup("'vram' must be a number of bytes, 1 or more");
+        need->vram = (uint64_t)json_integer_value(vram);
+    }
+    return NULL;
+}
+
+void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    const struct config *cfg = app->cfg;
+    const char *name = json_string_value(json_object_get(req, "cloud"));
+    char *msg = NULL;
+    struct cloud_need need;
+    const struct config_cloud *cc = name ? config_find_cloud(cfg, name) : NULL;
+    if (!name) {
+        msg = xstrdup("'cloud_offers' needs a cloud name");
+    } else if (!cc && !cfg->n_clouds) {
+        msg = xstrfmt("unknown cloud '%s': the config has no clouds; add one under 'clouds:' "
+                      "(docs/cloud.md)",
+                      name);
+    } else if (!cc) {
+        char *names = cloud_names(cfg);
+        msg = xstrfmt("unknown cloud '%s'; configured clouds: %s", name, names);
+        free(names);
+    } else if ((msg = need_of(cfg, req, &need))) {
+        /* msg says what */
+    } else if (!app->cloud) {
+        msg = xstrdup("this daemon has no client for the clouds' APIs (libcurl did not start; "
+                      "see its log)");
+    }
+    if (msg) {
+        reply_error(reply, arg, msg);
+        free(msg);
+        return;
+    }
+    struct offers_op *op = xcalloc(1, sizeof *op);
+    op->reply = reply;
+    op->arg = arg;
+    op->cloud = xstrdup(cc->name);
+    /* The bad-host registry (docs/cloud.md, next) will give the machines to leave out. */
+    if (cloud_vast_offers(app->cloud, cc, &need, NULL, 0, offers_done, op, &msg) < 0) {
+        char *line = xstrfmt("cloud '%s': %s", op->cloud, msg);
+        reply_error(reply, arg, line);
+        free(line);
+        free(msg);
+        free(op->cloud);
+        free(op);
+    }
+}

@@ -1,0 +1,269 @@
+/* `yard cloud offers`: what a cloud's marketplace would rent, ranked (docs/cloud.md). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/units.h"
+#include "base/utf8.h"
+#include "cli/cli.h"
+
+#define CLOUD_GPUS_MAX 64
+
+static const char usage[] =
+    "usage: yard cloud offers CLOUD [--gpus N] [--vram SIZE] [--model NAME] [--json]\n"
+    "\n"
+    "offers: asks the cloud's marketplace (config: clouds: {CLOUD: ...}) for the\n"
+    "machines it would rent and lists them ranked, each with why it ranks there,\n"
+    "then the offers it leaves out with why; the search is the cloud's strictness,\n"
+    "max_price and filters with the need: --gpus (default 1) and --vram (memory per\n"
+    "GPU, as '24GiB'), or a model's gpus and vram with --model\n";
+
+/* ---- --json: the stable form --------------------------------------- */
+
+static json_t *number_field(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_deep_copy(v) : json_null();
+}
+
+static json_t *bool_field(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_boolean(v) ? json_incref(v) : json_null();
+}
+
+/* One offer, ranked (rank > 0) or excluded, with exactly the documented keys. */
+static json_t *offer_stable(const json_t *e, int ranked)
+{
+    json_t *o = json_object();
+    if (ranked)
+        json_object_set_new(o, "rank", cli_json_field(e, "rank", JSON_INTEGER));
+    json_object_set_new(o, "id", cli_json_field(e, "id", JSON_INTEGER));
+    json_object_set_new(o, "machine_id", cli_json_field(e, "machine_id", JSON_INTEGER));
+    json_object_set_new(o, "host_id", cli_json_field(e, "host_id", JSON_INTEGER));
+    json_object_set_new(o, "gpu_name", cli_json_field(e, "gpu_name", JSON_STRING));
+    json_object_set_new(o, "num_gpus", cli_json_field(e, "num_gpus", JSON_INTEGER));
+    json_object_set_new(o, "gpu_ram_mib", number_field(e, "gpu_ram_mib"));
+    json_object_set_new(o, "dph_total", number_field(e, "dph_total"));
+    json_object_set_new(o, "reliability", number_field(e, "reliability"));
+    json_object_set_new(o, "inet_down", number_field(e, "inet_down"));
+    json_object_set_new(o, "verified", bool_field(e, "verified"));
+    json_object_set_new(o, "datacenter", bool_field(e, "datacenter"));
+    json_object_set_new(o, "direct_port_count",
+                        cli_json_field(e, "direct_port_count", JSON_INTEGER));
+    json_object_set_new(o, "geolocation", cli_json_field(e, "geolocation", JSON_STRING));
+    json_object_set_new(o, "score", number_field(e, "score"));
+    json_object_set_new(o, "reason", cli_json_field(e, "reason", JSON_STRING));
+    return o;
+}
+
+static json_t *list_stable(const json_t *list, int ranked)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+    {
+        json_array_append_new(out, offer_stable(e, ranked));
+    }
+    return out;
+}
+
+static json_t *offers_stable(const json_t *r)
+{
+    json_t *need = json_object_get(r, "need");
+    json_t *o = json_object();
+    json_object_set_new(o, "cloud", cli_json_field(r, "cloud", JSON_STRING));
+    json_object_set_new(o, "strictness", cli_json_field(r, "strictness", JSON_STRING));
+    json_object_set_new(o, "need",
+                        json_pack("{s:o, s:o}", "gpus", cli_json_field(need, "gpus", JSON_INTEGER),
+                                  "vram", cli_json_field(need, "vram", JSON_INTEGER)));
+    json_object_set_new(o, "query", cli_json_field(r, "query", JSON_OBJECT));
+    json_object_set_new(o, "offers", list_stable(json_object_get(r, "offers"), 1));
+    json_object_set_new(o, "excluded", list_stable(json_object_get(r, "excluded"), 0));
+    return o;
+}
+
+/* ---- the table ------------------------------------------------------ */
+
+enum {
+    COL_RANK,
+    COL_OFFER,
+    COL_MACHINE,
+    COL_GPUS,
+    COL_PRICE,
+    COL_REL,
+    COL_NET,
+    COL_WHERE,
+    COL_WHY,
+    COL_COUNT
+};
+
+static const char *const headers[COL_COUNT] = {"RANK",    "OFFER", "MACHINE",  "GPUS", "$/H",
+                                               "RELIAB.", "MB/S",  "LOCATION", "WHY"};
+
+static char *int_text(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? xstrfmt("%lld", (long long)json_integer_value(v)) : xstrdup("-");
+}
+
+/* A number with digits after the point; "-" when absent. */
+static char *num_text(const json_t *o, const char *key, int digits)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? xstrfmt("%.*f", digits, json_number_value(v)) : xstrdup("-");
+}
+
+static char *str_text(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return cli_one_line(s && *s ? s : "-");
+}
+
+/* "1x RTX 4090 24.0GiB" */
+static char *gpus_text(const json_t *o)
+{
+    json_t *n = json_object_get(o, "num_gpus"), *ram = json_object_get(o, "gpu_ram_mib");
+    const char *name = json_string_value(json_object_get(o, "gpu_name"));
+    char mem[32] = "";
+    if (json_is_number(ram) && json_number_value(ram) > 0)
+        units_fmt_size((uint64_t)(json_number_value(ram) * 1048576.0), mem, sizeof mem);
+    char *s = xstrfmt("%lldx %s%s%s", json_is_integer(n) ? (long long)json_integer_value(n) : 0,
+                      name ? name : "?", *mem ? " " : "", mem);
+    char *cell = cli_one_line(s);
+    free(s);
+    return cell;
+}
+
+/* The first line: what was searched for. */
+static void print_head(const json_t *r)
+{
+    const json_t *need = json_object_get(r, "need");
+    const char *cloud = json_string_value(json_object_get(r, "cloud"));
+    const char *strict = json_string_value(json_object_get(r, "strictness"));
+    json_int_t gpus = json_integer_value(json_object_get(need, "gpus"));
+    json_t *vram = json_object_get(need, "vram");
+    char mem[32] = "any memory";
+    if (json_is_integer(vram) && json_integer_value(vram) > 0) {
+        char tmp[32];
+        snprintf(mem, sizeof mem, "%s each",
+                 units_fmt_size((uint64_t)json_integer_value(vram), tmp, sizeof tmp));
+    }
+    char *c = cli_one_line(cloud ? cloud : "?");
+    size_t n = json_array_size(json_object_get(r, "offers"));
+    size_t x = json_array_size(json_object_get(r, "excluded"));
+    printf("%s (strictness %s): %zu offer%s for %lld GPU%s, %s; %zu excluded\n", c,
+           strict ? strict : "?", n, n == 1 ? "" : "s", (long long)gpus, gpus == 1 ? "" : "s", mem,
+           x);
+    free(c);
+}
+
+static void print_offers(const json_t *r)
+{
+    print_head(r);
+    const json_t *offers = json_object_get(r, "offers");
+    size_t n = json_array_size(offers);
+    if (n) {
+        char **cells = xcalloc((n + 1) * COL_COUNT, sizeof *cells);
+        for (int k = 0; k < COL_COUNT; k++)
+            cells[k] = xstrdup(headers[k]);
+        for (size_t i = 0; i < n; i++) {
+            const json_t *o = json_array_get(offers, i);
+            char **row = &cells[(i + 1) * COL_COUNT];
+            row[COL_RANK] = int_text(o, "rank");
+            row[COL_OFFER] = int_text(o, "id");
+            row[COL_MACHINE] = int_text(o, "machine_id");
+            row[COL_GPUS] = gpus_text(o);
+            row[COL_PRICE] = num_text(o, "dph_total", 3);
+            row[COL_REL] = num_text(o, "reliability", 3);
+            row[COL_NET] = num_text(o, "inet_down", 0);
+            row[COL_WHERE] = str_text(o, "geolocation");
+            row[COL_WHY] = str_text(o, "reason");
+        }
+        cli_table_print(cells, n + 1, COL_COUNT, stdout, NULL, NULL);
+    } else {
+        printf("no offer passes; loosen the cloud's strictness, max_price or filters, or ask "
+               "for less\n");
+    }
+    const json_t *ex = json_object_get(r, "excluded");
+    if (json_array_size(ex))
+        printf("excluded:\n");
+    size_t i;
+    json_t *o;
+    json_array_foreach(ex, i, o)
+    {
+        char *id = int_text(o, "id"), *machine = int_text(o, "machine_id"),
+             *why = str_text(o, "reason");
+        printf("  offer %s (machine %s): %s\n", id, machine, why);
+        free(id);
+        free(machine);
+        free(why);
+    }
+}
+
+/* ---- the command ---------------------------------------------------- */
+
+static int cloud_offers(struct app *app, const char *cloud, long gpus, uint64_t vram,
+                        const char *model)
+{
+    json_t *req = json_pack("{s:s, s:o}", "cmd", "cloud_offers", "cloud", utf8_json_xstring(cloud));
+    if (gpus > 0)
+        json_object_set_new(req, "gpus", json_integer(gpus));
+    if (vram)
+        json_object_set_new(req, "vram", json_integer((json_int_t)vram));
+    if (model)
+        json_object_set_new(req, "model", utf8_json_xstring(model));
+    json_t *res = NULL;
+    int rc = cli_request(app, req, NULL, NULL, &res);
+    if (rc)
+        return rc;
+    if (app->json) {
+        json_t *o = offers_stable(res);
+        /* 15 digits: 0.3, not 0.29999999999999999 */
+        json_dumpf(o, stdout, JSON_COMPACT | JSON_REAL_PRECISION(15));
+        fputc('\n', stdout);
+        json_decref(o);
+    } else {
+        print_offers(res);
+    }
+    json_decref(res);
+    return 0;
+}
+
+int cmd_cloud(int argc, char **argv, struct app *app)
+{
+    struct cli_opt opts[] = {
+        {.name = "gpus", .kind = CLI_OPT_VALUE},
+        {.name = "vram", .kind = CLI_OPT_VALUE},
+        {.name = "model", .kind = CLI_OPT_VALUE},
+    };
+    struct cli_args args;
+    int rc = cli_setup(argc, argv, app, opts, 3, usage, &args);
+    if (rc < 0)
+        return cli_exit_status(rc);
+    const char *sub = args.n > 0 ? args.pos[0] : NULL;
+    long gpus = 0;
+    uint64_t vram = 0;
+    if (!sub) {
+        rc = cli_usage_error("cloud", "which subcommand? offers; see 'yard cloud --help'");
+    } else if (strcmp(sub, "offers") != 0) {
+        rc = cli_usage_error("cloud", "unknown subcommand '%s'; use offers", sub);
+    } else if (args.n != 2) {
+        rc = cli_usage_error("cloud", "name one cloud of the config, as 'yard cloud offers vast'");
+    } else if (opts[0].value &&
+               (cli_parse_count(opts[0].value, &gpus) < 0 || gpus < 1 || gpus > CLOUD_GPUS_MAX)) {
+        rc = cli_usage_error("cloud", "'--gpus %s' is not a GPU count; give 1 to %d", opts[0].value,
+                             CLOUD_GPUS_MAX);
+    } else if (opts[1].value && (units_parse_size(opts[1].value, &vram) < 0 || !vram)) {
+        rc = cli_usage_error("cloud",
+                             "'--vram %s' is not a size; give the memory per GPU, as '24GiB'",
+                             opts[1].value);
+    } else {
+        rc = cloud_offers(app, args.pos[1], gpus, vram, opts[2].value);
+    }
+    cli_args_release(&args);
+    return rc;
+}
