@@ -20,7 +20,7 @@
 import { describe, test, before, after } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
-import { assert, tmpdir, freePort, writeConfig, startDaemon, yard, yardJson } from './lib/harness.mjs';
+import { assert, tmpdir, freePort, writeConfig, startDaemon, waitFor, yard, yardJson } from './lib/harness.mjs';
 import { startVastStandin } from './lib/vast-standin.mjs';
 
 const SEARCH = '/api/v0/bundles/';
@@ -342,6 +342,30 @@ describe('cloud offers against the stand-in', () => {
             );
         } finally {
             await d.stop();
+        }
+    });
+
+    test('a daemon stopped while a search waits between retries stops at once, answering nobody', async () => {
+        const { dir, d } = await daemon({ url: s.url, env: { VAST_API_KEY: s.apiKey } });
+        const n = searches(s).length;
+        await s.script({ kind: 'rate_limit', path: SEARCH, times: 6 });
+        const pending = yard(['cloud', 'offers', 'vast'], { stateDir: dir });
+        await waitFor(() => searches(s).length > n, { what: 'the first search' });
+        await d.stop();
+        // Six attempts take at least 3.9 s of waits: the stop did not wait for them.
+        assert.ok(searches(s).length - n < 6, `${searches(s).length - n} searches`);
+        const r = await pending;
+        assert.equal(r.code, 1);
+        assert.match(r.stderr, /^yard: the daemon at .* closed the connection before answering\n$/);
+        // What is left of the storm is used up here, not by the next test.
+        for (let i = 0; i < 6; i++) {
+            const res = await fetch(`${s.url}${SEARCH}`, {
+                method: 'POST',
+                headers: { Authorization: `Bearer ${s.apiKey}`, 'Content-Type': 'application/json' },
+                body: '{}',
+            });
+            await res.text();
+            if (res.status === 200) break;
         }
     });
 
