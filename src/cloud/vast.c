@@ -211,6 +211,11 @@ static void offers_done(void *arg, const struct cloud_http_result *r)
                       "clouds.%s.url the API?",
                       t, op->cloud);
         free(t);
+    } else if (json_array_size(offers) > CLOUD_VAST_OFFERS_MAX) {
+        err = xstrfmt("the Vast API answered the search with %zu offers, more than the %d yard "
+                      "reads (it asked for %d); is clouds.%s.url the API?",
+                      json_array_size(offers), CLOUD_VAST_OFFERS_MAX, CLOUD_VAST_SEARCH_LIMIT,
+                      op->cloud);
     } else {
         res = cloud_vast_rank(&op->q, offers);
         json_t *need =
@@ -279,6 +284,7 @@ int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
         .bearer = key,
         .body = body,
         .body_len = strlen(body),
+        .max_response = CLOUD_VAST_SEARCH_MAX_BYTES,
         .retry_on = CLOUD_RETRY_ALL,
     };
     cloud_http_send(h, &o, offers_done, op);

@@ -44,6 +44,13 @@ struct cloud_query {
 };
 
 #define CLOUD_VAST_SEARCH_LIMIT 64 /* offers asked for; the API answers at most 64 anyway */
+/*
+ * An answer to the search that passes either bound is refused whole: it is
+ * not the API's (64 offers are some 200 KB), and ranking it would hold
+ * memory in proportion.
+ */
+#define CLOUD_VAST_SEARCH_MAX_BYTES (4u << 20)
+#define CLOUD_VAST_OFFERS_MAX 1024
 
 /*
  * Builds the search of cloud cc for need, excluding the machines bad[0..n_bad):

@@ -303,6 +303,23 @@ describe('cloud offers against the stand-in', () => {
             assert.match(t.stdout, /^vast \(strictness balanced\): 1 offer for 1 GPU, any memory; 5 excluded\n/);
             assert.match(t.stdout, /\nexcluded:\n {2}offer 104 \(machine 1004\): reliability2 is 0\.85, under 0\.9 \(strictness balanced\)\n/);
             assert.match(t.stdout, /\n {2}offer 111 \(machine 1011\): verified is false, not true \(strictness balanced\)\n$/);
+
+            // Answers that are not the API's: refused whole, in one line.
+            await s.script({ kind: 'http', path: SEARCH, status: 200, body: { offers: Array(1025).fill({}) } });
+            assert.equal(
+                await offersError(dir),
+                "yard: cloud 'vast': the Vast API answered the search with 1025 offers, more than the 1024 yard reads (it asked for 64); is clouds.vast.url the API?",
+            );
+            await s.script({ kind: 'http', path: SEARCH, status: 200, body: 'x'.repeat(5 << 20), contentType: 'text/plain' });
+            assert.equal(
+                await offersError(dir),
+                "yard: cloud 'vast': the Vast API's answer to the search is too large (the answer is larger than 4194304 bytes); is clouds.vast.url the API?",
+            );
+            await s.script({ kind: 'http', path: SEARCH, status: 200, body: '<html>hello</html>', contentType: 'text/html' });
+            assert.equal(
+                await offersError(dir),
+                "yard: cloud 'vast': the Vast API answered the search with no list of offers ('<html>hello</html>'); is clouds.vast.url the API?",
+            );
         } finally {
             await d.stop();
         }
