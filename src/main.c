@@ -32,6 +32,8 @@ static const struct cmd commands[] = {
     {"pod", cmd_pod, "add, list or remove pods: remote GPU machines reached over ssh"},
     {"cloud", cmd_cloud, "show the offers a GPU marketplace has for a need, ranked"},
     {"models", cmd_models, "show which models of the catalog fit on which host"},
+    {"init", cmd_init,
+     "write a starter yard.yaml from this machine's GPUs, engines and GGUF files"},
     {"version", cmd_version, "print the version of yard and of the daemon"},
 };
 

@@ -48,6 +48,22 @@ static void opt_label(const struct cli_opt *o, char *out, size_t len)
         snprintf(out, len, "-%c", o->short_name);
 }
 
+/* Records a value of o (a pointer into argv); -EINVAL past a repeatable option's room. */
+static int set_value(struct cli_opt *o, const char *v, char *err, size_t errlen)
+{
+    o->value = v;
+    if (!o->values)
+        return 0;
+    if (o->seen > o->max_values) {
+        char label[64];
+        opt_label(o, label, sizeof(label));
+        snprintf(err, errlen, "option '%s' may be given at most %d times", label, o->max_values);
+        return -EINVAL;
+    }
+    o->values[o->seen - 1] = v;
+    return 0;
+}
+
 static void push_pos(struct cli_args *args, char *s, int cap)
 {
     if (args->n < cap)
@@ -68,15 +84,12 @@ static int parse_short(int argc, char **argv, int *i, struct cli_opt *opts, size
         o->seen++;
         if (o->kind == CLI_OPT_FLAG)
             continue;
-        if (a[k + 1]) {
-            o->value = a[k + 1] == '=' ? &a[k + 2] : &a[k + 1];
-        } else if (*i + 1 < argc) {
-            o->value = argv[++*i];
-        } else {
-            snprintf(err, errlen, "option '-%c' needs a value", a[k]);
-            return -EINVAL;
-        }
-        return 0;
+        if (a[k + 1])
+            return set_value(o, a[k + 1] == '=' ? &a[k + 2] : &a[k + 1], err, errlen);
+        if (*i + 1 < argc)
+            return set_value(o, argv[++*i], err, errlen);
+        snprintf(err, errlen, "option '-%c' needs a value", a[k]);
+        return -EINVAL;
     }
     return 0;
 }
@@ -115,15 +128,12 @@ static int parse_long(int argc, char **argv, int *i, struct cli_opt *opts, size_
         }
         return 0;
     }
-    if (eq) {
-        o->value = eq + 1;
-    } else if (*i + 1 < argc) {
-        o->value = argv[++*i];
-    } else {
-        snprintf(err, errlen, "option '%s' needs a value", label);
-        return -EINVAL;
-    }
-    return 0;
+    if (eq)
+        return set_value(o, eq + 1, err, errlen);
+    if (*i + 1 < argc)
+        return set_value(o, argv[++*i], err, errlen);
+    snprintf(err, errlen, "option '%s' needs a value", label);
+    return -EINVAL;
 }
 
 int cli_parse(int argc, char **argv, struct cli_opt *opts, size_t n_opts, struct cli_args *args,

@@ -35,6 +35,7 @@ int cmd_unpin(int argc, char **argv, struct app *app);
 int cmd_logs(int argc, char **argv, struct app *app);
 int cmd_events(int argc, char **argv, struct app *app);
 int cmd_version(int argc, char **argv, struct app *app);
+int cmd_init(int argc, char **argv, struct app *app);
 
 /* ---- options (args.c) ---- */
 
@@ -53,6 +54,13 @@ struct cli_opt {
     enum cli_opt_kind kind;
     const char *value; /* out: CLI_OPT_VALUE's value */
     int seen;          /* out */
+    /*
+     * A CLI_OPT_VALUE that may be given several times (--dir A --dir B): the
+     * caller's array of max_values, filled in order (seen says how many);
+     * more than max_values is an error. NULL: the last value wins.
+     */
+    const char **values;
+    int max_values;
 };
 
 /* Positional arguments in the order given; argv[0] (the command) excluded. */

@@ -453,9 +453,9 @@ static void split_path(const char *path, char **dir, char **base)
 int cmd_serve(int argc, char **argv, struct app *app)
 {
     struct cli_opt opts[] = {
-        {"listen", 0, CLI_OPT_VALUE, NULL, 0},
-        {"log-format", 0, CLI_OPT_VALUE, NULL, 0},
-        {"keep-engines", 0, CLI_OPT_FLAG, NULL, 0},
+        {.name = "listen", .kind = CLI_OPT_VALUE},
+        {.name = "log-format", .kind = CLI_OPT_VALUE},
+        {.name = "keep-engines", .kind = CLI_OPT_FLAG},
     };
     struct cli_args args = {0};
     int rc = cli_setup(argc, argv, app, opts, 3, serve_usage, &args);

@@ -215,6 +215,16 @@ struct config *config_parse(const char *text, size_t len, const char *name,
 void config_free(struct config *cfg);
 void config_errors_release(struct config_errors *errs);
 
+/*
+ * A valid model name (docs/config.md, "Names") made from arbitrary text, a
+ * file name say: each run of bytes a name cannot hold (spaces, '/', every
+ * byte of a non-ASCII character) becomes one '-', leading '.' and '-' and
+ * trailing '-' and '.' go, and the result is cut to the longest a name may
+ * be. Returns a new string the caller frees, or NULL when nothing of s can
+ * be kept ("...", text without one ASCII letter or digit).
+ */
+char *config_name_from(const char *s, size_t len);
+
 /* Finds a model by name or alias (one hash lookup); NULL if none. */
 const struct config_model *config_find_model(const struct config *cfg, const char *name);
 /* Finds a pod's settings by name; NULL if the config has none for it. */

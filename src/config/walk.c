@@ -646,6 +646,48 @@ int config__valid_name(const char *s, size_t len)
     return 1;
 }
 
+static int name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("._-:@+~", c));
+}
+
+char *config_name_from(const char *s, size_t len)
+{
+    char *out = xmalloc(len + 1);
+    size_t n = 0;
+    int replaced = 0; /* the last byte written is a '-' that stands for other bytes */
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        int keep = name_char(c);
+        /* A run of replaced bytes, and the dashes beside it, make one '-'. */
+        if (n > 0 && out[n - 1] == '-' && (!keep || (c == '-' && replaced)))
+            continue;
+        if (!keep && n == 0)
+            continue;
+        out[n++] = keep ? c : '-';
+        replaced = !keep;
+    }
+    size_t start = 0;
+    while (start < n && (out[start] == '.' || out[start] == '-'))
+        start++;
+    if (n - start > NAME_MAX_BYTES)
+        n = start + NAME_MAX_BYTES;
+    while (n > start && (out[n - 1] == '-' || out[n - 1] == '.'))
+        n--;
+    int alnum = 0;
+    for (size_t i = start; i < n; i++)
+        alnum |= (out[i] >= 'a' && out[i] <= 'z') || (out[i] >= 'A' && out[i] <= 'Z') ||
+                 (out[i] >= '0' && out[i] <= '9');
+    if (!alnum) {
+        free(out);
+        return NULL;
+    }
+    memmove(out, out + start, n - start);
+    out[n - start] = '\0';
+    return out;
+}
+
 int config__valid_pod_name(const char *s, size_t n)
 {
     if (n == 0 || n > 64 || s[0] == '.')

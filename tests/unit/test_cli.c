@@ -229,6 +229,27 @@ static void test_parse_short_forms(void **state)
     cli_args_release(&args);
 }
 
+static void test_parse_repeated_values(void **state)
+{
+    char *argv[] = {"init", "--dir", "a", "--dir=b", "-dc", "x", NULL};
+    const char *dirs[2];
+    struct cli_opt opts[] = {
+        {.name = "dir", .short_name = 'd', .kind = CLI_OPT_VALUE, .values = dirs, .max_values = 2},
+    };
+    struct cli_args args;
+    char err[128];
+    assert_int_equal(cli_parse(4, argv, opts, 1, &args, err, sizeof(err)), 0);
+    assert_int_equal(opts[0].seen, 2);
+    assert_string_equal(dirs[0], "a");
+    assert_string_equal(dirs[1], "b");
+    assert_string_equal(opts[0].value, "b");
+    assert_int_equal(args.n, 0);
+    cli_args_release(&args);
+    /* A third is one too many, said as such. */
+    assert_int_equal(cli_parse(6, argv, opts, 1, &args, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "option '--dir' may be given at most 2 times");
+}
+
 static void test_parse_errors(void **state)
 {
     struct cli_opt opts[] = {
@@ -752,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_parse_options_anywhere),
         cmocka_unit_test(test_parse_short_forms),
         cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_parse_repeated_values),
         cmocka_unit_test(test_setup_fills_app),
         cmocka_unit_test(test_setup_unknown_option_exit_2),
         cmocka_unit_test(test_count),

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "base/alloc.h"
 #include "config/config.h"
 
 /* ---- helpers -------------------------------------------------------- */
@@ -1150,6 +1151,61 @@ static void test_replicas(void **state)
                   want);
 }
 
+/* config_name_from: what yard init makes of file names; each result is a name the loader takes. */
+static void test_name_from(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"Llama-3.1-8B.Q4_K_M", "Llama-3.1-8B.Q4_K_M"},
+        {"my model", "my-model"},
+        {"my  model (1)", "my-model-1"},
+        {"a - b", "a-b"},
+        {"a--b", "a--b"},
+        {"\xc3\xbc"
+         "ber modell",
+         "ber-modell"},
+        {"x\xe6\x97\xa5\xe6\x9c\xac", "x"},
+        {"..hidden", "hidden"},
+        {"-rf", "rf"},
+        {"dir/file", "dir-file"},
+        {"qwen2.5:7b@q4+x~y", "qwen2.5:7b@q4+x~y"},
+        {"${PORT} 'quoted'", "PORT-quoted"},
+        {"\xe6\x97\xa5\xe6\x9c\xac", NULL},
+        {"...", NULL},
+        {"~", NULL},
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = config_name_from(cases[i].in, strlen(cases[i].in));
+        if (!cases[i].want) {
+            assert_null(got);
+            continue;
+        }
+        assert_non_null(got);
+        assert_string_equal(got, cases[i].want);
+        char *yaml = xstrfmt("models:\n  \"%s\": { cmd: \"true\" }\n", got);
+        struct config_errors errs = {0};
+        struct config *cfg = config_parse(yaml, strlen(yaml), "t.yaml", &errs);
+        assert_non_null(cfg);
+        config_free(cfg);
+        free(yaml);
+        free(got);
+    }
+    /* Cut to 128 bytes, and no trailing '-' where the cut falls after one. */
+    char longname[300];
+    memset(longname, 'a', sizeof longname);
+    longname[127] = ' ';
+    char *got = config_name_from(longname, sizeof longname);
+    assert_int_equal(strlen(got), 127);
+    free(got);
+    memset(longname, 'b', sizeof longname);
+    got = config_name_from(longname, sizeof longname);
+    assert_int_equal(strlen(got), 128);
+    free(got);
+}
+
 static void test_many_models(void **state)
 {
     enum { N = 50000 };
@@ -1594,6 +1650,7 @@ int main(void)
         cmocka_unit_test(test_clouds),
         cmocka_unit_test(test_cloud_errors),
         cmocka_unit_test(test_cloud_api_key),
+        cmocka_unit_test(test_name_from),
     };
     return cmocka_run_group_tests(tests, NULL, cloud_files_remove);
 }
