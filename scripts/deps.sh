@@ -11,7 +11,7 @@ set -euo pipefail
 group="${1:-build}"
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
-    libyaml-dev libsqlite3-dev libcurl4-openssl-dev libarchive-dev libcmocka-dev)
+    libyaml-dev libsqlite3-dev libcurl4-openssl-dev libarchive-dev libcmocka-dev libsystemd-dev)
 test_pkgs=(clang clang-format libclang-rt-14-dev valgrind nodejs npm curl procps iproute2
     openssh-server openssh-client prometheus python3-uvicorn python3-fastapi
     sqlite3 slurm-wlm munge)

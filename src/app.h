@@ -16,6 +16,7 @@ struct router;
 struct gpu;
 struct host_registry;
 struct cloud_http;
+struct notify;
 
 /*
  * The one piece of mutable state in a yard process, passed explicitly. The
@@ -39,6 +40,7 @@ struct app {
     struct gpu *gpu;             /* the GPU inventory's source */
     struct host_registry *hosts; /* local and every pod (host/host.h) */
     struct cloud_http *cloud;    /* the clouds' API client (cloud/http.h), or NULL */
+    struct notify *notify;       /* the service manager (base/notify.h); serve only, may be NULL */
 
     /* Replaceable in tests. */
     uint64_t (*now_ms)(void); /* monotonic */

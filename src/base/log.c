@@ -3,9 +3,12 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -14,13 +17,70 @@
 
 static enum log_level log_min = LOG_INFO;
 static enum log_format log_fmt = LOG_FORMAT_TEXT;
+static int log_journal; /* stderr is the journal's stream: priority prefixes, its timestamps */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+/* syslog priorities of the levels: the journal's "<N>" line prefix (sd-daemon.h's SD_*). */
+static const int level_priorities[] = {7, 6, 4, 3};
+
+/*
+ * Whether stderr is the stream the journal gave this process: the service
+ * manager sets JOURNAL_STREAM to its "DEVICE:INODE", which a redirect changes.
+ */
+static int stderr_is_journal(void)
+{
+    const char *v = getenv("JOURNAL_STREAM");
+    struct stat st;
+    if (!v || !*v || fstat(STDERR_FILENO, &st) < 0)
+        return 0;
+    char *end;
+    unsigned long long dev = strtoull(v, &end, 10);
+    if (end == v || *end != ':')
+        return 0;
+    const char *ino_at = end + 1;
+    unsigned long long ino = strtoull(ino_at, &end, 10);
+    if (end == ino_at || *end)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void log_setup(enum log_level min, enum log_format fmt)
 {
     log_min = min;
     log_fmt = fmt;
+    log_journal = stderr_is_journal();
+}
+
+/*
+ * msg as one line for the text format: a newline or carriage return becomes
+ * "\n" or "\r" and another control character '?', so that one event stays one
+ * line (one journal entry). NULL when msg needs nothing, or memory ran out.
+ */
+static char *text_line(const char *msg)
+{
+    size_t n = 0, extra = 0;
+    int any = 0;
+    for (const char *p = msg; *p; p++, n++) {
+        unsigned char c = (unsigned char)*p;
+        extra += c == '\n' || c == '\r';
+        any |= (c < 0x20 && c != '\t') || c == 0x7f;
+    }
+    if (!any)
+        return NULL;
+    char *out = alloc_try_malloc(n + extra + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = msg; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\n' || c == '\r') {
+            *o++ = '\\';
+            *o++ = c == '\n' ? 'n' : 'r';
+        } else {
+            *o++ = (c < 0x20 && c != '\t') || c == 0x7f ? '?' : (char)c;
+        }
+    }
+    *o = '\0';
+    return out;
 }
 
 int log_parse_format(const char *s, enum log_format *out)
@@ -61,6 +121,9 @@ void log_msg(enum log_level lvl, const char *module, const char *fmt, ...)
     }
     const char *msg = heap ? heap : small;
 
+    char prefix[8] = "";
+    if (log_journal)
+        snprintf(prefix, sizeof prefix, "<%d>", level_priorities[lvl]);
     if (log_fmt == LOG_FORMAT_JSON) {
         /* Messages quote engine output, paths and names: made valid UTF-8 here. The
          * fallbacks build nothing, so even a line about memory running out gets out. */
@@ -70,16 +133,22 @@ void log_msg(enum log_level lvl, const char *module, const char *fmt, ...)
                       : NULL;
         char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (line)
-            fprintf(stderr, "%s\n", line);
+            fprintf(stderr, "%s%s\n", prefix, line);
         else
             fprintf(stderr,
-                    "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"(a message "
+                    "%s{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"(a message "
                     "that could not be encoded: out of memory)\"}\n",
-                    ts, level_names[lvl], module);
+                    prefix, ts, level_names[lvl], module);
         free(line);
         json_decref(o);
     } else {
-        fprintf(stderr, "%s %-5s %s: %s\n", ts, level_names[lvl], module, msg);
+        char *one = text_line(msg);
+        /* The journal stamps each line itself. */
+        if (log_journal)
+            fprintf(stderr, "%s%-5s %s: %s\n", prefix, level_names[lvl], module, one ? one : msg);
+        else
+            fprintf(stderr, "%s %-5s %s: %s\n", ts, level_names[lvl], module, one ? one : msg);
+        free(one);
     }
     free(heap);
 }

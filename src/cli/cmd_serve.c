@@ -19,6 +19,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/log.h"
+#include "base/notify.h"
 #include "base/utf8.h"
 #include "cli/cli.h"
 #include "cloud/http.h"
@@ -42,6 +43,7 @@ struct daemon {
     char *cfg_text; /* the text last loaded, to skip reloads that change nothing */
     size_t cfg_len;
     int stopping;
+    struct notify notify; /* the service manager: READY, RELOADING, STOPPING, the watchdog */
 };
 
 static const char serve_usage[] =
@@ -114,8 +116,21 @@ static char *cloud_pod_clash(struct app *app, const struct config *cfg)
     return NULL;
 }
 
+/* What `systemctl status` shows while yard serves. */
+static void notify_serving(struct app *app, const char *after)
+{
+    char *status = xstrfmt("serving %zu model%s on %s:%d%s%s", app->cfg->n_models,
+                           app->cfg->n_models == 1 ? "" : "s", app->cfg->listen_host,
+                           app->cfg->listen_port, after ? "; " : "", after ? after : "");
+    notify_ready(app->notify, status);
+    free(status);
+}
+
 static json_t *daemon_reload(struct app *app, json_t **errors)
 {
+    char *status = xstrfmt("reloading %s", app->config_path);
+    notify_reloading(app->notify, status);
+    free(status);
     struct config_errors errs = {0};
     struct config *cfg = config_load(app->config_path, &errs);
     if (cfg && apply_listen(app, cfg) < 0) {
@@ -139,6 +154,9 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
             json_array_append_new(*errors, utf8_json_xstring(errs.msgs[i]));
         }
         config_errors_release(&errs);
+        status = xstrfmt("reload refused: %s is invalid (the log says why)", app->config_path);
+        notify_serving(app, status);
+        free(status);
         return NULL;
     }
     for (size_t i = 0; i < cfg->n_warnings; i++)
@@ -170,6 +188,9 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
              "reloaded %s: kept [%s] restarted [%s] stopped [%s] added [%s] applied [%s] "
              "needs a restart [%s]",
              app->config_path, kept, restarted, stopped, added, applied, restart);
+    status = xstrfmt("reloaded %s", app->config_path);
+    notify_serving(app, status);
+    free(status);
     json_t *res =
         json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "kept", split_list(kept), "restarted",
                   split_list(restarted), "stopped", split_list(stopped), "added", split_list(added),
@@ -242,6 +263,9 @@ static void daemon_stop(struct daemon *d)
     if (d->stopping)
         return;
     d->stopping = 1;
+    notify_stopping(&d->notify, d->app->keep_engines
+                                    ? "stopping; the engines keep running (--keep-engines)"
+                                    : "stopping the engines");
     uv_signal_stop(&d->sig_term);
     uv_signal_stop(&d->sig_int);
     uv_close((uv_handle_t *)&d->sig_term, NULL);
@@ -593,8 +617,15 @@ int cmd_serve(int argc, char **argv, struct app *app)
 
     log_info("serve", "yard %s (pid %d): %zu models from %s, state in %s", YARD_VERSION,
              (int)getpid(), cfg->n_models, app->config_path, app->state_dir);
+    notify_init(&d.notify, app->loop);
+    app->notify = &d.notify;
     sup_adopt_all(app->sup);
+    /* Both sockets listen and what ran before is adopted: the manager may send clients. */
+    notify_serving(app, NULL);
     uv_run(app->loop, UV_RUN_DEFAULT);
+    app->notify = NULL;
+    notify_release(&d.notify);
+    uv_run(app->loop, UV_RUN_DEFAULT); /* the watchdog's close */
 
     log_info("serve", "stopped");
     host_registry_free(app->hosts);
