@@ -149,6 +149,7 @@ test('notify: READY once serving, watchdog pings, RELOADING/READY around SIGHUP,
         assert.equal(stopping.fields.STATUS, 'stopping the engines');
         const exit = await d.waitExit(15000);
         assert.deepEqual(exit, { code: 0, signal: null });
+        assert.equal(h.sanitizerReport(d.logText()), null);
         await sink.stop();
         const last = sink.messages.indexOf(stopping);
         assert.deepEqual(
@@ -176,6 +177,7 @@ test("notify: another process's WATCHDOG_PID means no pings for yard", async () 
         d.child.kill('SIGTERM');
         await sink.next(isState('STOPPING'), 'STOPPING=1');
         assert.deepEqual(await d.waitExit(15000), { code: 0, signal: null });
+        assert.equal(h.sanitizerReport(d.logText()), null);
         await sink.stop();
         assert.deepEqual(
             sink.messages.filter(isState('WATCHDOG')),
