@@ -7,11 +7,15 @@
 #   make demo     build, then scripts/demo.sh
 #   make bench    bench/run        make fuzz   tests/fuzz/run     make soak   tests/soak/run
 #   make format   clang-format -i over src/ tools/ tests/
+#   make install  build, then install yard, mock-engine, man pages, completions and the
+#                 systemd unit under PREFIX (default /usr/local; DESTDIR=DIR stages them)
+#   make uninstall  remove what make install installed (same PREFIX and DESTDIR)
 #   make clean    remove build directories
 #
 # Variables: CTEST_ARGS="-R e2e/smoke" narrows the ctest runs (and the valgrind run);
 # ARGS="..." is passed to demo.sh, bench/run, tests/fuzz/run and tests/soak/run; JOBS=N
-# build parallelism; FUZZ_SMOKE=N seconds per fuzz target in make test (0: none).
+# build parallelism; FUZZ_SMOKE=N seconds per fuzz target in make test (0: none);
+# PREFIX and DESTDIR for make install and uninstall (docs/install.md).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -24,9 +28,11 @@ CTEST_ARGS ?=
 ARGS ?=
 FUZZ_SMOKE ?= 30
 E2E_DIR := tests/e2e
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 .PHONY: all build demo test bench fuzz soak clean format deps-build deps-test deps-bench \
-	e2e-deps
+	e2e-deps install uninstall
 
 all: build
 
@@ -176,6 +182,31 @@ soak: deps-test build
 
 format: deps-test
 	@scripts/check-format.sh --fix
+
+# The build's files under DESTDIR+PREFIX (cmake --install; cmake/install.cmake says what).
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install build --prefix "$(PREFIX)"
+	if [[ -z "$(DESTDIR)" && ( "$(PREFIX)" == /usr || "$(PREFIX)" == /usr/local ) ]] &&
+	   ! getent passwd yard >/dev/null; then
+	  echo "make install: yard.service runs as the user 'yard', which does not exist yet;" \
+	    "docs/install.md says how to make it and /etc/yard/yard.yaml"
+	fi
+
+# Removes the files an install of this build to the same PREFIX and DESTDIR made: the
+# list is what installing it to a scratch directory gives, so it holds for any prefix.
+uninstall: build
+	@scratch=$$(mktemp -d /tmp/yard-uninstall.XXXXXX)
+	trap 'rm -rf "$$scratch"' EXIT
+	DESTDIR="$$scratch" cmake --install build --prefix "$(PREFIX)" >/dev/null
+	dest="$(DESTDIR)"
+	while IFS= read -r -d '' f; do
+	  f=$${f#"$$scratch"}
+	  if [[ -e "$$dest$$f" || -L "$$dest$$f" ]]; then rm -f "$$dest$$f"; echo "removed $$dest$$f"; fi
+	done < <(find "$$scratch" -type f -print0)
+	for d in "$(PREFIX)/libexec/yard" "$(PREFIX)/share/yard"; do
+	  [[ -d "$$dest$$d" ]] && rmdir --ignore-fail-on-non-empty "$$dest$$d"
+	done
+	exit 0
 
 clean:
 	rm -rf build build-*/

@@ -12,9 +12,11 @@ group="${1:-build}"
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
     libyaml-dev libsqlite3-dev libcurl4-openssl-dev libarchive-dev libcmocka-dev libsystemd-dev)
+# man-db, groff-base, systemd (systemd-analyze) and zsh: the package test renders
+# the man pages, verifies the unit and loads the completions.
 test_pkgs=(clang clang-format libclang-rt-14-dev valgrind nodejs npm curl procps iproute2
     openssh-server openssh-client prometheus python3-uvicorn python3-fastapi
-    sqlite3 slurm-wlm munge)
+    sqlite3 slurm-wlm munge man-db groff-base systemd zsh)
 bench_pkgs=(wrk nginx)
 
 case "$group" in
