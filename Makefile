@@ -3,13 +3,15 @@
 #
 #   make          build build/yard and build/mock-engine (RelWithDebInfo)
 #   make test     unit + e2e under ctest, again under ASan+UBSan, the unit tests under
-#                 valgrind, a 30 s fuzz smoke per target, banned calls, format
+#                 valgrind, a 30 s fuzz smoke per target, the Debian package, banned
+#                 calls, format
 #   make demo     build, then scripts/demo.sh
 #   make bench    bench/run        make fuzz   tests/fuzz/run     make soak   tests/soak/run
 #   make format   clang-format -i over src/ tools/ tests/
 #   make install  build, then install yard, mock-engine, man pages, completions and the
 #                 systemd unit under PREFIX (default /usr/local; DESTDIR=DIR stages them)
 #   make uninstall  remove what make install installed (same PREFIX and DESTDIR)
+#   make deb      build-deb/switchyard_VERSION_ARCH.deb, built by dpkg-buildpackage (debian/)
 #   make clean    remove build directories
 #
 # Variables: CTEST_ARGS="-R e2e/smoke" narrows the ctest runs (and the valgrind run);
@@ -32,7 +34,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 
 .PHONY: all build demo test bench fuzz soak clean format deps-build deps-test deps-bench \
-	e2e-deps install uninstall
+	deps-deb e2e-deps install uninstall deb
 
 all: build
 
@@ -44,6 +46,9 @@ deps-test:
 
 deps-bench:
 	@scripts/deps.sh bench
+
+deps-deb:
+	@scripts/deps.sh deb
 
 # Configuring again is cheap and repairs a build dir whose last configure failed.
 build: deps-build
@@ -65,8 +70,8 @@ e2e-deps:
 
 # Runs every tier even when one fails; the last line is "N passed, N failed"
 # (ctest tests of both builds, each unit test executable under valgrind, each
-# fuzz target's smoke, and the two checks; a build or setup step that fails
-# counts as one failure).
+# fuzz target's smoke, the package check and the checks; a build or setup step
+# that fails counts as one failure).
 test: deps-test
 	@passed=0; failed=0; notes=()
 	step() { # step NAME CMD... : one pass/fail unit
@@ -144,6 +149,8 @@ test: deps-test
 	fi
 	if [[ $$release_built -eq 1 ]]; then valgrind_tier build; fi
 	fuzz_tier
+	echo "== tests/package/check-deb.sh: make deb, the package's files against make install's, yard from it, its unit"
+	step "tests/package/check-deb.sh" tests/package/check-deb.sh
 	echo "== scripts/check-banned.sh"
 	step "scripts/check-banned.sh" scripts/check-banned.sh
 	echo "== scripts/check-format.sh"
@@ -207,6 +214,10 @@ uninstall: build
 	  [[ -d "$$dest$$d" ]] && rmdir --ignore-fail-on-non-empty "$$dest$$d"
 	done
 	exit 0
+
+# A Debian package built by Debian's tooling from a copy of the tree (scripts/build-deb.sh).
+deb: deps-deb
+	@scripts/build-deb.sh
 
 clean:
 	rm -rf build build-*/

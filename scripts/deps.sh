@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Checks that the Debian packages a make target needs are installed.
 #
-#   scripts/deps.sh build|test|bench
+#   scripts/deps.sh build|deb|test|bench
 #
-# Groups are cumulative: test includes build, bench includes test.
+# Groups are cumulative: deb (make deb) includes build, test includes deb,
+# bench includes test.
 # As root, missing packages are installed (quietly, only when something is
 # missing). Otherwise prints one line saying what to install and exits 1.
 set -euo pipefail
@@ -12,6 +13,8 @@ group="${1:-build}"
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libjansson-dev
     libyaml-dev libsqlite3-dev libcurl4-openssl-dev libarchive-dev libcmocka-dev libsystemd-dev)
+# dpkg-buildpackage is in dpkg-dev; debian/control's Build-Depends are the build group.
+deb_pkgs=(dpkg-dev debhelper)
 # man-db, groff-base, systemd (systemd-analyze) and zsh: the package test renders
 # the man pages, verifies the unit and loads the completions.
 test_pkgs=(clang clang-format libclang-rt-14-dev valgrind nodejs npm curl procps iproute2
@@ -21,10 +24,11 @@ bench_pkgs=(wrk nginx)
 
 case "$group" in
 build) want=("${build_pkgs[@]}") ;;
-test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
-bench) want=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+deb) want=("${build_pkgs[@]}" "${deb_pkgs[@]}") ;;
+test) want=("${build_pkgs[@]}" "${deb_pkgs[@]}" "${test_pkgs[@]}") ;;
+bench) want=("${build_pkgs[@]}" "${deb_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
 *)
-    echo "deps.sh: unknown group '$group'; use build, test or bench" >&2
+    echo "deps.sh: unknown group '$group'; use build, deb, test or bench" >&2
     exit 2
     ;;
 esac
