@@ -4,7 +4,7 @@
 # Needs nothing from the bash-completion package.
 # tests/e2e/package.test.mjs checks these lists against the binary.
 
-_yard_commands="serve check ps start stop sleep wake pin unpin logs events gpus hosts pod models version help"
+_yard_commands="serve check ps start stop sleep wake pin unpin logs events gpus hosts pod cloud models init version help"
 
 # _yard_options COMMAND [SUBCOMMAND]: the options the command takes.
 _yard_options() {
@@ -20,6 +20,8 @@ _yard_options() {
     logs) echo "$common -f --follow -n --lines --replica" ;;
     events) echo "$common -f --follow -n --lines --json" ;;
     models) echo "$common --pod --json" ;;
+    cloud) echo "$common --gpus --vram --model --json" ;;
+    init) echo "$common -c --config --dir --force" ;;
     pod)
         case $2 in
         add) echo "$common --ssh --models-path --json" ;;
@@ -57,7 +59,7 @@ _yard() {
         w=${COMP_WORDS[i]}
         case $w in
         --state-dir | -c | --config | --listen | --log-format | --pod | --level | -n | --lines | \
-            --replica | --ssh | --models-path | --timeout)
+            --replica | --ssh | --models-path | --timeout | --gpus | --vram | --model | --dir)
             [[ $w == --state-dir ]] && dir=(--state-dir "${COMP_WORDS[i + 1]}")
             ((i++))
             continue
@@ -67,7 +69,7 @@ _yard() {
         *)
             if [[ -z $cmd ]]; then
                 cmd=$w
-            elif [[ $cmd == pod && -z $sub ]]; then
+            elif [[ ($cmd == pod || $cmd == cloud) && -z $sub ]]; then
                 sub=$w
             else
                 ((npos++))
@@ -77,7 +79,7 @@ _yard() {
     done
 
     case $prev in
-    --state-dir)
+    --state-dir | --dir)
         compopt -o filenames 2>/dev/null
         COMPREPLY=($(compgen -d -- "$cur"))
         return
@@ -99,7 +101,11 @@ _yard() {
         COMPREPLY=($(compgen -W "$(_yard_names pods "${dir[@]}")" -- "$cur"))
         return
         ;;
-    --listen | -n | --lines | --replica | --ssh | --models-path | --timeout)
+    --model)
+        COMPREPLY=($(compgen -W "$(_yard_names models "${dir[@]}")" -- "$cur"))
+        return
+        ;;
+    --listen | -n | --lines | --replica | --ssh | --models-path | --timeout | --gpus | --vram)
         return
         ;;
     esac
@@ -131,6 +137,13 @@ _yard() {
         ;;
     help)
         ((npos == 0)) && COMPREPLY=($(compgen -W "$_yard_commands" -- "$cur"))
+        ;;
+    init)
+        compopt -o filenames 2>/dev/null
+        COMPREPLY=($(compgen -d -- "$cur"))
+        ;;
+    cloud)
+        [[ -z $sub ]] && COMPREPLY=($(compgen -W "offers" -- "$cur"))
         ;;
     pod)
         if [[ -z $sub ]]; then

@@ -316,6 +316,7 @@ async function configKeys(yardBin) {
         `pods: {p: {${z}: 1}}`,
         `tools: {${z}: 1}`,
         `events: {${z}: 1}`,
+        `clouds: {vast: {${z}: 1}}`,
     ].join('\n');
     const file = h.writeConfig(h.tmpdir(), probe);
     const r = await run(yardBin, ['check', '-c', file]);
@@ -325,7 +326,8 @@ async function configKeys(yardBin) {
         const m = line.match(/unknown key '\w+' (at top level|in .*?); valid keys: (.*)$/);
         if (m) keys[m[1]] = m[2].split(', ');
     }
-    for (const where of ['at top level', "in 'router'", "in model 'm'", "in 'models.m.eviction'"]) {
+    for (const where of ['at top level', "in 'router'", "in model 'm'", "in 'models.m.eviction'",
+        "in cloud 'vast'"]) {
         assert.ok(keys[where], `no valid-keys list ${where} from yard check:\n${r.stderr}`);
     }
     return keys;
@@ -344,6 +346,7 @@ test('yard.yaml(5) describes every key yard check accepts, and its example is va
         'at top level': manSection(text, 'TOP-LEVEL KEYS'),
         "in 'router'": manSection(text, 'ROUTER KEYS'),
         "in model 'm'": manSection(text, 'MODEL KEYS'),
+        "in cloud 'vast'": manSection(text, 'CLOUD KEYS'),
     };
     for (const [where, list] of Object.entries(keys)) {
         const body = sections[where] ?? text;
@@ -408,7 +411,8 @@ test('bash completion: commands, options the binary takes, option values', async
     assert.deepEqual(await bashComplete(inst, ['yard', 'serve', '--log-format', ''], none), ['text', 'json']);
 
     const valueOpts = new Set(['--state-dir', '-c', '--config', '--listen', '--log-format', '--pod',
-        '--level', '-n', '--lines', '--replica', '--ssh', '--models-path', '--timeout']);
+        '--level', '-n', '--lines', '--replica', '--ssh', '--models-path', '--timeout', '--gpus',
+        '--vram', '--model', '--dir']);
     const stateDir = h.tmpdir();
     for (const cmd of commands) {
         const words = cmd === 'pod' ? ['yard', 'pod', 'add', '-'] : ['yard', cmd, '-'];
@@ -425,7 +429,9 @@ test('bash completion: commands, options the binary takes, option values', async
         for (const opt of new Set(offered)) {
             const args = [cmd, ...(cmd === 'pod' ? ['ls'] : []), opt];
             if (valueOpts.has(opt)) args.push('1');
-            if (cmd === 'serve') args.push('-c', '/nonexistent/yard.yaml');
+            // No daemon starts and no file is written: serve and init get a config
+            // path that cannot exist.
+            if (cmd === 'serve' || cmd === 'init') args.push('-c', '/nonexistent/yard.yaml');
             const r = await run(inst.yard, [...args, '--state-dir', stateDir], { timeoutMs: 30000 });
             assert.doesNotMatch(r.stderr, /unknown option/, `yard ${args.join(' ')}: ${r.stderr}`);
         }
