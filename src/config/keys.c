@@ -1117,7 +1117,7 @@ void config__walk_root(struct config__walk *w, const yaml_node_t *root)
     if (cfg->n_models == 0)
         config__warn_at(w, config__present(v[TK_MODELS]) ? v[TK_MODELS] : root,
                         "no models: the endpoint will answer every request with 404; add one "
-                        "under 'models:' (docs/config.md)");
+                        "under 'models:' (see 'man yard.yaml')");
     if (config__present(v[TK_GROUPS]))
         parse_groups(w, v[TK_GROUPS]);
     if (config__present(v[TK_PODS]))

@@ -847,7 +847,7 @@ struct config *config_parse(const char *text, size_t len, const char *name,
             warn_add(&w, config__strfmt(&w,
                                         "%s: warning: the file is empty: the endpoint will "
                                         "answer every request with 404; add models under "
-                                        "'models:' (docs/config.md)",
+                                        "'models:' (see 'man yard.yaml')",
                                         name));
         if (!w.oom)
             sort_errors(&w);

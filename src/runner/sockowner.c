@@ -249,6 +249,20 @@ enum runner_owner sockowner_judge(int port, const struct runner_proc *p, const c
         snprintf(detail, len, "nothing listens on port %d", port);
         return RUNNER_OWNER_NONE;
     }
+    /*
+     * The usual answer, in a few directory reads: the engine's leader holds
+     * every socket listening on the port. Another process could share one
+     * only by inheriting it from the tree; one listening beside it (its own
+     * socket, SO_REUSEPORT) has another inode, which the leader does not hold.
+     */
+    size_t leader_holds = 0;
+    while (p->pid > 0 && leader_holds < n_in &&
+           sockowner_pid_holds(p->pid, inodes[leader_holds]) == 1)
+        leader_holds++;
+    if (leader_holds == n_in) {
+        snprintf(detail, len, "port %d is held by the engine's own processes", port);
+        return RUNNER_OWNER_OURS;
+    }
     size_t n = 0;
     struct proc_ent *v = list_procs(&n);
     mark_tree(v, n, p, cg);

@@ -124,6 +124,62 @@ static void test_judge_ours_other_none(void **state)
     waitpid(child, NULL, 0);
 }
 
+/* A socket of port bound with SO_REUSEPORT (port 0: a free one); the port. */
+static int listen_reuse(int port, int *fd)
+{
+    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    assert_int_equal(setsockopt(*fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                             .sin_port = htons((uint16_t)port)};
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(*fd, (struct sockaddr *)&sa, sl), 0);
+    assert_int_equal(listen(*fd, 4), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&sa, &sl), 0);
+    return ntohs(sa.sin_port);
+}
+
+/*
+ * A neighbour listening beside the engine on its port (its own socket, as
+ * SO_REUSEPORT allows) is another process's socket, although the engine
+ * holds one too: not the engine's port. The engine is a child in its own
+ * session; this process, which is none of its tree, is the neighbour.
+ */
+static void test_judge_neighbour_beside(void **state)
+{
+    int sync[2];
+    assert_int_equal(pipe(sync), 0);
+    pid_t c = fork();
+    if (c == 0) {
+        setsid();
+        close(sync[0]);
+        int fd;
+        int port = listen_reuse(0, &fd);
+        (void)!write(sync[1], &port, sizeof port);
+        for (;;)
+            pause();
+    }
+    close(sync[1]);
+    int port = 0;
+    assert_int_equal(read(sync[0], &port, sizeof port), sizeof port);
+    close(sync[0]);
+    char detail[512];
+    struct runner_proc engine = {.pid = c, .pgid = c};
+    int verdict = sockowner_judge(port, &engine, NULL, detail, sizeof detail);
+    int fd;
+    listen_reuse(port, &fd);
+    int beside = sockowner_judge(port, &engine, NULL, detail, sizeof detail);
+    kill(c, SIGKILL);
+    waitpid(c, NULL, 0);
+    close(fd);
+    assert_int_equal(verdict, RUNNER_OWNER_OURS);
+    assert_int_equal(beside, RUNNER_OWNER_OTHER);
+    char want[32];
+    snprintf(want, sizeof want, "pid %d (", (int)getpid());
+    assert_non_null(strstr(detail, want));
+}
+
 struct answer {
     int called;
     int verdict;
@@ -175,9 +231,8 @@ static void test_local_port_owner(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_listen),
-        cmocka_unit_test(test_pid_holds),
-        cmocka_unit_test(test_judge_ours_other_none),
+        cmocka_unit_test(test_parse_listen),          cmocka_unit_test(test_pid_holds),
+        cmocka_unit_test(test_judge_ours_other_none), cmocka_unit_test(test_judge_neighbour_beside),
         cmocka_unit_test(test_local_port_owner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
