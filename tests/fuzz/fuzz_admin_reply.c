@@ -1,6 +1,6 @@
 // fuzz-sources: src/cli/client.c src/cli/cmd_ps.c src/cli/cmd_events.c src/cli/table.c
 // fuzz-sources: src/cli/args.c src/base/alloc.c src/base/buf.c src/base/units.c
-// fuzz-sources: src/base/clock.c src/base/utf8.c
+// fuzz-sources: src/base/clock.c src/base/utf8.c src/base/suggest.c
 // fuzz-libs: -ljansson
 /*
  * libFuzzer target for the CLI's reading of the daemon's answers

@@ -1,5 +1,6 @@
 // fuzz-sources: src/config/walk.c src/config/keys.c src/config/argv.c
 // fuzz-sources: src/base/alloc.c src/base/buf.c src/base/units.c src/base/hash.c
+// fuzz-sources: src/base/suggest.c src/config/clouds.c
 // fuzz-libs: -lyaml -ljansson
 /*
  * libFuzzer target for config_parse. The input is the text of a config file,
@@ -134,8 +135,9 @@ static void check_model(const struct config *cfg, size_t i)
     for (size_t a = 0; a < m->n_aliases; a++)
         if (config_find_model(cfg, m->aliases[a]) != m)
             fail("alias does not resolve to its model", m->aliases[a]);
-    if (!config_model_same(m, m))
-        fail("model differs from itself", m->name);
+    for (size_t h = 0; h < m->n_hosts; h++)
+        if (m->hosts[h] && config_model_host_rank(m, m->hosts[h]) != (int)h)
+            fail("a listed host does not rank where it is listed", m->hosts[h]);
 
     char err[256] = "";
     char **argv = config_split_argv(m->cmd, err, sizeof err);
@@ -143,7 +145,8 @@ static void check_model(const struct config *cfg, size_t i)
         fail("a loaded cmd does not split", err);
     config_argv_free(argv);
     err[0] = '\0';
-    argv = config_expand_cmd(m, m->port ? m->port : 5800, "0,1", err, sizeof err);
+    struct config_cmd cc = config_model_cmd(m);
+    argv = config_expand_cmd(&cc, m->port ? m->port : 5800, "0,1", err, sizeof err);
     if (!argv && !has_unset_env(err))
         fail("a loaded cmd does not expand", err);
     config_argv_free(argv);
