@@ -97,26 +97,32 @@ struct host *host_at(struct host_registry *reg, size_t i)
 
 void host_observe(struct host_registry *reg, struct host_observer *o)
 {
-    o->gone = 0;
-    o->next = reg->observers;
-    reg->observers = o;
+    struct host__obs_node *n = xcalloc(1, sizeof *n);
+    n->o = o;
+    n->next = reg->observers;
+    reg->observers = n;
 }
 
 static void sweep_observers(struct host_registry *reg)
 {
-    struct host_observer **pp = &reg->observers;
+    struct host__obs_node **pp = &reg->observers;
     while (*pp) {
-        if ((*pp)->gone)
-            *pp = (*pp)->next;
-        else
-            pp = &(*pp)->next;
+        struct host__obs_node *n = *pp;
+        if (!n->o) {
+            *pp = n->next;
+            free(n);
+        } else {
+            pp = &n->next;
+        }
     }
 }
 
 void host_unobserve(struct host_registry *reg, struct host_observer *o)
 {
-    o->gone = 1;
-    /* An observer that unregisters from a callback is unlinked once the others heard. */
+    for (struct host__obs_node *n = reg->observers; n; n = n->next)
+        if (n->o == o)
+            n->o = NULL;
+    /* A node let go of during a notify is unlinked once the others heard. */
     if (!reg->notifying)
         sweep_observers(reg);
 }
@@ -124,8 +130,9 @@ void host_unobserve(struct host_registry *reg, struct host_observer *o)
 void host__notify(struct host_registry *reg, struct host *h, enum host__event ev)
 {
     reg->notifying++;
-    for (struct host_observer *o = reg->observers; o; o = o->next) {
-        if (o->gone)
+    for (struct host__obs_node *n = reg->observers; n; n = n->next) {
+        struct host_observer *o = n->o;
+        if (!o)
             continue;
         void (*cb)(void *, struct host *) = NULL;
         switch (ev) {
@@ -478,5 +485,10 @@ void host_registry_free(struct host_registry *reg)
         host_free(reg->hosts[i]);
     free(reg->hosts);
     free(reg->runners);
+    while (reg->observers) {
+        struct host__obs_node *n = reg->observers;
+        reg->observers = n->next;
+        free(n);
+    }
     free(reg);
 }

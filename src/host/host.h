@@ -71,9 +71,6 @@ struct host_observer {
     /* A GPU inventory read finished (h->gpus is the new one). */
     void (*gpus)(void *arg, struct host *h);
     void *arg;
-    /* the registry's: */
-    struct host_observer *next;
-    int gone;
 };
 
 struct host_registry;
@@ -127,7 +124,11 @@ struct host *host_add_pod(struct host_registry *reg, const char *name, const cha
  */
 int host_remove(struct host_registry *reg, const char *name);
 
-/* Observers: o is the caller's and stays registered until host_unobserve. */
+/*
+ * Observers: o is the caller's and stays registered until host_unobserve,
+ * after which the registry never touches it again: an observer may
+ * unregister from inside a callback and free o at once.
+ */
 void host_observe(struct host_registry *reg, struct host_observer *o);
 void host_unobserve(struct host_registry *reg, struct host_observer *o);
 

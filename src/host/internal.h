@@ -8,11 +8,17 @@
 
 /* Private to host/: the registry's fields, shared by host.c and pods.c. */
 
+/* One registered observer: o, until it unregisters (o is then NULL, unlinked after a notify). */
+struct host__obs_node {
+    struct host_observer *o;
+    struct host__obs_node *next;
+};
+
 struct host_registry {
     struct app *app;
     struct host **hosts; /* [0] is local */
     size_t n;
-    struct host_observer *observers;
+    struct host__obs_node *observers; /* the registry's links to its observers */
     int notifying; /* observers being called: unregistering ones are unlinked after */
     /* A runner per pod named (recorded or not; one removed keeps its trees until re-added). */
     struct runner_pod **runners;

@@ -124,6 +124,48 @@ static void test_local_refused_for_pods(void **state)
     assert_int_equal(host_find(f->app.hosts, "local")->kind, HOST_LOCAL);
 }
 
+/* An observer that leaves and frees itself from its own callback (as a one-shot waiter does). */
+struct one_shot {
+    struct host_observer o;
+    struct host_registry *reg;
+    int *heard;
+};
+
+static void one_shot_lost(void *arg, struct host *h)
+{
+    (void)h;
+    struct one_shot *s = arg;
+    (*s->heard)++;
+    host_unobserve(s->reg, &s->o);
+    free(s);
+}
+
+static void test_observer_freed_in_its_callback(void **state)
+{
+    struct fixture *f = *state;
+    struct host_registry *reg = f->app.hosts;
+    struct heard other = {.reg = reg};
+    struct host_observer oo = {.lost = on_lost, .found = on_found, .arg = &other};
+    host_observe(reg, &oo);
+    int heard = 0;
+    for (int i = 0; i < 2; i++) {
+        struct one_shot *s = xcalloc(1, sizeof *s);
+        s->o = (struct host_observer){.lost = one_shot_lost, .arg = s};
+        s->reg = reg;
+        s->heard = &heard;
+        host_observe(reg, &s->o);
+    }
+    char *err = NULL;
+    struct host *h = host_add_pod(reg, "box1", "ssh box1", NULL, NULL, &err);
+    assert_non_null(h);
+    host_set_reachable(reg, h, 0, "down"); /* both one-shots hear it and leave, freed */
+    host_set_reachable(reg, h, 1, NULL);
+    host_set_reachable(reg, h, 0, "down again"); /* nobody touches what they freed */
+    assert_int_equal(heard, 2);
+    assert_string_equal(other.log, "lost:box1 found:box1 lost:box1");
+    host_unobserve(reg, &oo);
+}
+
 static void test_add_remove_observers(void **state)
 {
     struct fixture *f = *state;
@@ -284,6 +326,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_local_always_there, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_refused_for_pods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_add_remove_observers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_observer_freed_in_its_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_from_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gpu_reads, setup, teardown),
     };
