@@ -18,7 +18,9 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/proc.h"
 #include "config/config.h"
+#include "host/host.h"
 #include "router/scan.h"
 #include "sup/sup.h"
 
@@ -201,6 +203,23 @@ static void up_body(void *arg, const char *data, size_t len)
     }
 }
 
+/*
+ * Whether the engine that served rr died under it, rather than closing the
+ * connection: its instance failed or is starting again, or its process on
+ * this machine is gone (the exit may not have been reaped yet). Asked only
+ * when a request broke, so a request that succeeds pays nothing.
+ */
+static int engine_died(struct router__req *rr)
+{
+    struct app *app = rr->r->app;
+    struct sup_info info;
+    if (sup_info_replica(app->sup, rr->model, rr->replica, &info) < 0)
+        return 0;
+    if (info.state == INST_FAILED || info.state == INST_STARTING)
+        return 1;
+    return info.pid > 0 && host_pids_here(app->hosts, info.host) && !proc_alive(info.pid);
+}
+
 static void up_end(void *arg, int err)
 {
     struct router__req *rr = arg;
@@ -222,10 +241,11 @@ static void up_end(void *arg, int err)
     if (rr->finished)
         return;
     if (err < 0) {
-        const char *why = err == -ECONNREFUSED ? "refused the connection"
-                          : err == -ETIMEDOUT  ? "did not accept the connection in time"
-                          : err == -EPROTO     ? "answered with something that is not HTTP"
-                                               : "closed the connection";
+        const char *why = err == -ETIMEDOUT      ? "did not accept the connection in time"
+                          : err == -EPROTO       ? "answered with something that is not HTTP"
+                          : engine_died(rr)      ? "died"
+                          : err == -ECONNREFUSED ? "refused the connection"
+                                                 : "closed the connection";
         if (rr->began)
             router__fail(rr, 502, "server_error", "engine_failed", 0,
                          "the engine of model '%s' %s in the middle of the answer", rr->model, why);

@@ -415,6 +415,8 @@ test('engine crash mid-stream: error event, instance failed, the next request re
         .filter((o) => o && o.error);
     assert.equal(errors.length, 1, `expected one error event:\n${s.text}`);
     assertOpenAIError(errors[0], 'the error event');
+    // said as what happened: the engine died, not "closed the connection"
+    assert.equal(errors[0].error.message, "the engine of model 'm' died in the middle of the answer");
     const last = s.events[s.events.length - 1];
     assert.ok(JSON.parse(last.data).error, `the error event is not the last one:\n${s.text}`);
 
