@@ -134,6 +134,36 @@ struct config_cloud {
     int line, col;            /* position of the cloud's key, for messages */
 };
 
+/* sessions.idle.action: what an idle session becomes (docs/sessions.md). */
+enum config_idle_action { CONFIG_IDLE_STOP = 0, CONFIG_IDLE_PAUSE };
+/* sessions.isolation: bubblewrap around every command, or none (a plain directory). */
+enum config_isolation { CONFIG_ISOLATION_BWRAP = 0, CONFIG_ISOLATION_NONE };
+
+/* sessions: the pool of work environments for agents (docs/sessions.md). */
+struct config_sessions {
+    int enabled;                         /* the config has a sessions: section */
+    char *root;                          /* volumes' directory; NULL: STATE_DIR/sessions */
+    int max_sessions;                    /* default 32 */
+    uint64_t idle_after_ms;              /* idle.after, default 15m; 0: never idle */
+    enum config_idle_action idle_action; /* idle.action, default stop */
+    uint64_t backup_after_ms;            /* 0: no backups (needs backup_dir when set) */
+    char *backup_dir;                    /* NULL unless backup_after is set */
+    uint64_t prune_after_ms; /* volume deleted this long after it stopped, 24h; 0: never */
+    char **shell;            /* argv the command is appended to, default sh -c */
+    size_t n_shell;
+    struct config_kv *env; /* the commands' whole environment besides PATH, HOME and TERM */
+    size_t n_env;
+    char *bootstrap;                 /* run once in a new volume, or NULL */
+    char *nix_profile;               /* a nix profile entered before each command, or NULL */
+    enum config_isolation isolation; /* default bwrap */
+    int network;                     /* commands may reach the network, default false */
+    uint64_t limit_memory;           /* limits.memory bytes; 0: no limit */
+    int limit_pids;                  /* limits.pids; 0: no limit */
+    double limit_cpu;                /* limits.cpu in CPUs; 0: no limit */
+    char *user;                      /* the user commands run as, or NULL: the daemon's */
+    int line, col;                   /* position of the sessions: key, for messages */
+};
+
 struct config_gpu {
     int index;
     char *name;
@@ -193,7 +223,8 @@ struct config {
     size_t n_pods;
     struct config_cloud *clouds; /* clouds:, in file order */
     size_t n_clouds;
-    struct config__index *index; /* names and aliases -> model, for config_find_model */
+    struct config_sessions sessions; /* sessions:; enabled is 0 without the section */
+    struct config__index *index;     /* names and aliases -> model, for config_find_model */
 };
 
 struct config_errors {
@@ -231,6 +262,10 @@ const struct config_model *config_find_model(const struct config *cfg, const cha
 const struct config_pod *config_find_pod(const struct config *cfg, const char *name);
 /* Finds a cloud by name; NULL if the config has none of that name. */
 const struct config_cloud *config_find_cloud(const struct config *cfg, const char *name);
+/* "stop" or "pause". */
+const char *config_idle_action_name(enum config_idle_action a);
+/* "bwrap" or "none". */
+const char *config_isolation_name(enum config_isolation i);
 /* "strict", "balanced" or "aggressive". */
 const char *config_strictness_name(enum config_strictness s);
 /*

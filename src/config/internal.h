@@ -204,7 +204,21 @@ void config__clouds_free(struct config *cfg);
 /* Whether a and b configure the same clouds, in the same order, with the same keys. */
 int config__clouds_same(const struct config *a, const struct config *b);
 
+/* sessions.c */
+/* sessions: { root, max_sessions, idle, ... } (docs/sessions.md). */
+void config__parse_sessions(struct config__walk *w, const yaml_node_t *n);
+/* Fills cfg->sessions with its defaults (enabled stays 0). */
+void config__sessions_defaults(struct config__walk *w);
+/* Frees what cfg->sessions holds. */
+void config__sessions_release(struct config *cfg);
+
 /* keys.c */
+/*
+ * env: { NAME: VALUE }: reads the mapping into a new array *env of *n_env
+ * pairs; names must be shell variable names, values scalars.
+ */
+void config__parse_env(struct config__walk *w, const yaml_node_t *n, const char *path,
+                       struct config_kv **env, size_t *n_env);
 /* Fills w->cfg with every key's default, before the file is read. */
 void config__set_defaults(struct config__walk *w);
 /* Reads the root mapping into w->cfg, sections in dependency order. */

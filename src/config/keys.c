@@ -1,6 +1,7 @@
 /*
  * The keys of the config: each section's reader (listen, gpus, defaults,
- * router, models, groups, pods, tools, events, api_keys; clouds are clouds.c) with its defaults
+ * router, models, groups, pods, tools, events, api_keys; clouds are clouds.c,
+ * sessions sessions.c) with its defaults
  * and the checks that need more than a value's type (ports, aliases, group
  * members, eviction against the engine), read in dependency order; then
  * freeing, lookup by name, and the comparison reload uses (config_model_same,
@@ -269,15 +270,15 @@ static const char *const model_keys[] = {
 
 static const char *const engines[] = {"vllm", "sglang", "llamacpp", "generic"};
 
-static void parse_env(struct config__walk *w, struct config_model *m, const yaml_node_t *n,
-                      const char *path)
+void config__parse_env(struct config__walk *w, const yaml_node_t *n, const char *path,
+                       struct config_kv **env, size_t *n_env)
 {
     if (n->type != YAML_MAPPING_NODE) {
         config__err_type(w, n, path, "a mapping");
         return;
     }
     char *where = config__strfmt(w, "in '%s'", path);
-    m->env = config__calloc(w, config__map_size(n) + 1, sizeof *m->env);
+    *env = config__calloc(w, config__map_size(n) + 1, sizeof **env);
     size_t *first = config__map_first_keys(w, n);
     for (size_t i = 0; first && i < config__map_size(n); i++) {
         const yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
@@ -297,14 +298,14 @@ static void parse_env(struct config__walk *w, struct config_model *m, const yaml
         free(vpath);
         if (!val)
             continue;
-        char *k_copy = m->env ? config__strdup(w, key) : NULL;
+        char *k_copy = *env ? config__strdup(w, key) : NULL;
         char *v_copy = k_copy ? config__strdup(w, val) : NULL;
         if (!v_copy) {
             free(k_copy);
             break;
         }
-        m->env[m->n_env].key = k_copy;
-        m->env[m->n_env++].value = v_copy;
+        (*env)[*n_env].key = k_copy;
+        (*env)[(*n_env)++].value = v_copy;
     }
     free(first);
     free(where);
@@ -652,7 +653,7 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
         free(nodes);
     }
     if (config__present(v[MK_ENV]))
-        parse_env(w, m, v[MK_ENV], KEY(MK_ENV));
+        config__parse_env(w, v[MK_ENV], KEY(MK_ENV), &m->env, &m->n_env);
     if (config__present(v[MK_CWD]))
         config__get_str(w, v[MK_CWD], KEY(MK_CWD), &m->cwd);
 
@@ -885,12 +886,14 @@ enum {
     TK_PODS,
     TK_EVENTS,
     TK_CLOUDS,
+    TK_SESSIONS,
     TK_COUNT,
 };
 
 static const char *const top_keys[] = {
-    "listen",       "api_keys",   "gpus",  "defaults", "router", "models", "groups", "start_port",
-    "log_max_size", "gpu_ledger", "tools", "catalog",  "pods",   "events", "clouds", NULL,
+    "listen", "api_keys",   "gpus",         "defaults",   "router", "models",
+    "groups", "start_port", "log_max_size", "gpu_ledger", "tools",  "catalog",
+    "pods",   "events",     "clouds",       "sessions",   NULL,
 };
 
 /* One pod's settings: { setup: SCRIPT } or { setup_file: PATH }, not both. */
@@ -1036,6 +1039,7 @@ void config__set_defaults(struct config__walk *w)
     cfg->log_max_bytes = 10ull << 20;
     cfg->events_keep = 10000;
     cfg->events_max_age_ms = 7ull * 24 * 3600 * 1000;
+    config__sessions_defaults(w);
 }
 
 /* events: how much of the event log (`yard events`) the state database keeps. */
@@ -1126,6 +1130,8 @@ void config__walk_root(struct config__walk *w, const yaml_node_t *root)
         config__parse_clouds(w, v[TK_CLOUDS]); /* after pods: a cloud may not take a pod's name */
     if (config__present(v[TK_EVENTS]))
         parse_events(w, v[TK_EVENTS]);
+    if (v[TK_SESSIONS])
+        config__parse_sessions(w, v[TK_SESSIONS]);
 }
 
 /* ---- freeing, lookup, comparison ------------------------------------ */
@@ -1221,6 +1227,7 @@ void config_free(struct config *cfg)
     }
     free(cfg->pods);
     config__clouds_free(cfg);
+    config__sessions_release(cfg);
     config__index_free(cfg->index);
     free(cfg);
 }

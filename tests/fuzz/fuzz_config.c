@@ -1,6 +1,6 @@
 // fuzz-sources: src/config/walk.c src/config/keys.c src/config/argv.c
 // fuzz-sources: src/base/alloc.c src/base/buf.c src/base/units.c src/base/hash.c
-// fuzz-sources: src/base/suggest.c src/config/clouds.c
+// fuzz-sources: src/base/suggest.c src/config/clouds.c src/config/sessions.c
 // fuzz-libs: -lyaml -ljansson
 /*
  * libFuzzer target for config_parse. The input is the text of a config file,
@@ -166,6 +166,16 @@ static void check_config(const struct config *cfg)
         cfg->log_max_bytes == 0 || cfg->default_startup_timeout_ms == 0 ||
         cfg->default_stop_timeout_ms > 3600ull * 1000 || !cfg->router_policy)
         fail("config value out of range", NULL);
+    /* sessions: values in range, the shell an absolute program, backups with a directory */
+    const struct config_sessions *ss = &cfg->sessions;
+    if (ss->max_sessions < 1 || ss->max_sessions > 100000 || ss->n_shell < 1 || !ss->shell ||
+        ss->shell[0][0] != '/' || (ss->backup_after_ms != 0) != (ss->backup_dir != NULL) ||
+        (ss->bootstrap && !*ss->bootstrap) || (ss->root && !*ss->root) || ss->limit_pids < 0 ||
+        ss->limit_cpu < 0 || (ss->isolation == CONFIG_ISOLATION_NONE && ss->user))
+        fail("sessions value out of range", NULL);
+    for (size_t i = 0; i < ss->n_env; i++)
+        if (!ss->env[i].key || !*ss->env[i].key || !ss->env[i].value)
+            fail("sessions env entry missing", NULL);
     /* tool paths have defaults or were given, and are never empty; reading them all
      * lets AddressSanitizer catch one freed too early */
     static volatile size_t sink;

@@ -1614,6 +1614,170 @@ static void test_cloud_api_key(void **state)
     unsetenv("YARD_TEST_VAST_KEY");
 }
 
+/* ---- sessions ------------------------------------------------------- */
+
+static void test_sessions_defaults(void **state)
+{
+    (void)state;
+    struct config *c = parse_ok("models: { a: { cmd: x } }\n");
+    assert_int_equal(c->sessions.enabled, 0);
+    config_free(c);
+
+    /* the key alone turns the pool on with every default */
+    c = parse_ok("sessions:\n");
+    const struct config_sessions *s = &c->sessions;
+    assert_int_equal(s->enabled, 1);
+    assert_null(s->root);
+    assert_int_equal(s->max_sessions, 32);
+    assert_int_equal(s->idle_after_ms, 15 * 60 * 1000);
+    assert_int_equal(s->idle_action, CONFIG_IDLE_STOP);
+    assert_int_equal(s->backup_after_ms, 0);
+    assert_null(s->backup_dir);
+    assert_int_equal(s->prune_after_ms, 24ull * 3600 * 1000);
+    assert_int_equal(s->n_shell, 2);
+    assert_string_equal(s->shell[0], "/bin/sh");
+    assert_string_equal(s->shell[1], "-c");
+    assert_int_equal(s->n_env, 0);
+    assert_null(s->bootstrap);
+    assert_null(s->nix_profile);
+    assert_int_equal(s->isolation, CONFIG_ISOLATION_BWRAP);
+    assert_int_equal(s->network, 0);
+    assert_int_equal(s->limit_memory, 0);
+    assert_int_equal(s->limit_pids, 0);
+    assert_true(s->limit_cpu == 0);
+    assert_null(s->user);
+    assert_string_equal(config_isolation_name(s->isolation), "bwrap");
+    assert_string_equal(config_idle_action_name(CONFIG_IDLE_PAUSE), "pause");
+    config_free(c);
+}
+
+static void test_sessions_full(void **state)
+{
+    (void)state;
+    struct config_errors e = {0};
+    const char *yaml = "sessions:\n"
+                       "  root: vols\n"
+                       "  max_sessions: 4\n"
+                       "  idle: { after: 30s, action: pause }\n"
+                       "  backup_after: 1h\n"
+                       "  backup_dir: /var/backups/yard\n"
+                       "  prune_after: 2h\n"
+                       "  shell: [ /bin/bash, -lc ]\n"
+                       "  env: { LANG: C.UTF-8, X_1: 'a b' }\n"
+                       "  bootstrap: git init\n"
+                       "  nix_profile: /nix/var/nix/profiles/agent\n"
+                       "  isolation: bwrap\n"
+                       "  network: true\n"
+                       "  limits: { memory: 2GiB, pids: 512, cpu: 1.5 }\n"
+                       "  user: nobody\n";
+    struct config *c = config_parse(yaml, strlen(yaml), "/etc/yard/yard.yaml", &e);
+    assert_int_equal(e.n, 0);
+    assert_non_null(c);
+    const struct config_sessions *s = &c->sessions;
+    assert_int_equal(s->enabled, 1);
+    assert_string_equal(s->root, "/etc/yard/vols");
+    assert_int_equal(s->max_sessions, 4);
+    assert_int_equal(s->idle_after_ms, 30000);
+    assert_int_equal(s->idle_action, CONFIG_IDLE_PAUSE);
+    assert_int_equal(s->backup_after_ms, 3600 * 1000);
+    assert_string_equal(s->backup_dir, "/var/backups/yard");
+    assert_int_equal(s->prune_after_ms, 2 * 3600 * 1000);
+    assert_int_equal(s->n_shell, 2);
+    assert_string_equal(s->shell[0], "/bin/bash");
+    assert_string_equal(s->shell[1], "-lc");
+    assert_int_equal(s->n_env, 2);
+    assert_string_equal(s->env[0].key, "LANG");
+    assert_string_equal(s->env[0].value, "C.UTF-8");
+    assert_string_equal(s->env[1].key, "X_1");
+    assert_string_equal(s->env[1].value, "a b");
+    assert_string_equal(s->bootstrap, "git init");
+    assert_string_equal(s->nix_profile, "/nix/var/nix/profiles/agent");
+    assert_int_equal(s->network, 1);
+    assert_int_equal(s->limit_memory, 2ull << 30);
+    assert_int_equal(s->limit_pids, 512);
+    assert_true(s->limit_cpu == 1.5);
+    assert_string_equal(s->user, "nobody");
+    config_free(c);
+
+    /* 0 turns idling and pruning off; isolation none without network or user is fine */
+    c = parse_ok("sessions: { idle: { after: 0 }, prune_after: 0, isolation: none }\n");
+    assert_int_equal(c->sessions.idle_after_ms, 0);
+    assert_int_equal(c->sessions.prune_after_ms, 0);
+    assert_int_equal(c->sessions.isolation, CONFIG_ISOLATION_NONE);
+    config_free(c);
+}
+
+static void test_sessions_errors(void **state)
+{
+    (void)state;
+    expect_error("sessions: { rot: /x }\n",
+                 "yard.yaml:1:13: unknown key 'rot' in 'sessions'; did you mean 'root'?");
+    expect_error("sessions: [ a ]\n", "yard.yaml:1:11: sessions: expected a mapping, got a list");
+    expect_error("sessions: { max_sessions: 0 }\n",
+                 "yard.yaml:1:27: sessions.max_sessions: 0 is out of range; use 1 to 100000");
+    expect_error("sessions: { idle: { after: 10ms } }\n",
+                 "yard.yaml:1:28: sessions.idle.after: '10ms' is too short; use at least 1s, or "
+                 "0 to keep sessions active");
+    expect_error("sessions: { idle: { action: kill } }\n",
+                 "yard.yaml:1:29: sessions.idle.action: unknown action 'kill'; use stop or pause");
+    expect_error("sessions: { backup_after: 1h }\n",
+                 "yard.yaml:1:27: sessions.backup_after: backups need 'backup_dir', the directory "
+                 "they are written to; add it or leave backup_after out");
+    expect_error("sessions: { backup_dir: /b }\n",
+                 "yard.yaml:1:25: sessions.backup_dir: nothing is backed up without "
+                 "'backup_after'; add it (as '1h') or leave backup_dir out");
+    expect_error("sessions: { backup_after: 2h, backup_dir: /b, prune_after: 1h }\n",
+                 "yard.yaml:1:60: sessions.prune_after: a volume would be deleted before its "
+                 "backup; make prune_after longer than backup_after");
+    expect_error("sessions: { backup_after: 2d, backup_dir: /b }\n",
+                 "yard.yaml:1:11: sessions.prune_after: a volume would be deleted before its "
+                 "backup; make prune_after longer than backup_after");
+    expect_error("sessions: { prune_after: 5ms }\n",
+                 "yard.yaml:1:26: sessions.prune_after: '5ms' is too short; use at least 1s, as "
+                 "'1h', or 0 for never");
+    expect_error("sessions: { shell: [] }\n",
+                 "yard.yaml:1:20: sessions.shell: an empty list; give the shell's absolute path "
+                 "and its options, as [/bin/bash, -lc]");
+    expect_error("sessions: { shell: [ bash, -c ] }\n",
+                 "yard.yaml:1:20: sessions.shell: the program is not an absolute path; give the "
+                 "shell's absolute path and its options, as [/bin/bash, -lc]");
+    expect_error("sessions: { shell: /bin/sh }\n",
+                 "yard.yaml:1:20: sessions.shell: expected a list such as [/bin/bash, -lc], got "
+                 "'/bin/sh'");
+    expect_error("sessions: { env: { 1X: a } }\n",
+                 "yard.yaml:1:20: sessions.env: invalid environment variable name '1X'");
+    expect_error("sessions: { bootstrap: '' }\n",
+                 "yard.yaml:1:24: sessions.bootstrap: empty; give the command to run in a new "
+                 "volume or leave the key out");
+    expect_error("sessions: { root: '' }\n",
+                 "yard.yaml:1:19: sessions.root: empty path; give a directory or leave the key "
+                 "out");
+    expect_error("sessions: { isolation: docker }\n",
+                 "yard.yaml:1:24: sessions.isolation: unknown isolation 'docker'; use bwrap or "
+                 "none");
+    expect_error("sessions: { network: maybe }\n",
+                 "yard.yaml:1:22: sessions.network: expected true or false, got 'maybe'");
+    expect_error("sessions: { isolation: none, network: false }\n",
+                 "yard.yaml:1:39: sessions.network: 'false' needs isolation bwrap; without "
+                 "isolation commands share the host's network");
+    expect_error("sessions: { isolation: none, user: nobody }\n",
+                 "yard.yaml:1:36: sessions.user: needs isolation bwrap; without isolation "
+                 "commands run as the daemon's user");
+    expect_error("sessions: { user: 'a b' }\n",
+                 "yard.yaml:1:19: sessions.user: 'a b' is not a user name; give a name such as "
+                 "'nobody' or a numeric uid");
+    expect_error("sessions: { limits: { memory: 1KiB } }\n",
+                 "yard.yaml:1:31: sessions.limits.memory: '1KiB' is too small for a shell; use "
+                 "at least 1MiB, as '2GiB'");
+    expect_error("sessions: { limits: { pids: 0 } }\n",
+                 "yard.yaml:1:29: sessions.limits.pids: 0 is out of range; use 1 to 4194304");
+    expect_error("sessions: { limits: { cpu: 0 } }\n",
+                 "yard.yaml:1:28: sessions.limits.cpu: 0 is out of range; use 0.01 to 4096");
+    expect_error(
+        "sessions: { limits: { disk: 1GiB } }\n",
+        "yard.yaml:1:23: unknown key 'disk' in 'sessions.limits'; valid keys: memory, pids, cpu");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1651,6 +1815,9 @@ int main(void)
         cmocka_unit_test(test_cloud_errors),
         cmocka_unit_test(test_cloud_api_key),
         cmocka_unit_test(test_name_from),
+        cmocka_unit_test(test_sessions_defaults),
+        cmocka_unit_test(test_sessions_full),
+        cmocka_unit_test(test_sessions_errors),
     };
     return cmocka_run_group_tests(tests, NULL, cloud_files_remove);
 }
