@@ -326,6 +326,13 @@ static void run_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
 struct tools_run *tools_run(uv_loop_t *loop, const struct tools_cmd *cmd, uint64_t timeout_ms,
                             tools_cb cb, void *arg)
 {
+    return tools_run_with(loop, cmd, NULL, timeout_ms, cb, arg);
+}
+
+struct tools_run *tools_run_with(uv_loop_t *loop, const struct tools_cmd *cmd,
+                                 const struct tools_opts *o, uint64_t timeout_ms, tools_cb cb,
+                                 void *arg)
+{
     uv_process_options_t opt;
     uv_stdio_container_t stdio[3];
     struct tools_run *r = xcalloc(1, sizeof(*r));
@@ -363,6 +370,16 @@ struct tools_run *tools_run(uv_loop_t *loop, const struct tools_cmd *cmd, uint64
     opt.exit_cb = run_exit_cb;
     /* its own group, so a timeout kills the helpers a tool forks too */
     opt.flags = UV_PROCESS_DETACHED;
+    if (o) {
+        opt.cwd = o->cwd;
+        opt.env = o->env;
+        if (o->set_ids) {
+            /* libuv drops the supplementary groups too */
+            opt.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
+            opt.uid = o->uid;
+            opt.gid = o->gid;
+        }
+    }
 
     rc = -EINVAL;
     if (r->cmd.argc > 0) {

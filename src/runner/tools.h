@@ -120,6 +120,22 @@ struct tools_run;
  */
 struct tools_run *tools_run(uv_loop_t *loop, const struct tools_cmd *cmd, uint64_t timeout_ms,
                             tools_cb cb, void *arg);
+/* How tools_run_with starts the program; a NULL opts is tools_run's way. */
+struct tools_opts {
+    const char *cwd; /* NULL: the daemon's working directory */
+    char **env;      /* NULL-terminated "K=V"; NULL: the daemon's environment */
+    int set_ids;     /* run as uid and gid, without supplementary groups (needs root) */
+    unsigned uid, gid;
+};
+
+/*
+ * As tools_run, started as o says; o and what it points to are read during
+ * the call only. A cwd that does not exist or ids that cannot be taken are
+ * a failure to run (res->err).
+ */
+struct tools_run *tools_run_with(uv_loop_t *loop, const struct tools_cmd *cmd,
+                                 const struct tools_opts *o, uint64_t timeout_ms, tools_cb cb,
+                                 void *arg);
 /* Kills the tool's group if it still runs; cb will not run. The run frees itself. */
 void tools_run_cancel(struct tools_run *r);
 
