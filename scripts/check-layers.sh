@@ -7,7 +7,7 @@
 #   1 config store gpu http catalog
 #   2 engine cloud
 #   3 runner
-#   4 host
+#   4 host session
 #   5 sup
 #   6 sched
 #   7 router
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 declare -A layer=(
     [base]=0 [config]=1 [store]=1 [gpu]=1 [http]=1 [catalog]=1 [engine]=2 [cloud]=2 [runner]=3
-    [host]=4 [sup]=5 [sched]=6 [router]=7 [admin]=8 [cli]=9 [.]=10
+    [host]=4 [session]=4 [sup]=5 [sched]=6 [router]=7 [admin]=8 [cli]=9 [.]=10
 )
 
 bad=0

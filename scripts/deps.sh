@@ -16,10 +16,11 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev libhttp-parser-dev libja
 # dpkg-buildpackage is in dpkg-dev; debian/control's Build-Depends are the build group.
 deb_pkgs=(dpkg-dev debhelper)
 # man-db, groff-base, systemd (systemd-analyze) and zsh: the package test renders
-# the man pages, verifies the unit and loads the completions.
+# the man pages, verifies the unit and loads the completions. bubblewrap: the
+# sessions' sandbox (test_session).
 test_pkgs=(clang clang-format libclang-rt-14-dev valgrind nodejs npm curl procps iproute2
     openssh-server openssh-client prometheus python3-uvicorn python3-fastapi
-    sqlite3 slurm-wlm munge man-db groff-base systemd zsh)
+    sqlite3 slurm-wlm munge man-db groff-base systemd zsh bubblewrap)
 bench_pkgs=(wrk nginx)
 
 case "$group" in

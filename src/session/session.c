@@ -1,0 +1,662 @@
+/*
+ * Sessions: volumes, the bootstrap, one command at a time per session, the
+ * bubblewrap sandbox. See session.h and docs/sessions.md.
+ *
+ * A session holds two queues: the opens waiting for its volume (answered
+ * from a zero timer, so never before session_open returns) and the commands
+ * waiting for its lock. At most one process tree runs per session, the
+ * bootstrap or a command, through runner/tools.c (its own process group,
+ * bounded output, the timeout's SIGKILL). In the sandbox the command is pid
+ * 1's child in a pid namespace of its own, so killing the group kills that
+ * init and the kernel kills everything left in the namespace with it.
+ */
+#include "session/session.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+
+/* What a failed bootstrap's message keeps of its output. */
+#define SESSION_OUTPUT_IN_MSG 512
+
+static const char session_path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+enum session_state {
+    SESSION_NEW = 0,       /* no volume (yet, or again after a failed bootstrap) */
+    SESSION_BOOTSTRAPPING, /* the volume is made and its bootstrap runs */
+    SESSION_READY,
+};
+
+struct session__job {
+    struct session__job *next;
+    struct session *s;
+    char *cmd;
+    uint64_t timeout_ms;
+    session_exec_cb cb;
+    void *arg;
+};
+
+struct session__waiter {
+    struct session__waiter *next;
+    session_open_cb cb;
+    void *arg;
+};
+
+struct session {
+    struct session_pool *pool;
+    struct session *next;
+    char *id;
+    char *volume;
+    char **env; /* the commands' environment, NULL-terminated */
+    enum session_state state;
+    uv_timer_t kick;       /* answers the opens on a later turn */
+    struct tools_run *run; /* the bootstrap or command running, or NULL */
+    struct session__job *running;
+    struct session__job *head, *tail;
+    size_t n_queued;
+    struct session__waiter *waiters, *waiters_tail;
+    size_t n_waiters;
+};
+
+struct session_pool {
+    uv_loop_t *loop;
+    char *root; /* canonical: the sandbox hides it and binds one volume back */
+    char **shell;
+    size_t n_shell;
+    struct config_kv *env;
+    size_t n_env;
+    char *bootstrap;
+    int bwrap;
+    int network;
+    int set_ids;
+    unsigned uid, gid;
+    int max_sessions;
+    size_t max_queue;
+    struct session *sessions;
+    int n_sessions;
+    int freeing;
+    int open_handles;
+};
+
+int session_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n > SESSION_ID_MAX || id[0] == '.' || id[0] == '-')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+const char *session_id(const struct session *s)
+{
+    return s->id;
+}
+
+const char *session_volume(const struct session *s)
+{
+    return s->volume;
+}
+
+size_t session_queued(const struct session *s)
+{
+    return s->n_queued;
+}
+
+/* ---- the pool ------------------------------------------------------- */
+
+/* Whether name is an executable file in one of PATH's directories. */
+static int in_path(const char *name)
+{
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = session_path;
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t len = end ? (size_t)(end - path) : strlen(path);
+        char full[PATH_MAX];
+        if (len > 0 &&
+            (size_t)snprintf(full, sizeof full, "%.*s/%s", (int)len, path, name) < sizeof full &&
+            access(full, X_OK) == 0)
+            return 1;
+        path += len;
+        if (*path == ':')
+            path++;
+    }
+    return 0;
+}
+
+/* Resolves user to ids; 0, or -1 with a message in err. */
+static int resolve_user(const char *user, unsigned *uid, unsigned *gid, char *err, size_t errlen)
+{
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    int rc = getpwnam_r(user, &pw, buf, sizeof buf, &found);
+    if (rc == 0 && found) {
+        *uid = (unsigned)pw.pw_uid;
+        *gid = (unsigned)pw.pw_gid;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(user, &end, 10);
+    if (user[0] >= '0' && user[0] <= '9' && !*end && errno == 0 && n < 4294967295ul) {
+        *uid = (unsigned)n;
+        *gid = (unsigned)n;
+        if (getpwuid_r((uid_t)n, &pw, buf, sizeof buf, &found) == 0 && found)
+            *gid = (unsigned)pw.pw_gid;
+        return 0;
+    }
+    snprintf(err, errlen, "sessions.user: no user '%s' on this machine; create it or name another",
+             user);
+    return -1;
+}
+
+/* mkdir -p for the pool's root: 0, or a negative errno. */
+static int make_dirs(const char *path)
+{
+    char *p = xstrdup(path);
+    int rc = 0;
+    for (char *c = p + 1; rc == 0; c++) {
+        if (*c != '/' && *c != '\0')
+            continue;
+        char saved = *c;
+        *c = '\0';
+        if (mkdir(p, 0755) < 0 && errno != EEXIST)
+            rc = -errno;
+        *c = saved;
+        if (!saved)
+            break;
+    }
+    free(p);
+    return rc;
+}
+
+struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessions *cfg,
+                                      const char *root, size_t max_queue, char *err, size_t errlen)
+{
+    struct session_pool *p = NULL;
+    unsigned uid = 0, gid = 0;
+    int set_ids = 0;
+
+    if (!root)
+        root = cfg->root;
+    if (!root || !*root) {
+        snprintf(err, errlen, "sessions.root: no directory for the volumes; set sessions.root");
+        return NULL;
+    }
+    if (cfg->nix_profile) {
+        snprintf(err, errlen,
+                 "sessions.nix_profile: nix profiles are not supported yet; leave the key out");
+        return NULL;
+    }
+    if (cfg->limit_memory || cfg->limit_pids || cfg->limit_cpu > 0) {
+        snprintf(err, errlen,
+                 "sessions.limits: limits are not enforced yet; leave the key out rather than "
+                 "rely on them");
+        return NULL;
+    }
+    if (cfg->isolation == CONFIG_ISOLATION_BWRAP && !in_path("bwrap")) {
+        snprintf(err, errlen,
+                 "sessions.isolation: bwrap needs 'bwrap' in PATH; install Debian's bubblewrap "
+                 "or set isolation: none");
+        return NULL;
+    }
+    if (cfg->user) {
+        if (resolve_user(cfg->user, &uid, &gid, err, errlen) < 0)
+            return NULL;
+        if (uid != (unsigned)geteuid()) {
+            if (geteuid() != 0) {
+                snprintf(err, errlen,
+                         "sessions.user: the daemon runs as uid %u and cannot switch to '%s'; "
+                         "run it as root or leave user out",
+                         (unsigned)geteuid(), cfg->user);
+                return NULL;
+            }
+            set_ids = 1;
+        }
+    }
+    int rc = make_dirs(root);
+    char canon[PATH_MAX];
+    if (rc == 0 && !realpath(root, canon))
+        rc = -errno;
+    if (rc < 0) {
+        snprintf(err, errlen, "sessions.root: cannot make '%s': %s", root, strerror(-rc));
+        return NULL;
+    }
+
+    p = xcalloc(1, sizeof *p);
+    p->loop = loop;
+    p->root = xstrdup(canon);
+    p->shell = xcalloc(cfg->n_shell + 1, sizeof *p->shell);
+    for (size_t i = 0; i < cfg->n_shell; i++)
+        p->shell[i] = xstrdup(cfg->shell[i]);
+    p->n_shell = cfg->n_shell;
+    p->env = xcalloc(cfg->n_env + 1, sizeof *p->env);
+    for (size_t i = 0; i < cfg->n_env; i++) {
+        p->env[i].key = xstrdup(cfg->env[i].key);
+        p->env[i].value = xstrdup(cfg->env[i].value);
+    }
+    p->n_env = cfg->n_env;
+    p->bootstrap = cfg->bootstrap ? xstrdup(cfg->bootstrap) : NULL;
+    p->bwrap = cfg->isolation == CONFIG_ISOLATION_BWRAP;
+    p->network = cfg->network;
+    p->set_ids = set_ids;
+    p->uid = uid;
+    p->gid = gid;
+    p->max_sessions = cfg->max_sessions;
+    p->max_queue = max_queue ? max_queue : SESSION_QUEUE_DEFAULT;
+    return p;
+}
+
+static void pool_release(struct session_pool *p)
+{
+    free(p->root);
+    for (size_t i = 0; i < p->n_shell; i++)
+        free(p->shell[i]);
+    free(p->shell);
+    for (size_t i = 0; i < p->n_env; i++) {
+        free(p->env[i].key);
+        free(p->env[i].value);
+    }
+    free(p->env);
+    free(p->bootstrap);
+    free(p);
+}
+
+static void session_close_cb(uv_handle_t *h)
+{
+    struct session *s = h->data;
+    struct session_pool *p = s->pool;
+    for (char **e = s->env; *e; e++)
+        free(*e);
+    free(s->env);
+    free(s->volume);
+    free(s->id);
+    free(s);
+    if (--p->open_handles == 0)
+        pool_release(p);
+}
+
+void session_pool_free(struct session_pool *p)
+{
+    if (!p || p->freeing)
+        return;
+    p->freeing = 1;
+    struct session *s = p->sessions;
+    p->sessions = NULL;
+    if (!s) {
+        pool_release(p);
+        return;
+    }
+    while (s) {
+        struct session *next = s->next;
+        if (s->run)
+            tools_run_cancel(s->run);
+        if (s->running) {
+            free(s->running->cmd);
+            free(s->running);
+        }
+        for (struct session__job *j = s->head, *jn; j; j = jn) {
+            jn = j->next;
+            free(j->cmd);
+            free(j);
+        }
+        for (struct session__waiter *w = s->waiters, *wn; w; w = wn) {
+            wn = w->next;
+            free(w);
+        }
+        p->open_handles++;
+        uv_close((uv_handle_t *)&s->kick, session_close_cb);
+        s = next;
+    }
+}
+
+/* ---- running one command -------------------------------------------- */
+
+/*
+ * The argv that runs cmd in s: the shell and cmd, inside bwrap unless
+ * isolation is none. Returns 0 or -E2BIG.
+ */
+static int build_cmd(const struct session *s, const char *cmd, struct tools_cmd *c)
+{
+    const struct session_pool *p = s->pool;
+    int rc = 0;
+    memset(c, 0, sizeof *c);
+    if (p->bwrap) {
+        /*
+         * Order matters: the system read-only, then fresh /dev, /proc and
+         * /tmp, then the volumes' root hidden under an empty tmpfs, then
+         * this volume bound back, writable, at its own path.
+         */
+        const char *const pre[] = {
+            "bwrap",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            p->root,
+            "--bind",
+            s->volume,
+            s->volume,
+            "--chdir",
+            s->volume,
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--die-with-parent",
+            NULL,
+        };
+        for (const char *const *a = pre; *a && rc == 0; a++)
+            rc = tools_cmd_add(c, *a);
+        if (rc == 0 && !p->network)
+            rc = tools_cmd_add(c, "--unshare-net");
+        if (rc == 0)
+            rc = tools_cmd_add(c, "--");
+    }
+    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
+        rc = tools_cmd_add(c, p->shell[i]);
+    if (rc == 0)
+        rc = tools_cmd_add(c, cmd);
+    return rc < 0 ? -E2BIG : 0;
+}
+
+static struct tools_run *start(struct session *s, const char *cmd, uint64_t timeout_ms, tools_cb cb,
+                               void *arg)
+{
+    struct tools_cmd *c = xmalloc(sizeof *c);
+    struct tools_opts o = {
+        .cwd = s->volume,
+        .env = s->env,
+        .set_ids = s->pool->set_ids,
+        .uid = s->pool->uid,
+        .gid = s->pool->gid,
+    };
+    int rc = build_cmd(s, cmd, c);
+    /* checked by session_exec and session_open before a command gets here */
+    if (rc < 0)
+        c->argc = 0;
+    struct tools_run *r = tools_run_with(s->pool->loop, c, &o, timeout_ms, cb, arg);
+    free(c);
+    return r;
+}
+
+static void pump(struct session *s);
+
+static void exec_done(const struct tools_result *res, void *arg)
+{
+    struct session__job *j = arg;
+    struct session *s = j->s;
+    s->run = NULL;
+    s->running = NULL;
+    j->cb(s, res, j->arg);
+    free(j->cmd);
+    free(j);
+    pump(s);
+}
+
+/* Starts the next queued command when none runs. */
+static void pump(struct session *s)
+{
+    if (s->run || !s->head || s->pool->freeing)
+        return;
+    struct session__job *j = s->head;
+    s->head = j->next;
+    if (!s->head)
+        s->tail = NULL;
+    s->n_queued--;
+    j->next = NULL;
+    s->running = j;
+    s->run = start(s, j->cmd, j->timeout_ms, exec_done, j);
+}
+
+int session_exec(struct session *s, const char *cmd, uint64_t timeout_ms, session_exec_cb cb,
+                 void *arg, char *err, size_t errlen)
+{
+    if (s->state != SESSION_READY) {
+        snprintf(err, errlen, "session '%s' has no volume: its bootstrap failed; open it again",
+                 s->id);
+        return -ENOENT;
+    }
+    if (s->n_queued >= s->pool->max_queue) {
+        snprintf(err, errlen,
+                 "session '%s' is busy: %zu commands wait for it already; retry when one has "
+                 "finished",
+                 s->id, s->n_queued);
+        return -EAGAIN;
+    }
+    struct tools_cmd *c = xmalloc(sizeof *c);
+    int rc = build_cmd(s, cmd, c);
+    free(c);
+    if (rc < 0) {
+        snprintf(err, errlen, "the command is too long for session '%s'; keep it under %d bytes",
+                 s->id, TOOLS_CMD_STORE - 512);
+        return rc;
+    }
+    struct session__job *j = xcalloc(1, sizeof *j);
+    j->s = s;
+    j->cmd = xstrdup(cmd);
+    j->timeout_ms = timeout_ms;
+    j->cb = cb;
+    j->arg = arg;
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
+    s->tail = j;
+    s->n_queued++;
+    pump(s);
+    return 0;
+}
+
+/* ---- volumes and the bootstrap -------------------------------------- */
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* Removes a volume and what is in it, without following its links. */
+static void remove_volume(const char *volume)
+{
+    nftw(volume, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Answers every open waiting on s: with s when ready, else with err and msg. */
+static void answer_opens(struct session *s, int err, const char *msg)
+{
+    struct session__waiter *w = s->waiters;
+    s->waiters = s->waiters_tail = NULL;
+    s->n_waiters = 0;
+    while (w) {
+        struct session__waiter *next = w->next;
+        w->cb(err ? NULL : s, err, err ? msg : NULL, w->arg);
+        free(w);
+        w = next;
+    }
+}
+
+/* Appends up to max bytes of the end of text to msg, control characters as spaces. */
+static void append_tail(char *msg, size_t size, const char *text, size_t len)
+{
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' '))
+        len--;
+    size_t from = len > SESSION_OUTPUT_IN_MSG ? len - SESSION_OUTPUT_IN_MSG : 0;
+    size_t at = strlen(msg);
+    for (size_t i = from; i < len && at + 1 < size; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        msg[at++] = ch < ' ' || ch == 0x7f ? ' ' : (char)ch;
+    }
+    msg[at] = '\0';
+}
+
+static void bootstrap_done(const struct tools_result *res, void *arg)
+{
+    struct session *s = arg;
+    char msg[1024];
+    s->run = NULL;
+    if (tools_result_ok(res)) {
+        s->state = SESSION_READY;
+        answer_opens(s, 0, NULL);
+        return;
+    }
+    if (res->err == -ETIMEDOUT)
+        snprintf(msg, sizeof msg,
+                 "the bootstrap of session '%s' did not finish within %d s and was killed", s->id,
+                 SESSION_BOOTSTRAP_TIMEOUT_MS / 1000);
+    else if (res->err < 0)
+        snprintf(msg, sizeof msg, "cannot run the bootstrap of session '%s': %s", s->id,
+                 uv_strerror(res->err));
+    else if (res->term_signal)
+        snprintf(msg, sizeof msg, "the bootstrap of session '%s' was killed by signal %d", s->id,
+                 res->term_signal);
+    else
+        snprintf(msg, sizeof msg, "the bootstrap of session '%s' exited %d", s->id, res->exit_code);
+    if (res->err_len || res->out_len) {
+        strncat(msg, ": ", sizeof msg - strlen(msg) - 1);
+        if (res->err_len)
+            append_tail(msg, sizeof msg, res->errout, res->err_len);
+        else
+            append_tail(msg, sizeof msg, res->out, res->out_len);
+    }
+    /* no half-made volume: the next open starts again from nothing */
+    remove_volume(s->volume);
+    s->state = SESSION_NEW;
+    answer_opens(s, -EIO, msg);
+}
+
+/* Makes the volume of a new session and starts its bootstrap, or answers. */
+static void kick_cb(uv_timer_t *t)
+{
+    struct session *s = t->data;
+    struct session_pool *p = s->pool;
+    char msg[512];
+
+    if (p->freeing || s->state == SESSION_BOOTSTRAPPING)
+        return;
+    if (s->state == SESSION_READY) {
+        answer_opens(s, 0, NULL);
+        return;
+    }
+    struct stat st;
+    if (lstat(s->volume, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(msg, sizeof msg,
+                     "session '%s': '%s' is not a directory; move it out of sessions.root", s->id,
+                     s->volume);
+            answer_opens(s, -ENOTDIR, msg);
+            return;
+        }
+        /* made and bootstrapped before (a restart forgets the sessions, not the volumes) */
+        s->state = SESSION_READY;
+        answer_opens(s, 0, NULL);
+        return;
+    }
+    if (mkdir(s->volume, 0700) < 0 ||
+        (p->set_ids && chown(s->volume, (uid_t)p->uid, (gid_t)p->gid) < 0)) {
+        int e = errno;
+        snprintf(msg, sizeof msg, "session '%s': cannot make its volume '%s': %s", s->id, s->volume,
+                 strerror(e));
+        rmdir(s->volume);
+        answer_opens(s, -e, msg);
+        return;
+    }
+    if (!p->bootstrap) {
+        s->state = SESSION_READY;
+        answer_opens(s, 0, NULL);
+        return;
+    }
+    s->state = SESSION_BOOTSTRAPPING;
+    s->run = start(s, p->bootstrap, SESSION_BOOTSTRAP_TIMEOUT_MS, bootstrap_done, s);
+}
+
+/* The environment of s's commands: PATH, HOME (the volume), TERM, then sessions.env. */
+static char **session_env(const struct session_pool *p, const char *volume)
+{
+    const char *const keys[] = {"PATH", "HOME", "TERM"};
+    const char *const vals[] = {session_path, volume, "dumb"};
+    char **env = xcalloc(3 + p->n_env + 1, sizeof *env);
+    size_t n = 0;
+    for (size_t k = 0; k < 3; k++) {
+        int overridden = 0;
+        for (size_t i = 0; i < p->n_env; i++)
+            overridden |= !strcmp(p->env[i].key, keys[k]);
+        if (!overridden)
+            env[n++] = xstrfmt("%s=%s", keys[k], vals[k]);
+    }
+    for (size_t i = 0; i < p->n_env; i++)
+        env[n++] = xstrfmt("%s=%s", p->env[i].key, p->env[i].value);
+    return env;
+}
+
+int session_open(struct session_pool *p, const char *id, session_open_cb cb, void *arg, char *err,
+                 size_t errlen)
+{
+    struct session *s;
+    if (!session_id_valid(id)) {
+        snprintf(err, errlen,
+                 "invalid session id; use 1 to %d letters, digits, '.', '_' or '-', not starting "
+                 "with '.' or '-'",
+                 SESSION_ID_MAX);
+        return -EINVAL;
+    }
+    for (s = p->sessions; s; s = s->next)
+        if (!strcmp(s->id, id))
+            break;
+    if (!s) {
+        if (p->n_sessions >= p->max_sessions) {
+            snprintf(err, errlen,
+                     "at capacity: %d sessions are open (sessions.max_sessions); retry later",
+                     p->n_sessions);
+            return -EBUSY;
+        }
+        s = xcalloc(1, sizeof *s);
+        s->pool = p;
+        s->id = xstrdup(id);
+        s->volume = xstrfmt("%s/%s", p->root, id);
+        s->env = session_env(p, s->volume);
+        uv_timer_init(p->loop, &s->kick);
+        s->kick.data = s;
+        s->next = p->sessions;
+        p->sessions = s;
+        p->n_sessions++;
+    }
+    if (s->n_waiters >= p->max_queue) {
+        snprintf(err, errlen, "session '%s' is busy: %zu opens wait for its bootstrap; retry later",
+                 id, s->n_waiters);
+        return -EAGAIN;
+    }
+    struct session__waiter *w = xcalloc(1, sizeof *w);
+    w->cb = cb;
+    w->arg = arg;
+    if (s->waiters_tail)
+        s->waiters_tail->next = w;
+    else
+        s->waiters = w;
+    s->waiters_tail = w;
+    s->n_waiters++;
+    uv_timer_start(&s->kick, kick_cb, 0, 0);
+    return 0;
+}
