@@ -143,6 +143,11 @@ static void exec_wait(uv_loop_t *loop, struct session *s, const char *cmd, uint6
     run_until(loop, &r->done);
 }
 
+static long atoi_pid(const char *s)
+{
+    return strtol(s, NULL, 10);
+}
+
 static long long read_ll(const char *dir, const char *name)
 {
     char path[2 * PATH_MAX];
@@ -165,8 +170,11 @@ static int exists(const char *dir, const char *name)
     return lstat(path, &st) == 0;
 }
 
-/* Whether a process whose argv is exactly {a0, a1} lives (a zombie counts as gone). */
-static int proc_running(const char *a0, const char *a1)
+/*
+ * Whether a process whose argv is exactly {a0, a1} lives (a zombie counts as
+ * gone); with kill_it, each one found is killed by its pid.
+ */
+static int proc_find(const char *a0, const char *a1, int kill_it)
 {
     DIR *d = opendir("/proc");
     struct dirent *e;
@@ -193,10 +201,19 @@ static int proc_running(const char *a0, const char *a1)
             fclose(f);
         }
         found = state && state != 'Z';
+        if (found && kill_it) {
+            kill((pid_t)atoi_pid(e->d_name), SIGKILL);
+            found = 0;
+        }
     }
     if (d)
         closedir(d);
     return found;
+}
+
+static int proc_running(const char *a0, const char *a1)
+{
+    return proc_find(a0, a1, 0);
 }
 
 /* ---- fixtures ------------------------------------------------------- */
@@ -250,6 +267,9 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
+    /* what a failed timeout test would leave behind, found by its unique argv */
+    proc_find("sleep", "987654", 1);
+    proc_find("sleep", "987655", 1);
     test_rm_tree(base);
     return 0;
 }
