@@ -208,12 +208,6 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
                  "rely on them");
         return NULL;
     }
-    if (cfg->isolation == CONFIG_ISOLATION_BWRAP && !in_path("bwrap")) {
-        snprintf(err, errlen,
-                 "sessions.isolation: bwrap needs 'bwrap' in PATH; install Debian's bubblewrap "
-                 "or set isolation: none");
-        return NULL;
-    }
     if (cfg->user) {
         if (resolve_user(cfg->user, &uid, &gid, err, errlen) < 0)
             return NULL;
@@ -227,6 +221,12 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
             }
             set_ids = 1;
         }
+    }
+    if (cfg->isolation == CONFIG_ISOLATION_BWRAP && !in_path("bwrap")) {
+        snprintf(err, errlen,
+                 "sessions.isolation: bwrap needs 'bwrap' in PATH; install Debian's bubblewrap "
+                 "or set isolation: none");
+        return NULL;
     }
     int rc = make_dirs(root);
     char canon[PATH_MAX];
