@@ -759,8 +759,15 @@ describe('network namespaces', { skip: NO_NETNS || false }, () => {
             await s.stop();
             const after = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
             for (const ns of namespaces) assert.ok(!after.includes(ns), `${ns} left`);
-            const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout;
-            for (const id of ids) assert.ok(!links.includes(`${s.machine(id).hostIf}@`), links);
+            // the kernel destroys a veth whose peer's namespace went in its own time: wait for it
+            const hostIfs = ids.map((id) => `${s.machine(id).hostIf}@`);
+            await h.waitFor(
+                () => {
+                    const links = spawnSync('ip', ['-o', 'link'], { encoding: 'utf8' }).stdout;
+                    return hostIfs.every((i) => !links.includes(i));
+                },
+                { what: `the machines' veth links (${hostIfs.join(', ')}) gone` },
+            );
             assert.deepEqual(s.state.errors, []);
         } finally {
             await s.stop();
