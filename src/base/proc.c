@@ -12,7 +12,8 @@ int proc_stat_parse(const char *text, struct proc_stat *out)
 {
     const char *rp = strrchr(text, ')');
     struct proc_stat st = {0};
-    if (!rp || sscanf(rp + 1, " %c %d %d %d", &st.state, &st.ppid, &st.pgrp, &st.sid) != 4)
+    if (!rp || sscanf(rp + 1, " %c %d %d %d %*d %*d %u", &st.state, &st.ppid, &st.pgrp, &st.sid,
+                      &st.flags) != 5)
         return -EINVAL;
     *out = st;
     return 0;
@@ -35,6 +36,16 @@ int proc_stat_read(int pid, struct proc_stat *out)
         return -e;
     buf[n] = '\0';
     return proc_stat_parse(buf, out);
+}
+
+#define PF_EXITING 0x00000004u /* the kernel's flag of a task in do_exit */
+
+int proc_dying(int pid)
+{
+    if (!proc_alive(pid))
+        return 1;
+    struct proc_stat st = {0};
+    return proc_stat_read(pid, &st) == 0 && (st.flags & PF_EXITING) != 0;
 }
 
 int proc_alive(int pid)

@@ -11,6 +11,7 @@ struct proc_stat {
     int ppid;
     int pgrp;
     int sid;
+    unsigned flags; /* the kernel's PF_* flags */
 };
 
 /* Parses the text of a /proc/PID/stat file. 0, or -EINVAL when it is not one. */
@@ -22,5 +23,10 @@ int proc_stat_read(int pid, struct proc_stat *out);
  * a zombie; 0 otherwise.
  */
 int proc_alive(int pid);
+/*
+ * 1 when pid is gone, a zombie, or on its way out (the kernel set PF_EXITING:
+ * it closes its files, sockets included, only after); 0 while it runs.
+ */
+int proc_dying(int pid);
 
 #endif

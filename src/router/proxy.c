@@ -206,7 +206,8 @@ static void up_body(void *arg, const char *data, size_t len)
 /*
  * Whether the engine that served rr died under it, rather than closing the
  * connection: its instance failed or is starting again, or its process on
- * this machine is gone (the exit may not have been reaped yet). Asked only
+ * this machine is gone or exiting (a dying process closes its sockets after
+ * the kernel marks it exiting, before its exit is reaped). Asked only
  * when a request broke, so a request that succeeds pays nothing.
  */
 static int engine_died(struct router__req *rr)
@@ -217,7 +218,7 @@ static int engine_died(struct router__req *rr)
         return 0;
     if (info.state == INST_FAILED || info.state == INST_STARTING)
         return 1;
-    return info.pid > 0 && host_pids_here(app->hosts, info.host) && !proc_alive(info.pid);
+    return info.pid > 0 && host_pids_here(app->hosts, info.host) && proc_dying(info.pid);
 }
 
 static void up_end(void *arg, int err)

@@ -323,13 +323,20 @@ static void test_pid_alive(void **state)
 
     /* A command name may hold spaces and parentheses: fields follow the last ')'. */
     struct proc_stat st;
-    assert_int_equal(proc_stat_parse("42 (VLLM::Engine) (x) S 7 40 39 0 -1", &st), 0);
+    assert_int_equal(proc_stat_parse("42 (VLLM::Engine) (x) S 7 40 39 0 -1 4194564", &st), 0);
     assert_true(st.state == 'S' && st.ppid == 7 && st.pgrp == 40 && st.sid == 39);
+    assert_int_equal(st.flags, 4194564u); /* PF_EXITING (4) among them */
     assert_int_equal(proc_stat_parse("42 (no close S 7 40 39", &st), -EINVAL);
     assert_int_equal(proc_stat_parse("42 (short) S 7", &st), -EINVAL);
     assert_int_equal(proc_stat_read((int)getpid(), &st), 0);
     assert_int_equal(st.ppid, (int)getppid());
     assert_int_equal(proc_stat_read(dead_pid(), &st), -ENOENT);
+    /* running, gone, or a zombie: dying is said of the last two only */
+    assert_int_equal(proc_dying((int)getpid()), 0);
+    assert_int_equal(proc_dying(dead_pid()), 1);
+    int zz = zombie_pid();
+    assert_int_equal(proc_dying(zz), 1);
+    waitpid(zz, NULL, 0);
 }
 
 static void test_declared_read(void **state)
