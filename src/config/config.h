@@ -134,6 +134,25 @@ struct config_cloud {
     int line, col;            /* position of the cloud's key, for messages */
 };
 
+/*
+ * slurm: { NAME: {...} }: a Slurm cluster whose jobs run models
+ * (docs/slurm.md). Every key is optional.
+ */
+struct config_slurm {
+    char *name; /* a host name models list in hosts:/pod:; the pod rule, not local, a pod or a cloud
+                 */
+    char *login;      /* the ssh command line to the login node; NULL: sbatch runs here */
+    char *partition;  /* NULL: the cluster's default */
+    char *account;    /* NULL: the user's default */
+    char *qos;        /* NULL: the default */
+    uint64_t time_ms; /* the job's limit (--time, whole minutes up); 0: the partition's */
+    char **sbatch;    /* more sbatch options, each one word as '--constraint=a100' */
+    size_t n_sbatch;
+    uint64_t renew_before_ms; /* submit a replacement this long before the limit; 0: never */
+    uint64_t poll_ms;         /* how often the queue is read, default 10s */
+    int line, col;            /* position of the cluster's key, for messages */
+};
+
 /* sessions.idle.action: what an idle session becomes (docs/sessions.md). */
 enum config_idle_action { CONFIG_IDLE_STOP = 0, CONFIG_IDLE_PAUSE };
 /* sessions.isolation: bubblewrap around every command, or none (a plain directory). */
@@ -223,6 +242,8 @@ struct config {
     size_t n_pods;
     struct config_cloud *clouds; /* clouds:, in file order */
     size_t n_clouds;
+    struct config_slurm *slurm; /* slurm:, in file order */
+    size_t n_slurm;
     struct config_sessions sessions; /* sessions:; enabled is 0 without the section */
     struct config__index *index;     /* names and aliases -> model, for config_find_model */
 };
@@ -262,6 +283,8 @@ const struct config_model *config_find_model(const struct config *cfg, const cha
 const struct config_pod *config_find_pod(const struct config *cfg, const char *name);
 /* Finds a cloud by name; NULL if the config has none of that name. */
 const struct config_cloud *config_find_cloud(const struct config *cfg, const char *name);
+/* Finds a Slurm cluster by name (NULL: none, also for a NULL cfg or name). */
+const struct config_slurm *config_find_slurm(const struct config *cfg, const char *name);
 /* "stop" or "pause". */
 const char *config_idle_action_name(enum config_idle_action a);
 /* "bwrap" or "none". */

@@ -204,6 +204,14 @@ void config__clouds_free(struct config *cfg);
 /* Whether a and b configure the same clouds, in the same order, with the same keys. */
 int config__clouds_same(const struct config *a, const struct config *b);
 
+/* slurm.c */
+/* slurm: { NAME: {...} }: read after pods and clouds, whose names a cluster may not take. */
+void config__parse_slurm(struct config__walk *w, const yaml_node_t *n);
+/* Frees cfg's clusters and their array. */
+void config__slurm_free(struct config *cfg);
+/* Whether a and b configure the same clusters, in the same order, with the same keys. */
+int config__slurm_same(const struct config *a, const struct config *b);
+
 /* sessions.c */
 /* sessions: { root, max_sessions, idle, ... } (docs/sessions.md). */
 void config__parse_sessions(struct config__walk *w, const yaml_node_t *n);

@@ -1,6 +1,6 @@
 /*
  * The keys of the config: each section's reader (listen, gpus, defaults,
- * router, models, groups, pods, tools, events, api_keys; clouds are clouds.c,
+ * router, models, groups, pods, tools, events, api_keys; clouds are clouds.c, slurm slurm.c,
  * sessions sessions.c) with its defaults
  * and the checks that need more than a value's type (ports, aliases, group
  * members, eviction against the engine), read in dependency order; then
@@ -887,13 +887,14 @@ enum {
     TK_EVENTS,
     TK_CLOUDS,
     TK_SESSIONS,
+    TK_SLURM,
     TK_COUNT,
 };
 
 static const char *const top_keys[] = {
     "listen", "api_keys",   "gpus",         "defaults",   "router", "models",
     "groups", "start_port", "log_max_size", "gpu_ledger", "tools",  "catalog",
-    "pods",   "events",     "clouds",       "sessions",   NULL,
+    "pods",   "events",     "clouds",       "sessions",   "slurm",  NULL,
 };
 
 /* One pod's settings: { setup: SCRIPT } or { setup_file: PATH }, not both. */
@@ -1128,6 +1129,9 @@ void config__walk_root(struct config__walk *w, const yaml_node_t *root)
         parse_pods(w, v[TK_PODS]);
     if (config__present(v[TK_CLOUDS]))
         config__parse_clouds(w, v[TK_CLOUDS]); /* after pods: a cloud may not take a pod's name */
+    if (config__present(v[TK_SLURM]))
+        config__parse_slurm(
+            w, v[TK_SLURM]); /* after clouds: a cluster takes no pod's or cloud's name */
     if (config__present(v[TK_EVENTS]))
         parse_events(w, v[TK_EVENTS]);
     if (v[TK_SESSIONS])
@@ -1188,6 +1192,7 @@ void config_reload_changes(const struct config *a, const struct config *b, char 
     note_change(&ap, a->events_keep != b->events_keep, "events.keep");
     note_change(&ap, a->events_max_age_ms != b->events_max_age_ms, "events.max_age");
     note_change(&ap, !config__clouds_same(a, b), "clouds");
+    note_change(&re, !config__slurm_same(a, b), "slurm");
     note_change(&re,
                 strcmp(a->listen_host, b->listen_host) != 0 || a->listen_port != b->listen_port,
                 "listen");
@@ -1227,6 +1232,7 @@ void config_free(struct config *cfg)
     }
     free(cfg->pods);
     config__clouds_free(cfg);
+    config__slurm_free(cfg);
     config__sessions_release(cfg);
     config__index_free(cfg->index);
     free(cfg);

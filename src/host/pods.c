@@ -191,6 +191,12 @@ void host_pod_add(struct host_registry *reg, const char *name, const char *ssh,
                       name, name);
         goto out;
     }
+    if (reg->app->cfg && config_find_slurm(reg->app->cfg, name)) {
+        msg = xstrfmt("'%s' is a Slurm cluster of the config (slurm.%s); a host name is one pod, "
+                      "one cloud or one cluster, so name the pod differently",
+                      name, name);
+        goto out;
+    }
     op = xcalloc(1, sizeof *op);
     op->reg = reg;
     op->cb = cb;

@@ -237,6 +237,10 @@ static void host_room(struct sched *s, const struct config_model *m, const struc
                                      "models yet ('yard cloud offers %s' shows what it would "
                                      "rent)",
                                      name, name);
+        else if (app->cfg && config_find_slurm(app->cfg, name))
+            r->unavailable = xstrfmt("'%s' is a Slurm cluster, and this daemon does not submit "
+                                     "jobs there yet",
+                                     name);
         else
             r->unavailable =
                 xstrfmt("pod '%s' is not known (add it with 'yard pod add %s')", name, name);

@@ -1778,6 +1778,101 @@ static void test_sessions_errors(void **state)
         "yard.yaml:1:23: unknown key 'disk' in 'sessions.limits'; valid keys: memory, pids, cpu");
 }
 
+/* ---- slurm ---------------------------------------------------------- */
+
+static void test_slurm(void **state)
+{
+    (void)state;
+    struct config *c = parse_ok("slurm:\n"
+                                "  cluster1:\n"
+                                "    login: \"ssh login.hpc.example.org\"\n"
+                                "    partition: gpu\n"
+                                "    account: proj42\n"
+                                "    qos: normal\n"
+                                "    time: 4h\n"
+                                "    sbatch: [ \"--constraint=a100\", \"--mem=64G\" ]\n"
+                                "    renew_before: 15m\n"
+                                "    poll: 2s\n"
+                                "  here: {}\n"
+                                "models:\n  m: { cmd: x, hosts: [cluster1, local] }\n");
+    assert_int_equal(c->n_slurm, 2);
+    const struct config_slurm *s = config_find_slurm(c, "cluster1");
+    assert_non_null(s);
+    assert_null(config_find_slurm(c, "nope"));
+    assert_null(config_find_slurm(NULL, "cluster1"));
+    assert_string_equal(s->login, "ssh login.hpc.example.org");
+    assert_string_equal(s->partition, "gpu");
+    assert_string_equal(s->account, "proj42");
+    assert_string_equal(s->qos, "normal");
+    assert_true(s->time_ms == 4ull * 3600 * 1000);
+    assert_int_equal(s->n_sbatch, 2);
+    assert_string_equal(s->sbatch[1], "--mem=64G");
+    assert_true(s->renew_before_ms == 15ull * 60 * 1000);
+    assert_true(s->poll_ms == 2000);
+    assert_int_equal(s->line, 2);
+    /* Defaults: nothing asked of Slurm but what the cluster defaults to. */
+    const struct config_slurm *d = config_find_slurm(c, "here");
+    assert_null(d->login);
+    assert_null(d->partition);
+    assert_true(d->time_ms == 0 && d->renew_before_ms == 0 && d->poll_ms == 10000);
+    assert_int_equal(d->n_sbatch, 0);
+
+    /* A change is for a restart: clusters are hosts read at start. */
+    struct config *c2 = parse_ok("slurm:\n  here: { poll: 3s }\n");
+    char *applied, *restart;
+    config_reload_changes(c, c2, &applied, &restart);
+    assert_non_null(strstr(restart, "slurm"));
+    free(applied);
+    free(restart);
+    config_reload_changes(c2, c2, &applied, &restart);
+    assert_null(strstr(restart, "slurm"));
+    free(applied);
+    free(restart);
+    config_free(c2);
+    config_free(c);
+
+    expect_error("slurm: [a]\n",
+                 "yard.yaml:1:8: slurm: expected a mapping of clusters, as { cluster1: { "
+                 "partition: gpu } }, got a list");
+    expect_error("slurm:\n  local: {}\n",
+                 "yard.yaml:2:3: slurm: 'local' is reserved for this machine; name the cluster "
+                 "differently");
+    expect_error("pods:\n  p1: {}\nslurm:\n  p1: {}\n",
+                 "yard.yaml:4:3: slurm: 'p1' is also a pod (pods.p1 at line 2); a host name is "
+                 "one pod, one cloud or one cluster, so name the cluster differently");
+    expect_error("slurm:\n  c1: { partitoin: gpu }\n",
+                 "yard.yaml:2:9: unknown key 'partitoin' in Slurm cluster 'c1'; did you mean "
+                 "'partition'?");
+    expect_error("slurm:\n  c1: { login: \"login.example.org\" }\n",
+                 "yard.yaml:2:16: slurm.c1.login: 'login.example.org' is not an ssh command "
+                 "line; give the one that reaches the login node, as 'ssh "
+                 "login.hpc.example.org' (leave 'login' out where yard runs on a submit host)");
+    expect_error("slurm:\n  c1: { partition: \"gpu a\" }\n",
+                 "yard.yaml:2:20: slurm.c1.partition: 'gpu a' is not a Slurm name; use letters, "
+                 "digits, '_', '.' and '-', as 'gpu'");
+    expect_error("slurm:\n  c1: { time: 30s }\n",
+                 "yard.yaml:2:15: slurm.c1.time: '30s' is shorter than Slurm's smallest limit; "
+                 "use at least 1m, as '4h'");
+    expect_error("slurm:\n  c1: { sbatch: [ \"--time=10\" ] }\n",
+                 "yard.yaml:2:19: slurm.c1.sbatch: '--time=10' is set by yard: give the limit "
+                 "as 'time'; remove it here");
+    expect_error("slurm:\n  c1: { sbatch: [ \"-Jname\" ] }\n",
+                 "yard.yaml:2:19: slurm.c1.sbatch: '-Jname' is set by yard: yard names its jobs "
+                 "itself, so it knows them for its own; remove it here");
+    expect_error("slurm:\n  c1: { sbatch: [ constraint ] }\n",
+                 "yard.yaml:2:19: slurm.c1.sbatch: 'constraint' is not an sbatch option; give "
+                 "each option with its value in one item, as '--constraint=a100'");
+    expect_error("slurm:\n  c1: { renew_before: 15m }\n",
+                 "yard.yaml:2:23: slurm.c1.renew_before: renewal needs the job's limit; give "
+                 "'time' too, as 'time: 4h'");
+    expect_error("slurm:\n  c1: { time: 10m, renew_before: 10m }\n",
+                 "yard.yaml:2:34: slurm.c1.renew_before: '10m' is not shorter than time ('10m'); "
+                 "give a lead time well inside the limit, as '15m' for '4h'");
+    expect_error("slurm:\n  c1: { poll: 500ms }\n",
+                 "yard.yaml:2:15: slurm.c1.poll: '500ms' is out of range; poll the queue every "
+                 "1s to 10m, as '10s'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1812,6 +1907,7 @@ int main(void)
         cmocka_unit_test(test_nul_in_scalars),
         cmocka_unit_test(test_many_models),
         cmocka_unit_test(test_clouds),
+        cmocka_unit_test(test_slurm),
         cmocka_unit_test(test_cloud_errors),
         cmocka_unit_test(test_cloud_api_key),
         cmocka_unit_test(test_name_from),
