@@ -143,7 +143,7 @@ _yard() {
         COMPREPLY=($(compgen -d -- "$cur"))
         ;;
     cloud)
-        [[ -z $sub ]] && COMPREPLY=($(compgen -W "offers" -- "$cur"))
+        [[ -z $sub ]] && COMPREPLY=($(compgen -W "offers rent ls release" -- "$cur"))
         ;;
     pod)
         if [[ -z $sub ]]; then

@@ -14,6 +14,7 @@
 #include "base/utf8.h"
 #include "cloud/vast.h"
 #include "config/config.h"
+#include "host/host.h"
 
 #define CLOUD_GPUS_MAX 64
 
@@ -88,15 +89,20 @@ static char *need_of(const struct config *cfg, json_t *req, struct cloud_need *n
     return NULL;
 }
 
-void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+/*
+ * The cloud a request names, its need and the daemon's client checked: NULL
+ * with *cc and *need set, or a new message.
+ */
+static char *cloud_request(struct app *app, json_t *req, const char *verb,
+                           const struct config_cloud **ccp, struct cloud_need *need)
 {
     const struct config *cfg = app->cfg;
     const char *name = json_string_value(json_object_get(req, "cloud"));
     char *msg = NULL;
-    struct cloud_need need;
     const struct config_cloud *cc = name ? config_find_cloud(cfg, name) : NULL;
+    *ccp = cc;
     if (!name) {
-        msg = xstrdup("'cloud_offers' needs a cloud name");
+        msg = xstrfmt("'%s' needs a cloud name", verb);
     } else if (!cc && !cfg->n_clouds) {
         msg = xstrfmt("unknown cloud '%s': the config has no clouds; add one under 'clouds:' "
                       "(docs/cloud.md)",
@@ -105,12 +111,20 @@ void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, vo
         char *names = cloud_names(cfg);
         msg = xstrfmt("unknown cloud '%s'; configured clouds: %s", name, names);
         free(names);
-    } else if ((msg = need_of(cfg, req, &need))) {
+    } else if ((msg = need_of(cfg, req, need))) {
         /* msg says what */
     } else if (!app->cloud) {
         msg = xstrdup("this daemon has no client for the clouds' APIs (libcurl did not start; "
                       "see its log)");
     }
+    return msg;
+}
+
+void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    const struct config_cloud *cc;
+    struct cloud_need need;
+    char *msg = cloud_request(app, req, "cloud_offers", &cc, &need);
     if (msg) {
         reply_error(reply, arg, msg);
         free(msg);
@@ -127,6 +141,92 @@ void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, vo
         free(line);
         free(msg);
         free(op->cloud);
+        free(op);
+    }
+}
+
+/* ---- rent, ls, release ---- */
+
+struct rent_op {
+    admin__reply_fn reply;
+    void *arg;
+    char *cloud;
+};
+
+static void rent_done(void *arg, const char *name, const char *err)
+{
+    struct rent_op *op = arg;
+    if (name) {
+        op->reply(op->arg, json_pack("{s:b, s:{s:s}}", "ok", 1, "result", "name", name));
+    } else {
+        char *msg = xstrfmt("cloud '%s': %s", op->cloud, err);
+        reply_error(op->reply, op->arg, msg);
+        free(msg);
+    }
+    free(op->cloud);
+    free(op);
+}
+
+void admin__cloud_rent(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    const struct config_cloud *cc;
+    struct cloud_need need;
+    char *msg = cloud_request(app, req, "cloud_rent", &cc, &need);
+    if (msg) {
+        reply_error(reply, arg, msg);
+        free(msg);
+        return;
+    }
+    struct rent_op *op = xcalloc(1, sizeof *op);
+    op->reply = reply;
+    op->arg = arg;
+    op->cloud = xstrdup(cc->name);
+    host_rent(app->hosts, cc->name, need.gpus, need.vram,
+              json_string_value(json_object_get(req, "model")), rent_done, op);
+}
+
+void admin__cloud_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    (void)req;
+    reply(arg, json_pack("{s:b, s:o}", "ok", 1, "result", host_rentals_json(app->hosts)));
+}
+
+struct release_op {
+    admin__reply_fn reply;
+    void *arg;
+    char *name;
+};
+
+static void release_done(void *arg, const char *err)
+{
+    struct release_op *op = arg;
+    if (err) {
+        char *msg = xstrfmt("'%s': %s", op->name, err);
+        reply_error(op->reply, op->arg, msg);
+        free(msg);
+    } else {
+        op->reply(op->arg, json_pack("{s:b, s:{s:s}}", "ok", 1, "result", "name", op->name));
+    }
+    free(op->name);
+    free(op);
+}
+
+void admin__cloud_release(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    const char *name = json_string_value(json_object_get(req, "name"));
+    if (!name || !*name) {
+        reply_error(reply, arg, "'cloud_release' needs the name of a rented machine");
+        return;
+    }
+    struct release_op *op = xcalloc(1, sizeof *op);
+    op->reply = reply;
+    op->arg = arg;
+    op->name = xstrdup(name);
+    char *err = NULL;
+    if (host_release(app->hosts, name, release_done, op, &err) < 0) {
+        reply_error(reply, arg, err);
+        free(err);
+        free(op->name);
         free(op);
     }
 }

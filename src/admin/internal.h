@@ -55,6 +55,15 @@ void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *ar
  * cloud.c; docs/cloud.md.
  */
 void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+/*
+ * cloud_rent {cloud, gpus?, vram?, model?}: rents a machine now (host/host.h,
+ * host_rent) and answers once ssh answers there: {name}. cloud_ls: the
+ * rentals (host_rentals_json). cloud_release {name}: destroys one. Live in
+ * cloud.c; docs/cloud.md.
+ */
+void admin__cloud_rent(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+void admin__cloud_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+void admin__cloud_release(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 
 /*
  * Where a streamed answer goes. line takes each intermediate message (a

@@ -1188,6 +1188,21 @@ static void verb_cloud_offers(struct admin_conn *c, json_t *req)
     handle_pod(c, req, admin__cloud_offers);
 }
 
+static void verb_cloud_rent(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__cloud_rent);
+}
+
+static void verb_cloud_ls(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__cloud_ls);
+}
+
+static void verb_cloud_release(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__cloud_release);
+}
+
 /* What a verb asks of its request before its handler runs. */
 enum verb_needs {
     VERB_ANY = 0,
@@ -1223,6 +1238,9 @@ static const struct verb {
     {"pod_setup", handle_pod_setup, VERB_ANY},
     {"models", verb_models, VERB_ANY},
     {"cloud_offers", verb_cloud_offers, VERB_ANY},
+    {"cloud_rent", verb_cloud_rent, VERB_ANY},
+    {"cloud_ls", verb_cloud_ls, VERB_ANY},
+    {"cloud_release", verb_cloud_release, VERB_ANY},
 };
 
 static const struct verb *verb_find(const char *name)

@@ -1,4 +1,8 @@
-/* `yard cloud offers`: what a cloud's marketplace would rent, ranked (docs/cloud.md). */
+/*
+ * `yard cloud`: what a cloud's marketplace would rent, ranked (offers); a
+ * machine rented now (rent), the machines rented (ls) and one destroyed
+ * (release). docs/cloud.md.
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +17,20 @@
 
 static const char usage[] =
     "usage: yard cloud offers CLOUD [--gpus N] [--vram SIZE] [--model NAME] [--json]\n"
+    "       yard cloud rent CLOUD [--gpus N] [--vram SIZE] [--model NAME]\n"
+    "       yard cloud ls [--json]\n"
+    "       yard cloud release NAME\n"
     "\n"
     "offers: asks the cloud's marketplace (config: clouds: {CLOUD: ...}) for the\n"
     "machines it would rent and lists them ranked, each with why it ranks there,\n"
     "then the offers it leaves out with why; the search is the cloud's strictness,\n"
     "max_price and filters with the need: --gpus (default 1) and --vram (memory per\n"
-    "GPU, as '24GiB'), or a model's gpus and vram with --model\n";
+    "GPU, as '24GiB'), or a model's gpus and vram with --model\n"
+    "rent: rents the best ranked offer for the need now (the next one when a\n"
+    "machine fails to start, up to the cloud's max_tries) and waits until ssh\n"
+    "answers there; the machine is a host of kind rented named CLOUD-N\n"
+    "ls: the machines yard rents: offer, machine, $/h, state, age, spent so far\n"
+    "release: destroys a rented machine (it stops billing)\n";
 
 /* ---- --json: the stable form --------------------------------------- */
 
@@ -138,6 +150,14 @@ static char *gpus_text(const json_t *o)
     return cell;
 }
 
+/* A rental's GPUs in an offer's shape, for gpus_text. New. */
+static json_t *json_object_pack_gpus(const json_t *r)
+{
+    return json_pack("{s:O?, s:O?, s:O?}", "num_gpus", json_object_get(r, "num_gpus"), "gpu_name",
+                     json_object_get(r, "gpu_name"), "gpu_ram_mib",
+                     json_object_get(r, "gpu_ram_mib"));
+}
+
 /* The first line: what was searched for. */
 static void print_head(const json_t *r)
 {
@@ -204,6 +224,118 @@ static void print_offers(const json_t *r)
     }
 }
 
+/* ---- rent, ls, release ---------------------------------------------- */
+
+static int cloud_rent(struct app *app, const char *cloud, long gpus, uint64_t vram,
+                      const char *model)
+{
+    json_t *req = json_pack("{s:s, s:o}", "cmd", "cloud_rent", "cloud", utf8_json_xstring(cloud));
+    if (gpus > 0)
+        json_object_set_new(req, "gpus", json_integer(gpus));
+    if (vram)
+        json_object_set_new(req, "vram", json_integer((json_int_t)vram));
+    if (model)
+        json_object_set_new(req, "model", utf8_json_xstring(model));
+    json_t *res = NULL;
+    int rc = cli_request(app, req, NULL, NULL, &res);
+    if (rc)
+        return rc;
+    const char *name = json_string_value(json_object_get(res, "name"));
+    char *n = cli_one_line(name ? name : "?");
+    if (app->json)
+        printf("{\"name\":\"%s\"}\n", n);
+    else
+        printf("rented %s; see 'yard cloud ls', and 'yard cloud release %s' to destroy it\n", n, n);
+    free(n);
+    json_decref(res);
+    return 0;
+}
+
+static json_t *rental_stable(const json_t *r)
+{
+    json_t *o = json_object();
+    static const struct {
+        const char *key;
+        json_type type;
+    } keys[] = {
+        {"name", JSON_STRING},      {"cloud", JSON_STRING},        {"contract", JSON_INTEGER},
+        {"offer", JSON_INTEGER},    {"machine_id", JSON_INTEGER},  {"gpu_name", JSON_STRING},
+        {"num_gpus", JSON_INTEGER}, {"gpu_ram_mib", JSON_INTEGER}, {"dph", JSON_REAL},
+        {"state", JSON_STRING},     {"status", JSON_STRING},       {"status_msg", JSON_STRING},
+        {"label", JSON_STRING},     {"created_ms", JSON_INTEGER},  {"age_s", JSON_INTEGER},
+        {"spent", JSON_REAL},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        json_object_set_new(o, keys[i].key,
+                            keys[i].type == JSON_REAL
+                                ? number_field(r, keys[i].key)
+                                : cli_json_field(r, keys[i].key, keys[i].type));
+    return o;
+}
+
+/* "1h05m", "3m", "12s" */
+static char *age_text(json_int_t s)
+{
+    if (s >= 3600)
+        return xstrfmt("%lldh%02lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+    if (s >= 60)
+        return xstrfmt("%lldm", (long long)(s / 60));
+    return xstrfmt("%llds", (long long)(s < 0 ? 0 : s));
+}
+
+static void print_rentals(const json_t *rows)
+{
+    size_t n = json_array_size(rows);
+    if (!n) {
+        printf("no rented machines\n");
+        return;
+    }
+    enum { R_NAME, R_OFFER, R_MACHINE, R_INST, R_GPUS, R_PRICE, R_STATE, R_AGE, R_SPENT, R_N };
+    static const char *const head[R_N] = {"NAME", "OFFER", "MACHINE", "INSTANCE", "GPUS",
+                                          "$/H",  "STATE", "AGE",     "SPENT"};
+    char **cells = xcalloc((n + 1) * R_N, sizeof *cells);
+    for (int k = 0; k < R_N; k++)
+        cells[k] = xstrdup(head[k]);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *r = json_array_get(rows, i);
+        char **row = &cells[(i + 1) * R_N];
+        row[R_NAME] = str_text(r, "name");
+        row[R_OFFER] = int_text(r, "offer");
+        row[R_MACHINE] = int_text(r, "machine_id");
+        json_t *c = json_object_get(r, "contract");
+        row[R_INST] = json_integer_value(c) > 0 ? int_text(r, "contract") : xstrdup("-");
+        json_t *g = json_object_pack_gpus(r);
+        row[R_GPUS] = gpus_text(g);
+        json_decref(g);
+        row[R_PRICE] = num_text(r, "dph", 3);
+        const char *st = json_string_value(json_object_get(r, "state"));
+        const char *status = json_string_value(json_object_get(r, "status"));
+        char *state = status && st && strcmp(st, "ready") != 0 ? xstrfmt("%s (%s)", st, status)
+                                                               : xstrdup(st ? st : "-");
+        row[R_STATE] = cli_one_line(state);
+        free(state);
+        row[R_AGE] = age_text(json_integer_value(json_object_get(r, "age_s")));
+        json_t *spent = json_object_get(r, "spent");
+        row[R_SPENT] =
+            json_is_number(spent) ? xstrfmt("$%.2f", json_number_value(spent)) : xstrdup("-");
+    }
+    cli_table_print(cells, n + 1, R_N, stdout, NULL, NULL);
+}
+
+static int cloud_release(struct app *app, const char *name)
+{
+    json_t *req = json_pack("{s:s, s:o}", "cmd", "cloud_release", "name", utf8_json_xstring(name));
+    json_t *res = NULL;
+    int rc = cli_request(app, req, NULL, NULL, &res);
+    if (rc)
+        return rc;
+    char *n = cli_one_line(name);
+    printf("released %s: its instance is destroyed\n", n);
+    free(n);
+    json_decref(res);
+    return 0;
+}
+
 /* ---- the command ---------------------------------------------------- */
 
 static int cloud_offers(struct app *app, const char *cloud, long gpus, uint64_t vram,
@@ -247,12 +379,27 @@ int cmd_cloud(int argc, char **argv, struct app *app)
     const char *sub = args.n > 0 ? args.pos[0] : NULL;
     long gpus = 0;
     uint64_t vram = 0;
+    int rent = sub && strcmp(sub, "rent") == 0;
     if (!sub) {
-        rc = cli_usage_error("cloud", "which subcommand? offers; see 'yard cloud --help'");
-    } else if (strcmp(sub, "offers") != 0) {
-        rc = cli_usage_error("cloud", "unknown subcommand '%s'; use offers", sub);
+        rc = cli_usage_error("cloud",
+                             "which subcommand? offers, rent, ls or release; see 'yard cloud "
+                             "--help'");
+    } else if (strcmp(sub, "ls") == 0) {
+        if (args.n != 1 || opts[0].value || opts[1].value || opts[2].value)
+            rc = cli_usage_error("cloud", "'yard cloud ls' takes only --json");
+        else
+            rc = cli_list(app, "cloud_ls", rental_stable, print_rentals);
+    } else if (strcmp(sub, "release") == 0) {
+        if (args.n != 2 || opts[0].value || opts[1].value || opts[2].value)
+            rc = cli_usage_error("cloud", "name one rented machine, as 'yard cloud release "
+                                          "vast-1' ('yard cloud ls' lists them)");
+        else
+            rc = cloud_release(app, args.pos[1]);
+    } else if (strcmp(sub, "offers") != 0 && !rent) {
+        rc = cli_usage_error("cloud", "unknown subcommand '%s'; use offers, rent, ls or release",
+                             sub);
     } else if (args.n != 2) {
-        rc = cli_usage_error("cloud", "name one cloud of the config, as 'yard cloud offers vast'");
+        rc = cli_usage_error("cloud", "name one cloud of the config, as 'yard cloud %s vast'", sub);
     } else if (opts[0].value &&
                (cli_parse_count(opts[0].value, &gpus) < 0 || gpus < 1 || gpus > CLOUD_GPUS_MAX)) {
         rc = cli_usage_error("cloud", "'--gpus %s' is not a GPU count; give 1 to %d", opts[0].value,
@@ -261,6 +408,8 @@ int cmd_cloud(int argc, char **argv, struct app *app)
         rc = cli_usage_error("cloud",
                              "'--vram %s' is not a size; give the memory per GPU, as '24GiB'",
                              opts[1].value);
+    } else if (rent) {
+        rc = cloud_rent(app, args.pos[1], gpus, vram, opts[2].value);
     } else {
         rc = cloud_offers(app, args.pos[1], gpus, vram, opts[2].value);
     }

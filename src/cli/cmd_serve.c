@@ -620,6 +620,8 @@ int cmd_serve(int argc, char **argv, struct app *app)
     notify_init(&d.notify, app->loop);
     app->notify = &d.notify;
     sup_adopt_all(app->sup);
+    /* The machines rented before: adopted, or destroyed when their create was not seen answered. */
+    host_rentals_start(app->hosts);
     /* Both sockets listen and what ran before is adopted: the manager may send clients. */
     notify_serving(app, NULL);
     uv_run(app->loop, UV_RUN_DEFAULT);

@@ -294,3 +294,246 @@ int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
     free(key);
     return 0;
 }
+
+/* ---- instances ------------------------------------------------------ */
+
+struct call_op {
+    char *cloud, *url, *what;
+    int destroy; /* a 404 no_such_instance is what was wanted */
+    cloud_vast_cb cb;
+    void *arg;
+};
+
+static void call_done(void *arg, const struct cloud_http_result *r)
+{
+    struct call_op *op = arg;
+    json_t *body = r->rc == 0 && r->len ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+    char *err = NULL;
+    long status = r->rc == 0 ? r->status : 0;
+    int ok = r->rc == 0 && r->status >= 200 && r->status <= 299 &&
+             !json_is_false(json_object_get(body, "success"));
+    if (!ok && op->destroy && r->rc == 0 && r->status == 404) {
+        const char *code = json_string_value(json_object_get(body, "error"));
+        if (code && strcmp(code, "no_such_instance") == 0)
+            ok = 1;
+    }
+    if (!ok)
+        err = cloud_vast_error(r, op->what, op->cloud, op->url);
+    else if (!json_is_object(body) && !op->destroy)
+        err = xstrfmt("the Vast API answered %s with no JSON object; is clouds.%s.url the API?",
+                      op->what, op->cloud);
+    op->cb(op->arg, json_is_object(body) ? body : NULL, status, err);
+    json_decref(body);
+    free(err);
+    free(op->cloud);
+    free(op->url);
+    free(op->what);
+    free(op);
+}
+
+/* Sends method path (under the cloud's url) with body (may be NULL). */
+static int vast_call(struct cloud_http *h, const struct config_cloud *cc, const char *method,
+                     const char *path, const json_t *body, unsigned retry_on, const char *what,
+                     int destroy, cloud_vast_cb cb, void *arg, char **err)
+{
+    char why[512];
+    char *key = config_cloud_api_key(cc, why, sizeof why);
+    if (!key) {
+        *err = xstrdup(why);
+        return -EINVAL;
+    }
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    if (body && !text) {
+        memset(key, 0, strlen(key));
+        free(key);
+        *err = xstrfmt("out of memory building %s", what);
+        return -ENOMEM;
+    }
+    struct call_op *op = xcalloc(1, sizeof *op);
+    op->cloud = xstrdup(cc->name);
+    op->url = xstrdup(cc->url);
+    op->what = xstrdup(what);
+    op->destroy = destroy;
+    op->cb = cb;
+    op->arg = arg;
+    char *url = xstrfmt("%s%s", cc->url, path);
+    struct cloud_http_opts o = {
+        .method = method,
+        .url = url,
+        .bearer = key,
+        .body = text,
+        .body_len = text ? strlen(text) : 0,
+        .max_response = CLOUD_VAST_SEARCH_MAX_BYTES,
+        .retry_on = retry_on,
+    };
+    cloud_http_send(h, &o, call_done, op);
+    free(url);
+    free(text);
+    memset(key, 0, strlen(key));
+    free(key);
+    return 0;
+}
+
+int cloud_vast_create(struct cloud_http *h, const struct config_cloud *cc,
+                      const struct cloud_vast_create *c, cloud_vast_cb cb, void *arg, char **err)
+{
+    uint64_t gb = (c->disk + 999999999u) / 1000000000u;
+    json_t *body = json_pack("{s:s, s:s, s:I, s:s, s:o, s:s, s:s, s:b}", "client_id", "me", "image",
+                             c->image, "disk", (json_int_t)(gb ? gb : 1), "label", c->label, "env",
+                             c->env ? json_incref(c->env) : json_object(), "onstart",
+                             c->onstart ? c->onstart : "", "runtype", "ssh_direc ssh_proxy",
+                             "cancel_unavail", 1);
+    char *path = xstrfmt("/api/v0/asks/%lld/", (long long)c->offer);
+    int rc =
+        body ? vast_call(h, cc, "PUT", path, body, CLOUD_RETRY_RATE, "the create", 0, cb, arg, err)
+             : (*err = xstrdup("out of memory building the create"), -ENOMEM);
+    free(path);
+    json_decref(body);
+    return rc;
+}
+
+int64_t cloud_vast_new_contract(const json_t *body)
+{
+    json_t *v = json_object_get(body, "new_contract");
+    if (json_is_integer(v))
+        return json_integer_value(v) > 0 ? json_integer_value(v) : 0;
+    const char *s = json_string_value(v);
+    if (!s || !*s)
+        return 0;
+    char *end = NULL;
+    long long n = strtoll(s, &end, 10);
+    return end && *end == '\0' && n > 0 ? n : 0;
+}
+
+int cloud_vast_offer_gone(const json_t *body, long status)
+{
+    if (status == 410)
+        return 1;
+    const char *code = json_string_value(json_object_get(body, "error"));
+    const char *msg = json_string_value(json_object_get(body, "msg"));
+    return status == 404 &&
+           ((code && strstr(code, "no_such_ask")) || (msg && strstr(msg, "no_such_ask")));
+}
+
+int cloud_vast_instance(struct cloud_http *h, const struct config_cloud *cc, int64_t id,
+                        cloud_vast_cb cb, void *arg, char **err)
+{
+    char *path = xstrfmt("/api/v0/instances/%lld/?owner=me", (long long)id);
+    int rc = vast_call(h, cc, "GET", path, NULL, CLOUD_RETRY_ALL, "the read of an instance", 0, cb,
+                       arg, err);
+    free(path);
+    return rc;
+}
+
+int cloud_vast_destroy(struct cloud_http *h, const struct config_cloud *cc, int64_t id,
+                       cloud_vast_cb cb, void *arg, char **err)
+{
+    char *path = xstrfmt("/api/v0/instances/%lld/", (long long)id);
+    json_t *body = json_object();
+    /* a destroy may be repeated: it is retried on everything */
+    int rc =
+        vast_call(h, cc, "DELETE", path, body, CLOUD_RETRY_ALL, "the destroy", 1, cb, arg, err);
+    json_decref(body);
+    free(path);
+    return rc;
+}
+
+int cloud_vast_attach_key(struct cloud_http *h, const struct config_cloud *cc, int64_t id,
+                          const char *pubkey, cloud_vast_cb cb, void *arg, char **err)
+{
+    char *path = xstrfmt("/api/v0/instances/%lld/ssh/", (long long)id);
+    json_t *body = json_pack("{s:s}", "ssh_key", pubkey);
+    int rc =
+        vast_call(h, cc, "POST", path, body, CLOUD_RETRY_ALL, "the key's attach", 0, cb, arg, err);
+    json_decref(body);
+    free(path);
+    return rc;
+}
+
+/* s percent-encoded for a query string (RFC 3986 unreserved bytes kept). New string. */
+static char *url_escape(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = xmalloc(strlen(s) * 3 + 1), *o = out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            *o++ = (char)*p;
+        } else {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+int cloud_vast_by_label(struct cloud_http *h, const struct config_cloud *cc, const char *label,
+                        cloud_vast_cb cb, void *arg, char **err)
+{
+    json_t *f = json_pack("{s:{s:s}}", "label", "eq", label);
+    char *text = json_dumps(f, JSON_COMPACT);
+    json_decref(f);
+    if (!text) {
+        *err = xstrdup("out of memory building the list of instances");
+        return -ENOMEM;
+    }
+    char *q = url_escape(text);
+    free(text);
+    char *path = xstrfmt("/api/v1/instances/?select_filters=%s&limit=25", q);
+    free(q);
+    int rc = vast_call(h, cc, "GET", path, NULL, CLOUD_RETRY_ALL, "the list of instances", 0, cb,
+                       arg, err);
+    free(path);
+    return rc;
+}
+
+static char *trimmed(const char *s)
+{
+    if (!s)
+        return NULL;
+    while (*s && isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    return n ? xstrndup(s, n) : NULL;
+}
+
+/* A port from a number or a numeric string (HostPort is text); 0 when none. */
+static int port_of(const json_t *v)
+{
+    long long n = 0;
+    if (json_is_integer(v)) {
+        n = json_integer_value(v);
+    } else if (json_is_string(v)) {
+        char *end = NULL;
+        const char *s = json_string_value(v);
+        n = strtoll(s, &end, 10);
+        if (end == s || *end)
+            n = 0;
+    }
+    return n > 0 && n < 65536 ? (int)n : 0;
+}
+
+int cloud_vast_ssh_addr(const json_t *inst, char **host, int *port)
+{
+    json_t *map = json_object_get(json_object_get(inst, "ports"), "22/tcp");
+    char *ip = trimmed(json_string_value(json_object_get(inst, "public_ipaddr")));
+    int p = port_of(json_object_get(json_array_get(map, 0), "HostPort"));
+    if (ip && p) {
+        *host = ip;
+        *port = p;
+        return 0;
+    }
+    free(ip);
+    char *proxy = trimmed(json_string_value(json_object_get(inst, "ssh_host")));
+    p = port_of(json_object_get(inst, "ssh_port"));
+    if (proxy && p) {
+        *host = proxy;
+        *port = p;
+        return 0;
+    }
+    free(proxy);
+    return -ENOENT;
+}

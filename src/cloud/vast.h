@@ -109,4 +109,64 @@ int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
                       const struct cloud_need *need, const int64_t *bad, size_t n_bad,
                       cloud_offers_cb cb, void *arg, char **err);
 
+/* ---- instances (docs/vast.md, "Create", "Instances", "Destroy") ---- */
+
+/*
+ * The answer of one call: body the parsed JSON answer (borrowed, valid
+ * during the call), or NULL with err a one-line message. status is the HTTP
+ * status (0: no answer came).
+ */
+typedef void (*cloud_vast_cb)(void *arg, json_t *body, long status, const char *err);
+
+/*
+ * What a create asks for. image, label and onstart are copied; env is an
+ * object of the API's env form ("-p 8000:8000": "1", "K": "V"), borrowed.
+ */
+struct cloud_vast_create {
+    int64_t offer;
+    const char *image;
+    uint64_t disk; /* bytes; sent in GB, rounded up */
+    const char *label;
+    const char *onstart;
+    json_t *env; /* NULL: {} */
+};
+
+/*
+ * PUT /api/v0/asks/{offer}/ with runtype "ssh_direc ssh_proxy", retried on a
+ * 429 only (a 5xx may have rented the machine). cb hears the answer's body
+ * whatever its status: a refusal may carry new_contract, which the caller
+ * must destroy; err is set when the call failed (status, transport or
+ * success false). Returns 0, or -EINVAL with *err (the key's variable).
+ */
+int cloud_vast_create(struct cloud_http *h, const struct config_cloud *cc,
+                      const struct cloud_vast_create *c, cloud_vast_cb cb, void *arg, char **err);
+/* new_contract of a create's answer (a number or a numeric string), or 0. */
+int64_t cloud_vast_new_contract(const json_t *body);
+/* 1 when the create's answer says the offer is gone (410, or 404 no_such_ask). */
+int cloud_vast_offer_gone(const json_t *body, long status);
+
+/* GET /api/v0/instances/{id}/: body {"instances": {...}} or {"instances": null}. */
+int cloud_vast_instance(struct cloud_http *h, const struct config_cloud *cc, int64_t id,
+                        cloud_vast_cb cb, void *arg, char **err);
+/* DELETE /api/v0/instances/{id}/; a 404 no_such_instance is a success (already gone). */
+int cloud_vast_destroy(struct cloud_http *h, const struct config_cloud *cc, int64_t id,
+                       cloud_vast_cb cb, void *arg, char **err);
+/* POST /api/v0/instances/{id}/ssh/ with {"ssh_key": pubkey}. */
+int cloud_vast_attach_key(struct cloud_http *h, const struct config_cloud *cc, int64_t id,
+                          const char *pubkey, cloud_vast_cb cb, void *arg, char **err);
+/*
+ * GET /api/v1/instances/ with select_filters {"label": {"eq": label}} (one
+ * page of at most 25: a label names one rental): body {"instances": [...]}.
+ */
+int cloud_vast_by_label(struct cloud_http *h, const struct config_cloud *cc, const char *label,
+                        cloud_vast_cb cb, void *arg, char **err);
+
+/*
+ * Where an instance answers ssh: the direct route (public_ipaddr, trimmed,
+ * at ports["22/tcp"][0].HostPort) when the map has it, else the proxy
+ * (ssh_host:ssh_port). Returns 0 with a new host in *host, or -ENOENT when
+ * the instance shows neither yet.
+ */
+int cloud_vast_ssh_addr(const json_t *inst, char **host, int *port);
+
 #endif

@@ -24,6 +24,8 @@ const char *host_kind_name(enum host_kind kind)
         return HOST_LOCAL_NAME;
     case HOST_POD:
         return "pod";
+    case HOST_RENTED:
+        return "rented";
     }
     return "?";
 }
@@ -174,7 +176,7 @@ static void on_runner_reach(void *arg, const char *name, int reachable, const ch
 {
     struct host_registry *reg = arg;
     struct host *h = host_find(reg, name);
-    if (h && h->kind == HOST_POD)
+    if (h && (h->kind == HOST_POD || h->kind == HOST_RENTED))
         host_set_reachable(reg, h, reachable, why);
 }
 
@@ -236,6 +238,13 @@ void host_set_log_max(struct host_registry *reg, uint64_t bytes)
 struct host *host_add_pod(struct host_registry *reg, const char *name, const char *ssh,
                           const char *models_path, const char *gpus_json, char **err)
 {
+    return host__add_ssh(reg, name, HOST_POD, ssh, models_path, gpus_json, err);
+}
+
+struct host *host__add_ssh(struct host_registry *reg, const char *name, enum host_kind kind,
+                           const char *ssh, const char *models_path, const char *gpus_json,
+                           char **err)
+{
     if (strcmp(name, HOST_LOCAL_NAME) == 0) {
         *err = xstrdup("'local' is reserved for this machine; name the pod differently");
         return NULL;
@@ -250,7 +259,7 @@ struct host *host_add_pod(struct host_registry *reg, const char *name, const cha
             xstrfmt("pod '%s' needs its ssh command line, as --ssh \"ssh -p 22 root@host\"", name);
         return NULL;
     }
-    struct host *h = host_new(name, HOST_POD);
+    struct host *h = host_new(name, kind);
     h->caps = HOST_CAP_FORWARDED;
     h->ssh = xstrdup(ssh);
     h->models_path = xstrdup(models_path ? models_path : "");
@@ -316,6 +325,7 @@ int host_registry_load(struct host_registry *reg)
             h->reason = xstrfmt("pod '%s' did not answer its last probe", h->name);
     }
     store_pods_free(pods, n);
+    host__rentals_load(reg);
     return 0;
 }
 
@@ -459,6 +469,7 @@ void host_registry_close(struct host_registry *reg, void (*done)(void *), void *
     size_t n = reg->n_runners;
     struct runner_pod **pods = reg->runners;
     reg->closed = 1;
+    host__rentals_close(reg);
     reg->runners = NULL;
     reg->n_runners = 0;
     for (size_t i = 0; i < reg->n; i++)
@@ -485,6 +496,7 @@ void host_registry_free(struct host_registry *reg)
         host_free(reg->hosts[i]);
     free(reg->hosts);
     free(reg->runners);
+    host__rentals_free(reg);
     while (reg->observers) {
         struct host__obs_node *n = reg->observers;
         reg->observers = n->next;

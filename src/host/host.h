@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "gpu/gpu.h"
 #include "host/name.h"
 
@@ -28,7 +30,8 @@ struct store_pod;
 enum host_kind {
     HOST_LOCAL = 0,
     HOST_POD,
-    /* rented machines and Slurm allocations come here */
+    HOST_RENTED, /* rented from a cloud (rented.c), driven over ssh like a pod */
+    /* Slurm allocations come here */
 };
 
 enum host_reach {
@@ -48,8 +51,8 @@ struct host {
     enum host_kind kind;
     unsigned caps;             /* enum host_cap */
     struct runner *runner;     /* local: the supervisor's (NULL until it is set); a pod's: below */
-    struct runner_pod *pod;    /* HOST_POD: its runner, shared with the registry's runner list */
-    char *ssh;                 /* HOST_POD: the ssh command line of its record */
+    struct runner_pod *pod;    /* HOST_POD, HOST_RENTED: its runner, shared with the registry's */
+    char *ssh;                 /* HOST_POD, HOST_RENTED: the ssh command line of its record */
     char *models_path;         /* HOST_POD: "" when not given */
     struct gpu_inventory gpus; /* the last inventory read (a pod: recorded or polled) */
     int have_gpus;             /* the inventory was read at least once */
@@ -213,5 +216,47 @@ int host_pod_remove(struct host_registry *reg, const char *name, void (*done)(vo
  * runs once all have answered (or timed out), maybe before this returns.
  */
 void host_probe_all(struct host_registry *reg, void (*done)(void *), void *arg);
+
+/* ---- rented machines (rented.c, docs/cloud.md) ---- */
+
+/*
+ * Called once when a rent is over: name is the new host's (kind rented,
+ * ssh answering), or NULL and err says why nothing is rented.
+ */
+typedef void (*host_rent_cb)(void *arg, const char *name, const char *err);
+/*
+ * `yard cloud rent`: searches cloud's offers for gpus GPUs of vram bytes
+ * each (0: any), then rents them in rank order (up to the cloud's
+ * max_tries, within max_machines): each rental is recorded in the store
+ * before its create is sent, its contract as soon as the create answers;
+ * the machine is watched until it runs and ssh answers, its GPUs read, and
+ * it becomes a host of kind rented. A start that fails destroys the
+ * instance and tries the next offer. cb runs exactly once, maybe before
+ * this returns. model (may be NULL) is recorded as whom it is for.
+ */
+void host_rent(struct host_registry *reg, const char *cloud, int gpus, uint64_t vram,
+               const char *model, host_rent_cb cb, void *arg);
+/*
+ * `yard cloud release`: destroys the rented machine name (once the call
+ * under way, if any, has answered); cb hears the outcome (err NULL: the
+ * instance is destroyed, its row and host gone). Returns 0, or -ENOENT /
+ * -EBUSY with *err a new message (cb never runs).
+ */
+int host_release(struct host_registry *reg, const char *name,
+                 void (*cb)(void *arg, const char *err), void *arg, char **err);
+/*
+ * The rentals as a new array of {name, cloud, contract, offer, machine_id,
+ * gpu_name, num_gpus, gpu_ram_mib, dph, state, status, status_msg, label,
+ * created_ms, age_s, spent}: spent is dph times the age, an estimate.
+ */
+json_t *host_rentals_json(struct host_registry *reg);
+/*
+ * Takes up every rental the store records (after host_registry_load, before
+ * the loop runs): the ready ones become hosts again at once; then
+ * host_rentals_start reads each one's instance (adopting it, or dropping
+ * the row of one destroyed meanwhile) and destroys the instance of a create
+ * whose answer was never seen, found by its label.
+ */
+void host_rentals_start(struct host_registry *reg);
 
 #endif

@@ -36,11 +36,28 @@ struct host_registry {
     int gpus_rc;
     char *gpus_err;
     struct gpu_inventory gpus_next;
+    struct rental *
+        *rentals; /* rented.c: the machines rented, from the row's write to the destroy */
+    size_t n_rentals;
 };
 
 enum host__event { HOST__ADDED, HOST__REMOVED, HOST__LOST, HOST__FOUND, HOST__GPUS };
 
 /* Tells every observer of ev about h (observers may unregister meanwhile). */
 void host__notify(struct host_registry *reg, struct host *h, enum host__event ev);
+
+/*
+ * Adds host name of kind (HOST_POD or HOST_RENTED) reached with the ssh
+ * line; host_add_pod is this with HOST_POD.
+ */
+struct host *host__add_ssh(struct host_registry *reg, const char *name, enum host_kind kind,
+                           const char *ssh, const char *models_path, const char *gpus_json,
+                           char **err);
+/* The script that reads a machine's GPUs over ssh (pods.c). */
+extern const char host__detect_script[];
+/* rented.c: the rows of the store taken up at load; timers stopped at close; the list freed. */
+void host__rentals_load(struct host_registry *reg);
+void host__rentals_close(struct host_registry *reg);
+void host__rentals_free(struct host_registry *reg);
 
 #endif

@@ -41,7 +41,7 @@
  * Exit 3 says "no nvidia-smi" apart from nvidia-smi's own failures (9: no
  * driver, 6: no devices). The query is the one gpu/smi.c parses.
  */
-static const char detect_script[] =
+const char host__detect_script[] =
     "command -v nvidia-smi >/dev/null 2>&1 || { echo 'nvidia-smi not found in PATH' >&2; exit 3; "
     "}\n"
     "nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,memory.free "
@@ -159,7 +159,7 @@ static void on_probe(const struct ssh_result *res, void *arg)
                       "must be a POSIX shell and bash must be installed",
                       op->pod.name, why);
         free(why);
-    } else if (ssh_exec(op->reg->app->loop, &op->pod, detect_script, POD_DETECT_TIMEOUT_MS,
+    } else if (ssh_exec(op->reg->app->loop, &op->pod, host__detect_script, POD_DETECT_TIMEOUT_MS,
                         on_detect, op, NULL) < 0) {
         msg = xstrfmt("cannot detect the GPUs of pod '%s': its ssh command line is too long",
                       op->pod.name);
@@ -383,7 +383,7 @@ static void on_all_probe(const struct ssh_result *res, void *arg)
         free(why);
         return;
     }
-    if (ssh_exec(p->all->reg->app->loop, &p->pod, detect_script, POD_LS_DETECT_TIMEOUT_MS,
+    if (ssh_exec(p->all->reg->app->loop, &p->pod, host__detect_script, POD_LS_DETECT_TIMEOUT_MS,
                  on_all_detect, p, NULL) < 0)
         probe_done(p, 1, NULL, NULL);
 }
@@ -436,7 +436,7 @@ void host_probe_all(struct host_registry *reg, void (*done)(void *), void *arg)
     all->arg = arg;
     all->names = xcalloc(reg->n ? reg->n : 1, sizeof *all->names);
     for (size_t i = 0; i < reg->n; i++)
-        if (reg->hosts[i]->kind == HOST_POD)
+        if (reg->hosts[i]->kind == HOST_POD || reg->hosts[i]->kind == HOST_RENTED)
             all->names[all->n++] = xstrdup(reg->hosts[i]->name);
     start_probes(all);
 }

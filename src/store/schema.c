@@ -98,6 +98,28 @@ static const char *const migrations[] = {
     "DROP TABLE instances;"
     "ALTER TABLE instances_v4 RENAME TO instances;"
     "ALTER TABLE events ADD COLUMN replica INTEGER NOT NULL DEFAULT 0;",
+    /*
+     * 4 -> 5: rentals, the machines yard rents from a cloud (docs/cloud.md).
+     * A row is written before the create is sent (contract 0), so a daemon
+     * killed while it is under way finds it by its label on restart.
+     */
+    "CREATE TABLE rentals ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  cloud TEXT NOT NULL,"
+    "  label TEXT NOT NULL,"
+    "  contract INTEGER NOT NULL DEFAULT 0,"
+    "  offer INTEGER NOT NULL DEFAULT 0,"
+    "  machine INTEGER NOT NULL DEFAULT 0,"
+    "  host_id INTEGER NOT NULL DEFAULT 0,"
+    "  dph REAL NOT NULL DEFAULT 0,"
+    "  gpu_name TEXT NOT NULL DEFAULT '',"
+    "  num_gpus INTEGER NOT NULL DEFAULT 0,"
+    "  gpu_ram_mib INTEGER NOT NULL DEFAULT 0,"
+    "  state TEXT NOT NULL,"
+    "  ssh TEXT NOT NULL DEFAULT '',"
+    "  model TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL DEFAULT 0"
+    ");",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,6 +29,9 @@
     "exit_code, created_ms, updated_ms, ready_ms, replica"
 #define EVENT_COLS "id, ts_ms, model, host, from_state, to_state, reason, replica"
 #define POD_COLS "name, ssh, models_path, gpus, last_seen_ms, reachable, created_ms"
+#define RENTAL_COLS                                                                                \
+    "id, cloud, label, contract, offer, machine, host_id, dph, gpu_name, num_gpus, gpu_ram_mib, "  \
+    "state, ssh, model, created_ms"
 
 enum store_stmt {
     STMT_BEGIN,
@@ -52,6 +56,12 @@ enum store_stmt {
     STMT_PIN_SET,
     STMT_PIN_DELETE,
     STMT_PIN_LIST,
+    STMT_RENTAL_ADD,
+    STMT_RENTAL_PUT,
+    STMT_RENTAL_LIST,
+    STMT_RENTAL_DELETE,
+    STMT_META_GET,
+    STMT_META_ADD,
     STMT_COUNT
 };
 
@@ -105,6 +115,18 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_PIN_SET] = "INSERT OR REPLACE INTO pins (model, pinned_ms) VALUES (?1, ?2)",
     [STMT_PIN_DELETE] = "DELETE FROM pins WHERE model = ?1",
     [STMT_PIN_LIST] = "SELECT model FROM pins ORDER BY model",
+    [STMT_RENTAL_ADD] = "INSERT INTO rentals (cloud, label, contract, offer, machine, host_id, "
+                        "dph, gpu_name, num_gpus, gpu_ram_mib, state, ssh, model, created_ms) "
+                        "VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
+                        "RETURNING id",
+    [STMT_RENTAL_PUT] = "UPDATE rentals SET cloud = ?2, label = ?3, contract = ?4, offer = ?5, "
+                        "machine = ?6, host_id = ?7, dph = ?8, gpu_name = ?9, num_gpus = ?10, "
+                        "gpu_ram_mib = ?11, state = ?12, ssh = ?13, model = ?14, "
+                        "created_ms = ?15 WHERE id = ?1",
+    [STMT_RENTAL_LIST] = "SELECT " RENTAL_COLS " FROM rentals ORDER BY id",
+    [STMT_RENTAL_DELETE] = "DELETE FROM rentals WHERE id = ?1",
+    [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [STMT_META_ADD] = "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
 };
 
 struct store {
@@ -901,4 +923,181 @@ void store_pins_free(char **models, size_t n)
     for (size_t i = 0; i < n; i++)
         free(models[i]);
     free(models);
+}
+
+/* ---- rentals ---- */
+
+static int bind_rental(sqlite3_stmt *s, const struct store_rental *r)
+{
+    int rc = SQLITE_OK;
+    if (r->id)
+        rc |= sqlite3_bind_int64(s, 1, r->id);
+    rc |= sqlite3_bind_text(s, 2, r->cloud, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 3, r->label, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64(s, 4, r->contract);
+    rc |= sqlite3_bind_int64(s, 5, r->offer);
+    rc |= sqlite3_bind_int64(s, 6, r->machine);
+    rc |= sqlite3_bind_int64(s, 7, r->host_id);
+    rc |= sqlite3_bind_double(s, 8, r->dph);
+    rc |= sqlite3_bind_text(s, 9, or_empty(r->gpu_name), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int(s, 10, r->num_gpus);
+    rc |= sqlite3_bind_int64(s, 11, r->gpu_ram_mib);
+    rc |= sqlite3_bind_text(s, 12, r->state, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 13, or_empty(r->ssh), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 14, or_empty(r->model), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64(s, 15, r->created_ms);
+    return rc;
+}
+
+int store_add_rental(struct store *st, struct store_rental *r)
+{
+    if (!r || !r->cloud || !r->label || !r->state)
+        return -EINVAL;
+    if (!r->created_ms)
+        r->created_ms = clock_wall_ms();
+    sqlite3_stmt *s = st->stmt[STMT_RENTAL_ADD];
+    r->id = 0;
+    int rc = bind_rental(s, r);
+    int64_t id = 0;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        id = sqlite3_column_int64(s, 0);
+        rc = sqlite3_step(s);
+    }
+    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "write a rental");
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (ret == 0)
+        r->id = id;
+    return ret;
+}
+
+int store_put_rental(struct store *st, const struct store_rental *r)
+{
+    if (!r || !r->id || !r->cloud || !r->label || !r->state)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_RENTAL_PUT];
+    int rc = bind_rental(s, r);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    int ret = rc == SQLITE_DONE ? 0 : store_fail(st, rc, "update a rental");
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (ret == 0 && sqlite3_changes(st->db) == 0)
+        ret = -ENOENT;
+    return ret;
+}
+
+static void read_rental_row(sqlite3_stmt *s, void *out)
+{
+    struct store_rental *r = out;
+    r->id = sqlite3_column_int64(s, 0);
+    r->cloud = column_str(s, 1);
+    r->label = column_str(s, 2);
+    r->contract = sqlite3_column_int64(s, 3);
+    r->offer = sqlite3_column_int64(s, 4);
+    r->machine = sqlite3_column_int64(s, 5);
+    r->host_id = sqlite3_column_int64(s, 6);
+    r->dph = sqlite3_column_double(s, 7);
+    r->gpu_name = column_str(s, 8);
+    r->num_gpus = sqlite3_column_int(s, 9);
+    r->gpu_ram_mib = sqlite3_column_int64(s, 10);
+    r->state = column_str(s, 11);
+    r->ssh = column_str(s, 12);
+    r->model = column_str(s, 13);
+    r->created_ms = sqlite3_column_int64(s, 14);
+}
+
+static void free_rental_rows(void *arr, size_t n)
+{
+    store_rentals_free(arr, n);
+}
+
+int store_list_rentals(struct store *st, struct store_rental **out, size_t *n)
+{
+    void *arr = NULL;
+    int rc = list_rows(st, st->stmt[STMT_RENTAL_LIST], sizeof **out, read_rental_row,
+                       free_rental_rows, "list rentals", &arr, n);
+    *out = arr;
+    return rc;
+}
+
+int store_delete_rental(struct store *st, int64_t id)
+{
+    sqlite3_stmt *s = st->stmt[STMT_RENTAL_DELETE];
+    int rc = sqlite3_bind_int64(s, 1, id);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "delete a rental");
+}
+
+void store_rental_release(struct store_rental *r)
+{
+    if (!r)
+        return;
+    free(r->cloud);
+    free(r->label);
+    free(r->gpu_name);
+    free(r->state);
+    free(r->ssh);
+    free(r->model);
+    memset(r, 0, sizeof *r);
+}
+
+void store_rentals_free(struct store_rental *arr, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_rental_release(&arr[i]);
+    free(arr);
+}
+
+/* The value of meta key, as a new string in *out; -ENOENT when none. */
+static int meta_get(struct store *st, const char *key, char **out)
+{
+    sqlite3_stmt *s = st->stmt[STMT_META_GET];
+    int rc = sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    int ret;
+    if (rc == SQLITE_ROW) {
+        *out = column_str(s, 0);
+        ret = 0;
+    } else if (rc == SQLITE_DONE) {
+        ret = -ENOENT;
+    } else {
+        ret = store_fail(st, rc, "read the meta table");
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return ret;
+}
+
+int store_daemon_id(struct store *st, char **out)
+{
+    *out = NULL;
+    int rc = meta_get(st, "daemon_id", out);
+    if (rc != -ENOENT)
+        return rc;
+    unsigned char b[4] = {0};
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f ? fread(b, 1, sizeof b, f) : 0;
+    if (f)
+        fclose(f);
+    if (got != sizeof b) {
+        uint64_t t = (uint64_t)clock_wall_ms() ^ ((uint64_t)getpid() << 16);
+        memcpy(b, &t, sizeof b);
+    }
+    char id[9];
+    snprintf(id, sizeof id, "%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+    sqlite3_stmt *s = st->stmt[STMT_META_ADD];
+    rc = sqlite3_bind_text(s, 1, "daemon_id", -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_OK)
+        return store_fail(st, rc, "write the daemon id");
+    return meta_get(st, "daemon_id", out);
 }

@@ -8,7 +8,8 @@
  * Durable state: SQLite in WAL mode at STATE_DIR/yard.db. The only place in
  * yard that writes SQL. Tables: meta (schema version), instances (one row per
  * model, host and replica), events (append-only log of every state transition), pods
- * (remote machines, one row per name), pins (models kept loaded by yard pin).
+ * (remote machines, one row per name), pins (models kept loaded by yard pin),
+ * rentals (machines rented from a cloud).
  *
  * A corrupt database or one written by a newer yard is refused with a
  * message saying what to do; it is never deleted or rewritten.
@@ -56,6 +57,27 @@ struct store_pod {
     int64_t last_seen_ms; /* wall clock of the last successful probe; 0 when never */
     int reachable;        /* as the last probe found it */
     int64_t created_ms;   /* wall clock; 0 in store_put_pod: now, or kept for an existing row */
+};
+
+/*
+ * A machine rented from a cloud (docs/cloud.md). The row is written before
+ * the create is sent, with contract 0; the create's answer fills contract.
+ * Its host name is CLOUD-ID.
+ */
+struct store_rental {
+    int64_t id;       /* the key, set by store_add_rental */
+    char *cloud;      /* the cloud's name in the config */
+    char *label;      /* the label the instance carries: names this daemon and the rental */
+    int64_t contract; /* the instance id; 0 until the create answered */
+    int64_t offer, machine, host_id;
+    double dph; /* $/hour of the offer, storage included */
+    char *gpu_name;
+    int num_gpus;
+    int64_t gpu_ram_mib;
+    char *state; /* "creating", "starting", "ready", "releasing" */
+    char *ssh;   /* the ssh command line once known; "" before */
+    char *model; /* the model it was rented for; "" by hand */
+    int64_t created_ms;
 };
 
 /*
@@ -127,6 +149,26 @@ int store_set_pin(struct store *st, const char *model, int pinned);
  */
 int store_list_pins(struct store *st, char ***models, size_t *n);
 void store_pins_free(char **models, size_t n);
+
+/*
+ * Inserts a rental (r->id and r->created_ms are set; the label is written as
+ * given). 0, -EINVAL (no cloud, label or state) or -EIO/-ENOSPC.
+ */
+int store_add_rental(struct store *st, struct store_rental *r);
+/* Updates every field of the row r->id. 0, -ENOENT (no such row), -EIO. */
+int store_put_rental(struct store *st, const struct store_rental *r);
+/* Every rental ordered by id (store_rentals_free); 0 or -errno. */
+int store_list_rentals(struct store *st, struct store_rental **out, size_t *n);
+/* Deletes the rental id; 0 also when there was none, or -EIO. */
+int store_delete_rental(struct store *st, int64_t id);
+void store_rental_release(struct store_rental *r);
+void store_rentals_free(struct store_rental *arr, size_t n);
+/*
+ * This state directory's daemon id: 8 hex digits drawn once and kept in the
+ * store, so the labels of its rentals name it across restarts. A new string
+ * in *out; 0 or -errno.
+ */
+int store_daemon_id(struct store *st, char **out);
 
 /*
  * Events with id > after_id, oldest first, at most limit. With after_id < 0

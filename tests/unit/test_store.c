@@ -889,14 +889,14 @@ static void test_newer_than_pins_refused(void **state)
     assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                                  "INSERT INTO meta VALUES ('schema_version', '5');",
+                                  "INSERT INTO meta VALUES ('schema_version', '6');",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     char *err = NULL;
     assert_null(store_open(f->dir, &err));
     assert_non_null(err);
-    assert_non_null(strstr(err, "(schema 5, this yard knows 4)"));
+    assert_non_null(strstr(err, "(schema 6, this yard knows 5)"));
     free(err);
 }
 
@@ -913,6 +913,61 @@ static void assert_pins(struct store *st, const char *const *want, size_t n_want
     for (size_t i = 0; i < n_want; i++)
         assert_string_equal(pins[i], want[i]);
     store_pins_free(pins, n);
+}
+
+static void test_rentals(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    struct store_rental r = {.cloud = "vast", .label = "yard-x-vast", .state = "creating"};
+    assert_int_equal(store_add_rental(st, &r), 0);
+    assert_true(r.id > 0);
+    assert_true(r.created_ms > 0);
+    struct store_rental r2 = {.cloud = "vast", .label = "yard-x-vast", .state = "creating"};
+    assert_int_equal(store_add_rental(st, &r2), 0);
+    assert_true(r2.id > r.id);
+    /* the create answered: the contract is written on the row */
+    r.contract = 26000001;
+    r.offer = 201;
+    r.dph = 0.3;
+    r.state = "starting";
+    assert_int_equal(store_put_rental(st, &r), 0);
+    store_close(st);
+
+    /* rows outlive the handle, as rented machines outlive the daemon */
+    st = open_ok(f->dir);
+    struct store_rental *arr = NULL;
+    size_t n = 0;
+    assert_int_equal(store_list_rentals(st, &arr, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(arr[0].id, r.id);
+    assert_int_equal(arr[0].contract, 26000001);
+    assert_int_equal(arr[0].offer, 201);
+    assert_true(arr[0].dph == 0.3);
+    assert_string_equal(arr[0].state, "starting");
+    assert_string_equal(arr[0].ssh, "");
+    assert_int_equal(arr[1].contract, 0);
+    store_rentals_free(arr, n);
+    assert_int_equal(store_delete_rental(st, r.id), 0);
+    assert_int_equal(store_delete_rental(st, r.id), 0);
+    assert_int_equal(store_put_rental(st, &r), -ENOENT);
+    assert_int_equal(store_list_rentals(st, &arr, &n), 0);
+    assert_int_equal(n, 1);
+    store_rentals_free(arr, n);
+    struct store_rental bad = {.cloud = "vast"};
+    assert_int_equal(store_add_rental(st, &bad), -EINVAL);
+
+    /* the daemon id is drawn once and kept */
+    char *id = NULL, *again = NULL;
+    assert_int_equal(store_daemon_id(st, &id), 0);
+    assert_int_equal(strlen(id), 8);
+    store_close(st);
+    st = open_ok(f->dir);
+    assert_int_equal(store_daemon_id(st, &again), 0);
+    assert_string_equal(id, again);
+    free(id);
+    free(again);
+    store_close(st);
 }
 
 static void test_pins_set_list_unset(void **state)
@@ -1053,9 +1108,9 @@ static void test_migrate_from_schema_3(void **state)
     assert_int_equal(sqlite3_exec(db, schema_v3_pins, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
 
-    assert_int_equal(store_schema_version(), 4);
+    assert_int_equal(store_schema_version(), 5);
     struct store *st = open_ok(f->dir);
-    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
+    assert_int_equal(query_int(st->db, "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
     struct store_instance got;
     assert_int_equal(store_get_instance(st, "llama", "gpu1", 0, &got), 0);
     assert_int_equal(got.replica, 0);
@@ -1137,6 +1192,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_from_schema_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_than_pins_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pins_set_list_unset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rentals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pin_full_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_schema_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_schema_3, setup, teardown),

@@ -437,6 +437,8 @@ function offerView(offer, allocated) {
  *   accountKeys public keys registered on the account before the start
  *   machineEnv  extra variables for every ssh session on every machine
  *   now         () => ms, the clock of start_date, duration and money (default Date.now)
+ *   onCreate    async (instance id) => {...}: awaited after a create made its instance
+ *               and before it answers (a test kills its client meanwhile)
  *
  * Returns { url, apiKey, dir, state, stop(), script(...faults), addOffer(o),
  * instance(id), advance(id, status?), outbid(id), sshCommand(id, {via, key}),
@@ -1052,6 +1054,7 @@ export async function startVastStandin(opts = {}) {
         for (const k of state.accountKeys) inst.keys.push(k.public_key);
         inst.steps = stepsFor(inst);
         await enterStep(inst, 0);
+        if (opts.onCreate) await opts.onCreate(inst.id);
         if (inst.failedBid) {
             const status = scripted ? scripted.status : 200;
             return [

@@ -1,0 +1,1090 @@
+/*
+ * Rented machines (docs/cloud.md, "Renting"): a machine rented from a
+ * cloud's marketplace, recorded in the store before the create is sent and
+ * driven from there to a host of kind `rented`: the create, the instance
+ * watched until it runs, ssh answering, its GPUs read. A rental is one
+ * struct rental on the registry's list from the row's write to its destroy;
+ * at start every row is taken up again (adopted, or destroyed when its
+ * create's outcome is not known). Nothing here touches an instance that is
+ * not one of the store's rows or does not carry one of their labels.
+ *
+ * Every step runs on the loop: the API calls through cloud/vast.h, ssh
+ * through runner/ssh.h. A rental has at most one call or one ssh run under
+ * way (busy) and one timer; a release asked meanwhile is done when it ends.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "cloud/vast.h"
+#include "config/config.h"
+#include "host/internal.h"
+#include "runner/ssh.h"
+#include "store/store.h"
+
+#define RENT_POLL_MS 1000             /* between two reads of a starting instance */
+#define RENT_START_DEADLINE_MS 900000 /* created to running: an image pull may take minutes */
+#define RENT_SSH_DEADLINE_MS 300000   /* running to ssh answering */
+#define RENT_SSH_RETRY_MS 2000
+#define RENT_PROBE_TIMEOUT_MS 20000
+#define RENT_DETECT_TIMEOUT_MS 30000
+#define RENT_ERR_MAX 512
+
+/* onstart: no tmux around ssh sessions (Vast's images start one for logins). */
+#define RENT_ONSTART "touch ~/.no_auto_tmux"
+
+enum rental_state {
+    R_CREATING,   /* the create is under way */
+    R_FINDING,    /* looking for the instance by label (a create whose outcome is unknown) */
+    R_STARTING,   /* the instance is read until it runs */
+    R_CONNECTING, /* ssh is tried until it answers, then the GPUs read */
+    R_READY,      /* a host of kind rented */
+    R_RELEASING,  /* the destroy is under way */
+    R_GONE,       /* destroyed (or never created): the row is deleted, the struct goes */
+};
+
+static const char *const state_names[] = {"creating", "finding",   "starting", "connecting",
+                                          "ready",    "releasing", "gone"};
+
+struct rent_op;
+
+struct rental {
+    struct host_registry *reg;
+    struct store_rental rec;
+    char *name; /* CLOUD-ID */
+    enum rental_state st;
+    int busy;          /* a call or an ssh run is under way */
+    int release;       /* destroy once the call under way has answered */
+    uv_timer_t timer;  /* polls and retries */
+    int timer_closed;  /* the timer's close has run */
+    char *status;      /* the instance's last actual_status, or NULL */
+    char *status_msg;  /* its last status_msg, or NULL */
+    uint64_t phase_ms; /* clock_mono_ms when the state began */
+    struct ssh_pod pod;
+    int have_pod;
+    struct rent_op *op;                           /* the rent waiting for this one, or NULL */
+    void (*released)(void *arg, const char *err); /* a release waiting for the destroy */
+    void *released_arg;
+    char *failure; /* why it is being destroyed (a failed start), or NULL */
+};
+
+/* `yard cloud rent`: a search, then the offers tried in rank order. */
+struct rent_op {
+    struct host_registry *reg;
+    char *cloud;
+    char *model;
+    json_t *offers; /* the ranked offers */
+    size_t next;
+    int tries;
+    char *last_err;
+    host_rent_cb cb;
+    void *arg;
+};
+
+static void rental_drive(struct rental *r);
+static void rent_try_next(struct rent_op *op, const char *why);
+static void op_finish(struct rent_op *op, const char *name, const char *err);
+static void rental_drop(struct rental *r);
+
+static void poll_later(uv_timer_t *t)
+{
+    rental_drive(t->data);
+}
+
+/* The daemon stops: a call answered -ECANCELED leaves the row as it is, for the next daemon. */
+static int cancelled(const char *err)
+{
+    return err && strstr(err, "was cancelled: the daemon is shutting down") != NULL;
+}
+
+/*
+ * At the start of every callback: once the registry is closed the rental is
+ * dropped (its row stays for the next daemon), and 1 says so.
+ */
+static int rental_closing(struct rental *r)
+{
+    if (!r->reg->closed)
+        return 0;
+    if (r->op) {
+        struct rent_op *op = r->op;
+        r->op = NULL;
+        op_finish(op, NULL, "the daemon is stopping; the rental is taken up by the next one");
+    }
+    rental_drop(r);
+    return 1;
+}
+
+/* ---- the list ---- */
+
+static const struct config_cloud *cloud_of(struct rental *r)
+{
+    const struct config *cfg = r->reg->app->cfg;
+    return cfg ? config_find_cloud(cfg, r->rec.cloud) : NULL;
+}
+
+static void rental_event(struct rental *r, const char *what)
+{
+    const char *model = r->rec.model && *r->rec.model ? r->rec.model : r->name;
+    int rc = store_add_event(r->reg->app->store, model, r->name, state_names[r->st], what);
+    if (rc < 0)
+        log_warn("cloud", "cannot record an event of '%s': %s", r->name, strerror(-rc));
+    log_info("cloud", "'%s': %s", r->name, what);
+}
+
+/* Writes the row; the store failing is logged (the rental goes on: it costs money). */
+static void rental_save(struct rental *r)
+{
+    free(r->rec.state);
+    r->rec.state = xstrdup(state_names[r->st]);
+    int rc = store_put_rental(r->reg->app->store, &r->rec);
+    if (rc < 0)
+        log_error("cloud", "cannot record rental '%s' (contract %lld): %s", r->name,
+                  (long long)r->rec.contract, strerror(-rc));
+}
+
+static void set_state(struct rental *r, enum rental_state st)
+{
+    r->st = st;
+    r->phase_ms = clock_mono_ms();
+    if (st != R_GONE && st != R_FINDING)
+        rental_save(r);
+}
+
+static struct rental *rental_new(struct host_registry *reg, const struct store_rental *rec)
+{
+    struct rental *r = xcalloc(1, sizeof *r);
+    r->reg = reg;
+    r->rec = *rec;
+    r->name = xstrfmt("%s-%lld", rec->cloud, (long long)rec->id);
+    r->phase_ms = clock_mono_ms();
+    uv_timer_init(reg->app->loop, &r->timer);
+    r->timer.data = r;
+    reg->rentals = xrealloc(reg->rentals, (reg->n_rentals + 1) * sizeof *reg->rentals);
+    reg->rentals[reg->n_rentals++] = r;
+    return r;
+}
+
+static void rental_free_cb(uv_handle_t *h)
+{
+    struct rental *r = h->data;
+    store_rental_release(&r->rec);
+    if (r->have_pod)
+        ssh_pod_release(&r->pod);
+    free(r->name);
+    free(r->status);
+    free(r->status_msg);
+    free(r->failure);
+    free(r);
+}
+
+/* Takes r off the list and frees it once its timer has closed. */
+static void rental_drop(struct rental *r)
+{
+    struct host_registry *reg = r->reg;
+    for (size_t i = 0; i < reg->n_rentals; i++) {
+        if (reg->rentals[i] == r) {
+            memmove(&reg->rentals[i], &reg->rentals[i + 1],
+                    (reg->n_rentals - i - 1) * sizeof *reg->rentals);
+            reg->n_rentals--;
+            break;
+        }
+    }
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, rental_free_cb);
+}
+
+static struct rental *find_rental(struct host_registry *reg, const char *name)
+{
+    for (size_t i = 0; i < reg->n_rentals; i++)
+        if (strcmp(reg->rentals[i]->name, name) == 0)
+            return reg->rentals[i];
+    return NULL;
+}
+
+/* ---- the end of a rental ---- */
+
+/* The rental is destroyed (or was never created): row, host and struct go. */
+static void rental_gone(struct rental *r, const char *err)
+{
+    struct host_registry *reg = r->reg;
+    set_state(r, R_GONE);
+    int rc = store_delete_rental(reg->app->store, r->rec.id);
+    if (rc < 0)
+        log_error("cloud", "cannot delete the row of rental '%s': %s", r->name, strerror(-rc));
+    struct host *h = host_find(reg, r->name);
+    if (h && h->kind == HOST_RENTED)
+        host_remove(reg, r->name);
+    if (r->released) {
+        r->released(r->released_arg, err);
+        r->released = NULL;
+    }
+    rental_drop(r);
+}
+
+static void on_destroyed(void *arg, json_t *body, long status, const char *err)
+{
+    struct rental *r = arg;
+    r->busy = 0;
+    if (rental_closing(r))
+        return;
+    if (cancelled(err)) {
+        if (r->op) {
+            struct rent_op *op = r->op;
+            r->op = NULL;
+            op_finish(op, NULL, err);
+        }
+        return;
+    }
+    (void)body;
+    (void)status;
+    if (err) {
+        /* still rented, and still ours: the row stays, a release may be asked again */
+        char *msg = xstrfmt("cannot destroy instance %lld: %s", (long long)r->rec.contract, err);
+        log_error("cloud", "'%s': %s", r->name, msg);
+        r->st = r->rec.contract ? R_STARTING : R_GONE;
+        if (r->released) {
+            r->released(r->released_arg, msg);
+            r->released = NULL;
+        }
+        free(msg);
+        if (!r->reg->closed && r->reg->app->cloud && r->st != R_GONE) {
+            r->release = 1; /* try again after a pause */
+            uv_timer_start(&r->timer, poll_later, RENT_POLL_MS * 5, 0);
+        }
+        return;
+    }
+    char *why = r->failure
+                    ? xstrfmt("destroyed instance %lld: %s", (long long)r->rec.contract, r->failure)
+                    : xstrfmt("destroyed instance %lld", (long long)r->rec.contract);
+    rental_event(r, why);
+    free(why);
+    rental_gone(r, NULL);
+}
+
+/* Destroys the instance (or, with none, just forgets the row). */
+static void rental_destroy(struct rental *r)
+{
+    uv_timer_stop(&r->timer);
+    r->release = 0;
+    if (!r->rec.contract) {
+        rental_gone(r, NULL);
+        return;
+    }
+    const struct config_cloud *cc = cloud_of(r);
+    char *err = NULL;
+    if (!cc || !r->reg->app->cloud) {
+        err = xstrfmt("cloud '%s' is not in the config any more; the instance %lld stays rented "
+                      "until the cloud is back",
+                      r->rec.cloud, (long long)r->rec.contract);
+    } else {
+        set_state(r, R_RELEASING);
+        r->busy = 1;
+        if (cloud_vast_destroy(r->reg->app->cloud, cc, r->rec.contract, on_destroyed, r, &err) == 0)
+            return;
+        r->busy = 0;
+    }
+    log_error("cloud", "'%s': %s", r->name, err);
+    if (r->released) {
+        r->released(r->released_arg, err);
+        r->released = NULL;
+    }
+    free(err);
+}
+
+/* ---- the rent's outcome ---- */
+
+static void op_free(struct rent_op *op)
+{
+    json_decref(op->offers);
+    free(op->cloud);
+    free(op->model);
+    free(op->last_err);
+    free(op);
+}
+
+static void op_finish(struct rent_op *op, const char *name, const char *err)
+{
+    op->cb(op->arg, name, err);
+    op_free(op);
+}
+
+/* The start of r failed: destroy it; the rent waiting goes on with the next offer. */
+static void rental_failed(struct rental *r, const char *why)
+{
+    rental_event(r, why);
+    free(r->failure);
+    r->failure = xstrdup(why);
+    struct rent_op *op = r->op;
+    r->op = NULL;
+    rental_destroy(r);
+    if (op) {
+        char *msg = xstrfmt("offer %lld (machine %lld): %s", (long long)r->rec.offer,
+                            (long long)r->rec.machine, why);
+        rent_try_next(op, msg);
+        free(msg);
+    }
+}
+
+static void rental_ready(struct rental *r)
+{
+    set_state(r, R_READY);
+    rental_event(r, "ready: ssh answers");
+    struct rent_op *op = r->op;
+    r->op = NULL;
+    if (op)
+        op_finish(op, r->name, NULL);
+    if (r->release)
+        rental_destroy(r);
+}
+
+/* ---- connecting: ssh, then the GPUs ---- */
+
+static void on_detect(const struct ssh_result *res, void *arg)
+{
+    struct rental *r = arg;
+    r->busy = 0;
+    if (rental_closing(r))
+        return;
+    if (r->release) {
+        rental_destroy(r);
+        return;
+    }
+    struct gpu_inventory inv = {0};
+    char *err = NULL;
+    char *text = NULL;
+    if (res->status == SSH_OK && gpu__parse_smi_gpus(res->out, &inv, &err) == 0) {
+        json_t *gpus = gpu_record_json(&inv);
+        text = json_dumps(gpus, JSON_COMPACT);
+        json_decref(gpus);
+    } else {
+        char *why = res->status == SSH_OK ? xstrdup(err ? err : "unreadable nvidia-smi output")
+                                          : ssh_describe(r->name, res);
+        log_warn("cloud", "'%s': cannot read its GPUs: %s", r->name, why);
+        free(why);
+    }
+    gpu_inventory_release(&inv);
+    free(err);
+    char *msg = NULL;
+    struct host *h = host__add_ssh(r->reg, r->name, HOST_RENTED, r->rec.ssh, "", text, &msg);
+    free(text);
+    if (!h) {
+        rental_failed(r, msg);
+        free(msg);
+        return;
+    }
+    host_set_reachable(r->reg, h, 1, NULL);
+    rental_ready(r);
+}
+
+static void on_probe(const struct ssh_result *res, void *arg)
+{
+    struct rental *r = arg;
+    r->busy = 0;
+    if (rental_closing(r))
+        return;
+    if (r->release) {
+        rental_destroy(r);
+        return;
+    }
+    int verdict = ssh_probe_verdict(res);
+    if (verdict == 0) {
+        r->busy = 1;
+        if (ssh_exec(r->reg->app->loop, &r->pod, host__detect_script, RENT_DETECT_TIMEOUT_MS,
+                     on_detect, r, NULL) < 0) {
+            r->busy = 0;
+            rental_failed(r, "its ssh command line is too long");
+        }
+        return;
+    }
+    char *why = ssh_describe(r->name, res);
+    if (clock_mono_ms() - r->phase_ms > RENT_SSH_DEADLINE_MS) {
+        char *msg = xstrfmt("ssh did not answer within %d s of the instance running (%s)",
+                            RENT_SSH_DEADLINE_MS / 1000, why);
+        rental_failed(r, msg);
+        free(msg);
+    } else {
+        log_debug("cloud", "'%s': ssh not yet: %s", r->name, why);
+        uv_timer_start(&r->timer, poll_later, RENT_SSH_RETRY_MS, 0);
+    }
+    free(why);
+}
+
+/* The ssh command line of an instance at host:port with the cloud's key. New string. */
+static char *ssh_line(struct rental *r, const struct config_cloud *cc, const char *host, int port)
+{
+    char *kh = xstrfmt("%s/ssh/%s.known_hosts", r->reg->app->state_dir, r->name);
+    char *qkey = ssh_quote(cc->ssh_key), *qkh = ssh_quote(kh);
+    char *line =
+        xstrfmt("ssh -i %s -p %d -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new "
+                "-o UserKnownHostsFile=%s root@%s",
+                qkey, port, qkh, host);
+    free(qkey);
+    free(qkh);
+    free(kh);
+    return line;
+}
+
+static void start_connecting(struct rental *r, const char *host, int port)
+{
+    const struct config_cloud *cc = cloud_of(r);
+    if (!cc) {
+        rental_failed(r, "its cloud is not in the config any more");
+        return;
+    }
+    free(r->rec.ssh);
+    r->rec.ssh = ssh_line(r, cc, host, port);
+    char err[RENT_ERR_MAX];
+    if (r->have_pod)
+        ssh_pod_release(&r->pod);
+    r->have_pod = 0;
+    if (ssh_pod_init(&r->pod, r->name, r->rec.ssh, r->reg->app->state_dir, err, sizeof err) < 0) {
+        rental_failed(r, err);
+        return;
+    }
+    r->have_pod = 1;
+    set_state(r, R_CONNECTING);
+    char *what = xstrfmt("running at %s:%d; waiting for ssh", host, port);
+    rental_event(r, what);
+    free(what);
+    rental_drive(r);
+}
+
+/* ---- starting: the instance read until it runs ---- */
+
+static int fatal_status(const char *status, const char *msg)
+{
+    if (status &&
+        (!strcmp(status, "exited") || !strcmp(status, "unknown") || !strcmp(status, "offline")))
+        return 1;
+    return msg && (strstr(msg, "OCI runtime create failed") || strstr(msg, "Error response"));
+}
+
+static void on_instance(void *arg, json_t *body, long status, const char *err)
+{
+    struct rental *r = arg;
+    r->busy = 0;
+    if (rental_closing(r))
+        return;
+    if (cancelled(err)) {
+        if (r->op) {
+            struct rent_op *op = r->op;
+            r->op = NULL;
+            op_finish(op, NULL, err);
+        }
+        return;
+    }
+    (void)status;
+    if (r->release) {
+        rental_destroy(r);
+        return;
+    }
+    if (err) {
+        /* the API failing is no news of the machine: ask again later */
+        log_warn("cloud", "'%s': %s", r->name, err);
+        if (!r->reg->closed)
+            uv_timer_start(&r->timer, poll_later, RENT_POLL_MS * 5, 0);
+        return;
+    }
+    json_t *inst = json_object_get(body, "instances");
+    if (!json_is_object(inst)) {
+        /* destroyed by someone else (the owner, the market): nothing to pay for */
+        rental_event(r, "the instance is gone (destroyed outside yard)");
+        struct rent_op *op = r->op;
+        r->op = NULL;
+        rental_gone(r, NULL);
+        if (op)
+            rent_try_next(op, "the instance was destroyed before it ran");
+        return;
+    }
+    const char *st = json_string_value(json_object_get(inst, "actual_status"));
+    const char *msg = json_string_value(json_object_get(inst, "status_msg"));
+    if (!r->status || !st || strcmp(r->status, st) != 0) {
+        char *what =
+            xstrfmt("instance %lld is %s%s%s", (long long)r->rec.contract,
+                    st ? st : "being provisioned", msg && *msg ? ": " : "", msg && *msg ? msg : "");
+        rental_event(r, what);
+        free(what);
+    }
+    free(r->status);
+    r->status = st ? xstrdup(st) : NULL;
+    free(r->status_msg);
+    r->status_msg = msg ? xstrdup(msg) : NULL;
+    if (fatal_status(st, msg)) {
+        char *why = xstrfmt("instance %lld cannot run: status %s%s%s", (long long)r->rec.contract,
+                            st ? st : "null", msg && *msg ? ": " : "", msg && *msg ? msg : "");
+        rental_failed(r, why);
+        free(why);
+        return;
+    }
+    if (r->st == R_READY) {
+        /* adopted: the instance is there; ssh and the GPUs are the host's probes' */
+        if (st && !strcmp(st, "running"))
+            log_info("cloud", "'%s': adopted instance %lld, running", r->name,
+                     (long long)r->rec.contract);
+        else
+            log_warn("cloud", "'%s': adopted instance %lld is %s", r->name,
+                     (long long)r->rec.contract, st ? st : "being provisioned");
+        return;
+    }
+    char *host = NULL;
+    int port = 0;
+    if (st && !strcmp(st, "running") && cloud_vast_ssh_addr(inst, &host, &port) == 0) {
+        start_connecting(r, host, port);
+        free(host);
+        return;
+    }
+    if (clock_mono_ms() - r->phase_ms > RENT_START_DEADLINE_MS) {
+        char *why =
+            xstrfmt("instance %lld did not run within %d min (status %s)",
+                    (long long)r->rec.contract, RENT_START_DEADLINE_MS / 60000, st ? st : "null");
+        rental_failed(r, why);
+        free(why);
+        return;
+    }
+    uv_timer_start(&r->timer, poll_later, RENT_POLL_MS, 0);
+}
+
+/* ---- finding: a create whose outcome is not known ---- */
+
+static void on_found(void *arg, json_t *body, long status, const char *err)
+{
+    struct rental *r = arg;
+    r->busy = 0;
+    if (rental_closing(r))
+        return;
+    if (cancelled(err)) {
+        if (r->op) {
+            struct rent_op *op = r->op;
+            r->op = NULL;
+            op_finish(op, NULL, err);
+        }
+        return;
+    }
+    (void)status;
+    if (err) {
+        log_warn("cloud", "'%s': %s", r->name, err);
+        if (!r->reg->closed)
+            uv_timer_start(&r->timer, poll_later, RENT_POLL_MS * 5, 0);
+        return;
+    }
+    json_t *list = json_object_get(body, "instances");
+    json_t *found = NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+    {
+        const char *label = json_string_value(json_object_get(e, "label"));
+        json_t *id = json_object_get(e, "id");
+        /* the label must be this rental's exactly: no other instance is touched */
+        if (label && !strcmp(label, r->rec.label) && json_is_integer(id)) {
+            found = e;
+            break;
+        }
+    }
+    struct rent_op *op = r->op;
+    if (!found) {
+        rental_event(r, "no instance carries its label: nothing was rented");
+        r->op = NULL;
+        rental_gone(r, NULL);
+        if (op)
+            rent_try_next(op, "the create's outcome was unknown and no instance carries its label");
+        return;
+    }
+    r->rec.contract = json_integer_value(json_object_get(found, "id"));
+    char *what = xstrfmt("found instance %lld by its label", (long long)r->rec.contract);
+    set_state(r, R_STARTING);
+    rental_event(r, what);
+    free(what);
+    if (r->release || !op) {
+        /* a create the daemon did not see answered: its renter is gone, so is the machine */
+        free(r->failure);
+        r->failure = xstrdup("its create was not seen answered (the daemon stopped meanwhile)");
+        rental_destroy(r);
+        return;
+    }
+    rental_drive(r);
+}
+
+/* ---- the driver ---- */
+
+static void rental_drive(struct rental *r)
+{
+    if (r->busy || r->st == R_GONE || r->reg->closed)
+        return;
+    struct cloud_http *http = r->reg->app->cloud;
+    const struct config_cloud *cc = cloud_of(r);
+    if (r->release || r->st == R_RELEASING) {
+        rental_destroy(r);
+        return;
+    }
+    if (!http || !cc) {
+        log_warn("cloud", "'%s': its cloud '%s' is not configured; the rental waits", r->name,
+                 r->rec.cloud);
+        return;
+    }
+    char *err = NULL;
+    int rc = 0;
+    r->busy = 1;
+    switch (r->st) {
+    case R_FINDING:
+        rc = cloud_vast_by_label(http, cc, r->rec.label, on_found, r, &err);
+        break;
+    case R_STARTING:
+    case R_READY:
+        rc = cloud_vast_instance(http, cc, r->rec.contract, on_instance, r, &err);
+        break;
+    case R_CONNECTING:
+        rc = ssh_probe(r->reg->app->loop, &r->pod, RENT_PROBE_TIMEOUT_MS, on_probe, r, NULL);
+        if (rc < 0)
+            err = xstrdup("its ssh command line is too long");
+        break;
+    default:
+        r->busy = 0;
+        return;
+    }
+    if (rc < 0) {
+        r->busy = 0;
+        rental_failed(r, err);
+        free(err);
+    }
+}
+
+/* ---- creating ---- */
+
+static void on_key_attached(void *arg, json_t *body, long status, const char *err)
+{
+    struct rental *r = arg;
+    r->busy = 0;
+    if (rental_closing(r))
+        return;
+    if (cancelled(err)) {
+        if (r->op) {
+            struct rent_op *op = r->op;
+            r->op = NULL;
+            op_finish(op, NULL, err);
+        }
+        return;
+    }
+    (void)body;
+    (void)status;
+    r->busy = 0;
+    if (err)
+        log_warn("cloud", "'%s': %s (the account's keys may still log in)", r->name, err);
+    rental_drive(r);
+}
+
+static void on_created(void *arg, json_t *body, long status, const char *err)
+{
+    struct rental *r = arg;
+    r->busy = 0;
+    if (rental_closing(r))
+        return;
+    if (cancelled(err)) {
+        if (r->op) {
+            struct rent_op *op = r->op;
+            r->op = NULL;
+            op_finish(op, NULL, err);
+        }
+        return;
+    }
+    struct rent_op *op = r->op;
+    int64_t contract = cloud_vast_new_contract(body);
+    if (contract) {
+        /* the contract is recorded before anything else is done with it */
+        r->rec.contract = contract;
+        set_state(r, R_STARTING);
+    }
+    if (err && contract) {
+        char *why =
+            xstrfmt("the create failed but rented instance %lld: %s", (long long)contract, err);
+        rental_failed(r, why);
+        free(why);
+        return;
+    }
+    if (err && (status == 0 || status >= 500)) {
+        /* the machine may have been rented: look for it by its label */
+        char *what = xstrfmt("the create's outcome is unknown (%s); looking for its label", err);
+        r->st = R_FINDING;
+        rental_event(r, what);
+        free(what);
+        rental_drive(r);
+        return;
+    }
+    if (err) {
+        int gone = cloud_vast_offer_gone(body, status);
+        rental_event(r, err);
+        r->op = NULL;
+        rental_gone(r, NULL);
+        if (!op)
+            return;
+        char *msg = xstrfmt("offer %lld (machine %lld): %s", (long long)r->rec.offer,
+                            (long long)r->rec.machine, err);
+        if (gone || status == 429) {
+            rent_try_next(op, msg);
+        } else {
+            /* a refusal that is no offer's (the key, the image): the next would get it too */
+            op_finish(op, NULL, msg);
+        }
+        free(msg);
+        return;
+    }
+    if (!contract) {
+        rental_failed(r, "the create answered success with no new_contract");
+        return;
+    }
+    char *what =
+        xstrfmt("rented instance %lld (offer %lld, machine %lld, $%.3f/h)", (long long)contract,
+                (long long)r->rec.offer, (long long)r->rec.machine, r->rec.dph);
+    rental_event(r, what);
+    free(what);
+    if (r->release) {
+        rental_destroy(r);
+        return;
+    }
+    /* the cloud's key logs in: attached to this instance (the account's keys may not have it) */
+    const struct config_cloud *cc = cloud_of(r);
+    char *pub = NULL;
+    if (cc) {
+        char *path = xstrfmt("%s.pub", cc->ssh_key);
+        FILE *f = fopen(path, "r");
+        char line[16384];
+        if (f && fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = '\0';
+            pub = xstrdup(line);
+        }
+        if (f)
+            fclose(f);
+        free(path);
+    }
+    char *kerr = NULL;
+    if (!pub) {
+        log_warn("cloud", "'%s': cannot read %s.pub; the account's keys must log in", r->name,
+                 cc ? cc->ssh_key : "the key");
+    } else {
+        r->busy = 1;
+        if (cloud_vast_attach_key(r->reg->app->cloud, cc, contract, pub, on_key_attached, r,
+                                  &kerr) == 0) {
+            free(pub);
+            return;
+        }
+        r->busy = 0;
+        log_warn("cloud", "'%s': %s", r->name, kerr);
+        free(kerr);
+    }
+    free(pub);
+    rental_drive(r);
+}
+
+/* The machines of cloud that count toward max_machines: all but those being destroyed. */
+static int count_live(struct host_registry *reg, const char *cloud)
+{
+    int n = 0;
+    for (size_t i = 0; i < reg->n_rentals; i++)
+        if (!strcmp(reg->rentals[i]->rec.cloud, cloud) && reg->rentals[i]->st != R_GONE &&
+            reg->rentals[i]->st != R_RELEASING)
+            n++;
+    return n;
+}
+
+static void rent_try_next(struct rent_op *op, const char *why)
+{
+    struct host_registry *reg = op->reg;
+    if (why) {
+        free(op->last_err);
+        op->last_err = xstrdup(why);
+    }
+    const struct config *cfg = reg->app->cfg;
+    const struct config_cloud *cc = cfg ? config_find_cloud(cfg, op->cloud) : NULL;
+    json_t *offers = json_object_get(op->offers, "offers");
+    if (!cc || reg->closed || !reg->app->cloud) {
+        op_finish(op, NULL, "the daemon is stopping, or the cloud left the config");
+        return;
+    }
+    if (op->next >= json_array_size(offers) || op->tries >= cc->max_tries) {
+        char *msg;
+        if (!op->tries)
+            msg = xstrdup("no offer passes; 'yard cloud offers' says why each is left out");
+        else
+            msg = xstrfmt("%d offer%s tried, none gave a machine (max_tries %d); the last: %s",
+                          op->tries, op->tries == 1 ? "" : "s", cc->max_tries,
+                          op->last_err ? op->last_err : "?");
+        op_finish(op, NULL, msg);
+        free(msg);
+        return;
+    }
+    if (count_live(reg, op->cloud) >= cc->max_machines) {
+        char *msg =
+            xstrfmt("cloud '%s' has %d machine%s rented, its max_machines; release one "
+                    "with 'yard cloud release NAME' or raise clouds.%s.max_machines",
+                    op->cloud, cc->max_machines, cc->max_machines == 1 ? "" : "s", op->cloud);
+        op_finish(op, NULL, msg);
+        free(msg);
+        return;
+    }
+    json_t *o = json_array_get(offers, op->next++);
+    op->tries++;
+    char *did = NULL;
+    int rc = store_daemon_id(reg->app->store, &did);
+    struct store_rental rec = {
+        .cloud = xstrdup(op->cloud),
+        .label = NULL,
+        .offer = json_integer_value(json_object_get(o, "id")),
+        .machine = json_integer_value(json_object_get(o, "machine_id")),
+        .host_id = json_integer_value(json_object_get(o, "host_id")),
+        .dph = json_number_value(json_object_get(o, "dph_total")),
+        .gpu_name = xstrdup(json_string_value(json_object_get(o, "gpu_name"))
+                                ? json_string_value(json_object_get(o, "gpu_name"))
+                                : ""),
+        .num_gpus = (int)json_integer_value(json_object_get(o, "num_gpus")),
+        .gpu_ram_mib = (int64_t)json_number_value(json_object_get(o, "gpu_ram_mib")),
+        .state = xstrdup("creating"),
+        .ssh = xstrdup(""),
+        .model = xstrdup(op->model ? op->model : ""),
+    };
+    /* the label names the daemon; the row's id is added once the row has one */
+    rec.label = xstrfmt("yard-%s-%s", did ? did : "?", op->cloud);
+    if (rc == 0)
+        rc = store_add_rental(reg->app->store, &rec);
+    if (rc == 0) {
+        char *label = xstrfmt("%s-%lld", rec.label, (long long)rec.id);
+        free(rec.label);
+        rec.label = label;
+        rc = store_put_rental(reg->app->store, &rec);
+    }
+    free(did);
+    if (rc < 0) {
+        if (rec.id)
+            store_delete_rental(reg->app->store, rec.id);
+        store_rental_release(&rec);
+        char *msg = xstrfmt("cannot record the rental in the state database (%s); nothing was "
+                            "rented",
+                            strerror(-rc));
+        op_finish(op, NULL, msg);
+        free(msg);
+        return;
+    }
+    struct rental *r = rental_new(reg, &rec);
+    r->op = op;
+    r->st = R_CREATING;
+    char *what = xstrfmt("renting offer %lld (machine %lld, $%.3f/h) as '%s'", (long long)rec.offer,
+                         (long long)rec.machine, rec.dph, r->rec.label);
+    rental_event(r, what);
+    free(what);
+    struct cloud_vast_create c = {
+        .offer = rec.offer,
+        .image = cc->image,
+        .disk = cc->disk,
+        .label = r->rec.label,
+        .onstart = RENT_ONSTART,
+    };
+    char *err = NULL;
+    r->busy = 1;
+    if (cloud_vast_create(reg->app->cloud, cc, &c, on_created, r, &err) < 0) {
+        r->busy = 0;
+        r->op = NULL;
+        rental_gone(r, NULL);
+        op_finish(op, NULL, err);
+        free(err);
+    }
+}
+
+static void on_offers(void *arg, json_t *result, const char *err)
+{
+    struct rent_op *op = arg;
+    if (!result) {
+        op_finish(op, NULL, err);
+        return;
+    }
+    op->offers = result;
+    rent_try_next(op, NULL);
+}
+
+/* ---- the API of host.h ---- */
+
+void host_rent(struct host_registry *reg, const char *cloud, int gpus, uint64_t vram,
+               const char *model, host_rent_cb cb, void *arg)
+{
+    const struct config *cfg = reg->app->cfg;
+    const struct config_cloud *cc = cfg ? config_find_cloud(cfg, cloud) : NULL;
+    char *err = NULL;
+    if (!cc) {
+        cb(arg, NULL, "no such cloud");
+        return;
+    }
+    if (!reg->app->cloud || reg->closed) {
+        cb(arg, NULL, "this daemon has no client for the clouds' APIs (libcurl did not start)");
+        return;
+    }
+    if (count_live(reg, cloud) >= cc->max_machines) {
+        char *msg = xstrfmt("cloud '%s' has %d machine%s rented, its max_machines; release one "
+                            "with 'yard cloud release NAME' or raise clouds.%s.max_machines",
+                            cloud, cc->max_machines, cc->max_machines == 1 ? "" : "s", cloud);
+        cb(arg, NULL, msg);
+        free(msg);
+        return;
+    }
+    struct rent_op *op = xcalloc(1, sizeof *op);
+    op->reg = reg;
+    op->cloud = xstrdup(cloud);
+    op->model = model ? xstrdup(model) : NULL;
+    op->cb = cb;
+    op->arg = arg;
+    struct cloud_need need = {.gpus = gpus > 0 ? gpus : 1, .vram = vram};
+    if (cloud_vast_offers(reg->app->cloud, cc, &need, NULL, 0, on_offers, op, &err) < 0) {
+        op_finish(op, NULL, err);
+        free(err);
+    }
+}
+
+int host_release(struct host_registry *reg, const char *name,
+                 void (*cb)(void *arg, const char *err), void *arg, char **err)
+{
+    struct rental *r = find_rental(reg, name);
+    if (!r) {
+        *err = xstrfmt("no rented machine named '%s'; see 'yard cloud ls'", name);
+        return -ENOENT;
+    }
+    if (r->released) {
+        *err = xstrfmt("'%s' is being released already", name);
+        return -EBUSY;
+    }
+    r->released = cb;
+    r->released_arg = arg;
+    r->release = 1;
+    free(r->failure);
+    r->failure = xstrdup("released by hand");
+    if (!r->busy)
+        rental_destroy(r);
+    return 0;
+}
+
+json_t *host_rentals_json(struct host_registry *reg)
+{
+    json_t *arr = json_array();
+    int64_t now = clock_wall_ms();
+    for (size_t i = 0; i < reg->n_rentals; i++) {
+        struct rental *r = reg->rentals[i];
+        double hours = r->rec.created_ms && now > r->rec.created_ms
+                           ? (double)(now - r->rec.created_ms) / 3600000.0
+                           : 0;
+        json_array_append_new(
+            arr,
+            json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:i, s:I, s:f, s:s, s:o, s:o, s:s, "
+                      "s:I, s:I, s:f}",
+                      "name", r->name, "cloud", r->rec.cloud, "contract",
+                      (json_int_t)r->rec.contract, "offer", (json_int_t)r->rec.offer, "machine_id",
+                      (json_int_t)r->rec.machine, "gpu_name", r->rec.gpu_name, "num_gpus",
+                      r->rec.num_gpus, "gpu_ram_mib", (json_int_t)r->rec.gpu_ram_mib, "dph",
+                      r->rec.dph, "state", state_names[r->st], "status",
+                      r->status ? json_string(r->status) : json_null(), "status_msg",
+                      r->status_msg ? json_string(r->status_msg) : json_null(), "label",
+                      r->rec.label, "created_ms", (json_int_t)r->rec.created_ms, "age_s",
+                      (json_int_t)(hours * 3600), "spent", r->rec.dph * hours));
+    }
+    return arr;
+}
+
+void host__rentals_load(struct host_registry *reg)
+{
+    struct store_rental *rows = NULL;
+    size_t n = 0;
+    int rc = store_list_rentals(reg->app->store, &rows, &n);
+    if (rc < 0) {
+        log_error("cloud",
+                  "cannot read the rentals from the state database (%s); the machines "
+                  "they record are not watched",
+                  strerror(-rc));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct rental *r = rental_new(reg, &rows[i]);
+        memset(&rows[i], 0, sizeof rows[i]);
+        if (!r->rec.contract) {
+            /* killed while its create was under way: find it by label, then destroy it */
+            r->st = R_FINDING;
+        } else if (!strcmp(r->rec.state, "releasing")) {
+            r->st = R_RELEASING;
+        } else if (!strcmp(r->rec.state, "ready") && *r->rec.ssh) {
+            char *err = NULL;
+            struct host *h = host__add_ssh(reg, r->name, HOST_RENTED, r->rec.ssh, "", NULL, &err);
+            if (!h) {
+                log_warn("cloud", "'%s': %s", r->name, err);
+                free(err);
+            }
+            r->st = R_READY;
+        } else {
+            r->st = R_STARTING; /* starts again from the instance's status */
+        }
+        char *ssh = r->rec.ssh;
+        if (r->st == R_READY) {
+            char err[RENT_ERR_MAX];
+            if (ssh_pod_init(&r->pod, r->name, ssh, reg->app->state_dir, err, sizeof err) == 0)
+                r->have_pod = 1;
+        }
+        log_info("cloud", "'%s': taken up again from the state database (contract %lld, %s)",
+                 r->name, (long long)r->rec.contract, state_names[r->st]);
+    }
+    free(rows);
+}
+
+void host_rentals_start(struct host_registry *reg)
+{
+    for (size_t i = 0; i < reg->n_rentals; i++) {
+        struct rental *r = reg->rentals[i];
+        /* a starting or adopted machine is read again; one connecting starts over at its status */
+        rental_drive(r);
+    }
+}
+
+void host__rentals_close(struct host_registry *reg)
+{
+    /* the idle ones go now; a busy one when its call or ssh run answers (rental_closing) */
+    for (size_t i = reg->n_rentals; i-- > 0;) {
+        struct rental *r = reg->rentals[i];
+        if (r->busy) {
+            uv_timer_stop(&r->timer);
+            continue;
+        }
+        if (r->op) {
+            struct rent_op *op = r->op;
+            r->op = NULL;
+            op_finish(op, NULL, "the daemon is stopping; the rental is taken up by the next one");
+        }
+        rental_drop(r);
+    }
+}
+
+void host__rentals_free(struct host_registry *reg)
+{
+    /*
+     * After close, once the loop ran out, every rental has been dropped; a
+     * daemon that failed before its loop ran frees them here (no handle of
+     * theirs is run again).
+     */
+    for (size_t i = 0; i < reg->n_rentals; i++) {
+        struct rental *r = reg->rentals[i];
+        if (r->op) {
+            struct rent_op *op = r->op;
+            r->op = NULL;
+            op_finish(op, NULL, "the daemon is stopping");
+        }
+        store_rental_release(&r->rec);
+        if (r->have_pod)
+            ssh_pod_release(&r->pod);
+        free(r->name);
+        free(r->status);
+        free(r->status_msg);
+        free(r->failure);
+        free(r);
+    }
+    free(reg->rentals);
+    reg->rentals = NULL;
+    reg->n_rentals = 0;
+}

@@ -1,0 +1,263 @@
+// `yard cloud rent`, `ls` and `release` against the Vast stand-in (lib/vast-standin.mjs),
+// whose machines are real sshd processes (docs/cloud.md, "Renting").
+//
+//   - a rent: the create's body (image, disk in GB, the label naming this daemon,
+//     runtype, onstart), the key attached, the instance watched until it runs, ssh
+//     answering with the cloud's key, the GPUs read: a host of kind rented in
+//     `yard hosts`, a row in `yard cloud ls` (offer, machine, $/h, state, age, spent)
+//   - a daemon restart adopts it (the same instance, nothing new rented); release
+//     destroys it and the row goes
+//   - the first offer's instance exits: destroyed, the next offer rented
+//   - a create that fails but returns a contract: that instance destroyed
+//   - max_machines: a second rent is refused while one machine is rented
+//   - kill -9 of the daemon while the create is under way, and while ssh is awaited:
+//     the next daemon finds the instance (by its label, or by its row) and no
+//     instance is left that yard does not know about
+//   - an instance that carries no label of this daemon is never touched
+
+import { describe, test, before, after } from 'node:test';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { assert, tmpdir, freePort, writeConfig, startDaemon, waitFor, yard, yardJson, MOCK_ENGINE_BIN } from './lib/harness.mjs';
+import { startVastStandin } from './lib/vast-standin.mjs';
+import { sshdSkipReason } from './lib/sshd.mjs';
+
+const skip = sshdSkipReason();
+
+const OFFERS = [
+    { id: 201, machine_id: 2001, dph_total: 0.3, gpu_name: 'RTX 4090', gpu_ram: 24564 },
+    { id: 202, machine_id: 2002, dph_total: 0.4, gpu_name: 'RTX 4090', gpu_ram: 24564 },
+    { id: 203, machine_id: 2003, dph_total: 0.5, gpu_name: 'RTX 4090', gpu_ram: 24564 },
+];
+
+async function daemon(s, { dir = tmpdir(), cloud = '', models = '', port = null } = {}) {
+    port ??= await freePort();
+    const yaml =
+        `listen: 127.0.0.1:${port}\n` +
+        'clouds:\n' +
+        '  vast:\n' +
+        '    provider: vast\n' +
+        '    api_key: ${env.VAST_API_KEY}\n' +
+        `    url: ${s.url}\n` +
+        '    max_price: 1.5\n' +
+        '    image: vllm/vllm-openai:latest\n' +
+        '    disk: 40GB\n' +
+        `    ssh_key: ${s.clientKey.path}\n` +
+        cloud +
+        models;
+    const config = writeConfig(dir, yaml);
+    const d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
+    return { dir, d, config };
+}
+
+const ls = (dir) => yardJson(['cloud', 'ls', '--json'], { stateDir: dir });
+const creates = (s) => s.state.requests.filter((r) => r.method === 'PUT' && r.path.startsWith('/api/v0/asks/'));
+const alive = (s) => [...s.state.instances.values()].filter((i) => !i.destroyed);
+
+describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
+    let s;
+    before(async () => {
+        s = await startVastStandin({ offers: OFFERS });
+    });
+    after(async () => {
+        await s.stop();
+    });
+
+    test('rent: the create, ssh with the key, a host of kind rented; restart adopts; release destroys', async () => {
+        const port = await freePort();
+        // a model may name the rented machine as its pod
+        const models =
+            'models:\n' +
+            '  m:\n    engine: vllm\n    pod: vast-1\n' +
+            `    cmd: "${MOCK_ENGINE_BIN} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n`;
+        let { dir, d, config } = await daemon(s, { models, port });
+        try {
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            assert.match(r.stdout, /^rented vast-1;/);
+
+            const sent = creates(s);
+            assert.equal(sent.length, 1);
+            assert.equal(sent[0].path, '/api/v0/asks/201/');
+            const body = sent[0].json;
+            assert.equal(body.image, 'vllm/vllm-openai:latest');
+            assert.equal(body.disk, 40);
+            assert.equal(body.runtype, 'ssh_direc ssh_proxy');
+            assert.match(body.label, /^yard-[0-9a-f]{8}-vast-1$/);
+            assert.deepEqual(body.env, {});
+            assert.match(body.onstart, /no_auto_tmux/);
+            const [inst] = alive(s);
+            assert.equal(inst.label, body.label);
+            assert.ok(inst.keys.includes(s.clientKey.pub), 'the cloud key was attached');
+
+            const hosts = await yardJson(['hosts', '--json'], { stateDir: dir });
+            const h = hosts.find((x) => x.name === 'vast-1');
+            assert.ok(h, JSON.stringify(hosts));
+            assert.equal(h.kind, 'rented');
+            assert.equal(h.reachable, true);
+            assert.equal(h.gpus.length, 1);
+            assert.match(h.gpus[0].name, /4090/);
+
+            let rows = await ls(dir);
+            assert.equal(rows.length, 1);
+            assert.equal(rows[0].name, 'vast-1');
+            assert.equal(rows[0].contract, inst.id);
+            assert.equal(rows[0].offer, 201);
+            assert.equal(rows[0].machine_id, 2001);
+            assert.equal(rows[0].state, 'ready');
+            assert.equal(rows[0].dph, 0.3);
+            assert.equal(typeof rows[0].spent, 'number');
+            const table = await yard(['cloud', 'ls'], { stateDir: dir });
+            assert.match(table.stdout, /^NAME +OFFER +MACHINE +INSTANCE +GPUS +\$\/H +STATE +AGE +SPENT\n/);
+            assert.match(table.stdout, /vast-1 +201 +2001 +\d+ +1x RTX 4090 .* 0\.300 +ready /);
+
+            // the pod runner drives it over ssh like any pod
+            const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0 });
+            const chat = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'hi' }] });
+            assert.ok(chat.choices[0].message.content.length > 0);
+            const ps = await yardJson(['ps', '--json'], { stateDir: dir });
+            assert.equal(ps.find((x) => x.name === 'm')?.host, 'vast-1');
+            const stop = await yard(['stop', 'm'], { stateDir: dir });
+            assert.equal(stop.code, 0, stop.stderr);
+
+            // a restart: the same instance, adopted; nothing rented again
+            await d.stop();
+            ({ d } = { d: await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } }) });
+            rows = await ls(dir);
+            assert.equal(rows.length, 1);
+            assert.equal(rows[0].contract, inst.id);
+            assert.equal(creates(s).length, 1);
+            const again = await yardJson(['hosts', '--json'], { stateDir: dir });
+            assert.equal(again.find((x) => x.name === 'vast-1')?.kind, 'rented');
+
+            const rel = await yard(['cloud', 'release', 'vast-1'], { stateDir: dir });
+            assert.equal(rel.code, 0, rel.stderr);
+            assert.equal(s.instance(inst.id), null, 'destroyed');
+            assert.deepEqual(await ls(dir), []);
+            const gone = await yardJson(['hosts', '--json'], { stateDir: dir });
+            assert.equal(gone.find((x) => x.name === 'vast-1'), undefined);
+            const none = await yard(['cloud', 'release', 'vast-1'], { stateDir: dir });
+            assert.equal(none.code, 1);
+            assert.equal(none.stderr, "yard: no rented machine named 'vast-1'; see 'yard cloud ls'\n");
+        } finally {
+            await d.stop();
+        }
+    });
+
+    test('an instance that exits is destroyed and the next offer rented; max_machines holds', async () => {
+        await s.script({ kind: 'exited', offer: 201 });
+        const { dir, d } = await daemon(s);
+        try {
+            const before_ = creates(s).length;
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            const sent = creates(s).slice(before_);
+            assert.deepEqual(
+                sent.map((x) => x.path),
+                ['/api/v0/asks/201/', '/api/v0/asks/202/'],
+            );
+            const live = alive(s);
+            assert.equal(live.length, 1, 'the exited one was destroyed');
+            assert.equal(live[0].offer.id, 202);
+            const events = await yard(['events', '-n', '100'], { stateDir: dir });
+            assert.match(events.stdout, /cannot run: status exited/);
+
+            const second = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(second.code, 1);
+            assert.match(second.stderr, /has 1 machine rented, its max_machines/);
+            const rel = await yard(['cloud', 'release', (await ls(dir))[0].name], { stateDir: dir });
+            assert.equal(rel.code, 0, rel.stderr);
+            assert.equal(alive(s).length, 0);
+        } finally {
+            await d.stop();
+        }
+    });
+
+    test('a create that fails but returns a contract: that instance is destroyed', async () => {
+        await s.script({ kind: 'create_fails', offer: 201 });
+        const { dir, d } = await daemon(s);
+        try {
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            const live = alive(s);
+            assert.equal(live.length, 1);
+            assert.equal(live[0].offer.id, 202);
+            await yard(['cloud', 'release', (await ls(dir))[0].name], { stateDir: dir });
+            assert.equal(alive(s).length, 0);
+        } finally {
+            await d.stop();
+        }
+    });
+});
+
+describe('kill -9 of the daemon leaves no machine it does not know', { skip: skip ?? false }, () => {
+    let s;
+    let onCreate = null;
+    before(async () => {
+        s = await startVastStandin({ offers: OFFERS, onCreate: (id) => onCreate?.(id) });
+    });
+    after(async () => {
+        await s.stop();
+    });
+
+    test('during the create: the next daemon finds the instance by its label and destroys it', async () => {
+        const dir = tmpdir();
+        let release;
+        const held = new Promise((r) => (release = r));
+        let created = null;
+        onCreate = async (id) => {
+            created = id;
+            await held;
+        };
+        let { d, config } = await daemon(s, { dir });
+        try {
+            const rent = yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            await waitFor(() => created !== null, { what: 'the create' });
+            d.kill('SIGKILL');
+            assert.ok(await d.waitExit(), 'the daemon exited');
+            release();
+            onCreate = null;
+            await rent;
+            assert.ok(s.instance(created), 'the instance was rented');
+            d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
+            await waitFor(() => s.instance(created) === null, { what: 'the instance destroyed', timeoutMs: 20000 });
+            await waitFor(async () => (await ls(dir)).length === 0, { what: 'the row gone' });
+        } finally {
+            release();
+            onCreate = null;
+            await d.stop();
+        }
+    });
+
+    test('while ssh is awaited: the next daemon knows the machine, and releases it', async () => {
+        await s.script({ kind: 'ssh_dead', offer: 201 });
+        const dir = tmpdir();
+        let { d, config } = await daemon(s, { dir });
+        try {
+            const rent = yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            await waitFor(async () => (await ls(dir))[0]?.state === 'connecting', {
+                what: 'ssh awaited',
+                timeoutMs: 20000,
+            });
+            const id = (await ls(dir))[0].contract;
+            d.kill('SIGKILL');
+            assert.ok(await d.waitExit(), 'the daemon exited');
+            await rent;
+            d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
+            const rows = await ls(dir);
+            assert.equal(rows.length, 1);
+            assert.equal(rows[0].contract, id);
+            assert.ok(s.instance(id));
+            assert.deepEqual(
+                alive(s).map((i) => i.id),
+                [id],
+                'no instance yard does not know',
+            );
+            const rel = await yard(['cloud', 'release', rows[0].name], { stateDir: dir });
+            assert.equal(rel.code, 0, rel.stderr);
+            assert.equal(s.instance(id), null);
+        } finally {
+            await d.stop();
+        }
+    });
+});
