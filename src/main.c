@@ -100,9 +100,6 @@ int main(int argc, char **argv)
     int rc;
     int first = 1; /* index of the command word */
 
-    /* Internal: the trampoline that starts an engine (runner/runner.h). */
-    if (argc > 1 && strcmp(argv[1], RUNNER_EXEC_CMD) == 0)
-        return runner_exec_main(argc, argv);
     app.now_ms = clock_mono_ms;
     while (first < argc && argv[first][0] == '-' && argv[first][1] != '\0') {
         const char *a = argv[first];

@@ -12,8 +12,11 @@ int proc_stat_parse(const char *text, struct proc_stat *out)
 {
     const char *rp = strrchr(text, ')');
     struct proc_stat st = {0};
-    if (!rp || sscanf(rp + 1, " %c %d %d %d %*d %*d %u", &st.state, &st.ppid, &st.pgrp, &st.sid,
-                      &st.flags) != 5)
+    /* After the name: state (3), ppid, pgrp, session, tty, tpgid, flags (9), ..., start (22). */
+    if (!rp ||
+        sscanf(rp + 1,
+               " %c %d %d %d %*d %*d %u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+               &st.state, &st.ppid, &st.pgrp, &st.sid, &st.flags, &st.start) != 6)
         return -EINVAL;
     *out = st;
     return 0;

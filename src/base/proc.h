@@ -11,7 +11,8 @@ struct proc_stat {
     int ppid;
     int pgrp;
     int sid;
-    unsigned flags; /* the kernel's PF_* flags */
+    unsigned flags;           /* the kernel's PF_* flags */
+    unsigned long long start; /* field 22: clock ticks after boot when it started */
 };
 
 /* Parses the text of a /proc/PID/stat file. 0, or -EINVAL when it is not one. */

@@ -1,7 +1,7 @@
 /*
  * cgroup v2 containment of local engines: where the daemon's engines'
  * cgroups live, what is in them, how they are signalled and removed, and the
- * trampoline that puts an engine in its cgroup before it runs. See cgroup.h
+ * engine gate (gate.c) that puts an engine in its cgroup before it runs. See cgroup.h
  * and docs/runner.md.
  */
 #include "runner/cgroup.h"
@@ -369,7 +369,7 @@ const char *cgroup_root_dir(const struct cgroup_root *root)
 
 char *cgroup_engine_path(const struct cgroup_root *root, int pid, uint64_t start)
 {
-    return xstrfmt("%s/%d-%llu", root->dir, pid, (unsigned long long)start);
+    return xstrfmt(CGROUP_ENGINE_FMT, root->dir, pid, (unsigned long long)start);
 }
 
 static char *own_path_of(int pid)
@@ -500,27 +500,6 @@ int cgroup_remove(const char *cg)
     if (rmdir(cg) == 0 || errno == ENOENT)
         return 0;
     return -errno;
-}
-
-int cgroup_enter(const char *cg)
-{
-    char *procs = xstrfmt("%s/cgroup.procs", cg);
-    int rc = write_text(procs, "0"); /* 0: the writing process */
-    free(procs);
-    return rc;
-}
-
-int cgroup_enter_own(const char *dir, char **cg_out)
-{
-    uint64_t start = 0;
-    int rc = runner_proc_start_time(getpid(), &start);
-    char *cg = xstrfmt("%s/%d-%llu", dir, (int)getpid(), (unsigned long long)start);
-    if (rc == 0)
-        rc = make_dir(cg);
-    if (rc == 0)
-        rc = cgroup_enter(cg);
-    *cg_out = cg;
-    return rc;
 }
 
 int runner_pid_owned_by(int pid, int root_pid, int pgid)

@@ -14,11 +14,13 @@
  * recorded. Only the core files are used (cgroup.procs, cgroup.events,
  * cgroup.kill, cgroup.freeze): no controller needs to be enabled.
  *
- * The engine enters its cgroup before it runs any of its own code: the local
- * runner's trampoline (RUNNER_EXEC_CMD, runner/runner.h) creates the cgroup
- * with cgroup_enter_own, moves itself in and execs the engine (the pid and
- * start time stay).
+ * The engine enters its cgroup before it runs any of its own code: the
+ * engine gate (runner/gate.c) creates the cgroup, moves itself in and execs
+ * the engine (the pid and start time stay).
  */
+
+/* An engine's cgroup: DIR, the leader's pid and its start time (unsigned long long). */
+#define CGROUP_ENGINE_FMT "%s/%d-%llu"
 
 /* The environment variable that replaces BASE (tests); empty turns cgroups off. */
 #define CGROUP_ROOT_ENV "YARD_CGROUP_ROOT"
@@ -81,16 +83,6 @@ int cgroup_remove(const char *cg);
  * 0 or a negative errno.
  */
 int cgroup_procs(const char *cg, int **pids, size_t *n);
-/* Moves the calling process into cg. 0 or a negative errno. */
-int cgroup_enter(const char *cg);
-
-/*
- * Creates DIR/PID-START for the calling process and moves it in. 0 or a
- * negative errno; *cg is set either way to the path (a new string the
- * caller frees).
- */
-int cgroup_enter_own(const char *dir, char **cg);
-
 /* Parsers, exposed for tests. */
 /* The first cgroup2 mount in mountinfo text: new strings *point and *root. 0 or -ENOENT. */
 int cgroup__parse_mountinfo(const char *text, char **point, char **root);

@@ -6,10 +6,10 @@
  * watched through libuv's exit callback; processes adopted from an earlier
  * daemon are not our children and are polled.
  *
- * Every engine starts through the trampoline (RUNNER_EXEC_CMD, the daemon's
- * own binary), which holds it at a gate until the daemon has recorded its
+ * Every engine starts through the engine gate (runner/gate.c, a small
+ * program of its own), which holds it until the daemon has recorded its
  * pid: a daemon killed between the start and the record leaves nothing
- * running. With cgroups (runner_local_use_cgroups) the trampoline also puts
+ * running. With cgroups (runner_local_use_cgroups) the gate also puts
  * the engine in its own cgroup before the engine's first instruction:
  * signals go to everything in it, and the engine has exited only when the
  * cgroup is empty.
@@ -30,6 +30,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/proc.h"
 #include "runner/cgroup.h"
 #include "runner/sockowner.h"
 
@@ -57,55 +58,23 @@ struct runner_watch {
     struct runner *r;
     struct runner_proc p;
     char *cg; /* the engine's cgroup; NULL when engines run in process groups only */
-    int gate; /* the write end of the trampoline's gate; -1 once it was opened or closed */
+    int gate; /* the write end of the engine gate's socket; -1 once it was opened or closed */
     runner_exit_cb cb;
     void *arg;
 };
 
-/* Field 22 of /proc/PID/stat, zombies included. 0, or -ESRCH when there is no such process. */
-static int read_start_time(int pid, uint64_t *out, int *zombie)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -ESRCH;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -ESRCH;
-    buf[n] = '\0';
-    /* The command name may contain spaces and parentheses: fields count from the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p || !p[1])
-        return -EPROTO;
-    *zombie = p[2] == 'Z';
-    p++;
-    /* p now points before field 3 (state); field 22 is 20 fields further. */
-    for (int field = 3; field < 22; field++) {
-        p = strchr(p + 1, ' ');
-        if (!p)
-            return -EPROTO;
-    }
-    char *end;
-    unsigned long long v = strtoull(p + 1, &end, 10);
-    if (end == p + 1)
-        return -EPROTO;
-    *out = v;
-    return 0;
-}
-
 int runner_proc_start_time(int pid, uint64_t *out)
 {
-    int zombie = 0;
-    uint64_t t;
-    int rc = read_start_time(pid, &t, &zombie);
+    struct proc_stat st;
+    int rc = proc_stat_read(pid, &st);
+    if (rc == -ENOENT)
+        return -ESRCH;
     if (rc < 0)
         return rc;
     /* A zombie has exited: it is not alive for our purposes. */
-    if (zombie)
+    if (st.state == 'Z' || st.state == 'X')
         return -ESRCH;
-    *out = t;
+    *out = st.start;
     return 0;
 }
 
@@ -197,7 +166,7 @@ static void watch_handle_closed(uv_handle_t *h)
     }
 }
 
-/* Closing the gate without a go ends a trampoline that still waits: the engine never runs. */
+/* Closing the gate without a go ends a gate that still waits: the engine never runs. */
 static void gate_close(struct runner_watch *w)
 {
     if (w->gate >= 0)
@@ -426,18 +395,39 @@ static int check_program(const char *argv0, char **env, const char *cwd, char **
 }
 
 /*
- * The daemon's own binary, for the trampoline: its path as the kernel
- * knows it, or /proc/self/exe when that file was replaced or removed since
- * (an upgrade: the running binary is the one whose protocol the daemon
- * speaks). Not /proc/self/exe always: under valgrind that is the tool.
+ * The engine gate's path (RUNNER_GATE_NAME): beside the running binary (the
+ * build tree), else where an install puts it relative to the binary's
+ * directory. The binary's path is the kernel's (uv_exepath: under valgrind
+ * the program's, not the tool's), without the " (deleted)" of a binary
+ * replaced by an upgrade since it started. 0, or -ENOENT with *err set.
  */
-static const char *own_binary(char *buf, size_t len)
+static int gate_path(char *buf, size_t len, char **err)
 {
-    size_t n = len;
-    if (uv_exepath(buf, &n) == 0 && n > 0 && n < len && !strstr(buf, " (deleted)") &&
-        access(buf, X_OK) == 0)
-        return buf;
-    return "/proc/self/exe";
+    char exe[4096];
+    size_t n = sizeof exe;
+    if (uv_exepath(exe, &n) != 0 || n == 0 || n >= sizeof exe) {
+        *err = xstrdup("cannot find the engine gate: the path of the running binary is unknown");
+        return -ENOENT;
+    }
+    char *del = strstr(exe, " (deleted)");
+    if (del)
+        *del = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) {
+        *err = xstrfmt("cannot find the engine gate beside '%s'", exe);
+        return -ENOENT;
+    }
+    *slash = '\0';
+    const char *places[] = {RUNNER_GATE_NAME, RUNNER_GATE_FROM_BINDIR};
+    for (size_t i = 0; i < 2; i++) {
+        int w = snprintf(buf, len, "%s/%s", exe, places[i]);
+        if (w > 0 && (size_t)w < len && access(buf, X_OK) == 0)
+            return 0;
+    }
+    *err = xstrfmt("the engine gate '%s' is missing (nor is it beside the binary, in '%s'); "
+                   "reinstall yard",
+                   buf, exe);
+    return -ENOENT;
 }
 
 static int local_start(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
@@ -456,8 +446,11 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
         return -e;
     }
     char **env = merge_env(spec->env);
-    /* Through the trampoline a missing engine shows only in its log: say it here too. */
+    /* Through the gate a missing engine shows only in its log: say it here too. */
+    char gate_exe[4096];
     int rc = check_program(spec->argv[0], env, spec->cwd, err);
+    if (rc == 0)
+        rc = gate_path(gate_exe, sizeof gate_exe, err);
     int gate[2] = {-1, -1};
     if (rc == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gate) < 0) {
         rc = -errno;
@@ -477,7 +470,7 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     w->gate = gate[1];
 
     uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_INHERIT_FD; /* the gate: the trampoline reads its go here */
+    stdio[0].flags = UV_INHERIT_FD; /* the gate: the engine gate reads its go here */
     stdio[0].data.fd = gate[0];
     stdio[1].flags = UV_INHERIT_FD;
     stdio[1].data.fd = fd;
@@ -485,7 +478,7 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     stdio[2].data.fd = fd;
 
     /*
-     * The daemon's own binary runs first: it enters the engine's cgroup,
+     * The engine gate runs first: it enters the engine's cgroup,
      * waits for the go and execs the engine, so that nothing the engine does
      * happens outside its cgroup or before its pid is recorded. The pid,
      * group and start time stay the engine's.
@@ -493,17 +486,15 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     size_t n_argv = 0;
     while (spec->argv[n_argv])
         n_argv++;
-    char **args = xcalloc(n_argv + 4, sizeof *args);
+    char **args = xcalloc(n_argv + 3, sizeof *args);
     size_t k = 0;
-    args[k++] = "yard";
-    args[k++] = RUNNER_EXEC_CMD;
+    args[k++] = RUNNER_GATE_NAME;
     args[k++] = r->cgroups ? (char *)cgroup_root_dir(r->cgroups) : "-";
     for (size_t i = 0; i < n_argv; i++)
         args[k++] = spec->argv[i];
     uv_process_options_t opt = {0};
     opt.exit_cb = child_exit_cb;
-    char exe[4096];
-    opt.file = own_binary(exe, sizeof exe);
+    opt.file = gate_exe;
     opt.args = args;
     opt.env = env;
     opt.cwd = spec->cwd;
@@ -531,9 +522,8 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
     out->pid = w->proc.pid;
     out->pgid = w->proc.pid; /* setsid: the child leads its own session and group */
     /* A zombie's start time still names its cgroup, where what it started may run. */
-    int zombie = 0;
-    if (read_start_time(out->pid, &out->start_time, &zombie) < 0)
-        out->start_time = 0; /* exited and gone already; the exit callback follows */
+    struct proc_stat st;
+    out->start_time = proc_stat_read(out->pid, &st) == 0 ? st.start : 0; /* 0: gone already */
     w->p = *out;
     if (r->cgroups && out->start_time)
         w->cg = cgroup_engine_path(r->cgroups, out->pid, out->start_time);
@@ -629,7 +619,7 @@ static void local_release(struct runner_watch *w)
     if (!w || w->gate < 0)
         return;
     /*
-     * One byte into an empty socket never blocks. A trampoline that died
+     * One byte into an empty socket never blocks. A gate that died
      * already raises no SIGPIPE: its exit follows.
      */
     ssize_t n;
@@ -637,49 +627,6 @@ static void local_release(struct runner_watch *w)
         n = send(w->gate, "g", 1, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
     gate_close(w);
-}
-
-int runner_exec_main(int argc, char **argv)
-{
-    if (argc < 4) {
-        fputs("yard: the internal command '" RUNNER_EXEC_CMD
-              "' takes a cgroup directory (or -) and a command\n",
-              stderr);
-        return 2;
-    }
-    if (strcmp(argv[2], "-") != 0) {
-        char *cg = NULL;
-        int rc = cgroup_enter_own(argv[2], &cg);
-        if (rc < 0) {
-            fprintf(stderr, "yard: cannot put the engine in cgroup '%s': %s\n", cg, strerror(-rc));
-            free(cg);
-            return 127;
-        }
-        free(cg);
-    }
-    char go = 0;
-    ssize_t n;
-    do
-        n = read(0, &go, 1);
-    while (n < 0 && errno == EINTR);
-    if (n != 1 || go != 'g') {
-        fprintf(stderr,
-                "yard: '%s' was not run: the daemon stopped before it had recorded the start "
-                "(the next start runs it)\n",
-                argv[3]);
-        return 125;
-    }
-    /* The engine reads nothing from the daemon: stdin is /dev/null, as a service's is. */
-    int null = open("/dev/null", O_RDONLY);
-    if (null < 0 || dup2(null, 0) < 0) {
-        fprintf(stderr, "yard: cannot open /dev/null for '%s': %s\n", argv[3], strerror(errno));
-        return 127;
-    }
-    if (null != 0)
-        close(null);
-    execvp(argv[3], argv + 3);
-    fprintf(stderr, "yard: cannot run '%s': %s\n", argv[3], strerror(errno));
-    return 127;
 }
 
 /*

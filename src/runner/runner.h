@@ -103,7 +103,7 @@ struct runner_ops {
     /*
      * Lets the tree that start made go on, once the caller has recorded what
      * launched reported. The local runner holds a new engine at a gate until
-     * then (see RUNNER_EXEC_CMD): a daemon that dies between the start and
+     * then (see RUNNER_GATE_NAME): a daemon that dies between the start and
      * the record leaves nothing running. NULL where a tree runs at once
      * (pods: the pod records it itself).
      */
@@ -202,24 +202,20 @@ struct runner {
 };
 
 /*
- * The internal command of the local runner's trampoline:
- * `yard __engine-exec DIR ENGINE ARGS...`. The local runner starts every
- * engine through the daemon's own binary: it enters the engine's cgroup
+ * The engine gate (runner/gate.c), the program every local engine starts
+ * through: `engine-gate DIR ENGINE ARGS...` enters the engine's cgroup
  * (DIR/PID-START; DIR "-": cgroups are off), waits on stdin, a socket from the
  * daemon, for the go that follows the record of its pid (runner_ops.release),
- * and execs ENGINE with stdin on /dev/null. When the socket closes without a go
- * (the daemon died or could not record it) the engine never runs. The pid,
- * group and start time stay the engine's. The binary's main hands
- * RUNNER_EXEC_CMD to runner_exec_main.
+ * and execs ENGINE with stdin on /dev/null. When the socket closes without a
+ * go (the daemon died or could not record it) the engine never runs (exit
+ * 125). The pid, group and start time stay the engine's. The local runner
+ * finds it beside the binary it runs in (the build tree, the tests) or in
+ * RUNNER_GATE_FROM_BINDIR (an installed yard).
  */
-#define RUNNER_EXEC_CMD "__engine-exec"
-/*
- * The trampoline: argv = {exe, RUNNER_EXEC_CMD, DIR, ENGINE, ARGS...}.
- * Returns only on failure: 127 after one line on stderr (the engine's log)
- * when it cannot enter the cgroup or run ENGINE, 125 when the socket closed
- * without a go, 2 for bad arguments.
- */
-int runner_exec_main(int argc, char **argv);
+#define RUNNER_GATE_NAME "engine-gate"
+#ifndef RUNNER_GATE_FROM_BINDIR
+#define RUNNER_GATE_FROM_BINDIR "../libexec/yard/" RUNNER_GATE_NAME
+#endif
 
 /*
  * Fills r as the local runner on loop; engines run in process groups only.

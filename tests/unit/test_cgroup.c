@@ -1,6 +1,6 @@
 /*
  * Engines in cgroups: the parsers, the daemon's directory per state dir, the
- * trampoline, an engine whose processes leave its group (setsid) and its
+ * engine gate, an engine whose processes leave its group (setsid) and its
  * leader exiting at once, adoption of such an engine, the fallback without a
  * writable hierarchy, cgroup.kill's fallback, and GPU attribution by cgroup.
  * The cases that need a writable cgroup2 hierarchy are skipped without one.
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -432,20 +433,73 @@ static void test_kill_without_cgroup_kill(void **state)
     assert_int_equal(cgroup_populated(dir), -ENOENT);
 }
 
-static void test_trampoline_failures(void **state)
+/*
+ * Runs the engine gate built beside this test with args, stdin from a socket
+ * whose other end gets go (NULL: closed at once), stderr into err. The exit code.
+ */
+static int run_gate(char *const args[], const char *go, char *err, size_t errlen)
 {
-    char *few[] = {"yard", RUNNER_EXEC_CMD, "/nowhere", NULL};
-    assert_int_equal(runner_exec_main(3, few), 2);
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    assert_true(n > 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    char gate[4200];
+    snprintf(gate, sizeof gate, "%s/" RUNNER_GATE_NAME, exe);
+    int sv[2], ep[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(pipe(ep), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(sv[0], 0);
+        dup2(ep[1], 2);
+        close(sv[1]);
+        execv(gate, args);
+        _exit(99);
+    }
+    close(sv[0]);
+    close(ep[1]);
+    if (go)
+        assert_int_equal(write(sv[1], go, strlen(go)), (ssize_t)strlen(go));
+    close(sv[1]);
+    size_t got = 0;
+    while (got + 1 < errlen && (n = read(ep[0], err + got, errlen - 1 - got)) > 0)
+        got += (size_t)n;
+    err[got] = '\0';
+    close(ep[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void test_gate(void **state)
+{
+    char err[1024];
+    char *few[] = {RUNNER_GATE_NAME, "-", NULL};
+    assert_int_equal(run_gate(few, "g", err, sizeof err), 2);
+    assert_non_null(strstr(err, "takes a cgroup directory"));
     /* A cgroup it cannot make: it says so (in the engine's log) and runs nothing. */
-    char *bad[] = {"yard", RUNNER_EXEC_CMD, "/nonexistent-yard-test-dir", "true", NULL};
-    assert_int_equal(runner_exec_main(4, bad), 127);
+    char *bad[] = {RUNNER_GATE_NAME, "/nonexistent-yard-test-dir", "true", NULL};
+    assert_int_equal(run_gate(bad, "g", err, sizeof err), 127);
+    assert_non_null(strstr(err, "cannot put the engine in cgroup '/nonexistent-yard-test-dir/"));
+    /* No go: the engine never runs. */
+    char *sh[] = {RUNNER_GATE_NAME, "-", "sh", "-c", "echo ran >&2; exit 7", NULL};
+    assert_int_equal(run_gate(sh, NULL, err, sizeof err), 125);
+    assert_non_null(strstr(err, "'sh' was not run"));
+    assert_null(strstr(err, "ran"));
+    /* A go: the engine runs in its place, with stdin on /dev/null, not the socket. */
+    char *reads[] = {RUNNER_GATE_NAME, "-", "sh", "-c", "cat; echo ran >&2; exit 7", NULL};
+    assert_int_equal(run_gate(reads, "gleftover", err, sizeof err), 7);
+    assert_string_equal(err, "ran\n");
+    char *missing[] = {RUNNER_GATE_NAME, "-", "/nonexistent-yard-engine", NULL};
+    assert_int_equal(run_gate(missing, "g", err, sizeof err), 127);
+    assert_non_null(strstr(err, "cannot run '/nonexistent-yard-engine'"));
 }
 
 int main(int argc, char **argv)
 {
-    /* The local runner re-executes this binary as its trampoline. */
-    if (argc > 1 && strcmp(argv[1], RUNNER_EXEC_CMD) == 0)
-        return runner_exec_main(argc, argv);
     snprintf(logpath, sizeof logpath, "/tmp/yard-test-cgroup-%d.log", (int)getpid());
     snprintf(statedir, sizeof statedir, "/tmp/yard-test-cgroup-%d", (int)getpid());
     mkdir(statedir, 0700);
@@ -460,7 +514,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_missing_binary_with_cgroups),
         cmocka_unit_test(test_fallback_without_a_cgroup_hierarchy),
         cmocka_unit_test(test_kill_without_cgroup_kill),
-        cmocka_unit_test(test_trampoline_failures),
+        cmocka_unit_test(test_gate),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     for (size_t i = 0; i < n_escapees; i++)

@@ -323,9 +323,14 @@ static void test_pid_alive(void **state)
 
     /* A command name may hold spaces and parentheses: fields follow the last ')'. */
     struct proc_stat st;
-    assert_int_equal(proc_stat_parse("42 (VLLM::Engine) (x) S 7 40 39 0 -1 4194564", &st), 0);
+    assert_int_equal(proc_stat_parse("42 (VLLM::Engine) (x) S 7 40 39 0 -1 4194564 99 0 0 0 0 0 0 "
+                                     "0 20 0 1 0 3401776 3133440 414",
+                                     &st),
+                     0);
     assert_true(st.state == 'S' && st.ppid == 7 && st.pgrp == 40 && st.sid == 39);
     assert_int_equal(st.flags, 4194564u); /* PF_EXITING (4) among them */
+    assert_int_equal(st.start, 3401776u);
+    assert_int_equal(proc_stat_parse("42 (cut) S 7 40 39 0 -1 4194564 99 0 0", &st), -EINVAL);
     assert_int_equal(proc_stat_parse("42 (no close S 7 40 39", &st), -EINVAL);
     assert_int_equal(proc_stat_parse("42 (short) S 7", &st), -EINVAL);
     assert_int_equal(proc_stat_read((int)getpid(), &st), 0);

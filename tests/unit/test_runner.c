@@ -78,7 +78,7 @@ static void test_missing_binary(void **state)
 }
 
 /*
- * The gate: an engine waits in the trampoline until the daemon has recorded
+ * The gate: an engine waits in the engine gate until the daemon has recorded
  * it. A daemon that never says go (it died, or could not record the start)
  * leaves nothing running: the engine's first command never runs.
  */
@@ -98,7 +98,7 @@ static void test_engine_waits_for_the_record(void **state)
     struct runner_watch *w = NULL;
     char *err = NULL;
 
-    /* Never released: dropping the watch closes the gate, and the trampoline gives up. */
+    /* Never released: dropping the watch closes the gate, and the gate gives up. */
     assert_int_equal(r.ops->start(&r, &spec, test_on_exit, NULL, &p, &w, &err), 0);
     uint64_t t;
     assert_int_equal(runner_proc_start_time(p.pid, &t), 0);
@@ -129,7 +129,7 @@ static void test_engine_waits_for_the_record(void **state)
     assert_non_null(strstr(buf, "stdin gave []\n"));
     unlink(marker);
 
-    /* A trampoline killed before its go: the go raises no SIGPIPE, the exit is reported. */
+    /* A gate killed before its go: the go raises no SIGPIPE, the exit is reported. */
     struct test_exit killed = {0};
     assert_int_equal(r.ops->start(&r, &spec, test_on_exit, &killed, &p, &w, &err), 0);
     assert_int_equal(kill(p.pid, SIGKILL), 0);
@@ -285,12 +285,6 @@ static void test_local_unwatch_before_launched(void **state)
     uv_run(&loop, UV_RUN_NOWAIT);
     assert_string_equal(s.order, "");
     assert_int_equal(test_loop_close(&loop), 0);
-}
-
-static void test_trampoline_arguments(void **state)
-{
-    char *few[] = {"yard", RUNNER_EXEC_CMD, "-", NULL};
-    assert_int_equal(runner_exec_main(3, few), 2);
 }
 
 static void test_stranger_is_not_ours(void **state)
@@ -515,9 +509,6 @@ static void test_exec_cancel_kills_and_is_silent(void **state)
 
 int main(int argc, char **argv)
 {
-    /* The local runner re-executes this binary as its trampoline. */
-    if (argc > 1 && strcmp(argv[1], RUNNER_EXEC_CMD) == 0)
-        return runner_exec_main(argc, argv);
     snprintf(logpath, sizeof logpath, "/tmp/yard-test-runner-%d.log", (int)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_time_of_self),
@@ -527,7 +518,6 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_local_launched_after_start),
         cmocka_unit_test(test_local_exit_first_is_reported_after_launched),
         cmocka_unit_test(test_local_unwatch_before_launched),
-        cmocka_unit_test(test_trampoline_arguments),
         cmocka_unit_test(test_stranger_is_not_ours),
         cmocka_unit_test(test_adopt_notices_exit),
         cmocka_unit_test(test_port_free_despite_time_wait),
