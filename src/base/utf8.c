@@ -173,3 +173,15 @@ json_t *utf8_json_xstring(const char *s)
 {
     return utf8_json_xstringn(s, s ? strlen(s) : 0);
 }
+
+size_t utf8_whole_prefix(const char *p, size_t n)
+{
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        unsigned char c = (unsigned char)p[n - back];
+        if ((c & 0xC0) == 0x80)
+            continue;
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back ? n - back : n;
+    }
+    return n;
+}

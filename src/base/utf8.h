@@ -25,6 +25,13 @@ int utf8_valid(const char *p, size_t n);
 size_t utf8_cut(const char *p, size_t n, size_t max);
 
 /*
+ * How much of a chunk p[0..n) of a stream to pass on now: all of it, less
+ * the first bytes of a character that the chunk cuts off (at most 3), which
+ * wait for the next chunk.
+ */
+size_t utf8_whole_prefix(const char *p, size_t n);
+
+/*
  * Returns a new NUL-terminated copy of p[0..n) with each invalid sequence
  * and each NUL byte replaced by U+FFFD; *out_len (may be NULL) gets its
  * length. The caller frees it; NULL only when memory cannot be had (the

@@ -177,6 +177,11 @@ struct tools_run {
     uv_process_t proc;
     uv_pipe_t out_pipe;
     uv_pipe_t err_pipe;
+    uv_pipe_t in_pipe; /* with stdin bytes only */
+    uv_write_t in_write;
+    char *in_data;
+    int has_in;
+    tools_output_cb on_output;
     uv_timer_t timer;
     uv_loop_t *loop;
     struct tools_cmd cmd;
@@ -209,6 +214,7 @@ static void run_close_cb(uv_handle_t *h)
         return;
     buf_release(&r->out);
     buf_release(&r->err);
+    free(r->in_data);
     free(r);
 }
 
@@ -229,6 +235,8 @@ static void run_finish(struct tools_run *r)
     run_close(r, (uv_handle_t *)&r->out_pipe);
     run_close(r, (uv_handle_t *)&r->err_pipe);
     run_close(r, (uv_handle_t *)&r->timer);
+    if (r->has_in)
+        run_close(r, (uv_handle_t *)&r->in_pipe);
     if (r->proc_init)
         run_close(r, (uv_handle_t *)&r->proc);
     if (r->cancelled)
@@ -270,6 +278,10 @@ static void run_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 static void run_read(struct tools_run *r, uv_stream_t *s, struct buf *into, int *eof, ssize_t n,
                      const uv_buf_t *b)
 {
+    if (n > 0 && r->on_output) {
+        r->on_output(into == &r->out ? 1 : 2, b->base, (size_t)n, r->arg);
+        return;
+    }
     if (n > 0) {
         size_t room = TOOLS_OUTPUT_MAX - into->len;
         size_t take = (size_t)n < room ? (size_t)n : room;
@@ -323,6 +335,14 @@ static void run_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
     run_maybe_finish(r);
 }
 
+/* All of stdin is written, or the program closed it: either way it gets no more. */
+static void run_in_written(uv_write_t *w, int status)
+{
+    struct tools_run *r = w->data;
+    (void)status;
+    run_close(r, (uv_handle_t *)&r->in_pipe);
+}
+
 struct tools_run *tools_run(uv_loop_t *loop, const struct tools_cmd *cmd, uint64_t timeout_ms,
                             tools_cb cb, void *arg)
 {
@@ -370,7 +390,18 @@ struct tools_run *tools_run_with(uv_loop_t *loop, const struct tools_cmd *cmd,
     opt.exit_cb = run_exit_cb;
     /* its own group, so a timeout kills the helpers a tool forks too */
     opt.flags = UV_PROCESS_DETACHED;
+    if (o && o->stdin_data) {
+        r->has_in = 1;
+        r->in_data = xmalloc(o->stdin_len ? o->stdin_len : 1);
+        memcpy(r->in_data, o->stdin_data, o->stdin_len);
+        uv_pipe_init(loop, &r->in_pipe, 0);
+        r->in_pipe.data = r;
+        r->open_handles++;
+        stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+        stdio[0].data.stream = (uv_stream_t *)&r->in_pipe;
+    }
     if (o) {
+        r->on_output = o->on_output;
         opt.cwd = o->cwd;
         opt.env = o->env;
         if (o->set_ids) {
@@ -396,6 +427,13 @@ struct tools_run *tools_run_with(uv_loop_t *loop, const struct tools_cmd *cmd,
         return r;
     }
     r->spawned = 1;
+    if (r->has_in) {
+        uv_buf_t b = uv_buf_init(r->in_data, (unsigned)o->stdin_len);
+        r->in_write.data = r;
+        if (o->stdin_len == 0 ||
+            uv_write(&r->in_write, (uv_stream_t *)&r->in_pipe, &b, 1, run_in_written) < 0)
+            run_close(r, (uv_handle_t *)&r->in_pipe);
+    }
     uv_read_start((uv_stream_t *)&r->out_pipe, run_alloc_cb, run_out_cb);
     uv_read_start((uv_stream_t *)&r->err_pipe, run_alloc_cb, run_err_cb);
     if (timeout_ms > 0)

@@ -120,12 +120,26 @@ struct tools_run;
  */
 struct tools_run *tools_run(uv_loop_t *loop, const struct tools_cmd *cmd, uint64_t timeout_ms,
                             tools_cb cb, void *arg);
+/*
+ * Output as it comes, for a caller that relays it: fd is 1 (stdout) or 2
+ * (stderr), data is valid during the call only, arg is the run's.
+ */
+typedef void (*tools_output_cb)(int fd, const char *data, size_t len, void *arg);
+
 /* How tools_run_with starts the program; a NULL opts is tools_run's way. */
 struct tools_opts {
     const char *cwd; /* NULL: the daemon's working directory */
     char **env;      /* NULL-terminated "K=V"; NULL: the daemon's environment */
     int set_ids;     /* run as uid and gid, without supplementary groups (needs root) */
     unsigned uid, gid;
+    /*
+     * stdin: these bytes (copied), then end of file; NULL: /dev/null. A
+     * program that exits without reading them all is not an error.
+     */
+    const char *stdin_data;
+    size_t stdin_len;
+    /* Set: output goes to it as it comes and is not kept (res->out and errout are empty). */
+    tools_output_cb on_output;
 };
 
 /*

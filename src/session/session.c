@@ -13,16 +13,23 @@
 #include "session/session.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <linux/openat2.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/utf8.h"
+#include "store/store.h"
 
 /* What a failed bootstrap's message keeps of its output. */
 #define SESSION_OUTPUT_IN_MSG 512
@@ -35,11 +42,14 @@ enum session_state {
     SESSION_READY,
 };
 
-struct session__job {
-    struct session__job *next;
+struct session_job {
+    struct session_job *next;
     struct session *s;
     char *cmd;
     uint64_t timeout_ms;
+    char *stdin_data; /* NULL: /dev/null */
+    size_t stdin_len;
+    tools_output_cb on_output;
     session_exec_cb cb;
     void *arg;
 };
@@ -59,11 +69,15 @@ struct session {
     enum session_state state;
     uv_timer_t kick;       /* answers the opens on a later turn */
     struct tools_run *run; /* the bootstrap or command running, or NULL */
-    struct session__job *running;
-    struct session__job *head, *tail;
+    struct session_job *running;
+    struct session_job *head, *tail;
     size_t n_queued;
     struct session__waiter *waiters, *waiters_tail;
     size_t n_waiters;
+    int stopped;      /* READY, but stopped: the next command starts it again */
+    char reason[160]; /* why it is in its state; "" when none */
+    int64_t created_ms, updated_ms, last_exec_ms; /* wall clock */
+    int64_t execs;
 };
 
 struct session_pool {
@@ -80,8 +94,9 @@ struct session_pool {
     unsigned uid, gid;
     int max_sessions;
     size_t max_queue;
-    struct session *sessions;
+    struct session *sessions; /* oldest first */
     int n_sessions;
+    struct store *store; /* where sessions are recorded, or NULL */
     int freeing;
     int open_handles;
 };
@@ -184,6 +199,36 @@ static int make_dirs(const char *path)
     return rc;
 }
 
+/*
+ * Whether uid/gid may pass through every directory above path (its search
+ * bit for them); 0, or -1 with the first that stops them in err.
+ */
+static int reachable_by(const char *path, unsigned uid, unsigned gid, const char *user, char *err,
+                        size_t errlen)
+{
+    char *p = xstrdup(path);
+    int rc = 0;
+    for (char *c = p + strlen(p); rc == 0 && c > p; c--) {
+        if (*c != '/')
+            continue;
+        *c = '\0';
+        struct stat st;
+        if (stat(p, &st) == 0) {
+            int ok = (st.st_uid == uid && (st.st_mode & S_IXUSR)) ||
+                     (st.st_gid == gid && (st.st_mode & S_IXGRP)) || (st.st_mode & S_IXOTH);
+            if (!ok) {
+                snprintf(err, errlen,
+                         "sessions.root: user '%s' cannot reach '%s' (mode %03o); put the root "
+                         "where it can or let it through (chmod o+x)",
+                         user, p, (unsigned)(st.st_mode & 0777));
+                rc = -1;
+            }
+        }
+    }
+    free(p);
+    return rc;
+}
+
 struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessions *cfg,
                                       const char *root, size_t max_queue, char *err, size_t errlen)
 {
@@ -236,6 +281,8 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
         snprintf(err, errlen, "sessions.root: cannot make '%s': %s", root, strerror(-rc));
         return NULL;
     }
+    if (set_ids && reachable_by(canon, uid, gid, cfg->user, err, errlen) < 0)
+        return NULL;
 
     p = xcalloc(1, sizeof *p);
     p->loop = loop;
@@ -286,8 +333,15 @@ static void session_close_cb(uv_handle_t *h)
     free(s->volume);
     free(s->id);
     free(s);
-    if (--p->open_handles == 0)
+    if (--p->open_handles == 0 && p->freeing)
         pool_release(p);
+}
+
+static void job_free(struct session_job *j)
+{
+    free(j->cmd);
+    free(j->stdin_data);
+    free(j);
 }
 
 void session_pool_free(struct session_pool *p)
@@ -298,21 +352,19 @@ void session_pool_free(struct session_pool *p)
     struct session *s = p->sessions;
     p->sessions = NULL;
     if (!s) {
-        pool_release(p);
+        if (p->open_handles == 0)
+            pool_release(p);
         return;
     }
     while (s) {
         struct session *next = s->next;
         if (s->run)
             tools_run_cancel(s->run);
-        if (s->running) {
-            free(s->running->cmd);
-            free(s->running);
-        }
-        for (struct session__job *j = s->head, *jn; j; j = jn) {
+        if (s->running)
+            job_free(s->running);
+        for (struct session_job *j = s->head, *jn; j; j = jn) {
             jn = j->next;
-            free(j->cmd);
-            free(j);
+            job_free(j);
         }
         for (struct session__waiter *w = s->waiters, *wn; w; w = wn) {
             wn = w->next;
@@ -322,6 +374,151 @@ void session_pool_free(struct session_pool *p)
         uv_close((uv_handle_t *)&s->kick, session_close_cb);
         s = next;
     }
+}
+
+/* ---- states and the store ------------------------------------------ */
+
+static const char *state_name(const struct session *s)
+{
+    if (s->state != SESSION_READY)
+        return "creating";
+    return s->stopped ? "stopped" : "active";
+}
+
+/* Writes s's row; a store that fails is logged (by the store) and the pool goes on. */
+static void record(struct session *s)
+{
+    if (!s->pool->store)
+        return;
+    struct store_session row = {
+        .id = s->id,
+        .state = (char *)state_name(s),
+        .reason = s->reason,
+        .created_ms = s->created_ms,
+        .updated_ms = s->updated_ms,
+        .last_exec_ms = s->last_exec_ms,
+        .execs = s->execs,
+    };
+    store_put_session(s->pool->store, &row);
+}
+
+/* s's state changed (s->state, s->stopped): records it with reason. */
+static void set_state(struct session *s, const char *reason)
+{
+    snprintf(s->reason, sizeof s->reason, "%s", reason ? reason : "");
+    s->updated_ms = clock_wall_ms();
+    record(s);
+}
+
+static void job_output(int fd, const char *data, size_t len, void *arg)
+{
+    struct session_job *j = arg;
+    j->on_output(fd, data, len, j->arg);
+}
+
+static char **session_env(const struct session_pool *p, const char *volume);
+
+/* A session struct for id, known to the pool (at the end: oldest first). */
+static struct session *session_add(struct session_pool *p, const char *id)
+{
+    struct session *s = xcalloc(1, sizeof *s);
+    s->pool = p;
+    s->id = xstrdup(id);
+    s->volume = xstrfmt("%s/%s", p->root, id);
+    s->env = session_env(p, s->volume);
+    uv_timer_init(p->loop, &s->kick);
+    s->kick.data = s;
+    struct session **pp = &p->sessions;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = s;
+    p->n_sessions++;
+    return s;
+}
+
+/* Forgets s: out of the pool and the store; freed once its timer has closed. */
+static void forget(struct session *s)
+{
+    struct session_pool *p = s->pool;
+    for (struct session **pp = &p->sessions; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    p->n_sessions--;
+    if (p->store)
+        store_delete_session(p->store, s->id);
+    p->open_handles++;
+    uv_close((uv_handle_t *)&s->kick, session_close_cb);
+}
+
+static void remove_volume(const char *volume);
+
+int session_pool_attach_store(struct session_pool *p, struct store *st)
+{
+    p->store = st;
+    if (!st)
+        return 0;
+    struct store_session *rows = NULL;
+    size_t n = 0;
+    int rc = store_list_sessions(st, &rows, &n);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        struct store_session *r = &rows[i];
+        if (!session_id_valid(r->id) || session_find(p, r->id)) {
+            store_delete_session(st, r->id);
+            continue;
+        }
+        struct session *s = session_add(p, r->id);
+        s->created_ms = r->created_ms;
+        s->updated_ms = r->updated_ms;
+        s->last_exec_ms = r->last_exec_ms;
+        s->execs = r->execs;
+        snprintf(s->reason, sizeof s->reason, "%s", r->reason);
+        if (!strcmp(r->state, "creating")) {
+            /* the daemon died during its bootstrap: no half-made volume stays */
+            remove_volume(s->volume);
+            s->state = SESSION_NEW;
+            set_state(s, "its bootstrap was cut short by a daemon restart; it runs again");
+        } else {
+            s->state = SESSION_READY;
+            s->stopped = 1;
+            if (strcmp(r->state, "stopped") != 0)
+                set_state(s, "daemon restarted");
+        }
+    }
+    store_sessions_free(rows, n);
+    return 0;
+}
+
+struct session *session_find(struct session_pool *p, const char *id)
+{
+    for (struct session *s = p->sessions; s; s = s->next)
+        if (!strcmp(s->id, id))
+            return s;
+    return NULL;
+}
+
+struct session *session_first(struct session_pool *p)
+{
+    return p->sessions;
+}
+
+struct session *session_next(const struct session *s)
+{
+    return s->next;
+}
+
+json_t *session_json(const struct session *s)
+{
+    json_t *last = s->last_exec_ms ? json_integer(s->last_exec_ms / 1000) : json_null();
+    return json_pack("{s:o, s:s, s:s, s:s, s:I, s:o, s:I, s:b, s:I, s:o}", "id",
+                     utf8_json_string(s->id), "object", "session", "state", state_name(s), "reason",
+                     s->reason, "created", (json_int_t)(s->created_ms / 1000), "last_exec", last,
+                     "execs", (json_int_t)s->execs, "running", s->running != NULL, "queued",
+                     (json_int_t)s->n_queued, "volume", utf8_json_string(s->volume));
 }
 
 /* ---- running one command -------------------------------------------- */
@@ -379,8 +576,8 @@ static int build_cmd(const struct session *s, const char *cmd, struct tools_cmd 
     return rc < 0 ? -E2BIG : 0;
 }
 
-static struct tools_run *start(struct session *s, const char *cmd, uint64_t timeout_ms, tools_cb cb,
-                               void *arg)
+static struct tools_run *start(struct session *s, const char *cmd, uint64_t timeout_ms,
+                               const struct session_job *j, tools_cb cb, void *arg)
 {
     struct tools_cmd *c = xmalloc(sizeof *c);
     struct tools_opts o = {
@@ -390,6 +587,12 @@ static struct tools_run *start(struct session *s, const char *cmd, uint64_t time
         .uid = s->pool->uid,
         .gid = s->pool->gid,
     };
+    if (j) {
+        o.stdin_data = j->stdin_data;
+        o.stdin_len = j->stdin_len;
+        if (j->on_output)
+            o.on_output = job_output;
+    }
     int rc = build_cmd(s, cmd, c);
     /* checked by session_exec and session_open before a command gets here */
     if (rc < 0)
@@ -403,13 +606,15 @@ static void pump(struct session *s);
 
 static void exec_done(const struct tools_result *res, void *arg)
 {
-    struct session__job *j = arg;
+    struct session_job *j = arg;
     struct session *s = j->s;
     s->run = NULL;
     s->running = NULL;
+    s->execs++;
+    s->last_exec_ms = clock_wall_ms();
+    record(s);
     j->cb(s, res, j->arg);
-    free(j->cmd);
-    free(j);
+    job_free(j);
     pump(s);
 }
 
@@ -418,18 +623,25 @@ static void pump(struct session *s)
 {
     if (s->run || !s->head || s->pool->freeing)
         return;
-    struct session__job *j = s->head;
+    struct session_job *j = s->head;
     s->head = j->next;
     if (!s->head)
         s->tail = NULL;
     s->n_queued--;
     j->next = NULL;
     s->running = j;
-    s->run = start(s, j->cmd, j->timeout_ms, exec_done, j);
+    s->run = start(s, j->cmd, j->timeout_ms, j, exec_done, j);
 }
 
 int session_exec(struct session *s, const char *cmd, uint64_t timeout_ms, session_exec_cb cb,
                  void *arg, char *err, size_t errlen)
+{
+    return session_exec_with(s, cmd, timeout_ms, NULL, cb, arg, NULL, err, errlen);
+}
+
+int session_exec_with(struct session *s, const char *cmd, uint64_t timeout_ms,
+                      const struct session_exec_opts *o, session_exec_cb cb, void *arg,
+                      struct session_job **job, char *err, size_t errlen)
 {
     if (s->state != SESSION_READY) {
         snprintf(err, errlen, "session '%s' has no volume: its bootstrap failed; open it again",
@@ -451,12 +663,25 @@ int session_exec(struct session *s, const char *cmd, uint64_t timeout_ms, sessio
                  s->id, TOOLS_CMD_STORE - 512);
         return rc;
     }
-    struct session__job *j = xcalloc(1, sizeof *j);
+    struct session_job *j = xcalloc(1, sizeof *j);
     j->s = s;
     j->cmd = xstrdup(cmd);
     j->timeout_ms = timeout_ms;
     j->cb = cb;
     j->arg = arg;
+    if (o && o->stdin_data) {
+        j->stdin_data = xmalloc(o->stdin_len + 1);
+        memcpy(j->stdin_data, o->stdin_data, o->stdin_len);
+        j->stdin_len = o->stdin_len;
+    }
+    if (o)
+        j->on_output = o->on_output;
+    if (job)
+        *job = j;
+    if (s->stopped) {
+        s->stopped = 0;
+        set_state(s, "");
+    }
     if (s->tail)
         s->tail->next = j;
     else
@@ -519,6 +744,7 @@ static void bootstrap_done(const struct tools_result *res, void *arg)
     s->run = NULL;
     if (tools_result_ok(res)) {
         s->state = SESSION_READY;
+        set_state(s, "bootstrapped");
         answer_opens(s, 0, NULL);
         return;
     }
@@ -545,6 +771,9 @@ static void bootstrap_done(const struct tools_result *res, void *arg)
     remove_volume(s->volume);
     s->state = SESSION_NEW;
     answer_opens(s, -EIO, msg);
+    /* forgotten, unless an answer opened it again at once */
+    if (!s->waiters)
+        forget(s);
 }
 
 /* Makes the volume of a new session and starts its bootstrap, or answers. */
@@ -569,8 +798,9 @@ static void kick_cb(uv_timer_t *t)
             answer_opens(s, -ENOTDIR, msg);
             return;
         }
-        /* made and bootstrapped before (a restart forgets the sessions, not the volumes) */
+        /* made and bootstrapped before (a volume the store did not know of yet) */
         s->state = SESSION_READY;
+        set_state(s, "volume found");
         answer_opens(s, 0, NULL);
         return;
     }
@@ -585,11 +815,12 @@ static void kick_cb(uv_timer_t *t)
     }
     if (!p->bootstrap) {
         s->state = SESSION_READY;
+        set_state(s, "created");
         answer_opens(s, 0, NULL);
         return;
     }
     s->state = SESSION_BOOTSTRAPPING;
-    s->run = start(s, p->bootstrap, SESSION_BOOTSTRAP_TIMEOUT_MS, bootstrap_done, s);
+    s->run = start(s, p->bootstrap, SESSION_BOOTSTRAP_TIMEOUT_MS, NULL, bootstrap_done, s);
 }
 
 /* The environment of s's commands: PATH, HOME (the volume), TERM, then sessions.env. */
@@ -622,9 +853,7 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
                  SESSION_ID_MAX);
         return -EINVAL;
     }
-    for (s = p->sessions; s; s = s->next)
-        if (!strcmp(s->id, id))
-            break;
+    s = session_find(p, id);
     if (!s) {
         if (p->n_sessions >= p->max_sessions) {
             snprintf(err, errlen,
@@ -632,16 +861,9 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
                      p->n_sessions);
             return -EBUSY;
         }
-        s = xcalloc(1, sizeof *s);
-        s->pool = p;
-        s->id = xstrdup(id);
-        s->volume = xstrfmt("%s/%s", p->root, id);
-        s->env = session_env(p, s->volume);
-        uv_timer_init(p->loop, &s->kick);
-        s->kick.data = s;
-        s->next = p->sessions;
-        p->sessions = s;
-        p->n_sessions++;
+        s = session_add(p, id);
+        s->created_ms = clock_wall_ms();
+        set_state(s, "opened");
     }
     if (s->n_waiters >= p->max_queue) {
         snprintf(err, errlen, "session '%s' is busy: %zu opens wait for its bootstrap; retry later",
@@ -659,4 +881,270 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
     s->n_waiters++;
     uv_timer_start(&s->kick, kick_cb, 0, 0);
     return 0;
+}
+
+/* ---- cancel, stop, remove -------------------------------------------- */
+
+void session_exec_cancel(struct session_job *j)
+{
+    struct session *s = j->s;
+    if (s->running == j) {
+        tools_run_cancel(s->run);
+        s->run = NULL;
+        s->running = NULL;
+        job_free(j);
+        pump(s);
+        return;
+    }
+    for (struct session_job **pp = &s->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != j)
+            continue;
+        *pp = j->next;
+        if (s->tail == j)
+            s->tail = prev;
+        s->n_queued--;
+        job_free(j);
+        return;
+    }
+}
+
+int session_stop(struct session *s, const char *reason)
+{
+    if (s->state == SESSION_BOOTSTRAPPING)
+        return -EBUSY;
+    /* detached first: a callback may start another command in s */
+    struct session_job *running = s->running, *queued = s->head;
+    if (s->run)
+        tools_run_cancel(s->run);
+    s->run = NULL;
+    s->running = NULL;
+    s->head = s->tail = NULL;
+    s->n_queued = 0;
+    if (s->state == SESSION_READY && !s->stopped) {
+        s->stopped = 1;
+        set_state(s, reason);
+    }
+    struct tools_result res = {.err = -ECANCELED, .exit_code = -1, .out = "", .errout = ""};
+    if (running) {
+        running->cb(s, &res, running->arg);
+        job_free(running);
+    }
+    while (queued) {
+        struct session_job *next = queued->next;
+        queued->cb(s, &res, queued->arg);
+        job_free(queued);
+        queued = next;
+    }
+    return 0;
+}
+
+int session_remove(struct session *s, char *err, size_t errlen)
+{
+    if (s->state == SESSION_BOOTSTRAPPING) {
+        snprintf(err, errlen, "session '%s' is being created; remove it once its bootstrap ended",
+                 s->id);
+        return -EBUSY;
+    }
+    session_stop(s, "removed");
+    answer_opens(s, -ENOENT, "the session was removed");
+    int rc = 0;
+    struct stat st;
+    remove_volume(s->volume);
+    if (lstat(s->volume, &st) == 0) {
+        rc = -ENOTEMPTY;
+        snprintf(err, errlen,
+                 "session '%s' is forgotten, but its volume '%s' could not be removed "
+                 "entirely; remove it by hand",
+                 s->id, s->volume);
+    }
+    uv_timer_stop(&s->kick);
+    forget(s);
+    return rc;
+}
+
+/* ---- files in and out ------------------------------------------------ */
+
+/* openat2 beneath dirfd: no absolute path, no "..", no symlink that leads out. */
+static int open_beneath(int dirfd, const char *path, int flags, mode_t mode)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC),
+        .mode = (flags & O_CREAT) ? mode : 0,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+/* Checks path's shape; 0, or -EINVAL with a message. */
+static int check_path(const struct session *s, const char *path, char *err, size_t errlen)
+{
+    size_t n = strlen(path);
+    const char *why = NULL;
+    if (n == 0)
+        why = "it is empty";
+    else if (n >= PATH_MAX)
+        why = "it is too long";
+    else if (path[0] == '/')
+        why = "it is absolute";
+    for (const char *c = path; !why && *c;) {
+        const char *end = strchr(c, '/');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        if (len == 0)
+            why = "it has an empty name ('//' or a trailing '/')";
+        else if ((len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+            why = "it has a '.' or '..' name";
+        c += len;
+        if (*c == '/')
+            c++;
+        if (!why && end && !*c)
+            why = "it has an empty name ('//' or a trailing '/')";
+    }
+    if (!why)
+        return 0;
+    snprintf(err, errlen,
+             "invalid path in session '%s': %s; name a file relative to the volume, as "
+             "'src/main.py'",
+             s->id, why);
+    return -EINVAL;
+}
+
+/* The message for errno e from opening path in s. */
+static int file_error(const struct session *s, const char *path, int e, char *err, size_t errlen)
+{
+    if (e == -EXDEV)
+        snprintf(err, errlen, "'%s' leads out of the volume of session '%s' (a symlink); refused",
+                 path, s->id);
+    else if (e == -ELOOP)
+        snprintf(err, errlen,
+                 "'%s' in session '%s' is a symlink; files are not written through symlinks", path,
+                 s->id);
+    else if (e == -ENOENT)
+        snprintf(err, errlen, "no file '%s' in session '%s'", path, s->id);
+    else if (e == -EISDIR)
+        snprintf(err, errlen, "'%s' in session '%s' is a directory", path, s->id);
+    else if (e == -ENOTDIR)
+        snprintf(err, errlen, "a name on the way to '%s' in session '%s' is not a directory", path,
+                 s->id);
+    else
+        snprintf(err, errlen, "cannot open '%s' in session '%s': %s", path, s->id, strerror(-e));
+    return e;
+}
+
+static int open_volume(const struct session *s, char *err, size_t errlen)
+{
+    int fd = open(s->volume, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "session '%s' has no volume ('%s': %s)", s->id, s->volume,
+                 strerror(e));
+        return -e;
+    }
+    return fd;
+}
+
+int session_file_open(struct session *s, const char *path, uint64_t *size, char *err, size_t errlen)
+{
+    *size = 0;
+    int rc = check_path(s, path, err, errlen);
+    if (rc < 0)
+        return rc;
+    int root = open_volume(s, err, errlen);
+    if (root < 0)
+        return root;
+    /* O_NONBLOCK: a FIFO must not hold the loop; it is refused below */
+    int fd = open_beneath(root, path, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0);
+    close(root);
+    if (fd < 0)
+        return file_error(s, path, fd, err, errlen);
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = file_error(s, path, -errno, err, errlen);
+    } else if (S_ISDIR(st.st_mode)) {
+        rc = file_error(s, path, -EISDIR, err, errlen);
+    } else if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "'%s' in session '%s' is not a regular file", path, s->id);
+        rc = -EINVAL;
+    }
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    *size = (uint64_t)st.st_size;
+    return fd;
+}
+
+int session_file_write(struct session *s, const char *path, const char *data, size_t len, char *err,
+                       size_t errlen)
+{
+    const struct session_pool *p = s->pool;
+    int rc = check_path(s, path, err, errlen);
+    if (rc < 0)
+        return rc;
+    int dir = open_volume(s, err, errlen);
+    if (dir < 0)
+        return dir;
+    char *copy = xstrdup(path);
+    char *name = copy;
+    char *slash;
+    /* one directory at a time, each opened beneath the one before */
+    while ((slash = strchr(name, '/'))) {
+        *slash = '\0';
+        int next = open_beneath(dir, name, O_PATH | O_DIRECTORY, 0);
+        if (next == -ENOENT) {
+            if (mkdirat(dir, name, 0755) < 0 && errno != EEXIST) {
+                rc = file_error(s, path, -errno, err, errlen);
+                goto out;
+            }
+            if (p->set_ids)
+                fchownat(dir, name, (uid_t)p->uid, (gid_t)p->gid, AT_SYMLINK_NOFOLLOW);
+            next = open_beneath(dir, name, O_PATH | O_DIRECTORY, 0);
+        }
+        if (next < 0) {
+            rc = file_error(s, path, next, err, errlen);
+            goto out;
+        }
+        close(dir);
+        dir = next;
+        name = slash + 1;
+    }
+    int fd = open_beneath(dir, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK, 0644);
+    if (fd < 0) {
+        rc = file_error(s, path, fd, err, errlen);
+        goto out;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = file_error(s, path, -errno, err, errlen);
+    } else if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "'%s' in session '%s' is not a regular file", path, s->id);
+        rc = -EINVAL;
+    } else if (st.st_nlink > 1) {
+        /* a hard link may share its bytes with a file outside the volume */
+        snprintf(err, errlen, "'%s' in session '%s' has other hard links; refused", path, s->id);
+        rc = -EXDEV;
+    } else if (ftruncate(fd, 0) < 0) {
+        rc = file_error(s, path, -errno, err, errlen);
+    } else {
+        if (p->set_ids)
+            fchown(fd, (uid_t)p->uid, (gid_t)p->gid);
+        size_t put = 0;
+        while (put < len) {
+            ssize_t w = write(fd, data + put, len - put);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                rc = -errno;
+                snprintf(err, errlen, "cannot write '%s' in session '%s': %s", path, s->id,
+                         strerror(errno));
+                break;
+            }
+            put += (size_t)w;
+        }
+    }
+    close(fd);
+out:
+    close(dir);
+    free(copy);
+    return rc;
 }

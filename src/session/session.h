@@ -6,8 +6,12 @@
 
 #include <uv.h>
 
+#include <jansson.h>
+
 #include "config/config.h"
 #include "runner/tools.h"
+
+struct store;
 
 /*
  * Sessions: persistent work directories for agents, where shell commands
@@ -21,9 +25,11 @@
  * loop.
  *
  * Built so far: the volumes, the bootstrap, the lock and its queue, the
- * sandbox, timeouts. Not yet: idle stop and pause, backups, pruning,
- * eviction, limits, nix profiles, the store (a restart forgets which
- * sessions were opened; their volumes stay).
+ * sandbox, timeouts, stdin and output as it comes, stop and removal, files
+ * in and out confined to the volume, the sessions and their states in the
+ * store (a restart finds them stopped). Not yet: one sandbox that outlives
+ * its commands, idle stop and pause, backups, pruning, eviction, limits, nix
+ * profiles.
  */
 
 /* Longest session id (bytes). */
@@ -55,6 +61,16 @@ int session_id_valid(const char *id);
 struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessions *cfg,
                                       const char *root, size_t max_queue, char *err, size_t errlen);
 /*
+ * Makes the pool record its sessions in st (NULL: nowhere), and takes up the
+ * sessions st holds: each is known again, stopped (what ran died with the
+ * daemon; "daemon restarted" says so), and one whose bootstrap was under way
+ * has its half-made volume removed, so its next open starts again. Call once,
+ * before the first open. Returns 0, or a negative errno when st cannot be
+ * read (the pool then starts empty).
+ */
+int session_pool_attach_store(struct session_pool *p, struct store *st);
+
+/*
  * Kills every running command and drops what waits, without calling back;
  * the pool frees itself once its handles are closed (run the loop). The
  * volumes stay. NULL is fine.
@@ -81,6 +97,20 @@ typedef void (*session_open_cb)(struct session *s, int err, const char *msg, voi
 int session_open(struct session_pool *p, const char *id, session_open_cb cb, void *arg, char *err,
                  size_t errlen);
 
+/* The session named id, or NULL when the pool does not know it. */
+struct session *session_find(struct session_pool *p, const char *id);
+/* The pool's sessions, oldest first: session_first, then session_next until NULL. */
+struct session *session_first(struct session_pool *p);
+struct session *session_next(const struct session *s);
+
+/*
+ * s as JSON: {"id", "state" ("creating", "active", "stopped"), "reason",
+ * "created" and "last_exec" (Unix seconds; null when none ran), "execs",
+ * "running" (a command runs), "queued", "volume"}. A new reference; NULL
+ * only when jansson fails.
+ */
+json_t *session_json(const struct session *s);
+
 /* The session's id and its volume's path (the commands' working directory). */
 const char *session_id(const struct session *s);
 const char *session_volume(const struct session *s);
@@ -105,6 +135,72 @@ typedef void (*session_exec_cb)(struct session *s, const struct tools_result *re
  */
 int session_exec(struct session *s, const char *cmd, uint64_t timeout_ms, session_exec_cb cb,
                  void *arg, char *err, size_t errlen);
+
+/* What a command is given besides its text. */
+struct session_exec_opts {
+    const char *stdin_data; /* fed on its stdin (copied), then end of file; NULL: /dev/null */
+    size_t stdin_len;
+    /*
+     * Set: its output goes here as it comes (fd 1 or 2; arg is the exec's)
+     * and the result's out and errout are empty.
+     */
+    tools_output_cb on_output;
+};
+
+/* A command of a session, queued or running, until its callback. */
+struct session_job;
+
+/*
+ * As session_exec, with o (may be NULL); *job (may be NULL) receives the
+ * command, for session_exec_cancel while it has not called back.
+ */
+int session_exec_with(struct session *s, const char *cmd, uint64_t timeout_ms,
+                      const struct session_exec_opts *o, session_exec_cb cb, void *arg,
+                      struct session_job **job, char *err, size_t errlen);
+/*
+ * Drops a queued command, or kills a running one with every process it
+ * started; its callback will not run and the next command of its session
+ * starts. For a caller whose client went away.
+ */
+void session_exec_cancel(struct session_job *job);
+
+/*
+ * Stops s: kills its running command with everything it started and drops
+ * the queued ones, each callback running at once with res->err -ECANCELED;
+ * the volume stays and the next exec starts it again. reason (may be NULL)
+ * is recorded. A session that is creating is left to its bootstrap.
+ * Returns 0, or -EBUSY while the bootstrap runs.
+ */
+int session_stop(struct session *s, const char *reason);
+
+/*
+ * Stops s as session_stop does, then deletes its volume and forgets it;
+ * s is gone when this returns. Returns 0, or -EBUSY while its bootstrap
+ * runs, or another negative errno when the volume could not be removed
+ * entirely (the session is forgotten all the same) with a message in err.
+ */
+int session_remove(struct session *s, char *err, size_t errlen);
+
+/*
+ * Files in and out, confined to the volume: path is relative to it, made of
+ * names that are not "." nor ".." (an empty one, a leading '/' or "//" are
+ * refused too), and every step is resolved beneath the volume (symlinks
+ * that lead out are refused whatever they point to, a symlink as the last
+ * name is not written through). The work is done on the calling thread.
+ *
+ * session_file_open: opens a regular file to read; returns its descriptor
+ * (the caller closes it; O_NONBLOCK is set, which a regular file ignores)
+ * with its size in *size. session_file_write: replaces or creates the file (mode 0644, owned by the
+ * session's user) with len bytes, making missing directories (0755) on the
+ * way. Both return 0, or a negative errno with a one-line message in err:
+ * -EINVAL (a path refused as above, or not a regular file), -ENOENT, -EISDIR,
+ * -EXDEV (the path leads out of the volume), -ELOOP (a symlink as the last
+ * name, for a write), or what the system said.
+ */
+int session_file_open(struct session *s, const char *path, uint64_t *size, char *err,
+                      size_t errlen);
+int session_file_write(struct session *s, const char *path, const char *data, size_t len, char *err,
+                       size_t errlen);
 
 /* Commands of s waiting for its lock (the running one not counted). */
 size_t session_queued(const struct session *s);

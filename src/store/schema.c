@@ -120,6 +120,16 @@ static const char *const migrations[] = {
     "  model TEXT NOT NULL DEFAULT '',"
     "  created_ms INTEGER NOT NULL DEFAULT 0"
     ");",
+    /* 5 -> 6: sessions, the agents' work environments (docs/sessions.md). */
+    "CREATE TABLE sessions ("
+    "  id TEXT PRIMARY KEY,"
+    "  state TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL DEFAULT 0,"
+    "  updated_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_exec_ms INTEGER NOT NULL DEFAULT 0,"
+    "  execs INTEGER NOT NULL DEFAULT 0"
+    ");",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -62,6 +62,9 @@ enum store_stmt {
     STMT_RENTAL_DELETE,
     STMT_META_GET,
     STMT_META_ADD,
+    STMT_SESSION_PUT,
+    STMT_SESSION_LIST,
+    STMT_SESSION_DELETE,
     STMT_COUNT
 };
 
@@ -127,6 +130,11 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_RENTAL_DELETE] = "DELETE FROM rentals WHERE id = ?1",
     [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [STMT_META_ADD] = "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+    [STMT_SESSION_PUT] = "INSERT OR REPLACE INTO sessions (id, state, reason, created_ms, "
+                         "updated_ms, last_exec_ms, execs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [STMT_SESSION_LIST] = "SELECT id, state, reason, created_ms, updated_ms, last_exec_ms, execs "
+                          "FROM sessions ORDER BY created_ms, id",
+    [STMT_SESSION_DELETE] = "DELETE FROM sessions WHERE id = ?1",
 };
 
 struct store {
@@ -1100,4 +1108,70 @@ int store_daemon_id(struct store *st, char **out)
     if (rc != SQLITE_OK)
         return store_fail(st, rc, "write the daemon id");
     return meta_get(st, "daemon_id", out);
+}
+
+int store_put_session(struct store *st, const struct store_session *sess)
+{
+    if (!sess->id || !*sess->id || !sess->state)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_SESSION_PUT];
+    int rc = sqlite3_bind_text(s, 1, sess->id, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 2, sess->state, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 3, or_empty(sess->reason), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64(s, 4, sess->created_ms);
+    rc |= sqlite3_bind_int64(s, 5, sess->updated_ms);
+    rc |= sqlite3_bind_int64(s, 6, sess->last_exec_ms);
+    rc |= sqlite3_bind_int64(s, 7, sess->execs);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "record a session");
+}
+
+static void read_session_row(sqlite3_stmt *s, void *out)
+{
+    struct store_session *sess = out;
+    sess->id = column_str(s, 0);
+    sess->state = column_str(s, 1);
+    sess->reason = column_str(s, 2);
+    sess->created_ms = sqlite3_column_int64(s, 3);
+    sess->updated_ms = sqlite3_column_int64(s, 4);
+    sess->last_exec_ms = sqlite3_column_int64(s, 5);
+    sess->execs = sqlite3_column_int64(s, 6);
+}
+
+static void free_session_rows(void *arr, size_t n)
+{
+    store_sessions_free(arr, n);
+}
+
+int store_list_sessions(struct store *st, struct store_session **out, size_t *n)
+{
+    void *arr = NULL;
+    int rc = list_rows(st, st->stmt[STMT_SESSION_LIST], sizeof **out, read_session_row,
+                       free_session_rows, "list sessions", &arr, n);
+    *out = arr;
+    return rc;
+}
+
+int store_delete_session(struct store *st, const char *id)
+{
+    if (!id)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_SESSION_DELETE];
+    int rc = sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "delete a session");
+}
+
+void store_sessions_free(struct store_session *arr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(arr[i].id);
+        free(arr[i].state);
+        free(arr[i].reason);
+    }
+    free(arr);
 }

@@ -59,6 +59,17 @@ struct store_pod {
     int64_t created_ms;   /* wall clock; 0 in store_put_pod: now, or kept for an existing row */
 };
 
+/* A session of the pool (session/session.h): its state and times, so a restart resumes it. */
+struct store_session {
+    char *id;
+    char *state;          /* "creating", "active", "stopped" */
+    char *reason;         /* why it is in that state; "" when none */
+    int64_t created_ms;   /* wall clock */
+    int64_t updated_ms;   /* when the state last changed */
+    int64_t last_exec_ms; /* when a command last ended; 0 when none ran */
+    int64_t execs;        /* commands run */
+};
+
 /*
  * A machine rented from a cloud (docs/cloud.md). The row is written before
  * the create is sent, with contract 0; the create's answer fills contract.
@@ -169,6 +180,17 @@ void store_rentals_free(struct store_rental *arr, size_t n);
  * in *out; 0 or -errno.
  */
 int store_daemon_id(struct store *st, char **out);
+
+/*
+ * Inserts or replaces the session keyed by sess->id. Returns 0, -EINVAL (no
+ * id or state) or -EIO/-ENOSPC with the SQLite message logged.
+ */
+int store_put_session(struct store *st, const struct store_session *sess);
+/* A new array of every session, oldest first (store_sessions_free); 0 or -errno. */
+int store_list_sessions(struct store *st, struct store_session **out, size_t *n);
+/* Deletes the session's row; 0 (also when there was none), -EINVAL or -EIO. */
+int store_delete_session(struct store *st, const char *id);
+void store_sessions_free(struct store_session *arr, size_t n);
 
 /*
  * Events with id > after_id, oldest first, at most limit. With after_id < 0

@@ -306,6 +306,61 @@ static void cancel_cb(uv_timer_t *t)
     uv_close((uv_handle_t *)t, NULL);
 }
 
+/* Output handed over as it comes, per stream and in order. */
+static char streamed[2][256];
+
+static void on_chunk(int fd, const char *data, size_t len, void *arg)
+{
+    (void)arg;
+    char *into = streamed[fd == 2];
+    size_t at = strlen(into);
+    assert_true(at + len < sizeof streamed[0]);
+    memcpy(into + at, data, len);
+    into[at + len] = '\0';
+}
+
+/* stdin bytes reach the program, then end of file; output goes to on_output, not res. */
+static void test_run_stdin_and_streamed_output(void **state)
+{
+    (void)state;
+    struct tools_cmd c;
+    struct ran r;
+    uv_loop_t loop;
+    memset(streamed, 0, sizeof streamed);
+    make_cmd(&c, "/bin/sh", "-c", "cat; echo done >&2; exit 5", NULL);
+    struct tools_opts o = {
+        .stdin_data = "line one\nline two\n", .stdin_len = 18, .on_output = on_chunk};
+    memset(&r, 0, sizeof r);
+    ran_cmd = &c;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_non_null(tools_run_with(&loop, &c, &o, 5000, on_ran, &r));
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.res.exit_code, 5);
+    assert_string_equal(streamed[0], "line one\nline two\n");
+    assert_string_equal(streamed[1], "done\n");
+    assert_string_equal(r.out, "");
+    ran_release(&r);
+
+    /* A program that never reads its stdin (larger than a pipe holds) still ends. */
+    size_t big = 1 << 20;
+    char *data = xmalloc(big);
+    memset(data, 'x', big);
+    make_cmd(&c, "/bin/sh", "-c", "echo ignored", NULL);
+    struct tools_opts o2 = {.stdin_data = data, .stdin_len = big};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_non_null(tools_run_with(&loop, &c, &o2, 5000, on_ran, &r));
+    free(data); /* copied by the run */
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.res.exit_code, 0);
+    assert_string_equal(r.out, "ignored\n");
+    ran_release(&r);
+}
+
 static void test_run_cancel(void **state)
 {
     struct tools_cmd c;
@@ -661,6 +716,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_run_timeout_and_signal),
         cmocka_unit_test(test_run_output_bounded),
         cmocka_unit_test(test_run_cancel),
+        cmocka_unit_test(test_run_stdin_and_streamed_output),
         cmocka_unit_test(test_io_uring),
         cmocka_unit_test(test_standin_cuda_rejects),
         cmocka_unit_test(test_standin_cuda_toggle),
