@@ -17,6 +17,7 @@ struct gpu;
 struct host_registry;
 struct cloud_http;
 struct notify;
+struct session_pool;
 
 /*
  * The one piece of mutable state in a yard process, passed explicitly. The
@@ -41,6 +42,7 @@ struct app {
     struct host_registry *hosts; /* local and every pod (host/host.h) */
     struct cloud_http *cloud;    /* the clouds' API client (cloud/http.h), or NULL */
     struct notify *notify;       /* the service manager (base/notify.h); serve only, may be NULL */
+    struct session_pool *sessions; /* agents' work environments (session/session.h), or NULL */
 
     /* Replaceable in tests. */
     uint64_t (*now_ms)(void); /* monotonic */

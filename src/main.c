@@ -30,6 +30,7 @@ static const struct cmd commands[] = {
     {"gpus", cmd_gpus, "show GPUs, their memory and which instance holds it"},
     {"hosts", cmd_hosts, "list the hosts (this machine and the pods), their GPUs and models"},
     {"pod", cmd_pod, "add, list or remove pods: remote GPU machines reached over ssh"},
+    {"session", cmd_session, "list, run commands in, stop or remove agents' sessions"},
     {"cloud", cmd_cloud, "show the offers a GPU marketplace has for a need, ranked"},
     {"models", cmd_models, "show which models of the catalog fit on which host"},
     {"init", cmd_init,

@@ -96,6 +96,25 @@ struct admin__setup *admin__pod_setup(struct app *app, json_t *req,
 void admin__pod_setup_cancel(struct admin__setup *s);
 
 /*
+ * Sessions (sessions.c, docs/sessions.md). session_ls: every session as
+ * session_json. session_stop {id} and session_rm {id}: as the HTTP
+ * endpoints. session_exec {id, command, timeout_s?} streams the output as
+ * {"stream": "stdout"|"stderr", "data"} messages, then replies with {code,
+ * signal, timed_out, duration_ms, dropped_bytes}, or an error. Returns the
+ * exec, which the caller cancels with admin__session_exec_cancel if its
+ * client goes away before the reply; or NULL when the reply was already
+ * sent (a refusal).
+ */
+void admin__session_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+void admin__session_stop(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+void admin__session_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+struct admin__sexec;
+struct admin__sexec *admin__session_exec(struct app *app, json_t *req,
+                                         const struct admin__stream *stream);
+/* Drops or kills the command (with what it started); nothing more is sent. */
+void admin__session_exec_cancel(struct admin__sexec *x);
+
+/*
  * `yard gpus` for pods: per recorded pod, {name, reachable, source, gpus} in
  * the shape of gpu_inventory_json, from the pod's last poll (or its record),
  * each GPU's "processes" being yard's instances placed there. A new array.

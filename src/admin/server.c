@@ -62,6 +62,7 @@ struct admin_conn {
     int events_behind;          /* events -f: a note came while the queue was full */
     uint64_t skipped;           /* logs -f: lines not sent while the queue was full */
     struct admin__setup *setup; /* pod setup: the run streaming to this connection */
+    struct admin__sexec *sexec; /* session exec: the command streaming to this connection */
     struct buf out;             /* answer lines not yet handed to a write */
     struct write_req *writing;  /* the write in flight, or NULL */
     size_t queued;              /* out.len plus the bytes of the write in flight */
@@ -290,6 +291,12 @@ static void conn_close(struct admin_conn *c)
         /* the client left (Ctrl-C): kill the setup's ssh, drop its hold on c */
         admin__pod_setup_cancel(c->setup);
         c->setup = NULL;
+        conn_unref(c);
+    }
+    if (c->sexec) {
+        /* the client left (Ctrl-C): kill the command, drop its hold on c */
+        admin__session_exec_cancel(c->sexec);
+        c->sexec = NULL;
         conn_unref(c);
     }
     struct admin_conn **pp = &c->srv->conns;
@@ -1118,6 +1125,26 @@ static void handle_pod_setup(struct admin_conn *c, json_t *req)
     c->setup = admin__pod_setup(c->srv->app, req, &stream);
 }
 
+/* session exec streams the command's output to c until its reply; held until then. */
+static void sexec_reply(void *arg, json_t *msg)
+{
+    struct admin_conn *c = arg;
+    c->sexec = NULL;
+    conn_send(c, msg);
+    conn_unref(c);
+}
+
+static void handle_session_exec(struct admin_conn *c, json_t *req)
+{
+    struct admin__stream stream = {setup_line, sexec_reply, setup_backlog, c};
+    if (c->sexec) {
+        send_error(c, "a command already runs on this connection; wait for it to end");
+        return;
+    }
+    c->refs++;
+    c->sexec = admin__session_exec(c->srv->app, req, &stream);
+}
+
 static void verb_ps(struct admin_conn *c, json_t *req)
 {
     handle_ps(c);
@@ -1203,6 +1230,21 @@ static void verb_cloud_release(struct admin_conn *c, json_t *req)
     handle_pod(c, req, admin__cloud_release);
 }
 
+static void verb_session_ls(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__session_ls);
+}
+
+static void verb_session_stop(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__session_stop);
+}
+
+static void verb_session_rm(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__session_rm);
+}
+
 /* What a verb asks of its request before its handler runs. */
 enum verb_needs {
     VERB_ANY = 0,
@@ -1241,6 +1283,10 @@ static const struct verb {
     {"cloud_rent", verb_cloud_rent, VERB_ANY},
     {"cloud_ls", verb_cloud_ls, VERB_ANY},
     {"cloud_release", verb_cloud_release, VERB_ANY},
+    {"session_ls", verb_session_ls, VERB_ANY},
+    {"session_exec", handle_session_exec, VERB_ANY},
+    {"session_stop", verb_session_stop, VERB_ANY},
+    {"session_rm", verb_session_rm, VERB_ANY},
 };
 
 static const struct verb *verb_find(const char *name)

@@ -29,6 +29,7 @@ int cmd_wake(int argc, char **argv, struct app *app);
 int cmd_gpus(int argc, char **argv, struct app *app);
 int cmd_hosts(int argc, char **argv, struct app *app);
 int cmd_pod(int argc, char **argv, struct app *app);
+int cmd_session(int argc, char **argv, struct app *app);
 int cmd_cloud(int argc, char **argv, struct app *app);
 int cmd_models(int argc, char **argv, struct app *app);
 int cmd_unpin(int argc, char **argv, struct app *app);

@@ -28,6 +28,7 @@
 #include "host/host.h"
 #include "router/router.h"
 #include "sched/sched.h"
+#include "session/session.h"
 #include "store/store.h"
 #include "sup/sup.h"
 
@@ -251,6 +252,9 @@ static void on_router_closed(void *arg)
 {
     struct daemon *d = arg;
     d->app->router = NULL;
+    /* No request holds a session now: their commands are killed, the volumes stay. */
+    session_pool_free(d->app->sessions);
+    d->app->sessions = NULL;
     sched_free(d->app->sched);
     d->app->sched = NULL;
     if (d->app->keep_engines)
@@ -549,6 +553,26 @@ int cmd_serve(int argc, char **argv, struct app *app)
 
     app->loop = uv_default_loop();
     struct daemon d = {.app = app};
+    if (cfg->sessions.enabled) {
+        char serr[512];
+        char *root = cfg->sessions.root ? NULL : xstrfmt("%s/sessions", app->state_dir);
+        app->sessions = session_pool_new(app->loop, &cfg->sessions, root, 0, serr, sizeof serr);
+        free(root);
+        if (!app->sessions) {
+            fprintf(stderr, "yard serve: %s\nyard serve: %s is invalid; nothing was started\n",
+                    serr, app->config_path);
+            store_close(app->store);
+            config_free(cfg);
+            unlock_state_dir(&lock);
+            return 2;
+        }
+        int src = session_pool_attach_store(app->sessions, app->store);
+        if (src < 0)
+            log_warn("serve",
+                     "cannot read the sessions from the state database (%s); they are "
+                     "not listed until they are opened again",
+                     strerror(-src));
+    }
     app->hosts = host_registry_new(app);
     int hrc = host_registry_load(app->hosts);
     if (hrc < 0)
@@ -584,6 +608,8 @@ int cmd_serve(int argc, char **argv, struct app *app)
     if (!app->admin) {
         if (app->router)
             router_close(app->router, NULL, NULL);
+        session_pool_free(app->sessions);
+        app->sessions = NULL;
         sched_free(app->sched);
         cloud_http_close(app->cloud);
         app->cloud = NULL;

@@ -118,4 +118,7 @@ char *router__normalise_error(int status, const char *body, size_t len, int anth
 /* metrics.c */
 void router__metrics(struct router *r, struct buf *out);
 
+/* sessions.c: everything under /v1/sessions (authorised already). */
+void router__sessions(struct router *r, struct http_request *req);
+
 #endif

@@ -399,6 +399,10 @@ static void on_request(struct http_request *req, void *arg)
         handle_upstream(r, req);
         return;
     }
+    if (v1 && (strcmp(path, "/v1/sessions") == 0 || strncmp(path, "/v1/sessions/", 13) == 0)) {
+        router__sessions(r, req);
+        return;
+    }
     if (v1 && is_get && (strcmp(path, "/v1/models") == 0)) {
         handle_models(r, req);
         return;
@@ -408,12 +412,11 @@ static void on_request(struct http_request *req, void *arg)
         return;
     }
     struct router__req *rr = req_new(r, req);
-    router__fail(
-        rr, 404, "invalid_request_error", "unknown_endpoint", 0,
-        "no endpoint %s %s; yard serves POST /v1/chat/completions, /v1/completions, "
-        "/v1/embeddings, /v1/responses, /v1/messages, GET /v1/models, /upstream/MODEL/..., "
-        "/health and /metrics",
-        req->method, path);
+    router__fail(rr, 404, "invalid_request_error", "unknown_endpoint", 0,
+                 "no endpoint %s %s; yard serves POST /v1/chat/completions, /v1/completions, "
+                 "/v1/embeddings, /v1/responses, /v1/messages, GET /v1/models, /v1/sessions..., "
+                 "/upstream/MODEL/..., /health and /metrics",
+                 req->method, path);
 }
 
 static void free_on_close(struct http_server *srv, void *arg)
