@@ -4,7 +4,7 @@
 # Needs nothing from the bash-completion package.
 # tests/e2e/package.test.mjs checks these lists against the binary.
 
-_yard_commands="serve check ps start stop sleep wake pin unpin logs events gpus hosts pod cloud models init version help"
+_yard_commands="serve check ps start stop sleep wake pin unpin logs events gpus hosts pod session cloud models init version help"
 
 # _yard_options COMMAND [SUBCOMMAND]: the options the command takes.
 _yard_options() {
@@ -22,6 +22,14 @@ _yard_options() {
     models) echo "$common --pod --json" ;;
     cloud) echo "$common --gpus --vram --model --json" ;;
     init) echo "$common -c --config --dir --force" ;;
+    session)
+        case $2 in
+        ls) echo "$common --json" ;;
+        exec) echo "$common --timeout" ;;
+        stop | rm) echo "$common" ;;
+        *) echo "$common --json --timeout" ;;
+        esac
+        ;;
     pod)
         case $2 in
         add) echo "$common --ssh --models-path --json" ;;
@@ -35,16 +43,18 @@ _yard_options() {
     esac
 }
 
-# _yard_names WHAT STATE-DIR-ARGS...: model or pod names from the daemon.
+# _yard_names WHAT STATE-DIR-ARGS...: model, pod or session names from the daemon.
 # A daemon that does not run, or does not answer within 2 s, gives none.
 _yard_names() {
     local what=$1 json
     shift
     local cmd=(ps --json)
+    local key=name
     [[ $what == pods ]] && cmd=(pod ls --json)
+    [[ $what == sessions ]] && cmd=(session ls --json) && key=id
     json=$(timeout 2 "${_yard_bin:-yard}" "$@" "${cmd[@]}" 2>/dev/null) || return 0
-    # Every object of either list has "name" first; names hold no quotes.
-    printf '%s\n' "$json" | grep -o '"name": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/' | sort -u
+    # Every object of each list has its name first; names hold no quotes.
+    printf '%s\n' "$json" | grep -o "\"$key\": *\"[^\"]*\"" | sed 's/.*"\([^"]*\)"$/\1/' | sort -u
 }
 
 _yard() {
@@ -69,7 +79,7 @@ _yard() {
         *)
             if [[ -z $cmd ]]; then
                 cmd=$w
-            elif [[ ($cmd == pod || $cmd == cloud) && -z $sub ]]; then
+            elif [[ ($cmd == pod || $cmd == cloud || $cmd == session) && -z $sub ]]; then
                 sub=$w
             else
                 ((npos++))
@@ -144,6 +154,13 @@ _yard() {
         ;;
     cloud)
         [[ -z $sub ]] && COMPREPLY=($(compgen -W "offers rent ls release" -- "$cur"))
+        ;;
+    session)
+        if [[ -z $sub ]]; then
+            COMPREPLY=($(compgen -W "ls exec stop rm" -- "$cur"))
+        elif [[ $sub != ls && $npos -eq 0 ]]; then
+            COMPREPLY=($(compgen -W "$(_yard_names sessions "${dir[@]}")" -- "$cur"))
+        fi
         ;;
     pod)
         if [[ -z $sub ]]; then
