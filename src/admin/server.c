@@ -870,13 +870,9 @@ static void handle_logs(struct admin_conn *c, json_t *req)
     }
 }
 
-/* Rows written by an older daemon may hold any bytes: every text is made valid. */
 static json_t *event_json(const struct store_event *e)
 {
-    return json_pack("{s:{s:I, s:I, s:o, s:o, s:i, s:o, s:o, s:o}}", "event", "id",
-                     (json_int_t)e->id, "ts_ms", (json_int_t)e->ts_ms, "model", jstr(e->model),
-                     "host", jstr(e->host), "replica", e->replica, "from", jstr(e->from_state),
-                     "to", jstr(e->to_state), "reason", jstr(e->reason));
+    return json_pack("{s:o}", "event", store_event_json(e));
 }
 
 /*

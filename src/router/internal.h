@@ -67,6 +67,10 @@ struct router__req {
 };
 
 /* router.c */
+/* Sends body (a new reference, may be NULL) as JSON; a NULL or unencodable one is a 500. */
+void router__respond_json(struct http_request *req, int status, json_t *body);
+/* A request of the router's, answered with router__fail or forwarded; freed when req is done. */
+struct router__req *router__req_new(struct router *r, struct http_request *req);
 /*
  * Counts an answer for yard_requests_total. A model that is not configured
  * counts as ROUTER_UNKNOWN_MODEL, so the labels are bounded by the config.
@@ -114,6 +118,19 @@ json_t *router__error_json(int anthropic, const char *type, const char *code, co
  * valid UTF-8. Returns a new string the caller frees; never NULL.
  */
 char *router__normalise_error(int status, const char *body, size_t len, int anthropic);
+
+/* compat.c: llama-swap's endpoints */
+/* GET /running */
+void router__running(struct router *r, struct http_request *req);
+/*
+ * GET|POST /unload (model NULL), POST /unload/MODEL, POST /api/models/unload[/MODEL]
+ * (api_all: the answer is {"msg":"ok"}): stops, then answers.
+ */
+void router__unload(struct router *r, struct http_request *req, const char *model, int api_all);
+
+/* events.c */
+/* GET /api/events: yard's events as server-sent events (docs/api.md). */
+void router__api_events(struct router *r, struct http_request *req);
 
 /* metrics.c */
 void router__metrics(struct router *r, struct buf *out);

@@ -30,7 +30,7 @@ static const char router__encode_failed[] =
     "\"type\":\"server_error\",\"param\":null,\"code\":\"internal_error\"}}";
 
 /* Sends body (a new reference, may be NULL) as JSON; a NULL or unencodable one is a 500. */
-static void respond_json(struct http_request *req, int status, json_t *body)
+void router__respond_json(struct http_request *req, int status, json_t *body)
 {
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -97,7 +97,7 @@ void router__fail(struct router__req *rr, int status, const char *type, const ch
             snprintf(ra, sizeof ra, "%d", retry_after);
             http_response_header(rr->req, "Retry-After", ra);
         }
-        respond_json(rr->req, status, o);
+        router__respond_json(rr->req, status, o);
     }
     rr->finished = 1;
 }
@@ -156,11 +156,11 @@ static void handle_models(struct router *r, struct http_request *req)
                 goto fail;
         }
     }
-    respond_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+    router__respond_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
     return;
 fail:
     json_decref(data);
-    respond_json(req, 500, NULL);
+    router__respond_json(req, 500, NULL);
 }
 
 static void on_done(struct http_request *req, int status, void *arg)
@@ -168,7 +168,7 @@ static void on_done(struct http_request *req, int status, void *arg)
     router__req_gone(arg);
 }
 
-static struct router__req *req_new(struct router *r, struct http_request *req)
+struct router__req *router__req_new(struct router *r, struct http_request *req)
 {
     struct router__req *rr = xcalloc(1, sizeof *rr);
     rr->r = r;
@@ -250,7 +250,7 @@ static int rewrite_model(struct router__req *rr, const char *name)
 
 static void handle_inference(struct router *r, struct http_request *req)
 {
-    struct router__req *rr = req_new(r, req);
+    struct router__req *rr = router__req_new(r, req);
     rr->anthropic = strcmp(req->path, "/v1/messages") == 0;
     char name[ROUTER_MODEL_MAX];
     int stream = 0;
@@ -300,7 +300,7 @@ static void handle_inference(struct router *r, struct http_request *req)
  */
 static void handle_upstream(struct router *r, struct http_request *req)
 {
-    struct router__req *rr = req_new(r, req);
+    struct router__req *rr = router__req_new(r, req);
     rr->raw = 1;
     const char *raw = req->path + strlen("/upstream/");
     char *p = NULL;
@@ -366,6 +366,39 @@ static void handle_upstream(struct router *r, struct http_request *req)
     router__admit(rr);
 }
 
+/* The llama-swap endpoints and /api/events: a model named in the path is percent-decoded. */
+static void handle_compat(struct router *r, struct http_request *req)
+{
+    const char *path = req->path;
+    if (strcmp(path, "/running") == 0) {
+        router__running(r, req);
+        return;
+    }
+    if (strcmp(path, "/api/events") == 0) {
+        router__api_events(r, req);
+        return;
+    }
+    int api = strncmp(path, "/api/models/unload", 18) == 0;
+    const char *rest = path + (api ? 18 : 7);
+    if (!*rest) {
+        router__unload(r, req, NULL, api);
+        return;
+    }
+    char *model = NULL;
+    if (upstream_path_decode(rest + 1, strlen(rest + 1), &model) < 0 || !*model ||
+        strchr(model, '/')) {
+        free(model);
+        router__fail(router__req_new(r, req), 400, "invalid_request_error", "invalid_value", 0,
+                     "the model after %s/ is empty or not a valid percent-encoded name; "
+                     "use %s/MODEL",
+                     api ? "/api/models/unload" : "/unload",
+                     api ? "/api/models/unload" : "/unload");
+        return;
+    }
+    router__unload(r, req, model, 0);
+    free(model);
+}
+
 static void on_request(struct http_request *req, void *arg)
 {
     struct router *r = arg;
@@ -375,7 +408,7 @@ static void on_request(struct http_request *req, void *arg)
     int upstream = strncmp(path, "/upstream/", 10) == 0;
 
     if (is_get && strcmp(path, "/health") == 0) {
-        respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
+        router__respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
         return;
     }
     if (is_get && strcmp(path, "/metrics") == 0) {
@@ -386,8 +419,15 @@ static void on_request(struct http_request *req, void *arg)
         buf_release(&b);
         return;
     }
-    if ((v1 || upstream) && !authorized(r, req)) {
-        struct router__req *rr = req_new(r, req);
+    /* llama-swap's endpoints (compat.c) and the event stream, behind the same keys. */
+    int is_post = strcmp(req->method, "POST") == 0;
+    int compat = (is_get && (strcmp(path, "/running") == 0 || strcmp(path, "/unload") == 0 ||
+                             strcmp(path, "/api/events") == 0)) ||
+                 (is_post && (strcmp(path, "/unload") == 0 || strncmp(path, "/unload/", 8) == 0 ||
+                              strcmp(path, "/api/models/unload") == 0 ||
+                              strncmp(path, "/api/models/unload/", 19) == 0));
+    if ((v1 || upstream || compat) && !authorized(r, req)) {
+        struct router__req *rr = router__req_new(r, req);
         rr->anthropic = strcmp(path, "/v1/messages") == 0;
         http_response_header(req, "WWW-Authenticate", "Bearer");
         router__fail(rr, 401, "invalid_request_error", "invalid_api_key", 0,
@@ -403,6 +443,10 @@ static void on_request(struct http_request *req, void *arg)
         router__sessions(r, req);
         return;
     }
+    if (compat) {
+        handle_compat(r, req);
+        return;
+    }
     if (v1 && is_get && (strcmp(path, "/v1/models") == 0)) {
         handle_models(r, req);
         return;
@@ -411,11 +455,12 @@ static void on_request(struct http_request *req, void *arg)
         handle_inference(r, req);
         return;
     }
-    struct router__req *rr = req_new(r, req);
+    struct router__req *rr = router__req_new(r, req);
     router__fail(rr, 404, "invalid_request_error", "unknown_endpoint", 0,
                  "no endpoint %s %s; yard serves POST /v1/chat/completions, /v1/completions, "
                  "/v1/embeddings, /v1/responses, /v1/messages, GET /v1/models, /v1/sessions..., "
-                 "/upstream/MODEL/..., /health and /metrics",
+                 "/upstream/MODEL/..., /health, /metrics, /api/events, and llama-swap's GET "
+                 "/running and POST /unload",
                  req->method, path);
 }
 

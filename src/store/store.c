@@ -8,11 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <sqlite3.h>
 
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/utf8.h"
 #include "store/schema.h"
 
 #define STORE_FILE "yard.db"
@@ -718,6 +720,15 @@ void store_events_free(struct store_event *arr, size_t n)
         free(arr[i].reason);
     }
     free(arr);
+}
+
+json_t *store_event_json(const struct store_event *e)
+{
+    return json_pack("{s:I, s:I, s:o, s:o, s:i, s:o, s:o, s:o}", "id", (json_int_t)e->id, "ts_ms",
+                     (json_int_t)e->ts_ms, "model", utf8_json_xstring(e->model), "host",
+                     utf8_json_xstring(e->host), "replica", e->replica, "from",
+                     utf8_json_xstring(e->from_state), "to", utf8_json_xstring(e->to_state),
+                     "reason", utf8_json_xstring(e->reason));
 }
 
 int store_prune_events(struct store *st, size_t keep)

@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 /*
  * Durable state: SQLite in WAL mode at STATE_DIR/yard.db. The only place in
  * yard that writes SQL. Tables: meta (schema version), instances (one row per
@@ -199,6 +201,12 @@ void store_sessions_free(struct store_session *arr, size_t n);
 int store_list_events(struct store *st, int64_t after_id, size_t limit, const char *model,
                       struct store_event **out, size_t *n);
 void store_events_free(struct store_event *arr, size_t n);
+/*
+ * e as JSON: {"id", "ts_ms", "model", "host", "replica", "from", "to", "reason"}.
+ * Rows written by an older daemon may hold any bytes: every text is made valid
+ * UTF-8. A new reference; NULL only when jansson fails.
+ */
+json_t *store_event_json(const struct store_event *e);
 /* Deletes all but the newest `keep` events (ids are never reused); 0 or -errno. */
 int store_prune_events(struct store *st, size_t keep);
 /* Deletes the events written before before_ms (wall clock); 0 or -errno. */
