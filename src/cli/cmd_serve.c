@@ -106,9 +106,19 @@ static json_t *split_list(const char *csv)
  */
 static char *cloud_pod_clash(struct app *app, const struct config *cfg)
 {
+    for (size_t i = 0; i < cfg->n_slurm; i++) {
+        const char *name = cfg->slurm[i].name;
+        struct host *h = host_find(app->hosts, name);
+        if (h && h->kind == HOST_POD)
+            return xstrfmt("%s:%d:%d: slurm: '%s' is also a pod (added with 'yard pod add'); "
+                           "a host name is one pod, one cloud or one cluster, so name the "
+                           "cluster differently or remove the pod with 'yard pod rm %s'",
+                           app->config_path, cfg->slurm[i].line, cfg->slurm[i].col, name, name);
+    }
     for (size_t i = 0; i < cfg->n_clouds; i++) {
         const char *name = cfg->clouds[i].name;
-        if (host_find(app->hosts, name))
+        struct host *h = host_find(app->hosts, name);
+        if (h && h->kind == HOST_POD)
             return xstrfmt("%s:%d:%d: clouds: '%s' is also a pod (added with 'yard pod add'); "
                            "a host name is one pod or one cloud, so name the cloud differently "
                            "or remove the pod with 'yard pod rm %s'",
@@ -591,6 +601,8 @@ int cmd_serve(int argc, char **argv, struct app *app)
         unlock_state_dir(&lock);
         return 2;
     }
+    /* Slurm clusters are hosts from the config (a change is for a restart). */
+    host_add_clusters(app->hosts, cfg, &app->cfg);
     app->sup = sup_new(app);
     struct gpu_decl *decl = xcalloc(cfg->n_gpus ? cfg->n_gpus : 1, sizeof *decl);
     for (size_t i = 0; i < cfg->n_gpus; i++)

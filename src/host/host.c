@@ -13,8 +13,10 @@
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "config/config.h"
 #include "host/internal.h"
 #include "runner/pod.h"
+#include "runner/slurm.h"
 #include "store/store.h"
 
 const char *host_kind_name(enum host_kind kind)
@@ -26,6 +28,8 @@ const char *host_kind_name(enum host_kind kind)
         return "pod";
     case HOST_RENTED:
         return "rented";
+    case HOST_SLURM:
+        return "slurm";
     }
     return "?";
 }
@@ -209,6 +213,9 @@ struct runner *host_runner(struct host_registry *reg, const char *name)
     /* local is this machine, never a pod (a host named so would take its GPUs). */
     if (!name || strcmp(name, HOST_LOCAL_NAME) == 0)
         return host_local(reg)->runner;
+    struct host *cluster = host_find(reg, name);
+    if (cluster && cluster->kind == HOST_SLURM)
+        return runner_slurm_runner(cluster->slurm);
     struct runner_pod *p = find_runner(reg, name);
     if (!p) {
         p = runner_pod_new(reg->app->loop, name, reg->app->state_dir);
@@ -221,6 +228,30 @@ struct runner *host_runner(struct host_registry *reg, const char *name)
         h->pod = p;
     runner_sync(reg, p, h);
     return runner_pod_runner(p);
+}
+
+void host_add_clusters(struct host_registry *reg, const struct config *cfg,
+                       struct config *const *running)
+{
+    for (size_t i = 0; cfg && i < cfg->n_slurm; i++) {
+        const char *name = cfg->slurm[i].name;
+        if (host_find(reg, name)) {
+            log_warn("host", "Slurm cluster '%s' is not added: a host has its name", name);
+            continue;
+        }
+        struct host *h = host_new(name, HOST_SLURM);
+        /* Each job is reached on its node, directly. */
+        h->reachable = HOST_REACH_YES;
+        h->slurm = runner_slurm_new(reg->app->loop, name, reg->app->state_dir, running);
+        reg->hosts = xrealloc(reg->hosts, (reg->n + 1) * sizeof *reg->hosts);
+        reg->hosts[reg->n++] = h;
+        host__notify(reg, h, HOST__ADDED);
+    }
+}
+
+char *host_cluster_text(struct host *h)
+{
+    return h->kind == HOST_SLURM && h->slurm ? runner_slurm_describe(h->slurm) : xstrdup("");
 }
 
 void host_set_local_runner(struct host_registry *reg, struct runner *r)
@@ -472,9 +503,12 @@ void host_registry_close(struct host_registry *reg, void (*done)(void *), void *
     host__rentals_close(reg);
     reg->runners = NULL;
     reg->n_runners = 0;
-    for (size_t i = 0; i < reg->n; i++)
+    size_t n_clusters = 0;
+    for (size_t i = 0; i < reg->n; i++) {
         reg->hosts[i]->pod = NULL;
-    if (!n) {
+        n_clusters += reg->hosts[i]->slurm != NULL;
+    }
+    if (!n && !n_clusters) {
         free(pods);
         if (done)
             done(arg);
@@ -482,10 +516,16 @@ void host_registry_close(struct host_registry *reg, void (*done)(void *), void *
     }
     reg->close_done = done;
     reg->close_arg = arg;
-    reg->runners_closing = (int)n;
+    reg->runners_closing = (int)(n + n_clusters);
     for (size_t i = 0; i < n; i++)
         runner_pod_close(pods[i], one_closed, reg);
     free(pods);
+    for (size_t i = 0; i < reg->n; i++) {
+        struct runner_slurm *sl = reg->hosts[i]->slurm;
+        reg->hosts[i]->slurm = NULL;
+        if (sl)
+            runner_slurm_close(sl, one_closed, reg);
+    }
 }
 
 void host_registry_free(struct host_registry *reg)

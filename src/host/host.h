@@ -25,13 +25,15 @@
 struct app;
 struct runner;
 struct runner_pod;
+struct runner_slurm;
 struct store_pod;
+struct config;
 
 enum host_kind {
     HOST_LOCAL = 0,
     HOST_POD,
     HOST_RENTED, /* rented from a cloud (rented.c), driven over ssh like a pod */
-    /* Slurm allocations come here */
+    HOST_SLURM,  /* a Slurm cluster of the config: engines run as its jobs */
 };
 
 enum host_reach {
@@ -49,16 +51,17 @@ enum host_cap {
 struct host {
     char *name;
     enum host_kind kind;
-    unsigned caps;             /* enum host_cap */
-    struct runner *runner;     /* local: the supervisor's (NULL until it is set); a pod's: below */
-    struct runner_pod *pod;    /* HOST_POD, HOST_RENTED: its runner, shared with the registry's */
-    char *ssh;                 /* HOST_POD, HOST_RENTED: the ssh command line of its record */
-    char *models_path;         /* HOST_POD: "" when not given */
-    struct gpu_inventory gpus; /* the last inventory read (a pod: recorded or polled) */
-    int have_gpus;             /* the inventory was read at least once */
-    uint64_t gpus_read_ms;     /* clock_mono_ms of the last read that finished; 0 none */
-    uint64_t gpus_read_seq;    /* local: the number of the last read that finished (see below) */
-    char *gpus_error;          /* local: why the last read failed; NULL when it did not */
+    unsigned caps;              /* enum host_cap */
+    struct runner *runner;      /* local: the supervisor's (NULL until it is set); a pod's: below */
+    struct runner_pod *pod;     /* HOST_POD, HOST_RENTED: its runner, shared with the registry's */
+    struct runner_slurm *slurm; /* HOST_SLURM: its runner (owned by the host) */
+    char *ssh;                  /* HOST_POD, HOST_RENTED: the ssh command line of its record */
+    char *models_path;          /* HOST_POD: "" when not given */
+    struct gpu_inventory gpus;  /* the last inventory read (a pod: recorded or polled) */
+    int have_gpus;              /* the inventory was read at least once */
+    uint64_t gpus_read_ms;      /* clock_mono_ms of the last read that finished; 0 none */
+    uint64_t gpus_read_seq;     /* local: the number of the last read that finished (see below) */
+    char *gpus_error;           /* local: why the last read failed; NULL when it did not */
     enum host_reach reachable;
     char *reason;          /* why it is not reachable (NULL when it is) */
     uint64_t last_seen_ms; /* wall clock of the last answer (0: never) */
@@ -98,6 +101,20 @@ int host_registry_load(struct host_registry *reg);
 void host_registry_close(struct host_registry *reg, void (*done)(void *), void *arg);
 /* Frees the registry (after close, once the loop has run it out). NULL is fine. */
 void host_registry_free(struct host_registry *reg);
+
+/*
+ * Adds a HOST_SLURM host for each cluster of cfg's `slurm:` (a name already
+ * taken is skipped with a warning: the daemon refuses that config before).
+ * Their runners read the cluster's settings from *running (the daemon's
+ * config) at each submission. Observers hear `added`.
+ */
+void host_add_clusters(struct host_registry *reg, const struct config *cfg,
+                       struct config *const *running);
+/*
+ * What `yard hosts` shows of a cluster: its partitions (sinfo) and yard's
+ * jobs there, one a line; "" for other hosts. A new string the caller frees.
+ */
+char *host_cluster_text(struct host *h);
 
 /* The host named name, or NULL. */
 struct host *host_find(struct host_registry *reg, const char *name);

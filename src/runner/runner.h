@@ -47,8 +47,24 @@ struct runner_events {
     void (*launched)(void *arg, const struct runner_proc *p, int local_port, const char *err);
     /* The host stopped answering: whether the tree runs is unknown. */
     void (*lost)(void *arg, const char *why);
-    /* The host answers (again) and the tree still runs, reached at 127.0.0.1:local_port. */
+    /*
+     * The host answers (again) and the tree still runs, reached at
+     * 127.0.0.1:local_port; or, where runner_ops.watch_addr gives the tree
+     * its own address (a Slurm job's node), at that address and local_port.
+     */
     void (*found)(void *arg, int local_port);
+    /*
+     * The tree waits in a queue (a pending Slurm job): why says for what, in
+     * one line ("job 12 pending: Resources"); again whenever that changes.
+     * found follows once it runs and can be reached.
+     */
+    void (*waiting)(void *arg, const char *why);
+    /*
+     * How the tree ended as the host tells it (a Slurm job's final state, in
+     * one line: "job 12 reached its time limit (TIMEOUT)"), just before
+     * on_exit; not every runner says.
+     */
+    void (*ended)(void *arg, const char *why);
 };
 
 /*
@@ -175,6 +191,12 @@ struct runner_ops {
      * is copied. NULL where the log is written here directly.
      */
     void (*follow_log)(struct runner_watch *w, const char *name, const char *mirror, int port);
+    /*
+     * The address the tree of w is reached at when it has its own (a Slurm
+     * job, on its node), owned by w; NULL while not known, and NULL as an
+     * operation where every tree is reached at the runner's addr.
+     */
+    const char *(*watch_addr)(struct runner_watch *w);
 };
 
 struct cgroup_root;

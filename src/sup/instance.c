@@ -388,7 +388,7 @@ static void check_served_name(struct instance *in, const char *owner_note)
     }
     char key[65];
     in->probe = http_probe_get_keyed(
-        in->sup->app->loop, in->runner->addr, in->reach_port, in->eng->models_path,
+        in->sup->app->loop, sup__addr(in), in->reach_port, in->eng->models_path,
         sup__engine_key(in, key) == 0 ? key : NULL, PROBE_TIMEOUT_MS, names_done, in);
     if (!in->probe)
         probe_later(in, PROBE_MAX_MS);
@@ -503,7 +503,7 @@ static void probe_fire(uv_timer_t *t)
     }
     in->probe_started_mono = clock_mono_ms();
     char key[65];
-    in->probe = http_probe_get_keyed(in->sup->app->loop, in->runner->addr, in->reach_port,
+    in->probe = http_probe_get_keyed(in->sup->app->loop, sup__addr(in), in->reach_port,
                                      health_path(in), sup__engine_key(in, key) == 0 ? key : NULL,
                                      PROBE_TIMEOUT_MS, probe_done, in);
     if (!in->probe)
@@ -621,6 +621,8 @@ void sup__inst_mark_ready(struct instance *in, const char *reason)
 
 static char *exit_text(struct instance *in)
 {
+    if (in->exit_note)
+        return xstrdup(in->exit_note);
     if (in->exit_code < 0 && in->term_signal < 0)
         return xstrdup("exited");
     if (in->term_signal > 0)
@@ -757,6 +759,11 @@ static void deadline_fire(uv_timer_t *t)
         uv_timer_start(&in->deadline_timer, deadline_fire, KILL_GIVEUP_MS, 0);
         in->stop_timeout_ms = 0; /* marks that SIGKILL was sent */
     }
+}
+
+void sup__start_deadline(struct instance *in)
+{
+    uv_timer_start(&in->deadline_timer, deadline_fire, in->spec.watch.startup_timeout_ms, 0);
 }
 
 static void reap_poll(uv_timer_t *t)
@@ -898,6 +905,7 @@ int sup__inst_start(struct instance *in)
     in->avoid_port = 0;
     replace_str(&in->neighbour, NULL);
     replace_str(&in->launch_note, NULL);
+    replace_str(&in->exit_note, NULL);
     in->stop_timeout_ms = in->spec.watch.stop_timeout_ms;
     memset(&in->tail.els, 0, sizeof in->tail.els);
     free(in->fatal);
@@ -1078,13 +1086,17 @@ static void inst_launched(void *arg, const struct runner_proc *p, int local_port
     }
     if (in->runner->ops->release)
         in->runner->ops->release(in->watch);
-    sup__probe_now(in, PROBE_FIRST_MS);
+    /* A queued tree (a Slurm job) has no address yet: found says when it has. */
+    if (local_port > 0)
+        sup__probe_now(in, PROBE_FIRST_MS);
 }
 
 const struct runner_events sup__runner_events = {
     .launched = inst_launched,
     .lost = sup__pod_lost,
     .found = sup__pod_found,
+    .waiting = sup__queued,
+    .ended = sup__ended,
 };
 
 void sup__inst_stop(struct instance *in, void (*done)(void *), void (*drop)(void *), void *arg)
@@ -1157,6 +1169,7 @@ void sup__inst_signal_stop(struct instance *in)
 void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port, const char *gpus,
                      const char *cmdline, int64_t started_ms, int restarts, int sleep_level)
 {
+    replace_str(&in->exit_note, NULL);
     in->proc = *p;
     in->port = port;
     replace_str(&in->gpus, gpus);
@@ -1371,6 +1384,7 @@ void sup__instance_free(struct instance *in)
     free(in->owner_note);
     free(in->neighbour);
     free(in->launch_note);
+    free(in->exit_note);
     sup_spec_release(&in->spec);
     free(in);
 }

@@ -87,6 +87,33 @@ void sup__pod_lost(void *arg, const char *why)
     sup__maybe_shutdown_done(in->sup);
 }
 
+const char *sup__addr(const struct instance *in)
+{
+    const char *a =
+        in->watch && in->runner->ops->watch_addr ? in->runner->ops->watch_addr(in->watch) : NULL;
+    return a ? a : in->runner->addr;
+}
+
+void sup__queued(void *arg, const char *why)
+{
+    struct instance *in = arg;
+    if (in->state == INST_STOPPED && !in->watch)
+        return;
+    if (in->state != INST_STARTING && in->state != INST_STOPPED)
+        return;
+    /* Waiting in the queue is not loading: startup_timeout counts from when it runs. */
+    uv_timer_stop(&in->deadline_timer);
+    sup__set_state(in, INST_STARTING, why, NULL);
+}
+
+void sup__ended(void *arg, const char *why)
+{
+    struct instance *in = arg;
+    free(in->exit_note);
+    in->exit_note = why ? xstrdup(why) : NULL;
+    log_info("sup", "'%s': %s", in->label, why ? why : "ended");
+}
+
 void sup__pod_found(void *arg, int local_port)
 {
     struct instance *in = arg;
@@ -98,6 +125,15 @@ void sup__pod_found(void *arg, int local_port)
     case INST_STOPPED:
         if (in->watch) /* adopted: probe_done decides between ready and starting */
             sup__probe_now(in, 0);
+        break;
+    case INST_STARTING:
+        /* A queued tree (a Slurm job) runs now: its load is timed from here. */
+        if (!in->launching && in->watch) {
+            sup__set_state(in, INST_STARTING, "running; loading", NULL);
+            if (!in->removed)
+                sup__start_deadline(in);
+            sup__probe_now(in, 0);
+        }
         break;
     case INST_UNKNOWN:
         switch (in->before_unknown) {

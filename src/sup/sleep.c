@@ -135,7 +135,7 @@ static int engine_sleep(struct instance *in, int level, sup_op_cb done, void *ar
     sup__timers_stop(in); /* no health probes while it changes */
     log_info("sup", "'%s' going to sleep (level %d)", in->name, level);
     char key[65];
-    in->plan = engine_run_plan_keyed(in->sup->app->loop, in->runner->addr, in->reach_port,
+    in->plan = engine_run_plan_keyed(in->sup->app->loop, sup__addr(in), in->reach_port,
                                      sup__engine_key(in, key) == 0 ? key : NULL, steps, (size_t)n,
                                      SLEEP_TIMEOUT_MS, sleep_done, in);
     if (!in->plan) {
@@ -196,7 +196,7 @@ static int engine_wake(struct instance *in, sup_op_cb done, void *arg, char **er
     in->op_arg = arg;
     log_info("sup", "'%s' waking from level %d", in->name, in->sleep_level);
     char key[65];
-    in->plan = engine_run_plan_keyed(in->sup->app->loop, in->runner->addr, in->reach_port,
+    in->plan = engine_run_plan_keyed(in->sup->app->loop, sup__addr(in), in->reach_port,
                                      sup__engine_key(in, key) == 0 ? key : NULL, steps, (size_t)n,
                                      WAKE_TIMEOUT_MS, wake_done, in);
     if (!in->plan) {

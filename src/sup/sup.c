@@ -514,7 +514,7 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .engine = in->spec.engine,
         .host = in->runner->host,
         .replica = in->replica,
-        .addr = in->runner->addr,
+        .addr = sup__addr(in),
         .state = in->state,
         .pid = running ? in->proc.pid : 0,
         .port = running ? in->port : 0,

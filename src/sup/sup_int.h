@@ -161,7 +161,8 @@ struct instance {
     int fatal_port;                   /* the fatal line said another process has the port */
     int port_tries;                   /* starts moved to another port within this start */
     int avoid_port;                   /* a port lost to a neighbour: not chosen again now */
-    char *launch_note;                /* the reason the next launch's starting row carries */
+    char *exit_note;   /* how the host says the run ended (a Slurm job's state), or NULL */
+    char *launch_note; /* the reason the next launch's starting row carries */
     /* Durable state */
     enum inst_state recorded; /* the state the store holds for it */
     int unrecorded;           /* its current state is not in the store yet: retried */
@@ -326,6 +327,13 @@ extern const struct runner_events sup__runner_events;
 /* remote.c: instances on pods */
 /* The host of the instance (arg) stopped answering: it goes unknown. */
 void sup__pod_lost(void *arg, const char *why);
+/* The address that reaches in's engine: its tree's own (a Slurm job's node), else its runner's. */
+const char *sup__addr(const struct instance *in);
+/* runner_events.waiting and .ended (remote.c). */
+void sup__queued(void *arg, const char *why);
+/* Times the load from now: startup_timeout (instance.c). */
+void sup__start_deadline(struct instance *in);
+void sup__ended(void *arg, const char *why);
 /* The host answers again and the tree runs, reached at 127.0.0.1:local_port. */
 void sup__pod_found(void *arg, int local_port);
 /*

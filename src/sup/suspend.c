@@ -214,7 +214,7 @@ static void step(struct suspend *x)
     struct engine_step warm[1];
     char key[65];
     if (engine_warmup_plan(in->name, warm, 1) == 1)
-        in->plan = engine_run_plan_keyed(in->sup->app->loop, in->runner->addr, in->reach_port,
+        in->plan = engine_run_plan_keyed(in->sup->app->loop, sup__addr(in), in->reach_port,
                                          sup__engine_key(in, key) == 0 ? key : NULL, warm, 1,
                                          WARMUP_TIMEOUT_MS, warm_done, x);
     if (!in->plan)

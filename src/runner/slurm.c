@@ -1,0 +1,980 @@
+/*
+ * The Slurm runner (runner/slurm.h, docs/slurm.md): engines as batch jobs.
+ * Every Slurm command runs as a child process on the loop (tools_run): the
+ * loop never waits on the cluster.
+ */
+#include "runner/slurm.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/hash.h"
+#include "base/log.h"
+#include "config/config.h"
+
+#define SLURM_CMD_TIMEOUT_MS 30000
+/* How long after a submission or a cancel the queue is read again. */
+#define SLURM_SOON_MS 500
+/* How often sinfo is read for `yard hosts`. */
+#define SLURM_SINFO_EVERY_MS 60000
+
+enum watch_phase {
+    W_SUBMITTING = 0, /* sbatch runs */
+    W_QUEUED,         /* a job id; pending, or running without an address yet */
+    W_REACHED,        /* running, its address reported (found) */
+    W_DONE,           /* its end was reported, or it was dropped */
+};
+
+struct runner_watch {
+    struct runner_slurm *s;
+    struct runner_watch *next;
+    enum watch_phase phase;
+    long job;
+    uint64_t name_hash; /* of the job's name: an id Slurm reused is not this job */
+    char *script;       /* the job script (removed at the end) */
+    char *addr_file;
+    char *addr; /* the node's address, once known */
+    char *node;
+    int port;
+    char reason[160]; /* the pending reason last reported */
+    int dropped;      /* unwatched: nothing is reported any more */
+    int listed;       /* the last squeue listed it */
+    int asking;       /* a scontrol show job runs for it */
+    struct tools_run *sbatch;
+    runner_exit_cb cb;
+    void *arg;
+};
+
+struct node_addr {
+    char *node, *addr;
+    struct node_addr *next;
+};
+
+struct runner_slurm {
+    struct runner r;
+    char *name;
+    char *dir;
+    struct config *const *cfg;
+    uv_timer_t timer;
+    struct runner_watch *watches;
+    struct node_addr *nodes;
+    struct tools_run *squeue, *sinfo, *node_ask;
+    char *node_asked; /* the node node_ask resolves */
+    char why[256];
+    char *partitions; /* sinfo's answer, one partition a line */
+    uint64_t sinfo_ms;
+    int pending_ctl; /* scontrol runs in flight (for close) */
+    int closing;
+    void (*closed)(void *);
+    void *closed_arg;
+};
+
+static void poll_soon(struct runner_slurm *s, uint64_t ms);
+
+/* ---- reading Slurm's answers ---- */
+
+static const char *const terminal_states[] = {
+    "COMPLETED", "FAILED",    "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+    "PREEMPTED", "BOOT_FAIL", "DEADLINE",  "REVOKED", "SPECIAL_EXIT",  NULL,
+};
+
+int runner_slurm__terminal(const char *state)
+{
+    for (size_t i = 0; terminal_states[i]; i++)
+        if (!strncmp(state, terminal_states[i], strlen(terminal_states[i])))
+            return 1;
+    return 0;
+}
+
+/* Copies the value of KEY= in an scontrol one-line answer up to the next " Word=". */
+static int scontrol_value(const char *line, const char *key, char *out, size_t len)
+{
+    size_t kl = strlen(key);
+    for (const char *p = line; (p = strstr(p, key)) != NULL; p++) {
+        if ((p != line && p[-1] != ' ') || p[kl] != '=')
+            continue;
+        const char *v = p + kl + 1, *end = v;
+        /* A value runs to the next " Key=" (values such as Reason may hold spaces). */
+        for (;;) {
+            const char *sp = strchr(end, ' ');
+            if (!sp) {
+                end += strlen(end);
+                break;
+            }
+            const char *w = sp + 1, *q = w;
+            while (*q && (isalnum((unsigned char)*q) || *q == '_' || *q == ':' || *q == '/'))
+                q++;
+            if (*q == '=' && q > w) {
+                end = sp;
+                break;
+            }
+            end = sp + 1;
+        }
+        while (end > v && (end[-1] == '\n' || end[-1] == ' '))
+            end--;
+        snprintf(out, len, "%.*s", (int)(end - v), v);
+        return 0;
+    }
+    if (len)
+        out[0] = '\0';
+    return -ENOENT;
+}
+
+int runner_slurm__parse_scontrol(const char *line, struct runner_slurm_job *j)
+{
+    char v[64];
+    *j = (struct runner_slurm_job){.exit_code = -1, .exit_signal = -1};
+    if (scontrol_value(line, "JobId", v, sizeof v) < 0 || !isdigit((unsigned char)v[0]))
+        return -EPROTO;
+    j->id = strtol(v, NULL, 10);
+    scontrol_value(line, "JobState", j->state, sizeof j->state);
+    scontrol_value(line, "Reason", j->reason, sizeof j->reason);
+    scontrol_value(line, "NodeList", j->node, sizeof j->node);
+    scontrol_value(line, "JobName", j->name, sizeof j->name);
+    if (!strcmp(j->node, "(null)"))
+        j->node[0] = '\0';
+    if (scontrol_value(line, "ExitCode", v, sizeof v) == 0) {
+        int a, b;
+        if (sscanf(v, "%d:%d", &a, &b) == 2)
+            j->exit_code = a, j->exit_signal = b;
+    }
+    return 0;
+}
+
+void runner_slurm__ended_text(const struct runner_slurm_job *j, char *out, size_t len)
+{
+    const char *st = j->state;
+    char code[64] = "";
+    if (j->exit_signal > 0)
+        snprintf(code, sizeof code, ", killed by signal %d", j->exit_signal);
+    else if (j->exit_code > 0)
+        snprintf(code, sizeof code, ", exit code %d", j->exit_code);
+    if (!strncmp(st, "TIMEOUT", 7))
+        snprintf(out, len, "job %ld reached its time limit (TIMEOUT)", j->id);
+    else if (!strncmp(st, "OUT_OF_MEMORY", 13))
+        snprintf(out, len, "job %ld ran out of memory (OUT_OF_MEMORY)", j->id);
+    else if (!strncmp(st, "NODE_FAIL", 9))
+        snprintf(out, len, "job %ld lost its node %s (NODE_FAIL)", j->id, *j->node ? j->node : "");
+    else if (!strncmp(st, "PREEMPTED", 9))
+        snprintf(out, len, "job %ld was preempted (PREEMPTED)", j->id);
+    else if (!strncmp(st, "CANCELLED", 9))
+        snprintf(out, len, "job %ld was cancelled outside yard (CANCELLED%s)", j->id, code);
+    else if (!strncmp(st, "FAILED", 6))
+        snprintf(out, len, "job %ld failed (FAILED%s)", j->id, code);
+    else if (!strncmp(st, "COMPLETED", 9))
+        snprintf(out, len, "job %ld ended: the engine exited 0 (COMPLETED)", j->id);
+    else
+        snprintf(out, len, "job %ld ended %s%s", j->id, st, code);
+}
+
+/* ---- watches ---- */
+
+static struct runner_watch *find_job(struct runner_slurm *s, long job)
+{
+    for (struct runner_watch *w = s->watches; w; w = w->next)
+        if (w->job == job && w->phase != W_DONE && !w->dropped)
+            return w;
+    return NULL;
+}
+
+static void watch_free(struct runner_watch *w)
+{
+    struct runner_watch **pp = &w->s->watches;
+    while (*pp && *pp != w)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = w->next;
+    if (w->script)
+        unlink(w->script);
+    if (w->addr_file)
+        unlink(w->addr_file);
+    free(w->script);
+    free(w->addr_file);
+    free(w->addr);
+    free(w->node);
+    free(w);
+}
+
+/* Frees w unless a command still runs for it (which frees it when it answers). */
+static void watch_maybe_free(struct runner_watch *w)
+{
+    if ((w->phase == W_DONE || w->dropped) && !w->sbatch && !w->asking)
+        watch_free(w);
+}
+
+static void report_exit(struct runner_watch *w, const struct runner_slurm_job *j, const char *why)
+{
+    struct runner_slurm *s = w->s;
+    if (w->phase == W_DONE)
+        return;
+    w->phase = W_DONE;
+    if (!w->dropped) {
+        if (s->r.events && s->r.events->ended && why)
+            s->r.events->ended(w->arg, why);
+        if (w->cb)
+            w->cb(w->arg, j ? j->exit_code : -1, j && j->exit_signal > 0 ? j->exit_signal : 0);
+    }
+    watch_maybe_free(w);
+}
+
+/* ---- scontrol show job: a job squeue no longer lists ---- */
+
+struct ask {
+    struct runner_watch *w;
+    struct tools_cmd cmd;
+};
+
+static void ask_done(const struct tools_result *res, void *arg)
+{
+    struct ask *a = arg;
+    struct runner_watch *w = a->w;
+    struct runner_slurm *s = w->s;
+    w->asking = 0;
+    s->pending_ctl--;
+    if (w->dropped || w->phase == W_DONE || s->closing) {
+        watch_maybe_free(w);
+        free(a);
+        if (s->closing)
+            poll_soon(s, 0); /* close finishes there */
+        return;
+    }
+    struct runner_slurm_job j;
+    char why[320];
+    if (res->err == 0 && res->exit_code == 0 && runner_slurm__parse_scontrol(res->out, &j) == 0) {
+        if (w->name_hash && hash_fnv1a(j.name) != w->name_hash) {
+            snprintf(why, sizeof why, "job %ld is no longer yard's (Slurm gave its id to '%s')",
+                     w->job, j.name);
+            j.exit_code = -1, j.exit_signal = -1;
+            report_exit(w, &j, why);
+        } else if (runner_slurm__terminal(j.state)) {
+            runner_slurm__ended_text(&j, why, sizeof why);
+            report_exit(w, &j, why);
+        }
+        /* Not final yet (squeue raced it): the next poll looks again. */
+    } else if (res->err == 0 && res->errout && strstr(res->errout, "Invalid job id")) {
+        snprintf(why, sizeof why, "job %ld ended; Slurm no longer knows how", w->job);
+        report_exit(w, NULL, why);
+    } else {
+        char *d = tools_describe(&a->cmd, res);
+        log_warn("slurm", "cluster '%s': %s", s->name, d);
+        free(d);
+    }
+    free(a);
+}
+
+static void ask_job(struct runner_watch *w)
+{
+    struct runner_slurm *s = w->s;
+    if (w->asking)
+        return;
+    struct ask *a = xcalloc(1, sizeof *a);
+    a->w = w;
+    char id[32];
+    snprintf(id, sizeof id, "%ld", w->job);
+    tools_cmd_add(&a->cmd, "scontrol");
+    tools_cmd_add(&a->cmd, "-o");
+    tools_cmd_add(&a->cmd, "show");
+    tools_cmd_add(&a->cmd, "job");
+    tools_cmd_add(&a->cmd, id);
+    w->asking = 1;
+    s->pending_ctl++;
+    tools_run(s->r.loop, &a->cmd, SLURM_CMD_TIMEOUT_MS, ask_done, a);
+}
+
+/* ---- a running job's address ---- */
+
+static const char *node_addr_of(struct runner_slurm *s, const char *node)
+{
+    for (struct node_addr *n = s->nodes; n; n = n->next)
+        if (!strcmp(n->node, node))
+            return n->addr;
+    return NULL;
+}
+
+static void node_done(const struct tools_result *res, void *arg)
+{
+    struct runner_slurm *s = arg;
+    s->node_ask = NULL;
+    char addr[256] = "";
+    if (res->err == 0 && res->exit_code == 0)
+        scontrol_value(res->out, "NodeAddr", addr, sizeof addr);
+    if (*addr && s->node_asked) {
+        struct node_addr *n = xcalloc(1, sizeof *n);
+        n->node = s->node_asked;
+        s->node_asked = NULL;
+        n->addr = xstrdup(addr);
+        n->next = s->nodes;
+        s->nodes = n;
+    } else {
+        log_warn("slurm", "cluster '%s': cannot read the address of node '%s'%s%s", s->name,
+                 s->node_asked ? s->node_asked : "?", res->err ? "" : ": ",
+                 res->err ? "" : (res->errout ? res->errout : ""));
+    }
+    free(s->node_asked);
+    s->node_asked = NULL;
+    poll_soon(s, 0);
+}
+
+static void ask_node(struct runner_slurm *s, const char *node)
+{
+    if (s->node_ask)
+        return;
+    struct tools_cmd c = {0};
+    tools_cmd_add(&c, "scontrol");
+    tools_cmd_add(&c, "-o");
+    tools_cmd_add(&c, "show");
+    tools_cmd_add(&c, "node");
+    tools_cmd_add(&c, node);
+    s->node_asked = xstrdup(node);
+    s->node_ask = tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, node_done, s);
+}
+
+/* A running job: its address file, then its node's address, then found. */
+static void try_reach(struct runner_watch *w)
+{
+    struct runner_slurm *s = w->s;
+    if (!w->node) {
+        char buf[512];
+        int fd = open(w->addr_file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return; /* the script has not written it yet */
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0)
+            return;
+        buf[n] = '\0';
+        char node[256];
+        int port;
+        if (sscanf(buf, "%255s %d", node, &port) != 2 || port <= 0 || port > 65535)
+            return;
+        w->node = xstrdup(node);
+        w->port = port;
+    }
+    const char *addr = node_addr_of(s, w->node);
+    if (!addr) {
+        ask_node(s, w->node);
+        return;
+    }
+    free(w->addr);
+    w->addr = xstrdup(addr);
+    w->phase = W_REACHED;
+    log_info("slurm", "cluster '%s': job %ld runs on %s (%s), port %d", s->name, w->job, w->node,
+             w->addr, w->port);
+    if (!w->dropped && s->r.events && s->r.events->found)
+        s->r.events->found(w->arg, w->port);
+}
+
+/* ---- the poll: one squeue for every job of the cluster ---- */
+
+static int watching(struct runner_slurm *s)
+{
+    for (struct runner_watch *w = s->watches; w; w = w->next)
+        if (w->job > 0 && w->phase != W_DONE && !w->dropped)
+            return 1;
+    return 0;
+}
+
+static void squeue_line(struct runner_slurm *s, char *line)
+{
+    /* %i|%j|%T|%r|%N */
+    char *f[5] = {0};
+    int n = 0;
+    for (char *p = line; n < 5; n++) {
+        f[n] = p;
+        char *bar = strchr(p, '|');
+        if (!bar) {
+            n++;
+            break;
+        }
+        *bar = '\0';
+        p = bar + 1;
+    }
+    if (n < 5)
+        return;
+    long id = strtol(f[0], NULL, 10);
+    struct runner_watch *w = find_job(s, id);
+    if (!w)
+        return; /* not a job of ours: never touched */
+    w->listed = 1;
+    if (w->name_hash && hash_fnv1a(f[1]) != w->name_hash) {
+        /* An id Slurm reused: this is not the job yard submitted. */
+        char why[320];
+        snprintf(why, sizeof why, "job %ld is no longer yard's (Slurm gave its id to '%s')", id,
+                 f[1]);
+        report_exit(w, NULL, why);
+        return;
+    }
+    const char *state = f[2];
+    if (!strcmp(state, "PENDING") || !strcmp(state, "REQUEUED") || !strcmp(state, "REQUEUE_HOLD") ||
+        !strcmp(state, "RESV_DEL_HOLD")) {
+        char why[160];
+        snprintf(why, sizeof why, "job %ld pending: %s", id, f[3]);
+        if (strcmp(why, w->reason) != 0) {
+            snprintf(w->reason, sizeof w->reason, "%s", why);
+            if (s->r.events && s->r.events->waiting)
+                s->r.events->waiting(w->arg, why);
+        }
+        return;
+    }
+    if (runner_slurm__terminal(state)) {
+        ask_job(w); /* its exit code */
+        return;
+    }
+    if (!strcmp(state, "RUNNING") && w->phase == W_QUEUED)
+        try_reach(w);
+}
+
+static void squeue_done(const struct tools_result *res, void *arg)
+{
+    struct runner_slurm *s = arg;
+    s->squeue = NULL;
+    if (s->closing) {
+        poll_soon(s, 0);
+        return;
+    }
+    if (res->err < 0 || res->exit_code != 0) {
+        char line[200];
+        tools_last_line(res->errout ? res->errout : "", res->err_len, line, sizeof line);
+        snprintf(s->why, sizeof s->why, "squeue failed: %s",
+                 *line ? line : (res->why ? res->why : "no answer"));
+        log_warn("slurm", "cluster '%s': %s", s->name, s->why);
+        poll_soon(s, (*s->cfg && config_find_slurm(*s->cfg, s->name))
+                         ? config_find_slurm(*s->cfg, s->name)->poll_ms
+                         : 10000);
+        return;
+    }
+    s->why[0] = '\0';
+    /* Which of our jobs squeue lists; the others are asked of scontrol. */
+    for (struct runner_watch *w = s->watches; w; w = w->next)
+        w->listed = 0;
+    char *text = xstrdup(res->out ? res->out : "");
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+        squeue_line(s, line);
+    free(text);
+    for (struct runner_watch *w = s->watches, *next; w; w = next) {
+        next = w->next;
+        if (!w->listed && w->job > 0 && w->phase != W_DONE && !w->dropped)
+            ask_job(w);
+    }
+    const struct config_slurm *c = *s->cfg ? config_find_slurm(*s->cfg, s->name) : NULL;
+    poll_soon(s, c ? c->poll_ms : 10000);
+}
+
+static void sinfo_done(const struct tools_result *res, void *arg)
+{
+    struct runner_slurm *s = arg;
+    s->sinfo = NULL;
+    if (res->err == 0 && res->exit_code == 0) {
+        free(s->partitions);
+        s->partitions = xstrdup(res->out ? res->out : "");
+    }
+    if (s->closing)
+        poll_soon(s, 0);
+}
+
+static void finish_close(struct runner_slurm *s);
+
+static void timer_fire(uv_timer_t *t)
+{
+    struct runner_slurm *s = t->data;
+    if (s->closing) {
+        finish_close(s);
+        return;
+    }
+    uint64_t now = uv_now(s->r.loop);
+    if (!s->sinfo && (!s->sinfo_ms || now - s->sinfo_ms >= SLURM_SINFO_EVERY_MS)) {
+        struct tools_cmd c = {0};
+        tools_cmd_add(&c, "sinfo");
+        tools_cmd_add(&c, "-h");
+        tools_cmd_add(&c, "-o");
+        tools_cmd_add(&c, "%P %a %D %G %T");
+        s->sinfo_ms = now;
+        s->sinfo = tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, sinfo_done, s);
+    }
+    if (s->squeue || !watching(s))
+        return;
+    struct tools_cmd c = {0};
+    tools_cmd_add(&c, "squeue");
+    tools_cmd_add(&c, "-h");
+    tools_cmd_add(&c, "--me");
+    tools_cmd_add(&c, "-o");
+    tools_cmd_add(&c, "%i|%j|%T|%r|%N");
+    s->squeue = tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, squeue_done, s);
+}
+
+static void poll_soon(struct runner_slurm *s, uint64_t ms)
+{
+    if (s->closing) {
+        if (!s->squeue && !s->sinfo && !s->node_ask && !s->pending_ctl)
+            uv_timer_start(&s->timer, timer_fire, 0, 0);
+        return;
+    }
+    uint64_t due = uv_timer_get_due_in(&s->timer);
+    if (!uv_is_active((uv_handle_t *)&s->timer) || due > ms)
+        uv_timer_start(&s->timer, timer_fire, ms, 0);
+}
+
+/* ---- start: the job script and sbatch ---- */
+
+/* Appends s single-quoted for the shell. */
+static void shell_quote(struct buf *b, const char *s)
+{
+    buf_printf(b, "'");
+    for (; *s; s++) {
+        if (*s == '\'')
+            buf_printf(b, "'\\''");
+        else
+            buf_printf(b, "%c", *s);
+    }
+    buf_printf(b, "'");
+}
+
+/*
+ * An argument with the engine's port in it: the port itself, or "=PORT" or
+ * ":PORT" at its end. The job picks its own port on its node, so these get
+ * the port it picked ("$port").
+ */
+static int port_word(const char *a, const char *port, size_t *at)
+{
+    size_t al = strlen(a), pl = strlen(port);
+    if (!strcmp(a, port)) {
+        *at = 0;
+        return 1;
+    }
+    if (al > pl && !strcmp(a + al - pl, port) && (a[al - pl - 1] == '=' || a[al - pl - 1] == ':')) {
+        *at = al - pl;
+        return 1;
+    }
+    return 0;
+}
+
+static void quote_with_port(struct buf *b, const char *a, const char *port)
+{
+    size_t at;
+    if (!port_word(a, port, &at)) {
+        shell_quote(b, a);
+        return;
+    }
+    char *head = xstrndup(a, at);
+    if (*head)
+        shell_quote(b, head);
+    buf_printf(b, "\"$port\"");
+    free(head);
+}
+
+static char *job_script(const struct runner_spec *spec, const char *dir)
+{
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    char port[16];
+    snprintf(port, sizeof port, "%d", spec->port);
+    buf_printf(&b,
+               "#!/bin/bash\n"
+               "# Written by yard (docs/slurm.md): one engine, reached on its node.\n"
+               "port=%d\n"
+               "taken() { (exec 3<>\"/dev/tcp/127.0.0.1/$1\") 2>/dev/null; }\n"
+               "if taken \"$port\"; then\n"
+               "  for p in $(shuf -i 20000-60999 -n 200); do\n"
+               "    if ! taken \"$p\"; then port=$p; break; fi\n"
+               "  done\n"
+               "fi\n"
+               "node=\"${SLURMD_NODENAME:-$(hostname)}\"\n",
+               spec->port);
+    buf_printf(&b, "addr=");
+    shell_quote(&b, dir);
+    buf_printf(
+        &b, "/\"$SLURM_JOB_ID.addr\"\nprintf '%%s %%s\\n' \"$node\" \"$port\" > \"$addr.tmp\" && "
+            "mv \"$addr.tmp\" \"$addr\"\n"
+            "echo \"yard: job $SLURM_JOB_ID runs on $node, port $port\"\n");
+    if (spec->cwd) {
+        buf_printf(&b, "cd ");
+        shell_quote(&b, spec->cwd);
+        buf_printf(&b, " || exit 127\n");
+    }
+    for (size_t i = 0; spec->env && spec->env[i]; i++) {
+        const char *eq = strchr(spec->env[i], '=');
+        /* Slurm gives the job its GPUs: CUDA_VISIBLE_DEVICES is its. */
+        if (!eq || !strncmp(spec->env[i], "CUDA_VISIBLE_DEVICES=", 21))
+            continue;
+        buf_printf(&b, "export %.*s=", (int)(eq - spec->env[i]), spec->env[i]);
+        quote_with_port(&b, eq + 1, port);
+        buf_printf(&b, "\n");
+    }
+    buf_printf(&b, "exec");
+    for (size_t i = 0; spec->argv[i]; i++) {
+        buf_printf(&b, " ");
+        quote_with_port(&b, spec->argv[i], port);
+    }
+    buf_printf(&b, " </dev/null\n");
+    return buf_detach(&b, NULL);
+}
+
+/* How many GPUs the supervisor gave the engine (CUDA_VISIBLE_DEVICES=0,1: 2). */
+static int gpu_count(const struct runner_spec *spec)
+{
+    for (size_t i = 0; spec->env && spec->env[i]; i++)
+        if (!strncmp(spec->env[i], "CUDA_VISIBLE_DEVICES=", 21)) {
+            const char *v = spec->env[i] + 21;
+            if (!*v)
+                return 0;
+            int n = 1;
+            for (; *v; v++)
+                n += *v == ',';
+            return n;
+        }
+    return 0;
+}
+
+static void sbatch_done(const struct tools_result *res, void *arg)
+{
+    struct runner_watch *w = arg;
+    struct runner_slurm *s = w->s;
+    w->sbatch = NULL;
+    long job = 0;
+    if (res->err == 0 && res->exit_code == 0 && res->out && isdigit((unsigned char)res->out[0]))
+        job = strtol(res->out, NULL, 10);
+    if (w->dropped || s->closing) {
+        if (job > 0)
+            log_warn("slurm",
+                     "cluster '%s': job %ld was submitted as its start was given up; cancel it "
+                     "with 'scancel %ld' if it is still listed",
+                     s->name, job, job);
+        w->phase = W_DONE;
+        watch_maybe_free(w);
+        if (s->closing)
+            poll_soon(s, 0);
+        return;
+    }
+    if (job <= 0) {
+        char line[300];
+        tools_last_line(res->errout ? res->errout : "", res->err_len, line, sizeof line);
+        char *msg = res->err < 0 || !*line
+                        ? xstrfmt("sbatch failed: %s", res->why ? res->why : "no answer")
+                        : xstrfmt("sbatch refused the job: %s", line);
+        w->phase = W_DONE;
+        if (s->r.events && s->r.events->launched)
+            s->r.events->launched(w->arg, NULL, 0, msg);
+        free(msg);
+        watch_maybe_free(w);
+        return;
+    }
+    /* sbatch has read the script. */
+    unlink(w->script);
+    free(w->script);
+    w->script = NULL;
+    w->job = job;
+    w->addr_file = xstrfmt("%s/%ld.addr", s->dir, job);
+    w->phase = W_QUEUED;
+    log_info("slurm", "cluster '%s': submitted job %ld", s->name, job);
+    struct runner_proc p = {.pid = (int)job, .pgid = (int)job, .start_time = w->name_hash};
+    /* Reported at once: the job id is recorded before anything else is known of it. */
+    if (s->r.events && s->r.events->launched)
+        s->r.events->launched(w->arg, &p, 0, NULL);
+    poll_soon(s, SLURM_SOON_MS);
+}
+
+static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
+                       void *arg, struct runner_proc *out, struct runner_watch **watch, char **err)
+{
+    struct runner_slurm *s = (struct runner_slurm *)r;
+    const struct config_slurm *c = *s->cfg ? config_find_slurm(*s->cfg, s->name) : NULL;
+    *out = (struct runner_proc){0};
+    if (!c) {
+        *err = xstrfmt("Slurm cluster '%s' is not in the config any more", s->name);
+        return -ENOENT;
+    }
+    if (mkdir(s->dir, 0700) < 0 && errno != EEXIST) {
+        *err = xstrfmt("cannot make '%s': %s", s->dir, strerror(errno));
+        return -errno;
+    }
+    static unsigned seq;
+    char *base =
+        xstrfmt("%s/%s-%d-%u", s->dir, spec->name ? spec->name : "engine", (int)getpid(), ++seq);
+    struct runner_watch *w = xcalloc(1, sizeof *w);
+    w->s = s;
+    w->cb = on_exit;
+    w->arg = arg;
+    w->script = xstrfmt("%s.sh", base);
+    free(base);
+    char *text = job_script(spec, s->dir);
+    int fd = open(w->script, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+    size_t len = strlen(text);
+    int ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    if (!ok) {
+        *err = xstrfmt("cannot write the job script '%s': %s", w->script, strerror(e));
+        watch_free(w);
+        return -e;
+    }
+    char *name = xstrfmt("yard-%s", spec->name ? spec->name : "engine");
+    w->name_hash = hash_fnv1a(name);
+    struct tools_cmd cmd = {0};
+    char opt[512];
+    tools_cmd_add(&cmd, "sbatch");
+    tools_cmd_add(&cmd, "--parsable");
+    snprintf(opt, sizeof opt, "--job-name=%s", name);
+    tools_cmd_add(&cmd, opt);
+    free(name);
+    snprintf(opt, sizeof opt, "--output=%s", spec->log_path ? spec->log_path : "/dev/null");
+    tools_cmd_add(&cmd, opt);
+    tools_cmd_add(&cmd, "--open-mode=append");
+    int gpus = gpu_count(spec);
+    if (gpus > 0) {
+        snprintf(opt, sizeof opt, "--gres=gpu:%d", gpus);
+        tools_cmd_add(&cmd, opt);
+    }
+    if (c->time_ms) {
+        snprintf(opt, sizeof opt, "--time=%llu",
+                 (unsigned long long)((c->time_ms + 59999) / 60000));
+        tools_cmd_add(&cmd, opt);
+    }
+    if (c->partition) {
+        snprintf(opt, sizeof opt, "--partition=%s", c->partition);
+        tools_cmd_add(&cmd, opt);
+    }
+    if (c->account) {
+        snprintf(opt, sizeof opt, "--account=%s", c->account);
+        tools_cmd_add(&cmd, opt);
+    }
+    if (c->qos) {
+        snprintf(opt, sizeof opt, "--qos=%s", c->qos);
+        tools_cmd_add(&cmd, opt);
+    }
+    for (size_t i = 0; i < c->n_sbatch; i++)
+        tools_cmd_add(&cmd, c->sbatch[i]);
+    if (tools_cmd_add(&cmd, w->script) < 0) {
+        *err = xstrdup("the sbatch command line is too long");
+        watch_free(w);
+        return -ENAMETOOLONG;
+    }
+    w->next = s->watches;
+    s->watches = w;
+    w->sbatch = tools_run(r->loop, &cmd, SLURM_CMD_TIMEOUT_MS, sbatch_done, w);
+    *watch = w;
+    return 0;
+}
+
+static int slurm_adopt(struct runner *r, const struct runner_proc *p, runner_exit_cb on_exit,
+                       void *arg, struct runner_watch **watch)
+{
+    struct runner_slurm *s = (struct runner_slurm *)r;
+    if (p->pid <= 0)
+        return -ESRCH;
+    struct runner_watch *w = xcalloc(1, sizeof *w);
+    w->s = s;
+    w->cb = on_exit;
+    w->arg = arg;
+    w->job = p->pid;
+    w->name_hash = p->start_time;
+    w->phase = W_QUEUED;
+    w->addr_file = xstrfmt("%s/%ld.addr", s->dir, w->job);
+    w->next = s->watches;
+    s->watches = w;
+    *watch = w;
+    poll_soon(s, 0);
+    return 0;
+}
+
+static void slurm_unwatch(struct runner_watch *w)
+{
+    w->dropped = 1;
+    watch_maybe_free(w);
+}
+
+static void scancel_done(const struct tools_result *res, void *arg)
+{
+    char *name = arg;
+    if (res->err < 0 || res->exit_code != 0) {
+        char line[200];
+        tools_last_line(res->errout ? res->errout : "", res->err_len, line, sizeof line);
+        log_warn("slurm", "cluster '%s': scancel failed: %s", name,
+                 *line ? line : (res->why ? res->why : "no answer"));
+    }
+    free(name);
+}
+
+static void scancel(struct runner_slurm *s, long job, int term)
+{
+    struct tools_cmd c = {0};
+    char id[32];
+    snprintf(id, sizeof id, "%ld", job);
+    tools_cmd_add(&c, "scancel");
+    if (term) {
+        tools_cmd_add(&c, "--signal=TERM");
+        tools_cmd_add(&c, "--full");
+    }
+    tools_cmd_add(&c, id);
+    tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, scancel_done, xstrdup(s->name));
+    poll_soon(s, SLURM_SOON_MS);
+}
+
+static int slurm_signal_group(struct runner *r, const struct runner_proc *p, int sig)
+{
+    struct runner_slurm *s = (struct runner_slurm *)r;
+    struct runner_watch *w = find_job(s, p->pid);
+    /* Only a job yard watches, as submitted: never another's. */
+    if (!w || (p->start_time && w->name_hash != p->start_time))
+        return -ESRCH;
+    if (sig == SIGTERM)
+        scancel(s, w->job, 1);
+    else if (sig == SIGKILL)
+        scancel(s, w->job, 0);
+    return 0;
+}
+
+static int slurm_alive(struct runner *r, const struct runner_proc *p)
+{
+    return find_job((struct runner_slurm *)r, p->pid) != NULL;
+}
+
+static int slurm_port_free(struct runner *r, int port)
+{
+    (void)r;
+    (void)port;
+    return 1; /* the job picks a free one on its node */
+}
+
+static struct runner_exec *slurm_exec(struct runner *r, const struct tools_cmd *cmd,
+                                      uint64_t timeout_ms, runner_exec_cb cb, void *arg)
+{
+    return (struct runner_exec *)tools_run(r->loop, cmd, timeout_ms, cb, arg);
+}
+
+static void slurm_exec_cancel(struct runner *r, struct runner_exec *e)
+{
+    (void)r;
+    tools_run_cancel((struct tools_run *)e);
+}
+
+static const char *slurm_watch_addr(struct runner_watch *w)
+{
+    return w && w->phase == W_REACHED ? w->addr : NULL;
+}
+
+static const struct runner_ops slurm_ops = {
+    .name = "slurm",
+    .start = slurm_start,
+    .adopt = slurm_adopt,
+    .unwatch = slurm_unwatch,
+    .signal_group = slurm_signal_group,
+    .group_alive = slurm_alive,
+    .is_alive = slurm_alive,
+    .port_free = slurm_port_free,
+    .exec = slurm_exec,
+    .exec_cancel = slurm_exec_cancel,
+    .watch_addr = slurm_watch_addr,
+};
+
+struct runner_slurm *runner_slurm_new(uv_loop_t *loop, const char *name, const char *state_dir,
+                                      struct config *const *cfg)
+{
+    struct runner_slurm *s = xcalloc(1, sizeof *s);
+    s->r.ops = &slurm_ops;
+    s->r.loop = loop;
+    s->name = xstrdup(name);
+    s->r.host = s->name;
+    s->r.addr = "127.0.0.1"; /* unused: each job is reached on its node (watch_addr) */
+    s->cfg = cfg;
+    char *top = xstrfmt("%s/slurm", state_dir ? state_dir : ".");
+    mkdir(top, 0700);
+    s->dir = xstrfmt("%s/%s", top, name);
+    free(top);
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, timer_fire, 0, 0); /* sinfo for `yard hosts` */
+    return s;
+}
+
+struct runner *runner_slurm_runner(struct runner_slurm *s)
+{
+    return &s->r;
+}
+
+const char *runner_slurm_why(const struct runner_slurm *s)
+{
+    return s->why;
+}
+
+char *runner_slurm_describe(struct runner_slurm *s)
+{
+    struct buf b;
+    buf_init(&b, 1 << 16);
+    if (s->partitions)
+        buf_printf(&b, "%s", s->partitions);
+    for (struct runner_watch *w = s->watches; w; w = w->next) {
+        if (w->job <= 0 || w->dropped || w->phase == W_DONE)
+            continue;
+        buf_printf(&b, "job %ld %s%s%s\n", w->job,
+                   w->phase == W_REACHED ? "RUNNING on "
+                   : *w->reason          ? w->reason
+                                         : "QUEUED",
+                   w->phase == W_REACHED ? w->node : "", "");
+    }
+    char *out = buf_detach(&b, NULL);
+    return out ? out : xstrdup("");
+}
+
+static void closed_cb(uv_handle_t *h)
+{
+    struct runner_slurm *s = h->data;
+    void (*done)(void *) = s->closed;
+    void *arg = s->closed_arg;
+    while (s->watches)
+        watch_free(s->watches);
+    while (s->nodes) {
+        struct node_addr *n = s->nodes;
+        s->nodes = n->next;
+        free(n->node);
+        free(n->addr);
+        free(n);
+    }
+    free(s->partitions);
+    free(s->node_asked);
+    free(s->dir);
+    free(s->name);
+    free(s);
+    if (done)
+        done(arg);
+}
+
+static void finish_close(struct runner_slurm *s)
+{
+    if (s->squeue || s->sinfo || s->node_ask || s->pending_ctl)
+        return; /* each answers, then comes back here */
+    for (struct runner_watch *w = s->watches; w; w = w->next)
+        if (w->sbatch)
+            return;
+    if (uv_is_closing((uv_handle_t *)&s->timer))
+        return;
+    /* Jobs keep running: their address files stay for the next daemon. */
+    for (struct runner_watch *w = s->watches; w; w = w->next) {
+        if (w->phase == W_DONE)
+            continue;
+        free(w->addr_file);
+        w->addr_file = NULL;
+    }
+    uv_close((uv_handle_t *)&s->timer, closed_cb);
+}
+
+void runner_slurm_close(struct runner_slurm *s, void (*done)(void *), void *arg)
+{
+    s->closing = 1;
+    s->closed = done;
+    s->closed_arg = arg;
+    uv_timer_stop(&s->timer);
+    /* What runs is let finish (each is bounded): its answer is dropped. */
+    poll_soon(s, 0);
+}
