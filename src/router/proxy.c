@@ -338,19 +338,25 @@ static void on_fail(struct sched_waiter *w, enum sched_reason why, const char *m
     router__refuse(rr, why, w->retry_after_s, msg);
 }
 
-static void send_loading(struct router__req *rr, int percent)
+static void send_loading(struct router__req *rr, int percent, const char *why)
 {
-    char line[ROUTER_MODEL_MAX + 64];
-    int n = percent >= 0 ? snprintf(line, sizeof line, ": loading %s %d%%\n\n", rr->model, percent)
-                         : snprintf(line, sizeof line, ": loading %s\n\n", rr->model);
+    char line[ROUTER_MODEL_MAX + 320];
+    /* A comment line holds no newline: the reason is cut at the first. */
+    int wl = why ? (int)strcspn(why, "\r\n") : 0;
+    if (wl > 256)
+        wl = 256;
+    int n = why ? snprintf(line, sizeof line, ": loading %s: %.*s\n\n", rr->model, wl, why)
+            : percent >= 0
+                ? snprintf(line, sizeof line, ": loading %s %d%%\n\n", rr->model, percent)
+                : snprintf(line, sizeof line, ": loading %s\n\n", rr->model);
     http_stream_write(rr->req, line, (size_t)n, NULL, NULL);
 }
 
-static void on_progress(struct sched_waiter *w, int percent)
+static void on_progress(struct sched_waiter *w, int percent, const char *why)
 {
     struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
     if (rr->began && !rr->finished)
-        send_loading(rr, percent);
+        send_loading(rr, percent, why);
 }
 
 void router__admit(struct router__req *rr)
@@ -380,7 +386,11 @@ void router__admit(struct router__req *rr)
         rr->began = 1;
         router__count(r, rr->model, 200);
         rr->counted = 1;
-        send_loading(rr, -1);
+        /* A start that already waits (a queued job) says for what at once. */
+        struct sup_info info;
+        int waits = sup_info(r->app->sup, rr->model, &info) == 0 && info.state == INST_STARTING &&
+                    info.reason && *info.reason;
+        send_loading(rr, -1, waits ? info.reason : NULL);
     }
 }
 

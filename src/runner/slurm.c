@@ -417,7 +417,9 @@ static void squeue_line(struct runner_slurm *s, char *line)
     if (!strcmp(state, "PENDING") || !strcmp(state, "REQUEUED") || !strcmp(state, "REQUEUE_HOLD") ||
         !strcmp(state, "RESV_DEL_HOLD")) {
         char why[160];
-        snprintf(why, sizeof why, "job %ld pending: %s", id, f[3]);
+        /* None: the scheduler has not looked at it yet. */
+        snprintf(why, sizeof why, "job %ld pending: %s", id,
+                 !strcmp(f[3], "None") ? "not scheduled yet" : f[3]);
         if (strcmp(why, w->reason) != 0) {
             snprintf(w->reason, sizeof w->reason, "%s", why);
             if (s->r.events && s->r.events->waiting)

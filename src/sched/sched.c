@@ -343,11 +343,16 @@ static void on_note(void *arg, const struct sup_note *n)
         sm->last_percent = n->percent;
         for (struct sched_waiter *w = sm->head; w; w = w->next)
             if (w->on_progress)
-                w->on_progress(w, n->percent);
+                w->on_progress(w, n->percent, NULL);
         return;
     }
     if (n->kind != SUP_NOTE_STATE)
         return;
+    /* A start that waits (a queued job) says for what. */
+    if (n->state == INST_STARTING && n->reason && *n->reason)
+        for (struct sched_waiter *w = sm->head; w; w = w->next)
+            if (w->on_progress)
+                w->on_progress(w, -1, n->reason);
     uint64_t now = now_ms(s);
     sm->reps[0].refused_until_ms = 0; /* its state changed: the runner has said what happened */
     sm->ready_since_ms = n->state == INST_READY ? now : 0;
@@ -546,8 +551,15 @@ void sched__tick(struct sched *s)
                 continue;
             unlink_waiter(s, sm, w);
             char d[32];
-            char *msg = xstrfmt("timed out after %s waiting for model '%s' (router.max_wait)",
-                                units_fmt_duration(max_wait, d, sizeof d), sm->name);
+            /* What it waits for, when its start says (a queued Slurm job's reason). */
+            struct sup_info info;
+            const char *why = s->ops->info(s->app->sup, sm->name, &info) == 0 &&
+                                      info.state == INST_STARTING && info.reason && *info.reason
+                                  ? info.reason
+                                  : NULL;
+            char *msg = xstrfmt("timed out after %s waiting for model '%s' (router.max_wait)%s%s",
+                                units_fmt_duration(max_wait, d, sizeof d), sm->name,
+                                why ? ": " : "", why ? why : "");
             w->on_fail(w, SCHED_WAIT_TIMEOUT, msg);
             free(msg);
         }

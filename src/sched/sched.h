@@ -78,8 +78,12 @@ struct sched_waiter {
     void (*on_ready)(struct sched_waiter *w, const struct sched_target *t);
     /* Refused while waiting: why, and a one-line message a person reads. */
     void (*on_fail)(struct sched_waiter *w, enum sched_reason why, const char *msg);
-    /* Load progress while waiting: percent, or -1 when the engine does not log it. */
-    void (*on_progress)(struct sched_waiter *w, int percent);
+    /*
+     * Load progress while waiting: percent, or -1 when the engine does not
+     * log it; why, when not NULL, says what the start waits for in one line
+     * (a queued Slurm job's reason).
+     */
+    void (*on_progress)(struct sched_waiter *w, int percent, const char *why);
 };
 
 struct sched_stats {

@@ -31,11 +31,11 @@ function mockCmd(name, extra = '') {
 }
 
 /** A daemon whose models run on cluster c1 (one GPU each unless given). */
-async function daemon(models, { stateDir, port } = {}) {
+async function daemon(models, { stateDir, port, maxWait = '60s' } = {}) {
     port = port ?? (await h.freePort());
     const lines = [
         `listen: 127.0.0.1:${port}`,
-        'router: { max_wait: 60s }',
+        `router: { max_wait: ${maxWait} }`,
         'slurm:',
         `  c1: { partition: ${s.partition}, time: 5m, poll: 1s }`,
         'models:',
@@ -51,7 +51,25 @@ async function daemon(models, { stateDir, port } = {}) {
     stateDir = stateDir ?? h.tmpdir('yard-slurm-state-');
     const config = h.writeConfig(stateDir, lines.join('\n') + '\n');
     const d = await h.startDaemon({ config, stateDir, env: s.env });
-    return { d, stateDir, port, base: `http://127.0.0.1:${port}` };
+    return { d, stateDir, port, config, base: `http://127.0.0.1:${port}` };
+}
+
+const chatBody = (model, stream = false) => ({
+    model,
+    messages: [{ role: 'user', content: 'hi' }],
+    max_tokens: 3,
+    stream,
+});
+
+/** A job that holds n GPUs of the node until cancelled. */
+async function blocker(n) {
+    const id = await s.sbatch([`--gres=gpu:${n}`, '--time=5', '--job-name=blocker'], '#!/bin/sh\nexec sleep 600\n');
+    await s.waitJob(id, 'RUNNING');
+    return id;
+}
+
+async function entry(stateDir, name) {
+    return (await h.ps(stateDir)).find((x) => x.name === name);
 }
 
 /** yard's jobs in the cluster now (squeue), by name. */
@@ -104,6 +122,124 @@ describe('Slurm: models as jobs', { skip: SKIP || false }, () => {
             });
             const done = await s.job(jobs[0].id);
             assert.ok(done === null || done.JobState === 'CANCELLED' || done.JobState === 'COMPLETED', JSON.stringify(done));
+        } finally {
+            await y.d.stop();
+        }
+    });
+    test('a job pends with its reason (ps, SSE, 503 at max_wait); kill -9 of the daemon with a running and a pending job: both adopted, none submitted twice; stop leaves no job', async () => {
+        const b1 = await blocker(2);
+        const models = { p1: {}, p2: {} };
+        let y = await daemon(models, { maxWait: '3s' });
+        let b2;
+        try {
+            // The node is full: p1's job pends with Slurm's reason, and a request gives up with it.
+            const first = h.httpPost(`${y.base}/v1/chat/completions`, chatBody('p1'));
+            const e = await h.waitFor(
+                async () => {
+                    const x = await entry(y.stateDir, 'p1');
+                    return x?.state === 'starting' && /^job \d+ pending: Resources$/.test(x.reason) ? x : false;
+                },
+                { timeoutMs: 30000, what: "p1's job pending for Resources" }
+            );
+            const p1job = String(e.pid);
+            assert.equal((await first).status, 503);
+            const r = await h.httpPost(`${y.base}/v1/chat/completions`, chatBody('p1'));
+            assert.equal(r.status, 503, r.body);
+            assert.match(r.body, new RegExp(`router\\.max_wait\\): job ${p1job} pending: Resources`));
+            // A streaming client hears it in the stream's loading comment.
+            const st = await h.httpPost(`${y.base}/v1/chat/completions`, chatBody('p1', true));
+            assert.equal(st.status, 200);
+            assert.match(st.body, new RegExp(`^: loading p1: job ${p1job} pending: Resources$`, 'm'));
+
+            // The node frees up: the job runs and the model serves.
+            await s.scancel([b1]);
+            await h.waitState(y.stateDir, 'p1', 'ready', 60000);
+            const ok = await h.httpPost(`${y.base}/v1/chat/completions`, chatBody('p1'));
+            assert.equal(ok.status, 200, ok.body);
+
+            // p2 pends behind another job holding the last GPU.
+            b2 = await blocker(1);
+            h.httpPost(`${y.base}/v1/chat/completions`, chatBody('p2')).catch(() => {});
+            await h.waitFor(async () => /pending/.test((await entry(y.stateDir, 'p2'))?.reason ?? ''), {
+                timeoutMs: 30000,
+                what: 'p2 pending',
+            });
+            const p2job = String((await entry(y.stateDir, 'p2')).pid);
+            assert.match(p2job, /^\d+$/);
+
+            // kill -9: the jobs stay; the next daemon adopts both by id.
+            y.d.kill('SIGKILL');
+            await y.d.waitExit();
+            y = { ...y, d: await h.startDaemon({ config: y.config, stateDir: y.stateDir, env: s.env }) };
+            const a1 = await h.waitState(y.stateDir, 'p1', 'ready', 30000);
+            assert.equal(String(a1.pid), p1job);
+            const a2 = await h.waitFor(
+                async () => {
+                    const x = await entry(y.stateDir, 'p2');
+                    return x?.state === 'starting' && /pending/.test(x.reason) ? x : false;
+                },
+                { timeoutMs: 30000, what: 'p2 adopted, still pending' }
+            );
+            assert.equal(String(a2.pid), p2job);
+            let jobs = await yardJobs();
+            assert.deepEqual(jobs.map((j) => j.id).sort(), [p1job, p2job].sort(), JSON.stringify(jobs));
+
+            await s.scancel([b2]);
+            b2 = null;
+            await h.waitState(y.stateDir, 'p2', 'ready', 60000);
+            assert.equal(String((await entry(y.stateDir, 'p2')).pid), p2job);
+            const ok2 = await h.httpPost(`${y.base}/v1/chat/completions`, chatBody('p2'));
+            assert.equal(ok2.status, 200, ok2.body);
+            jobs = await yardJobs();
+            assert.equal(jobs.length, 2, `no job was submitted twice: ${JSON.stringify(jobs)}`);
+
+            const stop = await h.yard(['stop', 'p1', 'p2'], { stateDir: y.stateDir });
+            assert.equal(stop.code, 0, stop.stderr);
+            await h.waitFor(async () => (await yardJobs()).length === 0, { timeoutMs: 30000, what: 'no yard job left' });
+        } finally {
+            if (b2) await s.scancel([b2]);
+            await s.scancel([b1]);
+            await y.d.stop();
+        }
+    });
+
+    test('a job that fails: exit code and the engine\'s OOM line; a job cancelled by someone else: classified, restarted per policy', async () => {
+        const y = await daemon({
+            f1: { cmd: mockCmd('f1', '--fail oom') },
+            c1: { extra: { restart: 'on-failure' } },
+        });
+        try {
+            const r = await h.httpPost(`${y.base}/v1/chat/completions`, chatBody('f1'));
+            assert.ok(r.status >= 500, `${r.status} ${r.body}`);
+            const f = await h.waitState(y.stateDir, 'f1', 'failed', 30000);
+            assert.match(f.reason, /job \d+ failed \(FAILED, exit code \d+\) during load: .*out of memory/i);
+
+            const ok = await h.httpPost(`${y.base}/v1/chat/completions`, chatBody('c1'));
+            assert.equal(ok.status, 200, ok.body);
+            const first = String((await entry(y.stateDir, 'c1')).pid);
+            await s.scancel([first]);
+            // Classified, then restarted as a new job that serves.
+            await h.waitFor(
+                async () => {
+                    const ev = await h.yard(['events', 'c1', '-n', '50'], { stateDir: y.stateDir });
+                    return new RegExp(`job ${first} was cancelled outside yard \\(CANCELLED`).test(ev.stdout);
+                },
+                { timeoutMs: 30000, what: 'the cancel classified in yard events' }
+            );
+            const back = await h.waitFor(
+                async () => {
+                    const x = await entry(y.stateDir, 'c1');
+                    return x?.state === 'ready' && String(x.pid) !== first ? x : false;
+                },
+                { timeoutMs: 60000, what: 'c1 restarted as a new job' }
+            );
+            const ev = await h.yard(['events', 'c1', '-n', '50'], { stateDir: y.stateDir });
+            assert.match(ev.stdout, /restart/i, ev.stdout);
+            const again = await h.httpPost(`${y.base}/v1/chat/completions`, chatBody('c1'));
+            assert.equal(again.status, 200, again.body);
+            const stop = await h.yard(['stop', 'c1'], { stateDir: y.stateDir });
+            assert.equal(stop.code, 0, stop.stderr);
+            await h.waitFor(async () => (await yardJobs()).length === 0, { timeoutMs: 30000, what: 'no yard job left' });
         } finally {
             await y.d.stop();
         }
