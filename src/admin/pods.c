@@ -458,11 +458,21 @@ static json_t *host_json(struct app *app, struct host *h)
                       "memory_used",
                       d->used == UINT64_MAX ? json_null() : json_integer((json_int_t)d->used)));
     }
-    return json_pack("{s:o, s:s, s:o, s:o, s:o, s:o}", "name", utf8_json_xstring(h->name), "kind",
-                     host_kind_name(h->kind), "reachable",
-                     r == HOST_REACH_UNKNOWN ? json_null() : json_boolean(r == HOST_REACH_YES),
-                     "reason", why ? utf8_json_xstring(why) : json_null(), "gpus", gpus,
-                     "instances", host_instances(app, h->name));
+    json_t *o = json_pack("{s:o, s:s, s:o, s:o, s:o, s:o}", "name", utf8_json_xstring(h->name),
+                          "kind", host_kind_name(h->kind), "reachable",
+                          r == HOST_REACH_UNKNOWN ? json_null() : json_boolean(r == HOST_REACH_YES),
+                          "reason", why ? utf8_json_xstring(why) : json_null(), "gpus", gpus,
+                          "instances", host_instances(app, h->name));
+    if (o && h->kind == HOST_SLURM) {
+        /* A cluster: its partitions (sinfo) and yard's jobs, one a line. */
+        json_t *lines = json_array();
+        char *text = host_cluster_text(h), *save = NULL;
+        for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+            json_array_append_new(lines, utf8_json_xstring(l));
+        free(text);
+        json_object_set_new(o, "cluster", lines);
+    }
+    return o;
 }
 
 static void hosts_probed(void *arg)

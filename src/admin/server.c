@@ -312,14 +312,21 @@ static json_t *info_json(const struct sup_info *i)
     const char *nl = strchr(i->reason, '\n');
     size_t reason_len = nl ? (size_t)(nl - i->reason) : strlen(i->reason);
     /* NULL (out of memory) is checked by send_ok's caller through the array append. */
-    return json_pack("{s:o, s:o, s:o, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:i, s:o, s:b}", "name",
-                     jstr(i->name), "engine", jstr(i->engine), "host", jstr(i->host), "replica",
-                     i->replica, "state", sup_state_name(i->state), "pid",
-                     i->pid ? json_integer(i->pid) : json_null(), "port",
-                     i->port ? json_integer(i->port) : json_null(), "gpus", jstr(i->gpus),
-                     "uptime_s", i->uptime_s >= 0 ? json_integer(i->uptime_s) : json_null(),
-                     "reason", jstrn(i->reason, reason_len), "restarts", i->restarts, "progress",
-                     i->percent >= 0 ? json_integer(i->percent) : json_null(), "busy", i->busy);
+    json_t *o = json_pack(
+        "{s:o, s:o, s:o, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:i, s:o, s:b}", "name", jstr(i->name),
+        "engine", jstr(i->engine), "host", jstr(i->host), "replica", i->replica, "state",
+        sup_state_name(i->state), "pid", i->pid ? json_integer(i->pid) : json_null(), "port",
+        i->port ? json_integer(i->port) : json_null(), "gpus", jstr(i->gpus), "uptime_s",
+        i->uptime_s >= 0 ? json_integer(i->uptime_s) : json_null(), "reason",
+        jstrn(i->reason, reason_len), "restarts", i->restarts, "progress",
+        i->percent >= 0 ? json_integer(i->percent) : json_null(), "busy", i->busy);
+    /* A Slurm job's id and node. */
+    if (o && (json_object_set_new(o, "job", i->job ? json_integer(i->job) : json_null()) < 0 ||
+              json_object_set_new(o, "node", i->node ? jstr(i->node) : json_null()) < 0)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 /* Adds what the scheduler knows of row's model: pinned, and the time its ttl leaves it. */

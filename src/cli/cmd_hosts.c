@@ -11,9 +11,10 @@
 static const char usage[] =
     "usage: yard hosts [--json]\n"
     "\n"
-    "lists every host: 'local' (this machine) and each pod, whether it answers\n"
-    "(each pod is asked again), its GPUs with memory used and total, and the\n"
-    "models running there\n";
+    "lists every host: 'local' (this machine), each pod and each Slurm cluster,\n"
+    "whether it answers (each pod is asked again), its GPUs with memory used and\n"
+    "total, and the models running there; under the table, each cluster's\n"
+    "partitions (sinfo) and yard's jobs there\n";
 
 enum { COL_NAME, COL_KIND, COL_REACHABLE, COL_GPUS, COL_INSTANCES, COL_COUNT };
 
@@ -38,6 +39,18 @@ static json_t *host_stable(const json_t *h)
             json_array_append(inst, v);
     }
     json_object_set_new(o, "instances", inst);
+    json_t *cl = json_object_get(h, "cluster");
+    if (json_is_array(cl)) {
+        json_t *lines = json_array();
+        json_array_foreach(cl, i, v)
+        {
+            if (json_is_string(v))
+                json_array_append(lines, v);
+        }
+        json_object_set_new(o, "cluster", lines);
+    } else {
+        json_object_set_new(o, "cluster", json_null());
+    }
     return o;
 }
 
@@ -122,6 +135,25 @@ static void print_table(const json_t *hosts)
         row[COL_INSTANCES] = instances_cell(json_object_get(h, "instances"));
     }
     cli_table_print(cells, n + 1, COL_COUNT, stdout, NULL, NULL);
+    /* A Slurm cluster's partitions and yard's jobs there, under the table. */
+    for (size_t i = 0; i < n; i++) {
+        const json_t *h = json_array_get(hosts, i);
+        json_t *cl = json_object_get(h, "cluster");
+        if (!json_is_array(cl))
+            continue;
+        const char *name = json_string_value(json_object_get(h, "name"));
+        char *shown = cli_one_line(name ? name : "?");
+        printf("\n%s (Slurm):\n", shown);
+        free(shown);
+        size_t k;
+        json_t *v;
+        json_array_foreach(cl, k, v)
+        {
+            char *line = cli_one_line(json_string_value(v) ? json_string_value(v) : "");
+            printf("  %s\n", line);
+            free(line);
+        }
+    }
 }
 
 int cmd_hosts(int argc, char **argv, struct app *app)

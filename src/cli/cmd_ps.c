@@ -11,7 +11,8 @@
 static const char usage[] = "usage: yard ps [--json]\n"
                             "\n"
                             "lists every instance of every configured model (a stopped model: "
-                            "one row):\nengine, host, replica, state, pid, port,\n"
+                            "one row):\nengine, host (a Slurm job's: CLUSTER/NODE), replica, "
+                            "state, pid (or job ID), port,\n"
                             "GPUs, uptime, TTL (the time an idle model has before it is "
                             "unloaded, or\n"
                             "'pinned') and, for a failed one, the reason\n";
@@ -97,6 +98,14 @@ static void row_cells(const json_t *row, char **cells)
         const char *s = field_str(row, keys[k]);
         cells[k] = cli_one_line(s ? s : "-");
     }
+    /* A Slurm job's node beside its cluster: "c1/node1". */
+    const char *node = field_str(row, "node");
+    if (node && *node) {
+        char *host = xstrfmt("%s/%s", cells[COL_HOST], node);
+        free(cells[COL_HOST]);
+        cells[COL_HOST] = cli_one_line(host);
+        free(host);
+    }
     json_t *replica = json_object_get(row, "replica");
     cells[COL_REPLICA] =
         xstrfmt("%lld", json_is_integer(replica) ? (long long)json_integer_value(replica) : 0LL);
@@ -108,7 +117,8 @@ static void row_cells(const json_t *row, char **cells)
 
     long long pid = field_pos_int(row, "pid");
     long long port = field_pos_int(row, "port");
-    cells[COL_PID] = pid ? xstrfmt("%lld", pid) : xstrdup("-");
+    long long job = field_pos_int(row, "job");
+    cells[COL_PID] = job ? xstrfmt("job %lld", job) : pid ? xstrfmt("%lld", pid) : xstrdup("-");
     cells[COL_PORT] = port ? xstrfmt("%lld", port) : xstrdup("-");
 
     char *gpus = cli_gpus_text(json_object_get(row, "gpus"));
@@ -179,6 +189,9 @@ json_t *cli_ps_json(const json_t *rows)
         json_object_set_new(o, "host", str_or_null(row, "host"));
         json_object_set_new(o, "state", str_or_null(row, "state"));
         json_object_set_new(o, "pid", pid ? json_integer(pid) : json_null());
+        long long job = field_pos_int(row, "job");
+        json_object_set_new(o, "job", job ? json_integer(job) : json_null());
+        json_object_set_new(o, "node", str_or_null(row, "node"));
         json_object_set_new(o, "port", port ? json_integer(port) : json_null());
         json_object_set_new(o, "gpus", utf8_json_xstring(gpus));
         json_object_set_new(o, "uptime_s",

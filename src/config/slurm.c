@@ -150,8 +150,15 @@ static void parse_cluster(struct config__walk *w, struct config_slurm *c, const 
         memset(v, 0, sizeof v);
 #define KEY(k) (free(p), p = config__strfmt(w, "%s.%s", path, slurm_keys[k]), p)
 
-    if (config__present(v[SK_LOGIN]) && KEY(SK_LOGIN))
+    if (config__present(v[SK_LOGIN]) && KEY(SK_LOGIN)) {
         parse_login(w, c, v[SK_LOGIN], p);
+        if (c->login)
+            config__warn_at(w, v[SK_LOGIN],
+                            "%s: submitting through a login node is not done yet; its jobs "
+                            "will not start (run the daemon on a submit host and leave 'login' "
+                            "out)",
+                            p);
+    }
     if (config__present(v[SK_PARTITION]) && KEY(SK_PARTITION))
         parse_word(w, v[SK_PARTITION], p, "gpu", &c->partition);
     if (config__present(v[SK_ACCOUNT]) && KEY(SK_ACCOUNT))
@@ -189,8 +196,13 @@ static void parse_cluster(struct config__walk *w, struct config_slurm *c, const 
                            "%s: '%s' is not shorter than time ('%s'); give a lead time well "
                            "inside the limit, as '15m' for '4h'",
                            p, config__scalar(v[SK_RENEW_BEFORE]), config__scalar(v[SK_TIME]));
-        else if (t != SLURM_UNSET)
+        else if (t != SLURM_UNSET) {
             c->renew_before_ms = t;
+            config__warn_at(w, v[SK_RENEW_BEFORE],
+                            "%s: walltime renewal is not done yet; a job ends at its limit and "
+                            "its model restarts per its policy",
+                            p);
+        }
     }
 
     if (config__present(v[SK_POLL]) && KEY(SK_POLL)) {

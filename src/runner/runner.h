@@ -197,6 +197,13 @@ struct runner_ops {
      * operation where every tree is reached at the runner's addr.
      */
     const char *(*watch_addr)(struct runner_watch *w);
+    /*
+     * Where the tree of w runs when the host places it (a Slurm job's node),
+     * owned by w; NULL while not known. NULL as an operation where trees run
+     * on the host itself; where it is set, the pid of struct runner_proc is a
+     * job id.
+     */
+    const char *(*watch_node)(struct runner_watch *w);
 };
 
 struct cgroup_root;

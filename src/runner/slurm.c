@@ -40,6 +40,7 @@ struct runner_watch {
     enum watch_phase phase;
     long job;
     uint64_t name_hash; /* of the job's name: an id Slurm reused is not this job */
+    char jobname[128];  /* as squeue last listed it (or as submitted) */
     char *script;       /* the job script (removed at the end) */
     char *addr_file;
     char *addr; /* the node's address, once known */
@@ -405,6 +406,7 @@ static void squeue_line(struct runner_slurm *s, char *line)
     if (!w)
         return; /* not a job of ours: never touched */
     w->listed = 1;
+    snprintf(w->jobname, sizeof w->jobname, "%s", f[1]);
     if (w->name_hash && hash_fnv1a(f[1]) != w->name_hash) {
         /* An id Slurm reused: this is not the job yard submitted. */
         char why[320];
@@ -695,6 +697,12 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
         *err = xstrfmt("Slurm cluster '%s' is not in the config any more", s->name);
         return -ENOENT;
     }
+    if (c->login) {
+        *err = xstrfmt("slurm.%s.login: submitting through a login node is not done yet; run "
+                       "the daemon on a submit host and leave 'login' out",
+                       s->name);
+        return -ENOTSUP;
+    }
     if (mkdir(s->dir, 0700) < 0 && errno != EEXIST) {
         *err = xstrfmt("cannot make '%s': %s", s->dir, strerror(errno));
         return -errno;
@@ -723,6 +731,7 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
     }
     char *name = xstrfmt("yard-%s", spec->name ? spec->name : "engine");
     w->name_hash = hash_fnv1a(name);
+    snprintf(w->jobname, sizeof w->jobname, "%s", name);
     struct tools_cmd cmd = {0};
     char opt[512];
     tools_cmd_add(&cmd, "sbatch");
@@ -866,6 +875,11 @@ static const char *slurm_watch_addr(struct runner_watch *w)
     return w && w->phase == W_REACHED ? w->addr : NULL;
 }
 
+static const char *slurm_watch_node(struct runner_watch *w)
+{
+    return w && w->phase == W_REACHED ? w->node : NULL;
+}
+
 static const struct runner_ops slurm_ops = {
     .name = "slurm",
     .start = slurm_start,
@@ -878,6 +892,7 @@ static const struct runner_ops slurm_ops = {
     .exec = slurm_exec,
     .exec_cancel = slurm_exec_cancel,
     .watch_addr = slurm_watch_addr,
+    .watch_node = slurm_watch_node,
 };
 
 struct runner_slurm *runner_slurm_new(uv_loop_t *loop, const char *name, const char *state_dir,
@@ -914,16 +929,28 @@ char *runner_slurm_describe(struct runner_slurm *s)
 {
     struct buf b;
     buf_init(&b, 1 << 16);
-    if (s->partitions)
-        buf_printf(&b, "%s", s->partitions);
+    /* sinfo: "%P %a %D %G %T", one line per partition and node state. */
+    char *text = xstrdup(s->partitions ? s->partitions : "");
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char part[128], avail[32], nodes[32], gres[256], state[64];
+        if (sscanf(line, "%127s %31s %31s %255s %63s", part, avail, nodes, gres, state) == 5)
+            buf_printf(&b, "partition %s (%s): %s node%s %s, GPUs %s\n", part, avail, nodes,
+                       strcmp(nodes, "1") ? "s" : "", state,
+                       strcmp(gres, "(null)") ? gres : "none");
+    }
+    free(text);
+    if (!s->partitions)
+        buf_printf(&b, "partitions: not read yet%s%s\n", *s->why ? "; " : "", s->why);
     for (struct runner_watch *w = s->watches; w; w = w->next) {
         if (w->job <= 0 || w->dropped || w->phase == W_DONE)
             continue;
-        buf_printf(&b, "job %ld %s%s%s\n", w->job,
-                   w->phase == W_REACHED ? "RUNNING on "
-                   : *w->reason          ? w->reason
-                                         : "QUEUED",
-                   w->phase == W_REACHED ? w->node : "", "");
+        if (w->phase == W_REACHED)
+            buf_printf(&b, "job %ld %s: running on %s, port %d\n", w->job, w->jobname, w->node,
+                       w->port);
+        else
+            buf_printf(&b, "job %ld %s: %s\n", w->job, w->jobname,
+                       *w->reason ? w->reason : "submitted");
     }
     char *out = buf_detach(&b, NULL);
     return out ? out : xstrdup("");

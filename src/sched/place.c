@@ -238,8 +238,8 @@ static void host_room(struct sched *s, const struct config_model *m, const struc
                                      "rent)",
                                      name, name);
         else if (app->cfg && config_find_slurm(app->cfg, name))
-            r->unavailable = xstrfmt("'%s' is a Slurm cluster, and this daemon does not submit "
-                                     "jobs there yet",
+            r->unavailable = xstrfmt("'%s' is a Slurm cluster added to the config after the "
+                                     "daemon started; restart the daemon to submit jobs there",
                                      name);
         else
             r->unavailable =

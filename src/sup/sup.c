@@ -517,8 +517,13 @@ static void fill_info(struct instance *in, struct sup_info *info)
         .addr = sup__addr(in),
         .state = in->state,
         .pid = running ? in->proc.pid : 0,
-        .port = running ? in->port : 0,
+        /* A job picks its own port on its node: the one it reached is the port. */
+        .port = running ? (in->runner->ops->watch_node ? in->reach_port : in->port) : 0,
         .reach_port = running ? in->reach_port : 0,
+        .job = running && in->runner->ops->watch_node ? in->proc.pid : 0,
+        .node = running && in->watch && in->runner->ops->watch_node
+                    ? in->runner->ops->watch_node(in->watch)
+                    : NULL,
         .gpus = running && in->gpus ? in->gpus : "",
         .uptime_s =
             running && in->started_wall_ms ? (clock_wall_ms() - in->started_wall_ms) / 1000 : -1,

@@ -45,12 +45,14 @@ struct sup_info {
     const char *detail; /* the reason with the last log lines, for events */
     int percent;        /* load progress, -1 when unknown */
     int restarts;
-    int busy;        /* a sleep or wake is under way: send it no request */
-    int sleep_level; /* while sleeping: 1 or 2 */
-    int can_sleep;   /* its eviction policy sleeps it in place (keep_running) */
-    int unwritable;  /* its last start failed: the state database refused its record */
-    int unrecorded;  /* its state is not in the state database yet (retried) */
-    int host_fixed;  /* yard start --pod chose its host: placement keeps it there */
+    int busy;         /* a sleep or wake is under way: send it no request */
+    int sleep_level;  /* while sleeping: 1 or 2 */
+    int can_sleep;    /* its eviction policy sleeps it in place (keep_running) */
+    int unwritable;   /* its last start failed: the state database refused its record */
+    int unrecorded;   /* its state is not in the state database yet (retried) */
+    int host_fixed;   /* yard start --pod chose its host: placement keeps it there */
+    int job;          /* a scheduler's job (Slurm) runs it: its id (pid is the same); else 0 */
+    const char *node; /* the node its job runs on; NULL when none or not known */
 };
 
 enum sup_note_kind { SUP_NOTE_STATE, SUP_NOTE_PROGRESS, SUP_NOTE_LOG };

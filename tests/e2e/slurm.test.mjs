@@ -113,6 +113,26 @@ describe('Slurm: models as jobs', { skip: SKIP || false }, () => {
             assert.equal(jobs[0].name, 'yard-m1');
             assert.equal(jobs[0].state, 'RUNNING');
             assert.equal(String(e.pid), jobs[0].id, 'yard ps shows the job id');
+            assert.equal(String(e.job), jobs[0].id);
+            assert.equal(e.node, s.nodeName);
+            const table = await h.yard(['ps'], { stateDir: y.stateDir });
+            assert.match(table.stdout, new RegExp(`^m1\\s+vllm\\s+c1/${s.nodeName}\\s+0\\s+ready\\s+job ${jobs[0].id}\\s`, 'm'), table.stdout);
+            // yard hosts: the cluster, its partition's GPUs and the job.
+            // (sinfo is read as the daemon starts, beside the job's start: wait for its answer.)
+            const hosts = await h.waitFor(
+                async () => {
+                    const r = await h.yard(['hosts'], { stateDir: y.stateDir });
+                    assert.equal(r.code, 0, r.stderr);
+                    return /^  partition /m.test(r.stdout) ? r : false;
+                },
+                { timeoutMs: 30000, what: "the cluster's partitions in yard hosts" }
+            );
+            assert.match(hosts.stdout, /^c1\s+slurm\s+yes\s/m, hosts.stdout);
+            assert.match(hosts.stdout, new RegExp(`^  partition ${s.partition}\\*? \\(up\\): 1 node \\S+, GPUs gpu:2`, 'm'), hosts.stdout);
+            assert.match(hosts.stdout, new RegExp(`^  job ${jobs[0].id} yard-m1: running on ${s.nodeName}, port \\d+$`, 'm'), hosts.stdout);
+            // yard logs: the job's output is the model's log.
+            const logs = await h.yard(['logs', 'm1'], { stateDir: y.stateDir });
+            assert.match(logs.stdout, new RegExp(`yard: job ${jobs[0].id} runs on ${s.nodeName}, port \\d+`), logs.stdout);
 
             const stop = await h.yard(['stop', 'm1'], { stateDir: y.stateDir });
             assert.equal(stop.code, 0, stop.stderr);

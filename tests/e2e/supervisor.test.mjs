@@ -306,8 +306,10 @@ test('ps --json has the stable keys', async () => {
     const { dir, d } = await daemonWith({ m: { engine: 'vllm', cmd: mock('vllm') } });
     const list = await ps(dir);
     assert.deepEqual(Object.keys(list[0]).sort(), [
-        'engine', 'gpus', 'host', 'name', 'pid', 'pinned', 'port', 'reason', 'replica', 'state', 'ttl_left_s', 'uptime_s',
+        'engine', 'gpus', 'host', 'job', 'name', 'node', 'pid', 'pinned', 'port', 'reason', 'replica', 'state', 'ttl_left_s', 'uptime_s',
     ]);
+    assert.equal(list[0].job, null);
+    assert.equal(list[0].node, null);
     assert.equal(list[0].pinned, false);
     assert.equal(list[0].replica, 0);
     assert.equal(list[0].ttl_left_s, null);

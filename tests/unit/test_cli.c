@@ -460,16 +460,19 @@ static void test_ps_json(void **state)
     json_t *out = cli_ps_json(rows);
     char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
     assert_string_equal(
-        s, "[{\"engine\":\"vllm\",\"gpus\":\"0,1\",\"host\":\"local\",\"name\":\"qwen-7b\","
-           "\"pid\":4242,\"pinned\":false,\"port\":5800,\"reason\":\"\",\"replica\":0,"
-           "\"state\":\"ready\",\"ttl_left_s\":272,\"uptime_s\":3725},"
-           "{\"engine\":\"llamacpp\",\"gpus\":\"2\",\"host\":\"gpu-box-1\",\"name\":\"llama\","
-           "\"pid\":77,\"pinned\":true,\"port\":5801,\"reason\":\"\",\"replica\":1,"
-           "\"state\":\"starting\",\"ttl_left_s\":null,\"uptime_s\":12},"
-           "{\"engine\":\"generic\",\"gpus\":\"\",\"host\":\"local\",\"name\":\"tiny\","
-           "\"pid\":null,\"pinned\":false,\"port\":null,"
-           "\"reason\":\"exited with code 1:\\nCUDA out of memory\",\"replica\":0,"
-           "\"state\":\"failed\",\"ttl_left_s\":null,\"uptime_s\":0}]");
+        s,
+        "[{\"engine\":\"vllm\",\"gpus\":\"0,1\",\"host\":\"local\",\"job\":null,\"name\":\"qwen-"
+        "7b\","
+        "\"node\":null,\"pid\":4242,\"pinned\":false,\"port\":5800,\"reason\":\"\",\"replica\":0,"
+        "\"state\":\"ready\",\"ttl_left_s\":272,\"uptime_s\":3725},"
+        "{\"engine\":\"llamacpp\",\"gpus\":\"2\",\"host\":\"gpu-box-1\",\"job\":null,\"name\":"
+        "\"llama\","
+        "\"node\":null,\"pid\":77,\"pinned\":true,\"port\":5801,\"reason\":\"\",\"replica\":1,"
+        "\"state\":\"starting\",\"ttl_left_s\":null,\"uptime_s\":12},"
+        "{\"engine\":\"generic\",\"gpus\":\"\",\"host\":\"local\",\"job\":null,\"name\":\"tiny\","
+        "\"node\":null,\"pid\":null,\"pinned\":false,\"port\":null,"
+        "\"reason\":\"exited with code 1:\\nCUDA out of memory\",\"replica\":0,"
+        "\"state\":\"failed\",\"ttl_left_s\":null,\"uptime_s\":0}]");
     free(s);
     json_decref(out);
     json_decref(rows);
@@ -678,7 +681,7 @@ static void test_cmd_ps_json_via_daemon(void **state)
     assert_int_equal(c.rc, 0);
     json_t *out = parse_json(c.out);
     assert_int_equal(json_array_size(out), 3);
-    assert_int_equal(json_object_size(json_array_get(out, 0)), 12);
+    assert_int_equal(json_object_size(json_array_get(out, 0)), 14);
     json_decref(out);
     captured_release(&c);
     free(answer);
