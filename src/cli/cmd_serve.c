@@ -109,7 +109,7 @@ static char *cloud_pod_clash(struct app *app, const struct config *cfg)
     for (size_t i = 0; i < cfg->n_slurm; i++) {
         const char *name = cfg->slurm[i].name;
         struct host *h = host_find(app->hosts, name);
-        if (h && h->kind == HOST_POD)
+        if (h && h->kind != HOST_SLURM)
             return xstrfmt("%s:%d:%d: slurm: '%s' is also a pod (added with 'yard pod add'); "
                            "a host name is one pod, one cloud or one cluster, so name the "
                            "cluster differently or remove the pod with 'yard pod rm %s'",
@@ -118,7 +118,7 @@ static char *cloud_pod_clash(struct app *app, const struct config *cfg)
     for (size_t i = 0; i < cfg->n_clouds; i++) {
         const char *name = cfg->clouds[i].name;
         struct host *h = host_find(app->hosts, name);
-        if (h && h->kind == HOST_POD)
+        if (h && h->kind != HOST_SLURM)
             return xstrfmt("%s:%d:%d: clouds: '%s' is also a pod (added with 'yard pod add'); "
                            "a host name is one pod or one cloud, so name the cloud differently "
                            "or remove the pod with 'yard pod rm %s'",
