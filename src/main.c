@@ -33,6 +33,7 @@ static const struct cmd commands[] = {
     {"session", cmd_session, "list, run commands in, stop or remove agents' sessions"},
     {"cloud", cmd_cloud, "show the offers a GPU marketplace has for a need, ranked"},
     {"models", cmd_models, "show which models of the catalog fit on which host"},
+    {"import", cmd_import, "translate a llama-swap config into a yard config"},
     {"init", cmd_init,
      "write a starter yard.yaml from this machine's GPUs, engines and GGUF files"},
     {"version", cmd_version, "print the version of yard and of the daemon"},

@@ -4,7 +4,7 @@
 # Needs nothing from the bash-completion package.
 # tests/e2e/package.test.mjs checks these lists against the binary.
 
-_yard_commands="serve check ps start stop sleep wake pin unpin logs events gpus hosts pod session cloud models init version help"
+_yard_commands="serve check ps start stop sleep wake pin unpin logs events gpus hosts pod session cloud models import init version help"
 
 # _yard_options COMMAND [SUBCOMMAND]: the options the command takes.
 _yard_options() {
@@ -22,6 +22,7 @@ _yard_options() {
     models) echo "$common --pod --json" ;;
     cloud) echo "$common --gpus --vram --model --json" ;;
     init) echo "$common -c --config --dir --force" ;;
+    import) echo "$common -o --output" ;;
     session)
         case $2 in
         ls) echo "$common --json" ;;
@@ -151,6 +152,14 @@ _yard() {
     init)
         compopt -o filenames 2>/dev/null
         COMPREPLY=($(compgen -d -- "$cur"))
+        ;;
+    import)
+        if ((npos == 0)); then
+            COMPREPLY=($(compgen -W "llama-swap" -- "$cur"))
+        else
+            compopt -o filenames 2>/dev/null
+            COMPREPLY=($(compgen -f -- "$cur"))
+        fi
         ;;
     cloud)
         [[ -z $sub ]] && COMPREPLY=($(compgen -W "offers rent ls release" -- "$cur"))

@@ -37,6 +37,15 @@ int cmd_logs(int argc, char **argv, struct app *app);
 int cmd_events(int argc, char **argv, struct app *app);
 int cmd_version(int argc, char **argv, struct app *app);
 int cmd_init(int argc, char **argv, struct app *app);
+int cmd_import(int argc, char **argv, struct app *app);
+
+/*
+ * Writes text to path (file.c). Without force the file is created only when
+ * there is none (O_EXCL); with force it is written beside and renamed over
+ * the old one, so a reader never sees half of it. Returns 0, or -EEXIST, or
+ * another negative errno with *what the step that failed.
+ */
+int cli_write_file(const char *path, const char *text, size_t len, int force, const char **what);
 
 /* ---- options (args.c) ---- */
 

@@ -684,66 +684,6 @@ static void write_models(struct buf *b, const struct scan *sc, const struct engi
 
 /* ---- writing it ---- */
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/*
- * Writes text to path. Without force the file is created only when there is
- * none (O_EXCL); with force it is written beside and renamed over the old one,
- * so a reader never sees half of it. Returns 0, or -EEXIST, or another
- * negative errno with *what the step that failed.
- */
-static int write_file(const char *path, const char *text, size_t len, int force, const char **what)
-{
-    int rc = 0;
-    if (!force) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-        *what = "create";
-        if (fd < 0)
-            return -errno;
-        *what = "write";
-        rc = write_all(fd, text, len);
-        if (close(fd) < 0 && rc == 0)
-            rc = -errno;
-        if (rc < 0)
-            unlink(path);
-        return rc;
-    }
-    char *tmp = xstrfmt("%s.XXXXXX", path);
-    *what = "create a file beside";
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = -errno;
-        free(tmp);
-        return rc;
-    }
-    mode_t mask = umask(0);
-    umask(mask);
-    *what = "write";
-    if ((rc = write_all(fd, text, len)) == 0 && fchmod(fd, 0666 & ~mask) < 0)
-        rc = -errno;
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    *what = rc < 0 ? *what : "replace";
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = -errno;
-    if (rc < 0)
-        unlink(tmp);
-    free(tmp);
-    return rc;
-}
-
 /* What was found, on out: the GPUs, the engines, the GGUF files and what was skipped. */
 static void report(FILE *out, const struct gpu_inventory *inv, const char *gpu_err,
                    const struct engines *eng, const struct scan *sc, char **dirs, int n_dirs)
@@ -886,7 +826,7 @@ int cmd_init(int argc, char **argv, struct app *app)
         goto out;
     }
     const char *what = "";
-    int wrc = write_file(path, text.data, text.len, force, &what);
+    int wrc = cli_write_file(path, text.data, text.len, force, &what);
     if (wrc == -EEXIST) {
         rc = cli_fail("'%s' exists; pass --force to overwrite it, or -c FILE to write another",
                       path);

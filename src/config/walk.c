@@ -178,6 +178,8 @@ void config__warn_at(struct config__walk *w, const yaml_node_t *n, const char *f
 static void sort_errors(struct config__walk *w)
 {
     size_t n = w->n_where;
+    if (n < 2)
+        return; /* nothing to sort (and no array at all when no message came) */
     char **msgs = w->errs->msgs + (w->errs->n - n);
     uint64_t *tw = config__calloc(w, n + 1, sizeof *tw);
     char **tm = config__calloc(w, n + 1, sizeof *tm);
