@@ -1248,6 +1248,16 @@ static void verb_session_rm(struct admin_conn *c, json_t *req)
     handle_pod(c, req, admin__session_rm);
 }
 
+static void verb_session_pause(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__session_pause);
+}
+
+static void verb_session_resume(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__session_resume);
+}
+
 /* What a verb asks of its request before its handler runs. */
 enum verb_needs {
     VERB_ANY = 0,
@@ -1290,6 +1300,8 @@ static const struct verb {
     {"session_exec", handle_session_exec, VERB_ANY},
     {"session_stop", verb_session_stop, VERB_ANY},
     {"session_rm", verb_session_rm, VERB_ANY},
+    {"session_pause", verb_session_pause, VERB_ANY},
+    {"session_resume", verb_session_resume, VERB_ANY},
 };
 
 static const struct verb *verb_find(const char *name)

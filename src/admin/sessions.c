@@ -70,6 +70,30 @@ void admin__session_stop(struct app *app, json_t *req, admin__reply_fn reply, vo
     reply_ok(reply, arg, session_json(s));
 }
 
+static void pause_resume(struct app *app, json_t *req, admin__reply_fn reply, void *arg, int pause)
+{
+    struct session *s = find(app, req, reply, arg);
+    if (!s)
+        return;
+    char err[512];
+    int rc = pause ? session_pause(s, "paused with yard session pause", err, sizeof err)
+                   : session_resume(s, "resumed with yard session resume", err, sizeof err);
+    if (rc < 0)
+        reply_error(reply, arg, err);
+    else
+        reply_ok(reply, arg, session_json(s));
+}
+
+void admin__session_pause(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    pause_resume(app, req, reply, arg, 1);
+}
+
+void admin__session_resume(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    pause_resume(app, req, reply, arg, 0);
+}
+
 void admin__session_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
 {
     struct session *s = find(app, req, reply, arg);

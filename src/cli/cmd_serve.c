@@ -576,6 +576,13 @@ int cmd_serve(int argc, char **argv, struct app *app)
             unlock_state_dir(&lock);
             return 2;
         }
+        char *why = NULL;
+        if (session_pool_use_cgroups(app->sessions, app->state_dir, &why) < 0)
+            log_warn("serve",
+                     "sessions run without cgroups (%s): each command has a sandbox of its own, "
+                     "what it leaves in the background ends with it, and pause is refused",
+                     why ? why : "unknown reason");
+        free(why);
         int src = session_pool_attach_store(app->sessions, app->store);
         if (src < 0)
             log_warn("serve",

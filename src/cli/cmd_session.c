@@ -15,12 +15,15 @@ static const char usage[] =
     "usage: yard session ls [--json]\n"
     "       yard session exec ID [--timeout 30s] -- CMD [ARGS...]\n"
     "       yard session stop ID\n"
+    "       yard session pause ID\n"
+    "       yard session resume ID\n"
     "       yard session rm ID\n"
     "\n"
     "ls: every session with its state, commands run and volume; exec: runs CMD in\n"
     "session ID as its shell would (the words joined by spaces), prints its output\n"
     "as it comes and exits with its status (124 when the timeout killed it); stop:\n"
-    "kills what runs in the session, its volume stays; rm: stops the session and\n"
+    "kills what runs in the session, its volume stays; pause: freezes what runs\n"
+    "in it, memory kept, until resume (or its next command); rm: stops the session and\n"
     "deletes its volume. Sessions are created with POST /v1/sessions on the\n"
     "listen address (docs/sessions.md)\n";
 
@@ -155,7 +158,12 @@ static int session_verb(struct app *app, const char *verb, const char *id)
     free(cmd);
     if (rc == 0) {
         char *name = cli_one_line(id);
-        printf("%s session '%s'\n", strcmp(verb, "rm") == 0 ? "removed" : "stopped", name);
+        printf("%s session '%s'\n",
+               !strcmp(verb, "rm")       ? "removed"
+               : !strcmp(verb, "pause")  ? "paused"
+               : !strcmp(verb, "resume") ? "resumed"
+                                         : "stopped",
+               name);
         free(name);
     }
     json_decref(res);
@@ -174,7 +182,8 @@ int cmd_session(int argc, char **argv, struct app *app)
     const char *sub = args.n > 0 ? args.pos[0] : NULL;
     if (!sub) {
         rc = cli_usage_error("session",
-                             "which subcommand? ls, exec, stop or rm; see 'yard session --help'");
+                             "which subcommand? ls, exec, stop, pause, resume or rm; see 'yard "
+                             "session --help'");
     } else if (strcmp(sub, "ls") == 0) {
         rc = args.n == 1 ? cli_list(app, "session_ls", session_stable, print_table)
                          : cli_usage_error("session", "'ls' takes no argument");
@@ -192,7 +201,8 @@ int cmd_session(int argc, char **argv, struct app *app)
             timeout_s = (double)ms / 1000.0;
             rc = session_exec(app, args.pos[1], &args.pos[2], args.n - 2, timeout_s);
         }
-    } else if (strcmp(sub, "stop") == 0 || strcmp(sub, "rm") == 0) {
+    } else if (!strcmp(sub, "stop") || !strcmp(sub, "rm") || !strcmp(sub, "pause") ||
+               !strcmp(sub, "resume")) {
         rc = args.n == 2 ? session_verb(app, sub, args.pos[1])
                          : cli_usage_error("session",
                                            "name one session, as 'yard session %s "
@@ -200,8 +210,8 @@ int cmd_session(int argc, char **argv, struct app *app)
                                            sub);
     } else {
         rc = cli_usage_error("session",
-                             "unknown subcommand '%s'; use ls, exec, stop or rm (pause, resume, "
-                             "backup and restore are not built yet)",
+                             "unknown subcommand '%s'; use ls, exec, stop, pause, resume or rm "
+                             "(backup and restore are not built yet)",
                              sub);
     }
     cli_args_release(&args);

@@ -538,10 +538,23 @@ void router__sessions(struct router *r, struct http_request *req)
             sreq_json(sr, 200, session_json(s));
         return;
     }
-    if (post && (!strcmp(action, "pause") || !strcmp(action, "resume") ||
-                 !strcmp(action, "backup") || !strcmp(action, "restore"))) {
+    if (post && (!strcmp(action, "pause") || !strcmp(action, "resume"))) {
+        int pause = !strcmp(action, "pause");
+        int rc = pause ? session_pause(s, "paused by a client", err, sizeof err)
+                       : session_resume(s, "resumed by a client", err, sizeof err);
+        if (rc == -ENOTSUP)
+            sfail(sr, 501, "invalid_request_error", "not_supported", 0, "%s", err);
+        else if (rc == -EBUSY || rc == -EALREADY)
+            sfail(sr, 409, "invalid_request_error", "session_busy", 0, "%s", err);
+        else if (rc < 0)
+            sfail(sr, 500, "server_error", "cgroup_failed", 0, "%s", err);
+        else
+            sreq_json(sr, 200, session_json(s));
+        return;
+    }
+    if (post && (!strcmp(action, "backup") || !strcmp(action, "restore"))) {
         sfail(sr, 501, "invalid_request_error", "not_implemented", 0,
-              "sessions cannot %s yet; stop and exec work", action);
+              "sessions cannot %s yet; exec, stop, pause and resume work", action);
         return;
     }
     sfail(sr, 404, "invalid_request_error", "unknown_endpoint", 0,

@@ -12,29 +12,40 @@
  */
 #include "session/session.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <linux/openat2.h>
 #include <limits.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/utf8.h"
+#include "runner/cgroup.h"
 #include "store/store.h"
 
 /* What a failed bootstrap's message keeps of its output. */
 #define SESSION_OUTPUT_IN_MSG 512
 
 static const char session_path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+enum session_box {
+    SESSION_BOX_DOWN = 0,
+    SESSION_BOX_STARTING,
+    SESSION_BOX_UP,
+    SESSION_BOX_STOPPING, /* killed; its exit callback has not come yet */
+};
 
 enum session_state {
     SESSION_NEW = 0,       /* no volume (yet, or again after a failed bootstrap) */
@@ -74,7 +85,26 @@ struct session {
     size_t n_queued;
     struct session__waiter *waiters, *waiters_tail;
     size_t n_waiters;
-    int stopped;      /* READY, but stopped: the next command starts it again */
+    int stopped; /* READY, but stopped: the next command starts it again */
+    int paused;  /* READY, its cgroup frozen: resume or the next command thaws it */
+    /* With cgroups: one sandbox for the session's life, its commands entered into it. */
+    char *cg;             /* the session's cgroup, or NULL */
+    char *cmd_cg;         /* the running command's cgroup */
+    unsigned cmd_seq;     /* names the commands' cgroups */
+    enum session_box box; /* the sandbox's state */
+    uv_process_t box_proc;
+    uv_pipe_t box_info; /* bwrap --info-fd: its child's pid */
+    char box_buf[1024];
+    size_t box_len;
+    int box_pid; /* the sandbox's init (bwrap's child), entered by nsenter */
+    int box_info_open;
+    uv_pipe_t box_out; /* the sandbox's program says "ready" once bwrap has set it all up */
+    int box_out_open;
+    int box_ready;
+    char box_out_buf[16];
+    int handles;      /* open handles of s: kick, and the sandbox's while they are open */
+    int box_handles;  /* the sandbox's handles not closed yet: no new sandbox before 0 */
+    int forgotten;    /* out of the pool: freed once its handles have closed */
     char reason[160]; /* why it is in its state; "" when none */
     int64_t created_ms, updated_ms, last_exec_ms; /* wall clock */
     int64_t execs;
@@ -96,7 +126,8 @@ struct session_pool {
     size_t max_queue;
     struct session *sessions; /* oldest first */
     int n_sessions;
-    struct store *store; /* where sessions are recorded, or NULL */
+    struct store *store;         /* where sessions are recorded, or NULL */
+    struct cgroup_root *cgroups; /* the sessions' cgroups, or NULL: one sandbox per command */
     int freeing;
     int open_handles;
 };
@@ -308,8 +339,69 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
     return p;
 }
 
+/* Writes "0" or "1" to the session's cgroup.freeze; 0 or a negative errno. */
+static int box_freeze(struct session *s, int frozen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/cgroup.freeze", s->cg);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = write(fd, frozen ? "1" : "0", 1) == 1 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+static void box_thaw(struct session *s)
+{
+    if (s->paused)
+        box_freeze(s, 0);
+    s->paused = 0;
+}
+
+/*
+ * Removes the empty cgroups of sessions under dir (each session's, and the
+ * init and command cgroups in it): what a stop or an earlier daemon left
+ * while its processes were still exiting. With wait_ms (the daemon stops),
+ * each session's cgroup is given that long in all to empty first.
+ */
+static void sweep_cgroups(const char *dir, uint64_t wait_ms)
+{
+    uint64_t deadline = clock_mono_ms() + wait_ms;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_type != DT_DIR || e->d_name[0] == '.')
+            continue;
+        char *sess = xstrfmt("%s/%s", dir, e->d_name);
+        while (cgroup_populated(sess) == 1 && clock_mono_ms() < deadline) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        DIR *sd = opendir(sess);
+        struct dirent *c;
+        while (sd && (c = readdir(sd))) {
+            if (c->d_type != DT_DIR || c->d_name[0] == '.')
+                continue;
+            char *sub = xstrfmt("%s/%s", sess, c->d_name);
+            rmdir(sub);
+            free(sub);
+        }
+        if (sd)
+            closedir(sd);
+        rmdir(sess);
+        free(sess);
+    }
+    closedir(d);
+}
+
 static void pool_release(struct session_pool *p)
 {
+    if (p->cgroups)
+        sweep_cgroups(cgroup_root_dir(p->cgroups), 1000);
+    cgroup_root_free(p->cgroups);
     free(p->root);
     for (size_t i = 0; i < p->n_shell; i++)
         free(p->shell[i]);
@@ -327,11 +419,15 @@ static void session_close_cb(uv_handle_t *h)
 {
     struct session *s = h->data;
     struct session_pool *p = s->pool;
+    if (--s->handles > 0 || !s->forgotten)
+        return;
     for (char **e = s->env; *e; e++)
         free(*e);
     free(s->env);
     free(s->volume);
     free(s->id);
+    free(s->cg);
+    free(s->cmd_cg);
     free(s);
     if (--p->open_handles == 0 && p->freeing)
         pool_release(p);
@@ -370,6 +466,12 @@ void session_pool_free(struct session_pool *p)
             wn = w->next;
             free(w);
         }
+        /* everything the session runs dies; the sandbox's exit closes its handles */
+        if (s->cg) {
+            cgroup_signal(s->cg, SIGKILL);
+            box_thaw(s);
+        }
+        s->forgotten = 1;
         p->open_handles++;
         uv_close((uv_handle_t *)&s->kick, session_close_cb);
         s = next;
@@ -382,7 +484,7 @@ static const char *state_name(const struct session *s)
 {
     if (s->state != SESSION_READY)
         return "creating";
-    return s->stopped ? "stopped" : "active";
+    return s->stopped ? "stopped" : s->paused ? "paused" : "active";
 }
 
 /* Writes s's row; a store that fails is logged (by the store) and the pool goes on. */
@@ -428,6 +530,9 @@ static struct session *session_add(struct session_pool *p, const char *id)
     s->env = session_env(p, s->volume);
     uv_timer_init(p->loop, &s->kick);
     s->kick.data = s;
+    s->handles = 1;
+    if (p->cgroups)
+        s->cg = xstrfmt("%s/%s", cgroup_root_dir(p->cgroups), id);
     struct session **pp = &p->sessions;
     while (*pp)
         pp = &(*pp)->next;
@@ -449,6 +554,7 @@ static void forget(struct session *s)
     p->n_sessions--;
     if (p->store)
         store_delete_session(p->store, s->id);
+    s->forgotten = 1;
     p->open_handles++;
     uv_close((uv_handle_t *)&s->kick, session_close_cb);
 }
@@ -514,11 +620,12 @@ struct session *session_next(const struct session *s)
 json_t *session_json(const struct session *s)
 {
     json_t *last = s->last_exec_ms ? json_integer(s->last_exec_ms / 1000) : json_null();
-    return json_pack("{s:o, s:s, s:s, s:s, s:I, s:o, s:I, s:b, s:I, s:o}", "id",
+    return json_pack("{s:o, s:s, s:s, s:s, s:I, s:o, s:I, s:b, s:I, s:o, s:o}", "id",
                      utf8_json_string(s->id), "object", "session", "state", state_name(s), "reason",
                      s->reason, "created", (json_int_t)(s->created_ms / 1000), "last_exec", last,
                      "execs", (json_int_t)s->execs, "running", s->running != NULL, "queued",
-                     (json_int_t)s->n_queued, "volume", utf8_json_string(s->volume));
+                     (json_int_t)s->n_queued, "volume", utf8_json_string(s->volume), "cgroup",
+                     s->cg ? utf8_json_string(s->cg) : json_null());
 }
 
 /* ---- running one command -------------------------------------------- */
@@ -527,45 +634,107 @@ json_t *session_json(const struct session *s)
  * The argv that runs cmd in s: the shell and cmd, inside bwrap unless
  * isolation is none. Returns 0 or -E2BIG.
  */
+/*
+ * bwrap and its options, up to the "--" before the program. Order matters:
+ * the system read-only, then fresh /dev, /proc and /tmp, then the volumes'
+ * root hidden under an empty tmpfs, then this volume bound back, writable,
+ * at its own path.
+ */
+static int add_bwrap(const struct session *s, struct tools_cmd *c)
+{
+    const struct session_pool *p = s->pool;
+    const char *const pre[] = {
+        "bwrap",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        p->root,
+        "--bind",
+        s->volume,
+        s->volume,
+        "--chdir",
+        s->volume,
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--die-with-parent",
+        NULL,
+    };
+    int rc = 0;
+    for (const char *const *a = pre; *a && rc == 0; a++)
+        rc = tools_cmd_add(c, *a);
+    if (rc == 0 && !p->network)
+        rc = tools_cmd_add(c, "--unshare-net");
+    return rc;
+}
+
+/* The argv that moves itself into cgroup cg, then execs the rest ("$@"). */
+static int add_enter_cgroup(struct tools_cmd *c, const char *cg)
+{
+    const char *const a[] = {"/bin/sh", "-c", "echo 0 > \"$0/cgroup.procs\" && exec \"$@\"", cg,
+                             NULL};
+    int rc = 0;
+    for (const char *const *x = a; *x && rc == 0; x++)
+        rc = tools_cmd_add(c, *x);
+    return rc;
+}
+
+/*
+ * With cgroups: the command enters its own cgroup under the session's (as
+ * root, before it runs anything), then the session's sandbox (nsenter: its
+ * pid, mount, network, ipc and uts namespaces, and its user namespace when
+ * it has its own), as the session's user, without a way back to privileges
+ * (no_new_privs).
+ */
+static int build_cmd_in_box(const struct session *s, const char *cmd, struct tools_cmd *c)
+{
+    const struct session_pool *p = s->pool;
+    int rc = add_enter_cgroup(c, s->cmd_cg);
+    if (rc == 0 && p->bwrap) {
+        char pid[16], wd[PATH_MAX + 8];
+        snprintf(pid, sizeof pid, "%d", s->box_pid);
+        snprintf(wd, sizeof wd, "--wd=%s", s->volume);
+        const char *const a[] = {"nsenter", "-t", pid, "-m", "-p", "-n", "-i", "-u", NULL};
+        for (const char *const *x = a; *x && rc == 0; x++)
+            rc = tools_cmd_add(c, *x);
+        /* bwrap makes a user namespace only when it runs unprivileged */
+        char mine[64], theirs[64], path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/user", s->box_pid);
+        ssize_t a1 = readlink("/proc/self/ns/user", mine, sizeof mine - 1);
+        ssize_t a2 = readlink(path, theirs, sizeof theirs - 1);
+        if (rc == 0 && a1 > 0 && a2 > 0 && (a1 != a2 || memcmp(mine, theirs, (size_t)a1) != 0))
+            rc = tools_cmd_add(c, "-U");
+        char uid[16], gid[16];
+        snprintf(uid, sizeof uid, "%u", p->set_ids ? p->uid : (unsigned)geteuid());
+        snprintf(gid, sizeof gid, "%u", p->set_ids ? p->gid : (unsigned)getegid());
+        const char *const b[] = {"-S", uid, "-G", gid, wd, "--", "setpriv", "--no-new-privs",
+                                 "--", NULL};
+        for (const char *const *x = b; *x && rc == 0; x++)
+            rc = tools_cmd_add(c, *x);
+    }
+    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
+        rc = tools_cmd_add(c, p->shell[i]);
+    if (rc == 0)
+        rc = tools_cmd_add(c, cmd);
+    return rc < 0 ? -E2BIG : 0;
+}
+
 static int build_cmd(const struct session *s, const char *cmd, struct tools_cmd *c)
 {
     const struct session_pool *p = s->pool;
     int rc = 0;
     memset(c, 0, sizeof *c);
+    if (s->cg && s->cmd_cg)
+        return build_cmd_in_box(s, cmd, c);
     if (p->bwrap) {
-        /*
-         * Order matters: the system read-only, then fresh /dev, /proc and
-         * /tmp, then the volumes' root hidden under an empty tmpfs, then
-         * this volume bound back, writable, at its own path.
-         */
-        const char *const pre[] = {
-            "bwrap",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-            "--tmpfs",
-            p->root,
-            "--bind",
-            s->volume,
-            s->volume,
-            "--chdir",
-            s->volume,
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--die-with-parent",
-            NULL,
-        };
-        for (const char *const *a = pre; *a && rc == 0; a++)
-            rc = tools_cmd_add(c, *a);
-        if (rc == 0 && !p->network)
-            rc = tools_cmd_add(c, "--unshare-net");
+        rc = add_bwrap(s, c);
         if (rc == 0)
             rc = tools_cmd_add(c, "--");
     }
@@ -583,7 +752,8 @@ static struct tools_run *start(struct session *s, const char *cmd, uint64_t time
     struct tools_opts o = {
         .cwd = s->volume,
         .env = s->env,
-        .set_ids = s->pool->set_ids,
+        /* with a cgroup the command starts as the daemon, to move itself in, then drops */
+        .set_ids = s->pool->set_ids && !(s->cg && s->cmd_cg),
         .uid = s->pool->uid,
         .gid = s->pool->gid,
     };
@@ -602,7 +772,274 @@ static struct tools_run *start(struct session *s, const char *cmd, uint64_t time
     return r;
 }
 
+/* ---- the session's sandbox (with cgroups) ---------------------------- */
+
 static void pump(struct session *s);
+
+/* The running command's cgroup after it ended: killed at a timeout, removed when empty. */
+static void cmd_cg_done(struct session *s, int kill_all)
+{
+    if (!s->cmd_cg)
+        return;
+    if (kill_all)
+        cgroup_signal(s->cmd_cg, SIGKILL);
+    /* what it left in the background keeps it until the session stops */
+    cgroup_remove(s->cmd_cg);
+    free(s->cmd_cg);
+    s->cmd_cg = NULL;
+}
+
+/* Answers every queued command with err and why (the sandbox could not start). */
+static void fail_queued(struct session *s, int err, const char *why)
+{
+    struct session_job *q = s->head;
+    s->head = s->tail = NULL;
+    s->n_queued = 0;
+    struct tools_result res = {.err = err, .exit_code = -1, .out = "", .errout = "", .why = why};
+    while (q) {
+        struct session_job *next = q->next;
+        q->cb(s, &res, q->arg);
+        job_free(q);
+        q = next;
+    }
+}
+
+/* Removes the cgroups of the session's commands and of its sandbox's init (those empty). */
+static void box_sweep(struct session *s)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/init", s->cg);
+    cgroup_remove(path);
+    for (unsigned i = s->cmd_seq; i > 0 && s->cmd_seq - i < 4096; i--) {
+        snprintf(path, sizeof path, "%s/cmd-%u", s->cg, i);
+        cgroup_remove(path);
+    }
+}
+
+/*
+ * A handle of the sandbox closed. Once all three have, a new sandbox may use
+ * them: commands that came meanwhile start one.
+ */
+static void box_closed(uv_handle_t *h)
+{
+    struct session *s = h->data;
+    if (--s->box_handles == 0 && !s->forgotten && !s->pool->freeing) {
+        session_close_cb(h);
+        pump(s);
+        return;
+    }
+    session_close_cb(h);
+}
+
+static void box_info_close(struct session *s)
+{
+    if (!s->box_info_open)
+        return;
+    s->box_info_open = 0;
+    uv_close((uv_handle_t *)&s->box_info, box_closed);
+}
+
+static void box_out_close(struct session *s)
+{
+    if (!s->box_out_open)
+        return;
+    s->box_out_open = 0;
+    uv_close((uv_handle_t *)&s->box_out, box_closed);
+}
+
+static void box_exit_cb(uv_process_t *proc, int64_t status, int sig)
+{
+    struct session *s = proc->data;
+    enum session_box was = s->box;
+    s->box = SESSION_BOX_DOWN;
+    s->box_pid = 0;
+    s->box_ready = 0;
+    box_info_close(s);
+    box_out_close(s);
+    uv_close((uv_handle_t *)proc, box_closed);
+    if (s->forgotten || s->pool->freeing) {
+        box_sweep(s);
+        cgroup_remove(s->cg);
+        return;
+    }
+    /* everything in its pid namespace died with it */
+    cgroup_signal(s->cg, SIGKILL);
+    box_thaw(s);
+    box_sweep(s);
+    if (was == SESSION_BOX_STARTING) {
+        char why[256];
+        snprintf(why, sizeof why,
+                 "the sandbox of session '%s' did not start (bwrap exited %lld, signal %d); the "
+                 "daemon's log says why",
+                 s->id, (long long)status, sig);
+        log_warn("session", "%s", why);
+        fail_queued(s, -ECHILD, why);
+        return;
+    }
+    if (was == SESSION_BOX_UP && !s->stopped) {
+        s->stopped = 1;
+        set_state(s, "its sandbox exited");
+    }
+    /* commands that came while it was being stopped get a fresh one once its handles closed */
+}
+
+static void box_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    struct session *s = h->data;
+    (void)hint;
+    size_t room = sizeof s->box_buf - 1 - s->box_len;
+    *b = uv_buf_init(s->box_buf + s->box_len, (unsigned)room);
+}
+
+/* bwrap's --info-fd: {"child-pid": N, ...}; once N is known the sandbox is up. */
+static void box_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    struct session *s = st->data;
+    (void)b;
+    if (n == 0)
+        return;
+    if (n > 0 && s->box_pid > 0) {
+        s->box_len = 0; /* the rest of its JSON; read to the end, or bwrap gets SIGPIPE */
+        return;
+    }
+    if (n > 0) {
+        s->box_len += (size_t)n;
+        s->box_buf[s->box_len] = '\0';
+        const char *k = strstr(s->box_buf, "\"child-pid\"");
+        const char *colon = k ? strchr(k, ':') : NULL;
+        if (colon) {
+            char *end;
+            long pid = strtol(colon + 1, &end, 10);
+            if (end != colon + 1 && *end && pid > 0) {
+                s->box_pid = (int)pid;
+                s->box_len = 0;
+                if (s->box_ready && s->box == SESSION_BOX_STARTING) {
+                    s->box = SESSION_BOX_UP;
+                    pump(s);
+                }
+                return;
+            }
+        }
+        if (s->box_len + 1 < sizeof s->box_buf)
+            return;
+    }
+    /* the end (or too much) without a pid: the exit callback says why */
+    box_info_close(s);
+}
+
+static void box_out_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    struct session *s = h->data;
+    (void)hint;
+    *b = uv_buf_init(s->box_out_buf, sizeof s->box_out_buf);
+}
+
+/* The program in the sandbox runs: bwrap is done with its namespaces and maps. */
+static void box_out_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    struct session *s = st->data;
+    if (n > 0 && !s->box_ready && memchr(b->base, '\n', (size_t)n)) {
+        s->box_ready = 1;
+        if (s->box_pid > 0 && s->box == SESSION_BOX_STARTING) {
+            s->box = SESSION_BOX_UP;
+            pump(s);
+        }
+        return;
+    }
+    if (n < 0)
+        box_out_close(s);
+}
+
+/*
+ * Starts the session's sandbox: as the daemon it enters its cgroup's init,
+ * then (as the session's user when one is set) bwrap builds the namespaces
+ * every command of the session will enter, around a process that only waits.
+ */
+static void box_start(struct session *s)
+{
+    const struct session_pool *p = s->pool;
+    struct tools_cmd *c = xcalloc(1, sizeof *c);
+    char init[PATH_MAX];
+    snprintf(init, sizeof init, "%s/init", s->cg);
+    int rc = 0;
+    if ((mkdir(s->cg, 0755) < 0 && errno != EEXIST) || (mkdir(init, 0755) < 0 && errno != EEXIST))
+        rc = -errno;
+    if (rc < 0) {
+        char why[PATH_MAX + 128];
+        snprintf(why, sizeof why, "session '%s': cannot make its cgroup '%s': %s", s->id, init,
+                 strerror(-rc));
+        free(c);
+        fail_queued(s, rc, why);
+        return;
+    }
+    rc = add_enter_cgroup(c, init);
+    if (rc == 0 && p->set_ids) {
+        char uid[32], gid[32];
+        snprintf(uid, sizeof uid, "--reuid=%u", p->uid);
+        snprintf(gid, sizeof gid, "--regid=%u", p->gid);
+        const char *const a[] = {"setpriv", uid, gid, "--clear-groups", "--", NULL};
+        for (const char *const *x = a; *x && rc == 0; x++)
+            rc = tools_cmd_add(c, *x);
+    }
+    if (rc == 0)
+        rc = add_bwrap(s, c);
+    const char *const tail[] = {
+        "--info-fd", "3", "--", "/bin/sh", "-c", "echo ready && exec sleep infinity", NULL,
+    };
+    for (const char *const *x = tail; *x && rc == 0; x++)
+        rc = tools_cmd_add(c, *x);
+
+    uv_process_options_t opt;
+    uv_stdio_container_t stdio[4];
+    memset(&opt, 0, sizeof opt);
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&s->box_out;
+    stdio[2].flags = UV_INHERIT_FD; /* bwrap's complaints go to the daemon's log */
+    stdio[2].data.fd = 2;
+    stdio[3].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[3].data.stream = (uv_stream_t *)&s->box_info;
+    opt.file = c->argv[0];
+    opt.args = c->argv;
+    opt.env = s->env;
+    opt.cwd = s->volume;
+    opt.stdio = stdio;
+    opt.stdio_count = 4;
+    opt.exit_cb = box_exit_cb;
+    opt.flags = UV_PROCESS_DETACHED;
+    uv_pipe_init(p->loop, &s->box_info, 0);
+    s->box_info.data = s;
+    s->box_info_open = 1;
+    uv_pipe_init(p->loop, &s->box_out, 0);
+    s->box_out.data = s;
+    s->box_out_open = 1;
+    s->box_ready = 0;
+    s->handles += 2;
+    s->box_handles += 2;
+    s->box_len = 0;
+    s->box = SESSION_BOX_STARTING;
+    int src = rc < 0 ? rc : uv_spawn(p->loop, &s->box_proc, &opt);
+    free(c);
+    if (rc == 0) {
+        s->box_proc.data = s;
+        s->handles++;
+        s->box_handles++;
+    }
+    if (src < 0) {
+        char why[256];
+        snprintf(why, sizeof why, "session '%s': cannot start its sandbox: %s", s->id,
+                 uv_strerror(src));
+        s->box = SESSION_BOX_DOWN;
+        box_info_close(s);
+        box_out_close(s);
+        if (rc == 0)
+            uv_close((uv_handle_t *)&s->box_proc, box_closed);
+        fail_queued(s, src, why);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&s->box_info, box_alloc, box_read);
+    uv_read_start((uv_stream_t *)&s->box_out, box_out_alloc, box_out_read);
+}
 
 static void exec_done(const struct tools_result *res, void *arg)
 {
@@ -610,6 +1047,7 @@ static void exec_done(const struct tools_result *res, void *arg)
     struct session *s = j->s;
     s->run = NULL;
     s->running = NULL;
+    cmd_cg_done(s, res->err == -ETIMEDOUT);
     s->execs++;
     s->last_exec_ms = clock_wall_ms();
     record(s);
@@ -618,11 +1056,30 @@ static void exec_done(const struct tools_result *res, void *arg)
     pump(s);
 }
 
-/* Starts the next queued command when none runs. */
+/* Starts the next queued command when none runs (and the sandbox is up). */
 static void pump(struct session *s)
 {
     if (s->run || !s->head || s->pool->freeing)
         return;
+    if (s->paused) {
+        box_thaw(s);
+        set_state(s, "resumed for a command");
+    }
+    if (s->cg && s->box != SESSION_BOX_UP) {
+        if (s->box == SESSION_BOX_DOWN && s->box_handles == 0)
+            box_start(s);
+        return;
+    }
+    if (s->cg) {
+        free(s->cmd_cg);
+        s->cmd_cg = xstrfmt("%s/cmd-%u", s->cg, ++s->cmd_seq);
+        if (mkdir(s->cmd_cg, 0755) < 0 && errno != EEXIST) {
+            log_warn("session", "session '%s': cannot make the cgroup '%s': %s", s->id, s->cmd_cg,
+                     strerror(errno));
+            free(s->cmd_cg);
+            s->cmd_cg = NULL; /* it runs in a sandbox of its own */
+        }
+    }
     struct session_job *j = s->head;
     s->head = j->next;
     if (!s->head)
@@ -922,7 +1379,17 @@ int session_stop(struct session *s, const char *reason)
     s->n_queued = 0;
     if (s->state == SESSION_READY && !s->stopped) {
         s->stopped = 1;
+        s->paused = 0;
         set_state(s, reason);
+    }
+    free(s->cmd_cg);
+    s->cmd_cg = NULL;
+    if (s->cg) {
+        /* the sandbox and whatever the commands left: its exit sweeps the cgroups */
+        cgroup_signal(s->cg, SIGKILL);
+        box_thaw(s);
+        if (s->box != SESSION_BOX_DOWN)
+            s->box = SESSION_BOX_STOPPING;
     }
     struct tools_result res = {.err = -ECANCELED, .exit_code = -1, .out = "", .errout = ""};
     if (running) {
@@ -958,8 +1425,78 @@ int session_remove(struct session *s, char *err, size_t errlen)
                  s->id, s->volume);
     }
     uv_timer_stop(&s->kick);
+    if (s->cg) {
+        box_sweep(s);
+        cgroup_remove(s->cg); /* busy while what was killed exits: the next start sweeps it */
+    }
     forget(s);
     return rc;
+}
+
+int session_pause(struct session *s, const char *reason, char *err, size_t errlen)
+{
+    if (!s->cg) {
+        snprintf(err, errlen,
+                 "session '%s' cannot pause: sessions run without cgroups here (the daemon's log "
+                 "says why at start)",
+                 s->id);
+        return -ENOTSUP;
+    }
+    if (s->state != SESSION_READY) {
+        snprintf(err, errlen, "session '%s' is being created; pause it once its bootstrap ended",
+                 s->id);
+        return -EBUSY;
+    }
+    if (s->stopped) {
+        snprintf(err, errlen, "session '%s' is stopped: nothing runs to pause", s->id);
+        return -EALREADY;
+    }
+    if (s->paused)
+        return 0;
+    int rc = box_freeze(s, 1);
+    if (rc < 0) {
+        snprintf(err, errlen, "session '%s': cannot freeze its cgroup '%s': %s", s->id, s->cg,
+                 strerror(-rc));
+        return rc;
+    }
+    s->paused = 1;
+    set_state(s, reason);
+    return 0;
+}
+
+int session_resume(struct session *s, const char *reason, char *err, size_t errlen)
+{
+    if (!s->paused)
+        return 0;
+    int rc = box_freeze(s, 0);
+    if (rc < 0) {
+        snprintf(err, errlen, "session '%s': cannot thaw its cgroup '%s': %s", s->id, s->cg,
+                 strerror(-rc));
+        return rc;
+    }
+    s->paused = 0;
+    set_state(s, reason);
+    return 0;
+}
+
+int session_pool_use_cgroups(struct session_pool *p, const char *state_dir, char **why)
+{
+    *why = NULL;
+    if (p->bwrap && (!in_path("nsenter") || !in_path("setpriv"))) {
+        *why = xstrdup("'nsenter' and 'setpriv' (util-linux) are needed to enter a session's "
+                       "sandbox; install util-linux");
+        return -ENOENT;
+    }
+    char *dir = xstrfmt("%s/sessions", state_dir);
+    int rc = cgroup_root_open(dir, &p->cgroups, why);
+    free(dir);
+    if (rc < 0)
+        return rc;
+    sweep_cgroups(cgroup_root_dir(p->cgroups), 0);
+    for (struct session *s = p->sessions; s; s = s->next)
+        if (!s->cg)
+            s->cg = xstrfmt("%s/%s", cgroup_root_dir(p->cgroups), s->id);
+    return 0;
 }
 
 /* ---- files in and out ------------------------------------------------ */

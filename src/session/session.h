@@ -27,8 +27,9 @@ struct store;
  * Built so far: the volumes, the bootstrap, the lock and its queue, the
  * sandbox, timeouts, stdin and output as it comes, stop and removal, files
  * in and out confined to the volume, the sessions and their states in the
- * store (a restart finds them stopped). Not yet: one sandbox that outlives
- * its commands, idle stop and pause, backups, pruning, eviction, limits, nix
+ * store (a restart finds them stopped), and with cgroups one sandbox per
+ * session that outlives its commands, with pause and resume. Not yet:
+ * limits, idle stop and pause on a timer, backups, pruning, eviction, nix
  * profiles.
  */
 
@@ -60,6 +61,18 @@ int session_id_valid(const char *id);
  */
 struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessions *cfg,
                                       const char *root, size_t max_queue, char *err, size_t errlen);
+/*
+ * Gives each session a cgroup under the daemon's (runner/cgroup.h, a
+ * directory of its own for state_dir's sessions) and one sandbox for its
+ * life: commands enter it (nsenter), so what a command leaves in the
+ * background keeps running, sees the same /tmp and network, until the
+ * session stops (its cgroup killed); pause freezes the cgroup. Without it
+ * each command has a sandbox of its own and pause is refused. Call once,
+ * before the first open. Returns 0, or a negative errno with *why (a new
+ * string) when cgroups cannot be used here.
+ */
+int session_pool_use_cgroups(struct session_pool *p, const char *state_dir, char **why);
+
 /*
  * Makes the pool record its sessions in st (NULL: nowhere), and takes up the
  * sessions st holds: each is known again, stopped (what ran died with the
@@ -104,9 +117,10 @@ struct session *session_first(struct session_pool *p);
 struct session *session_next(const struct session *s);
 
 /*
- * s as JSON: {"id", "state" ("creating", "active", "stopped"), "reason",
- * "created" and "last_exec" (Unix seconds; null when none ran), "execs",
- * "running" (a command runs), "queued", "volume"}. A new reference; NULL
+ * s as JSON: {"id", "state" ("creating", "active", "paused", "stopped"),
+ * "reason", "created" and "last_exec" (Unix seconds; null when none ran),
+ * "execs", "running" (a command runs), "queued", "volume", "cgroup" (null
+ * without cgroups)}. A new reference; NULL
  * only when jansson fails.
  */
 json_t *session_json(const struct session *s);
@@ -172,6 +186,16 @@ void session_exec_cancel(struct session_job *job);
  * Returns 0, or -EBUSY while the bootstrap runs.
  */
 int session_stop(struct session *s, const char *reason);
+
+/*
+ * Freezes everything s runs (its cgroup's cgroup.freeze), memory kept;
+ * resume, or the next command, thaws it. Returns 0 (also when paused
+ * already), or a negative errno with a message: -ENOTSUP (no cgroups),
+ * -EBUSY (creating), -EALREADY (stopped), or the cgroup's error.
+ */
+int session_pause(struct session *s, const char *reason, char *err, size_t errlen);
+/* Thaws a paused s. 0 (also when it was not paused), or the cgroup's error with a message. */
+int session_resume(struct session *s, const char *reason, char *err, size_t errlen);
 
 /*
  * Stops s as session_stop does, then deletes its volume and forgets it;

@@ -4,7 +4,10 @@
 // timeout that kills what the command started, escapes refused (writing
 // outside the volume, another session's files, symlinks out through the files
 // API, '..'), stop and delete, api_keys, `yard session ls|exec|stop|rm`, and
-// the sessions found again, stopped, after a restart and after kill -9.
+// the sessions found again, stopped, after a restart and after kill -9. With
+// cgroups, one sandbox per session: what a command leaves in the background
+// outlives it (same pid namespace, /tmp and network for the next command) and
+// dies with stop; pause freezes it with its memory, resume thaws it.
 import { test, after } from 'node:test';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -337,4 +340,78 @@ test('yard session ls, exec, stop, rm; sessions are found again after a restart 
     assert.ok(!fs.existsSync(path.join(root, 'cli')));
     assert.deepEqual(await yardJson(['session', 'ls', '--json'], { stateDir: dir }), []);
     await d.stop();
+});
+
+// The daemon's sessions get cgroups where it can write a cgroup2 hierarchy.
+function cgroupsHere() {
+    try {
+        return fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(' - cgroup2 ');
+    } catch {
+        return false;
+    }
+}
+const skipBox = skip || (!cgroupsHere() ? 'no cgroup2 hierarchy here' : false);
+
+function cgroupEvents(cg) {
+    const text = fs.readFileSync(path.join(cg, 'cgroup.events'), 'utf8');
+    return Object.fromEntries(text.trim().split('\n').map((l) => l.split(' ')));
+}
+
+test('one sandbox per session: the background outlives its command, stop kills it, pause keeps its memory', { skip: skipBox }, async () => {
+    const { base, d, root } = await daemonWithSessions();
+    const rec = await create(base, 'box');
+    assert.ok(rec.cgroup, `no cgroup for the session: ${JSON.stringify(rec)}\n${d.logText()}`);
+    const tag = `33.${process.pid % 1000}${Math.floor(Math.random() * 1000)}`;
+
+    // A counter in the background: its value lives in the shell's memory only.
+    let r = await run(base, 'box', `(i=0; while :; do i=$((i+1)); echo $i > count; sleep 0.02; done) >/dev/null 2>&1 & echo $! > counter.pid; sleep ${tag} >/dev/null 2>&1 & echo shared > /tmp/mark; echo started`);
+    assert.equal(r.stdout, 'started\n', r.stderr);
+    r = await run(base, 'box', 'kill -0 $(cat counter.pid) && echo alive; cat /tmp/mark; ps -e -o comm= | sort -u | tr "\\n" " "');
+    assert.match(r.stdout, /^alive\nshared\n/, r.stderr);
+    assert.match(r.stdout, /sleep/);
+    assert.ok(processesMatching(`sleep ${tag}`).length > 0, 'the background sleep ended with its command');
+    const countFile = path.join(root, 'box', 'count');
+    const count = () => Number(fs.readFileSync(countFile, 'utf8').trim() || 0);
+    await waitFor(() => fs.existsSync(countFile) && count() > 3, { what: 'the counter to count' });
+
+    // Pause: the cgroup is frozen and the counter stands still.
+    r = await httpPost(`${base}/v1/sessions/box/pause`, {});
+    assert.equal(r.status, 200, r.body);
+    assert.equal(json(r).state, 'paused');
+    await waitFor(() => cgroupEvents(rec.cgroup).frozen === '1', { what: 'the cgroup to freeze' });
+    const frozenAt = count();
+    assert.equal(json(await httpGet(`${base}/v1/sessions/box`)).state, 'paused');
+    // Resume: the same process counts on from where it stood (its memory was kept).
+    r = await httpPost(`${base}/v1/sessions/box/resume`, {});
+    assert.equal(r.status, 200, r.body);
+    assert.equal(json(r).state, 'active');
+    await waitFor(() => count() > frozenAt, { what: 'the counter to go on after resume' });
+    assert.ok(count() > frozenAt);
+    r = await run(base, 'box', 'kill -0 $(cat counter.pid) && echo same');
+    assert.equal(r.stdout, 'same\n');
+
+    // A command on a paused session thaws it first.
+    assert.equal((await httpPost(`${base}/v1/sessions/box/pause`, {})).status, 200);
+    r = await run(base, 'box', 'echo ran');
+    assert.equal(r.stdout, 'ran\n');
+    assert.equal(json(await httpGet(`${base}/v1/sessions/box`)).state, 'active');
+
+    // Stop: everything the session ran dies; the next command starts a fresh sandbox.
+    r = await httpPost(`${base}/v1/sessions/box/stop`, {});
+    assert.equal(r.status, 200, r.body);
+    await waitFor(() => processesMatching(`sleep ${tag}`).length === 0, { what: `no 'sleep ${tag}' left` });
+    await waitFor(() => cgroupEvents(rec.cgroup).populated === '0', { what: 'the cgroup to empty' });
+    assertError(await httpPost(`${base}/v1/sessions/box/pause`, {}), 409, 'session_busy');
+    r = await run(base, 'box', 'test -e /tmp/mark && echo kept || echo fresh; kill -0 $(cat counter.pid) 2>/dev/null && echo alive || echo gone');
+    assert.equal(r.stdout, 'fresh\ngone\n');
+
+    // The CLI pauses and resumes too.
+    r = await yard(['session', 'pause', 'box'], { stateDir: d.stateDir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await yardJson(['session', 'ls', '--json'], { stateDir: d.stateDir }))[0].state, 'paused');
+    r = await yard(['session', 'resume', 'box'], { stateDir: d.stateDir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await yardJson(['session', 'ls', '--json'], { stateDir: d.stateDir }))[0].state, 'active');
+    await d.stop();
+    assert.ok(!fs.existsSync(rec.cgroup) || cgroupEvents(rec.cgroup).populated === '0');
 });
