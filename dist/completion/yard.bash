@@ -27,7 +27,7 @@ _yard_options() {
         case $2 in
         ls) echo "$common --json" ;;
         exec) echo "$common --timeout" ;;
-        stop | rm) echo "$common" ;;
+        stop | rm | pause | resume) echo "$common" ;;
         *) echo "$common --json --timeout" ;;
         esac
         ;;
@@ -166,7 +166,7 @@ _yard() {
         ;;
     session)
         if [[ -z $sub ]]; then
-            COMPREPLY=($(compgen -W "ls exec stop rm" -- "$cur"))
+            COMPREPLY=($(compgen -W "ls exec stop pause resume rm" -- "$cur"))
         elif [[ $sub != ls && $npos -eq 0 ]]; then
             COMPREPLY=($(compgen -W "$(_yard_names sessions "${dir[@]}")" -- "$cur"))
         fi
