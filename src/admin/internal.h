@@ -117,11 +117,4 @@ struct admin__sexec *admin__session_exec(struct app *app, json_t *req,
 /* Drops or kills the command (with what it started); nothing more is sent. */
 void admin__session_exec_cancel(struct admin__sexec *x);
 
-/*
- * `yard gpus` for pods: per recorded pod, {name, reachable, source, gpus} in
- * the shape of gpu_inventory_json, from the pod's last poll (or its record),
- * each GPU's "processes" being yard's instances placed there. A new array.
- */
-json_t *admin__pods_gpus(struct app *app);
-
 #endif

@@ -23,6 +23,7 @@
 #include "config/config.h"
 #include "gpu/gpu.h"
 #include "host/host.h"
+#include "sched/report.h"
 #include "sched/sched.h"
 #include "store/store.h"
 #include "sup/sup.h"
@@ -393,94 +394,14 @@ out:
     json_decref(busy);
 }
 
-json_t *admin__pods_gpus(struct app *app)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < host_count(app->hosts); i++) {
-        struct host *h = host_at(app->hosts, i);
-        if (h->kind != HOST_POD)
-            continue;
-        json_t *res = gpu_inventory_json(host_gpus(h));
-        /* A pod's processes are not read one by one: what is listed is yard's instances there. */
-        size_t k;
-        json_t *g;
-        json_array_foreach(json_object_get(res, "gpus"), k, g)
-        {
-            int index = (int)json_integer_value(json_object_get(g, "index"));
-            json_t *procs = json_object_get(g, "processes");
-            for (size_t j = 0; j < sup_count(app->sup); j++) {
-                struct sup_info info;
-                sup_info_at(app->sup, j, &info);
-                if (info.pid > 0 && strcmp(info.host, h->name) == 0 &&
-                    gpu_list_has(info.gpus, index))
-                    json_array_append_new(procs,
-                                          json_pack("{s:i, s:n, s:s, s:s}", "pid", info.pid, "used",
-                                                    "name", info.engine, "model", info.name));
-            }
-        }
-        const char *why;
-        json_object_set_new(res, "name", utf8_json_xstring(h->name));
-        json_object_set_new(res, "reachable",
-                            json_boolean(host_reachable(h, &why) == HOST_REACH_YES));
-        json_array_append_new(arr, res);
-    }
-    return arr;
-}
-
 /* ---- hosts ---- */
-
-/* The models with an instance on host NAME that is neither stopped nor failed: a new array. */
-static json_t *host_instances(struct app *app, const char *name)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; app->sup && i < sup_count(app->sup); i++) {
-        struct sup_info info;
-        sup_info_at(app->sup, i, &info);
-        if (info.host && strcmp(info.host, name) == 0 && info.state != INST_STOPPED &&
-            info.state != INST_FAILED)
-            json_array_append_new(arr, utf8_json_xstring(info.name));
-    }
-    return arr;
-}
-
-static json_t *host_json(struct app *app, struct host *h)
-{
-    const char *why = NULL;
-    enum host_reach r = host_reachable(h, &why);
-    json_t *gpus = json_array();
-    const struct gpu_inventory *inv = host_gpus(h);
-    for (size_t i = 0; i < inv->n; i++) {
-        const struct gpu_dev *d = &inv->devs[i];
-        json_array_append_new(
-            gpus,
-            json_pack("{s:i, s:o, s:o, s:o}", "index", d->index, "name", utf8_json_xstring(d->name),
-                      "memory_total", d->total ? json_integer((json_int_t)d->total) : json_null(),
-                      "memory_used",
-                      d->used == UINT64_MAX ? json_null() : json_integer((json_int_t)d->used)));
-    }
-    json_t *o = json_pack("{s:o, s:s, s:o, s:o, s:o, s:o}", "name", utf8_json_xstring(h->name),
-                          "kind", host_kind_name(h->kind), "reachable",
-                          r == HOST_REACH_UNKNOWN ? json_null() : json_boolean(r == HOST_REACH_YES),
-                          "reason", why ? utf8_json_xstring(why) : json_null(), "gpus", gpus,
-                          "instances", host_instances(app, h->name));
-    if (o && h->kind == HOST_SLURM) {
-        /* A cluster: its partitions (sinfo) and yard's jobs, one a line. */
-        json_t *lines = json_array();
-        char *text = host_cluster_text(h), *save = NULL;
-        for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
-            json_array_append_new(lines, utf8_json_xstring(l));
-        free(text);
-        json_object_set_new(o, "cluster", lines);
-    }
-    return o;
-}
 
 static void hosts_probed(void *arg)
 {
     struct ls_op *ls = arg;
     json_t *arr = json_array();
     for (size_t i = 0; i < host_count(ls->app->hosts); i++)
-        json_array_append_new(arr, host_json(ls->app, host_at(ls->app->hosts, i)));
+        json_array_append_new(arr, sched_report_host(ls->app, host_at(ls->app->hosts, i)));
     reply_ok(ls->reply, ls->arg, arr);
     free(ls);
 }

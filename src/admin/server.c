@@ -25,6 +25,7 @@
 #include "gpu/gpu.h"
 #include "host/host.h"
 #include "runner/cgroup.h"
+#include "sched/report.h"
 #include "sched/sched.h"
 #include "store/store.h"
 #include "sup/sup.h"
@@ -307,62 +308,9 @@ static void conn_close(struct admin_conn *c)
     uv_close((uv_handle_t *)&c->pipe, on_closed);
 }
 
-static json_t *info_json(const struct sup_info *i)
-{
-    const char *nl = strchr(i->reason, '\n');
-    size_t reason_len = nl ? (size_t)(nl - i->reason) : strlen(i->reason);
-    /* NULL (out of memory) is checked by send_ok's caller through the array append. */
-    json_t *o = json_pack(
-        "{s:o, s:o, s:o, s:i, s:s, s:o, s:o, s:o, s:o, s:o, s:i, s:o, s:b}", "name", jstr(i->name),
-        "engine", jstr(i->engine), "host", jstr(i->host), "replica", i->replica, "state",
-        sup_state_name(i->state), "pid", i->pid ? json_integer(i->pid) : json_null(), "port",
-        i->port ? json_integer(i->port) : json_null(), "gpus", jstr(i->gpus), "uptime_s",
-        i->uptime_s >= 0 ? json_integer(i->uptime_s) : json_null(), "reason",
-        jstrn(i->reason, reason_len), "restarts", i->restarts, "progress",
-        i->percent >= 0 ? json_integer(i->percent) : json_null(), "busy", i->busy);
-    /* A Slurm job's id and node. */
-    if (o && (json_object_set_new(o, "job", i->job ? json_integer(i->job) : json_null()) < 0 ||
-              json_object_set_new(o, "node", i->node ? jstr(i->node) : json_null()) < 0)) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* Adds what the scheduler knows of row's model: pinned, and the time its ttl leaves it. */
-static json_t *with_sched(json_t *row, const struct sched_stats *st, size_t n_st)
-{
-    const char *name = json_string_value(json_object_get(row, "name"));
-    const struct sched_stats *mine = NULL;
-    for (size_t k = 0; name && k < n_st && !mine; k++)
-        if (strcmp(st[k].model, name) == 0)
-            mine = &st[k];
-    int64_t left = mine ? mine->ttl_left_ms : -1;
-    if (row &&
-        (json_object_set_new(row, "pinned", json_boolean(mine && mine->pinned)) < 0 ||
-         json_object_set_new(row, "ttl_left_s",
-                             left >= 0 ? json_integer((left + 999) / 1000) : json_null()) < 0)) {
-        json_decref(row);
-        return NULL;
-    }
-    return row;
-}
-
 static void handle_ps(struct admin_conn *c)
 {
-    struct sup *s = c->srv->app->sup;
-    size_t n_st = 0;
-    const struct sched_stats *st = sched_stats(c->srv->app->sched, &n_st);
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < sup_count(s); i++) {
-        struct sup_info info;
-        sup_info_at(s, i, &info);
-        if (json_array_append_new(arr, with_sched(info_json(&info), st, n_st)) < 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-    send_ok(c, arr);
+    send_ok(c, sched_report_instances(c->srv->app));
 }
 
 static void handle_version(struct admin_conn *c)
@@ -1012,30 +960,6 @@ struct gpus_op {
     uint64_t want; /* the number of the read that answers */
 };
 
-/* Names the instance each GPU process belongs to (its process tree or group). */
-static void gpus_name_models(struct app *app, json_t *result)
-{
-    json_t *gpus = json_object_get(result, "gpus");
-    size_t i, j;
-    json_t *dev, *proc;
-    json_array_foreach(gpus, i, dev)
-    {
-        json_array_foreach(json_object_get(dev, "processes"), j, proc)
-        {
-            int pid = (int)json_integer_value(json_object_get(proc, "pid"));
-            for (size_t k = 0; k < sup_count(app->sup); k++) {
-                struct sup_info info;
-                sup_info_at(app->sup, k, &info);
-                if (info.pid > 0 && host_pids_here(app->hosts, info.host) &&
-                    runner_pid_owned_by(pid, info.pid, info.pid)) {
-                    json_object_set_new(proc, "model", jstr(info.name));
-                    break;
-                }
-            }
-        }
-    }
-}
-
 static void gpus_read(void *arg, struct host *h)
 {
     struct gpus_op *g = arg;
@@ -1052,8 +976,8 @@ static void gpus_read(void *arg, struct host *h)
         free(msg);
     } else {
         json_t *res = gpu_inventory_json(host_gpus(h));
-        gpus_name_models(app, res);
-        json_object_set_new(res, "pods", admin__pods_gpus(app));
+        sched_report_name_gpu_procs(app, res);
+        json_object_set_new(res, "pods", sched_report_pods_gpus(app));
         send_ok(c, res);
     }
     free(g);

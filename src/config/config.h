@@ -203,6 +203,9 @@ struct config {
     int listen_port;   /* default 8080 */
     char **api_keys;
     size_t n_api_keys;
+    char **admin_keys; /* admin_keys: needed for the dashboard's actions; NULL when none */
+    size_t n_admin_keys;
+    int ui;        /* ui: GET /ui/ and its API (default 1) */
     int gpus_auto; /* "gpus: auto" (the default) */
     struct config_gpu *gpus;
     size_t n_gpus;

@@ -888,13 +888,15 @@ enum {
     TK_CLOUDS,
     TK_SESSIONS,
     TK_SLURM,
+    TK_UI,
+    TK_ADMIN_KEYS,
     TK_COUNT,
 };
 
 static const char *const top_keys[] = {
-    "listen", "api_keys",   "gpus",         "defaults",   "router", "models",
-    "groups", "start_port", "log_max_size", "gpu_ledger", "tools",  "catalog",
-    "pods",   "events",     "clouds",       "sessions",   "slurm",  NULL,
+    "listen",     "api_keys",     "gpus",       "defaults", "router",     "models", "groups",
+    "start_port", "log_max_size", "gpu_ledger", "tools",    "catalog",    "pods",   "events",
+    "clouds",     "sessions",     "slurm",      "ui",       "admin_keys", NULL,
 };
 
 /* One pod's settings: { setup: SCRIPT } or { setup_file: PATH }, not both. */
@@ -1015,6 +1017,7 @@ void config__set_defaults(struct config__walk *w)
     struct config *cfg = w->cfg;
     cfg->listen_host = config__strdup(w, "127.0.0.1");
     cfg->listen_port = 8080;
+    cfg->ui = 1;
     cfg->gpus_auto = 1;
     cfg->default_ttl_ms = 0;
     cfg->default_startup_timeout_ms = 10 * 60 * 1000;
@@ -1069,19 +1072,36 @@ static void parse_events(struct config__walk *w, const yaml_node_t *n)
  * value) would turn authentication off while reading as if it were on; to
  * run open, the key is left out.
  */
-static void parse_api_keys(struct config__walk *w, const yaml_node_t *n)
+static void parse_keys(struct config__walk *w, const yaml_node_t *n, const char *key, char ***keys,
+                       size_t *n_keys)
 {
-    struct config *cfg = w->cfg;
     int empty = config__is_null(n) || (n->type == YAML_SEQUENCE_NODE &&
                                        n->data.sequence.items.top == n->data.sequence.items.start);
     if (empty) {
         config__err_at(w, n,
-                       "api_keys: %s would turn authentication off; list at least one key, or "
-                       "leave 'api_keys' out to run without keys",
-                       config__is_null(n) ? "a key with no value" : "an empty list");
+                       "%s: %s would turn authentication off; list at least one key, or "
+                       "leave '%s' out to run without keys",
+                       key, config__is_null(n) ? "a key with no value" : "an empty list", key);
         return;
     }
-    cfg->n_api_keys = config__get_str_list(w, n, "api_keys", &cfg->api_keys, NULL);
+    *n_keys = config__get_str_list(w, n, key, keys, NULL);
+}
+
+static void parse_api_keys(struct config__walk *w, const yaml_node_t *n)
+{
+    struct config *cfg = w->cfg;
+    parse_keys(w, n, "api_keys", &cfg->api_keys, &cfg->n_api_keys);
+}
+
+/*
+ * admin_keys: the keys that may act from the dashboard and its API (start,
+ * stop, sleep, wake, pin, unpin); the same rules as api_keys. An admin key
+ * is also accepted where an API key is.
+ */
+static void parse_admin_keys(struct config__walk *w, const yaml_node_t *n)
+{
+    struct config *cfg = w->cfg;
+    parse_keys(w, n, "admin_keys", &cfg->admin_keys, &cfg->n_admin_keys);
 }
 
 /* Sections are read in dependency order, whatever their order in the file. */
@@ -1111,6 +1131,10 @@ void config__walk_root(struct config__walk *w, const yaml_node_t *root)
         parse_tools(w, v[TK_TOOLS]);
     if (v[TK_API_KEYS])
         parse_api_keys(w, v[TK_API_KEYS]);
+    if (v[TK_ADMIN_KEYS])
+        parse_admin_keys(w, v[TK_ADMIN_KEYS]);
+    if (config__present(v[TK_UI]))
+        config__get_bool(w, v[TK_UI], "ui", &cfg->ui);
     if (config__present(v[TK_GPUS]))
         parse_gpus(w, v[TK_GPUS]);
     if (config__present(v[TK_DEFAULTS]))
@@ -1208,6 +1232,7 @@ void config_free(struct config *cfg)
     config__free_strv(cfg->warnings, cfg->n_warnings);
     free(cfg->listen_host);
     config__free_strv(cfg->api_keys, cfg->n_api_keys);
+    config__free_strv(cfg->admin_keys, cfg->n_admin_keys);
     for (size_t i = 0; i < cfg->n_gpus; i++)
         free(cfg->gpus[i].name);
     free(cfg->gpus);

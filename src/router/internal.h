@@ -25,6 +25,12 @@ struct router__count {
     uint64_t n;
 };
 
+struct router__timing {
+    char *model;
+    uint64_t n;
+    double seconds;
+};
+
 struct router {
     struct app *app;
     struct http_server http;
@@ -32,6 +38,8 @@ struct router {
     struct router__count *counts;
     size_t n_counts;
     uint64_t prompt_tokens, completion_tokens;
+    struct router__timing *timings; /* per configured model: requests timed, their seconds */
+    size_t n_timings;
     void (*closed)(void *);
     void *closed_arg;
 };
@@ -55,6 +63,7 @@ struct router__req {
     int buffering;           /* collecting the whole upstream answer */
     int paused;
     int counted;
+    uint64_t start_ms; /* clock_mono_ms when it came */
     int up_status;
     char *target;
     char *body; /* the body to forward: req->body, or a rewritten copy */
@@ -76,6 +85,11 @@ struct router__req *router__req_new(struct router *r, struct http_request *req);
  * counts as ROUTER_UNKNOWN_MODEL, so the labels are bounded by the config.
  */
 void router__count(struct router *r, const char *model, int status);
+/*
+ * Adds rr's time from its arrival to now to yard_request_duration_seconds
+ * of its model: a request for a configured model (inference, /upstream/).
+ */
+void router__time(struct router__req *rr);
 /*
  * Answers with an error in OpenAI's shape {"error":{"message","type","param","code"}}
  * (for /v1/messages also Anthropic's "type":"error"), or, once a stream has begun,
@@ -131,6 +145,17 @@ void router__unload(struct router *r, struct http_request *req, const char *mode
 /* events.c */
 /* GET /api/events: yard's events as server-sent events (docs/api.md). */
 void router__api_events(struct router *r, struct http_request *req);
+
+/* ui.c: the dashboard and its API (docs/ui.md) */
+/* GET /ui/ and /ui/FILE: the page compiled in from ui/. */
+void router__ui_asset(struct router *r, struct http_request *req);
+/* GET /api/state: models, instances, hosts and their GPUs as JSON. */
+void router__ui_state(struct router *r, struct http_request *req);
+/* POST /api/models/MODEL/ACTION (the caller checked the admin key). */
+void router__ui_action(struct router *r, struct http_request *req, const char *model,
+                       const char *action);
+/* GET /logs/stream/MODEL (model NULL: none named): the log's tail, then new lines. */
+void router__logs_stream(struct router *r, struct http_request *req, const char *model);
 
 /* metrics.c */
 void router__metrics(struct router *r, struct buf *out);

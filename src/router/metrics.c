@@ -55,6 +55,16 @@ void router__metrics(struct router *r, struct buf *b)
                    (unsigned long long)r->counts[i].n);
     }
 
+    buf_appends(b, "# HELP yard_request_duration_seconds Time from a request's arrival to the "
+                   "end of its answer (queueing and loading included), by model.\n"
+                   "# TYPE yard_request_duration_seconds summary\n");
+    for (size_t i = 0; i < r->n_timings; i++) {
+        metrics__series(b, "yard_request_duration_seconds_sum", "model", r->timings[i].model);
+        buf_printf(b, "} %.6f\n", r->timings[i].seconds);
+        metrics__series(b, "yard_request_duration_seconds_count", "model", r->timings[i].model);
+        buf_printf(b, "} %llu\n", (unsigned long long)r->timings[i].n);
+    }
+
     size_t n = 0;
     const struct sched_stats *st = sched_stats(app->sched, &n);
     buf_appends(b, "# HELP yard_queue_depth Requests waiting for their model.\n"

@@ -405,6 +405,7 @@ void router__req_gone(struct router__req *rr)
     release_slot(rr);
     if (!rr->counted && !rr->finished)
         router__count(rr->r, rr->model[0] ? rr->model : ROUTER_NO_MODEL, 499);
+    router__time(rr);
     buf_release(&rr->rbuf);
     buf_release(&rr->up_headers);
     if (rr->body_owned)

@@ -61,6 +61,24 @@ void router__count(struct router *r, const char *model, int status)
     r->counts[r->n_counts++] = (struct router__count){xstrdup(model), status, 1};
 }
 
+void router__time(struct router__req *rr)
+{
+    struct router *r = rr->r;
+    const struct config_model *m = rr->model[0] ? config_find_model(r->app->cfg, rr->model) : NULL;
+    if (!m || !rr->target)
+        return;
+    double s = (double)(clock_mono_ms() - rr->start_ms) / 1000.0;
+    for (size_t i = 0; i < r->n_timings; i++) {
+        if (strcmp(r->timings[i].model, m->name) == 0) {
+            r->timings[i].n++;
+            r->timings[i].seconds += s;
+            return;
+        }
+    }
+    r->timings = xrealloc(r->timings, (r->n_timings + 1) * sizeof *r->timings);
+    r->timings[r->n_timings++] = (struct router__timing){xstrdup(m->name), 1, s};
+}
+
 void router__refuse(struct router__req *rr, enum sched_reason why, int retry_after_s,
                     const char *msg)
 {
@@ -112,24 +130,48 @@ static int key_equal(const char *a, size_t alen, const char *b)
     return diff == 0;
 }
 
+/* The key a request sends (Authorization: Bearer KEY, or x-api-key), or NULL. */
+static const char *request_key(struct http_request *req)
+{
+    const char *auth = http_request_header(req, "Authorization");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        return auth + 7;
+    return http_request_header(req, "x-api-key");
+}
+
+/* Whether key is one of keys[0..n), compared in constant time. */
+static int key_in(const char *key, char *const *keys, size_t n)
+{
+    if (!key)
+        return 0;
+    size_t len = strlen(key);
+    int ok = 0;
+    for (size_t i = 0; i < n; i++)
+        ok |= key_equal(key, len, keys[i]);
+    return ok;
+}
+
+/* An API key, or an admin key (accepted wherever an API key is). */
 static int authorized(struct router *r, struct http_request *req)
 {
     const struct config *cfg = r->app->cfg;
     if (!cfg->n_api_keys)
         return 1;
-    const char *key = NULL;
-    const char *auth = http_request_header(req, "Authorization");
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
-        key = auth + 7;
-    else
-        key = http_request_header(req, "x-api-key");
-    if (!key)
+    const char *key = request_key(req);
+    return key_in(key, cfg->api_keys, cfg->n_api_keys) ||
+           key_in(key, cfg->admin_keys, cfg->n_admin_keys);
+}
+
+/* The dashboard's actions: 0 when allowed, else the status to answer (401 or 403). */
+static int admin_authorized(struct router *r, struct http_request *req)
+{
+    const struct config *cfg = r->app->cfg;
+    if (!cfg->n_admin_keys)
+        return authorized(r, req) ? 0 : 401;
+    const char *key = request_key(req);
+    if (key_in(key, cfg->admin_keys, cfg->n_admin_keys))
         return 0;
-    size_t len = strlen(key);
-    int ok = 0;
-    for (size_t i = 0; i < cfg->n_api_keys; i++)
-        ok |= key_equal(key, len, cfg->api_keys[i]);
-    return ok;
+    return key_in(key, cfg->api_keys, cfg->n_api_keys) ? 403 : 401;
 }
 
 static void handle_models(struct router *r, struct http_request *req)
@@ -175,6 +217,7 @@ struct router__req *router__req_new(struct router *r, struct http_request *req)
     rr->req = req;
     rr->body = (char *)req->body;
     rr->body_len = req->body_len;
+    rr->start_ms = clock_mono_ms();
     buf_init(&rr->rbuf, 0);
     http_request_on_done(req, on_done, rr);
     return rr;
@@ -399,6 +442,53 @@ static void handle_compat(struct router *r, struct http_request *req)
     free(model);
 }
 
+/* A percent-encoded path segment as a name: a new string, or NULL when empty or invalid. */
+static char *path_name(const char *seg, size_t len)
+{
+    char *name = NULL;
+    if (upstream_path_decode(seg, len, &name) < 0 || !*name || strchr(name, '/')) {
+        free(name);
+        return NULL;
+    }
+    return name;
+}
+
+/* POST /api/models/MODEL/ACTION */
+static void handle_ui_action(struct router *r, struct http_request *req)
+{
+    const char *rest = req->path + 12;
+    const char *slash = strrchr(rest, '/');
+    char *model = slash ? path_name(rest, (size_t)(slash - rest)) : NULL;
+    if (!model || !slash[1]) {
+        free(model);
+        router__fail(router__req_new(r, req), 404, "invalid_request_error", "unknown_endpoint", 0,
+                     "use POST /api/models/MODEL/ACTION with ACTION one of start, stop, sleep, "
+                     "wake, pin, unpin (MODEL percent-encoded)");
+        return;
+    }
+    router__ui_action(r, req, model, slash + 1);
+    free(model);
+}
+
+/* GET /logs/stream[/MODEL] */
+static void handle_logs_stream(struct router *r, struct http_request *req)
+{
+    const char *rest = req->path + 12;
+    if (!*rest || !rest[1]) {
+        router__logs_stream(r, req, NULL);
+        return;
+    }
+    char *model = path_name(rest + 1, strlen(rest + 1));
+    if (!model) {
+        router__fail(router__req_new(r, req), 400, "invalid_request_error", "invalid_value", 0,
+                     "the model after /logs/stream/ is not a valid percent-encoded name; use "
+                     "/logs/stream/MODEL");
+        return;
+    }
+    router__logs_stream(r, req, model);
+    free(model);
+}
+
 static void on_request(struct http_request *req, void *arg)
 {
     struct router *r = arg;
@@ -426,7 +516,49 @@ static void on_request(struct http_request *req, void *arg)
                  (is_post && (strcmp(path, "/unload") == 0 || strncmp(path, "/unload/", 8) == 0 ||
                               strcmp(path, "/api/models/unload") == 0 ||
                               strncmp(path, "/api/models/unload/", 19) == 0));
-    if ((v1 || upstream || compat) && !authorized(r, req)) {
+    /* The dashboard: its page holds no data and is open; its API is behind the keys. */
+    const struct config *cfg = r->app->cfg;
+    int ui_page = is_get && strncmp(path, "/ui/", 4) == 0;
+    int ui_state = is_get && strcmp(path, "/api/state") == 0;
+    int ui_action = is_post && !compat && strncmp(path, "/api/models/", 12) == 0;
+    int logs =
+        is_get && (strcmp(path, "/logs/stream") == 0 || strncmp(path, "/logs/stream/", 13) == 0);
+    if (is_get && strcmp(path, "/ui") == 0) {
+        http_response_header(req, "Location", "/ui/");
+        http_respond(req, 301, "text/plain; charset=utf-8", "/ui/\n", 5);
+        return;
+    }
+    if ((ui_page || ui_state || ui_action) && !cfg->ui) {
+        router__fail(router__req_new(r, req), 404, "invalid_request_error", "ui_disabled", 0,
+                     "the dashboard is off in this daemon's config ('ui: false'); remove that "
+                     "line to serve /ui/ and its API");
+        return;
+    }
+    if (ui_page) {
+        router__ui_asset(r, req);
+        return;
+    }
+    if (ui_action) {
+        int denied = admin_authorized(r, req);
+        if (denied) {
+            if (denied == 401)
+                http_response_header(req, "WWW-Authenticate", "Bearer");
+            router__fail(router__req_new(r, req), denied,
+                         denied == 401 ? "invalid_request_error" : "permission_error",
+                         denied == 401 ? "invalid_api_key" : "admin_key_required", 0, "%s",
+                         denied == 403 ? "this action needs one of the config's admin_keys; the "
+                                         "key sent is an API key only"
+                         : cfg->n_admin_keys
+                             ? "missing or invalid key; this action needs 'Authorization: "
+                               "Bearer KEY' with one of the config's admin_keys"
+                             : "missing or invalid API key; send 'Authorization: Bearer KEY' "
+                               "with one of the config's api_keys");
+            return;
+        }
+        handle_ui_action(r, req);
+        return;
+    }
+    if ((v1 || upstream || compat || ui_state || logs) && !authorized(r, req)) {
         struct router__req *rr = router__req_new(r, req);
         rr->anthropic = strcmp(path, "/v1/messages") == 0;
         http_response_header(req, "WWW-Authenticate", "Bearer");
@@ -447,6 +579,14 @@ static void on_request(struct http_request *req, void *arg)
         handle_compat(r, req);
         return;
     }
+    if (ui_state) {
+        router__ui_state(r, req);
+        return;
+    }
+    if (logs) {
+        handle_logs_stream(r, req);
+        return;
+    }
     if (v1 && is_get && (strcmp(path, "/v1/models") == 0)) {
         handle_models(r, req);
         return;
@@ -459,8 +599,8 @@ static void on_request(struct http_request *req, void *arg)
     router__fail(rr, 404, "invalid_request_error", "unknown_endpoint", 0,
                  "no endpoint %s %s; yard serves POST /v1/chat/completions, /v1/completions, "
                  "/v1/embeddings, /v1/responses, /v1/messages, GET /v1/models, /v1/sessions..., "
-                 "/upstream/MODEL/..., /health, /metrics, /api/events, and llama-swap's GET "
-                 "/running and POST /unload",
+                 "/upstream/MODEL/..., /health, /metrics, /api/events, /api/state, the dashboard "
+                 "at /ui/, and llama-swap's GET /running, /logs/stream/MODEL and POST /unload",
                  req->method, path);
 }
 
@@ -524,6 +664,9 @@ static void on_http_closed(struct http_server *srv, void *arg)
     for (size_t i = 0; i < r->n_counts; i++)
         free(r->counts[i].model);
     free(r->counts);
+    for (size_t i = 0; i < r->n_timings; i++)
+        free(r->timings[i].model);
+    free(r->timings);
     void (*done)(void *) = r->closed;
     void *darg = r->closed_arg;
     free(r);

@@ -1006,6 +1006,25 @@ static void test_empty_api_keys(void **state)
     config_free(c);
 }
 
+/* ui: on by default; admin_keys: the same rules as api_keys. */
+static void test_ui_and_admin_keys(void **state)
+{
+    struct config *c = parse_ok("listen: 127.0.0.1:8080\n");
+    assert_int_equal(c->ui, 1);
+    assert_int_equal(c->n_admin_keys, 0);
+    config_free(c);
+    c = parse_ok("ui: false\nadmin_keys: [ad-one, ad-two]\n");
+    assert_int_equal(c->ui, 0);
+    assert_int_equal(c->n_admin_keys, 2);
+    assert_string_equal(c->admin_keys[1], "ad-two");
+    config_free(c);
+    expect_error("admin_keys: []\n",
+                 "yard.yaml:1:13: admin_keys: an empty list would turn authentication off; list "
+                 "at least one key, or leave 'admin_keys' out to run without keys");
+    expect_error("admin_keys: sk\n", "yard.yaml:1:13: admin_keys: expected a list, got 'sk'");
+    expect_error("ui: maybe\n", "yard.yaml:1:5: ui: expected true or false, got 'maybe'");
+}
+
 #define NAME_RULE_MSG                                                                              \
     "use 1 to 128 letters, digits, '.', '_', '-', ':', '@', '+' or '~', not starting with '.' "    \
     "or '-'"
@@ -1912,6 +1931,7 @@ int main(void)
         cmocka_unit_test(test_expand_cmd),
         cmocka_unit_test(test_pods),
         cmocka_unit_test(test_empty_api_keys),
+        cmocka_unit_test(test_ui_and_admin_keys),
         cmocka_unit_test(test_name_bounds),
         cmocka_unit_test(test_nul_in_scalars),
         cmocka_unit_test(test_many_models),
