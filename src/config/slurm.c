@@ -198,10 +198,6 @@ static void parse_cluster(struct config__walk *w, struct config_slurm *c, const 
                            p, config__scalar(v[SK_RENEW_BEFORE]), config__scalar(v[SK_TIME]));
         else if (t != SLURM_UNSET) {
             c->renew_before_ms = t;
-            config__warn_at(w, v[SK_RENEW_BEFORE],
-                            "%s: walltime renewal is not done yet; a job ends at its limit and "
-                            "its model restarts per its policy",
-                            p);
         }
     }
 

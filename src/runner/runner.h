@@ -65,6 +65,13 @@ struct runner_events {
      * on_exit; not every runner says.
      */
     void (*ended)(void *arg, const char *why);
+    /*
+     * The tree was replaced by another that already serves (a Slurm job
+     * renewed ahead of its time limit): *p is the new one's, reached at
+     * local_port (and watch_addr); why says so in one line. The old tree
+     * drains and ends on its own; on_exit is the new tree's from now on.
+     */
+    void (*moved)(void *arg, const struct runner_proc *p, int local_port, const char *why);
 };
 
 /*

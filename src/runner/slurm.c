@@ -20,12 +20,18 @@
 #include "base/hash.h"
 #include "base/log.h"
 #include "config/config.h"
+#include "http/probe.h"
 
 #define SLURM_CMD_TIMEOUT_MS 30000
 /* How long after a submission or a cancel the queue is read again. */
 #define SLURM_SOON_MS 500
 /* How often sinfo is read for `yard hosts`. */
 #define SLURM_SINFO_EVERY_MS 60000
+/* A replacement job's engine is asked GET /health this often until it answers 200. */
+#define SLURM_RENEW_PROBE_MS 1000
+#define SLURM_RENEW_PROBE_TIMEOUT_MS 5000
+/* The replaced job drains at most this long (less when its limit is nearer). */
+#define SLURM_DRAIN_MAX_MS 60000
 
 enum watch_phase {
     W_SUBMITTING = 0, /* sbatch runs */
@@ -43,12 +49,27 @@ struct runner_watch {
     char jobname[128];  /* as squeue last listed it (or as submitted) */
     char *script;       /* the job script (removed at the end) */
     char *addr_file;
-    char *addr; /* the node's address, once known */
+    const char *addr; /* the node's address, once known (the runner's list owns it) */
     char *node;
     int port;
+    long time_left_s; /* as squeue last said (-1: unknown or unlimited) */
+    /* Walltime renewal (renew_before): the replacement job, then the replaced one. */
+    long renew_job;
+    int renew_running; /* squeue lists it running */
+    char *renew_node;
+    int renew_port;
+    int renew_failed; /* a replacement failed: no more for this job */
+    struct tools_run *renew_sbatch;
+    struct http_probe *renew_probe;
+    uint64_t renew_probe_ms; /* when the last probe was sent */
+    long old_job;            /* replaced, draining until old_cancel_ms */
+    uint64_t old_cancel_ms;
+    int old_cancelled;
     char reason[160]; /* the pending reason last reported */
     int dropped;      /* unwatched: nothing is reported any more */
     int listed;       /* the last squeue listed it */
+    int renew_listed; /* ... its replacement */
+    int old_listed;   /* ... the job it replaced */
     int asking;       /* a scontrol show job runs for it */
     struct tools_run *sbatch;
     runner_exit_cb cb;
@@ -179,6 +200,8 @@ void runner_slurm__ended_text(const struct runner_slurm_job *j, char *out, size_
 
 /* ---- watches ---- */
 
+static void scancel(struct runner_slurm *s, long job, int term);
+
 static struct runner_watch *find_job(struct runner_slurm *s, long job)
 {
     for (struct runner_watch *w = s->watches; w; w = w->next)
@@ -198,17 +221,19 @@ static void watch_free(struct runner_watch *w)
         unlink(w->script);
     if (w->addr_file)
         unlink(w->addr_file);
+    if (w->renew_probe)
+        http_probe_cancel(w->renew_probe);
     free(w->script);
     free(w->addr_file);
-    free(w->addr);
     free(w->node);
+    free(w->renew_node);
     free(w);
 }
 
 /* Frees w unless a command still runs for it (which frees it when it answers). */
 static void watch_maybe_free(struct runner_watch *w)
 {
-    if ((w->phase == W_DONE || w->dropped) && !w->sbatch && !w->asking)
+    if ((w->phase == W_DONE || w->dropped) && !w->sbatch && !w->asking && !w->renew_sbatch)
         watch_free(w);
 }
 
@@ -218,6 +243,10 @@ static void report_exit(struct runner_watch *w, const struct runner_slurm_job *j
     if (w->phase == W_DONE)
         return;
     w->phase = W_DONE;
+    /* A replacement that did not take over in time goes with it. */
+    if (w->renew_job)
+        scancel(s, w->renew_job, 0);
+    w->renew_job = 0;
     if (!w->dropped) {
         if (s->r.events && s->r.events->ended && why)
             s->r.events->ended(w->arg, why);
@@ -365,8 +394,7 @@ static void try_reach(struct runner_watch *w)
         ask_node(s, w->node);
         return;
     }
-    free(w->addr);
-    w->addr = xstrdup(addr);
+    w->addr = addr;
     w->phase = W_REACHED;
     log_info("slurm", "cluster '%s': job %ld runs on %s (%s), port %d", s->name, w->job, w->node,
              w->addr, w->port);
@@ -384,12 +412,201 @@ static int watching(struct runner_slurm *s)
     return 0;
 }
 
+/* ---- walltime renewal (renew_before) ---- */
+
+/* squeue's %L: "[D-]HH:MM:SS", "MM:SS", "UNLIMITED", "INVALID". Seconds, or -1. */
+static long parse_time_left(const char *t)
+{
+    long d = 0, a = 0, b = 0, c = 0;
+    const char *dash = strchr(t, '-');
+    if (dash) {
+        d = strtol(t, NULL, 10);
+        t = dash + 1;
+    }
+    int n = sscanf(t, "%ld:%ld:%ld", &a, &b, &c);
+    if (n == 3)
+        return d * 86400 + a * 3600 + b * 60 + c;
+    if (n == 2)
+        return d * 86400 + a * 60 + b;
+    return -1;
+}
+
+static void renew_failed(struct runner_watch *w, const char *why)
+{
+    struct runner_slurm *s = w->s;
+    log_warn("slurm",
+             "cluster '%s': replacement job %ld for job %ld failed: %s; job %ld serves until its "
+             "limit",
+             s->name, w->renew_job, w->job, why, w->job);
+    if (w->renew_job)
+        scancel(s, w->renew_job, 0);
+    if (w->renew_probe)
+        http_probe_cancel(w->renew_probe);
+    w->renew_probe = NULL;
+    w->renew_job = 0;
+    w->renew_running = 0;
+    free(w->renew_node);
+    w->renew_node = NULL;
+    w->renew_failed = 1;
+}
+
+static void renew_sbatch_done(const struct tools_result *res, void *arg)
+{
+    struct runner_watch *w = arg;
+    struct runner_slurm *s = w->s;
+    w->renew_sbatch = NULL;
+    long job = 0;
+    if (res->err == 0 && res->exit_code == 0 && res->out && isdigit((unsigned char)res->out[0]))
+        job = strtol(res->out, NULL, 10);
+    if (w->dropped || w->phase == W_DONE || s->closing) {
+        if (job > 0)
+            scancel(s, job, 0);
+        watch_maybe_free(w);
+        if (s->closing)
+            poll_soon(s, 0);
+        return;
+    }
+    if (job <= 0) {
+        char line[300];
+        tools_last_line(res->errout ? res->errout : "", res->err_len, line, sizeof line);
+        w->renew_job = 0;
+        renew_failed(w, *line ? line : "sbatch failed");
+        return;
+    }
+    w->renew_job = job;
+    log_info("slurm", "cluster '%s': job %ld nears its limit; submitted job %ld to replace it",
+             s->name, w->job, job);
+    poll_soon(s, SLURM_SOON_MS);
+}
+
+/* Submits the replacement once the job's time left is within renew_before. */
+static void renew_maybe(struct runner_watch *w)
+{
+    struct runner_slurm *s = w->s;
+    const struct config_slurm *c = *s->cfg ? config_find_slurm(*s->cfg, s->name) : NULL;
+    if (!c || !c->renew_before_ms || w->renew_job || w->renew_sbatch || w->renew_failed ||
+        w->time_left_s < 0 || (uint64_t)w->time_left_s * 1000 > c->renew_before_ms || !w->script ||
+        access(w->script, R_OK) < 0)
+        return;
+    struct tools_cmd cmd = {0};
+    tools_cmd_add(&cmd, "sbatch");
+    tools_cmd_add(&cmd, "--parsable");
+    tools_cmd_add(&cmd, w->script);
+    w->renew_sbatch = tools_run(s->r.loop, &cmd, SLURM_CMD_TIMEOUT_MS, renew_sbatch_done, w);
+}
+
+/* The replacement's engine answers: new requests go to it, the old job drains. */
+static void renew_switch(struct runner_watch *w, const char *addr)
+{
+    struct runner_slurm *s = w->s;
+    long old = w->job;
+    char *old_script = w->script;
+    w->old_job = old;
+    w->old_cancelled = 0;
+    uint64_t left = w->time_left_s > 0 ? (uint64_t)w->time_left_s * 1000 / 2 : 0;
+    w->old_cancel_ms = uv_now(s->r.loop) + (left < SLURM_DRAIN_MAX_MS ? left : SLURM_DRAIN_MAX_MS);
+    w->job = w->renew_job;
+    w->renew_job = 0;
+    w->renew_running = 0;
+    free(w->node);
+    w->node = w->renew_node;
+    w->renew_node = NULL;
+    w->port = w->renew_port;
+    w->addr = addr;
+    w->time_left_s = -1;
+    if (w->addr_file)
+        unlink(w->addr_file);
+    free(w->addr_file);
+    w->addr_file = xstrfmt("%s/%ld.addr", s->dir, w->job);
+    w->script = xstrfmt("%s/%ld.sh", s->dir, w->job);
+    /* The replacement is submitted from the same script: it serves as the next one's. */
+    if (old_script && rename(old_script, w->script) < 0)
+        log_warn("slurm", "cluster '%s': cannot keep the script of job %ld: %s", s->name, w->job,
+                 strerror(errno));
+    free(old_script);
+    log_info("slurm", "cluster '%s': job %ld serves on %s port %d in place of job %ld", s->name,
+             w->job, w->node, w->port, old);
+    struct runner_proc p = {.pid = (int)w->job, .pgid = (int)w->job, .start_time = w->name_hash};
+    char why[200];
+    snprintf(why, sizeof why, "job %ld replaced job %ld ahead of its time limit (renew_before)",
+             w->job, old);
+    if (!w->dropped && s->r.events && s->r.events->moved)
+        s->r.events->moved(w->arg, &p, w->port, why);
+}
+
+static void renew_probed(int status, const char *body, size_t len, void *arg)
+{
+    struct runner_watch *w = arg;
+    (void)body;
+    (void)len;
+    w->renew_probe = NULL;
+    if (status != 200 || !w->renew_job || w->dropped || w->phase == W_DONE)
+        return;
+    const char *addr = node_addr_of(w->s, w->renew_node);
+    if (addr)
+        renew_switch(w, addr);
+}
+
+/* A running replacement: its address file, its node's address, then GET /health. */
+static void renew_check(struct runner_watch *w)
+{
+    struct runner_slurm *s = w->s;
+    if (!w->renew_node) {
+        char *file = xstrfmt("%s/%ld.addr", s->dir, w->renew_job);
+        char buf[512];
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        free(file);
+        if (fd < 0)
+            return;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0)
+            return;
+        buf[n] = '\0';
+        char node[256];
+        int port;
+        if (sscanf(buf, "%255s %d", node, &port) != 2 || port <= 0 || port > 65535)
+            return;
+        w->renew_node = xstrdup(node);
+        w->renew_port = port;
+    }
+    const char *addr = node_addr_of(s, w->renew_node);
+    if (!addr) {
+        ask_node(s, w->renew_node);
+        return;
+    }
+    uint64_t now = uv_now(s->r.loop);
+    if (w->renew_probe || now - w->renew_probe_ms < SLURM_RENEW_PROBE_MS)
+        return;
+    w->renew_probe_ms = now;
+    w->renew_probe = http_probe_get(s->r.loop, addr, w->renew_port, "/health",
+                                    SLURM_RENEW_PROBE_TIMEOUT_MS, renew_probed, w);
+}
+
+/* squeue lists the replacement in state st. */
+static void renew_listed(struct runner_watch *w, const char *st, const char *name)
+{
+    w->renew_listed = 1;
+    if (w->name_hash && hash_fnv1a(name) != w->name_hash) {
+        w->renew_job = 0; /* the id is someone else's now: never touched */
+        renew_failed(w, "Slurm gave its id to another job");
+        return;
+    }
+    if (runner_slurm__terminal(st)) {
+        char why[64];
+        snprintf(why, sizeof why, "it ended %s", st);
+        renew_failed(w, why);
+        return;
+    }
+    w->renew_running = !strcmp(st, "RUNNING");
+}
+
 static void squeue_line(struct runner_slurm *s, char *line)
 {
-    /* %i|%j|%T|%r|%N */
-    char *f[5] = {0};
+    /* %i|%j|%T|%r|%N|%L */
+    char *f[6] = {0};
     int n = 0;
-    for (char *p = line; n < 5; n++) {
+    for (char *p = line; n < 6; n++) {
         f[n] = p;
         char *bar = strchr(p, '|');
         if (!bar) {
@@ -399,13 +616,24 @@ static void squeue_line(struct runner_slurm *s, char *line)
         *bar = '\0';
         p = bar + 1;
     }
-    if (n < 5)
+    if (n < 6)
         return;
     long id = strtol(f[0], NULL, 10);
     struct runner_watch *w = find_job(s, id);
-    if (!w)
-        return; /* not a job of ours: never touched */
+    if (!w) {
+        /* A replacement or a replaced job of a watch. */
+        for (w = s->watches; w; w = w->next)
+            if (!w->dropped && w->phase != W_DONE && id > 0 &&
+                (id == w->renew_job || id == w->old_job))
+                break;
+        if (w && id == w->renew_job)
+            renew_listed(w, f[2], f[1]);
+        else if (w)
+            w->old_listed = 1;
+        return; /* else not a job of ours: never touched */
+    }
     w->listed = 1;
+    w->time_left_s = parse_time_left(f[5]);
     snprintf(w->jobname, sizeof w->jobname, "%s", f[1]);
     if (w->name_hash && hash_fnv1a(f[1]) != w->name_hash) {
         /* An id Slurm reused: this is not the job yard submitted. */
@@ -435,6 +663,8 @@ static void squeue_line(struct runner_slurm *s, char *line)
     }
     if (!strcmp(state, "RUNNING") && w->phase == W_QUEUED)
         try_reach(w);
+    if (!strcmp(state, "RUNNING") && w->phase == W_REACHED)
+        renew_maybe(w);
 }
 
 static void squeue_done(const struct tools_result *res, void *arg)
@@ -459,7 +689,7 @@ static void squeue_done(const struct tools_result *res, void *arg)
     s->why[0] = '\0';
     /* Which of our jobs squeue lists; the others are asked of scontrol. */
     for (struct runner_watch *w = s->watches; w; w = w->next)
-        w->listed = 0;
+        w->listed = w->renew_listed = w->old_listed = 0;
     char *text = xstrdup(res->out ? res->out : "");
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
@@ -469,6 +699,17 @@ static void squeue_done(const struct tools_result *res, void *arg)
         next = w->next;
         if (!w->listed && w->job > 0 && w->phase != W_DONE && !w->dropped)
             ask_job(w);
+        if (w->renew_job && !w->renew_listed && !w->renew_sbatch)
+            renew_failed(w, "it ended before it served");
+        if (w->old_job && !w->old_listed)
+            w->old_job = 0; /* the replaced job has gone */
+        if (w->old_job && !w->old_cancelled && uv_now(s->r.loop) >= w->old_cancel_ms) {
+            log_info("slurm", "cluster '%s': job %ld drained; cancelling it", s->name, w->old_job);
+            w->old_cancelled = 1;
+            scancel(s, w->old_job, 1);
+        }
+        if (w->renew_job && w->renew_running)
+            renew_check(w);
     }
     const struct config_slurm *c = *s->cfg ? config_find_slurm(*s->cfg, s->name) : NULL;
     poll_soon(s, c ? c->poll_ms : 10000);
@@ -512,7 +753,7 @@ static void timer_fire(uv_timer_t *t)
     tools_cmd_add(&c, "-h");
     tools_cmd_add(&c, "--me");
     tools_cmd_add(&c, "-o");
-    tools_cmd_add(&c, "%i|%j|%T|%r|%N");
+    tools_cmd_add(&c, "%i|%j|%T|%r|%N|%L");
     s->squeue = tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, squeue_done, s);
 }
 
@@ -576,14 +817,18 @@ static void quote_with_port(struct buf *b, const char *a, const char *port)
     free(head);
 }
 
-static char *job_script(const struct runner_spec *spec, const char *dir)
+static char *job_script(const struct runner_spec *spec, const char *dir,
+                        const struct tools_cmd *cmd)
 {
     struct buf b;
     buf_init(&b, 1 << 20);
     char port[16];
     snprintf(port, sizeof port, "%d", spec->port);
+    buf_printf(&b, "#!/bin/bash\n");
+    /* The options again, for a replacement submitted from this file (walltime renewal). */
+    for (int i = 2; i < cmd->argc; i++)
+        buf_printf(&b, "#SBATCH %s\n", cmd->argv[i]);
     buf_printf(&b,
-               "#!/bin/bash\n"
                "# Written by yard (docs/slurm.md): one engine, reached on its node.\n"
                "port=%d\n"
                "taken() { (exec 3<>\"/dev/tcp/127.0.0.1/$1\") 2>/dev/null; }\n"
@@ -672,10 +917,14 @@ static void sbatch_done(const struct tools_result *res, void *arg)
         watch_maybe_free(w);
         return;
     }
-    /* sbatch has read the script. */
-    unlink(w->script);
-    free(w->script);
-    w->script = NULL;
+    /* sbatch has read the script; it stays as JOBID.sh for a replacement (renewal). */
+    char *kept = xstrfmt("%s/%ld.sh", s->dir, job);
+    if (rename(w->script, kept) == 0) {
+        free(w->script);
+        w->script = kept;
+    } else {
+        free(kept);
+    }
     w->job = job;
     w->addr_file = xstrfmt("%s/%ld.addr", s->dir, job);
     w->phase = W_QUEUED;
@@ -714,21 +963,9 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
     w->s = s;
     w->cb = on_exit;
     w->arg = arg;
+    w->time_left_s = -1;
     w->script = xstrfmt("%s.sh", base);
     free(base);
-    char *text = job_script(spec, s->dir);
-    int fd = open(w->script, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
-    size_t len = strlen(text);
-    int ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
-    int e = errno;
-    if (fd >= 0)
-        close(fd);
-    free(text);
-    if (!ok) {
-        *err = xstrfmt("cannot write the job script '%s': %s", w->script, strerror(e));
-        watch_free(w);
-        return -e;
-    }
     char *name = xstrfmt("yard-%s", spec->name ? spec->name : "engine");
     w->name_hash = hash_fnv1a(name);
     snprintf(w->jobname, sizeof w->jobname, "%s", name);
@@ -766,6 +1003,19 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
     }
     for (size_t i = 0; i < c->n_sbatch; i++)
         tools_cmd_add(&cmd, c->sbatch[i]);
+    char *text = job_script(spec, s->dir, &cmd);
+    int fd = open(w->script, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
+    size_t len = strlen(text);
+    int ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    if (!ok) {
+        *err = xstrfmt("cannot write the job script '%s': %s", w->script, strerror(e));
+        watch_free(w);
+        return -e;
+    }
     if (tools_cmd_add(&cmd, w->script) < 0) {
         *err = xstrdup("the sbatch command line is too long");
         watch_free(w);
@@ -791,7 +1041,9 @@ static int slurm_adopt(struct runner *r, const struct runner_proc *p, runner_exi
     w->job = p->pid;
     w->name_hash = p->start_time;
     w->phase = W_QUEUED;
+    w->time_left_s = -1;
     w->addr_file = xstrfmt("%s/%ld.addr", s->dir, w->job);
+    w->script = xstrfmt("%s/%ld.sh", s->dir, w->job);
     w->next = s->watches;
     s->watches = w;
     *watch = w;
@@ -839,10 +1091,17 @@ static int slurm_signal_group(struct runner *r, const struct runner_proc *p, int
     /* Only a job yard watches, as submitted: never another's. */
     if (!w || (p->start_time && w->name_hash != p->start_time))
         return -ESRCH;
-    if (sig == SIGTERM)
-        scancel(s, w->job, 1);
-    else if (sig == SIGKILL)
-        scancel(s, w->job, 0);
+    if (sig != SIGTERM && sig != SIGKILL)
+        return 0;
+    scancel(s, w->job, sig == SIGTERM);
+    /* A replacement under way, and a replaced job still draining, go too. */
+    if (w->renew_job)
+        scancel(s, w->renew_job, 0);
+    w->renew_failed = 1;
+    if (w->old_job && !w->old_cancelled) {
+        w->old_cancelled = 1;
+        scancel(s, w->old_job, sig == SIGTERM);
+    }
     return 0;
 }
 
@@ -951,6 +1210,12 @@ char *runner_slurm_describe(struct runner_slurm *s)
         else
             buf_printf(&b, "job %ld %s: %s\n", w->job, w->jobname,
                        *w->reason ? w->reason : "submitted");
+        if (w->renew_job)
+            buf_printf(&b, "job %ld %s: replacing job %ld (renew_before)\n", w->renew_job,
+                       w->jobname, w->job);
+        if (w->old_job)
+            buf_printf(&b, "job %ld %s: replaced by job %ld, draining\n", w->old_job, w->jobname,
+                       w->job);
     }
     char *out = buf_detach(&b, NULL);
     return out ? out : xstrdup("");
@@ -988,12 +1253,14 @@ static void finish_close(struct runner_slurm *s)
             return;
     if (uv_is_closing((uv_handle_t *)&s->timer))
         return;
-    /* Jobs keep running: their address files stay for the next daemon. */
+    /* Jobs keep running: their address files and scripts stay for the next daemon. */
     for (struct runner_watch *w = s->watches; w; w = w->next) {
         if (w->phase == W_DONE)
             continue;
         free(w->addr_file);
         w->addr_file = NULL;
+        free(w->script);
+        w->script = NULL;
     }
     uv_close((uv_handle_t *)&s->timer, closed_cb);
 }

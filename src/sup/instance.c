@@ -1097,6 +1097,7 @@ const struct runner_events sup__runner_events = {
     .found = sup__pod_found,
     .waiting = sup__queued,
     .ended = sup__ended,
+    .moved = sup__moved,
 };
 
 void sup__inst_stop(struct instance *in, void (*done)(void *), void (*drop)(void *), void *arg)

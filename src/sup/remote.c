@@ -114,6 +114,20 @@ void sup__ended(void *arg, const char *why)
     log_info("sup", "'%s': %s", in->label, why ? why : "ended");
 }
 
+void sup__moved(void *arg, const struct runner_proc *p, int local_port, const char *why)
+{
+    struct instance *in = arg;
+    in->proc = *p;
+    in->reach_port = local_port;
+    /* Recorded at once: a daemon started later adopts the new job, not the drained one. */
+    int rc = sup__try_state(in, in->state, why, &in->proc);
+    if (rc < 0)
+        log_warn("sup", "'%s': %s, but the state database refused the record: %s", in->label, why,
+                 strerror(-rc));
+    else
+        log_info("sup", "'%s': %s", in->label, why);
+}
+
 void sup__pod_found(void *arg, int local_port)
 {
     struct instance *in = arg;

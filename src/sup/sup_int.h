@@ -334,6 +334,7 @@ void sup__queued(void *arg, const char *why);
 /* Times the load from now: startup_timeout (instance.c). */
 void sup__start_deadline(struct instance *in);
 void sup__ended(void *arg, const char *why);
+void sup__moved(void *arg, const struct runner_proc *p, int local_port, const char *why);
 /* The host answers again and the tree runs, reached at 127.0.0.1:local_port. */
 void sup__pod_found(void *arg, int local_port);
 /*

@@ -31,13 +31,13 @@ function mockCmd(name, extra = '') {
 }
 
 /** A daemon whose models run on cluster c1 (one GPU each unless given). */
-async function daemon(models, { stateDir, port, maxWait = '60s' } = {}) {
+async function daemon(models, { stateDir, port, maxWait = '60s', cluster = 'time: 5m' } = {}) {
     port = port ?? (await h.freePort());
     const lines = [
         `listen: 127.0.0.1:${port}`,
         `router: { max_wait: ${maxWait} }`,
         'slurm:',
-        `  c1: { partition: ${s.partition}, time: 5m, poll: 1s }`,
+        `  c1: { partition: ${s.partition}, ${cluster}, poll: 1s }`,
         'models:',
     ];
     for (const [name, m] of Object.entries(models)) {
@@ -258,6 +258,59 @@ describe('Slurm: models as jobs', { skip: SKIP || false }, () => {
             const again = await h.httpPost(`${y.base}/v1/chat/completions`, chatBody('c1'));
             assert.equal(again.status, 200, again.body);
             const stop = await h.yard(['stop', 'c1'], { stateDir: y.stateDir });
+            assert.equal(stop.code, 0, stop.stderr);
+            await h.waitFor(async () => (await yardJobs()).length === 0, { timeoutMs: 30000, what: 'no yard job left' });
+        } finally {
+            await y.d.stop();
+        }
+    });
+    test('walltime renewal: a replacement job takes over ahead of the limit while requests stream across it, none failing; the old job is cancelled', async () => {
+        // A 1-minute limit, renewed 40s before it: the first job is replaced about 20s in.
+        const y = await daemon({ w1: { gpus: 0 } }, { cluster: 'time: 1m, renew_before: 40s' });
+        try {
+            const first = await openai(y.base).chat.completions.create(chatBody('w1'));
+            assert.ok(first.choices[0].message.content.length > 0);
+            const job1 = String((await entry(y.stateDir, 'w1')).pid);
+            let served = 0;
+            let job2 = null;
+            let switchedAt = 0;
+            // Streams back to back (two at a time) until the replacement has served for a while.
+            const worker = async () => {
+                while (!switchedAt || Date.now() - switchedAt < 5000) {
+                    const stream = await openai(y.base).chat.completions.create(chatBody('w1', true));
+                    let text = '';
+                    for await (const c of stream) text += c.choices[0]?.delta?.content ?? '';
+                    assert.ok(text.length > 0, 'a stream with no text');
+                    served++;
+                }
+            };
+            const watcher = h.waitFor(
+                async () => {
+                    const x = await entry(y.stateDir, 'w1');
+                    if (x?.state === 'ready' && String(x.pid) !== job1) {
+                        job2 = String(x.pid);
+                        switchedAt = Date.now();
+                        return true;
+                    }
+                    return false;
+                },
+                { timeoutMs: 90000, intervalMs: 200, what: 'w1 moved to a replacement job' }
+            );
+            await Promise.all([worker(), worker(), watcher]);
+            assert.ok(served > 10, `only ${served} streams`);
+            assert.notEqual(job2, job1);
+            const ev = await h.yard(['events', 'w1', '-n', '50'], { stateDir: y.stateDir });
+            assert.match(ev.stdout, new RegExp(`job ${job2} replaced job ${job1} ahead of its time limit`), ev.stdout);
+            // The replaced job drains, then is cancelled before its limit.
+            const old = await h.waitFor(
+                async () => {
+                    const j = await s.job(job1);
+                    return j === null || ['CANCELLED', 'COMPLETED', 'TIMEOUT'].includes(j.JobState) ? j ?? {} : false;
+                },
+                { timeoutMs: 60000, what: `job ${job1} gone` }
+            );
+            assert.notEqual(old.JobState, 'TIMEOUT', 'the replaced job was cancelled, not left to its limit');
+            const stop = await h.yard(['stop', 'w1'], { stateDir: y.stateDir });
             assert.equal(stop.code, 0, stop.stderr);
             await h.waitFor(async () => (await yardJobs()).length === 0, { timeoutMs: 30000, what: 'no yard job left' });
         } finally {
