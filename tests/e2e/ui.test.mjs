@@ -3,6 +3,7 @@
 //   - the page loads from the binary with no network beyond the daemon; without a key
 //     it says the API refused it, and the key entered once is kept (localStorage)
 //   - an API key that is not an admin key cannot act (the page shows the 403)
+//   - a start pressed in the page, its load progress as a bar while it loads
 //   - a swap happens live: a request for b evicts a (an exclusive group) and the
 //     state cells change without a reload; the events list and the GPU timeline show it
 //   - stop pressed in the page stops the model, with the dashboard as its reason
@@ -78,7 +79,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
     const url = `http://127.0.0.1:${port}`;
     // The engines write the ledger the nvidia-smi stand-in reads: their memory shows as yard's.
     const ledger = path.join(h.tmpdir('yard-ledger-'), 'ledger');
-    const mock = `${h.MOCK_ENGINE_BIN} --flavor vllm --port \${PORT} --name \${NAME} --load-time 400ms --vram 10GiB --ledger ${ledger}`;
+    const mock = `${h.MOCK_ENGINE_BIN} --flavor vllm --port \${PORT} --name \${NAME} --load-time 600ms --vram 10GiB --ledger ${ledger}`;
     const yaml =
         `listen: 127.0.0.1:${port}\n` +
         `api_keys: [ k-api ]\nadmin_keys: [ k-admin ]\n` +
@@ -142,9 +143,20 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         assert.equal(await page.$eval('#key', (i) => i.value), 'k-admin');
         await page.waitForFunction(() => document.querySelector('#conn').textContent === 'live', { timeout: 15000 });
 
-        // Start a from the page.
+        // Start a from the page; its load progress shows as a bar while it loads.
+        const bars = await page.evaluateHandle(() => {
+            const seen = [];
+            new MutationObserver(() => {
+                const bar = document.querySelector('#instances tr[data-model="a"] td.state .bar');
+                if (bar) seen.push(bar.title);
+            }).observe(document.querySelector('#instances tbody'), { childList: true, subtree: true });
+            return seen;
+        });
         await page.click('#instances tr[data-model="a"] button[data-action="start"]');
         await waitState(page, 'a', 'ready', 'after start pressed');
+        const barsSeen = await bars.jsonValue();
+        assert.ok(barsSeen.length > 0, 'no progress bar while a loaded');
+        assert.ok(barsSeen.every((t) => /^\d+%$/.test(t)), barsSeen.join(' '));
         assert.equal((await h.ps(dir)).find((e) => e.name === 'a').state, 'ready');
 
         // A swap, live: a request for b evicts a. The page is not reloaded (the marker stays).
