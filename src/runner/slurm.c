@@ -65,6 +65,7 @@ struct runner_watch {
     long old_job;            /* replaced, draining until old_cancel_ms */
     uint64_t old_cancel_ms;
     int old_cancelled;
+    int kills;        /* plain scancels sent to the job */
     char reason[160]; /* the pending reason last reported */
     int dropped;      /* unwatched: nothing is reported any more */
     int listed;       /* the last squeue listed it */
@@ -1093,6 +1094,11 @@ static int slurm_signal_group(struct runner *r, const struct runner_proc *p, int
         return -ESRCH;
     if (sig != SIGTERM && sig != SIGKILL)
         return 0;
+    if (sig == SIGKILL && w->kills++ > 0)
+        log_warn("slurm",
+                 "cluster '%s': job %ld is still listed after scancel; its allocation may be "
+                 "leaked (see 'squeue -j %ld'; the node may need an administrator)",
+                 s->name, w->job, w->job);
     scancel(s, w->job, sig == SIGTERM);
     /* A replacement under way, and a replaced job still draining, go too. */
     if (w->renew_job)
