@@ -69,7 +69,8 @@ async function errorOf(res) {
 function colour(name) {
     let h = 0;
     for (const c of name) h = (h * 31 + c.codePointAt(0)) >>> 0;
-    return `hsl(${h % 360} 55% 45%)`;
+    // Golden-angle steps, so names that differ by a letter get distant hues.
+    return `hsl(${Math.round((h * 137.508) % 360)} 55% 45%)`;
 }
 
 function fmtBytes(n) {
@@ -151,11 +152,17 @@ function applyEvent(ev) {
         inst.state = ev.to;
         inst.reason = ev.reason;
         if (ev.to !== 'starting') progress.delete(`${ev.model}/${ev.replica}`);
+        if (ev.to === 'stopped' || ev.to === 'failed') {
+            inst.port = inst.pid = inst.uptime_s = inst.ttl_left_s = null;
+            inst.gpus = '';
+        }
         renderInstances();
-    } else {
-        refreshState();
     }
+    // The rest of the row (port, GPUs, uptime) and the GPUs follow shortly.
+    clearTimeout(refreshSoon);
+    refreshSoon = setTimeout(refreshState, 200);
 }
+let refreshSoon = null;
 
 function applyProgress(p) {
     progress.set(`${p.model}/${p.replica}`, p.percent);
@@ -225,7 +232,8 @@ function renderTimeline() {
     box.replaceChildren();
     if (!state) return;
     const now = Date.now();
-    const from = now - HOUR_MS;
+    const spanMs = Number($('#span').value) * 60000 || HOUR_MS;
+    const from = now - spanMs;
     // GPUs of an instance: as last seen running, else the config's fixed list.
     for (const i of state.instances) if (i.gpus) lastGpus.set(`${i.name}/${i.replica}/${i.host}`, i.gpus);
     const fixed = new Map(state.models.filter((m) => m.gpus && m.gpus.length).map((m) => [m.name, m.gpus.join(',')]));
@@ -259,8 +267,8 @@ function renderTimeline() {
         const track = el('div', { class: 'track' });
         for (const s of segs) {
             const a = Math.max(s.start, from);
-            const left = (100 * (a - from)) / HOUR_MS;
-            const width = Math.max(0.3, (100 * (s.end - a)) / HOUR_MS);
+            const left = (100 * (a - from)) / spanMs;
+            const width = Math.max(0.3, (100 * (s.end - a)) / spanMs);
             track.append(
                 el(
                     'span',
@@ -276,7 +284,8 @@ function renderTimeline() {
         }
         box.append(el('div', { class: 'row', 'data-gpu': name }, el('span', { class: 'name' }, name), track));
     }
-    box.append(el('div', { class: 'axis' }, el('span', {}, '-60 min'), el('span', {}, '-30 min'), el('span', {}, 'now')));
+    const ago = (ms) => (ms >= 60000 ? `-${ms / 60000} min` : `-${ms / 1000} s`);
+    box.append(el('div', { class: 'axis' }, el('span', {}, ago(spanMs)), el('span', {}, ago(spanMs / 2)), el('span', {}, 'now')));
 }
 
 // ---- events ----------------------------------------------------------
@@ -544,6 +553,7 @@ function init() {
         $('#key').value = '';
     });
     $('#logmodel').addEventListener('change', (e) => followLog(e.target.value));
+    $('#span').addEventListener('change', renderTimeline);
     $('#play').addEventListener('submit', send);
     refreshState();
     refreshMetrics();

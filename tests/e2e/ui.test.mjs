@@ -120,7 +120,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         assert.equal(res.status(), 200);
         // No key yet: the API refuses, and the page says so.
         await page.waitForFunction(() => /missing or invalid API key/.test(document.querySelector('#error').textContent), {
-            timeout: 15000,
+            timeout: 30000,
         });
         await shot(page, '01-no-key');
 
@@ -131,7 +131,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         await waitState(page, 'b', 'stopped', 'with the API key');
         await page.click('#instances tr[data-model="a"] button[data-action="start"]');
         await page.waitForFunction(() => /needs one of the config's admin_keys/.test(document.querySelector('#error').textContent), {
-            timeout: 15000,
+            timeout: 30000,
         });
         assert.equal((await h.ps(dir)).find((e) => e.name === 'a').state, 'stopped');
 
@@ -141,7 +141,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         await page.click('#keyform button[type=submit]');
         res = await page.reload({ waitUntil: 'load' });
         assert.equal(await page.$eval('#key', (i) => i.value), 'k-admin');
-        await page.waitForFunction(() => document.querySelector('#conn').textContent === 'live', { timeout: 15000 });
+        await page.waitForFunction(() => document.querySelector('#conn').textContent === 'live', { timeout: 30000 });
 
         // Start a from the page; its load progress shows as a bar while it loads.
         const bars = await page.evaluateHandle(() => {
@@ -193,7 +193,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
                 const models = [...row.querySelectorAll('.seg')].map((s) => s.dataset.model);
                 return models.includes('a') && models.includes('b');
             },
-            { timeout: 15000 }
+            { timeout: 30000 }
         );
         // GPU memory: the stand-in's GPU 0 with b's engine as yard's and this test process
         // as a foreign user.
@@ -201,8 +201,10 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
             () =>
                 document.querySelector('#gpus .gpu[data-host="local"][data-index="0"] .membar .foreign') &&
                 document.querySelector('#gpus .gpu[data-host="local"][data-index="0"] .membar .mine[data-model="b"]'),
-            { timeout: 15000 }
+            { timeout: 30000 }
         );
+        // The last minute, where the swap is wide enough to see.
+        await page.select('#span', '1');
         await shot(page, '02-after-swap');
 
         // Stop b from the page.
@@ -211,7 +213,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         assert.equal((await h.ps(dir)).find((e) => e.name === 'b').state, 'stopped');
         await page.waitForFunction(
             () => /stopped by the dashboard/.test(document.querySelector('#instances tr[data-model="b"] td.reason').textContent),
-            { timeout: 15000 }
+            { timeout: 30000 }
         );
         await shot(page, '03-stopped');
 
@@ -219,11 +221,11 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         await page.select('#logmodel', 'b');
         await page.waitForFunction(
             () => document.querySelector('#log').dataset.model === 'b' && /vLLM API server/.test(document.querySelector('#log').textContent),
-            { timeout: 15000 }
+            { timeout: 30000 }
         );
         // ... and a line written now arrives without asking again: a's start shows in a's log.
         await page.select('#logmodel', 'a');
-        await page.waitForFunction(() => /vLLM API server/.test(document.querySelector('#log').textContent), { timeout: 15000 });
+        await page.waitForFunction(() => /vLLM API server/.test(document.querySelector('#log').textContent), { timeout: 30000 });
         const before = await page.$eval('#log', (p) => (p.textContent.match(/POST \/v1\/chat\/completions/g) || []).length);
 
         // The playground: a chat to a streams its answer (a starts again for it).
@@ -235,11 +237,11 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         assert.match(await page.$eval('#answer', (p) => p.textContent), /^tok0 tok1 /);
         await page.waitForFunction(
             (n) => (document.querySelector('#log').textContent.match(/POST \/v1\/chat\/completions/g) || []).length > n,
-            { timeout: 15000 },
+            { timeout: 30000 },
             before
         );
         // Requests per model from /metrics (polled every 5 s by the page).
-        await page.waitForFunction(() => document.querySelector('#rates tr[data-model="a"]'), { timeout: 15000 });
+        await page.waitForFunction(() => document.querySelector('#rates tr[data-model="a"]'), { timeout: 30000 });
         await shot(page, '04-log-and-playground');
 
         assert.deepEqual(elsewhere, [], 'the page asked for addresses other than the daemon');
