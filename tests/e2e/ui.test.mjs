@@ -44,7 +44,9 @@ async function launch() {
         });
         return { browser, pid: browser.process().pid };
     } catch (err) {
-        return { why: `${exe} cannot start here: ${err.message.split('\n')[0]}` };
+        // Its first lines say why (the exit code, then what Chromium printed).
+        const what = err.message.split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 4).join(' / ');
+        return { why: `${exe} cannot start here: ${what}` };
     }
 }
 
