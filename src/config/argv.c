@@ -24,7 +24,9 @@
 /* One word can be no longer than the config file that holds it. */
 #define WORD_MAX (16u << 20)
 
-#define MACRO_HINT "use ${PORT}, ${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}"
+#define MACRO_HINT                                                                                 \
+    "use ${PORT}, ${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}, or define it under "       \
+    "'macros:'"
 
 enum tok_mode {
     TOK_SPLIT,  /* "${" is plain text */

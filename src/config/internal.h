@@ -65,7 +65,9 @@ struct config__walk {
     size_t n_where, cap_where;
     struct config__index *names; /* model names and aliases -> keys.c's NAME_VAL */
     uint32_t *port_owner;        /* port -> index + 1 of the first model to claim it */
-    int oom; /* an allocation failed: nothing more is added, and the load fails */
+    int oom;                  /* an allocation failed: nothing more is added, and the load fails */
+    struct config_kv *macros; /* the top-level macros while the models are read */
+    size_t n_macros;
 };
 /* A warning at n's position (cfg->warnings): the config still loads. */
 void config__warn_at(struct config__walk *w, const yaml_node_t *n, const char *fmt, ...)

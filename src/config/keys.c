@@ -240,6 +240,7 @@ enum {
     MK_HEALTH,
     MK_REPLICAS,
     MK_SCALE_AFTER,
+    MK_MACROS,
     MK_COUNT,
 };
 
@@ -265,16 +266,68 @@ static const char *const model_keys[] = {
     "health",
     "replicas",
     "scale_after",
+    "macros",
     NULL,
 };
 
 static const char *const engines[] = {"vllm", "sglang", "llamacpp", "generic"};
 
+/* A valid environment variable name: [A-Za-z_][A-Za-z0-9_]*. */
+static int env_name_ok(const char *key, size_t len)
+{
+    int ok = len > 0 && (isalpha((unsigned char)*key) || *key == '_');
+    for (size_t i = 0; ok && i < len; i++)
+        ok = isalnum((unsigned char)key[i]) || key[i] == '_';
+    return ok;
+}
+
+/*
+ * env: a mapping NAME: VALUE, or (as llama-swap writes it) a list of
+ * "NAME=VALUE" strings; a name given twice in a list is an error, as a
+ * duplicate key of a mapping is.
+ */
 void config__parse_env(struct config__walk *w, const yaml_node_t *n, const char *path,
                        struct config_kv **env, size_t *n_env)
 {
+    if (n->type == YAML_SEQUENCE_NODE) {
+        size_t cnt = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+        *env = config__calloc(w, cnt + 1, sizeof **env);
+        for (yaml_node_item_t *it = n->data.sequence.items.start;
+             *env && it < n->data.sequence.items.top; it++) {
+            yaml_node_t *item = config__node(w, *it);
+            const char *kv = config__want_scalar(w, item, path);
+            if (!kv)
+                continue;
+            const char *eq = strchr(kv, '=');
+            size_t klen = eq ? (size_t)(eq - kv) : 0;
+            if (!eq || !env_name_ok(kv, klen)) {
+                config__err_at(w, item,
+                               "%s: '%s' is not NAME=VALUE with a valid variable name (letters, "
+                               "digits and _, not starting with a digit)",
+                               path, kv);
+                continue;
+            }
+            int dup = 0;
+            for (size_t k = 0; k < *n_env && !dup; k++)
+                dup = strlen((*env)[k].key) == klen && !memcmp((*env)[k].key, kv, klen);
+            if (dup) {
+                config__err_at(w, item, "%s: '%.*s' is set twice", path, (int)klen, kv);
+                continue;
+            }
+            char *k_copy = config__strdup(w, kv);
+            char *v_copy = k_copy ? config__strdup(w, eq + 1) : NULL;
+            if (!v_copy) {
+                free(k_copy);
+                break;
+            }
+            k_copy[klen] = '\0';
+            (*env)[*n_env].key = k_copy;
+            (*env)[(*n_env)++].value = v_copy;
+        }
+        return;
+    }
     if (n->type != YAML_MAPPING_NODE) {
-        config__err_type(w, n, path, "a mapping");
+        config__err_type(w, n, path, "a mapping (or a list of NAME=VALUE)");
         return;
     }
     char *where = config__strfmt(w, "in '%s'", path);
@@ -286,10 +339,7 @@ void config__parse_env(struct config__walk *w, const yaml_node_t *n, const char 
             continue;
         yaml_node_t *k = config__node(w, p->key), *v = config__node(w, p->value);
         const char *key = config__scalar(k);
-        int ok = *key && (isalpha((unsigned char)*key) || *key == '_');
-        for (const char *c = key; ok && *c; c++)
-            ok = isalnum((unsigned char)*c) || *c == '_';
-        if (!ok) {
+        if (!env_name_ok(key, strlen(key))) {
             config__err_at(w, k, "%s: invalid environment variable name '%s'", path, key);
             continue;
         }
@@ -598,6 +648,137 @@ static void warn_vram_never_fits(struct config__walk *w, const struct config_mod
                         path, units_fmt_size(need, a, sizeof a), want, big_enough);
 }
 
+/* ---- macros ---- */
+
+/* The names cmd expands itself (docs/config.md, "cmd syntax"): no macro may take one. */
+static const char *const reserved_macros[] = {"PORT",    "NAME",     "MODEL", "GPUS",
+                                              "API_KEY", "MODEL_ID", "PID",   NULL};
+
+/*
+ * macros: NAME: VALUE (a scalar), NAME of letters, digits, _ and -, at most
+ * 63, not a name cmd expands itself, VALUE not using itself. Appends to
+ * *out (which may hold the global ones when a model's are read: a model's
+ * own replace them in place).
+ */
+static void parse_macros(struct config__walk *w, const yaml_node_t *n, const char *path,
+                         struct config_kv **out, size_t *n_out)
+{
+    if (n->type != YAML_MAPPING_NODE) {
+        config__err_type(w, n, path, "a mapping of macro names to values");
+        return;
+    }
+    char *where = config__strfmt(w, "in '%s'", path);
+    size_t *first = config__map_first_keys(w, n);
+    struct config_kv *kv = config__calloc(w, *n_out + config__map_size(n) + 1, sizeof *kv);
+    if (!kv || !first)
+        goto out;
+    for (size_t i = 0; i < *n_out; i++)
+        kv[i] = (*out)[i];
+    free(*out);
+    *out = kv;
+    for (size_t i = 0; i < config__map_size(n); i++) {
+        const yaml_node_pair_t *pr = &n->data.mapping.pairs.start[i];
+        if (!config__pair_ok(w, n, first, i, where))
+            continue;
+        yaml_node_t *k = config__node(w, pr->key), *v = config__node(w, pr->value);
+        const char *name = config__scalar(k);
+        size_t len = strlen(name);
+        int ok = len > 0 && len < 64;
+        for (size_t c = 0; ok && c < len; c++)
+            ok = isalnum((unsigned char)name[c]) || name[c] == '_' || name[c] == '-';
+        if (!ok) {
+            config__err_at(w, k, "%s: invalid macro name '%s'; use 1 to 63 letters, digits, _ or -",
+                           path, name);
+            continue;
+        }
+        int reserved = 0;
+        for (size_t r = 0; reserved_macros[r]; r++)
+            reserved |= strcmp(name, reserved_macros[r]) == 0;
+        if (reserved) {
+            config__err_at(w, k, "%s: '%s' is expanded by yard itself; give the macro another name",
+                           path, name);
+            continue;
+        }
+        char *vpath = config__strfmt(w, "%s.%s", path, name);
+        const char *val = config__want_scalar(w, v, vpath);
+        free(vpath);
+        if (!val)
+            continue;
+        char *self = config__strfmt(w, "${%s}", name);
+        if (self && strstr(val, self)) {
+            config__err_at(w, v, "%s.%s: the macro uses itself", path, name);
+            free(self);
+            continue;
+        }
+        free(self);
+        size_t at = 0;
+        while (at < *n_out && strcmp((*out)[at].key, name) != 0)
+            at++;
+        char *k_copy = config__strdup(w, name);
+        char *v_copy = k_copy ? config__strdup(w, val) : NULL;
+        if (!v_copy) {
+            free(k_copy);
+            break;
+        }
+        if (at < *n_out) {
+            free((*out)[at].key);
+            free((*out)[at].value);
+        } else {
+            (*n_out)++;
+        }
+        (*out)[at].key = k_copy;
+        (*out)[at].value = v_copy;
+    }
+out:
+    free(first);
+    free(where);
+}
+
+static void free_macros(struct config_kv *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(kv[i].key);
+        free(kv[i].value);
+    }
+    free(kv);
+}
+
+/*
+ * s with the config's macros expanded in place of *s: the last declared
+ * first, so a macro may use one declared before it (llama-swap's order).
+ * What yard expands at start (${PORT}, ${env.VAR}, ...) stays.
+ */
+static void expand_macros(struct config__walk *w, char **s, const struct config_kv *kv, size_t n)
+{
+    for (size_t i = n; *s && i-- > 0;) {
+        char *pat = config__strfmt(w, "${%s}", kv[i].key);
+        if (!pat)
+            return;
+        size_t plen = strlen(pat), vlen = strlen(kv[i].value), hits = 0;
+        for (const char *h = strstr(*s, pat); h; h = strstr(h + plen, pat))
+            hits++;
+        if (hits) {
+            size_t len = strlen(*s) + hits * vlen;
+            char *r = config__calloc(w, len + 1, 1);
+            if (r) {
+                char *o = r;
+                const char *p = *s;
+                for (const char *h; (h = strstr(p, pat));) {
+                    memcpy(o, p, (size_t)(h - p));
+                    o += h - p;
+                    memcpy(o, kv[i].value, vlen);
+                    o += vlen;
+                    p = h + plen;
+                }
+                strcpy(o, p);
+            }
+            free(*s);
+            *s = r;
+        }
+        free(pat);
+    }
+}
+
 static void parse_model(struct config__walk *w, struct config_model *m, const yaml_node_t *key,
                         const yaml_node_t *body)
 {
@@ -629,12 +810,27 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
         m->engine = config__strdup(w, "generic");
     }
 
+    /* The config's macros, a model's own over them (llama-swap's macros). */
+    struct config_kv *macros = NULL;
+    size_t n_macros = 0;
+    if (w->n_macros) {
+        macros = config__calloc(w, w->n_macros + 1, sizeof *macros);
+        for (size_t i = 0; macros && i < w->n_macros; i++) {
+            macros[i].key = config__strdup(w, w->macros[i].key);
+            macros[i].value = config__strdup(w, w->macros[i].value);
+            n_macros++;
+        }
+    }
+    if (config__present(v[MK_MACROS]))
+        parse_macros(w, v[MK_MACROS], KEY(MK_MACROS), &macros, &n_macros);
+
     if (!v[MK_CMD]) {
         config__err_at(w, key, "%s: missing 'cmd'; give the command that starts the engine", path);
     } else if (config__is_null(v[MK_CMD])) {
         config__err_at(w, v[MK_CMD], "%s: empty command", KEY(MK_CMD));
     } else {
         config__get_str(w, v[MK_CMD], KEY(MK_CMD), &m->cmd);
+        expand_macros(w, &m->cmd, macros, n_macros);
         char msg[256];
         if (m->cmd && config__check_cmd(m->cmd, &cmd_port, msg, sizeof msg) < 0)
             config__err_at(w, v[MK_CMD], "%s: %s", p, msg);
@@ -654,8 +850,13 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
     }
     if (config__present(v[MK_ENV]))
         config__parse_env(w, v[MK_ENV], KEY(MK_ENV), &m->env, &m->n_env);
-    if (config__present(v[MK_CWD]))
+    for (size_t i = 0; i < m->n_env; i++)
+        expand_macros(w, &m->env[i].value, macros, n_macros);
+    if (config__present(v[MK_CWD])) {
         config__get_str(w, v[MK_CWD], KEY(MK_CWD), &m->cwd);
+        expand_macros(w, &m->cwd, macros, n_macros);
+    }
+    free_macros(macros, n_macros);
 
     yaml_node_t *port = v[MK_PORT];
     if (config__present(port) &&
@@ -890,13 +1091,14 @@ enum {
     TK_SLURM,
     TK_UI,
     TK_ADMIN_KEYS,
+    TK_MACROS,
     TK_COUNT,
 };
 
 static const char *const top_keys[] = {
     "listen",     "api_keys",     "gpus",       "defaults", "router",     "models", "groups",
     "start_port", "log_max_size", "gpu_ledger", "tools",    "catalog",    "pods",   "events",
-    "clouds",     "sessions",     "slurm",      "ui",       "admin_keys", NULL,
+    "clouds",     "sessions",     "slurm",      "ui",       "admin_keys", "macros", NULL,
 };
 
 /* One pod's settings: { setup: SCRIPT } or { setup_file: PATH }, not both. */
@@ -1141,8 +1343,13 @@ void config__walk_root(struct config__walk *w, const yaml_node_t *root)
         parse_defaults(w, v[TK_DEFAULTS]);
     if (config__present(v[TK_ROUTER]))
         parse_router(w, v[TK_ROUTER]);
+    if (config__present(v[TK_MACROS]))
+        parse_macros(w, v[TK_MACROS], "macros", &w->macros, &w->n_macros);
     if (config__present(v[TK_MODELS]))
         parse_models(w, v[TK_MODELS]);
+    free_macros(w->macros, w->n_macros);
+    w->macros = NULL;
+    w->n_macros = 0;
     if (cfg->n_models == 0)
         config__warn_at(w, config__present(v[TK_MODELS]) ? v[TK_MODELS] : root,
                         "no models: the endpoint will answer every request with 404; add one "

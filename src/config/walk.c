@@ -511,9 +511,36 @@ size_t config__get_str_list(struct config__walk *w, const yaml_node_t *n, const 
 
 /* ---- mappings and keys ---------------------------------------------- */
 
+/* llama-swap's keys, and what yard calls them, for a user who brings its config along. */
+static const char *const llamaswap_keys[][2] = {
+    {"healthCheckTimeout", "startup_timeout"},
+    {"proxy", "port"},
+    {"checkEndpoint", "health"},
+    {"unloadTimeout", "stop_timeout"},
+    {"concurrencyLimit", "concurrency"},
+    {"globalTTL", "ttl"},
+    {"startPort", "start_port"},
+    {"apiKeys", "api_keys"},
+};
+
 static void err_unknown_key(struct config__walk *w, const yaml_node_t *k, const char *where,
                             const char *const *keys)
 {
+    for (size_t i = 0; i < sizeof llamaswap_keys / sizeof llamaswap_keys[0]; i++) {
+        if (strcmp(config__scalar(k), llamaswap_keys[i][0]) != 0)
+            continue;
+        const char *yard = llamaswap_keys[i][1];
+        int here = 0;
+        for (size_t j = 0; keys[j]; j++)
+            here |= strcmp(keys[j], yard) == 0;
+        /* globalTTL and healthCheckTimeout are yard's defaults' keys, at the top level. */
+        const char *place = here ? "" : " under 'defaults'";
+        config__err_at(w, k,
+                       "unknown key '%s' %s; that is llama-swap's: yard's is '%s'%s ('yard import "
+                       "llama-swap FILE' translates a whole llama-swap config)",
+                       config__scalar(k), where, yard, place);
+        return;
+    }
     const char *best = suggest_closest(config__scalar(k), keys);
     if (best) {
         config__err_at(w, k, "unknown key '%s' %s; did you mean '%s'?", config__scalar(k), where,

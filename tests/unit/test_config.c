@@ -54,6 +54,49 @@ static void expect_error(const char *yaml, const char *want)
 
 /* ---- error messages ------------------------------------------------- */
 
+static void test_macros(void **state)
+{
+    /* The last declared first (one may use another), a model's own over the config's. */
+    struct config *c = parse_ok("macros:\n"
+                                "  bin: /opt/llama-server\n"
+                                "  ctx: 4096\n"
+                                "  args: --ctx-size ${ctx}\n"
+                                "models:\n"
+                                "  a:\n"
+                                "    cmd: ${bin} ${args} --port ${PORT}\n"
+                                "    env: [ \"CTX=${ctx}\", \"PLAIN=x=y\" ]\n"
+                                "    cwd: /srv/${ctx}\n"
+                                "  b:\n"
+                                "    macros: { ctx: 8192 }\n"
+                                "    cmd: ${bin} ${args} --port ${PORT}\n");
+    assert_string_equal(c->models[0].cmd, "/opt/llama-server --ctx-size 4096 --port ${PORT}");
+    assert_string_equal(c->models[0].env[0].key, "CTX");
+    assert_string_equal(c->models[0].env[0].value, "4096");
+    assert_string_equal(c->models[0].env[1].key, "PLAIN");
+    assert_string_equal(c->models[0].env[1].value, "x=y");
+    assert_string_equal(c->models[0].cwd, "/srv/4096");
+    assert_string_equal(c->models[1].cmd, "/opt/llama-server --ctx-size 8192 --port ${PORT}");
+    config_free(c);
+    const char *const bad[] = {
+        "yard.yaml:2:3: macros: 'PORT' is expanded by yard itself; give the macro another name",
+        "yard.yaml:3:3: macros: invalid macro name 'a b'; use 1 to 63 letters, digits, _ or -",
+        "yard.yaml:4:9: macros.self: the macro uses itself",
+        "yard.yaml:5:9: macros.list: expected a string, got a list",
+        "yard.yaml:9:17: models.m.env: 'X' is set twice",
+        NULL,
+    };
+    expect_errors("macros:\n"
+                  "  PORT: 1\n"
+                  "  \"a b\": 2\n"
+                  "  self: x${self}\n"
+                  "  list: [1]\n"
+                  "models:\n"
+                  "  m:\n"
+                  "    cmd: x\n"
+                  "    env: [ X=1, X=2 ]\n",
+                  bad);
+}
+
 static void test_unknown_key_suggests(void **state)
 {
     const char *const want[] = {
@@ -216,21 +259,23 @@ static void test_empty_and_bad_cmd(void **state)
 
 static void test_unknown_macro(void **state)
 {
-    expect_error("models:\n"
-                 "  qwen:\n"
-                 "    cmd: serve --port ${PROT}\n",
-                 "yard.yaml:3:10: models.qwen.cmd: unknown macro '${PROT}'; use ${PORT}, "
-                 "${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}");
+    expect_error(
+        "models:\n"
+        "  qwen:\n"
+        "    cmd: serve --port ${PROT}\n",
+        "yard.yaml:3:10: models.qwen.cmd: unknown macro '${PROT}'; use ${PORT}, "
+        "${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}, or define it under 'macros:'");
     expect_error("models:\n"
                  "  qwen:\n"
                  "    cmd: serve --port ${PORT\n",
                  "yard.yaml:3:10: models.qwen.cmd: unterminated macro '${PORT'; close it with "
                  "'}'");
-    expect_error("models:\n"
-                 "  qwen:\n"
-                 "    cmd: serve ${env.A-B}\n",
-                 "yard.yaml:3:10: models.qwen.cmd: unknown macro '${env.A-B}'; use ${PORT}, "
-                 "${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}");
+    expect_error(
+        "models:\n"
+        "  qwen:\n"
+        "    cmd: serve ${env.A-B}\n",
+        "yard.yaml:3:10: models.qwen.cmd: unknown macro '${env.A-B}'; use ${PORT}, "
+        "${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}, or define it under 'macros:'");
     /* Macros inside single quotes are literal text, so they are not checked. */
     struct config *c = parse_ok("models:\n"
                                 "  qwen:\n"
@@ -280,7 +325,9 @@ static void test_wrong_types(void **state)
     const char *const want[] = {
         "yard.yaml:3:10: models.qwen.cmd: expected a string, got a list",
         "yard.yaml:4:14: models.qwen.aliases: expected a list, got 'q'",
-        "yard.yaml:5:10: models.qwen.env: expected a mapping, got a list",
+        "yard.yaml:5:11: models.qwen.env: 'A' is not NAME=VALUE with a valid variable name "
+        "(letters, "
+        "digits and _, not starting with a digit)",
         "yard.yaml:6:11: models.qwen.gpus: expected a GPU count or a list of GPU indexes, got a "
         "mapping",
         "yard.yaml:7:18: models.qwen.concurrency: expected an integer, got 'many'",
@@ -716,7 +763,8 @@ static void test_expand_cmd(void **state)
     struct config_cmd m = {.name = "x", .cmd = "run ${WHAT}"};
     assert_null(config_expand_cmd(&m, 1, "", err, sizeof err));
     assert_string_equal(err, "unknown macro '${WHAT}' in model 'x' cmd; use ${PORT}, ${NAME}, "
-                             "${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}");
+                             "${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}, or define it under "
+                             "'macros:'");
     m.cmd = "run --gpus=${GPUS} ${MODEL}";
     argv = config_expand_cmd(&m, 1, NULL, err, sizeof err);
     assert_non_null(argv);
@@ -1915,6 +1963,7 @@ int main(void)
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_empty_and_bad_cmd),
         cmocka_unit_test(test_unknown_macro),
+        cmocka_unit_test(test_macros),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_yaml_syntax_error),
         cmocka_unit_test(test_wrong_types),
