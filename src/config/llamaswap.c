@@ -47,11 +47,17 @@ static void note(struct imp *im, const yaml_node_t *at, const char *key, const c
     va_start(ap, fmt);
     char *why = xvstrfmt(fmt, ap);
     va_end(ap);
+    size_t from = im->notes->len;
     if (at)
-        buf_printf(im->notes, "%s:%zu:%zu: %s: %s\n", im->file, at->start_mark.line + 1,
+        buf_printf(im->notes, "%s:%zu:%zu: %s: %s", im->file, at->start_mark.line + 1,
                    at->start_mark.column + 1, key, why);
     else
-        buf_printf(im->notes, "%s: %s: %s\n", im->file, key, why);
+        buf_printf(im->notes, "%s: %s: %s", im->file, key, why);
+    /* Names and values from the file may hold line breaks: a note stays one line. */
+    for (size_t i = from; i < im->notes->len; i++)
+        if ((unsigned char)im->notes->data[i] < 0x20)
+            im->notes->data[i] = ' ';
+    buf_appends(im->notes, "\n");
     free(why);
 }
 
