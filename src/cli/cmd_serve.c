@@ -577,7 +577,21 @@ int cmd_serve(int argc, char **argv, struct app *app)
             return 2;
         }
         char *why = NULL;
-        if (session_pool_use_cgroups(app->sessions, app->state_dir, &why) < 0)
+        const struct config_sessions *sc = &cfg->sessions;
+        int limited = sc->limit_memory || sc->limit_pids || sc->limit_cpu > 0;
+        if (session_pool_use_cgroups(app->sessions, app->state_dir, &why) < 0 && limited) {
+            fprintf(stderr,
+                    "yard serve: sessions.limits need the sessions' cgroups: %s\nyard serve: %s "
+                    "is invalid here; nothing was started\n",
+                    why ? why : "unknown reason", app->config_path);
+            free(why);
+            session_pool_free(app->sessions);
+            app->sessions = NULL;
+            store_close(app->store);
+            config_free(cfg);
+            unlock_state_dir(&lock);
+            return 2;
+        } else if (why)
             log_warn("serve",
                      "sessions run without cgroups (%s): each command has a sandbox of its own, "
                      "what it leaves in the background ends with it, and pause is refused",

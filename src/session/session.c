@@ -33,6 +33,7 @@
 #include "base/log.h"
 #include "base/utf8.h"
 #include "runner/cgroup.h"
+#include "session/limits.h"
 #include "store/store.h"
 
 /* What a failed bootstrap's message keeps of its output. */
@@ -76,7 +77,8 @@ struct session {
     struct session *next;
     char *id;
     char *volume;
-    char **env; /* the commands' environment, NULL-terminated */
+    char **env;      /* the commands' environment, NULL-terminated */
+    char **lim_dirs; /* v1 cgroups its processes enter for its limits, NULL-terminated, or NULL */
     enum session_state state;
     uv_timer_t kick;       /* answers the opens on a later turn */
     struct tools_run *run; /* the bootstrap or command running, or NULL */
@@ -126,8 +128,10 @@ struct session_pool {
     size_t max_queue;
     struct session *sessions; /* oldest first */
     int n_sessions;
-    struct store *store;         /* where sessions are recorded, or NULL */
-    struct cgroup_root *cgroups; /* the sessions' cgroups, or NULL: one sandbox per command */
+    struct store *store;               /* where sessions are recorded, or NULL */
+    struct cgroup_root *cgroups;       /* the sessions' cgroups, or NULL: one sandbox per command */
+    struct config_sessions limits_cfg; /* the limits wanted (its other fields unused) */
+    struct session__limits *limits;    /* how they are set, with cgroups; NULL: none */
     int freeing;
     int open_handles;
 };
@@ -278,12 +282,6 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
                  "sessions.nix_profile: nix profiles are not supported yet; leave the key out");
         return NULL;
     }
-    if (cfg->limit_memory || cfg->limit_pids || cfg->limit_cpu > 0) {
-        snprintf(err, errlen,
-                 "sessions.limits: limits are not enforced yet; leave the key out rather than "
-                 "rely on them");
-        return NULL;
-    }
     if (cfg->user) {
         if (resolve_user(cfg->user, &uid, &gid, err, errlen) < 0)
             return NULL;
@@ -336,6 +334,9 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
     p->gid = gid;
     p->max_sessions = cfg->max_sessions;
     p->max_queue = max_queue ? max_queue : SESSION_QUEUE_DEFAULT;
+    p->limits_cfg.limit_memory = cfg->limit_memory;
+    p->limits_cfg.limit_pids = cfg->limit_pids;
+    p->limits_cfg.limit_cpu = cfg->limit_cpu;
     return p;
 }
 
@@ -401,6 +402,7 @@ static void pool_release(struct session_pool *p)
 {
     if (p->cgroups)
         sweep_cgroups(cgroup_root_dir(p->cgroups), 1000);
+    session__limits_free(p->limits);
     cgroup_root_free(p->cgroups);
     free(p->root);
     for (size_t i = 0; i < p->n_shell; i++)
@@ -428,6 +430,7 @@ static void session_close_cb(uv_handle_t *h)
     free(s->id);
     free(s->cg);
     free(s->cmd_cg);
+    session__limits_dirs_free(s->lim_dirs);
     free(s);
     if (--p->open_handles == 0 && p->freeing)
         pool_release(p);
@@ -676,13 +679,22 @@ static int add_bwrap(const struct session *s, struct tools_cmd *c)
 }
 
 /* The argv that moves itself into cgroup cg, then execs the rest ("$@"). */
-static int add_enter_cgroup(struct tools_cmd *c, const char *cg)
+static int add_enter_cgroup(const struct session *s, struct tools_cmd *c, const char *cg)
 {
-    const char *const a[] = {"/bin/sh", "-c", "echo 0 > \"$0/cgroup.procs\" && exec \"$@\"", cg,
+    const char *const a[] = {"/bin/sh",
+                             "-c",
+                             "for d; do [ \"$d\" = -- ] && break; echo 0 > \"$d/cgroup.procs\" || "
+                             "exit 127; shift; done; shift; exec \"$@\"",
+                             "sh",
+                             cg,
                              NULL};
     int rc = 0;
     for (const char *const *x = a; *x && rc == 0; x++)
         rc = tools_cmd_add(c, *x);
+    for (char **d = s->lim_dirs; d && *d && rc == 0; d++)
+        rc = tools_cmd_add(c, *d);
+    if (rc == 0)
+        rc = tools_cmd_add(c, "--");
     return rc;
 }
 
@@ -696,7 +708,7 @@ static int add_enter_cgroup(struct tools_cmd *c, const char *cg)
 static int build_cmd_in_box(const struct session *s, const char *cmd, struct tools_cmd *c)
 {
     const struct session_pool *p = s->pool;
-    int rc = add_enter_cgroup(c, s->cmd_cg);
+    int rc = add_enter_cgroup(s, c, s->cmd_cg);
     if (rc == 0 && p->bwrap) {
         char pid[16], wd[PATH_MAX + 8];
         snprintf(pid, sizeof pid, "%d", s->box_pid);
@@ -860,6 +872,7 @@ static void box_exit_cb(uv_process_t *proc, int64_t status, int sig)
     if (s->forgotten || s->pool->freeing) {
         box_sweep(s);
         cgroup_remove(s->cg);
+        session__limits_remove(s->pool->limits, s->id);
         return;
     }
     /* everything in its pid namespace died with it */
@@ -962,17 +975,23 @@ static void box_start(struct session *s)
     char init[PATH_MAX];
     snprintf(init, sizeof init, "%s/init", s->cg);
     int rc = 0;
+    char why[PATH_MAX + 128];
     if ((mkdir(s->cg, 0755) < 0 && errno != EEXIST) || (mkdir(init, 0755) < 0 && errno != EEXIST))
         rc = -errno;
     if (rc < 0) {
-        char why[PATH_MAX + 128];
         snprintf(why, sizeof why, "session '%s': cannot make its cgroup '%s': %s", s->id, init,
                  strerror(-rc));
         free(c);
         fail_queued(s, rc, why);
         return;
     }
-    rc = add_enter_cgroup(c, init);
+    if (p->limits && !s->lim_dirs &&
+        session__limits_apply(p->limits, s->id, s->cg, &s->lim_dirs, why, sizeof why) < 0) {
+        free(c);
+        fail_queued(s, -EIO, why);
+        return;
+    }
+    rc = add_enter_cgroup(s, c, init);
     if (rc == 0 && p->set_ids) {
         char uid[32], gid[32];
         snprintf(uid, sizeof uid, "--reuid=%u", p->uid);
@@ -1026,7 +1045,6 @@ static void box_start(struct session *s)
         s->box_handles++;
     }
     if (src < 0) {
-        char why[256];
         snprintf(why, sizeof why, "session '%s': cannot start its sandbox: %s", s->id,
                  uv_strerror(src));
         s->box = SESSION_BOX_DOWN;
@@ -1310,6 +1328,13 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
                  SESSION_ID_MAX);
         return -EINVAL;
     }
+    if ((p->limits_cfg.limit_memory || p->limits_cfg.limit_pids || p->limits_cfg.limit_cpu > 0) &&
+        !p->limits) {
+        snprintf(err, errlen,
+                 "sessions.limits need the sessions' cgroups, which this daemon could not make "
+                 "(its log says why); leave the limits out or run it where it can");
+        return -ENOTSUP;
+    }
     s = session_find(p, id);
     if (!s) {
         if (p->n_sessions >= p->max_sessions) {
@@ -1428,6 +1453,7 @@ int session_remove(struct session *s, char *err, size_t errlen)
     if (s->cg) {
         box_sweep(s);
         cgroup_remove(s->cg); /* busy while what was killed exits: the next start sweeps it */
+        session__limits_remove(s->pool->limits, s->id);
     }
     forget(s);
     return rc;
@@ -1493,6 +1519,20 @@ int session_pool_use_cgroups(struct session_pool *p, const char *state_dir, char
     if (rc < 0)
         return rc;
     sweep_cgroups(cgroup_root_dir(p->cgroups), 0);
+    char lerr[512];
+    const char *dirname = strrchr(cgroup_root_dir(p->cgroups), '/');
+    p->limits = session__limits_new(&p->limits_cfg, cgroup_root_dir(p->cgroups),
+                                    dirname ? dirname + 1 : "sessions", lerr, sizeof lerr);
+    if (!p->limits && lerr[0]) {
+        *why = xstrdup(lerr);
+        cgroup_root_free(p->cgroups);
+        p->cgroups = NULL;
+        for (struct session *s = p->sessions; s; s = s->next) {
+            free(s->cg);
+            s->cg = NULL;
+        }
+        return -ENOTSUP;
+    }
     for (struct session *s = p->sessions; s; s = s->next)
         if (!s->cg)
             s->cg = xstrfmt("%s/%s", cgroup_root_dir(p->cgroups), s->id);

@@ -28,8 +28,8 @@ struct store;
  * sandbox, timeouts, stdin and output as it comes, stop and removal, files
  * in and out confined to the volume, the sessions and their states in the
  * store (a restart finds them stopped), and with cgroups one sandbox per
- * session that outlives its commands, with pause and resume. Not yet:
- * limits, idle stop and pause on a timer, backups, pruning, eviction, nix
+ * session that outlives its commands, with pause, resume and limits. Not
+ * yet: idle stop and pause on a timer, backups, pruning, eviction, nix
  * profiles.
  */
 
@@ -56,8 +56,10 @@ int session_id_valid(const char *id);
  * max_queue is how many commands may wait for one session's lock (0:
  * SESSION_QUEUE_DEFAULT). Checks what it can before the first command: the
  * user exists and the daemon may switch to it, bwrap is in PATH for
- * isolation bwrap, no key that is not built yet (limits, nix_profile) is
- * set. Returns a new pool, or NULL with a one-line message in err.
+ * isolation bwrap, no key that is not built yet (nix_profile) is
+ * set (limits are checked when cgroups are: session_pool_use_cgroups; an
+ * open without them is refused). Returns a new pool, or NULL with a
+ * one-line message in err.
  */
 struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessions *cfg,
                                       const char *root, size_t max_queue, char *err, size_t errlen);
@@ -68,8 +70,9 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
  * background keeps running, sees the same /tmp and network, until the
  * session stops (its cgroup killed); pause freezes the cgroup. Without it
  * each command has a sandbox of its own and pause is refused. Call once,
- * before the first open. Returns 0, or a negative errno with *why (a new
- * string) when cgroups cannot be used here.
+ * before the first open. Also sets up the pool's limits (session/limits.h).
+ * Returns 0, or a negative errno with *why (a new string) when cgroups
+ * cannot be used here, or -ENOTSUP when a limit has no controller.
  */
 int session_pool_use_cgroups(struct session_pool *p, const char *state_dir, char **why);
 

@@ -415,3 +415,34 @@ test('one sandbox per session: the background outlives its command, stop kills i
     await d.stop();
     assert.ok(!fs.existsSync(rec.cgroup) || cgroupEvents(rec.cgroup).populated === '0');
 });
+
+test('limits: a fork bomb meets the pids limit and the daemon goes on; memory past the limit is killed', { skip: skipBox }, async (t) => {
+    let ctx;
+    try {
+        ctx = await daemonWithSessions({ extra: '  limits: { pids: 64, memory: 64MiB, cpu: 1.0 }\n' });
+    } catch (err) {
+        if (/sessions\.limits need the sessions' cgroups/.test(err.message)) {
+            t.skip('no pids/memory/cpu controller the daemon can write here');
+            return;
+        }
+        throw err;
+    }
+    const { base, d } = ctx;
+    const rec = await create(base, 'bomb');
+    // The bomb's processes stay in the command's cgroup until its timeout kills them all.
+    let r = await run(base, 'bomb', 'f(){ f|f& }; f; sleep 60', { timeout_s: 3 });
+    assert.match(r.stderr, /fork/i, 'no fork was refused');
+    assert.equal(r.timed_out, true);
+    assert.equal((await httpGet(`${base}/health`)).status, 200);
+    r = await run(base, 'bomb', 'echo still here');
+    assert.equal(r.stdout, 'still here\n');
+    assert.equal((await httpPost(`${base}/v1/sessions/bomb/stop`, {})).status, 200);
+    await waitFor(() => cgroupEvents(rec.cgroup).populated === '0', { what: 'the bomb to be gone' });
+
+    // 100 MB held in one shell's memory, with 64 MiB allowed: the kernel kills it.
+    r = await run(base, 'bomb', 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo ${#x}');
+    assert.equal(r.stdout, '');
+    assert.equal(r.signal, 9, JSON.stringify(r));
+    assert.equal((await run(base, 'bomb', 'echo after')).stdout, 'after\n');
+    await d.stop();
+});

@@ -339,9 +339,12 @@ static void test_pool_errors(void **state)
     char err[512];
     struct config_sessions c = cfg_default();
     c.limit_pids = 10;
-    assert_null(session_pool_new(&loop, &c, root, 0, err, sizeof err));
-    assert_string_equal(err, "sessions.limits: limits are not enforced yet; leave the key out "
-                             "rather than rely on them");
+    /* limits need the sessions' cgroups (session_pool_use_cgroups, not called here) */
+    struct session_pool *lp = session_pool_new(&loop, &c, root, 0, err, sizeof err);
+    assert_non_null(lp);
+    assert_int_equal(session_open(lp, "limited", on_open, NULL, err, sizeof err), -ENOTSUP);
+    assert_non_null(strstr(err, "sessions.limits need the sessions' cgroups"));
+    session_pool_free(lp);
     c = cfg_default();
     c.user = "no-such-user-here";
     assert_null(session_pool_new(&loop, &c, root, 0, err, sizeof err));
