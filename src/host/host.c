@@ -165,6 +165,16 @@ void host__notify(struct host_registry *reg, struct host *h, enum host__event ev
         sweep_observers(reg);
 }
 
+void host__notify_rent(struct host_registry *reg, const char *model, const char *text)
+{
+    reg->notifying++;
+    for (struct host__obs_node *n = reg->observers; n; n = n->next)
+        if (n->o && n->o->rent_step)
+            n->o->rent_step(n->o->arg, model, text);
+    if (--reg->notifying == 0)
+        sweep_observers(reg);
+}
+
 /* ---- pods ---- */
 
 static struct runner_pod *find_runner(struct host_registry *reg, const char *name)

@@ -76,6 +76,8 @@ struct host_observer {
     void (*found)(void *arg, struct host *h);
     /* A GPU inventory read finished (h->gpus is the new one). */
     void (*gpus)(void *arg, struct host *h);
+    /* A step of a machine being rented for model (rented.c): text, one line. */
+    void (*rent_step)(void *arg, const char *model, const char *text);
     void *arg;
 };
 
@@ -275,5 +277,34 @@ json_t *host_rentals_json(struct host_registry *reg);
  * whose answer was never seen, found by its label.
  */
 void host_rentals_start(struct host_registry *reg);
+
+/* The cloud that rented host name (a host of kind rented), or NULL. Owned by the registry. */
+const char *host_rented_cloud(struct host_registry *reg, const char *name);
+
+/* What a model's placement finds of a cloud it lists (host_cloud_state). */
+enum host_cloud {
+    HOST_CLOUD_NONE,    /* nothing rented for the model: host_cloud_rent may start a rent */
+    HOST_CLOUD_PENDING, /* a rent for it is under way */
+    HOST_CLOUD_READY,   /* *host is its rented machine, a host */
+    HOST_CLOUD_FAILED,  /* its last rent failed lately: *why */
+};
+/*
+ * The machine of cloud rented for model: READY with *host (owned by the
+ * registry, valid until the loop runs), PENDING, FAILED with *why (a failed
+ * rent is held for HOST_CLOUD_FAILED_HOLD_MS, then NONE again), or NONE.
+ */
+#define HOST_CLOUD_FAILED_HOLD_MS 30000
+enum host_cloud host_cloud_state(struct host_registry *reg, const char *cloud, const char *model,
+                                 const char **host, const char **why);
+/* Starts a rent of cloud for model (host_rent) unless one is under way. */
+void host_cloud_rent(struct host_registry *reg, const char *cloud, const char *model, int gpus,
+                     uint64_t vram);
+/*
+ * idle_release: each ready rental of a cloud with which in_use(arg, NAME)
+ * says nothing runs is destroyed once that has lasted the cloud's
+ * idle_release (now_ms: a monotonic clock). Called on the scheduler's tick.
+ */
+void host_rentals_idle(struct host_registry *reg, int (*in_use)(void *arg, const char *host),
+                       void *arg, uint64_t now_ms);
 
 #endif

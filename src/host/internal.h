@@ -39,12 +39,15 @@ struct host_registry {
     struct rental *
         *rentals; /* rented.c: the machines rented, from the row's write to the destroy */
     size_t n_rentals;
+    struct host__want *wants; /* rented.c: the models' rents, under way or failed lately */
 };
 
 enum host__event { HOST__ADDED, HOST__REMOVED, HOST__LOST, HOST__FOUND, HOST__GPUS };
 
 /* Tells every observer of ev about h (observers may unregister meanwhile). */
 void host__notify(struct host_registry *reg, struct host *h, enum host__event ev);
+/* Tells every observer's rent_step of a step of a rent for model. */
+void host__notify_rent(struct host_registry *reg, const char *model, const char *text);
 
 /*
  * Adds host name of kind (HOST_POD or HOST_RENTED) reached with the ssh

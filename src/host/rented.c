@@ -35,6 +35,7 @@
 #define RENT_SSH_RETRY_MS 2000
 #define RENT_PROBE_TIMEOUT_MS 20000
 #define RENT_DETECT_TIMEOUT_MS 30000
+#define RENT_SETUP_TIMEOUT_MS 3600000 /* the cloud's setup: an install may take long */
 #define RENT_ERR_MAX 512
 
 /* onstart: no tmux around ssh sessions (Vast's images start one for logins). */
@@ -44,14 +45,15 @@ enum rental_state {
     R_CREATING,   /* the create is under way */
     R_FINDING,    /* looking for the instance by label (a create whose outcome is unknown) */
     R_STARTING,   /* the instance is read until it runs */
-    R_CONNECTING, /* ssh is tried until it answers, then the GPUs read */
+    R_CONNECTING, /* ssh is tried until it answers */
+    R_SETUP,      /* the cloud's setup runs over ssh, then the GPUs are read */
     R_READY,      /* a host of kind rented */
     R_RELEASING,  /* the destroy is under way */
     R_GONE,       /* destroyed (or never created): the row is deleted, the struct goes */
 };
 
-static const char *const state_names[] = {"creating", "finding",   "starting", "connecting",
-                                          "ready",    "releasing", "gone"};
+static const char *const state_names[] = {"creating", "finding", "starting",  "connecting",
+                                          "setup",    "ready",   "releasing", "gone"};
 
 struct rent_op;
 
@@ -72,7 +74,18 @@ struct rental {
     struct rent_op *op;                           /* the rent waiting for this one, or NULL */
     void (*released)(void *arg, const char *err); /* a release waiting for the destroy */
     void *released_arg;
-    char *failure; /* why it is being destroyed (a failed start), or NULL */
+    char *failure;          /* why it is being destroyed (a failed start), or NULL */
+    uint64_t idle_since_ms; /* host_rentals_idle: when nothing ran there since; 0 busy */
+};
+
+/* A model's rent (host_cloud_rent): under way, or failed lately. */
+struct host__want {
+    struct host_registry *reg;
+    char *cloud, *model;
+    int pending;
+    char *failed;
+    uint64_t failed_ms;
+    struct host__want *next;
 };
 
 /* `yard cloud rent`: a search, then the offers tried in rank order. */
@@ -136,6 +149,11 @@ static void rental_event(struct rental *r, const char *what)
     if (rc < 0)
         log_warn("cloud", "cannot record an event of '%s': %s", r->name, strerror(-rc));
     log_info("cloud", "'%s': %s", r->name, what);
+    if (r->rec.model && *r->rec.model) {
+        char *text = xstrfmt("%s: %s", r->name, what);
+        host__notify_rent(r->reg, r->rec.model, text);
+        free(text);
+    }
 }
 
 /* Writes the row; the store failing is logged (the rental goes on: it costs money). */
@@ -315,8 +333,12 @@ static void op_finish(struct rent_op *op, const char *name, const char *err)
     op_free(op);
 }
 
-/* The start of r failed: destroy it; the rent waiting goes on with the next offer. */
-static void rental_failed(struct rental *r, const char *why)
+/*
+ * The start of r failed: destroy it. The rent waiting goes on with the next
+ * offer when the machine is to blame (infra); with final (the cloud's own
+ * setup failed: the next machine would fail it too) it fails with why.
+ */
+static void rental_failed_as(struct rental *r, const char *why, int final)
 {
     rental_event(r, why);
     free(r->failure);
@@ -324,7 +346,9 @@ static void rental_failed(struct rental *r, const char *why)
     struct rent_op *op = r->op;
     r->op = NULL;
     rental_destroy(r);
-    if (op) {
+    if (op && final) {
+        op_finish(op, NULL, why);
+    } else if (op) {
         char *msg = xstrfmt("offer %lld (machine %lld): %s", (long long)r->rec.offer,
                             (long long)r->rec.machine, why);
         rent_try_next(op, msg);
@@ -332,10 +356,15 @@ static void rental_failed(struct rental *r, const char *why)
     }
 }
 
+static void rental_failed(struct rental *r, const char *why)
+{
+    rental_failed_as(r, why, 0);
+}
+
 static void rental_ready(struct rental *r)
 {
     set_state(r, R_READY);
-    rental_event(r, "ready: ssh answers");
+    rental_event(r, "ready");
     struct rent_op *op = r->op;
     r->op = NULL;
     if (op)
@@ -359,18 +388,29 @@ static void on_detect(const struct ssh_result *res, void *arg)
     struct gpu_inventory inv = {0};
     char *err = NULL;
     char *text = NULL;
+    char *bad = NULL;
     if (res->status == SSH_OK && gpu__parse_smi_gpus(res->out, &inv, &err) == 0) {
+        if (inv.n < (size_t)r->rec.num_gpus)
+            bad = xstrfmt("nvidia-smi shows %zu GPU%s where the offer promised %d", inv.n,
+                          inv.n == 1 ? "" : "s", r->rec.num_gpus);
         json_t *gpus = gpu_record_json(&inv);
         text = json_dumps(gpus, JSON_COMPACT);
         json_decref(gpus);
     } else {
+        /* a machine whose driver or GPUs fail: the machine is to blame */
         char *why = res->status == SSH_OK ? xstrdup(err ? err : "unreadable nvidia-smi output")
                                           : ssh_describe(r->name, res);
-        log_warn("cloud", "'%s': cannot read its GPUs: %s", r->name, why);
+        bad = xstrfmt("cannot read its GPUs: %s", why);
         free(why);
     }
     gpu_inventory_release(&inv);
     free(err);
+    if (bad) {
+        free(text);
+        rental_failed(r, bad);
+        free(bad);
+        return;
+    }
     char *msg = NULL;
     struct host *h = host__add_ssh(r->reg, r->name, HOST_RENTED, r->rec.ssh, "", text, &msg);
     free(text);
@@ -381,6 +421,43 @@ static void on_detect(const struct ssh_result *res, void *arg)
     }
     host_set_reachable(r->reg, h, 1, NULL);
     rental_ready(r);
+}
+
+static void detect_gpus(struct rental *r)
+{
+    r->busy = 1;
+    if (ssh_exec(r->reg->app->loop, &r->pod, host__detect_script, RENT_DETECT_TIMEOUT_MS, on_detect,
+                 r, NULL) < 0) {
+        r->busy = 0;
+        rental_failed(r, "its ssh command line is too long");
+    }
+}
+
+static void on_setup(const struct ssh_result *res, void *arg)
+{
+    struct rental *r = arg;
+    r->busy = 0;
+    if (rental_closing(r))
+        return;
+    if (r->release) {
+        rental_destroy(r);
+        return;
+    }
+    char *why = res->status == SSH_OK ? NULL : ssh_describe(r->name, res);
+    if (res->status == SSH_TRANSPORT_FAILED) {
+        char *msg = xstrfmt("the connection broke during the cloud's setup: %s", why);
+        rental_failed(r, msg);
+        free(msg);
+    } else if (res->status == SSH_COMMAND_FAILED) {
+        /* the user's own script: another machine would fail it the same way */
+        char *msg = xstrfmt("the cloud's setup failed: %s", why);
+        rental_failed_as(r, msg, 1);
+        free(msg);
+    } else {
+        rental_event(r, "the cloud's setup ran");
+        detect_gpus(r);
+    }
+    free(why);
 }
 
 static void on_probe(const struct ssh_result *res, void *arg)
@@ -395,12 +472,20 @@ static void on_probe(const struct ssh_result *res, void *arg)
     }
     int verdict = ssh_probe_verdict(res);
     if (verdict == 0) {
-        r->busy = 1;
-        if (ssh_exec(r->reg->app->loop, &r->pod, host__detect_script, RENT_DETECT_TIMEOUT_MS,
-                     on_detect, r, NULL) < 0) {
-            r->busy = 0;
-            rental_failed(r, "its ssh command line is too long");
+        rental_event(r, "ssh answers");
+        const struct config_cloud *cc = cloud_of(r);
+        if (cc && cc->setup && *cc->setup) {
+            set_state(r, R_SETUP);
+            rental_event(r, "running the cloud's setup");
+            r->busy = 1;
+            if (ssh_exec(r->reg->app->loop, &r->pod, cc->setup, RENT_SETUP_TIMEOUT_MS, on_setup, r,
+                         NULL) < 0) {
+                r->busy = 0;
+                rental_failed_as(r, "the cloud's setup is too long to send over ssh", 1);
+            }
+            return;
         }
+        detect_gpus(r);
         return;
     }
     char *why = ssh_describe(r->name, res);
@@ -1043,6 +1128,114 @@ void host_rentals_start(struct host_registry *reg)
     }
 }
 
+const char *host_rented_cloud(struct host_registry *reg, const char *name)
+{
+    struct rental *r = reg && name ? find_rental(reg, name) : NULL;
+    return r ? r->rec.cloud : NULL;
+}
+
+/* ---- models' rents ---- */
+
+static struct host__want *find_want(struct host_registry *reg, const char *cloud, const char *model)
+{
+    for (struct host__want *w = reg->wants; w; w = w->next)
+        if (!strcmp(w->cloud, cloud) && !strcmp(w->model, model))
+            return w;
+    return NULL;
+}
+
+enum host_cloud host_cloud_state(struct host_registry *reg, const char *cloud, const char *model,
+                                 const char **host, const char **why)
+{
+    int under_way = 0;
+    for (size_t i = 0; i < reg->n_rentals; i++) {
+        struct rental *r = reg->rentals[i];
+        if (strcmp(r->rec.cloud, cloud) != 0 || strcmp(r->rec.model, model) != 0)
+            continue;
+        if (r->st == R_READY && !r->release && host_find(reg, r->name)) {
+            *host = r->name;
+            return HOST_CLOUD_READY;
+        }
+        if (r->st != R_GONE && r->st != R_RELEASING && !r->release)
+            under_way = 1;
+    }
+    struct host__want *w = find_want(reg, cloud, model);
+    if (under_way || (w && w->pending))
+        return HOST_CLOUD_PENDING;
+    if (w && w->failed && clock_mono_ms() - w->failed_ms < HOST_CLOUD_FAILED_HOLD_MS) {
+        *why = w->failed;
+        return HOST_CLOUD_FAILED;
+    }
+    return HOST_CLOUD_NONE;
+}
+
+static void want_done(void *arg, const char *name, const char *err)
+{
+    struct host__want *w = arg;
+    w->pending = 0;
+    free(w->failed);
+    w->failed = NULL;
+    if (!name) {
+        w->failed = xstrdup(err ? err : "the rent failed");
+        w->failed_ms = clock_mono_ms();
+        log_warn("cloud", "'%s' for model '%s': %s", w->cloud, w->model, w->failed);
+    }
+}
+
+void host_cloud_rent(struct host_registry *reg, const char *cloud, const char *model, int gpus,
+                     uint64_t vram)
+{
+    struct host__want *w = find_want(reg, cloud, model);
+    if (w && w->pending)
+        return;
+    if (!w) {
+        w = xcalloc(1, sizeof *w);
+        w->reg = reg;
+        w->cloud = xstrdup(cloud);
+        w->model = xstrdup(model);
+        w->next = reg->wants;
+        reg->wants = w;
+    }
+    w->pending = 1;
+    free(w->failed);
+    w->failed = NULL;
+    log_info("cloud", "model '%s' has no host that can serve it: renting from '%s'", model, cloud);
+    host_rent(reg, cloud, gpus, vram, model, want_done, w);
+}
+
+void host_rentals_idle(struct host_registry *reg, int (*in_use)(void *arg, const char *host),
+                       void *arg, uint64_t now_ms)
+{
+    if (!reg)
+        return;
+    const struct config *cfg = reg->app->cfg;
+    for (size_t i = 0; i < reg->n_rentals; i++) {
+        struct rental *r = reg->rentals[i];
+        const struct config_cloud *cc = cfg ? config_find_cloud(cfg, r->rec.cloud) : NULL;
+        if (r->st != R_READY || r->release || !cc || !cc->idle_release_ms)
+            continue;
+        if (in_use(arg, r->name)) {
+            r->idle_since_ms = 0;
+            continue;
+        }
+        if (!r->idle_since_ms) {
+            r->idle_since_ms = now_ms ? now_ms : 1;
+            continue;
+        }
+        if (now_ms - r->idle_since_ms < cc->idle_release_ms)
+            continue;
+        char *why = xstrfmt("ran nothing for %llu s (idle_release)",
+                            (unsigned long long)(cc->idle_release_ms / 1000));
+        rental_event(r, why);
+        free(r->failure);
+        r->failure = why;
+        r->release = 1;
+        if (!r->busy)
+            rental_destroy(r);
+        return; /* the list may have changed */
+    }
+}
+
 void host__rentals_close(struct host_registry *reg)
 {
     /* the idle ones go now; a busy one when its call or ssh run answers (rental_closing) */
@@ -1087,4 +1280,12 @@ void host__rentals_free(struct host_registry *reg)
     free(reg->rentals);
     reg->rentals = NULL;
     reg->n_rentals = 0;
+    while (reg->wants) {
+        struct host__want *w = reg->wants;
+        reg->wants = w->next;
+        free(w->cloud);
+        free(w->model);
+        free(w->failed);
+        free(w);
+    }
 }

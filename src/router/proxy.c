@@ -352,6 +352,25 @@ static void send_loading(struct router__req *rr, int percent, const char *why)
     http_stream_write(rr->req, line, (size_t)n, NULL, NULL);
 }
 
+/* A step of the machine rented for the model: one comment line, control bytes made spaces. */
+static void on_step(struct sched_waiter *w, const char *text)
+{
+    struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
+    if (!rr->began || rr->finished)
+        return;
+    char line[ROUTER_MODEL_MAX + 600];
+    int n = snprintf(line, sizeof line, ": renting for %s: %.500s", rr->model, text);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof line - 3)
+        n = (int)sizeof line - 3;
+    for (int i = 2; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = ' ';
+    memcpy(line + n, "\n\n", 3);
+    http_stream_write(rr->req, line, (size_t)n + 2, NULL, NULL);
+}
+
 static void on_progress(struct sched_waiter *w, int percent, const char *why)
 {
     struct router__req *rr = (struct router__req *)((char *)w - offsetof(struct router__req, w));
@@ -366,6 +385,7 @@ void router__admit(struct router__req *rr)
     rr->w.on_ready = on_ready;
     rr->w.on_fail = on_fail;
     rr->w.on_progress = on_progress;
+    rr->w.on_step = on_step;
     rr->queued = 1;
     int rc = sched_admit(r->app->sched, &rr->w);
     if (rc < 0) {

@@ -47,6 +47,9 @@ struct sched__host_room {
     char *unavailable; /* why it is out; owned by whoever filled it */
     int anywhere;      /* no vram declared or no GPU known there: no memory accounting */
     int unread;        /* its GPUs were never read yet: wait for the read */
+    const char *as;    /* a cloud: the host rented for the model, used in its stead */
+    int rent;          /* a cloud with nothing rented for the model: rent if chosen */
+    int renting;       /* a cloud renting for the model: wait */
     const struct sched__gpu_room *gpus;
     size_t n;
 };
@@ -57,7 +60,9 @@ struct sched__where {
     enum sched__fit fit;
     char host_name[128]; /* the host's name (sched__place fills it) */
     char gpus[128];      /* for SCHED__FITS: "0,1" */
-    char *why; /* for SCHED__NEVER and SCHED__UNREACHABLE: a new string the caller frees */
+    char *why;   /* for SCHED__NEVER and SCHED__UNREACHABLE: a new string the caller frees */
+    int rent;    /* SCHED__WAIT on a cloud (host_name) with nothing rented: rent there */
+    int renting; /* SCHED__WAIT on a cloud whose rent for the model is under way */
 };
 
 struct stop_cb {
@@ -115,6 +120,9 @@ struct smodel {
     /* Per replica; inflight above is their sum. Replica 0's state is the model's. */
     struct sched_inst reps[CONFIG_INSTANCES_MAX];
 };
+
+/* sched.c: tells the waiters of model a step of the rent of its machine. */
+void sched__rent_step(struct sched *s, const char *model, const char *text);
 
 /* replica.c: one replica as dispatch and scale-up see it. */
 struct sched__rep {

@@ -71,11 +71,18 @@ static void on_gpus_read(void *arg, struct host *h)
     sched__kick(s);
 }
 
+/* A step of a rent for a model: its waiters hear it (docs/cloud.md). */
+static void on_rent_step(void *arg, const char *model, const char *text)
+{
+    struct sched__gpus *g = arg;
+    sched__rent_step(g->owner, model, text);
+}
+
 void sched__gpus_init(struct sched *s)
 {
     struct sched__gpus *g = sched__gpus_of(s);
     g->owner = s;
-    g->obs = (struct host_observer){.gpus = on_gpus_read, .arg = g};
+    g->obs = (struct host_observer){.gpus = on_gpus_read, .rent_step = on_rent_step, .arg = g};
     host_observe(sched__app(s)->hosts, &g->obs);
     sched__gpus_refresh(s);
 }
@@ -230,14 +237,32 @@ static void host_room(struct sched *s, const struct config_model *m, const struc
     struct host *h = host_find(app->hosts, name);
     const char *lost = NULL;
     int retry_s = 0;
+    if (!h && app->cfg && config_find_cloud(app->cfg, name)) {
+        /* A cloud: the machine rented for this model, once there is one (docs/cloud.md). */
+        const char *as = NULL, *why = NULL;
+        switch (host_cloud_state(app->hosts, name, model, &as, &why)) {
+        case HOST_CLOUD_READY:
+            r->as = as;
+            name = as;
+            h = host_find(app->hosts, as);
+            break;
+        case HOST_CLOUD_PENDING:
+            r->unread = 1;
+            r->renting = 1;
+            return;
+        case HOST_CLOUD_FAILED:
+            r->reachable = 0;
+            r->unavailable = xstrfmt("cloud '%s' could not rent a machine for it: %s", name, why);
+            return;
+        case HOST_CLOUD_NONE:
+            r->unread = 1;
+            r->rent = 1;
+            return;
+        }
+    }
     if (!h) {
         r->reachable = 0;
-        if (app->cfg && config_find_cloud(app->cfg, name))
-            r->unavailable = xstrfmt("'%s' is a cloud, and yard does not rent machines for "
-                                     "models yet ('yard cloud offers %s' shows what it would "
-                                     "rent)",
-                                     name, name);
-        else if (app->cfg && config_find_slurm(app->cfg, name))
+        if (app->cfg && config_find_slurm(app->cfg, name))
             r->unavailable = xstrfmt("'%s' is a Slurm cluster added to the config after the "
                                      "daemon started; restart the daemon to submit jobs there",
                                      name);
@@ -365,8 +390,12 @@ enum sched__fit sched__place(struct sched *s, const char *model, int replica,
         host_room(s, m, &self, replica, waking, names[i], extra_free, extra_host, &rooms[i]);
     int want = m->gpu_count > 0 ? m->gpu_count : 1;
     sched__choose(rooms, n, m->name, m->vram ? sched__per_gpu(m) : 0, want, waking, w);
-    if (w->host >= 0)
-        snprintf(w->host_name, sizeof w->host_name, "%s", names[w->host]);
+    if (w->host >= 0) {
+        const struct sched__host_room *c = &rooms[w->host];
+        snprintf(w->host_name, sizeof w->host_name, "%s", c->as ? c->as : names[w->host]);
+        w->rent = w->fit == SCHED__WAIT && c->rent;
+        w->renting = w->fit == SCHED__WAIT && c->renting;
+    }
     for (size_t i = 0; i < n; i++) {
         free((void *)rooms[i].gpus);
         free(rooms[i].unavailable);

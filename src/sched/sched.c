@@ -532,6 +532,29 @@ static int64_t ttl_left_ms(struct sched *s, struct smodel *sm, uint64_t now)
 #define GPU_READ_EVERY_MS 2000
 #define GPU_READ_BLOCKED_MS 200
 
+void sched__rent_step(struct sched *s, const char *model, const char *text)
+{
+    struct smodel *sm = find(s, model);
+    if (!sm)
+        return;
+    for (struct sched_waiter *w = sm->head; w; w = w->next)
+        if (w->on_step)
+            w->on_step(w, text);
+}
+
+/* host_rentals_idle: whether an instance of any model is on host (not stopped or failed). */
+static int host_in_use(void *arg, const char *host)
+{
+    struct sched *s = arg;
+    for (size_t i = 0; i < s->ops->count(s->app->sup); i++) {
+        struct sup_info info;
+        s->ops->info_at(s->app->sup, i, &info);
+        if (!strcmp(info.host, host) && info.state != INST_STOPPED && info.state != INST_FAILED)
+            return 1;
+    }
+    return 0;
+}
+
 void sched__tick(struct sched *s)
 {
     uint64_t now = now_ms(s);
@@ -579,6 +602,7 @@ void sched__tick(struct sched *s)
         scale_replicas(s, sm, now);
         move_back(s, sm, now);
     }
+    host_rentals_idle(s->app->hosts, host_in_use, s, now);
     sched_kick(s);
 }
 
@@ -1400,6 +1424,14 @@ static void plan_loads(struct sched *s)
             /* Every host of its preference is out: the next try may find one back. */
             fail_all_retry(s, sm, SCHED_HOST_UNREACHABLE, w.why, 5);
             free(w.why);
+            continue;
+        }
+        if (fit == SCHED__WAIT && (w.rent || w.renting)) {
+            /* No host before the cloud can serve: a machine is rented (or is being) for it. */
+            if (w.rent)
+                host_cloud_rent(s->app->hosts, w.host_name, sm->name,
+                                sm->m->gpu_count > 0 ? sm->m->gpu_count : 1,
+                                sm->m->vram ? sched__per_gpu(sm->m) : 0);
             continue;
         }
         if (fit == SCHED__WAIT) {

@@ -84,6 +84,8 @@ struct sched_waiter {
      * (a queued Slurm job's reason).
      */
     void (*on_progress)(struct sched_waiter *w, int percent, const char *why);
+    /* A step of a machine being rented for the model while waiting (one line); may be NULL. */
+    void (*on_step)(struct sched_waiter *w, const char *text);
 };
 
 struct sched_stats {

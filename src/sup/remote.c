@@ -34,12 +34,23 @@ void sup__hosts_observe(struct sup *s)
     host_set_local_runner(s->app->hosts, &s->local);
 }
 
+int sup__spec_has_host(struct sup *s, const struct sup_spec *sp, const char *host)
+{
+    if (sup_spec_host_rank(sp, host) >= 0)
+        return 1;
+    const char *cloud = host ? host_rented_cloud(s->app->hosts, host) : NULL;
+    return cloud && sup_spec_host_rank(sp, cloud) >= 0;
+}
+
 const char *sup__wanted_pod(const struct instance *in)
 {
     if (in->pod_override)
         return in->pod_override;
-    /* Where the placement put it, while the model still lists that host. */
-    if (in->host_choice && sup_spec_host_rank(&in->spec, in->host_choice) >= 0)
+    /*
+     * Where the placement put it, while the model still lists that host (or
+     * the cloud that rented it: docs/cloud.md).
+     */
+    if (in->host_choice && sup__spec_has_host(in->sup, &in->spec, in->host_choice))
         return strcmp(in->host_choice, HOST_LOCAL_NAME) == 0 ? NULL : in->host_choice;
     return in->spec.pod;
 }

@@ -213,8 +213,7 @@ void sup_adopt_all(struct sup *s)
         }
         const char *want = in ? sup__wanted_pod(in) : NULL;
         /* Any host of the model's preference keeps what runs there (a fallback, a replica). */
-        if (in && !in->pod_override && !in->removed &&
-            sup_spec_host_rank(&in->spec, r->host) >= 0) {
+        if (in && !in->pod_override && !in->removed && sup__spec_has_host(s, &in->spec, r->host)) {
             free(in->host_choice);
             in->host_choice = xstrdup(r->host);
             in->runner = sup__runner_for(s, sup__wanted_pod(in));
@@ -663,7 +662,7 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         /* A running engine is compared by what it runs: eviction can change its argv. */
         if (same && in->state != INST_STOPPED && in->state != INST_FAILED)
             same = !launch_changed(in, &nw) &&
-                   (in->pod_override || sup_spec_host_rank(&nw, in->runner->host) >= 0);
+                   (in->pod_override || sup__spec_has_host(s, &nw, in->runner->host));
         char *what = same ? NULL : sup_spec_diff(&in->spec, &nw);
         sup_spec_release(&in->spec);
         in->spec = nw;

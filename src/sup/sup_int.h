@@ -345,6 +345,11 @@ struct runner *sup__runner_for(struct sup *s, const char *host);
 /* Registers the supervisor's local runner with the host registry. */
 void sup__hosts_observe(struct sup *s);
 /* The pod the instance runs on next: --pod, else its model's, else NULL (local). */
+/*
+ * Whether host is in sp's preference: listed, or a machine rented by a cloud
+ * that is listed (docs/cloud.md).
+ */
+int sup__spec_has_host(struct sup *s, const struct sup_spec *sp, const char *host);
 const char *sup__wanted_pod(const struct instance *in);
 /* The runner's answer to prepare (arg: the instance): launches it, or fails it with err. */
 void sup__pod_prepared(void *arg, const char *err);

@@ -13,7 +13,8 @@
 //     the retry bound, a wrong key, a key variable not set, an API nothing answers
 //     at, an unknown cloud: each one line
 //   - a cloud's name is a host name: `yard pod add` refuses it, and a model that
-//     lists it is told yard does not rent yet
+//     lists it rents there (e2e/cloud-rent): with an API that does not answer, its
+//     start fails with the search's line
 //
 // Every machine here is an offer only: nothing is rented.
 
@@ -429,7 +430,7 @@ test('an API nothing answers at: retried, then one line', async () => {
     }
 });
 
-test("a cloud's name is a host: pod add refuses it, a model listing it is told yard does not rent", async () => {
+test("a cloud's name is a host: pod add refuses it, a model listing it fails with the rent's reason", async () => {
     const { dir, d } = await daemon({
         url: 'http://127.0.0.1:9',
         models: { m: '{ cmd: "sleep 1000", hosts: [vast] }' },
@@ -442,9 +443,12 @@ test("a cloud's name is a host: pod add refuses it, a model listing it is told y
             add.stderr,
             "yard: 'vast' is a cloud of the config (clouds.vast); a host name is one pod or one cloud, so name the pod differently\n",
         );
-        const start = await yard(['start', 'm'], { stateDir: dir, timeoutMs: 30000 });
+        const start = await yard(['start', 'm', '--wait'], { stateDir: dir, timeoutMs: 60000 });
         assert.notEqual(start.code, 0);
-        assert.match(start.stderr, /'vast' is a cloud, and yard does not rent machines for models yet \('yard cloud offers vast' shows what it would rent\)/);
+        assert.match(
+            start.stderr,
+            /cloud 'vast' could not rent a machine for it: cannot reach the Vast API at 'http:\/\/127\.0\.0\.1:9': .*; check clouds\.vast\.url and the network/,
+        );
     } finally {
         await d.stop();
     }

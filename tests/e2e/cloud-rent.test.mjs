@@ -16,6 +16,7 @@
 //   - an instance that carries no label of this daemon is never touched
 
 import { describe, test, before, after } from 'node:test';
+import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { assert, tmpdir, freePort, writeConfig, startDaemon, waitFor, yard, yardJson, MOCK_ENGINE_BIN } from './lib/harness.mjs';
@@ -173,7 +174,45 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
         }
     });
 
+    test('missing GPUs: the next offer; a failing setup: the rent fails, its machine destroyed', async () => {
+        // a stand-in of its own: the faults scripted before stay on the shared one
+        const s = await startVastStandin({ offers: OFFERS });
+        await s.script({ kind: 'missing_gpus', offer: 201 });
+        let { dir, d } = await daemon(s);
+        try {
+            const before_ = creates(s).length;
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            assert.deepEqual(
+                creates(s)
+                    .slice(before_)
+                    .map((x) => x.path),
+                ['/api/v0/asks/201/', '/api/v0/asks/202/'],
+            );
+            const events = await yard(['events', '-n', '100'], { stateDir: dir });
+            assert.match(events.stdout + events.stderr, /nvidia-smi shows 0 GPUs where the offer promised 1|cannot read its GPUs/);
+            await yard(['cloud', 'release', (await ls(dir))[0].name], { stateDir: dir });
+            assert.equal(alive(s).length, 0);
+        } finally {
+            await d.stop();
+        }
+        ({ dir, d } = await daemon(s, { cloud: '    setup: "echo broken >&2; exit 3"\n' }));
+        try {
+            const before_ = creates(s).length;
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 1);
+            assert.match(r.stderr, /^yard: cloud 'vast': the cloud's setup failed: .*exited 3.*broken/);
+            assert.equal(creates(s).length - before_, 1, 'no other offer tried');
+            await waitFor(() => alive(s).length === 0, { what: 'the machine destroyed' });
+            await waitFor(async () => (await ls(dir)).length === 0, { what: 'the rental gone' });
+        } finally {
+            await d.stop();
+            await s.stop();
+        }
+    });
+
     test('a create that fails but returns a contract: that instance is destroyed', async () => {
+        const s = await startVastStandin({ offers: OFFERS });
         await s.script({ kind: 'create_fails', offer: 201 });
         const { dir, d } = await daemon(s);
         try {
@@ -186,6 +225,7 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
             assert.equal(alive(s).length, 0);
         } finally {
             await d.stop();
+            await s.stop();
         }
     });
 });
@@ -256,6 +296,73 @@ describe('kill -9 of the daemon leaves no machine it does not know', { skip: ski
             const rel = await yard(['cloud', 'release', rows[0].name], { stateDir: dir });
             assert.equal(rel.code, 0, rel.stderr);
             assert.equal(s.instance(id), null);
+        } finally {
+            await d.stop();
+        }
+    });
+});
+
+describe('a model that lists a cloud rents when nothing before it serves', { skip: skip ?? false }, () => {
+    let s;
+    before(async () => {
+        s = await startVastStandin({ offers: OFFERS });
+    });
+    after(async () => {
+        await s.stop();
+    });
+
+    test('a request for a cloud-only model rents, serves, goes idle, and the machine is destroyed', async () => {
+        await s.script({ kind: 'exited', offer: 201 });
+        const port = await freePort();
+        const models =
+            'models:\n' +
+            '  c:\n    engine: vllm\n    hosts: [vast]\n    ttl: 3s\n' +
+            `    cmd: "${MOCK_ENGINE_BIN} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n`;
+        const { dir, d } = await daemon(s, {
+            models,
+            port,
+            cloud: '    idle_release: 1s\n    setup: "echo set up > ~/setup-ran"\n',
+        });
+        try {
+            assert.equal(alive(s).length, 0);
+            // a streaming client waits with the rent's steps as SSE comments
+            const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+                method: 'POST',
+                headers: { 'content-type': 'application/json' },
+                body: JSON.stringify({ model: 'c', stream: true, messages: [{ role: 'user', content: 'rent me' }] }),
+            });
+            assert.equal(res.status, 200);
+            const text = await res.text();
+            assert.match(text, /^: renting for c: vast-\d+: renting offer 201 /m);
+            assert.match(text, /^: renting for c: vast-\d+: .*cannot run: status exited/m);
+            assert.match(text, /^: renting for c: vast-\d+: the cloud's setup ran$/m);
+            assert.match(text, /^: renting for c: vast-\d+: ready$/m);
+            assert.match(text, /^data: \[DONE\]$/m);
+            const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60000 });
+            const chat = await client.chat.completions.create({ model: 'c', messages: [{ role: 'user', content: 'and again' }] });
+            assert.ok(chat.choices[0].message.content.length > 0);
+            // the first offer's instance exited: destroyed, the next one serves
+            const live = alive(s);
+            assert.equal(live.length, 1);
+            assert.equal(live[0].offer.id, 202);
+            const ps = await yardJson(['ps', '--json'], { stateDir: dir });
+            const row = ps.find((x) => x.name === 'c');
+            assert.match(row.host, /^vast-\d+$/);
+            const rows = await ls(dir);
+            assert.equal(rows.length, 1);
+            assert.equal(rows[0].name, row.host);
+            const ev = await yard(['events', 'c', '-n', '200'], { stateDir: dir });
+            assert.match(ev.stdout, /renting offer 201/);
+            assert.match(ev.stdout, /cannot run: status exited/);
+            assert.match(ev.stdout, /running the cloud's setup/);
+            assert.match(ev.stdout, / ready$/m);
+            assert.equal(fs.readFileSync(path.join(s.machine(live[0].id).home, 'setup-ran'), 'utf8'), 'set up\n');
+
+            // idle: the model stops after its ttl, the machine after idle_release
+            await waitFor(() => alive(s).length === 0, { what: 'the machine destroyed', timeoutMs: 30000 });
+            await waitFor(async () => (await ls(dir)).length === 0, { what: 'the rental gone' });
+            const after_ = await yard(['events', 'c', '-n', '200'], { stateDir: dir });
+            assert.match(after_.stdout, /idle_release/);
         } finally {
             await d.stop();
         }
