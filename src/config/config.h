@@ -55,7 +55,19 @@ struct config_model {
     size_t n_hosts;
     char *health_path; /* generic engine: probe path (default "/health") */
     int health_status; /* generic engine: expected status (default 200) */
-    int line, col;     /* position of the model's key, for messages */
+    /*
+     * filters: what the router changes in a request's JSON body before the
+     * engine sees it (docs/router.md, "Filters"): top-level members removed,
+     * then set_params (a JSON object's text) merged in, then the set for the
+     * name the client asked for (the model's or one of params_by_id's keys,
+     * which are aliases too). NULLs and 0s: the body passes untouched.
+     */
+    char **strip_params;
+    size_t n_strip_params;
+    char *set_params;               /* JSON object text, or NULL */
+    struct config_kv *params_by_id; /* name -> JSON object text */
+    size_t n_params_by_id;
+    int line, col; /* position of the model's key, for messages */
 };
 
 #define CONFIG_REPLICAS_MAX 64

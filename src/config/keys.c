@@ -11,10 +11,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <jansson.h>
 #include <yaml.h>
 
 #include "base/buf.h"
@@ -241,6 +243,7 @@ enum {
     MK_REPLICAS,
     MK_SCALE_AFTER,
     MK_MACROS,
+    MK_FILTERS,
     MK_COUNT,
 };
 
@@ -267,6 +270,7 @@ static const char *const model_keys[] = {
     "replicas",
     "scale_after",
     "macros",
+    "filters",
     NULL,
 };
 
@@ -779,6 +783,195 @@ static void expand_macros(struct config__walk *w, char **s, const struct config_
     }
 }
 
+/* ---- filters ---- */
+
+/*
+ * A YAML value as JSON, typed as YAML's core schema types plain scalars:
+ * true/false, null/~, integers and floats; anything quoted is a string.
+ * NULL (with an error at the node) for what JSON cannot hold.
+ */
+static json_t *yaml_json(struct config__walk *w, const yaml_node_t *n, const char *path)
+{
+    if (n->type == YAML_SCALAR_NODE) {
+        const char *s = config__scalar(n);
+        if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+            return json_stringn(s, config__scalar_len(n));
+        if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
+            return json_true();
+        if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
+            return json_false();
+        if (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
+            !strcmp(s, "NULL"))
+            return json_null();
+        char *end;
+        errno = 0;
+        long long i = strtoll(s, &end, 10);
+        if (!*end && errno == 0 && end != s)
+            return json_integer(i);
+        double d = strtod(s, &end);
+        if (!*end && end != s && isfinite(d) &&
+            (isdigit((unsigned char)s[0]) || s[0] == '-' || s[0] == '+' || s[0] == '.'))
+            return json_real(d);
+        json_t *str = json_stringn(s, config__scalar_len(n));
+        if (!str)
+            config__err_at(w, n, "%s: not valid UTF-8; a request body is JSON", path);
+        return str;
+    }
+    if (n->type == YAML_SEQUENCE_NODE) {
+        json_t *a = json_array();
+        for (yaml_node_item_t *it = n->data.sequence.items.start;
+             a && it < n->data.sequence.items.top; it++) {
+            json_t *v = yaml_json(w, config__node(w, *it), path);
+            if (!v || json_array_append_new(a, v) < 0) {
+                json_decref(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    json_t *o = json_object();
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; o && p < n->data.mapping.pairs.top;
+         p++) {
+        const yaml_node_t *k = config__node(w, p->key);
+        if (k->type != YAML_SCALAR_NODE) {
+            config__err_at(w, k, "%s: a key must be a string", path);
+            json_decref(o);
+            return NULL;
+        }
+        json_t *v = yaml_json(w, config__node(w, p->value), path);
+        if (!v || json_object_setn_new(o, config__scalar(k), config__scalar_len(k), v) < 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+/* A mapping of request members as a JSON object's text (a new string), or NULL. */
+static char *params_text(struct config__walk *w, const yaml_node_t *n, const char *path)
+{
+    if (n->type != YAML_MAPPING_NODE) {
+        config__err_type(w, n, path, "a mapping of request members to values");
+        return NULL;
+    }
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const char *k = config__scalar(config__node(w, p->key));
+        if (k && (!strcmp(k, "model") || !strcmp(k, "stream"))) {
+            config__err_at(w, config__node(w, p->key),
+                           "%s: '%s' is yard's to route by; a filter may not set it", path, k);
+            return NULL;
+        }
+    }
+    json_t *o = yaml_json(w, n, path);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    char *copy = text ? config__strdup(w, text) : NULL;
+    free(text);
+    return copy;
+}
+
+/*
+ * filters: {strip_params: [NAME...], set_params: {...}, set_params_by_id:
+ * {ID: {...}}}. An ID other than the model's name becomes an alias of it,
+ * checked as aliases are.
+ */
+static void parse_filters(struct config__walk *w, struct config_model *m, const yaml_node_t *n,
+                          const char *path)
+{
+    static const char *const keys[] = {"strip_params", "set_params", "set_params_by_id", NULL};
+    yaml_node_t *v[3];
+    char *where = config__strfmt(w, "in '%s'", path);
+    if (!where || config__walk_map(w, n, path, where, keys, v) < 0)
+        goto out;
+    if (config__present(v[0])) {
+        char *kp = config__strfmt(w, "%s.strip_params", path);
+        yaml_node_t **nodes = NULL;
+        m->n_strip_params = config__get_str_list(w, v[0], kp, &m->strip_params, &nodes);
+        for (size_t i = 0; i < m->n_strip_params; i++)
+            if (!strcmp(m->strip_params[i], "model") || !strcmp(m->strip_params[i], "stream"))
+                config__err_at(w, nodes[i],
+                               "%s: '%s' is yard's to route by; a filter may not "
+                               "remove it",
+                               kp, m->strip_params[i]);
+        free(nodes);
+        free(kp);
+    }
+    if (config__present(v[1])) {
+        char *kp = config__strfmt(w, "%s.set_params", path);
+        m->set_params = params_text(w, v[1], kp);
+        free(kp);
+    }
+    if (config__present(v[2])) {
+        char *kp = config__strfmt(w, "%s.set_params_by_id", path);
+        const yaml_node_t *by = v[2];
+        if (by->type != YAML_MAPPING_NODE) {
+            config__err_type(w, by, kp, "a mapping of names to request members");
+            free(kp);
+            goto out;
+        }
+        size_t *first = config__map_first_keys(w, by);
+        char *bywhere = config__strfmt(w, "in '%s'", kp);
+        m->params_by_id = config__calloc(w, config__map_size(by) + 1, sizeof *m->params_by_id);
+        for (size_t i = 0; first && m->params_by_id && i < config__map_size(by); i++) {
+            const yaml_node_pair_t *pr = &by->data.mapping.pairs.start[i];
+            if (!config__pair_ok(w, by, first, i, bywhere))
+                continue;
+            yaml_node_t *k = config__node(w, pr->key);
+            const char *id = config__scalar(k);
+            char *ip = config__strfmt(w, "%s.%s", kp, id);
+            char *text = params_text(w, config__node(w, pr->value), ip);
+            free(ip);
+            if (!text)
+                continue;
+            if (strcmp(id, m->name) != 0) {
+                if (!config__valid_name(id, config__scalar_len(k))) {
+                    config__err_name(w, k, kp, "alias");
+                    free(text);
+                    continue;
+                }
+                /* The index keeps the key's pointer: it is the alias's own copy. */
+                char **al = config__calloc(w, m->n_aliases + 2, sizeof *al);
+                char *copy = al ? config__strdup(w, id) : NULL;
+                if (!copy) {
+                    free(al);
+                    free(text);
+                    break;
+                }
+                size_t old;
+                int rc = config__index_put(w, w->names, copy, strlen(copy),
+                                           NAME_VAL(m - w->cfg->models, 1), &old);
+                if (rc != 0) {
+                    if (rc == 1)
+                        config__err_at(w, k, "%s: '%s' is %s '%s'", kp, id,
+                                       old & 1 ? "already an alias of model" : "the name of model",
+                                       w->cfg->models[old >> 1].name);
+                    free(copy);
+                    free(al);
+                    free(text);
+                    continue;
+                }
+                for (size_t a = 0; a < m->n_aliases; a++)
+                    al[a] = m->aliases[a];
+                free(m->aliases);
+                m->aliases = al;
+                m->aliases[m->n_aliases++] = copy;
+            }
+            char *idc = config__strdup(w, id);
+            if (!idc) {
+                free(text);
+                break;
+            }
+            m->params_by_id[m->n_params_by_id].key = idc;
+            m->params_by_id[m->n_params_by_id++].value = text;
+        }
+        free(first);
+        free(bywhere);
+        free(kp);
+    }
+out:
+    free(where);
+}
+
 static void parse_model(struct config__walk *w, struct config_model *m, const yaml_node_t *key,
                         const yaml_node_t *body)
 {
@@ -929,6 +1122,8 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
         parse_hosts(w, m, v[MK_HOSTS], KEY(MK_HOSTS));
     if (config__present(v[MK_HEALTH]))
         parse_health(w, m, v[MK_HEALTH], KEY(MK_HEALTH));
+    if (config__present(v[MK_FILTERS]))
+        parse_filters(w, m, v[MK_FILTERS], KEY(MK_FILTERS));
     if (config__present(v[MK_VRAM]))
         warn_vram_never_fits(w, m, v[MK_VRAM], KEY(MK_VRAM));
 #undef KEY
@@ -1388,6 +1583,13 @@ static void model_release(struct config_model *m)
     free(m->pod);
     config__free_strv(m->hosts, m->n_hosts);
     free(m->health_path);
+    config__free_strv(m->strip_params, m->n_strip_params);
+    free(m->set_params);
+    for (size_t i = 0; i < m->n_params_by_id; i++) {
+        free(m->params_by_id[i].key);
+        free(m->params_by_id[i].value);
+    }
+    free(m->params_by_id);
 }
 
 static void note_change(struct buf *b, int differs, const char *key)

@@ -279,13 +279,118 @@ static const char *const model_not_translated[][2] = {
     {"description", "yard does not serve descriptions yet"},
     {"metadata", "yard does not serve metadata yet"},
     {"capabilities", "yard does not serve capabilities yet"},
-    {"filters", "yard does not rewrite request parameters yet"},
     {"cmdStop", "yard stops an engine with SIGTERM to its process group, then SIGKILL; a "
                 "container started in the foreground stops with its client"},
     {"timeouts", "yard's router timeouts are global (router.*_timeout)"},
     {"compat", "not applicable"},
     {"sendLoadingState", "yard sends load progress as SSE comments to waiting streams"},
 };
+
+/*
+ * n as a YAML flow value (JSON-like): plain scalars that YAML reads as
+ * numbers, booleans or null as they are, every other scalar quoted, with the
+ * macros expanded in its text.
+ */
+static void put_flow(struct imp *im, const yaml_node_t *n, const struct macro *m, size_t nm)
+{
+    if (n->type == YAML_SCALAR_NODE) {
+        const char *v = scalar(n);
+        char *end;
+        int plain = n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+        if (plain && *v && (strtod(v, &end), !*end) &&
+            (isdigit((unsigned char)v[0]) || v[0] == '-'))
+            buf_appends(im->out, v);
+        else if (plain && (!strcmp(v, "true") || !strcmp(v, "false") || !strcmp(v, "null")))
+            buf_appends(im->out, v);
+        else {
+            char *x = expand(v, m, nm);
+            put_str(im->out, x);
+            free(x);
+        }
+        return;
+    }
+    if (n->type == YAML_SEQUENCE_NODE) {
+        buf_appends(im->out, "[");
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+             it++) {
+            buf_appends(im->out, it == n->data.sequence.items.start ? "" : ", ");
+            put_flow(im, node(im, *it), m, nm);
+        }
+        buf_appends(im->out, "]");
+        return;
+    }
+    buf_appends(im->out, "{");
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        buf_appends(im->out, p == n->data.mapping.pairs.start ? "" : ", ");
+        const char *k = scalar(node(im, p->key));
+        put_str(im->out, k ? k : "");
+        buf_appends(im->out, ": ");
+        put_flow(im, node(im, p->value), m, nm);
+    }
+    buf_appends(im->out, "}");
+}
+
+/* llama-swap's filters as yard's: stripParams (a comma-separated string), setParams, setParamsByID.
+ */
+static void put_filters(struct imp *im, const char *id, const char *name, const yaml_node_t *f,
+                        const struct macro *m, size_t nm)
+{
+    char key[400];
+    snprintf(key, sizeof key, "models.%s.filters", id);
+    if (f->type != YAML_MAPPING_NODE) {
+        note(im, f, key, "not a mapping; left out");
+        return;
+    }
+    const yaml_node_t *strip = get(im, f, "stripParams");
+    if (!strip)
+        strip = get(im, f, "strip_params");
+    const yaml_node_t *set = get(im, f, "setParams");
+    const yaml_node_t *by = get(im, f, "setParamsByID");
+    buf_appends(im->out, "    filters:\n");
+    if (scalar(strip) && *scalar(strip)) {
+        buf_appends(im->out, "      strip_params: [");
+        int first = 1;
+        char *list = xstrdup(scalar(strip));
+        for (char *save = NULL, *t = strtok_r(list, ", \t", &save); t;
+             t = strtok_r(NULL, ", \t", &save)) {
+            if (!strcmp(t, "model") || !strcmp(t, "stream")) {
+                note(im, strip, key, "'%s' is yard's to route by; it stays", t);
+                continue;
+            }
+            buf_appends(im->out, first ? "" : ", ");
+            first = 0;
+            put_str(im->out, t);
+        }
+        free(list);
+        buf_appends(im->out, "]\n");
+    }
+    if (set && set->type == YAML_MAPPING_NODE) {
+        buf_appends(im->out, "      set_params: ");
+        put_flow(im, set, m, nm);
+        buf_appends(im->out, "\n");
+    }
+    if (by && by->type == YAML_MAPPING_NODE) {
+        buf_appends(im->out, "      set_params_by_id:\n");
+        for (yaml_node_pair_t *p = by->data.mapping.pairs.start; p < by->data.mapping.pairs.top;
+             p++) {
+            const char *k = scalar(node(im, p->key));
+            char *kid = expand(k ? k : "", m, nm);
+            /* The model's own ID is its yard name: a renamed model keeps its set. */
+            buf_appends(im->out, "        ");
+            put_str(im->out, strcmp(kid, id) == 0 ? name : kid);
+            buf_appends(im->out, ": ");
+            put_flow(im, node(im, p->value), m, nm);
+            buf_appends(im->out, "\n");
+            free(kid);
+        }
+    }
+    for (yaml_node_pair_t *p = f->data.mapping.pairs.start; p < f->data.mapping.pairs.top; p++) {
+        const char *k = scalar(node(im, p->key));
+        if (k && strcmp(k, "stripParams") && strcmp(k, "strip_params") && strcmp(k, "setParams") &&
+            strcmp(k, "setParamsByID"))
+            note(im, node(im, p->key), key, "'%s' is not one of llama-swap's filters; left out", k);
+    }
+}
 
 static void model_entry(struct imp *im, size_t idx, const yaml_node_t *body)
 {
@@ -476,6 +581,9 @@ static void model_entry(struct imp *im, size_t idx, const yaml_node_t *body)
         if (!first)
             buf_appends(im->out, "]\n");
     }
+    const yaml_node_t *filters = get(im, body, "filters");
+    if (filters)
+        put_filters(im, id, name, filters, m, n);
     const yaml_node_t *conc = get(im, body, "concurrencyLimit");
     if (conc) {
         long c = seconds_of(conc);
@@ -501,8 +609,8 @@ static void model_entry(struct imp *im, size_t idx, const yaml_node_t *body)
          p++) {
         const char *k = scalar(node(im, p->key));
         static const char *const known[] = {
-            "cmd", "proxy",   "checkEndpoint",    "ttl",   "unloadTimeout",
-            "env", "aliases", "concurrencyLimit", "macros"};
+            "cmd", "proxy",   "checkEndpoint",    "ttl",    "unloadTimeout",
+            "env", "aliases", "concurrencyLimit", "macros", "filters"};
         int seen = 0;
         for (size_t i = 0; k && i < sizeof known / sizeof known[0]; i++)
             seen |= strcmp(k, known[i]) == 0;

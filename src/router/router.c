@@ -291,6 +291,61 @@ static int rewrite_model(struct router__req *rr, const char *name)
     return 0;
 }
 
+/* The params of name in m's set_params_by_id (JSON object text), or NULL. */
+static const char *params_for(const struct config_model *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_params_by_id; i++)
+        if (strcmp(m->params_by_id[i].key, name) == 0)
+            return m->params_by_id[i].value;
+    return NULL;
+}
+
+/* Merges a config's JSON object text into body; a text that does not parse is the config's bug. */
+static int merge_params(json_t *body, const char *text)
+{
+    json_t *o = json_loads(text, 0, NULL);
+    int rc = o && json_is_object(o) ? json_object_update(body, o) : -1;
+    json_decref(o);
+    return rc;
+}
+
+/*
+ * m's filters on rr's body (docs/router.md, "Filters"): the top-level
+ * members of strip_params removed, set_params merged in, then the set for
+ * the name the client asked for (asked: before the alias was rewritten). Only
+ * a model with filters parses the whole body. 0, or -EINVAL for a body that
+ * is not a JSON object jansson reads (an integer past 64 bits, say).
+ */
+static int apply_filters(struct router__req *rr, const struct config_model *m, const char *asked)
+{
+    const char *by_id = params_for(m, asked);
+    if (!m->n_strip_params && !m->set_params && !by_id)
+        return 0;
+    json_error_t jerr;
+    json_t *body = json_loadb(rr->body, rr->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!body || !json_is_object(body)) {
+        json_decref(body);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < m->n_strip_params; i++)
+        json_object_del(body, m->strip_params[i]);
+    int rc = 0;
+    if (m->set_params)
+        rc |= merge_params(body, m->set_params);
+    if (by_id)
+        rc |= merge_params(body, by_id);
+    char *out = rc == 0 ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!out)
+        return -ENOMEM;
+    if (rr->body_owned)
+        free(rr->body);
+    rr->body = out;
+    rr->body_len = strlen(out);
+    rr->body_owned = 1;
+    return 0;
+}
+
 static void handle_inference(struct router *r, struct http_request *req)
 {
     struct router__req *rr = router__req_new(r, req);
@@ -329,6 +384,21 @@ static void handle_inference(struct router *r, struct http_request *req)
     if (strcmp(name, m->name) != 0 && rewrite_model(rr, m->name) < 0) {
         router__fail(rr, 400, "invalid_request_error", "invalid_json", 0,
                      "the request body is not valid JSON");
+        return;
+    }
+    int frc = apply_filters(rr, m, name);
+    if (frc == -EINVAL) {
+        router__fail(rr, 400, "invalid_request_error", "invalid_json", 0,
+                     "model '%s' rewrites its requests (filters), and this body is not a JSON "
+                     "object that can be rewritten (a number past 64 bits?)",
+                     m->name);
+        return;
+    }
+    if (frc < 0) {
+        router__fail(rr, 500, "server_error", "internal_error", 0,
+                     "yard could not rewrite the request for model '%s' (filters); see the "
+                     "daemon's log",
+                     m->name);
         return;
     }
     rr->stream = stream;

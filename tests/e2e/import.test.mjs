@@ -35,6 +35,13 @@ models:
     name: "Alpha, the first"
     env:
       - "ALPHA_MODE=fast"
+    filters:
+      stripParams: "top_k, seed"
+      setParams:
+        temperature: 0.5
+      setParamsByID:
+        "\${MODEL_ID}:hot":
+          temperature: 1.5
   "beta":
     macros:
       "fast": "--load-time 80ms"
@@ -74,6 +81,9 @@ test('a llama-swap config translates, loads and serves one model at a time', asy
     assert.match(yaml, /aliases: \["first"\]/);
     assert.match(yaml, /aliases: \["second"\]/);
     assert.match(yaml, new RegExp(`port: ${healthPort}`));
+    assert.match(yaml, /strip_params: \["top_k", "seed"\]/);
+    assert.match(yaml, /set_params: \{"temperature": 0.5\}/);
+    assert.match(yaml, /"alpha:hot": \{"temperature": 1.5\}/);
     // Notes: what did not carry over, where it is, and why.
     const lines = r.stderr.split('\n').filter(Boolean);
     const noteFor = (key) => lines.find((l) => l.includes(`: ${key}: `));
@@ -104,6 +114,8 @@ test('a llama-swap config translates, loads and serves one model at a time', asy
     const s = await state();
     assert.equal(s.beta, 'ready');
     assert.equal(s.alpha, 'stopped', 'alpha kept running beside beta');
+    res = await ask('alpha:hot');
+    assert.equal(res.status, 200, res.body);
     res = await ask('gamma');
     assert.equal(res.status, 200, res.body);
     assert.equal((await state()).beta, 'stopped');
