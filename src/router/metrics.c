@@ -6,6 +6,7 @@
 
 #include "base/utf8.h"
 #include "config/config.h"
+#include "session/session.h"
 #include "sup/sup.h"
 
 /*
@@ -44,9 +45,40 @@ static void metrics__series(struct buf *b, const char *name, const char *key, co
     metrics__label(b, value);
 }
 
+/* The session pool's figures (docs/sessions.md, "Metrics and events"). */
+static void metrics__sessions(struct session_pool *p, struct buf *b)
+{
+    struct session_stats st;
+    session_pool_stats(p, &st);
+    buf_printf(b,
+               "# HELP yard_sessions Sessions, by state.\n"
+               "# TYPE yard_sessions gauge\n"
+               "yard_sessions{state=\"creating\"} %u\n"
+               "yard_sessions{state=\"active\"} %u\n"
+               "yard_sessions{state=\"paused\"} %u\n"
+               "yard_sessions{state=\"stopped\"} %u\n"
+               "# HELP yard_session_exec_seconds Commands run in sessions and their time.\n"
+               "# TYPE yard_session_exec_seconds summary\n"
+               "yard_session_exec_seconds_sum %.6f\n"
+               "yard_session_exec_seconds_count %llu\n"
+               "# HELP yard_session_evictions_total Stopped sessions removed to make room at "
+               "max_sessions.\n"
+               "# TYPE yard_session_evictions_total counter\n"
+               "yard_session_evictions_total %llu\n"
+               "# HELP yard_session_idle_total Sessions stopped or paused for being idle.\n"
+               "# TYPE yard_session_idle_total counter\n"
+               "yard_session_idle_total{action=\"stop\"} %llu\n"
+               "yard_session_idle_total{action=\"pause\"} %llu\n",
+               st.creating, st.active, st.paused, st.stopped, st.exec_seconds,
+               (unsigned long long)st.execs, (unsigned long long)st.evictions,
+               (unsigned long long)st.idle_stops, (unsigned long long)st.idle_pauses);
+}
+
 void router__metrics(struct router *r, struct buf *b)
 {
     struct app *app = r->app;
+    if (app->sessions)
+        metrics__sessions(app->sessions, b);
     buf_appends(b, "# HELP yard_requests_total Requests answered, by model and HTTP status.\n"
                    "# TYPE yard_requests_total counter\n");
     for (size_t i = 0; i < r->n_counts; i++) {

@@ -110,6 +110,8 @@ struct session {
     char reason[160]; /* why it is in its state; "" when none */
     int64_t created_ms, updated_ms, last_exec_ms; /* wall clock */
     int64_t execs;
+    const char *shown;   /* the state last recorded as an event ("new" before any) */
+    uint64_t idle_since; /* monotonic ms of its last command's end or its last change */
 };
 
 struct session_pool {
@@ -132,6 +134,11 @@ struct session_pool {
     struct cgroup_root *cgroups;       /* the sessions' cgroups, or NULL: one sandbox per command */
     struct config_sessions limits_cfg; /* the limits wanted (its other fields unused) */
     struct session__limits *limits;    /* how they are set, with cgroups; NULL: none */
+    uint64_t idle_after_ms;            /* idle.after; 0: never */
+    enum config_idle_action idle_action;
+    uv_timer_t tick; /* looks for idle sessions */
+    int tick_open;
+    uint64_t execs_total, exec_ms_total, evictions, idle_stops, idle_pauses;
     int freeing;
     int open_handles;
 };
@@ -264,6 +271,34 @@ static int reachable_by(const char *path, unsigned uid, unsigned gid, const char
     return rc;
 }
 
+/*
+ * Every tenth of idle.after (100 ms to 5 s): a session that ran no command
+ * for idle.after, with none running or waiting, is stopped or paused as
+ * idle.action says (a session with nothing running in a sandbox, or without
+ * cgroups, is stopped: there is nothing to keep).
+ */
+static void idle_tick(uv_timer_t *t)
+{
+    struct session_pool *p = t->data;
+    uint64_t now = clock_mono_ms();
+    char reason[96], err[256];
+    for (struct session *s = p->sessions, *next; s; s = next) {
+        next = s->next;
+        if (s->state != SESSION_READY || s->stopped || s->paused || s->run || s->head ||
+            s->waiters || now - s->idle_since < p->idle_after_ms)
+            continue;
+        snprintf(reason, sizeof reason, "idle for %llu s",
+                 (unsigned long long)(p->idle_after_ms / 1000));
+        if (p->idle_action == CONFIG_IDLE_PAUSE && s->cg && s->box == SESSION_BOX_UP &&
+            session_pause(s, reason, err, sizeof err) == 0) {
+            p->idle_pauses++;
+            continue;
+        }
+        session_stop(s, reason);
+        p->idle_stops++;
+    }
+}
+
 struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessions *cfg,
                                       const char *root, size_t max_queue, char *err, size_t errlen)
 {
@@ -337,6 +372,17 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
     p->limits_cfg.limit_memory = cfg->limit_memory;
     p->limits_cfg.limit_pids = cfg->limit_pids;
     p->limits_cfg.limit_cpu = cfg->limit_cpu;
+    p->idle_after_ms = cfg->idle_after_ms;
+    p->idle_action = cfg->idle_action;
+    if (p->idle_after_ms) {
+        uint64_t every = p->idle_after_ms / 10;
+        every = every < 100 ? 100 : every > 5000 ? 5000 : every;
+        uv_timer_init(loop, &p->tick);
+        p->tick.data = p;
+        p->tick_open = 1;
+        uv_timer_start(&p->tick, idle_tick, every, every);
+        uv_unref((uv_handle_t *)&p->tick);
+    }
     return p;
 }
 
@@ -443,11 +489,23 @@ static void job_free(struct session_job *j)
     free(j);
 }
 
+static void tick_closed(uv_handle_t *h)
+{
+    struct session_pool *p = h->data;
+    if (--p->open_handles == 0 && p->freeing)
+        pool_release(p);
+}
+
 void session_pool_free(struct session_pool *p)
 {
     if (!p || p->freeing)
         return;
     p->freeing = 1;
+    if (p->tick_open) {
+        p->tick_open = 0;
+        p->open_handles++;
+        uv_close((uv_handle_t *)&p->tick, tick_closed);
+    }
     struct session *s = p->sessions;
     p->sessions = NULL;
     if (!s) {
@@ -508,11 +566,27 @@ static void record(struct session *s)
 }
 
 /* s's state changed (s->state, s->stopped): records it with reason. */
+/* An event in the store's log (yard events) when the state s shows has changed. */
+static void record_event(struct session *s, const char *to)
+{
+    const char *from = s->shown ? s->shown : "new";
+    if (!strcmp(from, to))
+        return;
+    s->shown = to;
+    if (s->pool->store) {
+        char model[SESSION_ID_MAX + 16];
+        snprintf(model, sizeof model, "session/%s", s->id);
+        store_add_transition(s->pool->store, model, "local", from, to, s->reason);
+    }
+}
+
 static void set_state(struct session *s, const char *reason)
 {
     snprintf(s->reason, sizeof s->reason, "%s", reason ? reason : "");
     s->updated_ms = clock_wall_ms();
+    s->idle_since = clock_mono_ms();
     record(s);
+    record_event(s, state_name(s));
 }
 
 static void job_output(int fd, const char *data, size_t len, void *arg)
@@ -557,6 +631,7 @@ static void forget(struct session *s)
     p->n_sessions--;
     if (p->store)
         store_delete_session(p->store, s->id);
+    record_event(s, "removed");
     s->forgotten = 1;
     p->open_handles++;
     uv_close((uv_handle_t *)&s->kick, session_close_cb);
@@ -586,6 +661,10 @@ int session_pool_attach_store(struct session_pool *p, struct store *st)
         s->last_exec_ms = r->last_exec_ms;
         s->execs = r->execs;
         snprintf(s->reason, sizeof s->reason, "%s", r->reason);
+        static const char *const names[] = {"creating", "active", "paused", "stopped"};
+        for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+            if (!strcmp(r->state, names[k]))
+                s->shown = names[k];
         if (!strcmp(r->state, "creating")) {
             /* the daemon died during its bootstrap: no half-made volume stays */
             remove_volume(s->volume);
@@ -1068,6 +1147,9 @@ static void exec_done(const struct tools_result *res, void *arg)
     cmd_cg_done(s, res->err == -ETIMEDOUT);
     s->execs++;
     s->last_exec_ms = clock_wall_ms();
+    s->idle_since = clock_mono_ms();
+    s->pool->execs_total++;
+    s->pool->exec_ms_total += res->elapsed_ms;
     record(s);
     j->cb(s, res, j->arg);
     job_free(j);
@@ -1247,8 +1329,10 @@ static void bootstrap_done(const struct tools_result *res, void *arg)
     s->state = SESSION_NEW;
     answer_opens(s, -EIO, msg);
     /* forgotten, unless an answer opened it again at once */
-    if (!s->waiters)
+    if (!s->waiters) {
+        snprintf(s->reason, sizeof s->reason, "its bootstrap failed");
         forget(s);
+    }
 }
 
 /* Makes the volume of a new session and starts its bootstrap, or answers. */
@@ -1338,8 +1422,26 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
     s = session_find(p, id);
     if (!s) {
         if (p->n_sessions >= p->max_sessions) {
+            /* the oldest stopped session makes room (no backups yet: its volume goes) */
+            struct session *old = NULL;
+            for (struct session *t = p->sessions; t; t = t->next)
+                if (t->state == SESSION_READY && t->stopped && !t->waiters && !t->run &&
+                    (!old || t->updated_ms < old->updated_ms))
+                    old = t;
+            char rerr[256];
+            if (old) {
+                snprintf(old->reason, sizeof old->reason,
+                         "evicted: sessions.max_sessions (%d) reached when '%s' was opened",
+                         p->max_sessions, id);
+                log_info("session", "session '%s' %s", old->id, old->reason);
+                session_remove(old, rerr, sizeof rerr);
+                p->evictions++;
+            }
+        }
+        if (p->n_sessions >= p->max_sessions) {
             snprintf(err, errlen,
-                     "at capacity: %d sessions are open (sessions.max_sessions); retry later",
+                     "at capacity: %d sessions are open and none is stopped "
+                     "(sessions.max_sessions); retry later",
                      p->n_sessions);
             return -EBUSY;
         }
@@ -1724,4 +1826,25 @@ out:
     close(dir);
     free(copy);
     return rc;
+}
+
+void session_pool_stats(struct session_pool *p, struct session_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    for (struct session *s = p->sessions; s; s = s->next) {
+        const char *n = state_name(s);
+        if (!strcmp(n, "creating"))
+            st->creating++;
+        else if (!strcmp(n, "active"))
+            st->active++;
+        else if (!strcmp(n, "paused"))
+            st->paused++;
+        else
+            st->stopped++;
+    }
+    st->execs = p->execs_total;
+    st->exec_seconds = (double)p->exec_ms_total / 1000.0;
+    st->evictions = p->evictions;
+    st->idle_stops = p->idle_stops;
+    st->idle_pauses = p->idle_pauses;
 }

@@ -229,6 +229,15 @@ int session_file_open(struct session *s, const char *path, uint64_t *size, char 
 int session_file_write(struct session *s, const char *path, const char *data, size_t len, char *err,
                        size_t errlen);
 
+/* What GET /metrics shows of the pool. */
+struct session_stats {
+    unsigned creating, active, paused, stopped; /* sessions by state */
+    uint64_t execs;                             /* commands that ended, since the start */
+    double exec_seconds;                        /* their time in all */
+    uint64_t evictions, idle_stops, idle_pauses;
+};
+void session_pool_stats(struct session_pool *p, struct session_stats *st);
+
 /* Commands of s waiting for its lock (the running one not counted). */
 size_t session_queued(const struct session *s);
 

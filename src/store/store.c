@@ -513,6 +513,22 @@ int store_add_event(struct store *st, const char *model, const char *host, const
     return 0;
 }
 
+int store_add_transition(struct store *st, const char *model, const char *host, const char *from,
+                         const char *to, const char *reason)
+{
+    if (!model || !host || !from || !to)
+        return -EINVAL;
+    struct store_instance ev = {.model = (char *)model,
+                                .host = (char *)host,
+                                .state = (char *)to,
+                                .reason = (char *)reason};
+    int rc = append_event(st, &ev, from, clock_wall_ms());
+    if (rc != SQLITE_OK)
+        return store_fail(st, rc, "record an event");
+    event_written(st);
+    return 0;
+}
+
 int store_record_transition(struct store *st, struct store_instance *inst, const char *from_state)
 {
     int rc = write_instance(st, inst, 1, from_state);

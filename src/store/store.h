@@ -116,6 +116,12 @@ int store_record_transition(struct store *st, struct store_instance *inst, const
  */
 int store_add_event(struct store *st, const char *model, const char *host, const char *state,
                     const char *reason);
+/*
+ * Appends a transition from -> to of something that is not an instance (a
+ * session: model "session/ID"). 0 or a negative errno-style code.
+ */
+int store_add_transition(struct store *st, const char *model, const char *host, const char *from,
+                         const char *to, const char *reason);
 /* Upserts the row without an event (pid, port, restarts change). */
 int store_put_instance(struct store *st, struct store_instance *inst);
 /* Fills out (release with store_instance_release); -ENOENT if none. */

@@ -446,3 +446,63 @@ test('limits: a fork bomb meets the pids limit and the daemon goes on; memory pa
     assert.equal((await run(base, 'bomb', 'echo after')).stdout, 'after\n');
     await d.stop();
 });
+
+test('idle sessions are stopped or paused, each transition is an event with its reason, metrics count them, capacity evicts the oldest stopped', { skip }, async () => {
+    const { base, d, root } = await daemonWithSessions({
+        extra: '  max_sessions: 2\n  idle: { after: 1s, action: stop }\n',
+    });
+    await create(base, 'i1');
+    assert.equal((await run(base, 'i1', 'echo x')).stdout, 'x\n');
+    // No command for idle.after: stopped, saying why.
+    let rec;
+    await waitFor(
+        async () => (rec = json(await httpGet(`${base}/v1/sessions/i1`))).state === 'stopped',
+        { timeoutMs: 20000, what: "i1 stopped for being idle" }
+    );
+    assert.equal(rec.reason, 'idle for 1 s');
+    // yard events has every transition of the session, each with its reason.
+    const r = await yard(['events', '--json', '-n', '100', 'session/i1'], { stateDir: d.stateDir });
+    assert.equal(r.code, 0, r.stderr);
+    const evs = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const steps = evs.map((e) => `${e.from}->${e.to}:${e.reason}`);
+    assert.deepEqual(steps, ['new->creating:opened', 'creating->active:created', 'active->stopped:idle for 1 s']);
+
+    // Metrics: the pool by state, the commands, the idle stop.
+    let m = (await httpGet(`${base}/metrics`)).body;
+    assert.match(m, /^yard_sessions\{state="stopped"\} 1$/m);
+    assert.match(m, /^yard_session_exec_seconds_count 1$/m);
+    assert.match(m, /^yard_session_idle_total\{action="stop"\} 1$/m);
+
+    // Capacity 2: a second session fits; a third evicts the oldest stopped (i1).
+    await create(base, 'i2');
+    let res = await httpPost(`${base}/v1/sessions`, { id: 'i3' });
+    assert.equal(res.status, 201, res.body);
+    assertError(await httpGet(`${base}/v1/sessions/i1`), 404, 'session_not_found');
+    assert.ok(!fs.existsSync(path.join(root, 'i1')));
+    m = (await httpGet(`${base}/metrics`)).body;
+    assert.match(m, /^yard_session_evictions_total 1$/m);
+    const gone = await yard(['events', '--json', '-n', '100', 'session/i1'], { stateDir: d.stateDir });
+    const last = JSON.parse(gone.stdout.trim().split('\n').at(-1));
+    assert.equal(last.to, 'removed');
+    assert.match(last.reason, /^evicted: sessions.max_sessions \(2\) reached when 'i3' was opened$/);
+    await d.stop();
+});
+
+test('idle.action pause freezes an idle session; its next command thaws it', { skip: skipBox }, async () => {
+    // 3 s: the checks right after the thawing command are well within it
+    const { base, d } = await daemonWithSessions({ extra: '  idle: { after: 3s, action: pause }\n' });
+    await create(base, 'nap');
+    await run(base, 'nap', 'sleep 1000 >/dev/null 2>&1 & echo $! > bg.pid');
+    let rec;
+    await waitFor(async () => (rec = json(await httpGet(`${base}/v1/sessions/nap`))).state === 'paused', {
+        timeoutMs: 20000,
+        what: 'nap paused for being idle',
+    });
+    assert.equal(rec.reason, 'idle for 3 s');
+    await waitFor(() => cgroupEvents(rec.cgroup).frozen === '1', { what: 'the cgroup to freeze' });
+    const r = await run(base, 'nap', 'kill -0 $(cat bg.pid) && echo kept');
+    assert.equal(r.stdout, 'kept\n');
+    assert.equal(json(await httpGet(`${base}/v1/sessions/nap`)).state, 'active');
+    assert.match((await httpGet(`${base}/metrics`)).body, /^yard_session_idle_total\{action="pause"\} 1$/m);
+    await d.stop();
+});

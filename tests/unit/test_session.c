@@ -642,8 +642,22 @@ static void test_capacity(void **state)
     struct opened o = {0};
     char err[256];
     assert_int_equal(session_open(p, "cap-2", on_open, &o, err, sizeof err), -EBUSY);
-    assert_string_equal(err,
-                        "at capacity: 1 sessions are open (sessions.max_sessions); retry later");
+    assert_string_equal(err, "at capacity: 1 sessions are open and none is stopped "
+                             "(sessions.max_sessions); retry later");
+    /* a stopped session makes room: the oldest stopped is evicted, its volume with it */
+    struct session *one = session_find(p, "cap-1");
+    assert_non_null(one);
+    char vol[PATH_MAX];
+    snprintf(vol, sizeof vol, "%s", session_volume(one));
+    assert_int_equal(session_stop(one, "test"), 0);
+    struct session *two = open_ok(&loop, p, "cap-2");
+    assert_non_null(two);
+    assert_null(session_find(p, "cap-1"));
+    assert_int_equal(access(vol, F_OK), -1);
+    struct session_stats st;
+    session_pool_stats(p, &st);
+    assert_int_equal(st.evictions, 1);
+    assert_int_equal(st.active, 1);
     pool_free(&loop, p);
     assert_int_equal(o.done, 0);
     assert_int_equal(uv_loop_close(&loop), 0);
