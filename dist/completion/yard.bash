@@ -20,7 +20,7 @@ _yard_options() {
     logs) echo "$common -f --follow -n --lines --replica" ;;
     events) echo "$common -f --follow -n --lines --json" ;;
     models) echo "$common --pod --json" ;;
-    cloud) echo "$common --gpus --vram --model --json" ;;
+    cloud) echo "$common --gpus --vram --model --add --forget --json" ;;
     init) echo "$common -c --config --dir --force" ;;
     import) echo "$common -o --output" ;;
     session)
@@ -70,7 +70,7 @@ _yard() {
         w=${COMP_WORDS[i]}
         case $w in
         --state-dir | -c | --config | --listen | --log-format | --pod | --level | -n | --lines | \
-            --replica | --ssh | --models-path | --timeout | --gpus | --vram | --model | --dir)
+            --replica | --ssh | --models-path | --timeout | --gpus | --vram | --model | --dir | --add | --forget)
             [[ $w == --state-dir ]] && dir=(--state-dir "${COMP_WORDS[i + 1]}")
             ((i++))
             continue
@@ -162,7 +162,7 @@ _yard() {
         fi
         ;;
     cloud)
-        [[ -z $sub ]] && COMPREPLY=($(compgen -W "offers rent ls release" -- "$cur"))
+        [[ -z $sub ]] && COMPREPLY=($(compgen -W "offers rent ls release bad" -- "$cur"))
         ;;
     session)
         if [[ -z $sub ]]; then

@@ -6,6 +6,7 @@
  */
 #include "admin/internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #include "cloud/vast.h"
 #include "config/config.h"
 #include "host/host.h"
+#include "store/store.h"
 
 #define CLOUD_GPUS_MAX 64
 
@@ -134,8 +136,13 @@ void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, vo
     op->reply = reply;
     op->arg = arg;
     op->cloud = xstrdup(cc->name);
-    /* The bad-host registry (docs/cloud.md, next) will give the machines to leave out. */
-    if (cloud_vast_offers(app->cloud, cc, &need, NULL, 0, offers_done, op, &msg) < 0) {
+    /* The bad-host registry's machines are left out (docs/cloud.md). */
+    int64_t *bad = NULL;
+    size_t n_bad = 0;
+    host_bad_machines(app->hosts, &bad, &n_bad);
+    int src = cloud_vast_offers(app->cloud, cc, &need, bad, n_bad, offers_done, op, &msg);
+    free(bad);
+    if (src < 0) {
         char *line = xstrfmt("cloud '%s': %s", op->cloud, msg);
         reply_error(reply, arg, line);
         free(line);
@@ -229,4 +236,60 @@ void admin__cloud_release(struct app *app, json_t *req, admin__reply_fn reply, v
         free(op->name);
         free(op);
     }
+}
+
+/* ---- the bad-host registry ---- */
+
+static json_t *bad_list(struct app *app, char **err)
+{
+    struct store_bad *rows = NULL;
+    size_t n = 0;
+    int rc = store_list_bad(app->store, &rows, &n);
+    if (rc < 0) {
+        *err = xstrfmt("cannot read the bad-host registry: %s", strerror(-rc));
+        return NULL;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(
+            arr, json_pack("{s:I, s:o, s:o, s:I, s:b}", "machine_id", (json_int_t)rows[i].machine,
+                           "cloud", utf8_json_xstring(rows[i].cloud), "reason",
+                           utf8_json_xstring(rows[i].reason), "added_ms",
+                           (json_int_t)rows[i].added_ms, "by_hand", rows[i].by_hand));
+    store_bads_free(rows, n);
+    return arr;
+}
+
+void admin__cloud_bad(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    json_t *add = json_object_get(req, "add"), *forget = json_object_get(req, "forget");
+    char *msg = NULL;
+    if ((add && (!json_is_integer(add) || json_integer_value(add) < 1)) ||
+        (forget && (!json_is_integer(forget) || json_integer_value(forget) < 1))) {
+        msg = xstrdup("a machine is the marketplace's machine id, a whole number from 1");
+    } else if (add && forget) {
+        msg = xstrdup("give 'add' or 'forget', not both");
+    } else if (add) {
+        struct store_bad b = {.machine = json_integer_value(add),
+                              .reason = "added by hand (yard cloud bad --add)",
+                              .by_hand = 1};
+        int rc = store_put_bad(app->store, &b);
+        if (rc < 0)
+            msg = xstrfmt("cannot record machine %lld: %s", (long long)b.machine, strerror(-rc));
+    } else if (forget) {
+        int rc = store_delete_bad(app->store, json_integer_value(forget));
+        if (rc == -ENOENT)
+            msg = xstrfmt("machine %lld is not in the bad-host registry; see 'yard cloud bad'",
+                          (long long)json_integer_value(forget));
+        else if (rc < 0)
+            msg = xstrfmt("cannot forget machine %lld: %s", (long long)json_integer_value(forget),
+                          strerror(-rc));
+    }
+    json_t *arr = msg ? NULL : bad_list(app, &msg);
+    if (msg) {
+        reply_error(reply, arg, msg);
+        free(msg);
+        return;
+    }
+    reply(arg, json_pack("{s:b, s:o}", "ok", 1, "result", arr));
 }

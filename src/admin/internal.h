@@ -64,6 +64,11 @@ void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, vo
 void admin__cloud_rent(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__cloud_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__cloud_release(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+/*
+ * cloud_bad {add?: MACHINE, forget?: MACHINE}: the bad-host registry, after
+ * the change asked: [{machine_id, cloud, reason, added_ms, by_hand}].
+ */
+void admin__cloud_bad(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 
 /*
  * Where a streamed answer goes. line takes each intermediate message (a

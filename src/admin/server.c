@@ -1157,6 +1157,11 @@ static void verb_cloud_release(struct admin_conn *c, json_t *req)
     handle_pod(c, req, admin__cloud_release);
 }
 
+static void verb_cloud_bad(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__cloud_bad);
+}
+
 static void verb_session_ls(struct admin_conn *c, json_t *req)
 {
     handle_pod(c, req, admin__session_ls);
@@ -1220,6 +1225,7 @@ static const struct verb {
     {"cloud_rent", verb_cloud_rent, VERB_ANY},
     {"cloud_ls", verb_cloud_ls, VERB_ANY},
     {"cloud_release", verb_cloud_release, VERB_ANY},
+    {"cloud_bad", verb_cloud_bad, VERB_ANY},
     {"session_ls", verb_session_ls, VERB_ANY},
     {"session_exec", handle_session_exec, VERB_ANY},
     {"session_stop", verb_session_stop, VERB_ANY},

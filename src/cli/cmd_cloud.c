@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "base/units.h"
@@ -20,6 +21,7 @@ static const char usage[] =
     "       yard cloud rent CLOUD [--gpus N] [--vram SIZE] [--model NAME]\n"
     "       yard cloud ls [--json]\n"
     "       yard cloud release NAME\n"
+    "       yard cloud bad [--add MACHINE | --forget MACHINE] [--json]\n"
     "\n"
     "offers: asks the cloud's marketplace (config: clouds: {CLOUD: ...}) for the\n"
     "machines it would rent and lists them ranked, each with why it ranks there,\n"
@@ -30,7 +32,9 @@ static const char usage[] =
     "machine fails to start, up to the cloud's max_tries) and waits until ssh\n"
     "answers there; the machine is a host of kind rented named CLOUD-N\n"
     "ls: the machines yard rents: offer, machine, $/h, state, age, spent so far\n"
-    "release: destroys a rented machine (it stops billing)\n";
+    "release: destroys a rented machine (it stops billing)\n"
+    "bad: the bad-host registry, machines that failed a start and that every\n"
+    "search leaves out; --add puts a machine id there, --forget takes one out\n";
 
 /* ---- --json: the stable form --------------------------------------- */
 
@@ -336,6 +340,83 @@ static int cloud_release(struct app *app, const char *name)
     return 0;
 }
 
+/* ---- the bad-host registry ---------------------------------------- */
+
+static json_t *bad_stable(const json_t *b)
+{
+    return json_pack(
+        "{s:o, s:o, s:o, s:o, s:o}", "machine_id", cli_json_field(b, "machine_id", JSON_INTEGER),
+        "cloud", cli_json_field(b, "cloud", JSON_STRING), "reason",
+        cli_json_field(b, "reason", JSON_STRING), "added_ms",
+        cli_json_field(b, "added_ms", JSON_INTEGER), "by_hand",
+        json_is_boolean(json_object_get(b, "by_hand")) ? json_incref(json_object_get(b, "by_hand"))
+                                                       : json_null());
+}
+
+static void print_bad(const json_t *rows)
+{
+    size_t n = json_array_size(rows);
+    if (!n) {
+        printf("no machine in the bad-host registry\n");
+        return;
+    }
+    enum { B_MACHINE, B_CLOUD, B_SINCE, B_REASON, B_N };
+    static const char *const head[B_N] = {"MACHINE", "CLOUD", "SINCE", "REASON"};
+    char **cells = xcalloc((n + 1) * B_N, sizeof *cells);
+    for (int k = 0; k < B_N; k++)
+        cells[k] = xstrdup(head[k]);
+    int64_t now = (int64_t)time(NULL) * 1000;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *b = json_array_get(rows, i);
+        char **row = &cells[(i + 1) * B_N];
+        row[B_MACHINE] = int_text(b, "machine_id");
+        row[B_CLOUD] = str_text(b, "cloud");
+        json_int_t at = json_integer_value(json_object_get(b, "added_ms"));
+        char *age = age_text(at > 0 && now > at ? (now - at) / 1000 : 0);
+        row[B_SINCE] = xstrfmt("%s ago", age);
+        free(age);
+        row[B_REASON] = str_text(b, "reason");
+    }
+    cli_table_print(cells, n + 1, B_N, stdout, NULL, NULL);
+}
+
+static int cloud_bad(struct app *app, const char *add, const char *forget)
+{
+    long m = 0;
+    const char *arg = add ? add : forget;
+    if (arg && (cli_parse_count(arg, &m) < 0 || m < 1))
+        return cli_usage_error("cloud",
+                               "'%s' is not a machine id; give the marketplace's "
+                               "machine id, as 'yard cloud offers' shows it",
+                               arg);
+    json_t *req = json_pack("{s:s}", "cmd", "cloud_bad");
+    if (add)
+        json_object_set_new(req, "add", json_integer(m));
+    if (forget)
+        json_object_set_new(req, "forget", json_integer(m));
+    json_t *res = NULL;
+    int rc = cli_request(app, req, NULL, NULL, &res);
+    if (rc)
+        return rc;
+    if (app->json) {
+        json_t *arr = json_array();
+        size_t i;
+        json_t *e;
+        json_array_foreach(res, i, e) json_array_append_new(arr, bad_stable(e));
+        json_dumpf(arr, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(arr);
+    } else if (add) {
+        printf("machine %ld is in the bad-host registry: every search leaves it out\n", m);
+    } else if (forget) {
+        printf("machine %ld is out of the bad-host registry\n", m);
+    } else {
+        print_bad(res);
+    }
+    json_decref(res);
+    return 0;
+}
+
 /* ---- the command ---------------------------------------------------- */
 
 static int cloud_offers(struct app *app, const char *cloud, long gpus, uint64_t vram,
@@ -368,22 +449,33 @@ static int cloud_offers(struct app *app, const char *cloud, long gpus, uint64_t 
 int cmd_cloud(int argc, char **argv, struct app *app)
 {
     struct cli_opt opts[] = {
-        {.name = "gpus", .kind = CLI_OPT_VALUE},
-        {.name = "vram", .kind = CLI_OPT_VALUE},
-        {.name = "model", .kind = CLI_OPT_VALUE},
+        {.name = "gpus", .kind = CLI_OPT_VALUE},   {.name = "vram", .kind = CLI_OPT_VALUE},
+        {.name = "model", .kind = CLI_OPT_VALUE},  {.name = "add", .kind = CLI_OPT_VALUE},
+        {.name = "forget", .kind = CLI_OPT_VALUE},
     };
     struct cli_args args;
-    int rc = cli_setup(argc, argv, app, opts, 3, usage, &args);
+    int rc = cli_setup(argc, argv, app, opts, 5, usage, &args);
     if (rc < 0)
         return cli_exit_status(rc);
     const char *sub = args.n > 0 ? args.pos[0] : NULL;
     long gpus = 0;
     uint64_t vram = 0;
     int rent = sub && strcmp(sub, "rent") == 0;
-    if (!sub) {
+    int bad = sub && strcmp(sub, "bad") == 0;
+    if (!bad && (opts[3].value || opts[4].value)) {
+        rc = cli_usage_error("cloud", "--add and --forget go with 'yard cloud bad'");
+    } else if (!sub) {
         rc = cli_usage_error("cloud",
-                             "which subcommand? offers, rent, ls or release; see 'yard cloud "
-                             "--help'");
+                             "which subcommand? offers, rent, ls, release or bad; see 'yard "
+                             "cloud --help'");
+    } else if (bad) {
+        if (args.n != 1 || opts[0].value || opts[1].value || opts[2].value)
+            rc = cli_usage_error("cloud", "'yard cloud bad' takes --add MACHINE, --forget "
+                                          "MACHINE and --json");
+        else if (opts[3].value && opts[4].value)
+            rc = cli_usage_error("cloud", "give --add or --forget, not both");
+        else
+            rc = cloud_bad(app, opts[3].value, opts[4].value);
     } else if (strcmp(sub, "ls") == 0) {
         if (args.n != 1 || opts[0].value || opts[1].value || opts[2].value)
             rc = cli_usage_error("cloud", "'yard cloud ls' takes only --json");
@@ -396,8 +488,8 @@ int cmd_cloud(int argc, char **argv, struct app *app)
         else
             rc = cloud_release(app, args.pos[1]);
     } else if (strcmp(sub, "offers") != 0 && !rent) {
-        rc = cli_usage_error("cloud", "unknown subcommand '%s'; use offers, rent, ls or release",
-                             sub);
+        rc = cli_usage_error("cloud",
+                             "unknown subcommand '%s'; use offers, rent, ls, release or bad", sub);
     } else if (args.n != 2) {
         rc = cli_usage_error("cloud", "name one cloud of the config, as 'yard cloud %s vast'", sub);
     } else if (opts[0].value &&

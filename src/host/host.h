@@ -278,6 +278,12 @@ json_t *host_rentals_json(struct host_registry *reg);
  */
 void host_rentals_start(struct host_registry *reg);
 
+/*
+ * The machines of the bad-host registry (the store's), as a new array in
+ * *out (NULL when none) the caller frees: every search leaves them out.
+ */
+void host_bad_machines(struct host_registry *reg, int64_t **out, size_t *n);
+
 /* The cloud that rented host name (a host of kind rented), or NULL. Owned by the registry. */
 const char *host_rented_cloud(struct host_registry *reg, const char *name);
 

@@ -76,6 +76,7 @@ struct rental {
     void *released_arg;
     char *failure;          /* why it is being destroyed (a failed start), or NULL */
     uint64_t idle_since_ms; /* host_rentals_idle: when nothing ran there since; 0 busy */
+    int blame;              /* its failure is the machine's: the bad-host registry */
 };
 
 /* A model's rent (host_cloud_rent): under way, or failed lately. */
@@ -341,6 +342,18 @@ static void op_finish(struct rent_op *op, const char *name, const char *err)
 static void rental_failed_as(struct rental *r, const char *why, int final)
 {
     rental_event(r, why);
+    if (!final && r->blame && r->rec.machine > 0) {
+        /* the machine failed its start: left out of every search from now on */
+        struct store_bad b = {
+            .machine = r->rec.machine, .cloud = r->rec.cloud, .reason = (char *)why};
+        int rc = store_put_bad(r->reg->app->store, &b);
+        if (rc < 0)
+            log_error("cloud", "cannot record machine %lld as bad: %s", (long long)r->rec.machine,
+                      strerror(-rc));
+        else
+            log_warn("cloud", "machine %lld is in the bad-host registry: %s",
+                     (long long)r->rec.machine, why);
+    }
     free(r->failure);
     r->failure = xstrdup(why);
     struct rent_op *op = r->op;
@@ -356,8 +369,16 @@ static void rental_failed_as(struct rental *r, const char *why, int final)
     }
 }
 
+/* The machine is not to blame (a refusal of the API, the config): destroyed, next offer. */
 static void rental_failed(struct rental *r, const char *why)
 {
+    rental_failed_as(r, why, 0);
+}
+
+/* The machine is to blame (infra-fatal): destroyed, recorded as bad, next offer. */
+static void rental_bad(struct rental *r, const char *why)
+{
+    r->blame = 1;
     rental_failed_as(r, why, 0);
 }
 
@@ -407,7 +428,7 @@ static void on_detect(const struct ssh_result *res, void *arg)
     free(err);
     if (bad) {
         free(text);
-        rental_failed(r, bad);
+        rental_bad(r, bad);
         free(bad);
         return;
     }
@@ -446,7 +467,7 @@ static void on_setup(const struct ssh_result *res, void *arg)
     char *why = res->status == SSH_OK ? NULL : ssh_describe(r->name, res);
     if (res->status == SSH_TRANSPORT_FAILED) {
         char *msg = xstrfmt("the connection broke during the cloud's setup: %s", why);
-        rental_failed(r, msg);
+        rental_bad(r, msg);
         free(msg);
     } else if (res->status == SSH_COMMAND_FAILED) {
         /* the user's own script: another machine would fail it the same way */
@@ -492,7 +513,7 @@ static void on_probe(const struct ssh_result *res, void *arg)
     if (clock_mono_ms() - r->phase_ms > RENT_SSH_DEADLINE_MS) {
         char *msg = xstrfmt("ssh did not answer within %d s of the instance running (%s)",
                             RENT_SSH_DEADLINE_MS / 1000, why);
-        rental_failed(r, msg);
+        rental_bad(r, msg);
         free(msg);
     } else {
         log_debug("cloud", "'%s': ssh not yet: %s", r->name, why);
@@ -604,7 +625,7 @@ static void on_instance(void *arg, json_t *body, long status, const char *err)
     if (fatal_status(st, msg)) {
         char *why = xstrfmt("instance %lld cannot run: status %s%s%s", (long long)r->rec.contract,
                             st ? st : "null", msg && *msg ? ": " : "", msg && *msg ? msg : "");
-        rental_failed(r, why);
+        rental_bad(r, why);
         free(why);
         return;
     }
@@ -1022,10 +1043,14 @@ void host_rent(struct host_registry *reg, const char *cloud, int gpus, uint64_t 
     op->cb = cb;
     op->arg = arg;
     struct cloud_need need = {.gpus = gpus > 0 ? gpus : 1, .vram = vram};
-    if (cloud_vast_offers(reg->app->cloud, cc, &need, NULL, 0, on_offers, op, &err) < 0) {
+    int64_t *bad = NULL;
+    size_t n_bad = 0;
+    host_bad_machines(reg, &bad, &n_bad);
+    if (cloud_vast_offers(reg->app->cloud, cc, &need, bad, n_bad, on_offers, op, &err) < 0) {
         op_finish(op, NULL, err);
         free(err);
     }
+    free(bad);
 }
 
 int host_release(struct host_registry *reg, const char *name,
@@ -1126,6 +1151,27 @@ void host_rentals_start(struct host_registry *reg)
         /* a starting or adopted machine is read again; one connecting starts over at its status */
         rental_drive(r);
     }
+}
+
+void host_bad_machines(struct host_registry *reg, int64_t **out, size_t *n)
+{
+    struct store_bad *rows = NULL;
+    size_t k = 0;
+    *out = NULL;
+    *n = 0;
+    int rc = store_list_bad(reg->app->store, &rows, &k);
+    if (rc < 0) {
+        log_error("cloud", "cannot read the bad-host registry (%s); searching without it",
+                  strerror(-rc));
+        return;
+    }
+    if (k) {
+        *out = xcalloc(k, sizeof **out);
+        for (size_t i = 0; i < k; i++)
+            (*out)[i] = rows[i].machine;
+        *n = k;
+    }
+    store_bads_free(rows, k);
 }
 
 const char *host_rented_cloud(struct host_registry *reg, const char *name)

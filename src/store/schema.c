@@ -130,6 +130,17 @@ static const char *const migrations[] = {
     "  last_exec_ms INTEGER NOT NULL DEFAULT 0,"
     "  execs INTEGER NOT NULL DEFAULT 0"
     ");",
+    /*
+     * 6 -> 7: the bad-host registry, machines of a marketplace that failed a
+     * start, left out of every search (docs/cloud.md).
+     */
+    "CREATE TABLE bad_hosts ("
+    "  machine INTEGER PRIMARY KEY,"
+    "  cloud TEXT NOT NULL DEFAULT '',"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  added_ms INTEGER NOT NULL DEFAULT 0,"
+    "  by_hand INTEGER NOT NULL DEFAULT 0"
+    ");",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -64,6 +64,9 @@ enum store_stmt {
     STMT_RENTAL_DELETE,
     STMT_META_GET,
     STMT_META_ADD,
+    STMT_BAD_PUT,
+    STMT_BAD_LIST,
+    STMT_BAD_DELETE,
     STMT_SESSION_PUT,
     STMT_SESSION_LIST,
     STMT_SESSION_DELETE,
@@ -132,6 +135,11 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_RENTAL_DELETE] = "DELETE FROM rentals WHERE id = ?1",
     [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [STMT_META_ADD] = "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+    [STMT_BAD_PUT] = "INSERT OR REPLACE INTO bad_hosts (machine, cloud, reason, added_ms, by_hand) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [STMT_BAD_LIST] =
+        "SELECT machine, cloud, reason, added_ms, by_hand FROM bad_hosts ORDER BY machine",
+    [STMT_BAD_DELETE] = "DELETE FROM bad_hosts WHERE machine = ?1",
     [STMT_SESSION_PUT] = "INSERT OR REPLACE INTO sessions (id, state, reason, created_ms, "
                          "updated_ms, last_exec_ms, execs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [STMT_SESSION_LIST] = "SELECT id, state, reason, created_ms, updated_ms, last_exec_ms, execs "
@@ -1198,6 +1206,69 @@ void store_sessions_free(struct store_session *arr, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(arr[i].id);
         free(arr[i].state);
+        free(arr[i].reason);
+    }
+    free(arr);
+}
+
+/* ---- the bad-host registry ---- */
+
+int store_put_bad(struct store *st, const struct store_bad *b)
+{
+    if (!b || b->machine < 1)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_BAD_PUT];
+    int rc = sqlite3_bind_int64(s, 1, b->machine);
+    rc |= sqlite3_bind_text(s, 2, or_empty(b->cloud), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 3, or_empty(b->reason), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64(s, 4, b->added_ms ? b->added_ms : clock_wall_ms());
+    rc |= sqlite3_bind_int(s, 5, b->by_hand ? 1 : 0);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_OK ? 0 : store_fail(st, rc, "record a bad host");
+}
+
+static void read_bad_row(sqlite3_stmt *s, void *out)
+{
+    struct store_bad *b = out;
+    b->machine = sqlite3_column_int64(s, 0);
+    b->cloud = column_str(s, 1);
+    b->reason = column_str(s, 2);
+    b->added_ms = sqlite3_column_int64(s, 3);
+    b->by_hand = sqlite3_column_int(s, 4) != 0;
+}
+
+static void free_bad_rows(void *arr, size_t n)
+{
+    store_bads_free(arr, n);
+}
+
+int store_list_bad(struct store *st, struct store_bad **out, size_t *n)
+{
+    void *arr = NULL;
+    int rc = list_rows(st, st->stmt[STMT_BAD_LIST], sizeof **out, read_bad_row, free_bad_rows,
+                       "list bad hosts", &arr, n);
+    *out = arr;
+    return rc;
+}
+
+int store_delete_bad(struct store *st, int64_t machine)
+{
+    sqlite3_stmt *s = st->stmt[STMT_BAD_DELETE];
+    int rc = sqlite3_bind_int64(s, 1, machine);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_OK)
+        return store_fail(st, rc, "forget a bad host");
+    return sqlite3_changes(st->db) ? 0 : -ENOENT;
+}
+
+void store_bads_free(struct store_bad *arr, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(arr[i].cloud);
         free(arr[i].reason);
     }
     free(arr);

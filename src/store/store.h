@@ -182,6 +182,23 @@ int store_list_rentals(struct store *st, struct store_rental **out, size_t *n);
 int store_delete_rental(struct store *st, int64_t id);
 void store_rental_release(struct store_rental *r);
 void store_rentals_free(struct store_rental *arr, size_t n);
+/* A machine of the bad-host registry (docs/cloud.md): the marketplace's machine id is the key. */
+struct store_bad {
+    int64_t machine;
+    char *cloud;  /* the cloud it failed in ("" when added by hand with no cloud) */
+    char *reason; /* why */
+    int64_t added_ms;
+    int by_hand; /* added with yard cloud bad --add */
+};
+
+/* Records machine (replacing its row). 0, -EINVAL (machine < 1), -EIO/-ENOSPC. */
+int store_put_bad(struct store *st, const struct store_bad *b);
+/* Every bad machine ordered by machine id (store_bads_free); 0 or -errno. */
+int store_list_bad(struct store *st, struct store_bad **out, size_t *n);
+/* Forgets machine: 0, -ENOENT (not listed), -EIO. */
+int store_delete_bad(struct store *st, int64_t machine);
+void store_bads_free(struct store_bad *arr, size_t n);
+
 /*
  * This state directory's daemon id: 8 hex digits drawn once and kept in the
  * store, so the labels of its rentals name it across restarts. A new string

@@ -178,7 +178,7 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
         // a stand-in of its own: the faults scripted before stay on the shared one
         const s = await startVastStandin({ offers: OFFERS });
         await s.script({ kind: 'missing_gpus', offer: 201 });
-        let { dir, d } = await daemon(s);
+        let { dir, d, config } = await daemon(s);
         try {
             const before_ = creates(s).length;
             const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
@@ -193,6 +193,36 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
             assert.match(events.stdout + events.stderr, /nvidia-smi shows 0 GPUs where the offer promised 1|cannot read its GPUs/);
             await yard(['cloud', 'release', (await ls(dir))[0].name], { stateDir: dir });
             assert.equal(alive(s).length, 0);
+
+            // the machine is in the bad-host registry, across a restart, and left out of searches
+            const bad = () => yardJson(['cloud', 'bad', '--json'], { stateDir: dir });
+            let rows = await bad();
+            assert.equal(rows.length, 1);
+            assert.equal(rows[0].machine_id, 2001);
+            assert.equal(rows[0].cloud, 'vast');
+            assert.equal(rows[0].by_hand, false);
+            assert.match(rows[0].reason, /nvidia-smi shows 0 GPUs|cannot read its GPUs/);
+            await d.stop();
+            d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
+            assert.deepEqual((await bad()).map((b) => b.machine_id), [2001]);
+            const table = await yard(['cloud', 'bad'], { stateDir: dir });
+            assert.match(table.stdout, /^MACHINE +CLOUD +SINCE +REASON\n2001 +vast +\d+s ago +/);
+            const add = await yard(['cloud', 'bad', '--add', '2003'], { stateDir: dir });
+            assert.equal(add.code, 0, add.stderr);
+            const offers = await yardJson(['cloud', 'offers', 'vast', '--json'], { stateDir: dir });
+            assert.deepEqual(offers.query.machine_id, { notin: [2001, 2003] });
+            assert.deepEqual(
+                offers.offers.map((o) => o.machine_id),
+                [2002],
+            );
+            const forget = await yard(['cloud', 'bad', '--forget', '2001'], { stateDir: dir });
+            assert.equal(forget.code, 0, forget.stderr);
+            rows = await bad();
+            assert.deepEqual(rows.map((b) => [b.machine_id, b.by_hand]), [[2003, true]]);
+            const again = await yard(['cloud', 'bad', '--forget', '2001'], { stateDir: dir });
+            assert.equal(again.code, 1);
+            assert.equal(again.stderr, "yard: machine 2001 is not in the bad-host registry; see 'yard cloud bad'\n");
+            await yard(['cloud', 'bad', '--forget', '2003'], { stateDir: dir });
         } finally {
             await d.stop();
         }

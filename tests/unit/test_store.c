@@ -585,10 +585,10 @@ static void test_newer_schema_refused(void **state)
     struct fixture *f = *state;
     assert_int_equal(make_dirs(f->dir), 0);
     make_db(f->db, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                   "INSERT INTO meta VALUES ('schema_version', '7');"
+                   "INSERT INTO meta VALUES ('schema_version', '99');"
                    "CREATE TABLE future (x);");
     char *err = open_refused(f);
-    char *want = xstrfmt("'%s' was written by a newer yard (schema 7, this yard knows %d); "
+    char *want = xstrfmt("'%s' was written by a newer yard (schema 99, this yard knows %d); "
                          "upgrade yard or point --state-dir elsewhere",
                          f->db, store_schema_version());
     assert_string_equal(err, want);
@@ -958,6 +958,30 @@ static void test_rentals(void **state)
     store_rentals_free(arr, n);
     struct store_rental bad = {.cloud = "vast"};
     assert_int_equal(store_add_rental(st, &bad), -EINVAL);
+
+    /* the bad-host registry: one row per machine, kept across opens */
+    struct store_bad b = {.machine = 2001, .cloud = "vast", .reason = "instance exited"};
+    assert_int_equal(store_put_bad(st, &b), 0);
+    struct store_bad b2 = {.machine = 1999, .reason = "by hand", .by_hand = 1};
+    assert_int_equal(store_put_bad(st, &b2), 0);
+    b.reason = "ssh never answered";
+    assert_int_equal(store_put_bad(st, &b), 0);
+    struct store_bad bad0 = {.machine = 0};
+    assert_int_equal(store_put_bad(st, &bad0), -EINVAL);
+    store_close(st);
+    st = open_ok(f->dir);
+    struct store_bad *bads = NULL;
+    assert_int_equal(store_list_bad(st, &bads, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(bads[0].machine, 1999);
+    assert_true(bads[0].by_hand);
+    assert_string_equal(bads[0].cloud, "");
+    assert_int_equal(bads[1].machine, 2001);
+    assert_string_equal(bads[1].reason, "ssh never answered");
+    assert_true(bads[1].added_ms > 0);
+    store_bads_free(bads, n);
+    assert_int_equal(store_delete_bad(st, 1999), 0);
+    assert_int_equal(store_delete_bad(st, 1999), -ENOENT);
 
     /* the daemon id is drawn once and kept */
     char *id = NULL, *again = NULL;
