@@ -152,12 +152,6 @@ static void parse_cluster(struct config__walk *w, struct config_slurm *c, const 
 
     if (config__present(v[SK_LOGIN]) && KEY(SK_LOGIN)) {
         parse_login(w, c, v[SK_LOGIN], p);
-        if (c->login)
-            config__warn_at(w, v[SK_LOGIN],
-                            "%s: submitting through a login node is not done yet; its jobs "
-                            "will not start (run the daemon on a submit host and leave 'login' "
-                            "out)",
-                            p);
     }
     if (config__present(v[SK_PARTITION]) && KEY(SK_PARTITION))
         parse_word(w, v[SK_PARTITION], p, "gpu", &c->partition);
@@ -198,6 +192,11 @@ static void parse_cluster(struct config__walk *w, struct config_slurm *c, const 
                            p, config__scalar(v[SK_RENEW_BEFORE]), config__scalar(v[SK_TIME]));
         else if (t != SLURM_UNSET) {
             c->renew_before_ms = t;
+            if (c->login)
+                config__warn_at(w, v[SK_RENEW_BEFORE],
+                                "%s: renewal is not done through a login node yet; a job "
+                                "submitted there ends at its limit",
+                                p);
         }
     }
 

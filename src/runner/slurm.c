@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "base/alloc.h"
 #include "base/buf.h"
@@ -21,6 +23,7 @@
 #include "base/log.h"
 #include "config/config.h"
 #include "http/probe.h"
+#include "runner/ssh.h"
 
 #define SLURM_CMD_TIMEOUT_MS 30000
 /* How long after a submission or a cancel the queue is read again. */
@@ -65,7 +68,12 @@ struct runner_watch {
     long old_job;            /* replaced, draining until old_cancel_ms */
     uint64_t old_cancel_ms;
     int old_cancelled;
-    int kills;        /* plain scancels sent to the job */
+    int kills; /* plain scancels sent to the job */
+    /* Through a login node: the address file is read over ssh, the engine reached by a forward. */
+    int reading, forwarding;
+    int fwd_port; /* the local end of the forward; 0: none */
+    char *fwd_host;
+    int fwd_remote_port;
     char reason[160]; /* the pending reason last reported */
     int dropped;      /* unwatched: nothing is reported any more */
     int listed;       /* the last squeue listed it */
@@ -96,6 +104,12 @@ struct runner_slurm {
     char *partitions; /* sinfo's answer, one partition a line */
     uint64_t sinfo_ms;
     int pending_ctl; /* scontrol runs in flight (for close) */
+    /* login: set: every command runs on the login node over ssh (a master connection). */
+    int remote; /* 1: through the login node; -1: its ssh line is not usable (why) */
+    struct ssh_pod ssh;
+    char *rdir;   /* the login node's directory for scripts and address files */
+    int ssh_open; /* commands ran over the master: it is stopped at close */
+    struct tools_run *ssh_exit;
     int closing;
     void (*closed)(void *);
     void *closed_arg;
@@ -199,6 +213,45 @@ void runner_slurm__ended_text(const struct runner_slurm_job *j, char *out, size_
         snprintf(out, len, "job %ld ended %s%s", j->id, st, code);
 }
 
+/* ---- running Slurm's commands: here, or on the login node ---- */
+
+/*
+ * Runs cmd on the submit host: this machine, or the login node over its ssh
+ * master (the words shell-quoted into one script). extra (may be NULL) is
+ * shell text run before it there (writing a job script).
+ */
+static struct tools_run *run_cmd(struct runner_slurm *s, const struct tools_cmd *cmd,
+                                 const char *extra, tools_cb cb, void *arg)
+{
+    if (s->remote != 1)
+        return tools_run(s->r.loop, cmd, SLURM_CMD_TIMEOUT_MS, cb, arg);
+    struct buf b;
+    buf_init(&b, 1 << 20);
+    /* Paths there (.yard/slurm/NAME) are under $HOME, where jobs submitted from it start too. */
+    buf_printf(&b, "cd \"$HOME\"\n");
+    if (extra)
+        buf_printf(&b, "%s", extra);
+    for (int i = 0; i < cmd->argc; i++) {
+        char *q = ssh_quote(cmd->argv[i]);
+        buf_printf(&b, "%s%s", i ? " " : "", q);
+        free(q);
+    }
+    char *script = buf_detach(&b, NULL);
+    struct tools_cmd c = {0};
+    int rc = ssh_build_cmd(&s->ssh, script ? script : "", &c);
+    free(script);
+    if (rc < 0) {
+        /* Too long for one command: reported as a command that cannot run. */
+        c = (struct tools_cmd){0};
+        tools_cmd_add(&c, "/nonexistent/yard-ssh-command-too-long");
+    }
+    s->ssh_open = 1;
+    return tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, cb, arg);
+}
+
+static void try_reach(struct runner_watch *w);
+static void forward_drop(struct runner_watch *w);
+
 /* ---- watches ---- */
 
 static void scancel(struct runner_slurm *s, long job, int term);
@@ -220,8 +273,11 @@ static void watch_free(struct runner_watch *w)
         *pp = w->next;
     if (w->script)
         unlink(w->script);
-    if (w->addr_file)
+    if (w->addr_file && w->s->remote != 1)
         unlink(w->addr_file);
+    if (w->fwd_port)
+        forward_drop(w);
+    free(w->fwd_host);
     if (w->renew_probe)
         http_probe_cancel(w->renew_probe);
     free(w->script);
@@ -234,7 +290,8 @@ static void watch_free(struct runner_watch *w)
 /* Frees w unless a command still runs for it (which frees it when it answers). */
 static void watch_maybe_free(struct runner_watch *w)
 {
-    if ((w->phase == W_DONE || w->dropped) && !w->sbatch && !w->asking && !w->renew_sbatch)
+    if ((w->phase == W_DONE || w->dropped) && !w->sbatch && !w->asking && !w->renew_sbatch &&
+        !w->reading && !w->forwarding)
         watch_free(w);
 }
 
@@ -247,6 +304,8 @@ static void report_exit(struct runner_watch *w, const struct runner_slurm_job *j
     /* A replacement that did not take over in time goes with it. */
     if (w->renew_job)
         scancel(s, w->renew_job, 0);
+    if (w->fwd_port && !w->forwarding)
+        forward_drop(w);
     w->renew_job = 0;
     if (!w->dropped) {
         if (s->r.events && s->r.events->ended && why)
@@ -318,7 +377,7 @@ static void ask_job(struct runner_watch *w)
     tools_cmd_add(&a->cmd, id);
     w->asking = 1;
     s->pending_ctl++;
-    tools_run(s->r.loop, &a->cmd, SLURM_CMD_TIMEOUT_MS, ask_done, a);
+    run_cmd(s, &a->cmd, NULL, ask_done, a);
 }
 
 /* ---- a running job's address ---- */
@@ -366,13 +425,92 @@ static void ask_node(struct runner_slurm *s, const char *node)
     tools_cmd_add(&c, "node");
     tools_cmd_add(&c, node);
     s->node_asked = xstrdup(node);
-    s->node_ask = tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, node_done, s);
+    s->node_ask = run_cmd(s, &c, NULL, node_done, s);
 }
 
 /* A running job: its address file, then its node's address, then found. */
+static void addr_read_done(const struct tools_result *res, void *arg)
+{
+    struct runner_watch *w = arg;
+    w->reading = 0;
+    char node[256];
+    int port;
+    if (!w->dropped && w->phase == W_QUEUED && !w->node && res->err == 0 && res->exit_code == 0 &&
+        res->out && sscanf(res->out, "%255s %d", node, &port) == 2 && port > 0 && port <= 65535) {
+        w->node = xstrdup(node);
+        w->port = port;
+        try_reach(w);
+    }
+    watch_maybe_free(w);
+}
+
+static void forward_done(const struct tools_result *res, void *arg)
+{
+    struct runner_watch *w = arg;
+    struct runner_slurm *s = w->s;
+    w->forwarding = 0;
+    if (res->err < 0 || res->exit_code != 0) {
+        char line[200];
+        tools_last_line(res->errout ? res->errout : "", res->err_len, line, sizeof line);
+        log_warn("slurm", "cluster '%s': cannot forward a port to job %ld on %s:%d: %s", s->name,
+                 w->job, w->fwd_host ? w->fwd_host : "?", w->fwd_remote_port,
+                 *line ? line : (res->why ? res->why : "ssh failed"));
+        w->fwd_port = 0; /* tried again at the next poll */
+    } else if (!w->dropped && w->phase == W_QUEUED) {
+        w->addr = "127.0.0.1";
+        w->phase = W_REACHED;
+        log_info("slurm", "cluster '%s': job %ld runs on %s, port %d, reached at 127.0.0.1:%d",
+                 s->name, w->job, w->node, w->port, w->fwd_port);
+        if (s->r.events && s->r.events->found)
+            s->r.events->found(w->arg, w->fwd_port);
+    }
+    watch_maybe_free(w);
+}
+
+/* A free port on this machine's loopback for a forward's local end (0 when none). */
+static int free_local_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = 0;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static void forward_dropped(const struct tools_result *res, void *arg)
+{
+    (void)res;
+    (void)arg;
+}
+
+/* Cancels w's forward (best effort: the master's forwards end with it anyway). */
+static void forward_drop(struct runner_watch *w)
+{
+    struct tools_cmd c;
+    if (ssh_forward_to_cmd(&w->s->ssh, 1, w->fwd_port, w->fwd_host, w->fwd_remote_port, &c) == 0)
+        tools_run(w->s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, forward_dropped, NULL);
+    w->fwd_port = 0;
+}
+
 static void try_reach(struct runner_watch *w)
 {
     struct runner_slurm *s = w->s;
+    if (!w->node && s->remote == 1) {
+        if (w->reading)
+            return;
+        struct tools_cmd c = {0};
+        tools_cmd_add(&c, "cat");
+        tools_cmd_add(&c, w->addr_file);
+        w->reading = 1;
+        run_cmd(s, &c, NULL, addr_read_done, w);
+        return;
+    }
     if (!w->node) {
         char buf[512];
         int fd = open(w->addr_file, O_RDONLY | O_CLOEXEC);
@@ -393,6 +531,22 @@ static void try_reach(struct runner_watch *w)
     const char *addr = node_addr_of(s, w->node);
     if (!addr) {
         ask_node(s, w->node);
+        return;
+    }
+    if (s->remote == 1) {
+        /* Reached through the login node: a local forward on its ssh master. */
+        if (w->forwarding || w->fwd_port)
+            return;
+        struct tools_cmd c;
+        int lp = free_local_port();
+        if (!lp || ssh_forward_to_cmd(&s->ssh, 0, lp, addr, w->port, &c) < 0)
+            return;
+        free(w->fwd_host);
+        w->fwd_host = xstrdup(addr);
+        w->fwd_remote_port = w->port;
+        w->fwd_port = lp;
+        w->forwarding = 1;
+        tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, forward_done, w);
         return;
     }
     w->addr = addr;
@@ -485,8 +639,9 @@ static void renew_maybe(struct runner_watch *w)
 {
     struct runner_slurm *s = w->s;
     const struct config_slurm *c = *s->cfg ? config_find_slurm(*s->cfg, s->name) : NULL;
-    if (!c || !c->renew_before_ms || w->renew_job || w->renew_sbatch || w->renew_failed ||
-        w->time_left_s < 0 || (uint64_t)w->time_left_s * 1000 > c->renew_before_ms || !w->script ||
+    if (!c || !c->renew_before_ms || s->remote == 1 || w->renew_job || w->renew_sbatch ||
+        w->renew_failed || w->time_left_s < 0 ||
+        (uint64_t)w->time_left_s * 1000 > c->renew_before_ms || !w->script ||
         access(w->script, R_OK) < 0)
         return;
     struct tools_cmd cmd = {0};
@@ -745,7 +900,7 @@ static void timer_fire(uv_timer_t *t)
         tools_cmd_add(&c, "-o");
         tools_cmd_add(&c, "%P %a %D %G %T");
         s->sinfo_ms = now;
-        s->sinfo = tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, sinfo_done, s);
+        s->sinfo = run_cmd(s, &c, NULL, sinfo_done, s);
     }
     if (s->squeue || !watching(s))
         return;
@@ -755,13 +910,13 @@ static void timer_fire(uv_timer_t *t)
     tools_cmd_add(&c, "--me");
     tools_cmd_add(&c, "-o");
     tools_cmd_add(&c, "%i|%j|%T|%r|%N|%L");
-    s->squeue = tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, squeue_done, s);
+    s->squeue = run_cmd(s, &c, NULL, squeue_done, s);
 }
 
 static void poll_soon(struct runner_slurm *s, uint64_t ms)
 {
     if (s->closing) {
-        if (!s->squeue && !s->sinfo && !s->node_ask && !s->pending_ctl)
+        if (!s->squeue && !s->sinfo && !s->node_ask && !s->pending_ctl && !s->ssh_exit)
             uv_timer_start(&s->timer, timer_fire, 0, 0);
         return;
     }
@@ -920,14 +1075,14 @@ static void sbatch_done(const struct tools_result *res, void *arg)
     }
     /* sbatch has read the script; it stays as JOBID.sh for a replacement (renewal). */
     char *kept = xstrfmt("%s/%ld.sh", s->dir, job);
-    if (rename(w->script, kept) == 0) {
+    if (w->script && rename(w->script, kept) == 0) {
         free(w->script);
         w->script = kept;
     } else {
         free(kept);
     }
     w->job = job;
-    w->addr_file = xstrfmt("%s/%ld.addr", s->dir, job);
+    w->addr_file = xstrfmt("%s/%ld.addr", s->remote == 1 ? s->rdir : s->dir, job);
     w->phase = W_QUEUED;
     log_info("slurm", "cluster '%s': submitted job %ld", s->name, job);
     struct runner_proc p = {.pid = (int)job, .pgid = (int)job, .start_time = w->name_hash};
@@ -947,19 +1102,18 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
         *err = xstrfmt("Slurm cluster '%s' is not in the config any more", s->name);
         return -ENOENT;
     }
-    if (c->login) {
-        *err = xstrfmt("slurm.%s.login: submitting through a login node is not done yet; run "
-                       "the daemon on a submit host and leave 'login' out",
-                       s->name);
-        return -ENOTSUP;
-    }
     if (mkdir(s->dir, 0700) < 0 && errno != EEXIST) {
         *err = xstrfmt("cannot make '%s': %s", s->dir, strerror(errno));
         return -errno;
     }
+    if (s->remote < 0) {
+        *err = xstrfmt("slurm.%s.login: %s", s->name, s->why);
+        return -EINVAL;
+    }
     static unsigned seq;
+    const char *dir = s->remote == 1 ? s->rdir : s->dir;
     char *base =
-        xstrfmt("%s/%s-%d-%u", s->dir, spec->name ? spec->name : "engine", (int)getpid(), ++seq);
+        xstrfmt("%s/%s-%d-%u", dir, spec->name ? spec->name : "engine", (int)getpid(), ++seq);
     struct runner_watch *w = xcalloc(1, sizeof *w);
     w->s = s;
     w->cb = on_exit;
@@ -977,7 +1131,11 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
     snprintf(opt, sizeof opt, "--job-name=%s", name);
     tools_cmd_add(&cmd, opt);
     free(name);
-    snprintf(opt, sizeof opt, "--output=%s", spec->log_path ? spec->log_path : "/dev/null");
+    /* Through a login node the output stays there, beside the address files. */
+    if (s->remote == 1)
+        snprintf(opt, sizeof opt, "--output=%s/%%j.log", s->rdir);
+    else
+        snprintf(opt, sizeof opt, "--output=%s", spec->log_path ? spec->log_path : "/dev/null");
     tools_cmd_add(&cmd, opt);
     tools_cmd_add(&cmd, "--open-mode=append");
     int gpus = gpu_count(spec);
@@ -1004,7 +1162,34 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
     }
     for (size_t i = 0; i < c->n_sbatch; i++)
         tools_cmd_add(&cmd, c->sbatch[i]);
-    char *text = job_script(spec, s->dir, &cmd);
+    char *text = job_script(spec, dir, &cmd);
+    char *extra = NULL;
+    if (s->remote == 1) {
+        /* The script is written there by the same ssh command that submits it. */
+        char *q = ssh_quote(s->rdir);
+        char *f = ssh_quote(w->script);
+        extra = xstrfmt("mkdir -p %s && cat > %s <<'__YARD_JOB_SCRIPT__'\n%s__YARD_JOB_SCRIPT__\n",
+                        q, f, text);
+        free(q);
+        free(f);
+        free(text);
+        char *rpath = w->script;
+        w->script = NULL; /* not here: nothing to remove */
+        int long_cmd = tools_cmd_add(&cmd, rpath) < 0;
+        free(rpath);
+        if (long_cmd) {
+            free(extra);
+            *err = xstrdup("the sbatch command line is too long");
+            watch_free(w);
+            return -ENAMETOOLONG;
+        }
+        w->next = s->watches;
+        s->watches = w;
+        w->sbatch = run_cmd(s, &cmd, extra, sbatch_done, w);
+        free(extra);
+        *watch = w;
+        return 0;
+    }
     int fd = open(w->script, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0700);
     size_t len = strlen(text);
     int ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
@@ -1043,8 +1228,9 @@ static int slurm_adopt(struct runner *r, const struct runner_proc *p, runner_exi
     w->name_hash = p->start_time;
     w->phase = W_QUEUED;
     w->time_left_s = -1;
-    w->addr_file = xstrfmt("%s/%ld.addr", s->dir, w->job);
-    w->script = xstrfmt("%s/%ld.sh", s->dir, w->job);
+    w->addr_file = xstrfmt("%s/%ld.addr", s->remote == 1 ? s->rdir : s->dir, w->job);
+    if (s->remote != 1)
+        w->script = xstrfmt("%s/%ld.sh", s->dir, w->job);
     w->next = s->watches;
     s->watches = w;
     *watch = w;
@@ -1081,7 +1267,7 @@ static void scancel(struct runner_slurm *s, long job, int term)
         tools_cmd_add(&c, "--full");
     }
     tools_cmd_add(&c, id);
-    tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, scancel_done, xstrdup(s->name));
+    run_cmd(s, &c, NULL, scancel_done, xstrdup(s->name));
     poll_soon(s, SLURM_SOON_MS);
 }
 
@@ -1174,6 +1360,14 @@ struct runner_slurm *runner_slurm_new(uv_loop_t *loop, const char *name, const c
     mkdir(top, 0700);
     s->dir = xstrfmt("%s/%s", top, name);
     free(top);
+    const struct config_slurm *c = *cfg ? config_find_slurm(*cfg, name) : NULL;
+    if (c && c->login) {
+        s->rdir = xstrfmt(".yard/slurm/%s", name);
+        if (ssh_pod_init(&s->ssh, name, c->login, state_dir, s->why, sizeof s->why) == 0)
+            s->remote = 1;
+        else
+            s->remote = -1;
+    }
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
     uv_timer_start(&s->timer, timer_fire, 0, 0); /* sinfo for `yard hosts` */
@@ -1243,6 +1437,9 @@ static void closed_cb(uv_handle_t *h)
     }
     free(s->partitions);
     free(s->node_asked);
+    free(s->rdir);
+    if (s->remote == 1)
+        ssh_pod_release(&s->ssh);
     free(s->dir);
     free(s->name);
     free(s);
@@ -1250,17 +1447,35 @@ static void closed_cb(uv_handle_t *h)
         done(arg);
 }
 
+static void ssh_exit_done(const struct tools_result *res, void *arg)
+{
+    struct runner_slurm *s = arg;
+    (void)res;
+    s->ssh_exit = NULL;
+    poll_soon(s, 0);
+}
+
 static void finish_close(struct runner_slurm *s)
 {
-    if (s->squeue || s->sinfo || s->node_ask || s->pending_ctl)
+    if (s->squeue || s->sinfo || s->node_ask || s->pending_ctl || s->ssh_exit)
         return; /* each answers, then comes back here */
     for (struct runner_watch *w = s->watches; w; w = w->next)
-        if (w->sbatch)
+        if (w->sbatch || w->reading || w->forwarding || w->renew_sbatch)
             return;
+    if (s->ssh_open) {
+        /* The login node's master connection ends with the daemon (jobs go on). */
+        s->ssh_open = 0;
+        struct tools_cmd c;
+        if (ssh_control_cmd(&s->ssh, "exit", &c) == 0) {
+            s->ssh_exit = tools_run(s->r.loop, &c, SLURM_CMD_TIMEOUT_MS, ssh_exit_done, s);
+            return;
+        }
+    }
     if (uv_is_closing((uv_handle_t *)&s->timer))
         return;
     /* Jobs keep running: their address files and scripts stay for the next daemon. */
     for (struct runner_watch *w = s->watches; w; w = w->next) {
+        w->fwd_port = 0; /* the forwards end with the master */
         if (w->phase == W_DONE)
             continue;
         free(w->addr_file);

@@ -227,13 +227,24 @@ int ssh_control_cmd(const struct ssh_pod *pod, const char *op, struct tools_cmd 
 int ssh_forward_cmd(const struct ssh_pod *pod, int cancel, int local_port, int remote_port,
                     struct tools_cmd *c)
 {
-    char spec[64];
+    return ssh_forward_to_cmd(pod, cancel, local_port, "127.0.0.1", remote_port, c);
+}
+
+int ssh_forward_to_cmd(const struct ssh_pod *pod, int cancel, int local_port, const char *host,
+                       int remote_port, struct tools_cmd *c)
+{
+    char spec[320];
     int rc;
 
     memset(c, 0, sizeof(*c));
-    if (local_port <= 0 || local_port > 65535 || remote_port <= 0 || remote_port > 65535)
+    if (local_port <= 0 || local_port > 65535 || remote_port <= 0 || remote_port > 65535 || !host ||
+        !*host || strlen(host) > 255 || strpbrk(host, " \t\n"))
         return -EINVAL;
-    snprintf(spec, sizeof(spec), "127.0.0.1:%d:127.0.0.1:%d", local_port, remote_port);
+    /* An IPv6 address goes in brackets. */
+    if (strchr(host, ':'))
+        snprintf(spec, sizeof(spec), "127.0.0.1:%d:[%s]:%d", local_port, host, remote_port);
+    else
+        snprintf(spec, sizeof(spec), "127.0.0.1:%d:%s:%d", local_port, host, remote_port);
     rc = cmd_add_ssh(pod, c, 0);
     if (rc == 0)
         rc = tools_cmd_add(c, "-O");

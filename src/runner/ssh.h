@@ -87,6 +87,9 @@ int ssh_control_cmd(const struct ssh_pod *pod, const char *op, struct tools_cmd 
  */
 int ssh_forward_cmd(const struct ssh_pod *pod, int cancel, int local_port, int remote_port,
                     struct tools_cmd *c);
+/* As ssh_forward_cmd, to host:REMOTE as the pod sees it (a Slurm node from its login node). */
+int ssh_forward_to_cmd(const struct ssh_pod *pod, int cancel, int local_port, const char *host,
+                       int remote_port, struct tools_cmd *c);
 
 /*
  * The invocation as one line for the debug log, each word shell-quoted when

@@ -17,6 +17,7 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import * as h from './lib/harness.mjs';
 import { startSlurm, slurmSkipReason } from './lib/slurm.mjs';
+import { startSshd, sshdSkipReason } from './lib/sshd.mjs';
 
 const SKIP = slurmSkipReason();
 if (SKIP) console.log(`# skipping the Slurm tests: ${SKIP}`);
@@ -264,6 +265,40 @@ describe('Slurm: models as jobs', { skip: SKIP || false }, () => {
             await y.d.stop();
         }
     });
+    test('through a login node over ssh: submitted, watched and reached through its ssh master; stop leaves no job', { skip: sshdSkipReason() || false }, async () => {
+        // The "login node" is an sshd on this machine whose sessions find the cluster
+        // (SLURM_CONF) and keep their files under their own HOME.
+        const home = h.tmpdir('yard-slurm-login-home-');
+        const sshd = await startSshd({ keyEnv: { SLURM_CONF: s.conf, HOME: home, PATH: process.env.PATH } });
+        const y = await daemon({ l1: {} }, { cluster: `time: 5m, login: "${sshd.sshCmd}"` });
+        try {
+            const r = await openai(y.base).chat.completions.create(chatBody('l1'));
+            assert.ok(r.choices[0].message.content.length > 0);
+            const stream = await openai(y.base).chat.completions.create(chatBody('l1', true));
+            let text = '';
+            for await (const c of stream) text += c.choices[0]?.delta?.content ?? '';
+            assert.ok(text.length > 0);
+            const e = await entry(y.stateDir, 'l1');
+            assert.equal(e.state, 'ready');
+            assert.equal(e.node, s.nodeName);
+            const jobs = await yardJobs();
+            assert.deepEqual(jobs.map((j) => j.id), [String(e.job)]);
+            // Its files are on the login node, under the session's HOME.
+            const rdir = path.join(home, '.yard', 'slurm', 'c1');
+            assert.ok(fs.existsSync(path.join(rdir, `${e.job}.addr`)), `no address file in ${rdir}`);
+            assert.match(fs.readFileSync(path.join(rdir, `${e.job}.log`), 'utf8'), new RegExp(`yard: job ${e.job} runs on`));
+            // Reached through a local forward, not at the node's port.
+            const port = Number(fs.readFileSync(path.join(rdir, `${e.job}.addr`), 'utf8').trim().split(' ')[1]);
+            assert.notEqual(e.port, port, 'the engine is reached through the forward');
+            const stop = await h.yard(['stop', 'l1'], { stateDir: y.stateDir });
+            assert.equal(stop.code, 0, stop.stderr);
+            await h.waitFor(async () => (await yardJobs()).length === 0, { timeoutMs: 30000, what: 'no yard job left' });
+        } finally {
+            await y.d.stop();
+            await sshd.proc.stop();
+        }
+    });
+
     test('walltime renewal: a replacement job takes over ahead of the limit while requests stream across it, none failing; the old job is cancelled', async () => {
         // A 1-minute limit, renewed 40s before it: the first job is replaced about 20s in.
         const y = await daemon({ w1: { gpus: 0 } }, { cluster: 'time: 1m, renew_before: 40s' });

@@ -1880,8 +1880,8 @@ static void test_slurm(void **state)
     /* What is validated but not done yet says so. */
     int login_warned = 0;
     for (size_t i = 0; i < c->n_warnings; i++)
-        login_warned |= strstr(c->warnings[i], "slurm.cluster1.login: submitting through a "
-                                               "login node is not done yet") != NULL;
+        login_warned |= strstr(c->warnings[i], "slurm.cluster1.renew_before: renewal is not "
+                                               "done through a login node yet") != NULL;
     assert_true(login_warned);
     assert_int_equal(c->n_warnings, 1);
     /* Defaults: nothing asked of Slurm but what the cluster defaults to. */
