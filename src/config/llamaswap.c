@@ -770,6 +770,251 @@ static void put_groups(struct imp *im, struct lgroup *g, size_t ng)
     free(g);
 }
 
+/* ---- the matrix ---- */
+
+/* A list of sets of model indexes (into im->names), each a bitset over the models. */
+struct sets {
+    unsigned char **v; /* each im->n_models bytes, 1: in the set */
+    size_t n;
+};
+
+static void sets_free(struct sets *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    s->v = NULL;
+    s->n = 0;
+}
+
+static void sets_add(struct sets *s, unsigned char *set)
+{
+    s->v = xrealloc(s->v, (s->n + 1) * sizeof *s->v);
+    s->v[s->n++] = set;
+}
+
+struct mparse {
+    struct imp *im;
+    const yaml_node_t *sets_node; /* routing.router.settings.matrix.sets, for +ref */
+    const yaml_node_t *vars;
+    const char *p;
+    const char *err;
+    int depth;
+};
+
+static int is_ident(char c)
+{
+    return isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.' || (c & 0x80);
+}
+
+static void skip_ws(struct mparse *mp)
+{
+    while (isspace((unsigned char)*mp->p))
+        mp->p++;
+}
+
+static int m_expr(struct mparse *mp, struct sets *out);
+
+/* A model ID or a var, as a set of one; NULL set with mp->err when unknown. */
+static int m_factor(struct mparse *mp, struct sets *out)
+{
+    struct imp *im = mp->im;
+    skip_ws(mp);
+    if (*mp->p == '(') {
+        mp->p++;
+        if (m_expr(mp, out) < 0)
+            return -1;
+        skip_ws(mp);
+        if (*mp->p != ')') {
+            mp->err = "a '(' is not closed";
+            return -1;
+        }
+        mp->p++;
+        return 0;
+    }
+    int ref = *mp->p == '+';
+    if (ref)
+        mp->p++;
+    const char *start = mp->p;
+    while (is_ident(*mp->p))
+        mp->p++;
+    if (mp->p == start) {
+        mp->err = ref ? "a set name must follow '+'" : "expected a model, a var, '(' or '+set'";
+        return -1;
+    }
+    char *name = xstrndup(start, (size_t)(mp->p - start));
+    int rc = 0;
+    if (ref) {
+        const yaml_node_t *e = get(im, mp->sets_node, name);
+        if (!scalar(e) || mp->depth > 16) {
+            mp->err = mp->depth > 16 ? "sets refer to each other in a loop" : "'+' names no set";
+            rc = -1;
+        } else {
+            struct mparse sub = *mp;
+            sub.p = scalar(e);
+            sub.depth++;
+            rc = m_expr(&sub, out);
+            if (rc == 0) {
+                skip_ws(&sub);
+                if (*sub.p) {
+                    sub.err = "unexpected text after the expression";
+                    rc = -1;
+                }
+            }
+            if (rc < 0)
+                mp->err = sub.err;
+        }
+    } else {
+        const char *id = scalar(get(im, mp->vars, name));
+        id = id ? id : name;
+        size_t k = 0;
+        while (k < im->n_models && strcmp(im->names[k], id) != 0)
+            k++;
+        if (k == im->n_models) {
+            mp->err = "names a model the config does not have";
+            rc = -1;
+        } else {
+            unsigned char *set = xcalloc(im->n_models ? im->n_models : 1, 1);
+            set[k] = 1;
+            sets_add(out, set);
+        }
+    }
+    free(name);
+    return rc;
+}
+
+/* a & b: every union of one set of each side. */
+static int m_term(struct mparse *mp, struct sets *out)
+{
+    if (m_factor(mp, out) < 0)
+        return -1;
+    for (;;) {
+        skip_ws(mp);
+        if (*mp->p != '&')
+            return 0;
+        mp->p++;
+        struct sets right = {0}, both = {0};
+        if (m_factor(mp, &right) < 0) {
+            sets_free(&right);
+            return -1;
+        }
+        for (size_t i = 0; i < out->n; i++)
+            for (size_t j = 0; j < right.n; j++) {
+                unsigned char *u = xcalloc(mp->im->n_models ? mp->im->n_models : 1, 1);
+                for (size_t k = 0; k < mp->im->n_models; k++)
+                    u[k] = out->v[i][k] | right.v[j][k];
+                sets_add(&both, u);
+            }
+        sets_free(out);
+        sets_free(&right);
+        *out = both;
+        if (out->n > 4096) {
+            mp->err = "the expression makes more than 4096 sets";
+            return -1;
+        }
+    }
+}
+
+/* a | b: the sets of both sides. */
+static int m_expr(struct mparse *mp, struct sets *out)
+{
+    if (m_term(mp, out) < 0)
+        return -1;
+    for (;;) {
+        skip_ws(mp);
+        if (*mp->p != '|')
+            return 0;
+        mp->p++;
+        if (m_term(mp, out) < 0)
+            return -1;
+    }
+}
+
+/*
+ * llama-swap's matrix: the sets of models that may run together. Two models
+ * that share no set become a two-member exclusive group; a model in no set
+ * runs alone (excludes every other). A set of three or more allows exactly
+ * its combinations in llama-swap; yard's pairs allow every combination whose
+ * pairs are allowed, which is said when it makes a difference.
+ */
+static void put_matrix(struct imp *im, const yaml_node_t *mx)
+{
+    const yaml_node_t *sets_node = get(im, mx, "sets");
+    struct sets all = {0};
+    if (!sets_node || sets_node->type != YAML_MAPPING_NODE) {
+        note(im, mx, "routing.router.settings.matrix", "no sets: every model runs alone");
+    } else {
+        for (yaml_node_pair_t *p = sets_node->data.mapping.pairs.start;
+             p < sets_node->data.mapping.pairs.top; p++) {
+            const char *sname = scalar(node(im, p->key));
+            const char *expr = scalar(node(im, p->value));
+            char key[300];
+            snprintf(key, sizeof key, "routing.router.settings.matrix.sets.%s",
+                     sname ? sname : "?");
+            if (!expr) {
+                note(im, node(im, p->value), key, "not an expression; left out");
+                continue;
+            }
+            struct mparse mp = {
+                .im = im, .sets_node = sets_node, .vars = get(im, mx, "vars"), .p = expr};
+            struct sets got = {0};
+            int rc = m_expr(&mp, &got);
+            skip_ws(&mp);
+            if (rc == 0 && *mp.p) {
+                mp.err = "unexpected text after the expression";
+                rc = -1;
+            }
+            if (rc < 0) {
+                note(im, node(im, p->value), key, "'%s': %s; the set is left out", expr, mp.err);
+                sets_free(&got);
+                continue;
+            }
+            for (size_t i = 0; i < got.n; i++)
+                sets_add(&all, got.v[i]);
+            free(got.v);
+        }
+    }
+    if (get(im, mx, "evict_costs"))
+        note(im, get(im, mx, "evict_costs"), "routing.router.settings.matrix.evict_costs",
+             "not translated: yard picks what to evict by its own measured switch costs and "
+             "eviction policies");
+    size_t n = im->n_models;
+    unsigned char *ok = xcalloc(n * n + 1, 1); /* ok[a*n+b]: a and b share a set */
+    for (size_t s = 0; s < all.n; s++)
+        for (size_t a = 0; a < n; a++)
+            for (size_t b = 0; b < n; b++)
+                if (all.v[s][a] && all.v[s][b])
+                    ok[a * n + b] = 1;
+    int first = 1, wider = 0;
+    for (size_t a = 0; a < n; a++)
+        for (size_t b = a + 1; b < n; b++) {
+            if (!im->yard[a] || !im->yard[b])
+                continue;
+            if (ok[a * n + b]) {
+                /* A third model allowed with both, but never with both at once? */
+                for (size_t c = b + 1; c < n && !wider; c++) {
+                    if (!im->yard[c] || !ok[a * n + c] || !ok[b * n + c])
+                        continue;
+                    int together = 0;
+                    for (size_t s = 0; s < all.n && !together; s++)
+                        together = all.v[s][a] && all.v[s][b] && all.v[s][c];
+                    wider = !together;
+                }
+                continue;
+            }
+            char *pair[2] = {im->yard[a], im->yard[b]};
+            char *gname = xstrfmt("%s+%s", pair[0], pair[1]);
+            put_group(im, gname, pair, 2, &first);
+            free(gname);
+        }
+    if (wider)
+        note(im, mx, "routing.router.settings.matrix",
+             "yard's groups are pairs: models allowed two by two run together even where no "
+             "set holds all of them");
+    free(ok);
+    sets_free(&all);
+}
+
 static const char *const top_not_translated[][2] = {
     {"logLevel", "yard logs at info; yard events and yard logs show more"},
     {"logTimeFormat", "yard's log lines carry UTC timestamps"},
@@ -908,18 +1153,21 @@ int config_import_llamaswap(const char *text, size_t len, const char *file, stru
     const yaml_node_t *router = get(&im, routing, "router");
     const char *use = scalar(get(&im, router, "use"));
     const yaml_node_t *settings = get(&im, router, "settings");
-    if (use && strcmp(use, "matrix") == 0)
-        note(&im, router, "routing.router.use",
-             "the matrix solver is not translated yet: write yard groups of the models that "
-             "may not run together");
     if (get(&im, routing, "scheduler"))
         note(&im, get(&im, routing, "scheduler"), "routing.scheduler",
              "yard's queue is fifo by default; priorities are not translated");
-    struct lgroup *g = NULL;
-    size_t ng = 0;
-    read_groups(&im, get(&im, root, "groups"), "groups", &g, &ng);
-    read_groups(&im, get(&im, settings, "groups"), "routing.router.settings.groups", &g, &ng);
-    put_groups(&im, g, ng);
+    if (use && strcmp(use, "matrix") == 0) {
+        put_matrix(&im, get(&im, settings, "matrix"));
+        if (get(&im, settings, "groups") || get(&im, root, "groups"))
+            note(&im, settings, "routing.router.settings.groups",
+                 "llama-swap uses the matrix, not the groups, with use: matrix; left out");
+    } else {
+        struct lgroup *g = NULL;
+        size_t ng = 0;
+        read_groups(&im, get(&im, root, "groups"), "groups", &g, &ng);
+        read_groups(&im, get(&im, settings, "groups"), "routing.router.settings.groups", &g, &ng);
+        put_groups(&im, g, ng);
+    }
 done:
     for (size_t k = 0; k < im.n_models; k++)
         free(im.yard[k]);

@@ -146,6 +146,36 @@ test('groups: swap, exclusive and persistent become yard exclusive groups', asyn
     assert.match(r.stderr, /groups: an exclusive group unloads the non-exclusive ones/);
 });
 
+test("routing.router.use: matrix: models that share no set exclude each other", async () => {
+    const dir = h.tmpdir();
+    const file = path.join(dir, 'ls.yaml');
+    const cmd = (n) => `${h.MOCK_ENGINE_BIN} --flavor llamacpp --name ${n} --port \${PORT}`;
+    fs.writeFileSync(
+        file,
+        `models:\n` +
+            ['gemma', 'qwen', 'tts', 'rerank', 'big'].map((n) => `  ${n}:\n    cmd: ${cmd(n)}\n`).join('') +
+            `routing:\n  router:\n    use: matrix\n    settings:\n      matrix:\n` +
+            `        vars: { g: gemma, q: qwen, v: tts }\n` +
+            `        evict_costs: { v: 50 }\n` +
+            `        sets:\n` +
+            `          standard: "(g | q) & v"\n` +
+            `          more: "+standard & rerank"\n` +
+            `          full: "big"\n` +
+            `          broken: "g & (q"\n`,
+    );
+    const r = await h.yard(['import', 'llama-swap', file]);
+    assert.equal(r.code, 0, r.stderr);
+    const pairs = [...r.stdout.matchAll(/members: \[([^\]]*)\]/g)]
+        .map((m) => m[1].replace(/"/g, '').split(', ').sort().join('+'))
+        .sort();
+    // Allowed together: g-v, q-v, g-rerank, q-rerank, v-rerank; big runs alone.
+    assert.deepEqual(pairs, [
+        'big+gemma', 'big+qwen', 'big+rerank', 'big+tts', 'gemma+qwen',
+    ]);
+    assert.match(r.stderr, /matrix\.sets\.broken: 'g & \(q': a '\(' is not closed; the set is left out/);
+    assert.match(r.stderr, /matrix\.evict_costs: not translated: /);
+});
+
 test('bad input: one line and exit 2', async () => {
     const dir = h.tmpdir();
     const bad = path.join(dir, 'bad.yaml');
