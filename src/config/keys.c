@@ -774,7 +774,7 @@ static void expand_macros(struct config__walk *w, char **s, const struct config_
                     o += vlen;
                     p = h + plen;
                 }
-                strcpy(o, p);
+                memcpy(o, p, strlen(p) + 1);
             }
             free(*s);
             *s = r;
