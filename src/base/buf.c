@@ -108,3 +108,25 @@ char *buf_detach(struct buf *b, size_t *len)
     b->len = b->cap = 0;
     return p;
 }
+
+char *buf_read_file(const char *path, size_t max, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct buf b;
+    buf_init(&b, max);
+    char chunk[65536];
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        rc = buf_append(&b, chunk, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (rc < 0 || bad) {
+        buf_release(&b);
+        errno = rc == -ENOBUFS ? EFBIG : rc == -ENOMEM ? ENOMEM : EIO;
+        return NULL;
+    }
+    return buf_detach(&b, len);
+}

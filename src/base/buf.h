@@ -27,5 +27,12 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 void buf_consume(struct buf *b, size_t n);
 /* Hands the data to the caller (who frees it) and resets the buffer. */
 char *buf_detach(struct buf *b, size_t *len);
+/*
+ * The whole file at path as a new NUL-terminated string, *len its length
+ * (NULL: not wanted). NULL with errno set when it cannot be opened or read
+ * (EIO for a read error) or holds more than max bytes (EFBIG): never a
+ * silently cut file.
+ */
+char *buf_read_file(const char *path, size_t max, size_t *len);
 
 #endif

@@ -19,34 +19,6 @@ static const char usage[] =
     "valid, 1 when yard refuses it (the reasons follow the notes), 2 when FILE cannot be\n"
     "read or is not a llama-swap config.\n";
 
-/* The whole file, or NULL with errno. Configs are small: more than 16 MiB is refused. */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    struct buf b;
-    buf_init(&b, 16 << 20);
-    char chunk[65536];
-    size_t n;
-    int rc = 0;
-    while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        rc = buf_append(&b, chunk, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (rc < 0 || bad) {
-        buf_release(&b);
-        errno = rc == -ENOBUFS ? EFBIG : EIO;
-        return NULL;
-    }
-    char *s = buf_detach(&b, len);
-    if (!s) {
-        *len = 0;
-        s = xstrdup("");
-    }
-    return s;
-}
-
 int cmd_import(int argc, char **argv, struct app *app)
 {
     struct cli_opt opts[] = {{.name = "output", .short_name = 'o', .kind = CLI_OPT_VALUE}};
@@ -65,7 +37,7 @@ int cmd_import(int argc, char **argv, struct app *app)
     }
     const char *file = args.pos[1];
     size_t len = 0;
-    char *text = slurp(file, &len);
+    char *text = buf_read_file(file, CONFIG_FILE_MAX, &len);
     if (!text) {
         fprintf(stderr, "yard import: cannot read '%s': %s\n", file, strerror(errno));
         cli_args_release(&args);

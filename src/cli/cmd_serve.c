@@ -51,22 +51,6 @@ static const char serve_usage[] =
     "usage: yard serve [-c FILE] [--listen HOST:PORT] [--state-dir DIR]\n"
     "                  [--log-format text|json] [--keep-engines]\n";
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    struct buf b;
-    buf_init(&b, 64 << 20);
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        if (buf_append(&b, tmp, n) < 0)
-            break;
-    fclose(f);
-    return buf_detach(&b, len);
-}
-
 /* Applies --listen over the config's listen address. */
 static int apply_listen(struct app *app, struct config *cfg)
 {
@@ -218,7 +202,7 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
 static void reload_if_changed(struct daemon *d, int force)
 {
     size_t len = 0;
-    char *text = read_file(d->app->config_path, &len);
+    char *text = buf_read_file(d->app->config_path, CONFIG_FILE_MAX, &len);
     if (!text) {
         log_warn("serve", "cannot read %s: %s; the running config stays", d->app->config_path,
                  strerror(errno));
@@ -664,7 +648,7 @@ int cmd_serve(int argc, char **argv, struct app *app)
         sigs[i]->data = &d;
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
-    d.cfg_text = read_file(app->config_path, &d.cfg_len);
+    d.cfg_text = buf_read_file(app->config_path, CONFIG_FILE_MAX, &d.cfg_len);
     split_path(app->config_path, &d.cfg_dir, &d.cfg_base);
     uv_timer_init(app->loop, &d.reload_timer);
     d.reload_timer.data = &d;

@@ -276,6 +276,8 @@ struct config_errors {
  * error naming the path.
  */
 struct config *config_load(const char *path, struct config_errors *errs);
+/* The largest config file read: config_load refuses a larger one. */
+#define CONFIG_FILE_MAX (16u << 20)
 /* As config_load, from memory; name is used in messages. */
 struct config *config_parse(const char *text, size_t len, const char *name,
                             struct config_errors *errs);

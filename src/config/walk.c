@@ -26,8 +26,6 @@
 #include "base/units.h"
 #include "config/internal.h"
 
-#define CONFIG_FILE_MAX (16u << 20)
-
 /* ---- memory and messages -------------------------------------------- */
 
 /* Allocation that fails once and then does nothing: the rule is in internal.h. */

@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,11 +47,45 @@ static void test_unbounded(void **state)
     buf_release(&b);
 }
 
+static void test_read_file(void **state)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/yard-test-buf-%d", (int)getpid());
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite("a\0b\nc", 1, 5, f);
+    fclose(f);
+    size_t len = 0;
+    char *s = buf_read_file(path, 5, &len);
+    assert_non_null(s);
+    assert_int_equal(len, 5);
+    assert_memory_equal(s, "a\0b\nc", 6); /* NUL-terminated too */
+    free(s);
+    /* One byte over the bound: refused, never cut. */
+    errno = 0;
+    assert_null(buf_read_file(path, 4, &len));
+    assert_int_equal(errno, EFBIG);
+    unlink(path);
+    errno = 0;
+    assert_null(buf_read_file(path, 5, &len));
+    assert_int_equal(errno, ENOENT);
+    /* An empty file is an empty string. */
+    f = fopen(path, "wb");
+    fclose(f);
+    s = buf_read_file(path, 5, &len);
+    assert_non_null(s);
+    assert_int_equal(len, 0);
+    assert_string_equal(s, "");
+    free(s);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grows_within_max),
         cmocka_unit_test(test_unbounded),
+        cmocka_unit_test(test_read_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
