@@ -35,6 +35,7 @@ struct config_model {
     struct config_kv *env;
     size_t n_env;
     char *cwd;         /* NULL: the daemon's working directory */
+    char *stop_cmd;    /* how to stop it (a container: "docker stop ${NAME}"); NULL: signals */
     int port;          /* 0: auto, from start_port */
     int gpu_count;     /* "gpus: 2" */
     int *gpu_list;     /* "gpus: [0, 1]" */

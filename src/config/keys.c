@@ -244,6 +244,7 @@ enum {
     MK_SCALE_AFTER,
     MK_MACROS,
     MK_FILTERS,
+    MK_STOP_CMD,
     MK_COUNT,
 };
 
@@ -271,6 +272,7 @@ static const char *const model_keys[] = {
     "scale_after",
     "macros",
     "filters",
+    "stop_cmd",
     NULL,
 };
 
@@ -972,6 +974,29 @@ out:
     free(where);
 }
 
+/*
+ * stop_cmd: how to stop an engine that runs outside the process yard starts
+ * (a container: `docker stop ${NAME}`). Macros as in cmd, split the same
+ * way, without a shell; checked here so that a stop never meets a bad one.
+ */
+static void parse_stop_cmd(struct config__walk *w, struct config_model *m, const yaml_node_t *n,
+                           const char *path, const struct config_kv *macros, size_t n_macros)
+{
+    if (config__is_null(n)) {
+        config__err_at(w, n,
+                       "%s: empty command; give the command that stops the engine, or "
+                       "remove 'stop_cmd'",
+                       path);
+        return;
+    }
+    config__get_str(w, n, path, &m->stop_cmd);
+    expand_macros(w, &m->stop_cmd, macros, n_macros);
+    struct config__cmd_port ignored;
+    char msg[256];
+    if (m->stop_cmd && config__check_cmd(m->stop_cmd, &ignored, msg, sizeof msg) < 0)
+        config__err_at(w, n, "%s: %s", path, msg);
+}
+
 static void parse_model(struct config__walk *w, struct config_model *m, const yaml_node_t *key,
                         const yaml_node_t *body)
 {
@@ -1049,6 +1074,8 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
         config__get_str(w, v[MK_CWD], KEY(MK_CWD), &m->cwd);
         expand_macros(w, &m->cwd, macros, n_macros);
     }
+    if (v[MK_STOP_CMD])
+        parse_stop_cmd(w, m, v[MK_STOP_CMD], KEY(MK_STOP_CMD), macros, n_macros);
     free_macros(macros, n_macros);
 
     yaml_node_t *port = v[MK_PORT];
@@ -1571,6 +1598,7 @@ static void model_release(struct config_model *m)
     free(m->name);
     free(m->engine);
     free(m->cmd);
+    free(m->stop_cmd);
     free(m->model_id);
     config__free_strv(m->aliases, m->n_aliases);
     for (size_t i = 0; i < m->n_env; i++) {

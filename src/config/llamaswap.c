@@ -279,8 +279,6 @@ static const char *const model_not_translated[][2] = {
     {"description", "yard does not serve descriptions yet"},
     {"metadata", "yard does not serve metadata yet"},
     {"capabilities", "yard does not serve capabilities yet"},
-    {"cmdStop", "yard stops an engine with SIGTERM to its process group, then SIGKILL; a "
-                "container started in the foreground stops with its client"},
     {"timeouts", "yard's router timeouts are global (router.*_timeout)"},
     {"compat", "not applicable"},
     {"sendLoadingState", "yard sends load progress as SSE comments to waiting streams"},
@@ -505,6 +503,32 @@ static void model_entry(struct imp *im, size_t idx, const yaml_node_t *body)
     }
     free(cmd);
 
+    /* cmdStop: yard's stop_cmd, but for ${PID}, which names nothing yard knows. */
+    const yaml_node_t *stop_n = get(im, body, "cmdStop");
+    if (stop_n) {
+        snprintf(key, sizeof key, "models.%s.cmdStop", id);
+        char *st = scalar(stop_n) ? strip_comments(scalar(stop_n)) : NULL;
+        char *stop = st ? expand(st, m, n) : NULL;
+        free(st);
+        char *bad = stop ? unknown_macro(stop) : NULL;
+        if (!stop || !*stop)
+            note(im, stop_n, key, "not a command; left out");
+        else if (bad && strcmp(bad, "PID") == 0)
+            note(im, stop_n, key,
+                 "not translated: ${PID} has no meaning in yard, which stops an engine itself "
+                 "(SIGTERM to its process group, then SIGKILL); stop_cmd is for engines that "
+                 "run elsewhere, e.g. docker stop NAME");
+        else if (bad)
+            note(im, stop_n, key, "${%s} is not a macro of this config; left out", bad);
+        else {
+            buf_appends(im->out, "    stop_cmd: ");
+            put_str(im->out, stop);
+            buf_appends(im->out, "\n");
+        }
+        free(bad);
+        free(stop);
+    }
+
     const yaml_node_t *ttl = get(im, body, "ttl");
     if (ttl) {
         long s = seconds_of(ttl);
@@ -609,8 +633,9 @@ static void model_entry(struct imp *im, size_t idx, const yaml_node_t *body)
          p++) {
         const char *k = scalar(node(im, p->key));
         static const char *const known[] = {
-            "cmd", "proxy",   "checkEndpoint",    "ttl",    "unloadTimeout",
-            "env", "aliases", "concurrencyLimit", "macros", "filters"};
+            "cmd",           "proxy",   "checkEndpoint", "ttl",
+            "unloadTimeout", "env",     "aliases",       "concurrencyLimit",
+            "macros",        "filters", "cmdStop"};
         int seen = 0;
         for (size_t i = 0; k && i < sizeof known / sizeof known[0]; i++)
             seen |= strcmp(k, known[i]) == 0;

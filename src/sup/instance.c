@@ -267,6 +267,7 @@ static int health_status(struct instance *in)
 }
 
 static void probe_fire(uv_timer_t *t);
+static char *exit_text(struct instance *in);
 static void reap_poll(uv_timer_t *t);
 static void deadline_fire(uv_timer_t *t);
 static void inst_fail(struct instance *in, const char *reason);
@@ -408,6 +409,14 @@ static void owner_answered(void *arg, int verdict, const char *detail)
         check_served_name(in, NULL);
         break;
     case RUNNER_OWNER_OTHER:
+        if (in->spec.stop_cmd) {
+            /* A container's port is held by its runtime's proxy, never by the client started. */
+            why = xstrfmt("port %d is held by %s, outside the started process (stop_cmd: a "
+                          "container)",
+                          in->port, detail);
+            check_served_name(in, why);
+            break;
+        }
         why = xstrfmt("port %d is held by %s, not by '%s'", in->port, detail, in->name);
         not_ready(in, why);
         break;
@@ -447,7 +456,7 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
     in->probe = NULL;
     enum engine_probe v = in->eng->probe_verdict(status, health_status(in), body, len);
 
-    if ((in->state == INST_STOPPED || in->state == INST_UNKNOWN) && in->watch) {
+    if ((in->state == INST_STOPPED || in->state == INST_UNKNOWN) && (in->watch || in->detached)) {
         /* Adoption: a process that answers is ready; one that does not is still loading. */
         int back = in->state == INST_UNKNOWN;
         if (v == ENGINE_PROBE_READY) {
@@ -472,8 +481,22 @@ static void probe_done(int status, const char *body, size_t len, void *arg)
         return;
     }
     if (in->state == INST_READY) {
+        int exit_check = in->exit_check;
+        in->exit_check = 0;
         if (v == ENGINE_PROBE_READY) {
             in->health_failures = 0;
+            if (exit_check)
+                log_info("sup", "'%s' answers on port %d without its command: it serves on",
+                         in->label, in->port);
+        } else if (exit_check) {
+            /* The container's client exited and the engine does not answer: it is gone too. */
+            char *how = exit_text(in);
+            char *why =
+                xstrfmt("crashed: its command %s and port %d no longer answers", how, in->port);
+            inst_fail(in, why);
+            free(why);
+            free(how);
+            return;
         } else if (in->runner->ops->answered_since &&
                    !in->runner->ops->answered_since(in->runner, in->probe_started_mono)) {
             /*
@@ -523,7 +546,8 @@ static void restart_fire(uv_timer_t *t)
     struct instance *in = t->data;
     if (in->state != INST_FAILED)
         return;
-    if (in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc)) {
+    if (in->stop_run ||
+        (in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))) {
         /* Leftovers of the failed run still hold the port or the GPU: wait for them. */
         uv_timer_start(&in->restart_timer, restart_fire, 100, 0);
         return;
@@ -567,6 +591,9 @@ static void inst_fail(struct instance *in, const char *reason)
     /* A failed engine holds the GPU for nobody: its whole group goes at once. */
     if (in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))
         in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
+    /* What runs outside the tree (a container) holds the GPU and its name just the same. */
+    if (in->spec.stop_cmd && !in->sup->shutting_down && in->state != INST_FAILED)
+        sup__stop_begin(in);
     if (in->state == INST_READY && in->ready_wall_ms &&
         clock_wall_ms() - in->ready_wall_ms >= STABLE_RUN_MS)
         in->restarts = 0;
@@ -677,6 +704,44 @@ static int retry_on_new_port(struct instance *in, const char *how)
     return 1;
 }
 
+/*
+ * A stop_cmd model's started process exited (how says how): the engine may
+ * serve on outside it, as a container does once `docker run -d` returns or
+ * after its foreground client died. Loading, an exit 0 goes on waiting for
+ * the port; ready (or adopted), the next probe, at once, decides. 1 when the
+ * exit is taken so; 0 when it is the usual failure.
+ */
+static int detach(struct instance *in, const char *how)
+{
+    switch (in->state) {
+    case INST_STARTING:
+        if (in->exit_code != 0 || in->term_signal > 0 || in->fatal)
+            return 0;
+        in->detached = 1;
+        log_info("sup",
+                 "'%s': its command %s while loading; waiting for the engine on port %d "
+                 "(stop_cmd: it may run as a container)",
+                 in->label, how, in->port);
+        return 1;
+    case INST_READY:
+    case INST_SLEEPING:
+    case INST_STOPPED:
+        in->detached = 1;
+        log_info("sup",
+                 "'%s': its command %s; the engine's port %d says whether it runs on "
+                 "(stop_cmd: a container)",
+                 in->label, how, in->port);
+        if (in->state == INST_READY) {
+            in->exit_check = 1;
+            uv_timer_stop(&in->probe_timer);
+            probe_fire(&in->probe_timer);
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void sup__inst_on_exit(void *arg, int64_t code, int sig)
 {
     struct instance *in = arg;
@@ -693,6 +758,8 @@ void sup__inst_on_exit(void *arg, int64_t code, int sig)
     sup__tail_poll(&in->tail);
 
     char *how = exit_text(in), *why = NULL;
+    if (in->spec.stop_cmd && detach(in, how))
+        goto out;
     switch (in->state) {
     case INST_STARTING:
         if (in->fatal_port && retry_on_new_port(in, how))
@@ -732,6 +799,7 @@ void sup__inst_on_exit(void *arg, int64_t code, int sig)
     default:
         break;
     }
+out:
     free(how);
     free(why);
 }
@@ -752,7 +820,7 @@ static void deadline_fire(uv_timer_t *t)
             inst_fail(in, why);
             free(why);
         }
-    } else if (in->state == INST_STOPPING) {
+    } else if (in->state == INST_STOPPING && in->proc.pgid > 0) {
         log_warn("sup", "'%s' still running %s after SIGTERM; sending SIGKILL to its group",
                  in->name, units_fmt_duration(in->stop_timeout_ms, d, sizeof d));
         in->runner->ops->signal_group(in->runner, &in->proc, SIGKILL);
@@ -771,9 +839,12 @@ static void reap_poll(uv_timer_t *t)
     struct instance *in = t->data;
     if (in->state != INST_STOPPING)
         return;
-    if (!in->runner->ops->group_alive(in->runner, &in->proc) &&
-        (in->main_exited || !in->runner->ops->is_alive(in->runner, &in->proc))) {
-        char *why = in->stop_reason;
+    if (!in->stop_run &&
+        (in->proc.pgid <= 0 || !in->runner->ops->group_alive(in->runner, &in->proc)) &&
+        (in->main_exited || in->proc.pid <= 0 ||
+         !in->runner->ops->is_alive(in->runner, &in->proc))) {
+        char *why = sup__stop_reason(in, in->stop_reason);
+        free(in->stop_reason);
         in->stop_reason = NULL;
         inst_finish_stop(in, why);
         free(why);
@@ -797,6 +868,10 @@ static void run_stop_waiters(struct instance *in)
 static void inst_finish_stop(struct instance *in, const char *reason)
 {
     sup__timers_stop(in);
+    sup__stop_cmd_cancel(in);
+    in->detached = in->exit_check = in->stop_cmd_ran = 0;
+    free(in->stop_note);
+    in->stop_note = NULL;
     if (in->watch) {
         in->runner->ops->unwatch(in->watch);
         in->watch = NULL;
@@ -882,13 +957,14 @@ int sup__inst_start(struct instance *in)
 {
     /* STOPPED with a watch: an adopted process awaits its first probe; never a second copy. */
     if (in->state == INST_STARTING || in->state == INST_READY || in->state == INST_STOPPING ||
-        in->state == INST_UNKNOWN || (in->state == INST_STOPPED && in->watch))
+        in->state == INST_UNKNOWN || (in->state == INST_STOPPED && (in->watch || in->detached)))
         return 0;
     uv_timer_stop(&in->restart_timer);
-    if (in->watch) {
+    if (in->watch || in->stop_run) {
         /*
          * The failed run has not been seen to exit yet (its exit would be
-         * taken for the new run's): the start follows that exit.
+         * taken for the new run's), or its stop_cmd still runs: the start
+         * follows.
          */
         in->start_after_exit = 1;
         return 0;
@@ -899,6 +975,8 @@ int sup__inst_start(struct instance *in)
     in->exit_code = 0;
     in->term_signal = 0;
     in->main_exited = 0;
+    in->detached = in->exit_check = in->stop_cmd_ran = 0;
+    replace_str(&in->stop_note, NULL);
     in->ready_wall_ms = 0;
     in->fatal_port = 0;
     in->port_tries = 0;
@@ -1050,7 +1128,7 @@ static void inst_launched(void *arg, const struct runner_proc *p, int local_port
         }
         in->proc = *p;
         in->reach_port = local_port;
-        sup__inst_signal_stop(in);
+        sup__stop_begin(in);
         return;
     }
     if (in->state != INST_STARTING)
@@ -1116,7 +1194,7 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void (*drop)(void
     case INST_STOPPING:
         return;
     case INST_STOPPED:
-        if (in->watch && in->proc.pid > 0)
+        if ((in->watch && in->proc.pid > 0) || in->detached)
             break; /* adopted and not probed yet: it runs, so it is stopped like a running one */
         run_stop_waiters(in);
         if (sup__forget_when_stopped(in))
@@ -1125,7 +1203,8 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void (*drop)(void
             sup__maybe_shutdown_done(in->sup);
         return;
     case INST_FAILED:
-        if (!(in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))) {
+        if (!in->stop_run &&
+            !(in->proc.pgid > 0 && in->runner->ops->group_alive(in->runner, &in->proc))) {
             inst_finish_stop(in, in->stop_reason);
             return;
         }
@@ -1149,14 +1228,16 @@ void sup__inst_stop(struct instance *in, void (*done)(void *), void (*drop)(void
     sup__timers_stop(in);
     sup__inst_cancel_op(in);
     sup__set_state(in, INST_STOPPING, in->stop_reason, NULL);
-    sup__inst_signal_stop(in);
+    sup__stop_begin(in);
 }
 
 void sup__inst_signal_stop(struct instance *in)
 {
     /* A SIGTERM again (a pod answering after a stop): the whole grace period again. */
     in->stop_timeout_ms = in->spec.watch.stop_timeout_ms;
-    int rc = in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM);
+    /* A container's client that exited leaves no group (an adopted one: not even its pid). */
+    int rc =
+        in->proc.pgid > 0 ? in->runner->ops->signal_group(in->runner, &in->proc, SIGTERM) : -ESRCH;
     /* A tree CRIU left stopped (--leave-stopped, a stand-in) must run to see the SIGTERM. */
     if (in->sleep_level == SUP_SLEEP_CHECKPOINT && rc == 0)
         in->runner->ops->signal_group(in->runner, &in->proc, SIGCONT);
@@ -1216,6 +1297,27 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
         /* It failed and is gone: it stays failed, for the reason it failed (no new event). */
         in->proc = (struct runner_proc){0};
         in->state = INST_FAILED;
+        return;
+    }
+    if (rc < 0 && !remote && in->spec.stop_cmd && port > 0 &&
+        (in->recorded == INST_READY || in->recorded == INST_STARTING)) {
+        /*
+         * Its command is gone, but a container outlives its client: the port
+         * decides (probe_done), as for any adopted engine. Nothing of the
+         * recorded pid is signalled: it may be another process's by now.
+         */
+        in->proc = (struct runner_proc){0};
+        in->detached = 1;
+        in->main_exited = 1;
+        log_info("sup",
+                 "adopting '%s' by its port %d: its command has exited (stop_cmd: a "
+                 "container may serve on)",
+                 in->label, port);
+        sup__tail_start(&in->tail, 1);
+        if (!in->removed)
+            uv_timer_start(&in->deadline_timer, deadline_fire, in->spec.watch.startup_timeout_ms,
+                           0);
+        probe_schedule(in, 0);
         return;
     }
     if (rc < 0) {
@@ -1341,6 +1443,7 @@ void sup__inst_release(struct instance *in)
         in->plan = NULL;
     }
     uv_timer_stop(&in->restart_timer);
+    sup__stop_cmd_cancel(in);
     if (in->watch) {
         in->runner->ops->unwatch(in->watch);
         in->watch = NULL;
@@ -1386,6 +1489,8 @@ void sup__instance_free(struct instance *in)
     free(in->neighbour);
     free(in->launch_note);
     free(in->exit_note);
+    free(in->stop_note);
+    free(in->stop_cmd_argv);
     sup_spec_release(&in->spec);
     free(in);
 }

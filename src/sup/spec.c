@@ -170,6 +170,7 @@ void sup_spec_of_model(const struct config_model *m, struct sup_spec *out)
         .model_id = dup_or_null(m->model_id),
         .engine = xstrdup(m->engine ? m->engine : "generic"),
         .cmd = dup_or_null(m->cmd),
+        .stop_cmd = dup_or_null(m->stop_cmd),
         .cwd = dup_or_null(m->cwd),
         .gpus = model_gpus(m),
         .pod = dup_or_null(m->pod),
@@ -201,6 +202,7 @@ void sup_spec_copy(struct sup_spec *dst, const struct sup_spec *src)
     dst->model_id = dup_or_null(src->model_id);
     dst->engine = dup_or_null(src->engine);
     dst->cmd = dup_or_null(src->cmd);
+    dst->stop_cmd = dup_or_null(src->stop_cmd);
     dst->cwd = dup_or_null(src->cwd);
     dst->gpus = dup_or_null(src->gpus);
     dst->pod = dup_or_null(src->pod);
@@ -215,6 +217,7 @@ void sup_spec_release(struct sup_spec *sp)
     free(sp->model_id);
     free(sp->engine);
     free(sp->cmd);
+    free(sp->stop_cmd);
     free(sp->cwd);
     free(sp->gpus);
     free(sp->pod);

@@ -31,6 +31,7 @@ struct sup_spec {
     char *model_id; /* ${MODEL}; NULL: the name */
     char *engine;   /* its engine adapter ("generic", "vllm" ...) */
     char *cmd;      /* the command template (config_expand_cmd); NULL: nothing to start */
+    char *stop_cmd; /* how to stop it, a template as cmd (a container); NULL: signals only */
     struct config_kv *env;
     size_t n_env;
     char *cwd;    /* NULL: the daemon's working directory */

@@ -507,7 +507,8 @@ size_t sup_count(struct sup *s)
 
 static void fill_info(struct instance *in, struct sup_info *info)
 {
-    int running = in->proc.pid > 0 && in->state != INST_STOPPED && in->state != INST_FAILED;
+    int running =
+        (in->proc.pid > 0 || in->detached) && in->state != INST_STOPPED && in->state != INST_FAILED;
     *info = (struct sup_info){
         .name = in->name,
         .engine = in->spec.engine,

@@ -23,6 +23,7 @@ struct engine_plan_run;
 struct suspend;
 struct ckpt;
 struct runner_exec;
+struct tools_cmd;
 
 enum { SUP__OP_NONE = 0, SUP__OP_SLEEP, SUP__OP_WAKE };
 
@@ -161,6 +162,13 @@ struct instance {
     int fatal_port;                   /* the fatal line said another process has the port */
     int port_tries;                   /* starts moved to another port within this start */
     int avoid_port;                   /* a port lost to a neighbour: not chosen again now */
+    /* Engines outside the started tree (container.c): a model with stop_cmd */
+    int detached;     /* the started process exited while its engine serves on (a container) */
+    int exit_check;   /* that exit just happened: the next probe says whether the engine lives */
+    int stop_cmd_ran; /* this stop ran stop_cmd already */
+    struct runner_exec *stop_run;    /* stop_cmd running on the instance's host */
+    struct tools_cmd *stop_cmd_argv; /* what it runs, for its report */
+    char *stop_note;                 /* why stop_cmd failed, for the stop's reason */
     char *exit_note;   /* how the host says the run ended (a Slurm job's state), or NULL */
     char *launch_note; /* the reason the next launch's starting row carries */
     /* Durable state */
@@ -196,6 +204,20 @@ struct sup {
     /* The secret engine keys derive from, and derived keys (key.c); NULL: no keys. */
     struct sup__keys *keys;
 };
+
+/* container.c: a model with stop_cmd */
+/*
+ * Runs stop_cmd once per run (if the spec has one): STOPPING, then
+ * sup__inst_signal_stop; FAILED (inst_fail), the start waiting for it then.
+ */
+void sup__stop_begin(struct instance *in);
+/* Ends a stop_cmd still running (the instance is released or its stop is over). */
+void sup__stop_cmd_cancel(struct instance *in);
+/*
+ * The stopped state's reason: reason, with why stop_cmd failed after it when
+ * it did. A new string (NULL when both are none); the note is consumed.
+ */
+char *sup__stop_reason(struct instance *in, const char *reason);
 
 /* instance.c */
 /*

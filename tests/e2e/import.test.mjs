@@ -2,7 +2,8 @@
 // as llama-swap would have:
 //   - macros (global, per model, one using another, ${MODEL_ID}) expanded, ${PORT} kept,
 //     comment lines of cmd dropped, env lists, aliases (also as objects), ttl,
-//     unloadTimeout, checkEndpoint of a generic engine, a fixed proxy port
+//     unloadTimeout, checkEndpoint of a generic engine, a fixed proxy port, cmdStop
+//     (as stop_cmd, run when the swap stops alpha; one with ${PID} noted)
 //   - the models of no group run one at a time (llama-swap's default group); swap and
 //     exclusive groups as yard exclusive groups
 //   - every key that does not carry over is one line on stderr with FILE:LINE:COL
@@ -42,11 +43,13 @@ models:
       setParamsByID:
         "\${MODEL_ID}:hot":
           temperature: 1.5
+    cmdStop: "true stop \${MODEL_ID}"
   "beta":
     macros:
       "fast": "--load-time 80ms"
     cmd: \${common} --name \${MODEL_ID} --port \${PORT}
     unloadTimeout: 7
+    cmdStop: kill -TERM \${PID}
     aliases:
       - name: "second"
   "gamma":
@@ -91,6 +94,10 @@ test('a llama-swap config translates, loads and serves one model at a time', asy
     assert.match(noteFor('models.alpha.name'), /not translated: yard does not serve display names yet/);
     assert.match(noteFor('models.gamma.description'), /not translated/);
     assert.match(noteFor('models.gamma.checkEndpoint'), /readiness is read by its adapter/);
+    // cmdStop is stop_cmd; llama-swap's ${PID} names nothing yard knows.
+    assert.match(yaml, /stop_cmd: "true stop alpha"/);
+    assert.doesNotMatch(yaml, /PID/);
+    assert.match(noteFor('models.beta.cmdStop'), /not translated: \$\{PID\} has no meaning in yard/);
     assert.match(r.stderr, /wrote '/);
     assert.equal((await h.yard(['check', '-c', out])).code, 0);
 

@@ -257,6 +257,41 @@ static void test_empty_and_bad_cmd(void **state)
                  "yard.yaml:3:10: models.qwen.cmd: unterminated single quote");
 }
 
+/* stop_cmd: macros checked as in cmd, the config's macros expanded, never empty. */
+static void test_stop_cmd(void **state)
+{
+    (void)state;
+    struct config *c = parse_ok("macros:\n"
+                                "  rt: podman\n"
+                                "models:\n"
+                                "  m:\n"
+                                "    cmd: ${rt} run --rm --name yard-${NAME} -p ${PORT}:8000 img\n"
+                                "    stop_cmd: ${rt} stop yard-${NAME}\n"
+                                "  n:\n"
+                                "    cmd: serve --port ${PORT}\n");
+    assert_string_equal(c->models[0].stop_cmd, "podman stop yard-${NAME}");
+    assert_null(c->models[1].stop_cmd);
+    config_free(c);
+    expect_error("models:\n"
+                 "  m:\n"
+                 "    cmd: serve --port ${PORT}\n"
+                 "    stop_cmd: docker stop ${PID}\n",
+                 "yard.yaml:4:15: models.m.stop_cmd: unknown macro '${PID}'; use ${PORT}, "
+                 "${NAME}, ${MODEL}, ${GPUS}, ${API_KEY} or ${env.VAR}, or define it under "
+                 "'macros:'");
+    expect_error("models:\n"
+                 "  m:\n"
+                 "    cmd: serve --port ${PORT}\n"
+                 "    stop_cmd:\n",
+                 "yard.yaml:4:14: models.m.stop_cmd: empty command; give the command that "
+                 "stops the engine, or remove 'stop_cmd'");
+    expect_error("models:\n"
+                 "  m:\n"
+                 "    cmd: serve --port ${PORT}\n"
+                 "    stop_cmd: docker stop 'yard\n",
+                 "yard.yaml:4:15: models.m.stop_cmd: unterminated single quote");
+}
+
 static void test_unknown_macro(void **state)
 {
     expect_error(
@@ -1963,6 +1998,7 @@ int main(void)
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_empty_and_bad_cmd),
         cmocka_unit_test(test_unknown_macro),
+        cmocka_unit_test(test_stop_cmd),
         cmocka_unit_test(test_macros),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_yaml_syntax_error),
