@@ -519,6 +519,7 @@ static const char *const llamaswap_keys[][2] = {
     {"globalTTL", "ttl"},
     {"startPort", "start_port"},
     {"apiKeys", "api_keys"},
+    {"cmdStop", "stop_cmd"},
 };
 
 static void err_unknown_key(struct config__walk *w, const yaml_node_t *k, const char *where,

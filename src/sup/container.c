@@ -33,7 +33,12 @@ static void log_append(struct instance *in, const char *prefix, const char *text
         size_t n = nl ? (size_t)(nl - (text + i)) : len - i;
         int k = snprintf(line, sizeof line, "%s%.*s\n", prefix, (int)n, text + i);
         if (k > 0) {
-            size_t w = (size_t)k < sizeof line ? (size_t)k : sizeof line - 1;
+            size_t w = (size_t)k;
+            if (w >= sizeof line) {
+                /* A longer line is cut, and still ends the line. */
+                w = sizeof line - 1;
+                line[w - 1] = '\n';
+            }
             ssize_t rc = write(fd, line, w);
             (void)rc; /* the log is best effort: the stop goes on */
         }

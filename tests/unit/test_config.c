@@ -290,6 +290,14 @@ static void test_stop_cmd(void **state)
                  "    cmd: serve --port ${PORT}\n"
                  "    stop_cmd: docker stop 'yard\n",
                  "yard.yaml:4:15: models.m.stop_cmd: unterminated single quote");
+    /* llama-swap's name for it is pointed at yard's. */
+    expect_error("models:\n"
+                 "  m:\n"
+                 "    cmd: serve --port ${PORT}\n"
+                 "    cmdStop: docker stop m\n",
+                 "yard.yaml:4:5: unknown key 'cmdStop' in model 'm'; that is llama-swap's: yard's "
+                 "is 'stop_cmd' ('yard import llama-swap FILE' translates a whole llama-swap "
+                 "config)");
 }
 
 static void test_unknown_macro(void **state)
