@@ -265,12 +265,12 @@ describe('Slurm: models as jobs', { skip: SKIP || false }, () => {
             await y.d.stop();
         }
     });
-    test('through a login node over ssh: submitted, watched and reached through its ssh master; stop leaves no job', { skip: sshdSkipReason() || false }, async () => {
+    test('through a login node over ssh: submitted, watched and reached through its ssh master; adopted after kill -9; stop leaves no job', { skip: sshdSkipReason() || false }, async () => {
         // The "login node" is an sshd on this machine whose sessions find the cluster
         // (SLURM_CONF) and keep their files under their own HOME.
         const home = h.tmpdir('yard-slurm-login-home-');
         const sshd = await startSshd({ keyEnv: { SLURM_CONF: s.conf, HOME: home, PATH: process.env.PATH } });
-        const y = await daemon({ l1: {} }, { cluster: `time: 5m, login: "${sshd.sshCmd}"` });
+        let y = await daemon({ l1: {} }, { cluster: `time: 5m, login: "${sshd.sshCmd}"` });
         try {
             const r = await openai(y.base).chat.completions.create(chatBody('l1'));
             assert.ok(r.choices[0].message.content.length > 0);
@@ -290,6 +290,17 @@ describe('Slurm: models as jobs', { skip: SKIP || false }, () => {
             // Reached through a local forward, not at the node's port.
             const port = Number(fs.readFileSync(path.join(rdir, `${e.job}.addr`), 'utf8').trim().split(' ')[1]);
             assert.notEqual(e.port, port, 'the engine is reached through the forward');
+
+            // kill -9: the next daemon adopts the job over ssh and forwards to it again.
+            y.d.kill('SIGKILL');
+            await y.d.waitExit();
+            y = { ...y, d: await h.startDaemon({ config: y.config, stateDir: y.stateDir, env: s.env }) };
+            const a = await h.waitState(y.stateDir, 'l1', 'ready', 30000);
+            assert.equal(a.job, e.job);
+            const again = await openai(y.base).chat.completions.create(chatBody('l1'));
+            assert.ok(again.choices[0].message.content.length > 0);
+            assert.equal((await yardJobs()).length, 1, 'not submitted again');
+
             const stop = await h.yard(['stop', 'l1'], { stateDir: y.stateDir });
             assert.equal(stop.code, 0, stop.stderr);
             await h.waitFor(async () => (await yardJobs()).length === 0, { timeoutMs: 30000, what: 'no yard job left' });
