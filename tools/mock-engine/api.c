@@ -542,6 +542,66 @@ static void sleeping_engine_dies(struct mock *m, struct http_request *req)
                    "\"param\":null,\"code\":500}}");
 }
 
+/* ---- tool calls ---- */
+
+/*
+ * A chat request with "tools", not streamed, gets an agent's two turns: when
+ * its last message is the user's, a call of the first tool with the user's
+ * text as the value of that tool's first parameter ("input" when it
+ * declares none); when it is a tool's result, an answer that quotes it.
+ * Returns 1 when it answered.
+ */
+static int answer_tools(struct mock *m, struct http_request *req, json_t *body)
+{
+    json_t *tools = json_object_get(body, "tools");
+    json_t *msgs = json_object_get(body, "messages");
+    if (!json_is_array(tools) || !json_array_size(tools) || !json_array_size(msgs) ||
+        json_is_true(json_object_get(body, "stream")))
+        return 0;
+    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+    const char *role = json_string_value(json_object_get(last, "role"));
+    json_t *content = json_object_get(last, "content");
+    const char *text = json_is_string(content) ? json_string_value(content) : "";
+    char id[64];
+    make_id(id, sizeof id, "chatcmpl-");
+    json_t *message;
+    const char *finish;
+    if (role && !strcmp(role, "tool")) {
+        char *said = xstrfmt("the tool said: %s", text);
+        message = json_pack("{s:s, s:s}", "role", "assistant", "content", said);
+        free(said);
+        finish = "stop";
+    } else {
+        json_t *fn = json_object_get(json_array_get(tools, 0), "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        json_t *props = json_object_get(json_object_get(fn, "parameters"), "properties");
+        void *it = json_is_object(props) ? json_object_iter(props) : NULL;
+        const char *param = it ? json_object_iter_key(it) : "input";
+        json_t *args = json_pack("{s:s}", param, text);
+        char *args_s = args ? json_dumps(args, JSON_COMPACT) : NULL;
+        json_decref(args);
+        char call_id[64];
+        make_id(call_id, sizeof call_id, "call_");
+        message = json_pack("{s:s, s:n, s:[{s:s, s:s, s:{s:s, s:s}}]}", "role", "assistant",
+                            "content", "tool_calls", "id", call_id, "type", "function", "function",
+                            "name", name ? name : "tool", "arguments", args_s ? args_s : "{}");
+        free(args_s);
+        finish = "tool_calls";
+    }
+    int prompt = count_prompt_tokens(body, GEN_CHAT);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s}], s:{s:i, s:i, s:i}}", "id",
+                          id, "object", "chat.completion", "created", (json_int_t)time(NULL),
+                          "model", m->o.name, "choices", "index", 0, "message", message, "logprobs",
+                          "finish_reason", finish, "usage", "prompt_tokens", prompt,
+                          "completion_tokens", 1, "total_tokens", prompt + 1);
+    char *out = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    m->requests_ok++;
+    mock_send_json(m, req, 200, out ? out : "{}");
+    free(out);
+    return 1;
+}
+
 /* ---- entry ---- */
 
 void mock_api_handle(struct mock *m, struct http_request *req)
@@ -615,6 +675,8 @@ void mock_api_handle(struct mock *m, struct http_request *req)
         bad_request(m, req, kind, "max_tokens must be an integer between 1 and 1000000");
         goto out;
     }
+    if (kind == GEN_CHAT && answer_tools(m, req, body))
+        goto out;
     gen_start(m, req, kind, body, (int)max_tokens);
 out:
     json_decref(body);
