@@ -39,6 +39,8 @@ struct daemon {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_fs_event_t cfg_watch;
     uv_timer_t reload_timer;
+    uv_timer_t exit_timer; /* release_on_exit: the longest the destroys are waited for */
+    int exit_releasing;    /* 1 while they are, 2 once the stop went on */
     char *cfg_dir;
     char *cfg_base;
     char *cfg_text; /* the text last loaded, to skip reloads that change nothing */
@@ -256,6 +258,48 @@ static void on_router_closed(void *arg)
     sup_shutdown(d->app->sup, d->app->keep_engines, on_sup_done, d);
 }
 
+/* How long a stop waits for the destroys of release_on_exit. */
+#define EXIT_RELEASE_WAIT_MS 60000
+
+static void daemon_stop_rest(struct daemon *d)
+{
+    uv_close((uv_handle_t *)&d->exit_timer, NULL);
+    /* A search still waiting answers its client, now gone, that the daemon stops. */
+    cloud_http_close(d->app->cloud);
+    d->app->cloud = NULL;
+    router_close(d->app->router, on_router_closed, d);
+}
+
+static void stop_rest_later(uv_timer_t *t)
+{
+    daemon_stop_rest(t->data);
+}
+
+static void on_released_all(void *arg)
+{
+    struct daemon *d = arg;
+    if (d->exit_releasing != 1)
+        return;
+    d->exit_releasing = 2;
+    log_info("serve", "the rented machines of release_on_exit are released");
+    /* on a later loop turn: this runs inside the API client's callback, which must not close it */
+    uv_timer_stop(&d->exit_timer);
+    uv_timer_start(&d->exit_timer, stop_rest_later, 0, 0);
+}
+
+static void on_exit_timeout(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    if (d->exit_releasing != 1)
+        return;
+    log_warn("serve",
+             "the rented machines of release_on_exit were not all destroyed within %d s; "
+             "'yard cloud ls' on the next start lists what is left",
+             EXIT_RELEASE_WAIT_MS / 1000);
+    d->exit_releasing = 2;
+    daemon_stop_rest(d);
+}
+
 static void daemon_stop(struct daemon *d)
 {
     if (d->stopping)
@@ -273,10 +317,19 @@ static void daemon_stop(struct daemon *d)
     uv_close((uv_handle_t *)&d->reload_timer, NULL);
     admin_server_close(d->app->admin);
     d->app->admin = NULL;
-    /* A search still waiting answers its client, now gone, that the daemon stops. */
-    cloud_http_close(d->app->cloud);
-    d->app->cloud = NULL;
-    router_close(d->app->router, on_router_closed, d);
+    /* release_on_exit: the machines of those clouds are destroyed before the client closes. */
+    uv_timer_init(d->app->loop, &d->exit_timer);
+    d->exit_timer.data = d;
+    d->exit_releasing = 1;
+    int releasing = host_rentals_release_on_exit(d->app->hosts, on_released_all, d);
+    if (d->exit_releasing == 2)
+        return; /* every destroy answered already: the stop goes on (stop_rest_later) */
+    if (releasing > 0) {
+        uv_timer_start(&d->exit_timer, on_exit_timeout, EXIT_RELEASE_WAIT_MS, 0);
+        return;
+    }
+    d->exit_releasing = 2;
+    daemon_stop_rest(d);
 }
 
 static void on_signal(uv_signal_t *h, int signum)

@@ -279,6 +279,13 @@ json_t *host_rentals_json(struct host_registry *reg);
 void host_rentals_start(struct host_registry *reg);
 
 /*
+ * release_on_exit: destroys every rental of a cloud that says so; done(arg)
+ * runs once each destroy has answered (or the rental was dropped). Returns
+ * how many were started (0: done never runs).
+ */
+int host_rentals_release_on_exit(struct host_registry *reg, void (*done)(void *), void *arg);
+
+/*
  * The machines of the bad-host registry (the store's), as a new array in
  * *out (NULL when none) the caller frees: every search leaves them out.
  */

@@ -207,6 +207,12 @@ static void rental_free_cb(uv_handle_t *h)
 static void rental_drop(struct rental *r)
 {
     struct host_registry *reg = r->reg;
+    if (r->released) {
+        /* a release waiting hears that the rental is dropped with the daemon */
+        void (*cb)(void *, const char *) = r->released;
+        r->released = NULL;
+        cb(r->released_arg, "the daemon stopped before the destroy answered");
+    }
     for (size_t i = 0; i < reg->n_rentals; i++) {
         if (reg->rentals[i] == r) {
             memmove(&reg->rentals[i], &reg->rentals[i + 1],
@@ -1280,6 +1286,70 @@ void host_rentals_idle(struct host_registry *reg, int (*in_use)(void *arg, const
             rental_destroy(r);
         return; /* the list may have changed */
     }
+}
+
+struct exit_op {
+    int left;
+    void (*done)(void *);
+    void *arg;
+};
+
+static void exit_one(void *arg, const char *err)
+{
+    struct exit_op *op = arg;
+    if (err)
+        log_warn("cloud", "release_on_exit: %s", err);
+    if (--op->left > 0)
+        return;
+    void (*done)(void *) = op->done;
+    void *darg = op->arg;
+    free(op);
+    done(darg);
+}
+
+int host_rentals_release_on_exit(struct host_registry *reg, void (*done)(void *), void *arg)
+{
+    if (!reg || reg->closed || !reg->app->cloud)
+        return 0;
+    const struct config *cfg = reg->app->cfg;
+    struct exit_op *op = xcalloc(1, sizeof *op);
+    op->done = done;
+    op->arg = arg;
+    op->left = 1; /* held while the destroys start, so that none finishes op early */
+    int started = 0;
+    /* a copy: a destroy may answer, and a rental leave the list, before the loop ends */
+    size_t n = reg->n_rentals;
+    struct rental **list = xcalloc(n ? n : 1, sizeof *list);
+    if (n)
+        memcpy(list, reg->rentals, n * sizeof *list);
+    for (size_t i = 0; i < n; i++) {
+        struct rental *r = list[i];
+        const struct config_cloud *cc = cfg ? config_find_cloud(cfg, r->rec.cloud) : NULL;
+        if (!cc || !cc->release_on_exit || r->st == R_GONE || r->released)
+            continue;
+        int still = 0;
+        for (size_t k = 0; k < reg->n_rentals && !still; k++)
+            still = reg->rentals[k] == r;
+        if (!still)
+            continue;
+        op->left++;
+        started++;
+        r->released = exit_one;
+        r->released_arg = op;
+        r->release = 1;
+        free(r->failure);
+        r->failure = xstrdup("the daemon stops (release_on_exit)");
+        log_info("cloud", "'%s': destroying it: the daemon stops (release_on_exit)", r->name);
+        if (!r->busy)
+            rental_destroy(r);
+    }
+    free(list);
+    if (!started) {
+        free(op);
+        return 0;
+    }
+    exit_one(op, NULL); /* the hold */
+    return started;
 }
 
 void host__rentals_close(struct host_registry *reg)

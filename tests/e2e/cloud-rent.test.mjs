@@ -260,6 +260,26 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
     });
 });
 
+describe('release_on_exit', { skip: skip ?? false }, () => {
+    test('a stop destroys the machines of a cloud with release_on_exit, and forgets them', async () => {
+        const s = await startVastStandin({ offers: OFFERS });
+        let { dir, d, config } = await daemon(s, { cloud: '    release_on_exit: true\n' });
+        try {
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            const [inst] = alive(s);
+            await d.stop();
+            assert.equal(s.instance(inst.id), null, 'destroyed before the daemon exited');
+            assert.match(d.logText(), /release_on_exit/);
+            d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
+            assert.deepEqual(await ls(dir), []);
+        } finally {
+            await d.stop();
+            await s.stop();
+        }
+    });
+});
+
 describe('kill -9 of the daemon leaves no machine it does not know', { skip: skip ?? false }, () => {
     let s;
     let onCreate = null;
