@@ -337,8 +337,12 @@ int host_remove(struct host_registry *reg, const char *name)
      * Its models were stopped through the scheduler before; a tree still
      * watched there stays, unpolled, until the pod is added again.
      */
-    if (h->pod)
+    if (h->pod) {
+        /* a rented machine is destroyed when its host goes: what ran there ended */
+        if (h->kind == HOST_RENTED)
+            runner_pod_machine_gone(h->pod);
         runner_pod_removed(h->pod);
+    }
     host_free(h);
     return 0;
 }

@@ -40,6 +40,7 @@ struct host_registry {
         *rentals; /* rented.c: the machines rented, from the row's write to the destroy */
     size_t n_rentals;
     struct host__want *wants; /* rented.c: the models' rents, under way or failed lately */
+    int stopping;             /* rented.c: the daemon stops: no rent starts */
 };
 
 enum host__event { HOST__ADDED, HOST__REMOVED, HOST__LOST, HOST__FOUND, HOST__GPUS };

@@ -30,6 +30,7 @@
 #include "store/store.h"
 
 #define RENT_POLL_MS 1000             /* between two reads of a starting instance */
+#define RENT_WATCH_MS 10000           /* between two reads of a ready one */
 #define RENT_START_DEADLINE_MS 900000 /* created to running: an image pull may take minutes */
 #define RENT_SSH_DEADLINE_MS 300000   /* running to ssh answering */
 #define RENT_SSH_RETRY_MS 2000
@@ -392,6 +393,8 @@ static void rental_ready(struct rental *r)
 {
     set_state(r, R_READY);
     rental_event(r, "ready");
+    /* watched from now on: an instance that stops running is a host lost */
+    uv_timer_start(&r->timer, poll_later, RENT_WATCH_MS, 0);
     struct rent_op *op = r->op;
     r->op = NULL;
     if (op)
@@ -578,6 +581,47 @@ static int fatal_status(const char *status, const char *msg)
     return msg && (strstr(msg, "OCI runtime create failed") || strstr(msg, "Error response"));
 }
 
+static int is_stopped(const json_t *inst, const char *key)
+{
+    const char *v = json_string_value(json_object_get(inst, key));
+    return v && !strcmp(v, "stopped");
+}
+
+/*
+ * A ready machine read again: running, it is watched on; stopped by the
+ * market (cur_state, intended_status and next_state all stopped: outbid),
+ * or any status that does not run, it is a host lost: the host stops
+ * answering (its models fail over), the instance is destroyed and the host
+ * removed; the machine is to blame unless it was outbid.
+ */
+static void ready_status(struct rental *r, const json_t *inst, const char *st, const char *msg)
+{
+    if (st && !strcmp(st, "running") && !fatal_status(st, msg)) {
+        uv_timer_start(&r->timer, poll_later, RENT_WATCH_MS, 0);
+        return;
+    }
+    int outbid = is_stopped(inst, "cur_state") && is_stopped(inst, "intended_status") &&
+                 is_stopped(inst, "next_state");
+    int lost = outbid || fatal_status(st, msg) || (st && !strcmp(st, "stopped"));
+    if (!lost) {
+        /* created, loading, rebooting: not serving now; read again soon */
+        uv_timer_start(&r->timer, poll_later, RENT_POLL_MS * 5, 0);
+        return;
+    }
+    char *why =
+        outbid ? xstrfmt("outbid: the market stopped instance %lld", (long long)r->rec.contract)
+               : xstrfmt("instance %lld is %s while serving%s%s", (long long)r->rec.contract,
+                         st ? st : "null", msg && *msg ? ": " : "", msg && *msg ? msg : "");
+    struct host *h = host_find(r->reg, r->name);
+    if (h)
+        host_set_reachable(r->reg, h, 0, why);
+    if (outbid)
+        rental_failed(r, why);
+    else
+        rental_bad(r, why);
+    free(why);
+}
+
 static void on_instance(void *arg, json_t *body, long status, const char *err)
 {
     struct rental *r = arg;
@@ -628,21 +672,15 @@ static void on_instance(void *arg, json_t *body, long status, const char *err)
     r->status = st ? xstrdup(st) : NULL;
     free(r->status_msg);
     r->status_msg = msg ? xstrdup(msg) : NULL;
+    if (r->st == R_READY) {
+        ready_status(r, inst, st, msg);
+        return;
+    }
     if (fatal_status(st, msg)) {
         char *why = xstrfmt("instance %lld cannot run: status %s%s%s", (long long)r->rec.contract,
                             st ? st : "null", msg && *msg ? ": " : "", msg && *msg ? msg : "");
         rental_bad(r, why);
         free(why);
-        return;
-    }
-    if (r->st == R_READY) {
-        /* adopted: the instance is there; ssh and the GPUs are the host's probes' */
-        if (st && !strcmp(st, "running"))
-            log_info("cloud", "'%s': adopted instance %lld, running", r->name,
-                     (long long)r->rec.contract);
-        else
-            log_warn("cloud", "'%s': adopted instance %lld is %s", r->name,
-                     (long long)r->rec.contract, st ? st : "being provisioned");
         return;
     }
     char *host = NULL;
@@ -1034,6 +1072,10 @@ void host_rent(struct host_registry *reg, const char *cloud, int gpus, uint64_t 
         cb(arg, NULL, "this daemon has no client for the clouds' APIs (libcurl did not start)");
         return;
     }
+    if (reg->stopping) {
+        cb(arg, NULL, "the daemon is stopping");
+        return;
+    }
     if (count_live(reg, cloud) >= cc->max_machines) {
         char *msg = xstrfmt("cloud '%s' has %d machine%s rented, its max_machines; release one "
                             "with 'yard cloud release NAME' or raise clouds.%s.max_machines",
@@ -1311,6 +1353,7 @@ int host_rentals_release_on_exit(struct host_registry *reg, void (*done)(void *)
 {
     if (!reg || reg->closed || !reg->app->cloud)
         return 0;
+    reg->stopping = 1; /* no rent starts from now on (an engine ended there restarts) */
     const struct config *cfg = reg->app->cfg;
     struct exit_op *op = xcalloc(1, sizeof *op);
     op->done = done;

@@ -1439,6 +1439,21 @@ void runner_pod_removed(struct runner_pod *p)
     run_waiters(p, "the pod was removed");
 }
 
+void runner_pod_machine_gone(struct runner_pod *p)
+{
+    /*
+     * Each callback may unwatch its tree (and free it): the next one is taken
+     * first, and a tree reported once is not reported again.
+     */
+    for (struct pod_watch *w = p->watches, *next; w; w = next) {
+        next = w->next;
+        if (w->exited || w->launching)
+            continue;
+        w->exit_code = -1;
+        report_exit(w);
+    }
+}
+
 int runner_pod_known(const struct runner_pod *p)
 {
     return p->have_ssh;

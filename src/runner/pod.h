@@ -56,6 +56,12 @@ int runner_pod_forget_ssh(struct runner_pod *p);
  * until runner_pod_set_ssh records the pod again.
  */
 void runner_pod_removed(struct runner_pod *p);
+/*
+ * The machine itself is gone (a rented machine destroyed): every tree
+ * watched there is reported ended, killed (signal -1), so that its instance
+ * fails over instead of waiting for the machine to answer again.
+ */
+void runner_pod_machine_gone(struct runner_pod *p);
 /* 1 when the pod has an ssh line (it was added with `yard pod add`). */
 int runner_pod_known(const struct runner_pod *p);
 /* 1 answered its last poll, 0 did not, -1 not asked yet. */

@@ -260,6 +260,41 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
     });
 });
 
+describe('a rented machine lost while it serves', { skip: skip ?? false }, () => {
+    test('its instance exits: the host is lost, the machine destroyed and recorded bad, the next request rents anew', async () => {
+        const s = await startVastStandin({ offers: OFFERS });
+        const port = await freePort();
+        const models =
+            'models:\n' +
+            '  c:\n    engine: vllm\n    hosts: [vast]\n' +
+            `    cmd: "${MOCK_ENGINE_BIN} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s"\n`;
+        const { dir, d } = await daemon(s, { models, port });
+        const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60000 });
+        try {
+            const first = await client.chat.completions.create({ model: 'c', messages: [{ role: 'user', content: 'one' }] });
+            assert.ok(first.choices[0].message.content.length > 0);
+            const [inst] = alive(s);
+            assert.equal(inst.offer.id, 201);
+            await s.script({ kind: 'exited', instance: inst.id });
+            await waitFor(() => s.instance(inst.id) === null, { what: 'the lost machine destroyed', timeoutMs: 40000 });
+            await waitFor(async () => (await ls(dir)).length === 0, { what: 'its rental gone' });
+            const ev = await yard(['events', 'c', '-n', '200'], { stateDir: dir });
+            assert.match(ev.stdout, new RegExp(`instance ${inst.id} is exited while serving`));
+            const bad = await yardJson(['cloud', 'bad', '--json'], { stateDir: dir });
+            assert.deepEqual(bad.map((b) => b.machine_id), [2001]);
+            // the next request rents another machine (2001 is left out) and is answered there
+            const second = await client.chat.completions.create({ model: 'c', messages: [{ role: 'user', content: 'two' }] });
+            assert.ok(second.choices[0].message.content.length > 0);
+            const live = alive(s);
+            assert.equal(live.length, 1);
+            assert.equal(live[0].offer.id, 202);
+        } finally {
+            await d.stop();
+            await s.stop();
+        }
+    });
+});
+
 describe('release_on_exit', { skip: skip ?? false }, () => {
     test('a stop destroys the machines of a cloud with release_on_exit, and forgets them', async () => {
         const s = await startVastStandin({ offers: OFFERS });
