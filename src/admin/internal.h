@@ -113,6 +113,8 @@ void admin__pod_setup_cancel(struct admin__setup *s);
 void admin__session_ls(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__session_stop(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__session_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+/* Replies once the backup ended (session_backup). */
+void admin__session_backup(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 /* session_pause {id} and session_resume {id}: the session's record afterwards. */
 void admin__session_pause(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__session_resume(struct app *app, json_t *req, admin__reply_fn reply, void *arg);

@@ -94,6 +94,43 @@ void admin__session_resume(struct app *app, json_t *req, admin__reply_fn reply, 
     pause_resume(app, req, reply, arg, 0);
 }
 
+struct admin__sbackup {
+    admin__reply_fn reply;
+    void *arg;
+};
+
+static void backup_replied(struct session *s, int err, const char *msg,
+                           const struct session_backup_info *info, void *arg)
+{
+    struct admin__sbackup *b = arg;
+    if (err) {
+        reply_error(b->reply, b->arg, msg);
+    } else {
+        json_t *j = session_json(s);
+        json_object_set_new(j, "backup",
+                            json_pack("{s:o, s:I, s:f}", "path", utf8_json_string(info->path),
+                                      "bytes", (json_int_t)info->bytes, "seconds", info->seconds));
+        reply_ok(b->reply, b->arg, j);
+    }
+    free(b);
+}
+
+void admin__session_backup(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    struct session *s = find(app, req, reply, arg);
+    if (!s)
+        return;
+    char err[512];
+    struct admin__sbackup *b = xcalloc(1, sizeof *b);
+    b->reply = reply;
+    b->arg = arg;
+    if (session_backup(s, "asked with yard session backup", backup_replied, b, err, sizeof err) <
+        0) {
+        free(b);
+        reply_error(reply, arg, err);
+    }
+}
+
 void admin__session_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
 {
     struct session *s = find(app, req, reply, arg);

@@ -68,10 +68,22 @@ static void metrics__sessions(struct session_pool *p, struct buf *b)
                "# HELP yard_session_idle_total Sessions stopped or paused for being idle.\n"
                "# TYPE yard_session_idle_total counter\n"
                "yard_session_idle_total{action=\"stop\"} %llu\n"
-               "yard_session_idle_total{action=\"pause\"} %llu\n",
+               "yard_session_idle_total{action=\"pause\"} %llu\n"
+               "# HELP yard_session_backup_seconds Session backups made and their time.\n"
+               "# TYPE yard_session_backup_seconds summary\n"
+               "yard_session_backup_seconds_sum %.6f\n"
+               "yard_session_backup_seconds_count %llu\n"
+               "# HELP yard_session_backup_bytes_total Bytes of the session backups made.\n"
+               "# TYPE yard_session_backup_bytes_total counter\n"
+               "yard_session_backup_bytes_total %llu\n"
+               "# HELP yard_session_backup_failures_total Session backups that failed.\n"
+               "# TYPE yard_session_backup_failures_total counter\n"
+               "yard_session_backup_failures_total %llu\n",
                st.creating, st.active, st.paused, st.stopped, st.exec_seconds,
                (unsigned long long)st.execs, (unsigned long long)st.evictions,
-               (unsigned long long)st.idle_stops, (unsigned long long)st.idle_pauses);
+               (unsigned long long)st.idle_stops, (unsigned long long)st.idle_pauses,
+               st.backup_seconds, (unsigned long long)st.backups,
+               (unsigned long long)st.backup_bytes, (unsigned long long)st.backup_failures);
 }
 
 void router__metrics(struct router *r, struct buf *b)

@@ -1,6 +1,7 @@
 /*
  * The sessions' endpoints (docs/sessions.md, "HTTP"): create or get, list,
- * show, exec (SSE or one JSON reply), stop, delete, files in and out. The
+ * show, exec (SSE or one JSON reply), stop, pause, resume, backup, delete,
+ * files in and out. The
  * pool is app->sessions (session/session.h); this file only speaks HTTP.
  *
  * A request that waits (an open during a bootstrap, an exec) holds a
@@ -300,6 +301,25 @@ static void opened(struct session *s, int err, const char *msg, void *arg)
     sreq_unref(sr);
 }
 
+static void backed_up(struct session *s, int err, const char *msg,
+                      const struct session_backup_info *info, void *arg)
+{
+    struct sreq *sr = arg;
+    if (!sr->gone) {
+        if (err) {
+            sfail(sr, 500, "server_error", "backup_failed", 0, "%s", msg);
+        } else {
+            json_t *j = session_json(s);
+            json_object_set_new(j, "backup",
+                                json_pack("{s:o, s:I, s:f}", "path", utf8_json_string(info->path),
+                                          "bytes", (json_int_t)info->bytes, "seconds",
+                                          info->seconds));
+            sreq_json(sr, 200, j);
+        }
+    }
+    sreq_unref(sr);
+}
+
 static void handle_create(struct sreq *sr, struct session_pool *p)
 {
     struct http_request *req = sr->rr.req;
@@ -552,13 +572,30 @@ void router__sessions(struct router *r, struct http_request *req)
             sreq_json(sr, 200, session_json(s));
         return;
     }
-    if (post && (!strcmp(action, "backup") || !strcmp(action, "restore"))) {
-        sfail(sr, 501, "invalid_request_error", "not_implemented", 0,
-              "sessions cannot %s yet; exec, stop, pause and resume work", action);
+    if (post && !strcmp(action, "backup")) {
+        int rc = session_backup(s, "asked by a client", backed_up, sr, err, sizeof err);
+        if (rc == -ENOTSUP)
+            sfail(sr, 501, "invalid_request_error", "backups_off", 0, "%s", err);
+        else if (rc == -EBUSY)
+            sfail(sr, 409, "invalid_request_error", "session_busy", 0, "%s", err);
+        else if (rc == -ENOENT)
+            sfail(sr, 409, "invalid_request_error", "no_volume", 0, "%s", err);
+        else if (rc < 0)
+            sfail(sr, 500, "server_error", "backup_failed", 0, "%s", err);
+        else
+            sr->refs++;
         return;
     }
-    sfail(sr, 404, "invalid_request_error", "unknown_endpoint", 0,
-          "no endpoint %s /v1/sessions/%s/%s; use POST .../exec, POST .../stop, GET or PUT "
-          ".../files/PATH, GET or DELETE /v1/sessions/%s",
-          m, id, action, id);
+    if (post && !strcmp(action, "restore")) {
+        sfail(sr, 501, "invalid_request_error", "not_implemented", 0,
+              "sessions cannot be restored yet; back up with POST /v1/sessions/%s/backup and "
+              "extract the archive by hand",
+              id);
+        return;
+    }
+    sfail(
+        sr, 404, "invalid_request_error", "unknown_endpoint", 0,
+        "no endpoint %s /v1/sessions/%s/%s; use POST .../exec, .../stop or .../backup, GET or PUT "
+        ".../files/PATH, GET or DELETE /v1/sessions/%s",
+        m, id, action, id);
 }

@@ -33,6 +33,7 @@
 #include "base/log.h"
 #include "base/utf8.h"
 #include "runner/cgroup.h"
+#include "session/backup.h"
 #include "session/limits.h"
 #include "store/store.h"
 
@@ -110,8 +111,11 @@ struct session {
     char reason[160]; /* why it is in its state; "" when none */
     int64_t created_ms, updated_ms, last_exec_ms; /* wall clock */
     int64_t execs;
-    const char *shown;   /* the state last recorded as an event ("new" before any) */
-    uint64_t idle_since; /* monotonic ms of its last command's end or its last change */
+    const char *shown;              /* the state last recorded as an event ("new" before any) */
+    uint64_t idle_since;            /* monotonic ms of its last command's end or its last change */
+    struct session__backup *backup; /* the backup under way, or NULL */
+    int backed_up;                  /* a backup holds the volume as it is since it last stopped */
+    int evict;                      /* removed once its backup is made: eviction at max_sessions */
 };
 
 struct session_pool {
@@ -139,6 +143,9 @@ struct session_pool {
     uv_timer_t tick; /* looks for idle sessions */
     int tick_open;
     uint64_t execs_total, exec_ms_total, evictions, idle_stops, idle_pauses;
+    char *backup_dir;         /* NULL: no backups */
+    uint64_t backup_after_ms; /* backed up this long after it stopped */
+    uint64_t backups, backup_failures, backup_bytes, backup_ms;
     int freeing;
     int open_handles;
 };
@@ -284,6 +291,16 @@ static void idle_tick(uv_timer_t *t)
     char reason[96], err[256];
     for (struct session *s = p->sessions, *next; s; s = next) {
         next = s->next;
+        if (p->backup_after_ms && s->state == SESSION_READY && s->stopped && !s->backed_up &&
+            !s->backup && !s->run && now - s->idle_since >= p->backup_after_ms) {
+            if (session_backup(s, "stopped for backup_after", NULL, NULL, err, sizeof err) < 0) {
+                log_warn("session", "%s", err);
+                s->idle_since = now; /* tried again after backup_after */
+            }
+            continue;
+        }
+        if (!p->idle_after_ms)
+            continue;
         if (s->state != SESSION_READY || s->stopped || s->paused || s->run || s->head ||
             s->waiters || now - s->idle_since < p->idle_after_ms)
             continue;
@@ -374,8 +391,15 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
     p->limits_cfg.limit_cpu = cfg->limit_cpu;
     p->idle_after_ms = cfg->idle_after_ms;
     p->idle_action = cfg->idle_action;
-    if (p->idle_after_ms) {
-        uint64_t every = p->idle_after_ms / 10;
+    if (cfg->backup_dir && cfg->backup_after_ms) {
+        p->backup_dir = xstrdup(cfg->backup_dir);
+        p->backup_after_ms = cfg->backup_after_ms;
+    }
+    uint64_t period = p->idle_after_ms;
+    if (p->backup_after_ms && (!period || p->backup_after_ms < period))
+        period = p->backup_after_ms;
+    if (period) {
+        uint64_t every = period / 10;
         every = every < 100 ? 100 : every > 5000 ? 5000 : every;
         uv_timer_init(loop, &p->tick);
         p->tick.data = p;
@@ -460,12 +484,12 @@ static void pool_release(struct session_pool *p)
     }
     free(p->env);
     free(p->bootstrap);
+    free(p->backup_dir);
     free(p);
 }
 
-static void session_close_cb(uv_handle_t *h)
+static void session_unref(struct session *s)
 {
-    struct session *s = h->data;
     struct session_pool *p = s->pool;
     if (--s->handles > 0 || !s->forgotten)
         return;
@@ -480,6 +504,11 @@ static void session_close_cb(uv_handle_t *h)
     free(s);
     if (--p->open_handles == 0 && p->freeing)
         pool_release(p);
+}
+
+static void session_close_cb(uv_handle_t *h)
+{
+    session_unref(h->data);
 }
 
 static void job_free(struct session_job *j)
@@ -582,6 +611,8 @@ static void record_event(struct session *s, const char *to)
 
 static void set_state(struct session *s, const char *reason)
 {
+    s->backed_up = 0;
+    s->evict = 0;
     snprintf(s->reason, sizeof s->reason, "%s", reason ? reason : "");
     s->updated_ms = clock_wall_ms();
     s->idle_since = clock_mono_ms();
@@ -1422,13 +1453,33 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
     s = session_find(p, id);
     if (!s) {
         if (p->n_sessions >= p->max_sessions) {
-            /* the oldest stopped session makes room (no backups yet: its volume goes) */
+            /*
+             * The oldest stopped session makes room; with backups on, only
+             * once a backup holds its volume (one is started, and this open
+             * is asked to retry).
+             */
             struct session *old = NULL;
             for (struct session *t = p->sessions; t; t = t->next)
                 if (t->state == SESSION_READY && t->stopped && !t->waiters && !t->run &&
                     (!old || t->updated_ms < old->updated_ms))
                     old = t;
             char rerr[256];
+            if (old && p->backup_dir && !old->backed_up) {
+                old->evict = 1;
+                if (!old->backup &&
+                    session_backup(old, "before eviction", NULL, NULL, rerr, sizeof rerr) < 0) {
+                    snprintf(err, errlen,
+                             "at capacity: %d sessions are open and the oldest stopped one, "
+                             "'%s', cannot be backed up to make room: %.200s",
+                             p->n_sessions, old->id, rerr);
+                    return -EBUSY;
+                }
+                snprintf(err, errlen,
+                         "at capacity: backing up the oldest stopped session '%s' before it is "
+                         "evicted (sessions.max_sessions %d); retry in a moment",
+                         old->id, p->max_sessions);
+                return -EBUSY;
+            }
             if (old) {
                 snprintf(old->reason, sizeof old->reason,
                          "evicted: sessions.max_sessions (%d) reached when '%s' was opened",
@@ -1464,6 +1515,144 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
     s->waiters_tail = w;
     s->n_waiters++;
     uv_timer_start(&s->kick, kick_cb, 0, 0);
+    return 0;
+}
+
+/* ---- backups ------------------------------------------------------------ */
+
+struct session__backup {
+    uv_work_t work;
+    struct session *s;
+    char *volume, *dir, *id; /* copies: the thread reads nothing of s */
+    int64_t wall_ms;
+    uint64_t t0;
+    char *path;
+    uint64_t bytes;
+    int rc;
+    char err[512];
+    session_backup_cb cb;
+    void *arg;
+};
+
+static void backup_work(uv_work_t *w)
+{
+    struct session__backup *b = w->data;
+    b->rc = session__backup_write(b->volume, b->dir, b->id, b->wall_ms, &b->path, &b->bytes, b->err,
+                                  sizeof b->err);
+}
+
+static void backup_done(uv_work_t *w, int status)
+{
+    struct session__backup *b = w->data;
+    struct session *s = b->s;
+    struct session_pool *p = s->pool;
+    uint64_t ms = clock_mono_ms() - b->t0;
+    s->backup = NULL;
+    if (status < 0 && b->rc == 0) {
+        b->rc = status;
+        snprintf(b->err, sizeof b->err, "the backup was cancelled");
+    }
+    if (!s->forgotten && !p->freeing) {
+        struct session_backup_info info = {
+            .path = b->path, .bytes = b->bytes, .seconds = (double)ms / 1000.0};
+        char reason[160];
+        if (b->rc == 0) {
+            p->backups++;
+            p->backup_bytes += b->bytes;
+            p->backup_ms += ms;
+            s->backed_up = 1;
+            const char *base = strrchr(b->path, '/');
+            snprintf(reason, sizeof reason, "backed up to %.100s (%llu bytes in %.1f s)",
+                     base ? base + 1 : b->path, (unsigned long long)b->bytes, info.seconds);
+            log_info("session", "session '%s' %s", s->id, reason);
+        } else {
+            p->backup_failures++;
+            s->evict = 0;
+            snprintf(reason, sizeof reason, "backup failed: %.140s", b->err);
+            log_warn("session", "session '%s' %s", s->id, reason);
+        }
+        if (p->store) {
+            char model[SESSION_ID_MAX + 16];
+            snprintf(model, sizeof model, "session/%s", s->id);
+            store_add_transition(p->store, model, "local", state_name(s),
+                                 b->rc == 0 ? "backed-up" : "backup-failed", reason);
+        }
+        if (b->cb)
+            b->cb(s, b->rc, b->rc == 0 ? NULL : b->err, &info, b->arg);
+        if (b->rc == 0 && s->evict && !s->forgotten && s->stopped && !s->run && !s->waiters &&
+            !s->backup) {
+            char rerr[256];
+            snprintf(s->reason, sizeof s->reason,
+                     "evicted after its backup: sessions.max_sessions (%d) reached",
+                     p->max_sessions);
+            log_info("session", "session '%s' %s", s->id, s->reason);
+            if (session_remove(s, rerr, sizeof rerr) < 0)
+                log_warn("session", "%s", rerr);
+            p->evictions++;
+        }
+    } else if (b->cb) {
+        b->cb(s, -ECANCELED, "the daemon is stopping", NULL, b->arg);
+    }
+    free(b->volume);
+    free(b->dir);
+    free(b->id);
+    free(b->path);
+    free(b);
+    session_unref(s);
+}
+
+int session_backup(struct session *s, const char *reason, session_backup_cb cb, void *arg,
+                   char *err, size_t errlen)
+{
+    struct session_pool *p = s->pool;
+    if (!p->backup_dir) {
+        snprintf(err, errlen,
+                 "backups are off: set sessions.backup_dir and sessions.backup_after in the "
+                 "config");
+        return -ENOTSUP;
+    }
+    if (s->state != SESSION_READY) {
+        snprintf(err, errlen, "session '%s' is being created; back it up once its bootstrap ended",
+                 s->id);
+        return -EBUSY;
+    }
+    if (s->backup) {
+        snprintf(err, errlen, "session '%s' is being backed up already; retry once it ended",
+                 s->id);
+        return -EBUSY;
+    }
+    if (s->run) {
+        snprintf(err, errlen,
+                 "session '%s' runs a command; back it up once it ended (or stop it first)", s->id);
+        return -EBUSY;
+    }
+    struct stat st;
+    if (lstat(s->volume, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "session '%s' has no volume to back up", s->id);
+        return -ENOENT;
+    }
+    struct session__backup *b = xcalloc(1, sizeof *b);
+    b->work.data = b;
+    b->s = s;
+    b->volume = xstrdup(s->volume);
+    b->dir = xstrdup(p->backup_dir);
+    b->id = xstrdup(s->id);
+    b->wall_ms = clock_wall_ms();
+    b->t0 = clock_mono_ms();
+    b->cb = cb;
+    b->arg = arg;
+    int rc = uv_queue_work(p->loop, &b->work, backup_work, backup_done);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot start the backup of '%s': %s", s->id, uv_strerror(rc));
+        free(b->volume);
+        free(b->dir);
+        free(b->id);
+        free(b);
+        return rc;
+    }
+    log_info("session", "session '%s' backing up (%s)", s->id, reason ? reason : "asked");
+    s->backup = b;
+    s->handles++;
     return 0;
 }
 
@@ -1536,6 +1725,11 @@ int session_remove(struct session *s, char *err, size_t errlen)
 {
     if (s->state == SESSION_BOOTSTRAPPING) {
         snprintf(err, errlen, "session '%s' is being created; remove it once its bootstrap ended",
+                 s->id);
+        return -EBUSY;
+    }
+    if (s->backup) {
+        snprintf(err, errlen, "session '%s' is being backed up; remove it once the backup ended",
                  s->id);
         return -EBUSY;
     }
@@ -1845,6 +2039,10 @@ void session_pool_stats(struct session_pool *p, struct session_stats *st)
     st->execs = p->execs_total;
     st->exec_seconds = (double)p->exec_ms_total / 1000.0;
     st->evictions = p->evictions;
+    st->backups = p->backups;
+    st->backup_failures = p->backup_failures;
+    st->backup_bytes = p->backup_bytes;
+    st->backup_seconds = (double)p->backup_ms / 1000.0;
     st->idle_stops = p->idle_stops;
     st->idle_pauses = p->idle_pauses;
 }

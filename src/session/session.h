@@ -28,8 +28,9 @@ struct store;
  * sandbox, timeouts, stdin and output as it comes, stop and removal, files
  * in and out confined to the volume, the sessions and their states in the
  * store (a restart finds them stopped), and with cgroups one sandbox per
- * session that outlives its commands, with pause, resume and limits. Not
- * yet: idle stop and pause on a timer, backups, pruning, eviction, nix
+ * session that outlives its commands, with pause, resume and limits, idle
+ * stop and pause on a timer, eviction at capacity, and backups (by hand,
+ * after backup_after, before an eviction). Not yet: restore, pruning, nix
  * profiles.
  */
 
@@ -106,8 +107,9 @@ typedef void (*session_open_cb)(struct session *s, int err, const char *msg, voi
  * volume does not exist yet (a bootstrap that fails removes the volume, so
  * the next open tries again). cb runs on a later loop turn, never before
  * this returns. Returns 0, or a negative errno with a message in err and no
- * callback: -EINVAL (an invalid id), -EBUSY (max_sessions are open; the
- * pool evicts nothing yet), -EAGAIN (too many opens wait for its
+ * callback: -EINVAL (an invalid id), -EBUSY (max_sessions are open and
+ * none is stopped, or the oldest stopped one is being backed up before it
+ * is evicted: retry), -EAGAIN (too many opens wait for its
  * bootstrap).
  */
 int session_open(struct session_pool *p, const char *id, session_open_cb cb, void *arg, char *err,
@@ -229,12 +231,41 @@ int session_file_open(struct session *s, const char *path, uint64_t *size, char 
 int session_file_write(struct session *s, const char *path, const char *data, size_t len, char *err,
                        size_t errlen);
 
+/* What a backup made: its path, size and time. Valid during the callback. */
+struct session_backup_info {
+    const char *path; /* NULL when it failed */
+    uint64_t bytes;
+    double seconds;
+};
+
+/*
+ * Called once per session_backup: err 0 and msg NULL when the backup is
+ * complete (info says where), else a negative errno and a one-line msg.
+ */
+typedef void (*session_backup_cb)(struct session *s, int err, const char *msg,
+                                  const struct session_backup_info *info, void *arg);
+
+/*
+ * Backs s's volume up to sessions.backup_dir as ID-UTC.tar.zst
+ * (session/backup.h) on the loop's thread pool; reason (may be NULL) is
+ * logged. The session stays usable meanwhile, but cannot be removed until
+ * the backup ended. An event records the backup with its size and time.
+ * cb (may be NULL) runs on a later loop turn (with -ECANCELED and info
+ * NULL when the pool is being freed). Returns 0, or a negative errno with a message and
+ * no callback: -ENOTSUP (backups are off), -EBUSY (creating, a command
+ * runs, a backup runs already), -ENOENT (no volume).
+ */
+int session_backup(struct session *s, const char *reason, session_backup_cb cb, void *arg,
+                   char *err, size_t errlen);
+
 /* What GET /metrics shows of the pool. */
 struct session_stats {
     unsigned creating, active, paused, stopped; /* sessions by state */
     uint64_t execs;                             /* commands that ended, since the start */
     double exec_seconds;                        /* their time in all */
     uint64_t evictions, idle_stops, idle_pauses;
+    uint64_t backups, backup_failures, backup_bytes; /* backups made since the start */
+    double backup_seconds;                           /* their time in all */
 };
 void session_pool_stats(struct session_pool *p, struct session_stats *st);
 
