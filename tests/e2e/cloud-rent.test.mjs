@@ -241,6 +241,32 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
         }
     });
 
+    test('a 429 burst on the create is retried; an offer gone at create tries the next, blaming no machine', async () => {
+        const s = await startVastStandin({ offers: OFFERS });
+        await s.script({ kind: 'offer_gone', offer: 201 }, { kind: 'rate_limit', method: 'PUT', path: '/api/v0/asks/', times: 2 });
+        const { dir, d } = await daemon(s);
+        try {
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            assert.deepEqual(
+                creates(s).map((x) => x.path),
+                ['/api/v0/asks/201/', '/api/v0/asks/201/', '/api/v0/asks/201/', '/api/v0/asks/202/'],
+            );
+            assert.deepEqual(
+                alive(s).map((i) => i.offer.id),
+                [202],
+            );
+            assert.deepEqual(await yardJson(['cloud', 'bad', '--json'], { stateDir: dir }), []);
+            const ev = await yard(['events', '-n', '100'], { stateDir: dir });
+            assert.match(ev.stdout, /no_such_ask/);
+            await yard(['cloud', 'release', (await ls(dir))[0].name], { stateDir: dir });
+            assert.equal(alive(s).length, 0);
+        } finally {
+            await d.stop();
+            await s.stop();
+        }
+    });
+
     test('a create that fails but returns a contract: that instance is destroyed', async () => {
         const s = await startVastStandin({ offers: OFFERS });
         await s.script({ kind: 'create_fails', offer: 201 });
