@@ -31,7 +31,7 @@ static const struct cmd commands[] = {
     {"hosts", cmd_hosts, "list the hosts (this machine and the pods), their GPUs and models"},
     {"pod", cmd_pod, "add, list or remove pods: remote GPU machines reached over ssh"},
     {"session", cmd_session, "list, run commands in, stop or remove agents' sessions"},
-    {"cloud", cmd_cloud, "show the offers a GPU marketplace has for a need, ranked"},
+    {"cloud", cmd_cloud, "rent GPU machines from a marketplace: offers, rent, ls, release, bad"},
     {"models", cmd_models, "show which models of the catalog fit on which host"},
     {"import", cmd_import, "translate a llama-swap config into a yard config"},
     {"init", cmd_init,
