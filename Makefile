@@ -2,9 +2,11 @@
 # this file only strings the steps together. See docs/testing.md.
 #
 #   make          build build/yard and build/mock-engine (RelWithDebInfo)
-#   make test     unit + e2e under ctest, again under ASan+UBSan, the unit tests under
-#                 valgrind, a 30 s fuzz smoke per target, the Debian package, banned
-#                 calls, format
+#   make test     unit + e2e under ctest (with the real llama-server tier), again under
+#                 ASan+UBSan, the unit tests under valgrind, a 30 s fuzz smoke per target,
+#                 the Debian package, banned calls, format
+#   make llama-server  the real-engine tier's llama-server, built once into ~/.cache/yard/
+#                 (scripts/llama-server.sh; YARD_LLAMA_SERVER=PATH uses another)
 #   make demo     build, then scripts/demo.sh
 #   make bench    bench/run        make fuzz   tests/fuzz/run     make soak   tests/soak/run
 #   make format   clang-format -i over src/ tools/ tests/
@@ -34,7 +36,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 
 .PHONY: all build demo test bench fuzz soak clean format deps-build deps-test deps-bench \
-	deps-deb e2e-deps install uninstall deb
+	deps-deb e2e-deps install uninstall deb llama-server
 
 all: build
 
@@ -67,6 +69,11 @@ e2e-deps:
 	echo "npm $$verb --prefix $(E2E_DIR)"
 	npm $$verb --prefix $(E2E_DIR) --no-audit --no-fund --loglevel=error
 	touch $$stamp
+
+# llama-server for tests/e2e/llama-server.test.mjs: $YARD_LLAMA_SERVER, the cached build,
+# or a build into the cache (10-15 minutes on 2 cores, once). Prints its path.
+llama-server: deps-test
+	@JOBS=$(JOBS) scripts/llama-server.sh
 
 # Runs every tier even when one fails; the last line is "N passed, N failed"
 # (ctest tests of both builds, each unit test executable under valgrind, each
@@ -101,6 +108,13 @@ test: deps-test
 	  fi
 	}
 	$(MAKE) e2e-deps || { failed=$$((failed + 1)); notes+=("FAILED: npm packages for $(E2E_DIR)"); }
+	# Once for both ctest runs: the real-engine tier reads YARD_LLAMA_SERVER.
+	echo "== llama-server for the real-engine tier: scripts/llama-server.sh"
+	if llama=$$(JOBS=$(JOBS) scripts/llama-server.sh); then
+	  export YARD_LLAMA_SERVER=$$llama; echo "llama-server: $$llama"
+	else
+	  failed=$$((failed + 1)); notes+=("FAILED: scripts/llama-server.sh (e2e/llama-server skips without it)")
+	fi
 	build_tier() { # build_tier NAME DIR CMAKE-ARGS...: configure + build, keep going past errors
 	  local name=$$1 dir=$$2; shift 2
 	  echo "== $$name build: $$dir/"

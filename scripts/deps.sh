@@ -18,8 +18,8 @@ deb_pkgs=(dpkg-dev debhelper)
 # man-db, groff-base, systemd (systemd-analyze) and zsh: the package test renders
 # the man pages, verifies the unit and loads the completions. bubblewrap: the
 # sessions' sandbox (test_session). chromium: the dashboard's test (e2e/ui, driven by
-# puppeteer-core).
-test_pkgs=(clang clang-format libclang-rt-14-dev valgrind nodejs npm curl procps iproute2
+# puppeteer-core). git: scripts/llama-server.sh clones llama.cpp from its bundle.
+test_pkgs=(git clang clang-format libclang-rt-14-dev valgrind nodejs npm curl procps iproute2
     openssh-server openssh-client prometheus python3-uvicorn python3-fastapi
     sqlite3 slurm-wlm munge man-db groff-base systemd zsh bubblewrap chromium)
 bench_pkgs=(wrk nginx)
