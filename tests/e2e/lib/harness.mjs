@@ -23,7 +23,6 @@ export const YARD_SRC_DIR = process.env.YARD_SRC_DIR || REPO;
 export const YARD_BIN = process.env.YARD_BIN || path.join(REPO, 'build', 'yard');
 export const MOCK_ENGINE_BIN =
     process.env.MOCK_ENGINE_BIN || path.join(REPO, 'build', 'mock-engine');
-// shared/ beside the repository (models for the real-engine tier).
 
 // Unique to this test process; put into the environment of everything spawned, so
 // leftovers (engines started by a daemon, their forks) can be found and killed.

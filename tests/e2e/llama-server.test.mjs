@@ -1,0 +1,498 @@
+// The real-engine tier: yard in front of real llama-server processes (llama.cpp, CPU
+// build) serving a real model, tests/e2e/fixtures/stories260K.gguf, driven with the
+// official `openai` client. What the mock engine imitates is checked here against the
+// program itself:
+//   - two models in an exclusive group swap; chat, streaming chat and completions are
+//     the engine's own answers (temperature 0: equal to a request straight to a
+//     llama-server the test started itself, with the same arguments);
+//   - readiness as llama-server signals it: refused, 503 "Loading model" while it loads
+//     (its listener starts first), then 200; a request that started the model is
+//     answered; with the load held open (the model path a FIFO) the 503 lasts, yard
+//     keeps the model starting and the waiting request gets yard's refusal when the
+//     load fails, never the engine's 503;
+//   - /v1/models, /props, /slots and /metrics through /upstream/MODEL/;
+//   - a client that goes away mid-stream stops the generation (the slot is idle again
+//     long before the tokens asked for could have been generated);
+//   - real start failures, classified from llama-server's real log lines: a model file
+//     that does not exist, a GGUF cut short;
+//   - kill -9 of the daemon while the engine streams: the next daemon adopts that same
+//     engine (one process per model) and serves through it.
+//
+// The binary: $YARD_LLAMA_SERVER, else the cache scripts/llama-server.sh builds
+// (`make test` builds it when missing and sets YARD_LLAMA_SERVER). Without either this
+// file skips, saying how to get one (docs/testing.md, "The real-engine tier").
+// Timing never decides a result: waits are deadlines, and what is measured is printed.
+import { test } from 'node:test';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import OpenAI from 'openai';
+import {
+    assert,
+    MARKER,
+    YARD_SRC_DIR,
+    cmdlineOf,
+    freePort,
+    httpGet,
+    httpPost,
+    httpProbe,
+    pidAlive,
+    sleep,
+    processesMatching,
+    ps,
+    startDaemon,
+    startProcess,
+    tmpdir,
+    waitFor,
+    waitState,
+    yard,
+} from './lib/harness.mjs';
+import { routerDaemon, events } from './lib/router-helpers.mjs';
+
+const MODEL = path.join(YARD_SRC_DIR, 'tests/e2e/fixtures/stories260K.gguf');
+const MODEL_SHA256 = '270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d';
+
+/** The llama-server binary (scripts/llama-server.sh --cached: $YARD_LLAMA_SERVER or
+ *  the cache, never a build), or null with the reason this file skips. A
+ *  YARD_LLAMA_SERVER that is not an executable is an error, not a skip. */
+function findLlamaServer() {
+    const r = spawnSync(path.join(YARD_SRC_DIR, 'scripts/llama-server.sh'), ['--cached'], { encoding: 'utf8' });
+    if (r.status === 0 && r.stdout.trim()) return { bin: r.stdout.trim() };
+    const said = `${r.error?.message ?? ''}${r.stderr ?? ''}`.trim();
+    if (process.env.YARD_LLAMA_SERVER) throw new Error(said);
+    return {
+        bin: null,
+        why: `${said || 'no llama-server'} (make test builds it; docs/testing.md, "The real-engine tier")`,
+    };
+}
+const { bin: LLAMA, why: NO_LLAMA } = findLlamaServer();
+const opts = NO_LLAMA ? { skip: NO_LLAMA } : {};
+
+// Every engine the same way: one slot holding the model's whole trained context (2048
+// tokens; llama-server caps a slot there whatever -c says), one thread (the machine is
+// shared), metrics on. The direct engine gets the same arguments.
+const CTX = 2048;
+const ENGINE_ARGS = ['--host', '127.0.0.1', '--metrics', '-np', '1', '-c', String(CTX), '-t', '1'];
+const llamaCmd = (model = MODEL, extra = '') =>
+    `${LLAMA} -m ${model} --port \${PORT} --alias \${NAME} ${ENGINE_ARGS.join(' ')} ${extra}`.trim();
+
+const client = (base) => new OpenAI({ baseURL: `${base}/v1`, apiKey: 'none', maxRetries: 0, timeout: 120000 });
+
+const CHAT = { messages: [{ role: 'user', content: 'Tell me a story about a cat.' }], max_tokens: 24, temperature: 0 };
+const COMPLETION = { prompt: 'Once upon a time', max_tokens: 32, temperature: 0 };
+// A generation that fits the slot (the prompt takes about 60 tokens), long enough that
+// one nobody stopped is unmistakable: it ends only after all LONG tokens.
+const LONG = 1900;
+
+/** llama-server processes of this run serving `name` (its --alias). */
+function enginesServing(name) {
+    return processesMatching(MARKER).filter((p) => {
+        const argv = cmdlineOf(p) || [];
+        const i = argv.indexOf('--alias');
+        return argv[0] === LLAMA && i >= 0 && argv[i + 1] === name;
+    });
+}
+
+/** A llama-server the test starts itself, on its own port, ready. */
+async function directEngine() {
+    const port = await freePort();
+    const proc = startProcess(LLAMA, ['-m', MODEL, '--port', String(port), '--alias', 'direct', ...ENGINE_ARGS], {
+        name: 'llama-server (direct)',
+    });
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor(
+        async () => {
+            if (proc.exited) throw Object.assign(new Error(`llama-server exited:\n${proc.logText()}`), { fatal: true });
+            return (await httpProbe(`${base}/health`)).status === 200;
+        },
+        { timeoutMs: 60000, what: `the direct llama-server at ${base} to answer /health 200` }
+    );
+    return { base, proc };
+}
+
+async function directJson(engine, urlPath, body) {
+    const r = await httpPost(`${engine.base}${urlPath}`, body, { timeoutMs: 120000 });
+    assert.equal(r.status, 200, `direct ${urlPath}: ${r.status} ${r.body}`);
+    return JSON.parse(r.body);
+}
+
+/** Models with a process (what holds memory): starting, ready, sleeping, stopping. */
+async function loaded(dir, names) {
+    const held = new Set(['starting', 'ready', 'sleeping', 'stopping']);
+    return (await ps(dir)).filter((e) => names.includes(e.name) && held.has(e.state)).map((e) => e.name);
+}
+
+async function upstream(base, model, what) {
+    const r = await httpGet(`${base}/upstream/${model}/${what}`, { timeoutMs: 30000 });
+    assert.equal(r.status, 200, `/upstream/${model}/${what}: ${r.status} ${r.body}`);
+    return r;
+}
+
+const slots = async (base, model) => JSON.parse((await upstream(base, model, 'slots')).body);
+const busySlots = async (base, model) => (await slots(base, model)).filter((s) => s.is_processing).length;
+async function metric(base, model, name) {
+    const text = (await upstream(base, model, 'metrics')).body;
+    const m = text.match(new RegExp(`^llamacpp:${name} ([0-9.e+-]+)$`, 'm'));
+    assert.ok(m, `llamacpp:${name} not in /upstream/${model}/metrics:\n${text}`);
+    return Number(m[1]);
+}
+
+test('the model fixture is the one its README names', opts, () => {
+    const sum = crypto.createHash('sha256').update(fs.readFileSync(MODEL)).digest('hex');
+    assert.equal(sum, MODEL_SHA256, `${MODEL} is not the stories260K.gguf of tests/e2e/fixtures/README.md`);
+});
+
+test('two real models in an exclusive group: chat, streaming, completions are the engine’s own answers', opts, async () => {
+    const direct = await directEngine();
+    const wantChat = (await directJson(direct, '/v1/chat/completions', CHAT)).choices[0].message.content;
+    const wantText = (await directJson(direct, '/v1/completions', COMPLETION)).choices[0].text;
+    assert.ok(wantChat.length > 0 && wantText.length > 0, 'the engine generated nothing');
+
+    const y = await routerDaemon({
+        models: { a: { engine: 'llamacpp', cmd: llamaCmd() }, b: { engine: 'llamacpp', cmd: llamaCmd() } },
+        groups: { pair: { exclusive: true, members: ['a', 'b'] } },
+        defaults: { startup_timeout: '120s' },
+    });
+    const openai = client(y.base);
+
+    // a: chat
+    const chatA = await openai.chat.completions.create({ model: 'a', ...CHAT });
+    assert.equal(chatA.choices[0].message.content, wantChat);
+    assert.equal(chatA.choices[0].finish_reason, 'length');
+    assert.equal(chatA.usage.completion_tokens, CHAT.max_tokens);
+    assert.deepEqual(await loaded(y.dir, ['a', 'b']), ['a']);
+    const pidA = (await ps(y.dir)).find((e) => e.name === 'a').pid;
+    assert.deepEqual(enginesServing('a'), [pidA]);
+
+    // b: streaming chat; a is stopped first (one member of the group at a time)
+    const stream = await openai.chat.completions.create({
+        model: 'b',
+        ...CHAT,
+        stream: true,
+        stream_options: { include_usage: true },
+    });
+    let text = '';
+    let finish = null;
+    let usage = null;
+    let chunks = 0;
+    for await (const c of stream) {
+        chunks++;
+        text += c.choices[0]?.delta?.content ?? '';
+        finish = c.choices[0]?.finish_reason ?? finish;
+        if (c.usage) usage = c.usage;
+    }
+    assert.equal(text, wantChat);
+    assert.equal(finish, 'length');
+    assert.equal(usage?.completion_tokens, CHAT.max_tokens);
+    assert.ok(chunks > CHAT.max_tokens / 2, `${chunks} chunks for ${CHAT.max_tokens} tokens: not streamed`);
+    assert.deepEqual(await loaded(y.dir, ['a', 'b']), ['b']);
+    assert.ok(!pidAlive(pidA), `a's engine (pid ${pidA}) still runs beside b's`);
+    assert.equal(enginesServing('b').length, 1);
+
+    // a again: completions
+    const comp = await openai.completions.create({ model: 'a', ...COMPLETION });
+    assert.equal(comp.choices[0].text, wantText);
+    assert.deepEqual(await loaded(y.dir, ['a', 'b']), ['a']);
+    assert.equal(enginesServing('b').length, 0);
+
+    // The swaps, in yard's own record: a, b, a started; every start followed a stop.
+    const starts = (await events(y.dir)).filter((e) => ['a', 'b'].includes(e.model) && e.to === 'starting');
+    assert.deepEqual(
+        starts.map((e) => e.model),
+        ['a', 'b', 'a']
+    );
+    await y.d.stop();
+    await direct.proc.stop();
+});
+
+test('readiness as llama-server signals it: refused, 503 "Loading model" while it loads, then 200; the request that started it is answered', opts, async () => {
+    const port = await freePort();
+    const y = await routerDaemon({
+        models: { r: { engine: 'llamacpp', cmd: llamaCmd(), port } },
+        defaults: { startup_timeout: '120s' },
+    });
+    // Watch the engine's own /health from before it exists until it says 200.
+    const seen = [];
+    let watching = true;
+    const watcher = (async () => {
+        while (watching) {
+            const r = await httpProbe(`http://127.0.0.1:${port}/health`);
+            const last = seen[seen.length - 1];
+            const what = r.error ? 'refused' : `${r.status} ${r.body}`;
+            if (!last || last.what !== what) seen.push({ what, n: 1 });
+            else last.n++;
+            if (r.status === 200) return;
+            await sleep(5); // a poll, not a wait for an event: the engine signals nothing else
+        }
+    })();
+    let answer;
+    let answeredMs;
+    try {
+        const t0 = Date.now();
+        answer = await client(y.base).chat.completions.create({ model: 'r', ...CHAT });
+        answeredMs = Date.now() - t0;
+        await waitFor(async () => (await ps(y.dir)).find((e) => e.name === 'r')?.state === 'ready', {
+            what: "'r' ready",
+        });
+        await waitFor(() => seen.some((s) => s.what.startsWith('200')), {
+            timeoutMs: 30000,
+            what: 'the watcher to see 200',
+        });
+    } finally {
+        watching = false;
+        await watcher;
+    }
+    const summary = seen.map((s) => `${s.what.split(' ')[0]} x${s.n}`).join(', ');
+    console.log(`engine /health as seen: ${summary}; answered in ${answeredMs} ms`);
+
+    assert.equal(answer.choices[0].finish_reason, 'length');
+    assert.equal(answer.usage.completion_tokens, CHAT.max_tokens);
+    // The engine's sequence: refused (not started yet), 503 Loading model, 200 {"status":"ok"}.
+    const kinds = seen.map((s) => s.what.split(' ')[0]);
+    assert.equal(kinds[kinds.length - 1], '200', `health sequence: ${JSON.stringify(seen)}`);
+    assert.deepEqual(JSON.parse(seen[seen.length - 1].what.slice(4)), { status: 'ok' });
+    const order = { refused: 0, 503: 1, 200: 2 };
+    for (let i = 1; i < kinds.length; i++) {
+        const went = `health went ${kinds[i - 1]} -> ${kinds[i]}: ${JSON.stringify(seen)}`;
+        assert.ok(order[kinds[i]] > order[kinds[i - 1]], went);
+    }
+    // The load of this model takes tens of milliseconds: whether a poll falls inside it is
+    // timing, so a 503 seen here is checked, not required (the next test holds the load).
+    const loading = seen.find((s) => s.what.startsWith('503'));
+    if (loading) assert.equal(JSON.parse(loading.what.slice(4)).error.message, 'Loading model');
+
+    // yard's record: starting, then ready, from that one engine.
+    const ev = (await events(y.dir)).filter((e) => e.model === 'r').map((e) => e.to);
+    assert.deepEqual(ev.slice(0, 2), ['starting', 'ready'], `events: ${JSON.stringify(ev)}`);
+    await y.d.stop();
+});
+
+test('a load held open: llama-server answers 503 "Loading model", yard keeps it starting and the waiting request gets yard’s refusal', opts, async () => {
+    // The model path is a FIFO: llama-server binds, starts answering /health, then blocks
+    // opening the model until someone opens the FIFO for writing. So the 503 window lasts
+    // as long as the test wants; an empty write (EOF) then fails the load for real.
+    const dir = tmpdir();
+    const fifo = path.join(dir, 'held.gguf');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0, `mkfifo ${fifo}`);
+    const port = await freePort();
+    const y = await routerDaemon({
+        dir,
+        models: { held: { engine: 'llamacpp', cmd: llamaCmd(fifo), port, restart: 'never' } },
+        defaults: { startup_timeout: '120s' },
+    });
+    let settled = null;
+    const waiting = httpPost(`${y.base}/v1/chat/completions`, { model: 'held', ...CHAT }, { timeoutMs: 120000 }).then(
+        (r) => (settled = r)
+    );
+    const health = await waitFor(
+        async () => {
+            const r = await httpProbe(`http://127.0.0.1:${port}/health`);
+            return r.status === 503 ? r : null;
+        },
+        { timeoutMs: 60000, what: 'the engine to answer /health 503 while its load is held' }
+    );
+    assert.deepEqual(JSON.parse(health.body), {
+        error: { message: 'Loading model', type: 'unavailable_error', code: 503 },
+    });
+    // Everything but /health says the same while loading.
+    const other = await httpProbe(`http://127.0.0.1:${port}/v1/models`);
+    assert.equal(other.status, 503);
+    const e = (await ps(y.dir)).find((x) => x.name === 'held');
+    assert.equal(e.state, 'starting', `held while the engine says 503: ${JSON.stringify(e)}`);
+    assert.equal(settled, null, `the request was answered during the load: ${settled?.status} ${settled?.body}`);
+
+    // Let the load go on: every open of the FIFO for writing gives the reader an empty
+    // file (the loader opens the model more than once), until the engine has exited.
+    await waitFor(
+        async () => {
+            try {
+                fs.closeSync(fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+            } catch (err) {
+                if (err.code !== 'ENXIO') throw err; // ENXIO: no reader at this moment
+            }
+            return enginesServing('held').length === 0;
+        },
+        { timeoutMs: 60000, intervalMs: 20, what: 'the engine to give up on an empty model file' }
+    );
+    const failed = await waitState(y.dir, 'held', 'failed', 60000);
+    assert.match(failed.reason, /model loading error: .*failed to load model/);
+    const r = await waiting;
+    assert.equal(r.status, 503, r.body);
+    const err = JSON.parse(r.body).error;
+    assert.equal(err.code, 'model_load_failed', r.body); // yard's refusal, not the engine's 503
+    assert.match(err.message, /model loading error/);
+    await y.d.stop();
+});
+
+test('/v1/models, /props, /slots and /metrics of a real engine through /upstream/MODEL/', opts, async () => {
+    const y = await routerDaemon({
+        models: { u: { engine: 'llamacpp', cmd: llamaCmd() } },
+        defaults: { startup_timeout: '120s' },
+    });
+    assert.equal((await yard(['start', 'u', '--wait'], { stateDir: y.dir })).code, 0);
+    await client(y.base).completions.create({ model: 'u', ...COMPLETION });
+
+    const models = JSON.parse((await upstream(y.base, 'u', 'v1/models')).body);
+    assert.deepEqual(
+        models.data.map((m) => m.id),
+        ['u']
+    );
+    assert.equal(models.data[0].owned_by, 'llamacpp');
+    assert.equal(models.data[0].meta.n_vocab, 512);
+
+    const props = JSON.parse((await upstream(y.base, 'u', 'props')).body);
+    assert.equal(props.total_slots, 1);
+    assert.equal(props.model_alias, 'u');
+    assert.equal(props.model_path, MODEL);
+    assert.equal(props.default_generation_settings.n_ctx, CTX);
+    assert.equal(props.endpoint_metrics, true);
+
+    const s = await slots(y.base, 'u');
+    assert.equal(s.length, 1);
+    assert.equal(s[0].is_processing, false);
+    assert.equal(s[0].n_ctx, CTX);
+
+    const m = await upstream(y.base, 'u', 'metrics');
+    assert.match(m.headers['content-type'], /^text\/plain/);
+    assert.ok((await metric(y.base, 'u', 'tokens_predicted_total')) >= COMPLETION.max_tokens);
+    assert.equal(await metric(y.base, 'u', 'requests_processing'), 0);
+    await y.d.stop();
+});
+
+test('a client that disconnects mid-stream stops the real generation', opts, async () => {
+    const y = await routerDaemon({
+        models: { s: { engine: 'llamacpp', cmd: llamaCmd() } },
+        defaults: { startup_timeout: '120s' },
+    });
+    assert.equal((await yard(['start', 's', '--wait'], { stateDir: y.dir })).code, 0);
+    const before = await metric(y.base, 's', 'tokens_predicted_total');
+
+    const stream = await client(y.base).chat.completions.create({
+        model: 's',
+        ...CHAT,
+        max_tokens: LONG,
+        ignore_eos: true,
+        stream: true,
+    });
+    let chunks = 0;
+    for await (const c of stream) {
+        if (c.choices[0]?.delta?.content) chunks++;
+        if (chunks === 5) break; // leaving the loop aborts the request: the client is gone
+    }
+    assert.equal(chunks, 5);
+    const t0 = Date.now();
+    await waitFor(async () => (await busySlots(y.base, 's')) === 0, {
+        timeoutMs: 60000,
+        intervalMs: 20,
+        what: "the engine's slot to be idle after the client went away",
+    });
+    const idleMs = Date.now() - t0;
+    const generated = (await metric(y.base, 's', 'tokens_predicted_total')) - before;
+    console.log(`slot idle ${idleMs} ms after the client left; ${generated} tokens counted of ${LONG} asked`);
+    // A generation nobody stopped ends only after LONG tokens.
+    assert.ok(generated < LONG / 2, `${generated} tokens generated of ${LONG}: the generation was not stopped`);
+    await y.d.stop();
+});
+
+test('real start failures classified from llama-server’s own log lines: missing model, corrupt GGUF', opts, async () => {
+    const dir = tmpdir();
+    const missing = path.join(dir, 'no-such-model.gguf');
+    const corrupt = path.join(dir, 'cut-short.gguf');
+    // The real file cut in half: a valid header whose tensor data runs past the end.
+    const whole = fs.readFileSync(MODEL);
+    fs.writeFileSync(corrupt, whole.subarray(0, Math.floor(whole.length / 2)));
+    const y = await routerDaemon({
+        dir,
+        models: {
+            gone: { engine: 'llamacpp', cmd: llamaCmd(missing), restart: 'never' },
+            cut: { engine: 'llamacpp', cmd: llamaCmd(corrupt), restart: 'never' },
+        },
+        defaults: { startup_timeout: '120s' },
+    });
+    // What llama-server itself says: the path it could not open; for the cut file, the
+    // first tensor whose data lies past the end.
+    for (const [name, cause] of [
+        ['gone', `llama_model_loader: failed to load model from ${missing}`],
+        ['cut', /tensor '[^']+' data is not within the file bounds, model is corrupted or incomplete/],
+    ]) {
+        const r = await yard(['start', name, '--wait'], { stateDir: y.dir });
+        assert.notEqual(r.code, 0, `yard start ${name} succeeded`);
+        const e = await waitState(y.dir, name, 'failed', 60000);
+        assert.match(e.reason, /^exited with code 1 during load: model loading error: /, `${name}: ${e.reason}`);
+        if (typeof cause === 'string') assert.ok(e.reason.endsWith(cause), `${name}: ${e.reason}`);
+        else assert.match(e.reason, cause, name);
+        assert.ok(r.stderr.includes(e.reason), `yard start ${name} said: ${r.stderr}`);
+        // A request for it is refused in OpenAI's shape with the same reason.
+        const q = await httpPost(`${y.base}/v1/chat/completions`, { model: name, ...CHAT });
+        assert.ok(q.status >= 500, `${name}: ${q.status} ${q.body}`);
+        assert.match(JSON.parse(q.body).error.message, /model loading error/);
+        assert.equal(enginesServing(name).length, 0);
+    }
+    await y.d.stop();
+});
+
+test('kill -9 of the daemon while a real engine streams: the next daemon adopts it, one engine per model', opts, async () => {
+    const direct = await directEngine();
+    const want = (await directJson(direct, '/v1/chat/completions', CHAT)).choices[0].message.content;
+    await direct.proc.stop();
+
+    const y = await routerDaemon({
+        models: { k: { engine: 'llamacpp', cmd: llamaCmd() } },
+        defaults: { startup_timeout: '120s' },
+    });
+    const stream = await client(y.base).chat.completions.create({
+        model: 'k',
+        ...CHAT,
+        max_tokens: LONG,
+        ignore_eos: true,
+        stream: true,
+    });
+    let engine = null;
+    let chunks = 0;
+    let finish = null;
+    let broke = null;
+    try {
+        for await (const c of stream) {
+            if (c.choices[0]?.delta?.content) chunks++;
+            finish = c.choices[0]?.finish_reason ?? finish;
+            if (chunks === 5) {
+                engine = (await ps(y.dir)).find((e) => e.name === 'k');
+                assert.equal(engine.state, 'ready');
+                y.d.kill('SIGKILL');
+                assert.ok(await y.d.waitExit(10000), 'yard serve did not die of SIGKILL');
+            }
+        }
+    } catch (err) {
+        broke = err;
+    }
+    assert.ok(chunks >= 5, `only ${chunks} chunks before the kill`);
+    assert.equal(finish, null, 'the stream finished although its daemon was killed');
+    assert.ok(broke || chunks < LONG, 'the stream ran to its end');
+    assert.ok(pidAlive(engine.pid), 'the engine died with the daemon');
+    // Its client (the daemon) is gone, so the engine stops generating.
+    await waitFor(
+        async () => {
+            const r = await httpProbe(`http://127.0.0.1:${engine.port}/health`);
+            return r.status === 200;
+        },
+        { timeoutMs: 30000, what: 'the orphaned engine to answer /health' }
+    );
+
+    const d2 = await startDaemon({ config: y.config, stateDir: y.dir });
+    const adopted = await waitState(y.dir, 'k', 'ready', 30000);
+    assert.equal(adopted.pid, engine.pid, 'not the same engine');
+    await waitFor(async () => (await busySlots(y.base, 'k')) === 0, {
+        timeoutMs: 60000,
+        what: "the adopted engine's slot to be idle (its client died with the daemon)",
+    });
+    // The stream was its only request: what it counted is what ran before the kill.
+    const orphaned = await metric(y.base, 'k', 'tokens_predicted_total');
+    assert.ok(orphaned < LONG / 2, `${orphaned} tokens generated of ${LONG}: the orphaned generation ran on`);
+    const again = await client(y.base).chat.completions.create({ model: 'k', ...CHAT });
+    assert.equal(again.choices[0].message.content, want);
+    assert.equal((await yard(['start', 'k', '--wait'], { stateDir: y.dir })).code, 0);
+    assert.deepEqual(enginesServing('k'), [engine.pid]);
+    await d2.stop();
+    await waitFor(() => !pidAlive(engine.pid), { timeoutMs: 15000, what: 'the engine to stop with the daemon' });
+});
