@@ -166,7 +166,7 @@ _yard() {
         ;;
     session)
         if [[ -z $sub ]]; then
-            COMPREPLY=($(compgen -W "ls exec stop pause resume backup rm" -- "$cur"))
+            COMPREPLY=($(compgen -W "ls exec stop pause resume backup restore rm" -- "$cur"))
         elif [[ $sub != ls && $npos -eq 0 ]]; then
             COMPREPLY=($(compgen -W "$(_yard_names sessions "${dir[@]}")" -- "$cur"))
         fi

@@ -115,6 +115,8 @@ void admin__session_stop(struct app *app, json_t *req, admin__reply_fn reply, vo
 void admin__session_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 /* Replies once the backup ended (session_backup). */
 void admin__session_backup(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
+/* Replies once the restore ended (session_restore). */
+void admin__session_restore(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 /* session_pause {id} and session_resume {id}: the session's record afterwards. */
 void admin__session_pause(struct app *app, json_t *req, admin__reply_fn reply, void *arg);
 void admin__session_resume(struct app *app, json_t *req, admin__reply_fn reply, void *arg);

@@ -1182,6 +1182,11 @@ static void verb_session_backup(struct admin_conn *c, json_t *req)
     handle_pod(c, req, admin__session_backup);
 }
 
+static void verb_session_restore(struct admin_conn *c, json_t *req)
+{
+    handle_pod(c, req, admin__session_restore);
+}
+
 static void verb_session_pause(struct admin_conn *c, json_t *req)
 {
     handle_pod(c, req, admin__session_pause);
@@ -1237,6 +1242,7 @@ static const struct verb {
     {"session_rm", verb_session_rm, VERB_ANY},
     {"session_pause", verb_session_pause, VERB_ANY},
     {"session_backup", verb_session_backup, VERB_ANY},
+    {"session_restore", verb_session_restore, VERB_ANY},
     {"session_resume", verb_session_resume, VERB_ANY},
 };
 

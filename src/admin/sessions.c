@@ -97,17 +97,18 @@ void admin__session_resume(struct app *app, json_t *req, admin__reply_fn reply, 
 struct admin__sbackup {
     admin__reply_fn reply;
     void *arg;
+    int restore;
 };
 
-static void backup_replied(struct session *s, int err, const char *msg,
-                           const struct session_backup_info *info, void *arg)
+static void archive_replied(struct session *s, int err, const char *msg,
+                            const struct session_backup_info *info, void *arg)
 {
     struct admin__sbackup *b = arg;
     if (err) {
         reply_error(b->reply, b->arg, msg);
     } else {
         json_t *j = session_json(s);
-        json_object_set_new(j, "backup",
+        json_object_set_new(j, b->restore ? "restored_from" : "backup",
                             json_pack("{s:o, s:I, s:f}", "path", utf8_json_string(info->path),
                                       "bytes", (json_int_t)info->bytes, "seconds", info->seconds));
         reply_ok(b->reply, b->arg, j);
@@ -115,7 +116,8 @@ static void backup_replied(struct session *s, int err, const char *msg,
     free(b);
 }
 
-void admin__session_backup(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+static void backup_or_restore(struct app *app, json_t *req, admin__reply_fn reply, void *arg,
+                              int restore)
 {
     struct session *s = find(app, req, reply, arg);
     if (!s)
@@ -124,11 +126,25 @@ void admin__session_backup(struct app *app, json_t *req, admin__reply_fn reply, 
     struct admin__sbackup *b = xcalloc(1, sizeof *b);
     b->reply = reply;
     b->arg = arg;
-    if (session_backup(s, "asked with yard session backup", backup_replied, b, err, sizeof err) <
-        0) {
+    b->restore = restore;
+    int rc = restore ? session_restore(s, "asked with yard session restore", archive_replied, b,
+                                       err, sizeof err)
+                     : session_backup(s, "asked with yard session backup", archive_replied, b, err,
+                                      sizeof err);
+    if (rc < 0) {
         free(b);
         reply_error(reply, arg, err);
     }
+}
+
+void admin__session_backup(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    backup_or_restore(app, req, reply, arg, 0);
+}
+
+void admin__session_restore(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
+{
+    backup_or_restore(app, req, reply, arg, 1);
 }
 
 void admin__session_rm(struct app *app, json_t *req, admin__reply_fn reply, void *arg)

@@ -1,4 +1,4 @@
-/* `yard session ls|exec|stop|pause|resume|backup|rm`: the agents' work environments
+/* `yard session ls|exec|stop|pause|resume|backup|restore|rm`: the agents' work environments
  * (docs/sessions.md). */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +19,7 @@ static const char usage[] =
     "       yard session pause ID\n"
     "       yard session resume ID\n"
     "       yard session backup ID\n"
+    "       yard session restore ID\n"
     "       yard session rm ID\n"
     "\n"
     "ls: every session with its state, commands run and volume; exec: runs CMD in\n"
@@ -26,9 +27,9 @@ static const char usage[] =
     "as it comes and exits with its status (124 when the timeout killed it); stop:\n"
     "kills what runs in the session, its volume stays; pause: freezes what runs\n"
     "in it, memory kept, until resume (or its next command); backup: writes its\n"
-    "volume to sessions.backup_dir as ID-UTC.tar.zst and prints the path; rm: stops the session "
-    "and\n"
-    "deletes its volume. Sessions are created with POST /v1/sessions on the\n"
+    "volume to sessions.backup_dir as ID-UTC.tar.zst and prints the path; restore:\n"
+    "replaces the volume of a stopped session with its latest backup; rm: stops\n"
+    "the session and deletes its volume. Sessions are created with POST /v1/sessions on the\n"
     "listen address (docs/sessions.md)\n";
 
 enum { COL_ID, COL_STATE, COL_EXECS, COL_LAST, COL_REASON, COL_COUNT };
@@ -174,19 +175,26 @@ static int session_verb(struct app *app, const char *verb, const char *id)
     return rc;
 }
 
-static int session_backup_verb(struct app *app, const char *id)
+static int session_archive_verb(struct app *app, const char *id, int restore)
 {
     json_t *res = NULL;
-    int rc = cli_request(
-        app, json_pack("{s:s, s:o}", "cmd", "session_backup", "id", utf8_json_xstring(id)), NULL,
-        NULL, &res);
+    int rc =
+        cli_request(app,
+                    json_pack("{s:s, s:o}", "cmd", restore ? "session_restore" : "session_backup",
+                              "id", utf8_json_xstring(id)),
+                    NULL, NULL, &res);
     if (rc == 0) {
         char *name = cli_one_line(id);
-        json_t *b = json_object_get(res, "backup");
-        char *path = cli_one_line(json_string_value(json_object_get(b, "path")));
-        printf("backed up session '%s' to %s (%lld bytes in %.1f s)\n", name, path,
-               (long long)json_integer_value(json_object_get(b, "bytes")),
-               json_number_value(json_object_get(b, "seconds")));
+        json_t *b = json_object_get(res, restore ? "restored_from" : "backup");
+        const char *p = json_string_value(json_object_get(b, "path"));
+        char *path = cli_one_line(p ? p : "?");
+        if (restore)
+            printf("restored session '%s' from %s (%.1f s)\n", name, path,
+                   json_number_value(json_object_get(b, "seconds")));
+        else
+            printf("backed up session '%s' to %s (%lld bytes in %.1f s)\n", name, path,
+                   (long long)json_integer_value(json_object_get(b, "bytes")),
+                   json_number_value(json_object_get(b, "seconds")));
         free(path);
         free(name);
     }
@@ -206,8 +214,9 @@ int cmd_session(int argc, char **argv, struct app *app)
     const char *sub = args.n > 0 ? args.pos[0] : NULL;
     if (!sub) {
         rc = cli_usage_error(
-            "session", "which subcommand? ls, exec, stop, pause, resume, backup or rm; see 'yard "
-                       "session --help'");
+            "session",
+            "which subcommand? ls, exec, stop, pause, resume, backup, restore or rm; see 'yard "
+            "session --help'");
     } else if (strcmp(sub, "ls") == 0) {
         rc = args.n == 1 ? cli_list(app, "session_ls", session_stable, print_table)
                          : cli_usage_error("session", "'ls' takes no argument");
@@ -232,14 +241,14 @@ int cmd_session(int argc, char **argv, struct app *app)
                                            "name one session, as 'yard session %s "
                                            "chat-42'",
                                            sub);
-    } else if (!strcmp(sub, "backup")) {
-        rc = args.n == 2
-                 ? session_backup_verb(app, args.pos[1])
-                 : cli_usage_error("session", "name one session, as 'yard session backup chat-42'");
+    } else if (!strcmp(sub, "backup") || !strcmp(sub, "restore")) {
+        rc = args.n == 2 ? session_archive_verb(app, args.pos[1], !strcmp(sub, "restore"))
+                         : cli_usage_error("session",
+                                           "name one session, as 'yard session %s chat-42'", sub);
     } else {
         rc = cli_usage_error("session",
-                             "unknown subcommand '%s'; use ls, exec, stop, pause, resume, backup "
-                             "or rm (restore is not built yet)",
+                             "unknown subcommand '%s'; use ls, exec, stop, pause, resume, backup, "
+                             "restore or rm",
                              sub);
     }
     cli_args_release(&args);

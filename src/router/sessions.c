@@ -1,6 +1,7 @@
 /*
  * The sessions' endpoints (docs/sessions.md, "HTTP"): create or get, list,
- * show, exec (SSE or one JSON reply), stop, pause, resume, backup, delete,
+ * show, exec (SSE or one JSON reply), stop, pause, resume, backup, restore,
+ * delete,
  * files in and out. The
  * pool is app->sessions (session/session.h); this file only speaks HTTP.
  *
@@ -301,16 +302,20 @@ static void opened(struct session *s, int err, const char *msg, void *arg)
     sreq_unref(sr);
 }
 
-static void backed_up(struct session *s, int err, const char *msg,
-                      const struct session_backup_info *info, void *arg)
+/* A backup or restore ended: the record with key {"path","bytes","seconds"}. */
+static void archive_answer(struct sreq *sr, struct session *s, int err, const char *msg,
+                           const struct session_backup_info *info, const char *key)
 {
-    struct sreq *sr = arg;
     if (!sr->gone) {
-        if (err) {
+        if (err == -ENOENT) {
+            sfail(sr, 404, "invalid_request_error", "no_backup", 0, "%s", msg);
+        } else if (err == -EXDEV || err == -EINVAL) {
+            sfail(sr, 422, "invalid_request_error", "backup_refused", 0, "%s", msg);
+        } else if (err) {
             sfail(sr, 500, "server_error", "backup_failed", 0, "%s", msg);
         } else {
             json_t *j = session_json(s);
-            json_object_set_new(j, "backup",
+            json_object_set_new(j, key,
                                 json_pack("{s:o, s:I, s:f}", "path", utf8_json_string(info->path),
                                           "bytes", (json_int_t)info->bytes, "seconds",
                                           info->seconds));
@@ -318,6 +323,18 @@ static void backed_up(struct session *s, int err, const char *msg,
         }
     }
     sreq_unref(sr);
+}
+
+static void backed_up(struct session *s, int err, const char *msg,
+                      const struct session_backup_info *info, void *arg)
+{
+    archive_answer(arg, s, err, msg, info, "backup");
+}
+
+static void restored(struct session *s, int err, const char *msg,
+                     const struct session_backup_info *info, void *arg)
+{
+    archive_answer(arg, s, err, msg, info, "restored_from");
 }
 
 static void handle_create(struct sreq *sr, struct session_pool *p)
@@ -572,8 +589,10 @@ void router__sessions(struct router *r, struct http_request *req)
             sreq_json(sr, 200, session_json(s));
         return;
     }
-    if (post && !strcmp(action, "backup")) {
-        int rc = session_backup(s, "asked by a client", backed_up, sr, err, sizeof err);
+    if (post && (!strcmp(action, "backup") || !strcmp(action, "restore"))) {
+        int rc = !strcmp(action, "backup")
+                     ? session_backup(s, "asked by a client", backed_up, sr, err, sizeof err)
+                     : session_restore(s, "asked by a client", restored, sr, err, sizeof err);
         if (rc == -ENOTSUP)
             sfail(sr, 501, "invalid_request_error", "backups_off", 0, "%s", err);
         else if (rc == -EBUSY)
@@ -586,16 +605,9 @@ void router__sessions(struct router *r, struct http_request *req)
             sr->refs++;
         return;
     }
-    if (post && !strcmp(action, "restore")) {
-        sfail(sr, 501, "invalid_request_error", "not_implemented", 0,
-              "sessions cannot be restored yet; back up with POST /v1/sessions/%s/backup and "
-              "extract the archive by hand",
-              id);
-        return;
-    }
-    sfail(
-        sr, 404, "invalid_request_error", "unknown_endpoint", 0,
-        "no endpoint %s /v1/sessions/%s/%s; use POST .../exec, .../stop or .../backup, GET or PUT "
-        ".../files/PATH, GET or DELETE /v1/sessions/%s",
-        m, id, action, id);
+    sfail(sr, 404, "invalid_request_error", "unknown_endpoint", 0,
+          "no endpoint %s /v1/sessions/%s/%s; use POST .../exec, .../stop, .../backup or "
+          ".../restore, GET or PUT "
+          ".../files/PATH, GET or DELETE /v1/sessions/%s",
+          m, id, action, id);
 }

@@ -116,6 +116,7 @@ struct session {
     struct session__backup *backup; /* the backup under way, or NULL */
     int backed_up;                  /* a backup holds the volume as it is since it last stopped */
     int evict;                      /* removed once its backup is made: eviction at max_sessions */
+    int restoring;                  /* the backup under way is a restore: commands wait */
 };
 
 struct session_pool {
@@ -1236,6 +1237,11 @@ int session_exec_with(struct session *s, const char *cmd, uint64_t timeout_ms,
                  s->id);
         return -ENOENT;
     }
+    if (s->restoring) {
+        snprintf(err, errlen, "session '%s' is being restored from its backup; retry in a moment",
+                 s->id);
+        return -EAGAIN;
+    }
     if (s->n_queued >= s->pool->max_queue) {
         snprintf(err, errlen,
                  "session '%s' is busy: %zu commands wait for it already; retry when one has "
@@ -1532,13 +1538,26 @@ struct session__backup {
     char err[512];
     session_backup_cb cb;
     void *arg;
+    int restore; /* a restore from the latest backup rather than a backup */
 };
 
 static void backup_work(uv_work_t *w)
 {
     struct session__backup *b = w->data;
-    b->rc = session__backup_write(b->volume, b->dir, b->id, b->wall_ms, &b->path, &b->bytes, b->err,
-                                  sizeof b->err);
+    if (!b->restore) {
+        b->rc = session__backup_write(b->volume, b->dir, b->id, b->wall_ms, &b->path, &b->bytes,
+                                      b->err, sizeof b->err);
+        return;
+    }
+    b->rc = session__backup_latest(b->dir, b->id, &b->path, b->err, sizeof b->err);
+    if (b->rc == -ENOENT)
+        snprintf(b->err, sizeof b->err, "session '%s' has no backup in '%.200s' to restore", b->id,
+                 b->dir);
+    struct stat st;
+    if (b->rc == 0 && stat(b->path, &st) == 0)
+        b->bytes = (uint64_t)st.st_size;
+    if (b->rc == 0)
+        b->rc = session__restore_extract(b->path, b->volume, b->err, sizeof b->err);
 }
 
 static void backup_done(uv_work_t *w, int status)
@@ -1548,6 +1567,7 @@ static void backup_done(uv_work_t *w, int status)
     struct session_pool *p = s->pool;
     uint64_t ms = clock_mono_ms() - b->t0;
     s->backup = NULL;
+    s->restoring = 0;
     if (status < 0 && b->rc == 0) {
         b->rc = status;
         snprintf(b->err, sizeof b->err, "the backup was cancelled");
@@ -1556,14 +1576,22 @@ static void backup_done(uv_work_t *w, int status)
         struct session_backup_info info = {
             .path = b->path, .bytes = b->bytes, .seconds = (double)ms / 1000.0};
         char reason[160];
-        if (b->rc == 0) {
+        const char *base = b->path ? strrchr(b->path, '/') : NULL;
+        base = base ? base + 1 : b->path;
+        if (b->restore && b->rc == 0) {
+            s->backed_up = 1;
+            snprintf(reason, sizeof reason, "restored from %.100s (%.1f s)", base, info.seconds);
+            log_info("session", "session '%s' %s", s->id, reason);
+        } else if (b->restore) {
+            snprintf(reason, sizeof reason, "restore failed: %.140s", b->err);
+            log_warn("session", "session '%s' %s", s->id, reason);
+        } else if (b->rc == 0) {
             p->backups++;
             p->backup_bytes += b->bytes;
             p->backup_ms += ms;
             s->backed_up = 1;
-            const char *base = strrchr(b->path, '/');
-            snprintf(reason, sizeof reason, "backed up to %.100s (%llu bytes in %.1f s)",
-                     base ? base + 1 : b->path, (unsigned long long)b->bytes, info.seconds);
+            snprintf(reason, sizeof reason, "backed up to %.100s (%llu bytes in %.1f s)", base,
+                     (unsigned long long)b->bytes, info.seconds);
             log_info("session", "session '%s' %s", s->id, reason);
         } else {
             p->backup_failures++;
@@ -1575,12 +1603,15 @@ static void backup_done(uv_work_t *w, int status)
             char model[SESSION_ID_MAX + 16];
             snprintf(model, sizeof model, "session/%s", s->id);
             store_add_transition(p->store, model, "local", state_name(s),
-                                 b->rc == 0 ? "backed-up" : "backup-failed", reason);
+                                 b->restore   ? (b->rc == 0 ? "restored" : "restore-failed")
+                                 : b->rc == 0 ? "backed-up"
+                                              : "backup-failed",
+                                 reason);
         }
         if (b->cb)
             b->cb(s, b->rc, b->rc == 0 ? NULL : b->err, &info, b->arg);
-        if (b->rc == 0 && s->evict && !s->forgotten && s->stopped && !s->run && !s->waiters &&
-            !s->backup) {
+        if (!b->restore && b->rc == 0 && s->evict && !s->forgotten && s->stopped && !s->run &&
+            !s->waiters && !s->backup) {
             char rerr[256];
             snprintf(s->reason, sizeof s->reason,
                      "evicted after its backup: sessions.max_sessions (%d) reached",
@@ -1601,8 +1632,23 @@ static void backup_done(uv_work_t *w, int status)
     session_unref(s);
 }
 
+static int backup_start(struct session *s, int restore, const char *reason, session_backup_cb cb,
+                        void *arg, char *err, size_t errlen);
+
 int session_backup(struct session *s, const char *reason, session_backup_cb cb, void *arg,
                    char *err, size_t errlen)
+{
+    return backup_start(s, 0, reason, cb, arg, err, errlen);
+}
+
+int session_restore(struct session *s, const char *reason, session_backup_cb cb, void *arg,
+                    char *err, size_t errlen)
+{
+    return backup_start(s, 1, reason, cb, arg, err, errlen);
+}
+
+static int backup_start(struct session *s, int restore, const char *reason, session_backup_cb cb,
+                        void *arg, char *err, size_t errlen)
 {
     struct session_pool *p = s->pool;
     if (!p->backup_dir) {
@@ -1617,8 +1663,15 @@ int session_backup(struct session *s, const char *reason, session_backup_cb cb, 
         return -EBUSY;
     }
     if (s->backup) {
-        snprintf(err, errlen, "session '%s' is being backed up already; retry once it ended",
-                 s->id);
+        snprintf(err, errlen, "session '%s' is being %s already; retry once it ended", s->id,
+                 s->backup->restore ? "restored" : "backed up");
+        return -EBUSY;
+    }
+    if (restore && (!s->stopped || s->run || s->head || (s->cg && s->box != SESSION_BOX_DOWN))) {
+        snprintf(err, errlen,
+                 "session '%s' is %s; stop it first (POST .../stop or yard session stop), then "
+                 "restore it",
+                 s->id, s->stopped ? "still stopping" : state_name(s));
         return -EBUSY;
     }
     if (s->run) {
@@ -1627,7 +1680,7 @@ int session_backup(struct session *s, const char *reason, session_backup_cb cb, 
         return -EBUSY;
     }
     struct stat st;
-    if (lstat(s->volume, &st) < 0 || !S_ISDIR(st.st_mode)) {
+    if (!restore && (lstat(s->volume, &st) < 0 || !S_ISDIR(st.st_mode))) {
         snprintf(err, errlen, "session '%s' has no volume to back up", s->id);
         return -ENOENT;
     }
@@ -1641,6 +1694,7 @@ int session_backup(struct session *s, const char *reason, session_backup_cb cb, 
     b->t0 = clock_mono_ms();
     b->cb = cb;
     b->arg = arg;
+    b->restore = restore;
     int rc = uv_queue_work(p->loop, &b->work, backup_work, backup_done);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start the backup of '%s': %s", s->id, uv_strerror(rc));
@@ -1650,8 +1704,10 @@ int session_backup(struct session *s, const char *reason, session_backup_cb cb, 
         free(b);
         return rc;
     }
-    log_info("session", "session '%s' backing up (%s)", s->id, reason ? reason : "asked");
+    log_info("session", "session '%s' %s (%s)", s->id, restore ? "restoring" : "backing up",
+             reason ? reason : "asked");
     s->backup = b;
+    s->restoring = restore;
     s->handles++;
     return 0;
 }

@@ -258,6 +258,20 @@ typedef void (*session_backup_cb)(struct session *s, int err, const char *msg,
 int session_backup(struct session *s, const char *reason, session_backup_cb cb, void *arg,
                    char *err, size_t errlen);
 
+/*
+ * Replaces the volume of the stopped s with its latest backup in
+ * sessions.backup_dir, on the thread pool (session/backup.h: the archive
+ * extracted into a fresh directory that takes the volume's place; entries
+ * that would escape it fail the restore and leave the volume as it was).
+ * Commands are refused (-EAGAIN) meanwhile. An event records it. cb as for
+ * session_backup, info->path the archive used. Returns 0, or a negative
+ * errno with a message and no callback: -ENOTSUP (backups are off),
+ * -EBUSY (not stopped, creating, a backup or restore runs). No backup to
+ * restore is the callback's -ENOENT.
+ */
+int session_restore(struct session *s, const char *reason, session_backup_cb cb, void *arg,
+                    char *err, size_t errlen);
+
 /* What GET /metrics shows of the pool. */
 struct session_stats {
     unsigned creating, active, paused, stopped; /* sessions by state */

@@ -1,10 +1,13 @@
-// Session backups with real bubblewrap and libarchive: POST .../backup and
+// Session backups and restores with real bubblewrap and libarchive: POST .../backup and
 // `yard session backup` write <backup_dir>/<id>-<UTC>.tar.zst, read back
 // with tar and compared file by file with the volume (contents, modes,
 // symlinks stored as links, one pointing out of the volume not followed);
 // no temporary file is left; metrics and an event count it; the automatic
 // backup once a session stopped for backup_after; capacity eviction backs
 // the oldest stopped session up before its volume goes; backups off: 501.
+// Restore: refused while active, then the volume replaced by the latest
+// backup and equal to it; a hostile archive (absolute names, '..', hard
+// links out, a write through a symlink) refused whole, nothing written out.
 import { test, after } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -141,11 +144,127 @@ test('a backup read back equals the volume file by file; yard session backup; me
     assert.equal(bk.length, 2, ev.stdout);
     assert.match(bk[0].reason, /^backed up to b1-\S+\.tar\.zst \(\d+ bytes in [\d.]+ s\)$/);
 
-    // an unknown session, and a session that cannot be restored yet
+    // Restore: refused while active; once stopped, the volume changed since is
+    // replaced by the latest backup, equal to the volume when it was made.
+    await run(base, 'b1', 'rm -r a.txt d && echo changed > new && chmod 600 empty');
+    let rr = await httpPost(`${base}/v1/sessions/b1/restore`, {});
+    assert.equal(rr.status, 409, rr.body);
+    assert.match(json(rr).error.message, /stop it first/);
+    assert.equal((await httpPost(`${base}/v1/sessions/b1/stop`, {})).status, 200);
+    await waitFor(async () => (rr = await httpPost(`${base}/v1/sessions/b1/restore`, {})).status !== 409, {
+        timeoutMs: 20000,
+        what: 'b1 stopped for good (its sandbox gone) and restored',
+    });
+    assert.equal(rr.status, 200, rr.body);
+    const latest = backupsOf(backups, 'b1').sort().at(-1);
+    assert.equal(path.basename(json(rr).restored_from.path), latest);
+    assert.deepEqual(tree(path.join(root, 'b1')), want);
+    assert.equal((await run(base, 'b1', 'cat a.txt')).stdout, 'hello\n');
+    assert.deepEqual(fs.readdirSync(root).filter((n) => n.startsWith('.')), []);
+    assert.equal((await httpPost(`${base}/v1/sessions/b1/stop`, {})).status, 200);
+    await waitFor(
+        async () => {
+            const c = await yard(['session', 'restore', 'b1'], { stateDir: d.stateDir });
+            if (c.code !== 0) return false;
+            assert.match(c.stdout, /^restored session 'b1' from \S+\/b1-\S+\.tar\.zst \([\d.]+ s\)\n$/);
+            return true;
+        },
+        { timeoutMs: 20000, what: 'yard session restore b1' }
+    );
+    const evr = await yard(['events', '--json', '-n', '100', 'session/b1'], { stateDir: d.stateDir });
+    assert.ok(evr.stdout.trim().split('\n').map((l) => JSON.parse(l)).some((e) => e.to === 'restored' && /^restored from b1-/.test(e.reason)), evr.stdout);
+
+    // an unknown session; a session without a backup
     assert.equal((await httpPost(`${base}/v1/sessions/nope/backup`, {})).status, 404);
+    await create(base, 'nob');
+    assert.equal((await httpPost(`${base}/v1/sessions/nob/stop`, {})).status, 200);
+    await waitFor(async () => (rr = await httpPost(`${base}/v1/sessions/nob/restore`, {})).status !== 409, {
+        timeoutMs: 20000,
+        what: 'nob restore answered',
+    });
+    assert.equal(rr.status, 404, rr.body);
+    assert.equal(json(rr).error.code, 'no_backup');
     const bad = await yard(['session', 'backup'], { stateDir: d.stateDir });
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /name one session/);
+    await d.stop();
+});
+
+// A tar.zst of entries made by hand (python's tarfile, then zstd).
+function hostileArchive(file, entries) {
+    const py = `
+import io, sys, tarfile, json
+t = tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT)
+for e in json.loads(sys.argv[2]):
+    i = tarfile.TarInfo(e['name'])
+    if e.get('link'):
+        i.type = tarfile.SYMTYPE if e['type'] == 'sym' else tarfile.LNKTYPE
+        i.linkname = e['link']
+        t.addfile(i)
+    elif e.get('dir'):
+        i.type = tarfile.DIRTYPE
+        i.mode = 0o755
+        t.addfile(i)
+    else:
+        data = e.get('data', 'x').encode()
+        i.size = len(data)
+        t.addfile(i, io.BytesIO(data))
+t.close()
+`;
+    const tarFile = `${file}.tar`;
+    let r = spawnSync('python3', ['-c', py, tarFile, JSON.stringify(entries)], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    r = spawnSync('zstd', ['-q', '-f', '--rm', tarFile, '-o', file], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+}
+
+test('a hostile backup is refused whole: absolute names, .., a hard link out, writing through a symlink', { skip }, async () => {
+    const { base, d, root, backups, dir } = await daemonWith('  backup_after: 1h\n  backup_dir: BACKUPS\n');
+    const outside = path.join(dir, 'outside');
+    fs.mkdirSync(outside);
+    fs.writeFileSync(path.join(outside, 'secret'), 'secret\n');
+    await create(base, 'h1');
+    await run(base, 'h1', 'echo mine > keep');
+    assert.equal((await httpPost(`${base}/v1/sessions/h1/stop`, {})).status, 200);
+    fs.mkdirSync(backups, { recursive: true });
+    const cases = [
+        [{ name: './ok', data: 'fine' }, { name: `${outside}/abs`, data: 'pwned' }],
+        [{ name: './ok', data: 'fine' }, { name: '../../outside/dotdot', data: 'pwned' }],
+        [{ name: './a/../../outside/mid', data: 'pwned' }],
+        [{ name: './hl', type: 'hard', link: `${outside}/secret` }],
+        [{ name: './hl2', type: 'hard', link: '../outside/secret' }],
+        [{ name: './lnk', type: 'sym', link: outside }, { name: './lnk/through', data: 'pwned' }],
+    ];
+    let n = 0;
+    for (const entries of cases) {
+        // each the latest backup of h1, by its name
+        const file = path.join(backups, `h1-2099123${n}T235959.999Z.tar.zst`);
+        n++;
+        hostileArchive(file, entries);
+        let r;
+        await waitFor(async () => (r = await httpPost(`${base}/v1/sessions/h1/restore`, {})).status !== 409, {
+            timeoutMs: 20000,
+            what: 'h1 restore answered',
+        });
+        assert.equal(r.status, 422, `${JSON.stringify(entries)}: ${r.body}`);
+        assert.equal(json(r).error.code, 'backup_refused');
+        assert.ok(json(r).error.message.length < 600);
+        // nothing written outside, the volume as it was, nothing left beside it
+        assert.deepEqual(fs.readdirSync(outside), ['secret']);
+        assert.equal(fs.readFileSync(path.join(outside, 'secret'), 'utf8'), 'secret\n');
+        assert.deepEqual(fs.readdirSync(path.join(root, 'h1')), ['keep']);
+        assert.deepEqual(fs.readdirSync(root).filter((x) => x.startsWith('.')), []);
+    }
+    // a sound one by hand restores (so the refusals above are not a broken restore)
+    hostileArchive(path.join(backups, 'h1-20991239T235959.999Z.tar.zst'), [
+        { name: './d', dir: true },
+        { name: './d/f', data: 'restored' },
+        { name: './lnk', type: 'sym', link: outside },
+    ]);
+    const r = await httpPost(`${base}/v1/sessions/h1/restore`, {});
+    assert.equal(r.status, 200, r.body);
+    assert.equal(fs.readFileSync(path.join(root, 'h1', 'd', 'f'), 'utf8'), 'restored');
+    assert.equal(fs.readlinkSync(path.join(root, 'h1', 'lnk')), outside);
     await d.stop();
 });
 
