@@ -10,11 +10,13 @@
 //     answered; with the load held open (the model path a FIFO) the 503 lasts, yard
 //     keeps the model starting and the waiting request gets yard's refusal when the
 //     load fails, never the engine's 503;
+//   - Anthropic's /v1/messages (llama-server answers it itself) with @anthropic-ai/sdk,
+//     and /v1/embeddings with --embeddings, equal to the direct engine's;
 //   - /v1/models, /props, /slots and /metrics through /upstream/MODEL/;
 //   - a client that goes away mid-stream stops the generation (the slot is idle again
 //     long before the tokens asked for could have been generated);
 //   - real start failures, classified from llama-server's real log lines: a model file
-//     that does not exist, a GGUF cut short;
+//     that does not exist, a GGUF cut short, a fixed port another process holds;
 //   - kill -9 of the daemon while the engine streams: the next daemon adopts that same
 //     engine (one process per model) and serves through it.
 //
@@ -27,6 +29,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import Anthropic from '@anthropic-ai/sdk';
+import net from 'node:net';
 import OpenAI from 'openai';
 import {
     assert,
@@ -95,9 +99,9 @@ function enginesServing(name) {
 }
 
 /** A llama-server the test starts itself, on its own port, ready. */
-async function directEngine() {
+async function directEngine(extra = []) {
     const port = await freePort();
-    const proc = startProcess(LLAMA, ['-m', MODEL, '--port', String(port), '--alias', 'direct', ...ENGINE_ARGS], {
+    const proc = startProcess(LLAMA, ['-m', MODEL, '--port', String(port), '--alias', 'direct', ...ENGINE_ARGS, ...extra], {
         name: 'llama-server (direct)',
     });
     const base = `http://127.0.0.1:${port}`;
@@ -325,6 +329,40 @@ test('a load held open: llama-server answers 503 "Loading model", yard keeps it 
     await y.d.stop();
 });
 
+test('Anthropic messages (answered by llama-server itself) and embeddings (--embeddings) through yard', opts, async () => {
+    const extra = '--embeddings --pooling mean';
+    const direct = await directEngine(extra.split(' '));
+    const msg = { max_tokens: 16, temperature: 0, messages: [{ role: 'user', content: 'Tell me a story about a cat.' }] };
+    const wantMsg = await directJson(direct, '/v1/messages', { model: 'direct', ...msg });
+    const wantEmb = (await directJson(direct, '/v1/embeddings', { input: 'the quick brown fox' })).data[0].embedding;
+    await direct.proc.stop();
+
+    const y = await routerDaemon({
+        models: { e: { engine: 'llamacpp', cmd: llamaCmd(MODEL, extra) } },
+        defaults: { startup_timeout: '120s' },
+    });
+    const anthropic = new Anthropic({ baseURL: y.base, apiKey: 'none', maxRetries: 0, timeout: 120000 });
+    const m = await anthropic.messages.create({ model: 'e', ...msg });
+    assert.equal(m.type, 'message');
+    assert.equal(m.stop_reason, 'max_tokens');
+    assert.equal(m.content[0].text, wantMsg.content[0].text);
+    let streamed = '';
+    const stream = anthropic.messages.stream({ model: 'e', ...msg });
+    stream.on('text', (t) => (streamed += t));
+    const final = await stream.finalMessage();
+    assert.equal(streamed, wantMsg.content[0].text);
+    assert.equal(final.stop_reason, 'max_tokens');
+
+    const emb = await client(y.base).embeddings.create({ model: 'e', input: 'the quick brown fox' });
+    const got = emb.data[0].embedding;
+    assert.equal(got.length, 64); // the model's n_embd
+    assert.equal(got.length, wantEmb.length);
+    for (let i = 0; i < got.length; i++) {
+        assert.ok(Math.abs(got[i] - wantEmb[i]) < 1e-5, `component ${i}: ${got[i]} vs ${wantEmb[i]}`);
+    }
+    await y.d.stop();
+});
+
 test('/v1/models, /props, /slots and /metrics of a real engine through /upstream/MODEL/', opts, async () => {
     const y = await routerDaemon({
         models: { u: { engine: 'llamacpp', cmd: llamaCmd() } },
@@ -430,6 +468,28 @@ test('real start failures classified from llama-server’s own log lines: missin
         assert.equal(enginesServing(name).length, 0);
     }
     await y.d.stop();
+});
+
+test('a fixed port already taken: llama-server\'s bind failure is the reason', opts, async () => {
+    const holder = net.createServer();
+    await new Promise((ok, fail) => holder.once('error', fail).listen(0, '127.0.0.1', ok));
+    const port = holder.address().port;
+    try {
+        const y = await routerDaemon({
+            models: { busy: { engine: 'llamacpp', cmd: llamaCmd(), port, restart: 'never' } },
+            defaults: { startup_timeout: '120s' },
+        });
+        const r = await yard(['start', 'busy', '--wait'], { stateDir: y.dir });
+        assert.notEqual(r.code, 0, 'yard start busy succeeded on a taken port');
+        const e = await waitState(y.dir, 'busy', 'failed', 60000);
+        console.log(`reason: ${e.reason}`);
+        const bind = `port already in use: couldn't bind HTTP server socket, hostname: 127.0.0.1, port: ${port}`;
+        assert.ok(e.reason.endsWith(bind), e.reason);
+        assert.equal(enginesServing('busy').length, 0);
+        await y.d.stop();
+    } finally {
+        holder.close();
+    }
 });
 
 test('kill -9 of the daemon while a real engine streams: the next daemon adopts it, one engine per model', opts, async () => {
