@@ -117,6 +117,7 @@ struct session {
     int backed_up;                  /* a backup holds the volume as it is since it last stopped */
     int evict;                      /* removed once its backup is made: eviction at max_sessions */
     int restoring;                  /* the backup under way is a restore: commands wait */
+    int pruned; /* its volume deleted after prune_after (SESSION_NEW); an open restores it */
 };
 
 struct session_pool {
@@ -146,6 +147,7 @@ struct session_pool {
     uint64_t execs_total, exec_ms_total, evictions, idle_stops, idle_pauses;
     char *backup_dir;         /* NULL: no backups */
     uint64_t backup_after_ms; /* backed up this long after it stopped */
+    uint64_t prune_after_ms;  /* the volume deleted this long after it stopped; 0: never */
     uint64_t backups, backup_failures, backup_bytes, backup_ms;
     int freeing;
     int open_handles;
@@ -279,6 +281,9 @@ static int reachable_by(const char *path, unsigned uid, unsigned gid, const char
     return rc;
 }
 
+static int queue_job(struct session *s, int restore, int prune, const char *reason,
+                     session_backup_cb cb, void *arg, char *err, size_t errlen);
+
 /*
  * Every tenth of idle.after (100 ms to 5 s): a session that ran no command
  * for idle.after, with none running or waiting, is stopped or paused as
@@ -292,6 +297,15 @@ static void idle_tick(uv_timer_t *t)
     char reason[96], err[256];
     for (struct session *s = p->sessions, *next; s; s = next) {
         next = s->next;
+        if (p->prune_after_ms && s->state == SESSION_READY && s->stopped && !s->backup && !s->run &&
+            !s->waiters && (!p->backup_dir || s->backed_up) &&
+            (!s->cg || s->box == SESSION_BOX_DOWN) && now - s->idle_since >= p->prune_after_ms) {
+            if (queue_job(s, 0, 1, "stopped for prune_after", NULL, NULL, err, sizeof err) < 0) {
+                log_warn("session", "%s", err);
+                s->idle_since = now;
+            }
+            continue;
+        }
         if (p->backup_after_ms && s->state == SESSION_READY && s->stopped && !s->backed_up &&
             !s->backup && !s->run && now - s->idle_since >= p->backup_after_ms) {
             if (session_backup(s, "stopped for backup_after", NULL, NULL, err, sizeof err) < 0) {
@@ -396,9 +410,12 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
         p->backup_dir = xstrdup(cfg->backup_dir);
         p->backup_after_ms = cfg->backup_after_ms;
     }
+    p->prune_after_ms = cfg->prune_after_ms;
     uint64_t period = p->idle_after_ms;
     if (p->backup_after_ms && (!period || p->backup_after_ms < period))
         period = p->backup_after_ms;
+    if (p->prune_after_ms && (!period || p->prune_after_ms < period))
+        period = p->prune_after_ms;
     if (period) {
         uint64_t every = period / 10;
         every = every < 100 ? 100 : every > 5000 ? 5000 : every;
@@ -573,6 +590,8 @@ void session_pool_free(struct session_pool *p)
 
 static const char *state_name(const struct session *s)
 {
+    if (s->pruned)
+        return "pruned";
     if (s->state != SESSION_READY)
         return "creating";
     return s->stopped ? "stopped" : s->paused ? "paused" : "active";
@@ -693,11 +712,14 @@ int session_pool_attach_store(struct session_pool *p, struct store *st)
         s->last_exec_ms = r->last_exec_ms;
         s->execs = r->execs;
         snprintf(s->reason, sizeof s->reason, "%s", r->reason);
-        static const char *const names[] = {"creating", "active", "paused", "stopped"};
+        static const char *const names[] = {"creating", "active", "paused", "stopped", "pruned"};
         for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
             if (!strcmp(r->state, names[k]))
                 s->shown = names[k];
-        if (!strcmp(r->state, "creating")) {
+        if (!strcmp(r->state, "pruned")) {
+            s->state = SESSION_NEW; /* its volume is gone: an open restores it */
+            s->pruned = 1;
+        } else if (!strcmp(r->state, "creating")) {
             /* the daemon died during its bootstrap: no half-made volume stays */
             remove_volume(s->volume);
             s->state = SESSION_NEW;
@@ -1232,6 +1254,13 @@ int session_exec_with(struct session *s, const char *cmd, uint64_t timeout_ms,
                       const struct session_exec_opts *o, session_exec_cb cb, void *arg,
                       struct session_job **job, char *err, size_t errlen)
 {
+    if (s->pruned) {
+        snprintf(err, errlen,
+                 "session '%s' was pruned (its volume deleted after sessions.prune_after); open "
+                 "it again to restore it from its latest backup",
+                 s->id);
+        return -ENOENT;
+    }
     if (s->state != SESSION_READY) {
         snprintf(err, errlen, "session '%s' has no volume: its bootstrap failed; open it again",
                  s->id);
@@ -1379,8 +1408,15 @@ static void kick_cb(uv_timer_t *t)
     struct session_pool *p = s->pool;
     char msg[512];
 
-    if (p->freeing || s->state == SESSION_BOOTSTRAPPING)
+    if (p->freeing || s->state == SESSION_BOOTSTRAPPING || s->backup)
         return;
+    if (s->pruned && p->backup_dir) {
+        /* used again: from its latest backup (none: a fresh volume, below) */
+        if (queue_job(s, 1, 0, "opened again after its prune", NULL, NULL, msg, sizeof msg) < 0)
+            answer_opens(s, -EIO, msg);
+        return;
+    }
+    s->pruned = 0;
     if (s->state == SESSION_READY) {
         answer_opens(s, 0, NULL);
         return;
@@ -1466,11 +1502,11 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
              */
             struct session *old = NULL;
             for (struct session *t = p->sessions; t; t = t->next)
-                if (t->state == SESSION_READY && t->stopped && !t->waiters && !t->run &&
-                    (!old || t->updated_ms < old->updated_ms))
+                if (((t->state == SESSION_READY && t->stopped) || t->pruned) && !t->backup &&
+                    !t->waiters && !t->run && (!old || t->updated_ms < old->updated_ms))
                     old = t;
             char rerr[256];
-            if (old && p->backup_dir && !old->backed_up) {
+            if (old && p->backup_dir && !old->backed_up && !old->pruned) {
                 old->evict = 1;
                 if (!old->backup &&
                     session_backup(old, "before eviction", NULL, NULL, rerr, sizeof rerr) < 0) {
@@ -1538,12 +1574,23 @@ struct session__backup {
     char err[512];
     session_backup_cb cb;
     void *arg;
-    int restore; /* a restore from the latest backup rather than a backup */
+    int restore;  /* a restore from the latest backup rather than a backup */
+    int prune;    /* the volume deleted rather than backed up */
+    int for_open; /* the restore of a pruned session that is opened again */
 };
 
 static void backup_work(uv_work_t *w)
 {
     struct session__backup *b = w->data;
+    if (b->prune) {
+        remove_volume(b->volume);
+        struct stat st;
+        b->rc = lstat(b->volume, &st) == 0 ? -ENOTEMPTY : 0;
+        if (b->rc)
+            snprintf(b->err, sizeof b->err, "its volume '%.200s' could not be removed entirely",
+                     b->volume);
+        return;
+    }
     if (!b->restore) {
         b->rc = session__backup_write(b->volume, b->dir, b->id, b->wall_ms, &b->path, &b->bytes,
                                       b->err, sizeof b->err);
@@ -1560,6 +1607,57 @@ static void backup_work(uv_work_t *w)
         b->rc = session__restore_extract(b->path, b->volume, b->err, sizeof b->err);
 }
 
+static void kick_cb(uv_timer_t *t);
+
+/* A prune, or the restore of a pruned session opened again, ended. */
+static void pruned_or_reopened(struct session *s, struct session__backup *b, uint64_t ms)
+{
+    struct session_pool *p = s->pool;
+    char reason[160];
+    if (b->prune) {
+        if (b->rc < 0) {
+            log_warn("session", "session '%s' not pruned: %s", s->id, b->err);
+            s->idle_since = clock_mono_ms(); /* tried again after prune_after */
+            return;
+        }
+        s->state = SESSION_NEW;
+        s->stopped = 0;
+        s->pruned = 1;
+        snprintf(reason, sizeof reason, "pruned: stopped for %llu s",
+                 (unsigned long long)(p->prune_after_ms / 1000));
+        log_info("session", "session '%s' %s", s->id, reason);
+        set_state(s, reason);
+        return;
+    }
+    if (b->rc == 0) {
+        const char *base = strrchr(b->path, '/');
+        snprintf(reason, sizeof reason, "restored from %.100s (%.1f s) when opened again",
+                 base ? base + 1 : b->path, (double)ms / 1000.0);
+        log_info("session", "session '%s' %s", s->id, reason);
+        s->pruned = 0;
+        s->state = SESSION_READY;
+        s->stopped = 1;
+        set_state(s, reason);
+        s->backed_up = 1;
+        answer_opens(s, 0, NULL);
+    } else if (b->rc == -ENOENT && s->waiters) {
+        /* opened again without a backup: a fresh volume, as for a new session */
+        s->pruned = 0;
+        uv_timer_start(&s->kick, kick_cb, 0, 0);
+    } else if (s->waiters) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "session '%s' was pruned and its backup cannot be restored: %s",
+                 s->id, b->err);
+        log_warn("session", "%s", msg);
+        answer_opens(s, b->rc, msg);
+    }
+    if (b->cb) {
+        struct session_backup_info info = {
+            .path = b->path, .bytes = b->bytes, .seconds = (double)ms / 1000.0};
+        b->cb(s, b->rc, b->rc == 0 ? NULL : b->err, &info, b->arg);
+    }
+}
+
 static void backup_done(uv_work_t *w, int status)
 {
     struct session__backup *b = w->data;
@@ -1572,7 +1670,9 @@ static void backup_done(uv_work_t *w, int status)
         b->rc = status;
         snprintf(b->err, sizeof b->err, "the backup was cancelled");
     }
-    if (!s->forgotten && !p->freeing) {
+    if (!s->forgotten && !p->freeing && (b->prune || b->for_open)) {
+        pruned_or_reopened(s, b, ms);
+    } else if (!s->forgotten && !p->freeing) {
         struct session_backup_info info = {
             .path = b->path, .bytes = b->bytes, .seconds = (double)ms / 1000.0};
         char reason[160];
@@ -1634,6 +1734,8 @@ static void backup_done(uv_work_t *w, int status)
 
 static int backup_start(struct session *s, int restore, const char *reason, session_backup_cb cb,
                         void *arg, char *err, size_t errlen);
+static int queue_job(struct session *s, int restore, int prune, const char *reason,
+                     session_backup_cb cb, void *arg, char *err, size_t errlen);
 
 int session_backup(struct session *s, const char *reason, session_backup_cb cb, void *arg,
                    char *err, size_t errlen)
@@ -1656,6 +1758,12 @@ static int backup_start(struct session *s, int restore, const char *reason, sess
                  "backups are off: set sessions.backup_dir and sessions.backup_after in the "
                  "config");
         return -ENOTSUP;
+    }
+    if (s->pruned && !s->backup) {
+        if (restore)
+            return queue_job(s, 1, 0, reason, cb, arg, err, errlen);
+        snprintf(err, errlen, "session '%s' was pruned: it has no volume to back up", s->id);
+        return -ENOENT;
     }
     if (s->state != SESSION_READY) {
         snprintf(err, errlen, "session '%s' is being created; back it up once its bootstrap ended",
@@ -1684,6 +1792,14 @@ static int backup_start(struct session *s, int restore, const char *reason, sess
         snprintf(err, errlen, "session '%s' has no volume to back up", s->id);
         return -ENOENT;
     }
+    return queue_job(s, restore, 0, reason, cb, arg, err, errlen);
+}
+
+/* Runs a backup, restore or prune of s on the thread pool. */
+static int queue_job(struct session *s, int restore, int prune, const char *reason,
+                     session_backup_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct session_pool *p = s->pool;
     struct session__backup *b = xcalloc(1, sizeof *b);
     b->work.data = b;
     b->s = s;
@@ -1695,6 +1811,8 @@ static int backup_start(struct session *s, int restore, const char *reason, sess
     b->cb = cb;
     b->arg = arg;
     b->restore = restore;
+    b->prune = prune;
+    b->for_open = restore && s->pruned;
     int rc = uv_queue_work(p->loop, &b->work, backup_work, backup_done);
     if (rc < 0) {
         snprintf(err, errlen, "cannot start the backup of '%s': %s", s->id, uv_strerror(rc));
@@ -1704,10 +1822,13 @@ static int backup_start(struct session *s, int restore, const char *reason, sess
         free(b);
         return rc;
     }
-    log_info("session", "session '%s' %s (%s)", s->id, restore ? "restoring" : "backing up",
+    log_info("session", "session '%s' %s (%s)", s->id,
+             prune     ? "pruning"
+             : restore ? "restoring"
+                       : "backing up",
              reason ? reason : "asked");
     s->backup = b;
-    s->restoring = restore;
+    s->restoring = restore || prune;
     s->handles++;
     return 0;
 }

@@ -29,9 +29,10 @@ struct store;
  * in and out confined to the volume, the sessions and their states in the
  * store (a restart finds them stopped), and with cgroups one sandbox per
  * session that outlives its commands, with pause, resume and limits, idle
- * stop and pause on a timer, eviction at capacity, and backups (by hand,
- * after backup_after, before an eviction). Not yet: restore, pruning, nix
- * profiles.
+ * stop and pause on a timer, eviction at capacity, backups (by hand,
+ * after backup_after, before an eviction), restore from the latest backup,
+ * and pruning (the volume deleted after prune_after, restored when the
+ * session is opened again). Not yet: nix profiles.
  */
 
 /* Longest session id (bytes). */
@@ -122,7 +123,8 @@ struct session *session_first(struct session_pool *p);
 struct session *session_next(const struct session *s);
 
 /*
- * s as JSON: {"id", "state" ("creating", "active", "paused", "stopped"),
+ * s as JSON: {"id", "state" ("creating", "active", "paused", "stopped",
+ * "pruned"),
  * "reason", "created" and "last_exec" (Unix seconds; null when none ran),
  * "execs", "running" (a command runs), "queued", "volume", "cgroup" (null
  * without cgroups)}. A new reference; NULL

@@ -5,7 +5,8 @@
 // no temporary file is left; metrics and an event count it; the automatic
 // backup once a session stopped for backup_after; capacity eviction backs
 // the oldest stopped session up before its volume goes; backups off: 501.
-// Restore: refused while active, then the volume replaced by the latest
+// Prune after prune_after (the session kept as pruned), restored when
+// opened again. Restore: refused while active, then the volume replaced by the latest
 // backup and equal to it; a hostile archive (absolute names, '..', hard
 // links out, a write through a symlink) refused whole, nothing written out.
 import { test, after } from 'node:test';
@@ -265,6 +266,38 @@ test('a hostile backup is refused whole: absolute names, .., a hard link out, wr
     assert.equal(r.status, 200, r.body);
     assert.equal(fs.readFileSync(path.join(root, 'h1', 'd', 'f'), 'utf8'), 'restored');
     assert.equal(fs.readlinkSync(path.join(root, 'h1', 'lnk')), outside);
+    await d.stop();
+});
+
+test('pruned after prune_after once backed up; used again, restored from its latest backup', { skip }, async () => {
+    const { base, d, root, backups } = await daemonWith(
+        '  idle: { after: 1s, action: stop }\n  backup_after: 1s\n  backup_dir: BACKUPS\n  prune_after: 2s\n'
+    );
+    await create(base, 'p1');
+    await run(base, 'p1', "printf 'keep me' > f && chmod 604 f && ln -s f lnk");
+    const want = tree(path.join(root, 'p1'));
+    let rec;
+    await waitFor(async () => (rec = json(await httpGet(`${base}/v1/sessions/p1`))).state === 'pruned', {
+        timeoutMs: 40000,
+        what: 'p1 idle-stopped, backed up, then pruned',
+    });
+    assert.equal(rec.reason, 'pruned: stopped for 2 s');
+    assert.ok(!fs.existsSync(path.join(root, 'p1')), 'the volume is deleted');
+    assert.equal(backupsOf(backups, 'p1').length, 1);
+    assert.equal(json(await httpGet(`${base}/v1/sessions`)).data.find((x) => x.id === 'p1').state, 'pruned');
+    // a command for it says how to get it back
+    let r = await httpPost(`${base}/v1/sessions/p1/exec`, { cmd: 'true', stream: false });
+    assert.equal(r.status, 409, r.body);
+    assert.match(json(r).error.message, /was pruned.*open it again/);
+    // opened again: restored, the same files
+    r = await httpPost(`${base}/v1/sessions`, { id: 'p1' });
+    assert.equal(r.status, 200, r.body);
+    assert.match(json(r).reason, /^restored from p1-\S+\.tar\.zst \([\d.]+ s\) when opened again$/);
+    assert.deepEqual(tree(path.join(root, 'p1')), want);
+    assert.equal((await run(base, 'p1', 'cat f')).stdout, 'keep me');
+    const ev = await yard(['events', '--json', '-n', '100', 'session/p1'], { stateDir: d.stateDir });
+    const steps = ev.stdout.trim().split('\n').map((l) => JSON.parse(l)).map((e) => e.to);
+    assert.ok(steps.includes('backed-up') && steps.includes('pruned'), steps.join(','));
     await d.stop();
 });
 
