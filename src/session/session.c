@@ -128,6 +128,7 @@ struct session_pool {
     struct config_kv *env;
     size_t n_env;
     char *bootstrap;
+    char *nix_bin; /* nix_profile's bin, first in PATH; NULL: none */
     int bwrap;
     int network;
     int set_ids;
@@ -183,6 +184,54 @@ size_t session_queued(const struct session *s)
 }
 
 /* ---- the pool ------------------------------------------------------- */
+
+/*
+ * Where nix keeps its store; YARD_NIX_STORE replaces it (tests, and stores
+ * moved with nix's own store setting).
+ */
+static const char *nix_store(void)
+{
+    const char *e = getenv("YARD_NIX_STORE");
+    return e && *e ? e : "/nix/store";
+}
+
+/*
+ * The bin directory of nix profile path, resolved (a profile is a chain of
+ * links into the store): *bin, a new string. -1 with one line in err when
+ * nix is not installed (no store) or path is not a profile of it.
+ */
+static int nix_profile_bin(const char *path, char **bin, char *err, size_t errlen)
+{
+    struct stat st;
+    const char *store = nix_store();
+    if (stat(store, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen,
+                 "sessions.nix_profile: nix is not installed on this machine (no %s); install "
+                 "nix, or leave the key out",
+                 store);
+        return -1;
+    }
+    char real[PATH_MAX];
+    if (!realpath(path, real)) {
+        snprintf(err, errlen, "sessions.nix_profile: '%s': %s; give the path of a nix profile",
+                 path, strerror(errno));
+        return -1;
+    }
+    size_t sl = strlen(store);
+    char *b = xstrfmt("%s/bin", real);
+    if (strncmp(real, store, sl) != 0 || real[sl] != '/' || stat(b, &st) < 0 ||
+        !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen,
+                 "sessions.nix_profile: '%s' is not a nix profile (it leads to '%s', not to a "
+                 "directory with bin/ in %s); build one with 'nix profile install --profile "
+                 "PATH ...'",
+                 path, real, store);
+        free(b);
+        return -1;
+    }
+    *bin = b;
+    return 0;
+}
 
 /* Whether name is an executable file in one of PATH's directories. */
 static int in_path(const char *name)
@@ -344,11 +393,6 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
         snprintf(err, errlen, "sessions.root: no directory for the volumes; set sessions.root");
         return NULL;
     }
-    if (cfg->nix_profile) {
-        snprintf(err, errlen,
-                 "sessions.nix_profile: nix profiles are not supported yet; leave the key out");
-        return NULL;
-    }
     if (cfg->user) {
         if (resolve_user(cfg->user, &uid, &gid, err, errlen) < 0)
             return NULL;
@@ -379,6 +423,9 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
     }
     if (set_ids && reachable_by(canon, uid, gid, cfg->user, err, errlen) < 0)
         return NULL;
+    char *nix_bin = NULL;
+    if (cfg->nix_profile && nix_profile_bin(cfg->nix_profile, &nix_bin, err, errlen) < 0)
+        return NULL;
 
     p = xcalloc(1, sizeof *p);
     p->loop = loop;
@@ -394,6 +441,7 @@ struct session_pool *session_pool_new(uv_loop_t *loop, const struct config_sessi
     }
     p->n_env = cfg->n_env;
     p->bootstrap = cfg->bootstrap ? xstrdup(cfg->bootstrap) : NULL;
+    p->nix_bin = nix_bin;
     p->bwrap = cfg->isolation == CONFIG_ISOLATION_BWRAP;
     p->network = cfg->network;
     p->set_ids = set_ids;
@@ -502,6 +550,7 @@ static void pool_release(struct session_pool *p)
     }
     free(p->env);
     free(p->bootstrap);
+    free(p->nix_bin);
     free(p->backup_dir);
     free(p);
 }
@@ -1455,11 +1504,15 @@ static void kick_cb(uv_timer_t *t)
     s->run = start(s, p->bootstrap, SESSION_BOOTSTRAP_TIMEOUT_MS, NULL, bootstrap_done, s);
 }
 
-/* The environment of s's commands: PATH, HOME (the volume), TERM, then sessions.env. */
+/*
+ * The environment of s's commands: PATH (the nix profile's bin first when
+ * there is one), HOME (the volume), TERM, then sessions.env.
+ */
 static char **session_env(const struct session_pool *p, const char *volume)
 {
+    char *path = p->nix_bin ? xstrfmt("%s:%s", p->nix_bin, session_path) : xstrdup(session_path);
     const char *const keys[] = {"PATH", "HOME", "TERM"};
-    const char *const vals[] = {session_path, volume, "dumb"};
+    const char *const vals[] = {path, volume, "dumb"};
     char **env = xcalloc(3 + p->n_env + 1, sizeof *env);
     size_t n = 0;
     for (size_t k = 0; k < 3; k++) {
@@ -1469,6 +1522,7 @@ static char **session_env(const struct session_pool *p, const char *volume)
         if (!overridden)
             env[n++] = xstrfmt("%s=%s", keys[k], vals[k]);
     }
+    free(path);
     for (size_t i = 0; i < p->n_env; i++)
         env[n++] = xstrfmt("%s=%s", p->env[i].key, p->env[i].value);
     return env;

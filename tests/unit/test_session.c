@@ -376,6 +376,75 @@ static void test_pool_errors(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/*
+ * nix_profile: refused with one line when nix is absent or the path is no
+ * profile of its store; otherwise its bin comes first in the commands' PATH.
+ * The store is a directory of our own (YARD_NIX_STORE) outside /tmp, which
+ * the sandbox replaces.
+ */
+static void test_nix_profile(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char err[1024];
+    struct config_sessions c = cfg_default();
+    setenv("YARD_NIX_STORE", "/nonexistent-yard-nix-store", 1);
+    c.nix_profile = "/nonexistent-yard-profile";
+    assert_null(session_pool_new(&loop, &c, root, 0, err, sizeof err));
+    assert_string_equal(err, "sessions.nix_profile: nix is not installed on this machine (no "
+                             "/nonexistent-yard-nix-store); install nix, or leave the key out");
+
+    char store[128], pkg[256], bin[300], tool[400], profile[256], notprofile[256];
+    snprintf(store, sizeof store, "/var/tmp/yard-test-nix-%d", (int)getpid());
+    snprintf(pkg, sizeof pkg, "%s/0abc-profile", store);
+    snprintf(bin, sizeof bin, "%s/bin", pkg);
+    snprintf(tool, sizeof tool, "%s/nix-hello", bin);
+    snprintf(profile, sizeof profile, "%s/profile", store);
+    snprintf(notprofile, sizeof notprofile, "/var/tmp/yard-test-nix-out-%d", (int)getpid());
+    assert_int_equal(mkdir(store, 0755), 0);
+    assert_int_equal(mkdir(pkg, 0755), 0);
+    assert_int_equal(mkdir(bin, 0755), 0);
+    assert_int_equal(mkdir(notprofile, 0755), 0);
+    FILE *f = fopen(tool, "w");
+    assert_non_null(f);
+    fputs("#!/bin/sh\necho hello from the profile\n", f);
+    fclose(f);
+    assert_int_equal(chmod(tool, 0755), 0);
+    assert_int_equal(symlink(pkg, profile), 0);
+    setenv("YARD_NIX_STORE", store, 1);
+
+    c.nix_profile = notprofile; /* a directory, but not in the store */
+    assert_null(session_pool_new(&loop, &c, root, 0, err, sizeof err));
+    assert_non_null(strstr(err, "is not a nix profile"));
+    c.nix_profile = "/nonexistent-yard-profile";
+    assert_null(session_pool_new(&loop, &c, root, 0, err, sizeof err));
+    assert_string_equal(err, "sessions.nix_profile: '/nonexistent-yard-profile': No such file or "
+                             "directory; give the path of a nix profile");
+
+    if (bwrap_ok) {
+        c.nix_profile = profile;
+        struct session_pool *p = pool_new(&loop, &c, 0);
+        struct session *s = open_ok(&loop, p, "nixed");
+        struct ran r;
+        exec_wait(&loop, s, "nix-hello; echo \"$PATH\"", 0, &r);
+        assert_int_equal(r.code, 0);
+        char want[600];
+        snprintf(want, sizeof want, "hello from the profile\n%s:", bin);
+        assert_non_null(strstr(r.out, want));
+        assert_int_equal(strncmp(r.out, want, strlen(want)), 0);
+        pool_free(&loop, p);
+    }
+    unsetenv("YARD_NIX_STORE");
+    unlink(profile);
+    unlink(tool);
+    rmdir(bin);
+    rmdir(pkg);
+    rmdir(store);
+    rmdir(notprofile);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_exec_in_volume(void **state)
 {
     (void)state;
@@ -692,6 +761,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_id_valid),
         cmocka_unit_test(test_pool_errors),
+        cmocka_unit_test(test_nix_profile),
         cmocka_unit_test(test_exec_in_volume),
         cmocka_unit_test(test_serialised_and_bounded),
         cmocka_unit_test(test_timeout_kills_tree),
