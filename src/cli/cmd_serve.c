@@ -53,6 +53,14 @@ static const char serve_usage[] =
     "usage: yard serve [-c FILE] [--listen HOST:PORT] [--state-dir DIR]\n"
     "                  [--log-format text|json] [--keep-engines]\n";
 
+/* A session's event is in the store: event followers hear of it as of an instance's. */
+static void session_event(void *arg, const char *name)
+{
+    struct app *app = arg;
+    if (app->sup)
+        sup_notify_event(app->sup, name);
+}
+
 /* Applies --listen over the config's listen address. */
 static int apply_listen(struct app *app, struct config *cfg)
 {
@@ -634,6 +642,7 @@ int cmd_serve(int argc, char **argv, struct app *app)
                      "what it leaves in the background ends with it, and pause is refused",
                      why ? why : "unknown reason");
         free(why);
+        session_pool_on_event(app->sessions, session_event, app);
         int src = session_pool_attach_store(app->sessions, app->store);
         if (src < 0)
             log_warn("serve",

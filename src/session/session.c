@@ -129,6 +129,8 @@ struct session_pool {
     size_t n_env;
     char *bootstrap;
     char *nix_bin; /* nix_profile's bin, first in PATH; NULL: none */
+    void (*on_event)(void *arg, const char *name); /* session_pool_on_event */
+    void *on_event_arg;
     int bwrap;
     int network;
     int set_ids;
@@ -675,7 +677,16 @@ static void record_event(struct session *s, const char *to)
         char model[SESSION_ID_MAX + 16];
         snprintf(model, sizeof model, "session/%s", s->id);
         store_add_transition(s->pool->store, model, "local", from, to, s->reason);
+        if (s->pool->on_event)
+            s->pool->on_event(s->pool->on_event_arg, model);
     }
+}
+
+void session_pool_on_event(struct session_pool *p, void (*cb)(void *arg, const char *name),
+                           void *arg)
+{
+    p->on_event = cb;
+    p->on_event_arg = arg;
 }
 
 static void set_state(struct session *s, const char *reason)

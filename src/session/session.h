@@ -87,6 +87,13 @@ int session_pool_use_cgroups(struct session_pool *p, const char *state_dir, char
  * read (the pool then starts empty).
  */
 int session_pool_attach_store(struct session_pool *p, struct store *st);
+/*
+ * cb(arg, name) runs after each event the pool records in the store, name
+ * its events' model ("session/ID"): the daemon tells event followers (yard
+ * events -f, GET /api/events) with it. NULL cb: nobody.
+ */
+void session_pool_on_event(struct session_pool *p, void (*cb)(void *arg, const char *name),
+                           void *arg);
 
 /*
  * Kills every running command and drops what waits, without calling back;

@@ -758,6 +758,12 @@ void sup_unobserve(struct sup *s, struct sup_observer *o)
         sweep_observers(s);
 }
 
+void sup_notify_event(struct sup *s, const char *name)
+{
+    struct sup_note n = {.kind = SUP_NOTE_STATE, .model = name, .state = INST_UNKNOWN};
+    sup__notify(s, &n);
+}
+
 void sup__notify(struct sup *s, const struct sup_note *n)
 {
     s->notifying++;

@@ -198,5 +198,11 @@ int sup_sleep_check(struct sup *s, const char *model, int level, char **err);
 /* Observers: model NULL means every model. Removing is safe inside a callback. */
 struct sup_observer *sup_observe(struct sup *s, const char *model, sup_note_cb cb, void *arg);
 void sup_unobserve(struct sup *s, struct sup_observer *o);
+/*
+ * An event of something that is not an instance (a session) was recorded in
+ * the store under name: observers of every model, and of name, hear a
+ * SUP_NOTE_STATE for it (state INST_UNKNOWN), so event followers read it.
+ */
+void sup_notify_event(struct sup *s, const char *name);
 
 #endif

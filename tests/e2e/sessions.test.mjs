@@ -25,9 +25,12 @@ import {
     httpRequest,
     httpGet,
     httpPost,
+    httpOpen,
     parseSSE,
     processesMatching,
     cleanup,
+    startProcess,
+    YARD_BIN,
 } from './lib/harness.mjs';
 
 after(cleanup);
@@ -150,6 +153,35 @@ test('create or get, list, show, exec streamed and in one reply, stdin, errors i
     );
     assertError(await httpPost(`${base}/v1/sessions/alpha/frob`, {}), 404, 'unknown_endpoint');
     await d.stop();
+});
+
+test("a session's transitions reach event followers: GET /api/events and yard events -f", { skip }, async () => {
+    const { dir, base } = await daemonWithSessions();
+    await create(base, 'first');
+    const stream = await httpOpen('GET', `${base}/api/events`);
+    assert.equal(stream.status, 200);
+    // yard events -f prints what the store has, then follows: once 'first' is out, it follows.
+    const follow = startProcess(YARD_BIN, ['--state-dir', dir, 'events', '-f', '--json'], {
+        name: 'yard events -f',
+    });
+    await waitFor(() => follow.logText().includes('session/first'), { what: 'the first dump' });
+    await create(base, 'followed');
+    assert.equal((await httpPost(`${base}/v1/sessions/followed/stop`, {})).status, 200);
+    let text = '';
+    await waitFor(
+        async () => {
+            const c = await stream.nextChunk(10000);
+            text += c ?? '';
+            return /"model":"session\/followed"[^\n]*"to":"stopped"/.test(text);
+        },
+        { timeoutMs: 20000, what: "the session's stop on /api/events" },
+    );
+    stream.abort();
+    await waitFor(() => /session\/followed.*"to":"stopped"/.test(follow.logText()), {
+        timeoutMs: 20000,
+        what: "the session's stop in yard events -f",
+    });
+    await follow.stop();
 });
 
 test('the lock serialises two concurrent execs; past the queue bound 503 with Retry-After', { skip }, async () => {
