@@ -750,6 +750,23 @@ static void forget(struct session *s)
 
 static void remove_volume(const char *volume);
 
+/*
+ * Whether a backup of id was written at or after since_ms (wall clock): the
+ * backup of a session that stayed stopped since then holds its volume, so a
+ * restarted daemon does not make it again.
+ */
+static int backup_since(const struct session_pool *p, const char *id, int64_t since_ms)
+{
+    char *path = NULL, err[256];
+    struct stat st;
+    if (!p->backup_dir || session__backup_latest(p->backup_dir, id, &path, err, sizeof err) < 0)
+        return 0;
+    int since = stat(path, &st) == 0 &&
+                (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000 >= since_ms;
+    free(path);
+    return since;
+}
+
 int session_pool_attach_store(struct session_pool *p, struct store *st)
 {
     p->store = st;
@@ -789,6 +806,8 @@ int session_pool_attach_store(struct session_pool *p, struct store *st)
             s->stopped = 1;
             if (strcmp(r->state, "stopped") != 0)
                 set_state(s, "daemon restarted");
+            else
+                s->backed_up = backup_since(p, s->id, s->updated_ms);
         }
     }
     store_sessions_free(rows, n);
@@ -1772,6 +1791,8 @@ static void backup_done(uv_work_t *w, int status)
                                  : b->rc == 0 ? "backed-up"
                                               : "backup-failed",
                                  reason);
+            if (p->on_event)
+                p->on_event(p->on_event_arg, model);
         }
         if (b->cb)
             b->cb(s, b->rc, b->rc == 0 ? NULL : b->err, &info, b->arg);
