@@ -2232,8 +2232,12 @@ int session_file_write(struct session *s, const char *path, const char *data, si
                 rc = file_error(s, path, -errno, err, errlen);
                 goto out;
             }
-            if (p->set_ids)
-                fchownat(dir, name, (uid_t)p->uid, (gid_t)p->gid, AT_SYMLINK_NOFOLLOW);
+            /* The session's user must own what it is given, or it cannot change it. */
+            if (p->set_ids &&
+                fchownat(dir, name, (uid_t)p->uid, (gid_t)p->gid, AT_SYMLINK_NOFOLLOW) < 0) {
+                rc = file_error(s, path, -errno, err, errlen);
+                goto out;
+            }
             next = open_beneath(dir, name, O_PATH | O_DIRECTORY, 0);
         }
         if (next < 0) {
@@ -2261,9 +2265,9 @@ int session_file_write(struct session *s, const char *path, const char *data, si
         rc = -EXDEV;
     } else if (ftruncate(fd, 0) < 0) {
         rc = file_error(s, path, -errno, err, errlen);
+    } else if (p->set_ids && fchown(fd, (uid_t)p->uid, (gid_t)p->gid) < 0) {
+        rc = file_error(s, path, -errno, err, errlen);
     } else {
-        if (p->set_ids)
-            fchown(fd, (uid_t)p->uid, (gid_t)p->gid);
         size_t put = 0;
         while (put < len) {
             ssize_t w = write(fd, data + put, len - put);
