@@ -1,14 +1,12 @@
 /*
- * Sessions: volumes, the bootstrap, one command at a time per session, the
- * bubblewrap sandbox. See session.h and docs/sessions.md.
+ * Sessions: the pool, their states and the store, volumes and the
+ * bootstrap, stop, pause and remove. See session.h and docs/sessions.md.
+ * The commands and the sandbox are exec.c's, backups backup_job.c's, files
+ * files.c's (what they share: internal.h).
  *
  * A session holds two queues: the opens waiting for its volume (answered
  * from a zero timer, so never before session_open returns) and the commands
- * waiting for its lock. At most one process tree runs per session, the
- * bootstrap or a command, through runner/tools.c (its own process group,
- * bounded output, the timeout's SIGKILL). In the sandbox the command is pid
- * 1's child in a pid namespace of its own, so killing the group kills that
- * init and the kernel kills everything left in the namespace with it.
+ * waiting for its lock (exec.c).
  */
 #include "session/session.h"
 
@@ -16,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <linux/openat2.h>
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
@@ -24,8 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
@@ -36,125 +31,12 @@
 #include "session/backup.h"
 #include "session/limits.h"
 #include "store/store.h"
+#include "session/internal.h"
 
 /* What a failed bootstrap's message keeps of its output. */
 #define SESSION_OUTPUT_IN_MSG 512
 
 static const char session_path[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-enum session_box {
-    SESSION_BOX_DOWN = 0,
-    SESSION_BOX_STARTING,
-    SESSION_BOX_UP,
-    SESSION_BOX_STOPPING, /* killed; its exit callback has not come yet */
-};
-
-enum session_state {
-    SESSION_NEW = 0,       /* no volume (yet, or again after a failed bootstrap) */
-    SESSION_BOOTSTRAPPING, /* the volume is made and its bootstrap runs */
-    SESSION_READY,
-};
-
-struct session_job {
-    struct session_job *next;
-    struct session *s;
-    char *cmd;
-    uint64_t timeout_ms;
-    char *stdin_data; /* NULL: /dev/null */
-    size_t stdin_len;
-    tools_output_cb on_output;
-    session_exec_cb cb;
-    void *arg;
-};
-
-struct session__waiter {
-    struct session__waiter *next;
-    session_open_cb cb;
-    void *arg;
-};
-
-struct session {
-    struct session_pool *pool;
-    struct session *next;
-    char *id;
-    char *volume;
-    char **env;      /* the commands' environment, NULL-terminated */
-    char **lim_dirs; /* v1 cgroups its processes enter for its limits, NULL-terminated, or NULL */
-    enum session_state state;
-    uv_timer_t kick;       /* answers the opens on a later turn */
-    struct tools_run *run; /* the bootstrap or command running, or NULL */
-    struct session_job *running;
-    struct session_job *head, *tail;
-    size_t n_queued;
-    struct session__waiter *waiters, *waiters_tail;
-    size_t n_waiters;
-    int stopped; /* READY, but stopped: the next command starts it again */
-    int paused;  /* READY, its cgroup frozen: resume or the next command thaws it */
-    /* With cgroups: one sandbox for the session's life, its commands entered into it. */
-    char *cg;             /* the session's cgroup, or NULL */
-    char *cmd_cg;         /* the running command's cgroup */
-    unsigned cmd_seq;     /* names the commands' cgroups */
-    enum session_box box; /* the sandbox's state */
-    uv_process_t box_proc;
-    uv_pipe_t box_info; /* bwrap --info-fd: its child's pid */
-    char box_buf[1024];
-    size_t box_len;
-    int box_pid; /* the sandbox's init (bwrap's child), entered by nsenter */
-    int box_info_open;
-    uv_pipe_t box_out; /* the sandbox's program says "ready" once bwrap has set it all up */
-    int box_out_open;
-    int box_ready;
-    char box_out_buf[16];
-    int handles;      /* open handles of s: kick, and the sandbox's while they are open */
-    int box_handles;  /* the sandbox's handles not closed yet: no new sandbox before 0 */
-    int forgotten;    /* out of the pool: freed once its handles have closed */
-    char reason[160]; /* why it is in its state; "" when none */
-    int64_t created_ms, updated_ms, last_exec_ms; /* wall clock */
-    int64_t execs;
-    const char *shown;              /* the state last recorded as an event ("new" before any) */
-    uint64_t idle_since;            /* monotonic ms of its last command's end or its last change */
-    struct session__backup *backup; /* the backup under way, or NULL */
-    int backed_up;                  /* a backup holds the volume as it is since it last stopped */
-    int evict;                      /* removed once its backup is made: eviction at max_sessions */
-    int restoring;                  /* the backup under way is a restore: commands wait */
-    int pruned; /* its volume deleted after prune_after (SESSION_NEW); an open restores it */
-};
-
-struct session_pool {
-    uv_loop_t *loop;
-    char *root; /* canonical: the sandbox hides it and binds one volume back */
-    char **shell;
-    size_t n_shell;
-    struct config_kv *env;
-    size_t n_env;
-    char *bootstrap;
-    char *nix_bin; /* nix_profile's bin, first in PATH; NULL: none */
-    void (*on_event)(void *arg, const char *name); /* session_pool_on_event */
-    void *on_event_arg;
-    int bwrap;
-    int network;
-    int set_ids;
-    unsigned uid, gid;
-    int max_sessions;
-    size_t max_queue;
-    struct session *sessions; /* oldest first */
-    int n_sessions;
-    struct store *store;               /* where sessions are recorded, or NULL */
-    struct cgroup_root *cgroups;       /* the sessions' cgroups, or NULL: one sandbox per command */
-    struct config_sessions limits_cfg; /* the limits wanted (its other fields unused) */
-    struct session__limits *limits;    /* how they are set, with cgroups; NULL: none */
-    uint64_t idle_after_ms;            /* idle.after; 0: never */
-    enum config_idle_action idle_action;
-    uv_timer_t tick; /* looks for idle sessions */
-    int tick_open;
-    uint64_t execs_total, exec_ms_total, evictions, idle_stops, idle_pauses;
-    char *backup_dir;         /* NULL: no backups */
-    uint64_t backup_after_ms; /* backed up this long after it stopped */
-    uint64_t prune_after_ms;  /* the volume deleted this long after it stopped; 0: never */
-    uint64_t backups, backup_failures, backup_bytes, backup_ms;
-    int freeing;
-    int open_handles;
-};
 
 int session_id_valid(const char *id)
 {
@@ -332,9 +214,6 @@ static int reachable_by(const char *path, unsigned uid, unsigned gid, const char
     return rc;
 }
 
-static int queue_job(struct session *s, int restore, int prune, const char *reason,
-                     session_backup_cb cb, void *arg, char *err, size_t errlen);
-
 /*
  * Every tenth of idle.after (100 ms to 5 s): a session that ran no command
  * for idle.after, with none running or waiting, is stopped or paused as
@@ -351,7 +230,8 @@ static void idle_tick(uv_timer_t *t)
         if (p->prune_after_ms && s->state == SESSION_READY && s->stopped && !s->backup && !s->run &&
             !s->waiters && (!p->backup_dir || s->backed_up) &&
             (!s->cg || s->box == SESSION_BOX_DOWN) && now - s->idle_since >= p->prune_after_ms) {
-            if (queue_job(s, 0, 1, "stopped for prune_after", NULL, NULL, err, sizeof err) < 0) {
+            if (session__queue_job(s, 0, 1, "stopped for prune_after", NULL, NULL, err,
+                                   sizeof err) < 0) {
                 log_warn("session", "%s", err);
                 s->idle_since = now;
             }
@@ -491,7 +371,7 @@ static int box_freeze(struct session *s, int frozen)
     return rc;
 }
 
-static void box_thaw(struct session *s)
+void session__box_thaw(struct session *s)
 {
     if (s->paused)
         box_freeze(s, 0);
@@ -557,7 +437,7 @@ static void pool_release(struct session_pool *p)
     free(p);
 }
 
-static void session_unref(struct session *s)
+void session__unref(struct session *s)
 {
     struct session_pool *p = s->pool;
     if (--s->handles > 0 || !s->forgotten)
@@ -575,12 +455,12 @@ static void session_unref(struct session *s)
         pool_release(p);
 }
 
-static void session_close_cb(uv_handle_t *h)
+void session__close_cb(uv_handle_t *h)
 {
-    session_unref(h->data);
+    session__unref(h->data);
 }
 
-static void job_free(struct session_job *j)
+void session__job_free(struct session_job *j)
 {
     free(j->cmd);
     free(j->stdin_data);
@@ -616,10 +496,10 @@ void session_pool_free(struct session_pool *p)
         if (s->run)
             tools_run_cancel(s->run);
         if (s->running)
-            job_free(s->running);
+            session__job_free(s->running);
         for (struct session_job *j = s->head, *jn; j; j = jn) {
             jn = j->next;
-            job_free(j);
+            session__job_free(j);
         }
         for (struct session__waiter *w = s->waiters, *wn; w; w = wn) {
             wn = w->next;
@@ -628,18 +508,18 @@ void session_pool_free(struct session_pool *p)
         /* everything the session runs dies; the sandbox's exit closes its handles */
         if (s->cg) {
             cgroup_signal(s->cg, SIGKILL);
-            box_thaw(s);
+            session__box_thaw(s);
         }
         s->forgotten = 1;
         p->open_handles++;
-        uv_close((uv_handle_t *)&s->kick, session_close_cb);
+        uv_close((uv_handle_t *)&s->kick, session__close_cb);
         s = next;
     }
 }
 
 /* ---- states and the store ------------------------------------------ */
 
-static const char *state_name(const struct session *s)
+const char *session__state_name(const struct session *s)
 {
     if (s->pruned)
         return "pruned";
@@ -649,13 +529,13 @@ static const char *state_name(const struct session *s)
 }
 
 /* Writes s's row; a store that fails is logged (by the store) and the pool goes on. */
-static void record(struct session *s)
+void session__record(struct session *s)
 {
     if (!s->pool->store)
         return;
     struct store_session row = {
         .id = s->id,
-        .state = (char *)state_name(s),
+        .state = (char *)session__state_name(s),
         .reason = s->reason,
         .created_ms = s->created_ms,
         .updated_ms = s->updated_ms,
@@ -689,21 +569,15 @@ void session_pool_on_event(struct session_pool *p, void (*cb)(void *arg, const c
     p->on_event_arg = arg;
 }
 
-static void set_state(struct session *s, const char *reason)
+void session__set_state(struct session *s, const char *reason)
 {
     s->backed_up = 0;
     s->evict = 0;
     snprintf(s->reason, sizeof s->reason, "%s", reason ? reason : "");
     s->updated_ms = clock_wall_ms();
     s->idle_since = clock_mono_ms();
-    record(s);
-    record_event(s, state_name(s));
-}
-
-static void job_output(int fd, const char *data, size_t len, void *arg)
-{
-    struct session_job *j = arg;
-    j->on_output(fd, data, len, j->arg);
+    session__record(s);
+    record_event(s, session__state_name(s));
 }
 
 static char **session_env(const struct session_pool *p, const char *volume);
@@ -745,10 +619,8 @@ static void forget(struct session *s)
     record_event(s, "removed");
     s->forgotten = 1;
     p->open_handles++;
-    uv_close((uv_handle_t *)&s->kick, session_close_cb);
+    uv_close((uv_handle_t *)&s->kick, session__close_cb);
 }
-
-static void remove_volume(const char *volume);
 
 /*
  * Whether a backup of id was written at or after since_ms (wall clock): the
@@ -798,14 +670,14 @@ int session_pool_attach_store(struct session_pool *p, struct store *st)
             s->pruned = 1;
         } else if (!strcmp(r->state, "creating")) {
             /* the daemon died during its bootstrap: no half-made volume stays */
-            remove_volume(s->volume);
+            session__remove_volume(s->volume);
             s->state = SESSION_NEW;
-            set_state(s, "its bootstrap was cut short by a daemon restart; it runs again");
+            session__set_state(s, "its bootstrap was cut short by a daemon restart; it runs again");
         } else {
             s->state = SESSION_READY;
             s->stopped = 1;
             if (strcmp(r->state, "stopped") != 0)
-                set_state(s, "daemon restarted");
+                session__set_state(s, "daemon restarted");
             else
                 s->backed_up = backup_since(p, s->id, s->updated_ms);
         }
@@ -835,563 +707,12 @@ struct session *session_next(const struct session *s)
 json_t *session_json(const struct session *s)
 {
     json_t *last = s->last_exec_ms ? json_integer(s->last_exec_ms / 1000) : json_null();
-    return json_pack("{s:o, s:s, s:s, s:s, s:I, s:o, s:I, s:b, s:I, s:o, s:o}", "id",
-                     utf8_json_string(s->id), "object", "session", "state", state_name(s), "reason",
-                     s->reason, "created", (json_int_t)(s->created_ms / 1000), "last_exec", last,
-                     "execs", (json_int_t)s->execs, "running", s->running != NULL, "queued",
-                     (json_int_t)s->n_queued, "volume", utf8_json_string(s->volume), "cgroup",
-                     s->cg ? utf8_json_string(s->cg) : json_null());
-}
-
-/* ---- running one command -------------------------------------------- */
-
-/*
- * The argv that runs cmd in s: the shell and cmd, inside bwrap unless
- * isolation is none. Returns 0 or -E2BIG.
- */
-/*
- * bwrap and its options, up to the "--" before the program. Order matters:
- * the system read-only, then fresh /dev, /proc and /tmp, then the volumes'
- * root hidden under an empty tmpfs, then this volume bound back, writable,
- * at its own path.
- */
-static int add_bwrap(const struct session *s, struct tools_cmd *c)
-{
-    const struct session_pool *p = s->pool;
-    const char *const pre[] = {
-        "bwrap",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--tmpfs",
-        "/tmp",
-        "--tmpfs",
-        p->root,
-        "--bind",
-        s->volume,
-        s->volume,
-        "--chdir",
-        s->volume,
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--die-with-parent",
-        NULL,
-    };
-    int rc = 0;
-    for (const char *const *a = pre; *a && rc == 0; a++)
-        rc = tools_cmd_add(c, *a);
-    if (rc == 0 && !p->network)
-        rc = tools_cmd_add(c, "--unshare-net");
-    return rc;
-}
-
-/* The argv that moves itself into cgroup cg, then execs the rest ("$@"). */
-static int add_enter_cgroup(const struct session *s, struct tools_cmd *c, const char *cg)
-{
-    const char *const a[] = {"/bin/sh",
-                             "-c",
-                             "for d; do [ \"$d\" = -- ] && break; echo 0 > \"$d/cgroup.procs\" || "
-                             "exit 127; shift; done; shift; exec \"$@\"",
-                             "sh",
-                             cg,
-                             NULL};
-    int rc = 0;
-    for (const char *const *x = a; *x && rc == 0; x++)
-        rc = tools_cmd_add(c, *x);
-    for (char **d = s->lim_dirs; d && *d && rc == 0; d++)
-        rc = tools_cmd_add(c, *d);
-    if (rc == 0)
-        rc = tools_cmd_add(c, "--");
-    return rc;
-}
-
-/*
- * With cgroups: the command enters its own cgroup under the session's (as
- * root, before it runs anything), then the session's sandbox (nsenter: its
- * pid, mount, network, ipc and uts namespaces, and its user namespace when
- * it has its own), as the session's user, without a way back to privileges
- * (no_new_privs).
- */
-static int build_cmd_in_box(const struct session *s, const char *cmd, struct tools_cmd *c)
-{
-    const struct session_pool *p = s->pool;
-    int rc = add_enter_cgroup(s, c, s->cmd_cg);
-    if (rc == 0 && p->bwrap) {
-        char pid[16], wd[PATH_MAX + 8];
-        snprintf(pid, sizeof pid, "%d", s->box_pid);
-        snprintf(wd, sizeof wd, "--wd=%s", s->volume);
-        const char *const a[] = {"nsenter", "-t", pid, "-m", "-p", "-n", "-i", "-u", NULL};
-        for (const char *const *x = a; *x && rc == 0; x++)
-            rc = tools_cmd_add(c, *x);
-        /* bwrap makes a user namespace only when it runs unprivileged */
-        char mine[64], theirs[64], path[64];
-        snprintf(path, sizeof path, "/proc/%d/ns/user", s->box_pid);
-        ssize_t a1 = readlink("/proc/self/ns/user", mine, sizeof mine - 1);
-        ssize_t a2 = readlink(path, theirs, sizeof theirs - 1);
-        if (rc == 0 && a1 > 0 && a2 > 0 && (a1 != a2 || memcmp(mine, theirs, (size_t)a1) != 0))
-            rc = tools_cmd_add(c, "-U");
-        char uid[16], gid[16];
-        snprintf(uid, sizeof uid, "%u", p->set_ids ? p->uid : (unsigned)geteuid());
-        snprintf(gid, sizeof gid, "%u", p->set_ids ? p->gid : (unsigned)getegid());
-        const char *const b[] = {"-S", uid, "-G", gid, wd, "--", "setpriv", "--no-new-privs",
-                                 "--", NULL};
-        for (const char *const *x = b; *x && rc == 0; x++)
-            rc = tools_cmd_add(c, *x);
-    }
-    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
-        rc = tools_cmd_add(c, p->shell[i]);
-    if (rc == 0)
-        rc = tools_cmd_add(c, cmd);
-    return rc < 0 ? -E2BIG : 0;
-}
-
-static int build_cmd(const struct session *s, const char *cmd, struct tools_cmd *c)
-{
-    const struct session_pool *p = s->pool;
-    int rc = 0;
-    memset(c, 0, sizeof *c);
-    if (s->cg && s->cmd_cg)
-        return build_cmd_in_box(s, cmd, c);
-    if (p->bwrap) {
-        rc = add_bwrap(s, c);
-        if (rc == 0)
-            rc = tools_cmd_add(c, "--");
-    }
-    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
-        rc = tools_cmd_add(c, p->shell[i]);
-    if (rc == 0)
-        rc = tools_cmd_add(c, cmd);
-    return rc < 0 ? -E2BIG : 0;
-}
-
-static struct tools_run *start(struct session *s, const char *cmd, uint64_t timeout_ms,
-                               const struct session_job *j, tools_cb cb, void *arg)
-{
-    struct tools_cmd *c = xmalloc(sizeof *c);
-    struct tools_opts o = {
-        .cwd = s->volume,
-        .env = s->env,
-        /* with a cgroup the command starts as the daemon, to move itself in, then drops */
-        .set_ids = s->pool->set_ids && !(s->cg && s->cmd_cg),
-        .uid = s->pool->uid,
-        .gid = s->pool->gid,
-    };
-    if (j) {
-        o.stdin_data = j->stdin_data;
-        o.stdin_len = j->stdin_len;
-        if (j->on_output)
-            o.on_output = job_output;
-    }
-    int rc = build_cmd(s, cmd, c);
-    /* checked by session_exec and session_open before a command gets here */
-    if (rc < 0)
-        c->argc = 0;
-    struct tools_run *r = tools_run_with(s->pool->loop, c, &o, timeout_ms, cb, arg);
-    free(c);
-    return r;
-}
-
-/* ---- the session's sandbox (with cgroups) ---------------------------- */
-
-static void pump(struct session *s);
-
-/* The running command's cgroup after it ended: killed at a timeout, removed when empty. */
-static void cmd_cg_done(struct session *s, int kill_all)
-{
-    if (!s->cmd_cg)
-        return;
-    if (kill_all)
-        cgroup_signal(s->cmd_cg, SIGKILL);
-    /* what it left in the background keeps it until the session stops */
-    cgroup_remove(s->cmd_cg);
-    free(s->cmd_cg);
-    s->cmd_cg = NULL;
-}
-
-/* Answers every queued command with err and why (the sandbox could not start). */
-static void fail_queued(struct session *s, int err, const char *why)
-{
-    struct session_job *q = s->head;
-    s->head = s->tail = NULL;
-    s->n_queued = 0;
-    struct tools_result res = {.err = err, .exit_code = -1, .out = "", .errout = "", .why = why};
-    while (q) {
-        struct session_job *next = q->next;
-        q->cb(s, &res, q->arg);
-        job_free(q);
-        q = next;
-    }
-}
-
-/* Removes the cgroups of the session's commands and of its sandbox's init (those empty). */
-static void box_sweep(struct session *s)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/init", s->cg);
-    cgroup_remove(path);
-    for (unsigned i = s->cmd_seq; i > 0 && s->cmd_seq - i < 4096; i--) {
-        snprintf(path, sizeof path, "%s/cmd-%u", s->cg, i);
-        cgroup_remove(path);
-    }
-}
-
-/*
- * A handle of the sandbox closed. Once all three have, a new sandbox may use
- * them: commands that came meanwhile start one.
- */
-static void box_closed(uv_handle_t *h)
-{
-    struct session *s = h->data;
-    if (--s->box_handles == 0 && !s->forgotten && !s->pool->freeing) {
-        session_close_cb(h);
-        pump(s);
-        return;
-    }
-    session_close_cb(h);
-}
-
-static void box_info_close(struct session *s)
-{
-    if (!s->box_info_open)
-        return;
-    s->box_info_open = 0;
-    uv_close((uv_handle_t *)&s->box_info, box_closed);
-}
-
-static void box_out_close(struct session *s)
-{
-    if (!s->box_out_open)
-        return;
-    s->box_out_open = 0;
-    uv_close((uv_handle_t *)&s->box_out, box_closed);
-}
-
-static void box_exit_cb(uv_process_t *proc, int64_t status, int sig)
-{
-    struct session *s = proc->data;
-    enum session_box was = s->box;
-    s->box = SESSION_BOX_DOWN;
-    s->box_pid = 0;
-    s->box_ready = 0;
-    box_info_close(s);
-    box_out_close(s);
-    uv_close((uv_handle_t *)proc, box_closed);
-    if (s->forgotten || s->pool->freeing) {
-        box_sweep(s);
-        cgroup_remove(s->cg);
-        session__limits_remove(s->pool->limits, s->id);
-        return;
-    }
-    /* everything in its pid namespace died with it */
-    cgroup_signal(s->cg, SIGKILL);
-    box_thaw(s);
-    box_sweep(s);
-    if (was == SESSION_BOX_STARTING) {
-        char why[256];
-        snprintf(why, sizeof why,
-                 "the sandbox of session '%s' did not start (bwrap exited %lld, signal %d); the "
-                 "daemon's log says why",
-                 s->id, (long long)status, sig);
-        log_warn("session", "%s", why);
-        fail_queued(s, -ECHILD, why);
-        return;
-    }
-    if (was == SESSION_BOX_UP && !s->stopped) {
-        s->stopped = 1;
-        set_state(s, "its sandbox exited");
-    }
-    /* commands that came while it was being stopped get a fresh one once its handles closed */
-}
-
-static void box_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
-{
-    struct session *s = h->data;
-    (void)hint;
-    size_t room = sizeof s->box_buf - 1 - s->box_len;
-    *b = uv_buf_init(s->box_buf + s->box_len, (unsigned)room);
-}
-
-/* bwrap's --info-fd: {"child-pid": N, ...}; once N is known the sandbox is up. */
-static void box_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
-{
-    struct session *s = st->data;
-    (void)b;
-    if (n == 0)
-        return;
-    if (n > 0 && s->box_pid > 0) {
-        s->box_len = 0; /* the rest of its JSON; read to the end, or bwrap gets SIGPIPE */
-        return;
-    }
-    if (n > 0) {
-        s->box_len += (size_t)n;
-        s->box_buf[s->box_len] = '\0';
-        const char *k = strstr(s->box_buf, "\"child-pid\"");
-        const char *colon = k ? strchr(k, ':') : NULL;
-        if (colon) {
-            char *end;
-            long pid = strtol(colon + 1, &end, 10);
-            if (end != colon + 1 && *end && pid > 0) {
-                s->box_pid = (int)pid;
-                s->box_len = 0;
-                if (s->box_ready && s->box == SESSION_BOX_STARTING) {
-                    s->box = SESSION_BOX_UP;
-                    pump(s);
-                }
-                return;
-            }
-        }
-        if (s->box_len + 1 < sizeof s->box_buf)
-            return;
-    }
-    /* the end (or too much) without a pid: the exit callback says why */
-    box_info_close(s);
-}
-
-static void box_out_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
-{
-    struct session *s = h->data;
-    (void)hint;
-    *b = uv_buf_init(s->box_out_buf, sizeof s->box_out_buf);
-}
-
-/* The program in the sandbox runs: bwrap is done with its namespaces and maps. */
-static void box_out_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
-{
-    struct session *s = st->data;
-    if (n > 0 && !s->box_ready && memchr(b->base, '\n', (size_t)n)) {
-        s->box_ready = 1;
-        if (s->box_pid > 0 && s->box == SESSION_BOX_STARTING) {
-            s->box = SESSION_BOX_UP;
-            pump(s);
-        }
-        return;
-    }
-    if (n < 0)
-        box_out_close(s);
-}
-
-/*
- * Starts the session's sandbox: as the daemon it enters its cgroup's init,
- * then (as the session's user when one is set) bwrap builds the namespaces
- * every command of the session will enter, around a process that only waits.
- */
-static void box_start(struct session *s)
-{
-    const struct session_pool *p = s->pool;
-    struct tools_cmd *c = xcalloc(1, sizeof *c);
-    char init[PATH_MAX];
-    snprintf(init, sizeof init, "%s/init", s->cg);
-    int rc = 0;
-    char why[PATH_MAX + 128];
-    if ((mkdir(s->cg, 0755) < 0 && errno != EEXIST) || (mkdir(init, 0755) < 0 && errno != EEXIST))
-        rc = -errno;
-    if (rc < 0) {
-        snprintf(why, sizeof why, "session '%s': cannot make its cgroup '%s': %s", s->id, init,
-                 strerror(-rc));
-        free(c);
-        fail_queued(s, rc, why);
-        return;
-    }
-    if (p->limits && !s->lim_dirs &&
-        session__limits_apply(p->limits, s->id, s->cg, &s->lim_dirs, why, sizeof why) < 0) {
-        free(c);
-        fail_queued(s, -EIO, why);
-        return;
-    }
-    rc = add_enter_cgroup(s, c, init);
-    if (rc == 0 && p->set_ids) {
-        char uid[32], gid[32];
-        snprintf(uid, sizeof uid, "--reuid=%u", p->uid);
-        snprintf(gid, sizeof gid, "--regid=%u", p->gid);
-        const char *const a[] = {"setpriv", uid, gid, "--clear-groups", "--", NULL};
-        for (const char *const *x = a; *x && rc == 0; x++)
-            rc = tools_cmd_add(c, *x);
-    }
-    if (rc == 0)
-        rc = add_bwrap(s, c);
-    const char *const tail[] = {
-        "--info-fd", "3", "--", "/bin/sh", "-c", "echo ready && exec sleep infinity", NULL,
-    };
-    for (const char *const *x = tail; *x && rc == 0; x++)
-        rc = tools_cmd_add(c, *x);
-
-    uv_process_options_t opt;
-    uv_stdio_container_t stdio[4];
-    memset(&opt, 0, sizeof opt);
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&s->box_out;
-    stdio[2].flags = UV_INHERIT_FD; /* bwrap's complaints go to the daemon's log */
-    stdio[2].data.fd = 2;
-    stdio[3].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[3].data.stream = (uv_stream_t *)&s->box_info;
-    opt.file = c->argv[0];
-    opt.args = c->argv;
-    opt.env = s->env;
-    opt.cwd = s->volume;
-    opt.stdio = stdio;
-    opt.stdio_count = 4;
-    opt.exit_cb = box_exit_cb;
-    opt.flags = UV_PROCESS_DETACHED;
-    uv_pipe_init(p->loop, &s->box_info, 0);
-    s->box_info.data = s;
-    s->box_info_open = 1;
-    uv_pipe_init(p->loop, &s->box_out, 0);
-    s->box_out.data = s;
-    s->box_out_open = 1;
-    s->box_ready = 0;
-    s->handles += 2;
-    s->box_handles += 2;
-    s->box_len = 0;
-    s->box = SESSION_BOX_STARTING;
-    int src = rc < 0 ? rc : uv_spawn(p->loop, &s->box_proc, &opt);
-    free(c);
-    if (rc == 0) {
-        s->box_proc.data = s;
-        s->handles++;
-        s->box_handles++;
-    }
-    if (src < 0) {
-        snprintf(why, sizeof why, "session '%s': cannot start its sandbox: %s", s->id,
-                 uv_strerror(src));
-        s->box = SESSION_BOX_DOWN;
-        box_info_close(s);
-        box_out_close(s);
-        if (rc == 0)
-            uv_close((uv_handle_t *)&s->box_proc, box_closed);
-        fail_queued(s, src, why);
-        return;
-    }
-    uv_read_start((uv_stream_t *)&s->box_info, box_alloc, box_read);
-    uv_read_start((uv_stream_t *)&s->box_out, box_out_alloc, box_out_read);
-}
-
-static void exec_done(const struct tools_result *res, void *arg)
-{
-    struct session_job *j = arg;
-    struct session *s = j->s;
-    s->run = NULL;
-    s->running = NULL;
-    cmd_cg_done(s, res->err == -ETIMEDOUT);
-    s->execs++;
-    s->last_exec_ms = clock_wall_ms();
-    s->idle_since = clock_mono_ms();
-    s->pool->execs_total++;
-    s->pool->exec_ms_total += res->elapsed_ms;
-    record(s);
-    j->cb(s, res, j->arg);
-    job_free(j);
-    pump(s);
-}
-
-/* Starts the next queued command when none runs (and the sandbox is up). */
-static void pump(struct session *s)
-{
-    if (s->run || !s->head || s->pool->freeing)
-        return;
-    if (s->paused) {
-        box_thaw(s);
-        set_state(s, "resumed for a command");
-    }
-    if (s->cg && s->box != SESSION_BOX_UP) {
-        if (s->box == SESSION_BOX_DOWN && s->box_handles == 0)
-            box_start(s);
-        return;
-    }
-    if (s->cg) {
-        free(s->cmd_cg);
-        s->cmd_cg = xstrfmt("%s/cmd-%u", s->cg, ++s->cmd_seq);
-        if (mkdir(s->cmd_cg, 0755) < 0 && errno != EEXIST) {
-            log_warn("session", "session '%s': cannot make the cgroup '%s': %s", s->id, s->cmd_cg,
-                     strerror(errno));
-            free(s->cmd_cg);
-            s->cmd_cg = NULL; /* it runs in a sandbox of its own */
-        }
-    }
-    struct session_job *j = s->head;
-    s->head = j->next;
-    if (!s->head)
-        s->tail = NULL;
-    s->n_queued--;
-    j->next = NULL;
-    s->running = j;
-    s->run = start(s, j->cmd, j->timeout_ms, j, exec_done, j);
-}
-
-int session_exec(struct session *s, const char *cmd, uint64_t timeout_ms, session_exec_cb cb,
-                 void *arg, char *err, size_t errlen)
-{
-    return session_exec_with(s, cmd, timeout_ms, NULL, cb, arg, NULL, err, errlen);
-}
-
-int session_exec_with(struct session *s, const char *cmd, uint64_t timeout_ms,
-                      const struct session_exec_opts *o, session_exec_cb cb, void *arg,
-                      struct session_job **job, char *err, size_t errlen)
-{
-    if (s->pruned) {
-        snprintf(err, errlen,
-                 "session '%s' was pruned (its volume deleted after sessions.prune_after); open "
-                 "it again to restore it from its latest backup",
-                 s->id);
-        return -ENOENT;
-    }
-    if (s->state != SESSION_READY) {
-        snprintf(err, errlen, "session '%s' has no volume: its bootstrap failed; open it again",
-                 s->id);
-        return -ENOENT;
-    }
-    if (s->restoring) {
-        snprintf(err, errlen, "session '%s' is being restored from its backup; retry in a moment",
-                 s->id);
-        return -EAGAIN;
-    }
-    if (s->n_queued >= s->pool->max_queue) {
-        snprintf(err, errlen,
-                 "session '%s' is busy: %zu commands wait for it already; retry when one has "
-                 "finished",
-                 s->id, s->n_queued);
-        return -EAGAIN;
-    }
-    struct tools_cmd *c = xmalloc(sizeof *c);
-    int rc = build_cmd(s, cmd, c);
-    free(c);
-    if (rc < 0) {
-        snprintf(err, errlen, "the command is too long for session '%s'; keep it under %d bytes",
-                 s->id, TOOLS_CMD_STORE - 512);
-        return rc;
-    }
-    struct session_job *j = xcalloc(1, sizeof *j);
-    j->s = s;
-    j->cmd = xstrdup(cmd);
-    j->timeout_ms = timeout_ms;
-    j->cb = cb;
-    j->arg = arg;
-    if (o && o->stdin_data) {
-        j->stdin_data = xmalloc(o->stdin_len + 1);
-        memcpy(j->stdin_data, o->stdin_data, o->stdin_len);
-        j->stdin_len = o->stdin_len;
-    }
-    if (o)
-        j->on_output = o->on_output;
-    if (job)
-        *job = j;
-    if (s->stopped) {
-        s->stopped = 0;
-        set_state(s, "");
-    }
-    if (s->tail)
-        s->tail->next = j;
-    else
-        s->head = j;
-    s->tail = j;
-    s->n_queued++;
-    pump(s);
-    return 0;
+    return json_pack(
+        "{s:o, s:s, s:s, s:s, s:I, s:o, s:I, s:b, s:I, s:o, s:o}", "id", utf8_json_string(s->id),
+        "object", "session", "state", session__state_name(s), "reason", s->reason, "created",
+        (json_int_t)(s->created_ms / 1000), "last_exec", last, "execs", (json_int_t)s->execs,
+        "running", s->running != NULL, "queued", (json_int_t)s->n_queued, "volume",
+        utf8_json_string(s->volume), "cgroup", s->cg ? utf8_json_string(s->cg) : json_null());
 }
 
 /* ---- volumes and the bootstrap -------------------------------------- */
@@ -1406,13 +727,13 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 }
 
 /* Removes a volume and what is in it, without following its links. */
-static void remove_volume(const char *volume)
+void session__remove_volume(const char *volume)
 {
     nftw(volume, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
 /* Answers every open waiting on s: with s when ready, else with err and msg. */
-static void answer_opens(struct session *s, int err, const char *msg)
+void session__answer_opens(struct session *s, int err, const char *msg)
 {
     struct session__waiter *w = s->waiters;
     s->waiters = s->waiters_tail = NULL;
@@ -1446,8 +767,8 @@ static void bootstrap_done(const struct tools_result *res, void *arg)
     s->run = NULL;
     if (tools_result_ok(res)) {
         s->state = SESSION_READY;
-        set_state(s, "bootstrapped");
-        answer_opens(s, 0, NULL);
+        session__set_state(s, "bootstrapped");
+        session__answer_opens(s, 0, NULL);
         return;
     }
     if (res->err == -ETIMEDOUT)
@@ -1470,9 +791,9 @@ static void bootstrap_done(const struct tools_result *res, void *arg)
             append_tail(msg, sizeof msg, res->out, res->out_len);
     }
     /* no half-made volume: the next open starts again from nothing */
-    remove_volume(s->volume);
+    session__remove_volume(s->volume);
     s->state = SESSION_NEW;
-    answer_opens(s, -EIO, msg);
+    session__answer_opens(s, -EIO, msg);
     /* forgotten, unless an answer opened it again at once */
     if (!s->waiters) {
         snprintf(s->reason, sizeof s->reason, "its bootstrap failed");
@@ -1481,7 +802,7 @@ static void bootstrap_done(const struct tools_result *res, void *arg)
 }
 
 /* Makes the volume of a new session and starts its bootstrap, or answers. */
-static void kick_cb(uv_timer_t *t)
+void session__kick_cb(uv_timer_t *t)
 {
     struct session *s = t->data;
     struct session_pool *p = s->pool;
@@ -1491,13 +812,14 @@ static void kick_cb(uv_timer_t *t)
         return;
     if (s->pruned && p->backup_dir) {
         /* used again: from its latest backup (none: a fresh volume, below) */
-        if (queue_job(s, 1, 0, "opened again after its prune", NULL, NULL, msg, sizeof msg) < 0)
-            answer_opens(s, -EIO, msg);
+        if (session__queue_job(s, 1, 0, "opened again after its prune", NULL, NULL, msg,
+                               sizeof msg) < 0)
+            session__answer_opens(s, -EIO, msg);
         return;
     }
     s->pruned = 0;
     if (s->state == SESSION_READY) {
-        answer_opens(s, 0, NULL);
+        session__answer_opens(s, 0, NULL);
         return;
     }
     struct stat st;
@@ -1506,13 +828,13 @@ static void kick_cb(uv_timer_t *t)
             snprintf(msg, sizeof msg,
                      "session '%s': '%s' is not a directory; move it out of sessions.root", s->id,
                      s->volume);
-            answer_opens(s, -ENOTDIR, msg);
+            session__answer_opens(s, -ENOTDIR, msg);
             return;
         }
         /* made and bootstrapped before (a volume the store did not know of yet) */
         s->state = SESSION_READY;
-        set_state(s, "volume found");
-        answer_opens(s, 0, NULL);
+        session__set_state(s, "volume found");
+        session__answer_opens(s, 0, NULL);
         return;
     }
     if (mkdir(s->volume, 0700) < 0 ||
@@ -1521,17 +843,17 @@ static void kick_cb(uv_timer_t *t)
         snprintf(msg, sizeof msg, "session '%s': cannot make its volume '%s': %s", s->id, s->volume,
                  strerror(e));
         rmdir(s->volume);
-        answer_opens(s, -e, msg);
+        session__answer_opens(s, -e, msg);
         return;
     }
     if (!p->bootstrap) {
         s->state = SESSION_READY;
-        set_state(s, "created");
-        answer_opens(s, 0, NULL);
+        session__set_state(s, "created");
+        session__answer_opens(s, 0, NULL);
         return;
     }
     s->state = SESSION_BOOTSTRAPPING;
-    s->run = start(s, p->bootstrap, SESSION_BOOTSTRAP_TIMEOUT_MS, NULL, bootstrap_done, s);
+    s->run = session__start(s, p->bootstrap, SESSION_BOOTSTRAP_TIMEOUT_MS, NULL, bootstrap_done, s);
 }
 
 /*
@@ -1624,7 +946,7 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
         }
         s = session_add(p, id);
         s->created_ms = clock_wall_ms();
-        set_state(s, "opened");
+        session__set_state(s, "opened");
     }
     if (s->n_waiters >= p->max_queue) {
         snprintf(err, errlen, "session '%s' is busy: %zu opens wait for its bootstrap; retry later",
@@ -1640,309 +962,11 @@ int session_open(struct session_pool *p, const char *id, session_open_cb cb, voi
         s->waiters = w;
     s->waiters_tail = w;
     s->n_waiters++;
-    uv_timer_start(&s->kick, kick_cb, 0, 0);
+    uv_timer_start(&s->kick, session__kick_cb, 0, 0);
     return 0;
 }
 
-/* ---- backups ------------------------------------------------------------ */
-
-struct session__backup {
-    uv_work_t work;
-    struct session *s;
-    char *volume, *dir, *id; /* copies: the thread reads nothing of s */
-    int64_t wall_ms;
-    uint64_t t0;
-    char *path;
-    uint64_t bytes;
-    int rc;
-    char err[512];
-    session_backup_cb cb;
-    void *arg;
-    int restore;  /* a restore from the latest backup rather than a backup */
-    int prune;    /* the volume deleted rather than backed up */
-    int for_open; /* the restore of a pruned session that is opened again */
-};
-
-static void backup_work(uv_work_t *w)
-{
-    struct session__backup *b = w->data;
-    if (b->prune) {
-        remove_volume(b->volume);
-        struct stat st;
-        b->rc = lstat(b->volume, &st) == 0 ? -ENOTEMPTY : 0;
-        if (b->rc)
-            snprintf(b->err, sizeof b->err, "its volume '%.200s' could not be removed entirely",
-                     b->volume);
-        return;
-    }
-    if (!b->restore) {
-        b->rc = session__backup_write(b->volume, b->dir, b->id, b->wall_ms, &b->path, &b->bytes,
-                                      b->err, sizeof b->err);
-        return;
-    }
-    b->rc = session__backup_latest(b->dir, b->id, &b->path, b->err, sizeof b->err);
-    if (b->rc == -ENOENT)
-        snprintf(b->err, sizeof b->err, "session '%s' has no backup in '%.200s' to restore", b->id,
-                 b->dir);
-    struct stat st;
-    if (b->rc == 0 && stat(b->path, &st) == 0)
-        b->bytes = (uint64_t)st.st_size;
-    if (b->rc == 0)
-        b->rc = session__restore_extract(b->path, b->volume, b->err, sizeof b->err);
-}
-
-static void kick_cb(uv_timer_t *t);
-
-/* A prune, or the restore of a pruned session opened again, ended. */
-static void pruned_or_reopened(struct session *s, struct session__backup *b, uint64_t ms)
-{
-    struct session_pool *p = s->pool;
-    char reason[160];
-    if (b->prune) {
-        if (b->rc < 0) {
-            log_warn("session", "session '%s' not pruned: %s", s->id, b->err);
-            s->idle_since = clock_mono_ms(); /* tried again after prune_after */
-            return;
-        }
-        s->state = SESSION_NEW;
-        s->stopped = 0;
-        s->pruned = 1;
-        snprintf(reason, sizeof reason, "pruned: stopped for %llu s",
-                 (unsigned long long)(p->prune_after_ms / 1000));
-        log_info("session", "session '%s' %s", s->id, reason);
-        set_state(s, reason);
-        return;
-    }
-    if (b->rc == 0) {
-        const char *base = strrchr(b->path, '/');
-        snprintf(reason, sizeof reason, "restored from %.100s (%.1f s) when opened again",
-                 base ? base + 1 : b->path, (double)ms / 1000.0);
-        log_info("session", "session '%s' %s", s->id, reason);
-        s->pruned = 0;
-        s->state = SESSION_READY;
-        s->stopped = 1;
-        set_state(s, reason);
-        s->backed_up = 1;
-        answer_opens(s, 0, NULL);
-    } else if (b->rc == -ENOENT && s->waiters) {
-        /* opened again without a backup: a fresh volume, as for a new session */
-        s->pruned = 0;
-        uv_timer_start(&s->kick, kick_cb, 0, 0);
-    } else if (s->waiters) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "session '%s' was pruned and its backup cannot be restored: %s",
-                 s->id, b->err);
-        log_warn("session", "%s", msg);
-        answer_opens(s, b->rc, msg);
-    }
-    if (b->cb) {
-        struct session_backup_info info = {
-            .path = b->path, .bytes = b->bytes, .seconds = (double)ms / 1000.0};
-        b->cb(s, b->rc, b->rc == 0 ? NULL : b->err, &info, b->arg);
-    }
-}
-
-static void backup_done(uv_work_t *w, int status)
-{
-    struct session__backup *b = w->data;
-    struct session *s = b->s;
-    struct session_pool *p = s->pool;
-    uint64_t ms = clock_mono_ms() - b->t0;
-    s->backup = NULL;
-    s->restoring = 0;
-    if (status < 0 && b->rc == 0) {
-        b->rc = status;
-        snprintf(b->err, sizeof b->err, "the backup was cancelled");
-    }
-    if (!s->forgotten && !p->freeing && (b->prune || b->for_open)) {
-        pruned_or_reopened(s, b, ms);
-    } else if (!s->forgotten && !p->freeing) {
-        struct session_backup_info info = {
-            .path = b->path, .bytes = b->bytes, .seconds = (double)ms / 1000.0};
-        char reason[160];
-        const char *base = b->path ? strrchr(b->path, '/') : NULL;
-        base = base ? base + 1 : b->path;
-        if (b->restore && b->rc == 0) {
-            s->backed_up = 1;
-            snprintf(reason, sizeof reason, "restored from %.100s (%.1f s)", base, info.seconds);
-            log_info("session", "session '%s' %s", s->id, reason);
-        } else if (b->restore) {
-            snprintf(reason, sizeof reason, "restore failed: %.140s", b->err);
-            log_warn("session", "session '%s' %s", s->id, reason);
-        } else if (b->rc == 0) {
-            p->backups++;
-            p->backup_bytes += b->bytes;
-            p->backup_ms += ms;
-            s->backed_up = 1;
-            snprintf(reason, sizeof reason, "backed up to %.100s (%llu bytes in %.1f s)", base,
-                     (unsigned long long)b->bytes, info.seconds);
-            log_info("session", "session '%s' %s", s->id, reason);
-        } else {
-            p->backup_failures++;
-            s->evict = 0;
-            snprintf(reason, sizeof reason, "backup failed: %.140s", b->err);
-            log_warn("session", "session '%s' %s", s->id, reason);
-        }
-        if (p->store) {
-            char model[SESSION_ID_MAX + 16];
-            snprintf(model, sizeof model, "session/%s", s->id);
-            store_add_transition(p->store, model, "local", state_name(s),
-                                 b->restore   ? (b->rc == 0 ? "restored" : "restore-failed")
-                                 : b->rc == 0 ? "backed-up"
-                                              : "backup-failed",
-                                 reason);
-            if (p->on_event)
-                p->on_event(p->on_event_arg, model);
-        }
-        if (b->cb)
-            b->cb(s, b->rc, b->rc == 0 ? NULL : b->err, &info, b->arg);
-        if (!b->restore && b->rc == 0 && s->evict && !s->forgotten && s->stopped && !s->run &&
-            !s->waiters && !s->backup) {
-            char rerr[256];
-            snprintf(s->reason, sizeof s->reason,
-                     "evicted after its backup: sessions.max_sessions (%d) reached",
-                     p->max_sessions);
-            log_info("session", "session '%s' %s", s->id, s->reason);
-            if (session_remove(s, rerr, sizeof rerr) < 0)
-                log_warn("session", "%s", rerr);
-            p->evictions++;
-        }
-    } else if (b->cb) {
-        b->cb(s, -ECANCELED, "the daemon is stopping", NULL, b->arg);
-    }
-    free(b->volume);
-    free(b->dir);
-    free(b->id);
-    free(b->path);
-    free(b);
-    session_unref(s);
-}
-
-static int backup_start(struct session *s, int restore, const char *reason, session_backup_cb cb,
-                        void *arg, char *err, size_t errlen);
-static int queue_job(struct session *s, int restore, int prune, const char *reason,
-                     session_backup_cb cb, void *arg, char *err, size_t errlen);
-
-int session_backup(struct session *s, const char *reason, session_backup_cb cb, void *arg,
-                   char *err, size_t errlen)
-{
-    return backup_start(s, 0, reason, cb, arg, err, errlen);
-}
-
-int session_restore(struct session *s, const char *reason, session_backup_cb cb, void *arg,
-                    char *err, size_t errlen)
-{
-    return backup_start(s, 1, reason, cb, arg, err, errlen);
-}
-
-static int backup_start(struct session *s, int restore, const char *reason, session_backup_cb cb,
-                        void *arg, char *err, size_t errlen)
-{
-    struct session_pool *p = s->pool;
-    if (!p->backup_dir) {
-        snprintf(err, errlen,
-                 "backups are off: set sessions.backup_dir and sessions.backup_after in the "
-                 "config");
-        return -ENOTSUP;
-    }
-    if (s->pruned && !s->backup) {
-        if (restore)
-            return queue_job(s, 1, 0, reason, cb, arg, err, errlen);
-        snprintf(err, errlen, "session '%s' was pruned: it has no volume to back up", s->id);
-        return -ENOENT;
-    }
-    if (s->state != SESSION_READY) {
-        snprintf(err, errlen, "session '%s' is being created; back it up once its bootstrap ended",
-                 s->id);
-        return -EBUSY;
-    }
-    if (s->backup) {
-        snprintf(err, errlen, "session '%s' is being %s already; retry once it ended", s->id,
-                 s->backup->restore ? "restored" : "backed up");
-        return -EBUSY;
-    }
-    if (restore && (!s->stopped || s->run || s->head || (s->cg && s->box != SESSION_BOX_DOWN))) {
-        snprintf(err, errlen,
-                 "session '%s' is %s; stop it first (POST .../stop or yard session stop), then "
-                 "restore it",
-                 s->id, s->stopped ? "still stopping" : state_name(s));
-        return -EBUSY;
-    }
-    if (s->run) {
-        snprintf(err, errlen,
-                 "session '%s' runs a command; back it up once it ended (or stop it first)", s->id);
-        return -EBUSY;
-    }
-    struct stat st;
-    if (!restore && (lstat(s->volume, &st) < 0 || !S_ISDIR(st.st_mode))) {
-        snprintf(err, errlen, "session '%s' has no volume to back up", s->id);
-        return -ENOENT;
-    }
-    return queue_job(s, restore, 0, reason, cb, arg, err, errlen);
-}
-
-/* Runs a backup, restore or prune of s on the thread pool. */
-static int queue_job(struct session *s, int restore, int prune, const char *reason,
-                     session_backup_cb cb, void *arg, char *err, size_t errlen)
-{
-    struct session_pool *p = s->pool;
-    struct session__backup *b = xcalloc(1, sizeof *b);
-    b->work.data = b;
-    b->s = s;
-    b->volume = xstrdup(s->volume);
-    b->dir = xstrdup(p->backup_dir);
-    b->id = xstrdup(s->id);
-    b->wall_ms = clock_wall_ms();
-    b->t0 = clock_mono_ms();
-    b->cb = cb;
-    b->arg = arg;
-    b->restore = restore;
-    b->prune = prune;
-    b->for_open = restore && s->pruned;
-    int rc = uv_queue_work(p->loop, &b->work, backup_work, backup_done);
-    if (rc < 0) {
-        snprintf(err, errlen, "cannot start the backup of '%s': %s", s->id, uv_strerror(rc));
-        free(b->volume);
-        free(b->dir);
-        free(b->id);
-        free(b);
-        return rc;
-    }
-    log_info("session", "session '%s' %s (%s)", s->id,
-             prune     ? "pruning"
-             : restore ? "restoring"
-                       : "backing up",
-             reason ? reason : "asked");
-    s->backup = b;
-    s->restoring = restore || prune;
-    s->handles++;
-    return 0;
-}
-
-/* ---- cancel, stop, remove -------------------------------------------- */
-
-void session_exec_cancel(struct session_job *j)
-{
-    struct session *s = j->s;
-    if (s->running == j) {
-        tools_run_cancel(s->run);
-        s->run = NULL;
-        s->running = NULL;
-        job_free(j);
-        pump(s);
-        return;
-    }
-    for (struct session_job **pp = &s->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
-        if (*pp != j)
-            continue;
-        *pp = j->next;
-        if (s->tail == j)
-            s->tail = prev;
-        s->n_queued--;
-        job_free(j);
-        return;
-    }
-}
+/* ---- stop, remove, pause ------------------------------------------- */
 
 int session_stop(struct session *s, const char *reason)
 {
@@ -1959,26 +983,26 @@ int session_stop(struct session *s, const char *reason)
     if (s->state == SESSION_READY && !s->stopped) {
         s->stopped = 1;
         s->paused = 0;
-        set_state(s, reason);
+        session__set_state(s, reason);
     }
     free(s->cmd_cg);
     s->cmd_cg = NULL;
     if (s->cg) {
         /* the sandbox and whatever the commands left: its exit sweeps the cgroups */
         cgroup_signal(s->cg, SIGKILL);
-        box_thaw(s);
+        session__box_thaw(s);
         if (s->box != SESSION_BOX_DOWN)
             s->box = SESSION_BOX_STOPPING;
     }
     struct tools_result res = {.err = -ECANCELED, .exit_code = -1, .out = "", .errout = ""};
     if (running) {
         running->cb(s, &res, running->arg);
-        job_free(running);
+        session__job_free(running);
     }
     while (queued) {
         struct session_job *next = queued->next;
         queued->cb(s, &res, queued->arg);
-        job_free(queued);
+        session__job_free(queued);
         queued = next;
     }
     return 0;
@@ -1997,10 +1021,10 @@ int session_remove(struct session *s, char *err, size_t errlen)
         return -EBUSY;
     }
     session_stop(s, "removed");
-    answer_opens(s, -ENOENT, "the session was removed");
+    session__answer_opens(s, -ENOENT, "the session was removed");
     int rc = 0;
     struct stat st;
-    remove_volume(s->volume);
+    session__remove_volume(s->volume);
     if (lstat(s->volume, &st) == 0) {
         rc = -ENOTEMPTY;
         snprintf(err, errlen,
@@ -2010,7 +1034,7 @@ int session_remove(struct session *s, char *err, size_t errlen)
     }
     uv_timer_stop(&s->kick);
     if (s->cg) {
-        box_sweep(s);
+        session__box_sweep(s);
         cgroup_remove(s->cg); /* busy while what was killed exits: the next start sweeps it */
         session__limits_remove(s->pool->limits, s->id);
     }
@@ -2045,7 +1069,7 @@ int session_pause(struct session *s, const char *reason, char *err, size_t errle
         return rc;
     }
     s->paused = 1;
-    set_state(s, reason);
+    session__set_state(s, reason);
     return 0;
 }
 
@@ -2060,7 +1084,7 @@ int session_resume(struct session *s, const char *reason, char *err, size_t errl
         return rc;
     }
     s->paused = 0;
-    set_state(s, reason);
+    session__set_state(s, reason);
     return 0;
 }
 
@@ -2098,202 +1122,11 @@ int session_pool_use_cgroups(struct session_pool *p, const char *state_dir, char
     return 0;
 }
 
-/* ---- files in and out ------------------------------------------------ */
-
-/* openat2 beneath dirfd: no absolute path, no "..", no symlink that leads out. */
-static int open_beneath(int dirfd, const char *path, int flags, mode_t mode)
-{
-    struct open_how how = {
-        .flags = (uint64_t)(flags | O_CLOEXEC),
-        .mode = (flags & O_CREAT) ? mode : 0,
-        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-    };
-    long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-    return fd < 0 ? -errno : (int)fd;
-}
-
-/* Checks path's shape; 0, or -EINVAL with a message. */
-static int check_path(const struct session *s, const char *path, char *err, size_t errlen)
-{
-    size_t n = strlen(path);
-    const char *why = NULL;
-    if (n == 0)
-        why = "it is empty";
-    else if (n >= PATH_MAX)
-        why = "it is too long";
-    else if (path[0] == '/')
-        why = "it is absolute";
-    for (const char *c = path; !why && *c;) {
-        const char *end = strchr(c, '/');
-        size_t len = end ? (size_t)(end - c) : strlen(c);
-        if (len == 0)
-            why = "it has an empty name ('//' or a trailing '/')";
-        else if ((len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
-            why = "it has a '.' or '..' name";
-        c += len;
-        if (*c == '/')
-            c++;
-        if (!why && end && !*c)
-            why = "it has an empty name ('//' or a trailing '/')";
-    }
-    if (!why)
-        return 0;
-    snprintf(err, errlen,
-             "invalid path in session '%s': %s; name a file relative to the volume, as "
-             "'src/main.py'",
-             s->id, why);
-    return -EINVAL;
-}
-
-/* The message for errno e from opening path in s. */
-static int file_error(const struct session *s, const char *path, int e, char *err, size_t errlen)
-{
-    if (e == -EXDEV)
-        snprintf(err, errlen, "'%s' leads out of the volume of session '%s' (a symlink); refused",
-                 path, s->id);
-    else if (e == -ELOOP)
-        snprintf(err, errlen,
-                 "'%s' in session '%s' is a symlink; files are not written through symlinks", path,
-                 s->id);
-    else if (e == -ENOENT)
-        snprintf(err, errlen, "no file '%s' in session '%s'", path, s->id);
-    else if (e == -EISDIR)
-        snprintf(err, errlen, "'%s' in session '%s' is a directory", path, s->id);
-    else if (e == -ENOTDIR)
-        snprintf(err, errlen, "a name on the way to '%s' in session '%s' is not a directory", path,
-                 s->id);
-    else
-        snprintf(err, errlen, "cannot open '%s' in session '%s': %s", path, s->id, strerror(-e));
-    return e;
-}
-
-static int open_volume(const struct session *s, char *err, size_t errlen)
-{
-    int fd = open(s->volume, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "session '%s' has no volume ('%s': %s)", s->id, s->volume,
-                 strerror(e));
-        return -e;
-    }
-    return fd;
-}
-
-int session_file_open(struct session *s, const char *path, uint64_t *size, char *err, size_t errlen)
-{
-    *size = 0;
-    int rc = check_path(s, path, err, errlen);
-    if (rc < 0)
-        return rc;
-    int root = open_volume(s, err, errlen);
-    if (root < 0)
-        return root;
-    /* O_NONBLOCK: a FIFO must not hold the loop; it is refused below */
-    int fd = open_beneath(root, path, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0);
-    close(root);
-    if (fd < 0)
-        return file_error(s, path, fd, err, errlen);
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rc = file_error(s, path, -errno, err, errlen);
-    } else if (S_ISDIR(st.st_mode)) {
-        rc = file_error(s, path, -EISDIR, err, errlen);
-    } else if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "'%s' in session '%s' is not a regular file", path, s->id);
-        rc = -EINVAL;
-    }
-    if (rc < 0) {
-        close(fd);
-        return rc;
-    }
-    *size = (uint64_t)st.st_size;
-    return fd;
-}
-
-int session_file_write(struct session *s, const char *path, const char *data, size_t len, char *err,
-                       size_t errlen)
-{
-    const struct session_pool *p = s->pool;
-    int rc = check_path(s, path, err, errlen);
-    if (rc < 0)
-        return rc;
-    int dir = open_volume(s, err, errlen);
-    if (dir < 0)
-        return dir;
-    char *copy = xstrdup(path);
-    char *name = copy;
-    char *slash;
-    /* one directory at a time, each opened beneath the one before */
-    while ((slash = strchr(name, '/'))) {
-        *slash = '\0';
-        int next = open_beneath(dir, name, O_PATH | O_DIRECTORY, 0);
-        if (next == -ENOENT) {
-            if (mkdirat(dir, name, 0755) < 0 && errno != EEXIST) {
-                rc = file_error(s, path, -errno, err, errlen);
-                goto out;
-            }
-            /* The session's user must own what it is given, or it cannot change it. */
-            if (p->set_ids &&
-                fchownat(dir, name, (uid_t)p->uid, (gid_t)p->gid, AT_SYMLINK_NOFOLLOW) < 0) {
-                rc = file_error(s, path, -errno, err, errlen);
-                goto out;
-            }
-            next = open_beneath(dir, name, O_PATH | O_DIRECTORY, 0);
-        }
-        if (next < 0) {
-            rc = file_error(s, path, next, err, errlen);
-            goto out;
-        }
-        close(dir);
-        dir = next;
-        name = slash + 1;
-    }
-    int fd = open_beneath(dir, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK, 0644);
-    if (fd < 0) {
-        rc = file_error(s, path, fd, err, errlen);
-        goto out;
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rc = file_error(s, path, -errno, err, errlen);
-    } else if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "'%s' in session '%s' is not a regular file", path, s->id);
-        rc = -EINVAL;
-    } else if (st.st_nlink > 1) {
-        /* a hard link may share its bytes with a file outside the volume */
-        snprintf(err, errlen, "'%s' in session '%s' has other hard links; refused", path, s->id);
-        rc = -EXDEV;
-    } else if (ftruncate(fd, 0) < 0) {
-        rc = file_error(s, path, -errno, err, errlen);
-    } else if (p->set_ids && fchown(fd, (uid_t)p->uid, (gid_t)p->gid) < 0) {
-        rc = file_error(s, path, -errno, err, errlen);
-    } else {
-        size_t put = 0;
-        while (put < len) {
-            ssize_t w = write(fd, data + put, len - put);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) {
-                rc = -errno;
-                snprintf(err, errlen, "cannot write '%s' in session '%s': %s", path, s->id,
-                         strerror(errno));
-                break;
-            }
-            put += (size_t)w;
-        }
-    }
-    close(fd);
-out:
-    close(dir);
-    free(copy);
-    return rc;
-}
-
 void session_pool_stats(struct session_pool *p, struct session_stats *st)
 {
     memset(st, 0, sizeof *st);
     for (struct session *s = p->sessions; s; s = s->next) {
-        const char *n = state_name(s);
+        const char *n = session__state_name(s);
         if (!strcmp(n, "creating"))
             st->creating++;
         else if (!strcmp(n, "active"))
