@@ -119,6 +119,16 @@ static int cancelled(const char *err)
     return err && strstr(err, "was cancelled: the daemon is shutting down") != NULL;
 }
 
+/* The rent waiting for r, if one does, fails with err. */
+static void rental_fail_op(struct rental *r, const char *err)
+{
+    struct rent_op *op = r->op;
+    if (!op)
+        return;
+    r->op = NULL;
+    op_finish(op, NULL, err);
+}
+
 /*
  * At the start of every callback: once the registry is closed the rental is
  * dropped (its row stays for the next daemon), and 1 says so.
@@ -127,12 +137,25 @@ static int rental_closing(struct rental *r)
 {
     if (!r->reg->closed)
         return 0;
-    if (r->op) {
-        struct rent_op *op = r->op;
-        r->op = NULL;
-        op_finish(op, NULL, "the daemon is stopping; the rental is taken up by the next one");
-    }
+    rental_fail_op(r, "the daemon is stopping; the rental is taken up by the next one");
     rental_drop(r);
+    return 1;
+}
+
+/*
+ * At the start of every API call's callback: the call is no longer under
+ * way. 1 when the callback is to do nothing more: the registry is closed
+ * (rental_closing), or the call was cancelled because the daemon stops (the
+ * row stays for the next daemon; the rent waiting fails with err).
+ */
+static int rental_answered(struct rental *r, const char *err)
+{
+    r->busy = 0;
+    if (rental_closing(r))
+        return 1;
+    if (!cancelled(err))
+        return 0;
+    rental_fail_op(r, err);
     return 1;
 }
 
@@ -204,16 +227,22 @@ static void rental_free_cb(uv_handle_t *h)
     free(r);
 }
 
+/* The release waiting for r's destroy, if one does, hears err (NULL: destroyed). */
+static void rental_tell_released(struct rental *r, const char *err)
+{
+    void (*cb)(void *, const char *) = r->released;
+    if (!cb)
+        return;
+    r->released = NULL;
+    cb(r->released_arg, err);
+}
+
 /* Takes r off the list and frees it once its timer has closed. */
 static void rental_drop(struct rental *r)
 {
     struct host_registry *reg = r->reg;
-    if (r->released) {
-        /* a release waiting hears that the rental is dropped with the daemon */
-        void (*cb)(void *, const char *) = r->released;
-        r->released = NULL;
-        cb(r->released_arg, "the daemon stopped before the destroy answered");
-    }
+    /* a release waiting hears that the rental is dropped with the daemon */
+    rental_tell_released(r, "the daemon stopped before the destroy answered");
     for (size_t i = 0; i < reg->n_rentals; i++) {
         if (reg->rentals[i] == r) {
             memmove(&reg->rentals[i], &reg->rentals[i + 1],
@@ -247,27 +276,15 @@ static void rental_gone(struct rental *r, const char *err)
     struct host *h = host_find(reg, r->name);
     if (h && h->kind == HOST_RENTED)
         host_remove(reg, r->name);
-    if (r->released) {
-        r->released(r->released_arg, err);
-        r->released = NULL;
-    }
+    rental_tell_released(r, err);
     rental_drop(r);
 }
 
 static void on_destroyed(void *arg, json_t *body, long status, const char *err)
 {
     struct rental *r = arg;
-    r->busy = 0;
-    if (rental_closing(r))
+    if (rental_answered(r, err))
         return;
-    if (cancelled(err)) {
-        if (r->op) {
-            struct rent_op *op = r->op;
-            r->op = NULL;
-            op_finish(op, NULL, err);
-        }
-        return;
-    }
     (void)body;
     (void)status;
     if (err) {
@@ -275,10 +292,7 @@ static void on_destroyed(void *arg, json_t *body, long status, const char *err)
         char *msg = xstrfmt("cannot destroy instance %lld: %s", (long long)r->rec.contract, err);
         log_error("cloud", "'%s': %s", r->name, msg);
         r->st = r->rec.contract ? R_STARTING : R_GONE;
-        if (r->released) {
-            r->released(r->released_arg, msg);
-            r->released = NULL;
-        }
+        rental_tell_released(r, msg);
         free(msg);
         if (!r->reg->closed && r->reg->app->cloud && r->st != R_GONE) {
             r->release = 1; /* try again after a pause */
@@ -317,10 +331,7 @@ static void rental_destroy(struct rental *r)
         r->busy = 0;
     }
     log_error("cloud", "'%s': %s", r->name, err);
-    if (r->released) {
-        r->released(r->released_arg, err);
-        r->released = NULL;
-    }
+    rental_tell_released(r, err);
     free(err);
 }
 
@@ -405,16 +416,22 @@ static void rental_ready(struct rental *r)
 
 /* ---- connecting: ssh, then the GPUs ---- */
 
+/* As rental_answered, for an ssh run's callback; a release asked meanwhile is done now. */
+static int rental_ssh_answered(struct rental *r)
+{
+    if (rental_answered(r, NULL))
+        return 1;
+    if (!r->release)
+        return 0;
+    rental_destroy(r);
+    return 1;
+}
+
 static void on_detect(const struct ssh_result *res, void *arg)
 {
     struct rental *r = arg;
-    r->busy = 0;
-    if (rental_closing(r))
+    if (rental_ssh_answered(r))
         return;
-    if (r->release) {
-        rental_destroy(r);
-        return;
-    }
     struct gpu_inventory inv = {0};
     char *err = NULL;
     char *text = NULL;
@@ -466,13 +483,8 @@ static void detect_gpus(struct rental *r)
 static void on_setup(const struct ssh_result *res, void *arg)
 {
     struct rental *r = arg;
-    r->busy = 0;
-    if (rental_closing(r))
+    if (rental_ssh_answered(r))
         return;
-    if (r->release) {
-        rental_destroy(r);
-        return;
-    }
     char *why = res->status == SSH_OK ? NULL : ssh_describe(r->name, res);
     if (res->status == SSH_TRANSPORT_FAILED) {
         char *msg = xstrfmt("the connection broke during the cloud's setup: %s", why);
@@ -493,13 +505,8 @@ static void on_setup(const struct ssh_result *res, void *arg)
 static void on_probe(const struct ssh_result *res, void *arg)
 {
     struct rental *r = arg;
-    r->busy = 0;
-    if (rental_closing(r))
+    if (rental_ssh_answered(r))
         return;
-    if (r->release) {
-        rental_destroy(r);
-        return;
-    }
     int verdict = ssh_probe_verdict(res);
     if (verdict == 0) {
         rental_event(r, "ssh answers");
@@ -625,17 +632,8 @@ static void ready_status(struct rental *r, const json_t *inst, const char *st, c
 static void on_instance(void *arg, json_t *body, long status, const char *err)
 {
     struct rental *r = arg;
-    r->busy = 0;
-    if (rental_closing(r))
+    if (rental_answered(r, err))
         return;
-    if (cancelled(err)) {
-        if (r->op) {
-            struct rent_op *op = r->op;
-            r->op = NULL;
-            op_finish(op, NULL, err);
-        }
-        return;
-    }
     (void)status;
     if (r->release) {
         rental_destroy(r);
@@ -706,17 +704,8 @@ static void on_instance(void *arg, json_t *body, long status, const char *err)
 static void on_found(void *arg, json_t *body, long status, const char *err)
 {
     struct rental *r = arg;
-    r->busy = 0;
-    if (rental_closing(r))
+    if (rental_answered(r, err))
         return;
-    if (cancelled(err)) {
-        if (r->op) {
-            struct rent_op *op = r->op;
-            r->op = NULL;
-            op_finish(op, NULL, err);
-        }
-        return;
-    }
     (void)status;
     if (err) {
         log_warn("cloud", "'%s': %s", r->name, err);
@@ -811,20 +800,10 @@ static void rental_drive(struct rental *r)
 static void on_key_attached(void *arg, json_t *body, long status, const char *err)
 {
     struct rental *r = arg;
-    r->busy = 0;
-    if (rental_closing(r))
+    if (rental_answered(r, err))
         return;
-    if (cancelled(err)) {
-        if (r->op) {
-            struct rent_op *op = r->op;
-            r->op = NULL;
-            op_finish(op, NULL, err);
-        }
-        return;
-    }
     (void)body;
     (void)status;
-    r->busy = 0;
     if (err)
         log_warn("cloud", "'%s': %s (the account's keys may still log in)", r->name, err);
     rental_drive(r);
@@ -833,17 +812,8 @@ static void on_key_attached(void *arg, json_t *body, long status, const char *er
 static void on_created(void *arg, json_t *body, long status, const char *err)
 {
     struct rental *r = arg;
-    r->busy = 0;
-    if (rental_closing(r))
+    if (rental_answered(r, err))
         return;
-    if (cancelled(err)) {
-        if (r->op) {
-            struct rent_op *op = r->op;
-            r->op = NULL;
-            op_finish(op, NULL, err);
-        }
-        return;
-    }
     struct rent_op *op = r->op;
     int64_t contract = cloud_vast_new_contract(body);
     if (contract) {
@@ -1404,11 +1374,7 @@ void host__rentals_close(struct host_registry *reg)
             uv_timer_stop(&r->timer);
             continue;
         }
-        if (r->op) {
-            struct rent_op *op = r->op;
-            r->op = NULL;
-            op_finish(op, NULL, "the daemon is stopping; the rental is taken up by the next one");
-        }
+        rental_fail_op(r, "the daemon is stopping; the rental is taken up by the next one");
         rental_drop(r);
     }
 }
@@ -1422,11 +1388,7 @@ void host__rentals_free(struct host_registry *reg)
      */
     for (size_t i = 0; i < reg->n_rentals; i++) {
         struct rental *r = reg->rentals[i];
-        if (r->op) {
-            struct rent_op *op = r->op;
-            r->op = NULL;
-            op_finish(op, NULL, "the daemon is stopping");
-        }
+        rental_fail_op(r, "the daemon is stopping");
         store_rental_release(&r->rec);
         if (r->have_pod)
             ssh_pod_release(&r->pod);
