@@ -77,11 +77,16 @@ static void strip_llama(const char **s, size_t *len)
     *len = n;
 }
 
-/* Keeps the line that says why a load or bind failed, for the exit line. */
+/*
+ * Keeps the line that says why a load or bind failed, for the exit line. A
+ * host allocation that failed is "insufficient memory (attempted to allocate
+ * 7629.53 MB)" from ggml_aligned_malloc, the first line of that failure.
+ */
 static void remember_cause(struct engine_log_state *st, const char *text, size_t len)
 {
-    static const char *const causes[] = {"failed to load model",
-                                         "couldn't bind HTTP server socket"};
+    static const char *const causes[] = {"failed to load model", "couldn't bind HTTP server socket",
+                                         "insufficient memory",
+                                         "failed to initialize the context:"};
     const char *hit = engine__find(text, len, "error loading model:");
     if (hit) {
         const char *rest = hit + strlen("error loading model:");
@@ -96,6 +101,8 @@ static void remember_cause(struct engine_log_state *st, const char *text, size_t
         }
     }
 }
+
+#define KV_REASON "not enough memory for the KV cache (lower -c/--ctx-size)"
 
 static void llamacpp_classify_line(struct engine_log_state *st, const char *line, size_t len,
                                    struct engine_line *out)
@@ -127,6 +134,19 @@ static void llamacpp_classify_line(struct engine_log_state *st, const char *line
             out->port_taken = 1;
         } else
             engine__set_fatal(out, "HTTP server error", st->first_error, strlen(st->first_error));
+        return;
+    }
+    /*
+     * The KV cache -c/--ctx-size asks for is more than the host can give: the
+     * context's creation fails, the load ends with "exiting due to model
+     * loading error". The allocation's own line says how much it wanted.
+     */
+    hit = engine__find(text, text_len, "failed to allocate buffer for kv cache");
+    if (hit) {
+        if (strncmp(st->first_error, "insufficient memory", 19) == 0)
+            engine__set_fatal(out, KV_REASON, st->first_error, strlen(st->first_error));
+        else
+            engine__set_fatal(out, KV_REASON, hit, text_len - (size_t)(hit - text));
         return;
     }
     if (engine__find(text, text_len, "failed to allocate CUDA")) {

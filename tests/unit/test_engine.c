@@ -446,6 +446,59 @@ static void test_llamacpp_load_error(void **state)
                  "model loading error");
 }
 
+/*
+ * A -c/--ctx-size whose KV cache the host cannot hold: llama-server's own
+ * lines (the pinned build, -c 25000000 with f32 caches on a 24 GiB host).
+ */
+static void test_llamacpp_kv_cache_too_big(void **state)
+{
+    static const char *const kv = "not enough memory for the KV cache (lower -c/--ctx-size): "
+                                  "insufficient memory (attempted to allocate 30517.81 MB)";
+    struct run r;
+    run_init(&r, "llamacpp");
+    expect_none(&r, "0.02.649.796 W common_fit_params: failed to fit params to free device "
+                    "memory: was unable to fit model into system memory by reducing context, "
+                    "abort");
+    expect_none(&r, "0.05.279.063 E ggml_aligned_malloc: insufficient memory (attempted to "
+                    "allocate 30517.81 MB)");
+    expect_none(&r, "0.05.279.071 E ggml_backend_cpu_buffer_type_alloc_buffer: failed to "
+                    "allocate buffer of size 32000245760");
+    expect_none(&r, "0.05.279.072 E alloc_tensor_range: failed to allocate CPU buffer of size "
+                    "32000245760");
+    expect_fatal(&r,
+                 "0.05.544.834 E llama_init_from_model: failed to initialize the context: "
+                 "failed to allocate buffer for kv cache",
+                 kv);
+    expect_none(&r, "0.05.544.862 E cmn  common_init_: failed to create context with model "
+                    "'/m/stories260K.gguf'");
+    expect_none(&r, "0.05.544.866 E srv    load_model: failed to create_context with model "
+                    "'/m/stories260K.gguf'");
+    /* the exit line says the same (the supervisor keeps the first reason anyway) */
+    expect_fatal(&r, "0.05.546.785 E srv  llama_server: exiting due to model loading error",
+                 "model loading error: insufficient memory (attempted to allocate 30517.81 MB)");
+
+    /* without the allocation's line, the context's own */
+    run_init(&r, "llamacpp");
+    expect_fatal(&r,
+                 "E llama_init_from_model: failed to initialize the context: failed to "
+                 "allocate buffer for kv cache",
+                 "not enough memory for the KV cache (lower -c/--ctx-size): failed to allocate "
+                 "buffer for kv cache");
+
+    /* a failed fit trial is not the end of the load: the real one may still work */
+    run_init(&r, "llamacpp");
+    expect_none(&r, "0.05.200.788 E llama_init_from_model: failed to initialize the context: "
+                    "std::bad_alloc");
+    expect_none(&r, "0.05.202.997 E common_fit_params: encountered an error while trying to "
+                    "fit params to free device memory: failed to create llama_context from "
+                    "model");
+    expect_none(&r, "0.05.203.427 I llama_model_loader: loaded meta data with 19 key-value pairs "
+                    "and 48 tensors from /m/stories260K.gguf (version GGUF V3 (latest))");
+    /* when the load then fails for good, the trial's error is the cause given */
+    expect_fatal(&r, "E srv  llama_server: exiting due to model loading error",
+                 "model loading error: failed to initialize the context: std::bad_alloc");
+}
+
 /* A bind failure says the port was taken, so the start moves to another port. */
 static void test_port_taken(void **state)
 {
@@ -649,6 +702,7 @@ int main(void)
         cmocka_unit_test(test_sglang),
         cmocka_unit_test(test_llamacpp_ready),
         cmocka_unit_test(test_llamacpp_load_error),
+        cmocka_unit_test(test_llamacpp_kv_cache_too_big),
         cmocka_unit_test(test_llamacpp_bind_and_oom),
         cmocka_unit_test(test_port_taken),
         cmocka_unit_test(test_models_lists),
