@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "config/internal.h"
-#include "host/name.h"
 
 #define CLOUD_URL_DEFAULT "https://console.vast.ai"
 #define CLOUD_DISK_DEFAULT (60ull << 30)
@@ -606,26 +605,8 @@ void config__parse_clouds(struct config__walk *w, const yaml_node_t *n)
             continue;
         yaml_node_t *k = config__node(w, p->key);
         const char *name = config__scalar(k);
-        if (config__has_nul(k))
-            continue; /* reported with its position by walk.c's check_nul */
-        if (!config__valid_pod_name(name, config__scalar_len(k))) {
-            config__err_host_name(w, k, "clouds", "cloud");
+        if (!config__host_key_ok(w, k, "clouds", "cloud", "one pod or one cloud"))
             continue;
-        }
-        if (!strcmp(name, HOST_LOCAL_NAME)) {
-            config__err_at(w, k,
-                           "clouds: '" HOST_LOCAL_NAME "' is reserved for this machine; name the "
-                           "cloud differently");
-            continue;
-        }
-        const struct config_pod *pod = config_find_pod(cfg, name);
-        if (pod) {
-            config__err_at(w, k,
-                           "clouds: '%s' is also a pod (pods.%s at line %d); a host name is one "
-                           "pod or one cloud, so name the cloud differently",
-                           name, name, pod->line);
-            continue;
-        }
         struct config_cloud *c = &cfg->clouds[cfg->n_clouds];
         c->name = config__strdup(w, name);
         if (!c->name)

@@ -192,6 +192,16 @@ void config__err_pod_name(struct config__walk *w, const yaml_node_t *n, const ch
 /* As config__err_pod_name for another host name under the pod rule: what is "cloud"... */
 void config__err_host_name(struct config__walk *w, const yaml_node_t *n, const char *path,
                            const char *what);
+/*
+ * Whether the key k of an entry of section (pods, clouds, slurm: each entry
+ * a host by name) can name a host: 0, with the error reported, when it holds
+ * a NUL (reported by the walk), breaks the pod rule, is this machine's
+ * reserved name or, with one_of, is already a pod or a cloud (those read
+ * before). what names the entry ("pod", "cloud", "cluster"); one_of, the
+ * kinds a host name can be, for that last message ("one pod or one cloud").
+ */
+int config__host_key_ok(struct config__walk *w, const yaml_node_t *k, const char *section,
+                        const char *what, const char *one_of);
 /* file as written, or beside the config file when relative. NULL only on w->oom. */
 char *config__beside_config(struct config__walk *w, const char *file);
 

@@ -1386,18 +1386,8 @@ static void parse_pods(struct config__walk *w, const yaml_node_t *n)
         if (!config__pair_ok(w, n, first, i, "in 'pods'"))
             continue;
         yaml_node_t *k = config__node(w, p->key);
-        if (config__has_nul(k))
-            continue; /* reported with its position by walk.c's check_nul */
-        if (!config__valid_pod_name(config__scalar(k), config__scalar_len(k))) {
-            config__err_pod_name(w, k, "pods");
+        if (!config__host_key_ok(w, k, "pods", "pod", NULL))
             continue;
-        }
-        if (!strcmp(config__scalar(k), HOST_LOCAL_NAME)) {
-            config__err_at(w, k,
-                           "pods: '" HOST_LOCAL_NAME "' is reserved for this machine; name the pod "
-                           "differently");
-            continue;
-        }
         struct config_pod *pod = &cfg->pods[cfg->n_pods];
         pod->name = config__strdup(w, config__scalar(k));
         if (!pod->name)

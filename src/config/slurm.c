@@ -12,7 +12,6 @@
 #include <string.h>
 
 #include "config/internal.h"
-#include "host/name.h"
 
 #define SLURM_POLL_DEFAULT_MS 10000ull
 #define SLURM_UNSET UINT64_MAX
@@ -233,28 +232,8 @@ void config__parse_slurm(struct config__walk *w, const yaml_node_t *n)
             continue;
         yaml_node_t *k = config__node(w, p->key);
         const char *name = config__scalar(k);
-        if (config__has_nul(k))
-            continue; /* reported with its position by walk.c's check_nul */
-        if (!config__valid_pod_name(name, config__scalar_len(k))) {
-            config__err_host_name(w, k, "slurm", "cluster");
+        if (!config__host_key_ok(w, k, "slurm", "cluster", "one pod, one cloud or one cluster"))
             continue;
-        }
-        if (!strcmp(name, HOST_LOCAL_NAME)) {
-            config__err_at(w, k,
-                           "slurm: '" HOST_LOCAL_NAME "' is reserved for this machine; name the "
-                           "cluster differently");
-            continue;
-        }
-        const struct config_pod *pod = config_find_pod(cfg, name);
-        const struct config_cloud *cloud = config_find_cloud(cfg, name);
-        if (pod || cloud) {
-            config__err_at(w, k,
-                           "slurm: '%s' is also a %s (%s.%s at line %d); a host name is one pod, "
-                           "one cloud or one cluster, so name the cluster differently",
-                           name, pod ? "pod" : "cloud", pod ? "pods" : "clouds", name,
-                           pod ? pod->line : cloud->line);
-            continue;
-        }
         struct config_slurm *c = &cfg->slurm[cfg->n_slurm];
         c->name = config__strdup(w, name);
         if (!c->name)

@@ -25,6 +25,7 @@
 #include "base/suggest.h"
 #include "base/units.h"
 #include "config/internal.h"
+#include "host/name.h"
 
 /* ---- memory and messages -------------------------------------------- */
 
@@ -770,6 +771,38 @@ void config__err_host_name(struct config__walk *w, const yaml_node_t *n, const c
 void config__err_pod_name(struct config__walk *w, const yaml_node_t *n, const char *path)
 {
     config__err_host_name(w, n, path, "pod");
+}
+
+int config__host_key_ok(struct config__walk *w, const yaml_node_t *k, const char *section,
+                        const char *what, const char *one_of)
+{
+    const char *name = config__scalar(k);
+    if (config__has_nul(k))
+        return 0; /* reported with its position by check_nul */
+    if (!config__valid_pod_name(name, config__scalar_len(k))) {
+        config__err_host_name(w, k, section, what);
+        return 0;
+    }
+    if (!strcmp(name, HOST_LOCAL_NAME)) {
+        config__err_at(w, k,
+                       "%s: '" HOST_LOCAL_NAME "' is reserved for this machine; name the %s "
+                       "differently",
+                       section, what);
+        return 0;
+    }
+    if (!one_of)
+        return 1;
+    const struct config_pod *pod = config_find_pod(w->cfg, name);
+    const struct config_cloud *cloud = pod ? NULL : config_find_cloud(w->cfg, name);
+    if (pod || cloud) {
+        config__err_at(w, k,
+                       "%s: '%s' is also a %s (%s.%s at line %d); a host name is %s, so name the "
+                       "%s differently",
+                       section, name, pod ? "pod" : "cloud", pod ? "pods" : "clouds", name,
+                       pod ? pod->line : cloud->line, one_of, what);
+        return 0;
+    }
+    return 1;
 }
 
 char *config__beside_config(struct config__walk *w, const char *file)
