@@ -20,6 +20,9 @@
 #define CLOUD_URL_DEFAULT "https://console.vast.ai"
 #define CLOUD_DISK_DEFAULT (60ull << 30)
 #define CLOUD_IDLE_DEFAULT_MS (30ull * 60 * 1000)
+#define CLOUD_RUNNING_DEFAULT_MS (15ull * 60 * 1000) /* an image pull may take minutes */
+#define CLOUD_SSH_DEFAULT_MS (5ull * 60 * 1000)
+#define CLOUD_SETUP_DEFAULT_MS (60ull * 60 * 1000) /* an install may take long */
 #define CLOUD_MAX_PRICE 1000.0 /* $/hour: a guard against a typo, not a market limit */
 
 enum {
@@ -37,14 +40,18 @@ enum {
     CK_FILTERS,
     CK_IDLE_RELEASE,
     CK_RELEASE_ON_EXIT,
+    CK_DEADLINES,
     CK_COUNT,
 };
 
 static const char *const cloud_keys[] = {
-    "provider",     "api_key",         "url",  "strictness", "max_price", "max_machines",
-    "max_tries",    "image",           "disk", "ssh_key",    "setup",     "filters",
-    "idle_release", "release_on_exit", NULL,
+    "provider",     "api_key",         "url",       "strictness", "max_price", "max_machines",
+    "max_tries",    "image",           "disk",      "ssh_key",    "setup",     "filters",
+    "idle_release", "release_on_exit", "deadlines", NULL,
 };
+
+/* The steps of deadlines:, in the order a machine goes through them. */
+static const char *const deadline_steps[] = {"running", "ssh", "setup", NULL};
 
 static const char *const strictness_names[] = {"strict", "balanced", "aggressive"};
 static const char *const providers[] = {"vast"};
@@ -472,6 +479,40 @@ static void parse_filters(struct config__walk *w, struct config_cloud *c, const 
     free(where);
 }
 
+/* deadlines: { STEP: DURATION }, each step one of deadline_steps. */
+static void parse_deadlines(struct config__walk *w, struct config_cloud *c, const yaml_node_t *n,
+                            const char *path)
+{
+    static const char *const examples[] = {"15m", "5m", "1h"};
+    uint64_t *slot[] = {&c->deadline_running_ms, &c->deadline_ssh_ms, &c->deadline_setup_ms};
+    yaml_node_t *v[sizeof slot / sizeof slot[0]];
+    if (n->type != YAML_MAPPING_NODE) {
+        config__err_type(w, n, path, "a mapping of steps, as { running: 15m, ssh: 5m }");
+        return;
+    }
+    char *where = config__strfmt(w, "in '%s'", path);
+    if (!where || config__walk_map(w, n, path, where, deadline_steps, v) < 0) {
+        free(where);
+        return;
+    }
+    free(where);
+    for (size_t i = 0; deadline_steps[i]; i++) {
+        if (!config__present(v[i]))
+            continue;
+        char *p = config__strfmt(w, "%s.%s", path, deadline_steps[i]);
+        if (!p)
+            return;
+        uint64_t ms = UINT64_MAX;
+        config__get_duration(w, v[i], p, &ms);
+        if (ms != UINT64_MAX && ms < 1000)
+            config__err_at(w, v[i], "%s: '%s' is too short; use at least 1s, as '%s'", p,
+                           config__scalar(v[i]), examples[i]);
+        else if (ms != UINT64_MAX)
+            *slot[i] = ms;
+        free(p);
+    }
+}
+
 static void parse_cloud(struct config__walk *w, struct config_cloud *c, const yaml_node_t *key,
                         const yaml_node_t *body)
 {
@@ -485,6 +526,9 @@ static void parse_cloud(struct config__walk *w, struct config_cloud *c, const ya
     c->max_tries = 5;
     c->disk = CLOUD_DISK_DEFAULT;
     c->idle_release_ms = CLOUD_IDLE_DEFAULT_MS;
+    c->deadline_running_ms = CLOUD_RUNNING_DEFAULT_MS;
+    c->deadline_ssh_ms = CLOUD_SSH_DEFAULT_MS;
+    c->deadline_setup_ms = CLOUD_SETUP_DEFAULT_MS;
     if (!path || !where || config__walk_map(w, body, path, where, cloud_keys, v) < 0)
         goto out;
 #define KEY(k) (free(p), p = config__strfmt(w, "%s.%s", path, cloud_keys[k]), p)
@@ -582,6 +626,8 @@ static void parse_cloud(struct config__walk *w, struct config_cloud *c, const ya
     }
     if (config__present(v[CK_RELEASE_ON_EXIT]) && KEY(CK_RELEASE_ON_EXIT))
         config__get_bool(w, v[CK_RELEASE_ON_EXIT], p, &c->release_on_exit);
+    if (config__present(v[CK_DEADLINES]) && KEY(CK_DEADLINES))
+        parse_deadlines(w, c, v[CK_DEADLINES], p);
 #undef MISSING
 #undef KEY
 out:
@@ -680,7 +726,9 @@ static int cloud_same(const struct config_cloud *a, const struct config_cloud *b
         a->max_machines != b->max_machines || a->max_tries != b->max_tries ||
         !str_same(a->image, b->image) || a->disk != b->disk || !str_same(a->ssh_key, b->ssh_key) ||
         !str_same(a->setup, b->setup) || a->n_filters != b->n_filters ||
-        a->idle_release_ms != b->idle_release_ms || a->release_on_exit != b->release_on_exit)
+        a->idle_release_ms != b->idle_release_ms || a->release_on_exit != b->release_on_exit ||
+        a->deadline_running_ms != b->deadline_running_ms ||
+        a->deadline_ssh_ms != b->deadline_ssh_ms || a->deadline_setup_ms != b->deadline_setup_ms)
         return 0;
     for (size_t i = 0; i < a->n_filters; i++)
         if (!filter_same(&a->filters[i], &b->filters[i]))

@@ -144,7 +144,11 @@ struct config_cloud {
     size_t n_filters;
     uint64_t idle_release_ms; /* destroy a machine that ran nothing this long, default 30m */
     int release_on_exit;      /* destroy the machines when the daemon stops, default false */
-    int line, col;            /* position of the cloud's key, for messages */
+    /* deadlines: of each step of a machine's start (docs/cloud.md, "Deadlines") */
+    uint64_t deadline_running_ms; /* created to running, default 15m */
+    uint64_t deadline_ssh_ms;     /* running to ssh answering, default 5m */
+    uint64_t deadline_setup_ms;   /* the cloud's setup script, default 1h */
+    int line, col;                /* position of the cloud's key, for messages */
 };
 
 /*

@@ -23,20 +23,19 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/units.h"
 #include "cloud/vast.h"
 #include "config/config.h"
 #include "host/internal.h"
 #include "runner/ssh.h"
 #include "store/store.h"
 
-#define RENT_POLL_MS 1000             /* between two reads of a starting instance */
-#define RENT_WATCH_MS 10000           /* between two reads of a ready one */
-#define RENT_START_DEADLINE_MS 900000 /* created to running: an image pull may take minutes */
-#define RENT_SSH_DEADLINE_MS 300000   /* running to ssh answering */
+#define RENT_POLL_MS 1000   /* between two reads of a starting instance */
+#define RENT_WATCH_MS 10000 /* between two reads of a ready one */
 #define RENT_SSH_RETRY_MS 2000
 #define RENT_PROBE_TIMEOUT_MS 20000
+#define RENT_PROBE_MIN_MS 5000 /* the least a probe is given, even at its deadline */
 #define RENT_DETECT_TIMEOUT_MS 30000
-#define RENT_SETUP_TIMEOUT_MS 3600000 /* the cloud's setup: an install may take long */
 #define RENT_ERR_MAX 512
 
 /* onstart: no tmux around ssh sessions (Vast's images start one for logins). */
@@ -486,7 +485,15 @@ static void on_setup(const struct ssh_result *res, void *arg)
     if (rental_ssh_answered(r))
         return;
     char *why = res->status == SSH_OK ? NULL : ssh_describe(r->name, res);
-    if (res->status == SSH_TRANSPORT_FAILED) {
+    const struct config_cloud *cc = cloud_of(r);
+    if (res->status == SSH_TRANSPORT_FAILED && res->err == -ETIMEDOUT && cc) {
+        /* as today's default: a setup that outlasts its deadline is the machine's (its network) */
+        char d[32];
+        char *msg = xstrfmt("the cloud's setup did not finish within %s (deadlines.setup)",
+                            units_fmt_duration(cc->deadline_setup_ms, d, sizeof d));
+        rental_bad(r, msg);
+        free(msg);
+    } else if (res->status == SSH_TRANSPORT_FAILED) {
         char *msg = xstrfmt("the connection broke during the cloud's setup: %s", why);
         rental_bad(r, msg);
         free(msg);
@@ -515,7 +522,7 @@ static void on_probe(const struct ssh_result *res, void *arg)
             set_state(r, R_SETUP);
             rental_event(r, "running the cloud's setup");
             r->busy = 1;
-            if (ssh_exec(r->reg->app->loop, &r->pod, cc->setup, RENT_SETUP_TIMEOUT_MS, on_setup, r,
+            if (ssh_exec(r->reg->app->loop, &r->pod, cc->setup, cc->deadline_setup_ms, on_setup, r,
                          NULL) < 0) {
                 r->busy = 0;
                 rental_failed_as(r, "the cloud's setup is too long to send over ssh", 1);
@@ -526,9 +533,13 @@ static void on_probe(const struct ssh_result *res, void *arg)
         return;
     }
     char *why = ssh_describe(r->name, res);
-    if (clock_mono_ms() - r->phase_ms > RENT_SSH_DEADLINE_MS) {
-        char *msg = xstrfmt("ssh did not answer within %d s of the instance running (%s)",
-                            RENT_SSH_DEADLINE_MS / 1000, why);
+    const struct config_cloud *cc = cloud_of(r);
+    uint64_t limit = cc ? cc->deadline_ssh_ms : 0;
+    if (limit && clock_mono_ms() - r->phase_ms >= limit) {
+        char d[32];
+        char *msg =
+            xstrfmt("ssh did not answer within %s of the instance running (deadlines.ssh): %s",
+                    units_fmt_duration(limit, d, sizeof d), why);
         rental_bad(r, msg);
         free(msg);
     } else {
@@ -688,11 +699,16 @@ static void on_instance(void *arg, json_t *body, long status, const char *err)
         free(host);
         return;
     }
-    if (clock_mono_ms() - r->phase_ms > RENT_START_DEADLINE_MS) {
+    const struct config_cloud *cc = cloud_of(r);
+    if (cc && clock_mono_ms() - r->phase_ms >= cc->deadline_running_ms) {
+        /* an image that never starts on this machine: the machine is to blame */
+        char d[32];
         char *why =
-            xstrfmt("instance %lld did not run within %d min (status %s)",
-                    (long long)r->rec.contract, RENT_START_DEADLINE_MS / 60000, st ? st : "null");
-        rental_failed(r, why);
+            xstrfmt("instance %lld did not run within %s of its create (deadlines.running; "
+                    "status %s)",
+                    (long long)r->rec.contract,
+                    units_fmt_duration(cc->deadline_running_ms, d, sizeof d), st ? st : "null");
+        rental_bad(r, why);
         free(why);
         return;
     }
@@ -779,11 +795,18 @@ static void rental_drive(struct rental *r)
     case R_READY:
         rc = cloud_vast_instance(http, cc, r->rec.contract, on_instance, r, &err);
         break;
-    case R_CONNECTING:
-        rc = ssh_probe(r->reg->app->loop, &r->pod, RENT_PROBE_TIMEOUT_MS, on_probe, r, NULL);
+    case R_CONNECTING: {
+        /* a probe that hangs ends by the ssh deadline, not long after it */
+        uint64_t spent = clock_mono_ms() - r->phase_ms, timeout = RENT_PROBE_TIMEOUT_MS;
+        if (cc->deadline_ssh_ms > spent && cc->deadline_ssh_ms - spent < timeout)
+            timeout = cc->deadline_ssh_ms - spent;
+        if (timeout < RENT_PROBE_MIN_MS)
+            timeout = RENT_PROBE_MIN_MS;
+        rc = ssh_probe(r->reg->app->loop, &r->pod, timeout, on_probe, r, NULL);
         if (rc < 0)
             err = xstrdup("its ssh command line is too long");
         break;
+    }
     default:
         r->busy = 0;
         return;

@@ -1464,7 +1464,8 @@ static void test_clouds(void **state)
                          "      static_ip: true\n"
                          "      compute_cap: \"890\"\n"
                          "    idle_release: 45m\n"
-                         "    release_on_exit: true\n",
+                         "    release_on_exit: true\n"
+                         "    deadlines: { running: 2m, ssh: 30s, setup: 10m }\n",
                          "models:\n  m: { cmd: x, hosts: [local, vast] }\n");
     struct config *c = parse_ok(y);
     free(y);
@@ -1486,6 +1487,9 @@ static void test_clouds(void **state)
     assert_string_equal(cl->setup, "pip install x");
     assert_true(cl->idle_release_ms == 45ull * 60 * 1000);
     assert_int_equal(cl->release_on_exit, 1);
+    assert_true(cl->deadline_running_ms == 2ull * 60 * 1000);
+    assert_true(cl->deadline_ssh_ms == 30ull * 1000);
+    assert_true(cl->deadline_setup_ms == 10ull * 60 * 1000);
     assert_int_equal(cl->line, 2);
     /* Filters in file order, one per op, typed as written. */
     assert_int_equal(cl->n_filters, 7);
@@ -1541,6 +1545,23 @@ static void test_clouds(void **state)
     assert_int_equal(cl->n_filters, 0);
     assert_true(cl->idle_release_ms == 30ull * 60 * 1000);
     assert_int_equal(cl->release_on_exit, 0);
+    assert_true(cl->deadline_running_ms == 15ull * 60 * 1000);
+    assert_true(cl->deadline_ssh_ms == 5ull * 60 * 1000);
+    assert_true(cl->deadline_setup_ms == 60ull * 60 * 1000);
+    config_free(c);
+
+    /* A deadline changed is a cloud changed. */
+    y = cloud_yaml("    deadlines: { ssh: 1m }\n", "");
+    c2 = parse_ok(y);
+    free(y);
+    y = cloud_yaml("", "");
+    c = parse_ok(y);
+    free(y);
+    config_reload_changes(c, c2, &applied, &restart);
+    assert_string_equal(applied, "clouds");
+    free(applied);
+    free(restart);
+    config_free(c2);
     config_free(c);
 
     /* ~ is $HOME's. */
@@ -1607,6 +1628,21 @@ static void test_cloud_errors(void **state)
     expect_cloud_error("    idle_release: 10ms\n",
                        "yard.yaml:8:19: clouds.vast.idle_release: '10ms' is too short; use at "
                        "least 1s, as '30m'");
+    expect_cloud_error("    deadlines: { runing: 1m }\n",
+                       "yard.yaml:8:18: unknown key 'runing' in 'clouds.vast.deadlines'; did you "
+                       "mean 'running'?");
+    expect_cloud_error("    deadlines: { boot: 1m }\n",
+                       "yard.yaml:8:18: unknown key 'boot' in 'clouds.vast.deadlines'; valid keys: "
+                       "running, ssh, setup");
+    expect_cloud_error("    deadlines: { ssh: soon }\n",
+                       "yard.yaml:8:23: clouds.vast.deadlines.ssh: invalid duration 'soon'; use a "
+                       "number and a unit, as '500ms', '30s', '10m' or '2h'");
+    expect_cloud_error("    deadlines: { setup: 200ms }\n",
+                       "yard.yaml:8:25: clouds.vast.deadlines.setup: '200ms' is too short; use at "
+                       "least 1s, as '1h'");
+    expect_cloud_error("    deadlines: 15m\n",
+                       "yard.yaml:8:16: clouds.vast.deadlines: expected a mapping of steps, as { "
+                       "running: 15m, ssh: 5m }, got '15m'");
     expect_cloud_error("    release_on_exit: maybe\n",
                        "yard.yaml:8:22: clouds.vast.release_on_exit: expected true or false, got "
                        "'maybe'");

@@ -1,0 +1,114 @@
+// Machines that fail their start, through a rent against the Vast stand-in
+// (lib/vast-standin.mjs), with the cloud's deadlines made short in the config
+// (docs/cloud.md, "Deadlines"):
+//
+//   - an instance stuck in `loading` past deadlines.running, one whose
+//     status_msg carries an OCI runtime error, and one whose ssh never answers
+//     within deadlines.ssh: each destroyed, its machine in the bad-host
+//     registry, and the next offer rented; the one that serves is a machine in
+//     a network namespace of its own (its own address), where namespaces can
+//     be made (root), else on loopback
+//
+// Each step is awaited by the rent's answer and the events, never by a sleep.
+
+import { describe, test } from 'node:test';
+import { assert, tmpdir, freePort, writeConfig, startDaemon, yard, yardJson } from './lib/harness.mjs';
+import { startVastStandin, netnsSkipReason } from './lib/vast-standin.mjs';
+import { sshdSkipReason } from './lib/sshd.mjs';
+
+const skip = sshdSkipReason();
+const netns = !skip && !netnsSkipReason();
+
+async function daemon(s, { cloud = '', models = '', port = null } = {}) {
+    const dir = tmpdir();
+    port ??= await freePort();
+    const yaml =
+        `listen: 127.0.0.1:${port}\n` +
+        'clouds:\n' +
+        '  vast:\n' +
+        '    provider: vast\n' +
+        '    api_key: ${env.VAST_API_KEY}\n' +
+        `    url: ${s.url}\n` +
+        '    max_price: 1.5\n' +
+        '    image: vllm/vllm-openai:latest\n' +
+        `    ssh_key: ${s.clientKey.path}\n` +
+        cloud +
+        models;
+    const config = writeConfig(dir, yaml);
+    const d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
+    return { dir, d, config };
+}
+
+const creates = (s) => s.state.requests.filter((r) => r.method === 'PUT' && r.path.startsWith('/api/v0/asks/'));
+const alive = (s) => [...s.state.instances.values()].filter((i) => !i.destroyed);
+
+describe('machines that fail their start', { skip: skip ?? false }, () => {
+    test(`stuck loading, an OCI error, ssh dead: each destroyed and recorded bad; the next offer serves (${netns ? 'network namespaces' : 'loopback'})`, async () => {
+        const offers = [201, 202, 203, 204].map((id, i) => ({
+            id,
+            machine_id: 2001 + i,
+            dph_total: 0.3 + i / 10,
+            gpu_name: 'RTX 4090',
+            gpu_ram: 24564,
+        }));
+        const s = await startVastStandin({ offers, netns });
+        await s.script(
+            { kind: 'stuck_loading', offer: 201 },
+            { kind: 'oci_error', offer: 202 },
+            { kind: 'ssh_dead', offer: 203 },
+        );
+        const { dir, d } = await daemon(s, { cloud: '    deadlines: { running: 4s, ssh: 3s }\n' });
+        try {
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            assert.deepEqual(
+                creates(s).map((x) => x.path),
+                ['/api/v0/asks/201/', '/api/v0/asks/202/', '/api/v0/asks/203/', '/api/v0/asks/204/'],
+            );
+            const live = alive(s);
+            assert.deepEqual(
+                live.map((i) => i.offer.id),
+                [204],
+                'the three that failed were destroyed',
+            );
+
+            const bad = await yardJson(['cloud', 'bad', '--json'], { stateDir: dir });
+            const why = Object.fromEntries(bad.map((b) => [b.machine_id, b.reason]));
+            assert.deepEqual(Object.keys(why).map(Number).sort(), [2001, 2002, 2003]);
+            assert.match(why[2001], /^instance \d+ did not run within 4s of its create \(deadlines\.running; status loading\)$/);
+            assert.match(why[2002], /^instance \d+ cannot run: status created: .*OCI runtime create failed/);
+            assert.match(why[2003], /^ssh did not answer within 3s of the instance running \(deadlines\.ssh\): /);
+            assert.ok(bad.every((b) => b.by_hand === false && b.cloud === 'vast'));
+
+            const ev = await yard(['events', '-n', '200'], { stateDir: dir });
+            for (const offer of [201, 202, 203]) {
+                const inst = [...s.state.instances.values()].find((i) => i.offer.id === offer);
+                assert.ok(inst.destroyed, `offer ${offer}'s instance destroyed`);
+                assert.match(ev.stdout, new RegExp(`destroyed instance ${inst.id}: `), ev.stdout);
+            }
+            assert.match(ev.stdout, / ready$/m);
+
+            // the machine that serves: reached at its own address
+            const rows = await yardJson(['cloud', 'ls', '--json'], { stateDir: dir });
+            assert.equal(rows.length, 1);
+            assert.equal(rows[0].offer, 204);
+            assert.equal(rows[0].state, 'ready');
+            const hosts = await yardJson(['hosts', '--json'], { stateDir: dir });
+            const h = hosts.find((x) => x.name === rows[0].name);
+            assert.equal(h?.kind, 'rented');
+            assert.equal(h.reachable, true);
+            if (netns) {
+                const m = s.machine(live[0].id);
+                assert.match(m.publicAddr, /^10\.\d+\.\d+\.\d+$/);
+                assert.ok(ev.stdout.includes(`running at ${m.publicAddr}:`), ev.stdout);
+            }
+
+            const rel = await yard(['cloud', 'release', rows[0].name], { stateDir: dir });
+            assert.equal(rel.code, 0, rel.stderr);
+            assert.equal(alive(s).length, 0);
+        } finally {
+            await d.stop();
+            await s.stop();
+        }
+    });
+});
