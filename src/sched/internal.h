@@ -196,16 +196,84 @@ double sched__cost_estimate(const struct sched__costs *c, const struct smodel *f
                             const struct smodel *to);
 void sched__costs_release(struct sched__costs *c);
 
+/* The scheduler: the models it holds, its tick, its counters. */
+/* How often the tick runs (sched_new), and how long a model rests before it moves back. */
+#define SCHED_TICK_MS 250
+
+/* What follows a drain: a stop (yard stop), an eviction by the model's policy
+ * (sleep when it sleeps in place, else stop), or a sleep (yard sleep). */
+enum { SCHED__STOP = 0, SCHED__EVICT, SCHED__SLEEP };
+
+struct sched {
+    struct app *app;
+    const struct sched_sup_ops *ops; /* the one way to app->sup */
+    struct smodel **models;
+    size_t n_models;
+    size_t total_waiting;
+    struct sup_observer *obs;
+    uv_timer_t tick;
+    int kicking, kick_again;
+    uint64_t swaps, load_waits;
+    double load_wait_s;
+    struct sched_stats *stats;
+    struct sched__gpus gpus;
+    int mem_blocked; /* a model waits for GPU memory: read the inventory often */
+    uint64_t phase_n[SCHED_PHASE_COUNT];
+    double phase_s[SCHED_PHASE_COUNT];
+    struct sched__costs costs; /* measured switch costs, per direction */
+};
+
+/* sched.c: admission, the queues and dispatch, what tick.c needs of them. */
+
+/* The scheduler's clock: the app's, which a test replaces. */
+uint64_t sched__now_ms(struct sched *s);
+/* The state of sm's first instance as the supervisor has it (INST_STOPPED if unknown). */
+enum inst_state sched__state_of(struct sched *s, struct smodel *sm, int *port, int *percent);
+/* Takes w out of sm's queue and the counts. */
+void sched__unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waiter *w);
+/* Whether w is a start or wake by hand (sched_start, sched_wake), not a request. */
+int sched__is_hand(const struct sched_waiter *w);
+/* Whether w is a start or wake by hand whose load was issued (it waits for the load). */
+int sched__hand_issued(const struct sched_waiter *w);
+/* Says why sm drains; a stop or sleep already issued keeps the reason it was given. */
+void sched__drain_because(struct smodel *sm, const char *why);
+/* What each of sm's replicas is doing, into v; returns how many slots it has. */
+int sched__rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v);
+
+/* tick.c: the tick's policies, and the hosts' fallback they share with dispatch. */
+
+/*
+ * One tick, as the loop's timer runs it every 250 ms: router.max_wait, the
+ * ttl, replicas' scale-up and scale-down, moving back to a preferred host,
+ * all at app->now_ms; then a kick.
+ */
+void sched__tick(struct sched *s);
+/*
+ * How long sm's ttl still gives it: -1 when no ttl runs (none set, pinned,
+ * requests in flight or waiting, draining, not ready), else the ms left while
+ * it stays idle (0: it is due).
+ */
+int64_t sched__ttl_left_ms(struct sched *s, struct smodel *sm, uint64_t now);
+/* Whether host name answers now: known, not lost, its runner not failing its polls. */
+int sched__host_answers(struct sched *s, const char *name);
+/*
+ * Whether a replica of sm beyond the first (the fallback slot included) is
+ * ready or loading; *serves says whether one is ready with no sleep or wake
+ * under way.
+ */
+int sched__others_answer(struct sched *s, struct smodel *sm, int *serves);
+/*
+ * Replica 0 of sm is on lost_host, which does not answer: starts its
+ * fallback instance on the first other host of its preference that answers
+ * and fits. 1 when the fallback serves or is on its way, else 0.
+ */
+int sched__fallback_start(struct sched *s, struct smodel *sm, const char *lost_host);
+
 /* sched.c: the scheduler's parts place.c needs. */
 struct sched__gpus *sched__gpus_of(struct sched *s);
 struct app *sched__app(struct sched *s);
 /* The supervisor's operations the scheduler was given (sched_new). */
 const struct sched_sup_ops *sched__sup(struct sched *s);
-/*
- * One tick, as the loop's timer runs it every 250 ms: router.max_wait, the
- * ttl, replicas' scale-up and scale-down, all at app->now_ms; then a kick.
- */
-void sched__tick(struct sched *s);
 void sched__kick(struct sched *s);
 /* The read finished after the scheduler was freed: free the rest now. */
 void sched__free_now(struct sched *s);

@@ -2,7 +2,8 @@
  * The scheduler's queues and its one decision function, sched_kick, run
  * whenever something changes: a request arrives or ends, an instance changes
  * state, the tick passes (ttl, max_wait). See docs/router.md for admission
- * and collation.
+ * and collation. The tick's policies (max_wait, the ttl, replicas, moving
+ * back to a preferred host) are tick.c's, placement place.c's.
  */
 #include "sched/sched.h"
 #include "sched/internal.h"
@@ -13,46 +14,17 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
-#include "base/units.h"
 #include "config/config.h"
 #include "host/host.h"
 #include "store/store.h"
 #include "sup/sup.h"
 
-#define SCHED_TICK_MS 250
-
-/* What follows a drain: a stop (yard stop), an eviction by the model's policy
- * (sleep when it sleeps in place, else stop), or a sleep (yard sleep). */
-enum { SCHED__STOP = 0, SCHED__EVICT, SCHED__SLEEP };
-
-struct sched {
-    struct app *app;
-    const struct sched_sup_ops *ops; /* the one way to app->sup */
-    struct smodel **models;
-    size_t n_models;
-    size_t total_waiting;
-    struct sup_observer *obs;
-    uv_timer_t tick;
-    int kicking, kick_again;
-    uint64_t swaps, load_waits;
-    double load_wait_s;
-    struct sched_stats *stats;
-    struct sched__gpus gpus;
-    int mem_blocked; /* a model waits for GPU memory: read the inventory often */
-    uint64_t phase_n[SCHED_PHASE_COUNT];
-    double phase_s[SCHED_PHASE_COUNT];
-    struct sched__costs costs; /* measured switch costs, per direction */
-};
-
 static void sched_kick(struct sched *s);
-static int host_answers(struct sched *s, const char *name);
-static void move_back(struct sched *s, struct smodel *sm, uint64_t now);
-static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now);
 static void drain_then(struct sched *s, struct smodel *sm, int action, int level, const char *why,
                        void (*done)(void *), sup_op_cb op_done, void *arg);
 
 /* The scheduler's clock: the app's, which a test replaces. */
-static uint64_t now_ms(struct sched *s)
+uint64_t sched__now_ms(struct sched *s)
 {
     return s->app->now_ms();
 }
@@ -62,7 +34,7 @@ static void phase_done(struct sched *s, enum sched_phase ph, uint64_t started_ms
     if (!started_ms)
         return;
     s->phase_n[ph]++;
-    s->phase_s[ph] += (double)(now_ms(s) - started_ms) / 1000.0;
+    s->phase_s[ph] += (double)(sched__now_ms(s) - started_ms) / 1000.0;
 }
 
 struct sched__gpus *sched__gpus_of(struct sched *s)
@@ -93,7 +65,7 @@ static struct smodel *find(struct sched *s, const char *name)
     return NULL;
 }
 
-static enum inst_state state_of(struct sched *s, struct smodel *sm, int *port, int *percent)
+enum inst_state sched__state_of(struct sched *s, struct smodel *sm, int *port, int *percent)
 {
     struct sup_info info;
     if (s->ops->info(s->app->sup, sm->name, &info) < 0)
@@ -137,9 +109,7 @@ static int serves(struct sched *s, struct smodel *sm, int *port)
     return info.state == INST_READY && !info.busy;
 }
 
-static int is_hand(const struct sched_waiter *w);
-
-static void unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waiter *w)
+void sched__unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waiter *w)
 {
     if (w->prev)
         w->prev->next = w->next;
@@ -150,7 +120,7 @@ static void unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waite
     else
         sm->tail = w->prev;
     w->prev = w->next = NULL;
-    if (is_hand(w))
+    if (sched__is_hand(w))
         sm->n_hand--;
     sm->n_waiting--;
     s->total_waiting--;
@@ -161,7 +131,7 @@ static void fail_all_retry(struct sched *s, struct smodel *sm, enum sched_reason
 {
     while (sm->head) {
         struct sched_waiter *w = sm->head;
-        unlink_waiter(s, sm, w);
+        sched__unlink_waiter(s, sm, w);
         w->retry_after_s = retry_after_s;
         w->on_fail(w, why, msg);
     }
@@ -191,9 +161,14 @@ struct sched_hand {
 
 static void hand_ready(struct sched_waiter *w, const struct sched_target *t);
 
-static int is_hand(const struct sched_waiter *w)
+int sched__is_hand(const struct sched_waiter *w)
 {
     return w->on_ready == hand_ready;
+}
+
+int sched__hand_issued(const struct sched_waiter *w)
+{
+    return sched__is_hand(w) && ((const struct sched_hand *)w)->issued;
 }
 
 /* The demand ended: rc 0 (its model serves) or a negative errno and why. Frees it. */
@@ -251,9 +226,9 @@ static void fail_hands(struct sched *s, struct smodel *sm, int rc, const char *m
 {
     for (struct sched_waiter *w = sm->head, *next; w; w = next) {
         next = w->next;
-        if (!is_hand(w) || (only_issued && !((struct sched_hand *)w)->issued))
+        if (!sched__is_hand(w) || (only_issued && !((struct sched_hand *)w)->issued))
             continue;
-        unlink_waiter(s, sm, w);
+        sched__unlink_waiter(s, sm, w);
         hand_finish((struct sched_hand *)w, rc, msg);
     }
 }
@@ -263,9 +238,9 @@ static void serve_hands(struct sched *s, struct smodel *sm)
 {
     for (struct sched_waiter *w = sm->head, *next; w && sm->n_hand; w = next) {
         next = w->next;
-        if (!is_hand(w))
+        if (!sched__is_hand(w))
             continue;
-        unlink_waiter(s, sm, w);
+        sched__unlink_waiter(s, sm, w);
         hand_finish((struct sched_hand *)w, 0, NULL);
     }
 }
@@ -273,7 +248,7 @@ static void serve_hands(struct sched *s, struct smodel *sm)
 static void mark_hands_issued(struct smodel *sm)
 {
     for (struct sched_waiter *w = sm->head; w && sm->n_hand; w = w->next)
-        if (is_hand(w))
+        if (sched__is_hand(w))
             ((struct sched_hand *)w)->issued = 1;
 }
 
@@ -333,7 +308,7 @@ static void on_note(void *arg, const struct sup_note *n)
         /* Another replica: it serves beside the first; the model's own state is replica 0's. */
         if (n->kind == SUP_NOTE_STATE && n->replica < CONFIG_INSTANCES_MAX) {
             if (n->state == INST_READY)
-                sm->reps[n->replica].last_used_ms = now_ms(s);
+                sm->reps[n->replica].last_used_ms = sched__now_ms(s);
             sm->reps[n->replica].refused_until_ms = 0;
             sched_kick(s);
         }
@@ -353,7 +328,7 @@ static void on_note(void *arg, const struct sup_note *n)
         for (struct sched_waiter *w = sm->head; w; w = w->next)
             if (w->on_progress)
                 w->on_progress(w, -1, n->reason);
-    uint64_t now = now_ms(s);
+    uint64_t now = sched__now_ms(s);
     sm->reps[0].refused_until_ms = 0; /* its state changed: the runner has said what happened */
     sm->ready_since_ms = n->state == INST_READY ? now : 0;
     if (n->state == INST_READY) {
@@ -378,7 +353,7 @@ static void on_note(void *arg, const struct sup_note *n)
     struct sup_info failed;
     int elsewhere = n->state == INST_FAILED && sm->was_loading && sm->m && sm->m->n_hosts > 1 &&
                     s->ops->info(s->app->sup, sm->name, &failed) == 0 &&
-                    !host_answers(s, failed.host);
+                    !sched__host_answers(s, failed.host);
     if (elsewhere)
         log_info("sched", "'%s' could not start on %s (%s); trying the next host", sm->name,
                  failed.host, n->reason);
@@ -430,7 +405,7 @@ static void add_model(struct sched *s, const struct config_model *m)
     sm->m = m;
     sm->pinned = pinned_in_store(s, sm->name);
     sm->last_percent = -1;
-    sm->last_used_ms = now_ms(s);
+    sm->last_used_ms = sched__now_ms(s);
     sm->sched = s;
     for (int r = 0; r < CONFIG_INSTANCES_MAX; r++)
         sm->reps[r] = (struct sched_inst){.sm = sm, .replica = r, .last_used_ms = sm->last_used_ms};
@@ -459,7 +434,7 @@ static void free_model(struct smodel *sm)
 }
 
 /* Says why sm drains; a stop or sleep already issued keeps the reason it was given. */
-static void drain_because(struct smodel *sm, const char *why)
+void sched__drain_because(struct smodel *sm, const char *why)
 {
     if (sm->stop_issued)
         return;
@@ -515,23 +490,6 @@ void sched_sync(struct sched *s)
     sched_kick(s);
 }
 
-/*
- * How long sm's ttl still gives it: -1 when no ttl runs (none set, pinned,
- * requests in flight or waiting, draining, not ready), else the ms left while
- * it stays idle (0: it is due).
- */
-static int64_t ttl_left_ms(struct sched *s, struct smodel *sm, uint64_t now)
-{
-    if (!sm->m || !sm->m->ttl_ms || sm->pinned || sm->inflight || sm->n_waiting || sm->draining ||
-        state_of(s, sm, NULL, NULL) != INST_READY)
-        return -1;
-    uint64_t idle = now > sm->last_used_ms ? now - sm->last_used_ms : 0;
-    return idle >= sm->m->ttl_ms ? 0 : (int64_t)(sm->m->ttl_ms - idle);
-}
-
-#define GPU_READ_EVERY_MS 2000
-#define GPU_READ_BLOCKED_MS 200
-
 void sched__rent_step(struct sched *s, const char *model, const char *text)
 {
     struct smodel *sm = find(s, model);
@@ -540,70 +498,6 @@ void sched__rent_step(struct sched *s, const char *model, const char *text)
     for (struct sched_waiter *w = sm->head; w; w = w->next)
         if (w->on_step)
             w->on_step(w, text);
-}
-
-/* host_rentals_idle: whether an instance of any model is on host (not stopped or failed). */
-static int host_in_use(void *arg, const char *host)
-{
-    struct sched *s = arg;
-    for (size_t i = 0; i < s->ops->count(s->app->sup); i++) {
-        struct sup_info info;
-        s->ops->info_at(s->app->sup, i, &info);
-        if (!strcmp(info.host, host) && info.state != INST_STOPPED && info.state != INST_FAILED)
-            return 1;
-    }
-    return 0;
-}
-
-void sched__tick(struct sched *s)
-{
-    uint64_t now = now_ms(s);
-    if (now - sched__gpus_read_ms(s) >= (s->mem_blocked ? GPU_READ_BLOCKED_MS : GPU_READ_EVERY_MS))
-        sched__gpus_refresh(s);
-    uint64_t max_wait = s->app->cfg->router_max_wait_ms;
-    for (size_t i = 0; i < s->n_models; i++) {
-        struct smodel *sm = s->models[i];
-        /*
-         * Requests past router.max_wait give up; so does a hand demand still
-         * waiting for room, not one whose load runs (startup_timeout bounds it).
-         */
-        for (struct sched_waiter *w = sm->head, *next; w && now - w->enqueued_ms >= max_wait;
-             w = next) {
-            next = w->next;
-            if (is_hand(w) && ((struct sched_hand *)w)->issued)
-                continue;
-            unlink_waiter(s, sm, w);
-            char d[32];
-            /* What it waits for, when its start says (a queued Slurm job's reason). */
-            struct sup_info info;
-            const char *why = s->ops->info(s->app->sup, sm->name, &info) == 0 &&
-                                      info.state == INST_STARTING && info.reason && *info.reason
-                                  ? info.reason
-                                  : NULL;
-            char *msg = xstrfmt("timed out after %s waiting for model '%s' (router.max_wait)%s%s",
-                                units_fmt_duration(max_wait, d, sizeof d), sm->name,
-                                why ? ": " : "", why ? why : "");
-            w->on_fail(w, SCHED_WAIT_TIMEOUT, msg);
-            free(msg);
-        }
-        /* ttl: an idle, unpinned, ready model is unloaded. */
-        if (ttl_left_ms(s, sm, now) == 0) {
-            char d[32];
-            char *why =
-                xstrfmt("idle for %s (ttl)", units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
-            log_info("sched", "'%s' %s: unloading", sm->name, why);
-            drain_because(sm, why);
-            free(why);
-            /* As yard stop: a request that comes meanwhile waits and starts it again. */
-            sm->draining = 1;
-            sm->drain_action = SCHED__STOP;
-            sm->drain_level = 0;
-        }
-        scale_replicas(s, sm, now);
-        move_back(s, sm, now);
-    }
-    host_rentals_idle(s->app->hosts, host_in_use, s, now);
-    sched_kick(s);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -678,7 +572,7 @@ int sched_admit(struct sched *s, struct sched_waiter *w)
         return -ENOENT;
     if (s->total_waiting >= (size_t)s->app->cfg->router_max_queue)
         return -EBUSY;
-    w->enqueued_ms = now_ms(s);
+    w->enqueued_ms = sched__now_ms(s);
     w->waited_for_load = 0;
     w->prev = sm->tail;
     w->next = NULL;
@@ -697,7 +591,7 @@ void sched_refused(struct sched *s, struct sched_inst *inst)
 {
     if (!inst)
         return;
-    inst->refused_until_ms = now_ms(s) + SCHED_REFUSED_MS;
+    inst->refused_until_ms = sched__now_ms(s) + SCHED_REFUSED_MS;
     log_info("sched",
              "'%s' replica %d refused a request before answering: holding its requests "
              "for up to %d ms",
@@ -711,7 +605,7 @@ void sched_cancel(struct sched *s, struct sched_waiter *w)
         return;
     for (struct sched_waiter *x = sm->head; x; x = x->next) {
         if (x == w) {
-            unlink_waiter(s, sm, w);
+            sched__unlink_waiter(s, sm, w);
             sched_kick(s);
             return;
         }
@@ -725,7 +619,7 @@ void sched_done(struct sched *s, struct sched_inst *inst)
         inst->inflight--;
     if (sm->inflight > 0)
         sm->inflight--;
-    sm->last_used_ms = inst->last_used_ms = now_ms(s);
+    sm->last_used_ms = inst->last_used_ms = sched__now_ms(s);
     sched_kick(s);
 }
 
@@ -737,7 +631,8 @@ static void drain_finished(struct smodel *sm, int err, const char *msg)
         int slept = sm->sched->ops->info(sm->sched->app->sup, sm->name, &info) == 0 &&
                     (info.state == INST_SLEEPING || info.state == INST_CHECKPOINTED);
         phase_done(sm->sched, slept ? SCHED_PHASE_SLEEP : SCHED_PHASE_STOP, sm->evict_started_ms);
-        switch_phase(sm->sched, sm->name, 0, now_ms(sm->sched) - sm->evict_started_ms, slept);
+        switch_phase(sm->sched, sm->name, 0, sched__now_ms(sm->sched) - sm->evict_started_ms,
+                     slept);
         sm->evict_started_ms = 0;
     }
     /* Memory was given back: look again before placing the next model. */
@@ -786,10 +681,10 @@ static void finish_drains(struct sched *s)
         }
         sm->stop_issued = 1;
         if (sm->drain_started_ms)
-            switch_phase(s, sm->name, 1, now_ms(s) - sm->drain_started_ms, 0);
+            switch_phase(s, sm->name, 1, sched__now_ms(s) - sm->drain_started_ms, 0);
         phase_done(s, SCHED_PHASE_DRAIN, sm->drain_started_ms);
         sm->drain_started_ms = 0;
-        sm->evict_started_ms = now_ms(s);
+        sm->evict_started_ms = sched__now_ms(s);
         char *err = NULL;
         int sleep =
             info.state == INST_READY && (sm->drain_action == SCHED__SLEEP ||
@@ -823,7 +718,7 @@ static void finish_drains(struct sched *s)
 }
 
 /* What each of sm's replicas is doing; returns how many it may have. */
-static int rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
+int sched__rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
 {
     int n = sm->m ? config_model_slots(sm->m) : 1;
     for (int r = 0; r < n; r++) {
@@ -832,8 +727,8 @@ static int rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
         if (s->ops->info_replica(s->app->sup, sm->name, r, &info) < 0)
             continue;
         v[r].exists = info.state != INST_STOPPED && info.state != INST_FAILED;
-        v[r].serves =
-            info.state == INST_READY && !info.busy && now_ms(s) >= sm->reps[r].refused_until_ms;
+        v[r].serves = info.state == INST_READY && !info.busy &&
+                      sched__now_ms(s) >= sm->reps[r].refused_until_ms;
         v[r].starting = info.state == INST_STARTING;
         v[r].lost = info.state == INST_UNKNOWN;
         v[r].port = info.reach_port;
@@ -849,18 +744,18 @@ static void dispatch_ready(struct sched *s)
         if (!sm->head || sm->draining || !sm->m)
             continue;
         struct sched__rep v[CONFIG_INSTANCES_MAX];
-        int n = rep_view(s, sm, v);
+        int n = sched__rep_view(s, sm, v);
         int serving = 0;
         for (int r = 0; r < n; r++)
             serving |= v[r].serves;
         if (!serving)
             continue;
         serve_hands(s, sm);
-        uint64_t now = now_ms(s);
+        uint64_t now = sched__now_ms(s);
         int r;
         while (sm->head && (r = sched__pick_replica(v, n, sm->m->concurrency)) >= 0) {
             struct sched_waiter *w = sm->head;
-            unlink_waiter(s, sm, w);
+            sched__unlink_waiter(s, sm, w);
             sm->inflight++;
             sm->reps[r].inflight++;
             v[r].inflight++;
@@ -873,252 +768,6 @@ static void dispatch_ready(struct sched *s)
                 .inst = &sm->reps[r], .addr = v[r].addr, .port = v[r].port, .replica = r};
             w->on_ready(w, &t);
         }
-    }
-}
-
-/*
- * Replicas beyond the first: one more starts when the model's oldest request
- * has waited longer than scale_after with every serving replica at its
- * concurrency; an idle one stops after the model's ttl (replica 0 follows
- * the ttl as a model without replicas does).
- */
-/* Whether host name answers now: known, not lost, its runner not failing its polls. */
-static int host_answers(struct sched *s, const char *name)
-{
-    const char *why = NULL;
-    int retry_s = 0;
-    struct host *h = host_find(s->app->hosts, name);
-    return h && host_reachable(h, &why) != HOST_REACH_NO &&
-           !host_runner_lost(s->app->hosts, name, &why, &retry_s);
-}
-
-/*
- * Whether a replica of sm beyond the first (the fallback slot included) is
- * ready or loading (so on a host that answers); *serves says whether one is
- * ready with no sleep or wake under way.
- */
-static int others_answer(struct sched *s, struct smodel *sm, int *serves)
-{
-    int n = sm->m ? config_model_slots(sm->m) : 1, any = 0;
-    *serves = 0;
-    for (int r = 1; r < n; r++) {
-        struct sup_info info;
-        if (s->ops->info_replica(s->app->sup, sm->name, r, &info) < 0)
-            continue;
-        any |= info.state == INST_READY || info.state == INST_STARTING;
-        *serves |= info.state == INST_READY && !info.busy;
-    }
-    return any;
-}
-
-/*
- * Replica 0 of sm is on a host that does not answer: its fallback instance
- * (slot m->replicas) serves meanwhile, on the first other host of its
- * preference that answers and fits. 1 when the fallback serves or is on its
- * way; 0 when there is none to be had (no other host, none answers or fits).
- */
-static int fallback_start(struct sched *s, struct smodel *sm, const char *lost_host)
-{
-    if (!sm->m || sm->m->n_hosts < 2)
-        return 0;
-    int slot = sm->m->replicas;
-    struct sup_info fb;
-    if (s->ops->info_replica(s->app->sup, sm->name, slot, &fb) == 0 && fb.state != INST_STOPPED &&
-        fb.state != INST_FAILED && fb.state != INST_UNKNOWN)
-        return 1;
-    struct sched__where w;
-    enum sched__fit fit = sched__place(s, sm->name, slot, NULL, NULL, &w);
-    free(w.why);
-    if ((fit != SCHED__FITS && fit != SCHED__ANYWHERE) || strcmp(w.host_name, lost_host) == 0)
-        return 0;
-    log_info("sched", "'%s' is on %s, which does not answer: starting it on %s meanwhile", sm->name,
-             lost_host, w.host_name);
-    char *err = NULL;
-    if (s->ops->start_at(s->app->sup, sm->name, slot, w.host_name,
-                         fit == SCHED__FITS ? w.gpus : NULL, &err) < 0) {
-        log_warn("sched", "cannot start '%s' on %s: %s", sm->name, w.host_name, err);
-        free(err);
-        return 0;
-    }
-    free(sm->stand_in_for);
-    sm->stand_in_for = xstrdup(lost_host);
-    return 1;
-}
-
-/*
- * Why the idle fallback of sm stops: the host it stood in for answers again,
- * and serves the model when a replica there is ready. replica0_host names
- * the host when the stand-in's start is not known (a daemon that adopted it).
- * A new string the caller frees.
- */
-static char *stand_in_done_why(struct sched *s, struct smodel *sm, const char *replica0_host)
-{
-    const char *host = sm->stand_in_for ? sm->stand_in_for : replica0_host;
-    int serves_there = 0;
-    for (int r = 0; r < sm->m->replicas && !serves_there; r++) {
-        struct sup_info info;
-        serves_there = s->ops->info_replica(s->app->sup, sm->name, r, &info) == 0 &&
-                       info.state == INST_READY && strcmp(info.host, host) == 0;
-    }
-    return serves_there ? xstrfmt("%s answers again and serves '%s'", host, sm->name)
-                        : xstrfmt("%s answers again", host);
-}
-
-/*
- * Moving back (docs/sched.md, "Hosts and fallback"), on each tick: a fallback
- * that is idle while it stands in for nothing any more (replica 0 serves, no
- * replica is lost or loading: sched__stand_in_needed) stops; replica 0
- * running idle on a host after a more preferred one that answers again is
- * restarted, drained first, so that the placement puts it on the preferred
- * host.
- */
-static void move_back(struct sched *s, struct smodel *sm, uint64_t now)
-{
-    if (!sm->m || sm->m->n_hosts < 2 || sm->draining || sm->head)
-        return;
-    struct sup_info self;
-    if (s->ops->info(s->app->sup, sm->name, &self) < 0)
-        return;
-    int slot = sm->m->replicas;
-    if ((self.state == INST_STOPPED && !self.pid) || self.state == INST_FAILED) {
-        /*
-         * Its first instance is gone (its engine ended while its pod did not
-         * answer) and the fallback serves: the first comes back where the
-         * placement puts it now, if that is a more preferred host; the
-         * fallback then stops once idle (below).
-         */
-        struct sup_info fb;
-        if (s->ops->info_replica(s->app->sup, sm->name, slot, &fb) < 0 || fb.state != INST_READY ||
-            fb.busy)
-            return;
-        struct sched__where w;
-        enum sched__fit fit = sched__place(s, sm->name, 0, NULL, NULL, &w);
-        free(w.why);
-        if ((fit != SCHED__FITS && fit != SCHED__ANYWHERE) ||
-            config_model_host_rank(sm->m, w.host_name) >= config_model_host_rank(sm->m, fb.host))
-            return;
-        log_info("sched", "'%s' serves on %s: starting it again on %s, which answers again",
-                 sm->name, fb.host, w.host_name);
-        char *err = NULL;
-        if (s->ops->start_at(s->app->sup, sm->name, 0, w.host_name,
-                             fit == SCHED__FITS ? w.gpus : NULL, &err) < 0) {
-            log_warn("sched", "cannot start '%s' on %s: %s", sm->name, w.host_name, err);
-            free(err);
-        }
-        return;
-    }
-    if (self.state != INST_READY || self.busy)
-        return;
-    struct sup_info fb;
-    if (s->ops->info_replica(s->app->sup, sm->name, slot, &fb) == 0 && fb.state != INST_STOPPED &&
-        fb.state != INST_FAILED) {
-        if (fb.state != INST_READY || fb.busy || sm->reps[slot].inflight)
-            return;
-        /* It stands in for a replica whose host does not answer, or that loads again. */
-        struct sched__rep v[CONFIG_INSTANCES_MAX];
-        rep_view(s, sm, v);
-        if (sched__stand_in_needed(v, sm->m->replicas))
-            return;
-        char *why = stand_in_done_why(s, sm, self.host);
-        log_info("sched", "'%s' on %s: %s; stopping it", sm->name, fb.host, why);
-        char *err = NULL;
-        if (s->ops->stop_replica(s->app->sup, sm->name, slot, why, NULL, NULL, &err) < 0) {
-            log_warn("sched", "cannot stop '%s' on %s: %s", sm->name, fb.host, err);
-            free(err);
-        } else {
-            free(sm->stand_in_for);
-            sm->stand_in_for = NULL;
-        }
-        free(why);
-        return;
-    }
-    int rank = config_model_host_rank(sm->m, self.host);
-    if (rank <= 0 || self.host_fixed || sm->inflight || sm->pinned ||
-        now - sm->last_used_ms < SCHED_TICK_MS)
-        return;
-    for (int i = 0; i < rank; i++) {
-        const char *better = sm->m->hosts[i];
-        if (!host_answers(s, better))
-            continue;
-        struct sched__where w;
-        enum sched__fit fit = sched__place(s, sm->name, 0, NULL, NULL, &w);
-        free(w.why);
-        (void)fit;
-        /* Placement of a new start would not go there (full, or the model sleeps): stay. */
-        if (w.host < 0 || strcmp(w.host_name, better) != 0)
-            return;
-        char *why = xstrfmt("moving back to %s, which answers again", better);
-        log_info("sched", "'%s' on %s: %s", sm->name, self.host, why);
-        sched_restart(s, sm->name, why);
-        free(why);
-        return;
-    }
-}
-
-static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
-{
-    /* The fallback slot follows the ttl as a replica does. */
-    if (!sm->m || config_model_slots(sm->m) < 2 || sm->draining)
-        return;
-    struct sched__rep v[CONFIG_INSTANCES_MAX];
-    int n = rep_view(s, sm, v);
-    char d[32];
-    for (int r = 1; r < n && sm->m->ttl_ms && !sm->pinned; r++) {
-        struct sched_inst *in = &sm->reps[r];
-        if (!v[r].serves || in->inflight || now - in->last_used_ms < sm->m->ttl_ms)
-            continue;
-        char *why = xstrfmt("idle for %s (ttl)", units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
-        log_info("sched", "'%s' replica %d %s: stopping it", sm->name, r, why);
-        char *err = NULL;
-        int rc = s->ops->stop_replica(s->app->sup, sm->name, r, why, NULL, NULL, &err);
-        free(why);
-        if (rc < 0) {
-            log_warn("sched", "cannot stop '%s' replica %d: %s", sm->name, r, err);
-            free(err);
-        }
-    }
-    /* The oldest request: a start by hand waits for a load, not for a slot. */
-    const struct sched_waiter *oldest = sm->head;
-    while (oldest && is_hand(oldest))
-        oldest = oldest->next;
-    if (!oldest)
-        return;
-    /* The fallback slot (past the replicas) only stands in for a lost replica. */
-    int stand_in = n > sm->m->replicas;
-    int r = sched__replica_to_add(v, sm->m->replicas, stand_in, sm->m->concurrency, now,
-                                  oldest->enqueued_ms, sm->m->scale_after_ms);
-    if (r <= 0)
-        return;
-    struct sched__where w;
-    enum sched__fit fit = sched__place(s, sm->name, r, NULL, NULL, &w);
-    free(w.why);
-    if (fit != SCHED__FITS && fit != SCHED__ANYWHERE)
-        return; /* no host with a free GPU for another copy: the replicas that run serve */
-    const char *lost_host = NULL;
-    struct sup_info lost;
-    for (int i = 0; i < sm->m->replicas && r == sm->m->replicas && !lost_host; i++)
-        if (v[i].lost && s->ops->info_replica(s->app->sup, sm->name, i, &lost) == 0)
-            lost_host = lost.host;
-    if (lost_host)
-        log_info("sched",
-                 "'%s' has waited %s with every replica that answers busy, and its replica on %s "
-                 "does not answer: starting replica %d on %s in its stead",
-                 sm->name, units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), lost_host, r,
-                 w.host_name);
-    else
-        log_info("sched", "'%s' has waited %s with every replica busy: starting replica %d on %s",
-                 sm->name, units_fmt_duration(now - oldest->enqueued_ms, d, sizeof d), r,
-                 w.host_name);
-    char *err = NULL;
-    if (s->ops->start_at(s->app->sup, sm->name, r, w.host_name, fit == SCHED__FITS ? w.gpus : NULL,
-                         &err) < 0) {
-        log_warn("sched", "cannot start '%s' replica %d: %s", sm->name, r, err);
-        free(err);
-        return;
-    }
-    if (r == sm->m->replicas) {
-        free(sm->stand_in_for);
-        sm->stand_in_for = lost_host ? xstrdup(lost_host) : NULL;
     }
 }
 
@@ -1151,9 +800,9 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
     victim->draining = 1;
     victim->drain_action = SCHED__EVICT;
     char *why = xstrfmt("evicted for '%s'", for_whom->name);
-    drain_because(victim, why);
+    sched__drain_because(victim, why);
     free(why);
-    victim->drain_started_ms = now_ms(s);
+    victim->drain_started_ms = sched__now_ms(s);
     s->kick_again = 1; /* finish_drains ran before plan_loads in this kick: once more */
     s->swaps++;
     if (!for_whom->switch_from) {
@@ -1298,7 +947,7 @@ static void plan_loads(struct sched *s)
         memmove(&want[n_switching + 1], &want[n_switching], (i - n_switching) * sizeof *want);
         want[n_switching++] = t;
     }
-    uint64_t now = now_ms(s);
+    uint64_t now = sched__now_ms(s);
     s->mem_blocked = 0;
 
     for (size_t i = 0; i < n_want; i++) {
@@ -1314,7 +963,7 @@ static void plan_loads(struct sched *s)
         if (st == INST_UNKNOWN || (st != INST_READY && !at_rest &&
                                    host_runner_lost(s->app->hosts, self.host, &lost, &retry_s))) {
             int others_serve = 0;
-            if (others_answer(s, sm, &others_serve)) {
+            if (sched__others_answer(s, sm, &others_serve)) {
                 /*
                  * Another replica serves or loads: they wait for it as for any
                  * busy replica; when they wait past scale_after, the fallback
@@ -1327,7 +976,7 @@ static void plan_loads(struct sched *s)
                 }
                 continue;
             }
-            if (fallback_start(s, sm, self.host)) {
+            if (sched__fallback_start(s, sm, self.host)) {
                 /* Another host of its preference serves (dispatch) or loads for them. */
                 for (struct sched_waiter *w = sm->head; w; w = w->next)
                     w->waited_for_load = 1;
@@ -1447,7 +1096,7 @@ static void plan_loads(struct sched *s)
         char *err = NULL;
         sm->was_loading = 1;
         sm->last_percent = -1;
-        sm->load_started_ms = now_ms(s);
+        sm->load_started_ms = sched__now_ms(s);
         sm->loading_phase = asleep ? SCHED_PHASE_WAKE : SCHED_PHASE_START;
         if (asleep) {
             /* Success shows as the ready transition; a failed wake stops it (a note). */
@@ -1534,7 +1183,7 @@ static int hand_demand(struct sched *s, const char *model, int wake, sup_op_cb d
     h->w.model = h->model;
     h->w.on_ready = hand_ready;
     h->w.on_fail = hand_fail;
-    h->w.enqueued_ms = now_ms(s);
+    h->w.enqueued_ms = sched__now_ms(s);
     /* Not held to router.max_queue: a person asked, and it waits in no client's stead. */
     h->w.prev = sm->tail;
     if (sm->tail)
@@ -1581,7 +1230,7 @@ int sched_wake(struct sched *s, const char *model, sup_op_cb done, void *arg, ch
 static void drain_then(struct sched *s, struct smodel *sm, int action, int level, const char *why,
                        void (*done)(void *), sup_op_cb op_done, void *arg)
 {
-    drain_because(sm, why);
+    sched__drain_because(sm, why);
     if (done || op_done) {
         struct stop_cb *c = xcalloc(1, sizeof *c);
         c->done = done;
@@ -1695,7 +1344,7 @@ int sched_pin(struct sched *s, const char *model, int pinned, char **err)
     }
     sm->pinned = pinned;
     if (!pinned)
-        sm->last_used_ms = now_ms(s);
+        sm->last_used_ms = sched__now_ms(s);
     sched_kick(s);
     return 0;
 }
@@ -1704,14 +1353,14 @@ const struct sched_stats *sched_stats(struct sched *s, size_t *n)
 {
     free(s->stats);
     s->stats = xcalloc(s->n_models ? s->n_models : 1, sizeof *s->stats);
-    uint64_t now = now_ms(s);
+    uint64_t now = sched__now_ms(s);
     for (size_t i = 0; i < s->n_models; i++)
         s->stats[i] =
             (struct sched_stats){.model = s->models[i]->name,
                                  .waiting = s->models[i]->n_waiting - s->models[i]->n_hand,
                                  .inflight = s->models[i]->inflight,
                                  .pinned = s->models[i]->pinned,
-                                 .ttl_left_ms = ttl_left_ms(s, s->models[i], now)};
+                                 .ttl_left_ms = sched__ttl_left_ms(s, s->models[i], now)};
     *n = s->n_models;
     return s->stats;
 }
