@@ -136,13 +136,8 @@ void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, vo
     op->reply = reply;
     op->arg = arg;
     op->cloud = xstrdup(cc->name);
-    /* The bad-host registry's machines are left out (docs/cloud.md). */
-    int64_t *bad = NULL;
-    size_t n_bad = 0;
-    host_bad_machines(app->hosts, &bad, &n_bad);
-    int src = cloud_vast_offers(app->cloud, cc, &need, bad, n_bad, offers_done, op, &msg);
-    free(bad);
-    if (src < 0) {
+    /* The bad-host registry's machines are left out, the history ranks (docs/cloud.md). */
+    if (host_cloud_offers(app->hosts, cc, &need, offers_done, op, &msg) < 0) {
         char *line = xstrfmt("cloud '%s': %s", op->cloud, msg);
         reply_error(reply, arg, line);
         free(line);
@@ -240,26 +235,6 @@ void admin__cloud_release(struct app *app, json_t *req, admin__reply_fn reply, v
 
 /* ---- the bad-host registry ---- */
 
-static json_t *bad_list(struct app *app, char **err)
-{
-    struct store_bad *rows = NULL;
-    size_t n = 0;
-    int rc = store_list_bad(app->store, &rows, &n);
-    if (rc < 0) {
-        *err = xstrfmt("cannot read the bad-host registry: %s", strerror(-rc));
-        return NULL;
-    }
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(
-            arr, json_pack("{s:I, s:o, s:o, s:I, s:b}", "machine_id", (json_int_t)rows[i].machine,
-                           "cloud", utf8_json_xstring(rows[i].cloud), "reason",
-                           utf8_json_xstring(rows[i].reason), "added_ms",
-                           (json_int_t)rows[i].added_ms, "by_hand", rows[i].by_hand));
-    store_bads_free(rows, n);
-    return arr;
-}
-
 void admin__cloud_bad(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
 {
     json_t *add = json_object_get(req, "add"), *forget = json_object_get(req, "forget");
@@ -285,7 +260,7 @@ void admin__cloud_bad(struct app *app, json_t *req, admin__reply_fn reply, void 
             msg = xstrfmt("cannot forget machine %lld: %s", (long long)json_integer_value(forget),
                           strerror(-rc));
     }
-    json_t *arr = msg ? NULL : bad_list(app, &msg);
+    json_t *arr = msg ? NULL : host_bad_json(app->hosts, &msg);
     if (msg) {
         reply_error(reply, arg, msg);
         free(msg);

@@ -34,7 +34,8 @@ static const char usage[] =
     "ls: the machines yard rents: offer, machine, $/h, state, age, spent so far\n"
     "release: destroys a rented machine (it stops billing)\n"
     "bad: the bad-host registry, machines that failed a start and that every\n"
-    "search leaves out; --add puts a machine id there, --forget takes one out\n";
+    "search leaves out until their entry expires (the cloud's bad_host_ttl);\n"
+    "--add puts a machine id there for good, --forget takes one out\n";
 
 /* ---- --json: the stable form --------------------------------------- */
 
@@ -48,6 +49,21 @@ static json_t *bool_field(const json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
     return json_is_boolean(v) ? json_incref(v) : json_null();
+}
+
+/* Our history of the offer's machine: {ready, failed, mean_ready_s, last_failure}. */
+static json_t *history_stable(const json_t *h)
+{
+    const json_t *last = json_object_get(h, "last_failure");
+    json_t *l = json_is_object(last)
+                    ? json_pack("{s:o, s:o}", "reason", cli_json_field(last, "reason", JSON_STRING),
+                                "at_ms", cli_json_field(last, "at_ms", JSON_INTEGER))
+                    : json_null();
+    json_t *ready = json_object_get(h, "ready"), *failed = json_object_get(h, "failed");
+    return json_pack(
+        "{s:I, s:I, s:o, s:o}", "ready", json_is_integer(ready) ? json_integer_value(ready) : 0,
+        "failed", json_is_integer(failed) ? json_integer_value(failed) : 0, "mean_ready_s",
+        cli_json_field(h, "mean_ready_s", JSON_INTEGER), "last_failure", l ? l : json_null());
 }
 
 /* One offer, ranked (rank > 0) or excluded, with exactly the documented keys. */
@@ -72,6 +88,7 @@ static json_t *offer_stable(const json_t *e, int ranked)
     json_object_set_new(o, "geolocation", cli_json_field(e, "geolocation", JSON_STRING));
     json_object_set_new(o, "score", number_field(e, "score"));
     json_object_set_new(o, "reason", cli_json_field(e, "reason", JSON_STRING));
+    json_object_set_new(o, "history", history_stable(json_object_get(e, "history")));
     return o;
 }
 
@@ -345,12 +362,13 @@ static int cloud_release(struct app *app, const char *name)
 static json_t *bad_stable(const json_t *b)
 {
     return json_pack(
-        "{s:o, s:o, s:o, s:o, s:o}", "machine_id", cli_json_field(b, "machine_id", JSON_INTEGER),
-        "cloud", cli_json_field(b, "cloud", JSON_STRING), "reason",
-        cli_json_field(b, "reason", JSON_STRING), "added_ms",
-        cli_json_field(b, "added_ms", JSON_INTEGER), "by_hand",
+        "{s:o, s:o, s:o, s:o, s:o, s:o}", "machine_id",
+        cli_json_field(b, "machine_id", JSON_INTEGER), "cloud",
+        cli_json_field(b, "cloud", JSON_STRING), "reason", cli_json_field(b, "reason", JSON_STRING),
+        "added_ms", cli_json_field(b, "added_ms", JSON_INTEGER), "by_hand",
         json_is_boolean(json_object_get(b, "by_hand")) ? json_incref(json_object_get(b, "by_hand"))
-                                                       : json_null());
+                                                       : json_null(),
+        "expires_ms", cli_json_field(b, "expires_ms", JSON_INTEGER));
 }
 
 static void print_bad(const json_t *rows)
@@ -360,8 +378,8 @@ static void print_bad(const json_t *rows)
         printf("no machine in the bad-host registry\n");
         return;
     }
-    enum { B_MACHINE, B_CLOUD, B_SINCE, B_REASON, B_N };
-    static const char *const head[B_N] = {"MACHINE", "CLOUD", "SINCE", "REASON"};
+    enum { B_MACHINE, B_CLOUD, B_SINCE, B_EXPIRES, B_REASON, B_N };
+    static const char *const head[B_N] = {"MACHINE", "CLOUD", "SINCE", "EXPIRES", "REASON"};
     char **cells = xcalloc((n + 1) * B_N, sizeof *cells);
     for (int k = 0; k < B_N; k++)
         cells[k] = xstrdup(head[k]);
@@ -375,6 +393,15 @@ static void print_bad(const json_t *rows)
         char *age = age_text(at > 0 && now > at ? (now - at) / 1000 : 0);
         row[B_SINCE] = xstrfmt("%s ago", age);
         free(age);
+        json_t *exp = json_object_get(b, "expires_ms");
+        if (json_is_integer(exp)) {
+            json_int_t left = json_integer_value(exp) - now;
+            char *in = age_text(left > 0 ? (left + 999) / 1000 : 0);
+            row[B_EXPIRES] = xstrfmt("in %s", in);
+            free(in);
+        } else {
+            row[B_EXPIRES] = xstrdup("never");
+        }
         row[B_REASON] = str_text(b, "reason");
     }
     cli_table_print(cells, n + 1, B_N, stdout, NULL, NULL);

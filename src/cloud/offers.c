@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "base/buf.h"
@@ -394,19 +395,44 @@ char *cloud_vast_check(const struct cloud_query *q, const json_t *offer)
 
 /* ---- ranking -------------------------------------------------------- */
 
+/* A machine's mean time to ready in whole seconds (ready > 0). */
+static int64_t mean_s(const struct cloud_history *h)
+{
+    return (h->ready_ms_total / h->ready + 500) / 1000;
+}
+
+/* The history of machine, or NULL. */
+static const struct cloud_history *history_of(const struct cloud_history *hist, size_t n,
+                                              int64_t machine)
+{
+    for (size_t i = 0; i < n; i++)
+        if (hist[i].machine_id == machine)
+            return &hist[i];
+    return NULL;
+}
+
 struct ranked {
     const json_t *offer;
     size_t pos; /* in the API's answer */
     int64_t id;
-    int64_t price_micro; /* dph_total in millionths of a dollar */
-    double score;        /* the API's; -inf when it sends none */
+    int64_t machine, host; /* host 0: the offer names none */
+    int64_t price_micro;   /* dph_total in millionths of a dollar */
+    double score;          /* the API's; -inf when it sends none */
+    /* our own history: the machine's, and that of the other machines of its host */
+    const struct cloud_history *mh; /* NULL: none */
+    int ready, failed;
+    int64_t mean_ready_s;           /* whole seconds; meaningful when ready > 0 */
+    int host_failed;                /* failures of the host's other machines */
+    const struct cloud_history *hh; /* the one of them that failed last, or NULL */
 };
 
 /*
  * The rank's keys in order, each a comparison and the words for the first
- * one two neighbours differ in. Our own history of a machine and its host
- * (successes, failures by class, time to ready: docs/cloud.md) goes first
- * here once yard keeps it; price and the API's score follow.
+ * one two neighbours differ in. Our own history comes first (docs/cloud.md,
+ * "Ranking"): a machine that failed for its own fault ranks below one that
+ * did not, then one whose host's other machines failed; then the machine
+ * that was ready more often, then the faster to ready; then the price and
+ * the API's score.
  */
 struct rank_key {
     int (*cmp)(const struct ranked *a, const struct ranked *b);
@@ -428,6 +454,139 @@ static int cmp_score(const struct ranked *a, const struct ranked *b)
 static int cmp_id(const struct ranked *a, const struct ranked *b)
 {
     return (a->id > b->id) - (a->id < b->id);
+}
+
+static int cmp_failed(const struct ranked *a, const struct ranked *b)
+{
+    return (a->failed > b->failed) - (a->failed < b->failed);
+}
+
+static int cmp_host_failed(const struct ranked *a, const struct ranked *b)
+{
+    return (a->host_failed > b->host_failed) - (a->host_failed < b->host_failed);
+}
+
+static int cmp_ready(const struct ranked *a, const struct ranked *b)
+{
+    return (a->ready < b->ready) - (a->ready > b->ready);
+}
+
+static int cmp_mean(const struct ranked *a, const struct ranked *b)
+{
+    if (!a->ready || !b->ready)
+        return 0;
+    return (a->mean_ready_s > b->mean_ready_s) - (a->mean_ready_s < b->mean_ready_s);
+}
+
+/* "once", "twice", "3 times" */
+static void times_text(struct buf *out, int n)
+{
+    if (n == 1)
+        buf_appends(out, "once");
+    else if (n == 2)
+        buf_appends(out, "twice");
+    else
+        buf_printf(out, "%d times", n);
+}
+
+/* "(ssh never answered) at 2026-12-06 10:00 UTC": a failure's reason, cut, and when. */
+static void failure_text(struct buf *out, const struct cloud_history *h)
+{
+    const char *why = h->last_failure && *h->last_failure ? h->last_failure : "no reason recorded";
+    size_t n = strlen(why), cut = utf8_cut(why, n, 120);
+    buf_printf(out, "(%.*s%s)", (int)cut, why, cut < n ? "..." : "");
+    time_t t = (time_t)(h->last_failure_ms / 1000);
+    struct tm tm;
+    char when[32];
+    if (h->last_failure_ms > 0 && gmtime_r(&t, &tm) &&
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tm))
+        buf_printf(out, " at %s", when);
+}
+
+/*
+ * What yard knows of r's machine: "machine 1002 was ready 3 times (mean 41 s
+ * to ready), no failures", "machine 1003 failed once (ssh never answered) at
+ * 2026-12-06 10:00 UTC", "machine 1004 has no rental on record".
+ */
+static void machine_text(struct buf *out, const struct ranked *r)
+{
+    buf_printf(out, "machine %lld ", (long long)r->machine);
+    if (!r->ready && !r->failed) {
+        buf_appends(out, "has no rental on record");
+        return;
+    }
+    if (r->failed) {
+        buf_appends(out, "failed ");
+        times_text(out, r->failed);
+        buf_appends(out, r->failed == 1 ? " " : ", the last ");
+        failure_text(out, r->mh);
+    }
+    if (r->ready) {
+        buf_appends(out, r->failed ? ", and was ready " : "was ready ");
+        times_text(out, r->ready);
+        buf_printf(out, " (mean %lld s to ready)", (long long)r->mean_ready_s);
+    }
+    if (!r->failed)
+        buf_appends(out, ", no failures");
+}
+
+/* "its host 77: no failures of its other machines" or what they were. */
+static void host_text(struct buf *out, const struct ranked *r)
+{
+    if (!r->host_failed) {
+        buf_printf(out, "no failures of its host %lld's other machines", (long long)r->host);
+        return;
+    }
+    buf_printf(out, "its host %lld failed ", (long long)r->host);
+    times_text(out, r->host_failed);
+    buf_printf(out, " on other machines, the last on machine %lld ", (long long)r->hh->machine_id);
+    failure_text(out, r->hh);
+}
+
+static void why_failed(struct buf *out, const struct ranked *a, const struct ranked *b,
+                       const struct ranked *c)
+{
+    machine_text(out, b);
+    if (!a) {
+        buf_appends(out, "; the next failed ");
+        times_text(out, c->failed);
+    } else if (a->failed) {
+        buf_appends(out, "; more than the one above (");
+        times_text(out, a->failed);
+        buf_appends(out, ")");
+    }
+}
+
+static void why_host_failed(struct buf *out, const struct ranked *a, const struct ranked *b,
+                            const struct ranked *c)
+{
+    (void)c;
+    if (!a) {
+        machine_text(out, b);
+        buf_appends(out, "; ");
+    }
+    host_text(out, b);
+}
+
+static void why_ready(struct buf *out, const struct ranked *a, const struct ranked *b,
+                      const struct ranked *c)
+{
+    (void)c;
+    machine_text(out, b);
+    if (a) {
+        buf_appends(out, "; the one above was ready ");
+        times_text(out, a->ready);
+    }
+}
+
+static void why_mean(struct buf *out, const struct ranked *a, const struct ranked *b,
+                     const struct ranked *c)
+{
+    machine_text(out, b);
+    if (!a)
+        buf_printf(out, "; the next took %lld s", (long long)c->mean_ready_s);
+    else
+        buf_printf(out, "; slower than the one above (%lld s)", (long long)a->mean_ready_s);
 }
 
 static void money(struct buf *out, int64_t micro)
@@ -491,8 +650,9 @@ static void why_id(struct buf *out, const struct ranked *a, const struct ranked 
 }
 
 static const struct rank_key rank_keys[] = {
-    {cmp_price, why_price},
-    {cmp_score, why_score},
+    {cmp_failed, why_failed}, {cmp_host_failed, why_host_failed},
+    {cmp_ready, why_ready},   {cmp_mean, why_mean},
+    {cmp_price, why_price},   {cmp_score, why_score},
     {cmp_id, why_id},
 };
 
@@ -560,8 +720,23 @@ static int is_boolean(const json_t *v)
     return json_is_boolean(v);
 }
 
+/* The history an entry shows: {ready, failed, mean_ready_s, last_failure}. */
+static json_t *history_json(const struct cloud_history *h)
+{
+    json_t *last = json_null();
+    if (h && h->failed)
+        last = json_pack("{s:o, s:I}", "reason",
+                         utf8_json_xstring(h->last_failure ? h->last_failure : ""), "at_ms",
+                         (json_int_t)h->last_failure_ms);
+    return json_pack("{s:i, s:i, s:o, s:o}", "ready", h ? h->ready : 0, "failed", h ? h->failed : 0,
+                     "mean_ready_s",
+                     h && h->ready > 0 ? json_integer((json_int_t)mean_s(h)) : json_null(),
+                     "last_failure", last ? last : json_null());
+}
+
 /* An entry of the answer: the offer's fields yard shows, the rank (0: none) and the reason. */
-static json_t *entry(const json_t *o, size_t rank, const char *reason)
+static json_t *entry(const json_t *o, size_t rank, const char *reason,
+                     const struct cloud_history *h)
 {
     json_t *e = json_object();
     if (rank)
@@ -581,6 +756,7 @@ static json_t *entry(const json_t *o, size_t rank, const char *reason)
     json_object_set_new(e, "geolocation", field_or_null(o, "geolocation", is_string));
     json_object_set_new(e, "score", field_or_null(o, "score", is_number));
     json_object_set_new(e, "reason", utf8_json_xstring(reason));
+    json_object_set_new(e, "history", history_json(h));
     return e;
 }
 
@@ -601,6 +777,8 @@ static const char *unrankable(const json_t *o, struct ranked *r)
     const json_t *score = json_object_get(o, "score");
     r->offer = o;
     r->id = json_integer_value(id);
+    r->machine = json_integer_value(json_object_get(o, "machine_id"));
+    r->host = json_integer_value(json_object_get(o, "host_id")); /* 0 when it has none */
     r->price_micro = llround(json_number_value(price) * 1e6);
     r->score = json_is_number(score) ? json_number_value(score) : -INFINITY;
     return NULL;
@@ -625,7 +803,35 @@ static int by_pos(const void *pa, const void *pb)
     return (a->pos > b->pos) - (a->pos < b->pos);
 }
 
-json_t *cloud_vast_rank(const struct cloud_query *q, const json_t *offers)
+/* Fills r's history from hist: its machine's, and the failures of its host's other machines. */
+static void with_history(struct ranked *r, const struct cloud_history *hist, size_t n)
+{
+    r->mh = history_of(hist, n, r->machine);
+    if (r->mh) {
+        r->ready = r->mh->ready > 0 ? r->mh->ready : 0;
+        r->failed = r->mh->failed > 0 ? r->mh->failed : 0;
+        r->mean_ready_s = r->ready ? mean_s(r->mh) : 0;
+    }
+    for (size_t i = 0; r->host > 0 && i < n; i++) {
+        const struct cloud_history *h = &hist[i];
+        if (h->host_id != r->host || h->machine_id == r->machine || h->failed <= 0)
+            continue;
+        r->host_failed += h->failed;
+        if (!r->hh || h->last_failure_ms > r->hh->last_failure_ms)
+            r->hh = h;
+    }
+}
+
+/* The history of an offer's machine_id, for an excluded entry. */
+static const struct cloud_history *offer_history(const json_t *o, const struct cloud_history *hist,
+                                                 size_t n)
+{
+    const json_t *m = json_object_get(o, "machine_id");
+    return json_is_integer(m) ? history_of(hist, n, json_integer_value(m)) : NULL;
+}
+
+json_t *cloud_vast_rank(const struct cloud_query *q, const json_t *offers,
+                        const struct cloud_history *hist, size_t n_hist)
 {
     size_t n = json_array_size(offers);
     struct ranked *r = xcalloc(n + 1, sizeof *r);
@@ -634,10 +840,12 @@ json_t *cloud_vast_rank(const struct cloud_query *q, const json_t *offers)
     for (size_t i = 0; i < n; i++) {
         const json_t *o = json_array_get(offers, i);
         const char *why = unrankable(o, &r[k]);
-        if (why)
-            ex[n_ex++] = (struct exclusion){i, entry(o, 0, why)};
-        else
+        if (why) {
+            ex[n_ex++] = (struct exclusion){i, entry(o, 0, why, offer_history(o, hist, n_hist))};
+        } else {
+            with_history(&r[k], hist, n_hist);
             r[k++].pos = i;
+        }
     }
     /* One offer listed twice is ranked once, where the API first listed it. */
     qsort(r, k, sizeof *r, by_id);
@@ -647,9 +855,9 @@ json_t *cloud_vast_rank(const struct cloud_query *q, const json_t *offers)
         int again = i > 0 && r[i].id == r[i - 1].id; /* r[i - 1] is never overwritten yet */
         if (again)
             ex[n_ex++] = (struct exclusion){
-                r[i].pos, entry(r[i].offer, 0, "the API listed this offer twice")};
+                r[i].pos, entry(r[i].offer, 0, "the API listed this offer twice", r[i].mh)};
         else if ((fail = cloud_vast_check(q, r[i].offer)))
-            ex[n_ex++] = (struct exclusion){r[i].pos, entry(r[i].offer, 0, fail)};
+            ex[n_ex++] = (struct exclusion){r[i].pos, entry(r[i].offer, 0, fail, r[i].mh)};
         else
             r[kept++] = r[i];
         free(fail);
@@ -659,7 +867,7 @@ json_t *cloud_vast_rank(const struct cloud_query *q, const json_t *offers)
     json_t *ranked = json_array(), *excluded = json_array();
     for (size_t i = 0; i < kept; i++) {
         char *why = rank_reason(r, i, kept);
-        json_array_append_new(ranked, entry(r[i].offer, i + 1, why));
+        json_array_append_new(ranked, entry(r[i].offer, i + 1, why, r[i].mh));
         free(why);
     }
     for (size_t i = 0; i < n_ex; i++)

@@ -189,9 +189,23 @@ struct offers_op {
     struct cloud_query q;
     char *cloud, *url, *strictness;
     struct cloud_need need;
+    struct cloud_history *hist; /* copies, the reasons too */
+    size_t n_hist;
     cloud_offers_cb cb;
     void *arg;
 };
+
+static void offers_op_free(struct offers_op *op)
+{
+    cloud_query_release(&op->q);
+    for (size_t i = 0; i < op->n_hist; i++)
+        free((char *)op->hist[i].last_failure);
+    free(op->hist);
+    free(op->cloud);
+    free(op->url);
+    free(op->strictness);
+    free(op);
+}
 
 static void offers_done(void *arg, const struct cloud_http_result *r)
 {
@@ -217,7 +231,7 @@ static void offers_done(void *arg, const struct cloud_http_result *r)
                       json_array_size(offers), CLOUD_VAST_OFFERS_MAX, CLOUD_VAST_SEARCH_LIMIT,
                       op->cloud);
     } else {
-        res = cloud_vast_rank(&op->q, offers);
+        res = cloud_vast_rank(&op->q, offers, op->hist, op->n_hist);
         json_t *need =
             json_pack("{s:i, s:o}", "gpus", op->need.gpus, "vram",
                       op->need.vram ? json_integer((json_int_t)op->need.vram) : json_null());
@@ -240,16 +254,13 @@ static void offers_done(void *arg, const struct cloud_http_result *r)
     json_decref(body);
     op->cb(op->arg, res, err);
     free(err);
-    cloud_query_release(&op->q);
-    free(op->cloud);
-    free(op->url);
-    free(op->strictness);
-    free(op);
+    offers_op_free(op);
 }
 
 int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
                       const struct cloud_need *need, const int64_t *bad, size_t n_bad,
-                      cloud_offers_cb cb, void *arg, char **err)
+                      const struct cloud_history *hist, size_t n_hist, cloud_offers_cb cb,
+                      void *arg, char **err)
 {
     char why[512];
     char *key = config_cloud_api_key(cc, why, sizeof why);
@@ -265,8 +276,7 @@ int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
         rc = -ENOMEM;
     }
     if (rc < 0) {
-        cloud_query_release(&op->q);
-        free(op);
+        offers_op_free(op);
         memset(key, 0, strlen(key));
         free(key);
         return rc;
@@ -275,6 +285,14 @@ int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
     op->url = xstrdup(cc->url);
     op->strictness = xstrdup(config_strictness_name(cc->strictness));
     op->need = *need;
+    if (n_hist) {
+        op->hist = xcalloc(n_hist, sizeof *op->hist);
+        for (size_t i = 0; i < n_hist; i++) {
+            op->hist[i] = hist[i];
+            op->hist[i].last_failure = hist[i].last_failure ? xstrdup(hist[i].last_failure) : NULL;
+        }
+        op->n_hist = n_hist;
+    }
     op->cb = cb;
     op->arg = arg;
     char *url = xstrfmt("%s/api/v0/bundles/", cc->url);

@@ -70,16 +70,36 @@ void cloud_query_release(struct cloud_query *q);
 char *cloud_vast_check(const struct cloud_query *q, const json_t *offer);
 
 /*
- * Ranks the offers of an answer (the API's "offers" array): those that pass
- * q in rank order, then those excluded, each with its reason. Rank: the
- * lower price (dph_total), then the API's higher score, then the lower offer
- * id. Returns a new object {"offers": [...], "excluded": [...]} of entries
- * {rank (offers only), id, machine_id, host_id, gpu_name, num_gpus,
- * gpu_ram_mib, dph_total, reliability, inet_down, verified, datacenter,
- * direct_port_count, geolocation, score, reason}, a field null where the
- * offer lacks it. NULL only when memory cannot be had.
+ * Our own history of one machine of a cloud (the store's outcomes of its
+ * rentals, summed): what the ranking reads before the price.
  */
-json_t *cloud_vast_rank(const struct cloud_query *q, const json_t *offers);
+struct cloud_history {
+    int64_t machine_id;
+    int64_t host_id;          /* the host it was on; 0: not known */
+    int ready;                /* rentals of it that got ready */
+    int failed;               /* rentals that failed for its own fault (infra-fatal) */
+    int64_t ready_ms_total;   /* time to ready summed over the ready ones */
+    int64_t last_failure_ms;  /* wall clock of its latest failure; 0: none */
+    const char *last_failure; /* that failure's reason; NULL or "": none */
+};
+
+/*
+ * Ranks the offers of an answer (the API's "offers" array): those that pass
+ * q in rank order, then those excluded, each with its reason. Rank, with
+ * hist[0..n_hist) the history of machines (borrowed; none: NULL, 0): fewer
+ * failures of the machine, then of its host's other machines; more times
+ * ready, then a shorter mean time to ready; the lower price (dph_total),
+ * then the API's higher score, then the lower offer id. Returns a new
+ * object {"offers": [...], "excluded": [...]} of entries {rank (offers
+ * only), id, machine_id, host_id, gpu_name, num_gpus, gpu_ram_mib,
+ * dph_total, reliability, inet_down, verified, datacenter,
+ * direct_port_count, geolocation, score, reason, history}, a field null
+ * where the offer lacks it; history is {ready, failed, mean_ready_s (null
+ * when never ready), last_failure ({reason, at_ms} or null)}. NULL only
+ * when memory cannot be had.
+ */
+json_t *cloud_vast_rank(const struct cloud_query *q, const json_t *offers,
+                        const struct cloud_history *hist, size_t n_hist);
 
 /*
  * One line for an API call that failed, r its outcome, what the call ("the
@@ -99,15 +119,17 @@ typedef void (*cloud_offers_cb)(void *arg, json_t *result, const char *err);
 
 /*
  * Searches the offers of cloud cc for need through h (a 429, a 5xx and a
- * transport failure retried as cloud/http.h says). Everything needed of cc
- * is copied now, so a reload may free it. Returns 0, then cb is called
+ * transport failure retried as cloud/http.h says), leaving out bad[0..n_bad)
+ * and ranking with hist[0..n_hist) (cloud_vast_rank). Everything needed of
+ * cc, bad and hist is copied now, so a reload may free it. Returns 0, then cb is called
  * once, on a later loop turn; or a negative errno with a new one-line
  * message in *err (-EINVAL: the key's variable is not set, a filter
  * contradicts the floor; -ENOMEM), and cb is never called.
  */
 int cloud_vast_offers(struct cloud_http *h, const struct config_cloud *cc,
                       const struct cloud_need *need, const int64_t *bad, size_t n_bad,
-                      cloud_offers_cb cb, void *arg, char **err);
+                      const struct cloud_history *hist, size_t n_hist, cloud_offers_cb cb,
+                      void *arg, char **err);
 
 /* ---- instances (docs/vast.md, "Create", "Instances", "Destroy") ---- */
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/units.h"
 #include "config/internal.h"
 
 #define CLOUD_URL_DEFAULT "https://console.vast.ai"
@@ -41,13 +42,14 @@ enum {
     CK_IDLE_RELEASE,
     CK_RELEASE_ON_EXIT,
     CK_DEADLINES,
+    CK_BAD_HOST_TTL,
     CK_COUNT,
 };
 
 static const char *const cloud_keys[] = {
-    "provider",     "api_key",         "url",       "strictness", "max_price", "max_machines",
-    "max_tries",    "image",           "disk",      "ssh_key",    "setup",     "filters",
-    "idle_release", "release_on_exit", "deadlines", NULL,
+    "provider",     "api_key",         "url",       "strictness",   "max_price", "max_machines",
+    "max_tries",    "image",           "disk",      "ssh_key",      "setup",     "filters",
+    "idle_release", "release_on_exit", "deadlines", "bad_host_ttl", NULL,
 };
 
 /* The steps of deadlines:, in the order a machine goes through them. */
@@ -513,6 +515,29 @@ static void parse_deadlines(struct config__walk *w, struct config_cloud *c, cons
     }
 }
 
+/* bad_host_ttl: a duration of at least 1s, or never (kept until forgotten by hand). */
+static void parse_bad_host_ttl(struct config__walk *w, struct config_cloud *c, const yaml_node_t *n,
+                               const char *path)
+{
+    const char *s = config__scalar(n);
+    if (s && n->type == YAML_SCALAR_NODE && !strcmp(s, "never")) {
+        c->bad_host_ttl_ms = 0;
+        return;
+    }
+    uint64_t ms = 0;
+    if (!s || n->type != YAML_SCALAR_NODE || units_parse_duration(s, &ms) < 0) {
+        config__get_duration(w, n, path, &ms); /* says what is wrong */
+        return;
+    }
+    if (ms < 1000)
+        config__err_at(w, n,
+                       "%s: '%s' is too short; use at least 1s, as '7d', or 'never' to keep "
+                       "bad hosts until 'yard cloud bad --forget'",
+                       path, s);
+    else
+        c->bad_host_ttl_ms = ms;
+}
+
 static void parse_cloud(struct config__walk *w, struct config_cloud *c, const yaml_node_t *key,
                         const yaml_node_t *body)
 {
@@ -529,6 +554,7 @@ static void parse_cloud(struct config__walk *w, struct config_cloud *c, const ya
     c->deadline_running_ms = CLOUD_RUNNING_DEFAULT_MS;
     c->deadline_ssh_ms = CLOUD_SSH_DEFAULT_MS;
     c->deadline_setup_ms = CLOUD_SETUP_DEFAULT_MS;
+    c->bad_host_ttl_ms = CONFIG_CLOUD_BAD_HOST_TTL_DEFAULT_MS;
     if (!path || !where || config__walk_map(w, body, path, where, cloud_keys, v) < 0)
         goto out;
 #define KEY(k) (free(p), p = config__strfmt(w, "%s.%s", path, cloud_keys[k]), p)
@@ -628,6 +654,8 @@ static void parse_cloud(struct config__walk *w, struct config_cloud *c, const ya
         config__get_bool(w, v[CK_RELEASE_ON_EXIT], p, &c->release_on_exit);
     if (config__present(v[CK_DEADLINES]) && KEY(CK_DEADLINES))
         parse_deadlines(w, c, v[CK_DEADLINES], p);
+    if (config__present(v[CK_BAD_HOST_TTL]) && KEY(CK_BAD_HOST_TTL))
+        parse_bad_host_ttl(w, c, v[CK_BAD_HOST_TTL], p);
 #undef MISSING
 #undef KEY
 out:
@@ -728,7 +756,8 @@ static int cloud_same(const struct config_cloud *a, const struct config_cloud *b
         !str_same(a->setup, b->setup) || a->n_filters != b->n_filters ||
         a->idle_release_ms != b->idle_release_ms || a->release_on_exit != b->release_on_exit ||
         a->deadline_running_ms != b->deadline_running_ms ||
-        a->deadline_ssh_ms != b->deadline_ssh_ms || a->deadline_setup_ms != b->deadline_setup_ms)
+        a->deadline_ssh_ms != b->deadline_ssh_ms || a->deadline_setup_ms != b->deadline_setup_ms ||
+        a->bad_host_ttl_ms != b->bad_host_ttl_ms)
         return 0;
     for (size_t i = 0; i < a->n_filters; i++)
         if (!filter_same(&a->filters[i], &b->filters[i]))

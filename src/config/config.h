@@ -126,6 +126,9 @@ struct config_cloud_filter {
     int is_list; /* in, notin: values is the list */
 };
 
+/* How long a bad-host entry of a cloud lasts unless bad_host_ttl says otherwise: 7d. */
+#define CONFIG_CLOUD_BAD_HOST_TTL_DEFAULT_MS (7ull * 24 * 3600 * 1000)
+
 /* clouds: { NAME: {...} }: a GPU marketplace yard rents machines from (docs/cloud.md). */
 struct config_cloud {
     char *name;     /* a host name models list in hosts:/pod:; the pod rule, not local or a pod */
@@ -148,6 +151,7 @@ struct config_cloud {
     uint64_t deadline_running_ms; /* created to running, default 15m */
     uint64_t deadline_ssh_ms;     /* running to ssh answering, default 5m */
     uint64_t deadline_setup_ms;   /* the cloud's setup script, default 1h */
+    uint64_t bad_host_ttl_ms;     /* a bad-host entry (not by hand) expires after; 0 never; 7d */
     int line, col;                /* position of the cloud's key, for messages */
 };
 

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "cloud/vast.h"
 #include "gpu/gpu.h"
 #include "host/name.h"
 
@@ -286,10 +287,24 @@ void host_rentals_start(struct host_registry *reg);
 int host_rentals_release_on_exit(struct host_registry *reg, void (*done)(void *), void *arg);
 
 /*
- * The machines of the bad-host registry (the store's), as a new array in
- * *out (NULL when none) the caller frees: every search leaves them out.
+ * The machines of the bad-host registry (the store's) whose entries have not
+ * expired (an expired one is deleted), as a new array in *out (NULL when
+ * none) the caller frees: every search leaves them out.
  */
 void host_bad_machines(struct host_registry *reg, int64_t **out, size_t *n);
+/*
+ * The bad-host registry's live entries as a new array of {machine_id, cloud,
+ * reason, added_ms, by_hand, expires_ms (null: never)}, or NULL with a new
+ * message in *err.
+ */
+json_t *host_bad_json(struct host_registry *reg, char **err);
+/*
+ * The search of cloud cc for need (cloud_vast_offers), leaving out the
+ * bad-host registry and ranking with the store's history of the cloud's
+ * machines. Returns as cloud_vast_offers does.
+ */
+int host_cloud_offers(struct host_registry *reg, const struct config_cloud *cc,
+                      const struct cloud_need *need, cloud_offers_cb cb, void *arg, char **err);
 
 /* The cloud that rented host name (a host of kind rented), or NULL. Owned by the registry. */
 const char *host_rented_cloud(struct host_registry *reg, const char *name);

@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include "host/host.h"
+#include "store/store.h"
 
 /* Private to host/: the registry's fields, shared by host.c and pods.c. */
 
@@ -63,5 +64,13 @@ extern const char host__detect_script[];
 void host__rentals_load(struct host_registry *reg);
 void host__rentals_close(struct host_registry *reg);
 void host__rentals_free(struct host_registry *reg);
+/*
+ * history.c: records how a rental attempt of rec ended (why: its reason,
+ * NULL for ready; the time to ready is counted from the row's write). An
+ * infra-fatal one also puts the machine in the bad-host registry. The store
+ * failing is logged.
+ */
+void host__rental_outcome(struct host_registry *reg, const struct store_rental *rec,
+                          enum store_outcome outcome, const char *why);
 
 #endif

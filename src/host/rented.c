@@ -77,6 +77,7 @@ struct rental {
     char *failure;          /* why it is being destroyed (a failed start), or NULL */
     uint64_t idle_since_ms; /* host_rentals_idle: when nothing ran there since; 0 busy */
     int blame;              /* its failure is the machine's: the bad-host registry */
+    int outbid;             /* the market took it back: no one's fault */
 };
 
 /* A model's rent (host_cloud_rent): under way, or failed lately. */
@@ -359,18 +360,13 @@ static void op_finish(struct rent_op *op, const char *name, const char *err)
 static void rental_failed_as(struct rental *r, const char *why, int final)
 {
     rental_event(r, why);
-    if (!final && r->blame && r->rec.machine > 0) {
-        /* the machine failed its start: left out of every search from now on */
-        struct store_bad b = {
-            .machine = r->rec.machine, .cloud = r->rec.cloud, .reason = (char *)why};
-        int rc = store_put_bad(r->reg->app->store, &b);
-        if (rc < 0)
-            log_error("cloud", "cannot record machine %lld as bad: %s", (long long)r->rec.machine,
-                      strerror(-rc));
-        else
-            log_warn("cloud", "machine %lld is in the bad-host registry: %s",
-                     (long long)r->rec.machine, why);
-    }
+    /* the machine's fault also puts it in the bad-host registry */
+    host__rental_outcome(r->reg, &r->rec,
+                         final       ? STORE_OUTCOME_WORKLOAD
+                         : r->blame  ? STORE_OUTCOME_INFRA
+                         : r->outbid ? STORE_OUTCOME_OUTBID
+                                     : STORE_OUTCOME_RELEASED,
+                         why);
     free(r->failure);
     r->failure = xstrdup(why);
     struct rent_op *op = r->op;
@@ -403,6 +399,7 @@ static void rental_ready(struct rental *r)
 {
     set_state(r, R_READY);
     rental_event(r, "ready");
+    host__rental_outcome(r->reg, &r->rec, STORE_OUTCOME_READY, NULL);
     /* watched from now on: an instance that stops running is a host lost */
     uv_timer_start(&r->timer, poll_later, RENT_WATCH_MS, 0);
     struct rent_op *op = r->op;
@@ -633,6 +630,7 @@ static void ready_status(struct rental *r, const json_t *inst, const char *st, c
     struct host *h = host_find(r->reg, r->name);
     if (h)
         host_set_reachable(r->reg, h, 0, why);
+    r->outbid = outbid;
     if (outbid)
         rental_failed(r, why);
     else
@@ -1084,14 +1082,10 @@ void host_rent(struct host_registry *reg, const char *cloud, int gpus, uint64_t 
     op->cb = cb;
     op->arg = arg;
     struct cloud_need need = {.gpus = gpus > 0 ? gpus : 1, .vram = vram};
-    int64_t *bad = NULL;
-    size_t n_bad = 0;
-    host_bad_machines(reg, &bad, &n_bad);
-    if (cloud_vast_offers(reg->app->cloud, cc, &need, bad, n_bad, on_offers, op, &err) < 0) {
+    if (host_cloud_offers(reg, cc, &need, on_offers, op, &err) < 0) {
         op_finish(op, NULL, err);
         free(err);
     }
-    free(bad);
 }
 
 int host_release(struct host_registry *reg, const char *name,
@@ -1192,27 +1186,6 @@ void host_rentals_start(struct host_registry *reg)
         /* a starting or adopted machine is read again; one connecting starts over at its status */
         rental_drive(r);
     }
-}
-
-void host_bad_machines(struct host_registry *reg, int64_t **out, size_t *n)
-{
-    struct store_bad *rows = NULL;
-    size_t k = 0;
-    *out = NULL;
-    *n = 0;
-    int rc = store_list_bad(reg->app->store, &rows, &k);
-    if (rc < 0) {
-        log_error("cloud", "cannot read the bad-host registry (%s); searching without it",
-                  strerror(-rc));
-        return;
-    }
-    if (k) {
-        *out = xcalloc(k, sizeof **out);
-        for (size_t i = 0; i < k; i++)
-            (*out)[i] = rows[i].machine;
-        *n = k;
-    }
-    store_bads_free(rows, k);
 }
 
 const char *host_rented_cloud(struct host_registry *reg, const char *name)

@@ -141,6 +141,22 @@ static const char *const migrations[] = {
     "  added_ms INTEGER NOT NULL DEFAULT 0,"
     "  by_hand INTEGER NOT NULL DEFAULT 0"
     ");",
+    /*
+     * 7 -> 8: the outcome of every rental attempt (ready, the machine's
+     * fault, the workload's, outbid, released), the history the offers'
+     * ranking reads (docs/cloud.md, "Ranking").
+     */
+    "CREATE TABLE rental_outcomes ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  cloud TEXT NOT NULL,"
+    "  machine INTEGER NOT NULL,"
+    "  host_id INTEGER NOT NULL DEFAULT 0,"
+    "  outcome TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  ready_ms INTEGER NOT NULL DEFAULT 0,"
+    "  ts_ms INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX rental_outcomes_machine ON rental_outcomes (cloud, machine);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -67,6 +67,9 @@ enum store_stmt {
     STMT_BAD_PUT,
     STMT_BAD_LIST,
     STMT_BAD_DELETE,
+    STMT_OUTCOME_ADD,
+    STMT_OUTCOME_PRUNE,
+    STMT_HISTORY,
     STMT_SESSION_PUT,
     STMT_SESSION_LIST,
     STMT_SESSION_DELETE,
@@ -140,6 +143,20 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_BAD_LIST] =
         "SELECT machine, cloud, reason, added_ms, by_hand FROM bad_hosts ORDER BY machine",
     [STMT_BAD_DELETE] = "DELETE FROM bad_hosts WHERE machine = ?1",
+    [STMT_OUTCOME_ADD] = "INSERT INTO rental_outcomes (cloud, machine, host_id, outcome, reason, "
+                         "ready_ms, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [STMT_OUTCOME_PRUNE] = "DELETE FROM rental_outcomes WHERE id <= "
+                           "(SELECT id FROM rental_outcomes ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+    [STMT_HISTORY] =
+        "SELECT machine, "
+        "  (SELECT host_id FROM rental_outcomes h WHERE h.cloud = o.cloud AND h.machine = "
+        "   o.machine AND h.host_id != 0 ORDER BY h.id DESC LIMIT 1), "
+        "  SUM(outcome = 'ready'), SUM(outcome = 'infra-fatal'), "
+        "  SUM(CASE WHEN outcome = 'ready' THEN ready_ms ELSE 0 END), "
+        "  MAX(CASE WHEN outcome = 'infra-fatal' THEN ts_ms ELSE 0 END), "
+        "  (SELECT reason FROM rental_outcomes f WHERE f.cloud = o.cloud AND f.machine = "
+        "   o.machine AND f.outcome = 'infra-fatal' ORDER BY f.id DESC LIMIT 1) "
+        "FROM rental_outcomes o WHERE cloud = ?1 GROUP BY machine ORDER BY machine",
     [STMT_SESSION_PUT] = "INSERT OR REPLACE INTO sessions (id, state, reason, created_ms, "
                          "updated_ms, last_exec_ms, execs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [STMT_SESSION_LIST] = "SELECT id, state, reason, created_ms, updated_ms, last_exec_ms, execs "
@@ -1271,5 +1288,83 @@ void store_bads_free(struct store_bad *arr, size_t n)
         free(arr[i].cloud);
         free(arr[i].reason);
     }
+    free(arr);
+}
+
+/* ---- the outcomes of rentals ---- */
+
+const char *store_outcome_name(enum store_outcome o)
+{
+    static const char *const names[] = {"ready", "infra-fatal", "workload-fatal", "outbid",
+                                        "released"};
+    return (unsigned)o < sizeof names / sizeof names[0] ? names[o] : "released";
+}
+
+int store_add_outcome(struct store *st, const struct store_outcome_row *o)
+{
+    if (!o || !o->cloud || !*o->cloud || o->machine < 1)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_OUTCOME_ADD];
+    int rc = sqlite3_bind_text(s, 1, o->cloud, -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64(s, 2, o->machine);
+    rc |= sqlite3_bind_int64(s, 3, o->host_id);
+    rc |= sqlite3_bind_text(s, 4, store_outcome_name(o->outcome), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_text(s, 5, or_empty(o->reason), -1, SQLITE_STATIC);
+    rc |= sqlite3_bind_int64(s, 6, o->ready_ms);
+    rc |= sqlite3_bind_int64(s, 7, o->ts_ms ? o->ts_ms : clock_wall_ms());
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    if (rc != SQLITE_OK)
+        return store_fail(st, rc, "record the outcome of a rental");
+    s = st->stmt[STMT_OUTCOME_PRUNE];
+    rc = sqlite3_bind_int64(s, 1, STORE_OUTCOMES_KEEP);
+    if (rc == SQLITE_OK)
+        rc = run_stmt(s);
+    sqlite3_clear_bindings(s);
+    /* the outcome is recorded; a prune that fails is tried again with the next one */
+    if (rc != SQLITE_OK)
+        store_fail(st, rc, "prune the outcomes of rentals");
+    return 0;
+}
+
+static void read_history_row(sqlite3_stmt *s, void *out)
+{
+    struct store_history *h = out;
+    h->machine = sqlite3_column_int64(s, 0);
+    h->host_id = sqlite3_column_int64(s, 1);
+    h->ready = sqlite3_column_int(s, 2);
+    h->failed = sqlite3_column_int(s, 3);
+    h->ready_ms_total = sqlite3_column_int64(s, 4);
+    h->last_failure_ms = sqlite3_column_int64(s, 5);
+    h->last_failure = column_str(s, 6);
+}
+
+static void free_history_rows(void *arr, size_t n)
+{
+    store_history_free(arr, n);
+}
+
+int store_list_history(struct store *st, const char *cloud, struct store_history **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!cloud)
+        return -EINVAL;
+    sqlite3_stmt *s = st->stmt[STMT_HISTORY];
+    if (sqlite3_bind_text(s, 1, cloud, -1, SQLITE_STATIC) != SQLITE_OK)
+        return store_fail(st, SQLITE_ERROR, "read the history of rentals");
+    void *arr = NULL;
+    int rc = list_rows(st, s, sizeof **out, read_history_row, free_history_rows,
+                       "read the history of rentals", &arr, n);
+    sqlite3_clear_bindings(s);
+    *out = arr;
+    return rc;
+}
+
+void store_history_free(struct store_history *arr, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(arr[i].last_failure);
     free(arr);
 }

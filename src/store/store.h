@@ -11,7 +11,8 @@
  * yard that writes SQL. Tables: meta (schema version), instances (one row per
  * model, host and replica), events (append-only log of every state transition), pods
  * (remote machines, one row per name), pins (models kept loaded by yard pin),
- * rentals (machines rented from a cloud).
+ * rentals (machines rented from a cloud), bad_hosts (the bad-host registry),
+ * rental_outcomes (how each rental attempt ended).
  *
  * A corrupt database or one written by a newer yard is refused with a
  * message saying what to do; it is never deleted or rewritten.
@@ -198,6 +199,48 @@ int store_list_bad(struct store *st, struct store_bad **out, size_t *n);
 /* Forgets machine: 0, -ENOENT (not listed), -EIO. */
 int store_delete_bad(struct store *st, int64_t machine);
 void store_bads_free(struct store_bad *arr, size_t n);
+
+/* How a rental attempt ended (docs/cloud.md, "Ranking"). */
+enum store_outcome {
+    STORE_OUTCOME_READY,    /* it got ready: ready_ms says how long it took */
+    STORE_OUTCOME_INFRA,    /* infra-fatal: the machine's fault (it is in the bad-host registry) */
+    STORE_OUTCOME_WORKLOAD, /* workload-fatal: the user's setup or model, not the machine */
+    STORE_OUTCOME_OUTBID,   /* the market took it back */
+    STORE_OUTCOME_RELEASED, /* ended with no one to blame (the API, the config) */
+};
+
+/* The name a row holds: "ready", "infra-fatal", "workload-fatal", "outbid", "released". */
+const char *store_outcome_name(enum store_outcome o);
+
+/* One finished rental attempt. */
+struct store_outcome_row {
+    const char *cloud;
+    int64_t machine, host_id; /* host_id 0: not known */
+    enum store_outcome outcome;
+    const char *reason; /* why it ended; NULL for ready */
+    int64_t ready_ms;   /* from the row's write to ready (READY only) */
+    int64_t ts_ms;      /* wall clock; 0: now */
+};
+
+#define STORE_OUTCOMES_KEEP 10000 /* rows of rental_outcomes kept, the newest */
+/*
+ * Appends an outcome; the table keeps the newest STORE_OUTCOMES_KEEP rows.
+ * 0, -EINVAL (no cloud, machine < 1), -EIO/-ENOSPC.
+ */
+int store_add_outcome(struct store *st, const struct store_outcome_row *o);
+
+/* A machine's history in one cloud, summed over its outcomes. */
+struct store_history {
+    int64_t machine, host_id; /* host_id: the latest known, 0 none */
+    int ready, failed;        /* READY and INFRA outcomes */
+    int64_t ready_ms_total;   /* the sum of ready_ms over the READY ones */
+    int64_t last_failure_ms;  /* wall clock of the latest INFRA one; 0 none */
+    char *last_failure;       /* its reason; "" none */
+};
+
+/* Every machine of cloud with an outcome, by machine id (store_history_free); 0 or -errno. */
+int store_list_history(struct store *st, const char *cloud, struct store_history **out, size_t *n);
+void store_history_free(struct store_history *arr, size_t n);
 
 /*
  * This state directory's daemon id: 8 hex digits drawn once and kept in the

@@ -153,6 +153,7 @@ describe('cloud offers against the stand-in', () => {
                 'geolocation',
                 'gpu_name',
                 'gpu_ram_mib',
+                'history',
                 'host_id',
                 'id',
                 'inet_down',
@@ -169,6 +170,8 @@ describe('cloud offers against the stand-in', () => {
             assert.equal(r.offers[0].gpu_ram_mib, 24564);
             assert.equal(r.offers[0].dph_total, 0.3);
             assert.equal(r.offers[4].geolocation, 'Bavaria, DE');
+            // No rental yet: no history of any machine.
+            assert.deepEqual(r.offers[0].history, { ready: 0, failed: 0, mean_ready_s: null, last_failure: null });
 
             const t = await yard(['cloud', 'offers', 'vast'], { stateDir: dir });
             assert.equal(t.code, 0, t.stderr);

@@ -14,6 +14,9 @@
 //     the next daemon finds the instance (by its label, or by its row) and no
 //     instance is left that yard does not know about
 //   - an instance that carries no label of this daemon is never touched
+//   - the history of machines: one that failed its start ranks below a pricier
+//     clean one, with the reason, after a restart; its bad-host entry expires
+//     after the cloud's bad_host_ttl, one added by hand never does
 
 import { describe, test, before, after } from 'node:test';
 import fs from 'node:fs';
@@ -206,7 +209,7 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
             d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
             assert.deepEqual((await bad()).map((b) => b.machine_id), [2001]);
             const table = await yard(['cloud', 'bad'], { stateDir: dir });
-            assert.match(table.stdout, /^MACHINE +CLOUD +SINCE +REASON\n2001 +vast +\d+s ago +/);
+            assert.match(table.stdout, /^MACHINE +CLOUD +SINCE +EXPIRES +REASON\n2001 +vast +\d+s ago +in 16\dh\d\dm +/);
             const add = await yard(['cloud', 'bad', '--add', '2003'], { stateDir: dir });
             assert.equal(add.code, 0, add.stderr);
             const offers = await yardJson(['cloud', 'offers', 'vast', '--json'], { stateDir: dir });
@@ -314,6 +317,69 @@ describe('a rented machine lost while it serves', { skip: skip ?? false }, () =>
             const live = alive(s);
             assert.equal(live.length, 1);
             assert.equal(live[0].offer.id, 202);
+        } finally {
+            await d.stop();
+            await s.stop();
+        }
+    });
+});
+
+describe('the history of machines ranks the offers; bad-host entries expire', { skip: skip ?? false }, () => {
+    test('a machine that failed ranks below a pricier clean one, with the reason, across a restart; its entry expires', async () => {
+        const s = await startVastStandin({ offers: OFFERS });
+        await s.script({ kind: 'exited', offer: 201 });
+        let { dir, d } = await daemon(s, { cloud: '    bad_host_ttl: 1h\n' });
+        const offers = () => yardJson(['cloud', 'offers', 'vast', '--json'], { stateDir: dir });
+        const bad = () => yardJson(['cloud', 'bad', '--json'], { stateDir: dir });
+        try {
+            // 2001 fails its start (the machine's fault), 2002 gets ready
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            assert.equal(alive(s)[0].offer.id, 202);
+            await yard(['cloud', 'release', (await ls(dir))[0].name], { stateDir: dir });
+
+            // the registry holds 2001 for the cloud's ttl; one added by hand never expires
+            let rows = await bad();
+            assert.deepEqual(rows.map((b) => b.machine_id), [2001]);
+            assert.equal(rows[0].expires_ms - rows[0].added_ms, 3600000);
+            const add = await yard(['cloud', 'bad', '--add', '2003'], { stateDir: dir });
+            assert.equal(add.code, 0, add.stderr);
+            rows = await bad();
+            assert.deepEqual(rows.map((b) => [b.machine_id, b.expires_ms]), [[2001, rows[0].expires_ms], [2003, null]]);
+            const table = await yard(['cloud', 'bad'], { stateDir: dir });
+            assert.match(table.stdout, /^MACHINE +CLOUD +SINCE +EXPIRES +REASON\n2001 +vast +\d+s ago +in (59m|1h00m) +.*exited\n2003 +- +\d+s ago +never +added by hand/);
+            await yard(['cloud', 'bad', '--forget', '2003'], { stateDir: dir });
+
+            // 2002 was ready once: above 2003, cheaper but never rented; 2001 is left out
+            let o = await offers();
+            assert.deepEqual(o.query.machine_id, { notin: [2001] });
+            assert.deepEqual(o.offers.map((x) => x.machine_id), [2002, 2003]);
+            assert.match(o.offers[0].reason, /^machine 2002 was ready once \(mean \d+ s to ready\), no failures$/);
+            assert.equal(o.offers[1].reason, 'machine 2003 has no rental on record; the one above was ready once');
+            assert.equal(o.offers[0].history.ready, 1);
+            assert.equal(typeof o.offers[0].history.mean_ready_s, 'number');
+        } finally {
+            await d.stop();
+        }
+        // a daemon with a short ttl: the entry expires, the history stays
+        ({ dir, d } = await daemon(s, { dir, cloud: '    bad_host_ttl: 1s\n' }));
+        try {
+            await waitFor(async () => (await bad()).length === 0, { what: "2001's entry expired", intervalMs: 200 });
+            const o = await offers();
+            assert.equal(o.query.machine_id, undefined, 'no machine left out');
+            assert.deepEqual(o.offers.map((x) => x.machine_id), [2002, 2003, 2001]);
+            assert.match(
+                o.offers[2].reason,
+                /^machine 2001 failed once \(instance \d+ cannot run: status exited\) at \d{4}-\d\d-\d\d \d\d:\d\d UTC$/,
+            );
+            const h = o.offers[2].history;
+            assert.equal(h.ready, 0);
+            assert.equal(h.failed, 1);
+            assert.equal(h.mean_ready_s, null);
+            assert.match(h.last_failure.reason, /cannot run: status exited/);
+            assert.equal(typeof h.last_failure.at_ms, 'number');
+            const t = await yard(['cloud', 'offers', 'vast'], { stateDir: dir });
+            assert.match(t.stdout, /\n3 +201 +2001 .* machine 2001 failed once \(instance \d+ cannot run/);
         } finally {
             await d.stop();
             await s.stop();

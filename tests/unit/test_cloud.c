@@ -333,7 +333,7 @@ static void test_rank(void **state)
                             offer("{\"id\": 15, \"dph_total\": 0.3, \"reliability2\": 0.5}"),
                             offer("{\"id\": 12, \"dph_total\": 0.1}"), json_string("not an offer"),
                             offer("{\"id\": 16, \"dph_total\": \"cheap\"}"), NULL);
-    json_t *r = cloud_vast_rank(&q, offers);
+    json_t *r = cloud_vast_rank(&q, offers, NULL, 0);
     json_decref(offers);
     const json_t *ranked = json_object_get(r, "offers"), *ex = json_object_get(r, "excluded");
     assert_int_equal(json_array_size(ranked), 4);
@@ -372,19 +372,19 @@ static void test_rank(void **state)
 
     /* One offer; none; a tie on everything but the id; no score at all. */
     offers = answer(offer("{\"id\": 21, \"dph_total\": 0.25}"), NULL);
-    r = cloud_vast_rank(&q, offers);
+    r = cloud_vast_rank(&q, offers, NULL, 0);
     assert_string_equal(str_at(json_object_get(r, "offers"), 0, "reason"),
                         "the one offer that passes: $0.250/h");
     json_decref(r);
     json_decref(offers);
     offers = json_array();
-    r = cloud_vast_rank(&q, offers);
+    r = cloud_vast_rank(&q, offers, NULL, 0);
     assert_int_equal(json_array_size(json_object_get(r, "offers")), 0);
     assert_int_equal(json_array_size(json_object_get(r, "excluded")), 0);
     json_decref(r);
     json_decref(offers);
     offers = answer(offer("{\"id\": 32}"), offer("{\"id\": 31}"), NULL);
-    r = cloud_vast_rank(&q, offers);
+    r = cloud_vast_rank(&q, offers, NULL, 0);
     assert_int_equal(int_at(json_object_get(r, "offers"), 0, "id"), 31);
     assert_string_equal(str_at(json_object_get(r, "offers"), 0, "reason"),
                         "the cheapest ($0.400/h) with the highest API score (100); the lowest "
@@ -394,10 +394,137 @@ static void test_rank(void **state)
     json_t *a = offer("{\"id\": 41}"), *b = offer("{\"id\": 42}");
     json_object_del(a, "score");
     offers = answer(a, b, NULL);
-    r = cloud_vast_rank(&q, offers);
+    r = cloud_vast_rank(&q, offers, NULL, 0);
     assert_int_equal(int_at(json_object_get(r, "offers"), 0, "id"), 42);
     assert_string_equal(str_at(json_object_get(r, "offers"), 1, "reason"),
                         "$0.400/h as the one above, and a lower API score (none against 100)");
+    json_decref(r);
+    json_decref(offers);
+    cloud_query_release(&q);
+}
+
+/* 2026-12-06 10:00 UTC */
+#define AT_10 1796551200000LL
+
+static void test_rank_history(void **state)
+{
+    (void)state;
+    struct config_cloud c = cloud(CONFIG_STRICTNESS_BALANCED);
+    struct cloud_need need = {.gpus = 1};
+    struct cloud_query q;
+    char *err = NULL;
+    const int64_t bad[] = {5008};
+    assert_int_equal(cloud_vast_query(&c, &need, bad, 1, &q, &err), 0);
+    const struct cloud_history hist[] = {
+        {.machine_id = 5001,
+         .host_id = 301,
+         .failed = 1,
+         .last_failure_ms = AT_10,
+         .last_failure = "ssh never answered"},
+        {.machine_id = 5002, .host_id = 302, .ready = 3, .ready_ms_total = 123000},
+        {.machine_id = 5003, .host_id = 302, .ready = 3, .ready_ms_total = 150000},
+        {.machine_id = 5006,
+         .host_id = 304,
+         .failed = 2,
+         .ready = 1,
+         .ready_ms_total = 60000,
+         .last_failure_ms = AT_10 + 60000,
+         .last_failure = "nvidia-smi shows 0 GPUs"},
+        {.machine_id = 5007, .host_id = 305, .ready = 1, .ready_ms_total = 29600},
+        {.machine_id = 5008, .host_id = 306, .failed = 1, .last_failure = "exited"},
+        {.machine_id = 9999, .host_id = 301, .ready = 7, .ready_ms_total = 7000},
+    };
+    json_t *offers = answer(
+        offer("{\"id\": 51, \"machine_id\": 5001, \"host_id\": 301, \"dph_total\": 0.3}"),
+        offer("{\"id\": 52, \"machine_id\": 5002, \"host_id\": 302, \"dph_total\": 0.5}"),
+        offer("{\"id\": 53, \"machine_id\": 5003, \"host_id\": 302, \"dph_total\": 0.4}"),
+        offer("{\"id\": 54, \"machine_id\": 5004, \"host_id\": 301, \"dph_total\": 0.2}"),
+        offer("{\"id\": 55, \"machine_id\": 5005, \"host_id\": 303, \"dph_total\": 0.25}"),
+        offer("{\"id\": 56, \"machine_id\": 5006, \"host_id\": 304, \"dph_total\": 0.1}"),
+        offer("{\"id\": 57, \"machine_id\": 5007, \"host_id\": 305, \"dph_total\": 0.35}"),
+        offer("{\"id\": 58, \"machine_id\": 5008, \"host_id\": 306, \"dph_total\": 0.1}"), NULL);
+    json_t *r = cloud_vast_rank(&q, offers, hist, sizeof hist / sizeof hist[0]);
+    json_decref(offers);
+    const json_t *ranked = json_object_get(r, "offers"), *ex = json_object_get(r, "excluded");
+    /*
+     * No failure before a failure, whatever the price; then no failure of
+     * the host's other machines; then more times ready, then faster.
+     */
+    const json_int_t order[] = {52, 53, 57, 55, 54, 51, 56};
+    assert_int_equal(json_array_size(ranked), 7);
+    for (size_t i = 0; i < 7; i++)
+        assert_int_equal(int_at(ranked, i, "id"), order[i]);
+    const char *const why[] = {
+        "machine 5002 was ready 3 times (mean 41 s to ready), no failures; the next took 50 s",
+        "machine 5003 was ready 3 times (mean 50 s to ready), no failures; slower than the one "
+        "above (41 s)",
+        "machine 5007 was ready once (mean 30 s to ready), no failures; the one above was ready 3 "
+        "times",
+        "machine 5005 has no rental on record; the one above was ready once",
+        "its host 301 failed once on other machines, the last on machine 5001 (ssh never "
+        "answered) at 2026-12-06 10:00 UTC",
+        "machine 5001 failed once (ssh never answered) at 2026-12-06 10:00 UTC",
+        "machine 5006 failed twice, the last (nvidia-smi shows 0 GPUs) at 2026-12-06 10:01 UTC, "
+        "and was ready once (mean 60 s to ready); more than the one above (once)",
+    };
+    for (size_t i = 0; i < 7; i++)
+        assert_string_equal(str_at(ranked, i, "reason"), why[i]);
+
+    /* Each entry shows its machine's history; the excluded ones too. */
+    const json_t *h = json_object_get(json_array_get(ranked, 0), "history");
+    assert_int_equal(json_integer_value(json_object_get(h, "ready")), 3);
+    assert_int_equal(json_integer_value(json_object_get(h, "failed")), 0);
+    assert_int_equal(json_integer_value(json_object_get(h, "mean_ready_s")), 41);
+    assert_true(json_is_null(json_object_get(h, "last_failure")));
+    h = json_object_get(json_array_get(ranked, 3), "history");
+    assert_int_equal(json_integer_value(json_object_get(h, "ready")), 0);
+    assert_true(json_is_null(json_object_get(h, "mean_ready_s")));
+    h = json_object_get(json_array_get(ranked, 5), "history");
+    assert_int_equal(json_integer_value(json_object_get(h, "failed")), 1);
+    const json_t *last = json_object_get(h, "last_failure");
+    assert_string_equal(json_string_value(json_object_get(last, "reason")), "ssh never answered");
+    assert_int_equal(json_integer_value(json_object_get(last, "at_ms")), AT_10);
+    assert_int_equal(json_array_size(ex), 1);
+    assert_string_equal(str_at(ex, 0, "reason"),
+                        "machine_id is 5008, which bad-host list excludes");
+    h = json_object_get(json_array_get(ex, 0), "history");
+    assert_int_equal(json_integer_value(json_object_get(h, "failed")), 1);
+    json_decref(r);
+
+    /* The first offer's reason, for each history key it wins by. */
+    offers = answer(offer("{\"id\": 61, \"machine_id\": 5005, \"dph_total\": 0.9}"),
+                    offer("{\"id\": 62, \"machine_id\": 5001, \"dph_total\": 0.1}"), NULL);
+    r = cloud_vast_rank(&q, offers, hist, sizeof hist / sizeof hist[0]);
+    assert_int_equal(int_at(json_object_get(r, "offers"), 0, "id"), 61);
+    assert_string_equal(str_at(json_object_get(r, "offers"), 0, "reason"),
+                        "machine 5005 has no rental on record; the next failed once");
+    json_decref(r);
+    json_decref(offers);
+    offers = answer(
+        offer("{\"id\": 71, \"machine_id\": 5004, \"host_id\": 301, \"dph_total\": 0.1}"),
+        offer("{\"id\": 72, \"machine_id\": 5005, \"host_id\": 303, \"dph_total\": 0.9}"), NULL);
+    r = cloud_vast_rank(&q, offers, hist, sizeof hist / sizeof hist[0]);
+    assert_int_equal(int_at(json_object_get(r, "offers"), 0, "id"), 72);
+    assert_string_equal(str_at(json_object_get(r, "offers"), 0, "reason"),
+                        "machine 5005 has no rental on record; no failures of its host 303's "
+                        "other machines");
+    json_decref(r);
+    json_decref(offers);
+    offers = answer(offer("{\"id\": 81, \"machine_id\": 5005, \"dph_total\": 0.1}"),
+                    offer("{\"id\": 82, \"machine_id\": 5007, \"dph_total\": 0.9}"), NULL);
+    r = cloud_vast_rank(&q, offers, hist, sizeof hist / sizeof hist[0]);
+    assert_int_equal(int_at(json_object_get(r, "offers"), 0, "id"), 82);
+    assert_string_equal(str_at(json_object_get(r, "offers"), 0, "reason"),
+                        "machine 5007 was ready once (mean 30 s to ready), no failures");
+    json_decref(r);
+    json_decref(offers);
+    /* Alike in history, the price decides as before. */
+    offers = answer(offer("{\"id\": 91, \"machine_id\": 5002, \"dph_total\": 0.5}"),
+                    offer("{\"id\": 92, \"machine_id\": 5002, \"dph_total\": 0.4}"), NULL);
+    r = cloud_vast_rank(&q, offers, hist, sizeof hist / sizeof hist[0]);
+    assert_int_equal(int_at(json_object_get(r, "offers"), 0, "id"), 92);
+    assert_string_equal(str_at(json_object_get(r, "offers"), 0, "reason"),
+                        "the cheapest: $0.400/h");
     json_decref(r);
     json_decref(offers);
     cloud_query_release(&q);
@@ -752,8 +879,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff),       cmocka_unit_test(test_query_floors),
         cmocka_unit_test(test_query_filters), cmocka_unit_test(test_check),
-        cmocka_unit_test(test_rank),          cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_http_client),
+        cmocka_unit_test(test_rank),          cmocka_unit_test(test_rank_history),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_http_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

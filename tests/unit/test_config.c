@@ -1465,7 +1465,8 @@ static void test_clouds(void **state)
                          "      compute_cap: \"890\"\n"
                          "    idle_release: 45m\n"
                          "    release_on_exit: true\n"
-                         "    deadlines: { running: 2m, ssh: 30s, setup: 10m }\n",
+                         "    deadlines: { running: 2m, ssh: 30s, setup: 10m }\n"
+                         "    bad_host_ttl: 2h\n",
                          "models:\n  m: { cmd: x, hosts: [local, vast] }\n");
     struct config *c = parse_ok(y);
     free(y);
@@ -1490,6 +1491,7 @@ static void test_clouds(void **state)
     assert_true(cl->deadline_running_ms == 2ull * 60 * 1000);
     assert_true(cl->deadline_ssh_ms == 30ull * 1000);
     assert_true(cl->deadline_setup_ms == 10ull * 60 * 1000);
+    assert_true(cl->bad_host_ttl_ms == 2ull * 3600 * 1000);
     assert_int_equal(cl->line, 2);
     /* Filters in file order, one per op, typed as written. */
     assert_int_equal(cl->n_filters, 7);
@@ -1548,6 +1550,7 @@ static void test_clouds(void **state)
     assert_true(cl->deadline_running_ms == 15ull * 60 * 1000);
     assert_true(cl->deadline_ssh_ms == 5ull * 60 * 1000);
     assert_true(cl->deadline_setup_ms == 60ull * 60 * 1000);
+    assert_true(cl->bad_host_ttl_ms == 7ull * 24 * 3600 * 1000);
     config_free(c);
 
     /* A deadline changed is a cloud changed. */
@@ -1562,6 +1565,11 @@ static void test_clouds(void **state)
     free(applied);
     free(restart);
     config_free(c2);
+    /* never: bad-host entries do not expire */
+    y = cloud_yaml("    bad_host_ttl: never\n", "");
+    c = parse_ok(y);
+    free(y);
+    assert_true(config_find_cloud(c, "vast")->bad_host_ttl_ms == 0);
     config_free(c);
 
     /* ~ is $HOME's. */
@@ -1643,6 +1651,19 @@ static void test_cloud_errors(void **state)
     expect_cloud_error("    deadlines: 15m\n",
                        "yard.yaml:8:16: clouds.vast.deadlines: expected a mapping of steps, as { "
                        "running: 15m, ssh: 5m }, got '15m'");
+    expect_cloud_error("    bad_host_ttl: 500ms\n",
+                       "yard.yaml:8:19: clouds.vast.bad_host_ttl: '500ms' is too short; use at "
+                       "least 1s, as '7d', or 'never' to keep bad hosts until 'yard cloud bad "
+                       "--forget'");
+    expect_cloud_error("    bad_host_ttl: 0\n",
+                       "yard.yaml:8:19: clouds.vast.bad_host_ttl: '0' is too short; use at "
+                       "least 1s, as '7d', or 'never' to keep bad hosts until 'yard cloud bad "
+                       "--forget'");
+    expect_cloud_error("    bad_host_ttl: soon\n",
+                       "yard.yaml:8:19: clouds.vast.bad_host_ttl: invalid duration 'soon'; use a "
+                       "number and a unit, as '500ms', '30s', '10m' or '2h'");
+    expect_cloud_error("    bad_host_ttl: [1d]\n",
+                       "yard.yaml:8:19: clouds.vast.bad_host_ttl: expected a string, got a list");
     expect_cloud_error("    release_on_exit: maybe\n",
                        "yard.yaml:8:22: clouds.vast.release_on_exit: expected true or false, got "
                        "'maybe'");

@@ -983,6 +983,60 @@ static void test_rentals(void **state)
     assert_int_equal(store_delete_bad(st, 1999), 0);
     assert_int_equal(store_delete_bad(st, 1999), -ENOENT);
 
+    /* the outcomes of rentals, summed per machine of one cloud, kept across opens */
+    struct store_outcome_row o = {.cloud = "vast",
+                                  .machine = 2001,
+                                  .host_id = 77,
+                                  .outcome = STORE_OUTCOME_READY,
+                                  .ready_ms = 40000,
+                                  .ts_ms = 1000};
+    assert_int_equal(store_add_outcome(st, &o), 0);
+    o.ready_ms = 42000;
+    o.ts_ms = 2000;
+    assert_int_equal(store_add_outcome(st, &o), 0);
+    o = (struct store_outcome_row){.cloud = "vast",
+                                   .machine = 2001,
+                                   .outcome = STORE_OUTCOME_INFRA,
+                                   .reason = "ssh never answered",
+                                   .ts_ms = 3000};
+    assert_int_equal(store_add_outcome(st, &o), 0);
+    o.reason = "instance exited";
+    o.ts_ms = 4000;
+    assert_int_equal(store_add_outcome(st, &o), 0);
+    o.outcome = STORE_OUTCOME_WORKLOAD; /* not the machine's: no failure of it */
+    o.reason = "the cloud's setup failed";
+    o.ts_ms = 5000;
+    assert_int_equal(store_add_outcome(st, &o), 0);
+    o = (struct store_outcome_row){
+        .cloud = "vast", .machine = 2002, .host_id = 78, .outcome = STORE_OUTCOME_OUTBID};
+    assert_int_equal(store_add_outcome(st, &o), 0);
+    o = (struct store_outcome_row){
+        .cloud = "other", .machine = 2001, .outcome = STORE_OUTCOME_INFRA};
+    assert_int_equal(store_add_outcome(st, &o), 0);
+    o.machine = 0;
+    assert_int_equal(store_add_outcome(st, &o), -EINVAL);
+    store_close(st);
+    st = open_ok(f->dir);
+    struct store_history *hist = NULL;
+    assert_int_equal(store_list_history(st, "vast", &hist, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(hist[0].machine, 2001);
+    assert_int_equal(hist[0].host_id, 77); /* the latest known */
+    assert_int_equal(hist[0].ready, 2);
+    assert_int_equal(hist[0].failed, 2);
+    assert_int_equal(hist[0].ready_ms_total, 82000);
+    assert_int_equal(hist[0].last_failure_ms, 4000);
+    assert_string_equal(hist[0].last_failure, "instance exited");
+    assert_int_equal(hist[1].machine, 2002);
+    assert_int_equal(hist[1].host_id, 78);
+    assert_int_equal(hist[1].ready + hist[1].failed, 0);
+    assert_int_equal(hist[1].last_failure_ms, 0);
+    assert_string_equal(hist[1].last_failure, "");
+    store_history_free(hist, n);
+    assert_int_equal(store_list_history(st, "none", &hist, &n), 0);
+    assert_int_equal(n, 0);
+    store_history_free(hist, n);
+
     /* the daemon id is drawn once and kept */
     char *id = NULL, *again = NULL;
     assert_int_equal(store_daemon_id(st, &id), 0);
