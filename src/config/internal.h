@@ -55,7 +55,7 @@ struct config__index {
     size_t n;
 };
 
-/* One load of one document: what the readers of keys.c write into, and where errors go. */
+/* One load of one document: what the sections' readers write into, and where errors go. */
 struct config__walk {
     yaml_document_t *doc;
     const char *file;
@@ -63,7 +63,7 @@ struct config__walk {
     struct config *cfg;
     uint64_t *where; /* line << 32 | column of each error since the walk began */
     size_t n_where, cap_where;
-    struct config__index *names; /* model names and aliases -> keys.c's NAME_VAL */
+    struct config__index *names; /* model names and aliases -> model.c's NAME_VAL */
     uint32_t *port_owner;        /* port -> index + 1 of the first model to claim it */
     int oom;                  /* an allocation failed: nothing more is added, and the load fails */
     struct config_kv *macros; /* the top-level macros while the models are read */
@@ -232,7 +232,28 @@ void config__sessions_defaults(struct config__walk *w);
 /* Frees what cfg->sessions holds. */
 void config__sessions_release(struct config *cfg);
 
+/* model.c */
+/*
+ * models: { NAME: {...} }: every model's name first (the table aliases are
+ * checked against), then each model's keys, w->macros expanded in them.
+ */
+void config__parse_models(struct config__walk *w, const yaml_node_t *n);
+/*
+ * macros: NAME: VALUE (a scalar), NAME of letters, digits, _ and -, at most
+ * 63, not a name cmd expands itself, VALUE not using itself. Appends to
+ * *out (which may hold the global ones when a model's are read: a model's
+ * own replace them in place).
+ */
+void config__parse_macros(struct config__walk *w, const yaml_node_t *n, const char *path,
+                          struct config_kv **out, size_t *n_out);
+/* Frees the n macros of kv and kv itself. */
+void config__free_macros(struct config_kv *kv, size_t n);
+/* Frees what m holds (not m). */
+void config__model_release(struct config_model *m);
+
 /* keys.c */
+/* The most stop_timeout may be (defaults.stop_timeout, a model's). */
+#define CONFIG__STOP_TIMEOUT_MAX_MS (3600ull * 1000)
 /*
  * env: { NAME: VALUE }: reads the mapping into a new array *env of *n_env
  * pairs; names must be shell variable names, values scalars.

@@ -1,4 +1,4 @@
-// fuzz-sources: src/config/walk.c src/config/keys.c src/config/argv.c
+// fuzz-sources: src/config/walk.c src/config/keys.c src/config/model.c src/config/argv.c
 // fuzz-sources: src/base/alloc.c src/base/buf.c src/base/units.c src/base/hash.c
 // fuzz-sources: src/base/suggest.c src/config/clouds.c src/config/sessions.c src/config/slurm.c
 // fuzz-libs: -lyaml -ljansson
