@@ -38,7 +38,7 @@ static int buf_reserve(struct buf *b, size_t extra)
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return 0;
-    size_t cap = b->cap ? b->cap : 64;
+    size_t cap = b->cap ? b->cap : 256; /* a request head, a header block: rarely grown */
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     if (cap > b->max + 1)
@@ -70,12 +70,24 @@ int buf_appends(struct buf *b, const char *s)
 
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
+    /* Formatted once into the room the buffer has; a second time only when it did not fit. */
+    size_t room = b->cap > b->len ? b->cap - b->len : 0;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (n < 0) {
+        if (room)
+            b->data[b->len] = '\0';
         return -EINVAL;
+    }
+    /* It fit, NUL included: within max too, as the room never reaches past max + 1. */
+    if ((size_t)n < room) {
+        b->len += (size_t)n;
+        return 0;
+    }
+    if (room)
+        b->data[b->len] = '\0'; /* what did not fit, or went past max, is not the buffer's */
     int rc = buf_reserve(b, (size_t)n);
     if (rc < 0)
         return rc;

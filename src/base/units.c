@@ -135,3 +135,16 @@ char *units_fmt_size(uint64_t bytes, char *out, size_t len)
         snprintf(out, len, "%.1f%s", v, names[i]);
     return out;
 }
+
+size_t units_fmt_u64(uint64_t n, char out[UNITS_U64_LEN])
+{
+    char tmp[UNITS_U64_LEN];
+    size_t k = sizeof tmp;
+    tmp[--k] = '\0';
+    do {
+        tmp[--k] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    memcpy(out, tmp + k, sizeof tmp - k);
+    return sizeof tmp - k - 1;
+}

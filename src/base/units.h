@@ -19,5 +19,9 @@ int units_parse_size(const char *s, uint64_t *bytes);
 char *units_fmt_duration(uint64_t ms, char *out, size_t len);
 /* Writes "20.0GiB"-style text into out; returns out. */
 char *units_fmt_size(uint64_t bytes, char *out, size_t len);
+/* Room for any uint64_t in decimal and its NUL. */
+#define UNITS_U64_LEN 21
+/* n in decimal into out, NUL-terminated; returns the length. For the request path: no printf. */
+size_t units_fmt_u64(uint64_t n, char out[UNITS_U64_LEN]);
 
 #endif

@@ -322,7 +322,13 @@ int engine__python_prologue(struct engine_log_state *st, const char *line, size_
     out->reason[0] = '\0';
     out->port_taken = 0;
 
-    /* vLLM's weight loader prints this bar, and SGLang's prints vLLM's */
+    /*
+     * vLLM's weight loader prints this bar, and SGLang's prints vLLM's. A line
+     * without '%' has none: the test spares the two searches for every other
+     * line (an engine logs one per request).
+     */
+    if (!memchr(line, '%', len))
+        return 0;
     int pct = engine__parse_percent(line, len, "Loading safetensors checkpoint shards:");
     if (pct < 0)
         pct = engine__parse_percent(line, len, "Loading pt checkpoint shards:");

@@ -17,6 +17,7 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/units.h"
 
 /* Bytes of pipelined input held while a response is in progress before reading stops. */
 #define PIPELINE_MAX (64 * 1024)
@@ -590,7 +591,19 @@ int http_response_header(struct http_request *req, const char *name, const char 
             r->close_after = 1;
         return 0;
     }
-    int rc = buf_printf(&r->resp_headers, "%s: %s\r\n", name, value);
+    size_t at = r->resp_headers.len;
+    int rc = buf_appends(&r->resp_headers, name);
+    if (rc == 0)
+        rc = buf_append(&r->resp_headers, ": ", 2);
+    if (rc == 0)
+        rc = buf_appends(&r->resp_headers, value);
+    if (rc == 0)
+        rc = buf_append(&r->resp_headers, "\r\n", 2);
+    if (rc < 0) {
+        r->resp_headers.len = at; /* no half header */
+        if (r->resp_headers.data)
+            r->resp_headers.data[at] = '\0';
+    }
     if (rc == -ENOMEM)
         conn_out_of_memory(r->conn, "a response header");
     return rc;
@@ -611,15 +624,32 @@ static int build_head(struct req_impl *r, struct buf *h, int status, const char 
         return -EINVAL; /* a line break would inject headers */
     if (!r->keep_alive || srv->closing || (clen < 0 && http10))
         r->close_after = 1;
-    int rc = buf_printf(h, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
-    if (rc == 0 && ctype)
-        rc = buf_printf(h, "Content-Type: %s\r\n", ctype);
+    /* Appended piece by piece: printf was a tenth of the daemon's instructions per request. */
+    char num[UNITS_U64_LEN];
+    int rc = buf_append(h, "HTTP/1.1 ", 9);
+    if (rc == 0)
+        rc = buf_append(h, num, units_fmt_u64((uint64_t)(status < 0 ? 0 : status), num));
+    if (rc == 0)
+        rc = buf_append(h, " ", 1);
+    if (rc == 0)
+        rc = buf_appends(h, http_status_text(status));
+    if (rc == 0 && ctype) {
+        rc = buf_append(h, "\r\nContent-Type: ", 16);
+        if (rc == 0)
+            rc = buf_appends(h, ctype);
+    }
+    if (rc == 0)
+        rc = buf_append(h, "\r\n", 2);
     if (rc == 0 && r->resp_headers.len)
         rc = buf_append(h, r->resp_headers.data, r->resp_headers.len);
     if (rc == 0 && status_has_body(status)) {
-        if (clen >= 0)
-            rc = buf_printf(h, "Content-Length: %lld\r\n", clen);
-        else if (r->chunked)
+        if (clen >= 0) {
+            rc = buf_append(h, "Content-Length: ", 16);
+            if (rc == 0)
+                rc = buf_append(h, num, units_fmt_u64((uint64_t)clen, num));
+            if (rc == 0)
+                rc = buf_append(h, "\r\n", 2);
+        } else if (r->chunked)
             rc = buf_appends(h, "Transfer-Encoding: chunked\r\n");
     }
     if (rc == 0 && r->close_after)
@@ -838,11 +868,6 @@ static int on_message_begin(http_parser *p)
  * slash), would be refused only by the engine-facing client, as if the
  * engine had failed. They are the client's error: 400 here.
  */
-static int is_tchar(unsigned char ch)
-{
-    return ch > 0x20 && ch < 0x7f && !strchr("()<>@,;:\\\"/[]?={}", ch);
-}
-
 static int target_ok(const char *at, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
@@ -893,7 +918,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     struct http__conn *c = p->data;
     struct req_impl *r = c->parsing;
     for (size_t i = 0; i < len; i++) {
-        if (!is_tchar((unsigned char)at[i])) {
+        if (!http_is_tchar((unsigned char)at[i])) {
             c->err_status = 400;
             return -1;
         }

@@ -11,6 +11,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/units.h"
 #include "http/call.h"
 
 /*
@@ -652,8 +653,7 @@ static int is_token(const char *s, size_t len)
     if (len == 0)
         return 0;
     for (i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch))
+        if (!http_is_tchar((unsigned char)s[i]))
             return 0;
     }
     return 1;
@@ -738,8 +738,8 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
     static const char cl_line[] = "\r\nContent-Length: ";
     size_t mlen = strlen(method), tlen = strlen(target), need, i;
     int has_connection = 0;
-    char cl[24];
-    int cllen;
+    char cl[UNITS_U64_LEN];
+    size_t cllen;
     char *o;
 
     if (!is_token(method, mlen) || !is_target(target, tlen))
@@ -750,7 +750,7 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
         if (strcasecmp(hd[i].name, "connection") == 0)
             has_connection = 1;
     }
-    cllen = snprintf(cl, sizeof(cl), "%zu", body_len);
+    cllen = units_fmt_u64(body_len, cl);
     need = mlen + 1 + tlen + sizeof(host_line) - 1 + r->host->authority_len;
     for (i = 0; i < n; i++) {
         size_t nl = strlen(hd[i].name), vl;
@@ -763,7 +763,7 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
             return -EINVAL;
         need += 2 + nl + 2 + vl;
     }
-    need += sizeof(cl_line) - 1 + (size_t)cllen + 4;
+    need += sizeof(cl_line) - 1 + cllen + 4;
     if (body_len > UINT_MAX - need)
         return -E2BIG;
     r->out = alloc_try_malloc(need + body_len);
@@ -784,7 +784,7 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
         o = put(o, hd[i].value, strlen(hd[i].value));
     }
     o = put(o, cl_line, sizeof(cl_line) - 1);
-    o = put(o, cl, (size_t)cllen);
+    o = put(o, cl, cllen);
     o = put(o, "\r\n\r\n", 4);
     if (body_len > 0)
         o = put(o, body, body_len);

@@ -656,6 +656,50 @@ int router_scan_true(const char *body, size_t len, const char *key)
     return router_scan_member(body, len, key, &v, &n) == 0 && n == 4 && memcmp(v, "true", 4) == 0;
 }
 
+/* A JSON integer's value, 0 for anything else (a real, a string, out of range): what jansson's
+ * json_integer_value gives. */
+static uint64_t scan__count(const char *v, const char *end)
+{
+    if (!v || v == end || *v == '-')
+        return 0; /* absent, or negative: nothing counted */
+    uint64_t n = 0;
+    const char *p = v;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (n > (UINT64_MAX - 9) / 10)
+            return 0;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (p == v || (v[0] == '0' && p - v > 1))
+        return 0; /* no digit, or a leading zero JSON does not allow */
+    return p < end && (*p == '.' || *p == 'e' || *p == 'E') ? 0 : n;
+}
+
+int router_scan_usage(const char *body, size_t len, uint64_t *prompt, uint64_t *completion)
+{
+    const char *u;
+    size_t ulen;
+    *prompt = *completion = 0;
+    if (!body || !len || !memmem(body, len, "\"usage\"", 7))
+        return -ENOENT;
+    int rc = router_scan_member(body, len, "usage", &u, &ulen);
+    if (rc < 0)
+        return rc;
+    struct scan__want w[] = {{"prompt_tokens", NULL},
+                             {"input_tokens", NULL},
+                             {"completion_tokens", NULL},
+                             {"output_tokens", NULL}};
+    const char *dup;
+    if (ulen == 0 || *u != '{')
+        return -EINVAL;
+    rc = scan__members(u, ulen, w, 4, &dup);
+    if (rc < 0)
+        return rc;
+    const char *end = u + ulen;
+    *prompt = scan__count(w[0].value, end) + scan__count(w[1].value, end);
+    *completion = scan__count(w[2].value, end) + scan__count(w[3].value, end);
+    return 0;
+}
+
 int router_scan_request(const char *body, size_t len, char *model, size_t model_len, int *stream,
                         const char **dup)
 {

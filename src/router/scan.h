@@ -2,6 +2,7 @@
 #define YARD_ROUTER_SCAN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Finds the top-level "model" member of a JSON object body without parsing
@@ -53,5 +54,15 @@ int router_scan_true(const char *body, size_t len, const char *key);
  */
 int router_scan_member(const char *body, size_t len, const char *key, const char **value,
                        size_t *value_len);
+
+/*
+ * The token counts of an answer's top-level "usage" object, as OpenAI
+ * ("prompt_tokens", "completion_tokens") and Anthropic ("input_tokens",
+ * "output_tokens") name them: each a JSON integer, anything else counts 0.
+ * Returns 0, -ENOENT (no "usage"), -EINVAL (a malformed body or usage) or
+ * -EEXIST (a member twice); the counts are 0 unless it returns 0. Scanned,
+ * not parsed: it runs for every whole answer.
+ */
+int router_scan_usage(const char *body, size_t len, uint64_t *prompt, uint64_t *completion);
 
 #endif

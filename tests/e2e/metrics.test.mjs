@@ -14,6 +14,7 @@ import {
     chatBody,
     getMetrics,
     samples,
+    sampleSum,
     rawOne,
     METRICS,
 } from './lib/router-helpers.mjs';
@@ -40,8 +41,15 @@ test('/metrics: crafted model names add no series and no lines; promtool accepts
     const url = `${y.base}/v1/chat/completions`;
 
     // One real answer, by name and by alias: counted under the configured name.
-    assert.equal((await httpPost(url, chatBody('m'))).status, 200);
-    assert.equal((await httpPost(url, chatBody('m-alias'))).status, 200);
+    const answers = [await httpPost(url, chatBody('m')), await httpPost(url, chatBody('m-alias'))];
+    const usage = { prompt: 0, completion: 0 };
+    for (const a of answers) {
+        assert.equal(a.status, 200, a.body);
+        const u = JSON.parse(a.body).usage;
+        assert.ok(u.prompt_tokens > 0 && u.completion_tokens > 0, `the engine's usage: ${a.body}`);
+        usage.prompt += u.prompt_tokens;
+        usage.completion += u.completion_tokens;
+    }
 
     // Names that would end a label or a line, in bodies and in /upstream paths.
     const crafted = [
@@ -94,6 +102,9 @@ test('/metrics: crafted model names add no series and no lines; promtool accepts
     const ok = req.filter((s) => s.labels.model === 'm' && s.labels.status === '200');
     assert.equal(ok.length, 1);
     assert.equal(ok[0].value, 2, 'the alias counts under the model');
+    // The tokens the engine reported in its answers' usage, as yard scanned them.
+    for (const kind of ['prompt', 'completion'])
+        assert.equal(sampleSum(page.all, 'yard_tokens_total', { kind }), usage[kind], `${kind} tokens`);
     assert.ok(Buffer.byteLength(page.text) < 16384, `the page grew to ${Buffer.byteLength(page.text)} bytes`);
 
     const p = promtoolCheck(page.text);

@@ -13,6 +13,9 @@
  * engine reads: one meaning for a body. The scan is also run with a small
  * output buffer, which may only turn a result into -ENAMETOOLONG.
  *
+ * As an engine's whole answer, for router_scan_usage: where jansson reads
+ * it without duplicates, the token counts are jansson's.
+ *
  * As an engine's error body, for router__normalise_error, and as a message
  * (a path, a name) for router__error_json: the result is always there, is
  * valid JSON in OpenAI's shape, and a body that is not JSON is quoted cut at
@@ -143,6 +146,45 @@ static void check_errors(const uint8_t *data, size_t size)
     free(body);
 }
 
+/* jansson's reading of a usage count: an integer, negatives as nothing. */
+static uint64_t count_of(const json_t *u, const char *key)
+{
+    json_int_t v = json_integer_value(json_object_get(u, key));
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+/*
+ * router_scan_usage on an exact-size copy; where jansson read the body
+ * (root, no duplicate keys), the counts must be jansson's.
+ */
+static void check_usage(const uint8_t *data, size_t size, const json_t *root)
+{
+    char *body = copy_of(data, size);
+    uint64_t p, c;
+    int rc = router_scan_usage(body, size, &p, &c);
+    free(body);
+    if (rc < 0 && (p || c))
+        fail("usage: counts left on failure");
+    if (!root)
+        return;
+    const json_t *u = json_object_get(root, "usage");
+    if (!json_is_object(root) || !u) {
+        if (rc == 0)
+            fail("usage: counted without a top-level usage");
+        return;
+    }
+    if (!json_is_object(u)) {
+        if (rc != -EINVAL)
+            mismatch("usage that is no object", rc, -EINVAL);
+        return;
+    }
+    if (rc != 0)
+        mismatch("usage", rc, 0);
+    if (p != count_of(u, "prompt_tokens") + count_of(u, "input_tokens") ||
+        c != count_of(u, "completion_tokens") + count_of(u, "output_tokens"))
+        fail("usage: counts differ from jansson's");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char big[OUT_BIG], small[OUT_SMALL];
@@ -171,10 +213,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * jansson skips NUL bytes between tokens, where JSON allows none, so it
      * is no judge of bodies holding one.
      */
-    if (memchr(data, '\0', size))
+    if (memchr(data, '\0', size)) {
+        check_usage(data, size, NULL);
         return 0;
+    }
     json_error_t err;
     json_t *root = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &err);
+    check_usage(data, size, root);
     if (root) {
         const char *value;
         int want = expected(root, sizeof(big), &value);

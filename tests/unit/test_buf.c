@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/units.h"
 
 static void test_grows_within_max(void **state)
 {
@@ -80,11 +81,52 @@ static void test_read_file(void **state)
     unlink(path);
 }
 
+/* buf_printf formats into the room it has, and again only past it; the maximum holds either way. */
+static void test_printf(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b, 100);
+    assert_int_equal(buf_printf(&b, "%d-%s", 42, "x"), 0); /* no room yet: the slow path */
+    assert_string_equal(b.data, "42-x");
+    size_t cap = b.cap;
+    assert_int_equal(buf_printf(&b, "|%s", "yz"), 0); /* fits the room */
+    assert_string_equal(b.data, "42-x|yz");
+    assert_int_equal(b.cap, cap);
+    char big[80];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(buf_printf(&b, "%s", big), 0); /* past the room: grown */
+    assert_int_equal(b.len, 7 + 79);
+    /* past the maximum: refused, the buffer as it was (the room never reaches past the maximum) */
+    assert_int_equal(buf_printf(&b, "%s", big), -ENOBUFS);
+    assert_int_equal(b.len, 86);
+    assert_int_equal(b.data[86], '\0');
+    assert_int_equal(buf_printf(&b, "%s", "0123456789abcdef"), -ENOBUFS);
+    assert_int_equal(b.len, 86);
+    assert_int_equal(b.data[86], '\0');
+    assert_int_equal(buf_printf(&b, "%s", "0123456789abcd"), 0); /* exactly the maximum */
+    assert_int_equal(b.len, 100);
+    buf_release(&b);
+}
+
+static void test_fmt_u64(void **state)
+{
+    (void)state;
+    char out[UNITS_U64_LEN];
+    assert_int_equal(units_fmt_u64(0, out), 1);
+    assert_string_equal(out, "0");
+    assert_int_equal(units_fmt_u64(200, out), 3);
+    assert_string_equal(out, "200");
+    assert_int_equal(units_fmt_u64(UINT64_MAX, out), 20);
+    assert_string_equal(out, "18446744073709551615");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grows_within_max),
-        cmocka_unit_test(test_unbounded),
+        cmocka_unit_test(test_grows_within_max), cmocka_unit_test(test_printf),
+        cmocka_unit_test(test_fmt_u64),          cmocka_unit_test(test_unbounded),
         cmocka_unit_test(test_read_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

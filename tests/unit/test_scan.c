@@ -939,10 +939,65 @@ static void test_scan_member_span(void **state)
     assert_int_equal(router_scan_true(twice_s, strlen(twice_s), "stream"), 0);
 }
 
+static uint64_t usage_of(const char *b, int want_rc, uint64_t *completion)
+{
+    uint64_t p = 99, c = 99;
+    assert_int_equal(router_scan_usage(b, strlen(b), &p, &c), want_rc);
+    *completion = c;
+    return p;
+}
+
+/* The token counts of whole answers, as the metrics take them. */
+static void test_scan_usage(void **state)
+{
+    (void)state;
+    uint64_t c;
+    /* OpenAI's shape, with a nested usage detail and "usage" quoted inside a string before it */
+    assert_int_equal(
+        usage_of("{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"the \\\"usage\\\": 5\"}}],"
+                 "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34,\"total_tokens\":46,"
+                 "\"prompt_tokens_details\":{\"cached_tokens\":3}}}",
+                 0, &c),
+        12);
+    assert_int_equal(c, 34);
+    /* Anthropic's */
+    assert_int_equal(
+        usage_of("{\"type\":\"message\",\"usage\":{\"input_tokens\":7,\"output_tokens\":9}}", 0,
+                 &c),
+        7);
+    assert_int_equal(c, 9);
+    /* a usage nested deeper is not the answer's */
+    assert_int_equal(usage_of("{\"a\":{\"usage\":{\"prompt_tokens\":5}}}", -ENOENT, &c), 0);
+    assert_int_equal(c, 0);
+    assert_int_equal(usage_of("{\"choices\":[]}", -ENOENT, &c), 0);
+    /* what is no JSON integer counts 0: reals, strings, negatives, leading zeros, null */
+    assert_int_equal(
+        usage_of("{\"usage\":{\"prompt_tokens\":1.5,\"completion_tokens\":\"3\"}}", 0, &c), 0);
+    assert_int_equal(c, 0);
+    assert_int_equal(
+        usage_of("{\"usage\":{\"prompt_tokens\":-4,\"completion_tokens\":012}}", 0, &c), 0);
+    assert_int_equal(c, 0);
+    assert_int_equal(
+        usage_of("{\"usage\":{\"prompt_tokens\":2e3,\"completion_tokens\":null}}", 0, &c), 0);
+    assert_int_equal(c, 0);
+    /* past 64 bits: 0, never a wrapped count */
+    assert_int_equal(
+        usage_of("{\"usage\":{\"prompt_tokens\":99999999999999999999999,\"completion_tokens\":0}}",
+                 0, &c),
+        0);
+    /* usage that is no object, a malformed answer, a member twice */
+    assert_int_equal(usage_of("{\"usage\":null}", -EINVAL, &c), 0);
+    assert_int_equal(usage_of("{\"usage\":{\"prompt_tokens\":1", -EINVAL, &c), 0);
+    assert_int_equal(usage_of("{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens\":2}}", -EEXIST, &c),
+                     0);
+    assert_int_equal(c, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_position),
+        cmocka_unit_test(test_scan_usage),
         cmocka_unit_test(test_whitespace),
         cmocka_unit_test(test_nested_model_ignored),
         cmocka_unit_test(test_strings_mentioning_model),
