@@ -15,6 +15,8 @@
 //   - /v1/models, /props, /slots and /metrics through /upstream/MODEL/;
 //   - a client that goes away mid-stream stops the generation (the slot is idle again
 //     long before the tokens asked for could have been generated);
+//   - the mock engine's llamacpp flavor against llama-server: the same requests to both,
+//     the same status, content type, JSON shape, SSE framing (docs/mock-engine.md);
 //   - real start failures, classified from llama-server's real log lines: a model file
 //     that does not exist, a GGUF cut short, a context whose KV cache does not fit in
 //     memory, a fixed port another process holds;
@@ -42,6 +44,8 @@ import {
     httpGet,
     httpPost,
     httpProbe,
+    httpRequest,
+    MOCK_ENGINE_BIN,
     pidAlive,
     sleep,
     processesMatching,
@@ -54,6 +58,7 @@ import {
     yard,
 } from './lib/harness.mjs';
 import { routerDaemon, events } from './lib/router-helpers.mjs';
+import { frames, json, notIn, shapeDiff, shapeOf, without } from './lib/engine-shape.mjs';
 
 const MODEL = path.join(YARD_SRC_DIR, 'tests/e2e/fixtures/stories260K.gguf');
 const MODEL_SHA256 = '270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d';
@@ -207,6 +212,7 @@ test('two real models in an exclusive group: chat, streaming, completions are th
         starts.map((e) => e.model),
         ['a', 'b', 'a']
     );
+
     await y.d.stop();
     await direct.proc.stop();
 });
@@ -432,6 +438,205 @@ test('a client that disconnects mid-stream stops the real generation', opts, asy
     // A generation nobody stopped ends only after LONG tokens.
     assert.ok(generated < LONG / 2, `${generated} tokens generated of ${LONG}: the generation was not stopped`);
     await y.d.stop();
+});
+
+// ---- The mock against the real engine ----
+//
+// The same requests, straight to a llama-server and to the mock engine's llamacpp
+// flavor started with the same arguments; each answer reduced to what the mock must
+// share (lib/engine-shape.mjs): status, content type, the JSON's shape (keys and value
+// types, not text), the SSE framing, and the few values that are protocol rather than
+// text (error types and codes, finish reasons, token counts asked for). What the mock
+// keeps different on purpose is listed in docs/mock-engine.md ("Compared with
+// llama-server") and dropped here: KEPT keys, the 'subset' rows where the mock serves
+// only part of a much larger answer, and the metric series it has no numbers for.
+const KEY = 'compare-key';
+const CMP = 'cmp';
+const CMP_CTX = 256;
+const KEPT = ['timings']; // llama-server's per-request timings: the mock measures nothing
+const ASK = { messages: [{ role: 'user', content: 'Tell me a story about a cat.' }], temperature: 0, ignore_eos: true };
+const PROMPT = { prompt: 'Once upon a time', temperature: 0, ignore_eos: true };
+const usageOf = (j) => j?.usage && { prompt: typeof j.usage.prompt_tokens, completion: j.usage.completion_tokens };
+const finishOf = (j) => j?.choices?.[0]?.finish_reason;
+const errorOf = (j) => j?.error && { type: j.error.type, code: j.error.code };
+const lastData = (r) => r.events.filter((e) => e !== '[DONE]');
+
+// [name, method, path, body, options]; options: key (default true), mode ('same' |
+// 'subset' | 'metrics'), values(r) => what must be equal, r = {j, events}.
+const COMPARE_READY = [
+    ['health', 'GET', '/health', null, { key: false }],
+    ['v1 health', 'GET', '/v1/health', null, { key: false }],
+    ['models', 'GET', '/v1/models', null, { mode: 'subset', values: (r) => r.j.data.map((m) => m.id) }],
+    ['models (ollama path)', 'GET', '/models', null, { mode: 'subset' }],
+    ['models without the key', 'GET', '/v1/models', null, { key: false, values: (r) => errorOf(r.j) }],
+    ['props', 'GET', '/props', null, { mode: 'subset', values: (r) => [r.j.total_slots, r.j.model_alias] }],
+    ['slots', 'GET', '/slots', null, { values: (r) => r.j.map((x) => [x.n_ctx, x.is_processing]) }],
+    ['metrics', 'GET', '/metrics', null, { mode: 'metrics' }],
+    ['unknown path', 'GET', '/no/such/path', null, { values: (r) => errorOf(r.j) }],
+    ['GET of a POST path', 'GET', '/v1/chat/completions', null, { values: (r) => errorOf(r.j) }],
+    ['CORS preflight', 'OPTIONS', '/v1/chat/completions', null, { key: false }],
+    ['chat', 'POST', '/v1/chat/completions', { ...ASK, max_tokens: 4 }, { values: (r) => [finishOf(r.j), usageOf(r.j)] }],
+    ['chat, model named otherwise', 'POST', '/v1/chat/completions', { ...ASK, model: 'other', max_tokens: 2 }, { values: (r) => finishOf(r.j) }],
+    ['chat, n_predict', 'POST', '/v1/chat/completions', { ...ASK, n_predict: 3 }, { values: (r) => usageOf(r.j) }],
+    ['chat, max_tokens 0', 'POST', '/v1/chat/completions', { ...ASK, max_tokens: 0 }, { values: (r) => usageOf(r.j) }],
+    // More than the slot holds: both stop when the context (CMP_CTX) is full.
+    ['chat, max_tokens past the context', 'POST', '/v1/chat/completions', { ...ASK, max_tokens: 100000 }, { values: (r) => [finishOf(r.j), r.j.usage.total_tokens] }],
+    ['chat streamed', 'POST', '/v1/chat/completions', { ...ASK, max_tokens: 4, stream: true }, { values: (r) => lastData(r).map(finishOf) }],
+    [
+        'chat streamed, usage',
+        'POST',
+        '/v1/chat/completions',
+        { ...ASK, max_tokens: 4, stream: true, stream_options: { include_usage: true } },
+        { values: (r) => lastData(r).map((e) => [finishOf(e), usageOf(e)]) },
+    ],
+    ['completion', 'POST', '/v1/completions', { ...PROMPT, max_tokens: 4 }, { values: (r) => [finishOf(r.j), usageOf(r.j)] }],
+    ['completion streamed', 'POST', '/v1/completions', { ...PROMPT, max_tokens: 4, stream: true }, { values: (r) => lastData(r).map((e) => [finishOf(e), usageOf(e)]) }],
+    [
+        'completion streamed, usage',
+        'POST',
+        '/v1/completions',
+        { ...PROMPT, max_tokens: 4, stream: true, stream_options: { include_usage: true } },
+        { values: (r) => lastData(r).map((e) => [finishOf(e), usageOf(e)]) },
+    ],
+    ['embeddings', 'POST', '/v1/embeddings', { input: 'the quick brown fox' }, { values: (r) => r.j.data.length }],
+    ['embeddings of two', 'POST', '/v1/embeddings', { input: ['the quick', 'brown fox'] }, { values: (r) => r.j.data.map((d) => d.index) }],
+    ['messages', 'POST', '/v1/messages', { ...ASK, max_tokens: 4 }, { values: (r) => [r.j.stop_reason, r.j.usage.output_tokens] }],
+    ['messages streamed', 'POST', '/v1/messages', { ...ASK, max_tokens: 4, stream: true }, { values: (r) => r.events.map((e) => e.type) }],
+    // Optional for llama-server (it then runs to the end of the context; the mock stops at 16).
+    ['messages without max_tokens', 'POST', '/v1/messages', ASK, { values: (r) => r.j.stop_reason }],
+    // Errors: the shape and the type, never the text.
+    ['chat without the key', 'POST', '/v1/chat/completions', { ...ASK, max_tokens: 2 }, { key: false, values: (r) => errorOf(r.j) }],
+    ['chat, bad JSON', 'POST', '/v1/chat/completions', '{"messages": [', { values: (r) => errorOf(r.j) }],
+    ['completion, bad JSON', 'POST', '/v1/completions', '{bad', { values: (r) => errorOf(r.j) }],
+    ['embeddings, bad JSON', 'POST', '/v1/embeddings', '{bad', { values: (r) => errorOf(r.j) }],
+    ['messages, bad JSON', 'POST', '/v1/messages', '{bad', { values: (r) => errorOf(r.j) }],
+    ['chat without messages', 'POST', '/v1/chat/completions', { max_tokens: 2 }, { values: (r) => errorOf(r.j) }],
+    ['chat, messages not a list', 'POST', '/v1/chat/completions', { messages: 'hi', max_tokens: 2 }, { values: (r) => errorOf(r.j) }],
+    ['chat, body a list', 'POST', '/v1/chat/completions', [1, 2], { values: (r) => errorOf(r.j) }],
+    ['chat, max_tokens a string', 'POST', '/v1/chat/completions', { ...ASK, max_tokens: 'x' }, { values: (r) => errorOf(r.j) }],
+    ['completion without prompt', 'POST', '/v1/completions', { max_tokens: 2 }, { values: (r) => errorOf(r.j) }],
+    ['embeddings without input', 'POST', '/v1/embeddings', {}, { values: (r) => errorOf(r.j) }],
+    ['messages without messages', 'POST', '/v1/messages', { max_tokens: 2 }, { values: (r) => errorOf(r.j) }],
+];
+// While the model loads (held open: a FIFO for the engine, --fail hang for the mock).
+const COMPARE_LOADING = [
+    ['loading: health', 'GET', '/health'],
+    ['loading: v1 health', 'GET', '/v1/health'],
+    ['loading: models', 'GET', '/v1/models'],
+    ['loading: models (ollama path)', 'GET', '/models'],
+    ['loading: props', 'GET', '/props'],
+    ['loading: slots', 'GET', '/slots'],
+    ['loading: metrics', 'GET', '/metrics'],
+    ['loading: unknown path', 'GET', '/no/such/path'],
+    ['loading: chat', 'POST', '/v1/chat/completions', { ...ASK, max_tokens: 2 }],
+].map(([n, m, p, b]) => [n, m, p, b ?? null, { key: false, values: (r) => errorOf(r.j) }]);
+
+async function ask(base, [, method, urlPath, body, { key = true } = {}]) {
+    const headers = key ? { authorization: `Bearer ${KEY}` } : {};
+    const r = await httpRequest(method, `${base}${urlPath}`, body, { headers, timeoutMs: 120000 });
+    const ctype = r.headers['content-type'] ?? null;
+    const sse = /^text\/event-stream/.test(ctype ?? '');
+    const events = sse ? parseEvents(r.body) : [];
+    return { status: r.status, ctype, body: r.body, j: sse ? undefined : json(r.body), events, sse };
+}
+
+function parseEvents(body) {
+    return body
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => (l === 'data: [DONE]' ? '[DONE]' : JSON.parse(l.slice(6))));
+}
+
+/** The differences between the engine's answer and the mock's to one request. */
+function compareOne(row, real, mock) {
+    const [, , , , { mode = 'same', values } = {}] = row;
+    const d = [];
+    if (real.status !== mock.status) d.push(`status ${real.status} vs mock ${mock.status}`);
+    if (real.ctype !== mock.ctype) d.push(`content-type ${real.ctype} vs mock ${mock.ctype}`);
+    if (real.sse || mock.sse) {
+        const a = frames(real.body, KEPT);
+        const b = frames(mock.body);
+        if (a.terminated !== b.terminated) d.push(`frames end with a blank line: ${a.terminated} vs mock ${b.terminated}`);
+        if (JSON.stringify(a.frames) !== JSON.stringify(b.frames))
+            d.push(`frames ${JSON.stringify(a.frames)} vs mock ${JSON.stringify(b.frames)}`);
+    } else if (mode === 'metrics') {
+        const names = (t) => new Set(t.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(/[ {]/)[0]));
+        const have = names(real.body);
+        const extra = [...names(mock.body)].filter((n) => !have.has(n) && !n.startsWith('mock_engine:'));
+        if (extra.length) d.push(`series only in the mock: ${extra.join(', ')}`);
+    } else if (real.j !== undefined || mock.j !== undefined) {
+        const a = without(shapeOf(real.j ?? null), KEPT);
+        const b = shapeOf(mock.j ?? null);
+        const diff = mode === 'subset' ? notIn(b, a) : shapeDiff(b, a);
+        if (diff.length) d.push(`shape: ${diff.join('; ')}`);
+    } else if (real.body !== mock.body) {
+        d.push(`body ${JSON.stringify(real.body.slice(0, 80))} vs mock ${JSON.stringify(mock.body.slice(0, 80))}`);
+    }
+    if (values && real.status === mock.status) {
+        const pick = (r) => {
+            try {
+                return JSON.stringify(values(r));
+            } catch (err) {
+                return `(${err.message})`;
+            }
+        };
+        if (pick(real) !== pick(mock)) d.push(`values ${pick(real)} vs mock ${pick(mock)}`);
+    }
+    return d;
+}
+
+async function compareAll(rows, real, mock) {
+    const diffs = [];
+    for (const row of rows) {
+        const t0 = Date.now();
+        const a = await ask(real, row);
+        const t1 = Date.now();
+        const b = await ask(mock, row);
+        const d = compareOne(row, a, b);
+        console.log(`${d.length ? 'DIFF' : 'same'}  ${row[0]}: ${a.status} ${a.ctype ?? '-'} (${t1 - t0} + ${Date.now() - t1} ms)${d.length ? `\n      ${d.join('\n      ')}` : ''}`);
+        diffs.push(...d.map((x) => `${row[0]}: ${x}`));
+    }
+    return diffs;
+}
+
+test('the mock engine’s llamacpp flavor answers as llama-server does: status, content type, error shapes, SSE framing', opts, async () => {
+    const dir = tmpdir();
+    const fifo = path.join(dir, 'held.gguf');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0, `mkfifo ${fifo}`);
+    // ENGINE_ARGS with a context of CMP_CTX, so that a generation to its end is short.
+    const engineArgs = ENGINE_ARGS.map((a, i) => (ENGINE_ARGS[i - 1] === '-c' ? String(CMP_CTX) : a));
+    const args = (model, port) => ['-m', model, '--port', String(port), '--alias', CMP, ...engineArgs, '--embeddings', '--pooling', 'mean'];
+    const mockArgs = (port, extra = []) => ['--flavor', 'llamacpp', '--name', CMP, '--load-time', '10ms', '--tokens-per-sec', '0', ...extra, ...args(MODEL, port)];
+    const env = { LLAMA_API_KEY: KEY };
+    const ports = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const procs = [
+        startProcess(LLAMA, args(MODEL, ports[0]), { env, name: 'llama-server (compared)' }),
+        startProcess(MOCK_ENGINE_BIN, mockArgs(ports[1]), { env, name: 'mock-engine (compared)' }),
+        startProcess(LLAMA, args(fifo, ports[2]), { name: 'llama-server (held load)' }),
+        startProcess(MOCK_ENGINE_BIN, mockArgs(ports[3], ['--fail', 'hang']), { name: 'mock-engine (held load)' }),
+    ];
+    const [real, mock, realLoading, mockLoading] = ports.map((p) => `http://127.0.0.1:${p}`);
+    try {
+        for (const [i, base, status] of [
+            [0, real, 200],
+            [1, mock, 200],
+            [2, realLoading, 503],
+            [3, mockLoading, 503],
+        ]) {
+            await waitFor(
+                async () => {
+                    if (procs[i].exited) throw Object.assign(new Error(`${base} exited:\n${procs[i].logText()}`), { fatal: true });
+                    return (await httpProbe(`${base}/health`)).status === status;
+                },
+                { timeoutMs: 60000, what: `${base}/health to answer ${status}` }
+            );
+        }
+        const diffs = [...(await compareAll(COMPARE_LOADING, realLoading, mockLoading)), ...(await compareAll(COMPARE_READY, real, mock))];
+        assert.deepEqual(diffs, [], `the mock differs from llama-server:\n${diffs.join('\n')}`);
+    } finally {
+        for (const p of procs.slice(2)) p.kill('SIGKILL'); // the loads held open: nothing to finish
+        for (const p of procs) await p.stop();
+    }
 });
 
 // A context the host cannot hold: -c asks for a KV cache (640 bytes a token for this

@@ -331,8 +331,9 @@ test('engine errors on /v1/* in OpenAI shape: vLLM/llama.cpp integer codes, SGLa
     assert.match(assertOpenAIError(s400.body, 'SGLang 400').message, /max_tokens/);
     assert.equal(JSON.parse(s400.body).object, undefined, `flat SGLang fields left at the top: ${s400.body}`);
 
-    // llama.cpp: {"error":{"code":400,"message","type"}} (no param) -> all four keys
-    const l400 = await post(chatBody('lc', { max_tokens: 0 }));
+    // llama.cpp: {"error":{"code":400,"message","type"}} (no param) -> all four keys.
+    // llama-server takes max_tokens 0 (one token); a string is its 400.
+    const l400 = await post(chatBody('lc', { max_tokens: 'x' }));
     assert.equal(l400.status, 400, l400.body);
     assert.match(assertOpenAIError(l400.body, 'llama.cpp 400').message, /max_tokens/);
 

@@ -96,10 +96,47 @@ static int count_prompt_tokens(json_t *body, enum gen_kind kind)
 
 /* ---- frames ---- */
 
+static int llama(const struct mock *m)
+{
+    return m->o.flavor == MOCK_LLAMACPP;
+}
+
 static json_t *usage_obj(const struct mock_gen *g)
 {
-    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", g->prompt_tokens, "completion_tokens",
-                     g->sent, "total_tokens", g->prompt_tokens + g->sent);
+    json_t *u = json_pack("{s:i, s:i, s:i}", "prompt_tokens", g->prompt_tokens, "completion_tokens",
+                          g->sent, "total_tokens", g->prompt_tokens + g->sent);
+    if (llama(g->m)) /* nothing is cached: every prompt is new to the mock */
+        json_object_set_new(u, "prompt_tokens_details", json_pack("{s:i}", "cached_tokens", 0));
+    return u;
+}
+
+/*
+ * What llama-server's OpenAI answers have that the others' do not: its build
+ * as system_fingerprint, and no logprobs in a chat choice unless asked for.
+ */
+static json_t *llama_dress(const struct mock *m, json_t *o)
+{
+    if (!llama(m) || !o)
+        return o;
+    json_object_set_new(o, "system_fingerprint", json_string(MOCK_LLAMA_BUILD));
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(o, "choices"), i, c)
+    {
+        if (json_object_get(c, "message") || json_object_get(c, "delta"))
+            json_object_del(c, "logprobs");
+    }
+    return o;
+}
+
+/* Anthropic usage; llama-server adds the prompt tokens it found in its cache (none here). */
+static json_t *messages_usage(const struct mock_gen *g, int output_tokens)
+{
+    json_t *u =
+        json_pack("{s:i, s:i}", "input_tokens", g->prompt_tokens, "output_tokens", output_tokens);
+    if (llama(g->m))
+        json_object_set_new(u, "cache_read_input_tokens", json_integer(0));
+    return u;
 }
 
 static void token_text(const struct mock_gen *g, int i, char *out, size_t len)
@@ -136,18 +173,20 @@ static void send_frame(struct mock_gen *g, const char *event, json_t *o, http_wr
 
 static json_t *chat_chunk(const struct mock_gen *g, json_t *delta, const char *finish)
 {
-    return json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:o}]}", "id", g->id, "object",
-                     "chat.completion.chunk", "created", g->created, "model", g->m->o.name,
-                     "choices", "index", 0, "delta", delta, "logprobs", "finish_reason",
-                     finish ? json_string(finish) : json_null());
+    return llama_dress(g->m,
+                       json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:o}]}", "id", g->id,
+                                 "object", "chat.completion.chunk", "created", g->created, "model",
+                                 g->m->o.name, "choices", "index", 0, "delta", delta, "logprobs",
+                                 "finish_reason", finish ? json_string(finish) : json_null()));
 }
 
 static json_t *completion_chunk(const struct mock_gen *g, const char *text, const char *finish)
 {
-    return json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:s, s:n, s:o}]}", "id", g->id, "object",
-                     "text_completion", "created", g->created, "model", g->m->o.name, "choices",
-                     "index", 0, "text", text, "logprobs", "finish_reason",
-                     finish ? json_string(finish) : json_null());
+    return llama_dress(g->m,
+                       json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:s, s:n, s:o}]}", "id", g->id,
+                                 "object", "text_completion", "created", g->created, "model",
+                                 g->m->o.name, "choices", "index", 0, "text", text, "logprobs",
+                                 "finish_reason", finish ? json_string(finish) : json_null()));
 }
 
 static void stream_open(struct mock_gen *g)
@@ -161,24 +200,29 @@ static void stream_open(struct mock_gen *g)
         http_response_header(g->req, "server", "uvicorn");
         http_response_header(g->req, "cache-control", "no-cache");
     }
-    http_stream_begin(g->req, 200, "text/event-stream; charset=utf-8");
+    http_stream_begin(g->req, 200,
+                      llama(m) ? "text/event-stream" : "text/event-stream; charset=utf-8");
     if (g->kind == GEN_CHAT) {
+        /* the role chunk: llama-server's has "content": null, the others' "" */
         send_frame(g, NULL,
-                   chat_chunk(g, json_pack("{s:s, s:s}", "role", "assistant", "content", ""), NULL),
+                   chat_chunk(g,
+                              json_pack("{s:s, s:o}", "role", "assistant", "content",
+                                        llama(m) ? json_null() : json_string("")),
+                              NULL),
                    NULL);
     } else if (g->kind == GEN_MESSAGES) {
         send_frame(g, "message_start",
-                   json_pack("{s:s, s:{s:s, s:s, s:s, s:[], s:s, s:n, s:n, s:{s:i, s:i}}}", "type",
+                   json_pack("{s:s, s:{s:s, s:s, s:s, s:[], s:s, s:n, s:n, s:o}}", "type",
                              "message_start", "message", "id", g->id, "type", "message", "role",
                              "assistant", "content", "model", m->o.name, "stop_reason",
-                             "stop_sequence", "usage", "input_tokens", g->prompt_tokens,
-                             "output_tokens", 0),
+                             "stop_sequence", "usage", messages_usage(g, 0)),
                    NULL);
         send_frame(g, "content_block_start",
                    json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_start", "index", 0,
                              "content_block", "type", "text", "text", ""),
                    NULL);
-        send_frame(g, "ping", json_pack("{s:s}", "type", "ping"), NULL);
+        if (!llama(m)) /* llama-server sends no ping */
+            send_frame(g, "ping", json_pack("{s:s}", "type", "ping"), NULL);
     }
 }
 
@@ -219,10 +263,17 @@ static void stream_finish(struct mock_gen *g)
         send_frame(g, NULL, chat_chunk(g, json_object(), "length"), NULL);
         if (g->include_usage)
             send_frame(g, NULL,
-                       json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", g->id, "object",
-                                 "chat.completion.chunk", "created", g->created, "model",
-                                 g->m->o.name, "choices", "usage", usage_obj(g)),
+                       llama_dress(g->m, json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", g->id,
+                                                   "object", "chat.completion.chunk", "created",
+                                                   g->created, "model", g->m->o.name, "choices",
+                                                   "usage", usage_obj(g))),
                        NULL);
+        send_frame(g, NULL, NULL, NULL);
+    } else if (g->kind == GEN_COMPLETION && llama(g->m)) {
+        /* llama-server puts the usage in the last chunk, asked for or not */
+        json_t *last = completion_chunk(g, "", "length");
+        json_object_set_new(last, "usage", usage_obj(g));
+        send_frame(g, NULL, last, NULL);
         send_frame(g, NULL, NULL, NULL);
     } else if (g->kind == GEN_COMPLETION) {
         send_frame(g, NULL, completion_chunk(g, "", "length"), NULL);
@@ -262,11 +313,13 @@ static void respond_whole(struct mock_gen *g)
                       "index", 0, "text", text, "logprobs", "finish_reason", "length", "usage",
                       usage_obj(g));
     else
-        o = json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}], s:s, s:s, s:n, s:{s:i, s:i}}", "id", g->id,
-                      "type", "message", "role", "assistant", "content", "type", "text", "text",
-                      text, "model", m->o.name, "stop_reason", "max_tokens", "stop_sequence",
-                      "usage", "input_tokens", g->prompt_tokens, "output_tokens", g->sent);
+        o = json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}], s:s, s:s, s:n, s:o}", "id", g->id, "type",
+                      "message", "role", "assistant", "content", "type", "text", "text", text,
+                      "model", m->o.name, "stop_reason", "max_tokens", "stop_sequence", "usage",
+                      messages_usage(g, g->sent));
     free(text);
+    if (g->kind != GEN_MESSAGES)
+        llama_dress(m, o);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     mock_send_json(m, g->req, 200, s ? s : "{}");
@@ -368,10 +421,14 @@ static void gen_start(struct mock *m, struct http_request *req, enum gen_kind ki
     g->include_usage =
         json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
     g->prompt_tokens = count_prompt_tokens(body, kind);
+    /* llama-server stops when the slot's context is full, whatever was asked */
+    if (llama(m) && g->max_tokens > mock_llama_n_ctx(m) - g->prompt_tokens)
+        g->max_tokens =
+            mock_llama_n_ctx(m) - g->prompt_tokens > 0 ? mock_llama_n_ctx(m) - g->prompt_tokens : 1;
     g->garbage = m->weights_need_reload;
     g->start_ns = clock_mono_ns();
     g->created = (json_int_t)time(NULL);
-    if (kind == GEN_MESSAGES)
+    if (kind == GEN_MESSAGES && !llama(m)) /* llama-server's are chatcmpl- ids everywhere */
         make_id(g->id, sizeof g->id, "msg_");
     else if (kind == GEN_COMPLETION && m->o.flavor != MOCK_LLAMACPP)
         make_id(g->id, sizeof g->id, "cmpl-");
@@ -470,7 +527,7 @@ static void handle_embeddings(struct mock *m, struct http_request *req, json_t *
 static void bad_request(struct mock *m, struct http_request *req, enum gen_kind kind,
                         const char *msg)
 {
-    if (kind == GEN_MESSAGES)
+    if (kind == GEN_MESSAGES && !llama(m)) /* llama-server answers in its own shape there too */
         mock_send_anthropic_error(m, req, 400, "invalid_request_error", msg);
     else
         mock_send_error(m, req, 400,
@@ -478,11 +535,21 @@ static void bad_request(struct mock *m, struct http_request *req, enum gen_kind 
                         msg);
 }
 
+/* A request without the field it needs; llama-server's /v1/messages throws it as a 500. */
+static void missing_field(struct mock *m, struct http_request *req, enum gen_kind kind,
+                          const char *msg)
+{
+    if (kind == GEN_MESSAGES && llama(m))
+        mock_send_error(m, req, 500, "server_error", msg);
+    else
+        bad_request(m, req, kind, msg);
+}
+
 static void bad_json(struct mock *m, struct http_request *req, enum gen_kind kind,
                      const json_error_t *err)
 {
     char msg[400];
-    if (kind != GEN_MESSAGES && m->o.flavor == MOCK_LLAMACPP) {
+    if (llama(m)) {
         /* llama-server lets the JSON library's exception through as a 500 */
         snprintf(msg, sizeof msg,
                  "[json.exception.parse_error.101] parse error at line %d, column %d: %s",
@@ -594,6 +661,7 @@ static int answer_tools(struct mock *m, struct http_request *req, json_t *body)
                           "model", m->o.name, "choices", "index", 0, "message", message, "logprobs",
                           "finish_reason", finish, "usage", "prompt_tokens", prompt,
                           "completion_tokens", 1, "total_tokens", prompt + 1);
+    llama_dress(m, o);
     char *out = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     m->requests_ok++;
@@ -635,7 +703,7 @@ void mock_api_handle(struct mock *m, struct http_request *req)
     }
     if (!json_is_object(body)) {
         json_decref(body);
-        bad_request(m, req, kind, "the request body must be a JSON object");
+        missing_field(m, req, kind, "the request body must be a JSON object");
         return;
     }
     const char *model = json_string_value(json_object_get(body, "model"));
@@ -652,8 +720,9 @@ void mock_api_handle(struct mock *m, struct http_request *req)
         goto out;
     }
     if (kind != GEN_COMPLETION && !json_is_array(json_object_get(body, "messages"))) {
-        bad_request(m, req, kind,
-                    kind == GEN_MESSAGES ? "messages: Field required" : "'messages' is required");
+        missing_field(m, req, kind,
+                      kind == GEN_MESSAGES && !llama(m) ? "messages: Field required"
+                                                        : "'messages' is required");
         goto out;
     }
     if (kind == GEN_COMPLETION && !json_object_get(body, "prompt")) {
@@ -663,7 +732,9 @@ void mock_api_handle(struct mock *m, struct http_request *req)
     json_t *mt = json_object_get(body, "max_tokens");
     if (!mt)
         mt = json_object_get(body, "max_completion_tokens");
-    if (!mt && kind == GEN_MESSAGES) {
+    if (!mt && llama(m) && kind != GEN_MESSAGES) /* its Anthropic endpoint ignores n_predict */
+        mt = json_object_get(body, "n_predict");
+    if (!mt && kind == GEN_MESSAGES && !llama(m)) {
         bad_request(m, req, kind, "max_tokens: Field required");
         goto out;
     }
@@ -671,6 +742,15 @@ void mock_api_handle(struct mock *m, struct http_request *req)
         mt ? (json_is_integer(mt) ? json_integer_value(mt) : -1) : DEFAULT_MAX_TOKENS;
     if (json_is_null(mt))
         max_tokens = DEFAULT_MAX_TOKENS;
+    if (llama(m) && json_is_integer(mt)) {
+        /* llama-server: -1 (any negative) is "until the context is full"; 0 still gives one */
+        if (max_tokens < 0)
+            max_tokens = MAX_MAX_TOKENS;
+        else if (max_tokens == 0)
+            max_tokens = 1;
+        else if (max_tokens > MAX_MAX_TOKENS)
+            max_tokens = MAX_MAX_TOKENS;
+    }
     if (max_tokens < 1 || max_tokens > MAX_MAX_TOKENS) {
         bad_request(m, req, kind, "max_tokens must be an integer between 1 and 1000000");
         goto out;

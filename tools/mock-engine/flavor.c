@@ -443,12 +443,11 @@ static void send_models(struct mock *m, struct http_request *req)
                       "root", m->o.name, "max_model_len", 32768);
         break;
     case MOCK_LLAMACPP: {
+        /* served once loaded: while loading, llama-server answers 503 here too */
         json_t *meta =
-            m->phase == MOCK_READY
-                ? json_pack("{s:i, s:i, s:i, s:i, s:i, s:I, s:I}", "vocab_type", 1, "n_vocab", 512,
-                            "n_ctx", 2048, "n_ctx_train", 2048, "n_embd", 64, "n_params",
-                            (json_int_t)292800, "size", (json_int_t)m->o.vram)
-                : json_null();
+            json_pack("{s:i, s:i, s:i, s:i, s:i, s:I, s:I}", "vocab_type", 1, "n_vocab", 512,
+                      "n_ctx", mock_llama_n_ctx(m), "n_ctx_train", MOCK_LLAMA_N_CTX_TRAIN, "n_embd",
+                      64, "n_params", (json_int_t)292800, "size", (json_int_t)m->o.vram);
         o = json_pack("{s:[{s:s, s:s, s:s, s:[s]}], s:s, s:[{s:s, s:[s], s:[], s:s, s:I, s:s, "
                       "s:o}]}",
                       "models", "name", m->o.name, "model", m->o.name, "type", "model",
@@ -554,30 +553,33 @@ static void send_metrics(struct mock *m, struct http_request *req)
                "# TYPE mock_engine:requests_cancelled_total counter\n"
                "mock_engine:requests_cancelled_total %lu\n",
                m->cancelled);
-    mock_respond(m, req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "",
-                 b.len);
+    /* prometheus_client (vLLM, SGLang) names the charset; llama-server does not */
+    mock_respond(m, req, 200,
+                 m->o.flavor == MOCK_LLAMACPP ? "text/plain; version=0.0.4"
+                                              : "text/plain; version=0.0.4; charset=utf-8",
+                 b.data ? b.data : "", b.len);
     buf_release(&b);
 }
 
 static void send_props(struct mock *m, struct http_request *req)
 {
     send_jansson(m, req, 200,
-                 json_pack("{s:{s:i, s:f, s:i, s:f, s:i}, s:i, s:s, s:s, s:{s:b, s:b, s:b}, s:b, "
-                           "s:b, s:b, s:s, s:b}",
-                           "default_generation_settings", "n_ctx", 2048, "temperature", 0.8,
-                           "top_k", 40, "top_p", 0.95, "n_predict", -1, "total_slots", 4,
-                           "model_alias", m->o.name, "model_path", m->o.model_path, "modalities",
-                           "vision", 0, "video", 0, "audio", 0, "endpoint_slots", 1,
-                           "endpoint_props", 0, "endpoint_metrics", 1, "build_info", "b1-de3ff81",
-                           "is_sleeping", 0));
+                 json_pack("{s:{s:i, s:{s:f, s:i, s:f, s:i}}, s:i, s:s, s:s, s:{s:b, s:b, s:b}, "
+                           "s:b, s:b, s:b, s:s, s:b}",
+                           "default_generation_settings", "n_ctx", mock_llama_n_ctx(m), "params",
+                           "temperature", 0.8, "top_k", 40, "top_p", 0.95, "n_predict", -1,
+                           "total_slots", m->o.slots, "model_alias", m->o.name, "model_path",
+                           m->o.model_path, "modalities", "vision", 0, "video", 0, "audio", 0,
+                           "endpoint_slots", 1, "endpoint_props", 0, "endpoint_metrics", 1,
+                           "build_info", MOCK_LLAMA_BUILD, "is_sleeping", 0));
 }
 
 static void send_slots(struct mock *m, struct http_request *req)
 {
     json_t *a = json_array();
-    for (int i = 0; i < 4; i++)
-        json_array_append_new(a, json_pack("{s:i, s:i, s:b, s:b}", "id", i, "n_ctx", 2048,
-                                           "speculative", 0, "is_processing",
+    for (int i = 0; i < m->o.slots; i++)
+        json_array_append_new(a, json_pack("{s:i, s:i, s:b, s:b}", "id", i, "n_ctx",
+                                           mock_llama_n_ctx(m), "speculative", 0, "is_processing",
                                            (unsigned long)i < m->running));
     send_jansson(m, req, 200, a);
 }
@@ -605,8 +607,8 @@ static void send_health(struct mock *m, struct http_request *req)
 
 /*
  * The engines' API key checks: vLLM guards only paths under /v1; SGLang all
- * but /health* and /metrics; llama-server all but /health, /v1/health and
- * the model list. Returns 1 when the request may go on, else answers 401.
+ * but /health* and /metrics; llama-server all but /health and /v1/health.
+ * Returns 1 when the request may go on, else answers 401.
  */
 static int key_allows(struct mock *m, struct http_request *req)
 {
@@ -619,8 +621,7 @@ static int key_allows(struct mock *m, struct http_request *req)
     else if (m->o.flavor == MOCK_SGLANG)
         guarded = strncmp(p, "/health", 7) != 0 && strncmp(p, "/metrics", 8) != 0;
     else
-        guarded = strcmp(p, "/health") != 0 && strcmp(p, "/v1/health") != 0 &&
-                  strcmp(p, "/models") != 0 && strcmp(p, "/v1/models") != 0;
+        guarded = strcmp(p, "/health") != 0 && strcmp(p, "/v1/health") != 0;
     auth = http_request_header(req, "Authorization");
     if (!guarded ||
         (auth && strncmp(auth, "Bearer ", 7) == 0 && strcmp(auth + 7, m->o.api_key) == 0))
@@ -638,6 +639,18 @@ void mock_flavor_handle(struct mock *m, struct http_request *req)
     int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
     int post = strcmp(req->method, "POST") == 0;
 
+    if (m->o.flavor == MOCK_LLAMACPP && strcmp(req->method, "OPTIONS") == 0) {
+        /* llama-server answers every CORS preflight, whatever the path and phase */
+        const char *origin = http_request_header(req, "Origin");
+        http_response_header(req, "Access-Control-Allow-Credentials", "true");
+        http_response_header(req, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+        http_response_header(req, "Access-Control-Allow-Headers", "*");
+        mock_access_log(m, req, 200);
+        http_response_header(req, "Server", "llama.cpp");
+        http_response_header(req, "Access-Control-Allow-Origin", origin ? origin : "");
+        http_respond(req, 200, "text/html", "", 0);
+        return;
+    }
     if (!key_allows(m, req))
         return;
 
@@ -651,17 +664,17 @@ void mock_flavor_handle(struct mock *m, struct http_request *req)
         mock_respond(m, req, 200, NULL, "", 0);
         return;
     }
+    /* llama-server answers everything else with "Loading model" until the model is in */
+    if (m->o.flavor == MOCK_LLAMACPP && m->phase != MOCK_READY) {
+        mock_send_error(m, req, 503, "unavailable_error", "Loading model");
+        return;
+    }
     if (strcmp(p, "/v1/models") == 0 ||
         (m->o.flavor == MOCK_LLAMACPP && strcmp(p, "/models") == 0)) {
         if (get)
             send_models(m, req);
         else
             send_method_not_allowed(m, req);
-        return;
-    }
-    /* llama-server answers everything else with "Loading model" until the model is in */
-    if (m->o.flavor == MOCK_LLAMACPP && m->phase != MOCK_READY) {
-        mock_send_error(m, req, 503, "unavailable_error", "Loading model");
         return;
     }
     if (strcmp(p, "/metrics") == 0) {

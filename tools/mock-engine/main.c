@@ -358,8 +358,9 @@ static void llamacpp_load_step(struct mock *m, int k)
     if (k == 4)
         mock_line("I load_tensors: loading model tensors, this can take a while... (mmap = true)");
     if (k == 7)
-        mock_line("I srv    load_model: initializing, n_slots = 4, n_ctx_slot = 2048, kv_unified = "
-                  "'true'");
+        mock_line("I srv    load_model: initializing, n_slots = %d, n_ctx_slot = %d, kv_unified = "
+                  "'true'",
+                  m->o.slots, mock_llama_n_ctx(m));
 }
 
 static void fail_oom(struct mock *m)
@@ -638,6 +639,8 @@ static const struct ignored_flag ignored_flags[] = {
     {"--no-slots", 0},
     {"--props", 0},
     {"--cont-batching", 0},
+    {"--embeddings", 0},
+    {"--embedding", 0},
     {"-m", 1},
     {"--model", 1},
     {"--model-path", 1},
@@ -673,6 +676,7 @@ static const struct ignored_flag ignored_flags[] = {
     {"--flash-attn", 1},
     {"-fa", 1},
     {"--uvicorn-log-level", 1},
+    {"--pooling", 1},
 };
 
 /* The --fail modes that are plain switches, and the flag each sets. */
@@ -765,6 +769,7 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
     o->tokens_per_sec = 50;
     o->vram = 10ull << 30;
     o->crash_after = -1;
+    o->slots = 4;
     for (int i = 1; i < argc; i++) {
         char *arg = argv[i];
         char *val = NULL;
@@ -856,8 +861,20 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
                 o->metrics_flag = 1;
             else if (strcmp(name, "--skip-server-warmup") == 0)
                 o->warmup_ms = 0;
-            else if (strcmp(name, "-m") == 0 || strcmp(name, "--model") == 0 ||
-                     strcmp(name, "--model-path") == 0)
+            else if (strcmp(name, "-np") == 0 || strcmp(name, "--parallel") == 0) {
+                char *end;
+                long n = strtol(v, &end, 10);
+                if (*v == '\0' || *end || n < 1 || n > 256)
+                    usage_error("bad %s '%s' (the number of slots, 1 to 256)", name, v);
+                o->slots = (int)n;
+            } else if (strcmp(name, "-c") == 0 || strcmp(name, "--ctx-size") == 0) {
+                char *end;
+                long n = strtol(v, &end, 10);
+                if (*v == '\0' || *end || n < 0)
+                    usage_error("bad %s '%s' (tokens of context, 0 for the model's own)", name, v);
+                o->ctx_size = n;
+            } else if (strcmp(name, "-m") == 0 || strcmp(name, "--model") == 0 ||
+                       strcmp(name, "--model-path") == 0)
                 o->model_path = v;
         }
 #undef VALUE

@@ -15,6 +15,14 @@
 #include "http/server.h"
 
 enum mock_flavor { MOCK_VLLM = 0, MOCK_SGLANG, MOCK_LLAMACPP };
+
+/*
+ * llama-server's trained context (of the model it imitates) and build. A
+ * slot's context is -c/--ctx-size, at most the trained context
+ * (mock_llama_n_ctx).
+ */
+#define MOCK_LLAMA_N_CTX_TRAIN 2048
+#define MOCK_LLAMA_BUILD "b1-de3ff81"
 enum mock_phase { MOCK_LOADING = 0, MOCK_WARMUP, MOCK_READY };
 
 struct mock_opts {
@@ -43,6 +51,8 @@ struct mock_opts {
     int enable_sleep_mode;   /* vllm --enable-sleep-mode */
     int enable_memory_saver; /* sglang --enable-memory-saver */
     int metrics_flag;        /* llamacpp --metrics */
+    int slots;               /* llamacpp -np/--parallel: slots in /props and /slots (4) */
+    long ctx_size;           /* llamacpp -c/--ctx-size; 0: the trained context */
     const char *api_key;     /* --api-key, else VLLM_API_KEY (vllm) or LLAMA_API_KEY (llamacpp) */
 };
 
@@ -125,5 +135,12 @@ void mock_send_json(struct mock *m, struct http_request *req, int status, const 
 /* One access-log line for a finished request, in the flavor's format. */
 void mock_access_log(struct mock *m, struct http_request *req, int status);
 const char *mock_flavor_name(enum mock_flavor f);
+
+/* A llama-server slot's context: -c/--ctx-size, at most the trained context. */
+static inline int mock_llama_n_ctx(const struct mock *m)
+{
+    return m->o.ctx_size > 0 && m->o.ctx_size < MOCK_LLAMA_N_CTX_TRAIN ? (int)m->o.ctx_size
+                                                                       : MOCK_LLAMA_N_CTX_TRAIN;
+}
 
 #endif
