@@ -57,7 +57,7 @@ import {
     waitState,
     yard,
 } from './lib/harness.mjs';
-import { routerDaemon, events } from './lib/router-helpers.mjs';
+import { routerDaemon, engineLog, events } from './lib/router-helpers.mjs';
 import { frames, json, notIn, shapeDiff, shapeOf, without } from './lib/engine-shape.mjs';
 
 const MODEL = path.join(YARD_SRC_DIR, 'tests/e2e/fixtures/stories260K.gguf');
@@ -104,9 +104,11 @@ function enginesServing(name) {
     });
 }
 
-/** A llama-server the test starts itself, on its own port, ready. */
+/** A llama-server the test starts itself, on its own port, ready; readyMs: from its
+ *  start to its first /health 200, polled every 2 ms. */
 async function directEngine(extra = []) {
     const port = await freePort();
+    const t0 = Date.now();
     const proc = startProcess(LLAMA, ['-m', MODEL, '--port', String(port), '--alias', 'direct', ...ENGINE_ARGS, ...extra], {
         name: 'llama-server (direct)',
     });
@@ -116,9 +118,9 @@ async function directEngine(extra = []) {
             if (proc.exited) throw Object.assign(new Error(`llama-server exited:\n${proc.logText()}`), { fatal: true });
             return (await httpProbe(`${base}/health`)).status === 200;
         },
-        { timeoutMs: 60000, what: `the direct llama-server at ${base} to answer /health 200` }
+        { timeoutMs: 60000, intervalMs: 2, what: `the direct llama-server at ${base} to answer /health 200` }
     );
-    return { base, proc };
+    return { base, proc, readyMs: Date.now() - t0 };
 }
 
 async function directJson(engine, urlPath, body) {
@@ -147,6 +149,46 @@ async function metric(base, model, name) {
     assert.ok(m, `llamacpp:${name} not in /upstream/${model}/metrics:\n${text}`);
     return Number(m[1]);
 }
+
+/** llama-server's elapsed-time prefix ("M.SS.mmm.uuu ") in milliseconds, or null. */
+function engineMs(line) {
+    const m = line.match(/^(\d+)\.(\d\d)\.(\d{3})\.(\d{3}) /);
+    return m ? Number(m[1]) * 60000 + Number(m[2]) * 1000 + Number(m[3]) + Number(m[4]) / 1000 : null;
+}
+
+/**
+ * One switch of an exclusive group to `to`, measured three ways: the client's time for
+ * a one-token request that makes it (and the same request once `to` is loaded), yard's
+ * own account (the ready event's "switched from ... in S s: drain S s, stop S s, start
+ * S s"), and the engine's: the elapsed time llama-server prints on its `model loaded`
+ * and `listening on` lines, by its own clock from its start. All in milliseconds.
+ */
+async function measureSwitch(y, openai, to) {
+    const one = { ...COMPLETION, max_tokens: 1 };
+    let t0 = Date.now();
+    await openai.completions.create({ model: to, ...one });
+    const switchMs = Date.now() - t0;
+    t0 = Date.now();
+    await openai.completions.create({ model: to, ...one });
+    const warmMs = Date.now() - t0;
+    const why = (await events(y.dir, { model: to })).filter((e) => /^switched from /.test(e.reason)).pop()?.reason;
+    const log = (await engineLog(y.dir, to)).split('\n');
+    const from = log.findLastIndex((l) => l.includes('llama_server: initializing'));
+    const at = (what) => engineMs(log.slice(from).find((l) => l.includes(what)) ?? '');
+    const yardS = (what) => Number(why?.match(new RegExp(`${what} ([0-9.]+) s`))?.[1]) * 1000;
+    return {
+        to,
+        request: switchMs,
+        warm: warmMs,
+        switch: yardS('in'),
+        stop: yardS('stop'),
+        start: yardS('start'),
+        loaded: at('model loaded'),
+        listening: at('listening on'),
+    };
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 test('the model fixture is the one its README names', opts, () => {
     const sum = crypto.createHash('sha256').update(fs.readFileSync(MODEL)).digest('hex');
@@ -213,6 +255,20 @@ test('two real models in an exclusive group: chat, streaming, completions are th
         ['a', 'b', 'a']
     );
 
+    // Measured, not judged: switches through yard against the engine's own load time.
+    const runs = [];
+    for (const to of ['b', 'a', 'b', 'a', 'b', 'a']) {
+        const r = await measureSwitch(y, openai, to);
+        console.log(`switch to ${r.to}: ${JSON.stringify(r)}`);
+        runs.push(r);
+    }
+    const m = (k) => median(runs.map((r) => r[k])).toFixed(0);
+    console.log(
+        `switch medians of ${runs.length} (ms): a 1-token request that switches ${m('request')} ` +
+            `(${m('warm')} once loaded); yard's switch ${m('switch')} = stop ${m('stop')} + start ${m('start')}; ` +
+            `llama-server's own clock: model loaded ${m('loaded')}, listening ${m('listening')}; ` +
+            `started without yard: /health 200 after ${direct.readyMs}`
+    );
     await y.d.stop();
     await direct.proc.stop();
 });
