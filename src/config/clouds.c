@@ -53,7 +53,7 @@ static const char *const cloud_keys[] = {
 };
 
 /* The steps of deadlines:, in the order a machine goes through them. */
-static const char *const deadline_steps[] = {"running", "ssh", "setup", NULL};
+static const char *const deadline_steps[] = {"running", "ssh", "setup", "ready", NULL};
 
 static const char *const strictness_names[] = {"strict", "balanced", "aggressive"};
 static const char *const providers[] = {"vast"};
@@ -485,8 +485,9 @@ static void parse_filters(struct config__walk *w, struct config_cloud *c, const 
 static void parse_deadlines(struct config__walk *w, struct config_cloud *c, const yaml_node_t *n,
                             const char *path)
 {
-    static const char *const examples[] = {"15m", "5m", "1h"};
-    uint64_t *slot[] = {&c->deadline_running_ms, &c->deadline_ssh_ms, &c->deadline_setup_ms};
+    static const char *const examples[] = {"15m", "5m", "1h", "30m"};
+    uint64_t *slot[] = {&c->deadline_running_ms, &c->deadline_ssh_ms, &c->deadline_setup_ms,
+                        &c->deadline_ready_ms};
     yaml_node_t *v[sizeof slot / sizeof slot[0]];
     if (n->type != YAML_MAPPING_NODE) {
         config__err_type(w, n, path, "a mapping of steps, as { running: 15m, ssh: 5m }");
@@ -757,7 +758,7 @@ static int cloud_same(const struct config_cloud *a, const struct config_cloud *b
         a->idle_release_ms != b->idle_release_ms || a->release_on_exit != b->release_on_exit ||
         a->deadline_running_ms != b->deadline_running_ms ||
         a->deadline_ssh_ms != b->deadline_ssh_ms || a->deadline_setup_ms != b->deadline_setup_ms ||
-        a->bad_host_ttl_ms != b->bad_host_ttl_ms)
+        a->deadline_ready_ms != b->deadline_ready_ms || a->bad_host_ttl_ms != b->bad_host_ttl_ms)
         return 0;
     for (size_t i = 0; i < a->n_filters; i++)
         if (!filter_same(&a->filters[i], &b->filters[i]))

@@ -151,6 +151,7 @@ struct config_cloud {
     uint64_t deadline_running_ms; /* created to running, default 15m */
     uint64_t deadline_ssh_ms;     /* running to ssh answering, default 5m */
     uint64_t deadline_setup_ms;   /* the cloud's setup script, default 1h */
+    uint64_t deadline_ready_ms;   /* an engine started there to ready; 0 (the default): none */
     uint64_t bad_host_ttl_ms;     /* a bad-host entry (not by hand) expires after; 0 never; 7d */
     int line, col;                /* position of the cloud's key, for messages */
 };

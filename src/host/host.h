@@ -335,4 +335,26 @@ void host_cloud_rent(struct host_registry *reg, const char *cloud, const char *m
 void host_rentals_idle(struct host_registry *reg, int (*in_use)(void *arg, const char *host),
                        void *arg, uint64_t now_ms);
 
+/* An engine loading on a host, as the scheduler sees it (host_rentals_warmup). */
+struct host_loading {
+    const char *model;           /* its model */
+    int replica;                 /* 0 for the model's first instance */
+    const char *reason;          /* its state's reason, or NULL */
+    int percent;                 /* its load progress, -1 when unknown */
+    uint64_t startup_timeout_ms; /* the model's startup_timeout */
+};
+/*
+ * A slow warm-up on a rented machine (docs/cloud.md, "A slow warm-up"): for
+ * each ready rental, loading(arg, NAME, &out) says whether an engine loads
+ * there (out's strings are read during the call only). Past half its
+ * deadline (the cloud's deadlines.ready, else the model's startup_timeout)
+ * the machine's diagnostics are gathered over ssh into an event, and again
+ * when a quarter of it passes with no progress; past deadlines.ready the
+ * machine is destroyed and recorded bad. now_ms: a monotonic clock. Called
+ * on the scheduler's tick.
+ */
+void host_rentals_warmup(struct host_registry *reg,
+                         int (*loading)(void *arg, const char *host, struct host_loading *out),
+                         void *arg, uint64_t now_ms);
+
 #endif

@@ -170,6 +170,11 @@ static char *log_name(const char *model)
     return out;
 }
 
+char *runner_pod_log_name(const char *run_name)
+{
+    return log_name(run_name);
+}
+
 /* A free port on 127.0.0.1 here, or 0. */
 static int local_free_port(void)
 {

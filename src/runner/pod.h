@@ -42,6 +42,12 @@ void runner_pod_on_reach(struct runner_pod *p,
 struct runner *runner_pod_runner(struct runner_pod *p);
 const char *runner_pod_name(const struct runner_pod *p);
 /*
+ * The file name, under $HOME/.yard/logs/ on the pod, of the log of the
+ * engine the runner names run_name (a model's name, or NAME.R for replica
+ * R). New string.
+ */
+char *runner_pod_log_name(const char *run_name);
+/*
  * Sets or changes the pod's ssh command line (from its record). 0, or
  * -EINVAL with a message in err; the old line stays on failure.
  */

@@ -49,6 +49,27 @@ static int host_in_use(void *arg, const char *host)
     return 0;
 }
 
+/* host_rentals_warmup: the instance loading on host, if one is. */
+static int host_loading(void *arg, const char *host, struct host_loading *out)
+{
+    struct sched *s = arg;
+    for (size_t i = 0; i < s->ops->count(s->app->sup); i++) {
+        struct sup_info info;
+        s->ops->info_at(s->app->sup, i, &info);
+        if (strcmp(info.host, host) != 0 || info.state != INST_STARTING)
+            continue;
+        const struct config_model *m =
+            s->app->cfg ? config_find_model(s->app->cfg, info.name) : NULL;
+        out->model = info.name;
+        out->replica = info.replica;
+        out->reason = info.reason;
+        out->percent = info.percent;
+        out->startup_timeout_ms = m ? m->startup_timeout_ms : 0;
+        return 1;
+    }
+    return 0;
+}
+
 /* Whether host name answers now: known, not lost, its runner not failing its polls. */
 int sched__host_answers(struct sched *s, const char *name)
 {
@@ -343,5 +364,6 @@ void sched__tick(struct sched *s)
         move_back(s, sm, now);
     }
     host_rentals_idle(s->app->hosts, host_in_use, s, now);
+    host_rentals_warmup(s->app->hosts, host_loading, s, now);
     sched__kick(s);
 }

@@ -8,11 +8,18 @@
 //     registry, and the next offer rented; the one that serves is a machine in
 //     a network namespace of its own (its own address), where namespaces can
 //     be made (root), else on loopback
+//   - an engine that loads slowly on a rented machine: its diagnostics (the
+//     engine's last log lines, nvidia-smi, ps) in the model's events past half
+//     of deadlines.ready; past it, the machine destroyed and recorded bad, and
+//     the model served on the next offer's machine
 //
 // Each step is awaited by the rent's answer and the events, never by a sleep.
 
 import { describe, test } from 'node:test';
-import { assert, tmpdir, freePort, writeConfig, startDaemon, yard, yardJson } from './lib/harness.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { assert, tmpdir, freePort, writeConfig, startDaemon, waitFor, yard, yardJson, MOCK_ENGINE_BIN } from './lib/harness.mjs';
 import { startVastStandin, netnsSkipReason } from './lib/vast-standin.mjs';
 import { sshdSkipReason } from './lib/sshd.mjs';
 
@@ -106,6 +113,83 @@ describe('machines that fail their start', { skip: skip ?? false }, () => {
             const rel = await yard(['cloud', 'release', rows[0].name], { stateDir: dir });
             assert.equal(rel.code, 0, rel.stderr);
             assert.equal(alive(s).length, 0);
+        } finally {
+            await d.stop();
+            await s.stop();
+        }
+    });
+});
+
+describe('a slow warm-up on a rented machine', { skip: skip ?? false }, () => {
+    test('diagnostics in the events; past deadlines.ready the machine is destroyed, recorded bad, and the next one serves', async () => {
+        const offers = [201, 202].map((id, i) => ({ id, machine_id: 2001 + i, dph_total: 0.3 + i / 10, gpu_name: 'RTX 4090', gpu_ram: 24564 }));
+        // the first machine loads the engine for ten minutes: its HOME says so before it runs
+        let s = null;
+        s = await startVastStandin({
+            offers,
+            onCreate: (id) => {
+                const inst = s.state.instances.get(id);
+                if (inst.offer.id === 201) fs.writeFileSync(path.join(s.machine(id).home, 'load-time'), '600s\n');
+            },
+        });
+        const port = await freePort();
+        // the machines are processes of this host: the engine's wrapper is a file here
+        const engine = path.join(tmpdir(), 'engine.sh');
+        // (the slow one first logs a line of bytes that are no text: an escape, a control byte, no UTF-8)
+        fs.writeFileSync(
+            engine,
+            '#!/bin/sh\n' +
+                `[ -e "$HOME/load-time" ] && printf 'weights: \\033[1mslow\\001 \\377\\n'\n` +
+                `exec ${MOCK_ENGINE_BIN} "$@" --load-time "$(cat "$HOME/load-time" 2>/dev/null || echo 0s)"\n`,
+            { mode: 0o755 },
+        );
+        const models =
+            'models:\n' +
+            '  c:\n    engine: vllm\n    hosts: [vast]\n' +
+            `    cmd: "${engine} --flavor vllm --port \${PORT} --name \${NAME}"\n`;
+        const { dir, d } = await daemon(s, { models, port, cloud: '    deadlines: { ready: 8s }\n' });
+        const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0, timeout: 90000 });
+        const ask = () => client.chat.completions.create({ model: 'c', messages: [{ role: 'user', content: 'hi' }] });
+        try {
+            // the request that rented the slow machine may fail with its engine; the next is served
+            let answer = await ask().catch((e) => e);
+            if (answer instanceof Error) {
+                await waitFor(async () => (await yardJson(['cloud', 'bad', '--json'], { stateDir: dir })).length === 1, {
+                    what: 'the slow machine recorded bad',
+                    timeoutMs: 30000,
+                });
+                answer = await ask();
+            }
+            assert.ok(answer.choices[0].message.content.length > 0);
+            assert.deepEqual(
+                alive(s).map((i) => i.offer.id),
+                [202],
+                'the slow machine was destroyed',
+            );
+            const bad = await yardJson(['cloud', 'bad', '--json'], { stateDir: dir });
+            assert.equal(bad.length, 1);
+            assert.equal(bad[0].machine_id, 2001);
+            assert.equal(bad[0].reason, "the engine of 'c' did not become ready within 8s of its start (deadlines.ready)");
+
+            const ev = await yard(['events', 'c', '-n', '300', '--json'], { stateDir: dir });
+            assert.equal(ev.code, 0, ev.stderr);
+            const events = ev.stdout.trim().split('\n').map((l) => JSON.parse(l));
+            const diag = events.filter((e) => /^slow warm-up: /.test(e.reason));
+            assert.ok(diag.length >= 1, ev.stdout);
+            // all from the slow machine, the first one rented
+            assert.deepEqual([...new Set(diag.map((e) => e.host))], ['vast-1'], ev.stdout);
+            const first = diag[0].reason;
+            assert.match(first, /^slow warm-up: loading for \d+s of 8s \(deadlines\.ready\)/);
+            assert.match(first, /; log: .*Loading safetensors checkpoint shards/);
+            // the machine's bytes made printable: no control byte, invalid UTF-8 replaced
+            assert.ok(first.includes('weights: ?[1mslow? \ufffd'), first);
+            assert.ok(!/[\u0000-\u001f\u007f]/.test(first), first);
+            assert.match(first, /; nvidia-smi: 0, GPU-0+-0000-0000-0000-000000000000, NVIDIA RTX 4090, 24564/);
+            assert.match(first, /; ps: +PID +ELAPSED /);
+            assert.ok(Buffer.byteLength(first) <= 4096, `bounded: ${Buffer.byteLength(first)} bytes`);
+            const destroyed = events.findIndex((e) => /^destroyed instance \d+: the engine of 'c' did not become ready within 8s/.test(e.reason));
+            assert.ok(destroyed >= 0, ev.stdout);
+            assert.ok(events.indexOf(diag[0]) < destroyed, 'the diagnostics come before the destroy');
         } finally {
             await d.stop();
             await s.stop();

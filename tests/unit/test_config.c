@@ -1465,7 +1465,7 @@ static void test_clouds(void **state)
                          "      compute_cap: \"890\"\n"
                          "    idle_release: 45m\n"
                          "    release_on_exit: true\n"
-                         "    deadlines: { running: 2m, ssh: 30s, setup: 10m }\n"
+                         "    deadlines: { running: 2m, ssh: 30s, setup: 10m, ready: 20m }\n"
                          "    bad_host_ttl: 2h\n",
                          "models:\n  m: { cmd: x, hosts: [local, vast] }\n");
     struct config *c = parse_ok(y);
@@ -1492,6 +1492,7 @@ static void test_clouds(void **state)
     assert_true(cl->deadline_ssh_ms == 30ull * 1000);
     assert_true(cl->deadline_setup_ms == 10ull * 60 * 1000);
     assert_true(cl->bad_host_ttl_ms == 2ull * 3600 * 1000);
+    assert_true(cl->deadline_ready_ms == 20ull * 60 * 1000);
     assert_int_equal(cl->line, 2);
     /* Filters in file order, one per op, typed as written. */
     assert_int_equal(cl->n_filters, 7);
@@ -1551,6 +1552,7 @@ static void test_clouds(void **state)
     assert_true(cl->deadline_ssh_ms == 5ull * 60 * 1000);
     assert_true(cl->deadline_setup_ms == 60ull * 60 * 1000);
     assert_true(cl->bad_host_ttl_ms == 7ull * 24 * 3600 * 1000);
+    assert_true(cl->deadline_ready_ms == 0);
     config_free(c);
 
     /* A deadline changed is a cloud changed. */
@@ -1641,7 +1643,7 @@ static void test_cloud_errors(void **state)
                        "mean 'running'?");
     expect_cloud_error("    deadlines: { boot: 1m }\n",
                        "yard.yaml:8:18: unknown key 'boot' in 'clouds.vast.deadlines'; valid keys: "
-                       "running, ssh, setup");
+                       "running, ssh, setup, ready");
     expect_cloud_error("    deadlines: { ssh: soon }\n",
                        "yard.yaml:8:23: clouds.vast.deadlines.ssh: invalid duration 'soon'; use a "
                        "number and a unit, as '500ms', '30s', '10m' or '2h'");
@@ -1664,6 +1666,9 @@ static void test_cloud_errors(void **state)
                        "number and a unit, as '500ms', '30s', '10m' or '2h'");
     expect_cloud_error("    bad_host_ttl: [1d]\n",
                        "yard.yaml:8:19: clouds.vast.bad_host_ttl: expected a string, got a list");
+    expect_cloud_error("    deadlines: { ready: 0s }\n",
+                       "yard.yaml:8:25: clouds.vast.deadlines.ready: '0s' is too short; use at "
+                       "least 1s, as '30m'");
     expect_cloud_error("    release_on_exit: maybe\n",
                        "yard.yaml:8:22: clouds.vast.release_on_exit: expected true or false, got "
                        "'maybe'");
