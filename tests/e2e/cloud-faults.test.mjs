@@ -8,6 +8,7 @@
 //     registry, and the next offer rented; the one that serves is a machine in
 //     a network namespace of its own (its own address), where namespaces can
 //     be made (root), else on loopback
+//   - a setup still running at deadlines.setup: the same
 //   - an engine that loads slowly on a rented machine: its diagnostics (the
 //     engine's last log lines, nvidia-smi, ps) in the model's events past half
 //     of deadlines.ready; past it, the machine destroyed and recorded bad, and
@@ -113,6 +114,45 @@ describe('machines that fail their start', { skip: skip ?? false }, () => {
             const rel = await yard(['cloud', 'release', rows[0].name], { stateDir: dir });
             assert.equal(rel.code, 0, rel.stderr);
             assert.equal(alive(s).length, 0);
+        } finally {
+            await d.stop();
+            await s.stop();
+        }
+    });
+
+    test('a setup still running at deadlines.setup: destroyed, recorded bad, the next offer serves', async () => {
+        const offers = [201, 202].map((id, i) => ({ id, machine_id: 2001 + i, dph_total: 0.3 + i / 10, gpu_name: 'RTX 4090', gpu_ram: 24564 }));
+        // the first machine's setup never ends (its download crawls): its HOME says so before it runs
+        let s = null;
+        s = await startVastStandin({
+            offers,
+            onCreate: (id) => {
+                if (s.state.instances.get(id).offer.id === 201) fs.writeFileSync(path.join(s.machine(id).home, 'crawl'), '');
+            },
+        });
+        const { dir, d } = await daemon(s, {
+            cloud: '    setup: "if [ -e ~/crawl ]; then sleep 600; fi; echo done > ~/setup-ran"\n    deadlines: { setup: 2s }\n',
+        });
+        try {
+            const r = await yard(['cloud', 'rent', 'vast'], { stateDir: dir });
+            assert.equal(r.code, 0, r.stderr);
+            assert.deepEqual(
+                creates(s).map((x) => x.path),
+                ['/api/v0/asks/201/', '/api/v0/asks/202/'],
+            );
+            const live = alive(s);
+            assert.deepEqual(
+                live.map((i) => i.offer.id),
+                [202],
+            );
+            assert.equal(fs.readFileSync(path.join(s.machine(live[0].id).home, 'setup-ran'), 'utf8'), 'done\n');
+            const bad = await yardJson(['cloud', 'bad', '--json'], { stateDir: dir });
+            assert.deepEqual(
+                bad.map((b) => [b.machine_id, b.reason]),
+                [[2001, "the cloud's setup did not finish within 2s (deadlines.setup)"]],
+            );
+            const rel = await yard(['cloud', 'release', (await yardJson(['cloud', 'ls', '--json'], { stateDir: dir }))[0].name], { stateDir: dir });
+            assert.equal(rel.code, 0, rel.stderr);
         } finally {
             await d.stop();
             await s.stop();

@@ -1567,6 +1567,8 @@ static void test_clouds(void **state)
     free(applied);
     free(restart);
     config_free(c2);
+    config_free(c);
+
     /* never: bad-host entries do not expire */
     y = cloud_yaml("    bad_host_ttl: never\n", "");
     c = parse_ok(y);
