@@ -259,6 +259,41 @@ void engine__set_progress(struct engine_log_state *st, struct engine_line *out, 
     st->percent = percent;
 }
 
+/*
+ * What CUDA, the driver and PyTorch print when the machine fails: the
+ * runtime's error strings (cudaGetErrorString), NVML's, PyTorch's checks of
+ * the driver, and the kernel driver's Xid lines.
+ */
+static const char *const machine_faults[] = {
+    "CUDA driver version is insufficient",                     /* cudaErrorInsufficientDriver */
+    "The NVIDIA driver on your system is too old",             /* PyTorch */
+    "Found no NVIDIA driver on your system",                   /* PyTorch */
+    "system has unsupported display driver / cuda driver",     /* cudaErrorSystemDriverMismatch */
+    "forward compatibility was attempted on non supported HW", /* 804 */
+    "no CUDA-capable device is detected",                      /* cudaErrorNoDevice */
+    "cudaErrorNoDevice",
+    "CUDA_ERROR_NO_DEVICE",
+    "No CUDA GPUs are available",                        /* PyTorch */
+    "CUDA-capable device(s) is/are busy or unavailable", /* cudaErrorDevicesUnavailable */
+    "CUDA unknown error",                                /* PyTorch: the driver's state is broken */
+    "Driver/library version mismatch",                   /* NVML */
+    "NVML/RM version mismatch",                          /* NVML_ERROR_LIB_RM_VERSION_MISMATCH */
+    "uncorrectable ECC error encountered",               /* cudaErrorECCUncorrectable */
+    "GPU has fallen off the bus",                        /* Xid 79 */
+    "NVRM: Xid",                                         /* the kernel driver's GPU errors */
+    "unspecified launch failure", /* cudaErrorLaunchFailure: Xid 13, 31, 43 */
+};
+
+int engine_blames_machine(const char *text, size_t len)
+{
+    if (!text)
+        return 0;
+    for (size_t i = 0; i < sizeof machine_faults / sizeof machine_faults[0]; i++)
+        if (engine__find(text, len, machine_faults[i]))
+            return 1;
+    return 0;
+}
+
 void engine__set_fatal(struct engine_line *out, const char *label, const char *text, size_t len)
 {
     size_t cap = ENGINE__REASON_MAX + 1;
@@ -276,11 +311,18 @@ void engine__set_fatal(struct engine_line *out, const char *label, const char *t
         at = copy_clean(out->reason, cap, at, ": ", 2);
     if (len > 0)
         copy_clean(out->reason, cap, at, text, len);
+    /* a reason that carries the cause (vLLM's first_error) blames as the cause did */
+    out->machine = engine_blames_machine(out->reason, strlen(out->reason));
 }
 
 int engine__classify_common(const char *line, size_t len, const char *text, size_t text_len,
                             struct engine_line *out)
 {
+    if (engine_blames_machine(text, text_len)) {
+        engine__strip_exception(&text, &text_len);
+        engine__set_fatal(out, "the machine's GPU or CUDA driver failed", text, text_len);
+        return 1;
+    }
     const char *hit = engine__find(line, len, "CUDA out of memory");
     if (hit) {
         /* "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ..." */
@@ -321,6 +363,7 @@ int engine__python_prologue(struct engine_log_state *st, const char *line, size_
     out->percent = st->percent;
     out->reason[0] = '\0';
     out->port_taken = 0;
+    out->machine = 0;
 
     /*
      * vLLM's weight loader prints this bar, and SGLang's prints vLLM's. A line

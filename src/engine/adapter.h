@@ -37,6 +37,7 @@ struct engine_line {
     int percent;
     char reason[512];
     int port_taken; /* FATAL: the engine could not bind its port (another process has it) */
+    int machine;    /* FATAL: the machine's fault, not the model's (engine_blames_machine) */
 };
 
 struct engine_ops {
@@ -104,6 +105,17 @@ struct engine_ops {
  */
 int engine_models_lists(const char *body, size_t len, const char *const *names, char *first,
                         size_t first_len);
+
+/*
+ * Whether text (a log line, or a failure's reason built from one) says the
+ * machine failed rather than the model: its CUDA driver missing, too old or
+ * not matching its library, no GPU that CUDA can see, or a GPU's hardware
+ * error (uncorrectable ECC, fallen off the bus, an Xid, an unspecified launch
+ * failure). The model's own failures (out of memory for its size, a
+ * device-side assert, an illegal memory access, bad arguments, missing
+ * weights) are not. 1 or 0; pure. docs/engine.md, "Whose fault".
+ */
+int engine_blames_machine(const char *text, size_t len);
 
 /* The adapter for an engine name; NULL for an unknown name. */
 const struct engine_ops *engine_find(const char *name);

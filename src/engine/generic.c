@@ -27,6 +27,7 @@ static void generic_classify_line(struct engine_log_state *st, const char *line,
     out->percent = st->percent;
     out->reason[0] = '\0';
     out->port_taken = 0;
+    out->machine = 0;
     engine__strip_python(&text, &text_len, &level_len);
     engine__classify_common(line, len, text, text_len, out);
 }

@@ -115,6 +115,7 @@ static void llamacpp_classify_line(struct engine_log_state *st, const char *line
     out->percent = st->percent;
     out->reason[0] = '\0';
     out->port_taken = 0;
+    out->machine = 0;
     strip_llama(&text, &text_len);
     remember_cause(st, text, text_len);
 

@@ -314,12 +314,13 @@ enum host_cloud {
     HOST_CLOUD_NONE,    /* nothing rented for the model: host_cloud_rent may start a rent */
     HOST_CLOUD_PENDING, /* a rent for it is under way */
     HOST_CLOUD_READY,   /* *host is its rented machine, a host */
-    HOST_CLOUD_FAILED,  /* its last rent failed lately: *why */
+    HOST_CLOUD_FAILED,  /* its last rent, or its engine there, failed lately: *why */
 };
 /*
  * The machine of cloud rented for model: READY with *host (owned by the
- * registry, valid until the loop runs), PENDING, FAILED with *why (a failed
- * rent is held for HOST_CLOUD_FAILED_HOLD_MS, then NONE again), or NONE.
+ * registry, valid until the loop runs), PENDING, FAILED with *why (what
+ * failed, a clause to follow the cloud's name: "could not rent a machine for
+ * it: ..."; held for HOST_CLOUD_FAILED_HOLD_MS, then NONE again), or NONE.
  */
 #define HOST_CLOUD_FAILED_HOLD_MS 30000
 enum host_cloud host_cloud_state(struct host_registry *reg, const char *cloud, const char *model,
@@ -327,6 +328,24 @@ enum host_cloud host_cloud_state(struct host_registry *reg, const char *cloud, c
 /* Starts a rent of cloud for model (host_rent) unless one is under way. */
 void host_cloud_rent(struct host_registry *reg, const char *cloud, const char *model, int gpus,
                      uint64_t vram);
+/*
+ * The engine of model failed on name, a machine rented for it
+ * (docs/cloud.md, "An engine that fails there"). machine: its failure is the
+ * machine's (a fatal line that engine_blames_machine): the machine is
+ * destroyed and recorded in the bad-host registry with reason, and the
+ * model's next rent tries another offer, counting against the cloud's
+ * max_tries. Otherwise (a load that failed by the model's own fault) the
+ * machine is destroyed without blame and the model's rent is held failed
+ * with reason (HOST_CLOUD_FAILED) for HOST_CLOUD_FAILED_HOLD_MS, so that it
+ * does not rent again at once. Returns 1 when the model is to rent again
+ * now (its requests wait for it), 0 when not (held failed, or the machine
+ * was going already), -ENOENT when name is no rental.
+ */
+int host_rented_engine_failed(struct host_registry *reg, const char *name, const char *model,
+                              const char *reason, int machine);
+/* The engine of model became ready on name, a machine rented for it: max_tries counts anew. */
+void host_rented_engine_ready(struct host_registry *reg, const char *name, const char *model);
+
 /*
  * idle_release: each ready rental of a cloud with which in_use(arg, NAME)
  * says nothing runs is destroyed once that has lasted the cloud's

@@ -103,8 +103,10 @@ struct host__want {
     struct host_registry *reg;
     char *cloud, *model;
     int pending;
-    char *failed;
+    char *failed; /* a clause after the cloud's name: "could not rent a machine for it: ..." */
     uint64_t failed_ms;
+    int spent;       /* machines its engine failed on by their fault, since it last was ready */
+    char *spent_why; /* the last of those failures */
     struct host__want *next;
 };
 
@@ -1071,8 +1073,13 @@ static void on_offers(void *arg, json_t *result, const char *err)
 
 /* ---- the API of host.h ---- */
 
-void host_rent(struct host_registry *reg, const char *cloud, int gpus, uint64_t vram,
-               const char *model, host_rent_cb cb, void *arg)
+/*
+ * host_rent, for a model whose engine already failed on spent machines by
+ * their fault (the last: spent_why): they count as tries of this rent.
+ */
+static void rent_start(struct host_registry *reg, const char *cloud, int gpus, uint64_t vram,
+                       const char *model, int spent, const char *spent_why, host_rent_cb cb,
+                       void *arg)
 {
     const struct config *cfg = reg->app->cfg;
     const struct config_cloud *cc = cfg ? config_find_cloud(cfg, cloud) : NULL;
@@ -1103,11 +1110,19 @@ void host_rent(struct host_registry *reg, const char *cloud, int gpus, uint64_t 
     op->model = model ? xstrdup(model) : NULL;
     op->cb = cb;
     op->arg = arg;
+    op->tries = spent;
+    op->last_err = spent_why ? xstrdup(spent_why) : NULL;
     struct cloud_need need = {.gpus = gpus > 0 ? gpus : 1, .vram = vram};
     if (host_cloud_offers(reg, cc, &need, on_offers, op, &err) < 0) {
         op_finish(op, NULL, err);
         free(err);
     }
+}
+
+void host_rent(struct host_registry *reg, const char *cloud, int gpus, uint64_t vram,
+               const char *model, host_rent_cb cb, void *arg)
+{
+    rent_start(reg, cloud, gpus, vram, model, 0, NULL, cb, arg);
 }
 
 int host_release(struct host_registry *reg, const char *name,
@@ -1251,38 +1266,106 @@ enum host_cloud host_cloud_state(struct host_registry *reg, const char *cloud, c
     return HOST_CLOUD_NONE;
 }
 
+static struct host__want *want_get(struct host_registry *reg, const char *cloud, const char *model)
+{
+    struct host__want *w = find_want(reg, cloud, model);
+    if (w)
+        return w;
+    w = xcalloc(1, sizeof *w);
+    w->reg = reg;
+    w->cloud = xstrdup(cloud);
+    w->model = xstrdup(model);
+    w->next = reg->wants;
+    reg->wants = w;
+    return w;
+}
+
+/* The model's rents are held failed with why (a clause after the cloud's name); takes why. */
+static void want_hold(struct host__want *w, char *why)
+{
+    free(w->failed);
+    w->failed = why;
+    w->failed_ms = clock_mono_ms();
+    w->spent = 0;
+    free(w->spent_why);
+    w->spent_why = NULL;
+    log_warn("cloud", "'%s' for model '%s': %s", w->cloud, w->model, w->failed);
+}
+
 static void want_done(void *arg, const char *name, const char *err)
 {
     struct host__want *w = arg;
     w->pending = 0;
     free(w->failed);
     w->failed = NULL;
-    if (!name) {
-        w->failed = xstrdup(err ? err : "the rent failed");
-        w->failed_ms = clock_mono_ms();
-        log_warn("cloud", "'%s' for model '%s': %s", w->cloud, w->model, w->failed);
-    }
+    if (!name)
+        want_hold(w, xstrfmt("could not rent a machine for it: %s", err ? err : "the rent failed"));
 }
 
 void host_cloud_rent(struct host_registry *reg, const char *cloud, const char *model, int gpus,
                      uint64_t vram)
 {
-    struct host__want *w = find_want(reg, cloud, model);
-    if (w && w->pending)
+    struct host__want *w = want_get(reg, cloud, model);
+    if (w->pending)
         return;
-    if (!w) {
-        w = xcalloc(1, sizeof *w);
-        w->reg = reg;
-        w->cloud = xstrdup(cloud);
-        w->model = xstrdup(model);
-        w->next = reg->wants;
-        reg->wants = w;
-    }
     w->pending = 1;
     free(w->failed);
     w->failed = NULL;
     log_info("cloud", "model '%s' has no host that can serve it: renting from '%s'", model, cloud);
-    host_rent(reg, cloud, gpus, vram, model, want_done, w);
+    rent_start(reg, cloud, gpus, vram, model, w->spent, w->spent_why, want_done, w);
+}
+
+int host_rented_engine_failed(struct host_registry *reg, const char *name, const char *model,
+                              const char *reason, int machine)
+{
+    struct rental *r = reg && name ? find_rental(reg, name) : NULL;
+    if (!r)
+        return -ENOENT;
+    if (r->st != R_READY || r->release)
+        return 0;
+    const struct config_cloud *cc = cloud_of(r);
+    struct host__want *w = want_get(reg, r->rec.cloud, model);
+    char *why = machine ? xstrfmt("the engine of '%s' failed there by the machine's fault: %s",
+                                  model, reason)
+                        : xstrfmt("the engine of '%s' failed there by the model's own fault (the "
+                                  "machine is not to blame): %s",
+                                  model, reason);
+    rental_event(r, why);
+    /* the machine's fault also puts it in the bad-host registry */
+    host__rental_outcome(reg, &r->rec, machine ? STORE_OUTCOME_INFRA : STORE_OUTCOME_WORKLOAD, why);
+    int again = 0;
+    if (machine && cc && w->spent + 1 < cc->max_tries) {
+        w->spent++;
+        free(w->spent_why);
+        w->spent_why = xstrfmt("machine %lld: %s", (long long)r->rec.machine, why);
+        again = 1;
+    } else if (machine) {
+        want_hold(w, xstrfmt("could not rent a machine for it: its engine failed on %d machine%s "
+                             "by their fault (max_tries %d); the last, machine %lld: %s",
+                             w->spent + 1, w->spent ? "s" : "", cc ? cc->max_tries : 0,
+                             (long long)r->rec.machine, reason));
+    } else {
+        want_hold(w, xstrfmt("destroyed the machine rented for it (%s): its engine failed "
+                             "there by the model's own fault: %s",
+                             r->name, reason));
+    }
+    free(r->failure);
+    r->failure = why;
+    r->release = 1;
+    if (!r->busy)
+        rental_destroy(r);
+    return again;
+}
+
+void host_rented_engine_ready(struct host_registry *reg, const char *name, const char *model)
+{
+    const char *cloud = host_rented_cloud(reg, name);
+    struct host__want *w = cloud && model ? find_want(reg, cloud, model) : NULL;
+    if (!w)
+        return;
+    w->spent = 0;
+    free(w->spent_why);
+    w->spent_why = NULL;
 }
 
 void host_rentals_idle(struct host_registry *reg, int (*in_use)(void *arg, const char *host),
@@ -1428,6 +1511,7 @@ void host__rentals_free(struct host_registry *reg)
         free(w->cloud);
         free(w->model);
         free(w->failed);
+        free(w->spent_why);
         free(w);
     }
 }

@@ -252,7 +252,7 @@ static void host_room(struct sched *s, const struct config_model *m, const struc
             return;
         case HOST_CLOUD_FAILED:
             r->reachable = 0;
-            r->unavailable = xstrfmt("cloud '%s' could not rent a machine for it: %s", name, why);
+            r->unavailable = xstrfmt("cloud '%s' %s", name, why);
             return;
         case HOST_CLOUD_NONE:
             r->unread = 1;

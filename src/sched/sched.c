@@ -298,6 +298,34 @@ static void switch_done(struct sched *s, struct smodel *sm, uint64_t now)
     sm->switch_slept = 0;
 }
 
+/*
+ * The model's first instance failed, or became ready, on a machine rented
+ * for it (docs/cloud.md, "An engine that fails there"): a failure the
+ * machine is to blame for, or a load that failed, destroys the machine.
+ * 1 when the model rents another machine now and its requests wait for it.
+ */
+static int on_rented_note(struct sched *s, struct smodel *sm, const struct sup_note *n)
+{
+    struct sup_info info;
+    if (n->state != INST_FAILED && n->state != INST_READY)
+        return 0;
+    if (s->ops->info(s->app->sup, sm->name, &info) < 0 || !info.host ||
+        !host_rented_cloud(s->app->hosts, info.host))
+        return 0;
+    if (n->state == INST_READY) {
+        host_rented_engine_ready(s->app->hosts, info.host, sm->name);
+        return 0;
+    }
+    if (!n->machine_fault && n->from != INST_STARTING)
+        return 0; /* a crash while it served: it starts there again, as on any host */
+    if (host_rented_engine_failed(s->app->hosts, info.host, sm->name, n->reason,
+                                  n->machine_fault) != 1)
+        return 0;
+    log_info("sched", "'%s' failed on %s by the machine's fault (%s); renting another machine",
+             sm->name, info.host, n->reason);
+    return 1;
+}
+
 static void on_note(void *arg, const struct sup_note *n)
 {
     struct sched *s = arg;
@@ -351,12 +379,15 @@ static void on_note(void *arg, const struct sup_note *n)
         sm->load_started_ms = 0;
     /* A start that failed because its host stopped answering tries the next host. */
     struct sup_info failed;
-    int elsewhere = n->state == INST_FAILED && sm->was_loading && sm->m && sm->m->n_hosts > 1 &&
-                    s->ops->info(s->app->sup, sm->name, &failed) == 0 &&
+    int rerent = on_rented_note(s, sm, n);
+    int elsewhere = !rerent && n->state == INST_FAILED && sm->was_loading && sm->m &&
+                    sm->m->n_hosts > 1 && s->ops->info(s->app->sup, sm->name, &failed) == 0 &&
                     !sched__host_answers(s, failed.host);
     if (elsewhere)
         log_info("sched", "'%s' could not start on %s (%s); trying the next host", sm->name,
                  failed.host, n->reason);
+    /* Either way its requests wait for the next host, or the machine rented next. */
+    elsewhere = elsewhere || rerent;
     /* A hand demand hears how the load it waits for ended. */
     if (n->state == INST_FAILED && !elsewhere)
         fail_hands(s, sm, -EIO, n->reason, 0);

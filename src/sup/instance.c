@@ -155,7 +155,9 @@ static void set_state(struct instance *in, enum inst_state to, const char *reaso
                          .model = in->name,
                          .replica = in->replica,
                          .state = to,
-                         .reason = in->reason};
+                         .from = from,
+                         .reason = in->reason,
+                         .machine_fault = to == INST_FAILED && in->fatal && in->fatal_machine};
     sup__notify(in->sup, &n);
 }
 
@@ -683,6 +685,7 @@ static int retry_on_new_port(struct instance *in, const char *how)
     in->term_signal = 0;
     in->main_exited = 0;
     in->fatal_port = 0;
+    in->fatal_machine = 0;
     memset(&in->tail.els, 0, sizeof in->tail.els);
     free(in->fatal);
     in->fatal = NULL;
@@ -979,6 +982,7 @@ int sup__inst_start(struct instance *in)
     replace_str(&in->stop_note, NULL);
     in->ready_wall_ms = 0;
     in->fatal_port = 0;
+    in->fatal_machine = 0;
     in->port_tries = 0;
     in->avoid_port = 0;
     replace_str(&in->neighbour, NULL);
@@ -1383,6 +1387,7 @@ void sup__inst_on_line(struct instance *in, const char *line, size_t len)
         if (!in->fatal) {
             in->fatal = xstrdup(cl.reason);
             in->fatal_port = cl.port_taken;
+            in->fatal_machine = cl.machine;
         }
         /* Engines usually exit right after; one that hangs instead is failed after a grace. */
         if (in->state == INST_STARTING)

@@ -62,7 +62,9 @@ struct sup_note {
     const char *model;
     int replica;           /* the instance's replica: 0 for the model's first */
     enum inst_state state; /* STATE, PROGRESS */
+    enum inst_state from;  /* STATE: the state it left */
     const char *reason;    /* STATE */
+    int machine_fault;     /* STATE, failed: its fatal log line blamed the machine */
     int percent;           /* PROGRESS */
     const char *line;      /* LOG, without its newline */
     size_t len;

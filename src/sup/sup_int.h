@@ -160,6 +160,7 @@ struct instance {
     char *owner_note;                 /* why the port's owner is unknown (judged by name) */
     char *neighbour;                  /* why the answer on the port is not the engine's */
     int fatal_port;                   /* the fatal line said another process has the port */
+    int fatal_machine;                /* the fatal line blamed the machine (a CUDA driver error) */
     int port_tries;                   /* starts moved to another port within this start */
     int avoid_port;                   /* a port lost to a neighbour: not chosen again now */
     /* Engines outside the started tree (container.c): a model with stop_cmd */

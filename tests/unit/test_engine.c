@@ -604,6 +604,137 @@ static void test_generic(void **state)
     expect_none(&r, "");
 }
 
+/* ---- whose fault: the machine's or the model's ---- */
+
+/* Lines as CUDA, NVML, PyTorch, the driver and the engines print them. */
+static const struct {
+    const char *line;
+    int machine;
+} fault_lines[] = {
+    {"RuntimeError: CUDA error: CUDA driver version is insufficient for CUDA runtime version", 1},
+    {"RuntimeError: The NVIDIA driver on your system is too old (found version 11040). Please "
+     "update your GPU driver by downloading and installing a new version from the URL: "
+     "http://www.nvidia.com/Download/index.aspx",
+     1},
+    {"RuntimeError: Found no NVIDIA driver on your system. Please check that you have an NVIDIA "
+     "GPU and installed a driver from http://www.nvidia.com/Download/index.aspx",
+     1},
+    {"RuntimeError: Unexpected error from cudaGetDeviceCount(). Did you run some cuda functions "
+     "before calling NumCudaDevices() that might have already set an error? Error 804: forward "
+     "compatibility was attempted on non supported HW",
+     1},
+    {"RuntimeError: Unexpected error from cudaGetDeviceCount(). Did you run some cuda functions "
+     "before calling NumCudaDevices() that might have already set an error? Error 803: system has "
+     "unsupported display driver / cuda driver combination",
+     1},
+    {"RuntimeError: CUDA error: no CUDA-capable device is detected", 1},
+    {"ggml_cuda_init: failed to initialize CUDA: no CUDA-capable device is detected", 1},
+    {"cudaErrorNoDevice: no CUDA-capable device is detected", 1},
+    {"RuntimeError: No CUDA GPUs are available", 1},
+    {"RuntimeError: CUDA error: CUDA-capable device(s) is/are busy or unavailable", 1},
+    {"RuntimeError: CUDA unknown error - this may be due to an incorrectly set up environment, "
+     "e.g. changing env variable CUDA_VISIBLE_DEVICES after program start. Setting the available "
+     "devices to be zero.",
+     1},
+    {"Failed to initialize NVML: Driver/library version mismatch", 1},
+    {"pynvml.NVMLError_LibRmVersionMismatch: RM has detected an NVML/RM version mismatch.", 1},
+    {"RuntimeError: CUDA error: uncorrectable ECC error encountered", 1},
+    {"NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, GPU has fallen off the bus.", 1},
+    {"NVRM: Xid (PCI:0000:1a:00): 48, pid=2210, name=python3, An uncorrectable double bit error "
+     "(DBE) has been detected on GPU in the framebuffer at partition 2, subpartition 0.",
+     1},
+    {"RuntimeError: CUDA error: unspecified launch failure", 1},
+    /* the model's own */
+    {"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.", 0},
+    {"RuntimeError: CUDA error: out of memory", 0},
+    {"RuntimeError: CUDA error: device-side assert triggered", 0},
+    {"RuntimeError: CUDA error: an illegal memory access was encountered", 0},
+    {"ValueError: Free memory on device (1.2/79.19 GiB) on startup is less than desired GPU "
+     "memory utilization (0.9, 71.27 GiB).",
+     0},
+    {"OSError: /models/qwen does not appear to have a file named config.json.", 0},
+    {"vllm: error: unrecognized arguments: --max-model-lenn 4096", 0},
+    {"", 0},
+};
+
+static void test_blames_machine(void **state)
+{
+    for (size_t i = 0; i < sizeof fault_lines / sizeof fault_lines[0]; i++) {
+        const char *l = fault_lines[i].line;
+        if (engine_blames_machine(l, strlen(l)) != fault_lines[i].machine)
+            fail_msg("'%s' should blame the %s", l, fault_lines[i].machine ? "machine" : "model");
+    }
+    assert_int_equal(engine_blames_machine(NULL, 0), 0);
+    /* a phrase cut by the line's length does not count */
+    const char *cut = "RuntimeError: No CUDA GPUs are available";
+    assert_int_equal(engine_blames_machine(cut, strlen(cut) - 1), 0);
+}
+
+/* Each engine's fatal line for a driver fault blames the machine; its OOM does not. */
+static void test_machine_fault_per_engine(void **state)
+{
+    struct run r;
+    run_init(&r, "vllm");
+    expect_none(&r, "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] EngineCore "
+                    "failed to start.");
+    expect_fatal(&r,
+                 "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] RuntimeError: "
+                 "CUDA error: CUDA driver version is insufficient for CUDA runtime version",
+                 "the machine's GPU or CUDA driver failed: CUDA error: CUDA driver version is "
+                 "insufficient for CUDA runtime version");
+    assert_int_equal(r.out.machine, 1);
+    assert_int_equal(r.out.port_taken, 0);
+    expect_fatal_prefix(&r,
+                        "(APIServer pid=4711) RuntimeError: Engine core initialization failed. "
+                        "See root cause above. Failed core proc(s): {}",
+                        "engine core initialization failed: RuntimeError: CUDA error: CUDA driver");
+    assert_int_equal(r.out.machine, 1);
+    /* INFO lines may quote prompts: never a failure, never the machine's */
+    run_init(&r, "vllm");
+    expect_none(&r, "(APIServer pid=4711) INFO 10-21 12:00:05 [logger.py:41] Received request "
+                    "chatcmpl-1: prompt: 'what does no CUDA-capable device is detected mean?'");
+    /* a device-side assert is the model's (its token ids, its code) */
+    expect_none(&r, "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] RuntimeError: "
+                    "CUDA error: device-side assert triggered");
+    expect_fatal_prefix(&r,
+                        "(APIServer pid=4711) RuntimeError: Engine core initialization failed. "
+                        "See root cause above. Failed core proc(s): {}",
+                        "engine core initialization failed: RuntimeError: CUDA error: "
+                        "device-side assert");
+    assert_int_equal(r.out.machine, 0);
+    expect_fatal_prefix(&r, "(EngineCore_DP0 pid=4802) torch.OutOfMemoryError: CUDA out of memory.",
+                        "CUDA out of memory");
+    assert_int_equal(r.out.machine, 0);
+
+    run_init(&r, "sglang");
+    expect_fatal(&r, "[2025-10-21 12:00:02 TP0] RuntimeError: No CUDA GPUs are available",
+                 "the machine's GPU or CUDA driver failed: No CUDA GPUs are available");
+    assert_int_equal(r.out.machine, 1);
+
+    run_init(&r, "llamacpp");
+    expect_fatal(&r,
+                 "E ggml_cuda_init: failed to initialize CUDA: no CUDA-capable device is detected",
+                 "the machine's GPU or CUDA driver failed: failed to initialize CUDA: no "
+                 "CUDA-capable device is detected");
+    assert_int_equal(r.out.machine, 1);
+    run_init(&r, "llamacpp");
+    expect_fatal_prefix(&r,
+                        "E ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4096.00 MiB on "
+                        "device 0: cudaMalloc failed: out of memory",
+                        "CUDA out of memory");
+    assert_int_equal(r.out.machine, 0);
+
+    run_init(&r, "generic");
+    expect_fatal(&r, "Failed to initialize NVML: Driver/library version mismatch",
+                 "the machine's GPU or CUDA driver failed: Failed to initialize NVML: "
+                 "Driver/library version mismatch");
+    assert_int_equal(r.out.machine, 1);
+    expect_fatal(&r, "OSError: [Errno 98] Address already in use",
+                 "port already in use: [Errno 98] Address already in use");
+    assert_int_equal(r.out.machine, 0);
+    assert_int_equal(r.out.port_taken, 1);
+}
+
 /* ---- API keys ---- */
 
 static void hex(const unsigned char *d, size_t n, char *out)
@@ -707,6 +838,8 @@ int main(void)
         cmocka_unit_test(test_port_taken),
         cmocka_unit_test(test_models_lists),
         cmocka_unit_test(test_generic),
+        cmocka_unit_test(test_blames_machine),
+        cmocka_unit_test(test_machine_fault_per_engine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

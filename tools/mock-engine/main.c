@@ -363,25 +363,39 @@ static void llamacpp_load_step(struct mock *m, int k)
                   m->o.slots, mock_llama_n_ctx(m));
 }
 
+/* A failed load's lines around its cause: vLLM's engine core, SGLang's scheduler. */
+static void vllm_core_failed(struct mock *m, const char *cause)
+{
+    mock_vllm_core_log(m, "ERROR", "core.py:708", "EngineCore failed to start.");
+    mock_line("(EngineCore_DP0 pid=%d) Traceback (most recent call last):", (int)m->mem_pid);
+    mock_line("(EngineCore_DP0 pid=%d) %s", (int)m->mem_pid, cause);
+    mock_line("(APIServer pid=%d) RuntimeError: Engine core initialization failed. See root "
+              "cause above. Failed core proc(s): {}",
+              (int)getpid());
+}
+
+static void sglang_scheduler_failed(const char *cause)
+{
+    mock_sglang_log("Scheduler hit an exception: Traceback (most recent call last):");
+    mock_line("%s", cause);
+    mock_sglang_log("Received sigquit from a child process. It usually means the child failed.");
+}
+
 static void fail_oom(struct mock *m)
 {
+    char cause[512];
     switch (m->o.flavor) {
     case MOCK_VLLM:
-        mock_vllm_core_log(m, "ERROR", "core.py:708", "EngineCore failed to start.");
-        mock_line("(EngineCore_DP0 pid=%d) Traceback (most recent call last):", (int)m->mem_pid);
-        mock_line("(EngineCore_DP0 pid=%d) torch.OutOfMemoryError: CUDA out of memory. Tried to "
-                  "allocate 2.00 GiB. GPU %d has a total capacity of %.2f GiB of which 1.06 GiB is "
-                  "free. Including non-PyTorch memory, this process has %.2f GiB memory in use.",
-                  (int)m->mem_pid, m->gpu, gib(m->o.vram), gib(m->o.vram));
-        mock_line("(APIServer pid=%d) RuntimeError: Engine core initialization failed. See root "
-                  "cause above. Failed core proc(s): {}",
-                  (int)getpid());
+        snprintf(cause, sizeof cause,
+                 "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU %d "
+                 "has a total capacity of %.2f GiB of which 1.06 GiB is free. Including "
+                 "non-PyTorch memory, this process has %.2f GiB memory in use.",
+                 m->gpu, gib(m->o.vram), gib(m->o.vram));
+        vllm_core_failed(m, cause);
         break;
     case MOCK_SGLANG:
-        mock_sglang_log("Scheduler hit an exception: Traceback (most recent call last):");
-        mock_line("RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.");
-        mock_sglang_log(
-            "Received sigquit from a child process. It usually means the child failed.");
+        sglang_scheduler_failed(
+            "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.");
         break;
     case MOCK_LLAMACPP:
         mock_line("E ggml_backend_cuda_buffer_type_alloc_buffer: allocating %.2f MiB on device %d: "
@@ -391,6 +405,28 @@ static void fail_oom(struct mock *m)
                   (unsigned long long)m->o.vram);
         mock_line("E llama_model_load: error loading model: unable to allocate CUDA0 buffer");
         mock_line("E llama_model_load_from_file_impl: failed to load model");
+        mock_line("E srv    load_model: failed to load model, '%s'", m->o.model_path);
+        mock_line("E srv  llama_server: exiting due to model loading error");
+        break;
+    }
+    die_with(1);
+}
+
+/* The CUDA runtime is newer than the machine's driver: the machine's fault, not the model's. */
+static void fail_cuda_driver(struct mock *m)
+{
+    static const char cause[] =
+        "RuntimeError: CUDA error: CUDA driver version is insufficient for CUDA runtime version";
+    switch (m->o.flavor) {
+    case MOCK_VLLM:
+        vllm_core_failed(m, cause);
+        break;
+    case MOCK_SGLANG:
+        sglang_scheduler_failed(cause);
+        break;
+    case MOCK_LLAMACPP:
+        mock_line("E ggml_cuda_init: failed to initialize CUDA: CUDA driver version is "
+                  "insufficient for CUDA runtime version");
         mock_line("E srv    load_model: failed to load model, '%s'", m->o.model_path);
         mock_line("E srv  llama_server: exiting due to model loading error");
         break;
@@ -456,6 +492,8 @@ static void on_load_step(uv_timer_t *t)
 {
     struct mock *m = t->data;
     int k = m->load_step;
+    if (k == 1 && m->o.fail_cuda_driver)
+        fail_cuda_driver(m);
     if (k == LOAD_STEPS / 2 && m->o.fail_oom)
         fail_oom(m);
     if (k == LOAD_STEPS / 2 && m->o.fail_hang)
@@ -685,6 +723,7 @@ static const struct {
     size_t flag; /* offset of an int in struct mock_opts */
 } fail_switches[] = {
     {"oom", offsetof(struct mock_opts, fail_oom)},
+    {"cuda-driver", offsetof(struct mock_opts, fail_cuda_driver)},
     {"exit-early", offsetof(struct mock_opts, fail_exit_early)},
     {"hang", offsetof(struct mock_opts, fail_hang)},
     {"crash-midstream", offsetof(struct mock_opts, fail_crash_midstream)},
@@ -720,10 +759,11 @@ static void parse_fail_modes(struct mock_opts *o, const char *spec)
                 usage_error("bad --fail mode '%s': crash-after takes a count, crash-after:N", t);
             o->crash_after = n;
         } else {
-            usage_error("unknown --fail mode '%s' (oom, exit-early, hang, crash-after:N, "
-                        "crash-midstream, ignore-sigterm, fork-child, setsid, bind, wake-fail, "
-                        "sleep-fail, error-text)",
-                        t);
+            usage_error(
+                "unknown --fail mode '%s' (oom, cuda-driver, exit-early, hang, crash-after:N, "
+                "crash-midstream, ignore-sigterm, fork-child, setsid, bind, wake-fail, "
+                "sleep-fail, error-text)",
+                t);
         }
     }
     free(copy);
@@ -746,9 +786,10 @@ static const char usage_text[] =
     "  --tokens-per-sec N    generation speed (default 50)\n"
     "  --vram SIZE           the GPU memory it claims in the ledger (default 10GiB)\n"
     "  --ledger FILE         the fake GPU's ledger (the nvidia-smi stand-in reads it)\n"
-    "  --fail MODES          oom, exit-early, hang, crash-after:N, crash-midstream,\n"
-    "                        ignore-sigterm, fork-child, setsid, bind, wake-fail,\n"
-    "                        sleep-fail, error-text (comma-separated)\n"
+    "  --fail MODES          oom, cuda-driver, exit-early, hang, crash-after:N,\n"
+    "                        crash-midstream, ignore-sigterm, fork-child, setsid, bind,\n"
+    "                        wake-fail, sleep-fail, error-text (comma-separated);\n"
+    "                        MOCK_ENGINE_FAIL in the environment adds more\n"
     "  --api-key KEY         answer only requests with this bearer key\n"
     "  --ready-stamp FILE    write the time it became ready\n"
     "  --stamps FILE         write a time per request\n"
@@ -887,6 +928,10 @@ static void parse_args(struct mock_opts *o, int argc, char **argv)
         usage_error("missing --name");
     if (!o->model_path)
         o->model_path = o->name;
+    /* Modes the machine gives every engine it runs (a test's fake machine with a broken driver). */
+    const char *env_fail = getenv("MOCK_ENGINE_FAIL");
+    if (env_fail && *env_fail)
+        parse_fail_modes(o, env_fail);
     /* The flag wins over the variable, as in vLLM and llama-server; SGLang reads none. */
     if (!o->api_key && o->flavor != MOCK_SGLANG)
         o->api_key = getenv(o->flavor == MOCK_VLLM ? "VLLM_API_KEY" : "LLAMA_API_KEY");

@@ -41,7 +41,7 @@ struct mock_opts {
     const char *stamps; /* --stamps FILE: lifecycle instants, for bench/run */
     int stamp_chunks;   /* --stamp-chunks: "mock_ns" in every streamed token chunk */
     /* failure modes */
-    int fail_oom, fail_exit_early, fail_hang, fail_crash_midstream;
+    int fail_oom, fail_cuda_driver, fail_exit_early, fail_hang, fail_crash_midstream;
     int fail_ignore_sigterm, fail_fork_child, fail_bind;
     int fail_setsid; /* setsid: a forked child leaves the group and keeps port and memory */
     int fail_wake, fail_sleep; /* wake-fail, sleep-fail: the verb answers 500, nothing changes */

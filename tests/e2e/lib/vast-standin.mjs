@@ -78,7 +78,7 @@ const OPS = new Set(['eq', 'neq', 'gt', 'gte', 'lt', 'lte', 'in', 'notin']);
 const SEARCH_KEYS = new Set(['order', 'type', 'limit', 'allocated_storage', 'disable_bundling']);
 const SEARCH_TYPES = new Set(['on-demand', 'bid', 'reserved']);
 // Offer keys the test may set that the API never shows.
-const STANDIN_ONLY = new Set(['smi_name']);
+const STANDIN_ONLY = new Set(['smi_name', 'machine_env']);
 
 // Namespace mode: names carry this process's pid, so leftovers of a run that died
 // are recognised (and removed) by the next.
@@ -429,6 +429,8 @@ function offerView(offer, allocated) {
  *   offers      [{...}]: offers with the API's field names; unnamed fields get
  *               realistic defaults (see makeOffer). `smi_name` (stand-in only): the
  *               GPU name the machine's nvidia-smi prints (default "NVIDIA <gpu_name>").
+ *               `machine_env` (stand-in only): extra variables for every ssh session on
+ *               the machines of that offer (MOCK_ENGINE_FAIL: a machine whose driver fails).
  *   manual      true: an instance moves only when the test calls advance(id)
  *   timing      {created, loading, running} ms each phase lasts when not manual
  *               (running: before a scripted `exited` after running); default 100/200/300
@@ -588,6 +590,7 @@ export async function startVastStandin(opts = {}) {
             YARD_VAST_MACHINE: inst.machine.token,
             YARD_E2E_MARKER: h.MARKER,
             ...(opts.machineEnv || {}),
+            ...(inst.offer.machine_env || {}),
         };
         const gpus = gpuList(inst);
         if (gpus !== undefined) env.YARD_FAKE_GPUS = gpus;
