@@ -91,8 +91,9 @@ struct http__conn {
     size_t queued;    /* bytes of writes not yet completed (their memory is held) */
 };
 
-struct wreq {
+struct http__wreq {
     uv_write_t w;
+    struct http__wreq *next; /* in srv->done_first: written at once, completion due */
     struct http__conn *conn;
     struct req_impl *req; /* NULL for the server's own writes (100, errors) */
     http_write_cb cb;
@@ -410,9 +411,9 @@ static void req_finish(struct req_impl *r, int status)
 
 /* ---- writing ---- */
 
-static void on_write(uv_write_t *w, int status)
+/* A write done (status 0) or failed: the accounting, the caller's callback, and what follows. */
+static void write_done(struct http__wreq *wr, int status)
 {
-    struct wreq *wr = (struct wreq *)w;
     struct http__conn *c = wr->conn;
     struct req_impl *r = wr->req;
     int st = status < 0 ? (status == UV_ECANCELED ? -ECANCELED : status) : 0;
@@ -442,6 +443,55 @@ static void on_write(uv_write_t *w, int status)
     }
     if (r && r->ended && r->pending_writes == 0 && c->active == r)
         req_finish(r, 0);
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    write_done((struct http__wreq *)w, status);
+}
+
+/*
+ * The writes the kernel took whole inside conn_write, completed as libuv
+ * completes its own: on a later loop turn, never inside the caller's call.
+ * Completions queued while these run wait for the next turn.
+ */
+static void on_done_idle(uv_idle_t *h)
+{
+    struct http_server *srv = h->data;
+    struct http__wreq *wr = srv->done_first;
+    srv->done_first = srv->done_last = NULL;
+    uv_idle_stop(h);
+    while (wr) {
+        struct http__wreq *next = wr->next;
+        write_done(wr, 0);
+        wr = next;
+    }
+}
+
+/* Completes c's writes still waiting for on_done_idle: c's handles are closed and it is about to
+ * go. */
+static void conn_flush_done(struct http__conn *c)
+{
+    struct http_server *srv = c->srv;
+    struct http__wreq **pp = &srv->done_first, *mine = NULL, **tail = &mine;
+    srv->done_last = NULL;
+    while (*pp) {
+        struct http__wreq *wr = *pp;
+        if (wr->conn == c) {
+            *pp = wr->next;
+            wr->next = NULL;
+            *tail = wr;
+            tail = &wr->next;
+        } else {
+            srv->done_last = wr;
+            pp = &wr->next;
+        }
+    }
+    while (mine) {
+        struct http__wreq *next = mine->next;
+        write_done(mine, 0);
+        mine = next;
+    }
 }
 
 /* Bytes of this connection the kernel has not taken yet: what a client that does not read holds. */
@@ -507,7 +557,8 @@ static void server_shed(struct http_server *srv)
 }
 
 /*
- * Queues a write of parts, copied. The connection's own cap counts only
+ * Writes parts: what the kernel does not take at once is queued, copied.
+ * The connection's own cap counts only
  * what the kernel has not taken, and only when something already waits:
  * one whole response of any size goes out, but a stream that outruns its
  * client does not pile up.
@@ -531,32 +582,66 @@ static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *
     }
     if (c->queued == 0)
         c->sent_ms = uv_now(srv->loop); /* the send timeout counts from here */
-    struct wreq *wr = alloc_try_malloc(sizeof *wr + len);
+    struct http__wreq *wr = alloc_try_malloc(sizeof *wr + len);
     if (!wr) {
         conn_out_of_memory(c, r ? "a response" : "an answer of the server's own");
         return -ENOMEM;
     }
+    wr->next = NULL;
     wr->conn = c;
     wr->req = r;
     wr->cb = cb;
     wr->arg = arg;
     wr->then_linger = then_linger;
-    wr->len = len;
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (parts[i].len)
-            memcpy(wr->data + off, parts[i].base, parts[i].len);
-        off += parts[i].len;
+    /*
+     * Nothing queued: the kernel is offered the parts at once, without a copy.
+     * What it takes whole completes on the next loop turn (on_done_idle): a
+     * uv_write that completes at once also has libuv change the socket's
+     * epoll events, one system call more per response or chunk.
+     */
+    size_t taken = 0;
+    if (c->queued == 0 && !then_linger && srv->done_idle_open && conn_unsent(c) == 0) {
+        int w = uv_try_write((uv_stream_t *)&c->tcp, parts, (unsigned)n);
+        if (w < 0 && w != UV_EAGAIN) {
+            free(wr);
+            conn_close(c, w);
+            return -ENOTCONN;
+        }
+        taken = w > 0 ? (size_t)w : 0;
     }
-    uv_buf_t ub = uv_buf_init(wr->data, (unsigned)len);
+    wr->len = len - taken;
+    if (r)
+        r->pending_writes++;
+    if (taken == len) {
+        if (srv->done_last)
+            srv->done_last->next = wr;
+        else
+            srv->done_first = wr;
+        srv->done_last = wr;
+        uv_idle_start(&srv->done_idle, on_done_idle);
+        return 0;
+    }
+    size_t off = 0, skip = taken;
+    for (int i = 0; i < n; i++) {
+        size_t plen = parts[i].len;
+        if (skip >= plen) {
+            skip -= plen;
+            continue;
+        }
+        memcpy(wr->data + off, parts[i].base + skip, plen - skip);
+        off += plen - skip;
+        skip = 0;
+    }
+    uv_buf_t ub = uv_buf_init(wr->data, (unsigned)wr->len);
     int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, on_write);
     if (rc < 0) {
+        if (r)
+            r->pending_writes--;
         free(wr);
         conn_close(c, rc);
         return -ENOTCONN;
     }
-    if (r)
-        r->pending_writes++;
+    len = wr->len;
     c->queued += len;
     srv->buffered += len;
     if (srv->buffered > TRIM_ABOVE)
@@ -1162,6 +1247,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     srv->n_closing--;
     if (--c->handles_open > 0)
         return;
+    conn_flush_done(c);
     if (c->active)
         req_finish(c->active, c->close_status < 0 ? c->close_status : -ECONNRESET);
     req_free(c->parsing);
@@ -1371,6 +1457,9 @@ int http_server_init(struct http_server *srv, uv_loop_t *loop,
     uv_timer_init(loop, &srv->trim_timer);
     srv->trim_timer.data = srv;
     srv->trim_timer_open = 1;
+    uv_idle_init(loop, &srv->done_idle);
+    srv->done_idle.data = srv;
+    srv->done_idle_open = 1;
     return 0;
 }
 
@@ -1474,6 +1563,14 @@ static void on_trim_timer_closed(uv_handle_t *h)
     server_maybe_closed(srv);
 }
 
+static void on_done_idle_closed(uv_handle_t *h)
+{
+    struct http_server *srv = h->data;
+    srv->n_closing--;
+    srv->done_idle_open = 0;
+    server_maybe_closed(srv);
+}
+
 void http_server_close(struct http_server *srv, http_server_close_cb close_cb, void *arg)
 {
     if (srv->closing)
@@ -1488,6 +1585,12 @@ void http_server_close(struct http_server *srv, http_server_close_cb close_cb, v
     if (srv->trim_timer_open) {
         srv->n_closing++;
         uv_close((uv_handle_t *)&srv->trim_timer, on_trim_timer_closed);
+    }
+    /* The connections' completions still due are done as each connection closes (conn_flush_done).
+     */
+    if (srv->done_idle_open) {
+        srv->n_closing++;
+        uv_close((uv_handle_t *)&srv->done_idle, on_done_idle_closed);
     }
     for (struct http__conn *c = srv->conns; c; c = c->next)
         conn_close(c, -ECANCELED);

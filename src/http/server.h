@@ -94,6 +94,7 @@ struct http_request {
 };
 
 struct http_server;
+struct http__wreq;
 typedef void (*http_request_cb)(struct http_request *req, void *arg);
 typedef void (*http_server_close_cb)(struct http_server *srv, void *arg);
 
@@ -122,6 +123,11 @@ struct http_server {
     unsigned conns_peak;   /* most connections open at once since the last trim */
     uv_timer_t trim_timer; /* gives freed memory back a moment after a crowd left */
     int trim_timer_open;
+    /* Writes the kernel took whole at once: completed on the next loop turn (server.c, conn_write).
+     */
+    struct http__wreq *done_first, *done_last;
+    uv_idle_t done_idle;
+    int done_idle_open;
     char read_buf[64 * 1024]; /* one shared read buffer: reads are handled at once */
 };
 
