@@ -13,9 +13,10 @@ import { runSwitch } from './switch.mjs';
 import { runScan } from './scan.mjs';
 import { runFootprint } from './footprint.mjs';
 import { runReplicas } from './replicas.mjs';
+import { runLlama } from './llama.mjs';
 import { table, budgets } from './report.mjs';
 
-const SECTIONS = ['proxy', 'stream', 'ready', 'switch', 'scan', 'footprint', 'replicas'];
+const SECTIONS = ['proxy', 'stream', 'ready', 'switch', 'scan', 'footprint', 'replicas', 'llama'];
 
 function usage() {
     return `usage: bench/run [--quick] [--only SECTION[,SECTION...]] [--out FILE]
@@ -44,6 +45,7 @@ Environment (defaults; --quick lowers those not set):
   BENCH_SETTLE_MS=1000      idle time before the daemon's RSS is read
   BENCH_REPLICA_MS=50       the replicas section's engine time per request (10 tokens)
   BENCH_REPLICA_CLIENTS=8   its concurrent clients, the same for 1, 2 and 4 replicas
+  BENCH_LLAMA_ROUNDS=5      llama: direct starts, and switch rounds (each: two switches)
   BENCH_KEEP=1              keep the temp dirs (daemon and engine logs)
 `;
 }
@@ -98,6 +100,7 @@ function params(quick) {
             requestMs: env('BENCH_REPLICA_MS', 50, 50),
             tokens: 10,
         },
+        llama: { rounds: env('BENCH_LLAMA_ROUNDS', 5, 2) },
     };
 }
 
@@ -171,6 +174,7 @@ async function main() {
             result.footprint = f;
         },
         replicas: async () => (result.replicas = await runReplicas(p.replicas)),
+        llama: async () => (result.llama = await runLlama(p.llama)),
     };
     for (const s of SECTIONS.filter((x) => only.includes(x))) {
         const t0 = Date.now();

@@ -196,6 +196,18 @@ function rows(r) {
         row('  added by 2 replicas, p50 us (1 conn)', rp, 'added_p50_us', 0);
         row('  added by 2 replicas, p99 us (1 conn)', rp, 'added_p99_us', 0);
     }
+    const ll = r.llama;
+    if (ll && ll.skipped) out.push([`llama: skipped (${ll.skipped})`, '', '', '', '', '']);
+    else if (ll) {
+        head(`real llama-server, stories260K (${ll.rounds} direct starts, ${2 * ll.rounds} switches)`);
+        row('  direct: spawn to first byte ms', ll, 'direct_first_byte_ms', 1);
+        row("  the engine's own clock at listening ms", ll, 'engine_listening_ms', 1);
+        row('  switch through yard, first byte ms', ll, 'switch_ms', 1);
+        out.push(['  switch minus direct ms (stop of the other included)', fmt(ll.overhead_ms, 1), '', '', '', '']);
+        row("  yard's account: stop of the other ms", ll, 'yard_stop_ms', 1);
+        row("  yard's account: start to ready ms", ll, 'yard_start_ms', 1);
+        row('  loaded, first byte ms', ll, 'warm_ms', 1);
+    }
     for (const s of Object.keys(r.failures || {})) out.push([`${s}: FAILED (see the log above)`, '', '', '', '', '']);
     return out;
 }
