@@ -247,18 +247,30 @@ static void print_offers(const json_t *r)
 
 /* ---- rent, ls, release ---------------------------------------------- */
 
-static int cloud_rent(struct app *app, const char *cloud, long gpus, uint64_t vram,
-                      const char *model)
+/*
+ * Sends cmd (cloud_offers, cloud_rent) for cloud with what the instance needs
+ * (gpus, vram, model; each left out when 0 or NULL): 0 with the daemon's
+ * answer in *res, which the caller releases, or cli_request's code.
+ */
+static int cloud_ask(struct app *app, const char *cmd, const char *cloud, long gpus, uint64_t vram,
+                     const char *model, json_t **res)
 {
-    json_t *req = json_pack("{s:s, s:o}", "cmd", "cloud_rent", "cloud", utf8_json_xstring(cloud));
+    json_t *req = json_pack("{s:s, s:o}", "cmd", cmd, "cloud", utf8_json_xstring(cloud));
     if (gpus > 0)
         json_object_set_new(req, "gpus", json_integer(gpus));
     if (vram)
         json_object_set_new(req, "vram", json_integer((json_int_t)vram));
     if (model)
         json_object_set_new(req, "model", utf8_json_xstring(model));
-    json_t *res = NULL;
-    int rc = cli_request(app, req, NULL, NULL, &res);
+    *res = NULL;
+    return cli_request(app, req, NULL, NULL, res);
+}
+
+static int cloud_rent(struct app *app, const char *cloud, long gpus, uint64_t vram,
+                      const char *model)
+{
+    json_t *res;
+    int rc = cloud_ask(app, "cloud_rent", cloud, gpus, vram, model, &res);
     if (rc)
         return rc;
     const char *name = json_string_value(json_object_get(res, "name"));
@@ -449,15 +461,8 @@ static int cloud_bad(struct app *app, const char *add, const char *forget)
 static int cloud_offers(struct app *app, const char *cloud, long gpus, uint64_t vram,
                         const char *model)
 {
-    json_t *req = json_pack("{s:s, s:o}", "cmd", "cloud_offers", "cloud", utf8_json_xstring(cloud));
-    if (gpus > 0)
-        json_object_set_new(req, "gpus", json_integer(gpus));
-    if (vram)
-        json_object_set_new(req, "vram", json_integer((json_int_t)vram));
-    if (model)
-        json_object_set_new(req, "model", utf8_json_xstring(model));
-    json_t *res = NULL;
-    int rc = cli_request(app, req, NULL, NULL, &res);
+    json_t *res;
+    int rc = cloud_ask(app, "cloud_offers", cloud, gpus, vram, model, &res);
     if (rc)
         return rc;
     if (app->json) {
