@@ -429,18 +429,48 @@ static void ask_node(struct runner_slurm *s, const char *node)
 }
 
 /* A running job: its address file, then its node's address, then found. */
+/*
+ * A job's address file as its script writes it, "NODE PORT": 0 with the
+ * node in *node (a new string the caller frees) and the port, or -EINVAL
+ * (nothing allocated) for text of another shape or a port out of range.
+ */
+static int addr_parse(const char *text, char **node, int *port)
+{
+    char name[256];
+    int p;
+    if (sscanf(text, "%255s %d", name, &p) != 2 || p <= 0 || p > 65535)
+        return -EINVAL;
+    *node = xstrdup(name);
+    *port = p;
+    return 0;
+}
+
+/*
+ * Reads the address file at path on this machine: 0 with *node (a new
+ * string) and *port, or a negative errno while the script has not written
+ * it yet or not all of it.
+ */
+static int addr_read_file(const char *path, char **node, int *port)
+{
+    char buf[512];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -EAGAIN;
+    buf[n] = '\0';
+    return addr_parse(buf, node, port);
+}
+
 static void addr_read_done(const struct tools_result *res, void *arg)
 {
     struct runner_watch *w = arg;
     w->reading = 0;
-    char node[256];
-    int port;
     if (!w->dropped && w->phase == W_QUEUED && !w->node && res->err == 0 && res->exit_code == 0 &&
-        res->out && sscanf(res->out, "%255s %d", node, &port) == 2 && port > 0 && port <= 65535) {
-        w->node = xstrdup(node);
-        w->port = port;
+        res->out && addr_parse(res->out, &w->node, &w->port) == 0)
         try_reach(w);
-    }
     watch_maybe_free(w);
 }
 
@@ -511,23 +541,8 @@ static void try_reach(struct runner_watch *w)
         run_cmd(s, &c, NULL, addr_read_done, w);
         return;
     }
-    if (!w->node) {
-        char buf[512];
-        int fd = open(w->addr_file, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            return; /* the script has not written it yet */
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (n <= 0)
-            return;
-        buf[n] = '\0';
-        char node[256];
-        int port;
-        if (sscanf(buf, "%255s %d", node, &port) != 2 || port <= 0 || port > 65535)
-            return;
-        w->node = xstrdup(node);
-        w->port = port;
-    }
+    if (!w->node && addr_read_file(w->addr_file, &w->node, &w->port) < 0)
+        return; /* the script has not written it yet */
     const char *addr = node_addr_of(s, w->node);
     if (!addr) {
         ask_node(s, w->node);
@@ -709,22 +724,10 @@ static void renew_check(struct runner_watch *w)
     struct runner_slurm *s = w->s;
     if (!w->renew_node) {
         char *file = xstrfmt("%s/%ld.addr", s->dir, w->renew_job);
-        char buf[512];
-        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        int rc = addr_read_file(file, &w->renew_node, &w->renew_port);
         free(file);
-        if (fd < 0)
+        if (rc < 0)
             return;
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (n <= 0)
-            return;
-        buf[n] = '\0';
-        char node[256];
-        int port;
-        if (sscanf(buf, "%255s %d", node, &port) != 2 || port <= 0 || port > 65535)
-            return;
-        w->renew_node = xstrdup(node);
-        w->renew_port = port;
     }
     const char *addr = node_addr_of(s, w->renew_node);
     if (!addr) {
