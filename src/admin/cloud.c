@@ -20,7 +20,8 @@
 
 #define CLOUD_GPUS_MAX 64
 
-struct offers_op {
+/* A cloud verb under way: whom to answer, and the cloud's name for its messages. */
+struct cloud_op {
     admin__reply_fn reply;
     void *arg;
     char *cloud;
@@ -32,10 +33,13 @@ static void reply_error(admin__reply_fn reply, void *arg, const char *msg)
     reply(arg, json_pack("{s:b, s:o}", "ok", 0, "error", utf8_json_xstring(msg)));
 }
 
-static void offers_done(void *arg, json_t *result, const char *err)
+/*
+ * Answers op's verb: with ok, {"ok":true,"result":result} (result stolen);
+ * else "cloud 'NAME': err". Frees op.
+ */
+static void cloud_op_end(struct cloud_op *op, int ok, json_t *result, const char *err)
 {
-    struct offers_op *op = arg;
-    if (result) {
+    if (ok) {
         op->reply(op->arg, json_pack("{s:b, s:o}", "ok", 1, "result", result));
     } else {
         char *msg = xstrfmt("cloud '%s': %s", op->cloud, err);
@@ -44,6 +48,11 @@ static void offers_done(void *arg, json_t *result, const char *err)
     }
     free(op->cloud);
     free(op);
+}
+
+static void offers_done(void *arg, json_t *result, const char *err)
+{
+    cloud_op_end(arg, result != NULL, result, err);
 }
 
 /* "a, b, c": the names of the config's clouds. A new string. */
@@ -122,67 +131,57 @@ static char *cloud_request(struct app *app, json_t *req, const char *verb,
     return msg;
 }
 
+/*
+ * Starts the cloud verb of req: the cloud and its need checked
+ * (cloud_request), then the op that answers it once the cloud has. NULL
+ * when the request was refused, and answered with why.
+ */
+static struct cloud_op *cloud_op_new(struct app *app, json_t *req, const char *verb,
+                                     admin__reply_fn reply, void *arg,
+                                     const struct config_cloud **cc, struct cloud_need *need)
+{
+    char *msg = cloud_request(app, req, verb, cc, need);
+    if (msg) {
+        reply_error(reply, arg, msg);
+        free(msg);
+        return NULL;
+    }
+    struct cloud_op *op = xcalloc(1, sizeof *op);
+    op->reply = reply;
+    op->arg = arg;
+    op->cloud = xstrdup((*cc)->name);
+    return op;
+}
+
 void admin__cloud_offers(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
 {
     const struct config_cloud *cc;
     struct cloud_need need;
-    char *msg = cloud_request(app, req, "cloud_offers", &cc, &need);
-    if (msg) {
-        reply_error(reply, arg, msg);
-        free(msg);
+    struct cloud_op *op = cloud_op_new(app, req, "cloud_offers", reply, arg, &cc, &need);
+    if (!op)
         return;
-    }
-    struct offers_op *op = xcalloc(1, sizeof *op);
-    op->reply = reply;
-    op->arg = arg;
-    op->cloud = xstrdup(cc->name);
+    char *msg = NULL;
     /* The bad-host registry's machines are left out, the history ranks (docs/cloud.md). */
     if (host_cloud_offers(app->hosts, cc, &need, offers_done, op, &msg) < 0) {
-        char *line = xstrfmt("cloud '%s': %s", op->cloud, msg);
-        reply_error(reply, arg, line);
-        free(line);
+        cloud_op_end(op, 0, NULL, msg);
         free(msg);
-        free(op->cloud);
-        free(op);
     }
 }
 
 /* ---- rent, ls, release ---- */
 
-struct rent_op {
-    admin__reply_fn reply;
-    void *arg;
-    char *cloud;
-};
-
 static void rent_done(void *arg, const char *name, const char *err)
 {
-    struct rent_op *op = arg;
-    if (name) {
-        op->reply(op->arg, json_pack("{s:b, s:{s:s}}", "ok", 1, "result", "name", name));
-    } else {
-        char *msg = xstrfmt("cloud '%s': %s", op->cloud, err);
-        reply_error(op->reply, op->arg, msg);
-        free(msg);
-    }
-    free(op->cloud);
-    free(op);
+    cloud_op_end(arg, name != NULL, name ? json_pack("{s:s}", "name", name) : NULL, err);
 }
 
 void admin__cloud_rent(struct app *app, json_t *req, admin__reply_fn reply, void *arg)
 {
     const struct config_cloud *cc;
     struct cloud_need need;
-    char *msg = cloud_request(app, req, "cloud_rent", &cc, &need);
-    if (msg) {
-        reply_error(reply, arg, msg);
-        free(msg);
+    struct cloud_op *op = cloud_op_new(app, req, "cloud_rent", reply, arg, &cc, &need);
+    if (!op)
         return;
-    }
-    struct rent_op *op = xcalloc(1, sizeof *op);
-    op->reply = reply;
-    op->arg = arg;
-    op->cloud = xstrdup(cc->name);
     host_rent(app->hosts, cc->name, need.gpus, need.vram,
               json_string_value(json_object_get(req, "model")), rent_done, op);
 }
