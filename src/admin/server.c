@@ -657,17 +657,9 @@ static void handle_stop(struct admin_conn *c, json_t *req)
     c->refs++;
     char *err = NULL;
     if (all) {
-        size_t n = sup_count(s);
-        char **names = xcalloc(n ? n : 1, sizeof *names);
+        size_t n;
+        char **names = sched_stop_all_names(c->srv->app->sched, &n);
         for (size_t i = 0; i < n; i++) {
-            struct sup_info info;
-            sup_info_at(s, i, &info);
-            /* A model once: stopping it stops all its replicas. */
-            names[i] = info.state == INST_STOPPED || info.replica > 0 ? NULL : xstrdup(info.name);
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (!names[i])
-                continue;
             struct sup_info info;
             if (sup_info(s, names[i], &info) == 0 && info.state != INST_UNKNOWN)
                 json_array_append_new(x->names, jstr(names[i]));

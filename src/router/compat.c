@@ -130,17 +130,10 @@ void router__unload(struct router *r, struct http_request *req, const char *mode
     if (name) {
         unload_one(r, u, name);
     } else {
-        /* A model once: stopping it stops all its replicas. */
-        size_t n = sup_count(s);
-        char **names = xcalloc(n ? n : 1, sizeof *names);
+        size_t n;
+        char **names = sched_stop_all_names(r->app->sched, &n);
         for (size_t i = 0; i < n; i++) {
-            struct sup_info info;
-            sup_info_at(s, i, &info);
-            names[i] = info.state == INST_STOPPED || info.replica > 0 ? NULL : xstrdup(info.name);
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (names[i])
-                unload_one(r, u, names[i]);
+            unload_one(r, u, names[i]);
             free(names[i]);
         }
         free(names);

@@ -1290,6 +1290,21 @@ int sched_stop(struct sched *s, const char *model, const char *why, void (*done)
     return 0;
 }
 
+char **sched_stop_all_names(struct sched *s, size_t *n)
+{
+    size_t count = s->ops->count(s->app->sup);
+    char **names = xcalloc(count ? count : 1, sizeof *names);
+    *n = 0;
+    for (size_t i = 0; i < count; i++) {
+        struct sup_info info;
+        s->ops->info_at(s->app->sup, i, &info);
+        /* A model once: stopping it stops all its replicas. */
+        if (info.state != INST_STOPPED && info.replica == 0)
+            names[(*n)++] = xstrdup(info.name);
+    }
+    return names;
+}
+
 struct restart {
     struct sched *s;
     char *model;

@@ -193,6 +193,13 @@ int sched_wake(struct sched *s, const char *model, sup_op_cb done, void *arg, ch
 int sched_stop(struct sched *s, const char *model, const char *why, void (*done)(void *), void *arg,
                char **err);
 /*
+ * What a stop of every model stops: the name of each model that is not
+ * stopped, once (its replicas stop with it), in the supervisor's order.
+ * Returns a new array of *n new strings; the caller frees each and the array.
+ * Never NULL.
+ */
+char **sched_stop_all_names(struct sched *s, size_t *n);
+/*
  * A reload changed MODEL while it runs (sup_reload): drains it as sched_stop
  * does (requests in flight finish), stops it with why as its reason ("config
  * changed: cmd"), then starts it again as a demand like sched_start, so

@@ -1084,6 +1084,33 @@ static void test_removed_by_reload(void **state)
     fx_end(&f);
 }
 
+/*
+ * A stop of every model stops each model that runs once, whatever its
+ * replicas, and leaves out the stopped ones (yard stop --all, /unload).
+ */
+static void test_stop_all_names(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_start(&f, "models:\n  a: " MOCK " }\n  b: " MOCK " }\n  m: " MOCK ", replicas: 2 }\n");
+    size_t n;
+    char **names = sched_stop_all_names(f.s, &n);
+    assert_int_equal(n, 0);
+    free(names);
+    fake_ready(&f.sup, "a", 0);
+    fake_ready(&f.sup, "m", 0);
+    fake_find(&f.sup, "m")->reps[1].exists = 1;
+    fake_ready(&f.sup, "m", 1);
+    names = sched_stop_all_names(f.s, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], "a");
+    assert_string_equal(names[1], "m");
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    fx_end(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1103,6 +1130,7 @@ int main(void)
         cmocka_unit_test(test_memory_eviction),
         cmocka_unit_test(test_load_failed),
         cmocka_unit_test(test_removed_by_reload),
+        cmocka_unit_test(test_stop_all_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
