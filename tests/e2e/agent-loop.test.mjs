@@ -7,26 +7,13 @@
 import { test, after } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import OpenAI from 'openai';
-import { assert, cleanup, tmpdir } from './lib/harness.mjs';
+import { assert, cleanup, sandboxSkip, tmpdir } from './lib/harness.mjs';
 import { routerDaemon, mockCmd } from './lib/router-helpers.mjs';
 
 after(cleanup);
 
-function bwrapWorks() {
-    const r = spawnSync('bwrap', ['--ro-bind', '/', '/', '--unshare-pid', '--unshare-net', 'true'], {
-        uid: 65534,
-        gid: 65534,
-    });
-    return r.status === 0;
-}
-const skip =
-    process.getuid() !== 0
-        ? 'runs as root, so that commands can run as nobody'
-        : !bwrapWorks()
-          ? 'bwrap cannot make its namespaces here (no user namespaces?)'
-          : false;
+const skip = sandboxSkip();
 
 test('the openai client gets a tool call from a model and the agent runs it in a session', { skip }, async () => {
     const key = 'sk-agent';

@@ -24,25 +24,16 @@ import {
     httpGet,
     httpPost,
     cleanup,
+    sandboxSkip,
 } from './lib/harness.mjs';
 
 after(cleanup);
 
-function bwrapWorks() {
-    const r = spawnSync('bwrap', ['--ro-bind', '/', '/', '--unshare-pid', '--unshare-net', 'true'], {
-        uid: 65534,
-        gid: 65534,
-    });
-    return r.status === 0;
-}
 const skip =
-    process.getuid() !== 0
-        ? 'runs as root, so that commands can run as nobody'
-        : !bwrapWorks()
-          ? 'bwrap cannot make its namespaces here (no user namespaces?)'
-          : spawnSync('tar', ['--zstd', '--version']).status !== 0
-            ? 'needs tar with zstd to read the backups back'
-            : false;
+    sandboxSkip() ||
+    (spawnSync('tar', ['--zstd', '--version']).status !== 0
+        ? 'needs tar with zstd to read the backups back'
+        : false);
 
 async function daemonWith(extra) {
     const dir = tmpdir();

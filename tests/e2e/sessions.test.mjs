@@ -12,7 +12,6 @@ import { test, after } from 'node:test';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import {
     assert,
     tmpdir,
@@ -29,26 +28,14 @@ import {
     parseSSE,
     processesMatching,
     cleanup,
+    sandboxSkip,
     startProcess,
     YARD_BIN,
 } from './lib/harness.mjs';
 
 after(cleanup);
 
-// bwrap must be able to make its namespaces here, as the user the commands run as.
-function bwrapWorks() {
-    const r = spawnSync('bwrap', ['--ro-bind', '/', '/', '--unshare-pid', '--unshare-net', 'true'], {
-        uid: 65534,
-        gid: 65534,
-    });
-    return r.status === 0;
-}
-const skip =
-    process.getuid() !== 0
-        ? 'runs as root, so that commands can run as nobody'
-        : !bwrapWorks()
-          ? 'bwrap cannot make its namespaces here (no user namespaces?)'
-          : false;
+const skip = sandboxSkip();
 
 async function daemonWithSessions({ extra = '', top = '', dir = tmpdir() } = {}) {
     fs.chmodSync(dir, 0o755); // the commands' user must reach the volumes

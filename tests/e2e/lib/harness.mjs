@@ -38,6 +38,18 @@ const KEEP = process.env.YARD_E2E_KEEP === '1';
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Why the sessions' sandbox tests cannot run here, or false: they run as root (so
+ *  that commands can run as nobody), and bwrap must be able to make its namespaces
+ *  as that user. The value of node:test's `skip`. */
+export function sandboxSkip() {
+    if (process.getuid() !== 0) return 'runs as root, so that commands can run as nobody';
+    const r = spawnSync('bwrap', ['--ro-bind', '/', '/', '--unshare-pid', '--unshare-net', 'true'], {
+        uid: 65534,
+        gid: 65534,
+    });
+    return r.status === 0 ? false : 'bwrap cannot make its namespaces here (no user namespaces?)';
+}
+
 /** Creates a fresh temporary directory, removed when the process exits
  *  (kept when YARD_E2E_KEEP=1). Short path: unix socket paths are limited. */
 export function tmpdir(prefix = 'yard-') {
