@@ -24,6 +24,7 @@ import {
     pidAlive,
     socketAccepts,
 } from './lib/harness.mjs';
+import { routerDaemon } from './lib/router-helpers.mjs';
 
 const FAKE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'tools', 'fake-docker');
 
@@ -48,20 +49,9 @@ async function fakeDocker() {
     return { dir, daemon, docker, run, running, all };
 }
 
-async function daemonWith(models, stateDir) {
-    const dir = stateDir || tmpdir();
-    const port = await freePort();
-    const startPort = 20000 + Math.floor(Math.random() * 20000);
-    let yaml = `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\n`;
-    yaml += `defaults: { stop_timeout: 5s, startup_timeout: 30s }\nmodels:\n`;
-    for (const [name, body] of Object.entries(models)) {
-        yaml += `  ${name}:\n`;
-        for (const [k, v] of Object.entries(body)) yaml += `    ${k}: ${JSON.stringify(v)}\n`;
-    }
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir });
-    return { dir, d, base: `http://127.0.0.1:${port}`, config };
-}
+// The daemon on models (routerDaemon), in stateDir when given: a restart finds its state.
+const daemonWith = (models, stateDir) =>
+    routerDaemon({ models, defaults: { stop_timeout: '5s' }, dir: stateDir || tmpdir() });
 
 const chat = (base, model) =>
     httpPost(`${base}/v1/chat/completions`, {

@@ -4,39 +4,11 @@
 // its port taken ("address already in use") is started again on another port
 // without counting as a failure.
 import { test } from 'node:test';
-import {
-    assert,
-    MOCK_ENGINE_BIN,
-    tmpdir,
-    writeConfig,
-    startDaemon,
-    startProcess,
-    yard,
-    ps,
-    waitState,
-    waitFor,
-    httpPost,
-    freePort,
-} from './lib/harness.mjs';
+import { assert, startProcess, yard, ps, waitState, waitFor, httpPost } from './lib/harness.mjs';
+import { mockCmd, routerDaemon } from './lib/router-helpers.mjs';
 
-
-const mock = (flavor, extra = '') =>
-    `${MOCK_ENGINE_BIN} --flavor ${flavor} --port \${PORT} --name \${NAME} ${extra}`.trim();
-
-async function daemonWith(models, { startupTimeout = '30s' } = {}) {
-    const dir = tmpdir();
-    const port = await freePort();
-    const startPort = 20000 + Math.floor(Math.random() * 20000);
-    let yaml = `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\n`;
-    yaml += `defaults: { stop_timeout: 2s, startup_timeout: ${startupTimeout} }\nmodels:\n`;
-    for (const [name, body] of Object.entries(models)) {
-        yaml += `  ${name}:\n`;
-        for (const [k, v] of Object.entries(body)) yaml += `    ${k}: ${JSON.stringify(v)}\n`;
-    }
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir });
-    return { dir, d, base: `http://127.0.0.1:${port}` };
-}
+const daemonWith = (models, { startupTimeout = '30s' } = {}) =>
+    routerDaemon({ models, defaults: { startup_timeout: startupTimeout } });
 
 const entry = async (dir, name) => (await ps(dir)).find((e) => e.name === name);
 
@@ -70,7 +42,7 @@ const events = async (dir) =>
 
 test('a neighbour on the port is not the model; the engine moves to another port', async () => {
     const { dir, d, base } = await daemonWith({
-        m: { engine: 'sglang', cmd: mock('sglang', '--load-time 4s') },
+        m: { engine: 'sglang', cmd: mockCmd('sglang', '--load-time 4s') },
     });
     const r = await yard(['start', 'm'], { stateDir: dir });
     assert.equal(r.code, 0, r.stderr);
@@ -119,7 +91,7 @@ test('a neighbour on the port is not the model; the engine moves to another port
 
 test('startup_timeout names the process that holds the port', async () => {
     const { dir, d } = await daemonWith(
-        { m: { engine: 'sglang', cmd: mock('sglang', '--load-time 60s'), restart: 'never' } },
+        { m: { engine: 'sglang', cmd: mockCmd('sglang', '--load-time 60s'), restart: 'never' } },
         { startupTimeout: '2s' },
     );
     assert.equal((await yard(['start', 'm'], { stateDir: dir })).code, 0);
