@@ -1298,8 +1298,13 @@ char **sched_stop_all_names(struct sched *s, size_t *n)
     for (size_t i = 0; i < count; i++) {
         struct sup_info info;
         s->ops->info_at(s->app->sup, i, &info);
-        /* A model once: stopping it stops all its replicas. */
-        if (info.state != INST_STOPPED && info.replica == 0)
+        if (info.state == INST_STOPPED)
+            continue;
+        /* A model once, whichever of its replicas runs: stopping it stops all of them. */
+        size_t k = 0;
+        while (k < *n && strcmp(names[k], info.name) != 0)
+            k++;
+        if (k == *n)
             names[(*n)++] = xstrdup(info.name);
     }
     return names;

@@ -1108,6 +1108,15 @@ static void test_stop_all_names(void **state)
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
+    /* m's first replica stopped while its second runs: m is still stopped, once */
+    fake_set(&f.sup, "m", 0, INST_STOPPED, NULL);
+    names = sched_stop_all_names(f.s, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], "a");
+    assert_string_equal(names[1], "m");
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
     fx_end(&f);
 }
 
