@@ -47,6 +47,7 @@ struct daemon {
     size_t cfg_len;
     int stopping;
     struct notify notify; /* the service manager: READY, RELOADING, STOPPING, the watchdog */
+    struct host_observer host_events; /* rentals' events reach event followers */
 };
 
 static const char serve_usage[] =
@@ -59,6 +60,14 @@ static void session_event(void *arg, const char *name)
     struct app *app = arg;
     if (app->sup)
         sup_notify_event(app->sup, name);
+}
+
+/* A rental's event is in the store: event followers hear of it as of an instance's. */
+static void host_event(void *arg, const char *model)
+{
+    struct app *app = arg;
+    if (app->sup)
+        sup_notify_event(app->sup, model);
 }
 
 /* Applies --listen over the config's listen address. */
@@ -651,6 +660,8 @@ int cmd_serve(int argc, char **argv, struct app *app)
                      strerror(-src));
     }
     app->hosts = host_registry_new(app);
+    d.host_events = (struct host_observer){.event = host_event, .arg = app};
+    host_observe(app->hosts, &d.host_events);
     int hrc = host_registry_load(app->hosts);
     if (hrc < 0)
         log_warn("serve",

@@ -79,6 +79,8 @@ struct host_observer {
     void (*gpus)(void *arg, struct host *h);
     /* A step of a machine being rented for model (rented.c): text, one line. */
     void (*rent_step)(void *arg, const char *model, const char *text);
+    /* An event of model (or of a rental named model) is in the store (rented.c). */
+    void (*event)(void *arg, const char *model);
     void *arg;
 };
 

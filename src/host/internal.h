@@ -50,6 +50,8 @@ enum host__event { HOST__ADDED, HOST__REMOVED, HOST__LOST, HOST__FOUND, HOST__GP
 void host__notify(struct host_registry *reg, struct host *h, enum host__event ev);
 /* Tells every observer's rent_step of a step of a rent for model. */
 void host__notify_rent(struct host_registry *reg, const char *model, const char *text);
+/* Tells the observers that an event of model is in the store. */
+void host__notify_event(struct host_registry *reg, const char *model);
 
 /*
  * Adds host name of kind (HOST_POD or HOST_RENTED) reached with the ssh

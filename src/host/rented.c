@@ -193,6 +193,8 @@ static void rental_event(struct rental *r, const char *what)
     int rc = store_add_event(r->reg->app->store, model, r->name, state_names[r->st], what);
     if (rc < 0)
         log_warn("cloud", "cannot record an event of '%s': %s", r->name, strerror(-rc));
+    else
+        host__notify_event(r->reg, model);
     log_info("cloud", "'%s': %s", r->name, what);
     if (r->rec.model && *r->rec.model) {
         char *text = xstrfmt("%s: %s", r->name, what);
@@ -1628,6 +1630,8 @@ static void on_diag(const struct ssh_result *res, void *arg)
     int rc = store_add_event(r->reg->app->store, r->warm_model, r->name, "starting", b.data);
     if (rc < 0)
         log_warn("cloud", "cannot record an event of '%s': %s", r->name, strerror(-rc));
+    else
+        host__notify_event(r->reg, r->warm_model);
     log_info("cloud", "'%s': '%s': %s", r->name, r->warm_model, b.data);
     buf_release(&b);
 }

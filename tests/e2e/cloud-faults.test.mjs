@@ -20,7 +20,7 @@ import { describe, test } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { assert, tmpdir, freePort, writeConfig, startDaemon, waitFor, yard, yardJson, MOCK_ENGINE_BIN } from './lib/harness.mjs';
+import { assert, tmpdir, freePort, writeConfig, startDaemon, startProcess, waitFor, yard, yardJson, MOCK_ENGINE_BIN, YARD_BIN } from './lib/harness.mjs';
 import { startVastStandin, netnsSkipReason } from './lib/vast-standin.mjs';
 import { sshdSkipReason } from './lib/sshd.mjs';
 
@@ -190,6 +190,18 @@ describe('a slow warm-up on a rented machine', { skip: skip ?? false }, () => {
         const { dir, d } = await daemon(s, { models, port, cloud: '    deadlines: { ready: 8s }\n' });
         const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0, timeout: 90000 });
         const ask = () => client.chat.completions.create({ model: 'c', messages: [{ role: 'user', content: 'hi' }] });
+        // a follower of the model's events hears the diagnostics while the slow machine still runs
+        const follow = startProcess(YARD_BIN, ['--state-dir', dir, 'events', 'c', '-f', '--json'], { name: 'yard events -f' });
+        let heardWhileAlive = null;
+        const watching = waitFor(
+            () => {
+                if (!/slow warm-up: loading for/.test(follow.logText())) return false;
+                const slow = [...s.state.instances.values()].find((i) => i.offer.id === 201);
+                heardWhileAlive = !slow.destroyed;
+                return true;
+            },
+            { what: 'the diagnostics in yard events -f', timeoutMs: 60000, intervalMs: 10 },
+        );
         try {
             // the request that rented the slow machine may fail with its engine; the next is served
             let answer = await ask().catch((e) => e);
@@ -230,7 +242,10 @@ describe('a slow warm-up on a rented machine', { skip: skip ?? false }, () => {
             const destroyed = events.findIndex((e) => /^destroyed instance \d+: the engine of 'c' did not become ready within 8s/.test(e.reason));
             assert.ok(destroyed >= 0, ev.stdout);
             assert.ok(events.indexOf(diag[0]) < destroyed, 'the diagnostics come before the destroy');
+            await watching;
+            assert.equal(heardWhileAlive, true, 'yard events -f had the diagnostics before the machine went');
         } finally {
+            await follow.stop();
             await d.stop();
             await s.stop();
         }
