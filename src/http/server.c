@@ -811,9 +811,14 @@ int http_stream_write(struct http_request *req, const void *data, size_t len, ht
         uv_buf_t parts[1] = {part(data, r->is_head ? 0 : len)};
         return conn_write(r->conn, r, parts, 1, cb, arg, 0);
     }
-    char size[24];
-    int n = snprintf(size, sizeof size, "%zx\r\n", len);
-    uv_buf_t parts[3] = {part(size, (size_t)n), part(data, len), part("\r\n", 2)};
+    /* The chunk's size line in hex, written backwards: printf was a third of a chunk's instructions. */
+    char size[2 * sizeof(size_t) + 2];
+    size_t at = sizeof size;
+    size[--at] = '\n';
+    size[--at] = '\r';
+    for (size_t v = len; v; v >>= 4)
+        size[--at] = "0123456789abcdef"[v & 15];
+    uv_buf_t parts[3] = {part(size + at, sizeof size - at), part(data, len), part("\r\n", 2)};
     return conn_write(r->conn, r, parts, 3, cb, arg, 0);
 }
 
