@@ -41,6 +41,12 @@ static const struct cmd commands[] = {
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
+/* Commands the daemon runs as children of its own; not listed, not completed. */
+static const struct cmd internal_commands[] = {
+    {"checkpoint-store", cmd_checkpoint_store,
+     "move checkpoint images to or from the checkpoint store (docs/checkpoint.md)"},
+};
+
 static void print_usage(FILE *out)
 {
     fputs("usage: yard <command> [options] [arguments]\n\ncommands:\n", out);
@@ -61,6 +67,9 @@ static const struct cmd *find_command(const char *name)
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(commands[i].name, name) == 0)
             return &commands[i];
+    for (size_t i = 0; i < sizeof internal_commands / sizeof internal_commands[0]; i++)
+        if (strcmp(internal_commands[i].name, name) == 0)
+            return &internal_commands[i];
     return NULL;
 }
 

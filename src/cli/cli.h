@@ -36,6 +36,7 @@ int cmd_unpin(int argc, char **argv, struct app *app);
 int cmd_logs(int argc, char **argv, struct app *app);
 int cmd_events(int argc, char **argv, struct app *app);
 int cmd_version(int argc, char **argv, struct app *app);
+int cmd_checkpoint_store(int argc, char **argv, struct app *app);
 int cmd_init(int argc, char **argv, struct app *app);
 int cmd_import(int argc, char **argv, struct app *app);
 
