@@ -213,6 +213,15 @@ struct config_gpu {
 
 struct config__index; /* the module's table of names and aliases (internal.h) */
 
+/* tools.checkpoint_store: CRIU images kept in S3 too (docs/checkpoint.md). */
+struct config_ckpt_store {
+    char *url;          /* "http(s)://host[:port][/path]", no trailing slash */
+    char *bucket;       /* an S3 bucket's name */
+    char *prefix;       /* "" or ending in '/' */
+    int keep;           /* complete generations kept per model, default 2 */
+    uint64_t part_size; /* multipart part size, default 16MiB (5MiB at least) */
+};
+
 struct config {
     char *path;
     /*
@@ -259,6 +268,7 @@ struct config {
     char *tool_criu;                   /* tools.criu, default "criu" */
     char *tool_nvidia_smi;             /* tools.nvidia_smi, NULL: "nvidia-smi" from PATH */
     int keep_checkpoints;              /* tools.keep_checkpoints: keep CRIU images after restore */
+    struct config_ckpt_store *ckpt_store; /* tools.checkpoint_store, or NULL */
     struct config_model *models;
     size_t n_models;
     struct config_group *groups;

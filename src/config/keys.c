@@ -484,13 +484,109 @@ static void parse_pods(struct config__walk *w, const yaml_node_t *n)
     free(first);
 }
 
-/* tools: { cuda_checkpoint, criu, nvidia_smi, keep_checkpoints } */
+/* 1 when b is a bucket name S3 accepts: 3-63 of a-z 0-9 . -, starting and ending alnum. */
+static int valid_bucket(const char *b)
+{
+    size_t n = strlen(b);
+    if (n < 3 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = b[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && c != '.' && c != '-')
+            return 0;
+        if ((i == 0 || i == n - 1) && !alnum)
+            return 0;
+    }
+    return 1;
+}
+
+/* The prefix's characters: what a key of the store may hold besides the model's name. */
+static int valid_prefix(const char *p)
+{
+    size_t n = strlen(p);
+    if (n == 0)
+        return 1;
+    if (p[0] == '/' || p[n - 1] != '/' || strstr(p, "//") || n > 512)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == '/'))
+            return 0;
+    }
+    return 1;
+}
+
+/* tools.checkpoint_store: { url, bucket, prefix, keep, part_size } */
+static void parse_ckpt_store(struct config__walk *w, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"url", "bucket", "prefix", "keep", "part_size", NULL};
+    yaml_node_t *v[5];
+    if (config__walk_map(w, n, "tools.checkpoint_store", "in 'tools.checkpoint_store'", keys, v) <
+        0)
+        return;
+    struct config_ckpt_store *cs = config__calloc(w, 1, sizeof *cs);
+    if (!cs)
+        return;
+    cs->keep = 2;
+    cs->part_size = 16ull << 20;
+    w->cfg->ckpt_store = cs;
+    if (!config__present(v[0]) || !config__present(v[1])) {
+        config__err_at(w, n,
+                       "tools.checkpoint_store: give url and bucket, as { url: "
+                       "\"https://s3.example.org\", bucket: yard, prefix: ckpt/ }");
+        return;
+    }
+    config__get_str(w, v[0], "tools.checkpoint_store.url", &cs->url);
+    if (cs->url) {
+        size_t len = strlen(cs->url);
+        while (len > 0 && cs->url[len - 1] == '/')
+            cs->url[--len] = 0;
+        const char *host = !strncmp(cs->url, "https://", 8)  ? cs->url + 8
+                           : !strncmp(cs->url, "http://", 7) ? cs->url + 7
+                                                             : NULL;
+        if (!host || !*host || host[0] == '/' || strpbrk(cs->url, "?# \t\r\n"))
+            config__err_at(w, v[0],
+                           "tools.checkpoint_store.url: '%s' is not an http:// or https:// URL "
+                           "of the store's endpoint (no query); as \"https://s3.example.org\"",
+                           cs->url);
+    }
+    config__get_str(w, v[1], "tools.checkpoint_store.bucket", &cs->bucket);
+    if (cs->bucket && !valid_bucket(cs->bucket))
+        config__err_at(w, v[1],
+                       "tools.checkpoint_store.bucket: '%s' is not a bucket name (3-63 of a-z, "
+                       "0-9, '.' and '-', starting and ending with a letter or digit)",
+                       cs->bucket);
+    if (config__present(v[2])) {
+        config__get_str(w, v[2], "tools.checkpoint_store.prefix", &cs->prefix);
+        if (cs->prefix && !valid_prefix(cs->prefix))
+            config__err_at(
+                w, v[2],
+                "tools.checkpoint_store.prefix: '%s' must be empty or a folder such "
+                "as 'ckpt/' (A-Z a-z 0-9 . _ - /, ending with '/', not starting with it)",
+                cs->prefix);
+    }
+    if (!cs->prefix)
+        cs->prefix = config__strdup(w, "");
+    if (config__present(v[3]))
+        config__get_int(w, v[3], "tools.checkpoint_store.keep", 1, 1000, &cs->keep);
+    if (config__present(v[4])) {
+        config__get_size(w, v[4], "tools.checkpoint_store.part_size", &cs->part_size);
+        if (cs->part_size < (5ull << 20) || cs->part_size > (5ull << 30))
+            config__err_at(w, v[4],
+                           "tools.checkpoint_store.part_size: give 5MiB to 5GiB (S3's limits "
+                           "for a part)");
+    }
+}
+
+/* tools: { cuda_checkpoint, criu, nvidia_smi, keep_checkpoints, checkpoint_store } */
 static void parse_tools(struct config__walk *w, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"cuda_checkpoint", "criu", "nvidia_smi", "keep_checkpoints",
-                                       NULL};
+    static const char *const keys[] = {"cuda_checkpoint",  "criu", "nvidia_smi", "keep_checkpoints",
+                                       "checkpoint_store", NULL};
     struct config *cfg = w->cfg;
-    yaml_node_t *v[4];
+    yaml_node_t *v[5];
     if (config__walk_map(w, n, "tools", "in 'tools'", keys, v) < 0)
         return;
     char **dst[3] = {&cfg->tool_cuda_checkpoint, &cfg->tool_criu, &cfg->tool_nvidia_smi};
@@ -508,6 +604,8 @@ static void parse_tools(struct config__walk *w, const yaml_node_t *n)
     }
     if (config__present(v[3]))
         config__get_bool(w, v[3], "tools.keep_checkpoints", &cfg->keep_checkpoints);
+    if (config__present(v[4]))
+        parse_ckpt_store(w, v[4]);
 }
 
 void config__set_defaults(struct config__walk *w)
@@ -723,6 +821,12 @@ void config_free(struct config *cfg)
     free(cfg->router_policy);
     free(cfg->tool_cuda_checkpoint);
     free(cfg->tool_criu);
+    if (cfg->ckpt_store) {
+        free(cfg->ckpt_store->url);
+        free(cfg->ckpt_store->bucket);
+        free(cfg->ckpt_store->prefix);
+        free(cfg->ckpt_store);
+    }
     free(cfg->tool_nvidia_smi);
     free(cfg->gpu_ledger);
     free(cfg->catalog);

@@ -281,6 +281,11 @@ void sup__ckpt_discard(struct instance *in)
         free(dir);
         return;
     }
+    if (sup__ckstore_hold_discard(in)) {
+        /* The upload reads them: removed when it ends. */
+        free(dir);
+        return;
+    }
     int rc = empty_dir(dir);
     if (rc == 0 && rmdir(dir) < 0 && errno != ENOENT)
         rc = -errno;
@@ -433,6 +438,8 @@ static int ckpt_sleep(struct instance *in, int level, sup_op_cb done, void *arg,
         *err = io_uring_msg(in, offender);
         return -ENOTSUP;
     }
+    /* An upload of the images about to be replaced is of no more use. */
+    sup__ckstore_cancel(in);
     char *base = xstrfmt("%s/checkpoints", in->sup->app->state_dir);
     char *dir = sup__ckpt_dir(in);
     rc = mkdir_one(base);
@@ -535,6 +542,8 @@ static void dump_done(const struct tools_result *res, void *arg)
     }
     if (in->runner->pids_here) {
         write_pids(in, c->dir);
+        /* The local images stay the ones a wake restores; the store's copy outlives them. */
+        sup__ckstore_upload(in, c->dir);
         dumped(in);
         return;
     }
@@ -775,6 +784,27 @@ static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
     char *pidfile = xstrfmt("%s/%s", c->dir, PID_FILE);
     unlink(pidfile);
     free(pidfile);
+    char *inv = xstrfmt("%s/inventory.img", c->dir);
+    int missing = access(inv, F_OK) < 0 && errno == ENOENT;
+    free(inv);
+    if (missing && sup__ckstore_on(in)) {
+        /* A wiped disk, a new machine: the store's newest generation first. */
+        char *base = xstrfmt("%s/checkpoints", in->sup->app->state_dir);
+        int rc = mkdir_one(base);
+        free(base);
+        if (rc < 0) {
+            *err = xstrfmt("cannot restore '%s': cannot make '%s/checkpoints': %s", in->name,
+                           in->sup->app->state_dir, strerror(-rc));
+            ckpt_free(c);
+            in->ckpt = NULL;
+            return rc;
+        }
+        in->op = SUP__OP_WAKE;
+        in->op_done = done;
+        in->op_arg = arg;
+        sup__ckstore_download(in, c->dir);
+        return 0;
+    }
     int rc = restore_run(in, err);
     if (rc < 0) {
         ckpt_free(c);
@@ -785,6 +815,20 @@ static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
     in->op_done = done;
     in->op_arg = arg;
     return 0;
+}
+
+void sup__ckpt_downloaded(struct instance *in, const char *why)
+{
+    if (why) {
+        /* Nothing local changed, the store keeps its copy; a failed wake ends in a stop. */
+        ckpt_fail(in, "restore", why);
+        return;
+    }
+    char *err = NULL;
+    if (restore_run(in, &err) < 0) {
+        ckpt_fail(in, "restore", err);
+        free(err);
+    }
 }
 
 static void ckpt_cancel(struct instance *in)

@@ -1279,7 +1279,13 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
         char *inv = xstrfmt("%s/inventory.img", dir);
         /* A pod's images are checked there by the restore, which stops it when they are gone. */
         int have = remote || access(inv, R_OK) == 0;
-        char *reason = xstrfmt("adopted checkpointed (images in %s)", dir);
+        /* Gone here but kept in the store: the wake downloads them. */
+        int stored = !have && sup__ckstore_on(in);
+        char *reason = stored ? xstrfmt("adopted checkpointed (images not in %s: in the "
+                                        "checkpoint store)",
+                                        dir)
+                              : xstrfmt("adopted checkpointed (images in %s)", dir);
+        have = have || stored;
         free(inv);
         free(dir);
         if (have) {
@@ -1448,6 +1454,7 @@ void sup__inst_release(struct instance *in)
         in->plan = NULL;
     }
     uv_timer_stop(&in->restart_timer);
+    sup__ckstore_cancel(in);
     sup__stop_cmd_cancel(in);
     if (in->watch) {
         in->runner->ops->unwatch(in->watch);

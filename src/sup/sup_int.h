@@ -143,8 +143,9 @@ struct instance {
     struct ckpt *ckpt;                  /* a CRIU dump or restore under way */
     const struct sup__evict_ops *evict; /* the mechanism of the last sleep or wake */
     int dumping;                        /* criu dump runs: the tree exiting is expected */
-    int images_left; /* a dump began: its images may lie on the host until discarded */
-    int removed;     /* the config dropped it: forget it once stopped */
+    int images_left;            /* a dump began: its images may lie on the host until discarded */
+    struct sup__upload *upload; /* its images going to the checkpoint store, or NULL */
+    int removed;                /* the config dropped it: forget it once stopped */
     /* Pods (remote.c) */
     int reach_port;                 /* 127.0.0.1 port that reaches the engine */
     int preparing;                  /* asking the pod for ports and GPUs before a start */
@@ -340,6 +341,21 @@ int sup__ckpt_found(struct instance *in, int local_port);
 void sup__ckpt_drop(struct instance *in);
 /* The restored tree exited before its port was forwarded: 1 (it fails and stops), else 0. */
 int sup__ckpt_exited(struct instance *in);
+/* The download a wake waited for ended: why is NULL, or why it failed (one line). */
+void sup__ckpt_downloaded(struct instance *in, const char *why);
+
+/* ckpt_store.c: tools.checkpoint_store */
+/* 1 when in's checkpoints go to the store too (one is configured; in runs on this machine). */
+int sup__ckstore_on(struct instance *in);
+/* Uploads the images in dir as a new generation, in a child; a running upload of in ends first. */
+void sup__ckstore_upload(struct instance *in, const char *dir);
+/* Ends in's upload and its retries (the images are replaced, or in is let go). */
+void sup__ckstore_cancel(struct instance *in);
+/* 1 when an upload reads in's images: the discard happens when it ends. Else 0. */
+int sup__ckstore_hold_discard(struct instance *in);
+/* Brings the newest complete generation into dir (in->tool runs it); sup__ckpt_downloaded follows.
+ */
+void sup__ckstore_download(struct instance *in, const char *dir);
 
 /*
  * What every runner the supervisor uses reports (instance.c): launched (one

@@ -1006,6 +1006,51 @@ static void test_eviction_policies(void **state)
     config_free(cfg);
 }
 
+/* tools.checkpoint_store: url, bucket, prefix, keep, part_size; one line per mistake */
+static void test_checkpoint_store(void **state)
+{
+    (void)state;
+    struct config *c = parse_ok("tools:\n  checkpoint_store: { url: \"https://s3.example.org/\", "
+                                "bucket: yard, prefix: ckpt/, keep: 3 }\n");
+    assert_non_null(c->ckpt_store);
+    assert_string_equal(c->ckpt_store->url, "https://s3.example.org");
+    assert_string_equal(c->ckpt_store->bucket, "yard");
+    assert_string_equal(c->ckpt_store->prefix, "ckpt/");
+    assert_int_equal(c->ckpt_store->keep, 3);
+    assert_int_equal(c->ckpt_store->part_size, 16u << 20);
+    config_free(c);
+    c = parse_ok("tools: { checkpoint_store: { url: \"http://127.0.0.1:9000\", bucket: b.1-x, "
+                 "part_size: 8MiB } }\n");
+    assert_string_equal(c->ckpt_store->prefix, "");
+    assert_int_equal(c->ckpt_store->keep, 2);
+    assert_int_equal(c->ckpt_store->part_size, 8u << 20);
+    config_free(c);
+    c = parse_ok("tools: { criu: /opt/criu }\n");
+    assert_null(c->ckpt_store);
+    config_free(c);
+
+    expect_error("tools: { checkpoint_store: { bucket: yard } }\n",
+                 "yard.yaml:1:28: tools.checkpoint_store: give url and bucket, as { url: "
+                 "\"https://s3.example.org\", bucket: yard, prefix: ckpt/ }");
+    expect_error("tools: { checkpoint_store: { url: \"s3.example.org\", bucket: yard } }\n",
+                 "yard.yaml:1:35: tools.checkpoint_store.url: 's3.example.org' is not an http:// "
+                 "or https:// URL of the store's endpoint (no query); as "
+                 "\"https://s3.example.org\"");
+    expect_error("tools: { checkpoint_store: { url: \"https://h\", bucket: Yard_1 } }\n",
+                 "yard.yaml:1:56: tools.checkpoint_store.bucket: 'Yard_1' is not a bucket name "
+                 "(3-63 of a-z, 0-9, '.' and '-', starting and ending with a letter or digit)");
+    expect_error("tools: { checkpoint_store: { url: \"https://h\", bucket: yard, prefix: ckpt } "
+                 "}\n",
+                 "yard.yaml:1:70: tools.checkpoint_store.prefix: 'ckpt' must be empty or a folder "
+                 "such as 'ckpt/' (A-Z a-z 0-9 . _ - /, ending with '/', not starting with it)");
+    expect_error("tools: { checkpoint_store: { url: \"https://h\", bucket: yard, keep: 0 } }\n",
+                 "yard.yaml:1:68: tools.checkpoint_store.keep: 0 is out of range; use 1 to 1000");
+    expect_error("tools: { checkpoint_store: { url: \"https://h\", bucket: yard, part_size: 1MiB "
+                 "} }\n",
+                 "yard.yaml:1:73: tools.checkpoint_store.part_size: give 5MiB to 5GiB (S3's "
+                 "limits for a part)");
+}
+
 /* pods: { NAME: { setup | setup_file } } */
 static void test_pods(void **state)
 {
@@ -2085,6 +2130,7 @@ int main(void)
         cmocka_unit_test(test_split_argv),
         cmocka_unit_test(test_expand_cmd),
         cmocka_unit_test(test_pods),
+        cmocka_unit_test(test_checkpoint_store),
         cmocka_unit_test(test_empty_api_keys),
         cmocka_unit_test(test_ui_and_admin_keys),
         cmocka_unit_test(test_name_bounds),

@@ -73,19 +73,31 @@ export function gpuPodEnv(home, podBin, ledger) {
  *   cudaTool, criu:  the tools' paths (default: the stand-ins)
  *   keep:            tools.keep_checkpoints
  *   groups:          YAML text appended to the config
- *   dir, args:       the state dir (default: a new one) and extra `yard serve` arguments
+ *   tools:           YAML text added to the tools mapping (", checkpoint_store: {...}")
+ *   dir, args, env:  the state dir (default: a new one), extra `yard serve` arguments
+ *                    and environment
  * Returns { dir, d, ask(model), config }; ask posts a 2-token completion.
  */
 export async function standinDaemon(
     names,
-    { evict = 'cuda_suspend', cudaTool = CUDA_CHECKPOINT, criu = CRIU, keep = false, groups = '', dir = tmpdir(), args = [] } = {}
+    {
+        evict = 'cuda_suspend',
+        cudaTool = CUDA_CHECKPOINT,
+        criu = CRIU,
+        keep = false,
+        groups = '',
+        tools = '',
+        dir = tmpdir(),
+        args = [],
+        env = {},
+    } = {}
 ) {
     const port = await freePort();
     const ledger = path.join(dir, 'gpu.ledger');
     const startPort = 20000 + Math.floor(Math.random() * 20000);
     let yaml = `listen: 127.0.0.1:${port}\nstart_port: ${startPort}\ngpu_ledger: ${ledger}\n`;
     yaml += `tools: { cuda_checkpoint: ${JSON.stringify(cudaTool)}, criu: ${JSON.stringify(criu)}`;
-    yaml += `, keep_checkpoints: ${keep} }\n`;
+    yaml += `, keep_checkpoints: ${keep}${tools} }\n`;
     yaml += `defaults: { stop_timeout: 2s }\ngpus: [ { index: 0, name: "GPU", memory: 40GiB } ]\n`;
     yaml += 'models:\n';
     for (const name of names) {
@@ -101,7 +113,7 @@ export async function standinDaemon(
         config,
         stateDir: dir,
         args,
-        env: { YARD_STANDIN_STATE: path.join(dir, 'standin') },
+        env: { YARD_STANDIN_STATE: path.join(dir, 'standin'), ...env },
     });
     const ask = (model) =>
         httpPost(
