@@ -151,8 +151,18 @@ static void upload_start(struct sup__upload *u);
 static void retry_fire(uv_timer_t *t)
 {
     struct sup__upload *u = t->data;
-    if (u->in)
-        upload_start(u);
+    if (!u->in)
+        return;
+    if (!sup__ckstore_on(u->in)) {
+        /* A reload took the store away meanwhile. */
+        log_info("sup",
+                 "checkpoint store: no retry of the upload of '%s': tools.checkpoint_store "
+                 "is no longer configured",
+                 images_name(u->in));
+        upload_end(u);
+        return;
+    }
+    upload_start(u);
 }
 
 static void upload_done(const struct tools_result *res, void *arg)
