@@ -410,31 +410,45 @@ static void on_note(void *arg, const struct sup_note *n)
 }
 
 /*
- * Whether the store holds a pin for NAME: pins outlive the daemon (and a
- * model's removal from the config), so a new queue starts pinned when one is
- * there. A store that cannot be read pins nothing; it has logged why.
+ * The pins the store holds: pins outlive the daemon (and a model's removal
+ * from the config), so a new queue starts pinned when one is there. Read once
+ * for all the models a start or reload adds (one query each was most of the
+ * start of a daemon with 1,000 models). A store that cannot be read pins
+ * nothing; it has logged why.
  */
-static int pinned_in_store(struct sched *s, const char *name)
+struct pins {
+    char **names;
+    size_t n;
+};
+
+static struct pins pins_read(struct sched *s)
 {
-    if (!s->app->store)
-        return 0;
-    char **pins = NULL;
-    size_t n = 0;
-    int found = 0;
-    if (store_list_pins(s->app->store, &pins, &n) < 0)
-        return 0;
-    for (size_t i = 0; i < n && !found; i++)
-        found = strcmp(pins[i], name) == 0;
-    store_pins_free(pins, n);
-    return found;
+    struct pins p = {0};
+    if (s->app->store && store_list_pins(s->app->store, &p.names, &p.n) < 0)
+        p = (struct pins){0};
+    return p;
 }
 
-static void add_model(struct sched *s, const struct config_model *m)
+static int pinned(const struct pins *p, const char *name)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->names[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static void pins_free(struct pins *p)
+{
+    if (p->names)
+        store_pins_free(p->names, p->n);
+}
+
+static void add_model(struct sched *s, const struct config_model *m, const struct pins *pins)
 {
     struct smodel *sm = xcalloc(1, sizeof *sm);
     sm->name = xstrdup(m->name);
     sm->m = m;
-    sm->pinned = pinned_in_store(s, sm->name);
+    sm->pinned = pinned(pins, sm->name);
     sm->last_percent = -1;
     sm->last_used_ms = sched__now_ms(s);
     sm->sched = s;
@@ -485,9 +499,11 @@ void sched_sync(struct sched *s)
         if (sm->m)
             known[sm->m - cfg->models] = 1;
     }
+    struct pins pins = pins_read(s);
     for (size_t j = 0; j < cfg->n_models; j++)
         if (!known[j])
-            add_model(s, &cfg->models[j]);
+            add_model(s, &cfg->models[j], &pins);
+    pins_free(&pins);
     free(known);
     for (size_t i = 0; i < s->n_models;) {
         struct smodel *sm = s->models[i];
@@ -558,8 +574,10 @@ struct sched *sched_new(struct app *app, const struct sched_sup_ops *ops)
     struct sched *s = xcalloc(1, sizeof *s);
     s->app = app;
     s->ops = ops;
+    struct pins pins = pins_read(s);
     for (size_t i = 0; i < app->cfg->n_models; i++)
-        add_model(s, &app->cfg->models[i]);
+        add_model(s, &app->cfg->models[i], &pins);
+    pins_free(&pins);
     s->obs = ops->observe(app->sup, NULL, on_note, s);
     uv_timer_init(app->loop, &s->tick);
     s->tick.data = s;

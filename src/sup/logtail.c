@@ -59,7 +59,9 @@ static void feed(struct logtail *t, const char *data, size_t n)
         if (c == '\n') {
             emit_line(t, t->partial, t->plen);
             t->plen = 0;
-        } else if (t->plen < sizeof t->partial - 1) {
+            if (!t->active)
+                return; /* the line's handling stopped the tail, and its buffer went */
+        } else if (t->plen < SUP_LINE_MAX - 1) {
             t->partial[t->plen++] = c;
         }
         /* Past SUP_LINE_MAX the rest of a line is dropped; the line still ends at '\n'. */
@@ -231,6 +233,7 @@ void sup__tail_start(struct logtail *t, int from_end)
         t->ring[i] = NULL;
     }
     t->ring_next = 0;
+    t->partial = xmalloc(SUP_LINE_MAX);
     t->active = 1;
     if (uv_fs_event_start(&t->ev, on_fs_event, t->path, 0) == 0)
         t->ev_active = 1;
@@ -241,12 +244,14 @@ void sup__tail_stop(struct logtail *t)
 {
     if (t->active) {
         sup__tail_poll(t);
-        if (t->plen) {
+        if (t->plen && t->partial) {
             emit_line(t, t->partial, t->plen);
             t->plen = 0;
         }
     }
     t->active = 0;
+    free(t->partial);
+    t->partial = NULL;
     if (t->ev_active) {
         uv_fs_event_stop(&t->ev);
         t->ev_active = 0;
