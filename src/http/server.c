@@ -811,7 +811,8 @@ int http_stream_write(struct http_request *req, const void *data, size_t len, ht
         uv_buf_t parts[1] = {part(data, r->is_head ? 0 : len)};
         return conn_write(r->conn, r, parts, 1, cb, arg, 0);
     }
-    /* The chunk's size line in hex, written backwards: printf was a third of a chunk's instructions. */
+    /* The chunk's size line in hex, written backwards: printf was a third of a chunk's
+     * instructions. */
     char size[2 * sizeof(size_t) + 2];
     size_t at = sizeof size;
     size[--at] = '\n';
