@@ -3,10 +3,10 @@
  * "The bad-host registry"): the outcome of every rental attempt, which the
  * offers' ranking reads as each machine's history, and the bad-host
  * registry, whose entries expire after the cloud's bad_host_ttl. rented.c
- * decides each outcome and its blame; this file records it and answers the
- * searches with what to leave out and what to rank by. Both live in the
- * store; expiry is computed when the registry is read, and an expired entry
- * is deleted then.
+ * and rent.c decide each outcome and its blame; this file records it and
+ * answers the searches with what to leave out and what to rank by. Both live
+ * in the store; expiry is computed when the registry is read, and an expired
+ * entry is deleted then.
  */
 #include <errno.h>
 #include <stdint.h>

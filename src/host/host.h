@@ -239,7 +239,7 @@ int host_pod_remove(struct host_registry *reg, const char *name, void (*done)(vo
  */
 void host_probe_all(struct host_registry *reg, void (*done)(void *), void *arg);
 
-/* ---- rented machines (rented.c, docs/cloud.md) ---- */
+/* ---- rented machines (rented.c, rent.c, release.c, warmup.c; docs/cloud.md) ---- */
 
 /*
  * Called once when a rent is over: name is the new host's (kind rented,
