@@ -351,6 +351,15 @@ static void on_note(void *arg, const struct sup_note *n)
     }
     if (n->kind != SUP_NOTE_STATE)
         return;
+    /*
+     * The reason is the instance's, and what this handles can change it (a
+     * rented machine destroyed under a failed engine stops its instance with
+     * another reason): read from a copy.
+     */
+    struct sup_note copy = *n;
+    char *reason = xstrdup(n->reason ? n->reason : "");
+    copy.reason = reason;
+    n = &copy;
     /* A start that waits (a queued job) says for what. */
     if (n->state == INST_STARTING && n->reason && *n->reason)
         for (struct sched_waiter *w = sm->head; w; w = w->next)
@@ -406,6 +415,7 @@ static void on_note(void *arg, const struct sup_note *n)
     }
     if (n->state != INST_STARTING)
         sm->was_loading = 0;
+    free(reason);
     sched_kick(s);
 }
 

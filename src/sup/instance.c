@@ -1480,6 +1480,7 @@ void sup__instance_free(struct instance *in)
     }
     for (size_t i = 0; i < SUP_TAIL_LINES; i++)
         free(in->tail.ring[i]);
+    free(in->tail.partial);
     free(in->tail.path);
     free(in->name);
     free(in->label);

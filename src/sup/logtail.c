@@ -60,7 +60,7 @@ static void feed(struct logtail *t, const char *data, size_t n)
             emit_line(t, t->partial, t->plen);
             t->plen = 0;
             if (!t->active)
-                return; /* the line's handling stopped the tail, and its buffer went */
+                return; /* the line's handling stopped the tail */
         } else if (t->plen < SUP_LINE_MAX - 1) {
             t->partial[t->plen++] = c;
         }
@@ -233,7 +233,9 @@ void sup__tail_start(struct logtail *t, int from_end)
         t->ring[i] = NULL;
     }
     t->ring_next = 0;
-    t->partial = xmalloc(SUP_LINE_MAX);
+    if (!t->partial)
+        t->partial = xmalloc(
+            SUP_LINE_MAX); /* kept until the instance goes: a line's handler may still read it */
     t->active = 1;
     if (uv_fs_event_start(&t->ev, on_fs_event, t->path, 0) == 0)
         t->ev_active = 1;
@@ -250,8 +252,6 @@ void sup__tail_stop(struct logtail *t)
         }
     }
     t->active = 0;
-    free(t->partial);
-    t->partial = NULL;
     if (t->ev_active) {
         uv_fs_event_stop(&t->ev);
         t->ev_active = 0;

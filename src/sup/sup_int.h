@@ -70,7 +70,8 @@ struct logtail {
     uv_timer_t timer;
     int ev_active;
     int active;
-    char *partial; /* SUP_LINE_MAX bytes while following: an idle model holds none */
+    char *
+        partial; /* SUP_LINE_MAX bytes from the first follow on: a model never started holds none */
     size_t plen;
     char *ring[SUP_TAIL_LINES];
     size_t ring_next;
