@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "cloud/ckstore.h"
+#include "cloud/curl_dl.h"
 
 /*
  * The checkpoint store's mover: the daemon runs it as a child of its own
@@ -91,7 +92,13 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
         free(err);
         return CKSTORE_REFUSED;
     }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (cloud_curl_load(&err) < 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "checkpoint store: %s of '%s' impossible: %s\n", verb, model,
+                err ? err : "libcurl cannot start");
+        free(err);
+        s3_conf_release(&s.s3);
+        return CKSTORE_REFUSED;
+    }
     int out = up ? ckstore_upload(&s, gen, dir, skip, &note, &err)
                  : ckstore_download(&s, dir, &note, &err);
     if (note)

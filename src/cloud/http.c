@@ -18,6 +18,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/log.h"
+#include "cloud/curl_dl.h"
 
 struct cloud_http {
     uv_loop_t *loop;
@@ -27,6 +28,7 @@ struct cloud_http {
     struct http_sock *socks;
     int handles; /* open libuv handles: the timer, the polls, each request's wait */
     int closing;
+    int global;   /* curl_global_init was called (with the multi handle) */
     uint64_t rnd; /* xorshift64 state for the jitter */
 };
 
@@ -101,8 +103,10 @@ static uint32_t next_rnd(struct cloud_http *h)
 static void handle_closed(struct cloud_http *h)
 {
     if (--h->handles == 0 && h->closing) {
+        int global = h->global;
         free(h);
-        curl_global_cleanup();
+        if (global)
+            curl_global_cleanup();
     }
 }
 
@@ -232,10 +236,19 @@ static int setopts(struct cloud_http_req *r)
     return bad ? -EINVAL : 0;
 }
 
+static int multi_start(struct cloud_http *h, char **err);
+
 static void attempt_start(struct cloud_http_req *r)
 {
     r->attempts++;
     r->errbuf[0] = '\0';
+    char *err = NULL;
+    int rc = multi_start(r->h, &err);
+    if (rc < 0) {
+        deliver_error(r, rc, err);
+        free(err);
+        return;
+    }
     r->easy = curl_easy_init();
     if (!r->easy) {
         deliver_error(r, -ENOMEM, "libcurl cannot make a transfer (out of memory?)");
@@ -489,32 +502,46 @@ static int on_timeout(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- the client ----------------------------------------------------- */
 
-struct cloud_http *cloud_http_new(uv_loop_t *loop)
+/*
+ * libcurl and its multi handle, made for the first request (cloud/curl_dl.h:
+ * a daemon that never asks a cloud never loads libcurl). 0, or -ENOENT /
+ * -ENOMEM with *err set.
+ */
+static int multi_start(struct cloud_http *h, char **err)
 {
+    if (h->multi)
+        return 0;
+    if (cloud_curl_load(err) < 0)
+        return -ENOENT;
     CURLcode gc = curl_global_init(CURL_GLOBAL_DEFAULT);
     if (gc != CURLE_OK) {
-        log_error("cloud", "libcurl cannot start: %s", curl_easy_strerror(gc));
-        return NULL;
+        *err = xstrfmt("libcurl cannot start: %s", curl_easy_strerror(gc));
+        return -ENOMEM;
     }
-    CURLM *multi = curl_multi_init();
-    if (!multi) {
-        log_error("cloud", "libcurl cannot start a multi handle");
+    h->multi = curl_multi_init();
+    if (!h->multi) {
         curl_global_cleanup();
-        return NULL;
+        *err = xstrdup("libcurl cannot start a multi handle (out of memory?)");
+        return -ENOMEM;
     }
+    h->global = 1;
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timeout);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    return 0;
+}
+
+struct cloud_http *cloud_http_new(uv_loop_t *loop)
+{
     struct cloud_http *h = xcalloc(1, sizeof *h);
     h->loop = loop;
-    h->multi = multi;
     h->rnd = uv_hrtime() ^ (uint64_t)(uintptr_t)h;
     if (!h->rnd)
         h->rnd = 0x9e3779b97f4a7c15ull;
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
     h->handles = 1;
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, h);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timeout);
-    curl_multi_setopt(multi, CURLMOPT_TIMERDATA, h);
     return h;
 }
 
@@ -533,10 +560,12 @@ void cloud_http_close(struct cloud_http *h)
         deliver_error(r, -ECANCELED, "the daemon is shutting down");
     }
     /* Sockets of cached connections are closed by the cleanup: none is watched past here. */
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, NULL);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, NULL);
-    curl_multi_cleanup(h->multi);
-    h->multi = NULL;
+    if (h->multi) {
+        curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, NULL);
+        curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, NULL);
+        curl_multi_cleanup(h->multi);
+        h->multi = NULL;
+    }
     while (h->socks)
         sock_close(h->socks);
     uv_timer_stop(&h->timer);

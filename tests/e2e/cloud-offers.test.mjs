@@ -101,8 +101,12 @@ describe('cloud offers against the stand-in', () => {
     test('balanced: the search sent, the ranking and its reasons, table and --json', async () => {
         const { dir, d } = await daemon({ url: s.url, env: { VAST_API_KEY: s.apiKey } });
         try {
+            // libcurl is loaded by the first request to a cloud, not at start (src/cloud/curl_dl.c).
+            const maps = () => fs.readFileSync(`/proc/${d.pid}/maps`, 'utf8');
+            assert.doesNotMatch(maps(), /libcurl/, 'libcurl mapped before any cloud request');
             const before_ = searches(s).length;
             const r = await offersJson(dir);
+            assert.match(maps(), /libcurl\.so\.4/, 'libcurl not mapped after a cloud request');
             const sent = searches(s).slice(before_);
             assert.equal(sent.length, 1);
             const req = sent[0];

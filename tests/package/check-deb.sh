@@ -65,6 +65,9 @@ fi
 root=$scratch/root
 dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$scratch/control"
+# libcurl is loaded with dlopen (src/cloud/curl_dl.c), so no NEEDED entry makes shlibs name it.
+dpkg-deb -f "$deb" Depends | grep -Eq '(^|[ ,])libcurl4([ ,(]|$)' ||
+    bad "the package does not depend on libcurl4, which yard loads at run time (debian/control Depends)"
 version=$(dpkg-deb -f "$deb" Version)
 out=$("$root/usr/bin/yard" version 2>&1) || bad "yard version from the package failed: $out"
 [[ ${out%%$'\n'*} == "yard ${version%-*}" ]] ||
