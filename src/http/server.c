@@ -1,3 +1,8 @@
+/*
+ * The HTTP/1.1 server (docs/http.md): connections accepted on the loop, their
+ * requests parsed under the limits and handed to the handler, the timeouts,
+ * the server's own life. write.c holds the write path and the response API.
+ */
 #include "http/server.h"
 
 #include <arpa/inet.h>
@@ -18,95 +23,14 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/units.h"
+#include "http/internal.h"
 
 /* Bytes of pipelined input held while a response is in progress before reading stops. */
 #define PIPELINE_MAX (64 * 1024)
 /* After an error response or "Connection: close": how long to drain the client's input. */
 #define LINGER_MS 2000
-/*
- * The allocator is asked to give freed memory back to the system once a
- * burst is over: when more than TRIM_ABOVE was queued for all clients and
- * less than TRIM_BELOW is now, or when the connections fell to a quarter of
- * a peak of at least TRIM_CONNS. A crowd of slow clients should not leave
- * the daemon's RSS high after it leaves. The trim runs TRIM_DELAY_MS later,
- * once what the requests held elsewhere (engine connections) is freed too.
- */
-#define TRIM_ABOVE (8u << 20)
-#define TRIM_BELOW (1u << 20)
-#define TRIM_CONNS 64
-#define TRIM_DELAY_MS 200
-
-struct hdr_off {
-    size_t name;
-    size_t value; /* SIZE_MAX: no value seen yet */
-};
-
-struct req_impl {
-    struct http_request pub;
-    struct http__conn *conn;
-    struct buf target;
-    char *path;
-    struct buf hdrs; /* "name\0value\0" pairs; offsets below */
-    struct hdr_off *offs;
-    size_t n_offs, cap_offs;
-    struct http_header *headers;
-    struct buf body;
-    struct buf resp_headers;
-    size_t header_bytes;
-    int last_was_value;
-    int complete;
-    int keep_alive;
-    int is_head;
-    int head_sent;
-    int streaming;
-    int chunked;
-    int ended;
-    int close_after;
-    unsigned pending_writes;
-    http_done_cb done_cb;
-    void *done_arg;
-};
-
-struct http__conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_shutdown_t shutdown_req;
-    struct http_server *srv;
-    struct http__conn *next, *prev;
-    http_parser parser;
-    struct buf in; /* received, not yet parsed */
-    struct req_impl *parsing;
-    struct req_impl *active; /* handed to the handler; not yet done */
-    int handles_open;
-    int closing;
-    int lingering;
-    int reading;
-    int processing;
-    int close_status;
-    int err_status;           /* set by parser callbacks: 413, 431 */
-    uint64_t head_started_ms; /* first byte of a request's head; 0 when none pending */
-    uint64_t body_started_ms; /* end of a head with a body to come; 0 when none pending */
-    uint64_t last_read_ms;
-    uint64_t sent_ms; /* the last write completed, or the first queued after none was */
-    size_t queued;    /* bytes of writes not yet completed (their memory is held) */
-};
-
-struct http__wreq {
-    uv_write_t w;
-    struct http__wreq *next; /* in srv->done_first: written at once, completion due */
-    struct http__conn *conn;
-    struct req_impl *req; /* NULL for the server's own writes (100, errors) */
-    http_write_cb cb;
-    void *arg;
-    int then_linger;
-    size_t len;
-    char data[];
-};
-
-static void conn_close(struct http__conn *c, int status);
 static void conn_process(struct http__conn *c);
 static void conn_start_reading(struct http__conn *c);
-static void conn_linger(struct http__conn *c);
 static void conn_watch_timeouts(struct http__conn *c);
 
 void http_server_limits_default(struct http_server_limits *l)
@@ -257,10 +181,10 @@ const char *http_status_text(int status)
  */
 
 /* Returns a new request, or NULL when out of memory. */
-static struct req_impl *req_new(struct http__conn *c)
+static struct http__req *req_new(struct http__conn *c)
 {
     const struct http_server_limits *l = &c->srv->limits;
-    struct req_impl *r = alloc_try_calloc(1, sizeof *r);
+    struct http__req *r = alloc_try_calloc(1, sizeof *r);
     if (!r)
         return NULL;
     r->conn = c;
@@ -271,7 +195,7 @@ static struct req_impl *req_new(struct http__conn *c)
     return r;
 }
 
-static void req_free(struct req_impl *r)
+void http__req_free(struct http__req *r)
 {
     if (!r)
         return;
@@ -285,16 +209,16 @@ static void req_free(struct req_impl *r)
     free(r);
 }
 
-static struct req_impl *req_of(const struct http_request *pub)
+struct http__req *http__req_of(const struct http_request *pub)
 {
-    return (struct req_impl *)((char *)pub - offsetof(struct req_impl, pub));
+    return (struct http__req *)((char *)pub - offsetof(struct http__req, pub));
 }
 
 /*
  * Fills the public view once the message is complete; the buffers no longer
  * move. Returns 0 or -ENOMEM.
  */
-static int req_publish(struct req_impl *r)
+static int req_publish(struct http__req *r)
 {
     struct http_request *p = &r->pub;
     const http_parser *hp = &r->conn->parser;
@@ -322,7 +246,7 @@ const char *http_request_header(const struct http_request *req, const char *name
 }
 
 /* Writes "ADDR:PORT" of the client of tcp into out. Returns 0 or a negative errno. */
-static int tcp_peer(const uv_tcp_t *tcp, char *out, size_t len)
+int http__tcp_peer(const uv_tcp_t *tcp, char *out, size_t len)
 {
     struct sockaddr_storage ss;
     int n = sizeof ss;
@@ -347,14 +271,14 @@ static int tcp_peer(const uv_tcp_t *tcp, char *out, size_t len)
 
 int http_request_peer(const struct http_request *req, char *out, size_t len)
 {
-    return tcp_peer(&req_of(req)->conn->tcp, out, len);
+    return http__tcp_peer(&http__req_of(req)->conn->tcp, out, len);
 }
 
 /* The log line of an allocation failure: what had no memory, and what the server does. */
 static void log_out_of_memory(const uv_tcp_t *tcp, const char *what, const char *then)
 {
     char peer[INET6_ADDRSTRLEN + 8];
-    if (tcp_peer(tcp, peer, sizeof peer) < 0)
+    if (http__tcp_peer(tcp, peer, sizeof peer) < 0)
         snprintf(peer, sizeof peer, "?");
     log_warn("http", "connection from '%s': out of memory for %s; %s", peer, what, then);
 }
@@ -364,22 +288,22 @@ static void log_out_of_memory(const uv_tcp_t *tcp, const char *what, const char 
  * flight (what: "a response", ...): closes the connection, and the request
  * ends with -ENOMEM.
  */
-static void conn_out_of_memory(struct http__conn *c, const char *what)
+void http__conn_out_of_memory(struct http__conn *c, const char *what)
 {
     log_out_of_memory(&c->tcp, what, "closing it");
-    conn_close(c, -ENOMEM);
+    http__conn_close(c, -ENOMEM);
 }
 
 void http_request_on_done(struct http_request *req, http_done_cb cb, void *arg)
 {
-    struct req_impl *r = req_of(req);
+    struct http__req *r = http__req_of(req);
     r->done_cb = cb;
     r->done_arg = arg;
 }
 
 size_t http_request_pending_bytes(const struct http_request *req)
 {
-    struct req_impl *r = req_of(req);
+    struct http__req *r = http__req_of(req);
     if (r->conn->closing)
         return 0;
     return uv_stream_get_write_queue_size((uv_stream_t *)&r->conn->tcp);
@@ -389,7 +313,7 @@ size_t http_request_pending_bytes(const struct http_request *req)
  * Ends the request: the done callback, then the connection moves on (next
  * pipelined request, close, or idle wait). status 0 means fully written.
  */
-static void req_finish(struct req_impl *r, int status)
+void http__req_finish(struct http__req *r, int status)
 {
     struct http__conn *c = r->conn;
     if (c->active == r)
@@ -397,515 +321,16 @@ static void req_finish(struct req_impl *r, int status)
     if (r->done_cb)
         r->done_cb(&r->pub, status, r->done_arg);
     int close_after = r->close_after;
-    req_free(r);
+    http__req_free(r);
     if (c->closing || status < 0)
         return;
     if (close_after) {
-        conn_linger(c);
+        http__conn_linger(c);
         return;
     }
     c->last_read_ms = uv_now(c->srv->loop); /* idle time counts from the response's end */
     conn_watch_timeouts(c);
     conn_process(c);
-}
-
-/* ---- writing ---- */
-
-/* A write done (status 0) or failed: the accounting, the caller's callback, and what follows. */
-static void write_done(struct http__wreq *wr, int status)
-{
-    struct http__conn *c = wr->conn;
-    struct req_impl *r = wr->req;
-    int st = status < 0 ? (status == UV_ECANCELED ? -ECANCELED : status) : 0;
-    c->queued -= wr->len;
-    if (!c->closing) {
-        c->srv->buffered -= wr->len;
-        /* the next scan comes after 64 KiB more of net growth: the cap is passed by no more */
-        c->srv->shed_next = c->srv->shed_next > wr->len ? c->srv->shed_next - wr->len : 0;
-    }
-    if (st == 0)
-        c->sent_ms = uv_now(c->srv->loop);
-    if (c->srv->buffered <= c->srv->limits.max_buffered)
-        c->srv->shed_next = 0;
-    if (r)
-        r->pending_writes--;
-    if (wr->cb)
-        wr->cb(&r->pub, st, wr->arg);
-    int linger = wr->then_linger;
-    free(wr);
-    if (st < 0) {
-        conn_close(c, st);
-        return;
-    }
-    if (linger && !c->closing) {
-        conn_linger(c);
-        return;
-    }
-    if (r && r->ended && r->pending_writes == 0 && c->active == r)
-        req_finish(r, 0);
-}
-
-static void on_write(uv_write_t *w, int status)
-{
-    write_done((struct http__wreq *)w, status);
-}
-
-/*
- * The writes the kernel took whole inside conn_write, completed as libuv
- * completes its own: on a later loop turn, never inside the caller's call.
- * Completions queued while these run wait for the next turn.
- */
-static void on_done_idle(uv_idle_t *h)
-{
-    struct http_server *srv = h->data;
-    struct http__wreq *wr = srv->done_first;
-    srv->done_first = srv->done_last = NULL;
-    uv_idle_stop(h);
-    while (wr) {
-        struct http__wreq *next = wr->next;
-        write_done(wr, 0);
-        wr = next;
-    }
-}
-
-/* Completes c's writes still waiting for on_done_idle: c's handles are closed and it is about to
- * go. */
-static void conn_flush_done(struct http__conn *c)
-{
-    struct http_server *srv = c->srv;
-    struct http__wreq **pp = &srv->done_first, *mine = NULL, **tail = &mine;
-    srv->done_last = NULL;
-    while (*pp) {
-        struct http__wreq *wr = *pp;
-        if (wr->conn == c) {
-            *pp = wr->next;
-            wr->next = NULL;
-            *tail = wr;
-            tail = &wr->next;
-        } else {
-            srv->done_last = wr;
-            pp = &wr->next;
-        }
-    }
-    while (mine) {
-        struct http__wreq *next = mine->next;
-        write_done(mine, 0);
-        mine = next;
-    }
-}
-
-/* Bytes of this connection the kernel has not taken yet: what a client that does not read holds. */
-static size_t conn_unsent(const struct http__conn *c)
-{
-    return c->closing ? 0 : uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
-}
-
-/* Closes a client that does not take what is sent to it, with the log line that says why. */
-static void conn_drop_slow(struct http__conn *c, const char *why, int status)
-{
-    char peer[INET6_ADDRSTRLEN + 8];
-    if (tcp_peer(&c->tcp, peer, sizeof peer) < 0)
-        snprintf(peer, sizeof peer, "?");
-    log_warn("http",
-             "connection from '%s': %zu bytes wait for the client to read them (%s); "
-             "dropping it",
-             peer, conn_unsent(c), why);
-    conn_close(c, status);
-}
-
-/* Unsent bytes of every open connection. */
-static size_t server_unsent(const struct http_server *srv)
-{
-    size_t n = 0;
-    for (const struct http__conn *c = srv->conns; c; c = c->next)
-        n += conn_unsent(c);
-    return n;
-}
-
-/*
- * More memory is held for writes than the server's cap: if it is because
- * clients do not read (not a burst the kernel took this loop turn), the
- * clients with the most unsent go until the rest fits. A client that reads
- * keeps its queue short, so the slowest go first. The scan of every
- * connection is repeated only after another 64 KiB.
- */
-static void server_shed(struct http_server *srv)
-{
-    const struct http_server_limits *l = &srv->limits;
-    if (srv->buffered < srv->shed_next)
-        return;
-    size_t unsent = server_unsent(srv);
-    while (unsent > l->max_buffered) {
-        struct http__conn *worst = NULL;
-        size_t most = 0;
-        for (struct http__conn *c = srv->conns; c; c = c->next) {
-            size_t n = conn_unsent(c);
-            if (n > most) {
-                most = n;
-                worst = c;
-            }
-        }
-        if (!worst)
-            break;
-        char why[128];
-        snprintf(why, sizeof why, "%zu bytes for all clients passed router.max_buffered, %zu",
-                 unsent, l->max_buffered);
-        conn_drop_slow(worst, why, -ENOBUFS);
-        unsent -= most;
-    }
-    srv->shed_next = srv->buffered + 64 * 1024;
-}
-
-/*
- * Writes parts: what the kernel does not take at once is queued, copied.
- * The connection's own cap counts only
- * what the kernel has not taken, and only when something already waits:
- * one whole response of any size goes out, but a stream that outruns its
- * client does not pile up.
- */
-static int conn_write(struct http__conn *c, struct req_impl *r, const uv_buf_t *parts, int n,
-                      http_write_cb cb, void *arg, int then_linger)
-{
-    if (c->closing)
-        return -ENOTCONN;
-    struct http_server *srv = c->srv;
-    size_t len = 0;
-    for (int i = 0; i < n; i++)
-        len += parts[i].len;
-    size_t unsent = conn_unsent(c);
-    if (r && unsent && srv->limits.max_conn_buffered &&
-        unsent + len > srv->limits.max_conn_buffered) {
-        char why[96];
-        snprintf(why, sizeof why, "at most %zu per client", srv->limits.max_conn_buffered);
-        conn_drop_slow(c, why, -ENOBUFS);
-        return -ENOTCONN;
-    }
-    if (c->queued == 0)
-        c->sent_ms = uv_now(srv->loop); /* the send timeout counts from here */
-    struct http__wreq *wr = alloc_try_malloc(sizeof *wr + len);
-    if (!wr) {
-        conn_out_of_memory(c, r ? "a response" : "an answer of the server's own");
-        return -ENOMEM;
-    }
-    wr->next = NULL;
-    wr->conn = c;
-    wr->req = r;
-    wr->cb = cb;
-    wr->arg = arg;
-    wr->then_linger = then_linger;
-    /*
-     * Nothing queued: the kernel is offered the parts at once, without a copy.
-     * What it takes whole completes on the next loop turn (on_done_idle): a
-     * uv_write that completes at once also has libuv change the socket's
-     * epoll events, one system call more per response or chunk.
-     */
-    size_t taken = 0;
-    if (c->queued == 0 && !then_linger && srv->done_idle_open && conn_unsent(c) == 0) {
-        int w = uv_try_write((uv_stream_t *)&c->tcp, parts, (unsigned)n);
-        if (w < 0 && w != UV_EAGAIN) {
-            free(wr);
-            conn_close(c, w);
-            return -ENOTCONN;
-        }
-        taken = w > 0 ? (size_t)w : 0;
-    }
-    wr->len = len - taken;
-    if (r)
-        r->pending_writes++;
-    if (taken == len) {
-        if (srv->done_last)
-            srv->done_last->next = wr;
-        else
-            srv->done_first = wr;
-        srv->done_last = wr;
-        uv_idle_start(&srv->done_idle, on_done_idle);
-        return 0;
-    }
-    size_t off = 0, skip = taken;
-    for (int i = 0; i < n; i++) {
-        size_t plen = parts[i].len;
-        if (skip >= plen) {
-            skip -= plen;
-            continue;
-        }
-        memcpy(wr->data + off, parts[i].base + skip, plen - skip);
-        off += plen - skip;
-        skip = 0;
-    }
-    uv_buf_t ub = uv_buf_init(wr->data, (unsigned)wr->len);
-    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, on_write);
-    if (rc < 0) {
-        if (r)
-            r->pending_writes--;
-        free(wr);
-        conn_close(c, rc);
-        return -ENOTCONN;
-    }
-    len = wr->len;
-    c->queued += len;
-    srv->buffered += len;
-    if (srv->buffered > TRIM_ABOVE)
-        srv->trim_pending = 1;
-    /* c may be dropped here; its write is queued, so its callback still follows */
-    if (srv->limits.max_buffered && srv->buffered > srv->limits.max_buffered)
-        server_shed(srv);
-    return 0;
-}
-
-static uv_buf_t part(const void *p, size_t len)
-{
-    return uv_buf_init((char *)p, (unsigned)len);
-}
-
-static int header_value_ok(const char *s)
-{
-    return strpbrk(s, "\r\n") == NULL;
-}
-
-int http_response_header(struct http_request *req, const char *name, const char *value)
-{
-    struct req_impl *r = req_of(req);
-    if (r->head_sent)
-        return -EALREADY;
-    if (!header_value_ok(name) || !header_value_ok(value) || strchr(name, ':'))
-        return -EINVAL;
-    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
-        return -EINVAL;
-    if (strcasecmp(name, "Connection") == 0) {
-        if (strcasecmp(value, "close") == 0)
-            r->close_after = 1;
-        return 0;
-    }
-    size_t at = r->resp_headers.len;
-    int rc = buf_appends(&r->resp_headers, name);
-    if (rc == 0)
-        rc = buf_append(&r->resp_headers, ": ", 2);
-    if (rc == 0)
-        rc = buf_appends(&r->resp_headers, value);
-    if (rc == 0)
-        rc = buf_append(&r->resp_headers, "\r\n", 2);
-    if (rc < 0) {
-        r->resp_headers.len = at; /* no half header */
-        if (r->resp_headers.data)
-            r->resp_headers.data[at] = '\0';
-    }
-    if (rc == -ENOMEM)
-        conn_out_of_memory(r->conn, "a response header");
-    return rc;
-}
-
-static int status_has_body(int status)
-{
-    return !(status < 200 || status == 204 || status == 304);
-}
-
-/* Builds the status line and headers. clen < 0: a streamed body. */
-static int build_head(struct req_impl *r, struct buf *h, int status, const char *ctype,
-                      long long clen)
-{
-    const struct http_server *srv = r->conn->srv;
-    int http10 = r->pub.http_major == 1 && r->pub.http_minor == 0;
-    if (ctype && !header_value_ok(ctype))
-        return -EINVAL; /* a line break would inject headers */
-    if (!r->keep_alive || srv->closing || (clen < 0 && http10))
-        r->close_after = 1;
-    /* Appended piece by piece: printf was a tenth of the daemon's instructions per request. */
-    char num[UNITS_U64_LEN];
-    int rc = buf_append(h, "HTTP/1.1 ", 9);
-    if (rc == 0)
-        rc = buf_append(h, num, units_fmt_u64((uint64_t)(status < 0 ? 0 : status), num));
-    if (rc == 0)
-        rc = buf_append(h, " ", 1);
-    if (rc == 0)
-        rc = buf_appends(h, http_status_text(status));
-    if (rc == 0 && ctype) {
-        rc = buf_append(h, "\r\nContent-Type: ", 16);
-        if (rc == 0)
-            rc = buf_appends(h, ctype);
-    }
-    if (rc == 0)
-        rc = buf_append(h, "\r\n", 2);
-    if (rc == 0 && r->resp_headers.len)
-        rc = buf_append(h, r->resp_headers.data, r->resp_headers.len);
-    if (rc == 0 && status_has_body(status)) {
-        if (clen >= 0) {
-            rc = buf_append(h, "Content-Length: ", 16);
-            if (rc == 0)
-                rc = buf_append(h, num, units_fmt_u64((uint64_t)clen, num));
-            if (rc == 0)
-                rc = buf_append(h, "\r\n", 2);
-        } else if (r->chunked)
-            rc = buf_appends(h, "Transfer-Encoding: chunked\r\n");
-    }
-    if (rc == 0 && r->close_after)
-        rc = buf_appends(h, "Connection: close\r\n");
-    else if (rc == 0 && http10)
-        rc = buf_appends(h, "Connection: keep-alive\r\n");
-    if (rc == 0)
-        rc = buf_appends(h, "\r\n");
-    return rc;
-}
-
-int http_respond(struct http_request *req, int status, const char *content_type, const void *body,
-                 size_t len)
-{
-    struct req_impl *r = req_of(req);
-    if (r->head_sent)
-        return -EALREADY;
-    if (r->conn->closing)
-        return -ENOTCONN;
-    if (!status_has_body(status))
-        len = 0;
-    struct buf h;
-    buf_init(&h, r->conn->srv->limits.max_header_bytes * 2 + 256);
-    int rc = build_head(r, &h, status, content_type, (long long)len);
-    if (rc < 0) {
-        buf_release(&h);
-        if (rc == -ENOMEM)
-            conn_out_of_memory(r->conn, "a response head");
-        return rc;
-    }
-    r->head_sent = 1;
-    r->ended = 1;
-    uv_buf_t parts[2] = {part(h.data, h.len), part(body, r->is_head ? 0 : len)};
-    rc = conn_write(r->conn, r, parts, 2, NULL, NULL, 0);
-    buf_release(&h);
-    return rc;
-}
-
-int http_stream_begin(struct http_request *req, int status, const char *content_type)
-{
-    struct req_impl *r = req_of(req);
-    if (r->head_sent)
-        return -EALREADY;
-    if (r->conn->closing)
-        return -ENOTCONN;
-    r->chunked = !(r->pub.http_major == 1 && r->pub.http_minor == 0) && !r->is_head;
-    struct buf h;
-    buf_init(&h, r->conn->srv->limits.max_header_bytes * 2 + 256);
-    int rc = build_head(r, &h, status, content_type, -1);
-    if (rc < 0) {
-        buf_release(&h);
-        if (rc == -ENOMEM)
-            conn_out_of_memory(r->conn, "a response head");
-        return rc;
-    }
-    r->head_sent = 1;
-    r->streaming = 1;
-    uv_buf_t parts[1] = {part(h.data, h.len)};
-    rc = conn_write(r->conn, r, parts, 1, NULL, NULL, 0);
-    buf_release(&h);
-    return rc;
-}
-
-int http_stream_write(struct http_request *req, const void *data, size_t len, http_write_cb cb,
-                      void *arg)
-{
-    struct req_impl *r = req_of(req);
-    if (!r->streaming || r->ended)
-        return -EINVAL;
-    if (r->conn->closing)
-        return -ENOTCONN;
-    if (len == 0 || r->is_head || !r->chunked) {
-        /* an empty write still reports its completion in order */
-        uv_buf_t parts[1] = {part(data, r->is_head ? 0 : len)};
-        return conn_write(r->conn, r, parts, 1, cb, arg, 0);
-    }
-    /* The chunk's size line in hex, written backwards: printf was a third of a chunk's
-     * instructions. */
-    char size[2 * sizeof(size_t) + 2];
-    size_t at = sizeof size;
-    size[--at] = '\n';
-    size[--at] = '\r';
-    for (size_t v = len; v; v >>= 4)
-        size[--at] = "0123456789abcdef"[v & 15];
-    uv_buf_t parts[3] = {part(size + at, sizeof size - at), part(data, len), part("\r\n", 2)};
-    return conn_write(r->conn, r, parts, 3, cb, arg, 0);
-}
-
-int http_stream_end(struct http_request *req)
-{
-    struct req_impl *r = req_of(req);
-    if (!r->streaming || r->ended)
-        return -EINVAL;
-    if (r->conn->closing)
-        return -ENOTCONN;
-    r->ended = 1;
-    /* without chunking an empty write keeps the done callback asynchronous */
-    uv_buf_t parts[1] = {part("0\r\n\r\n", r->chunked ? 5 : 0)};
-    return conn_write(r->conn, r, parts, 1, NULL, NULL, 0);
-}
-
-/*
- * Formats an answer of the server's own (400, 408, 413, 431, 503) in
- * OpenAI's error shape, with "Connection: close", into msg (512 bytes).
- * Returns its length.
- */
-static size_t error_answer(const struct http_server_limits *l, int status, int in_body,
-                           char msg[512])
-{
-    char why[160];
-    const char *code = "invalid_request";
-    const char *type = "invalid_request_error";
-    const char *extra = "";
-    switch (status) {
-    case 408:
-        if (in_body)
-            snprintf(why, sizeof why,
-                     "the request body did not arrive within %llu ms (router.body_timeout)",
-                     (unsigned long long)l->body_timeout_ms);
-        else
-            snprintf(why, sizeof why,
-                     "the request head did not arrive within %llu ms (router.header_timeout)",
-                     (unsigned long long)l->header_timeout_ms);
-        code = "request_timeout";
-        break;
-    case 413:
-        snprintf(why, sizeof why, "the request body is larger than %zu bytes (router.max_body)",
-                 l->max_body_bytes);
-        code = "request_too_large";
-        break;
-    case 431:
-        snprintf(why, sizeof why,
-                 "the request headers are larger than %zu bytes (router.max_header)",
-                 l->max_header_bytes);
-        code = "headers_too_large";
-        break;
-    case 503:
-        snprintf(why, sizeof why, "the server is out of memory; try again later");
-        code = "out_of_memory";
-        type = "server_error";
-        extra = "Retry-After: 1\r\n";
-        break;
-    default:
-        snprintf(why, sizeof why, "malformed HTTP request");
-        break;
-    }
-    char body[320];
-    int blen = snprintf(body, sizeof body,
-                        "{\"error\":{\"message\":\"%s\",\"type\":\"%s\","
-                        "\"param\":null,\"code\":\"%s\"}}",
-                        why, type, code);
-    int n = snprintf(msg, 512,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                     "%sConnection: close\r\n\r\n%s",
-                     status, http_status_text(status), blen, extra, body);
-    return (size_t)n;
-}
-
-/* Answers with an error of the server's own; the connection closes after it. */
-static void conn_send_error(struct http__conn *c, int status)
-{
-    char msg[512];
-    size_t n = error_answer(&c->srv->limits, status, c->body_started_ms != 0, msg);
-    req_free(c->parsing);
-    c->parsing = NULL;
-    c->head_started_ms = 0;
-    c->body_started_ms = 0;
-    c->lingering = 1; /* from now on input is discarded */
-    buf_reset(&c->in);
-    uv_buf_t parts[1] = {part(msg, n)};
-    conn_write(c, NULL, parts, 1, NULL, NULL, 1);
 }
 
 /* ---- parsing ---- */
@@ -932,7 +357,7 @@ static int parse_append(struct http__conn *c, struct buf *b, const char *at, siz
     return rc < 0 ? -1 : 0;
 }
 
-static int header_bytes_add(struct http__conn *c, struct req_impl *r, size_t n)
+static int header_bytes_add(struct http__conn *c, struct http__req *r, size_t n)
 {
     r->header_bytes += n;
     if (r->header_bytes > c->srv->limits.max_header_bytes) {
@@ -945,7 +370,7 @@ static int header_bytes_add(struct http__conn *c, struct req_impl *r, size_t n)
 static int on_message_begin(http_parser *p)
 {
     struct http__conn *c = p->data;
-    req_free(c->parsing);
+    http__req_free(c->parsing);
     c->parsing = req_new(c);
     if (!c->parsing)
         return parse_out_of_memory(c, "a request");
@@ -972,7 +397,7 @@ static int target_ok(const char *at, size_t len)
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
-    struct req_impl *r = c->parsing;
+    struct http__req *r = c->parsing;
     if (!target_ok(at, len)) {
         c->err_status = 400;
         return -1;
@@ -988,7 +413,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
  * never appended to the buffer the handler's header pointers point into.
  * A NUL in a field is refused (RFC 9110 5.5): values are C strings here.
  */
-static int header_bytes_check(struct http__conn *c, struct req_impl *r, const char *at, size_t len,
+static int header_bytes_check(struct http__conn *c, struct http__req *r, const char *at, size_t len,
                               int *done)
 {
     *done = 0;
@@ -1007,7 +432,7 @@ static int header_bytes_check(struct http__conn *c, struct req_impl *r, const ch
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
-    struct req_impl *r = c->parsing;
+    struct http__req *r = c->parsing;
     for (size_t i = 0; i < len; i++) {
         if (!http_is_tchar((unsigned char)at[i])) {
             c->err_status = 400;
@@ -1025,7 +450,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
             return -1;
         if (r->n_offs == r->cap_offs) {
             size_t cap = r->cap_offs ? r->cap_offs * 2 : 16;
-            struct hdr_off *offs = alloc_try_realloc(r->offs, cap * sizeof *offs);
+            struct http__hdr_off *offs = alloc_try_realloc(r->offs, cap * sizeof *offs);
             if (!offs)
                 return parse_out_of_memory(c, "the request headers");
             r->offs = offs;
@@ -1042,7 +467,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
-    struct req_impl *r = c->parsing;
+    struct http__req *r = c->parsing;
     int done, rc = header_bytes_check(c, r, at, len, &done);
     if (done)
         return rc;
@@ -1061,7 +486,7 @@ static int on_headers_complete(http_parser *p)
 {
     struct http__conn *c = p->data;
     c->head_started_ms = 0;
-    struct req_impl *r = c->parsing;
+    struct http__req *r = c->parsing;
     /* close the last name or value; a header without a value gets "" */
     if (r->n_offs) {
         if (parse_append(c, &r->hdrs, "", 1, "the request headers") < 0)
@@ -1096,8 +521,8 @@ static int on_headers_complete(http_parser *p)
     if (has_body && expect && strcasecmp(expect, "100-continue") == 0 && p->http_major == 1 &&
         p->http_minor >= 1) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        uv_buf_t parts[1] = {part(cont, sizeof cont - 1)};
-        if (conn_write(c, NULL, parts, 1, NULL, NULL, 0) < 0)
+        uv_buf_t parts[1] = {uv_buf_init((char *)cont, sizeof cont - 1)};
+        if (http__conn_write(c, NULL, parts, 1, NULL, NULL, 0) < 0)
             return -1; /* the connection is closing */
     }
     return 0;
@@ -1106,7 +531,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
-    struct req_impl *r = c->parsing;
+    struct http__req *r = c->parsing;
     int rc = buf_append(&r->body, at, len);
     if (rc == -ENOMEM)
         return parse_out_of_memory(c, "the request body");
@@ -1118,7 +543,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 static int on_message_complete(http_parser *p)
 {
     struct http__conn *c = p->data;
-    struct req_impl *r = c->parsing;
+    struct http__req *r = c->parsing;
     c->body_started_ms = 0;
     r->complete = 1;
     r->keep_alive = http_should_keep_alive(p);
@@ -1152,7 +577,7 @@ static void conn_process(struct http__conn *c)
     c->processing = 1;
     while (!c->closing && !c->lingering && !c->active) {
         if (c->parsing && c->parsing->complete) {
-            struct req_impl *r = c->parsing;
+            struct http__req *r = c->parsing;
             c->parsing = NULL;
             c->active = r;
             c->srv->on_request(&r->pub, c->srv->arg);
@@ -1167,7 +592,7 @@ static void conn_process(struct http__conn *c)
             int status = c->err_status ? c->err_status : 400;
             if (e == HPE_HEADER_OVERFLOW)
                 status = 431;
-            conn_send_error(c, status);
+            http__conn_send_error(c, status);
             break;
         }
         buf_consume(&c->in, n);
@@ -1195,7 +620,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     if (nread < 0) {
         /* a client that half-closes is treated as gone */
-        conn_close(c, nread == UV_EOF ? -ECONNRESET : (int)nread);
+        http__conn_close(c, nread == UV_EOF ? -ECONNRESET : (int)nread);
         return;
     }
     if (c->lingering)
@@ -1204,15 +629,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     int rc = buf_append(&c->in, b->base, (size_t)nread);
     if (rc == -ENOMEM && !c->active) {
         log_out_of_memory(&c->tcp, "the received bytes", "answering 503 and closing it");
-        conn_send_error(c, 503);
+        http__conn_send_error(c, 503);
         return;
     }
     if (rc == -ENOMEM) {
-        conn_out_of_memory(c, "the received bytes");
+        http__conn_out_of_memory(c, "the received bytes");
         return;
     }
     if (rc < 0) {
-        conn_close(c, rc);
+        http__conn_close(c, rc);
         return;
     }
     if (c->active) {
@@ -1253,10 +678,10 @@ static void on_conn_handle_closed(uv_handle_t *h)
     srv->n_closing--;
     if (--c->handles_open > 0)
         return;
-    conn_flush_done(c);
+    http__conn_flush_done(c);
     if (c->active)
-        req_finish(c->active, c->close_status < 0 ? c->close_status : -ECONNRESET);
-    req_free(c->parsing);
+        http__req_finish(c->active, c->close_status < 0 ? c->close_status : -ECONNRESET);
+    http__req_free(c->parsing);
     buf_release(&c->in);
     if (c->prev)
         c->prev->next = c->next;
@@ -1266,17 +691,17 @@ static void on_conn_handle_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     srv->n_conns--;
     free(c);
-    if ((srv->trim_pending && srv->buffered < TRIM_BELOW) ||
-        (srv->conns_peak >= TRIM_CONNS && srv->n_conns <= srv->conns_peak / 4)) {
+    if ((srv->trim_pending && srv->buffered < HTTP__TRIM_BELOW) ||
+        (srv->conns_peak >= HTTP__TRIM_CONNS && srv->n_conns <= srv->conns_peak / 4)) {
         srv->trim_pending = 0;
         srv->conns_peak = srv->n_conns;
         if (!srv->closing)
-            uv_timer_start(&srv->trim_timer, on_trim, TRIM_DELAY_MS, 0);
+            uv_timer_start(&srv->trim_timer, on_trim, HTTP__TRIM_DELAY_MS, 0);
     }
     server_maybe_closed(srv);
 }
 
-static void conn_close(struct http__conn *c, int status)
+void http__conn_close(struct http__conn *c, int status)
 {
     if (c->closing)
         return;
@@ -1313,34 +738,34 @@ static void on_timer(uv_timer_t *t)
     struct http__conn *c = t->data;
     const struct http_server_limits *l = &c->srv->limits;
     if (c->lingering) {
-        conn_close(c, 0);
+        http__conn_close(c, 0);
         return;
     }
     uint64_t now = uv_now(c->srv->loop);
     /* A head that trickles in (slowloris) gets 408 however often bytes arrive. */
     if (c->head_started_ms && l->header_timeout_ms &&
         now - c->head_started_ms >= l->header_timeout_ms) {
-        conn_send_error(c, 408);
+        http__conn_send_error(c, 408);
         return;
     }
     /* So does a body that trickles in, however often its bytes arrive. */
     if (c->body_started_ms && l->body_timeout_ms &&
         now - c->body_started_ms >= l->body_timeout_ms) {
-        conn_send_error(c, 408);
+        http__conn_send_error(c, 408);
         return;
     }
     /* A client that takes nothing of what waits for it, for this long, is gone for us. */
-    if (c->active && l->send_timeout_ms && conn_unsent(c) &&
+    if (c->active && l->send_timeout_ms && http__conn_unsent(c) &&
         now - c->sent_ms >= l->send_timeout_ms) {
         char why[128];
         snprintf(why, sizeof why, "it took nothing for %llu ms, router.send_timeout",
                  (unsigned long long)l->send_timeout_ms);
-        conn_drop_slow(c, why, -ETIMEDOUT);
+        http__conn_drop_slow(c, why, -ETIMEDOUT);
         return;
     }
     if (!c->active && !c->head_started_ms && l->idle_timeout_ms &&
         now - c->last_read_ms >= l->idle_timeout_ms)
-        conn_close(c, -ETIMEDOUT);
+        http__conn_close(c, -ETIMEDOUT);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -1349,14 +774,14 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 }
 
 /* Sends FIN and drains the client's input for a while, so it reads our last answer. */
-static void conn_linger(struct http__conn *c)
+void http__conn_linger(struct http__conn *c)
 {
     if (c->closing)
         return;
     c->lingering = 1;
     buf_reset(&c->in);
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
-        conn_close(c, 0);
+        http__conn_close(c, 0);
         return;
     }
     if (!c->reading)
@@ -1397,7 +822,7 @@ static void server_refuse(struct http_server *srv)
     if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&srv->refuse) == 0) {
         log_out_of_memory(&srv->refuse, "a new connection", "answering 503 and closing it");
         char msg[512];
-        uv_buf_t b = uv_buf_init(msg, (unsigned)error_answer(&srv->limits, 503, 0, msg));
+        uv_buf_t b = uv_buf_init(msg, (unsigned)http__error_answer(&srv->limits, 503, 0, msg));
         uv_try_write((uv_stream_t *)&srv->refuse, &b, 1);
     }
     srv->n_closing++;
@@ -1432,7 +857,7 @@ static void on_connection(uv_stream_t *server, int status)
         srv->conns_peak = srv->n_conns;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
         srv->n_conns > srv->limits.max_connections) {
-        conn_close(c, -ECONNABORTED);
+        http__conn_close(c, -ECONNABORTED);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -1540,12 +965,12 @@ void http_server_set_limits(struct http_server *srv, const struct http_server_li
         if (!c->closing && !c->lingering)
             conn_watch_timeouts(c);
     if (srv->limits.max_buffered && srv->buffered > srv->limits.max_buffered)
-        server_shed(srv);
+        http__server_shed(srv);
 }
 
 size_t http_server_buffered(const struct http_server *srv)
 {
-    return server_unsent(srv);
+    return http__server_unsent(srv);
 }
 
 int http_server_port(const struct http_server *srv)
@@ -1592,13 +1017,14 @@ void http_server_close(struct http_server *srv, http_server_close_cb close_cb, v
         srv->n_closing++;
         uv_close((uv_handle_t *)&srv->trim_timer, on_trim_timer_closed);
     }
-    /* The connections' completions still due are done as each connection closes (conn_flush_done).
+    /* The connections' completions still due are done as each connection closes
+     * (http__conn_flush_done).
      */
     if (srv->done_idle_open) {
         srv->n_closing++;
         uv_close((uv_handle_t *)&srv->done_idle, on_done_idle_closed);
     }
     for (struct http__conn *c = srv->conns; c; c = c->next)
-        conn_close(c, -ECANCELED);
+        http__conn_close(c, -ECANCELED);
     server_maybe_closed(srv);
 }

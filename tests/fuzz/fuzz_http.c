@@ -1,16 +1,16 @@
 // fuzz-sources: src/base/alloc.c src/base/buf.c src/base/log.c src/base/utf8.c
-// fuzz-sources: src/router/errors.c
+// fuzz-sources: src/router/errors.c src/http/write.c src/base/units.c
 // fuzz-libs: -luv -lhttp_parser -ljansson
 /*
- * libFuzzer target for the HTTP/1.1 server of src/http/server.c, end to end
- * over a real loopback TCP connection. The server is created once, with small
- * limits, on a libuv loop that only this thread runs. An input is one control
- * byte and then the raw bytes a client sends. The client connects and writes
- * them in one or two parts; the control byte says where to split, whether to
- * wait for the server to be idle between the parts, and how the client ends:
- * wait until the server is idle and half-close, half-close at once, or reset
- * at once (see LLVMFuzzerTestOneInput). The target then turns the loop until
- * the server has closed the connection.
+ * libFuzzer target for the HTTP/1.1 server of src/http/ (server.c, write.c),
+ * end to end over a real loopback TCP connection. The server is created once,
+ * with small limits, on a libuv loop that only this thread runs. An input is
+ * one control byte and then the raw bytes a client sends. The client connects
+ * and writes them in one or two parts; the control byte says where to split,
+ * whether to wait for the server to be idle between the parts, and how the
+ * client ends: wait until the server is idle and half-close, half-close at
+ * once, or reset at once (see LLVMFuzzerTestOneInput). The target then turns
+ * the loop until the server has closed the connection.
  *
  * The handler answers in one of eight ways, picked by the second byte of the
  * path ("/0" to "/7"): whole responses (with a status from a table, an echoed
