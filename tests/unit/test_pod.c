@@ -35,8 +35,9 @@
 
 #include <cmocka.h>
 
-/* Included to reach launch_script, poll_script, poll_done and the parsers. */
+/* Included to reach launch_script, poll_script, the poll's answer and the parsers. */
 #include "runner/pod.c"
+#include "runner/pod_poll.c"
 
 #include "testutil.h"
 
@@ -350,7 +351,7 @@ struct launched {
 /* Runs the launch script for spec; asserts it printed exactly "L PID START OFF". */
 static void launch(const struct runner_spec *spec, struct launched *l)
 {
-    char *name = log_name(spec->name);
+    char *name = runner_pod__log_name(spec->name);
     char *script = launch_script(spec, name);
     struct sh_out o;
     run_remote(script, &o);
@@ -406,7 +407,7 @@ static void test_launch_hostile(void **state)
                                .cwd = work,
                                .name = "org/model:v1 it's",
                                .port = test_free_port()};
-    char *lname = log_name(spec.name);
+    char *lname = runner_pod__log_name(spec.name);
     assert_true(strncmp(lname, "org_model_v1_it_s-", 18) == 0);
     char *logp = xstrfmt("%s/%s.log", logs, lname);
     free(lname);
@@ -687,17 +688,18 @@ static void fx_close(struct fx *f)
 }
 
 /* A watch as a finished launch leaves it (forward marked up: no ssh here). */
-static struct pod_watch *add_watch(struct runner_pod *p, const char *name, const char *mirror,
-                                   int pid, uint64_t start, struct test_exit *r)
+static struct runner_pod__watch *add_watch(struct runner_pod *p, const char *name,
+                                           const char *mirror, int pid, uint64_t start,
+                                           struct test_exit *r)
 {
-    struct pod_watch *w = watch_new(p, name, mirror, 8000, test_on_exit, r);
+    struct runner_pod__watch *w = watch_new(p, name, mirror, 8000, test_on_exit, r);
     w->p = (struct runner_proc){.pid = pid, .pgid = pid, .start_time = start};
     w->alive = w->group = 1;
     w->attached = 1;
     return w;
 }
 
-/* One poll: the real script through the local shell, its stdout to poll_done. */
+/* One poll: the real script through the local shell, its stdout to the poll's answer. */
 static void poll_once(struct runner_pod *p)
 {
     char *script = poll_script(p);
@@ -710,7 +712,7 @@ static void poll_once(struct runner_pod *p)
                              .out_len = o.out_len,
                              .errout = o.err,
                              .err_len = o.err_len};
-    poll_done(&res, p);
+    runner_pod__poll_done(&res, p);
     sh_out_release(&o);
     free(script);
 }
@@ -759,10 +761,12 @@ static void test_poll_liveness(void **state)
     assert_int_equal(waitpid(orphan, &st, 0), orphan);
     assert_int_equal(getpgid(member), orphan);
 
-    struct pod_watch *w_live = add_watch(f.p, "live", NULL, live, start_of(live), &r_live);
-    struct pod_watch *w_dead = add_watch(f.p, "dead", NULL, dead, dead_start, &r_dead);
-    struct pod_watch *w_reuse = add_watch(f.p, "reuse", NULL, reuse, start_of(reuse) + 1, &r_reuse);
-    struct pod_watch *w_orphan = add_watch(f.p, "orphan", NULL, orphan, orphan_start, &r_orphan);
+    struct runner_pod__watch *w_live = add_watch(f.p, "live", NULL, live, start_of(live), &r_live);
+    struct runner_pod__watch *w_dead = add_watch(f.p, "dead", NULL, dead, dead_start, &r_dead);
+    struct runner_pod__watch *w_reuse =
+        add_watch(f.p, "reuse", NULL, reuse, start_of(reuse) + 1, &r_reuse);
+    struct runner_pod__watch *w_orphan =
+        add_watch(f.p, "orphan", NULL, orphan, orphan_start, &r_orphan);
     uint64_t id_dead = w_dead->id, id_orphan = w_orphan->id, id_live = w_live->id;
     struct runner *run = runner_pod_runner(f.p);
 
@@ -845,7 +849,7 @@ static void test_poll_log_chunks(void **state)
     size_t total = LOG_CHUNK_MAX + 15424;
     char *data = binary_log(total + 100, 7);
     write_file(logp, data, total, 0);
-    struct pod_watch *w = add_watch(f.p, "chunky", mirror, g, start_of(g), &r);
+    struct runner_pod__watch *w = add_watch(f.p, "chunky", mirror, g, start_of(g), &r);
 
     /* More than one poll's worth: the first stops at the limit and asks for more. */
     poll_once(f.p);
@@ -902,7 +906,7 @@ static void test_poll_log_rotation(void **state)
     size_t total = LOG_CHUNK_MAX + 500;
     char *data = binary_log(total + 10, 11);
     write_file(logp, data, total, 0);
-    struct pod_watch *w = add_watch(f.p, "rotated", mirror, g, start_of(g), &r);
+    struct runner_pod__watch *w = add_watch(f.p, "rotated", mirror, g, start_of(g), &r);
 
     /* Not all copied yet: not rotated. */
     poll_once(f.p);
@@ -940,7 +944,7 @@ static void test_poll_adopted_from_end(void **state)
     char *mirror = xstrfmt("%s/mirror-adopted.log", tmp_dir);
     unlink(mirror);
     write_file(logp, "old line\n", 9, 0);
-    struct pod_watch *w = add_watch(f.p, "adopted", mirror, g, start_of(g), &r);
+    struct runner_pod__watch *w = add_watch(f.p, "adopted", mirror, g, start_of(g), &r);
     w->from_end = 1;
 
     poll_once(f.p);
@@ -979,7 +983,7 @@ static void test_poll_exit_signal(void **state)
     int engine = read_pid(pidp);
     assert_int_not_equal(engine, l.pid);
     assert_int_equal(getpgid(engine), l.pid);
-    struct pod_watch *w = add_watch(f.p, "killed", mirror, l.pid, l.start, &r);
+    struct runner_pod__watch *w = add_watch(f.p, "killed", mirror, l.pid, l.start, &r);
     w->log_off = l.off;
     poll_once(f.p);
     assert_true(w->alive && w->group);
@@ -1055,7 +1059,7 @@ static void test_ports(void **state)
 
 static void test_scan_exit_line(void **state)
 {
-    struct pod_watch w = {.exit_code = -1};
+    struct runner_pod__watch w = {.exit_code = -1};
     struct {
         const char *data;
         int want;
@@ -1072,14 +1076,14 @@ static void test_scan_exit_line(void **state)
         {"[yard] exit 99999999999999999999\n", -2}, /* any value; no overflow */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        w = (struct pod_watch){.exit_code = -1};
+        w = (struct runner_pod__watch){.exit_code = -1};
         scan_exit_line(&w, cases[i].data, strlen(cases[i].data));
         if (cases[i].want != -2 && w.exit_code != cases[i].want)
             fail_msg("'%s': %d, not %d", cases[i].data, w.exit_code, cases[i].want);
     }
     /* Binary bytes before the line, and the mark at the very end without digits. */
     const char bin[] = "\0\xff\n[yard] exit 7\n[yard] exit ";
-    w = (struct pod_watch){.exit_code = -1};
+    w = (struct runner_pod__watch){.exit_code = -1};
     scan_exit_line(&w, bin, sizeof bin - 1);
     assert_int_equal(w.exit_code, 7);
 }
@@ -1107,7 +1111,7 @@ static void test_log_name(void **state)
         {"mod\xc3\xa8le", "mod__le"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char *n = log_name(cases[i].model);
+        char *n = runner_pod__log_name(cases[i].model);
         /* A name that had to change carries a hash of the original: "-" and 8 hex digits. */
         if (strcmp(cases[i].model, cases[i].want) == 0 || !*cases[i].model) {
             assert_string_equal(n, cases[i].want);
@@ -1125,7 +1129,7 @@ static void test_log_name(void **state)
                          strlen(n));
         free(n);
     }
-    char *n = log_name(NULL);
+    char *n = runner_pod__log_name(NULL);
     assert_string_equal(n, "engine");
     free(n);
 }
@@ -1234,7 +1238,7 @@ static void test_regress_exit_before_log_copied(void **state)
 /* The wrapper's line split between two polls' chunks is still read. */
 static void test_regress_exit_line_split(void **state)
 {
-    struct pod_watch w = {.exit_code = -1};
+    struct runner_pod__watch w = {.exit_code = -1};
     scan_exit_line(&w, "engine output\n[yard] ex", 23);
     scan_exit_line(&w, "it 137\n", 7);
     assert_int_equal(w.exit_code, 137);
@@ -1293,7 +1297,7 @@ static void test_regress_banner_before_poll(void **state)
     run_remote(script, &o);
     char *out = xstrfmt("Welcome to the GPU box\n%s", o.out);
     struct ssh_result res = {.status = SSH_OK, .out = out, .out_len = strlen(out)};
-    poll_done(&res, f.p);
+    runner_pod__poll_done(&res, f.p);
     assert_file_is(mirror, "hello\n", 6);
 
     sh_out_release(&o);
@@ -1305,12 +1309,13 @@ static void test_regress_banner_before_poll(void **state)
     free(logp);
 }
 
-/* Two models whose names differ only in what log_name replaces get two logs on the pod. */
+/* Two models whose names differ only in what runner_pod__log_name replaces get two logs on the pod.
+ */
 static void test_regress_log_name_collision(void **state)
 {
     const char *pairs[][2] = {{"org/m", "org_m"}, {"llama3:8b", "llama3_8b"}, {"a b", "a_b"}};
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        char *a = log_name(pairs[i][0]), *b = log_name(pairs[i][1]);
+        char *a = runner_pod__log_name(pairs[i][0]), *b = runner_pod__log_name(pairs[i][1]);
         if (strcmp(a, b) == 0)
             fail_msg("'%s' and '%s' share the log '%s.log'", pairs[i][0], pairs[i][1], a);
         free(a);
