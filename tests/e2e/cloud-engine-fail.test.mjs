@@ -15,38 +15,23 @@
 
 import { describe, test } from 'node:test';
 import OpenAI from 'openai';
-import { assert, freePort, tmpdir, writeConfig, startDaemon, waitFor, yard, yardJson, MOCK_ENGINE_BIN } from './lib/harness.mjs';
+import { assert, waitFor, yard, yardJson, MOCK_ENGINE_BIN } from './lib/harness.mjs';
 import { startVastStandin } from './lib/vast-standin.mjs';
+import { standinDaemon, creates, alive } from './lib/cloud.mjs';
 import { sshdSkipReason } from './lib/sshd.mjs';
 
 const skip = sshdSkipReason();
 
 async function daemon(s, fail, cloud = '') {
-    const dir = tmpdir();
-    const port = await freePort();
-    const yaml =
-        `listen: 127.0.0.1:${port}\n` +
-        'clouds:\n' +
-        '  vast:\n' +
-        '    provider: vast\n' +
-        '    api_key: ${env.VAST_API_KEY}\n' +
-        `    url: ${s.url}\n` +
-        '    max_price: 1.5\n' +
-        '    image: vllm/vllm-openai:latest\n' +
-        '    disk: 40GB\n' +
-        `    ssh_key: ${s.clientKey.path}\n` +
-        cloud +
+    const models =
         'models:\n' +
         '  c:\n    engine: vllm\n    hosts: [vast]\n' +
         `    cmd: "${MOCK_ENGINE_BIN} --flavor vllm --port \${PORT} --name \${NAME} --load-time 0s${fail}"\n`;
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
+    const { dir, d, port } = await standinDaemon(s, { cloud, models });
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'none', maxRetries: 0, timeout: 90000 });
     return { dir, d, client };
 }
 
-const alive = (s) => [...s.state.instances.values()].filter((i) => !i.destroyed);
-const creates = (s) => s.state.requests.filter((r) => r.method === 'PUT' && r.path.startsWith('/api/v0/asks/'));
 // The error a request fails with, or null when it is answered.
 const refusal = (p) => p.then(() => null, (e) => e);
 const ask = (client, content) => client.chat.completions.create({ model: 'c', messages: [{ role: 'user', content }] });

@@ -20,35 +20,15 @@ import { describe, test } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { assert, tmpdir, freePort, writeConfig, startDaemon, startProcess, waitFor, yard, yardJson, MOCK_ENGINE_BIN, YARD_BIN } from './lib/harness.mjs';
+import { assert, tmpdir, freePort, startProcess, waitFor, yard, yardJson, MOCK_ENGINE_BIN, YARD_BIN } from './lib/harness.mjs';
 import { startVastStandin, netnsSkipReason } from './lib/vast-standin.mjs';
+import { standinDaemon, creates, alive } from './lib/cloud.mjs';
 import { sshdSkipReason } from './lib/sshd.mjs';
 
 const skip = sshdSkipReason();
 const netns = !skip && !netnsSkipReason();
 
-async function daemon(s, { cloud = '', models = '', port = null } = {}) {
-    const dir = tmpdir();
-    port ??= await freePort();
-    const yaml =
-        `listen: 127.0.0.1:${port}\n` +
-        'clouds:\n' +
-        '  vast:\n' +
-        '    provider: vast\n' +
-        '    api_key: ${env.VAST_API_KEY}\n' +
-        `    url: ${s.url}\n` +
-        '    max_price: 1.5\n' +
-        '    image: vllm/vllm-openai:latest\n' +
-        `    ssh_key: ${s.clientKey.path}\n` +
-        cloud +
-        models;
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
-    return { dir, d, config };
-}
-
-const creates = (s) => s.state.requests.filter((r) => r.method === 'PUT' && r.path.startsWith('/api/v0/asks/'));
-const alive = (s) => [...s.state.instances.values()].filter((i) => !i.destroyed);
+const daemon = (s, { cloud = '', models = '', port = null } = {}) => standinDaemon(s, { disk: null, cloud, models, port });
 
 describe('machines that fail their start', { skip: skip ?? false }, () => {
     test(`stuck loading, an OCI error, ssh dead: each destroyed and recorded bad; the next offer serves (${netns ? 'network namespaces' : 'loopback'})`, async () => {

@@ -21,8 +21,9 @@
 import { describe, test, before, after } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
-import { assert, tmpdir, freePort, writeConfig, startDaemon, waitFor, yard, yardJson } from './lib/harness.mjs';
+import { assert, tmpdir, freePort, waitFor, yard, yardJson } from './lib/harness.mjs';
 import { startVastStandin } from './lib/vast-standin.mjs';
+import { cloudDaemon } from './lib/cloud.mjs';
 
 const SEARCH = '/api/v0/bundles/';
 
@@ -40,25 +41,12 @@ function keyFiles(dir) {
  */
 async function daemon({ url, cloud = '', models = {}, env = {} }) {
     const dir = tmpdir();
-    const port = await freePort();
-    let yaml =
-        `listen: 127.0.0.1:${port}\n` +
-        'clouds:\n' +
-        '  vast:\n' +
-        '    provider: vast\n' +
-        '    api_key: ${env.VAST_API_KEY}\n' +
-        `    url: ${url}\n` +
-        '    max_price: 1.5\n' +
-        '    image: vllm/vllm-openai:latest\n' +
-        '    disk: 40GB\n' +
-        `    ssh_key: ${keyFiles(dir)}\n` +
-        cloud;
+    let text = '';
     if (Object.keys(models).length) {
-        yaml += 'models:\n';
-        for (const [name, body] of Object.entries(models)) yaml += `  ${name}: ${body}\n`;
+        text += 'models:\n';
+        for (const [name, body] of Object.entries(models)) text += `  ${name}: ${body}\n`;
     }
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir, env });
+    const { d } = await cloudDaemon({ url, sshKey: keyFiles(dir), dir, cloud, models: text, env });
     return { dir, d };
 }
 

@@ -22,8 +22,9 @@ import { describe, test, before, after } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { assert, tmpdir, freePort, writeConfig, startDaemon, waitFor, yard, yardJson, MOCK_ENGINE_BIN } from './lib/harness.mjs';
+import { assert, tmpdir, freePort, startDaemon, waitFor, yard, yardJson, MOCK_ENGINE_BIN } from './lib/harness.mjs';
 import { startVastStandin } from './lib/vast-standin.mjs';
+import { standinDaemon, creates, alive } from './lib/cloud.mjs';
 import { sshdSkipReason } from './lib/sshd.mjs';
 
 const skip = sshdSkipReason();
@@ -34,29 +35,9 @@ const OFFERS = [
     { id: 203, machine_id: 2003, dph_total: 0.5, gpu_name: 'RTX 4090', gpu_ram: 24564 },
 ];
 
-async function daemon(s, { dir = tmpdir(), cloud = '', models = '', port = null } = {}) {
-    port ??= await freePort();
-    const yaml =
-        `listen: 127.0.0.1:${port}\n` +
-        'clouds:\n' +
-        '  vast:\n' +
-        '    provider: vast\n' +
-        '    api_key: ${env.VAST_API_KEY}\n' +
-        `    url: ${s.url}\n` +
-        '    max_price: 1.5\n' +
-        '    image: vllm/vllm-openai:latest\n' +
-        '    disk: 40GB\n' +
-        `    ssh_key: ${s.clientKey.path}\n` +
-        cloud +
-        models;
-    const config = writeConfig(dir, yaml);
-    const d = await startDaemon({ config, stateDir: dir, env: { VAST_API_KEY: s.apiKey } });
-    return { dir, d, config };
-}
+const daemon = (s, { dir = tmpdir(), cloud = '', models = '', port = null } = {}) => standinDaemon(s, { dir, cloud, models, port });
 
 const ls = (dir) => yardJson(['cloud', 'ls', '--json'], { stateDir: dir });
-const creates = (s) => s.state.requests.filter((r) => r.method === 'PUT' && r.path.startsWith('/api/v0/asks/'));
-const alive = (s) => [...s.state.instances.values()].filter((i) => !i.destroyed);
 
 describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
     let s;
