@@ -210,12 +210,12 @@ int http__conn_write(struct http__conn *c, struct http__req *r, const uv_buf_t *
      */
     size_t taken = 0;
     if (c->queued == 0 && !then_linger && srv->done_idle_open && http__conn_unsent(c) == 0) {
+        /*
+         * A socket that fails (the client gone) is not closed here, inside the
+         * caller's call: the uv_write below meets the same error and reports
+         * it through its callback, as before this path existed.
+         */
         int w = uv_try_write((uv_stream_t *)&c->tcp, parts, (unsigned)n);
-        if (w < 0 && w != UV_EAGAIN) {
-            free(wr);
-            http__conn_close(c, w);
-            return -ENOTCONN;
-        }
         taken = w > 0 ? (size_t)w : 0;
     }
     wr->len = len - taken;

@@ -59,6 +59,24 @@ async function shot(page, name) {
 const stateOf = (page, model) =>
     page.$eval(`#instances tr[data-model="${model}"][data-replica="0"] td.state`, (td) => td.dataset.state);
 
+/**
+ * Presses model's ACTION button in the instances table. Clicked inside the page in one
+ * turn: the table is redrawn as events arrive, so a handle found first and clicked
+ * after can be a row that is gone ("Node is detached from document").
+ */
+async function press(page, model, action) {
+    const found = await page.evaluate(
+        (m, a) => {
+            const b = document.querySelector(`#instances tr[data-model="${m}"] button[data-action="${a}"]`);
+            if (b) b.click();
+            return !!b;
+        },
+        model,
+        action
+    );
+    assert.ok(found, `no ${action} button for ${model} in the instances table`);
+}
+
 async function waitState(page, model, want, what) {
     await page
         .waitForFunction(
@@ -131,7 +149,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         await page.click('#keyform button[type=submit]');
         await waitState(page, 'a', 'stopped', 'with the API key');
         await waitState(page, 'b', 'stopped', 'with the API key');
-        await page.click('#instances tr[data-model="a"] button[data-action="start"]');
+        await press(page, 'a', 'start');
         await page.waitForFunction(() => /needs one of the config's admin_keys/.test(document.querySelector('#error').textContent), {
             timeout: 30000,
         });
@@ -154,7 +172,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
             }).observe(document.querySelector('#instances tbody'), { childList: true, subtree: true });
             return seen;
         });
-        await page.click('#instances tr[data-model="a"] button[data-action="start"]');
+        await press(page, 'a', 'start');
         await waitState(page, 'a', 'ready', 'after start pressed');
         const barsSeen = await bars.jsonValue();
         assert.ok(barsSeen.length > 0, 'no progress bar while a loaded');
@@ -210,7 +228,7 @@ test('the dashboard: live swap, stop, log, playground, GPUs, in headless Chromiu
         await shot(page, '02-after-swap');
 
         // Stop b from the page.
-        await page.click('#instances tr[data-model="b"] button[data-action="stop"]');
+        await press(page, 'b', 'stop');
         await waitState(page, 'b', 'stopped', 'after stop pressed');
         assert.equal((await h.ps(dir)).find((e) => e.name === 'b').state, 'stopped');
         await page.waitForFunction(
