@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "base/alloc.h"
+#include "base/fs.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/sha256.h"
@@ -734,20 +735,7 @@ int ckstore_upload(const struct ckstore *s, const char *gen, const char *dir, co
 /* Removes dir's files and dir; 0 or -errno (ENOENT is fine). */
 static int remove_dir(const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT ? 0 : -errno;
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char *p = xstrfmt("%s/%s", dir, e->d_name);
-        if (unlink(p) < 0 && errno != ENOENT)
-            rc = -errno;
-        free(p);
-    }
-    closedir(d);
+    int rc = fs_empty_dir(dir);
     if (rc == 0 && rmdir(dir) < 0 && errno != ENOENT)
         rc = -errno;
     return rc;

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/fs.h"
 #include "base/log.h"
 #include "runner/tools.h"
 #include "sup/sup_int.h"
@@ -233,26 +234,6 @@ static int mkdir_one(const char *path)
     return 0;
 }
 
-/* Removes the files of dir (CRIU writes no subdirectories); 0 or -errno. */
-static int empty_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT ? 0 : -errno;
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char *p = xstrfmt("%s/%s", dir, e->d_name);
-        if (unlink(p) < 0 && errno != ENOENT)
-            rc = -errno;
-        free(p);
-    }
-    closedir(d);
-    return rc;
-}
-
 static void discard_done(const struct tools_result *res, void *arg)
 {
     char *what = arg;
@@ -286,7 +267,7 @@ void sup__ckpt_discard(struct instance *in)
         free(dir);
         return;
     }
-    int rc = empty_dir(dir);
+    int rc = fs_empty_dir(dir);
     if (rc == 0 && rmdir(dir) < 0 && errno != ENOENT)
         rc = -errno;
     if (rc < 0)
@@ -446,7 +427,7 @@ static int ckpt_sleep(struct instance *in, int level, sup_op_cb done, void *arg,
     if (rc == 0)
         rc = mkdir_one(dir);
     if (rc == 0)
-        rc = empty_dir(dir); /* images of an earlier run would be restored by mistake */
+        rc = fs_empty_dir(dir); /* images of an earlier run would be restored by mistake */
     if (rc < 0)
         *err = xstrfmt("cannot checkpoint '%s': cannot prepare '%s': %s", in->name, dir,
                        strerror(-rc));
@@ -762,6 +743,22 @@ static void locate_done(const struct tools_result *res, void *arg)
     }
 }
 
+/* The wake is under way: done(arg) hears how it ends. */
+static void wake_begun(struct instance *in, sup_op_cb done, void *arg)
+{
+    in->op = SUP__OP_WAKE;
+    in->op_done = done;
+    in->op_arg = arg;
+}
+
+/* A wake that could not begin: its record goes, err said why. */
+static int wake_refused(struct instance *in, int rc)
+{
+    ckpt_free(in->ckpt);
+    in->ckpt = NULL;
+    return rc;
+}
+
 static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
 {
     if (in->state != INST_CHECKPOINTED || in->op) {
@@ -774,9 +771,7 @@ static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
     in->ckpt = c;
     if (!in->runner->pids_here) {
         /* The images are the pod's: it says where they are (and that they are) first. */
-        in->op = SUP__OP_WAKE;
-        in->op_done = done;
-        in->op_arg = arg;
+        wake_begun(in, done, arg);
         in->tool = pod_run(in, "locate", NULL, 0, locate_done, in);
         return 0;
     }
@@ -795,25 +790,16 @@ static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
         if (rc < 0) {
             *err = xstrfmt("cannot restore '%s': cannot make '%s/checkpoints': %s", in->name,
                            in->sup->app->state_dir, strerror(-rc));
-            ckpt_free(c);
-            in->ckpt = NULL;
-            return rc;
+            return wake_refused(in, rc);
         }
-        in->op = SUP__OP_WAKE;
-        in->op_done = done;
-        in->op_arg = arg;
+        wake_begun(in, done, arg);
         sup__ckstore_download(in, c->dir);
         return 0;
     }
     int rc = restore_run(in, err);
-    if (rc < 0) {
-        ckpt_free(c);
-        in->ckpt = NULL;
-        return rc;
-    }
-    in->op = SUP__OP_WAKE;
-    in->op_done = done;
-    in->op_arg = arg;
+    if (rc < 0)
+        return wake_refused(in, rc);
+    wake_begun(in, done, arg);
     return 0;
 }
 

@@ -1088,6 +1088,19 @@ static void test_removed_by_reload(void **state)
  * A stop of every model stops each model that runs once, whatever its
  * replicas, and leaves out the stopped ones (yard stop --all, /unload).
  */
+/* What a stop of every model stops: exactly first and second, in that order. */
+static void expect_stop_all(struct sched *s, const char *first, const char *second)
+{
+    size_t n;
+    char **names = sched_stop_all_names(s, &n);
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], first);
+    assert_string_equal(names[1], second);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
 static void test_stop_all_names(void **state)
 {
     (void)state;
@@ -1101,22 +1114,10 @@ static void test_stop_all_names(void **state)
     fake_ready(&f.sup, "m", 0);
     fake_find(&f.sup, "m")->reps[1].exists = 1;
     fake_ready(&f.sup, "m", 1);
-    names = sched_stop_all_names(f.s, &n);
-    assert_int_equal(n, 2);
-    assert_string_equal(names[0], "a");
-    assert_string_equal(names[1], "m");
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    expect_stop_all(f.s, "a", "m");
     /* m's first replica stopped while its second runs: m is still stopped, once */
     fake_set(&f.sup, "m", 0, INST_STOPPED, NULL);
-    names = sched_stop_all_names(f.s, &n);
-    assert_int_equal(n, 2);
-    assert_string_equal(names[0], "a");
-    assert_string_equal(names[1], "m");
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    expect_stop_all(f.s, "a", "m");
     fx_end(&f);
 }
 
