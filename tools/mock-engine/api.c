@@ -333,6 +333,32 @@ static void gen_free(uv_handle_t *h)
     free(h->data);
 }
 
+static void gen_tick(uv_timer_t *t);
+
+/*
+ * Arms the generation's timer for its next token. Paced, each token is due at
+ * its own instant from the request's start (start + n / rate), never at "the
+ * last tick + a period": libuv re-arms a repeating timer from the loop's time
+ * of the iteration that ran it, so streams whose ticks once shared an
+ * iteration would share every later one, and a thousand streams opened over
+ * a second would clump into a few large bursts instead of a few tokens a
+ * millisecond. late_ms: a reader that was slow is tried again that much later.
+ */
+static void gen_arm(struct mock_gen *g, uint64_t late_ms)
+{
+    double rate = g->m->o.tokens_per_sec;
+    uint64_t delay = late_ms;
+    if (rate <= 0) {
+        delay = late_ms || g->sent ? 1 : 0; /* all at once; a slow reader's rest a tick later */
+    } else if (!late_ms) {
+        uint64_t due_ns = g->start_ns + (uint64_t)((double)(g->sent + 1) * 1e9 / rate);
+        uint64_t now = clock_mono_ns();
+        delay = due_ns > now ? (due_ns - now + 999999) / 1000000 : 0;
+    }
+    uv_update_time(g->m->loop);
+    uv_timer_start(&g->timer, gen_tick, delay, 0);
+}
+
 static void gen_tick(uv_timer_t *t)
 {
     struct mock_gen *g = t->data;
@@ -344,8 +370,11 @@ static void gen_tick(uv_timer_t *t)
         double d = floor(secs * g->m->o.tokens_per_sec);
         due = d < g->max_tokens ? (int)d : g->max_tokens;
     }
-    if (g->stream && http_request_pending_bytes(g->req) > STREAM_BACKLOG_MAX)
+    uint64_t period = g->m->o.tokens_per_sec > 0 ? (uint64_t)(1000.0 / g->m->o.tokens_per_sec) : 1;
+    if (g->stream && http_request_pending_bytes(g->req) > STREAM_BACKLOG_MAX) {
+        gen_arm(g, period ? period : 1);
         return;
+    }
     while (g->sent < due && !g->halted) {
         if (g->stream) {
             /* A reader that was slow is caught up a backlog's worth per tick, not all at once:
@@ -358,8 +387,12 @@ static void gen_tick(uv_timer_t *t)
             g->m->gen_tokens++;
         }
     }
-    if (g->halted || g->sent < g->max_tokens)
+    if (g->halted)
         return;
+    if (g->sent < g->max_tokens) {
+        gen_arm(g, 0);
+        return;
+    }
     g->finished = 1;
     uv_timer_stop(&g->timer);
     if (g->stream)
@@ -449,13 +482,7 @@ static void gen_start(struct mock *m, struct http_request *req, enum gen_kind ki
     http_request_on_done(req, gen_done, g);
     if (g->stream)
         stream_open(g);
-    uint64_t every = 0;
-    if (m->o.tokens_per_sec > 0) {
-        every = (uint64_t)(1000.0 / m->o.tokens_per_sec);
-        if (every == 0)
-            every = 1;
-    }
-    uv_timer_start(&g->timer, gen_tick, every, every ? every : 1);
+    gen_arm(g, 0);
 }
 
 /* ---- embeddings ---- */
