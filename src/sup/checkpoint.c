@@ -406,6 +406,7 @@ static int ckpt_sleep(struct instance *in, int level, sup_op_cb done, void *arg,
         c->arg = arg;
         in->ckpt = c;
         in->op = SUP__OP_SLEEP;
+        sup__tail_follow(&in->tail);
         char root[24];
         snprintf(root, sizeof root, "%d", in->proc.pgid > 0 ? in->proc.pgid : in->proc.pid);
         const char *argv[] = {root};
@@ -749,6 +750,7 @@ static void wake_begun(struct instance *in, sup_op_cb done, void *arg)
     in->op = SUP__OP_WAKE;
     in->op_done = done;
     in->op_arg = arg;
+    sup__tail_follow(&in->tail);
 }
 
 /* A wake that could not begin: its record goes, err said why. */

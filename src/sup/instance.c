@@ -120,6 +120,7 @@ static void set_state(struct instance *in, enum inst_state to, const char *reaso
 {
     enum inst_state from = in->state;
     in->state = to;
+    sup__tail_follow(&in->tail);
     /* Reasons carry engine log lines and ssh output: made valid UTF-8 before the store, the
      * notes and every JSON answer see them. */
     char *r = utf8_xdup(reason ? reason : "");
@@ -973,6 +974,7 @@ int sup__inst_start(struct instance *in)
         return 0;
     }
     in->eng = engine_find(in->spec.engine); /* a reload may have changed it since the last run */
+    in->key_kind = 0;
 
     in->percent = -1;
     in->exit_code = 0;

@@ -69,33 +69,42 @@ static size_t slot_of(const char *name, int port)
     return (size_t)((hash_fnv1a(name) ^ (uint32_t)port) % KEY_CACHE);
 }
 
+enum { KEY_YARDS = 1, KEY_MACRO, KEY_OWN };
+
 /*
- * Whether the model gives its engine a key of its own (an --api-key word in
- * its cmd without ${API_KEY}, or the engine's key variable in its env): yard then leaves the
- * engine's key alone and passes the client's credentials through, as it did
- * before engines had keys of yard's.
+ * Whose key the engine holds, worked out once per spec and engine (the
+ * router asks on every request): KEY_OWN when the model gives its engine a
+ * key of its own (an --api-key word in its cmd without ${API_KEY}, or the
+ * engine's key variable in its env): yard then leaves the engine's key alone
+ * and passes the client's credentials through, as it did before engines had
+ * keys of yard's. KEY_MACRO: its cmd asks for yard's with ${API_KEY}.
  */
-static int own_key(const struct instance *in)
+static int key_kind(struct instance *in)
 {
+    if (in->key_kind)
+        return in->key_kind;
     const struct sup_spec *sp = &in->spec;
-    if (!sp->cmd || strstr(sp->cmd, "${API_KEY}"))
-        return 0; /* it asks for yard's */
-    if (strstr(sp->cmd, "--api-key ") || strstr(sp->cmd, "--api-key=") ||
-        strstr(sp->cmd, "--api-key\t"))
-        return 1;
-    for (size_t i = 0; in->eng && in->eng->key_env && i < sp->n_env; i++)
+    int kind = KEY_YARDS;
+    if (sp->cmd && strstr(sp->cmd, "${API_KEY}"))
+        kind = KEY_MACRO;
+    else if (sp->cmd && (strstr(sp->cmd, "--api-key ") || strstr(sp->cmd, "--api-key=") ||
+                         strstr(sp->cmd, "--api-key\t")))
+        kind = KEY_OWN;
+    for (size_t i = 0; kind == KEY_YARDS && in->eng && in->eng->key_env && i < sp->n_env; i++)
         if (strcmp(sp->env[i].key, in->eng->key_env) == 0)
-            return 1;
-    return 0;
+            kind = KEY_OWN;
+    in->key_kind = kind;
+    return kind;
 }
 
-int sup__engine_key(const struct instance *in, char out[ENGINE_KEY_HEX + 1])
+int sup__engine_key(struct instance *in, char out[ENGINE_KEY_HEX + 1])
 {
     struct sup__keys *k = in->sup->keys;
     out[0] = '\0';
-    if (!k || in->port <= 0 || !in->runner || own_key(in))
+    if (!k || in->port <= 0 || !in->runner)
         return -ENOKEY;
-    if (!in->runner->pids_here && !(in->spec.cmd && strstr(in->spec.cmd, "${API_KEY}")))
+    int kind = key_kind(in);
+    if (kind == KEY_OWN || (!in->runner->pids_here && kind != KEY_MACRO))
         return -ENOKEY;
     struct sup__key_slot *slot = &k->cache[slot_of(in->name, in->port)];
     if (!slot->name || slot->port != in->port || strcmp(slot->name, in->name) != 0) {

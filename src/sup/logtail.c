@@ -1,7 +1,8 @@
 /*
  * Following an engine's log file. The engine writes the file itself (so it
  * keeps logging while no daemon runs); the daemon reads what is new on each
- * inotify event, with a slow timer as a safety net, classifies each line
+ * inotify event while the engine starts, stops, sleeps or wakes, and every
+ * TAIL_POLL_MS while it serves (sooner while a flood keeps it busy), classifies each line
  * through the engine adapter, keeps the last lines for failure reports, and
  * rotates the file when it passes its cap (copy, then truncate in place: the
  * engine appends with O_APPEND, so it continues at the new end).
@@ -22,6 +23,7 @@
 #include "sup/sup_int.h"
 
 #define TAIL_POLL_MS 250
+#define TAIL_BUSY_MS 10 /* the next look after one that left bytes unread or rotated */
 #define TAIL_READ_MAX (256 * 1024)
 #define TAIL_SKIP_LOG_MS 10000 /* at most one "rotated with lines unread" log line per this */
 
@@ -54,17 +56,21 @@ static void emit_line(struct logtail *t, const char *line, size_t len)
 
 static void feed(struct logtail *t, const char *data, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        char c = data[i];
-        if (c == '\n') {
-            emit_line(t, t->partial, t->plen);
-            t->plen = 0;
-            if (!t->active)
-                return; /* the line's handling stopped the tail */
-        } else if (t->plen < SUP_LINE_MAX - 1) {
-            t->partial[t->plen++] = c;
-        }
+    const char *p = data, *end = data + n;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t take = (size_t)((nl ? nl : end) - p);
         /* Past SUP_LINE_MAX the rest of a line is dropped; the line still ends at '\n'. */
+        size_t room = SUP_LINE_MAX - 1 - t->plen;
+        memcpy(t->partial + t->plen, p, take < room ? take : room);
+        t->plen += take < room ? take : room;
+        if (!nl)
+            return;
+        p = nl + 1;
+        emit_line(t, t->partial, t->plen);
+        t->plen = 0;
+        if (!t->active)
+            return; /* the line's handling stopped the tail */
     }
 }
 
@@ -150,13 +156,13 @@ static void note_skipped(struct logtail *t, uint64_t unread)
     t->skip_logged_ms = now;
 }
 
-void sup__tail_poll(struct logtail *t)
+int sup__tail_poll(struct logtail *t)
 {
     if (!t->active || t->fd < 0)
-        return;
+        return 0;
     struct stat st;
     if (fstat(t->fd, &st) < 0)
-        return;
+        return 0;
     if (st.st_size < t->off) /* truncated by someone else */
         t->off = 0;
     const struct config *cfg = t->in->sup->app->cfg;
@@ -170,7 +176,7 @@ void sup__tail_poll(struct logtail *t)
      */
     if (cap && (uint64_t)st.st_size > cap && (uint64_t)(st.st_size - t->off) > TAIL_READ_MAX) {
         note_skipped(t, rotate(t, cap / 2));
-        return;
+        return 1;
     }
     char buf[16384];
     size_t total = 0;
@@ -182,39 +188,59 @@ void sup__tail_poll(struct logtail *t)
         total += (size_t)n;
         feed(t, buf, (size_t)n);
         if (!t->active) /* a line's handling stopped the tail */
-            return;
+            return 0;
     }
-    if (cap && (uint64_t)t->off > cap)
+    if (cap && (uint64_t)t->off > cap) {
         note_skipped(t, rotate(t, cap));
+        return 1;
+    }
+    return total >= TAIL_READ_MAX;
 }
 
-/* Whether the file passed its cap: a cheap look on each change, so rotation keeps up. */
-static int past_cap(struct logtail *t)
+/*
+ * Whether lines are read as they come. While it loads, stops, sleeps or
+ * wakes, a line can say ready or fatal: read at once. A ready engine writes
+ * an access-log line per request; an inotify wake-up for each would cost the
+ * proxy a read and a wake-up per request, so the timer collects them (a
+ * crash reads the rest at the exit).
+ */
+static int wants_prompt(const struct instance *in)
 {
-    const struct config *cfg = t->in->sup->app->cfg;
-    struct stat st;
-    return t->active && t->fd >= 0 && cfg && cfg->log_max_bytes && fstat(t->fd, &st) == 0 &&
-           (uint64_t)st.st_size > cfg->log_max_bytes;
+    return in->state != INST_READY || in->op != SUP__OP_NONE;
 }
+
+static void on_timer(uv_timer_t *h);
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     struct instance *in = h->data;
-    /*
-     * While it loads, a line can say ready or fatal: read it at once. A ready
-     * engine writes an access-log line per request; reading each as it comes
-     * costs the proxy a wake-up per request, so the timer collects them (a
-     * crash reads the rest at the exit).
-     */
-    if (in->state == INST_READY && !in->op && !past_cap(&in->tail))
-        return;
+    if (!wants_prompt(in))
+        sup__tail_follow(&in->tail);
     sup__tail_poll(&in->tail);
 }
 
 static void on_timer(uv_timer_t *h)
 {
     struct instance *in = h->data;
-    sup__tail_poll(&in->tail);
+    if (sup__tail_poll(&in->tail) && in->tail.active)
+        uv_timer_start(&in->tail.timer, on_timer, TAIL_BUSY_MS, TAIL_POLL_MS);
+}
+
+void sup__tail_follow(struct logtail *t)
+{
+    if (!t->active)
+        return;
+    int want = wants_prompt(t->in);
+    if (want && !t->ev_active) {
+        if (uv_fs_event_start(&t->ev, on_fs_event, t->path, 0) == 0)
+            t->ev_active = 1;
+        /* what came while it was not watched: read on the next loop turn, never inside the
+         * caller (a state change, which a line's handling can itself be making) */
+        uv_timer_start(&t->timer, on_timer, 0, TAIL_POLL_MS);
+    } else if (!want && t->ev_active) {
+        uv_fs_event_stop(&t->ev);
+        t->ev_active = 0;
+    }
 }
 
 void sup__tail_start(struct logtail *t, int from_end)
@@ -237,9 +263,8 @@ void sup__tail_start(struct logtail *t, int from_end)
         t->partial = xmalloc(
             SUP_LINE_MAX); /* kept until the instance goes: a line's handler may still read it */
     t->active = 1;
-    if (uv_fs_event_start(&t->ev, on_fs_event, t->path, 0) == 0)
-        t->ev_active = 1;
     uv_timer_start(&t->timer, on_timer, TAIL_POLL_MS, TAIL_POLL_MS);
+    sup__tail_follow(t);
 }
 
 void sup__tail_stop(struct logtail *t)

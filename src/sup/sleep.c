@@ -130,6 +130,7 @@ static int engine_sleep(struct instance *in, int level, sup_op_cb done, void *ar
     }
     in->op = SUP__OP_SLEEP;
     in->sleep_level = level;
+    sup__tail_follow(&in->tail);
     in->op_done = done;
     in->op_arg = arg;
     sup__timers_stop(in); /* no health probes while it changes */
@@ -194,6 +195,7 @@ static int engine_wake(struct instance *in, sup_op_cb done, void *arg, char **er
     in->op = SUP__OP_WAKE;
     in->op_done = done;
     in->op_arg = arg;
+    sup__tail_follow(&in->tail);
     log_info("sup", "'%s' waking from level %d", in->name, in->sleep_level);
     char key[65];
     in->plan = engine_run_plan_keyed(in->sup->app->loop, sup__addr(in), in->reach_port,

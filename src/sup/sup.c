@@ -667,11 +667,13 @@ void sup_reload(struct sup *s, struct config *cfg, char **kept, char **restarted
         char *what = same ? NULL : sup_spec_diff(&in->spec, &nw);
         sup_spec_release(&in->spec);
         in->spec = nw;
+        in->key_kind = 0;
         /* One that stops already starts with the new settings if it starts again. */
         if (same || in->state == INST_STOPPED || in->state == INST_FAILED ||
             in->state == INST_STOPPING) {
             free(what);
             in->eng = engine_find(in->spec.engine);
+            in->key_kind = 0;
             /* Not running: `yard ps` shows where it will run next. */
             if (!in->watch && in->state == INST_STOPPED)
                 in->runner = sup__runner_for(s, sup__wanted_pod(in));

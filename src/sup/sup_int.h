@@ -95,6 +95,7 @@ struct instance {
     char *run_name;       /* what the runner names its log after: "NAME", or "NAME.R" */
     struct sup_spec spec; /* what it is built from: its command, watch and eviction (spec.h) */
     const struct engine_ops *eng;
+    int key_kind; /* sup__key_kind's answer for this spec and engine; 0: not asked yet */
     struct runner *runner;
     enum inst_state state;
     char *reason;
@@ -407,7 +408,7 @@ void sup__key_release(struct sup *s);
  * The instance's key (65 bytes with the NUL) in out: 0, or -ENOKEY when it
  * has none (no secret, or on a pod whose cmd does not say ${API_KEY}).
  */
-int sup__engine_key(const struct instance *in, char out[65]);
+int sup__engine_key(struct instance *in, char out[65]);
 /*
  * Tells the engine its key before a start: "${API_KEY}" in argv words becomes
  * the key ("" without one), and on the local host the engine's key_env entry
@@ -424,7 +425,10 @@ void sup__tail_stop(struct logtail *t);
 void sup__tail_close(struct logtail *t, uv_close_cb cb);
 /* The kept lines, oldest first, joined with "\n  "; a new string. */
 char *sup__tail_recent(struct logtail *t, size_t max_lines);
-void sup__tail_poll(struct logtail *t);
+/* Reads what is new; 1 when it left bytes unread or rotated (look again soon). */
+int sup__tail_poll(struct logtail *t);
+/* Watches the file with inotify while the instance's lines are awaited (not serving). */
+void sup__tail_follow(struct logtail *t);
 
 /* sup.c */
 void sup__notify(struct sup *s, const struct sup_note *n);

@@ -349,6 +349,7 @@ static int suspend_start(struct instance *in, sup_op_cb done, void *arg, int che
     in->op_done = done;
     in->op_arg = arg;
     in->suspend = x;
+    sup__tail_follow(&in->tail);
     sup__timers_stop(in); /* no health probes while it changes */
     log_info("sup", "'%s' suspending with cuda-checkpoint", in->name);
     if (!in->runner->pids_here) {
@@ -411,6 +412,7 @@ static int suspend_wake(struct instance *in, sup_op_cb done, void *arg, char **e
     in->op_done = done;
     in->op_arg = arg;
     in->suspend = x;
+    sup__tail_follow(&in->tail);
     log_info("sup", "'%s' resuming from cuda-checkpoint", in->name);
     step(x);
     return 0;
