@@ -53,9 +53,13 @@ static int buf_reserve(struct buf *b, size_t extra)
 
 int buf_append(struct buf *b, const void *p, size_t n)
 {
-    int rc = buf_reserve(b, n);
-    if (rc < 0)
-        return rc;
+    /* Room for n bytes and the NUL (a request's head is appended a few dozen times): no
+     * reserve call. cap is 0 or more than len. */
+    if (n >= b->cap - b->len || b->cap == 0) {
+        int rc = buf_reserve(b, n);
+        if (rc < 0)
+            return rc;
+    }
     if (n)
         memcpy(b->data + b->len, p, n);
     b->len += n;
