@@ -19,7 +19,7 @@
 static const char usage[] =
     "usage: yard checkpoint-store upload|download --url URL --bucket B --prefix P --model M\n"
     "                             --dir DIR [--generation G] [--keep N] [--part-size BYTES]\n"
-    "                             [--skip NAME]\n"
+    "                             [--skip NAME] [--launch SHA256]\n"
     "\n"
     "moves a CRIU images directory to or from the checkpoint store; the daemon runs it\n"
     "(tools.checkpoint_store), with the credentials of its environment\n";
@@ -28,7 +28,7 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
 {
     (void)app;
     const char *verb = NULL, *url = NULL, *bucket = NULL, *prefix = NULL, *model = NULL;
-    const char *dir = NULL, *gen = NULL, *skip = NULL;
+    const char *dir = NULL, *gen = NULL, *skip = NULL, *launch = NULL;
     long keep = 2;
     long long part = CKSTORE_PART_SIZE_DEFAULT;
     for (int i = 1; i < argc; i++) {
@@ -40,6 +40,7 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
                            : !strcmp(a, "--dir")        ? &dir
                            : !strcmp(a, "--generation") ? &gen
                            : !strcmp(a, "--skip")       ? &skip
+                           : !strcmp(a, "--launch")     ? &launch
                                                         : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
@@ -85,6 +86,11 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
         fprintf(stderr, "yard checkpoint-store: '%s' is not a generation's name\n", gen);
         return 64; /* EX_USAGE */
     }
+    if (launch && (up || strlen(launch) != 64 || strspn(launch, "0123456789abcdef") != 64)) {
+        fprintf(stderr, "yard checkpoint-store: --launch takes the 64 hex digits of a launch, "
+                        "and only to download\n");
+        return 64; /* EX_USAGE */
+    }
     struct ckstore s = {.prefix = prefix, .model = model, .keep = (int)keep, .part_size = part};
     char *err = NULL, *note = NULL;
     if (s3_conf_from_env(&s.s3, url, bucket, &err) < 0) {
@@ -100,7 +106,7 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
         return CKSTORE_REFUSED;
     }
     int out = up ? ckstore_upload(&s, gen, dir, skip, &note, &err)
-                 : ckstore_download(&s, dir, &note, &err);
+                 : ckstore_download(&s, dir, launch, &note, &err);
     if (note)
         printf("%s\n", note);
     if (err)

@@ -32,6 +32,7 @@ void ckstore_manifest_release(struct ckstore_manifest *m)
     free(m->files);
     free(m->model);
     free(m->generation);
+    free(m->launch);
     memset(m, 0, sizeof *m);
 }
 
@@ -107,6 +108,8 @@ char *ckstore_manifest_json(const struct ckstore_manifest *m)
                                         (json_int_t)m->files[i].size, "sha256", m->files[i].sha));
     json_t *o = json_pack("{s:i, s:s, s:s, s:o}", "version", 1, "model", m->model, "generation",
                           m->generation, "files", files);
+    if (o && m->launch)
+        json_object_set_new(o, "launch", json_string(m->launch));
     char *s = o ? json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     return s ? s : xstrdup("{}");
@@ -151,8 +154,14 @@ int ckstore_manifest_parse(const char *text, size_t len, struct ckstore_manifest
         *err = xstrfmt("the manifest lists %zu files", json_array_size(files));
         goto fail;
     }
+    json_t *launch = json_object_get(o, "launch");
+    if (launch && (!json_is_string(launch) || !valid_sha(json_string_value(launch)))) {
+        *err = xstrdup("the manifest's launch is not 64 hex digits");
+        goto fail;
+    }
     m->model = xstrdup(model);
     m->generation = xstrdup(gen);
+    m->launch = launch ? xstrdup(json_string_value(launch)) : NULL;
     m->files = xcalloc(json_array_size(files), sizeof *m->files);
     size_t i;
     json_t *f;
@@ -182,6 +191,27 @@ fail:
     json_decref(o);
     ckstore_manifest_release(m);
     return -EPROTO;
+}
+
+int ckstore_read_launch(const char *dir, char out[65])
+{
+    char *path = xstrfmt("%s/%s", dir, CKSTORE_LAUNCH_FILE);
+    FILE *f = fopen(path, "re");
+    free(path);
+    if (!f)
+        return errno == ENOENT ? -ENOENT : -errno;
+    char line[256];
+    int rc = -EPROTO;
+    while (rc < 0 && fgets(line, sizeof line, f)) {
+        size_t n = strcspn(line, "\n");
+        line[n] = 0;
+        if (!strncmp(line, "launch ", 7) && valid_sha(line + 7)) {
+            memcpy(out, line + 7, 65);
+            rc = 0;
+        }
+    }
+    fclose(f);
+    return rc;
 }
 
 int ckstore_file_sha(const char *path, char sha[65], int64_t *size)
@@ -695,7 +725,10 @@ int ckstore_upload(const struct ckstore *s, const char *gen, const char *dir, co
     keys_free(have, n_have);
     if (out == CKSTORE_OK) {
         /* Last: its presence says the generation is whole. */
+        char launch[65];
         struct ckstore_manifest m = {.model = (char *)s->model, .generation = (char *)gen, .n = n};
+        if (ckstore_read_launch(dir, launch) == 0)
+            m.launch = launch;
         m.files = xcalloc(n, sizeof *m.files);
         for (size_t i = 0; i < n; i++) {
             m.files[i].name = f[i].name;
@@ -783,7 +816,8 @@ done:
     return out;
 }
 
-int ckstore_download(const struct ckstore *s, const char *dir, char **note, char **err)
+int ckstore_download(const struct ckstore *s, const char *dir, const char *launch, char **note,
+                     char **err)
 {
     uint64_t t0 = clock_mono_ms();
     char **keys = NULL;
@@ -829,6 +863,16 @@ int ckstore_download(const struct ckstore *s, const char *dir, char **note, char
         goto out;
     }
     s3_reply_release(&r);
+    if (launch && (!m.launch || strcmp(m.launch, launch) != 0)) {
+        *err = xstrfmt("checkpoint store: the newest checkpoint of '%s' (generation %s) %s; not "
+                       "restoring from it",
+                       s->model, gen,
+                       m.launch ? "was taken of another launch of it (its command, environment, "
+                                  "directory or GPUs differ from the config's now)"
+                                : "records no launch to compare with the config's");
+        out = CKSTORE_OTHER;
+        goto out;
+    }
     tmp = xstrfmt("%s.download", dir);
     rc = remove_dir(tmp);
     if (rc == 0 && mkdir(tmp, 0700) < 0)

@@ -18,6 +18,14 @@
  */
 
 #define CKSTORE_MANIFEST "manifest.json"
+/*
+ * Written by the daemon beside the images of a dump: "launch HEX" (the
+ * SHA-256 of the launch the dumped engine was started with, as
+ * sup__ckpt_identity makes it), "port N", "key HEX|-" (the engine's key). Its
+ * launch goes into the manifest, so a daemon without a record of the
+ * checkpoint can tell whether it belongs to the model as configured now.
+ */
+#define CKSTORE_LAUNCH_FILE "yard-launch"
 #define CKSTORE_PART_SIZE_DEFAULT (16ll << 20)
 #define CKSTORE_PART_SIZE_MIN (5ll << 20) /* S3's smallest part but the last */
 #define CKSTORE_PARTS_MAX 10000           /* S3's most parts of one upload */
@@ -34,6 +42,7 @@ enum ckstore_outcome {
     CKSTORE_NONE = 3,      /* no complete generation of the model in the store */
     CKSTORE_CORRUPT = 4,   /* what came back fails its checksum or its manifest is unreadable */
     CKSTORE_LOCAL = 5,     /* this machine's side: reading the images, writing the download */
+    CKSTORE_OTHER = 6,     /* the newest generation is of another launch than the one asked for */
 };
 
 struct ckstore_file {
@@ -45,6 +54,7 @@ struct ckstore_file {
 struct ckstore_manifest {
     char *model;
     char *generation;
+    char *launch; /* NULL, or the 64 hex digits of CKSTORE_LAUNCH_FILE's launch line */
     struct ckstore_file *files;
     size_t n;
 };
@@ -55,7 +65,8 @@ char *ckstore_manifest_json(const struct ckstore_manifest *m);
 /*
  * Reads a manifest strictly (untrusted bytes): version 1, model, generation,
  * files [{name, size, sha256}] with names that ckstore_valid_name accepts,
- * no name twice, sizes >= 0, 64 lowercase hex digits. 0, or -EPROTO with
+ * no name twice, sizes >= 0, 64 lowercase hex digits; launch, when there, 64
+ * lowercase hex digits too. 0, or -EPROTO with
  * *err a new one-line message.
  */
 int ckstore_manifest_parse(const char *text, size_t len, struct ckstore_manifest *m, char **err);
@@ -84,9 +95,16 @@ struct ckstore {
 };
 
 /*
+ * The launch line of dir's CKSTORE_LAUNCH_FILE in out: 0, -ENOENT when there
+ * is no such file, -EPROTO when it holds no valid launch line.
+ */
+int ckstore_read_launch(const char *dir, char out[65]);
+
+/*
  * Uploads the files of dir (but skip, a name or NULL) as generation gen, the
  * manifest last, then deletes what is older than the newest `keep` complete
- * generations. *note gets a new line for the log ("12 files, 3.1 MiB (2
+ * generations. The manifest carries the launch of dir's CKSTORE_LAUNCH_FILE
+ * when there is one. *note gets a new line for the log ("12 files, 3.1 MiB (2
  * already there) in 410 ms"); failures a new one-line *err. Returns an enum
  * ckstore_outcome.
  */
@@ -97,10 +115,12 @@ int ckstore_upload(const struct ckstore *s, const char *gen, const char *dir, co
  * images (it is replaced; an empty or partial one is removed): the files go
  * to DIR.download first, are checked against the manifest's sizes and
  * checksums, and only then renamed to dir. Anything that fails leaves dir as
- * it was. *note and *err as for ckstore_upload. Returns an enum
- * ckstore_outcome.
+ * it was. With launch (64 hex digits, or NULL), a generation whose manifest
+ * carries another launch, or none, is not downloaded: CKSTORE_OTHER. *note
+ * and *err as for ckstore_upload. Returns an enum ckstore_outcome.
  */
-int ckstore_download(const struct ckstore *s, const char *dir, char **note, char **err);
+int ckstore_download(const struct ckstore *s, const char *dir, const char *launch, char **note,
+                     char **err);
 
 /*
  * The SHA-256 of the file at path, in hex, and its size. 0 or -errno. Reads

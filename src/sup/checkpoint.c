@@ -27,8 +27,13 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/buf.h"
+#include "base/clock.h"
 #include "base/fs.h"
 #include "base/log.h"
+#include "base/sha256.h"
+#include "cloud/ckstore.h"
+#include "engine/key.h"
 #include "runner/tools.h"
 #include "sup/sup_int.h"
 
@@ -47,6 +52,7 @@ struct ckpt {
     void *arg;
     int restored;    /* criu restore ran: the tree may run again */
     int await_found; /* a pod: the restored tree is watched, its port not forwarded yet */
+    int fresh;       /* a start without a record, from the store: a failure starts it cold */
 };
 
 /* NAME, or NAME#R for replica R > 0: the images of two replicas never meet. */
@@ -314,6 +320,9 @@ static void op_end(struct instance *in, int err, const char *msg)
 /* A failed dump or restore leaves the engine in no known state: stop it. */
 static void ckpt_fail(struct instance *in, const char *what, const char *msg)
 {
+    /* A start that tried the store's checkpoint first starts cold once stopped. */
+    if (in->ckpt && in->ckpt->fresh)
+        in->restart_after_stop = 1;
     char *why = xstrfmt("%s failed: %s; stopping it to free its GPU memory", what, msg);
     log_warn("sup", "'%s': %s", in->name, why);
     free(in->stop_reason);
@@ -458,6 +467,98 @@ static void write_pids(struct instance *in, const char *dir)
     free(path);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int sup__ckpt_identity(struct instance *in, const char *gpus, char out[65])
+{
+    struct sup__launch l;
+    char err[256];
+    if (sup__launch_of(&in->spec, in->eng, 0, gpus, NULL, &l, err, sizeof err) < 0)
+        return -EINVAL;
+    size_t ne = 0;
+    while (l.env[ne])
+        ne++;
+    qsort(l.env, ne, sizeof *l.env, cmp_str);
+    struct sha256 h;
+    sha256_init(&h);
+    /* Every word with its NUL; a section ends with an empty word. */
+    for (size_t i = 0; l.argv[i]; i++)
+        sha256_update(&h, l.argv[i], strlen(l.argv[i]) + 1);
+    sha256_update(&h, "", 1);
+    for (size_t i = 0; i < ne; i++)
+        sha256_update(&h, l.env[i], strlen(l.env[i]) + 1);
+    sha256_update(&h, "", 1);
+    sha256_update(&h, l.cwd ? l.cwd : "", strlen(l.cwd ? l.cwd : "") + 1);
+    unsigned char d[32];
+    sha256_final(&h, d);
+    sha256_hex(d, out);
+    sup__launch_release(&l);
+    return 0;
+}
+
+/* What a daemon without a record of the checkpoint needs to restore it (CKSTORE_LAUNCH_FILE). */
+static void write_launch(struct instance *in, const char *dir)
+{
+    char id[65], key[ENGINE_KEY_HEX + 1];
+    if (sup__ckpt_identity(in, in->gpus, id) < 0) {
+        log_warn("sup",
+                 "'%s': its launch cannot be built again; its checkpoint in the store will "
+                 "restore only where a record of it is",
+                 in->name);
+        return;
+    }
+    int have_key = sup__engine_key(in, key) == 0;
+    char *path = xstrfmt("%s/%s", dir, CKSTORE_LAUNCH_FILE);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f && fd >= 0)
+        close(fd);
+    if (f) {
+        fprintf(f, "launch %s\nport %d\nkey %s\n", id, in->port, have_key ? key : "-");
+        if (fclose(f) != 0)
+            f = NULL;
+    }
+    if (!f)
+        log_warn("sup", "cannot write '%s': %s", path, strerror(errno));
+    free(path);
+}
+
+/*
+ * Reads dir's CKSTORE_LAUNCH_FILE (checked by the download against the
+ * manifest): the port the restored engine listens on, its key. 0 or -EPROTO.
+ */
+static int read_launch(const char *dir, int *port, char key[ENGINE_KEY_HEX + 1])
+{
+    char *path = xstrfmt("%s/%s", dir, CKSTORE_LAUNCH_FILE);
+    FILE *f = fopen(path, "re");
+    free(path);
+    if (!f)
+        return -EPROTO;
+    char line[256];
+    int have_port = 0, have_key = 0;
+    key[0] = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *end = NULL;
+        if (!strncmp(line, "port ", 5)) {
+            long p = strtol(line + 5, &end, 10);
+            have_port = end && !*end && p > 0 && p < 65536;
+            *port = (int)p;
+        } else if (!strcmp(line, "key -")) {
+            have_key = 1;
+        } else if (!strncmp(line, "key ", 4) && strlen(line + 4) == ENGINE_KEY_HEX &&
+                   strspn(line + 4, "0123456789abcdef") == ENGINE_KEY_HEX) {
+            memcpy(key, line + 4, ENGINE_KEY_HEX + 1);
+            have_key = 1;
+        }
+    }
+    fclose(f);
+    return have_port && have_key ? 0 : -EPROTO;
+}
+
 static void add_susp_pid(struct instance *in, int pid)
 {
     in->susp_pids = xrealloc(in->susp_pids, (in->n_susp + 1) * sizeof *in->susp_pids);
@@ -524,6 +625,8 @@ static void dump_done(const struct tools_result *res, void *arg)
     }
     if (in->runner->pids_here) {
         write_pids(in, c->dir);
+        if (sup__ckstore_on(in))
+            write_launch(in, c->dir);
         /* The local images stay the ones a wake restores; the store's copy outlives them. */
         sup__ckstore_upload(in, c->dir);
         dumped(in);
@@ -590,7 +693,7 @@ static void reach_deadline_fire(uv_timer_t *t)
 static void restored_as(struct instance *in, const struct runner_proc *p)
 {
     struct ckpt *c = in->ckpt;
-    if (p->pid != in->proc.pid)
+    if (in->proc.pid > 0 && p->pid != in->proc.pid)
         log_warn("sup", "'%s' was restored as pid %d, not %d", in->name, p->pid, in->proc.pid);
     int same = p->pid == in->proc.pid && p->start_time == in->proc.start_time;
     if (in->watch && !same) {
@@ -795,7 +898,7 @@ static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
             return wake_refused(in, rc);
         }
         wake_begun(in, done, arg);
-        sup__ckstore_download(in, c->dir);
+        sup__ckstore_download(in, c->dir, NULL);
         return 0;
     }
     int rc = restore_run(in, err);
@@ -805,8 +908,92 @@ static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
     return 0;
 }
 
+/* The store held no checkpoint of in's launch now, or it could not be restored: a cold start. */
+static void start_cold(struct instance *in, const char *why)
+{
+    log_info("sup", "'%s' starts cold: %s", in->name, why);
+    in->images_left = 0;
+    op_end(in, 0, NULL);
+    free(in->launch_note);
+    in->launch_note = xstrfmt("starting cold: %s", why);
+    if (sup__inst_launch(in) < 0)
+        sup__inst_fail(in, "cannot start: its start could not be recorded");
+}
+
+int sup__ckpt_start_from_store(struct instance *in)
+{
+    if (!in->spec.checkpoints || !sup__ckstore_on(in))
+        return 0;
+    char *dir = sup__ckpt_dir(in);
+    char *inv = xstrfmt("%s/inventory.img", dir);
+    int local = access(inv, F_OK) == 0;
+    free(inv);
+    char id[65];
+    char *base = xstrfmt("%s/checkpoints", in->sup->app->state_dir);
+    int rc = local ? -EEXIST : sup__ckpt_identity(in, in->gpus, id);
+    if (rc == 0)
+        rc = mkdir_one(base);
+    free(base);
+    if (rc < 0) {
+        /* Images here without a record are not restored blind; a cold start replaces them. */
+        free(dir);
+        return 0;
+    }
+    in->started_wall_ms = clock_wall_ms();
+    rc = sup__try_state(in, INST_STARTING, "restoring its checkpoint from the checkpoint store",
+                        NULL);
+    if (rc < 0) {
+        free(dir);
+        return rc;
+    }
+    struct ckpt *c = xcalloc(1, sizeof *c);
+    c->in = in;
+    c->dir = dir;
+    c->fresh = 1;
+    in->ckpt = c;
+    in->images_left = 1; /* a stop removes what came down */
+    in->evict = &sup__evict_checkpoint;
+    wake_begun(in, NULL, NULL);
+    sup__ckstore_download(in, c->dir, id);
+    return 1;
+}
+
 void sup__ckpt_downloaded(struct instance *in, const char *why)
 {
+    struct ckpt *c = in->ckpt;
+    if (c && c->fresh) {
+        int port = 0;
+        char key[ENGINE_KEY_HEX + 1];
+        if (why) {
+            start_cold(in, why);
+            return;
+        }
+        if (read_launch(c->dir, &port, key) < 0) {
+            char *msg = xstrfmt("checkpoint store: the images of '%s' hold no valid %s; not "
+                                "restoring from them",
+                                ckpt_key(in), CKSTORE_LAUNCH_FILE);
+            sup__ckpt_discard(in);
+            start_cold(in, msg);
+            free(msg);
+            return;
+        }
+        /* The engine comes back listening where it listened, with the key it was given. */
+        in->port = in->reach_port = port;
+        free(in->ckpt_engine_key);
+        in->ckpt_engine_key = key[0] ? xstrdup(key) : NULL;
+        struct sup__launch l;
+        char lerr[256];
+        if (sup__launch_of(&in->spec, in->eng, port, in->gpus, NULL, &l, lerr, sizeof lerr) == 0) {
+            /* What `yard ps` shows: the command it was started with (its identity matched). */
+            struct buf b;
+            buf_init(&b, 1 << 16);
+            for (size_t i = 0; l.argv[i]; i++)
+                buf_printf(&b, "%s%s", i ? " " : "", l.argv[i]);
+            free(in->cmdline);
+            in->cmdline = buf_detach(&b, NULL);
+            sup__launch_release(&l);
+        }
+    }
     if (why) {
         /* Nothing local changed, the store keeps its copy; a failed wake ends in a stop. */
         ckpt_fail(in, "restore", why);

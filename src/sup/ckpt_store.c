@@ -57,7 +57,7 @@ static const char *images_name(struct instance *in)
 }
 
 static void mover_cmd(struct instance *in, struct tools_cmd *cmd, const char *verb, const char *dir,
-                      const char *gen)
+                      const char *gen, const char *launch)
 {
     const struct config_ckpt_store *cs = in->sup->app->cfg->ckpt_store;
     char keep[16], part[32];
@@ -89,6 +89,10 @@ static void mover_cmd(struct instance *in, struct tools_cmd *cmd, const char *ve
         tools_cmd_add(cmd, gen);
         tools_cmd_add(cmd, "--skip");
         tools_cmd_add(cmd, RESTORE_PID_FILE);
+    }
+    if (launch) {
+        tools_cmd_add(cmd, "--launch");
+        tools_cmd_add(cmd, launch);
     }
 }
 
@@ -204,7 +208,7 @@ static void upload_start(struct sup__upload *u)
 {
     struct instance *in = u->in;
     struct tools_cmd cmd;
-    mover_cmd(in, &cmd, "upload", u->dir, u->gen);
+    mover_cmd(in, &cmd, "upload", u->dir, u->gen, NULL);
     log_info("sup", "checkpoint store: uploading the images of '%s' as generation %s%s",
              images_name(in), u->gen, u->retries ? " (resuming)" : "");
     u->run = in->runner->ops->exec(in->runner, &cmd, MOVE_TIMEOUT_MS, upload_done, u);
@@ -274,11 +278,11 @@ static void download_done(const struct tools_result *res, void *arg)
     free(why);
 }
 
-void sup__ckstore_download(struct instance *in, const char *dir)
+void sup__ckstore_download(struct instance *in, const char *dir, const char *launch)
 {
     struct tools_cmd cmd;
-    mover_cmd(in, &cmd, "download", dir, NULL);
-    log_info("sup", "checkpoint store: the images of '%s' are not in %s; downloading them",
-             images_name(in), dir);
+    mover_cmd(in, &cmd, "download", dir, NULL, launch);
+    log_info("sup", "checkpoint store: the images of '%s' are not in %s; downloading them%s",
+             images_name(in), dir, launch ? " if the newest are of its launch now" : "");
     in->tool = in->runner->ops->exec(in->runner, &cmd, MOVE_TIMEOUT_MS, download_done, in);
 }

@@ -990,6 +990,7 @@ int sup__inst_start(struct instance *in)
     replace_str(&in->neighbour, NULL);
     replace_str(&in->launch_note, NULL);
     replace_str(&in->exit_note, NULL);
+    replace_str(&in->ckpt_engine_key, NULL); /* a new run: its key is this daemon's */
     in->stop_timeout_ms = in->spec.watch.stop_timeout_ms;
     memset(&in->tail.els, 0, sizeof in->tail.els);
     free(in->fatal);
@@ -999,6 +1000,13 @@ int sup__inst_start(struct instance *in)
     in->gpus = in->placement ? in->placement : xstrdup(in->spec.gpus ? in->spec.gpus : "");
     in->placement = NULL;
     in->runner = sup__runner_for(in->sup, sup__wanted_pod(in));
+    if (in->store_fresh) {
+        /* Never recorded here (a new machine, a wiped disk): its checkpoint may be in the store. */
+        in->store_fresh = 0;
+        int rc = sup__ckpt_start_from_store(in);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+    }
     if (in->runner->ops->prepare) {
         /* A pod is asked for its ports (and GPUs) first: sup__inst_launch follows. */
         char *why = xstrfmt("connecting to pod '%s'", in->runner->host);
@@ -1257,6 +1265,7 @@ void sup__inst_signal_stop(struct instance *in)
 void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port, const char *gpus,
                      const char *cmdline, int64_t started_ms, int restarts, int sleep_level)
 {
+    in->store_fresh = 0; /* recorded: its checkpoint, if any, is the record's */
     replace_str(&in->exit_note, NULL);
     in->proc = *p;
     in->port = port;
@@ -1416,6 +1425,7 @@ static void handle_closed(uv_handle_t *h)
 struct instance *sup__instance_new(struct sup *s, struct sup_spec *spec, int replica)
 {
     struct instance *in = xcalloc(1, sizeof *in);
+    in->store_fresh = 1;
     in->sup = s;
     in->spec = *spec;
     *spec = (struct sup_spec){0};
@@ -1503,6 +1513,7 @@ void sup__instance_free(struct instance *in)
     free(in->owner_note);
     free(in->neighbour);
     free(in->launch_note);
+    free(in->ckpt_engine_key);
     free(in->exit_note);
     free(in->stop_note);
     free(in->stop_cmd_argv);

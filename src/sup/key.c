@@ -101,6 +101,11 @@ int sup__engine_key(struct instance *in, char out[ENGINE_KEY_HEX + 1])
 {
     struct sup__keys *k = in->sup->keys;
     out[0] = '\0';
+    if (in->ckpt_engine_key) {
+        /* Restored from the store: the key is the one it was started with, elsewhere. */
+        memcpy(out, in->ckpt_engine_key, ENGINE_KEY_HEX + 1);
+        return 0;
+    }
     if (!k || in->port <= 0 || !in->runner)
         return -ENOKEY;
     int kind = key_kind(in);

@@ -147,7 +147,10 @@ struct instance {
     int dumping;                        /* criu dump runs: the tree exiting is expected */
     int images_left;            /* a dump began: its images may lie on the host until discarded */
     struct sup__upload *upload; /* its images going to the checkpoint store, or NULL */
-    int removed;                /* the config dropped it: forget it once stopped */
+    /* No record of it when this daemon began: its first start may restore from the store. */
+    int store_fresh;
+    char *ckpt_engine_key; /* the key of an engine restored from the store: another daemon's */
+    int removed;           /* the config dropped it: forget it once stopped */
     /* Pods (remote.c) */
     int reach_port;                 /* 127.0.0.1 port that reaches the engine */
     int preparing;                  /* asking the pod for ports and GPUs before a start */
@@ -345,6 +348,22 @@ void sup__ckpt_drop(struct instance *in);
 int sup__ckpt_exited(struct instance *in);
 /* The download a wake waited for ended: why is NULL, or why it failed (one line). */
 void sup__ckpt_downloaded(struct instance *in, const char *why);
+/*
+ * The SHA-256 (hex) of what in's spec launches on gpus, its port left out (a
+ * restored engine keeps its own): argv, the environment as a set, the cwd. A
+ * checkpoint from the store is restored only when its launch is this one.
+ * 0, or -EINVAL when the launch cannot be built.
+ */
+int sup__ckpt_identity(struct instance *in, const char *gpus, char out[65]);
+/*
+ * The first start of an instance this daemon has no record of, with the
+ * checkpoint eviction and a checkpoint store but no local images: restores
+ * the newest generation of the store whose launch is the config's now, or
+ * starts it cold with the reason when there is none (or anything fails). 1
+ * when that began (in is starting), 0 when the start goes on cold at once,
+ * or the store's -errno when its starting row could not be written.
+ */
+int sup__ckpt_start_from_store(struct instance *in);
 
 /* ckpt_store.c: tools.checkpoint_store */
 /* 1 when in's checkpoints go to the store too (one is configured; in runs on this machine). */
@@ -355,9 +374,12 @@ void sup__ckstore_upload(struct instance *in, const char *dir);
 void sup__ckstore_cancel(struct instance *in);
 /* 1 when an upload reads in's images: the discard happens when it ends. Else 0. */
 int sup__ckstore_hold_discard(struct instance *in);
-/* Brings the newest complete generation into dir (in->tool runs it); sup__ckpt_downloaded follows.
+/*
+ * Brings the newest complete generation into dir (in->tool runs it), only
+ * when its manifest's launch is launch (NULL: any); sup__ckpt_downloaded
+ * follows.
  */
-void sup__ckstore_download(struct instance *in, const char *dir);
+void sup__ckstore_download(struct instance *in, const char *dir, const char *launch);
 
 /*
  * What every runner the supervisor uses reports (instance.c): launched (one

@@ -11,7 +11,7 @@ import { test, after } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
 import S3rver from '@20minutes/s3rver';
-import { assert, tmpdir, freePort, startDaemon, yard, waitFor, waitState } from './lib/harness.mjs';
+import { assert, tmpdir, freePort, startDaemon, yard, waitFor, waitState, writeConfig } from './lib/harness.mjs';
 import { standinDaemon, entry, CRIU } from './lib/standins.mjs';
 import { events } from './lib/router-helpers.mjs';
 
@@ -160,7 +160,8 @@ test('a wrong secret key: one line with S3 own code, the local images kept and r
     assert.equal((await yard(['start', 'c', '--wait'], { stateDir: dir })).code, 0);
     const pid = (await entry(dir, 'c')).pid;
     assert.equal((await yard(['sleep', 'c'], { stateDir: dir })).code, 0);
-    const why = await waitEvent(dir, 'c', /refused/, 'the refusal');
+    // The first start looked for a checkpoint in the store first: refused the same way.
+    const why = await waitEvent(dir, 'c', /upload of 'c' refused/, 'the refusal');
     assert.match(
         why,
         /^checkpoint store: upload of 'c' refused \(403 SignatureDoesNotMatch: The request signature .*\); check AWS_SECRET_ACCESS_KEY$/
@@ -214,4 +215,60 @@ test('an upload cut mid-part resumes; after a wiped disk a wake restores from th
         (await storeEvents(dir, 'c')).some((r) => /downloaded the images of 'c', generation .*: \d+ files, 2\d\.\d MiB/.test(r))
     );
     await second.stop();
+});
+
+test('a new state directory restores the store checkpoint of the same launch; another launch starts cold', async () => {
+    const dir = tmpdir();
+    const store = await startStore(dir);
+    const first = await standinDaemon(['c'], {
+        evict: 'checkpoint',
+        dir,
+        tools: storeTools(store),
+        env: creds(),
+        args: ['--keep-engines'],
+    });
+    // Nothing in the store yet: the first start says so and starts cold.
+    assert.equal((await yard(['start', 'c', '--wait'], { stateDir: dir })).code, 0);
+    await waitEvent(dir, 'c', /no complete checkpoint of 'c' under 'ckpt\/c\/' in bucket 'yard'/, 'the empty store');
+    const pid = (await entry(dir, 'c')).pid;
+    assert.equal((await yard(['sleep', 'c'], { stateDir: dir })).code, 0);
+    await waitEvent(dir, 'c', /uploaded the images of 'c'/, 'the upload');
+    await first.d.stop(); // the checkpointed engine stays (--keep-engines): the stand-in stops, not ends, it
+    const env = { YARD_STANDIN_STATE: path.join(dir, 'standin'), ...creds() };
+
+    // Another command line: the store's checkpoint is not this launch's; a cold start, saying why.
+    const other = tmpdir();
+    const otherConfig = writeConfig(
+        other,
+        fs.readFileSync(first.config, 'utf8').replace('--load-time 200ms', '--load-time 150ms')
+    );
+    const d3 = await startDaemon({ config: otherConfig, stateDir: other, env });
+    assert.equal((await yard(['start', 'c', '--wait'], { stateDir: other })).code, 0);
+    const cold = await entry(other, 'c');
+    assert.notEqual(cold.pid, pid, 'restored although the command differs');
+    const why = (await events(other, { model: 'c' })).map((e) => e.reason || '');
+    assert.ok(
+        why.some((r) =>
+            /^starting cold: checkpoint store: the newest checkpoint of 'c' \(generation \S+\) was taken of another launch of it \(its command, environment, directory or GPUs differ from the config's now\); not restoring from it$/.test(
+                r
+            )
+        ),
+        JSON.stringify(why)
+    );
+    assert.ok(!fs.existsSync(path.join(other, 'checkpoints', 'c')), 'a refused checkpoint left files');
+    await d3.stop();
+
+    // The same config, a new state directory (no yard.db, no checkpoints): the first
+    // request is answered by the engine the store's images restore, not a new one.
+    const fresh = tmpdir();
+    const d2 = await startDaemon({ config: first.config, stateDir: fresh, env });
+    assert.equal((await entry(fresh, 'c')).state, 'stopped');
+    const r = await first.ask('c');
+    assert.equal(r.status, 200, r.body);
+    const back = await entry(fresh, 'c');
+    assert.equal(back.state, 'ready');
+    assert.equal(back.pid, pid, 'cold-started instead of restored');
+    assert.equal(back.reason, 'restored from a CRIU checkpoint');
+    assert.ok((await storeEvents(fresh, 'c')).some((e) => /downloaded the images of 'c', generation /.test(e)));
+    await d2.stop();
 });

@@ -201,6 +201,14 @@ static void test_manifest(void **state)
         assert_int_equal(back.files[i].size, files[i].size);
         assert_string_equal(back.files[i].sha, files[i].sha);
     }
+    assert_null(back.launch);
+    ckstore_manifest_release(&back);
+    free(text);
+    /* The launch of the dump, when it was recorded, comes back as it went. */
+    m.launch = files[0].sha;
+    text = ckstore_manifest_json(&m);
+    assert_int_equal(ckstore_manifest_parse(text, strlen(text), &back, &err), 0);
+    assert_string_equal(back.launch, files[0].sha);
     ckstore_manifest_release(&back);
     free(text);
 
@@ -234,6 +242,11 @@ static void test_manifest(void **state)
              "{\"name\":\"a\",\"size\":2,\"sha256\":%s}]}",
              sha, sha);
     expect_bad(buf, "the manifest lists 'a' twice");
+    snprintf(buf, sizeof buf,
+             "{\"version\":1,\"model\":\"m\",\"generation\":\"20261207T123456.789Z\","
+             "\"files\":[{\"name\":\"a\",\"size\":1,\"sha256\":%s}],\"launch\":\"x\"}",
+             sha);
+    expect_bad(buf, "the manifest's launch is not 64 hex digits");
     expect_bad("{\"version\":1,\"version\":1}",
                "the manifest is not a JSON object with version, model, generation and files");
 }
