@@ -123,6 +123,22 @@ static inline uint64_t scan__escaped(uint64_t backslash, uint64_t *carry)
     return (even ^ (sum << 1)) & follows;
 }
 
+/*
+ * The bits set in x. __builtin_popcountll is a call into libgcc on a CPU
+ * without the instruction (the build targets plain x86-64).
+ */
+static inline int scan__popcount(uint64_t x)
+{
+#if defined(__POPCNT__)
+    return __builtin_popcountll(x);
+#else
+    x -= x >> 1 & 0x5555555555555555ULL;
+    x = (x & 0x3333333333333333ULL) + (x >> 2 & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (int)((x * 0x0101010101010101ULL) >> 56);
+#endif
+}
+
 /* Bit i set when an odd number of bits at or below i are set in x. */
 static inline uint64_t scan__prefix_xor(uint64_t x)
 {
@@ -152,6 +168,66 @@ static const char *scan__string_end(const char *p, const char *end)
     return NULL;
 }
 
+/*
+ * The block q of a container, classified in b, with many brackets outside
+ * the strings: returns the index of the bracket that takes *depth to zero
+ * (the container's end), or -1 with *depth moved by the block's brackets.
+ */
+#if defined(__SSE2__)
+/*
+ * Sixteen bytes at a time: the block's bytes become +1 a close, -1 an open,
+ * 0 anything else or inside a string, and are summed running over the block
+ * in four shifted adds per sixteen (the sums stay within 64 either way, so
+ * they fit a signed byte); the first sum that reaches the depth is the end.
+ * No step waits on the depth, so a block costs the same whatever its
+ * brackets.
+ */
+static inline __m128i scan__expand16(unsigned m)
+{
+    const __m128i bits = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+    __m128i v = _mm_cvtsi32_si128((int)(m & 0xFFFF));
+    v = _mm_unpacklo_epi8(v, v);  /* lo lo hi hi */
+    v = _mm_unpacklo_epi16(v, v); /* lo x4, hi x4 */
+    v = _mm_unpacklo_epi32(v, v); /* lo x8, hi x8 */
+    return _mm_cmpeq_epi8(_mm_and_si128(v, bits), bits);
+}
+
+static int scan__block_end(const char *q, const struct scan__block *b, uint64_t strings,
+                           uint64_t *depth)
+{
+    const __m128i open = _mm_set1_epi8('{');
+    const __m128i close = _mm_set1_epi8('}');
+    const __m128i fold = _mm_set1_epi8(0x20);
+    /* Deeper than a block has bytes, nothing here can reach zero. */
+    const __m128i reach = _mm_set1_epi8((char)(*depth > SCAN_BLOCK ? 127 : *depth - 1));
+    const int in_strings = ((b->open | b->close) & strings) != 0;
+    __m128i carry = _mm_setzero_si128();
+    uint64_t hits = 0;
+
+    for (int i = 0; i < 4; i++) {
+        __m128i f =
+            _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)(q + 16 * i)), fold);
+        /* cmpeq gives -1 for a match: -1 - 0 for an open, 0 - -1 for a close. */
+        __m128i x = _mm_sub_epi8(_mm_cmpeq_epi8(f, open), _mm_cmpeq_epi8(f, close));
+        if (in_strings)
+            x = _mm_andnot_si128(scan__expand16((unsigned)(strings >> 16 * i)), x);
+        x = _mm_add_epi8(x, _mm_slli_si128(x, 1));
+        x = _mm_add_epi8(x, _mm_slli_si128(x, 2));
+        x = _mm_add_epi8(x, _mm_slli_si128(x, 4));
+        x = _mm_add_epi8(x, _mm_slli_si128(x, 8));
+        x = _mm_add_epi8(x, carry);
+        hits |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpgt_epi8(x, reach)) << 16 * i;
+        /* The last byte's sum, in every byte, carries into the next sixteen. */
+        carry = _mm_unpackhi_epi8(x, x);
+        carry = _mm_shufflehi_epi16(carry, 0xFF);
+        carry = _mm_unpackhi_epi64(carry, carry);
+    }
+    if (hits)
+        return __builtin_ctzll(hits);
+    *depth -= (uint64_t)(int64_t)(signed char)_mm_cvtsi128_si32(carry);
+    return -1;
+}
+#else
 /*
  * For four bytes whose opens are the bits of o and closes the bits of c
  * (table index o << 4 | c): net is the change in depth across them, drop the
@@ -185,6 +261,33 @@ static const struct scan__nibble scan__nibbles[256] = {SCAN__E64(0u), SCAN__E64(
                                                        SCAN__E64(128u), SCAN__E64(192u)};
 
 /*
+ * Four bytes at a time: the table says how far their brackets can lower the
+ * depth, and only four bytes that may reach zero are walked one by one.
+ */
+static int scan__block_end(const char *q, const struct scan__block *b, uint64_t strings,
+                           uint64_t *depth)
+{
+    uint64_t opens = b->open & ~strings, closes = b->close & ~strings;
+
+    for (int k = 0; k < SCAN_BLOCK; k += 4) {
+        unsigned o = (unsigned)(opens >> k) & 15, c = (unsigned)(closes >> k) & 15;
+        const struct scan__nibble *t = &scan__nibbles[o << 4 | c];
+        if (*depth > (uint64_t)t->drop) {
+            *depth += (uint64_t)(int64_t)t->net;
+            continue;
+        }
+        for (int i = 0; i < 4; i++) {
+            if (o >> i & 1)
+                ++*depth;
+            else if (c >> i & 1 && --*depth == 0)
+                return k + i;
+        }
+    }
+    return -1;
+}
+#endif
+
+/*
  * p is just past an opening bracket. Returns the byte after the matching
  * close, or NULL. Brackets inside strings do not count; the kinds of
  * bracket are not matched against each other.
@@ -197,7 +300,8 @@ static const char *scan__container_end(const char *p, const char *end)
 
     for (size_t off = 0; off < n; off += SCAN_BLOCK) {
         struct scan__block b;
-        scan__classify(scan__block_at(p, n, off, pad), &b);
+        const char *q = scan__block_at(p, n, off, pad);
+        scan__classify(q, &b);
         uint64_t quotes = b.quote & ~scan__escaped(b.backslash, &carry);
         uint64_t strings = scan__prefix_xor(quotes) ^ in_string;
         in_string = 0 - (strings >> 63);
@@ -205,12 +309,12 @@ static const char *scan__container_end(const char *p, const char *end)
         uint64_t closes = b.close & ~strings;
         if (!closes) {
             if (opens)
-                depth += (uint64_t)__builtin_popcountll(opens);
+                depth += (uint64_t)scan__popcount(opens);
             continue;
         }
         /* This block may close the container. A few brackets are walked in order. */
         uint64_t all = opens | closes;
-        if (__builtin_popcountll(all) <= 8) {
+        if (scan__popcount(all) <= 8) {
             for (; all; all &= all - 1) {
                 int i = __builtin_ctzll(all);
                 if (opens >> i & 1)
@@ -220,25 +324,9 @@ static const char *scan__container_end(const char *p, const char *end)
             }
             continue;
         }
-        /*
-         * Many are taken four bytes at a time: the table says how far their
-         * brackets can lower the depth, and only four bytes that may reach
-         * zero are walked one by one.
-         */
-        for (int k = 0; k < SCAN_BLOCK; k += 4) {
-            unsigned o = (unsigned)(opens >> k) & 15, c = (unsigned)(closes >> k) & 15;
-            const struct scan__nibble *t = &scan__nibbles[o << 4 | c];
-            if (depth > (uint64_t)t->drop) {
-                depth += (uint64_t)(int64_t)t->net;
-                continue;
-            }
-            for (int i = 0; i < 4; i++) {
-                if (o >> i & 1)
-                    depth++;
-                else if (c >> i & 1 && --depth == 0)
-                    return p + off + k + i + 1;
-            }
-        }
+        int i = scan__block_end(q, &b, strings, &depth);
+        if (i >= 0)
+            return p + off + i + 1;
     }
     return NULL;
 }

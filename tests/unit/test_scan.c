@@ -544,6 +544,103 @@ static void test_every_prefix(void **state)
     }
 }
 
+/* ---- containers dense with brackets ---- */
+
+static uint64_t dense_rng(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/*
+ * Appends a value made mostly of brackets (the scan walks a block with many
+ * of them by running sums), with strings holding brackets, quotes and
+ * backslashes, and now and then a run of more than 64 nested arrays.
+ */
+static void dense_value(uint64_t *s, struct buf *b, int depth)
+{
+    static const char *const strings[] = {"\"]\"",         "\"[{\"",   "\"}}]]\"",
+                                          "\"\\\"]\\\\\"", "\"\\\\\"", "\"a\\\\\\\"[\""};
+    unsigned kind = (unsigned)(dense_rng(s) % (depth > 12 ? 3 : 7));
+
+    if (kind == 0) {
+        assert_int_equal(buf_appends(b, strings[dense_rng(s) % 6]), 0);
+    } else if (kind == 1) {
+        assert_int_equal(buf_appends(b, "1"), 0);
+    } else if (kind == 2) {
+        assert_int_equal(buf_appends(b, "[]"), 0);
+    } else if (kind == 3 && depth < 4) {
+        unsigned n = 60 + (unsigned)(dense_rng(s) % 140);
+        for (unsigned i = 0; i < n; i++)
+            assert_int_equal(buf_appends(b, i % 3 ? "[" : "{\"k\":"), 0);
+        dense_value(s, b, depth + 1);
+        for (unsigned i = n; i-- > 0;)
+            assert_int_equal(buf_appends(b, i % 3 ? "]" : "}"), 0);
+    } else if (kind == 4) {
+        assert_int_equal(buf_appends(b, "{\"k\":"), 0);
+        dense_value(s, b, depth + 1);
+        assert_int_equal(buf_appends(b, "}"), 0);
+    } else {
+        unsigned n = (unsigned)(dense_rng(s) % 5);
+        assert_int_equal(buf_appends(b, "["), 0);
+        for (unsigned i = 0; i < n; i++) {
+            if (i)
+                assert_int_equal(buf_appends(b, ","), 0);
+            dense_value(s, b, depth + 1);
+        }
+        assert_int_equal(buf_appends(b, "]"), 0);
+    }
+}
+
+/*
+ * The value of "a" ends where it was written, at any offset of the body and
+ * any depth, and cut one byte short it is malformed.
+ */
+static void test_dense_brackets(void **state)
+{
+    uint64_t s = 0xb7ac4e75ULL;
+    struct buf b, v;
+    char out[16];
+
+    buf_init(&b, 16 << 20);
+    buf_init(&v, 16 << 20);
+    for (int round = 0; round < 3000; round++) {
+        buf_reset(&v);
+        dense_value(&s, &v, 0);
+        buf_reset(&b);
+        assert_int_equal(buf_printf(&b, "{\"pad\":\"%*s\",\"a\":", (int)(dense_rng(&s) % 64), ""),
+                         0);
+        size_t at = b.len;
+        assert_int_equal(buf_append(&b, v.data, v.len), 0);
+        assert_int_equal(buf_appends(&b, ",\"model\":\"m\"}"), 0);
+
+        char *copy = malloc(b.len);
+        assert_non_null(copy);
+        memcpy(copy, b.data, b.len);
+        const char *val;
+        size_t val_len;
+        assert_int_equal(router_scan_member(copy, b.len, "a", &val, &val_len), 0);
+        if (val != copy + at || val_len != v.len)
+            fail_msg("round %d: value of %zu bytes at %zu, want %zu at %zu", round, val_len,
+                     (size_t)(val - copy), v.len, at);
+        assert_int_equal(router_scan_model(copy, b.len, out, sizeof(out)), 1);
+        free(copy);
+
+        /* The value without its last byte: the body's own brace closes nothing it opened. */
+        if (v.data[v.len - 1] == ']' || v.data[v.len - 1] == '}') {
+            buf_reset(&b);
+            assert_int_equal(buf_appends(&b, "{\"a\":"), 0);
+            assert_int_equal(buf_append(&b, v.data, v.len - 1), 0);
+            assert_int_equal(buf_appends(&b, "}"), 0);
+            assert_int_equal(scan_n(b.data, b.len, out, sizeof(out)), -EINVAL);
+        }
+    }
+    buf_release(&v);
+    buf_release(&b);
+}
+
 /* ---- random bodies against jansson ---- */
 
 struct rng {
@@ -1016,6 +1113,7 @@ int main(void)
         cmocka_unit_test(test_one_meaning),
         cmocka_unit_test(test_malformed_before_model),
         cmocka_unit_test(test_big_and_deep),
+        cmocka_unit_test(test_dense_brackets),
         cmocka_unit_test(test_every_prefix),
         cmocka_unit_test(test_against_jansson),
         cmocka_unit_test(test_mutated_against_jansson),
