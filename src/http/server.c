@@ -240,7 +240,7 @@ static int req_publish(struct http__req *r)
 const char *http_request_header(const struct http_request *req, const char *name)
 {
     for (size_t i = 0; i < req->n_headers; i++)
-        if (strcasecmp(req->headers[i].name, name) == 0)
+        if (http_name_is(req->headers[i].name, name))
             return req->headers[i].value;
     return NULL;
 }

@@ -2,6 +2,7 @@
 #define YARD_HTTP_SERVER_H
 
 #include <stddef.h>
+#include <strings.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -172,6 +173,15 @@ void http_server_close(struct http_server *srv, http_server_close_cb close_cb, v
 
 /* Case-insensitive lookup; returns the first value or NULL. */
 const char *http_request_header(const struct http_request *req, const char *name);
+/*
+ * Whether header name a is b, ASCII case ignored: strcasecmp after a look at
+ * the first bytes, which settles most pairs without the call (a request's
+ * headers are compared a few dozen times on the proxy path).
+ */
+static inline int http_name_is(const char *a, const char *b)
+{
+    return (a[0] | 0x20) == (b[0] | 0x20) && strcasecmp(a, b) == 0;
+}
 
 /* Writes "ADDR:PORT" of the client into out. Returns 0 or a negative errno. */
 int http_request_peer(const struct http_request *req, char *out, size_t len);

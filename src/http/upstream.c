@@ -676,7 +676,7 @@ int upstream_connection_names(const struct http_header *h, size_t n, const char 
 {
     size_t nlen = strlen(name);
     for (size_t k = 0; k < n; k++) {
-        if (strcasecmp(h[k].name, "connection") != 0)
+        if (!http_name_is(h[k].name, "connection"))
             continue;
         for (const char *p = h[k].value; *p;) {
             while (*p == ' ' || *p == '\t' || *p == ',')
@@ -718,7 +718,7 @@ static int header_dropped(const struct http_header *hd, size_t n, size_t i, size
     size_t k;
 
     for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
-        if (names[k].len == nlen && strcasecmp(hd[i].name, names[k].s) == 0)
+        if (names[k].len == nlen && http_name_is(hd[i].name, names[k].s))
             return 1;
     }
     return has_connection && upstream_connection_names(hd, n, hd[i].name);
@@ -747,7 +747,7 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
     for (i = 0; i < n; i++) {
         if (!hd[i].name || !hd[i].value)
             return -EINVAL;
-        if (strcasecmp(hd[i].name, "connection") == 0)
+        if (http_name_is(hd[i].name, "connection"))
             has_connection = 1;
     }
     cllen = units_fmt_u64(body_len, cl);

@@ -278,9 +278,9 @@ int http_response_header(struct http_request *req, const char *name, const char 
         return -EALREADY;
     if (!header_value_ok(name) || !header_value_ok(value) || strchr(name, ':'))
         return -EINVAL;
-    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
+    if (http_name_is(name, "Content-Length") || http_name_is(name, "Transfer-Encoding"))
         return -EINVAL;
-    if (strcasecmp(name, "Connection") == 0) {
+    if (http_name_is(name, "Connection")) {
         if (strcasecmp(value, "close") == 0)
             r->close_after = 1;
         return 0;

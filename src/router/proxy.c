@@ -78,7 +78,7 @@ static int hop_by_hop(const struct http_header *h, size_t n, size_t i)
         "Upgrade",    "Content-Length", "Content-Type",
     };
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
-        if (strcasecmp(h[i].name, names[k]) == 0)
+        if (http_name_is(h[i].name, names[k]))
             return 1;
     if (strncasecmp(h[i].name, "Proxy-", 6) == 0)
         return 1;
@@ -106,7 +106,7 @@ static int kept_header(const struct router__req *rr, const char *name)
     const char *p = rr->up_headers.data, *end = p + rr->up_headers.len;
     while (p < end) {
         const char *v = p + strlen(p) + 1;
-        if (strcasecmp(p, name) == 0)
+        if (http_name_is(p, name))
             return 1;
         p = v + strlen(v) + 1;
     }
@@ -140,11 +140,11 @@ static void up_head(void *arg, int status, const struct http_header *h, size_t n
     }
     long long clen = -1;
     for (size_t i = 0; i < n; i++) {
-        if (strcasecmp(h[i].name, "Content-Type") == 0) {
+        if (http_name_is(h[i].name, "Content-Type")) {
             size_t vl = strnlen(h[i].value, sizeof rr->ctype - 1);
             memcpy(rr->ctype, h[i].value, vl);
             rr->ctype[vl] = '\0';
-        } else if (strcasecmp(h[i].name, "Content-Length") == 0)
+        } else if (http_name_is(h[i].name, "Content-Length"))
             clen = strtoll(h[i].value, NULL, 10);
     }
     if (rr->began) {
@@ -306,8 +306,8 @@ static void on_ready(struct sched_waiter *w, const struct sched_target *t)
     struct http_header *h = xcalloc(req->n_headers + 1, sizeof *h);
     size_t n = 0;
     for (size_t i = 0; i < req->n_headers; i++) {
-        if (keyed && (strcasecmp(req->headers[i].name, "Authorization") == 0 ||
-                      strcasecmp(req->headers[i].name, "x-api-key") == 0))
+        if (keyed && (http_name_is(req->headers[i].name, "Authorization") ||
+                      http_name_is(req->headers[i].name, "x-api-key")))
             continue;
         h[n++] = req->headers[i];
     }
