@@ -1,6 +1,9 @@
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -19,7 +22,7 @@
 static const char usage[] =
     "usage: yard checkpoint-store upload|download --url URL --bucket B --prefix P --model M\n"
     "                             --dir DIR [--generation G] [--keep N] [--part-size BYTES]\n"
-    "                             [--skip NAME] [--launch SHA256]\n"
+    "                             [--skip NAME] [--launch SHA256] [--parent PID]\n"
     "\n"
     "moves a CRIU images directory to or from the checkpoint store; the daemon runs it\n"
     "(tools.checkpoint_store), with the credentials of its environment\n";
@@ -29,7 +32,7 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
     (void)app;
     const char *verb = NULL, *url = NULL, *bucket = NULL, *prefix = NULL, *model = NULL;
     const char *dir = NULL, *gen = NULL, *skip = NULL, *launch = NULL;
-    long keep = 2;
+    long keep = 2, parent = 0;
     long long part = CKSTORE_PART_SIZE_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -46,7 +49,7 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
             fputs(usage, stdout);
             return 0;
         }
-        if (dst || !strcmp(a, "--keep") || !strcmp(a, "--part-size")) {
+        if (dst || !strcmp(a, "--keep") || !strcmp(a, "--part-size") || !strcmp(a, "--parent")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "yard checkpoint-store: %s needs a value\n%s", a, usage);
                 return 64; /* EX_USAGE */
@@ -64,6 +67,8 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
             }
             if (!strcmp(a, "--keep"))
                 keep = (long)n;
+            else if (!strcmp(a, "--parent"))
+                parent = (long)n;
             else
                 part = n;
             continue;
@@ -90,6 +95,18 @@ int cmd_checkpoint_store(int argc, char **argv, struct app *app)
         fprintf(stderr, "yard checkpoint-store: --launch takes the 64 hex digits of a launch, "
                         "and only to download\n");
         return 64; /* EX_USAGE */
+    }
+    if (parent) {
+        /*
+         * The daemon's child: it ends with the daemon, however that ends (kill -9
+         * included), so the next daemon's resume of the same generation runs alone.
+         */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if ((long)getppid() != parent) {
+            fprintf(stderr, "checkpoint store: %s of '%s' not run: the daemon (pid %ld) is gone\n",
+                    verb, model, parent);
+            return CKSTORE_TRANSIENT;
+        }
     }
     struct ckstore s = {.prefix = prefix, .model = model, .keep = (int)keep, .part_size = part};
     char *err = NULL, *note = NULL;

@@ -338,7 +338,8 @@ static void local_release(struct local_file *f, size_t n)
     free(f);
 }
 
-/* The regular files of dir (but skip), sorted, with their sizes and checksums. */
+/* The regular files of dir (but skip and the daemon's note of the upload), sorted, with their sizes
+ * and checksums. */
 static int scan_dir(const struct ckstore *s, const char *dir, const char *skip,
                     struct local_file **out, size_t *n_out, char **err)
 {
@@ -354,7 +355,7 @@ static int scan_dir(const struct ckstore *s, const char *dir, const char *skip,
     struct dirent *e;
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-            (skip && !strcmp(e->d_name, skip)))
+            !strcmp(e->d_name, CKSTORE_UPLOAD_FILE) || (skip && !strcmp(e->d_name, skip)))
             continue;
         char *path = xstrfmt("%s/%s", dir, e->d_name);
         struct stat st;

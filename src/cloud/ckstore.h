@@ -26,6 +26,12 @@
  * checkpoint can tell whether it belongs to the model as configured now.
  */
 #define CKSTORE_LAUNCH_FILE "yard-launch"
+/*
+ * The daemon's note of an upload under way in an images directory: the
+ * generation's name. Never part of a generation (an upload skips it); a
+ * daemon that finds it beside images it adopts resumes that upload.
+ */
+#define CKSTORE_UPLOAD_FILE "yard-upload"
 #define CKSTORE_PART_SIZE_DEFAULT (16ll << 20)
 #define CKSTORE_PART_SIZE_MIN (5ll << 20) /* S3's smallest part but the last */
 #define CKSTORE_PARTS_MAX 10000           /* S3's most parts of one upload */

@@ -14,6 +14,7 @@
  * are about to be replaced.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ struct sup__upload {
     char *gen;
     char *dir;
     size_t retries;
+    int resumed;       /* the last daemon began it */
     int discard_after; /* a discard waits for the upload to end */
 };
 
@@ -60,8 +62,10 @@ static void mover_cmd(struct instance *in, struct tools_cmd *cmd, const char *ve
                       const char *gen, const char *launch)
 {
     const struct config_ckpt_store *cs = in->sup->app->cfg->ckpt_store;
-    char keep[16], part[32];
+    char keep[16], part[32], parent[24];
     snprintf(keep, sizeof keep, "%d", cs->keep);
+    /* It ends with the daemon, however the daemon ends (docs/checkpoint.md). */
+    snprintf(parent, sizeof parent, "%ld", (long)getpid());
     snprintf(part, sizeof part, "%llu", (unsigned long long)cs->part_size);
     memset(cmd, 0, sizeof *cmd);
     /* The daemon's own binary, as it was started (a package upgrade may have replaced the file). */
@@ -81,7 +85,9 @@ static void mover_cmd(struct instance *in, struct tools_cmd *cmd, const char *ve
                           "--keep",
                           keep,
                           "--part-size",
-                          part};
+                          part,
+                          "--parent",
+                          parent};
     for (size_t i = 0; i < sizeof args / sizeof args[0]; i++)
         tools_cmd_add(cmd, args[i]);
     if (gen) {
@@ -120,6 +126,39 @@ static void note_event(struct instance *in, const char *what)
     if (s->app->store && store_add_event(s->app->store, in->name, in->runner->host,
                                          sup_state_name(in->state), what) == 0)
         sup_notify_event(s, in->name);
+}
+
+/*
+ * The note of an upload under way beside the images (CKSTORE_UPLOAD_FILE):
+ * written before it starts, removed once it ends well, so that a daemon that
+ * stopped in between leaves the next one the generation to resume.
+ */
+static void upload_note(const char *dir, const char *gen)
+{
+    char *path = xstrfmt("%s/%s", dir, CKSTORE_UPLOAD_FILE);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f && fd >= 0)
+        close(fd);
+    if (f) {
+        fprintf(f, "%s\n", gen);
+        if (fclose(f) != 0)
+            f = NULL;
+    }
+    if (!f)
+        log_warn("sup",
+                 "cannot write '%s': %s; an upload cut by a stop of the daemon will not be "
+                 "resumed",
+                 path, strerror(errno));
+    free(path);
+}
+
+static void upload_note_remove(const char *dir)
+{
+    char *path = xstrfmt("%s/%s", dir, CKSTORE_UPLOAD_FILE);
+    if (unlink(path) < 0 && errno != ENOENT)
+        log_warn("sup", "cannot remove '%s': %s", path, strerror(errno));
+    free(path);
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -182,6 +221,7 @@ static void upload_done(const struct tools_result *res, void *arg)
         log_info("sup", "%s", what);
         note_event(in, what);
         free(what);
+        upload_note_remove(u->dir);
         upload_end(u);
         return;
     }
@@ -210,7 +250,7 @@ static void upload_start(struct sup__upload *u)
     struct tools_cmd cmd;
     mover_cmd(in, &cmd, "upload", u->dir, u->gen, NULL);
     log_info("sup", "checkpoint store: uploading the images of '%s' as generation %s%s",
-             images_name(in), u->gen, u->retries ? " (resuming)" : "");
+             images_name(in), u->gen, u->retries || u->resumed ? " (resuming)" : "");
     u->run = in->runner->ops->exec(in->runner, &cmd, MOVE_TIMEOUT_MS, upload_done, u);
 }
 
@@ -226,21 +266,58 @@ void sup__ckstore_cancel(struct instance *in)
     upload_free(u);
 }
 
-void sup__ckstore_upload(struct instance *in, const char *dir)
+static void upload_begin(struct instance *in, const char *dir, const char *gen, int resumed)
 {
-    if (!sup__ckstore_on(in))
-        return;
     sup__ckstore_cancel(in);
     struct sup__upload *u = xcalloc(1, sizeof *u);
     u->in = in;
     u->dir = xstrdup(dir);
-    char gen[32];
-    ckstore_generation_name(clock_wall_ms(), gen);
     u->gen = xstrdup(gen);
+    u->resumed = resumed;
     uv_timer_init(in->sup->app->loop, &u->timer);
     u->timer.data = u;
     in->upload = u;
     upload_start(u);
+}
+
+void sup__ckstore_upload(struct instance *in, const char *dir)
+{
+    if (!sup__ckstore_on(in))
+        return;
+    char gen[32];
+    ckstore_generation_name(clock_wall_ms(), gen);
+    upload_note(dir, gen);
+    upload_begin(in, dir, gen, 0);
+}
+
+void sup__ckstore_resume(struct instance *in)
+{
+    if (!sup__ckstore_on(in))
+        return;
+    char *dir = sup__ckpt_dir(in);
+    char *path = xstrfmt("%s/%s", dir, CKSTORE_UPLOAD_FILE);
+    FILE *f = fopen(path, "re");
+    char gen[64] = "";
+    if (f) {
+        if (!fgets(gen, sizeof gen, f))
+            gen[0] = 0;
+        gen[strcspn(gen, "\n")] = 0;
+        fclose(f);
+        if (ckstore_valid_generation(gen)) {
+            log_info("sup",
+                     "checkpoint store: the upload of the images of '%s' (generation %s) did not "
+                     "end under the last daemon; resuming it",
+                     images_name(in), gen);
+            upload_begin(in, dir, gen, 1);
+        } else {
+            log_warn("sup",
+                     "checkpoint store: '%s' names no generation; the images of '%s' are "
+                     "uploaded again after their next dump",
+                     path, images_name(in));
+        }
+    }
+    free(path);
+    free(dir);
 }
 
 int sup__ckstore_hold_discard(struct instance *in)

@@ -1304,6 +1304,8 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
             in->main_exited = rc < 0;
             sup__set_state(in, INST_CHECKPOINTED, reason, NULL);
             free(reason);
+            if (!remote && !stored)
+                sup__ckstore_resume(in); /* an upload the last daemon's stop cut */
             return;
         }
         free(reason);

@@ -370,6 +370,12 @@ int sup__ckpt_start_from_store(struct instance *in);
 int sup__ckstore_on(struct instance *in);
 /* Uploads the images in dir as a new generation, in a child; a running upload of in ends first. */
 void sup__ckstore_upload(struct instance *in, const char *dir);
+/*
+ * Adopted checkpointed with its images here: an upload of them that the last
+ * daemon began and did not end (its note beside the images) starts again,
+ * same generation; what is stored already is skipped.
+ */
+void sup__ckstore_resume(struct instance *in);
 /* Ends in's upload and its retries (the images are replaced, or in is let go). */
 void sup__ckstore_cancel(struct instance *in);
 /* 1 when an upload reads in's images: the discard happens when it ends. Else 0. */

@@ -28,12 +28,12 @@ after(async () => {
 
 /**
  * A store on a free port with bucket 'yard'. faults.dropPart: the connection of
- * the next PUT of that part number is dropped (once). puts counts the PUTs of
- * each key (parts included, by key).
+ * the next PUT of that part number is dropped (once); stallPart() holds one (see
+ * there). puts counts the PUTs of each key (parts included, by key).
  */
 async function startStore(dir) {
     const port = await freePort();
-    const faults = { dropPart: 0 };
+    const faults = { dropPart: 0, stall: null };
     const puts = new Map();
     const s = new S3rver({
         port,
@@ -50,6 +50,16 @@ async function startStore(dir) {
                 ctx.req.socket.destroy();
                 return;
             }
+            const st = faults.stall;
+            if (st && ctx.query.partNumber === String(st.part)) {
+                faults.stall = null;
+                ctx.req.socket.on('close', st.closed);
+                ctx.req.resume(); // the body read and dropped: the uploader's end is seen
+                st.reached();
+                await st.go;
+                ctx.req.socket.destroy();
+                return;
+            }
         }
         await next();
     });
@@ -59,6 +69,23 @@ async function startStore(dir) {
     s.httpServer.unref();
     servers.push(s);
     return { url: `http://127.0.0.1:${port}`, s, faults, puts, data: path.join(dir, 's3', 'yard') };
+}
+
+/**
+ * Holds the next PUT of part `part` until release() (then drops its connection):
+ * reached() waits until it arrived, closed() until the uploader closed it.
+ */
+function stallPart(store, part) {
+    const st = { part, hit: false, gone: false };
+    st.reached = () => (st.hit = true);
+    st.closed = () => (st.gone = true);
+    st.go = new Promise((r) => (st.release = r));
+    store.faults.stall = st;
+    return {
+        reached: () => waitFor(() => st.hit, { timeoutMs: 20000, what: `part ${part} held` }),
+        closed: () => waitFor(() => st.gone, { timeoutMs: 10000, what: `the upload of part ${part} closed` }),
+        release: () => st.release(),
+    };
 }
 
 /** The generations of model in the store's files, and whether each has its manifest. */
@@ -271,4 +298,61 @@ test('a new state directory restores the store checkpoint of the same launch; an
     assert.equal(back.reason, 'restored from a CRIU checkpoint');
     assert.ok((await storeEvents(fresh, 'c')).some((e) => /downloaded the images of 'c', generation /.test(e)));
     await d2.stop();
+});
+
+test('an upload cut by a stop of the daemon (SIGTERM, then kill -9) is resumed by the next daemon', async () => {
+    const dir = tmpdir();
+    const store = await startStore(dir);
+    const opts = { evict: 'checkpoint', criu: bigCriu(dir), tools: storeTools(store), env: creds() };
+    const first = await standinDaemon(['c'], { ...opts, dir, args: ['--keep-engines'] });
+    const env = { YARD_STANDIN_STATE: path.join(dir, 'standin'), ...creds() };
+    const restart = (args) => startDaemon({ config: first.config, stateDir: dir, env, args });
+    const note = path.join(imagesDir(dir, 'c'), 'yard-upload');
+    const key = (g, f) => `/yard/ckpt/c/${g}/${f}`;
+    assert.equal((await yard(['start', 'c', '--wait'], { stateDir: dir })).code, 0);
+    const pid = (await entry(dir, 'c')).pid;
+
+    // SIGTERM while a part of the pages is held: the daemon ends its upload child.
+    let stall = stallPart(store, 2);
+    assert.equal((await yard(['sleep', 'c'], { stateDir: dir })).code, 0);
+    await stall.reached();
+    await first.d.stop();
+    await stall.closed();
+    stall.release();
+    const [g1] = generations(store, 'c');
+    assert.equal(g1.complete, false, 'the cut generation has its manifest');
+    assert.equal(fs.readFileSync(note, 'utf8'), `${g1.name}\n`);
+
+    const second = await restart(['--keep-engines']);
+    const up1 = await waitEvent(dir, 'c', /uploaded the images of 'c'/, 'the resumed upload');
+    assert.match(up1, new RegExp(`generation ${g1.name.replace('.', '\\.')}: \\d+ files, .* \\([1-9]\\d* already there\\)`));
+    assert.match(second.logText(), /the upload of the images of 'c' \(generation \S+\) did not end under the last daemon; resuming it/);
+    assert.deepEqual(generations(store, 'c'), [{ name: g1.name, complete: true }]);
+    assert.equal(store.puts.get(key(g1.name, 'inventory.img')), 1, 'a file that had arrived was sent again');
+    assert.ok(!fs.existsSync(note), 'the note of a finished upload stayed');
+
+    // kill -9 during the next upload: its child ends with the daemon, the next one resumes it.
+    assert.equal((await first.ask('c')).status, 200);
+    assert.equal((await entry(dir, 'c')).pid, pid);
+    stall = stallPart(store, 2);
+    assert.equal((await yard(['sleep', 'c'], { stateDir: dir })).code, 0);
+    await stall.reached();
+    second.kill('SIGKILL');
+    await second.waitExit();
+    await stall.closed(); // the child did not outlive the daemon
+    stall.release();
+    const g2 = generations(store, 'c').find((g) => g.name !== g1.name);
+    assert.equal(g2.complete, false);
+
+    const third = await restart([]);
+    await waitFor(async () => (await storeEvents(dir, 'c')).filter((r) => /uploaded/.test(r)).length === 2, {
+        timeoutMs: 20000,
+        what: 'the upload resumed after kill -9',
+    });
+    assert.deepEqual(generations(store, 'c'), [
+        { name: g1.name, complete: true },
+        { name: g2.name, complete: true },
+    ]);
+    assert.equal(store.puts.get(key(g2.name, 'inventory.img')), 1, 'a file that had arrived was sent again');
+    await third.stop();
 });
