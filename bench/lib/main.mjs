@@ -14,9 +14,11 @@ import { runScan } from './scan.mjs';
 import { runFootprint } from './footprint.mjs';
 import { runReplicas } from './replicas.mjs';
 import { runLlama } from './llama.mjs';
+import { runCloud } from './cloud.mjs';
+import { runSlurm } from './slurm.mjs';
 import { table, budgets } from './report.mjs';
 
-const SECTIONS = ['proxy', 'stream', 'ready', 'switch', 'scan', 'footprint', 'replicas', 'llama'];
+const SECTIONS = ['proxy', 'stream', 'ready', 'switch', 'scan', 'footprint', 'replicas', 'llama', 'cloud', 'slurm'];
 
 function usage() {
     return `usage: bench/run [--quick] [--only SECTION[,SECTION...]] [--out FILE]
@@ -46,6 +48,8 @@ Environment (defaults; --quick lowers those not set):
   BENCH_REPLICA_MS=50       the replicas section's engine time per request (10 tokens)
   BENCH_REPLICA_CLIENTS=8   its concurrent clients, the same for 1, 2 and 4 replicas
   BENCH_LLAMA_ROUNDS=5      llama: direct starts, and switch rounds (each: two switches)
+  BENCH_CLOUD_ROUNDS=5      cloud: rents (each: a machine with an OCI error, then one that serves)
+  BENCH_SLURM_ROUNDS=5      slurm: starts of a model as a job (then one walltime renewal)
   BENCH_KEEP=1              keep the temp dirs (daemon and engine logs)
 `;
 }
@@ -101,6 +105,8 @@ function params(quick) {
             tokens: 10,
         },
         llama: { rounds: env('BENCH_LLAMA_ROUNDS', 5, 2) },
+        cloud: { rounds: env('BENCH_CLOUD_ROUNDS', 5, 2) },
+        slurm: { rounds: env('BENCH_SLURM_ROUNDS', 5, 2) },
     };
 }
 
@@ -175,6 +181,8 @@ async function main() {
         },
         replicas: async () => (result.replicas = await runReplicas(p.replicas)),
         llama: async () => (result.llama = await runLlama(p.llama)),
+        cloud: async () => (result.cloud = await runCloud(p.cloud)),
+        slurm: async () => (result.slurm = await runSlurm(p.slurm)),
     };
     for (const s of SECTIONS.filter((x) => only.includes(x))) {
         const t0 = Date.now();

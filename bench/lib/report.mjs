@@ -85,6 +85,18 @@ function judge(r) {
             out[out.length - 1].rowOnly = true;
         }
     }
+    const cl = r.cloud;
+    if (cl && !cl.skipped) {
+        const poll = `<= ${cl.poll_ms}`;
+        add('cloud_ready', 'rented: running answered -> engine ready, less its own (ms)', '<= 1000', cl.to_ready_ms, (v) => v <= 1000);
+        add('cloud_poll', 'rented: running -> read by yard, slowest (ms)', poll, cl.poll_gap_ms_max, (v) => v <= cl.poll_ms);
+        add('cloud_bad', 'rented: fatal status -> destroy, slowest (ms)', poll, cl.bad_host_ms_max, (v) => v <= cl.poll_ms);
+    }
+    const sl = r.slurm;
+    if (sl && !sl.skipped) {
+        add('slurm_ready', 'Slurm: engine ready -> yard ready (ms)', '<= 1000', sl.ready_ms, (v) => v <= 1000);
+        add('slurm_renewal', 'Slurm: failed requests across a renewal', '0', sl.renewal && sl.renewal.failed, (v) => v === 0);
+    }
     return out;
 }
 
@@ -207,6 +219,29 @@ function rows(r) {
         row("  yard's account: stop of the other ms", ll, 'yard_stop_ms', 1);
         row("  yard's account: start to ready ms", ll, 'yard_start_ms', 1);
         row('  loaded, first byte ms', ll, 'warm_ms', 1);
+    }
+    const cl = r.cloud;
+    if (cl && cl.skipped) out.push([`cloud: skipped (${cl.skipped})`, '', '', '', '', '']);
+    else if (cl) {
+        head(`rented machines, Vast stand-in (${cl.rounds} rents, yard reads a starting instance every ${cl.poll_ms} ms)`);
+        row('  running -> read by yard ms (the poll gap)', cl, 'poll_gap_ms', 0);
+        row('  max of it', { v: cl.poll_gap_ms_max }, 'v', 0, 'cloud_poll');
+        row('  running answered -> engine ready, less its own ms', cl, 'to_ready_ms', 0, 'cloud_ready');
+        row('    of which: -> host ready (ssh, nvidia-smi)', cl, 'host_ms', 0);
+        row('    host ready -> engine started (ssh)', cl, 'launch_ms', 0);
+        row('    engine ready -> yard ready', cl, 'detect_ms', 0);
+        row('  OCI error -> instance destroyed ms', cl, 'bad_host_ms', 0);
+        row('  max of it', { v: cl.bad_host_ms_max }, 'v', 0, 'cloud_bad');
+    }
+    const sl = r.slurm;
+    if (sl && sl.skipped) out.push([`slurm: skipped (${sl.skipped})`, '', '', '', '', '']);
+    else if (sl) {
+        head(`Slurm (${sl.rounds} starts as jobs, poll ${sl.poll}; one walltime renewal)`);
+        row('  engine ready -> yard ready ms', sl, 'ready_ms', 0, 'slurm_ready');
+        row('  yard start -> ready ms (sbatch, scheduler, load)', sl, 'start_ready_ms', 0);
+        const rn = sl.renewal || {};
+        const b = judged.slurm_renewal;
+        out.push([`  requests across the renewal, failed (of ${rn.requests})`, String(rn.failed), '', '', b.budget, verdict(b)]);
     }
     for (const s of Object.keys(r.failures || {})) out.push([`${s}: FAILED (see the log above)`, '', '', '', '', '']);
     return out;

@@ -38,6 +38,9 @@
 //     YARD_FAKE_GPUS listing the offer's GPUs (num_gpus x gpu_name, gpu_ram MiB).
 //   - money: dph (the bid for an interruptible instance) while `running`, storage
 //     (storage_cost $/GB/month x disk, a month being 720 h) from create to destroy.
+//   - stamps (for bench/lib/cloud.mjs): each instance's `stamps` holds, in
+//     CLOCK_MONOTONIC ns, its first entry into each actual_status (`entered`), the
+//     first GET of it answered with each (`answered`) and its first DELETE.
 //
 // Scripted faults (script()): 429 bursts with the plain-text body, 5xx, any status
 // and body, an offer gone at create, a create that fails but returns a contract,
@@ -803,6 +806,7 @@ export async function startVastStandin(opts = {}) {
         inst.step = i;
         inst.actual_status = s.actual;
         if (s.msg !== undefined) inst.status_msg = s.msg;
+        inst.stamps.entered[String(s.actual)] ??= process.hrtime.bigint();
         if (s.cur) inst.cur_state = s.cur;
         if (s.intended) inst.intended_status = s.intended;
         if (s.next) inst.next_state = s.next;
@@ -850,6 +854,7 @@ export async function startVastStandin(opts = {}) {
         clearTimeout(inst.timer);
         await haltMachine(inst);
         inst.actual_status = 'exited';
+        inst.stamps.entered.exited ??= process.hrtime.bigint();
         inst.steps = [...inst.steps.slice(0, inst.step + 1), { actual: 'exited', hold: true }];
         inst.step += 1;
         setRunning(inst, false);
@@ -1045,6 +1050,9 @@ export async function startVastStandin(opts = {}) {
             timer: null,
             moving: null,
             portsShown: false,
+            // CLOCK_MONOTONIC ns: the first entry into each actual_status, the first GET
+            // of the instance answered with each, the first DELETE (bench/lib/cloud.mjs)
+            stamps: { entered: {}, answered: {}, destroy: null },
         };
         pending.add(askId);
         try {
@@ -1166,8 +1174,15 @@ export async function startVastStandin(opts = {}) {
         } else if ((m = /^\/api\/v0\/instances\/(\d+)\/$/.exec(p))) {
             const id = Number(m[1]);
             const inst = instances.get(id);
-            if (method === 'GET') return [200, { instances: inst && !inst.destroyed ? view(inst) : null }];
-            if (method === 'DELETE') return [200, await destroy(id)];
+            if (method === 'GET') {
+                if (!inst || inst.destroyed) return [200, { instances: null }];
+                inst.stamps.answered[String(inst.actual_status)] ??= process.hrtime.bigint();
+                return [200, { instances: view(inst) }];
+            }
+            if (method === 'DELETE') {
+                if (inst) inst.stamps.destroy ??= process.hrtime.bigint();
+                return [200, await destroy(id)];
+            }
             if (method === 'PUT') {
                 if (!inst || inst.destroyed) {
                     throw noSuchInstance(id);
