@@ -908,6 +908,67 @@ static int ckpt_wake(struct instance *in, sup_op_cb done, void *arg, char **err)
     return 0;
 }
 
+/*
+ * STATE_DIR/checkpoints/.keys/NAME: the key of an engine restored from the
+ * store, kept for the daemons that adopt it later (no model name starts with
+ * a dot, so no images directory is named so).
+ */
+static char *key_file(struct instance *in)
+{
+    return xstrfmt("%s/checkpoints/.keys/%s", in->sup->app->state_dir, ckpt_key(in));
+}
+
+static void key_save(struct instance *in)
+{
+    char *dir = xstrfmt("%s/checkpoints/.keys", in->sup->app->state_dir);
+    char *path = key_file(in);
+    int rc = mkdir_one(dir);
+    int fd = rc < 0 ? -1 : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (rc == 0 && fd < 0)
+        rc = -errno;
+    if (fd >= 0) {
+        size_t n = strlen(in->ckpt_engine_key);
+        if (write(fd, in->ckpt_engine_key, n) != (ssize_t)n)
+            rc = errno ? -errno : -EIO;
+        if (close(fd) < 0 && rc == 0)
+            rc = -errno;
+    }
+    if (rc < 0)
+        log_warn("sup",
+                 "cannot write '%s': %s; a daemon restarted over '%s' will not know its key "
+                 "(its requests are refused until it is restarted)",
+                 path, strerror(-rc), in->label);
+    free(path);
+    free(dir);
+}
+
+void sup__ckpt_key_load(struct instance *in)
+{
+    char *path = key_file(in);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    free(path);
+    if (fd < 0)
+        return;
+    char key[ENGINE_KEY_HEX + 2];
+    ssize_t n = read(fd, key, sizeof key);
+    close(fd);
+    if (n != ENGINE_KEY_HEX || strspn(key, "0123456789abcdef") < ENGINE_KEY_HEX)
+        return;
+    key[ENGINE_KEY_HEX] = 0;
+    free(in->ckpt_engine_key);
+    in->ckpt_engine_key = xstrdup(key);
+}
+
+void sup__ckpt_key_forget(struct instance *in)
+{
+    free(in->ckpt_engine_key);
+    in->ckpt_engine_key = NULL;
+    char *path = key_file(in);
+    if (unlink(path) < 0 && errno != ENOENT)
+        log_warn("sup", "cannot remove '%s': %s", path, strerror(errno));
+    free(path);
+}
+
 /* The store held no checkpoint of in's launch now, or it could not be restored: a cold start. */
 static void start_cold(struct instance *in, const char *why)
 {
@@ -981,6 +1042,8 @@ void sup__ckpt_downloaded(struct instance *in, const char *why)
         in->port = in->reach_port = port;
         free(in->ckpt_engine_key);
         in->ckpt_engine_key = key[0] ? xstrdup(key) : NULL;
+        if (in->ckpt_engine_key)
+            key_save(in);
         struct sup__launch l;
         char lerr[256];
         if (sup__launch_of(&in->spec, in->eng, port, in->gpus, NULL, &l, lerr, sizeof lerr) == 0) {

@@ -990,7 +990,7 @@ int sup__inst_start(struct instance *in)
     replace_str(&in->neighbour, NULL);
     replace_str(&in->launch_note, NULL);
     replace_str(&in->exit_note, NULL);
-    replace_str(&in->ckpt_engine_key, NULL); /* a new run: its key is this daemon's */
+    sup__ckpt_key_forget(in); /* a new run: its key is this daemon's */
     in->stop_timeout_ms = in->spec.watch.stop_timeout_ms;
     memset(&in->tail.els, 0, sizeof in->tail.els);
     free(in->fatal);
@@ -1278,6 +1278,8 @@ void sup__inst_adopt(struct instance *in, const struct runner_proc *p, int port,
     in->reach_port = port;
     int rc = in->runner->ops->adopt(in->runner, p, sup__inst_on_exit, in, &in->watch);
     int remote = !in->runner->pids_here;
+    if (!remote)
+        sup__ckpt_key_load(in); /* restored from the store: the key it was started with */
     if (rc == 0 && remote) {
         /* The pod's first poll says more: found (probe then), lost (unknown) or exited. */
         in->reach_port = 0;

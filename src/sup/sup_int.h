@@ -364,6 +364,13 @@ int sup__ckpt_identity(struct instance *in, const char *gpus, char out[65]);
  * or the store's -errno when its starting row could not be written.
  */
 int sup__ckpt_start_from_store(struct instance *in);
+/*
+ * The key of an engine restored from the store (another daemon's, kept in
+ * STATE_DIR/checkpoints/.keys/NAME): load takes it back for an adopted
+ * instance; forget drops it and its file when a new run starts.
+ */
+void sup__ckpt_key_load(struct instance *in);
+void sup__ckpt_key_forget(struct instance *in);
 
 /* ckpt_store.c: tools.checkpoint_store */
 /* 1 when in's checkpoints go to the store too (one is configured; in runs on this machine). */

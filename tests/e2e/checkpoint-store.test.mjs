@@ -288,7 +288,7 @@ test('a new state directory restores the store checkpoint of the same launch; an
     // The same config, a new state directory (no yard.db, no checkpoints): the first
     // request is answered by the engine the store's images restore, not a new one.
     const fresh = tmpdir();
-    const d2 = await startDaemon({ config: first.config, stateDir: fresh, env });
+    const d2 = await startDaemon({ config: first.config, stateDir: fresh, env, args: ['--keep-engines'] });
     assert.equal((await entry(fresh, 'c')).state, 'stopped');
     const r = await first.ask('c');
     assert.equal(r.status, 200, r.body);
@@ -297,7 +297,15 @@ test('a new state directory restores the store checkpoint of the same launch; an
     assert.equal(back.pid, pid, 'cold-started instead of restored');
     assert.equal(back.reason, 'restored from a CRIU checkpoint');
     assert.ok((await storeEvents(fresh, 'c')).some((e) => /downloaded the images of 'c', generation /.test(e)));
+
+    // The restored engine keeps the key it was started with (another state dir's
+    // secret): a daemon restarted over it still reaches it.
     await d2.stop();
+    const d4 = await startDaemon({ config: first.config, stateDir: fresh, env });
+    const again = await first.ask('c');
+    assert.equal(again.status, 200, again.body);
+    assert.equal((await entry(fresh, 'c')).pid, pid);
+    await d4.stop();
 });
 
 test('an upload cut by a stop of the daemon (SIGTERM, then kill -9) is resumed by the next daemon', async () => {
