@@ -16,9 +16,22 @@ import { runReplicas } from './replicas.mjs';
 import { runLlama } from './llama.mjs';
 import { runCloud } from './cloud.mjs';
 import { runSlurm } from './slurm.mjs';
+import { runSessions } from './sessions.mjs';
 import { table, budgets } from './report.mjs';
 
-const SECTIONS = ['proxy', 'stream', 'ready', 'switch', 'scan', 'footprint', 'replicas', 'llama', 'cloud', 'slurm'];
+const SECTIONS = [
+    'proxy',
+    'stream',
+    'ready',
+    'switch',
+    'scan',
+    'footprint',
+    'replicas',
+    'llama',
+    'cloud',
+    'slurm',
+    'sessions',
+];
 
 function usage() {
     return `usage: bench/run [--quick] [--only SECTION[,SECTION...]] [--out FILE]
@@ -50,6 +63,9 @@ Environment (defaults; --quick lowers those not set):
   BENCH_LLAMA_ROUNDS=5      llama: direct starts, and switch rounds (each: two switches)
   BENCH_CLOUD_ROUNDS=5      cloud: rents (each: a machine with an OCI error, then one that serves)
   BENCH_SLURM_ROUNDS=5      slurm: starts of a model as a job (then one walltime renewal)
+  BENCH_SESSION_EXECS=200   sessions: execs of \`true\` per target and round
+  BENCH_SESSION_BACKUP_MIB=1024 sessions: the volume backed up (MiB of mixed files)
+  BENCH_SESSION_BACKUP_ROUNDS=3 sessions: backups (and tar yardsticks)
   BENCH_KEEP=1              keep the temp dirs (daemon and engine logs)
 `;
 }
@@ -107,6 +123,12 @@ function params(quick) {
         llama: { rounds: env('BENCH_LLAMA_ROUNDS', 5, 2) },
         cloud: { rounds: env('BENCH_CLOUD_ROUNDS', 5, 2) },
         slurm: { rounds: env('BENCH_SLURM_ROUNDS', 5, 2) },
+        sessions: {
+            rounds,
+            execs: env('BENCH_SESSION_EXECS', 200, 50),
+            backupMiB: env('BENCH_SESSION_BACKUP_MIB', 1024, 128),
+            backupRounds: env('BENCH_SESSION_BACKUP_ROUNDS', 3, 1),
+        },
     };
 }
 
@@ -183,6 +205,7 @@ async function main() {
         llama: async () => (result.llama = await runLlama(p.llama)),
         cloud: async () => (result.cloud = await runCloud(p.cloud)),
         slurm: async () => (result.slurm = await runSlurm(p.slurm)),
+        sessions: async () => (result.sessions = await runSessions(p.sessions)),
     };
     for (const s of SECTIONS.filter((x) => only.includes(x))) {
         const t0 = Date.now();

@@ -97,6 +97,18 @@ function judge(r) {
         add('slurm_ready', 'Slurm: engine ready -> yard ready (ms)', '<= 1000', sl.ready_ms, (v) => v <= 1000);
         add('slurm_renewal', 'Slurm: failed requests across a renewal', '0', sl.renewal && sl.renewal.failed, (v) => v === 0);
     }
+    const ss = r.sessions;
+    if (ss && !ss.skipped) {
+        add('session_exec', 'session exec of `true`, p50 (ms)', '< 10', ss.exec_p50_ms, (v) => v < 10);
+        add(
+            'session_backup',
+            'session backup of 1 GiB of mixed files (s)',
+            '< 10',
+            ss.backup_s,
+            (v) => v < 10,
+            ss.backup_mib === 1024 ? null : `measured on ${ss.backup_mib} MiB, the budget speaks of 1 GiB`
+        );
+    }
     return out;
 }
 
@@ -242,6 +254,23 @@ function rows(r) {
         const rn = sl.renewal || {};
         const b = judged.slurm_renewal;
         out.push([`  requests across the renewal, failed (of ${rn.requests})`, String(rn.failed), '', '', b.budget, verdict(b)]);
+    }
+    const ss = r.sessions;
+    if (ss && ss.skipped) out.push([`sessions: skipped (${ss.skipped})`, '', '', '', '', '']);
+    else if (ss) {
+        head(`sessions (${ss.execs} execs x ${ss.rounds} rounds; medians of the rounds' figures)`);
+        row('  exec `true` through yard, p50 ms', ss.exec, 'p50_ms', 2, 'session_exec');
+        row('  exec `true` through yard, p99 ms', ss.exec, 'p99_ms', 2);
+        row('  exec `true` through yard, min ms', ss.exec, 'min_ms', 2);
+        row('  bwrap direct, fresh sandbox, p50 ms', ss.bwrap_direct, 'p50_ms', 2);
+        row('  bwrap direct, min ms', ss.bwrap_direct, 'min_ms', 2);
+        row('  /bin/sh -c true direct, p50 ms', ss.sh_direct, 'p50_ms', 2);
+        row('  /bin/sh -c true direct, min ms', ss.sh_direct, 'min_ms', 2);
+        head(`  backup of ${ss.backup_mib} MiB, ${ss.backup_files} files (${ss.backup_rounds} rounds)`);
+        row(`    yard backup s (archive ${ss.backup.archive_mib} MiB)`, ss.backup, 'seconds', 2, 'session_backup');
+        row('    yard backup MB/s', ss.backup, 'mb_per_s', 0);
+        row(`    tar --zstd + sync s (archive ${ss.tar_direct.archive_mib} MiB)`, ss.tar_direct, 'seconds', 2);
+        row('    tar --zstd MB/s', ss.tar_direct, 'mb_per_s', 0);
     }
     for (const s of Object.keys(r.failures || {})) out.push([`${s}: FAILED (see the log above)`, '', '', '', '', '']);
     return out;
