@@ -13,6 +13,11 @@ void buf_init(struct buf *b, size_t max)
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
+    buf_set_max(b, max);
+}
+
+void buf_set_max(struct buf *b, size_t max)
+{
     /* One byte more than max is allocated for the NUL: SIZE_MAX (no bound) must not wrap. */
     b->max = max < SIZE_MAX ? max : SIZE_MAX - 1;
 }

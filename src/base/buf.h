@@ -18,6 +18,8 @@ struct buf {
 };
 
 void buf_init(struct buf *b, size_t max);
+/* Sets the maximum of a buffer in use (what it holds stays; appends past max fail). */
+void buf_set_max(struct buf *b, size_t max);
 void buf_release(struct buf *b);
 void buf_reset(struct buf *b);
 int buf_append(struct buf *b, const void *p, size_t n);

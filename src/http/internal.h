@@ -29,6 +29,17 @@
 #define HTTP__TRIM_CONNS 64
 #define HTTP__TRIM_DELAY_MS 200
 
+/*
+ * Finished requests kept for the next ones with their buffers (a proxied
+ * request made five allocations for them): at most HTTP__SPARES, each holding
+ * no more than HTTP__SPARE_BUF in a head buffer and HTTP__SPARE_BODY in its
+ * body's; bigger ones are freed. Idle connections hold none.
+ */
+#define HTTP__SPARES 64
+#define HTTP__SPARE_BUF 4096
+#define HTTP__SPARE_BODY (16u << 10)
+#define HTTP__SPARE_OFFS 64
+
 struct http__hdr_off {
     size_t name;
     size_t value; /* SIZE_MAX: no value seen yet */
@@ -58,6 +69,7 @@ struct http__req {
     unsigned pending_writes;
     http_done_cb done_cb;
     void *done_arg;
+    struct http__req *next_spare; /* in srv->spares */
 };
 
 struct http__conn {

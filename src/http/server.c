@@ -180,19 +180,74 @@ const char *http_status_text(int status)
  * serving the others.
  */
 
-/* Returns a new request, or NULL when out of memory. */
+/* Returns a new request (a spare when the server keeps one), or NULL when out of memory. */
 static struct http__req *req_new(struct http__conn *c)
 {
-    const struct http_server_limits *l = &c->srv->limits;
-    struct http__req *r = alloc_try_calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
+    struct http_server *srv = c->srv;
+    const struct http_server_limits *l = &srv->limits;
+    struct http__req *r = srv->spares;
+    if (r) {
+        srv->spares = r->next_spare;
+        srv->n_spares--;
+        r->next_spare = NULL;
+    } else {
+        r = alloc_try_calloc(1, sizeof *r);
+        if (!r)
+            return NULL;
+    }
     r->conn = c;
-    buf_init(&r->target, l->max_header_bytes);
-    buf_init(&r->hdrs, l->max_header_bytes * 2);
-    buf_init(&r->body, l->max_body_bytes);
-    buf_init(&r->resp_headers, l->max_header_bytes);
+    /* the limits now (a reload may have changed them since a spare was made) */
+    buf_set_max(&r->target, l->max_header_bytes);
+    buf_set_max(&r->hdrs, l->max_header_bytes * 2);
+    buf_set_max(&r->body, l->max_body_bytes);
+    buf_set_max(&r->resp_headers, l->max_header_bytes);
     return r;
+}
+
+/*
+ * Keeps a finished request for the next one with its buffers emptied, or
+ * frees it (the server closing, enough spares, buffers grown past what a
+ * spare keeps).
+ */
+static void req_recycle(struct http__req *r)
+{
+    struct http_server *srv = r->conn->srv;
+    if (srv->closing || srv->n_spares >= HTTP__SPARES || r->target.cap > HTTP__SPARE_BUF ||
+        r->hdrs.cap > HTTP__SPARE_BUF || r->resp_headers.cap > HTTP__SPARE_BUF ||
+        r->body.cap > HTTP__SPARE_BODY || r->cap_offs > HTTP__SPARE_OFFS) {
+        http__req_free(r);
+        return;
+    }
+    struct buf target = r->target, hdrs = r->hdrs, body = r->body, resp = r->resp_headers;
+    struct http__hdr_off *offs = r->offs;
+    size_t cap_offs = r->cap_offs;
+    free(r->path);
+    free(r->headers);
+    memset(r, 0, sizeof *r);
+    buf_reset(&target);
+    buf_reset(&hdrs);
+    buf_reset(&body);
+    buf_reset(&resp);
+    r->target = target;
+    r->hdrs = hdrs;
+    r->body = body;
+    r->resp_headers = resp;
+    r->offs = offs;
+    r->cap_offs = cap_offs;
+    r->next_spare = srv->spares;
+    srv->spares = r;
+    srv->n_spares++;
+}
+
+/* Frees the spare requests (the server closes, or gives memory back). */
+static void spares_free(struct http_server *srv)
+{
+    while (srv->spares) {
+        struct http__req *r = srv->spares;
+        srv->spares = r->next_spare;
+        http__req_free(r);
+    }
+    srv->n_spares = 0;
 }
 
 void http__req_free(struct http__req *r)
@@ -321,7 +376,7 @@ void http__req_finish(struct http__req *r, int status)
     if (r->done_cb)
         r->done_cb(&r->pub, status, r->done_arg);
     int close_after = r->close_after;
-    http__req_free(r);
+    req_recycle(r);
     if (c->closing || status < 0)
         return;
     if (close_after) {
@@ -668,6 +723,7 @@ static void server_maybe_closed(struct http_server *srv)
 
 static void on_trim(uv_timer_t *t)
 {
+    spares_free(t->data);
     malloc_trim(0);
 }
 
@@ -1009,6 +1065,8 @@ void http_server_close(struct http_server *srv, http_server_close_cb close_cb, v
     srv->closing = 1;
     srv->close_cb = close_cb;
     srv->close_arg = arg;
+    spares_free(srv);
+    buf_release(&srv->head);
     if (srv->listener_open) {
         srv->n_closing++;
         uv_close((uv_handle_t *)&srv->listener, on_listener_closed);

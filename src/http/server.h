@@ -96,6 +96,7 @@ struct http_request {
 
 struct http_server;
 struct http__wreq;
+struct http__req;
 typedef void (*http_request_cb)(struct http_request *req, void *arg);
 typedef void (*http_server_close_cb)(struct http_server *srv, void *arg);
 
@@ -129,6 +130,9 @@ struct http_server {
     struct http__wreq *done_first, *done_last;
     uv_idle_t done_idle;
     int done_idle_open;
+    struct buf head;          /* a response head being built (write.c, send_head) */
+    struct http__req *spares; /* finished requests kept for the next (server.c, req_new) */
+    unsigned n_spares;
     char read_buf[64 * 1024]; /* one shared read buffer: reads are handled at once */
 };
 

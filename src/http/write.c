@@ -362,11 +362,13 @@ static int build_head(struct http__req *r, struct buf *h, int status, const char
 static int send_head(struct http__req *r, int status, const char *ctype, long long clen,
                      const void *body, size_t len)
 {
-    struct buf h;
-    buf_init(&h, r->conn->srv->limits.max_header_bytes * 2 + 256);
-    int rc = build_head(r, &h, status, ctype, clen);
+    /* The server's one head buffer: the write below takes the bytes or copies them. */
+    struct buf *h = &r->conn->srv->head;
+    buf_set_max(h, r->conn->srv->limits.max_header_bytes * 2 + 256);
+    buf_reset(h);
+    int rc = build_head(r, h, status, ctype, clen);
     if (rc < 0) {
-        buf_release(&h);
+        buf_release(h);
         if (rc == -ENOMEM)
             http__conn_out_of_memory(r->conn, "a response head");
         return rc;
@@ -376,9 +378,10 @@ static int send_head(struct http__req *r, int status, const char *ctype, long lo
         r->streaming = 1;
     else
         r->ended = 1;
-    uv_buf_t parts[2] = {part(h.data, h.len), part(body, len)};
+    uv_buf_t parts[2] = {part(h->data, h->len), part(body, len)};
     rc = http__conn_write(r->conn, r, parts, clen < 0 ? 1 : 2, NULL, NULL, 0);
-    buf_release(&h);
+    if (h->cap > HTTP__SPARE_BUF || r->conn->srv->closing) /* a rare big head does not stay */
+        buf_release(h);
     return rc;
 }
 

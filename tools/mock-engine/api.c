@@ -342,20 +342,24 @@ static void gen_tick(uv_timer_t *t);
  * of the iteration that ran it, so streams whose ticks once shared an
  * iteration would share every later one, and a thousand streams opened over
  * a second would clump into a few large bursts instead of a few tokens a
- * millisecond. late_ms: a reader that was slow is tried again that much later.
+ * millisecond. The delay is counted from the loop's time (libuv's clock, the
+ * same monotonic one), which the timer is measured against. From its own tick
+ * it is at least 1 ms: libuv runs a timer due at the loop's time again in the
+ * same pass, so a generation that cannot keep up would never let the loop
+ * poll (and /health would go unanswered). late_ms: a reader that was slow is
+ * tried again that much later.
  */
-static void gen_arm(struct mock_gen *g, uint64_t late_ms)
+static void gen_arm(struct mock_gen *g, int in_tick, uint64_t late_ms)
 {
     double rate = g->m->o.tokens_per_sec;
     uint64_t delay = late_ms;
-    if (rate <= 0) {
-        delay = late_ms || g->sent ? 1 : 0; /* all at once; a slow reader's rest a tick later */
-    } else if (!late_ms) {
+    if (!late_ms && rate > 0) {
         uint64_t due_ns = g->start_ns + (uint64_t)((double)(g->sent + 1) * 1e9 / rate);
-        uint64_t now = clock_mono_ns();
-        delay = due_ns > now ? (due_ns - now + 999999) / 1000000 : 0;
+        uint64_t due_ms = (due_ns + 999999) / 1000000, now_ms = uv_now(g->m->loop);
+        delay = due_ms > now_ms ? due_ms - now_ms : 0;
     }
-    uv_update_time(g->m->loop);
+    if (in_tick && delay < 1)
+        delay = 1;
     uv_timer_start(&g->timer, gen_tick, delay, 0);
 }
 
@@ -372,7 +376,7 @@ static void gen_tick(uv_timer_t *t)
     }
     uint64_t period = g->m->o.tokens_per_sec > 0 ? (uint64_t)(1000.0 / g->m->o.tokens_per_sec) : 1;
     if (g->stream && http_request_pending_bytes(g->req) > STREAM_BACKLOG_MAX) {
-        gen_arm(g, period ? period : 1);
+        gen_arm(g, 1, period ? period : 1);
         return;
     }
     while (g->sent < due && !g->halted) {
@@ -390,7 +394,7 @@ static void gen_tick(uv_timer_t *t)
     if (g->halted)
         return;
     if (g->sent < g->max_tokens) {
-        gen_arm(g, 0);
+        gen_arm(g, 1, 0);
         return;
     }
     g->finished = 1;
@@ -482,7 +486,7 @@ static void gen_start(struct mock *m, struct http_request *req, enum gen_kind ki
     http_request_on_done(req, gen_done, g);
     if (g->stream)
         stream_open(g);
-    gen_arm(g, 0);
+    gen_arm(g, 0, 0);
 }
 
 /* ---- embeddings ---- */
