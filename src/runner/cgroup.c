@@ -1,8 +1,8 @@
 /*
  * cgroup v2 containment of local engines: where the daemon's engines'
- * cgroups live, what is in them, how they are signalled and removed, and the
- * engine gate (gate.c) that puts an engine in its cgroup before it runs. See cgroup.h
- * and docs/runner.md.
+ * cgroups live, how they are named and found, what is in them, how they are
+ * signalled and removed. runner/spawn.c starts an engine in its cgroup. See
+ * cgroup.h and docs/runner.md.
  */
 #include "runner/cgroup.h"
 
@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 
 #include "base/alloc.h"
 #include "base/hash.h"
@@ -155,29 +156,68 @@ static int all_of(const char *s, size_t n, const char *set)
     return 1;
 }
 
-int cgroup__parse_engine_name(const char *path, int *leader, uint64_t *start)
+/* The leaf of path when path ends in yard/HASH/LEAF (HASH 16 hex digits), else NULL. */
+static const char *engine_leaf(const char *path)
 {
-    /* .../yard/HASH/LEADER-START */
     const char *leaf = strrchr(path, '/');
     if (!leaf || leaf == path)
-        return 0;
+        return NULL;
     const char *hash = leaf - 1;
     while (hash > path && *hash != '/')
         hash--;
     if (*hash != '/' || hash < path + 5 || strncmp(hash - 5, "/yard", 5) != 0)
-        return 0;
+        return NULL;
     if (leaf - hash - 1 != 16 || !all_of(hash + 1, 16, "0123456789abcdef"))
-        return 0;
-    const char *dash = strchr(leaf + 1, '-');
-    if (!dash || !all_of(leaf + 1, (size_t)(dash - leaf - 1), "0123456789") ||
+        return NULL;
+    return leaf + 1;
+}
+
+/* 1 when leaf is LEADER-START, filling the two. */
+static int parse_engine_leaf(const char *leaf, int *leader, uint64_t *start)
+{
+    const char *dash = strchr(leaf, '-');
+    if (!dash || !all_of(leaf, (size_t)(dash - leaf), "0123456789") ||
         !all_of(dash + 1, strlen(dash + 1), "0123456789"))
         return 0;
-    long pid = strtol(leaf + 1, NULL, 10);
+    long pid = strtol(leaf, NULL, 10);
     if (pid <= 0 || pid > INT_MAX)
         return 0;
     *leader = (int)pid;
     *start = strtoull(dash + 1, NULL, 10);
     return 1;
+}
+
+int cgroup__parse_engine_name(const char *path, int *leader, uint64_t *start)
+{
+    /* .../yard/HASH/LEADER-START */
+    const char *leaf = engine_leaf(path);
+    return leaf && parse_engine_leaf(leaf, leader, start);
+}
+
+int cgroup__is_new_engine(const char *path)
+{
+    const char *leaf = engine_leaf(path);
+    size_t n = strlen(CGROUP_ENGINE_NEW);
+    return leaf && strncmp(leaf, CGROUP_ENGINE_NEW, n) == 0 &&
+           all_of(leaf + n, strlen(leaf + n), "0123456789");
+}
+
+/*
+ * The engine of the cgroup at fs_path (a path in the mounted hierarchy):
+ * from its name, or from the xattr of a DIR/engine-N. 1 with the two filled, else 0.
+ */
+static int engine_of_cgroup(const char *fs_path, int *leader, uint64_t *start)
+{
+    if (cgroup__parse_engine_name(fs_path, leader, start))
+        return 1;
+    if (!cgroup__is_new_engine(fs_path))
+        return 0;
+    char id[64];
+    ssize_t n = getxattr(fs_path, CGROUP_ENGINE_XATTR, id, sizeof id - 1);
+    if (n <= 0)
+        return 0;
+    id[n] = '\0';
+    return parse_engine_leaf(id, leader, start);
 }
 
 /* mkdir that is fine with an existing directory. 0 or a negative errno. */
@@ -372,6 +412,69 @@ char *cgroup_engine_path(const struct cgroup_root *root, int pid, uint64_t start
     return xstrfmt(CGROUP_ENGINE_FMT, root->dir, pid, (unsigned long long)start);
 }
 
+char *cgroup_engine_find(const struct cgroup_root *root, int pid, uint64_t start)
+{
+    char *cg = cgroup_engine_path(root, pid, start);
+    if (cgroup_populated(cg) >= 0)
+        return cg;
+    free(cg);
+    /* A DIR/engine-N whose xattr names it: a few entries, one getxattr each. */
+    DIR *d = opendir(root->dir);
+    if (!d)
+        return NULL;
+    char *out = NULL;
+    struct dirent *e;
+    while (!out && (e = readdir(d))) {
+        if (e->d_type != DT_DIR ||
+            strncmp(e->d_name, CGROUP_ENGINE_NEW, strlen(CGROUP_ENGINE_NEW)) != 0)
+            continue;
+        char *p = xstrfmt("%s/%s", root->dir, e->d_name);
+        int leader;
+        uint64_t st;
+        if (engine_of_cgroup(p, &leader, &st) && leader == pid && st == start)
+            out = p;
+        else
+            free(p);
+    }
+    closedir(d);
+    return out;
+}
+
+int cgroup_engine_new(const struct cgroup_root *root, char **path, int *fd)
+{
+    /* A kept engine's engine-N of an earlier daemon stays: take the next free N. */
+    static unsigned next;
+    for (int tries = 0; tries < 1000; tries++) {
+        char *p = xstrfmt("%s/" CGROUP_ENGINE_NEW "%u", root->dir, next++);
+        if (mkdir(p, 0755) == 0) {
+            int d = open(p, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (d < 0) {
+                int e = errno;
+                rmdir(p);
+                free(p);
+                return -e;
+            }
+            *path = p;
+            *fd = d;
+            return 0;
+        }
+        int e = errno;
+        free(p);
+        if (e != EEXIST)
+            return -e;
+    }
+    return -EEXIST;
+}
+
+int cgroup_engine_name(const char *cg, int pid, uint64_t start)
+{
+    char id[64];
+    int n = snprintf(id, sizeof id, "%d-%llu", pid, (unsigned long long)start);
+    if (setxattr(cg, CGROUP_ENGINE_XATTR, id, (size_t)n, 0) < 0)
+        return -errno;
+    return 0;
+}
+
 static char *own_path_of(int pid)
 {
     char path[64], *text = NULL, *own = NULL;
@@ -384,21 +487,48 @@ static char *own_path_of(int pid)
     return own;
 }
 
+/* own (a path in the hierarchy, as /proc/PID/cgroup says) under the mount point. NULL if outside.
+ */
+static char *fs_path(const char *point, const char *mroot, const char *own)
+{
+    size_t rl = strcmp(mroot, "/") == 0 ? 0 : strlen(mroot);
+    if (strncmp(own, mroot, rl) != 0 || (own[rl] && own[rl] != '/'))
+        return NULL;
+    return xstrfmt("%s%s", point, own + rl);
+}
+
 char *cgroup_engine_of_pid(const struct cgroup_root *root, int pid)
 {
     if (!root->point)
         return NULL;
     char *own = own_path_of(pid);
+    char *out = own ? fs_path(root->point, root->mroot, own) : NULL;
     int leader;
     uint64_t start;
-    char *out = NULL;
-    if (own && cgroup__parse_engine_name(own, &leader, &start) && leader == pid) {
-        size_t rl = strcmp(root->mroot, "/") == 0 ? 0 : strlen(root->mroot);
-        if (strncmp(own, root->mroot, rl) == 0)
-            out = xstrfmt("%s%s", root->point, own + rl);
+    if (out && !(engine_of_cgroup(out, &leader, &start) && leader == pid)) {
+        free(out);
+        out = NULL;
     }
     free(own);
     return out;
+}
+
+/* The cgroup2 mount of this process's namespace, read once: 0 with the two, else -ENOENT. */
+static int hierarchy_mount(const char **point, const char **mroot)
+{
+    static char *p, *m;
+    static int looked;
+    if (!looked) {
+        looked = 1;
+        char *mi = NULL;
+        if (read_text("/proc/self/mountinfo", 4 << 20, &mi) == 0 &&
+            cgroup__parse_mountinfo(mi, &p, &m) < 0)
+            p = m = NULL;
+        free(mi);
+    }
+    *point = p;
+    *mroot = m;
+    return p ? 0 : -ENOENT;
 }
 
 int cgroup_engine_leader(int pid, int *leader, uint64_t *start)
@@ -407,6 +537,12 @@ int cgroup_engine_leader(int pid, int *leader, uint64_t *start)
         return 0;
     char *own = own_path_of(pid);
     int r = own ? cgroup__parse_engine_name(own, leader, start) : 0;
+    const char *point, *mroot;
+    if (own && !r && cgroup__is_new_engine(own) && hierarchy_mount(&point, &mroot) == 0) {
+        char *p = fs_path(point, mroot, own);
+        r = p && engine_of_cgroup(p, leader, start);
+        free(p);
+    }
     free(own);
     return r;
 }

@@ -14,13 +14,21 @@
  * recorded. Only the core files are used (cgroup.procs, cgroup.events,
  * cgroup.kill, cgroup.freeze): no controller needs to be enabled.
  *
- * The engine enters its cgroup before it runs any of its own code: the
- * engine gate (runner/gate.c) creates the cgroup, moves itself in and execs
- * the engine (the pid and start time stay).
+ * The engine starts in its cgroup (runner/spawn.c): the kernel makes the
+ * process there (clone3 CLONE_INTO_CGROUP), in a cgroup made before its pid
+ * is known, BASE/yard/HASH/engine-N, whose xattr user.yard.engine then says
+ * PID-START. A cgroup cannot be renamed, so every lookup below takes either
+ * name. Where the kernel cannot start a process in a cgroup (before Linux
+ * 5.7), the child makes BASE/yard/HASH/PID-START and moves itself in before
+ * it execs the engine.
  */
 
 /* An engine's cgroup: DIR, the leader's pid and its start time (unsigned long long). */
 #define CGROUP_ENGINE_FMT "%s/%d-%llu"
+/* An engine's cgroup made before its pid was known: DIR/engine-N, named by CGROUP_ENGINE_XATTR. */
+#define CGROUP_ENGINE_NEW "engine-"
+/* The xattr of such a cgroup that names its engine: "PID-START", as CGROUP_ENGINE_FMT's leaf. */
+#define CGROUP_ENGINE_XATTR "user.yard.engine"
 
 /* The environment variable that replaces BASE (tests); empty turns cgroups off. */
 #define CGROUP_ROOT_ENV "YARD_CGROUP_ROOT"
@@ -41,8 +49,23 @@ void cgroup_root_free(struct cgroup_root *root);
 /* BASE/yard/HASH: the directory this daemon's engines' cgroups are made in. */
 const char *cgroup_root_dir(const struct cgroup_root *root);
 
-/* The cgroup of the engine led by pid started at start. A new string the caller frees. */
+/* DIR/PID-START: the name of the engine led by pid started at start. A new string the caller frees.
+ */
 char *cgroup_engine_path(const struct cgroup_root *root, int pid, uint64_t start);
+/*
+ * The cgroup of the engine led by pid started at start, whichever its name
+ * (DIR/PID-START, or a DIR/engine-N that names it), when it exists: a new
+ * string the caller frees, else NULL.
+ */
+char *cgroup_engine_find(const struct cgroup_root *root, int pid, uint64_t start);
+/*
+ * Makes a new DIR/engine-N for an engine not started yet: 0 with *path (a
+ * new string) and *fd (an O_PATH descriptor of it, close-on-exec, for
+ * clone3), or a negative errno.
+ */
+int cgroup_engine_new(const struct cgroup_root *root, char **path, int *fd);
+/* Names the engine of cg (made by cgroup_engine_new): its leader and start time. 0 or -errno. */
+int cgroup_engine_name(const char *cg, int pid, uint64_t start);
 /*
  * The cgroup pid is in, when that is an engine cgroup of a yard daemon
  * (.../yard/HASH/LEADER-START) under root's hierarchy: a new path the caller
@@ -90,5 +113,7 @@ int cgroup__parse_mountinfo(const char *text, char **point, char **root);
 int cgroup__parse_own(const char *text, char **path);
 /* 1 when path ends in yard/HASH/LEADER-START (HASH 16 hex digits), filling the two. */
 int cgroup__parse_engine_name(const char *path, int *leader, uint64_t *start);
+/* 1 when path ends in yard/HASH/engine-N: a cgroup named by its xattr. */
+int cgroup__is_new_engine(const char *path);
 
 #endif

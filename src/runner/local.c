@@ -1,16 +1,15 @@
 /*
  * The local runner: engine processes on this machine. Each starts in its own
- * session and process group (UV_PROCESS_DETACHED calls setsid), with stdout
- * and stderr appended to its log file directly, so an engine keeps running
- * and logging when the daemon exits with --keep-engines. Our own children are
- * watched through libuv's exit callback; processes adopted from an earlier
- * daemon are not our children and are polled.
+ * session and process group (setsid), with stdout and stderr appended to its
+ * log file directly, so an engine keeps running and logging when the daemon
+ * exits with --keep-engines. Our own children are watched through a pidfd
+ * (runner/spawn.c); processes adopted from an earlier daemon are not our
+ * children and are polled.
  *
- * Every engine starts through the engine gate (runner/gate.c, a small
- * program of its own), which holds it until the daemon has recorded its
+ * Every engine is held before its exec until the daemon has recorded its
  * pid: a daemon killed between the start and the record leaves nothing
- * running. With cgroups (runner_local_use_cgroups) the gate also puts
- * the engine in its own cgroup before the engine's first instruction:
+ * running. With cgroups (runner_local_use_cgroups) the engine is made in its
+ * own cgroup (clone3 CLONE_INTO_CGROUP) before its first instruction:
  * signals go to everything in it, and the engine has exited only when the
  * cgroup is empty.
  */
@@ -27,12 +26,14 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/proc.h"
 #include "runner/cgroup.h"
 #include "runner/sockowner.h"
+#include "runner/spawn.h"
 
 extern char **environ;
 
@@ -41,13 +42,15 @@ extern char **environ;
 #define CGROUP_POLL_MS 200
 
 struct runner_watch {
-    uv_process_t proc;
-    uv_timer_t launch; /* reports launched on the loop turn after start (a 0 ms timer) */
+    uv_poll_t exit;        /* the child's pidfd: readable once it has exited */
+    struct spawn_child ch; /* our child (not adopted): its pid and pidfd */
+    uv_timer_t launch;     /* reports launched on the loop turn after start (a 0 ms timer) */
     uv_timer_t poll;
     uv_fs_event_t events; /* the cgroup's cgroup.events, once the leader has gone */
     int open;             /* handles not closed yet: the watch frees itself at 0 */
     int adopted;
     int polling, watching; /* poll and events were initialised */
+    int exit_inited;       /* exit was initialised (a child with a pidfd) */
     int leader_gone;       /* our child exited: code and sig hold its status */
     int64_t code;
     int sig;
@@ -58,7 +61,7 @@ struct runner_watch {
     struct runner *r;
     struct runner_proc p;
     char *cg; /* the engine's cgroup; NULL when engines run in process groups only */
-    int gate; /* the write end of the engine gate's socket; -1 once it was opened or closed */
+    int hold; /* the daemon's end of the child's hold; -1 once it was opened or closed */
     runner_exit_cb cb;
     void *arg;
 };
@@ -96,10 +99,9 @@ static char *proc_cgroup(struct runner *r, const struct runner_proc *p)
 {
     if (!r->cgroups || p->pid <= 0)
         return NULL;
-    char *cg = cgroup_engine_path(r->cgroups, p->pid, p->start_time);
-    if (cgroup_populated(cg) >= 0)
+    char *cg = cgroup_engine_find(r->cgroups, p->pid, p->start_time);
+    if (cg)
         return cg;
-    free(cg);
     return local_is_alive(r, p) ? cgroup_engine_of_pid(r->cgroups, p->pid) : NULL;
 }
 
@@ -161,28 +163,32 @@ static void watch_handle_closed(uv_handle_t *h)
 {
     struct runner_watch *w = h->data;
     if (--w->open == 0) {
+        if (w->ch.pidfd >= 0)
+            close(w->ch.pidfd);
         free(w->cg);
         free(w);
     }
 }
 
-/* Closing the gate without a go ends a gate that still waits: the engine never runs. */
-static void gate_close(struct runner_watch *w)
+/* Closing the hold without a go ends a child that still waits: the engine never runs. */
+static void hold_close(struct runner_watch *w)
 {
-    if (w->gate >= 0)
-        close(w->gate);
-    w->gate = -1;
+    if (w->hold >= 0)
+        close(w->hold);
+    w->hold = -1;
 }
 
 static void watch_close(struct runner_watch *w)
 {
-    gate_close(w);
+    hold_close(w);
     w->launch_pending = 0;
-    uv_handle_t *hs[] = {(uv_handle_t *)&w->proc, (uv_handle_t *)&w->poll,
+    uv_handle_t *hs[] = {(uv_handle_t *)&w->exit, (uv_handle_t *)&w->poll,
                          (uv_handle_t *)&w->events, (uv_handle_t *)&w->launch};
-    int inited[] = {!w->adopted, w->polling, w->watching, w->launch_inited};
+    int inited[] = {w->exit_inited, w->polling, w->watching, w->launch_inited};
     for (size_t i = 0; i < 4; i++)
         if (inited[i] && !uv_is_closing(hs[i])) {
+            if (i == 0)
+                uv_poll_stop(&w->exit);
             if (i == 1)
                 uv_timer_stop(&w->poll);
             if (i == 3)
@@ -242,9 +248,22 @@ static int watch_engine_left(struct runner_watch *w)
     return w->cg && cgroup_populated(w->cg) == 1;
 }
 
+static void child_exited(struct runner_watch *w, int64_t code, int sig);
+
 static void watch_check(struct runner_watch *w)
 {
-    if (w->done || watch_engine_left(w))
+    if (w->done)
+        return;
+    /* Our child, where the kernel gave no pidfd: looked at with the poll. */
+    int64_t code = -1;
+    int sig = 0;
+    int reaped =
+        !w->adopted && !w->leader_gone && w->ch.pidfd < 0 ? spawn_reap(&w->ch, &code, &sig) : 0;
+    if (reaped != 0) {
+        child_exited(w, reaped < 0 ? -1 : code, reaped < 0 ? 0 : sig);
+        return;
+    }
+    if (watch_engine_left(w))
         return;
     if (w->adopted)
         watch_report(w, -1, -1);
@@ -287,9 +306,8 @@ static void watch_follow(struct runner_watch *w, uint64_t interval)
     }
 }
 
-static void child_exit_cb(uv_process_t *h, int64_t exit_status, int term_signal)
+static void child_exited(struct runner_watch *w, int64_t exit_status, int term_signal)
 {
-    struct runner_watch *w = h->data;
     w->leader_gone = 1;
     w->code = exit_status;
     w->sig = term_signal;
@@ -309,12 +327,28 @@ static void child_exit_cb(uv_process_t *h, int64_t exit_status, int term_signal)
     watch_report(w, exit_status, term_signal);
 }
 
+static void child_exit_cb(uv_poll_t *h, int status, int events)
+{
+    struct runner_watch *w = h->data;
+    (void)status;
+    (void)events;
+    int64_t code = -1;
+    int sig = 0;
+    /* Readable once it exited; reaped here, as only this watch knows the child. */
+    int rc = w->leader_gone ? 0 : spawn_reap(&w->ch, &code, &sig);
+    if (rc == 0)
+        return;
+    /* rc < 0: not ours to reap any more (ECHILD); gone, its status unknown. */
+    uv_poll_stop(&w->exit);
+    child_exited(w, rc < 0 ? -1 : code, rc < 0 ? 0 : sig);
+}
+
 static void local_unwatch(struct runner_watch *w)
 {
     if (!w || w->done)
         return;
     w->done = 1;
-    /* The process keeps running (it is detached); libuv stops tracking it. */
+    /* The process keeps running (its own session); the watch stops looking at it. */
     watch_remove_cgroup(w);
     watch_close(w);
 }
@@ -359,9 +393,10 @@ static int runnable(const char *cwd, const char *path, int *eacces)
 
 /*
  * Whether argv0 can be run, as execvp in cwd would look for it with env's
- * PATH. 0, or -ENOENT / -EACCES with *err set as uv_spawn's failures are.
+ * PATH. 0 with *found (a new string: the path execve takes in cwd), or
+ * -ENOENT / -EACCES with *err set.
  */
-static int check_program(const char *argv0, char **env, const char *cwd, char **err)
+static int check_program(const char *argv0, char **env, const char *cwd, char **found, char **err)
 {
     const char *path = "/usr/local/bin:/bin:/usr/bin";
     for (size_t i = 0; env[i]; i++)
@@ -369,18 +404,21 @@ static int check_program(const char *argv0, char **env, const char *cwd, char **
             path = env[i] + 5;
     int eacces = 0;
     if (strchr(argv0, '/')) {
-        if (runnable(cwd, argv0, &eacces))
+        if (runnable(cwd, argv0, &eacces)) {
+            *found = xstrdup(argv0);
             return 0;
+        }
     } else {
         for (const char *p = path;;) {
             const char *colon = strchr(p, ':');
             size_t len = colon ? (size_t)(colon - p) : strlen(p);
             /* An empty entry is the current directory. */
             char *cand = xstrfmt("%.*s%s%s", (int)len, p, len ? "/" : "", argv0);
-            int ok = runnable(cwd, cand, &eacces);
-            free(cand);
-            if (ok)
+            if (runnable(cwd, cand, &eacces)) {
+                *found = cand;
                 return 0;
+            }
+            free(cand);
             if (!colon)
                 break;
             p = colon + 1;
@@ -395,39 +433,58 @@ static int check_program(const char *argv0, char **env, const char *cwd, char **
 }
 
 /*
- * The engine gate's path (RUNNER_GATE_NAME): beside the running binary (the
- * build tree), else where an install puts it relative to the binary's
- * directory. The binary's path is the kernel's (uv_exepath: under valgrind
- * the program's, not the tool's), without the " (deleted)" of a binary
- * replaced by an upgrade since it started. 0, or -ENOENT with *err set.
+ * Makes the engine's process, held (runner/spawn.h): in a new cgroup of its
+ * own with r->cgroups, named after it once its pid is known. Where the kernel
+ * cannot start a process in a cgroup the child enters DIR/PID-START itself
+ * (said once in the log). 0 with w->ch, w->cg; or a negative errno, *err set.
  */
-static int gate_path(char *buf, size_t len, char **err)
+static int spawn_engine(struct runner *r, struct runner_watch *w, struct spawn_opts *so,
+                        const char *argv0, char **err)
 {
-    char exe[4096];
-    size_t n = sizeof exe;
-    if (uv_exepath(exe, &n) != 0 || n == 0 || n >= sizeof exe) {
-        *err = xstrdup("cannot find the engine gate: the path of the running binary is unknown");
-        return -ENOENT;
+    /* Learnt once: the kernel cannot start a process in a cgroup. */
+    static int said;
+    char *cg = NULL;
+    int cgfd = -1, rc = 0;
+    const char *stage = NULL;
+    if (r->cgroups) {
+        rc = cgroup_engine_new(r->cgroups, &cg, &cgfd);
+        if (rc < 0) {
+            *err = xstrfmt("cannot start '%s': cannot create a cgroup under '%s': %s", argv0,
+                           cgroup_root_dir(r->cgroups), strerror(-rc));
+            return rc;
+        }
+        so->cgroup_fd = cgfd;
+        rc = spawn_start(so, &w->ch, &stage);
+        close(cgfd);
+        if (rc == -EXDEV) {
+            cgroup_remove(cg);
+            free(cg);
+            cg = NULL;
+            if (!said++)
+                log_warn("runner",
+                         "this kernel cannot start a process in a cgroup (clone3 "
+                         "CLONE_INTO_CGROUP, Linux 5.7): engines move into theirs as they start, "
+                         "which takes the kernel's cgroup lock (a few ms per start)");
+            so->cgroup_fd = -1;
+            so->cg_dir = cgroup_root_dir(r->cgroups);
+        }
     }
-    char *del = strstr(exe, " (deleted)");
-    if (del)
-        *del = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash) {
-        *err = xstrfmt("cannot find the engine gate beside '%s'", exe);
-        return -ENOENT;
+    if (!r->cgroups || so->cg_dir)
+        rc = spawn_start(so, &w->ch, &stage);
+    if (rc < 0) {
+        if (stage)
+            *err = xstrfmt("cannot start '%s': %s: %s", argv0, stage, strerror(-rc));
+        else if (cg)
+            *err = xstrfmt("cannot start '%s' in its cgroup '%s': %s", argv0, cg, strerror(-rc));
+        else
+            *err = xstrfmt("cannot run '%s': %s", argv0, strerror(-rc));
+        if (cg)
+            cgroup_remove(cg);
+        free(cg);
+        return rc;
     }
-    *slash = '\0';
-    const char *places[] = {RUNNER_GATE_NAME, RUNNER_GATE_FROM_BINDIR};
-    for (size_t i = 0; i < 2; i++) {
-        int w = snprintf(buf, len, "%s/%s", exe, places[i]);
-        if (w > 0 && (size_t)w < len && access(buf, X_OK) == 0)
-            return 0;
-    }
-    *err = xstrfmt("the engine gate '%s' is missing (nor is it beside the binary, in '%s'); "
-                   "reinstall yard",
-                   buf, exe);
-    return -ENOENT;
+    w->cg = cg; /* with cg_dir: named after the pid, once known */
+    return 0;
 }
 
 static int local_start(struct runner *r, const struct runner_spec *spec, runner_exit_cb on_exit,
@@ -446,87 +503,79 @@ static int local_start(struct runner *r, const struct runner_spec *spec, runner_
         return -e;
     }
     char **env = merge_env(spec->env);
-    /* Through the gate a missing engine shows only in its log: say it here too. */
-    char gate_exe[4096];
-    int rc = check_program(spec->argv[0], env, spec->cwd, err);
-    if (rc == 0)
-        rc = gate_path(gate_exe, sizeof gate_exe, err);
-    int gate[2] = {-1, -1};
-    if (rc == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gate) < 0) {
+    char *prog = NULL;
+    int rc = check_program(spec->argv[0], env, spec->cwd, &prog, err);
+    int hold[2] = {-1, -1};
+    if (rc == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, hold) < 0) {
         rc = -errno;
         *err = xstrfmt("cannot start '%s': %s", spec->argv[0], strerror(-rc));
     }
+    struct runner_watch *w = NULL;
+    if (rc == 0) {
+        w = xcalloc(1, sizeof *w);
+        w->ch.pidfd = -1;
+        /*
+         * The child is held until release: nothing the engine does happens
+         * before its pid is recorded, nor outside its cgroup.
+         */
+        struct spawn_opts so = {.path = prog,
+                                .argv = spec->argv,
+                                .envp = env,
+                                .cwd = spec->cwd,
+                                .log_fd = fd,
+                                .hold_fd = hold[0],
+                                .close_fd = hold[1],
+                                .cgroup_fd = -1};
+        rc = spawn_engine(r, w, &so, spec->argv[0], err);
+    }
+    free(prog);
+    free(env);
+    close(fd);
+    if (hold[0] >= 0)
+        close(hold[0]);
     if (rc < 0) {
-        free(env);
-        close(fd);
+        if (hold[1] >= 0)
+            close(hold[1]);
+        free(w);
         return rc;
     }
-    struct runner_watch *w = xcalloc(1, sizeof *w);
     w->r = r;
     w->cb = on_exit;
     w->arg = arg;
-    w->proc.data = w;
-    w->open = 1;
-    w->gate = gate[1];
-
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_INHERIT_FD; /* the gate: the engine gate reads its go here */
-    stdio[0].data.fd = gate[0];
-    stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = fd;
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = fd;
-
-    /*
-     * The engine gate runs first: it enters the engine's cgroup,
-     * waits for the go and execs the engine, so that nothing the engine does
-     * happens outside its cgroup or before its pid is recorded. The pid,
-     * group and start time stay the engine's.
-     */
-    size_t n_argv = 0;
-    while (spec->argv[n_argv])
-        n_argv++;
-    char **args = xcalloc(n_argv + 3, sizeof *args);
-    size_t k = 0;
-    args[k++] = RUNNER_GATE_NAME;
-    args[k++] = r->cgroups ? (char *)cgroup_root_dir(r->cgroups) : "-";
-    for (size_t i = 0; i < n_argv; i++)
-        args[k++] = spec->argv[i];
-    uv_process_options_t opt = {0};
-    opt.exit_cb = child_exit_cb;
-    opt.file = gate_exe;
-    opt.args = args;
-    opt.env = env;
-    opt.cwd = spec->cwd;
-    opt.flags = UV_PROCESS_DETACHED;
-    opt.stdio_count = 3;
-    opt.stdio = stdio;
-
-    rc = uv_spawn(r->loop, &w->proc, &opt);
-    free(args);
-    free(env);
-    close(fd);
-    close(gate[0]);
-    if (rc < 0) {
-        gate_close(w);
-        if (rc == UV_ENOENT)
-            *err = xstrfmt("'%s' not found in PATH", spec->argv[0]);
-        else if (rc == UV_EACCES)
-            *err = xstrfmt("'%s' is not executable", spec->argv[0]);
-        else
-            *err = xstrfmt("cannot run '%s': %s", spec->argv[0], uv_strerror(rc));
-        w->done = 1;
-        uv_close((uv_handle_t *)&w->proc, watch_handle_closed);
-        return rc;
-    }
-    out->pid = w->proc.pid;
-    out->pgid = w->proc.pid; /* setsid: the child leads its own session and group */
-    /* A zombie's start time still names its cgroup, where what it started may run. */
+    w->hold = hold[1];
+    out->pid = w->ch.pid;
+    out->pgid = w->ch.pid; /* setsid: the child leads its own session and group */
+    /* Held, it cannot have exited: its start time is there to read. */
     struct proc_stat st;
-    out->start_time = proc_stat_read(out->pid, &st) == 0 ? st.start : 0; /* 0: gone already */
+    out->start_time = proc_stat_read(out->pid, &st) == 0 ? st.start : 0;
     w->p = *out;
-    if (r->cgroups && out->start_time)
+    int named = w->cg ? cgroup_engine_name(w->cg, out->pid, out->start_time) : 0;
+    if (named < 0) {
+        /* Unnamed, a restarted daemon could not find it: it goes before it ever ran. */
+        *err = xstrfmt("cannot start '%s': cannot name its cgroup '%s': %s", spec->argv[0], w->cg,
+                       strerror(-named));
+        hold_close(w);
+        kill(w->ch.pid, SIGKILL);
+        while (waitpid(w->ch.pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        if (w->ch.pidfd >= 0)
+            close(w->ch.pidfd);
+        cgroup_remove(w->cg);
+        free(w->cg);
+        free(w);
+        return named;
+    }
+    if (r->cgroups && !w->cg && out->start_time)
         w->cg = cgroup_engine_path(r->cgroups, out->pid, out->start_time);
+    if (w->ch.pidfd >= 0) {
+        uv_poll_init(r->loop, &w->exit, w->ch.pidfd);
+        w->exit.data = w;
+        w->exit_inited = 1;
+        w->open++;
+        uv_poll_start(&w->exit, UV_READABLE, child_exit_cb);
+    } else {
+        watch_follow(w, ADOPT_POLL_MS); /* no pidfd: the child is looked at with the poll */
+    }
     /* Asynchronous as every runner's start: launched comes on the loop, never before now. */
     w->port = spec->port;
     uv_timer_init(r->loop, &w->launch);
@@ -550,7 +599,8 @@ static int local_adopt(struct runner *r, const struct runner_proc *p, runner_exi
     }
     struct runner_watch *w = xcalloc(1, sizeof *w);
     w->r = r;
-    w->gate = -1;
+    w->hold = -1;
+    w->ch.pidfd = -1;
     w->adopted = 1;
     w->p = *p;
     w->cg = cg;
@@ -616,17 +666,17 @@ static void local_port_owner(struct runner *r, const struct runner_proc *p, int 
 
 static void local_release(struct runner_watch *w)
 {
-    if (!w || w->gate < 0)
+    if (!w || w->hold < 0)
         return;
     /*
-     * One byte into an empty socket never blocks. A gate that died
+     * One byte into an empty socket never blocks. A child that died
      * already raises no SIGPIPE: its exit follows.
      */
     ssize_t n;
     do
-        n = send(w->gate, "g", 1, MSG_NOSIGNAL);
+        n = send(w->hold, "g", 1, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
-    gate_close(w);
+    hold_close(w);
 }
 
 /*

@@ -125,8 +125,8 @@ struct runner_ops {
                  void *arg, struct runner_proc *out, struct runner_watch **watch, char **err);
     /*
      * Lets the tree that start made go on, once the caller has recorded what
-     * launched reported. The local runner holds a new engine at a gate until
-     * then (see RUNNER_GATE_NAME): a daemon that dies between the start and
+     * launched reported. The local runner holds a new engine before its exec
+     * until then (runner/spawn.h): a daemon that dies between the start and
      * the record leaves nothing running. NULL where a tree runs at once
      * (pods: the pod records it itself).
      */
@@ -236,22 +236,6 @@ struct runner {
     /* The local runner's engine cgroups (runner/cgroup.h); NULL: process groups only. */
     struct cgroup_root *cgroups;
 };
-
-/*
- * The engine gate (runner/gate.c), the program every local engine starts
- * through: `engine-gate DIR ENGINE ARGS...` enters the engine's cgroup
- * (DIR/PID-START; DIR "-": cgroups are off), waits on stdin, a socket from the
- * daemon, for the go that follows the record of its pid (runner_ops.release),
- * and execs ENGINE with stdin on /dev/null. When the socket closes without a
- * go (the daemon died or could not record it) the engine never runs (exit
- * 125). The pid, group and start time stay the engine's. The local runner
- * finds it beside the binary it runs in (the build tree, the tests) or in
- * RUNNER_GATE_FROM_BINDIR (an installed yard).
- */
-#define RUNNER_GATE_NAME "engine-gate"
-#ifndef RUNNER_GATE_FROM_BINDIR
-#define RUNNER_GATE_FROM_BINDIR "../libexec/yard/" RUNNER_GATE_NAME
-#endif
 
 /*
  * Fills r as the local runner on loop; engines run in process groups only.

@@ -1159,7 +1159,7 @@ static void inst_launched(void *arg, const struct runner_proc *p, int local_port
     in->reach_port = local_port;
     /*
      * The next daemon adopts it by pid, group and start time. Locally it waits
-     * at the runner's gate until this row is written, so a daemon that dies in
+     * before its exec until this row is written, so a daemon that dies in
      * between leaves nothing running.
      */
     log_info("sup", "'%s' runs as pid %d on port %d once recorded", in->label, p->pid, in->port);

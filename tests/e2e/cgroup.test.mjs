@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import {
     assert,
     MOCK_ENGINE_BIN,
@@ -49,10 +50,25 @@ function cgroupRoot(d) {
     return m ? m[1] : null;
 }
 
-// The engine's cgroup: named after its leader's pid and start time.
+// The engine's cgroup: engine-N, whose xattr user.yard.engine names its leader's pid and
+// start time (the kernel made the engine there, before its pid was known), or PID-START
+// (where the engine moved in itself). Node reads no xattr: python3 does.
 function engineCgroup(root, pid) {
     const name = fs.readdirSync(root).find((n) => n.startsWith(`${pid}-`));
-    return name ? path.join(root, name) : null;
+    if (name) return path.join(root, name);
+    const r = spawnSync('python3', [
+        '-c',
+        'import os,sys\nfor n in os.listdir(sys.argv[1]):\n' +
+            '  p=os.path.join(sys.argv[1],n)\n' +
+            '  try: print(n, os.getxattr(p,"user.yard.engine").decode())\n' +
+            '  except OSError: pass',
+        root,
+    ]);
+    assert.equal(r.status, 0, String(r.stderr));
+    const line = String(r.stdout)
+        .split('\n')
+        .find((l) => l.split(' ')[1]?.startsWith(`${pid}-`));
+    return line ? path.join(root, line.split(' ')[0]) : null;
 }
 
 function cgroupPids(cg) {

@@ -99,7 +99,6 @@ async function install() {
 const FILES = [
     'bin/yard',
     'lib/systemd/system/yard.service',
-    'libexec/yard/engine-gate',
     'libexec/yard/mock-engine',
     'share/bash-completion/completions/yard',
     'share/man/man1/yard.1',
@@ -113,7 +112,6 @@ test('make install puts each file under PREFIX, and make uninstall takes them aw
     const mode = (f) => fs.statSync(path.join(inst.prefix, f)).mode & 0o777;
     assert.equal(mode('bin/yard'), 0o755);
     assert.equal(mode('libexec/yard/mock-engine'), 0o755);
-    assert.equal(mode('libexec/yard/engine-gate'), 0o755);
     assert.equal(mode('share/man/man1/yard.1'), 0o644);
 
     // A second prefix, so that the one the other tests use stays.

@@ -1,7 +1,7 @@
 /*
  * Engines in cgroups: the parsers, the daemon's directory per state dir, the
- * engine gate, an engine whose processes leave its group (setsid) and its
- * leader exiting at once, adoption of such an engine, the fallback without a
+ * spawn (hold, setup, exec; with clone3 and without), an engine whose processes leave its group
+ * (setsid) and its leader exiting at once, adoption of such an engine, the fallback without a
  * writable hierarchy, cgroup.kill's fallback, and GPU attribution by cgroup.
  * The cases that need a writable cgroup2 hierarchy are skipped without one.
  */
@@ -15,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -25,6 +27,7 @@
 #include "gpu/gpu.h"
 #include "runner/cgroup.h"
 #include "runner/runner.h"
+#include "runner/spawn.h"
 #include "testutil.h"
 
 static char logpath[64];
@@ -201,7 +204,7 @@ static void cg_engine_start(struct cg_engine *e, char **argv)
     }
     assert_int_equal(e->r.ops->start(&e->r, &spec, test_on_exit, &e->seen, &e->p, &e->w, &err), 0);
     e->r.ops->release(e->w);
-    e->cg = cgroup_engine_path(e->r.cgroups, e->p.pid, e->p.start_time);
+    e->cg = cgroup_engine_find(e->r.cgroups, e->p.pid, e->p.start_time);
 }
 
 /* Releases r (e's runner, or the one that took its engine over), then e's loop. */
@@ -434,68 +437,151 @@ static void test_kill_without_cgroup_kill(void **state)
 }
 
 /*
- * Runs the engine gate built beside this test with args, stdin from a socket
- * whose other end gets go (NULL: closed at once), stderr into err. The exit code.
+ * Spawns args through runner/spawn.c with the log on a pipe, the hold's
+ * other end getting go (NULL: closed at once), entering cg_dir itself (NULL:
+ * no cgroup). The exit code, or the negative errno of spawn_start (*stage).
  */
-static int run_gate(char *const args[], const char *go, char *err, size_t errlen)
+static int run_spawn(char *const args[], const char *cg_dir, const char *cwd, const char *go,
+                     char *err, size_t errlen, const char **stage)
 {
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    assert_true(n > 0);
-    exe[n] = '\0';
-    *strrchr(exe, '/') = '\0';
-    char gate[4200];
-    snprintf(gate, sizeof gate, "%s/" RUNNER_GATE_NAME, exe);
     int sv[2], ep[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(pipe(ep), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(sv[0], 0);
-        dup2(ep[1], 2);
-        close(sv[1]);
-        execv(gate, args);
-        _exit(99);
-    }
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe2(ep, O_CLOEXEC), 0);
+    struct spawn_opts o = {.path = args[0],
+                           .argv = args,
+                           .envp = environ,
+                           .cwd = cwd,
+                           .log_fd = ep[1],
+                           .hold_fd = sv[0],
+                           .close_fd = sv[1],
+                           .cgroup_fd = -1,
+                           .cg_dir = cg_dir};
+    struct spawn_child c;
+    int rc = spawn_start(&o, &c, stage);
     close(sv[0]);
     close(ep[1]);
+    if (rc < 0) {
+        close(sv[1]);
+        close(ep[0]);
+        return rc;
+    }
+    /* Our child, the pid its session's and group's. */
+    assert_int_equal(getsid(c.pid), c.pid);
+    assert_int_equal(getpgid(c.pid), c.pid);
+    /* A child that failed before its hold has closed it: no SIGPIPE here. */
     if (go)
-        assert_int_equal(write(sv[1], go, strlen(go)), (ssize_t)strlen(go));
+        (void)!send(sv[1], go, strlen(go), MSG_NOSIGNAL);
     close(sv[1]);
     size_t got = 0;
+    ssize_t n;
     while (got + 1 < errlen && (n = read(ep[0], err + got, errlen - 1 - got)) > 0)
         got += (size_t)n;
     err[got] = '\0';
     close(ep[0]);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    return WEXITSTATUS(status);
+    /* The exit comes through the pidfd, as the runner sees it. */
+    if (c.pidfd >= 0) {
+        struct pollfd pfd = {.fd = c.pidfd, .events = POLLIN};
+        assert_int_equal(poll(&pfd, 1, 10000), 1);
+    }
+    int64_t code = -1;
+    int sig = -1;
+    uint64_t end = test_now_ms() + 10000;
+    while ((rc = spawn_reap(&c, &code, &sig)) == 0 && test_now_ms() < end)
+        usleep(1000);
+    assert_int_equal(rc, 1);
+    assert_int_equal(sig, 0);
+    if (c.pidfd >= 0)
+        close(c.pidfd);
+    return (int)code;
 }
 
-static void test_gate(void **state)
+/* The spawn's hold, setup and exec, with clone3 and (clone3 "0") as on a kernel without it. */
+static void test_spawn(void **state)
 {
-    char err[1024];
-    char *few[] = {RUNNER_GATE_NAME, "-", NULL};
-    assert_int_equal(run_gate(few, "g", err, sizeof err), 2);
-    assert_non_null(strstr(err, "takes a cgroup directory"));
-    /* A cgroup it cannot make: it says so (in the engine's log) and runs nothing. */
-    char *bad[] = {RUNNER_GATE_NAME, "/nonexistent-yard-test-dir", "true", NULL};
-    assert_int_equal(run_gate(bad, "g", err, sizeof err), 127);
-    assert_non_null(strstr(err, "cannot put the engine in cgroup '/nonexistent-yard-test-dir/"));
-    /* No go: the engine never runs. */
-    char *sh[] = {RUNNER_GATE_NAME, "-", "sh", "-c", "echo ran >&2; exit 7", NULL};
-    assert_int_equal(run_gate(sh, NULL, err, sizeof err), 125);
-    assert_non_null(strstr(err, "'sh' was not run"));
-    assert_null(strstr(err, "ran"));
-    /* A go: the engine runs in its place, with stdin on /dev/null, not the socket. */
-    char *reads[] = {RUNNER_GATE_NAME, "-", "sh", "-c", "cat; echo ran >&2; exit 7", NULL};
-    assert_int_equal(run_gate(reads, "gleftover", err, sizeof err), 7);
-    assert_string_equal(err, "ran\n");
-    char *missing[] = {RUNNER_GATE_NAME, "-", "/nonexistent-yard-engine", NULL};
-    assert_int_equal(run_gate(missing, "g", err, sizeof err), 127);
-    assert_non_null(strstr(err, "cannot run '/nonexistent-yard-engine'"));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass)
+            setenv(SPAWN_CLONE3_ENV, "0", 1);
+        char err[1024];
+        const char *stage = NULL;
+        char *sh[] = {"/bin/sh", "-c", "echo ran >&2; exit 7", NULL};
+        /* A cgroup it cannot make: it says so (in the engine's log) and runs nothing. */
+        assert_int_equal(
+            run_spawn(sh, "/nonexistent-yard-test-dir", NULL, "g", err, sizeof err, &stage), 127);
+        assert_non_null(
+            strstr(err, "cannot put the engine in cgroup '/nonexistent-yard-test-dir/"));
+        assert_null(strstr(err, "ran"));
+        /* No go: the engine never runs. */
+        assert_int_equal(run_spawn(sh, NULL, NULL, NULL, err, sizeof err, &stage), 125);
+        assert_non_null(strstr(err, "'/bin/sh' was not run"));
+        assert_null(strstr(err, "ran"));
+        /* A go: the engine runs, with stdin on /dev/null, not the hold, and no fd of ours. */
+        char *reads[] = {"/bin/sh", "-c", "cat; ls /proc/self/fd >&2; echo ran >&2; exit 7", NULL};
+        assert_int_equal(run_spawn(reads, NULL, "/", "gleftover", err, sizeof err, &stage), 7);
+        /* 0, 1, 2 and the one ls opens to list them. */
+        assert_string_equal(err, "0\n1\n2\n3\nran\n");
+        char *missing[] = {"/nonexistent-yard-engine", NULL};
+        assert_int_equal(run_spawn(missing, NULL, NULL, "g", err, sizeof err, &stage), 127);
+        assert_non_null(strstr(err, "cannot run '/nonexistent-yard-engine': No such file"));
+        /* A setup that fails is the start's failure, with its step. */
+        assert_int_equal(run_spawn(sh, NULL, "/nonexistent-yard-cwd", "g", err, sizeof err, &stage),
+                         -ENOENT);
+        assert_string_equal(stage, "chdir");
+    }
+    unsetenv(SPAWN_CLONE3_ENV);
+}
+
+/*
+ * Where the kernel cannot start a process in its cgroup (clone3 "0"), the
+ * engine moves into DIR/PID-START itself; with it, into a DIR/engine-N named
+ * after it. Either is found from the pid and start time.
+ */
+static void test_both_names_are_found(void **state)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass)
+            setenv(SPAWN_CLONE3_ENV, "0", 1);
+        struct cg_engine e;
+        char *argv[] = {"sleep", "30", NULL};
+        cg_engine_start(&e, argv);
+        /* Without clone3 the child makes its cgroup as it goes on: wait for it. */
+        uint64_t end = test_now_ms() + 10000;
+        while (!e.cg && test_now_ms() < end) {
+            usleep(1000);
+            e.cg = cgroup_engine_find(e.r.cgroups, e.p.pid, e.p.start_time);
+        }
+        assert_non_null(e.cg);
+        char *named = cgroup_engine_path(e.r.cgroups, e.p.pid, e.p.start_time);
+        if (pass)
+            assert_string_equal(e.cg, named);
+        else
+            assert_true(cgroup__is_new_engine(e.cg));
+        free(named);
+        /* In it (once the child has moved itself, without clone3). */
+        end = test_now_ms() + 10000;
+        while (cgroup_populated(e.cg) != 1 && test_now_ms() < end)
+            usleep(1000);
+        int *pids = NULL;
+        size_t n = 0;
+        assert_int_equal(cgroup_procs(e.cg, &pids, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(pids[0], e.p.pid);
+        free(pids);
+        char *of = cgroup_engine_of_pid(e.r.cgroups, e.p.pid);
+        if (of) /* NULL under CGROUP_ROOT_ENV */
+            assert_string_equal(of, e.cg);
+        free(of);
+        int leader;
+        uint64_t start;
+        assert_int_equal(cgroup_engine_leader(e.p.pid, &leader, &start), 1);
+        assert_int_equal(leader, e.p.pid);
+        assert_true(start == e.p.start_time);
+        assert_int_equal(e.r.ops->signal_group(&e.r, &e.p, SIGKILL), 0);
+        test_run_until(&e.loop, &e.seen.calls);
+        assert_int_equal(e.seen.sig, SIGKILL);
+        assert_int_not_equal(access(e.cg, F_OK), 0);
+        cg_engine_done(&e, &e.r);
+    }
+    unsetenv(SPAWN_CLONE3_ENV);
 }
 
 int main(int argc, char **argv)
@@ -514,7 +600,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_missing_binary_with_cgroups),
         cmocka_unit_test(test_fallback_without_a_cgroup_hierarchy),
         cmocka_unit_test(test_kill_without_cgroup_kill),
-        cmocka_unit_test(test_gate),
+        cmocka_unit_test(test_spawn),
+        cmocka_unit_test(test_both_names_are_found),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     for (size_t i = 0; i < n_escapees; i++)

@@ -78,7 +78,7 @@ static void test_missing_binary(void **state)
 }
 
 /*
- * The gate: an engine waits in the engine gate until the daemon has recorded
+ * The hold: an engine waits before its exec until the daemon has recorded
  * it. A daemon that never says go (it died, or could not record the start)
  * leaves nothing running: the engine's first command never runs.
  */
