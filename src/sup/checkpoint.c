@@ -318,10 +318,21 @@ static void op_end(struct instance *in, int err, const char *msg)
 }
 
 /* A failed dump or restore leaves the engine in no known state: stop it. */
+static void start_cold(struct instance *in, const char *why);
+
 static void ckpt_fail(struct instance *in, const char *what, const char *msg)
 {
-    /* A start that tried the store's checkpoint first starts cold once stopped. */
-    if (in->ckpt && in->ckpt->fresh)
+    struct ckpt *c = in->ckpt;
+    if (c && c->fresh && !c->restored) {
+        /* A start from the store's checkpoint that restored nothing: it goes on cold at once. */
+        char *why = xstrfmt("%s failed: %s", what, msg);
+        sup__ckpt_discard(in);
+        start_cold(in, why);
+        free(why);
+        return;
+    }
+    /* One whose restored tree failed later starts cold once stopped. */
+    if (c && c->fresh)
         in->restart_after_stop = 1;
     char *why = xstrfmt("%s failed: %s; stopping it to free its GPU memory", what, msg);
     log_warn("sup", "'%s': %s", in->name, why);
@@ -974,6 +985,8 @@ static void start_cold(struct instance *in, const char *why)
 {
     log_info("sup", "'%s' starts cold: %s", in->name, why);
     in->images_left = 0;
+    in->port = in->reach_port = 0;
+    sup__ckpt_key_forget(in);
     op_end(in, 0, NULL);
     free(in->launch_note);
     in->launch_note = xstrfmt("starting cold: %s", why);
@@ -997,6 +1010,14 @@ int sup__ckpt_start_from_store(struct instance *in)
     free(base);
     if (rc < 0) {
         /* Images here without a record are not restored blind; a cold start replaces them. */
+        if (rc == -EEXIST)
+            log_info("sup",
+                     "'%s' starts cold: images in %s but no record of them; its next "
+                     "checkpoint replaces them",
+                     in->name, dir);
+        else if (rc != -EINVAL) /* a launch that cannot be built: the start says why */
+            log_warn("sup", "'%s' starts cold: cannot make '%s/checkpoints': %s", in->name,
+                     in->sup->app->state_dir, strerror(-rc));
         free(dir);
         return 0;
     }

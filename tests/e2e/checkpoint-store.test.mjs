@@ -305,7 +305,21 @@ test('a new state directory restores the store checkpoint of the same launch; an
     const again = await first.ask('c');
     assert.equal(again.status, 200, again.body);
     assert.equal((await entry(fresh, 'c')).pid, pid);
-    await d4.stop();
+    await d4.stop(); // the engine ends with it
+
+    // The stored images restore nothing now (their processes are gone): the start
+    // goes on cold at once, the failed restore its reason.
+    const last = tmpdir();
+    const d5 = await startDaemon({ config: first.config, stateDir: last, env });
+    assert.equal((await yard(['start', 'c', '--wait'], { stateDir: last })).code, 0);
+    const c5 = await waitState(last, 'c', 'ready', 20000);
+    assert.notEqual(c5.pid, pid);
+    const reasons = (await events(last, { model: 'c' })).map((e) => e.reason || '');
+    assert.ok(
+        reasons.some((r) => /^starting cold: restore failed: .*criu.*restore/.test(r)),
+        JSON.stringify(reasons)
+    );
+    await d5.stop();
 });
 
 test('an upload cut by a stop of the daemon (SIGTERM, then kill -9) is resumed by the next daemon', async () => {
