@@ -28,10 +28,11 @@ void *alloc_try_calloc(size_t count, size_t n)
 {
     if (n && count > SIZE_MAX / n)
         return NULL;
-    void *p = alloc_try_malloc(count * n);
-    if (p)
-        memset(p, 0, count * n);
-    return p;
+    size_t total = count * n;
+    if (alloc_should_fail && alloc_should_fail(total))
+        return NULL;
+    /* calloc, not malloc and memset: memory fresh from the kernel is not cleared twice. */
+    return calloc(1, total ? total : 1);
 }
 
 void *alloc_try_realloc(void *p, size_t n)
@@ -60,16 +61,21 @@ char *alloc_try_strndup(const char *s, size_t n)
 
 char *alloc_try_vstrfmt(const char *fmt, va_list ap)
 {
+    /* Most strings fit the buffer and are formatted once; a longer one is formatted again. */
+    char small[256];
     va_list cp;
     va_copy(cp, ap);
-    int n = vsnprintf(NULL, 0, fmt, cp);
+    int n = vsnprintf(small, sizeof small, fmt, cp);
     va_end(cp);
     if (n < 0)
-        n = 0;
+        n = 0, small[0] = '\0';
     char *p = alloc_try_malloc((size_t)n + 1);
     if (!p)
         return NULL;
-    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    if ((size_t)n < sizeof small)
+        memcpy(p, small, (size_t)n + 1);
+    else
+        vsnprintf(p, (size_t)n + 1, fmt, ap);
     return p;
 }
 
@@ -94,8 +100,9 @@ void *xcalloc(size_t count, size_t n)
 {
     if (n && count > (size_t)-1 / n)
         alloc_die((size_t)-1);
-    void *p = xmalloc(count * n);
-    memset(p, 0, count * n);
+    void *p = alloc_try_calloc(count, n);
+    if (!p)
+        alloc_die(count * n);
     return p;
 }
 

@@ -7,9 +7,14 @@
  * main pid only (NotifyAccess=main, the default of Type=notify) and
  * WATCHDOG_PID names yard's pid, so an engine that speaks the protocol
  * neither reports for yard nor thinks it is watched.
+ *
+ * libsystemd is loaded with dlopen only when NOTIFY_SOCKET is set: a daemon
+ * outside a service manager (and every CLI command) never maps it and the
+ * libraries it brings (libgcrypt, liblzma, libzstd, liblz4, libcap).
  */
 #include "base/notify.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +24,39 @@
 
 #include "base/alloc.h"
 #include "base/log.h"
+
+#define LIBSYSTEMD "libsystemd.so.0"
+
+static struct {
+    __typeof__(sd_notify) *notify;
+    __typeof__(sd_watchdog_enabled) *watchdog_enabled;
+} sd;
+
+/* Loads libsystemd's two calls once; 0, or -1 with why set to one line. */
+static int sd_load(char *why, size_t whylen)
+{
+    if (sd.notify)
+        return 0;
+    void *lib = dlopen(LIBSYSTEMD, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        const char *e = dlerror();
+        snprintf(why, whylen,
+                 "cannot load libsystemd (%s); install it (Debian: apt install "
+                 "libsystemd0)",
+                 e ? e : LIBSYSTEMD);
+        return -1;
+    }
+    *(void **)&sd.watchdog_enabled = dlsym(lib, "sd_watchdog_enabled");
+    *(void **)&sd.notify = dlsym(lib, "sd_notify");
+    if (!sd.notify || !sd.watchdog_enabled) {
+        snprintf(why, whylen, "the libsystemd at %s has no sd_notify; install libsystemd0",
+                 LIBSYSTEMD);
+        sd.notify = NULL;
+        dlclose(lib);
+        return -1;
+    }
+    return 0;
+}
 
 /* A STATUS= value is one line: newlines in it would start other assignments. */
 static char *one_line(const char *s)
@@ -37,7 +75,7 @@ static void send_msg(struct notify *n, const char *state, const char *status)
     char *st = status ? one_line(status) : NULL;
     char *msg =
         st ? xstrfmt("%s%sSTATUS=%s", state ? state : "", state ? "\n" : "", st) : xstrdup(state);
-    int rc = sd_notify(0, msg);
+    int rc = sd.notify(0, msg);
     if (rc < 0 && !n->failed) {
         n->failed = 1;
         log_warn("notify", "cannot tell the service manager '%s': %s (NOTIFY_SOCKET=%s)",
@@ -63,9 +101,16 @@ void notify_init(struct notify *n, uv_loop_t *loop)
     memset(n, 0, sizeof *n);
     const char *sock = getenv("NOTIFY_SOCKET");
     n->on = sock && *sock;
+    char why[512];
+    if (n->on && sd_load(why, sizeof why) < 0) {
+        /* The manager waits for READY=1 in vain: say so, once, where its log shows it. */
+        log_error("notify", "NOTIFY_SOCKET is set but the service manager cannot be told: %s", why);
+        n->on = 0;
+        return;
+    }
     uint64_t usec = 0;
     /* > 0 only when WATCHDOG_USEC is set and WATCHDOG_PID, if set, is this process. */
-    if (!n->on || sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+    if (!n->on || sd.watchdog_enabled(0, &usec) <= 0 || usec == 0)
         return;
     n->watchdog_usec = usec;
     uint64_t every_ms = usec / 2 / 1000;

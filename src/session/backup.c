@@ -2,6 +2,7 @@
  * Backups of session volumes (session/backup.h): libarchive's disk reader
  * walks the volume physically (symlinks not followed) and its writer
  * makes a pax archive through the zstd filter into a temporary file.
+ * libarchive is loaded on the first backup or restore (archive_dl.h).
  */
 #include "session/backup.h"
 
@@ -20,6 +21,7 @@
 #include <archive_entry.h>
 
 #include "base/alloc.h"
+#include "session/archive_dl.h"
 
 /* Copies what the disk reader gives of the current file into the archive. */
 static int copy_data(struct archive *disk, struct archive *out, const char *rel, char *err,
@@ -89,6 +91,8 @@ int session__backup_write(const char *volume, const char *dir, const char *id, i
 {
     *path = NULL;
     *bytes = 0;
+    if (session__archive_load(err, errlen) < 0)
+        return -ENOENT;
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
         snprintf(err, errlen, "sessions.backup_dir: cannot make '%.200s': %s", dir,
                  strerror(errno));
@@ -313,6 +317,8 @@ static int extract_all(struct archive *in, struct archive *out, const char *tmp,
 
 int session__restore_extract(const char *path, const char *volume, char *err, size_t errlen)
 {
+    if (session__archive_load(err, errlen) < 0)
+        return -ENOENT;
     const char *slash = strrchr(volume, '/');
     if (!slash) {
         snprintf(err, errlen, "the volume '%.200s' is not a path", volume);

@@ -65,9 +65,12 @@ fi
 root=$scratch/root
 dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$scratch/control"
-# libcurl is loaded with dlopen (src/cloud/curl_dl.c), so no NEEDED entry makes shlibs name it.
-dpkg-deb -f "$deb" Depends | grep -Eq '(^|[ ,])libcurl4([ ,(]|$)' ||
-    bad "the package does not depend on libcurl4, which yard loads at run time (debian/control Depends)"
+# libcurl, libarchive and libsystemd are loaded with dlopen (src/cloud/curl_dl.c,
+# src/session/archive_dl.c, src/base/notify.c), so no NEEDED entry makes shlibs name them.
+for lib in libcurl4 libarchive13 libsystemd0; do
+    dpkg-deb -f "$deb" Depends | grep -Eq "(^|[ ,])$lib([ ,(]|\$)" ||
+        bad "the package does not depend on $lib, which yard loads at run time (debian/control Depends)"
+done
 version=$(dpkg-deb -f "$deb" Version)
 out=$("$root/usr/bin/yard" version 2>&1) || bad "yard version from the package failed: $out"
 [[ ${out%%$'\n'*} == "yard ${version%-*}" ]] ||
