@@ -210,6 +210,8 @@ struct sched {
     struct smodel **models;
     size_t n_models;
     size_t total_waiting;
+    size_t
+        n_draining; /* models with draining set (every change goes through sched__set_draining) */
     struct sup_observer *obs;
     uv_timer_t tick;
     int kicking, kick_again;
@@ -229,6 +231,8 @@ struct sched {
 uint64_t sched__now_ms(struct sched *s);
 /* The state of sm's first instance as the supervisor has it (INST_STOPPED if unknown). */
 enum inst_state sched__state_of(struct sched *s, struct smodel *sm, int *port, int *percent);
+/* Sets or clears sm->draining, and the scheduler's count of draining models. */
+void sched__set_draining(struct smodel *sm, int on);
 /* Takes w out of sm's queue and the counts. */
 void sched__unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waiter *w);
 /* Whether w is a start or wake by hand (sched_start, sched_wake), not a request. */

@@ -109,6 +109,18 @@ static int serves(struct sched *s, struct smodel *sm, int *port)
     return info.state == INST_READY && !info.busy;
 }
 
+void sched__set_draining(struct smodel *sm, int on)
+{
+    on = !!on;
+    if (sm->draining == on)
+        return;
+    sm->draining = on;
+    if (on)
+        sm->sched->n_draining++;
+    else if (sm->sched->n_draining > 0)
+        sm->sched->n_draining--;
+}
+
 void sched__unlink_waiter(struct sched *s, struct smodel *sm, struct sched_waiter *w)
 {
     if (w->prev)
@@ -473,6 +485,7 @@ static void restart_free(void *arg);
 
 static void free_model(struct smodel *sm)
 {
+    sched__set_draining(sm, 0);
     struct stop_cb *c = sm->stop_cbs;
     while (c) {
         struct stop_cb *next = c->next;
@@ -697,7 +710,7 @@ static void drain_finished(struct smodel *sm, int err, const char *msg)
     /* Memory was given back: look again before placing the next model. */
     sched__gpus_refresh(sm->sched);
     sm->stop_issued = 0;
-    sm->draining = 0;
+    sched__set_draining(sm, 0);
     free(sm->drain_why);
     sm->drain_why = NULL;
     struct stop_cb *c = sm->stop_cbs;
@@ -726,6 +739,8 @@ static void on_slept(void *arg, int err, const char *msg)
 
 static void finish_drains(struct sched *s)
 {
+    if (!s->n_draining)
+        return;
     for (size_t i = 0; i < s->n_models; i++) {
         struct smodel *sm = s->models[i];
         if (!sm->draining || sm->inflight > 0 || sm->stop_issued)
@@ -798,6 +813,8 @@ int sched__rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
 
 static void dispatch_ready(struct sched *s)
 {
+    if (!s->total_waiting) /* a request's end kicks too: nothing waits, nothing to walk */
+        return;
     for (size_t i = 0; i < s->n_models; i++) {
         struct smodel *sm = s->models[i];
         if (!sm->head || sm->draining || !sm->m)
@@ -856,7 +873,7 @@ static void drain(struct sched *s, struct smodel *victim, struct smodel *for_who
 {
     if (victim->draining)
         return;
-    victim->draining = 1;
+    sched__set_draining(victim, 1);
     victim->drain_action = SCHED__EVICT;
     char *why = xstrfmt("evicted for '%s'", for_whom->name);
     sched__drain_because(victim, why);
@@ -984,6 +1001,10 @@ static void refuse_pinned(struct sched *s, struct smodel *sm, const char *pinned
 static void plan_loads(struct sched *s)
 {
     const struct config *cfg = s->app->cfg;
+    if (!s->total_waiting) { /* no model is wanted: nothing to place, nothing blocked */
+        s->mem_blocked = 0;
+        return;
+    }
     struct smodel **want = xcalloc(s->n_models ? s->n_models : 1, sizeof *want);
     size_t n_want = 0;
     for (size_t i = 0; i < s->n_models; i++)
@@ -1298,7 +1319,7 @@ static void drain_then(struct sched *s, struct smodel *sm, int action, int level
         c->next = sm->stop_cbs;
         sm->stop_cbs = c;
     }
-    sm->draining = 1;
+    sched__set_draining(sm, 1);
     sm->drain_action = action;
     sm->drain_level = level;
     sched_kick(s);

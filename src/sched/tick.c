@@ -356,7 +356,7 @@ void sched__tick(struct sched *s)
             sched__drain_because(sm, why);
             free(why);
             /* As yard stop: a request that comes meanwhile waits and starts it again. */
-            sm->draining = 1;
+            sched__set_draining(sm, 1);
             sm->drain_action = SCHED__STOP;
             sm->drain_level = 0;
         }
