@@ -17,6 +17,7 @@ import { runLlama } from './llama.mjs';
 import { runCloud } from './cloud.mjs';
 import { runSlurm } from './slurm.mjs';
 import { runSessions } from './sessions.mjs';
+import { runPod } from './pod.mjs';
 import { table, budgets } from './report.mjs';
 
 const SECTIONS = [
@@ -27,6 +28,7 @@ const SECTIONS = [
     'scan',
     'footprint',
     'replicas',
+    'pod',
     'llama',
     'cloud',
     'slurm',
@@ -60,6 +62,7 @@ Environment (defaults; --quick lowers those not set):
   BENCH_SETTLE_MS=1000      idle time before the daemon's RSS is read
   BENCH_REPLICA_MS=50       the replicas section's engine time per request (10 tokens)
   BENCH_REPLICA_CLIENTS=8   its concurrent clients, the same for 1, 2 and 4 replicas
+  BENCH_POD_ROUNDS=3        pod: rounds of the pod path (BENCH_SECONDS, BENCH_LAT_SECONDS, BENCH_CONNECTIONS)
   BENCH_LLAMA_ROUNDS=5      llama: direct starts, and switch rounds (each: two switches)
   BENCH_CLOUD_ROUNDS=5      cloud: rents (each: a machine with an OCI error, then one that serves)
   BENCH_SLURM_ROUNDS=5      slurm: starts of a model as a job (then one walltime renewal)
@@ -119,6 +122,12 @@ function params(quick) {
             clients: replicaClients,
             requestMs: env('BENCH_REPLICA_MS', 50, 50),
             tokens: 10,
+        },
+        pod: {
+            rounds: env('BENCH_POD_ROUNDS', 3, 1),
+            seconds: env('BENCH_SECONDS', 5, 1),
+            latSeconds: env('BENCH_LAT_SECONDS', 3, 1),
+            connections: env('BENCH_CONNECTIONS', 32, 32),
         },
         llama: { rounds: env('BENCH_LLAMA_ROUNDS', 5, 2) },
         cloud: { rounds: env('BENCH_CLOUD_ROUNDS', 5, 2) },
@@ -202,6 +211,7 @@ async function main() {
             result.footprint = f;
         },
         replicas: async () => (result.replicas = await runReplicas(p.replicas)),
+        pod: async () => (result.pod = await runPod(p.pod)),
         llama: async () => (result.llama = await runLlama(p.llama)),
         cloud: async () => (result.cloud = await runCloud(p.cloud)),
         slurm: async () => (result.slurm = await runSlurm(p.slurm)),

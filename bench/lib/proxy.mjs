@@ -29,7 +29,7 @@ const LUA = path.join(ROOT, 'bench/wrk/chat.lua');
 const TARGETS = ['direct', 'yard', 'nginx'];
 
 /** Runs wrk once; resolves its BENCH line parsed, with rps. */
-async function wrk(url, { connections, seconds, model }) {
+export async function wrk(url, { connections, seconds, model }) {
     const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', LUA, url];
     const r = await run('wrk', args, { env: { BENCH_MODEL: model }, timeoutMs: (seconds + 30) * 1000 });
     const line = r.stdout.split('\n').find((l) => l.startsWith('BENCH '));

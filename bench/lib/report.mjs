@@ -232,6 +232,19 @@ function rows(r) {
         row("  yard's account: start to ready ms", ll, 'yard_start_ms', 1);
         row('  loaded, first byte ms', ll, 'warm_ms', 1);
     }
+    const pd = r.pod;
+    if (pd && pd.skipped) out.push([`pod: skipped (${pd.skipped})`, '', '', '', '', '']);
+    else if (pd) {
+        head(`pod: the host path (wrk -c${pd.connections}, ${pd.seconds}s x ${pd.rounds} rounds)`);
+        for (const [t, name] of [['direct', 'engine direct'], ['ssh', 'ssh -L forward'], ['yard', 'yard, model on the pod']])
+            row(`  ${name} req/s`, pd[t], 'rps', 0);
+        row('  yard/ssh -L req/s', pd, 'ratio_yard_ssh_rps', 2);
+        for (const [t, name] of [['direct', 'engine direct'], ['ssh', 'ssh -L forward'], ['yard', 'yard']]) {
+            row(`  ${name} p50 us (1 conn)`, pd[t], 'p50_us', 0);
+            row(`  ${name} p99 us (1 conn)`, pd[t], 'p99_us', 0);
+        }
+        row('  yard minus ssh -L, p50 us', pd, 'added_p50_over_ssh_us', 0);
+    }
     const cl = r.cloud;
     if (cl && cl.skipped) out.push([`cloud: skipped (${cl.skipped})`, '', '', '', '', '']);
     else if (cl) {
