@@ -189,7 +189,7 @@ static void parse_health(struct config__walk *w, struct config_model *m, const y
 /* A key of the model's mapping, for errors about something left out. */
 static char *mpath(struct config__walk *w, const struct config_model *m, int key)
 {
-    return config__strfmt(w, "models.%s.%s", m->name, model_keys[key]);
+    return config__concat(w, "models.", m->name, ".", model_keys[key]);
 }
 
 /* key: what gave the port ("port", or "cmd" for a literal --port), for messages. */
@@ -720,8 +720,8 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
     yaml_node_t *v[MK_COUNT];
     struct config__cmd_port cmd_port;
     int cmd_ok = 0;
-    char *path = config__strfmt(w, "models.%s", m->name);
-    char *where = config__strfmt(w, "in model '%s'", m->name);
+    char *path = config__concat(w, "models.", m->name, NULL, NULL);
+    char *where = config__concat(w, "in model '", m->name, "'", NULL);
     char *p = NULL;
 
     m->ttl_ms = cfg->default_ttl_ms;
