@@ -255,6 +255,7 @@ function rows(r) {
         row('    of which: -> host ready (ssh, nvidia-smi)', cl, 'host_ms', 0);
         row('    host ready -> engine started (ssh)', cl, 'launch_ms', 0);
         row('    engine ready -> yard ready', cl, 'detect_ms', 0);
+        row('  one ssh login to the machine ms (for scale)', cl, 'ssh_login_ms', 0);
         row('  OCI error -> instance destroyed ms', cl, 'bad_host_ms', 0);
         row('  max of it', { v: cl.bad_host_ms_max }, 'v', 0, 'cloud_bad');
     }
