@@ -20,6 +20,7 @@
 #include "sup/sup.h"
 
 static void sched_kick(struct sched *s);
+static void dispatch_model(struct sched *s, struct smodel *sm);
 static void drain_then(struct sched *s, struct smodel *sm, int action, int level, const char *why,
                        void (*done)(void *), sup_op_cb op_done, void *arg);
 
@@ -655,6 +656,13 @@ int sched_admit(struct sched *s, struct sched_waiter *w)
     sm->tail = w;
     sm->n_waiting++;
     s->total_waiting++;
+    /*
+     * Its own model first, as the kick's dispatch would: a request for a model
+     * that serves leaves nothing waiting, and the kick then walks no model
+     * (a walk of the configured models per request, with a thousand of them).
+     */
+    if (!s->kicking)
+        dispatch_model(s, sm);
     sched_kick(s);
     return 0;
 }
@@ -811,40 +819,42 @@ int sched__rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
     return n;
 }
 
+/* Hands sm's waiters to its replicas that serve and have room, in order. */
+static void dispatch_model(struct sched *s, struct smodel *sm)
+{
+    if (!sm->head || sm->draining || !sm->m)
+        return;
+    struct sched__rep v[CONFIG_INSTANCES_MAX];
+    int n = sched__rep_view(s, sm, v);
+    int serving = 0;
+    for (int r = 0; r < n; r++)
+        serving |= v[r].serves;
+    if (!serving)
+        return;
+    serve_hands(s, sm);
+    uint64_t now = sched__now_ms(s);
+    int r;
+    while (sm->head && (r = sched__pick_replica(v, n, sm->m->concurrency)) >= 0) {
+        struct sched_waiter *w = sm->head;
+        sched__unlink_waiter(s, sm, w);
+        sm->inflight++;
+        sm->reps[r].inflight++;
+        v[r].inflight++;
+        sm->last_used_ms = sm->reps[r].last_used_ms = now;
+        if (w->waited_for_load) {
+            s->load_waits++;
+            s->load_wait_s += (double)(now - w->enqueued_ms) / 1000.0;
+        }
+        struct sched_target t = {
+            .inst = &sm->reps[r], .addr = v[r].addr, .port = v[r].port, .replica = r};
+        w->on_ready(w, &t);
+    }
+}
+
 static void dispatch_ready(struct sched *s)
 {
-    if (!s->total_waiting) /* a request's end kicks too: nothing waits, nothing to walk */
-        return;
-    for (size_t i = 0; i < s->n_models; i++) {
-        struct smodel *sm = s->models[i];
-        if (!sm->head || sm->draining || !sm->m)
-            continue;
-        struct sched__rep v[CONFIG_INSTANCES_MAX];
-        int n = sched__rep_view(s, sm, v);
-        int serving = 0;
-        for (int r = 0; r < n; r++)
-            serving |= v[r].serves;
-        if (!serving)
-            continue;
-        serve_hands(s, sm);
-        uint64_t now = sched__now_ms(s);
-        int r;
-        while (sm->head && (r = sched__pick_replica(v, n, sm->m->concurrency)) >= 0) {
-            struct sched_waiter *w = sm->head;
-            sched__unlink_waiter(s, sm, w);
-            sm->inflight++;
-            sm->reps[r].inflight++;
-            v[r].inflight++;
-            sm->last_used_ms = sm->reps[r].last_used_ms = now;
-            if (w->waited_for_load) {
-                s->load_waits++;
-                s->load_wait_s += (double)(now - w->enqueued_ms) / 1000.0;
-            }
-            struct sched_target t = {
-                .inst = &sm->reps[r], .addr = v[r].addr, .port = v[r].port, .replica = r};
-            w->on_ready(w, &t);
-        }
-    }
+    for (size_t i = 0; i < s->n_models && s->total_waiting; i++)
+        dispatch_model(s, s->models[i]);
 }
 
 static int in_exclusive_group(const struct config *cfg, const char *a, const char *b)
