@@ -730,6 +730,11 @@ static char *put(char *o, const char *s, size_t n)
     return o + n;
 }
 
+/* A header's name and value lengths, 0 for one dropped (req_build's pass over them). */
+struct hdr_len {
+    size_t name, value;
+};
+
 /* Serializes head + body into r->out. Returns 0, -EINVAL, -E2BIG or -ENOMEM. */
 static int req_build(struct upstream_req *r, const char *method, const char *target,
                      const struct http_header *hd, size_t n, const char *body, size_t body_len)
@@ -750,39 +755,57 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
         if (http_name_is(hd[i].name, "connection"))
             has_connection = 1;
     }
+    /* The lengths measured once (a request's usual headers on the stack). */
+    struct hdr_len few[32];
+    struct hdr_len *len = n <= 32 ? few : alloc_try_calloc(n, sizeof *len);
+    if (!len)
+        return -ENOMEM;
+    int rc = 0;
     cllen = units_fmt_u64(body_len, cl);
     need = mlen + 1 + tlen + sizeof(host_line) - 1 + r->host->authority_len;
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n && rc == 0; i++) {
         size_t nl = strlen(hd[i].name), vl;
-        if (!is_token(hd[i].name, nl))
-            return -EINVAL;
+        len[i].name = len[i].value = 0;
+        if (!is_token(hd[i].name, nl)) {
+            rc = -EINVAL;
+            break;
+        }
         if (header_dropped(hd, n, i, nl, has_connection))
             continue;
         vl = strlen(hd[i].value);
-        if (memchr(hd[i].value, '\r', vl) || memchr(hd[i].value, '\n', vl))
-            return -EINVAL;
+        if (memchr(hd[i].value, '\r', vl) || memchr(hd[i].value, '\n', vl)) {
+            rc = -EINVAL;
+            break;
+        }
+        len[i].name = nl;
+        len[i].value = vl;
         need += 2 + nl + 2 + vl;
     }
     need += sizeof(cl_line) - 1 + cllen + 4;
-    if (body_len > UINT_MAX - need)
-        return -E2BIG;
-    r->out = alloc_try_malloc(need + body_len);
-    if (!r->out)
-        return -ENOMEM;
+    if (rc == 0 && body_len > UINT_MAX - need)
+        rc = -E2BIG;
+    if (rc == 0 && !(r->out = alloc_try_malloc(need + body_len)))
+        rc = -ENOMEM;
+    if (rc < 0) {
+        if (len != few)
+            free(len);
+        return rc;
+    }
     o = put(r->out, method, mlen);
     *o++ = ' ';
     o = put(o, target, tlen);
     o = put(o, host_line, sizeof(host_line) - 1);
     o = put(o, r->host->authority, r->host->authority_len);
     for (i = 0; i < n; i++) {
-        size_t nl = strlen(hd[i].name);
-        if (header_dropped(hd, n, i, nl, has_connection))
+        if (!len[i].name) /* dropped (a name is never empty: is_token) */
             continue;
         o = put(o, "\r\n", 2);
-        o = put(o, hd[i].name, nl);
+        o = put(o, hd[i].name, len[i].name);
         o = put(o, ": ", 2);
-        o = put(o, hd[i].value, strlen(hd[i].value));
+        o = put(o, hd[i].value, len[i].value);
     }
+    if (len != few)
+        free(len);
     o = put(o, cl_line, sizeof(cl_line) - 1);
     o = put(o, cl, cllen);
     o = put(o, "\r\n\r\n", 4);
