@@ -14,6 +14,7 @@ set(YARD_ZSH_COMPLETION_DIR "" CACHE PATH
     "where _yard goes; empty: PREFIX/share/zsh/vendor-completions for /usr, else PREFIX/share/zsh/site-functions")
 
 install(TARGETS yard RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS session-gate RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/yard)
 if(TARGET mock-engine)
   install(TARGETS mock-engine RUNTIME DESTINATION ${CMAKE_INSTALL_LIBEXECDIR}/yard)
 endif()

@@ -107,9 +107,49 @@ static int add_enter_cgroup(const struct session *s, struct tools_cmd *c, const 
  * it has its own), as the session's user, without a way back to privileges
  * (no_new_privs).
  */
+/* bwrap makes a user namespace only when it runs unprivileged */
+static int box_has_userns(const struct session *s)
+{
+    char mine[64], theirs[64], path[64];
+    snprintf(path, sizeof path, "/proc/%d/ns/user", s->box_pid);
+    ssize_t a1 = readlink("/proc/self/ns/user", mine, sizeof mine - 1);
+    ssize_t a2 = readlink(path, theirs, sizeof theirs - 1);
+    return a1 > 0 && a2 > 0 && (a1 != a2 || memcmp(mine, theirs, (size_t)a1) != 0);
+}
+
+/*
+ * The same through the session gate (session/gate.c): one small static
+ * program does what the shell, nsenter and setpriv do below, and starts the
+ * command in its cgroup with clone3 rather than a write to cgroup.procs.
+ */
+static int build_cmd_gate(const struct session *s, const char *cmd, struct tools_cmd *c)
+{
+    const struct session_pool *p = s->pool;
+    char pid[16], uid[16], gid[16];
+    snprintf(pid, sizeof pid, "%d", s->box_pid);
+    snprintf(uid, sizeof uid, "%u", p->set_ids ? p->uid : (unsigned)geteuid());
+    snprintf(gid, sizeof gid, "%u", p->set_ids ? p->gid : (unsigned)getegid());
+    const char *const a[] = {p->gate,   pid,       uid, gid, box_has_userns(s) ? "1" : "0",
+                             s->volume, s->cmd_cg, NULL};
+    int rc = 0;
+    for (const char *const *x = a; *x && rc == 0; x++)
+        rc = tools_cmd_add(c, *x);
+    for (char **d = s->lim_dirs; d && *d && rc == 0; d++)
+        rc = tools_cmd_add(c, *d);
+    if (rc == 0)
+        rc = tools_cmd_add(c, "--");
+    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
+        rc = tools_cmd_add(c, p->shell[i]);
+    if (rc == 0)
+        rc = tools_cmd_add(c, cmd);
+    return rc < 0 ? -E2BIG : 0;
+}
+
 static int build_cmd_in_box(const struct session *s, const char *cmd, struct tools_cmd *c)
 {
     const struct session_pool *p = s->pool;
+    if (p->gate && p->bwrap)
+        return build_cmd_gate(s, cmd, c);
     int rc = add_enter_cgroup(s, c, s->cmd_cg);
     if (rc == 0 && p->bwrap) {
         char pid[16], wd[PATH_MAX + 8];
@@ -118,12 +158,7 @@ static int build_cmd_in_box(const struct session *s, const char *cmd, struct too
         const char *const a[] = {"nsenter", "-t", pid, "-m", "-p", "-n", "-i", "-u", NULL};
         for (const char *const *x = a; *x && rc == 0; x++)
             rc = tools_cmd_add(c, *x);
-        /* bwrap makes a user namespace only when it runs unprivileged */
-        char mine[64], theirs[64], path[64];
-        snprintf(path, sizeof path, "/proc/%d/ns/user", s->box_pid);
-        ssize_t a1 = readlink("/proc/self/ns/user", mine, sizeof mine - 1);
-        ssize_t a2 = readlink(path, theirs, sizeof theirs - 1);
-        if (rc == 0 && a1 > 0 && a2 > 0 && (a1 != a2 || memcmp(mine, theirs, (size_t)a1) != 0))
+        if (rc == 0 && box_has_userns(s))
             rc = tools_cmd_add(c, "-U");
         char uid[16], gid[16];
         snprintf(uid, sizeof uid, "%u", p->set_ids ? p->uid : (unsigned)geteuid());

@@ -125,9 +125,17 @@ struct session_pool {
     uint64_t backup_after_ms; /* backed up this long after it stopped */
     uint64_t prune_after_ms;  /* the volume deleted this long after it stopped; 0: never */
     uint64_t backups, backup_failures, backup_bytes, backup_ms;
+    /* the session gate, which enters a sandbox (session/gate.c); NULL: sh, nsenter, setpriv */
+    char *gate;
     int freeing;
     int open_handles;
 };
+
+/* The session gate's name, and its place from the binary's directory once installed. */
+#define SESSION_GATE_NAME "session-gate"
+#ifndef SESSION_GATE_FROM_BINDIR
+#define SESSION_GATE_FROM_BINDIR "../libexec/yard/" SESSION_GATE_NAME
+#endif
 
 /* session.c: the pool, the states and the store, volumes and opens. */
 

@@ -100,6 +100,7 @@ const FILES = [
     'bin/yard',
     'lib/systemd/system/yard.service',
     'libexec/yard/mock-engine',
+    'libexec/yard/session-gate',
     'share/bash-completion/completions/yard',
     'share/man/man1/yard.1',
     'share/man/man5/yard.yaml.5',
@@ -112,6 +113,7 @@ test('make install puts each file under PREFIX, and make uninstall takes them aw
     const mode = (f) => fs.statSync(path.join(inst.prefix, f)).mode & 0o777;
     assert.equal(mode('bin/yard'), 0o755);
     assert.equal(mode('libexec/yard/mock-engine'), 0o755);
+    assert.equal(mode('libexec/yard/session-gate'), 0o755);
     assert.equal(mode('share/man/man1/yard.1'), 0o644);
 
     // A second prefix, so that the one the other tests use stays.

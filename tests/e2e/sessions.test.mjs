@@ -389,6 +389,29 @@ test('one sandbox per session: the background outlives its command, stop kills i
     assert.match(r.stdout, /^alive\nshared\n/, r.stderr);
     assert.match(r.stdout, /sleep/);
     assert.ok(processesMatching(`sleep ${tag}`).length > 0, 'the background sleep ended with its command');
+    // Each command enters the sandbox through the session gate: in its own cgroup under
+    // the session's, as the session's user, in the volume, without privileges and no way back.
+    const tag2 = `gate-${tag}`;
+    const pending = run(base, 'box', `: ${tag2}; id -u; id -g; pwd; grep -E "^(CapEff|NoNewPrivs):" /proc/self/status; grep "^0::" /proc/self/cgroup; while [ ! -e go ]; do sleep 0.02; done`);
+    const gates = await waitFor(
+        () => {
+            const g = processesMatching(tag2).filter((p) => {
+                const argv = fs.readFileSync(`/proc/${p}/cmdline`, 'latin1').split('\0');
+                return path.basename(argv[0]) === 'session-gate';
+            });
+            return g.length > 0 && g;
+        },
+        { what: 'the command under the session gate' }
+    );
+    assert.ok(gates.length >= 1);
+    fs.writeFileSync(path.join(root, 'box', 'go'), '');
+    r = await pending;
+    const [uid, gid, cwd, capEff, nnp, cg2] = r.stdout.trim().split('\n');
+    assert.deepEqual([uid, gid, cwd], ['65534', '65534', path.join(root, 'box')], r.stdout + r.stderr);
+    assert.match(capEff, /^CapEff:\s+0+$/);
+    assert.match(nnp, /^NoNewPrivs:\s+1$/);
+    assert.match(cg2, /\/cmd-\d+$/);
+    assert.ok(rec.cgroup.endsWith(cg2.slice(3).replace(/\/cmd-\d+$/, '')), `${cg2} not under ${rec.cgroup}`);
     const countFile = path.join(root, 'box', 'count');
     const count = () => Number(fs.readFileSync(countFile, 'utf8').trim() || 0);
     await waitFor(() => fs.existsSync(countFile) && count() > 3, { what: 'the counter to count' });
