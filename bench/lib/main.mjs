@@ -67,6 +67,7 @@ Environment (defaults; --quick lowers those not set):
   BENCH_CLOUD_ROUNDS=5      cloud: rents (each: a machine with an OCI error, then one that serves)
   BENCH_SLURM_ROUNDS=5      slurm: starts of a model as a job (then one walltime renewal)
   BENCH_SESSION_EXECS=200   sessions: execs of \`true\` per target and round
+  BENCH_SESSION_SPACED_EXECS=40 sessions: execs a round one every BENCH_SESSION_GAP_MS=100 ms
   BENCH_SESSION_BACKUP_MIB=1024 sessions: the volume backed up (MiB of mixed files)
   BENCH_SESSION_BACKUP_ROUNDS=3 sessions: backups (and tar yardsticks)
   BENCH_KEEP=1              keep the temp dirs (daemon and engine logs)
@@ -135,6 +136,8 @@ function params(quick) {
         sessions: {
             rounds,
             execs: env('BENCH_SESSION_EXECS', 200, 50),
+            spacedExecs: env('BENCH_SESSION_SPACED_EXECS', 40, 10),
+            gapMs: env('BENCH_SESSION_GAP_MS', 100, 100),
             backupMiB: env('BENCH_SESSION_BACKUP_MIB', 1024, 128),
             backupRounds: env('BENCH_SESSION_BACKUP_ROUNDS', 3, 1),
         },
