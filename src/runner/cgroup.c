@@ -23,6 +23,7 @@
 #include "base/hash.h"
 #include "base/proc.h"
 #include "runner/runner.h"
+#include "runner/spawn.h"
 
 /* cgroup.procs of a cgroup with more than this many bytes of pids is read in part. */
 #define PROCS_MAX (1 << 20)
@@ -246,9 +247,12 @@ static void remove_empty_children(const char *dir)
 }
 
 /*
- * Forks a child that moves itself into dir/PROBE and exits: the proof that
- * engines can be moved there (write access to both cgroup.procs files, no
- * delegation boundary in between). 0 or a negative errno.
+ * The proof that engines can be put in a cgroup under dir (write access to
+ * both cgroup.procs files, no delegation boundary in between): a child
+ * started in dir/PROBE by clone3 (CLONE_INTO_CGROUP, as engines are), or,
+ * where the kernel cannot, one forked that moves itself there, and exits. The
+ * move waits for an RCU grace period (about 10 ms) when no move came just
+ * before: it was most of a daemon's time to listening. 0 or a negative errno.
  */
 static int probe_move(const char *dir)
 {
@@ -257,6 +261,13 @@ static int probe_move(const char *dir)
     int rc = make_dir(probe);
     if (rc < 0)
         goto out;
+    int cfd = open(probe, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    rc = cfd < 0 ? -errno : spawn_probe_cgroup(cfd);
+    if (cfd >= 0)
+        close(cfd);
+    if (rc != -EXDEV)
+        goto out;
+    rc = 0;
     pid_t pid = fork();
     if (pid < 0) {
         rc = -errno;

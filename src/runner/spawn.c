@@ -229,6 +229,32 @@ static int clone3_off(void)
     return no_clone3 || (e && strcmp(e, "0") == 0);
 }
 
+int spawn_probe_cgroup(int cgroup_fd)
+{
+    if (no_into_cgroup || clone3_off())
+        return -EXDEV;
+    struct clone3_args a;
+    memset(&a, 0, sizeof a);
+    a.flags = CLONE3_INTO_CGROUP;
+    a.exit_signal = SIGCHLD;
+    a.cgroup = (uint64_t)cgroup_fd;
+    long pid = syscall(SYS_clone3, &a, sizeof a);
+    if (pid == 0)
+        _exit(0); /* the child: made where it was asked for, that is the answer */
+    if (pid < 0) {
+        int err = errno;
+        if (err == ENOSYS)
+            no_clone3 = 1;
+        else if (err == EINVAL || err == E2BIG)
+            no_into_cgroup = 1;
+        return no_clone3 || no_into_cgroup ? -EXDEV : -err;
+    }
+    int status = 0;
+    while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
 int spawn_start(const struct spawn_opts *o, struct spawn_child *out, const char **stage)
 {
     *stage = NULL;

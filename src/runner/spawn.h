@@ -54,6 +54,14 @@ int spawn_start(const struct spawn_opts *o, struct spawn_child *out, const char 
  */
 int spawn_reap(const struct spawn_child *c, int64_t *code, int *sig);
 
+/*
+ * Whether a process can be started in the cgroup of cgroup_fd (an O_PATH
+ * directory): a child made there by clone3 that exits at once. 0, -EXDEV
+ * where the kernel cannot start a process in a cgroup (as spawn_start), or
+ * the clone's negative errno (EACCES: no write access to its cgroup.procs).
+ */
+int spawn_probe_cgroup(int cgroup_fd);
+
 /* Test hook: "0" in this variable makes spawn_start act as on a kernel without clone3. */
 #define SPAWN_CLONE3_ENV "YARD_CLONE3"
 
