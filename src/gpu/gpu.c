@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <jansson.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "base/utf8.h"
 #include "gpu/gpu.h"
 
@@ -30,10 +32,18 @@ struct gpu {
     char *nvml_lib; /* NULL: the default names */
     int nvml_off;
     int nvml_tried;
-    struct gpu__nvml *nvml; /* loaded and initialised, or NULL */
-    char *nvml_err;         /* why NVML loaded but could not be initialised */
-    pthread_mutex_t lock;   /* one read at a time: thread-pool reads may overlap */
+    struct gpu__nvml *nvml;  /* loaded and initialised, or NULL */
+    char *nvml_err;          /* why NVML loaded but could not be initialised */
+    uint64_t smi_missing_ms; /* when nvidia-smi was last not found; 0: found, or not looked */
+    pthread_mutex_t lock;    /* one read at a time: thread-pool reads may overlap */
 };
+
+/*
+ * A host without nvidia-smi is looked at again this long after (a driver
+ * installed meanwhile is seen then): the scheduler reads the inventory every
+ * few seconds, and each look searched the whole PATH in a child.
+ */
+#define SMI_MISSING_RETRY_MS 30000
 
 struct gpu *gpu_new(const struct gpu_decl *decl, size_t n_decl, const char *ledger,
                     const char *nvidia_smi)
@@ -198,9 +208,16 @@ static int read_detected(struct gpu *g, struct gpu_inventory *out, char **err)
         return rc;
     }
 
-    int rc = gpu__smi_read(g->smi, out, err);
-    if (rc != -ENOENT)
+    uint64_t now = clock_mono_ms();
+    int rc = g->smi_missing_ms && now - g->smi_missing_ms < SMI_MISSING_RETRY_MS
+                 ? -ENOENT
+                 : gpu__smi_read(g->smi, out, err);
+    if (rc != -ENOENT) {
+        g->smi_missing_ms = 0;
         return rc;
+    }
+    if (!g->smi_missing_ms || now - g->smi_missing_ms >= SMI_MISSING_RETRY_MS)
+        g->smi_missing_ms = now ? now : 1;
     if (g->nvml_err) {
         /* The driver's library is here but unusable, and so no nvidia-smi: say why. */
         *err = xstrdup(g->nvml_err);
