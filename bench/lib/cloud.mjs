@@ -18,6 +18,8 @@
 //                 and the port's owner), and any wait
 //   bad host    = the OCI error's first instant in the API -> yard's DELETE of
 //                 that instance reaching the stand-in
+//   lost        = the serving machine's instance exits (its sshd and engine
+//                 killed, the API saying `exited`) -> yard's DELETE of it
 //
 // Skipped with the reason where sshd cannot run (not root, not installed).
 import fs from 'node:fs';
@@ -136,12 +138,16 @@ async function oneRound(lib, i, dir) {
             timeoutMs: 20000,
         });
         if (ssh.code === 0) out.ssh_login_ms = Number(process.hrtime.bigint() - t) / 1e6;
+        // the serving machine's instance exits (its sshd and engine killed, the API saying `exited`)
+        await s.script({ kind: 'exited', instance: ig.id });
+        await waitFor(() => ig.stamps.destroy, { timeoutMs: 30000, what: 'the exited instance destroyed' });
+        out.lost_ms = (ns(ig.stamps.destroy) - ns(ig.stamps.entered.exited)) / 1e6;
         log(
             `cloud round ${i + 1}: poll gap ${round(out.poll_gap_ms)} ms, running answered -> ready ` +
                 `${round(out.to_ready_ms)} ms over the engine's ${round(out.engine_own_ms)} ms ` +
                 `(host ready ${round(out.host_ms)}, engine started ${round(out.launch_ms)} after, ` +
                 `ready seen ${round(out.detect_ms)} after the engine), bad host abandoned ${round(out.bad_host_ms)} ms; ` +
-                `one ssh login ${round(out.ssh_login_ms)} ms`
+                `one ssh login ${round(out.ssh_login_ms)} ms; a serving instance exited -> destroyed ${round(out.lost_ms)} ms`
         );
         const name = (await run(YARD_BIN, ['cloud', 'ls', '--json'], { env: { YARD_STATE_DIR: y.stateDir } })).stdout;
         for (const row of JSON.parse(name || '[]'))
@@ -163,7 +169,7 @@ export async function runCloud(p) {
     const rounds = [];
     for (let i = 0; i < p.rounds; i++) rounds.push(await oneRound(lib, i, dir));
     const out = { rounds: p.rounds, poll_ms: POLL_MS, load_ms: LOAD_MS };
-    const keys = ['poll_gap_ms', 'to_ready_ms', 'bad_host_ms', 'engine_own_ms', 'host_ms', 'launch_ms', 'detect_ms', 'ssh_login_ms'];
+    const keys = ['poll_gap_ms', 'to_ready_ms', 'bad_host_ms', 'engine_own_ms', 'host_ms', 'launch_ms', 'detect_ms', 'ssh_login_ms', 'lost_ms'];
     for (const k of keys)
         put(out, k, summary(rounds.map((r) => r[k])));
     out.each = rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v)])));

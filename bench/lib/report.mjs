@@ -91,6 +91,7 @@ function judge(r) {
         add('cloud_ready', 'rented: running answered -> engine ready, less its own (ms)', '<= 1000', cl.to_ready_ms, (v) => v <= 1000);
         add('cloud_poll', 'rented: running -> read by yard, slowest (ms)', poll, cl.poll_gap_ms_max, (v) => v <= cl.poll_ms);
         add('cloud_bad', 'rented: fatal status -> destroy, slowest (ms)', poll, cl.bad_host_ms_max, (v) => v <= cl.poll_ms);
+        add('cloud_lost', 'rented: serving instance exited -> destroy, slowest (ms)', poll, cl.lost_ms_max, (v) => v <= cl.poll_ms);
     }
     const sl = r.slurm;
     if (sl && !sl.skipped) {
@@ -264,6 +265,8 @@ function rows(r) {
         row('  one ssh login to the machine ms (for scale)', cl, 'ssh_login_ms', 0);
         row('  OCI error -> instance destroyed ms', cl, 'bad_host_ms', 0);
         row('  max of it', { v: cl.bad_host_ms_max }, 'v', 0, 'cloud_bad');
+        row('  serving instance exited -> destroyed ms', cl, 'lost_ms', 0);
+        row('  max of it', { v: cl.lost_ms_max }, 'v', 0, 'cloud_lost');
     }
     const sl = r.slurm;
     if (sl && sl.skipped) out.push([`slurm: skipped (${sl.skipped})`, '', '', '', '', '']);

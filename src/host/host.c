@@ -202,6 +202,9 @@ static void on_runner_reach(void *arg, const char *name, int reachable, const ch
     struct host *h = host_find(reg, name);
     if (h && (h->kind == HOST_POD || h->kind == HOST_RENTED))
         host_set_reachable(reg, h, reachable, why);
+    /* a rented machine that stops answering may be gone: the API says so now, not at its watch */
+    if (h && h->kind == HOST_RENTED && !reachable)
+        host__rental_read_now(reg, name);
 }
 
 /* Brings the runner of a pod host in line with its record (ssh line, GPUs). */

@@ -155,6 +155,12 @@ void host__rental_failed(struct host__rental *r, const char *why);
 void host__rental_bad(struct host__rental *r, const char *why);
 /* r's next step: a read of the instance, a look for its label, an ssh probe, a destroy. */
 void host__rental_drive(struct host__rental *r);
+/*
+ * The ready machine named name stopped answering over ssh: its instance is
+ * read now rather than at the next watch, so one the API reports gone is
+ * abandoned at once. Nothing for another rental, or one with a call under way.
+ */
+void host__rental_read_now(struct host_registry *reg, const char *name);
 /* release.c: the rental is destroyed (or was never created): row, host and struct go. */
 void host__rental_gone(struct host__rental *r, const char *err);
 /* release.c: destroys the instance (or, with none, just forgets the row). */

@@ -458,7 +458,8 @@ static int is_stopped(const json_t *inst, const char *key)
 }
 
 /*
- * A ready machine read again: running, it is watched on; stopped by the
+ * A ready machine read again: running, it is watched on (every second
+ * while its ssh does not answer, else every 10 s); stopped by the
  * market (cur_state, intended_status and next_state all stopped: outbid),
  * or any status that does not run, it is a host lost: the host stops
  * answering (its models fail over), the instance is destroyed and the host
@@ -468,7 +469,10 @@ static void ready_status(struct host__rental *r, const json_t *inst, const char 
                          const char *msg)
 {
     if (st && !strcmp(st, "running") && !fatal_status(st, msg)) {
-        uv_timer_start(&r->timer, host__rental_poll, RENT_WATCH_MS, 0);
+        /* one whose ssh does not answer is read every poll: the API may say it is gone later */
+        struct host *h = host_find(r->reg, r->name);
+        uint64_t next = h && h->reachable == HOST_REACH_NO ? HOST__RENT_POLL_MS : RENT_WATCH_MS;
+        uv_timer_start(&r->timer, host__rental_poll, next, 0);
         return;
     }
     int outbid = is_stopped(inst, "cur_state") && is_stopped(inst, "intended_status") &&
@@ -671,6 +675,15 @@ void host__rental_drive(struct host__rental *r)
         host__rental_failed(r, err);
         free(err);
     }
+}
+
+void host__rental_read_now(struct host_registry *reg, const char *name)
+{
+    struct host__rental *r = host__rental_find(reg, name);
+    if (!r || r->st != R_READY || r->busy || r->release || reg->closed)
+        return;
+    log_info("cloud", "'%s': ssh stopped answering; reading its instance now", r->name);
+    uv_timer_start(&r->timer, host__rental_poll, 0, 0);
 }
 
 json_t *host_rentals_json(struct host_registry *reg)

@@ -8,6 +8,9 @@
 //   - a daemon restart adopts it (the same instance, nothing new rented); release
 //     destroys it and the row goes
 //   - the first offer's instance exits: destroyed, the next offer rented
+//   - a serving machine's instance exits: read as soon as its ssh fails (not at
+//     the 10 s read of a ready machine), destroyed and recorded bad, the next
+//     request rents anew
 //   - a create that fails but returns a contract: that instance destroyed
 //   - max_machines: a second rent is refused while one machine is rented
 //   - kill -9 of the daemon while the create is under way, and while ssh is awaited:
@@ -271,7 +274,7 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
 });
 
 describe('a rented machine lost while it serves', { skip: skip ?? false }, () => {
-    test('its instance exits: the host is lost, the machine destroyed and recorded bad, the next request rents anew', async () => {
+    test('its instance exits: the host is lost, its instance read once ssh fails, the machine destroyed and recorded bad, the next request rents anew', async () => {
         const s = await startVastStandin({ offers: OFFERS });
         const port = await freePort();
         const models =
@@ -290,6 +293,8 @@ describe('a rented machine lost while it serves', { skip: skip ?? false }, () =>
             await waitFor(async () => (await ls(dir)).length === 0, { what: 'its rental gone' });
             const ev = await yard(['events', 'c', '-n', '200'], { stateDir: dir });
             assert.match(ev.stdout, new RegExp(`instance ${inst.id} is exited while serving`));
+            // read as soon as its ssh failed, not at the 10 s read of a ready machine
+            assert.match(d.logText(), /'vast-1': ssh stopped answering; reading its instance now/);
             const bad = await yardJson(['cloud', 'bad', '--json'], { stateDir: dir });
             assert.deepEqual(bad.map((b) => b.machine_id), [2001]);
             // the next request rents another machine (2001 is left out) and is answered there
