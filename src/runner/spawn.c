@@ -19,18 +19,11 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 
+#include "base/clone3.h"
+
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
-
-/* The kernel's struct clone_args (linux/sched.h), up to the cgroup (its second size). */
-struct clone3_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
-        set_tid_size, cgroup;
-};
-#define CLONE3_PIDFD 0x00001000ULL
-#define CLONE3_INTO_CGROUP 0x200000000ULL
-#define CLONE3_SIZE_VER0 64 /* without set_tid and cgroup: what Linux 5.3 knows */
 
 /* Where the child keeps the two descriptors it needs until the exec. */
 #define CHILD_HOLD_FD 3

@@ -80,6 +80,34 @@ static int add_bwrap(const struct session *s, struct tools_cmd *c)
     return rc;
 }
 
+/* Adds the words of a (NULL-terminated) to c. */
+static int add_words(struct tools_cmd *c, const char *const *a)
+{
+    int rc = 0;
+    for (; *a && rc == 0; a++)
+        rc = tools_cmd_add(c, *a);
+    return rc;
+}
+
+/* Adds a, then the session's limit cgroups and "--": a program that enters them, then the rest. */
+static int add_entering(const struct session *s, struct tools_cmd *c, const char *const *a)
+{
+    int rc = add_words(c, a);
+    for (char **d = s->lim_dirs; d && *d && rc == 0; d++)
+        rc = tools_cmd_add(c, *d);
+    return rc == 0 ? tools_cmd_add(c, "--") : rc;
+}
+
+/* Ends c with the pool's shell and cmd (rc: how the words before went). 0 or -E2BIG. */
+static int add_shell(const struct session_pool *p, struct tools_cmd *c, const char *cmd, int rc)
+{
+    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
+        rc = tools_cmd_add(c, p->shell[i]);
+    if (rc == 0)
+        rc = tools_cmd_add(c, cmd);
+    return rc < 0 ? -E2BIG : 0;
+}
+
 /* The argv that moves itself into cgroup cg, then execs the rest ("$@"). */
 static int add_enter_cgroup(const struct session *s, struct tools_cmd *c, const char *cg)
 {
@@ -90,14 +118,7 @@ static int add_enter_cgroup(const struct session *s, struct tools_cmd *c, const 
                              "sh",
                              cg,
                              NULL};
-    int rc = 0;
-    for (const char *const *x = a; *x && rc == 0; x++)
-        rc = tools_cmd_add(c, *x);
-    for (char **d = s->lim_dirs; d && *d && rc == 0; d++)
-        rc = tools_cmd_add(c, *d);
-    if (rc == 0)
-        rc = tools_cmd_add(c, "--");
-    return rc;
+    return add_entering(s, c, a);
 }
 
 /*
@@ -131,18 +152,7 @@ static int build_cmd_gate(const struct session *s, const char *cmd, struct tools
     snprintf(gid, sizeof gid, "%u", p->set_ids ? p->gid : (unsigned)getegid());
     const char *const a[] = {p->gate,   pid,       uid, gid, box_has_userns(s) ? "1" : "0",
                              s->volume, s->cmd_cg, NULL};
-    int rc = 0;
-    for (const char *const *x = a; *x && rc == 0; x++)
-        rc = tools_cmd_add(c, *x);
-    for (char **d = s->lim_dirs; d && *d && rc == 0; d++)
-        rc = tools_cmd_add(c, *d);
-    if (rc == 0)
-        rc = tools_cmd_add(c, "--");
-    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
-        rc = tools_cmd_add(c, p->shell[i]);
-    if (rc == 0)
-        rc = tools_cmd_add(c, cmd);
-    return rc < 0 ? -E2BIG : 0;
+    return add_shell(p, c, cmd, add_entering(s, c, a));
 }
 
 static int build_cmd_in_box(const struct session *s, const char *cmd, struct tools_cmd *c)
@@ -156,8 +166,7 @@ static int build_cmd_in_box(const struct session *s, const char *cmd, struct too
         snprintf(pid, sizeof pid, "%d", s->box_pid);
         snprintf(wd, sizeof wd, "--wd=%s", s->volume);
         const char *const a[] = {"nsenter", "-t", pid, "-m", "-p", "-n", "-i", "-u", NULL};
-        for (const char *const *x = a; *x && rc == 0; x++)
-            rc = tools_cmd_add(c, *x);
+        rc = add_words(c, a);
         if (rc == 0 && box_has_userns(s))
             rc = tools_cmd_add(c, "-U");
         char uid[16], gid[16];
@@ -165,14 +174,10 @@ static int build_cmd_in_box(const struct session *s, const char *cmd, struct too
         snprintf(gid, sizeof gid, "%u", p->set_ids ? p->gid : (unsigned)getegid());
         const char *const b[] = {"-S", uid, "-G", gid, wd, "--", "setpriv", "--no-new-privs",
                                  "--", NULL};
-        for (const char *const *x = b; *x && rc == 0; x++)
-            rc = tools_cmd_add(c, *x);
+        if (rc == 0)
+            rc = add_words(c, b);
     }
-    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
-        rc = tools_cmd_add(c, p->shell[i]);
-    if (rc == 0)
-        rc = tools_cmd_add(c, cmd);
-    return rc < 0 ? -E2BIG : 0;
+    return add_shell(p, c, cmd, rc);
 }
 
 static int build_cmd(const struct session *s, const char *cmd, struct tools_cmd *c)
@@ -187,11 +192,7 @@ static int build_cmd(const struct session *s, const char *cmd, struct tools_cmd 
         if (rc == 0)
             rc = tools_cmd_add(c, "--");
     }
-    for (size_t i = 0; i < p->n_shell && rc == 0; i++)
-        rc = tools_cmd_add(c, p->shell[i]);
-    if (rc == 0)
-        rc = tools_cmd_add(c, cmd);
-    return rc < 0 ? -E2BIG : 0;
+    return add_shell(p, c, cmd, rc);
 }
 
 struct tools_run *session__start(struct session *s, const char *cmd, uint64_t timeout_ms,

@@ -42,12 +42,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-/* The kernel's struct clone_args (linux/sched.h), up to the cgroup. */
-struct clone3_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
-        set_tid_size, cgroup;
-};
-#define CLONE3_INTO_CGROUP 0x200000000ULL
+#include "base/clone3.h"
 
 #define MAX_LIMITS 8
 

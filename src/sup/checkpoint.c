@@ -462,20 +462,14 @@ static int ckpt_sleep(struct instance *in, int level, sup_op_cb done, void *arg,
 
 static void write_pids(struct instance *in, const char *dir)
 {
-    char *path = xstrfmt("%s/%s", dir, PIDS_FILE);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f && fd >= 0)
-        close(fd);
-    if (f) {
-        for (size_t i = 0; i < in->n_susp; i++)
-            fprintf(f, "%d\n", in->susp_pids[i]);
-        if (fclose(f) != 0)
-            f = NULL;
-    }
-    if (!f)
-        log_warn("sup", "cannot write '%s': %s", path, strerror(errno));
-    free(path);
+    struct buf b;
+    buf_init(&b, SIZE_MAX);
+    for (size_t i = 0; i < in->n_susp; i++)
+        buf_printf(&b, "%d\n", in->susp_pids[i]);
+    int rc = fs_write_private(dir, PIDS_FILE, b.data ? b.data : "");
+    buf_release(&b);
+    if (rc < 0)
+        log_warn("sup", "cannot write '%s/%s': %s", dir, PIDS_FILE, strerror(-rc));
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -522,19 +516,11 @@ static void write_launch(struct instance *in, const char *dir)
         return;
     }
     int have_key = sup__engine_key(in, key) == 0;
-    char *path = xstrfmt("%s/%s", dir, CKSTORE_LAUNCH_FILE);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f && fd >= 0)
-        close(fd);
-    if (f) {
-        fprintf(f, "launch %s\nport %d\nkey %s\n", id, in->port, have_key ? key : "-");
-        if (fclose(f) != 0)
-            f = NULL;
-    }
-    if (!f)
-        log_warn("sup", "cannot write '%s': %s", path, strerror(errno));
-    free(path);
+    char *text = xstrfmt("launch %s\nport %d\nkey %s\n", id, in->port, have_key ? key : "-");
+    int rc = fs_write_private(dir, CKSTORE_LAUNCH_FILE, text);
+    free(text);
+    if (rc < 0)
+        log_warn("sup", "cannot write '%s/%s': %s", dir, CKSTORE_LAUNCH_FILE, strerror(-rc));
 }
 
 /*

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "base/alloc.h"
+#include "base/fs.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "cloud/ckstore.h"
@@ -135,22 +136,14 @@ static void note_event(struct instance *in, const char *what)
  */
 static void upload_note(const char *dir, const char *gen)
 {
-    char *path = xstrfmt("%s/%s", dir, CKSTORE_UPLOAD_FILE);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f && fd >= 0)
-        close(fd);
-    if (f) {
-        fprintf(f, "%s\n", gen);
-        if (fclose(f) != 0)
-            f = NULL;
-    }
-    if (!f)
+    char *text = xstrfmt("%s\n", gen);
+    int rc = fs_write_private(dir, CKSTORE_UPLOAD_FILE, text);
+    free(text);
+    if (rc < 0)
         log_warn("sup",
-                 "cannot write '%s': %s; an upload cut by a stop of the daemon will not be "
+                 "cannot write '%s/%s': %s; an upload cut by a stop of the daemon will not be "
                  "resumed",
-                 path, strerror(errno));
-    free(path);
+                 dir, CKSTORE_UPLOAD_FILE, strerror(-rc));
 }
 
 static void upload_note_remove(const char *dir)
