@@ -271,7 +271,7 @@ function rows(r) {
     const sl = r.slurm;
     if (sl && sl.skipped) out.push([`slurm: skipped (${sl.skipped})`, '', '', '', '', '']);
     else if (sl) {
-        head(`Slurm (${sl.rounds} starts as jobs, poll ${sl.poll}; one walltime renewal)`);
+        head(`Slurm (${sl.rounds} starts as jobs, poll ${sl.poll}; one walltime renewal, poll ${sl.renewal_poll})`);
         row('  engine ready -> yard ready ms', sl, 'ready_ms', 0, 'slurm_ready');
         row('  yard start -> ready ms (sbatch, scheduler, load)', sl, 'start_ready_ms', 0);
         const rn = sl.renewal || {};

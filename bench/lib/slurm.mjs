@@ -1,13 +1,14 @@
 // Section "slurm": models as jobs of a real single-node Slurm cluster
 // (tests/e2e/lib/slurm.mjs: Debian's slurmctld and slurmd with a private munged,
-// all in a temp dir, found through SLURM_CONF), clusters polled every second.
+// all in a temp dir, found through SLURM_CONF).
 //
 //   ready    = the mock engine's own instant of readiness (--ready-stamp,
 //              CLOCK_MONOTONIC) -> yard's `ready` event reaching an `events`
 //              follower (this process, same clock), for `rounds` starts of a
 //              model (`yard start`, each a job submitted, run, then cancelled
-//              by the stop)
-//   renewal  = a model on a cluster whose jobs have a 1-minute limit renewed
+//              by the stop), on a cluster entry with the default poll (10 s)
+//   renewal  = a model on a cluster entry (polled every second, so that the
+//              section stays short) whose jobs have a 1-minute limit renewed
 //              55 s before it: one keep-alive client posts chats back to back
 //              from the first job's readiness until 3 s after the replacement
 //              took over; every request that is not a 200 with an answer is
@@ -101,7 +102,7 @@ export async function runSlurm(p) {
         const stamp = path.join(dir, 'ready');
         const top =
             'slurm:\n' +
-            `  c1: { partition: ${s.partition}, time: 5m, poll: 1s }\n` +
+            `  c1: { partition: ${s.partition}, time: 5m }\n` +
             `  c2: { partition: ${s.partition}, time: 1m, renew_before: 55s, poll: 1s }\n`;
         y = await startYard({
             top,
@@ -168,7 +169,7 @@ export async function runSlurm(p) {
         );
         await admin(y.stateDir, { cmd: 'stop', model: 'w' }, { timeoutMs: 60000 });
 
-        const out = { rounds: p.rounds, poll: '1s', cluster_start_ms: round(clusterMs, 0) };
+        const out = { rounds: p.rounds, poll: '10s', renewal_poll: '1s', cluster_start_ms: round(clusterMs, 0) };
         put(out, 'ready_ms', summary(ready));
         put(out, 'start_ready_ms', summary(starts));
         out.renewal = renewal;

@@ -35,6 +35,8 @@
 #define SLURM_RENEW_PROBE_TIMEOUT_MS 5000
 /* The replaced job drains at most this long (less when its limit is nearer). */
 #define SLURM_DRAIN_MAX_MS 60000
+/* How often a job's address file is looked for while the job has not been found running. */
+#define SLURM_ADDR_CHECK_MS 100
 
 enum watch_phase {
     W_SUBMITTING = 0, /* sbatch runs */
@@ -55,7 +57,8 @@ struct runner_watch {
     const char *addr; /* the node's address, once known (the runner's list owns it) */
     char *node;
     int port;
-    long time_left_s; /* as squeue last said (-1: unknown or unlimited) */
+    long time_left_s;    /* as squeue last said (-1: unknown or unlimited) */
+    uint64_t reached_ms; /* loop time it was found running (phase W_REACHED) */
     /* Walltime renewal (renew_before): the replacement job, then the replaced one. */
     long renew_job;
     int renew_running; /* squeue lists it running */
@@ -96,6 +99,8 @@ struct runner_slurm {
     char *dir;
     struct config *const *cfg;
     uv_timer_t timer;
+    uint64_t poll_at;        /* loop time the next squeue is due; UINT64_MAX: none */
+    uint64_t squeue_sent_ms; /* loop time the last squeue was run */
     struct runner_watch *watches;
     struct node_addr *nodes;
     struct tools_run *squeue, *sinfo, *node_ask;
@@ -489,6 +494,7 @@ static void forward_done(const struct tools_result *res, void *arg)
     } else if (!w->dropped && w->phase == W_QUEUED) {
         w->addr = "127.0.0.1";
         w->phase = W_REACHED;
+        w->reached_ms = uv_now(s->r.loop);
         log_info("slurm", "cluster '%s': job %ld runs on %s, port %d, reached at 127.0.0.1:%d",
                  s->name, w->job, w->node, w->port, w->fwd_port);
         if (s->r.events && s->r.events->found)
@@ -566,6 +572,7 @@ static void try_reach(struct runner_watch *w)
     }
     w->addr = addr;
     w->phase = W_REACHED;
+    w->reached_ms = uv_now(s->r.loop);
     log_info("slurm", "cluster '%s': job %ld runs on %s (%s), port %d", s->name, w->job, w->node,
              w->addr, w->port);
     if (!w->dropped && s->r.events && s->r.events->found)
@@ -805,6 +812,9 @@ static void squeue_line(struct runner_slurm *s, char *line)
     const char *state = f[2];
     if (!strcmp(state, "PENDING") || !strcmp(state, "REQUEUED") || !strcmp(state, "REQUEUE_HOLD") ||
         !strcmp(state, "RESV_DEL_HOLD")) {
+        /* listed before its address file showed it running: that answer is old */
+        if (w->phase == W_REACHED && w->reached_ms >= s->squeue_sent_ms)
+            return;
         char why[160];
         /* None: the scheduler has not looked at it yet. */
         snprintf(why, sizeof why, "job %ld pending: %s", id,
@@ -888,6 +898,47 @@ static void sinfo_done(const struct tools_result *res, void *arg)
 
 static void finish_close(struct runner_slurm *s);
 
+/* Whether a job of the cluster is awaited that this machine can see start by its address file. */
+static int addr_awaited(struct runner_slurm *s)
+{
+    if (s->remote == 1)
+        return 0; /* on the login node: read over ssh, at the polls */
+    for (struct runner_watch *w = s->watches; w; w = w->next)
+        if (w->job > 0 && w->phase == W_QUEUED && !w->node && !w->dropped && w->addr_file)
+            return 1;
+    return 0;
+}
+
+static void timer_fire(uv_timer_t *t);
+
+/* The timer at the next squeue due, or sooner to look for address files. */
+static void timer_arm(struct runner_slurm *s)
+{
+    uint64_t now = uv_now(s->r.loop), at = s->poll_at;
+    if (addr_awaited(s) && (at == UINT64_MAX || at > now + SLURM_ADDR_CHECK_MS))
+        at = now + SLURM_ADDR_CHECK_MS;
+    if (at == UINT64_MAX)
+        return;
+    uv_timer_start(&s->timer, timer_fire, at > now ? at - now : 0, 0);
+}
+
+/*
+ * A job's script writes its address file as it starts: one that appears is
+ * a job running, reached at once rather than at the next squeue (a poll of
+ * 10 s would leave a ready engine unseen that long).
+ */
+static void check_addr_files(struct runner_slurm *s)
+{
+    if (s->remote == 1)
+        return;
+    for (struct runner_watch *w = s->watches, *next; w; w = next) {
+        next = w->next;
+        if (w->job > 0 && w->phase == W_QUEUED && !w->node && !w->dropped && w->addr_file &&
+            access(w->addr_file, F_OK) == 0)
+            try_reach(w);
+    }
+}
+
 static void timer_fire(uv_timer_t *t)
 {
     struct runner_slurm *s = t->data;
@@ -896,6 +947,12 @@ static void timer_fire(uv_timer_t *t)
         return;
     }
     uint64_t now = uv_now(s->r.loop);
+    check_addr_files(s);
+    if (s->poll_at > now) {
+        timer_arm(s); /* only the address files were due */
+        return;
+    }
+    s->poll_at = UINT64_MAX;
     if (!s->sinfo && (!s->sinfo_ms || now - s->sinfo_ms >= SLURM_SINFO_EVERY_MS)) {
         struct tools_cmd c = {0};
         tools_cmd_add(&c, "sinfo");
@@ -905,15 +962,19 @@ static void timer_fire(uv_timer_t *t)
         s->sinfo_ms = now;
         s->sinfo = run_cmd(s, &c, NULL, sinfo_done, s);
     }
-    if (s->squeue || !watching(s))
+    if (s->squeue || !watching(s)) {
+        timer_arm(s);
         return;
+    }
     struct tools_cmd c = {0};
     tools_cmd_add(&c, "squeue");
     tools_cmd_add(&c, "-h");
     tools_cmd_add(&c, "--me");
     tools_cmd_add(&c, "-o");
     tools_cmd_add(&c, "%i|%j|%T|%r|%N|%L");
+    s->squeue_sent_ms = now;
     s->squeue = run_cmd(s, &c, NULL, squeue_done, s);
+    timer_arm(s);
 }
 
 static void poll_soon(struct runner_slurm *s, uint64_t ms)
@@ -923,9 +984,10 @@ static void poll_soon(struct runner_slurm *s, uint64_t ms)
             uv_timer_start(&s->timer, timer_fire, 0, 0);
         return;
     }
-    uint64_t due = uv_timer_get_due_in(&s->timer);
-    if (!uv_is_active((uv_handle_t *)&s->timer) || due > ms)
-        uv_timer_start(&s->timer, timer_fire, ms, 0);
+    uint64_t at = uv_now(s->r.loop) + ms;
+    if (at < s->poll_at)
+        s->poll_at = at;
+    timer_arm(s);
 }
 
 /* ---- start: the job script and sbatch ---- */
@@ -1373,7 +1435,8 @@ struct runner_slurm *runner_slurm_new(uv_loop_t *loop, const char *name, const c
     }
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
-    uv_timer_start(&s->timer, timer_fire, 0, 0); /* sinfo for `yard hosts` */
+    s->poll_at = UINT64_MAX;
+    poll_soon(s, 0); /* sinfo for `yard hosts` */
     return s;
 }
 

@@ -4,8 +4,9 @@
 // and a request's max_wait ending in 503 with it), runs on its node and serves
 // chat and streaming through the openai client; a job that fails or is cancelled
 // by someone else is classified from Slurm's final state; a daemon killed with
-// -9 adopts its jobs by id without submitting them again; a stop leaves no job.
-// docs/slurm.md.
+// -9 adopts its jobs by id without submitting them again; a stop leaves no job;
+// a job is found running by its address file between two polls (a cluster
+// polled every 10 minutes serves at once). docs/slurm.md.
 //
 // It skips, saying why, only where Slurm cannot run here (not root, slurm-wlm or
 // munge missing).
@@ -38,7 +39,7 @@ async function daemon(models, { stateDir, port, maxWait = '60s', cluster = 'time
         `listen: 127.0.0.1:${port}`,
         `router: { max_wait: ${maxWait} }`,
         'slurm:',
-        `  c1: { partition: ${s.partition}, ${cluster}, poll: 1s }`,
+        `  c1: { partition: ${s.partition}, ${cluster}${cluster.includes('poll:') ? '' : ', poll: 1s'} }`,
         'models:',
     ];
     for (const [name, m] of Object.entries(models)) {
@@ -307,6 +308,23 @@ describe('Slurm: models as jobs', { skip: SKIP || false }, () => {
         } finally {
             await y.d.stop();
             await sshd.proc.stop();
+        }
+    });
+
+    test('a job is found running by its address file between the polls: a cluster polled every 10 minutes serves its first request', async () => {
+        // The squeue half a second after the submission sees the job pending (the
+        // scheduler has not run it yet); the next is 10 minutes away.
+        const y = await daemon({ f1: { gpus: 0 } }, { cluster: 'time: 5m, poll: 10m', maxWait: '60s' });
+        try {
+            const r = await openai(y.base).chat.completions.create(chatBody('f1'));
+            assert.ok(r.choices[0].message.content.length > 0);
+            const e = await entry(y.stateDir, 'f1');
+            assert.equal(e.state, 'ready');
+            const stop = await h.yard(['stop', 'f1'], { stateDir: y.stateDir });
+            assert.equal(stop.code, 0, stop.stderr);
+            await h.waitFor(async () => (await yardJobs()).length === 0, { timeoutMs: 30000, what: 'no yard job left' });
+        } finally {
+            await y.d.stop();
         }
     });
 
