@@ -762,16 +762,73 @@ static uint64_t scan__count(const char *v, const char *end)
     return p < end && (*p == '.' || *p == 'e' || *p == 'E') ? 0 : n;
 }
 
+/* How far from the end of an answer usage_at_end looks for its key. */
+#define SCAN_USAGE_TAIL 4096
+
+/*
+ * The usage an answer ends with, as engines write it: ..., "usage": {...} }
+ * and nothing after but white space. In JSON a member followed only by the
+ * closing brace and the end of the text is the outermost object's, and a
+ * "usage" after '{' or ',' whose quote no backslash escapes is a key of its
+ * own: what the walk of the whole answer finds, without the walk (it was a
+ * fifth of a proxied request's instructions). NULL where the answer does not
+ * end so: the walk decides. *ulen: the usage object's length.
+ */
+static const char *usage_at_end(const char *body, size_t len, size_t *ulen)
+{
+    const char *end = body + len;
+    while (end > body && scan__is_ws(end[-1]))
+        end--;
+    if (end == body || end[-1] != '}')
+        return NULL;
+    end--; /* the closing brace of the outermost object */
+    size_t n = (size_t)(end - body), stop = n > SCAN_USAGE_TAIL ? n - SCAN_USAGE_TAIL : 0;
+    const char *k = NULL;
+    for (size_t i = n >= 7 ? n - 7 + 1 : 0; i-- > stop;) {
+        if (body[i] == '"' && memcmp(body + i, "\"usage\"", 7) == 0) {
+            k = body + i;
+            break;
+        }
+    }
+    if (!k)
+        return NULL;
+    size_t bs = 0;
+    while (k - bs > body && k[-1 - (long)bs] == '\\')
+        bs++;
+    const char *b = k;
+    while (b > body && scan__is_ws(b[-1]))
+        b--;
+    if (bs % 2 || b == body || (b[-1] != '{' && b[-1] != ','))
+        return NULL;
+    const char *p = scan__skip_ws(k + 7, end);
+    if (p >= end || *p != ':')
+        return NULL;
+    p = scan__skip_ws(p + 1, end);
+    if (p >= end || *p != '{')
+        return NULL;
+    const char *e = scan__value_end(p, end);
+    if (!e || scan__skip_ws(e, end) != end)
+        return NULL;
+    *ulen = (size_t)(e - p);
+    return p;
+}
+
 int router_scan_usage(const char *body, size_t len, uint64_t *prompt, uint64_t *completion)
 {
     const char *u;
     size_t ulen;
     *prompt = *completion = 0;
-    if (!body || !len || !memmem(body, len, "\"usage\"", 7))
+    if (!body || !len)
         return -ENOENT;
-    int rc = router_scan_member(body, len, "usage", &u, &ulen);
-    if (rc < 0)
-        return rc;
+    u = usage_at_end(body, len, &ulen);
+    if (!u) {
+        if (!memmem(body, len, "\"usage\"", 7))
+            return -ENOENT;
+        int rc = router_scan_member(body, len, "usage", &u, &ulen);
+        if (rc < 0)
+            return rc;
+    }
+    int rc;
     struct scan__want w[] = {{"prompt_tokens", NULL},
                              {"input_tokens", NULL},
                              {"completion_tokens", NULL},

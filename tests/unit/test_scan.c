@@ -1082,6 +1082,13 @@ static void test_scan_usage(void **state)
         usage_of("{\"usage\":{\"prompt_tokens\":99999999999999999999999,\"completion_tokens\":0}}",
                  0, &c),
         0);
+    /* the answer's end read first (usage_at_end): white space around, a key that only ends in
+     * usage, usage not last, a usage key inside the last member */
+    assert_int_equal(usage_of("{\"x\":1 , \"usage\" : {\"prompt_tokens\": 3} }\n", 0, &c), 3);
+    assert_int_equal(usage_of("{\"abc\\\"usage\": {\"prompt_tokens\": 5}}", -ENOENT, &c), 0);
+    assert_int_equal(usage_of("{\"usage\":{\"prompt_tokens\":4},\"id\":\"x\"}", 0, &c), 4);
+    assert_int_equal(usage_of("{\"usage\":{\"prompt_tokens\":6,\"usage\":{}}}", 0, &c), 6);
+    assert_int_equal(usage_of("{\"b\":[{\"usage\":{\"prompt_tokens\":8}}]}", -ENOENT, &c), 0);
     /* usage that is no object, a malformed answer, a member twice */
     assert_int_equal(usage_of("{\"usage\":null}", -EINVAL, &c), 0);
     assert_int_equal(usage_of("{\"usage\":{\"prompt_tokens\":1", -EINVAL, &c), 0);
