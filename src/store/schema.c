@@ -161,6 +161,108 @@ static const char *const migrations[] = {
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
+/*
+ * What the migrations above make, written as one script: a new file gets
+ * this instead of the whole chain (the first instances table made, copied
+ * and renamed, events altered), which parsed every table's SQL again at each
+ * step. The same tables, columns in the same order, defaults and indexes
+ * (test_store compares a new file with one migrated from schema 1). A new
+ * migration changes this script too.
+ */
+static const char schema_current[] =
+    "CREATE TABLE meta ("
+    "  key TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL"
+    ");"
+    "CREATE TABLE instances ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  model TEXT NOT NULL,"
+    "  host TEXT NOT NULL,"
+    "  replica INTEGER NOT NULL DEFAULT 0,"
+    "  pid INTEGER NOT NULL DEFAULT 0,"
+    "  pgid INTEGER NOT NULL DEFAULT 0,"
+    "  start_time INTEGER NOT NULL DEFAULT 0,"
+    "  port INTEGER NOT NULL DEFAULT 0,"
+    "  gpus TEXT NOT NULL DEFAULT '',"
+    "  state TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  cmd TEXT NOT NULL DEFAULT '',"
+    "  restarts INTEGER NOT NULL DEFAULT 0,"
+    "  exit_code INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL DEFAULT 0,"
+    "  updated_ms INTEGER NOT NULL DEFAULT 0,"
+    "  ready_ms INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (model, host, replica)"
+    ");"
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  model TEXT NOT NULL,"
+    "  host TEXT NOT NULL,"
+    "  from_state TEXT,"
+    "  to_state TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  replica INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX events_model ON events (model, id);"
+    "CREATE TABLE pods ("
+    "  name TEXT PRIMARY KEY,"
+    "  ssh TEXT NOT NULL,"
+    "  models_path TEXT NOT NULL DEFAULT '',"
+    "  gpus TEXT NOT NULL DEFAULT '[]',"
+    "  last_seen_ms INTEGER NOT NULL DEFAULT 0,"
+    "  reachable INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE pins ("
+    "  model TEXT PRIMARY KEY,"
+    "  pinned_ms INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE rentals ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  cloud TEXT NOT NULL,"
+    "  label TEXT NOT NULL,"
+    "  contract INTEGER NOT NULL DEFAULT 0,"
+    "  offer INTEGER NOT NULL DEFAULT 0,"
+    "  machine INTEGER NOT NULL DEFAULT 0,"
+    "  host_id INTEGER NOT NULL DEFAULT 0,"
+    "  dph REAL NOT NULL DEFAULT 0,"
+    "  gpu_name TEXT NOT NULL DEFAULT '',"
+    "  num_gpus INTEGER NOT NULL DEFAULT 0,"
+    "  gpu_ram_mib INTEGER NOT NULL DEFAULT 0,"
+    "  state TEXT NOT NULL,"
+    "  ssh TEXT NOT NULL DEFAULT '',"
+    "  model TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE sessions ("
+    "  id TEXT PRIMARY KEY,"
+    "  state TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL DEFAULT 0,"
+    "  updated_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_exec_ms INTEGER NOT NULL DEFAULT 0,"
+    "  execs INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE bad_hosts ("
+    "  machine INTEGER PRIMARY KEY,"
+    "  cloud TEXT NOT NULL DEFAULT '',"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  added_ms INTEGER NOT NULL DEFAULT 0,"
+    "  by_hand INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE TABLE rental_outcomes ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  cloud TEXT NOT NULL,"
+    "  machine INTEGER NOT NULL,"
+    "  host_id INTEGER NOT NULL DEFAULT 0,"
+    "  outcome TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  ready_ms INTEGER NOT NULL DEFAULT 0,"
+    "  ts_ms INTEGER NOT NULL"
+    ");"
+    "CREATE INDEX rental_outcomes_machine ON rental_outcomes (cloud, machine);";
+
 int store_schema_version(void)
 {
     return SCHEMA_VERSION;
@@ -290,6 +392,16 @@ int store__schema_migrate(sqlite3 *db, const char *path, char **err)
         goto rollback;
     }
     int from = version;
+    if (version == 0) {
+        src = sqlite3_exec(db, schema_current, NULL, NULL, NULL);
+        if (src != SQLITE_OK) {
+            *err = xstrfmt("cannot migrate '%s' from schema 0 to %d: %s", path, SCHEMA_VERSION,
+                           sqlite3_errmsg(db));
+            rc = sql_errno(src);
+            goto rollback;
+        }
+        version = SCHEMA_VERSION;
+    }
     for (int v = version; v < SCHEMA_VERSION; v++) {
         src = sqlite3_exec(db, migrations[v], NULL, NULL, NULL);
         if (src != SQLITE_OK) {

@@ -1248,6 +1248,62 @@ static void test_migrate_from_schema_3(void **state)
     store_close(st);
 }
 
+/*
+ * The schema as SQLite sees it, one line per object, column and index key:
+ * what a query or a write can tell apart, not the text of the CREATEs.
+ */
+static const char schema_shape_sql[] =
+    "SELECT group_concat(line, char(10)) FROM ("
+    " SELECT m.type || ' ' || m.name || ' on ' || m.tbl_name AS line, m.name AS k1, '' AS k2"
+    "  FROM sqlite_master m"
+    " UNION ALL"
+    " SELECT 'col ' || c.cid || ' ' || c.name || ' ' || c.type || ' notnull ' || c.\"notnull\""
+    "  || ' default ' || ifnull(c.dflt_value, 'none') || ' pk ' || c.pk || ' hidden ' || c.hidden,"
+    "  m.name, printf('c%04d', c.cid) FROM sqlite_master m, pragma_table_xinfo(m.name) c"
+    "  WHERE m.type = 'table'"
+    " UNION ALL"
+    " SELECT 'has index ' || l.name || ' unique ' || l.\"unique\" || ' ' || l.origin || ' partial '"
+    "  || l.partial, m.name, 'i' || l.name FROM sqlite_master m, pragma_index_list(m.name) l"
+    "  WHERE m.type = 'table'"
+    " UNION ALL"
+    " SELECT 'key ' || k.seqno || ' ' || ifnull(k.name, '-') || ' desc ' || k.desc || ' ' || k.coll"
+    "  || ' key ' || k.key, i.name, printf('k%04d', k.seqno)"
+    "  FROM sqlite_master i, pragma_index_xinfo(i.name) k WHERE i.type = 'index'"
+    " ORDER BY k1, k2)";
+
+/*
+ * A new file gets the current schema in one script, not through the chain
+ * of migrations: both must give the same tables, columns (order, types,
+ * defaults, keys) and indexes. The other side is a file of schema 1 (the
+ * first migration's tables) brought up by the migrations.
+ */
+static void test_new_schema_is_the_migrated_one(void **state)
+{
+    struct fixture *f = *state;
+    struct store *st = open_ok(f->dir);
+    char *fresh = query_text(st->db, schema_shape_sql);
+    store_close(st);
+
+    char *dir = xstrfmt("%s/migrated", f->root);
+    char *path = xstrfmt("%s/yard.db", dir);
+    assert_int_equal(make_dirs(dir), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, schema_v1, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    st = open_ok(dir);
+    char *migrated = query_text(st->db, schema_shape_sql);
+    store_close(st);
+
+    assert_non_null(strstr(fresh, "table instances on instances"));
+    assert_non_null(strstr(fresh, "key 2 replica desc 0 BINARY key 1"));
+    assert_string_equal(fresh, migrated);
+    free(fresh);
+    free(migrated);
+    free(path);
+    free(dir);
+}
+
 /* ---- sessions (schema 5) ---- */
 
 /* A session's row is written, replaced, read back after a reopen, and deleted. */
@@ -1321,6 +1377,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pin_full_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_schema_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_from_schema_3, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_schema_is_the_migrated_one, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_limit_by_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_limit_by_age, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_by_another, setup, teardown),
