@@ -117,9 +117,19 @@ struct smodel {
     int switch_slept; /* the evicted model slept (or was suspended) rather than stopped */
     /* The host whose lost replica the fallback slot stands in for; NULL: not known. */
     char *stand_in_for;
-    /* Per replica; inflight above is their sum. Replica 0's state is the model's. */
-    struct sched_inst reps[CONFIG_INSTANCES_MAX];
+    /*
+     * Per replica, reached by sched__inst(); inflight above is their sum.
+     * Replica 0's state is the model's and lives here; the others (most
+     * models have none) are made together at the first use of one, and
+     * never move: a dispatched request holds a pointer to its own.
+     */
+    uint64_t added_ms; /* when the scheduler took the model in: each replica's first last_used_ms */
+    struct sched_inst rep0;
+    struct sched_inst *more; /* replicas 1 .. CONFIG_INSTANCES_MAX - 1, or NULL: none used yet */
 };
+
+/* sched.c: replica r (0 <= r < CONFIG_INSTANCES_MAX) of sm, made at its first use. */
+struct sched_inst *sched__inst(struct smodel *sm, int r);
 
 /* sched.c: tells the waiters of model a step of the rent of its machine. */
 void sched__rent_step(struct sched *s, const char *model, const char *text);

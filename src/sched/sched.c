@@ -348,9 +348,10 @@ static void on_note(void *arg, const struct sup_note *n)
     if (n->replica > 0) {
         /* Another replica: it serves beside the first; the model's own state is replica 0's. */
         if (n->kind == SUP_NOTE_STATE && n->replica < CONFIG_INSTANCES_MAX) {
+            struct sched_inst *in = sched__inst(sm, n->replica);
             if (n->state == INST_READY)
-                sm->reps[n->replica].last_used_ms = sched__now_ms(s);
-            sm->reps[n->replica].refused_until_ms = 0;
+                in->last_used_ms = sched__now_ms(s);
+            in->refused_until_ms = 0;
             sched_kick(s);
         }
         return;
@@ -379,7 +380,7 @@ static void on_note(void *arg, const struct sup_note *n)
             if (w->on_progress)
                 w->on_progress(w, -1, n->reason);
     uint64_t now = sched__now_ms(s);
-    sm->reps[0].refused_until_ms = 0; /* its state changed: the runner has said what happened */
+    sm->rep0.refused_until_ms = 0; /* its state changed: the runner has said what happened */
     sm->ready_since_ms = n->state == INST_READY ? now : 0;
     if (n->state == INST_READY) {
         sm->last_used_ms = now;
@@ -475,10 +476,23 @@ static void add_model(struct sched *s, const struct config_model *m, const struc
     sm->last_percent = -1;
     sm->last_used_ms = sched__now_ms(s);
     sm->sched = s;
-    for (int r = 0; r < CONFIG_INSTANCES_MAX; r++)
-        sm->reps[r] = (struct sched_inst){.sm = sm, .replica = r, .last_used_ms = sm->last_used_ms};
+    sm->added_ms = sm->last_used_ms;
+    sm->rep0 = (struct sched_inst){.sm = sm, .replica = 0, .last_used_ms = sm->added_ms};
     s->models = xrealloc(s->models, (s->n_models + 1) * sizeof *s->models);
     s->models[s->n_models++] = sm;
+}
+
+struct sched_inst *sched__inst(struct smodel *sm, int r)
+{
+    if (r == 0)
+        return &sm->rep0;
+    if (!sm->more) {
+        sm->more = xcalloc(CONFIG_INSTANCES_MAX - 1, sizeof *sm->more);
+        for (int i = 1; i < CONFIG_INSTANCES_MAX; i++)
+            sm->more[i - 1] =
+                (struct sched_inst){.sm = sm, .replica = i, .last_used_ms = sm->added_ms};
+    }
+    return &sm->more[r - 1];
 }
 
 static void restart_stopped(void *arg);
@@ -499,6 +513,7 @@ static void free_model(struct smodel *sm)
     free(sm->stand_in_for);
     free(sm->drain_why);
     free(sm->name);
+    free(sm->more);
     free(sm);
 }
 
@@ -805,12 +820,13 @@ int sched__rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v)
     int n = sm->m ? config_model_slots(sm->m) : 1;
     for (int r = 0; r < n; r++) {
         struct sup_info info;
-        v[r] = (struct sched__rep){.inflight = sm->reps[r].inflight};
+        const struct sched_inst *in = sched__inst(sm, r);
+        v[r] = (struct sched__rep){.inflight = in->inflight};
         if (s->ops->info_replica(s->app->sup, sm->name, r, &info) < 0)
             continue;
         v[r].exists = info.state != INST_STOPPED && info.state != INST_FAILED;
-        v[r].serves = info.state == INST_READY && !info.busy &&
-                      sched__now_ms(s) >= sm->reps[r].refused_until_ms;
+        v[r].serves =
+            info.state == INST_READY && !info.busy && sched__now_ms(s) >= in->refused_until_ms;
         v[r].starting = info.state == INST_STARTING;
         v[r].lost = info.state == INST_UNKNOWN;
         v[r].port = info.reach_port;
@@ -838,15 +854,15 @@ static void dispatch_model(struct sched *s, struct smodel *sm)
         struct sched_waiter *w = sm->head;
         sched__unlink_waiter(s, sm, w);
         sm->inflight++;
-        sm->reps[r].inflight++;
+        struct sched_inst *in = sched__inst(sm, r);
+        in->inflight++;
         v[r].inflight++;
-        sm->last_used_ms = sm->reps[r].last_used_ms = now;
+        sm->last_used_ms = in->last_used_ms = now;
         if (w->waited_for_load) {
             s->load_waits++;
             s->load_wait_s += (double)(now - w->enqueued_ms) / 1000.0;
         }
-        struct sched_target t = {
-            .inst = &sm->reps[r], .addr = v[r].addr, .port = v[r].port, .replica = r};
+        struct sched_target t = {.inst = in, .addr = v[r].addr, .port = v[r].port, .replica = r};
         w->on_ready(w, &t);
     }
 }

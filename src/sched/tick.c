@@ -200,7 +200,7 @@ static void move_back(struct sched *s, struct smodel *sm, uint64_t now)
     struct sup_info fb;
     if (s->ops->info_replica(s->app->sup, sm->name, slot, &fb) == 0 && fb.state != INST_STOPPED &&
         fb.state != INST_FAILED) {
-        if (fb.state != INST_READY || fb.busy || sm->reps[slot].inflight)
+        if (fb.state != INST_READY || fb.busy || sched__inst(sm, slot)->inflight)
             return;
         /* It stands in for a replica whose host does not answer, or that loads again. */
         struct sched__rep v[CONFIG_INSTANCES_MAX];
@@ -258,7 +258,7 @@ static void scale_replicas(struct sched *s, struct smodel *sm, uint64_t now)
     int n = sched__rep_view(s, sm, v);
     char d[32];
     for (int r = 1; r < n && sm->m->ttl_ms && !sm->pinned; r++) {
-        struct sched_inst *in = &sm->reps[r];
+        struct sched_inst *in = sched__inst(sm, r);
         if (!v[r].serves || in->inflight || now - in->last_used_ms < sm->m->ttl_ms)
             continue;
         char *why = xstrfmt("idle for %s (ttl)", units_fmt_duration(sm->m->ttl_ms, d, sizeof d));
