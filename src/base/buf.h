@@ -22,6 +22,12 @@ void buf_init(struct buf *b, size_t max);
 void buf_set_max(struct buf *b, size_t max);
 void buf_release(struct buf *b);
 void buf_reset(struct buf *b);
+/*
+ * Makes room for extra more bytes and the NUL after them, so they can be
+ * written at data + len (then len set by the caller). Returns 0, -ENOBUFS
+ * (past the maximum) or -ENOMEM; the buffer is unchanged on failure.
+ */
+int buf_reserve(struct buf *b, size_t extra);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_appends(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

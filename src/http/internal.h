@@ -48,12 +48,12 @@ struct http__hdr_off {
 struct http__req {
     struct http_request pub;
     struct http__conn *conn;
-    struct buf target;
-    char *path;
-    struct buf hdrs; /* "name\0value\0" pairs; offsets below */
+    struct buf target; /* "target\0path\0" */
+    struct buf hdrs;   /* "name\0value\0" pairs; offsets below */
     struct http__hdr_off *offs;
     size_t n_offs, cap_offs;
     struct http_header *headers;
+    size_t cap_headers;
     struct buf body;
     struct buf resp_headers;
     size_t header_bytes;

@@ -23,6 +23,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "base/units.h"
+#include "http/head.h"
 #include "http/internal.h"
 
 /* Bytes of pipelined input held while a response is in progress before reading stops. */
@@ -197,7 +198,7 @@ static struct http__req *req_new(struct http__conn *c)
     }
     r->conn = c;
     /* the limits now (a reload may have changed them since a spare was made) */
-    buf_set_max(&r->target, l->max_header_bytes);
+    buf_set_max(&r->target, l->max_header_bytes * 2 + 2); /* the target, then its path */
     buf_set_max(&r->hdrs, l->max_header_bytes * 2);
     buf_set_max(&r->body, l->max_body_bytes);
     buf_set_max(&r->resp_headers, l->max_header_bytes);
@@ -214,15 +215,15 @@ static void req_recycle(struct http__req *r)
     struct http_server *srv = r->conn->srv;
     if (srv->closing || srv->n_spares >= HTTP__SPARES || r->target.cap > HTTP__SPARE_BUF ||
         r->hdrs.cap > HTTP__SPARE_BUF || r->resp_headers.cap > HTTP__SPARE_BUF ||
-        r->body.cap > HTTP__SPARE_BODY || r->cap_offs > HTTP__SPARE_OFFS) {
+        r->body.cap > HTTP__SPARE_BODY || r->cap_offs > HTTP__SPARE_OFFS ||
+        r->cap_headers > HTTP__SPARE_OFFS) {
         http__req_free(r);
         return;
     }
     struct buf target = r->target, hdrs = r->hdrs, body = r->body, resp = r->resp_headers;
     struct http__hdr_off *offs = r->offs;
-    size_t cap_offs = r->cap_offs;
-    free(r->path);
-    free(r->headers);
+    struct http_header *headers = r->headers;
+    size_t cap_offs = r->cap_offs, cap_headers = r->cap_headers;
     memset(r, 0, sizeof *r);
     buf_reset(&target);
     buf_reset(&hdrs);
@@ -234,6 +235,8 @@ static void req_recycle(struct http__req *r)
     r->resp_headers = resp;
     r->offs = offs;
     r->cap_offs = cap_offs;
+    r->headers = headers;
+    r->cap_headers = cap_headers;
     r->next_spare = srv->spares;
     srv->spares = r;
     srv->n_spares++;
@@ -255,7 +258,6 @@ void http__req_free(struct http__req *r)
     if (!r)
         return;
     buf_release(&r->target);
-    free(r->path);
     buf_release(&r->hdrs);
     buf_release(&r->body);
     buf_release(&r->resp_headers);
@@ -271,24 +273,30 @@ struct http__req *http__req_of(const struct http_request *pub)
 
 /*
  * Fills the public view once the message is complete; the buffers no longer
- * move. Returns 0 or -ENOMEM.
+ * move. The path is kept after the target, in the same buffer. Returns 0 or
+ * -ENOMEM.
  */
-static int req_publish(struct http__req *r)
+static int req_publish(struct http__req *r, int method, int major, int minor)
 {
     struct http_request *p = &r->pub;
-    const http_parser *hp = &r->conn->parser;
-    p->method = http_method_str((enum http_method)hp->method);
-    p->http_major = hp->http_major;
-    p->http_minor = hp->http_minor;
+    p->method = http_method_str((enum http_method)method);
+    p->http_major = major;
+    p->http_minor = minor;
     p->body = r->body.data ? r->body.data : "";
     p->body_len = r->body.len;
-    p->target = r->target.data ? r->target.data : "";
-    const char *q = strchr(p->target, '?');
-    r->path = alloc_try_strndup(p->target, q ? (size_t)(q - p->target) : strlen(p->target));
-    if (!r->path)
+    size_t tlen = r->target.len;
+    const char *q = tlen ? memchr(r->target.data, '?', tlen) : NULL;
+    size_t plen = q ? (size_t)(q - r->target.data) : tlen;
+    if (buf_reserve(&r->target, plen + 1) < 0)
         return -ENOMEM;
-    p->path = r->path;
-    p->query = q ? q + 1 : "";
+    char *t = r->target.data;
+    memcpy(t + tlen + 1, t, plen);
+    t[tlen] = '\0';
+    t[tlen + 1 + plen] = '\0';
+    r->target.len = tlen + 1 + plen;
+    p->target = t;
+    p->path = t + tlen + 1;
+    p->query = q ? t + plen + 1 : "";
     return 0;
 }
 
@@ -477,7 +485,7 @@ static int header_bytes_check(struct http__conn *c, struct http__req *r, const c
         *done = 1;
         return -1;
     }
-    if (r->headers) {
+    if (r->pub.headers) {
         *done = 1;
         return header_bytes_add(c, r, len);
     }
@@ -537,6 +545,20 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return parse_append(c, &r->hdrs, at, len, "the request headers");
 }
 
+/* Room for n headers in r->headers (kept with a spare request). Returns 0 or -ENOMEM. */
+static int req_headers_room(struct http__req *r, size_t n)
+{
+    if (n <= r->cap_headers && r->headers)
+        return 0;
+    size_t cap = n > 16 ? n : 16;
+    struct http_header *h = alloc_try_realloc(r->headers, cap * sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    r->headers = h;
+    r->cap_headers = cap;
+    return 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct http__conn *c = p->data;
@@ -552,8 +574,7 @@ static int on_headers_complete(http_parser *p)
                 return -1;
         }
     }
-    r->headers = alloc_try_calloc(r->n_offs ? r->n_offs : 1, sizeof *r->headers);
-    if (!r->headers)
+    if (req_headers_room(r, r->n_offs) < 0)
         return parse_out_of_memory(c, "the request headers");
     for (size_t i = 0; i < r->n_offs; i++) {
         r->headers[i].name = r->hdrs.data + r->offs[i].name;
@@ -604,7 +625,7 @@ static int on_message_complete(http_parser *p)
     r->keep_alive = http_should_keep_alive(p);
     if (p->upgrade)
         r->close_after = 1; /* no protocol switches: answer and close */
-    if (req_publish(r) < 0)
+    if (req_publish(r, p->method, p->http_major, p->http_minor) < 0)
         return parse_out_of_memory(c, "the request path");
     /* stop here: the rest of the input waits until this request is answered */
     http_parser_pause(p, 1);
@@ -620,6 +641,69 @@ static const http_parser_settings parser_settings = {
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
+
+/*
+ * A whole request at the start of the input in the plain shape (http/head.h),
+ * with its body, under the limits: made into the next request at once,
+ * without http-parser. Returns 1 when it was (c->parsing holds it, complete,
+ * and its bytes are consumed), or 0 with nothing changed: http-parser reads
+ * the same bytes, and decides everything else (a head or body still coming,
+ * the limits' errors, the rarer shapes, running out of memory).
+ */
+static int conn_read_plain(struct http__conn *c)
+{
+    struct http_head h;
+    const struct http_server_limits *l = &c->srv->limits;
+    if (!http_head_read(c->in.data, c->in.len, HTTP_HEAD_REQUEST, &h) ||
+        h.content_length > l->max_body_bytes || h.content_length > c->in.len - h.len)
+        return 0;
+    size_t header_bytes = h.target_len, pairs = 0;
+    for (unsigned i = 0; i < h.n_fields; i++) {
+        header_bytes += h.fields[i].name_len + 4u + h.fields[i].value_len;
+        pairs += h.fields[i].name_len + h.fields[i].value_len + 2u;
+    }
+    if (header_bytes > l->max_header_bytes)
+        return 0;
+    struct http__req *r = req_new(c);
+    if (!r)
+        return 0;
+    const char *in = c->in.data;
+    if (buf_append(&r->target, in + h.target, h.target_len) < 0 ||
+        buf_reserve(&r->hdrs, pairs) < 0 || req_headers_room(r, h.n_fields) < 0 ||
+        buf_append(&r->body, in + h.len, (size_t)h.content_length) < 0) {
+        req_recycle(r);
+        return 0;
+    }
+    char *out = r->hdrs.data;
+    for (unsigned i = 0; i < h.n_fields; i++) {
+        const struct http_head_field *f = &h.fields[i];
+        r->headers[i].name = out;
+        memcpy(out, in + f->name, f->name_len);
+        out += f->name_len;
+        *out++ = '\0';
+        r->headers[i].value = out;
+        memcpy(out, in + f->value, f->value_len);
+        out += f->value_len;
+        *out++ = '\0';
+    }
+    r->hdrs.len = pairs;
+    r->hdrs.data[pairs] = '\0';
+    if (req_publish(r, h.method, 1, h.minor) < 0) {
+        req_recycle(r);
+        return 0;
+    }
+    r->pub.headers = r->headers;
+    r->pub.n_headers = h.n_fields;
+    r->header_bytes = header_bytes;
+    r->is_head = h.method == HTTP_HEAD;
+    r->keep_alive = h.keep_alive;
+    r->complete = 1;
+    c->head_started_ms = 0;
+    c->body_started_ms = 0;
+    buf_consume(&c->in, h.len + (size_t)h.content_length);
+    c->parsing = r;
+    return 1;
+}
 
 /*
  * Parses buffered input and hands complete requests to the handler, one at a
@@ -640,6 +724,8 @@ static void conn_process(struct http__conn *c)
         }
         if (c->in.len == 0)
             break;
+        if (!c->parsing && conn_read_plain(c))
+            continue;
         http_parser_pause(&c->parser, 0);
         size_t n = http_parser_execute(&c->parser, &parser_settings, c->in.data, c->in.len);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);

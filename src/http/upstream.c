@@ -13,6 +13,7 @@
 #include "base/buf.h"
 #include "base/units.h"
 #include "http/call.h"
+#include "http/head.h"
 
 /*
  * Shape. A pool holds one entry per host:port (its parsed address, its
@@ -85,6 +86,10 @@ struct upstream__conn {
     unsigned dead : 1; /* failed while paused: only the resume's timer acts on it */
     unsigned complete : 1;
     unsigned interim : 1;
+    unsigned fresh : 1;      /* no byte of the response parsed yet */
+    unsigned plain : 1;      /* a plain answer read without http-parser (conn_feed_plain) */
+    unsigned plain_keep : 1; /* ... whose connection may be kept */
+    uint64_t plain_left;     /* ... and the bytes of its body not handed on yet */
 };
 
 struct upstream_req {
@@ -358,6 +363,107 @@ static void req_end(struct upstream_req *r, int err)
 }
 
 /*
+ * The rest of a plain answer: bytes of its body in data (len 0: none), then
+ * its end. Returns like conn_feed.
+ */
+static int plain_feed(struct upstream__conn *c, const char *data, size_t len, size_t *used)
+{
+    struct upstream_req *r = c->req;
+    size_t n = len < c->plain_left ? len : (size_t)c->plain_left;
+
+    *used = 0;
+    if (r->paused)
+        return FEED_PAUSED;
+    if (n > 0) {
+        r->in_parser = 1;
+        if (r->cb.on_body)
+            r->cb.on_body(r->arg, data, n);
+        r->in_parser = 0;
+        c->plain_left -= n;
+        *used = n;
+        if (r->cancelled) {
+            req_free(r);
+            return FEED_DONE;
+        }
+    }
+    if (r->paused)
+        return FEED_PAUSED; /* the end is reported after the resume */
+    if (c->plain_left > 0)
+        return len == 0 ? FEED_EOF : FEED_MORE;
+    c->plain = 0;
+    r->conn = NULL;
+    if (c->plain_keep && n == len && !c->writing)
+        conn_park(c);
+    else
+        conn_close(c);
+    req_end(r, 0);
+    return FEED_DONE;
+}
+
+/*
+ * The first bytes of a response, when they are a whole answer in the plain
+ * shape (http/head.h: a status with a body of Content-Length bytes, nothing
+ * after it): its head and body handed on without http-parser, as its
+ * callbacks would. Returns like conn_feed, or -1 to let http-parser read the
+ * same bytes (nothing was handed on).
+ */
+static int conn_feed_plain(struct upstream__conn *c, const char *data, size_t len, size_t *used)
+{
+    struct upstream_req *r = c->req;
+    struct http_head h;
+    size_t pairs = 0;
+
+    if (r->is_head || !http_head_read(data, len, HTTP_HEAD_RESPONSE, &h) ||
+        h.content_length != len - h.len)
+        return -1;
+    for (unsigned i = 0; i < h.n_fields; i++)
+        pairs += h.fields[i].name_len + h.fields[i].value_len + 2u;
+    buf_reset(&c->head);
+    if (buf_reserve(&c->head, pairs) < 0)
+        return -1;
+    if (h.n_fields > c->hdrs_cap) {
+        c->hdrs_cap = h.n_fields < 16 ? 16 : h.n_fields;
+        free(c->hdrs);
+        c->hdrs = xmalloc(c->hdrs_cap * sizeof(*c->hdrs));
+    }
+    char *out = c->head.data;
+    for (unsigned i = 0; i < h.n_fields; i++) {
+        const struct http_head_field *f = &h.fields[i];
+        c->hdrs[i].name = out;
+        memcpy(out, data + f->name, f->name_len);
+        out += f->name_len;
+        *out++ = '\0';
+        c->hdrs[i].value = out;
+        memcpy(out, data + f->value, f->value_len);
+        out += f->value_len;
+        *out++ = '\0';
+    }
+    c->head.len = pairs;
+    c->head.data[pairs] = '\0';
+    c->n_hdrs = h.n_fields;
+    c->fresh = 0;
+    c->plain = 1;
+    c->plain_keep = h.keep_alive ? 1 : 0;
+    c->plain_left = h.content_length;
+
+    r->in_parser = 1;
+    if (r->cb.on_head)
+        r->cb.on_head(r->arg, h.status, c->hdrs, c->n_hdrs);
+    r->in_parser = 0;
+    *used = h.len;
+    if (r->cancelled) {
+        req_free(r);
+        return FEED_DONE;
+    }
+    if (c->head.cap > UPSTREAM_HEAD_KEEP)
+        buf_release(&c->head);
+    size_t body_used;
+    int rc = plain_feed(c, data + h.len, len - h.len, &body_used);
+    *used += body_used;
+    return rc;
+}
+
+/*
  * Parses bytes of the response (len 0: the engine closed). *used says how
  * many were taken when the request paused. FEED_DONE: the request ended or
  * was cancelled, and the connection may already serve another request, so
@@ -369,6 +475,14 @@ static int conn_feed(struct upstream__conn *c, const char *data, size_t len, siz
     enum http_errno e;
     size_t n;
 
+    if (c->plain)
+        return plain_feed(c, data, len, used);
+    if (c->fresh && len > 0) {
+        int rc = conn_feed_plain(c, data, len, used);
+        if (rc >= 0)
+            return rc;
+        c->fresh = 0;
+    }
     if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
         http_parser_pause(&c->parser, 0);
     r->in_parser = 1;
@@ -558,6 +672,8 @@ static void conn_attach(struct upstream__conn *c, struct upstream_req *r, int re
     c->parser.data = c;
     c->complete = 0;
     c->interim = 0;
+    c->fresh = 1;
+    c->plain = 0;
 }
 
 static void conn_connect_cb(uv_connect_t *creq, int status)
@@ -638,6 +754,10 @@ static void conn_kick_cb(uv_timer_t *t)
         }
         free(s);
         if (rc != FEED_MORE)
+            return;
+    } else if (c->plain) {
+        /* a plain answer paused after its last byte: its end */
+        if (conn_feed(c, NULL, 0, &used) != FEED_MORE)
             return;
     }
     rc = conn_read_start(c);

@@ -1,5 +1,5 @@
 // fuzz-sources: src/base/alloc.c src/base/buf.c src/base/log.c src/base/utf8.c
-// fuzz-sources: src/router/errors.c src/http/write.c src/base/units.c
+// fuzz-sources: src/router/errors.c src/http/write.c src/http/head.c src/base/units.c
 // fuzz-libs: -luv -lhttp_parser -ljansson
 /*
  * libFuzzer target for the HTTP/1.1 server of src/http/ (server.c, write.c),

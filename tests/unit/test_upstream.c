@@ -1111,6 +1111,73 @@ static void test_pause_in_head(void **state)
     srv_stop(&s);
 }
 
+/*
+ * A whole answer in one read takes the plain path (http/head.c), past
+ * http-parser. Paused in on_head: its body and end come after the resume,
+ * and the connection is kept.
+ */
+static void test_plain_pause_in_head(void **state)
+{
+    struct srv s = {.end = END_WAIT, .reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"};
+    struct ctx x;
+
+    srv_start(&s, script_reply);
+    ctx_init(&x, 4);
+    x.pause_in_head = 1;
+    assert_non_null(get(&x, "127.0.0.1", s.port, "/"));
+    run_until(&x, &x.n_head, 1);
+    run_for(&x, 50);
+    assert_int_equal(x.n_body, 0);
+    assert_int_equal(x.ended, 0);
+    run_until(&x, &x.ended, 1);
+    assert_int_equal(x.err, 0);
+    assert_int_equal(x.body_while_paused, 0);
+    assert_string_equal(x.body.data, "hello");
+    assert_int_equal(upstream_pool_idle(x.pool, "127.0.0.1", s.port), 1);
+    ctx_done(&x);
+    srv_stop(&s);
+}
+
+/* Paused in its only on_body: the end is reported after the resume, not while paused. */
+static void test_plain_pause_in_body(void **state)
+{
+    struct srv s = {.end = END_WAIT, .reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"};
+    struct ctx x;
+
+    srv_start(&s, script_reply);
+    ctx_init(&x, 4);
+    x.pause_in_body = 1;
+    assert_non_null(get(&x, "127.0.0.1", s.port, "/"));
+    run_until(&x, &x.n_body, 1);
+    run_for(&x, 50);
+    assert_int_equal(x.ended, 0);
+    run_until(&x, &x.ended, 1);
+    assert_int_equal(x.err, 0);
+    assert_int_equal(x.body_while_paused, 0);
+    assert_string_equal(x.body.data, "hello");
+    assert_int_equal(upstream_pool_idle(x.pool, "127.0.0.1", s.port), 1);
+    ctx_done(&x);
+    srv_stop(&s);
+}
+
+/* Cancelled in on_body: no end, the connection is not kept. */
+static void test_plain_cancel_in_body(void **state)
+{
+    struct srv s = {.end = END_WAIT, .reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"};
+    struct ctx x;
+
+    srv_start(&s, script_reply);
+    ctx_init(&x, 4);
+    x.cancel_in_body = 1;
+    assert_non_null(get(&x, "127.0.0.1", s.port, "/"));
+    run_until(&x, &x.n_body, 1);
+    run_for(&x, 50);
+    assert_int_equal(x.ended, 0);
+    assert_int_equal(upstream_pool_idle(x.pool, "127.0.0.1", s.port), 0);
+    ctx_done(&x);
+    srv_stop(&s);
+}
+
 static void test_pause_after_each_event(void **state)
 {
     struct srv s = {0};
@@ -1573,6 +1640,9 @@ int main(void)
         cmocka_unit_test(test_pause_resume),
         cmocka_unit_test(test_pause_in_head),
         cmocka_unit_test(test_pause_after_each_event),
+        cmocka_unit_test(test_plain_pause_in_head),
+        cmocka_unit_test(test_plain_pause_in_body),
+        cmocka_unit_test(test_plain_cancel_in_body),
         cmocka_unit_test(test_cancel_while_paused),
         cmocka_unit_test(test_pause_before_response),
         cmocka_unit_test(test_refused_while_paused),
