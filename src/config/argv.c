@@ -188,6 +188,12 @@ static int is_blank(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* What ends a run of plain characters in a word: the end, a blank, a quote, '\\', '$'. */
+static const unsigned char tok_special[256] = {
+    ['\0'] = 1, [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1,
+    ['\''] = 1, ['"'] = 1, ['\\'] = 1, ['$'] = 1,
+};
+
 static int tok_run(struct tok *t, const char *cmd)
 {
     const char *p = cmd;
@@ -239,9 +245,13 @@ static int tok_run(struct tok *t, const char *cmd)
                 if ((rc = tok_macro(t, &p)) < 0)
                     return rc;
             } else {
-                if ((rc = tok_append(t, p, 1)) < 0)
+                /* This character and those after it that mean nothing here, at once. */
+                size_t n = 1;
+                while (!tok_special[(unsigned char)p[n]])
+                    n++;
+                if ((rc = tok_append(t, p, n)) < 0)
                     return rc;
-                p++;
+                p += n;
             }
         }
         tok_push_word(t);
