@@ -73,6 +73,24 @@ struct config__walk {
 void config__warn_at(struct config__walk *w, const yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* compose.c */
+/* A document's node tree, and the two arrays that hold its collections' pairs and items. */
+struct config__doc {
+    yaml_document_t doc;
+    yaml_node_pair_t *pairs; /* every mapping's pairs, end to end */
+    yaml_node_item_t *items; /* every sequence's items, end to end */
+};
+/*
+ * Reads the next document of ps into *d as yaml_parser_load would (the same
+ * nodes and ids, values, styles and marks; anchors and aliases resolved;
+ * the same errors in ps), with fewer allocations. Returns 1, with no root
+ * node when the stream has ended (release *d with config__doc_release); or
+ * 0 with ps->error set (YAML_MEMORY_ERROR when an allocation failed) and *d
+ * empty, holding nothing.
+ */
+int config__load_doc(yaml_parser_t *ps, struct config__doc *d);
+void config__doc_release(struct config__doc *d);
+
 /* walk.c */
 /*
  * Memory. The file decides how much the walk allocates, so no allocation of

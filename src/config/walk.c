@@ -1,5 +1,5 @@
 /*
- * The YAML walker: libyaml's document API builds the node tree, and typed
+ * The YAML walker: compose.c builds the node tree from libyaml's events, and typed
  * readers check every value where it is read, so that each error points at
  * its own node. Here are the loader's entry points (config_load,
  * config_parse), its fallible allocation, its messages (put back in file
@@ -325,7 +325,10 @@ int config__present(const yaml_node_t *n)
 
 yaml_node_t *config__node(struct config__walk *w, int id)
 {
-    return yaml_document_get_node(w->doc, id);
+    /* yaml_document_get_node's check, without the call into libyaml */
+    if (id < 1 || id > w->doc->nodes.top - w->doc->nodes.start)
+        return NULL;
+    return &w->doc->nodes.start[id - 1];
 }
 
 /* What a node is, for "expected X, got Y". Returns a new string, or NULL (w->oom). */
@@ -901,24 +904,24 @@ struct config *config_parse(const char *text, size_t len, const char *name,
     struct config *cfg = NULL;
     struct config__walk w = {.file = name, .errs = errs};
     yaml_parser_t ps;
-    yaml_document_t doc;
+    struct config__doc doc;
     if (!yaml_parser_initialize(&ps)) {
         w.oom = 1;
         goto out;
     }
     yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&ps, &doc)) {
+    if (!config__load_doc(&ps, &doc)) {
         w.oom = err_yaml(errs, name, &ps, text, len) < 0;
         yaml_parser_delete(&ps);
         goto out;
     }
 
-    w.doc = &doc;
+    w.doc = &doc.doc;
     w.cfg = cfg = config__calloc(&w, 1, sizeof *cfg);
     if (cfg) {
         cfg->path = config__strdup(&w, name);
         config__set_defaults(&w);
-        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        yaml_node_t *root = yaml_document_get_root_node(&doc.doc);
         check_nul(&w);
         if (root)
             config__walk_root(&w, root);
@@ -938,21 +941,21 @@ struct config *config_parse(const char *text, size_t len, const char *name,
     free(w.port_owner);
 
     /* A second document would be silently ignored; refuse it. */
-    yaml_document_t next;
+    struct config__doc next;
     if (w.oom) {
         /* no point in reading on */
-    } else if (!yaml_parser_load(&ps, &next)) {
+    } else if (!config__load_doc(&ps, &next)) {
         w.oom = err_yaml(errs, name, &ps, text, len) < 0;
     } else {
-        yaml_node_t *r2 = yaml_document_get_root_node(&next);
+        yaml_node_t *r2 = yaml_document_get_root_node(&next.doc);
         if (r2)
             w.oom = errs_add(errs, alloc_try_strfmt("%s:%zu:%zu: a second yaml document; keep "
                                                     "the config in one",
-                                                    name, next.start_mark.line + 1,
-                                                    next.start_mark.column + 1)) < 0;
-        yaml_document_delete(&next);
+                                                    name, next.doc.start_mark.line + 1,
+                                                    next.doc.start_mark.column + 1)) < 0;
+        config__doc_release(&next);
     }
-    yaml_document_delete(&doc);
+    config__doc_release(&doc);
     yaml_parser_delete(&ps);
 
 out:

@@ -1,6 +1,7 @@
 // fuzz-sources: src/config/walk.c src/config/keys.c src/config/model.c src/config/argv.c
 // fuzz-sources: src/base/alloc.c src/base/buf.c src/base/units.c src/base/hash.c
 // fuzz-sources: src/base/suggest.c src/config/clouds.c src/config/sessions.c src/config/slurm.c
+// fuzz-sources: src/config/compose.c
 // fuzz-libs: -lyaml -ljansson
 /*
  * libFuzzer target for config_parse. The input is the text of a config file,
@@ -17,6 +18,11 @@
  * indexes, every name and alias resolving to its own model, group members
  * resolving to models, and every cmd that loaded also splitting and expanding
  * (an unset ${env.VAR} is the one allowed failure).
+ *
+ * The node tree config_parse walks (config__load_doc, config/compose.c) is
+ * checked against yaml_parser_load's for every document of the input: the
+ * same nodes, tags, values, styles, marks, pairs and items, or the same
+ * error left in the parser.
  */
 #include <ctype.h>
 #include <stdint.h>
@@ -24,7 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <yaml.h>
+
 #include "config/config.h"
+#include "config/internal.h"
 
 #define NAME "fuzz.yaml"
 
@@ -210,6 +219,84 @@ static void check_config(const struct config *cfg)
     }
 }
 
+static int same_mark(const yaml_mark_t *a, const yaml_mark_t *b)
+{
+    return a->index == b->index && a->line == b->line && a->column == b->column;
+}
+
+static int same_str(const void *a, const void *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static void check_node(const yaml_node_t *x, const yaml_node_t *y)
+{
+    if (x->type != y->type || !same_str(x->tag, y->tag) ||
+        !same_mark(&x->start_mark, &y->start_mark) || !same_mark(&x->end_mark, &y->end_mark))
+        fail("a node differs from libyaml's", NULL);
+    if (x->type == YAML_SCALAR_NODE) {
+        if (x->data.scalar.length != y->data.scalar.length ||
+            memcmp(x->data.scalar.value, y->data.scalar.value, x->data.scalar.length + 1) != 0 ||
+            x->data.scalar.style != y->data.scalar.style)
+            fail("a scalar differs from libyaml's", NULL);
+    } else if (x->type == YAML_SEQUENCE_NODE) {
+        size_t k = (size_t)(x->data.sequence.items.top - x->data.sequence.items.start);
+        if (k != (size_t)(y->data.sequence.items.top - y->data.sequence.items.start) ||
+            (k && memcmp(x->data.sequence.items.start, y->data.sequence.items.start,
+                         k * sizeof *x->data.sequence.items.start) != 0) ||
+            x->data.sequence.style != y->data.sequence.style)
+            fail("a sequence differs from libyaml's", NULL);
+    } else {
+        size_t k = (size_t)(x->data.mapping.pairs.top - x->data.mapping.pairs.start);
+        if (k != (size_t)(y->data.mapping.pairs.top - y->data.mapping.pairs.start) ||
+            x->data.mapping.style != y->data.mapping.style)
+            fail("a mapping differs from libyaml's", NULL);
+        for (size_t j = 0; j < k; j++)
+            if (x->data.mapping.pairs.start[j].key != y->data.mapping.pairs.start[j].key ||
+                x->data.mapping.pairs.start[j].value != y->data.mapping.pairs.start[j].value)
+                fail("a mapping's pair differs from libyaml's", NULL);
+    }
+}
+
+/* Every document read by yaml_parser_load and by config__load_doc: the same trees or errors. */
+static void check_tree(const char *text, size_t size)
+{
+    yaml_parser_t pa, pb;
+    if (!yaml_parser_initialize(&pa) || !yaml_parser_initialize(&pb))
+        abort();
+    yaml_parser_set_input_string(&pa, (const unsigned char *)text, size);
+    yaml_parser_set_input_string(&pb, (const unsigned char *)text, size);
+    for (;;) {
+        yaml_document_t a;
+        struct config__doc b;
+        int ra = yaml_parser_load(&pa, &a);
+        if (ra != config__load_doc(&pb, &b))
+            fail("the tree loads where libyaml's fails, or the other way", NULL);
+        if (!ra) {
+            if (pa.error != pb.error || !same_str(pa.problem, pb.problem) ||
+                !same_mark(&pa.problem_mark, &pb.problem_mark) ||
+                pa.problem_offset != pb.problem_offset || !same_str(pa.context, pb.context) ||
+                (pa.context && !same_mark(&pa.context_mark, &pb.context_mark)))
+                fail("the error differs from libyaml's", pa.problem);
+            break;
+        }
+        size_t n = (size_t)(a.nodes.top - a.nodes.start);
+        if (n != (size_t)(b.doc.nodes.top - b.doc.nodes.start) ||
+            !same_mark(&a.start_mark, &b.doc.start_mark) ||
+            !same_mark(&a.end_mark, &b.doc.end_mark) || a.start_implicit != b.doc.start_implicit ||
+            a.end_implicit != b.doc.end_implicit)
+            fail("the document differs from libyaml's", NULL);
+        for (size_t i = 0; i < n; i++)
+            check_node(&a.nodes.start[i], &b.doc.nodes.start[i]);
+        yaml_document_delete(&a);
+        config__doc_release(&b);
+        if (!n)
+            break;
+    }
+    yaml_parser_delete(&pa);
+    yaml_parser_delete(&pb);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *text = malloc(size ? size : 1);
@@ -245,6 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (cfg)
         check_config(cfg);
+    check_tree(text, size);
 
     config_free(cfg);
     config_errors_release(&errs);
