@@ -5,6 +5,10 @@
 
 #include <http_parser.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /*
  * Byte classes: a token byte (a field name), a value byte (visible ASCII,
  * space, tab: what a value may hold here; http-parser also takes bytes
@@ -126,6 +130,48 @@ static const struct {
     {"OPTIONS ", 8, HTTP_OPTIONS},
 };
 
+/*
+ * The end of a run of value bytes from p: the first byte before end that is
+ * not one. Values are most of a head's bytes (dates, types, addresses, keys):
+ * with SSE2, 16 at a time are tested for being printable ASCII, and only a
+ * block holding another byte (the CR that ends the value, a tab, a byte to
+ * decline) is looked at one byte at a time.
+ */
+static const char *value_end(const char *p, const char *end)
+{
+#if defined(__SSE2__)
+    const __m128i below = _mm_set1_epi8(0x1f), above = _mm_set1_epi8(0x7f);
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        /* signed: bytes 0x80-0xff are negative, so they fail the first test too */
+        __m128i ok = _mm_and_si128(_mm_cmpgt_epi8(v, below), _mm_cmplt_epi8(v, above));
+        unsigned other = (unsigned)_mm_movemask_epi8(ok) ^ 0xffffu;
+        if (other) {
+            p += __builtin_ctz(other);
+            if (*p != '\t')
+                return p;
+            p++;
+            continue;
+        }
+        p += 16;
+    }
+#endif
+    while (p < end && (cls[(unsigned char)*p] & C_VALUE))
+        p++;
+    return p;
+}
+
+int http_head_is_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!(cls[(unsigned char)s[i]] & C_TOKEN))
+            return 0;
+    }
+    return 1;
+}
+
 /* "HTTP/1.0" or "HTTP/1.1" at p: the minor version, or -1. */
 static int version(const char *p)
 {
@@ -169,8 +215,7 @@ static size_t status_line(const char *buf, const char *end, struct http_head *h)
     h->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
     if (h->status == 204 || h->status == 304)
         return 0;
-    for (p += 4; p < end && (cls[(unsigned char)*p] & C_VALUE); p++)
-        ;
+    p = value_end(p + 4, end);
     if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
         return 0;
     return (size_t)(p + 2 - buf);
@@ -258,8 +303,7 @@ int http_head_read(const char *buf, size_t len, enum http_head_kind kind, struct
         for (p++; p < end && (*p == ' ' || *p == '\t'); p++)
             ;
         const char *v = p;
-        while (p < end && (cls[(unsigned char)*p] & C_VALUE))
-            p++;
+        p = value_end(p, end);
         /* a value ends at CRLF, with no white space before it (http-parser keeps that) */
         if (end - p < 2 || p[0] != '\r' || p[1] != '\n' ||
             (p > v && (p[-1] == ' ' || p[-1] == '\t')))

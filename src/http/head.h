@@ -54,4 +54,7 @@ struct http_head {
  */
 int http_head_read(const char *buf, size_t len, enum http_head_kind kind, struct http_head *h);
 
+/* Whether s (len bytes, len > 0) is a token: a method, a field name (RFC 9110 5.6.2). */
+int http_head_is_token(const char *s, size_t len);
+
 #endif

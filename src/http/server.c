@@ -496,11 +496,9 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http__conn *c = p->data;
     struct http__req *r = c->parsing;
-    for (size_t i = 0; i < len; i++) {
-        if (!http_is_tchar((unsigned char)at[i])) {
-            c->err_status = 400;
-            return -1;
-        }
+    if (len > 0 && !http_head_is_token(at, len)) {
+        c->err_status = 400;
+        return -1;
     }
     int done, rc = header_bytes_check(c, r, at, len, &done);
     if (done)

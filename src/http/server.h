@@ -52,34 +52,6 @@ struct http_header {
     const char *value;
 };
 
-/* Whether ch may be in a token (a method, a field name: RFC 9110 5.6.2). Runs for every byte of
- * every header name. */
-static inline int http_is_tchar(unsigned char ch)
-{
-    if (((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || (ch >= '0' && ch <= '9'))
-        return 1;
-    switch (ch) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* What the handler sees. Every string is NUL-terminated and owned by the server. */
 struct http_request {
     const char *method; /* "GET", "POST", ... */

@@ -767,18 +767,6 @@ static void conn_kick_cb(uv_timer_t *t)
 
 /* ---- request text ---- */
 
-static int is_token(const char *s, size_t len)
-{
-    size_t i;
-    if (len == 0)
-        return 0;
-    for (i = 0; i < len; i++) {
-        if (!http_is_tchar((unsigned char)s[i]))
-            return 0;
-    }
-    return 1;
-}
-
 static int is_target(const char *s, size_t len)
 {
     size_t i;
@@ -867,7 +855,7 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
     size_t cllen;
     char *o;
 
-    if (!is_token(method, mlen) || !is_target(target, tlen))
+    if (!http_head_is_token(method, mlen) || !is_target(target, tlen))
         return -EINVAL;
     for (i = 0; i < n; i++) {
         if (!hd[i].name || !hd[i].value)
@@ -886,7 +874,7 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
     for (i = 0; i < n && rc == 0; i++) {
         size_t nl = strlen(hd[i].name), vl;
         len[i].name = len[i].value = 0;
-        if (!is_token(hd[i].name, nl)) {
+        if (!http_head_is_token(hd[i].name, nl)) {
             rc = -EINVAL;
             break;
         }
@@ -917,7 +905,7 @@ static int req_build(struct upstream_req *r, const char *method, const char *tar
     o = put(o, host_line, sizeof(host_line) - 1);
     o = put(o, r->host->authority, r->host->authority_len);
     for (i = 0; i < n; i++) {
-        if (!len[i].name) /* dropped (a name is never empty: is_token) */
+        if (!len[i].name) /* dropped (a name is never empty: http_head_is_token) */
             continue;
         o = put(o, "\r\n", 2);
         o = put(o, hd[i].name, len[i].name);
