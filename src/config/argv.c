@@ -128,6 +128,20 @@ static const char *lookup_env(const struct config_cmd *c, const char *name)
     return getenv(name);
 }
 
+/* n in decimal at the end of buf (16 bytes), without printf: every model's ${PORT} at load. */
+static const char *fmt_port(char *buf, int n)
+{
+    char *s = buf + 15;
+    *s = '\0';
+    unsigned v = n < 0 ? 0u - (unsigned)n : (unsigned)n;
+    do
+        *--s = (char)('0' + v % 10);
+    while (v /= 10);
+    if (n < 0)
+        *--s = '-';
+    return s;
+}
+
 /* p points at "${"; on success *pp is moved past the closing brace. */
 static int tok_macro(struct tok *t, const char **pp)
 {
@@ -145,8 +159,7 @@ static int tok_macro(struct tok *t, const char **pp)
     char num[16];
     int known = 1;
     if (len == 4 && memcmp(name, "PORT", 4) == 0) {
-        snprintf(num, sizeof num, "%d", t->port);
-        val = num;
+        val = fmt_port(num, t->port);
     } else if (len == 4 && memcmp(name, "NAME", 4) == 0) {
         val = t->c ? t->c->name : NULL;
     } else if (len == 5 && memcmp(name, "MODEL", 5) == 0) {

@@ -106,9 +106,6 @@ void config__doc_release(struct config__doc *d);
  */
 char *config__strfmt(struct config__walk *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* a, b, c and d (c and d NULL for none) end to end: the paths of every model, without printf. */
-char *config__concat(struct config__walk *w, const char *a, const char *b, const char *c,
-                     const char *d);
 char *config__strndup(struct config__walk *w, const char *s, size_t n);
 char *config__strdup(struct config__walk *w, const char *s);
 void *config__calloc(struct config__walk *w, size_t count, size_t size);

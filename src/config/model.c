@@ -186,10 +186,33 @@ static void parse_health(struct config__walk *w, struct config_model *m, const y
     free(where);
 }
 
-/* A key of the model's mapping, for errors about something left out. */
-static char *mpath(struct config__walk *w, const struct config_model *m, int key)
+/*
+ * A model's paths for messages ("models.NAME", "in model 'NAME'",
+ * "models.NAME.KEY") are made on the stack: its name is valid by the time
+ * its keys are read (at most 128 bytes), and the keys are short.
+ */
+#define MODEL_PATH_MAX (128 + 64)
+
+/* a, b, c and d end to end in buf (MODEL_PATH_MAX bytes), cut short if they ever did not fit. */
+static char *mjoin(char *buf, const char *a, const char *b, const char *c, const char *d)
 {
-    return config__concat(w, "models.", m->name, ".", model_keys[key]);
+    const char *part[] = {a, b, c, d};
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        size_t len = strlen(part[i]);
+        if (len > MODEL_PATH_MAX - 1 - n)
+            len = MODEL_PATH_MAX - 1 - n;
+        memcpy(buf + n, part[i], len);
+        n += len;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* A key of the model's mapping, for errors about something left out. */
+static char *mpath(char *buf, const struct config_model *m, int key)
+{
+    return mjoin(buf, "models.", m->name, ".", model_keys[key]);
 }
 
 /* key: what gave the port ("port", or "cmd" for a literal --port), for messages. */
@@ -720,9 +743,9 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
     yaml_node_t *v[MK_COUNT];
     struct config__cmd_port cmd_port;
     int cmd_ok = 0;
-    char *path = config__concat(w, "models.", m->name, NULL, NULL);
-    char *where = config__concat(w, "in model '", m->name, "'", NULL);
-    char *p = NULL;
+    char path[MODEL_PATH_MAX], where[MODEL_PATH_MAX], p[MODEL_PATH_MAX] = "";
+    mjoin(path, "models.", m->name, "", "");
+    mjoin(where, "in model '", m->name, "'", "");
 
     m->ttl_ms = cfg->default_ttl_ms;
     m->startup_timeout_ms = cfg->default_startup_timeout_ms;
@@ -736,7 +759,7 @@ static void parse_model(struct config__walk *w, struct config_model *m, const ya
     if (config__walk_map(w, body, path, where, model_keys, v) < 0)
         goto out;
 
-#define KEY(k) (free(p), p = mpath(w, m, k), p)
+#define KEY(k) mpath(p, m, k)
     if (config__present(v[MK_ENGINE])) {
         if (config__get_enum(w, v[MK_ENGINE], KEY(MK_ENGINE), "engine", engines, 4) >= 0)
             m->engine = config__strdup(w, config__scalar(v[MK_ENGINE]));
@@ -876,9 +899,6 @@ out:
         m->health_path = config__strdup(w, "/health");
     if (!m->model_id)
         m->model_id = config__strdup(w, m->name);
-    free(p);
-    free(where);
-    free(path);
 }
 
 void config__parse_models(struct config__walk *w, const yaml_node_t *n)

@@ -47,24 +47,6 @@ char *config__strfmt(struct config__walk *w, const char *fmt, ...)
     return s;
 }
 
-char *config__concat(struct config__walk *w, const char *a, const char *b, const char *c,
-                     const char *d)
-{
-    const char *part[] = {a, b, c ? c : "", d ? d : ""};
-    size_t len[4], n = 0;
-    for (int i = 0; i < 4; i++)
-        n += len[i] = strlen(part[i]);
-    char *s = w->oom ? NULL : alloc_try_malloc(n + 1);
-    if (!s) {
-        w->oom = 1;
-        return NULL;
-    }
-    for (int i = 0, at = 0; i < 4; at += (int)len[i], i++)
-        memcpy(s + at, part[i], len[i]);
-    s[n] = '\0';
-    return s;
-}
-
 char *config__strndup(struct config__walk *w, const char *s, size_t n)
 {
     char *p = w->oom ? NULL : alloc_try_strndup(s, n);
