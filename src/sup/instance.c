@@ -1426,6 +1426,18 @@ static void handle_closed(uv_handle_t *h)
         sup__instance_free(in);
 }
 
+/* DIR/NAME.log joined without printf: every model's first instance is made at start. */
+static char *log_path_first(const char *dir, const char *name)
+{
+    size_t d = strlen(dir), n = strlen(name);
+    char *p = xmalloc(d + n + sizeof "/.log");
+    memcpy(p, dir, d);
+    p[d] = '/';
+    memcpy(p + d + 1, name, n);
+    memcpy(p + d + 1 + n, ".log", sizeof ".log");
+    return p;
+}
+
 struct instance *sup__instance_new(struct sup *s, struct sup_spec *spec, int replica)
 {
     struct instance *in = xcalloc(1, sizeof *in);
@@ -1451,7 +1463,7 @@ struct instance *sup__instance_new(struct sup *s, struct sup_spec *spec, int rep
     in->handles_open = 4;
     /* Replica 0 keeps MODEL.log, which tools that predate replicas read. */
     char *path = replica ? xstrfmt("%s/%s.%d.log", s->log_dir, name, replica)
-                         : xstrfmt("%s/%s.log", s->log_dir, name);
+                         : log_path_first(s->log_dir, name);
     sup__tail_init(&in->tail, in, path);
     free(path);
     in->handles_open += 2;
