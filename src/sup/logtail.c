@@ -27,6 +27,8 @@
 #define TAIL_READ_MAX (256 * 1024)
 #define TAIL_SKIP_LOG_MS 10000 /* at most one "rotated with lines unread" log line per this */
 
+_Static_assert(SUP_LINE_MAX <= UINT16_MAX, "a ring slot's capacity is a uint16_t");
+
 void sup__tail_init(struct logtail *t, struct instance *in, const char *path)
 {
     memset(t, 0, sizeof *t);
@@ -39,11 +41,21 @@ void sup__tail_init(struct logtail *t, struct instance *in, const char *path)
     t->timer.data = in;
 }
 
+/*
+ * Keeps the line in the ring. A slot keeps its memory for the next line that
+ * fits it (a serving engine logs a line per request: no allocation for each).
+ */
 static void ring_push(struct logtail *t, const char *line, size_t len)
 {
-    free(t->ring[t->ring_next]);
-    t->ring[t->ring_next] = xstrndup(line, len);
-    t->ring_next = (t->ring_next + 1) % SUP_TAIL_LINES;
+    size_t i = t->ring_next;
+    if (t->ring_cap[i] < len + 1) {
+        size_t cap = len + 1 < 256 ? 256 : len + 1; /* len < SUP_LINE_MAX */
+        t->ring[i] = xrealloc(t->ring[i], cap);
+        t->ring_cap[i] = (uint16_t)cap;
+    }
+    memcpy(t->ring[i], line, len);
+    t->ring[i][len] = '\0';
+    t->ring_next = (i + 1) % SUP_TAIL_LINES;
 }
 
 static void emit_line(struct logtail *t, const char *line, size_t len)
@@ -257,6 +269,7 @@ void sup__tail_start(struct logtail *t, int from_end)
     for (size_t i = 0; i < SUP_TAIL_LINES; i++) {
         free(t->ring[i]);
         t->ring[i] = NULL;
+        t->ring_cap[i] = 0;
     }
     t->ring_next = 0;
     if (!t->partial)

@@ -73,7 +73,8 @@ struct logtail {
     char *
         partial; /* SUP_LINE_MAX bytes from the first follow on: a model never started holds none */
     size_t plen;
-    char *ring[SUP_TAIL_LINES];
+    char *ring[SUP_TAIL_LINES]; /* NULL: no line yet; each reused for the lines that fit it */
+    uint16_t ring_cap[SUP_TAIL_LINES];
     size_t ring_next;
     struct engine_log_state els;
     uint64_t skipped;        /* bytes rotated away unread since it was last said */
