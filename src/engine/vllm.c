@@ -42,8 +42,16 @@ static void vllm_classify_line(struct engine_log_state *st, const char *line, si
         return;
     }
 
+    /*
+     * Failures are logged at ERROR or as bare traceback lines; INFO lines can
+     * quote client prompts (request logging) and paths (the access log), so
+     * they never count.
+     */
+    if (!engine__is_error_level(level, level_len))
+        return;
     if (engine__find(text, text_len, "Engine core initialization failed")) {
-        /* the last line of a failed load; the cause is the first exception */
+        /* the last line of a failed load (a bare traceback line); the cause is the first
+         * exception */
         if (st->first_error[0]) {
             engine__set_fatal(out, "engine core initialization failed", st->first_error,
                               strlen(st->first_error));
@@ -53,13 +61,6 @@ static void vllm_classify_line(struct engine_log_state *st, const char *line, si
         }
         return;
     }
-
-    /*
-     * Failures are logged at ERROR or as bare traceback lines; INFO lines can
-     * quote client prompts (request logging), so they never count.
-     */
-    if (!engine__is_error_level(level, level_len))
-        return;
     exc = engine__exception_start(text, text_len);
     if (exc)
         engine__remember_error(st, exc, text_len - (size_t)(exc - text));

@@ -219,6 +219,12 @@ static void test_vllm_request_log_is_not_a_failure(void **state)
     assert_string_equal(r.st.first_error, "");
     expect_none(&r, "(APIServer pid=4711) WARNING 10-21 12:30:00 [serving_chat.py:200] "
                     "ValueError: No available memory for the cache blocks (quoted)");
+    /* nor does a client's path in the access log, or a prompt, quoting the last line of a
+     * failed load */
+    expect_none(&r, "(APIServer pid=4711) INFO:     127.0.0.1:40312 - \"GET /upstream/Engine core "
+                    "initialization failed HTTP/1.1\" 404 Not Found");
+    expect_none(&r, "(APIServer pid=4711) INFO 10-21 12:30:01 [logger.py:41] Received request "
+                    "chatcmpl-7f3b: prompt: 'RuntimeError: Engine core initialization failed.'");
 }
 
 static void test_vllm_init_failed_without_cause(void **state)
