@@ -226,12 +226,7 @@ int spawn_probe_cgroup(int cgroup_fd)
 {
     if (no_into_cgroup || clone3_off())
         return -EXDEV;
-    struct clone3_args a;
-    memset(&a, 0, sizeof a);
-    a.flags = CLONE3_INTO_CGROUP;
-    a.exit_signal = SIGCHLD;
-    a.cgroup = (uint64_t)cgroup_fd;
-    long pid = syscall(SYS_clone3, &a, sizeof a);
+    long pid = clone3_into_cgroup(cgroup_fd);
     if (pid == 0)
         _exit(0); /* the child: made where it was asked for, that is the answer */
     if (pid < 0) {

@@ -135,12 +135,7 @@ int main(int argc, char **argv)
     if (chdir(argv[5]) < 0)
         return fail("cannot change to the volume", argv[5]);
     /* 3. the command's process, in its cgroup */
-    struct clone3_args a;
-    memset(&a, 0, sizeof a);
-    a.flags = CLONE3_INTO_CGROUP;
-    a.exit_signal = SIGCHLD;
-    a.cgroup = (uint64_t)cgfd;
-    long child = syscall(SYS_clone3, &a, sizeof a);
+    long child = clone3_into_cgroup(cgfd);
     int moved = child >= 0;
     if (child < 0 && (errno == ENOSYS || errno == EINVAL || errno == E2BIG))
         child = fork();
