@@ -564,11 +564,12 @@ size_t config__map_size(const yaml_node_t *map)
 
 #define NOT_A_KEY ((size_t)-1)
 
-size_t *config__map_first_keys(struct config__walk *w, const yaml_node_t *map)
+/* config__map_first_keys into buf when the mapping has at most room pairs, else a new array. */
+static size_t *first_keys(struct config__walk *w, const yaml_node_t *map, size_t *buf, size_t room)
 {
     size_t n = config__map_size(map);
     const yaml_node_pair_t *pairs = map->data.mapping.pairs.start;
-    size_t *first = config__calloc(w, n + 1, sizeof *first);
+    size_t *first = n <= room && !w->oom ? buf : config__calloc(w, n + 1, sizeof *first);
     struct config__index seen = {0};
     if (!first)
         return NULL;
@@ -595,10 +596,16 @@ size_t *config__map_first_keys(struct config__walk *w, const yaml_node_t *map)
     }
     free(seen.e);
     if (w->oom) {
-        free(first);
+        if (first != buf)
+            free(first);
         return NULL;
     }
     return first;
+}
+
+size_t *config__map_first_keys(struct config__walk *w, const yaml_node_t *map)
+{
+    return first_keys(w, map, NULL, 0);
 }
 
 int config__pair_ok(struct config__walk *w, const yaml_node_t *map, const size_t *first, size_t i,
@@ -632,7 +639,9 @@ int config__walk_map(struct config__walk *w, const yaml_node_t *map, const char 
         config__err_type(w, map, path, "a mapping");
         return -1;
     }
-    size_t *first = config__map_first_keys(w, map);
+    /* Most mappings a walk reads are small: their first keys on the stack. */
+    size_t small[16];
+    size_t *first = first_keys(w, map, small, sizeof small / sizeof small[0]);
     for (size_t p = 0; first && p < config__map_size(map); p++) {
         if (!config__pair_ok(w, map, first, p, where))
             continue;
@@ -647,7 +656,8 @@ int config__walk_map(struct config__walk *w, const yaml_node_t *map, const char 
         else
             vals[i] = config__node(w, pair->value);
     }
-    free(first);
+    if (first != small)
+        free(first);
     return 0;
 }
 

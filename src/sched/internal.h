@@ -218,7 +218,7 @@ struct sched {
     struct app *app;
     const struct sched_sup_ops *ops; /* the one way to app->sup */
     struct smodel **models;
-    size_t n_models;
+    size_t n_models, cap_models; /* models grows by doubling: a start adds every model */
     size_t total_waiting;
     size_t
         n_draining; /* models with draining set (every change goes through sched__set_draining) */

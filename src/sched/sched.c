@@ -478,7 +478,10 @@ static void add_model(struct sched *s, const struct config_model *m, const struc
     sm->sched = s;
     sm->added_ms = sm->last_used_ms;
     sm->rep0 = (struct sched_inst){.sm = sm, .replica = 0, .last_used_ms = sm->added_ms};
-    s->models = xrealloc(s->models, (s->n_models + 1) * sizeof *s->models);
+    if (s->n_models == s->cap_models) {
+        s->cap_models = s->cap_models ? 2 * s->cap_models : 16;
+        s->models = xrealloc(s->models, s->cap_models * sizeof *s->models);
+    }
     s->models[s->n_models++] = sm;
 }
 

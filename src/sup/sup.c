@@ -33,7 +33,10 @@ static void stop_because(struct instance *in, const char *why)
 /* Adds an instance of spec (moved in). */
 static struct instance *add_instance(struct sup *s, struct sup_spec *spec, int replica)
 {
-    s->inst = xrealloc(s->inst, (s->n_inst + 1) * sizeof *s->inst);
+    if (s->n_inst == s->cap_inst) {
+        s->cap_inst = s->cap_inst ? 2 * s->cap_inst : 16;
+        s->inst = xrealloc(s->inst, s->cap_inst * sizeof *s->inst);
+    }
     return s->inst[s->n_inst++] = sup__instance_new(s, spec, replica);
 }
 

@@ -197,7 +197,7 @@ struct sup {
     struct app *app;
     struct runner local;
     struct instance **inst;
-    size_t n_inst;
+    size_t n_inst, cap_inst; /* inst grows by doubling: a start adds one per model */
     struct sup_observer *observers;
     int notifying;
     char *log_dir;
