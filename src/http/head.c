@@ -161,6 +161,30 @@ static const char *value_end(const char *p, const char *end)
     return p;
 }
 
+size_t http_head_fields_size(const struct http_head *h)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < h->n_fields; i++)
+        n += h->fields[i].name_len + h->fields[i].value_len + 2u;
+    return n;
+}
+
+void http_head_fields(const struct http_head *h, const char *in, char *out,
+                      struct http_header *hdrs)
+{
+    for (unsigned i = 0; i < h->n_fields; i++) {
+        const struct http_head_field *f = &h->fields[i];
+        hdrs[i].name = out;
+        memcpy(out, in + f->name, f->name_len);
+        out += f->name_len;
+        *out++ = '\0';
+        hdrs[i].value = out;
+        memcpy(out, in + f->value, f->value_len);
+        out += f->value_len;
+        *out++ = '\0';
+    }
+}
+
 int http_head_is_token(const char *s, size_t len)
 {
     if (len == 0)

@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/server.h"
+
 /*
  * The common HTTP/1.x head read in one pass. Nearly every request a client
  * sends and every answer an engine gives has the same plain shape: a request
@@ -53,6 +55,17 @@ struct http_head {
  * the caller parses the bytes with http-parser instead.
  */
 int http_head_read(const char *buf, size_t len, enum http_head_kind kind, struct http_head *h);
+
+/* The bytes http_head_fields writes: every field of h as "name\0value\0". */
+size_t http_head_fields_size(const struct http_head *h);
+
+/*
+ * Writes the fields of h, read from the head at in, to out (room for
+ * http_head_fields_size bytes) as "name\0value\0" pairs, and points hdrs[i]
+ * (room for h->n_fields) at their names and values.
+ */
+void http_head_fields(const struct http_head *h, const char *in, char *out,
+                      struct http_header *hdrs);
 
 /* Whether s (len bytes, len > 0) is a token: a method, a field name (RFC 9110 5.6.2). */
 int http_head_is_token(const char *s, size_t len);

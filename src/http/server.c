@@ -655,11 +655,9 @@ static int conn_read_plain(struct http__conn *c)
     if (!http_head_read(c->in.data, c->in.len, HTTP_HEAD_REQUEST, &h) ||
         h.content_length > l->max_body_bytes || h.content_length > c->in.len - h.len)
         return 0;
-    size_t header_bytes = h.target_len, pairs = 0;
-    for (unsigned i = 0; i < h.n_fields; i++) {
-        header_bytes += h.fields[i].name_len + 4u + h.fields[i].value_len;
-        pairs += h.fields[i].name_len + h.fields[i].value_len + 2u;
-    }
+    size_t pairs = http_head_fields_size(&h);
+    /* as http-parser's path counts them: the target, each name, value and 4 */
+    size_t header_bytes = h.target_len + pairs + 2u * h.n_fields;
     if (header_bytes > l->max_header_bytes)
         return 0;
     struct http__req *r = req_new(c);
@@ -672,18 +670,7 @@ static int conn_read_plain(struct http__conn *c)
         req_recycle(r);
         return 0;
     }
-    char *out = r->hdrs.data;
-    for (unsigned i = 0; i < h.n_fields; i++) {
-        const struct http_head_field *f = &h.fields[i];
-        r->headers[i].name = out;
-        memcpy(out, in + f->name, f->name_len);
-        out += f->name_len;
-        *out++ = '\0';
-        r->headers[i].value = out;
-        memcpy(out, in + f->value, f->value_len);
-        out += f->value_len;
-        *out++ = '\0';
-    }
+    http_head_fields(&h, in, r->hdrs.data, r->headers);
     r->hdrs.len = pairs;
     r->hdrs.data[pairs] = '\0';
     if (req_publish(r, h.method, 1, h.minor) < 0) {

@@ -411,13 +411,12 @@ static int conn_feed_plain(struct upstream__conn *c, const char *data, size_t le
 {
     struct upstream_req *r = c->req;
     struct http_head h;
-    size_t pairs = 0;
+    size_t pairs;
 
     if (r->is_head || !http_head_read(data, len, HTTP_HEAD_RESPONSE, &h) ||
         h.content_length != len - h.len)
         return -1;
-    for (unsigned i = 0; i < h.n_fields; i++)
-        pairs += h.fields[i].name_len + h.fields[i].value_len + 2u;
+    pairs = http_head_fields_size(&h);
     buf_reset(&c->head);
     if (buf_reserve(&c->head, pairs) < 0)
         return -1;
@@ -426,18 +425,7 @@ static int conn_feed_plain(struct upstream__conn *c, const char *data, size_t le
         free(c->hdrs);
         c->hdrs = xmalloc(c->hdrs_cap * sizeof(*c->hdrs));
     }
-    char *out = c->head.data;
-    for (unsigned i = 0; i < h.n_fields; i++) {
-        const struct http_head_field *f = &h.fields[i];
-        c->hdrs[i].name = out;
-        memcpy(out, data + f->name, f->name_len);
-        out += f->name_len;
-        *out++ = '\0';
-        c->hdrs[i].value = out;
-        memcpy(out, data + f->value, f->value_len);
-        out += f->value_len;
-        *out++ = '\0';
-    }
+    http_head_fields(&h, data, c->head.data, c->hdrs);
     c->head.len = pairs;
     c->head.data[pairs] = '\0';
     c->n_hdrs = h.n_fields;

@@ -1113,65 +1113,68 @@ static void test_pause_in_head(void **state)
 
 /*
  * A whole answer in one read takes the plain path (http/head.c), past
- * http-parser. Paused in on_head: its body and end come after the resume,
- * and the connection is kept.
+ * http-parser. plain_begin asks for one, with x's callbacks already set,
+ * and runs until *counter is 1 and 50 ms more; plain_end runs it to its end,
+ * which must bring all of the body, none of it while paused, and keep the
+ * connection.
  */
+static void plain_begin(struct srv *s, struct ctx *x, const int *counter)
+{
+    s->end = END_WAIT;
+    s->reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    srv_start(s, script_reply);
+    assert_non_null(get(x, "127.0.0.1", s->port, "/"));
+    run_until(x, counter, 1);
+    run_for(x, 50);
+}
+
+static void plain_end(struct srv *s, struct ctx *x)
+{
+    run_until(x, &x->ended, 1);
+    assert_int_equal(x->err, 0);
+    assert_int_equal(x->body_while_paused, 0);
+    assert_string_equal(x->body.data, "hello");
+    assert_int_equal(upstream_pool_idle(x->pool, "127.0.0.1", s->port), 1);
+    ctx_done(x);
+    srv_stop(s);
+}
+
+/* Paused in on_head: its body and end come after the resume. */
 static void test_plain_pause_in_head(void **state)
 {
-    struct srv s = {.end = END_WAIT, .reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"};
+    struct srv s = {0};
     struct ctx x;
 
-    srv_start(&s, script_reply);
     ctx_init(&x, 4);
     x.pause_in_head = 1;
-    assert_non_null(get(&x, "127.0.0.1", s.port, "/"));
-    run_until(&x, &x.n_head, 1);
-    run_for(&x, 50);
+    plain_begin(&s, &x, &x.n_head);
     assert_int_equal(x.n_body, 0);
     assert_int_equal(x.ended, 0);
-    run_until(&x, &x.ended, 1);
-    assert_int_equal(x.err, 0);
-    assert_int_equal(x.body_while_paused, 0);
-    assert_string_equal(x.body.data, "hello");
-    assert_int_equal(upstream_pool_idle(x.pool, "127.0.0.1", s.port), 1);
-    ctx_done(&x);
-    srv_stop(&s);
+    plain_end(&s, &x);
 }
 
 /* Paused in its only on_body: the end is reported after the resume, not while paused. */
 static void test_plain_pause_in_body(void **state)
 {
-    struct srv s = {.end = END_WAIT, .reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"};
+    struct srv s = {0};
     struct ctx x;
 
-    srv_start(&s, script_reply);
     ctx_init(&x, 4);
     x.pause_in_body = 1;
-    assert_non_null(get(&x, "127.0.0.1", s.port, "/"));
-    run_until(&x, &x.n_body, 1);
-    run_for(&x, 50);
+    plain_begin(&s, &x, &x.n_body);
     assert_int_equal(x.ended, 0);
-    run_until(&x, &x.ended, 1);
-    assert_int_equal(x.err, 0);
-    assert_int_equal(x.body_while_paused, 0);
-    assert_string_equal(x.body.data, "hello");
-    assert_int_equal(upstream_pool_idle(x.pool, "127.0.0.1", s.port), 1);
-    ctx_done(&x);
-    srv_stop(&s);
+    plain_end(&s, &x);
 }
 
 /* Cancelled in on_body: no end, the connection is not kept. */
 static void test_plain_cancel_in_body(void **state)
 {
-    struct srv s = {.end = END_WAIT, .reply = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"};
+    struct srv s = {0};
     struct ctx x;
 
-    srv_start(&s, script_reply);
     ctx_init(&x, 4);
     x.cancel_in_body = 1;
-    assert_non_null(get(&x, "127.0.0.1", s.port, "/"));
-    run_until(&x, &x.n_body, 1);
-    run_for(&x, 50);
+    plain_begin(&s, &x, &x.n_body);
     assert_int_equal(x.ended, 0);
     assert_int_equal(upstream_pool_idle(x.pool, "127.0.0.1", s.port), 0);
     ctx_done(&x);
