@@ -123,14 +123,17 @@ export async function runReplicas(p) {
         };
     }
     // For the latency pair, engines answering at once: the paced ones' timer
-    // ticks would be most of what is measured.
+    // ticks would be most of what is measured. Their requests wait a fraction
+    // of a millisecond, so l2's second replica starts on any wait with its
+    // first busy (scale_after 0s): with 1ms, a proxy quick enough never let a
+    // request wait that long at a scheduler tick, and the warm-up never ended.
     for (const n of [1, 2]) {
         models[`l${n}`] = {
             engine: 'vllm',
             cmd: mockCmd('vllm', '--load-time 0s --tokens-per-sec 0'),
             replicas: n,
             concurrency: 1,
-            scale_after: '1ms',
+            scale_after: '0s',
         };
     }
     const y = await startYard({ models });
