@@ -151,8 +151,12 @@ static inline uint64_t scan__prefix_xor(uint64_t x)
     return x;
 }
 
-/* p is just past an opening quote. Returns the closing quote, or NULL when the body ends first. */
-static const char *scan__string_end(const char *p, const char *end)
+/* How far scan__string_end looks byte by byte before it classifies blocks. */
+#define SCAN_SHORT_STRING 32
+
+/* scan__string_end by blocks of 64 bytes, escapes and all. */
+static __attribute__((noinline)) const char *scan__string_end_blocks(const char *p,
+                                                                      const char *end)
 {
     size_t n = (size_t)(end - p);
     uint64_t carry = 0;
@@ -166,6 +170,22 @@ static const char *scan__string_end(const char *p, const char *end)
             return p + off + __builtin_ctzll(quotes);
     }
     return NULL;
+}
+
+/* p is just past an opening quote. Returns the closing quote, or NULL when the body ends first. */
+static inline const char *scan__string_end(const char *p, const char *end)
+{
+    /*
+     * Keys and most short values end within a few bytes, without an escape:
+     * a quote found before any backslash closes the string, without the
+     * blocks' setup (a 64-byte classification for a five-letter key).
+     */
+    const char *stop = end - p > SCAN_SHORT_STRING ? p + SCAN_SHORT_STRING : end;
+    for (const char *q = p; q < stop && *q != '\\'; q++) {
+        if (*q == '"')
+            return q;
+    }
+    return scan__string_end_blocks(p, end);
 }
 
 /*
@@ -570,14 +590,14 @@ static int scan__utf8_valid(const unsigned char *s, size_t n)
  * "mod\u0065l" names the same member as "model". Returns 1 or 0; the
  * caller has refused keys whose escapes do not decode.
  */
-static int scan__key_is(const char *s, size_t n, const char *want)
+static int scan__key_is(const char *s, size_t n, int escaped, const char *want)
 {
+    if (!escaped) /* the first byte settles most pairs, before the lengths */
+        return n > 0 && s[0] == want[0] && n == strlen(want) && memcmp(s, want, n) == 0;
     size_t wn = strlen(want);
     char key[64];
     size_t kn;
 
-    if (!memchr(s, '\\', n))
-        return n == wn && memcmp(s, want, wn) == 0;
     /* Every letter spelled as \uXXXX is the longest form. */
     if (wn >= sizeof key || n > wn * 6)
         return 0;
@@ -664,11 +684,12 @@ static int scan__members(const char *body, size_t len, struct scan__want *want, 
          * late in a key for one wanted key and not for another.
          */
         size_t k_len = (size_t)(k_end - k);
-        if (memchr(k, '\\', k_len) && scan__escapes_valid(k, k_len) < 0)
+        int escaped = memchr(k, '\\', k_len) != NULL;
+        if (escaped && scan__escapes_valid(k, k_len) < 0)
             return -EINVAL;
         struct scan__want *hit = NULL;
         for (size_t i = 0; i < n_want; i++) {
-            if (scan__key_is(k, k_len, want[i].key)) {
+            if (scan__key_is(k, k_len, escaped, want[i].key)) {
                 hit = &want[i];
                 break;
             }
@@ -784,11 +805,16 @@ static const char *usage_at_end(const char *body, size_t len, size_t *ulen)
     end--; /* the closing brace of the outermost object */
     size_t n = (size_t)(end - body), stop = n > SCAN_USAGE_TAIL ? n - SCAN_USAGE_TAIL : 0;
     const char *k = NULL;
-    for (size_t i = n >= 7 ? n - 7 + 1 : 0; i-- > stop;) {
-        if (body[i] == '"' && memcmp(body + i, "\"usage\"", 7) == 0) {
-            k = body + i;
+    /* the quotes from the end back: a "usage" key is one of them */
+    for (size_t i = n >= 7 ? n - 7 + 1 : 0; i > stop;) {
+        const char *q = memrchr(body + stop, '"', i - stop);
+        if (!q)
+            break;
+        if (memcmp(q, "\"usage\"", 7) == 0) {
+            k = q;
             break;
         }
+        i = (size_t)(q - body);
     }
     if (!k)
         return NULL;
