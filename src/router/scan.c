@@ -155,8 +155,7 @@ static inline uint64_t scan__prefix_xor(uint64_t x)
 #define SCAN_SHORT_STRING 32
 
 /* scan__string_end by blocks of 64 bytes, escapes and all. */
-static __attribute__((noinline)) const char *scan__string_end_blocks(const char *p,
-                                                                      const char *end)
+static __attribute__((noinline)) const char *scan__string_end_blocks(const char *p, const char *end)
 {
     size_t n = (size_t)(end - p);
     uint64_t carry = 0;
