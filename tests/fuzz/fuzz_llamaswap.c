@@ -1,7 +1,7 @@
 // fuzz-sources: src/config/llamaswap.c src/config/walk.c src/config/keys.c src/config/argv.c
 // fuzz-sources: src/base/alloc.c src/base/buf.c src/base/units.c src/base/hash.c
 // fuzz-sources: src/base/suggest.c src/config/clouds.c src/config/sessions.c src/config/slurm.c
-// fuzz-sources: src/config/model.c
+// fuzz-sources: src/config/model.c src/config/compose.c
 // fuzz-libs: -lyaml -ljansson
 /*
  * libFuzzer target for config_import_llamaswap (yard import llama-swap). The
