@@ -52,7 +52,10 @@ srv.serve_forever()
 
 /** The batch script of a serving job: the server in the background, the shell
  *  waiting for it; SIGTERM to the shell is recorded (OUT.shell-term) and ends the
- *  job with status 0 once the server has gone. */
+ *  job with status 0 once the server has gone. A cancel signals every process of
+ *  the job, so the server may die of it before the shell's wait is interrupted:
+ *  the shell then waits on, for its own SIGTERM (KillWait's SIGKILL ends it
+ *  otherwise), instead of ending the job with the server's status. */
 function servingJob(out) {
     return [
         '#!/bin/bash',
@@ -60,6 +63,8 @@ function servingJob(out) {
         'srv=$!',
         `trap 'echo TERM > ${out}.shell-term; wait $srv; exit 0' TERM`,
         'wait $srv',
+        'sleep 60 &',
+        'wait $!',
         '',
     ].join('\n');
 }
@@ -198,8 +203,14 @@ describe('a real single-node Slurm', { skip: SKIP || false }, () => {
         // exited 0 (the exit code is the script's). Then c gets both GPUs, runs,
         // and fails.
         assert.equal((await s.scancel([b])).code, 0);
+        await s.waitJob(b, 'CANCELLED', { timeoutMs: 30000 });
+        // slurmctld says CANCELLED as it takes the cancel; the shell's trap runs as
+        // the signal lands, and the record is final once the step is done.
+        await h.waitFor(() => readIf(`${outB}.shell-term`) === 'TERM\n', {
+            timeoutMs: 15000,
+            what: `job ${b}'s shell to record its SIGTERM`,
+        });
         const doneB = await s.waitJob(b, 'CANCELLED', { timeoutMs: 30000 });
-        assert.equal(readIf(`${outB}.shell-term`), 'TERM\n');
         assert.equal(doneB.ExitCode, '0:0');
         const doneC = await s.waitJob(c, 'FAILED', { timeoutMs: 30000 });
         assert.equal(readIf(`${outC}.gpus`), '0,1\n');
