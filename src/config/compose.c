@@ -179,33 +179,38 @@ static int open_coll(struct composer *c, const yaml_node_t *n, yaml_char_t *anch
     return 0;
 }
 
+/*
+ * Moves the stacked entries from `from` on (elements of size elem) to the end of the final
+ * array, records where they landed in *sp and pops them off the stack.
+ */
+static int move_stacked(struct composer *c, void **dst, size_t *cap, size_t *n, const void *stack,
+                        size_t *n_stack, size_t from, size_t elem, struct span *sp)
+{
+    size_t k = *n_stack - from;
+    if (grow(c, dst, cap, *n + k, elem) < 0)
+        return -1;
+    if (k)
+        memcpy((char *)*dst + *n * elem, (const char *)stack + from * elem, k * elem);
+    *sp = (struct span){(uint32_t)*n, (uint32_t)k};
+    *n += k;
+    *n_stack = from;
+    return 0;
+}
+
 /* The end of the innermost open collection: its pairs or items move to the final array. */
 static int close_coll(struct composer *c, yaml_mark_t end_mark, int *id)
 {
     struct open_coll o = c->open[--c->n_open];
     yaml_node_t *n = &c->nodes[o.id - 1];
     n->end_mark = end_mark;
-    if (n->type == YAML_SEQUENCE_NODE) {
-        size_t k = c->n_sitems - o.from;
-        if (grow(c, (void **)&c->items, &c->cap_items, c->n_items + k, sizeof *c->items) < 0)
-            return -1;
-        if (k)
-            memcpy(c->items + c->n_items, c->sitems + o.from, k * sizeof *c->items);
-        c->spans[o.id - 1] = (struct span){(uint32_t)c->n_items, (uint32_t)k};
-        c->n_items += k;
-        c->n_sitems = o.from;
-    } else {
-        size_t k = c->n_spairs - o.from;
-        if (grow(c, (void **)&c->pairs, &c->cap_pairs, c->n_pairs + k, sizeof *c->pairs) < 0)
-            return -1;
-        if (k)
-            memcpy(c->pairs + c->n_pairs, c->spairs + o.from, k * sizeof *c->pairs);
-        c->spans[o.id - 1] = (struct span){(uint32_t)c->n_pairs, (uint32_t)k};
-        c->n_pairs += k;
-        c->n_spairs = o.from;
-    }
+    struct span *sp = &c->spans[o.id - 1];
+    int rc = n->type == YAML_SEQUENCE_NODE
+                 ? move_stacked(c, (void **)&c->items, &c->cap_items, &c->n_items, c->sitems,
+                                &c->n_sitems, o.from, sizeof *c->items, sp)
+                 : move_stacked(c, (void **)&c->pairs, &c->cap_pairs, &c->n_pairs, c->spairs,
+                                &c->n_spairs, o.from, sizeof *c->pairs, sp);
     *id = o.id;
-    return 0;
+    return rc;
 }
 
 /* Reads one node event and what it makes; 1 once the root is complete, 0 to go on, -1. */
