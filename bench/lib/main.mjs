@@ -20,6 +20,9 @@ import { runSessions } from './sessions.mjs';
 import { runPod } from './pod.mjs';
 import { table, budgets } from './report.mjs';
 
+// The e2e libraries some sections import register no node:test hooks here.
+globalThis.yardBench = true;
+
 const SECTIONS = [
     'proxy',
     'stream',

@@ -870,7 +870,17 @@ function cleanupSync() {
     }
 }
 
-after(async () => {
+/**
+ * after(fn) where a test runner runs these libraries. bench/run imports them
+ * without one (it sets globalThis.yardBench): a top-level after() would start
+ * node:test's runner there, which prints its TAP report into the bench output.
+ * The bench stops what it starts itself; the exit handlers stay the backstop.
+ */
+export function atEnd(fn) {
+    if (!globalThis.yardBench) after(fn);
+}
+
+atEnd(async () => {
     await cleanup();
 });
 process.on('exit', cleanupSync);

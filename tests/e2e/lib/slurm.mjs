@@ -24,7 +24,6 @@ import os from 'node:os';
 import path from 'node:path';
 import dns from 'node:dns/promises';
 import { spawn, spawnSync } from 'node:child_process';
-import { after } from 'node:test';
 import * as h from './harness.mjs';
 
 const { assert } = h;
@@ -39,7 +38,7 @@ const CLIENTS = ['sbatch', 'squeue', 'scancel', 'scontrol', 'sinfo'];
 // Clusters this process started and has not stopped: stopped at the end as a
 // backstop (a test stops its own, before the harness looks for leftovers).
 const live = new Set();
-after(async () => {
+h.atEnd(async () => {
     for (const s of [...live]) await s.stop();
 });
 process.on('exit', () => {

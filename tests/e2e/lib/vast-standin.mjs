@@ -62,7 +62,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { after } from 'node:test';
 import * as h from './harness.mjs';
 import { startSshd, sshdSkipReason } from './sshd.mjs';
 
@@ -113,7 +112,7 @@ const liveStandins = new Set();
 
 // A test stops its stand-in itself (before the harness looks for leftovers); these
 // are the backstops for one that did not, or a run that died.
-after(async () => {
+h.atEnd(async () => {
     for (const s of [...liveStandins]) await s.stop();
 });
 process.on('exit', () => {
