@@ -122,102 +122,6 @@ struct runner_slurm {
 
 static void poll_soon(struct runner_slurm *s, uint64_t ms);
 
-/* ---- reading Slurm's answers ---- */
-
-static const char *const terminal_states[] = {
-    "COMPLETED", "FAILED",    "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-    "PREEMPTED", "BOOT_FAIL", "DEADLINE",  "REVOKED", "SPECIAL_EXIT",  NULL,
-};
-
-int runner_slurm__terminal(const char *state)
-{
-    for (size_t i = 0; terminal_states[i]; i++)
-        if (!strncmp(state, terminal_states[i], strlen(terminal_states[i])))
-            return 1;
-    return 0;
-}
-
-/* Copies the value of KEY= in an scontrol one-line answer up to the next " Word=". */
-static int scontrol_value(const char *line, const char *key, char *out, size_t len)
-{
-    size_t kl = strlen(key);
-    for (const char *p = line; (p = strstr(p, key)) != NULL; p++) {
-        if ((p != line && p[-1] != ' ') || p[kl] != '=')
-            continue;
-        const char *v = p + kl + 1, *end = v;
-        /* A value runs to the next " Key=" (values such as Reason may hold spaces). */
-        for (;;) {
-            const char *sp = strchr(end, ' ');
-            if (!sp) {
-                end += strlen(end);
-                break;
-            }
-            const char *w = sp + 1, *q = w;
-            while (*q && (isalnum((unsigned char)*q) || *q == '_' || *q == ':' || *q == '/'))
-                q++;
-            if (*q == '=' && q > w) {
-                end = sp;
-                break;
-            }
-            end = sp + 1;
-        }
-        while (end > v && (end[-1] == '\n' || end[-1] == ' '))
-            end--;
-        snprintf(out, len, "%.*s", (int)(end - v), v);
-        return 0;
-    }
-    if (len)
-        out[0] = '\0';
-    return -ENOENT;
-}
-
-int runner_slurm__parse_scontrol(const char *line, struct runner_slurm_job *j)
-{
-    char v[64];
-    *j = (struct runner_slurm_job){.exit_code = -1, .exit_signal = -1};
-    if (scontrol_value(line, "JobId", v, sizeof v) < 0 || !isdigit((unsigned char)v[0]))
-        return -EPROTO;
-    j->id = strtol(v, NULL, 10);
-    scontrol_value(line, "JobState", j->state, sizeof j->state);
-    scontrol_value(line, "Reason", j->reason, sizeof j->reason);
-    scontrol_value(line, "NodeList", j->node, sizeof j->node);
-    scontrol_value(line, "JobName", j->name, sizeof j->name);
-    if (!strcmp(j->node, "(null)"))
-        j->node[0] = '\0';
-    if (scontrol_value(line, "ExitCode", v, sizeof v) == 0) {
-        int a, b;
-        if (sscanf(v, "%d:%d", &a, &b) == 2)
-            j->exit_code = a, j->exit_signal = b;
-    }
-    return 0;
-}
-
-void runner_slurm__ended_text(const struct runner_slurm_job *j, char *out, size_t len)
-{
-    const char *st = j->state;
-    char code[64] = "";
-    if (j->exit_signal > 0)
-        snprintf(code, sizeof code, ", killed by signal %d", j->exit_signal);
-    else if (j->exit_code > 0)
-        snprintf(code, sizeof code, ", exit code %d", j->exit_code);
-    if (!strncmp(st, "TIMEOUT", 7))
-        snprintf(out, len, "job %ld reached its time limit (TIMEOUT)", j->id);
-    else if (!strncmp(st, "OUT_OF_MEMORY", 13))
-        snprintf(out, len, "job %ld ran out of memory (OUT_OF_MEMORY)", j->id);
-    else if (!strncmp(st, "NODE_FAIL", 9))
-        snprintf(out, len, "job %ld lost its node %s (NODE_FAIL)", j->id, *j->node ? j->node : "");
-    else if (!strncmp(st, "PREEMPTED", 9))
-        snprintf(out, len, "job %ld was preempted (PREEMPTED)", j->id);
-    else if (!strncmp(st, "CANCELLED", 9))
-        snprintf(out, len, "job %ld was cancelled outside yard (CANCELLED%s)", j->id, code);
-    else if (!strncmp(st, "FAILED", 6))
-        snprintf(out, len, "job %ld failed (FAILED%s)", j->id, code);
-    else if (!strncmp(st, "COMPLETED", 9))
-        snprintf(out, len, "job %ld ended: the engine exited 0 (COMPLETED)", j->id);
-    else
-        snprintf(out, len, "job %ld ended %s%s", j->id, st, code);
-}
-
 /* ---- running Slurm's commands: here, or on the login node ---- */
 
 /*
@@ -401,7 +305,7 @@ static void node_done(const struct tools_result *res, void *arg)
     s->node_ask = NULL;
     char addr[256] = "";
     if (res->err == 0 && res->exit_code == 0)
-        scontrol_value(res->out, "NodeAddr", addr, sizeof addr);
+        runner_slurm__scontrol_value(res->out, "NodeAddr", addr, sizeof addr);
     if (*addr && s->node_asked) {
         struct node_addr *n = xcalloc(1, sizeof *n);
         n->node = s->node_asked;
@@ -990,120 +894,7 @@ static void poll_soon(struct runner_slurm *s, uint64_t ms)
     timer_arm(s);
 }
 
-/* ---- start: the job script and sbatch ---- */
-
-/* Appends s single-quoted for the shell. */
-static void shell_quote(struct buf *b, const char *s)
-{
-    buf_printf(b, "'");
-    for (; *s; s++) {
-        if (*s == '\'')
-            buf_printf(b, "'\\''");
-        else
-            buf_printf(b, "%c", *s);
-    }
-    buf_printf(b, "'");
-}
-
-/*
- * An argument with the engine's port in it: the port itself, or "=PORT" or
- * ":PORT" at its end. The job picks its own port on its node, so these get
- * the port it picked ("$port").
- */
-static int port_word(const char *a, const char *port, size_t *at)
-{
-    size_t al = strlen(a), pl = strlen(port);
-    if (!strcmp(a, port)) {
-        *at = 0;
-        return 1;
-    }
-    if (al > pl && !strcmp(a + al - pl, port) && (a[al - pl - 1] == '=' || a[al - pl - 1] == ':')) {
-        *at = al - pl;
-        return 1;
-    }
-    return 0;
-}
-
-static void quote_with_port(struct buf *b, const char *a, const char *port)
-{
-    size_t at;
-    if (!port_word(a, port, &at)) {
-        shell_quote(b, a);
-        return;
-    }
-    char *head = xstrndup(a, at);
-    if (*head)
-        shell_quote(b, head);
-    buf_printf(b, "\"$port\"");
-    free(head);
-}
-
-static char *job_script(const struct runner_spec *spec, const char *dir,
-                        const struct tools_cmd *cmd)
-{
-    struct buf b;
-    buf_init(&b, 1 << 20);
-    char port[16];
-    snprintf(port, sizeof port, "%d", spec->port);
-    buf_printf(&b, "#!/bin/bash\n");
-    /* The options again, for a replacement submitted from this file (walltime renewal). */
-    for (int i = 2; i < cmd->argc; i++)
-        buf_printf(&b, "#SBATCH %s\n", cmd->argv[i]);
-    buf_printf(&b,
-               "# Written by yard (docs/slurm.md): one engine, reached on its node.\n"
-               "port=%d\n"
-               "taken() { (exec 3<>\"/dev/tcp/127.0.0.1/$1\") 2>/dev/null; }\n"
-               "if taken \"$port\"; then\n"
-               "  for p in $(shuf -i 20000-60999 -n 200); do\n"
-               "    if ! taken \"$p\"; then port=$p; break; fi\n"
-               "  done\n"
-               "fi\n"
-               "node=\"${SLURMD_NODENAME:-$(hostname)}\"\n",
-               spec->port);
-    buf_printf(&b, "addr=");
-    shell_quote(&b, dir);
-    buf_printf(
-        &b, "/\"$SLURM_JOB_ID.addr\"\nprintf '%%s %%s\\n' \"$node\" \"$port\" > \"$addr.tmp\" && "
-            "mv \"$addr.tmp\" \"$addr\"\n"
-            "echo \"yard: job $SLURM_JOB_ID runs on $node, port $port\"\n");
-    if (spec->cwd) {
-        buf_printf(&b, "cd ");
-        shell_quote(&b, spec->cwd);
-        buf_printf(&b, " || exit 127\n");
-    }
-    for (size_t i = 0; spec->env && spec->env[i]; i++) {
-        const char *eq = strchr(spec->env[i], '=');
-        /* Slurm gives the job its GPUs: CUDA_VISIBLE_DEVICES is its. */
-        if (!eq || !strncmp(spec->env[i], "CUDA_VISIBLE_DEVICES=", 21))
-            continue;
-        buf_printf(&b, "export %.*s=", (int)(eq - spec->env[i]), spec->env[i]);
-        quote_with_port(&b, eq + 1, port);
-        buf_printf(&b, "\n");
-    }
-    buf_printf(&b, "exec");
-    for (size_t i = 0; spec->argv[i]; i++) {
-        buf_printf(&b, " ");
-        quote_with_port(&b, spec->argv[i], port);
-    }
-    buf_printf(&b, " </dev/null\n");
-    return buf_detach(&b, NULL);
-}
-
-/* How many GPUs the supervisor gave the engine (CUDA_VISIBLE_DEVICES=0,1: 2). */
-static int gpu_count(const struct runner_spec *spec)
-{
-    for (size_t i = 0; spec->env && spec->env[i]; i++)
-        if (!strncmp(spec->env[i], "CUDA_VISIBLE_DEVICES=", 21)) {
-            const char *v = spec->env[i] + 21;
-            if (!*v)
-                return 0;
-            int n = 1;
-            for (; *v; v++)
-                n += *v == ',';
-            return n;
-        }
-    return 0;
-}
+/* ---- start: sbatch ---- */
 
 static void sbatch_done(const struct tools_result *res, void *arg)
 {
@@ -1203,7 +994,7 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
         snprintf(opt, sizeof opt, "--output=%s", spec->log_path ? spec->log_path : "/dev/null");
     tools_cmd_add(&cmd, opt);
     tools_cmd_add(&cmd, "--open-mode=append");
-    int gpus = gpu_count(spec);
+    int gpus = runner_slurm__gpu_count(spec);
     if (gpus > 0) {
         snprintf(opt, sizeof opt, "--gres=gpu:%d", gpus);
         tools_cmd_add(&cmd, opt);
@@ -1227,7 +1018,7 @@ static int slurm_start(struct runner *r, const struct runner_spec *spec, runner_
     }
     for (size_t i = 0; i < c->n_sbatch; i++)
         tools_cmd_add(&cmd, c->sbatch[i]);
-    char *text = job_script(spec, dir, &cmd);
+    char *text = runner_slurm__job_script(spec, dir, &cmd);
     char *extra = NULL;
     if (s->remote == 1) {
         /* The script is written there by the same ssh command that submits it. */

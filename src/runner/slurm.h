@@ -66,11 +66,26 @@ struct runner_slurm_job {
     char name[128];
     int exit_code, exit_signal; /* ExitCode=A:B (scontrol only; -1 unknown) */
 };
+/*
+ * Copies the value of KEY= in an scontrol one-line answer (up to the next " Word=": values
+ * such as Reason hold spaces) into out. 0, or -ENOENT (out "") without the key.
+ */
+int runner_slurm__scontrol_value(const char *line, const char *key, char *out, size_t len);
 /* Reads one `scontrol -o show job` line. 0, or -EPROTO when it has no JobId. */
 int runner_slurm__parse_scontrol(const char *line, struct runner_slurm_job *j);
 /* Whether a state is final (the job runs no more). */
 int runner_slurm__terminal(const char *state);
 /* The one-line account of a job's end: "job 12 reached its time limit (TIMEOUT)". */
 void runner_slurm__ended_text(const struct runner_slurm_job *j, char *out, size_t len);
+/*
+ * The batch script of one engine: the sbatch options of cmd (argv[2...]) as #SBATCH lines
+ * again, a free port picked on the node, the node and port written to DIR/$SLURM_JOB_ID.addr,
+ * then the engine exec'd with spec's cwd, env and argv (its port rewritten to the picked one).
+ * A new string the caller frees.
+ */
+char *runner_slurm__job_script(const struct runner_spec *spec, const char *dir,
+                               const struct tools_cmd *cmd);
+/* How many GPUs the supervisor gave the engine: the entries of its CUDA_VISIBLE_DEVICES. */
+int runner_slurm__gpu_count(const struct runner_spec *spec);
 
 #endif
