@@ -277,6 +277,12 @@ int sup__try_state(struct instance *in, enum inst_state to, const char *reason,
                    const struct runner_proc *p);
 /* Writes the instance's current state if the store lacks it. 0 or -errno. */
 int sup__record_now(struct instance *in);
+/*
+ * The instance's row as it is in state `to`, with p's process (NULL: none) and
+ * reason; strings are borrowed.
+ */
+struct store_instance sup__row_of(struct instance *in, enum inst_state to,
+                                  const struct runner_proc *p, const char *reason);
 /* The state named name ("ready"); stopped for a name it does not know. */
 enum inst_state sup__state_of_name(const char *name);
 /* Why a start was refused: the store's error rc. A new string. */
