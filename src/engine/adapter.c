@@ -125,13 +125,19 @@ static long index_of(const char *s, size_t len, size_t from, size_t limit, char 
     return -1;
 }
 
-static const char *const python_levels[] = {"DEBUG", "INFO",  "WARNING",
-                                            "WARN",  "ERROR", "CRITICAL"};
+/* Python's level names: whether each is one a failure is logged at */
+static const struct {
+    const char *name;
+    enum engine__level level;
+} python_levels[] = {
+    {"DEBUG", ENGINE__LEVEL_BELOW},   {"INFO", ENGINE__LEVEL_BELOW},
+    {"WARNING", ENGINE__LEVEL_BELOW}, {"WARN", ENGINE__LEVEL_BELOW},
+    {"ERROR", ENGINE__LEVEL_ERROR},   {"CRITICAL", ENGINE__LEVEL_ERROR},
+};
 
-const char *engine__strip_python(const char **s, size_t *len, size_t *level_len)
+enum engine__level engine__strip_python(const char **s, size_t *len)
 {
-    const char *level = NULL;
-    *level_len = 0;
+    enum engine__level level = ENGINE__LEVEL_NONE;
     engine__trim(s, len);
 
     /* "(EngineCore_DP0 pid=123) ": vLLM's tag for the process that printed */
@@ -141,27 +147,27 @@ const char *engine__strip_python(const char **s, size_t *len, size_t *level_len)
             (*s)[close + 1] == ' ')
             skip(s, len, (size_t)close + 1);
     }
-    /* "[2025-01-01 12:00:00 TP0] ": SGLang's timestamp and rank */
+    /* "[2025-01-01 12:00:00 TP0] ": SGLang's timestamp and rank, which say no level */
     if (*len > 1 && (*s)[0] == '[' && is_digit((*s)[1])) {
         long close = index_of(*s, *len, 1, 96, ']');
-        if (close > 0)
+        if (close > 0) {
             skip(s, len, (size_t)close + 1);
+            level = ENGINE__LEVEL_HIDDEN;
+        }
     }
     for (size_t i = 0; i < sizeof(python_levels) / sizeof(python_levels[0]); i++) {
-        size_t n = strlen(python_levels[i]);
-        if (*len <= n || memcmp(*s, python_levels[i], n) != 0)
+        size_t n = strlen(python_levels[i].name);
+        if (*len <= n || memcmp(*s, python_levels[i].name, n) != 0)
             continue;
         if ((*s)[n] == ':') {
             /* uvicorn: "INFO:     Application startup complete." */
-            level = *s;
-            *level_len = n;
+            level = python_levels[i].level;
             skip(s, len, n + 1);
         } else if ((*s)[n] == ' ' && n + 1 < *len && is_digit((*s)[n + 1])) {
             /* vLLM: "ERROR 10-21 12:00:00 [core.py:700] message" */
             long close = index_of(*s, *len, n + 1, n + 96, ']');
             if (close > 0) {
-                level = *s;
-                *level_len = n;
+                level = python_levels[i].level;
                 skip(s, len, (size_t)close + 1);
             }
         }
@@ -170,12 +176,61 @@ const char *engine__strip_python(const char **s, size_t *len, size_t *level_len)
     return level;
 }
 
-int engine__is_error_level(const char *level, size_t level_len)
+/*
+ * The length of an exception's name and colon at the start of s ("ValueError:",
+ * "torch.OutOfMemoryError:", "Exception:"), or 0. A name is a dotted identifier
+ * that starts with a letter and ends with "Error" or "Exception"; the colon is
+ * followed by a space. It stops at the first byte that cannot be in a name, so a
+ * line that does not start with one costs a few compares.
+ */
+static size_t exception_name_len(const char *s, size_t len)
 {
-    if (!level)
+    size_t n = 0;
+    if (len == 0 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
+        return 0;
+    while (n < len && is_ident(s[n]))
+        n++;
+    if (n + 1 >= len || s[n] != ':' || s[n + 1] != ' ')
+        return 0;
+    /* "Error:" alone is a word of a sentence, not a name */
+    if ((n > 5 && memcmp(s + n - 5, "Error", 5) == 0) ||
+        (n >= 9 && memcmp(s + n - 9, "Exception", 9) == 0))
+        return n + 1;
+    return 0;
+}
+
+int engine__may_fail(enum engine__level level, const char *text, size_t len)
+{
+    switch (level) {
+    case ENGINE__LEVEL_ERROR:
+    case ENGINE__LEVEL_NONE:
         return 1;
-    return (level_len == 5 && memcmp(level, "ERROR", 5) == 0) ||
-           (level_len == 8 && memcmp(level, "CRITICAL", 8) == 0);
+    case ENGINE__LEVEL_HIDDEN:
+        return exception_name_len(text, len) > 0;
+    case ENGINE__LEVEL_BELOW:
+        break;
+    }
+    return 0;
+}
+
+int engine__starts_with(const char *s, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && memcmp(s, prefix, n) == 0;
+}
+
+const char *engine__message_starts(const char *s, size_t len, const char *phrase)
+{
+    size_t name = exception_name_len(s, len);
+    if (name > 0) {
+        s += name;
+        len -= name;
+        while (len > 0 && *s == ' ') {
+            s++;
+            len--;
+        }
+    }
+    return engine__starts_with(s, len, phrase) ? s + strlen(phrase) : NULL;
 }
 
 const char *engine__exception_start(const char *s, size_t len)
@@ -199,11 +254,9 @@ const char *engine__exception_start(const char *s, size_t len)
 
 void engine__strip_exception(const char **s, size_t *len)
 {
-    const char *start = engine__exception_start(*s, *len);
-    if (start != *s)
-        return;
-    const char *colon = engine__find(*s, *len, "Error: ");
-    skip(s, len, (size_t)(colon - *s) + strlen("Error:"));
+    size_t name = exception_name_len(*s, *len);
+    if (name > 0)
+        skip(s, len, name);
 }
 
 /*
@@ -333,9 +386,18 @@ void engine__set_fatal(struct engine_line *out, const char *label, const char *t
     out->machine = engine_blames_machine(out->reason, strlen(out->reason));
 }
 
-int engine__classify_common(const char *line, size_t len, const char *text, size_t text_len,
-                            struct engine_line *out)
+int engine__classify_common(enum engine__level level, const char *line, size_t len,
+                            const char *text, size_t text_len, struct engine_line *out)
 {
+    /*
+     * The phrases come from below the engine (CUDA's and the driver's error strings, the
+     * kernel's errno) inside the engine's own words: "allocating 4096.00 MiB on device 0:
+     * cudaMalloc failed: out of memory", "[Errno 98] error while attempting to bind on
+     * address (...): address already in use". So they are searched in the whole line, and
+     * the line's level decides whether it can be a failure at all.
+     */
+    if (!engine__may_fail(level, text, text_len))
+        return 0;
     if (engine_blames_machine(text, text_len)) {
         engine__strip_exception(&text, &text_len);
         engine__set_fatal(out, "the machine's GPU or CUDA driver failed", text, text_len);
@@ -372,11 +434,11 @@ int engine__classify_common(const char *line, size_t len, const char *text, size
 
 int engine__python_prologue(struct engine_log_state *st, const char *line, size_t len,
                             struct engine_line *out, const char **text, size_t *text_len,
-                            const char **level, size_t *level_len)
+                            enum engine__level *level)
 {
     *text = line;
     *text_len = len;
-    *level = engine__strip_python(text, text_len, level_len);
+    *level = engine__strip_python(text, text_len);
     out->kind = ENGINE_LINE_NONE;
     out->percent = st->percent;
     out->reason[0] = '\0';

@@ -21,15 +21,22 @@ static void generic_classify_line(struct engine_log_state *st, const char *line,
 {
     const char *text = line;
     size_t text_len = len;
-    size_t level_len;
+    enum engine__level level;
 
     out->kind = ENGINE_LINE_NONE;
     out->percent = st->percent;
     out->reason[0] = '\0';
     out->port_taken = 0;
     out->machine = 0;
-    engine__strip_python(&text, &text_len, &level_len);
-    engine__classify_common(line, len, text, text_len, out);
+    level = engine__strip_python(&text, &text_len);
+    /*
+     * A level it names below error (uvicorn's "INFO:", Python's "INFO 10-21 ...")
+     * rules a line out. A "[timestamp] " prefix hides nothing known of this
+     * program's format, so such a line is read as one without a level.
+     */
+    if (level == ENGINE__LEVEL_HIDDEN)
+        level = ENGINE__LEVEL_NONE;
+    engine__classify_common(level, line, len, text, text_len, out);
 }
 
 const struct engine_ops engine_generic = {

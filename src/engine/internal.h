@@ -22,20 +22,52 @@ const char *engine__find_last(const char *s, size_t len, const char *needle);
 void engine__trim(const char **s, size_t *len);
 
 /*
+ * What a line's decorations say of its level, and so whether it can report a
+ * failure (engine__may_fail).
+ */
+enum engine__level {
+    /* no level and no logger's prefix: a traceback line, a program's own words */
+    ENGINE__LEVEL_NONE,
+    /* a logger's prefix that names no level (SGLang's "[2025-01-01 12:00:00 TP0] "):
+     * its INFO lines (request logs quoting prompts) look like its ERROR lines */
+    ENGINE__LEVEL_HIDDEN,
+    /* DEBUG, INFO, WARNING; llama.cpp's D, I, W, T */
+    ENGINE__LEVEL_BELOW,
+    /* ERROR, CRITICAL; llama.cpp's E */
+    ENGINE__LEVEL_ERROR,
+};
+
+/*
  * Skips the decorations Python engines put before a message: a process tag
  * "(EngineCore_DP0 pid=123) ", a logging prefix "ERROR 10-21 12:00:00
  * [core.py:700] ", uvicorn's "INFO:     ", SGLang's "[2025-01-01 12:00:00
- * TP0] ". Returns the level word found ("ERROR", "INFO", ...) as a pointer
- * into the line with its length in *level_len, or NULL with 0 when the line
- * has no level (a traceback line, a bare message).
+ * TP0] ", and says what they told of the line's level.
  */
-const char *engine__strip_python(const char **s, size_t *len, size_t *level_len);
+enum engine__level engine__strip_python(const char **s, size_t *len);
 
 /*
- * Whether a line with this level (from engine__strip_python) may carry the
- * root cause of a failure: ERROR, CRITICAL, or no level (traceback lines).
+ * The rule every failure check of every adapter follows, because serving
+ * engines log client-controlled text (uvicorn's access log quotes the path,
+ * vLLM's and SGLang's request logs the prompt, llama-server's the path): a
+ * line at a level below error is never a failure; an ERROR line or a line
+ * without a level (a traceback line) may be; a line whose logger hides its
+ * level may be only when its message is an exception ("RuntimeError: ..."),
+ * which no request log starts with. text is the line's message (decorations
+ * stripped). A few byte compares: every line of a serving engine comes here.
  */
-int engine__is_error_level(const char *level, size_t level_len);
+int engine__may_fail(enum engine__level level, const char *text, size_t len);
+
+/* Whether s[0..len) starts with prefix. */
+int engine__starts_with(const char *s, size_t len, const char *prefix);
+
+/*
+ * Where an engine's own failure phrase is printed: at the start of a message,
+ * after an exception's name when it is an exception's ("ValueError: Free
+ * memory on device ..."). Returns the text just after phrase, or NULL when the
+ * message does not start with it (a prompt quoting it, a traceback's source
+ * line "raise ValueError("Free memory on device ...")").
+ */
+const char *engine__message_starts(const char *s, size_t len, const char *phrase);
 
 /* Skips a leading exception name "ValueError: ", "torch.OutOfMemoryError: ". */
 void engine__strip_exception(const char **s, size_t *len);
@@ -66,22 +98,22 @@ void engine__set_progress(struct engine_log_state *st, struct engine_line *out, 
 void engine__set_fatal(struct engine_line *out, const char *label, const char *text, size_t len);
 
 /*
- * The failures any engine can print: CUDA out of memory and a port already
- * in use. Sets out and returns 1 on a match, else returns 0. text is the line
- * with its decorations stripped.
+ * The failures any engine can print: the machine's (engine_blames_machine),
+ * CUDA out of memory and a port already in use, on a line engine__may_fail
+ * allows. Sets out and returns 1 on a match, else returns 0. text is the line
+ * with its decorations stripped, level what they said.
  */
-int engine__classify_common(const char *line, size_t len, const char *text, size_t text_len,
-                            struct engine_line *out);
+int engine__classify_common(enum engine__level level, const char *line, size_t len,
+                            const char *text, size_t text_len, struct engine_line *out);
 
 /*
  * The common start of classifying a line of a Python engine (vLLM, SGLang):
- * resets out, strips the logging prefix (sets *text, *text_len and *level,
- * *level_len as engine__strip_python does), and handles the checkpoint-shard
- * progress bar both print. Returns 1 when the line was progress (out is set),
- * else 0.
+ * resets out, strips the logging prefix (sets *text, *text_len and *level as
+ * engine__strip_python does), and handles the checkpoint-shard progress bar
+ * both print. Returns 1 when the line was progress (out is set), else 0.
  */
 int engine__python_prologue(struct engine_log_state *st, const char *line, size_t len,
                             struct engine_line *out, const char **text, size_t *text_len,
-                            const char **level, size_t *level_len);
+                            enum engine__level *level);
 
 #endif

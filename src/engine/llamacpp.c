@@ -35,10 +35,13 @@ static size_t word_len(const char *s, size_t len)
 /*
  * Skips llama.cpp's decorations: an optional elapsed time "0.00.123.456 ", a
  * level letter "E ", and "component   function: " or "function: ", leaving
- * the message.
+ * the message. Says what the letter told of the level: builds and lines
+ * without one (ggml's own prints, the lines after the first of a message)
+ * say none.
  */
-static void strip_llama(const char **s, size_t *len)
+static enum engine__level strip_llama(const char **s, size_t *len)
 {
+    enum engine__level level = ENGINE__LEVEL_NONE;
     const char *p = *s;
     size_t n = *len;
     size_t w;
@@ -54,6 +57,7 @@ static void strip_llama(const char **s, size_t *len)
         }
     }
     if (n > 2 && strchr("IWEDT", p[0]) && p[1] == ' ') {
+        level = p[0] == 'E' ? ENGINE__LEVEL_ERROR : ENGINE__LEVEL_BELOW;
         p += 2;
         n -= 2;
         engine__trim(&p, &n);
@@ -75,86 +79,115 @@ static void strip_llama(const char **s, size_t *len)
     engine__trim(&p, &n);
     *s = p;
     *len = n;
+    return level;
 }
 
 /*
  * Keeps the line that says why a load or bind failed, for the exit line. A
  * host allocation that failed is "insufficient memory (attempted to allocate
- * 7629.53 MB)" from ggml_aligned_malloc, the first line of that failure.
+ * 7629.53 MB)" from ggml_aligned_malloc, the first line of that failure. Each
+ * starts the message llama.cpp logs it in.
  */
 static void remember_cause(struct engine_log_state *st, const char *text, size_t len)
 {
     static const char *const causes[] = {"failed to load model", "couldn't bind HTTP server socket",
                                          "insufficient memory",
                                          "failed to initialize the context:"};
-    const char *hit = engine__find(text, len, "error loading model:");
-    if (hit) {
-        const char *rest = hit + strlen("error loading model:");
-        engine__remember_error(st, rest, len - (size_t)(rest - text));
+    static const char loading[] = "error loading model:";
+    if (engine__starts_with(text, len, loading)) {
+        engine__remember_error(st, text + strlen(loading), len - strlen(loading));
         return;
     }
     for (size_t i = 0; i < sizeof(causes) / sizeof(causes[0]); i++) {
-        hit = engine__find(text, len, causes[i]);
-        if (hit) {
-            engine__remember_error(st, hit, len - (size_t)(hit - text));
+        if (engine__starts_with(text, len, causes[i])) {
+            engine__remember_error(st, text, len);
             return;
         }
     }
 }
 
+/*
+ * "failed to allocate buffer for kv cache": the context's creation threw it, and
+ * llama_init_from_model logs it after "failed to initialize the context: ".
+ */
+static const char *kv_cache_failure(const char *text, size_t len)
+{
+    static const char context[] = "failed to initialize the context: ";
+    static const char kv[] = "failed to allocate buffer for kv cache";
+    if (engine__starts_with(text, len, context)) {
+        text += strlen(context);
+        len -= strlen(context);
+    }
+    return engine__starts_with(text, len, kv) ? text : NULL;
+}
+
 #define KV_REASON "not enough memory for the KV cache (lower -c/--ctx-size)"
 
-static void llamacpp_classify_line(struct engine_log_state *st, const char *line, size_t len,
-                                   struct engine_line *out)
+/*
+ * The failures of an E line or a line without a level. llama-server's own
+ * phrases start the message they are in (after "function: "); its request log
+ * ("I srv  log_server_r: request: GET /path ...") and its warning about a
+ * request it could not parse quote the client on I and W lines.
+ */
+static int llamacpp_fatal(struct engine_log_state *st, enum engine__level level, const char *line,
+                          size_t len, const char *text, size_t text_len, struct engine_line *out)
 {
-    const char *text = line;
-    size_t text_len = len;
     const char *hit;
 
-    out->kind = ENGINE_LINE_NONE;
-    out->percent = st->percent;
-    out->reason[0] = '\0';
-    out->port_taken = 0;
-    out->machine = 0;
-    strip_llama(&text, &text_len);
     remember_cause(st, text, text_len);
-
-    if (engine__find(text, text_len, "exiting due to model loading error")) {
+    if (engine__starts_with(text, text_len, "exiting due to model loading error")) {
         engine__set_fatal(out, "model loading error", st->first_error, strlen(st->first_error));
-        return;
+        return 1;
     }
-    hit = engine__find(text, text_len, "couldn't bind HTTP server socket");
-    if (hit) {
-        engine__set_fatal(out, "port already in use", hit, text_len - (size_t)(hit - text));
+    if (engine__starts_with(text, text_len, "couldn't bind HTTP server socket")) {
+        engine__set_fatal(out, "port already in use", text, text_len);
         out->port_taken = 1;
-        return;
+        return 1;
     }
-    if (engine__find(text, text_len, "exiting due to HTTP server error")) {
+    if (engine__starts_with(text, text_len, "exiting due to HTTP server error")) {
         if (strncmp(st->first_error, "couldn't bind", 13) == 0) {
             engine__set_fatal(out, "port already in use", st->first_error, strlen(st->first_error));
             out->port_taken = 1;
         } else
             engine__set_fatal(out, "HTTP server error", st->first_error, strlen(st->first_error));
-        return;
+        return 1;
     }
     /*
      * The KV cache -c/--ctx-size asks for is more than the host can give: the
      * context's creation fails, the load ends with "exiting due to model
      * loading error". The allocation's own line says how much it wanted.
      */
-    hit = engine__find(text, text_len, "failed to allocate buffer for kv cache");
+    hit = kv_cache_failure(text, text_len);
     if (hit) {
         if (strncmp(st->first_error, "insufficient memory", 19) == 0)
             engine__set_fatal(out, KV_REASON, st->first_error, strlen(st->first_error));
         else
             engine__set_fatal(out, KV_REASON, hit, text_len - (size_t)(hit - text));
-        return;
+        return 1;
     }
-    if (engine__find(text, text_len, "failed to allocate CUDA")) {
+    /* ggml's "failed to allocate CUDA0 buffer of size ..." */
+    if (engine__starts_with(text, text_len, "failed to allocate CUDA")) {
         engine__set_fatal(out, "CUDA out of memory", text, text_len);
-        return;
+        return 1;
     }
-    if (engine__classify_common(line, len, text, text_len, out))
+    return engine__classify_common(level, line, len, text, text_len, out);
+}
+
+static void llamacpp_classify_line(struct engine_log_state *st, const char *line, size_t len,
+                                   struct engine_line *out)
+{
+    const char *text = line;
+    size_t text_len = len;
+    enum engine__level level;
+
+    out->kind = ENGINE_LINE_NONE;
+    out->percent = st->percent;
+    out->reason[0] = '\0';
+    out->port_taken = 0;
+    out->machine = 0;
+    level = strip_llama(&text, &text_len);
+    if (engine__may_fail(level, text, text_len) &&
+        llamacpp_fatal(st, level, line, len, text, text_len, out))
         return;
 
     /* hints only: GET /health decides */

@@ -20,12 +20,6 @@ static enum engine_probe sglang_probe_verdict(int status, int expected_status, c
     return status == 200 ? ENGINE_PROBE_READY : ENGINE_PROBE_WAIT;
 }
 
-static int starts_with(const char *s, size_t len, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    return len >= n && memcmp(s, prefix, n) == 0;
-}
-
 /* A reason built from the first exception seen, if any. */
 static void fatal_with_cause(struct engine_log_state *st, struct engine_line *out,
                              const char *label)
@@ -33,68 +27,89 @@ static void fatal_with_cause(struct engine_log_state *st, struct engine_line *ou
     engine__set_fatal(out, label, st->first_error, strlen(st->first_error));
 }
 
+/*
+ * The text after one of SGLang's own error messages, which it logs with
+ * logger.error as the start of the message: right after the "[time TP0] "
+ * prefix, which says no level (so any message could be there), or at the
+ * line's start. Its request logs ("Receive: obj=GenerateReqInput(text='...')")
+ * and uvicorn's access log (INFO) quote the client after words of their own.
+ */
+static const char *own_message(enum engine__level level, const char *text, size_t len,
+                               const char *phrase)
+{
+    if (level == ENGINE__LEVEL_BELOW || !engine__starts_with(text, len, phrase))
+        return NULL;
+    return text + strlen(phrase);
+}
+
 static void sglang_classify_line(struct engine_log_state *st, const char *line, size_t len,
                                  struct engine_line *out)
 {
-    const char *text, *level;
-    size_t text_len, level_len;
-    const char *hit;
+    const char *text;
+    size_t text_len;
+    enum engine__level level;
+    const char *rest;
+    size_t rest_len;
+    int may_fail;
 
-    if (engine__python_prologue(st, line, len, out, &text, &text_len, &level, &level_len))
+    if (engine__python_prologue(st, line, len, out, &text, &text_len, &level))
         return;
     if (engine__find(text, text_len, "The server is fired up and ready to roll!")) {
         engine__set_ready(out);
         return;
     }
 
-    if (engine__is_error_level(level, level_len)) {
+    may_fail = engine__may_fail(level, text, text_len);
+    if (may_fail) {
         const char *exc = engine__exception_start(text, text_len);
         if (exc)
             engine__remember_error(st, exc, text_len - (size_t)(exc - text));
     }
 
-    hit = engine__find(text, text_len, "Scheduler hit an exception");
-    if (hit) {
+    rest = own_message(level, text, text_len, "Scheduler hit an exception");
+    if (rest) {
         /*
          * Usually "...: Traceback (most recent call last):" with the exception
          * lines later; those, or the "Received sigquit" line that follows,
          * carry the cause, so this line is fatal only when it has one.
          */
-        const char *rest = hit + strlen("Scheduler hit an exception");
-        size_t rest_len = text_len - (size_t)(rest - text);
+        rest_len = text_len - (size_t)(rest - text);
         if (rest_len > 0 && *rest == ':') {
             rest++;
             rest_len--;
         }
         engine__trim(&rest, &rest_len);
-        if (rest_len > 0 && !starts_with(rest, rest_len, "Traceback"))
+        if (rest_len > 0 && !engine__starts_with(rest, rest_len, "Traceback"))
             engine__set_fatal(out, "scheduler hit an exception", rest, rest_len);
         else if (st->first_error[0])
             fatal_with_cause(st, out, "scheduler hit an exception");
         return;
     }
-    if (engine__find(text, text_len, "Received sigquit from a child process")) {
+    if (own_message(level, text, text_len, "Received sigquit from a child process")) {
         fatal_with_cause(st, out, "an engine child process failed");
         return;
     }
-    hit = engine__find(text, text_len, "Initialization failed. warmup error:");
-    if (hit) {
-        const char *rest = hit + strlen("Initialization failed. warmup error:");
-        size_t rest_len = text_len - (size_t)(rest - text);
+    rest = own_message(level, text, text_len, "Initialization failed. warmup error:");
+    if (rest) {
+        rest_len = text_len - (size_t)(rest - text);
         engine__trim(&rest, &rest_len);
-        if (rest_len == 0 || starts_with(rest, rest_len, "Traceback"))
+        if (rest_len == 0 || engine__starts_with(rest, rest_len, "Traceback"))
             fatal_with_cause(st, out, "warmup failed");
         else
             engine__set_fatal(out, "warmup failed", rest, rest_len);
         return;
     }
-    if (engine__classify_common(line, len, text, text_len, out))
+    if (!may_fail)
+        return;
+    if (engine__classify_common(level, line, len, text, text_len, out))
         return;
 
-    engine__strip_exception(&text, &text_len);
-    if (engine__find(text, text_len,
-                     "Not enough memory. Please try to increase --mem-fraction-static"))
+    /* a RuntimeError the scheduler raises while it sizes the KV cache */
+    if (engine__message_starts(text, text_len,
+                               "Not enough memory. Please try to increase --mem-fraction-static")) {
+        engine__strip_exception(&text, &text_len);
         engine__set_fatal(out, "not enough GPU memory", text, text_len);
+    }
 }
 
 /*

@@ -29,11 +29,12 @@ static enum engine_probe vllm_probe_verdict(int status, int expected_status, con
 static void vllm_classify_line(struct engine_log_state *st, const char *line, size_t len,
                                struct engine_line *out)
 {
-    const char *text, *level;
-    size_t text_len, level_len;
+    const char *text;
+    size_t text_len;
+    enum engine__level level;
     const char *exc;
 
-    if (engine__python_prologue(st, line, len, out, &text, &text_len, &level, &level_len))
+    if (engine__python_prologue(st, line, len, out, &text, &text_len, &level))
         return;
     if (engine__find(text, text_len, "Application startup complete.") ||
         engine__find(text, text_len, "Starting vLLM API server") ||
@@ -45,11 +46,13 @@ static void vllm_classify_line(struct engine_log_state *st, const char *line, si
     /*
      * Failures are logged at ERROR or as bare traceback lines; INFO lines can
      * quote client prompts (request logging) and paths (the access log), so
-     * they never count.
+     * they never count (engine__may_fail). vLLM's own phrases below start the
+     * message they are in (an exception's, or logger.exception's), so a
+     * traceback's source line that quotes one is not the failure either.
      */
-    if (!engine__is_error_level(level, level_len))
+    if (!engine__may_fail(level, text, text_len))
         return;
-    if (engine__find(text, text_len, "Engine core initialization failed")) {
+    if (engine__message_starts(text, text_len, "Engine core initialization failed")) {
         /* the last line of a failed load (a bare traceback line); the cause is the first
          * exception */
         if (st->first_error[0]) {
@@ -65,7 +68,7 @@ static void vllm_classify_line(struct engine_log_state *st, const char *line, si
     if (exc)
         engine__remember_error(st, exc, text_len - (size_t)(exc - text));
 
-    if (engine__find(text, text_len, "EngineCore failed to start.")) {
+    if (engine__message_starts(text, text_len, "EngineCore failed to start.")) {
         /*
          * The traceback with the cause follows this line and the load ends
          * with "Engine core initialization failed", which names it; reporting
@@ -76,17 +79,22 @@ static void vllm_classify_line(struct engine_log_state *st, const char *line, si
                               strlen(st->first_error));
         return;
     }
-    if (engine__classify_common(line, len, text, text_len, out))
+    if (engine__classify_common(level, line, len, text, text_len, out))
         return;
 
-    engine__strip_exception(&text, &text_len);
-    if (engine__find(text, text_len, "Free memory on device"))
+    /* ValueErrors the engine raises while it sizes its memory */
+    if (engine__message_starts(text, text_len, "Free memory on device")) {
+        engine__strip_exception(&text, &text_len);
         engine__set_fatal(out, "not enough free GPU memory", text, text_len);
-    else if (engine__find(text, text_len, "No available memory for the cache blocks"))
+    } else if (engine__message_starts(text, text_len, "No available memory for the cache blocks")) {
+        engine__strip_exception(&text, &text_len);
         engine__set_fatal(out, "no GPU memory left for the KV cache", text, text_len);
-    else if (engine__find(text, text_len,
-                          "To serve at least one request with the model's max seq len"))
+    } else if (engine__message_starts(text, text_len,
+                                      "To serve at least one request with the model's max seq "
+                                      "len")) {
+        engine__strip_exception(&text, &text_len);
         engine__set_fatal(out, "KV cache too small", text, text_len);
+    }
 }
 
 /*

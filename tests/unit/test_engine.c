@@ -741,6 +741,225 @@ static void test_machine_fault_per_engine(void **state)
     assert_int_equal(r.out.port_taken, 1);
 }
 
+/* ---- client text in the log: never a failure ---- */
+
+/*
+ * Every phrase an adapter reads as a failure, as a client could send it: in a path, a
+ * prompt, a request body. The machine's are engine_blames_machine's.
+ */
+static const char *const fatal_phrases[] = {
+    "CUDA out of memory",
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+    "cudaMalloc failed: out of memory",
+    "RuntimeError: CUDA error: out of memory",
+    "OSError: [Errno 98] Address already in use",
+    "listen tcp 127.0.0.1:9000: bind: address already in use",
+    "CUDA driver version is insufficient for CUDA runtime version",
+    "The NVIDIA driver on your system is too old",
+    "Found no NVIDIA driver on your system",
+    "system has unsupported display driver / cuda driver combination",
+    "forward compatibility was attempted on non supported HW",
+    "RuntimeError: no CUDA-capable device is detected",
+    "cudaErrorNoDevice",
+    "CUDA_ERROR_NO_DEVICE",
+    "No CUDA GPUs are available",
+    "CUDA-capable device(s) is/are busy or unavailable",
+    "CUDA unknown error",
+    "Driver/library version mismatch",
+    "NVML/RM version mismatch",
+    "uncorrectable ECC error encountered",
+    "GPU has fallen off the bus",
+    "NVRM: Xid (PCI:0000:3b:00): 79",
+    "unspecified launch failure",
+    "RuntimeError: Engine core initialization failed. See root cause above.",
+    "EngineCore failed to start.",
+    "ValueError: Free memory on device (1.2/79.19 GiB) on startup",
+    "ValueError: No available memory for the cache blocks.",
+    "ValueError: To serve at least one request with the model's max seq len (8)",
+    "Scheduler hit an exception: RuntimeError: boom",
+    "Received sigquit from a child process. It usually means the child failed.",
+    "Initialization failed. warmup error: boom",
+    "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.",
+    "exiting due to model loading error",
+    "couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080",
+    "exiting due to HTTP server error",
+    "failed to initialize the context: failed to allocate buffer for kv cache",
+    "failed to allocate CUDA0 buffer of size 4294967296",
+    "error loading model: boom",
+    "failed to load model",
+    "insufficient memory (attempted to allocate 30517.81 MB)",
+};
+
+/*
+ * The lines each engine writes with a client's text in them (%s), as the engines print
+ * them: uvicorn's access log (the path decoded), vLLM's request logger and the
+ * fields it ignored, SGLang's --log-requests, llama-server's request log (the path
+ * decoded), its body at debug level and its warning about a body it could not parse.
+ */
+static const struct {
+    const char *engine;
+    const char *line;
+} client_lines[] = {
+    {"vllm", "(APIServer pid=4711) INFO:     127.0.0.1:40312 - \"POST /v1/%s HTTP/1.1\" 404 "
+             "Not Found"},
+    {"vllm", "(APIServer pid=4711) INFO 10-21 12:30:00 [logger.py:39] Received request "
+             "chatcmpl-7f3a: prompt: '<|im_start|>user\\n%s<|im_end|>\\n', params: "
+             "SamplingParams(n=1, temperature=0.7), prompt_token_ids: None, lora_request: None."},
+    {"vllm", "(APIServer pid=4711) DEBUG 10-21 12:30:00 [logger.py:48] Request chatcmpl-7f3a "
+             "details: prompt: '%s', prompt_token_ids: [1, 2, 3]."},
+    {"vllm", "(APIServer pid=4711) WARNING 10-21 12:30:00 [protocol.py:93] The following fields "
+             "were present in the request but ignored: {'%s'}"},
+    {"vllm", "INFO 10-21 12:30:00 [logger.py:39] Generated response chatcmpl-7f3a: output: "
+             "'%s', output_token_ids: [4, 5], finish_reason: stop"},
+    {"sglang", "[2025-10-21 12:30:00] INFO:     127.0.0.1:5555 - \"POST /%s HTTP/1.1\" 404 Not "
+               "Found"},
+    {"sglang", "INFO:     127.0.0.1:5555 - \"GET /%s HTTP/1.1\" 404 Not Found"},
+    {"sglang", "[2025-10-21 12:30:00 TP0] Receive: obj=GenerateReqInput(text='%s', "
+               "sampling_params={'max_new_tokens': 8}, rid='f3a', stream=False)"},
+    {"sglang", "[2025-10-21 12:30:00] Receive: obj=GenerateReqInput(text='<|im_start|>user\\n%s"
+               "<|im_end|>\\n', sampling_params={'temperature': 0.7}, rid='f3b')"},
+    {"sglang", "[2025-10-21 12:30:01 TP0] Finish: obj=GenerateReqInput(text='hi', rid='f3a'), "
+               "out={'text': '%s', 'meta_info': {'id': 'f3a', 'finish_reason': {'type': "
+               "'length', 'length': 8}}}"},
+    {"llamacpp", "0.12.345.678 I srv  log_server_r: request: POST /%s 127.0.0.1 404"},
+    {"llamacpp", "I srv  log_server_r: request: GET /%s 127.0.0.1 404"},
+    {"llamacpp", "0.12.345.679 D srv  log_server_r: request:  {\"prompt\":\"%s\",\"n_predict\":8}"},
+    {"llamacpp", "0.12.345.680 D srv  log_server_r: response: {\"content\":\"%s\"}"},
+    {"llamacpp", "0.00.242.305 W srv    operator(): got exception: {\"error\":{\"code\":500,"
+                 "\"message\":\"[json.exception.parse_error.101] parse error at line 1, column "
+                 "40: syntax error while parsing value - invalid string: missing closing quote; "
+                 "last read: '\\\"%s'\",\"type\":\"server_error\"}}"},
+    {"generic", "INFO:     127.0.0.1:5555 - \"POST /%s HTTP/1.1\" 404 Not Found"},
+    {"generic", "INFO 10-21 12:30:00 [logger.py:39] Received request x: prompt: '%s'"},
+    {"generic", "DEBUG:    request body: '%s'"},
+};
+
+/* tmpl with its "%s" replaced by text. */
+static void fill(char *out, size_t cap, const char *tmpl, const char *text)
+{
+    const char *at = strstr(tmpl, "%s");
+    assert_non_null(at);
+    int n = snprintf(out, cap, "%.*s%s%s", (int)(at - tmpl), tmpl, text, at + 2);
+    assert_true(n > 0 && (size_t)n < cap);
+}
+
+/*
+ * A serving engine's request logs quote whatever a client sends, and the supervisor keeps an
+ * instance's first FATAL reason even while it serves: none of them is a failure, none is kept
+ * as the cause a later exit line names, and none blames the machine or the port.
+ */
+static void test_client_text_is_never_a_failure(void **state)
+{
+    static const char *const engines[] = {"vllm", "sglang", "llamacpp", "generic"};
+    char line[1024];
+    for (size_t e = 0; e < sizeof engines / sizeof engines[0]; e++) {
+        struct run r;
+        size_t fed = 0;
+        run_init(&r, engines[e]);
+        for (size_t i = 0; i < sizeof client_lines / sizeof client_lines[0]; i++) {
+            if (strcmp(client_lines[i].engine, engines[e]) != 0)
+                continue;
+            for (size_t k = 0; k < sizeof fatal_phrases / sizeof fatal_phrases[0]; k++) {
+                fill(line, sizeof line, client_lines[i].line, fatal_phrases[k]);
+                if (feed(&r, line) != ENGINE_LINE_NONE)
+                    fail_msg("%s: '%s' gave %d (reason '%s')", engines[e], line, r.out.kind,
+                             r.out.reason);
+                assert_int_equal(r.out.port_taken, 0);
+                assert_int_equal(r.out.machine, 0);
+                fed++;
+            }
+        }
+        assert_true(fed >= 2 * sizeof fatal_phrases / sizeof fatal_phrases[0]);
+        if (r.st.first_error[0])
+            fail_msg("%s kept a client's text as the cause: '%s'", engines[e], r.st.first_error);
+    }
+
+    /* so the engine's own last line of a failure names no client's text */
+    struct run r;
+    run_init(&r, "sglang");
+    fill(line, sizeof line, client_lines[7].line, "ValueError: my prompt");
+    expect_none(&r, line);
+    expect_fatal(&r,
+                 "[2025-10-21 12:31:00] Received sigquit from a child process. It usually means "
+                 "the child failed.",
+                 "an engine child process failed");
+    run_init(&r, "llamacpp");
+    expect_none(&r, "I srv  log_server_r: request: GET /failed to load model, '/my.gguf' "
+                    "127.0.0.1 404");
+    expect_fatal(&r, "E srv  llama_server: exiting due to model loading error",
+                 "model loading error");
+}
+
+/*
+ * SGLang's format names no level, so its request log looks like its errors: its own error
+ * messages count only where it prints them, at the start of the message.
+ */
+static void test_sglang_own_messages_start_the_line(void **state)
+{
+    struct run r;
+    run_init(&r, "sglang");
+    expect_none(&r, "[2025-10-21 12:30:00 TP0] Receive: obj=GenerateReqInput(text='Scheduler hit "
+                    "an exception: boom')");
+    expect_none(&r, "[2025-10-21 12:30:00 TP0] Receive: obj=GenerateReqInput(text='Received "
+                    "sigquit from a child process')");
+    expect_none(&r, "[2025-10-21 12:30:00 TP0] Receive: obj=GenerateReqInput(text='Initialization "
+                    "failed. warmup error: boom')");
+    expect_none(&r, "[2025-10-21 12:30:00 TP0] Receive: obj=GenerateReqInput(text='KeyError: x "
+                    "CUDA out of memory no CUDA-capable device is detected')");
+    assert_string_equal(r.st.first_error, "");
+    /* uvicorn's INFO line, its prefix taken off, starts with the client's words only after the
+     * level */
+    expect_none(&r, "[2025-10-21 12:30:00] INFO:     Scheduler hit an exception: boom");
+    /* an exception is a failure wherever its name starts the message */
+    expect_fatal(&r,
+                 "[2025-10-21 12:00:02 TP0] torch.OutOfMemoryError: CUDA out of memory. Tried "
+                 "to allocate 1.50 GiB.",
+                 "CUDA out of memory: Tried to allocate 1.50 GiB.");
+    /* and its own messages are, at the start of the message or of a line without prefix */
+    run_init(&r, "sglang");
+    expect_fatal(&r,
+                 "Scheduler hit an exception: CUDA error: an illegal memory access was "
+                 "encountered",
+                 "scheduler hit an exception: CUDA error: an illegal memory access was "
+                 "encountered");
+    expect_fatal(&r, "[2025-10-21 12:00:09] Initialization failed. warmup error: boom",
+                 "warmup failed: boom");
+}
+
+/*
+ * A traceback shows the source line of each frame: the raise that prints a phrase is not the
+ * failure, the exception's own line that follows is (the supervisor keeps the first reason).
+ */
+static void test_traceback_source_lines(void **state)
+{
+    struct run r;
+    run_init(&r, "sglang");
+    expect_none(&r, "[2025-10-21 12:00:01 TP0] Scheduler hit an exception: Traceback (most "
+                    "recent call last):");
+    expect_none(&r, "  File \"/sgl/python/sglang/srt/model_executor/model_runner.py\", line 1530, "
+                    "in init_memory_pool");
+    expect_none(&r, "    raise RuntimeError(\"Not enough memory. Please try to increase "
+                    "--mem-fraction-static.\")");
+    expect_fatal(&r,
+                 "RuntimeError: Not enough memory. Please try to increase "
+                 "--mem-fraction-static.",
+                 "not enough GPU memory: Not enough memory. Please try to increase "
+                 "--mem-fraction-static.");
+
+    run_init(&r, "vllm");
+    expect_none(&r, "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708]     raise "
+                    "ValueError(f\"Free memory on device ({free}/{total} GiB) on startup\")");
+    expect_none(&r, "(APIServer pid=4711)     raise RuntimeError(\"Engine core initialization "
+                    "failed. See root cause above.\")");
+    expect_fatal(&r,
+                 "(EngineCore_DP0 pid=4802) ERROR 10-21 12:00:00 [core.py:708] ValueError: Free "
+                 "memory on device (1.2/79.19 GiB) on startup",
+                 "not enough free GPU memory: Free memory on device (1.2/79.19 GiB) on startup");
+
+    run_init(&r, "llamacpp");
+    expect_none(&r, "E srv    send_error: task id = 3, error: exiting due to model loading error");
+}
+
 /* ---- API keys ---- */
 
 static void hex(const unsigned char *d, size_t n, char *out)
@@ -846,6 +1065,9 @@ int main(void)
         cmocka_unit_test(test_generic),
         cmocka_unit_test(test_blames_machine),
         cmocka_unit_test(test_machine_fault_per_engine),
+        cmocka_unit_test(test_client_text_is_never_a_failure),
+        cmocka_unit_test(test_sglang_own_messages_start_the_line),
+        cmocka_unit_test(test_traceback_source_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
