@@ -209,6 +209,38 @@ test('crash while ready: detected, restarted with backoff', async () => {
     await d.stop();
 });
 
+// A serving engine logs the paths its clients ask for (uvicorn's access log, llama-server's
+// request log): a path that quotes what CUDA prints for a missing GPU gives the engine's
+// next exit neither that cause nor the machine's blame.
+for (const flavor of ['vllm', 'sglang', 'llamacpp']) {
+    test(`${flavor}: a client's path in the engine's log is not the cause of its crash`, async () => {
+        const { dir, d, port } = await daemonWith({
+            m: { engine: flavor, cmd: mock(flavor, '--load-time 100ms'), restart: 'never' },
+        });
+        assert.equal((await yard(['start', 'm', '--wait'], { stateDir: dir })).code, 0);
+        const e = await entry(dir, 'm');
+        for (const quoted of ['CUDA_ERROR_NO_DEVICE', 'cudaErrorNoDevice', 'NVRM:Xid']) {
+            const r = await httpGet(`http://127.0.0.1:${port}/upstream/m/${quoted}`);
+            assert.equal(r.status, 404, r.body);
+        }
+        // The engine wrote its access lines before it answered; the supervisor reads the
+        // log's last lines when the engine exits.
+        process.kill(e.pid, 'SIGKILL');
+        const failed = await waitFor(
+            async () => {
+                const x = await entry(dir, 'm');
+                return x.state === 'failed' ? x : null;
+            },
+            { timeoutMs: 10000, what: 'the crash' }
+        );
+        // nothing after how it ended: no cause, no machine blamed
+        assert.match(failed.reason, /^crashed: killed by signal 9 \([^:]*\)$/);
+        const logs = await yard(['logs', 'm'], { stateDir: dir });
+        assert.match(logs.stdout, /CUDA_ERROR_NO_DEVICE/);
+        await d.stop();
+    });
+}
+
 test('restart attempts are bounded', async () => {
     const { dir, d } = await daemonWith({
         m: {
