@@ -432,6 +432,15 @@ int engine__classify_common(enum engine__level level, const char *line, size_t l
     return 0;
 }
 
+void engine__line_reset(const struct engine_log_state *st, struct engine_line *out)
+{
+    out->kind = ENGINE_LINE_NONE;
+    out->percent = st->percent;
+    out->reason[0] = '\0';
+    out->port_taken = 0;
+    out->machine = 0;
+}
+
 int engine__python_prologue(struct engine_log_state *st, const char *line, size_t len,
                             struct engine_line *out, const char **text, size_t *text_len,
                             enum engine__level *level)
@@ -439,11 +448,7 @@ int engine__python_prologue(struct engine_log_state *st, const char *line, size_
     *text = line;
     *text_len = len;
     *level = engine__strip_python(text, text_len);
-    out->kind = ENGINE_LINE_NONE;
-    out->percent = st->percent;
-    out->reason[0] = '\0';
-    out->port_taken = 0;
-    out->machine = 0;
+    engine__line_reset(st, out);
 
     /*
      * vLLM's weight loader prints this bar, and SGLang's prints vLLM's. A line

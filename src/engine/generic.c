@@ -23,11 +23,7 @@ static void generic_classify_line(struct engine_log_state *st, const char *line,
     size_t text_len = len;
     enum engine__level level;
 
-    out->kind = ENGINE_LINE_NONE;
-    out->percent = st->percent;
-    out->reason[0] = '\0';
-    out->port_taken = 0;
-    out->machine = 0;
+    engine__line_reset(st, out);
     level = engine__strip_python(&text, &text_len);
     /*
      * A level it names below error (uvicorn's "INFO:", Python's "INFO 10-21 ...")

@@ -106,6 +106,9 @@ void engine__set_fatal(struct engine_line *out, const char *label, const char *t
 int engine__classify_common(enum engine__level level, const char *line, size_t len,
                             const char *text, size_t text_len, struct engine_line *out);
 
+/* The start of classifying any line: out says nothing (no kind, no reason), progress kept. */
+void engine__line_reset(const struct engine_log_state *st, struct engine_line *out);
+
 /*
  * The common start of classifying a line of a Python engine (vLLM, SGLang):
  * resets out, strips the logging prefix (sets *text, *text_len and *level as

@@ -180,11 +180,7 @@ static void llamacpp_classify_line(struct engine_log_state *st, const char *line
     size_t text_len = len;
     enum engine__level level;
 
-    out->kind = ENGINE_LINE_NONE;
-    out->percent = st->percent;
-    out->reason[0] = '\0';
-    out->port_taken = 0;
-    out->machine = 0;
+    engine__line_reset(st, out);
     level = strip_llama(&text, &text_len);
     if (engine__may_fail(level, text, text_len) &&
         llamacpp_fatal(st, level, line, len, text, text_len, out))
