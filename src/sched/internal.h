@@ -251,6 +251,25 @@ int sched__is_hand(const struct sched_waiter *w);
 int sched__hand_issued(const struct sched_waiter *w);
 /* Says why sm drains; a stop or sleep already issued keeps the reason it was given. */
 void sched__drain_because(struct smodel *sm, const char *why);
+/*
+ * Whether the model holds its GPU memory: loading, ready, stopping, or waking
+ * up. A sleeping model holds only a remainder and does not count.
+ */
+int sched__holds_gpu(struct sched *s, struct smodel *sm);
+/* Fails every waiter of sm (why, msg), each told to retry after retry_after_s (0: no hint). */
+void sched__fail_all_retry(struct sched *s, struct smodel *sm, enum sched_reason why,
+                           const char *msg, int retry_after_s);
+/* Marks sm's starts and wakes by hand as issued: they wait for the load now. */
+void sched__mark_hands_issued(struct smodel *sm);
+/*
+ * sm cannot be loaded now or later as things are: hand demands hear hand_msg
+ * (with rc), requests hear req_msg with why.
+ */
+void sched__refuse(struct sched *s, struct smodel *sm, int rc, const char *hand_msg,
+                   enum sched_reason why, const char *req_msg);
+/* plan.c: starts, wakes (or makes room for) each model with waiting requests that does not serve.
+ */
+void sched__plan_loads(struct sched *s);
 /* What each of sm's replicas is doing, into v; returns how many slots it has. */
 int sched__rep_view(struct sched *s, struct smodel *sm, struct sched__rep *v);
 
