@@ -20,7 +20,8 @@
  * PID-START. A cgroup cannot be renamed, so every lookup below takes either
  * name. Where the kernel cannot start a process in a cgroup (before Linux
  * 5.7), the child makes BASE/yard/HASH/PID-START and moves itself in before
- * it execs the engine.
+ * the spawn returns (a child that cannot fails the start): the engine never
+ * runs outside, and its cgroup is there to find as soon as it is started.
  */
 
 /* An engine's cgroup: DIR, the leader's pid and its start time (unsigned long long). */

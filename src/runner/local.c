@@ -90,8 +90,9 @@ static int local_is_alive(struct runner *r, const struct runner_proc *p)
 }
 
 /*
- * The cgroup of p's engine, NULL when there is none: cgroups are off, the
- * engine predates them, or it has not entered its cgroup yet. Named after
+ * The cgroup of p's engine, NULL when there is none: cgroups are off, or the
+ * engine predates them (a started engine is in its cgroup when start
+ * returns, with clone3 or without: runner/spawn.h). Named after
  * the recorded pid and start time; an engine left by a daemon that ran in
  * another cgroup is found through its leader's /proc/PID/cgroup.
  */
@@ -110,7 +111,7 @@ static int local_group_alive(struct runner *r, const struct runner_proc *p)
     char *cg = proc_cgroup(r, p);
     if (cg) {
         int pop = cgroup_populated(cg);
-        /* A leader that has not entered its cgroup yet is alive all the same. */
+        /* A live leader is alive all the same, in its cgroup or (moved itself out) not. */
         int alive = pop == 1 || local_is_alive(r, p);
         /*
          * Found empty: the engine is gone, and so goes its cgroup. The exit may
@@ -149,7 +150,7 @@ static int local_signal_group(struct runner *r, const struct runner_proc *p, int
         else if (n < 0 && n != -ENOENT)
             rc = n;
     }
-    /* Without a cgroup, or while the leader may not be in it yet, its group is what we know. */
+    /* Without a cgroup its group is what we know; with a live leader, its group too. */
     if (!in_cgroup || leader) {
         if (kill(-p->pgid, sig) == 0)
             rc = 0;
@@ -436,7 +437,8 @@ static int check_program(const char *argv0, char **env, const char *cwd, char **
  * Makes the engine's process, held (runner/spawn.h): in a new cgroup of its
  * own with r->cgroups, named after it once its pid is known. Where the kernel
  * cannot start a process in a cgroup the child enters DIR/PID-START itself
- * (said once in the log). 0 with w->ch, w->cg; or a negative errno, *err set.
+ * (said once in the log) before spawn_start returns; one that cannot fails
+ * the start. 0 with w->ch, w->cg; or a negative errno, *err set.
  */
 static int spawn_engine(struct runner *r, struct runner_watch *w, struct spawn_opts *so,
                         const char *argv0, char **err)
@@ -446,7 +448,7 @@ static int spawn_engine(struct runner *r, struct runner_watch *w, struct spawn_o
     char *cg = NULL;
     int cgfd = -1, rc = 0;
     const char *stage = NULL;
-    if (r->cgroups) {
+    if (r->cgroups && !spawn_cannot_start_in_cgroup()) {
         rc = cgroup_engine_new(r->cgroups, &cg, &cgfd);
         if (rc < 0) {
             *err = xstrfmt("cannot start '%s': cannot create a cgroup under '%s': %s", argv0,
@@ -460,19 +462,25 @@ static int spawn_engine(struct runner *r, struct runner_watch *w, struct spawn_o
             cgroup_remove(cg);
             free(cg);
             cg = NULL;
-            if (!said++)
-                log_warn("runner",
-                         "this kernel cannot start a process in a cgroup (clone3 "
-                         "CLONE_INTO_CGROUP, Linux 5.7): engines move into theirs as they start, "
-                         "which takes the kernel's cgroup lock (a few ms per start)");
-            so->cgroup_fd = -1;
-            so->cg_dir = cgroup_root_dir(r->cgroups);
         }
+    }
+    if (r->cgroups && !cg) {
+        if (!said++)
+            log_warn("runner",
+                     "this kernel cannot start a process in a cgroup (clone3 "
+                     "CLONE_INTO_CGROUP, Linux 5.7): engines move into theirs as they start, "
+                     "which takes the kernel's cgroup lock (a few ms per start)");
+        so->cgroup_fd = -1;
+        so->cg_dir = cgroup_root_dir(r->cgroups);
     }
     if (!r->cgroups || so->cg_dir)
         rc = spawn_start(so, &w->ch, &stage);
     if (rc < 0) {
-        if (stage)
+        if (stage && strcmp(stage, SPAWN_STAGE_CGROUP) == 0)
+            *err = xstrfmt("cannot start '%s': cannot put it in a cgroup of its own under '%s' "
+                           "(it did not run): %s",
+                           argv0, so->cg_dir, strerror(-rc));
+        else if (stage)
             *err = xstrfmt("cannot start '%s': %s: %s", argv0, stage, strerror(-rc));
         else if (cg)
             *err = xstrfmt("cannot start '%s' in its cgroup '%s': %s", argv0, cg, strerror(-rc));

@@ -31,8 +31,9 @@
 /* What the parent hands over sits at or above this, clear of the layout above. */
 #define CHILD_FD_MIN 5
 
-enum { ST_SIGNALS, ST_SETSID, ST_STDIO, ST_CHDIR, ST_N };
-static const char *const stage_names[ST_N] = {"signals", "setsid", "stdio", "chdir"};
+enum { ST_SIGNALS, ST_SETSID, ST_STDIO, ST_CHDIR, ST_CGROUP, ST_N };
+static const char *const stage_names[ST_N] = {"signals", "setsid", "stdio", "chdir",
+                                              SPAWN_STAGE_CGROUP};
 
 /* Kernel support learnt once: 1 where clone3 is missing, or starting in a cgroup is. */
 static int no_clone3, no_into_cgroup;
@@ -100,40 +101,44 @@ static int own_start_time(unsigned long long *out)
 /*
  * The child enters DIR/PID-START (the engine's cgroup, named after it) by
  * writing itself into its cgroup.procs: where the kernel could not start it
- * there. 0 or an errno; path holds the cgroup.
+ * there. 0 or an errno; a cgroup it made and could not enter is removed.
  */
-static int enter_own_cgroup(const char *dir, char *path, size_t len)
+static int enter_own_cgroup(const char *dir)
 {
-    char pid[24], start[24];
+    char path[4200], pid[24], start[24];
     unsigned long long st = 0;
     int rc = own_start_time(&st);
+    if (rc < 0)
+        return -rc;
     utoa((unsigned long long)getpid(), pid);
     utoa(st, start);
     const char *parts[] = {dir, "/", pid, "-", start};
     size_t at = 0;
     for (size_t i = 0; i < 5; i++) {
         size_t n = strlen(parts[i]);
-        if (at + n + sizeof "/cgroup.procs" > len)
+        if (at + n + sizeof "/cgroup.procs" > sizeof path)
             return ENAMETOOLONG;
         memcpy(path + at, parts[i], n);
         at += n;
     }
     path[at] = '\0';
-    if (rc < 0)
-        return -rc;
-    if (mkdir(path, 0755) < 0 && errno != EEXIST)
+    int made = mkdir(path, 0755) == 0;
+    if (!made && errno != EEXIST)
         return errno;
     memcpy(path + at, "/cgroup.procs", sizeof "/cgroup.procs");
     int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int e = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+        ssize_t n;
+        do
+            n = write(fd, "0", 1); /* 0: the writing process */
+        while (n < 0 && errno == EINTR);
+        e = n < 0 ? errno : 0;
+        close(fd);
+    }
     path[at] = '\0';
-    if (fd < 0)
-        return errno;
-    ssize_t n;
-    do
-        n = write(fd, "0", 1); /* 0: the writing process */
-    while (n < 0 && errno == EINTR);
-    int e = n < 0 ? errno : 0;
-    close(fd);
+    if (e && made)
+        rmdir(path);
     return e;
 }
 
@@ -175,18 +180,19 @@ static void child_run(const struct spawn_opts *o, int null_fd, int err_fd)
         close(o->close_fd); /* before Linux 5.9: the rest is close-on-exec */
     if (o->cwd && chdir(o->cwd) < 0)
         child_fail(err_fd, ST_CHDIR, errno);
+    /*
+     * In its cgroup before the parent goes on: spawn_start returns a child
+     * that is in it (the daemon finds it there at once), and one that cannot
+     * enter fails the start; nothing of the engine ever runs outside.
+     */
+    if (o->cg_dir) {
+        int e = enter_own_cgroup(o->cg_dir);
+        if (e)
+            child_fail(err_fd, ST_CGROUP, e);
+    }
     /* Set up: the parent goes on. What follows is said in the engine's log. */
     close(err_fd);
     const char *name = o->argv[0];
-    if (o->cg_dir) {
-        char cg[4200];
-        int e = enter_own_cgroup(o->cg_dir, cg, sizeof cg);
-        if (e) {
-            put_err(2, "yard: cannot put the engine in cgroup '", cg, "': ", strerrordesc_np(e),
-                    "\n");
-            _exit(127);
-        }
-    }
     char go = 0;
     ssize_t n;
     do
@@ -220,6 +226,11 @@ static int clone3_off(void)
 {
     const char *e = getenv(SPAWN_CLONE3_ENV);
     return no_clone3 || (e && strcmp(e, "0") == 0);
+}
+
+int spawn_cannot_start_in_cgroup(void)
+{
+    return no_into_cgroup || clone3_off();
 }
 
 int spawn_probe_cgroup(int cgroup_fd)

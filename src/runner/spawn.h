@@ -11,13 +11,14 @@
  * In the child, before the hold: its own session and process group
  * (setsid), every signal's disposition back to the default and an empty
  * mask, stdin on /dev/null, stdout and stderr on the log, the working
- * directory, and every other descriptor closed. A failure there reaches the
- * parent through a close-on-exec pipe: spawn_start fails with it. Then the
- * child enters its cgroup itself where the kernel could not start it there
- * (see below), and reads the hold: one byte, 'g', lets it exec; a hold that
- * closes without it (the daemon died, or dropped the start) ends it with exit
- * 125 and one line in the log: the engine never ran. An exec that fails
- * writes one line to the log and exits 127, as does a cgroup it cannot enter.
+ * directory, every other descriptor closed, and, where the kernel could not
+ * start it in its cgroup (cg_dir below), its own entry into the cgroup. A
+ * failure there reaches the parent through a close-on-exec pipe: spawn_start
+ * fails with it, so a child it returns is in its cgroup. Then the child reads
+ * the hold: one byte, 'g', lets it exec; a hold that closes without it (the
+ * daemon died, or dropped the start) ends it with exit 125 and one line in
+ * the log: the engine never ran. An exec that fails writes one line to the
+ * log and exits 127.
  */
 
 #include <stdint.h>
@@ -44,9 +45,17 @@ struct spawn_child {
  * Starts the child. 0 and *out, or a negative errno: -EXDEV where the kernel
  * cannot start a process in a cgroup (no clone3 or no CLONE_INTO_CGROUP), so
  * the caller retries with cgroup_fd -1 (and logs it once); the errno of the
- * child's setup (*stage names the step: "chdir", ...), or of the clone.
+ * child's setup (*stage names the step: "chdir", ..., SPAWN_STAGE_CGROUP
+ * where it could not make or enter CG_DIR/PID-START), or of the clone.
  */
 int spawn_start(const struct spawn_opts *o, struct spawn_child *out, const char **stage);
+
+/*
+ * 1 when spawn_start is known to answer -EXDEV for a cgroup_fd (the kernel
+ * said so once, or SPAWN_CLONE3_ENV is "0"): the caller goes straight to
+ * cg_dir. 0 while it may work.
+ */
+int spawn_cannot_start_in_cgroup(void);
 
 /*
  * Reaps the child if it has exited: 1 with *code (the exit status) and *sig
@@ -61,6 +70,9 @@ int spawn_reap(const struct spawn_child *c, int64_t *code, int *sig);
  * the clone's negative errno (EACCES: no write access to its cgroup.procs).
  */
 int spawn_probe_cgroup(int cgroup_fd);
+
+/* The step of a child that could not enter its cgroup itself (cg_dir), as *stage says it. */
+#define SPAWN_STAGE_CGROUP "cgroup"
 
 /* Test hook: "0" in this variable makes spawn_start act as on a kernel without clone3. */
 #define SPAWN_CLONE3_ENV "YARD_CLONE3"

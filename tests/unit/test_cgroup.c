@@ -4,6 +4,11 @@
  * (setsid) and its leader exiting at once, adoption of such an engine, the fallback without a
  * writable hierarchy, cgroup.kill's fallback, and GPU attribution by cgroup.
  * The cases that need a writable cgroup2 hierarchy are skipped without one.
+ *
+ * ctest runs this twice: unit/test_cgroup as the kernel allows, and
+ * unit/test_cgroup_noclone3 with YARD_CLONE3=0 (SPAWN_CLONE3_ENV), where
+ * every engine enters its cgroup itself as on a kernel without clone3. The
+ * cases that name the path run both whatever the environment says.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -21,6 +26,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
+
 #include <cmocka.h>
 
 #include "base/alloc.h"
@@ -32,9 +39,25 @@
 
 static char logpath[64];
 static char statedir[64];
+/* SPAWN_CLONE3_ENV as the test was started with (NULL: unset), put back after a case sets it. */
+static char *clone3_env;
 /* Processes the tests saw escape, killed by pid at the end whatever the outcome. */
 static int escapees[16];
 static size_t n_escapees;
+
+/* Spawns with clone3 (on) or as on a kernel without it, whatever the environment said. */
+static void use_clone3(int on)
+{
+    setenv(SPAWN_CLONE3_ENV, on ? "1" : "0", 1);
+}
+
+static void restore_clone3(void)
+{
+    if (clone3_env)
+        setenv(SPAWN_CLONE3_ENV, clone3_env, 1);
+    else
+        unsetenv(SPAWN_CLONE3_ENV);
+}
 
 static int gone(int pid)
 {
@@ -499,17 +522,15 @@ static int run_spawn(char *const args[], const char *cg_dir, const char *cwd, co
 static void test_spawn(void **state)
 {
     for (int pass = 0; pass < 2; pass++) {
-        if (pass)
-            setenv(SPAWN_CLONE3_ENV, "0", 1);
+        use_clone3(!pass);
         char err[1024];
         const char *stage = NULL;
         char *sh[] = {"/bin/sh", "-c", "echo ran >&2; exit 7", NULL};
-        /* A cgroup it cannot make: it says so (in the engine's log) and runs nothing. */
+        /* A cgroup it cannot make or enter: the start fails with the step, and nothing ran. */
         assert_int_equal(
-            run_spawn(sh, "/nonexistent-yard-test-dir", NULL, "g", err, sizeof err, &stage), 127);
-        assert_non_null(
-            strstr(err, "cannot put the engine in cgroup '/nonexistent-yard-test-dir/"));
-        assert_null(strstr(err, "ran"));
+            run_spawn(sh, "/nonexistent-yard-test-dir", NULL, "g", err, sizeof err, &stage),
+            -ENOENT);
+        assert_string_equal(stage, SPAWN_STAGE_CGROUP);
         /* No go: the engine never runs. */
         assert_int_equal(run_spawn(sh, NULL, NULL, NULL, err, sizeof err, &stage), 125);
         assert_non_null(strstr(err, "'/bin/sh' was not run"));
@@ -527,28 +548,22 @@ static void test_spawn(void **state)
                          -ENOENT);
         assert_string_equal(stage, "chdir");
     }
-    unsetenv(SPAWN_CLONE3_ENV);
+    restore_clone3();
 }
 
 /*
  * Where the kernel cannot start a process in its cgroup (clone3 "0"), the
  * engine moves into DIR/PID-START itself; with it, into a DIR/engine-N named
- * after it. Either is found from the pid and start time.
+ * after it. Either is found from the pid and start time, and either way the
+ * engine is in it when the start returns (the daemon may look at once).
  */
 static void test_both_names_are_found(void **state)
 {
     for (int pass = 0; pass < 2; pass++) {
-        if (pass)
-            setenv(SPAWN_CLONE3_ENV, "0", 1);
+        use_clone3(!pass);
         struct cg_engine e;
         char *argv[] = {"sleep", "30", NULL};
         cg_engine_start(&e, argv);
-        /* Without clone3 the child makes its cgroup as it goes on: wait for it. */
-        uint64_t end = test_now_ms() + 10000;
-        while (!e.cg && test_now_ms() < end) {
-            usleep(1000);
-            e.cg = cgroup_engine_find(e.r.cgroups, e.p.pid, e.p.start_time);
-        }
         assert_non_null(e.cg);
         char *named = cgroup_engine_path(e.r.cgroups, e.p.pid, e.p.start_time);
         if (pass)
@@ -556,10 +571,7 @@ static void test_both_names_are_found(void **state)
         else
             assert_true(cgroup__is_new_engine(e.cg));
         free(named);
-        /* In it (once the child has moved itself, without clone3). */
-        end = test_now_ms() + 10000;
-        while (cgroup_populated(e.cg) != 1 && test_now_ms() < end)
-            usleep(1000);
+        assert_int_equal(cgroup_populated(e.cg), 1);
         int *pids = NULL;
         size_t n = 0;
         assert_int_equal(cgroup_procs(e.cg, &pids, &n), 0);
@@ -581,11 +593,103 @@ static void test_both_names_are_found(void **state)
         assert_int_not_equal(access(e.cg, F_OK), 0);
         cg_engine_done(&e, &e.r);
     }
-    unsetenv(SPAWN_CLONE3_ENV);
+    restore_clone3();
+}
+
+/* Whether the file at path (none: no) holds text. */
+static int log_has(const char *path, const char *text)
+{
+    char buf[4096];
+    size_t n = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+    }
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+/* Whether dir holds a subdirectory (a cgroup). */
+static int has_subdir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    int found = 0;
+    while (!found && (de = readdir(d)))
+        found = de->d_name[0] != '.' && de->d_type == DT_DIR;
+    closedir(d);
+    return found;
+}
+
+/*
+ * An engine that cannot have a cgroup of its own (here: the daemon's
+ * directory may hold no more cgroups, cgroup.max.descendants 0) is not
+ * started, with clone3 or without: the start fails saying why, and nothing
+ * of the engine ran, in its cgroup or outside.
+ */
+static void test_no_cgroup_of_its_own_fails_the_start(void **state)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        use_clone3(!pass);
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        struct runner r;
+        if (cgroup_runner(&r, &loop) < 0) {
+            restore_clone3();
+            uv_loop_close(&loop); /* skip() does not return */
+            skip();
+        }
+        const char *dir = cgroup_root_dir(r.cgroups);
+        char *limit = xstrfmt("%s/cgroup.max.descendants", dir);
+        FILE *f = fopen(limit, "w");
+        if (!f || fputs("0", f) < 0 || fclose(f) != 0) {
+            free(limit);
+            runner_local_release(&r);
+            restore_clone3();
+            assert_int_equal(test_loop_close(&loop), 0);
+            skip(); /* a hierarchy without the limit, or one we may not set */
+        }
+        unlink(logpath);
+        char *argv[] = {"sh", "-c", "echo ran; sleep 1000", NULL};
+        struct runner_spec spec = {.argv = argv, .log_path = logpath};
+        struct test_exit seen = {0};
+        struct runner_proc p;
+        struct runner_watch *w = NULL;
+        char *err = NULL;
+        int rc = r.ops->start(&r, &spec, test_on_exit, &seen, &p, &w, &err);
+        f = fopen(limit, "w");
+        assert_non_null(f);
+        fputs("max", f);
+        assert_int_equal(fclose(f), 0);
+        free(limit);
+        if (rc == 0) /* a start that went on: no go, so the engine never runs */
+            r.ops->unwatch(w);
+        assert_int_equal(rc, -EAGAIN);
+        char *want = pass ? xstrfmt("cannot start 'sh': cannot put it in a cgroup of its own under "
+                                    "'%s' (it did not run): %s",
+                                    dir, strerror(EAGAIN))
+                          : xstrfmt("cannot start 'sh': cannot create a cgroup under '%s': %s", dir,
+                                    strerror(EAGAIN));
+        assert_string_equal(err, want);
+        free(want);
+        free(err);
+        /* Nothing ran, and nothing was left: no cgroup, no line in the log. */
+        assert_false(has_subdir(dir));
+        assert_false(log_has(logpath, "ran"));
+        uv_run(&loop, UV_RUN_NOWAIT);
+        assert_int_equal(seen.calls, 0);
+        runner_local_release(&r);
+        assert_int_equal(test_loop_close(&loop), 0);
+    }
+    restore_clone3();
 }
 
 int main(int argc, char **argv)
 {
+    const char *c3 = getenv(SPAWN_CLONE3_ENV);
+    clone3_env = c3 ? xstrdup(c3) : NULL;
     snprintf(logpath, sizeof logpath, "/tmp/yard-test-cgroup-%d.log", (int)getpid());
     snprintf(statedir, sizeof statedir, "/tmp/yard-test-cgroup-%d", (int)getpid());
     mkdir(statedir, 0700);
@@ -602,6 +706,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_kill_without_cgroup_kill),
         cmocka_unit_test(test_spawn),
         cmocka_unit_test(test_both_names_are_found),
+        cmocka_unit_test(test_no_cgroup_of_its_own_fails_the_start),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     for (size_t i = 0; i < n_escapees; i++)
@@ -609,5 +714,6 @@ int main(int argc, char **argv)
             kill(escapees[i], SIGKILL);
     unlink(logpath);
     rmdir(statedir);
+    free(clone3_env);
     return rc;
 }
