@@ -187,6 +187,8 @@ static json_t *daemon_reload(struct app *app, json_t **errors)
         cfg->listen_host = xstrdup(app->cfg->listen_host);
         cfg->listen_port = app->cfg->listen_port;
     }
+    /* What waits for a restart stays as it runs (the answer and the log name it). */
+    config_keep_start_only(app->cfg, cfg);
     char *kept, *restarted, *stopped, *added;
     struct sup_reload_change *changed;
     size_t n_changed;

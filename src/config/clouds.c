@@ -731,31 +731,28 @@ const struct config_cloud *config_find_cloud(const struct config *cfg, const cha
     return NULL;
 }
 
-static int str_same(const char *a, const char *b)
-{
-    return a == b || (a && b && !strcmp(a, b));
-}
-
 static int filter_same(const struct config_cloud_filter *a, const struct config_cloud_filter *b)
 {
-    if (!str_same(a->field, b->field) || !str_same(a->op, b->op) || a->n_values != b->n_values)
+    if (!config__str_same(a->field, b->field) || !config__str_same(a->op, b->op) ||
+        a->n_values != b->n_values)
         return 0;
     for (size_t i = 0; i < a->n_values; i++)
         if (a->values[i].type != b->values[i].type ||
-            !str_same(a->values[i].text, b->values[i].text))
+            !config__str_same(a->values[i].text, b->values[i].text))
             return 0;
     return 1;
 }
 
 static int cloud_same(const struct config_cloud *a, const struct config_cloud *b)
 {
-    if (!str_same(a->name, b->name) || !str_same(a->provider, b->provider) ||
-        !str_same(a->api_key, b->api_key) || !str_same(a->url, b->url) ||
+    if (!config__str_same(a->name, b->name) || !config__str_same(a->provider, b->provider) ||
+        !config__str_same(a->api_key, b->api_key) || !config__str_same(a->url, b->url) ||
         a->strictness != b->strictness || a->max_price != b->max_price ||
         a->max_machines != b->max_machines || a->max_tries != b->max_tries ||
-        !str_same(a->image, b->image) || a->disk != b->disk || !str_same(a->ssh_key, b->ssh_key) ||
-        !str_same(a->setup, b->setup) || a->n_filters != b->n_filters ||
-        a->idle_release_ms != b->idle_release_ms || a->release_on_exit != b->release_on_exit ||
+        !config__str_same(a->image, b->image) || a->disk != b->disk ||
+        !config__str_same(a->ssh_key, b->ssh_key) || !config__str_same(a->setup, b->setup) ||
+        a->n_filters != b->n_filters || a->idle_release_ms != b->idle_release_ms ||
+        a->release_on_exit != b->release_on_exit ||
         a->deadline_running_ms != b->deadline_running_ms ||
         a->deadline_ssh_ms != b->deadline_ssh_ms || a->deadline_setup_ms != b->deadline_setup_ms ||
         a->deadline_ready_ms != b->deadline_ready_ms || a->bad_host_ttl_ms != b->bad_host_ttl_ms)

@@ -350,12 +350,20 @@ int config_model_slots(const struct config_model *m);
 
 /*
  * What a reload from a to b changes outside the models: *applied gets the
- * router keys that differ ("router.max_body,router.body_timeout"; all of
- * them take effect at once), *restart those that only a restart applies
- * ("listen"). Both are new strings the caller frees, "" when none.
+ * keys that differ and take effect at once ("router.max_body,clouds"),
+ * *restart those that only a restart applies ("listen", "slurm", "gpus",
+ * "gpu_ledger", "tools.nvidia_smi", "sessions"). Both are new strings the
+ * caller frees, "" when none.
  */
 void config_reload_changes(const struct config *a, const struct config *b, char **applied,
                            char **restart);
+/*
+ * Moves the keys read only when the daemon starts (gpus, gpu_ledger,
+ * tools.nvidia_smi, sessions) from the running config to next, which
+ * replaces it: the running config keeps saying what runs, so the next
+ * reload reports a change that still waits for a restart.
+ */
+void config_keep_start_only(struct config *running, struct config *next);
 
 /*
  * Splits a command line into argv with shell-like quoting ('...', "...",

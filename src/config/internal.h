@@ -231,6 +231,10 @@ void config__free_strv(char **v, size_t n);
 void config__parse_clouds(struct config__walk *w, const yaml_node_t *n);
 /* Frees cfg's clouds and their array. */
 void config__clouds_free(struct config *cfg);
+/* Whether two optional strings are the same: both NULL, or equal. */
+int config__str_same(const char *a, const char *b);
+/* Whether a and b configure the same sessions: section, every key. */
+int config__sessions_same(const struct config_sessions *a, const struct config_sessions *b);
 /* Whether a and b configure the same clouds, in the same order, with the same keys. */
 int config__clouds_same(const struct config *a, const struct config *b);
 

@@ -765,6 +765,18 @@ void config__walk_root(struct config__walk *w, const yaml_node_t *root)
 
 /* ---- freeing, lookup, comparison ------------------------------------ */
 
+/* Whether a and b declare the same GPUs (gpus: auto, or the same list in the same order). */
+static int gpus_same(const struct config *a, const struct config *b)
+{
+    if (a->gpus_auto != b->gpus_auto || a->n_gpus != b->n_gpus)
+        return 0;
+    for (size_t i = 0; i < a->n_gpus; i++)
+        if (a->gpus[i].index != b->gpus[i].index || a->gpus[i].memory != b->gpus[i].memory ||
+            !config__str_same(a->gpus[i].name, b->gpus[i].name))
+            return 0;
+    return 1;
+}
+
 static void note_change(struct buf *b, int differs, const char *key)
 {
     if (differs)
@@ -799,12 +811,36 @@ void config_reload_changes(const struct config *a, const struct config *b, char 
     note_change(&ap, a->events_max_age_ms != b->events_max_age_ms, "events.max_age");
     note_change(&ap, !config__clouds_same(a, b), "clouds");
     note_change(&re, !config__slurm_same(a, b), "slurm");
+    /* Read when the daemon starts: the GPU inventory and the session pool are made once. */
+    note_change(&re, !gpus_same(a, b), "gpus");
+    note_change(&re, !config__str_same(a->gpu_ledger, b->gpu_ledger), "gpu_ledger");
+    note_change(&re, !config__str_same(a->tool_nvidia_smi, b->tool_nvidia_smi), "tools.nvidia_smi");
+    note_change(&re, !config__sessions_same(&a->sessions, &b->sessions), "sessions");
     note_change(&re,
                 strcmp(a->listen_host, b->listen_host) != 0 || a->listen_port != b->listen_port,
                 "listen");
     *applied = buf_detach(&ap, NULL);
     *restart = buf_detach(&re, NULL);
 }
+
+#define SWAP(a, b)                                                                                 \
+    do {                                                                                           \
+        __typeof__(a) t_ = (a);                                                                    \
+        (a) = (b);                                                                                 \
+        (b) = t_;                                                                                  \
+    } while (0)
+
+void config_keep_start_only(struct config *running, struct config *next)
+{
+    SWAP(running->gpus_auto, next->gpus_auto);
+    SWAP(running->gpus, next->gpus);
+    SWAP(running->n_gpus, next->n_gpus);
+    SWAP(running->gpu_ledger, next->gpu_ledger);
+    SWAP(running->tool_nvidia_smi, next->tool_nvidia_smi);
+    SWAP(running->sessions, next->sessions);
+}
+
+#undef SWAP
 
 void config_free(struct config *cfg)
 {

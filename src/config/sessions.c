@@ -293,3 +293,26 @@ void config__parse_sessions(struct config__walk *w, const yaml_node_t *n)
                        "sessions.user: needs isolation bwrap; without isolation commands run as "
                        "the daemon's user");
 }
+
+int config__sessions_same(const struct config_sessions *a, const struct config_sessions *b)
+{
+    if (a->enabled != b->enabled || !config__str_same(a->root, b->root) ||
+        a->max_sessions != b->max_sessions || a->idle_after_ms != b->idle_after_ms ||
+        a->idle_action != b->idle_action || a->backup_after_ms != b->backup_after_ms ||
+        !config__str_same(a->backup_dir, b->backup_dir) || a->prune_after_ms != b->prune_after_ms ||
+        a->n_shell != b->n_shell || a->n_env != b->n_env ||
+        !config__str_same(a->bootstrap, b->bootstrap) ||
+        !config__str_same(a->nix_profile, b->nix_profile) || a->isolation != b->isolation ||
+        a->network != b->network || a->limit_memory != b->limit_memory ||
+        a->limit_pids != b->limit_pids || a->limit_cpu != b->limit_cpu ||
+        !config__str_same(a->user, b->user))
+        return 0;
+    for (size_t i = 0; i < a->n_shell; i++)
+        if (!config__str_same(a->shell[i], b->shell[i]))
+            return 0;
+    for (size_t i = 0; i < a->n_env; i++)
+        if (!config__str_same(a->env[i].key, b->env[i].key) ||
+            !config__str_same(a->env[i].value, b->env[i].value))
+            return 0;
+    return 1;
+}

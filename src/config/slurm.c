@@ -270,21 +270,16 @@ const struct config_slurm *config_find_slurm(const struct config *cfg, const cha
     return NULL;
 }
 
-static int str_same(const char *a, const char *b)
-{
-    return a == b || (a && b && !strcmp(a, b));
-}
-
 static int cluster_same(const struct config_slurm *a, const struct config_slurm *b)
 {
-    if (!str_same(a->name, b->name) || !str_same(a->login, b->login) ||
-        !str_same(a->partition, b->partition) || !str_same(a->account, b->account) ||
-        !str_same(a->qos, b->qos) || a->time_ms != b->time_ms ||
-        a->renew_before_ms != b->renew_before_ms || a->poll_ms != b->poll_ms ||
-        a->n_sbatch != b->n_sbatch)
+    if (!config__str_same(a->name, b->name) || !config__str_same(a->login, b->login) ||
+        !config__str_same(a->partition, b->partition) ||
+        !config__str_same(a->account, b->account) || !config__str_same(a->qos, b->qos) ||
+        a->time_ms != b->time_ms || a->renew_before_ms != b->renew_before_ms ||
+        a->poll_ms != b->poll_ms || a->n_sbatch != b->n_sbatch)
         return 0;
     for (size_t i = 0; i < a->n_sbatch; i++)
-        if (!str_same(a->sbatch[i], b->sbatch[i]))
+        if (!config__str_same(a->sbatch[i], b->sbatch[i]))
             return 0;
     return 1;
 }

@@ -1012,3 +1012,8 @@ void config_errors_release(struct config_errors *errs)
     errs->n = 0;
     errs->cap = 0;
 }
+
+int config__str_same(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}

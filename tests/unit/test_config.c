@@ -2099,6 +2099,58 @@ static void test_slurm(void **state)
                  "1s to 10m, as '10s'");
 }
 
+/* Keys read only at start: a reload that changes one names it as needing a restart, and the
+ * running config keeps what runs, so the next reload names it again. */
+static void test_reload_start_only_keys(void **state)
+{
+    (void)state;
+    static const char *const base = "gpus: [{index: 0, memory: 24GiB}]\n"
+                                    "gpu_ledger: /tmp/ledger-a\n"
+                                    "tools: {nvidia_smi: /opt/smi-a}\n"
+                                    "sessions:\n  max_sessions: 4\n  env: {A: '1'}\n"
+                                    "models:\n  m:\n    cmd: x --port ${PORT}\n";
+    static const struct {
+        const char *from, *to, *key;
+    } cases[] = {
+        {"memory: 24GiB", "memory: 48GiB", "gpus"},
+        {"gpus: [{index: 0, memory: 24GiB}]\n", "", "gpus"},
+        {"ledger-a", "ledger-b", "gpu_ledger"},
+        {"smi-a", "smi-b", "tools.nvidia_smi"},
+        {"max_sessions: 4", "max_sessions: 5", "sessions"},
+        {"A: '1'", "A: '2'", "sessions"},
+        {"sessions:\n  max_sessions: 4\n  env: {A: '1'}\n", "", "sessions"},
+    };
+    struct config *running = parse_ok(base);
+    char *applied, *restart;
+    config_reload_changes(running, running, &applied, &restart);
+    assert_string_equal(restart, "");
+    free(applied);
+    free(restart);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *at = strstr(base, cases[i].from);
+        assert_non_null(at);
+        char *y =
+            xstrfmt("%.*s%s%s", (int)(at - base), base, cases[i].to, at + strlen(cases[i].from));
+        struct config *next = parse_ok(y);
+        free(y);
+        config_reload_changes(running, next, &applied, &restart);
+        assert_string_equal(restart, cases[i].key);
+        assert_string_equal(applied, "");
+        free(applied);
+        free(restart);
+        /* The reload keeps what runs: the file still differs from the running config. */
+        struct config *file = parse_ok(base);
+        config_keep_start_only(file, next);
+        config_free(file);
+        config_reload_changes(next, running, &applied, &restart);
+        assert_string_equal(restart, "");
+        free(applied);
+        free(restart);
+        config_free(next);
+    }
+    config_free(running);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2144,6 +2196,7 @@ int main(void)
         cmocka_unit_test(test_sessions_defaults),
         cmocka_unit_test(test_sessions_full),
         cmocka_unit_test(test_sessions_errors),
+        cmocka_unit_test(test_reload_start_only_keys),
     };
     return cmocka_run_group_tests(tests, NULL, cloud_files_remove);
 }
