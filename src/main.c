@@ -28,7 +28,7 @@ static const struct cmd commands[] = {
     {"logs", cmd_logs, "print a model's engine log"},
     {"events", cmd_events, "print state changes"},
     {"gpus", cmd_gpus, "show GPUs, their memory and which instance holds it"},
-    {"hosts", cmd_hosts, "list the hosts (this machine and the pods), their GPUs and models"},
+    {"hosts", cmd_hosts, "list the hosts (this machine, pods, rented machines, Slurm clusters), their GPUs and models"},
     {"pod", cmd_pod, "add, list or remove pods: remote GPU machines reached over ssh"},
     {"session", cmd_session, "list, run commands in, stop or remove agents' sessions"},
     {"cloud", cmd_cloud, "rent GPU machines from a marketplace: offers, rent, ls, release, bad"},

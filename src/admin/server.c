@@ -969,7 +969,7 @@ static void gpus_read(void *arg, struct host *h)
     } else {
         json_t *res = gpu_inventory_json(host_gpus(h));
         sched_report_name_gpu_procs(app, res);
-        json_object_set_new(res, "pods", sched_report_pods_gpus(app));
+        json_object_set_new(res, "pods", sched_report_remote_gpus(app));
         send_ok(c, res);
     }
     free(g);

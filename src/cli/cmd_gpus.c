@@ -13,8 +13,9 @@ static const char usage[] =
     "lists the GPUs the daemon sees: name, memory used and total, free "
     "memory, and the\n"
     "processes holding memory on each, with the model of yard's own;\n"
-    "then each pod's GPUs (as its last poll saw them) with yard's models on "
-    "them\n";
+    "then the GPUs of each pod and rented machine (as its last poll saw them) "
+    "with yard's\n"
+    "models on them\n";
 
 enum { COL_GPU, COL_NAME, COL_MEMORY, COL_FREE, COL_COUNT };
 
@@ -135,7 +136,9 @@ int cmd_gpus(int argc, char **argv, struct app *app)
         {
             char *name = text_field(pod, "name", "?");
             int down = json_is_false(json_object_get(pod, "reachable"));
-            printf("\npod '%s'%s\n", name, down ? " (not answering: as last seen)" : "");
+            const char *kind = json_string_value(json_object_get(pod, "kind"));
+            printf("\n%s '%s'%s\n", kind && !strcmp(kind, "rented") ? "rented machine" : "pod",
+                   name, down ? " (not answering: as last seen)" : "");
             free(name);
             cli_gpus_table(pod, stdout);
         }

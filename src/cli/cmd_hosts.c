@@ -11,10 +11,10 @@
 static const char usage[] =
     "usage: yard hosts [--json]\n"
     "\n"
-    "lists every host: 'local' (this machine), each pod and each Slurm cluster,\n"
-    "whether it answers (each pod is asked again), its GPUs with memory used and\n"
-    "total, and the models running there; under the table, each cluster's\n"
-    "partitions (sinfo) and yard's jobs there\n";
+    "lists every host: 'local' (this machine), each pod, each rented machine and\n"
+    "each Slurm cluster, whether it answers (each pod is asked again), its GPUs\n"
+    "with memory used and total, and the models running there; under the table,\n"
+    "each cluster's partitions (sinfo) and yard's jobs there\n";
 
 enum { COL_NAME, COL_KIND, COL_REACHABLE, COL_GPUS, COL_INSTANCES, COL_COUNT };
 

@@ -116,7 +116,7 @@ void router__ui_state(struct router *r, struct http_request *req)
                               gpus, "ttl_s", (json_int_t)(m->ttl_ms / 1000), "pinned", pinned));
     }
     json_t *hosts = json_array();
-    json_t *pods = app->hosts ? sched_report_pods_gpus(app) : json_array();
+    json_t *pods = app->hosts ? sched_report_remote_gpus(app) : json_array();
     for (size_t i = 0; app->hosts && i < host_count(app->hosts); i++) {
         struct host *h = host_at(app->hosts, i);
         json_t *o = sched_report_host(app, h);

@@ -101,15 +101,16 @@ void sched_report_name_gpu_procs(struct app *app, json_t *result)
     }
 }
 
-json_t *sched_report_pods_gpus(struct app *app)
+json_t *sched_report_remote_gpus(struct app *app)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < host_count(app->hosts); i++) {
         struct host *h = host_at(app->hosts, i);
-        if (h->kind != HOST_POD)
+        if (h->kind != HOST_POD && h->kind != HOST_RENTED)
             continue;
         json_t *res = gpu_inventory_json(host_gpus(h));
-        /* A pod's processes are not read one by one: what is listed is yard's instances there. */
+        /* A remote machine's processes are not read one by one: what is listed is yard's
+         * instances there. */
         size_t k;
         json_t *g;
         json_array_foreach(json_object_get(res, "gpus"), k, g)
@@ -128,6 +129,7 @@ json_t *sched_report_pods_gpus(struct app *app)
         }
         const char *why;
         json_object_set_new(res, "name", utf8_json_xstring(h->name));
+        json_object_set_new(res, "kind", json_string(host_kind_name(h->kind)));
         json_object_set_new(res, "reachable",
                             json_boolean(host_reachable(h, &why) == HOST_REACH_YES));
         json_array_append_new(arr, res);

@@ -29,11 +29,12 @@ json_t *sched_report_instances(struct app *app);
 void sched_report_name_gpu_procs(struct app *app, json_t *inventory);
 
 /*
- * The pods' GPUs as last polled or recorded, each gpu_inventory_json's shape
- * plus "name" and "reachable"; a pod's processes are yard's instances there.
- * A new array.
+ * The GPUs of the machines yard reaches over ssh (pods and rented machines) as
+ * last polled or recorded, each gpu_inventory_json's shape plus "name", "kind"
+ * ("pod" or "rented") and "reachable"; a machine's processes are yard's
+ * instances there. A new array.
  */
-json_t *sched_report_pods_gpus(struct app *app);
+json_t *sched_report_remote_gpus(struct app *app);
 
 /*
  * One host as `yard hosts` lists it: {name, kind, reachable, reason, gpus:

@@ -105,6 +105,16 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
             assert.ok(chat.choices[0].message.content.length > 0);
             const ps = await yardJson(['ps', '--json'], { stateDir: dir });
             assert.equal(ps.find((x) => x.name === 'm')?.host, 'vast-1');
+            // `yard gpus` lists the rented machine's GPUs, as its last poll saw them
+            const gpus = await yardJson(['gpus', '--json'], { stateDir: dir });
+            const rentedGpus = gpus.pods.find((x) => x.name === 'vast-1');
+            assert.ok(rentedGpus, JSON.stringify(gpus.pods));
+            assert.equal(rentedGpus.kind, 'rented');
+            assert.equal(rentedGpus.reachable, true);
+            assert.equal(rentedGpus.gpus.length, 1);
+            assert.match(rentedGpus.gpus[0].name, /4090/);
+            const gpuTable = await yard(['gpus'], { stateDir: dir });
+            assert.match(gpuTable.stdout, /\nrented machine 'vast-1'\n/);
             const stop = await yard(['stop', 'm'], { stateDir: dir });
             assert.equal(stop.code, 0, stop.stderr);
 

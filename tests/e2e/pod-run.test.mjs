@@ -233,6 +233,7 @@ test('models on a pod over a real sshd', { skip: SKIP || false, timeout: 240000 
             const inv = await h.yardJson(['gpus', '--json'], { stateDir: dir });
             const box = inv.pods.find((p) => p.name === 'box');
             assert.equal(box.reachable, true);
+            assert.equal(box.kind, 'pod');
             assert.equal(box.gpus.length, 2);
             const on = box.gpus.map((g) => g.processes.map((p) => p.model).sort().join());
             assert.deepEqual(on.sort(), ['big', 'big2']);
