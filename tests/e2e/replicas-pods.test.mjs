@@ -132,6 +132,12 @@ test('replicas on two pods and local: one per host, requests spread; a pod cut m
         assert.deepEqual(three.map((x) => x.replica), [0, 1, 2]);
         assert.equal(new Set(three.map((x) => x.pid)).size, 3, JSON.stringify(three));
         for (const x of three) assert.equal(x.engine, 'vllm');
+        // A pod that runs a replica other than 0 runs the model: listed, and kept from `pod rm`.
+        const pods = await h.yardJson(['pod', 'ls', '--json'], { stateDir: dir });
+        assert.deepEqual(pods.find((p) => p.name === 'box2').models, [{ name: 'm', state: 'ready' }]);
+        const rm = await h.yard(['pod', 'rm', 'box2'], { stateDir: dir });
+        assert.notEqual(rm.code, 0, rm.stdout);
+        assert.match(rm.stderr, /pod 'box2' runs models: m; stop them first/);
 
         // Nine at once on three replicas of concurrency 1: each replica serves some.
         const before = await Promise.all(three.map(engineServed));
