@@ -136,29 +136,29 @@ void admin__pod_add(struct app *app, json_t *req, admin__reply_fn reply, void *a
 /*
  * Whether model m is on pod NAME: one of its instances (any replica, or a
  * stand-in) is there, where the config, a replica's placement or yard start
- * --pod put it; with no instance anywhere, the config's `pod:`. *state is the
- * state of the busiest of its instances there (stopped when none runs).
+ * --pod put it (an instance with no host yet is where the config's `pod:`
+ * puts it; so is a model the supervisor does not know). *state is the state
+ * of the busiest of its instances there (stopped when none runs).
  */
 static int model_on_pod(struct app *app, const struct config_model *m, const char *name,
                         enum inst_state *state)
 {
-    int on = 0, placed = 0;
+    int on = 0, known = 0;
     *state = INST_STOPPED;
     for (size_t i = 0; app->sup && i < sup_count(app->sup); i++) {
         struct sup_info info;
         sup_info_at(app->sup, i, &info);
-        if (strcmp(info.name, m->name) != 0 || !info.host)
+        if (strcmp(info.name, m->name) != 0)
             continue;
-        placed = 1;
-        if (strcmp(info.host, name) != 0)
+        known = 1;
+        const char *host = info.host ? info.host : m->pod;
+        if (!host || strcmp(host, name) != 0)
             continue;
         on = 1;
         if (*state == INST_STOPPED || *state == INST_FAILED)
             *state = info.state;
     }
-    if (placed)
-        return on;
-    return m->pod && strcmp(m->pod, name) == 0;
+    return on || (!known && m->pod && strcmp(m->pod, name) == 0);
 }
 
 /* The models of pod NAME: [{name, state}], in config order. */

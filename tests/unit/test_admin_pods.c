@@ -30,6 +30,8 @@
 
 /* The supervisor and scheduler calls of pods.c go to the fakes below. */
 #define sup_info fake_sup_info
+#define sup_count fake_sup_count
+#define sup_info_at fake_sup_info_at
 #define sched_stop fake_sched_stop
 /* pod rm --force gives up waiting for stops sooner */
 #define POD_RM_STOP_WAIT_MS 100
@@ -77,6 +79,20 @@ int fake_sup_info(struct sup *s, const char *model, struct sup_info *info)
     info->state = fake.states[i];
     info->host = fake.hosts[i];
     return 0;
+}
+
+/* Every model is one instance here. */
+size_t fake_sup_count(struct sup *s)
+{
+    size_t n = 0;
+    while (n < FAKE_MODELS && fake.names[n])
+        n++;
+    return n;
+}
+
+void fake_sup_info_at(struct sup *s, size_t i, struct sup_info *info)
+{
+    fake_sup_info(s, fake.names[i], info);
 }
 
 static void fake_stop_closed(uv_handle_t *h)
