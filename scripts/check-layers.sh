@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the include graph of src/ against the module layers (docs/architecture.md,
-# "Modules and layers"), and prints the graph with --graph.
+# "Modules and who may call whom", "Layers"), and prints the graph with --graph.
 #
 # A module (a directory of src/) includes only modules of a lower layer and its own:
 #   0 base

@@ -10,7 +10,7 @@
 
 /*
  * Private to host/: the registry's fields, shared by host.c and pods.c; a
- * rental's, shared by rented.c, rent.c, release.c and warmup.c.
+ * rental's, shared by rented.c, rent.c, release.c, warmup.c and history.c.
  */
 
 struct host__rental;
