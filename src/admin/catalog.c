@@ -1,8 +1,8 @@
 /*
  * The `models` verb of the admin socket (docs/catalog.md): which models of
  * the catalog fit on which host. The hosts are the daemon's own ("local",
- * its GPU inventory) and every recorded pod (the GPUs its record holds; no
- * ssh is run). Reading the catalog file and the local inventory may block,
+ * its GPU inventory), every recorded pod and every rented machine (the GPUs
+ * the registry holds for it; no ssh is run). Reading the catalog file and the local inventory may block,
  * so both run in the libuv thread pool; the pods are read from the store on
  * the loop, before.
  */
@@ -183,7 +183,8 @@ static void models_done(uv_work_t *w, int status)
         if (!p)
             continue; /* removed while the catalog was read */
         json_t *gpus = gpu_record_json(host_gpus(p));
-        json_array_append_new(hosts, host_json(op->cat, p->name, "pod", gpus));
+        json_array_append_new(
+            hosts, host_json(op->cat, p->name, p->kind == HOST_RENTED ? "machine" : "pod", gpus));
         json_decref(gpus);
     }
     json_t *result = json_pack("{s:s, s:o}", "catalog", op->cat->source, "hosts", hosts);
@@ -238,7 +239,7 @@ void admin__models(struct app *app, json_t *req, admin__reply_fn reply, void *ar
     op->pods = xcalloc(host_count(app->hosts), sizeof *op->pods);
     for (size_t i = 0; i < host_count(app->hosts); i++) {
         struct host *h = host_at(app->hosts, i);
-        if (h->kind == HOST_POD && (!only || only == h))
+        if ((h->kind == HOST_POD || h->kind == HOST_RENTED) && (!only || only == h))
             op->pods[op->n_pods++] = xstrdup(h->name);
     }
     op->work.data = op;

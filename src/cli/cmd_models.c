@@ -12,11 +12,11 @@ static const char usage[] =
     "usage: yard models [--pod NAME] [--json]\n"
     "\n"
     "shows which models of the catalog fit on which host: the daemon's own GPUs\n"
-    "('local') and each pod's, as recorded by 'yard pod add'. For a model that fits,\n"
-    "the config with the fewest GPUs; for one that does not, why. The catalog is\n"
-    "yard's built-in one, or the file the config names with 'catalog: FILE'.\n"
-    "--pod NAME shows one pod ('local': the daemon's host); --json adds each\n"
-    "config's engine arguments and environment\n";
+    "('local'), each pod's and each rented machine's, as last read. For a model that\n"
+    "fits, the config with the fewest GPUs; for one that does not, why. The catalog\n"
+    "is yard's built-in one, or the file the config names with 'catalog: FILE'.\n"
+    "--pod NAME shows one pod or rented machine ('local': the daemon's host); --json\n"
+    "adds each config's engine arguments and environment\n";
 
 enum { COL_HOST, COL_MODEL, COL_FITS, COL_GPUS, COL_VRAM, COL_WHY, COL_COUNT };
 

@@ -113,6 +113,13 @@ describe('cloud rent, ls, release', { skip: skip ?? false }, () => {
             assert.equal(rentedGpus.reachable, true);
             assert.equal(rentedGpus.gpus.length, 1);
             assert.match(rentedGpus.gpus[0].name, /4090/);
+            // and `yard models` says which catalog models fit on it
+            const cat = await yardJson(['models', '--json'], { stateDir: dir });
+            const onRented = cat.hosts.find((x) => x.host === 'vast-1');
+            assert.ok(onRented, JSON.stringify(cat.hosts.map((x) => x.host)));
+            assert.match(onRented.gpus[0].name, /4090/);
+            assert.ok(onRented.models.length > 0);
+            assert.ok(onRented.models.some((x) => x.fits), 'a catalog model fits a 24 GiB GPU');
             const gpuTable = await yard(['gpus'], { stateDir: dir });
             assert.match(gpuTable.stdout, /\nrented machine 'vast-1'\n/);
             const stop = await yard(['stop', 'm'], { stateDir: dir });
