@@ -2,9 +2,9 @@
  * The `models` verb of the admin socket (docs/catalog.md): which models of
  * the catalog fit on which host. The hosts are the daemon's own ("local",
  * its GPU inventory), every recorded pod and every rented machine (the GPUs
- * the registry holds for it; no ssh is run). Reading the catalog file and the local inventory may block,
- * so both run in the libuv thread pool; the pods are read from the store on
- * the loop, before.
+ * the registry holds for it; no ssh is run). Reading the catalog file and the local inventory may
+ * block, so both run in the libuv thread pool; the pods are read from the store on the loop,
+ * before.
  */
 #include "admin/internal.h"
 
