@@ -199,7 +199,7 @@ static char *unknown_pod_msg(struct app *app, const char *name)
     buf_init(&known, 64 * 1024);
     for (size_t i = 0; i < host_count(app->hosts); i++) {
         struct host *h = host_at(app->hosts, i);
-        if (h->kind != HOST_POD)
+        if (h->kind != HOST_POD && h->kind != HOST_RENTED)
             continue;
         if (known.len)
             buf_appends(&known, ", ");
