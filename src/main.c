@@ -134,7 +134,7 @@ int main(int argc, char **argv)
     const char *name = argv[first];
     if (strcmp(name, "help") == 0) {
         const struct cmd *c = first + 1 < argc ? find_command(argv[first + 1]) : NULL;
-        if (first + 1 >= argc) {
+        if (first + 1 >= argc || strcmp(argv[first + 1], "help") == 0) {
             print_usage(stdout);
             return 0;
         }

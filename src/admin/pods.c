@@ -146,9 +146,9 @@ static int model_on_pod(struct app *app, const struct config_model *m, const cha
     int on = 0, known = 0;
     *state = INST_STOPPED;
     for (size_t i = 0; app->sup && i < sup_count(app->sup); i++) {
-        struct sup_info info;
+        struct sup_info info = {0};
         sup_info_at(app->sup, i, &info);
-        if (strcmp(info.name, m->name) != 0)
+        if (!info.name || strcmp(info.name, m->name) != 0)
             continue;
         known = 1;
         const char *host = info.host ? info.host : m->pod;

@@ -14,7 +14,7 @@
 
 static const char usage[] =
     "usage: yard session ls [--json]\n"
-    "       yard session exec ID [--timeout 30s] -- CMD [ARGS...]\n"
+    "       yard session exec ID [--timeout DURATION] -- CMD [ARGS...]\n"
     "       yard session stop ID\n"
     "       yard session pause ID\n"
     "       yard session resume ID\n"
