@@ -135,9 +135,15 @@ test: deps-test
 	  mkdir -p $$out
 	  for name in $$names; do
 	    rc=0; start=$$SECONDS
-	    timeout -k 10 900 valgrind -q --error-exitcode=1 --leak-check=full \
+	    # the entry's own command and environment (one binary may be two entries, as
+	    # unit/test_cgroup_noclone3 is test_cgroup with YARD_CLONE3=0)
+	    info=$$(ctest --test-dir $$dir -N -V -R "^unit/$$name\$$")
+	    cmd=$$(sed -n 's/^[0-9]*: Test command: //p' <<<"$$info")
+	    envs=$$(sed -n 's/^[0-9]*:  \([A-Za-z_][A-Za-z0-9_]*=.*\)$$/\1/p' <<<"$$info")
+	    [[ -n $$cmd ]] || cmd=$$dir/$$name
+	    timeout -k 10 900 env $$envs valgrind -q --error-exitcode=1 --leak-check=full \
 	      --errors-for-leak-kinds=definite --track-fds=no --suppressions=tests/valgrind.supp \
-	      $$dir/$$name >$$out/$$name.log 2>&1 || rc=$$?
+	      $$cmd >$$out/$$name.log 2>&1 || rc=$$?
 	    if [[ $$rc -eq 0 ]]; then
 	      passed=$$((passed + 1)); echo "valgrind $$name: ok ($$((SECONDS - start))s)"
 	    else
