@@ -864,7 +864,7 @@ static int send_events(struct admin_conn *c, int64_t after, size_t limit, int fo
 static void events_note(void *arg, const struct sup_note *n)
 {
     struct admin_conn *c = arg;
-    if (n->kind != SUP_NOTE_STATE)
+    if (n->kind != SUP_NOTE_STATE && n->kind != SUP_NOTE_EVENT)
         return;
     if (conn_full(c))
         c->events_behind = 1;

@@ -417,6 +417,8 @@ int host_rented_engine_failed(struct host_registry *reg, const char *name, const
         return -ENOENT;
     if (r->st != R_READY || r->release)
         return 0;
+    /* Released before anything hears of it: no placement may pick it again meanwhile. */
+    r->release = 1;
     const struct config_cloud *cc = host__rental_cloud(r);
     struct host__want *w = want_get(reg, r->rec.cloud, model);
     char *why = machine ? xstrfmt("the engine of '%s' failed there by the machine's fault: %s",
@@ -445,7 +447,6 @@ int host_rented_engine_failed(struct host_registry *reg, const char *name, const
     }
     free(r->failure);
     r->failure = why;
-    r->release = 1;
     if (!r->busy)
         host__rental_destroy(r);
     return again;

@@ -142,7 +142,7 @@ static void reader_note(void *arg, const struct sup_note *n)
         e->behind = 1; /* what is kept is sent once the client reads; progress is not kept */
         return;
     }
-    if (n->kind == SUP_NOTE_STATE) {
+    if (n->kind == SUP_NOTE_STATE || n->kind == SUP_NOTE_EVENT) {
         reader_send_events(e, e->last_id, EVENTS_REPLAY_MAX);
         return;
     }

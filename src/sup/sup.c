@@ -765,7 +765,7 @@ void sup_unobserve(struct sup *s, struct sup_observer *o)
 
 void sup_notify_event(struct sup *s, const char *name)
 {
-    struct sup_note n = {.kind = SUP_NOTE_STATE, .model = name, .state = INST_UNKNOWN};
+    struct sup_note n = {.kind = SUP_NOTE_EVENT, .model = name};
     sup__notify(s, &n);
 }
 

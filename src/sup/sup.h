@@ -55,7 +55,13 @@ struct sup_info {
     const char *node; /* the node its job runs on; NULL when none or not known */
 };
 
-enum sup_note_kind { SUP_NOTE_STATE, SUP_NOTE_PROGRESS, SUP_NOTE_LOG };
+/*
+ * STATE: an instance changed state. PROGRESS: a load's percent. LOG: a line of
+ * its engine. EVENT: an event of something that is not an instance (a session,
+ * a rented machine) was recorded under the model's name: event followers read
+ * it; nothing changed state.
+ */
+enum sup_note_kind { SUP_NOTE_STATE, SUP_NOTE_PROGRESS, SUP_NOTE_LOG, SUP_NOTE_EVENT };
 
 struct sup_note {
     enum sup_note_kind kind;
@@ -201,9 +207,10 @@ int sup_sleep_check(struct sup *s, const char *model, int level, char **err);
 struct sup_observer *sup_observe(struct sup *s, const char *model, sup_note_cb cb, void *arg);
 void sup_unobserve(struct sup *s, struct sup_observer *o);
 /*
- * An event of something that is not an instance (a session) was recorded in
- * the store under name: observers of every model, and of name, hear a
- * SUP_NOTE_STATE for it (state INST_UNKNOWN), so event followers read it.
+ * An event of something that is not an instance (a session, a rented machine)
+ * was recorded in the store under name: observers of every model, and of
+ * name, hear a SUP_NOTE_EVENT, so event followers read it. (Sent as a state
+ * note, it made the scheduler plan again in the middle of what recorded it.)
  */
 void sup_notify_event(struct sup *s, const char *name);
 

@@ -58,6 +58,9 @@ describe('an engine that fails on a rented machine', { skip: skip ?? false }, ()
             assert.match(bad[0].reason, /by the machine's fault: .*CUDA driver version is insufficient for CUDA runtime version/);
             const ev = await yard(['events', 'c', '-n', '200'], { stateDir: dir });
             assert.match(ev.stdout, new RegExp(`destroyed instance ${first.id}: the engine of 'c' failed there by the machine's fault`));
+            // the engine started once on the machine that failed it: never again while it was destroyed
+            const starts = ev.stdout.split('\n').filter((l) => /-> starting: connecting to pod 'vast-1'|-> starting connecting to pod 'vast-1'/.test(l));
+            assert.equal(starts.length, 1, ev.stdout);
             const ps = await yardJson(['ps', '--json'], { stateDir: dir });
             assert.equal(ps.find((x) => x.name === 'c').state, 'ready');
         } finally {
