@@ -175,6 +175,16 @@ void host__notify_rent(struct host_registry *reg, const char *model, const char 
         sweep_observers(reg);
 }
 
+void host__notify_rent_done(struct host_registry *reg, const char *model)
+{
+    reg->notifying++;
+    for (struct host__obs_node *n = reg->observers; n; n = n->next)
+        if (n->o && n->o->rent_done)
+            n->o->rent_done(n->o->arg, model);
+    if (--reg->notifying == 0)
+        sweep_observers(reg);
+}
+
 void host__notify_event(struct host_registry *reg, const char *model)
 {
     reg->notifying++;

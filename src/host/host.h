@@ -79,6 +79,8 @@ struct host_observer {
     void (*gpus)(void *arg, struct host *h);
     /* A step of a machine being rented for model (rented.c): text, one line. */
     void (*rent_step)(void *arg, const char *model, const char *text);
+    /* The rent for model ended: a machine is ready for it, or the rent failed (rent.c). */
+    void (*rent_done)(void *arg, const char *model);
     /* An event of model (or of a rental named model) is in the store (rented.c). */
     void (*event)(void *arg, const char *model);
     void *arg;

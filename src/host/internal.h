@@ -176,6 +176,8 @@ enum host__event { HOST__ADDED, HOST__REMOVED, HOST__LOST, HOST__FOUND, HOST__GP
 void host__notify(struct host_registry *reg, struct host *h, enum host__event ev);
 /* Tells every observer's rent_step of a step of a rent for model. */
 void host__notify_rent(struct host_registry *reg, const char *model, const char *text);
+/* The rent for model ended (a machine ready, or the rent failed): rent_done observers hear it. */
+void host__notify_rent_done(struct host_registry *reg, const char *model);
 /* Tells the observers that an event of model is in the store. */
 void host__notify_event(struct host_registry *reg, const char *model);
 

@@ -394,6 +394,8 @@ static void want_done(void *arg, const char *name, const char *err)
     w->failed = NULL;
     if (!name)
         want_hold(w, xstrfmt("could not rent a machine for it: %s", err ? err : "the rent failed"));
+    /* Its requests wait for this: the scheduler places them at once. */
+    host__notify_rent_done(w->reg, w->model);
 }
 
 void host_cloud_rent(struct host_registry *reg, const char *cloud, const char *model, int gpus,

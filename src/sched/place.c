@@ -78,11 +78,20 @@ static void on_rent_step(void *arg, const char *model, const char *text)
     sched__rent_step(g->owner, model, text);
 }
 
+/* A rent for a model ended (a machine ready, or the rent failed): its requests go on now. */
+static void on_rent_done(void *arg, const char *model)
+{
+    struct sched__gpus *g = arg;
+    (void)model;
+    sched__kick(g->owner);
+}
+
 void sched__gpus_init(struct sched *s)
 {
     struct sched__gpus *g = sched__gpus_of(s);
     g->owner = s;
-    g->obs = (struct host_observer){.gpus = on_gpus_read, .rent_step = on_rent_step, .arg = g};
+    g->obs = (struct host_observer){
+        .gpus = on_gpus_read, .rent_step = on_rent_step, .rent_done = on_rent_done, .arg = g};
     host_observe(sched__app(s)->hosts, &g->obs);
     sched__gpus_refresh(s);
 }
